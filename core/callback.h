@@ -1,0 +1,126 @@
+#pragma once
+/// Callback: Lightning's Callback with the same hook names and arguments.
+
+#include <cstdint>
+#include <exception>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/batch.h"
+#include "core/checkpoint_data.h"
+#include "core/state_dict.h"
+#include "core/step_output.h"
+#include "events/common.h"
+
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace trainbus {
+
+class Trainer;
+class Module;
+
+/// Where a callback runs relative to the others (Lightning's _reorder_callbacks and its
+/// "monitoring callbacks").
+enum class CallbackKind {
+  kTuner,       ///< runs before all others (BatchSizeFinder, LearningRateFinder)
+  kDefault,     ///< in list order
+  kMonitoring,  ///< in list order, but on_train_epoch_end after the module's (EarlyStopping)
+  kCheckpoint,  ///< after all others, and on_train_epoch_end after the module's (ModelCheckpoint)
+};
+
+/// A synchronous callback: runs on the training thread, inside the loop, and may change the
+/// trainer's state (request_stop, learning rates, accumulate_grad_batches, freezing layers).
+/// Hooks run in the trainer's callback order; every hook is a no-op by default. An exception
+/// thrown from a hook fires on_exception on every callback, then leaves fit() unchanged.
+class Callback {
+ public:
+  virtual ~Callback();
+
+  /// Key of this callback's state in checkpoints; default: the class name. Two callbacks with
+  /// state must have different keys (checked when the Trainer is built).
+  virtual std::string state_key() const;
+  /// State saved in checkpoints; a callback is stateful when this is non-empty.
+  virtual StateDict state_dict() const { return {}; }
+  /// Restores what state_dict() returned, when fit resumes from a checkpoint.
+  virtual void load_state_dict(const StateDict& state) { (void)state; }
+  /// Ordering group; see CallbackKind.
+  virtual CallbackKind kind() const { return CallbackKind::kDefault; }
+
+  // ---- setup and teardown ----
+
+  /// At the start of fit/validate/test/predict, after the data module's setup, before the module's.
+  virtual void setup(Trainer& trainer, Module& module, Stage stage) {}
+  /// At the end of a successful fit/validate/test/predict, before the module's teardown.
+  virtual void teardown(Trainer& trainer, Module& module, Stage stage) {}
+
+  // ---- fit ----
+
+  /// After configure_optimizers (and after restoring a checkpoint).
+  virtual void on_fit_start(Trainer& trainer, Module& module) {}
+  virtual void on_fit_end(Trainer& trainer, Module& module) {}
+  virtual void on_sanity_check_start(Trainer& trainer, Module& module) {}
+  virtual void on_sanity_check_end(Trainer& trainer, Module& module) {}
+  virtual void on_train_start(Trainer& trainer, Module& module) {}
+  virtual void on_train_end(Trainer& trainer, Module& module) {}
+  virtual void on_train_epoch_start(Trainer& trainer, Module& module) {}
+  /// After validation that is due at the epoch end. Epoch metrics are in callback_metrics.
+  virtual void on_train_epoch_end(Trainer& trainer, Module& module) {}
+  /// After the batch is on the device, before training_step.
+  virtual void on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) {}
+  /// After the optimizer step (or accumulation) of the batch; `outputs` is training_step's return.
+  virtual void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
+                                  const Batch& batch, int64_t batch_idx) {}
+
+  // ---- validation, test, predict ----
+
+  virtual void on_validation_start(Trainer& trainer, Module& module) {}
+  /// After the validation epoch's metrics are in callback_metrics.
+  virtual void on_validation_end(Trainer& trainer, Module& module) {}
+  virtual void on_validation_epoch_start(Trainer& trainer, Module& module) {}
+  virtual void on_validation_epoch_end(Trainer& trainer, Module& module) {}
+  virtual void on_validation_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) {}
+  virtual void on_validation_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
+                                       const Batch& batch, int64_t batch_idx) {}
+  virtual void on_test_start(Trainer& trainer, Module& module) {}
+  virtual void on_test_end(Trainer& trainer, Module& module) {}
+  virtual void on_test_epoch_start(Trainer& trainer, Module& module) {}
+  virtual void on_test_epoch_end(Trainer& trainer, Module& module) {}
+  virtual void on_test_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) {}
+  virtual void on_test_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
+                                 const Batch& batch, int64_t batch_idx) {}
+  virtual void on_predict_start(Trainer& trainer, Module& module) {}
+  virtual void on_predict_end(Trainer& trainer, Module& module) {}
+  virtual void on_predict_epoch_start(Trainer& trainer, Module& module) {}
+  virtual void on_predict_epoch_end(Trainer& trainer, Module& module) {}
+  virtual void on_predict_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) {}
+  virtual void on_predict_batch_end(Trainer& trainer, Module& module, const at::Tensor& outputs,
+                                    const Batch& batch, int64_t batch_idx) {}
+
+  // ---- optimization, in the order they fire within a batch ----
+
+  /// After training_step, before optimizer.zero_grad(), on the first batch of each accumulation window.
+  virtual void on_before_zero_grad(Trainer& trainer, Module& module, torch::optim::Optimizer& optimizer) {}
+  /// Right before loss.backward(); `loss` is divided by accumulate_grad_batches.
+  virtual void on_before_backward(Trainer& trainer, Module& module, const at::Tensor& loss) {}
+  /// After loss.backward() and before optimizers are stepped.
+  virtual void on_after_backward(Trainer& trainer, Module& module) {}
+  /// Before gradient clipping and optimizer.step(); gradients are final here.
+  virtual void on_before_optimizer_step(Trainer& trainer, Module& module, torch::optim::Optimizer& optimizer) {}
+  /// After optimizer.step(); trainer.global_step() already counts it. (trainbus addition)
+  virtual void on_after_optimizer_step(Trainer& trainer, Module& module, torch::optim::Optimizer& optimizer) {}
+
+  // ---- checkpoints and errors ----
+
+  /// When a checkpoint is assembled, after every callback's state_dict(); may add to `extra`.
+  virtual void on_save_checkpoint(Trainer& trainer, Module& module, CheckpointData& checkpoint) {}
+  /// When fit resumes: after the module's on_load_checkpoint, before load_state_dict.
+  virtual void on_load_checkpoint(Trainer& trainer, Module& module, const CheckpointData& checkpoint) {}
+  /// When an exception leaves a step, a hook or the loop; then it leaves fit() unchanged.
+  /// Exceptions that are not std::exception arrive as std::runtime_error("unknown exception").
+  virtual void on_exception(Trainer& trainer, Module& module, const std::exception& error) {}
+};
+
+}  // namespace trainbus

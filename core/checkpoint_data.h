@@ -1,0 +1,32 @@
+#pragma once
+/// CheckpointData: the part of a checkpoint that hooks see and may change.
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "core/state_dict.h"
+#include "events/common.h"
+
+namespace trainbus {
+
+/// Everything in a checkpoint except the model and optimizer tensors, which go straight from the
+/// module and optimizers into LibTorch archives. on_save_checkpoint hooks may add to `extra`.
+struct CheckpointData {
+  int64_t epoch = 0;        ///< trainer.current_epoch when saved
+  int64_t global_step = 0;  ///< optimizer steps taken when saved
+  /// Trainer progress needed to continue: batches done in the epoch, whether it had ended, seeds.
+  StateDict loops;
+  /// Each stateful callback's state_dict(), by state_key().
+  std::map<std::string, StateDict> callbacks;
+  /// Module::hparams().
+  StateDict hyper_parameters;
+  /// DataModule::state_dict().
+  StateDict datamodule;
+  /// trainer.callback_metrics when saved (Lightning does not keep them; trainbus does).
+  Metrics callback_metrics;
+  /// Free-form entries added by on_save_checkpoint hooks.
+  StateDict extra;
+};
+
+}  // namespace trainbus

@@ -1,0 +1,241 @@
+// Trainer::validate / test / predict and the evaluation loop that fit's validation shares
+// (Lightning's _EvaluationLoop and _PredictionLoop).
+#include <torch/utils.h>
+
+#include "core/tensor_ref.h"
+#include "core/trainer.h"
+#include "core/trainer_hooks.h"
+#include "events/check.h"
+
+namespace trainbus {
+namespace {
+
+// The six lifecycle points of one evaluation stage, so that validation and test share one loop.
+struct ValidationHooks {
+  using Start = events::ValidationStart;
+  using EpochStart = events::ValidationEpochStart;
+  using BatchStart = events::ValidationBatchStart;
+  using BatchEnd = events::ValidationBatchEnd;
+  using EpochEnd = events::ValidationEpochEnd;
+  using End = events::ValidationEnd;
+  static constexpr std::string_view kStep = "validation_step";
+  static constexpr MetricsCollector::Results kResults = MetricsCollector::Results::kValidation;
+
+  static void start(Callback& c, Trainer& t, Module& m) { c.on_validation_start(t, m); }
+  static void start(Module& m) { m.on_validation_start(); }
+  static void epoch_start(Callback& c, Trainer& t, Module& m) { c.on_validation_epoch_start(t, m); }
+  static void epoch_start(Module& m) { m.on_validation_epoch_start(); }
+  static void batch_start(Callback& c, Trainer& t, Module& m, const Batch& b, int64_t i) {
+    c.on_validation_batch_start(t, m, b, i);
+  }
+  static void batch_start(Module& m, const Batch& b, int64_t i) { m.on_validation_batch_start(b, i); }
+  static StepOutput step(Module& m, const Batch& b, int64_t i) { return m.validation_step(b, i); }
+  static void batch_end(Callback& c, Trainer& t, Module& m, const StepOutput& o, const Batch& b, int64_t i) {
+    c.on_validation_batch_end(t, m, o, b, i);
+  }
+  static void batch_end(Module& m, const StepOutput& o, const Batch& b, int64_t i) {
+    m.on_validation_batch_end(o, b, i);
+  }
+  static void epoch_end(Callback& c, Trainer& t, Module& m) { c.on_validation_epoch_end(t, m); }
+  static void epoch_end(Module& m) { m.on_validation_epoch_end(); }
+  static void end(Callback& c, Trainer& t, Module& m) { c.on_validation_end(t, m); }
+  static void end(Module& m) { m.on_validation_end(); }
+};
+
+struct TestHooks {
+  using Start = events::TestStart;
+  using EpochStart = events::TestEpochStart;
+  using BatchStart = events::TestBatchStart;
+  using BatchEnd = events::TestBatchEnd;
+  using EpochEnd = events::TestEpochEnd;
+  using End = events::TestEnd;
+  static constexpr std::string_view kStep = "test_step";
+  static constexpr MetricsCollector::Results kResults = MetricsCollector::Results::kTest;
+
+  static void start(Callback& c, Trainer& t, Module& m) { c.on_test_start(t, m); }
+  static void start(Module& m) { m.on_test_start(); }
+  static void epoch_start(Callback& c, Trainer& t, Module& m) { c.on_test_epoch_start(t, m); }
+  static void epoch_start(Module& m) { m.on_test_epoch_start(); }
+  static void batch_start(Callback& c, Trainer& t, Module& m, const Batch& b, int64_t i) {
+    c.on_test_batch_start(t, m, b, i);
+  }
+  static void batch_start(Module& m, const Batch& b, int64_t i) { m.on_test_batch_start(b, i); }
+  static StepOutput step(Module& m, const Batch& b, int64_t i) { return m.test_step(b, i); }
+  static void batch_end(Callback& c, Trainer& t, Module& m, const StepOutput& o, const Batch& b, int64_t i) {
+    c.on_test_batch_end(t, m, o, b, i);
+  }
+  static void batch_end(Module& m, const StepOutput& o, const Batch& b, int64_t i) { m.on_test_batch_end(o, b, i); }
+  static void epoch_end(Callback& c, Trainer& t, Module& m) { c.on_test_epoch_end(t, m); }
+  static void epoch_end(Module& m) { m.on_test_epoch_end(); }
+  static void end(Callback& c, Trainer& t, Module& m) { c.on_test_end(t, m); }
+  static void end(Module& m) { m.on_test_end(); }
+};
+
+// Puts the module in eval mode for the scope and restores its previous mode.
+class EvalModeScope {
+ public:
+  explicit EvalModeScope(Module& module) : module_(module), was_training_(module.is_training()) { module_.eval(); }
+  ~EvalModeScope() { module_.train(was_training_); }
+  EvalModeScope(const EvalModeScope&) = delete;
+  EvalModeScope& operator=(const EvalModeScope&) = delete;
+
+ private:
+  Module& module_;
+  bool was_training_;
+};
+
+}  // namespace
+
+template <class Hooks>
+Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
+  if (num_batches == 0) return {};  // as Lightning: no hooks at all for an empty loop
+  if (fn_ == Stage::kFit && phase_ != Phase::kSanityChecking) module_->zero_grad();
+  if (phase_ != Phase::kSanityChecking) {
+    phase_ = Hooks::kResults == MetricsCollector::Results::kTest ? Phase::kTesting : Phase::kValidating;
+  }
+  EvalModeScope eval_mode(*module_);
+  torch::NoGradGuard no_grad;
+  metrics_.reset(Hooks::kResults);
+  loader.set_epoch(current_epoch_);
+
+  using Start = typename Hooks::Start;
+  using EpochStart = typename Hooks::EpochStart;
+  using BatchStart = typename Hooks::BatchStart;
+  using BatchEnd = typename Hooks::BatchEnd;
+  using EpochEnd = typename Hooks::EpochEnd;
+  using End = typename Hooks::End;
+  call_hooks<Start>([&](Callback& c) { Hooks::start(c, *this, *module_); }, [](Module& m) { Hooks::start(m); },
+                    [&] { return Start{progress()}; });
+  call_hooks<EpochStart>([&](Callback& c) { Hooks::epoch_start(c, *this, *module_); },
+                         [](Module& m) { Hooks::epoch_start(m); }, [&] { return EpochStart{progress()}; });
+  for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
+    const Batch batch = to_device(loader.batch(batch_idx), options_.device);
+    const events::BatchInfo info{batch_idx, batch_size_of(batch), 0};
+    metrics_.set_current_batch_size(info.batch_size);
+    metrics_.begin_batch();
+    call_hooks<BatchStart>([&](Callback& c) { Hooks::batch_start(c, *this, *module_, batch, batch_idx); },
+                           [&](Module& m) { Hooks::batch_start(m, batch, batch_idx); },
+                           [&] { return BatchStart{progress(), info}; });
+    StepOutput outputs;
+    {
+      FxScope scope(current_fx_, Hooks::kStep);
+      outputs = Hooks::step(*module_, batch, batch_idx);
+    }
+    call_hooks<BatchEnd>([&](Callback& c) { Hooks::batch_end(c, *this, *module_, outputs, batch, batch_idx); },
+                         [&](Module& m) { Hooks::batch_end(m, outputs, batch, batch_idx); },
+                         [&] { return BatchEnd{progress(), info, metrics_.batch_logged(), make_tensor_ref(outputs)}; });
+  }
+  Metrics epoch_metrics = metrics_.end_epoch(Hooks::kResults);
+  call_hooks<EpochEnd>([&](Callback& c) { Hooks::epoch_end(c, *this, *module_); },
+                       [](Module& m) { Hooks::epoch_end(m); },
+                       [&] { return EpochEnd{progress(), epoch_metrics}; });
+  // Values logged in the epoch-end hooks are part of the result too.
+  epoch_metrics = metrics_.end_epoch(Hooks::kResults);
+  call_hooks<End>([&](Callback& c) { Hooks::end(c, *this, *module_); }, [](Module& m) { Hooks::end(m); },
+                  [&] { return End{progress(), metrics_.callback_metrics()}; });
+  return epoch_metrics;
+}
+
+Metrics Trainer::run_evaluation(EvalKind kind, int64_t num_batches) {
+  if (kind == EvalKind::kValidation) return run_eval_loop<ValidationHooks>(*val_loader_, num_batches);
+  return run_eval_loop<TestHooks>(*test_loader_, num_batches);
+}
+
+Metrics Trainer::validate(Module& module, DataModule& data) {
+  Metrics result;
+  run_entry_point(Stage::kValidate, module, data, [&] {
+    metrics_.clear();
+    data_->prepare_data();
+    module_->prepare_data();
+    call_setup_hooks(Stage::kValidate);
+    module_->configure_model();
+    module_->to(options_.device);
+    module_->zero_grad();
+    val_loader_ = require_loader(data_->val_dataloader(), "val_dataloader");
+    num_val_batches_ = options_.limit_val_batches.apply(val_loader_->num_batches(), "limit_val_batches");
+    result = run_evaluation(EvalKind::kValidation, num_val_batches_);
+    phase_ = Phase::kIdle;
+    call_teardown_hooks(Stage::kValidate);
+  });
+  return result;
+}
+
+Metrics Trainer::test(Module& module, DataModule& data) {
+  Metrics result;
+  run_entry_point(Stage::kTest, module, data, [&] {
+    metrics_.clear();
+    data_->prepare_data();
+    module_->prepare_data();
+    call_setup_hooks(Stage::kTest);
+    module_->configure_model();
+    module_->to(options_.device);
+    module_->zero_grad();
+    test_loader_ = require_loader(data_->test_dataloader(), "test_dataloader");
+    num_test_batches_ = options_.limit_test_batches.apply(test_loader_->num_batches(), "limit_test_batches");
+    result = run_evaluation(EvalKind::kTest, num_test_batches_);
+    phase_ = Phase::kIdle;
+    call_teardown_hooks(Stage::kTest);
+  });
+  return result;
+}
+
+std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data) {
+  std::vector<at::Tensor> predictions;
+  run_entry_point(Stage::kPredict, module, data, [&] {
+    data_->prepare_data();
+    module_->prepare_data();
+    call_setup_hooks(Stage::kPredict);
+    module_->configure_model();
+    module_->to(options_.device);
+    module_->zero_grad();
+    auto loader = require_loader(data_->predict_dataloader(), "predict_dataloader");
+    num_predict_batches_ = options_.limit_predict_batches.apply(loader->num_batches(), "limit_predict_batches");
+    predictions = run_prediction(*loader, num_predict_batches_);
+    phase_ = Phase::kIdle;
+    call_teardown_hooks(Stage::kPredict);
+  });
+  return predictions;
+}
+
+std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_batches) {
+  std::vector<at::Tensor> predictions;
+  if (num_batches == 0) return predictions;
+  phase_ = Phase::kPredicting;
+  EvalModeScope eval_mode(*module_);
+  torch::NoGradGuard no_grad;
+  loader.set_epoch(0);
+  call_hooks<events::PredictStart>([&](Callback& c) { c.on_predict_start(*this, *module_); },
+                                   [](Module& m) { m.on_predict_start(); },
+                                   [&] { return events::PredictStart{progress()}; });
+  call_hooks<events::PredictEpochStart>([&](Callback& c) { c.on_predict_epoch_start(*this, *module_); },
+                                        [](Module& m) { m.on_predict_epoch_start(); },
+                                        [&] { return events::PredictEpochStart{progress()}; });
+  predictions.reserve(static_cast<size_t>(num_batches));
+  for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
+    const Batch batch = to_device(loader.batch(batch_idx), options_.device);
+    const events::BatchInfo info{batch_idx, batch_size_of(batch), 0};
+    call_hooks<events::PredictBatchStart>(
+        [&](Callback& c) { c.on_predict_batch_start(*this, *module_, batch, batch_idx); },
+        [&](Module& m) { m.on_predict_batch_start(batch, batch_idx); },
+        [&] { return events::PredictBatchStart{progress(), info}; });
+    at::Tensor outputs;
+    {
+      FxScope scope(current_fx_, "predict_step");
+      outputs = module_->predict_step(batch, batch_idx);
+    }
+    call_hooks<events::PredictBatchEnd>(
+        [&](Callback& c) { c.on_predict_batch_end(*this, *module_, outputs, batch, batch_idx); },
+        [&](Module& m) { m.on_predict_batch_end(outputs, batch, batch_idx); },
+        [&] { return events::PredictBatchEnd{progress(), info, make_tensor_ref(outputs)}; });
+    predictions.push_back(std::move(outputs));
+  }
+  call_hooks<events::PredictEpochEnd>([&](Callback& c) { c.on_predict_epoch_end(*this, *module_); },
+                                      [](Module& m) { m.on_predict_epoch_end(); },
+                                      [&] { return events::PredictEpochEnd{progress()}; });
+  call_hooks<events::PredictEnd>([&](Callback& c) { c.on_predict_end(*this, *module_); },
+                                 [](Module& m) { m.on_predict_end(); },
+                                 [&] { return events::PredictEnd{progress()}; });
+  return predictions;
+}
+
+}  // namespace trainbus

@@ -1,0 +1,342 @@
+// Trainer::fit: the fit loop, the training epoch and one training batch (Lightning's FitLoop,
+// TrainingEpochLoop and _AutomaticOptimization).
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include <vector>
+
+#include <torch/types.h>  // clip_grad.h is not self-contained
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/utils.h>
+
+#include "core/checkpoint_io.h"
+#include "core/diagnostics.h"
+#include "core/tensor_ref.h"
+#include "core/trainer.h"
+#include "core/trainer_hooks.h"
+#include "events/check.h"
+
+namespace trainbus {
+
+void Trainer::fit(Module& module, DataModule& data, const FitOptions& options) {
+  run_entry_point(Stage::kFit, module, data, [&] { run_fit(options); });
+}
+
+void Trainer::reset_fit_progress() {
+  current_epoch_ = 0;
+  epochs_processed_ = 0;
+  global_step_ = 0;
+  batches_done_in_epoch_ = 0;
+  total_batch_idx_ = 0;
+  epoch_batches_finished_ = false;
+  resume_batch_idx_ = 0;
+  restarting_ = false;
+  should_stop_ = false;
+  warned_stop_refused_ = false;
+  stop_reasons_.clear();
+  accumulate_grad_batches_ = options_.accumulate_grad_batches;
+  optimizers_.clear();
+  schedulers_.clear();
+  train_loader_.reset();
+  val_loader_.reset();
+  metrics_.clear();
+}
+
+void Trainer::run_fit(const FitOptions& options) {
+  reset_fit_progress();
+  data_->prepare_data();
+  module_->prepare_data();
+  call_setup_hooks(Stage::kFit);
+  module_->configure_model();
+
+  // NOTE: weights are restored after configure_model (Lightning restores before it) so that layers
+  // a module builds lazily there exist when their weights are loaded.
+  std::unique_ptr<LoadedCheckpoint> checkpoint;
+  if (!options.ckpt_path.empty()) {
+    checkpoint = std::make_unique<LoadedCheckpoint>(read_checkpoint(options.ckpt_path));
+    restore_modules_and_callbacks(*checkpoint);
+  }
+  module_->to(options_.device);
+  configure_optimizers();
+
+  train_loader_ = require_loader(data_->train_dataloader(), "train_dataloader");
+  val_loader_ = data_->val_dataloader();
+  if (checkpoint) restore_training_state(*checkpoint);
+
+  num_training_batches_ = options_.limit_train_batches.apply(train_loader_->num_batches(), "limit_train_batches");
+  num_val_batches_ =
+      val_loader_ ? options_.limit_val_batches.apply(val_loader_->num_batches(), "limit_val_batches") : 0;
+  if (options_.val_check_interval.is_fraction()) {
+    val_check_batch_ = std::max<int64_t>(
+        1, static_cast<int64_t>(static_cast<double>(num_training_batches_) * options_.val_check_interval.fraction()));
+  } else {
+    val_check_batch_ = options_.val_check_interval.batches();
+    TRAINBUS_CHECK(!options_.check_val_every_n_epoch || num_val_batches_ == 0 ||
+                       val_check_batch_ <= num_training_batches_,
+                   "`val_check_interval` (", val_check_batch_,
+                   ") must be less than or equal to the number of training batches (", num_training_batches_,
+                   "); set `limit_val_batches = 0` to disable validation, or unset `check_val_every_n_epoch` "
+                   "to validate every N batches across epochs");
+  }
+
+  call_hooks<events::FitStart>([&](Callback& c) { c.on_fit_start(*this, *module_); },
+                               [](Module& m) { m.on_fit_start(); },
+                               [&] { return events::FitStart{progress()}; });
+  module_->zero_grad();
+  run_sanity_check();
+  run_fit_loop();
+  phase_ = Phase::kIdle;
+  call_hooks<events::FitEnd>([&](Callback& c) { c.on_fit_end(*this, *module_); }, [](Module& m) { m.on_fit_end(); },
+                             [&] { return events::FitEnd{progress(), metrics_.callback_metrics()}; });
+  call_teardown_hooks(Stage::kFit);
+}
+
+void Trainer::configure_optimizers() {
+  OptimizerConfig config = module_->configure_optimizers();
+  TRAINBUS_CHECK(!config.optimizers.empty(), "configure_optimizers() returned no optimizer; return at least one, "
+                 "e.g. `return std::make_shared<torch::optim::Adam>(parameters(), 1e-3);`");
+  for (size_t i = 0; i < config.optimizers.size(); ++i) {
+    TRAINBUS_CHECK(config.optimizers[i] != nullptr, "configure_optimizers(): optimizer ", i, " is null");
+  }
+  for (size_t i = 0; i < config.lr_schedulers.size(); ++i) {
+    TRAINBUS_CHECK(config.lr_schedulers[i].scheduler != nullptr, "configure_optimizers(): lr_schedulers[", i,
+                   "].scheduler is null");
+    TRAINBUS_CHECK(config.lr_schedulers[i].frequency >= 1, "configure_optimizers(): lr_schedulers[", i,
+                   "].frequency must be >= 1, got ", config.lr_schedulers[i].frequency);
+  }
+  optimizers_ = std::move(config.optimizers);
+  schedulers_ = std::move(config.lr_schedulers);
+}
+
+void Trainer::run_sanity_check() {
+  if (restarting_ || num_val_batches_ == 0 || options_.num_sanity_val_steps == 0) return;
+  const int64_t batches = options_.num_sanity_val_steps == -1
+                              ? num_val_batches_
+                              : std::min(options_.num_sanity_val_steps, num_val_batches_);
+  phase_ = Phase::kSanityChecking;
+  call_hooks<events::SanityCheckStart>([&](Callback& c) { c.on_sanity_check_start(*this, *module_); },
+                                       kNoModuleHook, [&] { return events::SanityCheckStart{progress()}; });
+  run_evaluation(EvalKind::kValidation, batches);
+  call_hooks<events::SanityCheckEnd>([&](Callback& c) { c.on_sanity_check_end(*this, *module_); },
+                                     kNoModuleHook,
+                                     [&] { return events::SanityCheckEnd{progress(), metrics_.callback_metrics()}; });
+  // As Lightning: what the sanity check logged does not count.
+  metrics_.clear();
+  phase_ = Phase::kIdle;
+}
+
+bool Trainer::can_stop_early() const {
+  const bool met_min_epochs = !options_.min_epochs || epochs_processed_ >= *options_.min_epochs;
+  const bool met_min_steps = !options_.min_steps || global_step_ >= *options_.min_steps;
+  return met_min_epochs && met_min_steps;
+}
+
+bool Trainer::fit_done() const {
+  if (num_training_batches_ == 0) return true;
+  if (options_.max_steps >= 0 && global_step_ >= options_.max_steps) return true;
+  if (max_epochs_ >= 0 && epochs_processed_ >= max_epochs_) return true;
+  return should_stop_ && can_stop_early();
+}
+
+void Trainer::run_fit_loop() {
+  if (fit_done()) {
+    if (num_training_batches_ == 0) info("`Trainer.fit` stopped: no training batches.");
+    return;
+  }
+  phase_ = Phase::kTraining;
+  call_hooks<events::TrainStart>([&](Callback& c) { c.on_train_start(*this, *module_); },
+                                 [](Module& m) { m.on_train_start(); },
+                                 [&] { return events::TrainStart{progress()}; });
+  while (!fit_done()) run_training_epoch();
+  phase_ = Phase::kTraining;
+  call_hooks<events::TrainEnd>([&](Callback& c) { c.on_train_end(*this, *module_); },
+                               [](Module& m) { m.on_train_end(); },
+                               [&] { return events::TrainEnd{progress(), metrics_.callback_metrics()}; });
+}
+
+void Trainer::run_training_epoch() {
+  phase_ = Phase::kTraining;
+  module_->train();
+  metrics_.reset(MetricsCollector::Results::kTrain);
+  epoch_batches_finished_ = false;
+  const int64_t first_batch = std::exchange(resume_batch_idx_, 0);
+  batches_done_in_epoch_ = first_batch;
+  train_loader_->set_epoch(current_epoch_);
+  call_hooks<events::TrainEpochStart>([&](Callback& c) { c.on_train_epoch_start(*this, *module_); },
+                                      [](Module& m) { m.on_train_epoch_start(); },
+                                      [&] { return events::TrainEpochStart{progress()}; });
+  for (int64_t batch_idx = first_batch; batch_idx < num_training_batches_; ++batch_idx) {
+    if (!run_training_batch(batch_idx)) break;  // on_train_batch_start returned -1
+    const bool validate = should_validate_after(batch_idx);
+    ++total_batch_idx_;
+    if (validate) {
+      run_evaluation(EvalKind::kValidation, num_val_batches_);
+      phase_ = Phase::kTraining;
+    }
+    if (options_.max_steps >= 0 && global_step_ >= options_.max_steps) break;
+    if (should_stop_) {
+      if (can_stop_early()) break;
+      if (!warned_stop_refused_) {
+        info(detail::concat("Trainer was signaled to stop but the required `min_epochs=",
+                            options_.min_epochs.value_or(0), "` or `min_steps=", options_.min_steps.value_or(0),
+                            "` has not been met. Training will continue..."));
+        warned_stop_refused_ = true;
+      }
+    }
+  }
+  epoch_batches_finished_ = true;
+  ++epochs_processed_;
+  metrics_.end_epoch(MetricsCollector::Results::kTrain);
+  call_train_epoch_end_hooks();
+  ++current_epoch_;
+}
+
+void Trainer::call_train_epoch_end_hooks() {
+  // As Lightning's fit_loop: callbacks that monitor metrics (EarlyStopping, checkpoints) run after
+  // the module's hook, so that they see what it logs.
+  FxScope scope(current_fx_, events::TrainEpochEnd::kName);
+  auto is_monitoring = [](const Callback& c) {
+    return c.kind() == CallbackKind::kMonitoring || c.kind() == CallbackKind::kCheckpoint;
+  };
+  for (const auto& callback : callbacks_) {
+    if (!is_monitoring(*callback)) callback->on_train_epoch_end(*this, *module_);
+  }
+  module_->on_train_epoch_end();
+  for (const auto& callback : callbacks_) {
+    if (is_monitoring(*callback)) callback->on_train_epoch_end(*this, *module_);
+  }
+  bus_.publish_lazy<events::TrainEpochEnd>(
+      [&] { return events::TrainEpochEnd{progress(), metrics_.callback_metrics()}; });
+}
+
+bool Trainer::run_training_batch(int64_t batch_idx) {
+  const Batch batch = to_device(train_loader_->batch(batch_idx), options_.device);
+  const events::BatchInfo info{batch_idx, batch_size_of(batch), 0};
+  metrics_.set_current_batch_size(info.batch_size);
+  metrics_.begin_batch();
+
+  int response = 0;
+  call_hooks<events::TrainBatchStart>([&](Callback& c) { c.on_train_batch_start(*this, *module_, batch, batch_idx); },
+                                      [&](Module& m) { response = m.on_train_batch_start(batch, batch_idx); },
+                                      [&] { return events::TrainBatchStart{progress(), info}; });
+  if (response == -1) return false;
+
+  StepOutput outputs;
+  {
+    FxScope scope(current_fx_, "training_step");
+    outputs = module_->training_step(batch, batch_idx);
+  }
+  optimize(outputs, batch_idx);
+  batches_done_in_epoch_ = batch_idx + 1;
+
+  call_hooks<events::TrainBatchEnd>(
+      [&](Callback& c) { c.on_train_batch_end(*this, *module_, outputs, batch, batch_idx); },
+      [&](Module& m) { m.on_train_batch_end(outputs, batch, batch_idx); },
+      [&] {
+        return events::TrainBatchEnd{progress(), info,
+                                     outputs.has_loss() ? outputs.loss().item<double>()
+                                                        : std::numeric_limits<double>::quiet_NaN(),
+                                     metrics_.batch_logged(), make_tensor_ref(outputs)};
+      });
+  return true;
+}
+
+bool Trainer::should_accumulate(int64_t batch_idx) const {
+  const bool window_done = (batch_idx + 1) % accumulate_grad_batches_ == 0;
+  const bool last_batch = batch_idx + 1 == num_training_batches_;
+  return !window_done && !last_batch;
+}
+
+void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
+  if (!outputs.has_loss()) {
+    if (!warned_no_loss_) {
+      warn("training_step returned no `loss`: such batches are skipped (no backward, no optimizer step). "
+           "If this was not on purpose, return the loss.");
+      warned_no_loss_ = true;
+    }
+    return;
+  }
+  const at::Tensor& loss = outputs.loss();
+  TRAINBUS_CHECK(loss.numel() == 1, "training_step must return a scalar loss, got shape ", loss.sizes(),
+                 "; reduce it (e.g. .mean())");
+  TRAINBUS_CHECK(loss.requires_grad(), "training_step's loss does not require grad: it was computed without "
+                 "the module's trainable parameters (detached, or under a NoGradGuard)");
+
+  if (batch_idx % accumulate_grad_batches_ == 0) {
+    for (size_t i = 0; i < optimizers_.size(); ++i) {
+      auto& optimizer = *optimizers_[i];
+      call_hooks<events::BeforeZeroGrad>([&](Callback& c) { c.on_before_zero_grad(*this, *module_, optimizer); },
+                                         [&](Module& m) { m.on_before_zero_grad(optimizer); },
+                                         [&] { return events::BeforeZeroGrad{progress(), static_cast<int64_t>(i)}; });
+      optimizer.zero_grad();
+    }
+  }
+  const at::Tensor backward_loss = accumulate_grad_batches_ > 1 ? loss / accumulate_grad_batches_ : loss;
+  call_hooks<events::BeforeBackward>(
+      [&](Callback& c) { c.on_before_backward(*this, *module_, backward_loss); },
+      [&](Module& m) { m.on_before_backward(backward_loss); },
+      [&] { return events::BeforeBackward{progress(), batch_idx, make_tensor_ref(backward_loss)}; });
+  backward_loss.backward();
+  call_hooks<events::AfterBackward>([&](Callback& c) { c.on_after_backward(*this, *module_); },
+                                    [](Module& m) { m.on_after_backward(); },
+                                    [&] { return events::AfterBackward{progress(), batch_idx}; });
+  if (should_accumulate(batch_idx)) return;
+
+  for (size_t i = 0; i < optimizers_.size(); ++i) {
+    auto& optimizer = *optimizers_[i];
+    call_hooks<events::BeforeOptimizerStep>(
+        [&](Callback& c) { c.on_before_optimizer_step(*this, *module_, optimizer); },
+        [&](Module& m) { m.on_before_optimizer_step(optimizer); },
+        [&] { return events::BeforeOptimizerStep{progress(), static_cast<int64_t>(i)}; });
+    clip_gradients(optimizer);
+    optimizer.step();
+  }
+  ++global_step_;
+  for (size_t i = 0; i < optimizers_.size(); ++i) {
+    auto& optimizer = *optimizers_[i];
+    call_hooks<events::AfterOptimizerStep>(
+        [&](Callback& c) { c.on_after_optimizer_step(*this, *module_, optimizer); },
+        [&](Module& m) { m.on_after_optimizer_step(optimizer); },
+        [&] { return events::AfterOptimizerStep{progress(), static_cast<int64_t>(i)}; });
+  }
+  step_schedulers(SchedulerInterval::kStep);
+  // As Lightning: epoch-interval schedulers step with the epoch's last batch, before its
+  // on_train_batch_end.
+  if (batch_idx + 1 == num_training_batches_) step_schedulers(SchedulerInterval::kEpoch);
+}
+
+void Trainer::clip_gradients(torch::optim::Optimizer& optimizer) {
+  if (!options_.gradient_clip_val || *options_.gradient_clip_val <= 0.0) return;
+  std::vector<at::Tensor> parameters;
+  for (const auto& group : optimizer.param_groups()) {
+    for (const auto& parameter : group.params()) {
+      if (parameter.grad().defined()) parameters.push_back(parameter);
+    }
+  }
+  if (options_.gradient_clip_algorithm == GradientClipAlgorithm::kNorm) {
+    torch::nn::utils::clip_grad_norm_(parameters, *options_.gradient_clip_val);
+  } else {
+    torch::nn::utils::clip_grad_value_(parameters, *options_.gradient_clip_val);
+  }
+}
+
+void Trainer::step_schedulers(SchedulerInterval interval) {
+  const int64_t counter = interval == SchedulerInterval::kStep ? global_step_ : current_epoch_ + 1;
+  for (const auto& config : schedulers_) {
+    if (config.interval == interval && counter % config.frequency == 0) config.scheduler->step();
+  }
+}
+
+bool Trainer::should_validate_after(int64_t batch_idx) const {
+  if (num_val_batches_ == 0) return false;
+  if (options_.check_val_every_n_epoch && (current_epoch_ + 1) % *options_.check_val_every_n_epoch != 0) {
+    return false;
+  }
+  // As Lightning: a stop that is allowed now validates first, so that the last state is validated.
+  if (should_stop_ && can_stop_early()) return true;
+  const int64_t counter = options_.check_val_every_n_epoch ? batch_idx : total_batch_idx_;
+  return (counter + 1) % val_check_batch_ == 0;
+}
+
+}  // namespace trainbus

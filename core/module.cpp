@@ -1,0 +1,67 @@
+#include "core/module.h"
+
+#include <boost/core/demangle.hpp>
+
+#include "core/trainer.h"
+#include "events/check.h"
+
+namespace trainbus {
+namespace {
+
+std::string class_name(const Module& module) { return boost::core::demangle(typeid(module).name()); }
+
+}  // namespace
+
+Module::~Module() = default;
+
+StepOutput Module::validation_step(const Batch& batch, int64_t batch_idx) {
+  throw MisconfigurationError(detail::concat(
+      class_name(*this), " has no validation_step, but the data has a val loader: override validation_step, "
+      "or return nullptr from val_dataloader() / set limit_val_batches = 0 to train without validation"));
+}
+
+StepOutput Module::test_step(const Batch& batch, int64_t batch_idx) {
+  throw MisconfigurationError(detail::concat("Trainer::test needs ", class_name(*this),
+                                             "::test_step; override it"));
+}
+
+at::Tensor Module::predict_step(const Batch& batch, int64_t batch_idx) {
+  throw MisconfigurationError(detail::concat("Trainer::predict needs ", class_name(*this),
+                                             "::predict_step; override it"));
+}
+
+void Module::log(const std::string& name, double value, const LogOptions& options) {
+  Trainer& running = trainer();
+  running.metrics_.log(running.current_fx_, name, value, options);
+}
+
+void Module::log(const std::string& name, const at::Tensor& value, const LogOptions& options) {
+  TRAINBUS_CHECK(value.defined() && value.numel() == 1, "log(\"", name,
+                 "\"): expected a one-element tensor, got ",
+                 value.defined() ? detail::concat("shape ", value.sizes()) : std::string("an undefined tensor"),
+                 "; reduce it first (e.g. .mean())");
+  log(name, value.item<double>(), options);
+}
+
+void Module::log_dict(const Metrics& values, const LogOptions& options) {
+  for (const auto& [name, value] : values) log(name, value, options);
+}
+
+Trainer& Module::trainer() const {
+  TRAINBUS_CHECK(trainer_ != nullptr, class_name(*this),
+                 " is not attached to a Trainer: trainer(), log() and optimizers() work only inside "
+                 "Trainer::fit/validate/test/predict");
+  return *trainer_;
+}
+
+const std::vector<std::shared_ptr<torch::optim::Optimizer>>& Module::optimizers() const {
+  return trainer().optimizers();
+}
+
+c10::Device Module::device() const {
+  for (const auto& parameter : parameters()) return parameter.device();
+  for (const auto& buffer : buffers()) return buffer.device();
+  return c10::Device(c10::DeviceType::CPU);
+}
+
+}  // namespace trainbus

@@ -1,0 +1,157 @@
+#pragma once
+/// Module: the LightningModule of trainbus, a torch::nn::Module with steps, hooks and log().
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <torch/nn/module.h>
+
+#include "core/batch.h"
+#include "core/checkpoint_data.h"
+#include "core/log_options.h"
+#include "core/optimizer_config.h"
+#include "core/state_dict.h"
+#include "core/step_output.h"
+#include "events/common.h"
+
+namespace trainbus {
+
+class Trainer;
+
+/// Subclass it, register your layers as with any torch::nn::Module, implement training_step and
+/// configure_optimizers, and override the steps and hooks you need. Every hook is a no-op by default.
+///
+/// Runs on the training thread. A hook that throws fires on_exception on every callback, then the
+/// exception leaves fit/validate/test/predict unchanged.
+class Module : public torch::nn::Module {
+ public:
+  using torch::nn::Module::Module;
+  ~Module() override;
+
+  // ---- steps ----
+
+  /// One training batch; return the loss (or {{"loss", loss}, ...}). The trainer runs backward
+  /// and the optimizer step.
+  virtual StepOutput training_step(const Batch& batch, int64_t batch_idx) = 0;
+  /// One validation batch; log metrics with log(). Needed when the data has a val loader.
+  virtual StepOutput validation_step(const Batch& batch, int64_t batch_idx);
+  /// One test batch; needed by Trainer::test.
+  virtual StepOutput test_step(const Batch& batch, int64_t batch_idx);
+  /// One prediction batch; needed by Trainer::predict.
+  virtual at::Tensor predict_step(const Batch& batch, int64_t batch_idx);
+  /// The optimizers (and schedulers) fit uses; called once per fit, after setup and configure_model.
+  virtual OptimizerConfig configure_optimizers() = 0;
+
+  // ---- setup and teardown (in Lightning's order; see Trainer) ----
+
+  virtual void prepare_data() {}
+  /// After the callbacks' setup, at the start of fit/validate/test/predict.
+  virtual void setup(Stage stage) { (void)stage; }
+  /// After setup: build layers lazily here if you like.
+  virtual void configure_model() {}
+  /// After the callbacks' teardown, at the end of a successful run.
+  virtual void teardown(Stage stage) { (void)stage; }
+
+  // ---- fit ----
+
+  virtual void on_fit_start() {}
+  virtual void on_fit_end() {}
+  virtual void on_train_start() {}
+  virtual void on_train_end() {}
+  virtual void on_train_epoch_start() {}
+  /// After the callbacks' on_train_epoch_end and before the monitoring callbacks' (EarlyStopping,
+  /// ModelCheckpoint), so that they can monitor what is logged here.
+  virtual void on_train_epoch_end() {}
+  /// Return -1 to skip the rest of this epoch (Lightning); anything else continues.
+  virtual int on_train_batch_start(const Batch& batch, int64_t batch_idx) {
+    (void)batch, (void)batch_idx;
+    return 0;
+  }
+  virtual void on_train_batch_end(const StepOutput& outputs, const Batch& batch, int64_t batch_idx) {
+    (void)outputs, (void)batch, (void)batch_idx;
+  }
+
+  // ---- validation, test, predict ----
+
+  virtual void on_validation_start() {}
+  virtual void on_validation_end() {}
+  virtual void on_validation_epoch_start() {}
+  virtual void on_validation_epoch_end() {}
+  virtual void on_validation_batch_start(const Batch& batch, int64_t batch_idx) { (void)batch, (void)batch_idx; }
+  virtual void on_validation_batch_end(const StepOutput& outputs, const Batch& batch, int64_t batch_idx) {
+    (void)outputs, (void)batch, (void)batch_idx;
+  }
+  virtual void on_test_start() {}
+  virtual void on_test_end() {}
+  virtual void on_test_epoch_start() {}
+  virtual void on_test_epoch_end() {}
+  virtual void on_test_batch_start(const Batch& batch, int64_t batch_idx) { (void)batch, (void)batch_idx; }
+  virtual void on_test_batch_end(const StepOutput& outputs, const Batch& batch, int64_t batch_idx) {
+    (void)outputs, (void)batch, (void)batch_idx;
+  }
+  virtual void on_predict_start() {}
+  virtual void on_predict_end() {}
+  virtual void on_predict_epoch_start() {}
+  virtual void on_predict_epoch_end() {}
+  virtual void on_predict_batch_start(const Batch& batch, int64_t batch_idx) { (void)batch, (void)batch_idx; }
+  virtual void on_predict_batch_end(const at::Tensor& outputs, const Batch& batch, int64_t batch_idx) {
+    (void)outputs, (void)batch, (void)batch_idx;
+  }
+
+  // ---- optimization, in the order they fire within a batch ----
+
+  /// After training_step, before zero_grad, on the first batch of each accumulation window.
+  virtual void on_before_zero_grad(torch::optim::Optimizer& optimizer) { (void)optimizer; }
+  /// Right before loss.backward().
+  virtual void on_before_backward(const at::Tensor& loss) { (void)loss; }
+  /// After loss.backward() and before optimizers are stepped.
+  virtual void on_after_backward() {}
+  /// Before gradient clipping and optimizer.step().
+  virtual void on_before_optimizer_step(torch::optim::Optimizer& optimizer) { (void)optimizer; }
+  /// After optimizer.step() (trainbus addition).
+  virtual void on_after_optimizer_step(torch::optim::Optimizer& optimizer) { (void)optimizer; }
+
+  // ---- checkpoints ----
+
+  /// After the callbacks' on_save_checkpoint; may add entries to `checkpoint.extra`.
+  virtual void on_save_checkpoint(CheckpointData& checkpoint) { (void)checkpoint; }
+  /// Before the callbacks' on_load_checkpoint, when fit resumes from a checkpoint.
+  virtual void on_load_checkpoint(const CheckpointData& checkpoint) { (void)checkpoint; }
+
+  // ---- logging ----
+
+  /// Logs `value` under `name` into trainer.callback_metrics / logged_metrics / progress_bar_metrics,
+  /// as Lightning's self.log: epoch values are batch-size-weighted means; with both on_step and
+  /// on_epoch the names get `_step` / `_epoch` suffixes. Allowed in steps and the train,
+  /// validation and test hooks; elsewhere it throws, naming the hook.
+  void log(const std::string& name, double value, const LogOptions& options = {});
+  /// As log(name, double); the tensor must hold one element (it is read with item()).
+  void log(const std::string& name, const at::Tensor& value, const LogOptions& options = {});
+  /// log() for each entry.
+  void log_dict(const Metrics& values, const LogOptions& options = {});
+
+  // ---- access ----
+
+  /// The trainer running this module; throws if none is.
+  Trainer& trainer() const;
+  bool has_trainer() const noexcept { return trainer_ != nullptr; }
+  /// The optimizers configure_optimizers returned (during fit).
+  const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() const;
+  /// Device of the first parameter (CPU if there are none).
+  c10::Device device() const;
+
+  /// Hyper-parameters kept in checkpoints (Lightning's save_hyperparameters).
+  void save_hyperparameters(StateDict hparams) { hparams_ = std::move(hparams); }
+  const StateDict& hparams() const noexcept { return hparams_; }
+
+ private:
+  friend class Trainer;
+  Trainer* trainer_ = nullptr;
+  StateDict hparams_;
+};
+
+}  // namespace trainbus

@@ -1,0 +1,144 @@
+#include "core/trainer.h"
+
+#include <cstdlib>
+#include <stdexcept>
+
+#include <ATen/Context.h>
+#include <boost/core/demangle.hpp>
+#include <torch/cuda.h>
+#include <torch/utils.h>
+
+#include "core/callback_order.h"
+#include "core/diagnostics.h"
+#include "core/trainer_hooks.h"
+#include "events/check.h"
+
+namespace trainbus {
+namespace {
+
+void check_options(const TrainerOptions& o) {
+  TRAINBUS_CHECK(!o.max_epochs || *o.max_epochs >= -1, "`max_epochs` must be >= -1 (-1: no limit), got ",
+                 *o.max_epochs);
+  TRAINBUS_CHECK(!o.min_epochs || *o.min_epochs >= 0, "`min_epochs` must be >= 0, got ", *o.min_epochs);
+  TRAINBUS_CHECK(o.max_steps >= -1, "`max_steps` must be >= -1 (-1: no limit), got ", o.max_steps);
+  TRAINBUS_CHECK(!o.min_steps || *o.min_steps >= 0, "`min_steps` must be >= 0, got ", *o.min_steps);
+  o.limit_train_batches.validate("limit_train_batches");
+  o.limit_val_batches.validate("limit_val_batches");
+  o.limit_test_batches.validate("limit_test_batches");
+  o.limit_predict_batches.validate("limit_predict_batches");
+  TRAINBUS_CHECK(!o.check_val_every_n_epoch || *o.check_val_every_n_epoch >= 1,
+                 "`check_val_every_n_epoch` must be >= 1 (or unset to count batches across epochs), got ",
+                 *o.check_val_every_n_epoch);
+  if (o.val_check_interval.is_fraction()) {
+    TRAINBUS_CHECK(o.val_check_interval.fraction() > 0.0 && o.val_check_interval.fraction() <= 1.0,
+                   "`val_check_interval` as a fraction of the epoch must be in (0.0, 1.0], got ",
+                   o.val_check_interval.fraction());
+    TRAINBUS_CHECK(o.check_val_every_n_epoch.has_value(),
+                   "`val_check_interval` must be an integer number of batches when "
+                   "`check_val_every_n_epoch` is unset, got the fraction ",
+                   o.val_check_interval.fraction());
+  } else {
+    TRAINBUS_CHECK(o.val_check_interval.batches() >= 1, "`val_check_interval` must be >= 1 batch, got ",
+                   o.val_check_interval.batches());
+  }
+  TRAINBUS_CHECK(o.num_sanity_val_steps >= -1, "`num_sanity_val_steps` must be >= -1 (-1: all), got ",
+                 o.num_sanity_val_steps);
+  TRAINBUS_CHECK(o.accumulate_grad_batches >= 1, "`accumulate_grad_batches` must be >= 1, got ",
+                 o.accumulate_grad_batches);
+  TRAINBUS_CHECK(!o.gradient_clip_val || *o.gradient_clip_val >= 0.0,
+                 "`gradient_clip_val` must be >= 0, got ", *o.gradient_clip_val);
+  TRAINBUS_CHECK(o.log_every_n_steps >= 1, "`log_every_n_steps` must be >= 1, got ", o.log_every_n_steps);
+  TRAINBUS_CHECK(!o.default_root_dir.empty(), "`default_root_dir` must not be empty; use \".\" for the "
+                 "current directory");
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> callbacks)
+    : options_(std::move(options)),
+      max_epochs_(options_.max_epochs.value_or(options_.max_steps == -1 ? 1000 : -1)),
+      callbacks_(order_callbacks(std::move(callbacks))),
+      accumulate_grad_batches_(options_.accumulate_grad_batches) {
+  check_options(options_);
+}
+
+Trainer::~Trainer() = default;
+
+Module& Trainer::module() const {
+  TRAINBUS_CHECK(module_ != nullptr, "Trainer::module(): no fit/validate/test/predict is running");
+  return *module_;
+}
+
+void Trainer::request_stop(std::string reason) {
+  should_stop_ = true;
+  stop_reasons_.push_back(reason.empty() ? std::string("unspecified") : std::move(reason));
+}
+
+void Trainer::set_accumulate_grad_batches(int64_t batches) {
+  TRAINBUS_CHECK(batches >= 1, "Trainer::set_accumulate_grad_batches: must be >= 1, got ", batches);
+  accumulate_grad_batches_ = batches;
+}
+
+int64_t Trainer::estimated_stepping_batches() const {
+  const int64_t per_epoch = (num_training_batches_ + accumulate_grad_batches_ - 1) / accumulate_grad_batches_;
+  if (max_epochs_ == -1) return options_.max_steps;
+  const int64_t by_epochs = per_epoch * max_epochs_;
+  return options_.max_steps == -1 ? by_epochs : std::min(by_epochs, options_.max_steps);
+}
+
+void Trainer::notify_exception(const std::exception& error) {
+  // Every callback hears of it even if one of them fails; the original exception then continues.
+  for (const auto& callback : callbacks_) {
+    try {
+      callback->on_exception(*this, *module_, error);
+    } catch (const std::exception& inner) {
+      warn(callback_name(*callback) + "::on_exception threw \"" + inner.what() + "\" while handling \"" +
+           error.what() + "\"; the original exception continues");
+    }
+  }
+  try {
+    bus_.publish_lazy<events::Exception>([&] {
+      return events::Exception{fn_.value_or(Stage::kFit), progress(), boost::core::demangle(typeid(error).name()),
+                               error.what()};
+    });
+  } catch (const std::exception& inner) {
+    warn(std::string("a subscriber to events::Exception threw \"") + inner.what() + "\"; ignored");
+  }
+}
+
+void Trainer::apply_run_settings() {
+  if (options_.device.is_cuda()) {
+    TRAINBUS_CHECK(torch::cuda::is_available(), "Trainer: device `", options_.device.str(),
+                   "` requested, but this LibTorch has no usable CUDA (torch::cuda::is_available() is "
+                   "false); use device cpu");
+  }
+  if (options_.seed) torch::manual_seed(*options_.seed);
+  if (options_.deterministic) {
+    if (*options_.deterministic && std::getenv("CUBLAS_WORKSPACE_CONFIG") == nullptr) {
+      // cuBLAS is deterministic only with a fixed workspace (as Lightning sets it).
+      setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+    }
+    at::globalContext().setDeterministicAlgorithms(*options_.deterministic, /*warn_only=*/false);
+  }
+}
+
+void Trainer::call_setup_hooks(Stage stage) {
+  data_->setup(stage);
+  call_hooks<events::Setup>([&](Callback& c) { c.setup(*this, *module_, stage); },
+                            [&](Module& m) { m.setup(stage); }, [&] { return events::Setup{stage}; });
+}
+
+void Trainer::call_teardown_hooks(Stage stage) {
+  data_->teardown(stage);
+  call_hooks<events::Teardown>([&](Callback& c) { c.teardown(*this, *module_, stage); },
+                               [&](Module& m) { m.teardown(stage); }, [&] { return events::Teardown{stage}; });
+}
+
+std::shared_ptr<DataLoader> Trainer::require_loader(std::shared_ptr<DataLoader> loader, const char* getter) const {
+  TRAINBUS_CHECK(loader != nullptr, "Trainer::", to_string(fn_.value_or(Stage::kFit)), " needs data: ",
+                 boost::core::demangle(typeid(*data_).name()), "::", getter,
+                 "() returned null; override it to return a loader");
+  return loader;
+}
+
+}  // namespace trainbus

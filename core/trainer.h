@@ -1,0 +1,208 @@
+#pragma once
+/// Trainer: owns the loop and publishes every lifecycle point to callbacks, the module and the bus.
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/callback.h"
+#include "core/data_module.h"
+#include "core/metrics_collector.h"
+#include "core/module.h"
+#include "core/optimizer_config.h"
+#include "core/trainer_options.h"
+#include "events/check.h"
+#include "events/event_bus.h"
+
+namespace trainbus {
+
+struct LoadedCheckpoint;
+
+/// Where a run is (Lightning's TrainerStatus).
+enum class TrainerStatus { kInitializing, kRunning, kFinished, kInterrupted };
+
+/// Runs fit, validate, test and predict on the calling thread (the training thread).
+///
+/// At each lifecycle point it calls, in order: every callback's hook (tuner callbacks first, then
+/// the list order, checkpoint callbacks last), the module's hook, then the bus's subscribers to
+/// the matching event type. Hooks fire in the order of Lightning's test_hooks. An exception from a
+/// step, hook or subscriber fires every callback's on_exception and an events::Exception, then
+/// leaves the entry point unchanged; teardown hooks do not run then (as Lightning).
+class Trainer {
+ public:
+  /// Throws MisconfigurationError for a bad option or two stateful callbacks sharing a state_key.
+  explicit Trainer(TrainerOptions options = {}, std::vector<std::shared_ptr<Callback>> callbacks = {});
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // ---- entry points ----
+
+  /// Trains `module` on `data`'s train loader, validating on its val loader if it has one.
+  void fit(Module& module, DataModule& data, const FitOptions& options = {});
+  /// One pass over the val loader; returns the epoch values logged in it.
+  Metrics validate(Module& module, DataModule& data);
+  /// One pass over the test loader; returns the epoch values logged in it.
+  Metrics test(Module& module, DataModule& data);
+  /// predict_step over the predict loader; one tensor per batch.
+  std::vector<at::Tensor> predict(Module& module, DataModule& data);
+
+  /// Writes a checkpoint of the running fit to `path` (module weights, optimizer and scheduler
+  /// state, trainer progress, callback states, RNG state, hyper-parameters), under a temporary
+  /// name renamed into place. Runs the on_save_checkpoint hooks first.
+  void save_checkpoint(const std::string& path, bool weights_only = false);
+
+  // ---- progress and decisions ----
+
+  /// Lightning's trainer.current_epoch: the epoch being trained, or the number finished after fit.
+  int64_t current_epoch() const noexcept { return current_epoch_; }
+  /// Optimizer steps taken (batches on which the optimizers stepped).
+  int64_t global_step() const noexcept { return global_step_; }
+  /// True once a stop was requested in this run. Honoured when min_epochs/min_steps allow.
+  bool should_stop() const noexcept { return should_stop_; }
+  /// Asks fit to stop at the next point it may (Lightning's `trainer.should_stop = True`). Requests
+  /// accumulate and never cancel each other; `reason` is kept in stop_reasons().
+  void request_stop(std::string reason = {});
+  const std::vector<std::string>& stop_reasons() const noexcept { return stop_reasons_; }
+
+  TrainerStatus status() const noexcept { return status_; }
+  /// The entry point running (fit/validate/test/predict), if any.
+  std::optional<Stage> fn() const noexcept { return fn_; }
+  bool training() const noexcept { return phase_ == Phase::kTraining; }
+  bool validating() const noexcept { return phase_ == Phase::kValidating; }
+  bool sanity_checking() const noexcept { return phase_ == Phase::kSanityChecking; }
+  bool testing() const noexcept { return phase_ == Phase::kTesting; }
+  bool predicting() const noexcept { return phase_ == Phase::kPredicting; }
+
+  // ---- metrics (see Module::log) ----
+
+  const Metrics& callback_metrics() const noexcept { return metrics_.callback_metrics(); }
+  const Metrics& logged_metrics() const noexcept { return metrics_.logged_metrics(); }
+  const Metrics& progress_bar_metrics() const noexcept { return metrics_.progress_bar_metrics(); }
+
+  // ---- loop sizes and settings ----
+
+  int64_t num_training_batches() const noexcept { return num_training_batches_; }
+  int64_t num_val_batches() const noexcept { return num_val_batches_; }
+  int64_t num_test_batches() const noexcept { return num_test_batches_; }
+  int64_t num_predict_batches() const noexcept { return num_predict_batches_; }
+  /// max_epochs after Lightning's defaulting (1000, or -1 when only max_steps is set).
+  int64_t max_epochs() const noexcept { return max_epochs_; }
+  int64_t max_steps() const noexcept { return options_.max_steps; }
+  int64_t accumulate_grad_batches() const noexcept { return accumulate_grad_batches_; }
+  /// Changes accumulation from the next batch on (GradientAccumulationScheduler does this).
+  void set_accumulate_grad_batches(int64_t batches);
+  /// Optimizer steps fit will take if nothing stops it early.
+  int64_t estimated_stepping_batches() const;
+
+  // ---- objects ----
+
+  const std::vector<std::shared_ptr<Callback>>& callbacks() const noexcept { return callbacks_; }
+  /// The optimizers of the running fit (after configure_optimizers).
+  const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() const noexcept { return optimizers_; }
+  const std::vector<SchedulerConfig>& lr_scheduler_configs() const noexcept { return schedulers_; }
+  /// The module being run; throws outside a run.
+  Module& module() const;
+  DataModule* datamodule() const noexcept { return data_; }
+  /// The bus every lifecycle event is published on.
+  EventBus& bus() noexcept { return bus_; }
+  const TrainerOptions& options() const noexcept { return options_; }
+  c10::Device device() const noexcept { return options_.device; }
+  const std::string& default_root_dir() const noexcept { return options_.default_root_dir; }
+  int global_rank() const noexcept { return 0; }
+  int world_size() const noexcept { return 1; }
+  bool is_global_zero() const noexcept { return global_rank() == 0; }
+
+ private:
+  friend class Module;
+  enum class Phase { kIdle, kTraining, kValidating, kSanityChecking, kTesting, kPredicting };
+  enum class EvalKind { kValidation, kTest };
+
+  // Entry-point envelope: attach, run `body`, on_exception on failure, detach.
+  template <class Body>
+  void run_entry_point(Stage stage, Module& module, DataModule& data, Body&& body);
+  void notify_exception(const std::exception& error);
+  void call_setup_hooks(Stage stage);
+  void call_teardown_hooks(Stage stage);
+  void apply_run_settings();
+  void reset_fit_progress();
+
+  // Fit (core/fit_loop.cpp).
+  void run_fit(const FitOptions& options);
+  void configure_optimizers();
+  void run_sanity_check();
+  void run_fit_loop();
+  bool fit_done() const;
+  bool can_stop_early() const;
+  void run_training_epoch();
+  /// Returns false when the module asked to skip the rest of the epoch.
+  bool run_training_batch(int64_t batch_idx);
+  void optimize(const StepOutput& outputs, int64_t batch_idx);
+  bool should_accumulate(int64_t batch_idx) const;
+  bool should_validate_after(int64_t batch_idx) const;
+  void step_schedulers(SchedulerInterval interval);
+  void call_train_epoch_end_hooks();
+  void clip_gradients(torch::optim::Optimizer& optimizer);
+
+  // Evaluation and prediction (core/evaluation_loop.cpp).
+  Metrics run_evaluation(EvalKind kind, int64_t num_batches);
+  template <class Hooks>
+  Metrics run_eval_loop(DataLoader& loader, int64_t num_batches);
+  std::vector<at::Tensor> run_prediction(DataLoader& loader, int64_t num_batches);
+  std::shared_ptr<DataLoader> require_loader(std::shared_ptr<DataLoader> loader, const char* getter) const;
+
+  // Checkpoints (core/trainer_checkpoint.cpp).
+  void restore_modules_and_callbacks(const LoadedCheckpoint& checkpoint);
+  void restore_training_state(const LoadedCheckpoint& checkpoint);
+
+  // Hook dispatch (core/trainer_hooks.h).
+  template <class Event, class OnCallback, class OnModule, class MakeEvent>
+  void call_hooks(OnCallback&& on_callback, OnModule&& on_module, MakeEvent&& make_event);
+  events::Progress progress() const noexcept { return {current_epoch_, global_step_}; }
+
+  TrainerOptions options_;
+  int64_t max_epochs_;
+  std::vector<std::shared_ptr<Callback>> callbacks_;
+  EventBus bus_;
+  MetricsCollector metrics_;
+
+  Module* module_ = nullptr;
+  DataModule* data_ = nullptr;
+  std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers_;
+  std::vector<SchedulerConfig> schedulers_;
+  std::shared_ptr<DataLoader> train_loader_, val_loader_, test_loader_;
+
+  TrainerStatus status_ = TrainerStatus::kInitializing;
+  std::optional<Stage> fn_;
+  Phase phase_ = Phase::kIdle;
+  std::string_view current_fx_;  // hook or step running now, for Module::log
+
+  // Progress of fit (Lightning's loop progress counters).
+  int64_t current_epoch_ = 0;     // epochs completed
+  int64_t epochs_processed_ = 0;  // epochs whose batches are done (increments before on_train_epoch_end)
+  int64_t global_step_ = 0;
+  int64_t batches_done_in_epoch_ = 0;
+  int64_t total_batch_idx_ = 0;   // batches trained in this fit, across epochs
+  bool epoch_batches_finished_ = false;
+  int64_t resume_batch_idx_ = 0;  // first batch of the first epoch after a mid-epoch resume
+  bool restarting_ = false;
+  bool should_stop_ = false;
+  std::vector<std::string> stop_reasons_;
+  int64_t accumulate_grad_batches_;
+  bool warned_no_loss_ = false;
+  bool warned_stop_refused_ = false;
+
+  int64_t num_training_batches_ = 0;
+  int64_t num_val_batches_ = 0;
+  int64_t num_test_batches_ = 0;
+  int64_t num_predict_batches_ = 0;
+  int64_t val_check_batch_ = 0;
+};
+
+}  // namespace trainbus

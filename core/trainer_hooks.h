@@ -1,0 +1,78 @@
+#pragma once
+/// Private to core/: how the Trainer dispatches one lifecycle point. Not installed.
+
+#include <exception>
+#include <stdexcept>
+#include <string_view>
+#include <utility>
+
+#include "core/trainer.h"
+#include "events/check.h"
+
+namespace trainbus {
+
+/// Names the hook or step running, for Module::log, for the lifetime of the scope.
+class FxScope {
+ public:
+  FxScope(std::string_view& slot, std::string_view fx) : slot_(slot), previous_(slot) { slot_ = fx; }
+  ~FxScope() { slot_ = previous_; }
+  FxScope(const FxScope&) = delete;
+  FxScope& operator=(const FxScope&) = delete;
+
+ private:
+  std::string_view& slot_;
+  std::string_view previous_;
+};
+
+/// Callbacks in order, then the module, then the bus (which builds the event only if subscribed).
+template <class Event, class OnCallback, class OnModule, class MakeEvent>
+void Trainer::call_hooks(OnCallback&& on_callback, OnModule&& on_module, MakeEvent&& make_event) {
+  FxScope scope(current_fx_, Event::kName);
+  for (const auto& callback : callbacks_) on_callback(*callback);
+  on_module(*module_);
+  bus_.publish_lazy<Event>(std::forward<MakeEvent>(make_event));
+}
+
+/// Attaches the module and data, runs `body`; on an exception fires on_exception on every callback
+/// and rethrows it unchanged; always detaches.
+template <class Body>
+void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Body&& body) {
+  TRAINBUS_CHECK(status_ != TrainerStatus::kRunning, "Trainer::", to_string(stage),
+                 " was called while the trainer is already running ", to_string(fn_.value_or(stage)),
+                 "; a Trainer runs one thing at a time");
+  auto detach = [&] {
+    module.trainer_ = nullptr;
+    module_ = nullptr;
+    data_ = nullptr;
+    fn_.reset();
+    phase_ = Phase::kIdle;
+    current_fx_ = {};
+  };
+  module_ = &module;
+  data_ = &data;
+  module.trainer_ = this;
+  fn_ = stage;
+  status_ = TrainerStatus::kRunning;
+  try {
+    apply_run_settings();
+    body();
+    status_ = TrainerStatus::kFinished;
+  } catch (...) {
+    status_ = TrainerStatus::kInterrupted;
+    try {
+      throw;
+    } catch (const std::exception& error) {
+      notify_exception(error);
+    } catch (...) {
+      notify_exception(std::runtime_error("unknown exception (not derived from std::exception)"));
+    }
+    detach();
+    throw;
+  }
+  detach();
+}
+
+/// For the hooks LightningModule does not have (sanity check, exception).
+inline constexpr auto kNoModuleHook = [](Module&) {};
+
+}  // namespace trainbus

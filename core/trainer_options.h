@@ -1,0 +1,96 @@
+#pragma once
+/// TrainerOptions: the Trainer arguments Lightning users reach for, with Lightning's defaults.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include <c10/core/Device.h>
+
+namespace trainbus {
+
+/// Lightning's `int | float` batch limits: an integer is a number of batches, a floating-point
+/// value a fraction of the loader. `limit_val_batches = 0` disables validation; `= 0.25` uses a
+/// quarter of it; `= 10` ten batches.
+class BatchLimit {
+ public:
+  template <class Int, std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool>, int> = 0>
+  BatchLimit(Int batches)  // NOLINT(google-explicit-constructor)
+      : is_fraction_(false), batches_(static_cast<int64_t>(batches)) {}
+  template <class Float, std::enable_if_t<std::is_floating_point_v<Float>, int> = 0>
+  BatchLimit(Float fraction)  // NOLINT(google-explicit-constructor)
+      : is_fraction_(true), fraction_(static_cast<double>(fraction)) {}
+
+  bool is_fraction() const noexcept { return is_fraction_; }
+  double fraction() const noexcept { return fraction_; }
+  int64_t batches() const noexcept { return batches_; }
+
+  /// The number of batches to use out of `available`. Throws MisconfigurationError naming
+  /// `option` when a non-zero fraction selects less than one batch.
+  int64_t apply(int64_t available, std::string_view option) const;
+  /// Throws MisconfigurationError naming `option` for a negative count or a fraction outside [0, 1].
+  void validate(std::string_view option) const;
+  std::string to_string() const;
+
+ private:
+  bool is_fraction_;
+  double fraction_ = 1.0;
+  int64_t batches_ = 0;
+};
+
+enum class GradientClipAlgorithm { kNorm, kValue };
+
+/// Options of a Trainer. Names and defaults are Lightning's; checked when the Trainer is built.
+struct TrainerOptions {
+  /// Stop after this many epochs. Unset: 1000, or unlimited (-1) when max_steps is set.
+  std::optional<int64_t> max_epochs;
+  /// Keep training at least this many epochs even if a callback requests a stop.
+  std::optional<int64_t> min_epochs;
+  /// Stop after this many optimizer steps; -1: no limit.
+  int64_t max_steps = -1;
+  /// Keep training at least this many optimizer steps even if a callback requests a stop.
+  std::optional<int64_t> min_steps;
+
+  BatchLimit limit_train_batches = 1.0;
+  BatchLimit limit_val_batches = 1.0;
+  BatchLimit limit_test_batches = 1.0;
+  BatchLimit limit_predict_batches = 1.0;
+
+  /// Validate every N training epochs; unset: validation is driven by val_check_interval alone,
+  /// counting batches across epochs.
+  std::optional<int64_t> check_val_every_n_epoch = 1;
+  /// How often to validate within an epoch: a fraction of the epoch (1.0: at its end) or a
+  /// number of training batches.
+  BatchLimit val_check_interval = 1.0;
+  /// Validation batches run before training as a sanity check; -1: all, 0: none.
+  int64_t num_sanity_val_steps = 2;
+
+  /// Step the optimizers every N batches, with the loss divided by N.
+  int64_t accumulate_grad_batches = 1;
+  /// Clip gradients before each optimizer step; unset: no clipping.
+  std::optional<double> gradient_clip_val;
+  GradientClipAlgorithm gradient_clip_algorithm = GradientClipAlgorithm::kNorm;
+
+  /// Seeds LibTorch's generators (and so the data order) at the start of each run; unset: leaves
+  /// them as they are.
+  std::optional<uint64_t> seed;
+  /// true: only deterministic LibTorch algorithms (torch.use_deterministic_algorithms); false:
+  /// allow any; unset: leave LibTorch's setting alone (as Lightning's default None).
+  std::optional<bool> deterministic;
+  /// Root of logs and checkpoints.
+  std::string default_root_dir = ".";
+  /// Device the module and batches are moved to; CUDA works where LibTorch has it.
+  c10::Device device = c10::Device(c10::DeviceType::CPU);
+  /// How often loggers get step-level values.
+  int64_t log_every_n_steps = 50;
+};
+
+/// Arguments of one Trainer::fit call.
+struct FitOptions {
+  /// Checkpoint to resume from (a file written by Trainer::save_checkpoint); empty: start fresh.
+  std::string ckpt_path;
+};
+
+}  // namespace trainbus

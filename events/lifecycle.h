@@ -1,0 +1,59 @@
+#pragma once
+/// Events that bracket a whole run: setup/teardown, fit, the sanity check, exceptions.
+
+#include <string>
+#include <string_view>
+
+#include "events/common.h"
+
+namespace trainbus::events {
+
+/// Fires at the beginning of fit, validate, test and predict, after the data module's setup.
+struct Setup {
+  static constexpr std::string_view kName = "setup";
+  Stage stage = Stage::kFit;
+};
+
+/// Fires at the end of a successful fit, validate, test or predict. Not on the failure path.
+struct Teardown {
+  static constexpr std::string_view kName = "teardown";
+  Stage stage = Stage::kFit;
+};
+
+/// Fires once fit has configured the optimizers (and restored a checkpoint, if resuming).
+struct FitStart {
+  static constexpr std::string_view kName = "fit_start";
+  Progress progress;
+};
+
+/// Fires at the very end of a successful fit, after TrainEnd.
+struct FitEnd {
+  static constexpr std::string_view kName = "fit_end";
+  Progress progress;
+  Metrics callback_metrics;
+};
+
+/// Fires before the sanity-check validation batches run (num_sanity_val_steps != 0).
+struct SanityCheckStart {
+  static constexpr std::string_view kName = "sanity_check_start";
+  Progress progress;
+};
+
+/// Fires after the sanity-check validation; its metrics are discarded right after.
+struct SanityCheckEnd {
+  static constexpr std::string_view kName = "sanity_check_end";
+  Progress progress;
+  Metrics metrics;
+};
+
+/// Fires when an exception leaves a step, a hook or the loop, after every callback's on_exception
+/// and before the exception leaves fit/validate/test/predict unchanged.
+struct Exception {
+  static constexpr std::string_view kName = "exception";
+  Stage stage = Stage::kFit;
+  Progress progress;
+  std::string type;     ///< demangled C++ type of the exception
+  std::string message;  ///< what()
+};
+
+}  // namespace trainbus::events

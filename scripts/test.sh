@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, installing and building first when needed:
+#   1. every Catch2 test through ctest, on the Release build in build/;
+#   2. the torch-free events tests again under ThreadSanitizer (build-tsan/) and ASan+UBSan (build-asan/).
+# Long-running tests are tagged [.slow] and left to bench/; run them with build/bin/core_tests "[.slow]".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+ctest --test-dir build --output-on-failure -j2
+
+for sanitizer in thread address,undefined; do
+  dir="build-${sanitizer%%,*}"
+  dir="${dir/address/asan}"
+  dir="${dir/thread/tsan}"
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRAINBUS_EVENTS_ONLY=ON \
+    -DTRAINBUS_SANITIZE="$sanitizer" >/dev/null
+  cmake --build "$dir"
+  TSAN_OPTIONS=halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    ctest --test-dir "$dir" --output-on-failure
+done
+echo "test: all passed"

@@ -1,0 +1,102 @@
+// How the Trainer orders and checks its callbacks (Lightning's callback connector).
+#include <catch2/catch.hpp>
+
+#include "core/trainer.h"
+#include "tests/support/recording.h"
+
+using namespace trainbus;
+using namespace trainbus::testing;
+
+namespace {
+
+class Named : public Callback {
+ public:
+  Named(std::string name, CallbackKind kind, std::shared_ptr<HookLog> log) : name_(std::move(name)), kind_(kind), log_(std::move(log)) {}
+  CallbackKind kind() const override { return kind_; }
+  void on_train_epoch_end(Trainer& trainer, Module&) override {
+    const auto it = trainer.callback_metrics().find("module_metric");
+    log_->push_back(name_ + (it == trainer.callback_metrics().end() ? ":missing" : ":seen"));
+  }
+
+ private:
+  std::string name_;
+  CallbackKind kind_;
+  std::shared_ptr<HookLog> log_;
+};
+
+class Counter : public Callback {
+ public:
+  explicit Counter(std::string key = "") : key_(std::move(key)) {}
+  std::string state_key() const override { return key_.empty() ? Callback::state_key() : key_; }
+  StateDict state_dict() const override {
+    StateDict state;
+    state.insert("count", int64_t{0});
+    return state;
+  }
+
+ private:
+  std::string key_;
+};
+
+class Stateless : public Callback {};
+
+class LogsAtEpochEnd : public BoringModule {
+ public:
+  explicit LogsAtEpochEnd(std::shared_ptr<HookLog> log) : log_(std::move(log)) {}
+  void on_train_epoch_end() override {
+    log_->push_back("module");
+    log("module_metric", 1.0);
+  }
+
+ private:
+  std::shared_ptr<HookLog> log_;
+};
+
+}  // namespace
+
+TEST_CASE("Callbacks run tuners first, then in list order, checkpoint callbacks last", "[core][callbacks]") {
+  auto log = std::make_shared<HookLog>();
+  auto checkpoint = std::make_shared<Named>("checkpoint", CallbackKind::kCheckpoint, log);
+  auto first = std::make_shared<Named>("first", CallbackKind::kDefault, log);
+  auto tuner = std::make_shared<Named>("tuner", CallbackKind::kTuner, log);
+  auto monitor = std::make_shared<Named>("monitor", CallbackKind::kMonitoring, log);
+  auto last = std::make_shared<Named>("last", CallbackKind::kDefault, log);
+  Trainer trainer({}, {checkpoint, first, tuner, monitor, last});
+  const std::vector<std::shared_ptr<Callback>> expected{tuner, first, monitor, last, checkpoint};
+  CHECK(trainer.callbacks() == expected);
+}
+
+TEST_CASE("Monitoring callbacks run their on_train_epoch_end after the module's", "[core][callbacks]") {
+  auto log = std::make_shared<HookLog>();
+  TrainerOptions options;
+  options.max_epochs = 1;
+  options.limit_train_batches = 1;
+  options.limit_val_batches = 0;
+  Trainer trainer(options, {std::make_shared<Named>("checkpoint", CallbackKind::kCheckpoint, log),
+                            std::make_shared<Named>("plain", CallbackKind::kDefault, log),
+                            std::make_shared<Named>("monitor", CallbackKind::kMonitoring, log)});
+  LogsAtEpochEnd module(log);
+  RandomDataModule data;
+  trainer.fit(module, data);
+  // Only the monitoring callbacks can see what the module logs in its on_train_epoch_end.
+  CHECK(*log == HookLog{"plain:missing", "module", "monitor:seen", "checkpoint:seen"});
+}
+
+TEST_CASE("Two stateful callbacks with one state_key are refused when the Trainer is built", "[core][callbacks]") {
+  CHECK_THROWS_WITH(Trainer({}, {std::make_shared<Counter>(), std::make_shared<Counter>()}),
+                    Catch::Contains("more than one stateful callback with state_key `(anonymous namespace)::Counter`") &&
+                        Catch::Contains("unique state_key()"));
+  CHECK_THROWS_AS(Trainer({}, {std::make_shared<Counter>("a"), std::make_shared<Counter>("a")}), MisconfigurationError);
+  CHECK_NOTHROW(Trainer({}, {std::make_shared<Counter>("a"), std::make_shared<Counter>("b")}));
+  // Callbacks without state may repeat: nothing of theirs goes into a checkpoint.
+  CHECK_NOTHROW(Trainer({}, {std::make_shared<Stateless>(), std::make_shared<Stateless>()}));
+}
+
+TEST_CASE("A null callback is refused with its position", "[core][callbacks]") {
+  CHECK_THROWS_WITH(Trainer({}, {std::make_shared<Stateless>(), nullptr}), Catch::Contains("callbacks[1] is null"));
+}
+
+TEST_CASE("The default state_key is the class name", "[core][callbacks]") {
+  CHECK(Stateless().state_key() == "(anonymous namespace)::Stateless");
+  CHECK(RecordingCallback(std::make_shared<HookLog>()).state_key() == "trainbus::testing::RecordingCallback");
+}
