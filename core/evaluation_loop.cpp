@@ -89,7 +89,7 @@ class EvalModeScope {
 template <class Hooks>
 Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
   if (num_batches == 0) return {};  // as Lightning: no hooks at all for an empty loop
-  if (fn_ == Stage::kFit && phase_ != Phase::kSanityChecking) module_->zero_grad();
+  if (fn_ == Stage::kFit && phase_ != Phase::kSanityChecking) module_->zero_grad(/*set_to_none=*/true);
   if (phase_ != Phase::kSanityChecking) {
     phase_ = Hooks::kResults == MetricsCollector::Results::kTest ? Phase::kTesting : Phase::kValidating;
   }
@@ -150,7 +150,7 @@ Metrics Trainer::validate(Module& module, DataModule& data) {
     call_setup_hooks(Stage::kValidate);
     module_->configure_model();
     module_->to(options_.device);
-    module_->zero_grad();
+    module_->zero_grad(/*set_to_none=*/true);
     val_loader_ = require_loader(data_->val_dataloader(), "val_dataloader");
     num_val_batches_ = options_.limit_val_batches.apply(val_loader_->num_batches(), "limit_val_batches");
     result = run_evaluation(EvalKind::kValidation, num_val_batches_);
@@ -169,7 +169,7 @@ Metrics Trainer::test(Module& module, DataModule& data) {
     call_setup_hooks(Stage::kTest);
     module_->configure_model();
     module_->to(options_.device);
-    module_->zero_grad();
+    module_->zero_grad(/*set_to_none=*/true);
     test_loader_ = require_loader(data_->test_dataloader(), "test_dataloader");
     num_test_batches_ = options_.limit_test_batches.apply(test_loader_->num_batches(), "limit_test_batches");
     result = run_evaluation(EvalKind::kTest, num_test_batches_);
@@ -187,7 +187,7 @@ std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data) {
     call_setup_hooks(Stage::kPredict);
     module_->configure_model();
     module_->to(options_.device);
-    module_->zero_grad();
+    module_->zero_grad(/*set_to_none=*/true);
     auto loader = require_loader(data_->predict_dataloader(), "predict_dataloader");
     num_predict_batches_ = options_.limit_predict_batches.apply(loader->num_batches(), "limit_predict_batches");
     predictions = run_prediction(*loader, num_predict_batches_);

@@ -18,6 +18,20 @@
 #include "events/check.h"
 
 namespace trainbus {
+namespace {
+
+// PyTorch >= 2.0's optimizer.zero_grad() default (set_to_none=True), which Lightning users get:
+// LibTorch 1.13's zero_grad() fills gradients with zeros instead, and a frozen parameter with a
+// zero gradient still moves under Adam's momentum.
+void zero_grad_to_none(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& parameter : group.params()) {
+      if (parameter.grad().defined()) parameter.mutable_grad().reset();
+    }
+  }
+}
+
+}  // namespace
 
 void Trainer::fit(Module& module, DataModule& data, const FitOptions& options) {
   run_entry_point(Stage::kFit, module, data, [&] { run_fit(options); });
@@ -83,7 +97,7 @@ void Trainer::run_fit(const FitOptions& options) {
   call_hooks<events::FitStart>([&](Callback& c) { c.on_fit_start(*this, *module_); },
                                [](Module& m) { m.on_fit_start(); },
                                [&] { return events::FitStart{progress()}; });
-  module_->zero_grad();
+  module_->zero_grad(/*set_to_none=*/true);
   run_sanity_check();
   run_fit_loop();
   phase_ = Phase::kIdle;
@@ -269,7 +283,7 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
       call_hooks<events::BeforeZeroGrad>([&](Callback& c) { c.on_before_zero_grad(*this, *module_, optimizer); },
                                          [&](Module& m) { m.on_before_zero_grad(optimizer); },
                                          [&] { return events::BeforeZeroGrad{progress(), static_cast<int64_t>(i)}; });
-      optimizer.zero_grad();
+      zero_grad_to_none(optimizer);
     }
   }
   const at::Tensor backward_loss = accumulate_grad_batches_ > 1 ? loss / accumulate_grad_batches_ : loss;

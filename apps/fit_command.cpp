@@ -1,0 +1,152 @@
+#include "apps/fit_command.h"
+
+#include <iomanip>
+#include <memory>
+
+#include <CLI/CLI.hpp>
+
+#include "apps/epoch_printer.h"
+#include "core/trainer.h"
+#include "observers/early_stopping.h"
+
+namespace trainbus::apps {
+namespace {
+
+int64_t default_max_epochs(Architecture architecture) { return architecture == Architecture::kMlp ? 15 : 10; }
+
+// CLI11 check for `--flag 0.5` / `--flag 20` batch limits, so that a bad value is a usage error.
+std::string check_batch_limit(const std::string& text) {
+  try {
+    parse_batch_limit(text, "");
+    return {};
+  } catch (const std::exception&) {
+    return "expected a number of batches (e.g. 100) or a fraction in [0.0, 1.0] (e.g. 0.25), got '" + text + "'";
+  }
+}
+
+}  // namespace
+
+BatchLimit parse_batch_limit(const std::string& text, const std::string& flag) {
+  size_t used = 0;
+  try {
+    if (text.find_first_of(".eE") == std::string::npos) {
+      const long long batches = std::stoll(text, &used);
+      if (used == text.size() && batches >= 0) return BatchLimit(static_cast<int64_t>(batches));
+    } else {
+      const double fraction = std::stod(text, &used);
+      if (used == text.size() && fraction >= 0.0 && fraction <= 1.0) return BatchLimit(fraction);
+    }
+  } catch (const std::exception&) {
+  }
+  throw MisconfigurationError(flag + ": expected a number of batches (e.g. 100) or a fraction in [0.0, 1.0] (e.g. "
+                              "0.25), got '" + text + "'");
+}
+
+CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
+  CLI::App* fit = app.add_subcommand("fit", "Train a classifier on Fashion-MNIST, then test it (the default job)");
+  fit->add_option("--model", args.model, "mlp (784-256-128-10) or cnn (2 conv + pooling)")
+      ->check(CLI::IsMember({"mlp", "cnn"}))
+      ->capture_default_str();
+  fit->add_option("--max-epochs", args.max_epochs, "Epochs to train (default: 15 for mlp, 10 for cnn)")
+      ->check(CLI::Range(int64_t{1}, int64_t{100000}));
+  fit->add_option("--batch-size", args.batch_size, "Training batch size")
+      ->check(CLI::Range(int64_t{1}, int64_t{60000}))
+      ->capture_default_str();
+  fit->add_option("--lr", args.lr, "Adam learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  fit->add_option("--weight-decay", args.weight_decay, "Adam weight decay")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  fit->add_option("--dropout", args.dropout, "Dropout probability")->check(CLI::Range(0.0, 0.95))->capture_default_str();
+  fit->add_option("--lr-step-epochs", args.lr_step_epochs, "Multiply the LR by --lr-gamma every N epochs; 0: constant")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  fit->add_option("--lr-gamma", args.lr_gamma, "LR factor applied every --lr-step-epochs")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  fit->add_option("--seed", args.seed, "Seed of weights, data order and dropout")->capture_default_str();
+  fit->add_option("--data", args.data, "Directory with the four Fashion-MNIST IDX files (.gz or not)")
+      ->capture_default_str();
+  fit->add_option("--out", args.out, "Run directory for logs and checkpoints")->capture_default_str();
+  fit->add_option("--val-size", args.val_size, "Training images held out for validation")
+      ->check(CLI::Range(int64_t{0}, int64_t{59999}))
+      ->capture_default_str();
+  fit->add_option("--limit-train-batches", args.limit_train_batches, "Batches per epoch: a count or a fraction")
+      ->check(CLI::Validator(check_batch_limit, "BATCHES|FRACTION"))
+      ->capture_default_str();
+  fit->add_option("--limit-val-batches", args.limit_val_batches, "Validation batches: a count or a fraction")
+      ->check(CLI::Validator(check_batch_limit, "BATCHES|FRACTION"))
+      ->capture_default_str();
+  fit->add_option("--limit-test-batches", args.limit_test_batches, "Test batches: a count or a fraction")
+      ->check(CLI::Validator(check_batch_limit, "BATCHES|FRACTION"))
+      ->capture_default_str();
+  fit->add_option("--accumulate-grad-batches", args.accumulate_grad_batches, "Step the optimizer every N batches")
+      ->check(CLI::Range(int64_t{1}, int64_t{100000}))
+      ->capture_default_str();
+  fit->add_option("--gradient-clip-val", args.gradient_clip_val, "Clip the gradient norm to this value")
+      ->check(CLI::PositiveNumber);
+  fit->add_option("--num-sanity-val-steps", args.num_sanity_val_steps, "Validation batches before training; -1: all")
+      ->check(CLI::Range(int64_t{-1}, int64_t{100000}))
+      ->capture_default_str();
+  fit->add_option("--early-stopping-patience", args.early_stopping_patience,
+                  "Stop when val_loss has not improved for N epochs")
+      ->check(CLI::Range(int64_t{1}, int64_t{100000}));
+  fit->add_flag("--deterministic", args.deterministic, "Use only deterministic LibTorch algorithms");
+  fit->add_option("--device", args.device, "cpu, or cuda[:N] where LibTorch has CUDA")->capture_default_str();
+  return fit;
+}
+
+Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
+  ClassifierOptions model_options;
+  model_options.architecture = parse_architecture(args.model);
+  model_options.lr = args.lr;
+  model_options.weight_decay = args.weight_decay;
+  model_options.dropout = args.dropout;
+  model_options.lr_step_epochs = args.lr_step_epochs;
+  model_options.lr_gamma = args.lr_gamma;
+
+  TrainerOptions options;
+  options.max_epochs = args.max_epochs.value_or(default_max_epochs(model_options.architecture));
+  options.seed = args.seed;
+  options.default_root_dir = args.out;
+  options.limit_train_batches = parse_batch_limit(args.limit_train_batches, "--limit-train-batches");
+  options.limit_val_batches = parse_batch_limit(args.limit_val_batches, "--limit-val-batches");
+  options.limit_test_batches = parse_batch_limit(args.limit_test_batches, "--limit-test-batches");
+  options.accumulate_grad_batches = args.accumulate_grad_batches;
+  options.gradient_clip_val = args.gradient_clip_val;
+  options.num_sanity_val_steps = args.num_sanity_val_steps;
+  if (args.deterministic) options.deterministic = true;
+  try {
+    options.device = c10::Device(args.device);
+  } catch (const std::exception&) {
+    throw MisconfigurationError("--device: expected cpu or cuda[:N], got '" + args.device + "'");
+  }
+
+  std::vector<std::shared_ptr<Callback>> callbacks{std::make_shared<EpochPrinter>(out)};
+  if (args.early_stopping_patience) {
+    observers::EarlyStoppingOptions early;
+    early.monitor = "val_loss";
+    early.patience = *args.early_stopping_patience;
+    callbacks.push_back(std::make_shared<observers::EarlyStopping>(early));
+  }
+
+  FashionMnistOptions data_options;
+  data_options.root = args.data;
+  data_options.batch_size = args.batch_size;
+  data_options.val_size = args.val_size;
+  FashionMnistDataModule data(data_options);
+
+  // The model's initial weights come from the seed too.
+  torch::manual_seed(args.seed);
+  FashionClassifier model(model_options);
+  Trainer trainer(options, callbacks);
+  out << "trainbus fit: " << args.model << " on Fashion-MNIST (" << args.data << "), " << trainer.max_epochs()
+      << " epochs, batch size " << args.batch_size << ", lr " << args.lr << ", seed " << args.seed << std::endl;
+  trainer.fit(model, data);
+  const Metrics tested = trainer.test(model, data);
+  out << std::fixed << std::setprecision(4);
+  for (const auto& [name, value] : tested) out << name << ' ' << value << '\n';
+  out << std::flush;
+  return tested;
+}
+
+}  // namespace trainbus::apps

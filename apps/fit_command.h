@@ -1,0 +1,55 @@
+#pragma once
+/// `trainbus fit`: train a FashionClassifier on Fashion-MNIST, then test it.
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+
+#include "apps/fashion_classifier.h"
+#include "core/fashion_mnist.h"
+#include "core/trainer_options.h"
+
+namespace CLI {
+class App;
+}
+
+namespace trainbus::apps {
+
+/// Everything `trainbus fit` takes; the defaults are the main job's.
+struct FitArguments {
+  std::string model = "mlp";
+  /// Unset: the model's default (see default_max_epochs).
+  std::optional<int64_t> max_epochs;
+  int64_t batch_size = 64;
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  double dropout = 0.2;
+  int64_t lr_step_epochs = 5;
+  double lr_gamma = 0.5;
+  uint64_t seed = 42;
+  std::string data = kFashionMnistDir;
+  std::string out = "trainbus_logs";
+  int64_t val_size = 5000;
+  std::string limit_train_batches = "1.0";
+  std::string limit_val_batches = "1.0";
+  std::string limit_test_batches = "1.0";
+  int64_t accumulate_grad_batches = 1;
+  std::optional<double> gradient_clip_val;
+  int64_t num_sanity_val_steps = 2;
+  std::optional<int64_t> early_stopping_patience;
+  bool deterministic = false;
+  std::string device = "cpu";
+};
+
+/// Adds the `fit` subcommand and its flags to `app`, bound to `args`.
+CLI::App* add_fit_command(CLI::App& app, FitArguments& args);
+
+/// Parses "10" as 10 batches and "0.25" as a fraction; throws MisconfigurationError naming `flag`.
+BatchLimit parse_batch_limit(const std::string& text, const std::string& flag);
+
+/// Trains and tests; prints one line per epoch and the test metrics to `out`. Returns the test
+/// metrics. Throws trainbus errors (bad data, bad options) for main() to report.
+Metrics run_fit_command(const FitArguments& args, std::ostream& out);
+
+}  // namespace trainbus::apps

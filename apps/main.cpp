@@ -1,0 +1,28 @@
+// The `trainbus` command line: a thin program over the public API.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "apps/fit_command.h"
+#include "events/check.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"trainbus: Lightning-style training for LibTorch"};
+  app.require_subcommand(1);
+  trainbus::apps::FitArguments fit_args;
+  CLI::App* fit = trainbus::apps::add_fit_command(app, fit_args);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    // Usage for --help; the message and the usage for a bad flag or value, with a non-zero exit.
+    if (error.get_exit_code() != 0) std::cerr << app.help() << '\n';
+    return app.exit(error);
+  }
+  try {
+    if (fit->parsed()) trainbus::apps::run_fit_command(fit_args, std::cout);
+  } catch (const std::exception& error) {
+    std::cerr << "trainbus: error: " << error.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,58 @@
+// A minimal program against an installed trainbus: a linear model learns y = 2x + 1, with
+// EarlyStopping and a bus subscriber. Exits 0 when the fit worked.
+#include <cmath>
+#include <iostream>
+
+#include <torch/torch.h>
+
+#include "core/trainer.h"
+#include "observers/early_stopping.h"
+
+class Line : public trainbus::Module {
+ public:
+  Line() { linear = register_module("linear", torch::nn::Linear(1, 1)); }
+
+  trainbus::StepOutput training_step(const trainbus::Batch& batch, int64_t batch_idx) override {
+    torch::Tensor loss = torch::mse_loss(linear->forward(batch.data), batch.target);
+    log("train_loss", loss, {false, true, true});
+    return loss;
+  }
+  trainbus::StepOutput validation_step(const trainbus::Batch& batch, int64_t batch_idx) override {
+    torch::Tensor loss = torch::mse_loss(linear->forward(batch.data), batch.target);
+    log("val_loss", loss);
+    return loss;
+  }
+  trainbus::OptimizerConfig configure_optimizers() override {
+    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.1));
+  }
+
+  torch::nn::Linear linear{nullptr};
+};
+
+int main() {
+  torch::manual_seed(0);
+  const torch::Tensor x = torch::rand({256, 1});
+  const torch::Tensor y = 2 * x + 1;
+  auto train = std::make_shared<trainbus::TensorDataLoader>(x, y, trainbus::DataLoaderOptions{32, true});
+  auto val = std::make_shared<trainbus::TensorDataLoader>(x, y, trainbus::DataLoaderOptions{256});
+  trainbus::LoaderDataModule data(train, val);
+
+  trainbus::observers::EarlyStoppingOptions early;
+  early.monitor = "val_loss";
+  early.patience = 5;
+  trainbus::TrainerOptions options;
+  options.max_epochs = 200;
+  trainbus::Trainer trainer(options, {std::make_shared<trainbus::observers::EarlyStopping>(early)});
+
+  int epochs_seen = 0;
+  trainbus::Subscription on_epoch = trainer.bus().subscribe<trainbus::events::TrainEpochEnd>(
+      [&](const trainbus::events::TrainEpochEnd&) { ++epochs_seen; });
+
+  Line model;
+  trainer.fit(model, data);
+  const double w = model.linear->weight.item<double>();
+  const double b = model.linear->bias.item<double>();
+  std::cout << "consumer: w=" << w << " b=" << b << " after " << epochs_seen << " epochs, val_loss "
+            << trainer.callback_metrics().at("val_loss") << std::endl;
+  return std::abs(w - 2.0) < 0.1 && std::abs(b - 1.0) < 0.1 && epochs_seen == trainer.current_epoch() ? 0 : 1;
+}
