@@ -11,7 +11,7 @@ add_library(trainbus::trainbus ALIAS trainbus_all)
 set_target_properties(trainbus_all PROPERTIES EXPORT_NAME trainbus)
 target_link_libraries(trainbus_all INTERFACE trainbus::events trainbus::core trainbus::observers)
 
-install(TARGETS trainbus_events trainbus_core trainbus_observers trainbus_all
+install(TARGETS trainbus_events trainbus_proto trainbus_core trainbus_observers trainbus_all
         EXPORT trainbusTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
@@ -24,6 +24,8 @@ foreach(dir events core observers)
           PATTERN "torch_pch.h" EXCLUDE        # build-only
           PATTERN "trainer_hooks.h" EXCLUDE)   # private to core/
 endforeach()
+install(DIRECTORY ${PROJECT_BINARY_DIR}/generated/proto/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/proto
+        FILES_MATCHING PATTERN "*.pb.h")
 
 install(EXPORT trainbusTargets NAMESPACE trainbus:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/trainbus)
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/trainbusConfig.cmake.in

@@ -107,7 +107,8 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
   call_hooks<Start>([&](Callback& c) { Hooks::start(c, *this, *module_); }, [](Module& m) { Hooks::start(m); },
                     [&] { return Start{progress()}; });
   call_hooks<EpochStart>([&](Callback& c) { Hooks::epoch_start(c, *this, *module_); },
-                         [](Module& m) { Hooks::epoch_start(m); }, [&] { return EpochStart{progress()}; });
+                         [](Module& m) { Hooks::epoch_start(m); },
+                         [&] { return EpochStart{progress(), num_batches}; });
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
     const Batch batch = to_device(loader.batch(batch_idx), options_.device);
     const events::BatchInfo info{batch_idx, batch_size_of(batch), 0};
@@ -124,13 +125,14 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
     call_hooks<BatchEnd>([&](Callback& c) { Hooks::batch_end(c, *this, *module_, outputs, batch, batch_idx); },
                          [&](Module& m) { Hooks::batch_end(m, outputs, batch, batch_idx); },
                          [&] { return BatchEnd{progress(), info, metrics_.batch_logged(), make_tensor_ref(outputs)}; });
+    check_observers();
   }
   Metrics epoch_metrics = metrics_.end_epoch(Hooks::kResults);
   call_hooks<EpochEnd>([&](Callback& c) { Hooks::epoch_end(c, *this, *module_); },
                        [](Module& m) { Hooks::epoch_end(m); },
                        [&] { return EpochEnd{progress(), epoch_metrics}; });
   // Values logged in the epoch-end hooks are part of the result too.
-  epoch_metrics = metrics_.end_epoch(Hooks::kResults);
+  epoch_metrics = metrics_.epoch_values(Hooks::kResults);
   call_hooks<End>([&](Callback& c) { Hooks::end(c, *this, *module_); }, [](Module& m) { Hooks::end(m); },
                   [&] { return End{progress(), metrics_.callback_metrics()}; });
   return epoch_metrics;
@@ -209,7 +211,7 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
                                    [&] { return events::PredictStart{progress()}; });
   call_hooks<events::PredictEpochStart>([&](Callback& c) { c.on_predict_epoch_start(*this, *module_); },
                                         [](Module& m) { m.on_predict_epoch_start(); },
-                                        [&] { return events::PredictEpochStart{progress()}; });
+                                        [&] { return events::PredictEpochStart{progress(), num_batches}; });
   predictions.reserve(static_cast<size_t>(num_batches));
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
     const Batch batch = to_device(loader.batch(batch_idx), options_.device);

@@ -2,7 +2,10 @@
 // TrainingEpochLoop and _AutomaticOptimization).
 #include <cmath>
 #include <limits>
+#include <map>
 #include <memory>
+#include <sstream>
+#include <string>
 
 #include <vector>
 
@@ -11,7 +14,7 @@
 #include <torch/utils.h>
 
 #include "core/checkpoint_io.h"
-#include "core/diagnostics.h"
+#include "events/diagnostics.h"
 #include "core/tensor_ref.h"
 #include "core/trainer.h"
 #include "core/trainer_hooks.h"
@@ -29,6 +32,21 @@ void zero_grad_to_none(torch::optim::Optimizer& optimizer) {
       if (parameter.grad().defined()) parameter.mutable_grad().reset();
     }
   }
+}
+
+// Hyper-parameters as text for events (loggers write them to hparams.yaml / TensorBoard).
+std::map<std::string, std::string> render(const StateDict& hparams) {
+  std::map<std::string, std::string> text;
+  for (const auto& [name, value] : hparams) {
+    if (value.isString()) {
+      text[name] = value.toStringRef();
+    } else {
+      std::ostringstream out;
+      out << value;
+      text[name] = out.str();
+    }
+  }
+  return text;
 }
 
 }  // namespace
@@ -96,7 +114,7 @@ void Trainer::run_fit(const FitOptions& options) {
 
   call_hooks<events::FitStart>([&](Callback& c) { c.on_fit_start(*this, *module_); },
                                [](Module& m) { m.on_fit_start(); },
-                               [&] { return events::FitStart{progress()}; });
+                               [&] { return events::FitStart{progress(), render(module_->hparams())}; });
   module_->zero_grad(/*set_to_none=*/true);
   run_sanity_check();
   run_fit_loop();
@@ -179,9 +197,10 @@ void Trainer::run_training_epoch() {
   train_loader_->set_epoch(current_epoch_);
   call_hooks<events::TrainEpochStart>([&](Callback& c) { c.on_train_epoch_start(*this, *module_); },
                                       [](Module& m) { m.on_train_epoch_start(); },
-                                      [&] { return events::TrainEpochStart{progress()}; });
+                                      [&] { return events::TrainEpochStart{progress(), num_training_batches_, max_epochs_}; });
   for (int64_t batch_idx = first_batch; batch_idx < num_training_batches_; ++batch_idx) {
     if (!run_training_batch(batch_idx)) break;  // on_train_batch_start returned -1
+    check_observers();
     const bool validate = should_validate_after(batch_idx);
     ++total_batch_idx_;
     if (validate) {
@@ -203,6 +222,7 @@ void Trainer::run_training_epoch() {
   ++epochs_processed_;
   metrics_.end_epoch(MetricsCollector::Results::kTrain);
   call_train_epoch_end_hooks();
+  check_observers();
   ++current_epoch_;
 }
 
@@ -220,8 +240,11 @@ void Trainer::call_train_epoch_end_hooks() {
   for (const auto& callback : callbacks_) {
     if (is_monitoring(*callback)) callback->on_train_epoch_end(*this, *module_);
   }
-  bus_.publish_lazy<events::TrainEpochEnd>(
-      [&] { return events::TrainEpochEnd{progress(), metrics_.callback_metrics()}; });
+  bus_.publish_lazy<events::TrainEpochEnd>([&] {
+    // Including what the epoch-end hooks logged.
+    return events::TrainEpochEnd{progress(), metrics_.epoch_values(MetricsCollector::Results::kTrain),
+                                 metrics_.callback_metrics(), metrics_.progress_bar_metrics()};
+  });
 }
 
 bool Trainer::run_training_batch(int64_t batch_idx) {
@@ -251,7 +274,8 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
         return events::TrainBatchEnd{progress(), info,
                                      outputs.has_loss() ? outputs.loss().item<double>()
                                                         : std::numeric_limits<double>::quiet_NaN(),
-                                     metrics_.batch_logged(), make_tensor_ref(outputs)};
+                                     metrics_.batch_logged(), metrics_.progress_bar_metrics(),
+                                     make_tensor_ref(outputs)};
       });
   return true;
 }

@@ -117,13 +117,25 @@ void MetricsCollector::publish_epoch_value(const std::string& name, const Entry&
   callback_[key] = mean;
   if (entry.logger) logged_[key] = mean;
   if (entry.prog_bar) progress_bar_[key] = mean;
-  if (out) (*out)[key] = mean;
+  if (out && entry.logger) (*out)[key] = mean;
 }
 
 Metrics MetricsCollector::end_epoch(Results results) {
   Metrics epoch_values;
   for (const auto& [name, entry] : results_[results]) publish_epoch_value(name, entry, &epoch_values);
   return epoch_values;
+}
+
+Metrics MetricsCollector::epoch_values(Results results) const {
+  Metrics values;
+  const auto found = results_.find(results);
+  if (found == results_.end()) return values;
+  for (const auto& [name, entry] : found->second) {
+    if (entry.on_epoch && entry.logger && entry.weight > 0.0) {
+      values[epoch_name(name, entry.on_step && entry.on_epoch)] = entry.weighted_sum / entry.weight;
+    }
+  }
+  return values;
 }
 
 void MetricsCollector::clear() {

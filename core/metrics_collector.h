@@ -33,8 +33,10 @@ class MetricsCollector {
   void begin_batch() { batch_logged_.clear(); }
   /// Starts a new epoch of `results`: forgets its accumulated values.
   void reset(Results results) { results_[results].clear(); }
-  /// Publishes the epoch means of `results`; returns them under their epoch names.
+  /// Publishes the epoch means of `results`; returns those sent to loggers, under their epoch names.
   Metrics end_epoch(Results results);
+  /// The current epoch means of `results` sent to loggers, under their epoch names; changes nothing.
+  Metrics epoch_values(Results results) const;
   /// Forgets everything (start of fit, end of the sanity check).
   void clear();
 

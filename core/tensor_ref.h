@@ -18,4 +18,8 @@ at::Tensor tensor_of(const events::TensorRef& ref);
 /// The step outputs in `ref`; nullptr if `ref` is empty or holds something else.
 const StepOutput* step_output_of(const events::TensorRef& ref);
 
+/// A copy of what `ref` holds that shares nothing with the trainer: tensors detached and cloned to
+/// the CPU (StepOutput entries likewise). The ObserverPool takes it on the training thread.
+events::TensorRef snapshot_to_cpu(const events::TensorRef& ref);
+
 }  // namespace trainbus

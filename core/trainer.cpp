@@ -9,7 +9,8 @@
 #include <torch/utils.h>
 
 #include "core/callback_order.h"
-#include "core/diagnostics.h"
+#include "core/tensor_ref.h"
+#include "events/diagnostics.h"
 #include "core/trainer_hooks.h"
 #include "events/check.h"
 
@@ -48,6 +49,7 @@ void check_options(const TrainerOptions& o) {
   TRAINBUS_CHECK(!o.gradient_clip_val || *o.gradient_clip_val >= 0.0,
                  "`gradient_clip_val` must be >= 0, got ", *o.gradient_clip_val);
   TRAINBUS_CHECK(o.log_every_n_steps >= 1, "`log_every_n_steps` must be >= 1, got ", o.log_every_n_steps);
+  TRAINBUS_CHECK(o.observer_threads >= 1, "`observer_threads` must be >= 1, got ", o.observer_threads);
   TRAINBUS_CHECK(!o.default_root_dir.empty(), "`default_root_dir` must not be empty; use \".\" for the "
                  "current directory");
 }
@@ -84,6 +86,21 @@ int64_t Trainer::estimated_stepping_batches() const {
   if (max_epochs_ == -1) return options_.max_steps;
   const int64_t by_epochs = per_epoch * max_epochs_;
   return options_.max_steps == -1 ? by_epochs : std::min(by_epochs, options_.max_steps);
+}
+
+void Trainer::add_observer(std::shared_ptr<Observer> observer, ObserverOptions options) {
+  TRAINBUS_CHECK(status_ != TrainerStatus::kRunning, "Trainer::add_observer: add observers before fit/validate/test/predict");
+  if (!observers_) {
+    observers_ = std::make_unique<ObserverPool>(options_.observer_threads, snapshot_to_cpu);
+    observers_->set_shutdown_timeout(options_.observer_shutdown_timeout);
+  }
+  observers_->attach(bus_, std::move(observer), options);
+}
+
+void Trainer::wait_for_observers() {
+  if (!observers_) return;
+  observers_->drain();
+  observers_->check();
 }
 
 void Trainer::notify_exception(const std::exception& error) {

@@ -19,6 +19,7 @@
 #include "core/trainer_options.h"
 #include "events/check.h"
 #include "events/event_bus.h"
+#include "events/observer_pool.h"
 
 namespace trainbus {
 
@@ -57,6 +58,18 @@ class Trainer {
   /// state, trainer progress, callback states, RNG state, hyper-parameters), under a temporary
   /// name renamed into place. Runs the on_save_checkpoint hooks first.
   void save_checkpoint(const std::string& path, bool weights_only = false);
+
+  // ---- asynchronous observers ----
+
+  /// Runs `observer` on the trainer's observer pool (see Observer): every run drains it before
+  /// returning, also when it leaves by an exception; a failure in it is raised as ObserverError at
+  /// the next batch, epoch end or the end of the run, through on_exception.
+  void add_observer(std::shared_ptr<Observer> observer, ObserverOptions options = {});
+  /// Flush barrier: blocks until every observer has handled every event published so far, then
+  /// raises a pending observer failure. Callbacks may call it.
+  void wait_for_observers();
+  /// The pool, for stats; nullptr until an observer is added.
+  const ObserverPool* observer_pool() const noexcept { return observers_.get(); }
 
   // ---- progress and decisions ----
 
@@ -165,11 +178,17 @@ class Trainer {
   template <class Event, class OnCallback, class OnModule, class MakeEvent>
   void call_hooks(OnCallback&& on_callback, OnModule&& on_module, MakeEvent&& make_event);
   events::Progress progress() const noexcept { return {current_epoch_, global_step_}; }
+  /// Sync point: raises the ObserverError of an observer that failed (a relaxed load otherwise).
+  void check_observers() {
+    if (observers_ && observers_->has_failure()) observers_->check();
+  }
 
   TrainerOptions options_;
   int64_t max_epochs_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   EventBus bus_;
+  // Declared after bus_: destroyed first, while it can still disconnect from the bus.
+  std::unique_ptr<ObserverPool> observers_;
   MetricsCollector metrics_;
 
   Module* module_ = nullptr;

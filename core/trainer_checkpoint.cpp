@@ -10,7 +10,7 @@
 
 #include "core/callback_order.h"
 #include "core/checkpoint_io.h"
-#include "core/diagnostics.h"
+#include "events/diagnostics.h"
 #include "core/trainer.h"
 #include "core/trainer_hooks.h"
 #include "events/check.h"

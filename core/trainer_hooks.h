@@ -56,6 +56,8 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
   try {
     apply_run_settings();
     body();
+    // Everything the run published is handled before it returns; a failure surfaces here at last.
+    wait_for_observers();
     status_ = TrainerStatus::kFinished;
   } catch (...) {
     status_ = TrainerStatus::kInterrupted;
@@ -66,6 +68,8 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
     } catch (...) {
       notify_exception(std::runtime_error("unknown exception (not derived from std::exception)"));
     }
+    // The observers still get (and handle) everything, including the Exception event.
+    if (observers_) observers_->drain();
     detach();
     throw;
   }

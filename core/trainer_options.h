@@ -1,6 +1,8 @@
 #pragma once
 /// TrainerOptions: the Trainer arguments Lightning users reach for, with Lightning's defaults.
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -85,6 +87,10 @@ struct TrainerOptions {
   c10::Device device = c10::Device(c10::DeviceType::CPU);
   /// How often loggers get step-level values.
   int64_t log_every_n_steps = 50;
+  /// Threads of the pool that runs asynchronous observers (Trainer::add_observer).
+  std::size_t observer_threads = 2;
+  /// How long destroying the Trainer waits for observers to finish before it abandons them.
+  std::chrono::milliseconds observer_shutdown_timeout{10000};
 };
 
 /// Arguments of one Trainer::fit call.

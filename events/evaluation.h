@@ -3,6 +3,7 @@
 /// Each stage has the same six points, in this order: Start, EpochStart, BatchStart, BatchEnd,
 /// EpochEnd, End. A loop with zero batches fires none of them (as Lightning).
 
+#include <cstdint>
 #include <string_view>
 
 #include "events/common.h"
@@ -21,16 +22,17 @@ struct ValidationStart {
 struct ValidationEnd {
   static constexpr std::string_view kName = "validation_end";
   Progress progress;
-  Metrics metrics;  ///< trainer.callback_metrics at the end of the loop
+  Metrics callback_metrics;  ///< trainer.callback_metrics at the end of the loop
 };
 
 /// Fires before the first validation batch.
 struct ValidationEpochStart {
   static constexpr std::string_view kName = "validation_epoch_start";
   Progress progress;
+  int64_t num_batches = 0;  ///< batches this loop will run
 };
 
-/// Fires after the last validation batch, with the epoch-level values logged in this loop.
+/// Fires after the last validation batch, with the epoch means logged (logger=true) in this loop.
 struct ValidationEpochEnd {
   static constexpr std::string_view kName = "validation_epoch_end";
   Progress progress;
@@ -65,16 +67,17 @@ struct TestStart {
 struct TestEnd {
   static constexpr std::string_view kName = "test_end";
   Progress progress;
-  Metrics metrics;  ///< trainer.callback_metrics at the end of the loop
+  Metrics callback_metrics;  ///< trainer.callback_metrics at the end of the loop
 };
 
 /// Fires before the first test batch.
 struct TestEpochStart {
   static constexpr std::string_view kName = "test_epoch_start";
   Progress progress;
+  int64_t num_batches = 0;  ///< batches this loop will run
 };
 
-/// Fires after the last test batch, with the epoch-level values logged in this loop.
+/// Fires after the last test batch, with the epoch means logged (logger=true) in this loop.
 struct TestEpochEnd {
   static constexpr std::string_view kName = "test_epoch_end";
   Progress progress;
@@ -115,6 +118,7 @@ struct PredictEnd {
 struct PredictEpochStart {
   static constexpr std::string_view kName = "predict_epoch_start";
   Progress progress;
+  int64_t num_batches = 0;  ///< batches this loop will run
 };
 
 /// Fires after the last predict batch.

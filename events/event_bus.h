@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "events/all.h"
+#include "events/event_filter.h"
 #include "events/subscription.h"
 
 namespace trainbus {
@@ -38,6 +39,16 @@ class EventBus {
   template <class E, class Fn>
   [[nodiscard]] Subscription subscribe(int group, Fn&& fn) {
     return connect(events::kEventIndex<E>, erase<E>(std::forward<Fn>(fn)), &group);
+  }
+
+  /// As subscribe(fn), delivering only the occurrences `filter` lets through.
+  template <class E, class Fn>
+  [[nodiscard]] Subscription subscribe(const EventFilter& filter, Fn&& fn) {
+    if (filter.passes_everything()) return subscribe<E>(std::forward<Fn>(fn));
+    auto count = std::make_shared<std::atomic<int64_t>>(0);
+    return subscribe<E>([filter, count, fn = std::decay_t<Fn>(std::forward<Fn>(fn))](const E& event) mutable {
+      if (filter.passes(count->fetch_add(1, std::memory_order_relaxed) + 1)) fn(event);
+    });
   }
 
   /// True if at least one slot for E is connected.

@@ -1,6 +1,7 @@
 #pragma once
 /// Events that bracket a whole run: setup/teardown, fit, the sanity check, exceptions.
 
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -24,6 +25,8 @@ struct Teardown {
 struct FitStart {
   static constexpr std::string_view kName = "fit_start";
   Progress progress;
+  /// The module's hyper-parameters, each rendered as text (loggers write them as hparams).
+  std::map<std::string, std::string> hparams;
 };
 
 /// Fires at the very end of a successful fit, after TrainEnd.

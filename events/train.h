@@ -1,6 +1,7 @@
 #pragma once
 /// Events of the training loop: train start/end, epochs and batches.
 
+#include <cstdint>
 #include <limits>
 #include <string_view>
 
@@ -25,14 +26,18 @@ struct TrainEnd {
 struct TrainEpochStart {
   static constexpr std::string_view kName = "train_epoch_start";
   Progress progress;
+  int64_t num_batches = 0;  ///< batches this epoch will train (after limit_train_batches)
+  int64_t max_epochs = -1;  ///< the trainer's max_epochs (-1: no limit)
 };
 
 /// Fires at the end of each training epoch, after any validation due at the epoch end and after
-/// every callback's and the module's on_train_epoch_end. `metrics` is trainer.callback_metrics then.
+/// every callback's and the module's on_train_epoch_end.
 struct TrainEpochEnd {
   static constexpr std::string_view kName = "train_epoch_end";
   Progress progress;
-  Metrics metrics;
+  Metrics metrics;           ///< epoch means logged (logger=true) in this training epoch
+  Metrics callback_metrics;  ///< trainer.callback_metrics
+  Metrics progress_bar;      ///< trainer.progress_bar_metrics
 };
 
 /// Fires after the batch is on the device, before training_step.
@@ -49,8 +54,10 @@ struct TrainBatchEnd {
   BatchInfo batch;
   /// training_step's loss, unscaled by gradient accumulation; NaN if the step returned none.
   double loss = std::numeric_limits<double>::quiet_NaN();
-  /// Values logged with on_step=true during this batch (names as in logged_metrics).
+  /// Values logged with on_step=true (and logger=true) during this batch, as in logged_metrics.
   Metrics metrics;
+  /// trainer.progress_bar_metrics after this batch.
+  Metrics progress_bar;
   /// training_step's outputs (a trainbus::StepOutput); see core/tensor_ref.h.
   TensorRef outputs;
 };

@@ -5,7 +5,7 @@
 #include <limits>
 #include <sstream>
 
-#include "core/diagnostics.h"
+#include "events/diagnostics.h"
 #include "core/trainer.h"
 #include "events/check.h"
 

@@ -1,5 +1,5 @@
 // How the Trainer orders and checks its callbacks (Lightning's callback connector).
-#include <catch2/catch.hpp>
+#include "tests/support/catch.h"
 
 #include "core/trainer.h"
 #include "tests/support/recording.h"

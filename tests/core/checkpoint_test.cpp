@@ -2,7 +2,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include <catch2/catch.hpp>
+#include "tests/support/catch.h"
 #include <torch/optim/sgd.h>
 #include <torch/serialize/output-archive.h>
 

@@ -1,7 +1,7 @@
 // TensorDataLoader: the order of an epoch is a pure function of (seed, epoch).
 #include "core/data_loader.h"
 
-#include <catch2/catch.hpp>
+#include "tests/support/catch.h"
 #include <torch/types.h>
 
 #include "events/check.h"

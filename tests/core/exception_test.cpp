@@ -1,7 +1,7 @@
 // An exception in a step or hook: on_exception on every callback, then it leaves fit unchanged.
 #include <stdexcept>
 
-#include <catch2/catch.hpp>
+#include "tests/support/catch.h"
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/sgd.h>
 

@@ -1,7 +1,7 @@
 // Fashion-MNIST from Debian's dataset-fashion-mnist, and a short real fit on a slice of it.
 #include "core/fashion_mnist.h"
 
-#include <catch2/catch.hpp>
+#include "tests/support/catch.h"
 
 #include "apps/fashion_classifier.h"
 #include "core/trainer.h"

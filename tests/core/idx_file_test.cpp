@@ -7,7 +7,7 @@
 #include <fstream>
 #include <vector>
 
-#include <catch2/catch.hpp>
+#include "tests/support/catch.h"
 #include <torch/types.h>
 
 #include "core/fashion_mnist.h"

@@ -1,5 +1,5 @@
 // Module::log reductions and where the values land (Lightning's self.log semantics).
-#include <catch2/catch.hpp>
+#include "tests/support/catch.h"
 
 #include "core/trainer.h"
 #include "events/all.h"

@@ -1,7 +1,7 @@
 // trainer.should_stop as Lightning: honoured only when min_epochs/min_steps allow, never cancelled.
 #include <algorithm>
 
-#include <catch2/catch.hpp>
+#include "tests/support/catch.h"
 
 #include "core/trainer.h"
 #include "observers/early_stopping.h"

@@ -1,5 +1,5 @@
 // Bad Trainer options fail when the Trainer is built, naming the option and the fix.
-#include <catch2/catch.hpp>
+#include "tests/support/catch.h"
 
 #include <torch/cuda.h>
 

@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include <catch2/catch.hpp>
+#include "tests/support/catch.h"
 
 #include "core/trainer.h"
 #include "tests/support/boring.h"

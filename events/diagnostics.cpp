@@ -1,4 +1,4 @@
-#include "core/diagnostics.h"
+#include "events/diagnostics.h"
 
 #include <iostream>
 

@@ -1,0 +1,117 @@
+#pragma once
+/// ObserverPool: runs Observers on a Boost.Asio thread pool, one strand each, bounded, errors kept.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "events/event_bus.h"
+#include "events/observer.h"
+
+namespace trainbus {
+
+/// How one observer is run.
+struct ObserverOptions {
+  /// What to do when `capacity` events are already waiting for this observer.
+  enum class WhenFull {
+    kBlock,  ///< the publishing (training) thread waits for room: nothing is lost (default)
+    kDrop,   ///< the event is dropped and counted (ObserverStats::dropped)
+  };
+  /// What to do when a hook throws.
+  enum class OnError {
+    kRaise,    ///< raise an ObserverError on the training thread at the next sync point (default)
+    kDisable,  ///< report it once on stderr and deliver nothing more to this observer
+  };
+  /// Events in flight (posted, not yet handled) at most; bounds the memory an observer can hold.
+  std::size_t capacity = 1024;
+  WhenFull when_full = WhenFull::kBlock;
+  OnError on_error = OnError::kRaise;
+};
+
+/// Counters of one observer, for reports and tests.
+struct ObserverStats {
+  std::string name;
+  uint64_t delivered = 0;     ///< events its hooks handled (or skipped after it failed)
+  uint64_t dropped = 0;       ///< events refused because it was full (WhenFull::kDrop)
+  std::size_t in_flight = 0;  ///< events posted and not yet handled
+  std::size_t peak_in_flight = 0;
+  bool failed = false;
+  bool disabled = false;
+};
+
+/// An observer's hook threw. Raised on the training thread; names the observer and keeps the
+/// original exception.
+class ObserverError : public std::runtime_error {
+ public:
+  ObserverError(std::string observer, std::string message, std::exception_ptr original);
+  const std::string& observer() const noexcept { return observer_; }
+  const std::exception_ptr& original() const noexcept { return original_; }
+
+ private:
+  std::string observer_;
+  std::exception_ptr original_;
+};
+
+/// Owns a boost::asio::thread_pool and the observers attached to it.
+///
+/// attach() subscribes an observer to a bus: each selected event is copied on the publishing
+/// thread (tensor fields snapshotted or dropped), then posted to the observer's strand. All
+/// members are called from the training thread; drain(), check() and stats() are also safe from
+/// others. Nothing posted lets an exception escape into Asio (which would call std::terminate).
+class ObserverPool {
+ public:
+  /// Makes a snapshot of a tensor field for observers that want tensors (detach + clone to CPU;
+  /// core installs it, since events/ cannot name torch types). Without one, such fields arrive empty.
+  using TensorSnapshot = std::function<events::TensorRef(const events::TensorRef&)>;
+
+  explicit ObserverPool(std::size_t threads = 2, TensorSnapshot snapshot = {});
+  /// Disconnects, then drains for at most shutdown_timeout(); if that is hit, reports which
+  /// observers still had events and abandons them rather than hang.
+  ~ObserverPool();
+  ObserverPool(const ObserverPool&) = delete;
+  ObserverPool& operator=(const ObserverPool&) = delete;
+
+  /// Starts delivering the events `observer` selects from `bus`. Keep the bus alive as long as the pool.
+  void attach(EventBus& bus, std::shared_ptr<Observer> observer, ObserverOptions options = {});
+  /// Stops delivering new events to every observer (those already posted are still handled).
+  void detach_all();
+
+  /// Blocks until every event posted before the call has been handled.
+  void drain();
+  /// drain() with a deadline; false if it was hit.
+  bool drain_for(std::chrono::milliseconds timeout);
+  /// Throws the ObserverError of the first observer that failed since the last check (kRaise only).
+  void check();
+  /// A relaxed read: whether check() would throw. Cheap enough for every batch.
+  bool has_failure() const noexcept;
+
+  std::vector<ObserverStats> stats() const;
+  std::size_t size() const;
+  std::size_t threads() const noexcept { return threads_; }
+  void set_shutdown_timeout(std::chrono::milliseconds timeout) { shutdown_timeout_ = timeout; }
+  std::chrono::milliseconds shutdown_timeout() const noexcept { return shutdown_timeout_; }
+
+  struct Channel;  // one attached observer: its strand, bound and error (observer_pool.cpp)
+
+ private:
+  template <class E>
+  void subscribe(EventBus& bus, const std::shared_ptr<Channel>& channel, const EventFilter& filter);
+
+  struct Executor;  // the Asio thread pool, kept out of this header
+  std::size_t threads_;
+  std::shared_ptr<Executor> executor_;
+  TensorSnapshot snapshot_;
+  std::chrono::milliseconds shutdown_timeout_{10000};
+  mutable std::mutex mutex_;
+  std::vector<std::shared_ptr<Channel>> channels_;
+  std::shared_ptr<std::atomic<bool>> any_failure_;
+};
+
+}  // namespace trainbus

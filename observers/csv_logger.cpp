@@ -1,0 +1,176 @@
+#include "observers/csv_logger.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <stdexcept>
+
+namespace trainbus::observers {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string format_number(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  char buffer[32];
+  const auto result = std::to_chars(buffer, buffer + sizeof buffer, value);  // shortest round trip
+  return std::string(buffer, result.ptr);
+}
+
+std::string quote(const std::string& field) {
+  if (field.find_first_of(",\"\r\n") == std::string::npos) return field;
+  std::string quoted = "\"";
+  for (char c : field) {
+    if (c == '"') quoted += '"';
+    quoted += c;
+  }
+  return quoted + '"';
+}
+
+std::vector<std::string> parse_line(const std::string& line) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        fields.back() += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        fields.back() += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      fields.emplace_back();
+    } else {
+      fields.back() += c;
+    }
+  }
+  return fields;
+}
+
+std::string join(const std::vector<std::string>& columns, const std::map<std::string, std::string>& row) {
+  std::string line;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (i) line += ',';
+    const auto found = row.find(columns[i]);
+    if (found != row.end()) line += quote(found->second);
+  }
+  return line;
+}
+
+std::string header(const std::vector<std::string>& columns) {
+  std::string line;
+  for (size_t i = 0; i < columns.size(); ++i) line += (i ? "," : "") + quote(columns[i]);
+  return line;
+}
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+  throw std::runtime_error(path + ": cannot " + what + " (" + std::strerror(errno) + ")");
+}
+
+// YAML scalar: numbers and booleans as they are, anything else single-quoted.
+std::string yaml_scalar(const std::string& value) {
+  static const std::regex plain(R"(-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?|true|false|True|False)");
+  if (std::regex_match(value, plain)) return value;
+  std::string quoted = "'";
+  for (char c : value) quoted += c == '\'' ? std::string("''") : std::string(1, c);
+  return quoted + "'";
+}
+
+}  // namespace
+
+CsvLogger::CsvLogger(CsvLoggerOptions options)
+    : Logger(options.log_every_n_steps), options_(std::move(options)) {
+  if (options_.log_dir.empty()) throw std::invalid_argument("CsvLogger: log_dir is empty; name the run directory");
+  if (options_.flush_logs_every_n_steps < 1) {
+    throw std::invalid_argument("CsvLogger: flush_logs_every_n_steps must be >= 1");
+  }
+  std::error_code error;
+  fs::create_directories(options_.log_dir, error);
+  if (error) throw std::runtime_error(options_.log_dir + ": cannot create the run directory (" + error.message() + ")");
+  metrics_file_ = (fs::path(options_.log_dir) / "metrics.csv").string();
+  hparams_file_ = (fs::path(options_.log_dir) / "hparams.yaml").string();
+  if (fs::exists(metrics_file_)) {
+    // Continue an existing file (a resumed run logging into the same directory).
+    std::ifstream in(metrics_file_);
+    std::string line;
+    if (std::getline(in, line) && !line.empty()) columns_ = parse_line(line);
+  }
+}
+
+void CsvLogger::log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) {
+  Row row;
+  for (const auto& [name, value] : metrics) row[name] = format_number(value);
+  row["epoch"] = std::to_string(epoch);
+  row["step"] = std::to_string(step);
+  pending_.push_back(std::move(row));
+  if (static_cast<int64_t>(pending_.size()) >= options_.flush_logs_every_n_steps) flush();
+}
+
+void CsvLogger::log_hyperparams(const std::map<std::string, std::string>& hparams) {
+  std::ofstream out(hparams_file_, std::ios::trunc);
+  if (!out) fail(hparams_file_, "write the hyper-parameters");
+  if (hparams.empty()) out << "{}\n";
+  for (const auto& [name, value] : hparams) out << name << ": " << yaml_scalar(value) << '\n';
+}
+
+void CsvLogger::flush() {
+  if (pending_.empty()) return;
+  std::set<std::string> names(columns_.begin(), columns_.end());
+  for (const Row& row : pending_) {
+    for (const auto& [name, value] : row) names.insert(name);
+  }
+  const std::vector<std::string> columns(names.begin(), names.end());
+  const bool exists = fs::exists(metrics_file_);
+  if (exists && columns != columns_) rewrite_with(columns);
+  std::ofstream out(metrics_file_, std::ios::app);
+  if (!out) fail(metrics_file_, "append metrics");
+  if (!exists || fs::file_size(metrics_file_) == 0) out << header(columns) << '\n';
+  for (const Row& row : pending_) out << join(columns, row) << '\n';
+  out.flush();
+  if (!out) fail(metrics_file_, "append metrics");
+  columns_ = columns;
+  pending_.clear();
+}
+
+void CsvLogger::rewrite_with(const std::vector<std::string>& columns) {
+  std::vector<Row> rows;
+  {
+    std::ifstream in(metrics_file_);
+    std::string line;
+    std::getline(in, line);  // the old header, columns_
+    while (std::getline(in, line)) {
+      const std::vector<std::string> fields = parse_line(line);
+      Row row;
+      for (size_t i = 0; i < fields.size() && i < columns_.size(); ++i) {
+        if (!fields[i].empty()) row[columns_[i]] = fields[i];
+      }
+      rows.push_back(std::move(row));
+    }
+  }
+  // Write beside and rename, so that a crash leaves either the old file or the new one.
+  const std::string temporary = metrics_file_ + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    if (!out) fail(temporary, "write metrics");
+    out << header(columns) << '\n';
+    for (const Row& row : rows) out << join(columns, row) << '\n';
+    if (!out.flush()) fail(temporary, "write metrics");
+  }
+  std::error_code error;
+  fs::rename(temporary, metrics_file_, error);
+  if (error) throw std::runtime_error(metrics_file_ + ": cannot replace it with the wider header (" + error.message() + ")");
+}
+
+}  // namespace trainbus::observers

@@ -1,0 +1,49 @@
+#pragma once
+/// CsvLogger: metrics.csv and hparams.yaml in a run directory, in Lightning CSVLogger's layout.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "observers/logger.h"
+
+namespace trainbus::observers {
+
+struct CsvLoggerOptions {
+  /// Run directory; created if missing (see next_version_dir).
+  std::string log_dir;
+  int64_t log_every_n_steps = 50;
+  /// Rows kept in memory before they are appended to the file (Lightning: 100); epoch ends,
+  /// validation, test and the end of fit flush too.
+  int64_t flush_logs_every_n_steps = 100;
+};
+
+/// One row per log_metrics call: the logged names as columns (sorted), plus `epoch` and `step`;
+/// an empty cell where a row has no value. When a new name appears the file is rewritten with
+/// the wider header, as Lightning's CSVLogger does. Throws std::runtime_error naming the file
+/// when it cannot be written.
+class CsvLogger : public Logger {
+ public:
+  explicit CsvLogger(CsvLoggerOptions options);
+
+  const std::string& metrics_file() const noexcept { return metrics_file_; }
+  const std::string& hparams_file() const noexcept { return hparams_file_; }
+
+ protected:
+  void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) override;
+  void log_hyperparams(const std::map<std::string, std::string>& hparams) override;
+  void flush() override;
+
+ private:
+  using Row = std::map<std::string, std::string>;
+  void rewrite_with(const std::vector<std::string>& columns);
+
+  CsvLoggerOptions options_;
+  std::string metrics_file_;
+  std::string hparams_file_;
+  std::vector<std::string> columns_;  // sorted; those of the file's header
+  std::vector<Row> pending_;
+};
+
+}  // namespace trainbus::observers

@@ -1,0 +1,75 @@
+#include "observers/logger.h"
+
+#include <filesystem>
+#include <regex>
+
+#include "events/check.h"
+
+namespace trainbus::observers {
+
+Logger::Logger(int64_t log_every_n_steps) : log_every_n_steps_(log_every_n_steps) {
+  TRAINBUS_CHECK(log_every_n_steps >= 1, "Logger: log_every_n_steps must be >= 1, got ", log_every_n_steps);
+}
+
+void Logger::select_events(EventSelection& selection) const {
+  selection.add<events::FitStart>()
+      .add<events::SanityCheckStart>()
+      .add<events::SanityCheckEnd>()
+      .add<events::TrainBatchEnd>(EventFilter::every(log_every_n_steps_))
+      .add<events::TrainEpochEnd>()
+      .add<events::ValidationEpochEnd>()
+      .add<events::ValidationEnd>()
+      .add<events::TestEpochEnd>()
+      .add<events::TestEnd>()
+      .add<events::FitEnd>()
+      .add<events::Exception>();
+}
+
+void Logger::on_fit_start(const events::FitStart& event) {
+  log_hyperparams(event.hparams);
+  if (event.progress.global_step > 0) resume_at(event.progress.global_step);
+}
+
+void Logger::on_train_batch_end(const events::TrainBatchEnd& event) {
+  if (!event.metrics.empty()) log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
+}
+
+void Logger::on_train_epoch_end(const events::TrainEpochEnd& event) {
+  if (!event.metrics.empty()) log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
+  flush();
+}
+
+void Logger::on_validation_epoch_end(const events::ValidationEpochEnd& event) {
+  if (!sanity_checking_ && !event.metrics.empty()) {
+    log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
+  }
+}
+
+void Logger::on_validation_end(const events::ValidationEnd& event) {
+  if (!sanity_checking_) flush();
+}
+
+void Logger::on_test_epoch_end(const events::TestEpochEnd& event) {
+  if (!event.metrics.empty()) log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
+}
+
+void Logger::on_test_end(const events::TestEnd& event) { flush(); }
+
+std::string next_version_dir(const std::string& root) {
+  namespace fs = std::filesystem;
+  int64_t next = 0;
+  std::error_code error;
+  if (fs::is_directory(root, error)) {
+    static const std::regex version("version_([0-9]+)");
+    for (const auto& entry : fs::directory_iterator(root, error)) {
+      std::smatch match;
+      const std::string name = entry.path().filename().string();
+      if (entry.is_directory() && std::regex_match(name, match, version)) {
+        next = std::max<int64_t>(next, std::stoll(match[1]) + 1);
+      }
+    }
+  }
+  return (fs::path(root) / ("version_" + std::to_string(next))).string();
+}
+
+}  // namespace trainbus::observers

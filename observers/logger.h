@@ -1,0 +1,61 @@
+#pragma once
+/// Logger: what a metrics logger does with the trainer's events (Lightning's Logger, as an observer).
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "events/observer.h"
+
+namespace trainbus::observers {
+
+/// Turns lifecycle events into log_metrics calls the way Lightning's logger connector does:
+///  - every `log_every_n_steps`-th training batch: the values logged on that step;
+///  - at each training epoch end: the epoch means logged in the epoch;
+///  - after each validation (not the sanity check) and test: their epoch means;
+///  - at fit start: the hyper-parameters, and resume_at(step) when fit resumed from a checkpoint.
+/// Rows carry the epoch and the 0-based step of the last optimizer step (as Lightning's). A
+/// subclass only writes. Runs on the observer pool (see Observer), one logger at a time.
+class Logger : public Observer {
+ public:
+  explicit Logger(int64_t log_every_n_steps = 50);
+
+  void select_events(EventSelection& selection) const override;
+
+  void on_fit_start(const events::FitStart& event) override;
+  void on_sanity_check_start(const events::SanityCheckStart& event) override { sanity_checking_ = true; }
+  void on_sanity_check_end(const events::SanityCheckEnd& event) override { sanity_checking_ = false; }
+  void on_train_batch_end(const events::TrainBatchEnd& event) override;
+  void on_train_epoch_end(const events::TrainEpochEnd& event) override;
+  void on_validation_epoch_end(const events::ValidationEpochEnd& event) override;
+  void on_validation_end(const events::ValidationEnd& event) override;
+  void on_test_epoch_end(const events::TestEpochEnd& event) override;
+  void on_test_end(const events::TestEnd& event) override;
+  void on_fit_end(const events::FitEnd& event) override { finalize("success"); }
+  void on_exception(const events::Exception& event) override { finalize("failed"); }
+
+  int64_t log_every_n_steps() const noexcept { return log_every_n_steps_; }
+
+ protected:
+  /// One row of values at (step, epoch).
+  virtual void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) = 0;
+  virtual void log_hyperparams(const std::map<std::string, std::string>& hparams) {}
+  /// Fit resumed from a checkpoint taken at `step`: what was logged after it is stale.
+  virtual void resume_at(int64_t step) {}
+  /// Writes what is buffered.
+  virtual void flush() {}
+  /// End of fit ("success") or an exception ("failed"): flush.
+  virtual void finalize(const std::string& status) { flush(); }
+
+ private:
+  static int64_t step_of(const events::Progress& progress) { return progress.global_step > 0 ? progress.global_step - 1 : 0; }
+
+  int64_t log_every_n_steps_;
+  bool sanity_checking_ = false;
+};
+
+/// `root/version_N` for the next N not yet used under `root` (Lightning's version folders);
+/// `version_0` when there is none.
+std::string next_version_dir(const std::string& root);
+
+}  // namespace trainbus::observers

@@ -1,0 +1,167 @@
+#include "observers/progress_bar.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+namespace trainbus::observers {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string clock_text(double seconds) {
+  const auto total = static_cast<long long>(std::max(0.0, seconds));
+  char text[32];
+  std::snprintf(text, sizeof text, "%lld:%02lld", total / 60, total % 60);
+  return text;
+}
+
+void append_metrics(std::ostringstream& line, const Metrics& metrics) {
+  line << std::fixed << std::setprecision(4);
+  for (const auto& [name, value] : metrics) line << "  " << name << ' ' << value;
+}
+
+// What a summary line shows of the prog_bar metrics: epoch means under their plain name, no
+// per-step values.
+Metrics epoch_view(const Metrics& progress_bar) {
+  Metrics shown;
+  for (const auto& [name, value] : progress_bar) {
+    if (ends_with(name, "_step")) continue;
+    shown[ends_with(name, "_epoch") ? name.substr(0, name.size() - 6) : name] = value;
+  }
+  return shown;
+}
+
+}  // namespace
+
+ProgressBar::ProgressBar(ProgressBarOptions options)
+    : out_(options.out ? *options.out : std::cout),
+      tty_(options.tty.value_or(::isatty(STDOUT_FILENO) == 1)),
+      options_(options) {}
+
+void ProgressBar::select_events(EventSelection& selection) const {
+  selection.add<events::SanityCheckStart>()
+      .add<events::SanityCheckEnd>()
+      .add<events::TrainEpochStart>()
+      .add<events::TrainBatchEnd>()
+      .add<events::TrainEpochEnd>()
+      .add<events::ValidationEpochStart>()
+      .add<events::ValidationBatchEnd>()
+      .add<events::ValidationEnd>()
+      .add<events::TestEpochStart>()
+      .add<events::TestBatchEnd>()
+      .add<events::TestEpochEnd>();
+}
+
+std::string ProgressBar::summary_line(const std::string& label, int64_t done, int64_t total, double seconds,
+                                      const Metrics& metrics) {
+  std::ostringstream line;
+  line << label << "  " << done << '/' << total << "  " << std::fixed << std::setprecision(1) << seconds << 's';
+  append_metrics(line, metrics);
+  return line.str();
+}
+
+void ProgressBar::start(std::string label, int64_t total) {
+  label_ = std::move(label);
+  total_ = total;
+  done_ = 0;
+  started_ = Clock::now();
+  last_drawn_ = started_;
+}
+
+void ProgressBar::advance(int64_t done, const Metrics& shown, bool force) {
+  done_ = done;
+  const auto now = Clock::now();
+  const double since_drawn = std::chrono::duration<double>(now - last_drawn_).count();
+  const double interval = tty_ ? options_.refresh_seconds : options_.plain_interval_seconds;
+  if (!force && since_drawn < interval) return;
+  if (!tty_ && force) return;  // the summary line follows
+  last_drawn_ = now;
+  const double elapsed = std::chrono::duration<double>(now - started_).count();
+  const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
+  std::ostringstream line;
+  const int64_t percent = total_ > 0 ? done * 100 / total_ : 100;
+  line << label_ << ' ' << std::setw(3) << percent << "% ";
+  if (tty_) {
+    constexpr int kWidth = 20;
+    const auto filled = static_cast<int>(total_ > 0 ? done * kWidth / total_ : kWidth);
+    line << '[' << std::string(filled, '#') << std::string(kWidth - filled, '.') << "] ";
+  }
+  line << done << '/' << total_ << "  " << std::fixed << std::setprecision(1) << rate << " it/s  ETA "
+       << clock_text(rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0);
+  append_metrics(line, shown);
+  if (tty_) {
+    out_ << '\r' << line.str() << "\x1b[K" << std::flush;
+    drawn_ = true;
+  } else {
+    out_ << line.str() << std::endl;
+  }
+}
+
+void ProgressBar::finish_line(const std::string& line) {
+  if (tty_ && drawn_) out_ << '\r';
+  out_ << line << (tty_ ? "\x1b[K\n" : "\n") << std::flush;
+  drawn_ = false;
+}
+
+void ProgressBar::on_train_epoch_start(const events::TrainEpochStart& event) {
+  train_label_ = "epoch " + std::to_string(event.progress.epoch + 1);
+  if (event.max_epochs > 0) train_label_ += "/" + std::to_string(event.max_epochs);
+  start(train_label_, event.num_batches);
+}
+
+void ProgressBar::on_train_batch_end(const events::TrainBatchEnd& event) {
+  Metrics shown;
+  if (!std::isnan(event.loss)) shown["loss"] = event.loss;
+  for (const auto& [name, value] : event.progress_bar) {
+    if (!ends_with(name, "_epoch")) shown[name] = value;
+  }
+  advance(event.batch.batch_idx + 1, shown, event.batch.batch_idx + 1 == total_);
+}
+
+void ProgressBar::on_train_epoch_end(const events::TrainEpochEnd& event) {
+  const double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+  finish_line(summary_line(train_label_, done_, total_, seconds, epoch_view(event.progress_bar)));
+}
+
+void ProgressBar::on_validation_epoch_start(const events::ValidationEpochStart& event) {
+  // Validation inside an epoch draws over the training bar, then gives the line back.
+  train_done_before_validation_ = done_;
+  train_total_before_validation_ = total_;
+  train_started_before_validation_ = started_;
+  start(sanity_checking_ ? "sanity check" : "validating", event.num_batches);
+}
+
+void ProgressBar::on_validation_batch_end(const events::ValidationBatchEnd& event) {
+  if (tty_) advance(event.batch.batch_idx + 1, {}, false);
+}
+
+void ProgressBar::on_validation_end(const events::ValidationEnd& event) {
+  if (tty_ && drawn_) {
+    out_ << "\r\x1b[K" << std::flush;
+    drawn_ = false;
+  }
+  label_ = train_label_;
+  done_ = train_done_before_validation_;
+  total_ = train_total_before_validation_;
+  started_ = train_started_before_validation_;
+}
+
+void ProgressBar::on_test_epoch_start(const events::TestEpochStart& event) { start("testing", event.num_batches); }
+
+void ProgressBar::on_test_batch_end(const events::TestBatchEnd& event) {
+  advance(event.batch.batch_idx + 1, {}, event.batch.batch_idx + 1 == total_);
+}
+
+void ProgressBar::on_test_epoch_end(const events::TestEpochEnd& event) {
+  const double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+  finish_line(summary_line("test", done_, total_, seconds, event.metrics));
+}
+
+}  // namespace trainbus::observers

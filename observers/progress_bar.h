@@ -1,0 +1,73 @@
+#pragma once
+/// ProgressBar: the terminal progress of training, validation and test, as an observer.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+
+#include "events/observer.h"
+
+namespace trainbus::observers {
+
+struct ProgressBarOptions {
+  /// Where it draws; std::cout by default.
+  std::ostream* out = nullptr;
+  /// Redraw in place (\r) when true, print plain lines when false; unset: isatty(stdout).
+  std::optional<bool> tty;
+  /// Least time between two redraws on a terminal.
+  double refresh_seconds = 0.1;
+  /// Least time between two plain progress lines when not on a terminal (CI logs, pipes).
+  double plain_interval_seconds = 30.0;
+};
+
+/// Shows epoch, batch/total, it/s, ETA, the loss and the prog_bar metrics, and prints one summary
+/// line per epoch (its prog_bar metrics: train epoch means and validation results) and per test.
+/// On a terminal it redraws one line in place; elsewhere it prints a plain line at most every
+/// plain_interval_seconds. It is an observer: drawing never slows the training step.
+class ProgressBar : public Observer {
+ public:
+  explicit ProgressBar(ProgressBarOptions options = {});
+
+  void select_events(EventSelection& selection) const override;
+  void on_sanity_check_start(const events::SanityCheckStart& event) override { sanity_checking_ = true; }
+  void on_sanity_check_end(const events::SanityCheckEnd& event) override { sanity_checking_ = false; }
+  void on_train_epoch_start(const events::TrainEpochStart& event) override;
+  void on_train_batch_end(const events::TrainBatchEnd& event) override;
+  void on_train_epoch_end(const events::TrainEpochEnd& event) override;
+  void on_validation_epoch_start(const events::ValidationEpochStart& event) override;
+  void on_validation_batch_end(const events::ValidationBatchEnd& event) override;
+  void on_validation_end(const events::ValidationEnd& event) override;
+  void on_test_epoch_start(const events::TestEpochStart& event) override;
+  void on_test_batch_end(const events::TestBatchEnd& event) override;
+  void on_test_epoch_end(const events::TestEpochEnd& event) override;
+
+  /// "epoch 3/15  860/860  1.4s  train_loss 0.3120  val_acc 0.8790": the summary line of an epoch.
+  static std::string summary_line(const std::string& label, int64_t done, int64_t total, double seconds,
+                                  const Metrics& metrics);
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  void start(std::string label, int64_t total);
+  void advance(int64_t done, const Metrics& shown, bool force);
+  void finish_line(const std::string& line);
+
+  std::ostream& out_;
+  bool tty_;
+  ProgressBarOptions options_;
+  bool sanity_checking_ = false;
+  std::string label_;
+  std::string train_label_;
+  int64_t total_ = 0;
+  int64_t done_ = 0;
+  Clock::time_point started_;
+  // The training bar while a validation inside the epoch draws over it.
+  int64_t train_done_before_validation_ = 0;
+  int64_t train_total_before_validation_ = 0;
+  Clock::time_point train_started_before_validation_;
+  Clock::time_point last_drawn_;
+  bool drawn_ = false;
+};
+
+}  // namespace trainbus::observers

@@ -1,0 +1,44 @@
+#pragma once
+/// TensorBoardLogger: native `events.out.tfevents.*` files, written from C++, read by TensorBoard.
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+#include "observers/logger.h"
+
+namespace trainbus::observers {
+
+struct TensorBoardLoggerOptions {
+  /// Run directory (TensorBoard's --logdir, or a subdirectory of it); created if missing.
+  std::string log_dir;
+  int64_t log_every_n_steps = 50;
+  /// Appended to the file name, as torch.utils.tensorboard's filename_suffix.
+  std::string filename_suffix;
+};
+
+/// Writes a TFRecord stream of tensorboard.Event protos: first `file_version = "brain.Event:2"`
+/// (flushed at once), then one Event per logged row with a float scalar per metric and `epoch`.
+/// When fit resumes from a checkpoint at step N it writes SessionLog{START} at step N, so that
+/// TensorBoard drops what the interrupted run logged after N. Every record is written whole, so a
+/// crash loses at most the last one. Throws std::runtime_error naming the file when it cannot write.
+class TensorBoardLogger : public Logger {
+ public:
+  explicit TensorBoardLogger(TensorBoardLoggerOptions options);
+
+  const std::string& file_path() const noexcept { return path_; }
+
+ protected:
+  void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) override;
+  void resume_at(int64_t step) override;
+  void flush() override;
+
+ private:
+  void write_record(const std::string& payload);
+
+  TensorBoardLoggerOptions options_;
+  std::string path_;
+  std::ofstream file_;
+};
+
+}  // namespace trainbus::observers

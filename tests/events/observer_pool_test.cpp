@@ -1,0 +1,270 @@
+// ObserverPool: order per observer, bounded delivery, drains, errors, filters. No LibTorch, so this
+// also runs under ThreadSanitizer. Waits are on drains and latches, never on sleeps.
+#include "events/observer_pool.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <stdexcept>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+using namespace trainbus;
+using Catch::Matchers::Contains;
+
+namespace {
+
+/// A gate the test opens; observers wait on it to stay "slow" as long as the test needs.
+class Latch {
+ public:
+  void open() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      open_ = true;
+    }
+    changed_.notify_all();
+  }
+  void wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return open_; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool open_ = false;
+};
+
+/// Records the batch index of every TrainBatchEnd; fails the test if a hook ever overlaps itself.
+class BatchRecorder : public Observer {
+ public:
+  explicit BatchRecorder(Latch* gate = nullptr, int64_t throw_at = -1) : gate_(gate), throw_at_(throw_at) {}
+  void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+  void on_train_batch_end(const events::TrainBatchEnd& event) override {
+    if (busy_.exchange(true)) overlapped_ = true;
+    if (gate_) gate_->wait();
+    if (event.batch.batch_idx == throw_at_) {
+      busy_ = false;
+      throw std::runtime_error("disk full at batch " + std::to_string(throw_at_));
+    }
+    seen.push_back(event.batch.batch_idx);  // only this observer's strand touches it
+    busy_ = false;
+  }
+  std::vector<int64_t> seen;
+  std::atomic<bool> overlapped_{false};
+
+ private:
+  Latch* gate_;
+  int64_t throw_at_;
+  std::atomic<bool> busy_{false};
+};
+
+events::TrainBatchEnd batch(int64_t i) {
+  events::TrainBatchEnd event;
+  event.batch.batch_idx = i;
+  event.metrics = {{"loss", 1.0 / static_cast<double>(i + 1)}};
+  return event;
+}
+
+}  // namespace
+
+TEST_CASE("Each observer sees its events in publish order, never concurrently with itself", "[events][observers]") {
+  for (std::size_t threads : {1u, 2u, 4u}) {
+    DYNAMIC_SECTION(threads << " pool threads") {
+      EventBus bus;
+      ObserverPool pool(threads);
+      std::vector<std::shared_ptr<BatchRecorder>> observers;
+      for (int i = 0; i < 6; ++i) {
+        observers.push_back(std::make_shared<BatchRecorder>());
+        pool.attach(bus, observers.back(), {/*capacity=*/64});
+      }
+      constexpr int64_t kEvents = 5000;
+      for (int64_t i = 0; i < kEvents; ++i) bus.publish(batch(i));
+      pool.drain();
+      for (const auto& observer : observers) {
+        REQUIRE(observer->seen.size() == kEvents);
+        for (int64_t i = 0; i < kEvents; ++i) REQUIRE(observer->seen[i] == i);
+        CHECK_FALSE(observer->overlapped_);
+      }
+      for (const ObserverStats& s : pool.stats()) {
+        CHECK(s.delivered == kEvents);
+        CHECK(s.in_flight == 0);
+        CHECK(s.peak_in_flight <= 64);
+      }
+    }
+  }
+}
+
+TEST_CASE("drain() returns only once a slow observer has handled everything", "[events][observers]") {
+  EventBus bus;
+  ObserverPool pool(2);
+  Latch gate;
+  auto slow = std::make_shared<BatchRecorder>(&gate);
+  pool.attach(bus, slow);
+  for (int64_t i = 0; i < 10; ++i) bus.publish(batch(i));  // does not wait for the observer
+  CHECK(pool.stats()[0].in_flight == 10);
+  CHECK_FALSE(pool.drain_for(std::chrono::milliseconds(1)));
+  gate.open();
+  pool.drain();
+  CHECK(slow->seen.size() == 10);
+}
+
+TEST_CASE("WhenFull::kBlock loses nothing under a burst of 100k events", "[events][observers]") {
+  EventBus bus;
+  ObserverPool pool(2);
+  auto observer = std::make_shared<BatchRecorder>();
+  pool.attach(bus, observer, {/*capacity=*/16, ObserverOptions::WhenFull::kBlock});
+  constexpr int64_t kEvents = 100000;
+  for (int64_t i = 0; i < kEvents; ++i) bus.publish(batch(i));
+  pool.drain();
+  REQUIRE(observer->seen.size() == kEvents);
+  CHECK(observer->seen.back() == kEvents - 1);
+  CHECK(pool.stats()[0].peak_in_flight <= 16);
+  CHECK(pool.stats()[0].dropped == 0);
+}
+
+TEST_CASE("WhenFull::kDrop drops and counts what does not fit", "[events][observers]") {
+  EventBus bus;
+  ObserverPool pool(2);
+  Latch gate;
+  auto observer = std::make_shared<BatchRecorder>(&gate);
+  pool.attach(bus, observer, {/*capacity=*/4, ObserverOptions::WhenFull::kDrop});
+  for (int64_t i = 0; i < 100; ++i) bus.publish(batch(i));  // never blocks
+  gate.open();
+  pool.drain();
+  const ObserverStats stats = pool.stats()[0];
+  CHECK(stats.delivered == 4);
+  CHECK(stats.dropped == 96);
+  CHECK(observer->seen == std::vector<int64_t>{0, 1, 2, 3});
+}
+
+TEST_CASE("An observer that throws is raised as ObserverError naming it; the others carry on", "[events][observers]") {
+  EventBus bus;
+  ObserverPool pool(2);
+  auto failing = std::make_shared<BatchRecorder>(nullptr, /*throw_at=*/3);
+  auto healthy = std::make_shared<BatchRecorder>();
+  pool.attach(bus, failing);
+  pool.attach(bus, healthy);
+  for (int64_t i = 0; i < 10; ++i) bus.publish(batch(i));
+  pool.drain();
+  REQUIRE(pool.has_failure());
+  try {
+    pool.check();
+    FAIL("check() did not throw");
+  } catch (const ObserverError& error) {
+    CHECK(error.observer() == "(anonymous namespace)::BatchRecorder");
+    CHECK_THAT(error.what(), Contains("observer `(anonymous namespace)::BatchRecorder` failed: disk full at batch 3"));
+    CHECK_THROWS_WITH(std::rethrow_exception(error.original()), "disk full at batch 3");
+  }
+  CHECK_FALSE(pool.has_failure());  // raised once
+  CHECK_NOTHROW(pool.check());
+  CHECK(failing->seen == std::vector<int64_t>{0, 1, 2});
+  CHECK(healthy->seen.size() == 10);
+  CHECK(pool.stats()[0].failed);
+}
+
+TEST_CASE("OnError::kDisable reports once and switches the observer off", "[events][observers]") {
+  EventBus bus;
+  ObserverPool pool(1);
+  auto failing = std::make_shared<BatchRecorder>(nullptr, 2);
+  pool.attach(bus, failing, {1024, ObserverOptions::WhenFull::kBlock, ObserverOptions::OnError::kDisable});
+  for (int64_t i = 0; i < 10; ++i) bus.publish(batch(i));
+  pool.drain();
+  CHECK_FALSE(pool.has_failure());
+  CHECK(pool.stats()[0].disabled);
+  CHECK(failing->seen == std::vector<int64_t>{0, 1});
+}
+
+TEST_CASE("Filters deliver every N, once, before and after, counting from 1", "[events][observers]") {
+  class Filtered : public BatchRecorder {
+   public:
+    explicit Filtered(EventFilter filter) : filter_(filter) {}
+    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(filter_); }
+    EventFilter filter_;
+  };
+  EventBus bus;
+  ObserverPool pool(2);
+  auto every = std::make_shared<Filtered>(EventFilter::every(10));
+  auto once = std::make_shared<Filtered>(EventFilter::once(3));
+  auto before = std::make_shared<Filtered>(EventFilter::before(4));
+  auto after = std::make_shared<Filtered>(EventFilter::every(5).and_after(20));
+  for (const auto& o : {every, once, before, after}) pool.attach(bus, o);
+  std::vector<int64_t> sync_seen;
+  Subscription sync = bus.subscribe<events::TrainBatchEnd>(
+      EventFilter::every(15), [&](const events::TrainBatchEnd& e) { sync_seen.push_back(e.batch.batch_idx); });
+  for (int64_t i = 1; i <= 30; ++i) bus.publish(batch(i));  // the i-th event carries batch_idx i
+  pool.drain();
+  CHECK(every->seen == std::vector<int64_t>{10, 20, 30});
+  CHECK(once->seen == std::vector<int64_t>{3});
+  CHECK(before->seen == std::vector<int64_t>{1, 2, 3});
+  CHECK(after->seen == std::vector<int64_t>{25, 30});
+  CHECK(sync_seen == std::vector<int64_t>{15, 30});
+  CHECK_THROWS_WITH(EventFilter::every(0), Contains("n must be >= 1"));
+}
+
+TEST_CASE("Tensor fields reach only the observers that want them, as snapshots", "[events][observers]") {
+  class Outputs : public Observer {
+   public:
+    explicit Outputs(bool wants) : wants_(wants) {}
+    bool wants_tensors() const override { return wants_; }
+    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void on_train_batch_end(const events::TrainBatchEnd& event) override {
+      values.push_back(event.outputs.has_value() ? std::any_cast<int>(event.outputs.value()) : -1);
+    }
+    std::vector<int> values;
+    bool wants_;
+  };
+  EventBus bus;
+  // Stands in for core's detach-and-clone: marks the copy so the test can tell it from the original.
+  ObserverPool pool(2, [](const events::TensorRef& ref) {
+    return events::TensorRef(std::any(std::any_cast<int>(ref.value()) + 1000));
+  });
+  auto wants = std::make_shared<Outputs>(true);
+  auto ignores = std::make_shared<Outputs>(false);
+  pool.attach(bus, wants);
+  pool.attach(bus, ignores);
+  events::TrainBatchEnd event = batch(0);
+  event.outputs = events::TensorRef(std::any(7));
+  bus.publish(event);
+  pool.drain();
+  CHECK(wants->values == std::vector<int>{1007});
+  CHECK(ignores->values == std::vector<int>{-1});
+}
+
+TEST_CASE("Destroying a pool with a stuck observer reports it and does not hang", "[events][observers]") {
+  Latch gate;
+  EventBus bus;
+  auto stuck = std::make_shared<BatchRecorder>(&gate);
+  {
+    ObserverPool pool(1);
+    pool.set_shutdown_timeout(std::chrono::milliseconds(50));
+    pool.attach(bus, stuck);
+    bus.publish(batch(0));
+    bus.publish(batch(1));
+  }  // returns after ~50 ms instead of waiting for the gate
+  gate.open();  // lets the abandoned pool thread finish, so that the process exits cleanly
+}
+
+TEST_CASE("Every event type reaches the Observer hook of the same name", "[events][observers]") {
+  class All : public Observer {
+   public:
+    void on_train_epoch_end(const events::TrainEpochEnd& e) override { epochs.push_back(e.progress.epoch); }
+    void setup(const events::Setup& e) override { stages.push_back(e.stage); }
+    void on_exception(const events::Exception& e) override { messages.push_back(e.message); }
+    std::vector<int64_t> epochs;
+    std::vector<Stage> stages;
+    std::vector<std::string> messages;
+  };
+  EventBus bus;
+  ObserverPool pool(2);
+  auto all = std::make_shared<All>();
+  pool.attach(bus, all);
+  bus.publish(events::Setup{Stage::kTest});
+  bus.publish(events::TrainEpochEnd{{4, 40}});
+  bus.publish(events::Exception{Stage::kFit, {}, "std::runtime_error", "boom"});
+  pool.drain();
+  CHECK(all->stages == std::vector<Stage>{Stage::kTest});
+  CHECK(all->epochs == std::vector<int64_t>{4});
+  CHECK(all->messages == std::vector<std::string>{"boom"});
+}
