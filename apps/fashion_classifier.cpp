@@ -52,7 +52,7 @@ StepOutput FashionClassifier::training_step(const Batch& batch, int64_t batch_id
   const at::Tensor loss = nn::functional::cross_entropy(logits, batch.target);
   const at::Tensor accuracy = logits.argmax(1).eq(batch.target).to(at::kFloat).mean();
   log("train_loss", loss.detach(), {true, true, true});
-  log("train_acc", accuracy, {true, true, false});
+  log("train_acc", accuracy, {true, true, true});
   return loss;
 }
 

@@ -5,9 +5,11 @@
 
 #include <CLI/CLI.hpp>
 
-#include "apps/epoch_printer.h"
 #include "core/trainer.h"
+#include "observers/csv_logger.h"
 #include "observers/early_stopping.h"
+#include "observers/progress_bar.h"
+#include "observers/tensorboard_logger.h"
 
 namespace trainbus::apps {
 namespace {
@@ -92,6 +94,12 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
       ->check(CLI::Range(int64_t{1}, int64_t{100000}));
   fit->add_flag("--deterministic", args.deterministic, "Use only deterministic LibTorch algorithms");
   fit->add_option("--device", args.device, "cpu, or cuda[:N] where LibTorch has CUDA")->capture_default_str();
+  fit->add_option("--log-every-n-steps", args.log_every_n_steps, "Write step-level metrics every N steps")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}))
+      ->capture_default_str();
+  fit->add_flag("!--no-csv", args.csv, "Do not write metrics.csv / hparams.yaml");
+  fit->add_flag("!--no-tensorboard", args.tensorboard, "Do not write TensorBoard event files");
+  fit->add_flag("!--no-progress-bar", args.progress_bar, "Do not show the progress bar and epoch lines");
   return fit;
 }
 
@@ -121,7 +129,8 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
     throw MisconfigurationError("--device: expected cpu or cuda[:N], got '" + args.device + "'");
   }
 
-  std::vector<std::shared_ptr<Callback>> callbacks{std::make_shared<EpochPrinter>(out)};
+  options.log_every_n_steps = args.log_every_n_steps;
+  std::vector<std::shared_ptr<Callback>> callbacks;
   if (args.early_stopping_patience) {
     observers::EarlyStoppingOptions early;
     early.monitor = "val_loss";
@@ -139,12 +148,30 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   torch::manual_seed(args.seed);
   FashionClassifier model(model_options);
   Trainer trainer(options, callbacks);
+  const std::string run_dir = observers::next_version_dir(args.out);
+  if (args.progress_bar) {
+    observers::ProgressBarOptions bar;
+    bar.out = &out;
+    trainer.add_observer(std::make_shared<observers::ProgressBar>(bar));
+  }
+  if (args.csv) {
+    trainer.add_observer(std::make_shared<observers::CsvLogger>(
+        observers::CsvLoggerOptions{run_dir, args.log_every_n_steps}));
+  }
+  if (args.tensorboard) {
+    trainer.add_observer(std::make_shared<observers::TensorBoardLogger>(
+        observers::TensorBoardLoggerOptions{run_dir, args.log_every_n_steps}));
+  }
   out << "trainbus fit: " << args.model << " on Fashion-MNIST (" << args.data << "), " << trainer.max_epochs()
       << " epochs, batch size " << args.batch_size << ", lr " << args.lr << ", seed " << args.seed << std::endl;
   trainer.fit(model, data);
   const Metrics tested = trainer.test(model, data);
-  out << std::fixed << std::setprecision(4);
-  for (const auto& [name, value] : tested) out << name << ' ' << value << '\n';
+  if (!args.progress_bar) {  // the progress bar prints the test line itself
+    out << std::fixed << std::setprecision(4) << "test ";
+    for (const auto& [name, value] : tested) out << ' ' << name << ' ' << value;
+    out << '\n';
+  }
+  if (args.csv || args.tensorboard) out << "logs: " << run_dir << '\n';
   out << std::flush;
   return tested;
 }

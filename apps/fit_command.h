@@ -40,6 +40,10 @@ struct FitArguments {
   std::optional<int64_t> early_stopping_patience;
   bool deterministic = false;
   std::string device = "cpu";
+  bool csv = true;
+  bool tensorboard = true;
+  bool progress_bar = true;
+  int64_t log_every_n_steps = 50;
 };
 
 /// Adds the `fit` subcommand and its flags to `app`, bound to `args`.
@@ -48,7 +52,8 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args);
 /// Parses "10" as 10 batches and "0.25" as a fraction; throws MisconfigurationError naming `flag`.
 BatchLimit parse_batch_limit(const std::string& text, const std::string& flag);
 
-/// Trains and tests; prints one line per epoch and the test metrics to `out`. Returns the test
+/// Trains and tests; shows the progress bar (one summary line per epoch) and prints the test
+/// metrics to `out`; writes CSV and TensorBoard logs under `--out`/version_N. Returns the test
 /// metrics. Throws trainbus errors (bad data, bad options) for main() to report.
 Metrics run_fit_command(const FitArguments& args, std::ostream& out);
 

@@ -18,76 +18,31 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
-#include <torch/nn/functional/loss.h>
-#include <torch/nn/modules/activation.h>
-#include <torch/nn/modules/container/sequential.h>
-#include <torch/nn/modules/dropout.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/optim/adam.h>
 
+#include "bench/bench_mlp.h"
 #include "bench/no_op_callback.h"
 #include "core/fashion_mnist.h"
 #include "core/trainer.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using namespace trainbus;
-
-/// The main job's MLP; records when each step starts and each step's loss.
-class BenchMlp : public Module {
- public:
-  BenchMlp() {
-    namespace nn = torch::nn;
-    net = register_module("net", nn::Sequential(nn::Flatten(), nn::Linear(784, 256), nn::ReLU(), nn::Dropout(0.2),
-                                                nn::Linear(256, 128), nn::ReLU(), nn::Dropout(0.2),
-                                                nn::Linear(128, 10)));
-  }
-  at::Tensor loss_of(const Batch& batch) {
-    return torch::nn::functional::cross_entropy(net->forward(batch.data), batch.target);
-  }
-  StepOutput training_step(const Batch& batch, int64_t) override {
-    step_starts.push_back(Clock::now());
-    at::Tensor loss = loss_of(batch);
-    losses.push_back(loss.item<double>());
-    return loss;
-  }
-  OptimizerConfig configure_optimizers() override {
-    return std::make_shared<torch::optim::Adam>(parameters(), torch::optim::AdamOptions(1e-3));
-  }
-
-  torch::nn::Sequential net{nullptr};
-  std::vector<Clock::time_point> step_starts;
-  std::vector<double> losses;
-};
+using bench::BenchMlp;
+using bench::Clock;
 
 struct RunResult {
   double median_step_us;
   std::vector<double> losses;
 };
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
+using bench::median;
 
-RunResult summarize(const BenchMlp& module) {
-  std::vector<double> steps;
-  for (size_t i = 1; i < module.step_starts.size(); ++i) {
-    steps.push_back(std::chrono::duration<double, std::micro>(module.step_starts[i] - module.step_starts[i - 1]).count());
-  }
-  return {median(steps), module.losses};
-}
-
-std::unique_ptr<BenchMlp> fresh_module(uint64_t seed) {
-  torch::manual_seed(seed);
-  return std::make_unique<BenchMlp>();
-}
+RunResult summarize(const BenchMlp& module) { return {module.median_step_us(), module.losses}; }
 
 RunResult run_hand_written(const std::shared_ptr<DataLoader>& loader, int64_t steps, uint64_t seed,
                            bool grads_to_none) {
-  auto module = fresh_module(seed);
+  auto module = bench::fresh_mlp(seed);
   module->train();
   torch::optim::Adam optimizer(module->parameters(), torch::optim::AdamOptions(1e-3));
   loader->set_epoch(0);
@@ -108,7 +63,7 @@ RunResult run_hand_written(const std::shared_ptr<DataLoader>& loader, int64_t st
 }
 
 RunResult run_trainer(const std::shared_ptr<DataLoader>& loader, int64_t steps, uint64_t seed, int callbacks) {
-  auto module = fresh_module(seed);
+  auto module = bench::fresh_mlp(seed);
   TrainerOptions options;
   options.max_epochs = 1;
   options.limit_train_batches = steps;
@@ -134,9 +89,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch-size", batch_size, "Batch size")->check(CLI::Range(int64_t{1}, int64_t{1024}));
   CLI11_PARSE(app, argc, argv);
 
-  const FashionMnistSplit train = read_fashion_mnist(kFashionMnistDir, true);
-  auto loader = std::make_shared<TensorDataLoader>(
-      train.images.to(at::kFloat).div(255.0), train.labels, DataLoaderOptions{batch_size, true, false, 1234});
+  auto loader = bench::fashion_train_loader(batch_size);
   steps = std::min(steps, loader->num_batches());
 
   // Warm-up: allocator, BLAS threads, page faults.

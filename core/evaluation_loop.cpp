@@ -135,6 +135,7 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
   epoch_metrics = metrics_.epoch_values(Hooks::kResults);
   call_hooks<End>([&](Callback& c) { Hooks::end(c, *this, *module_); }, [](Module& m) { Hooks::end(m); },
                   [&] { return End{progress(), metrics_.callback_metrics()}; });
+  check_observers();
   return epoch_metrics;
 }
 
@@ -230,6 +231,7 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
         [&](Module& m) { m.on_predict_batch_end(outputs, batch, batch_idx); },
         [&] { return events::PredictBatchEnd{progress(), info, make_tensor_ref(outputs)}; });
     predictions.push_back(std::move(outputs));
+    check_observers();
   }
   call_hooks<events::PredictEpochEnd>([&](Callback& c) { c.on_predict_epoch_end(*this, *module_); },
                                       [](Module& m) { m.on_predict_epoch_end(); },

@@ -1,5 +1,6 @@
 // Trainer::fit: the fit loop, the training epoch and one training batch (Lightning's FitLoop,
 // TrainingEpochLoop and _AutomaticOptimization).
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -40,6 +41,12 @@ std::map<std::string, std::string> render(const StateDict& hparams) {
   for (const auto& [name, value] : hparams) {
     if (value.isString()) {
       text[name] = value.toStringRef();
+    } else if (value.isDouble()) {
+      char buffer[32];
+      const auto end = std::to_chars(buffer, buffer + sizeof buffer, value.toDouble()).ptr;  // shortest round trip
+      text[name] = std::string(buffer, end);
+    } else if (value.isBool()) {
+      text[name] = value.toBool() ? "true" : "false";
     } else {
       std::ostringstream out;
       out << value;

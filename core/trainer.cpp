@@ -103,6 +103,18 @@ void Trainer::wait_for_observers() {
   observers_->check();
 }
 
+void Trainer::report_dropped_events() {
+  if (!observers_) return;
+  for (const ObserverStats& stats : observers_->stats()) {
+    uint64_t& reported = dropped_reported_[stats.name];
+    if (stats.dropped > reported) {
+      warn("observer `" + stats.name + "` dropped " + std::to_string(stats.dropped - reported) +
+           " events in this run (it was full; see ObserverOptions::capacity and when_full)");
+      reported = stats.dropped;
+    }
+  }
+}
+
 void Trainer::notify_exception(const std::exception& error) {
   // Every callback hears of it even if one of them fails; the original exception then continues.
   for (const auto& callback : callbacks_) {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -141,6 +142,7 @@ class Trainer {
   template <class Body>
   void run_entry_point(Stage stage, Module& module, DataModule& data, Body&& body);
   void notify_exception(const std::exception& error);
+  void report_dropped_events();
   void call_setup_hooks(Stage stage);
   void call_teardown_hooks(Stage stage);
   void apply_run_settings();
@@ -178,7 +180,7 @@ class Trainer {
   template <class Event, class OnCallback, class OnModule, class MakeEvent>
   void call_hooks(OnCallback&& on_callback, OnModule&& on_module, MakeEvent&& make_event);
   events::Progress progress() const noexcept { return {current_epoch_, global_step_}; }
-  /// Sync point: raises the ObserverError of an observer that failed (a relaxed load otherwise).
+  /// Sync point, after every batch and loop: raises the ObserverError of an observer that failed.
   void check_observers() {
     if (observers_ && observers_->has_failure()) observers_->check();
   }
@@ -189,6 +191,7 @@ class Trainer {
   EventBus bus_;
   // Declared after bus_: destroyed first, while it can still disconnect from the bus.
   std::unique_ptr<ObserverPool> observers_;
+  std::map<std::string, uint64_t> dropped_reported_;  // per observer, for report_dropped_events
   MetricsCollector metrics_;
 
   Module* module_ = nullptr;

@@ -58,6 +58,7 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
     body();
     // Everything the run published is handled before it returns; a failure surfaces here at last.
     wait_for_observers();
+    report_dropped_events();
     status_ = TrainerStatus::kFinished;
   } catch (...) {
     status_ = TrainerStatus::kInterrupted;
@@ -70,6 +71,7 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
     }
     // The observers still get (and handle) everything, including the Exception event.
     if (observers_) observers_->drain();
+    report_dropped_events();
     detach();
     throw;
   }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing and building first when needed:
 #   1. every Catch2 test through ctest, on the Release build in build/;
-#   2. the torch-free events tests again under ThreadSanitizer (build-tsan/) and ASan+UBSan (build-asan/).
+#   2. the torch-free tests (events, loggers) again under ThreadSanitizer (build-tsan/) and ASan+UBSan (build-asan/).
 # Long-running tests are tagged [.slow] and left to bench/; run them with build/bin/core_tests "[.slow]".
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -19,7 +19,7 @@ at::Tensor order_of(TensorDataLoader& loader, int64_t epoch) {
 
 }  // namespace
 
-TEST_CASE("Unshuffled batches are consecutive slices; the last may be short", "[core][data]") {
+TEST_CASE("Unshuffled batches are consecutive slices, the last one may be short", "[core][data]") {
   TensorDataLoader loader(torch::arange(10), torch::arange(10) * 2, {4});
   REQUIRE(loader.num_batches() == 3);
   CHECK(loader.batch(2).data.equal(torch::tensor({8, 9})));

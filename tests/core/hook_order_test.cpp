@@ -258,7 +258,7 @@ TEST_CASE("validate and test: setup, one evaluation loop, teardown", "[core][hoo
   }
 }
 
-TEST_CASE("predict: setup, the prediction loop, teardown; one output per batch", "[core][hooks]") {
+TEST_CASE("predict: setup, the prediction loop, teardown, one output per batch", "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
   options.limit_predict_batches = 2;

@@ -39,7 +39,7 @@ TrainerOptions one_epoch(int64_t val_batches = 0) {
 
 }  // namespace
 
-TEST_CASE("on_step and on_epoch fork the names; the epoch value is a batch-size-weighted mean", "[core][log]") {
+TEST_CASE("on_step and on_epoch fork the names, the epoch value is a batch-size-weighted mean", "[core][log]") {
   Trainer trainer(one_epoch());
   IndexLogger module({true, true, true});
   RandomDataModule data(10, 4);  // batches of 4, 4 and 2 samples

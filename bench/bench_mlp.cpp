@@ -1,0 +1,63 @@
+#include "bench/bench_mlp.h"
+
+#include <algorithm>
+
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/optim/adam.h>
+#include <torch/utils.h>
+
+#include "core/fashion_mnist.h"
+
+namespace trainbus::bench {
+
+BenchMlp::BenchMlp() {
+  namespace nn = torch::nn;
+  net = register_module("net", nn::Sequential(nn::Flatten(), nn::Linear(784, 256), nn::ReLU(), nn::Dropout(0.2),
+                                              nn::Linear(256, 128), nn::ReLU(), nn::Dropout(0.2), nn::Linear(128, 10)));
+}
+
+at::Tensor BenchMlp::loss_of(const Batch& batch) {
+  return torch::nn::functional::cross_entropy(net->forward(batch.data), batch.target);
+}
+
+StepOutput BenchMlp::training_step(const Batch& batch, int64_t) {
+  step_starts.push_back(Clock::now());
+  at::Tensor loss = loss_of(batch);
+  losses.push_back(loss.item<double>());
+  return loss;
+}
+
+OptimizerConfig BenchMlp::configure_optimizers() {
+  return std::make_shared<torch::optim::Adam>(parameters(), torch::optim::AdamOptions(1e-3));
+}
+
+double BenchMlp::median_step_us() const {
+  std::vector<double> steps;
+  for (size_t i = 1; i < step_starts.size(); ++i) {
+    steps.push_back(std::chrono::duration<double, std::micro>(step_starts[i] - step_starts[i - 1]).count());
+  }
+  return median(steps);
+}
+
+std::unique_ptr<BenchMlp> fresh_mlp(uint64_t seed) {
+  torch::manual_seed(seed);
+  return std::make_unique<BenchMlp>();
+}
+
+std::shared_ptr<DataLoader> fashion_train_loader(int64_t batch_size) {
+  const FashionMnistSplit train = read_fashion_mnist(kFashionMnistDir, true);
+  return std::make_shared<TensorDataLoader>(train.images.to(at::kFloat).div(255.0), train.labels,
+                                            DataLoaderOptions{batch_size, true, false, 1234});
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  if (n == 0) return 0.0;
+  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+}  // namespace trainbus::bench

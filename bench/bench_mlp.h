@@ -1,0 +1,43 @@
+#pragma once
+// The benchmarks' model and data: the main job's MLP on Fashion-MNIST, timing each step.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <torch/nn/modules/container/sequential.h>
+
+#include "core/data_loader.h"
+#include "core/module.h"
+
+namespace trainbus::bench {
+
+using Clock = std::chrono::steady_clock;
+
+/// MLP 784-256-128-10 with dropout 0.2 and Adam(1e-3); records when each training step starts
+/// and each step's loss.
+class BenchMlp : public Module {
+ public:
+  BenchMlp();
+  at::Tensor loss_of(const Batch& batch);
+  StepOutput training_step(const Batch& batch, int64_t batch_idx) override;
+  OptimizerConfig configure_optimizers() override;
+
+  /// Median time between the starts of consecutive steps, in microseconds.
+  double median_step_us() const;
+
+  torch::nn::Sequential net{nullptr};
+  std::vector<Clock::time_point> step_starts;
+  std::vector<double> losses;
+};
+
+/// A BenchMlp with the weights torch::manual_seed(seed) gives.
+std::unique_ptr<BenchMlp> fresh_mlp(uint64_t seed);
+
+/// Fashion-MNIST's 60000 training images, scaled to [0, 1], shuffled with a fixed seed.
+std::shared_ptr<DataLoader> fashion_train_loader(int64_t batch_size);
+
+double median(std::vector<double> values);
+
+}  // namespace trainbus::bench

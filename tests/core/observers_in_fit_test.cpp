@@ -1,0 +1,148 @@
+// Asynchronous observers in real runs: drained before every run returns, failures raised through
+// on_exception as ObserverError, tensors only as snapshots.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
+#include "core/trainer.h"
+#include "tests/support/catch.h"
+#include "core/tensor_ref.h"
+#include "tests/support/recording.h"
+
+using namespace trainbus;
+using namespace trainbus::testing;
+
+namespace {
+
+/// Counts training batches slowly: each takes 2 ms, far longer than a BoringModule step.
+class SlowCounter : public Observer {
+ public:
+  void select_events(EventSelection& selection) const override {
+    selection.add<events::TrainBatchEnd>().add<events::Exception>().add<events::FitEnd>();
+  }
+  void on_train_batch_end(const events::TrainBatchEnd&) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // the observer is slow, not the test
+    ++batches;
+  }
+  void on_exception(const events::Exception& event) override { exception = event.message; }
+  void on_fit_end(const events::FitEnd&) override { fit_ended = true; }
+  int batches = 0;
+  std::string exception;
+  bool fit_ended = false;
+};
+
+class FailsAtBatch : public Observer {
+ public:
+  void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+  void on_train_batch_end(const events::TrainBatchEnd& event) override {
+    if (event.batch.batch_idx == 1) throw std::runtime_error("cannot reach the metrics server");
+  }
+};
+
+TrainerOptions small(int64_t batches = 6) {
+  TrainerOptions options;
+  options.max_epochs = 1;
+  options.limit_train_batches = batches;
+  options.limit_val_batches = 0;
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("fit returns only after slow observers handled every event", "[core][observers]") {
+  Trainer trainer(small(20));
+  auto slow = std::make_shared<SlowCounter>();
+  trainer.add_observer(slow);
+  BoringModule module;
+  RandomDataModule data;
+  trainer.fit(module, data);
+  CHECK(slow->batches == 20);
+  CHECK(slow->fit_ended);
+}
+
+TEST_CASE("A failing observer leaves fit as an ObserverError naming it, through on_exception", "[core][observers]") {
+  auto log = std::make_shared<HookLog>();
+  Trainer trainer(small(50), {std::make_shared<RecordingCallback>(log)});
+  trainer.add_observer(std::make_shared<FailsAtBatch>());
+  BoringModule module;
+  RandomDataModule data;
+  CHECK_THROWS_MATCHES(trainer.fit(module, data), ObserverError,
+                       Catch::Matchers::Message("observer `(anonymous namespace)::FailsAtBatch` failed: cannot reach "
+                                                "the metrics server"));
+  CHECK(log->back() ==
+        "Callback.on_exception:observer `(anonymous namespace)::FailsAtBatch` failed: cannot reach the metrics server");
+}
+
+TEST_CASE("When fit leaves by an exception, observers still get everything, the Exception included", "[core][observers]") {
+  class FailingStep : public BoringModule {
+    StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
+      if (batch_idx == 4) throw std::runtime_error("NaN in batch 4");
+      return BoringModule::training_step(batch, batch_idx);
+    }
+  };
+  Trainer trainer(small(10));
+  auto slow = std::make_shared<SlowCounter>();
+  trainer.add_observer(slow);
+  FailingStep module;
+  RandomDataModule data;
+  CHECK_THROWS_WITH(trainer.fit(module, data), "NaN in batch 4");
+  CHECK(slow->batches == 4);
+  CHECK(slow->exception == "NaN in batch 4");
+  CHECK_FALSE(slow->fit_ended);
+}
+
+TEST_CASE("Observers that want tensors get CPU copies the trainer cannot change", "[core][observers]") {
+  class Outputs : public Observer {
+   public:
+    bool wants_tensors() const override { return true; }
+    void select_events(EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>().add<events::BeforeBackward>();
+    }
+    void on_before_backward(const events::BeforeBackward& event) override { losses.push_back(tensor_of(event.loss)); }
+    void on_train_batch_end(const events::TrainBatchEnd& event) override {
+      const StepOutput* outputs = step_output_of(event.outputs);
+      REQUIRE(outputs != nullptr);
+      REQUIRE(outputs->loss().defined());
+      CHECK(outputs->loss().item<double>() == Approx(event.loss));
+      CHECK_FALSE(outputs->loss().requires_grad());
+    }
+    std::vector<at::Tensor> losses;
+  };
+  class NoTensors : public Observer {
+   public:
+    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void on_train_batch_end(const events::TrainBatchEnd& event) override { empty = empty && !event.outputs.has_value(); }
+    bool empty = true;
+  };
+  Trainer trainer(small(5));
+  auto outputs = std::make_shared<Outputs>();
+  auto none = std::make_shared<NoTensors>();
+  trainer.add_observer(outputs);
+  trainer.add_observer(none);
+  BoringModule module;
+  RandomDataModule data;
+  trainer.fit(module, data);
+  REQUIRE(outputs->losses.size() == 5);
+  CHECK(outputs->losses[0].device().is_cpu());
+  CHECK(none->empty);
+}
+
+TEST_CASE("A dropping observer's losses are counted in its stats", "[core][observers]") {
+  class Blocked : public Observer {
+   public:
+    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void on_train_batch_end(const events::TrainBatchEnd&) override {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  };
+  Trainer trainer(small(30));
+  trainer.add_observer(std::make_shared<Blocked>(), {/*capacity=*/1, ObserverOptions::WhenFull::kDrop});
+  BoringModule module;
+  RandomDataModule data;
+  trainer.fit(module, data);
+  const ObserverStats stats = trainer.observer_pool()->stats()[0];
+  CHECK(stats.dropped > 0);
+  CHECK(stats.delivered + stats.dropped == 30);
+}
