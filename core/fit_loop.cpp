@@ -63,6 +63,7 @@ void Trainer::fit(Module& module, DataModule& data, const FitOptions& options) {
 }
 
 void Trainer::reset_fit_progress() {
+  resumed_from_.clear();
   current_epoch_ = 0;
   epochs_processed_ = 0;
   global_step_ = 0;
@@ -93,7 +94,8 @@ void Trainer::run_fit(const FitOptions& options) {
   // a module builds lazily there exist when their weights are loaded.
   std::unique_ptr<LoadedCheckpoint> checkpoint;
   if (!options.ckpt_path.empty()) {
-    checkpoint = std::make_unique<LoadedCheckpoint>(read_checkpoint(options.ckpt_path));
+    resumed_from_ = resolve_ckpt_path(options.ckpt_path);
+    checkpoint = std::make_unique<LoadedCheckpoint>(read_checkpoint(resumed_from_));
     restore_modules_and_callbacks(*checkpoint);
   }
   module_->to(options_.device);

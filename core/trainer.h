@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -13,6 +14,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "core/callback.h"
+#include "core/checkpoint_writer.h"
 #include "core/data_module.h"
 #include "core/metrics_collector.h"
 #include "core/module.h"
@@ -55,10 +57,26 @@ class Trainer {
   /// predict_step over the predict loader; one tensor per batch.
   std::vector<at::Tensor> predict(Module& module, DataModule& data);
 
-  /// Writes a checkpoint of the running fit to `path` (module weights, optimizer and scheduler
-  /// state, trainer progress, callback states, RNG state, hyper-parameters), under a temporary
-  /// name renamed into place. Runs the on_save_checkpoint hooks first.
-  void save_checkpoint(const std::string& path, bool weights_only = false);
+  /// Writes a checkpoint of the running fit to the directory `path` (module weights, optimizer
+  /// and scheduler state, trainer progress, callback states, RNG state, hyper-parameters, and a
+  /// manifest with every part's size and CRC32C), under a temporary name renamed into place.
+  /// Runs the on_save_checkpoint hooks first. With `async`, the training thread pays only for a
+  /// copy of the tensors; the rest happens on the checkpoint writer (see CheckpointWriter), whose
+  /// failure is raised at the next batch, the next save or from fit().
+  void save_checkpoint(const std::string& path, SaveCheckpointOptions options = {});
+  /// For checkpoint callbacks: an asynchronous save that removes `remove_after_commit` and runs
+  /// `after_commit` once it is durable. Returns the path of a pending save it replaced (never
+  /// written), if any; a save that is not `replaceable` is never replaced (a newer one waits).
+  std::optional<std::string> submit_checkpoint(const std::string& path, bool weights_only,
+                                               std::vector<std::string> remove_after_commit = {},
+                                               std::function<void(const std::string&)> after_commit = {},
+                                               bool replaceable = true);
+  /// Blocks until every asynchronous save is durable, then raises a failed one as CheckpointError.
+  void wait_for_checkpoints();
+  /// The checkpoint writer, for stats; nullptr until the first asynchronous save.
+  const CheckpointWriter* checkpoint_writer() const noexcept { return checkpoints_.get(); }
+  /// The checkpoint the running fit resumed from, or "" (checkpoint callbacks never delete it).
+  const std::string& resumed_from() const noexcept { return resumed_from_; }
 
   // ---- asynchronous observers ----
 
@@ -173,6 +191,11 @@ class Trainer {
   std::shared_ptr<DataLoader> require_loader(std::shared_ptr<DataLoader> loader, const char* getter) const;
 
   // Checkpoints (core/trainer_checkpoint.cpp).
+  std::unique_ptr<CheckpointSnapshot> take_snapshot(const std::string& path, bool weights_only, bool copy_tensors);
+  std::string resolve_ckpt_path(const std::string& ckpt_path) const;
+  void check_checkpoints() {
+    if (checkpoints_ && checkpoints_->has_error()) checkpoints_->check();
+  }
   void restore_modules_and_callbacks(const LoadedCheckpoint& checkpoint);
   void restore_training_state(const LoadedCheckpoint& checkpoint);
 
@@ -180,9 +203,11 @@ class Trainer {
   template <class Event, class OnCallback, class OnModule, class MakeEvent>
   void call_hooks(OnCallback&& on_callback, OnModule&& on_module, MakeEvent&& make_event);
   events::Progress progress() const noexcept { return {current_epoch_, global_step_}; }
-  /// Sync point, after every batch and loop: raises the ObserverError of an observer that failed.
+  /// Sync point, after every batch and loop: raises the ObserverError of an observer that failed,
+  /// or the CheckpointError of a background save.
   void check_observers() {
     if (observers_ && observers_->has_failure()) observers_->check();
+    check_checkpoints();
   }
 
   TrainerOptions options_;
@@ -192,6 +217,8 @@ class Trainer {
   // Declared after bus_: destroyed first, while it can still disconnect from the bus.
   std::unique_ptr<ObserverPool> observers_;
   std::map<std::string, uint64_t> dropped_reported_;  // per observer, for report_dropped_events
+  std::unique_ptr<CheckpointWriter> checkpoints_;      // created by the first asynchronous save
+  std::string resumed_from_;
   MetricsCollector metrics_;
 
   Module* module_ = nullptr;

@@ -9,7 +9,9 @@
 #include <torch/serialize/output-archive.h>
 
 #include "core/callback_order.h"
+#include "core/checkpoint_callback.h"
 #include "core/checkpoint_io.h"
+#include "core/checkpoint_snapshot.h"
 #include "events/diagnostics.h"
 #include "core/trainer.h"
 #include "core/trainer_hooks.h"
@@ -31,10 +33,13 @@ std::string first_line(const std::string& message) { return message.substr(0, me
 
 }  // namespace
 
-void Trainer::save_checkpoint(const std::string& path, bool weights_only) {
+std::unique_ptr<CheckpointSnapshot> Trainer::take_snapshot(const std::string& path, bool weights_only,
+                                                           bool copy_tensors) {
   TRAINBUS_CHECK(module_ != nullptr && fn_ == Stage::kFit, "Trainer::save_checkpoint(\"", path,
                  "\") needs a running fit: call it from a callback or a module hook during Trainer::fit");
-  CheckpointData data;
+  auto snapshot = std::make_unique<CheckpointSnapshot>();
+  snapshot->weights_only = weights_only;
+  CheckpointData& data = snapshot->data;
   data.epoch = current_epoch_;
   data.global_step = global_step_;
   data.hyper_parameters = module_->hparams();
@@ -58,35 +63,75 @@ void Trainer::save_checkpoint(const std::string& path, bool weights_only) {
   module_->on_save_checkpoint(data);
   bus_.publish_lazy<events::SaveCheckpoint>([&] { return events::SaveCheckpoint{progress(), path}; });
 
-  torch::serialize::OutputArchive archive;
-  write_checkpoint_data(archive, data, weights_only);
-  torch::serialize::OutputArchive model;
-  module_->save(model);
-  archive.write("model", model);
+  snapshot_module(*module_, copy_tensors, *snapshot);
   if (!weights_only) {
-    torch::serialize::OutputArchive optimizers;
-    for (size_t i = 0; i < optimizers_.size(); ++i) {
-      torch::serialize::OutputArchive optimizer;
-      optimizers_[i]->save(optimizer);
-      optimizers.write(std::to_string(i), optimizer);
-    }
-    archive.write("optimizers", optimizers);
+    for (size_t i = 0; i < optimizers_.size(); ++i) snapshot_optimizer(*optimizers_[i], i, copy_tensors, *snapshot);
+  }
+  torch::serialize::OutputArchive& trainer = add_trainer_part(*snapshot);
+  if (!weights_only) {
     c10::List<int64_t> scheduler_steps;
     for (const auto& config : schedulers_) scheduler_steps.push_back(SchedulerStepCount::of(*config.scheduler));
-    archive.write("schedulers", scheduler_steps);
+    trainer.write("schedulers", scheduler_steps);
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(generator.mutex());
-    archive.write("rng.torch_cpu", generator.get_state());
+    trainer.write("rng.torch_cpu", generator.get_state());  // get_state returns a copy
   }
-  write_archive_atomically(archive, path);
+  return snapshot;
+}
+
+void Trainer::save_checkpoint(const std::string& path, SaveCheckpointOptions options) {
+  if (options.async) {
+    submit_checkpoint(path, options.weights_only);
+    return;
+  }
+  // In order with the background saves: an older one must not land after this one.
+  if (checkpoints_) checkpoints_->wait();
+  std::unique_ptr<CheckpointSnapshot> snapshot = take_snapshot(path, options.weights_only, /*copy_tensors=*/false);
+  write_checkpoint(*snapshot, path);
+}
+
+std::optional<std::string> Trainer::submit_checkpoint(const std::string& path, bool weights_only,
+                                                      std::vector<std::string> remove_after_commit,
+                                                      std::function<void(const std::string&)> after_commit,
+                                                      bool replaceable) {
+  if (!checkpoints_) checkpoints_ = std::make_unique<CheckpointWriter>();
+  CheckpointJob job;
+  job.path = path;
+  job.snapshot = take_snapshot(path, weights_only, /*copy_tensors=*/true);
+  job.remove_after_commit = std::move(remove_after_commit);
+  job.after_commit = std::move(after_commit);
+  job.replaceable = replaceable;
+  return checkpoints_->submit(std::move(job));
+}
+
+void Trainer::wait_for_checkpoints() {
+  if (checkpoints_) checkpoints_->wait();
+}
+
+std::string Trainer::resolve_ckpt_path(const std::string& ckpt_path) const {
+  if (ckpt_path != "last" && ckpt_path != "best") return ckpt_path;
+  std::string found;
+  bool any = false;
+  for (const auto& callback : callbacks_) {
+    const auto* saver = dynamic_cast<const CheckpointCallback*>(callback.get());
+    if (saver == nullptr) continue;
+    any = true;
+    found = ckpt_path == "best" ? saver->best_model_path() : saver->find_last_checkpoint();
+    if (!found.empty()) break;
+  }
+  TRAINBUS_CHECK_AS(CheckpointError, any, "ckpt_path=\"", ckpt_path,
+                    "\" needs a checkpoint callback (ModelCheckpoint) to find the checkpoint; pass one to the "
+                    "Trainer, or give ckpt_path as a directory");
+  TRAINBUS_CHECK_AS(CheckpointError, !found.empty(), "ckpt_path=\"", ckpt_path, "\": ",
+                    ckpt_path == "best" ? "no best checkpoint is known yet (best_model_path is empty)"
+                                        : "no complete checkpoint found in the checkpoint callback's directory",
+                    "; give ckpt_path as a directory, or start without one");
+  return found;
 }
 
 void Trainer::restore_modules_and_callbacks(const LoadedCheckpoint& checkpoint) {
-  auto& archive = const_cast<torch::serialize::InputArchive&>(checkpoint.archive);
   try {
-    torch::serialize::InputArchive model;
-    archive.read("model", model);
-    module_->load(model);
+    module_->load(const_cast<torch::serialize::InputArchive&>(checkpoint.model));
   } catch (const c10::Error& error) {
     throw CheckpointError(detail::concat("checkpoint ", checkpoint.path, ": part `model` does not fit ",
                                          module_->name(), ": ", first_line(error.what_without_backtrace())));
@@ -116,16 +161,13 @@ void Trainer::restore_training_state(const LoadedCheckpoint& checkpoint) {
   TRAINBUS_CHECK_AS(CheckpointError, !checkpoint.weights_only, "checkpoint ", path,
                     " holds only the model weights (save_weights_only), so training cannot resume from it; "
                     "load the weights into the module instead, or resume from a full checkpoint");
-  auto& archive = const_cast<torch::serialize::InputArchive&>(checkpoint.archive);
+  auto& archive = const_cast<torch::serialize::InputArchive&>(checkpoint.trainer);
+  TRAINBUS_CHECK_AS(CheckpointError, checkpoint.optimizers.size() == optimizers_.size(), "checkpoint ", path,
+                    " holds the state of ", checkpoint.optimizers.size(), " optimizers but configure_optimizers() "
+                    "returned ", optimizers_.size());
   try {
-    torch::serialize::InputArchive optimizers;
-    archive.read("optimizers", optimizers);
     for (size_t i = 0; i < optimizers_.size(); ++i) {
-      torch::serialize::InputArchive optimizer;
-      TRAINBUS_CHECK_AS(CheckpointError, optimizers.try_read(std::to_string(i), optimizer), "checkpoint ", path,
-                        " holds no state for optimizer ", i, " but configure_optimizers() returned ",
-                        optimizers_.size(), " optimizers");
-      optimizers_[i]->load(optimizer);
+      optimizers_[i]->load(const_cast<torch::serialize::InputArchive&>(checkpoint.optimizers[i]));
     }
     c10::IValue scheduler_steps;
     archive.read("schedulers", scheduler_steps);

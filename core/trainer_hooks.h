@@ -8,6 +8,7 @@
 
 #include "core/trainer.h"
 #include "events/check.h"
+#include "events/diagnostics.h"
 
 namespace trainbus {
 
@@ -56,8 +57,10 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
   try {
     apply_run_settings();
     body();
-    // Everything the run published is handled before it returns; a failure surfaces here at last.
+    // Everything the run published is handled, and every checkpoint durable, before it returns;
+    // a failure surfaces here at last.
     wait_for_observers();
+    wait_for_checkpoints();
     report_dropped_events();
     status_ = TrainerStatus::kFinished;
   } catch (...) {
@@ -69,8 +72,18 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
     } catch (...) {
       notify_exception(std::runtime_error("unknown exception (not derived from std::exception)"));
     }
-    // The observers still get (and handle) everything, including the Exception event.
+    // The observers still get (and handle) everything, including the Exception event, and the
+    // checkpoints saved so far (OnExceptionCheckpoint's too) are made durable.
     if (observers_) observers_->drain();
+    if (checkpoints_) {
+      if (std::exception_ptr failed = checkpoints_->wait_quietly()) {
+        try {
+          std::rethrow_exception(failed);
+        } catch (const std::exception& e) {
+          warn(std::string("also, a checkpoint failed: ") + e.what());
+        }
+      }
+    }
     report_dropped_events();
     detach();
     throw;

@@ -95,8 +95,18 @@ struct TrainerOptions {
 
 /// Arguments of one Trainer::fit call.
 struct FitOptions {
-  /// Checkpoint to resume from (a file written by Trainer::save_checkpoint); empty: start fresh.
+  /// Checkpoint to resume from: a checkpoint directory written by Trainer::save_checkpoint, or
+  /// "last" (the newest complete checkpoint a checkpoint callback finds in its directory) or
+  /// "best" (its best_model_path); empty: start fresh.
   std::string ckpt_path;
+};
+
+/// How Trainer::save_checkpoint writes.
+struct SaveCheckpointOptions {
+  /// Only the model's weights and buffers (Lightning's save_weights_only): cannot resume training.
+  bool weights_only = false;
+  /// Write in the background; the call returns once the tensors are copied.
+  bool async = false;
 };
 
 }  // namespace trainbus

@@ -4,12 +4,10 @@
 #include <iterator>
 #include <stdexcept>
 
-#include <boost/crc.hpp>
+#include "events/crc32c.h"
 
 namespace trainbus::observers {
 namespace {
-
-using Crc32c = boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true>;
 
 void put_le(std::string& out, uint64_t value, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xFF));
@@ -23,14 +21,8 @@ uint64_t get_le(std::string_view in, int bytes) {
 
 }  // namespace
 
-uint32_t crc32c(std::string_view data) {
-  Crc32c crc;
-  crc.process_bytes(data.data(), data.size());
-  return crc.checksum();
-}
-
 uint32_t masked_crc32c(std::string_view data) {
-  const uint32_t crc = crc32c(data);
+  const uint32_t crc = trainbus::crc32c(data);
   return ((crc >> 15) | (crc << 17)) + 0xa282ead8u;
 }
 

@@ -7,10 +7,11 @@
 #include <string_view>
 #include <vector>
 
+#include "events/crc32c.h"
+
 namespace trainbus::observers {
 
-/// CRC32C (Castagnoli), as in TFRecord; crc32c("123456789") == 0xE3069283.
-uint32_t crc32c(std::string_view data);
+using trainbus::crc32c;
 /// TensorFlow's mask: rotate right by 15 bits and add 0xa282ead8.
 uint32_t masked_crc32c(std::string_view data);
 

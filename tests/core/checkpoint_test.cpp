@@ -7,6 +7,10 @@
 #include <torch/serialize/output-archive.h>
 
 #include "core/checkpoint_io.h"
+#include "proto/checkpoint.pb.h"
+#include <torch/serialize/input-archive.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <unistd.h>
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
@@ -126,35 +130,164 @@ TEST_CASE("A checkpoint saved at an epoch end resumes with the next epoch", "[co
   CHECK(resumed.global_step() == 3 * 16);
 }
 
-TEST_CASE("Loading a bad checkpoint names the file and the problem", "[core][checkpoint]") {
+TEST_CASE("Loading a bad checkpoint names the file, the part and the problem", "[core][checkpoint]") {
   TempDir dir;
   Trainer trainer(options_for_resume());
   BoringModule module;
   RandomDataModule data;
+  const std::string path = dir.file("full.ckpt");
+  {
+    Trainer saver(options_for_resume(), {std::make_shared<SaveAt>(path, 0, 3)});
+    BoringModule saved;
+    saver.fit(saved, data);
+  }
+  const std::string model_file = path + "/model.pt";
   SECTION("missing") {
     CHECK_THROWS_MATCHES(trainer.fit(module, data, {dir.file("none.ckpt")}), CheckpointError,
                          Catch::Matchers::Message("checkpoint " + dir.file("none.ckpt") + " not found"));
   }
-  SECTION("not a checkpoint") {
-    std::ofstream(dir.file("junk.ckpt")) << "not a zip archive";
+  SECTION("a file, not a checkpoint directory") {
+    std::ofstream(dir.file("junk.ckpt")) << "not a checkpoint";
     CHECK_THROWS_WITH(trainer.fit(module, data, {dir.file("junk.ckpt")}),
-                      Contains("checkpoint " + dir.file("junk.ckpt") + " cannot be read"));
+                      Contains("checkpoint " + dir.file("junk.ckpt") + " is a file, not a trainbus checkpoint"));
   }
-  SECTION("truncated") {
-    const std::string path = dir.file("full.ckpt");
-    Trainer saver(options_for_resume(), {std::make_shared<SaveAt>(path, 0, 3)});
-    saver.fit(module, data);
-    std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
-    BoringModule other;
-    CHECK_THROWS_WITH(trainer.fit(other, data, {path}), Contains("checkpoint " + path));
+  SECTION("truncated part") {
+    const auto size = std::filesystem::file_size(model_file);
+    std::filesystem::resize_file(model_file, size / 2);
+    CHECK_THROWS_WITH(trainer.fit(module, data, {path}),
+                      Contains("checkpoint " + path + ": part `model` (model.pt) is truncated: " +
+                               std::to_string(size / 2) + " bytes, the manifest says " + std::to_string(size)));
+  }
+  SECTION("bad CRC") {
+    std::fstream file(model_file, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(100);
+    file.put('\x5a');
+    file.close();
+    CHECK_THROWS_WITH(trainer.fit(module, data, {path}),
+                      Contains("checkpoint " + path + ": part `model` (model.pt) has CRC32C") &&
+                          Contains("the file is damaged"));
+  }
+  SECTION("missing part") {
+    std::filesystem::remove(path + "/optimizer_0.pt");
+    CHECK_THROWS_WITH(trainer.fit(module, data, {path}),
+                      Contains("checkpoint " + path + ": part `optimizer_0` (optimizer_0.pt) is missing"));
+  }
+  SECTION("missing manifest (an incomplete write)") {
+    std::filesystem::remove(path + "/MANIFEST");
+    CHECK_THROWS_WITH(trainer.fit(module, data, {path}),
+                      Contains("checkpoint " + path + ": part `MANIFEST` is missing"));
   }
   SECTION("from a newer format") {
-    StateDict tampered;
-    tampered.insert("format_version", int64_t{99});
-    torch::serialize::OutputArchive newer_archive;
-    newer_archive.write("trainbus", tampered.to_ivalue());
-    newer_archive.save_to(dir.file("newer.ckpt"));
-    CHECK_THROWS_WITH(trainer.fit(module, data, {dir.file("newer.ckpt")}), Contains("has format version 99, newer than this trainbus reads (1)"));
+    trainbus::checkpoint::Manifest manifest;
+    {
+      std::ifstream in(path + "/MANIFEST", std::ios::binary);
+      REQUIRE(manifest.ParseFromIstream(&in));
+    }
+    manifest.set_format_version(99);
+    {
+      std::ofstream out(path + "/MANIFEST", std::ios::binary | std::ios::trunc);
+      REQUIRE(manifest.SerializeToOstream(&out));
+    }
+    CHECK_THROWS_WITH(trainer.fit(module, data, {path}),
+                      Contains("checkpoint " + path + " has format version 99, newer than this trainbus reads (2)"));
+  }
+  SECTION("an unfinished write") {
+    CHECK_THROWS_WITH(trainer.fit(module, data, {path + ".tmp-1-0"}), Contains("is an unfinished write"));
+  }
+  SECTION("inspect says the same without throwing") {
+    std::filesystem::resize_file(model_file, 10);
+    const CheckpointReport report = inspect_checkpoint(path);
+    CHECK_FALSE(report.valid);
+    CHECK_THAT(report.text, Contains("global step 4") && Contains("INVALID: checkpoint " + path + ": part `model`"));
+  }
+}
+
+TEST_CASE("An asynchronous save holds exactly the step it was taken at", "[core][checkpoint][async]") {
+  // The tensors change right after save_checkpoint returns (the next steps); the checkpoint must
+  // still hold the weights of the moment it was called.
+  TempDir dir;
+  const std::string path = dir.file("async.ckpt");
+  class SaveAsyncAt : public Callback {
+   public:
+    explicit SaveAsyncAt(std::string path) : path_(std::move(path)) {}
+    void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput&, const Batch&, int64_t batch_idx) override {
+      if (trainer.current_epoch() != 0 || batch_idx != 5) return;
+      trainer.save_checkpoint(path_, {false, /*async=*/true});
+      at_save = weights(module);
+      // Change every weight in place at once: a checkpoint still reading the live tensors would see it.
+      torch::NoGradGuard no_grad;
+      for (auto& p : module.parameters()) p.add_(1000.0);
+    }
+    std::string path_;
+    std::vector<at::Tensor> at_save;
+  };
+  auto saver = std::make_shared<SaveAsyncAt>(path);
+  Trainer trainer(options_for_resume(), {saver});
+  MomentumModule module;
+  RandomDataModule data(64, 4, true);
+  trainer.fit(module, data);
+  REQUIRE(trainer.checkpoint_writer() != nullptr);
+  CHECK(trainer.checkpoint_writer()->stats().written == 1);
+  const LoadedCheckpoint loaded = read_checkpoint(path);
+  MomentumModule restored;
+  restored.load(const_cast<torch::serialize::InputArchive&>(loaded.model));
+  CHECK(same(weights(restored), saver->at_save));
+  CHECK(loaded.data.global_step == 6);
+}
+
+TEST_CASE("An asynchronous save resumes exactly like a synchronous one", "[core][checkpoint][async]") {
+  TempDir dir;
+  const std::string path = dir.file("mid.ckpt");
+  class SaveAsync : public Callback {
+   public:
+    explicit SaveAsync(std::string path) : path_(std::move(path)) {}
+    void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) override {
+      if (trainer.current_epoch() == 1 && batch_idx == 6) trainer.save_checkpoint(path_, {false, true});
+    }
+    std::string path_;
+  };
+  Trainer uninterrupted(options_for_resume(), {std::make_shared<SaveAsync>(path)});
+  MomentumModule original;
+  RandomDataModule data(64, 4, true);
+  uninterrupted.fit(original, data);
+  Trainer resumed(options_for_resume());
+  MomentumModule fresh;
+  resumed.fit(fresh, data, {path});
+  CHECK(same(weights(original), weights(fresh)));
+  CHECK(resumed.global_step() == uninterrupted.global_step());
+}
+
+TEST_CASE("A save into a read-only directory fails fit with the path and the cause, keeping older checkpoints",
+          "[core][checkpoint][faults]") {
+  // A file where the directory should be: fails for root too, unlike a read-only mode (root ignores it).
+  TempDir dir;
+  const std::string good = dir.file("ckpts/good.ckpt");
+  const std::string blocked_dir = dir.file("ckpts/blocked");
+  std::filesystem::create_directories(dir.file("ckpts"));
+  std::ofstream(blocked_dir) << "a file where a directory should be";
+  class SaveTwice : public Callback {
+   public:
+    SaveTwice(std::string good, std::string bad, bool async) : good_(std::move(good)), bad_(std::move(bad)), async_(async) {}
+    void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) override {
+      if (batch_idx == 1) trainer.save_checkpoint(good_, {false, async_});
+      if (batch_idx == 2) trainer.save_checkpoint(bad_, {false, async_});
+    }
+    void on_exception(Trainer&, Module&, const std::exception& error) override { seen = error.what(); }
+    std::string good_, bad_;
+    bool async_;
+    std::string seen;
+  };
+  for (bool async : {false, true}) {
+    DYNAMIC_SECTION((async ? "async" : "sync")) {
+      const std::string bad = blocked_dir + "/bad.ckpt";
+      auto saver = std::make_shared<SaveTwice>(good, bad, async);
+      Trainer trainer(options_for_resume(), {saver});
+      MomentumModule module;
+      RandomDataModule data(64, 4, true);
+      CHECK_THROWS_AS(trainer.fit(module, data), CheckpointError);
+      CHECK_THAT(saver->seen, Contains("cannot create directory " + blocked_dir + " for checkpoint " + bad));
+      CHECK_NOTHROW(read_checkpoint(good));
+    }
   }
 }
 
@@ -168,7 +301,7 @@ TEST_CASE("A weights-only checkpoint cannot resume training", "[core][checkpoint
   class SaveWeights : public Callback {
    public:
     explicit SaveWeights(std::string path) : path_(std::move(path)) {}
-    void on_train_end(Trainer& trainer, Module&) override { trainer.save_checkpoint(path_, /*weights_only=*/true); }
+    void on_train_end(Trainer& trainer, Module&) override { trainer.save_checkpoint(path_, {/*weights_only=*/true}); }
     std::string path_;
   };
   const std::string path = dir.file("weights.ckpt");

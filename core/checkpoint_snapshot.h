@@ -1,0 +1,49 @@
+#pragma once
+/// CheckpointSnapshot: a checkpoint of exactly one step, held in memory until it is written.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+#include <torch/serialize/output-archive.h>
+
+#include "core/checkpoint_data.h"
+
+namespace trainbus {
+
+/// One file of a checkpoint directory, ready to be serialised: a LibTorch archive, or (for an
+/// optimizer whose state cannot be copied tensor by tensor) the archive already serialised.
+struct CheckpointPart {
+  CheckpointPart(std::string name_in, std::string file_in) : name(std::move(name_in)), file(std::move(file_in)) {}
+  std::string name;  ///< "model", "optimizer_0", "trainer"
+  std::string file;  ///< "model.pt"
+  torch::serialize::OutputArchive archive;
+  std::string serialized;  ///< if not empty: the file's bytes, and `archive` is unused
+};
+
+/// What a checkpoint holds, taken on the training thread between two steps. With private copies
+/// (copy_tensors), every tensor in it is a CPU copy that nothing else references, so training may
+/// go on while another thread serialises it; without, it references the live tensors and must be
+/// written before the next step.
+struct CheckpointSnapshot {
+  CheckpointData data;
+  bool weights_only = false;
+  std::vector<CheckpointPart> parts;
+  std::size_t tensor_bytes = 0;  ///< bytes of the tensor copies held (0 without copies)
+};
+
+/// Adds the module's parameters and buffers as the part "model", laid out as
+/// torch::nn::Module::save lays them out (so Module::load reads it).
+void snapshot_module(const torch::nn::Module& module, bool copy_tensors, CheckpointSnapshot& snapshot);
+
+/// Adds one optimizer's state as the part "optimizer_<index>", laid out as Optimizer::save.
+/// Copies the state of LibTorch's SGD, Adam, AdamW, Adagrad and RMSprop tensor by tensor; other
+/// optimizers are serialised right away into memory (correct, slower).
+void snapshot_optimizer(torch::optim::Optimizer& optimizer, std::size_t index, bool copy_tensors,
+                        CheckpointSnapshot& snapshot);
+
+}  // namespace trainbus

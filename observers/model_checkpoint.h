@@ -1,0 +1,135 @@
+#pragma once
+/// ModelCheckpoint: Lightning's checkpoint saver (same options and behaviour), writing in the background.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "core/checkpoint_callback.h"
+
+namespace trainbus::observers {
+
+/// Lightning's ModelCheckpoint arguments and defaults.
+struct ModelCheckpointOptions {
+  /// Directory for the checkpoints; "" -> `default_root_dir`/checkpoints.
+  std::string dirpath;
+  /// Name template without extension: "{epoch}-{step}" by default; "{val_loss:.2f}" formats a
+  /// metric (missing metrics are 0). ".ckpt" is appended.
+  std::string filename;
+  /// Metric in callback_metrics to rank checkpoints by; "" -> keep the latest.
+  std::string monitor;
+  bool verbose = false;
+  /// Also keep `last.ckpt`: a copy (hard links of the parts) or a relative symlink to the newest save.
+  enum class SaveLast { kNo, kCopy, kLink };
+  SaveLast save_last = SaveLast::kNo;
+  /// The k best by `monitor` are kept; -1 keeps all, 0 none. Without `monitor`: -1, 0 or 1 only.
+  int64_t save_top_k = 1;
+  /// Save a checkpoint (and `last`) when fit fails.
+  bool save_on_exception = false;
+  bool save_weights_only = false;
+  /// "min" or "max".
+  std::string mode = "min";
+  /// "{val_loss:.2f}" becomes "val_loss=0.12"; false for metric names with '/'.
+  bool auto_insert_metric_name = true;
+  /// Triggers, mutually exclusive; none set -> every_n_epochs = 1.
+  std::optional<int64_t> every_n_train_steps;
+  std::optional<std::chrono::milliseconds> train_time_interval;
+  std::optional<int64_t> every_n_epochs;
+  /// Save in on_train_epoch_end (true) or on_validation_end (false); unset: as Lightning decides.
+  std::optional<bool> save_on_train_epoch_end;
+  /// A name already taken gets "-v1", "-v2", ...; false: overwrite.
+  bool enable_version_counter = true;
+  /// Write through the Trainer's background checkpoint writer (default); false: on the training thread.
+  bool async = true;
+};
+
+/// Saves checkpoints during fit and keeps the best `save_top_k`. A new checkpoint is durable
+/// before an evicted one is removed; the checkpoint fit resumed from and files outside `dirpath`
+/// are never removed. Its own state (best_k_models, best_model_path, ...) is saved and restored.
+class ModelCheckpoint : public CheckpointCallback {
+ public:
+  /// Throws MisconfigurationError for an invalid combination of options, as Lightning.
+  explicit ModelCheckpoint(ModelCheckpointOptions options = {});
+
+  static constexpr const char* kFileExtension = ".ckpt";
+  static constexpr const char* kNameLast = "last";
+
+  /// "ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min', 'every_n_train_steps': 0, ...}".
+  std::string state_key() const override;
+  StateDict state_dict() const override;
+  void load_state_dict(const StateDict& state) override;
+
+  void setup(Trainer& trainer, Module& module, Stage stage) override;
+  void on_train_start(Trainer& trainer, Module& module) override;
+  void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs, const Batch& batch,
+                          int64_t batch_idx) override;
+  void on_train_epoch_end(Trainer& trainer, Module& module) override;
+  void on_validation_end(Trainer& trainer, Module& module) override;
+  void on_exception(Trainer& trainer, Module& module, const std::exception& error) override;
+
+  std::string best_model_path() const override { return best_model_path_; }
+  std::string find_last_checkpoint() const override;
+
+  const std::string& dirpath() const noexcept { return dirpath_; }
+  std::optional<double> best_model_score() const noexcept { return best_model_score_; }
+  /// Path -> score of the checkpoints kept by top-k.
+  const std::map<std::string, double>& best_k_models() const noexcept { return best_k_models_; }
+  const std::string& kth_best_model_path() const noexcept { return kth_best_model_path_; }
+  const std::string& last_model_path() const noexcept { return last_model_path_; }
+  std::optional<double> current_score() const noexcept { return current_score_; }
+
+  /// The file name `filename` gives for these metrics, as Lightning's format_checkpoint_name.
+  std::string format_checkpoint_name(const Metrics& metrics, const std::string& filename,
+                                     std::optional<int64_t> version = std::nullopt) const;
+
+ private:
+  bool should_skip_saving(const Trainer& trainer) const;
+  bool saves_on_train_epoch_end(const Trainer& trainer) const;
+  Metrics monitor_candidates(const Trainer& trainer) const;
+  void save_topk_and_last(Trainer& trainer);
+  void save_monitor_checkpoint(Trainer& trainer, const Metrics& metrics, double current);
+  void save_none_monitor_checkpoint(Trainer& trainer, const Metrics& metrics);
+  void save_last_checkpoint(Trainer& trainer, const Metrics& metrics);
+  std::string interpolated_path(const Metrics& metrics, const std::string& template_name,
+                                const std::string& replacing = {}) const;
+  void save(Trainer& trainer, const std::string& path, std::vector<std::string> remove_after, bool with_last);
+  void forget_replaced(const std::string& path);
+  void update_best_and_kth();
+  bool removable(const Trainer& trainer, const std::string& path) const;
+
+  ModelCheckpointOptions options_;
+  int64_t every_n_train_steps_ = 0;
+  int64_t every_n_epochs_ = 1;
+  std::string dirpath_;
+  std::string resumed_from_;
+  std::map<std::string, double> best_k_models_;
+  std::string best_model_path_;
+  std::optional<double> best_model_score_;
+  std::string kth_best_model_path_;
+  std::optional<double> kth_value_;
+  std::string last_model_path_;
+  std::optional<double> current_score_;
+  std::string last_saved_path_;              // the newest checkpoint submitted (for `last`)
+  int64_t last_global_step_saved_ = -1;
+  std::chrono::steady_clock::time_point last_time_check_;
+  std::set<std::string> submitted_;          // names taken by saves not yet on disk
+};
+
+/// Lightning's OnExceptionCheckpoint: saves `dirpath`/`filename`.ckpt when fit fails, and removes
+/// it after a run that succeeds (teardown does not run on failure).
+class OnExceptionCheckpoint : public CheckpointCallback {
+ public:
+  explicit OnExceptionCheckpoint(std::string dirpath, std::string filename = "on_exception");
+  void on_exception(Trainer& trainer, Module& module, const std::exception& error) override;
+  void teardown(Trainer& trainer, Module& module, Stage stage) override;
+  std::string find_last_checkpoint() const override;
+  const std::string& checkpoint_path() const noexcept { return path_; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace trainbus::observers

@@ -1,0 +1,191 @@
+// ModelCheckpoint and OnExceptionCheckpoint: names, top-k, last, resume from "last"/"best".
+#include <algorithm>
+#include <filesystem>
+#include <set>
+#include <stdexcept>
+
+#include "core/checkpoint_io.h"
+#include "core/trainer.h"
+#include "observers/model_checkpoint.h"
+#include "tests/support/boring.h"
+#include "tests/support/catch.h"
+#include "tests/support/temp_dir.h"
+
+using namespace trainbus;
+using namespace trainbus::observers;
+using trainbus::testing::TempDir;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// Logs a scripted val_loss per epoch, so that the ranking is known in advance.
+class ScriptedLoss : public testing::BoringModule {
+ public:
+  explicit ScriptedLoss(std::vector<double> losses) : losses_(std::move(losses)) {}
+  StepOutput validation_step(const Batch& batch, int64_t batch_idx) override {
+    log("val_loss", losses_.at(static_cast<size_t>(trainer().current_epoch())));
+    return {};
+  }
+
+ private:
+  std::vector<double> losses_;
+};
+
+std::set<std::string> names_in(const std::string& dir) {
+  std::set<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) names.insert(entry.path().filename().string());
+  return names;
+}
+
+TrainerOptions short_fit(int64_t epochs) {
+  TrainerOptions options;
+  options.max_epochs = epochs;
+  options.limit_train_batches = 4;
+  options.limit_val_batches = 1;
+  options.num_sanity_val_steps = 0;
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("ModelCheckpoint formats names as Lightning", "[observers][checkpoint]") {
+  ModelCheckpoint checkpoint({"dir", "{epoch}-{val_loss:.2f}-{other_metric:.3f}"});
+  const Metrics metrics{{"epoch", 2}, {"step", 30}, {"val_loss", 0.1234}};
+  CHECK(checkpoint.format_checkpoint_name(metrics, "") == "epoch=2-step=30");
+  CHECK(checkpoint.format_checkpoint_name(metrics, "{epoch}-{val_loss:.2f}-{other_metric:.3f}") ==
+        "epoch=2-val_loss=0.12-other_metric=0.000");
+  CHECK(checkpoint.format_checkpoint_name(metrics, "{epoch:03d}", 2) == "epoch=002-v2");
+  ModelCheckpointOptions plain;
+  plain.auto_insert_metric_name = false;
+  CHECK(ModelCheckpoint(plain).format_checkpoint_name(metrics, "e{epoch}_{val_loss:.1e}") == "e2_1.2e-01");
+  CHECK_THROWS_WITH(checkpoint.format_checkpoint_name(metrics, "{val_loss:>>x}"),
+                    Contains("format spec `:>>x` is not supported"));
+}
+
+TEST_CASE("ModelCheckpoint refuses what Lightning refuses", "[observers][checkpoint]") {
+  ModelCheckpointOptions both;
+  both.every_n_train_steps = 10;
+  both.every_n_epochs = 2;
+  CHECK_THROWS_WITH(ModelCheckpoint(both), Contains("mutually exclusive"));
+  ModelCheckpointOptions no_monitor;
+  no_monitor.save_top_k = 3;
+  CHECK_THROWS_WITH(ModelCheckpoint(no_monitor), Contains("no quantity for top_k to track"));
+  ModelCheckpointOptions bad_k;
+  bad_k.save_top_k = -2;
+  CHECK_THROWS_WITH(ModelCheckpoint(bad_k), Contains("save_top_k=-2"));
+}
+
+TEST_CASE("Top-k keeps exactly the k best, written in the background", "[observers][checkpoint]") {
+  TempDir dir;
+  ModelCheckpointOptions options;
+  options.dirpath = dir.file("ckpts");
+  options.filename = "{epoch}-{val_loss:.2f}";
+  options.monitor = "val_loss";
+  options.save_top_k = 2;
+  auto checkpoint = std::make_shared<ModelCheckpoint>(options);
+  Trainer trainer(short_fit(6), {checkpoint});
+  ScriptedLoss module({0.9, 0.5, 0.7, 0.3, 0.8, 0.4});
+  testing::RandomDataModule data(64, 4);
+  trainer.fit(module, data);
+
+  CHECK(names_in(dir.file("ckpts")) == std::set<std::string>{"epoch=3-val_loss=0.30.ckpt", "epoch=5-val_loss=0.40.ckpt"});
+  CHECK(checkpoint->best_model_path() == dir.file("ckpts/epoch=3-val_loss=0.30.ckpt"));
+  CHECK(checkpoint->best_model_score() == Approx(0.3));
+  CHECK(checkpoint->kth_best_model_path() == dir.file("ckpts/epoch=5-val_loss=0.40.ckpt"));
+  REQUIRE(trainer.checkpoint_writer() != nullptr);
+  const CheckpointWriterStats stats = trainer.checkpoint_writer()->stats();
+  CHECK(stats.written == 5);  // epochs 0, 1, 2, 3 and 5 entered the top 2 when they ended
+  CHECK(stats.replaced == 0);  // top-k members are never replaced while pending
+  CHECK(stats.bytes_held == 0);
+  for (const auto& name : names_in(dir.file("ckpts"))) CHECK_NOTHROW(read_checkpoint(dir.file("ckpts/" + name)));
+
+  // Its own state is in the checkpoint: a resume from "best" restores it.
+  auto restored = std::make_shared<ModelCheckpoint>(options);
+  Trainer resumed(short_fit(6), {restored});
+  ScriptedLoss fresh({0.9, 0.5, 0.7, 0.3, 0.8, 0.4});
+  resumed.fit(fresh, data, {checkpoint->best_model_path()});
+  CHECK(resumed.resumed_from() == checkpoint->best_model_path());
+  CHECK(restored->best_k_models().size() == 2);
+}
+
+TEST_CASE("save_last keeps `last` as a link or a copy of the newest save", "[observers][checkpoint]") {
+  TempDir dir;
+  for (auto mode : {ModelCheckpointOptions::SaveLast::kLink, ModelCheckpointOptions::SaveLast::kCopy}) {
+    const bool link = mode == ModelCheckpointOptions::SaveLast::kLink;
+    DYNAMIC_SECTION((link ? "link" : "copy")) {
+      ModelCheckpointOptions options;
+      options.dirpath = dir.file(link ? "link" : "copy");
+      options.save_last = mode;
+      options.save_top_k = 1;
+      auto checkpoint = std::make_shared<ModelCheckpoint>(options);
+      Trainer trainer(short_fit(3), {checkpoint});
+      testing::BoringModule module;
+      testing::RandomDataModule data(64, 4);
+      trainer.fit(module, data);
+      CHECK(names_in(options.dirpath) == std::set<std::string>{"epoch=2-step=12.ckpt", "last.ckpt"});
+      CHECK(fs::is_symlink(options.dirpath + "/last.ckpt") == link);
+      CHECK(checkpoint->last_model_path() == options.dirpath + "/last.ckpt");
+      CHECK(read_checkpoint(options.dirpath + "/last.ckpt").data.global_step == 12);
+    }
+  }
+}
+
+TEST_CASE("ckpt_path \"last\" resumes from the newest complete checkpoint, never a torn one", "[observers][checkpoint]") {
+  TempDir dir;
+  ModelCheckpointOptions options;
+  options.dirpath = dir.file("ckpts");
+  options.save_top_k = -1;
+  options.every_n_train_steps = 2;
+  testing::RandomDataModule data(64, 4);
+  {
+    Trainer trainer(short_fit(2), {std::make_shared<ModelCheckpoint>(options)});
+    testing::BoringModule module;
+    trainer.fit(module, data);
+  }
+  CHECK(names_in(options.dirpath).size() == 4);  // steps 2, 4, 6, 8
+  // A crash mid-write leaves a temporary directory; a damaged checkpoint fails its CRC.
+  fs::create_directory(options.dirpath + "/epoch=9-step=99.ckpt.tmp-4242-0");
+  fs::copy(options.dirpath + "/epoch=1-step=8.ckpt", options.dirpath + "/epoch=9-step=98.ckpt",
+           fs::copy_options::recursive);
+  fs::resize_file(options.dirpath + "/epoch=9-step=98.ckpt/model.pt", 7);
+  auto checkpoint = std::make_shared<ModelCheckpoint>(options);
+  CHECK(checkpoint->find_last_checkpoint() == options.dirpath + "/epoch=1-step=8.ckpt");
+  Trainer resumed(short_fit(3), {checkpoint});
+  testing::BoringModule module;
+  resumed.fit(module, data, {"last"});
+  CHECK(resumed.resumed_from() == options.dirpath + "/epoch=1-step=8.ckpt");
+  CHECK(resumed.global_step() == 12);
+  // Never deleted: the checkpoint resumed from (save_top_k=-1 deletes nothing anyway), still there.
+  CHECK(fs::exists(options.dirpath + "/epoch=1-step=8.ckpt"));
+}
+
+TEST_CASE("ckpt_path \"last\" without a checkpoint callback says what is missing", "[observers][checkpoint]") {
+  Trainer trainer(short_fit(1));
+  testing::BoringModule module;
+  testing::RandomDataModule data(64, 4);
+  CHECK_THROWS_WITH(trainer.fit(module, data, {"last"}), Contains("needs a checkpoint callback"));
+}
+
+TEST_CASE("OnExceptionCheckpoint saves when fit fails and is removed after a run that succeeds",
+          "[observers][checkpoint]") {
+  TempDir dir;
+  class FailAtStep : public Callback {
+   public:
+    void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t) override {
+      if (trainer.global_step() == 3) throw std::runtime_error("diverged");
+    }
+  };
+  auto on_exception = std::make_shared<OnExceptionCheckpoint>(dir.file("ckpts"));
+  Trainer failing(short_fit(2), {std::make_shared<FailAtStep>(), on_exception});
+  testing::BoringModule module;
+  testing::RandomDataModule data(64, 4);
+  CHECK_THROWS_WITH(failing.fit(module, data), "diverged");
+  REQUIRE(fs::exists(on_exception->checkpoint_path()));
+  CHECK(read_checkpoint(on_exception->checkpoint_path()).data.global_step == 3);
+
+  Trainer succeeding(short_fit(1), {on_exception});
+  testing::BoringModule other;
+  succeeding.fit(other, data, {on_exception->checkpoint_path()});
+  CHECK_FALSE(fs::exists(on_exception->checkpoint_path()));
+}
