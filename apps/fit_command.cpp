@@ -1,5 +1,6 @@
 #include "apps/fit_command.h"
 
+#include <filesystem>
 #include <iomanip>
 #include <memory>
 
@@ -8,6 +9,7 @@
 #include "core/trainer.h"
 #include "observers/csv_logger.h"
 #include "observers/early_stopping.h"
+#include "observers/model_checkpoint.h"
 #include "observers/progress_bar.h"
 #include "observers/tensorboard_logger.h"
 
@@ -100,6 +102,10 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
   fit->add_flag("!--no-csv", args.csv, "Do not write metrics.csv / hparams.yaml");
   fit->add_flag("!--no-tensorboard", args.tensorboard, "Do not write TensorBoard event files");
   fit->add_flag("!--no-progress-bar", args.progress_bar, "Do not show the progress bar and epoch lines");
+  fit->add_flag("!--no-checkpoint", args.checkpoint,
+                "Do not save checkpoints (by default the best by val_acc and last.ckpt, in --out/checkpoints)");
+  fit->add_option("--resume", args.resume,
+                  "Resume from a checkpoint directory, or 'last': the newest complete one in --out/checkpoints");
   return fit;
 }
 
@@ -147,6 +153,18 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   // The model's initial weights come from the seed too.
   torch::manual_seed(args.seed);
   FashionClassifier model(model_options);
+  const std::string checkpoint_dir = (std::filesystem::path(args.out) / "checkpoints").string();
+  if (args.checkpoint || args.resume == "last") {
+    observers::ModelCheckpointOptions checkpoint;
+    checkpoint.dirpath = checkpoint_dir;
+    checkpoint.filename = "{epoch}-{val_acc:.4f}";
+    checkpoint.monitor = "val_acc";
+    checkpoint.mode = "max";
+    checkpoint.save_top_k = args.checkpoint ? 1 : 0;
+    checkpoint.save_last = args.checkpoint ? observers::ModelCheckpointOptions::SaveLast::kLink
+                                           : observers::ModelCheckpointOptions::SaveLast::kNo;
+    callbacks.push_back(std::make_shared<observers::ModelCheckpoint>(checkpoint));
+  }
   Trainer trainer(options, callbacks);
   const std::string run_dir = observers::next_version_dir(args.out);
   if (args.progress_bar) {
@@ -164,7 +182,10 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   }
   out << "trainbus fit: " << args.model << " on Fashion-MNIST (" << args.data << "), " << trainer.max_epochs()
       << " epochs, batch size " << args.batch_size << ", lr " << args.lr << ", seed " << args.seed << std::endl;
-  trainer.fit(model, data);
+  FitOptions fit_options;
+  fit_options.ckpt_path = args.resume;
+  trainer.fit(model, data, fit_options);
+  if (!trainer.resumed_from().empty()) out << "resumed from: " << trainer.resumed_from() << '\n';
   const Metrics tested = trainer.test(model, data);
   if (!args.progress_bar) {  // the progress bar prints the test line itself
     out << std::fixed << std::setprecision(4) << "test ";
@@ -172,6 +193,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
     out << '\n';
   }
   if (args.csv || args.tensorboard) out << "logs: " << run_dir << '\n';
+  if (args.checkpoint) out << "checkpoints: " << checkpoint_dir << '\n';
   out << std::flush;
   return tested;
 }

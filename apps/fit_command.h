@@ -44,6 +44,9 @@ struct FitArguments {
   bool tensorboard = true;
   bool progress_bar = true;
   int64_t log_every_n_steps = 50;
+  bool checkpoint = true;
+  /// A checkpoint directory, or "last": the newest complete one in `out`/checkpoints.
+  std::string resume;
 };
 
 /// Adds the `fit` subcommand and its flags to `app`, bound to `args`.

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "apps/ckpt_command.h"
 #include "apps/fit_command.h"
 #include "events/check.h"
 
@@ -11,6 +12,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   trainbus::apps::FitArguments fit_args;
   CLI::App* fit = trainbus::apps::add_fit_command(app, fit_args);
+  std::string ckpt_path;
+  CLI::App* inspect = trainbus::apps::add_ckpt_command(app, ckpt_path);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -20,6 +23,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (fit->parsed()) trainbus::apps::run_fit_command(fit_args, std::cout);
+    if (inspect->parsed()) return trainbus::apps::run_ckpt_inspect(ckpt_path, std::cout);
   } catch (const std::exception& error) {
     std::cerr << "trainbus: error: " << error.what() << std::endl;
     return 1;
