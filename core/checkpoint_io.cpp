@@ -169,6 +169,20 @@ void require_directory(const std::string& path) {
 
 }  // namespace
 
+void remove_checkpoint(const std::string& path) {
+  std::error_code error;
+  const fs::file_status status = fs::symlink_status(path, error);
+  if (error || !fs::exists(status)) return;
+  if (!fs::is_directory(status)) {
+    fs::remove(path, error);
+    return;
+  }
+  const std::string doomed = temporary_name(path);
+  fs::rename(path, doomed, error);
+  if (error) return;
+  fs::remove_all(doomed, error);
+}
+
 bool is_temporary_checkpoint(const std::string& path) {
   return fs::path(path).filename().string().find(kTemporarySuffix) != std::string::npos;
 }

@@ -67,6 +67,11 @@ struct CheckpointSummary {
 /// (by global step, then creation time). Temporary and damaged ones are left out.
 std::vector<CheckpointSummary> list_complete_checkpoints(const std::string& directory);
 
+/// Removes a checkpoint so that a crash half-way never leaves a torn one under its final name:
+/// renamed to a temporary name first (atomic), then deleted. A symlink is just unlinked.
+/// Best effort: failures are ignored (a leftover temporary directory is never loaded).
+void remove_checkpoint(const std::string& path);
+
 /// True if `path` names a temporary directory of an unfinished write.
 bool is_temporary_checkpoint(const std::string& path);
 

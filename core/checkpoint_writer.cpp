@@ -78,8 +78,7 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
       // at a removed checkpoint.
       if (job.after_commit) job.after_commit(job.path);
       for (const std::string& old : job.remove_after_commit) {
-        std::error_code ignored;
-        if (old != job.path) std::filesystem::remove_all(old, ignored);
+        if (old != job.path) remove_checkpoint(old);
       }
     } catch (const CheckpointError&) {
       failure = std::current_exception();

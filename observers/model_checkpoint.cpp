@@ -69,7 +69,7 @@ void link_copy(const std::string& from, const std::string& to) {
   } else if (exchange_paths(temporary, to)) {
     fs::remove_all(temporary, error);
   } else {
-    fs::remove_all(to, error);
+    remove_checkpoint(to);
     rename_durably(temporary, to);
   }
 }
@@ -81,7 +81,7 @@ void symlink_to(const std::string& target, const std::string& link) {
   fs::remove(temporary, error);
   fs::create_directory_symlink(fs::path(target).filename(), temporary, error);
   TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create the symlink ", link, ": ", error.message());
-  if (fs::is_directory(fs::symlink_status(link))) fs::remove_all(link, error);  // was a copy
+  if (fs::is_directory(fs::symlink_status(link))) remove_checkpoint(link);  // was a copy
   rename_durably(temporary, link);
 }
 
@@ -345,9 +345,8 @@ void ModelCheckpoint::save(Trainer& trainer, const std::string& path, std::vecto
   } else {
     trainer.save_checkpoint(path, {options_.save_weights_only, /*async=*/false});
     if (after_commit) after_commit(path);
-    std::error_code ignored;
     for (const std::string& old : remove_after) {
-      if (old != path) fs::remove_all(old, ignored);
+      if (old != path) remove_checkpoint(old);
     }
   }
 }
@@ -440,10 +439,7 @@ void OnExceptionCheckpoint::on_exception(Trainer& trainer, Module& module, const
   if (trainer.fn() == Stage::kFit) trainer.save_checkpoint(path_);
 }
 
-void OnExceptionCheckpoint::teardown(Trainer& trainer, Module& module, Stage stage) {
-  std::error_code ignored;
-  fs::remove_all(path_, ignored);
-}
+void OnExceptionCheckpoint::teardown(Trainer& trainer, Module& module, Stage stage) { remove_checkpoint(path_); }
 
 std::string OnExceptionCheckpoint::find_last_checkpoint() const {
   std::error_code error;
