@@ -104,11 +104,6 @@ Manifest make_manifest(const CheckpointSnapshot& snapshot) {
   return manifest;
 }
 
-std::string temporary_name(const std::string& path) {
-  static std::atomic<uint64_t> counter{0};
-  return path + kTemporarySuffix + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-}
-
 Manifest read_manifest(const std::string& path) {
   const std::string file = (fs::path(path) / kManifestFile).string();
   std::ifstream in(file, std::ios::binary);
@@ -169,6 +164,32 @@ void require_directory(const std::string& path) {
 
 }  // namespace
 
+std::string temporary_checkpoint_name(const std::string& path) {
+  static std::atomic<uint64_t> counter{0};
+  return path + kTemporarySuffix + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+}
+
+void commit_checkpoint_directory(const std::string& temporary, const std::string& path) {
+  fsync_directory(temporary);
+  std::error_code error;
+  const fs::file_status existing = fs::symlink_status(path, error);
+  if (fs::is_symlink(existing)) {
+    fs::remove(path, error);  // a `last` link: a directory cannot be renamed over it
+  } else if (fs::exists(existing)) {
+    if (exchange_paths(temporary, path)) {
+      fs::remove_all(temporary, error);  // the old checkpoint, now under the temporary name
+    } else {
+      // No atomic exchange here: move the old one aside first; a crash in between leaves it there.
+      const std::string old = temporary_checkpoint_name(path);
+      rename_durably(path, old);
+      rename_durably(temporary, path);
+      fs::remove_all(old, error);
+    }
+    return;
+  }
+  rename_durably(temporary, path);
+}
+
 void remove_checkpoint(const std::string& path) {
   std::error_code error;
   const fs::file_status status = fs::symlink_status(path, error);
@@ -177,7 +198,7 @@ void remove_checkpoint(const std::string& path) {
     fs::remove(path, error);
     return;
   }
-  const std::string doomed = temporary_name(path);
+  const std::string doomed = temporary_checkpoint_name(path);
   fs::rename(path, doomed, error);
   if (error) return;
   fs::remove_all(doomed, error);
@@ -214,7 +235,7 @@ void write_checkpoint(CheckpointSnapshot& snapshot, const std::string& path) {
   fs::create_directories(parent, error);
   TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create directory ", parent.string(), " for checkpoint ", path,
                     ": ", error.message());
-  const std::string temporary = temporary_name(path);
+  const std::string temporary = temporary_checkpoint_name(path);
   try {
     fs::create_directory(temporary, error);
     TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create ", temporary, " for checkpoint ", path, ": ",
@@ -232,18 +253,7 @@ void write_checkpoint(CheckpointSnapshot& snapshot, const std::string& path) {
     DurableFile manifest_file((fs::path(temporary) / kManifestFile).string());
     manifest_file.write(bytes.data(), bytes.size());
     manifest_file.close_durably();
-    fsync_directory(temporary);
-    if (!fs::exists(fs::symlink_status(target))) {
-      rename_durably(temporary, path);
-    } else if (exchange_paths(temporary, path)) {
-      fs::remove_all(temporary, error);  // the old checkpoint, now under the temporary name
-    } else {
-      // No atomic exchange here: move the old one aside first; a crash in between leaves it there.
-      const std::string old = temporary_name(path);
-      rename_durably(path, old);
-      rename_durably(temporary, path);
-      fs::remove_all(old, error);
-    }
+    commit_checkpoint_directory(temporary, path);
   } catch (const CheckpointError& e) {
     fs::remove_all(temporary, error);
     throw CheckpointError(detail::concat("cannot write checkpoint ", path, ": ", e.what()));

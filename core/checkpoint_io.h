@@ -67,6 +67,14 @@ struct CheckpointSummary {
 /// (by global step, then creation time). Temporary and damaged ones are left out.
 std::vector<CheckpointSummary> list_complete_checkpoints(const std::string& directory);
 
+/// A fresh name next to `path` for a directory still being written: `path`.tmp-<pid>-<n>.
+std::string temporary_checkpoint_name(const std::string& path);
+
+/// Makes the finished directory `temporary` the checkpoint `path`: fsyncs it, then renames it into
+/// place, atomically exchanging it with a checkpoint (or replacing a symlink) already at `path`,
+/// and removes the old one. Throws CheckpointError naming the paths.
+void commit_checkpoint_directory(const std::string& temporary, const std::string& path);
+
 /// Removes a checkpoint so that a crash half-way never leaves a torn one under its final name:
 /// renamed to a temporary name first (atomic), then deleted. A symlink is just unlinked.
 /// Best effort: failures are ignored (a leftover temporary directory is never loaded).

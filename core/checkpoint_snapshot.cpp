@@ -39,6 +39,16 @@ void save_module(const torch::nn::Module& module, torch::serialize::OutputArchiv
   }
 }
 
+// Adam and AdamW keep the same state under different types.
+template <class AdamState>
+std::unique_ptr<torch::optim::OptimizerParamState> copy_adam_state(const AdamState& state, std::size_t& bytes) {
+  auto copy = std::make_unique<AdamState>(state);
+  copy->exp_avg(private_copy(state.exp_avg(), bytes));
+  copy->exp_avg_sq(private_copy(state.exp_avg_sq(), bytes));
+  copy->max_exp_avg_sq(private_copy(state.max_exp_avg_sq(), bytes));
+  return copy;
+}
+
 // A copy of one parameter's optimizer state whose tensors are private; nullptr for a state type
 // this does not know (a custom optimizer).
 std::unique_ptr<torch::optim::OptimizerParamState> copy_state(const torch::optim::OptimizerParamState& state,
@@ -49,20 +59,8 @@ std::unique_ptr<torch::optim::OptimizerParamState> copy_state(const torch::optim
     copy->momentum_buffer(private_copy(sgd->momentum_buffer(), bytes));
     return copy;
   }
-  if (auto* adam = dynamic_cast<const AdamParamState*>(&state)) {
-    auto copy = std::make_unique<AdamParamState>(*adam);
-    copy->exp_avg(private_copy(adam->exp_avg(), bytes));
-    copy->exp_avg_sq(private_copy(adam->exp_avg_sq(), bytes));
-    copy->max_exp_avg_sq(private_copy(adam->max_exp_avg_sq(), bytes));
-    return copy;
-  }
-  if (auto* adamw = dynamic_cast<const AdamWParamState*>(&state)) {
-    auto copy = std::make_unique<AdamWParamState>(*adamw);
-    copy->exp_avg(private_copy(adamw->exp_avg(), bytes));
-    copy->exp_avg_sq(private_copy(adamw->exp_avg_sq(), bytes));
-    copy->max_exp_avg_sq(private_copy(adamw->max_exp_avg_sq(), bytes));
-    return copy;
-  }
+  if (auto* adam = dynamic_cast<const AdamParamState*>(&state)) return copy_adam_state(*adam, bytes);
+  if (auto* adamw = dynamic_cast<const AdamWParamState*>(&state)) return copy_adam_state(*adamw, bytes);
   if (auto* adagrad = dynamic_cast<const AdagradParamState*>(&state)) {
     auto copy = std::make_unique<AdagradParamState>(*adagrad);
     copy->sum(private_copy(adagrad->sum(), bytes));

@@ -362,24 +362,14 @@ void ObserverPool::kick() {
   });
 }
 
-void ObserverPool::drain() {
-  kick();
-  std::vector<std::shared_ptr<Channel>> channels;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    channels = channels_;
-  }
-  for (const auto& channel : channels) {
-    std::unique_lock<std::mutex> lock(channel->mutex);
-    ++channel->waiters;
-    channel->changed.wait(lock, [&] { return channel->in_flight == 0; });
-    --channel->waiters;
-  }
-}
+void ObserverPool::drain() { drain_until(std::nullopt); }
 
 bool ObserverPool::drain_for(std::chrono::milliseconds timeout) {
+  return drain_until(std::chrono::steady_clock::now() + timeout);
+}
+
+bool ObserverPool::drain_until(std::optional<std::chrono::steady_clock::time_point> deadline) {
   kick();
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::vector<std::shared_ptr<Channel>> channels;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -388,9 +378,15 @@ bool ObserverPool::drain_for(std::chrono::milliseconds timeout) {
   for (const auto& channel : channels) {
     std::unique_lock<std::mutex> lock(channel->mutex);
     ++channel->waiters;
-    const bool drained = channel->changed.wait_until(lock, deadline, [&] { return channel->in_flight == 0; });
+    auto drained = [&] { return channel->in_flight == 0; };
+    bool done = true;
+    if (deadline) {
+      done = channel->changed.wait_until(lock, *deadline, drained);
+    } else {
+      channel->changed.wait(lock, drained);
+    }
     --channel->waiters;
-    if (!drained) return false;
+    if (!done) return false;
   }
   return true;
 }

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -117,6 +118,8 @@ class ObserverPool {
 
   struct Executor;  // the Asio thread pool, kept out of this header
   void flush_periodically();
+  /// drain() and drain_for(): kicks, then waits for every channel to empty; false if `deadline` passed.
+  bool drain_until(std::optional<std::chrono::steady_clock::time_point> deadline);
 
   std::size_t threads_;
   std::shared_ptr<Executor> executor_;

@@ -49,9 +49,8 @@ std::string format_value(double value, const std::string& spec, bool integer, co
 // Hard links every file of checkpoint directory `from` into a new checkpoint directory `to`
 // (replacing it atomically): a copy that costs no bytes, safe because parts never change.
 void link_copy(const std::string& from, const std::string& to) {
-  const std::string temporary = to + kTemporarySuffix + std::to_string(::getpid()) + "-last";
+  const std::string temporary = temporary_checkpoint_name(to);
   std::error_code error;
-  fs::remove_all(temporary, error);
   fs::create_directory(temporary, error);
   TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create ", temporary, ": ", error.message());
   for (const auto& entry : fs::directory_iterator(from)) {
@@ -60,25 +59,18 @@ void link_copy(const std::string& from, const std::string& to) {
     TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot copy ", entry.path().string(), " to ", temporary, ": ",
                       error.message());
   }
-  fsync_directory(temporary);
-  if (!fs::exists(fs::symlink_status(to))) {
-    rename_durably(temporary, to);
-  } else if (fs::is_symlink(fs::symlink_status(to))) {
-    fs::remove(to, error);
-    rename_durably(temporary, to);
-  } else if (exchange_paths(temporary, to)) {
+  try {
+    commit_checkpoint_directory(temporary, to);
+  } catch (const CheckpointError&) {
     fs::remove_all(temporary, error);
-  } else {
-    remove_checkpoint(to);
-    rename_durably(temporary, to);
+    throw;
   }
 }
 
 // Points `link` at `target` (a relative symlink), replacing what was there atomically.
 void symlink_to(const std::string& target, const std::string& link) {
-  const std::string temporary = link + kTemporarySuffix + std::to_string(::getpid()) + "-link";
+  const std::string temporary = temporary_checkpoint_name(link);
   std::error_code error;
-  fs::remove(temporary, error);
   fs::create_directory_symlink(fs::path(target).filename(), temporary, error);
   TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create the symlink ", link, ": ", error.message());
   if (fs::is_directory(fs::symlink_status(link))) remove_checkpoint(link);  // was a copy
@@ -284,7 +276,7 @@ void ModelCheckpoint::save_monitor_checkpoint(Trainer& trainer, const Metrics& m
               << options_.monitor << "' reached " << current << " (best " << *best_model_score_ << "), saving "
               << path << " as top " << k << "\n";
   }
-  save(trainer, path, std::move(remove_after), /*with_last=*/true);
+  save(trainer, metrics, path, std::move(remove_after), /*with_last=*/true);
 }
 
 void ModelCheckpoint::save_none_monitor_checkpoint(Trainer& trainer, const Metrics& metrics) {
@@ -299,30 +291,34 @@ void ModelCheckpoint::save_none_monitor_checkpoint(Trainer& trainer, const Metri
     best_k_models_.clear();
   }
   best_k_models_[path] = static_cast<double>(trainer.global_step());
-  save(trainer, path, std::move(remove_after), /*with_last=*/true);
+  save(trainer, metrics, path, std::move(remove_after), /*with_last=*/true);
 }
 
 void ModelCheckpoint::save_last_checkpoint(Trainer& trainer, const Metrics& metrics) {
-  const std::string path = (fs::path(dirpath_) / (format_checkpoint_name(metrics, kNameLast) + kFileExtension)).string();
   std::vector<std::string> remove_after;
+  const std::string path = next_last_path(trainer, metrics, remove_after);
+  save(trainer, metrics, path, std::move(remove_after), /*with_last=*/false);
+}
+
+// The `last` checkpoint's path for these metrics, made last_model_path; a previous `last` under
+// another name (a templated kNameLast) is added to `remove_after`.
+std::string ModelCheckpoint::next_last_path(const Trainer& trainer, const Metrics& metrics,
+                                            std::vector<std::string>& remove_after) {
+  const std::string path =
+      (fs::path(dirpath_) / (format_checkpoint_name(metrics, kNameLast) + kFileExtension)).string();
   if (!last_model_path_.empty() && last_model_path_ != path && removable(trainer, last_model_path_)) {
     remove_after.push_back(last_model_path_);
   }
   last_model_path_ = path;
-  save(trainer, path, std::move(remove_after), /*with_last=*/false);
+  return path;
 }
 
 // Queues (or writes) `path`; with `with_last`, `last` is updated from it once it is durable.
-void ModelCheckpoint::save(Trainer& trainer, const std::string& path, std::vector<std::string> remove_after,
-                           bool with_last) {
+void ModelCheckpoint::save(Trainer& trainer, const Metrics& metrics, const std::string& path,
+                           std::vector<std::string> remove_after, bool with_last) {
   std::function<void(const std::string&)> after_commit;
   if (with_last && options_.save_last != ModelCheckpointOptions::SaveLast::kNo) {
-    const Metrics metrics = monitor_candidates(trainer);
-    const std::string last = (fs::path(dirpath_) / (format_checkpoint_name(metrics, kNameLast) + kFileExtension)).string();
-    if (!last_model_path_.empty() && last_model_path_ != last && removable(trainer, last_model_path_)) {
-      remove_after.push_back(last_model_path_);
-    }
-    last_model_path_ = last;
+    const std::string last = next_last_path(trainer, metrics, remove_after);
     const bool link = options_.save_last == ModelCheckpointOptions::SaveLast::kLink;
     after_commit = [last, link](const std::string& written) {
       if (link) {

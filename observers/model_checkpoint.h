@@ -95,7 +95,9 @@ class ModelCheckpoint : public CheckpointCallback {
   void save_last_checkpoint(Trainer& trainer, const Metrics& metrics);
   std::string interpolated_path(const Metrics& metrics, const std::string& template_name,
                                 const std::string& replacing = {}) const;
-  void save(Trainer& trainer, const std::string& path, std::vector<std::string> remove_after, bool with_last);
+  std::string next_last_path(const Trainer& trainer, const Metrics& metrics, std::vector<std::string>& remove_after);
+  void save(Trainer& trainer, const Metrics& metrics, const std::string& path, std::vector<std::string> remove_after,
+            bool with_last);
   void forget_replaced(const std::string& path);
   void update_best_and_kth();
   bool removable(const Trainer& trainer, const std::string& path) const;

@@ -1,41 +1,21 @@
 // The loggers in a real fit: metrics.csv and an event file TensorBoard can read, written on the pool.
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "core/trainer.h"
 #include "observers/csv_logger.h"
 #include "observers/tensorboard_logger.h"
-#include "observers/tfrecord.h"
-#include "proto/tensorboard.pb.h"
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
+#include "tests/support/log_files.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
 using namespace trainbus::observers;
+using trainbus::testing::read_tensorboard_events;
+using trainbus::testing::read_text_file;
 using trainbus::testing::TempDir;
 
 namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-std::vector<trainbus::tensorboard::Event> read_events(const std::string& path) {
-  const TfRecords records = read_tfrecords(path);
-  REQUIRE(records.complete);
-  std::vector<trainbus::tensorboard::Event> events;
-  for (const std::string& record : records.records) {
-    trainbus::tensorboard::Event event;
-    REQUIRE(event.ParseFromString(record));
-    events.push_back(event);
-  }
-  return events;
-}
 
 /// Logs "a" every step and "val_metric" per validation, so both kinds of rows appear.
 class Logging : public testing::BoringModule {
@@ -69,7 +49,7 @@ TEST_CASE("In a fit, the loggers write metrics.csv and an event file TensorBoard
   trainer.fit(module, data);
 
   // Per epoch: steps 2 and 4 of the epoch (every 2nd), the train epoch means, the validation.
-  CHECK(read_file(csv->metrics_file()) ==
+  CHECK(read_text_file(csv->metrics_file()) ==
         "a_epoch,a_step,epoch,step,val_metric\n"
         ",1,0,1,\n"
         ",3,0,3,\n"
@@ -80,7 +60,7 @@ TEST_CASE("In a fit, the loggers write metrics.csv and an event file TensorBoard
         ",,1,7,0.25\n"
         "1.5,,1,7,\n");
 
-  const std::vector<trainbus::tensorboard::Event> events = read_events(tensorboard->file_path());
+  const std::vector<trainbus::tensorboard::Event> events = read_tensorboard_events(tensorboard->file_path());
   REQUIRE(events.size() == 1 + 8);
   CHECK(events[0].file_version() == "brain.Event:2");
   CHECK(std::filesystem::path(tensorboard->file_path()).filename().string().rfind("events.out.tfevents.", 0) == 0);

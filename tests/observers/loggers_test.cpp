@@ -2,7 +2,6 @@
 // No torch here: these also run under the sanitizers (the fit itself: core/loggers_in_fit_test.cpp).
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include <catch2/catch.hpp>
 
@@ -11,38 +10,22 @@
 #include "events/observer_pool.h"
 #include "observers/tfrecord.h"
 #include "proto/tensorboard.pb.h"
+#include "tests/support/log_files.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
 using namespace trainbus::observers;
+using trainbus::testing::read_tensorboard_events;
+using trainbus::testing::read_text_file;
 using trainbus::testing::TempDir;
 
 namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 events::TrainBatchEnd batch_end(int64_t epoch, int64_t global_step, Metrics metrics) {
   events::TrainBatchEnd event;
   event.progress = {epoch, global_step};
   event.metrics = std::move(metrics);
   return event;
-}
-
-std::vector<trainbus::tensorboard::Event> read_events(const std::string& path) {
-  const TfRecords records = read_tfrecords(path);
-  REQUIRE(records.complete);
-  std::vector<trainbus::tensorboard::Event> events;
-  for (const std::string& record : records.records) {
-    trainbus::tensorboard::Event event;
-    REQUIRE(event.ParseFromString(record));
-    events.push_back(event);
-  }
-  return events;
 }
 
 }  // namespace
@@ -64,13 +47,13 @@ TEST_CASE("CsvLogger writes Lightning's layout: sorted columns, epoch and step, 
     logger.on_validation_epoch_end(validation);
     logger.on_fit_end(events::FitEnd{});
   }
-  CHECK(read_file(dir.file("run/metrics.csv")) ==
+  CHECK(read_text_file(dir.file("run/metrics.csv")) ==
         "epoch,loss,loss_epoch,step,val_acc\n"
         "0,0.5,,0,\n"
         "0,0.25,,1,\n"
         "0,,0.375,1,\n"
         "0,,,1,0.875\n");
-  CHECK(read_file(dir.file("run/hparams.yaml")) == "lr: 0.001\nmodel: 'mlp'\n");
+  CHECK(read_text_file(dir.file("run/hparams.yaml")) == "lr: 0.001\nmodel: 'mlp'\n");
 }
 
 TEST_CASE("CsvLogger skips the sanity check and flushes every N rows", "[observers][csv]") {
@@ -84,7 +67,7 @@ TEST_CASE("CsvLogger skips the sanity check and flushes every N rows", "[observe
   logger.on_train_batch_end(batch_end(0, 1, {{"loss", 1.0}}));
   CHECK_FALSE(std::filesystem::exists(logger.metrics_file()));  // one row is still buffered
   logger.on_train_batch_end(batch_end(0, 2, {{"loss", 2.0}}));
-  CHECK(read_file(logger.metrics_file()) == "epoch,loss,step\n0,1,0\n0,2,1\n");
+  CHECK(read_text_file(logger.metrics_file()) == "epoch,loss,step\n0,1,0\n0,2,1\n");
 }
 
 TEST_CASE("CsvLogger names the file it cannot write", "[observers][csv]") {
@@ -102,7 +85,7 @@ TEST_CASE("TensorBoardLogger marks a resume with SessionLog START at the resumed
     path = logger.file_path();
     logger.on_fit_start(events::FitStart{{3, 120}, {}});
   }
-  const std::vector<trainbus::tensorboard::Event> events = read_events(path);
+  const std::vector<trainbus::tensorboard::Event> events = read_tensorboard_events(path);
   REQUIRE(events.size() == 2);
   CHECK(events[1].step() == 120);
   CHECK(events[1].session_log().status() == trainbus::tensorboard::SessionLog::START);
@@ -121,5 +104,5 @@ TEST_CASE("CsvLogger on the observer pool writes every row in publish order", "[
   }
   bus.publish(events::FitEnd{});
   pool.drain();
-  CHECK(read_file(logger->metrics_file()) == expected);
+  CHECK(read_text_file(logger->metrics_file()) == expected);
 }
