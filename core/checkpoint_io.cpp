@@ -59,19 +59,20 @@ FileDigest write_part(CheckpointPart& part, const std::string& file) {
   if (!part.serialized.empty()) {
     out.write(part.serialized.data(), part.serialized.size());
   } else {
-    // LibTorch writes through a C zip library: an exception must not cross it. The writer
-    // reports a short write instead, and the error it met is rethrown here.
+    // LibTorch writes through a C zip library: an exception must not cross it. Nor may the writer
+    // report a short write: LibTorch 1.13 then throws, and its PyTorchStreamWriter destructor
+    // writes the end of the archive again and throws once more, which terminates the process.
+    // So after the first failed write the rest is discarded, and the error is rethrown here.
     std::exception_ptr error;
     try {
       part.archive.save_to([&](const void* data, size_t size) -> size_t {
-        if (error) return 0;
+        if (error) return size;
         try {
           out.write(data, size);
-          return size;
         } catch (...) {
           error = std::current_exception();
-          return 0;
         }
+        return size;
       });
     } catch (const c10::Error& e) {
       if (error) std::rethrow_exception(error);

@@ -2,12 +2,10 @@
 // kept, `last` as a copy, in the background) and is killed with SIGKILL at many points. Every
 // time, each checkpoint with a final name loads, and "last" resolves to a complete one.
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -17,17 +15,15 @@
 #include "observers/model_checkpoint.h"
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
+#include "tests/support/child_process.h"
 #include "tests/support/temp_dir.h"
-
-extern char** environ;
 
 using namespace trainbus;
 using namespace trainbus::observers;
+using namespace trainbus::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-constexpr const char* kChildDirVariable = "TRAINBUS_CRASH_CHILD_DIR";
 
 ModelCheckpointOptions every_step(const std::string& dir) {
   ModelCheckpointOptions options;
@@ -38,32 +34,18 @@ ModelCheckpointOptions every_step(const std::string& dir) {
   return options;
 }
 
-pid_t spawn_child(const std::string& dir) {
-  const std::string self = fs::read_symlink("/proc/self/exe").string();
-  std::string variable = std::string(kChildDirVariable) + "=" + dir;
-  std::vector<char*> env;
-  for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
-  env.push_back(variable.data());
-  env.push_back(nullptr);
-  std::string tag = "[.crash-child]";
-  char* argv[] = {const_cast<char*>(self.c_str()), tag.data(), nullptr};
-  pid_t pid = 0;
-  REQUIRE(posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv, env.data()) == 0);
-  return pid;
-}
-
 }  // namespace
 
 // Run only as the child of the test below (hidden tag).
 TEST_CASE("crash child: trains and saves every step until it is killed", "[.crash-child]") {
-  const char* dir = std::getenv(kChildDirVariable);
-  if (dir == nullptr) return;
+  const std::string dir = test_child_dir();
+  if (dir.empty()) return;
   TrainerOptions options;
   options.max_epochs = 100000;
   options.limit_val_batches = 0;
   Trainer trainer(options, {std::make_shared<ModelCheckpoint>(every_step(dir))});
-  testing::BoringModule module;
-  testing::RandomDataModule data(64, 4);
+  BoringModule module;
+  RandomDataModule data(64, 4);
   trainer.fit(module, data);
 }
 
@@ -74,7 +56,7 @@ TEST_CASE("After SIGKILL at any point of a save, every checkpoint with a final n
   for (int kill_point = 0; kill_point < 12; ++kill_point) {
     testing::TempDir dir;
     const std::string checkpoints = dir.file("ckpts");
-    const pid_t child = spawn_child(checkpoints);
+    const pid_t child = spawn_test_child("[.crash-child]", checkpoints);
     // Kill points are spread over the child's saves: wait for its first complete checkpoint, then a
     // random time inside the stream of saves that follows.
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -83,9 +65,7 @@ TEST_CASE("After SIGKILL at any point of a save, every checkpoint with a final n
     }
     std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
     REQUIRE(::kill(child, SIGKILL) == 0);
-    int status = 0;
-    REQUIRE(::waitpid(child, &status, 0) == child);
-    CHECK(WIFSIGNALED(status));
+    CHECK(WIFSIGNALED(wait_for_child(child)));
 
     INFO("kill point " << kill_point);
     int final_names = 0;

@@ -257,40 +257,6 @@ TEST_CASE("An asynchronous save resumes exactly like a synchronous one", "[core]
   CHECK(resumed.global_step() == uninterrupted.global_step());
 }
 
-TEST_CASE("A save into a read-only directory fails fit with the path and the cause, keeping older checkpoints",
-          "[core][checkpoint][faults]") {
-  // A file where the directory should be: fails for root too, unlike a read-only mode (root ignores it).
-  TempDir dir;
-  const std::string good = dir.file("ckpts/good.ckpt");
-  const std::string blocked_dir = dir.file("ckpts/blocked");
-  std::filesystem::create_directories(dir.file("ckpts"));
-  std::ofstream(blocked_dir) << "a file where a directory should be";
-  class SaveTwice : public Callback {
-   public:
-    SaveTwice(std::string good, std::string bad, bool async) : good_(std::move(good)), bad_(std::move(bad)), async_(async) {}
-    void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) override {
-      if (batch_idx == 1) trainer.save_checkpoint(good_, {false, async_});
-      if (batch_idx == 2) trainer.save_checkpoint(bad_, {false, async_});
-    }
-    void on_exception(Trainer&, Module&, const std::exception& error) override { seen = error.what(); }
-    std::string good_, bad_;
-    bool async_;
-    std::string seen;
-  };
-  for (bool async : {false, true}) {
-    DYNAMIC_SECTION((async ? "async" : "sync")) {
-      const std::string bad = blocked_dir + "/bad.ckpt";
-      auto saver = std::make_shared<SaveTwice>(good, bad, async);
-      Trainer trainer(options_for_resume(), {saver});
-      MomentumModule module;
-      RandomDataModule data(64, 4, true);
-      CHECK_THROWS_AS(trainer.fit(module, data), CheckpointError);
-      CHECK_THAT(saver->seen, Contains("cannot create directory " + blocked_dir + " for checkpoint " + bad));
-      CHECK_NOTHROW(read_checkpoint(good));
-    }
-  }
-}
-
 TEST_CASE("save_checkpoint outside fit says where it may be called", "[core][checkpoint]") {
   Trainer trainer;
   CHECK_THROWS_WITH(trainer.save_checkpoint("x.ckpt"), Contains("needs a running fit"));
