@@ -36,7 +36,7 @@ std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
   std::optional<std::string> replaced;
   {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (pending_ && !pending_->replaceable) {
+    if (pending_ && (pending_->replace_group.empty() || pending_->replace_group != job.replace_group)) {
       ++stats_.waited;
       idle_.wait(lock, [&] { return !pending_; });
     }

@@ -27,9 +27,11 @@ struct CheckpointJob {
   /// Runs on the writer thread once this checkpoint is durable (e.g. updating `last`); dropped if
   /// the save is replaced. May throw CheckpointError.
   std::function<void(const std::string& path)> after_commit;
-  /// Whether a newer save may replace this one while it is pending. False for a save that must
-  /// land (a top-k member): a newer submit() then waits until this one has started.
-  bool replaceable = true;
+  /// Saves of one series that supersede each other (the same path, ModelCheckpoint's "latest" or
+  /// its `last`): a newer save of the same non-empty group replaces this one while it is pending.
+  /// Any other newer save (or any save, if empty: a top-k member must land) waits until this one
+  /// has started.
+  std::string replace_group;
 };
 
 /// Counters for reports, tests and the benchmark.
@@ -38,16 +40,17 @@ struct CheckpointWriterStats {
   uint64_t written = 0;
   uint64_t replaced = 0;  ///< pending saves superseded by a newer one before they started
   uint64_t failed = 0;
-  uint64_t waited = 0;    ///< submits that waited for an irreplaceable pending save to start
+  uint64_t waited = 0;    ///< submits that waited for a pending save of another group to start
   std::size_t bytes_held = 0;       ///< tensor bytes of the snapshots in flight or pending now
   std::size_t peak_bytes_held = 0;  ///< most ever held at once (at most two snapshots)
   double last_write_seconds = 0.0;  ///< serialise + write + fsync + rename of the last one written
 };
 
-/// At most one save in flight and one pending: a newer submit() replaces the pending one (which
-/// is counted and never written), so memory holds at most two snapshots and the training thread
-/// does not wait, unless the pending one is not replaceable. Saves are written in submission order on the writer's own thread (an Asio
-/// thread_pool of one, which keeps them ordered). A failure is kept and raised on the caller's
+/// At most one save in flight and one pending, so memory holds at most two snapshots: a newer
+/// submit() of the same replace_group replaces the pending one (counted, never written) and the
+/// training thread does not wait; a save of another group waits for the pending one to start.
+/// Saves are written in submission order on the writer's own thread (an Asio thread_pool of one,
+/// which keeps them ordered). A failure is kept and raised on the caller's
 /// thread by the next submit(), check() or wait(); the save queued behind it is still attempted.
 class CheckpointWriter {
  public:

@@ -210,7 +210,7 @@ void Trainer::run_training_epoch() {
   for (int64_t batch_idx = first_batch; batch_idx < num_training_batches_; ++batch_idx) {
     if (!run_training_batch(batch_idx)) break;  // on_train_batch_start returned -1
     check_observers();
-    const bool validate = should_validate_after(batch_idx);
+    const bool validate = validates_after_batch(batch_idx);
     ++total_batch_idx_;
     if (validate) {
       run_evaluation(EvalKind::kValidation, num_val_batches_);
@@ -375,7 +375,7 @@ void Trainer::step_schedulers(SchedulerInterval interval) {
   }
 }
 
-bool Trainer::should_validate_after(int64_t batch_idx) const {
+bool Trainer::validates_after_batch(int64_t batch_idx) const {
   if (num_val_batches_ == 0) return false;
   if (options_.check_val_every_n_epoch && (current_epoch_ + 1) % *options_.check_val_every_n_epoch != 0) {
     return false;

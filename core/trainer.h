@@ -66,11 +66,12 @@ class Trainer {
   void save_checkpoint(const std::string& path, SaveCheckpointOptions options = {});
   /// For checkpoint callbacks: an asynchronous save that removes `remove_after_commit` and runs
   /// `after_commit` once it is durable. Returns the path of a pending save it replaced (never
-  /// written), if any; a save that is not `replaceable` is never replaced (a newer one waits).
+  /// written), if any: only a pending save of the same non-empty `replace_group` is replaced; a
+  /// save of another group waits for the pending one to start (see CheckpointJob).
   std::optional<std::string> submit_checkpoint(const std::string& path, bool weights_only,
                                                std::vector<std::string> remove_after_commit = {},
                                                std::function<void(const std::string&)> after_commit = {},
-                                               bool replaceable = true);
+                                               std::string replace_group = {});
   /// Blocks until every asynchronous save is durable, then raises a failed one as CheckpointError.
   void wait_for_checkpoints();
   /// The checkpoint writer, for stats; nullptr until the first asynchronous save.
@@ -122,6 +123,9 @@ class Trainer {
 
   int64_t num_training_batches() const noexcept { return num_training_batches_; }
   int64_t num_val_batches() const noexcept { return num_val_batches_; }
+  /// Whether validation runs right after training batch `batch_idx` of the current epoch (asked
+  /// from on_train_batch_end, e.g. by ModelCheckpoint to wait for fresh validation metrics).
+  bool validates_after_batch(int64_t batch_idx) const;
   int64_t num_test_batches() const noexcept { return num_test_batches_; }
   int64_t num_predict_batches() const noexcept { return num_predict_batches_; }
   /// max_epochs after Lightning's defaulting (1000, or -1 when only max_steps is set).
@@ -178,7 +182,6 @@ class Trainer {
   bool run_training_batch(int64_t batch_idx);
   void optimize(const StepOutput& outputs, int64_t batch_idx);
   bool should_accumulate(int64_t batch_idx) const;
-  bool should_validate_after(int64_t batch_idx) const;
   void step_schedulers(SchedulerInterval interval);
   void call_train_epoch_end_hooks();
   void clip_gradients(torch::optim::Optimizer& optimizer);

@@ -81,7 +81,8 @@ std::unique_ptr<CheckpointSnapshot> Trainer::take_snapshot(const std::string& pa
 
 void Trainer::save_checkpoint(const std::string& path, SaveCheckpointOptions options) {
   if (options.async) {
-    submit_checkpoint(path, options.weights_only);
+    // A newer save to the same path supersedes a pending one; saves to other paths all land.
+    submit_checkpoint(path, options.weights_only, {}, {}, /*replace_group=*/path);
     return;
   }
   // In order with the background saves: an older one must not land after this one.
@@ -93,14 +94,14 @@ void Trainer::save_checkpoint(const std::string& path, SaveCheckpointOptions opt
 std::optional<std::string> Trainer::submit_checkpoint(const std::string& path, bool weights_only,
                                                       std::vector<std::string> remove_after_commit,
                                                       std::function<void(const std::string&)> after_commit,
-                                                      bool replaceable) {
+                                                      std::string replace_group) {
   if (!checkpoints_) checkpoints_ = std::make_unique<CheckpointWriter>();
   CheckpointJob job;
   job.path = path;
   job.snapshot = take_snapshot(path, weights_only, /*copy_tensors=*/true);
   job.remove_after_commit = std::move(remove_after_commit);
   job.after_commit = std::move(after_commit);
-  job.replaceable = replaceable;
+  job.replace_group = std::move(replace_group);
   return checkpoints_->submit(std::move(job));
 }
 

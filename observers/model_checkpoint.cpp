@@ -161,6 +161,7 @@ void ModelCheckpoint::setup(Trainer& trainer, Module& module, Stage stage) {
 }
 
 void ModelCheckpoint::on_train_start(Trainer& trainer, Module& module) {
+  save_deferred_to_validation_ = false;
   last_time_check_ = std::chrono::steady_clock::now();
   resumed_from_ = trainer.resumed_from();
 }
@@ -187,7 +188,20 @@ void ModelCheckpoint::on_train_batch_end(Trainer& trainer, Module& module, const
     skip = now - last_time_check_ < *options_.train_time_interval;
     if (!skip) last_time_check_ = now;
   }
-  if (!skip) save_topk_and_last(trainer);
+  if (skip) return;
+  if (defers_to_validation(trainer, batch_idx)) {
+    save_deferred_to_validation_ = true;
+    return;
+  }
+  save_topk_and_last(trainer);
+}
+
+bool ModelCheckpoint::defers_to_validation(const Trainer& trainer, int64_t batch_idx) const {
+  if (options_.monitor.empty() || options_.save_top_k == 0) return false;
+  if (trainer.callback_metrics().count(options_.monitor) == 0) return true;  // not logged yet
+  // Logged, but by an earlier validation that is about to be replaced. (Lightning defers this only
+  // when it saves in on_validation_end; a step-triggered save is stale either way.)
+  return trainer.validates_after_batch(batch_idx);
 }
 
 void ModelCheckpoint::on_train_epoch_end(Trainer& trainer, Module& module) {
@@ -196,8 +210,20 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& trainer, Module& module) {
 }
 
 void ModelCheckpoint::on_validation_end(Trainer& trainer, Module& module) {
+  if (save_deferred_to_validation_ && !trainer.sanity_checking()) {
+    save_deferred_to_validation_ = false;
+    if (!should_skip_saving(trainer)) save_topk_and_last(trainer);
+    return;
+  }
   if (should_skip_saving(trainer) || saves_on_train_epoch_end(trainer)) return;
   if (every_n_epochs_ >= 1 && (trainer.current_epoch() + 1) % every_n_epochs_ == 0) save_topk_and_last(trainer);
+}
+
+void ModelCheckpoint::on_train_end(Trainer& trainer, Module& module) {
+  save_deferred_to_validation_ = false;
+  if (options_.save_last == ModelCheckpointOptions::SaveLast::kNo || should_skip_saving(trainer)) return;
+  save_last_checkpoint(trainer, monitor_candidates(trainer));
+  last_global_step_saved_ = trainer.global_step();
 }
 
 void ModelCheckpoint::on_exception(Trainer& trainer, Module& module, const std::exception& error) {
@@ -331,11 +357,17 @@ void ModelCheckpoint::save(Trainer& trainer, const Metrics& metrics, const std::
   last_saved_path_ = path;
   submitted_.insert(path);
   if (options_.async) {
-    // Only a save that the next one supersedes anyway may be replaced while pending: the latest
-    // (save_top_k=1 without monitor) or `last` alone. A top-k member must land.
-    const bool replaceable = !with_last || (options_.monitor.empty() && options_.save_top_k == 1);
+    // Only a save that the next one of its kind supersedes anyway may be replaced while pending:
+    // the latest (save_top_k=1 without monitor) by the next latest, `last` alone by the next
+    // `last`. A top-k member must land.
+    std::string replace_group;
+    if (!with_last) {
+      replace_group = state_key() + " last";
+    } else if (options_.monitor.empty() && options_.save_top_k == 1) {
+      replace_group = state_key() + " latest";
+    }
     if (std::optional<std::string> replaced = trainer.submit_checkpoint(
-            path, options_.save_weights_only, std::move(remove_after), after_commit, replaceable)) {
+            path, options_.save_weights_only, std::move(remove_after), after_commit, replace_group)) {
       forget_replaced(*replaced);
     }
   } else {

@@ -49,6 +49,11 @@ struct ModelCheckpointOptions {
 /// Saves checkpoints during fit and keeps the best `save_top_k`. A new checkpoint is durable
 /// before an evicted one is removed; the checkpoint fit resumed from and files outside `dirpath`
 /// are never removed. Its own state (best_k_models, best_model_path, ...) is saved and restored.
+///
+/// As Lightning (its fix of #20185): a step- or time-triggered save whose `monitor` is not logged
+/// yet, or would be stale because validation runs right after this batch, is deferred to
+/// on_validation_end, where it sees fresh metrics. With `save_last`, a run that ends after steps
+/// no save has covered writes `last` in on_train_end, so `last` is always the final state.
 class ModelCheckpoint : public CheckpointCallback {
  public:
   /// Throws MisconfigurationError for an invalid combination of options, as Lightning.
@@ -68,6 +73,7 @@ class ModelCheckpoint : public CheckpointCallback {
                           int64_t batch_idx) override;
   void on_train_epoch_end(Trainer& trainer, Module& module) override;
   void on_validation_end(Trainer& trainer, Module& module) override;
+  void on_train_end(Trainer& trainer, Module& module) override;
   void on_exception(Trainer& trainer, Module& module, const std::exception& error) override;
 
   std::string best_model_path() const override { return best_model_path_; }
@@ -88,6 +94,7 @@ class ModelCheckpoint : public CheckpointCallback {
  private:
   bool should_skip_saving(const Trainer& trainer) const;
   bool saves_on_train_epoch_end(const Trainer& trainer) const;
+  bool defers_to_validation(const Trainer& trainer, int64_t batch_idx) const;
   Metrics monitor_candidates(const Trainer& trainer) const;
   void save_topk_and_last(Trainer& trainer);
   void save_monitor_checkpoint(Trainer& trainer, const Metrics& metrics, double current);
@@ -116,6 +123,7 @@ class ModelCheckpoint : public CheckpointCallback {
   std::optional<double> current_score_;
   std::string last_saved_path_;              // the newest checkpoint submitted (for `last`)
   int64_t last_global_step_saved_ = -1;
+  bool save_deferred_to_validation_ = false;  // a step/time-triggered save waits for on_validation_end
   std::chrono::steady_clock::time_point last_time_check_;
   std::set<std::string> submitted_;          // names taken by saves not yet on disk
 };

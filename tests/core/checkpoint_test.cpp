@@ -103,6 +103,41 @@ TEST_CASE("Resuming mid-epoch reproduces the uninterrupted run exactly", "[core]
   }
 }
 
+TEST_CASE("A checkpoint saved at a mid-epoch validation end resumes exactly after that validation",
+          "[core][checkpoint]") {
+  // Where ModelCheckpoint saves with val_check_interval < 1 (or a save deferred to validation).
+  class SaveAtValidationEnd : public Callback {
+   public:
+    explicit SaveAtValidationEnd(std::string path) : path_(std::move(path)) {}
+    void on_validation_end(Trainer& trainer, Module&) override {
+      if (trainer.sanity_checking()) return;
+      ++validations;
+      if (trainer.current_epoch() == 1 && trainer.global_step() == 16 + 8) trainer.save_checkpoint(path_);
+    }
+    std::string path_;
+    int validations = 0;
+  };
+  TempDir dir;
+  const std::string path = dir.file("val-end.ckpt");
+  TrainerOptions options = options_for_resume();
+  options.limit_val_batches = 2;
+  options.val_check_interval = 0.5;  // after batches 7 and 15 of each epoch
+  auto saver = std::make_shared<SaveAtValidationEnd>(path);
+  Trainer uninterrupted(options, {saver});
+  MomentumModule original;
+  RandomDataModule data(64, 4, /*shuffle=*/true);
+  uninterrupted.fit(original, data);
+  REQUIRE(saver->validations == 6);
+
+  auto counter = std::make_shared<SaveAtValidationEnd>(dir.file("unused.ckpt"));
+  Trainer resumed(options, {counter});
+  MomentumModule fresh;
+  resumed.fit(fresh, data, {path});
+  CHECK(same(weights(original), weights(fresh)));
+  CHECK(resumed.global_step() == uninterrupted.global_step());
+  CHECK(counter->validations == 3);  // the one it was saved at is not repeated
+}
+
 TEST_CASE("A checkpoint saved at an epoch end resumes with the next epoch", "[core][checkpoint]") {
   TempDir dir;
   class SaveAtEpochEnd : public Callback {

@@ -189,3 +189,46 @@ TEST_CASE("OnExceptionCheckpoint saves when fit fails and is removed after a run
   succeeding.fit(other, data, {on_exception->checkpoint_path()});
   CHECK_FALSE(fs::exists(on_exception->checkpoint_path()));
 }
+
+TEST_CASE("A step-triggered save that monitors a validation metric waits for fresh validation metrics",
+          "[observers][checkpoint]") {
+  // Lightning #20185: saving every 2 steps while monitoring val_loss failed before the first
+  // validation, and saves right before a validation ranked the previous validation's value.
+  TempDir dir;
+  ModelCheckpointOptions options;
+  options.dirpath = dir.file("ckpts");
+  options.filename = "{step}-{val_loss:.2f}";
+  options.monitor = "val_loss";
+  options.save_top_k = -1;
+  options.every_n_train_steps = 2;
+  auto checkpoint = std::make_shared<ModelCheckpoint>(options);
+  Trainer trainer(short_fit(2), {checkpoint});
+  ScriptedLoss module({0.9, 0.5});
+  testing::RandomDataModule data(64, 4);
+  trainer.fit(module, data);
+  // Step 2: val_loss not logged yet, deferred to epoch 0's validation (step 4). Step 6: saved at
+  // once. Step 8: validation follows, so it waits and ranks epoch 1's value.
+  CHECK(names_in(options.dirpath) == std::set<std::string>{"step=4-val_loss=0.90.ckpt", "step=6-val_loss=0.90.ckpt",
+                                                          "step=8-val_loss=0.50.ckpt"});
+  CHECK(checkpoint->best_model_path() == options.dirpath + "/step=8-val_loss=0.50.ckpt");
+  const LoadedCheckpoint best = read_checkpoint(checkpoint->best_model_path());
+  CHECK(best.data.global_step == 8);
+  CHECK(best.data.callback_metrics.at("val_loss") == Approx(0.5));
+}
+
+TEST_CASE("save_last writes `last` when training ends after the newest save", "[observers][checkpoint]") {
+  TempDir dir;
+  ModelCheckpointOptions options;
+  options.dirpath = dir.file("ckpts");
+  options.every_n_train_steps = 5;
+  options.save_last = ModelCheckpointOptions::SaveLast::kCopy;
+  auto checkpoint = std::make_shared<ModelCheckpoint>(options);
+  Trainer trainer(short_fit(3), {checkpoint});
+  testing::BoringModule module;
+  testing::RandomDataModule data(64, 4);
+  trainer.fit(module, data);
+  // Saves at steps 5 and 10 (the newest kept); 12 steps in all, so `last` is written at the end.
+  CHECK(names_in(options.dirpath) == std::set<std::string>{"epoch=2-step=10.ckpt", "last.ckpt"});
+  CHECK(read_checkpoint(options.dirpath + "/last.ckpt").data.global_step == 12);
+  CHECK(read_checkpoint(options.dirpath + "/epoch=2-step=10.ckpt").data.global_step == 10);
+}
