@@ -2,7 +2,9 @@
 /// CheckpointSnapshot: a checkpoint of exactly one step, held in memory until it is written.
 
 #include <cstddef>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,6 +27,28 @@ struct CheckpointPart {
   std::string serialized;  ///< if not empty: the file's bytes, and `archive` is unused
 };
 
+/// Tensors of written snapshots, kept for the next snapshot to copy into. A copy into memory that
+/// was touched before costs a memcpy; into new memory it also costs a page fault per page, which
+/// makes it ~3x slower on the benchmark machine (bench/README.md). Holds at most the copies of the
+/// last snapshot written. Thread-safe: snapshots are taken on the training thread and given back
+/// by the writer's.
+class SnapshotBuffers {
+ public:
+  /// A CPU tensor holding a copy of `tensor`, in a kept buffer of the same type and shape if any.
+  at::Tensor copy_of(const at::Tensor& tensor);
+  /// Takes back a written snapshot's copies, replacing the ones kept; only those nothing else
+  /// references are kept.
+  void give_back(std::vector<at::Tensor> copies);
+  /// Bytes kept for reuse.
+  std::size_t bytes() const;
+
+ private:
+  using Key = std::pair<int, std::vector<int64_t>>;  // scalar type, sizes
+  mutable std::mutex mutex_;
+  std::multimap<Key, at::Tensor> free_;
+  std::size_t bytes_ = 0;
+};
+
 /// What a checkpoint holds, taken on the training thread between two steps. With private copies
 /// (copy_tensors), every tensor in it is a CPU copy that nothing else references, so training may
 /// go on while another thread serialises it; without, it references the live tensors and must be
@@ -34,6 +58,9 @@ struct CheckpointSnapshot {
   bool weights_only = false;
   std::vector<CheckpointPart> parts;
   std::size_t tensor_bytes = 0;  ///< bytes of the tensor copies held (0 without copies)
+  /// Where the copies come from (nullptr: new memory), and the copies, given back after the write.
+  SnapshotBuffers* buffers = nullptr;
+  std::vector<at::Tensor> copies;
 };
 
 /// Adds the module's parameters and buffers as the part "model", laid out as

@@ -1,5 +1,11 @@
 #include "core/checkpoint_writer.h"
 
+#include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <filesystem>
 #include <system_error>
@@ -13,11 +19,22 @@
 
 namespace trainbus {
 
+constexpr int kWriterNice = 10;
+
 struct CheckpointWriter::Pool {
   boost::asio::thread_pool pool{1};
 };
 
-CheckpointWriter::CheckpointWriter() : pool_(std::make_unique<Pool>()) {}
+CheckpointWriter::CheckpointWriter() : pool_(std::make_unique<Pool>()) {
+  // The writer yields to the training threads: SCHED_BATCH, and a lower priority (nice), so that
+  // on a machine whose cores training keeps busy a save takes longer instead of slowing the steps
+  // (bench/README.md). Best effort: an unprivileged process may lower its threads' priority.
+  boost::asio::post(pool_->pool, [] {
+    sched_param param{};
+    (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &param);
+    (void)setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kWriterNice);
+  });
+}
 
 CheckpointWriter::~CheckpointWriter() {
   if (std::exception_ptr error = wait_quietly()) {
@@ -91,7 +108,11 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const std::size_t bytes = job.snapshot->tensor_bytes;
-    job.snapshot.reset();  // frees the tensor copies before the next job is taken
+    // The archives go first: then nothing but `copies` holds the tensor copies, and the next
+    // snapshot may copy into them.
+    job.snapshot->parts.clear();
+    buffers_.give_back(std::move(job.snapshot->copies));
+    job.snapshot.reset();
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.bytes_held -= bytes;
     if (ok) {
@@ -144,7 +165,9 @@ bool CheckpointWriter::has_error() const noexcept { return has_error_.load(std::
 
 CheckpointWriterStats CheckpointWriter::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return stats_;
+  CheckpointWriterStats stats = stats_;
+  stats.bytes_kept = buffers_.bytes();
+  return stats;
 }
 
 }  // namespace trainbus

@@ -43,6 +43,7 @@ struct CheckpointWriterStats {
   uint64_t waited = 0;    ///< submits that waited for a pending save of another group to start
   std::size_t bytes_held = 0;       ///< tensor bytes of the snapshots in flight or pending now
   std::size_t peak_bytes_held = 0;  ///< most ever held at once (at most two snapshots)
+  std::size_t bytes_kept = 0;       ///< tensor copies of the last written snapshot, kept for the next one
   double last_write_seconds = 0.0;  ///< serialise + write + fsync + rename of the last one written
 };
 
@@ -72,6 +73,8 @@ class CheckpointWriter {
   /// A relaxed read: whether check() would throw. Cheap enough for every batch.
   bool has_error() const noexcept;
   CheckpointWriterStats stats() const;
+  /// Where snapshots for this writer copy their tensors into (see SnapshotBuffers).
+  SnapshotBuffers& buffers() noexcept { return buffers_; }
 
  private:
   struct Pool;  // the Asio thread, kept out of this header
@@ -85,6 +88,7 @@ class CheckpointWriter {
   std::exception_ptr error_;
   std::atomic<bool> has_error_{false};
   CheckpointWriterStats stats_;
+  SnapshotBuffers buffers_;
   std::unique_ptr<Pool> pool_;  // last: its thread is joined before the members it uses go
 };
 

@@ -194,7 +194,10 @@ class Trainer {
   std::shared_ptr<DataLoader> require_loader(std::shared_ptr<DataLoader> loader, const char* getter) const;
 
   // Checkpoints (core/trainer_checkpoint.cpp).
-  std::unique_ptr<CheckpointSnapshot> take_snapshot(const std::string& path, bool weights_only, bool copy_tensors);
+  /// With `copies_into`, the snapshot holds private copies (made in those buffers); without, it
+  /// references the live tensors and must be written before training goes on.
+  std::unique_ptr<CheckpointSnapshot> take_snapshot(const std::string& path, bool weights_only,
+                                                    SnapshotBuffers* copies_into);
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
   void check_checkpoints() {
     if (checkpoints_ && checkpoints_->has_error()) checkpoints_->check();

@@ -34,11 +34,13 @@ std::string first_line(const std::string& message) { return message.substr(0, me
 }  // namespace
 
 std::unique_ptr<CheckpointSnapshot> Trainer::take_snapshot(const std::string& path, bool weights_only,
-                                                           bool copy_tensors) {
+                                                           SnapshotBuffers* copies_into) {
+  const bool copy_tensors = copies_into != nullptr;
   TRAINBUS_CHECK(module_ != nullptr && fn_ == Stage::kFit, "Trainer::save_checkpoint(\"", path,
                  "\") needs a running fit: call it from a callback or a module hook during Trainer::fit");
   auto snapshot = std::make_unique<CheckpointSnapshot>();
   snapshot->weights_only = weights_only;
+  snapshot->buffers = copies_into;
   CheckpointData& data = snapshot->data;
   data.epoch = current_epoch_;
   data.global_step = global_step_;
@@ -87,7 +89,7 @@ void Trainer::save_checkpoint(const std::string& path, SaveCheckpointOptions opt
   }
   // In order with the background saves: an older one must not land after this one.
   if (checkpoints_) checkpoints_->wait();
-  std::unique_ptr<CheckpointSnapshot> snapshot = take_snapshot(path, options.weights_only, /*copy_tensors=*/false);
+  std::unique_ptr<CheckpointSnapshot> snapshot = take_snapshot(path, options.weights_only, /*copies_into=*/nullptr);
   write_checkpoint(*snapshot, path);
 }
 
@@ -98,7 +100,7 @@ std::optional<std::string> Trainer::submit_checkpoint(const std::string& path, b
   if (!checkpoints_) checkpoints_ = std::make_unique<CheckpointWriter>();
   CheckpointJob job;
   job.path = path;
-  job.snapshot = take_snapshot(path, weights_only, /*copy_tensors=*/true);
+  job.snapshot = take_snapshot(path, weights_only, &checkpoints_->buffers());
   job.remove_after_commit = std::move(remove_after_commit);
   job.after_commit = std::move(after_commit);
   job.replace_group = std::move(replace_group);

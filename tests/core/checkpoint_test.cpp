@@ -239,35 +239,47 @@ TEST_CASE("Loading a bad checkpoint names the file, the part and the problem", "
 
 TEST_CASE("An asynchronous save holds exactly the step it was taken at", "[core][checkpoint][async]") {
   // The tensors change right after save_checkpoint returns (the next steps); the checkpoint must
-  // still hold the weights of the moment it was called.
+  // still hold the weights of the moment it was called. The second save copies into the buffers
+  // the first one gave back: both must hold their own step.
   TempDir dir;
-  const std::string path = dir.file("async.ckpt");
   class SaveAsyncAt : public Callback {
    public:
-    explicit SaveAsyncAt(std::string path) : path_(std::move(path)) {}
+    explicit SaveAsyncAt(std::string dir) : dir_(std::move(dir)) {}
     void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput&, const Batch&, int64_t batch_idx) override {
-      if (trainer.current_epoch() != 0 || batch_idx != 5) return;
-      trainer.save_checkpoint(path_, {false, /*async=*/true});
-      at_save = weights(module);
+      if (trainer.current_epoch() != 0 || (batch_idx != 5 && batch_idx != 9)) return;
+      if (batch_idx == 9) {
+        trainer.wait_for_checkpoints();
+        kept_before_second = trainer.checkpoint_writer()->stats().bytes_kept;
+      }
+      trainer.save_checkpoint(dir_ + "/step" + std::to_string(batch_idx + 1), {false, /*async=*/true});
+      if (batch_idx == 9) kept_after_second = trainer.checkpoint_writer()->stats().bytes_kept;
+      at_save.push_back(weights(module));
       // Change every weight in place at once: a checkpoint still reading the live tensors would see it.
       torch::NoGradGuard no_grad;
       for (auto& p : module.parameters()) p.add_(1000.0);
     }
-    std::string path_;
-    std::vector<at::Tensor> at_save;
+    std::string dir_;
+    std::vector<std::vector<at::Tensor>> at_save;
+    std::size_t kept_before_second = 0, kept_after_second = 0;
   };
-  auto saver = std::make_shared<SaveAsyncAt>(path);
+  auto saver = std::make_shared<SaveAsyncAt>(dir.path().string());
   Trainer trainer(options_for_resume(), {saver});
   MomentumModule module;
   RandomDataModule data(64, 4, true);
   trainer.fit(module, data);
   REQUIRE(trainer.checkpoint_writer() != nullptr);
-  CHECK(trainer.checkpoint_writer()->stats().written == 1);
-  const LoadedCheckpoint loaded = read_checkpoint(path);
-  MomentumModule restored;
-  restored.load(const_cast<torch::serialize::InputArchive&>(loaded.model));
-  CHECK(same(weights(restored), saver->at_save));
-  CHECK(loaded.data.global_step == 6);
+  CHECK(trainer.checkpoint_writer()->stats().written == 2);
+  CHECK(saver->kept_before_second > 0);   // the first snapshot's copies, given back after its write
+  CHECK(saver->kept_after_second == 0);   // ... and all taken by the second snapshot
+  REQUIRE(saver->at_save.size() == 2);
+  for (int i = 0; i < 2; ++i) {
+    const int64_t step = i == 0 ? 6 : 10;
+    const LoadedCheckpoint loaded = read_checkpoint(dir.file("step" + std::to_string(step)));
+    MomentumModule restored;
+    restored.load(const_cast<torch::serialize::InputArchive&>(loaded.model));
+    CHECK(same(weights(restored), saver->at_save[static_cast<size_t>(i)]));
+    CHECK(loaded.data.global_step == step);
+  }
 }
 
 TEST_CASE("An asynchronous save resumes exactly like a synchronous one", "[core][checkpoint][async]") {
