@@ -47,7 +47,8 @@ struct CheckpointWriterStats {
   double last_write_seconds = 0.0;  ///< serialise + write + fsync + rename of the last one written
 };
 
-/// At most one save in flight and one pending, so memory holds at most two snapshots: a newer
+/// At most one save in flight and one pending, so memory holds at most two snapshots (and the
+/// copies of the last one written, kept for reuse: stats().bytes_kept): a newer
 /// submit() of the same replace_group replaces the pending one (counted, never written) and the
 /// training thread does not wait; a save of another group waits for the pending one to start.
 /// Saves are written in submission order on the writer's own thread (an Asio thread_pool of one,
