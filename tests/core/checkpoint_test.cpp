@@ -1,5 +1,6 @@
 // Trainer::save_checkpoint and resuming with fit(module, data, {ckpt_path}).
 #include <filesystem>
+#include <map>
 #include <fstream>
 
 #include "tests/support/catch.h"
@@ -39,6 +40,15 @@ class BatchCounter : public Callback {
   }
   void load_state_dict(const StateDict& state) override { count = state.at("count").toInt(); }
   int64_t count = 0;
+};
+
+/// Each training step's loss, by the global step it ended at.
+class LossRecorder : public Callback {
+ public:
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput& outputs, const Batch&, int64_t) override {
+    losses[trainer.global_step()] = outputs.loss().item<double>();
+  }
+  std::map<int64_t, double> losses;
 };
 
 /// Saves a checkpoint after batch `batch` of epoch `epoch`.
@@ -85,19 +95,29 @@ TEST_CASE("Resuming mid-epoch reproduces the uninterrupted run exactly", "[core]
     DYNAMIC_SECTION("saved after batch " << batch << " of epoch " << epoch) {
       const std::string path = dir.file("mid.ckpt");
       auto counter = std::make_shared<BatchCounter>();
-      Trainer uninterrupted(options_for_resume(), {counter, std::make_shared<SaveAt>(path, epoch, batch)});
+      auto losses = std::make_shared<LossRecorder>();
+      Trainer uninterrupted(options_for_resume(), {counter, losses, std::make_shared<SaveAt>(path, epoch, batch)});
       MomentumModule original;
       RandomDataModule data(64, 4, /*shuffle=*/true);
       uninterrupted.fit(original, data);
 
       auto resumed_counter = std::make_shared<BatchCounter>();
-      Trainer resumed(options_for_resume(), {resumed_counter});
+      auto resumed_losses = std::make_shared<LossRecorder>();
+      Trainer resumed(options_for_resume(), {resumed_counter, resumed_losses});
       MomentumModule fresh;
       resumed.fit(fresh, data, {path});
 
       CHECK(same(weights(original), weights(fresh)));
       CHECK(resumed.global_step() == uninterrupted.global_step());
       CHECK(resumed.current_epoch() == 3);
+      // Step for step: every step after the save has exactly the loss it had in the uninterrupted run.
+      const int64_t saved_at = epoch * 16 + batch + 1;
+      CHECK(resumed_losses->losses.size() == static_cast<size_t>(3 * 16 - saved_at));
+      CHECK(resumed_losses->losses.begin()->first == saved_at + 1);
+      for (const auto& [step, loss] : resumed_losses->losses) {
+        INFO("step " << step);
+        CHECK(loss == losses->losses.at(step));
+      }
       CHECK(resumed_counter->count == counter->count);  // restored from the checkpoint, then counted on
     }
   }
