@@ -232,3 +232,29 @@ TEST_CASE("save_last writes `last` when training ends after the newest save", "[
   CHECK(read_checkpoint(options.dirpath + "/last.ckpt").data.global_step == 12);
   CHECK(read_checkpoint(options.dirpath + "/epoch=2-step=10.ckpt").data.global_step == 10);
 }
+
+TEST_CASE("A checkpoint directory removed during the run is made again by the next save", "[observers][checkpoint]") {
+  TempDir dir;
+  ModelCheckpointOptions options;
+  options.dirpath = dir.file("ckpts");
+  options.every_n_train_steps = 1;
+  options.save_last = ModelCheckpointOptions::SaveLast::kLink;
+  class RemoveDirectory : public Callback {
+   public:
+    explicit RemoveDirectory(std::string dir) : dir_(std::move(dir)) {}
+    void on_train_batch_start(Trainer& trainer, Module&, const Batch&, int64_t batch_idx) override {
+      if (batch_idx != 3) return;
+      trainer.wait_for_checkpoints();
+      fs::remove_all(dir_);  // as a user cleaning up by hand
+    }
+    std::string dir_;
+  };
+  auto checkpoint = std::make_shared<ModelCheckpoint>(options);
+  Trainer trainer(short_fit(1), {std::make_shared<RemoveDirectory>(options.dirpath), checkpoint});
+  testing::BoringModule module;
+  testing::RandomDataModule data(64, 4);
+  trainer.fit(module, data);
+  CHECK(names_in(options.dirpath) == std::set<std::string>{"epoch=0-step=4.ckpt", "last.ckpt"});
+  CHECK(read_checkpoint(options.dirpath + "/last.ckpt").data.global_step == 4);
+  CHECK(checkpoint->best_model_path() == options.dirpath + "/epoch=0-step=4.ckpt");
+}
