@@ -14,12 +14,16 @@
 namespace trainbus {
 namespace {
 
-// A CPU copy that shares no storage with `tensor` (a real copy even when it is already on the CPU:
-// the snapshot must not change when training goes on). Undefined stays undefined.
+// A CPU copy in new memory (a real copy even when `tensor` is already on the CPU).
+at::Tensor new_cpu_copy(const at::Tensor& tensor) {
+  return tensor.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
+}
+
+// A CPU copy that shares no storage with `tensor`: the snapshot must not change when training goes
+// on. Undefined stays undefined.
 at::Tensor private_copy(const at::Tensor& tensor, CheckpointSnapshot& snapshot) {
   if (!tensor.defined()) return tensor;
-  at::Tensor copy = snapshot.buffers != nullptr ? snapshot.buffers->copy_of(tensor)
-                                                : tensor.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
+  at::Tensor copy = snapshot.buffers != nullptr ? snapshot.buffers->copy_of(tensor) : new_cpu_copy(tensor);
   snapshot.tensor_bytes += copy.nbytes();
   snapshot.copies.push_back(copy);
   return copy;
@@ -101,8 +105,8 @@ at::Tensor SnapshotBuffers::copy_of(const at::Tensor& tensor) {
       bytes_ -= buffer.nbytes();
     }
   }
+  if (!buffer.defined()) return new_cpu_copy(tensor);
   const at::Tensor source = tensor.detach();
-  if (!buffer.defined()) return source.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
   if (source.device().is_cpu() && source.is_contiguous()) {
     // Same type and shape, both dense: a plain memcpy (measured 2-3x faster here than copy_).
     std::memcpy(buffer.data_ptr(), source.data_ptr(), source.nbytes());

@@ -20,8 +20,6 @@ class Crc32c {
   explicit Crc32c(bool portable = false);
   void update(const void* data, std::size_t size);
   uint32_t value() const noexcept { return ~register_; }
-  /// Whether update() uses the CPU instruction.
-  bool uses_cpu_instruction() const noexcept { return hardware_; }
 
  private:
   uint32_t register_ = 0xFFFFFFFFu;  // the running CRC before the final inversion

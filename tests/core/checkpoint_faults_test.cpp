@@ -80,14 +80,7 @@ std::string failing_fit(const std::shared_ptr<SaveGoodThenBad>& saver) {
   return message;
 }
 
-std::set<std::string> names_in(const std::string& dir) {
-  std::set<std::string> names;
-  for (const auto& entry : fs::directory_iterator(dir)) names.insert(entry.path().filename().string());
-  return names;
-}
-
 void save_good_checkpoint(const std::string& path) {
-  auto saver = std::make_shared<SaveGoodThenBad>(path, "", false);
   class SaveOnly : public Callback {
    public:
     explicit SaveOnly(std::string path) : path_(std::move(path)) {}

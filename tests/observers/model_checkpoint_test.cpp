@@ -13,6 +13,7 @@
 
 using namespace trainbus;
 using namespace trainbus::observers;
+using trainbus::testing::names_in;
 using trainbus::testing::TempDir;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
@@ -31,12 +32,6 @@ class ScriptedLoss : public testing::BoringModule {
  private:
   std::vector<double> losses_;
 };
-
-std::set<std::string> names_in(const std::string& dir) {
-  std::set<std::string> names;
-  for (const auto& entry : fs::directory_iterator(dir)) names.insert(entry.path().filename().string());
-  return names;
-}
 
 TrainerOptions short_fit(int64_t epochs) {
   TrainerOptions options;

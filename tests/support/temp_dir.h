@@ -2,6 +2,7 @@
 // A fresh directory under the system temp dir, removed with everything in it at scope exit.
 
 #include <filesystem>
+#include <set>
 #include <string>
 
 namespace trainbus::testing {
@@ -19,5 +20,8 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+/// The names of the entries of `dir` (files, directories, links), sorted.
+std::set<std::string> names_in(const std::string& dir);
 
 }  // namespace trainbus::testing
