@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cstring>
 #include <sstream>
+#include <vector>
+
+#include <unistd.h>
 #include <utility>
 
 #include <torch/optim/adagrad.h>
@@ -47,62 +50,85 @@ void save_module(const torch::nn::Module& module, torch::serialize::OutputArchiv
   }
 }
 
-// Adam and AdamW keep the same state under different types.
-template <class AdamState>
-std::unique_ptr<torch::optim::OptimizerParamState> copy_adam_state(const AdamState& state, CheckpointSnapshot& snapshot) {
-  auto copy = std::make_unique<AdamState>(state);
-  copy->exp_avg(private_copy(state.exp_avg(), snapshot));
-  copy->exp_avg_sq(private_copy(state.exp_avg_sq(), snapshot));
-  copy->max_exp_avg_sq(private_copy(state.max_exp_avg_sq(), snapshot));
-  return copy;
+// Calls visit(field) for every tensor field of one parameter's optimizer state, and returns true,
+// for LibTorch's own optimizers; returns false for a state type this does not know (a custom
+// optimizer). The one list of those fields, for copying a state and for preparing its buffers.
+template <class Visit>
+bool for_each_state_tensor(torch::optim::OptimizerParamState& state, Visit&& visit) {
+  using namespace torch::optim;
+  if (auto* sgd = dynamic_cast<SGDParamState*>(&state)) {
+    visit(sgd->momentum_buffer());
+  } else if (auto* adam = dynamic_cast<AdamParamState*>(&state)) {
+    visit(adam->exp_avg());
+    visit(adam->exp_avg_sq());
+    visit(adam->max_exp_avg_sq());
+  } else if (auto* adamw = dynamic_cast<AdamWParamState*>(&state)) {
+    visit(adamw->exp_avg());
+    visit(adamw->exp_avg_sq());
+    visit(adamw->max_exp_avg_sq());
+  } else if (auto* adagrad = dynamic_cast<AdagradParamState*>(&state)) {
+    visit(adagrad->sum());
+  } else if (auto* rmsprop = dynamic_cast<RMSpropParamState*>(&state)) {
+    visit(rmsprop->square_avg());
+    visit(rmsprop->momentum_buffer());
+    visit(rmsprop->grad_avg());
+  } else {
+    return false;
+  }
+  return true;
 }
 
 // Whether copy_state knows this state type (LibTorch's own optimizers).
 bool copyable(const torch::optim::OptimizerParamState& state) {
-  using namespace torch::optim;
-  return dynamic_cast<const SGDParamState*>(&state) || dynamic_cast<const AdamParamState*>(&state) ||
-         dynamic_cast<const AdamWParamState*>(&state) || dynamic_cast<const AdagradParamState*>(&state) ||
-         dynamic_cast<const RMSpropParamState*>(&state);
+  return for_each_state_tensor(const_cast<torch::optim::OptimizerParamState&>(state), [](const at::Tensor&) {});
 }
 
-// A copy of one parameter's optimizer state whose tensors are private; nullptr for a state type
-// this does not know (a custom optimizer).
+// A copy of one parameter's optimizer state whose tensors are private (for a known state type).
 std::unique_ptr<torch::optim::OptimizerParamState> copy_state(const torch::optim::OptimizerParamState& state,
                                                               CheckpointSnapshot& snapshot) {
-  using namespace torch::optim;
-  if (auto* sgd = dynamic_cast<const SGDParamState*>(&state)) {
-    auto copy = std::make_unique<SGDParamState>(*sgd);
-    copy->momentum_buffer(private_copy(sgd->momentum_buffer(), snapshot));
-    return copy;
+  std::unique_ptr<torch::optim::OptimizerParamState> copy = state.clone();  // shares the tensors
+  for_each_state_tensor(*copy, [&](at::Tensor& field) { field = private_copy(field, snapshot); });
+  return copy;
+}
+
+// The tensors save_module writes, in its order.
+void module_tensors(const torch::nn::Module& module, std::vector<at::Tensor>& out) {
+  for (const auto& parameter : module.named_parameters(/*recurse=*/false)) out.push_back(parameter.value());
+  for (const auto& buffer : module.named_buffers(/*recurse=*/false)) out.push_back(buffer.value());
+  for (const auto& child : module.named_children()) {
+    if (child.value()->is_serializable()) module_tensors(*child.value(), out);
   }
-  if (auto* adam = dynamic_cast<const AdamParamState*>(&state)) return copy_adam_state(*adam, snapshot);
-  if (auto* adamw = dynamic_cast<const AdamWParamState*>(&state)) return copy_adam_state(*adamw, snapshot);
-  if (auto* adagrad = dynamic_cast<const AdagradParamState*>(&state)) {
-    auto copy = std::make_unique<AdagradParamState>(*adagrad);
-    copy->sum(private_copy(adagrad->sum(), snapshot));
-    return copy;
-  }
-  if (auto* rmsprop = dynamic_cast<const RMSpropParamState*>(&state)) {
-    auto copy = std::make_unique<RMSpropParamState>(*rmsprop);
-    copy->square_avg(private_copy(rmsprop->square_avg(), snapshot));
-    copy->momentum_buffer(private_copy(rmsprop->momentum_buffer(), snapshot));
-    copy->grad_avg(private_copy(rmsprop->grad_avg(), snapshot));
-    return copy;
-  }
-  return nullptr;
+}
+
+// Writes one byte in every page of `tensor`, which makes them all resident and mapped.
+void touch_pages(at::Tensor& tensor) {
+  static const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  auto* bytes = static_cast<volatile char*>(tensor.data_ptr());
+  const std::size_t size = tensor.nbytes();
+  for (std::size_t offset = 0; offset < size; offset += page) bytes[offset] = 0;
+  if (size > 0) bytes[size - 1] = 0;
 }
 
 }  // namespace
 
+SnapshotBuffers::Layout SnapshotBuffers::layout_of(const at::Tensor& tensor) {
+  return {static_cast<int>(tensor.scalar_type()), tensor.sizes().vec()};
+}
+
 at::Tensor SnapshotBuffers::copy_of(const at::Tensor& tensor) {
   at::Tensor buffer;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto found = free_.find(Key{static_cast<int>(tensor.scalar_type()), tensor.sizes().vec()});
+    std::unique_lock<std::mutex> lock(mutex_);
+    const Key key = layout_of(tensor);
+    // A prepare() in progress hands its buffers back one by one, in snapshot order.
+    prepared_.wait(lock, [&] { return !preparing_ || free_.count(key) > 0; });
+    auto found = free_.find(key);
     if (found != free_.end()) {
       buffer = std::move(found->second);
       free_.erase(found);
       bytes_ -= buffer.nbytes();
+    } else {
+      ++fresh_copies_;
     }
   }
   if (!buffer.defined()) return new_cpu_copy(tensor);
@@ -125,20 +151,92 @@ void SnapshotBuffers::give_back(std::vector<at::Tensor> copies) {
       continue;
     }
     bytes += copy.nbytes();
-    kept.emplace(Key{static_cast<int>(copy.scalar_type()), copy.sizes().vec()}, std::move(copy));
+    kept.emplace(layout_of(copy), std::move(copy));
   }
   std::multimap<Key, at::Tensor> dropped;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (preparing_) {
+      // The buffers being prepared are for the next snapshot already; keep those, not two sets.
+      dropped.swap(kept);
+      return;
+    }
     dropped.swap(free_);
     free_.swap(kept);
     bytes_ = bytes;
   }
 }  // `dropped` is freed here, outside the lock
 
+bool SnapshotBuffers::start_preparing() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (preparing_) return false;
+  preparing_ = true;
+  return true;
+}
+
+void SnapshotBuffers::prepare(const std::vector<Layout>& layouts) noexcept {
+  // Take every kept buffer a layout asks for (copy_of waits for them now); drop the others.
+  std::vector<std::pair<Key, at::Tensor>> todo;
+  std::multimap<Key, at::Tensor> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const Layout& layout : layouts) {
+      at::Tensor buffer;
+      auto found = free_.find(layout);
+      if (found != free_.end()) {
+        buffer = std::move(found->second);
+        free_.erase(found);
+        bytes_ -= buffer.nbytes();
+      }
+      todo.emplace_back(layout, std::move(buffer));
+    }
+    dropped.swap(free_);
+    bytes_ = 0;
+  }
+  dropped.clear();
+  for (auto& [layout, buffer] : todo) {
+    try {
+      if (!buffer.defined()) buffer = at::empty(layout.second, at::TensorOptions().dtype(at::ScalarType(layout.first)));
+      touch_pages(buffer);
+    } catch (...) {
+      buffer = at::Tensor();  // out of memory: the snapshot allocates its own, or fails there
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (buffer.defined()) {
+      bytes_ += buffer.nbytes();
+      free_.emplace(layout, std::move(buffer));
+    }
+    prepared_.notify_all();
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  preparing_ = false;
+  prepared_.notify_all();
+}
+
 std::size_t SnapshotBuffers::bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return bytes_;
+}
+
+uint64_t SnapshotBuffers::fresh_copies() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return fresh_copies_;
+}
+
+std::vector<SnapshotBuffers::Layout> snapshot_layouts(const torch::nn::Module& module,
+                                                      const std::vector<torch::optim::Optimizer*>& optimizers) {
+  std::vector<at::Tensor> tensors;
+  module_tensors(module, tensors);
+  for (torch::optim::Optimizer* optimizer : optimizers) {
+    for (auto& [key, state] : optimizer->state()) {
+      for_each_state_tensor(*state, [&](const at::Tensor& field) { tensors.push_back(field); });
+    }
+  }
+  std::vector<SnapshotBuffers::Layout> layouts;
+  for (const at::Tensor& tensor : tensors) {
+    if (tensor.defined()) layouts.push_back(SnapshotBuffers::layout_of(tensor));
+  }
+  return layouts;
 }
 
 void snapshot_module(const torch::nn::Module& module, bool copy_tensors, CheckpointSnapshot& snapshot) {

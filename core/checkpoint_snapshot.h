@@ -1,7 +1,9 @@
 #pragma once
 /// CheckpointSnapshot: a checkpoint of exactly one step, held in memory until it is written.
 
+#include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,23 +32,43 @@ struct CheckpointPart {
 /// Tensors of written snapshots, kept for the next snapshot to copy into. A copy into memory that
 /// was touched before costs a memcpy; into new memory it also costs a page fault per page, which
 /// makes it ~3x slower on the benchmark machine (bench/README.md). Holds at most the copies of the
-/// last snapshot written. Thread-safe: snapshots are taken on the training thread and given back
-/// by the writer's.
+/// last snapshot written, or the buffers prepared for the next one. Thread-safe: snapshots are
+/// taken on the training thread, given back by the writer's and prepared by another.
 class SnapshotBuffers {
  public:
+  /// What a buffer is for: a CPU tensor of this scalar type and these sizes.
+  using Layout = std::pair<int, std::vector<int64_t>>;
+  static Layout layout_of(const at::Tensor& tensor);
+
   /// A CPU tensor holding a copy of `tensor`, in a kept buffer of the same type and shape if any.
+  /// While buffers are being prepared, waits for one of that layout to be ready.
   at::Tensor copy_of(const at::Tensor& tensor);
+
+  /// Announces prepare(): from now until it ends, copy_of waits for the buffers it prepares. False
+  /// (and nothing to do) if a preparation is running already. Called on the training thread.
+  bool start_preparing();
+  /// Makes a buffer ready for each of `layouts` (the tensors the next snapshot copies, in its
+  /// order): reuses kept buffers, allocates the missing ones, drops the rest, and writes one byte in
+  /// every page, so that the snapshot's copy neither faults nor waits for memory left cold (in a
+  /// VM, memory untouched for seconds can cost a host fault per page: bench/README.md). Runs on a
+  /// background thread, after start_preparing().
+  void prepare(const std::vector<Layout>& layouts) noexcept;
   /// Takes back a written snapshot's copies, replacing the ones kept; only those nothing else
   /// references are kept.
   void give_back(std::vector<at::Tensor> copies);
   /// Bytes kept for reuse.
   std::size_t bytes() const;
+  /// Copies copy_of made into new memory, for want of a kept or prepared buffer.
+  uint64_t fresh_copies() const;
 
  private:
-  using Key = std::pair<int, std::vector<int64_t>>;  // scalar type, sizes
+  using Key = Layout;
   mutable std::mutex mutex_;
+  std::condition_variable prepared_;  // a prepared buffer was handed back, or prepare() ended
+  bool preparing_ = false;
   std::multimap<Key, at::Tensor> free_;
   std::size_t bytes_ = 0;
+  uint64_t fresh_copies_ = 0;
 };
 
 /// What a checkpoint holds, taken on the training thread between two steps. With private copies
@@ -62,6 +84,11 @@ struct CheckpointSnapshot {
   SnapshotBuffers* buffers = nullptr;
   std::vector<at::Tensor> copies;
 };
+
+/// The layouts of the tensors a snapshot of `module` and `optimizers` copies, in the order it copies
+/// them; for SnapshotBuffers::prepare.
+std::vector<SnapshotBuffers::Layout> snapshot_layouts(const torch::nn::Module& module,
+                                                      const std::vector<torch::optim::Optimizer*>& optimizers);
 
 /// Adds the module's parameters and buffers as the part "model", laid out as
 /// torch::nn::Module::save lays them out (so Module::load reads it).

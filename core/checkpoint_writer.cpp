@@ -23,6 +23,8 @@ constexpr int kWriterNice = 10;
 
 struct CheckpointWriter::Pool {
   boost::asio::thread_pool pool{1};
+  // Prepares snapshot buffers at normal priority: they are needed by the next save, soon.
+  boost::asio::thread_pool preparer{1};
 };
 
 CheckpointWriter::CheckpointWriter() : pool_(std::make_unique<Pool>()) {
@@ -45,6 +47,16 @@ CheckpointWriter::~CheckpointWriter() {
     }
   }
   pool_->pool.join();
+  pool_->preparer.join();
+}
+
+void CheckpointWriter::prepare_buffers(std::vector<SnapshotBuffers::Layout> layouts) {
+  if (!buffers_.start_preparing()) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.prepared;
+  }
+  boost::asio::post(pool_->preparer, [this, layouts = std::move(layouts)] { buffers_.prepare(layouts); });
 }
 
 std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
@@ -167,6 +179,7 @@ CheckpointWriterStats CheckpointWriter::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   CheckpointWriterStats stats = stats_;
   stats.bytes_kept = buffers_.bytes();
+  stats.fresh_copies = buffers_.fresh_copies();
   return stats;
 }
 

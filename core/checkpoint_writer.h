@@ -43,7 +43,9 @@ struct CheckpointWriterStats {
   uint64_t waited = 0;    ///< submits that waited for a pending save of another group to start
   std::size_t bytes_held = 0;       ///< tensor bytes of the snapshots in flight or pending now
   std::size_t peak_bytes_held = 0;  ///< most ever held at once (at most two snapshots)
-  std::size_t bytes_kept = 0;       ///< tensor copies of the last written snapshot, kept for the next one
+  std::size_t bytes_kept = 0;       ///< buffers kept or prepared for the next snapshot to copy into
+  uint64_t prepared = 0;            ///< buffer preparations started (Trainer::prepare_checkpoint)
+  uint64_t fresh_copies = 0;        ///< tensors snapshots copied into new memory (no buffer kept or prepared)
   double last_write_seconds = 0.0;  ///< serialise + write + fsync + rename of the last one written
 };
 
@@ -76,9 +78,12 @@ class CheckpointWriter {
   CheckpointWriterStats stats() const;
   /// Where snapshots for this writer copy their tensors into (see SnapshotBuffers).
   SnapshotBuffers& buffers() noexcept { return buffers_; }
+  /// Prepares buffers for a snapshot of `layouts` on the writer's second thread, which only does
+  /// this (a write in progress does not delay it). Does nothing while a preparation runs.
+  void prepare_buffers(std::vector<SnapshotBuffers::Layout> layouts);
 
  private:
-  struct Pool;  // the Asio thread, kept out of this header
+  struct Pool;  // the Asio threads, kept out of this header
   void write_in_background(CheckpointJob job) noexcept;
   std::exception_ptr take_error();
 

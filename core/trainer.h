@@ -72,6 +72,11 @@ class Trainer {
                                                std::vector<std::string> remove_after_commit = {},
                                                std::function<void(const std::string&)> after_commit = {},
                                                std::string replace_group = {});
+  /// For checkpoint callbacks: an asynchronous save is expected within about a step. Prepares the
+  /// memory its snapshot copies into on a background thread (allocated, every page touched), so
+  /// that the copy on the training thread runs at memory speed. Optional: a save without it is the
+  /// same checkpoint, only its copy may stall longer. Call it a step or a validation ahead.
+  void prepare_checkpoint();
   /// Blocks until every asynchronous save is durable, then raises a failed one as CheckpointError.
   void wait_for_checkpoints();
   /// The checkpoint writer, for stats; nullptr until the first asynchronous save.

@@ -179,6 +179,23 @@ bool ModelCheckpoint::saves_on_train_epoch_end(const Trainer& trainer) const {
   return o.val_check_interval.is_fraction() && o.val_check_interval.fraction() == 1.0;
 }
 
+bool ModelCheckpoint::saves_on_validation_end(const Trainer& trainer) const {
+  return !saves_on_train_epoch_end(trainer) && saves_this_epoch(trainer);
+}
+
+bool ModelCheckpoint::saves_this_epoch(const Trainer& trainer) const {
+  return every_n_epochs_ >= 1 && (trainer.current_epoch() + 1) % every_n_epochs_ == 0;
+}
+
+void ModelCheckpoint::on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) {
+  if (!options_.async || trainer.fn() != Stage::kFit) return;
+  const bool step_save = every_n_train_steps_ >= 1 && !options_.train_time_interval &&
+                         (trainer.global_step() + 1) % every_n_train_steps_ == 0;
+  const bool epoch_end_save = batch_idx + 1 == trainer.num_training_batches() &&
+                              saves_on_train_epoch_end(trainer) && saves_this_epoch(trainer);
+  if (step_save || epoch_end_save) trainer.prepare_checkpoint();
+}
+
 void ModelCheckpoint::on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
                                          const Batch& batch, int64_t batch_idx) {
   if (should_skip_saving(trainer)) return;
@@ -205,8 +222,14 @@ bool ModelCheckpoint::defers_to_validation(const Trainer& trainer, int64_t batch
 }
 
 void ModelCheckpoint::on_train_epoch_end(Trainer& trainer, Module& module) {
-  if (should_skip_saving(trainer) || !saves_on_train_epoch_end(trainer)) return;
-  if (every_n_epochs_ >= 1 && (trainer.current_epoch() + 1) % every_n_epochs_ == 0) save_topk_and_last(trainer);
+  if (!should_skip_saving(trainer) && saves_on_train_epoch_end(trainer) && saves_this_epoch(trainer)) {
+    save_topk_and_last(trainer);
+  }
+}
+
+void ModelCheckpoint::on_validation_start(Trainer& trainer, Module& module) {
+  if (!options_.async || trainer.fn() != Stage::kFit || trainer.sanity_checking()) return;
+  if (save_deferred_to_validation_ || saves_on_validation_end(trainer)) trainer.prepare_checkpoint();
 }
 
 void ModelCheckpoint::on_validation_end(Trainer& trainer, Module& module) {
@@ -215,8 +238,7 @@ void ModelCheckpoint::on_validation_end(Trainer& trainer, Module& module) {
     if (!should_skip_saving(trainer)) save_topk_and_last(trainer);
     return;
   }
-  if (should_skip_saving(trainer) || saves_on_train_epoch_end(trainer)) return;
-  if (every_n_epochs_ >= 1 && (trainer.current_epoch() + 1) % every_n_epochs_ == 0) save_topk_and_last(trainer);
+  if (!should_skip_saving(trainer) && saves_on_validation_end(trainer)) save_topk_and_last(trainer);
 }
 
 void ModelCheckpoint::on_train_end(Trainer& trainer, Module& module) {

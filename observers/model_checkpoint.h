@@ -69,9 +69,13 @@ class ModelCheckpoint : public CheckpointCallback {
 
   void setup(Trainer& trainer, Module& module, Stage stage) override;
   void on_train_start(Trainer& trainer, Module& module) override;
+  /// With `async`: when this batch ends in a save, has the trainer prepare its buffers meanwhile.
+  void on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) override;
   void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs, const Batch& batch,
                           int64_t batch_idx) override;
   void on_train_epoch_end(Trainer& trainer, Module& module) override;
+  /// With `async`: when this validation ends in a save, has the trainer prepare its buffers meanwhile.
+  void on_validation_start(Trainer& trainer, Module& module) override;
   void on_validation_end(Trainer& trainer, Module& module) override;
   void on_train_end(Trainer& trainer, Module& module) override;
   void on_exception(Trainer& trainer, Module& module, const std::exception& error) override;
@@ -94,6 +98,8 @@ class ModelCheckpoint : public CheckpointCallback {
  private:
   bool should_skip_saving(const Trainer& trainer) const;
   bool saves_on_train_epoch_end(const Trainer& trainer) const;
+  bool saves_on_validation_end(const Trainer& trainer) const;  // an epoch-triggered save, that is
+  bool saves_this_epoch(const Trainer& trainer) const;
   bool defers_to_validation(const Trainer& trainer, int64_t batch_idx) const;
   Metrics monitor_candidates(const Trainer& trainer) const;
   void save_topk_and_last(Trainer& trainer);

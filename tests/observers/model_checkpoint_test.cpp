@@ -4,6 +4,8 @@
 #include <set>
 #include <stdexcept>
 
+#include <torch/optim/sgd.h>
+
 #include "core/checkpoint_io.h"
 #include "core/trainer.h"
 #include "observers/model_checkpoint.h"
@@ -252,4 +254,51 @@ TEST_CASE("A checkpoint directory removed during the run is made again by the ne
   CHECK(names_in(options.dirpath) == std::set<std::string>{"epoch=0-step=4.ckpt", "last.ckpt"});
   CHECK(read_checkpoint(options.dirpath + "/last.ckpt").data.global_step == 4);
   CHECK(checkpoint->best_model_path() == options.dirpath + "/epoch=0-step=4.ckpt");
+}
+
+namespace {
+
+/// BoringModule with SGD momentum, so that the optimizer has state to copy too.
+class MomentumBoring : public testing::BoringModule {
+ public:
+  OptimizerConfig configure_optimizers() override {
+    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("An asynchronous ModelCheckpoint prepares its buffers ahead, so no snapshot copies into new memory",
+          "[observers][checkpoint][async]") {
+  TempDir dir;
+  ModelCheckpointOptions options;
+  options.dirpath = dir.file("ckpts");
+  options.save_top_k = -1;
+  uint64_t saves = 0;
+  SECTION("a step-triggered save: prepared when its batch starts") {
+    options.every_n_train_steps = 2;
+    saves = 4;  // steps 2, 4, 6, 8
+  }
+  SECTION("an epoch-end save: prepared when the epoch's last batch starts") { saves = 2; }
+  SECTION("a save at validation end: prepared when validation starts") {
+    options.save_on_train_epoch_end = false;
+    saves = 2;
+  }
+  auto checkpoint = std::make_shared<ModelCheckpoint>(options);
+  Trainer trainer(short_fit(2), {checkpoint});
+  MomentumBoring module;
+  testing::RandomDataModule data(64, 4);
+  trainer.fit(module, data);
+
+  REQUIRE(trainer.checkpoint_writer() != nullptr);
+  const CheckpointWriterStats stats = trainer.checkpoint_writer()->stats();
+  CHECK(stats.written == saves);
+  CHECK(stats.prepared == saves);
+  CHECK(stats.fresh_copies == 0);
+  // The newest save is of the final state: the prepared buffers hold exactly the weights.
+  LoadedCheckpoint newest = read_checkpoint(dir.file("ckpts/epoch=1-step=8.ckpt"));
+  MomentumBoring loaded;
+  loaded.load(newest.model);
+  CHECK(torch::equal(loaded.layer->weight, module.layer->weight));
+  CHECK(torch::equal(loaded.layer->bias, module.layer->bias));
 }
