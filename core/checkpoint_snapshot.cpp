@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cstring>
 #include <sstream>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
-#include <utility>
 
 #include <torch/optim/adagrad.h>
 #include <torch/optim/adam.h>
@@ -121,7 +121,7 @@ at::Tensor SnapshotBuffers::copy_of(const at::Tensor& tensor) {
     std::unique_lock<std::mutex> lock(mutex_);
     const Key key = layout_of(tensor);
     // A prepare() in progress hands its buffers back one by one, in snapshot order.
-    prepared_.wait(lock, [&] { return !preparing_ || free_.count(key) > 0; });
+    prepared_.wait(lock, [&] { return !preparing() || free_.count(key) > 0; });
     auto found = free_.find(key);
     if (found != free_.end()) {
       buffer = std::move(found->second);
@@ -156,7 +156,7 @@ void SnapshotBuffers::give_back(std::vector<at::Tensor> copies) {
   std::multimap<Key, at::Tensor> dropped;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (preparing_) {
+    if (preparing()) {
       // The buffers being prepared are for the next snapshot already; keep those, not two sets.
       dropped.swap(kept);
       return;
@@ -167,19 +167,24 @@ void SnapshotBuffers::give_back(std::vector<at::Tensor> copies) {
   }
 }  // `dropped` is freed here, outside the lock
 
-bool SnapshotBuffers::start_preparing() {
+bool SnapshotBuffers::request_prepare(std::vector<Layout> layouts) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (preparing_) return false;
-  preparing_ = true;
+  requested_ = std::move(layouts);
+  if (prepare_queued_) return false;
+  prepare_queued_ = true;
   return true;
 }
 
-void SnapshotBuffers::prepare(const std::vector<Layout>& layouts) noexcept {
+void SnapshotBuffers::prepare() noexcept {
+  std::vector<Layout> layouts;
   // Take every kept buffer a layout asks for (copy_of waits for them now); drop the others.
   std::vector<std::pair<Key, at::Tensor>> todo;
   std::multimap<Key, at::Tensor> dropped;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    layouts.swap(requested_);
+    prepare_queued_ = false;
+    prepare_running_ = true;
     for (const Layout& layout : layouts) {
       at::Tensor buffer;
       auto found = free_.find(layout);
@@ -209,7 +214,7 @@ void SnapshotBuffers::prepare(const std::vector<Layout>& layouts) noexcept {
     prepared_.notify_all();
   }
   std::lock_guard<std::mutex> lock(mutex_);
-  preparing_ = false;
+  prepare_running_ = false;
   prepared_.notify_all();
 }
 

@@ -44,15 +44,17 @@ class SnapshotBuffers {
   /// While buffers are being prepared, waits for one of that layout to be ready.
   at::Tensor copy_of(const at::Tensor& tensor);
 
-  /// Announces prepare(): from now until it ends, copy_of waits for the buffers it prepares. False
-  /// (and nothing to do) if a preparation is running already. Called on the training thread.
-  bool start_preparing();
-  /// Makes a buffer ready for each of `layouts` (the tensors the next snapshot copies, in its
-  /// order): reuses kept buffers, allocates the missing ones, drops the rest, and writes one byte in
-  /// every page, so that the snapshot's copy neither faults nor waits for memory left cold (in a
-  /// VM, memory untouched for seconds can cost a host fault per page: bench/README.md). Runs on a
-  /// background thread, after start_preparing().
-  void prepare(const std::vector<Layout>& layouts) noexcept;
+  /// Asks for buffers for the next snapshot, of `layouts` (the tensors it copies, in its order).
+  /// Returns true if the caller must now run prepare() on a background thread; false if a run is
+  /// queued already, which then prepares these newest layouts. From now until that run ends,
+  /// copy_of waits for the buffers it prepares. Called on the training thread.
+  bool request_prepare(std::vector<Layout> layouts);
+  /// Makes a buffer ready for each requested layout: reuses kept buffers, allocates the missing
+  /// ones, drops the rest, and writes one byte in every page, so that the snapshot's copy neither
+  /// faults nor waits for memory left cold (in a VM, memory untouched for seconds can cost a host
+  /// fault per page: bench/README.md). Runs on a background thread, once per request_prepare()
+  /// that returned true.
+  void prepare() noexcept;
   /// Takes back a written snapshot's copies, replacing the ones kept; only those nothing else
   /// references are kept.
   void give_back(std::vector<at::Tensor> copies);
@@ -65,7 +67,10 @@ class SnapshotBuffers {
   using Key = Layout;
   mutable std::mutex mutex_;
   std::condition_variable prepared_;  // a prepared buffer was handed back, or prepare() ended
-  bool preparing_ = false;
+  std::vector<Layout> requested_;     // layouts for the queued run of prepare()
+  bool prepare_queued_ = false;
+  bool prepare_running_ = false;
+  bool preparing() const { return prepare_queued_ || prepare_running_; }
   std::multimap<Key, at::Tensor> free_;
   std::size_t bytes_ = 0;
   uint64_t fresh_copies_ = 0;

@@ -51,12 +51,11 @@ CheckpointWriter::~CheckpointWriter() {
 }
 
 void CheckpointWriter::prepare_buffers(std::vector<SnapshotBuffers::Layout> layouts) {
-  if (!buffers_.start_preparing()) return;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.prepared;
   }
-  boost::asio::post(pool_->preparer, [this, layouts = std::move(layouts)] { buffers_.prepare(layouts); });
+  if (buffers_.request_prepare(std::move(layouts))) boost::asio::post(pool_->preparer, [this] { buffers_.prepare(); });
 }
 
 std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {

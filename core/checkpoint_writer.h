@@ -44,7 +44,7 @@ struct CheckpointWriterStats {
   std::size_t bytes_held = 0;       ///< tensor bytes of the snapshots in flight or pending now
   std::size_t peak_bytes_held = 0;  ///< most ever held at once (at most two snapshots)
   std::size_t bytes_kept = 0;       ///< buffers kept or prepared for the next snapshot to copy into
-  uint64_t prepared = 0;            ///< buffer preparations started (Trainer::prepare_checkpoint)
+  uint64_t prepared = 0;            ///< buffer preparations asked for (Trainer::prepare_checkpoint)
   uint64_t fresh_copies = 0;        ///< tensors snapshots copied into new memory (no buffer kept or prepared)
   double last_write_seconds = 0.0;  ///< serialise + write + fsync + rename of the last one written
 };
@@ -79,7 +79,7 @@ class CheckpointWriter {
   /// Where snapshots for this writer copy their tensors into (see SnapshotBuffers).
   SnapshotBuffers& buffers() noexcept { return buffers_; }
   /// Prepares buffers for a snapshot of `layouts` on the writer's second thread, which only does
-  /// this (a write in progress does not delay it). Does nothing while a preparation runs.
+  /// this (a write in progress does not delay it); see SnapshotBuffers::request_prepare.
   void prepare_buffers(std::vector<SnapshotBuffers::Layout> layouts);
 
  private:

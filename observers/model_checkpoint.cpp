@@ -164,6 +164,8 @@ void ModelCheckpoint::on_train_start(Trainer& trainer, Module& module) {
   save_deferred_to_validation_ = false;
   last_time_check_ = std::chrono::steady_clock::now();
   resumed_from_ = trainer.resumed_from();
+  // The first save's buffers are new memory, slow to allocate: start with the weights' now.
+  if (prepares_ahead()) trainer.prepare_checkpoint();
 }
 
 bool ModelCheckpoint::should_skip_saving(const Trainer& trainer) const {
@@ -187,13 +189,21 @@ bool ModelCheckpoint::saves_this_epoch(const Trainer& trainer) const {
   return every_n_epochs_ >= 1 && (trainer.current_epoch() + 1) % every_n_epochs_ == 0;
 }
 
+bool ModelCheckpoint::prepares_ahead() const {
+  return options_.async && options_.prepare_ahead &&
+         (options_.save_top_k != 0 || options_.save_last != ModelCheckpointOptions::SaveLast::kNo);
+}
+
 void ModelCheckpoint::on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) {
-  if (!options_.async || trainer.fn() != Stage::kFit) return;
-  const bool step_save = every_n_train_steps_ >= 1 && !options_.train_time_interval &&
-                         (trainer.global_step() + 1) % every_n_train_steps_ == 0;
-  const bool epoch_end_save = batch_idx + 1 == trainer.num_training_batches() &&
-                              saves_on_train_epoch_end(trainer) && saves_this_epoch(trainer);
-  if (step_save || epoch_end_save) trainer.prepare_checkpoint();
+  if (!prepares_ahead() || trainer.fn() != Stage::kFit) return;
+  // From the batch before the one that ends in a save: preparing takes about a step where memory
+  // is slow to touch (bench/README.md).
+  constexpr int64_t kBatchesAhead = 2;
+  const bool step_save_near = every_n_train_steps_ >= 1 && !options_.train_time_interval &&
+                              every_n_train_steps_ - trainer.global_step() % every_n_train_steps_ <= kBatchesAhead;
+  const bool epoch_end_save_near = trainer.num_training_batches() - batch_idx <= kBatchesAhead &&
+                                   saves_on_train_epoch_end(trainer) && saves_this_epoch(trainer);
+  if (step_save_near || epoch_end_save_near) trainer.prepare_checkpoint();
 }
 
 void ModelCheckpoint::on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
@@ -228,7 +238,7 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& trainer, Module& module) {
 }
 
 void ModelCheckpoint::on_validation_start(Trainer& trainer, Module& module) {
-  if (!options_.async || trainer.fn() != Stage::kFit || trainer.sanity_checking()) return;
+  if (!prepares_ahead() || trainer.fn() != Stage::kFit || trainer.sanity_checking()) return;
   if (save_deferred_to_validation_ || saves_on_validation_end(trainer)) trainer.prepare_checkpoint();
 }
 

@@ -44,6 +44,10 @@ struct ModelCheckpointOptions {
   bool enable_version_counter = true;
   /// Write through the Trainer's background checkpoint writer (default); false: on the training thread.
   bool async = true;
+  /// With `async`: have the snapshot's buffers prepared from a batch ahead of each save (and at train
+  /// start for the first), so that the copy on the training thread runs at memory speed
+  /// (Trainer::prepare_checkpoint). The same memory is used either way; false only for comparison.
+  bool prepare_ahead = true;
 };
 
 /// Saves checkpoints during fit and keeps the best `save_top_k`. A new checkpoint is durable
@@ -68,13 +72,16 @@ class ModelCheckpoint : public CheckpointCallback {
   void load_state_dict(const StateDict& state) override;
 
   void setup(Trainer& trainer, Module& module, Stage stage) override;
+  /// With `async` and `prepare_ahead`, also has the trainer prepare buffers for the first save.
   void on_train_start(Trainer& trainer, Module& module) override;
-  /// With `async`: when this batch ends in a save, has the trainer prepare its buffers meanwhile.
+  /// With `async` and `prepare_ahead`: when this batch or the next ends in a save, has the trainer
+  /// prepare its buffers.
   void on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) override;
   void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs, const Batch& batch,
                           int64_t batch_idx) override;
   void on_train_epoch_end(Trainer& trainer, Module& module) override;
-  /// With `async`: when this validation ends in a save, has the trainer prepare its buffers meanwhile.
+  /// With `async` and `prepare_ahead`: when this validation ends in a save, has the trainer prepare
+  /// its buffers meanwhile.
   void on_validation_start(Trainer& trainer, Module& module) override;
   void on_validation_end(Trainer& trainer, Module& module) override;
   void on_train_end(Trainer& trainer, Module& module) override;
@@ -100,6 +107,7 @@ class ModelCheckpoint : public CheckpointCallback {
   bool saves_on_train_epoch_end(const Trainer& trainer) const;
   bool saves_on_validation_end(const Trainer& trainer) const;  // an epoch-triggered save, that is
   bool saves_this_epoch(const Trainer& trainer) const;
+  bool prepares_ahead() const;
   bool defers_to_validation(const Trainer& trainer, int64_t batch_idx) const;
   Metrics monitor_candidates(const Trainer& trainer) const;
   void save_topk_and_last(Trainer& trainer);

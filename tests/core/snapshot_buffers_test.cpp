@@ -35,11 +35,12 @@ TEST_CASE("A snapshot taken while its buffers are prepared waits for them and co
           "[core][checkpoint][async]") {
   const std::vector<at::Tensor> live = sources();
   SnapshotBuffers buffers;
-  REQUIRE(buffers.start_preparing());
-  CHECK_FALSE(buffers.start_preparing());  // one preparation at a time
+  REQUIRE(buffers.request_prepare(layouts_of({live[0]})));
+  // A newer request before the queued run starts is folded into it: one run, the newest layouts.
+  CHECK_FALSE(buffers.request_prepare(layouts_of(live)));
   // The preparation runs beside the snapshot, as on the writer's second thread; copy_of waits for
   // each buffer to be handed back, so no copy goes to new memory, whichever thread is faster.
-  std::thread preparer([&] { buffers.prepare(layouts_of(live)); });
+  std::thread preparer([&] { buffers.prepare(); });
   std::vector<at::Tensor> copies;
   for (const auto& tensor : live) copies.push_back(buffers.copy_of(tensor));
   preparer.join();
@@ -50,7 +51,7 @@ TEST_CASE("A snapshot taken while its buffers are prepared waits for them and co
     CHECK(at::equal(copies[i], live[i]));
   }
   CHECK(buffers.bytes() == 0);  // all four taken by the snapshot
-  CHECK(buffers.start_preparing());  // the preparation has ended
+  CHECK(buffers.request_prepare(layouts_of(live)));  // the run has ended: a new request needs a new run
 }
 
 TEST_CASE("Prepared buffers replace the kept ones: what the next snapshot needs, never two sets",
@@ -65,8 +66,8 @@ TEST_CASE("Prepared buffers replace the kept ones: what the next snapshot needs,
   CHECK(buffers.bytes() == bytes_of(live));
 
   SECTION("a preparation reuses kept buffers of the layouts asked for and drops the others") {
-    REQUIRE(buffers.start_preparing());
-    buffers.prepare(layouts_of({live[1]}));
+    REQUIRE(buffers.request_prepare(layouts_of({live[1]})));
+    buffers.prepare();
     CHECK(buffers.bytes() == live[1].nbytes());
     const at::Tensor copy = buffers.copy_of(live[1]);
     CHECK(copy.data_ptr() == first_memory[1]);  // the kept buffer, not new memory
@@ -75,10 +76,10 @@ TEST_CASE("Prepared buffers replace the kept ones: what the next snapshot needs,
   SECTION("a snapshot given back while buffers are prepared is dropped") {
     std::vector<at::Tensor> second;
     for (const auto& tensor : live) second.push_back(buffers.copy_of(tensor));
-    REQUIRE(buffers.start_preparing());
+    REQUIRE(buffers.request_prepare(layouts_of(live)));
     buffers.give_back(std::move(second));
     CHECK(buffers.bytes() == 0);  // the kept ones went into `second`, and `second` is not kept
-    buffers.prepare(layouts_of(live));
+    buffers.prepare();
     CHECK(buffers.bytes() == bytes_of(live));
   }
 }
