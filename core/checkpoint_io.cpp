@@ -55,7 +55,7 @@ std::string hex(uint32_t value) {
 
 // Serialises one part into `file`, fsynced; returns its size and CRC32C.
 FileDigest write_part(CheckpointPart& part, const std::string& file) {
-  DurableFile out(file);
+  DurableFile out(file, /*direct=*/true);
   if (!part.serialized.empty()) {
     out.write(part.serialized.data(), part.serialized.size());
   } else {

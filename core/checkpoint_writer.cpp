@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <system_error>
 
@@ -20,6 +21,17 @@
 namespace trainbus {
 
 constexpr int kWriterNice = 10;
+
+namespace {
+
+// CPU time of the calling thread: what background work takes from training on a busy machine.
+double thread_cpu_seconds() {
+  timespec now{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) * 1e-9;
+}
+
+}  // namespace
 
 struct CheckpointWriter::Pool {
   boost::asio::thread_pool pool{1};
@@ -55,7 +67,14 @@ void CheckpointWriter::prepare_buffers(std::vector<SnapshotBuffers::Layout> layo
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.prepared;
   }
-  if (buffers_.request_prepare(std::move(layouts))) boost::asio::post(pool_->preparer, [this] { buffers_.prepare(); });
+  if (!buffers_.request_prepare(std::move(layouts))) return;
+  boost::asio::post(pool_->preparer, [this] {
+    const double cpu_start = thread_cpu_seconds();
+    buffers_.prepare();
+    const double cpu_seconds = thread_cpu_seconds() - cpu_start;
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.prepare_cpu_seconds += cpu_seconds;
+  });
 }
 
 std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
@@ -97,6 +116,7 @@ std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
 void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
   for (;;) {
     const auto start = std::chrono::steady_clock::now();
+    const double cpu_start = thread_cpu_seconds();
     bool ok = false;
     std::exception_ptr failure;
     try {
@@ -124,8 +144,10 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
     job.snapshot->parts.clear();
     buffers_.give_back(std::move(job.snapshot->copies));
     job.snapshot.reset();
+    const double cpu_seconds = thread_cpu_seconds() - cpu_start;
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.bytes_held -= bytes;
+    stats_.write_cpu_seconds += cpu_seconds;
     if (ok) {
       ++stats_.written;
       stats_.last_write_seconds = seconds;

@@ -47,6 +47,8 @@ struct CheckpointWriterStats {
   uint64_t prepared = 0;            ///< buffer preparations asked for (Trainer::prepare_checkpoint)
   uint64_t fresh_copies = 0;        ///< tensors snapshots copied into new memory (no buffer kept or prepared)
   double last_write_seconds = 0.0;  ///< serialise + write + fsync + rename of the last one written
+  double write_cpu_seconds = 0.0;   ///< CPU time of all writes: what they take from training on busy cores
+  double prepare_cpu_seconds = 0.0; ///< CPU time of all buffer preparations
 };
 
 /// At most one save in flight and one pending, so memory holds at most two snapshots (and the
