@@ -162,6 +162,7 @@ void ModelCheckpoint::setup(Trainer& trainer, Module& module, Stage stage) {
 
 void ModelCheckpoint::on_train_start(Trainer& trainer, Module& module) {
   save_deferred_to_validation_ = false;
+  validation_ran_ = false;
   last_time_check_ = std::chrono::steady_clock::now();
   resumed_from_ = trainer.resumed_from();
   // The first save's buffers are new memory, slow to allocate: start with the weights' now.
@@ -243,6 +244,7 @@ void ModelCheckpoint::on_validation_start(Trainer& trainer, Module& module) {
 }
 
 void ModelCheckpoint::on_validation_end(Trainer& trainer, Module& module) {
+  if (!trainer.sanity_checking()) validation_ran_ = true;
   if (save_deferred_to_validation_ && !trainer.sanity_checking()) {
     save_deferred_to_validation_ = false;
     if (!should_skip_saving(trainer)) save_topk_and_last(trainer);
@@ -282,14 +284,19 @@ void ModelCheckpoint::save_topk_and_last(Trainer& trainer) {
       save_none_monitor_checkpoint(trainer, metrics);
     } else {
       auto found = metrics.find(options_.monitor);
-      if (found == metrics.end()) {
+      if (found != metrics.end()) {
+        save_monitor_checkpoint(trainer, metrics, found->second);
+      } else {
         std::string keys;
         for (const auto& [name, value] : metrics) keys += (keys.empty() ? "" : ", ") + name;
-        throw MisconfigurationError("ModelCheckpoint(monitor='" + options_.monitor +
+        const std::string message = "ModelCheckpoint(monitor='" + options_.monitor +
                                     "') could not find the monitored key in the returned metrics: [" + keys +
-                                    "]. HINT: Did you call log('" + options_.monitor + "', value) in the Module?");
+                                    "]. HINT: Did you call log('" + options_.monitor + "', value) in the Module?";
+        // As Lightning: an error once validation has run; before (a run stopped by max_steps ahead
+        // of its first validation), a warning, and no score means no top-k save: `last` only.
+        if (validation_ran_) throw MisconfigurationError(message);
+        warn(message + " No validation has run yet, so no top-k checkpoint is saved now.");
       }
-      save_monitor_checkpoint(trainer, metrics, found->second);
     }
   }
   // `last` rides on the save just made; without one, it is a save of its own.

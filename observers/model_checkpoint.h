@@ -137,7 +137,8 @@ class ModelCheckpoint : public CheckpointCallback {
   std::optional<double> current_score_;
   std::string last_saved_path_;              // the newest checkpoint submitted (for `last`)
   int64_t last_global_step_saved_ = -1;
-  bool save_deferred_to_validation_ = false;  // a step/time-triggered save waits for on_validation_end
+  bool save_deferred_to_validation_ = false;
+  bool validation_ran_ = false;  // in this fit, sanity check aside: a missing monitor is an error then  // a step/time-triggered save waits for on_validation_end
   std::chrono::steady_clock::time_point last_time_check_;
   std::set<std::string> submitted_;          // names taken by saves not yet on disk
 };

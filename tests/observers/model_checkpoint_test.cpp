@@ -320,3 +320,33 @@ TEST_CASE("Without prepare_ahead, ModelCheckpoint's first save copies into new m
   // The first save: weight, bias and their momentum (later ones too if the last write is not done).
   CHECK(stats.fresh_copies >= 4);
 }
+
+TEST_CASE("A monitored save with no score yet keeps only `last` before any validation, and is an error after one",
+          "[observers][checkpoint]") {
+  TempDir dir;
+  ModelCheckpointOptions options;
+  options.dirpath = dir.file("ckpts");
+  options.save_last = ModelCheckpointOptions::SaveLast::kCopy;
+  SECTION("a run stopped by max_steps ahead of its first validation: a warning, as Lightning") {
+    options.monitor = "val_loss";
+    TrainerOptions stop_early = short_fit(2);
+    stop_early.max_steps = 2;  // of 4 batches: the epoch ends there, before its validation
+    auto checkpoint = std::make_shared<ModelCheckpoint>(options);
+    Trainer trainer(stop_early, {checkpoint});
+    ScriptedLoss module({0.5, 0.4});
+    testing::RandomDataModule data(64, 4);
+    trainer.fit(module, data);
+    CHECK(names_in(dir.file("ckpts")) == std::set<std::string>{"last.ckpt"});
+    CHECK(checkpoint->best_model_path().empty());
+    CHECK(read_checkpoint(dir.file("ckpts/last.ckpt")).data.global_step == 2);
+  }
+  SECTION("a monitor the module never logs, once validation has run: the error names it") {
+    options.monitor = "val_nope";
+    Trainer trainer(short_fit(1), {std::make_shared<ModelCheckpoint>(options)});
+    ScriptedLoss module({0.5});
+    testing::RandomDataModule data(64, 4);
+    CHECK_THROWS_WITH(trainer.fit(module, data),
+                      Contains("ModelCheckpoint(monitor='val_nope') could not find the monitored key") &&
+                          Contains("log('val_nope', value)"));
+  }
+}
