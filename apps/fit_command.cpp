@@ -53,6 +53,9 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
       ->capture_default_str();
   fit->add_option("--max-epochs", args.max_epochs, "Epochs to train (default: 15 for mlp, 10 for cnn)")
       ->check(CLI::Range(int64_t{1}, int64_t{100000}));
+  fit->add_option("--max-steps", args.max_steps, "Stop after this many optimizer steps, even mid-epoch; -1: no limit")
+      ->check(CLI::Range(int64_t{-1}, int64_t{1} << 40))
+      ->capture_default_str();
   fit->add_option("--batch-size", args.batch_size, "Training batch size")
       ->check(CLI::Range(int64_t{1}, int64_t{60000}))
       ->capture_default_str();
@@ -120,6 +123,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
 
   TrainerOptions options;
   options.max_epochs = args.max_epochs.value_or(default_max_epochs(model_options.architecture));
+  options.max_steps = args.max_steps;
   options.seed = args.seed;
   options.default_root_dir = args.out;
   options.limit_train_batches = parse_batch_limit(args.limit_train_batches, "--limit-train-batches");
