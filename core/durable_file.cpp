@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "events/check.h"
@@ -63,21 +64,25 @@ void DurableFile::write(const void* data, std::size_t size) {
   crc_.update(data, size);
   size_ += size;
   const char* bytes = static_cast<const char*>(data);
-  if (!direct_) {
-    write_all(bytes, size);
-    return;
-  }
-  char* stage = staging_buffer();
-  while (size > 0) {
+  while (size > 0 && direct_) {
     const std::size_t n = std::min(size, kStagingBytes - staged_);
-    std::memcpy(stage + staged_, bytes, n);
+    std::memcpy(staging_buffer() + staged_, bytes, n);
     staged_ += n;
     bytes += n;
     size -= n;
-    if (staged_ == kStagingBytes) {
-      staged_ = 0;
-      write_all(stage, kStagingBytes);
-    }
+    if (staged_ == kStagingBytes) flush_staged();
+  }
+  // Not direct, or no longer (a fallback in flush_staged, which left nothing staged).
+  write_all(bytes, size);
+}
+
+void DurableFile::flush_staged() {
+  const std::size_t staged = std::exchange(staged_, 0);
+  const std::size_t whole = direct_ ? staged / kDirectBlock * kDirectBlock : staged;
+  write_all(staging_buffer(), whole);
+  if (whole < staged) {  // a last partial block, which O_DIRECT cannot write: through the page cache
+    stop_direct();
+    write_all(staging_buffer() + whole, staged - whole);
   }
 }
 
@@ -104,17 +109,7 @@ void DurableFile::stop_direct() {
 }
 
 void DurableFile::close_durably() {
-  if (direct_ && staged_ > 0) {
-    // Whole blocks directly; the last partial block through the page cache (fsync covers both).
-    const std::size_t whole = staged_ / kDirectBlock * kDirectBlock;
-    const std::size_t tail = staged_ - whole;
-    staged_ = 0;
-    write_all(staging_buffer(), whole);
-    if (tail > 0) {
-      stop_direct();
-      write_all(staging_buffer() + whole, tail);
-    }
-  }
+  if (staged_ > 0) flush_staged();  // fsync covers both halves of it
   if (::fsync(fd_) != 0) fail("cannot fsync", path_, errno);
   const int fd = fd_;
   fd_ = -1;

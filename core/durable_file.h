@@ -35,12 +35,14 @@ class DurableFile {
 
  private:
   void write_all(const char* bytes, std::size_t size);
+  // Writes the staged bytes: whole blocks directly, a last partial block through the page cache.
+  void flush_staged();
   void stop_direct();
 
   std::string path_;
   int fd_ = -1;
   bool direct_ = false;
-  std::size_t staged_ = 0;  // bytes waiting in the staging buffer (direct only)
+  std::size_t staged_ = 0;  // bytes waiting in the staging buffer (only ever while direct)
   uint64_t size_ = 0;
   Crc32c crc_;
 };
