@@ -119,10 +119,10 @@ at::Tensor SnapshotBuffers::copy_of(const at::Tensor& tensor) {
   at::Tensor buffer;
   {
     std::unique_lock<std::mutex> lock(mutex_);
-    const Key key = layout_of(tensor);
+    const Layout layout = layout_of(tensor);
     // A prepare() in progress hands its buffers back one by one, in snapshot order.
-    prepared_.wait(lock, [&] { return !preparing() || free_.count(key) > 0; });
-    auto found = free_.find(key);
+    prepared_.wait(lock, [&] { return !preparing() || free_.count(layout) > 0; });
+    auto found = free_.find(layout);
     if (found != free_.end()) {
       buffer = std::move(found->second);
       free_.erase(found);
@@ -143,7 +143,7 @@ at::Tensor SnapshotBuffers::copy_of(const at::Tensor& tensor) {
 }
 
 void SnapshotBuffers::give_back(std::vector<at::Tensor> copies) {
-  std::multimap<Key, at::Tensor> kept;
+  std::multimap<Layout, at::Tensor> kept;
   std::size_t bytes = 0;
   for (at::Tensor& copy : copies) {
     // Only a buffer nobody else can see: not a view, not shared with a tensor still in use.
@@ -153,7 +153,7 @@ void SnapshotBuffers::give_back(std::vector<at::Tensor> copies) {
     bytes += copy.nbytes();
     kept.emplace(layout_of(copy), std::move(copy));
   }
-  std::multimap<Key, at::Tensor> dropped;
+  std::multimap<Layout, at::Tensor> dropped;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (preparing()) {
@@ -178,8 +178,8 @@ bool SnapshotBuffers::request_prepare(std::vector<Layout> layouts) {
 void SnapshotBuffers::prepare() noexcept {
   std::vector<Layout> layouts;
   // Take every kept buffer a layout asks for (copy_of waits for them now); drop the others.
-  std::vector<std::pair<Key, at::Tensor>> todo;
-  std::multimap<Key, at::Tensor> dropped;
+  std::vector<std::pair<Layout, at::Tensor>> to_prepare;
+  std::multimap<Layout, at::Tensor> dropped;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     layouts.swap(requested_);
@@ -193,13 +193,13 @@ void SnapshotBuffers::prepare() noexcept {
         free_.erase(found);
         bytes_ -= buffer.nbytes();
       }
-      todo.emplace_back(layout, std::move(buffer));
+      to_prepare.emplace_back(layout, std::move(buffer));
     }
     dropped.swap(free_);
     bytes_ = 0;
   }
   dropped.clear();
-  for (auto& [layout, buffer] : todo) {
+  for (auto& [layout, buffer] : to_prepare) {
     try {
       if (!buffer.defined()) buffer = at::empty(layout.second, at::TensorOptions().dtype(at::ScalarType(layout.first)));
       touch_pages(buffer);
@@ -228,11 +228,11 @@ uint64_t SnapshotBuffers::fresh_copies() const {
   return fresh_copies_;
 }
 
-std::vector<SnapshotBuffers::Layout> snapshot_layouts(const torch::nn::Module& module,
-                                                      const std::vector<torch::optim::Optimizer*>& optimizers) {
+std::vector<SnapshotBuffers::Layout> snapshot_layouts(
+    const torch::nn::Module& module, const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers) {
   std::vector<at::Tensor> tensors;
   module_tensors(module, tensors);
-  for (torch::optim::Optimizer* optimizer : optimizers) {
+  for (const auto& optimizer : optimizers) {
     for (auto& [key, state] : optimizer->state()) {
       for_each_state_tensor(*state, [&](const at::Tensor& field) { tensors.push_back(field); });
     }

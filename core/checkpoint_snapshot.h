@@ -64,14 +64,13 @@ class SnapshotBuffers {
   uint64_t fresh_copies() const;
 
  private:
-  using Key = Layout;
   mutable std::mutex mutex_;
   std::condition_variable prepared_;  // a prepared buffer was handed back, or prepare() ended
   std::vector<Layout> requested_;     // layouts for the queued run of prepare()
   bool prepare_queued_ = false;
   bool prepare_running_ = false;
   bool preparing() const { return prepare_queued_ || prepare_running_; }
-  std::multimap<Key, at::Tensor> free_;
+  std::multimap<Layout, at::Tensor> free_;
   std::size_t bytes_ = 0;
   uint64_t fresh_copies_ = 0;
 };
@@ -92,8 +91,8 @@ struct CheckpointSnapshot {
 
 /// The layouts of the tensors a snapshot of `module` and `optimizers` copies, in the order it copies
 /// them; for SnapshotBuffers::prepare.
-std::vector<SnapshotBuffers::Layout> snapshot_layouts(const torch::nn::Module& module,
-                                                      const std::vector<torch::optim::Optimizer*>& optimizers);
+std::vector<SnapshotBuffers::Layout> snapshot_layouts(
+    const torch::nn::Module& module, const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers);
 
 /// Adds the module's parameters and buffers as the part "model", laid out as
 /// torch::nn::Module::save lays them out (so Module::load reads it).

@@ -110,9 +110,7 @@ std::optional<std::string> Trainer::submit_checkpoint(const std::string& path, b
 void Trainer::prepare_checkpoint() {
   if (module_ == nullptr || fn_ != Stage::kFit) return;
   if (!checkpoints_) checkpoints_ = std::make_unique<CheckpointWriter>();
-  std::vector<torch::optim::Optimizer*> optimizers;
-  for (const auto& optimizer : optimizers_) optimizers.push_back(optimizer.get());
-  checkpoints_->prepare_buffers(snapshot_layouts(*module_, optimizers));
+  checkpoints_->prepare_buffers(snapshot_layouts(*module_, optimizers_));
 }
 
 void Trainer::wait_for_checkpoints() {
