@@ -40,9 +40,14 @@ class Callback {
   virtual ~Callback();
 
   /// Key of this callback's state in checkpoints; default: the class name. Two callbacks with
-  /// state must have different keys (checked when the Trainer is built).
+  /// state must have different keys: refused when the Trainer is built for those that declare
+  /// stateful(), and when a checkpoint is saved for every callback whose state is not empty.
   virtual std::string state_key() const;
-  /// State saved in checkpoints; a callback is stateful when this is non-empty.
+  /// Declares that state_dict() returns state (Lightning decides this by whether state_dict is
+  /// overridden, which C++ cannot see): the Trainer then refuses a second stateful callback with
+  /// the same state_key() when it is built, rather than at the first save. Never calls state_dict().
+  virtual bool stateful() const { return false; }
+  /// State saved in checkpoints, called when one is saved; saved when not empty (as Lightning).
   virtual StateDict state_dict() const { return {}; }
   /// Restores what state_dict() returned, when fit resumes from a checkpoint.
   virtual void load_state_dict(const StateDict& state) { (void)state; }

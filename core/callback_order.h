@@ -9,11 +9,15 @@
 namespace trainbus {
 
 /// Tuner callbacks first, then the others in list order, checkpoint callbacks last; stable within
-/// each group. Throws MisconfigurationError for a null entry or two stateful callbacks (non-empty
-/// state_dict()) with the same state_key().
+/// each group. Throws MisconfigurationError for a null entry or two callbacks that declare
+/// themselves stateful() with the same state_key(). Calls no state_dict().
 std::vector<std::shared_ptr<Callback>> order_callbacks(std::vector<std::shared_ptr<Callback>> callbacks);
 
 /// The demangled class name of a callback, for messages.
 std::string callback_name(const Callback& callback);
+
+/// The error for two stateful callbacks of classes `first` and `second` sharing `state_key`.
+std::string duplicate_state_key_message(const std::string& state_key, const std::string& first,
+                                        const std::string& second);
 
 }  // namespace trainbus

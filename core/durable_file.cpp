@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -28,15 +29,46 @@ namespace {
 constexpr std::size_t kDirectBlock = 4096;
 constexpr std::size_t kStagingBytes = std::size_t{4} << 20;
 
-// Each writing thread's staging buffer, allocated once (new memory for every file would cost a
-// page fault per page again); nullptr if it cannot be.
-char* staging_buffer() {
-  struct Free {
-    void operator()(char* p) const noexcept { std::free(p); }
-  };
-  thread_local std::unique_ptr<char, Free> buffer(static_cast<char*>(std::aligned_alloc(kDirectBlock, kStagingBytes)));
-  return buffer.get();
-}
+// Staging buffers of direct files, reused: new memory for every file would cost a page fault per
+// page again. Each open direct file holds one of its own; closed files give theirs back. Two kept
+// cover the checkpoint writer (one file at a time) and a second writer beside it.
+class StagingBuffers {
+ public:
+  static StagingBuffers& instance() {
+    static StagingBuffers buffers;
+    return buffers;
+  }
+  /// A buffer of kStagingBytes aligned to kDirectBlock, or nullptr if memory is short.
+  char* take() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!free_.empty()) {
+        char* buffer = free_.back();
+        free_.pop_back();
+        return buffer;
+      }
+    }
+    return static_cast<char*>(std::aligned_alloc(kDirectBlock, kStagingBytes));
+  }
+  void give_back(char* buffer) noexcept {
+    if (buffer == nullptr) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (free_.size() < kKept) {
+      free_.push_back(buffer);  // NOTE: reserved in the constructor, so this never allocates
+    } else {
+      std::free(buffer);
+    }
+  }
+
+ private:
+  static constexpr std::size_t kKept = 2;
+  StagingBuffers() { free_.reserve(kKept); }
+  ~StagingBuffers() {
+    for (char* buffer : free_) std::free(buffer);
+  }
+  std::mutex mutex_;
+  std::vector<char*> free_;
+};
 
 std::string parent_of(const std::string& path) {
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
@@ -47,17 +79,30 @@ std::string parent_of(const std::string& path) {
 
 DurableFile::DurableFile(std::string path, bool direct) : path_(std::move(path)) {
   const int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
-  if (direct && staging_buffer() != nullptr) {
+  if (direct) staging_ = StagingBuffers::instance().take();
+  if (staging_ != nullptr) {
     fd_ = ::open(path_.c_str(), flags | O_DIRECT, 0644);
     direct_ = fd_ >= 0;
-    if (fd_ < 0 && errno != EINVAL) fail("cannot create", path_, errno);  // EINVAL: no O_DIRECT here
+    if (fd_ < 0 && errno != EINVAL) {  // EINVAL: no O_DIRECT here
+      const int error = errno;
+      release_staging();
+      fail("cannot create", path_, error);
+    }
   }
-  if (fd_ < 0) fd_ = ::open(path_.c_str(), flags, 0644);
+  if (fd_ < 0) {
+    release_staging();
+    fd_ = ::open(path_.c_str(), flags, 0644);
+  }
   if (fd_ < 0) fail("cannot create", path_, errno);
 }
 
 DurableFile::~DurableFile() {
   if (fd_ >= 0) ::close(fd_);
+  release_staging();
+}
+
+void DurableFile::release_staging() noexcept {
+  StagingBuffers::instance().give_back(std::exchange(staging_, nullptr));
 }
 
 void DurableFile::write(const void* data, std::size_t size) {
@@ -66,7 +111,7 @@ void DurableFile::write(const void* data, std::size_t size) {
   const char* bytes = static_cast<const char*>(data);
   while (size > 0 && direct_) {
     const std::size_t n = std::min(size, kStagingBytes - staged_);
-    std::memcpy(staging_buffer() + staged_, bytes, n);
+    std::memcpy(staging_ + staged_, bytes, n);
     staged_ += n;
     bytes += n;
     size -= n;
@@ -79,10 +124,10 @@ void DurableFile::write(const void* data, std::size_t size) {
 void DurableFile::flush_staged() {
   const std::size_t staged = std::exchange(staged_, 0);
   const std::size_t whole = direct_ ? staged / kDirectBlock * kDirectBlock : staged;
-  write_all(staging_buffer(), whole);
+  write_all(staging_, whole);
   if (whole < staged) {  // a last partial block, which O_DIRECT cannot write: through the page cache
     stop_direct();
-    write_all(staging_buffer() + whole, staged - whole);
+    write_all(staging_ + whole, staged - whole);
   }
 }
 
@@ -113,6 +158,7 @@ void DurableFile::close_durably() {
   if (::fsync(fd_) != 0) fail("cannot fsync", path_, errno);
   const int fd = fd_;
   fd_ = -1;
+  release_staging();
   if (::close(fd) != 0) fail("cannot close", path_, errno);
 }
 

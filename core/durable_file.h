@@ -13,9 +13,9 @@ namespace trainbus {
 /// A new file written front to back, its size and CRC32C kept as it goes. Never replaces an
 /// existing file (O_EXCL). close_durably() fsyncs and closes; the destructor closes without it.
 ///
-/// With `direct`, the data bypasses the page cache (O_DIRECT, staged through a reused aligned
-/// buffer of the calling thread) where the filesystem allows it, and is written as usual where it
-/// does not. For big files written once and not read back soon, such as checkpoints: a write
+/// With `direct`, the data bypasses the page cache (O_DIRECT, staged through an aligned buffer
+/// the file holds while open, reused by the next file) where the filesystem allows it, and is
+/// written as usual where it does not. For big files written once and not read back soon, such as checkpoints: a write
 /// through the page cache takes new pages for every byte and costs ~10x the CPU time on the
 /// benchmark machine (bench/README.md), which training pays for when the cores are busy.
 class DurableFile {
@@ -38,10 +38,12 @@ class DurableFile {
   // Writes the staged bytes: whole blocks directly, a last partial block through the page cache.
   void flush_staged();
   void stop_direct();
+  void release_staging() noexcept;
 
   std::string path_;
   int fd_ = -1;
   bool direct_ = false;
+  char* staging_ = nullptr;  // this file's staging buffer while it writes directly
   std::size_t staged_ = 0;  // bytes waiting in the staging buffer (only ever while direct)
   uint64_t size_ = 0;
   Crc32c crc_;

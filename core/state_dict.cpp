@@ -22,6 +22,13 @@ c10::IValue StateDict::to_ivalue() const {
   return dict;
 }
 
+StateDict StateDict::deep_copy() const {
+  StateDict copy;
+  c10::IValue::HashAliasedIValueMap memo;  // entries that share a tensor still share its copy
+  for (const auto& [key, value] : entries_) copy.entries_[key] = value.deepcopy(memo);
+  return copy;
+}
+
 StateDict StateDict::from_ivalue(const c10::IValue& value, const std::string& what) {
   if (!value.isGenericDict()) {
     throw std::invalid_argument(what + " is not a dict (found " + value.tagKind() + ")");

@@ -34,8 +34,11 @@ class StateDict {
   Map::const_iterator begin() const noexcept { return entries_.begin(); }
   Map::const_iterator end() const noexcept { return entries_.end(); }
 
-  /// As a generic dict (Dict[str, Any]), for serialisation.
+  /// As a generic dict (Dict[str, Any]), for serialisation. Shares tensors and lists with this.
   c10::IValue to_ivalue() const;
+  /// A copy that shares nothing with this one: tensors cloned, lists and dicts copied (for a
+  /// checkpoint that must not change when its owner goes on changing its state).
+  StateDict deep_copy() const;
   /// From a dict with string keys; throws std::invalid_argument naming `what` otherwise.
   static StateDict from_ivalue(const c10::IValue& value, const std::string& what = "state");
 

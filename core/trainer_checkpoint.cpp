@@ -1,4 +1,5 @@
 // Trainer::save_checkpoint and the restore half of fit(ckpt_path).
+#include <map>
 #include <mutex>
 #include <set>
 
@@ -31,6 +32,28 @@ struct SchedulerStepCount : torch::optim::LRScheduler {
 
 std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
 
+// An asynchronous save's snapshot, for the writer: written on its thread, then its tensor copies
+// go back to the buffers for the next snapshot.
+class SnapshotPayload final : public CheckpointPayload {
+ public:
+  explicit SnapshotPayload(std::unique_ptr<CheckpointSnapshot> snapshot) : snapshot_(std::move(snapshot)) {}
+  ~SnapshotPayload() override {
+    // The archives go first: then nothing but `copies` holds the tensor copies, and they can be reused.
+    snapshot_->parts.clear();
+    if (snapshot_->buffers == nullptr) return;
+    try {
+      snapshot_->buffers->give_back(std::move(snapshot_->copies));
+    } catch (...) {
+      // Out of memory keeping them: the next snapshot allocates its own.
+    }
+  }
+  void write(const std::string& path) override { write_checkpoint(*snapshot_, path); }
+  std::size_t bytes() const override { return snapshot_->tensor_bytes; }
+
+ private:
+  std::unique_ptr<CheckpointSnapshot> snapshot_;
+};
+
 }  // namespace
 
 std::unique_ptr<CheckpointSnapshot> Trainer::take_snapshot(const std::string& path, bool weights_only,
@@ -55,14 +78,30 @@ std::unique_ptr<CheckpointSnapshot> Trainer::take_snapshot(const std::string& pa
   data.loops.insert("accumulate_grad_batches", accumulate_grad_batches_);
   if (train_loader_) data.loops.insert("train_loader", train_loader_->state_dict());
   if (!weights_only) {
+    // As Lightning: every callback's state_dict(), kept when not empty. Two under one key would
+    // overwrite each other: refused, naming both (stateful() lets the Trainer refuse it earlier).
+    std::map<std::string, std::string> owners;  // state_key -> callback class
     for (const auto& callback : callbacks_) {
       StateDict state = callback->state_dict();
-      if (!state.empty()) data.callbacks.emplace(callback->state_key(), std::move(state));
+      if (state.empty()) continue;
+      const std::string key = callback->state_key();
+      auto [owner, first] = owners.emplace(key, callback_name(*callback));
+      TRAINBUS_CHECK(first, duplicate_state_key_message(key, owner->second, callback_name(*callback)));
+      data.callbacks.emplace(key, std::move(state));
     }
     data.datamodule = data_->state_dict();
     for (const auto& callback : callbacks_) callback->on_save_checkpoint(*this, *module_, data);
   }
   module_->on_save_checkpoint(data);
+  if (copy_tensors) {
+    // Written later on another thread: nothing in it may share a tensor or a list with the state
+    // that callbacks, the data module and the module go on changing once this returns.
+    data.loops = data.loops.deep_copy();
+    for (auto& [key, state] : data.callbacks) state = state.deep_copy();
+    data.hyper_parameters = data.hyper_parameters.deep_copy();
+    data.datamodule = data.datamodule.deep_copy();
+    data.extra = data.extra.deep_copy();
+  }
   bus_.publish_lazy<events::SaveCheckpoint>([&] { return events::SaveCheckpoint{progress(), path}; });
 
   snapshot_module(*module_, copy_tensors, *snapshot);
@@ -93,24 +132,40 @@ void Trainer::save_checkpoint(const std::string& path, SaveCheckpointOptions opt
   write_checkpoint(*snapshot, path);
 }
 
+CheckpointWriter& Trainer::checkpoint_writer_for_saves() {
+  if (!checkpoints_) {
+    snapshot_buffers_ = std::make_unique<SnapshotBuffers>();
+    checkpoints_ = std::make_unique<CheckpointWriter>(snapshot_buffers_.get());
+  }
+  return *checkpoints_;
+}
+
 std::optional<std::string> Trainer::submit_checkpoint(const std::string& path, bool weights_only,
                                                       std::vector<std::string> remove_after_commit,
                                                       std::function<void(const std::string&)> after_commit,
                                                       std::string replace_group) {
-  if (!checkpoints_) checkpoints_ = std::make_unique<CheckpointWriter>();
+  CheckpointWriter& writer = checkpoint_writer_for_saves();
   CheckpointJob job;
   job.path = path;
-  job.snapshot = take_snapshot(path, weights_only, &checkpoints_->buffers());
+  job.payload = std::make_unique<SnapshotPayload>(take_snapshot(path, weights_only, snapshot_buffers_.get()));
   job.remove_after_commit = std::move(remove_after_commit);
   job.after_commit = std::move(after_commit);
   job.replace_group = std::move(replace_group);
-  return checkpoints_->submit(std::move(job));
+  return writer.submit(std::move(job));
 }
 
 void Trainer::prepare_checkpoint() {
   if (module_ == nullptr || fn_ != Stage::kFit) return;
-  if (!checkpoints_) checkpoints_ = std::make_unique<CheckpointWriter>();
-  checkpoints_->prepare_buffers(snapshot_layouts(*module_, optimizers_));
+  CheckpointWriter& writer = checkpoint_writer_for_saves();
+  SnapshotBuffers& buffers = *snapshot_buffers_;
+  if (!buffers.request_prepare(snapshot_layouts(*module_, optimizers_))) return;  // folded into a queued run
+  try {
+    writer.prepare_in_background([&buffers] { buffers.prepare(); });
+  } catch (const std::exception& e) {
+    // Preparing is only a speed-up: the save copies into new memory instead.
+    buffers.cancel_prepare();  // else the next snapshot would wait for buffers nobody prepares
+    warn(std::string("cannot prepare checkpoint buffers ahead (") + e.what() + "); the next save copies into new memory");
+  }
 }
 
 void Trainer::wait_for_checkpoints() {

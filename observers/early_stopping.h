@@ -47,6 +47,7 @@ class EarlyStopping : public Callback {
 
   /// "EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}", as Lightning.
   std::string state_key() const override;
+  bool stateful() const override { return true; }
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state) override;
   CallbackKind kind() const override { return CallbackKind::kMonitoring; }

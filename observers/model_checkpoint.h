@@ -68,6 +68,7 @@ class ModelCheckpoint : public CheckpointCallback {
 
   /// "ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min', 'every_n_train_steps': 0, ...}".
   std::string state_key() const override;
+  bool stateful() const override { return true; }
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state) override;
 

@@ -14,6 +14,7 @@ class StatefulCallback : public Callback {
                           int64_t batch_idx) override {
     ++counter;
   }
+  bool stateful() const override { return true; }
   StateDict state_dict() const override {
     StateDict state;
     state.insert("counter", counter);

@@ -1,19 +1,21 @@
 // Trainer::save_checkpoint and resuming with fit(module, data, {ckpt_path}).
-#include <filesystem>
-#include <map>
-#include <fstream>
+#include <unistd.h>
 
-#include "tests/support/catch.h"
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
+
+#include <torch/csrc/autograd/grad_mode.h>
 #include <torch/optim/sgd.h>
+#include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
 #include "core/checkpoint_io.h"
-#include "proto/checkpoint.pb.h"
-#include <torch/serialize/input-archive.h>
-#include <torch/csrc/autograd/grad_mode.h>
-#include <unistd.h>
 #include "core/trainer.h"
+#include "proto/checkpoint.pb.h"
 #include "tests/support/boring.h"
+#include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
@@ -345,4 +347,102 @@ TEST_CASE("A weights-only checkpoint cannot resume training", "[core][checkpoint
   Trainer trainer(options_for_resume());
   BoringModule other;
   CHECK_THROWS_WITH(trainer.fit(other, data, {path}), Contains("holds only the model weights"));
+}
+
+namespace {
+
+// Every part of a checkpoint that is not a module or optimizer tensor, each holding a tensor (and a
+// list, which IValues share by reference too) that the test changes in place right after a save.
+struct LiveState {
+  at::Tensor callback_tensor = at::zeros({1000});
+  c10::List<int64_t> callback_list{1, 2, 3};
+  at::Tensor callback_extra = at::zeros({10});
+  at::Tensor datamodule_tensor = at::zeros({10});
+  at::Tensor hparams_tensor = at::zeros({10});
+  at::Tensor module_extra = at::zeros({10});
+
+  void change_in_place() {
+    for (at::Tensor* t : {&callback_tensor, &callback_extra, &datamodule_tensor, &hparams_tensor, &module_extra}) {
+      t->fill_(1);
+    }
+    callback_list.set(0, 99);
+  }
+};
+
+class StateModule : public MomentumModule {
+ public:
+  explicit StateModule(std::shared_ptr<LiveState> live) : live_(std::move(live)) {
+    StateDict hparams;
+    hparams.insert("tensor", live_->hparams_tensor);
+    save_hyperparameters(hparams);
+  }
+  void on_save_checkpoint(CheckpointData& checkpoint) override { checkpoint.extra.insert("module", live_->module_extra); }
+
+ private:
+  std::shared_ptr<LiveState> live_;
+};
+
+class StateDataModule : public RandomDataModule {
+ public:
+  explicit StateDataModule(std::shared_ptr<LiveState> live) : RandomDataModule(64, 4, true), live_(std::move(live)) {}
+  StateDict state_dict() const override {
+    StateDict state;
+    state.insert("tensor", live_->datamodule_tensor);
+    return state;
+  }
+
+ private:
+  std::shared_ptr<LiveState> live_;
+};
+
+// Saves twice after batch 3: the first save is held in flight until the state has changed, so the
+// second, pending behind it, is certainly serialised after the change.
+class SavesThenChanges : public Callback {
+ public:
+  SavesThenChanges(std::string dir, std::shared_ptr<LiveState> live) : dir_(std::move(dir)), live_(std::move(live)) {}
+  StateDict state_dict() const override {
+    StateDict state;
+    state.insert("tensor", live_->callback_tensor);
+    state.insert("list", c10::IValue(live_->callback_list));
+    return state;
+  }
+  void on_save_checkpoint(Trainer&, Module&, CheckpointData& checkpoint) override {
+    checkpoint.extra.insert("callback", live_->callback_extra);
+  }
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) override {
+    if (trainer.current_epoch() != 0 || batch_idx != 3) return;
+    std::promise<void> changed;
+    std::shared_future<void> done = changed.get_future().share();
+    trainer.submit_checkpoint(dir_ + "/first", false, {}, [done](const std::string&) { done.wait(); });
+    trainer.save_checkpoint(dir_ + "/second", {false, /*async=*/true});
+    live_->change_in_place();
+    changed.set_value();
+  }
+
+ private:
+  std::string dir_;
+  std::shared_ptr<LiveState> live_;
+};
+
+}  // namespace
+
+TEST_CASE("An asynchronous save holds every part as it was when save returned", "[core][checkpoint][async]") {
+  TempDir dir;
+  auto live = std::make_shared<LiveState>();
+  Trainer trainer(options_for_resume(), {std::make_shared<SavesThenChanges>(dir.path().string(), live)});
+  StateModule module(live);
+  StateDataModule data(live);
+  trainer.fit(module, data);
+  for (const char* name : {"first", "second"}) {
+    INFO(name);
+    const LoadedCheckpoint loaded = read_checkpoint(dir.file(name));
+    const CheckpointData& saved = loaded.data;
+    const StateDict callback = saved.callbacks.begin()->second;
+    CHECK(callback.at("tensor").toTensor().sum().item<double>() == 0.0);
+    CHECK(callback.at("list").toIntList().get(0) == 1);
+    CHECK(saved.extra.at("callback").toTensor().sum().item<double>() == 0.0);
+    CHECK(saved.extra.at("module").toTensor().sum().item<double>() == 0.0);
+    CHECK(saved.datamodule.at("tensor").toTensor().sum().item<double>() == 0.0);
+    CHECK(saved.hyper_parameters.at("tensor").toTensor().sum().item<double>() == 0.0);
+  }
 }

@@ -20,6 +20,7 @@ class RecordingCallback : public Callback {
       : log_(std::move(log)), state_key_(std::move(state_key)) {}
 
   std::string state_key() const override { return state_key_.empty() ? Callback::state_key() : state_key_; }
+  bool stateful() const override { return true; }
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state) override { add("Callback.load_state_dict"); }
 
