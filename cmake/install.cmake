@@ -11,7 +11,7 @@ add_library(trainbus::trainbus ALIAS trainbus_all)
 set_target_properties(trainbus_all PROPERTIES EXPORT_NAME trainbus)
 target_link_libraries(trainbus_all INTERFACE trainbus::events trainbus::core trainbus::observers)
 
-install(TARGETS trainbus_events trainbus_proto trainbus_core trainbus_loggers trainbus_observers trainbus_all
+install(TARGETS trainbus_events trainbus_proto trainbus_checkpoint_writer trainbus_core trainbus_loggers trainbus_observers trainbus_all
         EXPORT trainbusTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})

@@ -165,50 +165,6 @@ void require_directory(const std::string& path) {
 
 }  // namespace
 
-std::string temporary_checkpoint_name(const std::string& path) {
-  static std::atomic<uint64_t> counter{0};
-  return path + kTemporarySuffix + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-}
-
-void commit_checkpoint_directory(const std::string& temporary, const std::string& path) {
-  fsync_directory(temporary);
-  std::error_code error;
-  const fs::file_status existing = fs::symlink_status(path, error);
-  if (fs::is_symlink(existing)) {
-    fs::remove(path, error);  // a `last` link: a directory cannot be renamed over it
-  } else if (fs::exists(existing)) {
-    if (exchange_paths(temporary, path)) {
-      fs::remove_all(temporary, error);  // the old checkpoint, now under the temporary name
-    } else {
-      // No atomic exchange here: move the old one aside first; a crash in between leaves it there.
-      const std::string old = temporary_checkpoint_name(path);
-      rename_durably(path, old);
-      rename_durably(temporary, path);
-      fs::remove_all(old, error);
-    }
-    return;
-  }
-  rename_durably(temporary, path);
-}
-
-void remove_checkpoint(const std::string& path) {
-  std::error_code error;
-  const fs::file_status status = fs::symlink_status(path, error);
-  if (error || !fs::exists(status)) return;
-  if (!fs::is_directory(status)) {
-    fs::remove(path, error);
-    return;
-  }
-  const std::string doomed = temporary_checkpoint_name(path);
-  fs::rename(path, doomed, error);
-  if (error) return;
-  fs::remove_all(doomed, error);
-}
-
-bool is_temporary_checkpoint(const std::string& path) {
-  return fs::path(path).filename().string().find(kTemporarySuffix) != std::string::npos;
-}
-
 torch::serialize::OutputArchive& add_trainer_part(CheckpointSnapshot& snapshot) {
   const CheckpointData& data = snapshot.data;
   StateDict dict;
@@ -254,7 +210,7 @@ void write_checkpoint(CheckpointSnapshot& snapshot, const std::string& path) {
     DurableFile manifest_file((fs::path(temporary) / kManifestFile).string());
     manifest_file.write(bytes.data(), bytes.size());
     manifest_file.close_durably();
-    commit_checkpoint_directory(temporary, path);
+    commit_checkpoint(temporary, path);
   } catch (const CheckpointError& e) {
     fs::remove_all(temporary, error);
     throw CheckpointError(detail::concat("cannot write checkpoint ", path, ": ", e.what()));

@@ -12,6 +12,7 @@
 #include <torch/serialize/input-archive.h>
 
 #include "core/checkpoint_data.h"
+#include "core/checkpoint_files.h"
 #include "core/checkpoint_snapshot.h"
 
 namespace trainbus {
@@ -20,8 +21,6 @@ namespace trainbus {
 inline constexpr int64_t kCheckpointFormatVersion = 2;
 /// The manifest's file name inside a checkpoint directory.
 inline constexpr const char* kManifestFile = "MANIFEST";
-/// Marks a checkpoint directory still being written (or left by a crash); never loaded.
-inline constexpr const char* kTemporarySuffix = ".tmp-";
 
 /// A checkpoint read from disk and verified: the hook-visible data and the archives of its parts.
 struct LoadedCheckpoint {
@@ -67,20 +66,5 @@ struct CheckpointSummary {
 /// (by global step, then creation time). Temporary and damaged ones are left out.
 std::vector<CheckpointSummary> list_complete_checkpoints(const std::string& directory);
 
-/// A fresh name next to `path` for a directory still being written: `path`.tmp-<pid>-<n>.
-std::string temporary_checkpoint_name(const std::string& path);
-
-/// Makes the finished directory `temporary` the checkpoint `path`: fsyncs it, then renames it into
-/// place, atomically exchanging it with a checkpoint (or replacing a symlink) already at `path`,
-/// and removes the old one. Throws CheckpointError naming the paths.
-void commit_checkpoint_directory(const std::string& temporary, const std::string& path);
-
-/// Removes a checkpoint so that a crash half-way never leaves a torn one under its final name:
-/// renamed to a temporary name first (atomic), then deleted. A symlink is just unlinked.
-/// Best effort: failures are ignored (a leftover temporary directory is never loaded).
-void remove_checkpoint(const std::string& path);
-
-/// True if `path` names a temporary directory of an unfinished write.
-bool is_temporary_checkpoint(const std::string& path);
 
 }  // namespace trainbus

@@ -17,16 +17,18 @@
 namespace trainbus {
 namespace {
 
-// A CPU copy in new memory (a real copy even when `tensor` is already on the CPU).
+// A dense CPU copy in new memory (a real copy even when `tensor` is already on the CPU); dense, so
+// that it can be kept as a buffer for the next snapshot.
 at::Tensor new_cpu_copy(const at::Tensor& tensor) {
-  return tensor.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
+  return tensor.detach().to(at::TensorOptions().device(at::kCPU), /*non_blocking=*/false, /*copy=*/true,
+                            at::MemoryFormat::Contiguous);
 }
 
 // A CPU copy that shares no storage with `tensor`: the snapshot must not change when training goes
 // on. Undefined stays undefined.
 at::Tensor private_copy(const at::Tensor& tensor, CheckpointSnapshot& snapshot) {
   if (!tensor.defined()) return tensor;
-  at::Tensor copy = snapshot.buffers != nullptr ? snapshot.buffers->copy_of(tensor) : new_cpu_copy(tensor);
+  at::Tensor copy = snapshot.buffers != nullptr ? copy_into_buffer(*snapshot.buffers, tensor) : new_cpu_copy(tensor);
   snapshot.tensor_bytes += copy.nbytes();
   snapshot.copies.push_back(copy);
   return copy;
@@ -111,26 +113,22 @@ void touch_pages(at::Tensor& tensor) {
 
 }  // namespace
 
-SnapshotBuffers::Layout SnapshotBuffers::layout_of(const at::Tensor& tensor) {
+TensorBufferTraits::Layout TensorBufferTraits::layout_of(const at::Tensor& tensor) {
   return {static_cast<int>(tensor.scalar_type()), tensor.sizes().vec()};
 }
 
-at::Tensor SnapshotBuffers::copy_of(const at::Tensor& tensor) {
-  at::Tensor buffer;
-  {
-    std::unique_lock<std::mutex> lock(mutex_);
-    const Layout layout = layout_of(tensor);
-    // A prepare() in progress hands its buffers back one by one, in snapshot order.
-    prepared_.wait(lock, [&] { return !preparing() || free_.count(layout) > 0; });
-    auto found = free_.find(layout);
-    if (found != free_.end()) {
-      buffer = std::move(found->second);
-      free_.erase(found);
-      bytes_ -= buffer.nbytes();
-    } else {
-      ++fresh_copies_;
-    }
-  }
+at::Tensor TensorBufferTraits::allocate(const Layout& layout) {
+  return at::empty(layout.second, at::TensorOptions().dtype(at::ScalarType(layout.first)));
+}
+
+void TensorBufferTraits::touch(at::Tensor& tensor) { touch_pages(tensor); }
+
+bool TensorBufferTraits::reusable(const at::Tensor& tensor) {
+  return tensor.defined() && tensor.use_count() == 1 && tensor.storage().use_count() == 1 && tensor.is_contiguous();
+}
+
+at::Tensor copy_into_buffer(SnapshotBuffers& buffers, const at::Tensor& tensor) {
+  at::Tensor buffer = buffers.take(TensorBufferTraits::layout_of(tensor));
   if (!buffer.defined()) return new_cpu_copy(tensor);
   const at::Tensor source = tensor.detach();
   if (source.device().is_cpu() && source.is_contiguous()) {
@@ -142,93 +140,7 @@ at::Tensor SnapshotBuffers::copy_of(const at::Tensor& tensor) {
   return buffer;
 }
 
-void SnapshotBuffers::give_back(std::vector<at::Tensor> copies) {
-  std::multimap<Layout, at::Tensor> kept;
-  std::size_t bytes = 0;
-  for (at::Tensor& copy : copies) {
-    // Only a buffer nobody else can see: not a view, not shared with a tensor still in use.
-    if (!copy.defined() || copy.use_count() != 1 || copy.storage().use_count() != 1 || !copy.is_contiguous()) {
-      continue;
-    }
-    bytes += copy.nbytes();
-    kept.emplace(layout_of(copy), std::move(copy));
-  }
-  std::multimap<Layout, at::Tensor> dropped;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (preparing()) {
-      // The buffers being prepared are for the next snapshot already; keep those, not two sets.
-      dropped.swap(kept);
-      return;
-    }
-    dropped.swap(free_);
-    free_.swap(kept);
-    bytes_ = bytes;
-  }
-}  // `dropped` is freed here, outside the lock
-
-bool SnapshotBuffers::request_prepare(std::vector<Layout> layouts) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  requested_ = std::move(layouts);
-  if (prepare_queued_) return false;
-  prepare_queued_ = true;
-  return true;
-}
-
-void SnapshotBuffers::prepare() noexcept {
-  std::vector<Layout> layouts;
-  // Take every kept buffer a layout asks for (copy_of waits for them now); drop the others.
-  std::vector<std::pair<Layout, at::Tensor>> to_prepare;
-  std::multimap<Layout, at::Tensor> dropped;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    layouts.swap(requested_);
-    prepare_queued_ = false;
-    prepare_running_ = true;
-    for (const Layout& layout : layouts) {
-      at::Tensor buffer;
-      auto found = free_.find(layout);
-      if (found != free_.end()) {
-        buffer = std::move(found->second);
-        free_.erase(found);
-        bytes_ -= buffer.nbytes();
-      }
-      to_prepare.emplace_back(layout, std::move(buffer));
-    }
-    dropped.swap(free_);
-    bytes_ = 0;
-  }
-  dropped.clear();
-  for (auto& [layout, buffer] : to_prepare) {
-    try {
-      if (!buffer.defined()) buffer = at::empty(layout.second, at::TensorOptions().dtype(at::ScalarType(layout.first)));
-      touch_pages(buffer);
-    } catch (...) {
-      buffer = at::Tensor();  // out of memory: the snapshot allocates its own, or fails there
-    }
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (buffer.defined()) {
-      bytes_ += buffer.nbytes();
-      free_.emplace(layout, std::move(buffer));
-    }
-    prepared_.notify_all();
-  }
-  std::lock_guard<std::mutex> lock(mutex_);
-  prepare_running_ = false;
-  prepared_.notify_all();
-}
-
-std::size_t SnapshotBuffers::bytes() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return bytes_;
-}
-
-uint64_t SnapshotBuffers::fresh_copies() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return fresh_copies_;
-}
-
-std::vector<SnapshotBuffers::Layout> snapshot_layouts(
+std::vector<TensorBufferTraits::Layout> snapshot_layouts(
     const torch::nn::Module& module, const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers) {
   std::vector<at::Tensor> tensors;
   module_tensors(module, tensors);
@@ -237,9 +149,9 @@ std::vector<SnapshotBuffers::Layout> snapshot_layouts(
       for_each_state_tensor(*state, [&](const at::Tensor& field) { tensors.push_back(field); });
     }
   }
-  std::vector<SnapshotBuffers::Layout> layouts;
+  std::vector<TensorBufferTraits::Layout> layouts;
   for (const at::Tensor& tensor : tensors) {
-    if (tensor.defined()) layouts.push_back(SnapshotBuffers::layout_of(tensor));
+    if (tensor.defined()) layouts.push_back(TensorBufferTraits::layout_of(tensor));
   }
   return layouts;
 }

@@ -8,15 +8,13 @@
 
 #include <chrono>
 #include <ctime>
-#include <filesystem>
-#include <system_error>
 
-#include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 
-#include "core/checkpoint_io.h"
+#include "core/checkpoint_files.h"
 #include "events/check.h"
 #include "events/diagnostics.h"
+#include "events/post_task.h"
 
 namespace trainbus {
 
@@ -31,19 +29,38 @@ double thread_cpu_seconds() {
   return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) * 1e-9;
 }
 
+std::string describe(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception (not derived from std::exception)";
+  }
+}
+
+std::string joined(const std::vector<std::string>& paths) {
+  std::string out;
+  for (const std::string& path : paths) out += (out.empty() ? "" : ", ") + path;
+  return out;
+}
+
 }  // namespace
 
-struct CheckpointWriter::Pool {
-  boost::asio::thread_pool pool{1};
+CheckpointPayload::~CheckpointPayload() = default;
+
+struct CheckpointWriter::Threads {
+  boost::asio::thread_pool writer{1};
   // Prepares snapshot buffers at normal priority: they are needed by the next save, soon.
   boost::asio::thread_pool preparer{1};
 };
 
-CheckpointWriter::CheckpointWriter() : pool_(std::make_unique<Pool>()) {
+CheckpointWriter::CheckpointWriter(const BufferCounters* buffers)
+    : buffers_(buffers), threads_(std::make_unique<Threads>()) {
   // The writer yields to the training threads: SCHED_BATCH, and a lower priority (nice), so that
   // on a machine whose cores training keeps busy a save takes longer instead of slowing the steps
   // (bench/README.md). Best effort: an unprivileged process may lower its threads' priority.
-  boost::asio::post(pool_->pool, [] {
+  boost::asio::post(threads_->writer, [] {
     sched_param param{};
     (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &param);
     (void)setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kWriterNice);
@@ -52,25 +69,22 @@ CheckpointWriter::CheckpointWriter() : pool_(std::make_unique<Pool>()) {
 
 CheckpointWriter::~CheckpointWriter() {
   if (std::exception_ptr error = wait_quietly()) {
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      warn(std::string("a checkpoint failed and nobody asked for the error before shutdown: ") + e.what());
-    }
+    warn("a checkpoint failed and nobody asked for the error before shutdown: " + describe(error));
   }
-  pool_->pool.join();
-  pool_->preparer.join();
+  threads_->writer.join();
+  threads_->preparer.join();
 }
 
-void CheckpointWriter::prepare_buffers(std::vector<SnapshotBuffers::Layout> layouts) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ++stats_.prepared;
-  }
-  if (!buffers_.request_prepare(std::move(layouts))) return;
-  boost::asio::post(pool_->preparer, [this] {
+void CheckpointWriter::prepare_in_background(std::function<void()> task) {
+  detail::post_task(threads_->preparer, [this, task = std::move(task)] {
     const double cpu_start = thread_cpu_seconds();
-    buffers_.prepare();
+    try {
+      task();
+    } catch (const std::exception& e) {
+      warn(std::string("preparing checkpoint buffers failed: ") + e.what());
+    } catch (...) {
+      warn("preparing checkpoint buffers failed: unknown exception");
+    }
     const double cpu_seconds = thread_cpu_seconds() - cpu_start;
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.prepare_cpu_seconds += cpu_seconds;
@@ -78,9 +92,11 @@ void CheckpointWriter::prepare_buffers(std::vector<SnapshotBuffers::Layout> layo
 }
 
 std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
-  TRAINBUS_CHECK(job.snapshot != nullptr, "CheckpointWriter::submit: the job for ", job.path, " has no snapshot");
+  TRAINBUS_CHECK(job.payload != nullptr, "CheckpointWriter::submit: the job for ", job.path, " has no payload");
   check();
+  const std::size_t bytes = job.payload->bytes();
   std::optional<std::string> replaced;
+  std::unique_ptr<CheckpointPayload> superseded;  // destroyed outside the lock
   {
     std::unique_lock<std::mutex> lock(mutex_);
     if (pending_ && (pending_->replace_group.empty() || pending_->replace_group != job.replace_group)) {
@@ -88,27 +104,41 @@ std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
       idle_.wait(lock, [&] { return !pending_; });
     }
     ++stats_.submitted;
-    stats_.bytes_held += job.snapshot->tensor_bytes;
-    if (!busy_) {
-      busy_ = true;
-    } else {
+    stats_.bytes_held += bytes;
+    if (busy_) {
       if (pending_) {
         // The newer save supersedes the pending one, which never started: its evictions still
         // have to happen once a newer checkpoint is durable.
         ++stats_.replaced;
         replaced = pending_->path;
-        stats_.bytes_held -= pending_->snapshot->tensor_bytes;
+        stats_.bytes_held -= pending_->payload->bytes();
         job.remove_after_commit.insert(job.remove_after_commit.begin(), pending_->remove_after_commit.begin(),
                                        pending_->remove_after_commit.end());
+        superseded = std::move(pending_->payload);
       }
       stats_.peak_bytes_held = std::max(stats_.peak_bytes_held, stats_.bytes_held);
       pending_ = std::move(job);
       return replaced;
     }
+    busy_ = true;
     stats_.peak_bytes_held = std::max(stats_.peak_bytes_held, stats_.bytes_held);
   }
+  const std::string path = job.path;
   auto shared = std::make_shared<CheckpointJob>(std::move(job));
-  boost::asio::post(pool_->pool, [this, shared] { write_in_background(std::move(*shared)); });
+  try {
+    detail::post_task(threads_->writer, [this, shared] { write_in_background(std::move(*shared)); });
+  } catch (...) {
+    // Nothing was queued: undo, so that wait() does not wait for a write that never starts.
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      busy_ = false;
+      --stats_.submitted;
+      stats_.bytes_held -= bytes;
+    }
+    idle_.notify_all();
+    throw CheckpointError(detail::concat("cannot start writing checkpoint ", path, " in the background: ",
+                                         describe(std::current_exception())));
+  }
   return replaced;
 }
 
@@ -117,41 +147,39 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
   for (;;) {
     const auto start = std::chrono::steady_clock::now();
     const double cpu_start = thread_cpu_seconds();
-    bool ok = false;
+    bool written = false;
     std::exception_ptr failure;
     try {
-      write_checkpoint(*job.snapshot, job.path);
-      ok = true;
+      job.payload->write(job.path);
+      written = true;
       // `last` first, then the evictions, so that a crash in between never leaves `last` pointing
       // at a removed checkpoint.
       if (job.after_commit) job.after_commit(job.path);
       for (const std::string& old : job.remove_after_commit) {
         if (old != job.path) remove_checkpoint(old);
       }
-    } catch (const CheckpointError&) {
-      failure = std::current_exception();
-    } catch (const std::exception& e) {
-      failure = std::make_exception_ptr(
-          CheckpointError(detail::concat("cannot write checkpoint ", job.path, ": ", e.what())));
     } catch (...) {
-      failure = std::make_exception_ptr(
-          CheckpointError(detail::concat("cannot write checkpoint ", job.path, ": unknown exception")));
+      std::string message = written ? detail::concat("checkpoint ", job.path, " was written, but what follows it failed: ",
+                                                     describe(std::current_exception()))
+                                     : describe(std::current_exception());
+      if (written && !job.remove_after_commit.empty()) {
+        message += "; kept " + joined(job.remove_after_commit) + ", which it would have replaced";
+      }
+      if (message.find(job.path) == std::string::npos) message = "cannot write checkpoint " + job.path + ": " + message;
+      failure = std::make_exception_ptr(CheckpointError(message));
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const std::size_t bytes = job.snapshot->tensor_bytes;
-    // The archives go first: then nothing but `copies` holds the tensor copies, and the next
-    // snapshot may copy into them.
-    job.snapshot->parts.clear();
-    buffers_.give_back(std::move(job.snapshot->copies));
-    job.snapshot.reset();
+    const std::size_t bytes = job.payload->bytes();
+    job.payload.reset();  // gives a snapshot's buffers back for the next one
     const double cpu_seconds = thread_cpu_seconds() - cpu_start;
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.bytes_held -= bytes;
     stats_.write_cpu_seconds += cpu_seconds;
-    if (ok) {
+    if (written) {
       ++stats_.written;
       stats_.last_write_seconds = seconds;
-    } else {
+    }
+    if (failure) {
       ++stats_.failed;
       if (!error_) error_ = failure;  // the first failure is the one to fix
       has_error_.store(true, std::memory_order_relaxed);
@@ -197,10 +225,16 @@ void CheckpointWriter::check() {
 bool CheckpointWriter::has_error() const noexcept { return has_error_.load(std::memory_order_relaxed); }
 
 CheckpointWriterStats CheckpointWriter::stats() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  CheckpointWriterStats stats = stats_;
-  stats.bytes_kept = buffers_.bytes();
-  stats.fresh_copies = buffers_.fresh_copies();
+  CheckpointWriterStats stats;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats = stats_;
+  }
+  if (buffers_ != nullptr) {
+    stats.bytes_kept = buffers_->bytes();
+    stats.fresh_copies = buffers_->fresh_copies();
+    stats.prepared = buffers_->prepare_requests();
+  }
   return stats;
 }
 

@@ -9,6 +9,7 @@
 #include <torch/utils.h>
 
 #include "core/callback_order.h"
+#include "core/checkpoint_snapshot.h"
 #include "core/tensor_ref.h"
 #include "events/diagnostics.h"
 #include "core/trainer_hooks.h"
@@ -99,8 +100,18 @@ void Trainer::add_observer(std::shared_ptr<Observer> observer, ObserverOptions o
 
 void Trainer::wait_for_observers() {
   if (!observers_) return;
-  observers_->drain();
+  const bool drained = observers_->drain_for(options_.observer_shutdown_timeout);
   observers_->check();
+  if (!drained) throw stuck_observers_error();
+}
+
+ObserverError Trainer::stuck_observers_error() const {
+  std::string names;
+  for (const std::string& name : observers_->busy_observers()) names += (names.empty() ? "" : ", ") + name;
+  return ObserverError(names, detail::concat("handled no event for ", options_.observer_shutdown_timeout.count(),
+                                             " ms (TrainerOptions::observer_shutdown_timeout) and may be stuck in a "
+                                             "hook; the run does not wait for it any longer"),
+                       nullptr);
 }
 
 void Trainer::report_dropped_events() {

@@ -13,6 +13,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/buffer_pool.h"
 #include "core/callback.h"
 #include "core/checkpoint_writer.h"
 #include "core/data_module.h"
@@ -27,6 +28,8 @@
 namespace trainbus {
 
 struct LoadedCheckpoint;
+struct TensorBufferTraits;
+struct CheckpointSnapshot;
 
 /// Where a run is (Lightning's TrainerStatus).
 enum class TrainerStatus { kInitializing, kRunning, kFinished, kInterrupted };
@@ -91,7 +94,9 @@ class Trainer {
   /// the next batch, epoch end or the end of the run, through on_exception.
   void add_observer(std::shared_ptr<Observer> observer, ObserverOptions options = {});
   /// Flush barrier: blocks until every observer has handled every event published so far, then
-  /// raises a pending observer failure. Callbacks may call it.
+  /// raises a pending observer failure. Callbacks may call it. An observer that handles no event
+  /// for observer_shutdown_timeout is raised as stuck (ObserverError naming it) rather than waited
+  /// for without end.
   void wait_for_observers();
   /// The pool, for stats; nullptr until an observer is added.
   const ObserverPool* observer_pool() const noexcept { return observers_.get(); }
@@ -169,6 +174,7 @@ class Trainer {
   template <class Body>
   void run_entry_point(Stage stage, Module& module, DataModule& data, Body&& body);
   void notify_exception(const std::exception& error);
+  ObserverError stuck_observers_error() const;
   void report_dropped_events();
   void call_setup_hooks(Stage stage);
   void call_teardown_hooks(Stage stage);
@@ -202,7 +208,9 @@ class Trainer {
   /// With `copies_into`, the snapshot holds private copies (made in those buffers); without, it
   /// references the live tensors and must be written before training goes on.
   std::unique_ptr<CheckpointSnapshot> take_snapshot(const std::string& path, bool weights_only,
-                                                    SnapshotBuffers* copies_into);
+                                                    BufferPool<TensorBufferTraits>* copies_into);
+  /// The writer and the buffers its snapshots copy into, made by the first asynchronous save.
+  CheckpointWriter& checkpoint_writer_for_saves();
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
   void check_checkpoints() {
     if (checkpoints_ && checkpoints_->has_error()) checkpoints_->check();
@@ -228,7 +236,10 @@ class Trainer {
   // Declared after bus_: destroyed first, while it can still disconnect from the bus.
   std::unique_ptr<ObserverPool> observers_;
   std::map<std::string, uint64_t> dropped_reported_;  // per observer, for report_dropped_events
-  std::unique_ptr<CheckpointWriter> checkpoints_;      // created by the first asynchronous save
+  // Created by the first asynchronous save. The buffers outlive the writer, whose thread gives
+  // snapshots' buffers back to them.
+  std::unique_ptr<BufferPool<TensorBufferTraits>> snapshot_buffers_;
+  std::unique_ptr<CheckpointWriter> checkpoints_;
   std::string resumed_from_;
   MetricsCollector metrics_;
 

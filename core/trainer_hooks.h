@@ -73,8 +73,11 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
       notify_exception(std::runtime_error("unknown exception (not derived from std::exception)"));
     }
     // The observers still get (and handle) everything, including the Exception event, and the
-    // checkpoints saved so far (OnExceptionCheckpoint's too) are made durable.
-    if (observers_) observers_->drain();
+    // checkpoints saved so far (OnExceptionCheckpoint's too) are made durable. A stuck observer is
+    // reported, not waited for: the original exception must come out.
+    if (observers_ && !observers_->drain_for(options_.observer_shutdown_timeout)) {
+      warn(std::string("also, ") + stuck_observers_error().what());
+    }
     if (checkpoints_) {
       if (std::exception_ptr failed = checkpoints_->wait_quietly()) {
         try {

@@ -89,7 +89,9 @@ struct TrainerOptions {
   int64_t log_every_n_steps = 50;
   /// Threads of the pool that runs asynchronous observers (Trainer::add_observer).
   std::size_t observer_threads = 2;
-  /// How long destroying the Trainer waits for observers to finish before it abandons them.
+  /// How long a wait for the observers (at the end of every run, wait_for_observers(), the
+  /// Trainer's destructor) lets an observer handle no event before it reports it as stuck and
+  /// stops waiting. A slow observer that makes progress is waited for.
   std::chrono::milliseconds observer_shutdown_timeout{10000};
 };
 

@@ -47,46 +47,18 @@ class Observer {
   /// true: tensor fields (losses, outputs) arrive as detached CPU copies taken on the training
   /// thread; false (default): they arrive empty and cost nothing.
   virtual bool wants_tensors() const { return false; }
+  /// Hands what the observer buffers to the operating system (an ofstream's buffer, say). Called
+  /// on its strand at most ObserverOptions::flush_interval after it handled events, and when the
+  /// pool shuts down, so that a crash of the process loses at most that interval. May throw (then
+  /// it fails like a hook).
+  virtual void flush() {}
 
-  // ---- hooks, one per event type, in the order a fit meets them ----
-  virtual void setup(const events::Setup& event) { (void)event; }
-  virtual void on_fit_start(const events::FitStart& event) { (void)event; }
-  virtual void on_sanity_check_start(const events::SanityCheckStart& event) { (void)event; }
-  virtual void on_sanity_check_end(const events::SanityCheckEnd& event) { (void)event; }
-  virtual void on_train_start(const events::TrainStart& event) { (void)event; }
-  virtual void on_train_epoch_start(const events::TrainEpochStart& event) { (void)event; }
-  virtual void on_train_batch_start(const events::TrainBatchStart& event) { (void)event; }
-  virtual void on_before_zero_grad(const events::BeforeZeroGrad& event) { (void)event; }
-  virtual void on_before_backward(const events::BeforeBackward& event) { (void)event; }
-  virtual void on_after_backward(const events::AfterBackward& event) { (void)event; }
-  virtual void on_before_optimizer_step(const events::BeforeOptimizerStep& event) { (void)event; }
-  virtual void on_after_optimizer_step(const events::AfterOptimizerStep& event) { (void)event; }
-  virtual void on_train_batch_end(const events::TrainBatchEnd& event) { (void)event; }
-  virtual void on_train_epoch_end(const events::TrainEpochEnd& event) { (void)event; }
-  virtual void on_train_end(const events::TrainEnd& event) { (void)event; }
-  virtual void on_validation_start(const events::ValidationStart& event) { (void)event; }
-  virtual void on_validation_epoch_start(const events::ValidationEpochStart& event) { (void)event; }
-  virtual void on_validation_batch_start(const events::ValidationBatchStart& event) { (void)event; }
-  virtual void on_validation_batch_end(const events::ValidationBatchEnd& event) { (void)event; }
-  virtual void on_validation_epoch_end(const events::ValidationEpochEnd& event) { (void)event; }
-  virtual void on_validation_end(const events::ValidationEnd& event) { (void)event; }
-  virtual void on_test_start(const events::TestStart& event) { (void)event; }
-  virtual void on_test_epoch_start(const events::TestEpochStart& event) { (void)event; }
-  virtual void on_test_batch_start(const events::TestBatchStart& event) { (void)event; }
-  virtual void on_test_batch_end(const events::TestBatchEnd& event) { (void)event; }
-  virtual void on_test_epoch_end(const events::TestEpochEnd& event) { (void)event; }
-  virtual void on_test_end(const events::TestEnd& event) { (void)event; }
-  virtual void on_predict_start(const events::PredictStart& event) { (void)event; }
-  virtual void on_predict_epoch_start(const events::PredictEpochStart& event) { (void)event; }
-  virtual void on_predict_batch_start(const events::PredictBatchStart& event) { (void)event; }
-  virtual void on_predict_batch_end(const events::PredictBatchEnd& event) { (void)event; }
-  virtual void on_predict_epoch_end(const events::PredictEpochEnd& event) { (void)event; }
-  virtual void on_predict_end(const events::PredictEnd& event) { (void)event; }
-  virtual void on_save_checkpoint(const events::SaveCheckpoint& event) { (void)event; }
-  virtual void on_load_checkpoint(const events::LoadCheckpoint& event) { (void)event; }
-  virtual void on_exception(const events::Exception& event) { (void)event; }
-  virtual void on_fit_end(const events::FitEnd& event) { (void)event; }
-  virtual void teardown(const events::Teardown& event) { (void)event; }
+  // ---- hooks: one per event type, named as Callback's (on_train_batch_end receives a
+  // TrainBatchEnd), in the order a fit meets them; each event's struct says when it fires ----
+#define TRAINBUS_DETAIL_OBSERVER_HOOK(Type, hook) \
+  virtual void hook(const events::Type& event) { (void)event; }
+  TRAINBUS_FOR_EACH_EVENT(TRAINBUS_DETAIL_OBSERVER_HOOK)
+#undef TRAINBUS_DETAIL_OBSERVER_HOOK
 };
 
 }  // namespace trainbus

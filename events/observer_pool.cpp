@@ -9,13 +9,13 @@
 #include <functional>
 #include <thread>
 
-#include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 
 #include "events/check.h"
 #include "events/diagnostics.h"
 #include "events/observer_hooks.h"
+#include "events/post_task.h"
 #include "events/tensor_fields.h"
 
 namespace trainbus {
@@ -47,10 +47,14 @@ struct ObserverPool::Executor {
       threads.emplace_back([this] {
         sched_param param{};
         (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &param);  // best effort
+        current_executor = this;
         pool.attach();
       });
     }
   }
+  /// The executor whose thread this is (nullptr on other threads): a drain from one of its own
+  /// threads would wait for itself.
+  static thread_local const Executor* current_executor;
   ~Executor() { join(); }
   /// Returns once every posted handler has run.
   void join() {
@@ -65,6 +69,8 @@ struct ObserverPool::Executor {
   std::vector<std::thread> threads;
   std::once_flag joined;
 };
+
+thread_local const ObserverPool::Executor* ObserverPool::Executor::current_executor = nullptr;
 
 namespace {
 
@@ -88,21 +94,24 @@ constexpr std::size_t kEagerBatch = 64;
 
 struct ObserverPool::Channel {
   Channel(std::shared_ptr<Observer> observer_in, ObserverOptions options_in, std::shared_ptr<Executor> executor_in,
-          std::shared_ptr<std::atomic<bool>> any_failure_in)
+          std::shared_ptr<std::atomic<int>> unraised_in)
       : executor(std::move(executor_in)),
         strand(boost::asio::make_strand(executor->pool)),
         observer(std::move(observer_in)),
         name(observer->name()),
         options(options_in),
         wants_tensors(observer->wants_tensors()),
-        any_failure(std::move(any_failure_in)) {}
+        unraised(std::move(unraised_in)) {}
+
+  /// The channel whose hook this thread runs now (nullptr outside hooks), for error messages.
+  static thread_local const Channel* running;
 
   // Publishing thread: queues one delivery, waiting for room or dropping it when full. A full
   // queue, or a burst of kEagerBatch, posts the drainer; otherwise the next kick() does.
   void enqueue(const std::shared_ptr<Channel>& self, std::unique_ptr<Delivery> delivery) {
     {
       std::unique_lock<std::mutex> lock(mutex);
-      if (failed || disabled) return;
+      if (closed_locked()) return;
       while (in_flight >= options.capacity) {
         if (options.when_full == ObserverOptions::WhenFull::kDrop) {
           ++dropped;
@@ -117,9 +126,9 @@ struct ObserverPool::Channel {
           continue;
         }
         ++waiters;
-        changed.wait(lock, [&] { return in_flight < options.capacity || failed || disabled; });
+        changed.wait(lock, [&] { return in_flight < options.capacity || closed_locked(); });
         --waiters;
-        if (failed || disabled) return;
+        if (closed_locked()) return;
       }
       ++in_flight;
       peak_in_flight = std::max(peak_in_flight, in_flight);
@@ -140,9 +149,15 @@ struct ObserverPool::Channel {
     return true;
   }
 
+  // Undoes claim_drainer() when the drainer could not be posted.
+  void release_drainer() {
+    std::lock_guard<std::mutex> lock(mutex);
+    scheduled = false;
+  }
+
   void post_drainer(const std::shared_ptr<Channel>& self) {
     try {
-      boost::asio::post(strand, [self] { self->drain_queue(); });
+      detail::post_task(strand, [self] { self->drain_queue(); });
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex);
       scheduled = false;
@@ -164,19 +179,24 @@ struct ObserverPool::Channel {
           return;
         }
         batch.swap(queue);
-        skip = failed || disabled;
+        skip = closed_locked();
       }
       uint64_t handled = 0;
+      running = this;
       for (auto& delivery : batch) {
         if (skip) break;
         try {
           delivery->run(*observer);
           ++handled;
+          progress.fetch_add(1, std::memory_order_relaxed);
         } catch (...) {
           fail(std::current_exception());
           skip = true;  // failed or disabled: the rest of the batch is not delivered
         }
+        if (abandoned.load(std::memory_order_relaxed)) skip = true;
       }
+      running = nullptr;
+      if (handled > 0) dirty.store(true, std::memory_order_relaxed);
       const std::size_t done = batch.size();
       batch.clear();  // frees the event copies outside the lock
       bool wake;
@@ -192,22 +212,31 @@ struct ObserverPool::Channel {
 
   bool closed() {
     std::lock_guard<std::mutex> lock(mutex);
-    return failed || disabled;
+    return closed_locked();
   }
+  bool closed_locked() const { return failed || disabled || abandoned.load(std::memory_order_relaxed); }
 
-  void fail(std::exception_ptr exception) noexcept {
+  // Records the first failure (kRaise: counted in `unraised` until check() raises it; kDisable:
+  // reported once). With `drop_queued`, also drops what is queued: for a failure outside the
+  // drainer (its drainer could not be posted), which nobody else would ever take off the queue.
+  void fail(std::exception_ptr exception, bool drop_queued = false) noexcept {
     const std::string message = describe(exception);
     bool report = false;
+    std::deque<std::unique_ptr<Delivery>> dropped;
     {
       std::lock_guard<std::mutex> lock(mutex);
       if (options.on_error == ObserverOptions::OnError::kDisable) {
         report = !disabled;
         disabled = true;
-      } else {
+      } else if (!failed) {
         failed = true;
         error = exception;
         error_message = message;
-        any_failure->store(true, std::memory_order_relaxed);
+        unraised->fetch_add(1, std::memory_order_relaxed);
+      }
+      if (drop_queued && !scheduled) {
+        in_flight -= queue.size();
+        dropped.swap(queue);
       }
     }
     changed.notify_all();
@@ -230,7 +259,34 @@ struct ObserverPool::Channel {
   std::string name;
   ObserverOptions options;
   bool wants_tensors;
-  std::shared_ptr<std::atomic<bool>> any_failure;
+  std::shared_ptr<std::atomic<int>> unraised;  // the pool's count of failures not yet raised
+  std::atomic<uint64_t> progress{0};           // events handled, for drains that detect a stall
+  std::atomic<bool> abandoned{false};          // set by a destructor that gave up: deliver nothing more
+  std::atomic<bool> dirty{false};              // handled events since its last flush()
+  std::atomic<bool> flush_posted{false};       // a flush() is posted to its strand
+  std::chrono::steady_clock::time_point last_flush = std::chrono::steady_clock::now();  // flusher thread only
+
+  // Posts observer->flush() to the strand if events were handled since the last one.
+  void post_flush(const std::shared_ptr<Channel>& self) {
+    if (!dirty.load(std::memory_order_relaxed) || flush_posted.exchange(true)) return;
+    dirty.store(false, std::memory_order_relaxed);
+    try {
+      detail::post_task(strand, [self] {
+        if (!self->closed()) {
+          try {
+            self->observer->flush();
+          } catch (...) {
+            self->fail(std::current_exception());
+          }
+        }
+        self->flush_posted.store(false);
+      });
+    } catch (...) {
+      dirty.store(true, std::memory_order_relaxed);  // the next round tries again
+      flush_posted.store(false);
+      throw;
+    }
+  }
 
   std::mutex mutex;
   std::condition_variable changed;
@@ -249,12 +305,14 @@ struct ObserverPool::Channel {
   std::vector<Subscription> subscriptions;  // training thread only
 };
 
+thread_local const ObserverPool::Channel* ObserverPool::Channel::running = nullptr;
+
 ObserverPool::ObserverPool(std::size_t threads, TensorSnapshot snapshot, std::chrono::microseconds flush_interval)
     : threads_(threads),
       executor_(std::make_shared<Executor>(threads)),
       flush_interval_(flush_interval),
       snapshot_(std::move(snapshot)),
-      any_failure_(std::make_shared<std::atomic<bool>>(false)) {
+      unraised_(std::make_shared<std::atomic<int>>(0)) {
   TRAINBUS_CHECK(threads >= 1, "ObserverPool: needs at least 1 thread, got ", threads);
   TRAINBUS_CHECK(flush_interval.count() > 0, "ObserverPool: the flush interval must be positive, got ",
                  flush_interval.count(), " us");
@@ -272,10 +330,28 @@ void ObserverPool::flush_periodically() {
     lock.unlock();
     try {
       kick();
+      flush_due(std::chrono::steady_clock::now());
     } catch (const std::exception& e) {  // out of memory posting: the next round, or drain(), retries
       warn(std::string("observer pool: could not start deliveries: ") + e.what());
     }
     lock.lock();
+  }
+}
+
+// Has every observer whose ObserverOptions::flush_interval has passed since its last flush, and
+// that handled events since, flush() what it buffers. Flusher thread only.
+void ObserverPool::flush_due(std::chrono::steady_clock::time_point now) {
+  std::vector<std::shared_ptr<Channel>> due;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& channel : channels_) {
+      const auto interval = channel->options.flush_interval;
+      if (interval.count() > 0 && now - channel->last_flush >= interval) due.push_back(channel);
+    }
+  }
+  for (const auto& channel : due) {
+    channel->last_flush = now;
+    channel->post_flush(channel);
   }
 }
 
@@ -288,18 +364,28 @@ ObserverPool::~ObserverPool() {
   flusher_.join();
   detach_all();
   if (drain_for(shutdown_timeout_)) {
+    // What observers buffer reaches their files before the pool goes (a failure here has nobody
+    // left to be raised to: it is reported on stderr by the observer's error path).
+    for (const auto& channel : channels_) {
+      try {
+        channel->post_flush(channel);
+      } catch (const std::exception& e) {
+        warn("observer `" + channel->name + "`: could not flush at shutdown: " + e.what());
+      }
+    }
     executor_->join();
     return;
   }
-  std::string pending;
-  for (const auto& channel : channels_) {
-    const ObserverStats s = channel->stats();
-    if (s.in_flight > 0) pending += (pending.empty() ? "" : ", ") + s.name + " (" + std::to_string(s.in_flight) + ")";
-  }
-  warn("observers still busy after " + std::to_string(shutdown_timeout_.count()) +
-       " ms: " + pending + "; their pending events are abandoned so that shutdown does not hang");
-  // A hook that does not return cannot be joined here: a detached thread joins the pool instead,
-  // and frees it once the stuck hooks (and the events queued behind them) are done.
+  const std::vector<std::string> stuck = busy_observers();
+  std::string names;
+  for (const std::string& name : stuck) names += (names.empty() ? "" : ", ") + name;
+  warn("observers made no progress for " + std::to_string(shutdown_timeout_.count()) + " ms at shutdown: " + names +
+       "; the events still queued for them are dropped so that shutdown does not hang. A hook that never "
+       "returns keeps its thread until the process exits");
+  // Nothing queued behind a stuck hook runs any more: user code must not go on running after its
+  // owner is gone. The stuck hook itself cannot be stopped; a detached thread joins the pool once
+  // it returns and frees it.
+  for (const auto& channel : channels_) channel->abandoned.store(true, std::memory_order_relaxed);
   std::thread([executor = std::move(executor_)] { executor->join(); }).detach();
 }
 
@@ -323,7 +409,7 @@ void ObserverPool::subscribe(EventBus& bus, const std::shared_ptr<Channel>& chan
 void ObserverPool::attach(EventBus& bus, std::shared_ptr<Observer> observer, ObserverOptions options) {
   TRAINBUS_CHECK(observer != nullptr, "ObserverPool::attach: the observer is null");
   TRAINBUS_CHECK(options.capacity >= 1, "ObserverOptions::capacity of `", observer->name(), "` must be >= 1");
-  auto channel = std::make_shared<Channel>(std::move(observer), options, executor_, any_failure_);
+  auto channel = std::make_shared<Channel>(std::move(observer), options, executor_, unraised_);
   EventSelection selection;
   channel->observer->select_events(selection);
   events::for_each_event_type([&](auto tag) {
@@ -351,24 +437,36 @@ void ObserverPool::kick() {
   if (due.empty()) return;
   // One post, so one wake-up, however many observers have work; the pool thread then posts each
   // observer's drainer to its strand, where the observers run in parallel.
-  boost::asio::post(executor_->pool, [due = std::move(due)] {
-    for (const auto& channel : due) {
-      try {
-        channel->post_drainer(channel);
-      } catch (...) {
-        channel->fail(std::current_exception());
+  try {
+    detail::post_task(executor_->pool, [due] {
+      for (const auto& channel : due) {
+        try {
+          channel->post_drainer(channel);
+        } catch (...) {
+          channel->fail(std::current_exception(), /*drop_queued=*/true);
+        }
       }
-    }
-  });
+    });
+  } catch (...) {
+    // Nothing was posted: release the claims, so that the next kick (the flusher's, a drain's)
+    // tries again rather than every drain waiting for a drainer that never comes.
+    for (const auto& channel : due) channel->release_drainer();
+    throw;
+  }
 }
 
 void ObserverPool::drain() { drain_until(std::nullopt); }
 
-bool ObserverPool::drain_for(std::chrono::milliseconds timeout) {
-  return drain_until(std::chrono::steady_clock::now() + timeout);
-}
+bool ObserverPool::drain_for(std::chrono::milliseconds timeout) { return drain_until(timeout); }
 
-bool ObserverPool::drain_until(std::optional<std::chrono::steady_clock::time_point> deadline) {
+bool ObserverPool::drain_until(std::optional<std::chrono::milliseconds> stall_timeout) {
+  if (Executor::current_executor == executor_.get()) {
+    const Channel* running = Channel::running;
+    throw MisconfigurationError(detail::concat(
+        "ObserverPool: drain() was called from a hook of observer `", running ? running->name : std::string("?"),
+        "`, which runs on the pool it would wait for: it would wait for itself. An observer's hooks cannot "
+        "wait for the observers; do that from the training thread (a Callback: trainer.wait_for_observers())"));
+  }
   kick();
   std::vector<std::shared_ptr<Channel>> channels;
   {
@@ -380,10 +478,19 @@ bool ObserverPool::drain_until(std::optional<std::chrono::steady_clock::time_poi
     ++channel->waiters;
     auto drained = [&] { return channel->in_flight == 0; };
     bool done = true;
-    if (deadline) {
-      done = channel->changed.wait_until(lock, *deadline, drained);
-    } else {
+    if (!stall_timeout) {
       channel->changed.wait(lock, drained);
+    } else {
+      // A slow observer is waited for as long as it handles events; one that handles none for
+      // the whole timeout is stuck.
+      for (;;) {
+        const uint64_t before = channel->progress.load(std::memory_order_relaxed);
+        if (channel->changed.wait_for(lock, *stall_timeout, drained)) break;
+        if (channel->progress.load(std::memory_order_relaxed) == before) {
+          done = false;
+          break;
+        }
+      }
     }
     --channel->waiters;
     if (!done) return false;
@@ -391,7 +498,17 @@ bool ObserverPool::drain_until(std::optional<std::chrono::steady_clock::time_poi
   return true;
 }
 
-bool ObserverPool::has_failure() const noexcept { return any_failure_->load(std::memory_order_relaxed); }
+std::vector<std::string> ObserverPool::busy_observers() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::string> busy;
+  for (const auto& channel : channels_) {
+    const ObserverStats s = channel->stats();
+    if (s.in_flight > 0) busy.push_back(s.name + " (" + std::to_string(s.in_flight) + " events)");
+  }
+  return busy;
+}
+
+bool ObserverPool::has_failure() const noexcept { return unraised_->load(std::memory_order_relaxed) > 0; }
 
 void ObserverPool::check() {
   if (!has_failure()) return;
@@ -400,15 +517,10 @@ void ObserverPool::check() {
     std::lock_guard<std::mutex> channel_lock(channel->mutex);
     if (channel->failed && !channel->raised) {
       channel->raised = true;
-      bool others = false;
-      for (const auto& other : channels_) {
-        if (other != channel && other->failed && !other->raised) others = true;
-      }
-      any_failure_->store(others, std::memory_order_relaxed);
+      unraised_->fetch_sub(1, std::memory_order_relaxed);
       throw ObserverError(channel->name, channel->error_message, channel->error);
     }
   }
-  any_failure_->store(false, std::memory_order_relaxed);
 }
 
 std::vector<ObserverStats> ObserverPool::stats() const {

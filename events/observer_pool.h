@@ -37,6 +37,10 @@ struct ObserverOptions {
   std::size_t capacity = 1024;
   WhenFull when_full = WhenFull::kBlock;
   OnError on_error = OnError::kRaise;
+  /// At most this long after it handled an event, Observer::flush() runs (on its strand), so that
+  /// what it buffers reaches the operating system and survives a crash of the process (SIGKILL);
+  /// 0: only the observer's own flushes.
+  std::chrono::milliseconds flush_interval{1000};
 };
 
 /// Counters of one observer, for reports and tests.
@@ -81,8 +85,9 @@ class ObserverPool {
 
   explicit ObserverPool(std::size_t threads = 2, TensorSnapshot snapshot = {},
                         std::chrono::microseconds flush_interval = std::chrono::milliseconds(1));
-  /// Disconnects, then drains for at most shutdown_timeout(); if that is hit, reports which
-  /// observers still had events and abandons them rather than hang.
+  /// Disconnects, then drains; if an observer handles nothing for shutdown_timeout(), reports
+  /// which observers still had events and drops those events rather than hang (a hook that never
+  /// returns keeps its pool thread until the process exits; nothing queued behind it runs).
   ~ObserverPool();
   ObserverPool(const ObserverPool&) = delete;
   ObserverPool& operator=(const ObserverPool&) = delete;
@@ -95,11 +100,16 @@ class ObserverPool {
   /// Starts delivering what is queued now rather than at the next flush interval (one pool
   /// wake-up for all observers). Cheap when nothing is queued.
   void kick();
-  /// Blocks until every event published before the call has been handled (kicks first).
+  /// Blocks until every event published before the call has been handled (kicks first). Throws
+  /// MisconfigurationError when called from an observer's hook (it would wait for itself).
   void drain();
-  /// drain() with a deadline; false if it was hit.
-  bool drain_for(std::chrono::milliseconds timeout);
+  /// drain() that gives up when an observer with events left handles none of them for
+  /// `stall_timeout` (a slow one is waited for as long as it makes progress); false then.
+  bool drain_for(std::chrono::milliseconds stall_timeout);
+  /// The observers with events not yet handled, as "name (N events)", for messages.
+  std::vector<std::string> busy_observers() const;
   /// Throws the ObserverError of the first observer that failed since the last check (kRaise only).
+  /// Each failure is raised exactly once, however many fail and whenever they do.
   void check();
   /// A relaxed read: whether check() would throw. Cheap enough for every batch.
   bool has_failure() const noexcept;
@@ -110,16 +120,17 @@ class ObserverPool {
   void set_shutdown_timeout(std::chrono::milliseconds timeout) { shutdown_timeout_ = timeout; }
   std::chrono::milliseconds shutdown_timeout() const noexcept { return shutdown_timeout_; }
 
-  struct Channel;  // one attached observer: its strand, bound and error (observer_pool.cpp)
+  struct Channel;   // one attached observer: its strand, bound and error (observer_pool.cpp)
+  struct Executor;  // the Asio thread pool, kept out of this header
 
  private:
   template <class E>
   void subscribe(EventBus& bus, const std::shared_ptr<Channel>& channel, const EventFilter& filter);
 
-  struct Executor;  // the Asio thread pool, kept out of this header
   void flush_periodically();
-  /// drain() and drain_for(): kicks, then waits for every channel to empty; false if `deadline` passed.
-  bool drain_until(std::optional<std::chrono::steady_clock::time_point> deadline);
+  void flush_due(std::chrono::steady_clock::time_point now);
+  /// drain() and drain_for(): kicks, then waits for every channel to empty; false if one stalled.
+  bool drain_until(std::optional<std::chrono::milliseconds> stall_timeout);
 
   std::size_t threads_;
   std::shared_ptr<Executor> executor_;
@@ -128,7 +139,9 @@ class ObserverPool {
   std::chrono::milliseconds shutdown_timeout_{10000};
   mutable std::mutex mutex_;
   std::vector<std::shared_ptr<Channel>> channels_;
-  std::shared_ptr<std::atomic<bool>> any_failure_;
+  // Failures recorded and not yet raised by check(): a count, so that none is lost when several
+  // happen at once (channels increment it under their own lock, check() decrements it).
+  std::shared_ptr<std::atomic<int>> unraised_;
   std::mutex flusher_mutex_;
   std::condition_variable flusher_wake_;
   bool flusher_stop_ = false;

@@ -30,10 +30,12 @@ class CsvLogger : public Logger {
   const std::string& metrics_file() const noexcept { return metrics_file_; }
   const std::string& hparams_file() const noexcept { return hparams_file_; }
 
+  /// Appends the rows logged since the last flush to metrics.csv (widening its header if needed).
+  void flush() override;
+
  protected:
   void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) override;
   void log_hyperparams(const std::map<std::string, std::string>& hparams) override;
-  void flush() override;
 
  private:
   using Row = std::map<std::string, std::string>;

@@ -42,8 +42,6 @@ class Logger : public Observer {
   virtual void log_hyperparams(const std::map<std::string, std::string>& hparams) {}
   /// Fit resumed from a checkpoint taken at `step`: what was logged after it is stale.
   virtual void resume_at(int64_t step) {}
-  /// Writes what is buffered.
-  virtual void flush() {}
   /// End of fit ("success") or an exception ("failed"): flush.
   virtual void finalize(const std::string& status) { flush(); }
 

@@ -60,21 +60,26 @@ void link_copy(const std::string& from, const std::string& to) {
                       error.message());
   }
   try {
-    commit_checkpoint_directory(temporary, to);
+    commit_checkpoint(temporary, to);
   } catch (const CheckpointError&) {
     fs::remove_all(temporary, error);
     throw;
   }
 }
 
-// Points `link` at `target` (a relative symlink), replacing what was there atomically.
+// Points `link` at `target` (a relative symlink), replacing what was there (a link or a copy)
+// atomically: `link` exists at every instant.
 void symlink_to(const std::string& target, const std::string& link) {
   const std::string temporary = temporary_checkpoint_name(link);
   std::error_code error;
   fs::create_directory_symlink(fs::path(target).filename(), temporary, error);
   TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create the symlink ", link, ": ", error.message());
-  if (fs::is_directory(fs::symlink_status(link))) remove_checkpoint(link);  // was a copy
-  rename_durably(temporary, link);
+  try {
+    commit_checkpoint(temporary, link);
+  } catch (const CheckpointError&) {
+    fs::remove(temporary, error);
+    throw;
+  }
 }
 
 }  // namespace

@@ -20,18 +20,24 @@ struct TensorBoardLoggerOptions {
 /// Writes a TFRecord stream of tensorboard.Event protos: first `file_version = "brain.Event:2"`
 /// (flushed at once), then one Event per logged row with a float scalar per metric and `epoch`.
 /// When fit resumes from a checkpoint at step N it writes SessionLog{START} at step N, so that
-/// TensorBoard drops what the interrupted run logged after N. Every record is written whole, so a
-/// crash loses at most the last one. Throws std::runtime_error naming the file when it cannot write.
+/// TensorBoard drops what the interrupted run logged after N. Records are buffered and handed to
+/// the operating system at every training epoch end, validation end, test end, end of fit and
+/// exception, and by the observer pool at most ObserverOptions::flush_interval (1 s) after a
+/// record was written: a crash of the process loses at most that last second (TensorBoard's own
+/// writers flush every 120 s). A torn last record is skipped by readers. Throws
+/// std::runtime_error naming the file when it cannot write.
 class TensorBoardLogger : public Logger {
  public:
   explicit TensorBoardLogger(TensorBoardLoggerOptions options);
 
   const std::string& file_path() const noexcept { return path_; }
 
+  /// Hands the buffered records to the operating system.
+  void flush() override;
+
  protected:
   void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) override;
   void resume_at(int64_t step) override;
-  void flush() override;
 
  private:
   void write_record(const std::string& payload);

@@ -3,12 +3,21 @@
 #include "events/observer_pool.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
+#include <new>
+#include <random>
 #include <stdexcept>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
+
+#include "events/observer_hooks.h"
+#include "events/post_task.h"
 
 using namespace trainbus;
 using Catch::Matchers::Contains;
@@ -232,48 +241,220 @@ TEST_CASE("Tensor fields reach only the observers that want them, as snapshots",
   CHECK(ignores->values == std::vector<int>{-1});
 }
 
-TEST_CASE("Destroying a pool with a stuck observer reports it and does not hang", "[events][observers]") {
-  // The observer owns its gate: the abandoned pool thread may still use it after this test returns.
+TEST_CASE("Destroying a pool with a stuck observer reports it, does not hang, and runs nothing queued behind it",
+          "[events][observers]") {
+  // The observer's state is shared: the abandoned pool thread still uses it after the pool is gone.
+  struct Shared {
+    Latch gate;       // opened by the test: the stuck hook returns
+    Latch destroyed;  // opened when the observer is destroyed: no pool thread can call it any more
+    std::atomic<int> handled{0};
+  };
   class Stuck : public Observer {
    public:
+    explicit Stuck(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+    ~Stuck() override { shared_->destroyed.open(); }
     void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
-    void on_train_batch_end(const events::TrainBatchEnd&) override { gate->wait(); }
-    std::shared_ptr<Latch> gate = std::make_shared<Latch>();
+    void on_train_batch_end(const events::TrainBatchEnd&) override {
+      shared_->gate.wait();
+      ++shared_->handled;
+    }
+
+   private:
+    std::shared_ptr<Shared> shared_;
   };
-  EventBus bus;
-  auto stuck = std::make_shared<Stuck>();
-  std::shared_ptr<Latch> gate = stuck->gate;
+  auto shared = std::make_shared<Shared>();
   const auto start = std::chrono::steady_clock::now();
   {
+    EventBus bus;
     ObserverPool pool(1);
     pool.set_shutdown_timeout(std::chrono::milliseconds(50));
-    pool.attach(bus, std::move(stuck));
+    pool.attach(bus, std::make_shared<Stuck>(shared));
     bus.publish(batch(0));
     bus.publish(batch(1));
-  }  // returns after ~50 ms instead of waiting for the gate
+  }  // returns after ~50-100 ms instead of waiting for the gate
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
-  gate->open();  // lets the abandoned pool thread finish its two events and exit
+  shared->gate.open();        // the stuck hook returns...
+  shared->destroyed.wait();   // ... and the pool thread lets go of the observer
+  CHECK(shared->handled == 1);  // the second event, queued behind the stuck hook, never ran
+}
+
+TEST_CASE("A slow observer is waited for as long as it makes progress", "[events][observers]") {
+  class Slow : public Observer {
+   public:
+    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void on_train_batch_end(const events::TrainBatchEnd&) override {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the slowness under test, not a wait
+      ++handled;
+    }
+    std::atomic<int> handled{0};
+  };
+  EventBus bus;
+  ObserverPool pool(1);
+  auto slow = std::make_shared<Slow>();
+  pool.attach(bus, slow);
+  for (int64_t i = 0; i < 40; ++i) bus.publish(batch(i));
+  // 40 events take ~200 ms, far more than the 20 ms the drain allows without progress.
+  CHECK(pool.drain_for(std::chrono::milliseconds(20)));
+  CHECK(slow->handled == 40);
 }
 
 TEST_CASE("Every event type reaches the Observer hook of the same name", "[events][observers]") {
-  class All : public Observer {
+  class EveryHook : public Observer {
    public:
-    void on_train_epoch_end(const events::TrainEpochEnd& e) override { epochs.push_back(e.progress.epoch); }
-    void setup(const events::Setup& e) override { stages.push_back(e.stage); }
-    void on_exception(const events::Exception& e) override { messages.push_back(e.message); }
-    std::vector<int64_t> epochs;
-    std::vector<Stage> stages;
-    std::vector<std::string> messages;
+#define RECORD_HOOK(Type, hook) \
+  void hook(const events::Type&) override { hooks.push_back(#hook); }
+    TRAINBUS_FOR_EACH_EVENT(RECORD_HOOK)
+#undef RECORD_HOOK
+    std::vector<std::string> hooks;
   };
   EventBus bus;
   ObserverPool pool(2);
-  auto all = std::make_shared<All>();
-  pool.attach(bus, all);
-  bus.publish(events::Setup{Stage::kTest});
-  bus.publish(events::TrainEpochEnd{{4, 40}});
-  bus.publish(events::Exception{Stage::kFit, {}, "std::runtime_error", "boom"});
+  auto every = std::make_shared<EveryHook>();
+  pool.attach(bus, every);
+  std::vector<std::string> expected;
+  events::for_each_event_type([&](auto tag) {
+    using E = typename decltype(tag)::type;
+    bus.publish(E{});
+    expected.push_back(detail::ObserverHook<E>::name);
+  });
   pool.drain();
-  CHECK(all->stages == std::vector<Stage>{Stage::kTest});
-  CHECK(all->epochs == std::vector<int64_t>{4});
-  CHECK(all->messages == std::vector<std::string>{"boom"});
+  CHECK(expected.size() == events::AllEvents::size);
+  CHECK(every->hooks == expected);
+}
+
+TEST_CASE("Failures of many observers at once are each raised exactly once", "[events][observers][threads]") {
+  class FailsAt : public Observer {
+   public:
+    FailsAt(std::string name, int64_t at) : name_(std::move(name)), at_(at) {}
+    std::string name() const override { return name_; }
+    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void on_train_batch_end(const events::TrainBatchEnd& event) override {
+      if (event.batch.batch_idx == at_) throw std::runtime_error(name_ + " failed");
+    }
+
+   private:
+    std::string name_;
+    int64_t at_;
+  };
+  for (const std::size_t threads : {1, 2, 4}) {
+    DYNAMIC_SECTION(threads << " pool threads") {
+      EventBus bus;
+      ObserverPool pool(threads);
+      std::mt19937 random(static_cast<unsigned>(threads));
+      constexpr int kObservers = 16;
+      for (int i = 0; i < kObservers; ++i) {
+        // Several fail on the same event, so that failures land while check() runs.
+        pool.attach(bus, std::make_shared<FailsAt>("observer-" + std::to_string(i), 20 + random() % 5), {4});
+      }
+      std::map<std::string, int> raised;
+      auto collect = [&] {
+        while (pool.has_failure()) {
+          try {
+            pool.check();
+          } catch (const ObserverError& error) {
+            ++raised[error.observer()];
+          }
+        }
+      };
+      for (int64_t i = 0; i < 300; ++i) {
+        bus.publish(batch(i));
+        collect();
+      }
+      pool.drain();
+      collect();
+      CHECK(raised.size() == kObservers);
+      for (const auto& [name, times] : raised) {
+        INFO(name);
+        CHECK(times == 1);
+      }
+    }
+  }
+}
+
+TEST_CASE("A kick whose post fails leaves the events to the next one, never a drain waiting for ever",
+          "[events][observers]") {
+  EventBus bus;
+  // The flusher's own kicks come an hour apart: the injected failure is this test's kick's.
+  ObserverPool pool(2, {}, std::chrono::hours(1));
+  auto recorder = std::make_shared<BatchRecorder>();
+  pool.attach(bus, recorder);
+  for (int64_t i = 0; i < 3; ++i) bus.publish(batch(i));  // queued, waiting for a kick
+  SECTION("posting to the pool fails") {
+    detail::inject_post_failures(1);
+    CHECK_THROWS_AS(pool.kick(), std::bad_alloc);
+    CHECK(pool.drain_for(std::chrono::seconds(5)));
+    CHECK(recorder->seen == std::vector<int64_t>{0, 1, 2});
+  }
+  SECTION("posting the observer's drainer to its strand fails") {
+    detail::inject_post_failures(1, /*after=*/1);
+    pool.kick();
+    CHECK(pool.drain_for(std::chrono::seconds(5)));
+    CHECK_THROWS_AS(pool.check(), ObserverError);  // the observer failed with bad_alloc
+    CHECK(recorder->seen.empty());
+  }
+  detail::inject_post_failures(0);
+}
+
+TEST_CASE("drain() from an observer's own hook is an error naming it, not a deadlock", "[events][observers]") {
+  class Drains : public Observer {
+   public:
+    explicit Drains(ObserverPool& pool) : pool_(pool) {}
+    std::string name() const override { return "drainer"; }
+    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void on_train_batch_end(const events::TrainBatchEnd&) override { pool_.drain(); }
+
+   private:
+    ObserverPool& pool_;
+  };
+  EventBus bus;
+  ObserverPool pool(1);
+  pool.attach(bus, std::make_shared<Drains>(pool));
+  bus.publish(batch(0));
+  REQUIRE(pool.drain_for(std::chrono::seconds(5)));
+  CHECK_THROWS_WITH(pool.check(), Contains("observer `drainer` failed") &&
+                                      Contains("drain() was called from a hook of observer `drainer`") &&
+                                      Contains("would wait for itself"));
+}
+
+TEST_CASE("flush() runs on the observer's strand after events, at most flush_interval later", "[events][observers]") {
+  class Buffers : public Observer {
+   public:
+    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void on_train_batch_end(const events::TrainBatchEnd& event) override {
+      if (busy_.exchange(true)) overlapped = true;
+      buffered.push_back(event.batch.batch_idx);
+      busy_ = false;
+    }
+    void flush() override {
+      if (busy_.exchange(true)) overlapped = true;
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        flushed.insert(flushed.end(), buffered.begin(), buffered.end());
+      }
+      buffered.clear();
+      busy_ = false;
+      flushed_once.open();
+    }
+    std::vector<int64_t> buffered;
+    std::mutex mutex;
+    std::vector<int64_t> flushed;
+    Latch flushed_once;
+    std::atomic<bool> overlapped{false};
+
+   private:
+    std::atomic<bool> busy_{false};
+  };
+  EventBus bus;
+  ObserverPool pool(2);
+  auto observer = std::make_shared<Buffers>();
+  ObserverOptions options;
+  options.flush_interval = std::chrono::milliseconds(20);
+  pool.attach(bus, observer, options);
+  for (int64_t i = 0; i < 5; ++i) bus.publish(batch(i));
+  observer->flushed_once.wait();  // the pool's timer flushes without anyone asking
+  {
+    std::lock_guard<std::mutex> lock(observer->mutex);
+    CHECK_FALSE(observer->flushed.empty());
+  }
+  CHECK_FALSE(observer->overlapped);
 }
