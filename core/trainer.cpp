@@ -107,10 +107,15 @@ void Trainer::wait_for_observers() {
 
 ObserverError Trainer::stuck_observers_error() const {
   std::string names;
-  for (const std::string& name : observers_->busy_observers()) names += (names.empty() ? "" : ", ") + name;
-  return ObserverError(names, detail::concat("handled no event for ", options_.observer_shutdown_timeout.count(),
-                                             " ms (TrainerOptions::observer_shutdown_timeout) and may be stuck in a "
-                                             "hook; the run does not wait for it any longer"),
+  std::size_t waiting = 0;
+  for (const ObserverStats& stuck : observers_->busy_observers()) {
+    names += (names.empty() ? "" : "`, `") + stuck.name;
+    waiting += stuck.in_flight;
+  }
+  return ObserverError(names, detail::concat("handled none of its ", waiting, " waiting events for ",
+                                             options_.observer_shutdown_timeout.count(),
+                                             " ms (TrainerOptions::observer_shutdown_timeout); it may be stuck in a "
+                                             "hook, and the run does not wait for it any longer"),
                        nullptr);
 }
 
@@ -151,6 +156,10 @@ void Trainer::apply_run_settings() {
     TRAINBUS_CHECK(torch::cuda::is_available(), "Trainer: device `", options_.device.str(),
                    "` requested, but this LibTorch has no usable CUDA (torch::cuda::is_available() is "
                    "false); use device cpu");
+    const auto count = static_cast<int64_t>(torch::cuda::device_count());
+    TRAINBUS_CHECK(!options_.device.has_index() || options_.device.index() < count, "Trainer: device `",
+                   options_.device.str(), "` requested, but this machine has ", count,
+                   " CUDA device(s), cuda:0 to cuda:", count - 1);
   }
   if (options_.seed) torch::manual_seed(*options_.seed);
   if (options_.deterministic) {

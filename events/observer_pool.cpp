@@ -376,9 +376,10 @@ ObserverPool::~ObserverPool() {
     executor_->join();
     return;
   }
-  const std::vector<std::string> stuck = busy_observers();
   std::string names;
-  for (const std::string& name : stuck) names += (names.empty() ? "" : ", ") + name;
+  for (const ObserverStats& stuck : busy_observers()) {
+    names += (names.empty() ? "" : ", ") + stuck.name + " (" + std::to_string(stuck.in_flight) + " events)";
+  }
   warn("observers made no progress for " + std::to_string(shutdown_timeout_.count()) + " ms at shutdown: " + names +
        "; the events still queued for them are dropped so that shutdown does not hang. A hook that never "
        "returns keeps its thread until the process exits");
@@ -498,12 +499,12 @@ bool ObserverPool::drain_until(std::optional<std::chrono::milliseconds> stall_ti
   return true;
 }
 
-std::vector<std::string> ObserverPool::busy_observers() const {
+std::vector<ObserverStats> ObserverPool::busy_observers() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  std::vector<std::string> busy;
+  std::vector<ObserverStats> busy;
   for (const auto& channel : channels_) {
-    const ObserverStats s = channel->stats();
-    if (s.in_flight > 0) busy.push_back(s.name + " (" + std::to_string(s.in_flight) + " events)");
+    ObserverStats s = channel->stats();
+    if (s.in_flight > 0) busy.push_back(std::move(s));
   }
   return busy;
 }

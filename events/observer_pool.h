@@ -106,8 +106,8 @@ class ObserverPool {
   /// drain() that gives up when an observer with events left handles none of them for
   /// `stall_timeout` (a slow one is waited for as long as it makes progress); false then.
   bool drain_for(std::chrono::milliseconds stall_timeout);
-  /// The observers with events not yet handled, as "name (N events)", for messages.
-  std::vector<std::string> busy_observers() const;
+  /// The stats of the observers with events not yet handled, for messages.
+  std::vector<ObserverStats> busy_observers() const;
   /// Throws the ObserverError of the first observer that failed since the last check (kRaise only).
   /// Each failure is raised exactly once, however many fail and whenever they do.
   void check();

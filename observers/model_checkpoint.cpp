@@ -159,9 +159,13 @@ void ModelCheckpoint::setup(Trainer& trainer, Module& module, Stage stage) {
                                         : options_.dirpath;
   }
   std::error_code error;
-  if (stage == Stage::kFit && fs::is_directory(dirpath_, error) && !fs::is_empty(dirpath_, error) &&
-      trainer.is_global_zero()) {
-    info("ModelCheckpoint: checkpoint directory " + dirpath_ + " exists and is not empty");
+  if (stage == Stage::kFit && trainer.is_global_zero() && fs::is_directory(dirpath_, error)) {
+    // What a killed run was writing when it died: never loadable, and nobody else removes it.
+    if (const std::size_t removed = remove_stale_temporaries(dirpath_)) {
+      info("ModelCheckpoint: removed " + std::to_string(removed) + " unfinished checkpoint write(s) a crashed run left in " +
+           dirpath_);
+    }
+    if (!fs::is_empty(dirpath_, error)) info("ModelCheckpoint: checkpoint directory " + dirpath_ + " exists and is not empty");
   }
 }
 

@@ -53,6 +53,9 @@ struct ModelCheckpointOptions {
 /// Saves checkpoints during fit and keeps the best `save_top_k`. A new checkpoint is durable
 /// before an evicted one is removed; the checkpoint fit resumed from and files outside `dirpath`
 /// are never removed. Its own state (best_k_models, best_model_path, ...) is saved and restored.
+/// `last` (a link or a copy) exists at every instant once the first save is durable: it is
+/// replaced in one atomic exchange, whatever kind it was. At the start of fit it removes the
+/// temporary entries (`*.ckpt.tmp-<pid>-<n>`) that a killed run left in `dirpath`, and only those.
 ///
 /// As Lightning (its fix of #20185): a step- or time-triggered save whose `monitor` is not logged
 /// yet, or would be stale because validation runs right after this batch, is deferred to

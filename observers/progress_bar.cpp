@@ -1,8 +1,9 @@
 #include "observers/progress_bar.h"
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
-#include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
@@ -27,6 +28,15 @@ void append_metrics(std::ostringstream& line, const Metrics& metrics) {
   for (const auto& [name, value] : metrics) line << "  " << name << ' ' << value;
 }
 
+// `line` cut to at most `width` columns, never inside a UTF-8 character.
+std::string fit_to(std::string line, std::size_t width) {
+  if (line.size() <= width) return line;
+  std::size_t cut = width;
+  while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
+  line.resize(cut);
+  return line;
+}
+
 // What a summary line shows of the prog_bar metrics: epoch means under their plain name, no
 // per-step values.
 Metrics epoch_view(const Metrics& progress_bar) {
@@ -42,7 +52,7 @@ Metrics epoch_view(const Metrics& progress_bar) {
 
 ProgressBar::ProgressBar(ProgressBarOptions options)
     : out_(options.out ? *options.out : std::cout),
-      tty_(options.tty.value_or(::isatty(STDOUT_FILENO) == 1)),
+      tty_(options.tty.value_or(::isatty(options.terminal_fd) == 1)),
       options_(options) {}
 
 void ProgressBar::select_events(EventSelection& selection) const {
@@ -75,6 +85,17 @@ void ProgressBar::start(std::string label, int64_t total) {
   last_drawn_ = started_;
 }
 
+int ProgressBar::columns() const {
+  if (options_.columns) return *options_.columns;
+  winsize size{};
+  if (::ioctl(options_.terminal_fd, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
+  if (const char* env = std::getenv("COLUMNS")) {
+    const int from_env = std::atoi(env);
+    if (from_env > 0) return from_env;
+  }
+  return 80;
+}
+
 void ProgressBar::advance(int64_t done, const Metrics& shown, bool force) {
   done_ = done;
   const auto now = Clock::now();
@@ -85,23 +106,29 @@ void ProgressBar::advance(int64_t done, const Metrics& shown, bool force) {
   last_drawn_ = now;
   const double elapsed = std::chrono::duration<double>(now - started_).count();
   const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
-  std::ostringstream line;
   const int64_t percent = total_ > 0 ? done * 100 / total_ : 100;
-  line << label_ << ' ' << std::setw(3) << percent << "% ";
-  if (tty_) {
-    constexpr int kWidth = 20;
-    const auto filled = static_cast<int>(total_ > 0 ? done * kWidth / total_ : kWidth);
-    line << '[' << std::string(filled, '#') << std::string(kWidth - filled, '.') << "] ";
+  std::ostringstream head, counts, metrics;
+  head << label_ << ' ' << std::setw(3) << percent << "% ";
+  counts << done << '/' << total_ << "  " << std::fixed << std::setprecision(1) << rate << " it/s  ETA "
+         << clock_text(rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0);
+  append_metrics(metrics, shown);
+  if (!tty_) {
+    out_ << head.str() << counts.str() << metrics.str() << std::endl;
+    return;
   }
-  line << done << '/' << total_ << "  " << std::fixed << std::setprecision(1) << rate << " it/s  ETA "
-       << clock_text(rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0);
-  append_metrics(line, shown);
-  if (tty_) {
-    out_ << '\r' << line.str() << "\x1b[K" << std::flush;
-    drawn_ = true;
-  } else {
-    out_ << line.str() << std::endl;
+  // One column short of the width: a line that fills the last column wraps on many terminals.
+  const std::size_t width = static_cast<std::size_t>(std::max(columns() - 1, 1));
+  // The graphic takes what the numbers leave, up to 20 columns; below 10 it goes, then metrics are cut.
+  const std::string numbers = counts.str() + metrics.str();
+  const std::size_t used = head.str().size() + numbers.size();
+  const int bar_width = used + 13 <= width ? static_cast<int>(std::min<std::size_t>(20, width - used - 3)) : 0;
+  std::string bar;
+  if (bar_width > 0) {
+    const auto filled = static_cast<int>(total_ > 0 ? done * bar_width / total_ : bar_width);
+    bar = '[' + std::string(filled, '#') + std::string(bar_width - filled, '.') + "] ";
   }
+  out_ << '\r' << fit_to(head.str() + bar + numbers, width) << "\x1b[K" << std::flush;
+  drawn_ = true;
 }
 
 void ProgressBar::finish_line(const std::string& line) {
@@ -118,7 +145,6 @@ void ProgressBar::on_train_epoch_start(const events::TrainEpochStart& event) {
 
 void ProgressBar::on_train_batch_end(const events::TrainBatchEnd& event) {
   Metrics shown;
-  if (!std::isnan(event.loss)) shown["loss"] = event.loss;
   for (const auto& [name, value] : event.progress_bar) {
     if (!ends_with(name, "_epoch")) shown[name] = value;
   }

@@ -14,18 +14,25 @@ namespace trainbus::observers {
 struct ProgressBarOptions {
   /// Where it draws; std::cout by default.
   std::ostream* out = nullptr;
-  /// Redraw in place (\r) when true, print plain lines when false; unset: isatty(stdout).
+  /// The terminal `out` writes to, asked for its width (TIOCGWINSZ) at every redraw, so that the
+  /// bar follows a resized window.
+  int terminal_fd = 1;
+  /// Redraw in place (\r) when true, print plain lines when false; unset: isatty(terminal_fd).
   std::optional<bool> tty;
+  /// Width of the redrawn line; unset: the terminal's, else $COLUMNS, else 80.
+  std::optional<int> columns;
   /// Least time between two redraws on a terminal.
   double refresh_seconds = 0.1;
   /// Least time between two plain progress lines when not on a terminal (CI logs, pipes).
   double plain_interval_seconds = 30.0;
 };
 
-/// Shows epoch, batch/total, it/s, ETA, the loss and the prog_bar metrics, and prints one summary
-/// line per epoch (its prog_bar metrics: train epoch means and validation results) and per test.
-/// On a terminal it redraws one line in place; elsewhere it prints a plain line at most every
-/// plain_interval_seconds. It is an observer: drawing never slows the training step.
+/// Shows epoch, batch/total, it/s, ETA and the prog_bar metrics (as Lightning 2: values logged with
+/// prog_bar=true; the loss only if the module logs it so), and prints one summary line per epoch
+/// (train epoch means and validation results) and per test. On a terminal it redraws one line in
+/// place, cut to the terminal's width (the bar graphic shrinks and goes first, then the metrics
+/// that do not fit are cut), so that a redraw never wraps into a new line; elsewhere it prints a plain line at most
+/// every plain_interval_seconds. It is an observer: drawing never slows the training step.
 class ProgressBar : public Observer {
  public:
   explicit ProgressBar(ProgressBarOptions options = {});
@@ -52,6 +59,7 @@ class ProgressBar : public Observer {
   void start(std::string label, int64_t total);
   void advance(int64_t done, const Metrics& shown, bool force);
   void finish_line(const std::string& line);
+  int columns() const;
 
   std::ostream& out_;
   bool tty_;

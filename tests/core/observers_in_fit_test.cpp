@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 
@@ -145,4 +148,81 @@ TEST_CASE("A dropping observer's losses are counted in its stats", "[core][obser
   const ObserverStats stats = trainer.observer_pool()->stats()[0];
   CHECK(stats.dropped > 0);
   CHECK(stats.delivered + stats.dropped == 30);
+}
+
+namespace {
+
+/// Blocks in its first on_train_batch_end until the test opens the gate (its state outlives it:
+/// the pool thread may still run the hook after the test's trainer is gone).
+struct Gate {
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool open = false;
+  void wait() {
+    std::unique_lock<std::mutex> lock(mutex);
+    changed.wait(lock, [&] { return open; });
+  }
+  void release() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      open = true;
+    }
+    changed.notify_all();
+  }
+};
+
+class StuckObserver : public Observer {
+ public:
+  explicit StuckObserver(std::shared_ptr<Gate> gate) : gate_(std::move(gate)) {}
+  std::string name() const override { return "stuck-uploader"; }
+  void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+  void on_train_batch_end(const events::TrainBatchEnd&) override { gate_->wait(); }
+
+ private:
+  std::shared_ptr<Gate> gate_;
+};
+
+TrainerOptions with_short_observer_timeout() {
+  TrainerOptions options = small(5);
+  options.observer_shutdown_timeout = std::chrono::milliseconds(100);
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("A stuck observer makes fit fail with an error naming it, instead of hanging", "[core][observers]") {
+  auto gate = std::make_shared<Gate>();
+  {
+    Trainer trainer(with_short_observer_timeout());
+    trainer.add_observer(std::make_shared<StuckObserver>(gate));
+    BoringModule module;
+    RandomDataModule data;
+    CHECK_THROWS_MATCHES(trainer.fit(module, data), ObserverError,
+                         Catch::Matchers::Predicate<ObserverError>(
+                             [](const ObserverError& e) {
+                               return e.observer() == "stuck-uploader" &&
+                                      std::string(e.what()).find("handled none of its 5 waiting events for 100 ms") !=
+                                          std::string::npos;
+                             },
+                             "names the stuck observer and the timeout"));
+  }  // the Trainer's destructor gives up on it too, after the same timeout
+  gate->release();
+}
+
+TEST_CASE("A stuck observer does not hold back the exception that ends fit", "[core][observers]") {
+  class FailingStep : public BoringModule {
+    StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
+      if (batch_idx == 2) throw std::runtime_error("NaN in batch 2");
+      return BoringModule::training_step(batch, batch_idx);
+    }
+  };
+  auto gate = std::make_shared<Gate>();
+  {
+    Trainer trainer(with_short_observer_timeout());
+    trainer.add_observer(std::make_shared<StuckObserver>(gate));
+    FailingStep module;
+    RandomDataModule data;
+    CHECK_THROWS_WITH(trainer.fit(module, data), "NaN in batch 2");
+  }
+  gate->release();
 }

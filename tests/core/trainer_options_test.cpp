@@ -4,8 +4,10 @@
 #include <torch/cuda.h>
 
 #include "core/trainer.h"
+#include "tests/support/boring.h"
 
 using namespace trainbus;
+using namespace trainbus::testing;
 using Catch::Matchers::Contains;
 
 namespace {
@@ -51,14 +53,33 @@ TEST_CASE("BatchLimit reads integers as batches and floating-point values as fra
 }
 
 TEST_CASE("A device this LibTorch cannot use is refused at the start of a run", "[core][options]") {
+  // One past the last CUDA device: cuda:0 on a CPU-only LibTorch, cuda:N on a machine with N.
+  const auto count = static_cast<int>(torch::cuda::is_available() ? torch::cuda::device_count() : 0);
   TrainerOptions options;
-  options.device = c10::Device("cuda:0");
-  if (torch::cuda::is_available()) return;  // a CUDA build can use it
+  options.device = c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(count));
   Trainer trainer(options);
-  class Empty : public Module {
-    StepOutput training_step(const Batch&, int64_t) override { return {}; }
-    OptimizerConfig configure_optimizers() override { return {}; }
-  } module;
-  LoaderDataModule data(nullptr);
-  CHECK_THROWS_WITH(trainer.fit(module, data), Contains("device `cuda:0` requested, but this LibTorch has no usable CUDA"));
+  BoringModule module;
+  RandomDataModule data;
+  const std::string expected = count == 0 ? "device `cuda:0` requested, but this LibTorch has no usable CUDA"
+                                          : "requested, but this machine has " + std::to_string(count) + " CUDA device(s)";
+  CHECK_THROWS_WITH(trainer.fit(module, data), Contains(expected));
+}
+
+TEST_CASE("fit trains on the device it is given, CUDA where LibTorch has it", "[core][options]") {
+  // On this CPU-only LibTorch the device is the CPU; with CUDA it is cuda:0. Either way the
+  // weights live there and change.
+  const c10::Device device = torch::cuda::is_available() ? c10::Device("cuda:0") : c10::Device("cpu");
+  TrainerOptions options;
+  options.device = device;
+  options.max_epochs = 1;
+  options.limit_train_batches = 4;
+  options.limit_val_batches = 0;
+  Trainer trainer(options);
+  BoringModule module;
+  const at::Tensor before = module.layer->weight.detach().clone();
+  RandomDataModule data;
+  trainer.fit(module, data);
+  CHECK(module.layer->weight.device() == device);
+  CHECK_FALSE(module.layer->weight.detach().cpu().equal(before));
+  CHECK(trainer.global_step() == 4);
 }

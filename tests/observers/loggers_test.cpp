@@ -1,7 +1,12 @@
 // CsvLogger and TensorBoardLogger: what lands on disk, fed events directly and through the pool.
 // No torch here: these also run under the sanitizers (the fit itself: core/loggers_in_fit_test.cpp).
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
@@ -10,6 +15,7 @@
 #include "events/observer_pool.h"
 #include "observers/tfrecord.h"
 #include "proto/tensorboard.pb.h"
+#include "tests/support/child_process.h"
 #include "tests/support/log_files.h"
 #include "tests/support/temp_dir.h"
 
@@ -105,4 +111,54 @@ TEST_CASE("CsvLogger on the observer pool writes every row in publish order", "[
   bus.publish(events::FitEnd{});
   pool.drain();
   CHECK(read_text_file(logger->metrics_file()) == expected);
+}
+
+namespace {
+
+constexpr int kCrashRecords = 5;
+
+// The TensorBoard event file in `dir`, or "" if there is none yet.
+std::string event_file_in(const std::string& dir) {
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    if (entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0) return entry.path().string();
+  }
+  return {};
+}
+
+}  // namespace
+
+// Run only as the child of the test below (hidden tag): logs, then waits to be killed.
+TEST_CASE("tensorboard crash child: logs on the pool, then waits to be killed", "[.tensorboard-crash-child]") {
+  const std::string dir = trainbus::testing::test_child_dir();
+  if (dir.empty()) return;
+  EventBus bus;
+  ObserverPool pool(1);
+  pool.attach(bus, std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions{dir, /*log_every_n_steps=*/1}));
+  for (int64_t step = 1; step <= kCrashRecords; ++step) bus.publish(batch_end(0, step, {{"loss", 1.0 / step}}));
+  std::ofstream(dir + "/published") << "done";
+  for (;;) ::pause();  // no epoch end, no exit: only the pool's timer can flush
+}
+
+TEST_CASE("After SIGKILL, TensorBoard holds every record written more than flush_interval before",
+          "[observers][tensorboard][faults]") {
+  TempDir dir;
+  const pid_t child = trainbus::testing::spawn_test_child("[.tensorboard-crash-child]", dir.path().string());
+  // The records reach the file within the pool's flush interval (1 s), or the test gives up.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  std::size_t on_disk = 0;
+  while (std::chrono::steady_clock::now() < give_up) {
+    const std::string file = event_file_in(dir.path().string());
+    if (!file.empty() && std::filesystem::exists(dir.file("published"))) {
+      on_disk = read_tfrecords(file).records.size();
+      if (on_disk == 1 + kCrashRecords) break;  // file_version, then one per step
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polls another process's file
+  }
+  REQUIRE(::kill(child, SIGKILL) == 0);
+  trainbus::testing::wait_for_child(child);
+  CHECK(on_disk == 1 + kCrashRecords);
+  const TfRecords records = read_tfrecords(event_file_in(dir.path().string()));
+  CHECK(records.complete);
+  CHECK(records.records.size() == 1 + kCrashRecords);
 }
