@@ -128,15 +128,20 @@ class BufferPool : public BufferCounters {
       layouts.swap(requested_);
       prepare_queued_ = false;
       prepare_running_ = true;
-      // Take every kept buffer a layout asks for (take() waits for them now); drop the others.
-      for (Layout& layout : layouts) {
-        Buffer buffer;
-        auto found = free_.find(layout);
-        if (found != free_.end()) {
-          buffer = std::move(found->second);
-          free_.erase(found);
+      try {
+        // Take every kept buffer a layout asks for (take() waits for them now); drop the others.
+        to_prepare.reserve(layouts.size());
+        for (Layout& layout : layouts) {
+          Buffer buffer;
+          auto found = free_.find(layout);
+          if (found != free_.end()) {
+            buffer = std::move(found->second);
+            free_.erase(found);
+          }
+          to_prepare.emplace_back(std::move(layout), std::move(buffer));
         }
-        to_prepare.emplace_back(std::move(layout), std::move(buffer));
+      } catch (...) {
+        to_prepare.clear();  // out of memory: prepare nothing; snapshots allocate their own
       }
       dropped.swap(free_);
       bytes_ = 0;
@@ -146,15 +151,12 @@ class BufferPool : public BufferCounters {
       try {
         if (!Traits::reusable(buffer)) buffer = Traits::allocate(layout);
         Traits::touch(buffer);
-      } catch (...) {
-        buffer = Buffer();  // out of memory: the snapshot allocates its own, or fails there
-      }
-      {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (Traits::reusable(buffer)) {
-          bytes_ += Traits::bytes_of(buffer);
-          free_.emplace(layout, std::move(buffer));
-        }
+        const std::size_t bytes = Traits::bytes_of(buffer);
+        free_.emplace(layout, std::move(buffer));
+        bytes_ += bytes;
+      } catch (...) {
+        // out of memory: this buffer is left out; the snapshot allocates its own, or fails there
       }
       prepared_.notify_all();
     }

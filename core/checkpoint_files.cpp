@@ -1,13 +1,21 @@
 #include "core/checkpoint_files.h"
 
-#include <signal.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <map>
+#include <random>
 #include <regex>
 #include <system_error>
+#include <vector>
 
 #include "core/durable_file.h"
 #include "events/check.h"
@@ -17,18 +25,64 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Whether process `pid` is gone (ESRCH); a live one, or one we may not signal, is kept.
-bool process_is_gone(long long pid) { return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH; }
+// Suffix of an entry on its way out (replaced or removed): never moved back into place.
+constexpr const char* kOldSuffix = ".old";
+// A temporary symlink lives microseconds in a live writer; one this old was left by a dead one.
+constexpr std::chrono::seconds kStaleSymlinkAge(60);
+
+// Random per process, so that names differ from any earlier process's with the same pid.
+const std::string& process_nonce() {
+  static const std::string nonce = [] {
+    std::random_device device;
+    char text[17];
+    std::snprintf(text, sizeof text, "%08x%08x", device(), device());
+    return std::string(text);
+  }();
+  return nonce;
+}
+
+// A directory entry's final name: the part before ".tmp-".
+std::string final_name_of(const std::string& name) { return name.substr(0, name.find(kTemporarySuffix)); }
+
+// Locks `fd` exclusively without waiting; true if it got the lock.
+bool try_lock(int fd) { return ::flock(fd, LOCK_EX | LOCK_NB) == 0; }
 
 }  // namespace
 
 std::string temporary_checkpoint_name(const std::string& path) {
   static std::atomic<uint64_t> counter{0};
-  return path + kTemporarySuffix + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  return path + kTemporarySuffix + std::to_string(::getpid()) + "-" + process_nonce() + "-" +
+         std::to_string(counter++);
 }
 
 bool is_temporary_checkpoint(const std::string& path) {
   return fs::path(path).filename().string().find(kTemporarySuffix) != std::string::npos;
+}
+
+TemporaryDirectory::TemporaryDirectory(const std::string& final_path)
+    : final_path_(final_path), path_(temporary_checkpoint_name(final_path)) {
+  if (::mkdir(path_.c_str(), 0755) != 0) {
+    const int error = errno;
+    throw CheckpointError(detail::concat("cannot create ", path_, " for checkpoint ", final_path_, ": ",
+                                         std::strerror(error)));
+  }
+  fd_ = ::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  // Best effort: where flock is refused (some network filesystems), cleanup of this name is left
+  // undecided (remove_stale_temporaries skips what it cannot lock), never wrong.
+  if (fd_ >= 0) (void)::flock(fd_, LOCK_EX | LOCK_NB);
+}
+
+TemporaryDirectory::~TemporaryDirectory() {
+  if (!committed_) {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
+}
+
+void TemporaryDirectory::commit() {
+  commit_checkpoint(path_, final_path_);
+  committed_ = true;
 }
 
 void commit_checkpoint(const std::string& temporary, const std::string& path) {
@@ -38,14 +92,18 @@ void commit_checkpoint(const std::string& temporary, const std::string& path) {
   const fs::file_status existing = fs::symlink_status(path, error);
   if (fs::exists(existing)) {
     if (exchange_paths(temporary, path)) {
-      fs::remove_all(temporary, error);  // the old entry, now under the temporary name
+      // The old entry, now under the temporary name: marked as on its way out, then removed.
+      const std::string old = temporary + kOldSuffix;
+      fs::rename(temporary, old, error);
+      fs::remove_all(error ? temporary : old, error);
       return;
     }
     if (!fs::is_symlink(incoming) || fs::is_directory(existing)) {
       // No atomic exchange on this filesystem, and rename(2) cannot put a directory over a symlink
-      // or a symlink over a directory: move the old one aside first; a crash in between leaves it
-      // under a temporary name, which a later run removes (remove_stale_temporaries).
-      const std::string old = temporary_checkpoint_name(path);
+      // or a symlink over a directory: move the old one aside first. A crash in between leaves
+      // `path` missing and the new entry complete under its temporary name, which the next run's
+      // remove_stale_temporaries() moves into place.
+      const std::string old = temporary_checkpoint_name(path) + kOldSuffix;
       rename_durably(path, old);
       rename_durably(temporary, path);
       fs::remove_all(old, error);
@@ -63,26 +121,75 @@ void remove_checkpoint(const std::string& path) {
     fs::remove(path, error);
     return;
   }
-  const std::string doomed = temporary_checkpoint_name(path);
+  const std::string doomed = temporary_checkpoint_name(path) + kOldSuffix;
   fs::rename(path, doomed, error);
   if (error) return;
   fs::remove_all(doomed, error);
 }
 
-std::size_t remove_stale_temporaries(const std::string& directory) {
-  static const std::regex ours(R"(.+\.ckpt\.tmp-([0-9]+)-[0-9]+)");
-  std::size_t removed = 0;
-  std::error_code error;
-  for (const auto& entry : fs::directory_iterator(directory, error)) {
-    const std::string name = entry.path().filename().string();
-    std::smatch match;
-    if (!std::regex_match(name, match, ours)) continue;
-    const long long pid = std::stoll(match[1]);
-    if (pid == static_cast<long long>(::getpid()) || !process_is_gone(pid)) continue;
-    std::error_code ignored;
-    if (fs::remove_all(entry.path(), ignored) > 0 && !ignored) ++removed;
+std::size_t remove_stale_temporaries(const std::string& directory, const CheckpointCompleteness& complete) {
+  std::size_t changed = 0;
+  try {
+    static const std::regex ours(R"(.+\.ckpt\.tmp-[0-9]+(-[0-9a-f]+)?-[0-9]+(\.old)?)");
+    struct Stale {
+      std::string path;
+      int fd;  // holds the lock while we decide (-1 for a symlink)
+    };
+    std::vector<Stale> stale;
+    std::error_code error;
+    for (const auto& entry : fs::directory_iterator(directory, error)) {
+      const std::string name = entry.path().filename().string();
+      if (!std::regex_match(name, ours)) continue;
+      const std::string path = entry.path().string();
+      struct stat info {};
+      if (::lstat(path.c_str(), &info) != 0) continue;
+      if (S_ISLNK(info.st_mode)) {
+        const auto age = std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(info.st_mtime);
+        if (age >= kStaleSymlinkAge) stale.push_back({path, -1});
+      } else if (S_ISDIR(info.st_mode)) {
+        const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) continue;
+        if (try_lock(fd)) {
+          stale.push_back({path, fd});  // nobody holds it: its writer is gone
+        } else {
+          ::close(fd);  // a live writer (or a filesystem without flock): not ours to decide
+        }
+      }
+    }
+    // A final name that is missing gets the newest complete write for it (not an `.old` one).
+    std::map<std::string, std::pair<int64_t, std::string>> newest;  // final path -> (created, temporary)
+    if (complete) {
+      for (const Stale& entry : stale) {
+        const std::string name = fs::path(entry.path).filename().string();
+        const bool on_its_way_out = name.size() >= 4 && name.compare(name.size() - 4, 4, kOldSuffix) == 0;
+        if (entry.fd < 0 || on_its_way_out) continue;
+        const std::string final_path = (fs::path(directory) / final_name_of(name)).string();
+        if (fs::exists(fs::symlink_status(final_path, error))) continue;
+        if (const std::optional<int64_t> created = complete(entry.path)) {
+          auto found = newest.find(final_path);
+          if (found == newest.end() || *created > found->second.first) newest[final_path] = {*created, entry.path};
+        }
+      }
+    }
+    for (const auto& [final_path, write] : newest) {
+      try {
+        rename_durably(write.second, final_path);
+        ++changed;
+      } catch (const CheckpointError&) {
+        // left as it is: the next run tries again
+      }
+    }
+    for (const Stale& entry : stale) {
+      std::error_code ignored;
+      if (fs::exists(fs::symlink_status(entry.path, ignored)) && fs::remove_all(entry.path, ignored) > 0 && !ignored) {
+        ++changed;
+      }
+      if (entry.fd >= 0) ::close(entry.fd);
+    }
+  } catch (const std::exception&) {
+    // best effort: what is left is never loaded, and the next run tries again
   }
-  return removed;
+  return changed;
 }
 
 }  // namespace trainbus

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <system_error>
 
@@ -192,11 +193,9 @@ void write_checkpoint(CheckpointSnapshot& snapshot, const std::string& path) {
   fs::create_directories(parent, error);
   TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create directory ", parent.string(), " for checkpoint ", path,
                     ": ", error.message());
-  const std::string temporary = temporary_checkpoint_name(path);
   try {
-    fs::create_directory(temporary, error);
-    TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create ", temporary, " for checkpoint ", path, ": ",
-                      error.message());
+    TemporaryDirectory directory(path);  // removed unless committed
+    const std::string& temporary = directory.path();
     Manifest manifest = make_manifest(snapshot);
     for (CheckpointPart& part : snapshot.parts) {
       const FileDigest digest = write_part(part, (fs::path(temporary) / part.file).string());
@@ -210,9 +209,8 @@ void write_checkpoint(CheckpointSnapshot& snapshot, const std::string& path) {
     DurableFile manifest_file((fs::path(temporary) / kManifestFile).string());
     manifest_file.write(bytes.data(), bytes.size());
     manifest_file.close_durably();
-    commit_checkpoint(temporary, path);
+    directory.commit();
   } catch (const CheckpointError& e) {
-    fs::remove_all(temporary, error);
     throw CheckpointError(detail::concat("cannot write checkpoint ", path, ": ", e.what()));
   }
 }
@@ -263,19 +261,23 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
   return loaded;
 }
 
+std::optional<CheckpointSummary> complete_checkpoint(const std::string& path) {
+  try {
+    const Manifest manifest = read_manifest(path);
+    verify(path, manifest);
+    return CheckpointSummary{path, manifest.epoch(), manifest.global_step(), manifest.created_unix_ms()};
+  } catch (const CheckpointError&) {
+    return std::nullopt;  // not a checkpoint, or a damaged one
+  }
+}
+
 std::vector<CheckpointSummary> list_complete_checkpoints(const std::string& directory) {
   std::vector<CheckpointSummary> found;
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(directory, error)) {
     const std::string path = entry.path().string();
     if (is_temporary_checkpoint(path) || !fs::is_directory(entry.path(), error)) continue;
-    try {
-      const Manifest manifest = read_manifest(path);
-      verify(path, manifest);
-      found.push_back({path, manifest.epoch(), manifest.global_step(), manifest.created_unix_ms()});
-    } catch (const CheckpointError&) {
-      // not a checkpoint, or a damaged one: never a candidate
-    }
+    if (std::optional<CheckpointSummary> summary = complete_checkpoint(path)) found.push_back(*summary);
   }
   std::sort(found.begin(), found.end(), [](const CheckpointSummary& a, const CheckpointSummary& b) {
     return std::tie(a.global_step, a.created_unix_ms) > std::tie(b.global_step, b.created_unix_ms);

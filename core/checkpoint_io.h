@@ -6,6 +6,7 @@
 /// manifest before it loads anything.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,8 @@ struct CheckpointSummary {
   int64_t global_step = 0;
   int64_t created_unix_ms = 0;
 };
+/// `path` if it is a checkpoint whose every part matches its manifest; nullopt otherwise.
+std::optional<CheckpointSummary> complete_checkpoint(const std::string& path);
 /// The checkpoints directly in `directory` whose every part matches their manifest, newest first
 /// (by global step, then creation time). Temporary and damaged ones are left out.
 std::vector<CheckpointSummary> list_complete_checkpoints(const std::string& directory);

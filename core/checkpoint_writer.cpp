@@ -120,24 +120,22 @@ std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
       pending_ = std::move(job);
       return replaced;
     }
-    busy_ = true;
-    stats_.peak_bytes_held = std::max(stats_.peak_bytes_held, stats_.bytes_held);
-  }
-  const std::string path = job.path;
-  auto shared = std::make_shared<CheckpointJob>(std::move(job));
-  try {
-    detail::post_task(threads_->writer, [this, shared] { write_in_background(std::move(*shared)); });
-  } catch (...) {
-    // Nothing was queued: undo, so that wait() does not wait for a write that never starts.
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      busy_ = false;
+    // Posted under the lock, so that a failed post is undone before any other submit can see the
+    // writer busy and queue a job behind one that never starts.
+    std::shared_ptr<CheckpointJob> shared;
+    try {
+      shared = std::make_shared<CheckpointJob>(std::move(job));
+      detail::post_task(threads_->writer, [this, shared] { write_in_background(std::move(*shared)); });
+    } catch (...) {
       --stats_.submitted;
       stats_.bytes_held -= bytes;
+      superseded = shared ? std::move(shared->payload) : std::move(job.payload);
+      const std::string& path = shared ? shared->path : job.path;
+      throw CheckpointError(detail::concat("cannot start writing checkpoint ", path, " in the background: ",
+                                           describe(std::current_exception())));
     }
-    idle_.notify_all();
-    throw CheckpointError(detail::concat("cannot start writing checkpoint ", path, " in the background: ",
-                                         describe(std::current_exception())));
+    busy_ = true;
+    stats_.peak_bytes_held = std::max(stats_.peak_bytes_held, stats_.bytes_held);
   }
   return replaced;
 }
@@ -181,7 +179,10 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
     }
     if (failure) {
       ++stats_.failed;
-      if (!error_) error_ = failure;  // the first failure is the one to fix
+      // The first failure is the one to fix. NOTE: released under the lock, so that ThreadSanitizer
+      // sees the exception freed before any reader of error_ (libstdc++'s count is not instrumented).
+      if (!error_) error_ = std::move(failure);
+      failure = nullptr;
       has_error_.store(true, std::memory_order_relaxed);
     }
     if (!pending_) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -35,8 +36,9 @@ constexpr std::size_t kStagingBytes = std::size_t{4} << 20;
 class StagingBuffers {
  public:
   static StagingBuffers& instance() {
-    static StagingBuffers buffers;
-    return buffers;
+    // Never destroyed: a checkpoint writer joined during static destruction may still write.
+    static StagingBuffers* buffers = new StagingBuffers;
+    return *buffers;
   }
   /// A buffer of kStagingBytes aligned to kDirectBlock, or nullptr if memory is short.
   char* take() {
@@ -63,9 +65,6 @@ class StagingBuffers {
  private:
   static constexpr std::size_t kKept = 2;
   StagingBuffers() { free_.reserve(kKept); }
-  ~StagingBuffers() {
-    for (char* buffer : free_) std::free(buffer);
-  }
   std::mutex mutex_;
   std::vector<char*> free_;
 };
@@ -78,22 +77,15 @@ std::string parent_of(const std::string& path) {
 }  // namespace
 
 DurableFile::DurableFile(std::string path, bool direct) : path_(std::move(path)) {
-  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
-  if (direct) staging_ = StagingBuffers::instance().take();
-  if (staging_ != nullptr) {
-    fd_ = ::open(path_.c_str(), flags | O_DIRECT, 0644);
-    direct_ = fd_ >= 0;
-    if (fd_ < 0 && errno != EINVAL) {  // EINVAL: no O_DIRECT here
-      const int error = errno;
-      release_staging();
-      fail("cannot create", path_, error);
-    }
-  }
-  if (fd_ < 0) {
-    release_staging();
-    fd_ = ::open(path_.c_str(), flags, 0644);
-  }
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd_ < 0) fail("cannot create", path_, errno);
+  if (!direct) return;
+  // O_DIRECT set after the file exists: a filesystem that refuses it (EINVAL) leaves a plain file
+  // to write through the page cache.
+  staging_ = StagingBuffers::instance().take();
+  const int flags = ::fcntl(fd_, F_GETFL);
+  direct_ = staging_ != nullptr && flags >= 0 && ::fcntl(fd_, F_SETFL, flags | O_DIRECT) == 0;
+  if (!direct_) release_staging();
 }
 
 DurableFile::~DurableFile() {
@@ -180,7 +172,14 @@ void rename_durably(const std::string& from, const std::string& to) {
   fsync_directory(parent_of(to));
 }
 
+namespace {
+std::atomic<bool> no_rename_exchange{false};
+}  // namespace
+
+void detail::simulate_no_rename_exchange(bool on) noexcept { no_rename_exchange.store(on); }
+
 bool exchange_paths(const std::string& a, const std::string& b) {
+  if (no_rename_exchange.load()) return false;
   if (::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE) == 0) {
     fsync_directory(parent_of(b));
     return true;

@@ -58,6 +58,11 @@ void rename_durably(const std::string& from, const std::string& to);
 /// Atomically swaps two paths (renameat2 RENAME_EXCHANGE); false if the filesystem cannot.
 bool exchange_paths(const std::string& a, const std::string& b);
 
+namespace detail {
+/// Makes exchange_paths() answer as a filesystem without RENAME_EXCHANGE does (tests of the fallback).
+void simulate_no_rename_exchange(bool on) noexcept;
+}  // namespace detail
+
 /// CRC32C and size of a whole file. Throws CheckpointError naming it if it cannot be read.
 struct FileDigest {
   uint64_t size = 0;

@@ -36,8 +36,9 @@ class StateDict {
 
   /// As a generic dict (Dict[str, Any]), for serialisation. Shares tensors and lists with this.
   c10::IValue to_ivalue() const;
-  /// A copy that shares nothing with this one: tensors cloned, lists and dicts copied (for a
-  /// checkpoint that must not change when its owner goes on changing its state).
+  /// A copy that shares nothing with this one, for a checkpoint that must not change when its owner
+  /// goes on changing its state: lists, dicts and tuples copied, tensors copied to dense CPU tensors
+  /// (detached; a CUDA state costs no GPU memory while its save is pending).
   StateDict deep_copy() const;
   /// From a dict with string keys; throws std::invalid_argument naming `what` otherwise.
   static StateDict from_ivalue(const c10::IValue& value, const std::string& what = "state");

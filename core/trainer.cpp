@@ -51,6 +51,8 @@ void check_options(const TrainerOptions& o) {
                  "`gradient_clip_val` must be >= 0, got ", *o.gradient_clip_val);
   TRAINBUS_CHECK(o.log_every_n_steps >= 1, "`log_every_n_steps` must be >= 1, got ", o.log_every_n_steps);
   TRAINBUS_CHECK(o.observer_threads >= 1, "`observer_threads` must be >= 1, got ", o.observer_threads);
+  TRAINBUS_CHECK(o.observer_stall_timeout.count() > 0, "`observer_stall_timeout` must be positive, got ",
+                 o.observer_stall_timeout.count(), " ms");
   TRAINBUS_CHECK(!o.default_root_dir.empty(), "`default_root_dir` must not be empty; use \".\" for the "
                  "current directory");
 }
@@ -92,31 +94,33 @@ int64_t Trainer::estimated_stepping_batches() const {
 void Trainer::add_observer(std::shared_ptr<Observer> observer, ObserverOptions options) {
   TRAINBUS_CHECK(status_ != TrainerStatus::kRunning, "Trainer::add_observer: add observers before fit/validate/test/predict");
   if (!observers_) {
-    observers_ = std::make_unique<ObserverPool>(options_.observer_threads, snapshot_to_cpu);
-    observers_->set_shutdown_timeout(options_.observer_shutdown_timeout);
+    observers_ = std::make_unique<ObserverPool>(options_.observer_threads, snapshot_to_cpu,
+                                                options_.observer_stall_timeout);
   }
   observers_->attach(bus_, std::move(observer), options);
 }
 
 void Trainer::wait_for_observers() {
   if (!observers_) return;
-  const bool drained = observers_->drain_for(options_.observer_shutdown_timeout);
+  // A stalled observer is abandoned, its failure raised here like any other (naming it).
+  observers_->drain_unless_stalled(options_.observer_stall_timeout);
   observers_->check();
-  if (!drained) throw stuck_observers_error();
 }
 
-ObserverError Trainer::stuck_observers_error() const {
-  std::string names;
-  std::size_t waiting = 0;
-  for (const ObserverStats& stuck : observers_->busy_observers()) {
-    names += (names.empty() ? "" : "`, `") + stuck.name;
-    waiting += stuck.in_flight;
+void Trainer::report_observer_failures() noexcept {
+  if (!observers_) return;
+  try {
+    observers_->drain_unless_stalled(options_.observer_stall_timeout);
+    for (std::size_t i = 0; i < observers_->size() && observers_->has_failure(); ++i) {
+      try {
+        observers_->check();
+      } catch (const ObserverError& e) {
+        warn(std::string("also, ") + e.what());
+      }
+    }
+  } catch (const std::exception& e) {
+    warn(std::string("also, waiting for the observers failed: ") + e.what());
   }
-  return ObserverError(names, detail::concat("handled none of its ", waiting, " waiting events for ",
-                                             options_.observer_shutdown_timeout.count(),
-                                             " ms (TrainerOptions::observer_shutdown_timeout); it may be stuck in a "
-                                             "hook, and the run does not wait for it any longer"),
-                       nullptr);
 }
 
 void Trainer::report_dropped_events() {

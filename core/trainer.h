@@ -95,8 +95,8 @@ class Trainer {
   void add_observer(std::shared_ptr<Observer> observer, ObserverOptions options = {});
   /// Flush barrier: blocks until every observer has handled every event published so far, then
   /// raises a pending observer failure. Callbacks may call it. An observer that handles no event
-  /// for observer_shutdown_timeout is raised as stuck (ObserverError naming it) rather than waited
-  /// for without end.
+  /// for observer_stall_timeout is abandoned and raised as an ObserverError naming it, rather than
+  /// waited for without end.
   void wait_for_observers();
   /// The pool, for stats; nullptr until an observer is added.
   const ObserverPool* observer_pool() const noexcept { return observers_.get(); }
@@ -174,7 +174,9 @@ class Trainer {
   template <class Body>
   void run_entry_point(Stage stage, Module& module, DataModule& data, Body&& body);
   void notify_exception(const std::exception& error);
-  ObserverError stuck_observers_error() const;
+  // On the way out of a failing run: waits for the observers (bounded) and reports their failures
+  // as warnings, so that the original exception is the one that leaves.
+  void report_observer_failures() noexcept;
   void report_dropped_events();
   void call_setup_hooks(Stage stage);
   void call_teardown_hooks(Stage stage);

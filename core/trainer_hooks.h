@@ -75,9 +75,7 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
     // The observers still get (and handle) everything, including the Exception event, and the
     // checkpoints saved so far (OnExceptionCheckpoint's too) are made durable. A stuck observer is
     // reported, not waited for: the original exception must come out.
-    if (observers_ && !observers_->drain_for(options_.observer_shutdown_timeout)) {
-      warn(std::string("also, ") + stuck_observers_error().what());
-    }
+    report_observer_failures();
     if (checkpoints_) {
       if (std::exception_ptr failed = checkpoints_->wait_quietly()) {
         try {

@@ -89,10 +89,11 @@ struct TrainerOptions {
   int64_t log_every_n_steps = 50;
   /// Threads of the pool that runs asynchronous observers (Trainer::add_observer).
   std::size_t observer_threads = 2;
-  /// How long a wait for the observers (at the end of every run, wait_for_observers(), the
-  /// Trainer's destructor) lets an observer handle no event before it reports it as stuck and
-  /// stops waiting. A slow observer that makes progress is waited for.
-  std::chrono::milliseconds observer_shutdown_timeout{10000};
+  /// How long the trainer waits on an observer that handles no event (for room in its queue, at
+  /// the end of every run, in wait_for_observers(), in the destructor) before it abandons it and
+  /// raises an ObserverError naming it. A slow observer that makes progress is waited for; raise
+  /// this for one whose single hooks legitimately take longer (an upload, say).
+  std::chrono::milliseconds observer_stall_timeout{60000};
 };
 
 /// Arguments of one Trainer::fit call.

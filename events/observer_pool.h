@@ -21,6 +21,11 @@
 
 namespace trainbus {
 
+namespace detail {
+class ObserverChannel;
+struct PoolExecutor;
+}  // namespace detail
+
 /// How one observer is run.
 struct ObserverOptions {
   /// What to do when `capacity` events are already waiting for this observer.
@@ -73,10 +78,16 @@ class ObserverError : public std::runtime_error {
 /// thread (tensor fields snapshotted or dropped) into the observer's queue, and nothing more: waking
 /// a pool thread would cost the publisher more than everything else together (measured ~9 us in a
 /// VM, bench/observers.cpp). A flusher thread of the pool's own hands the queues to the observers'
-/// strands every flush interval (1 ms by default), as do drain(), a full queue and a burst of 64
-/// events. All members are called from the training thread; drain(), check() and stats() are
-/// also safe from others. Nothing posted lets an exception escape into Asio (which would call
-/// std::terminate).
+/// strands every kick interval (1 ms by default), as do drain(), a full queue and a burst of 64
+/// events; it also has each observer flush() on its ObserverOptions::flush_interval.
+///
+/// Nothing here waits for ever on an observer that is stuck: one that handles no event for the
+/// stall timeout while the trainer waits on it (for room in its queue, in a drain, at shutdown) is
+/// abandoned: its failure is recorded (raised by check() as ObserverError naming it, or reported
+/// once with OnError::kDisable), its queued events are dropped and nothing more is delivered to it.
+/// A slow observer that makes progress is waited for. All members are called from the training
+/// thread; drain(), check() and stats() are also safe from others, but not from an observer's own
+/// hook. Nothing posted lets an exception escape into Asio (which would call std::terminate).
 class ObserverPool {
  public:
   /// Makes a snapshot of a tensor field for observers that want tensors (detach + clone to CPU;
@@ -84,10 +95,11 @@ class ObserverPool {
   using TensorSnapshot = std::function<events::TensorRef(const events::TensorRef&)>;
 
   explicit ObserverPool(std::size_t threads = 2, TensorSnapshot snapshot = {},
-                        std::chrono::microseconds flush_interval = std::chrono::milliseconds(1));
-  /// Disconnects, then drains; if an observer handles nothing for shutdown_timeout(), reports
-  /// which observers still had events and drops those events rather than hang (a hook that never
-  /// returns keeps its pool thread until the process exits; nothing queued behind it runs).
+                        std::chrono::milliseconds stall_timeout = std::chrono::seconds(60),
+                        std::chrono::microseconds kick_interval = std::chrono::milliseconds(1));
+  /// Disconnects, drains, has every observer flush(), then joins the threads; an observer that
+  /// stalls on the way is abandoned (see the class comment). A hook that never returns keeps its
+  /// pool thread until the process exits; nothing queued behind it runs.
   ~ObserverPool();
   ObserverPool(const ObserverPool&) = delete;
   ObserverPool& operator=(const ObserverPool&) = delete;
@@ -97,15 +109,17 @@ class ObserverPool {
   /// Stops delivering new events to every observer (those already posted are still handled).
   void detach_all();
 
-  /// Starts delivering what is queued now rather than at the next flush interval (one pool
-  /// wake-up for all observers). Cheap when nothing is queued.
+  /// Starts delivering what is queued now rather than at the next kick interval (one pool wake-up
+  /// for all observers). Cheap when nothing is queued.
   void kick();
-  /// Blocks until every event published before the call has been handled (kicks first). Throws
-  /// MisconfigurationError when called from an observer's hook (it would wait for itself).
+  /// Blocks until every event published before the call has been handled (kicks first), however
+  /// long that takes. Throws MisconfigurationError when called from an observer's hook (it would
+  /// wait for itself).
   void drain();
-  /// drain() that gives up when an observer with events left handles none of them for
-  /// `stall_timeout` (a slow one is waited for as long as it makes progress); false then.
-  bool drain_for(std::chrono::milliseconds stall_timeout);
+  /// drain() that abandons an observer with events left that handles none of them for
+  /// `stall_timeout` (a slow one is waited for as long as it makes progress); false if it
+  /// abandoned one now or one abandoned before still had events.
+  bool drain_unless_stalled(std::chrono::milliseconds stall_timeout);
   /// The stats of the observers with events not yet handled, for messages.
   std::vector<ObserverStats> busy_observers() const;
   /// Throws the ObserverError of the first observer that failed since the last check (kRaise only).
@@ -117,28 +131,24 @@ class ObserverPool {
   std::vector<ObserverStats> stats() const;
   std::size_t size() const;
   std::size_t threads() const noexcept { return threads_; }
-  void set_shutdown_timeout(std::chrono::milliseconds timeout) { shutdown_timeout_ = timeout; }
-  std::chrono::milliseconds shutdown_timeout() const noexcept { return shutdown_timeout_; }
-
-  struct Channel;   // one attached observer: its strand, bound and error (observer_pool.cpp)
-  struct Executor;  // the Asio thread pool, kept out of this header
+  std::chrono::milliseconds stall_timeout() const noexcept { return stall_timeout_; }
 
  private:
   template <class E>
-  void subscribe(EventBus& bus, const std::shared_ptr<Channel>& channel, const EventFilter& filter);
-
+  void subscribe(EventBus& bus, const std::shared_ptr<detail::ObserverChannel>& channel, const EventFilter& filter);
   void flush_periodically();
+  // Posts flush() to every observer whose flush_interval has passed since its last. Flusher thread.
   void flush_due(std::chrono::steady_clock::time_point now);
-  /// drain() and drain_for(): kicks, then waits for every channel to empty; false if one stalled.
+  /// drain() and drain_unless_stalled(): kicks, then waits for every channel.
   bool drain_until(std::optional<std::chrono::milliseconds> stall_timeout);
 
   std::size_t threads_;
-  std::shared_ptr<Executor> executor_;
-  std::chrono::microseconds flush_interval_;
+  std::shared_ptr<detail::PoolExecutor> executor_;
+  std::chrono::milliseconds stall_timeout_;
+  std::chrono::microseconds kick_interval_;
   TensorSnapshot snapshot_;
-  std::chrono::milliseconds shutdown_timeout_{10000};
   mutable std::mutex mutex_;
-  std::vector<std::shared_ptr<Channel>> channels_;
+  std::vector<std::shared_ptr<detail::ObserverChannel>> channels_;
   // Failures recorded and not yet raised by check(): a count, so that none is lost when several
   // happen at once (channels increment it under their own lock, check() decrements it).
   std::shared_ptr<std::atomic<int>> unraised_;

@@ -49,37 +49,28 @@ std::string format_value(double value, const std::string& spec, bool integer, co
 // Hard links every file of checkpoint directory `from` into a new checkpoint directory `to`
 // (replacing it atomically): a copy that costs no bytes, safe because parts never change.
 void link_copy(const std::string& from, const std::string& to) {
-  const std::string temporary = temporary_checkpoint_name(to);
+  TemporaryDirectory copy(to);  // removed unless committed
   std::error_code error;
-  fs::create_directory(temporary, error);
-  TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create ", temporary, ": ", error.message());
   for (const auto& entry : fs::directory_iterator(from)) {
-    fs::create_hard_link(entry.path(), fs::path(temporary) / entry.path().filename(), error);
-    if (error) fs::copy_file(entry.path(), fs::path(temporary) / entry.path().filename(), error);
-    TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot copy ", entry.path().string(), " to ", temporary, ": ",
+    const fs::path target = fs::path(copy.path()) / entry.path().filename();
+    fs::create_hard_link(entry.path(), target, error);
+    if (error) fs::copy_file(entry.path(), target, error);
+    TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot copy ", entry.path().string(), " to ", copy.path(), ": ",
                       error.message());
   }
-  try {
-    commit_checkpoint(temporary, to);
-  } catch (const CheckpointError&) {
-    fs::remove_all(temporary, error);
-    throw;
-  }
+  copy.commit();
 }
 
 // Points `link` at `target` (a relative symlink), replacing what was there (a link or a copy)
-// atomically: `link` exists at every instant.
+// atomically: `link` exists at every instant. The new link is made inside a locked temporary
+// directory, so that a crash never leaves a stray link that a later run cannot tell from a live one.
 void symlink_to(const std::string& target, const std::string& link) {
-  const std::string temporary = temporary_checkpoint_name(link);
+  TemporaryDirectory holder(link);
+  const std::string temporary = (fs::path(holder.path()) / "link").string();
   std::error_code error;
   fs::create_directory_symlink(fs::path(target).filename(), temporary, error);
   TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create the symlink ", link, ": ", error.message());
-  try {
-    commit_checkpoint(temporary, link);
-  } catch (const CheckpointError&) {
-    fs::remove(temporary, error);
-    throw;
-  }
+  commit_checkpoint(temporary, link);
 }
 
 }  // namespace
@@ -161,9 +152,14 @@ void ModelCheckpoint::setup(Trainer& trainer, Module& module, Stage stage) {
   std::error_code error;
   if (stage == Stage::kFit && trainer.is_global_zero() && fs::is_directory(dirpath_, error)) {
     // What a killed run was writing when it died: never loadable, and nobody else removes it.
-    if (const std::size_t removed = remove_stale_temporaries(dirpath_)) {
-      info("ModelCheckpoint: removed " + std::to_string(removed) + " unfinished checkpoint write(s) a crashed run left in " +
-           dirpath_);
+    // A write whose commit a crash cut (no RENAME_EXCHANGE here) is moved into place, if complete.
+    const auto created_if_complete = [](const std::string& path) -> std::optional<int64_t> {
+      const std::optional<CheckpointSummary> summary = complete_checkpoint(path);
+      return summary ? std::optional<int64_t>(summary->created_unix_ms) : std::nullopt;
+    };
+    if (const std::size_t cleaned = remove_stale_temporaries(dirpath_, created_if_complete)) {
+      info("ModelCheckpoint: cleaned up " + std::to_string(cleaned) + " unfinished checkpoint write(s) a crashed run "
+           "left in " + dirpath_);
     }
     if (!fs::is_empty(dirpath_, error)) info("ModelCheckpoint: checkpoint directory " + dirpath_ + " exists and is not empty");
   }

@@ -3,17 +3,21 @@
 #include "core/checkpoint_files.h"
 
 #include <sys/stat.h>
-#include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <ctime>
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <string>
 #include <thread>
 
 #include <catch2/catch.hpp>
 
+#include "core/durable_file.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
@@ -37,13 +41,13 @@ std::string symlink_for(const std::string& link, const std::string& target) {
   return temporary;
 }
 
-// The pid of a process that has exited.
-pid_t dead_pid() {
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  return child;
+// Sets an entry's modification time `age` into the past (not following a symlink).
+void age_by(const std::string& path, std::chrono::seconds age) {
+  struct timespec times[2];
+  ::clock_gettime(CLOCK_REALTIME, &times[0]);
+  times[0].tv_sec -= static_cast<time_t>(age.count());
+  times[1] = times[0];
+  ::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
 }
 
 }  // namespace
@@ -80,22 +84,73 @@ TEST_CASE("`last` exists at every instant while it flips between a link and a di
   CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});  // no leftovers
 }
 
-TEST_CASE("Only temporary entries of dead writers of .ckpt checkpoints are cleaned up", "[checkpoint][files]") {
+TEST_CASE("Without RENAME_EXCHANGE, `last` still ends up replaced whatever kinds it flips between",
+          "[checkpoint][files]") {
   TempDir dir;
-  const std::string dead = std::to_string(dead_pid());
-  const std::string alive = std::to_string(::getpid());
-  fs::create_directory(dir.file("epoch=3.ckpt.tmp-" + dead + "-0"));             // a torn save
-  std::ofstream(dir.file("epoch=3.ckpt.tmp-" + dead + "-0/model.pt")) << "torn";
-  fs::create_directory_symlink("epoch=3.ckpt", dir.file("last.ckpt.tmp-" + dead + "-7"));  // a link never renamed
-  fs::create_directory(dir.file("epoch=4.ckpt.tmp-" + alive + "-1"));            // this process is writing it
-  fs::create_directory(dir.file("epoch=5.ckpt.tmp-1-0"));                       // pid 1 is alive: another run's
-  std::ofstream(dir.file("notes.tmp-" + dead + "-0")) << "a user's file";        // not a checkpoint name
-  std::ofstream(dir.file("epoch=3.ckpt.tmp-x")) << "a user's file";              // not our pattern
-  fs::create_directory(dir.file("epoch=2.ckpt"));                               // a checkpoint
+  detail::simulate_no_rename_exchange(true);
+  const std::string best = dir.file("epoch=1.ckpt");
+  commit_checkpoint(directory_for(best, "best"), best);
+  const std::string last = dir.file("last.ckpt");
+  for (int i = 0; i < 6; ++i) {
+    if (i % 2 == 0) {
+      commit_checkpoint(symlink_for(last, best), last);
+      CHECK(fs::is_symlink(last));
+    } else {
+      commit_checkpoint(directory_for(last, "copy " + std::to_string(i)), last);
+      CHECK(fs::is_directory(fs::symlink_status(last)));
+    }
+  }
+  detail::simulate_no_rename_exchange(false);
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});
+}
 
-  CHECK(remove_stale_temporaries(dir.path().string()) == 2);
+TEST_CASE("Only what dead writers of .ckpt checkpoints left is cleaned up", "[checkpoint][files]") {
+  TempDir dir;
+  const std::string stale_write = temporary_checkpoint_name(dir.file("epoch=3.ckpt"));
+  fs::create_directory(stale_write);  // a torn save: nobody holds its lock
+  std::ofstream(stale_write + "/model.pt") << "torn";
+  const std::string stale_old = temporary_checkpoint_name(dir.file("epoch=1.ckpt")) + ".old";
+  fs::create_directory(stale_old);  // an eviction cut short
+  const std::string stale_link = temporary_checkpoint_name(dir.file("last.ckpt"));
+  fs::create_directory_symlink("epoch=2.ckpt", stale_link);  // a link never renamed, long ago
+  age_by(stale_link, std::chrono::seconds(3600));
+  const std::string fresh_link = temporary_checkpoint_name(dir.file("last.ckpt"));
+  fs::create_directory_symlink("epoch=2.ckpt", fresh_link);  // a live writer's, about to be renamed
+  TemporaryDirectory live(dir.file("epoch=4.ckpt"));       // a live writer's: it holds the lock
+  fs::create_directory(dir.file("epoch=5.ckpt.tmp-1-0"));   // an older trainbus's name, dead writer
+  std::ofstream(dir.file("notes.tmp-123-0")) << "a user's file";  // not a checkpoint name
+  std::ofstream(dir.file("epoch=3.ckpt.tmp-x")) << "a user's file";  // not our pattern
+  fs::create_directory(dir.file("epoch=2.ckpt"));  // a checkpoint
+
+  CHECK(remove_stale_temporaries(dir.path().string()) == 4);
   CHECK(names_in(dir.path().string()) ==
-        std::set<std::string>{"epoch=2.ckpt", "epoch=3.ckpt.tmp-x", "epoch=4.ckpt.tmp-" + alive + "-1",
-                              "epoch=5.ckpt.tmp-1-0", "notes.tmp-" + dead + "-0"});
+        std::set<std::string>{"epoch=2.ckpt", "epoch=3.ckpt.tmp-x", fs::path(live.path()).filename().string(),
+                              fs::path(fresh_link).filename().string(), "notes.tmp-123-0"});
   CHECK(remove_stale_temporaries(dir.file("missing")) == 0);  // no directory: nothing to do
+}
+
+TEST_CASE("A commit cut between its two renames is completed by the next cleanup", "[checkpoint][files]") {
+  // What a crash leaves on a filesystem without RENAME_EXCHANGE: the old `last` moved aside, the
+  // new one complete under its temporary name, and no `last.ckpt`.
+  TempDir dir;
+  const std::string last = dir.file("last.ckpt");
+  const std::string old_one = temporary_checkpoint_name(last) + ".old";
+  fs::create_directory(old_one);
+  std::ofstream(old_one + "/MANIFEST") << "old";
+  const std::string new_one = temporary_checkpoint_name(last);
+  fs::create_directory(new_one);
+  std::ofstream(new_one + "/MANIFEST") << "new";
+  const std::string torn = temporary_checkpoint_name(last);
+  fs::create_directory(torn);  // a later write that never finished: not complete
+  // Complete: has a MANIFEST; created: the order of the names' counters (later is newer).
+  auto complete = [&](const std::string& path) -> std::optional<int64_t> {
+    if (!fs::exists(path + "/MANIFEST")) return std::nullopt;
+    return path == new_one ? 2 : 1;
+  };
+  CHECK(remove_stale_temporaries(dir.path().string(), complete) == 3);  // one moved, two removed
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"last.ckpt"});
+  std::ifstream in(last + "/MANIFEST");
+  std::string content;
+  in >> content;
+  CHECK(content == "new");
 }

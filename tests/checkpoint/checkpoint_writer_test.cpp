@@ -180,3 +180,34 @@ TEST_CASE("Many saves from two threads: each is written or replaced, never lost,
   for (int i = 0; i < 200; ++i) CHECK(fs::exists(dir.file("topk-" + std::to_string(i))));  // never replaced
   CHECK(fs::exists(dir.file("latest-199")));  // the last of a group always lands
 }
+
+TEST_CASE("Submits from two threads while a post fails: every accepted save is written", "[checkpoint][async][threads]") {
+  TempDir dir;
+  Jobs jobs;
+  CheckpointWriter writer;
+  for (int round = 0; round < 50; ++round) {
+    detail::inject_post_failures(1);  // one of the two submits below (or a later one) cannot post
+    std::atomic<int> accepted_a{0};
+    std::string a_path = dir.file("a-" + std::to_string(round)), b_path = dir.file("b-" + std::to_string(round));
+    std::thread other([&] {
+      try {
+        writer.submit(jobs.make(a_path));
+        accepted_a = 1;
+      } catch (const CheckpointError&) {
+      }
+    });
+    bool accepted_b = false;
+    try {
+      writer.submit(jobs.make(b_path));
+      accepted_b = true;
+    } catch (const CheckpointError&) {
+    }
+    other.join();
+    writer.wait();  // returns: nothing is left queued behind a post that failed
+    detail::inject_post_failures(0);
+    CHECK(fs::exists(a_path) == (accepted_a == 1));
+    CHECK(fs::exists(b_path) == accepted_b);
+  }
+  CHECK(writer.stats().bytes_held == 0);
+  CHECK(*jobs.live == 0);
+}

@@ -113,8 +113,11 @@ void kill_while_saving(const std::string& child_tag, ModelCheckpointOptions (*op
     REQUIRE_FALSE(newest.empty());
     CHECK_NOTHROW(read_checkpoint(newest));
 
-    // The next run in the same directory removes what the killed one left unfinished.
+    // The next run in the same directory removes what the killed one left unfinished, whatever
+    // the kill left: here also a planted torn write of a dead writer (nobody holds its lock).
     const bool leftovers = !temporaries_in(checkpoints).empty();
+    const std::string planted = temporary_checkpoint_name(checkpoints + "/epoch=0-step=9999.ckpt");
+    fs::create_directory(planted);
     TrainerOptions short_run;
     short_run.max_epochs = 1;
     short_run.limit_train_batches = 1;
@@ -125,6 +128,7 @@ void kill_while_saving(const std::string& child_tag, ModelCheckpointOptions (*op
     RandomDataModule data(64, 4);
     next.fit(with_alternating_module ? static_cast<Module&>(alternating) : boring, data);
     CHECK(temporaries_in(checkpoints).empty());
+    CHECK_FALSE(fs::exists(planted));
     cleaned += leftovers;
   }
   if (with_alternating_module) {

@@ -184,7 +184,7 @@ class StuckObserver : public Observer {
 
 TrainerOptions with_short_observer_timeout() {
   TrainerOptions options = small(5);
-  options.observer_shutdown_timeout = std::chrono::milliseconds(100);
+  options.observer_stall_timeout = std::chrono::milliseconds(100);
   return options;
 }
 

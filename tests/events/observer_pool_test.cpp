@@ -16,7 +16,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "events/observer_hooks.h"
+#include "events/detail/observer_hooks.h"
 #include "events/post_task.h"
 
 using namespace trainbus;
@@ -37,6 +37,11 @@ class Latch {
   void wait() {
     std::unique_lock<std::mutex> lock(mutex_);
     changed_.wait(lock, [&] { return open_; });
+  }
+  /// wait() for at most `timeout` (so that a broken test fails instead of hanging); true if opened.
+  bool wait_for(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return changed_.wait_for(lock, timeout, [&] { return open_; });
   }
 
  private:
@@ -113,7 +118,6 @@ TEST_CASE("drain() returns only once a slow observer has handled everything", "[
   pool.attach(bus, slow);
   for (int64_t i = 0; i < 10; ++i) bus.publish(batch(i));  // does not wait for the observer
   CHECK(pool.stats()[0].in_flight == 10);
-  CHECK_FALSE(pool.drain_for(std::chrono::milliseconds(1)));
   gate.open();
   pool.drain();
   CHECK(slow->seen.size() == 10);
@@ -266,8 +270,7 @@ TEST_CASE("Destroying a pool with a stuck observer reports it, does not hang, an
   const auto start = std::chrono::steady_clock::now();
   {
     EventBus bus;
-    ObserverPool pool(1);
-    pool.set_shutdown_timeout(std::chrono::milliseconds(50));
+    ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(50));
     pool.attach(bus, std::make_shared<Stuck>(shared));
     bus.publish(batch(0));
     bus.publish(batch(1));
@@ -294,7 +297,7 @@ TEST_CASE("A slow observer is waited for as long as it makes progress", "[events
   pool.attach(bus, slow);
   for (int64_t i = 0; i < 40; ++i) bus.publish(batch(i));
   // 40 events take ~200 ms, far more than the 20 ms the drain allows without progress.
-  CHECK(pool.drain_for(std::chrono::milliseconds(20)));
+  CHECK(pool.drain_unless_stalled(std::chrono::milliseconds(20)));
   CHECK(slow->handled == 40);
 }
 
@@ -375,20 +378,20 @@ TEST_CASE("A kick whose post fails leaves the events to the next one, never a dr
           "[events][observers]") {
   EventBus bus;
   // The flusher's own kicks come an hour apart: the injected failure is this test's kick's.
-  ObserverPool pool(2, {}, std::chrono::hours(1));
+  ObserverPool pool(2, {}, std::chrono::seconds(60), /*kick_interval=*/std::chrono::hours(1));
   auto recorder = std::make_shared<BatchRecorder>();
   pool.attach(bus, recorder);
   for (int64_t i = 0; i < 3; ++i) bus.publish(batch(i));  // queued, waiting for a kick
   SECTION("posting to the pool fails") {
     detail::inject_post_failures(1);
     CHECK_THROWS_AS(pool.kick(), std::bad_alloc);
-    CHECK(pool.drain_for(std::chrono::seconds(5)));
+    CHECK(pool.drain_unless_stalled(std::chrono::seconds(5)));
     CHECK(recorder->seen == std::vector<int64_t>{0, 1, 2});
   }
   SECTION("posting the observer's drainer to its strand fails") {
     detail::inject_post_failures(1, /*after=*/1);
     pool.kick();
-    CHECK(pool.drain_for(std::chrono::seconds(5)));
+    CHECK(pool.drain_unless_stalled(std::chrono::seconds(5)));
     CHECK_THROWS_AS(pool.check(), ObserverError);  // the observer failed with bad_alloc
     CHECK(recorder->seen.empty());
   }
@@ -410,13 +413,13 @@ TEST_CASE("drain() from an observer's own hook is an error naming it, not a dead
   ObserverPool pool(1);
   pool.attach(bus, std::make_shared<Drains>(pool));
   bus.publish(batch(0));
-  REQUIRE(pool.drain_for(std::chrono::seconds(5)));
+  REQUIRE(pool.drain_unless_stalled(std::chrono::seconds(5)));
   CHECK_THROWS_WITH(pool.check(), Contains("observer `drainer` failed") &&
                                       Contains("drain() was called from a hook of observer `drainer`") &&
                                       Contains("would wait for itself"));
 }
 
-TEST_CASE("flush() runs on the observer's strand after events, at most flush_interval later", "[events][observers]") {
+TEST_CASE("flush() runs on the observer's strand after events, within flush_interval", "[events][observers]") {
   class Buffers : public Observer {
    public:
     void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
@@ -430,15 +433,17 @@ TEST_CASE("flush() runs on the observer's strand after events, at most flush_int
       {
         std::lock_guard<std::mutex> lock(mutex);
         flushed.insert(flushed.end(), buffered.begin(), buffered.end());
+        if (flushed.size() == 5) all_flushed_at = std::chrono::steady_clock::now();
       }
       buffered.clear();
       busy_ = false;
-      flushed_once.open();
+      if (flushed.size() == 5) all_flushed.open();
     }
     std::vector<int64_t> buffered;
     std::mutex mutex;
     std::vector<int64_t> flushed;
-    Latch flushed_once;
+    std::chrono::steady_clock::time_point all_flushed_at;
+    Latch all_flushed;
     std::atomic<bool> overlapped{false};
 
    private:
@@ -448,13 +453,70 @@ TEST_CASE("flush() runs on the observer's strand after events, at most flush_int
   ObserverPool pool(2);
   auto observer = std::make_shared<Buffers>();
   ObserverOptions options;
-  options.flush_interval = std::chrono::milliseconds(20);
+  options.flush_interval = std::chrono::milliseconds(100);
   pool.attach(bus, observer, options);
   for (int64_t i = 0; i < 5; ++i) bus.publish(batch(i));
-  observer->flushed_once.wait();  // the pool's timer flushes without anyone asking
-  {
-    std::lock_guard<std::mutex> lock(observer->mutex);
-    CHECK_FALSE(observer->flushed.empty());
-  }
+  const auto published = std::chrono::steady_clock::now();
+  // Nobody asks: the pool's timer flushes, within the interval (plus the pool's wake-up and a
+  // generous allowance for a loaded machine), and the test gives up rather than hang.
+  REQUIRE(observer->all_flushed.wait_for(std::chrono::seconds(10)));
+  std::lock_guard<std::mutex> lock(observer->mutex);
+  CHECK(observer->flushed == std::vector<int64_t>{0, 1, 2, 3, 4});
+  CHECK(observer->all_flushed_at - published < std::chrono::milliseconds(100) + std::chrono::seconds(1));
   CHECK_FALSE(observer->overlapped);
+}
+
+TEST_CASE("A full queue behind a stuck hook does not block the trainer for ever", "[events][observers]") {
+  auto gate = std::make_shared<Latch>();
+  class Stuck : public Observer {
+   public:
+    explicit Stuck(std::shared_ptr<Latch> gate) : gate_(std::move(gate)) {}
+    std::string name() const override { return "stuck"; }
+    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void on_train_batch_end(const events::TrainBatchEnd&) override { gate_->wait(); }
+
+   private:
+    std::shared_ptr<Latch> gate_;
+  };
+  {
+    EventBus bus;
+    ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(50));
+    pool.attach(bus, std::make_shared<Stuck>(gate), {/*capacity=*/4});
+    for (int64_t i = 0; i < 20; ++i) bus.publish(batch(i));  // the 5th would wait for room for ever
+    CHECK_THROWS_WITH(pool.check(), Contains("observer `stuck` failed: handled none of its 4 waiting events") &&
+                                        Contains("stuck in a hook") && Contains("waited for room in its queue"));
+    CHECK(pool.stats()[0].in_flight == 4);  // nothing queued after it was abandoned
+  }
+  gate->open();
+}
+
+TEST_CASE("An observer stuck in flush() at shutdown does not hang the destructor", "[events][observers]") {
+  struct Shared {
+    Latch gate;
+    Latch destroyed;
+  };
+  class StuckFlush : public Observer {
+   public:
+    explicit StuckFlush(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+    ~StuckFlush() override { shared_->destroyed.open(); }
+    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void flush() override { shared_->gate.wait(); }  // a hung network filesystem, say
+
+   private:
+    std::shared_ptr<Shared> shared_;
+  };
+  auto shared = std::make_shared<Shared>();
+  const auto start = std::chrono::steady_clock::now();
+  {
+    EventBus bus;
+    ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(50));
+    ObserverOptions options;
+    options.flush_interval = std::chrono::hours(1);  // only the shutdown flush
+    pool.attach(bus, std::make_shared<StuckFlush>(shared), options);
+    bus.publish(batch(0));
+    pool.drain();
+  }
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+  shared->gate.open();
+  CHECK(shared->destroyed.wait_for(std::chrono::seconds(10)));
 }

@@ -1,0 +1,379 @@
+#include "events/detail/observer_channel.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "events/check.h"
+#include "events/diagnostics.h"
+#include "events/post_task.h"
+
+namespace trainbus::detail {
+namespace {
+
+// Deliveries queued for one observer before the publisher posts its drainer without waiting for a kick.
+constexpr std::size_t kEagerBatch = 64;
+
+std::string describe(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception (not derived from std::exception)";
+  }
+}
+
+// Marks this thread as running `channel`'s observer code for the scope.
+class RunningScope {
+ public:
+  explicit RunningScope(const ObserverChannel* channel) : previous_(ObserverChannel::running) {
+    ObserverChannel::running = channel;
+  }
+  ~RunningScope() { ObserverChannel::running = previous_; }
+  RunningScope(const RunningScope&) = delete;
+  RunningScope& operator=(const RunningScope&) = delete;
+
+ private:
+  const ObserverChannel* previous_;
+};
+
+}  // namespace
+
+thread_local const PoolExecutor* PoolExecutor::current = nullptr;
+thread_local const ObserverChannel* ObserverChannel::running = nullptr;
+
+PoolExecutor::PoolExecutor(std::size_t count) : pool(0) {
+  for (std::size_t i = 0; i < count; ++i) {
+    threads.emplace_back([this] {
+      sched_param param{};
+      (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &param);  // best effort
+      current = this;
+      pool.attach();
+    });
+  }
+}
+
+void PoolExecutor::join() {
+  std::call_once(joined, [this] {
+    // With only attached threads, Boost 1.74's join() does nothing; wait() releases the pool's
+    // own work count, so that the threads return once the handlers are done.
+    pool.wait();
+    for (auto& thread : threads) thread.join();
+  });
+}
+
+ObserverChannel::ObserverChannel(std::shared_ptr<Observer> observer, ObserverOptions options,
+                                 std::shared_ptr<PoolExecutor> executor, std::shared_ptr<std::atomic<int>> unraised,
+                                 std::chrono::milliseconds stall_timeout)
+    : executor_(std::move(executor)),
+      strand_(boost::asio::make_strand(executor_->pool)),
+      observer_(std::move(observer)),
+      name_(observer_->name()),
+      options_(options),
+      wants_tensors_(observer_->wants_tensors()),
+      stall_timeout_(stall_timeout),
+      unraised_(std::move(unraised)) {}
+
+void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self, std::unique_ptr<Delivery> delivery) {
+  std::string warning;
+  bool post = false, stalled = false;
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (closed_locked()) return;
+    while (in_flight_ >= options_.capacity && !closed_locked()) {
+      if (options_.when_full == ObserverOptions::WhenFull::kDrop) {
+        ++dropped_;
+        return;
+      }
+      if (!scheduled_) {
+        // Full and nothing delivering: waiting for the next kick would wait forever.
+        scheduled_ = true;
+        lock.unlock();
+        post_drainer(self);
+        lock.lock();
+        continue;
+      }
+      // Wait for room while the observer makes progress; a stuck one is abandoned, so that the
+      // training thread never waits for ever.
+      ++waiters_;
+      bool room = false;
+      for (;;) {
+        const uint64_t before = progress_.load();
+        room = changed_.wait_for(lock, stall_timeout_, [&] { return in_flight_ < options_.capacity || closed_locked(); });
+        if (room || progress_.load() == before) break;
+      }
+      --waiters_;
+      if (!room) {
+        stalled = true;
+        warning = abandon_locked(stall_reason() + " while the trainer waited for room in its queue");
+      }
+    }
+    if (!closed_locked()) {
+      ++in_flight_;
+      peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
+      queue_.push_back(std::move(delivery));
+      // Waking a pool thread costs the publisher ~9 us here (a cross-CPU wake-up in a VM), so
+      // deliveries wait for the next kick unless a burst has built up.
+      post = !scheduled_ && queue_.size() >= std::min(kEagerBatch, options_.capacity);
+      if (post) scheduled_ = true;
+    }
+  }
+  if (stalled) changed_.notify_all();  // drains waiting for this channel stop waiting
+  if (!warning.empty()) warn(warning);
+  if (post) post_drainer(self);
+}
+
+bool ObserverChannel::claim_drainer() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (scheduled_ || queue_.empty()) return false;
+  scheduled_ = true;
+  return true;
+}
+
+void ObserverChannel::release_drainer() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  scheduled_ = false;
+}
+
+void ObserverChannel::post_drainer(const std::shared_ptr<ObserverChannel>& self) {
+  try {
+    post_task(strand_, [self] { self->drain_queue(); });
+  } catch (...) {
+    release_drainer();
+    throw;
+  }
+}
+
+// Pool thread, on the strand: delivers everything queued, in order, taking the queue a batch at a
+// time so that the publishing thread and the drainer rarely meet on the mutex. Never lets an
+// exception escape into Asio.
+void ObserverChannel::drain_queue() noexcept {
+  std::deque<std::unique_ptr<Delivery>> batch;
+  RunningScope scope(this);
+  for (;;) {
+    bool skip;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (queue_.empty()) {
+        scheduled_ = false;
+        return;
+      }
+      batch.swap(queue_);
+      skip = closed_locked();
+    }
+    uint64_t handled = 0;
+    for (auto& delivery : batch) {
+      // NOTE: in_hook_ is set before abandoned_ is read (both seq_cst), and the pool's destructor
+      // sets abandoned_ before it reads in_hook_: a hook that starts is always seen by it.
+      in_hook_.store(true);
+      if (skip || abandoned_.load()) {
+        in_hook_.store(false);
+        break;
+      }
+      try {
+        delivery->run(*observer_);
+        ++handled;
+        progress_.fetch_add(1);
+      } catch (...) {
+        fail(std::current_exception());
+        skip = true;  // failed or disabled: the rest of the batch is not delivered
+      }
+      in_hook_.store(false);
+    }
+    if (handled > 0) dirty_.store(true, std::memory_order_relaxed);
+    const std::size_t done = batch.size();
+    batch.clear();  // frees the event copies outside the lock
+    bool wake;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      in_flight_ -= done;
+      delivered_ += handled;
+      wake = waiters_ > 0;
+    }
+    if (wake) changed_.notify_all();
+  }
+}
+
+void ObserverChannel::post_flush(const std::shared_ptr<ObserverChannel>& self) {
+  if (!dirty_.load(std::memory_order_relaxed) || flush_posted_.exchange(true)) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_locked()) {
+      flush_posted_.store(false);
+      return;
+    }
+    ++in_flight_;
+  }
+  dirty_.store(false, std::memory_order_relaxed);
+  try {
+    post_task(strand_, [self] { self->run_flush(); });
+  } catch (...) {
+    dirty_.store(true, std::memory_order_relaxed);  // the next round tries again
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      --in_flight_;
+    }
+    flush_posted_.store(false);
+    changed_.notify_all();
+    throw;
+  }
+}
+
+void ObserverChannel::run_flush() noexcept {
+  {
+    RunningScope scope(this);
+    in_hook_.store(true);
+    if (!abandoned_.load() && !closed()) {
+      try {
+        observer_->flush();
+      } catch (...) {
+        fail(std::current_exception());
+      }
+    }
+    in_hook_.store(false);
+  }
+  progress_.fetch_add(1);
+  flush_posted_.store(false);
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    --in_flight_;
+    wake = waiters_ > 0;
+  }
+  if (wake) changed_.notify_all();
+}
+
+bool ObserverChannel::wait_drained(std::optional<std::chrono::milliseconds> stall_timeout) {
+  std::string warning;
+  bool drained = true;
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    ++waiters_;
+    auto done = [&] { return in_flight_ == 0 || abandoned_.load(); };
+    if (!stall_timeout) {
+      changed_.wait(lock, done);
+    } else {
+      // A slow observer is waited for as long as it handles events; one that handles none for
+      // the whole timeout is stuck (or starved by one that is).
+      for (;;) {
+        const uint64_t before = progress_.load();
+        if (changed_.wait_for(lock, *stall_timeout, done)) break;
+        if (progress_.load() == before) {
+          warning = abandon_locked(stall_reason());
+          drained = false;
+          break;
+        }
+      }
+    }
+    --waiters_;
+    if (abandoned_.load() && in_flight_ > 0) drained = false;
+  }
+  if (!warning.empty()) warn(warning);
+  changed_.notify_all();
+  return drained;
+}
+
+std::string ObserverChannel::stall_reason() const {
+  const std::string events = std::to_string(in_flight_) + " waiting event" + (in_flight_ == 1 ? "" : "s");
+  const std::string timeout = std::to_string(stall_timeout_.count()) + " ms";
+  if (in_hook_.load()) {
+    return "handled none of its " + events + " for " + timeout +
+           " (TrainerOptions::observer_stall_timeout): it is stuck in a hook, and nothing more is delivered to it";
+  }
+  return "got no pool thread for its " + events + " for " + timeout +
+         " (TrainerOptions::observer_stall_timeout): another observer holds the threads; nothing more is delivered "
+         "to it (more TrainerOptions::observer_threads would let it run)";
+}
+
+std::string ObserverChannel::abandon_locked(const std::string& why) {
+  if (abandoned_.load()) return {};
+  abandoned_.store(true);
+  std::string warning;
+  if (options_.on_error == ObserverOptions::OnError::kDisable) {
+    if (!disabled_) warning = "observer `" + name_ + "` " + why;
+    disabled_ = true;
+  } else if (!failed_) {
+    failed_ = true;
+    error_message_ = why;
+    error_ = std::make_exception_ptr(std::runtime_error(why));
+    unraised_->fetch_add(1);
+  }
+  if (!scheduled_) {  // no drainer will take them off: drop them now
+    in_flight_ -= queue_.size();
+    queue_.clear();
+  }
+  return warning;
+}
+
+void ObserverChannel::abandon(const std::string& why) noexcept {
+  std::string warning;
+  try {
+    std::lock_guard<std::mutex> lock(mutex_);
+    warning = abandon_locked(why);
+  } catch (...) {
+    abandoned_.store(true);  // out of memory for the message: at least deliver nothing more
+  }
+  changed_.notify_all();
+  if (!warning.empty()) warn(warning);
+}
+
+void ObserverChannel::fail(std::exception_ptr exception, bool drop_queued) noexcept {
+  std::string message;
+  try {
+    message = describe(exception);
+  } catch (...) {
+    message = "(message unavailable: out of memory)";
+  }
+  bool report = false;
+  std::deque<std::unique_ptr<Delivery>> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (options_.on_error == ObserverOptions::OnError::kDisable) {
+      report = !disabled_;
+      disabled_ = true;
+    } else if (!failed_) {
+      failed_ = true;
+      error_ = exception;
+      error_message_ = message;
+      unraised_->fetch_add(1);
+    }
+    if (drop_queued && !scheduled_) {
+      in_flight_ -= queue_.size();
+      dropped.swap(queue_);
+    }
+  }
+  changed_.notify_all();
+  if (report) {
+    warn("observer `" + name_ + "` failed: " + message +
+         "; it receives no more events (ObserverOptions::on_error = kDisable)");
+  }
+}
+
+bool ObserverChannel::closed() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return closed_locked();
+}
+
+void ObserverChannel::raise_if_failed() {
+  std::exception_ptr error;
+  std::string message;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!failed_ || raised_) return;
+    raised_ = true;
+    error = error_;
+    message = error_message_;
+  }
+  unraised_->fetch_sub(1);
+  throw ObserverError(name_, message, error);
+}
+
+ObserverStats ObserverChannel::stats() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return {name_, delivered_, dropped_, in_flight_, peak_in_flight_, failed_, disabled_};
+}
+
+}  // namespace trainbus::detail

@@ -1,0 +1,157 @@
+#pragma once
+/// Private to ObserverPool: the Asio threads, and one attached observer's queue, strand, bound,
+/// errors and flushes. Not installed.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "events/detail/observer_hooks.h"
+#include "events/observer_pool.h"
+
+namespace trainbus::detail {
+
+/// The Asio thread pool, run by threads of our own so that they can be made SCHED_BATCH first: the
+/// kernel then never lets an observer thread preempt the training thread when it is woken for an
+/// event (measured: that preemption, not the wake-up itself, made a publish cost ~9 us).
+struct PoolExecutor {
+  explicit PoolExecutor(std::size_t count);
+  ~PoolExecutor() { join(); }
+  /// Returns once every posted handler has run.
+  void join();
+
+  /// The executor whose thread this is (nullptr on other threads): a drain from one of its own
+  /// threads would wait for itself.
+  static thread_local const PoolExecutor* current;
+
+  boost::asio::thread_pool pool;
+  std::vector<std::thread> threads;
+  std::once_flag joined;
+};
+
+/// One queued event for one observer: the event's copy and the hook to hand it to.
+struct Delivery {
+  virtual ~Delivery() = default;
+  virtual void run(Observer& observer) = 0;
+};
+
+template <class E>
+struct TypedDelivery final : Delivery {
+  explicit TypedDelivery(E e) : event(std::move(e)) {}
+  void run(Observer& observer) override { deliver(observer, event); }
+  E event;
+};
+
+/// One attached observer. Deliveries queue on the publishing thread; a drainer posted to the
+/// observer's strand hands them to its hooks in order. The channel is shared by the pool, the bus
+/// slots and the posted handlers (shared_from_this is passed as `self`).
+///
+/// An observer that handles nothing for the stall timeout while it has events (stuck in a hook, or
+/// starved of pool threads by one that is) is abandoned: recorded as failed with the reason, its
+/// queued events dropped, and nothing delivered to it any more; waits stop waiting for it.
+class ObserverChannel {
+ public:
+  ObserverChannel(std::shared_ptr<Observer> observer, ObserverOptions options, std::shared_ptr<PoolExecutor> executor,
+                  std::shared_ptr<std::atomic<int>> unraised, std::chrono::milliseconds stall_timeout);
+
+  /// The channel whose hook (or flush) this thread runs now; nullptr outside them.
+  static thread_local const ObserverChannel* running;
+
+  // ---- publishing thread ----
+
+  /// Queues one delivery, waiting for room (at most a stall timeout without progress) or dropping
+  /// it when full. A full queue, or a burst, posts the drainer; otherwise the next kick does.
+  void enqueue(const std::shared_ptr<ObserverChannel>& self, std::unique_ptr<Delivery> delivery);
+  /// Marks the channel scheduled if it has deliveries and no drainer; true if the caller must post one.
+  bool claim_drainer();
+  /// Undoes claim_drainer() when the drainer could not be posted.
+  void release_drainer();
+  /// Posts the drainer to the strand; on failure undoes `scheduled` and rethrows.
+  void post_drainer(const std::shared_ptr<ObserverChannel>& self);
+  /// Posts observer->flush() to the strand if events were handled since the last flush (counted in
+  /// flight, so that drains wait for it too). Throws if it cannot post; then nothing changed.
+  void post_flush(const std::shared_ptr<ObserverChannel>& self);
+
+  // ---- any thread ----
+
+  /// Waits until everything posted before is handled, or the channel is abandoned. With a stall
+  /// timeout, abandons the channel when nothing is handled for that long; false then.
+  bool wait_drained(std::optional<std::chrono::milliseconds> stall_timeout);
+  /// Records the first failure (kRaise: counted in `unraised` until raised; kDisable: reported once).
+  /// With `drop_queued`, also drops what is queued when no drainer will: for a failure outside the
+  /// drainer (its drainer could not be posted).
+  void fail(std::exception_ptr exception, bool drop_queued = false) noexcept;
+  /// Delivers nothing more; records `why` as the failure (see fail()).
+  void abandon(const std::string& why) noexcept;
+  bool closed();
+  bool abandoned() const noexcept { return abandoned_.load(); }
+  /// Whether a hook or flush of this observer runs now (an abandoned one may never return).
+  bool in_hook() const noexcept { return in_hook_.load(); }
+  /// Throws the failure if it is recorded and not raised yet (caller holds no channel lock).
+  void raise_if_failed();
+  ObserverStats stats();
+
+  const std::string& name() const noexcept { return name_; }
+  const ObserverOptions& options() const noexcept { return options_; }
+  bool wants_tensors() const noexcept { return wants_tensors_; }
+  Observer& observer() noexcept { return *observer_; }
+
+  std::vector<Subscription> subscriptions;  ///< training thread only
+  /// When flush() was last due; the flusher thread only.
+  std::chrono::steady_clock::time_point last_flush = std::chrono::steady_clock::now();
+
+ private:
+  void drain_queue() noexcept;
+  void run_flush() noexcept;
+  bool closed_locked() const { return failed_ || disabled_ || abandoned_.load(); }
+  // abandon() under the lock; returns the warning to print outside it (kDisable), or "".
+  std::string abandon_locked(const std::string& why);
+  std::string stall_reason() const;
+
+  // NOTE: the executor outlives the strand (members are destroyed in reverse order), since a bus
+  // may release the slots that hold this channel after the pool itself is gone.
+  std::shared_ptr<PoolExecutor> executor_;
+  boost::asio::strand<boost::asio::thread_pool::executor_type> strand_;
+  std::shared_ptr<Observer> observer_;
+  const std::string name_;
+  const ObserverOptions options_;
+  const bool wants_tensors_;
+  const std::chrono::milliseconds stall_timeout_;
+  std::shared_ptr<std::atomic<int>> unraised_;  // the pool's count of failures not yet raised
+
+  std::atomic<uint64_t> progress_{0};     // events handled and flushes done: what a stall lacks
+  std::atomic<bool> abandoned_{false};
+  std::atomic<bool> in_hook_{false};
+  std::atomic<bool> dirty_{false};        // events handled since the last flush()
+  std::atomic<bool> flush_posted_{false};
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<std::unique_ptr<Delivery>> queue_;  // deliveries not yet handled, in publish order
+  bool scheduled_ = false;                       // a drain_queue() is posted or running
+  int waiters_ = 0;                              // threads blocked on `changed_` (full, or draining)
+  std::size_t in_flight_ = 0;                    // queued or running deliveries, and posted flushes
+  std::size_t peak_in_flight_ = 0;
+  uint64_t delivered_ = 0;
+  uint64_t dropped_ = 0;
+  bool failed_ = false;
+  bool disabled_ = false;
+  bool raised_ = false;
+  std::exception_ptr error_;
+  std::string error_message_;
+};
+
+}  // namespace trainbus::detail
