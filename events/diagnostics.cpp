@@ -4,8 +4,18 @@
 
 namespace trainbus {
 
-void warn(const std::string& message) { std::cerr << "trainbus: warning: " << message << '\n'; }
+void warn(const std::string& message) noexcept {
+  try {
+    std::cerr << "trainbus: warning: " << message << '\n';
+  } catch (...) {
+  }
+}
 
-void info(const std::string& message) { std::cerr << "trainbus: " << message << '\n'; }
+void info(const std::string& message) noexcept {
+  try {
+    std::cerr << "trainbus: " << message << '\n';
+  } catch (...) {
+  }
+}
 
 }  // namespace trainbus

@@ -5,9 +5,9 @@
 
 namespace trainbus {
 
-/// Prints "trainbus: warning: <message>" to stderr.
-void warn(const std::string& message);
+/// Prints "trainbus: warning: <message>" to stderr. Never throws (also called on error paths).
+void warn(const std::string& message) noexcept;
 /// Prints "trainbus: <message>" to stderr, where it does not mix with a program's own output.
-void info(const std::string& message);
+void info(const std::string& message) noexcept;
 
 }  // namespace trainbus

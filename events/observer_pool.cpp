@@ -31,7 +31,8 @@ ObserverPool::ObserverPool(std::size_t threads, TensorSnapshot snapshot, std::ch
       stall_timeout_(stall_timeout),
       kick_interval_(kick_interval),
       snapshot_(std::move(snapshot)),
-      unraised_(std::make_shared<std::atomic<int>>(0)) {
+      unraised_(std::make_shared<std::atomic<int>>(0)),
+      progress_(std::make_shared<std::atomic<uint64_t>>(0)) {
   TRAINBUS_CHECK(threads >= 1, "ObserverPool: needs at least 1 thread, got ", threads);
   TRAINBUS_CHECK(stall_timeout.count() > 0, "ObserverPool: the stall timeout must be positive, got ",
                  stall_timeout.count(), " ms");
@@ -94,6 +95,14 @@ ObserverPool::~ObserverPool() {
   } catch (const std::exception& e) {
     warn(std::string("observer pool: shutting down: ") + e.what());
   }
+  // Failures nobody will raise any more (the owner is going away) are at least reported.
+  for (const auto& channel : channels_) {
+    try {
+      const std::string failure = channel->unraised_failure();
+      if (!failure.empty()) warn("observer `" + channel->name() + "` failed at shutdown: " + failure);
+    } catch (...) {
+    }
+  }
   // A hook of an abandoned observer may never return: joining would hang. NOTE: abandoned() is
   // read before in_hook() (both seq_cst), the order a starting hook checks them in reverse.
   bool stuck = false;
@@ -105,10 +114,12 @@ ObserverPool::~ObserverPool() {
   // The stuck hook cannot be stopped, and nothing queued behind it runs (the channels are
   // abandoned). A detached thread joins the pool once the hook returns and frees it; a hook that
   // never returns keeps its thread until the process exits.
+  std::shared_ptr<PoolExecutor> executor = executor_;
   try {
-    std::thread([executor = std::move(executor_)] { executor->join(); }).detach();
-  } catch (const std::system_error&) {
-    new std::shared_ptr<PoolExecutor>(std::move(executor_));  // no thread to spare: leaked, never joined
+    std::thread([executor] { executor->join(); }).detach();
+  } catch (...) {
+    // No thread to spare: the pool is left behind, never joined, rather than hang here.
+    new std::shared_ptr<PoolExecutor>(std::move(executor_));
   }
 }
 
@@ -132,7 +143,8 @@ void ObserverPool::subscribe(EventBus& bus, const std::shared_ptr<ObserverChanne
 void ObserverPool::attach(EventBus& bus, std::shared_ptr<Observer> observer, ObserverOptions options) {
   TRAINBUS_CHECK(observer != nullptr, "ObserverPool::attach: the observer is null");
   TRAINBUS_CHECK(options.capacity >= 1, "ObserverOptions::capacity of `", observer->name(), "` must be >= 1");
-  auto channel = std::make_shared<ObserverChannel>(std::move(observer), options, executor_, unraised_, stall_timeout_);
+  auto channel =
+      std::make_shared<ObserverChannel>(std::move(observer), options, executor_, unraised_, progress_, stall_timeout_);
   EventSelection selection;
   channel->observer().select_events(selection);
   events::for_each_event_type([&](auto tag) {

@@ -152,6 +152,8 @@ class ObserverPool {
   // Failures recorded and not yet raised by check(): a count, so that none is lost when several
   // happen at once (channels increment it under their own lock, check() decrements it).
   std::shared_ptr<std::atomic<int>> unraised_;
+  // Events and flushes any observer handled: a starved observer is not stalled while it grows.
+  std::shared_ptr<std::atomic<uint64_t>> progress_;
   std::mutex flusher_mutex_;
   std::condition_variable flusher_wake_;
   bool flusher_stop_ = false;

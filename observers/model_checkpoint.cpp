@@ -46,33 +46,6 @@ std::string format_value(double value, const std::string& spec, bool integer, co
   return text;
 }
 
-// Hard links every file of checkpoint directory `from` into a new checkpoint directory `to`
-// (replacing it atomically): a copy that costs no bytes, safe because parts never change.
-void link_copy(const std::string& from, const std::string& to) {
-  TemporaryDirectory copy(to);  // removed unless committed
-  std::error_code error;
-  for (const auto& entry : fs::directory_iterator(from)) {
-    const fs::path target = fs::path(copy.path()) / entry.path().filename();
-    fs::create_hard_link(entry.path(), target, error);
-    if (error) fs::copy_file(entry.path(), target, error);
-    TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot copy ", entry.path().string(), " to ", copy.path(), ": ",
-                      error.message());
-  }
-  copy.commit();
-}
-
-// Points `link` at `target` (a relative symlink), replacing what was there (a link or a copy)
-// atomically: `link` exists at every instant. The new link is made inside a locked temporary
-// directory, so that a crash never leaves a stray link that a later run cannot tell from a live one.
-void symlink_to(const std::string& target, const std::string& link) {
-  TemporaryDirectory holder(link);
-  const std::string temporary = (fs::path(holder.path()) / "link").string();
-  std::error_code error;
-  fs::create_directory_symlink(fs::path(target).filename(), temporary, error);
-  TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create the symlink ", link, ": ", error.message());
-  commit_checkpoint(temporary, link);
-}
-
 }  // namespace
 
 ModelCheckpoint::ModelCheckpoint(ModelCheckpointOptions options) : options_(std::move(options)) {
@@ -392,9 +365,9 @@ void ModelCheckpoint::save(Trainer& trainer, const Metrics& metrics, const std::
     const bool link = options_.save_last == ModelCheckpointOptions::SaveLast::kLink;
     after_commit = [last, link](const std::string& written) {
       if (link) {
-        symlink_to(written, last);
+        link_checkpoint(written, last);
       } else {
-        link_copy(written, last);
+        copy_checkpoint_as_links(written, last);
       }
     };
   }

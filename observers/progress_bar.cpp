@@ -132,8 +132,22 @@ void ProgressBar::advance(int64_t done, const Metrics& shown, bool force) {
 }
 
 void ProgressBar::finish_line(const std::string& line) {
-  if (tty_ && drawn_) out_ << '\r';
-  out_ << line << (tty_ ? "\x1b[K\n" : "\n") << std::flush;
+  if (!tty_) {
+    out_ << line << '\n' << std::flush;
+    return;
+  }
+  if (drawn_) out_ << '\r';
+  // On a terminal, a summary too long for the width continues on indented lines, broken between
+  // two values (at their double space), not inside a name.
+  const std::size_t width = static_cast<std::size_t>(std::max(columns() - 1, 20));
+  std::string rest = line;
+  while (rest.size() > width) {
+    std::size_t cut = rest.rfind("  ", width);
+    if (cut == std::string::npos || cut <= 4) cut = width;
+    out_ << rest.substr(0, cut) << "\x1b[K\n";
+    rest = "    " + rest.substr(rest.find_first_not_of(' ', cut));
+  }
+  out_ << rest << "\x1b[K\n" << std::flush;
   drawn_ = false;
 }
 

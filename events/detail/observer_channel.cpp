@@ -67,6 +67,7 @@ void PoolExecutor::join() {
 
 ObserverChannel::ObserverChannel(std::shared_ptr<Observer> observer, ObserverOptions options,
                                  std::shared_ptr<PoolExecutor> executor, std::shared_ptr<std::atomic<int>> unraised,
+                                 std::shared_ptr<std::atomic<uint64_t>> pool_progress,
                                  std::chrono::milliseconds stall_timeout)
     : executor_(std::move(executor)),
       strand_(boost::asio::make_strand(executor_->pool)),
@@ -75,11 +76,12 @@ ObserverChannel::ObserverChannel(std::shared_ptr<Observer> observer, ObserverOpt
       options_(options),
       wants_tensors_(observer_->wants_tensors()),
       stall_timeout_(stall_timeout),
-      unraised_(std::move(unraised)) {}
+      unraised_(std::move(unraised)),
+      pool_progress_(std::move(pool_progress)) {}
 
 void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self, std::unique_ptr<Delivery> delivery) {
   std::string warning;
-  bool post = false, stalled = false;
+  bool post = false, stall = false;
   {
     std::unique_lock<std::mutex> lock(mutex_);
     if (closed_locked()) return;
@@ -96,20 +98,22 @@ void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self, std:
         lock.lock();
         continue;
       }
-      // Wait for room while the observer makes progress; a stuck one is abandoned, so that the
+      // Wait for room while observers make progress; a stalled one is abandoned, so that the
       // training thread never waits for ever.
       ++waiters_;
-      bool room = false;
       for (;;) {
-        const uint64_t before = progress_.load();
-        room = changed_.wait_for(lock, stall_timeout_, [&] { return in_flight_ < options_.capacity || closed_locked(); });
-        if (room || progress_.load() == before) break;
+        const uint64_t own = progress_.load(), pool = pool_progress_->load();
+        if (changed_.wait_for(lock, stall_timeout_,
+                              [&] { return in_flight_ < options_.capacity || closed_locked() || !scheduled_; })) {
+          break;
+        }
+        if (stalled(own, pool)) {
+          stall = true;
+          warning = abandon_locked(stall_reason() + " while the trainer waited for room in its queue");
+          break;
+        }
       }
       --waiters_;
-      if (!room) {
-        stalled = true;
-        warning = abandon_locked(stall_reason() + " while the trainer waited for room in its queue");
-      }
     }
     if (!closed_locked()) {
       ++in_flight_;
@@ -121,7 +125,7 @@ void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self, std:
       if (post) scheduled_ = true;
     }
   }
-  if (stalled) changed_.notify_all();  // drains waiting for this channel stop waiting
+  if (stall) changed_.notify_all();  // drains waiting for this channel stop waiting
   if (!warning.empty()) warn(warning);
   if (post) post_drainer(self);
 }
@@ -134,26 +138,29 @@ bool ObserverChannel::claim_drainer() {
 }
 
 void ObserverChannel::release_drainer() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  scheduled_ = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    scheduled_ = false;
+  }
+  changed_.notify_all();  // a publisher waiting for room must post a drainer itself now
 }
 
 void ObserverChannel::post_drainer(const std::shared_ptr<ObserverChannel>& self) {
   try {
-    post_task(strand_, [self] { self->drain_queue(); });
+    post_task(strand_, [self] { self->drain_queue(self); });
   } catch (...) {
     release_drainer();
     throw;
   }
 }
 
-// Pool thread, on the strand: delivers everything queued, in order, taking the queue a batch at a
-// time so that the publishing thread and the drainer rarely meet on the mutex. Never lets an
-// exception escape into Asio.
-void ObserverChannel::drain_queue() noexcept {
-  std::deque<std::unique_ptr<Delivery>> batch;
+// Pool thread, on the strand: delivers up to a batch of what is queued, in order, then posts itself
+// again to the strand if more is queued, so that the strands of several busy observers take turns
+// on the pool's threads. Never lets an exception escape into Asio.
+void ObserverChannel::drain_queue(const std::shared_ptr<ObserverChannel>& self) noexcept {
   RunningScope scope(this);
   for (;;) {
+    std::deque<std::unique_ptr<Delivery>> batch;
     bool skip;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -161,7 +168,14 @@ void ObserverChannel::drain_queue() noexcept {
         scheduled_ = false;
         return;
       }
-      batch.swap(queue_);
+      if (queue_.size() <= kEagerBatch) {
+        batch.swap(queue_);
+      } else {
+        for (std::size_t i = 0; i < kEagerBatch; ++i) {
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
       skip = closed_locked();
     }
     uint64_t handled = 0;
@@ -177,6 +191,7 @@ void ObserverChannel::drain_queue() noexcept {
         delivery->run(*observer_);
         ++handled;
         progress_.fetch_add(1);
+        pool_progress_->fetch_add(1);
       } catch (...) {
         fail(std::current_exception());
         skip = true;  // failed or disabled: the rest of the batch is not delivered
@@ -186,14 +201,23 @@ void ObserverChannel::drain_queue() noexcept {
     if (handled > 0) dirty_.store(true, std::memory_order_relaxed);
     const std::size_t done = batch.size();
     batch.clear();  // frees the event copies outside the lock
-    bool wake;
+    bool wake, more;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       in_flight_ -= done;
       delivered_ += handled;
       wake = waiters_ > 0;
+      more = !queue_.empty();
+      if (!more) scheduled_ = false;
     }
     if (wake) changed_.notify_all();
+    if (!more) return;
+    try {
+      post_task(strand_, [self] { self->drain_queue(self); });  // the rest after the other strands' turn
+      return;
+    } catch (...) {
+      // out of memory posting: go on here instead
+    }
   }
 }
 
@@ -205,7 +229,7 @@ void ObserverChannel::post_flush(const std::shared_ptr<ObserverChannel>& self) {
       flush_posted_.store(false);
       return;
     }
-    ++in_flight_;
+    ++flushes_in_flight_;
   }
   dirty_.store(false, std::memory_order_relaxed);
   try {
@@ -214,7 +238,7 @@ void ObserverChannel::post_flush(const std::shared_ptr<ObserverChannel>& self) {
     dirty_.store(true, std::memory_order_relaxed);  // the next round tries again
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      --in_flight_;
+      --flushes_in_flight_;
     }
     flush_posted_.store(false);
     changed_.notify_all();
@@ -236,14 +260,19 @@ void ObserverChannel::run_flush() noexcept {
     in_hook_.store(false);
   }
   progress_.fetch_add(1);
+  pool_progress_->fetch_add(1);
   flush_posted_.store(false);
   bool wake;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    --in_flight_;
+    --flushes_in_flight_;
     wake = waiters_ > 0;
   }
   if (wake) changed_.notify_all();
+}
+
+bool ObserverChannel::stalled(uint64_t own, uint64_t pool) const {
+  return in_hook_.load() ? progress_.load() == own : pool_progress_->load() == pool;
 }
 
 bool ObserverChannel::wait_drained(std::optional<std::chrono::milliseconds> stall_timeout) {
@@ -252,24 +281,24 @@ bool ObserverChannel::wait_drained(std::optional<std::chrono::milliseconds> stal
   {
     std::unique_lock<std::mutex> lock(mutex_);
     ++waiters_;
-    auto done = [&] { return in_flight_ == 0 || abandoned_.load(); };
+    auto done = [&] { return (in_flight_ == 0 && flushes_in_flight_ == 0) || abandoned_.load(); };
     if (!stall_timeout) {
       changed_.wait(lock, done);
     } else {
       // A slow observer is waited for as long as it handles events; one that handles none for
-      // the whole timeout is stuck (or starved by one that is).
+      // the whole timeout is stuck, and one that gets no thread while no observer makes progress
+      // is starved by one that is.
       for (;;) {
-        const uint64_t before = progress_.load();
+        const uint64_t own = progress_.load(), pool = pool_progress_->load();
         if (changed_.wait_for(lock, *stall_timeout, done)) break;
-        if (progress_.load() == before) {
+        if (stalled(own, pool)) {
           warning = abandon_locked(stall_reason());
-          drained = false;
           break;
         }
       }
     }
     --waiters_;
-    if (abandoned_.load() && in_flight_ > 0) drained = false;
+    if (abandoned_.load() && (in_flight_ > 0 || flushes_in_flight_ > 0)) drained = false;
   }
   if (!warning.empty()) warn(warning);
   changed_.notify_all();
@@ -277,15 +306,20 @@ bool ObserverChannel::wait_drained(std::optional<std::chrono::milliseconds> stal
 }
 
 std::string ObserverChannel::stall_reason() const {
-  const std::string events = std::to_string(in_flight_) + " waiting event" + (in_flight_ == 1 ? "" : "s");
   const std::string timeout = std::to_string(stall_timeout_.count()) + " ms";
-  if (in_hook_.load()) {
-    return "handled none of its " + events + " for " + timeout +
-           " (TrainerOptions::observer_stall_timeout): it is stuck in a hook, and nothing more is delivered to it";
+  const std::string option = " (TrainerOptions::observer_stall_timeout)";
+  if (in_flight_ == 0) {
+    return "has not returned from flush() for " + timeout + option + ": it is stuck there, and nothing more is "
+           "delivered to it";
   }
-  return "got no pool thread for its " + events + " for " + timeout +
-         " (TrainerOptions::observer_stall_timeout): another observer holds the threads; nothing more is delivered "
-         "to it (more TrainerOptions::observer_threads would let it run)";
+  const std::string events = std::to_string(in_flight_) + " waiting event" + (in_flight_ == 1 ? "" : "s");
+  if (in_hook_.load()) {
+    return "handled none of its " + events + " for " + timeout + option +
+           ": it is stuck in a hook, and nothing more is delivered to it";
+  }
+  return "got no pool thread for its " + events + " for " + timeout + option +
+         " while no observer made progress: another observer holding the threads is stuck; nothing more is "
+         "delivered to it";
 }
 
 std::string ObserverChannel::abandon_locked(const std::string& why) {
@@ -301,23 +335,11 @@ std::string ObserverChannel::abandon_locked(const std::string& why) {
     error_ = std::make_exception_ptr(std::runtime_error(why));
     unraised_->fetch_add(1);
   }
-  if (!scheduled_) {  // no drainer will take them off: drop them now
-    in_flight_ -= queue_.size();
-    queue_.clear();
-  }
+  // What is queued will never run: freed now, not when the stuck hook returns (maybe never).
+  // A running drainer's own batch is accounted for by it.
+  in_flight_ -= queue_.size();
+  queue_.clear();
   return warning;
-}
-
-void ObserverChannel::abandon(const std::string& why) noexcept {
-  std::string warning;
-  try {
-    std::lock_guard<std::mutex> lock(mutex_);
-    warning = abandon_locked(why);
-  } catch (...) {
-    abandoned_.store(true);  // out of memory for the message: at least deliver nothing more
-  }
-  changed_.notify_all();
-  if (!warning.empty()) warn(warning);
 }
 
 void ObserverChannel::fail(std::exception_ptr exception, bool drop_queued) noexcept {
@@ -369,6 +391,11 @@ void ObserverChannel::raise_if_failed() {
   }
   unraised_->fetch_sub(1);
   throw ObserverError(name_, message, error);
+}
+
+std::string ObserverChannel::unraised_failure() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return failed_ && !raised_ ? error_message_ : std::string();
 }
 
 ObserverStats ObserverChannel::stats() {

@@ -64,8 +64,12 @@ struct TypedDelivery final : Delivery {
 /// queued events dropped, and nothing delivered to it any more; waits stop waiting for it.
 class ObserverChannel {
  public:
+  /// `unraised` and `pool_progress` are the pool's: its count of failures not yet raised, and of
+  /// events and flushes any of its observers handled (a starved observer is not stalled while
+  /// another makes progress).
   ObserverChannel(std::shared_ptr<Observer> observer, ObserverOptions options, std::shared_ptr<PoolExecutor> executor,
-                  std::shared_ptr<std::atomic<int>> unraised, std::chrono::milliseconds stall_timeout);
+                  std::shared_ptr<std::atomic<int>> unraised, std::shared_ptr<std::atomic<uint64_t>> pool_progress,
+                  std::chrono::milliseconds stall_timeout);
 
   /// The channel whose hook (or flush) this thread runs now; nullptr outside them.
   static thread_local const ObserverChannel* running;
@@ -94,14 +98,14 @@ class ObserverChannel {
   /// With `drop_queued`, also drops what is queued when no drainer will: for a failure outside the
   /// drainer (its drainer could not be posted).
   void fail(std::exception_ptr exception, bool drop_queued = false) noexcept;
-  /// Delivers nothing more; records `why` as the failure (see fail()).
-  void abandon(const std::string& why) noexcept;
   bool closed();
   bool abandoned() const noexcept { return abandoned_.load(); }
   /// Whether a hook or flush of this observer runs now (an abandoned one may never return).
   bool in_hook() const noexcept { return in_hook_.load(); }
   /// Throws the failure if it is recorded and not raised yet (caller holds no channel lock).
   void raise_if_failed();
+  /// The message of a failure recorded and never raised, or "" (for reports at shutdown).
+  std::string unraised_failure();
   ObserverStats stats();
 
   const std::string& name() const noexcept { return name_; }
@@ -114,8 +118,11 @@ class ObserverChannel {
   std::chrono::steady_clock::time_point last_flush = std::chrono::steady_clock::now();
 
  private:
-  void drain_queue() noexcept;
+  void drain_queue(const std::shared_ptr<ObserverChannel>& self) noexcept;
   void run_flush() noexcept;
+  // Whether a wait that saw `own` and `pool` progress before it timed out saw a stall: none of this
+  // observer's own while its hook runs, none of any observer's while it waits for a thread.
+  bool stalled(uint64_t own, uint64_t pool) const;
   bool closed_locked() const { return failed_ || disabled_ || abandoned_.load(); }
   // abandon() under the lock; returns the warning to print outside it (kDisable), or "".
   std::string abandon_locked(const std::string& why);
@@ -130,7 +137,8 @@ class ObserverChannel {
   const ObserverOptions options_;
   const bool wants_tensors_;
   const std::chrono::milliseconds stall_timeout_;
-  std::shared_ptr<std::atomic<int>> unraised_;  // the pool's count of failures not yet raised
+  std::shared_ptr<std::atomic<int>> unraised_;
+  std::shared_ptr<std::atomic<uint64_t>> pool_progress_;
 
   std::atomic<uint64_t> progress_{0};     // events handled and flushes done: what a stall lacks
   std::atomic<bool> abandoned_{false};
@@ -143,7 +151,8 @@ class ObserverChannel {
   std::deque<std::unique_ptr<Delivery>> queue_;  // deliveries not yet handled, in publish order
   bool scheduled_ = false;                       // a drain_queue() is posted or running
   int waiters_ = 0;                              // threads blocked on `changed_` (full, or draining)
-  std::size_t in_flight_ = 0;                    // queued or running deliveries, and posted flushes
+  std::size_t in_flight_ = 0;                    // queued or running deliveries
+  std::size_t flushes_in_flight_ = 0;            // posted or running flush()
   std::size_t peak_in_flight_ = 0;
   uint64_t delivered_ = 0;
   uint64_t dropped_ = 0;

@@ -34,13 +34,6 @@ std::string directory_for(const std::string& path, const std::string& content) {
   return temporary;
 }
 
-// A relative symlink to `target` under a temporary name next to `link`.
-std::string symlink_for(const std::string& link, const std::string& target) {
-  const std::string temporary = temporary_checkpoint_name(link);
-  fs::create_directory_symlink(fs::path(target).filename(), temporary);
-  return temporary;
-}
-
 // Sets an entry's modification time `age` into the past (not following a symlink).
 void age_by(const std::string& path, std::chrono::seconds age) {
   struct timespec times[2];
@@ -57,7 +50,7 @@ TEST_CASE("`last` exists at every instant while it flips between a link and a di
   const std::string best = dir.file("epoch=1.ckpt");
   commit_checkpoint(directory_for(best, "best"), best);
   const std::string last = dir.file("last.ckpt");
-  commit_checkpoint(symlink_for(last, best), last);
+  link_checkpoint(best, last);
 
   // A reader that looks for `last` as fast as it can while it is replaced, kind for kind.
   std::atomic<bool> stop{false};
@@ -73,7 +66,7 @@ TEST_CASE("`last` exists at every instant while it flips between a link and a di
     if (i % 2 == 0) {
       commit_checkpoint(directory_for(last, "copy " + std::to_string(i)), last);  // a directory replaces a link
     } else {
-      commit_checkpoint(symlink_for(last, best), last);  // a link replaces a directory
+      link_checkpoint(best, last);  // a link replaces a directory
     }
   }
   stop = true;
@@ -84,73 +77,120 @@ TEST_CASE("`last` exists at every instant while it flips between a link and a di
   CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});  // no leftovers
 }
 
+// A filesystem without RENAME_EXCHANGE, for the scope.
+class NoRenameExchange {
+ public:
+  NoRenameExchange() { detail::simulate_no_rename_exchange(true); }
+  ~NoRenameExchange() { detail::simulate_no_rename_exchange(false); }
+};
+
 TEST_CASE("Without RENAME_EXCHANGE, `last` still ends up replaced whatever kinds it flips between",
           "[checkpoint][files]") {
   TempDir dir;
-  detail::simulate_no_rename_exchange(true);
+  NoRenameExchange no_exchange;
   const std::string best = dir.file("epoch=1.ckpt");
   commit_checkpoint(directory_for(best, "best"), best);
   const std::string last = dir.file("last.ckpt");
   for (int i = 0; i < 6; ++i) {
     if (i % 2 == 0) {
-      commit_checkpoint(symlink_for(last, best), last);
+      link_checkpoint(best, last);
       CHECK(fs::is_symlink(last));
     } else {
-      commit_checkpoint(directory_for(last, "copy " + std::to_string(i)), last);
+      copy_checkpoint_as_links(best, last);
       CHECK(fs::is_directory(fs::symlink_status(last)));
     }
   }
-  detail::simulate_no_rename_exchange(false);
   CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});
 }
 
 TEST_CASE("Only what dead writers of .ckpt checkpoints left is cleaned up", "[checkpoint][files]") {
   TempDir dir;
-  const std::string stale_write = temporary_checkpoint_name(dir.file("epoch=3.ckpt"));
-  fs::create_directory(stale_write);  // a torn save: nobody holds its lock
-  std::ofstream(stale_write + "/model.pt") << "torn";
-  const std::string stale_old = temporary_checkpoint_name(dir.file("epoch=1.ckpt")) + ".old";
-  fs::create_directory(stale_old);  // an eviction cut short
-  const std::string stale_link = temporary_checkpoint_name(dir.file("last.ckpt"));
-  fs::create_directory_symlink("epoch=2.ckpt", stale_link);  // a link never renamed, long ago
-  age_by(stale_link, std::chrono::seconds(3600));
-  const std::string fresh_link = temporary_checkpoint_name(dir.file("last.ckpt"));
-  fs::create_directory_symlink("epoch=2.ckpt", fresh_link);  // a live writer's, about to be renamed
-  TemporaryDirectory live(dir.file("epoch=4.ckpt"));       // a live writer's: it holds the lock
-  fs::create_directory(dir.file("epoch=5.ckpt.tmp-1-0"));   // an older trainbus's name, dead writer
-  std::ofstream(dir.file("notes.tmp-123-0")) << "a user's file";  // not a checkpoint name
+  const std::string torn = temporary_checkpoint_name(dir.file("epoch=3.ckpt"));
+  fs::create_directory(torn);  // a torn save: nobody holds its lock
+  std::ofstream(torn + "/model.pt") << "torn";
+  const std::string deleting = temporary_checkpoint_name(dir.file("epoch=1.ckpt")) + ".del";
+  fs::create_directory(deleting);  // an eviction cut short
+  const std::string old_unlocked = temporary_checkpoint_name(dir.file("epoch=6.ckpt")) + ".new";
+  fs::create_directory(old_unlocked);  // its writer died before it locked it, long ago
+  age_by(old_unlocked, std::chrono::seconds(3600));
+  const std::string young_unlocked = temporary_checkpoint_name(dir.file("epoch=7.ckpt")) + ".new";
+  fs::create_directory(young_unlocked);  // a live writer about to lock it
+  const std::string bare_link = temporary_checkpoint_name(dir.file("last.ckpt"));
+  fs::create_directory_symlink("epoch=2.ckpt", bare_link);  // as older versions left links, long ago
+  age_by(bare_link, std::chrono::seconds(3600));
+  TemporaryDirectory live(dir.file("epoch=4.ckpt"));      // a live writer's: it holds the lock
+  fs::create_directory(dir.file("epoch=5.ckpt.tmp-1-0"));  // an older version's name, dead writer
+  std::ofstream(dir.file("notes.tmp-123-0")) << "a user's file";    // not a checkpoint name
   std::ofstream(dir.file("epoch=3.ckpt.tmp-x")) << "a user's file";  // not our pattern
   fs::create_directory(dir.file("epoch=2.ckpt"));  // a checkpoint
 
-  CHECK(remove_stale_temporaries(dir.path().string()) == 4);
+  CHECK(remove_stale_temporaries(dir.path().string()) == 5);
   CHECK(names_in(dir.path().string()) ==
         std::set<std::string>{"epoch=2.ckpt", "epoch=3.ckpt.tmp-x", fs::path(live.path()).filename().string(),
-                              fs::path(fresh_link).filename().string(), "notes.tmp-123-0"});
+                              fs::path(young_unlocked).filename().string(), "notes.tmp-123-0"});
   CHECK(remove_stale_temporaries(dir.file("missing")) == 0);  // no directory: nothing to do
 }
 
-TEST_CASE("A commit cut between its two renames is completed by the next cleanup", "[checkpoint][files]") {
-  // What a crash leaves on a filesystem without RENAME_EXCHANGE: the old `last` moved aside, the
-  // new one complete under its temporary name, and no `last.ckpt`.
-  TempDir dir;
-  const std::string last = dir.file("last.ckpt");
-  const std::string old_one = temporary_checkpoint_name(last) + ".old";
-  fs::create_directory(old_one);
-  std::ofstream(old_one + "/MANIFEST") << "old";
-  const std::string new_one = temporary_checkpoint_name(last);
-  fs::create_directory(new_one);
-  std::ofstream(new_one + "/MANIFEST") << "new";
-  const std::string torn = temporary_checkpoint_name(last);
-  fs::create_directory(torn);  // a later write that never finished: not complete
-  // Complete: has a MANIFEST; created: the order of the names' counters (later is newer).
-  auto complete = [&](const std::string& path) -> std::optional<int64_t> {
-    if (!fs::exists(path + "/MANIFEST")) return std::nullopt;
-    return path == new_one ? 2 : 1;
-  };
-  CHECK(remove_stale_temporaries(dir.path().string(), complete) == 3);  // one moved, two removed
-  CHECK(names_in(dir.path().string()) == std::set<std::string>{"last.ckpt"});
-  std::ifstream in(last + "/MANIFEST");
+namespace {
+
+// Complete: a directory (or a link to one) with a MANIFEST; created: the number written in it.
+std::optional<int64_t> manifest_number(const std::string& path) {
+  std::ifstream in(path + "/MANIFEST");
+  int64_t number = 0;
+  if (!(in >> number)) return std::nullopt;
+  return number;
+}
+
+std::string read_manifest_of(const std::string& path) {
+  std::ifstream in(path + "/MANIFEST");
   std::string content;
   in >> content;
-  CHECK(content == "new");
+  return content;
+}
+
+}  // namespace
+
+TEST_CASE("A commit cut between its two renames is completed by the next cleanup, either way",
+          "[checkpoint][files]") {
+  // What a crash leaves without RENAME_EXCHANGE: the old `last` moved aside into a temporary
+  // directory (as `old`), the new one complete under a temporary name (a directory, or a `link`
+  // inside a temporary directory), and no `last.ckpt`.
+  TempDir dir;
+  const std::string last = dir.file("last.ckpt");
+  fs::create_directory(dir.file("epoch=1.ckpt"));
+  std::ofstream(dir.file("epoch=1.ckpt/MANIFEST")) << 5;
+  SECTION("a copy replacing a link") {
+    const std::string aside = temporary_checkpoint_name(last);
+    fs::create_directory(aside);
+    fs::create_directory_symlink("epoch=1.ckpt", aside + "/old");
+    const std::string copy = temporary_checkpoint_name(last);
+    fs::create_directory(copy);
+    std::ofstream(copy + "/MANIFEST") << 9;
+    const std::string torn = temporary_checkpoint_name(last);
+    fs::create_directory(torn);  // a later write that never finished: not complete
+    CHECK(remove_stale_temporaries(dir.path().string(), manifest_number) == 3);  // one moved, two removed
+    CHECK(fs::is_directory(fs::symlink_status(last)));
+    CHECK(read_manifest_of(last) == "9");
+  }
+  SECTION("a link replacing a copy") {
+    const std::string aside = temporary_checkpoint_name(last);
+    fs::create_directory(aside);
+    fs::create_directory(aside + "/old");
+    std::ofstream(aside + "/old/MANIFEST") << 3;  // the old copy, older than what the link points at
+    const std::string holder = temporary_checkpoint_name(last);
+    fs::create_directory(holder);
+    fs::create_directory_symlink("epoch=1.ckpt", holder + "/link");
+    CHECK(remove_stale_temporaries(dir.path().string(), manifest_number) == 3);  // one moved, two removed
+    CHECK(fs::is_symlink(last));
+    CHECK(read_manifest_of(last) == "5");
+  }
+  SECTION("only the old entry is complete: it is put back") {
+    const std::string aside = temporary_checkpoint_name(last);
+    fs::create_directory(aside);
+    fs::create_directory(aside + "/old");
+    std::ofstream(aside + "/old/MANIFEST") << 3;
+    CHECK(remove_stale_temporaries(dir.path().string(), manifest_number) == 2);
+    CHECK(read_manifest_of(last) == "3");
+  }
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});
 }

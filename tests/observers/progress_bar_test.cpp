@@ -160,3 +160,21 @@ TEST_CASE("In an 80-column terminal every redraw fits its line, and follows a re
   CHECK(lines.back().find('[') == std::string::npos);  // in 40 columns the numbers come first
   CHECK(screen.find("\r\n") != std::string::npos);      // one finished summary line
 }
+
+TEST_CASE("On a terminal, a summary line too wide continues on indented lines, between values",
+          "[observers][progress]") {
+  std::ostringstream out;
+  ProgressBarOptions options;
+  options.out = &out;
+  options.tty = true;
+  options.columns = 40;
+  ProgressBar bar(options);
+  bar.on_test_epoch_start(events::TestEpochStart{{0, 0}, 1});
+  bar.on_test_epoch_end(events::TestEpochEnd{{0, 0}, {{"test_acc", 0.9}, {"test_loss", 0.3}, {"test_f1", 0.8}}});
+  std::vector<std::string> lines;
+  std::istringstream text(out.str());
+  for (std::string line; std::getline(text, line);) lines.push_back(line.substr(0, line.find("\x1b[K")));
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0] == "test  0/1  0.0s  test_acc 0.9000");
+  CHECK(lines[1] == "    test_f1 0.8000  test_loss 0.3000");
+}
