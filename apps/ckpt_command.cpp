@@ -2,7 +2,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "core/checkpoint_io.h"
+#include "checkpoint/format.h"
 
 namespace trainbus::apps {
 
@@ -16,7 +16,7 @@ CLI::App* add_ckpt_command(CLI::App& app, std::string& path) {
 }
 
 int run_ckpt_inspect(const std::string& path, std::ostream& out) {
-  const CheckpointReport report = inspect_checkpoint(path);
+  const checkpoint::CheckpointReport report = checkpoint::inspect_checkpoint(path);
   out << report.text << std::flush;
   return report.valid ? 0 : 1;
 }

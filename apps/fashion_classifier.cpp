@@ -9,7 +9,7 @@
 #include <torch/optim/adam.h>
 #include <torch/optim/schedulers/step_lr.h>
 
-#include "events/check.h"
+#include "base/errors.h"
 
 namespace trainbus::apps {
 

@@ -8,8 +8,8 @@
 
 #include "core/trainer.h"
 #include "observers/csv_logger.h"
-#include "observers/early_stopping.h"
-#include "observers/model_checkpoint.h"
+#include "callbacks/early_stopping.h"
+#include "callbacks/model_checkpoint.h"
 #include "observers/progress_bar.h"
 #include "observers/tensorboard_logger.h"
 
@@ -142,32 +142,32 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   options.log_every_n_steps = args.log_every_n_steps;
   std::vector<std::shared_ptr<Callback>> callbacks;
   if (args.early_stopping_patience) {
-    observers::EarlyStoppingOptions early;
+    callbacks::EarlyStoppingOptions early;
     early.monitor = "val_loss";
     early.patience = *args.early_stopping_patience;
-    callbacks.push_back(std::make_shared<observers::EarlyStopping>(early));
+    callbacks.push_back(std::make_shared<callbacks::EarlyStopping>(early));
   }
 
-  FashionMnistOptions data_options;
+  data::FashionMnistOptions data_options;
   data_options.root = args.data;
   data_options.batch_size = args.batch_size;
   data_options.val_size = args.val_size;
-  FashionMnistDataModule data(data_options);
+  data::FashionMnistDataModule data(data_options);
 
   // The model's initial weights come from the seed too.
   torch::manual_seed(args.seed);
   FashionClassifier model(model_options);
   const std::string checkpoint_dir = (std::filesystem::path(args.out) / "checkpoints").string();
   if (args.checkpoint || args.resume == "last") {
-    observers::ModelCheckpointOptions checkpoint;
+    callbacks::ModelCheckpointOptions checkpoint;
     checkpoint.dirpath = checkpoint_dir;
     checkpoint.filename = "{epoch}-{val_acc:.4f}";
     checkpoint.monitor = "val_acc";
     checkpoint.mode = "max";
     checkpoint.save_top_k = args.checkpoint ? 1 : 0;
-    checkpoint.save_last = args.checkpoint ? observers::ModelCheckpointOptions::SaveLast::kLink
-                                           : observers::ModelCheckpointOptions::SaveLast::kNo;
-    callbacks.push_back(std::make_shared<observers::ModelCheckpoint>(checkpoint));
+    checkpoint.save_last = args.checkpoint ? callbacks::ModelCheckpointOptions::SaveLast::kLink
+                                           : callbacks::ModelCheckpointOptions::SaveLast::kNo;
+    callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(checkpoint));
   }
   Trainer trainer(options, callbacks);
   const std::string run_dir = observers::next_version_dir(args.out);

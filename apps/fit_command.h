@@ -7,7 +7,7 @@
 #include <string>
 
 #include "apps/fashion_classifier.h"
-#include "core/fashion_mnist.h"
+#include "data/fashion_mnist.h"
 #include "core/trainer_options.h"
 
 namespace CLI {
@@ -29,7 +29,7 @@ struct FitArguments {
   int64_t lr_step_epochs = 5;
   double lr_gamma = 0.5;
   uint64_t seed = 42;
-  std::string data = kFashionMnistDir;
+  std::string data = data::kFashionMnistDir;
   std::string out = "trainbus_logs";
   int64_t val_size = 5000;
   std::string limit_train_batches = "1.0";

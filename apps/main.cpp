@@ -5,7 +5,7 @@
 
 #include "apps/ckpt_command.h"
 #include "apps/fit_command.h"
-#include "events/check.h"
+#include "base/errors.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"trainbus: Lightning-style training for LibTorch"};

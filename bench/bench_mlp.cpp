@@ -9,7 +9,7 @@
 #include <torch/optim/adam.h>
 #include <torch/utils.h>
 
-#include "core/fashion_mnist.h"
+#include "data/fashion_mnist.h"
 
 namespace trainbus::bench {
 
@@ -48,9 +48,9 @@ std::unique_ptr<BenchMlp> fresh_mlp(uint64_t seed) {
 }
 
 std::shared_ptr<DataLoader> fashion_train_loader(int64_t batch_size) {
-  const FashionMnistSplit train = read_fashion_mnist(kFashionMnistDir, true);
-  return std::make_shared<TensorDataLoader>(train.images.to(at::kFloat).div(255.0), train.labels,
-                                            DataLoaderOptions{batch_size, true, false, 1234});
+  const data::FashionMnistSplit train = data::read_fashion_mnist(data::kFashionMnistDir, true);
+  return std::make_shared<data::TensorDataLoader>(train.images.to(at::kFloat).div(255.0), train.labels,
+                                            data::DataLoaderOptions{batch_size, true, false, 1234});
 }
 
 double median(std::vector<double> values) {

@@ -8,7 +8,7 @@
 
 #include <torch/nn/modules/container/sequential.h>
 
-#include "core/data_loader.h"
+#include "data/data_loader.h"
 #include "core/module.h"
 
 namespace trainbus::bench {

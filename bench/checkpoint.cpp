@@ -37,10 +37,10 @@
 #include <torch/utils.h>
 
 #include "bench/bench_mlp.h"
-#include "core/checkpoint_writer.h"
-#include "core/data_module.h"
+#include "checkpoint/writer.h"
+#include "data/data_module.h"
 #include "core/trainer.h"
-#include "observers/model_checkpoint.h"
+#include "callbacks/model_checkpoint.h"
 
 namespace {
 
@@ -103,9 +103,9 @@ class HookTimer : public Callback {
 
 std::shared_ptr<DataLoader> random_loader(int64_t batches, int64_t batch_size) {
   torch::manual_seed(5);
-  return std::make_shared<TensorDataLoader>(torch::rand({batches * batch_size, 784}),
+  return std::make_shared<data::TensorDataLoader>(torch::rand({batches * batch_size, 784}),
                                             torch::randint(0, 10, {batches * batch_size}),
-                                            DataLoaderOptions{batch_size, false, false, 1});
+                                            data::DataLoaderOptions{batch_size, false, false, 1});
 }
 
 /// The tensors a checkpoint copies: parameters, buffers and every optimizer state tensor.
@@ -234,19 +234,19 @@ RunTimes timed_run(Checkpointing mode, const std::shared_ptr<DataLoader>& loader
   auto hooks = std::make_shared<HookTimer>(module, every);
   std::vector<std::shared_ptr<Callback>> callbacks{hooks};
   if (mode != Checkpointing::kNone) {
-    observers::ModelCheckpointOptions checkpoint;
+    callbacks::ModelCheckpointOptions checkpoint;
     checkpoint.dirpath = dir;
     checkpoint.every_n_train_steps = every;
     checkpoint.async = mode == Checkpointing::kAsync || mode == Checkpointing::kAsyncUnprepared;
     checkpoint.prepare_ahead = mode != Checkpointing::kAsyncUnprepared;
-    callbacks.push_back(std::make_shared<observers::ModelCheckpoint>(checkpoint));
+    callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(checkpoint));
   }
   Trainer trainer(options, callbacks);
-  LoaderDataModule data(loader);
+  data::LoaderDataModule data(loader);
   const auto start = Clock::now();
   trainer.fit(module, data);  // waits for the saves in flight before it returns
   RunTimes times{seconds_since(start), hooks->save_step_hooks};
-  if (const CheckpointWriter* writer = trainer.checkpoint_writer()) {
+  if (const checkpoint::CheckpointWriter* writer = trainer.checkpoint_writer()) {
     times.write_cpu = writer->stats().write_cpu_seconds;
     times.prepare_cpu = writer->stats().prepare_cpu_seconds;
   }
@@ -307,7 +307,7 @@ int main(int argc, char** argv) {
     options.limit_train_batches = part1_steps;
     options.num_sanity_val_steps = 0;
     Trainer trainer(options, {timer});
-    LoaderDataModule data(random_loader(part1_steps, batch_size));
+    data::LoaderDataModule data(random_loader(part1_steps, batch_size));
     trainer.fit(module, data);
   }
   const SaveTimes& t = timer->times;

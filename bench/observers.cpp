@@ -22,19 +22,19 @@ using namespace trainbus;
 
 volatile double sink = 0.0;
 
-class Counting : public Observer {
+class Counting : public events::Observer {
  public:
-  void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+  void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
   void on_train_batch_end(const events::TrainBatchEnd& event) override { sum += event.batch.batch_idx; }
   int64_t sum = 0;
 };
 
 // Holds a pool thread until released: with one per thread, the events published meanwhile queue
 // up, so that the time to drain them afterwards is the pool's alone, not the publisher's.
-class ThreadHolder : public Observer {
+class ThreadHolder : public events::Observer {
  public:
   explicit ThreadHolder(std::shared_future<void> release) : release_(std::move(release)) {}
-  void select_events(EventSelection& selection) const override { selection.add<events::FitStart>(); }
+  void select_events(events::EventSelection& selection) const override { selection.add<events::FitStart>(); }
   void on_fit_start(const events::FitStart&) override {
     ++holding;
     release_.wait();
@@ -78,9 +78,9 @@ double spin(std::chrono::nanoseconds duration) {
 template <class Setup>
 Percentiles publish_cost(int64_t events_count, Setup&& setup, int per_batch = 10,
                          std::chrono::nanoseconds gap = {}) {
-  EventBus bus;
-  ObserverPool pool(2);
-  std::vector<Subscription> keep;
+  events::EventBus bus;
+  events::ObserverPool pool(2);
+  std::vector<events::Subscription> keep;
   setup(bus, pool, keep);
   std::vector<double> ns;
   ns.reserve(static_cast<size_t>(events_count));
@@ -106,16 +106,16 @@ int main(int argc, char** argv) {
 
   std::vector<double> none_median, sync_median, async_median, none_p99, sync_p99, async_p99, paced_median, paced_p99;
   for (int rep = 0; rep < reps; ++rep) {
-    const Percentiles none = publish_cost(events_count, [](EventBus&, ObserverPool&, std::vector<Subscription>&) {});
-    const Percentiles sync = publish_cost(events_count, [](EventBus& bus, ObserverPool&, std::vector<Subscription>& keep) {
+    const Percentiles none = publish_cost(events_count, [](events::EventBus&, events::ObserverPool&, std::vector<events::Subscription>&) {});
+    const Percentiles sync = publish_cost(events_count, [](events::EventBus& bus, events::ObserverPool&, std::vector<events::Subscription>& keep) {
       keep.push_back(bus.subscribe<events::TrainBatchEnd>([](const events::TrainBatchEnd&) {}));
     });
-    const Percentiles async = publish_cost(events_count, [&](EventBus& bus, ObserverPool& pool, std::vector<Subscription>&) {
+    const Percentiles async = publish_cost(events_count, [&](events::EventBus& bus, events::ObserverPool& pool, std::vector<events::Subscription>&) {
       pool.attach(bus, std::make_shared<Counting>(), {static_cast<size_t>(events_count)});
     });
     const Percentiles paced = publish_cost(
         events_count / 4,
-        [&](EventBus& bus, ObserverPool& pool, std::vector<Subscription>&) {
+        [&](events::EventBus& bus, events::ObserverPool& pool, std::vector<events::Subscription>&) {
           pool.attach(bus, std::make_shared<Counting>(), {static_cast<size_t>(events_count)});
         },
         10, std::chrono::microseconds(200));
@@ -146,8 +146,8 @@ int main(int argc, char** argv) {
   for (int observers : {1, 4, 16}) {
     std::vector<double> rates;
     for (int rep = 0; rep < reps; ++rep) {
-      EventBus bus;
-      ObserverPool pool(2);
+      events::EventBus bus;
+      events::ObserverPool pool(2);
       std::promise<void> release;
       ThreadHolder::holding = 0;
       const std::shared_future<void> released = release.get_future().share();

@@ -22,7 +22,7 @@
 
 #include "bench/bench_mlp.h"
 #include "bench/no_op_callback.h"
-#include "core/fashion_mnist.h"
+#include "data/fashion_mnist.h"
 #include "core/trainer.h"
 
 namespace {
@@ -71,7 +71,7 @@ RunResult run_trainer(const std::shared_ptr<DataLoader>& loader, int64_t steps, 
   std::vector<std::shared_ptr<Callback>> no_ops;
   for (int i = 0; i < callbacks; ++i) no_ops.push_back(std::make_shared<bench::NoOpCallback>());
   Trainer trainer(options, no_ops);
-  LoaderDataModule data(loader);
+  data::LoaderDataModule data(loader);
   trainer.fit(*module, data);
   return summarize(*module);
 }

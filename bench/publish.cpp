@@ -43,12 +43,12 @@ int main(int argc, char** argv) {
 
   std::printf("Publish cost on the training thread, ns per event (median of %d x %lld publishes)\n\n", reps,
               static_cast<long long>(iterations));
-  std::printf("| subscribers | EventBus::publish | EventBus::publish_lazy | bare Signals2 signal | goal |\n");
+  std::printf("| subscribers | events::EventBus::publish | events::EventBus::publish_lazy | bare Signals2 signal | goal |\n");
   std::printf("|---:|---:|---:|---:|---|\n");
   for (int subscribers : {0, 1, 5, 20}) {
-    trainbus::EventBus bus;
+    trainbus::events::EventBus bus;
     boost::signals2::signal<void(const events::TrainBatchEnd&)> bare;
-    std::vector<trainbus::Subscription> subscriptions;
+    std::vector<trainbus::events::Subscription> subscriptions;
     for (int s = 0; s < subscribers; ++s) {
       auto count = [](const events::TrainBatchEnd&) { delivered.fetch_add(1, std::memory_order_relaxed); };
       subscriptions.push_back(bus.subscribe<events::TrainBatchEnd>(count));

@@ -21,9 +21,9 @@ using bench::Clock;
 
 constexpr auto kObserverWork = std::chrono::milliseconds(5);
 
-class SlowObserver : public Observer {
+class SlowObserver : public events::Observer {
  public:
-  void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+  void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
   void on_train_batch_end(const events::TrainBatchEnd&) override { std::this_thread::sleep_for(kObserverWork); }
 };
 
@@ -42,13 +42,13 @@ Run run(const std::shared_ptr<DataLoader>& loader, int64_t steps, Mode mode) {
   options.limit_train_batches = steps;
   options.num_sanity_val_steps = 0;
   Trainer trainer(options);
-  Subscription sync;
+  events::Subscription sync;
   if (mode == Mode::kAsync) trainer.add_observer(std::make_shared<SlowObserver>(), {static_cast<size_t>(steps) + 16});
   if (mode == Mode::kSync) {
     sync = trainer.bus().subscribe<events::TrainBatchEnd>(
         [](const events::TrainBatchEnd&) { std::this_thread::sleep_for(kObserverWork); });
   }
-  LoaderDataModule data(loader);
+  data::LoaderDataModule data(loader);
   trainer.fit(*module, data);
   const auto returned = Clock::now();
   const double step_us = module->median_step_us();

@@ -7,9 +7,9 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "core/batch.h"
-#include "core/checkpoint_data.h"
-#include "core/state_dict.h"
+#include "data/batch.h"
+#include "checkpoint/checkpoint_data.h"
+#include "checkpoint/state_dict.h"
 #include "core/step_output.h"
 #include "events/common.h"
 

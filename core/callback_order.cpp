@@ -6,7 +6,7 @@
 
 #include <boost/core/demangle.hpp>
 
-#include "events/check.h"
+#include "base/errors.h"
 
 namespace trainbus {
 

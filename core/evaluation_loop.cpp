@@ -4,8 +4,8 @@
 
 #include "core/tensor_ref.h"
 #include "core/trainer.h"
-#include "core/trainer_hooks.h"
-#include "events/check.h"
+#include "core/detail/trainer_hooks.h"
+#include "base/errors.h"
 
 namespace trainbus {
 namespace {
@@ -110,8 +110,8 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
                          [](Module& m) { Hooks::epoch_start(m); },
                          [&] { return EpochStart{progress(), num_batches}; });
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
-    const Batch batch = to_device(loader.batch(batch_idx), options_.device);
-    const events::BatchInfo info{batch_idx, batch_size_of(batch), 0};
+    const Batch batch = data::to_device(loader.batch(batch_idx), options_.device);
+    const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
     metrics_.set_current_batch_size(info.batch_size);
     metrics_.begin_batch();
     call_hooks<BatchStart>([&](Callback& c) { Hooks::batch_start(c, *this, *module_, batch, batch_idx); },
@@ -215,8 +215,8 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
                                         [&] { return events::PredictEpochStart{progress(), num_batches}; });
   predictions.reserve(static_cast<size_t>(num_batches));
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
-    const Batch batch = to_device(loader.batch(batch_idx), options_.device);
-    const events::BatchInfo info{batch_idx, batch_size_of(batch), 0};
+    const Batch batch = data::to_device(loader.batch(batch_idx), options_.device);
+    const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
     call_hooks<events::PredictBatchStart>(
         [&](Callback& c) { c.on_predict_batch_start(*this, *module_, batch, batch_idx); },
         [&](Module& m) { m.on_predict_batch_start(batch, batch_idx); },

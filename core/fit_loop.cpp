@@ -14,12 +14,12 @@
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/utils.h>
 
-#include "core/checkpoint_io.h"
-#include "events/diagnostics.h"
+#include "checkpoint/format.h"
+#include "base/diagnostics.h"
 #include "core/tensor_ref.h"
 #include "core/trainer.h"
-#include "core/trainer_hooks.h"
-#include "events/check.h"
+#include "core/detail/trainer_hooks.h"
+#include "base/errors.h"
 
 namespace trainbus {
 namespace {
@@ -92,10 +92,10 @@ void Trainer::run_fit(const FitOptions& options) {
 
   // NOTE: weights are restored after configure_model (Lightning restores before it) so that layers
   // a module builds lazily there exist when their weights are loaded.
-  std::unique_ptr<LoadedCheckpoint> checkpoint;
+  std::unique_ptr<checkpoint::LoadedCheckpoint> checkpoint;
   if (!options.ckpt_path.empty()) {
     resumed_from_ = resolve_ckpt_path(options.ckpt_path);
-    checkpoint = std::make_unique<LoadedCheckpoint>(read_checkpoint(resumed_from_));
+    checkpoint = std::make_unique<checkpoint::LoadedCheckpoint>(checkpoint::read_checkpoint(resumed_from_));
     restore_modules_and_callbacks(*checkpoint);
   }
   module_->to(options_.device);
@@ -257,8 +257,8 @@ void Trainer::call_train_epoch_end_hooks() {
 }
 
 bool Trainer::run_training_batch(int64_t batch_idx) {
-  const Batch batch = to_device(train_loader_->batch(batch_idx), options_.device);
-  const events::BatchInfo info{batch_idx, batch_size_of(batch), 0};
+  const Batch batch = data::to_device(train_loader_->batch(batch_idx), options_.device);
+  const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
   metrics_.set_current_batch_size(info.batch_size);
   metrics_.begin_batch();
 

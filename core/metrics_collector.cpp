@@ -4,7 +4,7 @@
 #include <cmath>
 #include <optional>
 
-#include "events/check.h"
+#include "base/errors.h"
 
 namespace trainbus {
 namespace {

@@ -3,7 +3,7 @@
 #include <boost/core/demangle.hpp>
 
 #include "core/trainer.h"
-#include "events/check.h"
+#include "base/errors.h"
 
 namespace trainbus {
 namespace {

@@ -10,11 +10,11 @@
 #include <c10/core/Device.h>
 #include <torch/nn/module.h>
 
-#include "core/batch.h"
-#include "core/checkpoint_data.h"
+#include "data/batch.h"
+#include "checkpoint/checkpoint_data.h"
 #include "core/log_options.h"
 #include "core/optimizer_config.h"
-#include "core/state_dict.h"
+#include "checkpoint/state_dict.h"
 #include "core/step_output.h"
 #include "events/common.h"
 

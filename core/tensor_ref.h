@@ -19,7 +19,7 @@ at::Tensor tensor_of(const events::TensorRef& ref);
 const StepOutput* step_output_of(const events::TensorRef& ref);
 
 /// A copy of what `ref` holds that shares nothing with the trainer: tensors detached and cloned to
-/// the CPU (StepOutput entries likewise). The ObserverPool takes it on the training thread.
+/// the CPU (StepOutput entries likewise). The events::ObserverPool takes it on the training thread.
 events::TensorRef snapshot_to_cpu(const events::TensorRef& ref);
 
 }  // namespace trainbus

@@ -9,11 +9,11 @@
 #include <torch/utils.h>
 
 #include "core/callback_order.h"
-#include "core/checkpoint_snapshot.h"
+#include "checkpoint/snapshot.h"
 #include "core/tensor_ref.h"
-#include "events/diagnostics.h"
-#include "core/trainer_hooks.h"
-#include "events/check.h"
+#include "base/diagnostics.h"
+#include "core/detail/trainer_hooks.h"
+#include "base/errors.h"
 
 namespace trainbus {
 namespace {
@@ -91,10 +91,10 @@ int64_t Trainer::estimated_stepping_batches() const {
   return options_.max_steps == -1 ? by_epochs : std::min(by_epochs, options_.max_steps);
 }
 
-void Trainer::add_observer(std::shared_ptr<Observer> observer, ObserverOptions options) {
+void Trainer::add_observer(std::shared_ptr<events::Observer> observer, events::ObserverOptions options) {
   TRAINBUS_CHECK(status_ != TrainerStatus::kRunning, "Trainer::add_observer: add observers before fit/validate/test/predict");
   if (!observers_) {
-    observers_ = std::make_unique<ObserverPool>(options_.observer_threads, snapshot_to_cpu,
+    observers_ = std::make_unique<events::ObserverPool>(options_.observer_threads, snapshot_to_cpu,
                                                 options_.observer_stall_timeout);
   }
   observers_->attach(bus_, std::move(observer), options);
@@ -114,7 +114,7 @@ void Trainer::report_observer_failures() noexcept {
     for (std::size_t i = 0; i < observers_->size() && observers_->has_failure(); ++i) {
       try {
         observers_->check();
-      } catch (const ObserverError& e) {
+      } catch (const events::ObserverError& e) {
         warn(std::string("also, ") + e.what());
       }
     }
@@ -125,11 +125,11 @@ void Trainer::report_observer_failures() noexcept {
 
 void Trainer::report_dropped_events() {
   if (!observers_) return;
-  for (const ObserverStats& stats : observers_->stats()) {
+  for (const events::ObserverStats& stats : observers_->stats()) {
     uint64_t& reported = dropped_reported_[stats.name];
     if (stats.dropped > reported) {
       warn("observer `" + stats.name + "` dropped " + std::to_string(stats.dropped - reported) +
-           " events in this run (it was full; see ObserverOptions::capacity and when_full)");
+           " events in this run (it was full; see events::ObserverOptions::capacity and when_full)");
       reported = stats.dropped;
     }
   }

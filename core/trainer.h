@@ -13,23 +13,25 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "core/buffer_pool.h"
+#include "checkpoint/buffer_pool.h"
 #include "core/callback.h"
-#include "core/checkpoint_writer.h"
-#include "core/data_module.h"
+#include "checkpoint/writer.h"
+#include "data/data_module.h"
 #include "core/metrics_collector.h"
 #include "core/module.h"
 #include "core/optimizer_config.h"
 #include "core/trainer_options.h"
-#include "events/check.h"
+#include "base/errors.h"
 #include "events/event_bus.h"
 #include "events/observer_pool.h"
 
 namespace trainbus {
 
+namespace checkpoint {
 struct LoadedCheckpoint;
 struct TensorBufferTraits;
 struct CheckpointSnapshot;
+}  // namespace checkpoint
 
 /// Where a run is (Lightning's TrainerStatus).
 enum class TrainerStatus { kInitializing, kRunning, kFinished, kInterrupted };
@@ -64,13 +66,13 @@ class Trainer {
   /// and scheduler state, trainer progress, callback states, RNG state, hyper-parameters, and a
   /// manifest with every part's size and CRC32C), under a temporary name renamed into place.
   /// Runs the on_save_checkpoint hooks first. With `async`, the training thread pays only for a
-  /// copy of the tensors; the rest happens on the checkpoint writer (see CheckpointWriter), whose
+  /// copy of the tensors; the rest happens on the checkpoint writer (see checkpoint::CheckpointWriter), whose
   /// failure is raised at the next batch, the next save or from fit().
   void save_checkpoint(const std::string& path, SaveCheckpointOptions options = {});
   /// For checkpoint callbacks: an asynchronous save that removes `remove_after_commit` and runs
   /// `after_commit` once it is durable. Returns the path of a pending save it replaced (never
   /// written), if any: only a pending save of the same non-empty `replace_group` is replaced; a
-  /// save of another group waits for the pending one to start (see CheckpointJob).
+  /// save of another group waits for the pending one to start (see checkpoint::CheckpointJob).
   std::optional<std::string> submit_checkpoint(const std::string& path, bool weights_only,
                                                std::vector<std::string> remove_after_commit = {},
                                                std::function<void(const std::string&)> after_commit = {},
@@ -83,23 +85,23 @@ class Trainer {
   /// Blocks until every asynchronous save is durable, then raises a failed one as CheckpointError.
   void wait_for_checkpoints();
   /// The checkpoint writer, for stats; nullptr until the first asynchronous save.
-  const CheckpointWriter* checkpoint_writer() const noexcept { return checkpoints_.get(); }
+  const checkpoint::CheckpointWriter* checkpoint_writer() const noexcept { return checkpoints_.get(); }
   /// The checkpoint the running fit resumed from, or "" (checkpoint callbacks never delete it).
   const std::string& resumed_from() const noexcept { return resumed_from_; }
 
   // ---- asynchronous observers ----
 
-  /// Runs `observer` on the trainer's observer pool (see Observer): every run drains it before
-  /// returning, also when it leaves by an exception; a failure in it is raised as ObserverError at
+  /// Runs `observer` on the trainer's observer pool (see events::Observer): every run drains it before
+  /// returning, also when it leaves by an exception; a failure in it is raised as events::ObserverError at
   /// the next batch, epoch end or the end of the run, through on_exception.
-  void add_observer(std::shared_ptr<Observer> observer, ObserverOptions options = {});
+  void add_observer(std::shared_ptr<events::Observer> observer, events::ObserverOptions options = {});
   /// Flush barrier: blocks until every observer has handled every event published so far, then
   /// raises a pending observer failure. Callbacks may call it. An observer that handles no event
-  /// for observer_stall_timeout is abandoned and raised as an ObserverError naming it, rather than
+  /// for observer_stall_timeout is abandoned and raised as an events::ObserverError naming it, rather than
   /// waited for without end.
   void wait_for_observers();
   /// The pool, for stats; nullptr until an observer is added.
-  const ObserverPool* observer_pool() const noexcept { return observers_.get(); }
+  const events::ObserverPool* observer_pool() const noexcept { return observers_.get(); }
 
   // ---- progress and decisions ----
 
@@ -157,7 +159,7 @@ class Trainer {
   Module& module() const;
   DataModule* datamodule() const noexcept { return data_; }
   /// The bus every lifecycle event is published on.
-  EventBus& bus() noexcept { return bus_; }
+  events::EventBus& bus() noexcept { return bus_; }
   const TrainerOptions& options() const noexcept { return options_; }
   c10::Device device() const noexcept { return options_.device; }
   const std::string& default_root_dir() const noexcept { return options_.default_root_dir; }
@@ -209,22 +211,22 @@ class Trainer {
   // Checkpoints (core/trainer_checkpoint.cpp).
   /// With `copies_into`, the snapshot holds private copies (made in those buffers); without, it
   /// references the live tensors and must be written before training goes on.
-  std::unique_ptr<CheckpointSnapshot> take_snapshot(const std::string& path, bool weights_only,
-                                                    BufferPool<TensorBufferTraits>* copies_into);
+  std::unique_ptr<checkpoint::CheckpointSnapshot> take_snapshot(const std::string& path, bool weights_only,
+                                                    checkpoint::BufferPool<checkpoint::TensorBufferTraits>* copies_into);
   /// The writer and the buffers its snapshots copy into, made by the first asynchronous save.
-  CheckpointWriter& checkpoint_writer_for_saves();
+  checkpoint::CheckpointWriter& checkpoint_writer_for_saves();
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
   void check_checkpoints() {
     if (checkpoints_ && checkpoints_->has_error()) checkpoints_->check();
   }
-  void restore_modules_and_callbacks(const LoadedCheckpoint& checkpoint);
-  void restore_training_state(const LoadedCheckpoint& checkpoint);
+  void restore_modules_and_callbacks(const checkpoint::LoadedCheckpoint& checkpoint);
+  void restore_training_state(const checkpoint::LoadedCheckpoint& checkpoint);
 
   // Hook dispatch (core/trainer_hooks.h).
   template <class Event, class OnCallback, class OnModule, class MakeEvent>
   void call_hooks(OnCallback&& on_callback, OnModule&& on_module, MakeEvent&& make_event);
   events::Progress progress() const noexcept { return {current_epoch_, global_step_}; }
-  /// Sync point, after every batch and loop: raises the ObserverError of an observer that failed,
+  /// Sync point, after every batch and loop: raises the events::ObserverError of an observer that failed,
   /// or the CheckpointError of a background save.
   void check_observers() {
     if (observers_ && observers_->has_failure()) observers_->check();
@@ -234,14 +236,14 @@ class Trainer {
   TrainerOptions options_;
   int64_t max_epochs_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
-  EventBus bus_;
+  events::EventBus bus_;
   // Declared after bus_: destroyed first, while it can still disconnect from the bus.
-  std::unique_ptr<ObserverPool> observers_;
+  std::unique_ptr<events::ObserverPool> observers_;
   std::map<std::string, uint64_t> dropped_reported_;  // per observer, for report_dropped_events
   // Created by the first asynchronous save. The buffers outlive the writer, whose thread gives
   // snapshots' buffers back to them.
-  std::unique_ptr<BufferPool<TensorBufferTraits>> snapshot_buffers_;
-  std::unique_ptr<CheckpointWriter> checkpoints_;
+  std::unique_ptr<checkpoint::BufferPool<checkpoint::TensorBufferTraits>> snapshot_buffers_;
+  std::unique_ptr<checkpoint::CheckpointWriter> checkpoints_;
   std::string resumed_from_;
   MetricsCollector metrics_;
 

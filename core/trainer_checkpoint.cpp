@@ -11,12 +11,12 @@
 
 #include "core/callback_order.h"
 #include "core/checkpoint_callback.h"
-#include "core/checkpoint_io.h"
-#include "core/checkpoint_snapshot.h"
-#include "events/diagnostics.h"
+#include "checkpoint/format.h"
+#include "checkpoint/snapshot.h"
+#include "base/diagnostics.h"
 #include "core/trainer.h"
-#include "core/trainer_hooks.h"
-#include "events/check.h"
+#include "core/detail/trainer_hooks.h"
+#include "base/errors.h"
 
 namespace trainbus {
 namespace {
@@ -34,9 +34,9 @@ std::string first_line(const std::string& message) { return message.substr(0, me
 
 // An asynchronous save's snapshot, for the writer: written on its thread, then its tensor copies
 // go back to the buffers for the next snapshot.
-class SnapshotPayload final : public CheckpointPayload {
+class SnapshotPayload final : public checkpoint::CheckpointPayload {
  public:
-  explicit SnapshotPayload(std::unique_ptr<CheckpointSnapshot> snapshot) : snapshot_(std::move(snapshot)) {}
+  explicit SnapshotPayload(std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot) : snapshot_(std::move(snapshot)) {}
   ~SnapshotPayload() override {
     // The archives go first: then nothing but `copies` holds the tensor copies, and they can be reused.
     snapshot_->parts.clear();
@@ -47,21 +47,21 @@ class SnapshotPayload final : public CheckpointPayload {
       // Out of memory keeping them: the next snapshot allocates its own.
     }
   }
-  void write(const std::string& path) override { write_checkpoint(*snapshot_, path); }
+  void write(const std::string& path) override { checkpoint::write_checkpoint(*snapshot_, path); }
   std::size_t bytes() const override { return snapshot_->tensor_bytes; }
 
  private:
-  std::unique_ptr<CheckpointSnapshot> snapshot_;
+  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot_;
 };
 
 }  // namespace
 
-std::unique_ptr<CheckpointSnapshot> Trainer::take_snapshot(const std::string& path, bool weights_only,
-                                                           SnapshotBuffers* copies_into) {
+std::unique_ptr<checkpoint::CheckpointSnapshot> Trainer::take_snapshot(const std::string& path, bool weights_only,
+                                                           checkpoint::SnapshotBuffers* copies_into) {
   const bool copy_tensors = copies_into != nullptr;
   TRAINBUS_CHECK(module_ != nullptr && fn_ == Stage::kFit, "Trainer::save_checkpoint(\"", path,
                  "\") needs a running fit: call it from a callback or a module hook during Trainer::fit");
-  auto snapshot = std::make_unique<CheckpointSnapshot>();
+  auto snapshot = std::make_unique<checkpoint::CheckpointSnapshot>();
   snapshot->weights_only = weights_only;
   snapshot->buffers = copies_into;
   CheckpointData& data = snapshot->data;
@@ -104,11 +104,11 @@ std::unique_ptr<CheckpointSnapshot> Trainer::take_snapshot(const std::string& pa
   }
   bus_.publish_lazy<events::SaveCheckpoint>([&] { return events::SaveCheckpoint{progress(), path}; });
 
-  snapshot_module(*module_, copy_tensors, *snapshot);
+  checkpoint::snapshot_module(*module_, copy_tensors, *snapshot);
   if (!weights_only) {
-    for (size_t i = 0; i < optimizers_.size(); ++i) snapshot_optimizer(*optimizers_[i], i, copy_tensors, *snapshot);
+    for (size_t i = 0; i < optimizers_.size(); ++i) checkpoint::snapshot_optimizer(*optimizers_[i], i, copy_tensors, *snapshot);
   }
-  torch::serialize::OutputArchive& trainer = add_trainer_part(*snapshot);
+  torch::serialize::OutputArchive& trainer = checkpoint::add_trainer_part(*snapshot);
   if (!weights_only) {
     c10::List<int64_t> scheduler_steps;
     for (const auto& config : schedulers_) scheduler_steps.push_back(SchedulerStepCount::of(*config.scheduler));
@@ -128,14 +128,14 @@ void Trainer::save_checkpoint(const std::string& path, SaveCheckpointOptions opt
   }
   // In order with the background saves: an older one must not land after this one.
   if (checkpoints_) checkpoints_->wait();
-  std::unique_ptr<CheckpointSnapshot> snapshot = take_snapshot(path, options.weights_only, /*copies_into=*/nullptr);
-  write_checkpoint(*snapshot, path);
+  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot = take_snapshot(path, options.weights_only, /*copies_into=*/nullptr);
+  checkpoint::write_checkpoint(*snapshot, path);
 }
 
-CheckpointWriter& Trainer::checkpoint_writer_for_saves() {
+checkpoint::CheckpointWriter& Trainer::checkpoint_writer_for_saves() {
   if (!checkpoints_) {
-    snapshot_buffers_ = std::make_unique<SnapshotBuffers>();
-    checkpoints_ = std::make_unique<CheckpointWriter>(snapshot_buffers_.get());
+    snapshot_buffers_ = std::make_unique<checkpoint::SnapshotBuffers>();
+    checkpoints_ = std::make_unique<checkpoint::CheckpointWriter>(snapshot_buffers_.get());
   }
   return *checkpoints_;
 }
@@ -144,8 +144,8 @@ std::optional<std::string> Trainer::submit_checkpoint(const std::string& path, b
                                                       std::vector<std::string> remove_after_commit,
                                                       std::function<void(const std::string&)> after_commit,
                                                       std::string replace_group) {
-  CheckpointWriter& writer = checkpoint_writer_for_saves();
-  CheckpointJob job;
+  checkpoint::CheckpointWriter& writer = checkpoint_writer_for_saves();
+  checkpoint::CheckpointJob job;
   job.path = path;
   job.payload = std::make_unique<SnapshotPayload>(take_snapshot(path, weights_only, snapshot_buffers_.get()));
   job.remove_after_commit = std::move(remove_after_commit);
@@ -156,9 +156,9 @@ std::optional<std::string> Trainer::submit_checkpoint(const std::string& path, b
 
 void Trainer::prepare_checkpoint() {
   if (module_ == nullptr || fn_ != Stage::kFit) return;
-  CheckpointWriter& writer = checkpoint_writer_for_saves();
-  SnapshotBuffers& buffers = *snapshot_buffers_;
-  if (!buffers.request_prepare(snapshot_layouts(*module_, optimizers_))) return;  // folded into a queued run
+  checkpoint::CheckpointWriter& writer = checkpoint_writer_for_saves();
+  checkpoint::SnapshotBuffers& buffers = *snapshot_buffers_;
+  if (!buffers.request_prepare(checkpoint::snapshot_layouts(*module_, optimizers_))) return;  // folded into a queued run
   try {
     writer.prepare_in_background([&buffers] { buffers.prepare(); });
   } catch (const std::exception& e) {
@@ -193,7 +193,7 @@ std::string Trainer::resolve_ckpt_path(const std::string& ckpt_path) const {
   return found;
 }
 
-void Trainer::restore_modules_and_callbacks(const LoadedCheckpoint& checkpoint) {
+void Trainer::restore_modules_and_callbacks(const checkpoint::LoadedCheckpoint& checkpoint) {
   try {
     module_->load(const_cast<torch::serialize::InputArchive&>(checkpoint.model));
   } catch (const c10::Error& error) {
@@ -220,7 +220,7 @@ void Trainer::restore_modules_and_callbacks(const LoadedCheckpoint& checkpoint) 
   bus_.publish_lazy<events::LoadCheckpoint>([&] { return events::LoadCheckpoint{progress(), checkpoint.path}; });
 }
 
-void Trainer::restore_training_state(const LoadedCheckpoint& checkpoint) {
+void Trainer::restore_training_state(const checkpoint::LoadedCheckpoint& checkpoint) {
   const std::string& path = checkpoint.path;
   TRAINBUS_CHECK_AS(CheckpointError, !checkpoint.weights_only, "checkpoint ", path,
                     " holds only the model weights (save_weights_only), so training cannot resume from it; "

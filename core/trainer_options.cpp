@@ -3,7 +3,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "events/check.h"
+#include "base/errors.h"
 
 namespace trainbus {
 

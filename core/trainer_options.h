@@ -91,7 +91,7 @@ struct TrainerOptions {
   std::size_t observer_threads = 2;
   /// How long the trainer waits on an observer that handles no event (for room in its queue, at
   /// the end of every run, in wait_for_observers(), in the destructor) before it abandons it and
-  /// raises an ObserverError naming it. A slow observer that makes progress is waited for; raise
+  /// raises an events::ObserverError naming it. A slow observer that makes progress is waited for; raise
   /// this for one whose single hooks legitimately take longer (an upload, say).
   std::chrono::milliseconds observer_stall_timeout{60000};
 };

@@ -1,24 +1,11 @@
 #pragma once
-/// Value types shared by every event: where in the run it happened, metrics, opaque tensor handles.
+/// Value types shared by events: where in the run it happened, which batch, opaque tensor handles.
 
 #include <any>
 #include <cstdint>
-#include <map>
-#include <string>
-#include <string_view>
 
-namespace trainbus {
-
-/// What the trainer is doing: the `stage` argument of Lightning's setup/teardown hooks.
-enum class Stage { kFit, kValidate, kTest, kPredict, kSanityCheck };
-
-/// Lightning's spelling of a stage: "fit", "validate", "test", "predict", "sanity_check".
-std::string_view to_string(Stage stage);
-
-/// Metric name -> value, ordered by name so that logs and recordings are stable.
-using Metrics = std::map<std::string, double>;
-
-}  // namespace trainbus
+#include "base/metrics.h"
+#include "base/stage.h"
 
 namespace trainbus::events {
 

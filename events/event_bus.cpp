@@ -2,7 +2,7 @@
 
 #include <boost/signals2/signal.hpp>
 
-namespace trainbus {
+namespace trainbus::events {
 
 struct EventBus::Signals {
   // Every event type shares this signature; the typed API in the header restores the type.
@@ -26,4 +26,4 @@ Subscription EventBus::connect(std::size_t index, ErasedSlot slot, const int* gr
 
 void EventBus::emit(std::size_t index, const void* event) const { signals_->by_index[index](event); }
 
-}  // namespace trainbus
+}  // namespace trainbus::events

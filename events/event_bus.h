@@ -13,7 +13,7 @@
 #include "events/event_filter.h"
 #include "events/subscription.h"
 
-namespace trainbus {
+namespace trainbus::events {
 
 /// Typed publish/subscribe for lifecycle events.
 ///
@@ -92,4 +92,4 @@ class EventBus {
   std::array<std::shared_ptr<std::atomic<int>>, events::AllEvents::size> counts_;
 };
 
-}  // namespace trainbus
+}  // namespace trainbus::events

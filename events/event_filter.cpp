@@ -1,8 +1,8 @@
 #include "events/event_filter.h"
 
-#include "events/check.h"
+#include "base/errors.h"
 
-namespace trainbus {
+namespace trainbus::events {
 
 EventFilter EventFilter::every(int64_t n) {
   TRAINBUS_CHECK(n >= 1, "EventFilter::every(", n, "): n must be >= 1");
@@ -34,4 +34,4 @@ EventFilter& EventFilter::and_after(int64_t n) {
   return *this;
 }
 
-}  // namespace trainbus
+}  // namespace trainbus::events

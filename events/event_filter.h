@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-namespace trainbus {
+namespace trainbus::events {
 
 /// Which occurrences of one event type a subscription receives. Occurrences are counted per
 /// subscription from 1, the way Ignite counts iterations and epochs. Conditions combine:
@@ -33,4 +33,4 @@ struct EventFilter {
   bool passes_everything() const noexcept { return every_n == 1 && once_at == 0 && before_n == 0 && after_n == 0; }
 };
 
-}  // namespace trainbus
+}  // namespace trainbus::events

@@ -4,7 +4,7 @@
 
 #include <boost/core/demangle.hpp>
 
-namespace trainbus {
+namespace trainbus::events {
 
 EventSelection& EventSelection::all() {
   for (std::size_t i = 0; i < events::AllEvents::size; ++i) {
@@ -20,4 +20,4 @@ std::string Observer::name() const { return boost::core::demangle(typeid(*this).
 
 void Observer::select_events(EventSelection& selection) const { selection.all(); }
 
-}  // namespace trainbus
+}  // namespace trainbus::events

@@ -6,7 +6,7 @@
 #include "events/all.h"
 #include "events/event_filter.h"
 
-namespace trainbus {
+namespace trainbus::events {
 
 /// The event types (and filters) an observer receives.
 class EventSelection {
@@ -61,4 +61,4 @@ class Observer {
 #undef TRAINBUS_DETAIL_OBSERVER_HOOK
 };
 
-}  // namespace trainbus
+}  // namespace trainbus::events

@@ -7,13 +7,13 @@
 #include <system_error>
 #include <thread>
 
-#include "events/check.h"
+#include "base/errors.h"
 #include "events/detail/observer_channel.h"
-#include "events/diagnostics.h"
-#include "events/post_task.h"
+#include "base/diagnostics.h"
+#include "base/post_task.h"
 #include "events/tensor_fields.h"
 
-namespace trainbus {
+namespace trainbus::events {
 
 using detail::ObserverChannel;
 using detail::PoolExecutor;
@@ -173,7 +173,7 @@ void ObserverPool::kick() {
   // One post, so one wake-up, however many observers have work; the pool thread then posts each
   // observer's drainer to its strand, where the observers run in parallel.
   try {
-    detail::post_task(executor_->pool, [due] {
+    trainbus::detail::post_task(executor_->pool, [due] {
       for (const auto& channel : due) {
         try {
           channel->post_drainer(channel);
@@ -197,7 +197,7 @@ bool ObserverPool::drain_unless_stalled(std::chrono::milliseconds stall_timeout)
 bool ObserverPool::drain_until(std::optional<std::chrono::milliseconds> stall_timeout) {
   if (PoolExecutor::current == executor_.get()) {
     const ObserverChannel* running = ObserverChannel::running;
-    throw MisconfigurationError(detail::concat(
+    throw MisconfigurationError(trainbus::detail::concat(
         "ObserverPool: drain() was called from a hook of observer `", running ? running->name() : std::string("?"),
         "`, which runs on the pool it would wait for: it would wait for itself. An observer's hooks cannot "
         "wait for the observers; do that from the training thread (a Callback: trainer.wait_for_observers())"));
@@ -243,4 +243,4 @@ std::size_t ObserverPool::size() const {
   return channels_.size();
 }
 
-}  // namespace trainbus
+}  // namespace trainbus::events

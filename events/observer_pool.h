@@ -19,7 +19,7 @@
 #include "events/event_bus.h"
 #include "events/observer.h"
 
-namespace trainbus {
+namespace trainbus::events {
 
 namespace detail {
 class ObserverChannel;
@@ -160,4 +160,4 @@ class ObserverPool {
   std::thread flusher_;  // last: started once everything it uses exists
 };
 
-}  // namespace trainbus
+}  // namespace trainbus::events

@@ -2,7 +2,7 @@
 
 #include <utility>
 
-namespace trainbus {
+namespace trainbus::events {
 
 Subscription::Subscription(boost::signals2::connection connection,
                            std::shared_ptr<std::atomic<int>> live_count)
@@ -35,4 +35,4 @@ void Subscription::disconnect() {
 
 bool Subscription::connected() const { return connection_.connected(); }
 
-}  // namespace trainbus
+}  // namespace trainbus::events

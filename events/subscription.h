@@ -6,7 +6,7 @@
 
 #include <boost/signals2/connection.hpp>
 
-namespace trainbus {
+namespace trainbus::events {
 
 /// Keeps one slot connected to an EventBus for as long as it lives (or until disconnect()).
 /// Move-only; safe to destroy after the bus itself is gone. Any thread.
@@ -31,4 +31,4 @@ class Subscription {
   std::shared_ptr<std::atomic<int>> live_count_;
 };
 
-}  // namespace trainbus
+}  // namespace trainbus::events

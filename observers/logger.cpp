@@ -3,7 +3,7 @@
 #include <filesystem>
 #include <regex>
 
-#include "events/check.h"
+#include "base/errors.h"
 
 namespace trainbus::observers {
 
@@ -11,11 +11,11 @@ Logger::Logger(int64_t log_every_n_steps) : log_every_n_steps_(log_every_n_steps
   TRAINBUS_CHECK(log_every_n_steps >= 1, "Logger: log_every_n_steps must be >= 1, got ", log_every_n_steps);
 }
 
-void Logger::select_events(EventSelection& selection) const {
+void Logger::select_events(events::EventSelection& selection) const {
   selection.add<events::FitStart>()
       .add<events::SanityCheckStart>()
       .add<events::SanityCheckEnd>()
-      .add<events::TrainBatchEnd>(EventFilter::every(log_every_n_steps_))
+      .add<events::TrainBatchEnd>(events::EventFilter::every(log_every_n_steps_))
       .add<events::TrainEpochEnd>()
       .add<events::ValidationEpochEnd>()
       .add<events::ValidationEnd>()

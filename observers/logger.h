@@ -15,12 +15,12 @@ namespace trainbus::observers {
 ///  - after each validation (not the sanity check) and test: their epoch means;
 ///  - at fit start: the hyper-parameters, and resume_at(step) when fit resumed from a checkpoint.
 /// Rows carry the epoch and the 0-based step of the last optimizer step (as Lightning's). A
-/// subclass only writes. Runs on the observer pool (see Observer), one logger at a time.
-class Logger : public Observer {
+/// subclass only writes. Runs on the observer pool (see events::Observer), one logger at a time.
+class Logger : public events::Observer {
  public:
   explicit Logger(int64_t log_every_n_steps = 50);
 
-  void select_events(EventSelection& selection) const override;
+  void select_events(events::EventSelection& selection) const override;
 
   void on_fit_start(const events::FitStart& event) override;
   void on_sanity_check_start(const events::SanityCheckStart& event) override { sanity_checking_ = true; }

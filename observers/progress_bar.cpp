@@ -55,7 +55,7 @@ ProgressBar::ProgressBar(ProgressBarOptions options)
       tty_(options.tty.value_or(::isatty(options.terminal_fd) == 1)),
       options_(options) {}
 
-void ProgressBar::select_events(EventSelection& selection) const {
+void ProgressBar::select_events(events::EventSelection& selection) const {
   selection.add<events::SanityCheckStart>()
       .add<events::SanityCheckEnd>()
       .add<events::TrainEpochStart>()

@@ -33,11 +33,11 @@ struct ProgressBarOptions {
 /// place, cut to the terminal's width (the bar graphic shrinks and goes first, then the metrics
 /// that do not fit are cut), so that a redraw never wraps into a new line; elsewhere it prints a plain line at most
 /// every plain_interval_seconds. It is an observer: drawing never slows the training step.
-class ProgressBar : public Observer {
+class ProgressBar : public events::Observer {
  public:
   explicit ProgressBar(ProgressBarOptions options = {});
 
-  void select_events(EventSelection& selection) const override;
+  void select_events(events::EventSelection& selection) const override;
   void on_sanity_check_start(const events::SanityCheckStart& event) override { sanity_checking_ = true; }
   void on_sanity_check_end(const events::SanityCheckEnd& event) override { sanity_checking_ = false; }
   void on_train_epoch_start(const events::TrainEpochStart& event) override;

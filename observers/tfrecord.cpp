@@ -4,7 +4,7 @@
 #include <iterator>
 #include <stdexcept>
 
-#include "events/crc32c.h"
+#include "base/crc32c.h"
 
 namespace trainbus::observers {
 namespace {

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "events/crc32c.h"
+#include "base/crc32c.h"
 
 namespace trainbus::observers {
 

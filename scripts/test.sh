@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing and building first when needed:
 #   1. every Catch2 test through ctest, on the Release build in build/;
-#   2. the torch-free tests (events, loggers) again under ThreadSanitizer (build-tsan/) and ASan+UBSan (build-asan/).
+#   2. the torch-free tests (base, events, observers, the checkpoint writer) again under ThreadSanitizer
+#      (build-tsan/) and ASan+UBSan (build-asan/).
+# Warnings are errors where CI=true (TRAINBUS_WERROR follows it), and only shown elsewhere.
 # Long-running tests are tagged [.slow] and left to bench/; run them with build/bin/core_tests "[.slow]".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +15,7 @@ for sanitizer in thread address,undefined; do
   dir="build-${sanitizer%%,*}"
   dir="${dir/address/asan}"
   dir="${dir/thread/tsan}"
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRAINBUS_EVENTS_ONLY=ON \
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRAINBUS_TORCH_FREE=ON \
     -DTRAINBUS_SANITIZE="$sanitizer" >/dev/null
   cmake --build "$dir"
   TSAN_OPTIONS=halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

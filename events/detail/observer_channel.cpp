@@ -6,11 +6,11 @@
 #include <algorithm>
 #include <stdexcept>
 
-#include "events/check.h"
-#include "events/diagnostics.h"
-#include "events/post_task.h"
+#include "base/errors.h"
+#include "base/diagnostics.h"
+#include "base/post_task.h"
 
-namespace trainbus::detail {
+namespace trainbus::events::detail {
 namespace {
 
 // Deliveries queued for one observer before the publisher posts its drainer without waiting for a kick.
@@ -147,7 +147,7 @@ void ObserverChannel::release_drainer() {
 
 void ObserverChannel::post_drainer(const std::shared_ptr<ObserverChannel>& self) {
   try {
-    post_task(strand_, [self] { self->drain_queue(self); });
+    trainbus::detail::post_task(strand_, [self] { self->drain_queue(self); });
   } catch (...) {
     release_drainer();
     throw;
@@ -213,7 +213,7 @@ void ObserverChannel::drain_queue(const std::shared_ptr<ObserverChannel>& self) 
     if (wake) changed_.notify_all();
     if (!more) return;
     try {
-      post_task(strand_, [self] { self->drain_queue(self); });  // the rest after the other strands' turn
+      trainbus::detail::post_task(strand_, [self] { self->drain_queue(self); });  // the rest after the other strands' turn
       return;
     } catch (...) {
       // out of memory posting: go on here instead
@@ -233,7 +233,7 @@ void ObserverChannel::post_flush(const std::shared_ptr<ObserverChannel>& self) {
   }
   dirty_.store(false, std::memory_order_relaxed);
   try {
-    post_task(strand_, [self] { self->run_flush(); });
+    trainbus::detail::post_task(strand_, [self] { self->run_flush(); });
   } catch (...) {
     dirty_.store(true, std::memory_order_relaxed);  // the next round tries again
     {
@@ -403,4 +403,4 @@ ObserverStats ObserverChannel::stats() {
   return {name_, delivered_, dropped_, in_flight_, peak_in_flight_, failed_, disabled_};
 }
 
-}  // namespace trainbus::detail
+}  // namespace trainbus::events::detail

@@ -22,7 +22,7 @@
 #include "events/detail/observer_hooks.h"
 #include "events/observer_pool.h"
 
-namespace trainbus::detail {
+namespace trainbus::events::detail {
 
 /// The Asio thread pool, run by threads of our own so that they can be made SCHED_BATCH first: the
 /// kernel then never lets an observer thread preempt the training thread when it is woken for an
@@ -163,4 +163,4 @@ class ObserverChannel {
   std::string error_message_;
 };
 
-}  // namespace trainbus::detail
+}  // namespace trainbus::events::detail

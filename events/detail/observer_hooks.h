@@ -4,7 +4,7 @@
 
 #include "events/observer.h"
 
-namespace trainbus::detail {
+namespace trainbus::events::detail {
 
 template <class E>
 struct ObserverHook;
@@ -24,4 +24,4 @@ void deliver(Observer& observer, const E& event) {
   (observer.*ObserverHook<E>::method)(event);
 }
 
-}  // namespace trainbus::detail
+}  // namespace trainbus::events::detail

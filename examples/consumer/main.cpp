@@ -6,7 +6,7 @@
 #include <torch/torch.h>
 
 #include "core/trainer.h"
-#include "observers/early_stopping.h"
+#include "callbacks/early_stopping.h"
 
 class Line : public trainbus::Module {
  public:
@@ -33,19 +33,19 @@ int main() {
   torch::manual_seed(0);
   const torch::Tensor x = torch::rand({256, 1});
   const torch::Tensor y = 2 * x + 1;
-  auto train = std::make_shared<trainbus::TensorDataLoader>(x, y, trainbus::DataLoaderOptions{32, true});
-  auto val = std::make_shared<trainbus::TensorDataLoader>(x, y, trainbus::DataLoaderOptions{256});
-  trainbus::LoaderDataModule data(train, val);
+  auto train = std::make_shared<trainbus::data::TensorDataLoader>(x, y, trainbus::data::DataLoaderOptions{32, true});
+  auto val = std::make_shared<trainbus::data::TensorDataLoader>(x, y, trainbus::data::DataLoaderOptions{256});
+  trainbus::data::LoaderDataModule data(train, val);
 
-  trainbus::observers::EarlyStoppingOptions early;
+  trainbus::callbacks::EarlyStoppingOptions early;
   early.monitor = "val_loss";
   early.patience = 5;
   trainbus::TrainerOptions options;
   options.max_epochs = 200;
-  trainbus::Trainer trainer(options, {std::make_shared<trainbus::observers::EarlyStopping>(early)});
+  trainbus::Trainer trainer(options, {std::make_shared<trainbus::callbacks::EarlyStopping>(early)});
 
   int epochs_seen = 0;
-  trainbus::Subscription on_epoch = trainer.bus().subscribe<trainbus::events::TrainEpochEnd>(
+  trainbus::events::Subscription on_epoch = trainer.bus().subscribe<trainbus::events::TrainEpochEnd>(
       [&](const trainbus::events::TrainEpochEnd&) { ++epochs_seen; });
 
   Line model;

@@ -1,6 +1,6 @@
-// BufferPool with fake buffers (no LibTorch): what a snapshot takes, what a preparation makes
+// checkpoint::BufferPool with fake buffers (no LibTorch): what a snapshot takes, what a preparation makes
 // ready, what is given back. Runs under ThreadSanitizer and ASan too.
-#include "core/buffer_pool.h"
+#include "checkpoint/buffer_pool.h"
 
 #include <memory>
 #include <thread>
@@ -24,7 +24,7 @@ struct FakeTraits {
   static std::size_t bytes_of(const Buffer& buffer) { return buffer ? buffer->size() : 0; }
   static bool reusable(const Buffer& buffer) { return buffer && buffer.use_count() == 1; }
 };
-using Pool = BufferPool<FakeTraits>;
+using Pool = checkpoint::BufferPool<FakeTraits>;
 
 const std::vector<std::size_t> kLayouts = {1000, 100, 7, 1000};
 

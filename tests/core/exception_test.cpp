@@ -54,7 +54,7 @@ TEST_CASE("An exception in training_step fires on_exception on every callback, t
   Trainer trainer(small(), {std::make_shared<RecordingCallback>(first), std::make_shared<ThrowingOnException>(),
                             std::make_shared<RecordingCallback>(second, "second")});
   std::vector<events::Exception> published;
-  Subscription subscription =
+  events::Subscription subscription =
       trainer.bus().subscribe<events::Exception>([&](const events::Exception& e) { published.push_back(e); });
   auto module_log = std::make_shared<HookLog>();
   FailingModule module(module_log);

@@ -86,8 +86,8 @@ class StopAt : public Callback {
 };
 
 /// Records the name of every event published on `bus`.
-std::vector<Subscription> record_events(EventBus& bus, Hooks& names) {
-  std::vector<Subscription> subscriptions;
+std::vector<events::Subscription> record_events(events::EventBus& bus, Hooks& names) {
+  std::vector<events::Subscription> subscriptions;
   events::for_each_event_type([&](auto tag) {
     using E = typename decltype(tag)::type;
     subscriptions.push_back(bus.subscribe<E>([&names](const E&) { names.emplace_back(E::kName); }));

@@ -123,7 +123,7 @@ TEST_CASE("log() where Lightning forbids it says which hook and where to log ins
 TEST_CASE("TrainBatchEnd carries the loss and the values logged in that batch", "[core][log][events]") {
   Trainer trainer(one_epoch());
   std::vector<events::TrainBatchEnd> seen;
-  Subscription subscription =
+  events::Subscription subscription =
       trainer.bus().subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd& e) { seen.push_back(e); });
   IndexLogger module({true, false, false});
   RandomDataModule data(8, 4);

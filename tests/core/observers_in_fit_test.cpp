@@ -1,5 +1,5 @@
 // Asynchronous observers in real runs: drained before every run returns, failures raised through
-// on_exception as ObserverError, tensors only as snapshots.
+// on_exception as events::ObserverError, tensors only as snapshots.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -20,9 +20,9 @@ using namespace trainbus::testing;
 namespace {
 
 /// Counts training batches slowly: each takes 2 ms, far longer than a BoringModule step.
-class SlowCounter : public Observer {
+class SlowCounter : public events::Observer {
  public:
-  void select_events(EventSelection& selection) const override {
+  void select_events(events::EventSelection& selection) const override {
     selection.add<events::TrainBatchEnd>().add<events::Exception>().add<events::FitEnd>();
   }
   void on_train_batch_end(const events::TrainBatchEnd&) override {
@@ -36,9 +36,9 @@ class SlowCounter : public Observer {
   bool fit_ended = false;
 };
 
-class FailsAtBatch : public Observer {
+class FailsAtBatch : public events::Observer {
  public:
-  void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+  void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
   void on_train_batch_end(const events::TrainBatchEnd& event) override {
     if (event.batch.batch_idx == 1) throw std::runtime_error("cannot reach the metrics server");
   }
@@ -65,13 +65,13 @@ TEST_CASE("fit returns only after slow observers handled every event", "[core][o
   CHECK(slow->fit_ended);
 }
 
-TEST_CASE("A failing observer leaves fit as an ObserverError naming it, through on_exception", "[core][observers]") {
+TEST_CASE("A failing observer leaves fit as an events::ObserverError naming it, through on_exception", "[core][observers]") {
   auto log = std::make_shared<HookLog>();
   Trainer trainer(small(50), {std::make_shared<RecordingCallback>(log)});
   trainer.add_observer(std::make_shared<FailsAtBatch>());
   BoringModule module;
   RandomDataModule data;
-  CHECK_THROWS_MATCHES(trainer.fit(module, data), ObserverError,
+  CHECK_THROWS_MATCHES(trainer.fit(module, data), events::ObserverError,
                        Catch::Matchers::Message("observer `(anonymous namespace)::FailsAtBatch` failed: cannot reach "
                                                 "the metrics server"));
   CHECK(log->back() ==
@@ -97,10 +97,10 @@ TEST_CASE("When fit leaves by an exception, observers still get everything, the 
 }
 
 TEST_CASE("Observers that want tensors get CPU copies the trainer cannot change", "[core][observers]") {
-  class Outputs : public Observer {
+  class Outputs : public events::Observer {
    public:
     bool wants_tensors() const override { return true; }
-    void select_events(EventSelection& selection) const override {
+    void select_events(events::EventSelection& selection) const override {
       selection.add<events::TrainBatchEnd>().add<events::BeforeBackward>();
     }
     void on_before_backward(const events::BeforeBackward& event) override { losses.push_back(tensor_of(event.loss)); }
@@ -113,9 +113,9 @@ TEST_CASE("Observers that want tensors get CPU copies the trainer cannot change"
     }
     std::vector<at::Tensor> losses;
   };
-  class NoTensors : public Observer {
+  class NoTensors : public events::Observer {
    public:
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
     void on_train_batch_end(const events::TrainBatchEnd& event) override { empty = empty && !event.outputs.has_value(); }
     bool empty = true;
   };
@@ -133,19 +133,19 @@ TEST_CASE("Observers that want tensors get CPU copies the trainer cannot change"
 }
 
 TEST_CASE("A dropping observer's losses are counted in its stats", "[core][observers]") {
-  class Blocked : public Observer {
+  class Blocked : public events::Observer {
    public:
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
     void on_train_batch_end(const events::TrainBatchEnd&) override {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   };
   Trainer trainer(small(30));
-  trainer.add_observer(std::make_shared<Blocked>(), {/*capacity=*/1, ObserverOptions::WhenFull::kDrop});
+  trainer.add_observer(std::make_shared<Blocked>(), {/*capacity=*/1, events::ObserverOptions::WhenFull::kDrop});
   BoringModule module;
   RandomDataModule data;
   trainer.fit(module, data);
-  const ObserverStats stats = trainer.observer_pool()->stats()[0];
+  const events::ObserverStats stats = trainer.observer_pool()->stats()[0];
   CHECK(stats.dropped > 0);
   CHECK(stats.delivered + stats.dropped == 30);
 }
@@ -171,11 +171,11 @@ struct Gate {
   }
 };
 
-class StuckObserver : public Observer {
+class StuckObserver : public events::Observer {
  public:
   explicit StuckObserver(std::shared_ptr<Gate> gate) : gate_(std::move(gate)) {}
   std::string name() const override { return "stuck-uploader"; }
-  void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+  void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
   void on_train_batch_end(const events::TrainBatchEnd&) override { gate_->wait(); }
 
  private:
@@ -197,9 +197,9 @@ TEST_CASE("A stuck observer makes fit fail with an error naming it, instead of h
     trainer.add_observer(std::make_shared<StuckObserver>(gate));
     BoringModule module;
     RandomDataModule data;
-    CHECK_THROWS_MATCHES(trainer.fit(module, data), ObserverError,
-                         Catch::Matchers::Predicate<ObserverError>(
-                             [](const ObserverError& e) {
+    CHECK_THROWS_MATCHES(trainer.fit(module, data), events::ObserverError,
+                         Catch::Matchers::Predicate<events::ObserverError>(
+                             [](const events::ObserverError& e) {
                                return e.observer() == "stuck-uploader" &&
                                       std::string(e.what()).find("handled none of its 5 waiting events for 100 ms") !=
                                           std::string::npos;

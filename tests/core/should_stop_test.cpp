@@ -4,7 +4,7 @@
 #include "tests/support/catch.h"
 
 #include "core/trainer.h"
-#include "observers/early_stopping.h"
+#include "callbacks/early_stopping.h"
 #include "tests/support/recording.h"
 
 using namespace trainbus;
@@ -96,11 +96,11 @@ TEST_CASE("Stop requests never overwrite each other", "[core][should_stop]") {
       module.log("metric", 100.0 - static_cast<double>(trainer.current_epoch()));
     }
   };
-  observers::EarlyStoppingOptions early;
+  callbacks::EarlyStoppingOptions early;
   early.monitor = "metric";
   Trainer trainer(four_batches_no_val(),
                   {std::make_shared<StopFrom>(0, 3), std::make_shared<LogDecreasing>(),
-                   std::make_shared<observers::EarlyStopping>(early)});
+                   std::make_shared<callbacks::EarlyStopping>(early)});
   BoringModule module;
   RandomDataModule data;
   trainer.fit(module, data);

@@ -8,14 +8,14 @@
 
 #include <catch2/catch.hpp>
 
-using trainbus::EventBus;
-using trainbus::Subscription;
+using trainbus::events::EventBus;
+using trainbus::events::Subscription;
 namespace events = trainbus::events;
 
 TEST_CASE("A subscriber receives the events of its type, with their fields", "[events]") {
-  EventBus bus;
+  events::EventBus bus;
   std::vector<int64_t> epochs;
-  Subscription subscription =
+  events::Subscription subscription =
       bus.subscribe<events::TrainEpochEnd>([&](const events::TrainEpochEnd& e) { epochs.push_back(e.progress.epoch); });
 
   bus.publish(events::TrainEpochEnd{{3, 30}, {{"loss", 0.5}}});
@@ -25,11 +25,11 @@ TEST_CASE("A subscriber receives the events of its type, with their fields", "[e
   CHECK(epochs == std::vector<int64_t>{3, 4});
 }
 
-TEST_CASE("Dropping or disconnecting a Subscription stops delivery", "[events]") {
-  EventBus bus;
+TEST_CASE("Dropping or disconnecting a events::Subscription stops delivery", "[events]") {
+  events::EventBus bus;
   int calls = 0;
   {
-    Subscription scoped = bus.subscribe<events::FitStart>([&](const events::FitStart&) { ++calls; });
+    events::Subscription scoped = bus.subscribe<events::FitStart>([&](const events::FitStart&) { ++calls; });
     bus.publish(events::FitStart{});
     REQUIRE(bus.has_subscribers<events::FitStart>());
   }
@@ -37,7 +37,7 @@ TEST_CASE("Dropping or disconnecting a Subscription stops delivery", "[events]")
   CHECK(calls == 1);
   CHECK_FALSE(bus.has_subscribers<events::FitStart>());
 
-  Subscription explicit_one = bus.subscribe<events::FitStart>([&](const events::FitStart&) { ++calls; });
+  events::Subscription explicit_one = bus.subscribe<events::FitStart>([&](const events::FitStart&) { ++calls; });
   explicit_one.disconnect();
   explicit_one.disconnect();  // twice is harmless
   bus.publish(events::FitStart{});
@@ -46,22 +46,22 @@ TEST_CASE("Dropping or disconnecting a Subscription stops delivery", "[events]")
   CHECK_FALSE(bus.has_subscribers<events::FitStart>());
 }
 
-TEST_CASE("A moved Subscription keeps the slot connected exactly once", "[events]") {
-  EventBus bus;
+TEST_CASE("A moved events::Subscription keeps the slot connected exactly once", "[events]") {
+  events::EventBus bus;
   int calls = 0;
-  Subscription first = bus.subscribe<events::FitEnd>([&](const events::FitEnd&) { ++calls; });
-  Subscription second = std::move(first);
-  Subscription third;
+  events::Subscription first = bus.subscribe<events::FitEnd>([&](const events::FitEnd&) { ++calls; });
+  events::Subscription second = std::move(first);
+  events::Subscription third;
   third = std::move(second);
   bus.publish(events::FitEnd{});
   CHECK(calls == 1);
   CHECK(third.connected());
-  third = Subscription();  // assigning over a live subscription disconnects it
+  third = events::Subscription();  // assigning over a live subscription disconnects it
   CHECK_FALSE(bus.has_subscribers<events::FitEnd>());
 }
 
 TEST_CASE("publish_lazy builds the event only when someone listens", "[events]") {
-  EventBus bus;
+  events::EventBus bus;
   int built = 0;
   auto make = [&] {
     ++built;
@@ -71,34 +71,34 @@ TEST_CASE("publish_lazy builds the event only when someone listens", "[events]")
   CHECK(built == 0);
 
   int delivered = 0;
-  Subscription s = bus.subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd&) { ++delivered; });
+  events::Subscription s = bus.subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd&) { ++delivered; });
   bus.publish_lazy<events::TrainBatchEnd>(make);
   CHECK(built == 1);
   CHECK(delivered == 1);
 }
 
 TEST_CASE("Groups run in ascending order, ungrouped slots after them in subscription order", "[events]") {
-  EventBus bus;
+  events::EventBus bus;
   std::string order;
   auto record = [&](char c) { return [&order, c](const events::TrainStart&) { order += c; }; };
-  Subscription u1 = bus.subscribe<events::TrainStart>(record('u'));
-  Subscription g5 = bus.subscribe<events::TrainStart>(5, record('5'));
-  Subscription u2 = bus.subscribe<events::TrainStart>(record('v'));
-  Subscription g1 = bus.subscribe<events::TrainStart>(1, record('1'));
+  events::Subscription u1 = bus.subscribe<events::TrainStart>(record('u'));
+  events::Subscription g5 = bus.subscribe<events::TrainStart>(5, record('5'));
+  events::Subscription u2 = bus.subscribe<events::TrainStart>(record('v'));
+  events::Subscription g1 = bus.subscribe<events::TrainStart>(1, record('1'));
   bus.publish(events::TrainStart{});
   CHECK(order == "15uv");
 }
 
 TEST_CASE("An exception thrown by a slot propagates out of publish", "[events]") {
-  EventBus bus;
-  Subscription s = bus.subscribe<events::Setup>([](const events::Setup&) { throw std::runtime_error("boom"); });
+  events::EventBus bus;
+  events::Subscription s = bus.subscribe<events::Setup>([](const events::Setup&) { throw std::runtime_error("boom"); });
   CHECK_THROWS_WITH(bus.publish(events::Setup{}), "boom");
 }
 
-TEST_CASE("A Subscription may outlive its bus", "[events]") {
-  Subscription survivor;
+TEST_CASE("A events::Subscription may outlive its bus", "[events]") {
+  events::Subscription survivor;
   {
-    EventBus bus;
+    events::EventBus bus;
     survivor = bus.subscribe<events::Teardown>([](const events::Teardown&) {});
   }
   survivor.disconnect();
@@ -106,10 +106,10 @@ TEST_CASE("A Subscription may outlive its bus", "[events]") {
 }
 
 TEST_CASE("A slot may subscribe and publish from inside a publish", "[events]") {
-  EventBus bus;
-  std::vector<Subscription> added;
+  events::EventBus bus;
+  std::vector<events::Subscription> added;
   int inner = 0;
-  Subscription outer = bus.subscribe<events::TrainEpochStart>([&](const events::TrainEpochStart&) {
+  events::Subscription outer = bus.subscribe<events::TrainEpochStart>([&](const events::TrainEpochStart&) {
     added.push_back(bus.subscribe<events::TrainEpochEnd>([&](const events::TrainEpochEnd&) { ++inner; }));
     bus.publish(events::TrainEpochEnd{});
   });
@@ -120,9 +120,9 @@ TEST_CASE("A slot may subscribe and publish from inside a publish", "[events]") 
 TEST_CASE("Concurrent publishers and subscribers lose nothing and race on nothing", "[events][threads]") {
   // Run under ThreadSanitizer by scripts/test.sh. Waits on joins, never on sleeps.
   for (int publishers : {1, 2, 4}) {
-    EventBus bus;
+    events::EventBus bus;
     std::atomic<int64_t> steady_count{0};
-    Subscription steady = bus.subscribe<events::TrainBatchEnd>(
+    events::Subscription steady = bus.subscribe<events::TrainBatchEnd>(
         [&](const events::TrainBatchEnd&) { steady_count.fetch_add(1, std::memory_order_relaxed); });
     constexpr int kEventsPerPublisher = 2000;
     std::atomic<bool> publishing{true};
@@ -131,9 +131,9 @@ TEST_CASE("Concurrent publishers and subscribers lose nothing and race on nothin
       // Subscribes and disconnects while the publishers run.
       std::atomic<int64_t> transient{0};
       while (publishing.load()) {
-        Subscription s = bus.subscribe<events::TrainBatchEnd>(
+        events::Subscription s = bus.subscribe<events::TrainBatchEnd>(
             [&](const events::TrainBatchEnd&) { transient.fetch_add(1, std::memory_order_relaxed); });
-        Subscription other = bus.subscribe<events::TrainBatchStart>([](const events::TrainBatchStart&) {});
+        events::Subscription other = bus.subscribe<events::TrainBatchStart>([](const events::TrainBatchStart&) {});
       }
     });
     std::vector<std::thread> threads;

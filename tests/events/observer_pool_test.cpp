@@ -1,4 +1,4 @@
-// ObserverPool: order per observer, bounded delivery, drains, errors, filters. No LibTorch, so this
+// events::ObserverPool: order per observer, bounded delivery, drains, errors, filters. No LibTorch, so this
 // also runs under ThreadSanitizer. Waits are on drains and latches, never on sleeps.
 #include "events/observer_pool.h"
 
@@ -19,7 +19,7 @@
 #include <catch2/catch.hpp>
 
 #include "events/detail/observer_hooks.h"
-#include "events/post_task.h"
+#include "base/post_task.h"
 
 using namespace trainbus;
 using Catch::Matchers::Contains;
@@ -53,10 +53,10 @@ class Latch {
 };
 
 /// Records the batch index of every TrainBatchEnd; fails the test if a hook ever overlaps itself.
-class BatchRecorder : public Observer {
+class BatchRecorder : public events::Observer {
  public:
   explicit BatchRecorder(Latch* gate = nullptr, int64_t throw_at = -1) : gate_(gate), throw_at_(throw_at) {}
-  void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+  void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
   void on_train_batch_end(const events::TrainBatchEnd& event) override {
     if (busy_.exchange(true)) overlapped_ = true;
     if (gate_) gate_->wait();
@@ -88,8 +88,8 @@ events::TrainBatchEnd batch(int64_t i) {
 TEST_CASE("Each observer sees its events in publish order, never concurrently with itself", "[events][observers]") {
   for (std::size_t threads : {1u, 2u, 4u}) {
     DYNAMIC_SECTION(threads << " pool threads") {
-      EventBus bus;
-      ObserverPool pool(threads);
+      events::EventBus bus;
+      events::ObserverPool pool(threads);
       std::vector<std::shared_ptr<BatchRecorder>> observers;
       for (int i = 0; i < 6; ++i) {
         observers.push_back(std::make_shared<BatchRecorder>());
@@ -103,7 +103,7 @@ TEST_CASE("Each observer sees its events in publish order, never concurrently wi
         for (int64_t i = 0; i < kEvents; ++i) REQUIRE(observer->seen[i] == i);
         CHECK_FALSE(observer->overlapped_);
       }
-      for (const ObserverStats& s : pool.stats()) {
+      for (const events::ObserverStats& s : pool.stats()) {
         CHECK(s.delivered == kEvents);
         CHECK(s.in_flight == 0);
         CHECK(s.peak_in_flight <= 64);
@@ -113,8 +113,8 @@ TEST_CASE("Each observer sees its events in publish order, never concurrently wi
 }
 
 TEST_CASE("drain() returns only once a slow observer has handled everything", "[events][observers]") {
-  EventBus bus;
-  ObserverPool pool(2);
+  events::EventBus bus;
+  events::ObserverPool pool(2);
   Latch gate;
   auto slow = std::make_shared<BatchRecorder>(&gate);
   pool.attach(bus, slow);
@@ -126,10 +126,10 @@ TEST_CASE("drain() returns only once a slow observer has handled everything", "[
 }
 
 TEST_CASE("WhenFull::kBlock loses nothing under a burst of 100k events", "[events][observers]") {
-  EventBus bus;
-  ObserverPool pool(2);
+  events::EventBus bus;
+  events::ObserverPool pool(2);
   auto observer = std::make_shared<BatchRecorder>();
-  pool.attach(bus, observer, {/*capacity=*/16, ObserverOptions::WhenFull::kBlock});
+  pool.attach(bus, observer, {/*capacity=*/16, events::ObserverOptions::WhenFull::kBlock});
   constexpr int64_t kEvents = 100000;
   for (int64_t i = 0; i < kEvents; ++i) bus.publish(batch(i));
   pool.drain();
@@ -140,23 +140,23 @@ TEST_CASE("WhenFull::kBlock loses nothing under a burst of 100k events", "[event
 }
 
 TEST_CASE("WhenFull::kDrop drops and counts what does not fit", "[events][observers]") {
-  EventBus bus;
-  ObserverPool pool(2);
+  events::EventBus bus;
+  events::ObserverPool pool(2);
   Latch gate;
   auto observer = std::make_shared<BatchRecorder>(&gate);
-  pool.attach(bus, observer, {/*capacity=*/4, ObserverOptions::WhenFull::kDrop});
+  pool.attach(bus, observer, {/*capacity=*/4, events::ObserverOptions::WhenFull::kDrop});
   for (int64_t i = 0; i < 100; ++i) bus.publish(batch(i));  // never blocks
   gate.open();
   pool.drain();
-  const ObserverStats stats = pool.stats()[0];
+  const events::ObserverStats stats = pool.stats()[0];
   CHECK(stats.delivered == 4);
   CHECK(stats.dropped == 96);
   CHECK(observer->seen == std::vector<int64_t>{0, 1, 2, 3});
 }
 
-TEST_CASE("An observer that throws is raised as ObserverError naming it, the others carry on", "[events][observers]") {
-  EventBus bus;
-  ObserverPool pool(2);
+TEST_CASE("An observer that throws is raised as events::ObserverError naming it, the others carry on", "[events][observers]") {
+  events::EventBus bus;
+  events::ObserverPool pool(2);
   auto failing = std::make_shared<BatchRecorder>(nullptr, /*throw_at=*/3);
   auto healthy = std::make_shared<BatchRecorder>();
   pool.attach(bus, failing);
@@ -167,7 +167,7 @@ TEST_CASE("An observer that throws is raised as ObserverError naming it, the oth
   try {
     pool.check();
     FAIL("check() did not throw");
-  } catch (const ObserverError& error) {
+  } catch (const events::ObserverError& error) {
     CHECK(error.observer() == "(anonymous namespace)::BatchRecorder");
     CHECK_THAT(error.what(), Contains("observer `(anonymous namespace)::BatchRecorder` failed: disk full at batch 3"));
     CHECK_THROWS_WITH(std::rethrow_exception(error.original()), "disk full at batch 3");
@@ -180,10 +180,10 @@ TEST_CASE("An observer that throws is raised as ObserverError naming it, the oth
 }
 
 TEST_CASE("OnError::kDisable reports once and switches the observer off", "[events][observers]") {
-  EventBus bus;
-  ObserverPool pool(1);
+  events::EventBus bus;
+  events::ObserverPool pool(1);
   auto failing = std::make_shared<BatchRecorder>(nullptr, 2);
-  pool.attach(bus, failing, {1024, ObserverOptions::WhenFull::kBlock, ObserverOptions::OnError::kDisable});
+  pool.attach(bus, failing, {1024, events::ObserverOptions::WhenFull::kBlock, events::ObserverOptions::OnError::kDisable});
   for (int64_t i = 0; i < 10; ++i) bus.publish(batch(i));
   pool.drain();
   CHECK_FALSE(pool.has_failure());
@@ -194,20 +194,20 @@ TEST_CASE("OnError::kDisable reports once and switches the observer off", "[even
 TEST_CASE("Filters deliver every N, once, before and after, counting from 1", "[events][observers]") {
   class Filtered : public BatchRecorder {
    public:
-    explicit Filtered(EventFilter filter) : filter_(filter) {}
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(filter_); }
-    EventFilter filter_;
+    explicit Filtered(events::EventFilter filter) : filter_(filter) {}
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(filter_); }
+    events::EventFilter filter_;
   };
-  EventBus bus;
-  ObserverPool pool(2);
-  auto every = std::make_shared<Filtered>(EventFilter::every(10));
-  auto once = std::make_shared<Filtered>(EventFilter::once(3));
-  auto before = std::make_shared<Filtered>(EventFilter::before(4));
-  auto after = std::make_shared<Filtered>(EventFilter::every(5).and_after(20));
+  events::EventBus bus;
+  events::ObserverPool pool(2);
+  auto every = std::make_shared<Filtered>(events::EventFilter::every(10));
+  auto once = std::make_shared<Filtered>(events::EventFilter::once(3));
+  auto before = std::make_shared<Filtered>(events::EventFilter::before(4));
+  auto after = std::make_shared<Filtered>(events::EventFilter::every(5).and_after(20));
   for (const auto& o : {every, once, before, after}) pool.attach(bus, o);
   std::vector<int64_t> sync_seen;
-  Subscription sync = bus.subscribe<events::TrainBatchEnd>(
-      EventFilter::every(15), [&](const events::TrainBatchEnd& e) { sync_seen.push_back(e.batch.batch_idx); });
+  events::Subscription sync = bus.subscribe<events::TrainBatchEnd>(
+      events::EventFilter::every(15), [&](const events::TrainBatchEnd& e) { sync_seen.push_back(e.batch.batch_idx); });
   for (int64_t i = 1; i <= 30; ++i) bus.publish(batch(i));  // the i-th event carries batch_idx i
   pool.drain();
   CHECK(every->seen == std::vector<int64_t>{10, 20, 30});
@@ -215,24 +215,24 @@ TEST_CASE("Filters deliver every N, once, before and after, counting from 1", "[
   CHECK(before->seen == std::vector<int64_t>{1, 2, 3});
   CHECK(after->seen == std::vector<int64_t>{25, 30});
   CHECK(sync_seen == std::vector<int64_t>{15, 30});
-  CHECK_THROWS_WITH(EventFilter::every(0), Contains("n must be >= 1"));
+  CHECK_THROWS_WITH(events::EventFilter::every(0), Contains("n must be >= 1"));
 }
 
 TEST_CASE("Tensor fields reach only the observers that want them, as snapshots", "[events][observers]") {
-  class Outputs : public Observer {
+  class Outputs : public events::Observer {
    public:
     explicit Outputs(bool wants) : wants_(wants) {}
     bool wants_tensors() const override { return wants_; }
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
     void on_train_batch_end(const events::TrainBatchEnd& event) override {
       values.push_back(event.outputs.has_value() ? std::any_cast<int>(event.outputs.value()) : -1);
     }
     std::vector<int> values;
     bool wants_;
   };
-  EventBus bus;
+  events::EventBus bus;
   // Stands in for core's detach-and-clone: marks the copy so the test can tell it from the original.
-  ObserverPool pool(2, [](const events::TensorRef& ref) {
+  events::ObserverPool pool(2, [](const events::TensorRef& ref) {
     return events::TensorRef(std::any(std::any_cast<int>(ref.value()) + 1000));
   });
   auto wants = std::make_shared<Outputs>(true);
@@ -255,11 +255,11 @@ TEST_CASE("Destroying a pool with a stuck observer reports it, does not hang, an
     Latch destroyed;  // opened when the observer is destroyed: no pool thread can call it any more
     std::atomic<int> handled{0};
   };
-  class Stuck : public Observer {
+  class Stuck : public events::Observer {
    public:
     explicit Stuck(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
     ~Stuck() override { shared_->destroyed.open(); }
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
     void on_train_batch_end(const events::TrainBatchEnd&) override {
       shared_->gate.wait();
       ++shared_->handled;
@@ -271,8 +271,8 @@ TEST_CASE("Destroying a pool with a stuck observer reports it, does not hang, an
   auto shared = std::make_shared<Shared>();
   const auto start = std::chrono::steady_clock::now();
   {
-    EventBus bus;
-    ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(50));
+    events::EventBus bus;
+    events::ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(50));
     pool.attach(bus, std::make_shared<Stuck>(shared));
     bus.publish(batch(0));
     bus.publish(batch(1));
@@ -284,17 +284,17 @@ TEST_CASE("Destroying a pool with a stuck observer reports it, does not hang, an
 }
 
 TEST_CASE("A slow observer is waited for as long as it makes progress", "[events][observers]") {
-  class Slow : public Observer {
+  class Slow : public events::Observer {
    public:
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
     void on_train_batch_end(const events::TrainBatchEnd&) override {
       std::this_thread::sleep_for(std::chrono::milliseconds(3));  // the slowness under test, not a wait
       ++handled;
     }
     std::atomic<int> handled{0};
   };
-  EventBus bus;
-  ObserverPool pool(1);
+  events::EventBus bus;
+  events::ObserverPool pool(1);
   auto slow = std::make_shared<Slow>();
   pool.attach(bus, slow);
   for (int64_t i = 0; i < 200; ++i) bus.publish(batch(i));
@@ -305,18 +305,18 @@ TEST_CASE("A slow observer is waited for as long as it makes progress", "[events
 }
 
 TEST_CASE("An observer waiting for a thread while a slow one works is not taken for stuck", "[events][observers]") {
-  class Slow : public Observer {
+  class Slow : public events::Observer {
    public:
     std::string name() const override { return "slow"; }
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
     void on_train_batch_end(const events::TrainBatchEnd&) override {
       std::this_thread::sleep_for(std::chrono::milliseconds(3));  // the slowness under test, not a wait
     }
   };
-  EventBus bus;
+  events::EventBus bus;
   // One thread, a stall timeout far shorter than the slow observer's backlog: the quick observer
   // waits for its turn on the thread the whole time, while the slow one makes progress.
-  ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(100));
+  events::ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(100));
   pool.attach(bus, std::make_shared<Slow>());
   auto quick = std::make_shared<BatchRecorder>();
   pool.attach(bus, quick, {/*capacity=*/8});
@@ -326,8 +326,8 @@ TEST_CASE("An observer waiting for a thread while a slow one works is not taken 
   CHECK(quick->seen.size() == 150);
 }
 
-TEST_CASE("Every event type reaches the Observer hook of the same name", "[events][observers]") {
-  class EveryHook : public Observer {
+TEST_CASE("Every event type reaches the events::Observer hook of the same name", "[events][observers]") {
+  class EveryHook : public events::Observer {
    public:
 #define RECORD_HOOK(Type, hook) \
   void hook(const events::Type&) override { hooks.push_back(#hook); }
@@ -335,15 +335,15 @@ TEST_CASE("Every event type reaches the Observer hook of the same name", "[event
 #undef RECORD_HOOK
     std::vector<std::string> hooks;
   };
-  EventBus bus;
-  ObserverPool pool(2);
+  events::EventBus bus;
+  events::ObserverPool pool(2);
   auto every = std::make_shared<EveryHook>();
   pool.attach(bus, every);
   std::vector<std::string> expected;
   events::for_each_event_type([&](auto tag) {
     using E = typename decltype(tag)::type;
     bus.publish(E{});
-    expected.push_back(detail::ObserverHook<E>::name);
+    expected.push_back(events::detail::ObserverHook<E>::name);
   });
   pool.drain();
   CHECK(expected.size() == events::AllEvents::size);
@@ -351,11 +351,11 @@ TEST_CASE("Every event type reaches the Observer hook of the same name", "[event
 }
 
 TEST_CASE("Failures of many observers at once are each raised exactly once", "[events][observers][threads]") {
-  class FailsAt : public Observer {
+  class FailsAt : public events::Observer {
    public:
     FailsAt(std::string name, int64_t at) : name_(std::move(name)), at_(at) {}
     std::string name() const override { return name_; }
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
     void on_train_batch_end(const events::TrainBatchEnd& event) override {
       if (event.batch.batch_idx == at_) throw std::runtime_error(name_ + " failed");
     }
@@ -366,8 +366,8 @@ TEST_CASE("Failures of many observers at once are each raised exactly once", "[e
   };
   for (const std::size_t threads : {1, 2, 4}) {
     DYNAMIC_SECTION(threads << " pool threads") {
-      EventBus bus;
-      ObserverPool pool(threads);
+      events::EventBus bus;
+      events::ObserverPool pool(threads);
       std::mt19937 random(static_cast<unsigned>(threads));
       constexpr int kObservers = 16;
       for (int i = 0; i < kObservers; ++i) {
@@ -379,7 +379,7 @@ TEST_CASE("Failures of many observers at once are each raised exactly once", "[e
         while (pool.has_failure()) {
           try {
             pool.check();
-          } catch (const ObserverError& error) {
+          } catch (const events::ObserverError& error) {
             ++raised[error.observer()];
           }
         }
@@ -401,9 +401,9 @@ TEST_CASE("Failures of many observers at once are each raised exactly once", "[e
 
 TEST_CASE("A kick whose post fails leaves the events to the next one, never a drain waiting for ever",
           "[events][observers]") {
-  EventBus bus;
+  events::EventBus bus;
   // The flusher's own kicks come an hour apart: the injected failure is this test's kick's.
-  ObserverPool pool(2, {}, std::chrono::seconds(60), /*kick_interval=*/std::chrono::hours(1));
+  events::ObserverPool pool(2, {}, std::chrono::seconds(60), /*kick_interval=*/std::chrono::hours(1));
   auto recorder = std::make_shared<BatchRecorder>();
   pool.attach(bus, recorder);
   for (int64_t i = 0; i < 3; ++i) bus.publish(batch(i));  // queued, waiting for a kick
@@ -417,25 +417,25 @@ TEST_CASE("A kick whose post fails leaves the events to the next one, never a dr
     detail::inject_post_failures(1, /*after=*/1);
     pool.kick();
     CHECK(pool.drain_unless_stalled(std::chrono::seconds(5)));
-    CHECK_THROWS_AS(pool.check(), ObserverError);  // the observer failed with bad_alloc
+    CHECK_THROWS_AS(pool.check(), events::ObserverError);  // the observer failed with bad_alloc
     CHECK(recorder->seen.empty());
   }
   detail::inject_post_failures(0);
 }
 
 TEST_CASE("drain() from an observer's own hook is an error naming it, not a deadlock", "[events][observers]") {
-  class Drains : public Observer {
+  class Drains : public events::Observer {
    public:
-    explicit Drains(ObserverPool& pool) : pool_(pool) {}
+    explicit Drains(events::ObserverPool& pool) : pool_(pool) {}
     std::string name() const override { return "drainer"; }
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
     void on_train_batch_end(const events::TrainBatchEnd&) override { pool_.drain(); }
 
    private:
-    ObserverPool& pool_;
+    events::ObserverPool& pool_;
   };
-  EventBus bus;
-  ObserverPool pool(1);
+  events::EventBus bus;
+  events::ObserverPool pool(1);
   pool.attach(bus, std::make_shared<Drains>(pool));
   bus.publish(batch(0));
   REQUIRE(pool.drain_unless_stalled(std::chrono::seconds(5)));
@@ -445,9 +445,9 @@ TEST_CASE("drain() from an observer's own hook is an error naming it, not a dead
 }
 
 TEST_CASE("flush() runs on the observer's strand after events, within flush_interval", "[events][observers]") {
-  class Buffers : public Observer {
+  class Buffers : public events::Observer {
    public:
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
     void on_train_batch_end(const events::TrainBatchEnd& event) override {
       if (busy_.exchange(true)) overlapped = true;
       buffered.push_back(event.batch.batch_idx);
@@ -474,10 +474,10 @@ TEST_CASE("flush() runs on the observer's strand after events, within flush_inte
    private:
     std::atomic<bool> busy_{false};
   };
-  EventBus bus;
-  ObserverPool pool(2);
+  events::EventBus bus;
+  events::ObserverPool pool(2);
   auto observer = std::make_shared<Buffers>();
-  ObserverOptions options;
+  events::ObserverOptions options;
   options.flush_interval = std::chrono::milliseconds(100);
   pool.attach(bus, observer, options);
   for (int64_t i = 0; i < 5; ++i) bus.publish(batch(i));
@@ -493,19 +493,19 @@ TEST_CASE("flush() runs on the observer's strand after events, within flush_inte
 
 TEST_CASE("A full queue behind a stuck hook does not block the trainer for ever", "[events][observers]") {
   auto gate = std::make_shared<Latch>();
-  class Stuck : public Observer {
+  class Stuck : public events::Observer {
    public:
     explicit Stuck(std::shared_ptr<Latch> gate) : gate_(std::move(gate)) {}
     std::string name() const override { return "stuck"; }
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
     void on_train_batch_end(const events::TrainBatchEnd&) override { gate_->wait(); }
 
    private:
     std::shared_ptr<Latch> gate_;
   };
   {
-    EventBus bus;
-    ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(200));
+    events::EventBus bus;
+    events::ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(200));
     pool.attach(bus, std::make_shared<Stuck>(gate), {/*capacity=*/4});
     for (int64_t i = 0; i < 20; ++i) bus.publish(batch(i));  // the 5th would wait for room for ever
     CHECK_THROWS_WITH(pool.check(), Contains("observer `stuck` failed: ") && Contains("waiting event") &&
@@ -520,11 +520,11 @@ TEST_CASE("An observer stuck in flush() at shutdown does not hang the destructor
     Latch gate;
     Latch destroyed;
   };
-  class StuckFlush : public Observer {
+  class StuckFlush : public events::Observer {
    public:
     explicit StuckFlush(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
     ~StuckFlush() override { shared_->destroyed.open(); }
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
     void flush() override { shared_->gate.wait(); }  // a hung network filesystem, say
 
    private:
@@ -533,9 +533,9 @@ TEST_CASE("An observer stuck in flush() at shutdown does not hang the destructor
   auto shared = std::make_shared<Shared>();
   const auto start = std::chrono::steady_clock::now();
   {
-    EventBus bus;
-    ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(50));
-    ObserverOptions options;
+    events::EventBus bus;
+    events::ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(50));
+    events::ObserverOptions options;
     options.flush_interval = std::chrono::hours(1);  // only the shutdown flush
     pool.attach(bus, std::make_shared<StuckFlush>(shared), options);
     bus.publish(batch(0));
@@ -547,18 +547,18 @@ TEST_CASE("An observer stuck in flush() at shutdown does not hang the destructor
 }
 
 TEST_CASE("Failures at shutdown, with nobody left to raise them to, are reported", "[events][observers]") {
-  class FailsToFlush : public Observer {
+  class FailsToFlush : public events::Observer {
    public:
     std::string name() const override { return "disk-full"; }
-    void select_events(EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
     void flush() override { throw std::runtime_error("No space left on device"); }
   };
   std::ostringstream captured;
   std::streambuf* previous = std::cerr.rdbuf(captured.rdbuf());
   {
-    EventBus bus;
-    ObserverPool pool(1);
-    ObserverOptions options;
+    events::EventBus bus;
+    events::ObserverPool pool(1);
+    events::ObserverOptions options;
     options.flush_interval = std::chrono::hours(1);  // only the shutdown flush
     pool.attach(bus, std::make_shared<FailsToFlush>(), options);
     bus.publish(batch(0));

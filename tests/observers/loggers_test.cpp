@@ -101,8 +101,8 @@ TEST_CASE("TensorBoardLogger marks a resume with SessionLog START at the resumed
 TEST_CASE("CsvLogger on the observer pool writes every row in publish order", "[observers][csv][async]") {
   TempDir dir;
   auto logger = std::make_shared<CsvLogger>(CsvLoggerOptions{dir.file("run"), 1});
-  EventBus bus;
-  ObserverPool pool(2);
+  events::EventBus bus;
+  events::ObserverPool pool(2);
   pool.attach(bus, logger, {/*capacity=*/8});
   std::string expected = "epoch,loss,step\n";
   for (int64_t step = 1; step <= 500; ++step) {
@@ -133,8 +133,8 @@ std::string event_file_in(const std::string& dir) {
 TEST_CASE("tensorboard crash child: logs on the pool, then waits to be killed", "[.tensorboard-crash-child]") {
   const std::string dir = trainbus::testing::test_child_dir();
   if (dir.empty()) return;
-  EventBus bus;
-  ObserverPool pool(1);
+  events::EventBus bus;
+  events::ObserverPool pool(1);
   pool.attach(bus, std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions{dir, /*log_every_n_steps=*/1}));
   for (int64_t step = 1; step <= kCrashRecords; ++step) bus.publish(batch_end(0, step, {{"loss", 1.0 / step}}));
   std::ofstream(dir + "/published") << "done";

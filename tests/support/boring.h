@@ -6,7 +6,7 @@
 
 #include <torch/nn/modules/linear.h>
 
-#include "core/data_module.h"
+#include "data/data_module.h"
 #include "core/module.h"
 
 namespace trainbus::testing {

@@ -1,0 +1,264 @@
+#include "checkpoint/files.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <regex>
+#include <set>
+#include <system_error>
+#include <vector>
+
+#include "checkpoint/durable_file.h"
+#include "base/errors.h"
+
+namespace trainbus::checkpoint {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kUnlockedSuffix = ".new";  // a temporary directory before it is locked
+constexpr const char* kDeletedSuffix = ".del";   // an entry being deleted: never moved back
+constexpr const char* kLinkEntry = "link";       // a new link, inside its locked temporary directory
+constexpr const char* kOldEntry = "old";         // a replaced entry, inside its locked temporary directory
+// A live writer locks a `.new` directory, or renames a bare temporary link, within microseconds.
+constexpr std::chrono::seconds kStaleAfter(60);
+
+// Random per process, so that names differ from any earlier process's with the same pid. A plain
+// array: it must outlive every writer, also one destroyed during static destruction.
+const char* process_nonce() {
+  static char nonce[17] = {};
+  static std::once_flag made;
+  std::call_once(made, [] {
+    std::random_device device;
+    std::snprintf(nonce, sizeof nonce, "%08x%08x", device(), device());
+  });
+  return nonce;
+}
+
+// How long ago an entry was last modified (not following a symlink); zero if it cannot be read.
+std::chrono::seconds age_of(const struct stat& info) {
+  const auto modified = std::chrono::system_clock::from_time_t(info.st_mtime);
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now() - modified);
+}
+
+// The path a symlink inside a temporary directory will point at once it is at `final_path`.
+std::string target_at(const std::string& link, const std::string& final_path) {
+  std::error_code error;
+  const fs::path target = fs::read_symlink(link, error);
+  if (error) return {};
+  return target.is_absolute() ? target.string() : (fs::path(final_path).parent_path() / target).string();
+}
+
+}  // namespace
+
+std::string temporary_checkpoint_name(const std::string& path) {
+  static std::atomic<uint64_t> counter{0};
+  return path + kTemporarySuffix + std::to_string(::getpid()) + "-" + process_nonce() + "-" +
+         std::to_string(counter++);
+}
+
+bool is_temporary_checkpoint(const std::string& path) {
+  return fs::path(path).filename().string().find(kTemporarySuffix) != std::string::npos;
+}
+
+TemporaryDirectory::TemporaryDirectory(const std::string& final_path) : final_path_(final_path) {
+  const std::string name = temporary_checkpoint_name(final_path);
+  // Made under a name cleanup leaves alone while young, locked, then given its name: a directory
+  // under that name is always either locked by its live writer or left by a dead one.
+  const std::string unlocked = name + kUnlockedSuffix;
+  if (::mkdir(unlocked.c_str(), 0755) != 0) {
+    const int error = errno;
+    throw CheckpointError(::trainbus::detail::concat("cannot create ", unlocked, " for checkpoint ", final_path_, ": ",
+                                         std::strerror(error)));
+  }
+  fd_ = ::open(unlocked.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  // Where flock is refused (some network filesystems), cleanup cannot lock it either and leaves it.
+  if (fd_ >= 0) (void)::flock(fd_, LOCK_EX);
+  if (::rename(unlocked.c_str(), name.c_str()) != 0) {
+    const int error = errno;
+    if (fd_ >= 0) ::close(fd_);
+    ::rmdir(unlocked.c_str());
+    throw CheckpointError(::trainbus::detail::concat("cannot rename ", unlocked, " to ", name, ": ", std::strerror(error)));
+  }
+  path_ = name;
+}
+
+TemporaryDirectory::~TemporaryDirectory() {
+  if (!committed_) {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
+}
+
+void TemporaryDirectory::commit() {
+  commit_checkpoint(path_, final_path_);
+  committed_ = true;
+}
+
+void commit_checkpoint(const std::string& temporary, const std::string& path) {
+  std::error_code error;
+  const fs::file_status incoming = fs::symlink_status(temporary, error);
+  if (fs::is_directory(incoming)) fsync_directory(temporary);
+  const fs::file_status existing = fs::symlink_status(path, error);
+  if (!fs::exists(existing) || (fs::is_symlink(incoming) && fs::is_symlink(existing))) {
+    rename_durably(temporary, path);  // nothing there, or a symlink over a symlink: one rename
+    return;
+  }
+  if (exchange_paths(temporary, path)) {
+    // The old entry, now under the temporary name: marked as being deleted, then deleted.
+    const std::string doomed = temporary_checkpoint_name(path) + kDeletedSuffix;
+    fs::rename(temporary, doomed, error);
+    fs::remove_all(error ? temporary : doomed, error);
+    return;
+  }
+  // No atomic exchange on this filesystem, and rename(2) cannot replace a directory, nor put one
+  // over a symlink: the old entry goes aside into a locked temporary directory first. A crash
+  // between the two renames leaves `path` missing; the next cleanup puts the newer of the two back.
+  TemporaryDirectory aside(path);  // removed, with the old entry, when this returns
+  const std::string old = (fs::path(aside.path()) / kOldEntry).string();
+  rename_durably(path, old);
+  try {
+    rename_durably(temporary, path);
+  } catch (...) {
+    fs::rename(old, path, error);  // put the old one back
+    throw;
+  }
+}
+
+void link_checkpoint(const std::string& target, const std::string& link) {
+  // Made inside a locked temporary directory, so that a crash never leaves a bare link a later run
+  // cannot tell from a live writer's.
+  TemporaryDirectory holder(link);
+  const std::string temporary = (fs::path(holder.path()) / kLinkEntry).string();
+  std::error_code error;
+  fs::create_directory_symlink(fs::path(target).filename(), temporary, error);
+  TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create the symlink ", link, ": ", error.message());
+  commit_checkpoint(temporary, link);
+}
+
+void copy_checkpoint_as_links(const std::string& from, const std::string& to) {
+  TemporaryDirectory copy(to);  // removed unless committed
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(from)) {
+    const fs::path target = fs::path(copy.path()) / entry.path().filename();
+    fs::create_hard_link(entry.path(), target, error);
+    if (error) fs::copy_file(entry.path(), target, error);
+    TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot copy ", entry.path().string(), " to ", copy.path(), ": ",
+                      error.message());
+  }
+  copy.commit();
+}
+
+void remove_checkpoint(const std::string& path) {
+  std::error_code error;
+  const fs::file_status status = fs::symlink_status(path, error);
+  if (error || !fs::exists(status)) return;
+  if (!fs::is_directory(status)) {
+    fs::remove(path, error);
+    return;
+  }
+  const std::string doomed = temporary_checkpoint_name(path) + kDeletedSuffix;
+  fs::rename(path, doomed, error);
+  if (error) return;
+  fs::remove_all(doomed, error);
+}
+
+std::size_t remove_stale_temporaries(const std::string& directory, const CheckpointCompleteness& complete) {
+  std::size_t changed = 0;
+  std::vector<int> locks;  // held until the end: no live writer can take these names meanwhile
+  try {
+    static const std::regex ours(R"((.+\.ckpt)\.tmp-[0-9]+(-[0-9a-f]+)?-[0-9]+(\.new|\.del)?)");
+    struct Stale {
+      std::string path;
+      std::string final_path;
+      bool plain;  // a write, a link holder or an old-entry holder (not .new, not .del, not a link)
+    };
+    std::vector<Stale> stale;
+    std::error_code error;
+    for (const auto& entry : fs::directory_iterator(directory, error)) {
+      const std::string name = entry.path().filename().string();
+      std::smatch match;
+      if (!std::regex_match(name, match, ours)) continue;
+      const std::string path = entry.path().string();
+      const std::string final_path = (fs::path(directory) / match[1].str()).string();
+      struct stat info {};
+      if (::lstat(path.c_str(), &info) != 0) continue;
+      if (S_ISLNK(info.st_mode)) {  // bare, as older versions left them
+        if (age_of(info) >= kStaleAfter) stale.push_back({path, final_path, false});
+        continue;
+      }
+      if (!S_ISDIR(info.st_mode)) continue;
+      const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0) continue;
+      const bool young_unlocked = match[3] == kUnlockedSuffix && age_of(info) < kStaleAfter;
+      if (young_unlocked || ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ::close(fd);  // a live writer's, or a filesystem that cannot lock: not ours to decide
+        continue;
+      }
+      locks.push_back(fd);
+      stale.push_back({path, final_path, match[3].length() == 0});
+    }
+    // A final name that is missing gets the newest complete candidate: a write, a new link, or the
+    // entry it was to replace.
+    std::set<std::string> kept;
+    if (complete) {
+      struct Candidate {
+        int64_t created;
+        std::string path;
+        std::string holder;
+      };
+      std::map<std::string, Candidate> newest;  // by final path
+      for (const Stale& entry : stale) {
+        if (!entry.plain || fs::exists(fs::symlink_status(entry.final_path, error))) continue;
+        auto consider = [&](const std::string& path, const std::string& as_final) {
+          const std::optional<int64_t> created = complete(as_final);
+          if (!created) return;
+          auto found = newest.find(entry.final_path);
+          if (found == newest.end() || *created > found->second.created) {
+            newest[entry.final_path] = {*created, path, entry.path};
+          }
+        };
+        consider(entry.path, entry.path);
+        for (const char* inner : {kLinkEntry, kOldEntry}) {
+          const std::string path = (fs::path(entry.path) / inner).string();
+          const fs::file_status status = fs::symlink_status(path, error);
+          if (fs::is_symlink(status)) consider(path, target_at(path, entry.final_path));
+          if (fs::is_directory(status)) consider(path, path);
+        }
+      }
+      for (const auto& [final_path, candidate] : newest) {
+        try {
+          rename_durably(candidate.path, final_path);
+          ++changed;
+        } catch (const CheckpointError&) {
+          kept.insert(candidate.holder);  // left as it is: the next run tries again
+        }
+      }
+    }
+    for (const Stale& entry : stale) {
+      std::error_code ignored;
+      if (kept.count(entry.path) == 0 && fs::exists(fs::symlink_status(entry.path, ignored)) &&
+          fs::remove_all(entry.path, ignored) > 0 && !ignored) {
+        ++changed;
+      }
+    }
+  } catch (...) {
+    // best effort: what is left is never loaded, and the next run tries again
+  }
+  for (int fd : locks) ::close(fd);
+  return changed;
+}
+
+}  // namespace trainbus::checkpoint

@@ -1,0 +1,98 @@
+#pragma once
+/// Private to core/: how the Trainer dispatches one lifecycle point. Not installed.
+
+#include <exception>
+#include <stdexcept>
+#include <string_view>
+#include <utility>
+
+#include "core/trainer.h"
+#include "base/errors.h"
+#include "base/diagnostics.h"
+
+namespace trainbus {
+
+/// Names the hook or step running, for Module::log, for the lifetime of the scope.
+class FxScope {
+ public:
+  FxScope(std::string_view& slot, std::string_view fx) : slot_(slot), previous_(slot) { slot_ = fx; }
+  ~FxScope() { slot_ = previous_; }
+  FxScope(const FxScope&) = delete;
+  FxScope& operator=(const FxScope&) = delete;
+
+ private:
+  std::string_view& slot_;
+  std::string_view previous_;
+};
+
+/// Callbacks in order, then the module, then the bus (which builds the event only if subscribed).
+template <class Event, class OnCallback, class OnModule, class MakeEvent>
+void Trainer::call_hooks(OnCallback&& on_callback, OnModule&& on_module, MakeEvent&& make_event) {
+  FxScope scope(current_fx_, Event::kName);
+  for (const auto& callback : callbacks_) on_callback(*callback);
+  on_module(*module_);
+  bus_.publish_lazy<Event>(std::forward<MakeEvent>(make_event));
+}
+
+/// Attaches the module and data, runs `body`; on an exception fires on_exception on every callback
+/// and rethrows it unchanged; always detaches.
+template <class Body>
+void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Body&& body) {
+  TRAINBUS_CHECK(status_ != TrainerStatus::kRunning, "Trainer::", to_string(stage),
+                 " was called while the trainer is already running ", to_string(fn_.value_or(stage)),
+                 "; a Trainer runs one thing at a time");
+  auto detach = [&] {
+    module.trainer_ = nullptr;
+    module_ = nullptr;
+    data_ = nullptr;
+    fn_.reset();
+    phase_ = Phase::kIdle;
+    current_fx_ = {};
+  };
+  module_ = &module;
+  data_ = &data;
+  module.trainer_ = this;
+  fn_ = stage;
+  status_ = TrainerStatus::kRunning;
+  try {
+    apply_run_settings();
+    body();
+    // Everything the run published is handled, and every checkpoint durable, before it returns;
+    // a failure surfaces here at last.
+    wait_for_observers();
+    wait_for_checkpoints();
+    report_dropped_events();
+    status_ = TrainerStatus::kFinished;
+  } catch (...) {
+    status_ = TrainerStatus::kInterrupted;
+    try {
+      throw;
+    } catch (const std::exception& error) {
+      notify_exception(error);
+    } catch (...) {
+      notify_exception(std::runtime_error("unknown exception (not derived from std::exception)"));
+    }
+    // The observers still get (and handle) everything, including the Exception event, and the
+    // checkpoints saved so far (OnExceptionCheckpoint's too) are made durable. A stuck observer is
+    // reported, not waited for: the original exception must come out.
+    report_observer_failures();
+    if (checkpoints_) {
+      if (std::exception_ptr failed = checkpoints_->wait_quietly()) {
+        try {
+          std::rethrow_exception(failed);
+        } catch (const std::exception& e) {
+          warn(std::string("also, a checkpoint failed: ") + e.what());
+        }
+      }
+    }
+    report_dropped_events();
+    detach();
+    throw;
+  }
+  detach();
+}
+
+/// For the hooks LightningModule does not have (sanity check, exception).
+inline constexpr auto kNoModuleHook = [](Module&) {};
+
+}  // namespace trainbus

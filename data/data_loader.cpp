@@ -1,0 +1,82 @@
+#include "data/data_loader.h"
+
+#include <algorithm>
+#include <mutex>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Functions.h>
+
+#include "base/errors.h"
+
+namespace trainbus::data {
+namespace {
+
+uint64_t draw_seed_from_default_generator() {
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  return generator.get<at::CPUGeneratorImpl>()->random64();
+}
+
+// splitmix64: decorrelates the per-epoch seeds derived from one base seed.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+TensorDataLoader::TensorDataLoader(at::Tensor inputs, at::Tensor targets, DataLoaderOptions options)
+    : inputs_(std::move(inputs)), targets_(std::move(targets)), options_(options) {
+  TRAINBUS_CHECK(inputs_.defined() && inputs_.dim() >= 1,
+                 "TensorDataLoader: `inputs` must be a tensor whose first dimension indexes samples");
+  TRAINBUS_CHECK(!targets_.defined() || (targets_.dim() >= 1 && targets_.size(0) == inputs_.size(0)),
+                 "TensorDataLoader: `targets` has ", targets_.defined() ? targets_.size(0) : 0,
+                 " samples but `inputs` has ", inputs_.size(0), "; they must match");
+  TRAINBUS_CHECK(options_.batch_size >= 1, "TensorDataLoader: batch_size must be >= 1, got ",
+                 options_.batch_size);
+  seed_ = options_.seed ? *options_.seed : draw_seed_from_default_generator();
+  set_epoch(0);
+}
+
+int64_t TensorDataLoader::num_batches() const {
+  const int64_t n = inputs_.size(0);
+  const int64_t b = options_.batch_size;
+  return options_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+void TensorDataLoader::set_epoch(int64_t epoch) {
+  if (!options_.shuffle) return;
+  auto generator = at::detail::createCPUGenerator(mix(seed_ ^ mix(static_cast<uint64_t>(epoch))));
+  order_ = at::randperm(inputs_.size(0), generator, at::TensorOptions().dtype(at::kLong));
+}
+
+StateDict TensorDataLoader::state_dict() const {
+  StateDict state;
+  state.insert("seed", static_cast<int64_t>(seed_));
+  return state;
+}
+
+void TensorDataLoader::load_state_dict(const StateDict& state) {
+  TRAINBUS_CHECK(state.contains("seed"), "TensorDataLoader::load_state_dict: the state has no `seed`");
+  seed_ = static_cast<uint64_t>(state.at("seed").toInt());
+  set_epoch(0);
+}
+
+Batch TensorDataLoader::batch(int64_t index) {
+  TRAINBUS_CHECK_AS(std::out_of_range, index >= 0 && index < num_batches(),
+                    "TensorDataLoader::batch: index ", index, " out of range [0, ", num_batches(),
+                    ")");
+  const int64_t begin = index * options_.batch_size;
+  const int64_t end = std::min(begin + options_.batch_size, inputs_.size(0));
+  if (!options_.shuffle) {
+    return Batch(inputs_.slice(0, begin, end),
+                 targets_.defined() ? targets_.slice(0, begin, end) : at::Tensor());
+  }
+  const at::Tensor rows = order_.slice(0, begin, end);
+  return Batch(inputs_.index_select(0, rows),
+               targets_.defined() ? targets_.index_select(0, rows) : at::Tensor());
+}
+
+}  // namespace trainbus::data

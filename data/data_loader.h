@@ -1,0 +1,74 @@
+#pragma once
+/// DataLoader: random access to the batches of one epoch, with a per-epoch order that is a pure
+/// function of (seed, epoch), so that a resumed run sees exactly the batches it would have seen.
+
+#include <cstdint>
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+#include "data/batch.h"
+#include "checkpoint/state_dict.h"
+
+namespace trainbus::data {
+
+/// The batches of one split. The trainer calls set_epoch(e) before epoch e, then batch(i) for
+/// i in [0, num_batches()). Called on the training thread only.
+class DataLoader {
+ public:
+  virtual ~DataLoader() = default;
+
+  /// Batches per epoch (after drop_last).
+  virtual int64_t num_batches() const = 0;
+  /// Samples in the split.
+  virtual int64_t num_samples() const = 0;
+  /// Fixes the order of epoch `epoch` (a reshuffle, for shuffling loaders).
+  virtual void set_epoch(int64_t epoch) { (void)epoch; }
+  /// Batch `index` of the current epoch, on the CPU (the trainer moves it to its device).
+  virtual Batch batch(int64_t index) = 0;
+  /// What a checkpoint must keep so that a resumed run sees the same batches (e.g. the seed).
+  virtual StateDict state_dict() const { return {}; }
+  virtual void load_state_dict(const StateDict& state) { (void)state; }
+};
+
+/// Options of the built-in loaders; names and defaults as torch.utils.data.DataLoader.
+struct DataLoaderOptions {
+  int64_t batch_size = 1;
+  bool shuffle = false;
+  bool drop_last = false;
+  /// Seed of the shuffle order. Unset: drawn once from LibTorch's default CPU generator when the
+  /// loader is built, so Trainer's `seed` (or torch::manual_seed) makes the order reproducible.
+  std::optional<uint64_t> seed;
+};
+
+/// A loader over in-memory tensors: `inputs[i]` and `targets[i]` form sample i. `targets` may be
+/// undefined (prediction). Shuffled batches are gathered copies; unshuffled ones are views.
+class TensorDataLoader : public DataLoader {
+ public:
+  TensorDataLoader(at::Tensor inputs, at::Tensor targets, DataLoaderOptions options);
+
+  int64_t num_batches() const override;
+  int64_t num_samples() const override { return inputs_.size(0); }
+  void set_epoch(int64_t epoch) override;
+  Batch batch(int64_t index) override;
+  /// {"seed": the shuffle seed}.
+  StateDict state_dict() const override;
+  void load_state_dict(const StateDict& state) override;
+
+  uint64_t seed() const noexcept { return seed_; }
+  const DataLoaderOptions& options() const noexcept { return options_; }
+
+ private:
+  at::Tensor inputs_;
+  at::Tensor targets_;
+  DataLoaderOptions options_;
+  uint64_t seed_ = 0;
+  at::Tensor order_;  // permutation of the current epoch; undefined when not shuffling
+};
+
+}  // namespace trainbus::data
+
+namespace trainbus {
+/// What a DataModule returns, in the namespace of the Trainer that takes it.
+using data::DataLoader;
+}  // namespace trainbus

@@ -1,0 +1,196 @@
+// The names a checkpoint lives under: atomic replacement of `last` whatever kinds it flips
+// between, and the cleanup of what crashed writers left. No LibTorch; also under the sanitizers.
+#include "checkpoint/files.h"
+
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <optional>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "checkpoint/durable_file.h"
+#include "tests/support/temp_dir.h"
+
+using namespace trainbus;
+using namespace trainbus::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A finished checkpoint directory under a temporary name next to `path`.
+std::string directory_for(const std::string& path, const std::string& content) {
+  const std::string temporary = checkpoint::temporary_checkpoint_name(path);
+  fs::create_directory(temporary);
+  std::ofstream(fs::path(temporary) / "MANIFEST") << content;
+  return temporary;
+}
+
+// Sets an entry's modification time `age` into the past (not following a symlink).
+void age_by(const std::string& path, std::chrono::seconds age) {
+  struct timespec times[2];
+  ::clock_gettime(CLOCK_REALTIME, &times[0]);
+  times[0].tv_sec -= static_cast<time_t>(age.count());
+  times[1] = times[0];
+  ::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
+}
+
+}  // namespace
+
+TEST_CASE("`last` exists at every instant while it flips between a link and a directory", "[checkpoint][files]") {
+  TempDir dir;
+  const std::string best = dir.file("epoch=1.ckpt");
+  checkpoint::commit_checkpoint(directory_for(best, "best"), best);
+  const std::string last = dir.file("last.ckpt");
+  checkpoint::link_checkpoint(best, last);
+
+  // A reader that looks for `last` as fast as it can while it is replaced, kind for kind.
+  std::atomic<bool> stop{false};
+  std::atomic<int> looks{0}, misses{0};
+  std::thread reader([&] {
+    while (!stop) {
+      struct stat info {};
+      if (::lstat(last.c_str(), &info) != 0) ++misses;
+      ++looks;
+    }
+  });
+  for (int i = 0; i < 300; ++i) {
+    if (i % 2 == 0) {
+      checkpoint::commit_checkpoint(directory_for(last, "copy " + std::to_string(i)), last);  // a directory replaces a link
+    } else {
+      checkpoint::link_checkpoint(best, last);  // a link replaces a directory
+    }
+  }
+  stop = true;
+  reader.join();
+  CHECK(looks > 0);
+  CHECK(misses == 0);
+  CHECK(fs::is_symlink(last));
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});  // no leftovers
+}
+
+// A filesystem without RENAME_EXCHANGE, for the scope.
+class NoRenameExchange {
+ public:
+  NoRenameExchange() { checkpoint::detail::simulate_no_rename_exchange(true); }
+  ~NoRenameExchange() { checkpoint::detail::simulate_no_rename_exchange(false); }
+};
+
+TEST_CASE("Without RENAME_EXCHANGE, `last` still ends up replaced whatever kinds it flips between",
+          "[checkpoint][files]") {
+  TempDir dir;
+  NoRenameExchange no_exchange;
+  const std::string best = dir.file("epoch=1.ckpt");
+  checkpoint::commit_checkpoint(directory_for(best, "best"), best);
+  const std::string last = dir.file("last.ckpt");
+  for (int i = 0; i < 6; ++i) {
+    if (i % 2 == 0) {
+      checkpoint::link_checkpoint(best, last);
+      CHECK(fs::is_symlink(last));
+    } else {
+      checkpoint::copy_checkpoint_as_links(best, last);
+      CHECK(fs::is_directory(fs::symlink_status(last)));
+    }
+  }
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});
+}
+
+TEST_CASE("Only what dead writers of .ckpt checkpoints left is cleaned up", "[checkpoint][files]") {
+  TempDir dir;
+  const std::string torn = checkpoint::temporary_checkpoint_name(dir.file("epoch=3.ckpt"));
+  fs::create_directory(torn);  // a torn save: nobody holds its lock
+  std::ofstream(torn + "/model.pt") << "torn";
+  const std::string deleting = checkpoint::temporary_checkpoint_name(dir.file("epoch=1.ckpt")) + ".del";
+  fs::create_directory(deleting);  // an eviction cut short
+  const std::string old_unlocked = checkpoint::temporary_checkpoint_name(dir.file("epoch=6.ckpt")) + ".new";
+  fs::create_directory(old_unlocked);  // its writer died before it locked it, long ago
+  age_by(old_unlocked, std::chrono::seconds(3600));
+  const std::string young_unlocked = checkpoint::temporary_checkpoint_name(dir.file("epoch=7.ckpt")) + ".new";
+  fs::create_directory(young_unlocked);  // a live writer about to lock it
+  const std::string bare_link = checkpoint::temporary_checkpoint_name(dir.file("last.ckpt"));
+  fs::create_directory_symlink("epoch=2.ckpt", bare_link);  // as older versions left links, long ago
+  age_by(bare_link, std::chrono::seconds(3600));
+  checkpoint::TemporaryDirectory live(dir.file("epoch=4.ckpt"));      // a live writer's: it holds the lock
+  fs::create_directory(dir.file("epoch=5.ckpt.tmp-1-0"));  // an older version's name, dead writer
+  std::ofstream(dir.file("notes.tmp-123-0")) << "a user's file";    // not a checkpoint name
+  std::ofstream(dir.file("epoch=3.ckpt.tmp-x")) << "a user's file";  // not our pattern
+  fs::create_directory(dir.file("epoch=2.ckpt"));  // a checkpoint
+
+  CHECK(checkpoint::remove_stale_temporaries(dir.path().string()) == 5);
+  CHECK(names_in(dir.path().string()) ==
+        std::set<std::string>{"epoch=2.ckpt", "epoch=3.ckpt.tmp-x", fs::path(live.path()).filename().string(),
+                              fs::path(young_unlocked).filename().string(), "notes.tmp-123-0"});
+  CHECK(checkpoint::remove_stale_temporaries(dir.file("missing")) == 0);  // no directory: nothing to do
+}
+
+namespace {
+
+// Complete: a directory (or a link to one) with a MANIFEST; created: the number written in it.
+std::optional<int64_t> manifest_number(const std::string& path) {
+  std::ifstream in(path + "/MANIFEST");
+  int64_t number = 0;
+  if (!(in >> number)) return std::nullopt;
+  return number;
+}
+
+std::string read_manifest_of(const std::string& path) {
+  std::ifstream in(path + "/MANIFEST");
+  std::string content;
+  in >> content;
+  return content;
+}
+
+}  // namespace
+
+TEST_CASE("A commit cut between its two renames is completed by the next cleanup, either way",
+          "[checkpoint][files]") {
+  // What a crash leaves without RENAME_EXCHANGE: the old `last` moved aside into a temporary
+  // directory (as `old`), the new one complete under a temporary name (a directory, or a `link`
+  // inside a temporary directory), and no `last.ckpt`.
+  TempDir dir;
+  const std::string last = dir.file("last.ckpt");
+  fs::create_directory(dir.file("epoch=1.ckpt"));
+  std::ofstream(dir.file("epoch=1.ckpt/MANIFEST")) << 5;
+  SECTION("a copy replacing a link") {
+    const std::string aside = checkpoint::temporary_checkpoint_name(last);
+    fs::create_directory(aside);
+    fs::create_directory_symlink("epoch=1.ckpt", aside + "/old");
+    const std::string copy = checkpoint::temporary_checkpoint_name(last);
+    fs::create_directory(copy);
+    std::ofstream(copy + "/MANIFEST") << 9;
+    const std::string torn = checkpoint::temporary_checkpoint_name(last);
+    fs::create_directory(torn);  // a later write that never finished: not complete
+    CHECK(checkpoint::remove_stale_temporaries(dir.path().string(), manifest_number) == 3);  // one moved, two removed
+    CHECK(fs::is_directory(fs::symlink_status(last)));
+    CHECK(read_manifest_of(last) == "9");
+  }
+  SECTION("a link replacing a copy") {
+    const std::string aside = checkpoint::temporary_checkpoint_name(last);
+    fs::create_directory(aside);
+    fs::create_directory(aside + "/old");
+    std::ofstream(aside + "/old/MANIFEST") << 3;  // the old copy, older than what the link points at
+    const std::string holder = checkpoint::temporary_checkpoint_name(last);
+    fs::create_directory(holder);
+    fs::create_directory_symlink("epoch=1.ckpt", holder + "/link");
+    CHECK(checkpoint::remove_stale_temporaries(dir.path().string(), manifest_number) == 3);  // one moved, two removed
+    CHECK(fs::is_symlink(last));
+    CHECK(read_manifest_of(last) == "5");
+  }
+  SECTION("only the old entry is complete: it is put back") {
+    const std::string aside = checkpoint::temporary_checkpoint_name(last);
+    fs::create_directory(aside);
+    fs::create_directory(aside + "/old");
+    std::ofstream(aside + "/old/MANIFEST") << 3;
+    CHECK(checkpoint::remove_stale_temporaries(dir.path().string(), manifest_number) == 2);
+    CHECK(read_manifest_of(last) == "3");
+  }
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});
+}

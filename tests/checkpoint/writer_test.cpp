@@ -1,0 +1,213 @@
+// checkpoint::CheckpointWriter with fake payloads (no LibTorch): which pending save a newer one replaces, which
+// it waits for, and how every failure comes out. Runs under ThreadSanitizer and ASan too. Waits are
+// on promises and the writer's own wait(), never on sleeps.
+#include "checkpoint/writer.h"
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <new>
+#include <random>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "base/errors.h"
+#include "base/post_task.h"
+#include "tests/support/temp_dir.h"
+
+using namespace trainbus;
+using namespace trainbus::testing;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// Writes a file at the path (or throws), after an optional gate; counts live payloads.
+class FakePayload : public checkpoint::CheckpointPayload {
+ public:
+  FakePayload(std::size_t bytes, std::shared_ptr<std::atomic<int>> live, std::shared_future<void> gate = {},
+              bool fail = false)
+      : bytes_(bytes), live_(std::move(live)), gate_(std::move(gate)), fail_(fail) {
+    ++*live_;
+  }
+  ~FakePayload() override { --*live_; }
+  void write(const std::string& path) override {
+    if (gate_.valid()) gate_.wait();
+    if (fail_) throw CheckpointError("cannot write checkpoint " + path + ": No space left on device");
+    std::ofstream(path) << "checkpoint";
+  }
+  std::size_t bytes() const override { return bytes_; }
+
+ private:
+  std::size_t bytes_;
+  std::shared_ptr<std::atomic<int>> live_;
+  std::shared_future<void> gate_;
+  bool fail_;
+};
+
+struct Jobs {
+  std::shared_ptr<std::atomic<int>> live = std::make_shared<std::atomic<int>>(0);
+  checkpoint::CheckpointJob make(const std::string& path, const std::string& group = "", std::shared_future<void> gate = {},
+                     bool fail = false) {
+    checkpoint::CheckpointJob job;
+    job.path = path;
+    job.payload = std::make_unique<FakePayload>(100, live, std::move(gate), fail);
+    job.replace_group = group;
+    return job;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("A pending save is replaced only by a newer save of its group; others wait for it to start",
+          "[checkpoint][async]") {
+  TempDir dir;
+  Jobs jobs;
+  checkpoint::CheckpointWriter writer;
+  // The first save stays in flight until released, so the next ones queue behind it.
+  std::promise<void> release;
+  CHECK_FALSE(writer.submit(jobs.make(dir.file("first"), "", release.get_future().share())).has_value());
+  CHECK_FALSE(writer.submit(jobs.make(dir.file("latest-1"), "latest")).has_value());
+  // Same group: replaces the pending one at once, and frees it.
+  CHECK(writer.submit(jobs.make(dir.file("latest-2"), "latest")) == dir.file("latest-1"));
+  CHECK(*jobs.live == 2);
+  // Another group: waits until latest-2 has started, and replaces nothing.
+  auto other = std::async(std::launch::async, [&] { return writer.submit(jobs.make(dir.file("top-k"))); });
+  while (writer.stats().waited == 0) std::this_thread::yield();  // it is waiting now
+  release.set_value();
+  CHECK_FALSE(other.get().has_value());
+  writer.wait();
+
+  const checkpoint::CheckpointWriterStats stats = writer.stats();
+  CHECK(stats.submitted == 4);
+  CHECK(stats.replaced == 1);
+  CHECK(stats.waited == 1);
+  CHECK(stats.written == 3);
+  CHECK(stats.failed == 0);
+  CHECK(stats.bytes_held == 0);
+  CHECK(stats.peak_bytes_held == 200);  // never more than two payloads
+  CHECK(*jobs.live == 0);               // every payload freed once written
+  CHECK_FALSE(fs::exists(dir.file("latest-1")));
+  for (const char* name : {"first", "latest-2", "top-k"}) CHECK(fs::exists(dir.file(name)));
+}
+
+TEST_CASE("A failed after_commit is raised like a failed write, and its evictions are kept", "[checkpoint][async]") {
+  TempDir dir;
+  Jobs jobs;
+  checkpoint::CheckpointWriter writer;
+  std::ofstream(dir.file("old")) << "an older checkpoint";
+  checkpoint::CheckpointJob job = jobs.make(dir.file("new"));
+  job.remove_after_commit = {dir.file("old")};
+  job.after_commit = [](const std::string& path) {
+    throw CheckpointError("cannot create the symlink " + path + "/../last.ckpt: Permission denied");
+  };
+  writer.submit(std::move(job));
+  CHECK_THROWS_AS(writer.wait(), CheckpointError);
+  const checkpoint::CheckpointWriterStats stats = writer.stats();
+  CHECK(stats.written == 1);  // the checkpoint itself is durable...
+  CHECK(stats.failed == 1);   // ... and what follows it failed
+  CHECK(fs::exists(dir.file("new")));
+  CHECK(fs::exists(dir.file("old")));  // not evicted: `last` may still point at it
+  CHECK_NOTHROW(writer.wait());        // raised once
+
+  checkpoint::CheckpointJob again = jobs.make(dir.file("newer"));
+  again.after_commit = [](const std::string&) { throw std::runtime_error("disk quota exceeded"); };
+  writer.submit(std::move(again));
+  CHECK_THROWS_WITH(writer.wait(), Contains("checkpoint " + dir.file("newer") + " was written, but what follows it "
+                                            "failed: disk quota exceeded"));
+}
+
+TEST_CASE("A failed write is raised by the next submit, and the save queued behind it is still attempted",
+          "[checkpoint][async]") {
+  TempDir dir;
+  Jobs jobs;
+  checkpoint::CheckpointWriter writer;
+  std::promise<void> release;
+  writer.submit(jobs.make(dir.file("fails"), "", release.get_future().share(), /*fail=*/true));
+  writer.submit(jobs.make(dir.file("behind")));  // pending behind the failing one
+  release.set_value();
+  while (!writer.has_error()) std::this_thread::yield();
+  CHECK_THROWS_WITH(writer.submit(jobs.make(dir.file("refused"))),
+                    Contains("cannot write checkpoint " + dir.file("fails") + ": No space left on device"));
+  writer.wait();
+  CHECK(fs::exists(dir.file("behind")));
+  CHECK_FALSE(fs::exists(dir.file("refused")));
+  CHECK(writer.stats().failed == 1);
+  CHECK(*jobs.live == 0);
+}
+
+TEST_CASE("A submit that cannot start the writer leaves nothing waiting and says why", "[checkpoint][async]") {
+  TempDir dir;
+  Jobs jobs;
+  checkpoint::CheckpointWriter writer;
+  detail::inject_post_failures(1);
+  CHECK_THROWS_WITH(writer.submit(jobs.make(dir.file("a"))),
+                    Contains("cannot start writing checkpoint " + dir.file("a") + " in the background"));
+  detail::inject_post_failures(0);
+  CHECK_NOTHROW(writer.wait());  // returns: nothing is in flight
+  CHECK(*jobs.live == 0);
+  CHECK(writer.stats().bytes_held == 0);
+  writer.submit(jobs.make(dir.file("b")));  // the writer still works
+  writer.wait();
+  CHECK(fs::exists(dir.file("b")));
+}
+
+TEST_CASE("Many saves from two threads: each is written or replaced, never lost, at most two held",
+          "[checkpoint][async][threads]") {
+  TempDir dir;
+  Jobs jobs;
+  checkpoint::CheckpointWriter writer;
+  std::atomic<int> replaced{0};
+  auto submit_many = [&](const std::string& prefix, const std::string& group) {
+    for (int i = 0; i < 200; ++i) {
+      if (writer.submit(jobs.make(dir.file(prefix + std::to_string(i)), group))) ++replaced;
+    }
+  };
+  std::thread latest([&] { submit_many("latest-", "latest"); });
+  submit_many("topk-", "");
+  latest.join();
+  writer.wait();
+  const checkpoint::CheckpointWriterStats stats = writer.stats();
+  CHECK(stats.submitted == 400);
+  CHECK(stats.written + stats.replaced == 400);
+  CHECK(stats.replaced == static_cast<uint64_t>(replaced.load()));
+  CHECK(stats.peak_bytes_held <= 200);
+  CHECK(stats.bytes_held == 0);
+  CHECK(*jobs.live == 0);
+  for (int i = 0; i < 200; ++i) CHECK(fs::exists(dir.file("topk-" + std::to_string(i))));  // never replaced
+  CHECK(fs::exists(dir.file("latest-199")));  // the last of a group always lands
+}
+
+TEST_CASE("Submits from two threads while a post fails: every accepted save is written", "[checkpoint][async][threads]") {
+  TempDir dir;
+  Jobs jobs;
+  checkpoint::CheckpointWriter writer;
+  for (int round = 0; round < 50; ++round) {
+    detail::inject_post_failures(1);  // one of the two submits below (or a later one) cannot post
+    std::atomic<int> accepted_a{0};
+    std::string a_path = dir.file("a-" + std::to_string(round)), b_path = dir.file("b-" + std::to_string(round));
+    std::thread other([&] {
+      try {
+        writer.submit(jobs.make(a_path));
+        accepted_a = 1;
+      } catch (const CheckpointError&) {
+      }
+    });
+    bool accepted_b = false;
+    try {
+      writer.submit(jobs.make(b_path));
+      accepted_b = true;
+    } catch (const CheckpointError&) {
+    }
+    other.join();
+    writer.wait();  // returns: nothing is left queued behind a post that failed
+    detail::inject_post_failures(0);
+    CHECK(fs::exists(a_path) == (accepted_a == 1));
+    CHECK(fs::exists(b_path) == accepted_b);
+  }
+  CHECK(writer.stats().bytes_held == 0);
+  CHECK(*jobs.live == 0);
+}
