@@ -189,7 +189,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   FitOptions fit_options;
   fit_options.ckpt_path = args.resume;
   trainer.fit(model, data, fit_options);
-  if (!trainer.resumed_from().empty()) out << "resumed from: " << trainer.resumed_from() << '\n';
+  if (!trainer.checkpoints().resumed_from().empty()) out << "resumed from: " << trainer.checkpoints().resumed_from() << '\n';
   const Metrics tested = trainer.test(model, data);
   if (!args.progress_bar) {  // the progress bar prints the test line itself
     out << std::fixed << std::setprecision(4) << "test ";

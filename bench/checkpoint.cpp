@@ -3,7 +3,7 @@
 // Part 1, one save of the full state (weights + SGD momentum) per training step, the cases
 // rotated round by round, so that memory is as warm or cold as between the saves of a real run:
 //   (a) trainer.save_checkpoint(path): synchronous, serialise + write + fsync + rename;
-//   (b) trainer.save_checkpoint(path, {.async = true}) after trainer.prepare_checkpoint() at the
+//   (b) trainer.save_checkpoint(path, {.async = true}) after trainer.checkpoints().prepare() at the
 //       batch's start, as ModelCheckpoint does: the time until it returns (the stall);
 //   (b-) the same without prepare_checkpoint; the background write is reported beside them;
 //   (c) memcpy of the same tensors into newly allocated memory;
@@ -144,7 +144,7 @@ class SaveTimer : public Callback {
     return static_cast<int>((k / kCases + k % kCases) % kCases);
   }
   void on_train_batch_start(Trainer& trainer, Module&, const Batch&, int64_t batch_idx) override {
-    if (batch_idx >= 1 && case_at(batch_idx) == 1) trainer.prepare_checkpoint();
+    if (batch_idx >= 1 && case_at(batch_idx) == 1) trainer.checkpoints().prepare();
   }
   void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput&, const Batch&, int64_t batch_idx) override {
     if (batch_idx < 1 || batch_idx > static_cast<int64_t>(rounds_) * kCases) return;
@@ -168,9 +168,9 @@ class SaveTimer : public Callback {
         times.prepared_stall.push_back(async_save(trainer));
         break;
       case 2: {
-        const uint64_t fresh = trainer.checkpoint_writer() ? trainer.checkpoint_writer()->stats().fresh_copies : 0;
+        const uint64_t fresh = trainer.checkpoints().writer() ? trainer.checkpoints().writer()->stats().fresh_copies : 0;
         times.cold_stall.push_back(async_save(trainer));
-        times.cold_fresh_copies.push_back(trainer.checkpoint_writer()->stats().fresh_copies - fresh);
+        times.cold_fresh_copies.push_back(trainer.checkpoints().writer()->stats().fresh_copies - fresh);
         break;
       }
       case 3: {
@@ -201,8 +201,8 @@ class SaveTimer : public Callback {
     const auto start = Clock::now();
     trainer.save_checkpoint(path, {/*weights_only=*/false, /*async=*/true});
     const double stall = seconds_since(start);
-    trainer.wait_for_checkpoints();
-    times.background.push_back(trainer.checkpoint_writer()->stats().last_write_seconds);
+    trainer.checkpoints().wait();
+    times.background.push_back(trainer.checkpoints().writer()->stats().last_write_seconds);
     fs::remove_all(path);
     return stall;
   }
@@ -246,7 +246,7 @@ RunTimes timed_run(Checkpointing mode, const std::shared_ptr<DataLoader>& loader
   const auto start = Clock::now();
   trainer.fit(module, data);  // waits for the saves in flight before it returns
   RunTimes times{seconds_since(start), hooks->save_step_hooks};
-  if (const checkpoint::CheckpointWriter* writer = trainer.checkpoint_writer()) {
+  if (const checkpoint::CheckpointWriter* writer = trainer.checkpoints().writer()) {
     times.write_cpu = writer->stats().write_cpu_seconds;
     times.prepare_cpu = writer->stats().prepare_cpu_seconds;
   }

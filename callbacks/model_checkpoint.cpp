@@ -142,9 +142,9 @@ void ModelCheckpoint::on_train_start(Trainer& trainer, Module& module) {
   save_deferred_to_validation_ = false;
   validation_ran_ = false;
   last_time_check_ = std::chrono::steady_clock::now();
-  resumed_from_ = trainer.resumed_from();
+  resumed_from_ = trainer.checkpoints().resumed_from();
   // The first save's buffers are new memory, slow to allocate: start with the weights' now.
-  if (prepares_ahead()) trainer.prepare_checkpoint();
+  if (prepares_ahead()) trainer.checkpoints().prepare();
 }
 
 bool ModelCheckpoint::should_skip_saving(const Trainer& trainer) const {
@@ -182,7 +182,7 @@ void ModelCheckpoint::on_train_batch_start(Trainer& trainer, Module& module, con
                               every_n_train_steps_ - trainer.global_step() % every_n_train_steps_ <= kBatchesAhead;
   const bool epoch_end_save_near = trainer.num_training_batches() - batch_idx <= kBatchesAhead &&
                                    saves_on_train_epoch_end(trainer) && saves_this_epoch(trainer);
-  if (step_save_near || epoch_end_save_near) trainer.prepare_checkpoint();
+  if (step_save_near || epoch_end_save_near) trainer.checkpoints().prepare();
 }
 
 void ModelCheckpoint::on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
@@ -218,7 +218,7 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& trainer, Module& module) {
 
 void ModelCheckpoint::on_validation_start(Trainer& trainer, Module& module) {
   if (!prepares_ahead() || trainer.fn() != Stage::kFit || trainer.sanity_checking()) return;
-  if (save_deferred_to_validation_ || saves_on_validation_end(trainer)) trainer.prepare_checkpoint();
+  if (save_deferred_to_validation_ || saves_on_validation_end(trainer)) trainer.checkpoints().prepare();
 }
 
 void ModelCheckpoint::on_validation_end(Trainer& trainer, Module& module) {
@@ -377,14 +377,17 @@ void ModelCheckpoint::save(Trainer& trainer, const Metrics& metrics, const std::
     // Only a save that the next one of its kind supersedes anyway may be replaced while pending:
     // the latest (save_top_k=1 without monitor) by the next latest, `last` alone by the next
     // `last`. A top-k member must land.
-    std::string replace_group;
+    CheckpointRequest request;
+    request.path = path;
+    request.weights_only = options_.save_weights_only;
+    request.remove_after_commit = std::move(remove_after);
+    request.after_commit = std::move(after_commit);
     if (!with_last) {
-      replace_group = state_key() + " last";
+      request.replace_group = state_key() + " last";
     } else if (options_.monitor.empty() && options_.save_top_k == 1) {
-      replace_group = state_key() + " latest";
+      request.replace_group = state_key() + " latest";
     }
-    if (std::optional<std::string> replaced = trainer.submit_checkpoint(
-            path, options_.save_weights_only, std::move(remove_after), after_commit, replace_group)) {
+    if (std::optional<std::string> replaced = trainer.checkpoints().submit(std::move(request))) {
       forget_replaced(*replaced);
     }
   } else {

@@ -31,8 +31,6 @@ constexpr const char* kUnlockedSuffix = ".new";  // a temporary directory before
 constexpr const char* kDeletedSuffix = ".del";   // an entry being deleted: never moved back
 constexpr const char* kLinkEntry = "link";       // a new link, inside its locked temporary directory
 constexpr const char* kOldEntry = "old";         // a replaced entry, inside its locked temporary directory
-// A live writer locks a `.new` directory, or renames a bare temporary link, within microseconds.
-constexpr std::chrono::seconds kStaleAfter(60);
 
 // Random per process, so that names differ from any earlier process's with the same pid. A plain
 // array: it must outlive every writer, also one destroyed during static destruction.
@@ -44,12 +42,6 @@ const char* process_nonce() {
     std::snprintf(nonce, sizeof nonce, "%08x%08x", device(), device());
   });
   return nonce;
-}
-
-// How long ago an entry was last modified (not following a symlink); zero if it cannot be read.
-std::chrono::seconds age_of(const struct stat& info) {
-  const auto modified = std::chrono::system_clock::from_time_t(info.st_mtime);
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now() - modified);
 }
 
 // The path a symlink inside a temporary directory will point at once it is at `final_path`.
@@ -73,25 +65,34 @@ bool is_temporary_checkpoint(const std::string& path) {
 }
 
 TemporaryDirectory::TemporaryDirectory(const std::string& final_path) : final_path_(final_path) {
-  const std::string name = temporary_checkpoint_name(final_path);
-  // Made under a name cleanup leaves alone while young, locked, then given its name: a directory
-  // under that name is always either locked by its live writer or left by a dead one.
-  const std::string unlocked = name + kUnlockedSuffix;
-  if (::mkdir(unlocked.c_str(), 0755) != 0) {
+  // Made under a name cleanup may remove (.new), locked, then given its name: a directory under
+  // that name is always either locked by its live writer or left by a dead one. If cleanup took
+  // the .new directory before it was locked, it is made again under a fresh name.
+  constexpr int kAttempts = 8;
+  for (int attempt = 1;; ++attempt) {
+    const std::string name = temporary_checkpoint_name(final_path);
+    const std::string unlocked = name + kUnlockedSuffix;
+    if (::mkdir(unlocked.c_str(), 0755) != 0) {
+      const int error = errno;
+      throw CheckpointError(::trainbus::detail::concat("cannot create ", unlocked, " for checkpoint ", final_path_,
+                                                       ": ", std::strerror(error)));
+    }
+    const int fd = ::open(unlocked.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    // Where flock is refused (some network filesystems), cleanup cannot lock it either and leaves it.
+    if (fd >= 0) (void)::flock(fd, LOCK_EX);
+    if (fd >= 0 && ::rename(unlocked.c_str(), name.c_str()) == 0) {
+      fd_ = fd;
+      path_ = name;
+      return;
+    }
     const int error = errno;
-    throw CheckpointError(::trainbus::detail::concat("cannot create ", unlocked, " for checkpoint ", final_path_, ": ",
-                                         std::strerror(error)));
-  }
-  fd_ = ::open(unlocked.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  // Where flock is refused (some network filesystems), cleanup cannot lock it either and leaves it.
-  if (fd_ >= 0) (void)::flock(fd_, LOCK_EX);
-  if (::rename(unlocked.c_str(), name.c_str()) != 0) {
-    const int error = errno;
-    if (fd_ >= 0) ::close(fd_);
+    if (fd >= 0) ::close(fd);
     ::rmdir(unlocked.c_str());
-    throw CheckpointError(::trainbus::detail::concat("cannot rename ", unlocked, " to ", name, ": ", std::strerror(error)));
+    if (error != ENOENT || attempt == kAttempts) {
+      throw CheckpointError(::trainbus::detail::concat("cannot make the temporary directory ", name, " for checkpoint ",
+                                                       final_path_, ": ", std::strerror(error)));
+    }
   }
-  path_ = name;
 }
 
 TemporaryDirectory::~TemporaryDirectory() {
@@ -195,18 +196,20 @@ std::size_t remove_stale_temporaries(const std::string& directory, const Checkpo
       const std::string final_path = (fs::path(directory) / match[1].str()).string();
       struct stat info {};
       if (::lstat(path.c_str(), &info) != 0) continue;
-      if (S_ISLNK(info.st_mode)) {  // bare, as older versions left them
-        if (age_of(info) >= kStaleAfter) stale.push_back({path, final_path, false});
+      // Entries being deleted, and bare links (an entry a commit exchanged out, on its way to being
+      // deleted, or a link as older versions made them): nothing anyone still needs.
+      if (match[3] == kDeletedSuffix || S_ISLNK(info.st_mode)) {
+        stale.push_back({path, final_path, false});
         continue;
       }
       if (!S_ISDIR(info.st_mode)) continue;
       const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
       if (fd < 0) continue;
-      const bool young_unlocked = match[3] == kUnlockedSuffix && age_of(info) < kStaleAfter;
-      if (young_unlocked || ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
         ::close(fd);  // a live writer's, or a filesystem that cannot lock: not ours to decide
         continue;
       }
+      // Unlocked: its writer is gone, or (.new) has not locked it yet, and then makes another.
       locks.push_back(fd);
       stale.push_back({path, final_path, match[3].length() == 0});
     }

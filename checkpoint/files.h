@@ -9,7 +9,8 @@
 /// reuses a name) with a suffix saying what they are:
 ///   (none)  a write in progress: a directory its writer holds an exclusive flock on until it is
 ///           committed (a new `last` link is made inside such a directory too);
-///   .new    such a directory in the microseconds before its writer has locked it;
+///   .new    such a directory in the microseconds before its writer has locked it (if cleanup
+///           removes it then, the writer makes another);
 ///   .old    the previous entry at F, moved aside by a commit on a filesystem without
 ///           RENAME_EXCHANGE, locked by that commit until it is removed;
 ///   .del    an entry being deleted.
@@ -82,10 +83,10 @@ void remove_checkpoint(const std::string& path);
 using CheckpointCompleteness = std::function<std::optional<int64_t>(const std::string& path)>;
 
 /// Cleans up what writers of checkpoints named `*.ckpt` in `directory` left when they died:
-/// temporary directories nobody holds locked (and `.new` ones older than a minute, and bare
-/// temporary symlinks older than a minute, as older versions left them). Nothing else is touched:
-/// a user's files, a live writer's entries (locked), entries it cannot lock (a filesystem without
-/// flock: they stay, never loaded). Where a final name is missing (a commit cut between its two
+/// temporary directories nobody holds locked, entries being deleted (`.del`) and bare temporary
+/// links (an old entry a commit exchanged out, on its way to deletion). Nothing else is touched:
+/// a user's files, a live writer's entries (locked), directories it cannot lock (a filesystem
+/// without flock: they stay, never loaded). Where a final name is missing (a commit cut between its two
 /// renames), the newest complete candidate for it, a new write, a new link or the `.old` entry, is
 /// moved into place instead of removed. Returns how many entries it removed or moved. Never throws.
 std::size_t remove_stale_temporaries(const std::string& directory, const CheckpointCompleteness& complete = {});

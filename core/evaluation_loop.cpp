@@ -96,7 +96,7 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
   EvalModeScope eval_mode(*module_);
   torch::NoGradGuard no_grad;
   metrics_.reset(Hooks::kResults);
-  loader.set_epoch(current_epoch_);
+  loader.set_epoch(progress_.current_epoch);
 
   using Start = typename Hooks::Start;
   using EpochStart = typename Hooks::EpochStart;
@@ -105,10 +105,10 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
   using EpochEnd = typename Hooks::EpochEnd;
   using End = typename Hooks::End;
   call_hooks<Start>([&](Callback& c) { Hooks::start(c, *this, *module_); }, [](Module& m) { Hooks::start(m); },
-                    [&] { return Start{progress()}; });
+                    [&] { return Start{event_progress()}; });
   call_hooks<EpochStart>([&](Callback& c) { Hooks::epoch_start(c, *this, *module_); },
                          [](Module& m) { Hooks::epoch_start(m); },
-                         [&] { return EpochStart{progress(), num_batches}; });
+                         [&] { return EpochStart{event_progress(), num_batches}; });
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
     const Batch batch = data::to_device(loader.batch(batch_idx), options_.device);
     const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
@@ -116,7 +116,7 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
     metrics_.begin_batch();
     call_hooks<BatchStart>([&](Callback& c) { Hooks::batch_start(c, *this, *module_, batch, batch_idx); },
                            [&](Module& m) { Hooks::batch_start(m, batch, batch_idx); },
-                           [&] { return BatchStart{progress(), info}; });
+                           [&] { return BatchStart{event_progress(), info}; });
     StepOutput outputs;
     {
       FxScope scope(current_fx_, Hooks::kStep);
@@ -124,17 +124,17 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
     }
     call_hooks<BatchEnd>([&](Callback& c) { Hooks::batch_end(c, *this, *module_, outputs, batch, batch_idx); },
                          [&](Module& m) { Hooks::batch_end(m, outputs, batch, batch_idx); },
-                         [&] { return BatchEnd{progress(), info, metrics_.batch_logged(), make_tensor_ref(outputs)}; });
+                         [&] { return BatchEnd{event_progress(), info, metrics_.batch_logged(), make_tensor_ref(outputs)}; });
     check_observers();
   }
   Metrics epoch_metrics = metrics_.end_epoch(Hooks::kResults);
   call_hooks<EpochEnd>([&](Callback& c) { Hooks::epoch_end(c, *this, *module_); },
                        [](Module& m) { Hooks::epoch_end(m); },
-                       [&] { return EpochEnd{progress(), epoch_metrics}; });
+                       [&] { return EpochEnd{event_progress(), epoch_metrics}; });
   // Values logged in the epoch-end hooks are part of the result too.
   epoch_metrics = metrics_.epoch_values(Hooks::kResults);
   call_hooks<End>([&](Callback& c) { Hooks::end(c, *this, *module_); }, [](Module& m) { Hooks::end(m); },
-                  [&] { return End{progress(), metrics_.callback_metrics()}; });
+                  [&] { return End{event_progress(), metrics_.callback_metrics()}; });
   check_observers();
   return epoch_metrics;
 }
@@ -209,10 +209,10 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
   loader.set_epoch(0);
   call_hooks<events::PredictStart>([&](Callback& c) { c.on_predict_start(*this, *module_); },
                                    [](Module& m) { m.on_predict_start(); },
-                                   [&] { return events::PredictStart{progress()}; });
+                                   [&] { return events::PredictStart{event_progress()}; });
   call_hooks<events::PredictEpochStart>([&](Callback& c) { c.on_predict_epoch_start(*this, *module_); },
                                         [](Module& m) { m.on_predict_epoch_start(); },
-                                        [&] { return events::PredictEpochStart{progress(), num_batches}; });
+                                        [&] { return events::PredictEpochStart{event_progress(), num_batches}; });
   predictions.reserve(static_cast<size_t>(num_batches));
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
     const Batch batch = data::to_device(loader.batch(batch_idx), options_.device);
@@ -220,7 +220,7 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
     call_hooks<events::PredictBatchStart>(
         [&](Callback& c) { c.on_predict_batch_start(*this, *module_, batch, batch_idx); },
         [&](Module& m) { m.on_predict_batch_start(batch, batch_idx); },
-        [&] { return events::PredictBatchStart{progress(), info}; });
+        [&] { return events::PredictBatchStart{event_progress(), info}; });
     at::Tensor outputs;
     {
       FxScope scope(current_fx_, "predict_step");
@@ -229,16 +229,16 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
     call_hooks<events::PredictBatchEnd>(
         [&](Callback& c) { c.on_predict_batch_end(*this, *module_, outputs, batch, batch_idx); },
         [&](Module& m) { m.on_predict_batch_end(outputs, batch, batch_idx); },
-        [&] { return events::PredictBatchEnd{progress(), info, make_tensor_ref(outputs)}; });
+        [&] { return events::PredictBatchEnd{event_progress(), info, make_tensor_ref(outputs)}; });
     predictions.push_back(std::move(outputs));
     check_observers();
   }
   call_hooks<events::PredictEpochEnd>([&](Callback& c) { c.on_predict_epoch_end(*this, *module_); },
                                       [](Module& m) { m.on_predict_epoch_end(); },
-                                      [&] { return events::PredictEpochEnd{progress()}; });
+                                      [&] { return events::PredictEpochEnd{event_progress()}; });
   call_hooks<events::PredictEnd>([&](Callback& c) { c.on_predict_end(*this, *module_); },
                                  [](Module& m) { m.on_predict_end(); },
-                                 [&] { return events::PredictEnd{progress()}; });
+                                 [&] { return events::PredictEnd{event_progress()}; });
   return predictions;
 }
 

@@ -63,14 +63,8 @@ void Trainer::fit(Module& module, DataModule& data, const FitOptions& options) {
 }
 
 void Trainer::reset_fit_progress() {
-  resumed_from_.clear();
-  current_epoch_ = 0;
-  epochs_processed_ = 0;
-  global_step_ = 0;
-  batches_done_in_epoch_ = 0;
-  total_batch_idx_ = 0;
-  epoch_batches_finished_ = false;
-  resume_batch_idx_ = 0;
+  checkpoints_.resumed_from_.clear();
+  progress_ = FitProgress();
   restarting_ = false;
   should_stop_ = false;
   warned_stop_refused_ = false;
@@ -94,16 +88,19 @@ void Trainer::run_fit(const FitOptions& options) {
   // a module builds lazily there exist when their weights are loaded.
   std::unique_ptr<checkpoint::LoadedCheckpoint> checkpoint;
   if (!options.ckpt_path.empty()) {
-    resumed_from_ = resolve_ckpt_path(options.ckpt_path);
-    checkpoint = std::make_unique<checkpoint::LoadedCheckpoint>(checkpoint::read_checkpoint(resumed_from_));
-    restore_modules_and_callbacks(*checkpoint);
+    checkpoints_.resumed_from_ = checkpoints_.resolve_ckpt_path(options.ckpt_path);
+    checkpoint = std::make_unique<checkpoint::LoadedCheckpoint>(checkpoint::read_checkpoint(checkpoints_.resumed_from_));
+    checkpoints_.restore_modules_and_callbacks(*checkpoint);
   }
   module_->to(options_.device);
   configure_optimizers();
 
   train_loader_ = require_loader(data_->train_dataloader(), "train_dataloader");
   val_loader_ = data_->val_dataloader();
-  if (checkpoint) restore_training_state(*checkpoint);
+  if (checkpoint) {
+    checkpoints_.restore_training_state(*checkpoint);
+    restarting_ = true;
+  }
 
   num_training_batches_ = options_.limit_train_batches.apply(train_loader_->num_batches(), "limit_train_batches");
   num_val_batches_ =
@@ -123,13 +120,13 @@ void Trainer::run_fit(const FitOptions& options) {
 
   call_hooks<events::FitStart>([&](Callback& c) { c.on_fit_start(*this, *module_); },
                                [](Module& m) { m.on_fit_start(); },
-                               [&] { return events::FitStart{progress(), render(module_->hparams())}; });
+                               [&] { return events::FitStart{event_progress(), render(module_->hparams())}; });
   module_->zero_grad(/*set_to_none=*/true);
   run_sanity_check();
   run_fit_loop();
   phase_ = Phase::kIdle;
   call_hooks<events::FitEnd>([&](Callback& c) { c.on_fit_end(*this, *module_); }, [](Module& m) { m.on_fit_end(); },
-                             [&] { return events::FitEnd{progress(), metrics_.callback_metrics()}; });
+                             [&] { return events::FitEnd{event_progress(), metrics_.callback_metrics()}; });
   call_teardown_hooks(Stage::kFit);
 }
 
@@ -157,26 +154,26 @@ void Trainer::run_sanity_check() {
                               : std::min(options_.num_sanity_val_steps, num_val_batches_);
   phase_ = Phase::kSanityChecking;
   call_hooks<events::SanityCheckStart>([&](Callback& c) { c.on_sanity_check_start(*this, *module_); },
-                                       kNoModuleHook, [&] { return events::SanityCheckStart{progress()}; });
+                                       kNoModuleHook, [&] { return events::SanityCheckStart{event_progress()}; });
   run_evaluation(EvalKind::kValidation, batches);
   call_hooks<events::SanityCheckEnd>([&](Callback& c) { c.on_sanity_check_end(*this, *module_); },
                                      kNoModuleHook,
-                                     [&] { return events::SanityCheckEnd{progress(), metrics_.callback_metrics()}; });
+                                     [&] { return events::SanityCheckEnd{event_progress(), metrics_.callback_metrics()}; });
   // As Lightning: what the sanity check logged does not count.
   metrics_.clear();
   phase_ = Phase::kIdle;
 }
 
 bool Trainer::can_stop_early() const {
-  const bool met_min_epochs = !options_.min_epochs || epochs_processed_ >= *options_.min_epochs;
-  const bool met_min_steps = !options_.min_steps || global_step_ >= *options_.min_steps;
+  const bool met_min_epochs = !options_.min_epochs || progress_.epochs_processed >= *options_.min_epochs;
+  const bool met_min_steps = !options_.min_steps || progress_.global_step >= *options_.min_steps;
   return met_min_epochs && met_min_steps;
 }
 
 bool Trainer::fit_done() const {
   if (num_training_batches_ == 0) return true;
-  if (options_.max_steps >= 0 && global_step_ >= options_.max_steps) return true;
-  if (max_epochs_ >= 0 && epochs_processed_ >= max_epochs_) return true;
+  if (options_.max_steps >= 0 && progress_.global_step >= options_.max_steps) return true;
+  if (max_epochs_ >= 0 && progress_.epochs_processed >= max_epochs_) return true;
   return should_stop_ && can_stop_early();
 }
 
@@ -188,35 +185,35 @@ void Trainer::run_fit_loop() {
   phase_ = Phase::kTraining;
   call_hooks<events::TrainStart>([&](Callback& c) { c.on_train_start(*this, *module_); },
                                  [](Module& m) { m.on_train_start(); },
-                                 [&] { return events::TrainStart{progress()}; });
+                                 [&] { return events::TrainStart{event_progress()}; });
   while (!fit_done()) run_training_epoch();
   phase_ = Phase::kTraining;
   call_hooks<events::TrainEnd>([&](Callback& c) { c.on_train_end(*this, *module_); },
                                [](Module& m) { m.on_train_end(); },
-                               [&] { return events::TrainEnd{progress(), metrics_.callback_metrics()}; });
+                               [&] { return events::TrainEnd{event_progress(), metrics_.callback_metrics()}; });
 }
 
 void Trainer::run_training_epoch() {
   phase_ = Phase::kTraining;
   module_->train();
   metrics_.reset(MetricsCollector::Results::kTrain);
-  epoch_batches_finished_ = false;
-  const int64_t first_batch = std::exchange(resume_batch_idx_, 0);
-  batches_done_in_epoch_ = first_batch;
-  train_loader_->set_epoch(current_epoch_);
+  progress_.epoch_batches_finished = false;
+  const int64_t first_batch = std::exchange(progress_.resume_batch_idx, 0);
+  progress_.batches_done_in_epoch = first_batch;
+  train_loader_->set_epoch(progress_.current_epoch);
   call_hooks<events::TrainEpochStart>([&](Callback& c) { c.on_train_epoch_start(*this, *module_); },
                                       [](Module& m) { m.on_train_epoch_start(); },
-                                      [&] { return events::TrainEpochStart{progress(), num_training_batches_, max_epochs_}; });
+                                      [&] { return events::TrainEpochStart{event_progress(), num_training_batches_, max_epochs_}; });
   for (int64_t batch_idx = first_batch; batch_idx < num_training_batches_; ++batch_idx) {
     if (!run_training_batch(batch_idx)) break;  // on_train_batch_start returned -1
     check_observers();
     const bool validate = validates_after_batch(batch_idx);
-    ++total_batch_idx_;
+    ++progress_.total_batch_idx;
     if (validate) {
       run_evaluation(EvalKind::kValidation, num_val_batches_);
       phase_ = Phase::kTraining;
     }
-    if (options_.max_steps >= 0 && global_step_ >= options_.max_steps) break;
+    if (options_.max_steps >= 0 && progress_.global_step >= options_.max_steps) break;
     if (should_stop_) {
       if (can_stop_early()) break;
       if (!warned_stop_refused_) {
@@ -227,12 +224,12 @@ void Trainer::run_training_epoch() {
       }
     }
   }
-  epoch_batches_finished_ = true;
-  ++epochs_processed_;
+  progress_.epoch_batches_finished = true;
+  ++progress_.epochs_processed;
   metrics_.end_epoch(MetricsCollector::Results::kTrain);
   call_train_epoch_end_hooks();
   check_observers();
-  ++current_epoch_;
+  ++progress_.current_epoch;
 }
 
 void Trainer::call_train_epoch_end_hooks() {
@@ -251,7 +248,7 @@ void Trainer::call_train_epoch_end_hooks() {
   }
   bus_.publish_lazy<events::TrainEpochEnd>([&] {
     // Including what the epoch-end hooks logged.
-    return events::TrainEpochEnd{progress(), metrics_.epoch_values(MetricsCollector::Results::kTrain),
+    return events::TrainEpochEnd{event_progress(), metrics_.epoch_values(MetricsCollector::Results::kTrain),
                                  metrics_.callback_metrics(), metrics_.progress_bar_metrics()};
   });
 }
@@ -265,7 +262,7 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
   int response = 0;
   call_hooks<events::TrainBatchStart>([&](Callback& c) { c.on_train_batch_start(*this, *module_, batch, batch_idx); },
                                       [&](Module& m) { response = m.on_train_batch_start(batch, batch_idx); },
-                                      [&] { return events::TrainBatchStart{progress(), info}; });
+                                      [&] { return events::TrainBatchStart{event_progress(), info}; });
   if (response == -1) return false;
 
   StepOutput outputs;
@@ -274,13 +271,13 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
     outputs = module_->training_step(batch, batch_idx);
   }
   optimize(outputs, batch_idx);
-  batches_done_in_epoch_ = batch_idx + 1;
+  progress_.batches_done_in_epoch = batch_idx + 1;
 
   call_hooks<events::TrainBatchEnd>(
       [&](Callback& c) { c.on_train_batch_end(*this, *module_, outputs, batch, batch_idx); },
       [&](Module& m) { m.on_train_batch_end(outputs, batch, batch_idx); },
       [&] {
-        return events::TrainBatchEnd{progress(), info,
+        return events::TrainBatchEnd{event_progress(), info,
                                      outputs.has_loss() ? outputs.loss().item<double>()
                                                         : std::numeric_limits<double>::quiet_NaN(),
                                      metrics_.batch_logged(), metrics_.progress_bar_metrics(),
@@ -315,7 +312,7 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
       auto& optimizer = *optimizers_[i];
       call_hooks<events::BeforeZeroGrad>([&](Callback& c) { c.on_before_zero_grad(*this, *module_, optimizer); },
                                          [&](Module& m) { m.on_before_zero_grad(optimizer); },
-                                         [&] { return events::BeforeZeroGrad{progress(), static_cast<int64_t>(i)}; });
+                                         [&] { return events::BeforeZeroGrad{event_progress(), static_cast<int64_t>(i)}; });
       zero_grad_to_none(optimizer);
     }
   }
@@ -323,11 +320,11 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
   call_hooks<events::BeforeBackward>(
       [&](Callback& c) { c.on_before_backward(*this, *module_, backward_loss); },
       [&](Module& m) { m.on_before_backward(backward_loss); },
-      [&] { return events::BeforeBackward{progress(), batch_idx, make_tensor_ref(backward_loss)}; });
+      [&] { return events::BeforeBackward{event_progress(), batch_idx, make_tensor_ref(backward_loss)}; });
   backward_loss.backward();
   call_hooks<events::AfterBackward>([&](Callback& c) { c.on_after_backward(*this, *module_); },
                                     [](Module& m) { m.on_after_backward(); },
-                                    [&] { return events::AfterBackward{progress(), batch_idx}; });
+                                    [&] { return events::AfterBackward{event_progress(), batch_idx}; });
   if (should_accumulate(batch_idx)) return;
 
   for (size_t i = 0; i < optimizers_.size(); ++i) {
@@ -335,17 +332,17 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
     call_hooks<events::BeforeOptimizerStep>(
         [&](Callback& c) { c.on_before_optimizer_step(*this, *module_, optimizer); },
         [&](Module& m) { m.on_before_optimizer_step(optimizer); },
-        [&] { return events::BeforeOptimizerStep{progress(), static_cast<int64_t>(i)}; });
+        [&] { return events::BeforeOptimizerStep{event_progress(), static_cast<int64_t>(i)}; });
     clip_gradients(optimizer);
     optimizer.step();
   }
-  ++global_step_;
+  ++progress_.global_step;
   for (size_t i = 0; i < optimizers_.size(); ++i) {
     auto& optimizer = *optimizers_[i];
     call_hooks<events::AfterOptimizerStep>(
         [&](Callback& c) { c.on_after_optimizer_step(*this, *module_, optimizer); },
         [&](Module& m) { m.on_after_optimizer_step(optimizer); },
-        [&] { return events::AfterOptimizerStep{progress(), static_cast<int64_t>(i)}; });
+        [&] { return events::AfterOptimizerStep{event_progress(), static_cast<int64_t>(i)}; });
   }
   step_schedulers(SchedulerInterval::kStep);
   // As Lightning: epoch-interval schedulers step with the epoch's last batch, before its
@@ -369,7 +366,7 @@ void Trainer::clip_gradients(torch::optim::Optimizer& optimizer) {
 }
 
 void Trainer::step_schedulers(SchedulerInterval interval) {
-  const int64_t counter = interval == SchedulerInterval::kStep ? global_step_ : current_epoch_ + 1;
+  const int64_t counter = interval == SchedulerInterval::kStep ? progress_.global_step : progress_.current_epoch + 1;
   for (const auto& config : schedulers_) {
     if (config.interval == interval && counter % config.frequency == 0) config.scheduler->step();
   }
@@ -377,12 +374,12 @@ void Trainer::step_schedulers(SchedulerInterval interval) {
 
 bool Trainer::validates_after_batch(int64_t batch_idx) const {
   if (num_val_batches_ == 0) return false;
-  if (options_.check_val_every_n_epoch && (current_epoch_ + 1) % *options_.check_val_every_n_epoch != 0) {
+  if (options_.check_val_every_n_epoch && (progress_.current_epoch + 1) % *options_.check_val_every_n_epoch != 0) {
     return false;
   }
   // As Lightning: a stop that is allowed now validates first, so that the last state is validated.
   if (should_stop_ && can_stop_early()) return true;
-  const int64_t counter = options_.check_val_every_n_epoch ? batch_idx : total_batch_idx_;
+  const int64_t counter = options_.check_val_every_n_epoch ? batch_idx : progress_.total_batch_idx;
   return (counter + 1) % val_check_batch_ == 0;
 }
 

@@ -69,6 +69,10 @@ Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> 
 
 Trainer::~Trainer() = default;
 
+void Trainer::save_checkpoint(const std::string& path, SaveCheckpointOptions options) {
+  checkpoints_.save(path, options);
+}
+
 Module& Trainer::module() const {
   TRAINBUS_CHECK(module_ != nullptr, "Trainer::module(): no fit/validate/test/predict is running");
   return *module_;
@@ -147,7 +151,7 @@ void Trainer::notify_exception(const std::exception& error) {
   }
   try {
     bus_.publish_lazy<events::Exception>([&] {
-      return events::Exception{fn_.value_or(Stage::kFit), progress(), boost::core::demangle(typeid(error).name()),
+      return events::Exception{fn_.value_or(Stage::kFit), event_progress(), boost::core::demangle(typeid(error).name()),
                                error.what()};
     });
   } catch (const std::exception& inner) {

@@ -13,9 +13,9 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "checkpoint/buffer_pool.h"
 #include "core/callback.h"
-#include "checkpoint/writer.h"
+#include "core/checkpoint_connector.h"
+#include "core/fit_progress.h"
 #include "data/data_module.h"
 #include "core/metrics_collector.h"
 #include "core/module.h"
@@ -26,12 +26,6 @@
 #include "events/observer_pool.h"
 
 namespace trainbus {
-
-namespace checkpoint {
-struct LoadedCheckpoint;
-struct TensorBufferTraits;
-struct CheckpointSnapshot;
-}  // namespace checkpoint
 
 /// Where a run is (Lightning's TrainerStatus).
 enum class TrainerStatus { kInitializing, kRunning, kFinished, kInterrupted };
@@ -66,28 +60,13 @@ class Trainer {
   /// and scheduler state, trainer progress, callback states, RNG state, hyper-parameters, and a
   /// manifest with every part's size and CRC32C), under a temporary name renamed into place.
   /// Runs the on_save_checkpoint hooks first. With `async`, the training thread pays only for a
-  /// copy of the tensors; the rest happens on the checkpoint writer (see checkpoint::CheckpointWriter), whose
-  /// failure is raised at the next batch, the next save or from fit().
+  /// copy of the state; the rest happens on the checkpoint writer, whose failure is raised at the
+  /// next batch, the next save or from fit().
   void save_checkpoint(const std::string& path, SaveCheckpointOptions options = {});
-  /// For checkpoint callbacks: an asynchronous save that removes `remove_after_commit` and runs
-  /// `after_commit` once it is durable. Returns the path of a pending save it replaced (never
-  /// written), if any: only a pending save of the same non-empty `replace_group` is replaced; a
-  /// save of another group waits for the pending one to start (see checkpoint::CheckpointJob).
-  std::optional<std::string> submit_checkpoint(const std::string& path, bool weights_only,
-                                               std::vector<std::string> remove_after_commit = {},
-                                               std::function<void(const std::string&)> after_commit = {},
-                                               std::string replace_group = {});
-  /// For checkpoint callbacks: an asynchronous save is expected within about a step. Prepares the
-  /// memory its snapshot copies into on a background thread (allocated, every page touched), so
-  /// that the copy on the training thread runs at memory speed. Optional: a save without it is the
-  /// same checkpoint, only its copy may stall longer. Call it a step or a validation ahead.
-  void prepare_checkpoint();
-  /// Blocks until every asynchronous save is durable, then raises a failed one as CheckpointError.
-  void wait_for_checkpoints();
-  /// The checkpoint writer, for stats; nullptr until the first asynchronous save.
-  const checkpoint::CheckpointWriter* checkpoint_writer() const noexcept { return checkpoints_.get(); }
-  /// The checkpoint the running fit resumed from, or "" (checkpoint callbacks never delete it).
-  const std::string& resumed_from() const noexcept { return resumed_from_; }
+  /// The checkpoint machinery, for checkpoint callbacks: asynchronous saves with what follows them,
+  /// buffers prepared ahead, waiting for the writer, the checkpoint the fit resumed from.
+  CheckpointConnector& checkpoints() noexcept { return checkpoints_; }
+  const CheckpointConnector& checkpoints() const noexcept { return checkpoints_; }
 
   // ---- asynchronous observers ----
 
@@ -106,9 +85,11 @@ class Trainer {
   // ---- progress and decisions ----
 
   /// Lightning's trainer.current_epoch: the epoch being trained, or the number finished after fit.
-  int64_t current_epoch() const noexcept { return current_epoch_; }
+  int64_t current_epoch() const noexcept { return progress_.current_epoch; }
   /// Optimizer steps taken (batches on which the optimizers stepped).
-  int64_t global_step() const noexcept { return global_step_; }
+  int64_t global_step() const noexcept { return progress_.global_step; }
+  /// Where the fit is, down to the batch in the epoch.
+  const FitProgress& fit_progress() const noexcept { return progress_; }
   /// True once a stop was requested in this run. Honoured when min_epochs/min_steps allow.
   bool should_stop() const noexcept { return should_stop_; }
   /// Asks fit to stop at the next point it may (Lightning's `trainer.should_stop = True`). Requests
@@ -169,6 +150,7 @@ class Trainer {
 
  private:
   friend class Module;
+  friend class CheckpointConnector;
   enum class Phase { kIdle, kTraining, kValidating, kSanityChecking, kTesting, kPredicting };
   enum class EvalKind { kValidation, kTest };
 
@@ -208,29 +190,15 @@ class Trainer {
   std::vector<at::Tensor> run_prediction(DataLoader& loader, int64_t num_batches);
   std::shared_ptr<DataLoader> require_loader(std::shared_ptr<DataLoader> loader, const char* getter) const;
 
-  // Checkpoints (core/trainer_checkpoint.cpp).
-  /// With `copies_into`, the snapshot holds private copies (made in those buffers); without, it
-  /// references the live tensors and must be written before training goes on.
-  std::unique_ptr<checkpoint::CheckpointSnapshot> take_snapshot(const std::string& path, bool weights_only,
-                                                    checkpoint::BufferPool<checkpoint::TensorBufferTraits>* copies_into);
-  /// The writer and the buffers its snapshots copy into, made by the first asynchronous save.
-  checkpoint::CheckpointWriter& checkpoint_writer_for_saves();
-  std::string resolve_ckpt_path(const std::string& ckpt_path) const;
-  void check_checkpoints() {
-    if (checkpoints_ && checkpoints_->has_error()) checkpoints_->check();
-  }
-  void restore_modules_and_callbacks(const checkpoint::LoadedCheckpoint& checkpoint);
-  void restore_training_state(const checkpoint::LoadedCheckpoint& checkpoint);
-
   // Hook dispatch (core/trainer_hooks.h).
   template <class Event, class OnCallback, class OnModule, class MakeEvent>
   void call_hooks(OnCallback&& on_callback, OnModule&& on_module, MakeEvent&& make_event);
-  events::Progress progress() const noexcept { return {current_epoch_, global_step_}; }
+  events::Progress event_progress() const noexcept { return {progress_.current_epoch, progress_.global_step}; }
   /// Sync point, after every batch and loop: raises the events::ObserverError of an observer that failed,
   /// or the CheckpointError of a background save.
   void check_observers() {
     if (observers_ && observers_->has_failure()) observers_->check();
-    check_checkpoints();
+    checkpoints_.check();
   }
 
   TrainerOptions options_;
@@ -240,11 +208,8 @@ class Trainer {
   // Declared after bus_: destroyed first, while it can still disconnect from the bus.
   std::unique_ptr<events::ObserverPool> observers_;
   std::map<std::string, uint64_t> dropped_reported_;  // per observer, for report_dropped_events
-  // Created by the first asynchronous save. The buffers outlive the writer, whose thread gives
-  // snapshots' buffers back to them.
-  std::unique_ptr<checkpoint::BufferPool<checkpoint::TensorBufferTraits>> snapshot_buffers_;
-  std::unique_ptr<checkpoint::CheckpointWriter> checkpoints_;
-  std::string resumed_from_;
+  // After the callbacks: its writer, whose saves may run callbacks' after_commit, is joined first.
+  CheckpointConnector checkpoints_{*this};
   MetricsCollector metrics_;
 
   Module* module_ = nullptr;
@@ -258,15 +223,8 @@ class Trainer {
   Phase phase_ = Phase::kIdle;
   std::string_view current_fx_;  // hook or step running now, for Module::log
 
-  // Progress of fit (Lightning's loop progress counters).
-  int64_t current_epoch_ = 0;     // epochs completed
-  int64_t epochs_processed_ = 0;  // epochs whose batches are done (increments before on_train_epoch_end)
-  int64_t global_step_ = 0;
-  int64_t batches_done_in_epoch_ = 0;
-  int64_t total_batch_idx_ = 0;   // batches trained in this fit, across epochs
-  bool epoch_batches_finished_ = false;
-  int64_t resume_batch_idx_ = 0;  // first batch of the first epoch after a mid-epoch resume
-  bool restarting_ = false;
+  FitProgress progress_;
+  bool restarting_ = false;  // this fit resumed from a checkpoint
   bool should_stop_ = false;
   std::vector<std::string> stop_reasons_;
   int64_t accumulate_grad_batches_;

@@ -2,6 +2,8 @@
 
 #include <boost/signals2/signal.hpp>
 
+#include "events/detail/connection.h"
+
 namespace trainbus::events {
 
 struct EventBus::Signals {
@@ -21,7 +23,7 @@ Subscription EventBus::connect(std::size_t index, ErasedSlot slot, const int* gr
   boost::signals2::connection connection =
       group ? signal.connect(*group, std::move(slot)) : signal.connect(std::move(slot));
   counts_[index]->fetch_add(1, std::memory_order_relaxed);
-  return Subscription(std::move(connection), counts_[index]);
+  return Subscription(std::make_unique<detail::Connection>(detail::Connection{std::move(connection), counts_[index]}));
 }
 
 void EventBus::emit(std::size_t index, const void* event) const { signals_->by_index[index](event); }

@@ -1,19 +1,21 @@
 #pragma once
 /// Subscription: the RAII handle EventBus::subscribe returns.
 
-#include <atomic>
 #include <memory>
 
-#include <boost/signals2/connection.hpp>
-
 namespace trainbus::events {
+
+namespace detail {
+struct Connection;  // a Boost.Signals2 connection and the bus's count of live slots (detail/connection.h)
+}  // namespace detail
 
 /// Keeps one slot connected to an EventBus for as long as it lives (or until disconnect()).
 /// Move-only; safe to destroy after the bus itself is gone. Any thread.
 class Subscription {
  public:
-  Subscription() = default;
-  Subscription(boost::signals2::connection connection, std::shared_ptr<std::atomic<int>> live_count);
+  Subscription() noexcept;
+  /// Takes over a connection made by EventBus::subscribe.
+  explicit Subscription(std::unique_ptr<detail::Connection> connection) noexcept;
   ~Subscription();
 
   Subscription(Subscription&& other) noexcept;
@@ -22,13 +24,11 @@ class Subscription {
   Subscription& operator=(const Subscription&) = delete;
 
   /// Disconnects the slot; it will not be called by publishes that start after this returns.
-  void disconnect();
-  bool connected() const;
+  void disconnect() noexcept;
+  bool connected() const noexcept;
 
  private:
-  boost::signals2::connection connection_;
-  // The bus's count of live slots for this event type, so that publishing to nobody costs a load.
-  std::shared_ptr<std::atomic<int>> live_count_;
+  std::unique_ptr<detail::Connection> connection_;
 };
 
 }  // namespace trainbus::events

@@ -60,7 +60,7 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
     // Everything the run published is handled, and every checkpoint durable, before it returns;
     // a failure surfaces here at last.
     wait_for_observers();
-    wait_for_checkpoints();
+    checkpoints_.wait();
     report_dropped_events();
     status_ = TrainerStatus::kFinished;
   } catch (...) {
@@ -76,8 +76,8 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
     // checkpoints saved so far (OnExceptionCheckpoint's too) are made durable. A stuck observer is
     // reported, not waited for: the original exception must come out.
     report_observer_failures();
-    if (checkpoints_) {
-      if (std::exception_ptr failed = checkpoints_->wait_quietly()) {
+    {
+      if (std::exception_ptr failed = checkpoints_.wait_quietly()) {
         try {
           std::rethrow_exception(failed);
         } catch (const std::exception& e) {

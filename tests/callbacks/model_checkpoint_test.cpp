@@ -90,8 +90,8 @@ TEST_CASE("Top-k keeps exactly the k best, written in the background", "[callbac
   CHECK(checkpoint->best_model_path() == dir.file("ckpts/epoch=3-val_loss=0.30.ckpt"));
   CHECK(checkpoint->best_model_score() == Approx(0.3));
   CHECK(checkpoint->kth_best_model_path() == dir.file("ckpts/epoch=5-val_loss=0.40.ckpt"));
-  REQUIRE(trainer.checkpoint_writer() != nullptr);
-  const checkpoint::CheckpointWriterStats stats = trainer.checkpoint_writer()->stats();
+  REQUIRE(trainer.checkpoints().writer() != nullptr);
+  const checkpoint::CheckpointWriterStats stats = trainer.checkpoints().writer()->stats();
   CHECK(stats.written == 5);  // epochs 0, 1, 2, 3 and 5 entered the top 2 when they ended
   CHECK(stats.replaced == 0);  // top-k members are never replaced while pending
   CHECK(stats.bytes_held == 0);
@@ -102,7 +102,7 @@ TEST_CASE("Top-k keeps exactly the k best, written in the background", "[callbac
   Trainer resumed(short_fit(6), {restored});
   ScriptedLoss fresh({0.9, 0.5, 0.7, 0.3, 0.8, 0.4});
   resumed.fit(fresh, data, {checkpoint->best_model_path()});
-  CHECK(resumed.resumed_from() == checkpoint->best_model_path());
+  CHECK(resumed.checkpoints().resumed_from() == checkpoint->best_model_path());
   CHECK(restored->best_k_models().size() == 2);
 }
 
@@ -151,7 +151,7 @@ TEST_CASE("ckpt_path \"last\" resumes from the newest complete checkpoint, never
   Trainer resumed(short_fit(3), {checkpoint});
   testing::BoringModule module;
   resumed.fit(module, data, {"last"});
-  CHECK(resumed.resumed_from() == options.dirpath + "/epoch=1-step=8.ckpt");
+  CHECK(resumed.checkpoints().resumed_from() == options.dirpath + "/epoch=1-step=8.ckpt");
   CHECK(resumed.global_step() == 12);
   // Never deleted: the checkpoint resumed from (save_top_k=-1 deletes nothing anyway), still there.
   CHECK(fs::exists(options.dirpath + "/epoch=1-step=8.ckpt"));
@@ -218,7 +218,7 @@ TEST_CASE("A checkpoint directory removed during the run is made again by the ne
     explicit RemoveDirectory(std::string dir) : dir_(std::move(dir)) {}
     void on_train_batch_start(Trainer& trainer, Module&, const Batch&, int64_t batch_idx) override {
       if (batch_idx != 3) return;
-      trainer.wait_for_checkpoints();
+      trainer.checkpoints().wait();
       fs::remove_all(dir_);  // as a user cleaning up by hand
     }
     std::string dir_;
@@ -267,8 +267,8 @@ TEST_CASE("An asynchronous ModelCheckpoint prepares its buffers ahead, so no sna
   testing::RandomDataModule data(64, 4);
   trainer.fit(module, data);
 
-  REQUIRE(trainer.checkpoint_writer() != nullptr);
-  const checkpoint::CheckpointWriterStats stats = trainer.checkpoint_writer()->stats();
+  REQUIRE(trainer.checkpoints().writer() != nullptr);
+  const checkpoint::CheckpointWriterStats stats = trainer.checkpoints().writer()->stats();
   CHECK(stats.written == saves);
   CHECK(stats.prepared > saves);  // at train start too, for the first save
   CHECK(stats.fresh_copies == 0);
@@ -292,7 +292,7 @@ TEST_CASE("Without prepare_ahead, ModelCheckpoint's first save copies into new m
   testing::RandomDataModule data(64, 4);
   trainer.fit(module, data);
 
-  const checkpoint::CheckpointWriterStats stats = trainer.checkpoint_writer()->stats();
+  const checkpoint::CheckpointWriterStats stats = trainer.checkpoints().writer()->stats();
   CHECK(stats.prepared == 0);
   // The first save: weight, bias and their momentum (later ones too if the last write is not done).
   CHECK(stats.fresh_copies >= 4);

@@ -70,8 +70,8 @@ double cached_fraction(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("A direct checkpoint::DurableFile holds exactly what was written, whatever the sizes of the writes",
-          "[core][checkpoint]") {
+TEST_CASE("A direct DurableFile holds exactly what was written, whatever the sizes of the writes",
+          "[checkpoint]") {
   TempDir dir;
   std::mt19937 random(11);
   // Around the 4 KiB block and the 4 MiB staging buffer, and empty.
@@ -101,7 +101,7 @@ TEST_CASE("A direct checkpoint::DurableFile holds exactly what was written, what
   }
 }
 
-TEST_CASE("Two direct DurableFiles open at once on one thread each hold their own bytes", "[core][checkpoint]") {
+TEST_CASE("Two direct DurableFiles open at once on one thread each hold their own bytes", "[checkpoint]") {
   TempDir dir;
   std::mt19937 random(5);
   std::string a_data((std::size_t{9} << 20) + 123, '\0'), b_data((std::size_t{6} << 20) + 7, '\0');
@@ -125,7 +125,7 @@ TEST_CASE("Two direct DurableFiles open at once on one thread each hold their ow
   CHECK((file_bytes(dir.file("b")) == b_data));
 }
 
-TEST_CASE("A direct checkpoint::DurableFile really bypasses the page cache where the filesystem allows it", "[core][checkpoint]") {
+TEST_CASE("A direct DurableFile really bypasses the page cache where the filesystem allows it", "[checkpoint]") {
   TempDir dir;
   if (!supports_o_direct(dir.path().string())) {
     WARN("the temporary directory's filesystem refuses O_DIRECT: only the fallback is tested here");

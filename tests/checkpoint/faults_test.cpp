@@ -139,7 +139,7 @@ class SmallDisk {
 }  // namespace
 
 TEST_CASE("A save where its directory cannot be created fails fit with the path and the cause",
-          "[core][checkpoint][faults]") {
+          "[checkpoint][faults]") {
   TempDir dir;
   const std::string good = dir.file("ckpts/good.ckpt");
   const std::string blocked_dir = dir.file("ckpts/blocked");
@@ -176,7 +176,7 @@ TEST_CASE("read-only child: saves into a directory it may not write", "[.read-on
 }
 
 TEST_CASE("A save into a read-only directory fails fit with the path and the cause, keeping older checkpoints",
-          "[core][checkpoint][faults]") {
+          "[checkpoint][faults]") {
   TempDir dir;
   fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                   fs::perms::others_read | fs::perms::others_exec);
@@ -211,7 +211,7 @@ TEST_CASE("no-space child: saves onto a full disk", "[.no-space-child]") {
 }
 
 TEST_CASE("A save onto a full disk fails fit with the path and the cause, keeping older checkpoints",
-          "[core][checkpoint][faults]") {
+          "[checkpoint][faults]") {
   TempDir dir;
   REQUIRE(run_test_child("[.no-space-child]", dir.path().string()));
 }

@@ -21,6 +21,7 @@
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
+using namespace trainbus::checkpoint;
 using namespace trainbus::testing;
 namespace fs = std::filesystem;
 
@@ -32,15 +33,6 @@ std::string directory_for(const std::string& path, const std::string& content) {
   fs::create_directory(temporary);
   std::ofstream(fs::path(temporary) / "MANIFEST") << content;
   return temporary;
-}
-
-// Sets an entry's modification time `age` into the past (not following a symlink).
-void age_by(const std::string& path, std::chrono::seconds age) {
-  struct timespec times[2];
-  ::clock_gettime(CLOCK_REALTIME, &times[0]);
-  times[0].tv_sec -= static_cast<time_t>(age.count());
-  times[1] = times[0];
-  ::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
 }
 
 }  // namespace
@@ -105,30 +97,26 @@ TEST_CASE("Without RENAME_EXCHANGE, `last` still ends up replaced whatever kinds
 
 TEST_CASE("Only what dead writers of .ckpt checkpoints left is cleaned up", "[checkpoint][files]") {
   TempDir dir;
-  const std::string torn = checkpoint::temporary_checkpoint_name(dir.file("epoch=3.ckpt"));
+  const std::string torn = temporary_checkpoint_name(dir.file("epoch=3.ckpt"));
   fs::create_directory(torn);  // a torn save: nobody holds its lock
   std::ofstream(torn + "/model.pt") << "torn";
-  const std::string deleting = checkpoint::temporary_checkpoint_name(dir.file("epoch=1.ckpt")) + ".del";
+  const std::string deleting = temporary_checkpoint_name(dir.file("epoch=1.ckpt")) + ".del";
   fs::create_directory(deleting);  // an eviction cut short
-  const std::string old_unlocked = checkpoint::temporary_checkpoint_name(dir.file("epoch=6.ckpt")) + ".new";
-  fs::create_directory(old_unlocked);  // its writer died before it locked it, long ago
-  age_by(old_unlocked, std::chrono::seconds(3600));
-  const std::string young_unlocked = checkpoint::temporary_checkpoint_name(dir.file("epoch=7.ckpt")) + ".new";
-  fs::create_directory(young_unlocked);  // a live writer about to lock it
-  const std::string bare_link = checkpoint::temporary_checkpoint_name(dir.file("last.ckpt"));
-  fs::create_directory_symlink("epoch=2.ckpt", bare_link);  // as older versions left links, long ago
-  age_by(bare_link, std::chrono::seconds(3600));
-  checkpoint::TemporaryDirectory live(dir.file("epoch=4.ckpt"));      // a live writer's: it holds the lock
+  const std::string unlocked = temporary_checkpoint_name(dir.file("epoch=6.ckpt")) + ".new";
+  fs::create_directory(unlocked);  // its writer died before it locked it
+  const std::string exchanged_out = temporary_checkpoint_name(dir.file("last.ckpt"));
+  fs::create_directory_symlink("epoch=2.ckpt", exchanged_out);  // an old `last` on its way out
+  TemporaryDirectory live(dir.file("epoch=4.ckpt"));       // a live writer's: it holds the lock
   fs::create_directory(dir.file("epoch=5.ckpt.tmp-1-0"));  // an older version's name, dead writer
   std::ofstream(dir.file("notes.tmp-123-0")) << "a user's file";    // not a checkpoint name
   std::ofstream(dir.file("epoch=3.ckpt.tmp-x")) << "a user's file";  // not our pattern
   fs::create_directory(dir.file("epoch=2.ckpt"));  // a checkpoint
 
-  CHECK(checkpoint::remove_stale_temporaries(dir.path().string()) == 5);
-  CHECK(names_in(dir.path().string()) ==
-        std::set<std::string>{"epoch=2.ckpt", "epoch=3.ckpt.tmp-x", fs::path(live.path()).filename().string(),
-                              fs::path(young_unlocked).filename().string(), "notes.tmp-123-0"});
-  CHECK(checkpoint::remove_stale_temporaries(dir.file("missing")) == 0);  // no directory: nothing to do
+  CHECK(remove_stale_temporaries(dir.path().string()) == 5);
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=2.ckpt", "epoch=3.ckpt.tmp-x",
+                                                               fs::path(live.path()).filename().string(),
+                                                               "notes.tmp-123-0"});
+  CHECK(remove_stale_temporaries(dir.file("missing")) == 0);  // no directory: nothing to do
 }
 
 namespace {

@@ -29,7 +29,7 @@ std::vector<checkpoint::TensorBufferTraits::Layout> layouts_of(const std::vector
 }  // namespace
 
 TEST_CASE("Snapshot copies go into prepared buffers, equal their source and share nothing with it",
-          "[core][checkpoint][async]") {
+          "[checkpoint][async]") {
   const std::vector<at::Tensor> live = sources();
   checkpoint::SnapshotBuffers buffers;
   REQUIRE(buffers.request_prepare(layouts_of(live)));
@@ -44,7 +44,7 @@ TEST_CASE("Snapshot copies go into prepared buffers, equal their source and shar
   }
 }
 
-TEST_CASE("Buffers given back are reused by the next snapshot's copies", "[core][checkpoint][async]") {
+TEST_CASE("Buffers given back are reused by the next snapshot's copies", "[checkpoint][async]") {
   const std::vector<at::Tensor> live = sources();
   checkpoint::SnapshotBuffers buffers;
   std::vector<at::Tensor> first;

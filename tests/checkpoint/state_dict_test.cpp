@@ -8,7 +8,7 @@
 
 using namespace trainbus;
 
-TEST_CASE("A deep copy shares no tensor, list or dict with the state, at any depth", "[core][checkpoint]") {
+TEST_CASE("A deep copy shares no tensor, list or dict with the state, at any depth", "[checkpoint]") {
   at::Tensor shared = at::zeros({4});
   c10::List<at::Tensor> tensors({shared, at::ones({2})});
   c10::Dict<std::string, at::Tensor> nested;

@@ -65,7 +65,7 @@ TEST_CASE("fit returns only after slow observers handled every event", "[core][o
   CHECK(slow->fit_ended);
 }
 
-TEST_CASE("A failing observer leaves fit as an events::ObserverError naming it, through on_exception", "[core][observers]") {
+TEST_CASE("A failing observer leaves fit as an ObserverError naming it, through on_exception", "[core][observers]") {
   auto log = std::make_shared<HookLog>();
   Trainer trainer(small(50), {std::make_shared<RecordingCallback>(log)});
   trainer.add_observer(std::make_shared<FailsAtBatch>());

@@ -270,11 +270,11 @@ TEST_CASE("An asynchronous save holds exactly the step it was taken at", "[core]
     void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput&, const Batch&, int64_t batch_idx) override {
       if (trainer.current_epoch() != 0 || (batch_idx != 5 && batch_idx != 9)) return;
       if (batch_idx == 9) {
-        trainer.wait_for_checkpoints();
-        kept_before_second = trainer.checkpoint_writer()->stats().bytes_kept;
+        trainer.checkpoints().wait();
+        kept_before_second = trainer.checkpoints().writer()->stats().bytes_kept;
       }
       trainer.save_checkpoint(dir_ + "/step" + std::to_string(batch_idx + 1), {false, /*async=*/true});
-      if (batch_idx == 9) kept_after_second = trainer.checkpoint_writer()->stats().bytes_kept;
+      if (batch_idx == 9) kept_after_second = trainer.checkpoints().writer()->stats().bytes_kept;
       at_save.push_back(weights(module));
       // Change every weight in place at once: a checkpoint still reading the live tensors would see it.
       torch::NoGradGuard no_grad;
@@ -289,8 +289,8 @@ TEST_CASE("An asynchronous save holds exactly the step it was taken at", "[core]
   MomentumModule module;
   RandomDataModule data(64, 4, true);
   trainer.fit(module, data);
-  REQUIRE(trainer.checkpoint_writer() != nullptr);
-  CHECK(trainer.checkpoint_writer()->stats().written == 2);
+  REQUIRE(trainer.checkpoints().writer() != nullptr);
+  CHECK(trainer.checkpoints().writer()->stats().written == 2);
   CHECK(saver->kept_before_second > 0);   // the first snapshot's copies, given back after its write
   CHECK(saver->kept_after_second == 0);   // ... and all taken by the second snapshot
   REQUIRE(saver->at_save.size() == 2);
@@ -413,7 +413,10 @@ class SavesThenChanges : public Callback {
     if (trainer.current_epoch() != 0 || batch_idx != 3) return;
     std::promise<void> changed;
     std::shared_future<void> done = changed.get_future().share();
-    trainer.submit_checkpoint(dir_ + "/first", false, {}, [done](const std::string&) { done.wait(); });
+    CheckpointRequest first;
+    first.path = dir_ + "/first";
+    first.after_commit = [done](const std::string&) { done.wait(); };
+    trainer.checkpoints().submit(std::move(first));
     trainer.save_checkpoint(dir_ + "/second", {false, /*async=*/true});
     live_->change_in_place();
     changed.set_value();

@@ -19,7 +19,7 @@ at::Tensor order_of(data::TensorDataLoader& loader, int64_t epoch) {
 
 }  // namespace
 
-TEST_CASE("Unshuffled batches are consecutive slices, the last one may be short", "[core][data]") {
+TEST_CASE("Unshuffled batches are consecutive slices, the last one may be short", "[data][loader]") {
   data::TensorDataLoader loader(torch::arange(10), torch::arange(10) * 2, {4});
   REQUIRE(loader.num_batches() == 3);
   CHECK(loader.batch(2).data.equal(torch::tensor({8, 9})));
@@ -29,7 +29,7 @@ TEST_CASE("Unshuffled batches are consecutive slices, the last one may be short"
   CHECK_FALSE(dropping.batch(0).target.defined());
 }
 
-TEST_CASE("Shuffled order depends only on seed and epoch", "[core][data]") {
+TEST_CASE("Shuffled order depends only on seed and epoch", "[data][loader]") {
   data::TensorDataLoader a(torch::arange(100), at::Tensor(), {10, true, false, 42});
   data::TensorDataLoader b(torch::arange(100), at::Tensor(), {10, true, false, 42});
   data::TensorDataLoader other_seed(torch::arange(100), at::Tensor(), {10, true, false, 43});
@@ -49,7 +49,7 @@ TEST_CASE("Shuffled order depends only on seed and epoch", "[core][data]") {
   CHECK(a.batch(5).data.equal(b.batch(5).data));
 }
 
-TEST_CASE("Without a seed the order follows LibTorch's generator (and so Trainer's seed)", "[core][data]") {
+TEST_CASE("Without a seed the order follows LibTorch's generator (and so Trainer's seed)", "[data][loader]") {
   torch::manual_seed(7);
   data::TensorDataLoader a(torch::arange(50), at::Tensor(), {5, true});
   torch::manual_seed(7);
@@ -58,7 +58,7 @@ TEST_CASE("Without a seed the order follows LibTorch's generator (and so Trainer
   CHECK(order_of(a, 0).equal(order_of(b, 0)));
 }
 
-TEST_CASE("data::TensorDataLoader refuses bad inputs with the reason", "[core][data]") {
+TEST_CASE("TensorDataLoader refuses bad inputs with the reason", "[data][loader]") {
   CHECK_THROWS_WITH(data::TensorDataLoader(torch::arange(10), torch::arange(9), {2}),
                     Catch::Contains("`targets` has 9 samples but `inputs` has 10"));
   CHECK_THROWS_WITH(data::TensorDataLoader(torch::arange(10), at::Tensor(), {0}), Catch::Contains("batch_size must be >= 1"));

@@ -8,7 +8,7 @@
 
 using namespace trainbus;
 
-TEST_CASE("data::read_fashion_mnist reads Debian's files", "[core][fashion]") {
+TEST_CASE("read_fashion_mnist reads Debian's files", "[data][fashion]") {
   const data::FashionMnistSplit test = data::read_fashion_mnist(data::kFashionMnistDir, /*train=*/false);
   CHECK(test.images.sizes() == at::IntArrayRef({10000, 1, 28, 28}));
   CHECK(test.labels.sizes() == at::IntArrayRef({10000}));
@@ -18,7 +18,7 @@ TEST_CASE("data::read_fashion_mnist reads Debian's files", "[core][fashion]") {
   CHECK(test.labels.bincount().eq(1000).all().item<bool>());
 }
 
-TEST_CASE("The data module splits 55000/5000 and normalises the pixels", "[core][fashion]") {
+TEST_CASE("The data module splits 55000/5000 and normalises the pixels", "[data][fashion]") {
   data::FashionMnistDataModule data;
   data.setup(Stage::kFit);
   auto train = data.train_dataloader();
@@ -30,7 +30,7 @@ TEST_CASE("The data module splits 55000/5000 and normalises the pixels", "[core]
   CHECK(std::abs(batch.data.mean().item<double>()) < 0.1);  // normalised with the training mean
 }
 
-TEST_CASE("A short fit on a slice of Fashion-MNIST learns", "[core][fashion]") {
+TEST_CASE("A short fit on a slice of Fashion-MNIST learns", "[data][fashion]") {
   TrainerOptions options;
   options.max_epochs = 1;
   options.limit_train_batches = 200;

@@ -43,7 +43,7 @@ void write_gz(const std::string& path, const Bytes& bytes) {
 
 }  // namespace
 
-TEST_CASE("data::read_idx_file reads plain and gzip IDX files into uint8 tensors", "[core][idx]") {
+TEST_CASE("read_idx_file reads plain and gzip IDX files into uint8 tensors", "[data][idx]") {
   TempDir dir;
   const Bytes bytes = idx_bytes({3, 2, 2}, 12);
   write_plain(dir.file("plain-idx3-ubyte"), bytes);
@@ -56,7 +56,7 @@ TEST_CASE("data::read_idx_file reads plain and gzip IDX files into uint8 tensors
   }
 }
 
-TEST_CASE("data::read_idx_file names the file and the problem", "[core][idx]") {
+TEST_CASE("read_idx_file names the file and the problem", "[data][idx]") {
   TempDir dir;
   SECTION("missing") {
     CHECK_THROWS_MATCHES(data::read_idx_file(dir.file("nope.gz")), DataError,
@@ -97,7 +97,7 @@ TEST_CASE("data::read_idx_file names the file and the problem", "[core][idx]") {
   }
 }
 
-TEST_CASE("A missing Fashion-MNIST directory names the file and the Debian package", "[core][idx]") {
+TEST_CASE("A missing Fashion-MNIST directory names the file and the Debian package", "[data][idx]") {
   TempDir dir;
   data::FashionMnistOptions options;
   options.root = dir.file("absent");
@@ -109,7 +109,7 @@ TEST_CASE("A missing Fashion-MNIST directory names the file and the Debian packa
                                "point --data / FashionMnistOptions::root at a directory holding the four IDX files"));
 }
 
-TEST_CASE("Fashion-MNIST files that do not match each other are refused", "[core][idx]") {
+TEST_CASE("Fashion-MNIST files that do not match each other are refused", "[data][idx]") {
   TempDir dir;
   write_gz(dir.file("t10k-images-idx3-ubyte.gz"), idx_bytes({3, 28, 28}, 3 * 28 * 28));
   write_gz(dir.file("t10k-labels-idx1-ubyte.gz"), idx_bytes({2}, 2));

@@ -25,7 +25,7 @@ TEST_CASE("A subscriber receives the events of its type, with their fields", "[e
   CHECK(epochs == std::vector<int64_t>{3, 4});
 }
 
-TEST_CASE("Dropping or disconnecting a events::Subscription stops delivery", "[events]") {
+TEST_CASE("Dropping or disconnecting a Subscription stops delivery", "[events]") {
   events::EventBus bus;
   int calls = 0;
   {
@@ -46,7 +46,7 @@ TEST_CASE("Dropping or disconnecting a events::Subscription stops delivery", "[e
   CHECK_FALSE(bus.has_subscribers<events::FitStart>());
 }
 
-TEST_CASE("A moved events::Subscription keeps the slot connected exactly once", "[events]") {
+TEST_CASE("A moved Subscription keeps the slot connected exactly once", "[events]") {
   events::EventBus bus;
   int calls = 0;
   events::Subscription first = bus.subscribe<events::FitEnd>([&](const events::FitEnd&) { ++calls; });
@@ -95,7 +95,7 @@ TEST_CASE("An exception thrown by a slot propagates out of publish", "[events]")
   CHECK_THROWS_WITH(bus.publish(events::Setup{}), "boom");
 }
 
-TEST_CASE("A events::Subscription may outlive its bus", "[events]") {
+TEST_CASE("A Subscription may outlive its bus", "[events]") {
   events::Subscription survivor;
   {
     events::EventBus bus;

@@ -154,7 +154,7 @@ TEST_CASE("WhenFull::kDrop drops and counts what does not fit", "[events][observ
   CHECK(observer->seen == std::vector<int64_t>{0, 1, 2, 3});
 }
 
-TEST_CASE("An observer that throws is raised as events::ObserverError naming it, the others carry on", "[events][observers]") {
+TEST_CASE("An observer that throws is raised as ObserverError naming it, the others carry on", "[events][observers]") {
   events::EventBus bus;
   events::ObserverPool pool(2);
   auto failing = std::make_shared<BatchRecorder>(nullptr, /*throw_at=*/3);
@@ -326,7 +326,7 @@ TEST_CASE("An observer waiting for a thread while a slow one works is not taken 
   CHECK(quick->seen.size() == 150);
 }
 
-TEST_CASE("Every event type reaches the events::Observer hook of the same name", "[events][observers]") {
+TEST_CASE("Every event type reaches the Observer hook of the same name", "[events][observers]") {
   class EveryHook : public events::Observer {
    public:
 #define RECORD_HOOK(Type, hook) \

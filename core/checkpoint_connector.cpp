@@ -1,4 +1,5 @@
-// Trainer::save_checkpoint and the restore half of fit(ckpt_path).
+#include "core/checkpoint_connector.h"
+
 #include <map>
 #include <mutex>
 #include <set>
@@ -9,14 +10,13 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
-#include "core/callback_order.h"
-#include "core/checkpoint_callback.h"
+#include "base/diagnostics.h"
+#include "base/errors.h"
 #include "checkpoint/format.h"
 #include "checkpoint/snapshot.h"
-#include "base/diagnostics.h"
+#include "core/callback_order.h"
+#include "core/checkpoint_callback.h"
 #include "core/trainer.h"
-#include "core/detail/trainer_hooks.h"
-#include "base/errors.h"
 
 namespace trainbus {
 namespace {
@@ -56,32 +56,32 @@ class SnapshotPayload final : public checkpoint::CheckpointPayload {
 
 }  // namespace
 
-std::unique_ptr<checkpoint::CheckpointSnapshot> Trainer::take_snapshot(const std::string& path, bool weights_only,
-                                                           checkpoint::SnapshotBuffers* copies_into) {
+CheckpointConnector::CheckpointConnector(Trainer& trainer) : trainer_(trainer) {}
+
+CheckpointConnector::~CheckpointConnector() = default;
+
+std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapshot(
+    const std::string& path, bool weights_only, checkpoint::SnapshotBuffers* copies_into) {
+  Trainer& t = trainer_;
   const bool copy_tensors = copies_into != nullptr;
-  TRAINBUS_CHECK(module_ != nullptr && fn_ == Stage::kFit, "Trainer::save_checkpoint(\"", path,
+  TRAINBUS_CHECK(t.module_ != nullptr && t.fn_ == Stage::kFit, "Trainer::save_checkpoint(\"", path,
                  "\") needs a running fit: call it from a callback or a module hook during Trainer::fit");
   auto snapshot = std::make_unique<checkpoint::CheckpointSnapshot>();
   snapshot->weights_only = weights_only;
   snapshot->buffers = copies_into;
   CheckpointData& data = snapshot->data;
-  data.epoch = current_epoch_;
-  data.global_step = global_step_;
-  data.hyper_parameters = module_->hparams();
-  data.callback_metrics = metrics_.callback_metrics();
-  data.loops.insert("current_epoch", current_epoch_);
-  data.loops.insert("epochs_processed", epochs_processed_);
-  data.loops.insert("global_step", global_step_);
-  data.loops.insert("batches_done_in_epoch", batches_done_in_epoch_);
-  data.loops.insert("epoch_batches_finished", epoch_batches_finished_);
-  data.loops.insert("total_batch_idx", total_batch_idx_);
-  data.loops.insert("accumulate_grad_batches", accumulate_grad_batches_);
-  if (train_loader_) data.loops.insert("train_loader", train_loader_->state_dict());
+  data.epoch = t.progress_.current_epoch;
+  data.global_step = t.progress_.global_step;
+  data.hyper_parameters = t.module_->hparams();
+  data.callback_metrics = t.metrics_.callback_metrics();
+  data.loops = t.progress_.state_dict();
+  data.loops.insert("accumulate_grad_batches", t.accumulate_grad_batches_);
+  if (t.train_loader_) data.loops.insert("train_loader", t.train_loader_->state_dict());
   if (!weights_only) {
     // As Lightning: every callback's state_dict(), kept when not empty. Two under one key would
     // overwrite each other: refused, naming both (stateful() lets the Trainer refuse it earlier).
     std::map<std::string, std::string> owners;  // state_key -> callback class
-    for (const auto& callback : callbacks_) {
+    for (const auto& callback : t.callbacks_) {
       StateDict state = callback->state_dict();
       if (state.empty()) continue;
       const std::string key = callback->state_key();
@@ -89,10 +89,10 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> Trainer::take_snapshot(const std
       TRAINBUS_CHECK(first, duplicate_state_key_message(key, owner->second, callback_name(*callback)));
       data.callbacks.emplace(key, std::move(state));
     }
-    data.datamodule = data_->state_dict();
-    for (const auto& callback : callbacks_) callback->on_save_checkpoint(*this, *module_, data);
+    data.datamodule = t.data_->state_dict();
+    for (const auto& callback : t.callbacks_) callback->on_save_checkpoint(t, *t.module_, data);
   }
-  module_->on_save_checkpoint(data);
+  t.module_->on_save_checkpoint(data);
   if (copy_tensors) {
     // Written later on another thread: nothing in it may share a tensor or a list with the state
     // that callbacks, the data module and the module go on changing once this returns.
@@ -102,16 +102,18 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> Trainer::take_snapshot(const std
     data.datamodule = data.datamodule.deep_copy();
     data.extra = data.extra.deep_copy();
   }
-  bus_.publish_lazy<events::SaveCheckpoint>([&] { return events::SaveCheckpoint{progress(), path}; });
+  t.bus_.publish_lazy<events::SaveCheckpoint>([&] { return events::SaveCheckpoint{t.event_progress(), path}; });
 
-  checkpoint::snapshot_module(*module_, copy_tensors, *snapshot);
+  checkpoint::snapshot_module(*t.module_, copy_tensors, *snapshot);
   if (!weights_only) {
-    for (size_t i = 0; i < optimizers_.size(); ++i) checkpoint::snapshot_optimizer(*optimizers_[i], i, copy_tensors, *snapshot);
+    for (size_t i = 0; i < t.optimizers_.size(); ++i) {
+      checkpoint::snapshot_optimizer(*t.optimizers_[i], i, copy_tensors, *snapshot);
+    }
   }
   torch::serialize::OutputArchive& trainer = checkpoint::add_trainer_part(*snapshot);
   if (!weights_only) {
     c10::List<int64_t> scheduler_steps;
-    for (const auto& config : schedulers_) scheduler_steps.push_back(SchedulerStepCount::of(*config.scheduler));
+    for (const auto& config : t.schedulers_) scheduler_steps.push_back(SchedulerStepCount::of(*config.scheduler));
     trainer.write("schedulers", scheduler_steps);
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(generator.mutex());
@@ -120,45 +122,47 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> Trainer::take_snapshot(const std
   return snapshot;
 }
 
-void Trainer::save_checkpoint(const std::string& path, SaveCheckpointOptions options) {
+void CheckpointConnector::save(const std::string& path, SaveCheckpointOptions options) {
   if (options.async) {
     // A newer save to the same path supersedes a pending one; saves to other paths all land.
-    submit_checkpoint(path, options.weights_only, {}, {}, /*replace_group=*/path);
+    CheckpointRequest request;
+    request.path = path;
+    request.weights_only = options.weights_only;
+    request.replace_group = path;
+    submit(std::move(request));
     return;
   }
   // In order with the background saves: an older one must not land after this one.
-  if (checkpoints_) checkpoints_->wait();
-  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot = take_snapshot(path, options.weights_only, /*copies_into=*/nullptr);
+  wait();
+  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot = take_snapshot(path, options.weights_only, nullptr);
   checkpoint::write_checkpoint(*snapshot, path);
 }
 
-checkpoint::CheckpointWriter& Trainer::checkpoint_writer_for_saves() {
-  if (!checkpoints_) {
-    snapshot_buffers_ = std::make_unique<checkpoint::SnapshotBuffers>();
-    checkpoints_ = std::make_unique<checkpoint::CheckpointWriter>(snapshot_buffers_.get());
+checkpoint::CheckpointWriter& CheckpointConnector::writer_for_saves() {
+  if (!writer_) {
+    buffers_ = std::make_unique<checkpoint::SnapshotBuffers>();
+    writer_ = std::make_unique<checkpoint::CheckpointWriter>(buffers_.get());
   }
-  return *checkpoints_;
+  return *writer_;
 }
 
-std::optional<std::string> Trainer::submit_checkpoint(const std::string& path, bool weights_only,
-                                                      std::vector<std::string> remove_after_commit,
-                                                      std::function<void(const std::string&)> after_commit,
-                                                      std::string replace_group) {
-  checkpoint::CheckpointWriter& writer = checkpoint_writer_for_saves();
+std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request) {
+  checkpoint::CheckpointWriter& writer = writer_for_saves();
   checkpoint::CheckpointJob job;
-  job.path = path;
-  job.payload = std::make_unique<SnapshotPayload>(take_snapshot(path, weights_only, snapshot_buffers_.get()));
-  job.remove_after_commit = std::move(remove_after_commit);
-  job.after_commit = std::move(after_commit);
-  job.replace_group = std::move(replace_group);
+  job.path = request.path;
+  job.payload = std::make_unique<SnapshotPayload>(take_snapshot(request.path, request.weights_only, buffers_.get()));
+  job.remove_after_commit = std::move(request.remove_after_commit);
+  job.after_commit = std::move(request.after_commit);
+  job.replace_group = std::move(request.replace_group);
   return writer.submit(std::move(job));
 }
 
-void Trainer::prepare_checkpoint() {
-  if (module_ == nullptr || fn_ != Stage::kFit) return;
-  checkpoint::CheckpointWriter& writer = checkpoint_writer_for_saves();
-  checkpoint::SnapshotBuffers& buffers = *snapshot_buffers_;
-  if (!buffers.request_prepare(checkpoint::snapshot_layouts(*module_, optimizers_))) return;  // folded into a queued run
+void CheckpointConnector::prepare() {
+  Trainer& t = trainer_;
+  if (t.module_ == nullptr || t.fn_ != Stage::kFit) return;
+  checkpoint::CheckpointWriter& writer = writer_for_saves();
+  checkpoint::SnapshotBuffers& buffers = *buffers_;
+  if (!buffers.request_prepare(checkpoint::snapshot_layouts(*t.module_, t.optimizers_))) return;  // folded
   try {
     writer.prepare_in_background([&buffers] { buffers.prepare(); });
   } catch (const std::exception& e) {
@@ -168,15 +172,21 @@ void Trainer::prepare_checkpoint() {
   }
 }
 
-void Trainer::wait_for_checkpoints() {
-  if (checkpoints_) checkpoints_->wait();
+void CheckpointConnector::wait() {
+  if (writer_) writer_->wait();
 }
 
-std::string Trainer::resolve_ckpt_path(const std::string& ckpt_path) const {
+std::exception_ptr CheckpointConnector::wait_quietly() { return writer_ ? writer_->wait_quietly() : nullptr; }
+
+void CheckpointConnector::check() {
+  if (writer_ && writer_->has_error()) writer_->check();
+}
+
+std::string CheckpointConnector::resolve_ckpt_path(const std::string& ckpt_path) const {
   if (ckpt_path != "last" && ckpt_path != "best") return ckpt_path;
   std::string found;
   bool any = false;
-  for (const auto& callback : callbacks_) {
+  for (const auto& callback : trainer_.callbacks_) {
     const auto* saver = dynamic_cast<const CheckpointCallback*>(callback.get());
     if (saver == nullptr) continue;
     any = true;
@@ -193,18 +203,19 @@ std::string Trainer::resolve_ckpt_path(const std::string& ckpt_path) const {
   return found;
 }
 
-void Trainer::restore_modules_and_callbacks(const checkpoint::LoadedCheckpoint& checkpoint) {
+void CheckpointConnector::restore_modules_and_callbacks(const checkpoint::LoadedCheckpoint& checkpoint) {
+  Trainer& t = trainer_;
   try {
-    module_->load(const_cast<torch::serialize::InputArchive&>(checkpoint.model));
+    t.module_->load(const_cast<torch::serialize::InputArchive&>(checkpoint.model));
   } catch (const c10::Error& error) {
-    throw CheckpointError(detail::concat("checkpoint ", checkpoint.path, ": part `model` does not fit ",
-                                         module_->name(), ": ", first_line(error.what_without_backtrace())));
+    throw CheckpointError(::trainbus::detail::concat("checkpoint ", checkpoint.path, ": part `model` does not fit ",
+                                         t.module_->name(), ": ", first_line(error.what_without_backtrace())));
   }
-  data_->load_state_dict(checkpoint.data.datamodule);
-  module_->on_load_checkpoint(checkpoint.data);
-  for (const auto& callback : callbacks_) callback->on_load_checkpoint(*this, *module_, checkpoint.data);
+  t.data_->load_state_dict(checkpoint.data.datamodule);
+  t.module_->on_load_checkpoint(checkpoint.data);
+  for (const auto& callback : t.callbacks_) callback->on_load_checkpoint(t, *t.module_, checkpoint.data);
   std::set<std::string> restored;
-  for (const auto& callback : callbacks_) {
+  for (const auto& callback : t.callbacks_) {
     auto it = checkpoint.data.callbacks.find(callback->state_key());
     if (it == checkpoint.data.callbacks.end()) continue;
     callback->load_state_dict(it->second);
@@ -217,29 +228,30 @@ void Trainer::restore_modules_and_callbacks(const checkpoint::LoadedCheckpoint& 
            "made with to restore it.");
     }
   }
-  bus_.publish_lazy<events::LoadCheckpoint>([&] { return events::LoadCheckpoint{progress(), checkpoint.path}; });
+  t.bus_.publish_lazy<events::LoadCheckpoint>([&] { return events::LoadCheckpoint{t.event_progress(), checkpoint.path}; });
 }
 
-void Trainer::restore_training_state(const checkpoint::LoadedCheckpoint& checkpoint) {
+void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpoint& checkpoint) {
+  Trainer& t = trainer_;
   const std::string& path = checkpoint.path;
   TRAINBUS_CHECK_AS(CheckpointError, !checkpoint.weights_only, "checkpoint ", path,
                     " holds only the model weights (save_weights_only), so training cannot resume from it; "
                     "load the weights into the module instead, or resume from a full checkpoint");
   auto& archive = const_cast<torch::serialize::InputArchive&>(checkpoint.trainer);
-  TRAINBUS_CHECK_AS(CheckpointError, checkpoint.optimizers.size() == optimizers_.size(), "checkpoint ", path,
+  TRAINBUS_CHECK_AS(CheckpointError, checkpoint.optimizers.size() == t.optimizers_.size(), "checkpoint ", path,
                     " holds the state of ", checkpoint.optimizers.size(), " optimizers but configure_optimizers() "
-                    "returned ", optimizers_.size());
+                    "returned ", t.optimizers_.size());
   try {
-    for (size_t i = 0; i < optimizers_.size(); ++i) {
-      optimizers_[i]->load(const_cast<torch::serialize::InputArchive&>(checkpoint.optimizers[i]));
+    for (size_t i = 0; i < t.optimizers_.size(); ++i) {
+      t.optimizers_[i]->load(const_cast<torch::serialize::InputArchive&>(checkpoint.optimizers[i]));
     }
     c10::IValue scheduler_steps;
     archive.read("schedulers", scheduler_steps);
     const auto steps = scheduler_steps.toIntList();
-    TRAINBUS_CHECK_AS(CheckpointError, steps.size() == schedulers_.size(), "checkpoint ", path, " holds ",
-                      steps.size(), " LR schedulers but configure_optimizers() returned ", schedulers_.size());
-    for (size_t i = 0; i < schedulers_.size(); ++i) {
-      SchedulerStepCount::of(*schedulers_[i].scheduler) = static_cast<unsigned>(steps.get(i));
+    TRAINBUS_CHECK_AS(CheckpointError, steps.size() == t.schedulers_.size(), "checkpoint ", path, " holds ",
+                      steps.size(), " LR schedulers but configure_optimizers() returned ", t.schedulers_.size());
+    for (size_t i = 0; i < t.schedulers_.size(); ++i) {
+      SchedulerStepCount::of(*t.schedulers_[i].scheduler) = static_cast<unsigned>(steps.get(i));
     }
     at::Tensor rng_state;
     archive.read("rng.torch_cpu", rng_state);
@@ -248,27 +260,17 @@ void Trainer::restore_training_state(const checkpoint::LoadedCheckpoint& checkpo
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(rng_state);
   } catch (const c10::Error& error) {
-    throw CheckpointError(detail::concat("checkpoint ", path, ": cannot restore the optimizer state: ",
+    throw CheckpointError(::trainbus::detail::concat("checkpoint ", path, ": cannot restore the optimizer state: ",
                                          first_line(error.what_without_backtrace())));
   }
 
   const StateDict& loops = checkpoint.data.loops;
-  global_step_ = loops.at("global_step").toInt();
-  epochs_processed_ = loops.at("epochs_processed").toInt();
-  total_batch_idx_ = loops.at("total_batch_idx").toInt();
-  accumulate_grad_batches_ = loops.at("accumulate_grad_batches").toInt();
-  if (loops.at("epoch_batches_finished").toBool()) {
-    current_epoch_ = epochs_processed_;  // the saved epoch had ended: continue with the next one
-    resume_batch_idx_ = 0;
-  } else {
-    current_epoch_ = loops.at("current_epoch").toInt();
-    resume_batch_idx_ = loops.at("batches_done_in_epoch").toInt();
+  t.progress_ = FitProgress::resumed_from(loops);
+  t.accumulate_grad_batches_ = loops.at("accumulate_grad_batches").toInt();
+  if (loops.contains("train_loader") && t.train_loader_) {
+    t.train_loader_->load_state_dict(loops.dict_at("train_loader"));
   }
-  if (loops.contains("train_loader") && train_loader_) {
-    train_loader_->load_state_dict(loops.dict_at("train_loader"));
-  }
-  metrics_.restore_callback_metrics(checkpoint.data.callback_metrics);
-  restarting_ = true;
+  t.metrics_.restore_callback_metrics(checkpoint.data.callback_metrics);
 }
 
 }  // namespace trainbus
