@@ -51,8 +51,8 @@ StepOutput FashionClassifier::training_step(const Batch& batch, int64_t batch_id
   const at::Tensor logits = forward(batch.data);
   const at::Tensor loss = nn::functional::cross_entropy(logits, batch.target);
   const at::Tensor accuracy = logits.argmax(1).eq(batch.target).to(at::kFloat).mean();
-  log("train_loss", loss.detach(), {true, true, true});
-  log("train_acc", accuracy, {true, true, true});
+  log("train_loss", loss.detach(), LogOptions().on_step(true).on_epoch(true).prog_bar(true));
+  log("train_acc", accuracy, LogOptions().on_step(true).on_epoch(true).prog_bar(true));
   return loss;
 }
 
@@ -60,8 +60,8 @@ StepOutput FashionClassifier::evaluate(const Batch& batch, const std::string& pr
   const at::Tensor logits = forward(batch.data);
   const at::Tensor loss = nn::functional::cross_entropy(logits, batch.target);
   const at::Tensor accuracy = logits.argmax(1).eq(batch.target).to(at::kFloat).mean();
-  log(prefix + "_loss", loss, {false, true, true});
-  log(prefix + "_acc", accuracy, {false, true, true});
+  log(prefix + "_loss", loss, LogOptions().on_step(false).on_epoch(true).prog_bar(true));
+  log(prefix + "_acc", accuracy, LogOptions().on_step(false).on_epoch(true).prog_bar(true));
   return {{"loss", loss}, {"acc", accuracy}};
 }
 

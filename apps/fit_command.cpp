@@ -122,73 +122,65 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   model_options.lr_gamma = args.lr_gamma;
 
   TrainerOptions options;
-  options.max_epochs = args.max_epochs.value_or(default_max_epochs(model_options.architecture));
-  options.max_steps = args.max_steps;
-  options.seed = args.seed;
-  options.default_root_dir = args.out;
-  options.limit_train_batches = parse_batch_limit(args.limit_train_batches, "--limit-train-batches");
-  options.limit_val_batches = parse_batch_limit(args.limit_val_batches, "--limit-val-batches");
-  options.limit_test_batches = parse_batch_limit(args.limit_test_batches, "--limit-test-batches");
-  options.accumulate_grad_batches = args.accumulate_grad_batches;
-  options.gradient_clip_val = args.gradient_clip_val;
-  options.num_sanity_val_steps = args.num_sanity_val_steps;
-  if (args.deterministic) options.deterministic = true;
+  options.max_epochs(args.max_epochs.value_or(default_max_epochs(model_options.architecture)));
+  options.max_steps(args.max_steps);
+  options.seed(args.seed);
+  options.default_root_dir(args.out);
+  options.limit_train_batches(parse_batch_limit(args.limit_train_batches, "--limit-train-batches"));
+  options.limit_val_batches(parse_batch_limit(args.limit_val_batches, "--limit-val-batches"));
+  options.limit_test_batches(parse_batch_limit(args.limit_test_batches, "--limit-test-batches"));
+  options.accumulate_grad_batches(args.accumulate_grad_batches);
+  options.gradient_clip_val(args.gradient_clip_val);
+  options.num_sanity_val_steps(args.num_sanity_val_steps);
+  if (args.deterministic) options.deterministic(true);
   try {
-    options.device = c10::Device(args.device);
+    options.device(c10::Device(args.device));
   } catch (const std::exception&) {
     throw MisconfigurationError("--device: expected cpu or cuda[:N], got '" + args.device + "'");
   }
 
-  options.log_every_n_steps = args.log_every_n_steps;
+  options.log_every_n_steps(args.log_every_n_steps);
   std::vector<std::shared_ptr<Callback>> callbacks;
   if (args.early_stopping_patience) {
     callbacks::EarlyStoppingOptions early;
-    early.monitor = "val_loss";
-    early.patience = *args.early_stopping_patience;
+    early.monitor("val_loss");
+    early.patience(*args.early_stopping_patience);
     callbacks.push_back(std::make_shared<callbacks::EarlyStopping>(early));
   }
 
-  data::FashionMnistOptions data_options;
-  data_options.root = args.data;
-  data_options.batch_size = args.batch_size;
-  data_options.val_size = args.val_size;
-  data::FashionMnistDataModule data(data_options);
+  data::FashionMnistDataModule data(
+      data::FashionMnistOptions().root(args.data).batch_size(args.batch_size).val_size(args.val_size));
 
   // The model's initial weights come from the seed too.
   torch::manual_seed(args.seed);
   FashionClassifier model(model_options);
   const std::string checkpoint_dir = (std::filesystem::path(args.out) / "checkpoints").string();
   if (args.checkpoint || args.resume == "last") {
-    callbacks::ModelCheckpointOptions checkpoint;
-    checkpoint.dirpath = checkpoint_dir;
-    checkpoint.filename = "{epoch}-{val_acc:.4f}";
-    checkpoint.monitor = "val_acc";
-    checkpoint.mode = "max";
-    checkpoint.save_top_k = args.checkpoint ? 1 : 0;
-    checkpoint.save_last = args.checkpoint ? callbacks::ModelCheckpointOptions::SaveLast::kLink
-                                           : callbacks::ModelCheckpointOptions::SaveLast::kNo;
-    callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(checkpoint));
+    using SaveLast = callbacks::ModelCheckpointOptions::SaveLast;
+    callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(callbacks::ModelCheckpointOptions()
+                                                                         .dirpath(checkpoint_dir)
+                                                                         .filename("{epoch}-{val_acc:.4f}")
+                                                                         .monitor("val_acc")
+                                                                         .mode("max")
+                                                                         .save_top_k(args.checkpoint ? 1 : 0)
+                                                                         .save_last(args.checkpoint ? SaveLast::kLink : SaveLast::kNo)));
   }
   Trainer trainer(options, callbacks);
   const std::string run_dir = observers::next_version_dir(args.out);
   if (args.progress_bar) {
-    observers::ProgressBarOptions bar;
-    bar.out = &out;
-    trainer.add_observer(std::make_shared<observers::ProgressBar>(bar));
+    trainer.add_observer(std::make_shared<observers::ProgressBar>(observers::ProgressBarOptions().out(&out)));
   }
   if (args.csv) {
     trainer.add_observer(std::make_shared<observers::CsvLogger>(
-        observers::CsvLoggerOptions{run_dir, args.log_every_n_steps}));
+        observers::CsvLoggerOptions().log_dir(run_dir).log_every_n_steps(args.log_every_n_steps)));
   }
   if (args.tensorboard) {
     trainer.add_observer(std::make_shared<observers::TensorBoardLogger>(
-        observers::TensorBoardLoggerOptions{run_dir, args.log_every_n_steps}));
+        observers::TensorBoardLoggerOptions().log_dir(run_dir).log_every_n_steps(args.log_every_n_steps)));
   }
   out << "trainbus fit: " << args.model << " on Fashion-MNIST (" << args.data << "), " << trainer.max_epochs()
       << " epochs, batch size " << args.batch_size << ", lr " << args.lr << ", seed " << args.seed << std::endl;
-  FitOptions fit_options;
-  fit_options.ckpt_path = args.resume;
-  trainer.fit(model, data, fit_options);
+  trainer.fit(model, data, FitOptions().ckpt_path(args.resume));
   if (!trainer.checkpoints().resumed_from().empty()) out << "resumed from: " << trainer.checkpoints().resumed_from() << '\n';
   const Metrics tested = trainer.test(model, data);
   if (!args.progress_bar) {  // the progress bar prints the test line itself

@@ -50,7 +50,7 @@ std::unique_ptr<BenchMlp> fresh_mlp(uint64_t seed) {
 std::shared_ptr<DataLoader> fashion_train_loader(int64_t batch_size) {
   const data::FashionMnistSplit train = data::read_fashion_mnist(data::kFashionMnistDir, true);
   return std::make_shared<data::TensorDataLoader>(train.images.to(at::kFloat).div(255.0), train.labels,
-                                            data::DataLoaderOptions{batch_size, true, false, 1234});
+                                            data::DataLoaderOptions().batch_size(batch_size).shuffle(true).drop_last(false).seed(1234));
 }
 
 double median(std::vector<double> values) {

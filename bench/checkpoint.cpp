@@ -3,7 +3,7 @@
 // Part 1, one save of the full state (weights + SGD momentum) per training step, the cases
 // rotated round by round, so that memory is as warm or cold as between the saves of a real run:
 //   (a) trainer.save_checkpoint(path): synchronous, serialise + write + fsync + rename;
-//   (b) trainer.save_checkpoint(path, {.async = true}) after trainer.checkpoints().prepare() at the
+//   (b) trainer.save_checkpoint(path, SaveCheckpointOptions().weights_only(.async = true)) after trainer.checkpoints().prepare() at the
 //       batch's start, as ModelCheckpoint does: the time until it returns (the stall);
 //   (b-) the same without prepare_checkpoint; the background write is reported beside them;
 //   (c) memcpy of the same tensors into newly allocated memory;
@@ -105,7 +105,7 @@ std::shared_ptr<DataLoader> random_loader(int64_t batches, int64_t batch_size) {
   torch::manual_seed(5);
   return std::make_shared<data::TensorDataLoader>(torch::rand({batches * batch_size, 784}),
                                             torch::randint(0, 10, {batches * batch_size}),
-                                            data::DataLoaderOptions{batch_size, false, false, 1});
+                                            data::DataLoaderOptions().batch_size(batch_size).shuffle(false).drop_last(false).seed(1));
 }
 
 /// The tensors a checkpoint copies: parameters, buffers and every optimizer state tensor.
@@ -199,7 +199,7 @@ class SaveTimer : public Callback {
   double async_save(Trainer& trainer) {
     const std::string path = dir_ + "/async.ckpt";
     const auto start = Clock::now();
-    trainer.save_checkpoint(path, {/*weights_only=*/false, /*async=*/true});
+    trainer.save_checkpoint(path, SaveCheckpointOptions().async(true));
     const double stall = seconds_since(start);
     trainer.checkpoints().wait();
     times.background.push_back(trainer.checkpoints().writer()->stats().last_write_seconds);
@@ -228,17 +228,17 @@ RunTimes timed_run(Checkpointing mode, const std::shared_ptr<DataLoader>& loader
   torch::manual_seed(1);
   WideMlp module(width, layers);
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_train_batches = steps;
-  options.num_sanity_val_steps = 0;
+  options.max_epochs(1);
+  options.limit_train_batches(steps);
+  options.num_sanity_val_steps(0);
   auto hooks = std::make_shared<HookTimer>(module, every);
   std::vector<std::shared_ptr<Callback>> callbacks{hooks};
   if (mode != Checkpointing::kNone) {
     callbacks::ModelCheckpointOptions checkpoint;
-    checkpoint.dirpath = dir;
-    checkpoint.every_n_train_steps = every;
-    checkpoint.async = mode == Checkpointing::kAsync || mode == Checkpointing::kAsyncUnprepared;
-    checkpoint.prepare_ahead = mode != Checkpointing::kAsyncUnprepared;
+    checkpoint.dirpath(dir);
+    checkpoint.every_n_train_steps(every);
+    checkpoint.async(mode == Checkpointing::kAsync || mode == Checkpointing::kAsyncUnprepared);
+    checkpoint.prepare_ahead(mode != Checkpointing::kAsyncUnprepared);
     callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(checkpoint));
   }
   Trainer trainer(options, callbacks);
@@ -303,9 +303,9 @@ int main(int argc, char** argv) {
   {
     const int64_t part1_steps = 1 + int64_t{reps} * SaveTimer::kCases;
     TrainerOptions options;
-    options.max_epochs = 1;
-    options.limit_train_batches = part1_steps;
-    options.num_sanity_val_steps = 0;
+    options.max_epochs(1);
+    options.limit_train_batches(part1_steps);
+    options.num_sanity_val_steps(0);
     Trainer trainer(options, {timer});
     data::LoaderDataModule data(random_loader(part1_steps, batch_size));
     trainer.fit(module, data);

@@ -111,12 +111,12 @@ int main(int argc, char** argv) {
       keep.push_back(bus.subscribe<events::TrainBatchEnd>([](const events::TrainBatchEnd&) {}));
     });
     const Percentiles async = publish_cost(events_count, [&](events::EventBus& bus, events::ObserverPool& pool, std::vector<events::Subscription>&) {
-      pool.attach(bus, std::make_shared<Counting>(), {static_cast<size_t>(events_count)});
+      pool.attach(bus, std::make_shared<Counting>(), events::ObserverOptions().capacity(static_cast<size_t>(events_count)));
     });
     const Percentiles paced = publish_cost(
         events_count / 4,
         [&](events::EventBus& bus, events::ObserverPool& pool, std::vector<events::Subscription>&) {
-          pool.attach(bus, std::make_shared<Counting>(), {static_cast<size_t>(events_count)});
+          pool.attach(bus, std::make_shared<Counting>(), events::ObserverOptions().capacity(static_cast<size_t>(events_count)));
         },
         10, std::chrono::microseconds(200));
     paced_median.push_back(paced.median);
@@ -153,7 +153,7 @@ int main(int argc, char** argv) {
       const std::shared_future<void> released = release.get_future().share();
       for (int t = 0; t < 2; ++t) pool.attach(bus, std::make_shared<ThreadHolder>(released));
       for (int o = 0; o < observers; ++o) {
-        pool.attach(bus, std::make_shared<Counting>(), {static_cast<size_t>(events_count)});
+        pool.attach(bus, std::make_shared<Counting>(), events::ObserverOptions().capacity(static_cast<size_t>(events_count)));
       }
       bus.publish(events::FitStart{});
       pool.kick();

@@ -65,9 +65,9 @@ RunResult run_hand_written(const std::shared_ptr<DataLoader>& loader, int64_t st
 RunResult run_trainer(const std::shared_ptr<DataLoader>& loader, int64_t steps, uint64_t seed, int callbacks) {
   auto module = bench::fresh_mlp(seed);
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_train_batches = steps;
-  options.num_sanity_val_steps = 0;
+  options.max_epochs(1);
+  options.limit_train_batches(steps);
+  options.num_sanity_val_steps(0);
   std::vector<std::shared_ptr<Callback>> no_ops;
   for (int i = 0; i < callbacks; ++i) no_ops.push_back(std::make_shared<bench::NoOpCallback>());
   Trainer trainer(options, no_ops);

@@ -38,12 +38,12 @@ enum class Mode { kNone, kAsync, kSync };
 Run run(const std::shared_ptr<DataLoader>& loader, int64_t steps, Mode mode) {
   auto module = bench::fresh_mlp(0);
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_train_batches = steps;
-  options.num_sanity_val_steps = 0;
+  options.max_epochs(1);
+  options.limit_train_batches(steps);
+  options.num_sanity_val_steps(0);
   Trainer trainer(options);
   events::Subscription sync;
-  if (mode == Mode::kAsync) trainer.add_observer(std::make_shared<SlowObserver>(), {static_cast<size_t>(steps) + 16});
+  if (mode == Mode::kAsync) trainer.add_observer(std::make_shared<SlowObserver>(), events::ObserverOptions().capacity(static_cast<size_t>(steps) + 16));
   if (mode == Mode::kSync) {
     sync = trainer.bus().subscribe<events::TrainBatchEnd>(
         [](const events::TrainBatchEnd&) { std::this_thread::sleep_for(kObserverWork); });

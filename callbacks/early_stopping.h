@@ -6,33 +6,34 @@
 #include <string>
 
 #include "core/callback.h"
+#include "base/arg.h"
 
 namespace trainbus::callbacks {
 
 /// Lightning's EarlyStopping arguments and defaults.
 struct EarlyStoppingOptions {
   /// Key in trainer.callback_metrics, e.g. "val_loss".
-  std::string monitor;
+  TRAINBUS_ARG(std::string, monitor);
   /// Least change that counts as an improvement.
-  double min_delta = 0.0;
+  TRAINBUS_ARG(double, min_delta) = 0.0;
   /// Checks without improvement before stopping (checks, not epochs: with check_val_every_n_epoch=10
   /// and patience=3 that is at least 40 epochs).
-  int64_t patience = 3;
+  TRAINBUS_ARG(int64_t, patience) = 3;
   /// Print why it stops and each improvement.
-  bool verbose = false;
+  TRAINBUS_ARG(bool, verbose) = false;
   /// "min" or "max".
-  std::string mode = "min";
+  TRAINBUS_ARG(std::string, mode) = "min";
   /// Throw when `monitor` is missing from callback_metrics; false: skip the check.
-  bool strict = true;
+  TRAINBUS_ARG(bool, strict) = true;
   /// Stop as soon as the metric is NaN or infinite.
-  bool check_finite = true;
+  TRAINBUS_ARG(bool, check_finite) = true;
   /// Stop at once when the metric is better than this.
-  std::optional<double> stopping_threshold;
+  TRAINBUS_ARG(std::optional<double>, stopping_threshold);
   /// Stop at once when the metric is worse than this.
-  std::optional<double> divergence_threshold;
+  TRAINBUS_ARG(std::optional<double>, divergence_threshold);
   /// Check in on_train_epoch_end (true) or on_validation_end (false). Unset: at the train epoch end
   /// when validation runs once at the end of every epoch, else after each validation.
-  std::optional<bool> check_on_train_epoch_end;
+  TRAINBUS_ARG(std::optional<bool>, check_on_train_epoch_end);
 };
 
 /// Why EarlyStopping stopped (Lightning's EarlyStoppingReason).

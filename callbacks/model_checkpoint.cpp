@@ -50,39 +50,39 @@ std::string format_value(double value, const std::string& spec, bool integer, co
 
 ModelCheckpoint::ModelCheckpoint(ModelCheckpointOptions options) : options_(std::move(options)) {
   const ModelCheckpointOptions& o = options_;
-  TRAINBUS_CHECK(o.save_top_k >= -1, "ModelCheckpoint: invalid value for save_top_k=", o.save_top_k,
+  TRAINBUS_CHECK(o.save_top_k() >= -1, "ModelCheckpoint: invalid value for save_top_k=", o.save_top_k(),
                  "; must be >= -1");
-  TRAINBUS_CHECK(o.mode == "min" || o.mode == "max", "ModelCheckpoint: mode must be \"min\" or \"max\", got \"",
-                 o.mode, "\"");
-  TRAINBUS_CHECK(!o.every_n_train_steps || *o.every_n_train_steps >= 0,
-                 "ModelCheckpoint: every_n_train_steps must be >= 0, got ", *o.every_n_train_steps);
-  TRAINBUS_CHECK(!o.every_n_epochs || *o.every_n_epochs >= 0, "ModelCheckpoint: every_n_epochs must be >= 0, got ",
-                 *o.every_n_epochs);
-  TRAINBUS_CHECK(!o.train_time_interval || o.train_time_interval->count() > 0,
+  TRAINBUS_CHECK(o.mode() == "min" || o.mode() == "max", "ModelCheckpoint: mode must be \"min\" or \"max\", got \"",
+                 o.mode(), "\"");
+  TRAINBUS_CHECK(!o.every_n_train_steps() || *o.every_n_train_steps() >= 0,
+                 "ModelCheckpoint: every_n_train_steps must be >= 0, got ", *o.every_n_train_steps());
+  TRAINBUS_CHECK(!o.every_n_epochs() || *o.every_n_epochs() >= 0, "ModelCheckpoint: every_n_epochs must be >= 0, got ",
+                 *o.every_n_epochs());
+  TRAINBUS_CHECK(!o.train_time_interval() || o.train_time_interval()->count() > 0,
                  "ModelCheckpoint: train_time_interval must be positive");
-  const int triggers = (o.every_n_train_steps && *o.every_n_train_steps > 0) + (o.every_n_epochs && *o.every_n_epochs > 0) +
-                       (o.train_time_interval ? 1 : 0);
+  const int triggers = (o.every_n_train_steps() && *o.every_n_train_steps() > 0) + (o.every_n_epochs() && *o.every_n_epochs() > 0) +
+                       (o.train_time_interval() ? 1 : 0);
   TRAINBUS_CHECK(triggers <= 1, "ModelCheckpoint: every_n_train_steps, every_n_epochs and train_time_interval are "
                                 "mutually exclusive; set one of them");
-  TRAINBUS_CHECK(!o.monitor.empty() || o.save_top_k == -1 || o.save_top_k == 0 || o.save_top_k == 1,
-                 "ModelCheckpoint(save_top_k=", o.save_top_k,
+  TRAINBUS_CHECK(!o.monitor().empty() || o.save_top_k() == -1 || o.save_top_k() == 0 || o.save_top_k() == 1,
+                 "ModelCheckpoint(save_top_k=", o.save_top_k(),
                  ", monitor=\"\") is not a valid configuration: no quantity for top_k to track; set monitor");
-  const bool none_set = !o.every_n_train_steps && !o.every_n_epochs && !o.train_time_interval;
-  every_n_train_steps_ = o.every_n_train_steps.value_or(0);
-  every_n_epochs_ = none_set ? 1 : o.every_n_epochs.value_or(0);
+  const bool none_set = !o.every_n_train_steps() && !o.every_n_epochs() && !o.train_time_interval();
+  every_n_train_steps_ = o.every_n_train_steps().value_or(0);
+  every_n_epochs_ = none_set ? 1 : o.every_n_epochs().value_or(0);
 }
 
 std::string ModelCheckpoint::state_key() const {
   const std::string interval =
-      options_.train_time_interval ? std::to_string(options_.train_time_interval->count()) + "ms" : "None";
-  return "ModelCheckpoint{'monitor': " + (options_.monitor.empty() ? std::string("None") : "'" + options_.monitor + "'") +
-         ", 'mode': '" + options_.mode + "', 'every_n_train_steps': " + std::to_string(every_n_train_steps_) +
+      options_.train_time_interval() ? std::to_string(options_.train_time_interval()->count()) + "ms" : "None";
+  return "ModelCheckpoint{'monitor': " + (options_.monitor().empty() ? std::string("None") : "'" + options_.monitor() + "'") +
+         ", 'mode': '" + options_.mode() + "', 'every_n_train_steps': " + std::to_string(every_n_train_steps_) +
          ", 'every_n_epochs': " + std::to_string(every_n_epochs_) + ", 'train_time_interval': " + interval + "}";
 }
 
 StateDict ModelCheckpoint::state_dict() const {
   StateDict state;
-  state.insert("monitor", options_.monitor);
+  state.insert("monitor", options_.monitor());
   state.insert("best_model_score", best_model_score_ ? c10::IValue(*best_model_score_) : c10::IValue());
   state.insert("best_model_path", best_model_path_);
   state.insert("current_score", current_score_ ? c10::IValue(*current_score_) : c10::IValue());
@@ -119,8 +119,8 @@ void ModelCheckpoint::load_state_dict(const StateDict& state) {
 
 void ModelCheckpoint::setup(Trainer& trainer, Module& module, Stage stage) {
   if (dirpath_.empty()) {
-    dirpath_ = options_.dirpath.empty() ? (fs::path(trainer.options().default_root_dir) / "checkpoints").string()
-                                        : options_.dirpath;
+    dirpath_ = options_.dirpath().empty() ? (fs::path(trainer.options().default_root_dir()) / "checkpoints").string()
+                                        : options_.dirpath();
   }
   std::error_code error;
   if (stage == Stage::kFit && trainer.is_global_zero() && fs::is_directory(dirpath_, error)) {
@@ -153,11 +153,11 @@ bool ModelCheckpoint::should_skip_saving(const Trainer& trainer) const {
 }
 
 bool ModelCheckpoint::saves_on_train_epoch_end(const Trainer& trainer) const {
-  if (options_.save_on_train_epoch_end) return *options_.save_on_train_epoch_end;
+  if (options_.save_on_train_epoch_end()) return *options_.save_on_train_epoch_end();
   const TrainerOptions& o = trainer.options();
-  if (o.check_val_every_n_epoch.value_or(0) != 1) return false;
+  if (o.check_val_every_n_epoch().value_or(0) != 1) return false;
   if (trainer.num_val_batches() == 0) return true;
-  return o.val_check_interval.is_fraction() && o.val_check_interval.fraction() == 1.0;
+  return o.val_check_interval().is_fraction() && o.val_check_interval().fraction() == 1.0;
 }
 
 bool ModelCheckpoint::saves_on_validation_end(const Trainer& trainer) const {
@@ -169,8 +169,8 @@ bool ModelCheckpoint::saves_this_epoch(const Trainer& trainer) const {
 }
 
 bool ModelCheckpoint::prepares_ahead() const {
-  return options_.async && options_.prepare_ahead &&
-         (options_.save_top_k != 0 || options_.save_last != ModelCheckpointOptions::SaveLast::kNo);
+  return options_.async() && options_.prepare_ahead() &&
+         (options_.save_top_k() != 0 || options_.save_last() != ModelCheckpointOptions::SaveLast::kNo);
 }
 
 void ModelCheckpoint::on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) {
@@ -178,7 +178,7 @@ void ModelCheckpoint::on_train_batch_start(Trainer& trainer, Module& module, con
   // From the batch before the one that ends in a save: preparing takes about a step where memory
   // is slow to touch (bench/README.md).
   constexpr int64_t kBatchesAhead = 2;
-  const bool step_save_near = every_n_train_steps_ >= 1 && !options_.train_time_interval &&
+  const bool step_save_near = every_n_train_steps_ >= 1 && !options_.train_time_interval() &&
                               every_n_train_steps_ - trainer.global_step() % every_n_train_steps_ <= kBatchesAhead;
   const bool epoch_end_save_near = trainer.num_training_batches() - batch_idx <= kBatchesAhead &&
                                    saves_on_train_epoch_end(trainer) && saves_this_epoch(trainer);
@@ -189,9 +189,9 @@ void ModelCheckpoint::on_train_batch_end(Trainer& trainer, Module& module, const
                                          const Batch& batch, int64_t batch_idx) {
   if (should_skip_saving(trainer)) return;
   bool skip = every_n_train_steps_ < 1 || trainer.global_step() % every_n_train_steps_ != 0;
-  if (options_.train_time_interval) {
+  if (options_.train_time_interval()) {
     const auto now = std::chrono::steady_clock::now();
-    skip = now - last_time_check_ < *options_.train_time_interval;
+    skip = now - last_time_check_ < *options_.train_time_interval();
     if (!skip) last_time_check_ = now;
   }
   if (skip) return;
@@ -203,8 +203,8 @@ void ModelCheckpoint::on_train_batch_end(Trainer& trainer, Module& module, const
 }
 
 bool ModelCheckpoint::defers_to_validation(const Trainer& trainer, int64_t batch_idx) const {
-  if (options_.monitor.empty() || options_.save_top_k == 0) return false;
-  if (trainer.callback_metrics().count(options_.monitor) == 0) return true;  // not logged yet
+  if (options_.monitor().empty() || options_.save_top_k() == 0) return false;
+  if (trainer.callback_metrics().count(options_.monitor()) == 0) return true;  // not logged yet
   // Logged, but by an earlier validation that is about to be replaced. (Lightning defers this only
   // when it saves in on_validation_end; a step-triggered save is stale either way.)
   return trainer.validates_after_batch(batch_idx);
@@ -233,18 +233,18 @@ void ModelCheckpoint::on_validation_end(Trainer& trainer, Module& module) {
 
 void ModelCheckpoint::on_train_end(Trainer& trainer, Module& module) {
   save_deferred_to_validation_ = false;
-  if (options_.save_last == ModelCheckpointOptions::SaveLast::kNo || should_skip_saving(trainer)) return;
+  if (options_.save_last() == ModelCheckpointOptions::SaveLast::kNo || should_skip_saving(trainer)) return;
   save_last_checkpoint(trainer, monitor_candidates(trainer));
   last_global_step_saved_ = trainer.global_step();
 }
 
 void ModelCheckpoint::on_exception(Trainer& trainer, Module& module, const std::exception& error) {
-  if (!options_.save_on_exception || trainer.fn() != Stage::kFit) return;
+  if (!options_.save_on_exception() || trainer.fn() != Stage::kFit) return;
   const Metrics metrics = monitor_candidates(trainer);
-  const std::string name = options_.filename.empty() ? "{epoch}-{step}" : options_.filename;
+  const std::string name = options_.filename().empty() ? "{epoch}-{step}" : options_.filename();
   const std::string exception_path = interpolated_path(metrics, name + "-exception");
-  trainer.save_checkpoint(exception_path, {options_.save_weights_only, /*async=*/false});
-  if (options_.verbose) std::cout << "ModelCheckpoint: saved " << exception_path << " on exception\n";
+  trainer.save_checkpoint(exception_path, SaveCheckpointOptions().weights_only(options_.save_weights_only()).async(false));
+  if (options_.verbose()) std::cout << "ModelCheckpoint: saved " << exception_path << " on exception\n";
 }
 
 Metrics ModelCheckpoint::monitor_candidates(const Trainer& trainer) const {
@@ -257,19 +257,19 @@ Metrics ModelCheckpoint::monitor_candidates(const Trainer& trainer) const {
 void ModelCheckpoint::save_topk_and_last(Trainer& trainer) {
   const Metrics metrics = monitor_candidates(trainer);
   const std::string saved_before = last_saved_path_;
-  if (options_.save_top_k != 0) {
-    if (options_.monitor.empty()) {
+  if (options_.save_top_k() != 0) {
+    if (options_.monitor().empty()) {
       save_none_monitor_checkpoint(trainer, metrics);
     } else {
-      auto found = metrics.find(options_.monitor);
+      auto found = metrics.find(options_.monitor());
       if (found != metrics.end()) {
         save_monitor_checkpoint(trainer, metrics, found->second);
       } else {
         std::string keys;
         for (const auto& [name, value] : metrics) keys += (keys.empty() ? "" : ", ") + name;
-        const std::string message = "ModelCheckpoint(monitor='" + options_.monitor +
+        const std::string message = "ModelCheckpoint(monitor='" + options_.monitor() +
                                     "') could not find the monitored key in the returned metrics: [" + keys +
-                                    "]. HINT: Did you call log('" + options_.monitor + "', value) in the Module?";
+                                    "]. HINT: Did you call log('" + options_.monitor() + "', value) in the Module?";
         // As Lightning: an error once validation has run; before (a run stopped by max_steps ahead
         // of its first validation), a warning, and no score means no top-k save: `last` only.
         if (validation_ran_) throw MisconfigurationError(message);
@@ -278,7 +278,7 @@ void ModelCheckpoint::save_topk_and_last(Trainer& trainer) {
     }
   }
   // `last` rides on the save just made; without one, it is a save of its own.
-  if (options_.save_last != ModelCheckpointOptions::SaveLast::kNo && last_saved_path_ == saved_before) {
+  if (options_.save_last() != ModelCheckpointOptions::SaveLast::kNo && last_saved_path_ == saved_before) {
     save_last_checkpoint(trainer, metrics);
   }
   last_global_step_saved_ = trainer.global_step();
@@ -286,19 +286,19 @@ void ModelCheckpoint::save_topk_and_last(Trainer& trainer) {
 
 void ModelCheckpoint::save_monitor_checkpoint(Trainer& trainer, const Metrics& metrics, double current) {
   if (std::isnan(current)) {
-    current = options_.mode == "min" ? std::numeric_limits<double>::infinity()
+    current = options_.mode() == "min" ? std::numeric_limits<double>::infinity()
                                      : -std::numeric_limits<double>::infinity();
   }
-  const int64_t k_limit = options_.save_top_k;
+  const int64_t k_limit = options_.save_top_k();
   bool in_top_k = k_limit == -1 || static_cast<int64_t>(best_k_models_.size()) < k_limit;
   if (!in_top_k) {
     const double kth = best_k_models_.at(kth_best_model_path_);
-    in_top_k = options_.mode == "min" ? current < kth : current > kth;
+    in_top_k = options_.mode() == "min" ? current < kth : current > kth;
   }
   if (!in_top_k) {
-    if (options_.verbose) {
+    if (options_.verbose()) {
       std::cout << "Epoch " << trainer.current_epoch() << ", global step " << trainer.global_step() << ": '"
-                << options_.monitor << "' was not in top " << k_limit << "\n";
+                << options_.monitor() << "' was not in top " << k_limit << "\n";
     }
     return;
   }
@@ -310,13 +310,13 @@ void ModelCheckpoint::save_monitor_checkpoint(Trainer& trainer, const Metrics& m
     best_k_models_.erase(evicted);
     if (removable(trainer, evicted)) remove_after.push_back(evicted);
   }
-  const std::string path = interpolated_path(metrics, options_.filename, evicted);
+  const std::string path = interpolated_path(metrics, options_.filename(), evicted);
   current_score_ = current;
   best_k_models_[path] = current;
   update_best_and_kth();
-  if (options_.verbose) {
+  if (options_.verbose()) {
     std::cout << "Epoch " << trainer.current_epoch() << ", global step " << trainer.global_step() << ": '"
-              << options_.monitor << "' reached " << current << " (best " << *best_model_score_ << "), saving "
+              << options_.monitor() << "' reached " << current << " (best " << *best_model_score_ << "), saving "
               << path << " as top " << k << "\n";
   }
   save(trainer, metrics, path, std::move(remove_after), /*with_last=*/true);
@@ -324,13 +324,13 @@ void ModelCheckpoint::save_monitor_checkpoint(Trainer& trainer, const Metrics& m
 
 void ModelCheckpoint::save_none_monitor_checkpoint(Trainer& trainer, const Metrics& metrics) {
   const std::string previous = best_model_path_;
-  const std::string path = interpolated_path(metrics, options_.filename, previous);
+  const std::string path = interpolated_path(metrics, options_.filename(), previous);
   best_model_path_ = path;
   std::vector<std::string> remove_after;
-  if (options_.save_top_k == 1 && !previous.empty() && previous != path && removable(trainer, previous)) {
+  if (options_.save_top_k() == 1 && !previous.empty() && previous != path && removable(trainer, previous)) {
     remove_after.push_back(previous);
   }
-  if (options_.save_top_k == 1) {
+  if (options_.save_top_k() == 1) {
     best_k_models_.clear();
   }
   best_k_models_[path] = static_cast<double>(trainer.global_step());
@@ -360,9 +360,9 @@ std::string ModelCheckpoint::next_last_path(const Trainer& trainer, const Metric
 void ModelCheckpoint::save(Trainer& trainer, const Metrics& metrics, const std::string& path,
                            std::vector<std::string> remove_after, bool with_last) {
   std::function<void(const std::string&)> after_commit;
-  if (with_last && options_.save_last != ModelCheckpointOptions::SaveLast::kNo) {
+  if (with_last && options_.save_last() != ModelCheckpointOptions::SaveLast::kNo) {
     const std::string last = next_last_path(trainer, metrics, remove_after);
-    const bool link = options_.save_last == ModelCheckpointOptions::SaveLast::kLink;
+    const bool link = options_.save_last() == ModelCheckpointOptions::SaveLast::kLink;
     after_commit = [last, link](const std::string& written) {
       if (link) {
         checkpoint::link_checkpoint(written, last);
@@ -373,25 +373,25 @@ void ModelCheckpoint::save(Trainer& trainer, const Metrics& metrics, const std::
   }
   last_saved_path_ = path;
   submitted_.insert(path);
-  if (options_.async) {
+  if (options_.async()) {
     // Only a save that the next one of its kind supersedes anyway may be replaced while pending:
     // the latest (save_top_k=1 without monitor) by the next latest, `last` alone by the next
     // `last`. A top-k member must land.
     CheckpointRequest request;
     request.path = path;
-    request.weights_only = options_.save_weights_only;
+    request.weights_only = options_.save_weights_only();
     request.remove_after_commit = std::move(remove_after);
     request.after_commit = std::move(after_commit);
     if (!with_last) {
       request.replace_group = state_key() + " last";
-    } else if (options_.monitor.empty() && options_.save_top_k == 1) {
+    } else if (options_.monitor().empty() && options_.save_top_k() == 1) {
       request.replace_group = state_key() + " latest";
     }
     if (std::optional<std::string> replaced = trainer.checkpoints().submit(std::move(request))) {
       forget_replaced(*replaced);
     }
   } else {
-    trainer.save_checkpoint(path, {options_.save_weights_only, /*async=*/false});
+    trainer.save_checkpoint(path, SaveCheckpointOptions().weights_only(options_.save_weights_only()).async(false));
     if (after_commit) after_commit(path);
     for (const std::string& old : remove_after) {
       if (old != path) checkpoint::remove_checkpoint(old);
@@ -414,7 +414,7 @@ void ModelCheckpoint::update_best_and_kth() {
     kth_value_.reset();
     return;
   }
-  const bool min = options_.mode == "min";
+  const bool min = options_.mode() == "min";
   auto better = [&](const auto& a, const auto& b) { return min ? a.second < b.second : a.second > b.second; };
   const auto best = std::min_element(best_k_models_.begin(), best_k_models_.end(), better);
   const auto worst = std::max_element(best_k_models_.begin(), best_k_models_.end(), better);
@@ -447,7 +447,7 @@ std::string ModelCheckpoint::format_checkpoint_name(const Metrics& metrics, cons
     const auto found = metrics.find(name);
     const double value = found == metrics.end() ? 0.0 : found->second;  // Lightning: missing metrics are 0
     const bool integer = name == "epoch" || name == "step";
-    if (options_.auto_insert_metric_name) out += name + "=";
+    if (options_.auto_insert_metric_name()) out += name + "=";
     out += format_value(value, match[2], integer, name_template);
     last = static_cast<std::size_t>(match.position() + match.length());
   }
@@ -462,7 +462,7 @@ std::string ModelCheckpoint::interpolated_path(const Metrics& metrics, const std
     return (fs::path(dirpath_) / (format_checkpoint_name(metrics, template_name, version) + kFileExtension)).string();
   };
   std::string path = path_for(std::nullopt);
-  if (!options_.enable_version_counter) return path;
+  if (!options_.enable_version_counter()) return path;
   auto taken = [&](const std::string& candidate) {
     std::error_code error;
     return candidate != replacing && (fs::exists(fs::symlink_status(candidate, error)) || submitted_.count(candidate) > 0);
@@ -472,7 +472,7 @@ std::string ModelCheckpoint::interpolated_path(const Metrics& metrics, const std
 }
 
 std::string ModelCheckpoint::find_last_checkpoint() const {
-  const std::string directory = dirpath_.empty() ? options_.dirpath : dirpath_;
+  const std::string directory = dirpath_.empty() ? options_.dirpath() : dirpath_;
   if (directory.empty()) return {};
   const std::vector<checkpoint::CheckpointSummary> complete = checkpoint::list_complete_checkpoints(directory);
   return complete.empty() ? std::string() : complete.front().path;

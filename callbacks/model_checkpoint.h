@@ -9,45 +9,47 @@
 #include <string>
 
 #include "core/checkpoint_callback.h"
+#include "base/arg.h"
 
 namespace trainbus::callbacks {
 
 /// Lightning's ModelCheckpoint arguments and defaults.
 struct ModelCheckpointOptions {
   /// Directory for the checkpoints; "" -> `default_root_dir`/checkpoints.
-  std::string dirpath;
+  TRAINBUS_ARG(std::string, dirpath);
   /// Name template without extension: "{epoch}-{step}" by default; "{val_loss:.2f}" formats a
   /// metric (missing metrics are 0). ".ckpt" is appended.
-  std::string filename;
+  TRAINBUS_ARG(std::string, filename);
   /// Metric in callback_metrics to rank checkpoints by; "" -> keep the latest.
-  std::string monitor;
-  bool verbose = false;
+  TRAINBUS_ARG(std::string, monitor);
+  TRAINBUS_ARG(bool, verbose) = false;
   /// Also keep `last.ckpt`: a copy (hard links of the parts) or a relative symlink to the newest save.
+ public:
   enum class SaveLast { kNo, kCopy, kLink };
-  SaveLast save_last = SaveLast::kNo;
+  TRAINBUS_ARG(SaveLast, save_last) = SaveLast::kNo;
   /// The k best by `monitor` are kept; -1 keeps all, 0 none. Without `monitor`: -1, 0 or 1 only.
-  int64_t save_top_k = 1;
+  TRAINBUS_ARG(int64_t, save_top_k) = 1;
   /// Save a checkpoint (and `last`) when fit fails.
-  bool save_on_exception = false;
-  bool save_weights_only = false;
+  TRAINBUS_ARG(bool, save_on_exception) = false;
+  TRAINBUS_ARG(bool, save_weights_only) = false;
   /// "min" or "max".
-  std::string mode = "min";
+  TRAINBUS_ARG(std::string, mode) = "min";
   /// "{val_loss:.2f}" becomes "val_loss=0.12"; false for metric names with '/'.
-  bool auto_insert_metric_name = true;
+  TRAINBUS_ARG(bool, auto_insert_metric_name) = true;
   /// Triggers, mutually exclusive; none set -> every_n_epochs = 1.
-  std::optional<int64_t> every_n_train_steps;
-  std::optional<std::chrono::milliseconds> train_time_interval;
-  std::optional<int64_t> every_n_epochs;
+  TRAINBUS_ARG(std::optional<int64_t>, every_n_train_steps);
+  TRAINBUS_ARG(std::optional<std::chrono::milliseconds>, train_time_interval);
+  TRAINBUS_ARG(std::optional<int64_t>, every_n_epochs);
   /// Save in on_train_epoch_end (true) or on_validation_end (false); unset: as Lightning decides.
-  std::optional<bool> save_on_train_epoch_end;
+  TRAINBUS_ARG(std::optional<bool>, save_on_train_epoch_end);
   /// A name already taken gets "-v1", "-v2", ...; false: overwrite.
-  bool enable_version_counter = true;
+  TRAINBUS_ARG(bool, enable_version_counter) = true;
   /// Write through the Trainer's background checkpoint writer (default); false: on the training thread.
-  bool async = true;
+  TRAINBUS_ARG(bool, async) = true;
   /// With `async`: have the snapshot's buffers prepared from a batch ahead of each save (and at train
   /// start for the first), so that the copy on the training thread runs at memory speed
   /// (Trainer::prepare_checkpoint). The same memory is used either way; false only for comparison.
-  bool prepare_ahead = true;
+  TRAINBUS_ARG(bool, prepare_ahead) = true;
 };
 
 /// Saves checkpoints during fit and keeps the best `save_top_k`. A new checkpoint is durable

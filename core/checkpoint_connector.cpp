@@ -123,18 +123,18 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
 }
 
 void CheckpointConnector::save(const std::string& path, SaveCheckpointOptions options) {
-  if (options.async) {
+  if (options.async()) {
     // A newer save to the same path supersedes a pending one; saves to other paths all land.
     CheckpointRequest request;
     request.path = path;
-    request.weights_only = options.weights_only;
+    request.weights_only = options.weights_only();
     request.replace_group = path;
     submit(std::move(request));
     return;
   }
   // In order with the background saves: an older one must not land after this one.
   wait();
-  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot = take_snapshot(path, options.weights_only, nullptr);
+  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot = take_snapshot(path, options.weights_only(), nullptr);
   checkpoint::write_checkpoint(*snapshot, path);
 }
 

@@ -110,7 +110,7 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
                          [](Module& m) { Hooks::epoch_start(m); },
                          [&] { return EpochStart{event_progress(), num_batches}; });
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
-    const Batch batch = data::to_device(loader.batch(batch_idx), options_.device);
+    const Batch batch = data::to_device(loader.batch(batch_idx), options_.device());
     const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
     metrics_.set_current_batch_size(info.batch_size);
     metrics_.begin_batch();
@@ -152,10 +152,10 @@ Metrics Trainer::validate(Module& module, DataModule& data) {
     module_->prepare_data();
     call_setup_hooks(Stage::kValidate);
     module_->configure_model();
-    module_->to(options_.device);
+    module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
     val_loader_ = require_loader(data_->val_dataloader(), "val_dataloader");
-    num_val_batches_ = options_.limit_val_batches.apply(val_loader_->num_batches(), "limit_val_batches");
+    num_val_batches_ = options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches");
     result = run_evaluation(EvalKind::kValidation, num_val_batches_);
     phase_ = Phase::kIdle;
     call_teardown_hooks(Stage::kValidate);
@@ -171,10 +171,10 @@ Metrics Trainer::test(Module& module, DataModule& data) {
     module_->prepare_data();
     call_setup_hooks(Stage::kTest);
     module_->configure_model();
-    module_->to(options_.device);
+    module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
     test_loader_ = require_loader(data_->test_dataloader(), "test_dataloader");
-    num_test_batches_ = options_.limit_test_batches.apply(test_loader_->num_batches(), "limit_test_batches");
+    num_test_batches_ = options_.limit_test_batches().apply(test_loader_->num_batches(), "limit_test_batches");
     result = run_evaluation(EvalKind::kTest, num_test_batches_);
     phase_ = Phase::kIdle;
     call_teardown_hooks(Stage::kTest);
@@ -189,10 +189,10 @@ std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data) {
     module_->prepare_data();
     call_setup_hooks(Stage::kPredict);
     module_->configure_model();
-    module_->to(options_.device);
+    module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
     auto loader = require_loader(data_->predict_dataloader(), "predict_dataloader");
-    num_predict_batches_ = options_.limit_predict_batches.apply(loader->num_batches(), "limit_predict_batches");
+    num_predict_batches_ = options_.limit_predict_batches().apply(loader->num_batches(), "limit_predict_batches");
     predictions = run_prediction(*loader, num_predict_batches_);
     phase_ = Phase::kIdle;
     call_teardown_hooks(Stage::kPredict);
@@ -215,7 +215,7 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
                                         [&] { return events::PredictEpochStart{event_progress(), num_batches}; });
   predictions.reserve(static_cast<size_t>(num_batches));
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
-    const Batch batch = data::to_device(loader.batch(batch_idx), options_.device);
+    const Batch batch = data::to_device(loader.batch(batch_idx), options_.device());
     const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
     call_hooks<events::PredictBatchStart>(
         [&](Callback& c) { c.on_predict_batch_start(*this, *module_, batch, batch_idx); },

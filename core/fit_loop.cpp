@@ -69,7 +69,7 @@ void Trainer::reset_fit_progress() {
   should_stop_ = false;
   warned_stop_refused_ = false;
   stop_reasons_.clear();
-  accumulate_grad_batches_ = options_.accumulate_grad_batches;
+  accumulate_grad_batches_ = options_.accumulate_grad_batches();
   optimizers_.clear();
   schedulers_.clear();
   train_loader_.reset();
@@ -87,12 +87,12 @@ void Trainer::run_fit(const FitOptions& options) {
   // NOTE: weights are restored after configure_model (Lightning restores before it) so that layers
   // a module builds lazily there exist when their weights are loaded.
   std::unique_ptr<checkpoint::LoadedCheckpoint> checkpoint;
-  if (!options.ckpt_path.empty()) {
-    checkpoints_.resumed_from_ = checkpoints_.resolve_ckpt_path(options.ckpt_path);
+  if (!options.ckpt_path().empty()) {
+    checkpoints_.resumed_from_ = checkpoints_.resolve_ckpt_path(options.ckpt_path());
     checkpoint = std::make_unique<checkpoint::LoadedCheckpoint>(checkpoint::read_checkpoint(checkpoints_.resumed_from_));
     checkpoints_.restore_modules_and_callbacks(*checkpoint);
   }
-  module_->to(options_.device);
+  module_->to(options_.device());
   configure_optimizers();
 
   train_loader_ = require_loader(data_->train_dataloader(), "train_dataloader");
@@ -102,15 +102,15 @@ void Trainer::run_fit(const FitOptions& options) {
     restarting_ = true;
   }
 
-  num_training_batches_ = options_.limit_train_batches.apply(train_loader_->num_batches(), "limit_train_batches");
+  num_training_batches_ = options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches");
   num_val_batches_ =
-      val_loader_ ? options_.limit_val_batches.apply(val_loader_->num_batches(), "limit_val_batches") : 0;
-  if (options_.val_check_interval.is_fraction()) {
+      val_loader_ ? options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches") : 0;
+  if (options_.val_check_interval().is_fraction()) {
     val_check_batch_ = std::max<int64_t>(
-        1, static_cast<int64_t>(static_cast<double>(num_training_batches_) * options_.val_check_interval.fraction()));
+        1, static_cast<int64_t>(static_cast<double>(num_training_batches_) * options_.val_check_interval().fraction()));
   } else {
-    val_check_batch_ = options_.val_check_interval.batches();
-    TRAINBUS_CHECK(!options_.check_val_every_n_epoch || num_val_batches_ == 0 ||
+    val_check_batch_ = options_.val_check_interval().batches();
+    TRAINBUS_CHECK(!options_.check_val_every_n_epoch() || num_val_batches_ == 0 ||
                        val_check_batch_ <= num_training_batches_,
                    "`val_check_interval` (", val_check_batch_,
                    ") must be less than or equal to the number of training batches (", num_training_batches_,
@@ -148,10 +148,10 @@ void Trainer::configure_optimizers() {
 }
 
 void Trainer::run_sanity_check() {
-  if (restarting_ || num_val_batches_ == 0 || options_.num_sanity_val_steps == 0) return;
-  const int64_t batches = options_.num_sanity_val_steps == -1
+  if (restarting_ || num_val_batches_ == 0 || options_.num_sanity_val_steps() == 0) return;
+  const int64_t batches = options_.num_sanity_val_steps() == -1
                               ? num_val_batches_
-                              : std::min(options_.num_sanity_val_steps, num_val_batches_);
+                              : std::min(options_.num_sanity_val_steps(), num_val_batches_);
   phase_ = Phase::kSanityChecking;
   call_hooks<events::SanityCheckStart>([&](Callback& c) { c.on_sanity_check_start(*this, *module_); },
                                        kNoModuleHook, [&] { return events::SanityCheckStart{event_progress()}; });
@@ -165,14 +165,14 @@ void Trainer::run_sanity_check() {
 }
 
 bool Trainer::can_stop_early() const {
-  const bool met_min_epochs = !options_.min_epochs || progress_.epochs_processed >= *options_.min_epochs;
-  const bool met_min_steps = !options_.min_steps || progress_.global_step >= *options_.min_steps;
+  const bool met_min_epochs = !options_.min_epochs() || progress_.epochs_processed >= *options_.min_epochs();
+  const bool met_min_steps = !options_.min_steps() || progress_.global_step >= *options_.min_steps();
   return met_min_epochs && met_min_steps;
 }
 
 bool Trainer::fit_done() const {
   if (num_training_batches_ == 0) return true;
-  if (options_.max_steps >= 0 && progress_.global_step >= options_.max_steps) return true;
+  if (options_.max_steps() >= 0 && progress_.global_step >= options_.max_steps()) return true;
   if (max_epochs_ >= 0 && progress_.epochs_processed >= max_epochs_) return true;
   return should_stop_ && can_stop_early();
 }
@@ -213,12 +213,12 @@ void Trainer::run_training_epoch() {
       run_evaluation(EvalKind::kValidation, num_val_batches_);
       phase_ = Phase::kTraining;
     }
-    if (options_.max_steps >= 0 && progress_.global_step >= options_.max_steps) break;
+    if (options_.max_steps() >= 0 && progress_.global_step >= options_.max_steps()) break;
     if (should_stop_) {
       if (can_stop_early()) break;
       if (!warned_stop_refused_) {
         info(detail::concat("Trainer was signaled to stop but the required `min_epochs=",
-                            options_.min_epochs.value_or(0), "` or `min_steps=", options_.min_steps.value_or(0),
+                            options_.min_epochs().value_or(0), "` or `min_steps=", options_.min_steps().value_or(0),
                             "` has not been met. Training will continue..."));
         warned_stop_refused_ = true;
       }
@@ -254,7 +254,7 @@ void Trainer::call_train_epoch_end_hooks() {
 }
 
 bool Trainer::run_training_batch(int64_t batch_idx) {
-  const Batch batch = data::to_device(train_loader_->batch(batch_idx), options_.device);
+  const Batch batch = data::to_device(train_loader_->batch(batch_idx), options_.device());
   const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
   metrics_.set_current_batch_size(info.batch_size);
   metrics_.begin_batch();
@@ -351,17 +351,17 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
 }
 
 void Trainer::clip_gradients(torch::optim::Optimizer& optimizer) {
-  if (!options_.gradient_clip_val || *options_.gradient_clip_val <= 0.0) return;
+  if (!options_.gradient_clip_val() || *options_.gradient_clip_val() <= 0.0) return;
   std::vector<at::Tensor> parameters;
   for (const auto& group : optimizer.param_groups()) {
     for (const auto& parameter : group.params()) {
       if (parameter.grad().defined()) parameters.push_back(parameter);
     }
   }
-  if (options_.gradient_clip_algorithm == GradientClipAlgorithm::kNorm) {
-    torch::nn::utils::clip_grad_norm_(parameters, *options_.gradient_clip_val);
+  if (options_.gradient_clip_algorithm() == GradientClipAlgorithm::kNorm) {
+    torch::nn::utils::clip_grad_norm_(parameters, *options_.gradient_clip_val());
   } else {
-    torch::nn::utils::clip_grad_value_(parameters, *options_.gradient_clip_val);
+    torch::nn::utils::clip_grad_value_(parameters, *options_.gradient_clip_val());
   }
 }
 
@@ -374,12 +374,12 @@ void Trainer::step_schedulers(SchedulerInterval interval) {
 
 bool Trainer::validates_after_batch(int64_t batch_idx) const {
   if (num_val_batches_ == 0) return false;
-  if (options_.check_val_every_n_epoch && (progress_.current_epoch + 1) % *options_.check_val_every_n_epoch != 0) {
+  if (options_.check_val_every_n_epoch() && (progress_.current_epoch + 1) % *options_.check_val_every_n_epoch() != 0) {
     return false;
   }
   // As Lightning: a stop that is allowed now validates first, so that the last state is validated.
   if (should_stop_ && can_stop_early()) return true;
-  const int64_t counter = options_.check_val_every_n_epoch ? batch_idx : progress_.total_batch_idx;
+  const int64_t counter = options_.check_val_every_n_epoch() ? batch_idx : progress_.total_batch_idx;
   return (counter + 1) % val_check_batch_ == 0;
 }
 

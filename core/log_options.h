@@ -4,22 +4,24 @@
 #include <cstdint>
 #include <optional>
 
+#include "base/arg.h"
+
 namespace trainbus {
 
-/// How a logged value is reduced and where it goes. Field order matches the common call
-/// `log("acc", acc, {on_step, on_epoch, prog_bar})`.
+/// How a logged value is reduced and where it goes, as Lightning's keyword arguments:
+/// `log("acc", acc, LogOptions().on_epoch(true).prog_bar(true))`.
 struct LogOptions {
   /// Record the value at this step. Default: true in training_step and the training batch hooks,
   /// false elsewhere (as Lightning).
-  std::optional<bool> on_step;
+  TRAINBUS_ARG(std::optional<bool>, on_step);
   /// Accumulate the value into an epoch mean. Default: the opposite of on_step's default.
-  std::optional<bool> on_epoch;
+  TRAINBUS_ARG(std::optional<bool>, on_epoch);
   /// Show it in the progress bar (progress_bar_metrics).
-  bool prog_bar = false;
+  TRAINBUS_ARG(bool, prog_bar) = false;
   /// Send it to loggers (logged_metrics).
-  bool logger = true;
+  TRAINBUS_ARG(bool, logger) = true;
   /// Weight of this value in the epoch mean; default: the current batch's size.
-  std::optional<int64_t> batch_size;
+  TRAINBUS_ARG(std::optional<int64_t>, batch_size);
 };
 
 }  // namespace trainbus

@@ -64,11 +64,11 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, double 
                  "a train/validation/test batch or epoch hook");
   const bool training = rule->results == Results::kTrain;
   const bool step_defaults = training && rule->step_level;
-  const bool on_step = options.on_step.value_or(step_defaults);
-  const bool on_epoch = options.on_epoch.value_or(!step_defaults);
+  const bool on_step = options.on_step().value_or(step_defaults);
+  const bool on_epoch = options.on_epoch().value_or(!step_defaults);
   TRAINBUS_CHECK(!(on_step && !rule->step_level), "log(\"", name, "\", on_step=true) in `", fx,
                  "`: an epoch-level hook has no step; use on_step=false (the default there)");
-  const int64_t batch_size = options.batch_size.value_or(rule->step_level ? current_batch_size_ : 1);
+  const int64_t batch_size = options.batch_size().value_or(rule->step_level ? current_batch_size_ : 1);
   TRAINBUS_CHECK(batch_size > 0, "log(\"", name, "\"): batch_size must be > 0, got ", batch_size);
 
   auto& entries = results_[rule->results];
@@ -77,8 +77,8 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, double 
   if (inserted) {
     entry.on_step = on_step;
     entry.on_epoch = on_epoch;
-    entry.prog_bar = options.prog_bar;
-    entry.logger = options.logger;
+    entry.prog_bar = options.prog_bar();
+    entry.logger = options.logger();
   } else {
     TRAINBUS_CHECK(entry.on_step == on_step && entry.on_epoch == on_epoch, "log(\"", name, "\") in `", fx,
                    "` with on_step=", on_step, ", on_epoch=", on_epoch,

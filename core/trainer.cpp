@@ -19,41 +19,41 @@ namespace trainbus {
 namespace {
 
 void check_options(const TrainerOptions& o) {
-  TRAINBUS_CHECK(!o.max_epochs || *o.max_epochs >= -1, "`max_epochs` must be >= -1 (-1: no limit), got ",
-                 *o.max_epochs);
-  TRAINBUS_CHECK(!o.min_epochs || *o.min_epochs >= 0, "`min_epochs` must be >= 0, got ", *o.min_epochs);
-  TRAINBUS_CHECK(o.max_steps >= -1, "`max_steps` must be >= -1 (-1: no limit), got ", o.max_steps);
-  TRAINBUS_CHECK(!o.min_steps || *o.min_steps >= 0, "`min_steps` must be >= 0, got ", *o.min_steps);
-  o.limit_train_batches.validate("limit_train_batches");
-  o.limit_val_batches.validate("limit_val_batches");
-  o.limit_test_batches.validate("limit_test_batches");
-  o.limit_predict_batches.validate("limit_predict_batches");
-  TRAINBUS_CHECK(!o.check_val_every_n_epoch || *o.check_val_every_n_epoch >= 1,
+  TRAINBUS_CHECK(!o.max_epochs() || *o.max_epochs() >= -1, "`max_epochs` must be >= -1 (-1: no limit), got ",
+                 *o.max_epochs());
+  TRAINBUS_CHECK(!o.min_epochs() || *o.min_epochs() >= 0, "`min_epochs` must be >= 0, got ", *o.min_epochs());
+  TRAINBUS_CHECK(o.max_steps() >= -1, "`max_steps` must be >= -1 (-1: no limit), got ", o.max_steps());
+  TRAINBUS_CHECK(!o.min_steps() || *o.min_steps() >= 0, "`min_steps` must be >= 0, got ", *o.min_steps());
+  o.limit_train_batches().validate("limit_train_batches");
+  o.limit_val_batches().validate("limit_val_batches");
+  o.limit_test_batches().validate("limit_test_batches");
+  o.limit_predict_batches().validate("limit_predict_batches");
+  TRAINBUS_CHECK(!o.check_val_every_n_epoch() || *o.check_val_every_n_epoch() >= 1,
                  "`check_val_every_n_epoch` must be >= 1 (or unset to count batches across epochs), got ",
-                 *o.check_val_every_n_epoch);
-  if (o.val_check_interval.is_fraction()) {
-    TRAINBUS_CHECK(o.val_check_interval.fraction() > 0.0 && o.val_check_interval.fraction() <= 1.0,
+                 *o.check_val_every_n_epoch());
+  if (o.val_check_interval().is_fraction()) {
+    TRAINBUS_CHECK(o.val_check_interval().fraction() > 0.0 && o.val_check_interval().fraction() <= 1.0,
                    "`val_check_interval` as a fraction of the epoch must be in (0.0, 1.0], got ",
-                   o.val_check_interval.fraction());
-    TRAINBUS_CHECK(o.check_val_every_n_epoch.has_value(),
+                   o.val_check_interval().fraction());
+    TRAINBUS_CHECK(o.check_val_every_n_epoch().has_value(),
                    "`val_check_interval` must be an integer number of batches when "
                    "`check_val_every_n_epoch` is unset, got the fraction ",
-                   o.val_check_interval.fraction());
+                   o.val_check_interval().fraction());
   } else {
-    TRAINBUS_CHECK(o.val_check_interval.batches() >= 1, "`val_check_interval` must be >= 1 batch, got ",
-                   o.val_check_interval.batches());
+    TRAINBUS_CHECK(o.val_check_interval().batches() >= 1, "`val_check_interval` must be >= 1 batch, got ",
+                   o.val_check_interval().batches());
   }
-  TRAINBUS_CHECK(o.num_sanity_val_steps >= -1, "`num_sanity_val_steps` must be >= -1 (-1: all), got ",
-                 o.num_sanity_val_steps);
-  TRAINBUS_CHECK(o.accumulate_grad_batches >= 1, "`accumulate_grad_batches` must be >= 1, got ",
-                 o.accumulate_grad_batches);
-  TRAINBUS_CHECK(!o.gradient_clip_val || *o.gradient_clip_val >= 0.0,
-                 "`gradient_clip_val` must be >= 0, got ", *o.gradient_clip_val);
-  TRAINBUS_CHECK(o.log_every_n_steps >= 1, "`log_every_n_steps` must be >= 1, got ", o.log_every_n_steps);
-  TRAINBUS_CHECK(o.observer_threads >= 1, "`observer_threads` must be >= 1, got ", o.observer_threads);
-  TRAINBUS_CHECK(o.observer_stall_timeout.count() > 0, "`observer_stall_timeout` must be positive, got ",
-                 o.observer_stall_timeout.count(), " ms");
-  TRAINBUS_CHECK(!o.default_root_dir.empty(), "`default_root_dir` must not be empty; use \".\" for the "
+  TRAINBUS_CHECK(o.num_sanity_val_steps() >= -1, "`num_sanity_val_steps` must be >= -1 (-1: all), got ",
+                 o.num_sanity_val_steps());
+  TRAINBUS_CHECK(o.accumulate_grad_batches() >= 1, "`accumulate_grad_batches` must be >= 1, got ",
+                 o.accumulate_grad_batches());
+  TRAINBUS_CHECK(!o.gradient_clip_val() || *o.gradient_clip_val() >= 0.0,
+                 "`gradient_clip_val` must be >= 0, got ", *o.gradient_clip_val());
+  TRAINBUS_CHECK(o.log_every_n_steps() >= 1, "`log_every_n_steps` must be >= 1, got ", o.log_every_n_steps());
+  TRAINBUS_CHECK(o.observer_threads() >= 1, "`observer_threads` must be >= 1, got ", o.observer_threads());
+  TRAINBUS_CHECK(o.observer_stall_timeout().count() > 0, "`observer_stall_timeout` must be positive, got ",
+                 o.observer_stall_timeout().count(), " ms");
+  TRAINBUS_CHECK(!o.default_root_dir().empty(), "`default_root_dir` must not be empty; use \".\" for the "
                  "current directory");
 }
 
@@ -61,9 +61,9 @@ void check_options(const TrainerOptions& o) {
 
 Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> callbacks)
     : options_(std::move(options)),
-      max_epochs_(options_.max_epochs.value_or(options_.max_steps == -1 ? 1000 : -1)),
+      max_epochs_(options_.max_epochs().value_or(options_.max_steps() == -1 ? 1000 : -1)),
       callbacks_(order_callbacks(std::move(callbacks))),
-      accumulate_grad_batches_(options_.accumulate_grad_batches) {
+      accumulate_grad_batches_(options_.accumulate_grad_batches()) {
   check_options(options_);
 }
 
@@ -90,16 +90,16 @@ void Trainer::set_accumulate_grad_batches(int64_t batches) {
 
 int64_t Trainer::estimated_stepping_batches() const {
   const int64_t per_epoch = (num_training_batches_ + accumulate_grad_batches_ - 1) / accumulate_grad_batches_;
-  if (max_epochs_ == -1) return options_.max_steps;
+  if (max_epochs_ == -1) return options_.max_steps();
   const int64_t by_epochs = per_epoch * max_epochs_;
-  return options_.max_steps == -1 ? by_epochs : std::min(by_epochs, options_.max_steps);
+  return options_.max_steps() == -1 ? by_epochs : std::min(by_epochs, options_.max_steps());
 }
 
 void Trainer::add_observer(std::shared_ptr<events::Observer> observer, events::ObserverOptions options) {
   TRAINBUS_CHECK(status_ != TrainerStatus::kRunning, "Trainer::add_observer: add observers before fit/validate/test/predict");
   if (!observers_) {
-    observers_ = std::make_unique<events::ObserverPool>(options_.observer_threads, snapshot_to_cpu,
-                                                options_.observer_stall_timeout);
+    observers_ = std::make_unique<events::ObserverPool>(options_.observer_threads(), snapshot_to_cpu,
+                                                options_.observer_stall_timeout());
   }
   observers_->attach(bus_, std::move(observer), options);
 }
@@ -107,14 +107,14 @@ void Trainer::add_observer(std::shared_ptr<events::Observer> observer, events::O
 void Trainer::wait_for_observers() {
   if (!observers_) return;
   // A stalled observer is abandoned, its failure raised here like any other (naming it).
-  observers_->drain_unless_stalled(options_.observer_stall_timeout);
+  observers_->drain_unless_stalled(options_.observer_stall_timeout());
   observers_->check();
 }
 
 void Trainer::report_observer_failures() noexcept {
   if (!observers_) return;
   try {
-    observers_->drain_unless_stalled(options_.observer_stall_timeout);
+    observers_->drain_unless_stalled(options_.observer_stall_timeout());
     for (std::size_t i = 0; i < observers_->size() && observers_->has_failure(); ++i) {
       try {
         observers_->check();
@@ -160,22 +160,22 @@ void Trainer::notify_exception(const std::exception& error) {
 }
 
 void Trainer::apply_run_settings() {
-  if (options_.device.is_cuda()) {
-    TRAINBUS_CHECK(torch::cuda::is_available(), "Trainer: device `", options_.device.str(),
+  if (options_.device().is_cuda()) {
+    TRAINBUS_CHECK(torch::cuda::is_available(), "Trainer: device `", options_.device().str(),
                    "` requested, but this LibTorch has no usable CUDA (torch::cuda::is_available() is "
                    "false); use device cpu");
     const auto count = static_cast<int64_t>(torch::cuda::device_count());
-    TRAINBUS_CHECK(!options_.device.has_index() || options_.device.index() < count, "Trainer: device `",
-                   options_.device.str(), "` requested, but this machine has ", count,
+    TRAINBUS_CHECK(!options_.device().has_index() || options_.device().index() < count, "Trainer: device `",
+                   options_.device().str(), "` requested, but this machine has ", count,
                    " CUDA device(s), cuda:0 to cuda:", count - 1);
   }
-  if (options_.seed) torch::manual_seed(*options_.seed);
-  if (options_.deterministic) {
-    if (*options_.deterministic && std::getenv("CUBLAS_WORKSPACE_CONFIG") == nullptr) {
+  if (options_.seed()) torch::manual_seed(*options_.seed());
+  if (options_.deterministic()) {
+    if (*options_.deterministic() && std::getenv("CUBLAS_WORKSPACE_CONFIG") == nullptr) {
       // cuBLAS is deterministic only with a fixed workspace (as Lightning sets it).
       setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
     }
-    at::globalContext().setDeterministicAlgorithms(*options_.deterministic, /*warn_only=*/false);
+    at::globalContext().setDeterministicAlgorithms(*options_.deterministic(), /*warn_only=*/false);
   }
 }
 

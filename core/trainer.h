@@ -123,7 +123,7 @@ class Trainer {
   int64_t num_predict_batches() const noexcept { return num_predict_batches_; }
   /// max_epochs after Lightning's defaulting (1000, or -1 when only max_steps is set).
   int64_t max_epochs() const noexcept { return max_epochs_; }
-  int64_t max_steps() const noexcept { return options_.max_steps; }
+  int64_t max_steps() const noexcept { return options_.max_steps(); }
   int64_t accumulate_grad_batches() const noexcept { return accumulate_grad_batches_; }
   /// Changes accumulation from the next batch on (GradientAccumulationScheduler does this).
   void set_accumulate_grad_batches(int64_t batches);
@@ -142,8 +142,8 @@ class Trainer {
   /// The bus every lifecycle event is published on.
   events::EventBus& bus() noexcept { return bus_; }
   const TrainerOptions& options() const noexcept { return options_; }
-  c10::Device device() const noexcept { return options_.device; }
-  const std::string& default_root_dir() const noexcept { return options_.default_root_dir; }
+  c10::Device device() const noexcept { return options_.device(); }
+  const std::string& default_root_dir() const noexcept { return options_.default_root_dir(); }
   int global_rank() const noexcept { return 0; }
   int world_size() const noexcept { return 1; }
   bool is_global_zero() const noexcept { return global_rank() == 0; }

@@ -11,6 +11,8 @@
 
 #include <c10/core/Device.h>
 
+#include "base/arg.h"
+
 namespace trainbus {
 
 /// Lightning's `int | float` batch limits: an integer is a number of batches, a floating-point
@@ -47,53 +49,53 @@ enum class GradientClipAlgorithm { kNorm, kValue };
 /// Options of a Trainer. Names and defaults are Lightning's; checked when the Trainer is built.
 struct TrainerOptions {
   /// Stop after this many epochs. Unset: 1000, or unlimited (-1) when max_steps is set.
-  std::optional<int64_t> max_epochs;
+  TRAINBUS_ARG(std::optional<int64_t>, max_epochs);
   /// Keep training at least this many epochs even if a callback requests a stop.
-  std::optional<int64_t> min_epochs;
+  TRAINBUS_ARG(std::optional<int64_t>, min_epochs);
   /// Stop after this many optimizer steps; -1: no limit.
-  int64_t max_steps = -1;
+  TRAINBUS_ARG(int64_t, max_steps) = -1;
   /// Keep training at least this many optimizer steps even if a callback requests a stop.
-  std::optional<int64_t> min_steps;
+  TRAINBUS_ARG(std::optional<int64_t>, min_steps);
 
-  BatchLimit limit_train_batches = 1.0;
-  BatchLimit limit_val_batches = 1.0;
-  BatchLimit limit_test_batches = 1.0;
-  BatchLimit limit_predict_batches = 1.0;
+  TRAINBUS_ARG(BatchLimit, limit_train_batches) = 1.0;
+  TRAINBUS_ARG(BatchLimit, limit_val_batches) = 1.0;
+  TRAINBUS_ARG(BatchLimit, limit_test_batches) = 1.0;
+  TRAINBUS_ARG(BatchLimit, limit_predict_batches) = 1.0;
 
   /// Validate every N training epochs; unset: validation is driven by val_check_interval alone,
   /// counting batches across epochs.
-  std::optional<int64_t> check_val_every_n_epoch = 1;
+  TRAINBUS_ARG(std::optional<int64_t>, check_val_every_n_epoch) = 1;
   /// How often to validate within an epoch: a fraction of the epoch (1.0: at its end) or a
   /// number of training batches.
-  BatchLimit val_check_interval = 1.0;
+  TRAINBUS_ARG(BatchLimit, val_check_interval) = 1.0;
   /// Validation batches run before training as a sanity check; -1: all, 0: none.
-  int64_t num_sanity_val_steps = 2;
+  TRAINBUS_ARG(int64_t, num_sanity_val_steps) = 2;
 
   /// Step the optimizers every N batches, with the loss divided by N.
-  int64_t accumulate_grad_batches = 1;
+  TRAINBUS_ARG(int64_t, accumulate_grad_batches) = 1;
   /// Clip gradients before each optimizer step; unset: no clipping.
-  std::optional<double> gradient_clip_val;
-  GradientClipAlgorithm gradient_clip_algorithm = GradientClipAlgorithm::kNorm;
+  TRAINBUS_ARG(std::optional<double>, gradient_clip_val);
+  TRAINBUS_ARG(GradientClipAlgorithm, gradient_clip_algorithm) = GradientClipAlgorithm::kNorm;
 
   /// Seeds LibTorch's generators (and so the data order) at the start of each run; unset: leaves
   /// them as they are.
-  std::optional<uint64_t> seed;
+  TRAINBUS_ARG(std::optional<uint64_t>, seed);
   /// true: only deterministic LibTorch algorithms (torch.use_deterministic_algorithms); false:
   /// allow any; unset: leave LibTorch's setting alone (as Lightning's default None).
-  std::optional<bool> deterministic;
+  TRAINBUS_ARG(std::optional<bool>, deterministic);
   /// Root of logs and checkpoints.
-  std::string default_root_dir = ".";
+  TRAINBUS_ARG(std::string, default_root_dir) = ".";
   /// Device the module and batches are moved to; CUDA works where LibTorch has it.
-  c10::Device device = c10::Device(c10::DeviceType::CPU);
+  TRAINBUS_ARG(c10::Device, device) = c10::Device(c10::DeviceType::CPU);
   /// How often loggers get step-level values.
-  int64_t log_every_n_steps = 50;
+  TRAINBUS_ARG(int64_t, log_every_n_steps) = 50;
   /// Threads of the pool that runs asynchronous observers (Trainer::add_observer).
-  std::size_t observer_threads = 2;
+  TRAINBUS_ARG(std::size_t, observer_threads) = 2;
   /// How long the trainer waits on an observer that handles no event (for room in its queue, at
   /// the end of every run, in wait_for_observers(), in the destructor) before it abandons it and
   /// raises an events::ObserverError naming it. A slow observer that makes progress is waited for; raise
   /// this for one whose single hooks legitimately take longer (an upload, say).
-  std::chrono::milliseconds observer_stall_timeout{60000};
+  TRAINBUS_ARG(std::chrono::milliseconds, observer_stall_timeout){60000};
 };
 
 /// Arguments of one Trainer::fit call.
@@ -101,15 +103,15 @@ struct FitOptions {
   /// Checkpoint to resume from: a checkpoint directory written by Trainer::save_checkpoint, or
   /// "last" (the newest complete checkpoint a checkpoint callback finds in its directory) or
   /// "best" (its best_model_path); empty: start fresh.
-  std::string ckpt_path;
+  TRAINBUS_ARG(std::string, ckpt_path);
 };
 
 /// How Trainer::save_checkpoint writes.
 struct SaveCheckpointOptions {
   /// Only the model's weights and buffers (Lightning's save_weights_only): cannot resume training.
-  bool weights_only = false;
+  TRAINBUS_ARG(bool, weights_only) = false;
   /// Write in the background; the call returns once the tensors are copied.
-  bool async = false;
+  TRAINBUS_ARG(bool, async) = false;
 };
 
 }  // namespace trainbus

@@ -34,20 +34,20 @@ TensorDataLoader::TensorDataLoader(at::Tensor inputs, at::Tensor targets, DataLo
   TRAINBUS_CHECK(!targets_.defined() || (targets_.dim() >= 1 && targets_.size(0) == inputs_.size(0)),
                  "TensorDataLoader: `targets` has ", targets_.defined() ? targets_.size(0) : 0,
                  " samples but `inputs` has ", inputs_.size(0), "; they must match");
-  TRAINBUS_CHECK(options_.batch_size >= 1, "TensorDataLoader: batch_size must be >= 1, got ",
-                 options_.batch_size);
-  seed_ = options_.seed ? *options_.seed : draw_seed_from_default_generator();
+  TRAINBUS_CHECK(options_.batch_size() >= 1, "TensorDataLoader: batch_size must be >= 1, got ",
+                 options_.batch_size());
+  seed_ = options_.seed() ? *options_.seed() : draw_seed_from_default_generator();
   set_epoch(0);
 }
 
 int64_t TensorDataLoader::num_batches() const {
   const int64_t n = inputs_.size(0);
-  const int64_t b = options_.batch_size;
-  return options_.drop_last ? n / b : (n + b - 1) / b;
+  const int64_t b = options_.batch_size();
+  return options_.drop_last() ? n / b : (n + b - 1) / b;
 }
 
 void TensorDataLoader::set_epoch(int64_t epoch) {
-  if (!options_.shuffle) return;
+  if (!options_.shuffle()) return;
   auto generator = at::detail::createCPUGenerator(mix(seed_ ^ mix(static_cast<uint64_t>(epoch))));
   order_ = at::randperm(inputs_.size(0), generator, at::TensorOptions().dtype(at::kLong));
 }
@@ -68,9 +68,9 @@ Batch TensorDataLoader::batch(int64_t index) {
   TRAINBUS_CHECK_AS(std::out_of_range, index >= 0 && index < num_batches(),
                     "TensorDataLoader::batch: index ", index, " out of range [0, ", num_batches(),
                     ")");
-  const int64_t begin = index * options_.batch_size;
-  const int64_t end = std::min(begin + options_.batch_size, inputs_.size(0));
-  if (!options_.shuffle) {
+  const int64_t begin = index * options_.batch_size();
+  const int64_t end = std::min(begin + options_.batch_size(), inputs_.size(0));
+  if (!options_.shuffle()) {
     return Batch(inputs_.slice(0, begin, end),
                  targets_.defined() ? targets_.slice(0, begin, end) : at::Tensor());
   }

@@ -9,6 +9,7 @@
 
 #include "data/batch.h"
 #include "checkpoint/state_dict.h"
+#include "base/arg.h"
 
 namespace trainbus::data {
 
@@ -33,12 +34,12 @@ class DataLoader {
 
 /// Options of the built-in loaders; names and defaults as torch.utils.data.DataLoader.
 struct DataLoaderOptions {
-  int64_t batch_size = 1;
-  bool shuffle = false;
-  bool drop_last = false;
+  TRAINBUS_ARG(int64_t, batch_size) = 1;
+  TRAINBUS_ARG(bool, shuffle) = false;
+  TRAINBUS_ARG(bool, drop_last) = false;
   /// Seed of the shuffle order. Unset: drawn once from LibTorch's default CPU generator when the
   /// loader is built, so Trainer's `seed` (or torch::manual_seed) makes the order reproducible.
-  std::optional<uint64_t> seed;
+  TRAINBUS_ARG(std::optional<uint64_t>, seed);
 };
 
 /// A loader over in-memory tensors: `inputs[i]` and `targets[i]` form sample i. `targets` may be

@@ -50,28 +50,28 @@ FashionMnistSplit read_fashion_mnist(const std::string& dir, bool train) {
 }
 
 FashionMnistDataModule::FashionMnistDataModule(FashionMnistOptions options) : options_(std::move(options)) {
-  TRAINBUS_CHECK(options_.batch_size >= 1, "FashionMnistOptions::batch_size must be >= 1, got ",
-                 options_.batch_size);
-  TRAINBUS_CHECK(options_.eval_batch_size >= 1, "FashionMnistOptions::eval_batch_size must be >= 1, got ",
-                 options_.eval_batch_size);
-  TRAINBUS_CHECK(options_.val_size >= 0 && options_.val_size < 60000,
-                 "FashionMnistOptions::val_size must be in [0, 60000), got ", options_.val_size);
+  TRAINBUS_CHECK(options_.batch_size() >= 1, "FashionMnistOptions::batch_size must be >= 1, got ",
+                 options_.batch_size());
+  TRAINBUS_CHECK(options_.eval_batch_size() >= 1, "FashionMnistOptions::eval_batch_size must be >= 1, got ",
+                 options_.eval_batch_size());
+  TRAINBUS_CHECK(options_.val_size() >= 0 && options_.val_size() < 60000,
+                 "FashionMnistOptions::val_size must be in [0, 60000), got ", options_.val_size());
 }
 
 void FashionMnistDataModule::prepare_data() {
   // Nothing to download: fail here, before any model is built, if the files are missing.
   for (const char* name : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                            "t10k-labels-idx1-ubyte"}) {
-    find_file(options_.root, name);
+    find_file(options_.root(), name);
   }
 }
 
 void FashionMnistDataModule::setup(Stage stage) {
   if ((stage == Stage::kFit || stage == Stage::kValidate) && !train_images_.defined()) {
-    FashionMnistSplit train = read_fashion_mnist(options_.root, /*train=*/true);
-    auto generator = at::detail::createCPUGenerator(options_.split_seed);
+    FashionMnistSplit train = read_fashion_mnist(options_.root(), /*train=*/true);
+    auto generator = at::detail::createCPUGenerator(options_.split_seed());
     const at::Tensor order = at::randperm(train.images.size(0), generator, at::TensorOptions().dtype(at::kLong));
-    const int64_t n_train = train.images.size(0) - options_.val_size;
+    const int64_t n_train = train.images.size(0) - options_.val_size();
     const at::Tensor train_rows = order.slice(0, 0, n_train);
     const at::Tensor val_rows = order.slice(0, n_train);
     train_images_ = normalise(train.images.index_select(0, train_rows));
@@ -80,7 +80,7 @@ void FashionMnistDataModule::setup(Stage stage) {
     val_labels_ = train.labels.index_select(0, val_rows);
   }
   if ((stage == Stage::kTest || stage == Stage::kPredict) && !test_images_.defined()) {
-    FashionMnistSplit test = read_fashion_mnist(options_.root, /*train=*/false);
+    FashionMnistSplit test = read_fashion_mnist(options_.root(), /*train=*/false);
     test_images_ = normalise(test.images);
     test_labels_ = test.labels;
   }
@@ -90,26 +90,26 @@ std::shared_ptr<DataLoader> FashionMnistDataModule::train_dataloader() {
   TRAINBUS_CHECK(train_images_.defined(), "FashionMnistDataModule: call setup(Stage::kFit) first");
   return std::make_shared<TensorDataLoader>(
       train_images_, train_labels_,
-      DataLoaderOptions{options_.batch_size, /*shuffle=*/true, /*drop_last=*/false, options_.shuffle_seed});
+      DataLoaderOptions().batch_size(options_.batch_size()).shuffle(true).drop_last(false).seed(options_.shuffle_seed()));
 }
 
 std::shared_ptr<DataLoader> FashionMnistDataModule::val_dataloader() {
-  if (options_.val_size == 0) return nullptr;
+  if (options_.val_size() == 0) return nullptr;
   TRAINBUS_CHECK(val_images_.defined(), "FashionMnistDataModule: call setup(Stage::kFit) first");
   return std::make_shared<TensorDataLoader>(val_images_, val_labels_,
-                                            DataLoaderOptions{options_.eval_batch_size});
+                                            DataLoaderOptions().batch_size(options_.eval_batch_size()));
 }
 
 std::shared_ptr<DataLoader> FashionMnistDataModule::test_dataloader() {
   TRAINBUS_CHECK(test_images_.defined(), "FashionMnistDataModule: call setup(Stage::kTest) first");
   return std::make_shared<TensorDataLoader>(test_images_, test_labels_,
-                                            DataLoaderOptions{options_.eval_batch_size});
+                                            DataLoaderOptions().batch_size(options_.eval_batch_size()));
 }
 
 std::shared_ptr<DataLoader> FashionMnistDataModule::predict_dataloader() {
   TRAINBUS_CHECK(test_images_.defined(), "FashionMnistDataModule: call setup(Stage::kPredict) first");
   return std::make_shared<TensorDataLoader>(test_images_, at::Tensor(),
-                                            DataLoaderOptions{options_.eval_batch_size});
+                                            DataLoaderOptions().batch_size(options_.eval_batch_size()));
 }
 
 }  // namespace trainbus::data

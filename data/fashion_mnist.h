@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "data/data_module.h"
+#include "base/arg.h"
 
 namespace trainbus::data {
 
@@ -26,16 +27,16 @@ struct FashionMnistSplit {
 FashionMnistSplit read_fashion_mnist(const std::string& dir, bool train);
 
 struct FashionMnistOptions {
-  std::string root = kFashionMnistDir;
-  int64_t batch_size = 64;
+  TRAINBUS_ARG(std::string, root) = kFashionMnistDir;
+  TRAINBUS_ARG(int64_t, batch_size) = 64;
   /// Batch size of the val/test/predict loaders (no gradients there, so larger is faster).
-  int64_t eval_batch_size = 1000;
+  TRAINBUS_ARG(int64_t, eval_batch_size) = 1000;
   /// Images held out of the 60000 training images for validation (Lightning's MNIST example: 5000).
-  int64_t val_size = 5000;
+  TRAINBUS_ARG(int64_t, val_size) = 5000;
   /// Seed of the train/val split; fixed so that every run validates on the same images.
-  uint64_t split_seed = 42;
+  TRAINBUS_ARG(uint64_t, split_seed) = 42;
   /// Seed of the training shuffle; unset: from the trainer's seed (see DataLoaderOptions).
-  std::optional<uint64_t> shuffle_seed;
+  TRAINBUS_ARG(std::optional<uint64_t>, shuffle_seed);
 };
 
 /// Train/val from the training file (split by `split_seed`), test and predict from t10k.

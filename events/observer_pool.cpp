@@ -65,7 +65,7 @@ void ObserverPool::flush_due(std::chrono::steady_clock::time_point now) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     for (const auto& channel : channels_) {
-      const auto interval = channel->options().flush_interval;
+      const auto interval = channel->options().flush_interval();
       if (interval.count() > 0 && now - channel->last_flush >= interval) due.push_back(channel);
     }
   }
@@ -89,7 +89,7 @@ ObserverPool::~ObserverPool() {
     // promises), then the threads joined; each step gives up on an observer that stalls.
     clean = drain_unless_stalled(stall_timeout_);
     for (const auto& channel : channels_) {
-      if (channel->options().flush_interval.count() > 0) channel->post_flush(channel);
+      if (channel->options().flush_interval().count() > 0) channel->post_flush(channel);
     }
     clean = drain_unless_stalled(stall_timeout_) && clean;
   } catch (const std::exception& e) {
@@ -142,7 +142,7 @@ void ObserverPool::subscribe(EventBus& bus, const std::shared_ptr<ObserverChanne
 
 void ObserverPool::attach(EventBus& bus, std::shared_ptr<Observer> observer, ObserverOptions options) {
   TRAINBUS_CHECK(observer != nullptr, "ObserverPool::attach: the observer is null");
-  TRAINBUS_CHECK(options.capacity >= 1, "ObserverOptions::capacity of `", observer->name(), "` must be >= 1");
+  TRAINBUS_CHECK(options.capacity() >= 1, "ObserverOptions::capacity of `", observer->name(), "` must be >= 1");
   auto channel =
       std::make_shared<ObserverChannel>(std::move(observer), options, executor_, unraised_, progress_, stall_timeout_);
   EventSelection selection;

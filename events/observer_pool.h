@@ -18,6 +18,7 @@
 
 #include "events/event_bus.h"
 #include "events/observer.h"
+#include "base/arg.h"
 
 namespace trainbus::events {
 
@@ -39,13 +40,13 @@ struct ObserverOptions {
     kDisable,  ///< report it once on stderr and deliver nothing more to this observer
   };
   /// Events in flight (posted, not yet handled) at most; bounds the memory an observer can hold.
-  std::size_t capacity = 1024;
-  WhenFull when_full = WhenFull::kBlock;
-  OnError on_error = OnError::kRaise;
+  TRAINBUS_ARG(std::size_t, capacity) = 1024;
+  TRAINBUS_ARG(WhenFull, when_full) = WhenFull::kBlock;
+  TRAINBUS_ARG(OnError, on_error) = OnError::kRaise;
   /// At most this long after it handled an event, Observer::flush() runs (on its strand), so that
   /// what it buffers reaches the operating system and survives a crash of the process (SIGKILL);
   /// 0: only the observer's own flushes.
-  std::chrono::milliseconds flush_interval{1000};
+  TRAINBUS_ARG(std::chrono::milliseconds, flush_interval){1000};
 };
 
 /// Counters of one observer, for reports and tests.

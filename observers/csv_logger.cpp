@@ -91,16 +91,16 @@ std::string yaml_scalar(const std::string& value) {
 }  // namespace
 
 CsvLogger::CsvLogger(CsvLoggerOptions options)
-    : Logger(options.log_every_n_steps), options_(std::move(options)) {
-  if (options_.log_dir.empty()) throw std::invalid_argument("CsvLogger: log_dir is empty; name the run directory");
-  if (options_.flush_logs_every_n_steps < 1) {
+    : Logger(options.log_every_n_steps()), options_(std::move(options)) {
+  if (options_.log_dir().empty()) throw std::invalid_argument("CsvLogger: log_dir is empty; name the run directory");
+  if (options_.flush_logs_every_n_steps() < 1) {
     throw std::invalid_argument("CsvLogger: flush_logs_every_n_steps must be >= 1");
   }
   std::error_code error;
-  fs::create_directories(options_.log_dir, error);
-  if (error) throw std::runtime_error(options_.log_dir + ": cannot create the run directory (" + error.message() + ")");
-  metrics_file_ = (fs::path(options_.log_dir) / "metrics.csv").string();
-  hparams_file_ = (fs::path(options_.log_dir) / "hparams.yaml").string();
+  fs::create_directories(options_.log_dir(), error);
+  if (error) throw std::runtime_error(options_.log_dir() + ": cannot create the run directory (" + error.message() + ")");
+  metrics_file_ = (fs::path(options_.log_dir()) / "metrics.csv").string();
+  hparams_file_ = (fs::path(options_.log_dir()) / "hparams.yaml").string();
   if (fs::exists(metrics_file_)) {
     // Continue an existing file (a resumed run logging into the same directory).
     std::ifstream in(metrics_file_);
@@ -115,7 +115,7 @@ void CsvLogger::log_metrics(const Metrics& metrics, int64_t step, int64_t epoch)
   row["epoch"] = std::to_string(epoch);
   row["step"] = std::to_string(step);
   pending_.push_back(std::move(row));
-  if (static_cast<int64_t>(pending_.size()) >= options_.flush_logs_every_n_steps) flush();
+  if (static_cast<int64_t>(pending_.size()) >= options_.flush_logs_every_n_steps()) flush();
 }
 
 void CsvLogger::log_hyperparams(const std::map<std::string, std::string>& hparams) {

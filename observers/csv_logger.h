@@ -7,16 +7,17 @@
 #include <vector>
 
 #include "observers/logger.h"
+#include "base/arg.h"
 
 namespace trainbus::observers {
 
 struct CsvLoggerOptions {
   /// Run directory; created if missing (see next_version_dir).
-  std::string log_dir;
-  int64_t log_every_n_steps = 50;
+  TRAINBUS_ARG(std::string, log_dir);
+  TRAINBUS_ARG(int64_t, log_every_n_steps) = 50;
   /// Rows kept in memory before they are appended to the file (Lightning: 100); epoch ends,
   /// validation, test and the end of fit flush too.
-  int64_t flush_logs_every_n_steps = 100;
+  TRAINBUS_ARG(int64_t, flush_logs_every_n_steps) = 100;
 };
 
 /// One row per log_metrics call: the logged names as columns (sorted), plus `epoch` and `step`;

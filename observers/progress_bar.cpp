@@ -51,8 +51,8 @@ Metrics epoch_view(const Metrics& progress_bar) {
 }  // namespace
 
 ProgressBar::ProgressBar(ProgressBarOptions options)
-    : out_(options.out ? *options.out : std::cout),
-      tty_(options.tty.value_or(::isatty(options.terminal_fd) == 1)),
+    : out_(options.out() ? *options.out() : std::cout),
+      tty_(options.tty().value_or(::isatty(options.terminal_fd()) == 1)),
       options_(options) {}
 
 void ProgressBar::select_events(events::EventSelection& selection) const {
@@ -86,9 +86,9 @@ void ProgressBar::start(std::string label, int64_t total) {
 }
 
 int ProgressBar::columns() const {
-  if (options_.columns) return *options_.columns;
+  if (options_.columns()) return *options_.columns();
   winsize size{};
-  if (::ioctl(options_.terminal_fd, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
+  if (::ioctl(options_.terminal_fd(), TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
   if (const char* env = std::getenv("COLUMNS")) {
     const int from_env = std::atoi(env);
     if (from_env > 0) return from_env;
@@ -100,7 +100,7 @@ void ProgressBar::advance(int64_t done, const Metrics& shown, bool force) {
   done_ = done;
   const auto now = Clock::now();
   const double since_drawn = std::chrono::duration<double>(now - last_drawn_).count();
-  const double interval = tty_ ? options_.refresh_seconds : options_.plain_interval_seconds;
+  const double interval = tty_ ? options_.refresh_seconds() : options_.plain_interval_seconds();
   if (!force && since_drawn < interval) return;
   if (!tty_ && force) return;  // the summary line follows
   last_drawn_ = now;

@@ -8,23 +8,24 @@
 #include <string>
 
 #include "events/observer.h"
+#include "base/arg.h"
 
 namespace trainbus::observers {
 
 struct ProgressBarOptions {
   /// Where it draws; std::cout by default.
-  std::ostream* out = nullptr;
+  TRAINBUS_ARG(std::ostream*, out) = nullptr;
   /// Redraw in place (\r) when true, print plain lines when false; unset: isatty(terminal_fd).
-  std::optional<bool> tty;
+  TRAINBUS_ARG(std::optional<bool>, tty);
   /// Least time between two redraws on a terminal.
-  double refresh_seconds = 0.1;
+  TRAINBUS_ARG(double, refresh_seconds) = 0.1;
   /// Least time between two plain progress lines when not on a terminal (CI logs, pipes).
-  double plain_interval_seconds = 30.0;
+  TRAINBUS_ARG(double, plain_interval_seconds) = 30.0;
   /// The terminal `out` writes to, asked for its width (TIOCGWINSZ) at every redraw, so that the
   /// bar follows a resized window.
-  int terminal_fd = 1;
+  TRAINBUS_ARG(int, terminal_fd) = 1;
   /// Width of the redrawn line; unset: the terminal's, else $COLUMNS, else 80.
-  std::optional<int> columns;
+  TRAINBUS_ARG(std::optional<int>, columns);
 };
 
 /// Shows epoch, batch/total, it/s, ETA and the prog_bar metrics (as Lightning 2: values logged with

@@ -6,15 +6,16 @@
 #include <string>
 
 #include "observers/logger.h"
+#include "base/arg.h"
 
 namespace trainbus::observers {
 
 struct TensorBoardLoggerOptions {
   /// Run directory (TensorBoard's --logdir, or a subdirectory of it); created if missing.
-  std::string log_dir;
-  int64_t log_every_n_steps = 50;
+  TRAINBUS_ARG(std::string, log_dir);
+  TRAINBUS_ARG(int64_t, log_every_n_steps) = 50;
   /// Appended to the file name, as torch.utils.tensorboard's filename_suffix.
-  std::string filename_suffix;
+  TRAINBUS_ARG(std::string, filename_suffix);
 };
 
 /// Writes a TFRecord stream of tensorboard.Event protos: first `file_version = "brain.Event:2"`

@@ -85,8 +85,8 @@ void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self, std:
   {
     std::unique_lock<std::mutex> lock(mutex_);
     if (closed_locked()) return;
-    while (in_flight_ >= options_.capacity && !closed_locked()) {
-      if (options_.when_full == ObserverOptions::WhenFull::kDrop) {
+    while (in_flight_ >= options_.capacity() && !closed_locked()) {
+      if (options_.when_full() == ObserverOptions::WhenFull::kDrop) {
         ++dropped_;
         return;
       }
@@ -104,7 +104,7 @@ void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self, std:
       for (;;) {
         const uint64_t own = progress_.load(), pool = pool_progress_->load();
         if (changed_.wait_for(lock, stall_timeout_,
-                              [&] { return in_flight_ < options_.capacity || closed_locked() || !scheduled_; })) {
+                              [&] { return in_flight_ < options_.capacity() || closed_locked() || !scheduled_; })) {
           break;
         }
         if (stalled(own, pool)) {
@@ -121,7 +121,7 @@ void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self, std:
       queue_.push_back(std::move(delivery));
       // Waking a pool thread costs the publisher ~9 us here (a cross-CPU wake-up in a VM), so
       // deliveries wait for the next kick unless a burst has built up.
-      post = !scheduled_ && queue_.size() >= std::min(kEagerBatch, options_.capacity);
+      post = !scheduled_ && queue_.size() >= std::min(kEagerBatch, options_.capacity());
       if (post) scheduled_ = true;
     }
   }
@@ -326,7 +326,7 @@ std::string ObserverChannel::abandon_locked(const std::string& why) {
   if (abandoned_.load()) return {};
   abandoned_.store(true);
   std::string warning;
-  if (options_.on_error == ObserverOptions::OnError::kDisable) {
+  if (options_.on_error() == ObserverOptions::OnError::kDisable) {
     if (!disabled_) warning = "observer `" + name_ + "` " + why;
     disabled_ = true;
   } else if (!failed_) {
@@ -353,7 +353,7 @@ void ObserverChannel::fail(std::exception_ptr exception, bool drop_queued) noexc
   std::deque<std::unique_ptr<Delivery>> dropped;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (options_.on_error == ObserverOptions::OnError::kDisable) {
+    if (options_.on_error() == ObserverOptions::OnError::kDisable) {
       report = !disabled_;
       disabled_ = true;
     } else if (!failed_) {

@@ -14,7 +14,7 @@ class Line : public trainbus::Module {
 
   trainbus::StepOutput training_step(const trainbus::Batch& batch, int64_t batch_idx) override {
     torch::Tensor loss = torch::mse_loss(linear->forward(batch.data), batch.target);
-    log("train_loss", loss, {false, true, true});
+    log("train_loss", loss, trainbus::LogOptions().on_step(false).on_epoch(true).prog_bar(true));
     return loss;
   }
   trainbus::StepOutput validation_step(const trainbus::Batch& batch, int64_t batch_idx) override {
@@ -33,16 +33,14 @@ int main() {
   torch::manual_seed(0);
   const torch::Tensor x = torch::rand({256, 1});
   const torch::Tensor y = 2 * x + 1;
-  auto train = std::make_shared<trainbus::data::TensorDataLoader>(x, y, trainbus::data::DataLoaderOptions{32, true});
-  auto val = std::make_shared<trainbus::data::TensorDataLoader>(x, y, trainbus::data::DataLoaderOptions{256});
+  auto train = std::make_shared<trainbus::data::TensorDataLoader>(x, y, trainbus::data::DataLoaderOptions().batch_size(32).shuffle(true));
+  auto val = std::make_shared<trainbus::data::TensorDataLoader>(x, y, trainbus::data::DataLoaderOptions().batch_size(256));
   trainbus::data::LoaderDataModule data(train, val);
 
-  trainbus::callbacks::EarlyStoppingOptions early;
-  early.monitor = "val_loss";
-  early.patience = 5;
-  trainbus::TrainerOptions options;
-  options.max_epochs = 200;
-  trainbus::Trainer trainer(options, {std::make_shared<trainbus::callbacks::EarlyStopping>(early)});
+  trainbus::Trainer trainer(
+      trainbus::TrainerOptions().max_epochs(200),
+      {std::make_shared<trainbus::callbacks::EarlyStopping>(
+          trainbus::callbacks::EarlyStoppingOptions().monitor("val_loss").patience(5))});
 
   int epochs_seen = 0;
   trainbus::events::Subscription on_epoch = trainer.bus().subscribe<trainbus::events::TrainEpochEnd>(

@@ -39,9 +39,9 @@ struct Run {
 
 Run fit_with(EarlyStoppingOptions options, std::vector<double> values, TrainerOptions trainer_options = {}) {
   auto callback = std::make_shared<EarlyStopping>(options);
-  trainer_options.max_epochs = trainer_options.max_epochs.value_or(20);
-  trainer_options.limit_train_batches = 1;
-  trainer_options.limit_val_batches = 0;
+  trainer_options.max_epochs(trainer_options.max_epochs().value_or(20));
+  trainer_options.limit_train_batches(1);
+  trainer_options.limit_val_batches(0);
   Trainer trainer(trainer_options, {callback});
   ScriptedMetric module(std::move(values));
   RandomDataModule data;
@@ -51,10 +51,10 @@ Run fit_with(EarlyStoppingOptions options, std::vector<double> values, TrainerOp
 
 EarlyStoppingOptions watch(double min_delta = 0.0, int64_t patience = 3, std::string mode = "min") {
   EarlyStoppingOptions options;
-  options.monitor = "metric";
-  options.min_delta = min_delta;
-  options.patience = patience;
-  options.mode = std::move(mode);
+  options.monitor("metric");
+  options.min_delta(min_delta);
+  options.patience(patience);
+  options.mode(std::move(mode));
   return options;
 }
 
@@ -86,12 +86,12 @@ TEST_CASE("EarlyStopping in mode max", "[callbacks][early_stopping]") {
 
 TEST_CASE("EarlyStopping thresholds and non-finite values stop at once", "[callbacks][early_stopping]") {
   EarlyStoppingOptions stop_below = watch();
-  stop_below.stopping_threshold = 2.0;
+  stop_below.stopping_threshold(2.0);
   CHECK(fit_with(stop_below, {5, 3, 1.5, 1}).callback->stopping_reason() == EarlyStoppingReason::kStoppingThreshold);
   CHECK(fit_with(stop_below, {5, 3, 1.5, 1}).epochs == 3);
 
   EarlyStoppingOptions diverge = watch();
-  diverge.divergence_threshold = 10.0;
+  diverge.divergence_threshold(10.0);
   const Run diverged = fit_with(diverge, {5, 12});
   CHECK(diverged.epochs == 2);
   CHECK(diverged.callback->stopping_reason() == EarlyStoppingReason::kDivergenceThreshold);
@@ -103,7 +103,7 @@ TEST_CASE("EarlyStopping thresholds and non-finite values stop at once", "[callb
 
 TEST_CASE("EarlyStopping respects min_epochs", "[callbacks][early_stopping]") {
   TrainerOptions options;
-  options.min_epochs = 8;
+  options.min_epochs(8);
   const Run run = fit_with(watch(0.0, 1), {1, 2}, options);
   CHECK(run.callback->stopped_epoch() >= 1);
   CHECK(run.epochs == 8);
@@ -111,14 +111,14 @@ TEST_CASE("EarlyStopping respects min_epochs", "[callbacks][early_stopping]") {
 
 TEST_CASE("EarlyStopping names the missing metric and what is available", "[callbacks][early_stopping]") {
   EarlyStoppingOptions options = watch();
-  options.monitor = "val_loss";
+  options.monitor("val_loss");
   CHECK_THROWS_WITH(fit_with(options, {1}),
                     Contains("Early stopping conditioned on metric `val_loss` which is not available") &&
                         Contains("use any of the following: `metric`"));
-  options.strict = false;
+  options.strict(false);
   CHECK(fit_with(options, {1}, [] {
           TrainerOptions o;
-          o.max_epochs = 3;
+          o.max_epochs(3);
           return o;
         }()).epochs == 3);
 }

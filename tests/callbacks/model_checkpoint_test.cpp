@@ -37,24 +37,24 @@ class ScriptedLoss : public testing::BoringModule {
 
 TrainerOptions short_fit(int64_t epochs) {
   TrainerOptions options;
-  options.max_epochs = epochs;
-  options.limit_train_batches = 4;
-  options.limit_val_batches = 1;
-  options.num_sanity_val_steps = 0;
+  options.max_epochs(epochs);
+  options.limit_train_batches(4);
+  options.limit_val_batches(1);
+  options.num_sanity_val_steps(0);
   return options;
 }
 
 }  // namespace
 
 TEST_CASE("ModelCheckpoint formats names as Lightning", "[callbacks][checkpoint]") {
-  ModelCheckpoint checkpoint({"dir", "{epoch}-{val_loss:.2f}-{other_metric:.3f}"});
+  ModelCheckpoint checkpoint(ModelCheckpointOptions().dirpath("dir").filename("{epoch}-{val_loss:.2f}-{other_metric:.3f}"));
   const Metrics metrics{{"epoch", 2}, {"step", 30}, {"val_loss", 0.1234}};
   CHECK(checkpoint.format_checkpoint_name(metrics, "") == "epoch=2-step=30");
   CHECK(checkpoint.format_checkpoint_name(metrics, "{epoch}-{val_loss:.2f}-{other_metric:.3f}") ==
         "epoch=2-val_loss=0.12-other_metric=0.000");
   CHECK(checkpoint.format_checkpoint_name(metrics, "{epoch:03d}", 2) == "epoch=002-v2");
   ModelCheckpointOptions plain;
-  plain.auto_insert_metric_name = false;
+  plain.auto_insert_metric_name(false);
   CHECK(ModelCheckpoint(plain).format_checkpoint_name(metrics, "e{epoch}_{val_loss:.1e}") == "e2_1.2e-01");
   CHECK_THROWS_WITH(checkpoint.format_checkpoint_name(metrics, "{val_loss:>>x}"),
                     Contains("format spec `:>>x` is not supported"));
@@ -62,24 +62,24 @@ TEST_CASE("ModelCheckpoint formats names as Lightning", "[callbacks][checkpoint]
 
 TEST_CASE("ModelCheckpoint refuses what Lightning refuses", "[callbacks][checkpoint]") {
   ModelCheckpointOptions both;
-  both.every_n_train_steps = 10;
-  both.every_n_epochs = 2;
+  both.every_n_train_steps(10);
+  both.every_n_epochs(2);
   CHECK_THROWS_WITH(ModelCheckpoint(both), Contains("mutually exclusive"));
   ModelCheckpointOptions no_monitor;
-  no_monitor.save_top_k = 3;
+  no_monitor.save_top_k(3);
   CHECK_THROWS_WITH(ModelCheckpoint(no_monitor), Contains("no quantity for top_k to track"));
   ModelCheckpointOptions bad_k;
-  bad_k.save_top_k = -2;
+  bad_k.save_top_k(-2);
   CHECK_THROWS_WITH(ModelCheckpoint(bad_k), Contains("save_top_k=-2"));
 }
 
 TEST_CASE("Top-k keeps exactly the k best, written in the background", "[callbacks][checkpoint]") {
   TempDir dir;
   ModelCheckpointOptions options;
-  options.dirpath = dir.file("ckpts");
-  options.filename = "{epoch}-{val_loss:.2f}";
-  options.monitor = "val_loss";
-  options.save_top_k = 2;
+  options.dirpath(dir.file("ckpts"));
+  options.filename("{epoch}-{val_loss:.2f}");
+  options.monitor("val_loss");
+  options.save_top_k(2);
   auto checkpoint = std::make_shared<ModelCheckpoint>(options);
   Trainer trainer(short_fit(6), {checkpoint});
   ScriptedLoss module({0.9, 0.5, 0.7, 0.3, 0.8, 0.4});
@@ -101,7 +101,7 @@ TEST_CASE("Top-k keeps exactly the k best, written in the background", "[callbac
   auto restored = std::make_shared<ModelCheckpoint>(options);
   Trainer resumed(short_fit(6), {restored});
   ScriptedLoss fresh({0.9, 0.5, 0.7, 0.3, 0.8, 0.4});
-  resumed.fit(fresh, data, {checkpoint->best_model_path()});
+  resumed.fit(fresh, data, FitOptions().ckpt_path(checkpoint->best_model_path()));
   CHECK(resumed.checkpoints().resumed_from() == checkpoint->best_model_path());
   CHECK(restored->best_k_models().size() == 2);
 }
@@ -112,18 +112,18 @@ TEST_CASE("save_last keeps `last` as a link or a copy of the newest save", "[cal
     const bool link = mode == ModelCheckpointOptions::SaveLast::kLink;
     DYNAMIC_SECTION((link ? "link" : "copy")) {
       ModelCheckpointOptions options;
-      options.dirpath = dir.file(link ? "link" : "copy");
-      options.save_last = mode;
-      options.save_top_k = 1;
+      options.dirpath(dir.file(link ? "link" : "copy"));
+      options.save_last(mode);
+      options.save_top_k(1);
       auto checkpoint = std::make_shared<ModelCheckpoint>(options);
       Trainer trainer(short_fit(3), {checkpoint});
       testing::BoringModule module;
       testing::RandomDataModule data(64, 4);
       trainer.fit(module, data);
-      CHECK(names_in(options.dirpath) == std::set<std::string>{"epoch=2-step=12.ckpt", "last.ckpt"});
-      CHECK(fs::is_symlink(options.dirpath + "/last.ckpt") == link);
-      CHECK(checkpoint->last_model_path() == options.dirpath + "/last.ckpt");
-      CHECK(checkpoint::read_checkpoint(options.dirpath + "/last.ckpt").data.global_step == 12);
+      CHECK(names_in(options.dirpath()) == std::set<std::string>{"epoch=2-step=12.ckpt", "last.ckpt"});
+      CHECK(fs::is_symlink(options.dirpath() + "/last.ckpt") == link);
+      CHECK(checkpoint->last_model_path() == options.dirpath() + "/last.ckpt");
+      CHECK(checkpoint::read_checkpoint(options.dirpath() + "/last.ckpt").data.global_step == 12);
     }
   }
 }
@@ -131,37 +131,37 @@ TEST_CASE("save_last keeps `last` as a link or a copy of the newest save", "[cal
 TEST_CASE("ckpt_path \"last\" resumes from the newest complete checkpoint, never a torn one", "[callbacks][checkpoint]") {
   TempDir dir;
   ModelCheckpointOptions options;
-  options.dirpath = dir.file("ckpts");
-  options.save_top_k = -1;
-  options.every_n_train_steps = 2;
+  options.dirpath(dir.file("ckpts"));
+  options.save_top_k(-1);
+  options.every_n_train_steps(2);
   testing::RandomDataModule data(64, 4);
   {
     Trainer trainer(short_fit(2), {std::make_shared<ModelCheckpoint>(options)});
     testing::BoringModule module;
     trainer.fit(module, data);
   }
-  CHECK(names_in(options.dirpath).size() == 4);  // steps 2, 4, 6, 8
+  CHECK(names_in(options.dirpath()).size() == 4);  // steps 2, 4, 6, 8
   // A crash mid-write leaves a temporary directory; a damaged checkpoint fails its CRC.
-  fs::create_directory(options.dirpath + "/epoch=9-step=99.ckpt.tmp-4242-0");
-  fs::copy(options.dirpath + "/epoch=1-step=8.ckpt", options.dirpath + "/epoch=9-step=98.ckpt",
+  fs::create_directory(options.dirpath() + "/epoch=9-step=99.ckpt.tmp-4242-0");
+  fs::copy(options.dirpath() + "/epoch=1-step=8.ckpt", options.dirpath() + "/epoch=9-step=98.ckpt",
            fs::copy_options::recursive);
-  fs::resize_file(options.dirpath + "/epoch=9-step=98.ckpt/model.pt", 7);
+  fs::resize_file(options.dirpath() + "/epoch=9-step=98.ckpt/model.pt", 7);
   auto checkpoint = std::make_shared<ModelCheckpoint>(options);
-  CHECK(checkpoint->find_last_checkpoint() == options.dirpath + "/epoch=1-step=8.ckpt");
+  CHECK(checkpoint->find_last_checkpoint() == options.dirpath() + "/epoch=1-step=8.ckpt");
   Trainer resumed(short_fit(3), {checkpoint});
   testing::BoringModule module;
-  resumed.fit(module, data, {"last"});
-  CHECK(resumed.checkpoints().resumed_from() == options.dirpath + "/epoch=1-step=8.ckpt");
+  resumed.fit(module, data, FitOptions().ckpt_path("last"));
+  CHECK(resumed.checkpoints().resumed_from() == options.dirpath() + "/epoch=1-step=8.ckpt");
   CHECK(resumed.global_step() == 12);
   // Never deleted: the checkpoint resumed from (save_top_k=-1 deletes nothing anyway), still there.
-  CHECK(fs::exists(options.dirpath + "/epoch=1-step=8.ckpt"));
+  CHECK(fs::exists(options.dirpath() + "/epoch=1-step=8.ckpt"));
 }
 
 TEST_CASE("ckpt_path \"last\" without a checkpoint callback says what is missing", "[callbacks][checkpoint]") {
   Trainer trainer(short_fit(1));
   testing::BoringModule module;
   testing::RandomDataModule data(64, 4);
-  CHECK_THROWS_WITH(trainer.fit(module, data, {"last"}), Contains("needs a checkpoint callback"));
+  CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path("last")), Contains("needs a checkpoint callback"));
 }
 
 TEST_CASE("A step-triggered save that monitors a validation metric waits for fresh validation metrics",
@@ -170,11 +170,11 @@ TEST_CASE("A step-triggered save that monitors a validation metric waits for fre
   // validation, and saves right before a validation ranked the previous validation's value.
   TempDir dir;
   ModelCheckpointOptions options;
-  options.dirpath = dir.file("ckpts");
-  options.filename = "{step}-{val_loss:.2f}";
-  options.monitor = "val_loss";
-  options.save_top_k = -1;
-  options.every_n_train_steps = 2;
+  options.dirpath(dir.file("ckpts"));
+  options.filename("{step}-{val_loss:.2f}");
+  options.monitor("val_loss");
+  options.save_top_k(-1);
+  options.every_n_train_steps(2);
   auto checkpoint = std::make_shared<ModelCheckpoint>(options);
   Trainer trainer(short_fit(2), {checkpoint});
   ScriptedLoss module({0.9, 0.5});
@@ -182,9 +182,9 @@ TEST_CASE("A step-triggered save that monitors a validation metric waits for fre
   trainer.fit(module, data);
   // Step 2: val_loss not logged yet, deferred to epoch 0's validation (step 4). Step 6: saved at
   // once. Step 8: validation follows, so it waits and ranks epoch 1's value.
-  CHECK(names_in(options.dirpath) == std::set<std::string>{"step=4-val_loss=0.90.ckpt", "step=6-val_loss=0.90.ckpt",
+  CHECK(names_in(options.dirpath()) == std::set<std::string>{"step=4-val_loss=0.90.ckpt", "step=6-val_loss=0.90.ckpt",
                                                           "step=8-val_loss=0.50.ckpt"});
-  CHECK(checkpoint->best_model_path() == options.dirpath + "/step=8-val_loss=0.50.ckpt");
+  CHECK(checkpoint->best_model_path() == options.dirpath() + "/step=8-val_loss=0.50.ckpt");
   const checkpoint::LoadedCheckpoint best = checkpoint::read_checkpoint(checkpoint->best_model_path());
   CHECK(best.data.global_step == 8);
   CHECK(best.data.callback_metrics.at("val_loss") == Approx(0.5));
@@ -193,26 +193,26 @@ TEST_CASE("A step-triggered save that monitors a validation metric waits for fre
 TEST_CASE("save_last writes `last` when training ends after the newest save", "[callbacks][checkpoint]") {
   TempDir dir;
   ModelCheckpointOptions options;
-  options.dirpath = dir.file("ckpts");
-  options.every_n_train_steps = 5;
-  options.save_last = ModelCheckpointOptions::SaveLast::kCopy;
+  options.dirpath(dir.file("ckpts"));
+  options.every_n_train_steps(5);
+  options.save_last(ModelCheckpointOptions::SaveLast::kCopy);
   auto checkpoint = std::make_shared<ModelCheckpoint>(options);
   Trainer trainer(short_fit(3), {checkpoint});
   testing::BoringModule module;
   testing::RandomDataModule data(64, 4);
   trainer.fit(module, data);
   // Saves at steps 5 and 10 (the newest kept); 12 steps in all, so `last` is written at the end.
-  CHECK(names_in(options.dirpath) == std::set<std::string>{"epoch=2-step=10.ckpt", "last.ckpt"});
-  CHECK(checkpoint::read_checkpoint(options.dirpath + "/last.ckpt").data.global_step == 12);
-  CHECK(checkpoint::read_checkpoint(options.dirpath + "/epoch=2-step=10.ckpt").data.global_step == 10);
+  CHECK(names_in(options.dirpath()) == std::set<std::string>{"epoch=2-step=10.ckpt", "last.ckpt"});
+  CHECK(checkpoint::read_checkpoint(options.dirpath() + "/last.ckpt").data.global_step == 12);
+  CHECK(checkpoint::read_checkpoint(options.dirpath() + "/epoch=2-step=10.ckpt").data.global_step == 10);
 }
 
 TEST_CASE("A checkpoint directory removed during the run is made again by the next save", "[callbacks][checkpoint]") {
   TempDir dir;
   ModelCheckpointOptions options;
-  options.dirpath = dir.file("ckpts");
-  options.every_n_train_steps = 1;
-  options.save_last = ModelCheckpointOptions::SaveLast::kLink;
+  options.dirpath(dir.file("ckpts"));
+  options.every_n_train_steps(1);
+  options.save_last(ModelCheckpointOptions::SaveLast::kLink);
   class RemoveDirectory : public Callback {
    public:
     explicit RemoveDirectory(std::string dir) : dir_(std::move(dir)) {}
@@ -224,13 +224,13 @@ TEST_CASE("A checkpoint directory removed during the run is made again by the ne
     std::string dir_;
   };
   auto checkpoint = std::make_shared<ModelCheckpoint>(options);
-  Trainer trainer(short_fit(1), {std::make_shared<RemoveDirectory>(options.dirpath), checkpoint});
+  Trainer trainer(short_fit(1), {std::make_shared<RemoveDirectory>(options.dirpath()), checkpoint});
   testing::BoringModule module;
   testing::RandomDataModule data(64, 4);
   trainer.fit(module, data);
-  CHECK(names_in(options.dirpath) == std::set<std::string>{"epoch=0-step=4.ckpt", "last.ckpt"});
-  CHECK(checkpoint::read_checkpoint(options.dirpath + "/last.ckpt").data.global_step == 4);
-  CHECK(checkpoint->best_model_path() == options.dirpath + "/epoch=0-step=4.ckpt");
+  CHECK(names_in(options.dirpath()) == std::set<std::string>{"epoch=0-step=4.ckpt", "last.ckpt"});
+  CHECK(checkpoint::read_checkpoint(options.dirpath() + "/last.ckpt").data.global_step == 4);
+  CHECK(checkpoint->best_model_path() == options.dirpath() + "/epoch=0-step=4.ckpt");
 }
 
 namespace {
@@ -249,16 +249,16 @@ TEST_CASE("An asynchronous ModelCheckpoint prepares its buffers ahead, so no sna
           "[callbacks][checkpoint][async]") {
   TempDir dir;
   ModelCheckpointOptions options;
-  options.dirpath = dir.file("ckpts");
-  options.save_top_k = -1;
+  options.dirpath(dir.file("ckpts"));
+  options.save_top_k(-1);
   uint64_t saves = 0;
   SECTION("a step-triggered save: prepared from the batch before") {
-    options.every_n_train_steps = 2;
+    options.every_n_train_steps(2);
     saves = 4;  // steps 2, 4, 6, 8
   }
   SECTION("an epoch-end save: prepared from the epoch's last batch but one") { saves = 2; }
   SECTION("a save at validation end: prepared when validation starts") {
-    options.save_on_train_epoch_end = false;
+    options.save_on_train_epoch_end(false);
     saves = 2;
   }
   auto checkpoint = std::make_shared<ModelCheckpoint>(options);
@@ -283,9 +283,9 @@ TEST_CASE("An asynchronous ModelCheckpoint prepares its buffers ahead, so no sna
 TEST_CASE("Without prepare_ahead, ModelCheckpoint's first save copies into new memory", "[callbacks][checkpoint][async]") {
   TempDir dir;
   ModelCheckpointOptions options;
-  options.dirpath = dir.file("ckpts");
-  options.every_n_train_steps = 2;
-  options.prepare_ahead = false;
+  options.dirpath(dir.file("ckpts"));
+  options.every_n_train_steps(2);
+  options.prepare_ahead(false);
   auto checkpoint = std::make_shared<ModelCheckpoint>(options);
   Trainer trainer(short_fit(1), {checkpoint});
   MomentumBoring module;
@@ -302,12 +302,12 @@ TEST_CASE("A monitored save with no score yet keeps only `last` before any valid
           "[callbacks][checkpoint]") {
   TempDir dir;
   ModelCheckpointOptions options;
-  options.dirpath = dir.file("ckpts");
-  options.save_last = ModelCheckpointOptions::SaveLast::kCopy;
+  options.dirpath(dir.file("ckpts"));
+  options.save_last(ModelCheckpointOptions::SaveLast::kCopy);
   SECTION("a run stopped by max_steps ahead of its first validation: a warning, as Lightning") {
-    options.monitor = "val_loss";
+    options.monitor("val_loss");
     TrainerOptions stop_early = short_fit(2);
-    stop_early.max_steps = 2;  // of 4 batches: the epoch ends there, before its validation
+    stop_early.max_steps(2);  // of 4 batches: the epoch ends there, before its validation
     auto checkpoint = std::make_shared<ModelCheckpoint>(options);
     Trainer trainer(stop_early, {checkpoint});
     ScriptedLoss module({0.5, 0.4});
@@ -318,7 +318,7 @@ TEST_CASE("A monitored save with no score yet keeps only `last` before any valid
     CHECK(checkpoint::read_checkpoint(dir.file("ckpts/last.ckpt")).data.global_step == 2);
   }
   SECTION("a monitor the module never logs, once validation has run: the error names it") {
-    options.monitor = "val_nope";
+    options.monitor("val_nope");
     Trainer trainer(short_fit(1), {std::make_shared<ModelCheckpoint>(options)});
     ScriptedLoss module({0.5});
     testing::RandomDataModule data(64, 4);

@@ -18,10 +18,10 @@ namespace {
 
 TrainerOptions short_fit(int64_t epochs) {
   TrainerOptions options;
-  options.max_epochs = epochs;
-  options.limit_train_batches = 4;
-  options.limit_val_batches = 1;
-  options.num_sanity_val_steps = 0;
+  options.max_epochs(epochs);
+  options.limit_train_batches(4);
+  options.limit_val_batches(1);
+  options.num_sanity_val_steps(0);
   return options;
 }
 
@@ -46,7 +46,7 @@ TEST_CASE("OnExceptionCheckpoint saves when fit fails and is removed after a run
 
   Trainer succeeding(short_fit(1), {on_exception});
   testing::BoringModule other;
-  succeeding.fit(other, data, {on_exception->checkpoint_path()});
+  succeeding.fit(other, data, FitOptions().ckpt_path(on_exception->checkpoint_path()));
   CHECK_FALSE(fs::exists(on_exception->checkpoint_path()));
 }
 

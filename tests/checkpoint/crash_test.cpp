@@ -29,10 +29,10 @@ namespace {
 
 ModelCheckpointOptions every_step(const std::string& dir) {
   ModelCheckpointOptions options;
-  options.dirpath = dir;
-  options.every_n_train_steps = 1;
-  options.save_top_k = 1;
-  options.save_last = ModelCheckpointOptions::SaveLast::kCopy;
+  options.dirpath(dir);
+  options.every_n_train_steps(1);
+  options.save_top_k(1);
+  options.save_last(ModelCheckpointOptions::SaveLast::kCopy);
   return options;
 }
 
@@ -40,9 +40,9 @@ ModelCheckpointOptions every_step(const std::string& dir) {
 // and a copy of its own after the others.
 ModelCheckpointOptions alternating_last(const std::string& dir) {
   ModelCheckpointOptions options = every_step(dir);
-  options.monitor = "score";
-  options.mode = "max";
-  options.save_last = ModelCheckpointOptions::SaveLast::kLink;
+  options.monitor("score");
+  options.mode("max");
+  options.save_last(ModelCheckpointOptions::SaveLast::kLink);
   return options;
 }
 
@@ -58,8 +58,8 @@ class AlternatingScore : public BoringModule {
 
 TrainerOptions endless() {
   TrainerOptions options;
-  options.max_epochs = 100000;
-  options.limit_val_batches = 0;
+  options.max_epochs(100000);
+  options.limit_val_batches(0);
   return options;
 }
 
@@ -119,9 +119,9 @@ void kill_while_saving(const std::string& child_tag, ModelCheckpointOptions (*op
     const std::string planted = checkpoint::temporary_checkpoint_name(checkpoints + "/epoch=0-step=9999.ckpt");
     fs::create_directory(planted);
     TrainerOptions short_run;
-    short_run.max_epochs = 1;
-    short_run.limit_train_batches = 1;
-    short_run.limit_val_batches = 0;
+    short_run.max_epochs(1);
+    short_run.limit_train_batches(1);
+    short_run.limit_val_batches(0);
     Trainer next(short_run, {std::make_shared<ModelCheckpoint>(options(checkpoints))});
     AlternatingScore alternating;
     BoringModule boring;

@@ -45,7 +45,7 @@ class SaveGoodThenBad : public Callback {
     if (batch_idx == 1 && !good_.empty()) trainer.save_checkpoint(good_);
     if (batch_idx == 2) {
       if (before_bad_) before_bad_();
-      trainer.save_checkpoint(bad_, {/*weights_only=*/false, async_});
+      trainer.save_checkpoint(bad_, SaveCheckpointOptions().async(async_));
     }
   }
   void on_exception(Trainer&, Module&, const std::exception& error) override { seen = error.what(); }
@@ -59,9 +59,9 @@ class SaveGoodThenBad : public Callback {
 
 TrainerOptions short_run() {
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_val_batches = 0;
-  options.seed = 3;
+  options.max_epochs(1);
+  options.limit_val_batches(0);
+  options.seed(3);
   return options;
 }
 

@@ -72,9 +72,9 @@ TEST_CASE("Callbacks run tuners first, then in list order, checkpoint callbacks 
 TEST_CASE("Monitoring callbacks run their on_train_epoch_end after the module's", "[core][callbacks]") {
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_train_batches = 1;
-  options.limit_val_batches = 0;
+  options.max_epochs(1);
+  options.limit_train_batches(1);
+  options.limit_val_batches(0);
   Trainer trainer(options, {std::make_shared<Named>("checkpoint", CallbackKind::kCheckpoint, log),
                             std::make_shared<Named>("plain", CallbackKind::kDefault, log),
                             std::make_shared<Named>("monitor", CallbackKind::kMonitoring, log)});
@@ -152,8 +152,8 @@ TEST_CASE("Two callbacks whose states share a state_key are refused at save time
   // Both states are empty when the Trainer is built; both are full when the checkpoint is saved.
   TempDir dir;
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_val_batches = 0;
+  options.max_epochs(1);
+  options.limit_val_batches(0);
   Trainer trainer(options, {std::make_shared<LateState>("shared"), std::make_shared<LateState>("shared"),
                             std::make_shared<SavesAfterFirstBatch>(dir.file("x.ckpt"))});
   BoringModule module;

@@ -39,9 +39,9 @@ class FailAtEpochEnd : public Callback {
 
 TrainerOptions small() {
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_train_batches = 3;
-  options.limit_val_batches = 0;
+  options.max_epochs(1);
+  options.limit_train_batches(3);
+  options.limit_val_batches(0);
   return options;
 }
 

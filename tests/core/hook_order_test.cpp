@@ -112,11 +112,11 @@ Hooks events_for(const Hooks& hooks) {
 TEST_CASE("fit: hooks fire in Lightning's order, with sanity check and validation", "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_train_batches = 2;
-  options.limit_val_batches = 2;
+  options.max_epochs(1);
+  options.limit_train_batches(2);
+  options.limit_val_batches(2);
   TempDir dir;
-  options.default_root_dir = dir.path().string();
+  options.default_root_dir(dir.path().string());
   Trainer trainer(options, {std::make_shared<EpochEndSaver>(dir.file("epoch.ckpt")),
                             std::make_shared<RecordingCallback>(log)});
   Hooks published;
@@ -154,10 +154,10 @@ TEST_CASE("fit: hooks fire in Lightning's order, with sanity check and validatio
 TEST_CASE("fit with accumulate_grad_batches=2: zero_grad opens a window, the step closes it", "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_train_batches = 5;
-  options.limit_val_batches = 0;
-  options.accumulate_grad_batches = 2;
+  options.max_epochs(1);
+  options.limit_train_batches(5);
+  options.limit_val_batches(0);
+  options.accumulate_grad_batches(2);
   Trainer trainer(options, {std::make_shared<RecordingCallback>(log)});
   RecordingModule module(log);
   RandomDataModule data;
@@ -181,10 +181,10 @@ TEST_CASE("fit with accumulate_grad_batches=2: zero_grad opens a window, the ste
 TEST_CASE("fit with an early stop: validation runs once more, then the epoch and fit end", "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
-  options.max_epochs = 3;
-  options.limit_train_batches = 4;
-  options.limit_val_batches = 1;
-  options.num_sanity_val_steps = 0;
+  options.max_epochs(3);
+  options.limit_train_batches(4);
+  options.limit_val_batches(1);
+  options.num_sanity_val_steps(0);
   Trainer trainer(options, {std::make_shared<StopAt>(0, 1), std::make_shared<RecordingCallback>(log)});
   RecordingModule module(log);
   RandomDataModule data;
@@ -208,10 +208,10 @@ TEST_CASE("fit with an early stop: validation runs once more, then the epoch and
 TEST_CASE("fit: on_train_batch_start returning -1 ends the epoch without validation", "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_train_batches = 3;
-  options.limit_val_batches = 1;
-  options.num_sanity_val_steps = 0;
+  options.max_epochs(1);
+  options.limit_train_batches(3);
+  options.limit_val_batches(1);
+  options.num_sanity_val_steps(0);
   Trainer trainer(options, {std::make_shared<RecordingCallback>(log)});
   RecordingModule module(log);
   module.skip_epoch_at_batch = 1;
@@ -235,8 +235,8 @@ TEST_CASE("validate and test: setup, one evaluation loop, teardown", "[core][hoo
       DYNAMIC_SECTION((test ? "test" : "validate") << " with " << batches << " batches") {
         auto log = std::make_shared<HookLog>();
         TrainerOptions options;
-        options.limit_val_batches = batches;
-        options.limit_test_batches = batches;
+        options.limit_val_batches(batches);
+        options.limit_test_batches(batches);
         Trainer trainer(options, {std::make_shared<RecordingCallback>(log)});
         Hooks published;
         auto subscriptions = record_events(trainer.bus(), published);
@@ -261,7 +261,7 @@ TEST_CASE("validate and test: setup, one evaluation loop, teardown", "[core][hoo
 TEST_CASE("predict: setup, the prediction loop, teardown, one output per batch", "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
-  options.limit_predict_batches = 2;
+  options.limit_predict_batches(2);
   Trainer trainer(options, {std::make_shared<RecordingCallback>(log)});
   RecordingModule module(log);
   RandomDataModule data(64, 4);
@@ -289,9 +289,9 @@ TEST_CASE("resume: on_load_checkpoint hooks, load_state_dict, no sanity check", 
   const std::string path = dir.file("epoch.ckpt");
   {
     TrainerOptions options;
-    options.max_epochs = 1;
-    options.limit_train_batches = 2;
-    options.limit_val_batches = 0;
+    options.max_epochs(1);
+    options.limit_train_batches(2);
+    options.limit_val_batches(0);
     Trainer trainer(options, {std::make_shared<EpochEndSaver>(path),
                               std::make_shared<RecordingCallback>(std::make_shared<HookLog>())});
     BoringModule module;
@@ -300,14 +300,14 @@ TEST_CASE("resume: on_load_checkpoint hooks, load_state_dict, no sanity check", 
   }
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
-  options.max_epochs = 2;
-  options.limit_train_batches = 2;
-  options.limit_val_batches = 2;
+  options.max_epochs(2);
+  options.limit_train_batches(2);
+  options.limit_val_batches(2);
   Trainer trainer(options, {std::make_shared<RecordingCallback>(log)});
   RecordingModule module(log);
   RandomDataModule data;
 
-  trainer.fit(module, data, {path});
+  trainer.fit(module, data, FitOptions().ckpt_path(path));
 
   Hooks expected{"prepare_data", "Callback.setup:fit", "setup:fit", "configure_model", "on_load_checkpoint",
                  "Callback.on_load_checkpoint", "Callback.load_state_dict", "configure_optimizers",

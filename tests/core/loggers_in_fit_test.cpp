@@ -21,7 +21,7 @@ namespace {
 class Logging : public testing::BoringModule {
  public:
   StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
-    log("a", static_cast<double>(batch_idx), {true, true, false});
+    log("a", static_cast<double>(batch_idx), LogOptions().on_step(true).on_epoch(true).prog_bar(false));
     return BoringModule::training_step(batch, batch_idx);
   }
   StepOutput validation_step(const Batch& batch, int64_t batch_idx) override {
@@ -35,13 +35,13 @@ class Logging : public testing::BoringModule {
 TEST_CASE("In a fit, the loggers write metrics.csv and an event file TensorBoard can read", "[observers][csv][tensorboard]") {
   TempDir dir;
   TrainerOptions options;
-  options.max_epochs = 2;
-  options.limit_train_batches = 4;
-  options.limit_val_batches = 2;
-  options.log_every_n_steps = 2;
+  options.max_epochs(2);
+  options.limit_train_batches(4);
+  options.limit_val_batches(2);
+  options.log_every_n_steps(2);
   Trainer trainer(options);
-  auto csv = std::make_shared<CsvLogger>(CsvLoggerOptions{dir.file("run"), options.log_every_n_steps});
-  auto tensorboard = std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions{dir.file("run"), options.log_every_n_steps});
+  auto csv = std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(options.log_every_n_steps()));
+  auto tensorboard = std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(options.log_every_n_steps()));
   trainer.add_observer(csv);
   trainer.add_observer(tensorboard);
   Logging module;

@@ -31,9 +31,9 @@ class IndexLogger : public BoringModule {
 
 TrainerOptions one_epoch(int64_t val_batches = 0) {
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_val_batches = val_batches;
-  options.num_sanity_val_steps = 0;
+  options.max_epochs(1);
+  options.limit_val_batches(val_batches);
+  options.num_sanity_val_steps(0);
   return options;
 }
 
@@ -41,7 +41,7 @@ TrainerOptions one_epoch(int64_t val_batches = 0) {
 
 TEST_CASE("on_step and on_epoch fork the names, the epoch value is a batch-size-weighted mean", "[core][log]") {
   Trainer trainer(one_epoch());
-  IndexLogger module({true, true, true});
+  IndexLogger module(LogOptions().on_step(true).on_epoch(true).prog_bar(true));
   RandomDataModule data(10, 4);  // batches of 4, 4 and 2 samples
   trainer.fit(module, data);
 
@@ -76,8 +76,8 @@ TEST_CASE("validate and test return the epoch values they logged", "[core][log]"
 
 TEST_CASE("What the sanity check logs does not count", "[core][log]") {
   TrainerOptions options = one_epoch(2);
-  options.num_sanity_val_steps = 2;
-  options.check_val_every_n_epoch = 2;  // no validation in the single epoch
+  options.num_sanity_val_steps(2);
+  options.check_val_every_n_epoch(2);  // no validation in the single epoch
   Trainer trainer(options);
   IndexLogger module;
   RandomDataModule data(10, 4);
@@ -91,11 +91,11 @@ TEST_CASE("log() where Lightning forbids it says which hook and where to log ins
     void on_fit_start() override { log("x", 1.0); }
   };
   class StepInEpochEnd : public BoringModule {
-    void on_train_epoch_end() override { log("x", 1.0, {true}); }
+    void on_train_epoch_end() override { log("x", 1.0, LogOptions().on_step(true)); }
   };
   class Inconsistent : public BoringModule {
     StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
-      log("x", 1.0, {batch_idx == 0, true});
+      log("x", 1.0, LogOptions().on_step(batch_idx == 0).on_epoch(true));
       return BoringModule::training_step(batch, batch_idx);
     }
   };
@@ -125,7 +125,7 @@ TEST_CASE("TrainBatchEnd carries the loss and the values logged in that batch", 
   std::vector<events::TrainBatchEnd> seen;
   events::Subscription subscription =
       trainer.bus().subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd& e) { seen.push_back(e); });
-  IndexLogger module({true, false, false});
+  IndexLogger module(LogOptions().on_step(true).on_epoch(false));
   RandomDataModule data(8, 4);
   trainer.fit(module, data);
   REQUIRE(seen.size() == 2);

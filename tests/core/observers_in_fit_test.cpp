@@ -46,9 +46,9 @@ class FailsAtBatch : public events::Observer {
 
 TrainerOptions small(int64_t batches = 6) {
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_train_batches = batches;
-  options.limit_val_batches = 0;
+  options.max_epochs(1);
+  options.limit_train_batches(batches);
+  options.limit_val_batches(0);
   return options;
 }
 
@@ -141,7 +141,7 @@ TEST_CASE("A dropping observer's losses are counted in its stats", "[core][obser
     }
   };
   Trainer trainer(small(30));
-  trainer.add_observer(std::make_shared<Blocked>(), {/*capacity=*/1, events::ObserverOptions::WhenFull::kDrop});
+  trainer.add_observer(std::make_shared<Blocked>(), events::ObserverOptions().capacity(1).when_full(events::ObserverOptions::WhenFull::kDrop));
   BoringModule module;
   RandomDataModule data;
   trainer.fit(module, data);
@@ -184,7 +184,7 @@ class StuckObserver : public events::Observer {
 
 TrainerOptions with_short_observer_timeout() {
   TrainerOptions options = small(5);
-  options.observer_stall_timeout = std::chrono::milliseconds(100);
+  options.observer_stall_timeout(std::chrono::milliseconds(100));
   return options;
 }
 

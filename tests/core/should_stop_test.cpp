@@ -33,9 +33,9 @@ class StopOnFitStart : public Callback {
 
 TrainerOptions four_batches_no_val() {
   TrainerOptions options;
-  options.max_epochs = 10;
-  options.limit_train_batches = 4;
-  options.limit_val_batches = 0;
+  options.max_epochs(10);
+  options.limit_train_batches(4);
+  options.limit_val_batches(0);
   return options;
 }
 
@@ -65,7 +65,7 @@ TEST_CASE("A stop request ends the epoch after the current batch", "[core][shoul
 
 TEST_CASE("min_epochs keeps training until met, then the stop is honoured", "[core][should_stop]") {
   TrainerOptions options = four_batches_no_val();
-  options.min_epochs = 3;
+  options.min_epochs(3);
   Trainer trainer(options, {std::make_shared<StopFrom>(0, 0)});
   BoringModule module;
   RandomDataModule data;
@@ -78,7 +78,7 @@ TEST_CASE("min_epochs keeps training until met, then the stop is honoured", "[co
 
 TEST_CASE("min_steps keeps training until met, then the stop is honoured", "[core][should_stop]") {
   TrainerOptions options = four_batches_no_val();
-  options.min_steps = 6;
+  options.min_steps(6);
   Trainer trainer(options, {std::make_shared<StopFrom>(0, 0)});
   BoringModule module;
   RandomDataModule data;
@@ -97,7 +97,7 @@ TEST_CASE("Stop requests never overwrite each other", "[core][should_stop]") {
     }
   };
   callbacks::EarlyStoppingOptions early;
-  early.monitor = "metric";
+  early.monitor("metric");
   Trainer trainer(four_batches_no_val(),
                   {std::make_shared<StopFrom>(0, 3), std::make_shared<LogDecreasing>(),
                    std::make_shared<callbacks::EarlyStopping>(early)});
@@ -111,8 +111,8 @@ TEST_CASE("Stop requests never overwrite each other", "[core][should_stop]") {
 
 TEST_CASE("max_steps stops in the middle of an epoch", "[core][should_stop]") {
   TrainerOptions options = four_batches_no_val();
-  options.max_epochs.reset();
-  options.max_steps = 6;
+  options.max_epochs().reset();
+  options.max_steps(6);
   Trainer trainer(options);
   CHECK(trainer.max_epochs() == -1);  // Lightning: only max_steps set -> no epoch limit
   BoringModule module;
@@ -129,7 +129,7 @@ TEST_CASE("max_epochs defaults to 1000 when neither limit is set", "[core][shoul
 
 TEST_CASE("should_stop is reset at the start of each fit", "[core][should_stop]") {
   TrainerOptions one_epoch = four_batches_no_val();
-  one_epoch.max_epochs = 1;
+  one_epoch.max_epochs(1);
   Trainer trainer(one_epoch);
   trainer.request_stop("before fit");
   BoringModule module;

@@ -68,10 +68,10 @@ class SaveAt : public Callback {
 
 TrainerOptions options_for_resume() {
   TrainerOptions options;
-  options.max_epochs = 3;
-  options.limit_val_batches = 0;
-  options.seed = 11;
-  options.deterministic = true;
+  options.max_epochs(3);
+  options.limit_val_batches(0);
+  options.seed(11);
+  options.deterministic(true);
   return options;
 }
 
@@ -107,7 +107,7 @@ TEST_CASE("Resuming mid-epoch reproduces the uninterrupted run exactly", "[core]
       auto resumed_losses = std::make_shared<LossRecorder>();
       Trainer resumed(options_for_resume(), {resumed_counter, resumed_losses});
       MomentumModule fresh;
-      resumed.fit(fresh, data, {path});
+      resumed.fit(fresh, data, FitOptions().ckpt_path(path));
 
       CHECK(same(weights(original), weights(fresh)));
       CHECK(resumed.global_step() == uninterrupted.global_step());
@@ -142,8 +142,8 @@ TEST_CASE("A checkpoint saved at a mid-epoch validation end resumes exactly afte
   TempDir dir;
   const std::string path = dir.file("val-end.ckpt");
   TrainerOptions options = options_for_resume();
-  options.limit_val_batches = 2;
-  options.val_check_interval = 0.5;  // after batches 7 and 15 of each epoch
+  options.limit_val_batches(2);
+  options.val_check_interval(0.5);  // after batches 7 and 15 of each epoch
   auto saver = std::make_shared<SaveAtValidationEnd>(path);
   Trainer uninterrupted(options, {saver});
   MomentumModule original;
@@ -154,7 +154,7 @@ TEST_CASE("A checkpoint saved at a mid-epoch validation end resumes exactly afte
   auto counter = std::make_shared<SaveAtValidationEnd>(dir.file("unused.ckpt"));
   Trainer resumed(options, {counter});
   MomentumModule fresh;
-  resumed.fit(fresh, data, {path});
+  resumed.fit(fresh, data, FitOptions().ckpt_path(path));
   CHECK(same(weights(original), weights(fresh)));
   CHECK(resumed.global_step() == uninterrupted.global_step());
   CHECK(counter->validations == 3);  // the one it was saved at is not repeated
@@ -182,7 +182,7 @@ TEST_CASE("A checkpoint saved at an epoch end resumes with the next epoch", "[co
 
   Trainer resumed(options_for_resume());
   MomentumModule fresh;
-  resumed.fit(fresh, data, {path});
+  resumed.fit(fresh, data, FitOptions().ckpt_path(path));
   CHECK(same(weights(original), weights(fresh)));
   CHECK(resumed.global_step() == 3 * 16);
 }
@@ -200,18 +200,18 @@ TEST_CASE("Loading a bad checkpoint names the file, the part and the problem", "
   }
   const std::string model_file = path + "/model.pt";
   SECTION("missing") {
-    CHECK_THROWS_MATCHES(trainer.fit(module, data, {dir.file("none.ckpt")}), CheckpointError,
+    CHECK_THROWS_MATCHES(trainer.fit(module, data, FitOptions().ckpt_path(dir.file("none.ckpt"))), CheckpointError,
                          Catch::Matchers::Message("checkpoint " + dir.file("none.ckpt") + " not found"));
   }
   SECTION("a file, not a checkpoint directory") {
     std::ofstream(dir.file("junk.ckpt")) << "not a checkpoint";
-    CHECK_THROWS_WITH(trainer.fit(module, data, {dir.file("junk.ckpt")}),
+    CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(dir.file("junk.ckpt"))),
                       Contains("checkpoint " + dir.file("junk.ckpt") + " is a file, not a trainbus checkpoint"));
   }
   SECTION("truncated part") {
     const auto size = std::filesystem::file_size(model_file);
     std::filesystem::resize_file(model_file, size / 2);
-    CHECK_THROWS_WITH(trainer.fit(module, data, {path}),
+    CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(path)),
                       Contains("checkpoint " + path + ": part `model` (model.pt) is truncated: " +
                                std::to_string(size / 2) + " bytes, the manifest says " + std::to_string(size)));
   }
@@ -220,18 +220,18 @@ TEST_CASE("Loading a bad checkpoint names the file, the part and the problem", "
     file.seekp(100);
     file.put('\x5a');
     file.close();
-    CHECK_THROWS_WITH(trainer.fit(module, data, {path}),
+    CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(path)),
                       Contains("checkpoint " + path + ": part `model` (model.pt) has CRC32C") &&
                           Contains("the file is damaged"));
   }
   SECTION("missing part") {
     std::filesystem::remove(path + "/optimizer_0.pt");
-    CHECK_THROWS_WITH(trainer.fit(module, data, {path}),
+    CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(path)),
                       Contains("checkpoint " + path + ": part `optimizer_0` (optimizer_0.pt) is missing"));
   }
   SECTION("missing manifest (an incomplete write)") {
     std::filesystem::remove(path + "/MANIFEST");
-    CHECK_THROWS_WITH(trainer.fit(module, data, {path}),
+    CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(path)),
                       Contains("checkpoint " + path + ": part `MANIFEST` is missing"));
   }
   SECTION("from a newer format") {
@@ -245,11 +245,11 @@ TEST_CASE("Loading a bad checkpoint names the file, the part and the problem", "
       std::ofstream out(path + "/MANIFEST", std::ios::binary | std::ios::trunc);
       REQUIRE(manifest.SerializeToOstream(&out));
     }
-    CHECK_THROWS_WITH(trainer.fit(module, data, {path}),
+    CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(path)),
                       Contains("checkpoint " + path + " has format version 99, newer than this trainbus reads (2)"));
   }
   SECTION("an unfinished write") {
-    CHECK_THROWS_WITH(trainer.fit(module, data, {path + ".tmp-1-0"}), Contains("is an unfinished write"));
+    CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(path + ".tmp-1-0")), Contains("is an unfinished write"));
   }
   SECTION("inspect says the same without throwing") {
     std::filesystem::resize_file(model_file, 10);
@@ -273,7 +273,7 @@ TEST_CASE("An asynchronous save holds exactly the step it was taken at", "[core]
         trainer.checkpoints().wait();
         kept_before_second = trainer.checkpoints().writer()->stats().bytes_kept;
       }
-      trainer.save_checkpoint(dir_ + "/step" + std::to_string(batch_idx + 1), {false, /*async=*/true});
+      trainer.save_checkpoint(dir_ + "/step" + std::to_string(batch_idx + 1), SaveCheckpointOptions().async(true));
       if (batch_idx == 9) kept_after_second = trainer.checkpoints().writer()->stats().bytes_kept;
       at_save.push_back(weights(module));
       // Change every weight in place at once: a checkpoint still reading the live tensors would see it.
@@ -311,7 +311,7 @@ TEST_CASE("An asynchronous save resumes exactly like a synchronous one", "[core]
    public:
     explicit SaveAsync(std::string path) : path_(std::move(path)) {}
     void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) override {
-      if (trainer.current_epoch() == 1 && batch_idx == 6) trainer.save_checkpoint(path_, {false, true});
+      if (trainer.current_epoch() == 1 && batch_idx == 6) trainer.save_checkpoint(path_, SaveCheckpointOptions().async(true));
     }
     std::string path_;
   };
@@ -321,7 +321,7 @@ TEST_CASE("An asynchronous save resumes exactly like a synchronous one", "[core]
   uninterrupted.fit(original, data);
   Trainer resumed(options_for_resume());
   MomentumModule fresh;
-  resumed.fit(fresh, data, {path});
+  resumed.fit(fresh, data, FitOptions().ckpt_path(path));
   CHECK(same(weights(original), weights(fresh)));
   CHECK(resumed.global_step() == uninterrupted.global_step());
 }
@@ -336,7 +336,7 @@ TEST_CASE("A weights-only checkpoint cannot resume training", "[core][checkpoint
   class SaveWeights : public Callback {
    public:
     explicit SaveWeights(std::string path) : path_(std::move(path)) {}
-    void on_train_end(Trainer& trainer, Module&) override { trainer.save_checkpoint(path_, {/*weights_only=*/true}); }
+    void on_train_end(Trainer& trainer, Module&) override { trainer.save_checkpoint(path_, SaveCheckpointOptions().weights_only(true)); }
     std::string path_;
   };
   const std::string path = dir.file("weights.ckpt");
@@ -346,7 +346,7 @@ TEST_CASE("A weights-only checkpoint cannot resume training", "[core][checkpoint
   saver.fit(module, data);
   Trainer trainer(options_for_resume());
   BoringModule other;
-  CHECK_THROWS_WITH(trainer.fit(other, data, {path}), Contains("holds only the model weights"));
+  CHECK_THROWS_WITH(trainer.fit(other, data, FitOptions().ckpt_path(path)), Contains("holds only the model weights"));
 }
 
 namespace {
@@ -417,7 +417,7 @@ class SavesThenChanges : public Callback {
     first.path = dir_ + "/first";
     first.after_commit = [done](const std::string&) { done.wait(); };
     trainer.checkpoints().submit(std::move(first));
-    trainer.save_checkpoint(dir_ + "/second", {false, /*async=*/true});
+    trainer.save_checkpoint(dir_ + "/second", SaveCheckpointOptions().async(true));
     live_->change_in_place();
     changed.set_value();
   }

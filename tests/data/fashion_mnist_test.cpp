@@ -32,11 +32,11 @@ TEST_CASE("The data module splits 55000/5000 and normalises the pixels", "[data]
 
 TEST_CASE("A short fit on a slice of Fashion-MNIST learns", "[data][fashion]") {
   TrainerOptions options;
-  options.max_epochs = 1;
-  options.limit_train_batches = 200;
-  options.limit_val_batches = 2;
-  options.limit_test_batches = 3;
-  options.seed = 0;
+  options.max_epochs(1);
+  options.limit_train_batches(200);
+  options.limit_val_batches(2);
+  options.limit_test_batches(3);
+  options.seed(0);
   Trainer trainer(options);
   apps::FashionClassifier model;
   data::FashionMnistDataModule data;

@@ -100,7 +100,7 @@ TEST_CASE("read_idx_file names the file and the problem", "[data][idx]") {
 TEST_CASE("A missing Fashion-MNIST directory names the file and the Debian package", "[data][idx]") {
   TempDir dir;
   data::FashionMnistOptions options;
-  options.root = dir.file("absent");
+  options.root(dir.file("absent"));
   data::FashionMnistDataModule data(options);
   CHECK_THROWS_MATCHES(
       data.prepare_data(), DataError,

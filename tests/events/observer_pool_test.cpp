@@ -93,7 +93,7 @@ TEST_CASE("Each observer sees its events in publish order, never concurrently wi
       std::vector<std::shared_ptr<BatchRecorder>> observers;
       for (int i = 0; i < 6; ++i) {
         observers.push_back(std::make_shared<BatchRecorder>());
-        pool.attach(bus, observers.back(), {/*capacity=*/64});
+        pool.attach(bus, observers.back(), events::ObserverOptions().capacity(64));
       }
       constexpr int64_t kEvents = 5000;
       for (int64_t i = 0; i < kEvents; ++i) bus.publish(batch(i));
@@ -129,7 +129,7 @@ TEST_CASE("WhenFull::kBlock loses nothing under a burst of 100k events", "[event
   events::EventBus bus;
   events::ObserverPool pool(2);
   auto observer = std::make_shared<BatchRecorder>();
-  pool.attach(bus, observer, {/*capacity=*/16, events::ObserverOptions::WhenFull::kBlock});
+  pool.attach(bus, observer, events::ObserverOptions().capacity(16).when_full(events::ObserverOptions::WhenFull::kBlock));
   constexpr int64_t kEvents = 100000;
   for (int64_t i = 0; i < kEvents; ++i) bus.publish(batch(i));
   pool.drain();
@@ -144,7 +144,7 @@ TEST_CASE("WhenFull::kDrop drops and counts what does not fit", "[events][observ
   events::ObserverPool pool(2);
   Latch gate;
   auto observer = std::make_shared<BatchRecorder>(&gate);
-  pool.attach(bus, observer, {/*capacity=*/4, events::ObserverOptions::WhenFull::kDrop});
+  pool.attach(bus, observer, events::ObserverOptions().capacity(4).when_full(events::ObserverOptions::WhenFull::kDrop));
   for (int64_t i = 0; i < 100; ++i) bus.publish(batch(i));  // never blocks
   gate.open();
   pool.drain();
@@ -183,7 +183,7 @@ TEST_CASE("OnError::kDisable reports once and switches the observer off", "[even
   events::EventBus bus;
   events::ObserverPool pool(1);
   auto failing = std::make_shared<BatchRecorder>(nullptr, 2);
-  pool.attach(bus, failing, {1024, events::ObserverOptions::WhenFull::kBlock, events::ObserverOptions::OnError::kDisable});
+  pool.attach(bus, failing, events::ObserverOptions().capacity(1024).when_full(events::ObserverOptions::WhenFull::kBlock).on_error(events::ObserverOptions::OnError::kDisable));
   for (int64_t i = 0; i < 10; ++i) bus.publish(batch(i));
   pool.drain();
   CHECK_FALSE(pool.has_failure());
@@ -319,7 +319,7 @@ TEST_CASE("An observer waiting for a thread while a slow one works is not taken 
   events::ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(100));
   pool.attach(bus, std::make_shared<Slow>());
   auto quick = std::make_shared<BatchRecorder>();
-  pool.attach(bus, quick, {/*capacity=*/8});
+  pool.attach(bus, quick, events::ObserverOptions().capacity(8));
   for (int64_t i = 0; i < 150; ++i) bus.publish(batch(i));
   CHECK(pool.drain_unless_stalled(std::chrono::milliseconds(100)));
   CHECK_NOTHROW(pool.check());
@@ -372,7 +372,7 @@ TEST_CASE("Failures of many observers at once are each raised exactly once", "[e
       constexpr int kObservers = 16;
       for (int i = 0; i < kObservers; ++i) {
         // Several fail on the same event, so that failures land while check() runs.
-        pool.attach(bus, std::make_shared<FailsAt>("observer-" + std::to_string(i), 20 + random() % 5), {4});
+        pool.attach(bus, std::make_shared<FailsAt>("observer-" + std::to_string(i), 20 + random() % 5), events::ObserverOptions().capacity(4));
       }
       std::map<std::string, int> raised;
       auto collect = [&] {
@@ -478,7 +478,7 @@ TEST_CASE("flush() runs on the observer's strand after events, within flush_inte
   events::ObserverPool pool(2);
   auto observer = std::make_shared<Buffers>();
   events::ObserverOptions options;
-  options.flush_interval = std::chrono::milliseconds(100);
+  options.flush_interval(std::chrono::milliseconds(100));
   pool.attach(bus, observer, options);
   for (int64_t i = 0; i < 5; ++i) bus.publish(batch(i));
   const auto published = std::chrono::steady_clock::now();
@@ -506,7 +506,7 @@ TEST_CASE("A full queue behind a stuck hook does not block the trainer for ever"
   {
     events::EventBus bus;
     events::ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(200));
-    pool.attach(bus, std::make_shared<Stuck>(gate), {/*capacity=*/4});
+    pool.attach(bus, std::make_shared<Stuck>(gate), events::ObserverOptions().capacity(4));
     for (int64_t i = 0; i < 20; ++i) bus.publish(batch(i));  // the 5th would wait for room for ever
     CHECK_THROWS_WITH(pool.check(), Contains("observer `stuck` failed: ") && Contains("waiting event") &&
                                         Contains("waited for room in its queue"));
@@ -536,7 +536,7 @@ TEST_CASE("An observer stuck in flush() at shutdown does not hang the destructor
     events::EventBus bus;
     events::ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(50));
     events::ObserverOptions options;
-    options.flush_interval = std::chrono::hours(1);  // only the shutdown flush
+    options.flush_interval(std::chrono::hours(1));  // only the shutdown flush
     pool.attach(bus, std::make_shared<StuckFlush>(shared), options);
     bus.publish(batch(0));
     pool.drain();
@@ -559,7 +559,7 @@ TEST_CASE("Failures at shutdown, with nobody left to raise them to, are reported
     events::EventBus bus;
     events::ObserverPool pool(1);
     events::ObserverOptions options;
-    options.flush_interval = std::chrono::hours(1);  // only the shutdown flush
+    options.flush_interval(std::chrono::hours(1));  // only the shutdown flush
     pool.attach(bus, std::make_shared<FailsToFlush>(), options);
     bus.publish(batch(0));
     pool.drain();

@@ -28,9 +28,9 @@ namespace {
 
 TrainerOptions epochs(int64_t max_epochs, int64_t val_batches = 0) {
   TrainerOptions options;
-  options.max_epochs = max_epochs;
-  options.limit_train_batches = 4;
-  options.limit_val_batches = val_batches;
+  options.max_epochs(max_epochs);
+  options.limit_train_batches(4);
+  options.limit_val_batches(val_batches);
   return options;
 }
 
@@ -89,7 +89,7 @@ TEST_CASE("CustomCheckpoint saves every 5 epochs, and the checkpoints resume", "
                          dir.file("custom-5.ckpt") + "\n");
   Trainer resumed(epochs(7));
   BoringModule fresh;
-  resumed.fit(fresh, data, {dir.file("custom-5.ckpt")});
+  resumed.fit(fresh, data, FitOptions().ckpt_path(dir.file("custom-5.ckpt")));
   CHECK(resumed.global_step() == 7 * 4);
 }
 
@@ -125,7 +125,7 @@ TEST_CASE("LRFinder sweeps the learning rate exponentially, records losses, and 
   TempDir dir;
   auto finder = std::make_shared<LRFinder>(1e-5, 1e-1, 10, dir.file("lr_finder.csv"));
   TrainerOptions options = epochs(3);
-  options.limit_train_batches = 50;
+  options.limit_train_batches(50);
   Trainer trainer(options, {finder});
   BoringModule module;
   RandomDataModule data;
@@ -172,7 +172,7 @@ TEST_CASE("StatefulCallback's counter survives a checkpoint under its state_key"
   auto restored = std::make_shared<StatefulCallback>();
   Trainer resumed(epochs(3), {restored});
   BoringModule fresh;
-  resumed.fit(fresh, data, {dir.file("last.ckpt")});
+  resumed.fit(fresh, data, FitOptions().ckpt_path(dir.file("last.ckpt")));
   CHECK(restored->counter == 12);  // 8 restored + 4 from the third epoch
   CHECK(restored->state_key() == "my_stateful_callback");
 }

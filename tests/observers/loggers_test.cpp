@@ -40,7 +40,7 @@ events::TrainBatchEnd batch_end(int64_t epoch, int64_t global_step, Metrics metr
 TEST_CASE("CsvLogger writes Lightning's layout: sorted columns, epoch and step, empty cells", "[observers][csv]") {
   TempDir dir;
   {
-    CsvLogger logger({dir.file("run"), /*log_every_n_steps=*/1});
+    CsvLogger logger(observers::CsvLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(1));
     logger.on_fit_start(events::FitStart{{}, {{"lr", "0.001"}, {"model", "mlp"}}});
     logger.on_train_batch_end(batch_end(0, 1, {{"loss", 0.5}}));
     logger.on_train_batch_end(batch_end(0, 2, {{"loss", 0.25}}));
@@ -65,7 +65,7 @@ TEST_CASE("CsvLogger writes Lightning's layout: sorted columns, epoch and step, 
 
 TEST_CASE("CsvLogger skips the sanity check and flushes every N rows", "[observers][csv]") {
   TempDir dir;
-  CsvLogger logger({dir.file("run"), 1, /*flush_logs_every_n_steps=*/2});
+  CsvLogger logger(observers::CsvLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(1).flush_logs_every_n_steps(2));
   logger.on_sanity_check_start({});
   events::ValidationEpochEnd sanity;
   sanity.metrics = {{"val_acc", 0.1}};
@@ -80,7 +80,7 @@ TEST_CASE("CsvLogger skips the sanity check and flushes every N rows", "[observe
 TEST_CASE("CsvLogger names the file it cannot write", "[observers][csv]") {
   TempDir dir;
   std::ofstream(dir.file("taken")) << "a file where the run directory should go";
-  CHECK_THROWS_WITH(CsvLogger({dir.file("taken/run")}), Catch::Contains(dir.file("taken/run")) &&
+  CHECK_THROWS_WITH(CsvLogger(observers::CsvLoggerOptions().log_dir(dir.file("taken/run"))), Catch::Contains(dir.file("taken/run")) &&
                                                            Catch::Contains("cannot create the run directory"));
 }
 
@@ -88,7 +88,7 @@ TEST_CASE("TensorBoardLogger marks a resume with SessionLog START at the resumed
   TempDir dir;
   std::string path;
   {
-    TensorBoardLogger logger({dir.path().string(), 1});
+    TensorBoardLogger logger(TensorBoardLoggerOptions().log_dir(dir.path().string()).log_every_n_steps(1));
     path = logger.file_path();
     logger.on_fit_start(events::FitStart{{3, 120}, {}});
   }
@@ -100,10 +100,10 @@ TEST_CASE("TensorBoardLogger marks a resume with SessionLog START at the resumed
 
 TEST_CASE("CsvLogger on the observer pool writes every row in publish order", "[observers][csv][async]") {
   TempDir dir;
-  auto logger = std::make_shared<CsvLogger>(CsvLoggerOptions{dir.file("run"), 1});
+  auto logger = std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(1));
   events::EventBus bus;
   events::ObserverPool pool(2);
-  pool.attach(bus, logger, {/*capacity=*/8});
+  pool.attach(bus, logger, events::ObserverOptions().capacity(8));
   std::string expected = "epoch,loss,step\n";
   for (int64_t step = 1; step <= 500; ++step) {
     bus.publish(batch_end(0, step, {{"loss", static_cast<double>(step)}}));
@@ -135,7 +135,7 @@ TEST_CASE("tensorboard crash child: logs on the pool, then waits to be killed", 
   if (dir.empty()) return;
   events::EventBus bus;
   events::ObserverPool pool(1);
-  pool.attach(bus, std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions{dir, /*log_every_n_steps=*/1}));
+  pool.attach(bus, std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions().log_dir(dir).log_every_n_steps(1)));
   for (int64_t step = 1; step <= kCrashRecords; ++step) bus.publish(batch_end(0, step, {{"loss", 1.0 / step}}));
   std::ofstream(dir + "/published") << "done";
   for (;;) ::pause();  // no epoch end, no exit: only the pool's timer can flush

@@ -42,8 +42,8 @@ void run_epoch(ProgressBar& bar, int64_t batches) {
 TEST_CASE("Off a terminal the bar prints one plain summary line per epoch", "[observers][progress]") {
   std::ostringstream out;
   ProgressBarOptions options;
-  options.out = &out;
-  options.tty = false;
+  options.out(&out);
+  options.tty(false);
   ProgressBar bar(options);
   run_epoch(bar, 5);
   const std::string text = out.str();
@@ -55,9 +55,9 @@ TEST_CASE("Off a terminal the bar prints one plain summary line per epoch", "[ob
 TEST_CASE("Off a terminal, a long epoch also gets periodic progress lines", "[observers][progress]") {
   std::ostringstream out;
   ProgressBarOptions options;
-  options.out = &out;
-  options.tty = false;
-  options.plain_interval_seconds = 0.0;
+  options.out(&out);
+  options.tty(false);
+  options.plain_interval_seconds(0.0);
   ProgressBar bar(options);
   run_epoch(bar, 3);
   CHECK_THAT(out.str(), Catch::StartsWith("epoch 1/3  33% 1/3  ") && Catch::Contains(" it/s  ETA ") &&
@@ -70,10 +70,10 @@ TEST_CASE("Off a terminal, a long epoch also gets periodic progress lines", "[ob
 TEST_CASE("On a terminal the bar redraws one line in place", "[observers][progress]") {
   std::ostringstream out;
   ProgressBarOptions options;
-  options.out = &out;
-  options.tty = true;
-  options.columns = 200;
-  options.refresh_seconds = 0.0;
+  options.out(&out);
+  options.tty(true);
+  options.columns(200);
+  options.refresh_seconds(0.0);
   ProgressBar bar(options);
   run_epoch(bar, 4);
   const std::string text = out.str();
@@ -122,9 +122,9 @@ TEST_CASE("In an 80-column terminal every redraw fits its line, and follows a re
     __gnu_cxx::stdio_filebuf<char> buffer(::dup(slave), std::ios::out);
     std::ostream out(&buffer);
     ProgressBarOptions options;
-    options.out = &out;
-    options.terminal_fd = slave;  // a terminal: redraws in place, at its width
-    options.refresh_seconds = 0.0;
+    options.out(&out);
+    options.terminal_fd(slave);  // a terminal: redraws in place, at its width
+    options.refresh_seconds(0.0);
     ProgressBar bar(options);
     bar.on_train_epoch_start(events::TrainEpochStart{{0, 0}, kBatches, 15});
     for (int64_t i = 0; i < kBatches; ++i) {
@@ -165,9 +165,9 @@ TEST_CASE("On a terminal, a summary line too wide continues on indented lines, b
           "[observers][progress]") {
   std::ostringstream out;
   ProgressBarOptions options;
-  options.out = &out;
-  options.tty = true;
-  options.columns = 40;
+  options.out(&out);
+  options.tty(true);
+  options.columns(40);
   ProgressBar bar(options);
   bar.on_test_epoch_start(events::TestEpochStart{{0, 0}, 1});
   bar.on_test_epoch_end(events::TestEpochEnd{{0, 0}, {{"test_acc", 0.9}, {"test_loss", 0.3}, {"test_f1", 0.8}}});

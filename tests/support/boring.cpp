@@ -39,7 +39,7 @@ RandomDataModule::RandomDataModule(int64_t size, int64_t batch_size, bool shuffl
 }
 
 std::shared_ptr<DataLoader> RandomDataModule::loader(bool shuffle) const {
-  return std::make_shared<data::TensorDataLoader>(data_, at::Tensor(), data::DataLoaderOptions{batch_size_, shuffle, false, 7});
+  return std::make_shared<data::TensorDataLoader>(data_, at::Tensor(), data::DataLoaderOptions().batch_size(batch_size_).shuffle(shuffle).drop_last(false).seed(7));
 }
 
 std::shared_ptr<DataLoader> RandomDataModule::train_dataloader() { return loader(shuffle_); }
