@@ -1,6 +1,7 @@
 # One INTERFACE target with the warning flags; every trainbus target links it.
 add_library(trainbus_warnings INTERFACE)
-target_compile_options(trainbus_warnings INTERFACE -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers)
+target_compile_options(trainbus_warnings INTERFACE -Wall -Wextra -Wshadow -Wnon-virtual-dtor -Wold-style-cast
+  -Wno-unused-parameter -Wno-missing-field-initializers)
 if(TRAINBUS_SANITIZE)
   # GCC 12 reports false maybe-uninitialized warnings inside Boost.Optional (Signals2's group keys)
   # when sanitizers change the inlining.
