@@ -53,11 +53,4 @@ std::shared_ptr<DataLoader> fashion_train_loader(int64_t batch_size) {
                                             data::DataLoaderOptions().batch_size(batch_size).shuffle(true).drop_last(false).seed(1234));
 }
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  if (n == 0) return 0.0;
-  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
-
 }  // namespace trainbus::bench

@@ -8,6 +8,7 @@
 
 #include <torch/nn/modules/container/sequential.h>
 
+#include "bench/stats.h"
 #include "data/data_loader.h"
 #include "core/module.h"
 
@@ -37,7 +38,5 @@ std::unique_ptr<BenchMlp> fresh_mlp(uint64_t seed);
 
 /// Fashion-MNIST's 60000 training images, scaled to [0, 1], shuffled with a fixed seed.
 std::shared_ptr<DataLoader> fashion_train_loader(int64_t batch_size);
-
-double median(std::vector<double> values);
 
 }  // namespace trainbus::bench

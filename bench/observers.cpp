@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "bench/stats.h"
 #include "events/observer_pool.h"
 
 namespace {
@@ -59,9 +60,8 @@ struct Percentiles {
   double median, p99;
 };
 
-Percentiles percentiles(std::vector<double> ns) {
-  std::sort(ns.begin(), ns.end());
-  return {ns[ns.size() / 2], ns[ns.size() * 99 / 100]};
+Percentiles percentiles(const std::vector<double>& ns) {
+  return {trainbus::bench::median(ns), trainbus::bench::percentile(ns, 0.99)};
 }
 
 // Busy work standing in for the training step between two publishes.
@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
     async_median.push_back(async.median);
     async_p99.push_back(async.p99);
   }
-  auto med = [](std::vector<double> v) { return percentiles(std::move(v)).median; };
+  auto med = [](const std::vector<double>& v) { return trainbus::bench::median(v); };
   std::printf("Training-thread cost of publishing one TrainBatchEnd (5 metrics, no tensors), ns; median over %d "
               "repetitions of %lld publishes each\n\n", reps,
               static_cast<long long>(events_count));

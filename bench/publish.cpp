@@ -10,6 +10,7 @@
 #include <boost/signals2/signal.hpp>
 #include <CLI/CLI.hpp>
 
+#include "bench/stats.h"
 #include "events/event_bus.h"
 
 namespace {
@@ -18,11 +19,6 @@ using Clock = std::chrono::steady_clock;
 namespace events = trainbus::events;
 
 std::atomic<uint64_t> delivered{0};
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
 
 template <class Publish>
 double ns_per_call(Publish&& publish, int64_t iterations) {
@@ -75,6 +71,7 @@ int main(int argc, char** argv) {
       }, iterations));
     }
     const char* goal = subscribers == 0 ? "< 50" : subscribers == 5 ? "< 300" : "";
+    using trainbus::bench::median;
     std::printf("| %d | %.1f | %.1f | %.1f | %s |\n", subscribers, median(publish), median(lazy), median(signal), goal);
   }
   std::printf("\n(%llu slot calls made)\n", static_cast<unsigned long long>(delivered.load()));
