@@ -18,4 +18,14 @@ void info(const std::string& message) noexcept {
   }
 }
 
+std::string describe_exception(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception (not derived from std::exception)";
+  }
+}
+
 }  // namespace trainbus

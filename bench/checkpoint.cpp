@@ -3,9 +3,9 @@
 // Part 1, one save of the full state (weights + SGD momentum) per training step, the cases
 // rotated round by round, so that memory is as warm or cold as between the saves of a real run:
 //   (a) trainer.save_checkpoint(path): synchronous, serialise + write + fsync + rename;
-//   (b) trainer.save_checkpoint(path, SaveCheckpointOptions().weights_only(.async = true)) after trainer.checkpoints().prepare() at the
+//   (b) trainer.save_checkpoint(path, SaveCheckpointOptions().async(true)) after trainer.checkpoints().prepare() at the
 //       batch's start, as ModelCheckpoint does: the time until it returns (the stall);
-//   (b-) the same without prepare_checkpoint; the background write is reported beside them;
+//   (b-) the same without preparing; the background write is reported beside them;
 //   (c) memcpy of the same tensors into newly allocated memory;
 //   (d) memcpy of the same tensors into memory touched right before (memory bandwidth).
 //   Goals: (b) <= (a) / 10 and (b) <= 1.25 x (c) or (d).

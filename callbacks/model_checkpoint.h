@@ -48,7 +48,7 @@ struct ModelCheckpointOptions {
   TRAINBUS_ARG(bool, async) = true;
   /// With `async`: have the snapshot's buffers prepared from a batch ahead of each save (and at train
   /// start for the first), so that the copy on the training thread runs at memory speed
-  /// (Trainer::prepare_checkpoint). The same memory is used either way; false only for comparison.
+  /// (trainer.checkpoints().prepare()). The same memory is used either way; false only for comparison.
   TRAINBUS_ARG(bool, prepare_ahead) = true;
 };
 
@@ -57,7 +57,8 @@ struct ModelCheckpointOptions {
 /// are never removed. Its own state (best_k_models, best_model_path, ...) is saved and restored.
 /// `last` (a link or a copy) exists at every instant once the first save is durable: it is
 /// replaced in one atomic exchange, whatever kind it was. At the start of fit it removes the
-/// temporary entries (`*.ckpt.tmp-<pid>-<n>`) that a killed run left in `dirpath`, and only those.
+/// temporary entries (`*.ckpt.tmp-<pid>-<nonce>-<n>`) that no live writer holds in `dirpath`
+/// (checkpoint::remove_stale_temporaries), and only those.
 ///
 /// As Lightning (its fix of #20185): a step- or time-triggered save whose `monitor` is not logged
 /// yet, or would be stale because validation runs right after this batch, is deferred to

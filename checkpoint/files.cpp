@@ -78,14 +78,23 @@ TemporaryDirectory::TemporaryDirectory(const std::string& final_path) : final_pa
                                                        ": ", std::strerror(error)));
     }
     const int fd = ::open(unlocked.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    // Where flock is refused (some network filesystems), cleanup cannot lock it either and leaves it.
-    if (fd >= 0) (void)::flock(fd, LOCK_EX);
-    if (fd >= 0 && ::rename(unlocked.c_str(), name.c_str()) == 0) {
+    // Never waits: a lock held by someone else is a cleanup's, which is removing this .new; then
+    // it is made again under a fresh name. Where flock is refused (ENOLCK, EOPNOTSUPP: some network
+    // filesystems) cleanup cannot lock it either and leaves it, so the write goes on unlocked.
+    bool taken_by_cleanup = false;
+    if (fd >= 0) {
+      int locked;
+      do {
+        locked = ::flock(fd, LOCK_EX | LOCK_NB);
+      } while (locked != 0 && errno == EINTR);
+      taken_by_cleanup = locked != 0 && errno == EWOULDBLOCK;
+    }
+    if (fd >= 0 && !taken_by_cleanup && ::rename(unlocked.c_str(), name.c_str()) == 0) {
       fd_ = fd;
       path_ = name;
       return;
     }
-    const int error = errno;
+    const int error = taken_by_cleanup ? ENOENT : errno;
     if (fd >= 0) ::close(fd);
     ::rmdir(unlocked.c_str());
     if (error != ENOENT || attempt == kAttempts) {
@@ -209,7 +218,14 @@ std::size_t remove_stale_temporaries(const std::string& directory, const Checkpo
         ::close(fd);  // a live writer's, or a filesystem that cannot lock: not ours to decide
         continue;
       }
-      // Unlocked: its writer is gone, or (.new) has not locked it yet, and then makes another.
+      // Unlocked: its writer is gone, or (.new) has not locked it yet, and then makes another. A
+      // .new is never a candidate: removed at once, so that no writer meets its lock for long.
+      if (match[3] == kUnlockedSuffix) {
+        std::error_code ignored;
+        if (fs::remove_all(path, ignored) > 0 && !ignored) ++changed;
+        ::close(fd);
+        continue;
+      }
       locks.push_back(fd);
       stale.push_back({path, final_path, match[3].length() == 0});
     }

@@ -29,16 +29,6 @@ double thread_cpu_seconds() {
   return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) * 1e-9;
 }
 
-std::string describe(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "unknown exception (not derived from std::exception)";
-  }
-}
-
 std::string joined(const std::vector<std::string>& paths) {
   std::string out;
   for (const std::string& path : paths) out += (out.empty() ? "" : ", ") + path;
@@ -69,7 +59,7 @@ CheckpointWriter::CheckpointWriter(const BufferCounters* buffers)
 
 CheckpointWriter::~CheckpointWriter() {
   if (std::exception_ptr error = wait_quietly()) {
-    warn("a checkpoint failed and nobody asked for the error before shutdown: " + describe(error));
+    warn("a checkpoint failed and nobody asked for the error before shutdown: " + describe_exception(error));
   }
   threads_->writer.join();
   threads_->preparer.join();
@@ -132,7 +122,7 @@ std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
       superseded = shared ? std::move(shared->payload) : std::move(job.payload);
       const std::string& path = shared ? shared->path : job.path;
       throw CheckpointError(::trainbus::detail::concat("cannot start writing checkpoint ", path, " in the background: ",
-                                           describe(std::current_exception())));
+                                           describe_exception(std::current_exception())));
     }
     busy_ = true;
     stats_.peak_bytes_held = std::max(stats_.peak_bytes_held, stats_.bytes_held);
@@ -158,8 +148,8 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
       }
     } catch (...) {
       std::string message = written ? ::trainbus::detail::concat("checkpoint ", job.path, " was written, but what follows it failed: ",
-                                                     describe(std::current_exception()))
-                                     : describe(std::current_exception());
+                                                     describe_exception(std::current_exception()))
+                                     : describe_exception(std::current_exception());
       if (written && !job.remove_after_commit.empty()) {
         message += "; kept " + joined(job.remove_after_commit) + ", which it would have replaced";
       }

@@ -59,7 +59,7 @@ struct CheckpointWriterStats {
   std::size_t bytes_held = 0;       ///< payload bytes of the saves in flight or pending now
   std::size_t peak_bytes_held = 0;  ///< most ever held at once (at most two payloads)
   std::size_t bytes_kept = 0;       ///< buffers kept or prepared for the next snapshot to copy into
-  uint64_t prepared = 0;            ///< buffer preparations asked for (Trainer::prepare_checkpoint)
+  uint64_t prepared = 0;            ///< buffer preparations asked for (trainer.checkpoints().prepare())
   uint64_t fresh_copies = 0;        ///< copies made into new memory (no buffer kept or prepared)
   double last_write_seconds = 0.0;  ///< write + fsync + rename of the last one written
   double write_cpu_seconds = 0.0;   ///< CPU time of all writes: what they take from training on busy cores

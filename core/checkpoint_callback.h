@@ -8,7 +8,7 @@
 namespace trainbus {
 
 /// Runs after every other callback (Lightning moves checkpoint savers last), and names its
-/// checkpoints for `fit(..., {.ckpt_path = "best" | "last"})`.
+/// checkpoints for `fit(..., FitOptions().ckpt_path("best" | "last"))`.
 class CheckpointCallback : public Callback {
  public:
   CallbackKind kind() const override { return CallbackKind::kCheckpoint; }

@@ -20,10 +20,11 @@ EventBus::~EventBus() = default;
 
 Subscription EventBus::connect(std::size_t index, ErasedSlot slot, const int* group) {
   auto& signal = signals_->by_index[index];
-  boost::signals2::connection connection =
-      group ? signal.connect(*group, std::move(slot)) : signal.connect(std::move(slot));
+  // Allocated before connecting: once connected, nothing may throw and leave the slot behind.
+  auto handle = std::make_unique<detail::Connection>(detail::Connection{{}, counts_[index]});
+  handle->connection = group ? signal.connect(*group, std::move(slot)) : signal.connect(std::move(slot));
   counts_[index]->fetch_add(1, std::memory_order_relaxed);
-  return Subscription(std::make_unique<detail::Connection>(detail::Connection{std::move(connection), counts_[index]}));
+  return Subscription(std::move(handle));
 }
 
 void EventBus::emit(std::size_t index, const void* event) const { signals_->by_index[index](event); }

@@ -10,7 +10,8 @@ struct Connection;  // a Boost.Signals2 connection and the bus's count of live s
 }  // namespace detail
 
 /// Keeps one slot connected to an EventBus for as long as it lives (or until disconnect()).
-/// Move-only; safe to destroy after the bus itself is gone. Any thread.
+/// Move-only; safe to destroy after the bus itself is gone. Any thread, but one at a time per
+/// Subscription object (as any standard library object): disconnect() frees the connection.
 class Subscription {
  public:
   Subscription() noexcept;

@@ -16,16 +16,6 @@ namespace {
 // Deliveries queued for one observer before the publisher posts its drainer without waiting for a kick.
 constexpr std::size_t kEagerBatch = 64;
 
-std::string describe(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "unknown exception (not derived from std::exception)";
-  }
-}
-
 // Marks this thread as running `channel`'s observer code for the scope.
 class RunningScope {
  public:
@@ -345,7 +335,7 @@ std::string ObserverChannel::abandon_locked(const std::string& why) {
 void ObserverChannel::fail(std::exception_ptr exception, bool drop_queued) noexcept {
   std::string message;
   try {
-    message = describe(exception);
+    message = describe_exception(exception);
   } catch (...) {
     message = "(message unavailable: out of memory)";
   }

@@ -1,6 +1,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include <catch2/catch.hpp>
 
@@ -43,4 +44,13 @@ TEST_CASE("TRAINBUS_ARG options chain, keep their defaults and stay values", "[b
   // A pointer-typed option takes a pointer (the setter is `T const&`, not a pointer to const).
   static const char text[] = "set";
   CHECK(std::string(ExampleOptions().label(text).label()) == "set");
+}
+
+TEST_CASE("TRAINBUS_ARG on a temporary gives a value, so a reference to the chain does not dangle", "[base][options]") {
+  const ExampleOptions& held = ExampleOptions().monitor("loss").patience(4);  // lifetime extended
+  CHECK(held.monitor() == "loss");
+  CHECK(held.patience() == 4);
+  static_assert(std::is_same_v<decltype(ExampleOptions().patience(1)), ExampleOptions>);
+  ExampleOptions named;
+  static_assert(std::is_same_v<decltype(named.patience(1)), ExampleOptions&>);
 }

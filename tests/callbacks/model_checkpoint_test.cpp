@@ -36,12 +36,7 @@ class ScriptedLoss : public testing::BoringModule {
 };
 
 TrainerOptions short_fit(int64_t epochs) {
-  TrainerOptions options;
-  options.max_epochs(epochs);
-  options.limit_train_batches(4);
-  options.limit_val_batches(1);
-  options.num_sanity_val_steps(0);
-  return options;
+  return TrainerOptions().max_epochs(epochs).limit_train_batches(4).limit_val_batches(1).num_sanity_val_steps(0);
 }
 
 }  // namespace
