@@ -9,9 +9,12 @@ namespace trainbus::apps {
 CLI::App* add_ckpt_command(CLI::App& app, std::string& path) {
   CLI::App* ckpt = app.add_subcommand("ckpt", "Work with checkpoints");
   ckpt->require_subcommand(1);
-  CLI::App* inspect = ckpt->add_subcommand(
-      "inspect", "Print a checkpoint's manifest, progress and callback states, and check every part's size and CRC32C");
-  inspect->add_option("path", path, "Checkpoint directory (e.g. trainbus_logs/checkpoints/last.ckpt)")->required();
+  CLI::App* inspect = ckpt->add_subcommand("inspect",
+                                           "Print a checkpoint's manifest, progress and callback "
+                                           "states, and check every part's size and CRC32C");
+  inspect
+      ->add_option("path", path, "Checkpoint directory (e.g. trainbus_logs/checkpoints/last.ckpt)")
+      ->required();
   return inspect;
 }
 

@@ -23,15 +23,17 @@ Architecture parse_architecture(const std::string& name) {
 
 FashionClassifier::FashionClassifier(ClassifierOptions options) : options_(options) {
   TRAINBUS_CHECK(options_.lr > 0.0, "learning rate must be > 0, got ", options_.lr);
-  TRAINBUS_CHECK(options_.dropout >= 0.0 && options_.dropout < 1.0, "dropout must be in [0, 1), got ",
-                 options_.dropout);
+  TRAINBUS_CHECK(options_.dropout >= 0.0 && options_.dropout < 1.0,
+                 "dropout must be in [0, 1), got ", options_.dropout);
   if (options_.architecture == Architecture::kMlp) {
-    net_ = nn::Sequential(nn::Flatten(), nn::Linear(784, 256), nn::ReLU(), nn::Dropout(options_.dropout),
-                          nn::Linear(256, 128), nn::ReLU(), nn::Dropout(options_.dropout), nn::Linear(128, 10));
+    net_ = nn::Sequential(nn::Flatten(), nn::Linear(784, 256), nn::ReLU(),
+                          nn::Dropout(options_.dropout), nn::Linear(256, 128), nn::ReLU(),
+                          nn::Dropout(options_.dropout), nn::Linear(128, 10));
   } else {
-    net_ = nn::Sequential(nn::Conv2d(nn::Conv2dOptions(1, 32, 3).padding(1)), nn::ReLU(), nn::MaxPool2d(2),
-                          nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1)), nn::ReLU(), nn::MaxPool2d(2),
-                          nn::Flatten(), nn::Dropout(options_.dropout), nn::Linear(64 * 7 * 7, 128), nn::ReLU(),
+    net_ = nn::Sequential(nn::Conv2d(nn::Conv2dOptions(1, 32, 3).padding(1)), nn::ReLU(),
+                          nn::MaxPool2d(2), nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1)),
+                          nn::ReLU(), nn::MaxPool2d(2), nn::Flatten(),
+                          nn::Dropout(options_.dropout), nn::Linear(64 * 7 * 7, 128), nn::ReLU(),
                           nn::Dropout(options_.dropout), nn::Linear(128, 10));
   }
   register_module("net", net_);
@@ -65,9 +67,13 @@ StepOutput FashionClassifier::evaluate(const Batch& batch, const std::string& pr
   return {{"loss", loss}, {"acc", accuracy}};
 }
 
-StepOutput FashionClassifier::validation_step(const Batch& batch, int64_t batch_idx) { return evaluate(batch, "val"); }
+StepOutput FashionClassifier::validation_step(const Batch& batch, int64_t batch_idx) {
+  return evaluate(batch, "val");
+}
 
-StepOutput FashionClassifier::test_step(const Batch& batch, int64_t batch_idx) { return evaluate(batch, "test"); }
+StepOutput FashionClassifier::test_step(const Batch& batch, int64_t batch_idx) {
+  return evaluate(batch, "test");
+}
 
 at::Tensor FashionClassifier::predict_step(const Batch& batch, int64_t batch_idx) {
   return forward(batch.data).softmax(1);
@@ -78,8 +84,8 @@ OptimizerConfig FashionClassifier::configure_optimizers() {
       parameters(), torch::optim::AdamOptions(options_.lr).weight_decay(options_.weight_decay));
   if (options_.lr_step_epochs <= 0) return adam;
   SchedulerConfig scheduler;
-  scheduler.scheduler =
-      std::make_shared<torch::optim::StepLR>(*adam, static_cast<unsigned>(options_.lr_step_epochs), options_.lr_gamma);
+  scheduler.scheduler = std::make_shared<torch::optim::StepLR>(
+      *adam, static_cast<unsigned>(options_.lr_step_epochs), options_.lr_gamma);
   scheduler.interval = SchedulerInterval::kEpoch;
   return OptimizerConfig(adam, scheduler);
 }

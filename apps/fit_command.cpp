@@ -6,17 +6,19 @@
 
 #include <CLI/CLI.hpp>
 
-#include "core/trainer.h"
-#include "observers/csv_logger.h"
 #include "callbacks/early_stopping.h"
 #include "callbacks/model_checkpoint.h"
+#include "core/trainer.h"
+#include "observers/csv_logger.h"
 #include "observers/progress_bar.h"
 #include "observers/tensorboard_logger.h"
 
 namespace trainbus::apps {
 namespace {
 
-int64_t default_max_epochs(Architecture architecture) { return architecture == Architecture::kMlp ? 15 : 10; }
+int64_t default_max_epochs(Architecture architecture) {
+  return architecture == Architecture::kMlp ? 15 : 10;
+}
 
 // CLI11 check for `--flag 0.5` / `--flag 20` batch limits, so that a bad value is a usage error.
 std::string check_batch_limit(const std::string& text) {
@@ -24,7 +26,9 @@ std::string check_batch_limit(const std::string& text) {
     parse_batch_limit(text, "");
     return {};
   } catch (const std::exception&) {
-    return "expected a number of batches (e.g. 100) or a fraction in [0.0, 1.0] (e.g. 0.25), got '" + text + "'";
+    return "expected a number of batches (e.g. 100) or a fraction in [0.0, 1.0] (e.g. 0.25), got "
+           "'" +
+           text + "'";
   }
 }
 
@@ -42,73 +46,99 @@ BatchLimit parse_batch_limit(const std::string& text, const std::string& flag) {
     }
   } catch (const std::exception&) {
   }
-  throw MisconfigurationError(flag + ": expected a number of batches (e.g. 100) or a fraction in [0.0, 1.0] (e.g. "
-                              "0.25), got '" + text + "'");
+  throw MisconfigurationError(
+      flag +
+      ": expected a number of batches (e.g. 100) or a fraction in [0.0, 1.0] (e.g. "
+      "0.25), got '" +
+      text + "'");
 }
 
 CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
-  CLI::App* fit = app.add_subcommand("fit", "Train a classifier on Fashion-MNIST, then test it (the default job)");
+  CLI::App* fit = app.add_subcommand(
+      "fit", "Train a classifier on Fashion-MNIST, then test it (the default job)");
   fit->add_option("--model", args.model, "mlp (784-256-128-10) or cnn (2 conv + pooling)")
       ->check(CLI::IsMember({"mlp", "cnn"}))
       ->capture_default_str();
-  fit->add_option("--max-epochs", args.max_epochs, "Epochs to train (default: 15 for mlp, 10 for cnn)")
+  fit->add_option("--max-epochs", args.max_epochs,
+                  "Epochs to train (default: 15 for mlp, 10 for cnn)")
       ->check(CLI::Range(int64_t{1}, int64_t{100000}));
-  fit->add_option("--max-steps", args.max_steps, "Stop after this many optimizer steps, even mid-epoch; -1: no limit")
+  fit->add_option("--max-steps", args.max_steps,
+                  "Stop after this many optimizer steps, even mid-epoch; -1: no limit")
       ->check(CLI::Range(int64_t{-1}, int64_t{1} << 40))
       ->capture_default_str();
   fit->add_option("--batch-size", args.batch_size, "Training batch size")
       ->check(CLI::Range(int64_t{1}, int64_t{60000}))
       ->capture_default_str();
-  fit->add_option("--lr", args.lr, "Adam learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  fit->add_option("--lr", args.lr, "Adam learning rate")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   fit->add_option("--weight-decay", args.weight_decay, "Adam weight decay")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  fit->add_option("--dropout", args.dropout, "Dropout probability")->check(CLI::Range(0.0, 0.95))->capture_default_str();
-  fit->add_option("--lr-step-epochs", args.lr_step_epochs, "Multiply the LR by --lr-gamma every N epochs; 0: constant")
+  fit->add_option("--dropout", args.dropout, "Dropout probability")
+      ->check(CLI::Range(0.0, 0.95))
+      ->capture_default_str();
+  fit->add_option("--lr-step-epochs", args.lr_step_epochs,
+                  "Multiply the LR by --lr-gamma every N epochs; 0: constant")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   fit->add_option("--lr-gamma", args.lr_gamma, "LR factor applied every --lr-step-epochs")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
-  fit->add_option("--seed", args.seed, "Seed of weights, data order and dropout")->capture_default_str();
-  fit->add_option("--data", args.data, "Directory with the four Fashion-MNIST IDX files (.gz or not)")
+  fit->add_option("--seed", args.seed, "Seed of weights, data order and dropout")
       ->capture_default_str();
-  fit->add_option("--out", args.out, "Run directory for logs and checkpoints")->capture_default_str();
+  fit->add_option("--data", args.data,
+                  "Directory with the four Fashion-MNIST IDX files (.gz or not)")
+      ->capture_default_str();
+  fit->add_option("--out", args.out, "Run directory for logs and checkpoints")
+      ->capture_default_str();
   fit->add_option("--val-size", args.val_size, "Training images held out for validation")
       ->check(CLI::Range(int64_t{0}, int64_t{59999}))
       ->capture_default_str();
-  fit->add_option("--limit-train-batches", args.limit_train_batches, "Batches per epoch: a count or a fraction")
+  fit->add_option("--limit-train-batches", args.limit_train_batches,
+                  "Batches per epoch: a count or a fraction")
       ->check(CLI::Validator(check_batch_limit, "BATCHES|FRACTION"))
       ->capture_default_str();
-  fit->add_option("--limit-val-batches", args.limit_val_batches, "Validation batches: a count or a fraction")
+  fit->add_option("--limit-val-batches", args.limit_val_batches,
+                  "Validation batches: a count or a fraction")
       ->check(CLI::Validator(check_batch_limit, "BATCHES|FRACTION"))
       ->capture_default_str();
-  fit->add_option("--limit-test-batches", args.limit_test_batches, "Test batches: a count or a fraction")
+  fit->add_option("--limit-test-batches", args.limit_test_batches,
+                  "Test batches: a count or a fraction")
       ->check(CLI::Validator(check_batch_limit, "BATCHES|FRACTION"))
       ->capture_default_str();
-  fit->add_option("--accumulate-grad-batches", args.accumulate_grad_batches, "Step the optimizer every N batches")
+  fit->add_option("--accumulate-grad-batches", args.accumulate_grad_batches,
+                  "Step the optimizer every N batches")
       ->check(CLI::Range(int64_t{1}, int64_t{100000}))
       ->capture_default_str();
-  fit->add_option("--gradient-clip-val", args.gradient_clip_val, "Clip the gradient norm to this value")
+  fit->add_option("--gradient-clip-val", args.gradient_clip_val,
+                  "Clip the gradient norm to this value")
       ->check(CLI::PositiveNumber);
-  fit->add_option("--num-sanity-val-steps", args.num_sanity_val_steps, "Validation batches before training; -1: all")
+  fit->add_option("--num-sanity-val-steps", args.num_sanity_val_steps,
+                  "Validation batches before training; -1: all")
       ->check(CLI::Range(int64_t{-1}, int64_t{100000}))
       ->capture_default_str();
   fit->add_option("--early-stopping-patience", args.early_stopping_patience,
                   "Stop when val_loss has not improved for N epochs")
       ->check(CLI::Range(int64_t{1}, int64_t{100000}));
-  fit->add_flag("--deterministic", args.deterministic, "Use only deterministic LibTorch algorithms");
-  fit->add_option("--device", args.device, "cpu, or cuda[:N] where LibTorch has CUDA")->capture_default_str();
-  fit->add_option("--log-every-n-steps", args.log_every_n_steps, "Write step-level metrics every N steps")
+  fit->add_flag("--deterministic", args.deterministic,
+                "Use only deterministic LibTorch algorithms");
+  fit->add_option("--device", args.device, "cpu, or cuda[:N] where LibTorch has CUDA")
+      ->capture_default_str();
+  fit->add_option("--log-every-n-steps", args.log_every_n_steps,
+                  "Write step-level metrics every N steps")
       ->check(CLI::Range(int64_t{1}, int64_t{1000000}))
       ->capture_default_str();
   fit->add_flag("!--no-csv", args.csv, "Do not write metrics.csv / hparams.yaml");
   fit->add_flag("!--no-tensorboard", args.tensorboard, "Do not write TensorBoard event files");
-  fit->add_flag("!--no-progress-bar", args.progress_bar, "Do not show the progress bar and epoch lines");
+  fit->add_flag("!--no-progress-bar", args.progress_bar,
+                "Do not show the progress bar and epoch lines");
   fit->add_flag("!--no-checkpoint", args.checkpoint,
-                "Do not save checkpoints (by default the best by val_acc and last.ckpt, in --out/checkpoints)");
+                "Do not save checkpoints (by default the best by val_acc and last.ckpt, in "
+                "--out/checkpoints)");
   fit->add_option("--resume", args.resume,
-                  "Resume from a checkpoint directory, or 'last': the newest complete one in --out/checkpoints");
+                  "Resume from a checkpoint directory, or 'last': the newest complete one in "
+                  "--out/checkpoints");
   return fit;
 }
 
@@ -148,8 +178,10 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
     callbacks.push_back(std::make_shared<callbacks::EarlyStopping>(early));
   }
 
-  data::FashionMnistDataModule data(
-      data::FashionMnistOptions().root(args.data).batch_size(args.batch_size).val_size(args.val_size));
+  data::FashionMnistDataModule data(data::FashionMnistOptions()
+                                        .root(args.data)
+                                        .batch_size(args.batch_size)
+                                        .val_size(args.val_size));
 
   // The model's initial weights come from the seed too.
   torch::manual_seed(args.seed);
@@ -157,18 +189,20 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   const std::string checkpoint_dir = (std::filesystem::path(args.out) / "checkpoints").string();
   if (args.checkpoint || args.resume == "last") {
     using SaveLast = callbacks::ModelCheckpointOptions::SaveLast;
-    callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(callbacks::ModelCheckpointOptions()
-                                                                         .dirpath(checkpoint_dir)
-                                                                         .filename("{epoch}-{val_acc:.4f}")
-                                                                         .monitor("val_acc")
-                                                                         .mode("max")
-                                                                         .save_top_k(args.checkpoint ? 1 : 0)
-                                                                         .save_last(args.checkpoint ? SaveLast::kLink : SaveLast::kNo)));
+    callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
+        callbacks::ModelCheckpointOptions()
+            .dirpath(checkpoint_dir)
+            .filename("{epoch}-{val_acc:.4f}")
+            .monitor("val_acc")
+            .mode("max")
+            .save_top_k(args.checkpoint ? 1 : 0)
+            .save_last(args.checkpoint ? SaveLast::kLink : SaveLast::kNo)));
   }
   Trainer trainer(options, callbacks);
   const std::string run_dir = observers::next_version_dir(args.out);
   if (args.progress_bar) {
-    trainer.add_observer(std::make_shared<observers::ProgressBar>(observers::ProgressBarOptions().out(&out)));
+    trainer.add_observer(
+        std::make_shared<observers::ProgressBar>(observers::ProgressBarOptions().out(&out)));
   }
   if (args.csv) {
     trainer.add_observer(std::make_shared<observers::CsvLogger>(
@@ -176,12 +210,15 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   }
   if (args.tensorboard) {
     trainer.add_observer(std::make_shared<observers::TensorBoardLogger>(
-        observers::TensorBoardLoggerOptions().log_dir(run_dir).log_every_n_steps(args.log_every_n_steps)));
+        observers::TensorBoardLoggerOptions().log_dir(run_dir).log_every_n_steps(
+            args.log_every_n_steps)));
   }
-  out << "trainbus fit: " << args.model << " on Fashion-MNIST (" << args.data << "), " << trainer.max_epochs()
-      << " epochs, batch size " << args.batch_size << ", lr " << args.lr << ", seed " << args.seed << std::endl;
+  out << "trainbus fit: " << args.model << " on Fashion-MNIST (" << args.data << "), "
+      << trainer.max_epochs() << " epochs, batch size " << args.batch_size << ", lr " << args.lr
+      << ", seed " << args.seed << std::endl;
   trainer.fit(model, data, FitOptions().ckpt_path(args.resume));
-  if (!trainer.checkpoints().resumed_from().empty()) out << "resumed from: " << trainer.checkpoints().resumed_from() << '\n';
+  if (!trainer.checkpoints().resumed_from().empty())
+    out << "resumed from: " << trainer.checkpoints().resumed_from() << '\n';
   const Metrics tested = trainer.test(model, data);
   if (!args.progress_bar) {  // the progress bar prints the test line itself
     out << std::fixed << std::setprecision(4) << "test ";

@@ -7,8 +7,8 @@
 #include <string>
 
 #include "apps/fashion_classifier.h"
-#include "data/fashion_mnist.h"
 #include "core/trainer_options.h"
+#include "data/fashion_mnist.h"
 
 namespace CLI {
 class App;

@@ -20,26 +20,26 @@
 #include <type_traits>
 #include <utility>
 
-#define TRAINBUS_ARG(T, name)                                                         \
- public:                                                                              \
-  auto name(T const& new_##name)& -> decltype(*this) {                                \
-    this->name##_ = new_##name;                                                       \
-    return *this;                                                                     \
-  }                                                                                   \
-  auto name(T&& new_##name)& -> decltype(*this) {                                     \
-    this->name##_ = std::move(new_##name);                                            \
-    return *this;                                                                     \
-  }                                                                                   \
-  auto name(T const& new_##name)&& -> std::remove_reference_t<decltype(*this)> {      \
-    this->name##_ = new_##name;                                                       \
-    return std::move(*this);                                                          \
-  }                                                                                   \
-  auto name(T&& new_##name)&& -> std::remove_reference_t<decltype(*this)> {           \
-    this->name##_ = std::move(new_##name);                                            \
-    return std::move(*this);                                                          \
-  }                                                                                   \
-  T const& name() const noexcept { return this->name##_; }                            \
-  T& name() noexcept { return this->name##_; }                                        \
-                                                                                      \
- private:                                                                             \
+#define TRAINBUS_ARG(T, name)                                                  \
+ public:                                                                       \
+  auto name(T const& new_##name)&->decltype(*this) {                           \
+    this->name##_ = new_##name;                                                \
+    return *this;                                                              \
+  }                                                                            \
+  auto name(T&& new_##name)&->decltype(*this) {                                \
+    this->name##_ = std::move(new_##name);                                     \
+    return *this;                                                              \
+  }                                                                            \
+  auto name(T const& new_##name)&&->std::remove_reference_t<decltype(*this)> { \
+    this->name##_ = new_##name;                                                \
+    return std::move(*this);                                                   \
+  }                                                                            \
+  auto name(T&& new_##name)&&->std::remove_reference_t<decltype(*this)> {      \
+    this->name##_ = std::move(new_##name);                                     \
+    return std::move(*this);                                                   \
+  }                                                                            \
+  T const& name() const noexcept { return this->name##_; }                     \
+  T& name() noexcept { return this->name##_; }                                 \
+                                                                               \
+ private:                                                                      \
   T name##_ /* NOLINT(bugprone-macro-parentheses) */

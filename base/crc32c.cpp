@@ -29,7 +29,8 @@ uint32_t update_portable(uint32_t reg, const void* data, std::size_t size) {
 }
 
 #ifdef TRAINBUS_CRC32C_SSE42
-__attribute__((target("sse4.2"))) uint32_t update_sse42(uint32_t reg, const void* data, std::size_t size) {
+__attribute__((target("sse4.2"))) uint32_t update_sse42(uint32_t reg, const void* data,
+                                                        std::size_t size) {
   const auto* bytes = static_cast<const unsigned char*>(data);
   uint64_t crc = reg;
   for (; size >= 8; size -= 8, bytes += 8) {

@@ -19,7 +19,8 @@ bool take_injected_post_failure() noexcept {
   if (failures_left.load(std::memory_order_relaxed) <= 0) return false;
   int skip = successes_first.load(std::memory_order_relaxed);
   while (skip > 0) {
-    if (successes_first.compare_exchange_weak(skip, skip - 1, std::memory_order_relaxed)) return false;
+    if (successes_first.compare_exchange_weak(skip, skip - 1, std::memory_order_relaxed))
+      return false;
   }
   int left = failures_left.load(std::memory_order_relaxed);
   while (left > 0) {

@@ -15,8 +15,9 @@ namespace trainbus::bench {
 
 BenchMlp::BenchMlp() {
   namespace nn = torch::nn;
-  net = register_module("net", nn::Sequential(nn::Flatten(), nn::Linear(784, 256), nn::ReLU(), nn::Dropout(0.2),
-                                              nn::Linear(256, 128), nn::ReLU(), nn::Dropout(0.2), nn::Linear(128, 10)));
+  net = register_module("net", nn::Sequential(nn::Flatten(), nn::Linear(784, 256), nn::ReLU(),
+                                              nn::Dropout(0.2), nn::Linear(256, 128), nn::ReLU(),
+                                              nn::Dropout(0.2), nn::Linear(128, 10)));
 }
 
 at::Tensor BenchMlp::loss_of(const Batch& batch) {
@@ -37,7 +38,8 @@ OptimizerConfig BenchMlp::configure_optimizers() {
 double BenchMlp::median_step_us() const {
   std::vector<double> steps;
   for (size_t i = 1; i < step_starts.size(); ++i) {
-    steps.push_back(std::chrono::duration<double, std::micro>(step_starts[i] - step_starts[i - 1]).count());
+    steps.push_back(
+        std::chrono::duration<double, std::micro>(step_starts[i] - step_starts[i - 1]).count());
   }
   return median(steps);
 }
@@ -49,8 +51,9 @@ std::unique_ptr<BenchMlp> fresh_mlp(uint64_t seed) {
 
 std::shared_ptr<DataLoader> fashion_train_loader(int64_t batch_size) {
   const data::FashionMnistSplit train = data::read_fashion_mnist(data::kFashionMnistDir, true);
-  return std::make_shared<data::TensorDataLoader>(train.images.to(at::kFloat).div(255.0), train.labels,
-                                            data::DataLoaderOptions().batch_size(batch_size).shuffle(true).drop_last(false).seed(1234));
+  return std::make_shared<data::TensorDataLoader>(
+      train.images.to(at::kFloat).div(255.0), train.labels,
+      data::DataLoaderOptions().batch_size(batch_size).shuffle(true).drop_last(false).seed(1234));
 }
 
 }  // namespace trainbus::bench

@@ -9,8 +9,8 @@
 #include <torch/nn/modules/container/sequential.h>
 
 #include "bench/stats.h"
-#include "data/data_loader.h"
 #include "core/module.h"
+#include "data/data_loader.h"
 
 namespace trainbus::bench {
 

@@ -12,7 +12,8 @@ void NoOpCallback::on_train_end(Trainer&, Module&) {}
 void NoOpCallback::on_train_epoch_start(Trainer&, Module&) {}
 void NoOpCallback::on_train_epoch_end(Trainer&, Module&) {}
 void NoOpCallback::on_train_batch_start(Trainer&, Module&, const Batch&, int64_t) {}
-void NoOpCallback::on_train_batch_end(Trainer&, Module&, const StepOutput&, const Batch&, int64_t) {}
+void NoOpCallback::on_train_batch_end(Trainer&, Module&, const StepOutput&, const Batch&, int64_t) {
+}
 void NoOpCallback::on_before_zero_grad(Trainer&, Module&, torch::optim::Optimizer&) {}
 void NoOpCallback::on_before_backward(Trainer&, Module&, const at::Tensor&) {}
 void NoOpCallback::on_after_backward(Trainer&, Module&) {}

@@ -25,8 +25,12 @@ volatile double sink = 0.0;
 
 class Counting : public events::Observer {
  public:
-  void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
-  void on_train_batch_end(const events::TrainBatchEnd& event) override { sum += event.batch.batch_idx; }
+  void select_events(events::EventSelection& selection) const override {
+    selection.add<events::TrainBatchEnd>();
+  }
+  void on_train_batch_end(const events::TrainBatchEnd& event) override {
+    sum += event.batch.batch_idx;
+  }
   int64_t sum = 0;
 };
 
@@ -35,7 +39,9 @@ class Counting : public events::Observer {
 class ThreadHolder : public events::Observer {
  public:
   explicit ThreadHolder(std::shared_future<void> release) : release_(std::move(release)) {}
-  void select_events(events::EventSelection& selection) const override { selection.add<events::FitStart>(); }
+  void select_events(events::EventSelection& selection) const override {
+    selection.add<events::FitStart>();
+  }
   void on_fit_start(const events::FitStart&) override {
     ++holding;
     release_.wait();
@@ -100,23 +106,32 @@ int main(int argc, char** argv) {
   CLI::App app{"trainbus benchmark: asynchronous observers"};
   int64_t events_count = 200000;
   int reps = 5;
-  app.add_option("--events", events_count, "Events per measurement")->check(CLI::Range(int64_t{1000}, int64_t{100000000}));
+  app.add_option("--events", events_count, "Events per measurement")
+      ->check(CLI::Range(int64_t{1000}, int64_t{100000000}));
   app.add_option("--reps", reps, "Repetitions (medians are quoted)")->check(CLI::Range(1, 100));
   CLI11_PARSE(app, argc, argv);
 
-  std::vector<double> none_median, sync_median, async_median, none_p99, sync_p99, async_p99, paced_median, paced_p99;
+  std::vector<double> none_median, sync_median, async_median, none_p99, sync_p99, async_p99,
+      paced_median, paced_p99;
   for (int rep = 0; rep < reps; ++rep) {
-    const Percentiles none = publish_cost(events_count, [](events::EventBus&, events::ObserverPool&, std::vector<events::Subscription>&) {});
-    const Percentiles sync = publish_cost(events_count, [](events::EventBus& bus, events::ObserverPool&, std::vector<events::Subscription>& keep) {
-      keep.push_back(bus.subscribe<events::TrainBatchEnd>([](const events::TrainBatchEnd&) {}));
-    });
-    const Percentiles async = publish_cost(events_count, [&](events::EventBus& bus, events::ObserverPool& pool, std::vector<events::Subscription>&) {
-      pool.attach(bus, std::make_shared<Counting>(), events::ObserverOptions().capacity(static_cast<size_t>(events_count)));
-    });
+    const Percentiles none = publish_cost(events_count, [](events::EventBus&, events::ObserverPool&,
+                                                           std::vector<events::Subscription>&) {});
+    const Percentiles sync = publish_cost(
+        events_count,
+        [](events::EventBus& bus, events::ObserverPool&, std::vector<events::Subscription>& keep) {
+          keep.push_back(bus.subscribe<events::TrainBatchEnd>([](const events::TrainBatchEnd&) {}));
+        });
+    const Percentiles async = publish_cost(
+        events_count,
+        [&](events::EventBus& bus, events::ObserverPool& pool, std::vector<events::Subscription>&) {
+          pool.attach(bus, std::make_shared<Counting>(),
+                      events::ObserverOptions().capacity(static_cast<size_t>(events_count)));
+        });
     const Percentiles paced = publish_cost(
         events_count / 4,
         [&](events::EventBus& bus, events::ObserverPool& pool, std::vector<events::Subscription>&) {
-          pool.attach(bus, std::make_shared<Counting>(), events::ObserverOptions().capacity(static_cast<size_t>(events_count)));
+          pool.attach(bus, std::make_shared<Counting>(),
+                      events::ObserverOptions().capacity(static_cast<size_t>(events_count)));
         },
         10, std::chrono::microseconds(200));
     paced_median.push_back(paced.median);
@@ -129,19 +144,26 @@ int main(int argc, char** argv) {
     async_p99.push_back(async.p99);
   }
   auto med = [](const std::vector<double>& v) { return trainbus::bench::median(v); };
-  std::printf("Training-thread cost of publishing one TrainBatchEnd (5 metrics, no tensors), ns; median over %d "
-              "repetitions of %lld publishes each\n\n", reps,
-              static_cast<long long>(events_count));
+  std::printf(
+      "Training-thread cost of publishing one TrainBatchEnd (5 metrics, no tensors), ns; median "
+      "over %d "
+      "repetitions of %lld publishes each\n\n",
+      reps, static_cast<long long>(events_count));
   std::printf("| subscriber | median | p99 | goal |\n|---|---:|---:|---|\n");
-  std::printf("| none (the event is not even built) | %.0f | %.0f | |\n", med(none_median), med(none_p99));
+  std::printf("| none (the event is not even built) | %.0f | %.0f | |\n", med(none_median),
+              med(none_p99));
   std::printf("| synchronous no-op function | %.0f | %.0f | |\n", med(sync_median), med(sync_p99));
   std::printf("| asynchronous observer, back to back | %.0f | %.0f | median < 2000 |\n",
               med(async_median), med(async_p99));
-  std::printf("| asynchronous observer, 10 per 200 us of other work (a step) | %.0f | %.0f | median < 2000 |\n\n",
-              med(paced_median), med(paced_p99));
+  std::printf(
+      "| asynchronous observer, 10 per 200 us of other work (a step) | %.0f | %.0f | median < 2000 "
+      "|\n\n",
+      med(paced_median), med(paced_p99));
 
-  std::printf("Observer pool throughput (2 threads): events handled per second by all observers together, from "
-              "queues filled beforehand (the publisher's own cost is the table above)\n\n");
+  std::printf(
+      "Observer pool throughput (2 threads): events handled per second by all observers together, "
+      "from "
+      "queues filled beforehand (the publisher's own cost is the table above)\n\n");
   std::printf("| observers | events handled | handled per second |\n|---:|---:|---:|\n");
   for (int observers : {1, 4, 16}) {
     std::vector<double> rates;
@@ -153,7 +175,8 @@ int main(int argc, char** argv) {
       const std::shared_future<void> released = release.get_future().share();
       for (int t = 0; t < 2; ++t) pool.attach(bus, std::make_shared<ThreadHolder>(released));
       for (int o = 0; o < observers; ++o) {
-        pool.attach(bus, std::make_shared<Counting>(), events::ObserverOptions().capacity(static_cast<size_t>(events_count)));
+        pool.attach(bus, std::make_shared<Counting>(),
+                    events::ObserverOptions().capacity(static_cast<size_t>(events_count)));
       }
       bus.publish(events::FitStart{});
       pool.kick();
@@ -165,8 +188,8 @@ int main(int argc, char** argv) {
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
       rates.push_back(static_cast<double>(events_count) * observers / seconds);
     }
-    std::printf("| %d | %lld | %.2f M |\n", observers, static_cast<long long>(events_count) * observers,
-                med(rates) / 1e6);
+    std::printf("| %d | %lld | %.2f M |\n", observers,
+                static_cast<long long>(events_count) * observers, med(rates) / 1e6);
   }
   return 0;
 }

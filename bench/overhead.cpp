@@ -17,13 +17,13 @@
 #include <memory>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <torch/optim/adam.h>
+#include <CLI/CLI.hpp>
 
 #include "bench/bench_mlp.h"
 #include "bench/no_op_callback.h"
-#include "data/fashion_mnist.h"
 #include "core/trainer.h"
+#include "data/fashion_mnist.h"
 
 namespace {
 
@@ -62,7 +62,8 @@ RunResult run_hand_written(const std::shared_ptr<DataLoader>& loader, int64_t st
   return summarize(*module);
 }
 
-RunResult run_trainer(const std::shared_ptr<DataLoader>& loader, int64_t steps, uint64_t seed, int callbacks) {
+RunResult run_trainer(const std::shared_ptr<DataLoader>& loader, int64_t steps, uint64_t seed,
+                      int callbacks) {
   auto module = bench::fresh_mlp(seed);
   TrainerOptions options;
   options.max_epochs(1);
@@ -79,14 +80,17 @@ RunResult run_trainer(const std::shared_ptr<DataLoader>& loader, int64_t steps, 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"trainbus benchmark: Trainer overhead per step against a hand-written LibTorch loop"};
+  CLI::App app{
+      "trainbus benchmark: Trainer overhead per step against a hand-written LibTorch loop"};
   int64_t steps = 400;
   int reps = 5;
   int64_t batch_size = 64;
   uint64_t seed = 0;
-  app.add_option("--steps", steps, "Training steps per run")->check(CLI::Range(int64_t{10}, int64_t{800}));
+  app.add_option("--steps", steps, "Training steps per run")
+      ->check(CLI::Range(int64_t{10}, int64_t{800}));
   app.add_option("--reps", reps, "Repetitions of (a), (a'), (b), (c)")->check(CLI::Range(1, 100));
-  app.add_option("--batch-size", batch_size, "Batch size")->check(CLI::Range(int64_t{1}, int64_t{1024}));
+  app.add_option("--batch-size", batch_size, "Batch size")
+      ->check(CLI::Range(int64_t{1}, int64_t{1024}));
   CLI11_PARSE(app, argc, argv);
 
   auto loader = bench::fashion_train_loader(batch_size);
@@ -99,7 +103,8 @@ int main(int argc, char** argv) {
   enum Run { kLoop, kLoopToNone, kTrainer, kTrainer10, kRuns };
   const char* names[kRuns] = {"(a) hand-written loop, optimizer.zero_grad()",
                               "(a') hand-written loop, gradients set to none",
-                              "(b) Trainer, no callbacks", "(c) Trainer, 10 no-op callbacks on every hook"};
+                              "(b) Trainer, no callbacks",
+                              "(c) Trainer, 10 no-op callbacks on every hook"};
   const char* goals[kRuns] = {"", "", "<= 1.02", "<= 1.05"};
   std::vector<double> us[kRuns], ratio_a[kRuns], ratio_a2[kRuns];
   bool identical = true;
@@ -123,12 +128,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "\n");
   }
 
-  std::printf("Trainer overhead per step: MLP 784-256-128-10, batch %lld, %lld steps x %d repetitions\n\n",
-              static_cast<long long>(batch_size), static_cast<long long>(steps), reps);
-  std::printf("| run | median step (us) | ratio to (a) | ratio to (a') | goal (vs a') |\n|---|---:|---:|---:|---|\n");
+  std::printf(
+      "Trainer overhead per step: MLP 784-256-128-10, batch %lld, %lld steps x %d repetitions\n\n",
+      static_cast<long long>(batch_size), static_cast<long long>(steps), reps);
+  std::printf(
+      "| run | median step (us) | ratio to (a) | ratio to (a') | goal (vs a') "
+      "|\n|---|---:|---:|---:|---|\n");
   for (int run = 0; run < kRuns; ++run) {
-    std::printf("| %s | %.1f | %.3f | %.3f | %s |\n", names[run], median(us[run]), median(ratio_a[run]),
-                median(ratio_a2[run]), goals[run]);
+    std::printf("| %s | %.1f | %.3f | %.3f | %s |\n", names[run], median(us[run]),
+                median(ratio_a[run]), median(ratio_a2[run]), goals[run]);
   }
   std::printf("\nlosses of all four identical step by step: %s\n", identical ? "yes" : "NO");
   return identical ? 0 : 1;

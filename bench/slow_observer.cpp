@@ -23,8 +23,12 @@ constexpr auto kObserverWork = std::chrono::milliseconds(5);
 
 class SlowObserver : public events::Observer {
  public:
-  void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
-  void on_train_batch_end(const events::TrainBatchEnd&) override { std::this_thread::sleep_for(kObserverWork); }
+  void select_events(events::EventSelection& selection) const override {
+    selection.add<events::TrainBatchEnd>();
+  }
+  void on_train_batch_end(const events::TrainBatchEnd&) override {
+    std::this_thread::sleep_for(kObserverWork);
+  }
 };
 
 struct Run {
@@ -43,7 +47,9 @@ Run run(const std::shared_ptr<DataLoader>& loader, int64_t steps, Mode mode) {
   options.num_sanity_val_steps(0);
   Trainer trainer(options);
   events::Subscription sync;
-  if (mode == Mode::kAsync) trainer.add_observer(std::make_shared<SlowObserver>(), events::ObserverOptions().capacity(static_cast<size_t>(steps) + 16));
+  if (mode == Mode::kAsync)
+    trainer.add_observer(std::make_shared<SlowObserver>(),
+                         events::ObserverOptions().capacity(static_cast<size_t>(steps) + 16));
   if (mode == Mode::kSync) {
     sync = trainer.bus().subscribe<events::TrainBatchEnd>(
         [](const events::TrainBatchEnd&) { std::this_thread::sleep_for(kObserverWork); });
@@ -52,9 +58,12 @@ Run run(const std::shared_ptr<DataLoader>& loader, int64_t steps, Mode mode) {
   trainer.fit(*module, data);
   const auto returned = Clock::now();
   const double step_us = module->median_step_us();
-  const double loop = std::chrono::duration<double>(module->step_starts.back() - module->step_starts.front()).count() +
-                      step_us / 1e6;
-  const double total = std::chrono::duration<double>(returned - module->step_starts.front()).count();
+  const double loop =
+      std::chrono::duration<double>(module->step_starts.back() - module->step_starts.front())
+          .count() +
+      step_us / 1e6;
+  const double total =
+      std::chrono::duration<double>(returned - module->step_starts.front()).count();
   return {step_us, loop, std::max(0.0, total - loop)};
 }
 
@@ -64,13 +73,15 @@ int main(int argc, char** argv) {
   CLI::App app{"trainbus benchmark: a 5 ms-per-batch observer, asynchronous vs synchronous"};
   int64_t steps = 200;
   int reps = 3;
-  app.add_option("--steps", steps, "Training steps per run")->check(CLI::Range(int64_t{10}, int64_t{800}));
+  app.add_option("--steps", steps, "Training steps per run")
+      ->check(CLI::Range(int64_t{10}, int64_t{800}));
   app.add_option("--reps", reps, "Repetitions")->check(CLI::Range(1, 50));
   CLI11_PARSE(app, argc, argv);
 
   auto loader = bench::fashion_train_loader(64);
   run(loader, 50, Mode::kNone);  // warm-up
-  const char* names[] = {"(1) no observer", "(2) slow observer, asynchronous", "(3) slow observer, synchronous"};
+  const char* names[] = {"(1) no observer", "(2) slow observer, asynchronous",
+                         "(3) slow observer, synchronous"};
   std::vector<double> step[3], loop[3], drain[3];
   for (int rep = 0; rep < reps; ++rep) {
     for (int k = 0; k < 3; ++k) {
@@ -81,14 +92,19 @@ int main(int argc, char** argv) {
       drain[mode].push_back(r.drain_seconds);
     }
   }
-  std::printf("MLP on Fashion-MNIST, %lld steps, observer work 5 ms per batch, median of %d repetitions\n\n",
-              static_cast<long long>(steps), reps);
-  std::printf("| run | median step (us) | training loop (s) | loop vs (1) | then fit() drained for (s) |\n");
+  std::printf(
+      "MLP on Fashion-MNIST, %lld steps, observer work 5 ms per batch, median of %d "
+      "repetitions\n\n",
+      static_cast<long long>(steps), reps);
+  std::printf(
+      "| run | median step (us) | training loop (s) | loop vs (1) | then fit() drained for (s) "
+      "|\n");
   std::printf("|---|---:|---:|---:|---:|\n");
   const double base = bench::median(loop[0]);
   for (int mode = 0; mode < 3; ++mode) {
     std::printf("| %s | %.0f | %.3f | %.3f | %.3f |\n", names[mode], bench::median(step[mode]),
-                bench::median(loop[mode]), bench::median(loop[mode]) / base, bench::median(drain[mode]));
+                bench::median(loop[mode]), bench::median(loop[mode]) / base,
+                bench::median(drain[mode]));
   }
   return 0;
 }

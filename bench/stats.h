@@ -16,7 +16,8 @@ inline double percentile(std::vector<double> values, double q) {
   if (values.empty()) return std::numeric_limits<double>::quiet_NaN();
   const auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(values.size())));
   const std::size_t index = rank == 0 ? 0 : std::min(rank, values.size()) - 1;
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(index), values.end());
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(index),
+                   values.end());
   return values[index];
 }
 

@@ -6,8 +6,8 @@
 #include <sstream>
 
 #include "base/diagnostics.h"
-#include "core/trainer.h"
 #include "base/errors.h"
+#include "core/trainer.h"
 
 namespace trainbus::callbacks {
 namespace {
@@ -21,11 +21,13 @@ std::string fixed3(double value) {
 }  // namespace
 
 EarlyStopping::EarlyStopping(EarlyStoppingOptions options) : options_(std::move(options)) {
-  TRAINBUS_CHECK(!options_.monitor().empty(), "EarlyStopping: `monitor` is empty; name the metric to watch, e.g. "
+  TRAINBUS_CHECK(!options_.monitor().empty(),
+                 "EarlyStopping: `monitor` is empty; name the metric to watch, e.g. "
                  "\"val_loss\"");
-  TRAINBUS_CHECK(options_.mode() == "min" || options_.mode() == "max", "EarlyStopping: `mode` can be \"min\" or \"max\", got \"",
-                 options_.mode(), "\"");
-  TRAINBUS_CHECK(options_.patience() >= 0, "EarlyStopping: `patience` must be >= 0, got ", options_.patience());
+  TRAINBUS_CHECK(options_.mode() == "min" || options_.mode() == "max",
+                 "EarlyStopping: `mode` can be \"min\" or \"max\", got \"", options_.mode(), "\"");
+  TRAINBUS_CHECK(options_.patience() >= 0, "EarlyStopping: `patience` must be >= 0, got ",
+                 options_.patience());
   TRAINBUS_CHECK(std::isfinite(options_.min_delta()), "EarlyStopping: `min_delta` must be finite");
   const double inf = std::numeric_limits<double>::infinity();
   best_score_ = options_.mode() == "min" ? inf : -inf;
@@ -36,7 +38,8 @@ bool EarlyStopping::improves(double current, double reference) const {
 }
 
 std::string EarlyStopping::state_key() const {
-  return "EarlyStopping{'monitor': '" + options_.monitor() + "', 'mode': '" + options_.mode() + "'}";
+  return "EarlyStopping{'monitor': '" + options_.monitor() + "', 'mode': '" + options_.mode() +
+         "'}";
 }
 
 StateDict EarlyStopping::state_dict() const {
@@ -83,10 +86,13 @@ void EarlyStopping::run_check(Trainer& trainer) {
   auto found = metrics.find(options_.monitor());
   if (found == metrics.end()) {
     std::string available;
-    for (const auto& [name, value] : metrics) available += (available.empty() ? "`" : ", `") + name + "`";
-    const std::string message = "Early stopping conditioned on metric `" + options_.monitor() +
-                                "` which is not available. Pass in or modify your `EarlyStopping` callback to use "
-                                "any of the following: " + (available.empty() ? "(nothing is logged)" : available);
+    for (const auto& [name, value] : metrics)
+      available += (available.empty() ? "`" : ", `") + name + "`";
+    const std::string message =
+        "Early stopping conditioned on metric `" + options_.monitor() +
+        "` which is not available. Pass in or modify your `EarlyStopping` callback to use "
+        "any of the following: " +
+        (available.empty() ? "(nothing is logged)" : available);
     TRAINBUS_CHECK(!options_.strict(), message);
     if (options_.verbose()) warn(message);
     return;
@@ -94,29 +100,35 @@ void EarlyStopping::run_check(Trainer& trainer) {
   const double current = found->second;
   const std::string order = options_.mode() == "min" ? "<" : ">";
   // min_delta counts in the direction of improvement.
-  const double signed_delta = options_.mode() == "min" ? -options_.min_delta() : options_.min_delta();
+  const double signed_delta =
+      options_.mode() == "min" ? -options_.min_delta() : options_.min_delta();
   bool stop = false;
   std::string reason;
   if (options_.check_finite() && !std::isfinite(current)) {
     stop = true;
     stopping_reason_ = EarlyStoppingReason::kNonFiniteMetric;
     reason = "Monitored metric " + options_.monitor() + " = " + std::to_string(current) +
-             " is not finite. Previous best value was " + fixed3(best_score_) + ". Signaling Trainer to stop.";
+             " is not finite. Previous best value was " + fixed3(best_score_) +
+             ". Signaling Trainer to stop.";
   } else if (options_.stopping_threshold() && improves(current, *options_.stopping_threshold())) {
     stop = true;
     stopping_reason_ = EarlyStoppingReason::kStoppingThreshold;
-    reason = "Stopping threshold reached: " + options_.monitor() + " = " + std::to_string(current) + " " + order +
-             " " + std::to_string(*options_.stopping_threshold()) + ". Signaling Trainer to stop.";
-  } else if (options_.divergence_threshold() && improves(-current, -*options_.divergence_threshold())) {
+    reason = "Stopping threshold reached: " + options_.monitor() + " = " + std::to_string(current) +
+             " " + order + " " + std::to_string(*options_.stopping_threshold()) +
+             ". Signaling Trainer to stop.";
+  } else if (options_.divergence_threshold() &&
+             improves(-current, -*options_.divergence_threshold())) {
     stop = true;
     stopping_reason_ = EarlyStoppingReason::kDivergenceThreshold;
-    reason = "Divergence threshold reached: " + options_.monitor() + " = " + std::to_string(current) + " " + order +
-             " " + std::to_string(*options_.divergence_threshold()) + ". Signaling Trainer to stop.";
+    reason = "Divergence threshold reached: " + options_.monitor() + " = " +
+             std::to_string(current) + " " + order + " " +
+             std::to_string(*options_.divergence_threshold()) + ". Signaling Trainer to stop.";
   } else if (improves(current - signed_delta, best_score_)) {
     reason = std::isfinite(best_score_)
-                 ? "Metric " + options_.monitor() + " improved by " + fixed3(std::abs(best_score_ - current)) +
-                       " >= min_delta = " + std::to_string(std::abs(options_.min_delta())) + ". New best score: " +
-                       fixed3(current)
+                 ? "Metric " + options_.monitor() + " improved by " +
+                       fixed3(std::abs(best_score_ - current)) +
+                       " >= min_delta = " + std::to_string(std::abs(options_.min_delta())) +
+                       ". New best score: " + fixed3(current)
                  : "Metric " + options_.monitor() + " improved. New best score: " + fixed3(current);
     best_score_ = current;
     wait_count_ = 0;

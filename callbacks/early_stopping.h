@@ -1,12 +1,13 @@
 #pragma once
-/// EarlyStopping: stop fit when a monitored metric has stopped improving (Lightning's, same options).
+/// EarlyStopping: stop fit when a monitored metric has stopped improving (Lightning's, same
+/// options).
 
 #include <cstdint>
 #include <optional>
 #include <string>
 
-#include "core/callback.h"
 #include "base/arg.h"
+#include "core/callback.h"
 
 namespace trainbus::callbacks {
 
@@ -16,8 +17,8 @@ struct EarlyStoppingOptions {
   TRAINBUS_ARG(std::string, monitor);
   /// Least change that counts as an improvement.
   TRAINBUS_ARG(double, min_delta) = 0.0;
-  /// Checks without improvement before stopping (checks, not epochs: with check_val_every_n_epoch=10
-  /// and patience=3 that is at least 40 epochs).
+  /// Checks without improvement before stopping (checks, not epochs: with
+  /// check_val_every_n_epoch=10 and patience=3 that is at least 40 epochs).
   TRAINBUS_ARG(int64_t, patience) = 3;
   /// Print why it stops and each improvement.
   TRAINBUS_ARG(bool, verbose) = false;
@@ -37,11 +38,18 @@ struct EarlyStoppingOptions {
 };
 
 /// Why EarlyStopping stopped (Lightning's EarlyStoppingReason).
-enum class EarlyStoppingReason { kNotStopped, kStoppingThreshold, kDivergenceThreshold, kPatienceExhausted, kNonFiniteMetric };
+enum class EarlyStoppingReason {
+  kNotStopped,
+  kStoppingThreshold,
+  kDivergenceThreshold,
+  kPatienceExhausted,
+  kNonFiniteMetric
+};
 
-/// Requests a stop through Trainer::request_stop, which fit honours once min_epochs/min_steps allow.
-/// Runs on the training thread as a monitoring callback (its on_train_epoch_end runs after the
-/// module's). Throws MisconfigurationError for bad options, and for a missing metric when strict.
+/// Requests a stop through Trainer::request_stop, which fit honours once min_epochs/min_steps
+/// allow. Runs on the training thread as a monitoring callback (its on_train_epoch_end runs after
+/// the module's). Throws MisconfigurationError for bad options, and for a missing metric when
+/// strict.
 class EarlyStopping : public Callback {
  public:
   explicit EarlyStopping(EarlyStoppingOptions options);

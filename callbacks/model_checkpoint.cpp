@@ -11,11 +11,11 @@
 #include <regex>
 #include <system_error>
 
-#include "checkpoint/format.h"
-#include "checkpoint/durable_file.h"
-#include "core/trainer.h"
-#include "base/errors.h"
 #include "base/diagnostics.h"
+#include "base/errors.h"
+#include "checkpoint/durable_file.h"
+#include "checkpoint/format.h"
+#include "core/trainer.h"
 
 namespace trainbus::callbacks {
 namespace {
@@ -23,7 +23,8 @@ namespace {
 namespace fs = std::filesystem;
 
 // Python's format(value, spec) for the specs filename templates use: "", ".2f", "03d", ".3e", ...
-std::string format_value(double value, const std::string& spec, bool integer, const std::string& filename) {
+std::string format_value(double value, const std::string& spec, bool integer,
+                         const std::string& filename) {
   if (spec.empty()) {
     if (integer) return std::to_string(static_cast<long long>(value));
     char text[64];
@@ -31,7 +32,8 @@ std::string format_value(double value, const std::string& spec, bool integer, co
     return text;
   }
   static const std::regex valid(R"([-+ #0]*[0-9]*(\.[0-9]+)?[dfFeEgG%]?)");
-  TRAINBUS_CHECK(std::regex_match(spec, valid), "ModelCheckpoint filename `", filename, "`: format spec `:", spec,
+  TRAINBUS_CHECK(std::regex_match(spec, valid), "ModelCheckpoint filename `", filename,
+                 "`: format spec `:", spec,
                  "` is not supported; use one like `:.2f`, `:.3e` or `:03d`");
   char text[128];
   const char type = spec.back();
@@ -50,40 +52,50 @@ std::string format_value(double value, const std::string& spec, bool integer, co
 
 ModelCheckpoint::ModelCheckpoint(ModelCheckpointOptions options) : options_(std::move(options)) {
   const ModelCheckpointOptions& o = options_;
-  TRAINBUS_CHECK(o.save_top_k() >= -1, "ModelCheckpoint: invalid value for save_top_k=", o.save_top_k(),
+  TRAINBUS_CHECK(o.save_top_k() >= -1,
+                 "ModelCheckpoint: invalid value for save_top_k=", o.save_top_k(),
                  "; must be >= -1");
-  TRAINBUS_CHECK(o.mode() == "min" || o.mode() == "max", "ModelCheckpoint: mode must be \"min\" or \"max\", got \"",
-                 o.mode(), "\"");
+  TRAINBUS_CHECK(o.mode() == "min" || o.mode() == "max",
+                 "ModelCheckpoint: mode must be \"min\" or \"max\", got \"", o.mode(), "\"");
   TRAINBUS_CHECK(!o.every_n_train_steps() || *o.every_n_train_steps() >= 0,
-                 "ModelCheckpoint: every_n_train_steps must be >= 0, got ", *o.every_n_train_steps());
-  TRAINBUS_CHECK(!o.every_n_epochs() || *o.every_n_epochs() >= 0, "ModelCheckpoint: every_n_epochs must be >= 0, got ",
-                 *o.every_n_epochs());
+                 "ModelCheckpoint: every_n_train_steps must be >= 0, got ",
+                 *o.every_n_train_steps());
+  TRAINBUS_CHECK(!o.every_n_epochs() || *o.every_n_epochs() >= 0,
+                 "ModelCheckpoint: every_n_epochs must be >= 0, got ", *o.every_n_epochs());
   TRAINBUS_CHECK(!o.train_time_interval() || o.train_time_interval()->count() > 0,
                  "ModelCheckpoint: train_time_interval must be positive");
-  const int triggers = (o.every_n_train_steps() && *o.every_n_train_steps() > 0) + (o.every_n_epochs() && *o.every_n_epochs() > 0) +
+  const int triggers = (o.every_n_train_steps() && *o.every_n_train_steps() > 0) +
+                       (o.every_n_epochs() && *o.every_n_epochs() > 0) +
                        (o.train_time_interval() ? 1 : 0);
-  TRAINBUS_CHECK(triggers <= 1, "ModelCheckpoint: every_n_train_steps, every_n_epochs and train_time_interval are "
-                                "mutually exclusive; set one of them");
-  TRAINBUS_CHECK(!o.monitor().empty() || o.save_top_k() == -1 || o.save_top_k() == 0 || o.save_top_k() == 1,
-                 "ModelCheckpoint(save_top_k=", o.save_top_k(),
-                 ", monitor=\"\") is not a valid configuration: no quantity for top_k to track; set monitor");
+  TRAINBUS_CHECK(triggers <= 1,
+                 "ModelCheckpoint: every_n_train_steps, every_n_epochs and train_time_interval are "
+                 "mutually exclusive; set one of them");
+  TRAINBUS_CHECK(
+      !o.monitor().empty() || o.save_top_k() == -1 || o.save_top_k() == 0 || o.save_top_k() == 1,
+      "ModelCheckpoint(save_top_k=", o.save_top_k(),
+      ", monitor=\"\") is not a valid configuration: no quantity for top_k to track; set monitor");
   const bool none_set = !o.every_n_train_steps() && !o.every_n_epochs() && !o.train_time_interval();
   every_n_train_steps_ = o.every_n_train_steps().value_or(0);
   every_n_epochs_ = none_set ? 1 : o.every_n_epochs().value_or(0);
 }
 
 std::string ModelCheckpoint::state_key() const {
-  const std::string interval =
-      options_.train_time_interval() ? std::to_string(options_.train_time_interval()->count()) + "ms" : "None";
-  return "ModelCheckpoint{'monitor': " + (options_.monitor().empty() ? std::string("None") : "'" + options_.monitor() + "'") +
-         ", 'mode': '" + options_.mode() + "', 'every_n_train_steps': " + std::to_string(every_n_train_steps_) +
-         ", 'every_n_epochs': " + std::to_string(every_n_epochs_) + ", 'train_time_interval': " + interval + "}";
+  const std::string interval = options_.train_time_interval()
+                                   ? std::to_string(options_.train_time_interval()->count()) + "ms"
+                                   : "None";
+  return "ModelCheckpoint{'monitor': " +
+         (options_.monitor().empty() ? std::string("None") : "'" + options_.monitor() + "'") +
+         ", 'mode': '" + options_.mode() +
+         "', 'every_n_train_steps': " + std::to_string(every_n_train_steps_) +
+         ", 'every_n_epochs': " + std::to_string(every_n_epochs_) +
+         ", 'train_time_interval': " + interval + "}";
 }
 
 StateDict ModelCheckpoint::state_dict() const {
   StateDict state;
   state.insert("monitor", options_.monitor());
-  state.insert("best_model_score", best_model_score_ ? c10::IValue(*best_model_score_) : c10::IValue());
+  state.insert("best_model_score",
+               best_model_score_ ? c10::IValue(*best_model_score_) : c10::IValue());
   state.insert("best_model_path", best_model_path_);
   state.insert("current_score", current_score_ ? c10::IValue(*current_score_) : c10::IValue());
   state.insert("dirpath", dirpath_);
@@ -109,32 +121,39 @@ void ModelCheckpoint::load_state_dict(const StateDict& state) {
     kth_best_model_path_ = state.at("kth_best_model_path").toStringRef();
     last_model_path_ = state.at("last_model_path").toStringRef();
     best_k_models_.clear();
-    for (const auto& [path, score] : state.dict_at("best_k_models")) best_k_models_[path] = score.toDouble();
+    for (const auto& [path, score] : state.dict_at("best_k_models"))
+      best_k_models_[path] = score.toDouble();
   } else {
-    warn("ModelCheckpoint: the checkpoint's dirpath " + saved_dirpath + " differs from this one's (" + dirpath_ +
-         "); only best_model_path is restored");
+    warn("ModelCheckpoint: the checkpoint's dirpath " + saved_dirpath +
+         " differs from this one's (" + dirpath_ + "); only best_model_path is restored");
   }
   best_model_path_ = state.at("best_model_path").toStringRef();
 }
 
 void ModelCheckpoint::setup(Trainer& trainer, Module& module, Stage stage) {
   if (dirpath_.empty()) {
-    dirpath_ = options_.dirpath().empty() ? (fs::path(trainer.options().default_root_dir()) / "checkpoints").string()
-                                        : options_.dirpath();
+    dirpath_ = options_.dirpath().empty()
+                   ? (fs::path(trainer.options().default_root_dir()) / "checkpoints").string()
+                   : options_.dirpath();
   }
   std::error_code error;
   if (stage == Stage::kFit && trainer.is_global_zero() && fs::is_directory(dirpath_, error)) {
     // What a killed run was writing when it died: never loadable, and nobody else removes it.
     // A write whose commit a crash cut (no RENAME_EXCHANGE here) is moved into place, if complete.
     const auto created_if_complete = [](const std::string& path) -> std::optional<int64_t> {
-      const std::optional<checkpoint::CheckpointSummary> summary = checkpoint::complete_checkpoint(path);
+      const std::optional<checkpoint::CheckpointSummary> summary =
+          checkpoint::complete_checkpoint(path);
       return summary ? std::optional<int64_t>(summary->created_unix_ms) : std::nullopt;
     };
-    if (const std::size_t cleaned = checkpoint::remove_stale_temporaries(dirpath_, created_if_complete)) {
-      info("ModelCheckpoint: cleaned up " + std::to_string(cleaned) + " unfinished checkpoint write(s) a crashed run "
-           "left in " + dirpath_);
+    if (const std::size_t cleaned =
+            checkpoint::remove_stale_temporaries(dirpath_, created_if_complete)) {
+      info("ModelCheckpoint: cleaned up " + std::to_string(cleaned) +
+           " unfinished checkpoint write(s) a crashed run "
+           "left in " +
+           dirpath_);
     }
-    if (!fs::is_empty(dirpath_, error)) info("ModelCheckpoint: checkpoint directory " + dirpath_ + " exists and is not empty");
+    if (!fs::is_empty(dirpath_, error))
+      info("ModelCheckpoint: checkpoint directory " + dirpath_ + " exists and is not empty");
   }
 }
 
@@ -170,23 +189,27 @@ bool ModelCheckpoint::saves_this_epoch(const Trainer& trainer) const {
 
 bool ModelCheckpoint::prepares_ahead() const {
   return options_.async() && options_.prepare_ahead() &&
-         (options_.save_top_k() != 0 || options_.save_last() != ModelCheckpointOptions::SaveLast::kNo);
+         (options_.save_top_k() != 0 ||
+          options_.save_last() != ModelCheckpointOptions::SaveLast::kNo);
 }
 
-void ModelCheckpoint::on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) {
+void ModelCheckpoint::on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch,
+                                           int64_t batch_idx) {
   if (!prepares_ahead() || trainer.fn() != Stage::kFit) return;
   // From the batch before the one that ends in a save: preparing takes about a step where memory
   // is slow to touch (bench/README.md).
   constexpr int64_t kBatchesAhead = 2;
-  const bool step_save_near = every_n_train_steps_ >= 1 && !options_.train_time_interval() &&
-                              every_n_train_steps_ - trainer.global_step() % every_n_train_steps_ <= kBatchesAhead;
+  const bool step_save_near =
+      every_n_train_steps_ >= 1 && !options_.train_time_interval() &&
+      every_n_train_steps_ - trainer.global_step() % every_n_train_steps_ <= kBatchesAhead;
   const bool epoch_end_save_near = trainer.num_training_batches() - batch_idx <= kBatchesAhead &&
                                    saves_on_train_epoch_end(trainer) && saves_this_epoch(trainer);
   if (step_save_near || epoch_end_save_near) trainer.checkpoints().prepare();
 }
 
-void ModelCheckpoint::on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
-                                         const Batch& batch, int64_t batch_idx) {
+void ModelCheckpoint::on_train_batch_end(Trainer& trainer, Module& module,
+                                         const StepOutput& outputs, const Batch& batch,
+                                         int64_t batch_idx) {
   if (should_skip_saving(trainer)) return;
   bool skip = every_n_train_steps_ < 1 || trainer.global_step() % every_n_train_steps_ != 0;
   if (options_.train_time_interval()) {
@@ -211,14 +234,16 @@ bool ModelCheckpoint::defers_to_validation(const Trainer& trainer, int64_t batch
 }
 
 void ModelCheckpoint::on_train_epoch_end(Trainer& trainer, Module& module) {
-  if (!should_skip_saving(trainer) && saves_on_train_epoch_end(trainer) && saves_this_epoch(trainer)) {
+  if (!should_skip_saving(trainer) && saves_on_train_epoch_end(trainer) &&
+      saves_this_epoch(trainer)) {
     save_topk_and_last(trainer);
   }
 }
 
 void ModelCheckpoint::on_validation_start(Trainer& trainer, Module& module) {
   if (!prepares_ahead() || trainer.fn() != Stage::kFit || trainer.sanity_checking()) return;
-  if (save_deferred_to_validation_ || saves_on_validation_end(trainer)) trainer.checkpoints().prepare();
+  if (save_deferred_to_validation_ || saves_on_validation_end(trainer))
+    trainer.checkpoints().prepare();
 }
 
 void ModelCheckpoint::on_validation_end(Trainer& trainer, Module& module) {
@@ -233,7 +258,8 @@ void ModelCheckpoint::on_validation_end(Trainer& trainer, Module& module) {
 
 void ModelCheckpoint::on_train_end(Trainer& trainer, Module& module) {
   save_deferred_to_validation_ = false;
-  if (options_.save_last() == ModelCheckpointOptions::SaveLast::kNo || should_skip_saving(trainer)) return;
+  if (options_.save_last() == ModelCheckpointOptions::SaveLast::kNo || should_skip_saving(trainer))
+    return;
   save_last_checkpoint(trainer, monitor_candidates(trainer));
   last_global_step_saved_ = trainer.global_step();
 }
@@ -243,8 +269,11 @@ void ModelCheckpoint::on_exception(Trainer& trainer, Module& module, const std::
   const Metrics metrics = monitor_candidates(trainer);
   const std::string name = options_.filename().empty() ? "{epoch}-{step}" : options_.filename();
   const std::string exception_path = interpolated_path(metrics, name + "-exception");
-  trainer.save_checkpoint(exception_path, SaveCheckpointOptions().weights_only(options_.save_weights_only()).async(false));
-  if (options_.verbose()) std::cout << "ModelCheckpoint: saved " << exception_path << " on exception\n";
+  trainer.save_checkpoint(
+      exception_path,
+      SaveCheckpointOptions().weights_only(options_.save_weights_only()).async(false));
+  if (options_.verbose())
+    std::cout << "ModelCheckpoint: saved " << exception_path << " on exception\n";
 }
 
 Metrics ModelCheckpoint::monitor_candidates(const Trainer& trainer) const {
@@ -267,9 +296,10 @@ void ModelCheckpoint::save_topk_and_last(Trainer& trainer) {
       } else {
         std::string keys;
         for (const auto& [name, value] : metrics) keys += (keys.empty() ? "" : ", ") + name;
-        const std::string message = "ModelCheckpoint(monitor='" + options_.monitor() +
-                                    "') could not find the monitored key in the returned metrics: [" + keys +
-                                    "]. HINT: Did you call log('" + options_.monitor() + "', value) in the Module?";
+        const std::string message =
+            "ModelCheckpoint(monitor='" + options_.monitor() +
+            "') could not find the monitored key in the returned metrics: [" + keys +
+            "]. HINT: Did you call log('" + options_.monitor() + "', value) in the Module?";
         // As Lightning: an error once validation has run; before (a run stopped by max_steps ahead
         // of its first validation), a warning, and no score means no top-k save: `last` only.
         if (validation_ran_) throw MisconfigurationError(message);
@@ -278,16 +308,18 @@ void ModelCheckpoint::save_topk_and_last(Trainer& trainer) {
     }
   }
   // `last` rides on the save just made; without one, it is a save of its own.
-  if (options_.save_last() != ModelCheckpointOptions::SaveLast::kNo && last_saved_path_ == saved_before) {
+  if (options_.save_last() != ModelCheckpointOptions::SaveLast::kNo &&
+      last_saved_path_ == saved_before) {
     save_last_checkpoint(trainer, metrics);
   }
   last_global_step_saved_ = trainer.global_step();
 }
 
-void ModelCheckpoint::save_monitor_checkpoint(Trainer& trainer, const Metrics& metrics, double current) {
+void ModelCheckpoint::save_monitor_checkpoint(Trainer& trainer, const Metrics& metrics,
+                                              double current) {
   if (std::isnan(current)) {
     current = options_.mode() == "min" ? std::numeric_limits<double>::infinity()
-                                     : -std::numeric_limits<double>::infinity();
+                                       : -std::numeric_limits<double>::infinity();
   }
   const int64_t k_limit = options_.save_top_k();
   bool in_top_k = k_limit == -1 || static_cast<int64_t>(best_k_models_.size()) < k_limit;
@@ -297,8 +329,8 @@ void ModelCheckpoint::save_monitor_checkpoint(Trainer& trainer, const Metrics& m
   }
   if (!in_top_k) {
     if (options_.verbose()) {
-      std::cout << "Epoch " << trainer.current_epoch() << ", global step " << trainer.global_step() << ": '"
-                << options_.monitor() << "' was not in top " << k_limit << "\n";
+      std::cout << "Epoch " << trainer.current_epoch() << ", global step " << trainer.global_step()
+                << ": '" << options_.monitor() << "' was not in top " << k_limit << "\n";
     }
     return;
   }
@@ -315,9 +347,9 @@ void ModelCheckpoint::save_monitor_checkpoint(Trainer& trainer, const Metrics& m
   best_k_models_[path] = current;
   update_best_and_kth();
   if (options_.verbose()) {
-    std::cout << "Epoch " << trainer.current_epoch() << ", global step " << trainer.global_step() << ": '"
-              << options_.monitor() << "' reached " << current << " (best " << *best_model_score_ << "), saving "
-              << path << " as top " << k << "\n";
+    std::cout << "Epoch " << trainer.current_epoch() << ", global step " << trainer.global_step()
+              << ": '" << options_.monitor() << "' reached " << current << " (best "
+              << *best_model_score_ << "), saving " << path << " as top " << k << "\n";
   }
   save(trainer, metrics, path, std::move(remove_after), /*with_last=*/true);
 }
@@ -327,7 +359,8 @@ void ModelCheckpoint::save_none_monitor_checkpoint(Trainer& trainer, const Metri
   const std::string path = interpolated_path(metrics, options_.filename(), previous);
   best_model_path_ = path;
   std::vector<std::string> remove_after;
-  if (options_.save_top_k() == 1 && !previous.empty() && previous != path && removable(trainer, previous)) {
+  if (options_.save_top_k() == 1 && !previous.empty() && previous != path &&
+      removable(trainer, previous)) {
     remove_after.push_back(previous);
   }
   if (options_.save_top_k() == 1) {
@@ -349,7 +382,8 @@ std::string ModelCheckpoint::next_last_path(const Trainer& trainer, const Metric
                                             std::vector<std::string>& remove_after) {
   const std::string path =
       (fs::path(dirpath_) / (format_checkpoint_name(metrics, kNameLast) + kFileExtension)).string();
-  if (!last_model_path_.empty() && last_model_path_ != path && removable(trainer, last_model_path_)) {
+  if (!last_model_path_.empty() && last_model_path_ != path &&
+      removable(trainer, last_model_path_)) {
     remove_after.push_back(last_model_path_);
   }
   last_model_path_ = path;
@@ -391,7 +425,8 @@ void ModelCheckpoint::save(Trainer& trainer, const Metrics& metrics, const std::
       forget_replaced(*replaced);
     }
   } else {
-    trainer.save_checkpoint(path, SaveCheckpointOptions().weights_only(options_.save_weights_only()).async(false));
+    trainer.save_checkpoint(
+        path, SaveCheckpointOptions().weights_only(options_.save_weights_only()).async(false));
     if (after_commit) after_commit(path);
     for (const std::string& old : remove_after) {
       if (old != path) checkpoint::remove_checkpoint(old);
@@ -415,7 +450,9 @@ void ModelCheckpoint::update_best_and_kth() {
     return;
   }
   const bool min = options_.mode() == "min";
-  auto better = [&](const auto& a, const auto& b) { return min ? a.second < b.second : a.second > b.second; };
+  auto better = [&](const auto& a, const auto& b) {
+    return min ? a.second < b.second : a.second > b.second;
+  };
   const auto best = std::min_element(best_k_models_.begin(), best_k_models_.end(), better);
   const auto worst = std::max_element(best_k_models_.begin(), best_k_models_.end(), better);
   best_model_path_ = best->first;
@@ -427,13 +464,15 @@ void ModelCheckpoint::update_best_and_kth() {
 bool ModelCheckpoint::removable(const Trainer& trainer, const std::string& path) const {
   if (path.empty()) return false;
   std::error_code error;
-  if (!resumed_from_.empty() && fs::weakly_canonical(path, error) == fs::weakly_canonical(resumed_from_, error)) {
+  if (!resumed_from_.empty() &&
+      fs::weakly_canonical(path, error) == fs::weakly_canonical(resumed_from_, error)) {
     return false;  // never the checkpoint this run resumed from
   }
   return fs::path(path).parent_path() == fs::path(dirpath_);  // never outside dirpath
 }
 
-std::string ModelCheckpoint::format_checkpoint_name(const Metrics& metrics, const std::string& filename,
+std::string ModelCheckpoint::format_checkpoint_name(const Metrics& metrics,
+                                                    const std::string& filename,
                                                     std::optional<int64_t> version) const {
   const std::string name_template = filename.empty() ? "{epoch}-{step}" : filename;
   static const std::regex group(R"(\{([^{}:]+)(?::([^{}]*))?\})");
@@ -445,7 +484,8 @@ std::string ModelCheckpoint::format_checkpoint_name(const Metrics& metrics, cons
     out += name_template.substr(last, static_cast<std::size_t>(match.position()) - last);
     const std::string name = match[1];
     const auto found = metrics.find(name);
-    const double value = found == metrics.end() ? 0.0 : found->second;  // Lightning: missing metrics are 0
+    const double value =
+        found == metrics.end() ? 0.0 : found->second;  // Lightning: missing metrics are 0
     const bool integer = name == "epoch" || name == "step";
     if (options_.auto_insert_metric_name()) out += name + "=";
     out += format_value(value, match[2], integer, name_template);
@@ -456,16 +496,20 @@ std::string ModelCheckpoint::format_checkpoint_name(const Metrics& metrics, cons
   return out;
 }
 
-std::string ModelCheckpoint::interpolated_path(const Metrics& metrics, const std::string& template_name,
+std::string ModelCheckpoint::interpolated_path(const Metrics& metrics,
+                                               const std::string& template_name,
                                                const std::string& replacing) const {
   auto path_for = [&](std::optional<int64_t> version) {
-    return (fs::path(dirpath_) / (format_checkpoint_name(metrics, template_name, version) + kFileExtension)).string();
+    return (fs::path(dirpath_) /
+            (format_checkpoint_name(metrics, template_name, version) + kFileExtension))
+        .string();
   };
   std::string path = path_for(std::nullopt);
   if (!options_.enable_version_counter()) return path;
   auto taken = [&](const std::string& candidate) {
     std::error_code error;
-    return candidate != replacing && (fs::exists(fs::symlink_status(candidate, error)) || submitted_.count(candidate) > 0);
+    return candidate != replacing &&
+           (fs::exists(fs::symlink_status(candidate, error)) || submitted_.count(candidate) > 0);
   };
   for (int64_t version = 1; taken(path); ++version) path = path_for(version);
   return path;
@@ -474,7 +518,8 @@ std::string ModelCheckpoint::interpolated_path(const Metrics& metrics, const std
 std::string ModelCheckpoint::find_last_checkpoint() const {
   const std::string directory = dirpath_.empty() ? options_.dirpath() : dirpath_;
   if (directory.empty()) return {};
-  const std::vector<checkpoint::CheckpointSummary> complete = checkpoint::list_complete_checkpoints(directory);
+  const std::vector<checkpoint::CheckpointSummary> complete =
+      checkpoint::list_complete_checkpoints(directory);
   return complete.empty() ? std::string() : complete.front().path;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
-/// ModelCheckpoint: Lightning's checkpoint saver (same options and behaviour), writing in the background.
+/// ModelCheckpoint: Lightning's checkpoint saver (same options and behaviour), writing in the
+/// background.
 
 #include <chrono>
 #include <cstdint>
@@ -8,8 +9,8 @@
 #include <set>
 #include <string>
 
-#include "core/checkpoint_callback.h"
 #include "base/arg.h"
+#include "core/checkpoint_callback.h"
 
 namespace trainbus::callbacks {
 
@@ -23,7 +24,8 @@ struct ModelCheckpointOptions {
   /// Metric in callback_metrics to rank checkpoints by; "" -> keep the latest.
   TRAINBUS_ARG(std::string, monitor);
   TRAINBUS_ARG(bool, verbose) = false;
-  /// Also keep `last.ckpt`: a copy (hard links of the parts) or a relative symlink to the newest save.
+  /// Also keep `last.ckpt`: a copy (hard links of the parts) or a relative symlink to the newest
+  /// save.
  public:
   enum class SaveLast { kNo, kCopy, kLink };
   TRAINBUS_ARG(SaveLast, save_last) = SaveLast::kNo;
@@ -44,11 +46,13 @@ struct ModelCheckpointOptions {
   TRAINBUS_ARG(std::optional<bool>, save_on_train_epoch_end);
   /// A name already taken gets "-v1", "-v2", ...; false: overwrite.
   TRAINBUS_ARG(bool, enable_version_counter) = true;
-  /// Write through the Trainer's background checkpoint writer (default); false: on the training thread.
+  /// Write through the Trainer's background checkpoint writer (default); false: on the training
+  /// thread.
   TRAINBUS_ARG(bool, async) = true;
-  /// With `async`: have the snapshot's buffers prepared from a batch ahead of each save (and at train
-  /// start for the first), so that the copy on the training thread runs at memory speed
-  /// (trainer.checkpoints().prepare()). The same memory is used either way; false only for comparison.
+  /// With `async`: have the snapshot's buffers prepared from a batch ahead of each save (and at
+  /// train start for the first), so that the copy on the training thread runs at memory speed
+  /// (trainer.checkpoints().prepare()). The same memory is used either way; false only for
+  /// comparison.
   TRAINBUS_ARG(bool, prepare_ahead) = true;
 };
 
@@ -83,9 +87,10 @@ class ModelCheckpoint : public CheckpointCallback {
   void on_train_start(Trainer& trainer, Module& module) override;
   /// With `async` and `prepare_ahead`: when this batch or the next ends in a save, has the trainer
   /// prepare its buffers.
-  void on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) override;
-  void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs, const Batch& batch,
-                          int64_t batch_idx) override;
+  void on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch,
+                            int64_t batch_idx) override;
+  void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
+                          const Batch& batch, int64_t batch_idx) override;
   void on_train_epoch_end(Trainer& trainer, Module& module) override;
   /// With `async` and `prepare_ahead`: when this validation ends in a save, has the trainer prepare
   /// its buffers meanwhile.
@@ -123,9 +128,10 @@ class ModelCheckpoint : public CheckpointCallback {
   void save_last_checkpoint(Trainer& trainer, const Metrics& metrics);
   std::string interpolated_path(const Metrics& metrics, const std::string& template_name,
                                 const std::string& replacing = {}) const;
-  std::string next_last_path(const Trainer& trainer, const Metrics& metrics, std::vector<std::string>& remove_after);
-  void save(Trainer& trainer, const Metrics& metrics, const std::string& path, std::vector<std::string> remove_after,
-            bool with_last);
+  std::string next_last_path(const Trainer& trainer, const Metrics& metrics,
+                             std::vector<std::string>& remove_after);
+  void save(Trainer& trainer, const Metrics& metrics, const std::string& path,
+            std::vector<std::string> remove_after, bool with_last);
   void forget_replaced(const std::string& path);
   void update_best_and_kth();
   bool removable(const Trainer& trainer, const std::string& path) const;
@@ -142,12 +148,13 @@ class ModelCheckpoint : public CheckpointCallback {
   std::optional<double> kth_value_;
   std::string last_model_path_;
   std::optional<double> current_score_;
-  std::string last_saved_path_;              // the newest checkpoint submitted (for `last`)
+  std::string last_saved_path_;  // the newest checkpoint submitted (for `last`)
   int64_t last_global_step_saved_ = -1;
   bool save_deferred_to_validation_ = false;
-  bool validation_ran_ = false;  // in this fit, sanity check aside: a missing monitor is an error then  // a step/time-triggered save waits for on_validation_end
+  bool validation_ran_ = false;  // in this fit, sanity check aside: a missing monitor is an error
+                                 // then  // a step/time-triggered save waits for on_validation_end
   std::chrono::steady_clock::time_point last_time_check_;
-  std::set<std::string> submitted_;          // names taken by saves not yet on disk
+  std::set<std::string> submitted_;  // names taken by saves not yet on disk
 };
 
 }  // namespace trainbus::callbacks

@@ -16,14 +16,19 @@ constexpr const char* kCheckpointExtension = ".ckpt";
 
 OnExceptionCheckpoint::OnExceptionCheckpoint(std::string dirpath, std::string filename)
     : path_((fs::path(dirpath) / (filename + kCheckpointExtension)).string()) {
-  TRAINBUS_CHECK(!dirpath.empty(), "OnExceptionCheckpoint: dirpath is required (an exception can happen at any moment)");
+  TRAINBUS_CHECK(
+      !dirpath.empty(),
+      "OnExceptionCheckpoint: dirpath is required (an exception can happen at any moment)");
 }
 
-void OnExceptionCheckpoint::on_exception(Trainer& trainer, Module& module, const std::exception& error) {
+void OnExceptionCheckpoint::on_exception(Trainer& trainer, Module& module,
+                                         const std::exception& error) {
   if (trainer.fn() == Stage::kFit) trainer.save_checkpoint(path_);
 }
 
-void OnExceptionCheckpoint::teardown(Trainer& trainer, Module& module, Stage stage) { checkpoint::remove_checkpoint(path_); }
+void OnExceptionCheckpoint::teardown(Trainer& trainer, Module& module, Stage stage) {
+  checkpoint::remove_checkpoint(path_);
+}
 
 std::string OnExceptionCheckpoint::find_last_checkpoint() const {
   std::error_code error;

@@ -117,7 +117,8 @@ void DurableFile::flush_staged() {
   const std::size_t staged = std::exchange(staged_, 0);
   const std::size_t whole = direct_ ? staged / kDirectBlock * kDirectBlock : staged;
   write_all(staging_, whole);
-  if (whole < staged) {  // a last partial block, which O_DIRECT cannot write: through the page cache
+  if (whole <
+      staged) {  // a last partial block, which O_DIRECT cannot write: through the page cache
     stop_direct();
     write_all(staging_ + whole, staged - whole);
   }
@@ -141,7 +142,8 @@ void DurableFile::write_all(const char* bytes, std::size_t size) {
 
 void DurableFile::stop_direct() {
   const int flags = ::fcntl(fd_, F_GETFL);
-  if (flags < 0 || ::fcntl(fd_, F_SETFL, flags & ~O_DIRECT) != 0) fail("cannot leave O_DIRECT for", path_, errno);
+  if (flags < 0 || ::fcntl(fd_, F_SETFL, flags & ~O_DIRECT) != 0)
+    fail("cannot leave O_DIRECT for", path_, errno);
   direct_ = false;
 }
 
@@ -167,7 +169,8 @@ void fsync_directory(const std::string& path) {
 void rename_durably(const std::string& from, const std::string& to) {
   if (::rename(from.c_str(), to.c_str()) != 0) {
     const int error = errno;
-    throw CheckpointError(::trainbus::detail::concat("cannot rename ", from, " to ", to, ": ", std::strerror(error)));
+    throw CheckpointError(
+        ::trainbus::detail::concat("cannot rename ", from, " to ", to, ": ", std::strerror(error)));
   }
   fsync_directory(parent_of(to));
 }
@@ -186,7 +189,8 @@ bool exchange_paths(const std::string& a, const std::string& b) {
   }
   if (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP) return false;
   const int error = errno;
-  throw CheckpointError(::trainbus::detail::concat("cannot exchange ", a, " and ", b, ": ", std::strerror(error)));
+  throw CheckpointError(
+      ::trainbus::detail::concat("cannot exchange ", a, " and ", b, ": ", std::strerror(error)));
 }
 
 FileDigest digest_file(const std::string& path) {

@@ -15,9 +15,10 @@ namespace trainbus::checkpoint {
 ///
 /// With `direct`, the data bypasses the page cache (O_DIRECT, staged through an aligned buffer
 /// the file holds while open, reused by the next file) where the filesystem allows it, and is
-/// written as usual where it does not. For big files written once and not read back soon, such as checkpoints: a write
-/// through the page cache takes new pages for every byte and costs ~10x the CPU time on the
-/// benchmark machine (bench/README.md), which training pays for when the cores are busy.
+/// written as usual where it does not. For big files written once and not read back soon, such as
+/// checkpoints: a write through the page cache takes new pages for every byte and costs ~10x the
+/// CPU time on the benchmark machine (bench/README.md), which training pays for when the cores are
+/// busy.
 class DurableFile {
  public:
   explicit DurableFile(std::string path, bool direct = false);
@@ -44,7 +45,7 @@ class DurableFile {
   int fd_ = -1;
   bool direct_ = false;
   char* staging_ = nullptr;  // this file's staging buffer while it writes directly
-  std::size_t staged_ = 0;  // bytes waiting in the staging buffer (only ever while direct)
+  std::size_t staged_ = 0;   // bytes waiting in the staging buffer (only ever while direct)
   uint64_t size_ = 0;
   Crc32c crc_;
 };
@@ -59,7 +60,8 @@ void rename_durably(const std::string& from, const std::string& to);
 bool exchange_paths(const std::string& a, const std::string& b);
 
 namespace detail {
-/// Makes exchange_paths() answer as a filesystem without RENAME_EXCHANGE does (tests of the fallback).
+/// Makes exchange_paths() answer as a filesystem without RENAME_EXCHANGE does (tests of the
+/// fallback).
 void simulate_no_rename_exchange(bool on) noexcept;
 }  // namespace detail
 

@@ -19,8 +19,8 @@
 #include <system_error>
 #include <vector>
 
-#include "checkpoint/durable_file.h"
 #include "base/errors.h"
+#include "checkpoint/durable_file.h"
 
 namespace trainbus::checkpoint {
 namespace {
@@ -29,8 +29,8 @@ namespace fs = std::filesystem;
 
 constexpr const char* kUnlockedSuffix = ".new";  // a temporary directory before it is locked
 constexpr const char* kDeletedSuffix = ".del";   // an entry being deleted: never moved back
-constexpr const char* kLinkEntry = "link";       // a new link, inside its locked temporary directory
-constexpr const char* kOldEntry = "old";         // a replaced entry, inside its locked temporary directory
+constexpr const char* kLinkEntry = "link";  // a new link, inside its locked temporary directory
+constexpr const char* kOldEntry = "old";  // a replaced entry, inside its locked temporary directory
 
 // Random per process, so that names differ from any earlier process's with the same pid. A plain
 // array: it must outlive every writer, also one destroyed during static destruction.
@@ -49,7 +49,8 @@ std::string target_at(const std::string& link, const std::string& final_path) {
   std::error_code error;
   const fs::path target = fs::read_symlink(link, error);
   if (error) return {};
-  return target.is_absolute() ? target.string() : (fs::path(final_path).parent_path() / target).string();
+  return target.is_absolute() ? target.string()
+                              : (fs::path(final_path).parent_path() / target).string();
 }
 
 }  // namespace
@@ -74,8 +75,8 @@ TemporaryDirectory::TemporaryDirectory(const std::string& final_path) : final_pa
     const std::string unlocked = name + kUnlockedSuffix;
     if (::mkdir(unlocked.c_str(), 0755) != 0) {
       const int error = errno;
-      throw CheckpointError(::trainbus::detail::concat("cannot create ", unlocked, " for checkpoint ", final_path_,
-                                                       ": ", std::strerror(error)));
+      throw CheckpointError(::trainbus::detail::concat(
+          "cannot create ", unlocked, " for checkpoint ", final_path_, ": ", std::strerror(error)));
     }
     const int fd = ::open(unlocked.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     // Never waits: a lock held by someone else is a cleanup's, which is removing this .new; then
@@ -98,8 +99,9 @@ TemporaryDirectory::TemporaryDirectory(const std::string& final_path) : final_pa
     if (fd >= 0) ::close(fd);
     ::rmdir(unlocked.c_str());
     if (error != ENOENT || attempt == kAttempts) {
-      throw CheckpointError(::trainbus::detail::concat("cannot make the temporary directory ", name, " for checkpoint ",
-                                                       final_path_, ": ", std::strerror(error)));
+      throw CheckpointError(::trainbus::detail::concat("cannot make the temporary directory ", name,
+                                                       " for checkpoint ", final_path_, ": ",
+                                                       std::strerror(error)));
     }
   }
 }
@@ -154,7 +156,8 @@ void link_checkpoint(const std::string& target, const std::string& link) {
   const std::string temporary = (fs::path(holder.path()) / kLinkEntry).string();
   std::error_code error;
   fs::create_directory_symlink(fs::path(target).filename(), temporary, error);
-  TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create the symlink ", link, ": ", error.message());
+  TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create the symlink ", link, ": ",
+                    error.message());
   commit_checkpoint(temporary, link);
 }
 
@@ -165,8 +168,8 @@ void copy_checkpoint_as_links(const std::string& from, const std::string& to) {
     const fs::path target = fs::path(copy.path()) / entry.path().filename();
     fs::create_hard_link(entry.path(), target, error);
     if (error) fs::copy_file(entry.path(), target, error);
-    TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot copy ", entry.path().string(), " to ", copy.path(), ": ",
-                      error.message());
+    TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot copy ", entry.path().string(), " to ",
+                      copy.path(), ": ", error.message());
   }
   copy.commit();
 }
@@ -185,7 +188,8 @@ void remove_checkpoint(const std::string& path) {
   fs::remove_all(doomed, error);
 }
 
-std::size_t remove_stale_temporaries(const std::string& directory, const CheckpointCompleteness& complete) {
+std::size_t remove_stale_temporaries(const std::string& directory,
+                                     const CheckpointCompleteness& complete) {
   std::size_t changed = 0;
   std::vector<int> locks;  // held until the end: no live writer can take these names meanwhile
   try {

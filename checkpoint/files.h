@@ -24,7 +24,8 @@
 
 namespace trainbus::checkpoint {
 
-/// Marks a checkpoint entry still being written, or on its way out, or left by a crash; never loaded.
+/// Marks a checkpoint entry still being written, or on its way out, or left by a crash; never
+/// loaded.
 inline constexpr const char* kTemporarySuffix = ".tmp-";
 
 /// A fresh name next to `path` for an entry still being written: `path`.tmp-<pid>-<nonce>-<n>.
@@ -86,13 +87,14 @@ using CheckpointCompleteness = std::function<std::optional<int64_t>(const std::s
 /// temporary directories nobody holds locked, entries being deleted (`.del`) and bare temporary
 /// links (an old entry a commit exchanged out, on its way to deletion). Nothing else is touched:
 /// a user's files, a live writer's entries (locked), directories it cannot lock (a filesystem
-/// without flock: they stay, never loaded). Where a final name is missing (a commit cut between its two
-/// renames), the newest complete candidate for it, a new write, a new link or the `.old` entry, is
-/// moved into place instead of removed. An unlocked `.new` directory (a live writer's, before it
+/// without flock: they stay, never loaded). Where a final name is missing (a commit cut between its
+/// two renames), the newest complete candidate for it, a new write, a new link or the `.old` entry,
+/// is moved into place instead of removed. An unlocked `.new` directory (a live writer's, before it
 /// locked it) is removed too: that writer never waits for the lock and starts again under another
 /// name. Assumes every writer in `directory` is this version: older builds made their links
 /// under a bare temporary name, which this removes. Returns how many entries it removed or moved.
 /// Never throws.
-std::size_t remove_stale_temporaries(const std::string& directory, const CheckpointCompleteness& complete = {});
+std::size_t remove_stale_temporaries(const std::string& directory,
+                                     const CheckpointCompleteness& complete = {});
 
 }  // namespace trainbus::checkpoint

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <tuple>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -12,12 +11,13 @@
 #include <optional>
 #include <sstream>
 #include <system_error>
+#include <tuple>
 
 #include <c10/util/Exception.h>
 #include <torch/version.h>
 
-#include "checkpoint/durable_file.h"
 #include "base/errors.h"
+#include "checkpoint/durable_file.h"
 #include "proto/checkpoint.pb.h"
 
 #ifndef TRAINBUS_VERSION
@@ -36,12 +36,13 @@ StateDict to_state_dict(const Metrics& metrics) {
   return dict;
 }
 
-StateDict to_state_dict(const c10::IValue& value, const std::string& path, const std::string& part) {
+StateDict to_state_dict(const c10::IValue& value, const std::string& path,
+                        const std::string& part) {
   try {
     return StateDict::from_ivalue(value, part);
   } catch (const std::invalid_argument& error) {
-    throw CheckpointError(::trainbus::detail::concat("checkpoint ", path, ": part `trainer` entry `", part,
-                                         "` is damaged: ", error.what()));
+    throw CheckpointError(::trainbus::detail::concat(
+        "checkpoint ", path, ": part `trainer` entry `", part, "` is damaged: ", error.what()));
   }
 }
 
@@ -77,8 +78,9 @@ FileDigest write_part(CheckpointPart& part, const std::string& file) {
       });
     } catch (const c10::Error& e) {
       if (error) std::rethrow_exception(error);
-      throw CheckpointError(::trainbus::detail::concat("cannot serialise part `", part.name, "` to ", file, ": ",
-                                           first_line(e.what_without_backtrace())));
+      throw CheckpointError(::trainbus::detail::concat("cannot serialise part `", part.name,
+                                                       "` to ", file, ": ",
+                                                       first_line(e.what_without_backtrace())));
     }
     if (error) std::rethrow_exception(error);
   }
@@ -102,47 +104,53 @@ Manifest make_manifest(const CheckpointSnapshot& snapshot) {
   }
   manifest.set_weights_only(snapshot.weights_only);
   for (const auto& [key, state] : data.callbacks) manifest.add_callback_state_keys(key);
-  for (const auto& [name, value] : data.callback_metrics) (*manifest.mutable_callback_metrics())[name] = value;
+  for (const auto& [name, value] : data.callback_metrics)
+    (*manifest.mutable_callback_metrics())[name] = value;
   return manifest;
 }
 
 Manifest read_manifest(const std::string& path) {
   const std::string file = (fs::path(path) / kManifestFile).string();
   std::ifstream in(file, std::ios::binary);
-  TRAINBUS_CHECK_AS(CheckpointError, in.good(), "checkpoint ", path, ": part `", kManifestFile,
-                    "` is missing; the checkpoint is incomplete or not a trainbus checkpoint directory");
+  TRAINBUS_CHECK_AS(
+      CheckpointError, in.good(), "checkpoint ", path, ": part `", kManifestFile,
+      "` is missing; the checkpoint is incomplete or not a trainbus checkpoint directory");
   Manifest manifest;
-  TRAINBUS_CHECK_AS(CheckpointError, manifest.ParseFromIstream(&in), "checkpoint ", path, ": ", kManifestFile,
-                    " is damaged (not a valid manifest)");
+  TRAINBUS_CHECK_AS(CheckpointError, manifest.ParseFromIstream(&in), "checkpoint ", path, ": ",
+                    kManifestFile, " is damaged (not a valid manifest)");
   return manifest;
 }
 
-// Checks the layout and every part against the manifest; throws CheckpointError on the first problem.
+// Checks the layout and every part against the manifest; throws CheckpointError on the first
+// problem.
 void verify(const std::string& path, const Manifest& manifest) {
-  TRAINBUS_CHECK_AS(CheckpointError, manifest.format_version() >= 1, "checkpoint ", path, ": ", kManifestFile,
-                    " has no format version; it is damaged");
-  TRAINBUS_CHECK_AS(CheckpointError, manifest.format_version() <= kCheckpointFormatVersion, "checkpoint ", path,
-                    " has format version ", manifest.format_version(), ", newer than this trainbus reads (",
-                    kCheckpointFormatVersion, "); upgrade trainbus to load it");
+  TRAINBUS_CHECK_AS(CheckpointError, manifest.format_version() >= 1, "checkpoint ", path, ": ",
+                    kManifestFile, " has no format version; it is damaged");
+  TRAINBUS_CHECK_AS(CheckpointError, manifest.format_version() <= kCheckpointFormatVersion,
+                    "checkpoint ", path, " has format version ", manifest.format_version(),
+                    ", newer than this trainbus reads (", kCheckpointFormatVersion,
+                    "); upgrade trainbus to load it");
   bool has_model = false, has_trainer = false;
   for (const auto& part : manifest.parts()) {
     has_model |= part.name() == "model";
     has_trainer |= part.name() == "trainer";
     const std::string file = (fs::path(path) / part.file()).string();
-    TRAINBUS_CHECK_AS(CheckpointError, fs::is_regular_file(file), "checkpoint ", path, ": part `", part.name(),
-                      "` (", part.file(), ") is missing");
+    TRAINBUS_CHECK_AS(CheckpointError, fs::is_regular_file(file), "checkpoint ", path, ": part `",
+                      part.name(), "` (", part.file(), ") is missing");
     const FileDigest digest = digest_file(file);
-    TRAINBUS_CHECK_AS(CheckpointError, digest.size == part.size(), "checkpoint ", path, ": part `", part.name(),
-                      "` (", part.file(), ") is ", digest.size < part.size() ? "truncated" : "too long", ": ",
-                      digest.size, " bytes, the manifest says ", part.size());
-    TRAINBUS_CHECK_AS(CheckpointError, digest.crc32c == part.crc32c(), "checkpoint ", path, ": part `",
-                      part.name(), "` (", part.file(), ") has CRC32C ", hex(digest.crc32c), ", the manifest says ",
-                      hex(part.crc32c()), "; the file is damaged");
+    TRAINBUS_CHECK_AS(CheckpointError, digest.size == part.size(), "checkpoint ", path, ": part `",
+                      part.name(), "` (", part.file(), ") is ",
+                      digest.size < part.size() ? "truncated" : "too long", ": ", digest.size,
+                      " bytes, the manifest says ", part.size());
+    TRAINBUS_CHECK_AS(CheckpointError, digest.crc32c == part.crc32c(), "checkpoint ", path,
+                      ": part `", part.name(), "` (", part.file(), ") has CRC32C ",
+                      hex(digest.crc32c), ", the manifest says ", hex(part.crc32c()),
+                      "; the file is damaged");
   }
-  TRAINBUS_CHECK_AS(CheckpointError, has_model, "checkpoint ", path, ": part `model` is missing from ",
-                    kManifestFile);
-  TRAINBUS_CHECK_AS(CheckpointError, has_trainer, "checkpoint ", path, ": part `trainer` is missing from ",
-                    kManifestFile);
+  TRAINBUS_CHECK_AS(CheckpointError, has_model, "checkpoint ", path,
+                    ": part `model` is missing from ", kManifestFile);
+  TRAINBUS_CHECK_AS(CheckpointError, has_trainer, "checkpoint ", path,
+                    ": part `trainer` is missing from ", kManifestFile);
 }
 
 void load_part(const std::string& path, const trainbus::checkpoint::Part& part,
@@ -150,18 +158,21 @@ void load_part(const std::string& path, const trainbus::checkpoint::Part& part,
   try {
     archive.load_from((fs::path(path) / part.file()).string());
   } catch (const c10::Error& error) {
-    throw CheckpointError(::trainbus::detail::concat("checkpoint ", path, ": part `", part.name(), "` (", part.file(),
-                                         ") cannot be read: ", first_line(error.what_without_backtrace())));
+    throw CheckpointError(::trainbus::detail::concat(
+        "checkpoint ", path, ": part `", part.name(), "` (", part.file(),
+        ") cannot be read: ", first_line(error.what_without_backtrace())));
   }
 }
 
 void require_directory(const std::string& path) {
   TRAINBUS_CHECK_AS(CheckpointError, !is_temporary_checkpoint(path), "checkpoint ", path,
-                    " is an unfinished write (a temporary directory left by a crash); load a checkpoint without `",
+                    " is an unfinished write (a temporary directory left by a crash); load a "
+                    "checkpoint without `",
                     kTemporarySuffix, "` in its name");
   TRAINBUS_CHECK_AS(CheckpointError, fs::exists(path), "checkpoint ", path, " not found");
   TRAINBUS_CHECK_AS(CheckpointError, fs::is_directory(path), "checkpoint ", path,
-                    " is a file, not a trainbus checkpoint (a directory with a ", kManifestFile, ")");
+                    " is a file, not a trainbus checkpoint (a directory with a ", kManifestFile,
+                    ")");
 }
 
 }  // namespace
@@ -191,8 +202,8 @@ void write_checkpoint(CheckpointSnapshot& snapshot, const std::string& path) {
   std::error_code error;
   const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
   fs::create_directories(parent, error);
-  TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create directory ", parent.string(), " for checkpoint ", path,
-                    ": ", error.message());
+  TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create directory ", parent.string(),
+                    " for checkpoint ", path, ": ", error.message());
   try {
     TemporaryDirectory directory(path);  // removed unless committed
     const std::string& temporary = directory.path();
@@ -211,7 +222,8 @@ void write_checkpoint(CheckpointSnapshot& snapshot, const std::string& path) {
     manifest_file.close_durably();
     directory.commit();
   } catch (const CheckpointError& e) {
-    throw CheckpointError(::trainbus::detail::concat("cannot write checkpoint ", path, ": ", e.what()));
+    throw CheckpointError(
+        ::trainbus::detail::concat("cannot write checkpoint ", path, ": ", e.what()));
   }
 }
 
@@ -236,13 +248,15 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
   try {
     loaded.trainer.read("trainbus", root);
   } catch (const c10::Error& error) {
-    throw CheckpointError(::trainbus::detail::concat("checkpoint ", path, ": part `trainer` holds no `trainbus` entry: ",
-                                         first_line(error.what_without_backtrace())));
+    throw CheckpointError(::trainbus::detail::concat("checkpoint ", path,
+                                                     ": part `trainer` holds no `trainbus` entry: ",
+                                                     first_line(error.what_without_backtrace())));
   }
   const StateDict dict = to_state_dict(root, path, "trainbus");
-  for (const char* key : {"epoch", "global_step", "loops", "callbacks", "hyper_parameters", "datamodule",
-                          "callback_metrics", "extra"}) {
-    TRAINBUS_CHECK_AS(CheckpointError, dict.contains(key), "checkpoint ", path, ": part `trainer` entry `", key,
+  for (const char* key : {"epoch", "global_step", "loops", "callbacks", "hyper_parameters",
+                          "datamodule", "callback_metrics", "extra"}) {
+    TRAINBUS_CHECK_AS(CheckpointError, dict.contains(key), "checkpoint ", path,
+                      ": part `trainer` entry `", key,
                       "` is missing; the checkpoint is from an incompatible trainbus");
   }
   CheckpointData& data = loaded.data;
@@ -254,7 +268,8 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
   }
   data.hyper_parameters = to_state_dict(dict.at("hyper_parameters"), path, "hyper_parameters");
   data.datamodule = to_state_dict(dict.at("datamodule"), path, "datamodule");
-  for (const auto& [name, value] : to_state_dict(dict.at("callback_metrics"), path, "callback_metrics")) {
+  for (const auto& [name, value] :
+       to_state_dict(dict.at("callback_metrics"), path, "callback_metrics")) {
     data.callback_metrics.emplace(name, value.toDouble());
   }
   data.extra = to_state_dict(dict.at("extra"), path, "extra");
@@ -265,7 +280,8 @@ std::optional<CheckpointSummary> complete_checkpoint(const std::string& path) {
   try {
     const Manifest manifest = read_manifest(path);
     verify(path, manifest);
-    return CheckpointSummary{path, manifest.epoch(), manifest.global_step(), manifest.created_unix_ms()};
+    return CheckpointSummary{path, manifest.epoch(), manifest.global_step(),
+                             manifest.created_unix_ms()};
   } catch (const CheckpointError&) {
     return std::nullopt;  // not a checkpoint, or a damaged one
   }
@@ -277,7 +293,8 @@ std::vector<CheckpointSummary> list_complete_checkpoints(const std::string& dire
   for (const auto& entry : fs::directory_iterator(directory, error)) {
     const std::string path = entry.path().string();
     if (is_temporary_checkpoint(path) || !fs::is_directory(entry.path(), error)) continue;
-    if (std::optional<CheckpointSummary> summary = complete_checkpoint(path)) found.push_back(*summary);
+    if (std::optional<CheckpointSummary> summary = complete_checkpoint(path))
+      found.push_back(*summary);
   }
   std::sort(found.begin(), found.end(), [](const CheckpointSummary& a, const CheckpointSummary& b) {
     return std::tie(a.global_step, a.created_unix_ms) > std::tie(b.global_step, b.created_unix_ms);
@@ -299,16 +316,19 @@ CheckpointReport inspect_checkpoint(const std::string& path) {
     report.text = text.str();
     return report;
   }
-  text << "  format version    " << manifest.format_version() << " (trainbus " << manifest.framework_version()
-       << ", LibTorch " << manifest.libtorch_version() << ")\n";
-  text << "  progress          epoch " << manifest.epoch() << ", global step " << manifest.global_step()
-       << ", batches done in the epoch " << manifest.batches_done_in_epoch() << "\n";
-  text << "  weights only      " << (manifest.weights_only() ? "yes (cannot resume training)" : "no") << "\n";
+  text << "  format version    " << manifest.format_version() << " (trainbus "
+       << manifest.framework_version() << ", LibTorch " << manifest.libtorch_version() << ")\n";
+  text << "  progress          epoch " << manifest.epoch() << ", global step "
+       << manifest.global_step() << ", batches done in the epoch "
+       << manifest.batches_done_in_epoch() << "\n";
+  text << "  weights only      "
+       << (manifest.weights_only() ? "yes (cannot resume training)" : "no") << "\n";
   text << "  parts\n";
   for (const auto& part : manifest.parts()) {
     char line[200];
-    std::snprintf(line, sizeof line, "    %-14s %-16s %12llu bytes  crc32c %s\n", part.name().c_str(),
-                  part.file().c_str(), static_cast<unsigned long long>(part.size()), hex(part.crc32c()).c_str());
+    std::snprintf(line, sizeof line, "    %-14s %-16s %12llu bytes  crc32c %s\n",
+                  part.name().c_str(), part.file().c_str(),
+                  static_cast<unsigned long long>(part.size()), hex(part.crc32c()).c_str());
     text << line;
   }
   text << "  callback states  ";
@@ -316,7 +336,8 @@ CheckpointReport inspect_checkpoint(const std::string& path) {
   for (const auto& key : manifest.callback_state_keys()) text << " " << key;
   text << "\n  callback metrics ";
   if (manifest.callback_metrics().empty()) text << " (none)";
-  std::map<std::string, double> metrics(manifest.callback_metrics().begin(), manifest.callback_metrics().end());
+  std::map<std::string, double> metrics(manifest.callback_metrics().begin(),
+                                        manifest.callback_metrics().end());
   for (const auto& [name, value] : metrics) text << " " << name << "=" << value;
   text << "\n";
   try {

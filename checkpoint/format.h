@@ -30,7 +30,7 @@ struct LoadedCheckpoint {
   bool weights_only = false;
   torch::serialize::InputArchive model;
   std::vector<torch::serialize::InputArchive> optimizers;  ///< one per optimizer, in order
-  torch::serialize::InputArchive trainer;                  ///< "trainbus" (data), "schedulers", "rng.torch_cpu"
+  torch::serialize::InputArchive trainer;  ///< "trainbus" (data), "schedulers", "rng.torch_cpu"
 };
 
 /// Adds `data` as the part "trainer" (with the format version), for the Trainer to add the
@@ -68,6 +68,5 @@ std::optional<CheckpointSummary> complete_checkpoint(const std::string& path);
 /// The checkpoints directly in `directory` whose every part matches their manifest, newest first
 /// (by global step, then creation time). Temporary and damaged ones are left out.
 std::vector<CheckpointSummary> list_complete_checkpoints(const std::string& directory);
-
 
 }  // namespace trainbus::checkpoint

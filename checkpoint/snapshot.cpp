@@ -20,28 +20,31 @@ namespace {
 // A dense CPU copy in new memory (a real copy even when `tensor` is already on the CPU); dense, so
 // that it can be kept as a buffer for the next snapshot.
 at::Tensor new_cpu_copy(const at::Tensor& tensor) {
-  return tensor.detach().to(at::TensorOptions().device(at::kCPU), /*non_blocking=*/false, /*copy=*/true,
-                            at::MemoryFormat::Contiguous);
+  return tensor.detach().to(at::TensorOptions().device(at::kCPU), /*non_blocking=*/false,
+                            /*copy=*/true, at::MemoryFormat::Contiguous);
 }
 
 // A CPU copy that shares no storage with `tensor`: the snapshot must not change when training goes
 // on. Undefined stays undefined.
 at::Tensor private_copy(const at::Tensor& tensor, CheckpointSnapshot& snapshot) {
   if (!tensor.defined()) return tensor;
-  at::Tensor copy = snapshot.buffers != nullptr ? copy_into_buffer(*snapshot.buffers, tensor) : new_cpu_copy(tensor);
+  at::Tensor copy = snapshot.buffers != nullptr ? copy_into_buffer(*snapshot.buffers, tensor)
+                                                : new_cpu_copy(tensor);
   snapshot.tensor_bytes += copy.nbytes();
   snapshot.copies.push_back(copy);
   return copy;
 }
 
 // torch::nn::Module::save, with private copies when asked.
-void save_module(const torch::nn::Module& module, torch::serialize::OutputArchive& archive, bool copy_tensors,
-                 CheckpointSnapshot& snapshot) {
+void save_module(const torch::nn::Module& module, torch::serialize::OutputArchive& archive,
+                 bool copy_tensors, CheckpointSnapshot& snapshot) {
   for (const auto& parameter : module.named_parameters(/*recurse=*/false)) {
-    archive.write(parameter.key(), copy_tensors ? private_copy(parameter.value(), snapshot) : parameter.value());
+    archive.write(parameter.key(),
+                  copy_tensors ? private_copy(parameter.value(), snapshot) : parameter.value());
   }
   for (const auto& buffer : module.named_buffers(/*recurse=*/false)) {
-    archive.write(buffer.key(), copy_tensors ? private_copy(buffer.value(), snapshot) : buffer.value(),
+    archive.write(buffer.key(),
+                  copy_tensors ? private_copy(buffer.value(), snapshot) : buffer.value(),
                   /*is_buffer=*/true);
   }
   for (const auto& child : module.named_children()) {
@@ -82,12 +85,13 @@ bool for_each_state_tensor(torch::optim::OptimizerParamState& state, Visit&& vis
 
 // Whether copy_state knows this state type (LibTorch's own optimizers).
 bool copyable(const torch::optim::OptimizerParamState& state) {
-  return for_each_state_tensor(const_cast<torch::optim::OptimizerParamState&>(state), [](const at::Tensor&) {});
+  return for_each_state_tensor(const_cast<torch::optim::OptimizerParamState&>(state),
+                               [](const at::Tensor&) {});
 }
 
 // A copy of one parameter's optimizer state whose tensors are private (for a known state type).
-std::unique_ptr<torch::optim::OptimizerParamState> copy_state(const torch::optim::OptimizerParamState& state,
-                                                              CheckpointSnapshot& snapshot) {
+std::unique_ptr<torch::optim::OptimizerParamState> copy_state(
+    const torch::optim::OptimizerParamState& state, CheckpointSnapshot& snapshot) {
   std::unique_ptr<torch::optim::OptimizerParamState> copy = state.clone();  // shares the tensors
   for_each_state_tensor(*copy, [&](at::Tensor& field) { field = private_copy(field, snapshot); });
   return copy;
@@ -95,7 +99,8 @@ std::unique_ptr<torch::optim::OptimizerParamState> copy_state(const torch::optim
 
 // The tensors save_module writes, in its order.
 void module_tensors(const torch::nn::Module& module, std::vector<at::Tensor>& out) {
-  for (const auto& parameter : module.named_parameters(/*recurse=*/false)) out.push_back(parameter.value());
+  for (const auto& parameter : module.named_parameters(/*recurse=*/false))
+    out.push_back(parameter.value());
   for (const auto& buffer : module.named_buffers(/*recurse=*/false)) out.push_back(buffer.value());
   for (const auto& child : module.named_children()) {
     if (child.value()->is_serializable()) module_tensors(*child.value(), out);
@@ -124,7 +129,8 @@ at::Tensor TensorBufferTraits::allocate(const Layout& layout) {
 void TensorBufferTraits::touch(at::Tensor& tensor) { touch_pages(tensor); }
 
 bool TensorBufferTraits::reusable(const at::Tensor& tensor) {
-  return tensor.defined() && tensor.use_count() == 1 && tensor.storage().use_count() == 1 && tensor.is_contiguous();
+  return tensor.defined() && tensor.use_count() == 1 && tensor.storage().use_count() == 1 &&
+         tensor.is_contiguous();
 }
 
 at::Tensor copy_into_buffer(SnapshotBuffers& buffers, const at::Tensor& tensor) {
@@ -141,7 +147,8 @@ at::Tensor copy_into_buffer(SnapshotBuffers& buffers, const at::Tensor& tensor) 
 }
 
 std::vector<TensorBufferTraits::Layout> snapshot_layouts(
-    const torch::nn::Module& module, const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers) {
+    const torch::nn::Module& module,
+    const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers) {
   std::vector<at::Tensor> tensors;
   module_tensors(module, tensors);
   for (const auto& optimizer : optimizers) {
@@ -156,7 +163,8 @@ std::vector<TensorBufferTraits::Layout> snapshot_layouts(
   return layouts;
 }
 
-void snapshot_module(const torch::nn::Module& module, bool copy_tensors, CheckpointSnapshot& snapshot) {
+void snapshot_module(const torch::nn::Module& module, bool copy_tensors,
+                     CheckpointSnapshot& snapshot) {
   CheckpointPart part("model", "model.pt");
   save_module(module, part.archive, copy_tensors, snapshot);
   snapshot.parts.push_back(std::move(part));
@@ -174,8 +182,8 @@ void snapshot_optimizer(torch::optim::Optimizer& optimizer, std::size_t index, b
   // Optimizer::save writes whatever state objects the optimizer holds: hand it private copies for
   // the duration of the call, then put the live ones back.
   auto& state = optimizer.state();
-  const bool known =
-      std::all_of(state.begin(), state.end(), [](const auto& entry) { return copyable(*entry.second); });
+  const bool known = std::all_of(state.begin(), state.end(),
+                                 [](const auto& entry) { return copyable(*entry.second); });
   if (!known) {
     // A custom optimizer: serialise its live state now, on this thread, into memory.
     optimizer.save(part.archive);

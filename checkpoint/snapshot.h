@@ -20,7 +20,8 @@ namespace trainbus::checkpoint {
 /// One file of a checkpoint directory, ready to be serialised: a LibTorch archive, or (for an
 /// optimizer whose state cannot be copied tensor by tensor) the archive already serialised.
 struct CheckpointPart {
-  CheckpointPart(std::string name_in, std::string file_in) : name(std::move(name_in)), file(std::move(file_in)) {}
+  CheckpointPart(std::string name_in, std::string file_in)
+      : name(std::move(name_in)), file(std::move(file_in)) {}
   std::string name;  ///< "model", "optimizer_0", "trainer"
   std::string file;  ///< "model.pt"
   torch::serialize::OutputArchive archive;
@@ -35,7 +36,9 @@ struct TensorBufferTraits {
   static Layout layout_of(const at::Tensor& tensor);
   static at::Tensor allocate(const Layout& layout);
   static void touch(at::Tensor& tensor);
-  static std::size_t bytes_of(const at::Tensor& tensor) { return tensor.defined() ? tensor.nbytes() : 0; }
+  static std::size_t bytes_of(const at::Tensor& tensor) {
+    return tensor.defined() ? tensor.nbytes() : 0;
+  }
   /// A dense tensor nobody else can see: not a view, not shared with a tensor still in use.
   static bool reusable(const at::Tensor& tensor);
 };
@@ -61,14 +64,16 @@ struct CheckpointSnapshot {
   std::vector<at::Tensor> copies;
 };
 
-/// The layouts of the tensors a snapshot of `module` and `optimizers` copies, in the order it copies
-/// them; for SnapshotBuffers::prepare.
+/// The layouts of the tensors a snapshot of `module` and `optimizers` copies, in the order it
+/// copies them; for SnapshotBuffers::prepare.
 std::vector<TensorBufferTraits::Layout> snapshot_layouts(
-    const torch::nn::Module& module, const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers);
+    const torch::nn::Module& module,
+    const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers);
 
 /// Adds the module's parameters and buffers as the part "model", laid out as
 /// torch::nn::Module::save lays them out (so Module::load reads it).
-void snapshot_module(const torch::nn::Module& module, bool copy_tensors, CheckpointSnapshot& snapshot);
+void snapshot_module(const torch::nn::Module& module, bool copy_tensors,
+                     CheckpointSnapshot& snapshot);
 
 /// Adds one optimizer's state as the part "optimizer_<index>", laid out as Optimizer::save.
 /// Copies the state of LibTorch's SGD, Adam, AdamW, Adagrad and RMSprop tensor by tensor; other

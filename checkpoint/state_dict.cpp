@@ -5,8 +5,8 @@
 #include <vector>
 
 #include <ATen/core/Dict.h>
-#include <ATen/core/jit_type.h>
 #include <ATen/core/ivalue_inl.h>
+#include <ATen/core/jit_type.h>
 
 namespace trainbus::checkpoint {
 
@@ -14,7 +14,8 @@ const c10::IValue& StateDict::at(const std::string& key) const {
   auto it = entries_.find(key);
   if (it != entries_.end()) return it->second;
   std::string present;
-  for (const auto& [name, value] : entries_) present += (present.empty() ? "`" : ", `") + name + "`";
+  for (const auto& [name, value] : entries_)
+    present += (present.empty() ? "`" : ", `") + name + "`";
   throw std::out_of_range("state has no entry `" + key + "`; it holds " +
                           (present.empty() ? std::string("nothing") : present));
 }
@@ -35,8 +36,8 @@ c10::IValue cpu_deep_copy(const c10::IValue& value, std::map<const void*, at::Te
     if (!tensor.defined()) return value;
     at::Tensor& copy = copied[tensor.unsafeGetTensorImpl()];
     if (!copy.defined()) {
-      copy = tensor.detach().to(at::TensorOptions().device(at::kCPU), /*non_blocking=*/false, /*copy=*/true,
-                                at::MemoryFormat::Contiguous);
+      copy = tensor.detach().to(at::TensorOptions().device(at::kCPU), /*non_blocking=*/false,
+                                /*copy=*/true, at::MemoryFormat::Contiguous);
     }
     return copy;
   }
@@ -55,11 +56,12 @@ c10::IValue cpu_deep_copy(const c10::IValue& value, std::map<const void*, at::Te
   }
   if (value.isTuple()) {
     std::vector<c10::IValue> elements;
-    for (const c10::IValue& element : value.toTupleRef().elements()) elements.push_back(cpu_deep_copy(element, copied));
+    for (const c10::IValue& element : value.toTupleRef().elements())
+      elements.push_back(cpu_deep_copy(element, copied));
     return c10::ivalue::Tuple::create(std::move(elements));
   }
-  if (value.isObject() || value.isCapsule() || value.isFuture() || value.isRRef() || value.isEnum() ||
-      value.isPyObject()) {
+  if (value.isObject() || value.isCapsule() || value.isFuture() || value.isRRef() ||
+      value.isEnum() || value.isPyObject()) {
     return value.deepcopy();  // rare in a state; LibTorch's own deep copy
   }
   return value;  // numbers, strings, None, devices: immutable
@@ -80,7 +82,8 @@ StateDict StateDict::from_ivalue(const c10::IValue& value, const std::string& wh
   }
   StateDict state;
   for (const auto& entry : value.toGenericDict()) {
-    if (!entry.key().isString()) throw std::invalid_argument(what + " has a key that is not a string");
+    if (!entry.key().isString())
+      throw std::invalid_argument(what + " has a key that is not a string");
     state.entries_[entry.key().toStringRef()] = entry.value();
   }
   return state;

@@ -21,7 +21,9 @@ class StateDict {
   /// Sets `key` to `value`, replacing an earlier value.
   void insert(const std::string& key, c10::IValue value) { entries_[key] = std::move(value); }
   /// Sets `key` to a nested StateDict.
-  void insert(const std::string& key, const StateDict& nested) { entries_[key] = nested.to_ivalue(); }
+  void insert(const std::string& key, const StateDict& nested) {
+    entries_[key] = nested.to_ivalue();
+  }
 
   bool contains(const std::string& key) const { return entries_.count(key) > 0; }
   /// The value of `key`; throws std::out_of_range naming the key and the keys present.
@@ -37,8 +39,8 @@ class StateDict {
   /// As a generic dict (Dict[str, Any]), for serialisation. Shares tensors and lists with this.
   c10::IValue to_ivalue() const;
   /// A copy that shares nothing with this one, for a checkpoint that must not change when its owner
-  /// goes on changing its state: lists, dicts and tuples copied, tensors copied to dense CPU tensors
-  /// (detached; a CUDA state costs no GPU memory while its save is pending).
+  /// goes on changing its state: lists, dicts and tuples copied, tensors copied to dense CPU
+  /// tensors (detached; a CUDA state costs no GPU memory while its save is pending).
   StateDict deep_copy() const;
   /// From a dict with string keys; throws std::invalid_argument naming `what` otherwise.
   static StateDict from_ivalue(const c10::IValue& value, const std::string& what = "state");
@@ -52,6 +54,7 @@ class StateDict {
 }  // namespace trainbus::checkpoint
 
 namespace trainbus {
-/// Callbacks, modules and data modules say `StateDict`: the checkpoint layer's type, in their namespace.
+/// Callbacks, modules and data modules say `StateDict`: the checkpoint layer's type, in their
+/// namespace.
 using checkpoint::StateDict;
 }  // namespace trainbus

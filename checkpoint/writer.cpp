@@ -11,10 +11,10 @@
 
 #include <boost/asio/thread_pool.hpp>
 
-#include "checkpoint/files.h"
-#include "base/errors.h"
 #include "base/diagnostics.h"
+#include "base/errors.h"
 #include "base/post_task.h"
+#include "checkpoint/files.h"
 
 namespace trainbus::checkpoint {
 
@@ -59,7 +59,8 @@ CheckpointWriter::CheckpointWriter(const BufferCounters* buffers)
 
 CheckpointWriter::~CheckpointWriter() {
   if (std::exception_ptr error = wait_quietly()) {
-    warn("a checkpoint failed and nobody asked for the error before shutdown: " + describe_exception(error));
+    warn("a checkpoint failed and nobody asked for the error before shutdown: " +
+         describe_exception(error));
   }
   threads_->writer.join();
   threads_->preparer.join();
@@ -82,14 +83,16 @@ void CheckpointWriter::prepare_in_background(std::function<void()> task) {
 }
 
 std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
-  TRAINBUS_CHECK(job.payload != nullptr, "CheckpointWriter::submit: the job for ", job.path, " has no payload");
+  TRAINBUS_CHECK(job.payload != nullptr, "CheckpointWriter::submit: the job for ", job.path,
+                 " has no payload");
   check();
   const std::size_t bytes = job.payload->bytes();
   std::optional<std::string> replaced;
   std::unique_ptr<CheckpointPayload> superseded;  // destroyed outside the lock
   {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (pending_ && (pending_->replace_group.empty() || pending_->replace_group != job.replace_group)) {
+    if (pending_ &&
+        (pending_->replace_group.empty() || pending_->replace_group != job.replace_group)) {
       ++stats_.waited;
       idle_.wait(lock, [&] { return !pending_; });
     }
@@ -102,7 +105,8 @@ std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
         ++stats_.replaced;
         replaced = pending_->path;
         stats_.bytes_held -= pending_->payload->bytes();
-        job.remove_after_commit.insert(job.remove_after_commit.begin(), pending_->remove_after_commit.begin(),
+        job.remove_after_commit.insert(job.remove_after_commit.begin(),
+                                       pending_->remove_after_commit.begin(),
                                        pending_->remove_after_commit.end());
         superseded = std::move(pending_->payload);
       }
@@ -115,14 +119,16 @@ std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
     std::shared_ptr<CheckpointJob> shared;
     try {
       shared = std::make_shared<CheckpointJob>(std::move(job));
-      ::trainbus::detail::post_task(threads_->writer, [this, shared] { write_in_background(std::move(*shared)); });
+      ::trainbus::detail::post_task(threads_->writer,
+                                    [this, shared] { write_in_background(std::move(*shared)); });
     } catch (...) {
       --stats_.submitted;
       stats_.bytes_held -= bytes;
       superseded = shared ? std::move(shared->payload) : std::move(job.payload);
       const std::string& path = shared ? shared->path : job.path;
-      throw CheckpointError(::trainbus::detail::concat("cannot start writing checkpoint ", path, " in the background: ",
-                                           describe_exception(std::current_exception())));
+      throw CheckpointError(::trainbus::detail::concat(
+          "cannot start writing checkpoint ", path,
+          " in the background: ", describe_exception(std::current_exception())));
     }
     busy_ = true;
     stats_.peak_bytes_held = std::max(stats_.peak_bytes_held, stats_.bytes_held);
@@ -147,16 +153,20 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
         if (old != job.path) remove_checkpoint(old);
       }
     } catch (...) {
-      std::string message = written ? ::trainbus::detail::concat("checkpoint ", job.path, " was written, but what follows it failed: ",
-                                                     describe_exception(std::current_exception()))
-                                     : describe_exception(std::current_exception());
+      std::string message =
+          written ? ::trainbus::detail::concat("checkpoint ", job.path,
+                                               " was written, but what follows it failed: ",
+                                               describe_exception(std::current_exception()))
+                  : describe_exception(std::current_exception());
       if (written && !job.remove_after_commit.empty()) {
         message += "; kept " + joined(job.remove_after_commit) + ", which it would have replaced";
       }
-      if (message.find(job.path) == std::string::npos) message = "cannot write checkpoint " + job.path + ": " + message;
+      if (message.find(job.path) == std::string::npos)
+        message = "cannot write checkpoint " + job.path + ": " + message;
       failure = std::make_exception_ptr(CheckpointError(message));
     }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const std::size_t bytes = job.payload->bytes();
     job.payload.reset();  // gives a snapshot's buffers back for the next one
     const double cpu_seconds = thread_cpu_seconds() - cpu_start;
@@ -170,7 +180,8 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
     if (failure) {
       ++stats_.failed;
       // The first failure is the one to fix. NOTE: released under the lock, so that ThreadSanitizer
-      // sees the exception freed before any reader of error_ (libstdc++'s count is not instrumented).
+      // sees the exception freed before any reader of error_ (libstdc++'s count is not
+      // instrumented).
       if (!error_) error_ = std::move(failure);
       failure = nullptr;
       has_error_.store(true, std::memory_order_relaxed);
@@ -213,7 +224,9 @@ void CheckpointWriter::check() {
   if (error) std::rethrow_exception(error);
 }
 
-bool CheckpointWriter::has_error() const noexcept { return has_error_.load(std::memory_order_relaxed); }
+bool CheckpointWriter::has_error() const noexcept {
+  return has_error_.load(std::memory_order_relaxed);
+}
 
 CheckpointWriterStats CheckpointWriter::stats() const {
   CheckpointWriterStats stats;

@@ -52,18 +52,19 @@ struct CheckpointJob {
 /// Counters for reports, tests and the benchmark.
 struct CheckpointWriterStats {
   uint64_t submitted = 0;
-  uint64_t written = 0;   ///< checkpoints made durable under their final name
-  uint64_t replaced = 0;  ///< pending saves superseded by a newer one before they started
-  uint64_t failed = 0;    ///< saves whose write, or whose after_commit, failed
-  uint64_t waited = 0;    ///< submits that waited for a pending save of another group to start
-  std::size_t bytes_held = 0;       ///< payload bytes of the saves in flight or pending now
+  uint64_t written = 0;        ///< checkpoints made durable under their final name
+  uint64_t replaced = 0;       ///< pending saves superseded by a newer one before they started
+  uint64_t failed = 0;         ///< saves whose write, or whose after_commit, failed
+  uint64_t waited = 0;         ///< submits that waited for a pending save of another group to start
+  std::size_t bytes_held = 0;  ///< payload bytes of the saves in flight or pending now
   std::size_t peak_bytes_held = 0;  ///< most ever held at once (at most two payloads)
   std::size_t bytes_kept = 0;       ///< buffers kept or prepared for the next snapshot to copy into
-  uint64_t prepared = 0;            ///< buffer preparations asked for (trainer.checkpoints().prepare())
-  uint64_t fresh_copies = 0;        ///< copies made into new memory (no buffer kept or prepared)
+  uint64_t prepared = 0;      ///< buffer preparations asked for (trainer.checkpoints().prepare())
+  uint64_t fresh_copies = 0;  ///< copies made into new memory (no buffer kept or prepared)
   double last_write_seconds = 0.0;  ///< write + fsync + rename of the last one written
-  double write_cpu_seconds = 0.0;   ///< CPU time of all writes: what they take from training on busy cores
-  double prepare_cpu_seconds = 0.0; ///< CPU time of all buffer preparations
+  double write_cpu_seconds =
+      0.0;  ///< CPU time of all writes: what they take from training on busy cores
+  double prepare_cpu_seconds = 0.0;  ///< CPU time of all buffer preparations
 };
 
 /// At most one save in flight and one pending, so memory holds at most two payloads (and the

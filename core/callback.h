@@ -7,10 +7,10 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "data/batch.h"
 #include "checkpoint/checkpoint_data.h"
 #include "checkpoint/state_dict.h"
 #include "core/step_output.h"
+#include "data/batch.h"
 #include "events/common.h"
 
 namespace torch::optim {
@@ -45,7 +45,8 @@ class Callback {
   virtual std::string state_key() const;
   /// Declares that state_dict() returns state (Lightning decides this by whether state_dict is
   /// overridden, which C++ cannot see): the Trainer then refuses a second stateful callback with
-  /// the same state_key() when it is built, rather than at the first save. Never calls state_dict().
+  /// the same state_key() when it is built, rather than at the first save. Never calls
+  /// state_dict().
   virtual bool stateful() const { return false; }
   /// State saved in checkpoints, called when one is saved; saved when not empty (as Lightning).
   virtual StateDict state_dict() const { return {}; }
@@ -74,7 +75,8 @@ class Callback {
   /// After validation that is due at the epoch end. Epoch metrics are in callback_metrics.
   virtual void on_train_epoch_end(Trainer& trainer, Module& module) {}
   /// After the batch is on the device, before training_step.
-  virtual void on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) {}
+  virtual void on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch,
+                                    int64_t batch_idx) {}
   /// After the optimizer step (or accumulation) of the batch; `outputs` is training_step's return.
   virtual void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
                                   const Batch& batch, int64_t batch_idx) {}
@@ -86,43 +88,51 @@ class Callback {
   virtual void on_validation_end(Trainer& trainer, Module& module) {}
   virtual void on_validation_epoch_start(Trainer& trainer, Module& module) {}
   virtual void on_validation_epoch_end(Trainer& trainer, Module& module) {}
-  virtual void on_validation_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) {}
+  virtual void on_validation_batch_start(Trainer& trainer, Module& module, const Batch& batch,
+                                         int64_t batch_idx) {}
   virtual void on_validation_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
                                        const Batch& batch, int64_t batch_idx) {}
   virtual void on_test_start(Trainer& trainer, Module& module) {}
   virtual void on_test_end(Trainer& trainer, Module& module) {}
   virtual void on_test_epoch_start(Trainer& trainer, Module& module) {}
   virtual void on_test_epoch_end(Trainer& trainer, Module& module) {}
-  virtual void on_test_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) {}
+  virtual void on_test_batch_start(Trainer& trainer, Module& module, const Batch& batch,
+                                   int64_t batch_idx) {}
   virtual void on_test_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
                                  const Batch& batch, int64_t batch_idx) {}
   virtual void on_predict_start(Trainer& trainer, Module& module) {}
   virtual void on_predict_end(Trainer& trainer, Module& module) {}
   virtual void on_predict_epoch_start(Trainer& trainer, Module& module) {}
   virtual void on_predict_epoch_end(Trainer& trainer, Module& module) {}
-  virtual void on_predict_batch_start(Trainer& trainer, Module& module, const Batch& batch, int64_t batch_idx) {}
+  virtual void on_predict_batch_start(Trainer& trainer, Module& module, const Batch& batch,
+                                      int64_t batch_idx) {}
   virtual void on_predict_batch_end(Trainer& trainer, Module& module, const at::Tensor& outputs,
                                     const Batch& batch, int64_t batch_idx) {}
 
   // ---- optimization, in the order they fire within a batch ----
 
-  /// After training_step, before optimizer.zero_grad(), on the first batch of each accumulation window.
-  virtual void on_before_zero_grad(Trainer& trainer, Module& module, torch::optim::Optimizer& optimizer) {}
+  /// After training_step, before optimizer.zero_grad(), on the first batch of each accumulation
+  /// window.
+  virtual void on_before_zero_grad(Trainer& trainer, Module& module,
+                                   torch::optim::Optimizer& optimizer) {}
   /// Right before loss.backward(); `loss` is divided by accumulate_grad_batches.
   virtual void on_before_backward(Trainer& trainer, Module& module, const at::Tensor& loss) {}
   /// After loss.backward() and before optimizers are stepped.
   virtual void on_after_backward(Trainer& trainer, Module& module) {}
   /// Before gradient clipping and optimizer.step(); gradients are final here.
-  virtual void on_before_optimizer_step(Trainer& trainer, Module& module, torch::optim::Optimizer& optimizer) {}
+  virtual void on_before_optimizer_step(Trainer& trainer, Module& module,
+                                        torch::optim::Optimizer& optimizer) {}
   /// After optimizer.step(); trainer.global_step() already counts it. (trainbus addition)
-  virtual void on_after_optimizer_step(Trainer& trainer, Module& module, torch::optim::Optimizer& optimizer) {}
+  virtual void on_after_optimizer_step(Trainer& trainer, Module& module,
+                                       torch::optim::Optimizer& optimizer) {}
 
   // ---- checkpoints and errors ----
 
   /// When a checkpoint is assembled, after every callback's state_dict(); may add to `extra`.
   virtual void on_save_checkpoint(Trainer& trainer, Module& module, CheckpointData& checkpoint) {}
   /// When fit resumes: after the module's on_load_checkpoint, before load_state_dict.
-  virtual void on_load_checkpoint(Trainer& trainer, Module& module, const CheckpointData& checkpoint) {}
+  virtual void on_load_checkpoint(Trainer& trainer, Module& module,
+                                  const CheckpointData& checkpoint) {}
   /// When an exception leaves a step, a hook or the loop; then it leaves fit() unchanged.
   /// Exceptions that are not std::exception arrive as std::runtime_error("unknown exception").
   virtual void on_exception(Trainer& trainer, Module& module, const std::exception& error) {}

@@ -11,7 +11,8 @@ namespace trainbus {
 /// Tuner callbacks first, then the others in list order, checkpoint callbacks last; stable within
 /// each group. Throws MisconfigurationError for a null entry or two callbacks that declare
 /// themselves stateful() with the same state_key(). Calls no state_dict().
-std::vector<std::shared_ptr<Callback>> order_callbacks(std::vector<std::shared_ptr<Callback>> callbacks);
+std::vector<std::shared_ptr<Callback>> order_callbacks(
+    std::vector<std::shared_ptr<Callback>> callbacks);
 
 /// The demangled class name of a callback, for messages.
 std::string callback_name(const Callback& callback);

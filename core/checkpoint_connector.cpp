@@ -29,16 +29,17 @@ struct SchedulerStepCount : torch::optim::LRScheduler {
   }
 };
 
-
 std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
 
 // An asynchronous save's snapshot, for the writer: written on its thread, then its tensor copies
 // go back to the buffers for the next snapshot.
 class SnapshotPayload final : public checkpoint::CheckpointPayload {
  public:
-  explicit SnapshotPayload(std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot) : snapshot_(std::move(snapshot)) {}
+  explicit SnapshotPayload(std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot)
+      : snapshot_(std::move(snapshot)) {}
   ~SnapshotPayload() override {
-    // The archives go first: then nothing but `copies` holds the tensor copies, and they can be reused.
+    // The archives go first: then nothing but `copies` holds the tensor copies, and they can be
+    // reused.
     snapshot_->parts.clear();
     if (snapshot_->buffers == nullptr) return;
     try {
@@ -64,8 +65,9 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
     const std::string& path, bool weights_only, checkpoint::SnapshotBuffers* copies_into) {
   Trainer& t = trainer_;
   const bool copy_tensors = copies_into != nullptr;
-  TRAINBUS_CHECK(t.module_ != nullptr && t.fn_ == Stage::kFit, "Trainer::save_checkpoint(\"", path,
-                 "\") needs a running fit: call it from a callback or a module hook during Trainer::fit");
+  TRAINBUS_CHECK(
+      t.module_ != nullptr && t.fn_ == Stage::kFit, "Trainer::save_checkpoint(\"", path,
+      "\") needs a running fit: call it from a callback or a module hook during Trainer::fit");
   auto snapshot = std::make_unique<checkpoint::CheckpointSnapshot>();
   snapshot->weights_only = weights_only;
   snapshot->buffers = copies_into;
@@ -86,7 +88,8 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
       if (state.empty()) continue;
       const std::string key = callback->state_key();
       auto [owner, first] = owners.emplace(key, callback_name(*callback));
-      TRAINBUS_CHECK(first, duplicate_state_key_message(key, owner->second, callback_name(*callback)));
+      TRAINBUS_CHECK(first,
+                     duplicate_state_key_message(key, owner->second, callback_name(*callback)));
       data.callbacks.emplace(key, std::move(state));
     }
     data.datamodule = t.data_->state_dict();
@@ -102,7 +105,9 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
     data.datamodule = data.datamodule.deep_copy();
     data.extra = data.extra.deep_copy();
   }
-  t.bus_.publish_lazy<events::SaveCheckpoint>([&] { return events::SaveCheckpoint{t.event_progress(), path}; });
+  t.bus_.publish_lazy<events::SaveCheckpoint>([&] {
+    return events::SaveCheckpoint{t.event_progress(), path};
+  });
 
   checkpoint::snapshot_module(*t.module_, copy_tensors, *snapshot);
   if (!weights_only) {
@@ -113,7 +118,8 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
   torch::serialize::OutputArchive& trainer = checkpoint::add_trainer_part(*snapshot);
   if (!weights_only) {
     c10::List<int64_t> scheduler_steps;
-    for (const auto& config : t.schedulers_) scheduler_steps.push_back(SchedulerStepCount::of(*config.scheduler));
+    for (const auto& config : t.schedulers_)
+      scheduler_steps.push_back(SchedulerStepCount::of(*config.scheduler));
     trainer.write("schedulers", scheduler_steps);
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(generator.mutex());
@@ -134,7 +140,8 @@ void CheckpointConnector::save(const std::string& path, SaveCheckpointOptions op
   }
   // In order with the background saves: an older one must not land after this one.
   wait();
-  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot = take_snapshot(path, options.weights_only(), nullptr);
+  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot =
+      take_snapshot(path, options.weights_only(), nullptr);
   checkpoint::write_checkpoint(*snapshot, path);
 }
 
@@ -150,7 +157,8 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
   checkpoint::CheckpointWriter& writer = writer_for_saves();
   checkpoint::CheckpointJob job;
   job.path = request.path;
-  job.payload = std::make_unique<SnapshotPayload>(take_snapshot(request.path, request.weights_only, buffers_.get()));
+  job.payload = std::make_unique<SnapshotPayload>(
+      take_snapshot(request.path, request.weights_only, buffers_.get()));
   job.remove_after_commit = std::move(request.remove_after_commit);
   job.after_commit = std::move(request.after_commit);
   job.replace_group = std::move(request.replace_group);
@@ -162,13 +170,15 @@ void CheckpointConnector::prepare() {
   if (t.module_ == nullptr || t.fn_ != Stage::kFit) return;
   checkpoint::CheckpointWriter& writer = writer_for_saves();
   checkpoint::SnapshotBuffers& buffers = *buffers_;
-  if (!buffers.request_prepare(checkpoint::snapshot_layouts(*t.module_, t.optimizers_))) return;  // folded
+  if (!buffers.request_prepare(checkpoint::snapshot_layouts(*t.module_, t.optimizers_)))
+    return;  // folded
   try {
     writer.prepare_in_background([&buffers] { buffers.prepare(); });
   } catch (const std::exception& e) {
     // Preparing is only a speed-up: the save copies into new memory instead.
     buffers.cancel_prepare();  // else the next snapshot would wait for buffers nobody prepares
-    warn(std::string("cannot prepare checkpoint buffers ahead (") + e.what() + "); the next save copies into new memory");
+    warn(std::string("cannot prepare checkpoint buffers ahead (") + e.what() +
+         "); the next save copies into new memory");
   }
 }
 
@@ -176,7 +186,9 @@ void CheckpointConnector::wait() {
   if (writer_) writer_->wait();
 }
 
-std::exception_ptr CheckpointConnector::wait_quietly() { return writer_ ? writer_->wait_quietly() : nullptr; }
+std::exception_ptr CheckpointConnector::wait_quietly() {
+  return writer_ ? writer_->wait_quietly() : nullptr;
+}
 
 void CheckpointConnector::check() {
   if (writer_ && writer_->has_error()) writer_->check();
@@ -193,27 +205,32 @@ std::string CheckpointConnector::resolve_ckpt_path(const std::string& ckpt_path)
     found = ckpt_path == "best" ? saver->best_model_path() : saver->find_last_checkpoint();
     if (!found.empty()) break;
   }
-  TRAINBUS_CHECK_AS(CheckpointError, any, "ckpt_path=\"", ckpt_path,
-                    "\" needs a checkpoint callback (ModelCheckpoint) to find the checkpoint; pass one to the "
-                    "Trainer, or give ckpt_path as a directory");
+  TRAINBUS_CHECK_AS(
+      CheckpointError, any, "ckpt_path=\"", ckpt_path,
+      "\" needs a checkpoint callback (ModelCheckpoint) to find the checkpoint; pass one to the "
+      "Trainer, or give ckpt_path as a directory");
   TRAINBUS_CHECK_AS(CheckpointError, !found.empty(), "ckpt_path=\"", ckpt_path, "\": ",
-                    ckpt_path == "best" ? "no best checkpoint is known yet (best_model_path is empty)"
-                                        : "no complete checkpoint found in the checkpoint callback's directory",
+                    ckpt_path == "best"
+                        ? "no best checkpoint is known yet (best_model_path is empty)"
+                        : "no complete checkpoint found in the checkpoint callback's directory",
                     "; give ckpt_path as a directory, or start without one");
   return found;
 }
 
-void CheckpointConnector::restore_modules_and_callbacks(const checkpoint::LoadedCheckpoint& checkpoint) {
+void CheckpointConnector::restore_modules_and_callbacks(
+    const checkpoint::LoadedCheckpoint& checkpoint) {
   Trainer& t = trainer_;
   try {
     t.module_->load(const_cast<torch::serialize::InputArchive&>(checkpoint.model));
   } catch (const c10::Error& error) {
-    throw CheckpointError(::trainbus::detail::concat("checkpoint ", checkpoint.path, ": part `model` does not fit ",
-                                         t.module_->name(), ": ", first_line(error.what_without_backtrace())));
+    throw CheckpointError(::trainbus::detail::concat(
+        "checkpoint ", checkpoint.path, ": part `model` does not fit ", t.module_->name(), ": ",
+        first_line(error.what_without_backtrace())));
   }
   t.data_->load_state_dict(checkpoint.data.datamodule);
   t.module_->on_load_checkpoint(checkpoint.data);
-  for (const auto& callback : t.callbacks_) callback->on_load_checkpoint(t, *t.module_, checkpoint.data);
+  for (const auto& callback : t.callbacks_)
+    callback->on_load_checkpoint(t, *t.module_, checkpoint.data);
   std::set<std::string> restored;
   for (const auto& callback : t.callbacks_) {
     auto it = checkpoint.data.callbacks.find(callback->state_key());
@@ -224,23 +241,29 @@ void CheckpointConnector::restore_modules_and_callbacks(const checkpoint::Loaded
   for (const auto& [key, state] : checkpoint.data.callbacks) {
     if (restored.count(key) == 0) {
       warn("checkpoint " + checkpoint.path + " holds the state of callback `" + key +
-           "`, which matches no callback of this Trainer; it is ignored. Pass the callbacks the checkpoint was "
+           "`, which matches no callback of this Trainer; it is ignored. Pass the callbacks the "
+           "checkpoint was "
            "made with to restore it.");
     }
   }
-  t.bus_.publish_lazy<events::LoadCheckpoint>([&] { return events::LoadCheckpoint{t.event_progress(), checkpoint.path}; });
+  t.bus_.publish_lazy<events::LoadCheckpoint>([&] {
+    return events::LoadCheckpoint{t.event_progress(), checkpoint.path};
+  });
 }
 
 void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpoint& checkpoint) {
   Trainer& t = trainer_;
   const std::string& path = checkpoint.path;
-  TRAINBUS_CHECK_AS(CheckpointError, !checkpoint.weights_only, "checkpoint ", path,
-                    " holds only the model weights (save_weights_only), so training cannot resume from it; "
-                    "load the weights into the module instead, or resume from a full checkpoint");
+  TRAINBUS_CHECK_AS(
+      CheckpointError, !checkpoint.weights_only, "checkpoint ", path,
+      " holds only the model weights (save_weights_only), so training cannot resume from it; "
+      "load the weights into the module instead, or resume from a full checkpoint");
   auto& archive = const_cast<torch::serialize::InputArchive&>(checkpoint.trainer);
-  TRAINBUS_CHECK_AS(CheckpointError, checkpoint.optimizers.size() == t.optimizers_.size(), "checkpoint ", path,
-                    " holds the state of ", checkpoint.optimizers.size(), " optimizers but configure_optimizers() "
-                    "returned ", t.optimizers_.size());
+  TRAINBUS_CHECK_AS(CheckpointError, checkpoint.optimizers.size() == t.optimizers_.size(),
+                    "checkpoint ", path, " holds the state of ", checkpoint.optimizers.size(),
+                    " optimizers but configure_optimizers() "
+                    "returned ",
+                    t.optimizers_.size());
   try {
     for (size_t i = 0; i < t.optimizers_.size(); ++i) {
       t.optimizers_[i]->load(const_cast<torch::serialize::InputArchive&>(checkpoint.optimizers[i]));
@@ -248,8 +271,9 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
     c10::IValue scheduler_steps;
     archive.read("schedulers", scheduler_steps);
     const auto steps = scheduler_steps.toIntList();
-    TRAINBUS_CHECK_AS(CheckpointError, steps.size() == t.schedulers_.size(), "checkpoint ", path, " holds ",
-                      steps.size(), " LR schedulers but configure_optimizers() returned ", t.schedulers_.size());
+    TRAINBUS_CHECK_AS(CheckpointError, steps.size() == t.schedulers_.size(), "checkpoint ", path,
+                      " holds ", steps.size(),
+                      " LR schedulers but configure_optimizers() returned ", t.schedulers_.size());
     for (size_t i = 0; i < t.schedulers_.size(); ++i) {
       SchedulerStepCount::of(*t.schedulers_[i].scheduler) = static_cast<unsigned>(steps.get(i));
     }
@@ -260,8 +284,9 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(rng_state);
   } catch (const c10::Error& error) {
-    throw CheckpointError(::trainbus::detail::concat("checkpoint ", path, ": cannot restore the optimizer state: ",
-                                         first_line(error.what_without_backtrace())));
+    throw CheckpointError(::trainbus::detail::concat(
+        "checkpoint ", path,
+        ": cannot restore the optimizer state: ", first_line(error.what_without_backtrace())));
   }
 
   const StateDict& loops = checkpoint.data.loops;

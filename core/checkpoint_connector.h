@@ -48,12 +48,13 @@ class CheckpointConnector {
   CheckpointConnector& operator=(const CheckpointConnector&) = delete;
 
   /// For checkpoint callbacks: copies the running fit's state now and writes it in the background
-  /// (see Trainer::save_checkpoint). Returns the path of a pending save it replaced (never written),
-  /// if any. Throws the CheckpointError of an earlier background save that failed.
+  /// (see Trainer::save_checkpoint). Returns the path of a pending save it replaced (never
+  /// written), if any. Throws the CheckpointError of an earlier background save that failed.
   std::optional<std::string> submit(CheckpointRequest request);
   /// An asynchronous save is expected within about a step: prepares the memory its snapshot copies
   /// into on a background thread (allocated, every page touched), so that the copy on the training
-  /// thread runs at memory speed. Optional: without it the save is the same, its copy may stall longer.
+  /// thread runs at memory speed. Optional: without it the save is the same, its copy may stall
+  /// longer.
   void prepare();
   /// Blocks until every asynchronous save is durable, then raises a failed one as CheckpointError.
   void wait();
@@ -69,7 +70,8 @@ class CheckpointConnector {
   void save(const std::string& path, SaveCheckpointOptions options);
   /// With `copies_into`, the snapshot holds private copies (made in those buffers); without, it
   /// references the live tensors and must be written before training goes on.
-  std::unique_ptr<checkpoint::CheckpointSnapshot> take_snapshot(const std::string& path, bool weights_only,
+  std::unique_ptr<checkpoint::CheckpointSnapshot> take_snapshot(const std::string& path,
+                                                                bool weights_only,
                                                                 SnapshotBuffers* copies_into);
   checkpoint::CheckpointWriter& writer_for_saves();
   /// Raises the CheckpointError of a background save, if one failed (cheap: every batch).

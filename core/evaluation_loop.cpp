@@ -2,10 +2,10 @@
 // (Lightning's _EvaluationLoop and _PredictionLoop).
 #include <torch/utils.h>
 
+#include "base/errors.h"
+#include "core/detail/trainer_hooks.h"
 #include "core/tensor_ref.h"
 #include "core/trainer.h"
-#include "core/detail/trainer_hooks.h"
-#include "base/errors.h"
 
 namespace trainbus {
 namespace {
@@ -28,9 +28,12 @@ struct ValidationHooks {
   static void batch_start(Callback& c, Trainer& t, Module& m, const Batch& b, int64_t i) {
     c.on_validation_batch_start(t, m, b, i);
   }
-  static void batch_start(Module& m, const Batch& b, int64_t i) { m.on_validation_batch_start(b, i); }
+  static void batch_start(Module& m, const Batch& b, int64_t i) {
+    m.on_validation_batch_start(b, i);
+  }
   static StepOutput step(Module& m, const Batch& b, int64_t i) { return m.validation_step(b, i); }
-  static void batch_end(Callback& c, Trainer& t, Module& m, const StepOutput& o, const Batch& b, int64_t i) {
+  static void batch_end(Callback& c, Trainer& t, Module& m, const StepOutput& o, const Batch& b,
+                        int64_t i) {
     c.on_validation_batch_end(t, m, o, b, i);
   }
   static void batch_end(Module& m, const StepOutput& o, const Batch& b, int64_t i) {
@@ -61,10 +64,13 @@ struct TestHooks {
   }
   static void batch_start(Module& m, const Batch& b, int64_t i) { m.on_test_batch_start(b, i); }
   static StepOutput step(Module& m, const Batch& b, int64_t i) { return m.test_step(b, i); }
-  static void batch_end(Callback& c, Trainer& t, Module& m, const StepOutput& o, const Batch& b, int64_t i) {
+  static void batch_end(Callback& c, Trainer& t, Module& m, const StepOutput& o, const Batch& b,
+                        int64_t i) {
     c.on_test_batch_end(t, m, o, b, i);
   }
-  static void batch_end(Module& m, const StepOutput& o, const Batch& b, int64_t i) { m.on_test_batch_end(o, b, i); }
+  static void batch_end(Module& m, const StepOutput& o, const Batch& b, int64_t i) {
+    m.on_test_batch_end(o, b, i);
+  }
   static void epoch_end(Callback& c, Trainer& t, Module& m) { c.on_test_epoch_end(t, m); }
   static void epoch_end(Module& m) { m.on_test_epoch_end(); }
   static void end(Callback& c, Trainer& t, Module& m) { c.on_test_end(t, m); }
@@ -74,7 +80,9 @@ struct TestHooks {
 // Puts the module in eval mode for the scope and restores its previous mode.
 class EvalModeScope {
  public:
-  explicit EvalModeScope(Module& module) : module_(module), was_training_(module.is_training()) { module_.eval(); }
+  explicit EvalModeScope(Module& module) : module_(module), was_training_(module.is_training()) {
+    module_.eval();
+  }
   ~EvalModeScope() { module_.train(was_training_); }
   EvalModeScope(const EvalModeScope&) = delete;
   EvalModeScope& operator=(const EvalModeScope&) = delete;
@@ -89,9 +97,11 @@ class EvalModeScope {
 template <class Hooks>
 Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
   if (num_batches == 0) return {};  // as Lightning: no hooks at all for an empty loop
-  if (fn_ == Stage::kFit && phase_ != Phase::kSanityChecking) module_->zero_grad(/*set_to_none=*/true);
+  if (fn_ == Stage::kFit && phase_ != Phase::kSanityChecking)
+    module_->zero_grad(/*set_to_none=*/true);
   if (phase_ != Phase::kSanityChecking) {
-    phase_ = Hooks::kResults == MetricsCollector::Results::kTest ? Phase::kTesting : Phase::kValidating;
+    phase_ =
+        Hooks::kResults == MetricsCollector::Results::kTest ? Phase::kTesting : Phase::kValidating;
   }
   EvalModeScope eval_mode(*module_);
   torch::NoGradGuard no_grad;
@@ -104,43 +114,58 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
   using BatchEnd = typename Hooks::BatchEnd;
   using EpochEnd = typename Hooks::EpochEnd;
   using End = typename Hooks::End;
-  call_hooks<Start>([&](Callback& c) { Hooks::start(c, *this, *module_); }, [](Module& m) { Hooks::start(m); },
-                    [&] { return Start{event_progress()}; });
+  call_hooks<Start>([&](Callback& c) { Hooks::start(c, *this, *module_); },
+                    [](Module& m) { Hooks::start(m); }, [&] { return Start{event_progress()}; });
   call_hooks<EpochStart>([&](Callback& c) { Hooks::epoch_start(c, *this, *module_); },
                          [](Module& m) { Hooks::epoch_start(m); },
-                         [&] { return EpochStart{event_progress(), num_batches}; });
+                         [&] {
+                           return EpochStart{event_progress(), num_batches};
+                         });
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
     const Batch batch = data::to_device(loader.batch(batch_idx), options_.device());
     const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
     metrics_.set_current_batch_size(info.batch_size);
     metrics_.begin_batch();
-    call_hooks<BatchStart>([&](Callback& c) { Hooks::batch_start(c, *this, *module_, batch, batch_idx); },
-                           [&](Module& m) { Hooks::batch_start(m, batch, batch_idx); },
-                           [&] { return BatchStart{event_progress(), info}; });
+    call_hooks<BatchStart>(
+        [&](Callback& c) { Hooks::batch_start(c, *this, *module_, batch, batch_idx); },
+        [&](Module& m) { Hooks::batch_start(m, batch, batch_idx); },
+        [&] {
+          return BatchStart{event_progress(), info};
+        });
     StepOutput outputs;
     {
       FxScope scope(current_fx_, Hooks::kStep);
       outputs = Hooks::step(*module_, batch, batch_idx);
     }
-    call_hooks<BatchEnd>([&](Callback& c) { Hooks::batch_end(c, *this, *module_, outputs, batch, batch_idx); },
-                         [&](Module& m) { Hooks::batch_end(m, outputs, batch, batch_idx); },
-                         [&] { return BatchEnd{event_progress(), info, metrics_.batch_logged(), make_tensor_ref(outputs)}; });
+    call_hooks<BatchEnd>(
+        [&](Callback& c) { Hooks::batch_end(c, *this, *module_, outputs, batch, batch_idx); },
+        [&](Module& m) { Hooks::batch_end(m, outputs, batch, batch_idx); },
+        [&] {
+          return BatchEnd{event_progress(), info, metrics_.batch_logged(),
+                          make_tensor_ref(outputs)};
+        });
     check_observers();
   }
   Metrics epoch_metrics = metrics_.end_epoch(Hooks::kResults);
   call_hooks<EpochEnd>([&](Callback& c) { Hooks::epoch_end(c, *this, *module_); },
                        [](Module& m) { Hooks::epoch_end(m); },
-                       [&] { return EpochEnd{event_progress(), epoch_metrics}; });
+                       [&] {
+                         return EpochEnd{event_progress(), epoch_metrics};
+                       });
   // Values logged in the epoch-end hooks are part of the result too.
   epoch_metrics = metrics_.epoch_values(Hooks::kResults);
-  call_hooks<End>([&](Callback& c) { Hooks::end(c, *this, *module_); }, [](Module& m) { Hooks::end(m); },
-                  [&] { return End{event_progress(), metrics_.callback_metrics()}; });
+  call_hooks<End>([&](Callback& c) { Hooks::end(c, *this, *module_); },
+                  [](Module& m) { Hooks::end(m); },
+                  [&] {
+                    return End{event_progress(), metrics_.callback_metrics()};
+                  });
   check_observers();
   return epoch_metrics;
 }
 
 Metrics Trainer::run_evaluation(EvalKind kind, int64_t num_batches) {
-  if (kind == EvalKind::kValidation) return run_eval_loop<ValidationHooks>(*val_loader_, num_batches);
+  if (kind == EvalKind::kValidation)
+    return run_eval_loop<ValidationHooks>(*val_loader_, num_batches);
   return run_eval_loop<TestHooks>(*test_loader_, num_batches);
 }
 
@@ -155,7 +180,8 @@ Metrics Trainer::validate(Module& module, DataModule& data) {
     module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
     val_loader_ = require_loader(data_->val_dataloader(), "val_dataloader");
-    num_val_batches_ = options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches");
+    num_val_batches_ =
+        options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches");
     result = run_evaluation(EvalKind::kValidation, num_val_batches_);
     phase_ = Phase::kIdle;
     call_teardown_hooks(Stage::kValidate);
@@ -174,7 +200,8 @@ Metrics Trainer::test(Module& module, DataModule& data) {
     module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
     test_loader_ = require_loader(data_->test_dataloader(), "test_dataloader");
-    num_test_batches_ = options_.limit_test_batches().apply(test_loader_->num_batches(), "limit_test_batches");
+    num_test_batches_ =
+        options_.limit_test_batches().apply(test_loader_->num_batches(), "limit_test_batches");
     result = run_evaluation(EvalKind::kTest, num_test_batches_);
     phase_ = Phase::kIdle;
     call_teardown_hooks(Stage::kTest);
@@ -192,7 +219,8 @@ std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data) {
     module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
     auto loader = require_loader(data_->predict_dataloader(), "predict_dataloader");
-    num_predict_batches_ = options_.limit_predict_batches().apply(loader->num_batches(), "limit_predict_batches");
+    num_predict_batches_ =
+        options_.limit_predict_batches().apply(loader->num_batches(), "limit_predict_batches");
     predictions = run_prediction(*loader, num_predict_batches_);
     phase_ = Phase::kIdle;
     call_teardown_hooks(Stage::kPredict);
@@ -210,9 +238,12 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
   call_hooks<events::PredictStart>([&](Callback& c) { c.on_predict_start(*this, *module_); },
                                    [](Module& m) { m.on_predict_start(); },
                                    [&] { return events::PredictStart{event_progress()}; });
-  call_hooks<events::PredictEpochStart>([&](Callback& c) { c.on_predict_epoch_start(*this, *module_); },
-                                        [](Module& m) { m.on_predict_epoch_start(); },
-                                        [&] { return events::PredictEpochStart{event_progress(), num_batches}; });
+  call_hooks<events::PredictEpochStart>(
+      [&](Callback& c) { c.on_predict_epoch_start(*this, *module_); },
+      [](Module& m) { m.on_predict_epoch_start(); },
+      [&] {
+        return events::PredictEpochStart{event_progress(), num_batches};
+      });
   predictions.reserve(static_cast<size_t>(num_batches));
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
     const Batch batch = data::to_device(loader.batch(batch_idx), options_.device());
@@ -220,7 +251,9 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
     call_hooks<events::PredictBatchStart>(
         [&](Callback& c) { c.on_predict_batch_start(*this, *module_, batch, batch_idx); },
         [&](Module& m) { m.on_predict_batch_start(batch, batch_idx); },
-        [&] { return events::PredictBatchStart{event_progress(), info}; });
+        [&] {
+          return events::PredictBatchStart{event_progress(), info};
+        });
     at::Tensor outputs;
     {
       FxScope scope(current_fx_, "predict_step");
@@ -229,7 +262,9 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
     call_hooks<events::PredictBatchEnd>(
         [&](Callback& c) { c.on_predict_batch_end(*this, *module_, outputs, batch, batch_idx); },
         [&](Module& m) { m.on_predict_batch_end(outputs, batch, batch_idx); },
-        [&] { return events::PredictBatchEnd{event_progress(), info, make_tensor_ref(outputs)}; });
+        [&] {
+          return events::PredictBatchEnd{event_progress(), info, make_tensor_ref(outputs)};
+        });
     predictions.push_back(std::move(outputs));
     check_observers();
   }

@@ -10,16 +10,16 @@
 
 #include <vector>
 
-#include <torch/types.h>  // clip_grad.h is not self-contained
 #include <torch/nn/utils/clip_grad.h>
+#include <torch/types.h>  // clip_grad.h is not self-contained
 #include <torch/utils.h>
 
-#include "checkpoint/format.h"
 #include "base/diagnostics.h"
+#include "base/errors.h"
+#include "checkpoint/format.h"
+#include "core/detail/trainer_hooks.h"
 #include "core/tensor_ref.h"
 #include "core/trainer.h"
-#include "core/detail/trainer_hooks.h"
-#include "base/errors.h"
 
 namespace trainbus {
 namespace {
@@ -43,7 +43,8 @@ std::map<std::string, std::string> render(const StateDict& hparams) {
       text[name] = value.toStringRef();
     } else if (value.isDouble()) {
       char buffer[32];
-      const auto end = std::to_chars(buffer, buffer + sizeof buffer, value.toDouble()).ptr;  // shortest round trip
+      const auto end = std::to_chars(buffer, buffer + sizeof buffer, value.toDouble())
+                           .ptr;  // shortest round trip
       text[name] = std::string(buffer, end);
     } else if (value.isBool()) {
       text[name] = value.toBool() ? "true" : "false";
@@ -89,7 +90,8 @@ void Trainer::run_fit(const FitOptions& options) {
   std::unique_ptr<checkpoint::LoadedCheckpoint> checkpoint;
   if (!options.ckpt_path().empty()) {
     checkpoints_.resumed_from_ = checkpoints_.resolve_ckpt_path(options.ckpt_path());
-    checkpoint = std::make_unique<checkpoint::LoadedCheckpoint>(checkpoint::read_checkpoint(checkpoints_.resumed_from_));
+    checkpoint = std::make_unique<checkpoint::LoadedCheckpoint>(
+        checkpoint::read_checkpoint(checkpoints_.resumed_from_));
     checkpoints_.restore_modules_and_callbacks(*checkpoint);
   }
   module_->to(options_.device());
@@ -102,46 +104,57 @@ void Trainer::run_fit(const FitOptions& options) {
     restarting_ = true;
   }
 
-  num_training_batches_ = options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches");
-  num_val_batches_ =
-      val_loader_ ? options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches") : 0;
+  num_training_batches_ =
+      options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches");
+  num_val_batches_ = val_loader_ ? options_.limit_val_batches().apply(val_loader_->num_batches(),
+                                                                      "limit_val_batches")
+                                 : 0;
   if (options_.val_check_interval().is_fraction()) {
-    val_check_batch_ = std::max<int64_t>(
-        1, static_cast<int64_t>(static_cast<double>(num_training_batches_) * options_.val_check_interval().fraction()));
+    val_check_batch_ =
+        std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(num_training_batches_) *
+                                                  options_.val_check_interval().fraction()));
   } else {
     val_check_batch_ = options_.val_check_interval().batches();
-    TRAINBUS_CHECK(!options_.check_val_every_n_epoch() || num_val_batches_ == 0 ||
-                       val_check_batch_ <= num_training_batches_,
-                   "`val_check_interval` (", val_check_batch_,
-                   ") must be less than or equal to the number of training batches (", num_training_batches_,
-                   "); set `limit_val_batches = 0` to disable validation, or unset `check_val_every_n_epoch` "
-                   "to validate every N batches across epochs");
+    TRAINBUS_CHECK(
+        !options_.check_val_every_n_epoch() || num_val_batches_ == 0 ||
+            val_check_batch_ <= num_training_batches_,
+        "`val_check_interval` (", val_check_batch_,
+        ") must be less than or equal to the number of training batches (", num_training_batches_,
+        "); set `limit_val_batches = 0` to disable validation, or unset `check_val_every_n_epoch` "
+        "to validate every N batches across epochs");
   }
 
-  call_hooks<events::FitStart>([&](Callback& c) { c.on_fit_start(*this, *module_); },
-                               [](Module& m) { m.on_fit_start(); },
-                               [&] { return events::FitStart{event_progress(), render(module_->hparams())}; });
+  call_hooks<events::FitStart>(
+      [&](Callback& c) { c.on_fit_start(*this, *module_); }, [](Module& m) { m.on_fit_start(); },
+      [&] {
+        return events::FitStart{event_progress(), render(module_->hparams())};
+      });
   module_->zero_grad(/*set_to_none=*/true);
   run_sanity_check();
   run_fit_loop();
   phase_ = Phase::kIdle;
-  call_hooks<events::FitEnd>([&](Callback& c) { c.on_fit_end(*this, *module_); }, [](Module& m) { m.on_fit_end(); },
-                             [&] { return events::FitEnd{event_progress(), metrics_.callback_metrics()}; });
+  call_hooks<events::FitEnd>([&](Callback& c) { c.on_fit_end(*this, *module_); },
+                             [](Module& m) { m.on_fit_end(); },
+                             [&] {
+                               return events::FitEnd{event_progress(), metrics_.callback_metrics()};
+                             });
   call_teardown_hooks(Stage::kFit);
 }
 
 void Trainer::configure_optimizers() {
   OptimizerConfig config = module_->configure_optimizers();
-  TRAINBUS_CHECK(!config.optimizers.empty(), "configure_optimizers() returned no optimizer; return at least one, "
+  TRAINBUS_CHECK(!config.optimizers.empty(),
+                 "configure_optimizers() returned no optimizer; return at least one, "
                  "e.g. `return std::make_shared<torch::optim::Adam>(parameters(), 1e-3);`");
   for (size_t i = 0; i < config.optimizers.size(); ++i) {
-    TRAINBUS_CHECK(config.optimizers[i] != nullptr, "configure_optimizers(): optimizer ", i, " is null");
+    TRAINBUS_CHECK(config.optimizers[i] != nullptr, "configure_optimizers(): optimizer ", i,
+                   " is null");
   }
   for (size_t i = 0; i < config.lr_schedulers.size(); ++i) {
-    TRAINBUS_CHECK(config.lr_schedulers[i].scheduler != nullptr, "configure_optimizers(): lr_schedulers[", i,
-                   "].scheduler is null");
-    TRAINBUS_CHECK(config.lr_schedulers[i].frequency >= 1, "configure_optimizers(): lr_schedulers[", i,
-                   "].frequency must be >= 1, got ", config.lr_schedulers[i].frequency);
+    TRAINBUS_CHECK(config.lr_schedulers[i].scheduler != nullptr,
+                   "configure_optimizers(): lr_schedulers[", i, "].scheduler is null");
+    TRAINBUS_CHECK(config.lr_schedulers[i].frequency >= 1, "configure_optimizers(): lr_schedulers[",
+                   i, "].frequency must be >= 1, got ", config.lr_schedulers[i].frequency);
   }
   optimizers_ = std::move(config.optimizers);
   schedulers_ = std::move(config.lr_schedulers);
@@ -153,20 +166,25 @@ void Trainer::run_sanity_check() {
                               ? num_val_batches_
                               : std::min(options_.num_sanity_val_steps(), num_val_batches_);
   phase_ = Phase::kSanityChecking;
-  call_hooks<events::SanityCheckStart>([&](Callback& c) { c.on_sanity_check_start(*this, *module_); },
-                                       kNoModuleHook, [&] { return events::SanityCheckStart{event_progress()}; });
+  call_hooks<events::SanityCheckStart>(
+      [&](Callback& c) { c.on_sanity_check_start(*this, *module_); }, kNoModuleHook,
+      [&] { return events::SanityCheckStart{event_progress()}; });
   run_evaluation(EvalKind::kValidation, batches);
-  call_hooks<events::SanityCheckEnd>([&](Callback& c) { c.on_sanity_check_end(*this, *module_); },
-                                     kNoModuleHook,
-                                     [&] { return events::SanityCheckEnd{event_progress(), metrics_.callback_metrics()}; });
+  call_hooks<events::SanityCheckEnd>(
+      [&](Callback& c) { c.on_sanity_check_end(*this, *module_); }, kNoModuleHook,
+      [&] {
+        return events::SanityCheckEnd{event_progress(), metrics_.callback_metrics()};
+      });
   // As Lightning: what the sanity check logged does not count.
   metrics_.clear();
   phase_ = Phase::kIdle;
 }
 
 bool Trainer::can_stop_early() const {
-  const bool met_min_epochs = !options_.min_epochs() || progress_.epochs_processed >= *options_.min_epochs();
-  const bool met_min_steps = !options_.min_steps() || progress_.global_step >= *options_.min_steps();
+  const bool met_min_epochs =
+      !options_.min_epochs() || progress_.epochs_processed >= *options_.min_epochs();
+  const bool met_min_steps =
+      !options_.min_steps() || progress_.global_step >= *options_.min_steps();
   return met_min_epochs && met_min_steps;
 }
 
@@ -188,9 +206,11 @@ void Trainer::run_fit_loop() {
                                  [&] { return events::TrainStart{event_progress()}; });
   while (!fit_done()) run_training_epoch();
   phase_ = Phase::kTraining;
-  call_hooks<events::TrainEnd>([&](Callback& c) { c.on_train_end(*this, *module_); },
-                               [](Module& m) { m.on_train_end(); },
-                               [&] { return events::TrainEnd{event_progress(), metrics_.callback_metrics()}; });
+  call_hooks<events::TrainEnd>(
+      [&](Callback& c) { c.on_train_end(*this, *module_); }, [](Module& m) { m.on_train_end(); },
+      [&] {
+        return events::TrainEnd{event_progress(), metrics_.callback_metrics()};
+      });
 }
 
 void Trainer::run_training_epoch() {
@@ -201,9 +221,12 @@ void Trainer::run_training_epoch() {
   const int64_t first_batch = std::exchange(progress_.resume_batch_idx, 0);
   progress_.batches_done_in_epoch = first_batch;
   train_loader_->set_epoch(progress_.current_epoch);
-  call_hooks<events::TrainEpochStart>([&](Callback& c) { c.on_train_epoch_start(*this, *module_); },
-                                      [](Module& m) { m.on_train_epoch_start(); },
-                                      [&] { return events::TrainEpochStart{event_progress(), num_training_batches_, max_epochs_}; });
+  call_hooks<events::TrainEpochStart>(
+      [&](Callback& c) { c.on_train_epoch_start(*this, *module_); },
+      [](Module& m) { m.on_train_epoch_start(); },
+      [&] {
+        return events::TrainEpochStart{event_progress(), num_training_batches_, max_epochs_};
+      });
   for (int64_t batch_idx = first_batch; batch_idx < num_training_batches_; ++batch_idx) {
     if (!run_training_batch(batch_idx)) break;  // on_train_batch_start returned -1
     check_observers();
@@ -218,7 +241,8 @@ void Trainer::run_training_epoch() {
       if (can_stop_early()) break;
       if (!warned_stop_refused_) {
         info(detail::concat("Trainer was signaled to stop but the required `min_epochs=",
-                            options_.min_epochs().value_or(0), "` or `min_steps=", options_.min_steps().value_or(0),
+                            options_.min_epochs().value_or(0),
+                            "` or `min_steps=", options_.min_steps().value_or(0),
                             "` has not been met. Training will continue..."));
         warned_stop_refused_ = true;
       }
@@ -248,7 +272,8 @@ void Trainer::call_train_epoch_end_hooks() {
   }
   bus_.publish_lazy<events::TrainEpochEnd>([&] {
     // Including what the epoch-end hooks logged.
-    return events::TrainEpochEnd{event_progress(), metrics_.epoch_values(MetricsCollector::Results::kTrain),
+    return events::TrainEpochEnd{event_progress(),
+                                 metrics_.epoch_values(MetricsCollector::Results::kTrain),
                                  metrics_.callback_metrics(), metrics_.progress_bar_metrics()};
   });
 }
@@ -260,9 +285,12 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
   metrics_.begin_batch();
 
   int response = 0;
-  call_hooks<events::TrainBatchStart>([&](Callback& c) { c.on_train_batch_start(*this, *module_, batch, batch_idx); },
-                                      [&](Module& m) { response = m.on_train_batch_start(batch, batch_idx); },
-                                      [&] { return events::TrainBatchStart{event_progress(), info}; });
+  call_hooks<events::TrainBatchStart>(
+      [&](Callback& c) { c.on_train_batch_start(*this, *module_, batch, batch_idx); },
+      [&](Module& m) { response = m.on_train_batch_start(batch, batch_idx); },
+      [&] {
+        return events::TrainBatchStart{event_progress(), info};
+      });
   if (response == -1) return false;
 
   StepOutput outputs;
@@ -277,10 +305,12 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
       [&](Callback& c) { c.on_train_batch_end(*this, *module_, outputs, batch, batch_idx); },
       [&](Module& m) { m.on_train_batch_end(outputs, batch, batch_idx); },
       [&] {
-        return events::TrainBatchEnd{event_progress(), info,
+        return events::TrainBatchEnd{event_progress(),
+                                     info,
                                      outputs.has_loss() ? outputs.loss().item<double>()
                                                         : std::numeric_limits<double>::quiet_NaN(),
-                                     metrics_.batch_logged(), metrics_.progress_bar_metrics(),
+                                     metrics_.batch_logged(),
+                                     metrics_.progress_bar_metrics(),
                                      make_tensor_ref(outputs)};
       });
   return true;
@@ -295,36 +325,47 @@ bool Trainer::should_accumulate(int64_t batch_idx) const {
 void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
   if (!outputs.has_loss()) {
     if (!warned_no_loss_) {
-      warn("training_step returned no `loss`: such batches are skipped (no backward, no optimizer step). "
-           "If this was not on purpose, return the loss.");
+      warn(
+          "training_step returned no `loss`: such batches are skipped (no backward, no optimizer "
+          "step). "
+          "If this was not on purpose, return the loss.");
       warned_no_loss_ = true;
     }
     return;
   }
   const at::Tensor& loss = outputs.loss();
-  TRAINBUS_CHECK(loss.numel() == 1, "training_step must return a scalar loss, got shape ", loss.sizes(),
-                 "; reduce it (e.g. .mean())");
-  TRAINBUS_CHECK(loss.requires_grad(), "training_step's loss does not require grad: it was computed without "
+  TRAINBUS_CHECK(loss.numel() == 1, "training_step must return a scalar loss, got shape ",
+                 loss.sizes(), "; reduce it (e.g. .mean())");
+  TRAINBUS_CHECK(loss.requires_grad(),
+                 "training_step's loss does not require grad: it was computed without "
                  "the module's trainable parameters (detached, or under a NoGradGuard)");
 
   if (batch_idx % accumulate_grad_batches_ == 0) {
     for (size_t i = 0; i < optimizers_.size(); ++i) {
       auto& optimizer = *optimizers_[i];
-      call_hooks<events::BeforeZeroGrad>([&](Callback& c) { c.on_before_zero_grad(*this, *module_, optimizer); },
-                                         [&](Module& m) { m.on_before_zero_grad(optimizer); },
-                                         [&] { return events::BeforeZeroGrad{event_progress(), static_cast<int64_t>(i)}; });
+      call_hooks<events::BeforeZeroGrad>(
+          [&](Callback& c) { c.on_before_zero_grad(*this, *module_, optimizer); },
+          [&](Module& m) { m.on_before_zero_grad(optimizer); },
+          [&] {
+            return events::BeforeZeroGrad{event_progress(), static_cast<int64_t>(i)};
+          });
       zero_grad_to_none(optimizer);
     }
   }
-  const at::Tensor backward_loss = accumulate_grad_batches_ > 1 ? loss / accumulate_grad_batches_ : loss;
+  const at::Tensor backward_loss =
+      accumulate_grad_batches_ > 1 ? loss / accumulate_grad_batches_ : loss;
   call_hooks<events::BeforeBackward>(
       [&](Callback& c) { c.on_before_backward(*this, *module_, backward_loss); },
       [&](Module& m) { m.on_before_backward(backward_loss); },
-      [&] { return events::BeforeBackward{event_progress(), batch_idx, make_tensor_ref(backward_loss)}; });
+      [&] {
+        return events::BeforeBackward{event_progress(), batch_idx, make_tensor_ref(backward_loss)};
+      });
   backward_loss.backward();
   call_hooks<events::AfterBackward>([&](Callback& c) { c.on_after_backward(*this, *module_); },
                                     [](Module& m) { m.on_after_backward(); },
-                                    [&] { return events::AfterBackward{event_progress(), batch_idx}; });
+                                    [&] {
+                                      return events::AfterBackward{event_progress(), batch_idx};
+                                    });
   if (should_accumulate(batch_idx)) return;
 
   for (size_t i = 0; i < optimizers_.size(); ++i) {
@@ -332,7 +373,9 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
     call_hooks<events::BeforeOptimizerStep>(
         [&](Callback& c) { c.on_before_optimizer_step(*this, *module_, optimizer); },
         [&](Module& m) { m.on_before_optimizer_step(optimizer); },
-        [&] { return events::BeforeOptimizerStep{event_progress(), static_cast<int64_t>(i)}; });
+        [&] {
+          return events::BeforeOptimizerStep{event_progress(), static_cast<int64_t>(i)};
+        });
     clip_gradients(optimizer);
     optimizer.step();
   }
@@ -342,7 +385,9 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
     call_hooks<events::AfterOptimizerStep>(
         [&](Callback& c) { c.on_after_optimizer_step(*this, *module_, optimizer); },
         [&](Module& m) { m.on_after_optimizer_step(optimizer); },
-        [&] { return events::AfterOptimizerStep{event_progress(), static_cast<int64_t>(i)}; });
+        [&] {
+          return events::AfterOptimizerStep{event_progress(), static_cast<int64_t>(i)};
+        });
   }
   step_schedulers(SchedulerInterval::kStep);
   // As Lightning: epoch-interval schedulers step with the epoch's last batch, before its
@@ -366,7 +411,8 @@ void Trainer::clip_gradients(torch::optim::Optimizer& optimizer) {
 }
 
 void Trainer::step_schedulers(SchedulerInterval interval) {
-  const int64_t counter = interval == SchedulerInterval::kStep ? progress_.global_step : progress_.current_epoch + 1;
+  const int64_t counter =
+      interval == SchedulerInterval::kStep ? progress_.global_step : progress_.current_epoch + 1;
   for (const auto& config : schedulers_) {
     if (config.interval == interval && counter % config.frequency == 0) config.scheduler->step();
   }
@@ -374,12 +420,14 @@ void Trainer::step_schedulers(SchedulerInterval interval) {
 
 bool Trainer::validates_after_batch(int64_t batch_idx) const {
   if (num_val_batches_ == 0) return false;
-  if (options_.check_val_every_n_epoch() && (progress_.current_epoch + 1) % *options_.check_val_every_n_epoch() != 0) {
+  if (options_.check_val_every_n_epoch() &&
+      (progress_.current_epoch + 1) % *options_.check_val_every_n_epoch() != 0) {
     return false;
   }
   // As Lightning: a stop that is allowed now validates first, so that the last state is validated.
   if (should_stop_ && can_stop_early()) return true;
-  const int64_t counter = options_.check_val_every_n_epoch() ? batch_idx : progress_.total_batch_idx;
+  const int64_t counter =
+      options_.check_val_every_n_epoch() ? batch_idx : progress_.total_batch_idx;
   return (counter + 1) % val_check_batch_ == 0;
 }
 

@@ -51,24 +51,31 @@ std::optional<FxRule> rule_for(std::string_view fx) {
   return std::nullopt;
 }
 
-std::string step_name(const std::string& name, bool forked) { return forked ? name + "_step" : name; }
-std::string epoch_name(const std::string& name, bool forked) { return forked ? name + "_epoch" : name; }
+std::string step_name(const std::string& name, bool forked) {
+  return forked ? name + "_step" : name;
+}
+std::string epoch_name(const std::string& name, bool forked) {
+  return forked ? name + "_epoch" : name;
+}
 
 }  // namespace
 
 void MetricsCollector::log(std::string_view fx, const std::string& name, double value,
                            const LogOptions& options) {
   const std::optional<FxRule> rule = rule_for(fx);
-  TRAINBUS_CHECK(rule.has_value(), "log(\"", name, "\") was called from `", fx.empty() ? "outside any hook" : fx,
-                 "`, where logging is not supported; log from training_step, validation_step, test_step or "
-                 "a train/validation/test batch or epoch hook");
+  TRAINBUS_CHECK(
+      rule.has_value(), "log(\"", name, "\") was called from `",
+      fx.empty() ? "outside any hook" : fx,
+      "`, where logging is not supported; log from training_step, validation_step, test_step or "
+      "a train/validation/test batch or epoch hook");
   const bool training = rule->results == Results::kTrain;
   const bool step_defaults = training && rule->step_level;
   const bool on_step = options.on_step().value_or(step_defaults);
   const bool on_epoch = options.on_epoch().value_or(!step_defaults);
   TRAINBUS_CHECK(!(on_step && !rule->step_level), "log(\"", name, "\", on_step=true) in `", fx,
                  "`: an epoch-level hook has no step; use on_step=false (the default there)");
-  const int64_t batch_size = options.batch_size().value_or(rule->step_level ? current_batch_size_ : 1);
+  const int64_t batch_size =
+      options.batch_size().value_or(rule->step_level ? current_batch_size_ : 1);
   TRAINBUS_CHECK(batch_size > 0, "log(\"", name, "\"): batch_size must be > 0, got ", batch_size);
 
   auto& entries = results_[rule->results];
@@ -80,8 +87,8 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, double 
     entry.prog_bar = options.prog_bar();
     entry.logger = options.logger();
   } else {
-    TRAINBUS_CHECK(entry.on_step == on_step && entry.on_epoch == on_epoch, "log(\"", name, "\") in `", fx,
-                   "` with on_step=", on_step, ", on_epoch=", on_epoch,
+    TRAINBUS_CHECK(entry.on_step == on_step && entry.on_epoch == on_epoch, "log(\"", name,
+                   "\") in `", fx, "` with on_step=", on_step, ", on_epoch=", on_epoch,
                    " but it was logged earlier in this epoch with on_step=", entry.on_step,
                    ", on_epoch=", entry.on_epoch, "; log each name with one set of options");
   }
@@ -108,7 +115,8 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, double 
   }
 }
 
-void MetricsCollector::publish_epoch_value(const std::string& name, const Entry& entry, Metrics* out) {
+void MetricsCollector::publish_epoch_value(const std::string& name, const Entry& entry,
+                                           Metrics* out) {
   if (!entry.on_epoch || entry.weight <= 0.0) return;
   const double mean = entry.weighted_sum / entry.weight;
   const bool forked = entry.on_step && entry.on_epoch;
@@ -122,7 +130,8 @@ void MetricsCollector::publish_epoch_value(const std::string& name, const Entry&
 
 Metrics MetricsCollector::end_epoch(Results results) {
   Metrics epoch_values;
-  for (const auto& [name, entry] : results_[results]) publish_epoch_value(name, entry, &epoch_values);
+  for (const auto& [name, entry] : results_[results])
+    publish_epoch_value(name, entry, &epoch_values);
   return epoch_values;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
-/// MetricsCollector: what Module::log does with a value (Lightning's _ResultCollection, simplified).
+/// MetricsCollector: what Module::log does with a value (Lightning's _ResultCollection,
+/// simplified).
 
 #include <cstdint>
 #include <map>
@@ -33,9 +34,11 @@ class MetricsCollector {
   void begin_batch() { batch_logged_.clear(); }
   /// Starts a new epoch of `results`: forgets its accumulated values.
   void reset(Results results) { results_[results].clear(); }
-  /// Publishes the epoch means of `results`; returns those sent to loggers, under their epoch names.
+  /// Publishes the epoch means of `results`; returns those sent to loggers, under their epoch
+  /// names.
   Metrics end_epoch(Results results);
-  /// The current epoch means of `results` sent to loggers, under their epoch names; changes nothing.
+  /// The current epoch means of `results` sent to loggers, under their epoch names; changes
+  /// nothing.
   Metrics epoch_values(Results results) const;
   /// Forgets everything (start of fit, end of the sanity check).
   void clear();

@@ -2,13 +2,15 @@
 
 #include <boost/core/demangle.hpp>
 
-#include "core/trainer.h"
 #include "base/errors.h"
+#include "core/trainer.h"
 
 namespace trainbus {
 namespace {
 
-std::string class_name(const Module& module) { return boost::core::demangle(typeid(module).name()); }
+std::string class_name(const Module& module) {
+  return boost::core::demangle(typeid(module).name());
+}
 
 }  // namespace
 
@@ -16,18 +18,20 @@ Module::~Module() = default;
 
 StepOutput Module::validation_step(const Batch& batch, int64_t batch_idx) {
   throw MisconfigurationError(detail::concat(
-      class_name(*this), " has no validation_step, but the data has a val loader: override validation_step, "
-      "or return nullptr from val_dataloader() / set limit_val_batches = 0 to train without validation"));
+      class_name(*this),
+      " has no validation_step, but the data has a val loader: override validation_step, "
+      "or return nullptr from val_dataloader() / set limit_val_batches = 0 to train without "
+      "validation"));
 }
 
 StepOutput Module::test_step(const Batch& batch, int64_t batch_idx) {
-  throw MisconfigurationError(detail::concat("Trainer::test needs ", class_name(*this),
-                                             "::test_step; override it"));
+  throw MisconfigurationError(
+      detail::concat("Trainer::test needs ", class_name(*this), "::test_step; override it"));
 }
 
 at::Tensor Module::predict_step(const Batch& batch, int64_t batch_idx) {
-  throw MisconfigurationError(detail::concat("Trainer::predict needs ", class_name(*this),
-                                             "::predict_step; override it"));
+  throw MisconfigurationError(
+      detail::concat("Trainer::predict needs ", class_name(*this), "::predict_step; override it"));
 }
 
 void Module::log(const std::string& name, double value, const LogOptions& options) {
@@ -38,7 +42,8 @@ void Module::log(const std::string& name, double value, const LogOptions& option
 void Module::log(const std::string& name, const at::Tensor& value, const LogOptions& options) {
   TRAINBUS_CHECK(value.defined() && value.numel() == 1, "log(\"", name,
                  "\"): expected a one-element tensor, got ",
-                 value.defined() ? detail::concat("shape ", value.sizes()) : std::string("an undefined tensor"),
+                 value.defined() ? detail::concat("shape ", value.sizes())
+                                 : std::string("an undefined tensor"),
                  "; reduce it first (e.g. .mean())");
   log(name, value.item<double>(), options);
 }
@@ -48,9 +53,10 @@ void Module::log_dict(const Metrics& values, const LogOptions& options) {
 }
 
 Trainer& Module::trainer() const {
-  TRAINBUS_CHECK(trainer_ != nullptr, class_name(*this),
-                 " is not attached to a Trainer: trainer(), log() and optimizers() work only inside "
-                 "Trainer::fit/validate/test/predict");
+  TRAINBUS_CHECK(
+      trainer_ != nullptr, class_name(*this),
+      " is not attached to a Trainer: trainer(), log() and optimizers() work only inside "
+      "Trainer::fit/validate/test/predict");
   return *trainer_;
 }
 

@@ -10,12 +10,12 @@
 #include <c10/core/Device.h>
 #include <torch/nn/module.h>
 
-#include "data/batch.h"
 #include "checkpoint/checkpoint_data.h"
+#include "checkpoint/state_dict.h"
 #include "core/log_options.h"
 #include "core/optimizer_config.h"
-#include "checkpoint/state_dict.h"
 #include "core/step_output.h"
+#include "data/batch.h"
 #include "events/common.h"
 
 namespace trainbus {
@@ -23,7 +23,8 @@ namespace trainbus {
 class Trainer;
 
 /// Subclass it, register your layers as with any torch::nn::Module, implement training_step and
-/// configure_optimizers, and override the steps and hooks you need. Every hook is a no-op by default.
+/// configure_optimizers, and override the steps and hooks you need. Every hook is a no-op by
+/// default.
 ///
 /// Runs on the training thread. A hook that throws fires on_exception on every callback, then the
 /// exception leaves fit/validate/test/predict unchanged.
@@ -43,7 +44,8 @@ class Module : public torch::nn::Module {
   virtual StepOutput test_step(const Batch& batch, int64_t batch_idx);
   /// One prediction batch; needed by Trainer::predict.
   virtual at::Tensor predict_step(const Batch& batch, int64_t batch_idx);
-  /// The optimizers (and schedulers) fit uses; called once per fit, after setup and configure_model.
+  /// The optimizers (and schedulers) fit uses; called once per fit, after setup and
+  /// configure_model.
   virtual OptimizerConfig configure_optimizers() = 0;
 
   // ---- setup and teardown (in Lightning's order; see Trainer) ----
@@ -71,7 +73,8 @@ class Module : public torch::nn::Module {
     (void)batch, (void)batch_idx;
     return 0;
   }
-  virtual void on_train_batch_end(const StepOutput& outputs, const Batch& batch, int64_t batch_idx) {
+  virtual void on_train_batch_end(const StepOutput& outputs, const Batch& batch,
+                                  int64_t batch_idx) {
     (void)outputs, (void)batch, (void)batch_idx;
   }
 
@@ -81,15 +84,20 @@ class Module : public torch::nn::Module {
   virtual void on_validation_end() {}
   virtual void on_validation_epoch_start() {}
   virtual void on_validation_epoch_end() {}
-  virtual void on_validation_batch_start(const Batch& batch, int64_t batch_idx) { (void)batch, (void)batch_idx; }
-  virtual void on_validation_batch_end(const StepOutput& outputs, const Batch& batch, int64_t batch_idx) {
+  virtual void on_validation_batch_start(const Batch& batch, int64_t batch_idx) {
+    (void)batch, (void)batch_idx;
+  }
+  virtual void on_validation_batch_end(const StepOutput& outputs, const Batch& batch,
+                                       int64_t batch_idx) {
     (void)outputs, (void)batch, (void)batch_idx;
   }
   virtual void on_test_start() {}
   virtual void on_test_end() {}
   virtual void on_test_epoch_start() {}
   virtual void on_test_epoch_end() {}
-  virtual void on_test_batch_start(const Batch& batch, int64_t batch_idx) { (void)batch, (void)batch_idx; }
+  virtual void on_test_batch_start(const Batch& batch, int64_t batch_idx) {
+    (void)batch, (void)batch_idx;
+  }
   virtual void on_test_batch_end(const StepOutput& outputs, const Batch& batch, int64_t batch_idx) {
     (void)outputs, (void)batch, (void)batch_idx;
   }
@@ -97,8 +105,11 @@ class Module : public torch::nn::Module {
   virtual void on_predict_end() {}
   virtual void on_predict_epoch_start() {}
   virtual void on_predict_epoch_end() {}
-  virtual void on_predict_batch_start(const Batch& batch, int64_t batch_idx) { (void)batch, (void)batch_idx; }
-  virtual void on_predict_batch_end(const at::Tensor& outputs, const Batch& batch, int64_t batch_idx) {
+  virtual void on_predict_batch_start(const Batch& batch, int64_t batch_idx) {
+    (void)batch, (void)batch_idx;
+  }
+  virtual void on_predict_batch_end(const at::Tensor& outputs, const Batch& batch,
+                                    int64_t batch_idx) {
     (void)outputs, (void)batch, (void)batch_idx;
   }
 
@@ -124,10 +135,10 @@ class Module : public torch::nn::Module {
 
   // ---- logging ----
 
-  /// Logs `value` under `name` into trainer.callback_metrics / logged_metrics / progress_bar_metrics,
-  /// as Lightning's self.log: epoch values are batch-size-weighted means; with both on_step and
-  /// on_epoch the names get `_step` / `_epoch` suffixes. Allowed in steps and the train,
-  /// validation and test hooks; elsewhere it throws, naming the hook.
+  /// Logs `value` under `name` into trainer.callback_metrics / logged_metrics /
+  /// progress_bar_metrics, as Lightning's self.log: epoch values are batch-size-weighted means;
+  /// with both on_step and on_epoch the names get `_step` / `_epoch` suffixes. Allowed in steps and
+  /// the train, validation and test hooks; elsewhere it throws, naming the hook.
   void log(const std::string& name, double value, const LogOptions& options = {});
   /// As log(name, double); the tensor must hold one element (it is read with item()).
   void log(const std::string& name, const at::Tensor& value, const LogOptions& options = {});

@@ -27,7 +27,8 @@ events::TensorRef snapshot_to_cpu(const events::TensorRef& ref) {
     // clone() after to(): to(kCPU) is a no-op for CPU tensors, and the copy must not alias.
     return t.defined() ? t.detach().to(at::kCPU).clone() : t;
   };
-  if (const auto* tensor = std::any_cast<at::Tensor>(&ref.value())) return make_tensor_ref(copy(*tensor));
+  if (const auto* tensor = std::any_cast<at::Tensor>(&ref.value()))
+    return make_tensor_ref(copy(*tensor));
   if (const auto* outputs = std::any_cast<StepOutput>(&ref.value())) {
     StepOutput copied;
     for (const auto& [name, value] : outputs->values()) copied.set(name, copy(value));

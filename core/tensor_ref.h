@@ -1,5 +1,6 @@
 #pragma once
-/// Puts tensors into events (events::TensorRef) and takes them out; events/ cannot name torch types.
+/// Puts tensors into events (events::TensorRef) and takes them out; events/ cannot name torch
+/// types.
 
 #include <ATen/core/Tensor.h>
 

@@ -4,56 +4,66 @@
 #include <stdexcept>
 
 #include <ATen/Context.h>
-#include <boost/core/demangle.hpp>
 #include <torch/cuda.h>
 #include <torch/utils.h>
+#include <boost/core/demangle.hpp>
 
-#include "core/callback_order.h"
-#include "checkpoint/snapshot.h"
-#include "core/tensor_ref.h"
 #include "base/diagnostics.h"
-#include "core/detail/trainer_hooks.h"
 #include "base/errors.h"
+#include "checkpoint/snapshot.h"
+#include "core/callback_order.h"
+#include "core/detail/trainer_hooks.h"
+#include "core/tensor_ref.h"
 
 namespace trainbus {
 namespace {
 
 void check_options(const TrainerOptions& o) {
-  TRAINBUS_CHECK(!o.max_epochs() || *o.max_epochs() >= -1, "`max_epochs` must be >= -1 (-1: no limit), got ",
-                 *o.max_epochs());
-  TRAINBUS_CHECK(!o.min_epochs() || *o.min_epochs() >= 0, "`min_epochs` must be >= 0, got ", *o.min_epochs());
-  TRAINBUS_CHECK(o.max_steps() >= -1, "`max_steps` must be >= -1 (-1: no limit), got ", o.max_steps());
-  TRAINBUS_CHECK(!o.min_steps() || *o.min_steps() >= 0, "`min_steps` must be >= 0, got ", *o.min_steps());
+  TRAINBUS_CHECK(!o.max_epochs() || *o.max_epochs() >= -1,
+                 "`max_epochs` must be >= -1 (-1: no limit), got ", *o.max_epochs());
+  TRAINBUS_CHECK(!o.min_epochs() || *o.min_epochs() >= 0, "`min_epochs` must be >= 0, got ",
+                 *o.min_epochs());
+  TRAINBUS_CHECK(o.max_steps() >= -1, "`max_steps` must be >= -1 (-1: no limit), got ",
+                 o.max_steps());
+  TRAINBUS_CHECK(!o.min_steps() || *o.min_steps() >= 0, "`min_steps` must be >= 0, got ",
+                 *o.min_steps());
   o.limit_train_batches().validate("limit_train_batches");
   o.limit_val_batches().validate("limit_val_batches");
   o.limit_test_batches().validate("limit_test_batches");
   o.limit_predict_batches().validate("limit_predict_batches");
-  TRAINBUS_CHECK(!o.check_val_every_n_epoch() || *o.check_val_every_n_epoch() >= 1,
-                 "`check_val_every_n_epoch` must be >= 1 (or unset to count batches across epochs), got ",
-                 *o.check_val_every_n_epoch());
+  TRAINBUS_CHECK(
+      !o.check_val_every_n_epoch() || *o.check_val_every_n_epoch() >= 1,
+      "`check_val_every_n_epoch` must be >= 1 (or unset to count batches across epochs), got ",
+      *o.check_val_every_n_epoch());
   if (o.val_check_interval().is_fraction()) {
-    TRAINBUS_CHECK(o.val_check_interval().fraction() > 0.0 && o.val_check_interval().fraction() <= 1.0,
-                   "`val_check_interval` as a fraction of the epoch must be in (0.0, 1.0], got ",
-                   o.val_check_interval().fraction());
+    TRAINBUS_CHECK(
+        o.val_check_interval().fraction() > 0.0 && o.val_check_interval().fraction() <= 1.0,
+        "`val_check_interval` as a fraction of the epoch must be in (0.0, 1.0], got ",
+        o.val_check_interval().fraction());
     TRAINBUS_CHECK(o.check_val_every_n_epoch().has_value(),
                    "`val_check_interval` must be an integer number of batches when "
                    "`check_val_every_n_epoch` is unset, got the fraction ",
                    o.val_check_interval().fraction());
   } else {
-    TRAINBUS_CHECK(o.val_check_interval().batches() >= 1, "`val_check_interval` must be >= 1 batch, got ",
+    TRAINBUS_CHECK(o.val_check_interval().batches() >= 1,
+                   "`val_check_interval` must be >= 1 batch, got ",
                    o.val_check_interval().batches());
   }
-  TRAINBUS_CHECK(o.num_sanity_val_steps() >= -1, "`num_sanity_val_steps` must be >= -1 (-1: all), got ",
-                 o.num_sanity_val_steps());
+  TRAINBUS_CHECK(o.num_sanity_val_steps() >= -1,
+                 "`num_sanity_val_steps` must be >= -1 (-1: all), got ", o.num_sanity_val_steps());
   TRAINBUS_CHECK(o.accumulate_grad_batches() >= 1, "`accumulate_grad_batches` must be >= 1, got ",
                  o.accumulate_grad_batches());
   TRAINBUS_CHECK(!o.gradient_clip_val() || *o.gradient_clip_val() >= 0.0,
                  "`gradient_clip_val` must be >= 0, got ", *o.gradient_clip_val());
-  TRAINBUS_CHECK(o.log_every_n_steps() >= 1, "`log_every_n_steps` must be >= 1, got ", o.log_every_n_steps());
-  TRAINBUS_CHECK(o.observer_threads() >= 1, "`observer_threads` must be >= 1, got ", o.observer_threads());
-  TRAINBUS_CHECK(o.observer_stall_timeout().count() > 0, "`observer_stall_timeout` must be positive, got ",
+  TRAINBUS_CHECK(o.log_every_n_steps() >= 1, "`log_every_n_steps` must be >= 1, got ",
+                 o.log_every_n_steps());
+  TRAINBUS_CHECK(o.observer_threads() >= 1, "`observer_threads` must be >= 1, got ",
+                 o.observer_threads());
+  TRAINBUS_CHECK(o.observer_stall_timeout().count() > 0,
+                 "`observer_stall_timeout` must be positive, got ",
                  o.observer_stall_timeout().count(), " ms");
-  TRAINBUS_CHECK(!o.default_root_dir().empty(), "`default_root_dir` must not be empty; use \".\" for the "
+  TRAINBUS_CHECK(!o.default_root_dir().empty(),
+                 "`default_root_dir` must not be empty; use \".\" for the "
                  "current directory");
 }
 
@@ -89,17 +99,20 @@ void Trainer::set_accumulate_grad_batches(int64_t batches) {
 }
 
 int64_t Trainer::estimated_stepping_batches() const {
-  const int64_t per_epoch = (num_training_batches_ + accumulate_grad_batches_ - 1) / accumulate_grad_batches_;
+  const int64_t per_epoch =
+      (num_training_batches_ + accumulate_grad_batches_ - 1) / accumulate_grad_batches_;
   if (max_epochs_ == -1) return options_.max_steps();
   const int64_t by_epochs = per_epoch * max_epochs_;
   return options_.max_steps() == -1 ? by_epochs : std::min(by_epochs, options_.max_steps());
 }
 
-void Trainer::add_observer(std::shared_ptr<events::Observer> observer, events::ObserverOptions options) {
-  TRAINBUS_CHECK(status_ != TrainerStatus::kRunning, "Trainer::add_observer: add observers before fit/validate/test/predict");
+void Trainer::add_observer(std::shared_ptr<events::Observer> observer,
+                           events::ObserverOptions options) {
+  TRAINBUS_CHECK(status_ != TrainerStatus::kRunning,
+                 "Trainer::add_observer: add observers before fit/validate/test/predict");
   if (!observers_) {
-    observers_ = std::make_unique<events::ObserverPool>(options_.observer_threads(), snapshot_to_cpu,
-                                                options_.observer_stall_timeout());
+    observers_ = std::make_unique<events::ObserverPool>(
+        options_.observer_threads(), snapshot_to_cpu, options_.observer_stall_timeout());
   }
   observers_->attach(bus_, std::move(observer), options);
 }
@@ -132,8 +145,9 @@ void Trainer::report_dropped_events() {
   for (const events::ObserverStats& stats : observers_->stats()) {
     uint64_t& reported = dropped_reported_[stats.name];
     if (stats.dropped > reported) {
-      warn("observer `" + stats.name + "` dropped " + std::to_string(stats.dropped - reported) +
-           " events in this run (it was full; see events::ObserverOptions::capacity and when_full)");
+      warn(
+          "observer `" + stats.name + "` dropped " + std::to_string(stats.dropped - reported) +
+          " events in this run (it was full; see events::ObserverOptions::capacity and when_full)");
       reported = stats.dropped;
     }
   }
@@ -145,14 +159,14 @@ void Trainer::notify_exception(const std::exception& error) {
     try {
       callback->on_exception(*this, *module_, error);
     } catch (const std::exception& inner) {
-      warn(callback_name(*callback) + "::on_exception threw \"" + inner.what() + "\" while handling \"" +
-           error.what() + "\"; the original exception continues");
+      warn(callback_name(*callback) + "::on_exception threw \"" + inner.what() +
+           "\" while handling \"" + error.what() + "\"; the original exception continues");
     }
   }
   try {
     bus_.publish_lazy<events::Exception>([&] {
-      return events::Exception{fn_.value_or(Stage::kFit), event_progress(), boost::core::demangle(typeid(error).name()),
-                               error.what()};
+      return events::Exception{fn_.value_or(Stage::kFit), event_progress(),
+                               boost::core::demangle(typeid(error).name()), error.what()};
     });
   } catch (const std::exception& inner) {
     warn(std::string("a subscriber to events::Exception threw \"") + inner.what() + "\"; ignored");
@@ -161,12 +175,14 @@ void Trainer::notify_exception(const std::exception& error) {
 
 void Trainer::apply_run_settings() {
   if (options_.device().is_cuda()) {
-    TRAINBUS_CHECK(torch::cuda::is_available(), "Trainer: device `", options_.device().str(),
-                   "` requested, but this LibTorch has no usable CUDA (torch::cuda::is_available() is "
-                   "false); use device cpu");
+    TRAINBUS_CHECK(
+        torch::cuda::is_available(), "Trainer: device `", options_.device().str(),
+        "` requested, but this LibTorch has no usable CUDA (torch::cuda::is_available() is "
+        "false); use device cpu");
     const auto count = static_cast<int64_t>(torch::cuda::device_count());
-    TRAINBUS_CHECK(!options_.device().has_index() || options_.device().index() < count, "Trainer: device `",
-                   options_.device().str(), "` requested, but this machine has ", count,
+    TRAINBUS_CHECK(!options_.device().has_index() || options_.device().index() < count,
+                   "Trainer: device `", options_.device().str(),
+                   "` requested, but this machine has ", count,
                    " CUDA device(s), cuda:0 to cuda:", count - 1);
   }
   if (options_.seed()) torch::manual_seed(*options_.seed());
@@ -182,18 +198,21 @@ void Trainer::apply_run_settings() {
 void Trainer::call_setup_hooks(Stage stage) {
   data_->setup(stage);
   call_hooks<events::Setup>([&](Callback& c) { c.setup(*this, *module_, stage); },
-                            [&](Module& m) { m.setup(stage); }, [&] { return events::Setup{stage}; });
+                            [&](Module& m) { m.setup(stage); },
+                            [&] { return events::Setup{stage}; });
 }
 
 void Trainer::call_teardown_hooks(Stage stage) {
   data_->teardown(stage);
   call_hooks<events::Teardown>([&](Callback& c) { c.teardown(*this, *module_, stage); },
-                               [&](Module& m) { m.teardown(stage); }, [&] { return events::Teardown{stage}; });
+                               [&](Module& m) { m.teardown(stage); },
+                               [&] { return events::Teardown{stage}; });
 }
 
-std::shared_ptr<DataLoader> Trainer::require_loader(std::shared_ptr<DataLoader> loader, const char* getter) const {
-  TRAINBUS_CHECK(loader != nullptr, "Trainer::", to_string(fn_.value_or(Stage::kFit)), " needs data: ",
-                 boost::core::demangle(typeid(*data_).name()), "::", getter,
+std::shared_ptr<DataLoader> Trainer::require_loader(std::shared_ptr<DataLoader> loader,
+                                                    const char* getter) const {
+  TRAINBUS_CHECK(loader != nullptr, "Trainer::", to_string(fn_.value_or(Stage::kFit)),
+                 " needs data: ", boost::core::demangle(typeid(*data_).name()), "::", getter,
                  "() returned null; override it to return a loader");
   return loader;
 }

@@ -13,15 +13,15 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "base/errors.h"
 #include "core/callback.h"
 #include "core/checkpoint_connector.h"
 #include "core/fit_progress.h"
-#include "data/data_module.h"
 #include "core/metrics_collector.h"
 #include "core/module.h"
 #include "core/optimizer_config.h"
 #include "core/trainer_options.h"
-#include "base/errors.h"
+#include "data/data_module.h"
 #include "events/event_bus.h"
 #include "events/observer_pool.h"
 
@@ -40,7 +40,8 @@ enum class TrainerStatus { kInitializing, kRunning, kFinished, kInterrupted };
 class Trainer {
  public:
   /// Throws MisconfigurationError for a bad option or two stateful callbacks sharing a state_key.
-  explicit Trainer(TrainerOptions options = {}, std::vector<std::shared_ptr<Callback>> callbacks = {});
+  explicit Trainer(TrainerOptions options = {},
+                   std::vector<std::shared_ptr<Callback>> callbacks = {});
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -70,14 +71,16 @@ class Trainer {
 
   // ---- asynchronous observers ----
 
-  /// Runs `observer` on the trainer's observer pool (see events::Observer): every run drains it before
-  /// returning, also when it leaves by an exception; a failure in it is raised as events::ObserverError at
-  /// the next batch, epoch end or the end of the run, through on_exception.
-  void add_observer(std::shared_ptr<events::Observer> observer, events::ObserverOptions options = {});
+  /// Runs `observer` on the trainer's observer pool (see events::Observer): every run drains it
+  /// before returning, also when it leaves by an exception; a failure in it is raised as
+  /// events::ObserverError at the next batch, epoch end or the end of the run, through
+  /// on_exception.
+  void add_observer(std::shared_ptr<events::Observer> observer,
+                    events::ObserverOptions options = {});
   /// Flush barrier: blocks until every observer has handled every event published so far, then
   /// raises a pending observer failure. Callbacks may call it. An observer that handles no event
-  /// for observer_stall_timeout is abandoned and raised as an events::ObserverError naming it, rather than
-  /// waited for without end.
+  /// for observer_stall_timeout is abandoned and raised as an events::ObserverError naming it,
+  /// rather than waited for without end.
   void wait_for_observers();
   /// The pool, for stats; nullptr until an observer is added.
   const events::ObserverPool* observer_pool() const noexcept { return observers_.get(); }
@@ -134,7 +137,9 @@ class Trainer {
 
   const std::vector<std::shared_ptr<Callback>>& callbacks() const noexcept { return callbacks_; }
   /// The optimizers of the running fit (after configure_optimizers).
-  const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() const noexcept { return optimizers_; }
+  const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() const noexcept {
+    return optimizers_;
+  }
   const std::vector<SchedulerConfig>& lr_scheduler_configs() const noexcept { return schedulers_; }
   /// The module being run; throws outside a run.
   Module& module() const;
@@ -188,14 +193,17 @@ class Trainer {
   template <class Hooks>
   Metrics run_eval_loop(DataLoader& loader, int64_t num_batches);
   std::vector<at::Tensor> run_prediction(DataLoader& loader, int64_t num_batches);
-  std::shared_ptr<DataLoader> require_loader(std::shared_ptr<DataLoader> loader, const char* getter) const;
+  std::shared_ptr<DataLoader> require_loader(std::shared_ptr<DataLoader> loader,
+                                             const char* getter) const;
 
   // Hook dispatch (core/trainer_hooks.h).
   template <class Event, class OnCallback, class OnModule, class MakeEvent>
   void call_hooks(OnCallback&& on_callback, OnModule&& on_module, MakeEvent&& make_event);
-  events::Progress event_progress() const noexcept { return {progress_.current_epoch, progress_.global_step}; }
-  /// Sync point, after every batch and loop: raises the events::ObserverError of an observer that failed,
-  /// or the CheckpointError of a background save.
+  events::Progress event_progress() const noexcept {
+    return {progress_.current_epoch, progress_.global_step};
+  }
+  /// Sync point, after every batch and loop: raises the events::ObserverError of an observer that
+  /// failed, or the CheckpointError of a background save.
   void check_observers() {
     if (observers_ && observers_->has_failure()) observers_->check();
     checkpoints_.check();

@@ -20,9 +20,10 @@ void BatchLimit::validate(std::string_view option) const {
 int64_t BatchLimit::apply(int64_t available, std::string_view option) const {
   if (!is_fraction_) return std::min(batches_, available);
   const auto batches = static_cast<int64_t>(static_cast<double>(available) * fraction_);
-  TRAINBUS_CHECK(!(fraction_ > 0.0 && batches == 0 && available > 0), "You requested to check ", fraction_,
-                 " of the loader through `", option, "` but ", fraction_, " * ", available,
-                 " batches < 1; increase `", option, "` or pass an integer number of batches");
+  TRAINBUS_CHECK(!(fraction_ > 0.0 && batches == 0 && available > 0), "You requested to check ",
+                 fraction_, " of the loader through `", option, "` but ", fraction_, " * ",
+                 available, " batches < 1; increase `", option,
+                 "` or pass an integer number of batches");
   return batches;
 }
 

@@ -20,7 +20,8 @@ namespace trainbus {
 /// quarter of it; `= 10` ten batches.
 class BatchLimit {
  public:
-  template <class Int, std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool>, int> = 0>
+  template <class Int,
+            std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool>, int> = 0>
   BatchLimit(Int batches)  // NOLINT(google-explicit-constructor)
       : is_fraction_(false), batches_(static_cast<int64_t>(batches)) {}
   template <class Float, std::enable_if_t<std::is_floating_point_v<Float>, int> = 0>
@@ -34,7 +35,8 @@ class BatchLimit {
   /// The number of batches to use out of `available`. Throws MisconfigurationError naming
   /// `option` when a non-zero fraction selects less than one batch.
   int64_t apply(int64_t available, std::string_view option) const;
-  /// Throws MisconfigurationError naming `option` for a negative count or a fraction outside [0, 1].
+  /// Throws MisconfigurationError naming `option` for a negative count or a fraction outside [0,
+  /// 1].
   void validate(std::string_view option) const;
   std::string to_string() const;
 
@@ -93,8 +95,8 @@ struct TrainerOptions {
   TRAINBUS_ARG(std::size_t, observer_threads) = 2;
   /// How long the trainer waits on an observer that handles no event (for room in its queue, at
   /// the end of every run, in wait_for_observers(), in the destructor) before it abandons it and
-  /// raises an events::ObserverError naming it. A slow observer that makes progress is waited for; raise
-  /// this for one whose single hooks legitimately take longer (an upload, say).
+  /// raises an events::ObserverError naming it. A slow observer that makes progress is waited for;
+  /// raise this for one whose single hooks legitimately take longer (an upload, say).
   TRAINBUS_ARG(std::chrono::milliseconds, observer_stall_timeout){60000};
 };
 

@@ -29,11 +29,13 @@ uint64_t mix(uint64_t x) {
 
 TensorDataLoader::TensorDataLoader(at::Tensor inputs, at::Tensor targets, DataLoaderOptions options)
     : inputs_(std::move(inputs)), targets_(std::move(targets)), options_(options) {
-  TRAINBUS_CHECK(inputs_.defined() && inputs_.dim() >= 1,
-                 "TensorDataLoader: `inputs` must be a tensor whose first dimension indexes samples");
-  TRAINBUS_CHECK(!targets_.defined() || (targets_.dim() >= 1 && targets_.size(0) == inputs_.size(0)),
-                 "TensorDataLoader: `targets` has ", targets_.defined() ? targets_.size(0) : 0,
-                 " samples but `inputs` has ", inputs_.size(0), "; they must match");
+  TRAINBUS_CHECK(
+      inputs_.defined() && inputs_.dim() >= 1,
+      "TensorDataLoader: `inputs` must be a tensor whose first dimension indexes samples");
+  TRAINBUS_CHECK(
+      !targets_.defined() || (targets_.dim() >= 1 && targets_.size(0) == inputs_.size(0)),
+      "TensorDataLoader: `targets` has ", targets_.defined() ? targets_.size(0) : 0,
+      " samples but `inputs` has ", inputs_.size(0), "; they must match");
   TRAINBUS_CHECK(options_.batch_size() >= 1, "TensorDataLoader: batch_size must be >= 1, got ",
                  options_.batch_size());
   seed_ = options_.seed() ? *options_.seed() : draw_seed_from_default_generator();
@@ -59,7 +61,8 @@ StateDict TensorDataLoader::state_dict() const {
 }
 
 void TensorDataLoader::load_state_dict(const StateDict& state) {
-  TRAINBUS_CHECK(state.contains("seed"), "TensorDataLoader::load_state_dict: the state has no `seed`");
+  TRAINBUS_CHECK(state.contains("seed"),
+                 "TensorDataLoader::load_state_dict: the state has no `seed`");
   seed_ = static_cast<uint64_t>(state.at("seed").toInt());
   set_epoch(0);
 }

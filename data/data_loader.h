@@ -7,9 +7,9 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "data/batch.h"
-#include "checkpoint/state_dict.h"
 #include "base/arg.h"
+#include "checkpoint/state_dict.h"
+#include "data/batch.h"
 
 namespace trainbus::data {
 

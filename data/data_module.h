@@ -1,10 +1,11 @@
 #pragma once
-/// DataModule: where the trainer gets its train/val/test/predict data (Lightning's LightningDataModule).
+/// DataModule: where the trainer gets its train/val/test/predict data (Lightning's
+/// LightningDataModule).
 
 #include <memory>
 
-#include "data/data_loader.h"
 #include "checkpoint/state_dict.h"
+#include "data/data_loader.h"
 #include "events/common.h"
 
 namespace trainbus::data {
@@ -33,13 +34,18 @@ class DataModule {
   virtual void load_state_dict(const StateDict& state) { (void)state; }
 };
 
-/// A DataModule over loaders built elsewhere, for `trainer.fit(module, LoaderDataModule{train, val})`.
+/// A DataModule over loaders built elsewhere, for `trainer.fit(module, LoaderDataModule{train,
+/// val})`.
 class LoaderDataModule : public DataModule {
  public:
-  explicit LoaderDataModule(std::shared_ptr<DataLoader> train, std::shared_ptr<DataLoader> val = nullptr,
+  explicit LoaderDataModule(std::shared_ptr<DataLoader> train,
+                            std::shared_ptr<DataLoader> val = nullptr,
                             std::shared_ptr<DataLoader> test = nullptr,
                             std::shared_ptr<DataLoader> predict = nullptr)
-      : train_(std::move(train)), val_(std::move(val)), test_(std::move(test)), predict_(std::move(predict)) {}
+      : train_(std::move(train)),
+        val_(std::move(val)),
+        test_(std::move(test)),
+        predict_(std::move(predict)) {}
 
   std::shared_ptr<DataLoader> train_dataloader() override { return train_; }
   std::shared_ptr<DataLoader> val_dataloader() override { return val_; }

@@ -5,8 +5,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Functions.h>
 
-#include "data/idx_file.h"
 #include "base/errors.h"
+#include "data/idx_file.h"
 
 namespace trainbus::data {
 namespace {
@@ -23,8 +23,9 @@ std::string find_file(const std::string& dir, const std::string& name) {
     const fs::path path = fs::path(dir) / candidate;
     if (fs::is_regular_file(path)) return path.string();
   }
-  throw DataError(::trainbus::detail::concat("Fashion-MNIST file ", (fs::path(dir) / (name + ".gz")).string(),
-                                 " not found; ", kInstallHint));
+  throw DataError(::trainbus::detail::concat("Fashion-MNIST file ",
+                                             (fs::path(dir) / (name + ".gz")).string(),
+                                             " not found; ", kInstallHint));
 }
 
 at::Tensor normalise(const at::Tensor& images) {
@@ -44,15 +45,18 @@ FashionMnistSplit read_fashion_mnist(const std::string& dir, bool train) {
   TRAINBUS_CHECK_AS(DataError, labels.dim() == 1 && labels.size(0) == images.size(0), labels_path,
                     ": holds ", labels.dim() == 1 ? labels.size(0) : -1, " labels but ",
                     images_path, " holds ", images.size(0), " images");
-  TRAINBUS_CHECK_AS(DataError, labels.numel() == 0 || labels.max().item<int64_t>() <= 9, labels_path,
-                    ": labels must be classes 0..9, found ", labels.max().item<int64_t>());
+  TRAINBUS_CHECK_AS(DataError, labels.numel() == 0 || labels.max().item<int64_t>() <= 9,
+                    labels_path, ": labels must be classes 0..9, found ",
+                    labels.max().item<int64_t>());
   return {images.unsqueeze(1), labels.to(at::kLong)};
 }
 
-FashionMnistDataModule::FashionMnistDataModule(FashionMnistOptions options) : options_(std::move(options)) {
+FashionMnistDataModule::FashionMnistDataModule(FashionMnistOptions options)
+    : options_(std::move(options)) {
   TRAINBUS_CHECK(options_.batch_size() >= 1, "FashionMnistOptions::batch_size must be >= 1, got ",
                  options_.batch_size());
-  TRAINBUS_CHECK(options_.eval_batch_size() >= 1, "FashionMnistOptions::eval_batch_size must be >= 1, got ",
+  TRAINBUS_CHECK(options_.eval_batch_size() >= 1,
+                 "FashionMnistOptions::eval_batch_size must be >= 1, got ",
                  options_.eval_batch_size());
   TRAINBUS_CHECK(options_.val_size() >= 0 && options_.val_size() < 60000,
                  "FashionMnistOptions::val_size must be in [0, 60000), got ", options_.val_size());
@@ -60,8 +64,8 @@ FashionMnistDataModule::FashionMnistDataModule(FashionMnistOptions options) : op
 
 void FashionMnistDataModule::prepare_data() {
   // Nothing to download: fail here, before any model is built, if the files are missing.
-  for (const char* name : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                           "t10k-labels-idx1-ubyte"}) {
+  for (const char* name : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}) {
     find_file(options_.root(), name);
   }
 }
@@ -70,7 +74,8 @@ void FashionMnistDataModule::setup(Stage stage) {
   if ((stage == Stage::kFit || stage == Stage::kValidate) && !train_images_.defined()) {
     FashionMnistSplit train = read_fashion_mnist(options_.root(), /*train=*/true);
     auto generator = at::detail::createCPUGenerator(options_.split_seed());
-    const at::Tensor order = at::randperm(train.images.size(0), generator, at::TensorOptions().dtype(at::kLong));
+    const at::Tensor order =
+        at::randperm(train.images.size(0), generator, at::TensorOptions().dtype(at::kLong));
     const int64_t n_train = train.images.size(0) - options_.val_size();
     const at::Tensor train_rows = order.slice(0, 0, n_train);
     const at::Tensor val_rows = order.slice(0, n_train);
@@ -88,28 +93,32 @@ void FashionMnistDataModule::setup(Stage stage) {
 
 std::shared_ptr<DataLoader> FashionMnistDataModule::train_dataloader() {
   TRAINBUS_CHECK(train_images_.defined(), "FashionMnistDataModule: call setup(Stage::kFit) first");
-  return std::make_shared<TensorDataLoader>(
-      train_images_, train_labels_,
-      DataLoaderOptions().batch_size(options_.batch_size()).shuffle(true).drop_last(false).seed(options_.shuffle_seed()));
+  return std::make_shared<TensorDataLoader>(train_images_, train_labels_,
+                                            DataLoaderOptions()
+                                                .batch_size(options_.batch_size())
+                                                .shuffle(true)
+                                                .drop_last(false)
+                                                .seed(options_.shuffle_seed()));
 }
 
 std::shared_ptr<DataLoader> FashionMnistDataModule::val_dataloader() {
   if (options_.val_size() == 0) return nullptr;
   TRAINBUS_CHECK(val_images_.defined(), "FashionMnistDataModule: call setup(Stage::kFit) first");
-  return std::make_shared<TensorDataLoader>(val_images_, val_labels_,
-                                            DataLoaderOptions().batch_size(options_.eval_batch_size()));
+  return std::make_shared<TensorDataLoader>(
+      val_images_, val_labels_, DataLoaderOptions().batch_size(options_.eval_batch_size()));
 }
 
 std::shared_ptr<DataLoader> FashionMnistDataModule::test_dataloader() {
   TRAINBUS_CHECK(test_images_.defined(), "FashionMnistDataModule: call setup(Stage::kTest) first");
-  return std::make_shared<TensorDataLoader>(test_images_, test_labels_,
-                                            DataLoaderOptions().batch_size(options_.eval_batch_size()));
+  return std::make_shared<TensorDataLoader>(
+      test_images_, test_labels_, DataLoaderOptions().batch_size(options_.eval_batch_size()));
 }
 
 std::shared_ptr<DataLoader> FashionMnistDataModule::predict_dataloader() {
-  TRAINBUS_CHECK(test_images_.defined(), "FashionMnistDataModule: call setup(Stage::kPredict) first");
-  return std::make_shared<TensorDataLoader>(test_images_, at::Tensor(),
-                                            DataLoaderOptions().batch_size(options_.eval_batch_size()));
+  TRAINBUS_CHECK(test_images_.defined(),
+                 "FashionMnistDataModule: call setup(Stage::kPredict) first");
+  return std::make_shared<TensorDataLoader>(
+      test_images_, at::Tensor(), DataLoaderOptions().batch_size(options_.eval_batch_size()));
 }
 
 }  // namespace trainbus::data

@@ -8,8 +8,8 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "data/data_module.h"
 #include "base/arg.h"
+#include "data/data_module.h"
 
 namespace trainbus::data {
 

@@ -32,10 +32,12 @@ size_t read_some(gzFile file, const std::string& path, void* out, size_t size) {
       int code = 0;
       const char* message = gzerror(file, &code);
       if (code == Z_BUF_ERROR) {
-        throw DataError(::trainbus::detail::concat(path, ": truncated: the compressed stream ends early (zlib: ",
-                                       message, "); download or reinstall the file"));
+        throw DataError(::trainbus::detail::concat(
+            path, ": truncated: the compressed stream ends early (zlib: ", message,
+            "); download or reinstall the file"));
       }
-      throw DataError(::trainbus::detail::concat(path, ": cannot decompress (zlib: ", message,
+      throw DataError(
+          ::trainbus::detail::concat(path, ": cannot decompress (zlib: ", message,
                                      "); the file is damaged, download or reinstall it"));
     }
     if (got == 0) break;
@@ -66,16 +68,18 @@ at::Tensor read_idx_file(const std::string& path) {
   const int ndims = magic[3];
   char shown[11];
   std::snprintf(shown, sizeof shown, "0x%08x", magic_value);
-  TRAINBUS_CHECK_AS(DataError, magic[0] == 0 && magic[1] == 0 && magic[2] == 0x08 && ndims >= 1 && ndims <= 4,
-                    path, ": bad magic number ", shown,
-                    ": expected an IDX file of unsigned bytes (0x00000801 labels, 0x00000803 images)");
+  TRAINBUS_CHECK_AS(
+      DataError, magic[0] == 0 && magic[1] == 0 && magic[2] == 0x08 && ndims >= 1 && ndims <= 4,
+      path, ": bad magic number ", shown,
+      ": expected an IDX file of unsigned bytes (0x00000801 labels, 0x00000803 images)");
 
   std::vector<int64_t> dims(ndims);
   for (int d = 0; d < ndims; ++d) {
     std::array<unsigned char, 4> be{};
     TRAINBUS_CHECK_AS(DataError, read_some(file.get(), path, be.data(), 4) == 4, path,
                       ": truncated: the header ends inside dimension ", d + 1, " of ", ndims);
-    dims[d] = (int64_t{be[0]} << 24) | (int64_t{be[1]} << 16) | (int64_t{be[2]} << 8) | int64_t{be[3]};
+    dims[d] =
+        (int64_t{be[0]} << 24) | (int64_t{be[1]} << 16) | (int64_t{be[2]} << 8) | int64_t{be[3]};
   }
 
   at::Tensor tensor = at::empty(dims, at::TensorOptions().dtype(at::kByte));

@@ -17,49 +17,49 @@
 /// X(EventType, hook) for every lifecycle point: the event struct (in trainbus::events) and the
 /// name of its hook in Observer and Callback, in the order a fit with validation first meets them.
 #define TRAINBUS_FOR_EACH_EVENT(X)                   \
-  /* run envelope */                                \
-  X(Setup, setup)                                   \
-  X(FitStart, on_fit_start)                         \
-  X(SanityCheckStart, on_sanity_check_start)        \
-  X(SanityCheckEnd, on_sanity_check_end)            \
-  /* training */                                    \
-  X(TrainStart, on_train_start)                     \
-  X(TrainEpochStart, on_train_epoch_start)          \
-  X(TrainBatchStart, on_train_batch_start)          \
-  X(BeforeZeroGrad, on_before_zero_grad)            \
-  X(BeforeBackward, on_before_backward)             \
-  X(AfterBackward, on_after_backward)               \
-  X(BeforeOptimizerStep, on_before_optimizer_step)  \
-  X(AfterOptimizerStep, on_after_optimizer_step)    \
-  X(TrainBatchEnd, on_train_batch_end)              \
-  X(TrainEpochEnd, on_train_epoch_end)              \
-  X(TrainEnd, on_train_end)                         \
-  /* validation */                                  \
-  X(ValidationStart, on_validation_start)           \
-  X(ValidationEpochStart, on_validation_epoch_start)\
-  X(ValidationBatchStart, on_validation_batch_start)\
-  X(ValidationBatchEnd, on_validation_batch_end)    \
-  X(ValidationEpochEnd, on_validation_epoch_end)    \
-  X(ValidationEnd, on_validation_end)               \
-  /* test */                                        \
-  X(TestStart, on_test_start)                       \
-  X(TestEpochStart, on_test_epoch_start)            \
-  X(TestBatchStart, on_test_batch_start)            \
-  X(TestBatchEnd, on_test_batch_end)                \
-  X(TestEpochEnd, on_test_epoch_end)                \
-  X(TestEnd, on_test_end)                           \
-  /* predict */                                     \
-  X(PredictStart, on_predict_start)                 \
-  X(PredictEpochStart, on_predict_epoch_start)      \
-  X(PredictBatchStart, on_predict_batch_start)      \
-  X(PredictBatchEnd, on_predict_batch_end)          \
-  X(PredictEpochEnd, on_predict_epoch_end)          \
-  X(PredictEnd, on_predict_end)                     \
-  /* checkpoints, errors, end of run */             \
-  X(SaveCheckpoint, on_save_checkpoint)             \
-  X(LoadCheckpoint, on_load_checkpoint)             \
-  X(Exception, on_exception)                        \
-  X(FitEnd, on_fit_end)                             \
+  /* run envelope */                                 \
+  X(Setup, setup)                                    \
+  X(FitStart, on_fit_start)                          \
+  X(SanityCheckStart, on_sanity_check_start)         \
+  X(SanityCheckEnd, on_sanity_check_end)             \
+  /* training */                                     \
+  X(TrainStart, on_train_start)                      \
+  X(TrainEpochStart, on_train_epoch_start)           \
+  X(TrainBatchStart, on_train_batch_start)           \
+  X(BeforeZeroGrad, on_before_zero_grad)             \
+  X(BeforeBackward, on_before_backward)              \
+  X(AfterBackward, on_after_backward)                \
+  X(BeforeOptimizerStep, on_before_optimizer_step)   \
+  X(AfterOptimizerStep, on_after_optimizer_step)     \
+  X(TrainBatchEnd, on_train_batch_end)               \
+  X(TrainEpochEnd, on_train_epoch_end)               \
+  X(TrainEnd, on_train_end)                          \
+  /* validation */                                   \
+  X(ValidationStart, on_validation_start)            \
+  X(ValidationEpochStart, on_validation_epoch_start) \
+  X(ValidationBatchStart, on_validation_batch_start) \
+  X(ValidationBatchEnd, on_validation_batch_end)     \
+  X(ValidationEpochEnd, on_validation_epoch_end)     \
+  X(ValidationEnd, on_validation_end)                \
+  /* test */                                         \
+  X(TestStart, on_test_start)                        \
+  X(TestEpochStart, on_test_epoch_start)             \
+  X(TestBatchStart, on_test_batch_start)             \
+  X(TestBatchEnd, on_test_batch_end)                 \
+  X(TestEpochEnd, on_test_epoch_end)                 \
+  X(TestEnd, on_test_end)                            \
+  /* predict */                                      \
+  X(PredictStart, on_predict_start)                  \
+  X(PredictEpochStart, on_predict_epoch_start)       \
+  X(PredictBatchStart, on_predict_batch_start)       \
+  X(PredictBatchEnd, on_predict_batch_end)           \
+  X(PredictEpochEnd, on_predict_epoch_end)           \
+  X(PredictEnd, on_predict_end)                      \
+  /* checkpoints, errors, end of run */              \
+  X(SaveCheckpoint, on_save_checkpoint)              \
+  X(LoadCheckpoint, on_load_checkpoint)              \
+  X(Exception, on_exception)                         \
+  X(FitEnd, on_fit_end)                              \
   X(Teardown, teardown)
 
 namespace trainbus::events {
@@ -84,8 +84,8 @@ struct WithoutStart<TypeList<ListStart, Es...>> {
 
 #define TRAINBUS_DETAIL_COMMA_TYPE(Type, hook) , Type
 /// Every event type, in TRAINBUS_FOR_EACH_EVENT order.
-using AllEvents =
-    typename detail::WithoutStart<TypeList<detail::ListStart TRAINBUS_FOR_EACH_EVENT(TRAINBUS_DETAIL_COMMA_TYPE)>>::type;
+using AllEvents = typename detail::WithoutStart<
+    TypeList<detail::ListStart TRAINBUS_FOR_EACH_EVENT(TRAINBUS_DETAIL_COMMA_TYPE)>>::type;
 #undef TRAINBUS_DETAIL_COMMA_TYPE
 
 namespace detail {

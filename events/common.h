@@ -9,8 +9,8 @@
 
 namespace trainbus::events {
 
-/// Where in the run an event happened. `epoch` is Lightning's `trainer.current_epoch`, `global_step`
-/// the number of optimizer steps taken so far.
+/// Where in the run an event happened. `epoch` is Lightning's `trainer.current_epoch`,
+/// `global_step` the number of optimizer steps taken so far.
 struct Progress {
   int64_t epoch = 0;
   int64_t global_step = 0;

@@ -1,7 +1,7 @@
 #pragma once
-/// Events of the evaluation loops: validation (also inside fit and the sanity check), test and predict.
-/// Each stage has the same six points, in this order: Start, EpochStart, BatchStart, BatchEnd,
-/// EpochEnd, End. A loop with zero batches fires none of them (as Lightning).
+/// Events of the evaluation loops: validation (also inside fit and the sanity check), test and
+/// predict. Each stage has the same six points, in this order: Start, EpochStart, BatchStart,
+/// BatchEnd, EpochEnd, End. A loop with zero batches fires none of them (as Lightning).
 
 #include <cstdint>
 #include <string_view>
@@ -51,7 +51,7 @@ struct ValidationBatchEnd {
   static constexpr std::string_view kName = "validation_batch_end";
   Progress progress;
   BatchInfo batch;
-  Metrics metrics;     ///< values logged with on_step=true during this batch
+  Metrics metrics;    ///< values logged with on_step=true during this batch
   TensorRef outputs;  ///< validation_step's outputs (a trainbus::StepOutput)
 };
 
@@ -96,7 +96,7 @@ struct TestBatchEnd {
   static constexpr std::string_view kName = "test_batch_end";
   Progress progress;
   BatchInfo batch;
-  Metrics metrics;     ///< values logged with on_step=true during this batch
+  Metrics metrics;    ///< values logged with on_step=true during this batch
   TensorRef outputs;  ///< test_step's outputs (a trainbus::StepOutput)
 };
 

@@ -22,11 +22,14 @@ Subscription EventBus::connect(std::size_t index, ErasedSlot slot, const int* gr
   auto& signal = signals_->by_index[index];
   // Allocated before connecting: once connected, nothing may throw and leave the slot behind.
   auto handle = std::make_unique<detail::Connection>(detail::Connection{{}, counts_[index]});
-  handle->connection = group ? signal.connect(*group, std::move(slot)) : signal.connect(std::move(slot));
+  handle->connection =
+      group ? signal.connect(*group, std::move(slot)) : signal.connect(std::move(slot));
   counts_[index]->fetch_add(1, std::memory_order_relaxed);
   return Subscription(std::move(handle));
 }
 
-void EventBus::emit(std::size_t index, const void* event) const { signals_->by_index[index](event); }
+void EventBus::emit(std::size_t index, const void* event) const {
+  signals_->by_index[index](event);
+}
 
 }  // namespace trainbus::events

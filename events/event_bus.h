@@ -46,9 +46,10 @@ class EventBus {
   [[nodiscard]] Subscription subscribe(const EventFilter& filter, Fn&& fn) {
     if (filter.passes_everything()) return subscribe<E>(std::forward<Fn>(fn));
     auto count = std::make_shared<std::atomic<int64_t>>(0);
-    return subscribe<E>([filter, count, fn = std::decay_t<Fn>(std::forward<Fn>(fn))](const E& event) mutable {
-      if (filter.passes(count->fetch_add(1, std::memory_order_relaxed) + 1)) fn(event);
-    });
+    return subscribe<E>(
+        [filter, count, fn = std::decay_t<Fn>(std::forward<Fn>(fn))](const E& event) mutable {
+          if (filter.passes(count->fetch_add(1, std::memory_order_relaxed) + 1)) fn(event);
+        });
   }
 
   /// True if at least one slot for E is connected.

@@ -1,5 +1,6 @@
 #pragma once
-/// EventFilter: deliver only some occurrences of an event (Ignite's every= / once= / before= / after=).
+/// EventFilter: deliver only some occurrences of an event (Ignite's every= / once= / before= /
+/// after=).
 
 #include <cstdint>
 
@@ -30,7 +31,9 @@ struct EventFilter {
     if (after_n > 0 && count <= after_n) return false;
     return true;
   }
-  bool passes_everything() const noexcept { return every_n == 1 && once_at == 0 && before_n == 0 && after_n == 0; }
+  bool passes_everything() const noexcept {
+    return every_n == 1 && once_at == 0 && before_n == 0 && after_n == 0;
+  }
 };
 
 }  // namespace trainbus::events

@@ -7,10 +7,10 @@
 #include <system_error>
 #include <thread>
 
-#include "base/errors.h"
-#include "events/detail/observer_channel.h"
 #include "base/diagnostics.h"
+#include "base/errors.h"
 #include "base/post_task.h"
+#include "events/detail/observer_channel.h"
 #include "events/tensor_fields.h"
 
 namespace trainbus::events {
@@ -24,7 +24,8 @@ ObserverError::ObserverError(std::string observer, std::string message, std::exc
       observer_(std::move(observer)),
       original_(std::move(original)) {}
 
-ObserverPool::ObserverPool(std::size_t threads, TensorSnapshot snapshot, std::chrono::milliseconds stall_timeout,
+ObserverPool::ObserverPool(std::size_t threads, TensorSnapshot snapshot,
+                           std::chrono::milliseconds stall_timeout,
                            std::chrono::microseconds kick_interval)
     : threads_(threads),
       executor_(std::make_shared<PoolExecutor>(threads)),
@@ -34,16 +35,19 @@ ObserverPool::ObserverPool(std::size_t threads, TensorSnapshot snapshot, std::ch
       unraised_(std::make_shared<std::atomic<int>>(0)),
       progress_(std::make_shared<std::atomic<uint64_t>>(0)) {
   TRAINBUS_CHECK(threads >= 1, "ObserverPool: needs at least 1 thread, got ", threads);
-  TRAINBUS_CHECK(stall_timeout.count() > 0, "ObserverPool: the stall timeout must be positive, got ",
-                 stall_timeout.count(), " ms");
-  TRAINBUS_CHECK(kick_interval.count() > 0, "ObserverPool: the kick interval must be positive, got ",
-                 kick_interval.count(), " us");
+  TRAINBUS_CHECK(stall_timeout.count() > 0,
+                 "ObserverPool: the stall timeout must be positive, got ", stall_timeout.count(),
+                 " ms");
+  TRAINBUS_CHECK(kick_interval.count() > 0,
+                 "ObserverPool: the kick interval must be positive, got ", kick_interval.count(),
+                 " us");
   flusher_ = std::thread([this] { flush_periodically(); });
 }
 
 // The flusher thread: wakes the pool for whatever was published since its last round, so that the
-// publishing thread never has to, and has observers flush() on their ObserverOptions::flush_interval.
-// SCHED_BATCH, like the pool's threads, so its wake-ups do not preempt the training thread.
+// publishing thread never has to, and has observers flush() on their
+// ObserverOptions::flush_interval. SCHED_BATCH, like the pool's threads, so its wake-ups do not
+// preempt the training thread.
 void ObserverPool::flush_periodically() {
   sched_param param{};
   (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &param);  // best effort
@@ -53,7 +57,8 @@ void ObserverPool::flush_periodically() {
     try {
       kick();
       flush_due(std::chrono::steady_clock::now());
-    } catch (const std::exception& e) {  // out of memory posting: the next round, or drain(), retries
+    } catch (
+        const std::exception& e) {  // out of memory posting: the next round, or drain(), retries
       warn(std::string("observer pool: could not start deliveries: ") + e.what());
     }
     lock.lock();
@@ -99,14 +104,16 @@ ObserverPool::~ObserverPool() {
   for (const auto& channel : channels_) {
     try {
       const std::string failure = channel->unraised_failure();
-      if (!failure.empty()) warn("observer `" + channel->name() + "` failed at shutdown: " + failure);
+      if (!failure.empty())
+        warn("observer `" + channel->name() + "` failed at shutdown: " + failure);
     } catch (...) {
     }
   }
   // A hook of an abandoned observer may never return: joining would hang. NOTE: abandoned() is
   // read before in_hook() (both seq_cst), the order a starting hook checks them in reverse.
   bool stuck = false;
-  for (const auto& channel : channels_) stuck = stuck || (channel->abandoned() && channel->in_hook());
+  for (const auto& channel : channels_)
+    stuck = stuck || (channel->abandoned() && channel->in_hook());
   if (clean || !stuck) {
     executor_->join();
     return;
@@ -124,7 +131,8 @@ ObserverPool::~ObserverPool() {
 }
 
 template <class E>
-void ObserverPool::subscribe(EventBus& bus, const std::shared_ptr<ObserverChannel>& channel, const EventFilter& filter) {
+void ObserverPool::subscribe(EventBus& bus, const std::shared_ptr<ObserverChannel>& channel,
+                             const EventFilter& filter) {
   auto post = [channel, snapshot = snapshot_](const E& event) {
     if (channel->closed()) return;
     E copy = event;
@@ -132,7 +140,8 @@ void ObserverPool::subscribe(EventBus& bus, const std::shared_ptr<ObserverChanne
       // Copies taken here, on the publishing thread, so that the observer never sees a tensor the
       // trainer changes afterwards; observers that do not want tensors get none.
       events::for_each_tensor_field(copy, [&](events::TensorRef& field) {
-        field = channel->wants_tensors() && snapshot && field.has_value() ? snapshot(field) : events::TensorRef();
+        field = channel->wants_tensors() && snapshot && field.has_value() ? snapshot(field)
+                                                                          : events::TensorRef();
       });
     }
     channel->enqueue(channel, std::make_unique<TypedDelivery<E>>(std::move(copy)));
@@ -140,11 +149,13 @@ void ObserverPool::subscribe(EventBus& bus, const std::shared_ptr<ObserverChanne
   channel->subscriptions.push_back(bus.subscribe<E>(filter, std::move(post)));
 }
 
-void ObserverPool::attach(EventBus& bus, std::shared_ptr<Observer> observer, ObserverOptions options) {
+void ObserverPool::attach(EventBus& bus, std::shared_ptr<Observer> observer,
+                          ObserverOptions options) {
   TRAINBUS_CHECK(observer != nullptr, "ObserverPool::attach: the observer is null");
-  TRAINBUS_CHECK(options.capacity() >= 1, "ObserverOptions::capacity of `", observer->name(), "` must be >= 1");
-  auto channel =
-      std::make_shared<ObserverChannel>(std::move(observer), options, executor_, unraised_, progress_, stall_timeout_);
+  TRAINBUS_CHECK(options.capacity() >= 1, "ObserverOptions::capacity of `", observer->name(),
+                 "` must be >= 1");
+  auto channel = std::make_shared<ObserverChannel>(std::move(observer), options, executor_,
+                                                   unraised_, progress_, stall_timeout_);
   EventSelection selection;
   channel->observer().select_events(selection);
   events::for_each_event_type([&](auto tag) {
@@ -192,15 +203,20 @@ void ObserverPool::kick() {
 
 void ObserverPool::drain() { drain_until(std::nullopt); }
 
-bool ObserverPool::drain_unless_stalled(std::chrono::milliseconds stall_timeout) { return drain_until(stall_timeout); }
+bool ObserverPool::drain_unless_stalled(std::chrono::milliseconds stall_timeout) {
+  return drain_until(stall_timeout);
+}
 
 bool ObserverPool::drain_until(std::optional<std::chrono::milliseconds> stall_timeout) {
   if (PoolExecutor::current == executor_.get()) {
     const ObserverChannel* running = ObserverChannel::running;
-    throw MisconfigurationError(trainbus::detail::concat(
-        "ObserverPool: drain() was called from a hook of observer `", running ? running->name() : std::string("?"),
-        "`, which runs on the pool it would wait for: it would wait for itself. An observer's hooks cannot "
-        "wait for the observers; do that from the training thread (a Callback: trainer.wait_for_observers())"));
+    throw MisconfigurationError(
+        trainbus::detail::concat("ObserverPool: drain() was called from a hook of observer `",
+                                 running ? running->name() : std::string("?"),
+                                 "`, which runs on the pool it would wait for: it would wait for "
+                                 "itself. An observer's hooks cannot "
+                                 "wait for the observers; do that from the training thread (a "
+                                 "Callback: trainer.wait_for_observers())"));
   }
   kick();
   std::vector<std::shared_ptr<ObserverChannel>> channels;
@@ -223,7 +239,9 @@ std::vector<ObserverStats> ObserverPool::busy_observers() const {
   return busy;
 }
 
-bool ObserverPool::has_failure() const noexcept { return unraised_->load(std::memory_order_relaxed) > 0; }
+bool ObserverPool::has_failure() const noexcept {
+  return unraised_->load(std::memory_order_relaxed) > 0;
+}
 
 void ObserverPool::check() {
   if (!has_failure()) return;

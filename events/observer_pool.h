@@ -16,9 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include "base/arg.h"
 #include "events/event_bus.h"
 #include "events/observer.h"
-#include "base/arg.h"
 
 namespace trainbus::events {
 
@@ -76,11 +76,11 @@ class ObserverError : public std::runtime_error {
 /// Owns a boost::asio::thread_pool and the observers attached to it.
 ///
 /// attach() subscribes an observer to a bus: each selected event is copied on the publishing
-/// thread (tensor fields snapshotted or dropped) into the observer's queue, and nothing more: waking
-/// a pool thread would cost the publisher more than everything else together (measured ~9 us in a
-/// VM, bench/observers.cpp). A flusher thread of the pool's own hands the queues to the observers'
-/// strands every kick interval (1 ms by default), as do drain(), a full queue and a burst of 64
-/// events; it also has each observer flush() on its ObserverOptions::flush_interval.
+/// thread (tensor fields snapshotted or dropped) into the observer's queue, and nothing more:
+/// waking a pool thread would cost the publisher more than everything else together (measured ~9 us
+/// in a VM, bench/observers.cpp). A flusher thread of the pool's own hands the queues to the
+/// observers' strands every kick interval (1 ms by default), as do drain(), a full queue and a
+/// burst of 64 events; it also has each observer flush() on its ObserverOptions::flush_interval.
 ///
 /// Nothing here waits for ever on an observer that is stuck: one that handles no event for the
 /// stall timeout while the trainer waits on it (for room in its queue, in a drain, at shutdown) is
@@ -92,7 +92,8 @@ class ObserverError : public std::runtime_error {
 class ObserverPool {
  public:
   /// Makes a snapshot of a tensor field for observers that want tensors (detach + clone to CPU;
-  /// core installs it, since events/ cannot name torch types). Without one, such fields arrive empty.
+  /// core installs it, since events/ cannot name torch types). Without one, such fields arrive
+  /// empty.
   using TensorSnapshot = std::function<events::TensorRef(const events::TensorRef&)>;
 
   explicit ObserverPool(std::size_t threads = 2, TensorSnapshot snapshot = {},
@@ -105,7 +106,8 @@ class ObserverPool {
   ObserverPool(const ObserverPool&) = delete;
   ObserverPool& operator=(const ObserverPool&) = delete;
 
-  /// Starts delivering the events `observer` selects from `bus`. Keep the bus alive as long as the pool.
+  /// Starts delivering the events `observer` selects from `bus`. Keep the bus alive as long as the
+  /// pool.
   void attach(EventBus& bus, std::shared_ptr<Observer> observer, ObserverOptions options = {});
   /// Stops delivering new events to every observer (those already posted are still handled).
   void detach_all();
@@ -136,7 +138,8 @@ class ObserverPool {
 
  private:
   template <class E>
-  void subscribe(EventBus& bus, const std::shared_ptr<detail::ObserverChannel>& channel, const EventFilter& filter);
+  void subscribe(EventBus& bus, const std::shared_ptr<detail::ObserverChannel>& channel,
+                 const EventFilter& filter);
   void flush_periodically();
   // Posts flush() to every observer whose flush_interval has passed since its last. Flusher thread.
   void flush_due(std::chrono::steady_clock::time_point now);

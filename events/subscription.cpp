@@ -13,7 +13,8 @@ Subscription::Subscription(std::unique_ptr<detail::Connection> connection) noexc
 
 Subscription::~Subscription() { disconnect(); }
 
-Subscription::Subscription(Subscription&& other) noexcept : connection_(std::move(other.connection_)) {}
+Subscription::Subscription(Subscription&& other) noexcept
+    : connection_(std::move(other.connection_)) {}
 
 Subscription& Subscription::operator=(Subscription&& other) noexcept {
   if (this != &other) {
@@ -30,6 +31,8 @@ void Subscription::disconnect() noexcept {
   connection_.reset();
 }
 
-bool Subscription::connected() const noexcept { return connection_ && connection_->connection.connected(); }
+bool Subscription::connected() const noexcept {
+  return connection_ && connection_->connection.connected();
+}
 
 }  // namespace trainbus::events

@@ -6,7 +6,8 @@
 namespace trainbus::events {
 
 namespace detail {
-struct Connection;  // a Boost.Signals2 connection and the bus's count of live slots (detail/connection.h)
+struct Connection;  // a Boost.Signals2 connection and the bus's count of live slots
+                    // (detail/connection.h)
 }  // namespace detail
 
 /// Keeps one slot connected to an EventBus for as long as it lives (or until disconnect()).

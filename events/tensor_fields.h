@@ -33,6 +33,7 @@ void for_each_tensor_field(E& event, Fn&& fn) {
 
 /// Whether events of type E carry tensors.
 template <class E>
-inline constexpr bool kHasTensorFields = detail::HasTensorOutputs<E>::value || detail::HasTensorLoss<E>::value;
+inline constexpr bool kHasTensorFields =
+    detail::HasTensorOutputs<E>::value || detail::HasTensorLoss<E>::value;
 
 }  // namespace trainbus::events

@@ -59,7 +59,8 @@ std::vector<std::string> parse_line(const std::string& line) {
   return fields;
 }
 
-std::string join(const std::vector<std::string>& columns, const std::map<std::string, std::string>& row) {
+std::string join(const std::vector<std::string>& columns,
+                 const std::map<std::string, std::string>& row) {
   std::string line;
   for (size_t i = 0; i < columns.size(); ++i) {
     if (i) line += ',';
@@ -92,13 +93,16 @@ std::string yaml_scalar(const std::string& value) {
 
 CsvLogger::CsvLogger(CsvLoggerOptions options)
     : Logger(options.log_every_n_steps()), options_(std::move(options)) {
-  if (options_.log_dir().empty()) throw std::invalid_argument("CsvLogger: log_dir is empty; name the run directory");
+  if (options_.log_dir().empty())
+    throw std::invalid_argument("CsvLogger: log_dir is empty; name the run directory");
   if (options_.flush_logs_every_n_steps() < 1) {
     throw std::invalid_argument("CsvLogger: flush_logs_every_n_steps must be >= 1");
   }
   std::error_code error;
   fs::create_directories(options_.log_dir(), error);
-  if (error) throw std::runtime_error(options_.log_dir() + ": cannot create the run directory (" + error.message() + ")");
+  if (error)
+    throw std::runtime_error(options_.log_dir() + ": cannot create the run directory (" +
+                             error.message() + ")");
   metrics_file_ = (fs::path(options_.log_dir()) / "metrics.csv").string();
   hparams_file_ = (fs::path(options_.log_dir()) / "hparams.yaml").string();
   if (fs::exists(metrics_file_)) {
@@ -170,7 +174,9 @@ void CsvLogger::rewrite_with(const std::vector<std::string>& columns) {
   }
   std::error_code error;
   fs::rename(temporary, metrics_file_, error);
-  if (error) throw std::runtime_error(metrics_file_ + ": cannot replace it with the wider header (" + error.message() + ")");
+  if (error)
+    throw std::runtime_error(metrics_file_ + ": cannot replace it with the wider header (" +
+                             error.message() + ")");
 }
 
 }  // namespace trainbus::observers

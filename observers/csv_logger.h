@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "observers/logger.h"
 #include "base/arg.h"
+#include "observers/logger.h"
 
 namespace trainbus::observers {
 

@@ -8,7 +8,8 @@
 namespace trainbus::observers {
 
 Logger::Logger(int64_t log_every_n_steps) : log_every_n_steps_(log_every_n_steps) {
-  TRAINBUS_CHECK(log_every_n_steps >= 1, "Logger: log_every_n_steps must be >= 1, got ", log_every_n_steps);
+  TRAINBUS_CHECK(log_every_n_steps >= 1, "Logger: log_every_n_steps must be >= 1, got ",
+                 log_every_n_steps);
 }
 
 void Logger::select_events(events::EventSelection& selection) const {
@@ -31,11 +32,13 @@ void Logger::on_fit_start(const events::FitStart& event) {
 }
 
 void Logger::on_train_batch_end(const events::TrainBatchEnd& event) {
-  if (!event.metrics.empty()) log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
+  if (!event.metrics.empty())
+    log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
 }
 
 void Logger::on_train_epoch_end(const events::TrainEpochEnd& event) {
-  if (!event.metrics.empty()) log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
+  if (!event.metrics.empty())
+    log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
   flush();
 }
 
@@ -50,7 +53,8 @@ void Logger::on_validation_end(const events::ValidationEnd& event) {
 }
 
 void Logger::on_test_epoch_end(const events::TestEpochEnd& event) {
-  if (!event.metrics.empty()) log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
+  if (!event.metrics.empty())
+    log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
 }
 
 void Logger::on_test_end(const events::TestEnd& event) { flush(); }

@@ -1,5 +1,6 @@
 #pragma once
-/// Logger: what a metrics logger does with the trainer's events (Lightning's Logger, as an observer).
+/// Logger: what a metrics logger does with the trainer's events (Lightning's Logger, as an
+/// observer).
 
 #include <cstdint>
 #include <map>
@@ -23,8 +24,12 @@ class Logger : public events::Observer {
   void select_events(events::EventSelection& selection) const override;
 
   void on_fit_start(const events::FitStart& event) override;
-  void on_sanity_check_start(const events::SanityCheckStart& event) override { sanity_checking_ = true; }
-  void on_sanity_check_end(const events::SanityCheckEnd& event) override { sanity_checking_ = false; }
+  void on_sanity_check_start(const events::SanityCheckStart& event) override {
+    sanity_checking_ = true;
+  }
+  void on_sanity_check_end(const events::SanityCheckEnd& event) override {
+    sanity_checking_ = false;
+  }
   void on_train_batch_end(const events::TrainBatchEnd& event) override;
   void on_train_epoch_end(const events::TrainEpochEnd& event) override;
   void on_validation_epoch_end(const events::ValidationEpochEnd& event) override;
@@ -46,7 +51,9 @@ class Logger : public events::Observer {
   virtual void finalize(const std::string& status) { flush(); }
 
  private:
-  static int64_t step_of(const events::Progress& progress) { return progress.global_step > 0 ? progress.global_step - 1 : 0; }
+  static int64_t step_of(const events::Progress& progress) {
+    return progress.global_step > 0 ? progress.global_step - 1 : 0;
+  }
 
   int64_t log_every_n_steps_;
   bool sanity_checking_ = false;

@@ -3,8 +3,8 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -13,7 +13,8 @@ namespace trainbus::observers {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::string clock_text(double seconds) {
@@ -69,10 +70,11 @@ void ProgressBar::select_events(events::EventSelection& selection) const {
       .add<events::TestEpochEnd>();
 }
 
-std::string ProgressBar::summary_line(const std::string& label, int64_t done, int64_t total, double seconds,
-                                      const Metrics& metrics) {
+std::string ProgressBar::summary_line(const std::string& label, int64_t done, int64_t total,
+                                      double seconds, const Metrics& metrics) {
   std::ostringstream line;
-  line << label << "  " << done << '/' << total << "  " << std::fixed << std::setprecision(1) << seconds << 's';
+  line << label << "  " << done << '/' << total << "  " << std::fixed << std::setprecision(1)
+       << seconds << 's';
   append_metrics(line, metrics);
   return line.str();
 }
@@ -88,7 +90,8 @@ void ProgressBar::start(std::string label, int64_t total) {
 int ProgressBar::columns() const {
   if (options_.columns()) return *options_.columns();
   winsize size{};
-  if (::ioctl(options_.terminal_fd(), TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
+  if (::ioctl(options_.terminal_fd(), TIOCGWINSZ, &size) == 0 && size.ws_col > 0)
+    return size.ws_col;
   if (const char* env = std::getenv("COLUMNS")) {
     const int from_env = std::atoi(env);
     if (from_env > 0) return from_env;
@@ -109,8 +112,8 @@ void ProgressBar::advance(int64_t done, const Metrics& shown, bool force) {
   const int64_t percent = total_ > 0 ? done * 100 / total_ : 100;
   std::ostringstream head, counts, metrics;
   head << label_ << ' ' << std::setw(3) << percent << "% ";
-  counts << done << '/' << total_ << "  " << std::fixed << std::setprecision(1) << rate << " it/s  ETA "
-         << clock_text(rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0);
+  counts << done << '/' << total_ << "  " << std::fixed << std::setprecision(1) << rate
+         << " it/s  ETA " << clock_text(rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0);
   append_metrics(metrics, shown);
   if (!tty_) {
     out_ << head.str() << counts.str() << metrics.str() << std::endl;
@@ -118,10 +121,12 @@ void ProgressBar::advance(int64_t done, const Metrics& shown, bool force) {
   }
   // One column short of the width: a line that fills the last column wraps on many terminals.
   const std::size_t width = static_cast<std::size_t>(std::max(columns() - 1, 1));
-  // The graphic takes what the numbers leave, up to 20 columns; below 10 it goes, then metrics are cut.
+  // The graphic takes what the numbers leave, up to 20 columns; below 10 it goes, then metrics are
+  // cut.
   const std::string numbers = counts.str() + metrics.str();
   const std::size_t used = head.str().size() + numbers.size();
-  const int bar_width = used + 13 <= width ? static_cast<int>(std::min<std::size_t>(20, width - used - 3)) : 0;
+  const int bar_width =
+      used + 13 <= width ? static_cast<int>(std::min<std::size_t>(20, width - used - 3)) : 0;
   std::string bar;
   if (bar_width > 0) {
     const auto filled = static_cast<int>(total_ > 0 ? done * bar_width / total_ : bar_width);
@@ -193,7 +198,9 @@ void ProgressBar::on_validation_end(const events::ValidationEnd& event) {
   started_ = train_started_before_validation_;
 }
 
-void ProgressBar::on_test_epoch_start(const events::TestEpochStart& event) { start("testing", event.num_batches); }
+void ProgressBar::on_test_epoch_start(const events::TestEpochStart& event) {
+  start("testing", event.num_batches);
+}
 
 void ProgressBar::on_test_batch_end(const events::TestBatchEnd& event) {
   advance(event.batch.batch_idx + 1, {}, event.batch.batch_idx + 1 == total_);

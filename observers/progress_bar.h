@@ -7,8 +7,8 @@
 #include <ostream>
 #include <string>
 
-#include "events/observer.h"
 #include "base/arg.h"
+#include "events/observer.h"
 
 namespace trainbus::observers {
 
@@ -32,15 +32,20 @@ struct ProgressBarOptions {
 /// prog_bar=true; the loss only if the module logs it so), and prints one summary line per epoch
 /// (train epoch means and validation results) and per test. On a terminal it redraws one line in
 /// place, cut to the terminal's width (the bar graphic shrinks and goes first, then the metrics
-/// that do not fit are cut), so that a redraw never wraps into a new line; elsewhere it prints a plain line at most
-/// every plain_interval_seconds. It is an observer: drawing never slows the training step.
+/// that do not fit are cut), so that a redraw never wraps into a new line; elsewhere it prints a
+/// plain line at most every plain_interval_seconds. It is an observer: drawing never slows the
+/// training step.
 class ProgressBar : public events::Observer {
  public:
   explicit ProgressBar(ProgressBarOptions options = {});
 
   void select_events(events::EventSelection& selection) const override;
-  void on_sanity_check_start(const events::SanityCheckStart& event) override { sanity_checking_ = true; }
-  void on_sanity_check_end(const events::SanityCheckEnd& event) override { sanity_checking_ = false; }
+  void on_sanity_check_start(const events::SanityCheckStart& event) override {
+    sanity_checking_ = true;
+  }
+  void on_sanity_check_end(const events::SanityCheckEnd& event) override {
+    sanity_checking_ = false;
+  }
   void on_train_epoch_start(const events::TrainEpochStart& event) override;
   void on_train_batch_end(const events::TrainBatchEnd& event) override;
   void on_train_epoch_end(const events::TrainEpochEnd& event) override;
@@ -52,8 +57,8 @@ class ProgressBar : public events::Observer {
   void on_test_epoch_end(const events::TestEpochEnd& event) override;
 
   /// "epoch 3/15  860/860  1.4s  train_loss 0.3120  val_acc 0.8790": the summary line of an epoch.
-  static std::string summary_line(const std::string& label, int64_t done, int64_t total, double seconds,
-                                  const Metrics& metrics);
+  static std::string summary_line(const std::string& label, int64_t done, int64_t total,
+                                  double seconds, const Metrics& metrics);
 
  private:
   using Clock = std::chrono::steady_clock;

@@ -32,19 +32,23 @@ std::string event_file_name(const std::string& suffix) {
                 static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(
                                            std::chrono::system_clock::now().time_since_epoch())
                                            .count()));
-  return "events.out.tfevents." + std::string(seconds) + "." + host_name() + "." + std::to_string(::getpid()) + "." +
-         std::to_string(counter++) + suffix;
+  return "events.out.tfevents." + std::string(seconds) + "." + host_name() + "." +
+         std::to_string(::getpid()) + "." + std::to_string(counter++) + suffix;
 }
 
 }  // namespace
 
 TensorBoardLogger::TensorBoardLogger(TensorBoardLoggerOptions options)
     : Logger(options.log_every_n_steps()), options_(std::move(options)) {
-  if (options_.log_dir().empty()) throw std::invalid_argument("TensorBoardLogger: log_dir is empty; name the run directory");
+  if (options_.log_dir().empty())
+    throw std::invalid_argument("TensorBoardLogger: log_dir is empty; name the run directory");
   std::error_code error;
   std::filesystem::create_directories(options_.log_dir(), error);
-  if (error) throw std::runtime_error(options_.log_dir() + ": cannot create the run directory (" + error.message() + ")");
-  path_ = (std::filesystem::path(options_.log_dir()) / event_file_name(options_.filename_suffix())).string();
+  if (error)
+    throw std::runtime_error(options_.log_dir() + ": cannot create the run directory (" +
+                             error.message() + ")");
+  path_ = (std::filesystem::path(options_.log_dir()) / event_file_name(options_.filename_suffix()))
+              .string();
   file_.open(path_, std::ios::binary | std::ios::trunc);
   if (!file_) throw std::runtime_error(path_ + ": cannot create the TensorBoard event file");
   tensorboard::Event first;

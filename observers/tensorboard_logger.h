@@ -5,8 +5,8 @@
 #include <fstream>
 #include <string>
 
-#include "observers/logger.h"
 #include "base/arg.h"
+#include "observers/logger.h"
 
 namespace trainbus::observers {
 
@@ -23,8 +23,8 @@ struct TensorBoardLoggerOptions {
 /// When fit resumes from a checkpoint at step N it writes SessionLog{START} at step N, so that
 /// TensorBoard drops what the interrupted run logged after N. Records are buffered and handed to
 /// the operating system at every training epoch end, validation end, test end, end of fit and
-/// exception, and by the observer pool at most events::ObserverOptions::flush_interval (1 s) after a
-/// record was written: a crash of the process loses at most that last second (TensorBoard's own
+/// exception, and by the observer pool at most events::ObserverOptions::flush_interval (1 s) after
+/// a record was written: a crash of the process loses at most that last second (TensorBoard's own
 /// writers flush every 120 s). A torn last record is skipped by readers. Throws
 /// std::runtime_error naming the file when it cannot write.
 class TensorBoardLogger : public Logger {

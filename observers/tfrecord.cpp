@@ -55,9 +55,11 @@ TfRecords read_tfrecords(const std::string& path) {
       return stop("has a bad length CRC");
     }
     const uint64_t length = get_le(header, 8);
-    if (all.size() - offset - 12 < length + 4) return stop("is torn: the file ends inside its data");
+    if (all.size() - offset - 12 < length + 4)
+      return stop("is torn: the file ends inside its data");
     const std::string_view payload = all.substr(offset + 12, length);
-    if (static_cast<uint32_t>(get_le(all.substr(offset + 12 + length), 4)) != masked_crc32c(payload)) {
+    if (static_cast<uint32_t>(get_le(all.substr(offset + 12 + length), 4)) !=
+        masked_crc32c(payload)) {
       return stop("has a bad data CRC");
     }
     result.records.emplace_back(payload);

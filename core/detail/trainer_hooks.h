@@ -6,16 +6,18 @@
 #include <string_view>
 #include <utility>
 
-#include "core/trainer.h"
-#include "base/errors.h"
 #include "base/diagnostics.h"
+#include "base/errors.h"
+#include "core/trainer.h"
 
 namespace trainbus {
 
 /// Names the hook or step running, for Module::log, for the lifetime of the scope.
 class FxScope {
  public:
-  FxScope(std::string_view& slot, std::string_view fx) : slot_(slot), previous_(slot) { slot_ = fx; }
+  FxScope(std::string_view& slot, std::string_view fx) : slot_(slot), previous_(slot) {
+    slot_ = fx;
+  }
   ~FxScope() { slot_ = previous_; }
   FxScope(const FxScope&) = delete;
   FxScope& operator=(const FxScope&) = delete;
@@ -39,8 +41,8 @@ void Trainer::call_hooks(OnCallback&& on_callback, OnModule&& on_module, MakeEve
 template <class Body>
 void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Body&& body) {
   TRAINBUS_CHECK(status_ != TrainerStatus::kRunning, "Trainer::", to_string(stage),
-                 " was called while the trainer is already running ", to_string(fn_.value_or(stage)),
-                 "; a Trainer runs one thing at a time");
+                 " was called while the trainer is already running ",
+                 to_string(fn_.value_or(stage)), "; a Trainer runs one thing at a time");
   auto detach = [&] {
     module.trainer_ = nullptr;
     module_ = nullptr;

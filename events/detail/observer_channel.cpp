@@ -6,14 +6,15 @@
 #include <algorithm>
 #include <stdexcept>
 
-#include "base/errors.h"
 #include "base/diagnostics.h"
+#include "base/errors.h"
 #include "base/post_task.h"
 
 namespace trainbus::events::detail {
 namespace {
 
-// Deliveries queued for one observer before the publisher posts its drainer without waiting for a kick.
+// Deliveries queued for one observer before the publisher posts its drainer without waiting for a
+// kick.
 constexpr std::size_t kEagerBatch = 64;
 
 // Marks this thread as running `channel`'s observer code for the scope.
@@ -56,7 +57,8 @@ void PoolExecutor::join() {
 }
 
 ObserverChannel::ObserverChannel(std::shared_ptr<Observer> observer, ObserverOptions options,
-                                 std::shared_ptr<PoolExecutor> executor, std::shared_ptr<std::atomic<int>> unraised,
+                                 std::shared_ptr<PoolExecutor> executor,
+                                 std::shared_ptr<std::atomic<int>> unraised,
                                  std::shared_ptr<std::atomic<uint64_t>> pool_progress,
                                  std::chrono::milliseconds stall_timeout)
     : executor_(std::move(executor)),
@@ -69,7 +71,8 @@ ObserverChannel::ObserverChannel(std::shared_ptr<Observer> observer, ObserverOpt
       unraised_(std::move(unraised)),
       pool_progress_(std::move(pool_progress)) {}
 
-void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self, std::unique_ptr<Delivery> delivery) {
+void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self,
+                              std::unique_ptr<Delivery> delivery) {
   std::string warning;
   bool post = false, stall = false;
   {
@@ -93,13 +96,15 @@ void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self, std:
       ++waiters_;
       for (;;) {
         const uint64_t own = progress_.load(), pool = pool_progress_->load();
-        if (changed_.wait_for(lock, stall_timeout_,
-                              [&] { return in_flight_ < options_.capacity() || closed_locked() || !scheduled_; })) {
+        if (changed_.wait_for(lock, stall_timeout_, [&] {
+              return in_flight_ < options_.capacity() || closed_locked() || !scheduled_;
+            })) {
           break;
         }
         if (stalled(own, pool)) {
           stall = true;
-          warning = abandon_locked(stall_reason() + " while the trainer waited for room in its queue");
+          warning =
+              abandon_locked(stall_reason() + " while the trainer waited for room in its queue");
           break;
         }
       }
@@ -203,7 +208,8 @@ void ObserverChannel::drain_queue(const std::shared_ptr<ObserverChannel>& self) 
     if (wake) changed_.notify_all();
     if (!more) return;
     try {
-      trainbus::detail::post_task(strand_, [self] { self->drain_queue(self); });  // the rest after the other strands' turn
+      trainbus::detail::post_task(
+          strand_, [self] { self->drain_queue(self); });  // the rest after the other strands' turn
       return;
     } catch (...) {
       // out of memory posting: go on here instead
@@ -299,16 +305,19 @@ std::string ObserverChannel::stall_reason() const {
   const std::string timeout = std::to_string(stall_timeout_.count()) + " ms";
   const std::string option = " (TrainerOptions::observer_stall_timeout)";
   if (in_flight_ == 0) {
-    return "has not returned from flush() for " + timeout + option + ": it is stuck there, and nothing more is "
+    return "has not returned from flush() for " + timeout + option +
+           ": it is stuck there, and nothing more is "
            "delivered to it";
   }
-  const std::string events = std::to_string(in_flight_) + " waiting event" + (in_flight_ == 1 ? "" : "s");
+  const std::string events =
+      std::to_string(in_flight_) + " waiting event" + (in_flight_ == 1 ? "" : "s");
   if (in_hook_.load()) {
     return "handled none of its " + events + " for " + timeout + option +
            ": it is stuck in a hook, and nothing more is delivered to it";
   }
   return "got no pool thread for its " + events + " for " + timeout + option +
-         " while no observer made progress: another observer holding the threads is stuck; nothing more is "
+         " while no observer made progress: another observer holding the threads is stuck; nothing "
+         "more is "
          "delivered to it";
 }
 

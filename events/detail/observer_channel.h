@@ -67,8 +67,10 @@ class ObserverChannel {
   /// `unraised` and `pool_progress` are the pool's: its count of failures not yet raised, and of
   /// events and flushes any of its observers handled (a starved observer is not stalled while
   /// another makes progress).
-  ObserverChannel(std::shared_ptr<Observer> observer, ObserverOptions options, std::shared_ptr<PoolExecutor> executor,
-                  std::shared_ptr<std::atomic<int>> unraised, std::shared_ptr<std::atomic<uint64_t>> pool_progress,
+  ObserverChannel(std::shared_ptr<Observer> observer, ObserverOptions options,
+                  std::shared_ptr<PoolExecutor> executor,
+                  std::shared_ptr<std::atomic<int>> unraised,
+                  std::shared_ptr<std::atomic<uint64_t>> pool_progress,
                   std::chrono::milliseconds stall_timeout);
 
   /// The channel whose hook (or flush) this thread runs now; nullptr outside them.
@@ -79,7 +81,8 @@ class ObserverChannel {
   /// Queues one delivery, waiting for room (at most a stall timeout without progress) or dropping
   /// it when full. A full queue, or a burst, posts the drainer; otherwise the next kick does.
   void enqueue(const std::shared_ptr<ObserverChannel>& self, std::unique_ptr<Delivery> delivery);
-  /// Marks the channel scheduled if it has deliveries and no drainer; true if the caller must post one.
+  /// Marks the channel scheduled if it has deliveries and no drainer; true if the caller must post
+  /// one.
   bool claim_drainer();
   /// Undoes claim_drainer() when the drainer could not be posted.
   void release_drainer();
@@ -94,9 +97,9 @@ class ObserverChannel {
   /// Waits until everything posted before is handled, or the channel is abandoned. With a stall
   /// timeout, abandons the channel when nothing is handled for that long; false then.
   bool wait_drained(std::optional<std::chrono::milliseconds> stall_timeout);
-  /// Records the first failure (kRaise: counted in `unraised` until raised; kDisable: reported once).
-  /// With `drop_queued`, also drops what is queued when no drainer will: for a failure outside the
-  /// drainer (its drainer could not be posted).
+  /// Records the first failure (kRaise: counted in `unraised` until raised; kDisable: reported
+  /// once). With `drop_queued`, also drops what is queued when no drainer will: for a failure
+  /// outside the drainer (its drainer could not be posted).
   void fail(std::exception_ptr exception, bool drop_queued = false) noexcept;
   bool closed();
   bool abandoned() const noexcept { return abandoned_.load(); }
@@ -140,19 +143,19 @@ class ObserverChannel {
   std::shared_ptr<std::atomic<int>> unraised_;
   std::shared_ptr<std::atomic<uint64_t>> pool_progress_;
 
-  std::atomic<uint64_t> progress_{0};     // events handled and flushes done: what a stall lacks
+  std::atomic<uint64_t> progress_{0};  // events handled and flushes done: what a stall lacks
   std::atomic<bool> abandoned_{false};
   std::atomic<bool> in_hook_{false};
-  std::atomic<bool> dirty_{false};        // events handled since the last flush()
+  std::atomic<bool> dirty_{false};  // events handled since the last flush()
   std::atomic<bool> flush_posted_{false};
 
   std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<std::unique_ptr<Delivery>> queue_;  // deliveries not yet handled, in publish order
   bool scheduled_ = false;                       // a drain_queue() is posted or running
-  int waiters_ = 0;                              // threads blocked on `changed_` (full, or draining)
-  std::size_t in_flight_ = 0;                    // queued or running deliveries
-  std::size_t flushes_in_flight_ = 0;            // posted or running flush()
+  int waiters_ = 0;                    // threads blocked on `changed_` (full, or draining)
+  std::size_t in_flight_ = 0;          // queued or running deliveries
+  std::size_t flushes_in_flight_ = 0;  // posted or running flush()
   std::size_t peak_in_flight_ = 0;
   uint64_t delivered_ = 0;
   uint64_t dropped_ = 0;

@@ -5,8 +5,8 @@
 
 #include <torch/torch.h>
 
-#include "core/trainer.h"
 #include "callbacks/early_stopping.h"
+#include "core/trainer.h"
 
 class Line : public trainbus::Module {
  public:
@@ -33,8 +33,10 @@ int main() {
   torch::manual_seed(0);
   const torch::Tensor x = torch::rand({256, 1});
   const torch::Tensor y = 2 * x + 1;
-  auto train = std::make_shared<trainbus::data::TensorDataLoader>(x, y, trainbus::data::DataLoaderOptions().batch_size(32).shuffle(true));
-  auto val = std::make_shared<trainbus::data::TensorDataLoader>(x, y, trainbus::data::DataLoaderOptions().batch_size(256));
+  auto train = std::make_shared<trainbus::data::TensorDataLoader>(
+      x, y, trainbus::data::DataLoaderOptions().batch_size(32).shuffle(true));
+  auto val = std::make_shared<trainbus::data::TensorDataLoader>(
+      x, y, trainbus::data::DataLoaderOptions().batch_size(256));
   trainbus::data::LoaderDataModule data(train, val);
 
   trainbus::Trainer trainer(
@@ -43,8 +45,9 @@ int main() {
           trainbus::callbacks::EarlyStoppingOptions().monitor("val_loss").patience(5))});
 
   int epochs_seen = 0;
-  trainbus::events::Subscription on_epoch = trainer.bus().subscribe<trainbus::events::TrainEpochEnd>(
-      [&](const trainbus::events::TrainEpochEnd&) { ++epochs_seen; });
+  trainbus::events::Subscription on_epoch =
+      trainer.bus().subscribe<trainbus::events::TrainEpochEnd>(
+          [&](const trainbus::events::TrainEpochEnd&) { ++epochs_seen; });
 
   Line model;
   trainer.fit(model, data);
@@ -52,5 +55,8 @@ int main() {
   const double b = model.linear->bias.item<double>();
   std::cout << "consumer: w=" << w << " b=" << b << " after " << epochs_seen << " epochs, val_loss "
             << trainer.callback_metrics().at("val_loss") << std::endl;
-  return std::abs(w - 2.0) < 0.1 && std::abs(b - 1.0) < 0.1 && epochs_seen == trainer.current_epoch() ? 0 : 1;
+  return std::abs(w - 2.0) < 0.1 && std::abs(b - 1.0) < 0.1 &&
+                 epochs_seen == trainer.current_epoch()
+             ? 0
+             : 1;
 }

@@ -11,7 +11,8 @@ namespace trainbus::examples {
 
 class ConditionalCallback : public Callback {
  public:
-  explicit ConditionalCallback(int64_t activate_after_epoch = 10) : activate_after_epoch_(activate_after_epoch) {}
+  explicit ConditionalCallback(int64_t activate_after_epoch = 10)
+      : activate_after_epoch_(activate_after_epoch) {}
 
   void on_train_epoch_end(Trainer& trainer, Module& module) override {
     if (trainer.current_epoch() >= activate_after_epoch_) {
@@ -24,7 +25,9 @@ class ConditionalCallback : public Callback {
   std::vector<int64_t> active_epochs;
 
  private:
-  void do_something(Trainer& trainer, Module& module) { active_epochs.push_back(trainer.current_epoch()); }
+  void do_something(Trainer& trainer, Module& module) {
+    active_epochs.push_back(trainer.current_epoch());
+  }
 
   int64_t activate_after_epoch_;
 };

@@ -10,7 +10,8 @@ namespace trainbus::examples {
 
 class CustomCheckpoint : public Callback {
  public:
-  CustomCheckpoint(std::string save_dir, std::ostream& out) : save_dir_(std::move(save_dir)), out_(out) {}
+  CustomCheckpoint(std::string save_dir, std::ostream& out)
+      : save_dir_(std::move(save_dir)), out_(out) {}
 
   /// Saves "<save_dir>/custom-<epoch>.ckpt" when the epoch is a multiple of 5.
   void on_train_epoch_end(Trainer& trainer, Module& module) override;

@@ -7,14 +7,15 @@
 
 namespace trainbus::examples {
 
-void LRFinder::on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs, const Batch& batch,
-                                  int64_t batch_idx) {
+void LRFinder::on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
+                                  const Batch& batch, int64_t batch_idx) {
   if (batch_idx >= num_steps_) {
     trainer.request_stop("LRFinder: swept " + std::to_string(num_steps_) + " steps");
     return;
   }
   // Exponential LR schedule
-  const double lr = min_lr_ * std::pow(max_lr_ / min_lr_, static_cast<double>(batch_idx) / num_steps_);
+  const double lr =
+      min_lr_ * std::pow(max_lr_ / min_lr_, static_cast<double>(batch_idx) / num_steps_);
   torch::optim::Optimizer& optimizer = *trainer.optimizers()[0];
   for (auto& param_group : optimizer.param_groups()) param_group.options().set_lr(lr);
 

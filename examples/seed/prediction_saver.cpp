@@ -4,8 +4,9 @@
 
 namespace trainbus::examples {
 
-void PredictionSaver::on_predict_batch_end(Trainer& trainer, Module& module, const at::Tensor& outputs,
-                                           const Batch& batch, int64_t batch_idx) {
+void PredictionSaver::on_predict_batch_end(Trainer& trainer, Module& module,
+                                           const at::Tensor& outputs, const Batch& batch,
+                                           int64_t batch_idx) {
   predictions.push_back(outputs);
 }
 

@@ -13,10 +13,11 @@ namespace trainbus::examples {
 
 class PredictionSaver : public Callback {
  public:
-  PredictionSaver(std::string save_path, std::ostream& out) : save_path_(std::move(save_path)), out_(out) {}
+  PredictionSaver(std::string save_path, std::ostream& out)
+      : save_path_(std::move(save_path)), out_(out) {}
 
-  void on_predict_batch_end(Trainer& trainer, Module& module, const at::Tensor& outputs, const Batch& batch,
-                            int64_t batch_idx) override;
+  void on_predict_batch_end(Trainer& trainer, Module& module, const at::Tensor& outputs,
+                            const Batch& batch, int64_t batch_idx) override;
   /// Writes the predictions with torch::save (readable with torch::load into a vector of tensors).
   void on_predict_end(Trainer& trainer, Module& module) override;
 

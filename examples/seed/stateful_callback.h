@@ -10,8 +10,8 @@ namespace trainbus::examples {
 
 class StatefulCallback : public Callback {
  public:
-  void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs, const Batch& batch,
-                          int64_t batch_idx) override {
+  void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
+                          const Batch& batch, int64_t batch_idx) override {
     ++counter;
   }
   bool stateful() const override { return true; }
@@ -20,7 +20,9 @@ class StatefulCallback : public Callback {
     state.insert("counter", counter);
     return state;
   }
-  void load_state_dict(const StateDict& state_dict) override { counter = state_dict.at("counter").toInt(); }
+  void load_state_dict(const StateDict& state_dict) override {
+    counter = state_dict.at("counter").toInt();
+  }
   /// Unique identifier for this callback
   std::string state_key() const override { return "my_stateful_callback"; }
 

@@ -30,7 +30,8 @@ TEST_CASE("TRAINBUS_ARG options chain, keep their defaults and stay values", "[b
   CHECK(chained.patience() == 5);
   CHECK(chained.threshold() == 0.5);
 
-  // A copy is independent; a mutable one can be assigned through the getter (CLI bindings need that).
+  // A copy is independent; a mutable one can be assigned through the getter (CLI bindings need
+  // that).
   ExampleOptions copy = chained;
   copy.patience() = 7;
   copy.threshold() = std::nullopt;
@@ -46,7 +47,8 @@ TEST_CASE("TRAINBUS_ARG options chain, keep their defaults and stay values", "[b
   CHECK(std::string(ExampleOptions().label(text).label()) == "set");
 }
 
-TEST_CASE("TRAINBUS_ARG on a temporary gives a value, so a reference to the chain does not dangle", "[base][options]") {
+TEST_CASE("TRAINBUS_ARG on a temporary gives a value, so a reference to the chain does not dangle",
+          "[base][options]") {
   const ExampleOptions& held = ExampleOptions().monitor("loss").patience(4);  // lifetime extended
   CHECK(held.monitor() == "loss");
   CHECK(held.patience() == 4);

@@ -8,7 +8,8 @@
 
 using namespace trainbus;
 
-TEST_CASE("CRC32C: the CPU instruction and Boost.CRC give the same checksum in any chunking", "[events][crc]") {
+TEST_CASE("CRC32C: the CPU instruction and Boost.CRC give the same checksum in any chunking",
+          "[events][crc]") {
   for (bool portable : {true, false}) {
     Crc32c check(portable);
     check.update("123456789", 9);
@@ -23,7 +24,8 @@ TEST_CASE("CRC32C: the CPU instruction and Boost.CRC give the same checksum in a
     Crc32c fast, portable(true);
     std::size_t at = 0;
     while (at < data.size()) {
-      const std::size_t size = std::min<std::size_t>(data.size() - at, random() % 97);  // odd sizes, any alignment
+      const std::size_t size =
+          std::min<std::size_t>(data.size() - at, random() % 97);  // odd sizes, any alignment
       fast.update(data.data() + at, size);
       portable.update(data.data() + at, size);
       at += size;

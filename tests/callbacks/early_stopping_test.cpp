@@ -37,7 +37,8 @@ struct Run {
   std::shared_ptr<EarlyStopping> callback;
 };
 
-Run fit_with(EarlyStoppingOptions options, std::vector<double> values, TrainerOptions trainer_options = {}) {
+Run fit_with(EarlyStoppingOptions options, std::vector<double> values,
+             TrainerOptions trainer_options = {}) {
   auto callback = std::make_shared<EarlyStopping>(options);
   trainer_options.max_epochs(trainer_options.max_epochs().value_or(20));
   trainer_options.limit_train_batches(1);
@@ -60,7 +61,8 @@ EarlyStoppingOptions watch(double min_delta = 0.0, int64_t patience = 3, std::st
 
 }  // namespace
 
-TEST_CASE("EarlyStopping stops after patience checks without improvement", "[callbacks][early_stopping]") {
+TEST_CASE("EarlyStopping stops after patience checks without improvement",
+          "[callbacks][early_stopping]") {
   const Run run = fit_with(watch(), {5, 4, 3, 3.5, 3.2, 3.1, 1.0});
   // Best 3 at epoch 2; epochs 3, 4, 5 do not improve; the stop is requested at epoch 5.
   CHECK(run.epochs == 6);
@@ -72,7 +74,8 @@ TEST_CASE("EarlyStopping stops after patience checks without improvement", "[cal
              Contains("did not improve in the last 3 records. Best score: 3.000"));
 }
 
-TEST_CASE("EarlyStopping: an improvement smaller than min_delta does not count", "[callbacks][early_stopping]") {
+TEST_CASE("EarlyStopping: an improvement smaller than min_delta does not count",
+          "[callbacks][early_stopping]") {
   const Run run = fit_with(watch(0.5, 2), {5, 4.8, 4.6, 4.4});
   CHECK(run.epochs == 3);
   CHECK(run.callback->best_score() == 5.0);
@@ -84,10 +87,12 @@ TEST_CASE("EarlyStopping in mode max", "[callbacks][early_stopping]") {
   CHECK(run.callback->best_score() == 0.7);
 }
 
-TEST_CASE("EarlyStopping thresholds and non-finite values stop at once", "[callbacks][early_stopping]") {
+TEST_CASE("EarlyStopping thresholds and non-finite values stop at once",
+          "[callbacks][early_stopping]") {
   EarlyStoppingOptions stop_below = watch();
   stop_below.stopping_threshold(2.0);
-  CHECK(fit_with(stop_below, {5, 3, 1.5, 1}).callback->stopping_reason() == EarlyStoppingReason::kStoppingThreshold);
+  CHECK(fit_with(stop_below, {5, 3, 1.5, 1}).callback->stopping_reason() ==
+        EarlyStoppingReason::kStoppingThreshold);
   CHECK(fit_with(stop_below, {5, 3, 1.5, 1}).epochs == 3);
 
   EarlyStoppingOptions diverge = watch();
@@ -109,22 +114,27 @@ TEST_CASE("EarlyStopping respects min_epochs", "[callbacks][early_stopping]") {
   CHECK(run.epochs == 8);
 }
 
-TEST_CASE("EarlyStopping names the missing metric and what is available", "[callbacks][early_stopping]") {
+TEST_CASE("EarlyStopping names the missing metric and what is available",
+          "[callbacks][early_stopping]") {
   EarlyStoppingOptions options = watch();
   options.monitor("val_loss");
-  CHECK_THROWS_WITH(fit_with(options, {1}),
-                    Contains("Early stopping conditioned on metric `val_loss` which is not available") &&
-                        Contains("use any of the following: `metric`"));
+  CHECK_THROWS_WITH(
+      fit_with(options, {1}),
+      Contains("Early stopping conditioned on metric `val_loss` which is not available") &&
+          Contains("use any of the following: `metric`"));
   options.strict(false);
-  CHECK(fit_with(options, {1}, [] {
-          TrainerOptions o;
-          o.max_epochs(3);
-          return o;
-        }()).epochs == 3);
+  CHECK(fit_with(options, {1},
+                 [] {
+                   TrainerOptions o;
+                   o.max_epochs(3);
+                   return o;
+                 }())
+            .epochs == 3);
 }
 
 TEST_CASE("EarlyStopping refuses bad options", "[callbacks][early_stopping]") {
-  CHECK_THROWS_WITH(EarlyStopping(watch(0.0, 3, "median")), Contains("`mode` can be \"min\" or \"max\", got \"median\""));
+  CHECK_THROWS_WITH(EarlyStopping(watch(0.0, 3, "median")),
+                    Contains("`mode` can be \"min\" or \"max\", got \"median\""));
   CHECK_THROWS_WITH(EarlyStopping(EarlyStoppingOptions{}), Contains("`monitor` is empty"));
   CHECK_THROWS_WITH(EarlyStopping(watch(0.0, -1)), Contains("`patience` must be >= 0"));
 }

@@ -6,18 +6,18 @@
 
 #include <torch/optim/sgd.h>
 
+#include "callbacks/model_checkpoint.h"
 #include "checkpoint/format.h"
 #include "core/trainer.h"
-#include "callbacks/model_checkpoint.h"
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
+using Catch::Matchers::Contains;
 using trainbus::testing::names_in;
 using trainbus::testing::TempDir;
-using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
 namespace {
@@ -36,13 +36,18 @@ class ScriptedLoss : public testing::BoringModule {
 };
 
 TrainerOptions short_fit(int64_t epochs) {
-  return TrainerOptions().max_epochs(epochs).limit_train_batches(4).limit_val_batches(1).num_sanity_val_steps(0);
+  return TrainerOptions()
+      .max_epochs(epochs)
+      .limit_train_batches(4)
+      .limit_val_batches(1)
+      .num_sanity_val_steps(0);
 }
 
 }  // namespace
 
 TEST_CASE("ModelCheckpoint formats names as Lightning", "[callbacks][checkpoint]") {
-  ModelCheckpoint checkpoint(ModelCheckpointOptions().dirpath("dir").filename("{epoch}-{val_loss:.2f}-{other_metric:.3f}"));
+  ModelCheckpoint checkpoint(ModelCheckpointOptions().dirpath("dir").filename(
+      "{epoch}-{val_loss:.2f}-{other_metric:.3f}"));
   const Metrics metrics{{"epoch", 2}, {"step", 30}, {"val_loss", 0.1234}};
   CHECK(checkpoint.format_checkpoint_name(metrics, "") == "epoch=2-step=30");
   CHECK(checkpoint.format_checkpoint_name(metrics, "{epoch}-{val_loss:.2f}-{other_metric:.3f}") ==
@@ -50,7 +55,8 @@ TEST_CASE("ModelCheckpoint formats names as Lightning", "[callbacks][checkpoint]
   CHECK(checkpoint.format_checkpoint_name(metrics, "{epoch:03d}", 2) == "epoch=002-v2");
   ModelCheckpointOptions plain;
   plain.auto_insert_metric_name(false);
-  CHECK(ModelCheckpoint(plain).format_checkpoint_name(metrics, "e{epoch}_{val_loss:.1e}") == "e2_1.2e-01");
+  CHECK(ModelCheckpoint(plain).format_checkpoint_name(metrics, "e{epoch}_{val_loss:.1e}") ==
+        "e2_1.2e-01");
   CHECK_THROWS_WITH(checkpoint.format_checkpoint_name(metrics, "{val_loss:>>x}"),
                     Contains("format spec `:>>x` is not supported"));
 }
@@ -81,16 +87,18 @@ TEST_CASE("Top-k keeps exactly the k best, written in the background", "[callbac
   testing::RandomDataModule data(64, 4);
   trainer.fit(module, data);
 
-  CHECK(names_in(dir.file("ckpts")) == std::set<std::string>{"epoch=3-val_loss=0.30.ckpt", "epoch=5-val_loss=0.40.ckpt"});
+  CHECK(names_in(dir.file("ckpts")) ==
+        std::set<std::string>{"epoch=3-val_loss=0.30.ckpt", "epoch=5-val_loss=0.40.ckpt"});
   CHECK(checkpoint->best_model_path() == dir.file("ckpts/epoch=3-val_loss=0.30.ckpt"));
   CHECK(checkpoint->best_model_score() == Approx(0.3));
   CHECK(checkpoint->kth_best_model_path() == dir.file("ckpts/epoch=5-val_loss=0.40.ckpt"));
   REQUIRE(trainer.checkpoints().writer() != nullptr);
   const checkpoint::CheckpointWriterStats stats = trainer.checkpoints().writer()->stats();
-  CHECK(stats.written == 5);  // epochs 0, 1, 2, 3 and 5 entered the top 2 when they ended
+  CHECK(stats.written == 5);   // epochs 0, 1, 2, 3 and 5 entered the top 2 when they ended
   CHECK(stats.replaced == 0);  // top-k members are never replaced while pending
   CHECK(stats.bytes_held == 0);
-  for (const auto& name : names_in(dir.file("ckpts"))) CHECK_NOTHROW(checkpoint::read_checkpoint(dir.file("ckpts/" + name)));
+  for (const auto& name : names_in(dir.file("ckpts")))
+    CHECK_NOTHROW(checkpoint::read_checkpoint(dir.file("ckpts/" + name)));
 
   // Its own state is in the checkpoint: a resume from "best" restores it.
   auto restored = std::make_shared<ModelCheckpoint>(options);
@@ -101,9 +109,11 @@ TEST_CASE("Top-k keeps exactly the k best, written in the background", "[callbac
   CHECK(restored->best_k_models().size() == 2);
 }
 
-TEST_CASE("save_last keeps `last` as a link or a copy of the newest save", "[callbacks][checkpoint]") {
+TEST_CASE("save_last keeps `last` as a link or a copy of the newest save",
+          "[callbacks][checkpoint]") {
   TempDir dir;
-  for (auto mode : {ModelCheckpointOptions::SaveLast::kLink, ModelCheckpointOptions::SaveLast::kCopy}) {
+  for (auto mode :
+       {ModelCheckpointOptions::SaveLast::kLink, ModelCheckpointOptions::SaveLast::kCopy}) {
     const bool link = mode == ModelCheckpointOptions::SaveLast::kLink;
     DYNAMIC_SECTION((link ? "link" : "copy")) {
       ModelCheckpointOptions options;
@@ -115,7 +125,8 @@ TEST_CASE("save_last keeps `last` as a link or a copy of the newest save", "[cal
       testing::BoringModule module;
       testing::RandomDataModule data(64, 4);
       trainer.fit(module, data);
-      CHECK(names_in(options.dirpath()) == std::set<std::string>{"epoch=2-step=12.ckpt", "last.ckpt"});
+      CHECK(names_in(options.dirpath()) ==
+            std::set<std::string>{"epoch=2-step=12.ckpt", "last.ckpt"});
       CHECK(fs::is_symlink(options.dirpath() + "/last.ckpt") == link);
       CHECK(checkpoint->last_model_path() == options.dirpath() + "/last.ckpt");
       CHECK(checkpoint::read_checkpoint(options.dirpath() + "/last.ckpt").data.global_step == 12);
@@ -123,7 +134,8 @@ TEST_CASE("save_last keeps `last` as a link or a copy of the newest save", "[cal
   }
 }
 
-TEST_CASE("ckpt_path \"last\" resumes from the newest complete checkpoint, never a torn one", "[callbacks][checkpoint]") {
+TEST_CASE("ckpt_path \"last\" resumes from the newest complete checkpoint, never a torn one",
+          "[callbacks][checkpoint]") {
   TempDir dir;
   ModelCheckpointOptions options;
   options.dirpath(dir.file("ckpts"));
@@ -152,15 +164,18 @@ TEST_CASE("ckpt_path \"last\" resumes from the newest complete checkpoint, never
   CHECK(fs::exists(options.dirpath() + "/epoch=1-step=8.ckpt"));
 }
 
-TEST_CASE("ckpt_path \"last\" without a checkpoint callback says what is missing", "[callbacks][checkpoint]") {
+TEST_CASE("ckpt_path \"last\" without a checkpoint callback says what is missing",
+          "[callbacks][checkpoint]") {
   Trainer trainer(short_fit(1));
   testing::BoringModule module;
   testing::RandomDataModule data(64, 4);
-  CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path("last")), Contains("needs a checkpoint callback"));
+  CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path("last")),
+                    Contains("needs a checkpoint callback"));
 }
 
-TEST_CASE("A step-triggered save that monitors a validation metric waits for fresh validation metrics",
-          "[callbacks][checkpoint]") {
+TEST_CASE(
+    "A step-triggered save that monitors a validation metric waits for fresh validation metrics",
+    "[callbacks][checkpoint]") {
   // Lightning #20185: saving every 2 steps while monitoring val_loss failed before the first
   // validation, and saves right before a validation ranked the previous validation's value.
   TempDir dir;
@@ -177,15 +192,18 @@ TEST_CASE("A step-triggered save that monitors a validation metric waits for fre
   trainer.fit(module, data);
   // Step 2: val_loss not logged yet, deferred to epoch 0's validation (step 4). Step 6: saved at
   // once. Step 8: validation follows, so it waits and ranks epoch 1's value.
-  CHECK(names_in(options.dirpath()) == std::set<std::string>{"step=4-val_loss=0.90.ckpt", "step=6-val_loss=0.90.ckpt",
-                                                          "step=8-val_loss=0.50.ckpt"});
+  CHECK(names_in(options.dirpath()) == std::set<std::string>{"step=4-val_loss=0.90.ckpt",
+                                                             "step=6-val_loss=0.90.ckpt",
+                                                             "step=8-val_loss=0.50.ckpt"});
   CHECK(checkpoint->best_model_path() == options.dirpath() + "/step=8-val_loss=0.50.ckpt");
-  const checkpoint::LoadedCheckpoint best = checkpoint::read_checkpoint(checkpoint->best_model_path());
+  const checkpoint::LoadedCheckpoint best =
+      checkpoint::read_checkpoint(checkpoint->best_model_path());
   CHECK(best.data.global_step == 8);
   CHECK(best.data.callback_metrics.at("val_loss") == Approx(0.5));
 }
 
-TEST_CASE("save_last writes `last` when training ends after the newest save", "[callbacks][checkpoint]") {
+TEST_CASE("save_last writes `last` when training ends after the newest save",
+          "[callbacks][checkpoint]") {
   TempDir dir;
   ModelCheckpointOptions options;
   options.dirpath(dir.file("ckpts"));
@@ -199,10 +217,12 @@ TEST_CASE("save_last writes `last` when training ends after the newest save", "[
   // Saves at steps 5 and 10 (the newest kept); 12 steps in all, so `last` is written at the end.
   CHECK(names_in(options.dirpath()) == std::set<std::string>{"epoch=2-step=10.ckpt", "last.ckpt"});
   CHECK(checkpoint::read_checkpoint(options.dirpath() + "/last.ckpt").data.global_step == 12);
-  CHECK(checkpoint::read_checkpoint(options.dirpath() + "/epoch=2-step=10.ckpt").data.global_step == 10);
+  CHECK(checkpoint::read_checkpoint(options.dirpath() + "/epoch=2-step=10.ckpt").data.global_step ==
+        10);
 }
 
-TEST_CASE("A checkpoint directory removed during the run is made again by the next save", "[callbacks][checkpoint]") {
+TEST_CASE("A checkpoint directory removed during the run is made again by the next save",
+          "[callbacks][checkpoint]") {
   TempDir dir;
   ModelCheckpointOptions options;
   options.dirpath(dir.file("ckpts"));
@@ -234,14 +254,17 @@ namespace {
 class MomentumBoring : public testing::BoringModule {
  public:
   OptimizerConfig configure_optimizers() override {
-    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+    return std::make_shared<torch::optim::SGD>(parameters(),
+                                               torch::optim::SGDOptions(0.1).momentum(0.9));
   }
 };
 
 }  // namespace
 
-TEST_CASE("An asynchronous ModelCheckpoint prepares its buffers ahead, so no snapshot copies into new memory",
-          "[callbacks][checkpoint][async]") {
+TEST_CASE(
+    "An asynchronous ModelCheckpoint prepares its buffers ahead, so no snapshot copies into new "
+    "memory",
+    "[callbacks][checkpoint][async]") {
   TempDir dir;
   ModelCheckpointOptions options;
   options.dirpath(dir.file("ckpts"));
@@ -268,14 +291,16 @@ TEST_CASE("An asynchronous ModelCheckpoint prepares its buffers ahead, so no sna
   CHECK(stats.prepared > saves);  // at train start too, for the first save
   CHECK(stats.fresh_copies == 0);
   // The newest save is of the final state: the prepared buffers hold exactly the weights.
-  checkpoint::LoadedCheckpoint newest = checkpoint::read_checkpoint(dir.file("ckpts/epoch=1-step=8.ckpt"));
+  checkpoint::LoadedCheckpoint newest =
+      checkpoint::read_checkpoint(dir.file("ckpts/epoch=1-step=8.ckpt"));
   MomentumBoring loaded;
   loaded.load(newest.model);
   CHECK(torch::equal(loaded.layer->weight, module.layer->weight));
   CHECK(torch::equal(loaded.layer->bias, module.layer->bias));
 }
 
-TEST_CASE("Without prepare_ahead, ModelCheckpoint's first save copies into new memory", "[callbacks][checkpoint][async]") {
+TEST_CASE("Without prepare_ahead, ModelCheckpoint's first save copies into new memory",
+          "[callbacks][checkpoint][async]") {
   TempDir dir;
   ModelCheckpointOptions options;
   options.dirpath(dir.file("ckpts"));
@@ -293,8 +318,10 @@ TEST_CASE("Without prepare_ahead, ModelCheckpoint's first save copies into new m
   CHECK(stats.fresh_copies >= 4);
 }
 
-TEST_CASE("A monitored save with no score yet keeps only `last` before any validation, and is an error after one",
-          "[callbacks][checkpoint]") {
+TEST_CASE(
+    "A monitored save with no score yet keeps only `last` before any validation, and is an error "
+    "after one",
+    "[callbacks][checkpoint]") {
   TempDir dir;
   ModelCheckpointOptions options;
   options.dirpath(dir.file("ckpts"));
@@ -317,8 +344,9 @@ TEST_CASE("A monitored save with no score yet keeps only `last` before any valid
     Trainer trainer(short_fit(1), {std::make_shared<ModelCheckpoint>(options)});
     ScriptedLoss module({0.5});
     testing::RandomDataModule data(64, 4);
-    CHECK_THROWS_WITH(trainer.fit(module, data),
-                      Contains("ModelCheckpoint(monitor='val_nope') could not find the monitored key") &&
-                          Contains("log('val_nope', value)"));
+    CHECK_THROWS_WITH(
+        trainer.fit(module, data),
+        Contains("ModelCheckpoint(monitor='val_nope') could not find the monitored key") &&
+            Contains("log('val_nope', value)"));
   }
 }

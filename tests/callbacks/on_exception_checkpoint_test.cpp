@@ -17,7 +17,11 @@ namespace fs = std::filesystem;
 namespace {
 
 TrainerOptions short_fit(int64_t epochs) {
-  return TrainerOptions().max_epochs(epochs).limit_train_batches(4).limit_val_batches(1).num_sanity_val_steps(0);
+  return TrainerOptions()
+      .max_epochs(epochs)
+      .limit_train_batches(4)
+      .limit_val_batches(1)
+      .num_sanity_val_steps(0);
 }
 
 }  // namespace
@@ -27,7 +31,8 @@ TEST_CASE("OnExceptionCheckpoint saves when fit fails and is removed after a run
   TempDir dir;
   class FailAtStep : public Callback {
    public:
-    void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t) override {
+    void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                            int64_t) override {
       if (trainer.global_step() == 3) throw std::runtime_error("diverged");
     }
   };
@@ -44,4 +49,3 @@ TEST_CASE("OnExceptionCheckpoint saves when fit fails and is removed after a run
   succeeding.fit(other, data, FitOptions().ckpt_path(on_exception->checkpoint_path()));
   CHECK_FALSE(fs::exists(on_exception->checkpoint_path()));
 }
-

@@ -1,5 +1,5 @@
-// checkpoint::BufferPool with fake buffers (no LibTorch): what a snapshot takes, what a preparation makes
-// ready, what is given back. Runs under ThreadSanitizer and ASan too.
+// checkpoint::BufferPool with fake buffers (no LibTorch): what a snapshot takes, what a preparation
+// makes ready, what is given back. Runs under ThreadSanitizer and ASan too.
 #include "checkpoint/buffer_pool.h"
 
 #include <memory>
@@ -17,7 +17,9 @@ struct FakeTraits {
   using Buffer = std::shared_ptr<std::vector<char>>;
   using Layout = std::size_t;
   static Layout layout_of(const Buffer& buffer) { return buffer->size(); }
-  static Buffer allocate(const Layout& layout) { return std::make_shared<std::vector<char>>(layout); }
+  static Buffer allocate(const Layout& layout) {
+    return std::make_shared<std::vector<char>>(layout);
+  }
   static void touch(Buffer& buffer) {
     for (std::size_t i = 0; i < buffer->size(); i += 4096) (*buffer)[i] = 1;
   }

@@ -12,9 +12,9 @@
 #include <random>
 #include <thread>
 
+#include "callbacks/model_checkpoint.h"
 #include "checkpoint/format.h"
 #include "core/trainer.h"
-#include "callbacks/model_checkpoint.h"
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
 #include "tests/support/child_process.h"
@@ -66,15 +66,17 @@ TrainerOptions endless() {
 std::vector<std::string> temporaries_in(const std::string& dir) {
   std::vector<std::string> found;
   for (const auto& entry : fs::directory_iterator(dir)) {
-    if (checkpoint::is_temporary_checkpoint(entry.path().string())) found.push_back(entry.path().filename().string());
+    if (checkpoint::is_temporary_checkpoint(entry.path().string()))
+      found.push_back(entry.path().filename().string());
   }
   return found;
 }
 
 // Kills a child that saves every step at `kill_point` points spread over its saves, and checks
 // what it left each time; `options` are the child's ModelCheckpoint options.
-void kill_while_saving(const std::string& child_tag, ModelCheckpointOptions (*options)(const std::string&),
-                       int kill_points, bool with_alternating_module) {
+void kill_while_saving(const std::string& child_tag,
+                       ModelCheckpointOptions (*options)(const std::string&), int kill_points,
+                       bool with_alternating_module) {
   std::mt19937 random(7);
   std::uniform_int_distribution<int> delay_us(0, 40000);
   int links = 0, copies = 0, cleaned = 0;
@@ -86,7 +88,8 @@ void kill_while_saving(const std::string& child_tag, ModelCheckpointOptions (*op
     // `last`, then a random time inside the stream of saves that follows.
     const std::string last = checkpoints + "/last.ckpt";
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while ((checkpoint::list_complete_checkpoints(checkpoints).empty() || !fs::exists(fs::symlink_status(last))) &&
+    while ((checkpoint::list_complete_checkpoints(checkpoints).empty() ||
+            !fs::exists(fs::symlink_status(last))) &&
            std::chrono::steady_clock::now() < give_up) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
@@ -98,7 +101,8 @@ void kill_while_saving(const std::string& child_tag, ModelCheckpointOptions (*op
     int final_names = 0;
     for (const auto& entry : fs::directory_iterator(checkpoints)) {
       const std::string path = entry.path().string();
-      if (checkpoint::is_temporary_checkpoint(path)) continue;  // an unfinished write: never loaded, never "last"
+      if (checkpoint::is_temporary_checkpoint(path))
+        continue;  // an unfinished write: never loaded, never "last"
       ++final_names;
       INFO(path);
       CHECK_NOTHROW(checkpoint::read_checkpoint(path));
@@ -116,7 +120,8 @@ void kill_while_saving(const std::string& child_tag, ModelCheckpointOptions (*op
     // The next run in the same directory removes what the killed one left unfinished, whatever
     // the kill left: here also a planted torn write of a dead writer (nobody holds its lock).
     const bool leftovers = !temporaries_in(checkpoints).empty();
-    const std::string planted = checkpoint::temporary_checkpoint_name(checkpoints + "/epoch=0-step=9999.ckpt");
+    const std::string planted =
+        checkpoint::temporary_checkpoint_name(checkpoints + "/epoch=0-step=9999.ckpt");
     fs::create_directory(planted);
     TrainerOptions short_run;
     short_run.max_epochs(1);
@@ -136,7 +141,8 @@ void kill_while_saving(const std::string& child_tag, ModelCheckpointOptions (*op
     CHECK(links > 0);
     CHECK(copies > 0);
   }
-  UNSCOPED_INFO("temporary entries found and cleaned after " << cleaned << " of " << kill_points << " kills");
+  UNSCOPED_INFO("temporary entries found and cleaned after " << cleaned << " of " << kill_points
+                                                             << " kills");
 }
 
 }  // namespace
@@ -151,7 +157,8 @@ TEST_CASE("crash child: trains and saves every step until it is killed", "[.cras
   trainer.fit(module, data);
 }
 
-TEST_CASE("crash child: saves every step, `last` alternating between a link and a copy", "[.crash-child-alternating]") {
+TEST_CASE("crash child: saves every step, `last` alternating between a link and a copy",
+          "[.crash-child-alternating]") {
   const std::string dir = test_child_dir();
   if (dir.empty()) return;
   Trainer trainer(endless(), {std::make_shared<ModelCheckpoint>(alternating_last(dir))});
@@ -160,12 +167,15 @@ TEST_CASE("crash child: saves every step, `last` alternating between a link and 
   trainer.fit(module, data);
 }
 
-TEST_CASE("After SIGKILL at any point of a save, every checkpoint with a final name loads and `last` is complete",
-          "[checkpoint][faults]") {
+TEST_CASE(
+    "After SIGKILL at any point of a save, every checkpoint with a final name loads and `last` is "
+    "complete",
+    "[checkpoint][faults]") {
   kill_while_saving("[.crash-child]", every_step, 12, false);
 }
 
-TEST_CASE("After SIGKILL while `last` flips between a link and a copy, `last.ckpt` exists and loads",
-          "[checkpoint][faults]") {
+TEST_CASE(
+    "After SIGKILL while `last` flips between a link and a copy, `last.ckpt` exists and loads",
+    "[checkpoint][faults]") {
   kill_while_saving("[.crash-child-alternating]", alternating_last, 16, true);
 }

@@ -75,14 +75,16 @@ TEST_CASE("A direct DurableFile holds exactly what was written, whatever the siz
   TempDir dir;
   std::mt19937 random(11);
   // Around the 4 KiB block and the 4 MiB staging buffer, and empty.
-  for (const std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{4095}, std::size_t{4096},
-                                 std::size_t{4097}, (std::size_t{4} << 20) + 3, std::size_t{9} << 20}) {
+  for (const std::size_t size :
+       {std::size_t{0}, std::size_t{1}, std::size_t{4095}, std::size_t{4096}, std::size_t{4097},
+        (std::size_t{4} << 20) + 3, std::size_t{9} << 20}) {
     for (const bool direct : {true, false}) {
       std::string data(size, '\0');
       for (char& c : data) c = static_cast<char>(random());
       const std::string path = dir.file(std::to_string(size) + (direct ? "-direct" : "-cached"));
       checkpoint::DurableFile out(path, direct);
-      // On a filesystem without O_DIRECT (tmpfs before Linux 6.6) the file falls back; both must hold.
+      // On a filesystem without O_DIRECT (tmpfs before Linux 6.6) the file falls back; both must
+      // hold.
       const bool went_direct = out.direct();
       for (std::size_t at = 0; at < size;) {
         const std::size_t chunk = std::min<std::size_t>(size - at, 1 + random() % 300000);
@@ -90,7 +92,8 @@ TEST_CASE("A direct DurableFile holds exactly what was written, whatever the siz
         at += chunk;
       }
       out.close_durably();
-      INFO("size " << size << (direct ? ", direct" : ", through the page cache") << (went_direct ? " (O_DIRECT)" : ""));
+      INFO("size " << size << (direct ? ", direct" : ", through the page cache")
+                   << (went_direct ? " (O_DIRECT)" : ""));
       CHECK(out.size() == size);
       CHECK(file_bytes(path) == data);
       const checkpoint::FileDigest digest = checkpoint::digest_file(path);
@@ -101,7 +104,8 @@ TEST_CASE("A direct DurableFile holds exactly what was written, whatever the siz
   }
 }
 
-TEST_CASE("Two direct DurableFiles open at once on one thread each hold their own bytes", "[checkpoint]") {
+TEST_CASE("Two direct DurableFiles open at once on one thread each hold their own bytes",
+          "[checkpoint]") {
   TempDir dir;
   std::mt19937 random(5);
   std::string a_data((std::size_t{9} << 20) + 123, '\0'), b_data((std::size_t{6} << 20) + 7, '\0');
@@ -113,7 +117,8 @@ TEST_CASE("Two direct DurableFiles open at once on one thread each hold their ow
   std::size_t at_a = 0, at_b = 0;
   while (at_a < a_data.size() || at_b < b_data.size()) {
     const std::size_t n = 1 + random() % 700000;
-    const std::size_t take_a = std::min(n, a_data.size() - at_a), take_b = std::min(n / 2 + 1, b_data.size() - at_b);
+    const std::size_t take_a = std::min(n, a_data.size() - at_a),
+                      take_b = std::min(n / 2 + 1, b_data.size() - at_b);
     a.write(a_data.data() + at_a, take_a);
     b.write(b_data.data() + at_b, take_b);
     at_a += take_a;
@@ -125,7 +130,8 @@ TEST_CASE("Two direct DurableFiles open at once on one thread each hold their ow
   CHECK((file_bytes(dir.file("b")) == b_data));
 }
 
-TEST_CASE("A direct DurableFile really bypasses the page cache where the filesystem allows it", "[checkpoint]") {
+TEST_CASE("A direct DurableFile really bypasses the page cache where the filesystem allows it",
+          "[checkpoint]") {
   TempDir dir;
   if (!supports_o_direct(dir.path().string())) {
     WARN("the temporary directory's filesystem refuses O_DIRECT: only the fallback is tested here");

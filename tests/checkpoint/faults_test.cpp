@@ -6,8 +6,8 @@
 // child drops root (root ignores directory permissions), or mounts a small tmpfs in a private
 // mount namespace (falling back to a file-size limit where mounting is not permitted).
 #include <grp.h>
-#include <signal.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -39,16 +39,23 @@ namespace {
 /// (in the background if `async`). Keeps what on_exception was told.
 class SaveGoodThenBad : public Callback {
  public:
-  SaveGoodThenBad(std::string good, std::string bad, bool async, std::function<void()> before_bad = {})
-      : good_(std::move(good)), bad_(std::move(bad)), async_(async), before_bad_(std::move(before_bad)) {}
-  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) override {
+  SaveGoodThenBad(std::string good, std::string bad, bool async,
+                  std::function<void()> before_bad = {})
+      : good_(std::move(good)),
+        bad_(std::move(bad)),
+        async_(async),
+        before_bad_(std::move(before_bad)) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
     if (batch_idx == 1 && !good_.empty()) trainer.save_checkpoint(good_);
     if (batch_idx == 2) {
       if (before_bad_) before_bad_();
       trainer.save_checkpoint(bad_, SaveCheckpointOptions().async(async_));
     }
   }
-  void on_exception(Trainer&, Module&, const std::exception& error) override { seen = error.what(); }
+  void on_exception(Trainer&, Module&, const std::exception& error) override {
+    seen = error.what();
+  }
   std::string seen;
 
  private:
@@ -100,7 +107,8 @@ void save_good_checkpoint(const std::string& path) {
 class SmallDisk {
  public:
   explicit SmallDisk(const std::string& dir) : dir_(dir) {
-    tmpfs_ = ::unshare(CLONE_NEWNS) == 0 && ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
+    tmpfs_ = ::unshare(CLONE_NEWNS) == 0 &&
+             ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
              ::mount("trainbus-test", dir.c_str(), "tmpfs", 0, "size=1m") == 0;
     std::cout << "no-space child: " << (tmpfs_ ? "1 MiB tmpfs" : "RLIMIT_FSIZE of 1 KiB") << "\n";
   }
@@ -149,13 +157,15 @@ TEST_CASE("A save where its directory cannot be created fails fit with the path 
     DYNAMIC_SECTION((async ? "async" : "sync")) {
       const std::string bad = blocked_dir + "/bad.ckpt";
       const std::string message = failing_fit(std::make_shared<SaveGoodThenBad>(good, bad, async));
-      CHECK_THAT(message, Contains("cannot create directory " + blocked_dir + " for checkpoint " + bad));
+      CHECK_THAT(message,
+                 Contains("cannot create directory " + blocked_dir + " for checkpoint " + bad));
       CHECK_NOTHROW(checkpoint::read_checkpoint(good));
     }
   }
 }
 
-// Run only as the child of the test below (hidden tag): drops root, then saves into a read-only directory.
+// Run only as the child of the test below (hidden tag): drops root, then saves into a read-only
+// directory.
 TEST_CASE("read-only child: saves into a directory it may not write", "[.read-only-child]") {
   const std::string dir = test_child_dir();
   if (dir.empty()) return;
@@ -175,8 +185,10 @@ TEST_CASE("read-only child: saves into a directory it may not write", "[.read-on
   }
 }
 
-TEST_CASE("A save into a read-only directory fails fit with the path and the cause, keeping older checkpoints",
-          "[checkpoint][faults]") {
+TEST_CASE(
+    "A save into a read-only directory fails fit with the path and the cause, keeping older "
+    "checkpoints",
+    "[checkpoint][faults]") {
   TempDir dir;
   fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                   fs::perms::others_read | fs::perms::others_exec);
@@ -199,8 +211,8 @@ TEST_CASE("no-space child: saves onto a full disk", "[.no-space-child]") {
       const std::string checkpoints = dir + (async ? "/async" : "/sync");
       const std::string good = checkpoints + "/good.ckpt";
       const std::string bad = checkpoints + "/bad.ckpt";
-      const std::string message =
-          failing_fit(std::make_shared<SaveGoodThenBad>(good, bad, async, [&disk] { disk.exhaust(); }));
+      const std::string message = failing_fit(
+          std::make_shared<SaveGoodThenBad>(good, bad, async, [&disk] { disk.exhaust(); }));
       disk.restore();
       CHECK_THAT(message, Contains("cannot write checkpoint " + bad));
       CHECK_THAT(message, Contains(disk.cause()));
@@ -210,8 +222,9 @@ TEST_CASE("no-space child: saves onto a full disk", "[.no-space-child]") {
   }
 }
 
-TEST_CASE("A save onto a full disk fails fit with the path and the cause, keeping older checkpoints",
-          "[checkpoint][faults]") {
+TEST_CASE(
+    "A save onto a full disk fails fit with the path and the cause, keeping older checkpoints",
+    "[checkpoint][faults]") {
   TempDir dir;
   REQUIRE(run_test_child("[.no-space-child]", dir.path().string()));
 }

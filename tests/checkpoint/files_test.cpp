@@ -2,16 +2,16 @@
 // between, and the cleanup of what crashed writers left. No LibTorch; also under the sanitizers.
 #include "checkpoint/files.h"
 
-#include <sys/stat.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
-#include <optional>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -37,7 +37,8 @@ std::string directory_for(const std::string& path, const std::string& content) {
 
 }  // namespace
 
-TEST_CASE("`last` exists at every instant while it flips between a link and a directory", "[checkpoint][files]") {
+TEST_CASE("`last` exists at every instant while it flips between a link and a directory",
+          "[checkpoint][files]") {
   TempDir dir;
   const std::string best = dir.file("epoch=1.ckpt");
   checkpoint::commit_checkpoint(directory_for(best, "best"), best);
@@ -56,7 +57,8 @@ TEST_CASE("`last` exists at every instant while it flips between a link and a di
   });
   for (int i = 0; i < 300; ++i) {
     if (i % 2 == 0) {
-      checkpoint::commit_checkpoint(directory_for(last, "copy " + std::to_string(i)), last);  // a directory replaces a link
+      checkpoint::commit_checkpoint(directory_for(last, "copy " + std::to_string(i)),
+                                    last);  // a directory replaces a link
     } else {
       checkpoint::link_checkpoint(best, last);  // a link replaces a directory
     }
@@ -66,7 +68,8 @@ TEST_CASE("`last` exists at every instant while it flips between a link and a di
   CHECK(looks > 0);
   CHECK(misses == 0);
   CHECK(fs::is_symlink(last));
-  CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});  // no leftovers
+  CHECK(names_in(dir.path().string()) ==
+        std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});  // no leftovers
 }
 
 // A filesystem without RENAME_EXCHANGE, for the scope.
@@ -108,14 +111,14 @@ TEST_CASE("Only what dead writers of .ckpt checkpoints left is cleaned up", "[ch
   fs::create_directory_symlink("epoch=2.ckpt", exchanged_out);  // an old `last` on its way out
   TemporaryDirectory live(dir.file("epoch=4.ckpt"));       // a live writer's: it holds the lock
   fs::create_directory(dir.file("epoch=5.ckpt.tmp-1-0"));  // an older version's name, dead writer
-  std::ofstream(dir.file("notes.tmp-123-0")) << "a user's file";    // not a checkpoint name
+  std::ofstream(dir.file("notes.tmp-123-0")) << "a user's file";     // not a checkpoint name
   std::ofstream(dir.file("epoch=3.ckpt.tmp-x")) << "a user's file";  // not our pattern
-  fs::create_directory(dir.file("epoch=2.ckpt"));  // a checkpoint
+  fs::create_directory(dir.file("epoch=2.ckpt"));                    // a checkpoint
 
   CHECK(remove_stale_temporaries(dir.path().string()) == 5);
-  CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=2.ckpt", "epoch=3.ckpt.tmp-x",
-                                                               fs::path(live.path()).filename().string(),
-                                                               "notes.tmp-123-0"});
+  CHECK(names_in(dir.path().string()) ==
+        std::set<std::string>{"epoch=2.ckpt", "epoch=3.ckpt.tmp-x",
+                              fs::path(live.path()).filename().string(), "notes.tmp-123-0"});
   CHECK(remove_stale_temporaries(dir.file("missing")) == 0);  // no directory: nothing to do
 }
 
@@ -156,7 +159,8 @@ TEST_CASE("A commit cut between its two renames is completed by the next cleanup
     std::ofstream(copy + "/MANIFEST") << 9;
     const std::string torn = checkpoint::temporary_checkpoint_name(last);
     fs::create_directory(torn);  // a later write that never finished: not complete
-    CHECK(checkpoint::remove_stale_temporaries(dir.path().string(), manifest_number) == 3);  // one moved, two removed
+    CHECK(checkpoint::remove_stale_temporaries(dir.path().string(), manifest_number) ==
+          3);  // one moved, two removed
     CHECK(fs::is_directory(fs::symlink_status(last)));
     CHECK(read_manifest_of(last) == "9");
   }
@@ -164,11 +168,13 @@ TEST_CASE("A commit cut between its two renames is completed by the next cleanup
     const std::string aside = checkpoint::temporary_checkpoint_name(last);
     fs::create_directory(aside);
     fs::create_directory(aside + "/old");
-    std::ofstream(aside + "/old/MANIFEST") << 3;  // the old copy, older than what the link points at
+    std::ofstream(aside + "/old/MANIFEST")
+        << 3;  // the old copy, older than what the link points at
     const std::string holder = checkpoint::temporary_checkpoint_name(last);
     fs::create_directory(holder);
     fs::create_directory_symlink("epoch=1.ckpt", holder + "/link");
-    CHECK(checkpoint::remove_stale_temporaries(dir.path().string(), manifest_number) == 3);  // one moved, two removed
+    CHECK(checkpoint::remove_stale_temporaries(dir.path().string(), manifest_number) ==
+          3);  // one moved, two removed
     CHECK(fs::is_symlink(last));
     CHECK(read_manifest_of(last) == "5");
   }

@@ -1,5 +1,6 @@
-// checkpoint::SnapshotBuffers with tensors: copies land in the kept or prepared buffers and equal their source.
-// (The pool's queueing is tested without LibTorch in tests/checkpoint/buffer_pool_test.cpp.)
+// checkpoint::SnapshotBuffers with tensors: copies land in the kept or prepared buffers and equal
+// their source. (The pool's queueing is tested without LibTorch in
+// tests/checkpoint/buffer_pool_test.cpp.)
 #include <set>
 #include <thread>
 #include <vector>
@@ -20,9 +21,11 @@ std::vector<at::Tensor> sources() {
           at::rand({10, 10}).t()};  // the last one strided: copied with copy_, not memcpy
 }
 
-std::vector<checkpoint::TensorBufferTraits::Layout> layouts_of(const std::vector<at::Tensor>& tensors) {
+std::vector<checkpoint::TensorBufferTraits::Layout> layouts_of(
+    const std::vector<at::Tensor>& tensors) {
   std::vector<checkpoint::TensorBufferTraits::Layout> layouts;
-  for (const auto& tensor : tensors) layouts.push_back(checkpoint::TensorBufferTraits::layout_of(tensor));
+  for (const auto& tensor : tensors)
+    layouts.push_back(checkpoint::TensorBufferTraits::layout_of(tensor));
   return layouts;
 }
 

@@ -8,7 +8,8 @@
 
 using namespace trainbus;
 
-TEST_CASE("A deep copy shares no tensor, list or dict with the state, at any depth", "[checkpoint]") {
+TEST_CASE("A deep copy shares no tensor, list or dict with the state, at any depth",
+          "[checkpoint]") {
   at::Tensor shared = at::zeros({4});
   c10::List<at::Tensor> tensors({shared, at::ones({2})});
   c10::Dict<std::string, at::Tensor> nested;

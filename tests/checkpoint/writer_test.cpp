@@ -1,6 +1,6 @@
-// checkpoint::CheckpointWriter with fake payloads (no LibTorch): which pending save a newer one replaces, which
-// it waits for, and how every failure comes out. Runs under ThreadSanitizer and ASan too. Waits are
-// on promises and the writer's own wait(), never on sleeps.
+// checkpoint::CheckpointWriter with fake payloads (no LibTorch): which pending save a newer one
+// replaces, which it waits for, and how every failure comes out. Runs under ThreadSanitizer and
+// ASan too. Waits are on promises and the writer's own wait(), never on sleeps.
 #include "checkpoint/writer.h"
 
 #include <atomic>
@@ -28,15 +28,16 @@ namespace {
 /// Writes a file at the path (or throws), after an optional gate; counts live payloads.
 class FakePayload : public checkpoint::CheckpointPayload {
  public:
-  FakePayload(std::size_t bytes, std::shared_ptr<std::atomic<int>> live, std::shared_future<void> gate = {},
-              bool fail = false)
+  FakePayload(std::size_t bytes, std::shared_ptr<std::atomic<int>> live,
+              std::shared_future<void> gate = {}, bool fail = false)
       : bytes_(bytes), live_(std::move(live)), gate_(std::move(gate)), fail_(fail) {
     ++*live_;
   }
   ~FakePayload() override { --*live_; }
   void write(const std::string& path) override {
     if (gate_.valid()) gate_.wait();
-    if (fail_) throw CheckpointError("cannot write checkpoint " + path + ": No space left on device");
+    if (fail_)
+      throw CheckpointError("cannot write checkpoint " + path + ": No space left on device");
     std::ofstream(path) << "checkpoint";
   }
   std::size_t bytes() const override { return bytes_; }
@@ -50,8 +51,8 @@ class FakePayload : public checkpoint::CheckpointPayload {
 
 struct Jobs {
   std::shared_ptr<std::atomic<int>> live = std::make_shared<std::atomic<int>>(0);
-  checkpoint::CheckpointJob make(const std::string& path, const std::string& group = "", std::shared_future<void> gate = {},
-                     bool fail = false) {
+  checkpoint::CheckpointJob make(const std::string& path, const std::string& group = "",
+                                 std::shared_future<void> gate = {}, bool fail = false) {
     checkpoint::CheckpointJob job;
     job.path = path;
     job.payload = std::make_unique<FakePayload>(100, live, std::move(gate), fail);
@@ -62,20 +63,23 @@ struct Jobs {
 
 }  // namespace
 
-TEST_CASE("A pending save is replaced only by a newer save of its group; others wait for it to start",
-          "[checkpoint][async]") {
+TEST_CASE(
+    "A pending save is replaced only by a newer save of its group; others wait for it to start",
+    "[checkpoint][async]") {
   TempDir dir;
   Jobs jobs;
   checkpoint::CheckpointWriter writer;
   // The first save stays in flight until released, so the next ones queue behind it.
   std::promise<void> release;
-  CHECK_FALSE(writer.submit(jobs.make(dir.file("first"), "", release.get_future().share())).has_value());
+  CHECK_FALSE(
+      writer.submit(jobs.make(dir.file("first"), "", release.get_future().share())).has_value());
   CHECK_FALSE(writer.submit(jobs.make(dir.file("latest-1"), "latest")).has_value());
   // Same group: replaces the pending one at once, and frees it.
   CHECK(writer.submit(jobs.make(dir.file("latest-2"), "latest")) == dir.file("latest-1"));
   CHECK(*jobs.live == 2);
   // Another group: waits until latest-2 has started, and replaces nothing.
-  auto other = std::async(std::launch::async, [&] { return writer.submit(jobs.make(dir.file("top-k"))); });
+  auto other =
+      std::async(std::launch::async, [&] { return writer.submit(jobs.make(dir.file("top-k"))); });
   while (writer.stats().waited == 0) std::this_thread::yield();  // it is waiting now
   release.set_value();
   CHECK_FALSE(other.get().has_value());
@@ -94,7 +98,8 @@ TEST_CASE("A pending save is replaced only by a newer save of its group; others 
   for (const char* name : {"first", "latest-2", "top-k"}) CHECK(fs::exists(dir.file(name)));
 }
 
-TEST_CASE("A failed after_commit is raised like a failed write, and its evictions are kept", "[checkpoint][async]") {
+TEST_CASE("A failed after_commit is raised like a failed write, and its evictions are kept",
+          "[checkpoint][async]") {
   TempDir dir;
   Jobs jobs;
   checkpoint::CheckpointWriter writer;
@@ -116,12 +121,14 @@ TEST_CASE("A failed after_commit is raised like a failed write, and its eviction
   checkpoint::CheckpointJob again = jobs.make(dir.file("newer"));
   again.after_commit = [](const std::string&) { throw std::runtime_error("disk quota exceeded"); };
   writer.submit(std::move(again));
-  CHECK_THROWS_WITH(writer.wait(), Contains("checkpoint " + dir.file("newer") + " was written, but what follows it "
+  CHECK_THROWS_WITH(writer.wait(), Contains("checkpoint " + dir.file("newer") +
+                                            " was written, but what follows it "
                                             "failed: disk quota exceeded"));
 }
 
-TEST_CASE("A failed write is raised by the next submit, and the save queued behind it is still attempted",
-          "[checkpoint][async]") {
+TEST_CASE(
+    "A failed write is raised by the next submit, and the save queued behind it is still attempted",
+    "[checkpoint][async]") {
   TempDir dir;
   Jobs jobs;
   checkpoint::CheckpointWriter writer;
@@ -130,8 +137,9 @@ TEST_CASE("A failed write is raised by the next submit, and the save queued behi
   writer.submit(jobs.make(dir.file("behind")));  // pending behind the failing one
   release.set_value();
   while (!writer.has_error()) std::this_thread::yield();
-  CHECK_THROWS_WITH(writer.submit(jobs.make(dir.file("refused"))),
-                    Contains("cannot write checkpoint " + dir.file("fails") + ": No space left on device"));
+  CHECK_THROWS_WITH(
+      writer.submit(jobs.make(dir.file("refused"))),
+      Contains("cannot write checkpoint " + dir.file("fails") + ": No space left on device"));
   writer.wait();
   CHECK(fs::exists(dir.file("behind")));
   CHECK_FALSE(fs::exists(dir.file("refused")));
@@ -139,13 +147,15 @@ TEST_CASE("A failed write is raised by the next submit, and the save queued behi
   CHECK(*jobs.live == 0);
 }
 
-TEST_CASE("A submit that cannot start the writer leaves nothing waiting and says why", "[checkpoint][async]") {
+TEST_CASE("A submit that cannot start the writer leaves nothing waiting and says why",
+          "[checkpoint][async]") {
   TempDir dir;
   Jobs jobs;
   checkpoint::CheckpointWriter writer;
   detail::inject_post_failures(1);
-  CHECK_THROWS_WITH(writer.submit(jobs.make(dir.file("a"))),
-                    Contains("cannot start writing checkpoint " + dir.file("a") + " in the background"));
+  CHECK_THROWS_WITH(
+      writer.submit(jobs.make(dir.file("a"))),
+      Contains("cannot start writing checkpoint " + dir.file("a") + " in the background"));
   detail::inject_post_failures(0);
   CHECK_NOTHROW(writer.wait());  // returns: nothing is in flight
   CHECK(*jobs.live == 0);
@@ -177,18 +187,21 @@ TEST_CASE("Many saves from two threads: each is written or replaced, never lost,
   CHECK(stats.peak_bytes_held <= 200);
   CHECK(stats.bytes_held == 0);
   CHECK(*jobs.live == 0);
-  for (int i = 0; i < 200; ++i) CHECK(fs::exists(dir.file("topk-" + std::to_string(i))));  // never replaced
-  CHECK(fs::exists(dir.file("latest-199")));  // the last of a group always lands
+  for (int i = 0; i < 200; ++i)
+    CHECK(fs::exists(dir.file("topk-" + std::to_string(i))));  // never replaced
+  CHECK(fs::exists(dir.file("latest-199")));                   // the last of a group always lands
 }
 
-TEST_CASE("Submits from two threads while a post fails: every accepted save is written", "[checkpoint][async][threads]") {
+TEST_CASE("Submits from two threads while a post fails: every accepted save is written",
+          "[checkpoint][async][threads]") {
   TempDir dir;
   Jobs jobs;
   checkpoint::CheckpointWriter writer;
   for (int round = 0; round < 50; ++round) {
     detail::inject_post_failures(1);  // one of the two submits below (or a later one) cannot post
     std::atomic<int> accepted_a{0};
-    std::string a_path = dir.file("a-" + std::to_string(round)), b_path = dir.file("b-" + std::to_string(round));
+    std::string a_path = dir.file("a-" + std::to_string(round)),
+                b_path = dir.file("b-" + std::to_string(round));
     std::thread other([&] {
       try {
         writer.submit(jobs.make(a_path));

@@ -13,7 +13,8 @@ namespace {
 
 class Named : public Callback {
  public:
-  Named(std::string name, CallbackKind kind, std::shared_ptr<HookLog> log) : name_(std::move(name)), kind_(kind), log_(std::move(log)) {}
+  Named(std::string name, CallbackKind kind, std::shared_ptr<HookLog> log)
+      : name_(std::move(name)), kind_(kind), log_(std::move(log)) {}
   CallbackKind kind() const override { return kind_; }
   void on_train_epoch_end(Trainer& trainer, Module&) override {
     const auto it = trainer.callback_metrics().find("module_metric");
@@ -57,7 +58,8 @@ class LogsAtEpochEnd : public BoringModule {
 
 }  // namespace
 
-TEST_CASE("Callbacks run tuners first, then in list order, checkpoint callbacks last", "[core][callbacks]") {
+TEST_CASE("Callbacks run tuners first, then in list order, checkpoint callbacks last",
+          "[core][callbacks]") {
   auto log = std::make_shared<HookLog>();
   auto checkpoint = std::make_shared<Named>("checkpoint", CallbackKind::kCheckpoint, log);
   auto first = std::make_shared<Named>("first", CallbackKind::kDefault, log);
@@ -69,7 +71,8 @@ TEST_CASE("Callbacks run tuners first, then in list order, checkpoint callbacks 
   CHECK(trainer.callbacks() == expected);
 }
 
-TEST_CASE("Monitoring callbacks run their on_train_epoch_end after the module's", "[core][callbacks]") {
+TEST_CASE("Monitoring callbacks run their on_train_epoch_end after the module's",
+          "[core][callbacks]") {
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
   options.max_epochs(1);
@@ -85,23 +88,30 @@ TEST_CASE("Monitoring callbacks run their on_train_epoch_end after the module's"
   CHECK(*log == HookLog{"plain:missing", "module", "monitor:seen", "checkpoint:seen"});
 }
 
-TEST_CASE("Two callbacks declared stateful with one state_key are refused when the Trainer is built", "[core][callbacks]") {
-  CHECK_THROWS_WITH(Trainer({}, {std::make_shared<Counter>(), std::make_shared<Counter>()}),
-                    Catch::Contains("more than one stateful callback with state_key `(anonymous namespace)::Counter`") &&
-                        Catch::Contains("unique state_key()"));
-  CHECK_THROWS_AS(Trainer({}, {std::make_shared<Counter>("a"), std::make_shared<Counter>("a")}), MisconfigurationError);
+TEST_CASE(
+    "Two callbacks declared stateful with one state_key are refused when the Trainer is built",
+    "[core][callbacks]") {
+  CHECK_THROWS_WITH(
+      Trainer({}, {std::make_shared<Counter>(), std::make_shared<Counter>()}),
+      Catch::Contains(
+          "more than one stateful callback with state_key `(anonymous namespace)::Counter`") &&
+          Catch::Contains("unique state_key()"));
+  CHECK_THROWS_AS(Trainer({}, {std::make_shared<Counter>("a"), std::make_shared<Counter>("a")}),
+                  MisconfigurationError);
   CHECK_NOTHROW(Trainer({}, {std::make_shared<Counter>("a"), std::make_shared<Counter>("b")}));
   // Callbacks without state may repeat: nothing of theirs goes into a checkpoint.
   CHECK_NOTHROW(Trainer({}, {std::make_shared<Stateless>(), std::make_shared<Stateless>()}));
 }
 
 TEST_CASE("A null callback is refused with its position", "[core][callbacks]") {
-  CHECK_THROWS_WITH(Trainer({}, {std::make_shared<Stateless>(), nullptr}), Catch::Contains("callbacks[1] is null"));
+  CHECK_THROWS_WITH(Trainer({}, {std::make_shared<Stateless>(), nullptr}),
+                    Catch::Contains("callbacks[1] is null"));
 }
 
 TEST_CASE("The default state_key is the class name", "[core][callbacks]") {
   CHECK(Stateless().state_key() == "(anonymous namespace)::Stateless");
-  CHECK(RecordingCallback(std::make_shared<HookLog>()).state_key() == "trainbus::testing::RecordingCallback");
+  CHECK(RecordingCallback(std::make_shared<HookLog>()).state_key() ==
+        "trainbus::testing::RecordingCallback");
 }
 
 namespace {
@@ -117,7 +127,9 @@ class LateState : public Callback {
     if (batches > 0) state.insert("batches", batches);
     return state;
   }
-  void on_train_batch_end(Trainer&, Module&, const StepOutput&, const Batch&, int64_t) override { ++batches; }
+  void on_train_batch_end(Trainer&, Module&, const StepOutput&, const Batch&, int64_t) override {
+    ++batches;
+  }
   mutable int state_dict_calls = 0;
   int64_t batches = 0;
 
@@ -129,7 +141,8 @@ class LateState : public Callback {
 class SavesAfterFirstBatch : public Callback {
  public:
   explicit SavesAfterFirstBatch(std::string path) : path_(std::move(path)) {}
-  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) override {
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
     if (batch_idx == 0) trainer.save_checkpoint(path_);
   }
 
@@ -154,8 +167,9 @@ TEST_CASE("Two callbacks whose states share a state_key are refused at save time
   TrainerOptions options;
   options.max_epochs(1);
   options.limit_val_batches(0);
-  Trainer trainer(options, {std::make_shared<LateState>("shared"), std::make_shared<LateState>("shared"),
-                            std::make_shared<SavesAfterFirstBatch>(dir.file("x.ckpt"))});
+  Trainer trainer(options,
+                  {std::make_shared<LateState>("shared"), std::make_shared<LateState>("shared"),
+                   std::make_shared<SavesAfterFirstBatch>(dir.file("x.ckpt"))});
   BoringModule module;
   RandomDataModule data;
   CHECK_THROWS_WITH(trainer.fit(module, data),

@@ -28,7 +28,8 @@ Hooks eval_loop(const std::string& fn, int batches) {
   for (int i = 0; i < batches; ++i) {
     const std::string idx = ":" + std::to_string(i);
     append(out, {"Callback.on_" + fn + "_batch_start" + idx, "on_" + fn + "_batch_start" + idx,
-                 fn + "_step" + idx, "Callback.on_" + fn + "_batch_end" + idx, "on_" + fn + "_batch_end" + idx});
+                 fn + "_step" + idx, "Callback.on_" + fn + "_batch_end" + idx,
+                 "on_" + fn + "_batch_end" + idx});
   }
   append(out, callback_then_module("on_" + fn + "_epoch_end"));
   append(out, callback_then_module("on_" + fn + "_end"));
@@ -37,7 +38,8 @@ Hooks eval_loop(const std::string& fn, int batches) {
 
 Hooks train_batch(int i, bool zero_grad, bool step) {
   const std::string idx = ":" + std::to_string(i);
-  Hooks out{"Callback.on_train_batch_start" + idx, "on_train_batch_start" + idx, "training_step" + idx};
+  Hooks out{"Callback.on_train_batch_start" + idx, "on_train_batch_start" + idx,
+            "training_step" + idx};
   if (zero_grad) append(out, callback_then_module("on_before_zero_grad"));
   append(out, callback_then_module("on_before_backward"));
   append(out, callback_then_module("on_after_backward"));
@@ -50,8 +52,8 @@ Hooks train_batch(int i, bool zero_grad, bool step) {
 }
 
 Hooks fit_prologue() {
-  return {"prepare_data", "Callback.setup:fit", "setup:fit", "configure_model", "configure_optimizers",
-          "Callback.on_fit_start", "on_fit_start"};
+  return {"prepare_data",         "Callback.setup:fit",    "setup:fit",   "configure_model",
+          "configure_optimizers", "Callback.on_fit_start", "on_fit_start"};
 }
 
 Hooks fit_epilogue() {
@@ -77,7 +79,8 @@ class EpochEndSaver : public Callback {
 class StopAt : public Callback {
  public:
   StopAt(int64_t epoch, int64_t batch) : epoch_(epoch), batch_(batch) {}
-  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) override {
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
     if (trainer.current_epoch() == epoch_ && batch_idx == batch_) trainer.request_stop("StopAt");
   }
 
@@ -109,7 +112,8 @@ Hooks events_for(const Hooks& hooks) {
 
 }  // namespace
 
-TEST_CASE("fit: hooks fire in Lightning's order, with sanity check and validation", "[core][hooks]") {
+TEST_CASE("fit: hooks fire in Lightning's order, with sanity check and validation",
+          "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
   options.max_epochs(1);
@@ -135,7 +139,8 @@ TEST_CASE("fit: hooks fire in Lightning's order, with sanity check and validatio
   append(expected, train_batch(0, true, true));
   append(expected, train_batch(1, true, true));
   append(expected, eval_loop("validation", 2));  // validation due at the epoch end runs first
-  // The checkpoint callback is a monitoring callback: its on_train_epoch_end runs after the module's.
+  // The checkpoint callback is a monitoring callback: its on_train_epoch_end runs after the
+  // module's.
   append(expected, callback_then_module("on_train_epoch_end"));
   append(expected, callback_then_module("on_save_checkpoint"));
   append(expected, fit_epilogue());
@@ -151,7 +156,8 @@ TEST_CASE("fit: hooks fire in Lightning's order, with sanity check and validatio
   CHECK(trainer.current_epoch() == 1);
 }
 
-TEST_CASE("fit with accumulate_grad_batches=2: zero_grad opens a window, the step closes it", "[core][hooks]") {
+TEST_CASE("fit with accumulate_grad_batches=2: zero_grad opens a window, the step closes it",
+          "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
   options.max_epochs(1);
@@ -178,14 +184,16 @@ TEST_CASE("fit with accumulate_grad_batches=2: zero_grad opens a window, the ste
   CHECK(trainer.global_step() == 3);
 }
 
-TEST_CASE("fit with an early stop: validation runs once more, then the epoch and fit end", "[core][hooks]") {
+TEST_CASE("fit with an early stop: validation runs once more, then the epoch and fit end",
+          "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
   options.max_epochs(3);
   options.limit_train_batches(4);
   options.limit_val_batches(1);
   options.num_sanity_val_steps(0);
-  Trainer trainer(options, {std::make_shared<StopAt>(0, 1), std::make_shared<RecordingCallback>(log)});
+  Trainer trainer(options,
+                  {std::make_shared<StopAt>(0, 1), std::make_shared<RecordingCallback>(log)});
   RecordingModule module(log);
   RandomDataModule data;
 
@@ -196,7 +204,8 @@ TEST_CASE("fit with an early stop: validation runs once more, then the epoch and
   append(expected, callback_then_module("on_train_epoch_start"));
   append(expected, train_batch(0, true, true));
   append(expected, train_batch(1, true, true));
-  append(expected, eval_loop("validation", 1));  // as Lightning: a stop that may happen validates first
+  append(expected,
+         eval_loop("validation", 1));  // as Lightning: a stop that may happen validates first
   append(expected, callback_then_module("on_train_epoch_end"));
   append(expected, fit_epilogue());
   CHECK(*log == expected);
@@ -205,7 +214,8 @@ TEST_CASE("fit with an early stop: validation runs once more, then the epoch and
   CHECK(trainer.global_step() == 2);
 }
 
-TEST_CASE("fit: on_train_batch_start returning -1 ends the epoch without validation", "[core][hooks]") {
+TEST_CASE("fit: on_train_batch_start returning -1 ends the epoch without validation",
+          "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
   options.max_epochs(1);
@@ -247,8 +257,10 @@ TEST_CASE("validate and test: setup, one evaluation loop, teardown", "[core][hoo
 
         const std::string verb = test ? "test" : "validate";
         const std::string noun = test ? "test" : "validation";
-        Hooks expected{"prepare_data", "Callback.setup:" + verb, "setup:" + verb, "configure_model"};
-        if (batches > 0) append(expected, eval_loop(noun, batches));  // no hooks at all for zero batches
+        Hooks expected{"prepare_data", "Callback.setup:" + verb, "setup:" + verb,
+                       "configure_model"};
+        if (batches > 0)
+          append(expected, eval_loop(noun, batches));  // no hooks at all for zero batches
         append(expected, {"Callback.teardown:" + verb, "teardown:" + verb});
         CHECK(*log == expected);
         CHECK(published == events_for(expected));
@@ -273,8 +285,9 @@ TEST_CASE("predict: setup, the prediction loop, teardown, one output per batch",
   append(expected, callback_then_module("on_predict_epoch_start"));
   for (int i = 0; i < 2; ++i) {
     const std::string idx = ":" + std::to_string(i);
-    append(expected, {"Callback.on_predict_batch_start" + idx, "on_predict_batch_start" + idx, "predict_step" + idx,
-                      "Callback.on_predict_batch_end" + idx, "on_predict_batch_end" + idx});
+    append(expected, {"Callback.on_predict_batch_start" + idx, "on_predict_batch_start" + idx,
+                      "predict_step" + idx, "Callback.on_predict_batch_end" + idx,
+                      "on_predict_batch_end" + idx});
   }
   append(expected, callback_then_module("on_predict_epoch_end"));
   append(expected, callback_then_module("on_predict_end"));
@@ -309,9 +322,16 @@ TEST_CASE("resume: on_load_checkpoint hooks, load_state_dict, no sanity check", 
 
   trainer.fit(module, data, FitOptions().ckpt_path(path));
 
-  Hooks expected{"prepare_data", "Callback.setup:fit", "setup:fit", "configure_model", "on_load_checkpoint",
-                 "Callback.on_load_checkpoint", "Callback.load_state_dict", "configure_optimizers",
-                 "Callback.on_fit_start", "on_fit_start"};
+  Hooks expected{"prepare_data",
+                 "Callback.setup:fit",
+                 "setup:fit",
+                 "configure_model",
+                 "on_load_checkpoint",
+                 "Callback.on_load_checkpoint",
+                 "Callback.load_state_dict",
+                 "configure_optimizers",
+                 "Callback.on_fit_start",
+                 "on_fit_start"};
   append(expected, callback_then_module("on_train_start"));
   append(expected, callback_then_module("on_train_epoch_start"));
   append(expected, train_batch(0, true, true));

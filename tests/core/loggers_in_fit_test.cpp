@@ -1,4 +1,5 @@
-// The loggers in a real fit: metrics.csv and an event file TensorBoard can read, written on the pool.
+// The loggers in a real fit: metrics.csv and an event file TensorBoard can read, written on the
+// pool.
 #include <filesystem>
 
 #include "core/trainer.h"
@@ -21,7 +22,8 @@ namespace {
 class Logging : public testing::BoringModule {
  public:
   StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
-    log("a", static_cast<double>(batch_idx), LogOptions().on_step(true).on_epoch(true).prog_bar(false));
+    log("a", static_cast<double>(batch_idx),
+        LogOptions().on_step(true).on_epoch(true).prog_bar(false));
     return BoringModule::training_step(batch, batch_idx);
   }
   StepOutput validation_step(const Batch& batch, int64_t batch_idx) override {
@@ -32,7 +34,8 @@ class Logging : public testing::BoringModule {
 
 }  // namespace
 
-TEST_CASE("In a fit, the loggers write metrics.csv and an event file TensorBoard can read", "[observers][csv][tensorboard]") {
+TEST_CASE("In a fit, the loggers write metrics.csv and an event file TensorBoard can read",
+          "[observers][csv][tensorboard]") {
   TempDir dir;
   TrainerOptions options;
   options.max_epochs(2);
@@ -40,8 +43,12 @@ TEST_CASE("In a fit, the loggers write metrics.csv and an event file TensorBoard
   options.limit_val_batches(2);
   options.log_every_n_steps(2);
   Trainer trainer(options);
-  auto csv = std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(options.log_every_n_steps()));
-  auto tensorboard = std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(options.log_every_n_steps()));
+  auto csv = std::make_shared<CsvLogger>(
+      CsvLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(options.log_every_n_steps()));
+  auto tensorboard =
+      std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions()
+                                              .log_dir(dir.file("run"))
+                                              .log_every_n_steps(options.log_every_n_steps()));
   trainer.add_observer(csv);
   trainer.add_observer(tensorboard);
   Logging module;
@@ -60,14 +67,17 @@ TEST_CASE("In a fit, the loggers write metrics.csv and an event file TensorBoard
         ",,1,7,0.25\n"
         "1.5,,1,7,\n");
 
-  const std::vector<trainbus::tensorboard::Event> events = read_tensorboard_events(tensorboard->file_path());
+  const std::vector<trainbus::tensorboard::Event> events =
+      read_tensorboard_events(tensorboard->file_path());
   REQUIRE(events.size() == 1 + 8);
   CHECK(events[0].file_version() == "brain.Event:2");
-  CHECK(std::filesystem::path(tensorboard->file_path()).filename().string().rfind("events.out.tfevents.", 0) == 0);
+  CHECK(std::filesystem::path(tensorboard->file_path())
+            .filename()
+            .string()
+            .rfind("events.out.tfevents.", 0) == 0);
   CHECK(events[2].step() == 3);
   REQUIRE(events[2].summary().value_size() == 2);
   CHECK(events[2].summary().value(0).tag() == "a_step");
   CHECK(events[2].summary().value(0).simple_value() == 3.0f);
   CHECK(events[2].summary().value(1).tag() == "epoch");
 }
-

@@ -39,7 +39,8 @@ TrainerOptions one_epoch(int64_t val_batches = 0) {
 
 }  // namespace
 
-TEST_CASE("on_step and on_epoch fork the names, the epoch value is a batch-size-weighted mean", "[core][log]") {
+TEST_CASE("on_step and on_epoch fork the names, the epoch value is a batch-size-weighted mean",
+          "[core][log]") {
   Trainer trainer(one_epoch());
   IndexLogger module(LogOptions().on_step(true).on_epoch(true).prog_bar(true));
   RandomDataModule data(10, 4);  // batches of 4, 4 and 2 samples
@@ -47,7 +48,8 @@ TEST_CASE("on_step and on_epoch fork the names, the epoch value is a batch-size-
 
   const double epoch_mean = (0.0 * 4 + 1.0 * 4 + 2.0 * 2) / 10;
   CHECK(trainer.logged_metrics() == Metrics{{"a_epoch", epoch_mean}, {"a_step", 2.0}});
-  CHECK(trainer.callback_metrics() == Metrics{{"a", epoch_mean}, {"a_epoch", epoch_mean}, {"a_step", 2.0}});
+  CHECK(trainer.callback_metrics() ==
+        Metrics{{"a", epoch_mean}, {"a_epoch", epoch_mean}, {"a_step", 2.0}});
   CHECK(trainer.progress_bar_metrics() == Metrics{{"a_epoch", epoch_mean}, {"a_step", 2.0}});
 }
 
@@ -86,7 +88,8 @@ TEST_CASE("What the sanity check logs does not count", "[core][log]") {
   CHECK(trainer.callback_metrics().count("a") == 1);
 }
 
-TEST_CASE("log() where Lightning forbids it says which hook and where to log instead", "[core][log]") {
+TEST_CASE("log() where Lightning forbids it says which hook and where to log instead",
+          "[core][log]") {
   class LogsInFitStart : public BoringModule {
     void on_fit_start() override { log("x", 1.0); }
   };
@@ -108,23 +111,27 @@ TEST_CASE("log() where Lightning forbids it says which hook and where to log ins
   Trainer trainer(one_epoch());
   RandomDataModule data(8, 4);
   LogsInFitStart fit_start;
-  CHECK_THROWS_WITH(trainer.fit(fit_start, data), Contains("log(\"x\") was called from `fit_start`") &&
-                                                      Contains("where logging is not supported"));
+  CHECK_THROWS_WITH(trainer.fit(fit_start, data),
+                    Contains("log(\"x\") was called from `fit_start`") &&
+                        Contains("where logging is not supported"));
   StepInEpochEnd epoch_end;
   CHECK_THROWS_WITH(trainer.fit(epoch_end, data), Contains("on_step=true) in `train_epoch_end`"));
   Inconsistent inconsistent;
-  CHECK_THROWS_WITH(trainer.fit(inconsistent, data), Contains("log each name with one set of options"));
+  CHECK_THROWS_WITH(trainer.fit(inconsistent, data),
+                    Contains("log each name with one set of options"));
   LogsVector vector;
-  CHECK_THROWS_WITH(trainer.fit(vector, data), Contains("expected a one-element tensor, got shape [4, 2]"));
+  CHECK_THROWS_WITH(trainer.fit(vector, data),
+                    Contains("expected a one-element tensor, got shape [4, 2]"));
   BoringModule detached;
   CHECK_THROWS_WITH(detached.log("x", 1.0), Contains("is not attached to a Trainer"));
 }
 
-TEST_CASE("TrainBatchEnd carries the loss and the values logged in that batch", "[core][log][events]") {
+TEST_CASE("TrainBatchEnd carries the loss and the values logged in that batch",
+          "[core][log][events]") {
   Trainer trainer(one_epoch());
   std::vector<events::TrainBatchEnd> seen;
-  events::Subscription subscription =
-      trainer.bus().subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd& e) { seen.push_back(e); });
+  events::Subscription subscription = trainer.bus().subscribe<events::TrainBatchEnd>(
+      [&](const events::TrainBatchEnd& e) { seen.push_back(e); });
   IndexLogger module(LogOptions().on_step(true).on_epoch(false));
   RandomDataModule data(8, 4);
   trainer.fit(module, data);

@@ -9,9 +9,9 @@
 #include <stdexcept>
 #include <thread>
 
+#include "core/tensor_ref.h"
 #include "core/trainer.h"
 #include "tests/support/catch.h"
-#include "core/tensor_ref.h"
 #include "tests/support/recording.h"
 
 using namespace trainbus;
@@ -26,7 +26,8 @@ class SlowCounter : public events::Observer {
     selection.add<events::TrainBatchEnd>().add<events::Exception>().add<events::FitEnd>();
   }
   void on_train_batch_end(const events::TrainBatchEnd&) override {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // the observer is slow, not the test
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(2));  // the observer is slow, not the test
     ++batches;
   }
   void on_exception(const events::Exception& event) override { exception = event.message; }
@@ -38,7 +39,9 @@ class SlowCounter : public events::Observer {
 
 class FailsAtBatch : public events::Observer {
  public:
-  void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+  void select_events(events::EventSelection& selection) const override {
+    selection.add<events::TrainBatchEnd>();
+  }
   void on_train_batch_end(const events::TrainBatchEnd& event) override {
     if (event.batch.batch_idx == 1) throw std::runtime_error("cannot reach the metrics server");
   }
@@ -65,20 +68,24 @@ TEST_CASE("fit returns only after slow observers handled every event", "[core][o
   CHECK(slow->fit_ended);
 }
 
-TEST_CASE("A failing observer leaves fit as an ObserverError naming it, through on_exception", "[core][observers]") {
+TEST_CASE("A failing observer leaves fit as an ObserverError naming it, through on_exception",
+          "[core][observers]") {
   auto log = std::make_shared<HookLog>();
   Trainer trainer(small(50), {std::make_shared<RecordingCallback>(log)});
   trainer.add_observer(std::make_shared<FailsAtBatch>());
   BoringModule module;
   RandomDataModule data;
   CHECK_THROWS_MATCHES(trainer.fit(module, data), events::ObserverError,
-                       Catch::Matchers::Message("observer `(anonymous namespace)::FailsAtBatch` failed: cannot reach "
-                                                "the metrics server"));
+                       Catch::Matchers::Message(
+                           "observer `(anonymous namespace)::FailsAtBatch` failed: cannot reach "
+                           "the metrics server"));
   CHECK(log->back() ==
-        "Callback.on_exception:observer `(anonymous namespace)::FailsAtBatch` failed: cannot reach the metrics server");
+        "Callback.on_exception:observer `(anonymous namespace)::FailsAtBatch` failed: cannot reach "
+        "the metrics server");
 }
 
-TEST_CASE("When fit leaves by an exception, observers still get everything, the Exception included", "[core][observers]") {
+TEST_CASE("When fit leaves by an exception, observers still get everything, the Exception included",
+          "[core][observers]") {
   class FailingStep : public BoringModule {
     StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
       if (batch_idx == 4) throw std::runtime_error("NaN in batch 4");
@@ -96,14 +103,17 @@ TEST_CASE("When fit leaves by an exception, observers still get everything, the 
   CHECK_FALSE(slow->fit_ended);
 }
 
-TEST_CASE("Observers that want tensors get CPU copies the trainer cannot change", "[core][observers]") {
+TEST_CASE("Observers that want tensors get CPU copies the trainer cannot change",
+          "[core][observers]") {
   class Outputs : public events::Observer {
    public:
     bool wants_tensors() const override { return true; }
     void select_events(events::EventSelection& selection) const override {
       selection.add<events::TrainBatchEnd>().add<events::BeforeBackward>();
     }
-    void on_before_backward(const events::BeforeBackward& event) override { losses.push_back(tensor_of(event.loss)); }
+    void on_before_backward(const events::BeforeBackward& event) override {
+      losses.push_back(tensor_of(event.loss));
+    }
     void on_train_batch_end(const events::TrainBatchEnd& event) override {
       const StepOutput* outputs = step_output_of(event.outputs);
       REQUIRE(outputs != nullptr);
@@ -115,8 +125,12 @@ TEST_CASE("Observers that want tensors get CPU copies the trainer cannot change"
   };
   class NoTensors : public events::Observer {
    public:
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
-    void on_train_batch_end(const events::TrainBatchEnd& event) override { empty = empty && !event.outputs.has_value(); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
+    void on_train_batch_end(const events::TrainBatchEnd& event) override {
+      empty = empty && !event.outputs.has_value();
+    }
     bool empty = true;
   };
   Trainer trainer(small(5));
@@ -135,13 +149,16 @@ TEST_CASE("Observers that want tensors get CPU copies the trainer cannot change"
 TEST_CASE("A dropping observer's losses are counted in its stats", "[core][observers]") {
   class Blocked : public events::Observer {
    public:
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
     void on_train_batch_end(const events::TrainBatchEnd&) override {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   };
   Trainer trainer(small(30));
-  trainer.add_observer(std::make_shared<Blocked>(), events::ObserverOptions().capacity(1).when_full(events::ObserverOptions::WhenFull::kDrop));
+  trainer.add_observer(std::make_shared<Blocked>(), events::ObserverOptions().capacity(1).when_full(
+                                                        events::ObserverOptions::WhenFull::kDrop));
   BoringModule module;
   RandomDataModule data;
   trainer.fit(module, data);
@@ -175,7 +192,9 @@ class StuckObserver : public events::Observer {
  public:
   explicit StuckObserver(std::shared_ptr<Gate> gate) : gate_(std::move(gate)) {}
   std::string name() const override { return "stuck-uploader"; }
-  void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+  void select_events(events::EventSelection& selection) const override {
+    selection.add<events::TrainBatchEnd>();
+  }
   void on_train_batch_end(const events::TrainBatchEnd&) override { gate_->wait(); }
 
  private:
@@ -190,7 +209,8 @@ TrainerOptions with_short_observer_timeout() {
 
 }  // namespace
 
-TEST_CASE("A stuck observer makes fit fail with an error naming it, instead of hanging", "[core][observers]") {
+TEST_CASE("A stuck observer makes fit fail with an error naming it, instead of hanging",
+          "[core][observers]") {
   auto gate = std::make_shared<Gate>();
   {
     Trainer trainer(with_short_observer_timeout());
@@ -201,7 +221,8 @@ TEST_CASE("A stuck observer makes fit fail with an error naming it, instead of h
                          Catch::Matchers::Predicate<events::ObserverError>(
                              [](const events::ObserverError& e) {
                                return e.observer() == "stuck-uploader" &&
-                                      std::string(e.what()).find("handled none of its 5 waiting events for 100 ms") !=
+                                      std::string(e.what()).find(
+                                          "handled none of its 5 waiting events for 100 ms") !=
                                           std::string::npos;
                              },
                              "names the stuck observer and the timeout"));

@@ -3,8 +3,8 @@
 
 #include "tests/support/catch.h"
 
-#include "core/trainer.h"
 #include "callbacks/early_stopping.h"
+#include "core/trainer.h"
 #include "tests/support/recording.h"
 
 using namespace trainbus;
@@ -16,8 +16,10 @@ namespace {
 class StopFrom : public Callback {
  public:
   StopFrom(int64_t epoch, int64_t batch) : epoch_(epoch), batch_(batch) {}
-  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) override {
-    if (trainer.current_epoch() > epoch_ || (trainer.current_epoch() == epoch_ && batch_idx >= batch_)) {
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() > epoch_ ||
+        (trainer.current_epoch() == epoch_ && batch_idx >= batch_)) {
       trainer.request_stop("StopFrom");
     }
   }
@@ -43,7 +45,8 @@ TrainerOptions four_batches_no_val() {
 
 TEST_CASE("A stop requested in on_fit_start skips training entirely", "[core][should_stop]") {
   auto log = std::make_shared<HookLog>();
-  Trainer trainer(four_batches_no_val(), {std::make_shared<StopOnFitStart>(), std::make_shared<RecordingCallback>(log)});
+  Trainer trainer(four_batches_no_val(),
+                  {std::make_shared<StopOnFitStart>(), std::make_shared<RecordingCallback>(log)});
   BoringModule module;
   RandomDataModule data;
   trainer.fit(module, data);

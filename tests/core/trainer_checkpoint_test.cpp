@@ -27,14 +27,17 @@ namespace {
 /// SGD with momentum, so that the optimizer state matters for an exact resume.
 class MomentumModule : public BoringModule {
   OptimizerConfig configure_optimizers() override {
-    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+    return std::make_shared<torch::optim::SGD>(parameters(),
+                                               torch::optim::SGDOptions(0.05).momentum(0.9));
   }
 };
 
 /// Counts training batches; its count is its state.
 class BatchCounter : public Callback {
  public:
-  void on_train_batch_end(Trainer&, Module&, const StepOutput&, const Batch&, int64_t) override { ++count; }
+  void on_train_batch_end(Trainer&, Module&, const StepOutput&, const Batch&, int64_t) override {
+    ++count;
+  }
   StateDict state_dict() const override {
     StateDict state;
     state.insert("count", count);
@@ -47,7 +50,8 @@ class BatchCounter : public Callback {
 /// Each training step's loss, by the global step it ended at.
 class LossRecorder : public Callback {
  public:
-  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput& outputs, const Batch&, int64_t) override {
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput& outputs, const Batch&,
+                          int64_t) override {
     losses[trainer.global_step()] = outputs.loss().item<double>();
   }
   std::map<int64_t, double> losses;
@@ -56,8 +60,10 @@ class LossRecorder : public Callback {
 /// Saves a checkpoint after batch `batch` of epoch `epoch`.
 class SaveAt : public Callback {
  public:
-  SaveAt(std::string path, int64_t epoch, int64_t batch) : path_(std::move(path)), epoch_(epoch), batch_(batch) {}
-  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) override {
+  SaveAt(std::string path, int64_t epoch, int64_t batch)
+      : path_(std::move(path)), epoch_(epoch), batch_(batch) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
     if (trainer.current_epoch() == epoch_ && batch_idx == batch_) trainer.save_checkpoint(path_);
   }
 
@@ -98,7 +104,8 @@ TEST_CASE("Resuming mid-epoch reproduces the uninterrupted run exactly", "[core]
       const std::string path = dir.file("mid.ckpt");
       auto counter = std::make_shared<BatchCounter>();
       auto losses = std::make_shared<LossRecorder>();
-      Trainer uninterrupted(options_for_resume(), {counter, losses, std::make_shared<SaveAt>(path, epoch, batch)});
+      Trainer uninterrupted(options_for_resume(),
+                            {counter, losses, std::make_shared<SaveAt>(path, epoch, batch)});
       MomentumModule original;
       RandomDataModule data(64, 4, /*shuffle=*/true);
       uninterrupted.fit(original, data);
@@ -112,7 +119,8 @@ TEST_CASE("Resuming mid-epoch reproduces the uninterrupted run exactly", "[core]
       CHECK(same(weights(original), weights(fresh)));
       CHECK(resumed.global_step() == uninterrupted.global_step());
       CHECK(resumed.current_epoch() == 3);
-      // Step for step: every step after the save has exactly the loss it had in the uninterrupted run.
+      // Step for step: every step after the save has exactly the loss it had in the uninterrupted
+      // run.
       const int64_t saved_at = epoch * 16 + batch + 1;
       CHECK(resumed_losses->losses.size() == static_cast<size_t>(3 * 16 - saved_at));
       CHECK(resumed_losses->losses.begin()->first == saved_at + 1);
@@ -120,7 +128,8 @@ TEST_CASE("Resuming mid-epoch reproduces the uninterrupted run exactly", "[core]
         INFO("step " << step);
         CHECK(loss == losses->losses.at(step));
       }
-      CHECK(resumed_counter->count == counter->count);  // restored from the checkpoint, then counted on
+      CHECK(resumed_counter->count ==
+            counter->count);  // restored from the checkpoint, then counted on
     }
   }
 }
@@ -134,7 +143,8 @@ TEST_CASE("A checkpoint saved at a mid-epoch validation end resumes exactly afte
     void on_validation_end(Trainer& trainer, Module&) override {
       if (trainer.sanity_checking()) return;
       ++validations;
-      if (trainer.current_epoch() == 1 && trainer.global_step() == 16 + 8) trainer.save_checkpoint(path_);
+      if (trainer.current_epoch() == 1 && trainer.global_step() == 16 + 8)
+        trainer.save_checkpoint(path_);
     }
     std::string path_;
     int validations = 0;
@@ -187,7 +197,8 @@ TEST_CASE("A checkpoint saved at an epoch end resumes with the next epoch", "[co
   CHECK(resumed.global_step() == 3 * 16);
 }
 
-TEST_CASE("Loading a bad checkpoint names the file, the part and the problem", "[core][checkpoint]") {
+TEST_CASE("Loading a bad checkpoint names the file, the part and the problem",
+          "[core][checkpoint]") {
   TempDir dir;
   Trainer trainer(options_for_resume());
   BoringModule module;
@@ -200,20 +211,23 @@ TEST_CASE("Loading a bad checkpoint names the file, the part and the problem", "
   }
   const std::string model_file = path + "/model.pt";
   SECTION("missing") {
-    CHECK_THROWS_MATCHES(trainer.fit(module, data, FitOptions().ckpt_path(dir.file("none.ckpt"))), CheckpointError,
-                         Catch::Matchers::Message("checkpoint " + dir.file("none.ckpt") + " not found"));
+    CHECK_THROWS_MATCHES(
+        trainer.fit(module, data, FitOptions().ckpt_path(dir.file("none.ckpt"))), CheckpointError,
+        Catch::Matchers::Message("checkpoint " + dir.file("none.ckpt") + " not found"));
   }
   SECTION("a file, not a checkpoint directory") {
     std::ofstream(dir.file("junk.ckpt")) << "not a checkpoint";
-    CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(dir.file("junk.ckpt"))),
-                      Contains("checkpoint " + dir.file("junk.ckpt") + " is a file, not a trainbus checkpoint"));
+    CHECK_THROWS_WITH(
+        trainer.fit(module, data, FitOptions().ckpt_path(dir.file("junk.ckpt"))),
+        Contains("checkpoint " + dir.file("junk.ckpt") + " is a file, not a trainbus checkpoint"));
   }
   SECTION("truncated part") {
     const auto size = std::filesystem::file_size(model_file);
     std::filesystem::resize_file(model_file, size / 2);
-    CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(path)),
-                      Contains("checkpoint " + path + ": part `model` (model.pt) is truncated: " +
-                               std::to_string(size / 2) + " bytes, the manifest says " + std::to_string(size)));
+    CHECK_THROWS_WITH(
+        trainer.fit(module, data, FitOptions().ckpt_path(path)),
+        Contains("checkpoint " + path + ": part `model` (model.pt) is truncated: " +
+                 std::to_string(size / 2) + " bytes, the manifest says " + std::to_string(size)));
   }
   SECTION("bad CRC") {
     std::fstream file(model_file, std::ios::in | std::ios::out | std::ios::binary);
@@ -226,8 +240,9 @@ TEST_CASE("Loading a bad checkpoint names the file, the part and the problem", "
   }
   SECTION("missing part") {
     std::filesystem::remove(path + "/optimizer_0.pt");
-    CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(path)),
-                      Contains("checkpoint " + path + ": part `optimizer_0` (optimizer_0.pt) is missing"));
+    CHECK_THROWS_WITH(
+        trainer.fit(module, data, FitOptions().ckpt_path(path)),
+        Contains("checkpoint " + path + ": part `optimizer_0` (optimizer_0.pt) is missing"));
   }
   SECTION("missing manifest (an incomplete write)") {
     std::filesystem::remove(path + "/MANIFEST");
@@ -246,20 +261,24 @@ TEST_CASE("Loading a bad checkpoint names the file, the part and the problem", "
       REQUIRE(manifest.SerializeToOstream(&out));
     }
     CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(path)),
-                      Contains("checkpoint " + path + " has format version 99, newer than this trainbus reads (2)"));
+                      Contains("checkpoint " + path +
+                               " has format version 99, newer than this trainbus reads (2)"));
   }
   SECTION("an unfinished write") {
-    CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(path + ".tmp-1-0")), Contains("is an unfinished write"));
+    CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(path + ".tmp-1-0")),
+                      Contains("is an unfinished write"));
   }
   SECTION("inspect says the same without throwing") {
     std::filesystem::resize_file(model_file, 10);
     const checkpoint::CheckpointReport report = checkpoint::inspect_checkpoint(path);
     CHECK_FALSE(report.valid);
-    CHECK_THAT(report.text, Contains("global step 4") && Contains("INVALID: checkpoint " + path + ": part `model`"));
+    CHECK_THAT(report.text, Contains("global step 4") &&
+                                Contains("INVALID: checkpoint " + path + ": part `model`"));
   }
 }
 
-TEST_CASE("An asynchronous save holds exactly the step it was taken at", "[core][checkpoint][async]") {
+TEST_CASE("An asynchronous save holds exactly the step it was taken at",
+          "[core][checkpoint][async]") {
   // The tensors change right after save_checkpoint returns (the next steps); the checkpoint must
   // still hold the weights of the moment it was called. The second save copies into the buffers
   // the first one gave back: both must hold their own step.
@@ -267,16 +286,19 @@ TEST_CASE("An asynchronous save holds exactly the step it was taken at", "[core]
   class SaveAsyncAt : public Callback {
    public:
     explicit SaveAsyncAt(std::string dir) : dir_(std::move(dir)) {}
-    void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput&, const Batch&, int64_t batch_idx) override {
+    void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput&, const Batch&,
+                            int64_t batch_idx) override {
       if (trainer.current_epoch() != 0 || (batch_idx != 5 && batch_idx != 9)) return;
       if (batch_idx == 9) {
         trainer.checkpoints().wait();
         kept_before_second = trainer.checkpoints().writer()->stats().bytes_kept;
       }
-      trainer.save_checkpoint(dir_ + "/step" + std::to_string(batch_idx + 1), SaveCheckpointOptions().async(true));
+      trainer.save_checkpoint(dir_ + "/step" + std::to_string(batch_idx + 1),
+                              SaveCheckpointOptions().async(true));
       if (batch_idx == 9) kept_after_second = trainer.checkpoints().writer()->stats().bytes_kept;
       at_save.push_back(weights(module));
-      // Change every weight in place at once: a checkpoint still reading the live tensors would see it.
+      // Change every weight in place at once: a checkpoint still reading the live tensors would see
+      // it.
       torch::NoGradGuard no_grad;
       for (auto& p : module.parameters()) p.add_(1000.0);
     }
@@ -291,12 +313,13 @@ TEST_CASE("An asynchronous save holds exactly the step it was taken at", "[core]
   trainer.fit(module, data);
   REQUIRE(trainer.checkpoints().writer() != nullptr);
   CHECK(trainer.checkpoints().writer()->stats().written == 2);
-  CHECK(saver->kept_before_second > 0);   // the first snapshot's copies, given back after its write
-  CHECK(saver->kept_after_second == 0);   // ... and all taken by the second snapshot
+  CHECK(saver->kept_before_second > 0);  // the first snapshot's copies, given back after its write
+  CHECK(saver->kept_after_second == 0);  // ... and all taken by the second snapshot
   REQUIRE(saver->at_save.size() == 2);
   for (int i = 0; i < 2; ++i) {
     const int64_t step = i == 0 ? 6 : 10;
-    const checkpoint::LoadedCheckpoint loaded = checkpoint::read_checkpoint(dir.file("step" + std::to_string(step)));
+    const checkpoint::LoadedCheckpoint loaded =
+        checkpoint::read_checkpoint(dir.file("step" + std::to_string(step)));
     MomentumModule restored;
     restored.load(const_cast<torch::serialize::InputArchive&>(loaded.model));
     CHECK(same(weights(restored), saver->at_save[static_cast<size_t>(i)]));
@@ -304,14 +327,17 @@ TEST_CASE("An asynchronous save holds exactly the step it was taken at", "[core]
   }
 }
 
-TEST_CASE("An asynchronous save resumes exactly like a synchronous one", "[core][checkpoint][async]") {
+TEST_CASE("An asynchronous save resumes exactly like a synchronous one",
+          "[core][checkpoint][async]") {
   TempDir dir;
   const std::string path = dir.file("mid.ckpt");
   class SaveAsync : public Callback {
    public:
     explicit SaveAsync(std::string path) : path_(std::move(path)) {}
-    void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) override {
-      if (trainer.current_epoch() == 1 && batch_idx == 6) trainer.save_checkpoint(path_, SaveCheckpointOptions().async(true));
+    void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                            int64_t batch_idx) override {
+      if (trainer.current_epoch() == 1 && batch_idx == 6)
+        trainer.save_checkpoint(path_, SaveCheckpointOptions().async(true));
     }
     std::string path_;
   };
@@ -336,7 +362,9 @@ TEST_CASE("A weights-only checkpoint cannot resume training", "[core][checkpoint
   class SaveWeights : public Callback {
    public:
     explicit SaveWeights(std::string path) : path_(std::move(path)) {}
-    void on_train_end(Trainer& trainer, Module&) override { trainer.save_checkpoint(path_, SaveCheckpointOptions().weights_only(true)); }
+    void on_train_end(Trainer& trainer, Module&) override {
+      trainer.save_checkpoint(path_, SaveCheckpointOptions().weights_only(true));
+    }
     std::string path_;
   };
   const std::string path = dir.file("weights.ckpt");
@@ -346,7 +374,8 @@ TEST_CASE("A weights-only checkpoint cannot resume training", "[core][checkpoint
   saver.fit(module, data);
   Trainer trainer(options_for_resume());
   BoringModule other;
-  CHECK_THROWS_WITH(trainer.fit(other, data, FitOptions().ckpt_path(path)), Contains("holds only the model weights"));
+  CHECK_THROWS_WITH(trainer.fit(other, data, FitOptions().ckpt_path(path)),
+                    Contains("holds only the model weights"));
 }
 
 namespace {
@@ -362,7 +391,8 @@ struct LiveState {
   at::Tensor module_extra = at::zeros({10});
 
   void change_in_place() {
-    for (at::Tensor* t : {&callback_tensor, &callback_extra, &datamodule_tensor, &hparams_tensor, &module_extra}) {
+    for (at::Tensor* t :
+         {&callback_tensor, &callback_extra, &datamodule_tensor, &hparams_tensor, &module_extra}) {
       t->fill_(1);
     }
     callback_list.set(0, 99);
@@ -376,7 +406,9 @@ class StateModule : public MomentumModule {
     hparams.insert("tensor", live_->hparams_tensor);
     save_hyperparameters(hparams);
   }
-  void on_save_checkpoint(CheckpointData& checkpoint) override { checkpoint.extra.insert("module", live_->module_extra); }
+  void on_save_checkpoint(CheckpointData& checkpoint) override {
+    checkpoint.extra.insert("module", live_->module_extra);
+  }
 
  private:
   std::shared_ptr<LiveState> live_;
@@ -384,7 +416,8 @@ class StateModule : public MomentumModule {
 
 class StateDataModule : public RandomDataModule {
  public:
-  explicit StateDataModule(std::shared_ptr<LiveState> live) : RandomDataModule(64, 4, true), live_(std::move(live)) {}
+  explicit StateDataModule(std::shared_ptr<LiveState> live)
+      : RandomDataModule(64, 4, true), live_(std::move(live)) {}
   StateDict state_dict() const override {
     StateDict state;
     state.insert("tensor", live_->datamodule_tensor);
@@ -399,7 +432,8 @@ class StateDataModule : public RandomDataModule {
 // second, pending behind it, is certainly serialised after the change.
 class SavesThenChanges : public Callback {
  public:
-  SavesThenChanges(std::string dir, std::shared_ptr<LiveState> live) : dir_(std::move(dir)), live_(std::move(live)) {}
+  SavesThenChanges(std::string dir, std::shared_ptr<LiveState> live)
+      : dir_(std::move(dir)), live_(std::move(live)) {}
   StateDict state_dict() const override {
     StateDict state;
     state.insert("tensor", live_->callback_tensor);
@@ -409,7 +443,8 @@ class SavesThenChanges : public Callback {
   void on_save_checkpoint(Trainer&, Module&, CheckpointData& checkpoint) override {
     checkpoint.extra.insert("callback", live_->callback_extra);
   }
-  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) override {
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
     if (trainer.current_epoch() != 0 || batch_idx != 3) return;
     std::promise<void> changed;
     std::shared_future<void> done = changed.get_future().share();
@@ -429,10 +464,12 @@ class SavesThenChanges : public Callback {
 
 }  // namespace
 
-TEST_CASE("An asynchronous save holds every part as it was when save returned", "[core][checkpoint][async]") {
+TEST_CASE("An asynchronous save holds every part as it was when save returned",
+          "[core][checkpoint][async]") {
   TempDir dir;
   auto live = std::make_shared<LiveState>();
-  Trainer trainer(options_for_resume(), {std::make_shared<SavesThenChanges>(dir.path().string(), live)});
+  Trainer trainer(options_for_resume(),
+                  {std::make_shared<SavesThenChanges>(dir.path().string(), live)});
   StateModule module(live);
   StateDataModule data(live);
   trainer.fit(module, data);

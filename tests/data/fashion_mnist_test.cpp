@@ -9,7 +9,8 @@
 using namespace trainbus;
 
 TEST_CASE("read_fashion_mnist reads Debian's files", "[data][fashion]") {
-  const data::FashionMnistSplit test = data::read_fashion_mnist(data::kFashionMnistDir, /*train=*/false);
+  const data::FashionMnistSplit test =
+      data::read_fashion_mnist(data::kFashionMnistDir, /*train=*/false);
   CHECK(test.images.sizes() == at::IntArrayRef({10000, 1, 28, 28}));
   CHECK(test.labels.sizes() == at::IntArrayRef({10000}));
   CHECK(test.labels.min().item<int64_t>() == 0);

@@ -7,16 +7,16 @@
 #include <fstream>
 #include <vector>
 
-#include "tests/support/catch.h"
 #include <torch/types.h>
+#include "tests/support/catch.h"
 
-#include "data/fashion_mnist.h"
 #include "base/errors.h"
+#include "data/fashion_mnist.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
-using trainbus::testing::TempDir;
 using Catch::Matchers::Contains;
+using trainbus::testing::TempDir;
 
 namespace {
 
@@ -32,7 +32,8 @@ Bytes idx_bytes(const std::vector<uint32_t>& dims, int fill_count) {
 }
 
 void write_plain(const std::string& path, const Bytes& bytes) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
 void write_gz(const std::string& path, const Bytes& bytes) {
@@ -71,17 +72,20 @@ TEST_CASE("read_idx_file names the file and the problem", "[data][idx]") {
   }
   SECTION("not IDX at all") {
     write_plain(dir.file("text"), Bytes{'h', 'e', 'l', 'l', 'o'});
-    CHECK_THROWS_WITH(data::read_idx_file(dir.file("text")), Contains("bad magic number 0x68656c6c"));
+    CHECK_THROWS_WITH(data::read_idx_file(dir.file("text")),
+                      Contains("bad magic number 0x68656c6c"));
   }
   SECTION("truncated data, plain") {
     write_plain(dir.file("short-idx3"), idx_bytes({10, 28, 28}, 100));
     CHECK_THROWS_WITH(data::read_idx_file(dir.file("short-idx3")),
-                      Contains(dir.file("short-idx3")) && Contains("truncated: the header promises 7840 bytes") &&
+                      Contains(dir.file("short-idx3")) &&
+                          Contains("truncated: the header promises 7840 bytes") &&
                           Contains("(10x28x28) but the file ends after 100"));
   }
   SECTION("truncated header") {
     write_plain(dir.file("short-header"), Bytes{0, 0, 8, 3, 0, 0});
-    CHECK_THROWS_WITH(data::read_idx_file(dir.file("short-header")), Contains("truncated: the header ends inside dimension 1"));
+    CHECK_THROWS_WITH(data::read_idx_file(dir.file("short-header")),
+                      Contains("truncated: the header ends inside dimension 1"));
   }
   SECTION("truncated gzip stream") {
     write_gz(dir.file("full.gz"), idx_bytes({1000}, 1000));
@@ -89,30 +93,35 @@ TEST_CASE("read_idx_file names the file and the problem", "[data][idx]") {
     Bytes gz((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     gz.resize(gz.size() / 2);
     write_plain(dir.file("cut.gz"), gz);
-    CHECK_THROWS_WITH(data::read_idx_file(dir.file("cut.gz")), Contains(dir.file("cut.gz")) && Contains("truncated"));
+    CHECK_THROWS_WITH(data::read_idx_file(dir.file("cut.gz")),
+                      Contains(dir.file("cut.gz")) && Contains("truncated"));
   }
   SECTION("extra bytes after the data") {
     write_plain(dir.file("long-idx1"), idx_bytes({4}, 6));
-    CHECK_THROWS_WITH(data::read_idx_file(dir.file("long-idx1")), Contains("has bytes after the 4 data"));
+    CHECK_THROWS_WITH(data::read_idx_file(dir.file("long-idx1")),
+                      Contains("has bytes after the 4 data"));
   }
 }
 
-TEST_CASE("A missing Fashion-MNIST directory names the file and the Debian package", "[data][idx]") {
+TEST_CASE("A missing Fashion-MNIST directory names the file and the Debian package",
+          "[data][idx]") {
   TempDir dir;
   data::FashionMnistOptions options;
   options.root(dir.file("absent"));
   data::FashionMnistDataModule data(options);
   CHECK_THROWS_MATCHES(
       data.prepare_data(), DataError,
-      Catch::Matchers::Message("Fashion-MNIST file " + dir.file("absent/train-images-idx3-ubyte.gz") +
-                               " not found; install Debian's package with `apt-get install dataset-fashion-mnist`, or "
-                               "point --data / FashionMnistOptions::root at a directory holding the four IDX files"));
+      Catch::Matchers::Message(
+          "Fashion-MNIST file " + dir.file("absent/train-images-idx3-ubyte.gz") +
+          " not found; install Debian's package with `apt-get install dataset-fashion-mnist`, or "
+          "point --data / FashionMnistOptions::root at a directory holding the four IDX files"));
 }
 
 TEST_CASE("Fashion-MNIST files that do not match each other are refused", "[data][idx]") {
   TempDir dir;
   write_gz(dir.file("t10k-images-idx3-ubyte.gz"), idx_bytes({3, 28, 28}, 3 * 28 * 28));
   write_gz(dir.file("t10k-labels-idx1-ubyte.gz"), idx_bytes({2}, 2));
-  CHECK_THROWS_WITH(data::read_fashion_mnist(dir.path().string(), /*train=*/false),
-                    Contains("t10k-labels-idx1-ubyte.gz: holds 2 labels but") && Contains("holds 3 images"));
+  CHECK_THROWS_WITH(
+      data::read_fashion_mnist(dir.path().string(), /*train=*/false),
+      Contains("t10k-labels-idx1-ubyte.gz: holds 2 labels but") && Contains("holds 3 images"));
 }

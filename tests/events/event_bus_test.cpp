@@ -15,8 +15,8 @@ namespace events = trainbus::events;
 TEST_CASE("A subscriber receives the events of its type, with their fields", "[events]") {
   events::EventBus bus;
   std::vector<int64_t> epochs;
-  events::Subscription subscription =
-      bus.subscribe<events::TrainEpochEnd>([&](const events::TrainEpochEnd& e) { epochs.push_back(e.progress.epoch); });
+  events::Subscription subscription = bus.subscribe<events::TrainEpochEnd>(
+      [&](const events::TrainEpochEnd& e) { epochs.push_back(e.progress.epoch); });
 
   bus.publish(events::TrainEpochEnd{{3, 30}, {{"loss", 0.5}}});
   bus.publish(events::TrainEpochStart{{4, 30}});  // another type: not delivered
@@ -29,7 +29,8 @@ TEST_CASE("Dropping or disconnecting a Subscription stops delivery", "[events]")
   events::EventBus bus;
   int calls = 0;
   {
-    events::Subscription scoped = bus.subscribe<events::FitStart>([&](const events::FitStart&) { ++calls; });
+    events::Subscription scoped =
+        bus.subscribe<events::FitStart>([&](const events::FitStart&) { ++calls; });
     bus.publish(events::FitStart{});
     REQUIRE(bus.has_subscribers<events::FitStart>());
   }
@@ -37,7 +38,8 @@ TEST_CASE("Dropping or disconnecting a Subscription stops delivery", "[events]")
   CHECK(calls == 1);
   CHECK_FALSE(bus.has_subscribers<events::FitStart>());
 
-  events::Subscription explicit_one = bus.subscribe<events::FitStart>([&](const events::FitStart&) { ++calls; });
+  events::Subscription explicit_one =
+      bus.subscribe<events::FitStart>([&](const events::FitStart&) { ++calls; });
   explicit_one.disconnect();
   explicit_one.disconnect();  // twice is harmless
   bus.publish(events::FitStart{});
@@ -49,7 +51,8 @@ TEST_CASE("Dropping or disconnecting a Subscription stops delivery", "[events]")
 TEST_CASE("A moved Subscription keeps the slot connected exactly once", "[events]") {
   events::EventBus bus;
   int calls = 0;
-  events::Subscription first = bus.subscribe<events::FitEnd>([&](const events::FitEnd&) { ++calls; });
+  events::Subscription first =
+      bus.subscribe<events::FitEnd>([&](const events::FitEnd&) { ++calls; });
   events::Subscription second = std::move(first);
   events::Subscription third;
   third = std::move(second);
@@ -71,13 +74,15 @@ TEST_CASE("publish_lazy builds the event only when someone listens", "[events]")
   CHECK(built == 0);
 
   int delivered = 0;
-  events::Subscription s = bus.subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd&) { ++delivered; });
+  events::Subscription s =
+      bus.subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd&) { ++delivered; });
   bus.publish_lazy<events::TrainBatchEnd>(make);
   CHECK(built == 1);
   CHECK(delivered == 1);
 }
 
-TEST_CASE("Groups run in ascending order, ungrouped slots after them in subscription order", "[events]") {
+TEST_CASE("Groups run in ascending order, ungrouped slots after them in subscription order",
+          "[events]") {
   events::EventBus bus;
   std::string order;
   auto record = [&](char c) { return [&order, c](const events::TrainStart&) { order += c; }; };
@@ -91,7 +96,8 @@ TEST_CASE("Groups run in ascending order, ungrouped slots after them in subscrip
 
 TEST_CASE("An exception thrown by a slot propagates out of publish", "[events]") {
   events::EventBus bus;
-  events::Subscription s = bus.subscribe<events::Setup>([](const events::Setup&) { throw std::runtime_error("boom"); });
+  events::Subscription s =
+      bus.subscribe<events::Setup>([](const events::Setup&) { throw std::runtime_error("boom"); });
   CHECK_THROWS_WITH(bus.publish(events::Setup{}), "boom");
 }
 
@@ -109,21 +115,26 @@ TEST_CASE("A slot may subscribe and publish from inside a publish", "[events]") 
   events::EventBus bus;
   std::vector<events::Subscription> added;
   int inner = 0;
-  events::Subscription outer = bus.subscribe<events::TrainEpochStart>([&](const events::TrainEpochStart&) {
-    added.push_back(bus.subscribe<events::TrainEpochEnd>([&](const events::TrainEpochEnd&) { ++inner; }));
-    bus.publish(events::TrainEpochEnd{});
-  });
+  events::Subscription outer =
+      bus.subscribe<events::TrainEpochStart>([&](const events::TrainEpochStart&) {
+        added.push_back(
+            bus.subscribe<events::TrainEpochEnd>([&](const events::TrainEpochEnd&) { ++inner; }));
+        bus.publish(events::TrainEpochEnd{});
+      });
   bus.publish(events::TrainEpochStart{});
   CHECK(inner == 1);
 }
 
-TEST_CASE("Concurrent publishers and subscribers lose nothing and race on nothing", "[events][threads]") {
+TEST_CASE("Concurrent publishers and subscribers lose nothing and race on nothing",
+          "[events][threads]") {
   // Run under ThreadSanitizer by scripts/test.sh. Waits on joins, never on sleeps.
   for (int publishers : {1, 2, 4}) {
     events::EventBus bus;
     std::atomic<int64_t> steady_count{0};
-    events::Subscription steady = bus.subscribe<events::TrainBatchEnd>(
-        [&](const events::TrainBatchEnd&) { steady_count.fetch_add(1, std::memory_order_relaxed); });
+    events::Subscription steady =
+        bus.subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd&) {
+          steady_count.fetch_add(1, std::memory_order_relaxed);
+        });
     constexpr int kEventsPerPublisher = 2000;
     std::atomic<bool> publishing{true};
 
@@ -131,9 +142,12 @@ TEST_CASE("Concurrent publishers and subscribers lose nothing and race on nothin
       // Subscribes and disconnects while the publishers run.
       std::atomic<int64_t> transient{0};
       while (publishing.load()) {
-        events::Subscription s = bus.subscribe<events::TrainBatchEnd>(
-            [&](const events::TrainBatchEnd&) { transient.fetch_add(1, std::memory_order_relaxed); });
-        events::Subscription other = bus.subscribe<events::TrainBatchStart>([](const events::TrainBatchStart&) {});
+        events::Subscription s =
+            bus.subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd&) {
+              transient.fetch_add(1, std::memory_order_relaxed);
+            });
+        events::Subscription other =
+            bus.subscribe<events::TrainBatchStart>([](const events::TrainBatchStart&) {});
       }
     });
     std::vector<std::thread> threads;

@@ -29,16 +29,46 @@ TEST_CASE("Every event type has a unique snake_case name and index", "[events]")
 
 TEST_CASE("The event list covers every Lightning hook plus after_optimizer_step", "[events]") {
   // Lightning's Callback hooks without the `on_` prefix (callback.py), and trainbus's addition.
-  const std::set<std::string> expected{
-      "setup", "teardown", "fit_start", "fit_end", "sanity_check_start", "sanity_check_end", "train_start",
-      "train_end", "train_epoch_start", "train_epoch_end", "train_batch_start", "train_batch_end",
-      "validation_start", "validation_end", "validation_epoch_start", "validation_epoch_end",
-      "validation_batch_start", "validation_batch_end", "test_start", "test_end", "test_epoch_start",
-      "test_epoch_end", "test_batch_start", "test_batch_end", "predict_start", "predict_end",
-      "predict_epoch_start", "predict_epoch_end", "predict_batch_start", "predict_batch_end",
-      "before_backward", "after_backward", "before_optimizer_step", "before_zero_grad", "save_checkpoint",
-      "load_checkpoint", "exception", "after_optimizer_step"};
+  const std::set<std::string> expected{"setup",
+                                       "teardown",
+                                       "fit_start",
+                                       "fit_end",
+                                       "sanity_check_start",
+                                       "sanity_check_end",
+                                       "train_start",
+                                       "train_end",
+                                       "train_epoch_start",
+                                       "train_epoch_end",
+                                       "train_batch_start",
+                                       "train_batch_end",
+                                       "validation_start",
+                                       "validation_end",
+                                       "validation_epoch_start",
+                                       "validation_epoch_end",
+                                       "validation_batch_start",
+                                       "validation_batch_end",
+                                       "test_start",
+                                       "test_end",
+                                       "test_epoch_start",
+                                       "test_epoch_end",
+                                       "test_batch_start",
+                                       "test_batch_end",
+                                       "predict_start",
+                                       "predict_end",
+                                       "predict_epoch_start",
+                                       "predict_epoch_end",
+                                       "predict_batch_start",
+                                       "predict_batch_end",
+                                       "before_backward",
+                                       "after_backward",
+                                       "before_optimizer_step",
+                                       "before_zero_grad",
+                                       "save_checkpoint",
+                                       "load_checkpoint",
+                                       "exception",
+                                       "after_optimizer_step"};
   std::set<std::string> names;
-  events::for_each_event_type([&](auto tag) { names.insert(std::string(decltype(tag)::type::kName)); });
+  events::for_each_event_type(
+      [&](auto tag) { names.insert(std::string(decltype(tag)::type::kName)); });
   CHECK(names == expected);
 }

@@ -1,16 +1,16 @@
-// events::ObserverPool: order per observer, bounded delivery, drains, errors, filters. No LibTorch, so this
-// also runs under ThreadSanitizer. Waits are on drains and latches, never on sleeps.
+// events::ObserverPool: order per observer, bounded delivery, drains, errors, filters. No LibTorch,
+// so this also runs under ThreadSanitizer. Waits are on drains and latches, never on sleeps.
 #include "events/observer_pool.h"
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <iostream>
 #include <map>
 #include <mutex>
-#include <iostream>
 #include <new>
-#include <sstream>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -18,8 +18,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "events/detail/observer_hooks.h"
 #include "base/post_task.h"
+#include "events/detail/observer_hooks.h"
 
 using namespace trainbus;
 using Catch::Matchers::Contains;
@@ -55,8 +55,11 @@ class Latch {
 /// Records the batch index of every TrainBatchEnd; fails the test if a hook ever overlaps itself.
 class BatchRecorder : public events::Observer {
  public:
-  explicit BatchRecorder(Latch* gate = nullptr, int64_t throw_at = -1) : gate_(gate), throw_at_(throw_at) {}
-  void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+  explicit BatchRecorder(Latch* gate = nullptr, int64_t throw_at = -1)
+      : gate_(gate), throw_at_(throw_at) {}
+  void select_events(events::EventSelection& selection) const override {
+    selection.add<events::TrainBatchEnd>();
+  }
   void on_train_batch_end(const events::TrainBatchEnd& event) override {
     if (busy_.exchange(true)) overlapped_ = true;
     if (gate_) gate_->wait();
@@ -85,7 +88,8 @@ events::TrainBatchEnd batch(int64_t i) {
 
 }  // namespace
 
-TEST_CASE("Each observer sees its events in publish order, never concurrently with itself", "[events][observers]") {
+TEST_CASE("Each observer sees its events in publish order, never concurrently with itself",
+          "[events][observers]") {
   for (std::size_t threads : {1u, 2u, 4u}) {
     DYNAMIC_SECTION(threads << " pool threads") {
       events::EventBus bus;
@@ -112,7 +116,8 @@ TEST_CASE("Each observer sees its events in publish order, never concurrently wi
   }
 }
 
-TEST_CASE("drain() returns only once a slow observer has handled everything", "[events][observers]") {
+TEST_CASE("drain() returns only once a slow observer has handled everything",
+          "[events][observers]") {
   events::EventBus bus;
   events::ObserverPool pool(2);
   Latch gate;
@@ -129,7 +134,9 @@ TEST_CASE("WhenFull::kBlock loses nothing under a burst of 100k events", "[event
   events::EventBus bus;
   events::ObserverPool pool(2);
   auto observer = std::make_shared<BatchRecorder>();
-  pool.attach(bus, observer, events::ObserverOptions().capacity(16).when_full(events::ObserverOptions::WhenFull::kBlock));
+  pool.attach(
+      bus, observer,
+      events::ObserverOptions().capacity(16).when_full(events::ObserverOptions::WhenFull::kBlock));
   constexpr int64_t kEvents = 100000;
   for (int64_t i = 0; i < kEvents; ++i) bus.publish(batch(i));
   pool.drain();
@@ -144,7 +151,9 @@ TEST_CASE("WhenFull::kDrop drops and counts what does not fit", "[events][observ
   events::ObserverPool pool(2);
   Latch gate;
   auto observer = std::make_shared<BatchRecorder>(&gate);
-  pool.attach(bus, observer, events::ObserverOptions().capacity(4).when_full(events::ObserverOptions::WhenFull::kDrop));
+  pool.attach(
+      bus, observer,
+      events::ObserverOptions().capacity(4).when_full(events::ObserverOptions::WhenFull::kDrop));
   for (int64_t i = 0; i < 100; ++i) bus.publish(batch(i));  // never blocks
   gate.open();
   pool.drain();
@@ -154,7 +163,8 @@ TEST_CASE("WhenFull::kDrop drops and counts what does not fit", "[events][observ
   CHECK(observer->seen == std::vector<int64_t>{0, 1, 2, 3});
 }
 
-TEST_CASE("An observer that throws is raised as ObserverError naming it, the others carry on", "[events][observers]") {
+TEST_CASE("An observer that throws is raised as ObserverError naming it, the others carry on",
+          "[events][observers]") {
   events::EventBus bus;
   events::ObserverPool pool(2);
   auto failing = std::make_shared<BatchRecorder>(nullptr, /*throw_at=*/3);
@@ -169,7 +179,9 @@ TEST_CASE("An observer that throws is raised as ObserverError naming it, the oth
     FAIL("check() did not throw");
   } catch (const events::ObserverError& error) {
     CHECK(error.observer() == "(anonymous namespace)::BatchRecorder");
-    CHECK_THAT(error.what(), Contains("observer `(anonymous namespace)::BatchRecorder` failed: disk full at batch 3"));
+    CHECK_THAT(
+        error.what(),
+        Contains("observer `(anonymous namespace)::BatchRecorder` failed: disk full at batch 3"));
     CHECK_THROWS_WITH(std::rethrow_exception(error.original()), "disk full at batch 3");
   }
   CHECK_FALSE(pool.has_failure());  // raised once
@@ -183,7 +195,11 @@ TEST_CASE("OnError::kDisable reports once and switches the observer off", "[even
   events::EventBus bus;
   events::ObserverPool pool(1);
   auto failing = std::make_shared<BatchRecorder>(nullptr, 2);
-  pool.attach(bus, failing, events::ObserverOptions().capacity(1024).when_full(events::ObserverOptions::WhenFull::kBlock).on_error(events::ObserverOptions::OnError::kDisable));
+  pool.attach(bus, failing,
+              events::ObserverOptions()
+                  .capacity(1024)
+                  .when_full(events::ObserverOptions::WhenFull::kBlock)
+                  .on_error(events::ObserverOptions::OnError::kDisable));
   for (int64_t i = 0; i < 10; ++i) bus.publish(batch(i));
   pool.drain();
   CHECK_FALSE(pool.has_failure());
@@ -191,11 +207,14 @@ TEST_CASE("OnError::kDisable reports once and switches the observer off", "[even
   CHECK(failing->seen == std::vector<int64_t>{0, 1});
 }
 
-TEST_CASE("Filters deliver every N, once, before and after, counting from 1", "[events][observers]") {
+TEST_CASE("Filters deliver every N, once, before and after, counting from 1",
+          "[events][observers]") {
   class Filtered : public BatchRecorder {
    public:
     explicit Filtered(events::EventFilter filter) : filter_(filter) {}
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(filter_); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>(filter_);
+    }
     events::EventFilter filter_;
   };
   events::EventBus bus;
@@ -207,7 +226,8 @@ TEST_CASE("Filters deliver every N, once, before and after, counting from 1", "[
   for (const auto& o : {every, once, before, after}) pool.attach(bus, o);
   std::vector<int64_t> sync_seen;
   events::Subscription sync = bus.subscribe<events::TrainBatchEnd>(
-      events::EventFilter::every(15), [&](const events::TrainBatchEnd& e) { sync_seen.push_back(e.batch.batch_idx); });
+      events::EventFilter::every(15),
+      [&](const events::TrainBatchEnd& e) { sync_seen.push_back(e.batch.batch_idx); });
   for (int64_t i = 1; i <= 30; ++i) bus.publish(batch(i));  // the i-th event carries batch_idx i
   pool.drain();
   CHECK(every->seen == std::vector<int64_t>{10, 20, 30});
@@ -218,12 +238,15 @@ TEST_CASE("Filters deliver every N, once, before and after, counting from 1", "[
   CHECK_THROWS_WITH(events::EventFilter::every(0), Contains("n must be >= 1"));
 }
 
-TEST_CASE("Tensor fields reach only the observers that want them, as snapshots", "[events][observers]") {
+TEST_CASE("Tensor fields reach only the observers that want them, as snapshots",
+          "[events][observers]") {
   class Outputs : public events::Observer {
    public:
     explicit Outputs(bool wants) : wants_(wants) {}
     bool wants_tensors() const override { return wants_; }
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
     void on_train_batch_end(const events::TrainBatchEnd& event) override {
       values.push_back(event.outputs.has_value() ? std::any_cast<int>(event.outputs.value()) : -1);
     }
@@ -231,7 +254,8 @@ TEST_CASE("Tensor fields reach only the observers that want them, as snapshots",
     bool wants_;
   };
   events::EventBus bus;
-  // Stands in for core's detach-and-clone: marks the copy so the test can tell it from the original.
+  // Stands in for core's detach-and-clone: marks the copy so the test can tell it from the
+  // original.
   events::ObserverPool pool(2, [](const events::TensorRef& ref) {
     return events::TensorRef(std::any(std::any_cast<int>(ref.value()) + 1000));
   });
@@ -247,8 +271,10 @@ TEST_CASE("Tensor fields reach only the observers that want them, as snapshots",
   CHECK(ignores->values == std::vector<int>{-1});
 }
 
-TEST_CASE("Destroying a pool with a stuck observer reports it, does not hang, and runs nothing queued behind it",
-          "[events][observers]") {
+TEST_CASE(
+    "Destroying a pool with a stuck observer reports it, does not hang, and runs nothing queued "
+    "behind it",
+    "[events][observers]") {
   // The observer's state is shared: the abandoned pool thread still uses it after the pool is gone.
   struct Shared {
     Latch gate;       // opened by the test: the stuck hook returns
@@ -259,7 +285,9 @@ TEST_CASE("Destroying a pool with a stuck observer reports it, does not hang, an
    public:
     explicit Stuck(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
     ~Stuck() override { shared_->destroyed.open(); }
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
     void on_train_batch_end(const events::TrainBatchEnd&) override {
       shared_->gate.wait();
       ++shared_->handled;
@@ -278,17 +306,20 @@ TEST_CASE("Destroying a pool with a stuck observer reports it, does not hang, an
     bus.publish(batch(1));
   }  // returns after ~50-100 ms instead of waiting for the gate
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
-  shared->gate.open();        // the stuck hook returns...
-  shared->destroyed.wait();   // ... and the pool thread lets go of the observer
+  shared->gate.open();          // the stuck hook returns...
+  shared->destroyed.wait();     // ... and the pool thread lets go of the observer
   CHECK(shared->handled == 1);  // the second event, queued behind the stuck hook, never ran
 }
 
 TEST_CASE("A slow observer is waited for as long as it makes progress", "[events][observers]") {
   class Slow : public events::Observer {
    public:
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
     void on_train_batch_end(const events::TrainBatchEnd&) override {
-      std::this_thread::sleep_for(std::chrono::milliseconds(3));  // the slowness under test, not a wait
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(3));  // the slowness under test, not a wait
       ++handled;
     }
     std::atomic<int> handled{0};
@@ -304,13 +335,17 @@ TEST_CASE("A slow observer is waited for as long as it makes progress", "[events
   CHECK_NOTHROW(pool.check());
 }
 
-TEST_CASE("An observer waiting for a thread while a slow one works is not taken for stuck", "[events][observers]") {
+TEST_CASE("An observer waiting for a thread while a slow one works is not taken for stuck",
+          "[events][observers]") {
   class Slow : public events::Observer {
    public:
     std::string name() const override { return "slow"; }
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
     void on_train_batch_end(const events::TrainBatchEnd&) override {
-      std::this_thread::sleep_for(std::chrono::milliseconds(3));  // the slowness under test, not a wait
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(3));  // the slowness under test, not a wait
     }
   };
   events::EventBus bus;
@@ -350,12 +385,15 @@ TEST_CASE("Every event type reaches the Observer hook of the same name", "[event
   CHECK(every->hooks == expected);
 }
 
-TEST_CASE("Failures of many observers at once are each raised exactly once", "[events][observers][threads]") {
+TEST_CASE("Failures of many observers at once are each raised exactly once",
+          "[events][observers][threads]") {
   class FailsAt : public events::Observer {
    public:
     FailsAt(std::string name, int64_t at) : name_(std::move(name)), at_(at) {}
     std::string name() const override { return name_; }
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
     void on_train_batch_end(const events::TrainBatchEnd& event) override {
       if (event.batch.batch_idx == at_) throw std::runtime_error(name_ + " failed");
     }
@@ -372,7 +410,9 @@ TEST_CASE("Failures of many observers at once are each raised exactly once", "[e
       constexpr int kObservers = 16;
       for (int i = 0; i < kObservers; ++i) {
         // Several fail on the same event, so that failures land while check() runs.
-        pool.attach(bus, std::make_shared<FailsAt>("observer-" + std::to_string(i), 20 + random() % 5), events::ObserverOptions().capacity(4));
+        pool.attach(bus,
+                    std::make_shared<FailsAt>("observer-" + std::to_string(i), 20 + random() % 5),
+                    events::ObserverOptions().capacity(4));
       }
       std::map<std::string, int> raised;
       auto collect = [&] {
@@ -399,11 +439,13 @@ TEST_CASE("Failures of many observers at once are each raised exactly once", "[e
   }
 }
 
-TEST_CASE("A kick whose post fails leaves the events to the next one, never a drain waiting for ever",
-          "[events][observers]") {
+TEST_CASE(
+    "A kick whose post fails leaves the events to the next one, never a drain waiting for ever",
+    "[events][observers]") {
   events::EventBus bus;
   // The flusher's own kicks come an hour apart: the injected failure is this test's kick's.
-  events::ObserverPool pool(2, {}, std::chrono::seconds(60), /*kick_interval=*/std::chrono::hours(1));
+  events::ObserverPool pool(2, {}, std::chrono::seconds(60),
+                            /*kick_interval=*/std::chrono::hours(1));
   auto recorder = std::make_shared<BatchRecorder>();
   pool.attach(bus, recorder);
   for (int64_t i = 0; i < 3; ++i) bus.publish(batch(i));  // queued, waiting for a kick
@@ -423,12 +465,15 @@ TEST_CASE("A kick whose post fails leaves the events to the next one, never a dr
   detail::inject_post_failures(0);
 }
 
-TEST_CASE("drain() from an observer's own hook is an error naming it, not a deadlock", "[events][observers]") {
+TEST_CASE("drain() from an observer's own hook is an error naming it, not a deadlock",
+          "[events][observers]") {
   class Drains : public events::Observer {
    public:
     explicit Drains(events::ObserverPool& pool) : pool_(pool) {}
     std::string name() const override { return "drainer"; }
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
     void on_train_batch_end(const events::TrainBatchEnd&) override { pool_.drain(); }
 
    private:
@@ -439,15 +484,19 @@ TEST_CASE("drain() from an observer's own hook is an error naming it, not a dead
   pool.attach(bus, std::make_shared<Drains>(pool));
   bus.publish(batch(0));
   REQUIRE(pool.drain_unless_stalled(std::chrono::seconds(5)));
-  CHECK_THROWS_WITH(pool.check(), Contains("observer `drainer` failed") &&
-                                      Contains("drain() was called from a hook of observer `drainer`") &&
-                                      Contains("would wait for itself"));
+  CHECK_THROWS_WITH(pool.check(),
+                    Contains("observer `drainer` failed") &&
+                        Contains("drain() was called from a hook of observer `drainer`") &&
+                        Contains("would wait for itself"));
 }
 
-TEST_CASE("flush() runs on the observer's strand after events, within flush_interval", "[events][observers]") {
+TEST_CASE("flush() runs on the observer's strand after events, within flush_interval",
+          "[events][observers]") {
   class Buffers : public events::Observer {
    public:
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
     void on_train_batch_end(const events::TrainBatchEnd& event) override {
       if (busy_.exchange(true)) overlapped = true;
       buffered.push_back(event.batch.batch_idx);
@@ -487,17 +536,21 @@ TEST_CASE("flush() runs on the observer's strand after events, within flush_inte
   REQUIRE(observer->all_flushed.wait_for(std::chrono::seconds(10)));
   std::lock_guard<std::mutex> lock(observer->mutex);
   CHECK(observer->flushed == std::vector<int64_t>{0, 1, 2, 3, 4});
-  CHECK(observer->all_flushed_at - published < std::chrono::milliseconds(100) + std::chrono::seconds(1));
+  CHECK(observer->all_flushed_at - published <
+        std::chrono::milliseconds(100) + std::chrono::seconds(1));
   CHECK_FALSE(observer->overlapped);
 }
 
-TEST_CASE("A full queue behind a stuck hook does not block the trainer for ever", "[events][observers]") {
+TEST_CASE("A full queue behind a stuck hook does not block the trainer for ever",
+          "[events][observers]") {
   auto gate = std::make_shared<Latch>();
   class Stuck : public events::Observer {
    public:
     explicit Stuck(std::shared_ptr<Latch> gate) : gate_(std::move(gate)) {}
     std::string name() const override { return "stuck"; }
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
     void on_train_batch_end(const events::TrainBatchEnd&) override { gate_->wait(); }
 
    private:
@@ -508,14 +561,16 @@ TEST_CASE("A full queue behind a stuck hook does not block the trainer for ever"
     events::ObserverPool pool(1, {}, /*stall_timeout=*/std::chrono::milliseconds(200));
     pool.attach(bus, std::make_shared<Stuck>(gate), events::ObserverOptions().capacity(4));
     for (int64_t i = 0; i < 20; ++i) bus.publish(batch(i));  // the 5th would wait for room for ever
-    CHECK_THROWS_WITH(pool.check(), Contains("observer `stuck` failed: ") && Contains("waiting event") &&
+    CHECK_THROWS_WITH(pool.check(), Contains("observer `stuck` failed: ") &&
+                                        Contains("waiting event") &&
                                         Contains("waited for room in its queue"));
     CHECK(pool.stats()[0].in_flight <= 4);  // nothing queued after it was abandoned
   }
   gate->open();
 }
 
-TEST_CASE("An observer stuck in flush() at shutdown does not hang the destructor", "[events][observers]") {
+TEST_CASE("An observer stuck in flush() at shutdown does not hang the destructor",
+          "[events][observers]") {
   struct Shared {
     Latch gate;
     Latch destroyed;
@@ -524,7 +579,9 @@ TEST_CASE("An observer stuck in flush() at shutdown does not hang the destructor
    public:
     explicit StuckFlush(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
     ~StuckFlush() override { shared_->destroyed.open(); }
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
     void flush() override { shared_->gate.wait(); }  // a hung network filesystem, say
 
    private:
@@ -546,11 +603,14 @@ TEST_CASE("An observer stuck in flush() at shutdown does not hang the destructor
   CHECK(shared->destroyed.wait_for(std::chrono::seconds(10)));
 }
 
-TEST_CASE("Failures at shutdown, with nobody left to raise them to, are reported", "[events][observers]") {
+TEST_CASE("Failures at shutdown, with nobody left to raise them to, are reported",
+          "[events][observers]") {
   class FailsToFlush : public events::Observer {
    public:
     std::string name() const override { return "disk-full"; }
-    void select_events(events::EventSelection& selection) const override { selection.add<events::TrainBatchEnd>(); }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
     void flush() override { throw std::runtime_error("No space left on device"); }
   };
   std::ostringstream captured;
@@ -565,5 +625,6 @@ TEST_CASE("Failures at shutdown, with nobody left to raise them to, are reported
     pool.drain();
   }
   std::cerr.rdbuf(previous);
-  CHECK_THAT(captured.str(), Contains("observer `disk-full` failed at shutdown: No space left on device"));
+  CHECK_THAT(captured.str(),
+             Contains("observer `disk-full` failed at shutdown: No space left on device"));
 }

@@ -2,10 +2,10 @@
 #include <filesystem>
 #include <sstream>
 
-#include "tests/support/catch.h"
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/adam.h>
 #include <torch/serialize.h>
+#include "tests/support/catch.h"
 
 #include "core/trainer.h"
 #include "examples/seed/conditional_callback.h"
@@ -37,9 +37,7 @@ TrainerOptions epochs(int64_t max_epochs, int64_t val_batches = 0) {
 /// A BoringModule whose first layer is the `backbone`, as in the guide's FreezeUnfreeze.
 class WithBackbone : public BoringModule {
  public:
-  WithBackbone() {
-    backbone = register_module("backbone", torch::nn::Linear(32, 32));
-  }
+  WithBackbone() { backbone = register_module("backbone", torch::nn::Linear(32, 32)); }
   at::Tensor loss_of(const Batch& batch) {
     const at::Tensor out = layer->forward(backbone->forward(batch.data));
     return (out - 1).pow(2).mean();
@@ -85,8 +83,8 @@ TEST_CASE("CustomCheckpoint saves every 5 epochs, and the checkpoints resume", "
   CHECK(std::filesystem::exists(dir.file("custom-0.ckpt")));
   CHECK(std::filesystem::exists(dir.file("custom-5.ckpt")));
   CHECK_FALSE(std::filesystem::exists(dir.file("custom-1.ckpt")));
-  CHECK(out.str() == "Saved checkpoint: " + dir.file("custom-0.ckpt") + "\nSaved checkpoint: " +
-                         dir.file("custom-5.ckpt") + "\n");
+  CHECK(out.str() == "Saved checkpoint: " + dir.file("custom-0.ckpt") +
+                         "\nSaved checkpoint: " + dir.file("custom-5.ckpt") + "\n");
   Trainer resumed(epochs(7));
   BoringModule fresh;
   resumed.fit(fresh, data, FitOptions().ckpt_path(dir.file("custom-5.ckpt")));
@@ -99,12 +97,14 @@ TEST_CASE("FreezeUnfreeze keeps the backbone fixed until its epoch, then trains 
    public:
     explicit Watch(std::vector<at::Tensor>& out) : out_(out) {}
     void on_train_epoch_end(Trainer&, Module& module) override {
-      out_.push_back(module.named_children()["backbone"]->named_parameters()["weight"].detach().clone());
+      out_.push_back(
+          module.named_children()["backbone"]->named_parameters()["weight"].detach().clone());
     }
     std::vector<at::Tensor>& out_;
   };
   std::vector<at::Tensor> weights;
-  Trainer trainer(epochs(4), {std::make_shared<FreezeUnfreeze>(2), std::make_shared<Watch>(weights)});
+  Trainer trainer(epochs(4),
+                  {std::make_shared<FreezeUnfreeze>(2), std::make_shared<Watch>(weights)});
   WithBackbone module;
   const at::Tensor initial = snapshot(module.backbone);
   RandomDataModule data;
@@ -118,10 +118,12 @@ TEST_CASE("FreezeUnfreeze keeps the backbone fixed until its epoch, then trains 
   class NoBackbone : public BoringModule {};
   Trainer failing(epochs(1), {std::make_shared<FreezeUnfreeze>(2)});
   NoBackbone plain;
-  CHECK_THROWS_WITH(failing.fit(plain, data), Catch::Contains("needs a submodule registered as \"backbone\""));
+  CHECK_THROWS_WITH(failing.fit(plain, data),
+                    Catch::Contains("needs a submodule registered as \"backbone\""));
 }
 
-TEST_CASE("LRFinder sweeps the learning rate exponentially, records losses, and stops", "[examples]") {
+TEST_CASE("LRFinder sweeps the learning rate exponentially, records losses, and stops",
+          "[examples]") {
   TempDir dir;
   auto finder = std::make_shared<LRFinder>(1e-5, 1e-1, 10, dir.file("lr_finder.csv"));
   TrainerOptions options = epochs(3);
@@ -135,7 +137,8 @@ TEST_CASE("LRFinder sweeps the learning rate exponentially, records losses, and 
   CHECK(finder->lrs.front() == Approx(1e-5));
   CHECK(finder->lrs[5] == Approx(1e-3));  // 1e-5 * (1e4)^(5/10)
   CHECK(trainer.global_step() == 11);     // stopped after batch 10 of the first epoch
-  CHECK(trainer.optimizers()[0]->param_groups()[0].options().get_lr() == Approx(finder->lrs.back()));
+  CHECK(trainer.optimizers()[0]->param_groups()[0].options().get_lr() ==
+        Approx(finder->lrs.back()));
   CHECK(std::filesystem::file_size(dir.file("lr_finder.csv")) > 0);
 }
 

@@ -1,5 +1,6 @@
 // CsvLogger and TensorBoardLogger: what lands on disk, fed events directly and through the pool.
-// No torch here: these also run under the sanitizers (the fit itself: core/loggers_in_fit_test.cpp).
+// No torch here: these also run under the sanitizers (the fit itself:
+// core/loggers_in_fit_test.cpp).
 #include <signal.h>
 #include <unistd.h>
 
@@ -11,9 +12,9 @@
 
 #include <catch2/catch.hpp>
 
+#include "events/observer_pool.h"
 #include "observers/csv_logger.h"
 #include "observers/tensorboard_logger.h"
-#include "events/observer_pool.h"
 #include "observers/tfrecord.h"
 #include "proto/tensorboard.pb.h"
 #include "tests/support/child_process.h"
@@ -37,7 +38,8 @@ events::TrainBatchEnd batch_end(int64_t epoch, int64_t global_step, Metrics metr
 
 }  // namespace
 
-TEST_CASE("CsvLogger writes Lightning's layout: sorted columns, epoch and step, empty cells", "[observers][csv]") {
+TEST_CASE("CsvLogger writes Lightning's layout: sorted columns, epoch and step, empty cells",
+          "[observers][csv]") {
   TempDir dir;
   {
     CsvLogger logger(observers::CsvLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(1));
@@ -65,7 +67,10 @@ TEST_CASE("CsvLogger writes Lightning's layout: sorted columns, epoch and step, 
 
 TEST_CASE("CsvLogger skips the sanity check and flushes every N rows", "[observers][csv]") {
   TempDir dir;
-  CsvLogger logger(observers::CsvLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(1).flush_logs_every_n_steps(2));
+  CsvLogger logger(observers::CsvLoggerOptions()
+                       .log_dir(dir.file("run"))
+                       .log_every_n_steps(1)
+                       .flush_logs_every_n_steps(2));
   logger.on_sanity_check_start({});
   events::ValidationEpochEnd sanity;
   sanity.metrics = {{"val_acc", 0.1}};
@@ -80,15 +85,18 @@ TEST_CASE("CsvLogger skips the sanity check and flushes every N rows", "[observe
 TEST_CASE("CsvLogger names the file it cannot write", "[observers][csv]") {
   TempDir dir;
   std::ofstream(dir.file("taken")) << "a file where the run directory should go";
-  CHECK_THROWS_WITH(CsvLogger(observers::CsvLoggerOptions().log_dir(dir.file("taken/run"))), Catch::Contains(dir.file("taken/run")) &&
-                                                           Catch::Contains("cannot create the run directory"));
+  CHECK_THROWS_WITH(
+      CsvLogger(observers::CsvLoggerOptions().log_dir(dir.file("taken/run"))),
+      Catch::Contains(dir.file("taken/run")) && Catch::Contains("cannot create the run directory"));
 }
 
-TEST_CASE("TensorBoardLogger marks a resume with SessionLog START at the resumed step", "[observers][tensorboard]") {
+TEST_CASE("TensorBoardLogger marks a resume with SessionLog START at the resumed step",
+          "[observers][tensorboard]") {
   TempDir dir;
   std::string path;
   {
-    TensorBoardLogger logger(TensorBoardLoggerOptions().log_dir(dir.path().string()).log_every_n_steps(1));
+    TensorBoardLogger logger(
+        TensorBoardLoggerOptions().log_dir(dir.path().string()).log_every_n_steps(1));
     path = logger.file_path();
     logger.on_fit_start(events::FitStart{{3, 120}, {}});
   }
@@ -98,9 +106,11 @@ TEST_CASE("TensorBoardLogger marks a resume with SessionLog START at the resumed
   CHECK(events[1].session_log().status() == trainbus::tensorboard::SessionLog::START);
 }
 
-TEST_CASE("CsvLogger on the observer pool writes every row in publish order", "[observers][csv][async]") {
+TEST_CASE("CsvLogger on the observer pool writes every row in publish order",
+          "[observers][csv][async]") {
   TempDir dir;
-  auto logger = std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(1));
+  auto logger =
+      std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(1));
   events::EventBus bus;
   events::ObserverPool pool(2);
   pool.attach(bus, logger, events::ObserverOptions().capacity(8));
@@ -122,7 +132,8 @@ constexpr int kCrashRecords = 5;
 std::string event_file_in(const std::string& dir) {
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
-    if (entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0) return entry.path().string();
+    if (entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
+      return entry.path().string();
   }
   return {};
 }
@@ -130,13 +141,16 @@ std::string event_file_in(const std::string& dir) {
 }  // namespace
 
 // Run only as the child of the test below (hidden tag): logs, then waits to be killed.
-TEST_CASE("tensorboard crash child: logs on the pool, then waits to be killed", "[.tensorboard-crash-child]") {
+TEST_CASE("tensorboard crash child: logs on the pool, then waits to be killed",
+          "[.tensorboard-crash-child]") {
   const std::string dir = trainbus::testing::test_child_dir();
   if (dir.empty()) return;
   events::EventBus bus;
   events::ObserverPool pool(1);
-  pool.attach(bus, std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions().log_dir(dir).log_every_n_steps(1)));
-  for (int64_t step = 1; step <= kCrashRecords; ++step) bus.publish(batch_end(0, step, {{"loss", 1.0 / step}}));
+  pool.attach(bus, std::make_shared<TensorBoardLogger>(
+                       TensorBoardLoggerOptions().log_dir(dir).log_every_n_steps(1)));
+  for (int64_t step = 1; step <= kCrashRecords; ++step)
+    bus.publish(batch_end(0, step, {{"loss", 1.0 / step}}));
   std::ofstream(dir + "/published") << "done";
   for (;;) ::pause();  // no epoch end, no exit: only the pool's timer can flush
 }
@@ -144,14 +158,16 @@ TEST_CASE("tensorboard crash child: logs on the pool, then waits to be killed", 
 TEST_CASE("After SIGKILL, TensorBoard holds every record written more than flush_interval before",
           "[observers][tensorboard][faults]") {
   TempDir dir;
-  const pid_t child = trainbus::testing::spawn_test_child("[.tensorboard-crash-child]", dir.path().string());
+  const pid_t child =
+      trainbus::testing::spawn_test_child("[.tensorboard-crash-child]", dir.path().string());
   // The records reach the file within the pool's flush interval (1 s) of being published; allow
   // as much again for a loaded machine, and no more.
   const auto started = std::chrono::steady_clock::now();
   std::optional<std::chrono::steady_clock::time_point> published;
   std::size_t on_disk = 0;
   while (std::chrono::steady_clock::now() - started < std::chrono::seconds(60)) {
-    if (!published && std::filesystem::exists(dir.file("published"))) published = std::chrono::steady_clock::now();
+    if (!published && std::filesystem::exists(dir.file("published")))
+      published = std::chrono::steady_clock::now();
     if (published) {
       on_disk = read_tfrecords(event_file_in(dir.path().string())).records.size();
       if (on_disk == 1 + kCrashRecords) break;  // file_version, then one per step

@@ -39,7 +39,8 @@ void run_epoch(ProgressBar& bar, int64_t batches) {
 
 }  // namespace
 
-TEST_CASE("Off a terminal the bar prints one plain summary line per epoch", "[observers][progress]") {
+TEST_CASE("Off a terminal the bar prints one plain summary line per epoch",
+          "[observers][progress]") {
   std::ostringstream out;
   ProgressBarOptions options;
   options.out(&out);
@@ -52,7 +53,8 @@ TEST_CASE("Off a terminal the bar prints one plain summary line per epoch", "[ob
   CHECK_THAT(text, Catch::EndsWith("s  train_acc 0.8000  val_acc 0.7000\n"));
 }
 
-TEST_CASE("Off a terminal, a long epoch also gets periodic progress lines", "[observers][progress]") {
+TEST_CASE("Off a terminal, a long epoch also gets periodic progress lines",
+          "[observers][progress]") {
   std::ostringstream out;
   ProgressBarOptions options;
   options.out(&out);
@@ -60,8 +62,9 @@ TEST_CASE("Off a terminal, a long epoch also gets periodic progress lines", "[ob
   options.plain_interval_seconds(0.0);
   ProgressBar bar(options);
   run_epoch(bar, 3);
-  CHECK_THAT(out.str(), Catch::StartsWith("epoch 1/3  33% 1/3  ") && Catch::Contains(" it/s  ETA ") &&
-                            Catch::EndsWith(" it/s  ETA 0:00  train_acc_step 0.7500\n") ||
+  CHECK_THAT(out.str(), Catch::StartsWith("epoch 1/3  33% 1/3  ") &&
+                                Catch::Contains(" it/s  ETA ") &&
+                                Catch::EndsWith(" it/s  ETA 0:00  train_acc_step 0.7500\n") ||
                             Catch::Contains("ETA 0:00  train_acc_step 0.7500\n"));
   // Only what the module logs with prog_bar=true, as Lightning 2: no automatic loss beside it.
   CHECK_THAT(out.str(), !Catch::Contains("loss"));
@@ -84,7 +87,8 @@ TEST_CASE("On a terminal the bar redraws one line in place", "[observers][progre
 }
 
 TEST_CASE("The epoch summary line", "[observers][progress]") {
-  CHECK(ProgressBar::summary_line("epoch 3/15", 860, 860, 1.43, {{"train_loss", 0.312}, {"val_acc", 0.879}}) ==
+  CHECK(ProgressBar::summary_line("epoch 3/15", 860, 860, 1.43,
+                                  {{"train_loss", 0.312}, {"val_acc", 0.879}}) ==
         "epoch 3/15  860/860  1.4s  train_loss 0.3120  val_acc 0.8790");
 }
 
@@ -94,11 +98,13 @@ namespace {
 // which stay on screen, may be longer than the terminal and wrap).
 std::vector<std::string> redraws(const std::string& screen) {
   std::vector<std::string> lines;
-  for (std::size_t start = screen.find('\r'); start != std::string::npos; start = screen.find('\r', start + 1)) {
+  for (std::size_t start = screen.find('\r'); start != std::string::npos;
+       start = screen.find('\r', start + 1)) {
     const std::size_t end = screen.find("\x1b[K", start);
     if (end == std::string::npos) break;
     // A terminal turns "\n" into "\r\n" (ONLCR).
-    const bool finished = screen.compare(end + 3, 2, "\r\n") == 0 || screen.compare(end + 3, 1, "\n") == 0;
+    const bool finished =
+        screen.compare(end + 3, 2, "\r\n") == 0 || screen.compare(end + 3, 1, "\n") == 0;
     if (!finished && end > start + 1) lines.push_back(screen.substr(start + 1, end - start - 1));
   }
   return lines;
@@ -106,7 +112,8 @@ std::vector<std::string> redraws(const std::string& screen) {
 
 }  // namespace
 
-TEST_CASE("In an 80-column terminal every redraw fits its line, and follows a resize", "[observers][progress]") {
+TEST_CASE("In an 80-column terminal every redraw fits its line, and follows a resize",
+          "[observers][progress]") {
   int master = -1, slave = -1;
   winsize size{};
   size.ws_row = 24;
@@ -115,7 +122,8 @@ TEST_CASE("In an 80-column terminal every redraw fits its line, and follows a re
   std::string screen;
   std::thread reader([&] {  // a terminal reads what is drawn, or the drawing blocks
     char buffer[4096];
-    for (ssize_t got; (got = ::read(master, buffer, sizeof buffer)) > 0;) screen.append(buffer, static_cast<std::size_t>(got));
+    for (ssize_t got; (got = ::read(master, buffer, sizeof buffer)) > 0;)
+      screen.append(buffer, static_cast<std::size_t>(got));
   });
   constexpr int64_t kBatches = 40;
   {
@@ -155,10 +163,11 @@ TEST_CASE("In an 80-column terminal every redraw fits its line, and follows a re
     CHECK(lines[i].rfind("epoch 1/15", 0) == 0);
   }
   INFO(lines[0]);
-  CHECK(lines[0].find("[") != std::string::npos);      // 80 columns: the bar graphic fits beside short metrics,
+  CHECK(lines[0].find("[") !=
+        std::string::npos);  // 80 columns: the bar graphic fits beside short metrics,
   CHECK(lines[1].find("[") == std::string::npos);      // gives way to long ones, which are cut;
   CHECK(lines.back().find('[') == std::string::npos);  // in 40 columns the numbers come first
-  CHECK(screen.find("\r\n") != std::string::npos);      // one finished summary line
+  CHECK(screen.find("\r\n") != std::string::npos);     // one finished summary line
 }
 
 TEST_CASE("On a terminal, a summary line too wide continues on indented lines, between values",
@@ -170,10 +179,12 @@ TEST_CASE("On a terminal, a summary line too wide continues on indented lines, b
   options.columns(40);
   ProgressBar bar(options);
   bar.on_test_epoch_start(events::TestEpochStart{{0, 0}, 1});
-  bar.on_test_epoch_end(events::TestEpochEnd{{0, 0}, {{"test_acc", 0.9}, {"test_loss", 0.3}, {"test_f1", 0.8}}});
+  bar.on_test_epoch_end(
+      events::TestEpochEnd{{0, 0}, {{"test_acc", 0.9}, {"test_loss", 0.3}, {"test_f1", 0.8}}});
   std::vector<std::string> lines;
   std::istringstream text(out.str());
-  for (std::string line; std::getline(text, line);) lines.push_back(line.substr(0, line.find("\x1b[K")));
+  for (std::string line; std::getline(text, line);)
+    lines.push_back(line.substr(0, line.find("\x1b[K")));
   REQUIRE(lines.size() == 2);
   CHECK(lines[0] == "test  0/1  0.0s  test_acc 0.9000");
   CHECK(lines[1] == "    test_f1 0.8000  test_loss 0.3000");

@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "proto/tensorboard.pb.h"
 #include <catch2/catch.hpp>
+#include "proto/tensorboard.pb.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus::observers;
@@ -59,10 +59,12 @@ TEST_CASE("Event payloads and records equal the golden bytes", "[observers][tens
         "1a00000000000000129bd82d0900004040fc54d941100a2a0d0a0b0a046c6f7373150000003f5dcadba0");
 }
 
-TEST_CASE("read_tfrecords checks every CRC and stops cleanly at a torn tail", "[observers][tensorboard]") {
+TEST_CASE("read_tfrecords checks every CRC and stops cleanly at a torn tail",
+          "[observers][tensorboard]") {
   TempDir dir;
   const std::string path = dir.file("events.out.tfevents.test");
-  const std::string bytes = tfrecord_frame(first_event_payload()) + tfrecord_frame(loss_event_payload());
+  const std::string bytes =
+      tfrecord_frame(first_event_payload()) + tfrecord_frame(loss_event_payload());
   std::ofstream(path, std::ios::binary) << bytes;
   TfRecords all = read_tfrecords(path);
   CHECK(all.complete);

@@ -13,7 +13,9 @@ at::Tensor BoringModule::loss(const Batch& batch) {
   return torch::nn::functional::mse_loss(out, torch::ones_like(out));
 }
 
-StepOutput BoringModule::training_step(const Batch& batch, int64_t batch_idx) { return loss(batch); }
+StepOutput BoringModule::training_step(const Batch& batch, int64_t batch_idx) {
+  return loss(batch);
+}
 
 StepOutput BoringModule::validation_step(const Batch& batch, int64_t batch_idx) {
   at::Tensor value = loss(batch);
@@ -27,7 +29,9 @@ StepOutput BoringModule::test_step(const Batch& batch, int64_t batch_idx) {
   return {{"y", value}};
 }
 
-at::Tensor BoringModule::predict_step(const Batch& batch, int64_t batch_idx) { return layer->forward(batch.data); }
+at::Tensor BoringModule::predict_step(const Batch& batch, int64_t batch_idx) {
+  return layer->forward(batch.data);
+}
 
 OptimizerConfig BoringModule::configure_optimizers() {
   return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.1));
@@ -39,11 +43,15 @@ RandomDataModule::RandomDataModule(int64_t size, int64_t batch_size, bool shuffl
 }
 
 std::shared_ptr<DataLoader> RandomDataModule::loader(bool shuffle) const {
-  return std::make_shared<data::TensorDataLoader>(data_, at::Tensor(), data::DataLoaderOptions().batch_size(batch_size_).shuffle(shuffle).drop_last(false).seed(7));
+  return std::make_shared<data::TensorDataLoader>(
+      data_, at::Tensor(),
+      data::DataLoaderOptions().batch_size(batch_size_).shuffle(shuffle).drop_last(false).seed(7));
 }
 
 std::shared_ptr<DataLoader> RandomDataModule::train_dataloader() { return loader(shuffle_); }
-std::shared_ptr<DataLoader> RandomDataModule::val_dataloader() { return has_val ? loader(false) : nullptr; }
+std::shared_ptr<DataLoader> RandomDataModule::val_dataloader() {
+  return has_val ? loader(false) : nullptr;
+}
 std::shared_ptr<DataLoader> RandomDataModule::test_dataloader() { return loader(false); }
 std::shared_ptr<DataLoader> RandomDataModule::predict_dataloader() { return loader(false); }
 

@@ -6,8 +6,8 @@
 
 #include <torch/nn/modules/linear.h>
 
-#include "data/data_module.h"
 #include "core/module.h"
+#include "data/data_module.h"
 
 namespace trainbus::testing {
 

@@ -24,14 +24,17 @@ pid_t spawn_test_child(const std::string& tag, const std::string& dir) {
   char* argv[] = {const_cast<char*>(self.c_str()), tag_argument.data(), nullptr};
   pid_t pid = 0;
   const int error = posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv, env.data());
-  if (error != 0) throw std::runtime_error("cannot start " + self + " " + tag + ": error " + std::to_string(error));
+  if (error != 0)
+    throw std::runtime_error("cannot start " + self + " " + tag + ": error " +
+                             std::to_string(error));
   return pid;
 }
 
 int wait_for_child(pid_t child) {
   int status = 0;
   while (::waitpid(child, &status, 0) < 0) {
-    if (errno != EINTR) throw std::runtime_error("waitpid failed for child " + std::to_string(child));
+    if (errno != EINTR)
+      throw std::runtime_error("waitpid failed for child " + std::to_string(child));
   }
   return status;
 }
