@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  build-essential cmake ninja-build ccache git
+  build-essential cmake ninja-build ccache git clang-format
   libtorch-dev libgloo-dev libopenblas0-pthread  # LibTorch 1.13 (CPU); c10d headers need gloo; fast BLAS
   libboost-dev                                   # Signals2, Asio, CRC (header-only)
   libprotobuf-dev protobuf-compiler              # checkpoint manifests, TensorBoard records

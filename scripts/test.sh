@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing and building first when needed:
+#   0. every C++ file formatted as .clang-format says (scripts/format.sh --check);
 #   1. every Catch2 test through ctest, on the Release build in build/;
 #   2. the torch-free tests (base, events, observers, the checkpoint writer) again under ThreadSanitizer
 #      (build-tsan/) and ASan+UBSan (build-asan/).
@@ -9,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+scripts/format.sh --check
 ctest --test-dir build --output-on-failure -j2
 
 for sanitizer in thread address,undefined; do
