@@ -10,8 +10,9 @@
 
 #include <vector>
 
+#include <torch/types.h>  // before clip_grad.h, which is not self-contained
+
 #include <torch/nn/utils/clip_grad.h>
-#include <torch/types.h>  // clip_grad.h is not self-contained
 #include <torch/utils.h>
 
 #include "base/diagnostics.h"
