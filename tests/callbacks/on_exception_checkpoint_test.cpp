@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-TrainerOptions short_fit(int64_t epochs) {
+TrainerOptions short_fit_options(int64_t epochs) {
   return TrainerOptions()
       .max_epochs(epochs)
       .limit_train_batches(4)
@@ -37,14 +37,14 @@ TEST_CASE("OnExceptionCheckpoint saves when fit fails and is removed after a run
     }
   };
   auto on_exception = std::make_shared<OnExceptionCheckpoint>(dir.file("ckpts"));
-  Trainer failing(short_fit(2), {std::make_shared<FailAtStep>(), on_exception});
+  Trainer failing(short_fit_options(2), {std::make_shared<FailAtStep>(), on_exception});
   testing::BoringModule module;
   testing::RandomDataModule data(64, 4);
   CHECK_THROWS_WITH(failing.fit(module, data), "diverged");
   REQUIRE(fs::exists(on_exception->checkpoint_path()));
   CHECK(checkpoint::read_checkpoint(on_exception->checkpoint_path()).data.global_step == 3);
 
-  Trainer succeeding(short_fit(1), {on_exception});
+  Trainer succeeding(short_fit_options(1), {on_exception});
   testing::BoringModule other;
   succeeding.fit(other, data, FitOptions().ckpt_path(on_exception->checkpoint_path()));
   CHECK_FALSE(fs::exists(on_exception->checkpoint_path()));

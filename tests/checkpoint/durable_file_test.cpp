@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <catch2/catch.hpp>
 #include "checkpoint/durable_file.h"
-#include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;

@@ -152,11 +152,11 @@ TEST_CASE("A submit that cannot start the writer leaves nothing waiting and says
   TempDir dir;
   Jobs jobs;
   checkpoint::CheckpointWriter writer;
-  detail::inject_post_failures(1);
+  trainbus::detail::inject_post_failures(1);
   CHECK_THROWS_WITH(
       writer.submit(jobs.make(dir.file("a"))),
       Contains("cannot start writing checkpoint " + dir.file("a") + " in the background"));
-  detail::inject_post_failures(0);
+  trainbus::detail::inject_post_failures(0);
   CHECK_NOTHROW(writer.wait());  // returns: nothing is in flight
   CHECK(*jobs.live == 0);
   CHECK(writer.stats().bytes_held == 0);
@@ -198,7 +198,8 @@ TEST_CASE("Submits from two threads while a post fails: every accepted save is w
   Jobs jobs;
   checkpoint::CheckpointWriter writer;
   for (int round = 0; round < 50; ++round) {
-    detail::inject_post_failures(1);  // one of the two submits below (or a later one) cannot post
+    trainbus::detail::inject_post_failures(
+        1);  // one of the two submits below (or a later one) cannot post
     std::atomic<int> accepted_a{0};
     std::string a_path = dir.file("a-" + std::to_string(round)),
                 b_path = dir.file("b-" + std::to_string(round));
@@ -217,7 +218,7 @@ TEST_CASE("Submits from two threads while a post fails: every accepted save is w
     }
     other.join();
     writer.wait();  // returns: nothing is left queued behind a post that failed
-    detail::inject_post_failures(0);
+    trainbus::detail::inject_post_failures(0);
     CHECK(fs::exists(a_path) == (accepted_a == 1));
     CHECK(fs::exists(b_path) == accepted_b);
   }
