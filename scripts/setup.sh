@@ -13,6 +13,7 @@ packages=(
   libboost-dev                                   # Signals2, Asio, CRC (header-only)
   libprotobuf-dev protobuf-compiler              # checkpoint manifests, TensorBoard records
   catch2 libcli11-dev zlib1g-dev
+  libbenchmark-dev                               # micro-benchmarks in bench/ (Google Benchmark)
   dataset-fashion-mnist                          # the main job's data, /usr/share/datasets/fashion-mnist
 )
 
