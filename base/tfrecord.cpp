@@ -1,13 +1,18 @@
-#include "observers/tfrecord.h"
+#include "base/tfrecord.h"
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
 
 #include "base/crc32c.h"
 
-namespace trainbus::observers {
+namespace trainbus {
+
 namespace {
+
+constexpr std::size_t kHeaderBytes = 12;  // length + its CRC
+constexpr std::size_t kFooterBytes = 4;   // the payload's CRC
 
 void put_le(std::string& out, uint64_t value, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xFF));
@@ -19,53 +24,130 @@ uint64_t get_le(std::string_view in, int bytes) {
   return value;
 }
 
+bool all_zero(std::string_view bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
+}
+
+// Whether `rest` (a damaged record and all after it) ends in a run of zero bytes that starts
+// within its first `record_bytes`: the tail a file system leaves after a crash (blocks allocated,
+// never written), not damage. Eight zeros at least: a record's own last bytes are its CRC.
+bool zero_tail_within(std::string_view rest, std::size_t record_bytes) {
+  const std::size_t last_nonzero = rest.find_last_not_of('\0');
+  const std::size_t zeros_start = last_nonzero == std::string_view::npos ? 0 : last_nonzero + 1;
+  return rest.size() - zeros_start >= 8 && zeros_start < record_bytes;
+}
+
 }  // namespace
 
 uint32_t masked_crc32c(std::string_view data) {
-  const uint32_t crc = trainbus::crc32c(data);
+  const uint32_t crc = crc32c(data);
   return ((crc >> 15) | (crc << 17)) + 0xa282ead8u;
+}
+
+void append_tfrecord(std::string& out, std::string_view payload) {
+  const std::size_t start = out.size();
+  put_le(out, payload.size(), 8);
+  put_le(out, masked_crc32c(std::string_view(out).substr(start, 8)), 4);
+  out.append(payload);
+  put_le(out, masked_crc32c(payload), 4);
 }
 
 std::string tfrecord_frame(std::string_view payload) {
   std::string record;
-  record.reserve(payload.size() + 16);
-  put_le(record, payload.size(), 8);
-  put_le(record, masked_crc32c(std::string_view(record.data(), 8)), 4);
-  record.append(payload);
-  put_le(record, masked_crc32c(payload), 4);
+  record.reserve(tfrecord_size(payload.size()));
+  append_tfrecord(record, payload);
   return record;
+}
+
+TfRecordScanner::Step TfRecordScanner::check(std::size_t offset) const {
+  Step step;
+  step.offset = offset;
+  const std::size_t left = bytes_.size() - offset;
+  if (left == 0) {
+    step.status = Status::kEnd;
+    return step;
+  }
+  const std::string_view rest = bytes_.substr(offset);
+  if (left < kHeaderBytes) {
+    step.status = all_zero(rest) ? Status::kZeroTail : Status::kTorn;
+    return step;
+  }
+  const std::string_view length_bytes = rest.substr(0, 8);
+  if (static_cast<uint32_t>(get_le(rest.substr(8), 4)) != masked_crc32c(length_bytes)) {
+    step.status = zero_tail_within(rest, kHeaderBytes) ? Status::kZeroTail : Status::kBadLengthCrc;
+    return step;
+  }
+  const uint64_t length = get_le(length_bytes, 8);
+  if (left - kHeaderBytes < kFooterBytes || length > left - kHeaderBytes - kFooterBytes) {
+    step.status = Status::kTorn;
+    return step;
+  }
+  const std::string_view payload = rest.substr(kHeaderBytes, length);
+  if (static_cast<uint32_t>(get_le(rest.substr(kHeaderBytes + length), 4)) !=
+      masked_crc32c(payload)) {
+    step.status =
+        zero_tail_within(rest, tfrecord_size(length)) ? Status::kZeroTail : Status::kBadDataCrc;
+    return step;
+  }
+  step.status = Status::kRecord;
+  step.payload = payload;
+  return step;
+}
+
+TfRecordScanner::Step TfRecordScanner::next() {
+  Step step = check(offset_);
+  if (step.status == Status::kRecord) offset_ += tfrecord_size(step.payload.size());
+  return step;
+}
+
+bool TfRecordScanner::resync() {
+  for (std::size_t offset = offset_ + 1; offset + kHeaderBytes + kFooterBytes <= bytes_.size();
+       ++offset) {
+    if (check(offset).status == Status::kRecord) {
+      offset_ = offset;
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* TfRecordScanner::describe(Status status) {
+  switch (status) {
+    case Status::kRecord:
+      return "is a record";
+    case Status::kEnd:
+      return "is the end of the file";
+    case Status::kTorn:
+      return "is torn: the file ends inside it";
+    case Status::kZeroTail:
+      return "starts a zero-filled tail, which holds no records";
+    case Status::kBadLengthCrc:
+      return "has a bad length CRC";
+    case Status::kBadDataCrc:
+      return "has a bad data CRC";
+  }
+  return "is unknown";
 }
 
 TfRecords read_tfrecords(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) throw std::runtime_error(path + ": cannot open for reading");
   const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  const std::string_view all(bytes);
   TfRecords result;
-  size_t offset = 0;
-  auto stop = [&](const std::string& why) {
-    result.complete = false;
-    result.problem = path + ": record at offset " + std::to_string(offset) + " " + why;
+  TfRecordScanner scanner(bytes);
+  for (;;) {
+    const TfRecordScanner::Step step = scanner.next();
+    if (step.status == TfRecordScanner::Status::kRecord) {
+      result.records.emplace_back(step.payload);
+      continue;
+    }
+    if (step.status != TfRecordScanner::Status::kEnd) {
+      result.complete = false;
+      result.problem = path + ": record at offset " + std::to_string(step.offset) + " " +
+                       TfRecordScanner::describe(step.status);
+    }
     return result;
-  };
-  while (offset < all.size()) {
-    if (all.size() - offset < 12) return stop("is torn: the file ends inside its header");
-    const std::string_view header = all.substr(offset, 8);
-    if (static_cast<uint32_t>(get_le(all.substr(offset + 8), 4)) != masked_crc32c(header)) {
-      return stop("has a bad length CRC");
-    }
-    const uint64_t length = get_le(header, 8);
-    if (all.size() - offset - 12 < length + 4)
-      return stop("is torn: the file ends inside its data");
-    const std::string_view payload = all.substr(offset + 12, length);
-    if (static_cast<uint32_t>(get_le(all.substr(offset + 12 + length), 4)) !=
-        masked_crc32c(payload)) {
-      return stop("has a bad data CRC");
-    }
-    result.records.emplace_back(payload);
-    offset += 12 + length + 4;
   }
-  return result;
 }
 
-}  // namespace trainbus::observers
+}  // namespace trainbus

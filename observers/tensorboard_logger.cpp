@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <stdexcept>
 
-#include "observers/tfrecord.h"
+#include "base/tfrecord.h"
 #include "proto/tensorboard.pb.h"
 
 namespace trainbus::observers {

@@ -1,7 +1,7 @@
 // TFRecord framing and TensorBoard event bytes, against golden vectors
 // (../shared/reference/async-checkpoints-and-logs.md, section 2.5: hand-encoded, cross-checked
 // with protoc 3.21's SerializeAsString).
-#include "observers/tfrecord.h"
+#include "base/tfrecord.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -11,7 +11,7 @@
 #include "proto/tensorboard.pb.h"
 #include "tests/support/temp_dir.h"
 
-using namespace trainbus::observers;
+using namespace trainbus;
 using trainbus::testing::TempDir;
 
 namespace {
@@ -45,12 +45,12 @@ std::string loss_event_payload() {
 
 }  // namespace
 
-TEST_CASE("CRC32C and TensorFlow's mask match the reference values", "[observers][tensorboard]") {
+TEST_CASE("CRC32C and TensorFlow's mask match the reference values", "[base][tfrecord]") {
   CHECK(crc32c("123456789") == 0xE3069283u);
   CHECK(masked_crc32c("") == 0xa282ead8u);
 }
 
-TEST_CASE("Event payloads and records equal the golden bytes", "[observers][tensorboard]") {
+TEST_CASE("Event payloads and records equal the golden bytes", "[base][tfrecord]") {
   CHECK(hex(first_event_payload()) == "0900000040fc54d9411a0d627261696e2e4576656e743a32");
   CHECK(hex(tfrecord_frame(first_event_payload())) ==
         "1800000000000000a37f4b220900000040fc54d9411a0d627261696e2e4576656e743a32eced8f9d");
@@ -59,8 +59,7 @@ TEST_CASE("Event payloads and records equal the golden bytes", "[observers][tens
         "1a00000000000000129bd82d0900004040fc54d941100a2a0d0a0b0a046c6f7373150000003f5dcadba0");
 }
 
-TEST_CASE("read_tfrecords checks every CRC and stops cleanly at a torn tail",
-          "[observers][tensorboard]") {
+TEST_CASE("read_tfrecords checks every CRC and stops cleanly at a torn tail", "[base][tfrecord]") {
   TempDir dir;
   const std::string path = dir.file("events.out.tfevents.test");
   const std::string bytes =
@@ -83,4 +82,44 @@ TEST_CASE("read_tfrecords checks every CRC and stops cleanly at a torn tail",
   TfRecords corrupt = read_tfrecords(path);
   CHECK(corrupt.records.empty());
   CHECK_THAT(corrupt.problem, Catch::Contains("record at offset 0 has a bad data CRC"));
+}
+
+TEST_CASE("TfRecordScanner tells a torn tail, a zero-filled tail and damage apart",
+          "[base][tfrecord]") {
+  std::string bytes = tfrecord_frame("first") + tfrecord_frame("second");
+  const std::size_t second = tfrecord_size(5);
+  using Status = TfRecordScanner::Status;
+
+  TfRecordScanner whole(bytes);
+  CHECK(whole.next().payload == "first");
+  CHECK(whole.next().payload == "second");
+  CHECK(whole.next().status == Status::kEnd);
+
+  for (std::size_t cut = second + 1; cut < bytes.size(); ++cut) {
+    TfRecordScanner torn(std::string_view(bytes).substr(0, cut));
+    REQUIRE(torn.next().status == Status::kRecord);
+    const auto step = torn.next();
+    CHECK(step.status == Status::kTorn);
+    CHECK(step.offset == second);
+  }
+
+  const std::string zero_tail = bytes + std::string(4096, '\0');
+  TfRecordScanner zeros(zero_tail);
+  zeros.next();
+  zeros.next();
+  CHECK(zeros.next().status == Status::kZeroTail);
+
+  std::string flipped = bytes;
+  flipped[3] ^= 0x10;  // the first record's length
+  CHECK(TfRecordScanner(flipped).next().status == Status::kBadLengthCrc);
+  flipped = bytes;
+  flipped[14] ^= 0x01;  // the first record's payload
+  TfRecordScanner damaged(flipped);
+  const auto bad = damaged.next();
+  CHECK(bad.status == Status::kBadDataCrc);
+  CHECK(bad.offset == 0);
+  REQUIRE(damaged.resync());
+  CHECK(damaged.offset() == second);
+  CHECK(damaged.next().payload == "second");
+  CHECK_FALSE(damaged.resync());
 }

@@ -12,10 +12,10 @@
 
 #include <catch2/catch.hpp>
 
+#include "base/tfrecord.h"
 #include "events/observer_pool.h"
 #include "observers/csv_logger.h"
 #include "observers/tensorboard_logger.h"
-#include "observers/tfrecord.h"
 #include "proto/tensorboard.pb.h"
 #include "tests/support/child_process.h"
 #include "tests/support/log_files.h"

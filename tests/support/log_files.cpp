@@ -5,7 +5,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "observers/tfrecord.h"
+#include "base/tfrecord.h"
 
 namespace trainbus::testing {
 
@@ -17,7 +17,7 @@ std::string read_text_file(const std::string& path) {
 }
 
 std::vector<trainbus::tensorboard::Event> read_tensorboard_events(const std::string& path) {
-  const observers::TfRecords records = observers::read_tfrecords(path);
+  const TfRecords records = read_tfrecords(path);
   REQUIRE(records.complete);
   std::vector<trainbus::tensorboard::Event> events;
   for (const std::string& record : records.records) {
