@@ -1,12 +1,17 @@
 #pragma once
 /// Observer: an asynchronous subscriber with the Callback hook vocabulary (see ObserverPool).
 
+#include <chrono>
 #include <string>
 
 #include "events/all.h"
 #include "events/event_filter.h"
 
 namespace trainbus::events {
+
+namespace detail {
+struct Delivery;
+}  // namespace detail
 
 /// The event types (and filters) an observer receives.
 class EventSelection {
@@ -59,6 +64,15 @@ class Observer {
   virtual void hook(const events::Type& event) { (void)event; }
   TRAINBUS_FOR_EACH_EVENT(TRAINBUS_DETAIL_OBSERVER_HOOK)
 #undef TRAINBUS_DETAIL_OBSERVER_HOOK
+
+ protected:
+  /// When the event a hook handles now was published (steady clock), stamped on the publishing
+  /// thread as it was queued: without the queueing delay before the hook. Valid inside a hook.
+  std::chrono::steady_clock::time_point published_at() const noexcept { return published_at_; }
+
+ private:
+  friend struct detail::Delivery;
+  std::chrono::steady_clock::time_point published_at_{};
 };
 
 }  // namespace trainbus::events

@@ -46,12 +46,19 @@ struct PoolExecutor {
 struct Delivery {
   virtual ~Delivery() = default;
   virtual void run(Observer& observer) = 0;
+
+ protected:
+  void stamp(Observer& observer) const noexcept { observer.published_at_ = published; }
+  const std::chrono::steady_clock::time_point published = std::chrono::steady_clock::now();
 };
 
 template <class E>
 struct TypedDelivery final : Delivery {
   explicit TypedDelivery(E e) : event(std::move(e)) {}
-  void run(Observer& observer) override { deliver(observer, event); }
+  void run(Observer& observer) override {
+    stamp(observer);
+    deliver(observer, event);
+  }
   E event;
 };
 

@@ -628,3 +628,35 @@ TEST_CASE("Failures at shutdown, with nobody left to raise them to, are reported
   CHECK_THAT(captured.str(),
              Contains("observer `disk-full` failed at shutdown: No space left on device"));
 }
+
+namespace {
+
+// Keeps published_at() of every TrainStart it handles.
+class PublishTimes : public events::Observer {
+ public:
+  std::vector<std::chrono::steady_clock::time_point> times;
+  void on_train_start(const events::TrainStart&) override { times.push_back(published_at()); }
+};
+
+}  // namespace
+
+TEST_CASE("published_at() is when the event was published, not when the hook runs",
+          "[events][pool]") {
+  events::EventBus bus;
+  events::ObserverPool pool(1);
+  auto observer = std::make_shared<PublishTimes>();
+  pool.attach(bus, observer);
+  const auto before_first = std::chrono::steady_clock::now();
+  bus.publish(events::TrainStart{});
+  const auto after_first = std::chrono::steady_clock::now();
+  bus.publish(events::TrainStart{});
+  const auto after_second = std::chrono::steady_clock::now();
+  pool.drain();
+  const auto drained = std::chrono::steady_clock::now();
+  REQUIRE(observer->times.size() == 2);
+  CHECK(observer->times[0] >= before_first);
+  CHECK(observer->times[0] <= after_first);
+  CHECK(observer->times[1] >= after_first);
+  CHECK(observer->times[1] <= after_second);
+  CHECK(observer->times[1] <= drained);
+}
