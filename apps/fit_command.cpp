@@ -3,7 +3,9 @@
 #include <filesystem>
 #include <iomanip>
 #include <memory>
+#include <sstream>
 
+#include <torch/version.h>
 #include <CLI/CLI.hpp>
 
 #include "callbacks/early_stopping.h"
@@ -12,6 +14,7 @@
 #include "observers/csv_logger.h"
 #include "observers/progress_bar.h"
 #include "observers/tensorboard_logger.h"
+#include "record/recorder.h"
 
 namespace trainbus::apps {
 namespace {
@@ -139,7 +142,31 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
   fit->add_option("--resume", args.resume,
                   "Resume from a checkpoint directory, or 'last': the newest complete one in "
                   "--out/checkpoints");
+  fit->add_flag("!--no-record", args.record,
+                "Do not record the run's events (by default --out/version_N/events.tbrec, for "
+                "`trainbus replay`)");
+  fit->add_option("--record-path", args.record_path,
+                  "Where to record the run's events instead (a new file: an existing one is "
+                  "never replaced)");
   return fit;
+}
+
+std::map<std::string, std::string> flag_values(const CLI::App& command) {
+  // CLI11 writes every option with its value or default as TOML lines: name=value.
+  std::map<std::string, std::string> values;
+  std::istringstream lines(
+      command.config_to_str(/*default_also=*/true, /*write_description=*/false));
+  std::string line;
+  while (std::getline(lines, line)) {
+    const std::size_t equals = line.find('=');
+    if (equals == std::string::npos || line.empty() || line[0] == '[' || line[0] == '#') continue;
+    std::string value = line.substr(equals + 1);
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
+      value = value.substr(1, value.size() - 2);
+    }
+    values[line.substr(0, equals)] = value;
+  }
+  return values;
 }
 
 Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
@@ -213,6 +240,20 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
         observers::TensorBoardLoggerOptions().log_dir(run_dir).log_every_n_steps(
             args.log_every_n_steps)));
   }
+  std::string record_path;
+  if (args.record) {
+    record_path = args.record_path.empty()
+                      ? (std::filesystem::path(run_dir) / "events.tbrec").string()
+                      : args.record_path;
+    std::filesystem::create_directories(std::filesystem::path(record_path).parent_path());
+    trainer.add_observer(
+        std::make_shared<record::Recorder>(record::RecorderOptions()
+                                               .path(record_path)
+                                               .seed(static_cast<int64_t>(args.seed))
+                                               .command_line(args.command_line)
+                                               .libtorch_version(TORCH_VERSION)
+                                               .run_options(args.flags)));
+  }
   out << "trainbus fit: " << args.model << " on Fashion-MNIST (" << args.data << "), "
       << trainer.max_epochs() << " epochs, batch size " << args.batch_size << ", lr " << args.lr
       << ", seed " << args.seed << std::endl;
@@ -227,6 +268,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   }
   if (args.csv || args.tensorboard) out << "logs: " << run_dir << '\n';
   if (args.checkpoint) out << "checkpoints: " << checkpoint_dir << '\n';
+  if (args.record) out << "recording: " << record_path << '\n';
   out << std::flush;
   return tested;
 }

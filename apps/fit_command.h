@@ -2,6 +2,7 @@
 /// `trainbus fit`: train a FashionClassifier on Fashion-MNIST, then test it.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -48,16 +49,27 @@ struct FitArguments {
   bool checkpoint = true;
   /// A checkpoint directory, or "last": the newest complete one in `out`/checkpoints.
   std::string resume;
+  /// Record every event to `record_path` (default: events.tbrec in the run directory).
+  bool record = true;
+  std::string record_path;
+  /// Every flag's value, as the recording's header keeps them (see flag_values).
+  std::map<std::string, std::string> flags;
+  /// The command line, for the recording's header.
+  std::string command_line;
 };
 
 /// Adds the `fit` subcommand and its flags to `app`, bound to `args`.
 CLI::App* add_fit_command(CLI::App& app, FitArguments& args);
 
+/// Every flag of `command` (a parsed subcommand) with its value or default: "max-epochs" -> "10".
+std::map<std::string, std::string> flag_values(const CLI::App& command);
+
 /// Parses "10" as 10 batches and "0.25" as a fraction; throws MisconfigurationError naming `flag`.
 BatchLimit parse_batch_limit(const std::string& text, const std::string& flag);
 
 /// Trains and tests; shows the progress bar (one summary line per epoch) and prints the test
-/// metrics to `out`; writes CSV and TensorBoard logs under `--out`/version_N. Returns the test
+/// metrics to `out`; writes CSV and TensorBoard logs and the event recording (events.tbrec) under
+/// `--out`/version_N. Returns the test
 /// metrics. Throws trainbus errors (bad data, bad options) for main() to report.
 Metrics run_fit_command(const FitArguments& args, std::ostream& out);
 

@@ -5,6 +5,7 @@
 
 #include "apps/ckpt_command.h"
 #include "apps/fit_command.h"
+#include "apps/replay_command.h"
 #include "base/errors.h"
 
 int main(int argc, char** argv) {
@@ -14,6 +15,8 @@ int main(int argc, char** argv) {
   CLI::App* fit = trainbus::apps::add_fit_command(app, fit_args);
   std::string ckpt_path;
   CLI::App* inspect = trainbus::apps::add_ckpt_command(app, ckpt_path);
+  trainbus::apps::ReplayArguments replay_args;
+  const trainbus::apps::ReplayCommand replay = trainbus::apps::add_replay_command(app, replay_args);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -22,7 +25,14 @@ int main(int argc, char** argv) {
     return app.exit(error);
   }
   try {
-    if (fit->parsed()) trainbus::apps::run_fit_command(fit_args, std::cout);
+    if (fit->parsed()) {
+      fit_args.flags = trainbus::apps::flag_values(*fit);
+      for (int i = 0; i < argc; ++i) fit_args.command_line += (i ? " " : "") + std::string(argv[i]);
+      trainbus::apps::run_fit_command(fit_args, std::cout);
+    }
+    if (replay.replay->parsed()) {
+      return trainbus::apps::run_replay_command(replay, replay_args, std::cout, std::cerr);
+    }
     if (inspect->parsed()) return trainbus::apps::run_ckpt_inspect(ckpt_path, std::cout);
   } catch (const std::exception& error) {
     std::cerr << "trainbus: error: " << error.what() << std::endl;

@@ -9,7 +9,8 @@ include(CMakePackageConfigHelpers)
 add_library(trainbus_all INTERFACE)
 add_library(trainbus::trainbus ALIAS trainbus_all)
 set_target_properties(trainbus_all PROPERTIES EXPORT_NAME trainbus)
-target_link_libraries(trainbus_all INTERFACE trainbus::core trainbus::callbacks trainbus::observers)
+target_link_libraries(trainbus_all INTERFACE trainbus::core trainbus::callbacks trainbus::observers
+                      trainbus::record)
 
 # Every library with its public headers (the HEADERS file sets: include/<folder>/*.h, as in this
 # repository; detail/ headers are in no file set and stay behind).

@@ -1,0 +1,155 @@
+#include "apps/replay_command.h"
+
+#include <memory>
+
+#include <CLI/CLI.hpp>
+
+#include "events/event_bus.h"
+#include "events/observer_pool.h"
+#include "observers/csv_logger.h"
+#include "observers/tensorboard_logger.h"
+#include "record/event_codec.h"
+#include "record/record_file.h"
+#include "record/timeline.h"
+
+namespace trainbus::apps {
+
+namespace {
+
+// The live run's --log-every-n-steps, so that regenerated logs have the same rows.
+int64_t log_every_n_steps(const ReplayArguments& args, const record::v1::Header& header) {
+  if (args.log_every_n_steps) return *args.log_every_n_steps;
+  const auto flag = header.options().find("log-every-n-steps");
+  if (flag != header.options().end()) {
+    try {
+      return std::stoll(flag->second);
+    } catch (const std::exception&) {
+    }
+  }
+  return 50;
+}
+
+void report_ending(const record::ReadSummary& summary, const std::string& path,
+                   std::ostream& err) {
+  for (const std::string& problem : summary.problems) {
+    err << "trainbus replay: " << path << ": " << problem << '\n';
+  }
+  if (summary.skipped_bytes > 0) {
+    err << "trainbus replay: " << path << ": salvaged: skipped " << summary.skipped_bytes
+        << " damaged bytes\n";
+  }
+  if (!summary.clean_end) err << "trainbus replay: " << path << ": " << summary.ending << '\n';
+}
+
+int run_info(const ReplayArguments& args, std::ostream& out, std::ostream& err) {
+  record::RecordingReader reader(args.info_path, record::ReadOptions().salvage(args.salvage));
+  const record::RecordingInfo info = record::summarize(reader);
+  out << record::describe(info, args.info_path) << std::flush;
+  if (reader.summary().skipped_bytes > 0) report_ending(reader.summary(), args.info_path, err);
+  return 0;
+}
+
+int run_timeline(const ReplayArguments& args, std::ostream& out, std::ostream& err) {
+  record::TimelineFilter filter;
+  filter.from_step = args.from_step;
+  filter.to_step = args.to_step;
+  filter.epoch = args.epoch;
+  filter.events = record::parse_event_names(args.events);
+  const bool regenerate = !args.to_csv.empty() || !args.to_tensorboard.empty();
+
+  record::RecordingReader reader(args.path, record::ReadOptions().salvage(args.salvage));
+  // Regenerated logs: the recorded events, published in order to the same observers a live run
+  // has, with the live run's options.
+  events::EventBus bus;
+  std::unique_ptr<events::ObserverPool> pool;
+  if (regenerate) {
+    pool = std::make_unique<events::ObserverPool>(2);
+    const int64_t every = log_every_n_steps(args, reader.header());
+    if (!args.to_csv.empty()) {
+      pool->attach(bus, std::make_shared<observers::CsvLogger>(
+                            observers::CsvLoggerOptions().log_dir(args.to_csv).log_every_n_steps(
+                                every)));
+    }
+    if (!args.to_tensorboard.empty()) {
+      pool->attach(bus, std::make_shared<observers::TensorBoardLogger>(
+                            observers::TensorBoardLoggerOptions()
+                                .log_dir(args.to_tensorboard)
+                                .log_every_n_steps(every)));
+    }
+  }
+  record::v1::Envelope envelope;
+  std::optional<int64_t> first_monotonic;
+  while (reader.next(envelope)) {
+    if (!first_monotonic) first_monotonic = envelope.monotonic_ns();
+    if (regenerate) {
+      record::publish(envelope, bus);
+      pool->check();
+      continue;
+    }
+    if (!filter.matches(envelope)) continue;
+    out << (args.format == "jsonl" ? record::timeline_json(envelope)
+                                   : record::timeline_line(envelope, *first_monotonic))
+        << '\n';
+  }
+  if (pool) {
+    pool->drain();
+    pool->check();
+    pool.reset();  // flushes and closes the logs
+    if (!args.to_csv.empty()) out << "csv: " << args.to_csv << '\n';
+    if (!args.to_tensorboard.empty()) out << "tensorboard: " << args.to_tensorboard << '\n';
+  }
+  out << std::flush;
+  report_ending(reader.summary(), args.path, err);
+  return 0;
+}
+
+}  // namespace
+
+ReplayCommand add_replay_command(CLI::App& app, ReplayArguments& args) {
+  ReplayCommand command;
+  command.replay = app.add_subcommand(
+      "replay",
+      "Read a recorded run (events.tbrec): print its events as a timeline, or regenerate its "
+      "logs from the recording alone");
+  CLI::App* replay = command.replay;
+  replay->require_subcommand(0, 1);
+  replay->add_option("recording", args.path, "The recording, e.g. trainbus_logs/version_0/events.tbrec");
+  replay->add_option("--from-step", args.from_step, "Show events from this global step on");
+  replay->add_option("--to-step", args.to_step, "Show events up to this global step");
+  replay->add_option("--epoch", args.epoch, "Show only events of this epoch");
+  replay->add_option("--events", args.events,
+                     "Show only these events, comma-separated names such as "
+                     "train_epoch_end,save_checkpoint");
+  replay->add_option("--format", args.format, "text (one line per event) or jsonl")
+      ->check(CLI::IsMember({"text", "jsonl"}))
+      ->capture_default_str();
+  replay->add_flag("--salvage", args.salvage,
+                   "Skip damaged records (and say how many bytes) instead of stopping at the first");
+  replay->add_option("--to-csv", args.to_csv,
+                     "Regenerate metrics.csv and hparams.yaml into this directory");
+  replay->add_option("--to-tensorboard", args.to_tensorboard,
+                     "Regenerate TensorBoard event files into this directory");
+  replay->add_option("--log-every-n-steps", args.log_every_n_steps,
+                     "Rows of the regenerated logs (default: the recorded run's)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+
+  command.info = replay->add_subcommand(
+      "info", "What a recording holds: header, duration, events per type, and how it ended");
+  command.info->add_option("recording", args.info_path, "The recording")->required();
+  command.info->add_flag("--salvage", args.salvage, "Skip damaged records instead of stopping");
+  return command;
+}
+
+int run_replay_command(const ReplayCommand& command, const ReplayArguments& args,
+                       std::ostream& out, std::ostream& err) {
+  if (command.info->parsed()) return run_info(args, out, err);
+  if (args.path.empty()) {
+    err << "trainbus replay: which recording? e.g. trainbus replay "
+           "trainbus_logs/version_0/events.tbrec\n"
+        << command.replay->help();
+    return 2;
+  }
+  return run_timeline(args, out, err);
+}
+
+}  // namespace trainbus::apps

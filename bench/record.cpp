@@ -1,0 +1,101 @@
+// Micro-benchmarks (Google Benchmark) of event recordings: how fast the Recorder's writer appends
+// a typical TrainBatchEnd (5 metrics, 2 progress-bar values) and how many bytes each takes, and how
+// fast a recording replays (read, CRC-checked, decoded and published on a bus).
+//
+//   build/bin/bench_record --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include <benchmark/benchmark.h>
+
+#include "events/event_bus.h"
+#include "record/event_codec.h"
+#include "record/record_file.h"
+
+namespace {
+
+namespace events = trainbus::events;
+namespace record = trainbus::record;
+
+events::TrainBatchEnd typical_batch_end(int64_t step) {
+  events::TrainBatchEnd event;
+  event.progress = {step / 1000, step};
+  event.batch = {step % 1000, 64, 0};
+  event.loss = 0.5 / static_cast<double>(step + 1);
+  event.metrics = {{"train_loss_step", 0.41},
+                   {"train_acc_step", 0.87},
+                   {"lr", 1e-3},
+                   {"grad_norm", 2.5},
+                   {"throughput", 48211.0}};
+  event.progress_bar = {{"train_loss", 0.41}, {"train_acc", 0.87}};
+  return event;
+}
+
+std::string scratch_path(const char* name) {
+  return "/tmp/trainbus-bench-" + std::to_string(::getpid()) + "-" + name + ".tbrec";
+}
+
+// Encodes, frames and writes TrainBatchEnd events (write(2) every MiB, as the Recorder does).
+void BM_RecordTrainBatchEnd(benchmark::State& state) {
+  const std::string path = scratch_path("write");
+  int64_t step = 0;
+  int64_t bytes = 0;
+  {
+    record::RecordFileWriter writer(path, record::v1::Header(), /*overwrite=*/true);
+    record::v1::Envelope envelope;
+    for (auto _ : state) {
+      envelope.Clear();
+      envelope.set_sequence(static_cast<uint64_t>(step));
+      envelope.set_monotonic_ns(step * 1000);
+      envelope.set_wall_unix_ns(1'700'000'000'000'000'000 + step * 1000);
+      record::encode(typical_batch_end(step++), envelope);
+      writer.append(envelope);
+    }
+    writer.flush();
+  }
+  bytes = static_cast<int64_t>(std::filesystem::file_size(path));
+  std::remove(path.c_str());
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(bytes);
+  state.counters["bytes_per_event"] = static_cast<double>(bytes) / static_cast<double>(step);
+}
+
+// Reads a recording of range(0) events and publishes each on a bus with one subscriber.
+void BM_ReplayRecording(benchmark::State& state) {
+  const int64_t count = state.range(0);
+  const std::string path = scratch_path("replay");
+  {
+    record::RecordFileWriter writer(path, record::v1::Header(), /*overwrite=*/true);
+    record::v1::Envelope envelope;
+    for (int64_t step = 0; step < count; ++step) {
+      envelope.Clear();
+      envelope.set_sequence(static_cast<uint64_t>(step));
+      record::encode(typical_batch_end(step), envelope);
+      writer.append(envelope);
+    }
+  }
+  events::EventBus bus;
+  double loss_sum = 0;
+  auto subscription = bus.subscribe<events::TrainBatchEnd>(
+      [&](const events::TrainBatchEnd& event) { loss_sum += event.loss; });
+  for (auto _ : state) {
+    record::RecordingReader reader(path);
+    record::v1::Envelope envelope;
+    int64_t replayed = 0;
+    while (reader.next(envelope)) replayed += record::publish(envelope, bus) ? 1 : 0;
+    if (replayed != count || !reader.summary().clean_end) state.SkipWithError("replay lost events");
+  }
+  benchmark::DoNotOptimize(loss_sum);
+  std::remove(path.c_str());
+  state.SetItemsProcessed(state.iterations() * count);
+}
+
+BENCHMARK(BM_RecordTrainBatchEnd);
+BENCHMARK(BM_ReplayRecording)->Arg(1'000'000)->Unit(benchmark::kMillisecond)->Iterations(3);
+
+}  // namespace
+
+BENCHMARK_MAIN();

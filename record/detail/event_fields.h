@@ -1,0 +1,78 @@
+#pragma once
+/// Private to record/: which of the fields events share a given event type has, and how many
+/// fields it has in all, so that the codec converts every event generically and refuses to compile
+/// for an event with a field it does not know (rather than silently not recording it).
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+namespace trainbus::record::detail {
+
+// Has_<field><E>: whether E has a member named <field>.
+#define TRAINBUS_DETAIL_HAS_FIELD(field)                                                 \
+  template <class E, class = void>                                                       \
+  struct Has_##field : std::false_type {};                                               \
+  template <class E>                                                                     \
+  struct Has_##field<E, std::void_t<decltype(std::declval<const E&>().field)>> : std::true_type { \
+  };
+
+/// Every field name an event may have; the codec handles each (record/event_codec.cpp) and
+/// proto/record.proto has it in the event's message.
+#define TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD(X) \
+  X(stage)                                      \
+  X(progress)                                   \
+  X(batch)                                      \
+  X(loss)                                       \
+  X(metrics)                                    \
+  X(callback_metrics)                           \
+  X(progress_bar)                               \
+  X(outputs)                                    \
+  X(hparams)                                    \
+  X(num_batches)                                \
+  X(max_epochs)                                 \
+  X(optimizer_idx)                              \
+  X(batch_idx)                                  \
+  X(path)                                       \
+  X(type)                                       \
+  X(message)
+
+TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD(TRAINBUS_DETAIL_HAS_FIELD)
+#undef TRAINBUS_DETAIL_HAS_FIELD
+
+#define TRAINBUS_DETAIL_COUNT_FIELD(field) +(Has_##field<E>::value ? 1 : 0)
+/// How many of E's fields the list above names.
+template <class E>
+inline constexpr std::size_t kKnownFields = 0 TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD(
+    TRAINBUS_DETAIL_COUNT_FIELD);
+#undef TRAINBUS_DETAIL_COUNT_FIELD
+
+/// Converts to any type: `E{AnyField{}, ...}` compiles for at most as many values as E has fields.
+struct AnyField {
+  template <class T>
+  operator T() const;  // never defined: only used in unevaluated contexts
+};
+
+template <class E, class Indices, class = void>
+struct BraceInitializableWith : std::false_type {};
+template <class E, std::size_t... I>
+struct BraceInitializableWith<E, std::index_sequence<I...>,
+                              std::void_t<decltype(E{(static_cast<void>(I), AnyField{})...})>>
+    : std::true_type {};
+
+template <class E, std::size_t N = 0>
+constexpr std::size_t count_fields() {
+  if constexpr (N > 32) {
+    return N;  // not an aggregate of plain fields: the static_assert that uses it fails
+  } else if constexpr (BraceInitializableWith<E, std::make_index_sequence<N + 1>>::value) {
+    return count_fields<E, N + 1>();
+  } else {
+    return N;
+  }
+}
+
+/// How many fields (non-static data members) the aggregate E has.
+template <class E>
+inline constexpr std::size_t kFieldCount = count_fields<E>();
+
+}  // namespace trainbus::record::detail

@@ -1,0 +1,204 @@
+#include "record/event_codec.h"
+
+#include <array>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "events/event_bus.h"
+#include "record/detail/event_fields.h"
+
+namespace trainbus::record {
+
+namespace {
+
+namespace pb = google::protobuf;
+
+v1::Stage to_proto(Stage stage) {
+  switch (stage) {
+    case Stage::kFit:
+      return v1::STAGE_FIT;
+    case Stage::kValidate:
+      return v1::STAGE_VALIDATE;
+    case Stage::kTest:
+      return v1::STAGE_TEST;
+    case Stage::kPredict:
+      return v1::STAGE_PREDICT;
+    case Stage::kSanityCheck:
+      return v1::STAGE_SANITY_CHECK;
+  }
+  throw std::logic_error("record: unknown Stage");
+}
+
+Stage from_proto(v1::Stage stage) {
+  switch (stage) {
+    case v1::STAGE_FIT:
+      return Stage::kFit;
+    case v1::STAGE_VALIDATE:
+      return Stage::kValidate;
+    case v1::STAGE_TEST:
+      return Stage::kTest;
+    case v1::STAGE_PREDICT:
+      return Stage::kPredict;
+    case v1::STAGE_SANITY_CHECK:
+      return Stage::kSanityCheck;
+    default:
+      throw std::runtime_error("recording: unknown stage " + std::to_string(stage) +
+                               " (written by a newer trainbus?)");
+  }
+}
+
+template <class ProtoMap, class Map>
+void put_map(ProtoMap& out, const Map& in) {
+  for (const auto& [key, value] : in) out[key] = value;
+}
+
+template <class Map, class ProtoMap>
+void get_map(Map& out, const ProtoMap& in) {
+  out.clear();
+  for (const auto& [key, value] : in) out.emplace(key, value);
+}
+
+// The oneof field of the envelope that holds events of type E (its number is the oneof case).
+template <class E>
+const pb::FieldDescriptor* field_of(int number) {
+  static const pb::FieldDescriptor* const field =
+      v1::Envelope::descriptor()->FindFieldByNumber(number);
+  return field;
+}
+
+template <class E, class Message>
+void encode_fields(const E& event, Message& message) {
+  static_assert(detail::kKnownFields<E> == detail::kFieldCount<E>,
+                "this event has a field the recorder does not know: add it to "
+                "TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD, record/event_codec.cpp and the event's "
+                "message in proto/record.proto");
+  if constexpr (detail::Has_stage<E>::value) message.set_stage(to_proto(event.stage));
+  if constexpr (detail::Has_progress<E>::value) {
+    v1::Progress& progress = *message.mutable_progress();
+    progress.set_epoch(event.progress.epoch);
+    progress.set_global_step(event.progress.global_step);
+  }
+  if constexpr (detail::Has_batch<E>::value) {
+    v1::BatchInfo& batch = *message.mutable_batch();
+    batch.set_batch_idx(event.batch.batch_idx);
+    batch.set_batch_size(event.batch.batch_size);
+    batch.set_dataloader_idx(event.batch.dataloader_idx);
+  }
+  if constexpr (detail::Has_loss<E>::value) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(event.loss)>, double>) message.set_loss(event.loss);
+    // a tensor loss (BeforeBackward) is not recorded
+  }
+  if constexpr (detail::Has_metrics<E>::value) put_map(*message.mutable_metrics(), event.metrics);
+  if constexpr (detail::Has_callback_metrics<E>::value) {
+    put_map(*message.mutable_callback_metrics(), event.callback_metrics);
+  }
+  if constexpr (detail::Has_progress_bar<E>::value) {
+    put_map(*message.mutable_progress_bar(), event.progress_bar);
+  }
+  // outputs: tensors are not recorded
+  if constexpr (detail::Has_hparams<E>::value) put_map(*message.mutable_hparams(), event.hparams);
+  if constexpr (detail::Has_num_batches<E>::value) message.set_num_batches(event.num_batches);
+  if constexpr (detail::Has_max_epochs<E>::value) message.set_max_epochs(event.max_epochs);
+  if constexpr (detail::Has_optimizer_idx<E>::value) message.set_optimizer_idx(event.optimizer_idx);
+  if constexpr (detail::Has_batch_idx<E>::value) message.set_batch_idx(event.batch_idx);
+  if constexpr (detail::Has_path<E>::value) message.set_path(event.path);
+  if constexpr (detail::Has_type<E>::value) message.set_type(event.type);
+  if constexpr (detail::Has_message<E>::value) message.set_message(event.message);
+}
+
+template <class E, class Message>
+void decode_fields(const Message& message, E& event) {
+  if constexpr (detail::Has_stage<E>::value) event.stage = from_proto(message.stage());
+  if constexpr (detail::Has_progress<E>::value) {
+    event.progress.epoch = message.progress().epoch();
+    event.progress.global_step = message.progress().global_step();
+  }
+  if constexpr (detail::Has_batch<E>::value) {
+    event.batch.batch_idx = message.batch().batch_idx();
+    event.batch.batch_size = message.batch().batch_size();
+    event.batch.dataloader_idx = message.batch().dataloader_idx();
+  }
+  if constexpr (detail::Has_loss<E>::value) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(event.loss)>, double>) event.loss = message.loss();
+  }
+  if constexpr (detail::Has_metrics<E>::value) get_map(event.metrics, message.metrics());
+  if constexpr (detail::Has_callback_metrics<E>::value) {
+    get_map(event.callback_metrics, message.callback_metrics());
+  }
+  if constexpr (detail::Has_progress_bar<E>::value) {
+    get_map(event.progress_bar, message.progress_bar());
+  }
+  if constexpr (detail::Has_hparams<E>::value) get_map(event.hparams, message.hparams());
+  if constexpr (detail::Has_num_batches<E>::value) event.num_batches = message.num_batches();
+  if constexpr (detail::Has_max_epochs<E>::value) event.max_epochs = message.max_epochs();
+  if constexpr (detail::Has_optimizer_idx<E>::value) event.optimizer_idx = message.optimizer_idx();
+  if constexpr (detail::Has_batch_idx<E>::value) event.batch_idx = message.batch_idx();
+  if constexpr (detail::Has_path<E>::value) event.path = message.path();
+  if constexpr (detail::Has_type<E>::value) event.type = message.type();
+  if constexpr (detail::Has_message<E>::value) event.message = message.message();
+}
+
+
+}  // namespace
+
+#define TRAINBUS_DETAIL_DEFINE_CODEC(Type, hook)                                                 \
+  void encode(const events::Type& event, v1::Envelope& envelope) {                               \
+    const pb::FieldDescriptor* field = field_of<events::Type>(v1::Envelope::k##Type);            \
+    auto& message = static_cast<v1::Type&>(                                                      \
+        *envelope.GetReflection()->MutableMessage(&envelope, field));                            \
+    encode_fields(event, message);                                                               \
+  }                                                                                              \
+  void decode(const v1::Envelope& envelope, events::Type& event) {                               \
+    if (envelope.event_case() != v1::Envelope::k##Type) {                                        \
+      throw std::invalid_argument("record::decode: the envelope holds `" +                       \
+                                  std::string(event_name(envelope)) + "`, not `" +               \
+                                  std::string(events::Type::kName) + "`");                       \
+    }                                                                                            \
+    const pb::FieldDescriptor* field = field_of<events::Type>(v1::Envelope::k##Type);            \
+    decode_fields(static_cast<const v1::Type&>(envelope.GetReflection()->GetMessage(envelope,    \
+                                                                                    field)),     \
+                  event);                                                                        \
+  }
+TRAINBUS_FOR_EACH_EVENT(TRAINBUS_DETAIL_DEFINE_CODEC)
+#undef TRAINBUS_DETAIL_DEFINE_CODEC
+
+std::string_view event_name(const v1::Envelope& envelope) {
+  if (envelope.event_case() == v1::Envelope::EVENT_NOT_SET) return {};
+  const pb::FieldDescriptor* field =
+      v1::Envelope::descriptor()->FindFieldByNumber(envelope.event_case());
+  return field ? std::string_view(field->name()) : std::string_view();
+}
+
+const pb::Message* event_message(const v1::Envelope& envelope) {
+  if (envelope.event_case() == v1::Envelope::EVENT_NOT_SET) return nullptr;
+  const pb::FieldDescriptor* field =
+      v1::Envelope::descriptor()->FindFieldByNumber(envelope.event_case());
+  return field ? &envelope.GetReflection()->GetMessage(envelope, field) : nullptr;
+}
+
+std::optional<v1::Progress> progress_of(const v1::Envelope& envelope) {
+  const pb::Message* message = event_message(envelope);
+  if (message == nullptr) return std::nullopt;
+  const pb::FieldDescriptor* field = message->GetDescriptor()->FindFieldByName("progress");
+  if (field == nullptr || field->message_type() != v1::Progress::descriptor()) return std::nullopt;
+  return static_cast<const v1::Progress&>(message->GetReflection()->GetMessage(*message, field));
+}
+
+bool publish(const v1::Envelope& envelope, events::EventBus& bus) {
+  switch (envelope.event_case()) {
+#define TRAINBUS_DETAIL_PUBLISH(Type, hook) \
+  case v1::Envelope::k##Type: {             \
+    events::Type event;                     \
+    decode(envelope, event);                \
+    bus.publish(event);                     \
+    return true;                            \
+  }
+    TRAINBUS_FOR_EACH_EVENT(TRAINBUS_DETAIL_PUBLISH)
+#undef TRAINBUS_DETAIL_PUBLISH
+    default:
+      return false;
+  }
+}
+
+}  // namespace trainbus::record

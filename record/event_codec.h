@@ -1,0 +1,40 @@
+#pragma once
+/// Events to and from their trainbus.record.v1 messages (proto/record.proto), one generic
+/// conversion for every event type; tensors are left out.
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "events/all.h"
+#include "proto/record.pb.h"
+
+namespace trainbus::events {
+class EventBus;
+}  // namespace trainbus::events
+
+namespace trainbus::record {
+
+// Declares, for every event type E:
+//   void encode(const events::E& event, v1::Envelope& envelope);   sets the envelope's event
+//   void decode(const v1::Envelope& envelope, events::E& event);   throws if it holds another
+#define TRAINBUS_DETAIL_DECLARE_CODEC(Type, hook)                  \
+  void encode(const events::Type& event, v1::Envelope& envelope); \
+  void decode(const v1::Envelope& envelope, events::Type& event);
+TRAINBUS_FOR_EACH_EVENT(TRAINBUS_DETAIL_DECLARE_CODEC)
+#undef TRAINBUS_DETAIL_DECLARE_CODEC
+
+/// The event's name (its kName: "train_batch_end"), "end" for the terminal record, "" for none.
+std::string_view event_name(const v1::Envelope& envelope);
+
+/// The event message an envelope holds (nullptr for none); for generic printing.
+const google::protobuf::Message* event_message(const v1::Envelope& envelope);
+
+/// The event's progress (epoch and global step), if its type has one.
+std::optional<v1::Progress> progress_of(const v1::Envelope& envelope);
+
+/// Decodes the envelope's event and publishes it on `bus`, in its C++ type, to every subscriber
+/// (callbacks, observers). False, publishing nothing, for the terminal record or an empty envelope.
+bool publish(const v1::Envelope& envelope, events::EventBus& bus);
+
+}  // namespace trainbus::record

@@ -1,0 +1,77 @@
+#include "record/recorder.h"
+
+#include <unistd.h>
+
+#include <iostream>
+#include <utility>
+
+#include "record/event_codec.h"
+#include "record/record_file.h"
+
+namespace trainbus::record {
+
+namespace {
+
+std::string host_name() {
+  char name[256] = {};
+  return ::gethostname(name, sizeof name - 1) == 0 ? std::string(name) : std::string();
+}
+
+}  // namespace
+
+Recorder::Recorder(RecorderOptions options) : options_(std::move(options)) {
+  start_steady_ = std::chrono::steady_clock::now();
+  start_unix_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  v1::Header header;
+  header.set_framework_version(TRAINBUS_VERSION);
+  header.set_libtorch_version(options_.libtorch_version());
+  header.set_host(host_name());
+  header.set_pid(::getpid());
+  header.set_start_unix_ns(start_unix_ns_);
+  header.set_rank(options_.rank());
+  header.set_world_size(options_.world_size());
+  header.set_seed(options_.seed());
+  header.set_command_line(options_.command_line());
+  header.mutable_options()->insert(options_.run_options().begin(), options_.run_options().end());
+  header.mutable_hparams()->insert(options_.hparams().begin(), options_.hparams().end());
+  writer_ = std::make_unique<RecordFileWriter>(options_.path(), std::move(header),
+                                               options_.overwrite());
+}
+
+Recorder::~Recorder() {
+  if (writer_->closed()) return;
+  try {
+    close();
+  } catch (const std::exception& error) {
+    std::cerr << "trainbus: " << name() << " did not end cleanly: " << error.what() << '\n';
+  }
+}
+
+void Recorder::flush() { writer_->flush(); }
+
+void Recorder::close() { writer_->close(); }
+
+template <class E>
+void Recorder::record(const E& event) {
+  if (writer_->closed()) return;
+  thread_local v1::Envelope envelope;  // reused: its sub-messages keep their allocations
+  envelope.Clear();
+  const auto since_start = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               published_at() - start_steady_)
+                               .count();
+  envelope.set_sequence(sequence_++);
+  envelope.set_monotonic_ns(since_start);
+  envelope.set_wall_unix_ns(start_unix_ns_ + since_start);
+  envelope.set_rank(options_.rank());
+  encode(event, envelope);
+  writer_->append(envelope);
+}
+
+#define TRAINBUS_DETAIL_RECORDER_HOOK(Type, hook) \
+  void Recorder::hook(const events::Type& event) { record(event); }
+TRAINBUS_FOR_EACH_EVENT(TRAINBUS_DETAIL_RECORDER_HOOK)
+#undef TRAINBUS_DETAIL_RECORDER_HOOK
+
+}  // namespace trainbus::record

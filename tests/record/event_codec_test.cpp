@@ -1,0 +1,115 @@
+// Every event type round-trips through its trainbus.record.v1 message, and the schema names each
+// event and each of its fields as the C++ struct does.
+#include "record/event_codec.h"
+
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "events/event_bus.h"
+#include "tests/record/sample_events.h"
+
+using namespace trainbus;
+namespace v1 = trainbus::record::v1;
+namespace fields = trainbus::record::detail;
+
+namespace {
+
+// The name of every field of E that the field list knows.
+template <class E>
+std::vector<std::string> field_names() {
+  std::vector<std::string> names;
+#define TRAINBUS_TEST_FIELD_NAME(field) \
+  if constexpr (fields::Has_##field<E>::value) names.push_back(#field);
+  TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD(TRAINBUS_TEST_FIELD_NAME)
+#undef TRAINBUS_TEST_FIELD_NAME
+  return names;
+}
+
+template <class E>
+bool is_tensor_field(const std::string& name) {
+  if (name == "outputs") return true;
+  if constexpr (fields::Has_loss<E>::value) {
+    return name == "loss" && std::is_same_v<decltype(E::loss), events::TensorRef>;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("The schema has a message per event type, named as the struct, with each of its fields",
+          "[record][codec]") {
+  const auto* envelope = v1::Envelope::descriptor();
+#define TRAINBUS_TEST_SCHEMA(Type, hook)                                                        \
+  {                                                                                             \
+    INFO("event " #Type);                                                                       \
+    const auto* field = envelope->FindFieldByName(std::string(events::Type::kName));            \
+    REQUIRE(field != nullptr);                                                                  \
+    REQUIRE(field->message_type() != nullptr);                                                  \
+    CHECK(field->message_type()->name() == #Type);                                              \
+    CHECK(field->containing_oneof() == envelope->FindOneofByName("event"));                     \
+    CHECK(fields::kKnownFields<events::Type> == fields::kFieldCount<events::Type>);             \
+    for (const std::string& name : field_names<events::Type>()) {                               \
+      INFO("field " << name);                                                                   \
+      const bool in_schema = field->message_type()->FindFieldByName(name) != nullptr;           \
+      const bool reserved = field->message_type()->IsReservedName(name) ||                      \
+                            is_tensor_field<events::Type>(name);                                \
+      CHECK((in_schema || reserved));                                                           \
+      CHECK(in_schema != is_tensor_field<events::Type>(name));                                  \
+    }                                                                                           \
+  }
+  TRAINBUS_FOR_EACH_EVENT(TRAINBUS_TEST_SCHEMA)
+#undef TRAINBUS_TEST_SCHEMA
+}
+
+TEST_CASE("Every event type round-trips through an Envelope, every field kept, tensors left out",
+          "[record][codec]") {
+  int checked = 0;
+  events::for_each_event_type([&](auto tag) {
+    using E = typename decltype(tag)::type;
+    INFO("event " << E::kName);
+    const E original = testing::sample_event<E>(3);
+    v1::Envelope envelope;
+    record::encode(original, envelope);
+    CHECK(record::event_name(envelope) == E::kName);
+    v1::Envelope parsed;
+    REQUIRE(parsed.ParseFromString(envelope.SerializeAsString()));
+    E decoded;
+    record::decode(parsed, decoded);
+    CHECK(testing::same_recorded_fields(original, decoded));
+    CHECK_FALSE(testing::same_recorded_fields(E{}, decoded));  // the sample is not the default
+    ++checked;
+  });
+  CHECK(checked == static_cast<int>(events::AllEvents::size));
+}
+
+TEST_CASE("decode refuses an envelope that holds another event, naming both", "[record][codec]") {
+  v1::Envelope envelope;
+  record::encode(testing::sample_event<events::TrainStart>(), envelope);
+  events::TrainEnd wrong;
+  CHECK_THROWS_WITH(record::decode(envelope, wrong),
+                    Catch::Contains("holds `train_start`, not `train_end`"));
+  CHECK(record::progress_of(envelope)->global_step() == 2);
+  CHECK_FALSE(record::progress_of(v1::Envelope()).has_value());
+}
+
+TEST_CASE("publish hands a recorded event to the bus's subscribers in its C++ type",
+          "[record][codec]") {
+  events::EventBus bus;
+  std::vector<events::TrainBatchEnd> seen;
+  auto subscription =
+      bus.subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd& e) { seen.push_back(e); });
+  v1::Envelope envelope;
+  const auto original = testing::sample_event<events::TrainBatchEnd>(5);
+  record::encode(original, envelope);
+  CHECK(record::publish(envelope, bus));
+  REQUIRE(seen.size() == 1);
+  CHECK(testing::same_recorded_fields(original, seen[0]));
+
+  v1::Envelope end;
+  end.mutable_end()->set_events(1);
+  CHECK_FALSE(record::publish(end, bus));
+  CHECK(record::event_name(end) == "end");
+  CHECK(seen.size() == 1);
+}

@@ -1,0 +1,249 @@
+// What a reader of a recording sees: the events in order and a clean end; a file cut at any byte
+// reads up to its last whole record; a flipped bit anywhere is named with its record and offset
+// (and skipped with salvage); a zero-filled tail is not records; other files are refused clearly.
+#include "record/record_file.h"
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "base/tfrecord.h"
+#include "record/event_codec.h"
+#include "tests/record/sample_events.h"
+#include "tests/support/temp_dir.h"
+
+using namespace trainbus;
+namespace v1 = trainbus::record::v1;
+using trainbus::testing::TempDir;
+
+namespace {
+
+constexpr int kEvents = 12;
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// A recording of kEvents batch ends (steps 0..11) and a clean end; returns the byte offset at
+// which each record starts (the header first, the terminal record last) and, past the end, the
+// file size.
+std::vector<std::size_t> write_recording(const std::string& path) {
+  v1::Header header;
+  header.set_seed(42);
+  (*header.mutable_options())["max_epochs"] = "3";
+  record::RecordFileWriter writer(path, header);
+  for (int i = 0; i < kEvents; ++i) {
+    auto event = testing::sample_event<events::TrainBatchEnd>(i);
+    event.progress.global_step = i;
+    v1::Envelope envelope;
+    envelope.set_sequence(static_cast<uint64_t>(i));
+    record::encode(event, envelope);
+    writer.append(envelope);
+  }
+  writer.close();
+  // Walk the frames to find where each starts.
+  const std::string bytes = read_bytes(path);
+  std::vector<std::size_t> starts;
+  std::size_t offset = record::kMagic.size();
+  while (offset < bytes.size()) {
+    starts.push_back(offset);
+    uint64_t length = 0;
+    for (int i = 0; i < 8; ++i) {
+      length |= uint64_t{static_cast<unsigned char>(bytes[offset + i])} << (8 * i);
+    }
+    offset += tfrecord_size(length);
+  }
+  REQUIRE(offset == bytes.size());
+  starts.push_back(bytes.size());
+  return starts;
+}
+
+struct ReadBack {
+  std::vector<v1::Envelope> events;
+  record::ReadSummary summary;
+};
+
+ReadBack read_all(const std::string& path, record::ReadOptions options = {}) {
+  record::RecordingReader reader(path, options);
+  ReadBack result;
+  v1::Envelope envelope;
+  while (reader.next(envelope)) result.events.push_back(envelope);
+  result.summary = reader.summary();
+  return result;
+}
+
+}  // namespace
+
+TEST_CASE("A recording reads back with its header, every event in order and a clean end",
+          "[record][file]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  write_recording(path);
+  record::RecordingReader reader(path);
+  CHECK(reader.header().magic() == record::kHeaderMagic);
+  CHECK(reader.header().format_version() == record::kFormatVersion);
+  CHECK(reader.header().seed() == 42);
+  CHECK(reader.header().options().at("max_epochs") == "3");
+  CHECK(reader.header().start_unix_ns() > 0);
+  v1::Envelope envelope;
+  for (int i = 0; i < kEvents; ++i) {
+    REQUIRE(reader.next(envelope));
+    CHECK(envelope.sequence() == static_cast<uint64_t>(i));
+    events::TrainBatchEnd event;
+    record::decode(envelope, event);
+    auto expected = testing::sample_event<events::TrainBatchEnd>(i);
+    expected.progress.global_step = i;
+    CHECK(testing::same_recorded_fields(event, expected));
+  }
+  CHECK_FALSE(reader.next(envelope));
+  CHECK_FALSE(reader.next(envelope));  // stays at the end
+  CHECK(reader.summary().clean_end);
+  CHECK(reader.summary().end.events() == kEvents);
+  CHECK(reader.summary().events == kEvents);
+  CHECK(reader.summary().ending == "ended cleanly after 12 events");
+  CHECK(reader.summary().problems.empty());
+}
+
+TEST_CASE("The writer refuses to replace a recording unless told to", "[record][file]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  write_recording(path);
+  const std::string before = read_bytes(path);
+  CHECK_THROWS_WITH(record::RecordFileWriter(path, v1::Header()),
+                    Catch::Contains(path) && Catch::Contains("a recording is already there"));
+  CHECK(read_bytes(path) == before);  // nothing lost
+  { record::RecordFileWriter replace(path, v1::Header(), /*overwrite=*/true); }
+  CHECK(read_all(path).summary.clean_end);
+  CHECK(read_all(path).events.empty());
+  CHECK_THROWS_WITH(record::RecordFileWriter(dir.file("missing/events.tbrec"), v1::Header()),
+                    Catch::Contains("missing/events.tbrec: cannot create the recording"));
+}
+
+TEST_CASE("A recording cut at any byte reads up to its last whole record", "[record][file]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  const std::vector<std::size_t> starts = write_recording(path);
+  const std::string bytes = read_bytes(path);
+  const std::string cut_path = dir.file("cut.tbrec");
+  for (std::size_t cut = 0; cut < bytes.size(); ++cut) {
+    INFO("cut at byte " << cut);
+    write_bytes(cut_path, bytes.substr(0, cut));
+    if (cut < starts[1]) {  // the magic or the header is incomplete: not readable at all
+      CHECK_THROWS_AS(record::RecordingReader(cut_path), record::RecordingError);
+      continue;
+    }
+    const ReadBack back = read_all(cut_path);
+    // Whole event records before the cut: those whose end (the next start) is at or before it.
+    std::size_t whole = 0;
+    while (whole + 2 < starts.size() - 1 && starts[whole + 2] <= cut) ++whole;
+    CHECK(back.events.size() == whole);
+    CHECK_FALSE(back.summary.clean_end);
+    CHECK_THAT(back.summary.ending,
+               Catch::StartsWith("ended without a terminal record after record " +
+                                 std::to_string(whole)));
+    if (whole > 0) {
+      CHECK_THAT(back.summary.ending,
+                 Catch::Contains("(step " + std::to_string(whole - 1) + ")"));
+    }
+  }
+}
+
+TEST_CASE("A flipped bit in any record is reported with the record and its offset",
+          "[record][file]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  const std::vector<std::size_t> starts = write_recording(path);
+  const std::string bytes = read_bytes(path);
+  const std::string bad_path = dir.file("flipped.tbrec");
+  // starts: [header, event 1..kEvents, terminal, size]; record index r starts at starts[r].
+  for (std::size_t record = 1; record + 1 < starts.size(); ++record) {
+    for (std::size_t at = starts[record]; at < starts[record + 1]; ++at) {
+      INFO("record " << record << ", byte " << at);
+      std::string flipped = bytes;
+      flipped[at] = static_cast<char>(flipped[at] ^ (1 << (at % 8)));
+      write_bytes(bad_path, flipped);
+      try {
+        read_all(bad_path);
+        FAIL("read a damaged recording without an error");
+      } catch (const record::RecordingError& error) {
+        CHECK(error.offset() == starts[record]);
+        CHECK_THAT(error.what(), Catch::Contains("record " + std::to_string(record) +
+                                                 " at offset " + std::to_string(starts[record])) &&
+                                     Catch::Contains("--salvage"));
+      }
+      const ReadBack salvaged = read_all(bad_path, record::ReadOptions().salvage(true));
+      const bool terminal = record + 2 == starts.size();
+      CHECK(salvaged.events.size() == (terminal ? kEvents : kEvents - 1));
+      CHECK(salvaged.summary.clean_end == !terminal);
+      if (!terminal) CHECK_THAT(salvaged.summary.ending, Catch::Contains("lost to damage"));
+      CHECK(salvaged.summary.skipped_bytes == starts[record + 1] - starts[record]);
+      REQUIRE(salvaged.summary.problems.size() == 1);
+      CHECK_THAT(salvaged.summary.problems[0],
+                 Catch::Contains("at offset " + std::to_string(starts[record])));
+    }
+  }
+}
+
+TEST_CASE("A zero-filled tail after a crash is not records, wherever it starts",
+          "[record][file]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  const std::vector<std::size_t> starts = write_recording(path);
+  const std::string bytes = read_bytes(path);
+  const std::string zero_path = dir.file("zeros.tbrec");
+  // The file system kept the length but not the data of the last 4 KiB page: everything from
+  // some byte on is zeros (here from the middle of event 5, and from the start of event 7).
+  for (const std::size_t from : {starts[5] + 20, starts[7]}) {
+    std::string zeroed = bytes.substr(0, from) + std::string(4096, '\0');
+    write_bytes(zero_path, zeroed);
+    const ReadBack back = read_all(zero_path);
+    CHECK_FALSE(back.summary.clean_end);
+    CHECK(back.events.size() == (from == starts[7] ? 6u : 4u));
+    CHECK_THAT(back.summary.ending, Catch::Contains("zero-filled tail"));
+  }
+}
+
+TEST_CASE("Files that are not recordings get a clear error naming the file", "[record][file]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  write_recording(path);
+  const std::string bytes = read_bytes(path);
+
+  const std::string text = dir.file("notes.txt");
+  write_bytes(text, "hello, this is not a recording\n");
+  CHECK_THROWS_WITH(record::RecordingReader(text),
+                    Catch::Contains(text) && Catch::Contains("not a trainbus recording"));
+
+  std::string mangled = bytes;
+  mangled.replace(5, 2, "\n");  // a text-mode copy turned \r\n into \n
+  write_bytes(text, mangled);
+  CHECK_THROWS_WITH(record::RecordingReader(text), Catch::Contains("line endings"));
+
+  CHECK_THROWS_WITH(record::RecordingReader(dir.file("absent.tbrec")),
+                    Catch::Contains("absent.tbrec: cannot open"));
+
+  // A newer format: rewrite the header with version kFormatVersion + 1.
+  {
+    v1::Header header;
+    header.set_framework_version("9.0.0");
+    record::RecordFileWriter writer(dir.file("newer.tbrec"), header);
+  }
+  record::RecordingReader current(dir.file("newer.tbrec"));
+  v1::Header future = current.header();
+  future.set_format_version(record::kFormatVersion + 1);
+  std::string rewritten(record::kMagic);
+  append_tfrecord(rewritten, future.SerializeAsString());
+  write_bytes(dir.file("newer.tbrec"), rewritten);
+  CHECK_THROWS_WITH(record::RecordingReader(dir.file("newer.tbrec")),
+                    Catch::Contains("format version 2, newer than this trainbus reads (1)") &&
+                        Catch::Contains("9.0.0"));
+}

@@ -1,0 +1,171 @@
+// The Recorder writes every event a bus publishes, in order, stamped when it was published; the
+// recording ends cleanly when its pool lets it go, and a killed process leaves a recording that
+// reads up to what was flushed.
+#include "record/recorder.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "events/event_bus.h"
+#include "events/observer_pool.h"
+#include "record/event_codec.h"
+#include "record/record_file.h"
+#include "tests/record/sample_events.h"
+#include "tests/support/child_process.h"
+#include "tests/support/temp_dir.h"
+
+using namespace trainbus;
+namespace v1 = trainbus::record::v1;
+using trainbus::testing::TempDir;
+
+namespace {
+
+std::vector<v1::Envelope> read_events(const std::string& path, record::ReadSummary* summary) {
+  record::RecordingReader reader(path);
+  std::vector<v1::Envelope> events;
+  v1::Envelope envelope;
+  while (reader.next(envelope)) events.push_back(envelope);
+  if (summary) *summary = reader.summary();
+  return events;
+}
+
+}  // namespace
+
+TEST_CASE("The Recorder writes one envelope per event, in publish order, and ends cleanly",
+          "[record][recorder]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  const auto before = std::chrono::system_clock::now();
+  {
+    events::EventBus bus;
+    events::ObserverPool pool(2);
+    pool.attach(bus, std::make_shared<record::Recorder>(
+                         record::RecorderOptions()
+                             .path(path)
+                             .rank(1)
+                             .world_size(2)
+                             .seed(7)
+                             .command_line("trainbus fit --max-epochs 2")
+                             .run_options({{"max_epochs", "2"}})
+                             .hparams({{"lr", "0.001"}})));
+    for (int round = 0; round < 3; ++round) {
+      events::for_each_event_type([&](auto tag) {
+        using E = typename decltype(tag)::type;
+        bus.publish(testing::sample_event<E>(round));
+      });
+    }
+    pool.drain();
+  }  // the pool lets the recorder go: the terminal record is written
+
+  record::RecordingReader reader(path);
+  const v1::Header& header = reader.header();
+  CHECK(header.rank() == 1);
+  CHECK(header.world_size() == 2);
+  CHECK(header.seed() == 7);
+  CHECK(header.command_line() == "trainbus fit --max-epochs 2");
+  CHECK(header.options().at("max_epochs") == "2");
+  CHECK(header.hparams().at("lr") == "0.001");
+  CHECK(header.pid() == ::getpid());
+  CHECK_FALSE(header.framework_version().empty());
+
+  record::ReadSummary summary;
+  const std::vector<v1::Envelope> recorded = read_events(path, &summary);
+  REQUIRE(recorded.size() == 3 * events::AllEvents::size);
+  CHECK(summary.clean_end);
+  std::size_t i = 0;
+  int64_t last_monotonic = -1;
+  for (int round = 0; round < 3; ++round) {
+    events::for_each_event_type([&](auto tag) {
+      using E = typename decltype(tag)::type;
+      const v1::Envelope& envelope = recorded[i];
+      INFO("record " << i << ", " << E::kName);
+      CHECK(envelope.sequence() == i);
+      CHECK(envelope.rank() == 1);
+      CHECK(record::event_name(envelope) == E::kName);
+      E decoded;
+      record::decode(envelope, decoded);
+      CHECK(testing::same_recorded_fields(decoded, testing::sample_event<E>(round)));
+      CHECK(envelope.monotonic_ns() >= last_monotonic);
+      last_monotonic = envelope.monotonic_ns();
+      CHECK(envelope.wall_unix_ns() == header.start_unix_ns() + envelope.monotonic_ns());
+      ++i;
+    });
+  }
+  const auto wall = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::nanoseconds(recorded.front().wall_unix_ns())));
+  CHECK(wall >= before - std::chrono::seconds(1));
+  CHECK(wall <= std::chrono::system_clock::now());
+}
+
+TEST_CASE("The Recorder refuses to overwrite a recording, naming it", "[record][recorder]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  std::ofstream(path) << "an earlier run";
+  CHECK_THROWS_WITH(record::Recorder(record::RecorderOptions().path(path)),
+                    Catch::Contains(path) && Catch::Contains("already there"));
+  std::ifstream in(path);
+  std::string kept;
+  std::getline(in, kept);
+  CHECK(kept == "an earlier run");
+}
+
+namespace {
+constexpr int kKilledEvents = 200;
+}  // namespace
+
+TEST_CASE("Recorder child: publishes, then waits to be killed", "[.record-kill-child]") {
+  const std::string dir = trainbus::testing::test_child_dir();
+  if (dir.empty()) return;
+  events::EventBus bus;
+  events::ObserverPool pool(1);
+  pool.attach(bus, std::make_shared<record::Recorder>(
+                       record::RecorderOptions().path(dir + "/events.tbrec")));
+  for (int i = 0; i < kKilledEvents; ++i) {
+    auto event = testing::sample_event<events::TrainBatchEnd>(i);
+    event.progress.global_step = i;
+    bus.publish(event);
+  }
+  std::ofstream(dir + "/published") << "done";
+  for (;;) ::pause();  // no exit: only the pool's flush interval writes the records out
+}
+
+TEST_CASE("After SIGKILL, a recording reads up to what was flushed, and says it was cut",
+          "[record][recorder][faults]") {
+  TempDir dir;
+  const pid_t child =
+      trainbus::testing::spawn_test_child("[.record-kill-child]", dir.path().string());
+  // The events reach the file within the pool's flush interval (1 s) of being published; allow as
+  // much again for a loaded machine, and no more.
+  const auto started = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> published;
+  std::size_t on_disk = 0;
+  const std::string path = dir.file("events.tbrec");
+  while (std::chrono::steady_clock::now() - started < std::chrono::seconds(60)) {
+    if (!published && std::filesystem::exists(dir.file("published")))
+      published = std::chrono::steady_clock::now();
+    if (published) {
+      on_disk = read_events(path, nullptr).size();
+      if (on_disk == kKilledEvents) break;
+      if (std::chrono::steady_clock::now() - *published > std::chrono::seconds(2)) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polls another process's file
+  }
+  REQUIRE(::kill(child, SIGKILL) == 0);
+  trainbus::testing::wait_for_child(child);
+  record::ReadSummary summary;
+  CHECK(read_events(path, &summary).size() == kKilledEvents);
+  CHECK_FALSE(summary.clean_end);
+  CHECK_THAT(summary.ending, Catch::StartsWith("ended without a terminal record after record 200 "
+                                               "(step 199)"));
+}
