@@ -245,14 +245,18 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
     record_path = args.record_path.empty()
                       ? (std::filesystem::path(run_dir) / "events.tbrec").string()
                       : args.record_path;
-    std::filesystem::create_directories(std::filesystem::path(record_path).parent_path());
+    const std::filesystem::path parent = std::filesystem::path(record_path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
+    // A recording that cannot be written (a full disk) is reported once and switched off: it
+    // must not end the training it records.
     trainer.add_observer(
         std::make_shared<record::Recorder>(record::RecorderOptions()
                                                .path(record_path)
                                                .seed(static_cast<int64_t>(args.seed))
                                                .command_line(args.command_line)
                                                .libtorch_version(TORCH_VERSION)
-                                               .run_options(args.flags)));
+                                               .run_options(args.flags)),
+        events::ObserverOptions().on_error(events::ObserverOptions::OnError::kDisable));
   }
   out << "trainbus fit: " << args.model << " on Fashion-MNIST (" << args.data << "), "
       << trainer.max_epochs() << " epochs, batch size " << args.batch_size << ", lr " << args.lr

@@ -1,13 +1,16 @@
 #include "apps/replay_command.h"
 
+#include <filesystem>
 #include <memory>
 
 #include <CLI/CLI.hpp>
 
+#include "base/errors.h"
 #include "events/event_bus.h"
 #include "events/observer_pool.h"
 #include "observers/csv_logger.h"
 #include "observers/tensorboard_logger.h"
+#include "record/diff.h"
 #include "record/event_codec.h"
 #include "record/record_file.h"
 #include "record/timeline.h"
@@ -29,8 +32,7 @@ int64_t log_every_n_steps(const ReplayArguments& args, const record::v1::Header&
   return 50;
 }
 
-void report_ending(const record::ReadSummary& summary, const std::string& path,
-                   std::ostream& err) {
+void report_ending(const record::ReadSummary& summary, const std::string& path, std::ostream& err) {
   for (const std::string& problem : summary.problems) {
     err << "trainbus replay: " << path << ": " << problem << '\n';
   }
@@ -49,6 +51,30 @@ int run_info(const ReplayArguments& args, std::ostream& out, std::ostream& err) 
   return 0;
 }
 
+int run_diff(const ReplayArguments& args, std::ostream& out) {
+  const record::ReadOptions read = record::ReadOptions().salvage(args.salvage);
+  record::RecordingReader a(args.diff_a, read);
+  record::RecordingReader b(args.diff_b, read);
+  const record::DiffOptions options = record::DiffOptions().rtol(args.rtol).atol(args.atol);
+  const record::DiffResult result = record::diff_recordings(a, b, options);
+  out << record::describe(result, args.diff_a, args.diff_b, options) << std::flush;
+  return result.first ? 1 : 0;
+}
+
+// Regenerated logs go to a directory of their own: never added to (or over) a run's logs.
+void require_no_logs_in(const std::string& dir, const std::string& flag) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(dir)) return;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "metrics.csv" || name == "hparams.yaml" ||
+        name.rfind("events.out.tfevents.", 0) == 0) {
+      throw MisconfigurationError(flag + " " + dir + ": it already holds " + name +
+                                  "; regenerated logs go to a new or empty directory");
+    }
+  }
+}
+
 int run_timeline(const ReplayArguments& args, std::ostream& out, std::ostream& err) {
   record::TimelineFilter filter;
   filter.from_step = args.from_step;
@@ -57,6 +83,8 @@ int run_timeline(const ReplayArguments& args, std::ostream& out, std::ostream& e
   filter.events = record::parse_event_names(args.events);
   const bool regenerate = !args.to_csv.empty() || !args.to_tensorboard.empty();
 
+  if (!args.to_csv.empty()) require_no_logs_in(args.to_csv, "--to-csv");
+  if (!args.to_tensorboard.empty()) require_no_logs_in(args.to_tensorboard, "--to-tensorboard");
   record::RecordingReader reader(args.path, record::ReadOptions().salvage(args.salvage));
   // Regenerated logs: the recorded events, published in order to the same observers a live run
   // has, with the live run's options.
@@ -66,15 +94,15 @@ int run_timeline(const ReplayArguments& args, std::ostream& out, std::ostream& e
     pool = std::make_unique<events::ObserverPool>(2);
     const int64_t every = log_every_n_steps(args, reader.header());
     if (!args.to_csv.empty()) {
-      pool->attach(bus, std::make_shared<observers::CsvLogger>(
-                            observers::CsvLoggerOptions().log_dir(args.to_csv).log_every_n_steps(
-                                every)));
+      pool->attach(
+          bus, std::make_shared<observers::CsvLogger>(
+                   observers::CsvLoggerOptions().log_dir(args.to_csv).log_every_n_steps(every)));
     }
     if (!args.to_tensorboard.empty()) {
-      pool->attach(bus, std::make_shared<observers::TensorBoardLogger>(
-                            observers::TensorBoardLoggerOptions()
-                                .log_dir(args.to_tensorboard)
-                                .log_every_n_steps(every)));
+      pool->attach(
+          bus, std::make_shared<observers::TensorBoardLogger>(observers::TensorBoardLoggerOptions()
+                                                                  .log_dir(args.to_tensorboard)
+                                                                  .log_every_n_steps(every)));
     }
   }
   record::v1::Envelope envelope;
@@ -113,7 +141,8 @@ ReplayCommand add_replay_command(CLI::App& app, ReplayArguments& args) {
       "logs from the recording alone");
   CLI::App* replay = command.replay;
   replay->require_subcommand(0, 1);
-  replay->add_option("recording", args.path, "The recording, e.g. trainbus_logs/version_0/events.tbrec");
+  replay->add_option("recording", args.path,
+                     "The recording, e.g. trainbus_logs/version_0/events.tbrec");
   replay->add_option("--from-step", args.from_step, "Show events from this global step on");
   replay->add_option("--to-step", args.to_step, "Show events up to this global step");
   replay->add_option("--epoch", args.epoch, "Show only events of this epoch");
@@ -123,26 +152,49 @@ ReplayCommand add_replay_command(CLI::App& app, ReplayArguments& args) {
   replay->add_option("--format", args.format, "text (one line per event) or jsonl")
       ->check(CLI::IsMember({"text", "jsonl"}))
       ->capture_default_str();
-  replay->add_flag("--salvage", args.salvage,
-                   "Skip damaged records (and say how many bytes) instead of stopping at the first");
-  replay->add_option("--to-csv", args.to_csv,
-                     "Regenerate metrics.csv and hparams.yaml into this directory");
-  replay->add_option("--to-tensorboard", args.to_tensorboard,
-                     "Regenerate TensorBoard event files into this directory");
-  replay->add_option("--log-every-n-steps", args.log_every_n_steps,
-                     "Rows of the regenerated logs (default: the recorded run's)")
+  replay->add_flag(
+      "--salvage", args.salvage,
+      "Skip damaged records (and say how many bytes) instead of stopping at the first");
+  CLI::Option* to_csv = replay->add_option(
+      "--to-csv", args.to_csv, "Regenerate metrics.csv and hparams.yaml into this new directory");
+  CLI::Option* to_tensorboard =
+      replay->add_option("--to-tensorboard", args.to_tensorboard,
+                         "Regenerate TensorBoard event files into this new directory");
+  // Regenerated logs take every event: the timeline's filters do not apply to them.
+  for (const char* filter : {"--from-step", "--to-step", "--epoch", "--events", "--format"}) {
+    to_csv->excludes(filter);
+    to_tensorboard->excludes(filter);
+  }
+  replay
+      ->add_option("--log-every-n-steps", args.log_every_n_steps,
+                   "Rows of the regenerated logs (default: the recorded run's)")
       ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
 
   command.info = replay->add_subcommand(
       "info", "What a recording holds: header, duration, events per type, and how it ended");
   command.info->add_option("recording", args.info_path, "The recording")->required();
   command.info->add_flag("--salvage", args.salvage, "Skip damaged records instead of stopping");
+
+  command.diff = replay->add_subcommand(
+      "diff",
+      "The first event where two recorded runs differ (a value beyond the tolerance, another "
+      "event, one run ending first), and a summary; exits 1 when they differ");
+  command.diff->add_option("a", args.diff_a, "The first recording")->required();
+  command.diff->add_option("b", args.diff_b, "The second recording")->required();
+  command.diff->add_option("--rtol", args.rtol, "Relative tolerance of numbers")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command.diff->add_option("--atol", args.atol, "Absolute tolerance of numbers")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command.diff->add_flag("--salvage", args.salvage, "Skip damaged records instead of stopping");
   return command;
 }
 
-int run_replay_command(const ReplayCommand& command, const ReplayArguments& args,
-                       std::ostream& out, std::ostream& err) {
+int run_replay_command(const ReplayCommand& command, const ReplayArguments& args, std::ostream& out,
+                       std::ostream& err) {
   if (command.info->parsed()) return run_info(args, out, err);
+  if (command.diff->parsed()) return run_diff(args, out);
   if (args.path.empty()) {
     err << "trainbus replay: which recording? e.g. trainbus replay "
            "trainbus_logs/version_0/events.tbrec\n"

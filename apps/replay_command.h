@@ -1,6 +1,7 @@
 #pragma once
 /// `trainbus replay RUN.tbrec`: a recorded run's events as a timeline, or regenerated logs;
-/// `trainbus replay info RUN.tbrec`: what the recording holds and how it ended.
+/// `trainbus replay info RUN.tbrec`: what the recording holds and how it ended;
+/// `trainbus replay diff A.tbrec B.tbrec`: where two runs start to differ.
 
 #include <cstdint>
 #include <optional>
@@ -21,23 +22,27 @@ struct ReplayArguments {
   std::string events;  ///< comma-separated event names
   std::string format = "text";
   bool salvage = false;
-  std::string to_csv;          ///< directory for a regenerated metrics.csv
-  std::string to_tensorboard;  ///< directory for regenerated TensorBoard event files
+  std::string to_csv;                        ///< directory for a regenerated metrics.csv
+  std::string to_tensorboard;                ///< directory for regenerated TensorBoard event files
   std::optional<int64_t> log_every_n_steps;  ///< for the regenerated logs; default: the run's
-  std::string info_path;       ///< `replay info`
+  std::string info_path;                     ///< `replay info`
+  std::string diff_a, diff_b;                ///< `replay diff`
+  double rtol = 1e-6;
+  double atol = 0.0;
 };
 
 struct ReplayCommand {
   CLI::App* replay = nullptr;
   CLI::App* info = nullptr;
+  CLI::App* diff = nullptr;
 };
 
-/// Adds `replay` and its `info` subcommand to `app`, bound to `args`.
+/// Adds `replay` and its `info` and `diff` subcommands to `app`, bound to `args`.
 ReplayCommand add_replay_command(CLI::App& app, ReplayArguments& args);
 
-/// Runs whichever of the two was parsed; returns the exit code. Throws RecordingError for a file
-/// that is not a recording or is damaged (without --salvage).
-int run_replay_command(const ReplayCommand& command, const ReplayArguments& args,
-                       std::ostream& out, std::ostream& err);
+/// Runs whichever was parsed; returns the exit code (diff: 0 same, 1 different). Throws
+/// RecordingError for a file that is not a recording or is damaged (without --salvage).
+int run_replay_command(const ReplayCommand& command, const ReplayArguments& args, std::ostream& out,
+                       std::ostream& err);
 
 }  // namespace trainbus::apps

@@ -28,15 +28,6 @@ bool all_zero(std::string_view bytes) {
   return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
 }
 
-// Whether `rest` (a damaged record and all after it) ends in a run of zero bytes that starts
-// within its first `record_bytes`: the tail a file system leaves after a crash (blocks allocated,
-// never written), not damage. Eight zeros at least: a record's own last bytes are its CRC.
-bool zero_tail_within(std::string_view rest, std::size_t record_bytes) {
-  const std::size_t last_nonzero = rest.find_last_not_of('\0');
-  const std::size_t zeros_start = last_nonzero == std::string_view::npos ? 0 : last_nonzero + 1;
-  return rest.size() - zeros_start >= 8 && zeros_start < record_bytes;
-}
-
 }  // namespace
 
 uint32_t masked_crc32c(std::string_view data) {
@@ -59,6 +50,22 @@ std::string tfrecord_frame(std::string_view payload) {
   return record;
 }
 
+std::size_t TfRecordScanner::zeros_start() const {
+  if (zeros_start_ == std::string_view::npos) {
+    const std::size_t last_nonzero = bytes_.find_last_not_of('\0');
+    zeros_start_ = last_nonzero == std::string_view::npos ? 0 : last_nonzero + 1;
+  }
+  return zeros_start_;
+}
+
+// Whether the buffer ends in a run of zero bytes that starts within the `record_bytes` of the
+// damaged record at `offset`: the tail a file system leaves after a crash (blocks allocated, never
+// written), not damage. Eight zeros at least: a record's own last bytes are its CRC.
+bool TfRecordScanner::zero_tail_within(std::size_t offset, std::size_t record_bytes) const {
+  const std::size_t zeros = zeros_start();
+  return bytes_.size() - std::max(zeros, offset) >= 8 && zeros < offset + record_bytes;
+}
+
 TfRecordScanner::Step TfRecordScanner::check(std::size_t offset) const {
   Step step;
   step.offset = offset;
@@ -74,7 +81,8 @@ TfRecordScanner::Step TfRecordScanner::check(std::size_t offset) const {
   }
   const std::string_view length_bytes = rest.substr(0, 8);
   if (static_cast<uint32_t>(get_le(rest.substr(8), 4)) != masked_crc32c(length_bytes)) {
-    step.status = zero_tail_within(rest, kHeaderBytes) ? Status::kZeroTail : Status::kBadLengthCrc;
+    step.status =
+        zero_tail_within(offset, kHeaderBytes) ? Status::kZeroTail : Status::kBadLengthCrc;
     return step;
   }
   const uint64_t length = get_le(length_bytes, 8);
@@ -86,7 +94,7 @@ TfRecordScanner::Step TfRecordScanner::check(std::size_t offset) const {
   if (static_cast<uint32_t>(get_le(rest.substr(kHeaderBytes + length), 4)) !=
       masked_crc32c(payload)) {
     step.status =
-        zero_tail_within(rest, tfrecord_size(length)) ? Status::kZeroTail : Status::kBadDataCrc;
+        zero_tail_within(offset, tfrecord_size(length)) ? Status::kZeroTail : Status::kBadDataCrc;
     return step;
   }
   step.status = Status::kRecord;
@@ -101,8 +109,9 @@ TfRecordScanner::Step TfRecordScanner::next() {
 }
 
 bool TfRecordScanner::resync() {
-  for (std::size_t offset = offset_ + 1; offset + kHeaderBytes + kFooterBytes <= bytes_.size();
-       ++offset) {
+  // No record starts inside the zero tail.
+  const std::size_t end = std::min(bytes_.size(), zeros_start() + kHeaderBytes + kFooterBytes);
+  for (std::size_t offset = offset_ + 1; offset + kHeaderBytes + kFooterBytes <= end; ++offset) {
     if (check(offset).status == Status::kRecord) {
       offset_ = offset;
       return true;

@@ -56,8 +56,13 @@ class TfRecordScanner {
  private:
   Step check(std::size_t offset) const;
 
+  // Where the run of zero bytes that ends the buffer starts; found once, on the first damage.
+  std::size_t zeros_start() const;
+  bool zero_tail_within(std::size_t offset, std::size_t record_bytes) const;
+
   std::string_view bytes_;
   std::size_t offset_;
+  mutable std::size_t zeros_start_ = std::string_view::npos;
 };
 
 /// The records of a TFRecord file up to the first that is torn or damaged.

@@ -3,11 +3,14 @@
 //     async observer -- copy the event, post it to the observer's strand -- per publish, median
 //     and p99, beside the same event to a synchronous no-op subscriber;
 //  2. the pool's throughput: events per second handled by 1, 4 and 16 observers together.
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <future>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -15,6 +18,7 @@
 
 #include "bench/stats.h"
 #include "events/observer_pool.h"
+#include "record/recorder.h"
 
 namespace {
 
@@ -112,7 +116,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   std::vector<double> none_median, sync_median, async_median, none_p99, sync_p99, async_p99,
-      paced_median, paced_p99;
+      paced_median, paced_p99, recorder_median, recorder_p99;
   for (int rep = 0; rep < reps; ++rep) {
     const Percentiles none = publish_cost(events_count, [](events::EventBus&, events::ObserverPool&,
                                                            std::vector<events::Subscription>&) {});
@@ -134,6 +138,20 @@ int main(int argc, char** argv) {
                       events::ObserverOptions().capacity(static_cast<size_t>(events_count)));
         },
         10, std::chrono::microseconds(200));
+    const std::string recording =
+        "/tmp/trainbus-bench-observers-" + std::to_string(::getpid()) + ".tbrec";
+    const Percentiles recorded = publish_cost(
+        events_count / 4,
+        [&](events::EventBus& bus, events::ObserverPool& pool, std::vector<events::Subscription>&) {
+          pool.attach(bus,
+                      std::make_shared<trainbus::record::Recorder>(
+                          trainbus::record::RecorderOptions().path(recording).overwrite(true)),
+                      events::ObserverOptions().capacity(static_cast<size_t>(events_count)));
+        },
+        10, std::chrono::microseconds(200));
+    std::remove(recording.c_str());
+    recorder_median.push_back(recorded.median);
+    recorder_p99.push_back(recorded.p99);
     paced_median.push_back(paced.median);
     paced_p99.push_back(paced.p99);
     none_median.push_back(none.median);
@@ -157,8 +175,12 @@ int main(int argc, char** argv) {
               med(async_median), med(async_p99));
   std::printf(
       "| asynchronous observer, 10 per 200 us of other work (a step) | %.0f | %.0f | median < 2000 "
-      "|\n\n",
+      "|\n",
       med(paced_median), med(paced_p99));
+  std::printf(
+      "| Recorder (events.tbrec), 10 per 200 us of other work | %.0f | %.0f | median < 1000 "
+      "|\n\n",
+      med(recorder_median), med(recorder_p99));
 
   std::printf(
       "Observer pool throughput (2 threads): events handled per second by all observers together, "

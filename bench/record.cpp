@@ -46,13 +46,16 @@ void BM_RecordTrainBatchEnd(benchmark::State& state) {
   {
     record::RecordFileWriter writer(path, record::v1::Header(), /*overwrite=*/true);
     record::v1::Envelope envelope;
+    events::TrainBatchEnd event = typical_batch_end(0);  // the Recorder gets its events made
     for (auto _ : state) {
-      envelope.Clear();
+      event.progress.global_step = step;
+      event.batch.batch_idx = step % 1000;
       envelope.set_sequence(static_cast<uint64_t>(step));
       envelope.set_monotonic_ns(step * 1000);
       envelope.set_wall_unix_ns(1'700'000'000'000'000'000 + step * 1000);
-      record::encode(typical_batch_end(step++), envelope);
+      record::encode(event, envelope);
       writer.append(envelope);
+      ++step;
     }
     writer.flush();
   }
@@ -71,7 +74,6 @@ void BM_ReplayRecording(benchmark::State& state) {
     record::RecordFileWriter writer(path, record::v1::Header(), /*overwrite=*/true);
     record::v1::Envelope envelope;
     for (int64_t step = 0; step < count; ++step) {
-      envelope.Clear();
       envelope.set_sequence(static_cast<uint64_t>(step));
       record::encode(typical_batch_end(step), envelope);
       writer.append(envelope);

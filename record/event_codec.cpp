@@ -48,15 +48,21 @@ Stage from_proto(v1::Stage stage) {
   }
 }
 
-template <class ProtoMap, class Map>
-void put_map(ProtoMap& out, const Map& in) {
-  for (const auto& [key, value] : in) out[key] = value;
+// Metrics and text maps as repeated {key, value} entries, in the map's (sorted) order. Entries
+// already in `out` are reused: a cleared repeated field keeps its elements allocated.
+template <class Entries, class Map>
+void put_map(Entries& out, const Map& in) {
+  for (const auto& [key, value] : in) {
+    auto* entry = out.Add();
+    entry->set_key(key);
+    entry->set_value(value);
+  }
 }
 
-template <class Map, class ProtoMap>
-void get_map(Map& out, const ProtoMap& in) {
+template <class Map, class Entries>
+void get_map(Map& out, const Entries& in) {
   out.clear();
-  for (const auto& [key, value] : in) out.emplace(key, value);
+  for (const auto& entry : in) out.insert_or_assign(entry.key(), entry.value());
 }
 
 // The oneof field of the envelope that holds events of type E (its number is the oneof case).
@@ -86,7 +92,8 @@ void encode_fields(const E& event, Message& message) {
     batch.set_dataloader_idx(event.batch.dataloader_idx);
   }
   if constexpr (detail::Has_loss<E>::value) {
-    if constexpr (std::is_same_v<std::decay_t<decltype(event.loss)>, double>) message.set_loss(event.loss);
+    if constexpr (std::is_same_v<std::decay_t<decltype(event.loss)>, double>)
+      message.set_loss(event.loss);
     // a tensor loss (BeforeBackward) is not recorded
   }
   if constexpr (detail::Has_metrics<E>::value) put_map(*message.mutable_metrics(), event.metrics);
@@ -120,7 +127,8 @@ void decode_fields(const Message& message, E& event) {
     event.batch.dataloader_idx = message.batch().dataloader_idx();
   }
   if constexpr (detail::Has_loss<E>::value) {
-    if constexpr (std::is_same_v<std::decay_t<decltype(event.loss)>, double>) event.loss = message.loss();
+    if constexpr (std::is_same_v<std::decay_t<decltype(event.loss)>, double>)
+      event.loss = message.loss();
   }
   if constexpr (detail::Has_metrics<E>::value) get_map(event.metrics, message.metrics());
   if constexpr (detail::Has_callback_metrics<E>::value) {
@@ -139,26 +147,27 @@ void decode_fields(const Message& message, E& event) {
   if constexpr (detail::Has_message<E>::value) event.message = message.message();
 }
 
-
 }  // namespace
 
-#define TRAINBUS_DETAIL_DEFINE_CODEC(Type, hook)                                                 \
-  void encode(const events::Type& event, v1::Envelope& envelope) {                               \
-    const pb::FieldDescriptor* field = field_of<events::Type>(v1::Envelope::k##Type);            \
-    auto& message = static_cast<v1::Type&>(                                                      \
-        *envelope.GetReflection()->MutableMessage(&envelope, field));                            \
-    encode_fields(event, message);                                                               \
-  }                                                                                              \
-  void decode(const v1::Envelope& envelope, events::Type& event) {                               \
-    if (envelope.event_case() != v1::Envelope::k##Type) {                                        \
-      throw std::invalid_argument("record::decode: the envelope holds `" +                       \
-                                  std::string(event_name(envelope)) + "`, not `" +               \
-                                  std::string(events::Type::kName) + "`");                       \
-    }                                                                                            \
-    const pb::FieldDescriptor* field = field_of<events::Type>(v1::Envelope::k##Type);            \
-    decode_fields(static_cast<const v1::Type&>(envelope.GetReflection()->GetMessage(envelope,    \
-                                                                                    field)),     \
-                  event);                                                                        \
+#define TRAINBUS_DETAIL_DEFINE_CODEC(Type, hook)                                             \
+  void encode(const events::Type& event, v1::Envelope& envelope) {                           \
+    const pb::FieldDescriptor* field = field_of<events::Type>(v1::Envelope::k##Type);        \
+    const bool reuse = envelope.event_case() == v1::Envelope::k##Type;                       \
+    auto& message =                                                                          \
+        static_cast<v1::Type&>(*envelope.GetReflection()->MutableMessage(&envelope, field)); \
+    if (reuse) message.Clear(); /* keeps its repeated entries allocated */                   \
+    encode_fields(event, message);                                                           \
+  }                                                                                          \
+  void decode(const v1::Envelope& envelope, events::Type& event) {                           \
+    if (envelope.event_case() != v1::Envelope::k##Type) {                                    \
+      throw std::invalid_argument("record::decode: the envelope holds `" +                   \
+                                  std::string(event_name(envelope)) + "`, not `" +           \
+                                  std::string(events::Type::kName) + "`");                   \
+    }                                                                                        \
+    const pb::FieldDescriptor* field = field_of<events::Type>(v1::Envelope::k##Type);        \
+    decode_fields(                                                                           \
+        static_cast<const v1::Type&>(envelope.GetReflection()->GetMessage(envelope, field)), \
+        event);                                                                              \
   }
 TRAINBUS_FOR_EACH_EVENT(TRAINBUS_DETAIL_DEFINE_CODEC)
 #undef TRAINBUS_DETAIL_DEFINE_CODEC
@@ -186,19 +195,7 @@ std::optional<v1::Progress> progress_of(const v1::Envelope& envelope) {
 }
 
 bool publish(const v1::Envelope& envelope, events::EventBus& bus) {
-  switch (envelope.event_case()) {
-#define TRAINBUS_DETAIL_PUBLISH(Type, hook) \
-  case v1::Envelope::k##Type: {             \
-    events::Type event;                     \
-    decode(envelope, event);                \
-    bus.publish(event);                     \
-    return true;                            \
-  }
-    TRAINBUS_FOR_EACH_EVENT(TRAINBUS_DETAIL_PUBLISH)
-#undef TRAINBUS_DETAIL_PUBLISH
-    default:
-      return false;
-  }
+  return visit_event(envelope, [&](const auto& event) { bus.publish(event); });
 }
 
 }  // namespace trainbus::record

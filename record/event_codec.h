@@ -17,8 +17,9 @@ namespace trainbus::record {
 
 // Declares, for every event type E:
 //   void encode(const events::E& event, v1::Envelope& envelope);   sets the envelope's event
+//     (an envelope that already holds an E is refilled, reusing its allocations)
 //   void decode(const v1::Envelope& envelope, events::E& event);   throws if it holds another
-#define TRAINBUS_DETAIL_DECLARE_CODEC(Type, hook)                  \
+#define TRAINBUS_DETAIL_DECLARE_CODEC(Type, hook)                 \
   void encode(const events::Type& event, v1::Envelope& envelope); \
   void decode(const v1::Envelope& envelope, events::Type& event);
 TRAINBUS_FOR_EACH_EVENT(TRAINBUS_DETAIL_DECLARE_CODEC)
@@ -32,6 +33,25 @@ const google::protobuf::Message* event_message(const v1::Envelope& envelope);
 
 /// The event's progress (epoch and global step), if its type has one.
 std::optional<v1::Progress> progress_of(const v1::Envelope& envelope);
+
+/// Decodes the envelope's event and calls fn(event) with it in its C++ type; false, calling
+/// nothing, for the terminal record or an empty envelope.
+template <class Fn>
+bool visit_event(const v1::Envelope& envelope, Fn&& fn) {
+  switch (envelope.event_case()) {
+#define TRAINBUS_DETAIL_VISIT(Type, hook) \
+  case v1::Envelope::k##Type: {           \
+    events::Type event;                   \
+    decode(envelope, event);              \
+    fn(event);                            \
+    return true;                          \
+  }
+    TRAINBUS_FOR_EACH_EVENT(TRAINBUS_DETAIL_VISIT)
+#undef TRAINBUS_DETAIL_VISIT
+    default:
+      return false;
+  }
+}
 
 /// Decodes the envelope's event and publishes it on `bus`, in its C++ type, to every subscriber
 /// (callbacks, observers). False, publishing nothing, for the terminal record or an empty envelope.

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -101,6 +102,16 @@ void RecordFileWriter::write_out() {
   buffer_.clear();
 }
 
+void RecordFileWriter::close_incomplete() noexcept {
+  if (closed()) return;
+  try {
+    write_out();
+  } catch (const std::exception&) {
+    // the events it could not write are lost; the reader reports where the file ends
+  }
+  ::close(std::exchange(fd_, -1));
+}
+
 void RecordFileWriter::close(v1::End end) {
   if (closed()) throw RecordingError(path_, written_, "close() called twice");
   v1::Envelope envelope;
@@ -128,10 +139,27 @@ void RecordFileWriter::close(v1::End end) {
 
 RecordingReader::RecordingReader(std::string path, ReadOptions options)
     : path_(std::move(path)), options_(options) {
-  std::ifstream file(path_, std::ios::binary);
+  std::ifstream file(path_, std::ios::binary | std::ios::ate);
   if (!file) throw RecordingError(path_, 0, "cannot open: " + errno_text(errno));
-  bytes_.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
-  if (bytes_.size() < kMagic.size() || std::string_view(bytes_).substr(0, kMagic.size()) != kMagic) {
+  const std::streamoff size = file.tellg();
+  if (size > 0) {
+    bytes_.resize(static_cast<std::size_t>(size));
+    file.seekg(0);
+    file.read(bytes_.data(), size);
+    bytes_.resize(static_cast<std::size_t>(file.gcount()));
+  }
+  if (std::filesystem::is_directory(path_)) {
+    fail(0, "is a directory; a recording is a file such as " +
+                (std::filesystem::path(path_) / "events.tbrec").string());
+  }
+  if (bytes_.find_first_not_of('\0') == std::string::npos) {
+    fail(0, bytes_.empty() ? "is empty: the run was cut before its recording's header reached the "
+                             "disk"
+                           : "holds only zero bytes: the run was cut before its recording's "
+                             "header reached the disk");
+  }
+  if (bytes_.size() < kMagic.size() ||
+      std::string_view(bytes_).substr(0, kMagic.size()) != kMagic) {
     const bool mangled = bytes_.compare(0, 5, "TBREC") == 0;
     fail(0, std::string("not a trainbus recording: it does not start with the magic "
                         "\"TBREC\\r\\n\\x1a\"") +
@@ -176,18 +204,23 @@ bool RecordingReader::next(v1::Envelope& envelope) {
   while (!done_) {
     TfRecordScanner scanner(bytes_, offset_);
     const TfRecordScanner::Step step = scanner.next();
-    const std::string after = "after record " + std::to_string(record_index_ - 1) +
-                              (last_step_ >= 0 ? " (step " + std::to_string(last_step_) + ")" : "");
-    const std::string where = "record " + std::to_string(record_index_) + " at offset " +
-                              std::to_string(step.offset);
+    // Words for the messages below, built only when one is needed.
+    const auto after = [&] {
+      return "after record " + std::to_string(record_index_ - 1) +
+             (last_step_ >= 0 ? " (step " + std::to_string(last_step_) + ")" : "");
+    };
+    const auto where = [&] {
+      return "record " + std::to_string(record_index_) + " at offset " +
+             std::to_string(step.offset);
+    };
     switch (step.status) {
       case Status::kRecord: {
         offset_ = scanner.offset();
         if (!envelope.ParseFromArray(step.payload.data(), static_cast<int>(step.payload.size()))) {
           if (!options_.salvage()) {
-            fail(step.offset, where + " has sound CRCs but is not a trainbus.record.v1 Envelope");
+            fail(step.offset, where() + " has sound CRCs but is not a trainbus.record.v1 Envelope");
           }
-          summary_.problems.push_back(where + " is not an Envelope; skipped it");
+          summary_.problems.push_back(where() + " is not an Envelope; skipped it");
           summary_.skipped_bytes += tfrecord_size(step.payload.size());
           ++record_index_;
           continue;
@@ -215,23 +248,23 @@ bool RecordingReader::next(v1::Envelope& envelope) {
         return true;
       }
       case Status::kEnd:
-        finish("ended without a terminal record " + after +
+        finish("ended without a terminal record " + after() +
                ": the run was cut (a crash or a kill); every record before is whole");
         return false;
       case Status::kTorn:
-        finish("ended without a terminal record " + after + ": the last record, at offset " +
+        finish("ended without a terminal record " + after() + ": the last record, at offset " +
                std::to_string(step.offset) + ", is torn (" +
                std::to_string(bytes_.size() - step.offset) +
                " bytes of it were written); every record before is whole");
         return false;
       case Status::kZeroTail:
-        finish("ended without a terminal record " + after + ": a zero-filled tail of " +
+        finish("ended without a terminal record " + after() + ": a zero-filled tail of " +
                std::to_string(bytes_.size() - step.offset) + " bytes at offset " +
                std::to_string(step.offset) + " holds no records");
         return false;
       case Status::kBadLengthCrc:
       case Status::kBadDataCrc: {
-        const std::string problem = where + " " + TfRecordScanner::describe(step.status);
+        const std::string problem = where() + " " + TfRecordScanner::describe(step.status);
         if (!options_.salvage()) {
           fail(step.offset, problem +
                                 ": the file is damaged there (read with --salvage to skip it and "
@@ -251,7 +284,7 @@ bool RecordingReader::next(v1::Envelope& envelope) {
         summary_.skipped_bytes += skipped;
         summary_.problems.push_back(problem + "; no sound record follows: skipped the last " +
                                     std::to_string(skipped) + " bytes");
-        finish("ended without a terminal record " + after + ": damaged from offset " +
+        finish("ended without a terminal record " + after() + ": damaged from offset " +
                std::to_string(step.offset) + " on");
         return false;
       }

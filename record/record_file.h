@@ -1,6 +1,7 @@
 #pragma once
 /// The event recording file (events.tbrec): the magic, then TFRecord-framed records: a Header, one
-/// Envelope per event, and an Envelope holding `end` when the run ended cleanly (proto/record.proto).
+/// Envelope per event, and an Envelope holding `end` when the run ended cleanly
+/// (proto/record.proto).
 
 #include <cstddef>
 #include <cstdint>
@@ -55,6 +56,10 @@ class RecordFileWriter {
   /// and closes. Once; append() afterwards throws.
   void close(v1::End end = {});
 
+  /// Writes what is buffered (best effort) and closes without the terminal record, so that the
+  /// recording reads as cut: for a recording whose events are incomplete. Never throws.
+  void close_incomplete() noexcept;
+
   const std::string& path() const noexcept { return path_; }
   /// Envelopes appended so far.
   uint64_t records() const noexcept { return records_; }
@@ -79,10 +84,10 @@ struct ReadOptions {
 
 /// How reading a recording ended.
 struct ReadSummary {
-  uint64_t events = 0;      ///< envelopes read (the terminal record not counted)
-  bool clean_end = false;   ///< the terminal record was read
-  v1::End end;              ///< the terminal record, if clean_end
-  uint64_t skipped_bytes = 0;  ///< bytes of damaged records skipped (salvage)
+  uint64_t events = 0;                ///< envelopes read (the terminal record not counted)
+  bool clean_end = false;             ///< the terminal record was read
+  v1::End end;                        ///< the terminal record, if clean_end
+  uint64_t skipped_bytes = 0;         ///< bytes of damaged records skipped (salvage)
   std::vector<std::string> problems;  ///< each damaged region skipped, with its offset
   /// One sentence: "ended cleanly after 1234 events" or "ended without a terminal record after
   /// record 1234 (step 56): ...".

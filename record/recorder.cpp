@@ -19,7 +19,9 @@ std::string host_name() {
 
 }  // namespace
 
-Recorder::Recorder(RecorderOptions options) : options_(std::move(options)) {
+Recorder::Recorder(RecorderOptions options)
+    : options_(std::move(options)), envelopes_(events::AllEvents::size) {
+  for (auto& envelope : envelopes_) envelope = std::make_unique<v1::Envelope>();
   start_steady_ = std::chrono::steady_clock::now();
   start_unix_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
                        std::chrono::system_clock::now().time_since_epoch())
@@ -36,37 +38,47 @@ Recorder::Recorder(RecorderOptions options) : options_(std::move(options)) {
   header.set_command_line(options_.command_line());
   header.mutable_options()->insert(options_.run_options().begin(), options_.run_options().end());
   header.mutable_hparams()->insert(options_.hparams().begin(), options_.hparams().end());
-  writer_ = std::make_unique<RecordFileWriter>(options_.path(), std::move(header),
-                                               options_.overwrite());
+  writer_ =
+      std::make_unique<RecordFileWriter>(options_.path(), std::move(header), options_.overwrite());
 }
 
 Recorder::~Recorder() {
-  if (writer_->closed()) return;
+  if (failed_) {
+    writer_->close_incomplete();  // events are missing: the recording must read as cut
+    return;
+  }
   try {
-    close();
+    writer_->close();
   } catch (const std::exception& error) {
     std::cerr << "trainbus: " << name() << " did not end cleanly: " << error.what() << '\n';
   }
 }
 
-void Recorder::flush() { writer_->flush(); }
-
-void Recorder::close() { writer_->close(); }
+void Recorder::flush() {
+  try {
+    writer_->flush();
+  } catch (...) {
+    failed_ = true;
+    throw;
+  }
+}
 
 template <class E>
 void Recorder::record(const E& event) {
-  if (writer_->closed()) return;
-  thread_local v1::Envelope envelope;  // reused: its sub-messages keep their allocations
-  envelope.Clear();
-  const auto since_start = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                               published_at() - start_steady_)
-                               .count();
+  v1::Envelope& envelope = *envelopes_[events::kEventIndex<E>];  // every field is set below
+  const auto since_start =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(published_at() - start_steady_).count();
   envelope.set_sequence(sequence_++);
   envelope.set_monotonic_ns(since_start);
   envelope.set_wall_unix_ns(start_unix_ns_ + since_start);
   envelope.set_rank(options_.rank());
   encode(event, envelope);
-  writer_->append(envelope);
+  try {
+    writer_->append(envelope);
+  } catch (...) {
+    failed_ = true;
+    throw;
+  }
 }
 
 #define TRAINBUS_DETAIL_RECORDER_HOOK(Type, hook) \

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/arg.h"
 #include "events/observer.h"
@@ -14,6 +15,9 @@
 namespace trainbus::record {
 
 class RecordFileWriter;
+namespace v1 {
+class Envelope;
+}  // namespace v1
 
 struct RecorderOptions {
   using Text = std::map<std::string, std::string>;
@@ -35,10 +39,11 @@ struct RecorderOptions {
 
 /// Writes each event it receives, in publish order, with its sequence number, the wall and
 /// monotonic time it was published and the rank, as a trainbus.record.v1.Envelope. Tensors are
-/// left out. The header is written by the constructor; the terminal record, which marks a clean
-/// end, when the recorder is destroyed (after its pool has delivered everything) or close()d.
-/// flush() runs on the pool's flush interval (1 s by default), so a killed process loses at most
-/// that much of the recording.
+/// left out. The header is written by the constructor; the terminal record, which marks a complete
+/// recording, when the recorder is destroyed (after its pool has delivered everything to it),
+/// unless a write failed: then the recording ends without one and reads as cut. A run that failed
+/// is still complete: its Exception event is in the recording. flush() runs on the pool's flush
+/// interval (1 s by default), so a killed process loses at most that much of the recording.
 class Recorder : public events::Observer {
  public:
   /// Creates the file; throws record::RecordingError naming it when it cannot.
@@ -47,9 +52,6 @@ class Recorder : public events::Observer {
 
   std::string name() const override { return "Recorder(" + options_.path() + ")"; }
   void flush() override;
-  /// Ends the recording now. Only when no event is in flight to this recorder (after
-  /// Trainer::wait_for_observers()); later events are not recorded. Throws RecordingError.
-  void close();
 
   const std::string& path() const noexcept { return options_.path(); }
 
@@ -63,6 +65,10 @@ class Recorder : public events::Observer {
 
   RecorderOptions options_;
   std::unique_ptr<RecordFileWriter> writer_;
+  // One envelope per event type, refilled for each event of its type: their entries stay
+  // allocated (hooks never run concurrently, so one set serves every pool thread).
+  std::vector<std::unique_ptr<v1::Envelope>> envelopes_;
+  bool failed_ = false;  // a write failed: no terminal record
   std::chrono::steady_clock::time_point start_steady_;
   int64_t start_unix_ns_ = 0;
   uint64_t sequence_ = 0;

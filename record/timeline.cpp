@@ -1,16 +1,15 @@
 #include "record/timeline.h"
 
-#include <google/protobuf/util/json_util.h>
-
-#include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <ctime>
-#include <vector>
 #include <sstream>
 #include <stdexcept>
+#include <type_traits>
+#include <vector>
 
 #include "events/all.h"
+#include "record/detail/event_fields.h"
+#include "record/detail/field_text.h"
 #include "record/event_codec.h"
 #include "record/record_file.h"
 
@@ -18,109 +17,10 @@ namespace trainbus::record {
 
 namespace {
 
-namespace pb = google::protobuf;
-
-std::string number(double value) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.6g", value);
-  return text;
-}
-
-// A field's value in the timeline: numbers as %g, maps as {k=v, ...}, messages as {f=v, ...}.
-std::string field_text(const pb::Message& message, const pb::FieldDescriptor* field);
-
-std::string value_text(const pb::Message& message, const pb::FieldDescriptor* field, int index) {
-  const pb::Reflection* reflection = message.GetReflection();
-  const bool repeated = field->is_repeated();
-  switch (field->cpp_type()) {
-    case pb::FieldDescriptor::CPPTYPE_INT32:
-      return std::to_string(repeated ? reflection->GetRepeatedInt32(message, field, index)
-                                     : reflection->GetInt32(message, field));
-    case pb::FieldDescriptor::CPPTYPE_INT64:
-      return std::to_string(repeated ? reflection->GetRepeatedInt64(message, field, index)
-                                     : reflection->GetInt64(message, field));
-    case pb::FieldDescriptor::CPPTYPE_UINT32:
-      return std::to_string(repeated ? reflection->GetRepeatedUInt32(message, field, index)
-                                     : reflection->GetUInt32(message, field));
-    case pb::FieldDescriptor::CPPTYPE_UINT64:
-      return std::to_string(repeated ? reflection->GetRepeatedUInt64(message, field, index)
-                                     : reflection->GetUInt64(message, field));
-    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
-      return number(repeated ? reflection->GetRepeatedDouble(message, field, index)
-                             : reflection->GetDouble(message, field));
-    case pb::FieldDescriptor::CPPTYPE_FLOAT:
-      return number(repeated ? reflection->GetRepeatedFloat(message, field, index)
-                             : reflection->GetFloat(message, field));
-    case pb::FieldDescriptor::CPPTYPE_BOOL:
-      return (repeated ? reflection->GetRepeatedBool(message, field, index)
-                       : reflection->GetBool(message, field))
-                 ? "true"
-                 : "false";
-    case pb::FieldDescriptor::CPPTYPE_ENUM: {
-      const pb::EnumValueDescriptor* value =
-          repeated ? reflection->GetRepeatedEnum(message, field, index)
-                   : reflection->GetEnum(message, field);
-      std::string name = value->name();
-      const std::string prefix = "STAGE_";
-      if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
-      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      return name;
-    }
-    case pb::FieldDescriptor::CPPTYPE_STRING: {
-      std::string text = repeated ? reflection->GetRepeatedString(message, field, index)
-                                  : reflection->GetString(message, field);
-      // One line per event: escape what would break it.
-      std::string quoted = "\"";
-      for (char c : text) {
-        if (c == '\n') {
-          quoted += "\\n";
-        } else if (c == '"' || c == '\\') {
-          quoted += '\\';
-          quoted += c;
-        } else {
-          quoted += c;
-        }
-      }
-      return quoted + '"';
-    }
-    case pb::FieldDescriptor::CPPTYPE_MESSAGE: {
-      const pb::Message& inner = repeated ? reflection->GetRepeatedMessage(message, field, index)
-                                          : reflection->GetMessage(message, field);
-      if (field->is_map()) {
-        const pb::FieldDescriptor* key = inner.GetDescriptor()->map_key();
-        const pb::FieldDescriptor* value = inner.GetDescriptor()->map_value();
-        std::string key_text = inner.GetReflection()->GetString(inner, key);
-        return key_text + "=" + value_text(inner, value, -1);
-      }
-      std::string text = "{";
-      for (int i = 0; i < inner.GetDescriptor()->field_count(); ++i) {
-        if (i > 0) text += ", ";
-        const pb::FieldDescriptor* f = inner.GetDescriptor()->field(i);
-        text += f->name() + "=" + field_text(inner, f);
-      }
-      return text + "}";
-    }
-  }
-  return "?";
-}
-
-std::string field_text(const pb::Message& message, const pb::FieldDescriptor* field) {
-  if (!field->is_repeated()) return value_text(message, field, -1);
-  // Maps print sorted by key (protobuf keeps them unordered).
-  std::vector<std::string> entries;
-  const int size = message.GetReflection()->FieldSize(message, field);
-  for (int i = 0; i < size; ++i) entries.push_back(value_text(message, field, i));
-  std::sort(entries.begin(), entries.end());
-  std::string text = "{";
-  for (std::size_t i = 0; i < entries.size(); ++i) text += (i ? ", " : "") + entries[i];
-  return text + "}";
-}
-
 const std::set<std::string>& known_event_names() {
   static const std::set<std::string> names = [] {
     std::set<std::string> all;
-    events::for_each_event_type(
-        [&](auto tag) { all.emplace(decltype(tag)::type::kName); });
+    events::for_each_event_type([&](auto tag) { all.emplace(decltype(tag)::type::kName); });
     return all;
   }();
   return names;
@@ -169,30 +69,45 @@ std::string timeline_line(const v1::Envelope& envelope, int64_t first_monotonic_
   std::string line = "#" + std::to_string(envelope.sequence()) + " +" +
                      seconds(envelope.monotonic_ns() - first_monotonic_ns);
   if (const auto progress = progress_of(envelope)) {
-    line += " e" + std::to_string(progress->epoch()) + " s" + std::to_string(progress->global_step());
+    line +=
+        " e" + std::to_string(progress->epoch()) + " s" + std::to_string(progress->global_step());
   }
   line += " ";
   line += event_name(envelope);
-  if (const pb::Message* event = event_message(envelope)) {
-    const pb::Descriptor* descriptor = event->GetDescriptor();
-    for (int i = 0; i < descriptor->field_count(); ++i) {
-      const pb::FieldDescriptor* field = descriptor->field(i);
-      if (field->name() == "progress") continue;
-      if (field->is_repeated() && event->GetReflection()->FieldSize(*event, field) == 0) continue;
-      line += " " + field->name() + "=" + field_text(*event, field);
-    }
-  }
+  visit_event(envelope, [&](const auto& event) {
+    detail::for_each_recorded_field(
+        [&](const char* name, const auto& value) {
+          using Value = std::decay_t<decltype(value)>;
+          if constexpr (std::is_same_v<Value, events::Progress>) {
+            return;  // shown as eEPOCH sSTEP
+          } else {
+            if constexpr (!std::is_arithmetic_v<Value> && !std::is_enum_v<Value> &&
+                          !std::is_same_v<Value, std::string> &&
+                          !std::is_same_v<Value, events::BatchInfo>) {
+              if (value.empty()) return;  // an empty map says nothing
+            }
+            line += std::string(" ") + name + "=" + detail::text_of(value);
+          }
+        },
+        event);
+  });
   return line;
 }
 
 std::string timeline_json(const v1::Envelope& envelope) {
-  std::string json;
-  pb::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  const pb::util::Status status = pb::util::MessageToJsonString(envelope, &json, options);
-  if (!status.ok()) throw std::runtime_error("record: cannot print an event as JSON: " +
-                                             std::string(status.message()));
-  return json;
+  std::string json = "{\"sequence\":" + std::to_string(envelope.sequence()) +
+                     ",\"wall_unix_ns\":" + std::to_string(envelope.wall_unix_ns()) +
+                     ",\"monotonic_ns\":" + std::to_string(envelope.monotonic_ns()) +
+                     ",\"rank\":" + std::to_string(envelope.rank()) +
+                     ",\"event\":" + detail::quoted(std::string(event_name(envelope)));
+  visit_event(envelope, [&](const auto& event) {
+    detail::for_each_recorded_field(
+        [&](const char* name, const auto& value) {
+          json += std::string(",\"") + name + "\":" + detail::json_of(value);
+        },
+        event);
+  });
+  return json + "}";
 }
 
 RecordingInfo summarize(RecordingReader& reader) {

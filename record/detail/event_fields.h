@@ -10,10 +10,10 @@
 namespace trainbus::record::detail {
 
 // Has_<field><E>: whether E has a member named <field>.
-#define TRAINBUS_DETAIL_HAS_FIELD(field)                                                 \
-  template <class E, class = void>                                                       \
-  struct Has_##field : std::false_type {};                                               \
-  template <class E>                                                                     \
+#define TRAINBUS_DETAIL_HAS_FIELD(field)                                                          \
+  template <class E, class = void>                                                                \
+  struct Has_##field : std::false_type {};                                                        \
+  template <class E>                                                                              \
   struct Has_##field<E, std::void_t<decltype(std::declval<const E&>().field)>> : std::true_type { \
   };
 
@@ -43,8 +43,8 @@ TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD(TRAINBUS_DETAIL_HAS_FIELD)
 #define TRAINBUS_DETAIL_COUNT_FIELD(field) +(Has_##field<E>::value ? 1 : 0)
 /// How many of E's fields the list above names.
 template <class E>
-inline constexpr std::size_t kKnownFields = 0 TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD(
-    TRAINBUS_DETAIL_COUNT_FIELD);
+inline constexpr std::size_t kKnownFields =
+    0 TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD(TRAINBUS_DETAIL_COUNT_FIELD);
 #undef TRAINBUS_DETAIL_COUNT_FIELD
 
 /// Converts to any type: `E{AnyField{}, ...}` compiles for at most as many values as E has fields.
@@ -74,5 +74,42 @@ constexpr std::size_t count_fields() {
 /// How many fields (non-static data members) the aggregate E has.
 template <class E>
 inline constexpr std::size_t kFieldCount = count_fields<E>();
+
+}  // namespace trainbus::record::detail
+
+namespace trainbus::record::detail {
+
+/// Calls fn(name, events.field...) for every recorded field of the events (all of one type E), in
+/// the schema's order; tensor fields (outputs, a tensor loss) are skipped. For printing, JSON and
+/// comparing events without protobuf reflection.
+template <class Fn, class E, class... Es>
+void for_each_recorded_field(Fn&& fn, const E& event, const Es&... others) {
+  if constexpr (Has_stage<E>::value) fn("stage", event.stage, others.stage...);
+  if constexpr (Has_progress<E>::value) fn("progress", event.progress, others.progress...);
+  if constexpr (Has_batch<E>::value) fn("batch", event.batch, others.batch...);
+  if constexpr (Has_loss<E>::value) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(event.loss)>, double>) {
+      fn("loss", event.loss, others.loss...);
+    }
+  }
+  if constexpr (Has_metrics<E>::value) fn("metrics", event.metrics, others.metrics...);
+  if constexpr (Has_callback_metrics<E>::value) {
+    fn("callback_metrics", event.callback_metrics, others.callback_metrics...);
+  }
+  if constexpr (Has_progress_bar<E>::value) {
+    fn("progress_bar", event.progress_bar, others.progress_bar...);
+  }
+  if constexpr (Has_hparams<E>::value) fn("hparams", event.hparams, others.hparams...);
+  if constexpr (Has_num_batches<E>::value)
+    fn("num_batches", event.num_batches, others.num_batches...);
+  if constexpr (Has_max_epochs<E>::value) fn("max_epochs", event.max_epochs, others.max_epochs...);
+  if constexpr (Has_optimizer_idx<E>::value) {
+    fn("optimizer_idx", event.optimizer_idx, others.optimizer_idx...);
+  }
+  if constexpr (Has_batch_idx<E>::value) fn("batch_idx", event.batch_idx, others.batch_idx...);
+  if constexpr (Has_path<E>::value) fn("path", event.path, others.path...);
+  if constexpr (Has_type<E>::value) fn("type", event.type, others.type...);
+  if constexpr (Has_message<E>::value) fn("message", event.message, others.message...);
+}
 
 }  // namespace trainbus::record::detail

@@ -74,9 +74,8 @@ TEST_CASE("A recorded fit replays through the loggers into the same logs", "[rec
     options.limit_val_batches(2);
     options.log_every_n_steps(2);
     Trainer trainer(options);
-    auto csv = std::make_shared<observers::CsvLogger>(observers::CsvLoggerOptions()
-                                                          .log_dir(dir.file("live"))
-                                                          .log_every_n_steps(2));
+    auto csv = std::make_shared<observers::CsvLogger>(
+        observers::CsvLoggerOptions().log_dir(dir.file("live")).log_every_n_steps(2));
     auto tensorboard = std::make_shared<observers::TensorBoardLogger>(
         observers::TensorBoardLoggerOptions().log_dir(dir.file("live")).log_every_n_steps(2));
     trainer.add_observer(csv);
@@ -109,9 +108,8 @@ TEST_CASE("A recorded fit replays through the loggers into the same logs", "[rec
   {
     events::EventBus bus;
     events::ObserverPool pool(2);
-    auto csv = std::make_shared<observers::CsvLogger>(observers::CsvLoggerOptions()
-                                                          .log_dir(dir.file("replayed"))
-                                                          .log_every_n_steps(2));
+    auto csv = std::make_shared<observers::CsvLogger>(
+        observers::CsvLoggerOptions().log_dir(dir.file("replayed")).log_every_n_steps(2));
     auto tensorboard = std::make_shared<observers::TensorBoardLogger>(
         observers::TensorBoardLoggerOptions().log_dir(dir.file("replayed")).log_every_n_steps(2));
     pool.attach(bus, csv);

@@ -41,23 +41,23 @@ bool is_tensor_field(const std::string& name) {
 TEST_CASE("The schema has a message per event type, named as the struct, with each of its fields",
           "[record][codec]") {
   const auto* envelope = v1::Envelope::descriptor();
-#define TRAINBUS_TEST_SCHEMA(Type, hook)                                                        \
-  {                                                                                             \
-    INFO("event " #Type);                                                                       \
-    const auto* field = envelope->FindFieldByName(std::string(events::Type::kName));            \
-    REQUIRE(field != nullptr);                                                                  \
-    REQUIRE(field->message_type() != nullptr);                                                  \
-    CHECK(field->message_type()->name() == #Type);                                              \
-    CHECK(field->containing_oneof() == envelope->FindOneofByName("event"));                     \
-    CHECK(fields::kKnownFields<events::Type> == fields::kFieldCount<events::Type>);             \
-    for (const std::string& name : field_names<events::Type>()) {                               \
-      INFO("field " << name);                                                                   \
-      const bool in_schema = field->message_type()->FindFieldByName(name) != nullptr;           \
-      const bool reserved = field->message_type()->IsReservedName(name) ||                      \
-                            is_tensor_field<events::Type>(name);                                \
-      CHECK((in_schema || reserved));                                                           \
-      CHECK(in_schema != is_tensor_field<events::Type>(name));                                  \
-    }                                                                                           \
+#define TRAINBUS_TEST_SCHEMA(Type, hook)                                                      \
+  {                                                                                           \
+    INFO("event " #Type);                                                                     \
+    const auto* field = envelope->FindFieldByName(std::string(events::Type::kName));          \
+    REQUIRE(field != nullptr);                                                                \
+    REQUIRE(field->message_type() != nullptr);                                                \
+    CHECK(field->message_type()->name() == #Type);                                            \
+    CHECK(field->containing_oneof() == envelope->FindOneofByName("event"));                   \
+    CHECK(fields::kKnownFields<events::Type> == fields::kFieldCount<events::Type>);           \
+    for (const std::string& name : field_names<events::Type>()) {                             \
+      INFO("field " << name);                                                                 \
+      const bool in_schema = field->message_type()->FindFieldByName(name) != nullptr;         \
+      const bool reserved =                                                                   \
+          field->message_type()->IsReservedName(name) || is_tensor_field<events::Type>(name); \
+      CHECK((in_schema || reserved));                                                         \
+      CHECK(in_schema != is_tensor_field<events::Type>(name));                                \
+    }                                                                                         \
   }
   TRAINBUS_FOR_EACH_EVENT(TRAINBUS_TEST_SCHEMA)
 #undef TRAINBUS_TEST_SCHEMA
@@ -98,8 +98,8 @@ TEST_CASE("publish hands a recorded event to the bus's subscribers in its C++ ty
           "[record][codec]") {
   events::EventBus bus;
   std::vector<events::TrainBatchEnd> seen;
-  auto subscription =
-      bus.subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd& e) { seen.push_back(e); });
+  auto subscription = bus.subscribe<events::TrainBatchEnd>(
+      [&](const events::TrainBatchEnd& e) { seen.push_back(e); });
   v1::Envelope envelope;
   const auto original = testing::sample_event<events::TrainBatchEnd>(5);
   record::encode(original, envelope);

@@ -147,12 +147,11 @@ TEST_CASE("A recording cut at any byte reads up to its last whole record", "[rec
     while (whole + 2 < starts.size() - 1 && starts[whole + 2] <= cut) ++whole;
     CHECK(back.events.size() == whole);
     CHECK_FALSE(back.summary.clean_end);
-    CHECK_THAT(back.summary.ending,
-               Catch::StartsWith("ended without a terminal record after record " +
-                                 std::to_string(whole)));
+    CHECK_THAT(
+        back.summary.ending,
+        Catch::StartsWith("ended without a terminal record after record " + std::to_string(whole)));
     if (whole > 0) {
-      CHECK_THAT(back.summary.ending,
-                 Catch::Contains("(step " + std::to_string(whole - 1) + ")"));
+      CHECK_THAT(back.summary.ending, Catch::Contains("(step " + std::to_string(whole - 1) + ")"));
     }
   }
 }
@@ -193,8 +192,7 @@ TEST_CASE("A flipped bit in any record is reported with the record and its offse
   }
 }
 
-TEST_CASE("A zero-filled tail after a crash is not records, wherever it starts",
-          "[record][file]") {
+TEST_CASE("A zero-filled tail after a crash is not records, wherever it starts", "[record][file]") {
   TempDir dir;
   const std::string path = dir.file("events.tbrec");
   const std::vector<std::size_t> starts = write_recording(path);

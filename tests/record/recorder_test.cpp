@@ -4,6 +4,7 @@
 #include "record/recorder.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -49,15 +50,15 @@ TEST_CASE("The Recorder writes one envelope per event, in publish order, and end
   {
     events::EventBus bus;
     events::ObserverPool pool(2);
-    pool.attach(bus, std::make_shared<record::Recorder>(
-                         record::RecorderOptions()
-                             .path(path)
-                             .rank(1)
-                             .world_size(2)
-                             .seed(7)
-                             .command_line("trainbus fit --max-epochs 2")
-                             .run_options({{"max_epochs", "2"}})
-                             .hparams({{"lr", "0.001"}})));
+    pool.attach(bus,
+                std::make_shared<record::Recorder>(record::RecorderOptions()
+                                                       .path(path)
+                                                       .rank(1)
+                                                       .world_size(2)
+                                                       .seed(7)
+                                                       .command_line("trainbus fit --max-epochs 2")
+                                                       .run_options({{"max_epochs", "2"}})
+                                                       .hparams({{"lr", "0.001"}})));
     for (int round = 0; round < 3; ++round) {
       events::for_each_event_type([&](auto tag) {
         using E = typename decltype(tag)::type;
@@ -168,4 +169,39 @@ TEST_CASE("After SIGKILL, a recording reads up to what was flushed, and says it 
   CHECK_FALSE(summary.clean_end);
   CHECK_THAT(summary.ending, Catch::StartsWith("ended without a terminal record after record 200 "
                                                "(step 199)"));
+}
+
+TEST_CASE("A recording whose writes failed gets no terminal record: it reads as cut, not clean",
+          "[record][recorder][faults]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  constexpr int kPublished = 40000;  // several MiB: the Recorder writes every MiB
+  ::signal(SIGXFSZ, SIG_IGN);        // a write past the limit fails with EFBIG instead
+  rlimit saved{};
+  ::getrlimit(RLIMIT_FSIZE, &saved);
+  auto recorder = std::make_shared<record::Recorder>(record::RecorderOptions().path(path));
+  {
+    events::EventBus bus;
+    events::ObserverPool pool(1);
+    pool.attach(bus, recorder);
+    rlimit limit = saved;
+    limit.rlim_cur = static_cast<rlim_t>(std::filesystem::file_size(path) + 100);
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+    for (int i = 0; i < kPublished; ++i) {
+      auto event = testing::sample_event<events::TrainBatchEnd>(i);
+      bus.publish(event);
+    }
+    pool.drain();
+    CHECK_THROWS_WITH(pool.check(), Catch::Contains("Recorder(" + path + ")") &&
+                                        Catch::Contains("File too large"));
+    ::setrlimit(RLIMIT_FSIZE, &saved);  // space again: a terminal record could be written now
+  }
+  recorder.reset();
+  ::signal(SIGXFSZ, SIG_DFL);
+
+  record::ReadSummary summary;
+  const std::size_t read = read_events(path, &summary).size();
+  CHECK(read < static_cast<std::size_t>(kPublished));
+  CHECK_FALSE(summary.clean_end);
+  CHECK_THAT(summary.ending, Catch::StartsWith("ended without a terminal record"));
 }

@@ -41,8 +41,13 @@ TEST_CASE("A timeline line shows sequence, time, epoch, step, name and every fie
   CHECK_THAT(record::timeline_line(envelope_of(error, 8, 0), 0),
              Catch::Contains("exception stage=validate") &&
                  Catch::Contains(R"(message="bad \"input\"\nat line 2")"));
-  CHECK_THAT(record::timeline_json(envelope_of(event, 7, 0)),
-             Catch::Contains(R"("train_batch_end":{"progress":{"epoch":"2","global_step":"41"})"));
+  CHECK(record::timeline_json(envelope_of(event, 7, 0)) ==
+        R"({"sequence":7,"wall_unix_ns":0,"monotonic_ns":0,"rank":0,"event":"train_batch_end",)"
+        R"("progress":{"epoch":2,"global_step":41},)"
+        R"("batch":{"batch_idx":5,"batch_size":64,"dataloader_idx":0},"loss":0.125,)"
+        R"("metrics":{"a":1,"b":2},"progress_bar":{}})");
+  events::TrainBatchEnd no_loss;  // NaN: JSON has no NaN
+  CHECK_THAT(record::timeline_json(envelope_of(no_loss, 0, 0)), Catch::Contains(R"("loss":null)"));
 }
 
 TEST_CASE("Timeline filters select by step, epoch and event name", "[record][timeline]") {

@@ -1,0 +1,145 @@
+#include "record/diff.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <type_traits>
+
+#include "record/event_codec.h"
+#include "record/detail/event_fields.h"
+#include "record/detail/field_text.h"
+#include "record/record_file.h"
+
+namespace trainbus::record {
+
+namespace {
+
+bool agree(double a, double b, const DiffOptions& options) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+  if (a == b) return true;  // also equal infinities
+  const double difference = std::fabs(a - b);
+  return difference <= options.atol() ||
+         difference <= options.rtol() * std::max(std::fabs(a), std::fabs(b));
+}
+
+// One line per field (or map entry) in which `a` and `b`, events of one type, differ.
+template <class E>
+std::string differences(const E& a, const E& b, const DiffOptions& options) {
+  std::string lines;
+  auto report = [&](const std::string& name, const std::string& in_a, const std::string& in_b) {
+    lines += name + ": " + in_a + " in A, " + in_b + " in B\n";
+  };
+  detail::for_each_recorded_field(
+      [&](const char* name, const auto& value_a, const auto& value_b) {
+        using Value = std::decay_t<decltype(value_a)>;
+        if constexpr (std::is_same_v<Value, double>) {
+          if (!agree(value_a, value_b, options)) {
+            report(name, detail::text_of(value_a), detail::text_of(value_b));
+          }
+        } else if constexpr (std::is_same_v<Value, Metrics>) {
+          for (const auto& [key, in_a] : value_a) {
+            const auto in_b = value_b.find(key);
+            const std::string entry = std::string(name) + "[" + key + "]";
+            if (in_b == value_b.end()) {
+              report(entry, detail::text_of(in_a), "none");
+            } else if (!agree(in_a, in_b->second, options)) {
+              report(entry, detail::text_of(in_a), detail::text_of(in_b->second));
+            }
+          }
+          for (const auto& [key, in_b] : value_b) {
+            if (value_a.count(key) == 0) {
+              report(std::string(name) + "[" + key + "]", "none", detail::text_of(in_b));
+            }
+          }
+        } else {
+          if (!(value_a == value_b)) {
+            report(name, detail::text_of(value_a), detail::text_of(value_b));
+          }
+        }
+      },
+      a, b);
+  return lines;
+}
+
+}  // namespace
+
+DiffResult diff_recordings(RecordingReader& a, RecordingReader& b, const DiffOptions& options) {
+  DiffResult result;
+  v1::Envelope event_a, event_b;
+  for (;;) {
+    const bool has_a = a.next(event_a);
+    const bool has_b = b.next(event_b);
+    result.events_a += has_a ? 1 : 0;
+    result.events_b += has_b ? 1 : 0;
+    if (!has_a && !has_b) break;
+    if (result.first) {
+      if (!has_a || !has_b) break;  // the rest only counts events: read the longer one on its own
+      continue;
+    }
+    Divergence divergence;
+    divergence.index = result.compared;
+    divergence.event_a = has_a ? std::string(event_name(event_a)) : std::string();
+    divergence.event_b = has_b ? std::string(event_name(event_b)) : std::string();
+    divergence.progress = has_a ? progress_of(event_a) : progress_of(event_b);
+    if (!has_a || !has_b) {
+      divergence.what = std::string(has_a ? "B" : "A") + " has no more events";
+      result.first = divergence;
+      break;
+    }
+    if (event_a.event_case() != event_b.event_case()) {
+      divergence.what = "a different event: " + divergence.event_a + " in A, " +
+                        divergence.event_b + " in B";
+      result.first = divergence;
+      continue;
+    }
+    std::string found;
+    visit_event(event_a, [&](const auto& decoded_a) {
+      std::decay_t<decltype(decoded_a)> decoded_b;
+      decode(event_b, decoded_b);
+      found = differences(decoded_a, decoded_b, options);
+    });
+    if (!found.empty()) {
+      divergence.what = std::move(found);
+      result.first = divergence;
+      continue;
+    }
+    ++result.compared;
+  }
+  // Whichever recording is longer: count the rest of its events.
+  v1::Envelope rest;
+  while (a.next(rest)) ++result.events_a;
+  while (b.next(rest)) ++result.events_b;
+  result.ending_a = a.summary().ending;
+  result.ending_b = b.summary().ending;
+  return result;
+}
+
+std::string describe(const DiffResult& result, const std::string& path_a,
+                     const std::string& path_b, const DiffOptions& options) {
+  std::ostringstream out;
+  out << "A: " << path_a << " (" << result.events_a << " events, " << result.ending_a << ")\n"
+      << "B: " << path_b << " (" << result.events_b << " events, " << result.ending_b << ")\n"
+      << "tolerance: rtol " << options.rtol() << ", atol " << options.atol() << "\n";
+  if (!result.first) {
+    out << "same: all " << result.compared << " events agree\n";
+    return out.str();
+  }
+  const Divergence& first = *result.first;
+  out << "first divergence: event #" << first.index;
+  if (first.progress) {
+    out << " (epoch " << first.progress->epoch() << ", step " << first.progress->global_step()
+        << ")";
+  }
+  out << ", " << (first.event_a.empty() ? "(end)" : first.event_a);
+  if (first.event_b != first.event_a) {
+    out << " in A, " << (first.event_b.empty() ? "(end)" : first.event_b) << " in B";
+  }
+  out << "\n";
+  std::istringstream lines(first.what);
+  std::string line;
+  while (std::getline(lines, line)) out << "  " << line << '\n';
+  out << "the " << result.compared << " events before it agree\n";
+  return out.str();
+}
+
+}  // namespace trainbus::record
