@@ -5,9 +5,9 @@
 #include <sstream>
 #include <type_traits>
 
-#include "record/event_codec.h"
 #include "record/detail/event_fields.h"
 #include "record/detail/field_text.h"
+#include "record/event_codec.h"
 #include "record/record_file.h"
 
 namespace trainbus::record {
@@ -87,8 +87,8 @@ DiffResult diff_recordings(RecordingReader& a, RecordingReader& b, const DiffOpt
       break;
     }
     if (event_a.event_case() != event_b.event_case()) {
-      divergence.what = "a different event: " + divergence.event_a + " in A, " +
-                        divergence.event_b + " in B";
+      divergence.what =
+          "a different event: " + divergence.event_a + " in A, " + divergence.event_b + " in B";
       result.first = divergence;
       continue;
     }
@@ -114,8 +114,8 @@ DiffResult diff_recordings(RecordingReader& a, RecordingReader& b, const DiffOpt
   return result;
 }
 
-std::string describe(const DiffResult& result, const std::string& path_a,
-                     const std::string& path_b, const DiffOptions& options) {
+std::string describe(const DiffResult& result, const std::string& path_a, const std::string& path_b,
+                     const DiffOptions& options) {
   std::ostringstream out;
   out << "A: " << path_a << " (" << result.events_a << " events, " << result.ending_a << ")\n"
       << "B: " << path_b << " (" << result.events_b << " events, " << result.ending_b << ")\n"

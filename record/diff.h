@@ -22,14 +22,14 @@ struct DiffOptions {
 
 /// The first event at which two recordings differ.
 struct Divergence {
-  uint64_t index = 0;  ///< position in both recordings (0: the first event)
+  uint64_t index = 0;            ///< position in both recordings (0: the first event)
   std::string event_a, event_b;  ///< the events' names there ("" where a recording has ended)
   std::optional<v1::Progress> progress;  ///< where in the run (A's event, else B's)
   std::string what;  ///< what differs: the event names, or each differing field with both values
 };
 
 struct DiffResult {
-  uint64_t compared = 0;  ///< events compared, equal up to the divergence
+  uint64_t compared = 0;                ///< events compared, equal up to the divergence
   uint64_t events_a = 0, events_b = 0;  ///< events read from each (to the divergence and beyond)
   std::optional<Divergence> first;
   std::string ending_a, ending_b;  ///< how each recording ended (see ReadSummary::ending)
@@ -40,7 +40,7 @@ struct DiffResult {
 DiffResult diff_recordings(RecordingReader& a, RecordingReader& b, const DiffOptions& options);
 
 /// The result as text: the first divergence with its fields, then a summary.
-std::string describe(const DiffResult& result, const std::string& path_a,
-                     const std::string& path_b, const DiffOptions& options);
+std::string describe(const DiffResult& result, const std::string& path_a, const std::string& path_b,
+                     const DiffOptions& options);
 
 }  // namespace trainbus::record

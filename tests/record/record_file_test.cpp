@@ -13,11 +13,13 @@
 
 #include "base/tfrecord.h"
 #include "record/event_codec.h"
+#include "tests/record/read_back.h"
 #include "tests/record/sample_events.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
 namespace v1 = trainbus::record::v1;
+using trainbus::testing::read_recording;
 using trainbus::testing::TempDir;
 
 namespace {
@@ -67,20 +69,6 @@ std::vector<std::size_t> write_recording(const std::string& path) {
   return starts;
 }
 
-struct ReadBack {
-  std::vector<v1::Envelope> events;
-  record::ReadSummary summary;
-};
-
-ReadBack read_all(const std::string& path, record::ReadOptions options = {}) {
-  record::RecordingReader reader(path, options);
-  ReadBack result;
-  v1::Envelope envelope;
-  while (reader.next(envelope)) result.events.push_back(envelope);
-  result.summary = reader.summary();
-  return result;
-}
-
 }  // namespace
 
 TEST_CASE("A recording reads back with its header, every event in order and a clean end",
@@ -122,8 +110,8 @@ TEST_CASE("The writer refuses to replace a recording unless told to", "[record][
                     Catch::Contains(path) && Catch::Contains("a recording is already there"));
   CHECK(read_bytes(path) == before);  // nothing lost
   { record::RecordFileWriter replace(path, v1::Header(), /*overwrite=*/true); }
-  CHECK(read_all(path).summary.clean_end);
-  CHECK(read_all(path).events.empty());
+  CHECK(read_recording(path).summary.clean_end);
+  CHECK(read_recording(path).events.empty());
   CHECK_THROWS_WITH(record::RecordFileWriter(dir.file("missing/events.tbrec"), v1::Header()),
                     Catch::Contains("missing/events.tbrec: cannot create the recording"));
 }
@@ -141,7 +129,7 @@ TEST_CASE("A recording cut at any byte reads up to its last whole record", "[rec
       CHECK_THROWS_AS(record::RecordingReader(cut_path), record::RecordingError);
       continue;
     }
-    const ReadBack back = read_all(cut_path);
+    const testing::ReadBack back = read_recording(cut_path);
     // Whole event records before the cut: those whose end (the next start) is at or before it.
     std::size_t whole = 0;
     while (whole + 2 < starts.size() - 1 && starts[whole + 2] <= cut) ++whole;
@@ -171,7 +159,7 @@ TEST_CASE("A flipped bit in any record is reported with the record and its offse
       flipped[at] = static_cast<char>(flipped[at] ^ (1 << (at % 8)));
       write_bytes(bad_path, flipped);
       try {
-        read_all(bad_path);
+        read_recording(bad_path);
         FAIL("read a damaged recording without an error");
       } catch (const record::RecordingError& error) {
         CHECK(error.offset() == starts[record]);
@@ -179,7 +167,8 @@ TEST_CASE("A flipped bit in any record is reported with the record and its offse
                                                  " at offset " + std::to_string(starts[record])) &&
                                      Catch::Contains("--salvage"));
       }
-      const ReadBack salvaged = read_all(bad_path, record::ReadOptions().salvage(true));
+      const testing::ReadBack salvaged =
+          read_recording(bad_path, record::ReadOptions().salvage(true));
       const bool terminal = record + 2 == starts.size();
       CHECK(salvaged.events.size() == (terminal ? kEvents : kEvents - 1));
       CHECK(salvaged.summary.clean_end == !terminal);
@@ -203,7 +192,7 @@ TEST_CASE("A zero-filled tail after a crash is not records, wherever it starts",
   for (const std::size_t from : {starts[5] + 20, starts[7]}) {
     std::string zeroed = bytes.substr(0, from) + std::string(4096, '\0');
     write_bytes(zero_path, zeroed);
-    const ReadBack back = read_all(zero_path);
+    const testing::ReadBack back = read_recording(zero_path);
     CHECK_FALSE(back.summary.clean_end);
     CHECK(back.events.size() == (from == starts[7] ? 6u : 4u));
     CHECK_THAT(back.summary.ending, Catch::Contains("zero-filled tail"));

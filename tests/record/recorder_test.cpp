@@ -21,6 +21,7 @@
 #include "events/observer_pool.h"
 #include "record/event_codec.h"
 #include "record/record_file.h"
+#include "tests/record/read_back.h"
 #include "tests/record/sample_events.h"
 #include "tests/support/child_process.h"
 #include "tests/support/temp_dir.h"
@@ -29,18 +30,7 @@ using namespace trainbus;
 namespace v1 = trainbus::record::v1;
 using trainbus::testing::TempDir;
 
-namespace {
-
-std::vector<v1::Envelope> read_events(const std::string& path, record::ReadSummary* summary) {
-  record::RecordingReader reader(path);
-  std::vector<v1::Envelope> events;
-  v1::Envelope envelope;
-  while (reader.next(envelope)) events.push_back(envelope);
-  if (summary) *summary = reader.summary();
-  return events;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("The Recorder writes one envelope per event, in publish order, and ends cleanly",
           "[record][recorder]") {
@@ -79,8 +69,9 @@ TEST_CASE("The Recorder writes one envelope per event, in publish order, and end
   CHECK(header.pid() == ::getpid());
   CHECK_FALSE(header.framework_version().empty());
 
-  record::ReadSummary summary;
-  const std::vector<v1::Envelope> recorded = read_events(path, &summary);
+  const testing::ReadBack back = testing::read_recording(path);
+  const std::vector<v1::Envelope>& recorded = back.events;
+  const record::ReadSummary& summary = back.summary;
   REQUIRE(recorded.size() == 3 * events::AllEvents::size);
   CHECK(summary.clean_end);
   std::size_t i = 0;
@@ -156,7 +147,7 @@ TEST_CASE("After SIGKILL, a recording reads up to what was flushed, and says it 
     if (!published && std::filesystem::exists(dir.file("published")))
       published = std::chrono::steady_clock::now();
     if (published) {
-      on_disk = read_events(path, nullptr).size();
+      on_disk = testing::read_recording(path).events.size();
       if (on_disk == kKilledEvents) break;
       if (std::chrono::steady_clock::now() - *published > std::chrono::seconds(2)) break;
     }
@@ -164,8 +155,9 @@ TEST_CASE("After SIGKILL, a recording reads up to what was flushed, and says it 
   }
   REQUIRE(::kill(child, SIGKILL) == 0);
   trainbus::testing::wait_for_child(child);
-  record::ReadSummary summary;
-  CHECK(read_events(path, &summary).size() == kKilledEvents);
+  const testing::ReadBack back = testing::read_recording(path);
+  const record::ReadSummary& summary = back.summary;
+  CHECK(back.events.size() == kKilledEvents);
   CHECK_FALSE(summary.clean_end);
   CHECK_THAT(summary.ending, Catch::StartsWith("ended without a terminal record after record 200 "
                                                "(step 199)"));
@@ -199,8 +191,9 @@ TEST_CASE("A recording whose writes failed gets no terminal record: it reads as 
   recorder.reset();
   ::signal(SIGXFSZ, SIG_DFL);
 
-  record::ReadSummary summary;
-  const std::size_t read = read_events(path, &summary).size();
+  const testing::ReadBack back = testing::read_recording(path);
+  const record::ReadSummary& summary = back.summary;
+  const std::size_t read = back.events.size();
   CHECK(read < static_cast<std::size_t>(kPublished));
   CHECK_FALSE(summary.clean_end);
   CHECK_THAT(summary.ending, Catch::StartsWith("ended without a terminal record"));
