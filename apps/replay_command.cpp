@@ -51,14 +51,22 @@ int run_info(const ReplayArguments& args, std::ostream& out, std::ostream& err) 
   return 0;
 }
 
-int run_diff(const ReplayArguments& args, std::ostream& out) {
-  const record::ReadOptions read = record::ReadOptions().salvage(args.salvage);
-  record::RecordingReader a(args.diff_a, read);
-  record::RecordingReader b(args.diff_b, read);
-  const record::DiffOptions options = record::DiffOptions().rtol(args.rtol).atol(args.atol);
-  const record::DiffResult result = record::diff_recordings(a, b, options);
-  out << record::describe(result, args.diff_a, args.diff_b, options) << std::flush;
-  return result.first ? 1 : 0;
+// Exit codes as diff(1): 0 the same, 1 different, 2 trouble (a file missing or damaged).
+int run_diff(const ReplayArguments& args, std::ostream& out, std::ostream& err) {
+  try {
+    const record::ReadOptions read = record::ReadOptions().salvage(args.salvage);
+    record::RecordingReader a(args.diff_a, read);
+    record::RecordingReader b(args.diff_b, read);
+    const record::DiffOptions options = record::DiffOptions().rtol(args.rtol).atol(args.atol);
+    const record::DiffResult result = record::diff_recordings(a, b, options);
+    out << record::describe(result, args.diff_a, args.diff_b, options) << std::flush;
+    report_ending(a.summary(), args.diff_a, err);
+    report_ending(b.summary(), args.diff_b, err);
+    return result.first ? 1 : 0;
+  } catch (const std::exception& error) {
+    err << "trainbus replay diff: error: " << error.what() << std::endl;
+    return 2;
+  }
 }
 
 // Regenerated logs go to a directory of their own: never added to (or over) a run's logs.
@@ -178,7 +186,8 @@ ReplayCommand add_replay_command(CLI::App& app, ReplayArguments& args) {
   command.diff = replay->add_subcommand(
       "diff",
       "The first event where two recorded runs differ (a value beyond the tolerance, another "
-      "event, one run ending first), and a summary; exits 1 when they differ");
+      "event, one run ending first), and a summary; exits 0 when they agree, 1 when they differ, "
+      "2 on an error");
   command.diff->add_option("a", args.diff_a, "The first recording")->required();
   command.diff->add_option("b", args.diff_b, "The second recording")->required();
   command.diff->add_option("--rtol", args.rtol, "Relative tolerance of numbers")
@@ -194,7 +203,7 @@ ReplayCommand add_replay_command(CLI::App& app, ReplayArguments& args) {
 int run_replay_command(const ReplayCommand& command, const ReplayArguments& args, std::ostream& out,
                        std::ostream& err) {
   if (command.info->parsed()) return run_info(args, out, err);
-  if (command.diff->parsed()) return run_diff(args, out);
+  if (command.diff->parsed()) return run_diff(args, out, err);
   if (args.path.empty()) {
     err << "trainbus replay: which recording? e.g. trainbus replay "
            "trainbus_logs/version_0/events.tbrec\n"

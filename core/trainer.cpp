@@ -91,6 +91,9 @@ Module& Trainer::module() const {
 void Trainer::request_stop(std::string reason) {
   should_stop_ = true;
   stop_reasons_.push_back(reason.empty() ? std::string("unspecified") : std::move(reason));
+  bus_.publish_lazy<events::StopRequested>([&] {
+    return events::StopRequested{event_progress(), stop_reasons_.back()};
+  });
 }
 
 void Trainer::set_accumulate_grad_batches(int64_t batches) {

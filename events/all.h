@@ -58,6 +58,7 @@
   /* checkpoints, errors, end of run */              \
   X(SaveCheckpoint, on_save_checkpoint)              \
   X(LoadCheckpoint, on_load_checkpoint)              \
+  X(StopRequested, on_stop_requested)                \
   X(Exception, on_exception)                         \
   X(FitEnd, on_fit_end)                              \
   X(Teardown, teardown)

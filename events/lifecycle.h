@@ -49,6 +49,15 @@ struct SanityCheckEnd {
   Metrics metrics;
 };
 
+/// Fires when something asks fit to stop (Trainer::request_stop: EarlyStopping, a callback, the
+/// module, the user), at the moment it asks; fit stops at the next point min_epochs and min_steps
+/// allow. A decision, not a hook: Callbacks have no hook for it, observers (the recorder) see it.
+struct StopRequested {
+  static constexpr std::string_view kName = "stop_requested";
+  Progress progress;
+  std::string reason;  ///< who asked and why, e.g. "EarlyStopping: val_loss did not improve..."
+};
+
 /// Fires when an exception leaves a step, a hook or the loop, after every callback's on_exception
 /// and before the exception leaves fit/validate/test/predict unchanged.
 struct Exception {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 #include <type_traits>
 
@@ -16,7 +17,8 @@ namespace {
 
 bool agree(double a, double b, const DiffOptions& options) {
   if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
-  if (a == b) return true;  // also equal infinities
+  if (std::isinf(a) || std::isinf(b)) return a == b;  // inf - x is inf: no tolerance covers it
+  if (a == b) return true;                            // also equal infinities
   const double difference = std::fabs(a - b);
   return difference <= options.atol() ||
          difference <= options.rtol() * std::max(std::fabs(a), std::fabs(b));
@@ -26,6 +28,12 @@ bool agree(double a, double b, const DiffOptions& options) {
 template <class E>
 std::string differences(const E& a, const E& b, const DiffOptions& options) {
   std::string lines;
+  // Numbers in full: values that differ beyond a small tolerance can look equal at 6 digits.
+  auto precise = [](double value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.17g", value);
+    return std::string(text);
+  };
   auto report = [&](const std::string& name, const std::string& in_a, const std::string& in_b) {
     lines += name + ": " + in_a + " in A, " + in_b + " in B\n";
   };
@@ -34,21 +42,21 @@ std::string differences(const E& a, const E& b, const DiffOptions& options) {
         using Value = std::decay_t<decltype(value_a)>;
         if constexpr (std::is_same_v<Value, double>) {
           if (!agree(value_a, value_b, options)) {
-            report(name, detail::text_of(value_a), detail::text_of(value_b));
+            report(name, precise(value_a), precise(value_b));
           }
         } else if constexpr (std::is_same_v<Value, Metrics>) {
           for (const auto& [key, in_a] : value_a) {
             const auto in_b = value_b.find(key);
             const std::string entry = std::string(name) + "[" + key + "]";
             if (in_b == value_b.end()) {
-              report(entry, detail::text_of(in_a), "none");
+              report(entry, precise(in_a), "none");
             } else if (!agree(in_a, in_b->second, options)) {
-              report(entry, detail::text_of(in_a), detail::text_of(in_b->second));
+              report(entry, precise(in_a), precise(in_b->second));
             }
           }
           for (const auto& [key, in_b] : value_b) {
             if (value_a.count(key) == 0) {
-              report(std::string(name) + "[" + key + "]", "none", detail::text_of(in_b));
+              report(std::string(name) + "[" + key + "]", "none", precise(in_b));
             }
           }
         } else {

@@ -112,6 +112,7 @@ void encode_fields(const E& event, Message& message) {
   if constexpr (detail::Has_path<E>::value) message.set_path(event.path);
   if constexpr (detail::Has_type<E>::value) message.set_type(event.type);
   if constexpr (detail::Has_message<E>::value) message.set_message(event.message);
+  if constexpr (detail::Has_reason<E>::value) message.set_reason(event.reason);
 }
 
 template <class E, class Message>
@@ -145,6 +146,7 @@ void decode_fields(const Message& message, E& event) {
   if constexpr (detail::Has_path<E>::value) event.path = message.path();
   if constexpr (detail::Has_type<E>::value) event.type = message.type();
   if constexpr (detail::Has_message<E>::value) event.message = message.message();
+  if constexpr (detail::Has_reason<E>::value) event.reason = message.reason();
 }
 
 }  // namespace
@@ -155,7 +157,7 @@ void decode_fields(const Message& message, E& event) {
     const bool reuse = envelope.event_case() == v1::Envelope::k##Type;                       \
     auto& message =                                                                          \
         static_cast<v1::Type&>(*envelope.GetReflection()->MutableMessage(&envelope, field)); \
-    if (reuse) message.Clear(); /* keeps its repeated entries allocated */                   \
+    if (reuse) message.Clear(); /* keeps its repeated entries (not progress, batch) */       \
     encode_fields(event, message);                                                           \
   }                                                                                          \
   void decode(const v1::Envelope& envelope, events::Type& event) {                           \

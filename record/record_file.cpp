@@ -139,19 +139,21 @@ void RecordFileWriter::close(v1::End end) {
 
 RecordingReader::RecordingReader(std::string path, ReadOptions options)
     : path_(std::move(path)), options_(options) {
-  std::ifstream file(path_, std::ios::binary | std::ios::ate);
-  if (!file) throw RecordingError(path_, 0, "cannot open: " + errno_text(errno));
-  const std::streamoff size = file.tellg();
-  if (size > 0) {
-    bytes_.resize(static_cast<std::size_t>(size));
-    file.seekg(0);
-    file.read(bytes_.data(), size);
-    bytes_.resize(static_cast<std::size_t>(file.gcount()));
-  }
-  if (std::filesystem::is_directory(path_)) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path_, error)) {
     fail(0, "is a directory; a recording is a file such as " +
                 (std::filesystem::path(path_) / "events.tbrec").string());
   }
+  std::ifstream file(path_, std::ios::binary);
+  if (!file) throw RecordingError(path_, 0, "cannot open: " + errno_text(errno));
+  // In chunks to the end: also a pipe (<(zcat run.tbrec.gz)), whose size is unknown.
+  const auto size_hint = std::filesystem::file_size(path_, error);
+  if (!error) bytes_.reserve(static_cast<std::size_t>(size_hint));
+  char chunk[1 << 16];
+  while (file.read(chunk, sizeof chunk) || file.gcount() > 0) {
+    bytes_.append(chunk, static_cast<std::size_t>(file.gcount()));
+  }
+  if (file.bad()) fail(bytes_.size(), "cannot read: " + errno_text(errno));
   if (bytes_.find_first_not_of('\0') == std::string::npos) {
     fail(0, bytes_.empty() ? "is empty: the run was cut before its recording's header reached the "
                              "disk"

@@ -72,8 +72,8 @@ void Recorder::record(const E& event) {
   envelope.set_monotonic_ns(since_start);
   envelope.set_wall_unix_ns(start_unix_ns_ + since_start);
   envelope.set_rank(options_.rank());
-  encode(event, envelope);
   try {
+    encode(event, envelope);
     writer_->append(envelope);
   } catch (...) {
     failed_ = true;

@@ -35,7 +35,8 @@ namespace trainbus::record::detail {
   X(batch_idx)                                  \
   X(path)                                       \
   X(type)                                       \
-  X(message)
+  X(message)                                    \
+  X(reason)
 
 TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD(TRAINBUS_DETAIL_HAS_FIELD)
 #undef TRAINBUS_DETAIL_HAS_FIELD
@@ -110,6 +111,7 @@ void for_each_recorded_field(Fn&& fn, const E& event, const Es&... others) {
   if constexpr (Has_path<E>::value) fn("path", event.path, others.path...);
   if constexpr (Has_type<E>::value) fn("type", event.type, others.type...);
   if constexpr (Has_message<E>::value) fn("message", event.message, others.message...);
+  if constexpr (Has_reason<E>::value) fn("reason", event.reason, others.reason...);
 }
 
 }  // namespace trainbus::record::detail

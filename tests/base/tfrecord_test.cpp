@@ -8,6 +8,8 @@
 #include <fstream>
 
 #include <catch2/catch.hpp>
+
+#include "base/crc32c.h"
 #include "proto/tensorboard.pb.h"
 #include "tests/support/temp_dir.h"
 

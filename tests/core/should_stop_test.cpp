@@ -142,3 +142,19 @@ TEST_CASE("should_stop is reset at the start of each fit", "[core][should_stop]"
   CHECK_FALSE(trainer.should_stop());
   CHECK(trainer.stop_reasons().empty());
 }
+
+TEST_CASE("Every stop request is published as a StopRequested event, with its reason and step",
+          "[core][should_stop]") {
+  Trainer trainer(four_batches_no_val(), {std::make_shared<StopFrom>(1, 2)});
+  std::vector<events::StopRequested> requests;
+  auto subscription = trainer.bus().subscribe<events::StopRequested>(
+      [&](const events::StopRequested& event) { requests.push_back(event); });
+  BoringModule module;
+  RandomDataModule data;
+  trainer.fit(module, data);
+  // Asked at batch 2 of epoch 1 (global step 4 + 3), after which the epoch and the fit end.
+  REQUIRE(requests.size() == 1);
+  CHECK(requests[0].reason == "StopFrom");
+  CHECK(requests[0].progress.epoch == 1);
+  CHECK(requests[0].progress.global_step == 4 + 3);
+}

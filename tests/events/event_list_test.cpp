@@ -27,8 +27,9 @@ TEST_CASE("Every event type has a unique snake_case name and index", "[events]")
   CHECK(indices.size() == visited);
 }
 
-TEST_CASE("The event list covers every Lightning hook plus after_optimizer_step", "[events]") {
-  // Lightning's Callback hooks without the `on_` prefix (callback.py), and trainbus's addition.
+TEST_CASE("The event list covers every Lightning hook plus trainbus's own events", "[events]") {
+  // Lightning's Callback hooks without the `on_` prefix (callback.py), and trainbus's additions:
+  // after_optimizer_step, and the decision stop_requested.
   const std::set<std::string> expected{"setup",
                                        "teardown",
                                        "fit_start",
@@ -66,7 +67,8 @@ TEST_CASE("The event list covers every Lightning hook plus after_optimizer_step"
                                        "save_checkpoint",
                                        "load_checkpoint",
                                        "exception",
-                                       "after_optimizer_step"};
+                                       "after_optimizer_step",
+                                       "stop_requested"};
   std::set<std::string> names;
   events::for_each_event_type(
       [&](auto tag) { names.insert(std::string(decltype(tag)::type::kName)); });

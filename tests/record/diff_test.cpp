@@ -2,6 +2,7 @@
 // another event, or one ending first.
 #include "record/diff.h"
 
+#include <cmath>
 #include <functional>
 #include <string>
 
@@ -115,4 +116,17 @@ TEST_CASE("diff finds another event in the same place, and a run that ends first
   CHECK(shorter.first->what == "B has no more events");
   CHECK(shorter.events_a == 24);
   CHECK(shorter.events_b == 8);
+}
+
+TEST_CASE("An infinite value differs from every finite one, whatever the tolerance",
+          "[record][diff]") {
+  testing::TempDir dir;
+  write_run(dir.file("a.tbrec"), 10);
+  write_run(dir.file("b.tbrec"), 10, [](int index, v1::Envelope& envelope) {
+    if (index == 3) envelope.mutable_train_batch_end()->set_loss(INFINITY);
+  });
+  const record::DiffResult result = diff(dir.file("a.tbrec"), dir.file("b.tbrec"), 0.5);
+  REQUIRE(result.first.has_value());
+  CHECK(result.first->index == 3);
+  CHECK_THAT(result.first->what, Catch::StartsWith("loss: 0.25 in A, inf in B"));
 }

@@ -215,6 +215,13 @@ TEST_CASE("Files that are not recordings get a clear error naming the file", "[r
   write_bytes(text, mangled);
   CHECK_THROWS_WITH(record::RecordingReader(text), Catch::Contains("line endings"));
 
+  CHECK_THROWS_WITH(record::RecordingReader(dir.path().string()),
+                    Catch::Contains("is a directory; a recording is a file such as"));
+  write_bytes(text, "");
+  CHECK_THROWS_WITH(record::RecordingReader(text), Catch::Contains("is empty: the run was cut"));
+  write_bytes(text, std::string(100, '\0'));
+  CHECK_THROWS_WITH(record::RecordingReader(text), Catch::Contains("holds only zero bytes"));
+
   CHECK_THROWS_WITH(record::RecordingReader(dir.file("absent.tbrec")),
                     Catch::Contains("absent.tbrec: cannot open"));
 

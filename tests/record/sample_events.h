@@ -32,6 +32,7 @@ E sample_event(int64_t seed = 0) {
   if constexpr (fields::Has_path<E>::value) event.path = "/runs/version_0/epoch=1.ckpt";
   if constexpr (fields::Has_type<E>::value) event.type = "std::runtime_error";
   if constexpr (fields::Has_message<E>::value) event.message = "boom\nsecond line \xc3\xa9";
+  if constexpr (fields::Has_reason<E>::value) event.reason = "EarlyStopping: no improvement";
   return event;
 }
 
@@ -59,6 +60,7 @@ bool same_recorded_fields(const E& a, const E& b) {
   if constexpr (fields::Has_path<E>::value) same &= a.path == b.path;
   if constexpr (fields::Has_type<E>::value) same &= a.type == b.type;
   if constexpr (fields::Has_message<E>::value) same &= a.message == b.message;
+  if constexpr (fields::Has_reason<E>::value) same &= a.reason == b.reason;
   return same;
 }
 
