@@ -1,11 +1,20 @@
 #include "apps/replay_command.h"
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <iomanip>
+#include <map>
 #include <memory>
+#include <sstream>
+#include <tuple>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
 #include "base/errors.h"
+#include "callbacks/callback_spec.h"
+#include "core/checkpoint_callback.h"
 #include "events/event_bus.h"
 #include "events/observer_pool.h"
 #include "observers/csv_logger.h"
@@ -14,6 +23,7 @@
 #include "record/event_codec.h"
 #include "record/record_file.h"
 #include "record/timeline.h"
+#include "replay/replay_session.h"
 
 namespace trainbus::apps {
 
@@ -139,6 +149,127 @@ int run_timeline(const ReplayArguments& args, std::ostream& out, std::ostream& e
   return 0;
 }
 
+// The live run's trainer options that callbacks' decisions depend on, from the flags `trainbus
+// fit` recorded in the header (a recording made otherwise keeps the defaults).
+TrainerOptions recorded_trainer_options(const record::v1::Header& header) {
+  TrainerOptions options;
+  const auto& flags = header.options();
+  auto integer = [&](const char* flag) -> std::optional<int64_t> {
+    const auto found = flags.find(flag);
+    if (found == flags.end() || found->second.empty()) return std::nullopt;
+    try {
+      return std::stoll(found->second);
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  };
+  if (auto value = integer("max-epochs")) options.max_epochs(*value);
+  if (auto value = integer("max-steps")) options.max_steps(*value);
+  if (auto value = integer("accumulate-grad-batches")) options.accumulate_grad_batches(*value);
+  if (auto found = flags.find("out"); found != flags.end()) options.default_root_dir(found->second);
+  return options;
+}
+
+std::string where(const events::Progress& progress) {
+  std::ostringstream text;
+  text << "epoch " << progress.epoch << " step " << progress.global_step;
+  return text.str();
+}
+
+std::string score_text(const replay::Decision& decision) {
+  if (decision.monitor.empty() || std::isnan(decision.score)) return {};
+  std::ostringstream text;
+  text << "  " << decision.monitor << "=" << std::setprecision(6) << decision.score;
+  return text.str();
+}
+
+// The checkpoints a run's decisions leave: saved, not removed since; with their scores.
+std::vector<replay::Decision> kept(const std::vector<replay::Decision>& decisions) {
+  std::vector<replay::Decision> saved;
+  for (const replay::Decision& d : decisions) {
+    if (d.kind == replay::Decision::Kind::kSave) {
+      saved.erase(std::remove_if(saved.begin(), saved.end(),
+                                 [&](const auto& s) { return s.what == d.what; }),
+                  saved.end());
+      saved.push_back(d);
+    } else if (d.kind == replay::Decision::Kind::kRemove) {
+      saved.erase(std::remove_if(saved.begin(), saved.end(),
+                                 [&](const auto& s) { return s.what == d.what; }),
+                  saved.end());
+    }
+  }
+  return saved;
+}
+
+void print_run_decisions(std::ostream& out, const char* who,
+                         const std::vector<replay::Decision>& decisions) {
+  out << who << ":\n";
+  bool stopped = false;
+  for (const replay::Decision& d : decisions) {
+    const char* kind = d.kind == replay::Decision::Kind::kStop   ? "stop  "
+                       : d.kind == replay::Decision::Kind::kSave ? "save  "
+                                                                 : "remove";
+    stopped |= d.kind == replay::Decision::Kind::kStop;
+    out << "  " << std::left << std::setw(20) << where(d.progress) << kind << "  " << d.what
+        << score_text(d) << '\n';
+  }
+  if (!stopped) out << "  no stop requested\n";
+  const std::vector<replay::Decision> left = kept(decisions);
+  out << "  checkpoints kept at the end: " << left.size() << '\n';
+  for (const replay::Decision& d : left) out << "    " << d.what << score_text(d) << '\n';
+}
+
+// Decisions compared by what they are and where, not by their text's details.
+bool same_decisions(const std::vector<replay::Decision>& a,
+                    const std::vector<replay::Decision>& b) {
+  auto key = [](const replay::Decision& d) {
+    return std::make_tuple(d.kind, d.progress.epoch, d.progress.global_step, d.what);
+  };
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [&](const auto& x, const auto& y) { return key(x) == key(y); });
+}
+
+int run_callbacks(const ReplayArguments& args, std::ostream& out, std::ostream& err) {
+  std::vector<std::shared_ptr<Callback>> callbacks;
+  for (const std::string& spec : args.callbacks)
+    callbacks.push_back(callbacks::make_callback(spec));
+  record::RecordingReader reader(args.path, record::ReadOptions().salvage(args.salvage));
+  replay::ReplaySession session(recorded_trainer_options(reader.header()), callbacks);
+  const uint64_t replayed = session.replay(reader);
+  session.finish();
+
+  out << "replayed " << replayed << " events of " << args.path << " through";
+  for (const std::string& spec : args.callbacks) out << " '" << spec << "'";
+  out << "\n\n";
+  print_run_decisions(out, "live run (recorded)", session.recorded_decisions());
+  out << '\n';
+  const std::vector<replay::Decision> decisions = session.decisions();
+  print_run_decisions(out, "replayed callbacks", decisions);
+  for (const auto& callback : callbacks) {
+    if (const auto* saver = dynamic_cast<const CheckpointCallback*>(callback.get())) {
+      out << "  best_model_path: "
+          << (saver->best_model_path().empty() ? "(none)" : saver->best_model_path()) << '\n';
+    }
+  }
+  // The first stop is the answer to "when would it have stopped"; the recording goes on past a
+  // stop the live run did not make, so what the callbacks decide after it is hypothetical.
+  auto first_stop = [](const std::vector<replay::Decision>& all) -> std::string {
+    for (const replay::Decision& d : all) {
+      if (d.kind == replay::Decision::Kind::kStop) return where(d.progress);
+    }
+    return "none";
+  };
+  out << "\nfirst stop request: live " << first_stop(session.recorded_decisions()) << "; replayed "
+      << first_stop(decisions) << " (the recording ends at "
+      << where({session.trainer().current_epoch(), session.trainer().global_step()}) << ")\n";
+  out << (same_decisions(session.recorded_decisions(), decisions)
+              ? "the replayed callbacks decide as the live run did\n"
+              : "the replayed callbacks decide differently from the live run (see above)\n");
+  out << std::flush;
+  report_ending(reader.summary(), args.path, err);
+  return 0;
+}
+
 }  // namespace
 
 ReplayCommand add_replay_command(CLI::App& app, ReplayArguments& args) {
@@ -172,6 +303,17 @@ ReplayCommand add_replay_command(CLI::App& app, ReplayArguments& args) {
   for (const char* filter : {"--from-step", "--to-step", "--epoch", "--events", "--format"}) {
     to_csv->excludes(filter);
     to_tensorboard->excludes(filter);
+  }
+  CLI::Option* callback = replay->add_option(
+      "--callback", args.callbacks,
+      "Replay the run through this callback and print its decisions (stops, checkpoints saved "
+      "and removed; nothing is written) beside the live run's: NAME:key=value,... e.g. "
+      "'early_stopping:monitor=val_loss,patience=5' or "
+      "'model_checkpoint:monitor=val_acc,mode=max,save_top_k=3'. Repeatable. Names and keys:\n" +
+          callbacks::describe_callback_specs());
+  for (const char* other : {"--from-step", "--to-step", "--epoch", "--events", "--format",
+                            "--to-csv", "--to-tensorboard"}) {
+    callback->excludes(other);
   }
   replay
       ->add_option("--log-every-n-steps", args.log_every_n_steps,
@@ -210,6 +352,7 @@ int run_replay_command(const ReplayCommand& command, const ReplayArguments& args
         << command.replay->help();
     return 2;
   }
+  if (!args.callbacks.empty()) return run_callbacks(args, out, err);
   return run_timeline(args, out, err);
 }
 

@@ -1,12 +1,15 @@
 #pragma once
 /// `trainbus replay RUN.tbrec`: a recorded run's events as a timeline, or regenerated logs;
 /// `trainbus replay info RUN.tbrec`: what the recording holds and how it ended;
-/// `trainbus replay diff A.tbrec B.tbrec`: where two runs start to differ.
+/// `trainbus replay diff A.tbrec B.tbrec`: where two runs start to differ;
+/// `trainbus replay RUN.tbrec --callback SPEC`: what callbacks decide on the recorded run, beside
+/// what the live run decided.
 
 #include <cstdint>
 #include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -29,6 +32,8 @@ struct ReplayArguments {
   std::string diff_a, diff_b;                ///< `replay diff`
   double rtol = 1e-6;
   double atol = 0.0;
+  /// `--callback SPEC`: callbacks to replay the recording through (callbacks/callback_spec.h).
+  std::vector<std::string> callbacks;
 };
 
 struct ReplayCommand {

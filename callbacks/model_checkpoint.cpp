@@ -137,7 +137,9 @@ void ModelCheckpoint::setup(Trainer& trainer, Module& module, Stage stage) {
                    : options_.dirpath();
   }
   std::error_code error;
-  if (stage == Stage::kFit && trainer.is_global_zero() && fs::is_directory(dirpath_, error)) {
+  // A replay never touches the disk: the live run's directory is left as it is.
+  if (stage == Stage::kFit && trainer.is_global_zero() && !trainer.replaying() &&
+      fs::is_directory(dirpath_, error)) {
     // What a killed run was writing when it died: never loadable, and nobody else removes it.
     // A write whose commit a crash cut (no RENAME_EXCHANGE here) is moved into place, if complete.
     const auto created_if_complete = [](const std::string& path) -> std::optional<int64_t> {
@@ -268,7 +270,7 @@ void ModelCheckpoint::on_exception(Trainer& trainer, Module& module, const std::
   if (!options_.save_on_exception() || trainer.fn() != Stage::kFit) return;
   const Metrics metrics = monitor_candidates(trainer);
   const std::string name = options_.filename().empty() ? "{epoch}-{step}" : options_.filename();
-  const std::string exception_path = interpolated_path(metrics, name + "-exception");
+  const std::string exception_path = interpolated_path(trainer, metrics, name + "-exception");
   trainer.save_checkpoint(
       exception_path,
       SaveCheckpointOptions().weights_only(options_.save_weights_only()).async(false));
@@ -342,7 +344,7 @@ void ModelCheckpoint::save_monitor_checkpoint(Trainer& trainer, const Metrics& m
     best_k_models_.erase(evicted);
     if (removable(trainer, evicted)) remove_after.push_back(evicted);
   }
-  const std::string path = interpolated_path(metrics, options_.filename(), evicted);
+  const std::string path = interpolated_path(trainer, metrics, options_.filename(), evicted);
   current_score_ = current;
   best_k_models_[path] = current;
   update_best_and_kth();
@@ -356,7 +358,7 @@ void ModelCheckpoint::save_monitor_checkpoint(Trainer& trainer, const Metrics& m
 
 void ModelCheckpoint::save_none_monitor_checkpoint(Trainer& trainer, const Metrics& metrics) {
   const std::string previous = best_model_path_;
-  const std::string path = interpolated_path(metrics, options_.filename(), previous);
+  const std::string path = interpolated_path(trainer, metrics, options_.filename(), previous);
   best_model_path_ = path;
   std::vector<std::string> remove_after;
   if (options_.save_top_k() == 1 && !previous.empty() && previous != path &&
@@ -407,30 +409,31 @@ void ModelCheckpoint::save(Trainer& trainer, const Metrics& metrics, const std::
   }
   last_saved_path_ = path;
   submitted_.insert(path);
-  if (options_.async()) {
-    // Only a save that the next one of its kind supersedes anyway may be replaced while pending:
-    // the latest (save_top_k=1 without monitor) by the next latest, `last` alone by the next
-    // `last`. A top-k member must land.
-    CheckpointRequest request;
-    request.path = path;
-    request.weights_only = options_.save_weights_only();
-    request.remove_after_commit = std::move(remove_after);
-    request.after_commit = std::move(after_commit);
-    if (!with_last) {
-      request.replace_group = state_key() + " last";
-    } else if (options_.monitor().empty() && options_.save_top_k() == 1) {
-      request.replace_group = state_key() + " latest";
+  CheckpointRequest request;
+  request.path = path;
+  request.weights_only = options_.save_weights_only();
+  request.remove_after_commit = std::move(remove_after);
+  request.after_commit = std::move(after_commit);
+  if (with_last && !options_.monitor().empty()) {
+    if (auto ranked = best_k_models_.find(path); ranked != best_k_models_.end()) {
+      request.monitor = options_.monitor();
+      request.score = ranked->second;
     }
-    if (std::optional<std::string> replaced = trainer.checkpoints().submit(std::move(request))) {
-      forget_replaced(*replaced);
-    }
-  } else {
-    trainer.save_checkpoint(
-        path, SaveCheckpointOptions().weights_only(options_.save_weights_only()).async(false));
-    if (after_commit) after_commit(path);
-    for (const std::string& old : remove_after) {
-      if (old != path) checkpoint::remove_checkpoint(old);
-    }
+  }
+  if (!options_.async()) {
+    trainer.checkpoints().save_now(std::move(request));
+    return;
+  }
+  // Only a save that the next one of its kind supersedes anyway may be replaced while pending:
+  // the latest (save_top_k=1 without monitor) by the next latest, `last` alone by the next `last`.
+  // A top-k member must land.
+  if (!with_last) {
+    request.replace_group = state_key() + " last";
+  } else if (options_.monitor().empty() && options_.save_top_k() == 1) {
+    request.replace_group = state_key() + " latest";
+  }
+  if (std::optional<std::string> replaced = trainer.checkpoints().submit(std::move(request))) {
+    forget_replaced(*replaced);
   }
 }
 
@@ -496,7 +499,7 @@ std::string ModelCheckpoint::format_checkpoint_name(const Metrics& metrics,
   return out;
 }
 
-std::string ModelCheckpoint::interpolated_path(const Metrics& metrics,
+std::string ModelCheckpoint::interpolated_path(const Trainer& trainer, const Metrics& metrics,
                                                const std::string& template_name,
                                                const std::string& replacing) const {
   auto path_for = [&](std::optional<int64_t> version) {
@@ -507,9 +510,8 @@ std::string ModelCheckpoint::interpolated_path(const Metrics& metrics,
   std::string path = path_for(std::nullopt);
   if (!options_.enable_version_counter()) return path;
   auto taken = [&](const std::string& candidate) {
-    std::error_code error;
     return candidate != replacing &&
-           (fs::exists(fs::symlink_status(candidate, error)) || submitted_.count(candidate) > 0);
+           (trainer.checkpoints().exists(candidate) || submitted_.count(candidate) > 0);
   };
   for (int64_t version = 1; taken(path); ++version) path = path_for(version);
   return path;

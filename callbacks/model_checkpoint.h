@@ -126,7 +126,8 @@ class ModelCheckpoint : public CheckpointCallback {
   void save_monitor_checkpoint(Trainer& trainer, const Metrics& metrics, double current);
   void save_none_monitor_checkpoint(Trainer& trainer, const Metrics& metrics);
   void save_last_checkpoint(Trainer& trainer, const Metrics& metrics);
-  std::string interpolated_path(const Metrics& metrics, const std::string& template_name,
+  std::string interpolated_path(const Trainer& trainer, const Metrics& metrics,
+                                const std::string& template_name,
                                 const std::string& replacing = {}) const;
   std::string next_last_path(const Trainer& trainer, const Metrics& metrics,
                              std::vector<std::string>& remove_after);

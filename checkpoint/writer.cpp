@@ -149,9 +149,13 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
       // `last` first, then the evictions, so that a crash in between never leaves `last` pointing
       // at a removed checkpoint.
       if (job.after_commit) job.after_commit(job.path);
+      std::vector<std::string> removed;
       for (const std::string& old : job.remove_after_commit) {
-        if (old != job.path) remove_checkpoint(old);
+        if (old == job.path) continue;
+        remove_checkpoint(old);
+        removed.push_back(old);
       }
+      if (job.on_committed) job.on_committed(job.path, removed);
     } catch (...) {
       std::string message =
           written ? ::trainbus::detail::concat("checkpoint ", job.path,

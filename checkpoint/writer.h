@@ -47,6 +47,11 @@ struct CheckpointJob {
   /// Any other newer save (or any save, if empty: a top-k member must land) waits until this one
   /// has started.
   std::string replace_group;
+  /// Runs on the writer thread once this checkpoint is durable, after_commit has run and its
+  /// evictions are removed, with the paths removed (those of a replaced save included). Must not
+  /// throw; dropped if the save is replaced.
+  std::function<void(const std::string& path, const std::vector<std::string>& removed)>
+      on_committed;
 };
 
 /// Counters for reports, tests and the benchmark.

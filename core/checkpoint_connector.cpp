@@ -1,5 +1,6 @@
 #include "core/checkpoint_connector.h"
 
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <set>
@@ -30,6 +31,22 @@ struct SchedulerStepCount : torch::optim::LRScheduler {
 };
 
 std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
+
+// Bytes on disk of a checkpoint (a directory of parts, or a file).
+int64_t bytes_on_disk(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (!fs::is_directory(path, error)) {
+    const auto size = fs::file_size(path, error);
+    return error ? 0 : static_cast<int64_t>(size);
+  }
+  int64_t bytes = 0;
+  for (fs::recursive_directory_iterator it(path, error), end; !error && it != end;
+       it.increment(error)) {
+    if (it->is_regular_file(error)) bytes += static_cast<int64_t>(it->file_size(error));
+  }
+  return bytes;
+}
 
 // An asynchronous save's snapshot, for the writer: written on its thread, then its tensor copies
 // go back to the buffers for the next snapshot.
@@ -129,20 +146,100 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
 }
 
 void CheckpointConnector::save(const std::string& path, SaveCheckpointOptions options) {
+  CheckpointRequest request;
+  request.path = path;
+  request.weights_only = options.weights_only();
   if (options.async()) {
     // A newer save to the same path supersedes a pending one; saves to other paths all land.
-    CheckpointRequest request;
-    request.path = path;
-    request.weights_only = options.weights_only();
     request.replace_group = path;
     submit(std::move(request));
-    return;
+  } else {
+    save_now(std::move(request));
   }
+}
+
+void CheckpointConnector::save_now(CheckpointRequest request) {
+  if (trainer_.replaying()) return dry_run(request);
   // In order with the background saves: an older one must not land after this one.
   wait();
   std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot =
-      take_snapshot(path, options.weights_only(), nullptr);
-  checkpoint::write_checkpoint(*snapshot, path);
+      take_snapshot(request.path, request.weights_only, nullptr);
+  checkpoint::write_checkpoint(*snapshot, request.path);
+  snapshot.reset();
+  if (request.after_commit) request.after_commit(request.path);
+  std::vector<std::string> removed;
+  for (const std::string& old : request.remove_after_commit) {
+    if (old == request.path) continue;
+    checkpoint::remove_checkpoint(old);
+    removed.push_back(old);
+  }
+  commit_notifier(request)(request.path, removed);
+  publish_commits();
+}
+
+void CheckpointConnector::dry_run(const CheckpointRequest& request) {
+  DryRunSave save;
+  save.progress = trainer_.event_progress();
+  save.path = request.path;
+  save.monitor = request.monitor;
+  save.score = request.score;
+  for (const std::string& old : request.remove_after_commit) {
+    if (old == request.path) continue;
+    save.removes.push_back(old);
+    dry_run_paths_.erase(old);
+  }
+  dry_run_paths_.insert(request.path);
+  dry_run_saves_.push_back(std::move(save));
+}
+
+bool CheckpointConnector::exists(const std::string& path) const {
+  if (trainer_.replaying()) return dry_run_paths_.count(path) > 0;
+  std::error_code error;
+  return std::filesystem::exists(std::filesystem::symlink_status(path, error));
+}
+
+// Notes a durable save for publish_commits(); runs on the writer thread (or in save_now).
+std::function<void(const std::string&, const std::vector<std::string>&)>
+CheckpointConnector::commit_notifier(const CheckpointRequest& request) {
+  Commit commit;
+  commit.progress = trainer_.event_progress();
+  commit.monitor = request.monitor;
+  commit.score = request.score;
+  return [this, commit = std::move(commit)](const std::string& path,
+                                            const std::vector<std::string>& removed) mutable {
+    try {
+      commit.path = path;
+      commit.bytes = bytes_on_disk(path);
+      commit.removed = removed;
+      std::lock_guard<std::mutex> lock(commits_mutex_);
+      commits_.push_back(std::move(commit));
+      has_commits_.store(true, std::memory_order_release);
+    } catch (...) {
+      // Out of memory noting it: the checkpoint is durable all the same, only its event is lost.
+    }
+  };
+}
+
+void CheckpointConnector::publish_commits() {
+  if (!has_commits_.load(std::memory_order_acquire)) return;
+  std::vector<Commit> commits;
+  {
+    std::lock_guard<std::mutex> lock(commits_mutex_);
+    commits.swap(commits_);
+    has_commits_.store(false, std::memory_order_relaxed);
+  }
+  events::EventBus& bus = trainer_.bus_;
+  for (const Commit& commit : commits) {
+    bus.publish_lazy<events::CheckpointCommitted>([&] {
+      return events::CheckpointCommitted{commit.progress, commit.path, commit.bytes, commit.monitor,
+                                         commit.score};
+    });
+    for (const std::string& removed : commit.removed) {
+      bus.publish_lazy<events::CheckpointRemoved>([&] {
+        return events::CheckpointRemoved{commit.progress, removed};
+      });
+    }
+  }
 }
 
 checkpoint::CheckpointWriter& CheckpointConnector::writer_for_saves() {
@@ -154,6 +251,10 @@ checkpoint::CheckpointWriter& CheckpointConnector::writer_for_saves() {
 }
 
 std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request) {
+  if (trainer_.replaying()) {
+    dry_run(request);
+    return std::nullopt;
+  }
   checkpoint::CheckpointWriter& writer = writer_for_saves();
   checkpoint::CheckpointJob job;
   job.path = request.path;
@@ -162,12 +263,13 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
   job.remove_after_commit = std::move(request.remove_after_commit);
   job.after_commit = std::move(request.after_commit);
   job.replace_group = std::move(request.replace_group);
+  job.on_committed = commit_notifier(request);
   return writer.submit(std::move(job));
 }
 
 void CheckpointConnector::prepare() {
   Trainer& t = trainer_;
-  if (t.module_ == nullptr || t.fn_ != Stage::kFit) return;
+  if (t.module_ == nullptr || t.fn_ != Stage::kFit || t.replaying()) return;
   checkpoint::CheckpointWriter& writer = writer_for_saves();
   checkpoint::SnapshotBuffers& buffers = *buffers_;
   if (!buffers.request_prepare(checkpoint::snapshot_layouts(*t.module_, t.optimizers_)))
@@ -183,14 +285,25 @@ void CheckpointConnector::prepare() {
 }
 
 void CheckpointConnector::wait() {
-  if (writer_) writer_->wait();
+  if (!writer_) return;
+  std::exception_ptr failed = writer_->wait_quietly();
+  publish_commits();
+  if (failed) std::rethrow_exception(failed);
 }
 
 std::exception_ptr CheckpointConnector::wait_quietly() {
-  return writer_ ? writer_->wait_quietly() : nullptr;
+  if (!writer_) return nullptr;
+  std::exception_ptr failed = writer_->wait_quietly();
+  try {
+    publish_commits();
+  } catch (...) {
+    if (!failed) failed = std::current_exception();  // a subscriber's: still reported
+  }
+  return failed;
 }
 
 void CheckpointConnector::check() {
+  publish_commits();
   if (writer_ && writer_->has_error()) writer_->check();
 }
 

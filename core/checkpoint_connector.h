@@ -4,16 +4,22 @@
 /// fit(ckpt_path). A user saves with trainer.save_checkpoint(); checkpoint callbacks reach the
 /// rest through trainer.checkpoints().
 
+#include <atomic>
+#include <cstdint>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "checkpoint/buffer_pool.h"
 #include "checkpoint/writer.h"
 #include "core/trainer_options.h"
+#include "events/common.h"
 
 namespace trainbus {
 
@@ -37,6 +43,21 @@ struct CheckpointRequest {
   /// Saves of one series that supersede each other: a newer one of the same non-empty group
   /// replaces this one while it is pending; any other waits for it to start (see CheckpointJob).
   std::string replace_group;
+  /// What the checkpoint callback ranks it by, for the CheckpointCommitted event ("" and NaN for
+  /// a save that is not ranked).
+  std::string monitor;
+  double score = std::numeric_limits<double>::quiet_NaN();
+};
+
+/// A save a trainer in replay mode did not make (see Trainer::replaying): what a checkpoint
+/// callback decided, for comparing with the live run.
+struct DryRunSave {
+  events::Progress progress;
+  std::string path;
+  std::string monitor;
+  double score = std::numeric_limits<double>::quiet_NaN();
+  /// Checkpoints it would have removed once it was durable.
+  std::vector<std::string> removes;
 };
 
 /// Lives in the Trainer, on the training thread (its writer runs saves on threads of its own).
@@ -51,13 +72,22 @@ class CheckpointConnector {
   /// (see Trainer::save_checkpoint). Returns the path of a pending save it replaced (never
   /// written), if any. Throws the CheckpointError of an earlier background save that failed.
   std::optional<std::string> submit(CheckpointRequest request);
+  /// Like submit(), but writes on the calling thread (after every pending save), then runs
+  /// after_commit and removes remove_after_commit. Throws CheckpointError if the write fails.
+  void save_now(CheckpointRequest request);
   /// An asynchronous save is expected within about a step: prepares the memory its snapshot copies
   /// into on a background thread (allocated, every page touched), so that the copy on the training
   /// thread runs at memory speed. Optional: without it the save is the same, its copy may stall
   /// longer.
   void prepare();
   /// Blocks until every asynchronous save is durable, then raises a failed one as CheckpointError.
+  /// Publishes the CheckpointCommitted and CheckpointRemoved events of the saves that landed.
   void wait();
+  /// Whether a checkpoint (or anything) is at `path`; in a replay, whether a dry-run save put one
+  /// there and none removed it (the disk is never looked at then).
+  bool exists(const std::string& path) const;
+  /// In a replay: every save the checkpoint callbacks asked for, in order (nothing is written).
+  const std::vector<DryRunSave>& dry_run_saves() const noexcept { return dry_run_saves_; }
   /// The background writer, for stats; nullptr until the first asynchronous save.
   const checkpoint::CheckpointWriter* writer() const noexcept { return writer_.get(); }
   /// The checkpoint the running fit resumed from, or "" (checkpoint callbacks never delete it).
@@ -77,6 +107,11 @@ class CheckpointConnector {
   /// Raises the CheckpointError of a background save, if one failed (cheap: every batch).
   void check();
   std::exception_ptr wait_quietly();
+  /// Training thread: publishes the events of the commits the writer thread noted.
+  void publish_commits();
+  void dry_run(const CheckpointRequest& request);
+  std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
+      const CheckpointRequest& request);
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
   void restore_modules_and_callbacks(const checkpoint::LoadedCheckpoint& checkpoint);
   void restore_training_state(const checkpoint::LoadedCheckpoint& checkpoint);
@@ -87,6 +122,22 @@ class CheckpointConnector {
   // snapshots' buffers back to them.
   std::unique_ptr<SnapshotBuffers> buffers_;
   std::unique_ptr<checkpoint::CheckpointWriter> writer_;
+
+  // Commits noted on the writer thread, published on the training thread (check(), wait()).
+  struct Commit {
+    events::Progress progress;
+    std::string path;
+    int64_t bytes = 0;
+    std::string monitor;
+    double score = 0.0;
+    std::vector<std::string> removed;
+  };
+  std::mutex commits_mutex_;
+  std::vector<Commit> commits_;
+  std::atomic<bool> has_commits_{false};
+
+  std::vector<DryRunSave> dry_run_saves_;
+  std::set<std::string> dry_run_paths_;  // what the dry-run saves left on the "disk"
 };
 
 }  // namespace trainbus

@@ -19,6 +19,7 @@
 #include "base/errors.h"
 #include "checkpoint/format.h"
 #include "core/detail/trainer_hooks.h"
+#include "core/learning_rates.h"
 #include "core/tensor_ref.h"
 #include "core/trainer.h"
 
@@ -105,30 +106,17 @@ void Trainer::run_fit(const FitOptions& options) {
     restarting_ = true;
   }
 
-  num_training_batches_ =
-      options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches");
-  num_val_batches_ = val_loader_ ? options_.limit_val_batches().apply(val_loader_->num_batches(),
-                                                                      "limit_val_batches")
-                                 : 0;
-  if (options_.val_check_interval().is_fraction()) {
-    val_check_batch_ =
-        std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(num_training_batches_) *
-                                                  options_.val_check_interval().fraction()));
-  } else {
-    val_check_batch_ = options_.val_check_interval().batches();
-    TRAINBUS_CHECK(
-        !options_.check_val_every_n_epoch() || num_val_batches_ == 0 ||
-            val_check_batch_ <= num_training_batches_,
-        "`val_check_interval` (", val_check_batch_,
-        ") must be less than or equal to the number of training batches (", num_training_batches_,
-        "); set `limit_val_batches = 0` to disable validation, or unset `check_val_every_n_epoch` "
-        "to validate every N batches across epochs");
-  }
+  set_loop_sizes(
+      options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches"),
+      val_loader_
+          ? options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches")
+          : 0);
 
   call_hooks<events::FitStart>(
       [&](Callback& c) { c.on_fit_start(*this, *module_); }, [](Module& m) { m.on_fit_start(); },
       [&] {
-        return events::FitStart{event_progress(), render(module_->hparams())};
+        return events::FitStart{event_progress(), render(module_->hparams()), num_training_batches_,
+                                num_val_batches_};
       });
   module_->zero_grad(/*set_to_none=*/true);
   run_sanity_check();
@@ -222,12 +210,13 @@ void Trainer::run_training_epoch() {
   const int64_t first_batch = std::exchange(progress_.resume_batch_idx, 0);
   progress_.batches_done_in_epoch = first_batch;
   train_loader_->set_epoch(progress_.current_epoch);
-  call_hooks<events::TrainEpochStart>(
-      [&](Callback& c) { c.on_train_epoch_start(*this, *module_); },
-      [](Module& m) { m.on_train_epoch_start(); },
-      [&] {
-        return events::TrainEpochStart{event_progress(), num_training_batches_, max_epochs_};
-      });
+  call_hooks<events::TrainEpochStart>([&](Callback& c) { c.on_train_epoch_start(*this, *module_); },
+                                      [](Module& m) { m.on_train_epoch_start(); },
+                                      [&] {
+                                        return events::TrainEpochStart{
+                                            event_progress(), num_training_batches_, max_epochs_,
+                                            num_val_batches_};
+                                      });
   for (int64_t batch_idx = first_batch; batch_idx < num_training_batches_; ++batch_idx) {
     if (!run_training_batch(batch_idx)) break;  // on_train_batch_start returned -1
     check_observers();
@@ -387,7 +376,8 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
         [&](Callback& c) { c.on_after_optimizer_step(*this, *module_, optimizer); },
         [&](Module& m) { m.on_after_optimizer_step(optimizer); },
         [&] {
-          return events::AfterOptimizerStep{event_progress(), static_cast<int64_t>(i)};
+          return events::AfterOptimizerStep{event_progress(), static_cast<int64_t>(i),
+                                            learning_rates(optimizers_, i)};
         });
   }
   step_schedulers(SchedulerInterval::kStep);
@@ -430,6 +420,25 @@ bool Trainer::validates_after_batch(int64_t batch_idx) const {
   const int64_t counter =
       options_.check_val_every_n_epoch() ? batch_idx : progress_.total_batch_idx;
   return (counter + 1) % val_check_batch_ == 0;
+}
+
+void Trainer::set_loop_sizes(int64_t num_training_batches, int64_t num_val_batches) {
+  num_training_batches_ = num_training_batches;
+  num_val_batches_ = num_val_batches;
+  if (options_.val_check_interval().is_fraction()) {
+    val_check_batch_ =
+        std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(num_training_batches_) *
+                                                  options_.val_check_interval().fraction()));
+  } else {
+    val_check_batch_ = options_.val_check_interval().batches();
+    TRAINBUS_CHECK(
+        !options_.check_val_every_n_epoch() || num_val_batches_ == 0 ||
+            val_check_batch_ <= num_training_batches_,
+        "`val_check_interval` (", val_check_batch_,
+        ") must be less than or equal to the number of training batches (", num_training_batches_,
+        "); set `limit_val_batches = 0` to disable validation, or unset `check_val_every_n_epoch` "
+        "to validate every N batches across epochs");
+  }
 }
 
 }  // namespace trainbus

@@ -155,4 +155,20 @@ void MetricsCollector::clear() {
   batch_logged_.clear();
 }
 
+void MetricsCollector::replay_step_values(const Metrics& logged) {
+  static constexpr std::string_view kStep = "_step";
+  for (const auto& [name, value] : logged) {
+    logged_[name] = value;
+    callback_[name] = value;
+    if (name.size() > kStep.size() &&
+        name.compare(name.size() - kStep.size(), kStep.size(), kStep) == 0) {
+      callback_[name.substr(0, name.size() - kStep.size())] = value;
+    }
+  }
+}
+
+void MetricsCollector::replay_epoch_values(const Metrics& logged) {
+  for (const auto& [name, value] : logged) logged_[name] = value;
+}
+
 }  // namespace trainbus

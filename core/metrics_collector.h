@@ -51,6 +51,15 @@ class MetricsCollector {
   /// Restores callback_metrics (resuming from a checkpoint).
   void restore_callback_metrics(Metrics metrics) { callback_ = std::move(metrics); }
 
+  // ---- for a replay (replay::ReplaySession): the recorded values, as the loops left them ----
+
+  /// Values logged with on_step in a batch: into logged_metrics and callback_metrics (a
+  /// "<name>_step" value also under the plain name, as log() keeps it there).
+  void replay_step_values(const Metrics& logged);
+  /// Epoch means sent to loggers: into logged_metrics.
+  void replay_epoch_values(const Metrics& logged);
+  void replay_progress_bar(Metrics values) { progress_bar_ = std::move(values); }
+
  private:
   struct Entry {
     bool on_step = false;

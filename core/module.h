@@ -21,6 +21,9 @@
 namespace trainbus {
 
 class Trainer;
+namespace replay {
+class ReplaySession;
+}
 
 /// Subclass it, register your layers as with any torch::nn::Module, implement training_step and
 /// configure_optimizers, and override the steps and hooks you need. Every hook is a no-op by
@@ -161,6 +164,7 @@ class Module : public torch::nn::Module {
 
  private:
   friend class Trainer;
+  friend class replay::ReplaySession;  // attaches its stand-in module to the replaying trainer
   Trainer* trainer_ = nullptr;
   StateDict hparams_;
 };

@@ -91,6 +91,7 @@ Module& Trainer::module() const {
 void Trainer::request_stop(std::string reason) {
   should_stop_ = true;
   stop_reasons_.push_back(reason.empty() ? std::string("unspecified") : std::move(reason));
+  if (replaying_) return;  // the bus carries the recorded events only; the session notes this
   bus_.publish_lazy<events::StopRequested>([&] {
     return events::StopRequested{event_progress(), stop_reasons_.back()};
   });

@@ -27,6 +27,10 @@
 
 namespace trainbus {
 
+namespace replay {
+class ReplaySession;
+}
+
 /// Where a run is (Lightning's TrainerStatus).
 enum class TrainerStatus { kInitializing, kRunning, kFinished, kInterrupted };
 
@@ -153,9 +157,15 @@ class Trainer {
   int world_size() const noexcept { return 1; }
   bool is_global_zero() const noexcept { return global_rank() == 0; }
 
+  /// True while a replay::ReplaySession drives this trainer through a recording: its state is the
+  /// recorded one, the module a stand-in, checkpoint saves are dry runs (nothing is written or
+  /// removed; see CheckpointConnector::dry_run_saves) and stop requests are noted, not published.
+  bool replaying() const noexcept { return replaying_; }
+
  private:
   friend class Module;
   friend class CheckpointConnector;
+  friend class replay::ReplaySession;
   enum class Phase { kIdle, kTraining, kValidating, kSanityChecking, kTesting, kPredicting };
   enum class EvalKind { kValidation, kTest };
 
@@ -174,6 +184,8 @@ class Trainer {
 
   // Fit (core/fit_loop.cpp).
   void run_fit(const FitOptions& options);
+  /// Batches per training epoch and per validation, and the batch after which validation runs.
+  void set_loop_sizes(int64_t num_training_batches, int64_t num_val_batches);
   void configure_optimizers();
   void run_sanity_check();
   void run_fit_loop();
@@ -233,6 +245,7 @@ class Trainer {
 
   FitProgress progress_;
   bool restarting_ = false;  // this fit resumed from a checkpoint
+  bool replaying_ = false;
   bool should_stop_ = false;
   std::vector<std::string> stop_reasons_;
   int64_t accumulate_grad_batches_;

@@ -57,6 +57,8 @@
   X(PredictEnd, on_predict_end)                      \
   /* checkpoints, errors, end of run */              \
   X(SaveCheckpoint, on_save_checkpoint)              \
+  X(CheckpointCommitted, on_checkpoint_committed)    \
+  X(CheckpointRemoved, on_checkpoint_removed)        \
   X(LoadCheckpoint, on_load_checkpoint)              \
   X(StopRequested, on_stop_requested)                \
   X(Exception, on_exception)                         \

@@ -27,6 +27,8 @@ struct FitStart {
   Progress progress;
   /// The module's hyper-parameters, each rendered as text (loggers write them as hparams).
   std::map<std::string, std::string> hparams;
+  int64_t num_batches = 0;      ///< batches each training epoch runs (after limit_train_batches)
+  int64_t num_val_batches = 0;  ///< batches each validation runs (0: none)
 };
 
 /// Fires at the very end of a successful fit, after TrainEnd.

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "base/metrics.h"
 #include "events/common.h"
 
 namespace trainbus::events {
@@ -46,6 +47,10 @@ struct AfterOptimizerStep {
   static constexpr std::string_view kName = "after_optimizer_step";
   Progress progress;
   int64_t optimizer_idx = 0;
+  /// The learning rate and momentum each param group of the optimizer stepped with, under
+  /// LearningRateMonitor's names: "lr-Adam", "lr-Adam/pg1", "lr-Adam-momentum" (Adam's beta1,
+  /// SGD's and RMSprop's momentum; absent for optimizers without one).
+  Metrics learning_rates;
 };
 
 }  // namespace trainbus::events

@@ -26,8 +26,9 @@ struct TrainEnd {
 struct TrainEpochStart {
   static constexpr std::string_view kName = "train_epoch_start";
   Progress progress;
-  int64_t num_batches = 0;  ///< batches this epoch will train (after limit_train_batches)
-  int64_t max_epochs = -1;  ///< the trainer's max_epochs (-1: no limit)
+  int64_t num_batches = 0;      ///< batches this epoch will train (after limit_train_batches)
+  int64_t max_epochs = -1;      ///< the trainer's max_epochs (-1: no limit)
+  int64_t num_val_batches = 0;  ///< batches each validation in this fit runs (0: none)
 };
 
 /// Fires at the end of each training epoch, after any validation due at the epoch end and after

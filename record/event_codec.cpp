@@ -113,6 +113,15 @@ void encode_fields(const E& event, Message& message) {
   if constexpr (detail::Has_type<E>::value) message.set_type(event.type);
   if constexpr (detail::Has_message<E>::value) message.set_message(event.message);
   if constexpr (detail::Has_reason<E>::value) message.set_reason(event.reason);
+  if constexpr (detail::Has_num_val_batches<E>::value) {
+    message.set_num_val_batches(event.num_val_batches);
+  }
+  if constexpr (detail::Has_bytes<E>::value) message.set_bytes(event.bytes);
+  if constexpr (detail::Has_monitor<E>::value) message.set_monitor(event.monitor);
+  if constexpr (detail::Has_score<E>::value) message.set_score(event.score);
+  if constexpr (detail::Has_learning_rates<E>::value) {
+    put_map(*message.mutable_learning_rates(), event.learning_rates);
+  }
 }
 
 template <class E, class Message>
@@ -147,6 +156,15 @@ void decode_fields(const Message& message, E& event) {
   if constexpr (detail::Has_type<E>::value) event.type = message.type();
   if constexpr (detail::Has_message<E>::value) event.message = message.message();
   if constexpr (detail::Has_reason<E>::value) event.reason = message.reason();
+  if constexpr (detail::Has_num_val_batches<E>::value) {
+    event.num_val_batches = message.num_val_batches();
+  }
+  if constexpr (detail::Has_bytes<E>::value) event.bytes = message.bytes();
+  if constexpr (detail::Has_monitor<E>::value) event.monitor = message.monitor();
+  if constexpr (detail::Has_score<E>::value) event.score = message.score();
+  if constexpr (detail::Has_learning_rates<E>::value) {
+    get_map(event.learning_rates, message.learning_rates());
+  }
 }
 
 }  // namespace

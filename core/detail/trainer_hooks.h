@@ -59,10 +59,10 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
   try {
     apply_run_settings();
     body();
-    // Everything the run published is handled, and every checkpoint durable, before it returns;
-    // a failure surfaces here at last.
-    wait_for_observers();
+    // Every checkpoint durable (and its CheckpointCommitted published), and everything the run
+    // published handled, before it returns; a failure surfaces here at last.
     checkpoints_.wait();
+    wait_for_observers();
     report_dropped_events();
     status_ = TrainerStatus::kFinished;
   } catch (...) {
@@ -77,16 +77,16 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
     // The observers still get (and handle) everything, including the Exception event, and the
     // checkpoints saved so far (OnExceptionCheckpoint's too) are made durable. A stuck observer is
     // reported, not waited for: the original exception must come out.
-    report_observer_failures();
-    {
-      if (std::exception_ptr failed = checkpoints_.wait_quietly()) {
-        try {
-          std::rethrow_exception(failed);
-        } catch (const std::exception& e) {
-          warn(std::string("also, a checkpoint failed: ") + e.what());
-        }
+    if (std::exception_ptr failed = checkpoints_.wait_quietly()) {
+      try {
+        std::rethrow_exception(failed);
+      } catch (const std::exception& e) {
+        warn(std::string("also, a checkpoint failed: ") + e.what());
+      } catch (...) {
+        warn("also, a checkpoint failed: unknown exception");
       }
     }
+    report_observer_failures();
     report_dropped_events();
     detach();
     throw;

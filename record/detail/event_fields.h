@@ -36,7 +36,12 @@ namespace trainbus::record::detail {
   X(path)                                       \
   X(type)                                       \
   X(message)                                    \
-  X(reason)
+  X(reason)                                     \
+  X(num_val_batches)                            \
+  X(bytes)                                      \
+  X(monitor)                                    \
+  X(score)                                      \
+  X(learning_rates)
 
 TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD(TRAINBUS_DETAIL_HAS_FIELD)
 #undef TRAINBUS_DETAIL_HAS_FIELD
@@ -112,6 +117,15 @@ void for_each_recorded_field(Fn&& fn, const E& event, const Es&... others) {
   if constexpr (Has_type<E>::value) fn("type", event.type, others.type...);
   if constexpr (Has_message<E>::value) fn("message", event.message, others.message...);
   if constexpr (Has_reason<E>::value) fn("reason", event.reason, others.reason...);
+  if constexpr (Has_num_val_batches<E>::value) {
+    fn("num_val_batches", event.num_val_batches, others.num_val_batches...);
+  }
+  if constexpr (Has_bytes<E>::value) fn("bytes", event.bytes, others.bytes...);
+  if constexpr (Has_monitor<E>::value) fn("monitor", event.monitor, others.monitor...);
+  if constexpr (Has_score<E>::value) fn("score", event.score, others.score...);
+  if constexpr (Has_learning_rates<E>::value) {
+    fn("learning_rates", event.learning_rates, others.learning_rates...);
+  }
 }
 
 }  // namespace trainbus::record::detail

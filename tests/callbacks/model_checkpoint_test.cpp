@@ -350,3 +350,44 @@ TEST_CASE(
             Contains("log('val_nope', value)"));
   }
 }
+
+TEST_CASE("Every durable save and every eviction is published, with its score and size",
+          "[callbacks][checkpoint][events]") {
+  for (const bool async : {true, false}) {
+    INFO("async " << async);
+    TempDir dir;
+    Trainer trainer(short_fit(4), {std::make_shared<ModelCheckpoint>(ModelCheckpointOptions()
+                                                                         .dirpath(dir.file("ckpt"))
+                                                                         .monitor("val_loss")
+                                                                         .save_top_k(2)
+                                                                         .async(async))});
+    std::vector<events::CheckpointCommitted> committed;
+    std::vector<events::CheckpointRemoved> removed;
+    std::vector<std::string> on_disk_when_published;
+    auto on_commit = trainer.bus().subscribe<events::CheckpointCommitted>(
+        [&](const events::CheckpointCommitted& event) {
+          committed.push_back(event);
+          if (fs::exists(event.path)) on_disk_when_published.push_back(event.path);
+        });
+    auto on_remove = trainer.bus().subscribe<events::CheckpointRemoved>(
+        [&](const events::CheckpointRemoved& event) { removed.push_back(event); });
+    ScriptedLoss module({0.5, 0.4, 0.6, 0.3});  // epoch 2 is not in the top 2; 3 evicts 0
+    testing::RandomDataModule data;
+    trainer.fit(module, data);
+
+    REQUIRE(committed.size() == 3);
+    CHECK(on_disk_when_published.size() == 3);  // published once durable, never before
+    CHECK(committed[0].path == dir.file("ckpt/epoch=0-step=4.ckpt"));
+    CHECK(committed[0].progress == events::Progress{0, 4});
+    CHECK(committed[0].monitor == "val_loss");
+    CHECK(committed[0].score == Approx(0.5));
+    CHECK(committed[1].score == Approx(0.4));
+    CHECK(committed[2].path == dir.file("ckpt/epoch=3-step=16.ckpt"));
+    CHECK(committed[2].score == Approx(0.3));
+    for (const auto& event : committed) CHECK(event.bytes > 1000);
+    REQUIRE(removed.size() == 1);
+    CHECK(removed[0].path == dir.file("ckpt/epoch=0-step=4.ckpt"));
+    CHECK(removed[0].progress == events::Progress{3, 16});
+    CHECK_FALSE(fs::exists(removed[0].path));
+  }
+}

@@ -33,6 +33,13 @@ E sample_event(int64_t seed = 0) {
   if constexpr (fields::Has_type<E>::value) event.type = "std::runtime_error";
   if constexpr (fields::Has_message<E>::value) event.message = "boom\nsecond line \xc3\xa9";
   if constexpr (fields::Has_reason<E>::value) event.reason = "EarlyStopping: no improvement";
+  if constexpr (fields::Has_num_val_batches<E>::value) event.num_val_batches = 5 + seed;
+  if constexpr (fields::Has_bytes<E>::value) event.bytes = (int64_t{1} << 40) + seed;
+  if constexpr (fields::Has_monitor<E>::value) event.monitor = "val/acc";
+  if constexpr (fields::Has_score<E>::value) event.score = -0.125 + seed;
+  if constexpr (fields::Has_learning_rates<E>::value) {
+    event.learning_rates = {{"lr-Adam", 1e-3}, {"lr-Adam/pg1", 5e-4}, {"lr-Adam-momentum", 0.9}};
+  }
   return event;
 }
 
@@ -61,6 +68,13 @@ bool same_recorded_fields(const E& a, const E& b) {
   if constexpr (fields::Has_type<E>::value) same &= a.type == b.type;
   if constexpr (fields::Has_message<E>::value) same &= a.message == b.message;
   if constexpr (fields::Has_reason<E>::value) same &= a.reason == b.reason;
+  if constexpr (fields::Has_num_val_batches<E>::value) {
+    same &= a.num_val_batches == b.num_val_batches;
+  }
+  if constexpr (fields::Has_bytes<E>::value) same &= a.bytes == b.bytes;
+  if constexpr (fields::Has_monitor<E>::value) same &= a.monitor == b.monitor;
+  if constexpr (fields::Has_score<E>::value) same &= a.score == b.score;
+  if constexpr (fields::Has_learning_rates<E>::value) same &= a.learning_rates == b.learning_rates;
   return same;
 }
 

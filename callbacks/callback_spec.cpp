@@ -1,0 +1,175 @@
+#include "callbacks/callback_spec.h"
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <optional>
+
+#include "base/errors.h"
+#include "callbacks/early_stopping.h"
+#include "callbacks/model_checkpoint.h"
+
+namespace trainbus::callbacks {
+namespace {
+
+// One key=value of a spec, with the spec for errors.
+struct Setting {
+  const std::string& spec;
+  const std::string& key;
+  const std::string& value;
+
+  [[noreturn]] void refuse(const std::string& expected) const {
+    throw MisconfigurationError("--callback '" + spec + "': " + key + "=" + value + ": expected " +
+                                expected);
+  }
+  std::string text() const { return value; }
+  double number() const {
+    try {
+      std::size_t used = 0;
+      const double parsed = std::stod(value, &used);
+      if (used == value.size()) return parsed;
+    } catch (const std::exception&) {
+    }
+    refuse("a number, e.g. 0.01");
+  }
+  int64_t integer() const {
+    try {
+      std::size_t used = 0;
+      const long long parsed = std::stoll(value, &used);
+      if (used == value.size()) return static_cast<int64_t>(parsed);
+    } catch (const std::exception&) {
+    }
+    refuse("a whole number, e.g. 5");
+  }
+  bool boolean() const {
+    if (value == "true" || value == "1") return true;
+    if (value == "false" || value == "0") return false;
+    refuse("true or false");
+  }
+  std::string mode() const {
+    if (value != "min" && value != "max") refuse("min or max");
+    return value;
+  }
+};
+
+template <class Options>
+using Setters = std::map<std::string, std::function<void(Options&, const Setting&)>>;
+
+const Setters<EarlyStoppingOptions>& early_stopping_setters() {
+  static const Setters<EarlyStoppingOptions> setters{
+      {"monitor", [](auto& o, const Setting& s) { o.monitor(s.text()); }},
+      {"min_delta", [](auto& o, const Setting& s) { o.min_delta(s.number()); }},
+      {"patience", [](auto& o, const Setting& s) { o.patience(s.integer()); }},
+      {"verbose", [](auto& o, const Setting& s) { o.verbose(s.boolean()); }},
+      {"mode", [](auto& o, const Setting& s) { o.mode(s.mode()); }},
+      {"strict", [](auto& o, const Setting& s) { o.strict(s.boolean()); }},
+      {"check_finite", [](auto& o, const Setting& s) { o.check_finite(s.boolean()); }},
+      {"stopping_threshold", [](auto& o, const Setting& s) { o.stopping_threshold(s.number()); }},
+      {"divergence_threshold",
+       [](auto& o, const Setting& s) { o.divergence_threshold(s.number()); }},
+      {"check_on_train_epoch_end",
+       [](auto& o, const Setting& s) { o.check_on_train_epoch_end(s.boolean()); }},
+  };
+  return setters;
+}
+
+const Setters<ModelCheckpointOptions>& model_checkpoint_setters() {
+  using SaveLast = ModelCheckpointOptions::SaveLast;
+  static const Setters<ModelCheckpointOptions> setters{
+      {"dirpath", [](auto& o, const Setting& s) { o.dirpath(s.text()); }},
+      {"filename", [](auto& o, const Setting& s) { o.filename(s.text()); }},
+      {"monitor", [](auto& o, const Setting& s) { o.monitor(s.text()); }},
+      {"verbose", [](auto& o, const Setting& s) { o.verbose(s.boolean()); }},
+      {"save_last",
+       [](auto& o, const Setting& s) {
+         if (s.value == "link") {
+           o.save_last(SaveLast::kLink);
+         } else if (s.value == "copy") {
+           o.save_last(SaveLast::kCopy);
+         } else if (s.value == "true" || s.value == "false") {
+           o.save_last(s.value == "true" ? SaveLast::kCopy : SaveLast::kNo);
+         } else {
+           s.refuse("true, false, link or copy");
+         }
+       }},
+      {"save_top_k", [](auto& o, const Setting& s) { o.save_top_k(s.integer()); }},
+      {"save_on_exception", [](auto& o, const Setting& s) { o.save_on_exception(s.boolean()); }},
+      {"save_weights_only", [](auto& o, const Setting& s) { o.save_weights_only(s.boolean()); }},
+      {"mode", [](auto& o, const Setting& s) { o.mode(s.mode()); }},
+      {"auto_insert_metric_name",
+       [](auto& o, const Setting& s) { o.auto_insert_metric_name(s.boolean()); }},
+      {"every_n_train_steps", [](auto& o, const Setting& s) { o.every_n_train_steps(s.integer()); }},
+      {"train_time_interval",
+       [](auto& o, const Setting& s) {
+         o.train_time_interval(std::chrono::milliseconds(static_cast<int64_t>(s.number() * 1000)));
+       }},
+      {"every_n_epochs", [](auto& o, const Setting& s) { o.every_n_epochs(s.integer()); }},
+      {"save_on_train_epoch_end",
+       [](auto& o, const Setting& s) { o.save_on_train_epoch_end(s.boolean()); }},
+      {"enable_version_counter",
+       [](auto& o, const Setting& s) { o.enable_version_counter(s.boolean()); }},
+      {"async", [](auto& o, const Setting& s) { o.async(s.boolean()); }},
+  };
+  return setters;
+}
+
+template <class Options>
+std::string key_list(const Setters<Options>& setters) {
+  std::string keys;
+  for (const auto& [key, setter] : setters) keys += (keys.empty() ? "" : ", ") + key;
+  return keys;
+}
+
+template <class Options>
+Options parse_options(const std::string& spec, const std::string& name, const std::string& body,
+                      const Setters<Options>& setters) {
+  Options options;
+  std::size_t start = 0;
+  while (start < body.size()) {
+    std::size_t end = body.find(',', start);
+    if (end == std::string::npos) end = body.size();
+    const std::string item = body.substr(start, end - start);
+    start = end + 1;
+    if (item.empty()) continue;
+    const std::size_t equals = item.find('=');
+    if (equals == std::string::npos) {
+      throw MisconfigurationError("--callback '" + spec + "': '" + item +
+                                  "' is not key=value; e.g. " + name + ":monitor=val_loss");
+    }
+    const std::string key = item.substr(0, equals);
+    const std::string value = item.substr(equals + 1);
+    const auto setter = setters.find(key);
+    if (setter == setters.end()) {
+      throw MisconfigurationError("--callback '" + spec + "': " + name + " has no option '" + key +
+                                  "'; it takes " + key_list(setters));
+    }
+    setter->second(options, Setting{spec, key, value});
+  }
+  return options;
+}
+
+}  // namespace
+
+std::string describe_callback_specs() {
+  return "early_stopping: " + key_list(early_stopping_setters()) +
+         "\nmodel_checkpoint: " + key_list(model_checkpoint_setters()) + "\n";
+}
+
+std::shared_ptr<Callback> make_callback(const std::string& spec) {
+  const std::size_t colon = spec.find(':');
+  const std::string name = spec.substr(0, colon);
+  const std::string body = colon == std::string::npos ? std::string() : spec.substr(colon + 1);
+  if (name == "early_stopping") {
+    return std::make_shared<EarlyStopping>(
+        parse_options(spec, name, body, early_stopping_setters()));
+  }
+  if (name == "model_checkpoint") {
+    return std::make_shared<ModelCheckpoint>(
+        parse_options(spec, name, body, model_checkpoint_setters()));
+  }
+  throw MisconfigurationError("--callback '" + spec + "': no built-in callback is named '" + name +
+                              "'; the names are early_stopping and model_checkpoint, e.g. "
+                              "'early_stopping:monitor=val_loss,patience=5'");
+}
+
+}  // namespace trainbus::callbacks
