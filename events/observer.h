@@ -1,7 +1,9 @@
 #pragma once
 /// Observer: an asynchronous subscriber with the Callback hook vocabulary (see ObserverPool).
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <string>
 
 #include "events/all.h"
@@ -11,6 +13,7 @@ namespace trainbus::events {
 
 namespace detail {
 struct Delivery;
+class ObserverChannel;
 }  // namespace detail
 
 /// The event types (and filters) an observer receives.
@@ -69,10 +72,15 @@ class Observer {
   /// When the event a hook handles now was published (steady clock), stamped on the publishing
   /// thread as it was queued: without the queueing delay before the hook. Valid inside a hook.
   std::chrono::steady_clock::time_point published_at() const noexcept { return published_at_; }
+  /// Events this observer selected that the pool never handed to it: dropped when its queue was
+  /// full (WhenFull::kDrop), discarded when it was abandoned as stalled or failed. Any thread.
+  uint64_t events_lost() const noexcept { return lost_.load(std::memory_order_relaxed); }
 
  private:
   friend struct detail::Delivery;
+  friend class detail::ObserverChannel;
   std::chrono::steady_clock::time_point published_at_{};
+  std::atomic<uint64_t> lost_{0};
 };
 
 }  // namespace trainbus::events

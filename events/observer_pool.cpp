@@ -10,6 +10,7 @@
 #include "base/diagnostics.h"
 #include "base/errors.h"
 #include "base/post_task.h"
+#include "events/detail/fanout.h"
 #include "events/detail/observer_channel.h"
 #include "events/tensor_fields.h"
 
@@ -17,7 +18,6 @@ namespace trainbus::events {
 
 using detail::ObserverChannel;
 using detail::PoolExecutor;
-using detail::TypedDelivery;
 
 ObserverError::ObserverError(std::string observer, std::string message, std::exception_ptr original)
     : std::runtime_error("observer `" + observer + "` failed: " + message),
@@ -133,20 +133,23 @@ ObserverPool::~ObserverPool() {
 template <class E>
 void ObserverPool::subscribe(EventBus& bus, const std::shared_ptr<ObserverChannel>& channel,
                              const EventFilter& filter) {
-  auto post = [channel, snapshot = snapshot_](const E& event) {
-    if (channel->closed()) return;
-    E copy = event;
-    if constexpr (events::kHasTensorFields<E>) {
-      // Copies taken here, on the publishing thread, so that the observer never sees a tensor the
-      // trainer changes afterwards; observers that do not want tensors get none.
-      events::for_each_tensor_field(copy, [&](events::TensorRef& field) {
-        field = channel->wants_tensors() && snapshot && field.has_value() ? snapshot(field)
-                                                                          : events::TensorRef();
-      });
+  // One subscription per event type and bus for all observers (see detail::Fanout); under mutex_
+  // only against detach_all() from another thread.
+  std::shared_ptr<detail::Fanout<E>> fanout;
+  for (const auto& each : fanouts_) {
+    if (each.fanout->bus == &bus && each.fanout->index == kEventIndex<E>) {
+      fanout = std::static_pointer_cast<detail::Fanout<E>>(each.fanout);
+      break;
     }
-    channel->enqueue(channel, std::make_unique<TypedDelivery<E>>(std::move(copy)));
-  };
-  channel->subscriptions.push_back(bus.subscribe<E>(filter, std::move(post)));
+  }
+  if (!fanout) {
+    fanout = std::make_shared<detail::Fanout<E>>(&bus, snapshot_);
+    // The slot shares the fanout: a publish running while detach_all() disconnects it keeps it.
+    Subscription subscription =
+        bus.subscribe<E>([fanout](const E& event) { fanout->publish(event); });
+    fanouts_.push_back({fanout, std::move(subscription)});
+  }
+  fanout->add(channel, filter);
 }
 
 void ObserverPool::attach(EventBus& bus, std::shared_ptr<Observer> observer,
@@ -158,18 +161,18 @@ void ObserverPool::attach(EventBus& bus, std::shared_ptr<Observer> observer,
                                                    unraised_, progress_, stall_timeout_);
   EventSelection selection;
   channel->observer().select_events(selection);
+  std::lock_guard<std::mutex> lock(mutex_);
   events::for_each_event_type([&](auto tag) {
     using E = typename decltype(tag)::type;
     constexpr std::size_t index = events::kEventIndex<E>;
     if (selection.contains(index)) subscribe<E>(bus, channel, selection.filter(index));
   });
-  std::lock_guard<std::mutex> lock(mutex_);
   channels_.push_back(std::move(channel));
 }
 
 void ObserverPool::detach_all() {
   std::lock_guard<std::mutex> lock(mutex_);
-  for (const auto& channel : channels_) channel->subscriptions.clear();
+  fanouts_.clear();  // their subscriptions disconnect from the buses
 }
 
 void ObserverPool::kick() {

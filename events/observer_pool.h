@@ -24,6 +24,7 @@ namespace trainbus::events {
 
 namespace detail {
 class ObserverChannel;
+struct FanoutBase;
 struct PoolExecutor;
 }  // namespace detail
 
@@ -75,8 +76,9 @@ class ObserverError : public std::runtime_error {
 
 /// Owns a boost::asio::thread_pool and the observers attached to it.
 ///
-/// attach() subscribes an observer to a bus: each selected event is copied on the publishing
-/// thread (tensor fields snapshotted or dropped) into the observer's queue, and nothing more:
+/// attach() subscribes an observer to a bus: each selected event is copied once on the publishing
+/// thread (tensor fields snapshotted or dropped) into an immutable snapshot that every observer of
+/// the pool taking it shares, and queued for each of them, and nothing more:
 /// waking a pool thread would cost the publisher more than everything else together (measured ~9 us
 /// in a VM, bench/observers.cpp). A flusher thread of the pool's own hands the queues to the
 /// observers' strands every kick interval (1 ms by default), as do drain(), a full queue and a
@@ -153,6 +155,12 @@ class ObserverPool {
   TensorSnapshot snapshot_;
   mutable std::mutex mutex_;
   std::vector<std::shared_ptr<detail::ObserverChannel>> channels_;
+  // One bus subscription per event type and bus, for all channels (detail::Fanout).
+  struct Subscribed {
+    std::shared_ptr<detail::FanoutBase> fanout;
+    Subscription subscription;
+  };
+  std::vector<Subscribed> fanouts_;
   // Failures recorded and not yet raised by check(): a count, so that none is lost when several
   // happen at once (channels increment it under their own lock, check() decrements it).
   std::shared_ptr<std::atomic<int>> unraised_;

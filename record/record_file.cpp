@@ -242,6 +242,12 @@ bool RecordingReader::next(v1::Envelope& envelope) {
             ending += "; its terminal record counts " + std::to_string(summary_.end.events()) +
                       ": the others were lost to damage";
           }
+          if (summary_.end.dropped() > 0) {
+            summary_.problems.push_back(
+                "the recorder lost " + std::to_string(summary_.end.dropped()) +
+                " events (its queue was full, or it stalled): the recording has gaps");
+            ending += ", with " + std::to_string(summary_.end.dropped()) + " events lost";
+          }
           finish(std::move(ending));
           return false;
         }

@@ -48,7 +48,9 @@ Recorder::~Recorder() {
     return;
   }
   try {
-    writer_->close();
+    v1::End end;
+    end.set_dropped(events_lost());  // a recording with gaps says so (ReadSummary::ending)
+    writer_->close(std::move(end));
   } catch (const std::exception& error) {
     std::cerr << "trainbus: " << name() << " did not end cleanly: " << error.what() << '\n';
   }

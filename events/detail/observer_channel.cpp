@@ -71,16 +71,19 @@ ObserverChannel::ObserverChannel(std::shared_ptr<Observer> observer, ObserverOpt
       unraised_(std::move(unraised)),
       pool_progress_(std::move(pool_progress)) {}
 
-void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self,
-                              std::unique_ptr<Delivery> delivery) {
+void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self, Delivery delivery) {
   std::string warning;
   bool post = false, stall = false;
   {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (closed_locked()) return;
+    if (closed_locked()) {
+      lose(1);
+      return;
+    }
     while (in_flight_ >= options_.capacity() && !closed_locked()) {
       if (options_.when_full() == ObserverOptions::WhenFull::kDrop) {
         ++dropped_;
+        lose(1);
         return;
       }
       if (!scheduled_) {
@@ -118,6 +121,8 @@ void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self,
       // deliveries wait for the next kick unless a burst has built up.
       post = !scheduled_ && queue_.size() >= std::min(kEagerBatch, options_.capacity());
       if (post) scheduled_ = true;
+    } else {
+      lose(1);  // abandoned while it waited for room
     }
   }
   if (stall) changed_.notify_all();  // drains waiting for this channel stop waiting
@@ -155,7 +160,7 @@ void ObserverChannel::post_drainer(const std::shared_ptr<ObserverChannel>& self)
 void ObserverChannel::drain_queue(const std::shared_ptr<ObserverChannel>& self) noexcept {
   RunningScope scope(this);
   for (;;) {
-    std::deque<std::unique_ptr<Delivery>> batch;
+    std::deque<Delivery> batch;
     bool skip;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -173,7 +178,7 @@ void ObserverChannel::drain_queue(const std::shared_ptr<ObserverChannel>& self) 
       }
       skip = closed_locked();
     }
-    uint64_t handled = 0;
+    uint64_t handled = 0, attempted = 0;
     for (auto& delivery : batch) {
       // NOTE: in_hook_ is set before abandoned_ is read (both seq_cst), and the pool's destructor
       // sets abandoned_ before it reads in_hook_: a hook that starts is always seen by it.
@@ -182,8 +187,9 @@ void ObserverChannel::drain_queue(const std::shared_ptr<ObserverChannel>& self) 
         in_hook_.store(false);
         break;
       }
+      ++attempted;
       try {
-        delivery->run(*observer_);
+        delivery.run(*observer_);
         ++handled;
         progress_.fetch_add(1);
         pool_progress_->fetch_add(1);
@@ -194,8 +200,9 @@ void ObserverChannel::drain_queue(const std::shared_ptr<ObserverChannel>& self) 
       in_hook_.store(false);
     }
     if (handled > 0) dirty_.store(true, std::memory_order_relaxed);
+    lose(batch.size() - attempted);  // skipped: the observer failed or was abandoned
     const std::size_t done = batch.size();
-    batch.clear();  // frees the event copies outside the lock
+    batch.clear();  // releases the snapshots outside the lock
     bool wake, more;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -337,6 +344,7 @@ std::string ObserverChannel::abandon_locked(const std::string& why) {
   // What is queued will never run: freed now, not when the stuck hook returns (maybe never).
   // A running drainer's own batch is accounted for by it.
   in_flight_ -= queue_.size();
+  lose(queue_.size());
   queue_.clear();
   return warning;
 }
@@ -349,7 +357,7 @@ void ObserverChannel::fail(std::exception_ptr exception, bool drop_queued) noexc
     message = "(message unavailable: out of memory)";
   }
   bool report = false;
-  std::deque<std::unique_ptr<Delivery>> dropped;
+  std::deque<Delivery> dropped;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (options_.on_error() == ObserverOptions::OnError::kDisable) {
@@ -363,6 +371,7 @@ void ObserverChannel::fail(std::exception_ptr exception, bool drop_queued) noexc
     }
     if (drop_queued && !scheduled_) {
       in_flight_ -= queue_.size();
+      lose(queue_.size());
       dropped.swap(queue_);
     }
   }

@@ -42,25 +42,25 @@ struct PoolExecutor {
   std::once_flag joined;
 };
 
-/// One queued event for one observer: the event's copy and the hook to hand it to.
+/// One queued event for one observer: a handle on the event's snapshot, shared by every observer
+/// of the pool that takes the event (immutable: observers only read it), and its hook. A value,
+/// so that queuing allocates nothing per observer.
 struct Delivery {
-  virtual ~Delivery() = default;
-  virtual void run(Observer& observer) = 0;
+  std::shared_ptr<const void> event;
+  void (*hook)(Observer& observer, const void* event) = nullptr;
+  std::chrono::steady_clock::time_point published;
 
- protected:
-  void stamp(Observer& observer) const noexcept { observer.published_at_ = published; }
-  const std::chrono::steady_clock::time_point published = std::chrono::steady_clock::now();
-};
-
-template <class E>
-struct TypedDelivery final : Delivery {
-  explicit TypedDelivery(E e) : event(std::move(e)) {}
-  void run(Observer& observer) override {
-    stamp(observer);
-    deliver(observer, event);
+  void run(Observer& observer) const {
+    observer.published_at_ = published;
+    hook(observer, event.get());
   }
-  E event;
 };
+
+/// Delivery::hook for events of type E.
+template <class E>
+void deliver_erased(Observer& observer, const void* event) {
+  deliver(observer, *static_cast<const E*>(event));
+}
 
 /// One attached observer. Deliveries queue on the publishing thread; a drainer posted to the
 /// observer's strand hands them to its hooks in order. The channel is shared by the pool, the bus
@@ -87,7 +87,7 @@ class ObserverChannel {
 
   /// Queues one delivery, waiting for room (at most a stall timeout without progress) or dropping
   /// it when full. A full queue, or a burst, posts the drainer; otherwise the next kick does.
-  void enqueue(const std::shared_ptr<ObserverChannel>& self, std::unique_ptr<Delivery> delivery);
+  void enqueue(const std::shared_ptr<ObserverChannel>& self, Delivery delivery);
   /// Marks the channel scheduled if it has deliveries and no drainer; true if the caller must post
   /// one.
   bool claim_drainer();
@@ -123,12 +123,15 @@ class ObserverChannel {
   bool wants_tensors() const noexcept { return wants_tensors_; }
   Observer& observer() noexcept { return *observer_; }
 
-  std::vector<Subscription> subscriptions;  ///< training thread only
   /// When flush() was last due; the flusher thread only.
   std::chrono::steady_clock::time_point last_flush = std::chrono::steady_clock::now();
 
  private:
   void drain_queue(const std::shared_ptr<ObserverChannel>& self) noexcept;
+  /// Counts `events` the observer selected and will never receive (Observer::events_lost).
+  void lose(std::size_t events) noexcept {
+    observer_->lost_.fetch_add(events, std::memory_order_relaxed);
+  }
   void run_flush() noexcept;
   // Whether a wait that saw `own` and `pool` progress before it timed out saw a stall: none of this
   // observer's own while its hook runs, none of any observer's while it waits for a thread.
@@ -158,8 +161,8 @@ class ObserverChannel {
 
   std::mutex mutex_;
   std::condition_variable changed_;
-  std::deque<std::unique_ptr<Delivery>> queue_;  // deliveries not yet handled, in publish order
-  bool scheduled_ = false;                       // a drain_queue() is posted or running
+  std::deque<Delivery> queue_;         // deliveries not yet handled, in publish order
+  bool scheduled_ = false;             // a drain_queue() is posted or running
   int waiters_ = 0;                    // threads blocked on `changed_` (full, or draining)
   std::size_t in_flight_ = 0;          // queued or running deliveries
   std::size_t flushes_in_flight_ = 0;  // posted or running flush()

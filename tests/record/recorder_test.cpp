@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <optional>
 #include <string>
 #include <thread>
@@ -197,4 +198,60 @@ TEST_CASE("A recording whose writes failed gets no terminal record: it reads as 
   CHECK(read < static_cast<std::size_t>(kPublished));
   CHECK_FALSE(summary.clean_end);
   CHECK_THAT(summary.ending, Catch::StartsWith("ended without a terminal record"));
+}
+
+namespace {
+// Holds the pool's only thread in its hook until released.
+class Blocker : public events::Observer {
+ public:
+  std::promise<void> entered;
+  std::shared_future<void> release;
+  void select_events(events::EventSelection& selection) const override {
+    selection.add<events::FitStart>();
+  }
+  void on_fit_start(const events::FitStart&) override {
+    entered.set_value();
+    release.wait();
+  }
+};
+}  // namespace
+
+TEST_CASE("Events the Recorder never got are counted in its terminal record and reported",
+          "[record][recorder]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  std::promise<void> release;
+  {
+    events::EventBus bus;
+    events::ObserverPool pool(1);
+    auto blocker = std::make_shared<Blocker>();
+    blocker->release = release.get_future().share();
+    std::future<void> entered = blocker->entered.get_future();
+    pool.attach(bus, blocker);
+    pool.attach(
+        bus, std::make_shared<record::Recorder>(record::RecorderOptions().path(path)),
+        events::ObserverOptions().capacity(1).when_full(events::ObserverOptions::WhenFull::kDrop));
+    bus.publish(events::FitStart{});  // the blocker takes the pool's thread
+    pool.kick();
+    entered.wait();
+    // The Recorder's queue (capacity 1) holds an event: most of these find it full.
+    for (int i = 0; i < 5; ++i) bus.publish(testing::sample_event<events::TrainBatchEnd>(i));
+    release.set_value();
+    pool.drain();
+  }
+  record::RecordingReader reader(path);
+  record::v1::Envelope envelope;
+  int events_read = 0;
+  while (reader.next(envelope)) ++events_read;
+  // Its queue held one event when the others came (the FitStart, or the first batch end if it
+  // had handled the FitStart before the blocker took the thread); the rest were dropped.
+  const uint64_t lost = reader.summary().end.dropped();
+  CHECK(lost >= 4);
+  CHECK(static_cast<uint64_t>(events_read) + lost == 6);
+  CHECK(reader.summary().clean_end);
+  CHECK(reader.summary().ending.find("with " + std::to_string(lost) + " events lost") !=
+        std::string::npos);
+  REQUIRE(reader.summary().problems.size() == 1);
+  CHECK(reader.summary().problems[0].find("the recorder lost " + std::to_string(lost) +
+                                          " events") != std::string::npos);
 }
