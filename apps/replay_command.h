@@ -45,7 +45,8 @@ struct ReplayCommand {
 /// Adds `replay` and its `info` and `diff` subcommands to `app`, bound to `args`.
 ReplayCommand add_replay_command(CLI::App& app, ReplayArguments& args);
 
-/// Runs whichever was parsed; returns the exit code (diff: 0 same, 1 different, 2 trouble). Throws
+/// Runs whichever was parsed; returns the exit code (diff, and --callback: 0 the same decisions,
+/// 1 different; diff: 2 trouble). Throws
 /// RecordingError for a file that is not a recording or is damaged (without --salvage).
 int run_replay_command(const ReplayCommand& command, const ReplayArguments& args, std::ostream& out,
                        std::ostream& err);

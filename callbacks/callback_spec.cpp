@@ -98,10 +98,13 @@ const Setters<ModelCheckpointOptions>& model_checkpoint_setters() {
       {"mode", [](auto& o, const Setting& s) { o.mode(s.mode()); }},
       {"auto_insert_metric_name",
        [](auto& o, const Setting& s) { o.auto_insert_metric_name(s.boolean()); }},
-      {"every_n_train_steps", [](auto& o, const Setting& s) { o.every_n_train_steps(s.integer()); }},
+      {"every_n_train_steps",
+       [](auto& o, const Setting& s) { o.every_n_train_steps(s.integer()); }},
       {"train_time_interval",
        [](auto& o, const Setting& s) {
-         o.train_time_interval(std::chrono::milliseconds(static_cast<int64_t>(s.number() * 1000)));
+         const double seconds = s.number();
+         if (!(seconds > 0 && seconds < 1e9)) s.refuse("a positive number of seconds, e.g. 3600");
+         o.train_time_interval(std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
        }},
       {"every_n_epochs", [](auto& o, const Setting& s) { o.every_n_epochs(s.integer()); }},
       {"save_on_train_epoch_end",

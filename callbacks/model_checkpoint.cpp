@@ -136,6 +136,9 @@ void ModelCheckpoint::setup(Trainer& trainer, Module& module, Stage stage) {
                    ? (fs::path(trainer.options().default_root_dir()) / "checkpoints").string()
                    : options_.dirpath();
   }
+  TRAINBUS_CHECK(!trainer.replaying() || !options_.train_time_interval(),
+                 "ModelCheckpoint(train_time_interval=...) cannot be replayed: a recording replays "
+                 "without the live run's training time; use every_n_train_steps or every_n_epochs");
   std::error_code error;
   // A replay never touches the disk: the live run's directory is left as it is.
   if (stage == Stage::kFit && trainer.is_global_zero() && !trainer.replaying() &&

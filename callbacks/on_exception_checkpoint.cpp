@@ -27,7 +27,7 @@ void OnExceptionCheckpoint::on_exception(Trainer& trainer, Module& module,
 }
 
 void OnExceptionCheckpoint::teardown(Trainer& trainer, Module& module, Stage stage) {
-  checkpoint::remove_checkpoint(path_);
+  trainer.checkpoints().remove(path_);
 }
 
 std::string OnExceptionCheckpoint::find_last_checkpoint() const {

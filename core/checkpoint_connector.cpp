@@ -43,7 +43,9 @@ int64_t bytes_on_disk(const std::string& path) {
   int64_t bytes = 0;
   for (fs::recursive_directory_iterator it(path, error), end; !error && it != end;
        it.increment(error)) {
-    if (it->is_regular_file(error)) bytes += static_cast<int64_t>(it->file_size(error));
+    if (!it->is_regular_file(error)) continue;
+    const auto size = it->file_size(error);
+    if (!error) bytes += static_cast<int64_t>(size);
   }
   return bytes;
 }
@@ -192,6 +194,14 @@ void CheckpointConnector::dry_run(const CheckpointRequest& request) {
   dry_run_saves_.push_back(std::move(save));
 }
 
+void CheckpointConnector::remove(const std::string& path) {
+  if (trainer_.replaying()) {
+    dry_run_paths_.erase(path);
+    return;
+  }
+  checkpoint::remove_checkpoint(path);
+}
+
 bool CheckpointConnector::exists(const std::string& path) const {
   if (trainer_.replaying()) return dry_run_paths_.count(path) > 0;
   std::error_code error;
@@ -229,16 +239,33 @@ void CheckpointConnector::publish_commits() {
     has_commits_.store(false, std::memory_order_relaxed);
   }
   events::EventBus& bus = trainer_.bus_;
-  for (const Commit& commit : commits) {
-    bus.publish_lazy<events::CheckpointCommitted>([&] {
-      return events::CheckpointCommitted{commit.progress, commit.path, commit.bytes, commit.monitor,
-                                         commit.score};
-    });
-    for (const std::string& removed : commit.removed) {
-      bus.publish_lazy<events::CheckpointRemoved>([&] {
-        return events::CheckpointRemoved{commit.progress, removed};
-      });
+  std::size_t next = 0;
+  try {
+    for (; next < commits.size(); ++next) {
+      Commit& commit = commits[next];
+      if (!commit.path.empty()) {  // empty: published before a subscriber threw at a removal
+        bus.publish_lazy<events::CheckpointCommitted>([&] {
+          return events::CheckpointCommitted{commit.progress, commit.path, commit.bytes,
+                                             commit.monitor, commit.score};
+        });
+        commit.path.clear();
+      }
+      while (!commit.removed.empty()) {
+        bus.publish_lazy<events::CheckpointRemoved>([&] {
+          return events::CheckpointRemoved{commit.progress, commit.removed.front()};
+        });
+        commit.removed.erase(commit.removed.begin());
+      }
     }
+  } catch (...) {
+    // A subscriber threw: what was not published yet goes out at the next chance, in order.
+    const bool partly = !commits[next].path.empty() || !commits[next].removed.empty();
+    const auto first_left = commits.begin() + static_cast<std::ptrdiff_t>(partly ? next : next + 1);
+    std::lock_guard<std::mutex> lock(commits_mutex_);
+    commits_.insert(commits_.begin(), std::make_move_iterator(first_left),
+                    std::make_move_iterator(commits.end()));
+    has_commits_.store(!commits_.empty(), std::memory_order_release);
+    throw;
   }
 }
 
@@ -286,8 +313,13 @@ void CheckpointConnector::prepare() {
 
 void CheckpointConnector::wait() {
   if (!writer_) return;
+  // A failed save is the error to fix: it wins over a subscriber's throwing on the way.
   std::exception_ptr failed = writer_->wait_quietly();
-  publish_commits();
+  try {
+    publish_commits();
+  } catch (...) {
+    if (!failed) throw;
+  }
   if (failed) std::rethrow_exception(failed);
 }
 

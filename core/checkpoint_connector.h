@@ -24,6 +24,9 @@
 namespace trainbus {
 
 class Trainer;
+namespace replay {
+class ReplaySession;
+}
 
 namespace checkpoint {
 struct CheckpointSnapshot;
@@ -83,6 +86,8 @@ class CheckpointConnector {
   /// Blocks until every asynchronous save is durable, then raises a failed one as CheckpointError.
   /// Publishes the CheckpointCommitted and CheckpointRemoved events of the saves that landed.
   void wait();
+  /// For checkpoint callbacks: removes the checkpoint at `path` now (nothing in a replay).
+  void remove(const std::string& path);
   /// Whether a checkpoint (or anything) is at `path`; in a replay, whether a dry-run save put one
   /// there and none removed it (the disk is never looked at then).
   bool exists(const std::string& path) const;
@@ -95,6 +100,7 @@ class CheckpointConnector {
 
  private:
   friend class Trainer;
+  friend class replay::ReplaySession;  // sets resumed_from_ as the recorded run had it
   using SnapshotBuffers = checkpoint::BufferPool<checkpoint::TensorBufferTraits>;
 
   void save(const std::string& path, SaveCheckpointOptions options);
@@ -118,12 +124,8 @@ class CheckpointConnector {
 
   Trainer& trainer_;
   std::string resumed_from_;
-  // Made by the first asynchronous save. The buffers outlive the writer, whose thread gives
-  // snapshots' buffers back to them.
-  std::unique_ptr<SnapshotBuffers> buffers_;
-  std::unique_ptr<checkpoint::CheckpointWriter> writer_;
-
   // Commits noted on the writer thread, published on the training thread (check(), wait()).
+  // Before writer_: a save still pending when the writer is destroyed notes its commit here.
   struct Commit {
     events::Progress progress;
     std::string path;
@@ -135,6 +137,11 @@ class CheckpointConnector {
   std::mutex commits_mutex_;
   std::vector<Commit> commits_;
   std::atomic<bool> has_commits_{false};
+
+  // Made by the first asynchronous save. The buffers outlive the writer, whose thread gives
+  // snapshots' buffers back to them.
+  std::unique_ptr<SnapshotBuffers> buffers_;
+  std::unique_ptr<checkpoint::CheckpointWriter> writer_;
 
   std::vector<DryRunSave> dry_run_saves_;
   std::set<std::string> dry_run_paths_;  // what the dry-run saves left on the "disk"

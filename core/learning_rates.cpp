@@ -49,10 +49,13 @@ Metrics learning_rates(const std::vector<std::shared_ptr<torch::optim::Optimizer
   Metrics values;
   const auto& groups = optimizer.param_groups();
   for (std::size_t g = 0; g < groups.size(); ++g) {
-    const std::string group_name =
-        groups.size() > 1 ? name + "/pg" + std::to_string(g + 1) : name;
+    const std::string group_name = groups.size() > 1 ? name + "/pg" + std::to_string(g + 1) : name;
     const torch::optim::OptimizerOptions& options = groups[g].options();
-    values[group_name] = options.get_lr();
+    try {
+      values[group_name] = options.get_lr();
+    } catch (const c10::Error&) {
+      continue;  // options of the user's own optimizer without get_lr(): nothing to report
+    }
     if (const std::optional<double> beta = momentum(options))
       values[group_name + "-momentum"] = *beta;
   }

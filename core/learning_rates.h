@@ -16,7 +16,8 @@ namespace trainbus {
 /// For optimizer `index` of `optimizers`: "lr-Adam" (one param group) or "lr-Adam/pg1",
 /// "lr-Adam/pg2", ... (several), each with "<name>-momentum" when the optimizer has a momentum
 /// (Adam's and AdamW's beta1, SGD's and RMSprop's momentum). A second optimizer of the same class
-/// is "lr-Adam-1", as Lightning names it.
+/// is "lr-Adam-1", as Lightning names it. A group whose options have no get_lr() (a user's own
+/// optimizer) is left out.
 Metrics learning_rates(const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers,
                        std::size_t index);
 

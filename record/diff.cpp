@@ -3,8 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
+#include <set>
 #include <sstream>
+#include <string>
 #include <type_traits>
+#include <vector>
 
 #include "record/detail/event_fields.h"
 #include "record/detail/field_text.h"
@@ -71,14 +75,49 @@ std::string differences(const E& a, const E& b, const DiffOptions& options) {
 
 }  // namespace
 
+namespace {
+
+// When a background checkpoint write lands depends on the disk, not on the run: its events are
+// compared as a set, not by position.
+bool lands_when_the_disk_says(const v1::Envelope& envelope) {
+  return envelope.event_case() == v1::Envelope::kCheckpointCommitted ||
+         envelope.event_case() == v1::Envelope::kCheckpointRemoved;
+}
+
+std::string landing_key(const v1::Envelope& envelope) {
+  std::string key;
+  visit_event(envelope, [&](const auto& event) {
+    using E = std::decay_t<decltype(event)>;
+    if constexpr (std::is_same_v<E, events::CheckpointCommitted> ||
+                  std::is_same_v<E, events::CheckpointRemoved>) {
+      key = std::string(E::kName) + " " + event.path + " (epoch " +
+            std::to_string(event.progress.epoch) + ", step " +
+            std::to_string(event.progress.global_step) + ")";
+    }
+  });
+  return key;
+}
+
+// The next event to compare by position; checkpoint landings on the way go into `landed`.
+bool next_positional(RecordingReader& reader, v1::Envelope& envelope, uint64_t& count,
+                     std::multiset<std::string>& landed) {
+  while (reader.next(envelope)) {
+    ++count;
+    if (!lands_when_the_disk_says(envelope)) return true;
+    landed.insert(landing_key(envelope));
+  }
+  return false;
+}
+
+}  // namespace
+
 DiffResult diff_recordings(RecordingReader& a, RecordingReader& b, const DiffOptions& options) {
   DiffResult result;
   v1::Envelope event_a, event_b;
+  std::multiset<std::string> landed_a, landed_b;
   for (;;) {
-    const bool has_a = a.next(event_a);
-    const bool has_b = b.next(event_b);
-    result.events_a += has_a ? 1 : 0;
-    result.events_b += has_b ? 1 : 0;
+    const bool has_a = next_positional(a, event_a, result.events_a, landed_a);
+    const bool has_b = next_positional(b, event_b, result.events_b, landed_b);
     if (!has_a && !has_b) break;
     if (result.first) {
       if (!has_a || !has_b) break;  // the rest only counts events: read the longer one on its own
@@ -115,8 +154,24 @@ DiffResult diff_recordings(RecordingReader& a, RecordingReader& b, const DiffOpt
   }
   // Whichever recording is longer: count the rest of its events.
   v1::Envelope rest;
-  while (a.next(rest)) ++result.events_a;
-  while (b.next(rest)) ++result.events_b;
+  while (next_positional(a, rest, result.events_a, landed_a)) {
+  }
+  while (next_positional(b, rest, result.events_b, landed_b)) {
+  }
+  if (!result.first && landed_a != landed_b) {
+    Divergence divergence;
+    divergence.index = result.compared;
+    divergence.event_a = divergence.event_b = "checkpoint_committed";
+    std::vector<std::string> only_a, only_b;
+    std::set_difference(landed_a.begin(), landed_a.end(), landed_b.begin(), landed_b.end(),
+                        std::back_inserter(only_a));
+    std::set_difference(landed_b.begin(), landed_b.end(), landed_a.begin(), landed_a.end(),
+                        std::back_inserter(only_b));
+    divergence.what = "the checkpoints written or removed differ (compared as a set):";
+    for (const std::string& key : only_a) divergence.what += "\nonly in A: " + key;
+    for (const std::string& key : only_b) divergence.what += "\nonly in B: " + key;
+    result.first = divergence;
+  }
   result.ending_a = a.summary().ending;
   result.ending_b = b.summary().ending;
   return result;

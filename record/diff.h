@@ -36,7 +36,9 @@ struct DiffResult {
 };
 
 /// Reads both recordings to their ends and finds the first divergence. Times, sequence numbers and
-/// ranks are not compared; everything an event carries is.
+/// ranks are not compared; everything an event carries is. CheckpointCommitted and
+/// CheckpointRemoved, whose place depends on when the disk finished a background write, are
+/// compared as a set after the rest agreed.
 DiffResult diff_recordings(RecordingReader& a, RecordingReader& b, const DiffOptions& options);
 
 /// The result as text: the first divergence with its fields, then a summary.

@@ -12,6 +12,7 @@
 #include "base/diagnostics.h"
 #include "base/errors.h"
 #include "checkpoint/format.h"
+#include "core/callback_order.h"
 #include "record/event_codec.h"
 #include "record/record_file.h"
 
@@ -29,8 +30,8 @@ class ReplaySession::StandInModule final : public Module {
 
  private:
   [[noreturn]] void refuse(const char* what) const {
-    throw ReplayError(std::string("a replay has no model: ") + what +
-                      " cannot run (called from " + (hook_.empty() ? "outside a hook" : hook_) +
+    throw ReplayError(std::string("a replay has no model: ") + what + " cannot run (called from " +
+                      (hook_.empty() ? "outside a hook" : hook_) +
                       "); a callback that needs the model cannot be replayed");
   }
   const std::string& hook_;
@@ -52,6 +53,15 @@ ReplaySession::ReplaySession(TrainerOptions options,
       optimizer_(std::make_shared<torch::optim::SGD>(std::vector<torch::Tensor>{},
                                                      torch::optim::SGDOptions(0.0))) {
   trainer_.replaying_ = true;
+  auto monitoring = [](const Callback& c) {
+    return c.kind() == CallbackKind::kMonitoring || c.kind() == CallbackKind::kCheckpoint;
+  };
+  for (const auto& callback : trainer_.callbacks()) {
+    if (!monitoring(*callback)) epoch_end_order_.push_back(callback);
+  }
+  for (const auto& callback : trainer_.callbacks()) {
+    if (monitoring(*callback)) epoch_end_order_.push_back(callback);
+  }
 }
 
 ReplaySession::~ReplaySession() {
@@ -63,15 +73,19 @@ ReplaySession::~ReplaySession() {
 }
 
 void ReplaySession::finish() {
-  if (!attached_) return;
-  attached_ = false;
   Trainer& t = trainer_;
+  if (!attached_) {
+    t.wait_for_observers();  // a recording without a Setup still reached the observers
+    return;
+  }
+  attached_ = false;
   auto detach = [&] {
     module_->trainer_ = nullptr;
     t.module_ = nullptr;
     t.fn_.reset();
     t.phase_ = Trainer::Phase::kIdle;
     t.status_ = TrainerStatus::kFinished;
+    t.optimizers_.clear();
   };
   try {
     t.wait_for_observers();
@@ -130,6 +144,8 @@ void ReplaySession::begin_stage(Stage stage) {
     t.progress_ = FitProgress();
     t.should_stop_ = false;
     t.stop_reasons_.clear();
+    t.checkpoints_.resumed_from_.clear();
+    t.optimizers_ = {optimizer_};  // trainer.optimizers()[0] is the stand-in, at the recorded lr
   }
   t.metrics_.clear();
 }
@@ -137,18 +153,18 @@ void ReplaySession::begin_stage(Stage stage) {
 // Calls `hook(callback)` on every callback in the trainer's order, then publishes `event` on the
 // trainer's bus; notes the stop requests the callbacks made meanwhile.
 template <class Event, class Hook>
-void ReplaySession::dispatch(const Event& event, const char* hook_name, Hook&& hook) {
+void ReplaySession::dispatch(const Event& event, const char* hook_name, Hook&& hook,
+                             const std::vector<std::shared_ptr<Callback>>* order) {
   Trainer& t = trainer_;
   const std::size_t stops_before = t.stop_reasons_.size();
   current_hook_ = hook_name;
   try {
-    for (const auto& callback : t.callbacks_) hook(*callback);
+    for (const auto& callback : order ? *order : t.callbacks_) hook(*callback);
   } catch (const std::exception& e) {
     current_hook_.clear();
     throw ReplayError(::trainbus::detail::concat(
-        "replaying record ", events_ + 1, " (", Event::kName, ", epoch ",
-        t.progress_.current_epoch, ", step ", t.progress_.global_step, "): ", hook_name, ": ",
-        e.what()));
+        "replaying record ", events_ + 1, " (", Event::kName, ", epoch ", t.progress_.current_epoch,
+        ", step ", t.progress_.global_step, "): ", hook_name, ": ", e.what()));
   }
   current_hook_.clear();
   for (std::size_t i = stops_before; i < t.stop_reasons_.size(); ++i) {
@@ -179,13 +195,11 @@ void ReplaySession::publish(const Event& event) {
 
 void ReplaySession::replay(const events::Setup& event) {
   begin_stage(event.stage);
-  dispatch(event, "setup",
-           [&](Callback& c) { c.setup(trainer_, *module_, event.stage); });
+  dispatch(event, "setup", [&](Callback& c) { c.setup(trainer_, *module_, event.stage); });
 }
 
 void ReplaySession::replay(const events::Teardown& event) {
-  dispatch(event, "teardown",
-           [&](Callback& c) { c.teardown(trainer_, *module_, event.stage); });
+  dispatch(event, "teardown", [&](Callback& c) { c.teardown(trainer_, *module_, event.stage); });
   trainer_.fn_.reset();
   trainer_.phase_ = Trainer::Phase::kIdle;
 }
@@ -248,11 +262,15 @@ void ReplaySession::replay(const events::TrainEpochEnd& event) {
   Trainer& t = trainer_;
   set_progress(event.progress);
   t.phase_ = Trainer::Phase::kTraining;
+  t.progress_.epoch_batches_finished = true;  // as the live loop, before the epoch-end hooks
+  ++t.progress_.epochs_processed;
   t.metrics_.replay_epoch_values(event.metrics);
   t.metrics_.restore_callback_metrics(event.callback_metrics);
   t.metrics_.replay_progress_bar(event.progress_bar);
-  dispatch(event, "on_train_epoch_end", [&](Callback& c) { c.on_train_epoch_end(t, *module_); });
-  ++t.progress_.epochs_processed;
+  // As Trainer::call_train_epoch_end_hooks: monitoring and checkpoint callbacks last.
+  dispatch(
+      event, "on_train_epoch_end", [&](Callback& c) { c.on_train_epoch_end(t, *module_); },
+      &epoch_end_order_);
 }
 
 void ReplaySession::replay(const events::TrainBatchStart& event) {
@@ -304,6 +322,12 @@ void ReplaySession::replay(const events::BeforeOptimizerStep& event) {
 
 void ReplaySession::replay(const events::AfterOptimizerStep& event) {
   set_progress(event.progress);
+  // The stand-in steps at the recorded learning rate (its first param group's).
+  for (const auto& [name, lr] : event.learning_rates) {
+    if (name.rfind("lr-", 0) != 0 || name.find("-momentum") != std::string::npos) continue;
+    optimizer_->param_groups()[0].options().set_lr(lr);
+    break;
+  }
   dispatch(event, "on_after_optimizer_step",
            [&](Callback& c) { c.on_after_optimizer_step(trainer_, *module_, *optimizer_); });
 }
@@ -411,8 +435,7 @@ void ReplaySession::replay(const events::TestEnd& event) {
 void ReplaySession::replay(const events::PredictStart& event) {
   set_progress(event.progress);
   trainer_.phase_ = Trainer::Phase::kPredicting;
-  dispatch(event, "on_predict_start",
-           [&](Callback& c) { c.on_predict_start(trainer_, *module_); });
+  dispatch(event, "on_predict_start", [&](Callback& c) { c.on_predict_start(trainer_, *module_); });
 }
 
 void ReplaySession::replay(const events::PredictEpochStart& event) {
@@ -487,8 +510,15 @@ void ReplaySession::replay(const events::StopRequested& event) {
 void ReplaySession::replay(const events::Exception& event) {
   set_progress(event.progress);
   const std::runtime_error error(event.type + ": " + event.message);
-  dispatch(event, "on_exception",
-           [&](Callback& c) { c.on_exception(trainer_, *module_, error); });
+  // As live: every callback hears of it even if one of them fails.
+  dispatch(event, "on_exception", [&](Callback& c) {
+    try {
+      c.on_exception(trainer_, *module_, error);
+    } catch (const std::exception& inner) {
+      warn("replay: " + callback_name(c) + "::on_exception threw \"" + inner.what() +
+           "\" while handling \"" + error.what() + "\"");
+    }
+  });
 }
 
 void ReplaySession::restore_callbacks_from(const std::string& checkpoint_path) {
@@ -500,6 +530,10 @@ void ReplaySession::restore_callbacks_from(const std::string& checkpoint_path) {
       if (found != loaded.data.callbacks.end()) callback->load_state_dict(found->second);
     }
     t.metrics_.restore_callback_metrics(loaded.data.callback_metrics);
+    // As the live run: its progress down to the batch, and the checkpoint nobody removes.
+    t.progress_ = FitProgress::resumed_from(loaded.data.loops);
+    t.accumulate_grad_batches_ = loaded.data.loops.at("accumulate_grad_batches").toInt();
+    t.checkpoints_.resumed_from_ = checkpoint_path;
   } catch (const std::exception& e) {
     warn("replay: the recorded run resumed from " + checkpoint_path +
          ", whose callback states cannot be read (" + e.what() +

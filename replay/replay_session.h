@@ -52,8 +52,12 @@ struct Decision {
 /// (the live run may have met older files and named its checkpoints "-v1"). Batches are empty
 /// tensors of the recorded batch size; a training batch's outputs hold the recorded loss.
 /// Callback state is what the replayed events build up, except when the recorded run resumed from
-/// a checkpoint: the callbacks' states are then read from that checkpoint if it still exists (a
-/// warning says when it does not).
+/// a checkpoint: the callbacks' states (and the loop progress) are then read from that checkpoint
+/// if it still exists (a warning says when it does not). NOTE: a restored state holds the live
+/// callback's options where it keeps them (EarlyStopping's patience), as Lightning's does.
+/// trainer.optimizers() holds one stand-in optimizer without parameters, at the recorded learning
+/// rate; trainer.datamodule() is null. A ModelCheckpoint with train_time_interval is refused (the
+/// replay has no training time).
 ///
 /// Training thread only, like the Trainer.
 class ReplaySession {
@@ -93,7 +97,8 @@ class ReplaySession {
  private:
   class StandInModule;
   template <class Event, class Hook>
-  void dispatch(const Event& event, const char* hook_name, Hook&& hook);
+  void dispatch(const Event& event, const char* hook_name, Hook&& hook,
+                const std::vector<std::shared_ptr<Callback>>* order = nullptr);
   template <class Event>
   void publish(const Event& event);
   void begin_stage(Stage stage);
@@ -103,10 +108,11 @@ class ReplaySession {
   Trainer trainer_;
   std::string current_hook_;  // the hook running, for the stand-in module's errors
   std::unique_ptr<StandInModule> module_;
-  std::shared_ptr<torch::optim::Optimizer> optimizer_;  // the stand-in hooks receive
+  std::shared_ptr<torch::optim::Optimizer> optimizer_;      // the stand-in hooks receive
+  std::vector<std::shared_ptr<Callback>> epoch_end_order_;  // monitoring callbacks last
   std::vector<Decision> recorded_;
   std::vector<std::pair<std::size_t, Decision>> stops_;  // with the dry-run saves made before
-  std::vector<std::string> pending_stops_;  // recorded, not applied yet (see dispatch)
+  std::vector<std::string> pending_stops_;               // recorded, not applied yet (see dispatch)
   uint64_t events_ = 0;
   bool attached_ = false;
 };

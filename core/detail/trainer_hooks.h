@@ -43,6 +43,9 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
   TRAINBUS_CHECK(status_ != TrainerStatus::kRunning, "Trainer::", to_string(stage),
                  " was called while the trainer is already running ",
                  to_string(fn_.value_or(stage)), "; a Trainer runs one thing at a time");
+  TRAINBUS_CHECK(!replaying_, "Trainer::", to_string(stage),
+                 " was called on the trainer of a replay (replay::ReplaySession), which has no "
+                 "model to run; make a Trainer of its own");
   auto detach = [&] {
     module.trainer_ = nullptr;
     module_ = nullptr;

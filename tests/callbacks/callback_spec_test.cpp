@@ -25,8 +25,9 @@ TEST_CASE("A callback spec sets the options it names and keeps the other default
   CHECK(early->options().check_on_train_epoch_end() == false);
   CHECK(early->options().strict());  // a default
 
-  auto checkpoint = std::dynamic_pointer_cast<ModelCheckpoint>(make_callback(
-      "model_checkpoint:monitor=val_loss,save_top_k=3,save_last=link,filename={epoch}-{val_loss:.2f}"));
+  auto checkpoint = std::dynamic_pointer_cast<ModelCheckpoint>(
+      make_callback("model_checkpoint:monitor=val_loss,save_top_k=3,save_last=link,filename={epoch}"
+                    "-{val_loss:.2f}"));
   REQUIRE(checkpoint != nullptr);
   CHECK(checkpoint->state_key().find("'monitor': 'val_loss'") != std::string::npos);
   CHECK(std::dynamic_pointer_cast<ModelCheckpoint>(make_callback("model_checkpoint")) != nullptr);

@@ -391,3 +391,27 @@ TEST_CASE("Every durable save and every eviction is published, with its score an
     CHECK_FALSE(fs::exists(removed[0].path));
   }
 }
+
+TEST_CASE("A subscriber that throws on a checkpoint event loses none of them",
+          "[callbacks][checkpoint][events]") {
+  TempDir dir;
+  Trainer trainer(
+      short_fit(2),
+      {std::make_shared<ModelCheckpoint>(ModelCheckpointOptions().dirpath(dir.file("ckpt")))});
+  std::vector<std::string> received;
+  bool thrown = false;
+  auto on_commit = trainer.bus().subscribe<events::CheckpointCommitted>(
+      [&](const events::CheckpointCommitted& event) {
+        if (!thrown) {
+          thrown = true;
+          throw std::runtime_error("subscriber failed");
+        }
+        received.push_back(event.path);
+      });
+  ScriptedLoss module({0.5, 0.4});
+  testing::RandomDataModule data;
+  CHECK_THROWS_WITH(trainer.fit(module, data), Contains("subscriber failed"));
+  // The event it threw on is published again on the way out, and nothing after it is lost.
+  REQUIRE_FALSE(received.empty());
+  CHECK(received.front() == dir.file("ckpt/epoch=0-step=4.ckpt"));
+}

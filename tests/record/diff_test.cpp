@@ -130,3 +130,39 @@ TEST_CASE("An infinite value differs from every finite one, whatever the toleran
   CHECK(result.first->index == 3);
   CHECK_THAT(result.first->what, Catch::StartsWith("loss: 0.25 in A, inf in B"));
 }
+
+TEST_CASE("Checkpoint landings are compared as a set, wherever the disk put them",
+          "[record][diff]") {
+  testing::TempDir dir;
+  auto write = [&](const std::string& path, int commit_after, const std::string& committed) {
+    record::RecordFileWriter writer(path, v1::Header());
+    for (int step = 0; step < 6; ++step) {
+      events::TrainBatchEnd batch_end;
+      batch_end.progress = {0, step + 1};
+      v1::Envelope envelope;
+      record::encode(batch_end, envelope);
+      writer.append(envelope);
+      if (step == commit_after) {
+        events::CheckpointCommitted commit;
+        commit.progress = {0, 2};
+        commit.path = committed;
+        commit.bytes = 1000 + step;  // not compared: only what landed where it was asked for
+        v1::Envelope landed;
+        record::encode(commit, landed);
+        writer.append(landed);
+      }
+    }
+  };
+  write(dir.file("a.tbrec"), 2, "/ckpt/epoch=0.ckpt");
+  write(dir.file("b.tbrec"), 4, "/ckpt/epoch=0.ckpt");  // the same save, landed two steps later
+  write(dir.file("c.tbrec"), 2, "/ckpt/epoch=0-v1.ckpt");
+  const record::DiffResult same = diff(dir.file("a.tbrec"), dir.file("b.tbrec"));
+  CHECK_FALSE(same.first.has_value());
+  CHECK(same.events_a == 7);
+  const record::DiffResult other = diff(dir.file("a.tbrec"), dir.file("c.tbrec"));
+  REQUIRE(other.first.has_value());
+  CHECK(other.first->what.find("only in A: checkpoint_committed /ckpt/epoch=0.ckpt (epoch 0, "
+                               "step 2)") != std::string::npos);
+  CHECK(other.first->what.find("only in B: checkpoint_committed /ckpt/epoch=0-v1.ckpt") !=
+        std::string::npos);
+}

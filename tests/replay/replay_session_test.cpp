@@ -3,15 +3,17 @@
 // callbacks saw, writes nothing, answers what-if questions and regenerates the CSV log.
 #include "replay/replay_session.h"
 
+#include <filesystem>
 #include <map>
 #include <memory>
-#include <string>
 #include <sstream>
+#include <string>
 #include <vector>
 
 #include "apps/fashion_classifier.h"
 #include "callbacks/early_stopping.h"
 #include "callbacks/model_checkpoint.h"
+#include "callbacks/on_exception_checkpoint.h"
 #include "data/fashion_mnist.h"
 #include "observers/csv_logger.h"
 #include "record/record_file.h"
@@ -187,8 +189,8 @@ TEST_CASE("Replay answers what-if questions with other options", "[replay][fashi
 
   // More patience: no stop within the recorded epochs; top-1: only the best one is kept.
   auto patient = std::make_shared<EarlyStopping>(early_stopping_options().patience(50));
-  auto top1 = std::make_shared<ModelCheckpoint>(
-      checkpoint_options(dir.file("checkpoints")).save_top_k(1));
+  auto top1 =
+      std::make_shared<ModelCheckpoint>(checkpoint_options(dir.file("checkpoints")).save_top_k(1));
   ReplaySession session(fit_options(), {patient, top1});
   record::RecordingReader reader(live.recording);
   session.replay(reader);
@@ -217,4 +219,24 @@ TEST_CASE("A replayed callback that needs the model gets an error naming the hoo
       second.replay(again),
       Catch::Matchers::Contains("(train_batch_end, epoch 0, step 1)") &&
           Catch::Matchers::Contains("training_step cannot run (called from on_train_batch_end)"));
+}
+
+TEST_CASE("A replay never removes or writes a file, and its trainer runs nothing",
+          "[replay][fashion]") {
+  const TempDir& dir = shared_dir();
+  const LiveRun& live = live_run(dir);
+  // OnExceptionCheckpoint removes its checkpoint at teardown, live; the recording has a teardown.
+  const std::string kept = dir.file("exceptions/on_exception.ckpt");
+  std::filesystem::create_directories(kept);
+  ReplaySession session(fit_options(), {std::make_shared<callbacks::OnExceptionCheckpoint>(
+                                           dir.file("exceptions"), "on_exception")});
+  record::RecordingReader reader(live.recording);
+  session.replay(reader);
+  session.finish();
+  CHECK(std::filesystem::is_directory(kept));
+
+  apps::FashionClassifier model;
+  data::FashionMnistDataModule data;
+  CHECK_THROWS_WITH(session.trainer().fit(model, data),
+                    Catch::Matchers::Contains("the trainer of a replay"));
 }
