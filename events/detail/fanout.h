@@ -45,8 +45,7 @@ class Fanout final : public FanoutBase {
     for (Entry& entry : entries_) {
       ++entry.count;  // every occurrence since it was attached, as EventBus filters count
       if (!entry.filter.passes(entry.count)) continue;
-      const bool tensors =
-          kHasTensorFields<E> && snapshot_ && entry.channel->wants_tensors();
+      const bool tensors = kHasTensorFields<E> && snapshot_ && entry.channel->wants_tensors();
       std::shared_ptr<const E>& shared = tensors ? with_tensors : plain;
       if (!shared) {
         shared = make_snapshot(event, tensors);
