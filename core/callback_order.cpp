@@ -52,4 +52,9 @@ std::vector<std::shared_ptr<Callback>> order_callbacks(
   return callbacks;
 }
 
+bool runs_after_module_at_epoch_end(const Callback& callback) {
+  return callback.kind() == CallbackKind::kMonitoring ||
+         callback.kind() == CallbackKind::kCheckpoint;
+}
+
 }  // namespace trainbus

@@ -14,6 +14,10 @@ namespace trainbus {
 std::vector<std::shared_ptr<Callback>> order_callbacks(
     std::vector<std::shared_ptr<Callback>> callbacks);
 
+/// Whether `callback` runs its on_train_epoch_end after the module's (Lightning's monitoring
+/// callbacks: EarlyStopping, checkpoint callbacks), so that it sees what the module logs there.
+bool runs_after_module_at_epoch_end(const Callback& callback);
+
 /// The demangled class name of a callback, for messages.
 std::string callback_name(const Callback& callback);
 

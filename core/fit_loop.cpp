@@ -18,6 +18,7 @@
 #include "base/diagnostics.h"
 #include "base/errors.h"
 #include "checkpoint/format.h"
+#include "core/callback_order.h"
 #include "core/detail/trainer_hooks.h"
 #include "core/learning_rates.h"
 #include "core/tensor_ref.h"
@@ -250,15 +251,12 @@ void Trainer::call_train_epoch_end_hooks() {
   // As Lightning's fit_loop: callbacks that monitor metrics (EarlyStopping, checkpoints) run after
   // the module's hook, so that they see what it logs.
   FxScope scope(current_fx_, events::TrainEpochEnd::kName);
-  auto is_monitoring = [](const Callback& c) {
-    return c.kind() == CallbackKind::kMonitoring || c.kind() == CallbackKind::kCheckpoint;
-  };
   for (const auto& callback : callbacks_) {
-    if (!is_monitoring(*callback)) callback->on_train_epoch_end(*this, *module_);
+    if (!runs_after_module_at_epoch_end(*callback)) callback->on_train_epoch_end(*this, *module_);
   }
   module_->on_train_epoch_end();
   for (const auto& callback : callbacks_) {
-    if (is_monitoring(*callback)) callback->on_train_epoch_end(*this, *module_);
+    if (runs_after_module_at_epoch_end(*callback)) callback->on_train_epoch_end(*this, *module_);
   }
   bus_.publish_lazy<events::TrainEpochEnd>([&] {
     // Including what the epoch-end hooks logged.

@@ -53,14 +53,11 @@ ReplaySession::ReplaySession(TrainerOptions options,
       optimizer_(std::make_shared<torch::optim::SGD>(std::vector<torch::Tensor>{},
                                                      torch::optim::SGDOptions(0.0))) {
   trainer_.replaying_ = true;
-  auto monitoring = [](const Callback& c) {
-    return c.kind() == CallbackKind::kMonitoring || c.kind() == CallbackKind::kCheckpoint;
-  };
   for (const auto& callback : trainer_.callbacks()) {
-    if (!monitoring(*callback)) epoch_end_order_.push_back(callback);
+    if (!runs_after_module_at_epoch_end(*callback)) epoch_end_order_.push_back(callback);
   }
   for (const auto& callback : trainer_.callbacks()) {
-    if (monitoring(*callback)) epoch_end_order_.push_back(callback);
+    if (runs_after_module_at_epoch_end(*callback)) epoch_end_order_.push_back(callback);
   }
 }
 
@@ -334,13 +331,9 @@ void ReplaySession::replay(const events::AfterOptimizerStep& event) {
 
 // ---- validation, test, predict ----
 
-namespace {
-bool in_sanity_check(const Trainer& trainer) { return trainer.sanity_checking(); }
-}  // namespace
-
 void ReplaySession::replay(const events::ValidationStart& event) {
   set_progress(event.progress);
-  if (!in_sanity_check(trainer_)) trainer_.phase_ = Trainer::Phase::kValidating;
+  if (!trainer_.sanity_checking()) trainer_.phase_ = Trainer::Phase::kValidating;
   dispatch(event, "on_validation_start",
            [&](Callback& c) { c.on_validation_start(trainer_, *module_); });
 }
@@ -382,7 +375,7 @@ void ReplaySession::replay(const events::ValidationEnd& event) {
   set_progress(event.progress);
   t.metrics_.restore_callback_metrics(event.callback_metrics);
   dispatch(event, "on_validation_end", [&](Callback& c) { c.on_validation_end(t, *module_); });
-  if (!in_sanity_check(t)) {
+  if (!t.sanity_checking()) {
     t.phase_ = t.fn_ == Stage::kFit ? Trainer::Phase::kTraining : Trainer::Phase::kIdle;
   }
 }
