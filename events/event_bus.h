@@ -52,29 +52,60 @@ class EventBus {
         });
   }
 
-  /// True if at least one slot for E is connected.
+  /// Connects a keeper of E: `fn(const E& event, std::shared_ptr<E> sole)`, for a subscriber
+  /// that keeps events after the publish returns (the ObserverPool). Keepers run after every
+  /// subscribe() slot, in subscription order. When publish_lazy built the event and this is the
+  /// only keeper, `sole` owns it: nobody will read it after this call, so the keeper may change it
+  /// and keep it instead of copying it. Otherwise `sole` is null and the keeper copies `event`.
+  template <class E, class Fn>
+  [[nodiscard]] Subscription keep(Fn&& fn) {
+    static_assert(std::is_invocable_v<std::decay_t<Fn>&, const E&, std::shared_ptr<E>>,
+                  "a keeper of event E must be callable as fn(const E&, std::shared_ptr<E>)");
+    constexpr std::size_t index = events::kEventIndex<E>;
+    return connect_keeper(
+        index, [fn = std::decay_t<Fn>(std::forward<Fn>(fn)), keepers = keeper_counts_[index]](
+                   const void* event, std::shared_ptr<void>* built) mutable {
+          // Read here, after the signal took its list of slots: a keeper counts itself before it
+          // connects and uncounts after it disconnects, so 1 means no other keeper is in the list.
+          std::shared_ptr<E> sole;
+          if (built && *built && keepers->load(std::memory_order_acquire) == 1) {
+            sole = std::static_pointer_cast<E>(std::move(*built));
+          }
+          fn(*static_cast<const E*>(event), std::move(sole));
+        });
+  }
+
+  /// True if at least one slot or keeper for E is connected.
   template <class E>
   bool has_subscribers() const noexcept {
     return counts_[events::kEventIndex<E>]->load(std::memory_order_relaxed) > 0;
   }
 
-  /// Calls every slot connected for E.
+  /// Calls every slot connected for E, then every keeper (which copies the event).
   template <class E>
   void publish(const E& event) const {
-    if (has_subscribers<E>()) emit(events::kEventIndex<E>, &event);
+    if (has_subscribers<E>()) emit(events::kEventIndex<E>, &event, nullptr);
   }
 
-  /// Builds the event with `make()` and publishes it, only if anyone listens to E.
+  /// Builds the event with `make()` and publishes it, only if anyone listens to E. With a keeper,
+  /// the event is built on the heap, so that a sole keeper takes it without a copy.
   template <class E, class Make>
   void publish_lazy(Make&& make) const {
-    if (has_subscribers<E>()) {
+    constexpr std::size_t index = events::kEventIndex<E>;
+    if (!has_subscribers<E>()) return;
+    if (keeper_counts_[index]->load(std::memory_order_relaxed) > 0) {
+      std::shared_ptr<void> built = std::make_shared<E>(std::forward<Make>(make)());
+      const void* event = built.get();
+      emit(index, event, &built);
+    } else {
       const E event = std::forward<Make>(make)();
-      emit(events::kEventIndex<E>, &event);
+      emit(index, &event, nullptr);
     }
   }
 
  private:
   using ErasedSlot = std::function<void(const void*)>;
+  using ErasedKeeper = std::function<void(const void*, std::shared_ptr<void>*)>;
 
   template <class E, class Fn>
   static ErasedSlot erase(Fn&& fn) {
@@ -86,11 +117,15 @@ class EventBus {
   }
 
   Subscription connect(std::size_t index, ErasedSlot slot, const int* group);
-  void emit(std::size_t index, const void* event) const;
+  Subscription connect_keeper(std::size_t index, ErasedKeeper keeper);
+  // Runs the slots for `index`, then its keepers; `built` owns the event if publish_lazy built it.
+  void emit(std::size_t index, const void* event, std::shared_ptr<void>* built) const;
 
-  struct Signals;  // one boost::signals2::signal per event type, kept out of this header
+  struct Signals;  // two boost::signals2::signal per event type, kept out of this header
   std::unique_ptr<Signals> signals_;
+  /// Per event type: connected slots and keepers (has_subscribers), and keepers alone.
   std::array<std::shared_ptr<std::atomic<int>>, events::AllEvents::size> counts_;
+  std::array<std::shared_ptr<std::atomic<int>>, events::AllEvents::size> keeper_counts_;
 };
 
 }  // namespace trainbus::events

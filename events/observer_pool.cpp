@@ -145,8 +145,9 @@ void ObserverPool::subscribe(EventBus& bus, const std::shared_ptr<ObserverChanne
   if (!fanout) {
     fanout = std::make_shared<detail::Fanout<E>>(&bus, snapshot_);
     // The slot shares the fanout: a publish running while detach_all() disconnects it keeps it.
-    Subscription subscription =
-        bus.subscribe<E>([fanout](const E& event) { fanout->publish(event); });
+    Subscription subscription = bus.keep<E>([fanout](const E& event, std::shared_ptr<E> sole) {
+      fanout->publish(event, std::move(sole));
+    });
     fanouts_.push_back({fanout, std::move(subscription)});
   }
   fanout->add(channel, filter);

@@ -76,9 +76,10 @@ class ObserverError : public std::runtime_error {
 
 /// Owns a boost::asio::thread_pool and the observers attached to it.
 ///
-/// attach() subscribes an observer to a bus: each selected event is copied once on the publishing
-/// thread (tensor fields snapshotted or dropped) into an immutable snapshot that every observer of
-/// the pool taking it shares, and queued for each of them, and nothing more:
+/// attach() subscribes an observer to a bus: each selected event becomes, on the publishing thread,
+/// an immutable snapshot that every observer of the pool taking it shares (tensor fields
+/// snapshotted or dropped): the event itself when the Trainer's publish_lazy hands it over
+/// (EventBus::keep), else one copy. It is queued for each of them, and nothing more:
 /// waking a pool thread would cost the publisher more than everything else together (measured ~9 us
 /// in a VM, bench/observers.cpp). A flusher thread of the pool's own hands the queues to the
 /// observers' strands every kick interval (1 ms by default), as do drain(), a full queue and a

@@ -28,6 +28,9 @@ void Subscription::disconnect() noexcept {
   if (!connection_) return;
   connection_->connection.disconnect();
   connection_->live_count->fetch_sub(1, std::memory_order_relaxed);
+  if (connection_->keeper_count) {
+    connection_->keeper_count->fetch_sub(1, std::memory_order_acq_rel);
+  }
   connection_.reset();
 }
 

@@ -25,10 +25,11 @@ struct FanoutBase {
   std::size_t index;  ///< kEventIndex of its event type
 };
 
-/// Hands each published E to the observers that select it, through their own filters: the first
-/// that takes it makes an immutable snapshot (tensor fields copied once for the observers that
-/// want tensors, emptied in a second snapshot for those that do not, made only if one takes it);
-/// every observer's delivery holds that snapshot. Publishing thread only.
+/// Hands each published E to the observers that select it, through their own filters. They share
+/// an immutable snapshot: the event itself when the bus hands it over (EventBus::keep: built by
+/// publish_lazy, and this the only keeper), else a copy. Tensor fields are copied for the observers
+/// that want tensors and emptied for those that do not (two snapshots when both take the event).
+/// Publishing thread only.
 template <class E>
 class Fanout final : public FanoutBase {
  public:
@@ -36,22 +37,29 @@ class Fanout final : public FanoutBase {
       : FanoutBase(on_bus, kEventIndex<E>), snapshot_(std::move(snapshot)) {}
 
   void add(std::shared_ptr<ObserverChannel> channel, const EventFilter& filter) {
-    entries_.push_back({std::move(channel), filter, 0});
+    entries_.push_back({std::move(channel), filter, 0, false});
   }
 
-  void publish(const E& event) {
-    std::shared_ptr<const E> plain, with_tensors;
-    std::chrono::steady_clock::time_point now{};
+  void publish(const E& event, std::shared_ptr<E> sole) {
+    bool any_plain = false, any_tensors = false;
     for (Entry& entry : entries_) {
       ++entry.count;  // every occurrence since it was attached, as EventBus filters count
-      if (!entry.filter.passes(entry.count)) continue;
-      const bool tensors = kHasTensorFields<E> && snapshot_ && entry.channel->wants_tensors();
-      std::shared_ptr<const E>& shared = tensors ? with_tensors : plain;
-      if (!shared) {
-        shared = make_snapshot(event, tensors);
-        if (now == std::chrono::steady_clock::time_point{}) now = std::chrono::steady_clock::now();
-      }
-      entry.channel->enqueue(entry.channel, Delivery{shared, &deliver_erased<E>, now});
+      entry.takes = entry.filter.passes(entry.count);
+      if (!entry.takes) continue;
+      (wants_tensors(entry) ? any_tensors : any_plain) = true;
+    }
+    if (!any_plain && !any_tensors) return;
+    // The copy (if any) first: `sole` is `event`, and making the other snapshot changes it.
+    std::shared_ptr<const E> with_tensors =
+        any_tensors && (any_plain || !sole) ? snapshot(std::make_shared<E>(event), true) : nullptr;
+    std::shared_ptr<const E> plain =
+        any_plain ? snapshot(sole ? std::move(sole) : std::make_shared<E>(event), false) : nullptr;
+    if (any_tensors && !with_tensors) with_tensors = snapshot(std::move(sole), true);
+    const auto now = std::chrono::steady_clock::now();
+    for (Entry& entry : entries_) {
+      if (!entry.takes) continue;
+      entry.channel->enqueue(entry.channel, Delivery{wants_tensors(entry) ? with_tensors : plain,
+                                                     &deliver_erased<E>, now});
     }
   }
 
@@ -60,18 +68,22 @@ class Fanout final : public FanoutBase {
     std::shared_ptr<ObserverChannel> channel;
     EventFilter filter;
     int64_t count;
+    bool takes;  // whether the event being published passes its filter
   };
+
+  bool wants_tensors(const Entry& entry) const {
+    return kHasTensorFields<E> && snapshot_ && entry.channel->wants_tensors();
+  }
 
   // Taken here, on the publishing thread, so that no observer ever sees a tensor the trainer
   // changes afterwards; observers that do not want tensors get none.
-  std::shared_ptr<const E> make_snapshot(const E& event, bool tensors) const {
-    auto copy = std::make_shared<E>(event);
+  std::shared_ptr<const E> snapshot(std::shared_ptr<E> event, bool tensors) const {
     if constexpr (kHasTensorFields<E>) {
-      for_each_tensor_field(*copy, [&](TensorRef& field) {
+      for_each_tensor_field(*event, [&](TensorRef& field) {
         field = tensors && field.has_value() ? snapshot_(field) : TensorRef();
       });
     }
-    return copy;
+    return event;
   }
 
   ObserverPool::TensorSnapshot snapshot_;

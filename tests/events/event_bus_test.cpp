@@ -1,6 +1,7 @@
 #include "events/event_bus.h"
 
 #include <atomic>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -79,6 +80,57 @@ TEST_CASE("publish_lazy builds the event only when someone listens", "[events]")
   bus.publish_lazy<events::TrainBatchEnd>(make);
   CHECK(built == 1);
   CHECK(delivered == 1);
+}
+
+TEST_CASE("A sole keeper takes over the event publish_lazy built; others copy", "[events]") {
+  events::EventBus bus;
+  std::vector<std::string> calls;
+  std::vector<const events::TrainEpochEnd*> slot_saw;
+  events::Subscription slot = bus.subscribe<events::TrainEpochEnd>([&](const auto& event) {
+    calls.push_back("slot " + std::to_string(event.metrics.at("loss")));
+    slot_saw.push_back(&event);
+  });
+  std::vector<std::shared_ptr<events::TrainEpochEnd>> kept;
+  auto keeper = [&](const std::string& name) {
+    return
+        [&, name](const events::TrainEpochEnd& event, std::shared_ptr<events::TrainEpochEnd> sole) {
+          calls.push_back(name + (sole ? " sole" : " copy"));
+          if (sole) {
+            CHECK(sole.get() == &event);
+            sole->metrics["loss"] = -1.0;  // it may change what it owns: nobody reads it after
+          }
+          kept.push_back(sole);
+        };
+  };
+  const auto make = [] { return events::TrainEpochEnd{{1, 10}, {{"loss", 0.5}}}; };
+  {
+    events::Subscription first = bus.keep<events::TrainEpochEnd>(keeper("first"));
+    bus.publish_lazy<events::TrainEpochEnd>(make);
+    bus.publish(make());  // not built by the bus: the keeper copies
+    // Keepers run after every slot, even one subscribed after them.
+    events::Subscription late = bus.subscribe<events::TrainEpochEnd>(
+        [&](const events::TrainEpochEnd&) { calls.push_back("late slot"); });
+    bus.publish_lazy<events::TrainEpochEnd>(make);
+  }
+  CHECK(calls == std::vector<std::string>{"slot 0.500000", "first sole", "slot 0.500000",
+                                          "first copy", "slot 0.500000", "late slot",
+                                          "first sole"});
+  REQUIRE(kept.size() == 3);
+  CHECK(kept[0]->metrics.at("loss") == -1.0);  // the keeper's own, changed after the slot read it
+  CHECK(kept[0].get() == slot_saw[0]);         // the very event the slot saw: not copied
+
+  calls.clear();
+  events::Subscription first = bus.keep<events::TrainEpochEnd>(keeper("first"));
+  events::Subscription second = bus.keep<events::TrainEpochEnd>(keeper("second"));
+  bus.publish_lazy<events::TrainEpochEnd>(make);
+  CHECK(calls == std::vector<std::string>{"slot 0.500000", "first copy", "second copy"});
+  second.disconnect();
+  calls.clear();
+  bus.publish_lazy<events::TrainEpochEnd>(make);
+  CHECK(calls == std::vector<std::string>{"slot 0.500000", "first sole"});
+  first.disconnect();
+  slot.disconnect();
+  CHECK_FALSE(bus.has_subscribers<events::TrainEpochEnd>());
 }
 
 TEST_CASE("Groups run in ascending order, ungrouped slots after them in subscription order",

@@ -263,12 +263,63 @@ TEST_CASE("Tensor fields reach only the observers that want them, as snapshots",
   auto ignores = std::make_shared<Outputs>(false);
   pool.attach(bus, wants);
   pool.attach(bus, ignores);
-  events::TrainBatchEnd event = batch(0);
-  event.outputs = events::TensorRef(std::any(7));
-  bus.publish(event);
+  std::vector<int> sync_seen;  // a synchronous slot sees the trainer's own tensors, untouched
+  events::Subscription sync =
+      bus.subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd& e) {
+        sync_seen.push_back(std::any_cast<int>(e.outputs.value()));
+      });
+  const auto with_outputs = [](int value) {
+    events::TrainBatchEnd event = batch(0);
+    event.outputs = events::TensorRef(std::any(value));
+    return event;
+  };
+  bus.publish(with_outputs(7));  // copied for each kind of observer
+  // Built by the bus: handed to the pool, which copies it once for the observer wanting tensors
+  // and empties the original's for the other.
+  bus.publish_lazy<events::TrainBatchEnd>([&] { return with_outputs(8); });
   pool.drain();
-  CHECK(wants->values == std::vector<int>{1007});
-  CHECK(ignores->values == std::vector<int>{-1});
+  CHECK(wants->values == std::vector<int>{1007, 1008});
+  CHECK(ignores->values == std::vector<int>{-1, -1});
+  CHECK(sync_seen == std::vector<int>{7, 8});
+}
+
+TEST_CASE("A pool given the event by the bus delivers the same as one that copies it",
+          "[events][observers]") {
+  class Outputs : public events::Observer {
+   public:
+    explicit Outputs(bool wants) : wants_(wants) {}
+    bool wants_tensors() const override { return wants_; }
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
+    void on_train_batch_end(const events::TrainBatchEnd& event) override {
+      seen.push_back(event.outputs.has_value() ? std::any_cast<int>(event.outputs.value()) : -1);
+      addresses.push_back(&event);
+    }
+    std::vector<int> seen;
+    std::vector<const events::TrainBatchEnd*> addresses;
+    bool wants_;
+  };
+  const auto snapshot = [](const events::TensorRef& ref) {
+    return events::TensorRef(std::any(std::any_cast<int>(ref.value()) + 1000));
+  };
+  for (const bool tensors : {false, true}) {
+    events::EventBus bus;
+    events::ObserverPool pool(2, snapshot);
+    auto first = std::make_shared<Outputs>(tensors);
+    auto second = std::make_shared<Outputs>(tensors);
+    pool.attach(bus, first);
+    pool.attach(bus, second);
+    bus.publish_lazy<events::TrainBatchEnd>([] {
+      events::TrainBatchEnd event = batch(0);
+      event.outputs = events::TensorRef(std::any(5));
+      return event;
+    });
+    pool.drain();
+    CHECK(first->seen == std::vector<int>{tensors ? 1005 : -1});
+    CHECK(second->seen == first->seen);
+    CHECK(first->addresses == second->addresses);  // one snapshot, shared
+  }
 }
 
 TEST_CASE(
