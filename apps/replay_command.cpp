@@ -125,11 +125,12 @@ int run_timeline(const ReplayArguments& args, std::ostream& out, std::ostream& e
     }
   }
   record::v1::Envelope envelope;
+  record::EventDecoder decoder;
   std::optional<int64_t> first_monotonic;
   while (reader.next(envelope)) {
     if (!first_monotonic) first_monotonic = envelope.monotonic_ns();
     if (regenerate) {
-      record::publish(envelope, bus);
+      decoder.publish(envelope, bus);
       pool->check();
       continue;
     }

@@ -127,7 +127,9 @@ DiffResult diff_recordings(RecordingReader& a, RecordingReader& b, const DiffOpt
     divergence.index = result.compared;
     divergence.event_a = has_a ? std::string(event_name(event_a)) : std::string();
     divergence.event_b = has_b ? std::string(event_name(event_b)) : std::string();
-    divergence.progress = has_a ? progress_of(event_a) : progress_of(event_b);
+    if (const v1::Progress* progress = has_a ? progress_of(event_a) : progress_of(event_b)) {
+      divergence.progress = *progress;
+    }
     if (!has_a || !has_b) {
       divergence.what = std::string(has_a ? "B" : "A") + " has no more events";
       result.first = divergence;

@@ -1,9 +1,11 @@
 #include "record/event_codec.h"
 
 #include <array>
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "events/event_bus.h"
 #include "record/detail/event_fields.h"
@@ -59,8 +61,26 @@ void put_map(Entries& out, const Map& in) {
   }
 }
 
+// Decodes into `out`, which may hold the previous event's values (EventDecoder): when it has the
+// same names in the same order (recorded maps are sorted), only the values change.
 template <class Map, class Entries>
 void get_map(Map& out, const Entries& in) {
+  if (out.size() == static_cast<std::size_t>(in.size())) {
+    auto names = out.begin();
+    bool same_names = true;
+    for (const auto& entry : in) {
+      if (names->first != entry.key()) {
+        same_names = false;
+        break;
+      }
+      ++names;
+    }
+    if (same_names) {
+      auto values = out.begin();
+      for (const auto& entry : in) (values++)->second = entry.value();
+      return;
+    }
+  }
   out.clear();
   for (const auto& entry : in) out.insert_or_assign(entry.key(), entry.value());
 }
@@ -206,16 +226,40 @@ const pb::Message* event_message(const v1::Envelope& envelope) {
   return field ? &envelope.GetReflection()->GetMessage(envelope, field) : nullptr;
 }
 
-std::optional<v1::Progress> progress_of(const v1::Envelope& envelope) {
+const v1::Progress* progress_of(const v1::Envelope& envelope) {
+  // Per oneof case (a field number of the envelope), the event message's `progress` field, found
+  // once: the reader asks for every record.
+  struct ProgressFields {
+    std::vector<const pb::FieldDescriptor*> by_number;
+    ProgressFields() {
+      const pb::Descriptor* envelope_type = v1::Envelope::descriptor();
+      for (int i = 0; i < envelope_type->field_count(); ++i) {
+        const pb::FieldDescriptor* event = envelope_type->field(i);
+        if (event->containing_oneof() == nullptr || event->message_type() == nullptr) continue;
+        const pb::FieldDescriptor* progress = event->message_type()->FindFieldByName("progress");
+        if (progress == nullptr || progress->message_type() != v1::Progress::descriptor()) continue;
+        if (by_number.size() <= static_cast<std::size_t>(event->number())) {
+          by_number.resize(static_cast<std::size_t>(event->number()) + 1, nullptr);
+        }
+        by_number[static_cast<std::size_t>(event->number())] = progress;
+      }
+    }
+  };
+  static const ProgressFields fields;
+  const auto number = static_cast<std::size_t>(envelope.event_case());
+  if (number >= fields.by_number.size() || fields.by_number[number] == nullptr) return nullptr;
   const pb::Message* message = event_message(envelope);
-  if (message == nullptr) return std::nullopt;
-  const pb::FieldDescriptor* field = message->GetDescriptor()->FindFieldByName("progress");
-  if (field == nullptr || field->message_type() != v1::Progress::descriptor()) return std::nullopt;
-  return static_cast<const v1::Progress&>(message->GetReflection()->GetMessage(*message, field));
+  if (message == nullptr) return nullptr;
+  return &static_cast<const v1::Progress&>(
+      message->GetReflection()->GetMessage(*message, fields.by_number[number]));
 }
 
 bool publish(const v1::Envelope& envelope, events::EventBus& bus) {
   return visit_event(envelope, [&](const auto& event) { bus.publish(event); });
+}
+
+bool EventDecoder::publish(const v1::Envelope& envelope, events::EventBus& bus) {
+  return visit(envelope, [&](const auto& event) { bus.publish(event); });
 }
 
 }  // namespace trainbus::record

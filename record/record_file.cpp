@@ -201,6 +201,21 @@ void RecordingReader::finish(std::string ending) {
   summary_.ending = std::move(ending);
 }
 
+const v1::Envelope* RecordingReader::next() {
+  constexpr int kRecordsPerArena = 1024;
+  if (!arena_) arena_ = std::make_unique<google::protobuf::Arena>();
+  if (parsed_on_arena_ == kRecordsPerArena) {
+    arena_envelope_ = nullptr;
+    arena_->Reset();
+    parsed_on_arena_ = 0;
+  }
+  if (arena_envelope_ == nullptr) {
+    arena_envelope_ = google::protobuf::Arena::CreateMessage<v1::Envelope>(arena_.get());
+  }
+  ++parsed_on_arena_;
+  return next(*arena_envelope_) ? arena_envelope_ : nullptr;
+}
+
 bool RecordingReader::next(v1::Envelope& envelope) {
   using Status = TfRecordScanner::Status;
   while (!done_) {

@@ -36,7 +36,7 @@ std::string seconds(int64_t nanoseconds) {
 
 bool TimelineFilter::matches(const v1::Envelope& envelope) const {
   if (!events.empty() && events.count(std::string(event_name(envelope))) == 0) return false;
-  const std::optional<v1::Progress> progress = progress_of(envelope);
+  const v1::Progress* progress = progress_of(envelope);
   if (!progress) return !from_step && !to_step && !epoch;
   if (from_step && progress->global_step() < *from_step) return false;
   if (to_step && progress->global_step() > *to_step) return false;

@@ -96,8 +96,9 @@ void ReplaySession::finish() {
 uint64_t ReplaySession::replay(record::RecordingReader& reader) {
   const uint64_t before = events_;
   record::v1::Envelope envelope;
+  record::EventDecoder decoder;
   while (reader.next(envelope)) {
-    record::visit_event(envelope, [&](const auto& event) { replay(event); });
+    decoder.visit(envelope, [&](const auto& event) { replay(event); });
   }
   return events_ - before;
 }

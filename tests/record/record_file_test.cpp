@@ -71,6 +71,39 @@ std::vector<std::size_t> write_recording(const std::string& path) {
 
 }  // namespace
 
+TEST_CASE("next() without an envelope reads every record, across its arena's resets",
+          "[record][file]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  constexpr int kMany = 2500;  // the reader empties its arena every 1024 records
+  {
+    record::RecordFileWriter writer(path, v1::Header());
+    v1::Envelope envelope;
+    for (int i = 0; i < kMany; ++i) {
+      auto event = testing::sample_event<events::TrainBatchEnd>(i);
+      event.progress.global_step = i;
+      event.metrics["step_" + std::to_string(i % 7)] = i;
+      envelope.set_sequence(static_cast<uint64_t>(i));
+      record::encode(event, envelope);
+      writer.append(envelope);
+    }
+    writer.close();
+  }
+  record::RecordingReader reader(path);
+  int read = 0;
+  while (const v1::Envelope* envelope = reader.next()) {
+    CHECK(envelope->sequence() == static_cast<uint64_t>(read));
+    CHECK(envelope->train_batch_end().progress().global_step() == read);
+    events::TrainBatchEnd event;
+    record::decode(*envelope, event);
+    CHECK(event.metrics.at("step_" + std::to_string(read % 7)) == read);
+    ++read;
+  }
+  CHECK(read == kMany);
+  CHECK(reader.next() == nullptr);  // stays at the end
+  CHECK(reader.summary().clean_end);
+}
+
 TEST_CASE("A recording reads back with its header, every event in order and a clean end",
           "[record][file]") {
   TempDir dir;
