@@ -26,8 +26,18 @@ at::Tensor BenchMlp::loss_of(const Batch& batch) {
 
 StepOutput BenchMlp::training_step(const Batch& batch, int64_t) {
   step_starts.push_back(Clock::now());
-  at::Tensor loss = loss_of(batch);
+  if (!log_metrics) {
+    at::Tensor loss = loss_of(batch);
+    losses.push_back(loss.item<double>());
+    return loss;
+  }
+  // The same loss (same ops, same dropout draws), with the main job's two logged metrics.
+  const at::Tensor logits = net->forward(batch.data);
+  at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.target);
   losses.push_back(loss.item<double>());
+  const LogOptions options = LogOptions().on_step(true).on_epoch(true).prog_bar(true);
+  log("train_loss", losses.back(), options);
+  log("train_acc", (logits.argmax(1) == batch.target).to(at::kFloat).mean(), options);
   return loss;
 }
 

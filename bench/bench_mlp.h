@@ -29,6 +29,8 @@ class BenchMlp : public Module {
   double median_step_us() const;
 
   torch::nn::Sequential net{nullptr};
+  /// Logs train_loss and train_acc per step and epoch, on the progress bar, as the main job does.
+  bool log_metrics = false;
   std::vector<Clock::time_point> step_starts;
   std::vector<double> losses;
 };

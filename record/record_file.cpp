@@ -242,6 +242,14 @@ bool RecordingReader::next(v1::Envelope& envelope) {
           ++record_index_;
           continue;
         }
+        if (index_after_resync_) {
+          // The region skipped may have held several records: the writer numbers its events
+          // densely, so this one's sequence number says which record it is (the header is 0).
+          index_after_resync_ = false;
+          if (!envelope.has_end() && envelope.sequence() + 1 > record_index_) {
+            record_index_ = envelope.sequence() + 1;
+          }
+        }
         ++record_index_;
         if (envelope.has_end()) {
           summary_.clean_end = true;
@@ -300,7 +308,8 @@ bool RecordingReader::next(v1::Envelope& envelope) {
                                       " bytes to the next sound record, at offset " +
                                       std::to_string(scanner.offset()));
           offset_ = scanner.offset();
-          ++record_index_;
+          ++record_index_;  // at least one record; the next one's sequence number may say more
+          index_after_resync_ = true;
           continue;
         }
         const std::size_t skipped = bytes_.size() - step.offset;

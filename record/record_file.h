@@ -130,8 +130,9 @@ class RecordingReader {
   ReadOptions options_;
   std::string bytes_;
   std::size_t offset_ = 0;
-  uint64_t record_index_ = 0;  // records read, the header included
-  int64_t last_step_ = -1;     // global step of the last event with a progress
+  uint64_t record_index_ = 0;        // records read, the header included
+  int64_t last_step_ = -1;           // global step of the last event with a progress
+  bool index_after_resync_ = false;  // the next record's index comes from its sequence number
   bool done_ = false;
   v1::Header header_;
   ReadSummary summary_;

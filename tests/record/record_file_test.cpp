@@ -214,6 +214,27 @@ TEST_CASE("A flipped bit in any record is reported with the record and its offse
   }
 }
 
+TEST_CASE("After salvage skips several damaged records at once, later records keep their index",
+          "[record][file]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  const std::vector<std::size_t> starts = write_recording(path);
+  std::string bytes = read_bytes(path);
+  // Records 3 and 4 damaged (one region: the resync passes both), and record 8.
+  for (const std::size_t record : {3, 4, 8}) bytes[starts[record] + 20] ^= 0x10;
+  const std::string bad_path = dir.file("damaged.tbrec");
+  write_bytes(bad_path, bytes);
+  const testing::ReadBack salvaged = read_recording(bad_path, record::ReadOptions().salvage(true));
+  CHECK(salvaged.events.size() == kEvents - 3);
+  REQUIRE(salvaged.summary.problems.size() == 2);
+  CHECK_THAT(salvaged.summary.problems[0],
+             Catch::StartsWith("record 3 at offset " + std::to_string(starts[3])) &&
+                 Catch::Contains("skipped " + std::to_string(starts[5] - starts[3]) + " bytes"));
+  // The sequence numbers after the region tell how many records it held.
+  CHECK_THAT(salvaged.summary.problems[1],
+             Catch::StartsWith("record 8 at offset " + std::to_string(starts[8])));
+}
+
 TEST_CASE("A zero-filled tail after a crash is not records, wherever it starts", "[record][file]") {
   TempDir dir;
   const std::string path = dir.file("events.tbrec");
