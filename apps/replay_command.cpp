@@ -124,19 +124,18 @@ int run_timeline(const ReplayArguments& args, std::ostream& out, std::ostream& e
                                                                   .log_every_n_steps(every)));
     }
   }
-  record::v1::Envelope envelope;
   record::EventDecoder decoder;
   std::optional<int64_t> first_monotonic;
-  while (reader.next(envelope)) {
-    if (!first_monotonic) first_monotonic = envelope.monotonic_ns();
+  while (const record::v1::Envelope* envelope = reader.next()) {
+    if (!first_monotonic) first_monotonic = envelope->monotonic_ns();
     if (regenerate) {
-      decoder.publish(envelope, bus);
+      decoder.publish(*envelope, bus);
       pool->check();
       continue;
     }
-    if (!filter.matches(envelope)) continue;
-    out << (args.format == "jsonl" ? record::timeline_json(envelope)
-                                   : record::timeline_line(envelope, *first_monotonic))
+    if (!filter.matches(*envelope)) continue;
+    out << (args.format == "jsonl" ? record::timeline_json(*envelope)
+                                   : record::timeline_line(*envelope, *first_monotonic))
         << '\n';
   }
   if (pool) {

@@ -104,9 +104,10 @@ RunResult run_trainer(const std::shared_ptr<DataLoader>& loader, int64_t steps, 
   options.num_sanity_val_steps(0);
   std::vector<std::shared_ptr<Callback>> no_ops;
   for (int i = 0; i < callbacks; ++i) no_ops.push_back(std::make_shared<bench::NoOpCallback>());
-  Trainer trainer(options, no_ops);
+  // Before the trainer: its observers close their files into them when it is destroyed.
   ScratchDir dir;
   std::ofstream discard;  // never opened: the progress bar draws into nothing
+  Trainer trainer(options, no_ops);
   if (observed == Observed::kFitObservers) {
     trainer.add_observer(
         std::make_shared<observers::ProgressBar>(observers::ProgressBarOptions().out(&discard)));

@@ -55,33 +55,33 @@ class EventBus {
   /// Connects a keeper of E: `fn(const E& event, std::shared_ptr<E> sole)`, for a subscriber
   /// that keeps events after the publish returns (the ObserverPool). Keepers run after every
   /// subscribe() slot, in subscription order. When publish_lazy built the event and this is the
-  /// only keeper, `sole` owns it: nobody will read it after this call, so the keeper may change it
-  /// and keep it instead of copying it. Otherwise `sole` is null and the keeper copies `event`.
+  /// only keeper the publish calls, `sole` owns it: nobody reads it after this call, so the keeper
+  /// may change it and keep it instead of copying it. Otherwise `sole` is null and the keeper
+  /// copies `event`.
   template <class E, class Fn>
   [[nodiscard]] Subscription keep(Fn&& fn) {
     static_assert(std::is_invocable_v<std::decay_t<Fn>&, const E&, std::shared_ptr<E>>,
                   "a keeper of event E must be callable as fn(const E&, std::shared_ptr<E>)");
-    constexpr std::size_t index = events::kEventIndex<E>;
-    return connect_keeper(
-        index, [fn = std::decay_t<Fn>(std::forward<Fn>(fn)), keepers = keeper_counts_[index]](
-                   const void* event, std::shared_ptr<void>* built) mutable {
-          // Read here, after the signal took its list of slots: a keeper counts itself before it
-          // connects and uncounts after it disconnects, so 1 means no other keeper is in the list.
-          std::shared_ptr<E> sole;
-          if (built && *built && keepers->load(std::memory_order_acquire) == 1) {
-            sole = std::static_pointer_cast<E>(std::move(*built));
-          }
-          fn(*static_cast<const E*>(event), std::move(sole));
-        });
+    return connect_keeper(events::kEventIndex<E>,
+                          [fn = std::decay_t<Fn>(std::forward<Fn>(fn))](
+                              const void* event, std::shared_ptr<void>* built) mutable {
+                            std::shared_ptr<E> sole;
+                            if (built && *built)
+                              sole = std::static_pointer_cast<E>(std::move(*built));
+                            fn(*static_cast<const E*>(event), std::move(sole));
+                          });
   }
 
   /// True if at least one slot or keeper for E is connected.
   template <class E>
   bool has_subscribers() const noexcept {
-    return counts_[events::kEventIndex<E>]->load(std::memory_order_relaxed) > 0;
+    constexpr std::size_t index = events::kEventIndex<E>;
+    return counts_[index]->load(std::memory_order_relaxed) > 0 ||
+           keeper_counts_[index]->load(std::memory_order_relaxed) > 0;
   }
 
-  /// Calls every slot connected for E, then every keeper (which copies the event).
+  /// Calls every slot connected for E, then every keeper (which copies the event). A slot that
+  /// throws ends the publish there: the slots after it and the keepers do not get the event.
   template <class E>
   void publish(const E& event) const {
     if (has_subscribers<E>()) emit(events::kEventIndex<E>, &event, nullptr);
@@ -121,9 +121,11 @@ class EventBus {
   // Runs the slots for `index`, then its keepers; `built` owns the event if publish_lazy built it.
   void emit(std::size_t index, const void* event, std::shared_ptr<void>* built) const;
 
-  struct Signals;  // two boost::signals2::signal per event type, kept out of this header
+  // Per event type: a boost::signals2::signal for the slots, and the keepers (a list copied on
+  // write, so that a publish knows exactly which keepers it calls). Kept out of this header.
+  struct Signals;
   std::unique_ptr<Signals> signals_;
-  /// Per event type: connected slots and keepers (has_subscribers), and keepers alone.
+  /// Per event type: connected slots, and connected keepers.
   std::array<std::shared_ptr<std::atomic<int>>, events::AllEvents::size> counts_;
   std::array<std::shared_ptr<std::atomic<int>>, events::AllEvents::size> keeper_counts_;
 };

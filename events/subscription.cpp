@@ -27,15 +27,18 @@ Subscription& Subscription::operator=(Subscription&& other) noexcept {
 void Subscription::disconnect() noexcept {
   if (!connection_) return;
   connection_->connection.disconnect();
-  connection_->live_count->fetch_sub(1, std::memory_order_relaxed);
-  if (connection_->keeper_count) {
-    connection_->keeper_count->fetch_sub(1, std::memory_order_acq_rel);
+  if (connection_->keeper_connected) {
+    connection_->keeper_connected->store(false);
+    connection_->disconnect_keeper();
   }
+  connection_->live_count->fetch_sub(1, std::memory_order_relaxed);
   connection_.reset();
 }
 
 bool Subscription::connected() const noexcept {
-  return connection_ && connection_->connection.connected();
+  if (!connection_) return false;
+  return connection_->keeper_connected ? connection_->keeper_connected->load()
+                                       : connection_->connection.connected();
 }
 
 }  // namespace trainbus::events

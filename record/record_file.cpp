@@ -245,8 +245,12 @@ bool RecordingReader::next(v1::Envelope& envelope) {
         if (index_after_resync_) {
           // The region skipped may have held several records: the writer numbers its events
           // densely, so this one's sequence number says which record it is (the header is 0).
+          // Trusted only as far as the skipped bytes could hold records (each is at least 16
+          // bytes of framing): a sequence number from another file or a hand-made one is not.
           index_after_resync_ = false;
-          if (!envelope.has_end() && envelope.sequence() + 1 > record_index_) {
+          const uint64_t at_most = record_index_ - 1 + resync_skipped_ / 16;
+          if (!envelope.has_end() && envelope.sequence() + 1 > record_index_ &&
+              envelope.sequence() + 1 <= at_most) {
             record_index_ = envelope.sequence() + 1;
           }
         }
@@ -310,6 +314,7 @@ bool RecordingReader::next(v1::Envelope& envelope) {
           offset_ = scanner.offset();
           ++record_index_;  // at least one record; the next one's sequence number may say more
           index_after_resync_ = true;
+          resync_skipped_ = skipped;
           continue;
         }
         const std::size_t skipped = bytes_.size() - step.offset;

@@ -133,6 +133,7 @@ class RecordingReader {
   uint64_t record_index_ = 0;        // records read, the header included
   int64_t last_step_ = -1;           // global step of the last event with a progress
   bool index_after_resync_ = false;  // the next record's index comes from its sequence number
+  std::size_t resync_skipped_ = 0;   // bytes the last resync skipped
   bool done_ = false;
   v1::Header header_;
   ReadSummary summary_;

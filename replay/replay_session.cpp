@@ -95,10 +95,9 @@ void ReplaySession::finish() {
 
 uint64_t ReplaySession::replay(record::RecordingReader& reader) {
   const uint64_t before = events_;
-  record::v1::Envelope envelope;
   record::EventDecoder decoder;
-  while (reader.next(envelope)) {
-    decoder.visit(envelope, [&](const auto& event) { replay(event); });
+  while (const record::v1::Envelope* envelope = reader.next()) {
+    decoder.visit(*envelope, [&](const auto& event) { replay(event); });
   }
   return events_ - before;
 }

@@ -37,18 +37,21 @@ class Fanout final : public FanoutBase {
       : FanoutBase(on_bus, kEventIndex<E>), snapshot_(std::move(snapshot)) {}
 
   void add(std::shared_ptr<ObserverChannel> channel, const EventFilter& filter) {
-    entries_.push_back({std::move(channel), filter, 0, false});
+    entries_.push_back({std::move(channel), filter, 0});
   }
 
   void publish(const E& event, std::shared_ptr<E> sole) {
+    // Which snapshots this occurrence needs; counted below (a filter counts every occurrence
+    // since its observer was attached, as EventBus filters do).
     bool any_plain = false, any_tensors = false;
-    for (Entry& entry : entries_) {
-      ++entry.count;  // every occurrence since it was attached, as EventBus filters count
-      entry.takes = entry.filter.passes(entry.count);
-      if (!entry.takes) continue;
-      (wants_tensors(entry) ? any_tensors : any_plain) = true;
+    for (const Entry& entry : entries_) {
+      if (entry.filter.passes(entry.count + 1))
+        (wants_tensors(entry) ? any_tensors : any_plain) = true;
     }
-    if (!any_plain && !any_tensors) return;
+    if (!any_plain && !any_tensors) {
+      for (Entry& entry : entries_) ++entry.count;
+      return;
+    }
     // The copy (if any) first: `sole` is `event`, and making the other snapshot changes it.
     std::shared_ptr<const E> with_tensors =
         any_tensors && (any_plain || !sole) ? snapshot(std::make_shared<E>(event), true) : nullptr;
@@ -57,9 +60,10 @@ class Fanout final : public FanoutBase {
     if (any_tensors && !with_tensors) with_tensors = snapshot(std::move(sole), true);
     const auto now = std::chrono::steady_clock::now();
     for (Entry& entry : entries_) {
-      if (!entry.takes) continue;
-      entry.channel->enqueue(entry.channel, Delivery{wants_tensors(entry) ? with_tensors : plain,
-                                                     &deliver_erased<E>, now});
+      if (!entry.filter.passes(++entry.count)) continue;
+      std::shared_ptr<const E>& snapshot = wants_tensors(entry) ? with_tensors : plain;
+      if (!snapshot) continue;  // only if another thread publishes E too, against the contract
+      entry.channel->enqueue(entry.channel, Delivery{snapshot, &deliver_erased<E>, now});
     }
   }
 
@@ -68,7 +72,6 @@ class Fanout final : public FanoutBase {
     std::shared_ptr<ObserverChannel> channel;
     EventFilter filter;
     int64_t count;
-    bool takes;  // whether the event being published passes its filter
   };
 
   bool wants_tensors(const Entry& entry) const {

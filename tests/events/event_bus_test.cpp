@@ -133,6 +133,66 @@ TEST_CASE("A sole keeper takes over the event publish_lazy built; others copy", 
   CHECK_FALSE(bus.has_subscribers<events::TrainEpochEnd>());
 }
 
+TEST_CASE("Keepers disconnected during a publish are skipped; the one left gets the event",
+          "[events]") {
+  events::EventBus bus;
+  std::vector<std::string> calls;
+  events::Subscription first, second;
+  auto keeper = [&](const std::string& name) {
+    return [&calls, name](const events::FitEnd&, std::shared_ptr<events::FitEnd> sole) {
+      calls.push_back(name + (sole ? " sole" : " copy"));
+    };
+  };
+  first = bus.keep<events::FitEnd>(keeper("first"));
+  second = bus.keep<events::FitEnd>(keeper("second"));
+  // A slot (they run before keepers) drops the first keeper: the second is then the only one.
+  events::Subscription slot =
+      bus.subscribe<events::FitEnd>([&](const events::FitEnd&) { first.disconnect(); });
+  bus.publish_lazy<events::FitEnd>([] { return events::FitEnd{}; });
+  CHECK(calls == std::vector<std::string>{"second sole"});
+  slot.disconnect();
+
+  // A keeper that drops the keeper after it: that one is not called any more.
+  calls.clear();
+  events::Subscription third = bus.keep<events::FitEnd>(keeper("third"));
+  events::Subscription dropper =
+      bus.keep<events::FitEnd>([&](const events::FitEnd&, std::shared_ptr<events::FitEnd>) {
+        calls.push_back("dropper");
+        third.disconnect();
+      });
+  // Reordered: second, third, dropper. The dropper runs last, so third still runs this time.
+  bus.publish_lazy<events::FitEnd>([] { return events::FitEnd{}; });
+  CHECK(calls == std::vector<std::string>{"second copy", "third copy", "dropper"});
+  calls.clear();
+  bus.publish_lazy<events::FitEnd>([] { return events::FitEnd{}; });
+  CHECK(calls == std::vector<std::string>{"second copy", "dropper"});
+  CHECK_FALSE(third.connected());
+  CHECK(second.connected());
+}
+
+TEST_CASE("Keepers coming and going on another thread never make a slot miss an event",
+          "[events]") {
+  events::EventBus bus;
+  std::atomic<int64_t> seen{0};
+  events::Subscription slot =
+      bus.subscribe<events::TrainBatchEnd>([&](const events::TrainBatchEnd&) { ++seen; });
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> kept{0};
+  std::thread churn([&] {
+    while (!done.load()) {
+      events::Subscription keeper = bus.keep<events::TrainBatchEnd>(
+          [&](const events::TrainBatchEnd&, std::shared_ptr<events::TrainBatchEnd>) { ++kept; });
+    }
+  });
+  constexpr int64_t kEvents = 200000;
+  for (int64_t i = 0; i < kEvents; ++i) {
+    bus.publish_lazy<events::TrainBatchEnd>([] { return events::TrainBatchEnd{}; });
+  }
+  done = true;
+  churn.join();
+  CHECK(seen.load() == kEvents);
+}
+
 TEST_CASE("Groups run in ascending order, ungrouped slots after them in subscription order",
           "[events]") {
   events::EventBus bus;
