@@ -1,5 +1,6 @@
 #include "core/learning_rates.h"
 
+#include <iterator>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -35,31 +36,77 @@ std::optional<double> momentum(const torch::optim::OptimizerOptions& options) {
   return std::nullopt;
 }
 
+std::optional<double> weight_decay(const torch::optim::OptimizerOptions& options) {
+  if (auto* adamw = dynamic_cast<const torch::optim::AdamWOptions*>(&options))
+    return adamw->weight_decay();
+  if (auto* adam = dynamic_cast<const torch::optim::AdamOptions*>(&options))
+    return adam->weight_decay();
+  if (auto* sgd = dynamic_cast<const torch::optim::SGDOptions*>(&options))
+    return sgd->weight_decay();
+  if (auto* rmsprop = dynamic_cast<const torch::optim::RMSpropOptions*>(&options))
+    return rmsprop->weight_decay();
+  if (auto* adagrad = dynamic_cast<const torch::optim::AdagradOptions*>(&options))
+    return adagrad->weight_decay();
+  return std::nullopt;
+}
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 }  // namespace
 
 Metrics learning_rates(const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers,
                        std::size_t index) {
+  OptimizerStatsOptions options;
+  options.momentum = true;
+  Metrics values = optimizer_stats(optimizers, index, options);
+  // The recording keeps a momentum only where the optimizer has one.
+  const torch::optim::Optimizer& optimizer = *optimizers.at(index);
+  if (!has_momentum(optimizer)) {
+    for (auto it = values.begin(); it != values.end();) {
+      it = ends_with(it->first, "-momentum") ? values.erase(it) : std::next(it);
+    }
+  }
+  return values;
+}
+
+Metrics optimizer_stats(const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers,
+                        std::size_t index, const OptimizerStatsOptions& options) {
   const torch::optim::Optimizer& optimizer = *optimizers.at(index);
   const std::string type = class_name(optimizer);
-  std::string name = "lr-" + type;
-  int same_before = 0;  // Lightning: "lr-Adam", "lr-Adam-1", ... for optimizers of one class
-  for (std::size_t i = 0; i < index; ++i) same_before += class_name(*optimizers[i]) == type;
-  if (same_before > 0) name += "-" + std::to_string(same_before);
+  std::string name = options.name;
+  if (name.empty()) {
+    name = "lr-" + type;
+    int same_before = 0;  // Lightning: "lr-Adam", "lr-Adam-1", ... for optimizers of one class
+    for (std::size_t i = 0; i < index; ++i) same_before += class_name(*optimizers[i]) == type;
+    if (same_before > 0) name += "-" + std::to_string(same_before);
+  }
 
   Metrics values;
   const auto& groups = optimizer.param_groups();
   for (std::size_t g = 0; g < groups.size(); ++g) {
     const std::string group_name = groups.size() > 1 ? name + "/pg" + std::to_string(g + 1) : name;
-    const torch::optim::OptimizerOptions& options = groups[g].options();
+    const torch::optim::OptimizerOptions& group_options = groups[g].options();
     try {
-      values[group_name] = options.get_lr();
+      values[group_name] = group_options.get_lr();
     } catch (const c10::Error&) {
       continue;  // options of the user's own optimizer without get_lr(): nothing to report
     }
-    if (const std::optional<double> beta = momentum(options))
-      values[group_name + "-momentum"] = *beta;
+    if (options.momentum) values[group_name + "-momentum"] = momentum(group_options).value_or(0.0);
+    if (options.weight_decay) {
+      values[group_name + "-weight_decay"] = weight_decay(group_options).value_or(0.0);
+    }
   }
   return values;
+}
+
+bool has_momentum(const torch::optim::Optimizer& optimizer) {
+  for (const auto& group : optimizer.param_groups()) {
+    if (momentum(group.options()).has_value()) return true;
+  }
+  return false;
 }
 
 }  // namespace trainbus

@@ -3,6 +3,7 @@
 /// LearningRateMonitor names, for the AfterOptimizerStep event (and so the recording).
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "base/metrics.h"
@@ -20,5 +21,20 @@ namespace trainbus {
 /// optimizer) is left out.
 Metrics learning_rates(const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers,
                        std::size_t index);
+
+/// What LearningRateMonitor reads of an optimizer.
+struct OptimizerStatsOptions {
+  bool momentum = true;       ///< "<name>-momentum": beta1 or momentum, 0 for an optimizer without
+  bool weight_decay = false;  ///< "<name>-weight_decay", 0 for an optimizer without
+  std::string name;           ///< replaces "lr-Adam" (a scheduler config's name), if not empty
+};
+
+/// As learning_rates(), with LearningRateMonitor's options: every param group's lr under its name,
+/// and its momentum and weight decay when asked (0 where the optimizer has none, as Lightning).
+Metrics optimizer_stats(const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers,
+                        std::size_t index, const OptimizerStatsOptions& options);
+
+/// Whether any param group of the optimizer has a momentum (Adam's beta1, SGD's momentum).
+bool has_momentum(const torch::optim::Optimizer& optimizer);
 
 }  // namespace trainbus

@@ -1,6 +1,7 @@
 #pragma once
 /// OptimizerConfig: what Module::configure_optimizers returns.
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,6 +24,9 @@ struct SchedulerConfig {
   int64_t frequency = 1;
   /// Name for logging (LearningRateMonitor); empty: "lr-<OptimizerType>".
   std::string name;
+  /// Which of the config's optimizers the scheduler steps (Lightning 1.x's opt_idx): LibTorch's
+  /// LRScheduler keeps its optimizer to itself, so LearningRateMonitor needs to be told.
+  std::size_t optimizer_idx = 0;
 };
 
 /// One or more optimizers, optionally with schedulers. In automatic optimization every optimizer

@@ -118,7 +118,25 @@ void Trainer::add_observer(std::shared_ptr<events::Observer> observer,
     observers_ = std::make_unique<events::ObserverPool>(
         options_.observer_threads(), snapshot_to_cpu, options_.observer_stall_timeout());
   }
+  const bool logger = observer->is_logger();
+  const std::string name = observer->name();
+  const std::string dir = observer->log_dir();
   observers_->attach(bus_, std::move(observer), options);
+  if (logger) loggers_.emplace_back(*this, name, dir);
+}
+
+std::string Trainer::log_dir() const {
+  return loggers_.empty() ? options_.default_root_dir() : loggers_.front().log_dir();
+}
+
+void Trainer::log_metrics(const Metrics& metrics, int64_t step, const std::string& logger) {
+  bus_.publish_lazy<events::MetricsLogged>([&] {
+    return events::MetricsLogged{event_progress(), metrics, step, logger};
+  });
+}
+
+void LoggerHandle::log_metrics(const Metrics& metrics, int64_t step) const {
+  trainer_->log_metrics(metrics, step, name_);
 }
 
 void Trainer::wait_for_observers() {

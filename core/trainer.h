@@ -17,6 +17,7 @@
 #include "core/callback.h"
 #include "core/checkpoint_connector.h"
 #include "core/fit_progress.h"
+#include "core/logger_handle.h"
 #include "core/metrics_collector.h"
 #include "core/module.h"
 #include "core/optimizer_config.h"
@@ -88,6 +89,19 @@ class Trainer {
   void wait_for_observers();
   /// The pool, for stats; nullptr until an observer is added.
   const events::ObserverPool* observer_pool() const noexcept { return observers_.get(); }
+
+  // ---- loggers (Lightning's trainer.loggers) ----
+
+  /// The observers that are loggers (events::Observer::is_logger: CSV, TensorBoard), in the order
+  /// they were added; callbacks log values of their own through them.
+  const std::vector<LoggerHandle>& loggers() const noexcept { return loggers_; }
+  /// Lightning's trainer.logger: the first logger, or nullptr when there is none.
+  const LoggerHandle* logger() const noexcept { return loggers_.empty() ? nullptr : &loggers_[0]; }
+  /// Lightning's trainer.log_dir: the first logger's directory, else default_root_dir.
+  std::string log_dir() const;
+  /// Publishes events::MetricsLogged: `metrics` as a row at `step` in every logger, or only in the
+  /// one named `logger`. What LoggerHandle::log_metrics calls.
+  void log_metrics(const Metrics& metrics, int64_t step, const std::string& logger = {});
 
   // ---- progress and decisions ----
 
@@ -227,6 +241,7 @@ class Trainer {
   events::EventBus bus_;
   // Declared after bus_: destroyed first, while it can still disconnect from the bus.
   std::unique_ptr<events::ObserverPool> observers_;
+  std::vector<LoggerHandle> loggers_;
   std::map<std::string, uint64_t> dropped_reported_;  // per observer, for report_dropped_events
   // After the callbacks: its writer, whose saves may run callbacks' after_commit, is joined first.
   CheckpointConnector checkpoints_{*this};

@@ -61,6 +61,7 @@
   X(CheckpointRemoved, on_checkpoint_removed)        \
   X(LoadCheckpoint, on_load_checkpoint)              \
   X(StopRequested, on_stop_requested)                \
+  X(MetricsLogged, on_metrics_logged)                \
   X(Exception, on_exception)                         \
   X(FitEnd, on_fit_end)                              \
   X(Teardown, teardown)

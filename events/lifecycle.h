@@ -60,6 +60,18 @@ struct StopRequested {
   std::string reason;  ///< who asked and why, e.g. "EarlyStopping: val_loss did not improve..."
 };
 
+/// Fires when something logs values straight to the loggers, as Lightning's
+/// `logger.log_metrics(metrics, step)` (Trainer::loggers(): LearningRateMonitor, a callback, the
+/// user), at the moment it logs. The loggers (observers::Logger) write them as a row at `step`;
+/// a decision-free event: Callbacks have no hook for it.
+struct MetricsLogged {
+  static constexpr std::string_view kName = "metrics_logged";
+  Progress progress;
+  Metrics metrics;
+  int64_t step = 0;    ///< the row's step, as given (Lightning passes batches that stepped)
+  std::string logger;  ///< the logger it is for, by name; "" for every logger
+};
+
 /// Fires when an exception leaves a step, a hook or the loop, after every callback's on_exception
 /// and before the exception leaves fit/validate/test/predict unchanged.
 struct Exception {

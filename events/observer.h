@@ -55,6 +55,12 @@ class Observer {
   /// true: tensor fields (losses, outputs) arrive as detached CPU copies taken on the training
   /// thread; false (default): they arrive empty and cost nothing.
   virtual bool wants_tensors() const { return false; }
+  /// true for an observer that writes metrics where people read them (observers::Logger: CSV,
+  /// TensorBoard). The Trainer lists such observers in Trainer::loggers(), through which callbacks
+  /// log values of their own (events::MetricsLogged). Default: false.
+  virtual bool is_logger() const { return false; }
+  /// Where a logger writes (Lightning's logger.log_dir); "" for none.
+  virtual std::string log_dir() const { return {}; }
   /// Hands what the observer buffers to the operating system (an ofstream's buffer, say). Called
   /// on its strand at most ObserverOptions::flush_interval after it handled events, and when the
   /// pool shuts down, so that a crash of the process loses at most that interval. May throw (then

@@ -116,7 +116,7 @@ CsvLogger::CsvLogger(CsvLoggerOptions options)
 void CsvLogger::log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) {
   Row row;
   for (const auto& [name, value] : metrics) row[name] = format_number(value);
-  row["epoch"] = std::to_string(epoch);
+  row["epoch"] = epoch >= 0 ? std::to_string(epoch) : std::string();
   row["step"] = std::to_string(step);
   pending_.push_back(std::move(row));
   if (static_cast<int64_t>(pending_.size()) >= options_.flush_logs_every_n_steps()) flush();

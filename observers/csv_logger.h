@@ -33,6 +33,7 @@ class CsvLogger : public Logger {
 
   /// Appends the rows logged since the last flush to metrics.csv (widening its header if needed).
   void flush() override;
+  std::string log_dir() const override { return options_.log_dir(); }
 
  protected:
   void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) override;

@@ -22,8 +22,14 @@ void Logger::select_events(events::EventSelection& selection) const {
       .add<events::ValidationEnd>()
       .add<events::TestEpochEnd>()
       .add<events::TestEnd>()
+      .add<events::MetricsLogged>()
       .add<events::FitEnd>()
       .add<events::Exception>();
+}
+
+void Logger::on_metrics_logged(const events::MetricsLogged& event) {
+  if (event.metrics.empty() || !(event.logger.empty() || event.logger == name())) return;
+  log_metrics(event.metrics, event.step, /*epoch=*/-1);
 }
 
 void Logger::on_fit_start(const events::FitStart& event) {

@@ -10,7 +10,8 @@
 
 namespace trainbus::observers {
 
-/// Turns lifecycle events into log_metrics calls the way Lightning's logger connector does:
+/// Turns lifecycle events into log_metrics calls the way Lightning's logger connector does
+/// (and writes what callbacks log through Trainer::loggers(), events::MetricsLogged):
 ///  - every `log_every_n_steps`-th training batch: the values logged on that step;
 ///  - at each training epoch end: the epoch means logged in the epoch;
 ///  - after each validation (not the sanity check) and test: their epoch means;
@@ -22,6 +23,7 @@ class Logger : public events::Observer {
   explicit Logger(int64_t log_every_n_steps = 50);
 
   void select_events(events::EventSelection& selection) const override;
+  bool is_logger() const override { return true; }
 
   void on_fit_start(const events::FitStart& event) override;
   void on_sanity_check_start(const events::SanityCheckStart& event) override {
@@ -36,13 +38,16 @@ class Logger : public events::Observer {
   void on_validation_end(const events::ValidationEnd& event) override;
   void on_test_epoch_end(const events::TestEpochEnd& event) override;
   void on_test_end(const events::TestEnd& event) override;
+  /// Values logged straight to the loggers (Trainer::loggers(): LearningRateMonitor), for every
+  /// logger or this one by name: a row at the given step, without an epoch (as Lightning's).
+  void on_metrics_logged(const events::MetricsLogged& event) override;
   void on_fit_end(const events::FitEnd& event) override { finalize("success"); }
   void on_exception(const events::Exception& event) override { finalize("failed"); }
 
   int64_t log_every_n_steps() const noexcept { return log_every_n_steps_; }
 
  protected:
-  /// One row of values at (step, epoch).
+  /// One row of values at (step, epoch); epoch -1 for values logged straight to the loggers.
   virtual void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) = 0;
   virtual void log_hyperparams(const std::map<std::string, std::string>& hparams) {}
   /// Fit resumed from a checkpoint taken at `step`: what was logged after it is stale.

@@ -69,9 +69,11 @@ void TensorBoardLogger::log_metrics(const Metrics& metrics, int64_t step, int64_
     scalar->set_tag(name);
     scalar->set_simple_value(static_cast<float>(value));  // TensorBoard scalars are float32
   }
-  tensorboard::Summary::Value* epoch_value = summary->add_value();
-  epoch_value->set_tag("epoch");
-  epoch_value->set_simple_value(static_cast<float>(epoch));
+  if (epoch >= 0) {
+    tensorboard::Summary::Value* epoch_value = summary->add_value();
+    epoch_value->set_tag("epoch");
+    epoch_value->set_simple_value(static_cast<float>(epoch));
+  }
   write_record(event.SerializeAsString());
 }
 

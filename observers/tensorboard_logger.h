@@ -19,14 +19,15 @@ struct TensorBoardLoggerOptions {
 };
 
 /// Writes a TFRecord stream of tensorboard.Event protos: first `file_version = "brain.Event:2"`
-/// (flushed at once), then one Event per logged row with a float scalar per metric and `epoch`.
-/// When fit resumes from a checkpoint at step N it writes SessionLog{START} at step N, so that
-/// TensorBoard drops what the interrupted run logged after N. Records are buffered and handed to
-/// the operating system at every training epoch end, validation end, test end, end of fit and
-/// exception, and by the observer pool at most events::ObserverOptions::flush_interval (1 s) after
-/// a record was written: a crash of the process loses at most that last second (TensorBoard's own
-/// writers flush every 120 s). A torn last record is skipped by readers. Throws
-/// std::runtime_error naming the file when it cannot write.
+/// (flushed at once), then one Event per logged row with a float scalar per metric and `epoch`
+/// (none for values logged straight to the loggers, events::MetricsLogged). When fit resumes from a
+/// checkpoint at step N it writes SessionLog{START} at step N, so that TensorBoard drops what the
+/// interrupted run logged after N. Records are buffered and handed to the operating system at every
+/// training epoch end, validation end, test end, end of fit and exception, and by the observer pool
+/// at most events::ObserverOptions::flush_interval (1 s) after a record was written: a crash of the
+/// process loses at most that last second (TensorBoard's own writers flush every 120 s). A torn
+/// last record is skipped by readers. Throws std::runtime_error naming the file when it cannot
+/// write.
 class TensorBoardLogger : public Logger {
  public:
   explicit TensorBoardLogger(TensorBoardLoggerOptions options);
@@ -35,6 +36,7 @@ class TensorBoardLogger : public Logger {
 
   /// Hands the buffered records to the operating system.
   void flush() override;
+  std::string log_dir() const override { return options_.log_dir(); }
 
  protected:
   void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) override;

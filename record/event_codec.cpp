@@ -142,6 +142,8 @@ void encode_fields(const E& event, Message& message) {
   if constexpr (detail::Has_learning_rates<E>::value) {
     put_map(*message.mutable_learning_rates(), event.learning_rates);
   }
+  if constexpr (detail::Has_step<E>::value) message.set_step(event.step);
+  if constexpr (detail::Has_logger<E>::value) message.set_logger(event.logger);
 }
 
 template <class E, class Message>
@@ -185,6 +187,8 @@ void decode_fields(const Message& message, E& event) {
   if constexpr (detail::Has_learning_rates<E>::value) {
     get_map(event.learning_rates, message.learning_rates());
   }
+  if constexpr (detail::Has_step<E>::value) event.step = message.step();
+  if constexpr (detail::Has_logger<E>::value) event.logger = message.logger();
 }
 
 }  // namespace

@@ -500,6 +500,13 @@ void ReplaySession::replay(const events::StopRequested& event) {
   publish(event);
 }
 
+void ReplaySession::replay(const events::MetricsLogged& event) {
+  // The recorded values reach the observers (regenerated logs keep a LearningRateMonitor's
+  // columns); no callback hook runs for it.
+  set_progress(event.progress);
+  publish(event);
+}
+
 void ReplaySession::replay(const events::Exception& event) {
   set_progress(event.progress);
   const std::runtime_error error(event.type + ": " + event.message);

@@ -41,7 +41,9 @@ namespace trainbus::record::detail {
   X(bytes)                                      \
   X(monitor)                                    \
   X(score)                                      \
-  X(learning_rates)
+  X(learning_rates)                             \
+  X(step)                                       \
+  X(logger)
 
 TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD(TRAINBUS_DETAIL_HAS_FIELD)
 #undef TRAINBUS_DETAIL_HAS_FIELD
@@ -126,6 +128,8 @@ void for_each_recorded_field(Fn&& fn, const E& event, const Es&... others) {
   if constexpr (Has_learning_rates<E>::value) {
     fn("learning_rates", event.learning_rates, others.learning_rates...);
   }
+  if constexpr (Has_step<E>::value) fn("step", event.step, others.step...);
+  if constexpr (Has_logger<E>::value) fn("logger", event.logger, others.logger...);
 }
 
 }  // namespace trainbus::record::detail

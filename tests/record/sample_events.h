@@ -40,6 +40,8 @@ E sample_event(int64_t seed = 0) {
   if constexpr (fields::Has_learning_rates<E>::value) {
     event.learning_rates = {{"lr-Adam", 1e-3}, {"lr-Adam/pg1", 5e-4}, {"lr-Adam-momentum", 0.9}};
   }
+  if constexpr (fields::Has_step<E>::value) event.step = 49 + seed;
+  if constexpr (fields::Has_logger<E>::value) event.logger = "CsvLogger";
   return event;
 }
 
@@ -75,6 +77,8 @@ bool same_recorded_fields(const E& a, const E& b) {
   if constexpr (fields::Has_monitor<E>::value) same &= a.monitor == b.monitor;
   if constexpr (fields::Has_score<E>::value) same &= a.score == b.score;
   if constexpr (fields::Has_learning_rates<E>::value) same &= a.learning_rates == b.learning_rates;
+  if constexpr (fields::Has_step<E>::value) same &= a.step == b.step;
+  if constexpr (fields::Has_logger<E>::value) same &= a.logger == b.logger;
   return same;
 }
 

@@ -1,0 +1,62 @@
+#pragma once
+/// LearningRateMonitor: logs each optimizer's learning rate (and momentum, weight decay) to the
+/// loggers as training goes (Lightning's, same options and key names).
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/arg.h"
+#include "base/metrics.h"
+#include "core/callback.h"
+
+namespace trainbus::callbacks {
+
+/// Lightning's LearningRateMonitor arguments and defaults.
+struct LearningRateMonitorOptions {
+  /// "step" (at every logging step), "epoch" (at each epoch start), or unset: each scheduler's
+  /// own interval, and optimizers without a scheduler at both.
+  TRAINBUS_ARG(std::optional<std::string>, logging_interval);
+  /// Also log "<name>-momentum": Adam's beta1, SGD's or RMSprop's momentum (0 for others).
+  TRAINBUS_ARG(bool, log_momentum) = false;
+  /// Also log "<name>-weight_decay".
+  TRAINBUS_ARG(bool, log_weight_decay) = false;
+};
+
+/// Keys as Lightning's: "lr-Adam" for one param group, "lr-Adam/pg1", "lr-Adam/pg2" for several,
+/// "lr-Adam-1" for a second Adam, a scheduler config's `name` in their place when it has one, and
+/// the suffixes "-momentum" and "-weight_decay". Logs at on_train_batch_start every
+/// log_every_n_steps optimizer steps (when (global_step + 1) is a multiple, or a stop was asked
+/// for), at step = global_step, and at on_train_epoch_start; through trainer.loggers(), so the
+/// values reach CSV, TensorBoard and the recording on the observer pool. Throws
+/// MisconfigurationError at on_train_start when the trainer has no logger.
+class LearningRateMonitor : public Callback {
+ public:
+  explicit LearningRateMonitor(LearningRateMonitorOptions options = {});
+
+  void on_train_start(Trainer& trainer, Module& module) override;
+  void on_train_batch_start(Trainer& trainer, Module& module, const Batch& batch,
+                            int64_t batch_idx) override;
+  void on_train_epoch_start(Trainer& trainer, Module& module) override;
+
+  /// Every learning rate logged so far, by key, in order (Lightning's `lrs`).
+  const std::map<std::string, std::vector<double>>& lrs() const noexcept { return lrs_; }
+  /// What the last log sent to the loggers.
+  const Metrics& last_logged() const noexcept { return last_logged_; }
+  const LearningRateMonitorOptions& options() const noexcept { return options_; }
+
+ private:
+  enum class Interval { kStep, kEpoch, kAny };
+  // The values due at `interval`: schedulers whose interval it is (or any), and every optimizer
+  // without a scheduler.
+  Metrics extract_stats(const Trainer& trainer, Interval interval);
+  void log(Trainer& trainer, const Metrics& stats);
+
+  LearningRateMonitorOptions options_;
+  std::map<std::string, std::vector<double>> lrs_;
+  Metrics last_logged_;
+};
+
+}  // namespace trainbus::callbacks

@@ -1,0 +1,35 @@
+#pragma once
+/// LoggerHandle: one of the trainer's loggers as a callback sees it (Lightning's
+/// `trainer.loggers[i]`), to log values that are not module metrics (learning rates, timings).
+
+#include <cstdint>
+#include <string>
+
+#include "base/metrics.h"
+
+namespace trainbus {
+
+class Trainer;
+
+/// Values logged through it are published as events::MetricsLogged; the logger (an observer)
+/// writes them on the observer pool, so the step never waits for the disk, and the recording holds
+/// them too. Valid while its Trainer lives; call it on the training thread (from a hook).
+class LoggerHandle {
+ public:
+  LoggerHandle(Trainer& trainer, std::string name, std::string log_dir)
+      : trainer_(&trainer), name_(std::move(name)), log_dir_(std::move(log_dir)) {}
+
+  /// The logger observer's name (events::Observer::name: "CsvLogger", "TensorBoardLogger").
+  const std::string& name() const noexcept { return name_; }
+  /// Lightning's logger.log_dir: where it writes.
+  const std::string& log_dir() const noexcept { return log_dir_; }
+  /// Lightning's logger.log_metrics(metrics, step): a row of `metrics` at `step` in this logger.
+  void log_metrics(const Metrics& metrics, int64_t step) const;
+
+ private:
+  Trainer* trainer_;
+  std::string name_;
+  std::string log_dir_;
+};
+
+}  // namespace trainbus
