@@ -238,21 +238,30 @@ TEST_CASE("Filters deliver every N, once, before and after, counting from 1",
   CHECK_THROWS_WITH(events::EventFilter::every(0), Contains("n must be >= 1"));
 }
 
+namespace {
+
+/// Keeps the `outputs` (an int standing in for a tensor; -1 when none came) of each TrainBatchEnd,
+/// and where the event it got lives.
+class Outputs : public events::Observer {
+ public:
+  explicit Outputs(bool wants) : wants_(wants) {}
+  bool wants_tensors() const override { return wants_; }
+  void select_events(events::EventSelection& selection) const override {
+    selection.add<events::TrainBatchEnd>();
+  }
+  void on_train_batch_end(const events::TrainBatchEnd& event) override {
+    values.push_back(event.outputs.has_value() ? std::any_cast<int>(event.outputs.value()) : -1);
+    addresses.push_back(&event);
+  }
+  std::vector<int> values;
+  std::vector<const events::TrainBatchEnd*> addresses;
+  bool wants_;
+};
+
+}  // namespace
+
 TEST_CASE("Tensor fields reach only the observers that want them, as snapshots",
           "[events][observers]") {
-  class Outputs : public events::Observer {
-   public:
-    explicit Outputs(bool wants) : wants_(wants) {}
-    bool wants_tensors() const override { return wants_; }
-    void select_events(events::EventSelection& selection) const override {
-      selection.add<events::TrainBatchEnd>();
-    }
-    void on_train_batch_end(const events::TrainBatchEnd& event) override {
-      values.push_back(event.outputs.has_value() ? std::any_cast<int>(event.outputs.value()) : -1);
-    }
-    std::vector<int> values;
-    bool wants_;
-  };
   events::EventBus bus;
   // Stands in for core's detach-and-clone: marks the copy so the test can tell it from the
   // original.
@@ -285,21 +294,6 @@ TEST_CASE("Tensor fields reach only the observers that want them, as snapshots",
 
 TEST_CASE("A pool given the event by the bus delivers the same as one that copies it",
           "[events][observers]") {
-  class Outputs : public events::Observer {
-   public:
-    explicit Outputs(bool wants) : wants_(wants) {}
-    bool wants_tensors() const override { return wants_; }
-    void select_events(events::EventSelection& selection) const override {
-      selection.add<events::TrainBatchEnd>();
-    }
-    void on_train_batch_end(const events::TrainBatchEnd& event) override {
-      seen.push_back(event.outputs.has_value() ? std::any_cast<int>(event.outputs.value()) : -1);
-      addresses.push_back(&event);
-    }
-    std::vector<int> seen;
-    std::vector<const events::TrainBatchEnd*> addresses;
-    bool wants_;
-  };
   const auto snapshot = [](const events::TensorRef& ref) {
     return events::TensorRef(std::any(std::any_cast<int>(ref.value()) + 1000));
   };
@@ -316,8 +310,8 @@ TEST_CASE("A pool given the event by the bus delivers the same as one that copie
       return event;
     });
     pool.drain();
-    CHECK(first->seen == std::vector<int>{tensors ? 1005 : -1});
-    CHECK(second->seen == first->seen);
+    CHECK(first->values == std::vector<int>{tensors ? 1005 : -1});
+    CHECK(second->values == first->values);
     CHECK(first->addresses == second->addresses);  // one snapshot, shared
   }
 }
