@@ -8,6 +8,7 @@
 #include <torch/version.h>
 #include <CLI/CLI.hpp>
 
+#include "callbacks/callback_spec.h"
 #include "callbacks/early_stopping.h"
 #include "callbacks/model_checkpoint.h"
 #include "core/trainer.h"
@@ -124,6 +125,10 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
   fit->add_option("--early-stopping-patience", args.early_stopping_patience,
                   "Stop when val_loss has not improved for N epochs")
       ->check(CLI::Range(int64_t{1}, int64_t{100000}));
+  fit->add_option("--callback", args.callbacks,
+                  "Add a built-in callback: NAME:key=value,... with Lightning's option names, e.g. "
+                  "'learning_rate_monitor:logging_interval=step'. Repeatable. Names and keys:\n" +
+                      callbacks::describe_callback_specs());
   fit->add_flag("--deterministic", args.deterministic,
                 "Use only deterministic LibTorch algorithms");
   fit->add_option("--device", args.device, "cpu, or cuda[:N] where LibTorch has CUDA")
@@ -204,6 +209,9 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
     early.patience(*args.early_stopping_patience);
     callbacks.push_back(std::make_shared<callbacks::EarlyStopping>(early));
   }
+
+  for (const std::string& spec : args.callbacks)
+    callbacks.push_back(callbacks::make_callback(spec));
 
   data::FashionMnistDataModule data(data::FashionMnistOptions()
                                         .root(args.data)

@@ -6,6 +6,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "apps/fashion_classifier.h"
 #include "core/trainer_options.h"
@@ -40,6 +41,8 @@ struct FitArguments {
   std::optional<double> gradient_clip_val;
   int64_t num_sanity_val_steps = 2;
   std::optional<int64_t> early_stopping_patience;
+  /// Built-in callbacks to add: "NAME:key=value,..." (callbacks/callback_spec.h).
+  std::vector<std::string> callbacks;
   bool deterministic = false;
   std::string device = "cpu";
   bool csv = true;

@@ -236,8 +236,15 @@ std::vector<std::tuple<int64_t, int64_t, int, std::string>> comparable(
 
 int run_callbacks(const ReplayArguments& args, std::ostream& out, std::ostream& err) {
   std::vector<std::shared_ptr<Callback>> callbacks;
-  for (const std::string& spec : args.callbacks)
+  for (const std::string& spec : args.callbacks) {
+    if (!callbacks::callback_decides(spec)) {
+      throw MisconfigurationError("--callback '" + spec +
+                                  "': a replay compares decisions (stops, checkpoints) and this "
+                                  "callback makes none; replay early_stopping or "
+                                  "model_checkpoint");
+    }
     callbacks.push_back(callbacks::make_callback(spec));
+  }
   record::RecordingReader reader(args.path, record::ReadOptions().salvage(args.salvage));
   replay::ReplaySession session(recorded_trainer_options(reader.header()), callbacks);
   const uint64_t replayed = session.replay(reader);
@@ -330,7 +337,7 @@ ReplayCommand add_replay_command(CLI::App& app, ReplayArguments& args) {
       "'early_stopping:monitor=val_loss,patience=5' or "
       "'model_checkpoint:monitor=val_acc,mode=max,save_top_k=3'. Repeatable. Exits 0 when they "
       "decide as the live run did, 1 when not. Names and keys:\n" +
-          callbacks::describe_callback_specs());
+          callbacks::describe_callback_specs(/*deciding_only=*/true));
   for (const char* other : {"--from-step", "--to-step", "--epoch", "--events", "--format",
                             "--to-csv", "--to-tensorboard"}) {
     callback->excludes(other);

@@ -7,6 +7,7 @@
 
 #include "base/errors.h"
 #include "callbacks/early_stopping.h"
+#include "callbacks/learning_rate_monitor.h"
 #include "callbacks/model_checkpoint.h"
 
 namespace trainbus::callbacks {
@@ -116,6 +117,20 @@ const Setters<ModelCheckpointOptions>& model_checkpoint_setters() {
   return setters;
 }
 
+const Setters<LearningRateMonitorOptions>& learning_rate_monitor_setters() {
+  static const Setters<LearningRateMonitorOptions> setters{
+      {"logging_interval",
+       [](auto& o, const Setting& s) {
+         if (s.value != "step" && s.value != "epoch")
+           s.refuse("step or epoch (unset: each scheduler's own)");
+         o.logging_interval(s.value);
+       }},
+      {"log_momentum", [](auto& o, const Setting& s) { o.log_momentum(s.boolean()); }},
+      {"log_weight_decay", [](auto& o, const Setting& s) { o.log_weight_decay(s.boolean()); }},
+  };
+  return setters;
+}
+
 template <class Options>
 std::string key_list(const Setters<Options>& setters) {
   std::string keys;
@@ -153,9 +168,18 @@ Options parse_options(const std::string& spec, const std::string& name, const st
 
 }  // namespace
 
-std::string describe_callback_specs() {
-  return "early_stopping: " + key_list(early_stopping_setters()) +
-         "\nmodel_checkpoint: " + key_list(model_checkpoint_setters()) + "\n";
+std::string describe_callback_specs(bool deciding_only) {
+  std::string text = "early_stopping: " + key_list(early_stopping_setters()) +
+                     "\nmodel_checkpoint: " + key_list(model_checkpoint_setters()) + "\n";
+  if (!deciding_only) {
+    text += "learning_rate_monitor: " + key_list(learning_rate_monitor_setters()) + "\n";
+  }
+  return text;
+}
+
+bool callback_decides(const std::string& spec) {
+  const std::string name = spec.substr(0, spec.find(':'));
+  return name == "early_stopping" || name == "model_checkpoint";
 }
 
 std::shared_ptr<Callback> make_callback(const std::string& spec) {
@@ -170,8 +194,13 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
     return std::make_shared<ModelCheckpoint>(
         parse_options(spec, name, body, model_checkpoint_setters()));
   }
+  if (name == "learning_rate_monitor") {
+    return std::make_shared<LearningRateMonitor>(
+        parse_options(spec, name, body, learning_rate_monitor_setters()));
+  }
   throw MisconfigurationError("--callback '" + spec + "': no built-in callback is named '" + name +
-                              "'; the names are early_stopping and model_checkpoint, e.g. "
+                              "'; the names are early_stopping, model_checkpoint and "
+                              "learning_rate_monitor, e.g. "
                               "'early_stopping:monitor=val_loss,patience=5'");
 }
 

@@ -1,7 +1,6 @@
 #pragma once
 /// Built-in callbacks from text, for the command line: `--callback
-/// 'early_stopping:monitor=val_loss,patience=5'` (used by `trainbus replay`, and by `trainbus fit`
-/// once it takes --callback).
+/// 'early_stopping:monitor=val_loss,patience=5'` (`trainbus fit` and `trainbus replay`).
 
 #include <memory>
 #include <string>
@@ -12,14 +11,19 @@
 namespace trainbus::callbacks {
 
 /// The callbacks a spec may name, with the keys each takes: "early_stopping: monitor, min_delta,
-/// ...", one line each, for help texts and errors.
-std::string describe_callback_specs();
+/// ...", one line each, for help texts and errors; with `deciding_only`, only those that make
+/// decisions a replay compares (stops, checkpoints).
+std::string describe_callback_specs(bool deciding_only = false);
+
+/// Whether the callback `spec` names makes decisions a replay compares: early_stopping and
+/// model_checkpoint.
+bool callback_decides(const std::string& spec);
 
 /// Builds the callback `spec` names: "NAME" or "NAME:key=value,key=value", NAME one of
-/// early_stopping and model_checkpoint, the keys their options' names (Lightning's), booleans as
-/// true/false, save_last as true/false/link/copy. Options not given keep their defaults. Throws
-/// MisconfigurationError naming the spec and the unknown name, unknown key or bad value, with what
-/// is accepted.
+/// early_stopping, model_checkpoint and learning_rate_monitor, the keys their options' names
+/// (Lightning's), booleans as true/false, save_last as true/false/link/copy. Options not given keep
+/// their defaults. Throws MisconfigurationError naming the spec and the unknown name, unknown key
+/// or bad value, with what is accepted.
 std::shared_ptr<Callback> make_callback(const std::string& spec);
 
 }  // namespace trainbus::callbacks

@@ -4,6 +4,7 @@
 
 #include "base/errors.h"
 #include "callbacks/early_stopping.h"
+#include "callbacks/learning_rate_monitor.h"
 #include "callbacks/model_checkpoint.h"
 #include "tests/support/catch.h"
 
@@ -31,6 +32,14 @@ TEST_CASE("A callback spec sets the options it names and keeps the other default
   REQUIRE(checkpoint != nullptr);
   CHECK(checkpoint->state_key().find("'monitor': 'val_loss'") != std::string::npos);
   CHECK(std::dynamic_pointer_cast<ModelCheckpoint>(make_callback("model_checkpoint")) != nullptr);
+  const auto monitor = std::dynamic_pointer_cast<LearningRateMonitor>(
+      make_callback("learning_rate_monitor:logging_interval=epoch,log_momentum=true"));
+  REQUIRE(monitor != nullptr);
+  CHECK(monitor->options().logging_interval() == std::optional<std::string>("epoch"));
+  CHECK(monitor->options().log_momentum());
+  CHECK_FALSE(monitor->options().log_weight_decay());
+  CHECK(callback_decides("early_stopping:patience=3"));
+  CHECK_FALSE(callback_decides("learning_rate_monitor"));
 }
 
 TEST_CASE("A bad callback spec is refused, naming what is wrong and what is accepted",
@@ -38,7 +47,9 @@ TEST_CASE("A bad callback spec is refused, naming what is wrong and what is acce
   CHECK_THROWS_AS(make_callback("early_stop:monitor=x"), MisconfigurationError);
   CHECK_THROWS_WITH(make_callback("early_stop:monitor=x"),
                     Contains("no built-in callback is named 'early_stop'") &&
-                        Contains("early_stopping and model_checkpoint"));
+                        Contains("early_stopping, model_checkpoint and learning_rate_monitor"));
+  CHECK_THROWS_WITH(make_callback("learning_rate_monitor:logging_interval=batch"),
+                    Contains("logging_interval=batch: expected step or epoch"));
   CHECK_THROWS_WITH(make_callback("early_stopping:monitor=x,patiense=3"),
                     Contains("early_stopping has no option 'patiense'") && Contains("patience"));
   CHECK_THROWS_WITH(make_callback("early_stopping:monitor=x,patience=three"),
