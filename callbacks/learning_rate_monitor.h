@@ -31,7 +31,8 @@ struct LearningRateMonitorOptions {
 /// log_every_n_steps optimizer steps (when (global_step + 1) is a multiple, or a stop was asked
 /// for), at step = global_step, and at on_train_epoch_start; through trainer.loggers(), so the
 /// values reach CSV, TensorBoard and the recording on the observer pool. Throws
-/// MisconfigurationError at on_train_start when the trainer has no logger.
+/// MisconfigurationError at on_train_start when the trainer has no logger, or a scheduler config's
+/// optimizer_idx names no optimizer. Does nothing in a replay: the recording has its rows.
 class LearningRateMonitor : public Callback {
  public:
   explicit LearningRateMonitor(LearningRateMonitorOptions options = {});
@@ -41,7 +42,8 @@ class LearningRateMonitor : public Callback {
                             int64_t batch_idx) override;
   void on_train_epoch_start(Trainer& trainer, Module& module) override;
 
-  /// Every learning rate logged so far, by key, in order (Lightning's `lrs`).
+  /// Every learning rate logged in this fit, by key, in order (Lightning's `lrs`; every key is
+  /// there from on_train_start, with no value yet).
   const std::map<std::string, std::vector<double>>& lrs() const noexcept { return lrs_; }
   /// What the last log sent to the loggers.
   const Metrics& last_logged() const noexcept { return last_logged_; }
@@ -49,8 +51,19 @@ class LearningRateMonitor : public Callback {
 
  private:
   enum class Interval { kStep, kEpoch, kAny };
+  // One logged source: a scheduler config's optimizer (scheduler >= 0) or an optimizer without a
+  // scheduler (scheduler -1), under its Lightning name before the param-group suffixes.
+  struct Source {
+    std::size_t optimizer;
+    int scheduler;
+    std::string name;
+  };
+  // Lightning's _find_names_from_schedulers then _find_names_from_optimizers: schedulers first,
+  // then the optimizers no scheduler steps; a second unnamed source of one optimizer class is
+  // "lr-Adam-1".
+  static std::vector<Source> sources(const Trainer& trainer);
   // The values due at `interval`: schedulers whose interval it is (or any), and every optimizer
-  // without a scheduler.
+  // without a scheduler; their learning rates are appended to lrs_.
   Metrics extract_stats(const Trainer& trainer, Interval interval);
   void log(Trainer& trainer, const Metrics& stats);
 

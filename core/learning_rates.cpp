@@ -102,6 +102,10 @@ Metrics optimizer_stats(const std::vector<std::shared_ptr<torch::optim::Optimize
   return values;
 }
 
+std::string optimizer_class_name(const torch::optim::Optimizer& optimizer) {
+  return class_name(optimizer);
+}
+
 bool has_momentum(const torch::optim::Optimizer& optimizer) {
   for (const auto& group : optimizer.param_groups()) {
     if (momentum(group.options()).has_value()) return true;

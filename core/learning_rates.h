@@ -34,6 +34,10 @@ struct OptimizerStatsOptions {
 Metrics optimizer_stats(const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers,
                         std::size_t index, const OptimizerStatsOptions& options);
 
+/// Its class as Lightning names it in keys: "Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "LBFGS";
+/// "Optimizer" for another.
+std::string optimizer_class_name(const torch::optim::Optimizer& optimizer);
+
 /// Whether any param group of the optimizer has a momentum (Adam's beta1, SGD's momentum).
 bool has_momentum(const torch::optim::Optimizer& optimizer);
 

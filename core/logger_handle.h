@@ -13,13 +13,15 @@ class Trainer;
 
 /// Values logged through it are published as events::MetricsLogged; the logger (an observer)
 /// writes them on the observer pool, so the step never waits for the disk, and the recording holds
-/// them too. Valid while its Trainer lives; call it on the training thread (from a hook).
+/// them too. Valid while its Trainer lives and no observer is added (add_observer, refused during
+/// a run, may move the handles); call it on the training thread (from a hook).
 class LoggerHandle {
  public:
   LoggerHandle(Trainer& trainer, std::string name, std::string log_dir)
       : trainer_(&trainer), name_(std::move(name)), log_dir_(std::move(log_dir)) {}
 
-  /// The logger observer's name (events::Observer::name: "CsvLogger", "TensorBoardLogger").
+  /// The logger observer's name (events::Observer::name: "CsvLogger(runs/version_0)"); a row
+  /// logged through this handle goes to the logger of that name only, also in a replay.
   const std::string& name() const noexcept { return name_; }
   /// Lightning's logger.log_dir: where it writes.
   const std::string& log_dir() const noexcept { return log_dir_; }

@@ -34,6 +34,8 @@ class CsvLogger : public Logger {
   /// Appends the rows logged since the last flush to metrics.csv (widening its header if needed).
   void flush() override;
   std::string log_dir() const override { return options_.log_dir(); }
+  /// "CsvLogger(<log_dir>)": unique among the loggers of a run (Trainer::loggers()).
+  std::string name() const override { return "CsvLogger(" + options_.log_dir() + ")"; }
 
  protected:
   void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) override;

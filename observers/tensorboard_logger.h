@@ -37,6 +37,8 @@ class TensorBoardLogger : public Logger {
   /// Hands the buffered records to the operating system.
   void flush() override;
   std::string log_dir() const override { return options_.log_dir(); }
+  /// "TensorBoardLogger(<log_dir>)": unique among the loggers of a run (Trainer::loggers()).
+  std::string name() const override { return "TensorBoardLogger(" + options_.log_dir() + ")"; }
 
  protected:
   void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) override;

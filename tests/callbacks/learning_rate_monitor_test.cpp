@@ -2,6 +2,7 @@
 // epoch starts) and at which step, momentum and weight decay, and its errors.
 #include "callbacks/learning_rate_monitor.h"
 
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -83,7 +84,7 @@ Logged fit_two_optimizers(LearningRateMonitorOptions options) {
   trainer.fit(module, data);
   Logged result{{}, {}, monitor};
   for (const auto& event : capture->logged) {
-    CHECK(event.logger == "capture");  // sent through trainer.loggers(), to that logger
+    CHECK(event.logger.empty());  // one row for every logger
     result.steps.push_back(event.step);
     result.rows.push_back(event.metrics);
   }
@@ -97,7 +98,7 @@ TEST_CASE("LearningRateMonitor logs each scheduler at its interval, other optimi
   const Logged logged = fit_two_optimizers({});
   // Epoch starts (steps 0 and 4): SGD only (its scheduler-less lr); the step-interval scheduler's
   // Adam is logged at batch starts where (global_step + 1) % 2 == 0, with SGD.
-  CHECK(logged.steps == std::vector<int64_t>{0, 1, 3, 4, 5, 7});
+  REQUIRE(logged.steps == std::vector<int64_t>{0, 1, 3, 4, 5, 7});
   CHECK(logged.rows[0] == Metrics{{"lr-SGD", 0.1}});
   CHECK(logged.rows[3] == Metrics{{"lr-SGD", 0.1}});
   // StepLR(step_size 1, gamma 0.5) steps after every optimizer step. LibTorch's first step()
@@ -117,7 +118,7 @@ TEST_CASE("LearningRateMonitor with logging_interval step or epoch, momentum and
   const Logged by_step = fit_two_optimizers(
       LearningRateMonitorOptions().logging_interval("step").log_momentum(true).log_weight_decay(
           true));
-  CHECK(by_step.steps == std::vector<int64_t>{1, 3, 5, 7});
+  REQUIRE(by_step.steps == std::vector<int64_t>{1, 3, 5, 7});
   const Metrics& row = by_step.rows[0];
   CHECK(row.at("lr-Adam/pg1-momentum") == 0.9);  // Adam's beta1
   CHECK(row.at("lr-SGD-momentum") == 0.9);
@@ -128,8 +129,75 @@ TEST_CASE("LearningRateMonitor with logging_interval step or epoch, momentum and
 
   const Logged by_epoch =
       fit_two_optimizers(LearningRateMonitorOptions().logging_interval("epoch"));
-  CHECK(by_epoch.steps == std::vector<int64_t>{0, 4});
+  REQUIRE(by_epoch.steps == std::vector<int64_t>{0, 4});
   CHECK(by_epoch.rows[1].at("lr-Adam/pg1") == Approx(1e-2 * 0.125));  // after 4 steps (see above)
+}
+
+TEST_CASE("LearningRateMonitor names scheduled optimizers first, as Lightning does",
+          "[callbacks][lr_monitor]") {
+  // Two Adams: the second has an epoch scheduler, the first none; then an SGD whose scheduler is
+  // named. Lightning names schedulers' optimizers first: the scheduled Adam is "lr-Adam", the
+  // other "lr-Adam-1"; a named scheduler keeps its name and does not count.
+  class ThreeOptimizers : public BoringModule {
+   public:
+    OptimizerConfig configure_optimizers() override {
+      auto first = std::make_shared<torch::optim::Adam>(parameters(), torch::optim::AdamOptions(1));
+      auto second =
+          std::make_shared<torch::optim::Adam>(parameters(), torch::optim::AdamOptions(2));
+      auto sgd = std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(3));
+      OptimizerConfig config;
+      config.optimizers = {first, second, sgd};
+      SchedulerConfig on_second;
+      on_second.scheduler = std::make_shared<torch::optim::StepLR>(*second, 100);
+      on_second.optimizer_idx = 1;  // interval: epoch
+      SchedulerConfig named;
+      named.scheduler = std::make_shared<torch::optim::StepLR>(*sgd, 100);
+      named.optimizer_idx = 2;
+      named.name = "my-sgd";
+      config.lr_schedulers = {on_second, named};
+      return config;
+    }
+  };
+  auto monitor = std::make_shared<LearningRateMonitor>();
+  Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0), {monitor});
+  auto capture = std::make_shared<CapturingLogger>();
+  trainer.add_observer(capture);
+  ThreeOptimizers module;
+  RandomDataModule data(2);
+  data.has_val = false;
+  trainer.fit(module, data);
+  REQUIRE_FALSE(capture->logged.empty());
+  // The epoch start: both epoch-interval schedulers' optimizers and the unscheduled Adam.
+  CHECK(capture->logged[0].metrics == Metrics{{"lr-Adam", 2}, {"lr-Adam-1", 1}, {"my-sgd", 3}});
+  CHECK(monitor->lrs().size() == 3);
+}
+
+TEST_CASE("A row logged through one LoggerHandle reaches that logger only",
+          "[callbacks][lr_monitor]") {
+  TempDir dir;
+  class LogThroughSecond : public Callback {
+    void on_train_epoch_end(Trainer& trainer, Module&) override {
+      REQUIRE(trainer.loggers().size() == 2);
+      trainer.loggers()[1].log_metrics({{"only_second", 1.0}}, trainer.global_step());
+    }
+  };
+  Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0),
+                  {std::make_shared<LogThroughSecond>()});
+  trainer.add_observer(std::make_shared<observers::CsvLogger>(
+      observers::CsvLoggerOptions().log_dir((dir.path() / "first").string())));
+  trainer.add_observer(std::make_shared<observers::CsvLogger>(
+      observers::CsvLoggerOptions().log_dir((dir.path() / "second").string())));
+  CHECK(trainer.logger()->name() == "CsvLogger(" + (dir.path() / "first").string() + ")");
+  BoringModule module;
+  RandomDataModule data(2);
+  data.has_val = false;
+  trainer.fit(module, data);
+  const auto read = [](const std::filesystem::path& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  CHECK_THAT(read(dir.path() / "second" / "metrics.csv"), Contains("only_second"));
+  CHECK_THAT(read(dir.path() / "first" / "metrics.csv"), !Contains("only_second"));
 }
 
 TEST_CASE("LearningRateMonitor refuses a trainer without a logger and a bad interval",
@@ -153,7 +221,7 @@ TEST_CASE("LearningRateMonitor's values reach the CSV log as rows without an epo
   trainer.add_observer(std::make_shared<observers::CsvLogger>(
       observers::CsvLoggerOptions().log_dir(dir.path().string())));
   REQUIRE(trainer.loggers().size() == 1);
-  CHECK(trainer.loggers()[0].name() == "trainbus::observers::CsvLogger");  // Observer::name()
+  CHECK(trainer.loggers()[0].name() == "CsvLogger(" + dir.path().string() + ")");
   CHECK(trainer.log_dir() == dir.path().string());
   BoringModule module;  // SGD(lr=0.1)
   RandomDataModule data(3);
