@@ -111,6 +111,8 @@ Metrics LearningRateMonitor::extract_stats(const Trainer& trainer, Interval inte
 void LearningRateMonitor::log(Trainer& trainer, const Metrics& stats) {
   if (stats.empty()) return;
   last_logged_ = stats;
+  // As Lightning's _extract_stats: a checkpoint or early stopping may monitor the rates.
+  for (const auto& [key, value] : stats) trainer.set_callback_metric(key, value);
   // To every logger (Lightning: `for logger in trainer.loggers`), one row each, at Lightning's
   // step: the batches that stepped so far (this batch has not yet).
   trainer.log_metrics(stats, trainer.global_step());

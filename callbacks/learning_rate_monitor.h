@@ -29,8 +29,10 @@ struct LearningRateMonitorOptions {
 /// "lr-Adam-1" for a second Adam, a scheduler config's `name` in their place when it has one, and
 /// the suffixes "-momentum" and "-weight_decay". Logs at on_train_batch_start every
 /// log_every_n_steps optimizer steps (when (global_step + 1) is a multiple, or a stop was asked
-/// for), at step = global_step, and at on_train_epoch_start; through trainer.loggers(), so the
-/// values reach CSV, TensorBoard and the recording on the observer pool. Throws
+/// for), at step = global_step, and at on_train_epoch_start: into trainer.callback_metrics() (a
+/// checkpoint may monitor "lr-Adam"), and as one row for every logger (trainer.log_metrics), which
+/// CSV, TensorBoard and the recording get on the observer pool. Schedulers' optimizers are named
+/// first, then the others, as Lightning's. Throws
 /// MisconfigurationError at on_train_start when the trainer has no logger, or a scheduler config's
 /// optimizer_idx names no optimizer. Does nothing in a replay: the recording has its rows.
 class LearningRateMonitor : public Callback {

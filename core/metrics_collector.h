@@ -48,6 +48,8 @@ class MetricsCollector {
   const Metrics& progress_bar_metrics() const noexcept { return progress_bar_; }
   /// Values logged with on_step (and logger=true) since the last begin_batch(), by step name.
   const Metrics& batch_logged() const noexcept { return batch_logged_; }
+  /// Sets one callback metric outside log() (Lightning's `trainer.callback_metrics[name] = value`).
+  void set_callback_metric(const std::string& name, double value) { callback_[name] = value; }
   /// Restores callback_metrics (resuming from a checkpoint).
   void restore_callback_metrics(Metrics metrics) { callback_ = std::move(metrics); }
 

@@ -82,6 +82,7 @@ Logged fit_two_optimizers(LearningRateMonitorOptions options) {
   RandomDataModule data(4);  // 4 batches an epoch
   data.has_val = false;
   trainer.fit(module, data);
+  CHECK(trainer.callback_metrics().at("lr-SGD") == Approx(0.1));  // as Lightning, for monitors
   Logged result{{}, {}, monitor};
   for (const auto& event : capture->logged) {
     CHECK(event.logger.empty());  // one row for every logger
