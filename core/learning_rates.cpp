@@ -1,6 +1,5 @@
 #include "core/learning_rates.h"
 
-#include <iterator>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -50,26 +49,14 @@ std::optional<double> weight_decay(const torch::optim::OptimizerOptions& options
   return std::nullopt;
 }
 
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() &&
-         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 }  // namespace
 
 Metrics learning_rates(const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers,
                        std::size_t index) {
-  OptimizerStatsOptions options;
-  options.momentum = true;
-  Metrics values = optimizer_stats(optimizers, index, options);
   // The recording keeps a momentum only where the optimizer has one.
-  const torch::optim::Optimizer& optimizer = *optimizers.at(index);
-  if (!has_momentum(optimizer)) {
-    for (auto it = values.begin(); it != values.end();) {
-      it = ends_with(it->first, "-momentum") ? values.erase(it) : std::next(it);
-    }
-  }
-  return values;
+  OptimizerStatsOptions options;
+  options.momentum = has_momentum(*optimizers.at(index));
+  return optimizer_stats(optimizers, index, options);
 }
 
 Metrics optimizer_stats(const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers,
