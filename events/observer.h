@@ -40,9 +40,10 @@ class EventSelection {
 /// immutable snapshot of its event and no Trainer or Module. Runs on the ObserverPool's threads,
 /// on a strand of its own: it sees its events in publish order and never concurrently with itself,
 /// while different observers run in parallel. It may be slow (disk, network, serialisation): the
-/// training thread only copies the event and posts it. An exception from a hook is caught on the
-/// pool and raised on the training thread as an ObserverError naming this observer (or, with
-/// ObserverOptions::on_error = kDisable, reported once and the observer switched off).
+/// training thread only snapshots the event (shared by the pool's observers) and queues it. An
+/// exception from a hook is caught on the pool and raised on the training thread as an
+/// ObserverError naming this observer (or, with ObserverOptions::on_error = kDisable, reported once
+/// and the observer switched off).
 class Observer {
  public:
   virtual ~Observer();
