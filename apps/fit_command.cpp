@@ -70,6 +70,9 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
                   "Stop after this many optimizer steps, even mid-epoch; -1: no limit")
       ->check(CLI::Range(int64_t{-1}, int64_t{1} << 40))
       ->capture_default_str();
+  fit->add_option("--max-time", args.max_time,
+                  "Stop training after this long, as DD:HH:MM:SS (checked after every batch; "
+                  "time trained before a --resume counts)");
   fit->add_option("--batch-size", args.batch_size, "Training batch size")
       ->check(CLI::Range(int64_t{1}, int64_t{60000}))
       ->capture_default_str();
@@ -186,6 +189,13 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   TrainerOptions options;
   options.max_epochs(args.max_epochs.value_or(default_max_epochs(model_options.architecture)));
   options.max_steps(args.max_steps);
+  if (!args.max_time.empty()) {
+    try {
+      options.max_time(Duration(args.max_time));
+    } catch (const MisconfigurationError& e) {
+      throw MisconfigurationError(std::string("--max-time: ") + e.what());
+    }
+  }
   options.seed(args.seed);
   options.default_root_dir(args.out);
   options.limit_train_batches(parse_batch_limit(args.limit_train_batches, "--limit-train-batches"));

@@ -24,6 +24,7 @@ struct FitArguments {
   /// Unset: the model's default (see default_max_epochs).
   std::optional<int64_t> max_epochs;
   int64_t max_steps = -1;  ///< optimizer steps; -1: no limit
+  std::string max_time;    ///< "DD:HH:MM:SS"; empty: no limit
   int64_t batch_size = 64;
   double lr = 1e-3;
   double weight_decay = 0.0;

@@ -12,6 +12,7 @@
 #include "base/errors.h"
 #include "checkpoint/snapshot.h"
 #include "core/callback_order.h"
+#include "core/default_callbacks.h"
 #include "core/detail/trainer_hooks.h"
 #include "core/tensor_ref.h"
 
@@ -72,7 +73,7 @@ void check_options(const TrainerOptions& o) {
 Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> callbacks)
     : options_(std::move(options)),
       max_epochs_(options_.max_epochs().value_or(options_.max_steps() == -1 ? 1000 : -1)),
-      callbacks_(order_callbacks(std::move(callbacks))),
+      callbacks_(order_callbacks(with_default_callbacks(options_, std::move(callbacks)))),
       accumulate_grad_batches_(options_.accumulate_grad_batches()) {
   check_options(options_);
 }

@@ -12,6 +12,7 @@
 #include <c10/core/Device.h>
 
 #include "base/arg.h"
+#include "base/duration.h"
 
 namespace trainbus {
 
@@ -58,6 +59,11 @@ struct TrainerOptions {
   TRAINBUS_ARG(int64_t, max_steps) = -1;
   /// Keep training at least this many optimizer steps even if a callback requests a stop.
   TRAINBUS_ARG(std::optional<int64_t>, min_steps);
+  /// Stop training after this much time ("DD:HH:MM:SS", a std::chrono duration or DurationParts),
+  /// checked after every batch, as Lightning's: the Trainer adds callbacks::Timer(duration =
+  /// max_time, interval = "step") unless it is given a Timer. Time trained before a resume counts.
+  /// min_epochs and min_steps still apply.
+  TRAINBUS_ARG(std::optional<Duration>, max_time);
 
   TRAINBUS_ARG(BatchLimit, limit_train_batches) = 1.0;
   TRAINBUS_ARG(BatchLimit, limit_val_batches) = 1.0;

@@ -1,0 +1,33 @@
+#include "core/default_callbacks.h"
+
+#include <atomic>
+
+#include "base/errors.h"
+
+namespace trainbus {
+namespace {
+
+std::atomic<DefaultCallbacksBuilder> installed_builder{nullptr};
+
+}  // namespace
+
+void install_default_callbacks(DefaultCallbacksBuilder builder) noexcept {
+  installed_builder.store(builder);
+}
+
+std::vector<std::shared_ptr<Callback>> with_default_callbacks(
+    const TrainerOptions& options, std::vector<std::shared_ptr<Callback>> given) {
+  const DefaultCallbacksBuilder builder = installed_builder.load();
+  if (builder == nullptr) {
+    TRAINBUS_CHECK(!options.max_time(),
+                   "`max_time` is kept by the Timer of trainbus::callbacks, which this program "
+                   "does not link: link trainbus::callbacks (or trainbus::trainbus), or add a "
+                   "Timer callback of your own");
+    return given;
+  }
+  std::vector<std::shared_ptr<Callback>> added = builder(options, given);
+  given.insert(given.end(), added.begin(), added.end());
+  return given;
+}
+
+}  // namespace trainbus

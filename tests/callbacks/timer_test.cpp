@@ -1,0 +1,215 @@
+// Timer and Trainer max_time: Lightning's duration formats, when the limit is checked (after a
+// step, at an epoch end, at fit start after a resume), elapsed time across a resume, stage times.
+#include "callbacks/timer.h"
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/support/catch.h"
+
+#include "callbacks/lambda_callback.h"
+#include "core/trainer.h"
+#include "tests/support/boring.h"
+#include "tests/support/temp_dir.h"
+
+using namespace trainbus;
+using namespace trainbus::testing;
+using callbacks::RunningStage;
+using callbacks::Timer;
+using callbacks::TimerOptions;
+using Catch::Matchers::Contains;
+
+namespace {
+
+/// Each training step lasts at least `step_time` (a busy wait on the steady clock), so that a time
+/// limit is reached after a known least number of steps.
+class SlowSteps : public BoringModule {
+ public:
+  explicit SlowSteps(std::chrono::milliseconds step_time) : step_time_(step_time) {}
+  StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
+    const auto until = std::chrono::steady_clock::now() + step_time_;
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    return BoringModule::training_step(batch, batch_idx);
+  }
+
+ private:
+  std::chrono::milliseconds step_time_;
+};
+
+TrainerOptions quiet_options(int64_t epochs) {
+  return TrainerOptions().max_epochs(epochs).num_sanity_val_steps(0).limit_val_batches(0);
+}
+
+std::vector<std::shared_ptr<Timer>> timers_of(const Trainer& trainer) {
+  std::vector<std::shared_ptr<Timer>> timers;
+  for (const auto& callback : trainer.callbacks()) {
+    if (auto timer = std::dynamic_pointer_cast<Timer>(callback)) timers.push_back(timer);
+  }
+  return timers;
+}
+
+}  // namespace
+
+TEST_CASE("Duration takes Lightning's DD:HH:MM:SS, chrono durations and parts",
+          "[callbacks][timer]") {
+  CHECK(Duration("00:12:00:00").seconds() == 12 * 3600);
+  CHECK(Duration(" 1:02:03:04 ").seconds() == 86400 + 2 * 3600 + 3 * 60 + 4);
+  CHECK(Duration("123:00:00:01").seconds() == 123 * 86400 + 1);
+  CHECK(Duration(std::chrono::minutes(90)).seconds() == 5400);
+  CHECK(Duration(std::chrono::milliseconds(1500)).seconds() == 1.5);
+  CHECK(Duration(DurationParts().weeks(4).days(2)).seconds() == 30 * 86400);
+  CHECK(Duration(DurationParts().hours(1).minutes(30).milliseconds(250)).seconds() == 5400.25);
+
+  for (const char* bad : {"12:00", "00:12:00", "1:2:3:4", "00:12:00:00:00", "a day", ""}) {
+    INFO(bad);
+    CHECK_THROWS_WITH(Duration(bad),
+                      Contains("'" + std::string(bad) + "'") && Contains("DD:HH:MM:SS"));
+  }
+  CHECK_THROWS_WITH(Duration(std::chrono::seconds(-1)), Contains(">= 0"));
+}
+
+TEST_CASE("Elapsed times print as Python prints a timedelta", "[callbacks][timer]") {
+  CHECK(format_elapsed(5.9) == "0:00:05");
+  CHECK(format_elapsed(3600 + 61) == "1:01:01");
+  CHECK(format_elapsed(86400 + 3661) == "1 day, 1:01:01");
+  CHECK(format_elapsed(3 * 86400) == "3 days, 0:00:00");
+}
+
+TEST_CASE("Timer refuses an interval other than step or epoch", "[callbacks][timer]") {
+  CHECK_THROWS_WITH(Timer(TimerOptions().interval("batch")),
+                    Contains("'batch'") && Contains("step and epoch"));
+}
+
+TEST_CASE("Timer with interval step stops after the batch that reaches the limit",
+          "[callbacks][timer]") {
+  auto timer = std::make_shared<Timer>(
+      TimerOptions().duration(std::chrono::milliseconds(60)).verbose(false));
+  SlowSteps module(std::chrono::milliseconds(20));
+  RandomDataModule data(64, 1);
+  Trainer trainer(quiet_options(5), {timer});
+  trainer.fit(module, data);
+
+  // Each step takes >= 20 ms, so 60 ms cannot be reached before the third batch ends; it stops at
+  // the first batch end past the limit, well before the 320 batches of 5 epochs.
+  CHECK(trainer.global_step() >= 3);
+  CHECK(trainer.global_step() < 64);
+  REQUIRE(trainer.stop_reasons().size() == 1);
+  CHECK_THAT(trainer.stop_reasons()[0], Contains("Time limit reached. Elapsed time is 0:00:00"));
+  CHECK(timer->time_elapsed() >= 0.06);
+  CHECK(*timer->time_remaining() <= 0);
+  CHECK(timer->end_time().has_value());
+}
+
+TEST_CASE("Timer with interval epoch stops only at an epoch end", "[callbacks][timer]") {
+  auto timer = std::make_shared<Timer>(
+      TimerOptions().duration(std::chrono::milliseconds(30)).interval("epoch").verbose(false));
+  SlowSteps module(std::chrono::milliseconds(20));
+  RandomDataModule data(4, 1);
+  Trainer trainer(quiet_options(5), {timer});
+  trainer.fit(module, data);
+  // Past the limit after 2 batches, but the first epoch's 4 batches all run.
+  CHECK(trainer.global_step() == 4);
+  CHECK(trainer.current_epoch() == 1);
+}
+
+TEST_CASE("Trainer max_time adds a step Timer unless it is given one", "[callbacks][timer]") {
+  {
+    Trainer trainer(quiet_options(5).max_time("00:00:00:00"));
+    const auto timers = timers_of(trainer);
+    REQUIRE(timers.size() == 1);
+    CHECK(timers[0]->options().duration()->seconds() == 0);
+    CHECK(timers[0]->options().interval() == "step");
+
+    // A limit of 0 is used up when fit starts: no batch runs.
+    BoringModule module;
+    RandomDataModule data(8, 1);
+    trainer.fit(module, data);
+    CHECK(trainer.global_step() == 0);
+    CHECK_THAT(trainer.stop_reasons().at(0), Contains("Time limit reached"));
+  }
+  {
+    auto own = std::make_shared<Timer>(TimerOptions().interval("epoch"));
+    Trainer trainer(quiet_options(5).max_time(std::chrono::hours(1)), {own});
+    const auto timers = timers_of(trainer);
+    REQUIRE(timers.size() == 1);
+    CHECK(timers[0] == own);
+  }
+}
+
+TEST_CASE("max_time respects min_epochs", "[callbacks][timer]") {
+  Trainer trainer(quiet_options(5).min_epochs(2).max_time(std::chrono::seconds(0)));
+  BoringModule module;
+  RandomDataModule data(4, 1);
+  trainer.fit(module, data);
+  CHECK(trainer.global_step() == 8);
+  CHECK(trainer.stop_reasons().size() == 1);  // asked once, honoured after min_epochs
+}
+
+TEST_CASE("Timer's elapsed training time survives a resume", "[callbacks][timer]") {
+  TempDir dir;
+  const std::string checkpoint = (dir.path() / "first.ckpt").string();
+  double first_elapsed = 0;
+  {
+    auto timer = std::make_shared<Timer>();
+    auto saver = std::make_shared<callbacks::LambdaCallback>(
+        callbacks::LambdaHooks().on_train_epoch_end([&](Trainer& trainer, Module&) {
+          first_elapsed = timer->time_elapsed();  // the checkpoint holds at least this
+          trainer.save_checkpoint(checkpoint);
+        }));
+    SlowSteps module(std::chrono::milliseconds(10));
+    RandomDataModule data(4, 1);
+    Trainer trainer(quiet_options(1), {timer, saver});
+    trainer.fit(module, data);
+    CHECK(first_elapsed >= 0.04);
+    const StateDict state = timer->state_dict();
+    CHECK(state.dict_at("time_elapsed").at("train").toDouble() == timer->time_elapsed());
+    CHECK(state.dict_at("time_elapsed").contains("validate"));
+  }
+  SECTION("the resumed run counts on from there") {
+    auto timer = std::make_shared<Timer>();
+    BoringModule module;
+    RandomDataModule data(4, 1);
+    Trainer trainer(quiet_options(2), {timer});
+    trainer.fit(module, data, FitOptions().ckpt_path(checkpoint));
+    CHECK(trainer.global_step() == 8);
+    CHECK(timer->time_elapsed() >= first_elapsed);
+  }
+  SECTION("a resumed run whose time is used up stops before its first batch") {
+    auto timer = std::make_shared<Timer>(
+        TimerOptions().duration(std::chrono::duration<double>(first_elapsed)).verbose(false));
+    BoringModule module;
+    RandomDataModule data(4, 1);
+    Trainer trainer(quiet_options(2), {timer});
+    trainer.fit(module, data, FitOptions().ckpt_path(checkpoint));
+    CHECK(trainer.global_step() == 4);  // what the checkpoint had
+    CHECK_THAT(trainer.stop_reasons().at(0), Contains("Time limit reached"));
+  }
+}
+
+TEST_CASE("Timer measures validation, the sanity check and test apart", "[callbacks][timer]") {
+  auto timer = std::make_shared<Timer>();
+  BoringModule module;
+  RandomDataModule data(8, 1);
+  Trainer trainer(TrainerOptions().max_epochs(1), {timer});
+  CHECK_FALSE(timer->start_time(RunningStage::kValidating).has_value());
+  CHECK(timer->time_elapsed(RunningStage::kTesting) == 0);
+  CHECK_FALSE(timer->time_remaining().has_value());
+  trainer.fit(module, data);
+  trainer.test(module, data);
+  for (const RunningStage stage : {RunningStage::kTraining, RunningStage::kSanityChecking,
+                                   RunningStage::kValidating, RunningStage::kTesting}) {
+    INFO(callbacks::to_string(stage));
+    REQUIRE(timer->start_time(stage).has_value());
+    REQUIRE(timer->end_time(stage).has_value());
+    CHECK(*timer->end_time(stage) >= *timer->start_time(stage));
+    CHECK(timer->time_elapsed(stage) == *timer->end_time(stage) - *timer->start_time(stage));
+  }
+  CHECK(*timer->start_time(RunningStage::kSanityChecking) <
+        *timer->start_time(RunningStage::kTraining));
+  CHECK(*timer->start_time(RunningStage::kValidating) >
+        *timer->start_time(RunningStage::kTraining));
+  CHECK_FALSE(timer->start_time(RunningStage::kPredicting).has_value());
+}
