@@ -7,8 +7,11 @@
 
 #include "base/errors.h"
 #include "callbacks/early_stopping.h"
+#include "callbacks/gradient_accumulation_scheduler.h"
 #include "callbacks/learning_rate_monitor.h"
 #include "callbacks/model_checkpoint.h"
+#include "callbacks/spike_detection.h"
+#include "callbacks/timer.h"
 
 namespace trainbus::callbacks {
 namespace {
@@ -131,6 +134,78 @@ const Setters<LearningRateMonitorOptions>& learning_rate_monitor_setters() {
   return setters;
 }
 
+const Setters<TimerOptions>& timer_setters() {
+  static const Setters<TimerOptions> setters{
+      {"duration",
+       [](auto& o, const Setting& s) {
+         try {
+           o.duration(Duration(s.value));
+         } catch (const MisconfigurationError&) {
+           s.refuse("DD:HH:MM:SS, e.g. 00:12:00:00 for 12 hours");
+         }
+       }},
+      {"interval",
+       [](auto& o, const Setting& s) {
+         if (s.value != "step" && s.value != "epoch") s.refuse("step or epoch");
+         o.interval(s.value);
+       }},
+      {"verbose", [](auto& o, const Setting& s) { o.verbose(s.boolean()); }},
+  };
+  return setters;
+}
+
+const Setters<SpikeDetectionOptions>& spike_detection_setters() {
+  static const Setters<SpikeDetectionOptions> setters{
+      {"mode", [](auto& o, const Setting& s) { o.mode(s.mode()); }},
+      {"window", [](auto& o, const Setting& s) { o.window(s.integer()); }},
+      {"warmup", [](auto& o, const Setting& s) { o.warmup(s.integer()); }},
+      {"atol", [](auto& o, const Setting& s) { o.atol(s.number()); }},
+      {"rtol", [](auto& o, const Setting& s) { o.rtol(s.number()); }},
+      {"exclude_batches_path", [](auto& o, const Setting& s) { o.exclude_batches_path(s.text()); }},
+      {"finite_only", [](auto& o, const Setting& s) { o.finite_only(s.boolean()); }},
+  };
+  return setters;
+}
+
+// GradientAccumulationScheduler's one option, a map: "scheduling=EPOCH:FACTOR;EPOCH:FACTOR".
+struct SchedulingOptions {
+  std::map<int64_t, int64_t> scheduling;
+};
+
+const Setters<SchedulingOptions>& gradient_accumulation_setters() {
+  static const Setters<SchedulingOptions> setters{
+      {"scheduling",
+       [](auto& o, const Setting& s) {
+         const char* expected =
+             "EPOCH:FACTOR pairs separated by ';', e.g. 0:1;4:2 (0-based epochs)";
+         std::size_t start = 0;
+         while (start <= s.value.size()) {
+           std::size_t end = s.value.find(';', start);
+           if (end == std::string::npos) end = s.value.size();
+           const std::string pair = s.value.substr(start, end - start);
+           start = end + 1;
+           if (pair.empty()) continue;
+           const std::size_t colon = pair.find(':');
+           if (colon == std::string::npos) s.refuse(expected);
+           try {
+             std::size_t used_epoch = 0, used_factor = 0;
+             const std::string epoch_text = pair.substr(0, colon);
+             const std::string factor_text = pair.substr(colon + 1);
+             const int64_t epoch = std::stoll(epoch_text, &used_epoch);
+             const int64_t factor = std::stoll(factor_text, &used_factor);
+             if (used_epoch != epoch_text.size() || used_factor != factor_text.size())
+               s.refuse(expected);
+             o.scheduling[epoch] = factor;
+           } catch (const std::logic_error&) {  // stoll: not a number, out of range
+             s.refuse(expected);
+           }
+         }
+         if (o.scheduling.empty()) s.refuse(expected);
+       }},
+  };
+  return setters;
+}
+
 template <class Options>
 std::string key_list(const Setters<Options>& setters) {
   std::string keys;
@@ -172,7 +247,10 @@ std::string describe_callback_specs(bool deciding_only) {
   std::string text = "early_stopping: " + key_list(early_stopping_setters()) +
                      "\nmodel_checkpoint: " + key_list(model_checkpoint_setters()) + "\n";
   if (!deciding_only) {
-    text += "learning_rate_monitor: " + key_list(learning_rate_monitor_setters()) + "\n";
+    text += "learning_rate_monitor: " + key_list(learning_rate_monitor_setters()) +
+            "\ntimer: " + key_list(timer_setters()) +
+            "\ngradient_accumulation_scheduler: scheduling=EPOCH:FACTOR;EPOCH:FACTOR" +
+            "\nspike_detection: " + key_list(spike_detection_setters()) + "\n";
   }
   return text;
 }
@@ -198,10 +276,34 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
     return std::make_shared<LearningRateMonitor>(
         parse_options(spec, name, body, learning_rate_monitor_setters()));
   }
+  if (name == "timer") {
+    return std::make_shared<Timer>(parse_options(spec, name, body, timer_setters()));
+  }
+  if (name == "gradient_accumulation_scheduler") {
+    const SchedulingOptions options =
+        parse_options(spec, name, body, gradient_accumulation_setters());
+    TRAINBUS_CHECK(!options.scheduling.empty(), "--callback '", spec,
+                   "': gradient_accumulation_scheduler needs scheduling=EPOCH:FACTOR;..., e.g. "
+                   "'gradient_accumulation_scheduler:scheduling=0:1;4:2'");
+    try {
+      return std::make_shared<GradientAccumulationScheduler>(options.scheduling);
+    } catch (const MisconfigurationError& e) {
+      throw MisconfigurationError("--callback '" + spec + "': " + e.what());
+    }
+  }
+  if (name == "spike_detection") {
+    try {
+      return std::make_shared<SpikeDetection>(
+          parse_options(spec, name, body, spike_detection_setters()));
+    } catch (const MisconfigurationError& e) {
+      if (std::string(e.what()).rfind("--callback", 0) == 0) throw;
+      throw MisconfigurationError("--callback '" + spec + "': " + e.what());
+    }
+  }
   throw MisconfigurationError("--callback '" + spec + "': no built-in callback is named '" + name +
-                              "'; the names are early_stopping, model_checkpoint and "
-                              "learning_rate_monitor, e.g. "
-                              "'early_stopping:monitor=val_loss,patience=5'");
+                              "'; the names are early_stopping, model_checkpoint, "
+                              "learning_rate_monitor, timer, gradient_accumulation_scheduler and "
+                              "spike_detection, e.g. 'early_stopping:monitor=val_loss,patience=5'");
 }
 
 }  // namespace trainbus::callbacks

@@ -4,8 +4,11 @@
 
 #include "base/errors.h"
 #include "callbacks/early_stopping.h"
+#include "callbacks/gradient_accumulation_scheduler.h"
 #include "callbacks/learning_rate_monitor.h"
 #include "callbacks/model_checkpoint.h"
+#include "callbacks/spike_detection.h"
+#include "callbacks/timer.h"
 #include "tests/support/catch.h"
 
 using namespace trainbus;
@@ -38,6 +41,23 @@ TEST_CASE("A callback spec sets the options it names and keeps the other default
   CHECK(monitor->options().logging_interval() == std::optional<std::string>("epoch"));
   CHECK(monitor->options().log_momentum());
   CHECK_FALSE(monitor->options().log_weight_decay());
+  const auto timer =
+      std::dynamic_pointer_cast<Timer>(make_callback("timer:duration=00:01:30:00,interval=epoch"));
+  REQUIRE(timer != nullptr);
+  CHECK(timer->options().duration()->seconds() == 5400);
+  CHECK(timer->options().interval() == "epoch");
+  CHECK_FALSE(std::dynamic_pointer_cast<Timer>(make_callback("timer"))->options().duration());
+  const auto accumulation = std::dynamic_pointer_cast<GradientAccumulationScheduler>(
+      make_callback("gradient_accumulation_scheduler:scheduling=4:2;8:4"));
+  REQUIRE(accumulation != nullptr);
+  CHECK(accumulation->scheduling() == std::map<int64_t, int64_t>{{0, 1}, {4, 2}, {8, 4}});
+  const auto spike = std::dynamic_pointer_cast<SpikeDetection>(
+      make_callback("spike_detection:window=20,atol=0.5,exclude_batches_path=/tmp/skip.json"));
+  REQUIRE(spike != nullptr);
+  CHECK(spike->options().window() == 20);
+  CHECK(spike->options().atol() == 0.5);
+  CHECK(spike->options().rtol() == 2.0);  // a default
+  CHECK(spike->options().exclude_batches_path() == "/tmp/skip.json");
   CHECK(callback_decides("early_stopping:patience=3"));
   CHECK_FALSE(callback_decides("learning_rate_monitor"));
 }
@@ -47,7 +67,8 @@ TEST_CASE("A bad callback spec is refused, naming what is wrong and what is acce
   CHECK_THROWS_AS(make_callback("early_stop:monitor=x"), MisconfigurationError);
   CHECK_THROWS_WITH(make_callback("early_stop:monitor=x"),
                     Contains("no built-in callback is named 'early_stop'") &&
-                        Contains("early_stopping, model_checkpoint and learning_rate_monitor"));
+                        Contains("early_stopping, model_checkpoint, learning_rate_monitor, timer, "
+                                 "gradient_accumulation_scheduler and spike_detection"));
   CHECK_THROWS_WITH(make_callback("learning_rate_monitor:logging_interval=batch"),
                     Contains("logging_interval=batch: expected step or epoch"));
   CHECK_THROWS_WITH(make_callback("early_stopping:monitor=x,patiense=3"),
@@ -62,4 +83,21 @@ TEST_CASE("A bad callback spec is refused, naming what is wrong and what is acce
                     Contains("'monitor' is not key=value"));
   CHECK_THROWS_WITH(make_callback("model_checkpoint:verbose=yes"),
                     Contains("verbose=yes: expected true or false"));
+  CHECK_THROWS_WITH(make_callback("timer:duration=12h"),
+                    Contains("duration=12h: expected DD:HH:MM:SS"));
+  CHECK_THROWS_WITH(make_callback("timer:interval=batch"),
+                    Contains("interval=batch: expected step or epoch"));
+  for (const char* bad : {"4", "4:two", "x:2", "4:2;;5", ""}) {
+    INFO(bad);
+    CHECK_THROWS_WITH(
+        make_callback(std::string("gradient_accumulation_scheduler:scheduling=") + bad),
+        Contains("expected EPOCH:FACTOR pairs"));
+  }
+  CHECK_THROWS_WITH(make_callback("gradient_accumulation_scheduler"),
+                    Contains("needs scheduling=EPOCH:FACTOR"));
+  CHECK_THROWS_WITH(make_callback("gradient_accumulation_scheduler:scheduling=0:0"),
+                    Contains("--callback 'gradient_accumulation_scheduler:scheduling=0:0'") &&
+                        Contains("factor must be >= 1"));
+  CHECK_THROWS_WITH(make_callback("spike_detection:window=0"),
+                    Contains("--callback 'spike_detection:window=0'") && Contains("window"));
 }

@@ -1,0 +1,161 @@
+// SpikeDetection: Lightning's rule (not better than the last loss, beyond atol and rtol from the
+// running mean, or not finite), the skip list on disk, the exception through on_exception, and
+// its state across a resume.
+#include "callbacks/spike_detection.h"
+
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/support/catch.h"
+
+#include "callbacks/lambda_callback.h"
+#include "core/trainer.h"
+#include "tests/support/boring.h"
+#include "tests/support/temp_dir.h"
+
+using namespace trainbus;
+using namespace trainbus::testing;
+using callbacks::SpikeDetection;
+using callbacks::SpikeDetectionOptions;
+using callbacks::TrainingSpikeException;
+using Catch::Matchers::Contains;
+
+namespace {
+
+/// training_step returns losses[global step] (with a graph, so that backward runs).
+class ScriptedLoss : public BoringModule {
+ public:
+  explicit ScriptedLoss(std::vector<double> losses) : losses_(std::move(losses)) {}
+  StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
+    const double value = losses_.at(static_cast<std::size_t>(trainer().global_step()));
+    return BoringModule::training_step(batch, batch_idx).loss() * 0.0 + value;
+  }
+
+ private:
+  std::vector<double> losses_;
+};
+
+struct SpikeRun {
+  std::shared_ptr<SpikeDetection> callback;
+  int64_t steps = 0;
+  std::string error;         // what fit threw, if anything
+  std::string on_exception;  // what on_exception saw
+  int64_t spike_batch = -1;  // TrainingSpikeException::batch_idx
+};
+
+SpikeRun run(SpikeDetectionOptions options, std::vector<double> losses, const TempDir& dir) {
+  if (options.exclude_batches_path().empty()) options.exclude_batches_path(dir.path().string());
+  SpikeRun result;
+  result.callback = std::make_shared<SpikeDetection>(options);
+  auto watcher = std::make_shared<callbacks::LambdaCallback>(callbacks::LambdaHooks().on_exception(
+      [&](Trainer&, Module&, const std::exception& error) { result.on_exception = error.what(); }));
+  ScriptedLoss module(losses);
+  RandomDataModule data(static_cast<int64_t>(losses.size()), 1);
+  Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(0),
+                  {result.callback, watcher});
+  try {
+    trainer.fit(module, data);
+  } catch (const TrainingSpikeException& spike) {
+    result.error = spike.what();
+    result.spike_batch = spike.batch_idx();
+  }
+  result.steps = trainer.global_step();
+  return result;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+const double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+}  // namespace
+
+TEST_CASE("SpikeDetection raises on a loss far above the running mean and lists the batches",
+          "[callbacks][spike]") {
+  TempDir dir;
+  const SpikeRun result = run({}, {1.0, 1.0, 0.9, 0.9, 5.0, 1.0, 1.0}, dir);
+  // mean(1, 1, .9, .9) = .95; |5 - .95| = 4.05 >= 2 x .95: a spike at batch 4.
+  CHECK(result.spike_batch == 4);
+  CHECK(result.error == "Training spike detected in batch 4");
+  CHECK(result.on_exception == "Training spike detected in batch 4");
+  CHECK(result.steps == 5);  // batch 4's step was taken before on_train_batch_end
+  CHECK(result.callback->bad_batches() == std::vector<int64_t>{3, 4});
+  const std::string path = (dir.path() / "skip_batches.json").string();
+  CHECK(result.callback->exclude_batches_path() == path);
+  CHECK(read_file(path) == "[\n    3,\n    4\n]");
+}
+
+TEST_CASE("SpikeDetection: improvements, small rises and the warmup are not spikes",
+          "[callbacks][spike]") {
+  TempDir dir;
+  SECTION("a loss that falls, however far, is an improvement") {
+    CHECK(run({}, {1.0, 1.0, 0.01, 0.01}, dir).error.empty());
+    CHECK_FALSE(std::filesystem::exists(dir.path() / "skip_batches.json"));  // no spike, no list
+  }
+  SECTION("a rise within rtol x mean") {
+    CHECK(run({}, {1.0, 1.0, 2.9, 1.0}, dir).error.empty());  // |2.9 - 1| < 2 x 1
+  }
+  SECTION("beyond rtol but within atol") {
+    const SpikeRun result = run(SpikeDetectionOptions().atol(10.0), {1.0, 1.0, 5.0, 1.0}, dir);
+    CHECK(result.error.empty());
+  }
+  SECTION("beyond both tolerances") {
+    const SpikeRun result = run(SpikeDetectionOptions().atol(1.0), {1.0, 1.0, 5.0, 1.0}, dir);
+    CHECK(result.spike_batch == 2);
+  }
+  SECTION("batches before warmup are not checked") {
+    const SpikeRun result = run(SpikeDetectionOptions().warmup(3), {1.0, 1.0, 50.0, 1.0}, dir);
+    CHECK(result.error.empty());
+  }
+  SECTION("mode max: a fall is the spike") {
+    CHECK(run(SpikeDetectionOptions().mode("max"), {1.0, 1.0, 5.0, 5.0}, dir).error.empty());
+    CHECK(
+        run(SpikeDetectionOptions().mode("max").rtol(0.5), {1.0, 1.0, 0.1, 1.0}, dir).spike_batch ==
+        2);
+  }
+}
+
+TEST_CASE("SpikeDetection: a non-finite loss is a spike unless finite_only is false",
+          "[callbacks][spike]") {
+  TempDir dir;
+  CHECK(run({}, {1.0, 1.0, kNaN, 1.0}, dir).spike_batch == 2);
+  const SpikeRun ignored = run(SpikeDetectionOptions().finite_only(false), {1.0, kNaN, 1.0}, dir);
+  CHECK(ignored.error.empty());
+  CHECK(ignored.callback->running_mean() == 1.0);  // the NaN is kept out of the mean
+}
+
+TEST_CASE("SpikeDetection appends to the skip list across a resume", "[callbacks][spike]") {
+  SpikeDetection first(SpikeDetectionOptions().window(3));
+  SpikeDetection resumed(SpikeDetectionOptions().window(2));
+  StateDict state;
+  state.insert("last_val", 2.0);
+  state.insert("bad_batches", c10::List<int64_t>(std::vector<int64_t>{6, 7}));
+  state.insert("bad_batches_path", std::string("/somewhere/skip_batches.json"));
+  state.insert("window", c10::List<double>(std::vector<double>{1.0, 2.0, 3.0}));
+  resumed.load_state_dict(state);
+  CHECK(resumed.bad_batches() == std::vector<int64_t>{6, 7});
+  CHECK(resumed.running_mean() == 2.5);  // the last 2 of the window
+  CHECK(resumed.exclude_batches_path() == "/somewhere/skip_batches.json");
+  const StateDict saved = resumed.state_dict();
+  CHECK(saved.at("last_val").toDouble() == 2.0);
+  CHECK(saved.at("mode").toStringRef() == "min");
+  CHECK(saved.at("rtol").toDouble() == 2.0);
+  CHECK(saved.at("atol").isNone());
+  CHECK(first.state_dict().at("bad_batches").toIntVector().empty());
+}
+
+TEST_CASE("SpikeDetection refuses bad options and a step without a loss", "[callbacks][spike]") {
+  CHECK_THROWS_WITH(SpikeDetection(SpikeDetectionOptions().mode("lowest")),
+                    Contains("mode must be min or max") && Contains("'lowest'"));
+  CHECK_THROWS_WITH(SpikeDetection(SpikeDetectionOptions().window(0)), Contains("window"));
+  CHECK_THROWS_WITH(SpikeDetection(SpikeDetectionOptions().warmup(-1)), Contains("warmup"));
+}
