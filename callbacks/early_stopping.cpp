@@ -150,4 +150,12 @@ void EarlyStopping::run_check(Trainer& trainer) {
   if (options_.verbose() && !reason.empty()) info(reason);
 }
 
+EarlyStopping* early_stopping_callback(const Trainer& trainer) {
+  return trainer.find_callback<EarlyStopping>();
+}
+
+std::vector<EarlyStopping*> early_stopping_callbacks(const Trainer& trainer) {
+  return trainer.find_callbacks<EarlyStopping>();
+}
+
 }  // namespace trainbus::callbacks

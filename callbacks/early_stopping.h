@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/arg.h"
 #include "core/callback.h"
@@ -86,5 +87,10 @@ class EarlyStopping : public Callback {
   EarlyStoppingReason stopping_reason_ = EarlyStoppingReason::kNotStopped;
   std::string stopping_reason_message_;
 };
+
+/// Lightning's trainer.early_stopping_callback: the first EarlyStopping of `trainer`, or nullptr.
+EarlyStopping* early_stopping_callback(const Trainer& trainer);
+/// Lightning's trainer.early_stopping_callbacks: every EarlyStopping of `trainer`, in its order.
+std::vector<EarlyStopping*> early_stopping_callbacks(const Trainer& trainer);
 
 }  // namespace trainbus::callbacks

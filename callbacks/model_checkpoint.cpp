@@ -528,4 +528,12 @@ std::string ModelCheckpoint::find_last_checkpoint() const {
   return complete.empty() ? std::string() : complete.front().path;
 }
 
+ModelCheckpoint* checkpoint_callback(const Trainer& trainer) {
+  return trainer.find_callback<ModelCheckpoint>();
+}
+
+std::vector<ModelCheckpoint*> checkpoint_callbacks(const Trainer& trainer) {
+  return trainer.find_callbacks<ModelCheckpoint>();
+}
+
 }  // namespace trainbus::callbacks

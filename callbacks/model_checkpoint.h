@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "base/arg.h"
 #include "core/checkpoint_callback.h"
@@ -157,5 +158,10 @@ class ModelCheckpoint : public CheckpointCallback {
   std::chrono::steady_clock::time_point last_time_check_;
   std::set<std::string> submitted_;  // names taken by saves not yet on disk
 };
+
+/// Lightning's trainer.checkpoint_callback: the first ModelCheckpoint of `trainer`, or nullptr.
+ModelCheckpoint* checkpoint_callback(const Trainer& trainer);
+/// Lightning's trainer.checkpoint_callbacks: every ModelCheckpoint of `trainer`, in its order.
+std::vector<ModelCheckpoint*> checkpoint_callbacks(const Trainer& trainer);
 
 }  // namespace trainbus::callbacks

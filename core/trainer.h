@@ -159,6 +159,24 @@ class Trainer {
   // ---- objects ----
 
   const std::vector<std::shared_ptr<Callback>>& callbacks() const noexcept { return callbacks_; }
+  /// The callbacks of type C (or derived from it), in the trainer's order:
+  /// `trainer.find_callbacks<callbacks::ModelCheckpoint>()`.
+  template <class C>
+  std::vector<C*> find_callbacks() const {
+    std::vector<C*> found;
+    for (const auto& callback : callbacks_) {
+      if (auto* typed = dynamic_cast<C*>(callback.get())) found.push_back(typed);
+    }
+    return found;
+  }
+  /// The first callback of type C, or nullptr.
+  template <class C>
+  C* find_callback() const {
+    for (const auto& callback : callbacks_) {
+      if (auto* typed = dynamic_cast<C*>(callback.get())) return typed;
+    }
+    return nullptr;
+  }
   /// The optimizers of the running fit (after configure_optimizers).
   const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() const noexcept {
     return optimizers_;
