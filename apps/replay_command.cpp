@@ -15,6 +15,7 @@
 
 #include "base/errors.h"
 #include "callbacks/callback_spec.h"
+#include "core/callback_order.h"
 #include "core/checkpoint_callback.h"
 #include "events/event_bus.h"
 #include "events/observer_pool.h"
@@ -222,13 +223,22 @@ void print_run_decisions(std::ostream& out, const char* who,
 
 // The decisions of the kinds `kinds`, in a canonical order: within one event, when a background
 // save landed beside a stop depends on the disk, not on the callbacks.
+// A stop is compared only when one of the replayed callbacks could have asked for it: its reason
+// starts with that callback's class name ("EarlyStopping: ..."), so that a live stop for another
+// cause (a Timer's time limit, the user's own callback) is not taken for a difference.
 std::vector<std::tuple<int64_t, int64_t, int, std::string>> comparable(
-    const std::vector<replay::Decision>& decisions, const std::set<replay::Decision::Kind>& kinds) {
+    const std::vector<replay::Decision>& decisions, const std::set<replay::Decision::Kind>& kinds,
+    const std::vector<std::string>& stop_sources) {
   std::vector<std::tuple<int64_t, int64_t, int, std::string>> keys;
   for (const replay::Decision& d : decisions) {
-    if (kinds.count(d.kind) > 0) {
-      keys.emplace_back(d.progress.epoch, d.progress.global_step, static_cast<int>(d.kind), d.what);
+    if (kinds.count(d.kind) == 0) continue;
+    if (d.kind == replay::Decision::Kind::kStop &&
+        std::none_of(stop_sources.begin(), stop_sources.end(), [&](const std::string& source) {
+          return d.what.rfind(source + ": ", 0) == 0;
+        })) {
+      continue;
     }
+    keys.emplace_back(d.progress.epoch, d.progress.global_step, static_cast<int>(d.kind), d.what);
   }
   std::sort(keys.begin(), keys.end());
   return keys;
@@ -277,14 +287,19 @@ int run_callbacks(const ReplayArguments& args, std::ostream& out, std::ostream& 
   // Compared: what the replayed callbacks can decide. Checkpoints if one saves them, stops if one
   // is not a checkpoint callback (the live run's other decisions are not theirs to reproduce).
   std::set<replay::Decision::Kind> kinds;
+  std::vector<std::string> stop_sources;  // class names, without namespaces
   for (const auto& callback : callbacks) {
     if (dynamic_cast<const CheckpointCallback*>(callback.get()) != nullptr) {
       kinds.insert({replay::Decision::Kind::kSave, replay::Decision::Kind::kRemove});
     } else {
       kinds.insert(replay::Decision::Kind::kStop);
     }
+    const std::string name = callback_name(*callback);
+    const std::size_t scope = name.rfind("::");
+    stop_sources.push_back(scope == std::string::npos ? name : name.substr(scope + 2));
   }
-  const bool same = comparable(session.recorded_decisions(), kinds) == comparable(decisions, kinds);
+  const bool same = comparable(session.recorded_decisions(), kinds, stop_sources) ==
+                    comparable(decisions, kinds, stop_sources);
   const std::string compared = kinds.count(replay::Decision::Kind::kStop) > 0
                                    ? (kinds.size() > 1 ? "stops and checkpoints" : "stops")
                                    : "checkpoints";

@@ -1,6 +1,7 @@
 #include "callbacks/callback_spec.h"
 
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <optional>
@@ -49,6 +50,13 @@ struct Setting {
     if (value == "true" || value == "1") return true;
     if (value == "false" || value == "0") return false;
     refuse("true or false");
+  }
+  // A finite tolerance, or "none" for Lightning's None (no bound).
+  std::optional<double> optional_tolerance() const {
+    if (value == "none") return std::nullopt;
+    const double parsed = number();
+    if (!std::isfinite(parsed)) refuse("a finite number, or none for no bound");
+    return parsed;
   }
   std::string mode() const {
     if (value != "min" && value != "max") refuse("min or max");
@@ -159,8 +167,8 @@ const Setters<SpikeDetectionOptions>& spike_detection_setters() {
       {"mode", [](auto& o, const Setting& s) { o.mode(s.mode()); }},
       {"window", [](auto& o, const Setting& s) { o.window(s.integer()); }},
       {"warmup", [](auto& o, const Setting& s) { o.warmup(s.integer()); }},
-      {"atol", [](auto& o, const Setting& s) { o.atol(s.number()); }},
-      {"rtol", [](auto& o, const Setting& s) { o.rtol(s.number()); }},
+      {"atol", [](auto& o, const Setting& s) { o.atol(s.optional_tolerance()); }},
+      {"rtol", [](auto& o, const Setting& s) { o.rtol(s.optional_tolerance()); }},
       {"exclude_batches_path", [](auto& o, const Setting& s) { o.exclude_batches_path(s.text()); }},
       {"finite_only", [](auto& o, const Setting& s) { o.finite_only(s.boolean()); }},
   };
@@ -195,7 +203,12 @@ const Setters<SchedulingOptions>& gradient_accumulation_setters() {
              const int64_t factor = std::stoll(factor_text, &used_factor);
              if (used_epoch != epoch_text.size() || used_factor != factor_text.size())
                s.refuse(expected);
-             o.scheduling[epoch] = factor;
+             if (!o.scheduling.emplace(epoch, factor).second) {
+               s.refuse(std::string("each epoch once, but epoch ") + epoch_text +
+                        " is given twice");
+             }
+           } catch (const MisconfigurationError&) {
+             throw;
            } catch (const std::logic_error&) {  // stoll: not a number, out of range
              s.refuse(expected);
            }

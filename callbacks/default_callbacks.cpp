@@ -25,7 +25,7 @@ std::vector<std::shared_ptr<Callback>> build_default_callbacks(
       return dynamic_cast<const Timer*>(callback.get()) != nullptr;
     });
     if (has_timer) {
-      info("Ignoring `max_time`: the callbacks already contain a Timer");
+      warn("Ignoring `max_time`: the callbacks already contain a Timer, whose duration applies");
     } else {
       added.push_back(
           std::make_shared<Timer>(TimerOptions().duration(*options.max_time()).interval("step")));

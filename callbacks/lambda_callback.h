@@ -57,6 +57,8 @@ namespace trainbus::callbacks {
   X(on_load_checkpoint, (, const CheckpointData& checkpoint), (, checkpoint))                      \
   X(on_exception, (, const std::exception& error), (, error))
 
+// `(Trainer& trainer, Module& module` followed by a hook's parameters: its signature. Kept
+// defined, with TRAINBUS_LAMBDA_HOOKS, for code that goes over every hook.
 #define TRAINBUS_LAMBDA_PREPEND(...) (Trainer & trainer, Module & module __VA_ARGS__)
 #define TRAINBUS_LAMBDA_HOOK_TYPE(name, parameters, arguments) \
   using name##_fn = std::function<void TRAINBUS_LAMBDA_PREPEND parameters>;
@@ -66,6 +68,7 @@ namespace trainbus::callbacks {
 /// without a function do nothing.
 struct LambdaHooks {
   TRAINBUS_LAMBDA_HOOKS(TRAINBUS_LAMBDA_HOOK_TYPE)
+#undef TRAINBUS_LAMBDA_HOOK_TYPE
 #define TRAINBUS_LAMBDA_HOOK_ARG(name, parameters, arguments) TRAINBUS_ARG(name##_fn, name);
   TRAINBUS_LAMBDA_HOOKS(TRAINBUS_LAMBDA_HOOK_ARG)
 #undef TRAINBUS_LAMBDA_HOOK_ARG

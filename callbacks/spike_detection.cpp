@@ -5,10 +5,10 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
-#include <numeric>
 
 #include <ATen/core/ivalue.h>
 
+#include "base/diagnostics.h"
 #include "base/errors.h"
 #include "checkpoint/durable_file.h"
 #include "core/trainer.h"
@@ -28,9 +28,17 @@ SpikeDetection::SpikeDetection(SpikeDetectionOptions options) : options_(std::mo
                  options_.warmup());
 }
 
+// As torchmetrics' MeanMetric in Lightning's Running window: a NaN takes its slot in the window
+// but is left out of the sum and the count.
 double SpikeDetection::running_mean() const {
-  if (window_.empty()) return std::numeric_limits<double>::quiet_NaN();
-  return std::accumulate(window_.begin(), window_.end(), 0.0) / static_cast<double>(window_.size());
+  double sum = 0;
+  std::size_t count = 0;
+  for (const double value : window_) {
+    if (std::isnan(value)) continue;
+    sum += value;
+    ++count;
+  }
+  return count == 0 ? std::numeric_limits<double>::quiet_NaN() : sum / static_cast<double>(count);
 }
 
 bool SpikeDetection::is_spike(double loss) const {
@@ -52,6 +60,15 @@ void SpikeDetection::update(double loss) {
   last_value_ = loss;
 }
 
+void SpikeDetection::setup(Trainer&, Module&, Stage stage) {
+  if (stage != Stage::kFit) return;
+  // A new fit has its own history; a resume restores it afterwards (load_state_dict).
+  window_.clear();
+  last_value_ = 0.0;
+  bad_batches_.clear();
+  path_.clear();
+}
+
 void SpikeDetection::on_train_batch_end(Trainer& trainer, Module&, const StepOutput& outputs,
                                         const Batch&, int64_t batch_idx) {
   TRAINBUS_CHECK(outputs.has_loss(),
@@ -69,7 +86,16 @@ void SpikeDetection::on_train_batch_end(Trainer& trainer, Module&, const StepOut
     // The batch before is listed too: it may have changed the weights that made this one spike.
     bad_batches_.push_back(batch_idx - 1);
     bad_batches_.push_back(batch_idx);
-    if (trainer.is_global_zero() && !trainer.replaying()) write_bad_batches();
+    if (trainer.is_global_zero() && !trainer.replaying()) {
+      try {
+        write_bad_batches();
+        info("SpikeDetection: a loss spike at batch " + std::to_string(batch_idx) +
+             "; the batches to skip are listed in " + path_);
+      } catch (const std::exception& e) {
+        // The spike matters more than its list: raise it all the same.
+        warn("SpikeDetection: could not write the batches to skip to " + path_ + ": " + e.what());
+      }
+    }
     throw TrainingSpikeException(batch_idx);
   }
   if (std::isfinite(loss) || options_.finite_only()) update(loss);

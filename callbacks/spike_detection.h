@@ -39,7 +39,9 @@ struct SpikeDetectionOptions {
   /// The JSON file that lists the batches to skip (a directory gets "skip_batches.json" added);
   /// empty: default_root_dir/skip_batches.json.
   TRAINBUS_ARG(std::string, exclude_batches_path);
-  /// A NaN or infinite loss is a spike (true); false: it is ignored (and kept out of the mean).
+  /// A NaN or infinite loss is a spike (true). false: a NaN is never one (and is kept out of the
+  /// mean), an infinite loss is judged as any other (in mode min, +inf is a spike and -inf an
+  /// improvement), as Lightning's.
   TRAINBUS_ARG(bool, finite_only) = true;
 };
 
@@ -47,9 +49,12 @@ struct SpikeDetectionOptions {
 /// beyond both tolerances from the running mean of the last `window` losses, or that is not finite
 /// (finite_only), is a spike. On a spike it appends that batch and the one before it to the skip
 /// list (JSON, as Lightning's, written under a temporary name and renamed into place) and throws
-/// TrainingSpikeException. Reads the loss once per batch (a device sync on CUDA). State (the
-/// window, the last loss, the skip list) survives a resume. Throws MisconfigurationError for a
-/// bad option, and at on_train_batch_end when training_step returned no loss.
+/// TrainingSpikeException (a skip list that cannot be written is warned about, naming the file;
+/// the spike is raised all the same). Reads the loss once per batch (a device sync on CUDA). A
+/// fresh fit starts with an empty history; a resumed one restores the window, the last loss and
+/// the skip list from the checkpoint (the options stay the constructor's). Throws
+/// MisconfigurationError for a bad option, and at on_train_batch_end when training_step returned
+/// no loss.
 class SpikeDetection : public Callback {
  public:
   explicit SpikeDetection(SpikeDetectionOptions options = {});
@@ -58,12 +63,13 @@ class SpikeDetection : public Callback {
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state) override;
 
+  void setup(Trainer& trainer, Module& module, Stage stage) override;
   void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
                           const Batch& batch, int64_t batch_idx) override;
 
   /// Batches listed so far: each spike's batch_idx - 1 and batch_idx.
   const std::vector<int64_t>& bad_batches() const noexcept { return bad_batches_; }
-  /// The running mean of the window; NaN while it is empty.
+  /// The running mean of the window's values that are not NaN; NaN while there are none.
   double running_mean() const;
   /// Where the skip list is written (known once training started).
   const std::string& exclude_batches_path() const noexcept { return path_; }
@@ -75,7 +81,7 @@ class SpikeDetection : public Callback {
   void write_bad_batches() const;
 
   SpikeDetectionOptions options_;
-  std::deque<double> window_;
+  std::deque<double> window_;  // the last `window` losses; a NaN holds its place, out of the mean
   double last_value_ = 0.0;
   std::vector<int64_t> bad_batches_;
   std::string path_;

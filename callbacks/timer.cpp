@@ -13,11 +13,6 @@ constexpr RunningStage kAllStages[] = {RunningStage::kTraining, RunningStage::kS
 
 std::size_t index_of(RunningStage stage) { return static_cast<std::size_t>(stage); }
 
-// Lightning's trainer.state.stage while validation hooks run: the sanity check is its own stage.
-RunningStage validation_stage(const Trainer& trainer) {
-  return trainer.sanity_checking() ? RunningStage::kSanityChecking : RunningStage::kValidating;
-}
-
 }  // namespace
 
 const char* to_string(RunningStage stage) {
@@ -89,13 +84,15 @@ void Timer::on_train_start(Trainer&, Module&) {
 
 void Timer::on_train_end(Trainer&, Module&) { end_[index_of(RunningStage::kTraining)] = now(); }
 
-void Timer::on_validation_start(Trainer& trainer, Module&) {
-  start_[index_of(validation_stage(trainer))] = now();
-  end_[index_of(validation_stage(trainer))].reset();
+// As Lightning's Timer, which keys its times by hook: the sanity check's validation counts as
+// validation, and "sanity_check" stays 0.
+void Timer::on_validation_start(Trainer&, Module&) {
+  start_[index_of(RunningStage::kValidating)] = now();
+  end_[index_of(RunningStage::kValidating)].reset();
 }
 
-void Timer::on_validation_end(Trainer& trainer, Module&) {
-  end_[index_of(validation_stage(trainer))] = now();
+void Timer::on_validation_end(Trainer&, Module&) {
+  end_[index_of(RunningStage::kValidating)] = now();
 }
 
 void Timer::on_test_start(Trainer&, Module&) {
@@ -105,10 +102,28 @@ void Timer::on_test_start(Trainer&, Module&) {
 
 void Timer::on_test_end(Trainer&, Module&) { end_[index_of(RunningStage::kTesting)] = now(); }
 
+void Timer::setup(Trainer&, Module&, Stage stage) {
+  // A new fit starts from nothing; a resume restores the offset afterwards (load_state_dict runs
+  // after setup), so time trained before it still counts.
+  if (stage != Stage::kFit) return;
+  offset_ = 0;
+  start_[index_of(RunningStage::kTraining)].reset();
+  end_[index_of(RunningStage::kTraining)].reset();
+  stop_requested_ = false;
+}
+
+void Timer::on_exception(Trainer&, Module&, const std::exception&) {
+  // The end hooks will not run: stop the clocks of the stages that were running, so that the
+  // elapsed times stay what they were when the run failed.
+  const double failed_at = now();
+  for (std::size_t stage = 0; stage < kStages; ++stage) {
+    if (start_[stage] && !end_[stage]) end_[stage] = failed_at;
+  }
+}
+
 void Timer::on_fit_start(Trainer& trainer, Module&) {
   // After a checkpoint is restored, whatever the interval: a resumed run whose time is used up
   // stops before its first batch.
-  stop_requested_ = false;
   if (options_.duration()) check_time_remaining(trainer);
 }
 
@@ -130,7 +145,7 @@ void Timer::check_time_remaining(Trainer& trainer) {
                              ". Signaling Trainer to stop.";
   if (options_.verbose()) info(reason);
   stop_requested_ = true;
-  trainer.request_stop(reason);
+  trainer.request_stop("Timer: " + reason);
 }
 
 }  // namespace trainbus::callbacks

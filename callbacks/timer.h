@@ -31,9 +31,12 @@ struct TimerOptions {
   TRAINBUS_ARG(bool, verbose) = true;
 };
 
-/// Training's elapsed time includes the time trained before a resume (the checkpoint keeps it).
+/// Training's elapsed time includes the time trained before a resume (the checkpoint keeps it); a
+/// fresh fit starts from 0, and a failed run's clocks stop where it failed. Times are kept per
+/// hook, as Lightning's: the sanity check counts as validation ("sanity_check" stays 0).
 /// The limit is also checked at on_fit_start, so that a resumed run whose time is used up stops
-/// at once. A stop is a request (Trainer::request_stop): min_epochs and min_steps still apply.
+/// at once. A stop is a request (Trainer::request_stop, reason "Timer: Time limit reached...",
+/// once per fit): min_epochs and min_steps still apply.
 /// Throws MisconfigurationError for an interval other than step or epoch.
 class Timer : public Callback {
  public:
@@ -57,6 +60,8 @@ class Timer : public Callback {
   /// Restores training's elapsed time only (as Lightning).
   void load_state_dict(const StateDict& state) override;
 
+  void setup(Trainer& trainer, Module& module, Stage stage) override;
+  void on_exception(Trainer& trainer, Module& module, const std::exception& error) override;
   void on_train_start(Trainer& trainer, Module& module) override;
   void on_train_end(Trainer& trainer, Module& module) override;
   void on_validation_start(Trainer& trainer, Module& module) override;

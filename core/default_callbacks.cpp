@@ -15,14 +15,17 @@ void install_default_callbacks(DefaultCallbacksBuilder builder) noexcept {
   installed_builder.store(builder);
 }
 
+DefaultCallbacksBuilder installed_default_callbacks() noexcept { return installed_builder.load(); }
+
 std::vector<std::shared_ptr<Callback>> with_default_callbacks(
     const TrainerOptions& options, std::vector<std::shared_ptr<Callback>> given) {
   const DefaultCallbacksBuilder builder = installed_builder.load();
   if (builder == nullptr) {
     TRAINBUS_CHECK(!options.max_time(),
-                   "`max_time` is kept by the Timer of trainbus::callbacks, which this program "
-                   "does not link: link trainbus::callbacks (or trainbus::trainbus), or add a "
-                   "Timer callback of your own");
+                   "`max_time` is kept by the Timer of trainbus::callbacks, whose installer is not "
+                   "in this program: link trainbus::callbacks through CMake (or, linking by hand, "
+                   "add -Wl,--undefined=trainbus_callbacks_defaults_anchor before the library), "
+                   "or unset `max_time` and add a callbacks::Timer yourself");
     return given;
   }
   std::vector<std::shared_ptr<Callback>> added = builder(options, given);

@@ -17,8 +17,10 @@ namespace trainbus {
 using DefaultCallbacksBuilder = std::vector<std::shared_ptr<Callback>> (*)(
     const TrainerOptions& options, const std::vector<std::shared_ptr<Callback>>& given);
 
-/// Installs `builder` for every Trainer built afterwards (replacing an earlier one).
+/// Installs `builder` for every Trainer built afterwards (replacing an earlier one; nullptr: none).
 void install_default_callbacks(DefaultCallbacksBuilder builder) noexcept;
+/// The builder installed now, or nullptr.
+DefaultCallbacksBuilder installed_default_callbacks() noexcept;
 
 /// `given` and what the installed builder adds for `options`, after them (in the Trainer's order,
 /// checkpoint callbacks still run last). Without a builder, throws MisconfigurationError for an

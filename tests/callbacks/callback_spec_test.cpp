@@ -58,6 +58,10 @@ TEST_CASE("A callback spec sets the options it names and keeps the other default
   CHECK(spike->options().atol() == 0.5);
   CHECK(spike->options().rtol() == 2.0);  // a default
   CHECK(spike->options().exclude_batches_path() == "/tmp/skip.json");
+  const auto atol_only = std::dynamic_pointer_cast<SpikeDetection>(
+      make_callback("spike_detection:atol=1.5,rtol=none"));
+  CHECK(atol_only->options().atol() == 1.5);
+  CHECK_FALSE(atol_only->options().rtol().has_value());
   CHECK(callback_decides("early_stopping:patience=3"));
   CHECK_FALSE(callback_decides("learning_rate_monitor"));
 }
@@ -93,6 +97,10 @@ TEST_CASE("A bad callback spec is refused, naming what is wrong and what is acce
         make_callback(std::string("gradient_accumulation_scheduler:scheduling=") + bad),
         Contains("expected EPOCH:FACTOR pairs"));
   }
+  CHECK_THROWS_WITH(make_callback("gradient_accumulation_scheduler:scheduling=4:2;4:3"),
+                    Contains("epoch 4 is given twice"));
+  CHECK_THROWS_WITH(make_callback("spike_detection:rtol=nan"),
+                    Contains("rtol=nan: expected a finite number, or none"));
   CHECK_THROWS_WITH(make_callback("gradient_accumulation_scheduler"),
                     Contains("needs scheduling=EPOCH:FACTOR"));
   CHECK_THROWS_WITH(make_callback("gradient_accumulation_scheduler:scheduling=0:0"),

@@ -3,7 +3,11 @@
 // on_exception.
 #include "callbacks/lambda_callback.h"
 
+#include <algorithm>
+#include <filesystem>
+#include <iterator>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -12,6 +16,7 @@
 
 #include "core/trainer.h"
 #include "tests/support/boring.h"
+#include "tests/support/temp_dir.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -85,4 +90,45 @@ TEST_CASE("What a LambdaCallback function throws reaches on_exception", "[callba
   CHECK_THROWS_WITH(trainer.fit(module, data), Contains("bad batch 2"));
   CHECK(seen == "bad batch 2");
   CHECK(trainer.global_step() == 2);
+}
+
+TEST_CASE("LambdaCallback reaches every hook of Callback", "[callbacks][lambda]") {
+  // Every hook in the list gets a function that notes its name; fit (saving a checkpoint),
+  // validate, test, predict, and a resumed fit that fails then fire them all.
+  std::set<std::string> fired;
+  LambdaHooks hooks;
+#define TRAINBUS_TEST_NOTE(name, parameters, arguments) \
+  hooks.name([&] TRAINBUS_LAMBDA_PREPEND parameters { fired.insert(#name); });
+  TRAINBUS_LAMBDA_HOOKS(TRAINBUS_TEST_NOTE)
+#undef TRAINBUS_TEST_NOTE
+  std::set<std::string> listed;
+#define TRAINBUS_TEST_LIST(name, parameters, arguments) listed.insert(#name);
+  TRAINBUS_LAMBDA_HOOKS(TRAINBUS_TEST_LIST)
+#undef TRAINBUS_TEST_LIST
+  CHECK(listed.size() == 38);  // every virtual hook of core/callback.h
+
+  TempDir dir;
+  const std::string checkpoint = (dir.path() / "epoch0.ckpt").string();
+  auto saver = std::make_shared<LambdaCallback>(
+      LambdaHooks().on_train_epoch_end([&](Trainer& trainer, Module&) {
+        if (!std::filesystem::exists(checkpoint)) trainer.save_checkpoint(checkpoint);
+      }));
+  BoringModule module;
+  RandomDataModule data(4, 1);
+  Trainer trainer(TrainerOptions().max_epochs(1), {std::make_shared<LambdaCallback>(hooks), saver});
+  trainer.fit(module, data);
+  trainer.validate(module, data);
+  trainer.test(module, data);
+  trainer.predict(module, data);
+  auto failing = std::make_shared<LambdaCallback>(LambdaHooks().on_train_batch_start(
+      [](Trainer&, Module&, const Batch&, int64_t) { throw std::runtime_error("stop here"); }));
+  Trainer resumed(TrainerOptions().max_epochs(2),
+                  {std::make_shared<LambdaCallback>(hooks), failing});
+  CHECK_THROWS_WITH(resumed.fit(module, data, FitOptions().ckpt_path(checkpoint)), "stop here");
+
+  std::vector<std::string> missing;
+  std::set_difference(listed.begin(), listed.end(), fired.begin(), fired.end(),
+                      std::back_inserter(missing));
+  CHECK(missing.empty());
+  CAPTURE(missing);
 }

@@ -4,6 +4,7 @@
 #include "callbacks/spike_detection.h"
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <memory>
@@ -14,6 +15,7 @@
 #include "tests/support/catch.h"
 
 #include "callbacks/lambda_callback.h"
+#include "callbacks/on_exception_checkpoint.h"
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
@@ -158,4 +160,65 @@ TEST_CASE("SpikeDetection refuses bad options and a step without a loss", "[call
                     Contains("mode must be min or max") && Contains("'lowest'"));
   CHECK_THROWS_WITH(SpikeDetection(SpikeDetectionOptions().window(0)), Contains("window"));
   CHECK_THROWS_WITH(SpikeDetection(SpikeDetectionOptions().warmup(-1)), Contains("warmup"));
+
+  class NoLoss : public BoringModule {
+   public:
+    StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
+      (void)BoringModule::training_step(batch, batch_idx);
+      return {};  // Lightning's "skip this batch"
+    }
+  };
+  NoLoss module;
+  RandomDataModule data(4, 1);
+  Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(0),
+                  {std::make_shared<SpikeDetection>()});
+  CHECK_THROWS_WITH(trainer.fit(module, data),
+                    Contains("SpikeDetection watches the loss") && Contains("batch 0"));
+}
+
+TEST_CASE("SpikeDetection: a NaN in the warmup holds a place in the window, not in the mean",
+          "[callbacks][spike]") {
+  TempDir dir;
+  // Lightning's MeanMetric drops a NaN: the mean after batches 0-2 is mean(1, 1) = 1, and 5.0 at
+  // batch 3 is a spike (|5 - 1| >= 2 x 1). A mean made NaN by it would find none.
+  const SpikeRun result = run(SpikeDetectionOptions().warmup(2), {kNaN, 1.0, 1.0, 5.0, 1.0}, dir);
+  CHECK(result.spike_batch == 3);
+  SpikeDetection window_of_two(SpikeDetectionOptions().window(2));
+  StateDict state;
+  state.insert("last_val", 1.0);
+  state.insert("bad_batches", c10::List<int64_t>());
+  state.insert("bad_batches_path", std::string());
+  state.insert("window", c10::List<double>(std::vector<double>{3.0, kNaN, 1.0}));
+  window_of_two.load_state_dict(state);
+  CHECK(window_of_two.running_mean() == 1.0);  // the last two: NaN (no weight) and 1
+}
+
+TEST_CASE("SpikeDetection's skip list grows across a resume from the spike's checkpoint",
+          "[callbacks][spike]") {
+  TempDir dir;
+  const std::string skip_list = (dir.path() / "skip.json").string();
+  const auto options = SpikeDetectionOptions().exclude_batches_path(skip_list);
+  // One epoch of 8 batches; spikes at batches 3 and 6 (the script is indexed by global step).
+  const std::vector<double> losses{1.0, 1.0, 1.0, 9.0, 1.0, 1.0, 9.0, 1.0};
+  auto saver = std::make_shared<callbacks::OnExceptionCheckpoint>(dir.path().string());
+  {
+    ScriptedLoss module(losses);
+    RandomDataModule data(8, 1);
+    Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(0),
+                    {std::make_shared<SpikeDetection>(options), saver});
+    CHECK_THROWS_AS(trainer.fit(module, data), TrainingSpikeException);
+  }
+  CHECK(read_file(skip_list) == "[\n    2,\n    3\n]");
+  const std::string checkpoint = (dir.path() / "on_exception.ckpt").string();
+  REQUIRE(std::filesystem::exists(checkpoint));
+
+  auto resumed = std::make_shared<SpikeDetection>(options);
+  ScriptedLoss module(losses);
+  RandomDataModule data(8, 1);
+  Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(0),
+                  {resumed});
+  CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(checkpoint)),
+                    "Training spike detected in batch 6");
+  CHECK(resumed->bad_batches() == std::vector<int64_t>{2, 3, 5, 6});
+  CHECK(read_file(skip_list) == "[\n    2,\n    3,\n    5,\n    6\n]");
 }

@@ -4,12 +4,14 @@
 
 #include <chrono>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "tests/support/catch.h"
 
 #include "callbacks/lambda_callback.h"
+#include "core/default_callbacks.h"
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
@@ -52,31 +54,6 @@ std::vector<std::shared_ptr<Timer>> timers_of(const Trainer& trainer) {
 }
 
 }  // namespace
-
-TEST_CASE("Duration takes Lightning's DD:HH:MM:SS, chrono durations and parts",
-          "[callbacks][timer]") {
-  CHECK(Duration("00:12:00:00").seconds() == 12 * 3600);
-  CHECK(Duration(" 1:02:03:04 ").seconds() == 86400 + 2 * 3600 + 3 * 60 + 4);
-  CHECK(Duration("123:00:00:01").seconds() == 123 * 86400 + 1);
-  CHECK(Duration(std::chrono::minutes(90)).seconds() == 5400);
-  CHECK(Duration(std::chrono::milliseconds(1500)).seconds() == 1.5);
-  CHECK(Duration(DurationParts().weeks(4).days(2)).seconds() == 30 * 86400);
-  CHECK(Duration(DurationParts().hours(1).minutes(30).milliseconds(250)).seconds() == 5400.25);
-
-  for (const char* bad : {"12:00", "00:12:00", "1:2:3:4", "00:12:00:00:00", "a day", ""}) {
-    INFO(bad);
-    CHECK_THROWS_WITH(Duration(bad),
-                      Contains("'" + std::string(bad) + "'") && Contains("DD:HH:MM:SS"));
-  }
-  CHECK_THROWS_WITH(Duration(std::chrono::seconds(-1)), Contains(">= 0"));
-}
-
-TEST_CASE("Elapsed times print as Python prints a timedelta", "[callbacks][timer]") {
-  CHECK(format_elapsed(5.9) == "0:00:05");
-  CHECK(format_elapsed(3600 + 61) == "1:01:01");
-  CHECK(format_elapsed(86400 + 3661) == "1 day, 1:01:01");
-  CHECK(format_elapsed(3 * 86400) == "3 days, 0:00:00");
-}
 
 TEST_CASE("Timer refuses an interval other than step or epoch", "[callbacks][timer]") {
   CHECK_THROWS_WITH(Timer(TimerOptions().interval("batch")),
@@ -199,17 +176,77 @@ TEST_CASE("Timer measures validation, the sanity check and test apart", "[callba
   CHECK_FALSE(timer->time_remaining().has_value());
   trainer.fit(module, data);
   trainer.test(module, data);
-  for (const RunningStage stage : {RunningStage::kTraining, RunningStage::kSanityChecking,
-                                   RunningStage::kValidating, RunningStage::kTesting}) {
+  for (const RunningStage stage :
+       {RunningStage::kTraining, RunningStage::kValidating, RunningStage::kTesting}) {
     INFO(callbacks::to_string(stage));
     REQUIRE(timer->start_time(stage).has_value());
     REQUIRE(timer->end_time(stage).has_value());
     CHECK(*timer->end_time(stage) >= *timer->start_time(stage));
     CHECK(timer->time_elapsed(stage) == *timer->end_time(stage) - *timer->start_time(stage));
   }
-  CHECK(*timer->start_time(RunningStage::kSanityChecking) <
-        *timer->start_time(RunningStage::kTraining));
+  // As Lightning's, times are kept per hook: the sanity check counts as validation.
+  CHECK_FALSE(timer->start_time(RunningStage::kSanityChecking).has_value());
+  CHECK(timer->time_elapsed(RunningStage::kSanityChecking) == 0);
   CHECK(*timer->start_time(RunningStage::kValidating) >
         *timer->start_time(RunningStage::kTraining));
   CHECK_FALSE(timer->start_time(RunningStage::kPredicting).has_value());
+}
+
+TEST_CASE("A second fit with the same Timer starts its clock from 0", "[callbacks][timer]") {
+  Trainer trainer(quiet_options(1).max_time(std::chrono::milliseconds(30)));
+  auto timer = timers_of(trainer).at(0);
+  SlowSteps module(std::chrono::milliseconds(20));
+  RandomDataModule data(8, 1);
+  trainer.fit(module, data);  // stopped by the limit
+  CHECK(trainer.global_step() < 8);
+  trainer.fit(module, data);  // a new fit: a new budget, not the first fit's time
+  CHECK(trainer.global_step() >= 2);
+  CHECK(trainer.stop_reasons().size() == 1);
+  CHECK_THAT(trainer.stop_reasons()[0], Contains("Timer: Time limit reached"));
+}
+
+TEST_CASE("A failed run's Timer stops where it failed, and a resume counts on from the checkpoint",
+          "[callbacks][timer]") {
+  TempDir dir;
+  const std::string checkpoint = (dir.path() / "epoch0.ckpt").string();
+  double saved_elapsed = 0;
+  auto timer = std::make_shared<Timer>(TimerOptions().duration(std::chrono::hours(1)));
+  auto script = std::make_shared<callbacks::LambdaCallback>(
+      callbacks::LambdaHooks()
+          .on_train_epoch_end([&](Trainer& trainer, Module&) {
+            if (trainer.current_epoch() != 0) return;
+            saved_elapsed = timer->time_elapsed();
+            trainer.save_checkpoint(checkpoint);
+          })
+          .on_train_batch_end([crashed = false](Trainer& trainer, Module&, const StepOutput&,
+                                                const Batch&, int64_t batch_idx) mutable {
+            if (crashed || trainer.current_epoch() != 1 || batch_idx != 1) return;
+            crashed = true;  // once: the resumed run goes through
+            throw std::runtime_error("crash");
+          }));
+  SlowSteps module(std::chrono::milliseconds(5));
+  RandomDataModule data(4, 1);
+  Trainer trainer(quiet_options(2), {timer, script});
+  CHECK_THROWS_WITH(trainer.fit(module, data), "crash");
+  const double at_failure = timer->time_elapsed();
+  CHECK(timer->end_time().has_value());
+  CHECK(timer->time_elapsed() == at_failure);  // stopped: does not grow while nobody trains
+
+  // Resuming on the same Trainer: the checkpoint's time, plus this run's, not the failed run's.
+  trainer.fit(module, data, FitOptions().ckpt_path(checkpoint));
+  CHECK(trainer.stop_reasons().empty());  // an hour is far from used up
+  const double this_run = *timer->end_time() - *timer->start_time();
+  CHECK(timer->time_elapsed() == Approx(saved_elapsed + this_run).margin(0.02));
+}
+
+TEST_CASE("max_time without the callbacks' installer names what to link", "[callbacks][timer]") {
+  const DefaultCallbacksBuilder installed = installed_default_callbacks();
+  REQUIRE(installed != nullptr);  // linking trainbus::callbacks installed it
+  install_default_callbacks(nullptr);
+  CHECK_THROWS_WITH(Trainer(TrainerOptions().max_time("00:01:00:00")),
+                    Contains("`max_time`") && Contains("trainbus::callbacks") &&
+                        Contains("--undefined=trainbus_callbacks_defaults_anchor"));
+  CHECK_NOTHROW(Trainer(TrainerOptions()));
+  install_default_callbacks(installed);
+  CHECK(timers_of(Trainer(TrainerOptions().max_time("00:01:00:00"))).size() == 1);
 }
