@@ -142,6 +142,8 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
       ->capture_default_str();
   fit->add_flag("!--no-csv", args.csv, "Do not write metrics.csv / hparams.yaml");
   fit->add_flag("!--no-tensorboard", args.tensorboard, "Do not write TensorBoard event files");
+  fit->add_flag("!--no-model-summary", args.model_summary,
+                "Do not print the model summary table when training starts");
   fit->add_flag("!--no-progress-bar", args.progress_bar,
                 "Do not show the progress bar and epoch lines");
   fit->add_flag("!--no-checkpoint", args.checkpoint,
@@ -212,6 +214,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   }
 
   options.log_every_n_steps(args.log_every_n_steps);
+  options.enable_model_summary(args.model_summary);
   std::vector<std::shared_ptr<Callback>> callbacks;
   if (args.early_stopping_patience) {
     callbacks::EarlyStoppingOptions early;

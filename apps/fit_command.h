@@ -49,6 +49,7 @@ struct FitArguments {
   bool csv = true;
   bool tensorboard = true;
   bool progress_bar = true;
+  bool model_summary = true;
   int64_t log_every_n_steps = 50;
   bool checkpoint = true;
   /// A checkpoint directory, or "last": the newest complete one in `out`/checkpoints.

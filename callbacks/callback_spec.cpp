@@ -11,6 +11,8 @@
 #include "callbacks/gradient_accumulation_scheduler.h"
 #include "callbacks/learning_rate_monitor.h"
 #include "callbacks/model_checkpoint.h"
+#include "callbacks/model_summary.h"
+#include "callbacks/rich_model_summary.h"
 #include "callbacks/spike_detection.h"
 #include "callbacks/timer.h"
 
@@ -219,6 +221,21 @@ const Setters<SchedulingOptions>& gradient_accumulation_setters() {
   return setters;
 }
 
+const Setters<ModelSummaryOptions>& model_summary_setters() {
+  static const Setters<ModelSummaryOptions> setters{
+      {"max_depth", [](auto& o, const Setting& s) { o.max_depth(s.integer()); }},
+  };
+  return setters;
+}
+
+const Setters<RichModelSummaryOptions>& rich_model_summary_setters() {
+  static const Setters<RichModelSummaryOptions> setters{
+      {"max_depth", [](auto& o, const Setting& s) { o.max_depth(s.integer()); }},
+      {"header_style", [](auto& o, const Setting& s) { o.header_style(s.text()); }},
+  };
+  return setters;
+}
+
 template <class Options>
 std::string key_list(const Setters<Options>& setters) {
   std::string keys;
@@ -263,7 +280,9 @@ std::string describe_callback_specs(bool deciding_only) {
     text += "learning_rate_monitor: " + key_list(learning_rate_monitor_setters()) +
             "\ntimer: " + key_list(timer_setters()) +
             "\ngradient_accumulation_scheduler: scheduling=EPOCH:FACTOR;EPOCH:FACTOR" +
-            "\nspike_detection: " + key_list(spike_detection_setters()) + "\n";
+            "\nspike_detection: " + key_list(spike_detection_setters()) +
+            "\nmodel_summary: " + key_list(model_summary_setters()) +
+            "\nrich_model_summary: " + key_list(rich_model_summary_setters()) + "\n";
   }
   return text;
 }
@@ -313,10 +332,24 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
       throw MisconfigurationError("--callback '" + spec + "': " + e.what());
     }
   }
+  try {
+    if (name == "model_summary") {
+      return std::make_shared<ModelSummary>(
+          parse_options(spec, name, body, model_summary_setters()));
+    }
+    if (name == "rich_model_summary") {
+      return std::make_shared<RichModelSummary>(
+          parse_options(spec, name, body, rich_model_summary_setters()));
+    }
+  } catch (const MisconfigurationError& e) {
+    if (std::string(e.what()).rfind("--callback", 0) == 0) throw;
+    throw MisconfigurationError("--callback '" + spec + "': " + e.what());
+  }
   throw MisconfigurationError("--callback '" + spec + "': no built-in callback is named '" + name +
                               "'; the names are early_stopping, model_checkpoint, "
-                              "learning_rate_monitor, timer, gradient_accumulation_scheduler and "
-                              "spike_detection, e.g. 'early_stopping:monitor=val_loss,patience=5'");
+                              "learning_rate_monitor, timer, gradient_accumulation_scheduler, "
+                              "spike_detection, model_summary and rich_model_summary, e.g. "
+                              "'early_stopping:monitor=val_loss,patience=5'");
 }
 
 }  // namespace trainbus::callbacks

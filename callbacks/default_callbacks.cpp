@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "base/diagnostics.h"
+#include "callbacks/model_summary.h"
 #include "callbacks/timer.h"
 #include "core/default_callbacks.h"
 
@@ -17,14 +18,25 @@ int trainbus_callbacks_defaults_anchor = 0;
 namespace trainbus::callbacks {
 namespace {
 
+template <class T>
+struct TypeTag {
+  using type = T;
+};
+
 std::vector<std::shared_ptr<Callback>> build_default_callbacks(
     const TrainerOptions& options, const std::vector<std::shared_ptr<Callback>>& given) {
   std::vector<std::shared_ptr<Callback>> added;
-  if (options.max_time()) {
-    const bool has_timer = std::any_of(given.begin(), given.end(), [](const auto& callback) {
-      return dynamic_cast<const Timer*>(callback.get()) != nullptr;
+  const auto given_one = [&](auto type_tag) {
+    using Type = typename decltype(type_tag)::type;
+    return std::any_of(given.begin(), given.end(), [](const auto& callback) {
+      return dynamic_cast<const Type*>(callback.get()) != nullptr;
     });
-    if (has_timer) {
+  };
+  if (options.enable_model_summary() && !given_one(TypeTag<ModelSummary>{})) {
+    added.push_back(std::make_shared<ModelSummary>());
+  }
+  if (options.max_time()) {
+    if (given_one(TypeTag<Timer>{})) {
       warn("Ignoring `max_time`: the callbacks already contain a Timer, whose duration applies");
     } else {
       added.push_back(

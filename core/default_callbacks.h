@@ -1,6 +1,6 @@
 #pragma once
 /// The callbacks a Trainer adds to those it is given, from its options (Lightning's callback
-/// connector): a Timer for `max_time`.
+/// connector): a Timer for `max_time`, a ModelSummary unless `enable_model_summary` is false.
 
 #include <memory>
 #include <vector>
@@ -24,7 +24,8 @@ DefaultCallbacksBuilder installed_default_callbacks() noexcept;
 
 /// `given` and what the installed builder adds for `options`, after them (in the Trainer's order,
 /// checkpoint callbacks still run last). Without a builder, throws MisconfigurationError for an
-/// option that needs one (max_time), naming the library to link.
+/// option that needs one (max_time), naming the library to link; the defaults that need none
+/// (the model summary) are then left out.
 std::vector<std::shared_ptr<Callback>> with_default_callbacks(
     const TrainerOptions& options, std::vector<std::shared_ptr<Callback>> given);
 

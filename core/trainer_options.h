@@ -91,6 +91,9 @@ struct TrainerOptions {
   /// true: only deterministic LibTorch algorithms (torch.use_deterministic_algorithms); false:
   /// allow any; unset: leave LibTorch's setting alone (as Lightning's default None).
   TRAINBUS_ARG(std::optional<bool>, deterministic);
+  /// Print a ModelSummary of the module when fit starts (the Trainer adds callbacks::ModelSummary
+  /// unless one, or a RichModelSummary, is given), as Lightning's default.
+  TRAINBUS_ARG(bool, enable_model_summary) = true;
   /// Root of logs and checkpoints.
   TRAINBUS_ARG(std::string, default_root_dir) = ".";
   /// Device the module and batches are moved to; CUDA works where LibTorch has it.

@@ -7,6 +7,8 @@
 #include "callbacks/gradient_accumulation_scheduler.h"
 #include "callbacks/learning_rate_monitor.h"
 #include "callbacks/model_checkpoint.h"
+#include "callbacks/model_summary.h"
+#include "callbacks/rich_model_summary.h"
 #include "callbacks/spike_detection.h"
 #include "callbacks/timer.h"
 #include "tests/support/catch.h"
@@ -62,6 +64,11 @@ TEST_CASE("A callback spec sets the options it names and keeps the other default
       make_callback("spike_detection:atol=1.5,rtol=none"));
   CHECK(atol_only->options().atol() == 1.5);
   CHECK_FALSE(atol_only->options().rtol().has_value());
+  CHECK(std::dynamic_pointer_cast<ModelSummary>(make_callback("model_summary:max_depth=-1"))
+            ->options()
+            .max_depth() == -1);
+  CHECK(std::dynamic_pointer_cast<RichModelSummary>(make_callback("rich_model_summary")) !=
+        nullptr);
   CHECK(callback_decides("early_stopping:patience=3"));
   CHECK_FALSE(callback_decides("learning_rate_monitor"));
 }
@@ -72,7 +79,12 @@ TEST_CASE("A bad callback spec is refused, naming what is wrong and what is acce
   CHECK_THROWS_WITH(make_callback("early_stop:monitor=x"),
                     Contains("no built-in callback is named 'early_stop'") &&
                         Contains("early_stopping, model_checkpoint, learning_rate_monitor, timer, "
-                                 "gradient_accumulation_scheduler and spike_detection"));
+                                 "gradient_accumulation_scheduler, spike_detection, model_summary "
+                                 "and rich_model_summary"));
+  CHECK_THROWS_WITH(make_callback("model_summary:max_depth=-3"),
+                    Contains("--callback 'model_summary:max_depth=-3'") && Contains("max_depth"));
+  CHECK_THROWS_WITH(make_callback("rich_model_summary:header_style=bold pink"),
+                    Contains("unknown word 'pink'"));
   CHECK_THROWS_WITH(make_callback("learning_rate_monitor:logging_interval=batch"),
                     Contains("logging_interval=batch: expected step or epoch"));
   CHECK_THROWS_WITH(make_callback("early_stopping:monitor=x,patiense=3"),

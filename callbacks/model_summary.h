@@ -1,0 +1,80 @@
+#pragma once
+/// ModelSummary: the table of a module's layers and parameter counts printed when fit starts
+/// (Lightning's ModelSummary callback and its summarize()).
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "base/arg.h"
+#include "core/callback.h"
+
+namespace torch::nn {
+class Module;
+}
+
+namespace trainbus::callbacks {
+
+/// One row of the table: a submodule, named by its path ("net.0").
+struct LayerSummary {
+  std::string name;
+  std::string type;    ///< the class name without namespace or LibTorch's "Impl": "Linear"
+  int64_t params = 0;  ///< parameters of the submodule and everything inside it
+  bool training = true;
+};
+
+/// What Lightning's summarize() computes.
+struct ModelSummaryData {
+  std::vector<LayerSummary> layers;
+  int64_t total_params = 0;
+  int64_t trainable_params = 0;  ///< parameters that require grad
+  double model_size_mb = 0;      ///< parameter bytes (each at its dtype's size) / 1e6
+  int64_t modules_in_train_mode = 0;
+  int64_t modules_in_eval_mode = 0;
+  /// Parameters not in any row (the root's own), shown as an "other params" row.
+  int64_t leftover_params() const;
+  /// Lightning's text table: index, Name, Type, Params, Mode, then the totals.
+  std::string to_string() const;
+};
+
+/// The rows to `max_depth` levels below the root: 1 its children, -1 every level, 0 none. Throws
+/// MisconfigurationError for max_depth < -1.
+ModelSummaryData summarize(const torch::nn::Module& module, int64_t max_depth = 1);
+
+/// Lightning's get_human_readable_count: "123  ", "1.2 K", "2.0 M", "400 T", "5,000 T".
+std::string human_readable_count(int64_t number);
+
+/// Lightning's ModelSummary arguments and defaults.
+struct ModelSummaryOptions {
+  /// Levels of submodules shown: 1 (default) the module's children, -1 all, 0 no summary.
+  TRAINBUS_ARG(int64_t, max_depth) = 1;
+  /// Where the table is printed; std::cerr by default (where Lightning's log.info goes).
+  TRAINBUS_ARG(std::ostream*, out) = nullptr;
+};
+
+/// Prints the summary at on_fit_start on global rank 0 (not in a replay, whose module is a
+/// stand-in). The Trainer adds one unless enable_model_summary is false or one is given. Unlike
+/// Lightning 2.6 it has no FLOPs column and no In/Out sizes: LibTorch's C++ modules have neither a
+/// FLOP counter nor forward hooks to measure them.
+class ModelSummary : public Callback {
+ public:
+  explicit ModelSummary(ModelSummaryOptions options = {});
+
+  void on_fit_start(Trainer& trainer, Module& module) override;
+
+  /// What the last on_fit_start printed.
+  const std::optional<ModelSummaryData>& last_summary() const noexcept { return last_summary_; }
+  const ModelSummaryOptions& options() const noexcept { return options_; }
+
+ protected:
+  /// Writes `summary` to `out`; RichModelSummary draws it as a box table.
+  virtual void print(const ModelSummaryData& summary, std::ostream& out) const;
+
+ private:
+  ModelSummaryOptions options_;
+  std::optional<ModelSummaryData> last_summary_;
+};
+
+}  // namespace trainbus::callbacks

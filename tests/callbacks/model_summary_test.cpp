@@ -1,0 +1,151 @@
+// ModelSummary and RichModelSummary: Lightning's rows by max_depth, counts, sizes and table text;
+// printed at fit start; added by the Trainer unless disabled or given.
+#include "callbacks/model_summary.h"
+
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/linear.h>
+
+#include "tests/support/catch.h"
+
+#include "callbacks/rich_model_summary.h"
+#include "core/trainer.h"
+#include "tests/support/boring.h"
+
+using namespace trainbus;
+using namespace trainbus::callbacks;
+using namespace trainbus::testing;
+using Catch::Matchers::Contains;
+
+namespace {
+
+/// Lightning's docstring model: net = Sequential(Linear(256, 512), BatchNorm1d(512)), plus a
+/// frozen head and a parameter of the root's own.
+class DocModel : public BoringModule {
+ public:
+  DocModel() {
+    net = register_module(
+        "net", torch::nn::Sequential(torch::nn::Linear(256, 512), torch::nn::BatchNorm1d(512)));
+    head = register_module("head", torch::nn::Linear(512, 10));
+    for (auto& parameter : head->parameters()) parameter.set_requires_grad(false);
+    scale = register_parameter("scale", torch::ones({3}));
+  }
+  torch::nn::Sequential net{nullptr};
+  torch::nn::Linear head{nullptr};
+  at::Tensor scale;
+};
+
+}  // namespace
+
+TEST_CASE("human_readable_count abbreviates as Lightning's", "[callbacks][model_summary]") {
+  CHECK(human_readable_count(0) == "0  ");
+  CHECK(human_readable_count(123) == "123  ");
+  CHECK(human_readable_count(1234) == "1.2 K");
+  CHECK(human_readable_count(132096) == "132 K");
+  CHECK(human_readable_count(2000000) == "2.0 M");
+  CHECK(human_readable_count(3000000000) == "3.0 B");
+  CHECK(human_readable_count(400000000000000) == "400 T");
+  CHECK(human_readable_count(5000000000000000) == "5,000 T");
+}
+
+TEST_CASE("summarize lists the layers to max_depth with Lightning's counts",
+          "[callbacks][model_summary]") {
+  DocModel model;
+  model.head->eval();
+  const ModelSummaryData top = summarize(model, 1);
+  REQUIRE(top.layers.size() == 3);  // layer (BoringModule's), net, head: the root's children
+  CHECK(top.layers[1].name == "net");
+  CHECK(top.layers[1].type == "Sequential");
+  CHECK(top.layers[1].params == 256 * 512 + 512 + 2 * 512);  // 132 K, as Lightning's docstring
+  CHECK(human_readable_count(top.layers[1].params) == "132 K");
+  CHECK(top.layers[2].type == "Linear");
+  CHECK_FALSE(top.layers[2].training);
+  CHECK(top.total_params == 66 + 132608 + 5130 + 3);
+  CHECK(top.trainable_params == top.total_params - 5130);
+  CHECK(top.model_size_mb == Approx(top.total_params * 4 / 1e6));
+  CHECK(top.modules_in_train_mode == 4);  // layer, net, net.0, net.1
+  CHECK(top.modules_in_eval_mode == 1);
+  CHECK(top.leftover_params() == 3);
+
+  const ModelSummaryData all = summarize(model, -1);
+  REQUIRE(all.layers.size() == 5);
+  CHECK(all.layers[2].name == "net.0");
+  CHECK(all.layers[3].name == "net.1");
+  CHECK(all.layers[3].type == "BatchNorm1d");
+  CHECK(summarize(model, 2).layers.size() == 5);
+  CHECK(summarize(model, 0).layers.empty());
+  CHECK(summarize(model, 0).total_params == top.total_params);
+  CHECK_THROWS_WITH(summarize(model, -2), Contains("max_depth can be -1, 0 or > 0, got -2"));
+}
+
+TEST_CASE("The summary table reads as Lightning's", "[callbacks][model_summary]") {
+  BoringModule model;
+  CHECK(summarize(model).to_string() ==
+        "  | Name  | Type   | Params | Mode \n"
+        "-----------------------------------------\n"
+        "0 | layer | Linear | 66     | train\n"
+        "-----------------------------------------\n"
+        "66        Trainable params\n"
+        "0         Non-trainable params\n"
+        "66        Total params\n"
+        "0.000     Total estimated model params size (MB)\n"
+        "1         Modules in train mode\n"
+        "0         Modules in eval mode");
+  DocModel doc;
+  CHECK_THAT(summarize(doc).to_string(),
+             Contains("  | other params | n/a        | 3      | n/a  "));
+}
+
+TEST_CASE("RichModelSummary draws rich's box table", "[callbacks][model_summary]") {
+  BoringModule model;
+  CHECK(RichModelSummary::render(summarize(model), "bold magenta", false) ==
+        "┏━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━┳━━━━━━━┓\n"
+        "┃   ┃ Name  ┃ Type   ┃ Params ┃ Mode  ┃\n"
+        "┡━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━┩\n"
+        "│ 0 │ layer │ Linear │   66   │ train │\n"
+        "└───┴───────┴────────┴────────┴───────┘\n"
+        "Trainable params: 66        \n"
+        "Non-trainable params: 0         \n"
+        "Total params: 66        \n"
+        "Total estimated model params size (MB): 0         \n"
+        "Modules in train mode: 1         \n"
+        "Modules in eval mode: 0         \n");
+  const std::string styled = RichModelSummary::render(summarize(model), "bold magenta", true);
+  CHECK_THAT(styled, Contains("\x1b[1;35mName \x1b[0m"));
+  CHECK_THAT(styled, Contains("\x1b[1mTrainable params\x1b[0m: 66"));
+  CHECK_THROWS_WITH(RichModelSummary(RichModelSummaryOptions().header_style("bold pink")),
+                    Contains("unknown word 'pink'"));
+}
+
+TEST_CASE("ModelSummary prints at fit start; the Trainer adds one unless told not to",
+          "[callbacks][model_summary]") {
+  std::ostringstream printed;
+  auto summary = std::make_shared<ModelSummary>(ModelSummaryOptions().out(&printed));
+  BoringModule module;
+  RandomDataModule data(4, 1);
+  {
+    Trainer trainer(TrainerOptions().max_epochs(1), {summary});
+    CHECK(trainer.find_callbacks<ModelSummary>().size() == 1);  // the given one, no default
+    trainer.fit(module, data);
+  }
+  CHECK_THAT(printed.str(), Contains("0 | layer | Linear | 66     | train"));
+  REQUIRE(summary->last_summary().has_value());
+  CHECK(summary->last_summary()->total_params == 66);
+
+  CHECK(Trainer(TrainerOptions()).find_callbacks<ModelSummary>().size() == 1);
+  CHECK(
+      Trainer(TrainerOptions().enable_model_summary(false)).find_callbacks<ModelSummary>().empty());
+  auto rich = std::make_shared<RichModelSummary>();
+  CHECK(Trainer(TrainerOptions(), {rich}).find_callbacks<ModelSummary>().size() == 1);
+
+  std::ostringstream silent;
+  auto none = std::make_shared<ModelSummary>(ModelSummaryOptions().max_depth(0).out(&silent));
+  Trainer trainer(TrainerOptions().max_epochs(1), {none});
+  trainer.fit(module, data);
+  CHECK(silent.str().empty());
+}
