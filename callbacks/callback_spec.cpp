@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "base/errors.h"
+#include "callbacks/device_stats_monitor.h"
 #include "callbacks/early_stopping.h"
 #include "callbacks/gradient_accumulation_scheduler.h"
 #include "callbacks/learning_rate_monitor.h"
@@ -221,6 +222,26 @@ const Setters<SchedulingOptions>& gradient_accumulation_setters() {
   return setters;
 }
 
+const Setters<DeviceStatsMonitorOptions>& device_stats_monitor_setters() {
+  static const Setters<DeviceStatsMonitorOptions> setters{
+      {"cpu_stats", [](auto& o, const Setting& s) { o.cpu_stats(s.boolean()); }},
+      {"filter_keys",
+       [](auto& o, const Setting& s) {
+         std::vector<std::string> keys;
+         std::size_t start = 0;
+         while (start <= s.value.size()) {
+           std::size_t end = s.value.find(';', start);
+           if (end == std::string::npos) end = s.value.size();
+           if (end > start) keys.push_back(s.value.substr(start, end - start));
+           start = end + 1;
+         }
+         if (keys.empty()) s.refuse("stat names separated by ';', e.g. cpu_percent;cpu_vm_percent");
+         o.filter_keys(keys);
+       }},
+  };
+  return setters;
+}
+
 const Setters<ModelSummaryOptions>& model_summary_setters() {
   static const Setters<ModelSummaryOptions> setters{
       {"max_depth", [](auto& o, const Setting& s) { o.max_depth(s.integer()); }},
@@ -281,6 +302,7 @@ std::string describe_callback_specs(bool deciding_only) {
             "\ntimer: " + key_list(timer_setters()) +
             "\ngradient_accumulation_scheduler: scheduling=EPOCH:FACTOR;EPOCH:FACTOR" +
             "\nspike_detection: " + key_list(spike_detection_setters()) +
+            "\ndevice_stats_monitor: " + key_list(device_stats_monitor_setters()) +
             "\nmodel_summary: " + key_list(model_summary_setters()) +
             "\nrich_model_summary: " + key_list(rich_model_summary_setters()) + "\n";
   }
@@ -333,6 +355,10 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
     }
   }
   try {
+    if (name == "device_stats_monitor") {
+      return std::make_shared<DeviceStatsMonitor>(
+          parse_options(spec, name, body, device_stats_monitor_setters()));
+    }
     if (name == "model_summary") {
       return std::make_shared<ModelSummary>(
           parse_options(spec, name, body, model_summary_setters()));
@@ -348,7 +374,8 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
   throw MisconfigurationError("--callback '" + spec + "': no built-in callback is named '" + name +
                               "'; the names are early_stopping, model_checkpoint, "
                               "learning_rate_monitor, timer, gradient_accumulation_scheduler, "
-                              "spike_detection, model_summary and rich_model_summary, e.g. "
+                              "spike_detection, model_summary, rich_model_summary and "
+                              "device_stats_monitor, e.g. "
                               "'early_stopping:monitor=val_loss,patience=5'");
 }
 
