@@ -242,6 +242,7 @@ RunTimes timed_run(Checkpointing mode, const std::shared_ptr<DataLoader>& loader
   WideMlp module(width, layers);
   TrainerOptions options;
   options.max_epochs(1);
+  options.enable_model_summary(false);  // no table in the benchmark's output
   options.limit_train_batches(steps);
   options.num_sanity_val_steps(0);
   auto hooks = std::make_shared<HookTimer>(module, every);
@@ -330,6 +331,7 @@ int main(int argc, char** argv) {
     const int64_t part1_steps = 1 + int64_t{reps} * SaveTimer::kCases;
     TrainerOptions options;
     options.max_epochs(1);
+    options.enable_model_summary(false);  // no table in the benchmark's output
     options.limit_train_batches(part1_steps);
     options.num_sanity_val_steps(0);
     Trainer trainer(options, {timer});

@@ -106,6 +106,7 @@ RunResult run_trainer(const std::shared_ptr<DataLoader>& loader, int64_t steps, 
   module->log_metrics = observed != Observed::kNothing;
   TrainerOptions options;
   options.max_epochs(1);
+  options.enable_model_summary(false);  // no table in the benchmark's output
   options.limit_train_batches(steps);
   options.num_sanity_val_steps(0);
   std::vector<std::shared_ptr<Callback>> no_ops;

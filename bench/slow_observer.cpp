@@ -43,6 +43,7 @@ Run run(const std::shared_ptr<DataLoader>& loader, int64_t steps, Mode mode) {
   auto module = bench::fresh_mlp(0);
   TrainerOptions options;
   options.max_epochs(1);
+  options.enable_model_summary(false);  // no table in the benchmark's output
   options.limit_train_batches(steps);
   options.num_sanity_val_steps(0);
   Trainer trainer(options);

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -12,6 +13,7 @@
 
 #ifdef TRAINBUS_HAVE_C10_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 namespace trainbus::callbacks {
@@ -23,7 +25,6 @@ std::map<std::string, double> read_meminfo() {
   std::ifstream in("/proc/meminfo");
   std::string name;
   double value = 0;
-  std::string unit;
   std::string line;
   while (std::getline(in, line)) {
     std::istringstream parts(line);
@@ -86,6 +87,16 @@ Metrics cuda_memory_stats(int device) {
   }
   out["num_alloc_retries"] = static_cast<double>(stats.num_alloc_retries);
   out["num_ooms"] = static_cast<double>(stats.num_ooms);
+  out["max_split_size"] = static_cast<double>(stats.max_split_size);
+  const std::pair<const char*, const allocator::Stat*> oversize[] = {
+      {"oversize_allocations", &stats.oversize_allocations},
+      {"oversize_segments", &stats.oversize_segments}};
+  for (const auto& [name, stat] : oversize) {
+    out[std::string(name) + ".current"] = static_cast<double>(stat->current);
+    out[std::string(name) + ".peak"] = static_cast<double>(stat->peak);
+    out[std::string(name) + ".allocated"] = static_cast<double>(stat->allocated);
+    out[std::string(name) + ".freed"] = static_cast<double>(stat->freed);
+  }
   return out;
 }
 #endif
@@ -96,21 +107,39 @@ DeviceStatsMonitor::DeviceStatsMonitor(DeviceStatsMonitorOptions options)
     : options_(std::move(options)) {}
 
 void DeviceStatsMonitor::setup(Trainer& trainer, Module&, Stage stage) {
-  if (stage != Stage::kFit || trainer.replaying()) return;
+  if (trainer.replaying()) return;
+  read_cpu_jiffies(last_busy_, last_total_);  // cpu_percent counts from here, in every stage
+  if (stage != Stage::kFit) return;
   TRAINBUS_CHECK(!trainer.loggers().empty(),
                  "Cannot use the DeviceStatsMonitor callback without a logger: add one "
-                 "(trainer.add_observer of a CsvLogger or TensorBoardLogger) or remove the "
-                 "callback");
-  read_cpu_jiffies(last_busy_, last_total_);  // cpu_percent counts from here
+                 "(trainer.add_observer of a CsvLogger or TensorBoardLogger; on the command line, "
+                 "drop --no-csv or --no-tensorboard) or remove the callback");
+#ifndef __linux__
+  TRAINBUS_CHECK(trainer.device().is_cuda() && !options_.cpu_stats().value_or(false),
+                 "DeviceStatsMonitor reads CPU stats from /proc, which only Linux has; on this "
+                 "system use it on CUDA with cpu_stats unset or false");
+#endif
+#ifndef TRAINBUS_HAVE_C10_CUDA
+  if (trainer.device().is_cuda()) {
+    warn(
+        "DeviceStatsMonitor: this LibTorch was built without c10_cuda, so CUDA memory stats "
+        "cannot be read; only CPU stats (cpu_stats=true) will be logged");
+  }
+#endif
 }
 
 Metrics DeviceStatsMonitor::cpu_stats() {
   Metrics stats;
   uint64_t busy = 0, total = 0;
   if (read_cpu_jiffies(busy, total)) {
-    const double elapsed = static_cast<double>(total - last_total_);
-    stats["cpu_percent"] =
-        elapsed > 0 ? 100.0 * static_cast<double>(busy - last_busy_) / elapsed : 0.0;
+    // Counters can go backwards (CPU hotplug, containers): a change below 0 counts as 0, as
+    // psutil's.
+    const auto change = [](uint64_t now, uint64_t before) {
+      return now > before ? static_cast<double>(now - before) : 0.0;
+    };
+    const double elapsed = change(total, last_total_);
+    const double percent = elapsed > 0 ? 100.0 * change(busy, last_busy_) / elapsed : 0.0;
+    stats["cpu_percent"] = std::min(100.0, std::max(0.0, percent));
     last_busy_ = busy;
     last_total_ = total;
   }
@@ -134,7 +163,9 @@ Metrics DeviceStatsMonitor::device_stats(const c10::Device& device) {
   if (device.is_cpu()) return cpu_stats();
   Metrics stats;
 #ifdef TRAINBUS_HAVE_C10_CUDA
-  if (device.is_cuda()) stats = cuda_memory_stats(device.has_index() ? device.index() : 0);
+  if (device.is_cuda()) {
+    stats = cuda_memory_stats(device.has_index() ? device.index() : c10::cuda::current_device());
+  }
 #endif
   if (options_.cpu_stats().value_or(false)) {
     for (const auto& [key, value] : cpu_stats()) stats[key] = value;
@@ -144,9 +175,10 @@ Metrics DeviceStatsMonitor::device_stats(const c10::Device& device) {
 
 void DeviceStatsMonitor::log_stats(Trainer& trainer, const char* hook) {
   if (trainer.replaying()) return;
-  // Lightning's _LoggerConnector.should_update_logs.
-  const bool update = (trainer.global_step() + 1) % trainer.options().log_every_n_steps() == 0 ||
-                      trainer.should_stop();
+  // Lightning's _LoggerConnector.should_update_logs, on the loggers' step.
+  const int64_t step = trainer.batches_that_stepped();
+  const bool update =
+      (step + 1) % trainer.options().log_every_n_steps() == 0 || trainer.should_stop();
   if (!update) return;
   const c10::Device device = trainer.device();
   if (device.is_cpu() && options_.cpu_stats() == std::optional<bool>(false)) return;
@@ -171,7 +203,7 @@ void DeviceStatsMonitor::log_stats(Trainer& trainer, const char* hook) {
     prefixed["DeviceStatsMonitor." + std::string(hook) + "/" + key] = value;
   }
   last_logged_ = prefixed;
-  trainer.log_metrics(prefixed, trainer.global_step());
+  trainer.log_metrics(prefixed, step);
 }
 
 void DeviceStatsMonitor::on_train_batch_start(Trainer& trainer, Module&, const Batch&, int64_t) {

@@ -28,13 +28,13 @@ struct DeviceStatsMonitorOptions {
 /// last reading), cpu_vm_percent (system memory in use), cpu_swap_percent, and process_rss_mb
 /// (this process's resident memory; a trainbus addition). On CUDA, where LibTorch has it, the
 /// caching allocator's torch.cuda.memory_stats() keys: "allocated_bytes.all.current",
-/// "reserved_bytes.large_pool.peak", "num_ooms", "num_alloc_retries", ...
+/// "reserved_bytes.large_pool.peak", "num_ooms", "num_alloc_retries", "oversize_segments.peak",
+/// "max_split_size", ...
 ///
 /// Logged at on_{train,validation,test}_batch_{start,end} when the loggers get step values
-/// (every log_every_n_steps optimizer steps, or once a stop was asked for), as one row for every
-/// logger at step = global_step, keys "DeviceStatsMonitor.<hook>/<stat>". (At on_train_batch_end
-/// global_step already counts the batch's own step, where Lightning's _batches_that_stepped does
-/// not yet: those rows are one step later than Lightning's.) Throws
+/// (Lightning's should_update_logs: (batches_that_stepped + 1) a multiple of log_every_n_steps,
+/// or a stop asked for), as one row for every logger at step = Trainer::batches_that_stepped(),
+/// keys "DeviceStatsMonitor.<hook>/<stat>". CPU stats are read from /proc (Linux). Throws
 /// MisconfigurationError at setup of a fit when the trainer has no logger. Does nothing in a
 /// replay: the recording has the rows.
 class DeviceStatsMonitor : public Callback {

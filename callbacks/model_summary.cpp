@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <set>
 #include <sstream>
 
 #include <torch/nn/module.h>
@@ -14,9 +15,10 @@
 namespace trainbus::callbacks {
 namespace {
 
-// "torch::nn::LinearImpl" -> "Linear", "my::Net" -> "Net".
+// "torch::nn::LinearImpl" -> "Linear", "my::Net" -> "Net", "my::Wrap<my::Inner>" -> "Wrap".
 std::string layer_type(const torch::nn::Module& module) {
   std::string name = module.name();
+  name = name.substr(0, name.find('<'));
   const std::size_t scope = name.rfind("::");
   if (scope != std::string::npos) name = name.substr(scope + 2);
   const std::string impl = "Impl";
@@ -25,9 +27,20 @@ std::string layer_type(const torch::nn::Module& module) {
   return name;
 }
 
+// The parameters of `module` and its submodules, each once: LibTorch lists a parameter once per
+// path to it (a shared submodule, tied weights), Python once.
+std::vector<at::Tensor> unique_parameters(const torch::nn::Module& module) {
+  std::vector<at::Tensor> unique;
+  std::set<const void*> seen;
+  for (const auto& parameter : module.parameters(/*recurse=*/true)) {
+    if (seen.insert(parameter.unsafeGetTensorImpl()).second) unique.push_back(parameter);
+  }
+  return unique;
+}
+
 int64_t count_params(const torch::nn::Module& module) {
   int64_t count = 0;
-  for (const auto& parameter : module.parameters(/*recurse=*/true)) count += parameter.numel();
+  for (const auto& parameter : unique_parameters(module)) count += parameter.numel();
   return count;
 }
 
@@ -69,13 +82,15 @@ int64_t ModelSummaryData::leftover_params() const {
 ModelSummaryData summarize(const torch::nn::Module& module, int64_t max_depth) {
   TRAINBUS_CHECK(max_depth >= -1, "ModelSummary: max_depth can be -1, 0 or > 0, got ", max_depth);
   ModelSummaryData summary;
-  for (const auto& parameter : module.parameters(/*recurse=*/true)) {
+  for (const auto& parameter : unique_parameters(module)) {
     summary.total_params += parameter.numel();
     if (parameter.requires_grad()) summary.trainable_params += parameter.numel();
     summary.model_size_mb +=
         static_cast<double>(parameter.numel() * parameter.element_size()) / 1e6;
   }
+  std::set<const torch::nn::Module*> seen;  // a submodule registered twice is listed once (Python)
   for (const auto& item : module.named_modules("", /*include_self=*/false)) {
+    if (!seen.insert(item.value().get()).second) continue;
     (item.value()->is_training() ? summary.modules_in_train_mode : summary.modules_in_eval_mode)++;
     if (max_depth == 0) continue;
     const auto depth = std::count(item.key().begin(), item.key().end(), '.');
@@ -120,8 +135,11 @@ std::string ModelSummaryData::to_string() const {
       out << (c ? " | " : "") << left(columns[c].second[r], widths[c]);
   }
   out << '\n' << std::string(total_width, '-');
-  char size[32];
-  std::snprintf(size, sizeof size, "%.3f", model_size_mb);
+  // Python's f"{size:,.3f}": thousands separators in the whole part.
+  char fixed[64];
+  std::snprintf(fixed, sizeof fixed, "%.3f", model_size_mb);
+  std::string size = fixed;
+  for (int i = static_cast<int>(size.find('.')) - 3; i > 0; i -= 3) size.insert(i, ",");
   out << '\n' << left(human_readable_count(trainable_params), 10) << "Trainable params";
   out << '\n'
       << left(human_readable_count(total_params - trainable_params), 10) << "Non-trainable params";

@@ -37,7 +37,9 @@ std::string repeat(const std::string& piece, std::size_t times) {
   return out;
 }
 
-std::string pad(const std::string& text, std::size_t width, bool right_aligned) {
+// rich strips a cell's trailing spaces before justifying it: "66  " right-aligned is "    66".
+std::string pad(std::string text, std::size_t width, bool right_aligned) {
+  if (right_aligned) text.erase(text.find_last_not_of(' ') + 1);
   const std::string fill(width > text.size() ? width - text.size() : 0, ' ');
   return right_aligned ? fill + text : text + fill;
 }

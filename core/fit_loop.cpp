@@ -69,6 +69,7 @@ void Trainer::fit(Module& module, DataModule& data, const FitOptions& options) {
 void Trainer::reset_fit_progress() {
   checkpoints_.resumed_from_.clear();
   progress_ = FitProgress();
+  batches_that_stepped_ = 0;
   restarting_ = false;
   should_stop_ = false;
   warned_stop_refused_ = false;
@@ -210,6 +211,7 @@ void Trainer::run_training_epoch() {
   progress_.epoch_batches_finished = false;
   const int64_t first_batch = std::exchange(progress_.resume_batch_idx, 0);
   progress_.batches_done_in_epoch = first_batch;
+  batches_that_stepped_ = progress_.global_step;  // also after a resume
   train_loader_->set_epoch(progress_.current_epoch);
   call_hooks<events::TrainEpochStart>([&](Callback& c) { c.on_train_epoch_start(*this, *module_); },
                                       [](Module& m) { m.on_train_epoch_start(); },
@@ -227,6 +229,8 @@ void Trainer::run_training_epoch() {
       run_evaluation(EvalKind::kValidation, num_val_batches_);
       phase_ = Phase::kTraining;
     }
+    // As Lightning's on_advance_end: loggers count the batch's step from here on.
+    batches_that_stepped_ = progress_.global_step;
     if (options_.max_steps() >= 0 && progress_.global_step >= options_.max_steps()) break;
     if (should_stop_) {
       if (can_stop_early()) break;

@@ -109,6 +109,10 @@ class Trainer {
   int64_t current_epoch() const noexcept { return progress_.current_epoch; }
   /// Optimizer steps taken (batches on which the optimizers stepped).
   int64_t global_step() const noexcept { return progress_.global_step; }
+  /// Lightning's fit_loop.epoch_loop._batches_that_stepped, the step loggers and logging callbacks
+  /// use: global_step before the current batch's own step, held through its on_train_batch_end
+  /// and the validation that follows it; global_step outside a training batch.
+  int64_t batches_that_stepped() const noexcept { return batches_that_stepped_; }
   /// Where the fit is, down to the batch in the epoch.
   const FitProgress& fit_progress() const noexcept { return progress_; }
   /// True once a stop was requested in this run. Honoured when min_epochs/min_steps allow.
@@ -282,6 +286,7 @@ class Trainer {
   std::string_view current_fx_;  // hook or step running now, for Module::log
 
   FitProgress progress_;
+  int64_t batches_that_stepped_ = 0;
   bool restarting_ = false;  // this fit resumed from a checkpoint
   bool replaying_ = false;
   bool should_stop_ = false;

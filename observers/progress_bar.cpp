@@ -99,7 +99,7 @@ int ProgressBar::columns() const {
   return 80;
 }
 
-void ProgressBar::advance(int64_t done, const Metrics& shown, bool force) {
+void ProgressBar::advance(int64_t done, const Metrics& progress_bar, bool force) {
   done_ = done;
   const auto now = Clock::now();
   const double since_drawn = std::chrono::duration<double>(now - last_drawn_).count();
@@ -114,6 +114,12 @@ void ProgressBar::advance(int64_t done, const Metrics& shown, bool force) {
   head << label_ << ' ' << std::setw(3) << percent << "% ";
   counts << done << '/' << total_ << "  " << std::fixed << std::setprecision(1) << rate
          << " it/s  ETA " << clock_text(rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0);
+  // Built only for a line drawn (at most every refresh_seconds), not for every batch: the step
+  // values, without the epoch means.
+  Metrics shown;
+  for (const auto& [name, value] : progress_bar) {
+    if (!ends_with(name, "_epoch")) shown[name] = value;
+  }
   append_metrics(metrics, shown);
   if (!tty_) {
     out_ << head.str() << counts.str() << metrics.str() << std::endl;
@@ -163,11 +169,7 @@ void ProgressBar::on_train_epoch_start(const events::TrainEpochStart& event) {
 }
 
 void ProgressBar::on_train_batch_end(const events::TrainBatchEnd& event) {
-  Metrics shown;
-  for (const auto& [name, value] : event.progress_bar) {
-    if (!ends_with(name, "_epoch")) shown[name] = value;
-  }
-  advance(event.batch.batch_idx + 1, shown, event.batch.batch_idx + 1 == total_);
+  advance(event.batch.batch_idx + 1, event.progress_bar, event.batch.batch_idx + 1 == total_);
 }
 
 void ProgressBar::on_train_epoch_end(const events::TrainEpochEnd& event) {

@@ -63,7 +63,8 @@ class ProgressBar : public events::Observer {
  private:
   using Clock = std::chrono::steady_clock;
   void start(std::string label, int64_t total);
-  void advance(int64_t done, const Metrics& shown, bool force);
+  // Moves the bar to `done` and redraws it when due, with the step values of `progress_bar`.
+  void advance(int64_t done, const Metrics& progress_bar, bool force);
   void finish_line(const std::string& line);
   int columns() const;
 

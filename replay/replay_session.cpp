@@ -125,6 +125,8 @@ std::vector<Decision> ReplaySession::decisions() const {
 void ReplaySession::set_progress(const events::Progress& progress) {
   trainer_.progress_.current_epoch = progress.epoch;
   trainer_.progress_.global_step = progress.global_step;
+  // Events carry global_step only: at a batch end this is one ahead of the live value.
+  trainer_.batches_that_stepped_ = progress.global_step;
 }
 
 void ReplaySession::begin_stage(Stage stage) {

@@ -38,7 +38,7 @@ TrainerOptions small_run() {
 
 }  // namespace
 
-TEST_CASE("DeviceStatsMonitor logs the CPU's stats around each logged batch",
+TEST_CASE("DeviceStatsMonitor logs the CPU's stats around each logged batch (Linux)",
           "[callbacks][device_stats]") {
   auto logger = std::make_shared<CapturingLogger>();
   auto monitor = std::make_shared<DeviceStatsMonitor>();
@@ -60,25 +60,28 @@ TEST_CASE("DeviceStatsMonitor logs the CPU's stats around each logged batch",
       if (name.find("percent") != std::string::npos) CHECK(value <= 100);
     }
   }
-  // Rows when (global_step + 1) % 2 == 0: global_step is 1 at the end of batch 0 and the start of
-  // batch 1, 3 at the end of batch 2 and the start of batch 3. (Lightning's on_train_batch_end
-  // counts the batch's own step only after the hook: its rows there are one step earlier.)
-  // Validation and test run at global_step 4, (4 + 1) % 2 != 0: no rows, as Lightning's
-  // should_update_logs.
-  CHECK(hooks_at_steps == std::vector<std::string>{"DeviceStatsMonitor.on_train_batch_end@1",
-                                                   "DeviceStatsMonitor.on_train_batch_start@1",
+  // Lightning's rows with log_every_n_steps=2: where (batches_that_stepped + 1) % 2 == 0, i.e.
+  // around batches 1 and 3 (batches_that_stepped 1 and 3: a batch's own step counts only after its
+  // end hooks and the validation after it), and the epoch-end validation's 2 batches, at step 3.
+  // The test runs at 4: (4 + 1) % 2 != 0, no rows.
+  CHECK(hooks_at_steps == std::vector<std::string>{"DeviceStatsMonitor.on_train_batch_start@1",
+                                                   "DeviceStatsMonitor.on_train_batch_end@1",
+                                                   "DeviceStatsMonitor.on_train_batch_start@3",
                                                    "DeviceStatsMonitor.on_train_batch_end@3",
-                                                   "DeviceStatsMonitor.on_train_batch_start@3"});
+                                                   "DeviceStatsMonitor.on_validation_batch_start@3",
+                                                   "DeviceStatsMonitor.on_validation_batch_end@3",
+                                                   "DeviceStatsMonitor.on_validation_batch_start@3",
+                                                   "DeviceStatsMonitor.on_validation_batch_end@3"});
   const std::set<std::string> keys = [&] {
     std::set<std::string> names;
-    for (const auto& [name, value] : logger->logged.at(1).metrics) names.insert(name);
+    for (const auto& [name, value] : logger->logged.at(0).metrics) names.insert(name);
     return names;
   }();
   CHECK(keys == std::set<std::string>{"DeviceStatsMonitor.on_train_batch_start/cpu_percent",
                                       "DeviceStatsMonitor.on_train_batch_start/cpu_swap_percent",
                                       "DeviceStatsMonitor.on_train_batch_start/cpu_vm_percent",
                                       "DeviceStatsMonitor.on_train_batch_start/process_rss_mb"});
-  CHECK(monitor->last_logged().at("DeviceStatsMonitor.on_train_batch_start/process_rss_mb") > 1);
+  CHECK(monitor->last_logged().at("DeviceStatsMonitor.on_validation_batch_end/process_rss_mb") > 1);
 }
 
 TEST_CASE("DeviceStatsMonitor logs validation and test batches when the loggers take steps",
@@ -121,6 +124,12 @@ TEST_CASE(
     trainer.add_observer(logger);
     trainer.fit(module, data);
     CHECK(logger->logged.empty());
+  }
+  DeviceStatsMonitor reader;
+  for (int reading = 0; reading < 3; ++reading) {  // back to back: a tiny interval, still in range
+    const double percent = reader.device_stats(c10::Device(c10::kCPU)).at("cpu_percent");
+    CHECK(percent >= 0);
+    CHECK(percent <= 100);
   }
   Trainer no_logger(small_run(), {std::make_shared<DeviceStatsMonitor>()});
   CHECK_THROWS_WITH(no_logger.fit(module, data),

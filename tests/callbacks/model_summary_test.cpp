@@ -83,6 +83,30 @@ TEST_CASE("summarize lists the layers to max_depth with Lightning's counts",
   CHECK_THROWS_WITH(summarize(model, -2), Contains("max_depth can be -1, 0 or > 0, got -2"));
 }
 
+TEST_CASE("summarize counts a shared submodule and tied weights once, as Python does",
+          "[callbacks][model_summary]") {
+  BoringModule model;
+  auto shared = torch::nn::Linear(32, 32);
+  model.register_module("encoder", shared);
+  model.register_module("decoder", shared);  // the same module under a second name
+  const ModelSummaryData summary = summarize(model, -1);
+  REQUIRE(summary.layers.size() == 2);  // layer, encoder; decoder is encoder
+  CHECK(summary.layers[1].name == "encoder");
+  CHECK(summary.total_params == 66 + 32 * 32 + 32);
+  CHECK(summary.modules_in_train_mode == 2);
+
+  class Bare : public BoringModule {};
+  Bare bare;
+  bare.register_parameter("alone", torch::zeros({5}, torch::kFloat64));
+  const ModelSummaryData doubles = summarize(bare);
+  CHECK(doubles.leftover_params() == 5);
+  CHECK(doubles.model_size_mb == Approx((66 * 4 + 5 * 8) / 1e6));  // each at its dtype's size
+
+  ModelSummaryData big;
+  big.model_size_mb = 1234.5678;
+  CHECK_THAT(big.to_string(), Contains("1,234.568 Total estimated model params size (MB)"));
+}
+
 TEST_CASE("The summary table reads as Lightning's", "[callbacks][model_summary]") {
   BoringModule model;
   CHECK(summarize(model).to_string() ==
@@ -107,7 +131,7 @@ TEST_CASE("RichModelSummary draws rich's box table", "[callbacks][model_summary]
         "┏━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━┳━━━━━━━┓\n"
         "┃   ┃ Name  ┃ Type   ┃ Params ┃ Mode  ┃\n"
         "┡━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━┩\n"
-        "│ 0 │ layer │ Linear │   66   │ train │\n"
+        "│ 0 │ layer │ Linear │     66 │ train │\n"
         "└───┴───────┴────────┴────────┴───────┘\n"
         "Trainable params: 66        \n"
         "Non-trainable params: 0         \n"
