@@ -209,8 +209,10 @@ Metrics Trainer::test(Module& module, DataModule& data) {
   return result;
 }
 
-std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data) {
+std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data,
+                                         const PredictOptions& options) {
   std::vector<at::Tensor> predictions;
+  predictions_.clear();
   run_entry_point(Stage::kPredict, module, data, [&] {
     data_->prepare_data();
     module_->prepare_data();
@@ -221,16 +223,17 @@ std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data) {
     auto loader = require_loader(data_->predict_dataloader(), "predict_dataloader");
     num_predict_batches_ =
         options_.limit_predict_batches().apply(loader->num_batches(), "limit_predict_batches");
-    predictions = run_prediction(*loader, num_predict_batches_);
+    run_prediction(*loader, num_predict_batches_, options.return_predictions());
     phase_ = Phase::kIdle;
     call_teardown_hooks(Stage::kPredict);
+    predictions = std::move(predictions_);
+    predictions_.clear();
   });
   return predictions;
 }
 
-std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_batches) {
-  std::vector<at::Tensor> predictions;
-  if (num_batches == 0) return predictions;
+void Trainer::run_prediction(DataLoader& loader, int64_t num_batches, bool keep_predictions) {
+  if (num_batches == 0) return;
   phase_ = Phase::kPredicting;
   EvalModeScope eval_mode(*module_);
   torch::NoGradGuard no_grad;
@@ -244,7 +247,7 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
       [&] {
         return events::PredictEpochStart{event_progress(), num_batches};
       });
-  predictions.reserve(static_cast<size_t>(num_batches));
+  if (keep_predictions) predictions_.reserve(static_cast<size_t>(num_batches));
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
     const Batch batch = data::to_device(loader.batch(batch_idx), options_.device());
     const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
@@ -265,7 +268,7 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
         [&] {
           return events::PredictBatchEnd{event_progress(), info, make_tensor_ref(outputs)};
         });
-    predictions.push_back(std::move(outputs));
+    if (keep_predictions) predictions_.push_back(std::move(outputs));
     check_observers();
   }
   call_hooks<events::PredictEpochEnd>([&](Callback& c) { c.on_predict_epoch_end(*this, *module_); },
@@ -274,7 +277,6 @@ std::vector<at::Tensor> Trainer::run_prediction(DataLoader& loader, int64_t num_
   call_hooks<events::PredictEnd>([&](Callback& c) { c.on_predict_end(*this, *module_); },
                                  [](Module& m) { m.on_predict_end(); },
                                  [&] { return events::PredictEnd{event_progress()}; });
-  return predictions;
 }
 
 }  // namespace trainbus

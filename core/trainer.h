@@ -59,8 +59,13 @@ class Trainer {
   Metrics validate(Module& module, DataModule& data);
   /// One pass over the test loader; returns the epoch values logged in it.
   Metrics test(Module& module, DataModule& data);
-  /// predict_step over the predict loader; one tensor per batch.
-  std::vector<at::Tensor> predict(Module& module, DataModule& data);
+  /// predict_step over the predict loader; one tensor per batch (none with
+  /// PredictOptions().return_predictions(false)).
+  std::vector<at::Tensor> predict(Module& module, DataModule& data,
+                                  const PredictOptions& options = {});
+  /// The predictions kept so far by the running predict (Lightning's predict_loop.predictions):
+  /// what callbacks::BasePredictionWriter::write_on_epoch_end gets; empty when they are not kept.
+  const std::vector<at::Tensor>& predictions() const noexcept { return predictions_; }
 
   /// Writes a checkpoint of the running fit to the directory `path` (module weights, optimizer
   /// and scheduler state, trainer progress, callback states, RNG state, hyper-parameters, and a
@@ -245,7 +250,7 @@ class Trainer {
   Metrics run_evaluation(EvalKind kind, int64_t num_batches);
   template <class Hooks>
   Metrics run_eval_loop(DataLoader& loader, int64_t num_batches);
-  std::vector<at::Tensor> run_prediction(DataLoader& loader, int64_t num_batches);
+  void run_prediction(DataLoader& loader, int64_t num_batches, bool keep_predictions);
   std::shared_ptr<DataLoader> require_loader(std::shared_ptr<DataLoader> loader,
                                              const char* getter) const;
 
@@ -279,6 +284,7 @@ class Trainer {
   std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers_;
   std::vector<SchedulerConfig> schedulers_;
   std::shared_ptr<DataLoader> train_loader_, val_loader_, test_loader_;
+  std::vector<at::Tensor> predictions_;  // of the running predict
 
   TrainerStatus status_ = TrainerStatus::kInitializing;
   std::optional<Stage> fn_;

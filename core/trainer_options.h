@@ -117,6 +117,14 @@ struct FitOptions {
   TRAINBUS_ARG(std::string, ckpt_path);
 };
 
+/// Arguments of one Trainer::predict call.
+struct PredictOptions {
+  /// Keep every batch's prediction and return them (Lightning's return_predictions); false: keep
+  /// none, for predictions written by a callback (callbacks::BasePredictionWriter) that would not
+  /// fit in memory.
+  TRAINBUS_ARG(bool, return_predictions) = true;
+};
+
 /// How Trainer::save_checkpoint writes.
 struct SaveCheckpointOptions {
   /// Only the model's weights and buffers (Lightning's save_weights_only): cannot resume training.

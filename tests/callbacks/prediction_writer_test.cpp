@@ -1,0 +1,84 @@
+// BasePredictionWriter: Lightning's write intervals, predictions written without being kept, and
+// the errors for a bad interval or a hook not overridden.
+#include "callbacks/prediction_writer.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/support/catch.h"
+
+#include "core/trainer.h"
+#include "tests/support/boring.h"
+
+using namespace trainbus;
+using namespace trainbus::callbacks;
+using namespace trainbus::testing;
+using Catch::Matchers::Contains;
+
+namespace {
+
+/// Notes what it is asked to write.
+class NotingWriter : public BasePredictionWriter {
+ public:
+  using BasePredictionWriter::BasePredictionWriter;
+  void write_on_batch_end(Trainer&, Module&, const at::Tensor& prediction, const Batch&,
+                          int64_t batch_idx) override {
+    batches.push_back(batch_idx);
+    rows += prediction.size(0);
+  }
+  void write_on_epoch_end(Trainer&, Module&, const std::vector<at::Tensor>& predictions) override {
+    epochs.push_back(predictions.size());
+  }
+  std::vector<int64_t> batches;
+  int64_t rows = 0;
+  std::vector<std::size_t> epochs;
+};
+
+class BatchOnly : public BasePredictionWriter {
+ public:
+  using BasePredictionWriter::BasePredictionWriter;
+};
+
+}  // namespace
+
+TEST_CASE("BasePredictionWriter writes at its interval", "[callbacks][prediction_writer]") {
+  BoringModule module;
+  RandomDataModule data(8, 2);  // 4 batches of 2
+  SECTION("batch, without keeping the predictions") {
+    auto writer = std::make_shared<NotingWriter>("batch");
+    Trainer trainer(TrainerOptions(), {writer});
+    const auto kept = trainer.predict(module, data, PredictOptions().return_predictions(false));
+    CHECK(kept.empty());
+    CHECK(writer->batches == std::vector<int64_t>{0, 1, 2, 3});
+    CHECK(writer->rows == 8);
+    CHECK(writer->epochs.empty());
+  }
+  SECTION("epoch, with every prediction") {
+    auto writer = std::make_shared<NotingWriter>(WriteInterval::kEpoch);
+    Trainer trainer(TrainerOptions(), {writer});
+    CHECK(trainer.predict(module, data).size() == 4);
+    CHECK(writer->batches.empty());
+    CHECK(writer->epochs == std::vector<std::size_t>{4});
+    CHECK(trainer.predictions().empty());  // handed to the caller, not kept
+  }
+  SECTION("batch_and_epoch; the epoch gets none when they are not kept, as Lightning's") {
+    auto writer = std::make_shared<NotingWriter>("batch_and_epoch");
+    Trainer trainer(TrainerOptions(), {writer});
+    trainer.predict(module, data, PredictOptions().return_predictions(false));
+    CHECK(writer->batches.size() == 4);
+    CHECK(writer->epochs == std::vector<std::size_t>{0});
+  }
+}
+
+TEST_CASE("BasePredictionWriter refuses a bad interval and a hook it needs but lacks",
+          "[callbacks][prediction_writer]") {
+  CHECK_THROWS_WITH(NotingWriter("step"),
+                    Contains("`write_interval` should be one of batch, epoch, batch_and_epoch") &&
+                        Contains("'step'"));
+  BoringModule module;
+  RandomDataModule data(4, 2);
+  Trainer trainer(TrainerOptions(), {std::make_shared<BatchOnly>(WriteInterval::kBatch)});
+  CHECK_THROWS_WITH(trainer.predict(module, data),
+                    Contains("BatchOnly") && Contains("does not override write_on_batch_end"));
+}
