@@ -9,6 +9,7 @@
 #include "base/errors.h"
 #include "callbacks/device_stats_monitor.h"
 #include "callbacks/early_stopping.h"
+#include "callbacks/ema_weight_averaging.h"
 #include "callbacks/gradient_accumulation_scheduler.h"
 #include "callbacks/learning_rate_monitor.h"
 #include "callbacks/model_checkpoint.h"
@@ -242,6 +243,20 @@ const Setters<DeviceStatsMonitorOptions>& device_stats_monitor_setters() {
   return setters;
 }
 
+const Setters<EMAWeightAveragingOptions>& ema_setters() {
+  static const Setters<EMAWeightAveragingOptions> setters{
+      {"decay", [](auto& o, const Setting& s) { o.decay(s.number()); }},
+      {"update_every_n_steps",
+       [](auto& o, const Setting& s) { o.update_every_n_steps(s.integer()); }},
+      {"update_starting_at_step",
+       [](auto& o, const Setting& s) { o.update_starting_at_step(s.integer()); }},
+      {"update_starting_at_epoch",
+       [](auto& o, const Setting& s) { o.update_starting_at_epoch(s.integer()); }},
+      {"use_buffers", [](auto& o, const Setting& s) { o.use_buffers(s.boolean()); }},
+  };
+  return setters;
+}
+
 const Setters<ModelSummaryOptions>& model_summary_setters() {
   static const Setters<ModelSummaryOptions> setters{
       {"max_depth", [](auto& o, const Setting& s) { o.max_depth(s.integer()); }},
@@ -303,6 +318,7 @@ std::string describe_callback_specs(bool deciding_only) {
             "\ngradient_accumulation_scheduler: scheduling=EPOCH:FACTOR;EPOCH:FACTOR" +
             "\nspike_detection: " + key_list(spike_detection_setters()) +
             "\ndevice_stats_monitor: " + key_list(device_stats_monitor_setters()) +
+            "\nema_weight_averaging: " + key_list(ema_setters()) +
             "\nmodel_summary: " + key_list(model_summary_setters()) +
             "\nrich_model_summary: " + key_list(rich_model_summary_setters()) + "\n";
   }
@@ -359,6 +375,9 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
       return std::make_shared<DeviceStatsMonitor>(
           parse_options(spec, name, body, device_stats_monitor_setters()));
     }
+    if (name == "ema_weight_averaging") {
+      return std::make_shared<EMAWeightAveraging>(parse_options(spec, name, body, ema_setters()));
+    }
     if (name == "model_summary") {
       return std::make_shared<ModelSummary>(
           parse_options(spec, name, body, model_summary_setters()));
@@ -374,8 +393,8 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
   throw MisconfigurationError("--callback '" + spec + "': no built-in callback is named '" + name +
                               "'; the names are early_stopping, model_checkpoint, "
                               "learning_rate_monitor, timer, gradient_accumulation_scheduler, "
-                              "spike_detection, model_summary, rich_model_summary and "
-                              "device_stats_monitor, e.g. "
+                              "spike_detection, model_summary, rich_model_summary, "
+                              "device_stats_monitor and ema_weight_averaging, e.g. "
                               "'early_stopping:monitor=val_loss,patience=5'");
 }
 

@@ -21,7 +21,8 @@ bool callback_decides(const std::string& spec);
 
 /// Builds the callback `spec` names: "NAME" or "NAME:key=value,key=value", NAME one of
 /// early_stopping, model_checkpoint, learning_rate_monitor, timer, gradient_accumulation_scheduler,
-/// spike_detection, model_summary, rich_model_summary and device_stats_monitor, the keys their
+/// spike_detection, model_summary, rich_model_summary, device_stats_monitor and
+/// ema_weight_averaging, the keys their
 /// options' names (Lightning's), booleans as true/false, save_last as true/false/link/copy, a
 /// Timer's duration as DD:HH:MM:SS, the accumulation schedule as
 /// scheduling=EPOCH:FACTOR;EPOCH:FACTOR. Options not given keep their defaults. Throws

@@ -80,7 +80,11 @@ TEST_CASE("A bad callback spec is refused, naming what is wrong and what is acce
                     Contains("no built-in callback is named 'early_stop'") &&
                         Contains("early_stopping, model_checkpoint, learning_rate_monitor, timer, "
                                  "gradient_accumulation_scheduler, spike_detection, model_summary, "
-                                 "rich_model_summary and device_stats_monitor"));
+                                 "rich_model_summary, device_stats_monitor and "
+                                 "ema_weight_averaging"));
+  CHECK_THROWS_WITH(
+      make_callback("ema_weight_averaging:decay=2"),
+      Contains("--callback 'ema_weight_averaging:decay=2'") && Contains("decay must be in [0, 1]"));
   CHECK_THROWS_WITH(make_callback("model_summary:max_depth=-3"),
                     Contains("--callback 'model_summary:max_depth=-3'") && Contains("max_depth"));
   CHECK_THROWS_WITH(make_callback("rich_model_summary:header_style=bold pink"),

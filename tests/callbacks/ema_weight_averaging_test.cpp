@@ -1,0 +1,133 @@
+// EMAWeightAveraging: the average PyTorch's AveragedModel with an EMA computes, when it updates,
+// validation on the averaged weights, the module left with them, and an exact resume.
+#include "callbacks/ema_weight_averaging.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/modules/batchnorm.h>
+
+#include "tests/support/catch.h"
+
+#include "callbacks/lambda_callback.h"
+#include "core/trainer.h"
+#include "tests/support/boring.h"
+#include "tests/support/temp_dir.h"
+
+using namespace trainbus;
+using namespace trainbus::callbacks;
+using namespace trainbus::testing;
+using Catch::Matchers::Contains;
+
+namespace {
+
+TrainerOptions options_for(int64_t epochs) {
+  return TrainerOptions()
+      .max_epochs(epochs)
+      .num_sanity_val_steps(0)
+      .enable_model_summary(false)
+      .seed(7);
+}
+
+/// Copies of the layer's weight after every optimizer step (listed after the EMA callback).
+std::shared_ptr<LambdaCallback> weight_recorder(std::vector<at::Tensor>& weights) {
+  return std::make_shared<LambdaCallback>(LambdaHooks().on_train_batch_end(
+      [&](Trainer&, Module& module, const StepOutput&, const Batch&, int64_t) {
+        weights.push_back(dynamic_cast<BoringModule&>(module).layer->weight.detach().clone());
+      }));
+}
+
+/// Validation records the weight it runs with.
+class ValidationProbe : public BoringModule {
+ public:
+  StepOutput validation_step(const Batch& batch, int64_t batch_idx) override {
+    seen.push_back(layer->weight.detach().clone());
+    return BoringModule::validation_step(batch, batch_idx);
+  }
+  std::vector<at::Tensor> seen;
+};
+
+}  // namespace
+
+TEST_CASE("EMAWeightAveraging averages as AveragedModel with an EMA and leaves it in the module",
+          "[callbacks][ema]") {
+  const double decay = 0.9;
+  auto ema = std::make_shared<EMAWeightAveraging>(EMAWeightAveragingOptions().decay(decay));
+  std::vector<at::Tensor> weights;
+  ValidationProbe module;
+  RandomDataModule data(4, 1);
+  Trainer trainer(options_for(1), {ema, weight_recorder(weights)});
+  trainer.fit(module, data);
+
+  REQUIRE(weights.size() == 4);
+  at::Tensor expected = weights[0];  // the first update takes the weights
+  for (std::size_t i = 1; i < weights.size(); ++i)
+    expected = decay * expected + (1 - decay) * weights[i];
+  CHECK(ema->num_averaged() == 4);
+  CHECK(torch::allclose(ema->average()[0], expected));
+  // Validation ran on the average, then training's weights came back; at the end the module keeps
+  // the average.
+  REQUIRE(module.seen.size() == 4);
+  CHECK(torch::allclose(module.seen[0], expected));
+  CHECK(torch::allclose(module.layer->weight.detach(), expected));
+  CHECK_FALSE(torch::allclose(expected, weights.back()));
+}
+
+TEST_CASE("EMAWeightAveraging updates on its schedule", "[callbacks][ema]") {
+  BoringModule module;
+  RandomDataModule data(6, 1);
+  SECTION("every 2nd step from step 2") {
+    auto ema = std::make_shared<EMAWeightAveraging>(
+        EMAWeightAveragingOptions().update_every_n_steps(2).update_starting_at_step(2));
+    Trainer trainer(options_for(2).limit_val_batches(0), {ema});
+    trainer.fit(module, data);
+    CHECK(ema->num_averaged() == 5);  // steps 2, 4, 6, 8, 10 of 0..11
+  }
+  SECTION("from epoch 1, once per optimizer step under accumulation") {
+    auto ema = std::make_shared<EMAWeightAveraging>(
+        EMAWeightAveragingOptions().update_starting_at_epoch(1));
+    Trainer trainer(options_for(2).limit_val_batches(0).accumulate_grad_batches(2), {ema});
+    trainer.fit(module, data);
+    // The 3 steps of epoch 1, and, as Lightning's (global_step 3 > the latest update's 0), the
+    // weights of step 3 at epoch 1's first batch, which does not step.
+    CHECK(ema->num_averaged() == 4);
+  }
+  CHECK_THROWS_WITH(EMAWeightAveraging(EMAWeightAveragingOptions().decay(1.5)),
+                    Contains("decay must be in [0, 1], got 1.5"));
+  CHECK_THROWS_WITH(EMAWeightAveraging(EMAWeightAveragingOptions().update_every_n_steps(0)),
+                    Contains("update_every_n_steps must be >= 1"));
+}
+
+TEST_CASE("EMAWeightAveraging survives a resume: the same average as an uninterrupted run",
+          "[callbacks][ema]") {
+  TempDir dir;
+  const std::string checkpoint = (dir.path() / "epoch0.ckpt").string();
+  at::Tensor uninterrupted;
+  {
+    auto ema = std::make_shared<EMAWeightAveraging>(EMAWeightAveragingOptions().decay(0.8));
+    BoringModule module;
+    RandomDataModule data(4, 1, /*shuffle=*/true);
+    Trainer trainer(options_for(2), {ema});
+    trainer.fit(module, data);
+    uninterrupted = module.layer->weight.detach().clone();
+  }
+  {
+    auto ema = std::make_shared<EMAWeightAveraging>(EMAWeightAveragingOptions().decay(0.8));
+    auto saver = std::make_shared<LambdaCallback>(
+        LambdaHooks().on_train_epoch_end([&](Trainer& trainer, Module&) {
+          if (trainer.current_epoch() == 0) trainer.save_checkpoint(checkpoint);
+        }));
+    BoringModule module;
+    RandomDataModule data(4, 1, /*shuffle=*/true);
+    Trainer trainer(options_for(1), {ema, saver});
+    trainer.fit(module, data);
+  }
+  auto ema = std::make_shared<EMAWeightAveraging>(EMAWeightAveragingOptions().decay(0.8));
+  BoringModule module;
+  RandomDataModule data(4, 1, /*shuffle=*/true);
+  Trainer trainer(options_for(2), {ema});
+  trainer.fit(module, data, FitOptions().ckpt_path(checkpoint));
+  CHECK(ema->num_averaged() == 8);
+  CHECK(torch::equal(module.layer->weight.detach(), uninterrupted));
+}
