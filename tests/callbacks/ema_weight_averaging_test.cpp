@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <torch/nn/modules/batchnorm.h>
+#include <torch/utils.h>
 
 #include "tests/support/catch.h"
 
@@ -106,6 +107,7 @@ TEST_CASE("EMAWeightAveraging survives a resume: the same average as an uninterr
   at::Tensor uninterrupted;
   {
     auto ema = std::make_shared<EMAWeightAveraging>(EMAWeightAveragingOptions().decay(0.8));
+    torch::manual_seed(1);  // the same initial weights in both runs
     BoringModule module;
     RandomDataModule data(4, 1, /*shuffle=*/true);
     Trainer trainer(options_for(2), {ema});
@@ -118,6 +120,7 @@ TEST_CASE("EMAWeightAveraging survives a resume: the same average as an uninterr
         LambdaHooks().on_train_epoch_end([&](Trainer& trainer, Module&) {
           if (trainer.current_epoch() == 0) trainer.save_checkpoint(checkpoint);
         }));
+    torch::manual_seed(1);
     BoringModule module;
     RandomDataModule data(4, 1, /*shuffle=*/true);
     Trainer trainer(options_for(1), {ema, saver});
