@@ -27,30 +27,51 @@ std::vector<at::Tensor> EMAWeightAveraging::averaged_tensors(Module& module) con
   return tensors;
 }
 
-bool EMAWeightAveraging::should_update(const Trainer& trainer, int64_t step_idx) const {
-  const bool meets_step =
-      !options_.update_starting_at_step() || step_idx >= *options_.update_starting_at_step();
-  const bool meets_epoch = !options_.update_starting_at_epoch() ||
-                           trainer.current_epoch() >= *options_.update_starting_at_epoch();
-  return meets_step && meets_epoch && step_idx % options_.update_every_n_steps() == 0;
+bool EMAWeightAveraging::should_update(const Trainer&, std::optional<int64_t> step_idx,
+                                       std::optional<int64_t> epoch_idx) const {
+  if (step_idx) {
+    const bool meets_step =
+        !options_.update_starting_at_step() || *step_idx >= *options_.update_starting_at_step();
+    if (meets_step && *step_idx % options_.update_every_n_steps() == 0) return true;
+  }
+  return epoch_idx && options_.update_starting_at_epoch() &&
+         *epoch_idx >= *options_.update_starting_at_epoch();
 }
 
-void EMAWeightAveraging::setup(Trainer& trainer, Module& module, Stage stage) {
-  if (stage != Stage::kFit || trainer.replaying()) return;
+void EMAWeightAveraging::check_matches(const std::vector<at::Tensor>& tensors,
+                                       const char* what) const {
+  bool same = tensors.size() == average_.size();
+  for (std::size_t i = 0; same && i < tensors.size(); ++i)
+    same = tensors[i].sizes() == average_[i].sizes();
+  TRAINBUS_CHECK(same, "EMAWeightAveraging: ", what, " (", tensors.size(),
+                 " parameters and buffers) do not match the average (", average_.size(),
+                 "): another model, layers added after fit started, or use_buffers changed");
+}
+
+void EMAWeightAveraging::on_fit_start(Trainer& trainer, Module& module) {
+  if (trainer.replaying()) return;
   torch::NoGradGuard no_grad;
   average_.clear();
   for (const auto& tensor : averaged_tensors(module)) average_.push_back(tensor.detach().clone());
-  num_averaged_ = 0;
-  latest_update_step_ = 0;
   swapped_ = false;
+  if (restored_) {
+    const std::vector<at::Tensor> saved = std::move(*restored_);
+    restored_.reset();
+    check_matches(saved, "the checkpoint's average");
+    for (std::size_t i = 0; i < saved.size(); ++i) average_[i].copy_(saved[i]);
+  } else if (!trainer.checkpoints().resumed_from().empty()) {
+    num_averaged_ = 0;  // a checkpoint without an average: start from its weights
+    latest_update_step_ = trainer.global_step();
+  } else {
+    num_averaged_ = 0;
+    latest_update_step_ = 0;
+  }
 }
 
 void EMAWeightAveraging::update(Module& module) {
   torch::NoGradGuard no_grad;
   const std::vector<at::Tensor> current = averaged_tensors(module);
-  TRAINBUS_CHECK(current.size() == average_.size(), "EMAWeightAveraging: the module has ",
-                 current.size(), " parameters and buffers, the average ", average_.size(),
-                 "; layers added after setup cannot be averaged");
+  check_matches(current, "the module's tensors");
   for (std::size_t i = 0; i < current.size(); ++i) {
     const at::Tensor now = current[i].detach().to(average_[i].device());
     if (num_averaged_ == 0 || !average_[i].is_floating_point()) {
@@ -68,25 +89,40 @@ void EMAWeightAveraging::on_train_batch_end(Trainer& trainer, Module& module, co
   // Once per optimizer step (Lightning: global_step > latest_update_step), not per accumulated
   // batch.
   if (trainer.global_step() > latest_update_step_ &&
-      should_update(trainer, trainer.global_step() - 1)) {
+      should_update(trainer, trainer.global_step() - 1, std::nullopt)) {
     update(module);
     latest_update_step_ = trainer.global_step();
   }
 }
 
+void EMAWeightAveraging::on_train_epoch_end(Trainer& trainer, Module& module) {
+  if (trainer.replaying() || average_.empty()) return;
+  if (should_update(trainer, std::nullopt, trainer.current_epoch())) update(module);
+}
+
 void EMAWeightAveraging::swap_in_out(Module& module) {
   torch::NoGradGuard no_grad;
   const std::vector<at::Tensor> current = averaged_tensors(module);
-  for (std::size_t i = 0; i < current.size() && i < average_.size(); ++i) {
-    at::Tensor held = current[i].detach().clone();
+  check_matches(current, "the module's tensors");
+  // Every copy made before anything changes: a failed allocation leaves both sides as they were.
+  std::vector<at::Tensor> held;
+  held.reserve(current.size());
+  for (const auto& tensor : current) held.push_back(tensor.detach().clone());
+  for (std::size_t i = 0; i < current.size(); ++i) {
     current[i].detach().copy_(average_[i]);
-    average_[i].copy_(held);
+    average_[i].copy_(held[i]);
   }
   swapped_ = !swapped_;
 }
 
 void EMAWeightAveraging::on_validation_epoch_start(Trainer& trainer, Module& module) {
-  if (!trainer.replaying() && !average_.empty() && !swapped_) swap_in_out(module);
+  // Within fit only (a later validate() scores the module as it is), and once the average has an
+  // update (before, it is the weights fit started with).
+  if (trainer.replaying() || trainer.fn() != Stage::kFit || average_.empty() ||
+      num_averaged_ == 0 || swapped_) {
+    return;
+  }
+  swap_in_out(module);
 }
 
 void EMAWeightAveraging::on_validation_epoch_end(Trainer& trainer, Module& module) {
@@ -99,13 +135,13 @@ void EMAWeightAveraging::on_exception(Trainer&, Module& module, const std::excep
 }
 
 void EMAWeightAveraging::on_train_end(Trainer& trainer, Module& module) {
-  if (trainer.replaying() || average_.empty()) return;
   if (swapped_) swap_in_out(module);
+  // No update, no average: the module keeps what it trained.
+  if (trainer.replaying() || average_.empty() || num_averaged_ == 0) return;
   torch::NoGradGuard no_grad;
   const std::vector<at::Tensor> current = averaged_tensors(module);
-  for (std::size_t i = 0; i < current.size() && i < average_.size(); ++i) {
-    current[i].detach().copy_(average_[i]);
-  }
+  check_matches(current, "the module's tensors");
+  for (std::size_t i = 0; i < current.size(); ++i) current[i].detach().copy_(average_[i]);
 }
 
 StateDict EMAWeightAveraging::state_dict() const {
@@ -119,21 +155,16 @@ StateDict EMAWeightAveraging::state_dict() const {
 }
 
 void EMAWeightAveraging::load_state_dict(const StateDict& state) {
+  for (const char* key : {"latest_update_step", "n_averaged", "average"}) {
+    TRAINBUS_CHECK(state.contains(key), "EMAWeightAveraging: the checkpoint's state has no `", key,
+                   "`; it was not saved by EMAWeightAveraging");
+  }
+  // Applied at on_fit_start, once the module is restored and on its device.
+  std::vector<at::Tensor> saved;
+  for (const at::Tensor& tensor : state.at("average").toTensorList()) saved.push_back(tensor);
+  restored_ = std::move(saved);
   latest_update_step_ = state.at("latest_update_step").toInt();
   num_averaged_ = state.at("n_averaged").toInt();
-  const c10::List<at::Tensor> tensors = state.at("average").toTensorList();
-  TRAINBUS_CHECK(average_.empty() || tensors.size() == average_.size(),
-                 "EMAWeightAveraging: the checkpoint's average has ", tensors.size(),
-                 " tensors, the module ", average_.size(),
-                 " parameters and buffers; it was saved for another model");
-  torch::NoGradGuard no_grad;
-  std::vector<at::Tensor> restored;
-  for (std::size_t i = 0; i < tensors.size(); ++i) {
-    const at::Tensor saved = tensors.get(i);
-    restored.push_back(average_.empty() ? saved.clone()
-                                        : saved.to(average_[i].device(), average_[i].dtype()));
-  }
-  average_ = std::move(restored);
 }
 
 }  // namespace trainbus::callbacks

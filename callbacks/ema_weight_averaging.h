@@ -21,35 +21,44 @@ struct EMAWeightAveragingOptions {
   TRAINBUS_ARG(int64_t, update_every_n_steps) = 1;
   /// Update only from this optimizer step (0-based) on; unset: from the first.
   TRAINBUS_ARG(std::optional<int64_t>, update_starting_at_step);
-  /// Update only from this epoch (0-based) on; unset: from the first.
+  /// Also update at the end of every epoch from this one (0-based) on, as Lightning's (the step
+  /// updates do not wait for it); unset: no epoch updates.
   TRAINBUS_ARG(std::optional<int64_t>, update_starting_at_epoch);
   /// Average the buffers (BatchNorm statistics) too; false: they are the module's own.
   TRAINBUS_ARG(bool, use_buffers) = true;
 };
 
-/// The average starts as a copy of the module's weights at setup (the first update replaces it
-/// with the weights then, as PyTorch's AveragedModel) and is updated after each optimizer step that
-/// should_update() allows. Validation runs on the averaged weights (swapped in at
-/// on_validation_epoch_start, swapped back at its end); at on_train_end they are copied into the
-/// module, which keeps them. The average and its counters are kept in the callback's checkpoint
-/// state, so a resumed run continues it exactly (Lightning stores the average as the checkpoint's
-/// model weights instead; here the model part keeps the weights being trained). Throws
-/// MisconfigurationError for a decay outside [0, 1] or an interval < 1.
+/// The average is made at on_fit_start (after configure_model, a checkpoint's restore and the move
+/// to the device; on the module's device) as a copy of the weights, which the first update replaces
+/// (as PyTorch's AveragedModel). It is updated after each optimizer step that should_update()
+/// allows, and at epoch ends from update_starting_at_epoch. Once it has an update, validation in
+/// fit runs on it (swapped in at on_validation_epoch_start, back at its end) and at on_train_end it
+/// is copied into the module, which keeps it. Integer buffers are copied, not averaged.
+///
+/// Checkpoints: the average and its counters are the callback's state, so a resumed run continues
+/// it exactly; the checkpoint's model weights are the ones being trained. Lightning stores it the
+/// other way round (the average as the model), so a checkpoint ModelCheckpoint picks by a
+/// validation score (of the average) holds the trained weights here, and a weights-only checkpoint
+/// has no average. A checkpoint without this state starts the average from its weights. Throws
+/// MisconfigurationError for a decay outside [0, 1] or an interval < 1, and when the module's
+/// tensors do not match the average (a checkpoint of another model, use_buffers changed).
 class EMAWeightAveraging : public Callback {
  public:
   explicit EMAWeightAveraging(EMAWeightAveragingOptions options = {});
 
-  /// Lightning's WeightAveraging.should_update for an optimizer step (0-based): override to
-  /// update on another schedule.
-  virtual bool should_update(const Trainer& trainer, int64_t step_idx) const;
+  /// Lightning's should_update: for an optimizer step (0-based step_idx) or an epoch end
+  /// (epoch_idx); override to update on another schedule.
+  virtual bool should_update(const Trainer& trainer, std::optional<int64_t> step_idx,
+                             std::optional<int64_t> epoch_idx) const;
 
   bool stateful() const override { return true; }
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state) override;
 
-  void setup(Trainer& trainer, Module& module, Stage stage) override;
+  void on_fit_start(Trainer& trainer, Module& module) override;
   void on_train_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
                           const Batch& batch, int64_t batch_idx) override;
+  void on_train_epoch_end(Trainer& trainer, Module& module) override;
   void on_validation_epoch_start(Trainer& trainer, Module& module) override;
   void on_validation_epoch_end(Trainer& trainer, Module& module) override;
   void on_train_end(Trainer& trainer, Module& module) override;
@@ -63,11 +72,14 @@ class EMAWeightAveraging : public Callback {
 
  private:
   std::vector<at::Tensor> averaged_tensors(Module& module) const;
+  // Throws MisconfigurationError unless `tensors` match the average in number and shapes.
+  void check_matches(const std::vector<at::Tensor>& tensors, const char* what) const;
   void update(Module& module);
   void swap_in_out(Module& module);
 
   EMAWeightAveragingOptions options_;
   std::vector<at::Tensor> average_;
+  std::optional<std::vector<at::Tensor>> restored_;  // from a checkpoint, until on_fit_start
   int64_t num_averaged_ = 0;
   int64_t latest_update_step_ = 0;
   bool swapped_ = false;  // the module holds the average (during validation)

@@ -16,9 +16,10 @@ namespace trainbus::callbacks {
 enum class WriteInterval { kBatch, kEpoch, kBatchAndEpoch };
 
 /// Override write_on_batch_end (every batch) and/or write_on_epoch_end (once, with every
-/// prediction kept). To write predictions that would not fit in memory, write them per batch and
-/// call `trainer.predict(module, data, PredictOptions().return_predictions(false))`: nothing is
-/// kept, and write_on_epoch_end then gets an empty list (as Lightning's).
+/// prediction, on the CPU). To write predictions that would not fit in memory, write them per batch
+/// and call `trainer.predict(module, data, PredictOptions().return_predictions(false))`: nothing is
+/// kept or returned. An epoch writer gets every prediction also then (predict keeps them for it, as
+/// Lightning's, and returns none).
 ///
 ///   class NpyWriter : public BasePredictionWriter {
 ///     void write_on_batch_end(Trainer&, Module&, const at::Tensor& prediction, const Batch&,
@@ -46,6 +47,7 @@ class BasePredictionWriter : public Callback {
                             const Batch& batch, int64_t batch_idx) override;
   void on_predict_epoch_end(Trainer& trainer, Module& module) override;
 
+  bool wants_epoch_predictions() const override { return interval_ != WriteInterval::kBatch; }
   WriteInterval interval() const noexcept { return interval_; }
 
  private:

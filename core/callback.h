@@ -54,6 +54,10 @@ class Callback {
   virtual void load_state_dict(const StateDict& state) { (void)state; }
   /// Ordering group; see CallbackKind.
   virtual CallbackKind kind() const { return CallbackKind::kDefault; }
+  /// Whether it reads trainer.predictions() at on_predict_epoch_end: predict then keeps every
+  /// batch's prediction (on the CPU) even when they are not returned (Lightning keeps them for
+  /// any callback writing on epoch end). BasePredictionWriter says so for its epoch intervals.
+  virtual bool wants_epoch_predictions() const { return false; }
 
   // ---- setup and teardown ----
 

@@ -1,5 +1,7 @@
 // Trainer::validate / test / predict and the evaluation loop that fit's validation shares
 // (Lightning's _EvaluationLoop and _PredictionLoop).
+#include <algorithm>
+
 #include <torch/utils.h>
 
 #include "base/errors.h"
@@ -212,8 +214,13 @@ Metrics Trainer::test(Module& module, DataModule& data) {
 std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data,
                                          const PredictOptions& options) {
   std::vector<at::Tensor> predictions;
-  predictions_.clear();
   run_entry_point(Stage::kPredict, module, data, [&] {
+    // What is kept goes with the run, also when it fails: no stale list for the next caller.
+    struct ClearOnExit {
+      std::vector<at::Tensor>& kept;
+      ~ClearOnExit() { kept.clear(); }
+    } clear_on_exit{predictions_};
+    predictions_.clear();
     data_->prepare_data();
     module_->prepare_data();
     call_setup_hooks(Stage::kPredict);
@@ -223,16 +230,20 @@ std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data,
     auto loader = require_loader(data_->predict_dataloader(), "predict_dataloader");
     num_predict_batches_ =
         options_.limit_predict_batches().apply(loader->num_batches(), "limit_predict_batches");
-    run_prediction(*loader, num_predict_batches_, options.return_predictions());
+    const bool epoch_writer =
+        std::any_of(callbacks_.begin(), callbacks_.end(),
+                    [](const auto& callback) { return callback->wants_epoch_predictions(); });
+    run_prediction(*loader, num_predict_batches_, options.return_predictions() || epoch_writer,
+                   options.return_predictions());
     phase_ = Phase::kIdle;
     call_teardown_hooks(Stage::kPredict);
-    predictions = std::move(predictions_);
-    predictions_.clear();
+    if (options.return_predictions()) predictions = std::move(predictions_);
   });
   return predictions;
 }
 
-void Trainer::run_prediction(DataLoader& loader, int64_t num_batches, bool keep_predictions) {
+void Trainer::run_prediction(DataLoader& loader, int64_t num_batches, bool keep_predictions,
+                             bool return_predictions) {
   if (num_batches == 0) return;
   phase_ = Phase::kPredicting;
   EvalModeScope eval_mode(*module_);
@@ -268,12 +279,14 @@ void Trainer::run_prediction(DataLoader& loader, int64_t num_batches, bool keep_
         [&] {
           return events::PredictBatchEnd{event_progress(), info, make_tensor_ref(outputs)};
         });
-    if (keep_predictions) predictions_.push_back(std::move(outputs));
+    // On the CPU, as Lightning's: a long predict does not fill the device with its results.
+    if (keep_predictions) predictions_.push_back(outputs.to(c10::Device(c10::kCPU)));
     check_observers();
   }
   call_hooks<events::PredictEpochEnd>([&](Callback& c) { c.on_predict_epoch_end(*this, *module_); },
                                       [](Module& m) { m.on_predict_epoch_end(); },
                                       [&] { return events::PredictEpochEnd{event_progress()}; });
+  if (!return_predictions) predictions_.clear();  // kept for the epoch writers only
   call_hooks<events::PredictEnd>([&](Callback& c) { c.on_predict_end(*this, *module_); },
                                  [](Module& m) { m.on_predict_end(); },
                                  [&] { return events::PredictEnd{event_progress()}; });

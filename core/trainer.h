@@ -63,8 +63,9 @@ class Trainer {
   /// PredictOptions().return_predictions(false)).
   std::vector<at::Tensor> predict(Module& module, DataModule& data,
                                   const PredictOptions& options = {});
-  /// The predictions kept so far by the running predict (Lightning's predict_loop.predictions):
-  /// what callbacks::BasePredictionWriter::write_on_epoch_end gets; empty when they are not kept.
+  /// The predictions kept so far by the running predict, on the CPU (Lightning's
+  /// predict_loop.predictions): what callbacks::BasePredictionWriter::write_on_epoch_end gets.
+  /// Kept when they are returned or a callback wants_epoch_predictions(); empty outside predict.
   const std::vector<at::Tensor>& predictions() const noexcept { return predictions_; }
 
   /// Writes a checkpoint of the running fit to the directory `path` (module weights, optimizer
@@ -250,7 +251,8 @@ class Trainer {
   Metrics run_evaluation(EvalKind kind, int64_t num_batches);
   template <class Hooks>
   Metrics run_eval_loop(DataLoader& loader, int64_t num_batches);
-  void run_prediction(DataLoader& loader, int64_t num_batches, bool keep_predictions);
+  void run_prediction(DataLoader& loader, int64_t num_batches, bool keep_predictions,
+                      bool return_predictions);
   std::shared_ptr<DataLoader> require_loader(std::shared_ptr<DataLoader> loader,
                                              const char* getter) const;
 

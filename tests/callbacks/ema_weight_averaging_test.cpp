@@ -75,6 +75,30 @@ TEST_CASE("EMAWeightAveraging averages as AveragedModel with an EMA and leaves i
   CHECK_FALSE(torch::allclose(expected, weights.back()));
 }
 
+TEST_CASE("EMAWeightAveraging gives training its own weights back after validation",
+          "[callbacks][ema]") {
+  auto ema = std::make_shared<EMAWeightAveraging>(EMAWeightAveragingOptions().decay(0.5));
+  std::vector<at::Tensor> weights, at_epoch_start;
+  auto probe = std::make_shared<LambdaCallback>(
+      LambdaHooks().on_train_epoch_start([&](Trainer&, Module& module) {
+        at_epoch_start.push_back(
+            dynamic_cast<BoringModule&>(module).layer->weight.detach().clone());
+      }));
+  ValidationProbe module;
+  RandomDataModule data(4, 1);
+  Trainer trainer(TrainerOptions().max_epochs(2).enable_model_summary(false),
+                  {ema, weight_recorder(weights), probe});
+  trainer.fit(module, data);
+  REQUIRE(weights.size() == 8);
+  REQUIRE(at_epoch_start.size() == 2);
+  // Epoch 1 starts from the weights of epoch 0's last step, not from the average validated on.
+  CHECK(torch::equal(at_epoch_start[1], weights[3]));
+  // The sanity check ran before any update: on the weights themselves.
+  REQUIRE(module.seen.size() == 2 + 4 + 4);
+  CHECK(torch::equal(module.seen[0], at_epoch_start[0]));
+  CHECK_FALSE(torch::equal(module.seen[2], weights[3]));  // epoch 0's validation: the average
+}
+
 TEST_CASE("EMAWeightAveraging updates on its schedule", "[callbacks][ema]") {
   BoringModule module;
   RandomDataModule data(6, 1);
@@ -85,14 +109,23 @@ TEST_CASE("EMAWeightAveraging updates on its schedule", "[callbacks][ema]") {
     trainer.fit(module, data);
     CHECK(ema->num_averaged() == 5);  // steps 2, 4, 6, 8, 10 of 0..11
   }
-  SECTION("from epoch 1, once per optimizer step under accumulation") {
+  SECTION("once per optimizer step under accumulation, plus epoch ends from epoch 1") {
     auto ema = std::make_shared<EMAWeightAveraging>(
         EMAWeightAveragingOptions().update_starting_at_epoch(1));
     Trainer trainer(options_for(2).limit_val_batches(0).accumulate_grad_batches(2), {ema});
     trainer.fit(module, data);
-    // The 3 steps of epoch 1, and, as Lightning's (global_step 3 > the latest update's 0), the
-    // weights of step 3 at epoch 1's first batch, which does not step.
-    CHECK(ema->num_averaged() == 4);
+    // As Lightning's EMAWeightAveraging.should_update: the 6 steps (3 per epoch; the step updates
+    // do not wait for update_starting_at_epoch), and the end of epoch 1.
+    CHECK(ema->num_averaged() == 7);
+  }
+  SECTION("no update in the run: the module keeps what it trained") {
+    auto ema = std::make_shared<EMAWeightAveraging>(
+        EMAWeightAveragingOptions().update_starting_at_step(100));
+    std::vector<at::Tensor> weights;
+    Trainer trainer(options_for(1), {ema, weight_recorder(weights)});
+    trainer.fit(module, data);
+    CHECK(ema->num_averaged() == 0);
+    CHECK(torch::equal(module.layer->weight.detach(), weights.back()));
   }
   CHECK_THROWS_WITH(EMAWeightAveraging(EMAWeightAveragingOptions().decay(1.5)),
                     Contains("decay must be in [0, 1], got 1.5"));

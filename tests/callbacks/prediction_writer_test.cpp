@@ -62,12 +62,20 @@ TEST_CASE("BasePredictionWriter writes at its interval", "[callbacks][prediction
     CHECK(writer->epochs == std::vector<std::size_t>{4});
     CHECK(trainer.predictions().empty());  // handed to the caller, not kept
   }
-  SECTION("batch_and_epoch; the epoch gets none when they are not kept, as Lightning's") {
+  SECTION("batch_and_epoch: the epoch writer gets them all, also when none is returned") {
     auto writer = std::make_shared<NotingWriter>("batch_and_epoch");
     Trainer trainer(TrainerOptions(), {writer});
-    trainer.predict(module, data, PredictOptions().return_predictions(false));
+    CHECK(trainer.predict(module, data, PredictOptions().return_predictions(false)).empty());
     CHECK(writer->batches.size() == 4);
-    CHECK(writer->epochs == std::vector<std::size_t>{0});
+    CHECK(writer->epochs == std::vector<std::size_t>{4});
+    CHECK(trainer.predictions().empty());
+  }
+  SECTION("a predict that fails keeps nothing") {
+    auto writer = std::make_shared<NotingWriter>("epoch");
+    auto failing = std::make_shared<BatchOnly>(WriteInterval::kBatch);  // no write_on_batch_end
+    Trainer trainer(TrainerOptions(), {writer, failing});
+    CHECK_THROWS(trainer.predict(module, data));
+    CHECK(trainer.predictions().empty());
   }
 }
 
