@@ -10,8 +10,8 @@
 #include "tests/support/catch.h"
 
 #include "core/trainer.h"
-#include "events/observer.h"
 #include "tests/support/boring.h"
+#include "tests/support/capturing_logger.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -19,18 +19,6 @@ using namespace trainbus::testing;
 using Catch::Matchers::Contains;
 
 namespace {
-
-/// A logger that keeps what reaches it (read after fit, which drains the observers).
-class CapturingLogger : public events::Observer {
- public:
-  bool is_logger() const override { return true; }
-  std::string name() const override { return "capture"; }
-  void select_events(events::EventSelection& selection) const override {
-    selection.add<events::MetricsLogged>();
-  }
-  void on_metrics_logged(const events::MetricsLogged& event) override { logged.push_back(event); }
-  std::vector<events::MetricsLogged> logged;
-};
 
 TrainerOptions small_run() {
   return TrainerOptions().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(2);

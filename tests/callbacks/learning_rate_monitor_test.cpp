@@ -16,9 +16,9 @@
 #include "tests/support/catch.h"
 
 #include "core/trainer.h"
-#include "events/observer.h"
 #include "observers/csv_logger.h"
 #include "tests/support/boring.h"
+#include "tests/support/capturing_logger.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
@@ -28,18 +28,6 @@ using callbacks::LearningRateMonitorOptions;
 using Catch::Matchers::Contains;
 
 namespace {
-
-/// A logger that keeps what reaches it (read after fit, which drains the observers).
-class CapturingLogger : public events::Observer {
- public:
-  bool is_logger() const override { return true; }
-  std::string name() const override { return "capture"; }
-  void select_events(events::EventSelection& selection) const override {
-    selection.add<events::MetricsLogged>();
-  }
-  void on_metrics_logged(const events::MetricsLogged& event) override { logged.push_back(event); }
-  std::vector<events::MetricsLogged> logged;
-};
 
 /// Two optimizers: Adam with two param groups (lr 1e-2 and 1e-3, weight decay 0.01 on the first)
 /// under a StepLR halving every optimizer step, and SGD (lr 0.1, momentum 0.9) without a scheduler.
