@@ -175,11 +175,7 @@ Metrics DeviceStatsMonitor::device_stats(const c10::Device& device) {
 
 void DeviceStatsMonitor::log_stats(Trainer& trainer, const char* hook) {
   if (trainer.replaying()) return;
-  // Lightning's _LoggerConnector.should_update_logs, on the loggers' step.
-  const int64_t step = trainer.batches_that_stepped();
-  const bool update =
-      (step + 1) % trainer.options().log_every_n_steps() == 0 || trainer.should_stop();
-  if (!update) return;
+  if (!trainer.should_update_logs()) return;
   const c10::Device device = trainer.device();
   if (device.is_cpu() && options_.cpu_stats() == std::optional<bool>(false)) return;
   Metrics stats = device_stats(device);
@@ -203,7 +199,7 @@ void DeviceStatsMonitor::log_stats(Trainer& trainer, const char* hook) {
     prefixed["DeviceStatsMonitor." + std::string(hook) + "/" + key] = value;
   }
   last_logged_ = prefixed;
-  trainer.log_metrics(prefixed, step);
+  trainer.log_metrics(prefixed, trainer.batches_that_stepped());
 }
 
 void DeviceStatsMonitor::on_train_batch_start(Trainer& trainer, Module&, const Batch&, int64_t) {

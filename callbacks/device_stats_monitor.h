@@ -32,11 +32,10 @@ struct DeviceStatsMonitorOptions {
 /// "max_split_size", ...
 ///
 /// Logged at on_{train,validation,test}_batch_{start,end} when the loggers get step values
-/// (Lightning's should_update_logs: (batches_that_stepped + 1) a multiple of log_every_n_steps,
-/// or a stop asked for), as one row for every logger at step = Trainer::batches_that_stepped(),
-/// keys "DeviceStatsMonitor.<hook>/<stat>". CPU stats are read from /proc (Linux). Throws
-/// MisconfigurationError at setup of a fit when the trainer has no logger. Does nothing in a
-/// replay: the recording has the rows.
+/// (Trainer::should_update_logs()), as one row for every logger at step =
+/// Trainer::batches_that_stepped(), keys "DeviceStatsMonitor.<hook>/<stat>". CPU stats are read
+/// from /proc (Linux). Throws MisconfigurationError at setup of a fit when the trainer has no
+/// logger. Does nothing in a replay: the recording has the rows.
 class DeviceStatsMonitor : public Callback {
  public:
   explicit DeviceStatsMonitor(DeviceStatsMonitorOptions options = {});

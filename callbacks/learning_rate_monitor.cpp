@@ -115,15 +115,14 @@ void LearningRateMonitor::log(Trainer& trainer, const Metrics& stats) {
   for (const auto& [key, value] : stats) trainer.set_callback_metric(key, value);
   // To every logger (Lightning: `for logger in trainer.loggers`), one row each, at Lightning's
   // step: the batches that stepped so far (this batch has not yet).
-  trainer.log_metrics(stats, trainer.global_step());
+  trainer.log_metrics(stats, trainer.batches_that_stepped());
 }
 
 void LearningRateMonitor::on_train_batch_start(Trainer& trainer, Module&, const Batch&, int64_t) {
   if (trainer.replaying()) return;
-  // Lightning's _LoggerConnector.should_update_logs.
-  const bool update = (trainer.global_step() + 1) % trainer.options().log_every_n_steps() == 0 ||
-                      trainer.should_stop();
-  if (!update || options_.logging_interval() == std::optional<std::string>("epoch")) return;
+  if (!trainer.should_update_logs() ||
+      options_.logging_interval() == std::optional<std::string>("epoch"))
+    return;
   log(trainer,
       extract_stats(trainer, options_.logging_interval() ? Interval::kAny : Interval::kStep));
 }

@@ -27,9 +27,10 @@ struct LearningRateMonitorOptions {
 
 /// Keys as Lightning's: "lr-Adam" for one param group, "lr-Adam/pg1", "lr-Adam/pg2" for several,
 /// "lr-Adam-1" for a second Adam, a scheduler config's `name` in their place when it has one, and
-/// the suffixes "-momentum" and "-weight_decay". Logs at on_train_batch_start every
-/// log_every_n_steps optimizer steps (when (global_step + 1) is a multiple, or a stop was asked
-/// for), at step = global_step, and at on_train_epoch_start: into trainer.callback_metrics() (a
+/// the suffixes "-momentum" and "-weight_decay". Logs at on_train_batch_start when
+/// Trainer::should_update_logs() (every log_every_n_steps optimizer steps, or once a stop was asked
+/// for), and at on_train_epoch_start, at step = Trainer::batches_that_stepped() (there the
+/// global_step): into trainer.callback_metrics() (a
 /// checkpoint may monitor "lr-Adam"), and as one row for every logger (trainer.log_metrics), which
 /// CSV, TensorBoard and the recording get on the observer pool. Schedulers' optimizers are named
 /// first, then the others, as Lightning's. Throws
