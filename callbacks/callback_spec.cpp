@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <vector>
 
 #include "base/errors.h"
 #include "callbacks/device_stats_monitor.h"
@@ -20,6 +21,30 @@
 
 namespace trainbus::callbacks {
 namespace {
+
+// The whole of `text` as an integer, or nothing (std::stoll alone stops at the first non-digit).
+std::optional<int64_t> whole_integer(const std::string& text) {
+  try {
+    std::size_t used = 0;
+    const long long parsed = std::stoll(text, &used);
+    if (used == text.size()) return static_cast<int64_t>(parsed);
+  } catch (const std::exception&) {  // not a number, or out of range
+  }
+  return std::nullopt;
+}
+
+// The pieces of `text` between `separator`s, empty ones left out: "a,,b" is {"a", "b"}.
+std::vector<std::string> split_nonempty(const std::string& text, char separator) {
+  std::vector<std::string> pieces;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find(separator, start);
+    if (end == std::string::npos) end = text.size();
+    if (end > start) pieces.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return pieces;
+}
 
 // One key=value of a spec, with the spec for errors.
 struct Setting {
@@ -42,12 +67,7 @@ struct Setting {
     refuse("a number, e.g. 0.01");
   }
   int64_t integer() const {
-    try {
-      std::size_t used = 0;
-      const long long parsed = std::stoll(value, &used);
-      if (used == value.size()) return static_cast<int64_t>(parsed);
-    } catch (const std::exception&) {
-    }
+    if (const auto parsed = whole_integer(value)) return *parsed;
     refuse("a whole number, e.g. 5");
   }
   bool boolean() const {
@@ -190,31 +210,15 @@ const Setters<SchedulingOptions>& gradient_accumulation_setters() {
        [](auto& o, const Setting& s) {
          const char* expected =
              "EPOCH:FACTOR pairs separated by ';', e.g. 0:1;4:2 (0-based epochs)";
-         std::size_t start = 0;
-         while (start <= s.value.size()) {
-           std::size_t end = s.value.find(';', start);
-           if (end == std::string::npos) end = s.value.size();
-           const std::string pair = s.value.substr(start, end - start);
-           start = end + 1;
-           if (pair.empty()) continue;
+         for (const std::string& pair : split_nonempty(s.value, ';')) {
            const std::size_t colon = pair.find(':');
            if (colon == std::string::npos) s.refuse(expected);
-           try {
-             std::size_t used_epoch = 0, used_factor = 0;
-             const std::string epoch_text = pair.substr(0, colon);
-             const std::string factor_text = pair.substr(colon + 1);
-             const int64_t epoch = std::stoll(epoch_text, &used_epoch);
-             const int64_t factor = std::stoll(factor_text, &used_factor);
-             if (used_epoch != epoch_text.size() || used_factor != factor_text.size())
-               s.refuse(expected);
-             if (!o.scheduling.emplace(epoch, factor).second) {
-               s.refuse(std::string("each epoch once, but epoch ") + epoch_text +
-                        " is given twice");
-             }
-           } catch (const MisconfigurationError&) {
-             throw;
-           } catch (const std::logic_error&) {  // stoll: not a number, out of range
-             s.refuse(expected);
+           const std::string epoch_text = pair.substr(0, colon);
+           const auto epoch = whole_integer(epoch_text);
+           const auto factor = whole_integer(pair.substr(colon + 1));
+           if (!epoch || !factor) s.refuse(expected);
+           if (!o.scheduling.emplace(*epoch, *factor).second) {
+             s.refuse(std::string("each epoch once, but epoch ") + epoch_text + " is given twice");
            }
          }
          if (o.scheduling.empty()) s.refuse(expected);
@@ -228,14 +232,7 @@ const Setters<DeviceStatsMonitorOptions>& device_stats_monitor_setters() {
       {"cpu_stats", [](auto& o, const Setting& s) { o.cpu_stats(s.boolean()); }},
       {"filter_keys",
        [](auto& o, const Setting& s) {
-         std::vector<std::string> keys;
-         std::size_t start = 0;
-         while (start <= s.value.size()) {
-           std::size_t end = s.value.find(';', start);
-           if (end == std::string::npos) end = s.value.size();
-           if (end > start) keys.push_back(s.value.substr(start, end - start));
-           start = end + 1;
-         }
+         const std::vector<std::string> keys = split_nonempty(s.value, ';');
          if (keys.empty()) s.refuse("stat names separated by ';', e.g. cpu_percent;cpu_vm_percent");
          o.filter_keys(keys);
        }},
@@ -283,13 +280,7 @@ template <class Options>
 Options parse_options(const std::string& spec, const std::string& name, const std::string& body,
                       const Setters<Options>& setters) {
   Options options;
-  std::size_t start = 0;
-  while (start < body.size()) {
-    std::size_t end = body.find(',', start);
-    if (end == std::string::npos) end = body.size();
-    const std::string item = body.substr(start, end - start);
-    start = end + 1;
-    if (item.empty()) continue;
+  for (const std::string& item : split_nonempty(body, ',')) {
     const std::size_t equals = item.find('=');
     if (equals == std::string::npos) {
       throw MisconfigurationError("--callback '" + spec + "': '" + item +
