@@ -44,11 +44,12 @@ int64_t count_params(const torch::nn::Module& module) {
   return count;
 }
 
-// Python's f"{n:,d}".
-std::string with_thousands(long long number) {
-  std::string digits = std::to_string(number);
-  for (int i = static_cast<int>(digits.size()) - 3; i > 0; i -= 3) digits.insert(i, ",");
-  return digits;
+// Python's "," format option: thousands separators in the whole part of a non-negative number
+// ("1234567" -> "1,234,567", "1234.568" -> "1,234.568").
+std::string with_thousands(std::string number) {
+  const std::size_t whole = std::min(number.find('.'), number.size());
+  for (int i = static_cast<int>(whole) - 3; i > 0; i -= 3) number.insert(i, ",");
+  return number;
 }
 
 // Python's "{:<width}".
@@ -66,7 +67,7 @@ std::string human_readable_count(int64_t number) {
   const double scaled = static_cast<double>(number) * std::pow(10.0, -3 * (groups - 1));
   const int index = groups - 1;
   if (index < 1 || scaled >= 100) {
-    return with_thousands(static_cast<long long>(scaled)) + " " + kLabels[index];
+    return with_thousands(std::to_string(static_cast<long long>(scaled))) + " " + kLabels[index];
   }
   char text[32];
   std::snprintf(text, sizeof text, "%.1f %s", scaled, kLabels[index]);
@@ -101,45 +102,51 @@ ModelSummaryData summarize(const torch::nn::Module& module, int64_t max_depth) {
   return summary;
 }
 
-std::string ModelSummaryData::to_string() const {
-  // Lightning's _format_summary_table, without its FLOPs column.
-  std::vector<std::pair<std::string, std::vector<std::string>>> columns{
+std::size_t SummaryColumn::width() const {
+  std::size_t widest = header.size();
+  for (const auto& cell : cells) widest = std::max(widest, cell.size());
+  return widest;
+}
+
+std::vector<SummaryColumn> ModelSummaryData::columns() const {
+  std::vector<SummaryColumn> table{
       {" ", {}}, {"Name", {}}, {"Type", {}}, {"Params", {}}, {"Mode", {}}};
+  const auto add_row = [&](const std::vector<std::string>& row) {
+    for (std::size_t c = 0; c < table.size(); ++c) table[c].cells.push_back(row[c]);
+  };
   for (std::size_t i = 0; i < layers.size(); ++i) {
-    columns[0].second.push_back(std::to_string(i));
-    columns[1].second.push_back(layers[i].name);
-    columns[2].second.push_back(layers[i].type);
-    columns[3].second.push_back(human_readable_count(layers[i].params));
-    columns[4].second.push_back(layers[i].training ? "train" : "eval");
+    add_row({std::to_string(i), layers[i].name, layers[i].type,
+             human_readable_count(layers[i].params), layers[i].training ? "train" : "eval"});
   }
   if (leftover_params() > 0) {
-    const std::vector<std::string> row{" ", "other params", "n/a",
-                                       human_readable_count(leftover_params()), "n/a"};
-    for (std::size_t c = 0; c < columns.size(); ++c) columns[c].second.push_back(row[c]);
+    add_row({" ", "other params", "n/a", human_readable_count(leftover_params()), "n/a"});
   }
+  return table;
+}
+
+std::string ModelSummaryData::to_string() const {
+  // Lightning's _format_summary_table, without its FLOPs column.
+  const std::vector<SummaryColumn> table = columns();
   std::vector<std::size_t> widths;
-  std::size_t total_width = 3 * (columns.size() + 1);
-  for (const auto& [header, cells] : columns) {
-    std::size_t width = header.size();
-    for (const auto& cell : cells) width = std::max(width, cell.size());
-    widths.push_back(width);
-    total_width += width;
+  std::size_t total_width = 3 * (table.size() + 1);
+  for (const SummaryColumn& column : table) {
+    widths.push_back(column.width());
+    total_width += widths.back();
   }
   std::ostringstream out;
-  for (std::size_t c = 0; c < columns.size(); ++c)
-    out << (c ? " | " : "") << left(columns[c].first, widths[c]);
+  for (std::size_t c = 0; c < table.size(); ++c)
+    out << (c ? " | " : "") << left(table[c].header, widths[c]);
   out << '\n' << std::string(total_width, '-');
-  for (std::size_t r = 0; r < columns[0].second.size(); ++r) {
+  for (std::size_t r = 0; r < table[0].cells.size(); ++r) {
     out << '\n';
-    for (std::size_t c = 0; c < columns.size(); ++c)
-      out << (c ? " | " : "") << left(columns[c].second[r], widths[c]);
+    for (std::size_t c = 0; c < table.size(); ++c)
+      out << (c ? " | " : "") << left(table[c].cells[r], widths[c]);
   }
   out << '\n' << std::string(total_width, '-');
-  // Python's f"{size:,.3f}": thousands separators in the whole part.
+  // Python's f"{size:,.3f}".
   char fixed[64];
   std::snprintf(fixed, sizeof fixed, "%.3f", model_size_mb);
-  std::string size = fixed;
-  for (int i = static_cast<int>(size.find('.')) - 3; i > 0; i -= 3) size.insert(i, ",");
+  const std::string size = with_thousands(fixed);
   out << '\n' << left(human_readable_count(trainable_params), 10) << "Trainable params";
   out << '\n'
       << left(human_readable_count(total_params - trainable_params), 10) << "Non-trainable params";

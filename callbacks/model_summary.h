@@ -25,6 +25,14 @@ struct LayerSummary {
   bool training = true;
 };
 
+/// One column of the summary table: its header and a cell per row.
+struct SummaryColumn {
+  std::string header;
+  std::vector<std::string> cells;
+  /// The widest of the header and the cells, in bytes.
+  std::size_t width() const;
+};
+
 /// What Lightning's summarize() computes.
 struct ModelSummaryData {
   std::vector<LayerSummary> layers;
@@ -35,6 +43,10 @@ struct ModelSummaryData {
   int64_t modules_in_eval_mode = 0;
   /// Parameters not in any row (the root's own), shown as an "other params" row.
   int64_t leftover_params() const;
+  /// The table's columns (Lightning's _get_summary_data without FLOPs): index, Name, Type, Params,
+  /// Mode, a row per layer and the "other params" row when there are such; what ModelSummary and
+  /// RichModelSummary both draw.
+  std::vector<SummaryColumn> columns() const;
   /// Lightning's text table: index, Name, Type, Params, Mode, then the totals.
   std::string to_string() const;
 };

@@ -58,34 +58,11 @@ std::string RichModelSummary::render(const ModelSummaryData& summary,
   const std::string bold = styled ? "\x1b[1m" : "";
   const std::string dim = styled ? "\x1b[2m" : "";
   const std::string off = styled ? "\x1b[0m" : "";
-  struct Column {
-    std::string header;
-    bool right;
-    std::vector<std::string> cells;
-  };
-  std::vector<Column> columns{{" ", false, {}},
-                              {"Name", false, {}},
-                              {"Type", false, {}},
-                              {"Params", true, {}},
-                              {"Mode", false, {}}};
-  for (std::size_t i = 0; i < summary.layers.size(); ++i) {
-    const LayerSummary& layer = summary.layers[i];
-    const std::vector<std::string> row{std::to_string(i), layer.name, layer.type,
-                                       human_readable_count(layer.params),
-                                       layer.training ? "train" : "eval"};
-    for (std::size_t c = 0; c < columns.size(); ++c) columns[c].cells.push_back(row[c]);
-  }
-  if (summary.leftover_params() > 0) {
-    const std::vector<std::string> row{" ", "other params", "n/a",
-                                       human_readable_count(summary.leftover_params()), "n/a"};
-    for (std::size_t c = 0; c < columns.size(); ++c) columns[c].cells.push_back(row[c]);
-  }
+  const std::vector<SummaryColumn> columns = summary.columns();
   std::vector<std::size_t> widths;
-  for (const Column& column : columns) {
-    std::size_t width = column.header.size();
-    for (const auto& cell : column.cells) width = std::max(width, cell.size());
-    widths.push_back(width);
-  }
+  for (const SummaryColumn& column : columns) widths.push_back(column.width());
+  // As Lightning's rich table: Params right-aligned, the others left.
+  const auto right = [&](std::size_t c) { return columns[c].header == "Params"; };
   // rich's box.HEAVY_HEAD: heavy lines around the header, light ones around the rows.
   auto rule = [&](const char* left_corner, const char* line, const char* cross,
                   const char* right_corner) {
@@ -97,13 +74,13 @@ std::string RichModelSummary::render(const ModelSummaryData& summary,
   std::ostringstream out;
   out << rule("┏", "━", "┳", "┓") << "┃";
   for (std::size_t c = 0; c < columns.size(); ++c) {
-    out << ' ' << header_on << pad(columns[c].header, widths[c], columns[c].right) << off << " ┃";
+    out << ' ' << header_on << pad(columns[c].header, widths[c], right(c)) << off << " ┃";
   }
   out << '\n' << rule("┡", "━", "╇", "┩");
   for (std::size_t r = 0; r < columns[0].cells.size(); ++r) {
     out << "│";
     for (std::size_t c = 0; c < columns.size(); ++c) {
-      const std::string cell = pad(columns[c].cells[r], widths[c], columns[c].right);
+      const std::string cell = pad(columns[c].cells[r], widths[c], right(c));
       out << ' ' << (c == 0 ? dim + cell + off : cell) << " │";  // the index column is dim
     }
     out << '\n';
