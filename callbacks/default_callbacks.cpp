@@ -18,25 +18,22 @@ int trainbus_callbacks_defaults_anchor = 0;
 namespace trainbus::callbacks {
 namespace {
 
-template <class T>
-struct TypeTag {
-  using type = T;
-};
+// Whether one of `given` is a C (or derives from it).
+template <class C>
+bool contains_a(const std::vector<std::shared_ptr<Callback>>& given) {
+  return std::any_of(given.begin(), given.end(), [](const auto& callback) {
+    return dynamic_cast<const C*>(callback.get()) != nullptr;
+  });
+}
 
 std::vector<std::shared_ptr<Callback>> build_default_callbacks(
     const TrainerOptions& options, const std::vector<std::shared_ptr<Callback>>& given) {
   std::vector<std::shared_ptr<Callback>> added;
-  const auto given_one = [&](auto type_tag) {
-    using Type = typename decltype(type_tag)::type;
-    return std::any_of(given.begin(), given.end(), [](const auto& callback) {
-      return dynamic_cast<const Type*>(callback.get()) != nullptr;
-    });
-  };
-  if (options.enable_model_summary() && !given_one(TypeTag<ModelSummary>{})) {
+  if (options.enable_model_summary() && !contains_a<ModelSummary>(given)) {
     added.push_back(std::make_shared<ModelSummary>());
   }
   if (options.max_time()) {
-    if (given_one(TypeTag<Timer>{})) {
+    if (contains_a<Timer>(given)) {
       warn("Ignoring `max_time`: the callbacks already contain a Timer, whose duration applies");
     } else {
       added.push_back(
