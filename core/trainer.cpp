@@ -94,7 +94,8 @@ void Trainer::request_stop(std::string reason) {
   stop_reasons_.push_back(reason.empty() ? std::string("unspecified") : std::move(reason));
   if (replaying_) return;  // the bus carries the recorded events only; the session notes this
   bus_.publish_lazy<events::StopRequested>([&] {
-    return events::StopRequested{event_progress(), stop_reasons_.back()};
+    return events::StopRequested{event_progress(), stop_reasons_.back(),
+                                 current_fx_.empty() ? "none" : std::string(current_fx_)};
   });
 }
 

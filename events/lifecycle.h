@@ -58,6 +58,10 @@ struct StopRequested {
   static constexpr std::string_view kName = "stop_requested";
   Progress progress;
   std::string reason;  ///< who asked and why, e.g. "EarlyStopping: val_loss did not improve..."
+  /// What was running when it was asked: a hook, by its event's name ("validation_end": the stop
+  /// holds once every hook of that event ran), a step ("training_step": it holds from the next
+  /// event on), "none" outside both, or "" in recordings made before this field was recorded.
+  std::string asked_in;
 };
 
 /// Fires when something logs values straight to the loggers, as Lightning's

@@ -144,6 +144,7 @@ void encode_fields(const E& event, Message& message) {
   }
   if constexpr (detail::Has_step<E>::value) message.set_step(event.step);
   if constexpr (detail::Has_logger<E>::value) message.set_logger(event.logger);
+  if constexpr (detail::Has_asked_in<E>::value) message.set_asked_in(event.asked_in);
 }
 
 template <class E, class Message>
@@ -189,6 +190,7 @@ void decode_fields(const Message& message, E& event) {
   }
   if constexpr (detail::Has_step<E>::value) event.step = message.step();
   if constexpr (detail::Has_logger<E>::value) event.logger = message.logger();
+  if constexpr (detail::Has_asked_in<E>::value) event.asked_in = message.asked_in();
 }
 
 }  // namespace

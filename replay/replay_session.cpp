@@ -44,6 +44,15 @@ Batch stand_in_batch(const events::BatchInfo& batch) {
   return Batch(torch::empty({size, 0}), torch::empty({size}, torch::kLong));
 }
 
+// Whether a recorded stop held from the moment it was asked (in a step, or outside any hook),
+// rather than once the hooks of the event it was asked in had all run. Recordings made before
+// StopRequested said where it was asked (asked_in "") hold it the latter way: a callback asked.
+bool asked_outside_hooks(const events::StopRequested& event) {
+  static const std::set<std::string> kOutside = {"none", "training_step", "validation_step",
+                                                 "test_step", "predict_step"};
+  return kOutside.count(event.asked_in) > 0;
+}
+
 }  // namespace
 
 ReplaySession::ReplaySession(TrainerOptions options,
@@ -497,8 +506,15 @@ void ReplaySession::replay(const events::LoadCheckpoint& event) {
 void ReplaySession::replay(const events::StopRequested& event) {
   set_progress(event.progress);
   recorded_.push_back({Decision::Kind::kStop, event.progress, event.reason});
-  // Published live from inside a hook of the next event: it holds once that event's hooks ran.
-  pending_stops_.push_back(event.reason);
+  if (asked_outside_hooks(event)) {
+    // Asked in a step (or outside fit's hooks): the next event's hooks saw it live, so they do
+    // here.
+    trainer_.should_stop_ = true;
+    trainer_.stop_reasons_.push_back(event.reason);
+  } else {
+    // Published live from inside a hook of the next event: it holds once that event's hooks ran.
+    pending_stops_.push_back(event.reason);
+  }
   publish(event);
 }
 

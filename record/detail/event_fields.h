@@ -43,7 +43,8 @@ namespace trainbus::record::detail {
   X(score)                                      \
   X(learning_rates)                             \
   X(step)                                       \
-  X(logger)
+  X(logger)                                     \
+  X(asked_in)
 
 TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD(TRAINBUS_DETAIL_HAS_FIELD)
 #undef TRAINBUS_DETAIL_HAS_FIELD
@@ -130,6 +131,7 @@ void for_each_recorded_field(Fn&& fn, const E& event, const Es&... others) {
   }
   if constexpr (Has_step<E>::value) fn("step", event.step, others.step...);
   if constexpr (Has_logger<E>::value) fn("logger", event.logger, others.logger...);
+  if constexpr (Has_asked_in<E>::value) fn("asked_in", event.asked_in, others.asked_in...);
 }
 
 }  // namespace trainbus::record::detail

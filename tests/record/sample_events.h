@@ -42,6 +42,7 @@ E sample_event(int64_t seed = 0) {
   }
   if constexpr (fields::Has_step<E>::value) event.step = 49 + seed;
   if constexpr (fields::Has_logger<E>::value) event.logger = "CsvLogger";
+  if constexpr (fields::Has_asked_in<E>::value) event.asked_in = "training_step";
   return event;
 }
 
@@ -79,6 +80,7 @@ bool same_recorded_fields(const E& a, const E& b) {
   if constexpr (fields::Has_learning_rates<E>::value) same &= a.learning_rates == b.learning_rates;
   if constexpr (fields::Has_step<E>::value) same &= a.step == b.step;
   if constexpr (fields::Has_logger<E>::value) same &= a.logger == b.logger;
+  if constexpr (fields::Has_asked_in<E>::value) same &= a.asked_in == b.asked_in;
   return same;
 }
 
