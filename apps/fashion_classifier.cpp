@@ -80,8 +80,14 @@ at::Tensor FashionClassifier::predict_step(const Batch& batch, int64_t batch_idx
 }
 
 OptimizerConfig FashionClassifier::configure_optimizers() {
+  // Only what requires grad, as Lightning asks: a finetuning callback freezes layers before this
+  // and adds them back as a param group of their own when it unfreezes them.
+  std::vector<at::Tensor> trainable;
+  for (const at::Tensor& parameter : parameters()) {
+    if (parameter.requires_grad()) trainable.push_back(parameter);
+  }
   auto adam = std::make_shared<torch::optim::Adam>(
-      parameters(), torch::optim::AdamOptions(options_.lr).weight_decay(options_.weight_decay));
+      trainable, torch::optim::AdamOptions(options_.lr).weight_decay(options_.weight_decay));
   if (options_.lr_step_epochs <= 0) return adam;
   SchedulerConfig scheduler;
   scheduler.scheduler = std::make_shared<torch::optim::StepLR>(

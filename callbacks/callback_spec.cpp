@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/errors.h"
+#include "callbacks/backbone_finetuning.h"
 #include "callbacks/device_stats_monitor.h"
 #include "callbacks/early_stopping.h"
 #include "callbacks/ema_weight_averaging.h"
@@ -254,6 +255,28 @@ const Setters<EMAWeightAveragingOptions>& ema_setters() {
   return setters;
 }
 
+const Setters<BackboneFinetuningOptions>& backbone_finetuning_setters() {
+  static const Setters<BackboneFinetuningOptions> setters{
+      {"unfreeze_backbone_at_epoch",
+       [](auto& o, const Setting& s) { o.unfreeze_backbone_at_epoch(s.integer()); }},
+      {"lambda_factor",  // lambda_func returning this factor at every epoch
+       [](auto& o, const Setting& s) {
+         const double factor = s.number();
+         o.lambda_func([factor](int64_t) { return factor; });
+       }},
+      {"backbone_initial_ratio_lr",
+       [](auto& o, const Setting& s) { o.backbone_initial_ratio_lr(s.number()); }},
+      {"backbone_initial_lr", [](auto& o, const Setting& s) { o.backbone_initial_lr(s.number()); }},
+      {"should_align", [](auto& o, const Setting& s) { o.should_align(s.boolean()); }},
+      {"initial_denom_lr", [](auto& o, const Setting& s) { o.initial_denom_lr(s.number()); }},
+      {"train_bn", [](auto& o, const Setting& s) { o.train_bn(s.boolean()); }},
+      {"verbose", [](auto& o, const Setting& s) { o.verbose(s.boolean()); }},
+      {"rounding", [](auto& o, const Setting& s) { o.rounding(static_cast<int>(s.integer())); }},
+      {"backbone", [](auto& o, const Setting& s) { o.backbone(s.text()); }},
+  };
+  return setters;
+}
+
 const Setters<ModelSummaryOptions>& model_summary_setters() {
   static const Setters<ModelSummaryOptions> setters{
       {"max_depth", [](auto& o, const Setting& s) { o.max_depth(s.integer()); }},
@@ -310,6 +333,7 @@ std::string describe_callback_specs(bool deciding_only) {
             "\nspike_detection: " + key_list(spike_detection_setters()) +
             "\ndevice_stats_monitor: " + key_list(device_stats_monitor_setters()) +
             "\nema_weight_averaging: " + key_list(ema_setters()) +
+            "\nbackbone_finetuning: " + key_list(backbone_finetuning_setters()) +
             "\nmodel_summary: " + key_list(model_summary_setters()) +
             "\nrich_model_summary: " + key_list(rich_model_summary_setters()) + "\n";
   }
@@ -369,6 +393,10 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
     if (name == "ema_weight_averaging") {
       return std::make_shared<EMAWeightAveraging>(parse_options(spec, name, body, ema_setters()));
     }
+    if (name == "backbone_finetuning") {
+      return std::make_shared<BackboneFinetuning>(
+          parse_options(spec, name, body, backbone_finetuning_setters()));
+    }
     if (name == "model_summary") {
       return std::make_shared<ModelSummary>(
           parse_options(spec, name, body, model_summary_setters()));
@@ -385,7 +413,8 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
                               "'; the names are early_stopping, model_checkpoint, "
                               "learning_rate_monitor, timer, gradient_accumulation_scheduler, "
                               "spike_detection, model_summary, rich_model_summary, "
-                              "device_stats_monitor and ema_weight_averaging, e.g. "
+                              "device_stats_monitor, ema_weight_averaging and "
+                              "backbone_finetuning, e.g. "
                               "'early_stopping:monitor=val_loss,patience=5'");
 }
 

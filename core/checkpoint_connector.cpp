@@ -410,8 +410,44 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
                     "returned ",
                     t.optimizers_.size());
   try {
+    at::Tensor rng_state;
+    archive.read("rng.torch_cpu", rng_state);
+    // The default generator is shared; LibTorch hands out a const handle to the same impl.
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(rng_state);
+  } catch (const c10::Error& error) {
+    throw CheckpointError(::trainbus::detail::concat(
+        "checkpoint ", path, ": cannot restore the random number generator: ",
+        first_line(error.what_without_backtrace())));
+  }
+
+  const StateDict& loops = checkpoint.data.loops;
+  t.progress_ = FitProgress::resumed_from(loops);
+  t.accumulate_grad_batches_ = loops.at("accumulate_grad_batches").toInt();
+  if (loops.contains("train_loader") && t.train_loader_) {
+    t.train_loader_->load_state_dict(loops.dict_at("train_loader"));
+  }
+  t.metrics_.restore_callback_metrics(checkpoint.data.callback_metrics);
+}
+
+void CheckpointConnector::restore_optimizers(const checkpoint::LoadedCheckpoint& checkpoint) {
+  Trainer& t = trainer_;
+  const std::string& path = checkpoint.path;
+  auto& archive = const_cast<torch::serialize::InputArchive&>(checkpoint.trainer);
+  try {
     for (size_t i = 0; i < t.optimizers_.size(); ++i) {
-      t.optimizers_[i]->load(const_cast<torch::serialize::InputArchive&>(checkpoint.optimizers[i]));
+      const std::size_t groups = t.optimizers_[i]->param_groups().size();
+      try {
+        t.optimizers_[i]->load(
+            const_cast<torch::serialize::InputArchive&>(checkpoint.optimizers[i]));
+      } catch (const c10::Error& error) {
+        throw CheckpointError(::trainbus::detail::concat(
+            "checkpoint ", path, ": cannot restore the state of optimizer ", i, " (", groups,
+            " param groups after on_fit_start): ", first_line(error.what_without_backtrace()),
+            ". The optimizer must have the param groups it had when the checkpoint was saved: "
+            "a callback that added groups (BaseFinetuning) must be given again"));
+      }
     }
     c10::IValue scheduler_steps;
     archive.read("schedulers", scheduler_steps);
@@ -422,25 +458,11 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
     for (size_t i = 0; i < t.schedulers_.size(); ++i) {
       SchedulerStepCount::of(*t.schedulers_[i].scheduler) = static_cast<unsigned>(steps.get(i));
     }
-    at::Tensor rng_state;
-    archive.read("rng.torch_cpu", rng_state);
-    // The default generator is shared; LibTorch hands out a const handle to the same impl.
-    at::Generator generator = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(rng_state);
   } catch (const c10::Error& error) {
     throw CheckpointError(::trainbus::detail::concat(
         "checkpoint ", path,
-        ": cannot restore the optimizer state: ", first_line(error.what_without_backtrace())));
+        ": cannot restore the LR schedulers: ", first_line(error.what_without_backtrace())));
   }
-
-  const StateDict& loops = checkpoint.data.loops;
-  t.progress_ = FitProgress::resumed_from(loops);
-  t.accumulate_grad_batches_ = loops.at("accumulate_grad_batches").toInt();
-  if (loops.contains("train_loader") && t.train_loader_) {
-    t.train_loader_->load_state_dict(loops.dict_at("train_loader"));
-  }
-  t.metrics_.restore_callback_metrics(checkpoint.data.callback_metrics);
 }
 
 }  // namespace trainbus

@@ -120,7 +120,12 @@ class CheckpointConnector {
       const CheckpointRequest& request);
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
   void restore_modules_and_callbacks(const checkpoint::LoadedCheckpoint& checkpoint);
+  /// The loops' progress, the RNG, the train loader's position and the callback metrics.
   void restore_training_state(const checkpoint::LoadedCheckpoint& checkpoint);
+  /// The optimizers' states (their param groups' options included) and the schedulers' steps:
+  /// after on_fit_start, as Lightning, so that a callback can rebuild the param groups a
+  /// checkpoint's optimizer had (BaseFinetuning) before they are loaded into.
+  void restore_optimizers(const checkpoint::LoadedCheckpoint& checkpoint);
 
   Trainer& trainer_;
   std::string resumed_from_;

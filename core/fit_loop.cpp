@@ -120,6 +120,7 @@ void Trainer::run_fit(const FitOptions& options) {
         return events::FitStart{event_progress(), render(module_->hparams()), num_training_batches_,
                                 num_val_batches_};
       });
+  if (checkpoint) checkpoints_.restore_optimizers(*checkpoint);
   module_->zero_grad(/*set_to_none=*/true);
   run_sanity_check();
   run_fit_loop();
