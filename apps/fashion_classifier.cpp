@@ -86,8 +86,11 @@ OptimizerConfig FashionClassifier::configure_optimizers() {
   for (const at::Tensor& parameter : parameters()) {
     if (parameter.requires_grad()) trainable.push_back(parameter);
   }
+  // The lr from the hyper-parameters, as Lightning modules read self.hparams.lr: the learning
+  // rate finder's update_attr writes its suggestion there.
+  const double lr = hparams().at("lr").toDouble();
   auto adam = std::make_shared<torch::optim::Adam>(
-      trainable, torch::optim::AdamOptions(options_.lr).weight_decay(options_.weight_decay));
+      trainable, torch::optim::AdamOptions(lr).weight_decay(options_.weight_decay));
   if (options_.lr_step_epochs <= 0) return adam;
   SchedulerConfig scheduler;
   scheduler.scheduler = std::make_shared<torch::optim::StepLR>(

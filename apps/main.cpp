@@ -6,6 +6,7 @@
 #include "apps/ckpt_command.h"
 #include "apps/fit_command.h"
 #include "apps/replay_command.h"
+#include "apps/tune_command.h"
 #include "base/errors.h"
 
 int main(int argc, char** argv) {
@@ -17,6 +18,8 @@ int main(int argc, char** argv) {
   CLI::App* inspect = trainbus::apps::add_ckpt_command(app, ckpt_path);
   trainbus::apps::ReplayArguments replay_args;
   const trainbus::apps::ReplayCommand replay = trainbus::apps::add_replay_command(app, replay_args);
+  trainbus::apps::TuneLrArguments tune_lr_args;
+  CLI::App* tune_lr = trainbus::apps::add_tune_command(app, tune_lr_args);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -34,6 +37,7 @@ int main(int argc, char** argv) {
       return trainbus::apps::run_replay_command(replay, replay_args, std::cout, std::cerr);
     }
     if (inspect->parsed()) return trainbus::apps::run_ckpt_inspect(ckpt_path, std::cout);
+    if (tune_lr->parsed()) trainbus::apps::run_tune_lr(tune_lr_args, std::cout);
   } catch (const std::exception& error) {
     std::cerr << "trainbus: error: " << error.what() << std::endl;
     return 1;

@@ -10,7 +10,7 @@ add_library(trainbus_all INTERFACE)
 add_library(trainbus::trainbus ALIAS trainbus_all)
 set_target_properties(trainbus_all PROPERTIES EXPORT_NAME trainbus)
 target_link_libraries(trainbus_all INTERFACE trainbus::core trainbus::callbacks trainbus::observers
-                      trainbus::record trainbus::replay)
+                      trainbus::record trainbus::replay trainbus::tuner)
 
 # Every library with its public headers (the HEADERS file sets: include/<folder>/*.h, as in this
 # repository; detail/ headers are in no file set and stay behind).

@@ -1,0 +1,177 @@
+// The learning rate range test: Lightning's schedules, its smoothed loss and divergence rule, the
+// suggestion by steepest descent on crafted losses, a real run that leaves the module as it was,
+// update_attr, and the plot.
+#include "tuner/lr_finder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <torch/utils.h>
+
+#include "base/errors.h"
+#include "core/trainer.h"
+#include "tests/support/boring.h"
+#include "tests/support/catch.h"
+#include "tests/support/temp_dir.h"
+
+using namespace trainbus;
+using namespace trainbus::tuner;
+using namespace trainbus::testing;
+using Catch::Matchers::Contains;
+
+namespace {
+
+/// BoringModule with an "lr" hyper-parameter its optimizer reads, as the finder's update_attr
+/// expects (Lightning: self.hparams.lr).
+class TunableModule : public BoringModule {
+ public:
+  TunableModule() {
+    StateDict hparams;
+    hparams.insert("lr", 0.1);
+    save_hyperparameters(hparams);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("lr_find's learning rates follow Lightning's exponential and linear schedulers",
+          "[tuner][lr_find]") {
+  // _ExponentialLR: base at step 0, then base * (end / base) ** ((k + 1) / num_iter).
+  const LRFinder exponential(LRFinderMode::kExponential, 1e-6, 1.0, 100);
+  CHECK(exponential.lr_at(0) == 1e-6);
+  CHECK(exponential.lr_at(1) == Approx(1e-6 * std::pow(1e6, 2.0 / 100)));
+  CHECK(exponential.lr_at(49) == Approx(1e-3));
+  CHECK(exponential.lr_at(99) == Approx(1.0));
+  // _LinearLR: base + (k + 1) / num_iter * (end - base).
+  const LRFinder linear(LRFinderMode::kLinear, 0.1, 1.1, 10);
+  CHECK(linear.lr_at(0) == 0.1);
+  CHECK(linear.lr_at(1) == Approx(0.3));
+  CHECK(linear.lr_at(9) == Approx(1.1));
+  CHECK(parse_lr_finder_mode("linear") == LRFinderMode::kLinear);
+  CHECK_THROWS_WITH(parse_lr_finder_mode("log"), Contains("expected exponential or linear"));
+}
+
+TEST_CASE("lr_find smooths the loss and stops on divergence as Lightning's _LRCallback",
+          "[tuner][lr_find]") {
+  LRFinder finder(LRFinderMode::kExponential, 1e-4, 1.0, 10);
+  // Steps report global_step after the step: 1, 2, 3...
+  const auto first = finder.add(1e-4, 2.0, 1, 4.0);
+  const double avg1 = 0.02 * 2.0;
+  CHECK(first.smoothed_loss == Approx(avg1 / (1 - std::pow(0.98, 2))));
+  CHECK_FALSE(first.diverged);
+  const auto second = finder.add(2e-4, 1.0, 2, 4.0);
+  const double avg2 = 0.98 * avg1 + 0.02 * 1.0;
+  CHECK(second.smoothed_loss == Approx(avg2 / (1 - std::pow(0.98, 3))));
+  CHECK_FALSE(second.diverged);
+  // A loss far above the best smoothed one: diverged once it passes 4 x the best.
+  const auto third = finder.add(4e-4, 1000.0, 3, 4.0);
+  CHECK(third.diverged);
+  CHECK(finder.add(8e-4, 1000.0, 4, std::nullopt).diverged == false);  // no threshold: never
+  finder.add_missing(1e-3);
+  CHECK(std::isnan(finder.losses().back()));
+  CHECK(finder.lrs().size() == 5);
+}
+
+TEST_CASE("lr_find suggests the lr of the steepest descent, skipping the ends and NaNs",
+          "[tuner][lr_find]") {
+  std::vector<double> lrs;
+  for (std::size_t i = 0; i < 20; ++i) lrs.push_back(0.1 * static_cast<double>(i + 1));
+  // Flat, then a drop from index 13 to 16: the steepest central difference is at index 14
+  // ((0.5 - 1.0) / 0.2 there, (0.45 - 0.9) / 0.2 at 15).
+  std::vector<double> losses(20, 1.0);
+  losses[14] = 0.9;
+  losses[15] = 0.5;
+  for (std::size_t i = 16; i < 20; ++i) losses[i] = 0.45;
+  losses[5] = std::numeric_limits<double>::quiet_NaN();   // skipped anyway (skip_begin 10)
+  losses[18] = std::numeric_limits<double>::quiet_NaN();  // left out, as torch.isfinite does
+  const LRFinder results = LRFinder::from_results(LRFinderMode::kLinear, 0.1, 2.0, 20, lrs, losses);
+  REQUIRE(results.suggestion().has_value());
+  CHECK(*results.suggestion() == Approx(lrs[14]));
+  CHECK(results.optimal_index() == 14u);
+  CHECK_THAT(results.table(), Contains("<- suggested"));
+  // Only index 16 and 17 are left past the drop (18 is NaN, 19 skipped): flat, the first wins.
+  CHECK(results.suggestion(/*skip_begin=*/16, /*skip_end=*/1) == Approx(lrs[16]));
+  // Too few points: no suggestion, and the table says why.
+  const LRFinder short_run =
+      LRFinder::from_results(LRFinderMode::kLinear, 0.1, 2.0, 20, {0.1, 0.2, 0.3}, {1.0, 0.9, 0.8});
+  CHECK_FALSE(short_run.suggestion().has_value());
+  CHECK_THAT(short_run.table(), Contains("no suggestion"));
+  CHECK_THROWS_AS(LRFinder::from_results(LRFinderMode::kLinear, 0.1, 2.0, 20, {0.1}, {}),
+                  MisconfigurationError);
+}
+
+TEST_CASE("lr_find runs the range test on a real fit and leaves the module as it was",
+          "[tuner][lr_find]") {
+  torch::manual_seed(4);
+  TunableModule module;
+  const at::Tensor weight = module.layer->weight.detach().clone();
+  RandomDataModule data(64, 4);
+  const LRFinder finder =
+      lr_find(TrainerOptions().seed(1), module, data,
+              LRFinderOptions().min_lr(1e-4).max_lr(1.0).num_training(30).early_stop_threshold(
+                  std::nullopt));
+  REQUIRE(finder.lrs().size() == 30);  // 16 batches an epoch: the test runs into a second epoch
+  for (std::size_t k = 0; k < finder.lrs().size(); ++k) {
+    CHECK(finder.lrs()[k] == Approx(finder.lr_at(static_cast<int64_t>(k))));
+  }
+  CHECK(std::isfinite(finder.losses().back()));
+  CHECK(torch::equal(module.layer->weight.detach(), weight));
+  CHECK(module.hparams().at("lr").toDouble() == 0.1);  // update_attr off
+  REQUIRE(finder.suggestion().has_value());
+
+  // update_attr: the suggestion lands in the hyper-parameter.
+  const LRFinder updated =
+      lr_find(TrainerOptions().seed(1), module, data,
+              LRFinderOptions().min_lr(1e-4).num_training(30).update_attr(true));
+  REQUIRE(updated.suggestion().has_value());
+  CHECK(module.hparams().at("lr").toDouble() == *updated.suggestion());
+}
+
+TEST_CASE("lr_find stops when the loss diverges", "[tuner][lr_find]") {
+  TunableModule module;
+  RandomDataModule data(64, 4);
+  // SGD on the boring model diverges well before lr 1e4.
+  const LRFinder finder = lr_find(TrainerOptions().seed(1), module, data,
+                                  LRFinderOptions().min_lr(1e-3).max_lr(1e4).num_training(60));
+  CHECK(finder.lrs().size() < 60);
+  CHECK(finder.losses().back() >
+        4.0 * *std::min_element(finder.losses().begin(), finder.losses().end()));
+}
+
+TEST_CASE("lr_find refuses bad options, naming them", "[tuner][lr_find]") {
+  BoringModule module;
+  RandomDataModule data(8, 4);
+  CHECK_THROWS_WITH(lr_find(TrainerOptions(), module, data, LRFinderOptions().min_lr(0)),
+                    Contains("min_lr must be > 0"));
+  CHECK_THROWS_WITH(lr_find(TrainerOptions(), module, data, LRFinderOptions().max_lr(1e-9)),
+                    Contains("max_lr (1e-09) must be greater than min_lr (1e-08)"));
+  CHECK_THROWS_WITH(lr_find(TrainerOptions(), module, data, LRFinderOptions().num_training(0)),
+                    Contains("num_training must be >= 1"));
+  CHECK_THROWS_WITH(lr_find(TrainerOptions(), module, data, LRFinderOptions().update_attr(true)),
+                    Contains("neither \"lr\" nor \"learning_rate\""));
+  CHECK_THROWS_WITH(
+      lr_find(TrainerOptions(), module, data, LRFinderOptions().update_attr(true).attr_name("eta")),
+      Contains("attr_name is \"eta\", but the module has no such hyper-parameter"));
+}
+
+TEST_CASE("lr_find's plot is an SVG with the curve and the suggestion", "[tuner][lr_find]") {
+  TempDir dir;
+  TunableModule module;
+  RandomDataModule data(64, 4);
+  const LRFinder finder = lr_find(TrainerOptions().seed(1), module, data,
+                                  LRFinderOptions().min_lr(1e-4).num_training(30));
+  const std::string path = dir.file("lr_find.svg");
+  finder.write_plot(path);
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  CHECK_THAT(text.str(), Contains("<svg") && Contains("<polyline") && Contains("suggested lr") &&
+                             Contains("Learning rate (log scale)") && Contains("1e-4"));
+  CHECK_THROWS_WITH(finder.write_plot(dir.file("missing/dir/plot.svg")),
+                    Contains("cannot write") && Contains("missing/dir/plot.svg"));
+}
