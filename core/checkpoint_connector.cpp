@@ -32,6 +32,25 @@ struct SchedulerStepCount : torch::optim::LRScheduler {
 
 std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
 
+// LibTorch 1.13's Optimizer::load restores the per-parameter state but not the param groups'
+// options (lr, momentum, ...), which PyTorch's load_state_dict restores and LR schedulers change:
+// reads them back from what Optimizer::save wrote.
+void restore_param_group_options(torch::optim::Optimizer& optimizer,
+                                 torch::serialize::InputArchive& archive) {
+  torch::serialize::InputArchive groups;
+  if (!archive.try_read("param_groups", groups)) return;
+  auto& param_groups = optimizer.param_groups();
+  for (size_t i = 0; i < param_groups.size(); ++i) {
+    torch::serialize::InputArchive group;
+    torch::serialize::InputArchive options;
+    if (!groups.try_read("param_groups/" + std::to_string(i), group) ||
+        !group.try_read("options", options)) {
+      continue;
+    }
+    param_groups[i].options().serialize(options);
+  }
+}
+
 // Bytes on disk of a checkpoint (a directory of parts, or a file).
 int64_t bytes_on_disk(const std::string& path) {
   namespace fs = std::filesystem;
@@ -411,7 +430,10 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
                     t.optimizers_.size());
   try {
     for (size_t i = 0; i < t.optimizers_.size(); ++i) {
-      t.optimizers_[i]->load(const_cast<torch::serialize::InputArchive&>(checkpoint.optimizers[i]));
+      auto& optimizer_archive =
+          const_cast<torch::serialize::InputArchive&>(checkpoint.optimizers[i]);
+      t.optimizers_[i]->load(optimizer_archive);
+      restore_param_group_options(*t.optimizers_[i], optimizer_archive);
     }
     c10::IValue scheduler_steps;
     archive.read("schedulers", scheduler_steps);
