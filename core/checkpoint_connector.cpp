@@ -156,7 +156,7 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
   torch::serialize::OutputArchive& trainer = checkpoint::add_trainer_part(*snapshot);
   if (!weights_only) {
     c10::List<int64_t> scheduler_steps;
-    for (const auto& config : t.schedulers_)
+    for (const auto& config : t.configured_schedulers_)
       scheduler_steps.push_back(SchedulerStepCount::of(*config.scheduler));
     trainer.write("schedulers", scheduler_steps);
     at::Generator generator = at::detail::getDefaultCPUGenerator();
@@ -438,11 +438,13 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
     c10::IValue scheduler_steps;
     archive.read("schedulers", scheduler_steps);
     const auto steps = scheduler_steps.toIntList();
-    TRAINBUS_CHECK_AS(CheckpointError, steps.size() == t.schedulers_.size(), "checkpoint ", path,
-                      " holds ", steps.size(),
-                      " LR schedulers but configure_optimizers() returned ", t.schedulers_.size());
-    for (size_t i = 0; i < t.schedulers_.size(); ++i) {
-      SchedulerStepCount::of(*t.schedulers_[i].scheduler) = static_cast<unsigned>(steps.get(i));
+    TRAINBUS_CHECK_AS(CheckpointError, steps.size() == t.configured_schedulers_.size(),
+                      "checkpoint ", path, " holds ", steps.size(),
+                      " LR schedulers but configure_optimizers() returned ",
+                      t.configured_schedulers_.size());
+    for (size_t i = 0; i < t.configured_schedulers_.size(); ++i) {
+      SchedulerStepCount::of(*t.configured_schedulers_[i].scheduler) =
+          static_cast<unsigned>(steps.get(i));
     }
     at::Tensor rng_state;
     archive.read("rng.torch_cpu", rng_state);
