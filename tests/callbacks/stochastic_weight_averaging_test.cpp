@@ -1,6 +1,6 @@
 // StochasticWeightAveraging: the equal-weight average of the weights each epoch from swa_start
 // starts with, SWALR's learning rates, swa_epoch_start as an epoch or a fraction, the BatchNorm
-// epoch, and an exact resume.
+// epoch, an exact resume, and the command-line spec.
 #include "callbacks/stochastic_weight_averaging.h"
 
 #include <cmath>
@@ -22,6 +22,7 @@
 #include "tests/support/catch.h"
 
 #include "base/errors.h"
+#include "callbacks/callback_spec.h"
 #include "callbacks/lambda_callback.h"
 #include "core/trainer.h"
 #include "tests/support/boring.h"
@@ -517,4 +518,45 @@ TEST_CASE("StochasticWeightAveraging survives a resume: the same weights as an u
     CHECK(all_equal(parameters_and_buffers(module), uninterrupted));
     CHECK(trainer.optimizers()[0]->param_groups()[0].options().get_lr() == uninterrupted_lr);
   }
+}
+
+TEST_CASE("StochasticWeightAveraging from --callback stochastic_weight_averaging:...",
+          "[callbacks][swa]") {
+  const auto swa = std::dynamic_pointer_cast<StochasticWeightAveraging>(
+      make_callback("stochastic_weight_averaging:swa_lrs=0.05,swa_epoch_start=0.5"));
+  REQUIRE(swa != nullptr);
+  CHECK(swa->options().swa_lrs() == std::vector<double>{0.05});
+  CHECK(swa->options().swa_epoch_start().is_fraction());
+  CHECK(swa->options().swa_epoch_start().fraction() == 0.5);
+  CHECK(swa->options().annealing_epochs() == 10);  // defaults
+  CHECK(swa->options().annealing_strategy() == "cos");
+  CHECK(swa->options().device() == std::optional<c10::Device>(c10::Device("cpu")));
+
+  const auto each = std::dynamic_pointer_cast<StochasticWeightAveraging>(
+      make_callback("stochastic_weight_averaging:swa_lrs=0.01;0.02,swa_epoch_start=2,"
+                    "annealing_epochs=3,annealing_strategy=linear,device=none"));
+  REQUIRE(each != nullptr);
+  CHECK(each->options().swa_lrs() == std::vector<double>{0.01, 0.02});
+  CHECK_FALSE(each->options().swa_epoch_start().is_fraction());
+  CHECK(each->options().swa_epoch_start().epoch() == 2);
+  CHECK(each->options().annealing_epochs() == 3);
+  CHECK(each->options().annealing_strategy() == "linear");
+  CHECK_FALSE(each->options().device().has_value());
+
+  CHECK_THROWS_WITH(make_callback("stochastic_weight_averaging:swa_lrs=0.05,swa_start=2"),
+                    Contains("stochastic_weight_averaging has no option 'swa_start'") &&
+                        Contains("it takes annealing_epochs, annealing_strategy, device, "
+                                 "swa_epoch_start, swa_lrs"));
+  CHECK_THROWS_WITH(make_callback("stochastic_weight_averaging:swa_epoch_start=2"),
+                    Contains("--callback 'stochastic_weight_averaging:swa_epoch_start=2'") &&
+                        Contains("swa_lrs is required"));
+  CHECK_THROWS_WITH(make_callback("stochastic_weight_averaging:swa_lrs=0.05,swa_epoch_start=0"),
+                    Contains("swa_epoch_start should be a >0 integer"));
+  CHECK_THROWS_WITH(make_callback("stochastic_weight_averaging:swa_lrs=fast"),
+                    Contains("swa_lrs=fast: expected a number"));
+  CHECK_THROWS_WITH(
+      make_callback("stochastic_weight_averaging:swa_lrs=0.05,annealing_strategy=exp"),
+      Contains("annealing_strategy=exp: expected cos or linear"));
+  CHECK_THROWS_WITH(make_callback("stochastic_weight_averaging:swa_lrs=0.05,device=gpu7"),
+                    Contains("device=gpu7: expected a device"));
 }
