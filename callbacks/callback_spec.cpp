@@ -7,6 +7,8 @@
 #include <optional>
 #include <vector>
 
+#include <c10/util/Exception.h>
+
 #include "base/errors.h"
 #include "callbacks/backbone_finetuning.h"
 #include "callbacks/device_stats_monitor.h"
@@ -18,6 +20,7 @@
 #include "callbacks/model_summary.h"
 #include "callbacks/rich_model_summary.h"
 #include "callbacks/spike_detection.h"
+#include "callbacks/stochastic_weight_averaging.h"
 #include "callbacks/timer.h"
 
 namespace trainbus::callbacks {
@@ -277,6 +280,49 @@ const Setters<BackboneFinetuningOptions>& backbone_finetuning_setters() {
   return setters;
 }
 
+const Setters<StochasticWeightAveragingOptions>& swa_setters() {
+  static const Setters<StochasticWeightAveragingOptions> setters{
+      {"swa_lrs",
+       [](auto& o, const Setting& s) {
+         const char* expected = "a number, or one per param group separated by ';', e.g. 0.05";
+         std::vector<double> lrs;
+         for (const std::string& piece : split_nonempty(s.value, ';')) {
+           lrs.push_back(Setting{s.spec, s.key, piece}.number());
+         }
+         if (lrs.empty()) s.refuse(expected);
+         o.swa_lrs(lrs);
+       }},
+      {"swa_epoch_start",
+       [](auto& o, const Setting& s) {
+         // Lightning's int | float: "2" is the 2nd epoch, "0.5" half of max_epochs.
+         if (const auto epoch = whole_integer(s.value)) {
+           o.swa_epoch_start(*epoch);
+         } else {
+           o.swa_epoch_start(s.number());
+         }
+       }},
+      {"annealing_epochs", [](auto& o, const Setting& s) { o.annealing_epochs(s.integer()); }},
+      {"annealing_strategy",
+       [](auto& o, const Setting& s) {
+         if (s.value != "cos" && s.value != "linear") s.refuse("cos or linear");
+         o.annealing_strategy(s.value);
+       }},
+      {"device",
+       [](auto& o, const Setting& s) {
+         if (s.value == "none") {
+           o.device(std::nullopt);  // the module's
+           return;
+         }
+         try {
+           o.device(c10::Device(s.value));
+         } catch (const c10::Error&) {
+           s.refuse("a device (cpu, cuda, cuda:1), or none for the module's");
+         }
+       }},
+  };
+  return setters;
+}
+
 const Setters<ModelSummaryOptions>& model_summary_setters() {
   static const Setters<ModelSummaryOptions> setters{
       {"max_depth", [](auto& o, const Setting& s) { o.max_depth(s.integer()); }},
@@ -334,6 +380,7 @@ std::string describe_callback_specs(bool deciding_only) {
             "\ndevice_stats_monitor: " + key_list(device_stats_monitor_setters()) +
             "\nema_weight_averaging: " + key_list(ema_setters()) +
             "\nbackbone_finetuning: " + key_list(backbone_finetuning_setters()) +
+            "\nstochastic_weight_averaging: " + key_list(swa_setters()) +
             "\nmodel_summary: " + key_list(model_summary_setters()) +
             "\nrich_model_summary: " + key_list(rich_model_summary_setters()) + "\n";
   }
@@ -397,6 +444,10 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
       return std::make_shared<BackboneFinetuning>(
           parse_options(spec, name, body, backbone_finetuning_setters()));
     }
+    if (name == "stochastic_weight_averaging") {
+      return std::make_shared<StochasticWeightAveraging>(
+          parse_options(spec, name, body, swa_setters()));
+    }
     if (name == "model_summary") {
       return std::make_shared<ModelSummary>(
           parse_options(spec, name, body, model_summary_setters()));
@@ -413,8 +464,8 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
                               "'; the names are early_stopping, model_checkpoint, "
                               "learning_rate_monitor, timer, gradient_accumulation_scheduler, "
                               "spike_detection, model_summary, rich_model_summary, "
-                              "device_stats_monitor, ema_weight_averaging and "
-                              "backbone_finetuning, e.g. "
+                              "device_stats_monitor, ema_weight_averaging, "
+                              "backbone_finetuning and stochastic_weight_averaging, e.g. "
                               "'early_stopping:monitor=val_loss,patience=5'");
 }
 

@@ -21,11 +21,13 @@ bool callback_decides(const std::string& spec);
 
 /// Builds the callback `spec` names: "NAME" or "NAME:key=value,key=value", NAME one of
 /// early_stopping, model_checkpoint, learning_rate_monitor, timer, gradient_accumulation_scheduler,
-/// spike_detection, model_summary, rich_model_summary, device_stats_monitor and
-/// ema_weight_averaging, the keys their
+/// spike_detection, model_summary, rich_model_summary, device_stats_monitor,
+/// ema_weight_averaging and stochastic_weight_averaging, the keys their
 /// options' names (Lightning's), booleans as true/false, save_last as true/false/link/copy, a
 /// Timer's duration as DD:HH:MM:SS, the accumulation schedule as
-/// scheduling=EPOCH:FACTOR;EPOCH:FACTOR. Options not given keep their defaults. Throws
+/// scheduling=EPOCH:FACTOR;EPOCH:FACTOR, swa_lrs as one number or one per param group separated by
+/// ';', swa_epoch_start as an epoch (2) or a fraction of max_epochs (0.5). Options not given keep
+/// their defaults. Throws
 /// MisconfigurationError naming the spec and the unknown name, unknown key or bad value, with what
 /// is accepted.
 std::shared_ptr<Callback> make_callback(const std::string& spec);

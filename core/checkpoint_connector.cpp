@@ -32,6 +32,25 @@ struct SchedulerStepCount : torch::optim::LRScheduler {
 
 std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
 
+// LibTorch 1.13's Optimizer::load restores the per-parameter state but not the param groups'
+// options (lr, momentum, ...), which PyTorch's load_state_dict restores and LR schedulers change:
+// reads them back from what Optimizer::save wrote.
+void restore_param_group_options(torch::optim::Optimizer& optimizer,
+                                 torch::serialize::InputArchive& archive) {
+  torch::serialize::InputArchive groups;
+  if (!archive.try_read("param_groups", groups)) return;
+  auto& param_groups = optimizer.param_groups();
+  for (size_t i = 0; i < param_groups.size(); ++i) {
+    torch::serialize::InputArchive group;
+    torch::serialize::InputArchive options;
+    if (!groups.try_read("param_groups/" + std::to_string(i), group) ||
+        !group.try_read("options", options)) {
+      continue;
+    }
+    param_groups[i].options().serialize(options);
+  }
+}
+
 // Bytes on disk of a checkpoint (a directory of parts, or a file).
 int64_t bytes_on_disk(const std::string& path) {
   namespace fs = std::filesystem;
@@ -137,7 +156,7 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
   torch::serialize::OutputArchive& trainer = checkpoint::add_trainer_part(*snapshot);
   if (!weights_only) {
     c10::List<int64_t> scheduler_steps;
-    for (const auto& config : t.schedulers_)
+    for (const auto& config : t.configured_schedulers_)
       scheduler_steps.push_back(SchedulerStepCount::of(*config.scheduler));
     trainer.write("schedulers", scheduler_steps);
     at::Generator generator = at::detail::getDefaultCPUGenerator();
@@ -439,8 +458,10 @@ void CheckpointConnector::restore_optimizers(const checkpoint::LoadedCheckpoint&
     for (size_t i = 0; i < t.optimizers_.size(); ++i) {
       const std::size_t groups = t.optimizers_[i]->param_groups().size();
       try {
-        t.optimizers_[i]->load(
-            const_cast<torch::serialize::InputArchive&>(checkpoint.optimizers[i]));
+        auto& optimizer_archive =
+            const_cast<torch::serialize::InputArchive&>(checkpoint.optimizers[i]);
+        t.optimizers_[i]->load(optimizer_archive);
+        restore_param_group_options(*t.optimizers_[i], optimizer_archive);
       } catch (const c10::Error& error) {
         throw CheckpointError(::trainbus::detail::concat(
             "checkpoint ", path, ": cannot restore the state of optimizer ", i, " (", groups,
@@ -452,11 +473,13 @@ void CheckpointConnector::restore_optimizers(const checkpoint::LoadedCheckpoint&
     c10::IValue scheduler_steps;
     archive.read("schedulers", scheduler_steps);
     const auto steps = scheduler_steps.toIntList();
-    TRAINBUS_CHECK_AS(CheckpointError, steps.size() == t.schedulers_.size(), "checkpoint ", path,
-                      " holds ", steps.size(),
-                      " LR schedulers but configure_optimizers() returned ", t.schedulers_.size());
-    for (size_t i = 0; i < t.schedulers_.size(); ++i) {
-      SchedulerStepCount::of(*t.schedulers_[i].scheduler) = static_cast<unsigned>(steps.get(i));
+    TRAINBUS_CHECK_AS(CheckpointError, steps.size() == t.configured_schedulers_.size(),
+                      "checkpoint ", path, " holds ", steps.size(),
+                      " LR schedulers but configure_optimizers() returned ",
+                      t.configured_schedulers_.size());
+    for (size_t i = 0; i < t.configured_schedulers_.size(); ++i) {
+      SchedulerStepCount::of(*t.configured_schedulers_[i].scheduler) =
+          static_cast<unsigned>(steps.get(i));
     }
   } catch (const c10::Error& error) {
     throw CheckpointError(::trainbus::detail::concat(

@@ -72,11 +72,14 @@ void Trainer::reset_fit_progress() {
   batches_that_stepped_ = 0;
   restarting_ = false;
   should_stop_ = false;
+  skip_backward_ = false;
+  max_epochs_ = defaulted_max_epochs(options_);  // set_max_epochs lasts one fit
   warned_stop_refused_ = false;
   stop_reasons_.clear();
   accumulate_grad_batches_ = options_.accumulate_grad_batches();
   optimizers_.clear();
   schedulers_.clear();
+  configured_schedulers_.clear();
   train_loader_.reset();
   val_loader_.reset();
   metrics_.clear();
@@ -150,6 +153,7 @@ void Trainer::configure_optimizers() {
   }
   optimizers_ = std::move(config.optimizers);
   schedulers_ = std::move(config.lr_schedulers);
+  configured_schedulers_ = schedulers_;
 }
 
 void Trainer::run_sanity_check() {
@@ -316,6 +320,7 @@ bool Trainer::should_accumulate(int64_t batch_idx) const {
 }
 
 void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
+  if (skip_backward_) return;  // a forward-only epoch (StochasticWeightAveraging's BatchNorm pass)
   if (!outputs.has_loss()) {
     if (!warned_no_loss_) {
       warn(

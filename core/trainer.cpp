@@ -72,7 +72,7 @@ void check_options(const TrainerOptions& o) {
 
 Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> callbacks)
     : options_(std::move(options)),
-      max_epochs_(options_.max_epochs().value_or(options_.max_steps() == -1 ? 1000 : -1)),
+      max_epochs_(defaulted_max_epochs(options_)),
       callbacks_(order_callbacks(with_default_callbacks(options_, std::move(callbacks)))),
       accumulate_grad_batches_(options_.accumulate_grad_batches()) {
   check_options(options_);
@@ -102,6 +102,26 @@ void Trainer::request_stop(std::string reason) {
 void Trainer::set_accumulate_grad_batches(int64_t batches) {
   TRAINBUS_CHECK(batches >= 1, "Trainer::set_accumulate_grad_batches: must be >= 1, got ", batches);
   accumulate_grad_batches_ = batches;
+}
+
+void Trainer::set_max_epochs(int64_t epochs) {
+  TRAINBUS_CHECK(epochs >= -1, "Trainer::set_max_epochs: must be >= -1 (-1: no limit), got ",
+                 epochs);
+  max_epochs_ = epochs;
+}
+
+void Trainer::set_lr_scheduler_configs(std::vector<SchedulerConfig> configs) {
+  for (size_t i = 0; i < configs.size(); ++i) {
+    TRAINBUS_CHECK(configs[i].scheduler != nullptr, "Trainer::set_lr_scheduler_configs: [", i,
+                   "].scheduler is null");
+    TRAINBUS_CHECK(configs[i].frequency >= 1, "Trainer::set_lr_scheduler_configs: [", i,
+                   "].frequency must be >= 1, got ", configs[i].frequency);
+    TRAINBUS_CHECK(configs[i].optimizer_idx < optimizers_.size(),
+                   "Trainer::set_lr_scheduler_configs: [", i, "].optimizer_idx is ",
+                   configs[i].optimizer_idx, " but the fit has ", optimizers_.size(),
+                   " optimizer(s)");
+  }
+  schedulers_ = std::move(configs);
 }
 
 int64_t Trainer::estimated_stepping_batches() const {

@@ -162,8 +162,20 @@ class Trainer {
   bool validates_after_batch(int64_t batch_idx) const;
   int64_t num_test_batches() const noexcept { return num_test_batches_; }
   int64_t num_predict_batches() const noexcept { return num_predict_batches_; }
-  /// max_epochs after Lightning's defaulting (1000, or -1 when only max_steps is set).
+  /// max_epochs after Lightning's defaulting (1000, or -1 when only max_steps is set), or what
+  /// set_max_epochs made it for the running fit.
   int64_t max_epochs() const noexcept { return max_epochs_; }
+  /// Changes the epoch limit of the running fit (Lightning's `trainer.fit_loop.max_epochs = N`),
+  /// checked before each epoch: StochasticWeightAveraging adds its BatchNorm epoch this way. Every
+  /// fit starts from TrainerOptions::max_epochs again. Throws MisconfigurationError for a value
+  /// < -1.
+  void set_max_epochs(int64_t epochs);
+  /// Lightning's `trainer.fit_loop._skip_backward`: while true, training batches run
+  /// training_step and the batch hooks but no zero_grad, backward, optimizer step or scheduler
+  /// step, so global_step does not advance (StochasticWeightAveraging's BatchNorm epoch, a forward
+  /// pass in train mode). Every fit starts with it false.
+  bool skip_backward() const noexcept { return skip_backward_; }
+  void set_skip_backward(bool skip) noexcept { skip_backward_ = skip; }
   int64_t max_steps() const noexcept { return options_.max_steps(); }
   int64_t accumulate_grad_batches() const noexcept { return accumulate_grad_batches_; }
   /// Changes accumulation from the next batch on (GradientAccumulationScheduler does this).
@@ -196,7 +208,15 @@ class Trainer {
   const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() const noexcept {
     return optimizers_;
   }
+  /// The LR schedulers fit steps: configure_optimizers' until set_lr_scheduler_configs.
   const std::vector<SchedulerConfig>& lr_scheduler_configs() const noexcept { return schedulers_; }
+  /// Replaces the LR schedulers the running fit steps (Lightning's assignment to
+  /// `trainer.lr_scheduler_configs`), as StochasticWeightAveraging swaps in its SWALR. Checkpoints
+  /// keep the step counts of configure_optimizers' schedulers, not of these, so that a resumed
+  /// fit's configure_optimizers matches them: the callback that installs a scheduler keeps its
+  /// state and installs it again on resume. Throws MisconfigurationError for a null scheduler, a
+  /// frequency < 1 or an optimizer_idx without an optimizer.
+  void set_lr_scheduler_configs(std::vector<SchedulerConfig> configs);
   /// The module being run; throws outside a run.
   Module& module() const;
   DataModule* datamodule() const noexcept { return data_; }
@@ -233,6 +253,10 @@ class Trainer {
   void call_teardown_hooks(Stage stage);
   void apply_run_settings();
   void reset_fit_progress();
+  /// Lightning's max_epochs default: 1000, or -1 (no limit) when only max_steps is set.
+  static int64_t defaulted_max_epochs(const TrainerOptions& options) noexcept {
+    return options.max_epochs().value_or(options.max_steps() == -1 ? 1000 : -1);
+  }
 
   // Fit (core/fit_loop.cpp).
   void run_fit(const FitOptions& options);
@@ -289,7 +313,8 @@ class Trainer {
   Module* module_ = nullptr;
   DataModule* data_ = nullptr;
   std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers_;
-  std::vector<SchedulerConfig> schedulers_;
+  std::vector<SchedulerConfig> schedulers_;             // stepped by the fit
+  std::vector<SchedulerConfig> configured_schedulers_;  // configure_optimizers', in checkpoints
   std::shared_ptr<DataLoader> train_loader_, val_loader_, test_loader_;
   std::vector<at::Tensor> predictions_;  // of the running predict
 
@@ -303,6 +328,7 @@ class Trainer {
   bool restarting_ = false;  // this fit resumed from a checkpoint
   bool replaying_ = false;
   bool should_stop_ = false;
+  bool skip_backward_ = false;
   std::vector<std::string> stop_reasons_;
   int64_t accumulate_grad_batches_;
   bool warned_no_loss_ = false;

@@ -76,12 +76,13 @@ TEST_CASE("A callback spec sets the options it names and keeps the other default
 TEST_CASE("A bad callback spec is refused, naming what is wrong and what is accepted",
           "[callbacks][spec]") {
   CHECK_THROWS_AS(make_callback("early_stop:monitor=x"), MisconfigurationError);
-  CHECK_THROWS_WITH(make_callback("early_stop:monitor=x"),
-                    Contains("no built-in callback is named 'early_stop'") &&
-                        Contains("early_stopping, model_checkpoint, learning_rate_monitor, timer, "
-                                 "gradient_accumulation_scheduler, spike_detection, model_summary, "
-                                 "rich_model_summary, device_stats_monitor, "
-                                 "ema_weight_averaging and backbone_finetuning"));
+  CHECK_THROWS_WITH(
+      make_callback("early_stop:monitor=x"),
+      Contains("no built-in callback is named 'early_stop'") &&
+          Contains("early_stopping, model_checkpoint, learning_rate_monitor, timer, "
+                   "gradient_accumulation_scheduler, spike_detection, model_summary, "
+                   "rich_model_summary, device_stats_monitor, "
+                   "ema_weight_averaging, backbone_finetuning and stochastic_weight_averaging"));
   CHECK_THROWS_WITH(
       make_callback("ema_weight_averaging:decay=2"),
       Contains("--callback 'ema_weight_averaging:decay=2'") && Contains("decay must be in [0, 1]"));

@@ -7,6 +7,7 @@
 #include <map>
 
 #include <torch/csrc/autograd/grad_mode.h>
+#include <torch/optim/schedulers/step_lr.h>
 #include <torch/optim/sgd.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -29,6 +30,17 @@ class MomentumModule : public BoringModule {
   OptimizerConfig configure_optimizers() override {
     return std::make_shared<torch::optim::SGD>(parameters(),
                                                torch::optim::SGDOptions(0.05).momentum(0.9));
+  }
+};
+
+/// MomentumModule whose StepLR halves the rate after every epoch: a resume must restore the rate.
+class StepLRModule : public BoringModule {
+  OptimizerConfig configure_optimizers() override {
+    auto optimizer = std::make_shared<torch::optim::SGD>(
+        parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+    SchedulerConfig scheduler;
+    scheduler.scheduler = std::make_shared<torch::optim::StepLR>(*optimizer, 1, 0.5);
+    return OptimizerConfig(optimizer, scheduler);
   }
 };
 
@@ -132,6 +144,25 @@ TEST_CASE("Resuming mid-epoch reproduces the uninterrupted run exactly", "[core]
             counter->count);  // restored from the checkpoint, then counted on
     }
   }
+}
+
+TEST_CASE("Resuming restores the learning rates an LR scheduler set", "[core][checkpoint]") {
+  // LibTorch's Optimizer::load leaves the param groups' options as configure_optimizers made them;
+  // PyTorch's load_state_dict (and so Lightning) restores them.
+  TempDir dir;
+  const std::string path = dir.file("mid.ckpt");
+  Trainer uninterrupted(options_for_resume(), {std::make_shared<SaveAt>(path, 2, 6)});
+  StepLRModule original;
+  RandomDataModule data(64, 4, /*shuffle=*/true);
+  uninterrupted.fit(original, data);
+  const double lr = uninterrupted.optimizers()[0]->param_groups()[0].options().get_lr();
+  CHECK(lr < 0.05);
+
+  Trainer resumed(options_for_resume());
+  StepLRModule fresh;
+  resumed.fit(fresh, data, FitOptions().ckpt_path(path));
+  CHECK(resumed.optimizers()[0]->param_groups()[0].options().get_lr() == lr);
+  CHECK(same(weights(original), weights(fresh)));
 }
 
 TEST_CASE("A checkpoint saved at a mid-epoch validation end resumes exactly after that validation",
