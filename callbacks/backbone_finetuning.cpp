@@ -57,8 +57,16 @@ void BackboneFinetuning::on_fit_start(Trainer& trainer, Module& module) {
   BaseFinetuning::on_fit_start(trainer, module);
 }
 
+void BackboneFinetuning::setup(Trainer& trainer, Module& module, Stage stage) {
+  if (stage == Stage::kFit) previous_backbone_lr_.reset();  // a resume's comes from its state
+  BaseFinetuning::setup(trainer, module, stage);
+}
+
 void BackboneFinetuning::freeze_before_training(Module& module) {
-  freeze(find_backbone(module, options_.backbone()), options_.train_bn());
+  // As Lightning's (freeze with its default train_bn): the backbone's BatchNorm layers stay
+  // trainable until the unfreeze whatever train_bn says; train_bn decides whether they join the
+  // backbone's param group then.
+  freeze(find_backbone(module, options_.backbone()));
 }
 
 void BackboneFinetuning::finetune_function(Module& module, int64_t epoch,
@@ -72,7 +80,12 @@ void BackboneFinetuning::finetune_function(Module& module, int64_t epoch,
                                  initial_backbone_lr, options_.initial_denom_lr(),
                                  options_.train_bn());
     if (options_.verbose()) print_lrs(current_lr, initial_backbone_lr);
-  } else if (epoch > options_.unfreeze_backbone_at_epoch() && previous_backbone_lr_) {
+  } else if (epoch > options_.unfreeze_backbone_at_epoch()) {
+    TRAINBUS_CHECK(previous_backbone_lr_.has_value(), "BackboneFinetuning: epoch ", epoch,
+                   " is past unfreeze_backbone_at_epoch (", options_.unfreeze_backbone_at_epoch(),
+                   ") but the backbone was never unfrozen: the run resumed from a checkpoint "
+                   "without this callback's state; resume from one saved with it, or unfreeze "
+                   "at a later epoch");
     double next_backbone_lr = options_.lambda_func()(epoch + 1) * *previous_backbone_lr_;
     if (options_.should_align() && next_backbone_lr > current_lr) next_backbone_lr = current_lr;
     optimizer.param_groups().back().options().set_lr(next_backbone_lr);

@@ -27,7 +27,9 @@ struct BackboneFinetuningOptions {
   TRAINBUS_ARG(bool, should_align) = true;
   /// Used by unfreeze_and_add_param_group when no lr is given (never here: kept as Lightning's).
   TRAINBUS_ARG(double, initial_denom_lr) = 10.0;
-  /// Train the backbone's BatchNorm layers (they are not frozen at all when true, as Lightning's).
+  /// Add the backbone's BatchNorm parameters to its param group at the unfreeze. As Lightning's,
+  /// its BatchNorm layers are never frozen before it (they train in the optimizer's groups when
+  /// configure_optimizers gives them, whatever this says).
   TRAINBUS_ARG(bool, train_bn) = true;
   /// Print the two learning rates at each change.
   TRAINBUS_ARG(bool, verbose) = false;
@@ -44,11 +46,13 @@ struct BackboneFinetuningOptions {
 /// start sets that group's lr to lambda_func(epoch + 1) x the previous one, capped at the first
 /// group's lr when should_align. The previous backbone lr is part of the state, so a resumed run
 /// goes on from it. Throws MisconfigurationError at fit start when the module has no submodule
-/// named `backbone`, naming the ones it has.
+/// named `backbone`, naming the ones it has, and past the unfreeze epoch when the backbone was
+/// never unfrozen (resumed from a checkpoint without this callback's state).
 class BackboneFinetuning : public BaseFinetuning {
  public:
   explicit BackboneFinetuning(BackboneFinetuningOptions options = {});
 
+  void setup(Trainer& trainer, Module& module, Stage stage) override;
   void freeze_before_training(Module& module) override;
   void finetune_function(Module& module, int64_t epoch,
                          torch::optim::Optimizer& optimizer) override;

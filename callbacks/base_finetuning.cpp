@@ -35,8 +35,9 @@ class FrozenMomenta {
   }
   void remember(torch::nn::Module& module, c10::optional<double> momentum) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (entries_.count(&module)) return;  // frozen twice: keep the original
-    entries_[&module] = {owner_of(module), momentum};
+    auto found = entries_.find(&module);
+    if (found != entries_.end() && belongs_to(found->second, module)) return;  // frozen twice
+    entries_[&module] = {owner_of(module), owner_of(module).lock() != nullptr, momentum};
   }
   std::optional<c10::optional<double>> take(torch::nn::Module& module) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -44,16 +45,21 @@ class FrozenMomenta {
     if (found == entries_.end()) return std::nullopt;
     Entry entry = std::move(found->second);
     entries_.erase(found);
-    const auto owner = entry.owner.lock();
-    if (owner && owner.get() != &module) return std::nullopt;
+    if (!belongs_to(entry, module)) return std::nullopt;  // a freed module's, at the same address
     return entry.momentum;
   }
 
  private:
   struct Entry {
     std::weak_ptr<torch::nn::Module> owner;
+    bool owned = false;  // whether `owner` was set: a module on the stack has none to check
     c10::optional<double> momentum;
   };
+  static bool belongs_to(const Entry& entry, const torch::nn::Module& module) {
+    if (!entry.owned) return true;
+    const auto owner = entry.owner.lock();
+    return owner != nullptr && owner.get() == &module;
+  }
   static std::weak_ptr<torch::nn::Module> owner_of(torch::nn::Module& module) {
     try {
       return module.shared_from_this();
@@ -162,10 +168,10 @@ void BaseFinetuning::unfreeze_and_add_param_group(const Modules& modules,
   TRAINBUS_CHECK(!optimizer.param_groups().empty(),
                  "BaseFinetuning::unfreeze_and_add_param_group: the optimizer has no param group "
                  "to take the learning rate from");
-  make_trainable(modules);
   const double params_lr = lr ? *lr : optimizer.param_groups()[0].options().get_lr();
   const double denom_lr = lr ? 1.0 : initial_denom_lr;
   TRAINBUS_CHECK(denom_lr > 0, "BaseFinetuning: initial_denom_lr must be > 0, got ", denom_lr);
+  make_trainable(modules);
   // BatchNorm layers train_bn kept trainable all along are in the optimizer already: left out
   // without the warning filter_on_optimizer gives (Lightning warns about them too).
   std::set<const void*> in_optimizer;
@@ -184,10 +190,9 @@ void BaseFinetuning::unfreeze_and_add_param_group(const Modules& modules,
   }
   std::vector<at::Tensor> params = filter_on_optimizer(optimizer, candidates);
   if (params.empty()) return;
-  auto options = optimizer.param_groups()[0].options().clone();
-  options->set_lr(params_lr / denom_lr);
-  optimizer.add_param_group(
-      torch::optim::OptimizerParamGroup(std::move(params), std::move(options)));
+  // The optimizer's defaults for the rest, as PyTorch's add_param_group fills them.
+  optimizer.add_param_group(torch::optim::OptimizerParamGroup(std::move(params)));
+  optimizer.param_groups().back().options().set_lr(params_lr / denom_lr);
 }
 
 // ---- state ----
@@ -202,12 +207,14 @@ StateDict BaseFinetuning::state_dict() const {
       for (const auto& name : groups[i].params) names.push_back(name);
       group.insert("params", names);
       group.insert("lr", groups[i].lr);
+      group.insert("added", groups[i].added);
       per_group.insert(std::to_string(i), group);
     }
     metadata.insert(std::to_string(optimizer_idx), per_group);
   }
   StateDict state;
   state.insert("internal_optimizer_metadata", metadata);
+  state.insert("last_finetuned_epoch", last_finetuned_epoch_);
   return state;
 }
 
@@ -229,9 +236,12 @@ void BaseFinetuning::load_state_dict(const StateDict& state) {
         records[index].params.push_back(name.get().toStringRef());
       }
       records[index].lr = group.at("lr").toDouble();
+      records[index].added = group.contains("added") && group.at("added").toBool();
     }
     internal_optimizer_metadata_[std::stoll(optimizer_key)] = std::move(records);
   }
+  last_finetuned_epoch_ =
+      state.contains("last_finetuned_epoch") ? state.at("last_finetuned_epoch").toInt() : -1;
   restarting_ = true;
 }
 
@@ -241,6 +251,7 @@ void BaseFinetuning::setup(Trainer& trainer, Module& module, Stage stage) {
   // A fit starts its own records; a resumed one's come from the checkpoint, loaded after setup.
   if (stage == Stage::kFit) {
     internal_optimizer_metadata_.clear();
+    last_finetuned_epoch_ = -1;
     restarting_ = false;
   }
   freeze_before_training(module);
@@ -254,12 +265,15 @@ void BaseFinetuning::on_fit_start(Trainer& trainer, Module& module) {
 }
 
 void BaseFinetuning::on_train_epoch_start(Trainer& trainer, Module& module) {
+  // Resumed within an epoch whose start already ran: its changes are in the restored state.
+  if (trainer.current_epoch() <= last_finetuned_epoch_) return;
   const auto& optimizers = trainer.optimizers();
   for (std::size_t i = 0; i < optimizers.size(); ++i) {
     const std::size_t groups_before = optimizers[i]->param_groups().size();
     finetune_function(module, trainer.current_epoch(), *optimizers[i]);
     store(module, static_cast<int64_t>(i), groups_before, *optimizers[i]);
   }
+  last_finetuned_epoch_ = trainer.current_epoch();
 }
 
 void BaseFinetuning::store(Module& module, int64_t optimizer_idx, std::size_t groups_before,
@@ -268,8 +282,9 @@ void BaseFinetuning::store(Module& module, int64_t optimizer_idx, std::size_t gr
   for (const auto& item : module.named_parameters()) {
     names.emplace(item.value().unsafeGetTensorImpl(), item.key());
   }
-  const auto record_of = [&](const torch::optim::OptimizerParamGroup& group) {
+  const auto record_of = [&](const torch::optim::OptimizerParamGroup& group, bool added) {
     GroupRecord record;
+    record.added = added;
     for (const auto& param : group.params()) {
       auto found = names.find(param.unsafeGetTensorImpl());
       TRAINBUS_CHECK(found != names.end(),
@@ -285,11 +300,14 @@ void BaseFinetuning::store(Module& module, int64_t optimizer_idx, std::size_t gr
   auto [entry, fresh] = internal_optimizer_metadata_.try_emplace(optimizer_idx);
   std::vector<GroupRecord>& records = entry->second;
   if (fresh) {
-    for (const auto& group : groups) records.push_back(record_of(group));
+    for (std::size_t i = 0; i < groups.size(); ++i) {
+      records.push_back(record_of(groups[i], i >= groups_before));
+    }
   } else if (groups.size() != groups_before) {
     // New groups the finetune_function added (Lightning records only those, keeping the rest).
-    for (std::size_t i = groups_before; i < groups.size(); ++i)
-      records.push_back(record_of(groups[i]));
+    for (std::size_t i = groups_before; i < groups.size(); ++i) {
+      records.push_back(record_of(groups[i], true));
+    }
   }
   // The learning rates as they are now, for a resume to start its groups from.
   for (std::size_t i = 0; i < records.size() && i < groups.size(); ++i) {
@@ -318,8 +336,9 @@ void BaseFinetuning::restore_param_groups(Trainer& trainer, Module& module) {
                        " of optimizer ", optimizer_idx, " holds `", name,
                        "`, which the module has no parameter of; resume with the module the "
                        "checkpoint was saved from");
-        // In an optimizer's group it trains: Lightning leaves such a parameter frozen here.
-        found->second.set_requires_grad(true);
+        // Unfrozen by finetune_function, it trains again (Lightning leaves it frozen here); one of
+        // the module's own groups keeps what setup's freeze_before_training made of it.
+        if (records[i].added) found->second.set_requires_grad(true);
         params.push_back(found->second);
       }
       const auto& like = optimizer.param_groups()[std::min(i, optimizer.param_groups().size() - 1)];

@@ -51,8 +51,9 @@ class Modules {
 ///
 /// Surviving resume: the callback's state holds every optimizer's param groups by parameter name
 /// (and lr), updated at each epoch start; resumed, it rebuilds them at on_fit_start, before the
-/// Trainer loads the optimizers' states into them, and makes the parameters in them trainable again
-/// (Lightning leaves them frozen, so that a resumed run stops training them: a known difference).
+/// Trainer loads the optimizers' states into them, and makes the parameters of the groups
+/// finetune_function added trainable again (Lightning leaves them frozen, so that a resumed run
+/// stops training them). A run resumed mid-epoch does not run that epoch's finetune_function again.
 ///
 /// BatchNorm: LibTorch's BatchNorm updates its running statistics in training whatever its
 /// track_running_stats says, so freezing one (train_bn false) sets its momentum to 0 (the
@@ -103,8 +104,12 @@ class BaseFinetuning : public Callback {
   struct GroupRecord {
     std::vector<std::string> params;
     double lr = 0;
+    bool added = false;  ///< added by finetune_function (its parameters train again on resume)
   };
   std::map<int64_t, std::vector<GroupRecord>> internal_optimizer_metadata_;
+  /// The last epoch whose start ran finetune_function: a run resumed within that epoch does not
+  /// run it again (Lightning does, and so applies an epoch's lr change twice).
+  int64_t last_finetuned_epoch_ = -1;
 
  private:
   void store(Module& module, int64_t optimizer_idx, std::size_t groups_before,

@@ -80,6 +80,11 @@ std::vector<double> SWALR::get_lrs() {
   const double t = std::max(0.0, std::min(1.0, static_cast<double>(step) / span));
   const double alpha = anneal(t);
   const std::vector<double> current = get_current_lrs();
+  TRAINBUS_CHECK(current.size() == swa_lrs_.size(), "SWALR: the optimizer has ", current.size(),
+                 " param groups but SWALR was made for ", swa_lrs_.size(),
+                 " (swa_lrs); a group added after SWA started (a finetuning callback unfreezing "
+                 "after swa_epoch_start) has no SWA learning rate: unfreeze before "
+                 "swa_epoch_start");
   std::vector<double> lrs(current.size());
   for (std::size_t i = 0; i < current.size(); ++i) {
     // PyTorch's _get_initial_lr: the rate the annealing started from.
@@ -279,6 +284,10 @@ void StochasticWeightAveraging::on_fit_end(Trainer& trainer, Module&) {
 
 void StochasticWeightAveraging::on_exception(Trainer& trainer, Module&, const std::exception&) {
   restore_trainer(trainer);
+  // A resume that failed before on_fit_start took its state: the next fit starts fresh.
+  restored_ = false;
+  restored_average_.reset();
+  restored_scheduler_steps_.reset();
 }
 
 void StochasticWeightAveraging::restore_trainer(Trainer& trainer) {

@@ -106,6 +106,11 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
   TRAINBUS_CHECK(
       t.module_ != nullptr && t.fn_ == Stage::kFit, "Trainer::save_checkpoint(\"", path,
       "\") needs a running fit: call it from a callback or a module hook during Trainer::fit");
+  TRAINBUS_CHECK_AS(CheckpointError, !optimizers_pending_, "Trainer::save_checkpoint(\"", path,
+                    "\"): the run resumes from ", resumed_from_,
+                    " and its optimizer states are loaded after on_fit_start; a checkpoint saved "
+                    "before then would hold fresh optimizers beside the restored progress, so "
+                    "none is written");
   auto snapshot = std::make_unique<checkpoint::CheckpointSnapshot>();
   snapshot->weights_only = weights_only;
   snapshot->buffers = copies_into;
@@ -448,10 +453,12 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
     t.train_loader_->load_state_dict(loops.dict_at("train_loader"));
   }
   t.metrics_.restore_callback_metrics(checkpoint.data.callback_metrics);
+  optimizers_pending_ = true;
 }
 
 void CheckpointConnector::restore_optimizers(const checkpoint::LoadedCheckpoint& checkpoint) {
   Trainer& t = trainer_;
+  optimizers_pending_ = false;  // restored, or the fit ends with what this throws
   const std::string& path = checkpoint.path;
   auto& archive = const_cast<torch::serialize::InputArchive&>(checkpoint.trainer);
   try {

@@ -129,6 +129,9 @@ class CheckpointConnector {
 
   Trainer& trainer_;
   std::string resumed_from_;
+  // Between restore_training_state and restore_optimizers (on_fit_start): a save now would pair
+  // the restored progress with fresh optimizers, so it is refused.
+  bool optimizers_pending_ = false;
   // Commits noted on the writer thread, published on the training thread (check(), wait()).
   // Before writer_: a save still pending when the writer is destroyed notes its commit here.
   struct Commit {

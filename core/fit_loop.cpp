@@ -68,6 +68,7 @@ void Trainer::fit(Module& module, DataModule& data, const FitOptions& options) {
 
 void Trainer::reset_fit_progress() {
   checkpoints_.resumed_from_.clear();
+  checkpoints_.optimizers_pending_ = false;
   progress_ = FitProgress();
   batches_that_stepped_ = 0;
   restarting_ = false;

@@ -104,13 +104,28 @@ void Trainer::set_accumulate_grad_batches(int64_t batches) {
   accumulate_grad_batches_ = batches;
 }
 
+void Trainer::require_running_fit(const char* setter) const {
+  // fn_ stays set until the fit returns: on_exception may set these back too.
+  TRAINBUS_CHECK(fn_ == Stage::kFit, "Trainer::", setter,
+                 " changes the running fit (from a callback or module hook on the training "
+                 "thread); every fit starts from TrainerOptions, so outside one it would do "
+                 "nothing: set the option instead");
+}
+
 void Trainer::set_max_epochs(int64_t epochs) {
+  require_running_fit("set_max_epochs");
   TRAINBUS_CHECK(epochs >= -1, "Trainer::set_max_epochs: must be >= -1 (-1: no limit), got ",
                  epochs);
   max_epochs_ = epochs;
 }
 
+void Trainer::set_skip_backward(bool skip) {
+  require_running_fit("set_skip_backward");
+  skip_backward_ = skip;
+}
+
 void Trainer::set_lr_scheduler_configs(std::vector<SchedulerConfig> configs) {
+  require_running_fit("set_lr_scheduler_configs");
   for (size_t i = 0; i < configs.size(); ++i) {
     TRAINBUS_CHECK(configs[i].scheduler != nullptr, "Trainer::set_lr_scheduler_configs: [", i,
                    "].scheduler is null");

@@ -175,7 +175,10 @@ class Trainer {
   /// step, so global_step does not advance (StochasticWeightAveraging's BatchNorm epoch, a forward
   /// pass in train mode). Every fit starts with it false.
   bool skip_backward() const noexcept { return skip_backward_; }
-  void set_skip_backward(bool skip) noexcept { skip_backward_ = skip; }
+  /// Like every setter here: from the training thread, during fit only (MisconfigurationError
+  /// otherwise). Set on the first batch of an accumulation window, that window's zero_grad is
+  /// skipped too: set it at an epoch start, as StochasticWeightAveraging does.
+  void set_skip_backward(bool skip);
   int64_t max_steps() const noexcept { return options_.max_steps(); }
   int64_t accumulate_grad_batches() const noexcept { return accumulate_grad_batches_; }
   /// Changes accumulation from the next batch on (GradientAccumulationScheduler does this).
@@ -217,6 +220,8 @@ class Trainer {
   /// state and installs it again on resume. Throws MisconfigurationError for a null scheduler, a
   /// frequency < 1 or an optimizer_idx without an optimizer.
   void set_lr_scheduler_configs(std::vector<SchedulerConfig> configs);
+  // Throws MisconfigurationError naming `setter` unless a fit is running.
+  void require_running_fit(const char* setter) const;
   /// The module being run; throws outside a run.
   Module& module() const;
   DataModule* datamodule() const noexcept { return data_; }

@@ -44,13 +44,15 @@ Batch stand_in_batch(const events::BatchInfo& batch) {
   return Batch(torch::empty({size, 0}), torch::empty({size}, torch::kLong));
 }
 
-// Whether a recorded stop held from the moment it was asked (in a step, or outside any hook),
-// rather than once the hooks of the event it was asked in had all run. Recordings made before
-// StopRequested said where it was asked (asked_in "") hold it the latter way: a callback asked.
-bool asked_outside_hooks(const events::StopRequested& event) {
-  static const std::set<std::string> kOutside = {"none", "training_step", "validation_step",
-                                                 "test_step", "predict_step"};
-  return kOutside.count(event.asked_in) > 0;
+// Whether a recorded stop held from the moment it was asked (in a step), rather than once the
+// hooks of the next event had run. Asked in a hook, the next event is that hook's; asked outside
+// both ("none": prepare_data, on_exception), holding it from the next event on keeps it past the
+// stage start (which clears stops) and lets a replayed callback asking the same not repeat it;
+// recordings made before StopRequested said where it was asked (asked_in "") hold it that way too.
+bool asked_in_step(const events::StopRequested& event) {
+  static const std::set<std::string> kSteps = {"training_step", "validation_step", "test_step",
+                                               "predict_step"};
+  return kSteps.count(event.asked_in) > 0;
 }
 
 }  // namespace
@@ -506,13 +508,13 @@ void ReplaySession::replay(const events::LoadCheckpoint& event) {
 void ReplaySession::replay(const events::StopRequested& event) {
   set_progress(event.progress);
   recorded_.push_back({Decision::Kind::kStop, event.progress, event.reason});
-  if (asked_outside_hooks(event)) {
-    // Asked in a step (or outside fit's hooks): the next event's hooks saw it live, so they do
-    // here.
+  if (asked_in_step(event)) {
+    // Asked in a step: the next event's hooks saw it live, so they do here.
     trainer_.should_stop_ = true;
     trainer_.stop_reasons_.push_back(event.reason);
   } else {
-    // Published live from inside a hook of the next event: it holds once that event's hooks ran.
+    // Published live from inside a hook of the next event (or outside any): it holds once that
+    // event's hooks ran.
     pending_stops_.push_back(event.reason);
   }
   publish(event);

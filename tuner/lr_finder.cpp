@@ -4,9 +4,11 @@
 #include <iomanip>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <utility>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/gradient.h>
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
@@ -42,6 +44,13 @@ LRFinder LRFinder::from_results(LRFinderMode mode, double min_lr, double max_lr,
                                 std::vector<double> losses) {
   TRAINBUS_CHECK(lrs.size() == losses.size(), "LRFinder::from_results: ", lrs.size(),
                  " learning rates but ", losses.size(), " losses; give one loss per rate");
+  TRAINBUS_CHECK(min_lr > 0 && max_lr > min_lr,
+                 "LRFinder::from_results: needs 0 < min_lr < max_lr, got ", min_lr, " and ",
+                 max_lr);
+  for (double lr : lrs) {
+    TRAINBUS_CHECK(lr > 0 && std::isfinite(lr), "LRFinder::from_results: learning rate ", lr,
+                   " is not a positive number");
+  }
   LRFinder finder(mode, min_lr, max_lr, num_training);
   finder.lrs_ = std::move(lrs);
   finder.losses_ = std::move(losses);
@@ -128,10 +137,22 @@ class RangeTestCallback : public Callback {
   RangeTestCallback(LRFinder& finder, std::optional<double> early_stop_threshold)
       : finder_(finder), early_stop_threshold_(early_stop_threshold) {}
 
-  void on_fit_start(Trainer& trainer, Module&) override {
+  void on_fit_start(Trainer& trainer, Module& module) override {
     TRAINBUS_CHECK(trainer.optimizers().size() == 1, "lr_find: configure_optimizers() returned ",
                    trainer.optimizers().size(),
                    " optimizers, but the learning rate finder only works with a single optimizer");
+    // After configure_model: layers it builds are there (and restored) too.
+    saved_.clear();
+    for (const auto& tensor : module.parameters()) {
+      saved_.emplace_back(tensor, tensor.detach().clone());
+    }
+    for (const auto& tensor : module.buffers())
+      saved_.emplace_back(tensor, tensor.detach().clone());
+  }
+  /// Puts the weights and buffers on_fit_start saw back.
+  void restore_module() {
+    torch::NoGradGuard no_grad;
+    for (auto& [tensor, copy] : saved_) tensor.copy_(copy);
   }
   void on_train_batch_start(Trainer& trainer, Module&, const Batch&, int64_t batch_idx) override {
     lr_ = finder_.lr_at(trainer.global_step());
@@ -157,6 +178,7 @@ class RangeTestCallback : public Callback {
   std::optional<double> early_stop_threshold_;
   double lr_ = 0;
   bool stepping_ = false;
+  std::vector<std::pair<at::Tensor, at::Tensor>> saved_;  // each tensor and its copy
 };
 
 std::string lr_attribute(const Module& module, const std::string& attr_name) {
@@ -182,36 +204,43 @@ LRFinder lr_find(const TrainerOptions& options, Module& module, data::DataModule
   const std::string attr =
       finder_options.update_attr() ? lr_attribute(module, finder_options.attr_name()) : "";
 
-  // Lightning saves a checkpoint and restores it; the weights and buffers are what it changes.
-  std::vector<std::pair<at::Tensor, at::Tensor>> saved;
-  for (const auto& tensor : module.parameters())
-    saved.emplace_back(tensor, tensor.detach().clone());
-  for (const auto& tensor : module.buffers()) saved.emplace_back(tensor, tensor.detach().clone());
-  const auto restore = [&] {
-    torch::NoGradGuard no_grad;
-    for (auto& [tensor, copy] : saved) tensor.copy_(copy);
-  };
-
   LRFinder finder(finder_options.mode(), finder_options.min_lr(), finder_options.max_lr(),
                   finder_options.num_training());
+  // The options' epoch limit stays (Lightning's default 1000 when unset): a module that never
+  // steps ends the test there instead of running for ever.
   TrainerOptions run = options;
   run.max_steps(finder_options.num_training())
-      .max_epochs(-1)
+      .max_epochs(options.max_epochs().value_or(1000))
       .min_epochs(std::nullopt)
       .min_steps(std::nullopt)
       .max_time(std::nullopt)
       .limit_val_batches(0)
       .num_sanity_val_steps(0)
       .enable_model_summary(false);
+  // Lightning saves a checkpoint and restores it: the weights and buffers (saved by the callback
+  // once configure_model ran) are what the test changes, and the random generator it draws from.
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  at::Tensor rng_state;
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    rng_state = generator.get_state();
+  }
+  const auto restore_rng = [&] {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(rng_state);
+  };
+  auto callback =
+      std::make_shared<RangeTestCallback>(finder, finder_options.early_stop_threshold());
   try {
-    Trainer trainer(
-        run, {std::make_shared<RangeTestCallback>(finder, finder_options.early_stop_threshold())});
+    Trainer trainer(run, {callback});
     trainer.fit(module, data);
   } catch (...) {
-    restore();
+    callback->restore_module();
+    restore_rng();
     throw;
   }
-  restore();
+  callback->restore_module();
+  restore_rng();
   if (finder_options.update_attr()) {
     if (const std::optional<double> lr = finder.suggestion()) {
       StateDict hparams = module.hparams();

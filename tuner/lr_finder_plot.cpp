@@ -35,7 +35,11 @@ std::vector<double> nice_ticks(double low, double high, int wanted) {
     if (step >= raw) break;
   }
   std::vector<double> ticks;
-  for (double tick = std::ceil(low / step) * step; tick <= high + step * 1e-9; tick += step) {
+  const double first = std::ceil(low / step) * step;
+  // By index, never by accumulation: a step below the rounding of `first` would never advance.
+  for (int i = 0; i <= 4 * wanted; ++i) {
+    const double tick = first + i * step;
+    if (tick > high + step * 1e-9) break;
     ticks.push_back(std::abs(tick) < step * 1e-9 ? 0.0 : tick);
   }
   return ticks;
@@ -56,7 +60,12 @@ void LRFinder::write_plot(const std::string& path, bool suggest) const {
     x_high = std::max(x_high, x_of(lrs_[i]));
   }
   if (!std::isfinite(y_low)) y_low = 0, y_high = 1;  // no finite loss: empty axes
-  if (y_high - y_low < 1e-12) y_low -= 0.5, y_high += 0.5;
+  // Flat (or flat to the last bits) losses: an axis a little around them.
+  const double spread = std::max(1e-12, 1e-6 * std::max(std::abs(y_low), std::abs(y_high)));
+  if (y_high - y_low < spread) {
+    const double half = std::max(0.5 * spread, 0.05 * std::abs(y_low));
+    y_low -= half, y_high += half;
+  }
   const double pad = 0.05 * (y_high - y_low);
   y_low -= pad;
   y_high += pad;
@@ -75,10 +84,13 @@ void LRFinder::write_plot(const std::string& path, bool suggest) const {
   svg << "<rect x=\"" << kLeft << "\" y=\"" << kTop << "\" width=\"" << plot_w << "\" height=\""
       << plot_h << "\" fill=\"none\" stroke=\"black\"/>\n";
   std::vector<std::pair<double, std::string>> x_ticks;
-  if (log_x) {
+  if (log_x && std::floor(x_high) - std::ceil(x_low) >= 1) {
     for (double k = std::ceil(x_low); k <= std::floor(x_high); ++k) {
       x_ticks.emplace_back(std::pow(10.0, k), "1e" + std::to_string(static_cast<int>(k)));
     }
+  } else if (log_x) {  // within a decade or two: both ends
+    x_ticks.emplace_back(std::pow(10.0, x_low), number(std::pow(10.0, x_low)));
+    x_ticks.emplace_back(std::pow(10.0, x_high), number(std::pow(10.0, x_high)));
   } else {
     for (double tick : nice_ticks(x_low, x_high, 6)) x_ticks.emplace_back(tick, number(tick));
   }

@@ -149,10 +149,26 @@ TEST_CASE("BackboneFinetuning's initial lr, lambda_func and should_align as Ligh
   CHECK(probe.lrs[2][1] == Approx(0.004 * 2 * 3));  // past the head's 0.01: not aligned
 }
 
-TEST_CASE("A frozen BatchNorm keeps its statistics until it is unfrozen (train_bn=false)",
+namespace {
+
+/// Freezes the whole backbone, BatchNorm included (train_bn false), and unfreezes it at epoch 1.
+class FreezesBatchNorm : public BaseFinetuning {
+ public:
+  void freeze_before_training(Module& module) override {
+    freeze(dynamic_cast<BackboneModule&>(module).backbone, /*train_bn=*/false);
+  }
+  void finetune_function(Module& module, int64_t epoch,
+                         torch::optim::Optimizer& optimizer) override {
+    if (epoch == 1) {
+      unfreeze_and_add_param_group(dynamic_cast<BackboneModule&>(module).backbone, optimizer);
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("A frozen BatchNorm keeps its statistics until it is unfrozen",
           "[callbacks][finetuning]") {
-  auto finetuning = std::make_shared<BackboneFinetuning>(
-      BackboneFinetuningOptions().unfreeze_backbone_at_epoch(1).train_bn(false));
   at::Tensor mean_after_epoch0;
   auto snapshot =
       std::make_shared<LambdaCallback>(LambdaHooks().on_train_epoch_end([&](Trainer& t, Module& m) {
@@ -164,23 +180,109 @@ TEST_CASE("A frozen BatchNorm keeps its statistics until it is unfrozen (train_b
   const at::Tensor initial_mean = module.batch_norm().running_mean.clone();
   const auto momentum = module.batch_norm().options.momentum();
   RandomDataModule data(16, 4);
-  Trainer trainer(finetuning_options(2), {finetuning, snapshot});
+  Trainer trainer(finetuning_options(2), {std::make_shared<FreezesBatchNorm>(), snapshot});
   trainer.fit(module, data);
   CHECK(torch::equal(mean_after_epoch0, initial_mean));
-  CHECK_FALSE(module.batch_norm().weight.requires_grad() == false);
+  CHECK(module.batch_norm().weight.requires_grad());
   CHECK(module.batch_norm().options.momentum() == momentum);  // given back at the unfreeze
   CHECK_FALSE(torch::equal(module.batch_norm().running_mean, initial_mean));
+  // Its parameters joined the new group with the Linear's.
+  CHECK(trainer.optimizers()[0]->param_groups()[1].params().size() == 4);
+}
 
-  // train_bn (the default): the BatchNorm is never frozen and its statistics move at once.
-  BackboneModule trained;
-  const at::Tensor trained_initial = trained.batch_norm().running_mean.clone();
-  Trainer second(finetuning_options(1),
-                 {std::make_shared<BackboneFinetuning>(
-                     BackboneFinetuningOptions().unfreeze_backbone_at_epoch(5))});
-  second.fit(trained, data);
-  CHECK_FALSE(torch::equal(trained.batch_norm().running_mean, trained_initial));
-  CHECK(trained.batch_norm().weight.requires_grad());
-  CHECK_FALSE(trained.backbone_weight().requires_grad());
+TEST_CASE("BackboneFinetuning leaves BatchNorm trainable before the unfreeze, as Lightning's",
+          "[callbacks][finetuning]") {
+  // train_bn=false only keeps the BatchNorm out of the backbone's group at the unfreeze.
+  BackboneModule module;
+  const at::Tensor initial_mean = module.batch_norm().running_mean.clone();
+  RandomDataModule data(16, 4);
+  Trainer trainer(finetuning_options(2),
+                  {std::make_shared<BackboneFinetuning>(
+                      BackboneFinetuningOptions().unfreeze_backbone_at_epoch(1).train_bn(false))});
+  trainer.fit(module, data);
+  CHECK_FALSE(torch::equal(module.batch_norm().running_mean, initial_mean));
+  CHECK(module.batch_norm().weight.requires_grad());
+  // Group 0: the head and the BatchNorm (configure_optimizers took what required grad); group 1:
+  // the Linear's weight and bias.
+  CHECK(trainer.optimizers()[0]->param_groups()[0].params().size() == 4);
+  CHECK(trainer.optimizers()[0]->param_groups()[1].params().size() == 2);
+}
+
+namespace {
+
+/// BackboneModule whose optimizer takes every parameter, frozen or not (most modules' way).
+class AllParamsModule : public BackboneModule {
+ public:
+  OptimizerConfig configure_optimizers() override {
+    return std::make_shared<torch::optim::Adam>(parameters(), torch::optim::AdamOptions(kLr));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("A resume before the unfreeze epoch keeps the backbone frozen",
+          "[callbacks][finetuning]") {
+  TempDir dir;
+  const std::string checkpoint = (dir.path() / "epoch0.ckpt").string();
+  const auto make_callback = [] {
+    return std::make_shared<BackboneFinetuning>(
+        BackboneFinetuningOptions().unfreeze_backbone_at_epoch(3));
+  };
+  {
+    auto saver = std::make_shared<LambdaCallback>(
+        LambdaHooks().on_train_epoch_end([&](Trainer& trainer, Module&) {
+          if (trainer.current_epoch() == 0) trainer.save_checkpoint(checkpoint);
+        }));
+    AllParamsModule module;
+    RandomDataModule data(8, 4);
+    Trainer trainer(finetuning_options(1), {make_callback(), saver});
+    trainer.fit(module, data);
+  }
+  EpochProbe probe;
+  AllParamsModule module;
+  RandomDataModule data(8, 4);
+  Trainer trainer(finetuning_options(4), {make_callback(), probe.callback()});
+  trainer.fit(module, data, FitOptions().ckpt_path(checkpoint));
+  CHECK(probe.backbone_trains == std::vector<bool>{false, false, true});
+}
+
+TEST_CASE("A run resumed mid-epoch does not change the backbone's lr twice",
+          "[callbacks][finetuning]") {
+  TempDir dir;
+  const std::string checkpoint = (dir.path() / "mid.ckpt").string();
+  const auto make_callback = [] {
+    return std::make_shared<BackboneFinetuning>(
+        BackboneFinetuningOptions().unfreeze_backbone_at_epoch(1));
+  };
+  EpochProbe uninterrupted;
+  {
+    torch::manual_seed(2);
+    BackboneModule module;
+    RandomDataModule data(16, 4);
+    Trainer trainer(finetuning_options(4), {make_callback(), uninterrupted.callback()});
+    trainer.fit(module, data);
+  }
+  {
+    auto saver = std::make_shared<LambdaCallback>(LambdaHooks().on_train_batch_end(
+        [&](Trainer& trainer, Module&, const StepOutput&, const Batch&, int64_t batch_idx) {
+          if (trainer.current_epoch() == 2 && batch_idx == 1) trainer.save_checkpoint(checkpoint);
+        }));
+    torch::manual_seed(2);
+    BackboneModule module;
+    RandomDataModule data(16, 4);
+    Trainer trainer(finetuning_options(3), {make_callback(), saver});
+    trainer.fit(module, data);
+  }
+  EpochProbe resumed;
+  BackboneModule module;
+  RandomDataModule data(16, 4);
+  Trainer trainer(finetuning_options(4), {make_callback(), resumed.callback()});
+  trainer.fit(module, data, FitOptions().ckpt_path(checkpoint));
+  // Epochs 2 and 3, as the uninterrupted run had them.
+  REQUIRE(resumed.lrs.size() == 2);
+  REQUIRE(uninterrupted.lrs.size() == 4);
+  CHECK(resumed.lrs[0] == uninterrupted.lrs[2]);
+  CHECK(resumed.lrs[1] == uninterrupted.lrs[3]);
 }
 
 TEST_CASE("BackboneFinetuning survives a resume: the same weights as an uninterrupted run",
@@ -191,7 +293,7 @@ TEST_CASE("BackboneFinetuning survives a resume: the same weights as an uninterr
     return std::make_shared<BackboneFinetuning>(
         BackboneFinetuningOptions().unfreeze_backbone_at_epoch(1).train_bn(false));
   };
-  at::Tensor uninterrupted_backbone, uninterrupted_head;
+  at::Tensor uninterrupted_backbone, uninterrupted_head, uninterrupted_mean;
   {
     torch::manual_seed(1);
     BackboneModule module;
@@ -200,6 +302,7 @@ TEST_CASE("BackboneFinetuning survives a resume: the same weights as an uninterr
     trainer.fit(module, data);
     uninterrupted_backbone = module.backbone_weight().detach().clone();
     uninterrupted_head = module.head->weight.detach().clone();
+    uninterrupted_mean = module.batch_norm().running_mean.clone();
   }
   {
     auto saver = std::make_shared<LambdaCallback>(
@@ -227,6 +330,7 @@ TEST_CASE("BackboneFinetuning survives a resume: the same weights as an uninterr
   CHECK(probe.backbone_trains == std::vector<bool>{true, true});
   CHECK(torch::equal(module.backbone_weight().detach(), uninterrupted_backbone));
   CHECK(torch::equal(module.head->weight.detach(), uninterrupted_head));
+  CHECK(torch::equal(module.batch_norm().running_mean, uninterrupted_mean));
 }
 
 TEST_CASE("Resuming without the finetuning callback that added a param group says what to do",

@@ -83,3 +83,75 @@ TEST_CASE("A stop asked in training_step holds from the next hook on, live and i
   session.finish();
   CHECK(replayed == live);
 }
+
+namespace {
+
+// Asks to stop from validation_step (first batch of epoch 0) or, with `in_prepare_data`, before
+// anything else (outside every hook and step).
+class StopsElsewhere : public testing::BoringModule {
+ public:
+  explicit StopsElsewhere(bool in_prepare_data) : in_prepare_data_(in_prepare_data) {}
+  void prepare_data() override {
+    if (in_prepare_data_) trainer().request_stop("StopsElsewhere: before it starts");
+  }
+  StepOutput validation_step(const Batch& batch, int64_t batch_idx) override {
+    if (!in_prepare_data_ && batch_idx == 0) trainer().request_stop("StopsElsewhere: validated");
+    return BoringModule::validation_step(batch, batch_idx);
+  }
+
+ private:
+  bool in_prepare_data_;
+};
+
+std::shared_ptr<callbacks::LambdaCallback> stop_probe(std::vector<std::string>& seen) {
+  auto note = [&seen](const char* hook, const Trainer& t) {
+    seen.push_back(std::string(hook) + " stop " + std::to_string(t.should_stop()));
+  };
+  return std::make_shared<callbacks::LambdaCallback>(
+      callbacks::LambdaHooks()
+          .on_fit_start([note](Trainer& t, Module&) { note("fit_start", t); })
+          .on_validation_batch_end([note](Trainer& t, Module&, const StepOutput&, const Batch&,
+                                          int64_t) { note("validation_batch_end", t); })
+          .on_validation_end([note](Trainer& t, Module&) { note("validation_end", t); })
+          .on_train_epoch_end([note](Trainer& t, Module&) { note("train_epoch_end", t); }));
+}
+
+}  // namespace
+
+TEST_CASE("Stops asked in validation_step and outside every hook replay as they held live",
+          "[replay]") {
+  for (const bool in_prepare_data : {false, true}) {
+    TempDir dir;
+    const std::string recording = dir.file("events.tbrec");
+    std::vector<std::string> live;
+    {
+      Trainer trainer(TrainerOptions()
+                          .max_epochs(2)
+                          .limit_train_batches(2)
+                          .limit_val_batches(2)
+                          .num_sanity_val_steps(0)
+                          .enable_model_summary(false),
+                      {stop_probe(live)});
+      trainer.add_observer(
+          std::make_shared<record::Recorder>(record::RecorderOptions().path(recording)));
+      StopsElsewhere model(in_prepare_data);
+      testing::RandomDataModule data;
+      trainer.fit(model, data);
+    }
+    REQUIRE(std::find(live.begin(), live.end(),
+                      in_prepare_data ? "fit_start stop 1" : "validation_batch_end stop 1") !=
+            live.end());
+    std::vector<std::string> replayed;
+    replay::ReplaySession session(TrainerOptions()
+                                      .max_epochs(2)
+                                      .limit_train_batches(2)
+                                      .limit_val_batches(2)
+                                      .num_sanity_val_steps(0)
+                                      .enable_model_summary(false),
+                                  {stop_probe(replayed)});
+    record::RecordingReader reader(recording);
+    session.replay(reader);
+    session.finish();
+    CHECK(replayed == live);
+  }
+}

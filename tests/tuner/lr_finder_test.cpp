@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/optim/schedulers/step_lr.h>
+#include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
 #include "base/errors.h"
@@ -174,4 +177,82 @@ TEST_CASE("lr_find's plot is an SVG with the curve and the suggestion", "[tuner]
                              Contains("Learning rate (log scale)") && Contains("1e-4"));
   CHECK_THROWS_WITH(finder.write_plot(dir.file("missing/dir/plot.svg")),
                     Contains("cannot write") && Contains("missing/dir/plot.svg"));
+}
+
+namespace {
+
+/// Its optimizer has a StepLR the finder overrides; training_step notes the lr it trains with.
+class ScheduledModule : public TunableModule {
+ public:
+  StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
+    seen_lrs.push_back(trainer().optimizers()[0]->param_groups()[0].options().get_lr());
+    return BoringModule::training_step(batch, batch_idx);
+  }
+  OptimizerConfig configure_optimizers() override {
+    auto sgd = std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.1));
+    SchedulerConfig scheduler;
+    scheduler.scheduler = std::make_shared<torch::optim::StepLR>(*sgd, 1, 0.1);
+    scheduler.interval = SchedulerInterval::kStep;
+    return OptimizerConfig(sgd, scheduler);
+  }
+  std::vector<double> seen_lrs;
+};
+
+/// Returns no loss: nothing ever steps.
+class NeverSteps : public BoringModule {
+ public:
+  StepOutput training_step(const Batch&, int64_t) override { return {}; }
+};
+
+}  // namespace
+
+TEST_CASE("lr_find trains each step at the finder's lr, over the module's scheduler",
+          "[tuner][lr_find]") {
+  ScheduledModule module;
+  RandomDataModule data(64, 4);
+  const LRFinder finder =
+      lr_find(TrainerOptions().seed(1), module, data,
+              LRFinderOptions().min_lr(1e-4).num_training(20).early_stop_threshold(std::nullopt));
+  REQUIRE(module.seen_lrs.size() == 20);
+  for (std::size_t k = 0; k < 20; ++k) {
+    CHECK(module.seen_lrs[k] == Approx(finder.lr_at(static_cast<int64_t>(k))));
+  }
+}
+
+TEST_CASE("lr_find ends with the options' epoch limit when nothing steps, and restores the RNG",
+          "[tuner][lr_find]") {
+  NeverSteps module;
+  RandomDataModule data(8, 4);
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  const at::Tensor before = generator.get_state();
+  const LRFinder finder =
+      lr_find(TrainerOptions().seed(1).max_epochs(3), module, data, LRFinderOptions());
+  CHECK(finder.lrs().size() == 6);  // 2 batches x 3 epochs, none with a loss
+  CHECK(std::all_of(finder.losses().begin(), finder.losses().end(),
+                    [](double loss) { return std::isnan(loss); }));
+  CHECK_FALSE(finder.suggestion().has_value());
+  CHECK(torch::equal(generator.get_state(), before));
+}
+
+TEST_CASE("lr_find's plot copes with flat, huge, missing and single losses", "[tuner][lr_find]") {
+  TempDir dir;
+  const std::vector<std::vector<double>> cases = {
+      {1e5, 1e5 + 2.9e-11, 1e5},  // flat to the last bits of a large number
+      {2.0, 2.0, 2.0},
+      {std::nan(""), 1.0, std::nan("")},  // one point between gaps
+      {std::nan(""), std::nan(""), std::nan("")},
+  };
+  for (const auto& losses : cases) {
+    const LRFinder finder = LRFinder::from_results(LRFinderMode::kExponential, 2e-3, 8e-3, 3,
+                                                   {2e-3, 4e-3, 8e-3}, losses);
+    const std::string path = dir.file("plot.svg");
+    finder.write_plot(path);
+    std::ifstream file(path);
+    std::stringstream text;
+    text << file.rdbuf();
+    CHECK_THAT(text.str(), Contains("</svg>") && Contains("0.002") && Contains("0.008"));
+  }
+  CHECK_THROWS_WITH(
+      LRFinder::from_results(LRFinderMode::kExponential, 1e-3, 1.0, 2, {0.0, 1e-2}, {1.0, 1.0}),
+      Contains("learning rate 0 is not a positive number"));
 }
