@@ -5,11 +5,11 @@
 #include <unordered_map>
 #include <utility>
 
-#include <torch/nn/modules/batchnorm.h>
 #include <torch/optim/optimizer.h>
 
 #include "base/diagnostics.h"
 #include "base/errors.h"
+#include "callbacks/detail/batch_norm.h"
 #include "core/trainer.h"
 
 namespace trainbus::callbacks {
@@ -18,10 +18,9 @@ namespace {
 
 // The BatchNorm options of `module`, or null when it is no BatchNorm.
 torch::nn::BatchNormOptions* batch_norm_options(torch::nn::Module& module) {
-  if (auto* bn = dynamic_cast<torch::nn::BatchNorm1dImpl*>(&module)) return &bn->options;
-  if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(&module)) return &bn->options;
-  if (auto* bn = dynamic_cast<torch::nn::BatchNorm3dImpl*>(&module)) return &bn->options;
-  return nullptr;
+  torch::nn::BatchNormOptions* options = nullptr;
+  detail::visit_batch_norm(module, [&](auto& layer) { options = &layer.options; });
+  return options;
 }
 
 // The momentum a frozen BatchNorm had, until it is made trainable again. Keyed by address and
@@ -73,6 +72,15 @@ class FrozenMomenta {
 
 bool contains_tensor(const std::set<const void*>& impls, const at::Tensor& tensor) {
   return impls.count(tensor.unsafeGetTensorImpl()) > 0;
+}
+
+// The parameters in any param group of `optimizer`, by identity.
+std::set<const void*> params_in(const torch::optim::Optimizer& optimizer) {
+  std::set<const void*> impls;
+  for (const auto& group : optimizer.param_groups()) {
+    for (const auto& param : group.params()) impls.insert(param.unsafeGetTensorImpl());
+  }
+  return impls;
 }
 
 }  // namespace
@@ -137,10 +145,7 @@ std::vector<at::Tensor> BaseFinetuning::filter_on_optimizer(
     const torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& params) {
   // By identity: Lightning compares values (torch.equal), which also drops a parameter that merely
   // equals one in the optimizer (two zero-initialised biases).
-  std::set<const void*> present;
-  for (const auto& group : optimizer.param_groups()) {
-    for (const auto& param : group.params()) present.insert(param.unsafeGetTensorImpl());
-  }
+  const std::set<const void*> present = params_in(optimizer);
   std::vector<at::Tensor> out;
   std::size_t removed = 0;
   for (const auto& param : params) {
@@ -174,10 +179,7 @@ void BaseFinetuning::unfreeze_and_add_param_group(const Modules& modules,
   make_trainable(modules);
   // BatchNorm layers train_bn kept trainable all along are in the optimizer already: left out
   // without the warning filter_on_optimizer gives (Lightning warns about them too).
-  std::set<const void*> in_optimizer;
-  for (const auto& group : optimizer.param_groups()) {
-    for (const auto& param : group.params()) in_optimizer.insert(param.unsafeGetTensorImpl());
-  }
+  const std::set<const void*> in_optimizer = params_in(optimizer);
   std::vector<at::Tensor> candidates;
   for (torch::nn::Module* module : flatten_modules(modules)) {
     const bool batch_norm = batch_norm_options(*module) != nullptr;
@@ -206,7 +208,6 @@ StateDict BaseFinetuning::state_dict() const {
       c10::List<std::string> names;
       for (const auto& name : groups[i].params) names.push_back(name);
       group.insert("params", names);
-      group.insert("lr", groups[i].lr);
       group.insert("added", groups[i].added);
       per_group.insert(std::to_string(i), group);
     }
@@ -235,7 +236,6 @@ void BaseFinetuning::load_state_dict(const StateDict& state) {
       for (const auto& name : group.at("params").toList()) {
         records[index].params.push_back(name.get().toStringRef());
       }
-      records[index].lr = group.at("lr").toDouble();
       records[index].added = group.contains("added") && group.at("added").toBool();
     }
     internal_optimizer_metadata_[std::stoll(optimizer_key)] = std::move(records);
@@ -293,7 +293,6 @@ void BaseFinetuning::store(Module& module, int64_t optimizer_idx, std::size_t gr
                      "record (and restore on resume) groups of the module's own parameters");
       record.params.push_back(found->second);
     }
-    record.lr = group.options().get_lr();
     return record;
   };
   const auto& groups = optimizer.param_groups();
@@ -308,10 +307,6 @@ void BaseFinetuning::store(Module& module, int64_t optimizer_idx, std::size_t gr
     for (std::size_t i = groups_before; i < groups.size(); ++i) {
       records.push_back(record_of(groups[i], true));
     }
-  }
-  // The learning rates as they are now, for a resume to start its groups from.
-  for (std::size_t i = 0; i < records.size() && i < groups.size(); ++i) {
-    records[i].lr = groups[i].options().get_lr();
   }
 }
 
@@ -341,10 +336,9 @@ void BaseFinetuning::restore_param_groups(Trainer& trainer, Module& module) {
         if (records[i].added) found->second.set_requires_grad(true);
         params.push_back(found->second);
       }
+      // Options of the right type; the Trainer loads the saved ones (lr included) into them next.
       const auto& like = optimizer.param_groups()[std::min(i, optimizer.param_groups().size() - 1)];
-      auto options = like.options().clone();
-      options->set_lr(records[i].lr);
-      rebuilt.emplace_back(std::move(params), std::move(options));
+      rebuilt.emplace_back(std::move(params), like.options().clone());
     }
     optimizer.param_groups().clear();
     for (auto& group : rebuilt) optimizer.param_groups().push_back(group);

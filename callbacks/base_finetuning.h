@@ -49,8 +49,8 @@ class Modules {
 /// configure_optimizers give the optimizer only the parameters that require grad, as Lightning
 /// asks, so that the unfrozen ones can join it as a new param group.
 ///
-/// Surviving resume: the callback's state holds every optimizer's param groups by parameter name
-/// (and lr), updated at each epoch start; resumed, it rebuilds them at on_fit_start, before the
+/// Surviving resume: the callback's state holds every optimizer's param groups by parameter name,
+/// updated at each epoch start; resumed, it rebuilds them at on_fit_start, before the
 /// Trainer loads the optimizers' states into them, and makes the parameters of the groups
 /// finetune_function added trainable again (Lightning leaves them frozen, so that a resumed run
 /// stops training them). A run resumed mid-epoch does not run that epoch's finetune_function again.
@@ -100,10 +100,10 @@ class BaseFinetuning : public Callback {
   void on_train_epoch_start(Trainer& trainer, Module& module) override;
 
  protected:
-  /// Per optimizer (by index), its param groups: parameter names and lr.
+  /// Per optimizer (by index), its param groups by parameter name (their options, lr included,
+  /// are in the optimizer's own state, which the Trainer restores).
   struct GroupRecord {
     std::vector<std::string> params;
-    double lr = 0;
     bool added = false;  ///< added by finetune_function (its parameters train again on resume)
   };
   std::map<int64_t, std::vector<GroupRecord>> internal_optimizer_metadata_;

@@ -3,6 +3,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include "base/errors.h"
+#include "callbacks/detail/tensor_lists.h"
 #include "core/trainer.h"
 
 namespace trainbus::callbacks {
@@ -40,11 +41,9 @@ bool EMAWeightAveraging::should_update(const Trainer&, std::optional<int64_t> st
 
 void EMAWeightAveraging::check_matches(const std::vector<at::Tensor>& tensors,
                                        const char* what) const {
-  bool same = tensors.size() == average_.size();
-  for (std::size_t i = 0; same && i < tensors.size(); ++i)
-    same = tensors[i].sizes() == average_[i].sizes();
-  TRAINBUS_CHECK(same, "EMAWeightAveraging: ", what, " (", tensors.size(),
-                 " parameters and buffers) do not match the average (", average_.size(),
+  TRAINBUS_CHECK(detail::same_shapes(tensors, average_), "EMAWeightAveraging: ", what, " (",
+                 tensors.size(), " parameters and buffers) do not match the average (",
+                 average_.size(),
                  "): another model, layers added after fit started, or use_buffers changed");
 }
 

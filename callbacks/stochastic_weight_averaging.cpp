@@ -5,11 +5,12 @@
 #include <typeinfo>
 
 #include <torch/csrc/autograd/grad_mode.h>
-#include <torch/nn/modules/batchnorm.h>
 #include <boost/core/demangle.hpp>
 
 #include "base/diagnostics.h"
 #include "base/errors.h"
+#include "callbacks/detail/batch_norm.h"
+#include "callbacks/detail/tensor_lists.h"
 #include "core/trainer.h"
 
 namespace trainbus::callbacks {
@@ -17,18 +18,12 @@ namespace {
 
 constexpr double kSwaPi = 3.14159265358979323846;
 
-// Calls visit(layer, batch_norm) for each BatchNorm{1,2,3}d layer under `module` (Lightning: the
-// instances of nn.modules.batchnorm._BatchNorm; instance norms are not).
+// Calls visit(layer, batch_norm) for each BatchNorm layer under `module`
+// (detail::visit_batch_norm).
 template <class Visit>
 void for_each_swa_batch_norm(const torch::nn::Module& module, Visit&& visit) {
   for (const auto& layer : module.modules(/*include_self=*/false)) {
-    if (auto* one = dynamic_cast<torch::nn::BatchNorm1dImpl*>(layer.get())) {
-      visit(layer, *one);
-    } else if (auto* two = dynamic_cast<torch::nn::BatchNorm2dImpl*>(layer.get())) {
-      visit(layer, *two);
-    } else if (auto* three = dynamic_cast<torch::nn::BatchNorm3dImpl*>(layer.get())) {
-      visit(layer, *three);
-    }
+    detail::visit_batch_norm(*layer, [&](auto& batch_norm) { visit(layer, batch_norm); });
   }
 }
 
@@ -150,11 +145,8 @@ bool StochasticWeightAveraging::contains_batch_norm(const torch::nn::Module& mod
 
 void StochasticWeightAveraging::check_matches(const std::vector<at::Tensor>& tensors,
                                               const char* what) const {
-  bool same = tensors.size() == average_.size();
-  for (std::size_t i = 0; same && i < tensors.size(); ++i)
-    same = tensors[i].sizes() == average_[i].sizes();
-  TRAINBUS_CHECK(same, "StochasticWeightAveraging: ", what, " (", tensors.size(),
-                 " parameters) do not match the average (", average_.size(),
+  TRAINBUS_CHECK(detail::same_shapes(tensors, average_), "StochasticWeightAveraging: ", what, " (",
+                 tensors.size(), " parameters) do not match the average (", average_.size(),
                  "): another model, or layers added after fit started");
 }
 

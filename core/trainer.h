@@ -220,8 +220,6 @@ class Trainer {
   /// state and installs it again on resume. Throws MisconfigurationError for a null scheduler, a
   /// frequency < 1 or an optimizer_idx without an optimizer.
   void set_lr_scheduler_configs(std::vector<SchedulerConfig> configs);
-  // Throws MisconfigurationError naming `setter` unless a fit is running.
-  void require_running_fit(const char* setter) const;
   /// The module being run; throws outside a run.
   Module& module() const;
   DataModule* datamodule() const noexcept { return data_; }
@@ -240,6 +238,8 @@ class Trainer {
   bool replaying() const noexcept { return replaying_; }
 
  private:
+  // Throws MisconfigurationError naming `setter` unless a fit is running.
+  void require_running_fit(const char* setter) const;
   friend class Module;
   friend class CheckpointConnector;
   friend class replay::ReplaySession;
