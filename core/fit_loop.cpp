@@ -17,6 +17,7 @@
 
 #include "base/diagnostics.h"
 #include "base/errors.h"
+#include "base/yaml_scalar.h"
 #include "checkpoint/format.h"
 #include "core/callback_order.h"
 #include "core/detail/trainer_hooks.h"
@@ -38,25 +39,32 @@ void zero_grad_to_none(torch::optim::Optimizer& optimizer) {
   }
 }
 
-// Hyper-parameters as text for events (loggers write them to hparams.yaml / TensorBoard).
+// One hyper-parameter as a YAML scalar that keeps its type (hparams.yaml reads back in PyYAML
+// and Lightning's load_hparams_from_yaml as what the module saved): 'text', 64, 0.001, true, null,
+// [0.1, 0.2]; anything else as quoted text.
+std::string render_hparam(const c10::IValue& value) {
+  if (value.isString()) return yaml_quoted(value.toStringRef());
+  if (value.isDouble()) return yaml_float(value.toDouble());
+  if (value.isInt()) return std::to_string(value.toInt());
+  if (value.isBool()) return value.toBool() ? "true" : "false";
+  if (value.isNone()) return "null";
+  if (value.isList()) {
+    std::string text = "[";
+    for (const c10::IValue& item : value.toListRef()) {
+      if (text.size() > 1) text += ", ";
+      text += render_hparam(item);
+    }
+    return text + "]";
+  }
+  std::ostringstream out;
+  out << value;
+  return yaml_quoted(out.str());
+}
+
+// Hyper-parameters for events, each a typed YAML scalar (loggers write them to hparams.yaml).
 std::map<std::string, std::string> render(const StateDict& hparams) {
   std::map<std::string, std::string> text;
-  for (const auto& [name, value] : hparams) {
-    if (value.isString()) {
-      text[name] = value.toStringRef();
-    } else if (value.isDouble()) {
-      char buffer[32];
-      const auto end = std::to_chars(buffer, buffer + sizeof buffer, value.toDouble())
-                           .ptr;  // shortest round trip
-      text[name] = std::string(buffer, end);
-    } else if (value.isBool()) {
-      text[name] = value.toBool() ? "true" : "false";
-    } else {
-      std::ostringstream out;
-      out << value;
-      text[name] = out.str();
-    }
-  }
+  for (const auto& [name, value] : hparams) text[name] = render_hparam(value);
   return text;
 }
 

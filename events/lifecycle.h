@@ -25,7 +25,8 @@ struct Teardown {
 struct FitStart {
   static constexpr std::string_view kName = "fit_start";
   Progress progress;
-  /// The module's hyper-parameters, each rendered as text (loggers write them as hparams).
+  /// The module's hyper-parameters, each a YAML scalar that keeps its type ('mlp', 64, 0.001,
+  /// 1.0e-05, true, [0.1, 0.2]; base/yaml_scalar.h), as loggers write them to hparams.yaml.
   std::map<std::string, std::string> hparams;
   int64_t num_batches = 0;      ///< batches each training epoch runs (after limit_train_batches)
   int64_t num_val_batches = 0;  ///< batches each validation runs (0: none)

@@ -7,9 +7,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <set>
 #include <stdexcept>
+
+#include "base/yaml_scalar.h"
 
 namespace trainbus::observers {
 namespace {
@@ -80,15 +81,6 @@ std::string header(const std::vector<std::string>& columns) {
   throw std::runtime_error(path + ": cannot " + what + " (" + std::strerror(errno) + ")");
 }
 
-// YAML scalar: numbers and booleans as they are, anything else single-quoted.
-std::string yaml_scalar(const std::string& value) {
-  static const std::regex plain(R"(-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?|true|false|True|False)");
-  if (std::regex_match(value, plain)) return value;
-  std::string quoted = "'";
-  for (char c : value) quoted += c == '\'' ? std::string("''") : std::string(1, c);
-  return quoted + "'";
-}
-
 }  // namespace
 
 CsvLogger::CsvLogger(CsvLoggerOptions options)
@@ -126,7 +118,8 @@ void CsvLogger::log_hyperparams(const std::map<std::string, std::string>& hparam
   std::ofstream out(hparams_file_, std::ios::trunc);
   if (!out) fail(hparams_file_, "write the hyper-parameters");
   if (hparams.empty()) out << "{}\n";
-  for (const auto& [name, value] : hparams) out << name << ": " << yaml_scalar(value) << '\n';
+  for (const auto& [name, value] : hparams)
+    out << yaml_key(name) << ": " << yaml_scalar_or_quoted(value) << '\n';
 }
 
 void CsvLogger::flush() {
