@@ -60,6 +60,14 @@ BatchLimit parse_batch_limit(const std::string& text, const std::string& flag) {
 CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
   CLI::App* fit = app.add_subcommand(
       "fit", "Train a classifier on Fashion-MNIST, then test it (the default job)");
+  // A flag given twice (by a --config file, then on the command line) takes the last value.
+  fit->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  fit->add_option("--config", args.config,
+                  "Read flags from a YAML file laid out as LightningCLI's (trainer, model, data; "
+                  "see --print-config); flags after it override it, --callback adds to its "
+                  "callbacks. Repeatable");
+  fit->add_flag("--print-config", args.print_config,
+                "Print the effective configuration as YAML (for --config) and exit");
   fit->add_option("--model", args.model, "mlp (784-256-128-10) or cnn (2 conv + pooling)")
       ->check(CLI::IsMember({"mlp", "cnn"}))
       ->capture_default_str();

@@ -57,6 +57,10 @@ struct FitArguments {
   /// Record every event to `record_path` (default: events.tbrec in the run directory).
   bool record = true;
   std::string record_path;
+  /// YAML files of flags (apps/fit_config.h), expanded before parsing; kept for the recording.
+  std::vector<std::string> config;
+  /// Print the effective configuration as YAML and exit without training.
+  bool print_config = false;
   /// Every flag's value, as the recording's header keeps them (see flag_values).
   std::map<std::string, std::string> flags;
   /// The command line, for the recording's header.

@@ -1,10 +1,13 @@
 // The `trainbus` command line: a thin program over the public API.
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
 #include "apps/ckpt_command.h"
 #include "apps/fit_command.h"
+#include "apps/fit_config.h"
 #include "apps/replay_command.h"
 #include "apps/tune_command.h"
 #include "base/errors.h"
@@ -20,14 +23,36 @@ int main(int argc, char** argv) {
   const trainbus::apps::ReplayCommand replay = trainbus::apps::add_replay_command(app, replay_args);
   trainbus::apps::TuneLrArguments tune_lr_args;
   CLI::App* tune_lr = trainbus::apps::add_tune_command(app, tune_lr_args);
+  // `fit --config FILE`: the file's flags go in before the command line's own.
+  trainbus::apps::ConfigOrigins config_origins;
+  std::vector<std::string> arguments;
   try {
-    app.parse(argc, argv);
+    arguments = trainbus::apps::expand_config_files(std::vector<std::string>(argv + 1, argv + argc),
+                                                    &config_origins);
+  } catch (const std::exception& error) {
+    std::cerr << "trainbus: error: " << error.what() << std::endl;
+    return 2;
+  }
+  std::vector<char*> expanded_argv{argv[0]};
+  for (std::string& argument : arguments) expanded_argv.push_back(argument.data());
+  try {
+    app.parse(static_cast<int>(expanded_argv.size()), expanded_argv.data());
   } catch (const CLI::ParseError& error) {
     // Usage for --help; the message and the usage for a bad flag or value, with a non-zero exit.
     if (error.get_exit_code() != 0) std::cerr << app.help() << '\n';
-    return app.exit(error);
+    const int code = app.exit(error);
+    const std::string message = error.what();
+    for (const auto& [flag, origin] : config_origins) {
+      if (message.find(flag) != std::string::npos)
+        std::cerr << "note: " << flag << " came from " << origin << '\n';
+    }
+    return code;
   }
   try {
+    if (fit->parsed() && fit_args.print_config) {
+      std::cout << trainbus::apps::effective_config(fit_args);
+      return 0;
+    }
     if (fit->parsed()) {
       fit_args.flags = trainbus::apps::flag_values(*fit);
       for (int i = 0; i < argc; ++i) fit_args.command_line += (i ? " " : "") + std::string(argv[i]);

@@ -12,7 +12,7 @@ packages=(
   libtorch-dev libgloo-dev libopenblas0-pthread  # LibTorch 1.13 (CPU); c10d headers need gloo; fast BLAS
   libboost-dev                                   # Signals2, Asio, CRC (header-only)
   libprotobuf-dev protobuf-compiler              # checkpoint manifests, TensorBoard records
-  catch2 libcli11-dev zlib1g-dev
+  catch2 libcli11-dev libyaml-cpp-dev zlib1g-dev
   libbenchmark-dev                               # micro-benchmarks in bench/ (Google Benchmark)
   dataset-fashion-mnist                          # the main job's data, /usr/share/datasets/fashion-mnist
 )
