@@ -17,6 +17,7 @@
 #include "checkpoint/snapshot.h"
 #include "core/callback_order.h"
 #include "core/checkpoint_callback.h"
+#include "core/reduce_lr_on_plateau.h"
 #include "core/trainer.h"
 
 namespace trainbus {
@@ -164,6 +165,15 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
     for (const auto& config : t.configured_schedulers_)
       scheduler_steps.push_back(SchedulerStepCount::of(*config.scheduler));
     trainer.write("schedulers", scheduler_steps);
+    // What a scheduler keeps beyond its step count (ReduceLROnPlateau's best, bad steps and
+    // cooldown); an empty dict for the others.
+    c10::impl::GenericList scheduler_states(c10::AnyType::get());
+    for (const auto& config : t.configured_schedulers_) {
+      const auto* plateau = dynamic_cast<const ReduceLROnPlateau*>(config.scheduler.get());
+      scheduler_states.push_back(plateau ? plateau->state_dict().to_ivalue()
+                                         : StateDict().to_ivalue());
+    }
+    trainer.write("scheduler_states", scheduler_states);
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(generator.mutex());
     trainer.write("rng.torch_cpu", generator.get_state());  // get_state returns a copy
@@ -487,6 +497,16 @@ void CheckpointConnector::restore_optimizers(const checkpoint::LoadedCheckpoint&
     for (size_t i = 0; i < t.configured_schedulers_.size(); ++i) {
       SchedulerStepCount::of(*t.configured_schedulers_[i].scheduler) =
           static_cast<unsigned>(steps.get(i));
+    }
+    c10::IValue scheduler_states;  // absent from checkpoints written before ReduceLROnPlateau
+    if (archive.try_read("scheduler_states", scheduler_states)) {
+      const auto states = scheduler_states.toListRef();
+      for (size_t i = 0; i < t.configured_schedulers_.size() && i < states.size(); ++i) {
+        if (auto* plateau =
+                dynamic_cast<ReduceLROnPlateau*>(t.configured_schedulers_[i].scheduler.get())) {
+          plateau->load_state_dict(StateDict::from_ivalue(states[i], "scheduler_states"));
+        }
+      }
     }
   } catch (const c10::Error& error) {
     throw CheckpointError(::trainbus::detail::concat(

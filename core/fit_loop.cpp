@@ -22,6 +22,7 @@
 #include "core/callback_order.h"
 #include "core/detail/trainer_hooks.h"
 #include "core/learning_rates.h"
+#include "core/reduce_lr_on_plateau.h"
 #include "core/tensor_ref.h"
 #include "core/trainer.h"
 
@@ -154,12 +155,8 @@ void Trainer::configure_optimizers() {
     TRAINBUS_CHECK(config.optimizers[i] != nullptr, "configure_optimizers(): optimizer ", i,
                    " is null");
   }
-  for (size_t i = 0; i < config.lr_schedulers.size(); ++i) {
-    TRAINBUS_CHECK(config.lr_schedulers[i].scheduler != nullptr,
-                   "configure_optimizers(): lr_schedulers[", i, "].scheduler is null");
-    TRAINBUS_CHECK(config.lr_schedulers[i].frequency >= 1, "configure_optimizers(): lr_schedulers[",
-                   i, "].frequency must be >= 1, got ", config.lr_schedulers[i].frequency);
-  }
+  validate_scheduler_configs(config.lr_schedulers, config.optimizers.size(),
+                             "configure_optimizers()");
   optimizers_ = std::move(config.optimizers);
   schedulers_ = std::move(config.lr_schedulers);
   configured_schedulers_ = schedulers_;
@@ -243,6 +240,9 @@ void Trainer::run_training_epoch() {
       run_evaluation(EvalKind::kValidation, num_val_batches_);
       phase_ = Phase::kTraining;
     }
+    // As Lightning's on_advance_end: ReduceLROnPlateau on a step interval, after the validation.
+    if (!should_accumulate(batch_idx))
+      step_schedulers(SchedulerInterval::kStep, batch_idx, /*plateau=*/true);
     // As Lightning's on_advance_end: loggers count the batch's step from here on.
     batches_that_stepped_ = progress_.global_step;
     if (options_.max_steps() >= 0 && progress_.global_step >= options_.max_steps()) break;
@@ -261,6 +261,10 @@ void Trainer::run_training_epoch() {
   ++progress_.epochs_processed;
   metrics_.end_epoch(MetricsCollector::Results::kTrain);
   call_train_epoch_end_hooks();
+  // As Lightning's fit_loop.on_advance_end: ReduceLROnPlateau on an epoch interval, once the
+  // epoch-end hooks (and so the validation and what they log) are done, if the epoch ran through.
+  if (progress_.batches_done_in_epoch == num_training_batches_)
+    step_schedulers(SchedulerInterval::kEpoch, num_training_batches_ - 1, /*plateau=*/true);
   check_observers();
   ++progress_.current_epoch;
 }
@@ -397,10 +401,11 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
                                             learning_rates(optimizers_, i)};
         });
   }
-  step_schedulers(SchedulerInterval::kStep);
-  // As Lightning: epoch-interval schedulers step with the epoch's last batch, before its
-  // on_train_batch_end.
-  if (batch_idx + 1 == num_training_batches_) step_schedulers(SchedulerInterval::kEpoch);
+  // As Lightning: schedulers other than ReduceLROnPlateau step here, the epoch-interval ones with
+  // the epoch's last batch, before its on_train_batch_end.
+  step_schedulers(SchedulerInterval::kStep, batch_idx, /*plateau=*/false);
+  if (batch_idx + 1 == num_training_batches_)
+    step_schedulers(SchedulerInterval::kEpoch, batch_idx, /*plateau=*/false);
 }
 
 void Trainer::clip_gradients(torch::optim::Optimizer& optimizer) {
@@ -418,11 +423,35 @@ void Trainer::clip_gradients(torch::optim::Optimizer& optimizer) {
   }
 }
 
-void Trainer::step_schedulers(SchedulerInterval interval) {
+void Trainer::step_schedulers(SchedulerInterval interval, int64_t batch_idx, bool plateau) {
+  // Lightning's _update_learning_rates: a step-interval scheduler counts the batches of the epoch
+  // (batch_idx + 1), an epoch-interval one the epochs (current_epoch + 1).
   const int64_t counter =
-      interval == SchedulerInterval::kStep ? progress_.global_step : progress_.current_epoch + 1;
+      interval == SchedulerInterval::kStep ? batch_idx + 1 : progress_.current_epoch + 1;
   for (const auto& config : schedulers_) {
-    if (config.interval == interval && counter % config.frequency == 0) config.scheduler->step();
+    if (reduces_on_plateau(config) != plateau || config.interval != interval ||
+        counter % config.frequency != 0) {
+      continue;
+    }
+    if (!plateau) {
+      config.scheduler->step();
+      continue;
+    }
+    const auto value = metrics_.callback_metrics().find(config.monitor);
+    if (value == metrics_.callback_metrics().end()) {
+      std::string available;
+      for (const auto& [name, metric] : metrics_.callback_metrics())
+        available += (available.empty() ? "" : ", ") + name;
+      // Lightning's messages.
+      TRAINBUS_CHECK(!config.strict, "ReduceLROnPlateau conditioned on metric ", config.monitor,
+                     " which is not available. Available metrics are: [", available,
+                     "]. Condition can be set using `monitor` key in lr scheduler dict");
+      warn(detail::concat("ReduceLROnPlateau conditioned on metric ", config.monitor,
+                          " which is not available but strict is set to `False`. Skipping "
+                          "learning rate update."));
+      continue;
+    }
+    static_cast<ReduceLROnPlateau&>(*config.scheduler).step(value->second);
   }
 }
 

@@ -126,16 +126,7 @@ void Trainer::set_skip_backward(bool skip) {
 
 void Trainer::set_lr_scheduler_configs(std::vector<SchedulerConfig> configs) {
   require_running_fit("set_lr_scheduler_configs");
-  for (size_t i = 0; i < configs.size(); ++i) {
-    TRAINBUS_CHECK(configs[i].scheduler != nullptr, "Trainer::set_lr_scheduler_configs: [", i,
-                   "].scheduler is null");
-    TRAINBUS_CHECK(configs[i].frequency >= 1, "Trainer::set_lr_scheduler_configs: [", i,
-                   "].frequency must be >= 1, got ", configs[i].frequency);
-    TRAINBUS_CHECK(configs[i].optimizer_idx < optimizers_.size(),
-                   "Trainer::set_lr_scheduler_configs: [", i, "].optimizer_idx is ",
-                   configs[i].optimizer_idx, " but the fit has ", optimizers_.size(),
-                   " optimizer(s)");
-  }
+  validate_scheduler_configs(configs, optimizers_.size(), "Trainer::set_lr_scheduler_configs");
   schedulers_ = std::move(configs);
 }
 

@@ -277,7 +277,7 @@ class Trainer {
   bool run_training_batch(int64_t batch_idx);
   void optimize(const StepOutput& outputs, int64_t batch_idx);
   bool should_accumulate(int64_t batch_idx) const;
-  void step_schedulers(SchedulerInterval interval);
+  void step_schedulers(SchedulerInterval interval, int64_t batch_idx, bool plateau);
   void call_train_epoch_end_hooks();
   void clip_gradients(torch::optim::Optimizer& optimizer);
 
