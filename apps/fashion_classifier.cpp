@@ -47,6 +47,23 @@ FashionClassifier::FashionClassifier(ClassifierOptions options) : options_(optio
   save_hyperparameters(hparams);
 }
 
+ClassifierOptions classifier_options_from(const StateDict& hparams) {
+  ClassifierOptions options;
+  if (hparams.contains("model"))
+    options.architecture = parse_architecture(hparams.at("model").toStringRef());
+  if (hparams.contains("lr")) options.lr = hparams.at("lr").toDouble();
+  if (hparams.contains("weight_decay"))
+    options.weight_decay = hparams.at("weight_decay").toDouble();
+  if (hparams.contains("dropout")) options.dropout = hparams.at("dropout").toDouble();
+  if (hparams.contains("lr_step_epochs"))
+    options.lr_step_epochs = hparams.at("lr_step_epochs").toInt();
+  if (hparams.contains("lr_gamma")) options.lr_gamma = hparams.at("lr_gamma").toDouble();
+  return options;
+}
+
+FashionClassifier::FashionClassifier(const StateDict& hparams)
+    : FashionClassifier(classifier_options_from(hparams)) {}
+
 at::Tensor FashionClassifier::forward(const at::Tensor& images) { return net_->forward(images); }
 
 StepOutput FashionClassifier::training_step(const Batch& batch, int64_t batch_idx) {

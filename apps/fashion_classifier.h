@@ -18,6 +18,10 @@ enum class Architecture {
 /// Parses "mlp" or "cnn"; throws MisconfigurationError naming the accepted values.
 Architecture parse_architecture(const std::string& name);
 
+struct ClassifierOptions;
+/// The options saved hyper-parameters stand for (FashionClassifier's own names).
+ClassifierOptions classifier_options_from(const StateDict& hparams);
+
 struct ClassifierOptions {
   Architecture architecture = Architecture::kMlp;
   double lr = 1e-3;
@@ -33,6 +37,9 @@ struct ClassifierOptions {
 class FashionClassifier : public Module {
  public:
   explicit FashionClassifier(ClassifierOptions options = {});
+  /// From the hyper-parameters it saves (model, lr, weight_decay, dropout, lr_step_epochs,
+  /// lr_gamma), as load_from_checkpoint builds it; a missing one keeps its default.
+  explicit FashionClassifier(const StateDict& hparams);
 
   at::Tensor forward(const at::Tensor& images);
   StepOutput training_step(const Batch& batch, int64_t batch_idx) override;

@@ -169,6 +169,14 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
   return fit;
 }
 
+callbacks::ModelCheckpointOptions fit_checkpoint_options(const std::string& out) {
+  return callbacks::ModelCheckpointOptions()
+      .dirpath((std::filesystem::path(out) / "checkpoints").string())
+      .filename("{epoch}-{val_acc:.4f}")
+      .monitor("val_acc")
+      .mode("max");
+}
+
 std::map<std::string, std::string> flag_values(const CLI::App& command) {
   // CLI11 writes every option with its value or default as TOML lines: name=value.
   std::map<std::string, std::string> values;
@@ -246,11 +254,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   if (args.checkpoint || args.resume == "last") {
     using SaveLast = callbacks::ModelCheckpointOptions::SaveLast;
     callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
-        callbacks::ModelCheckpointOptions()
-            .dirpath(checkpoint_dir)
-            .filename("{epoch}-{val_acc:.4f}")
-            .monitor("val_acc")
-            .mode("max")
+        fit_checkpoint_options(args.out)
             .save_top_k(args.checkpoint ? 1 : 0)
             .save_last(args.checkpoint ? SaveLast::kLink : SaveLast::kNo)));
   }

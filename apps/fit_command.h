@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "apps/fashion_classifier.h"
+#include "callbacks/model_checkpoint.h"
 #include "core/trainer_options.h"
 #include "data/fashion_mnist.h"
 
@@ -72,6 +73,10 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args);
 
 /// Every flag of `command` (a parsed subcommand) with its value or default: "max-epochs" -> "10".
 std::map<std::string, std::string> flag_values(const CLI::App& command);
+
+/// The ModelCheckpoint `trainbus fit` keeps its checkpoints with in `out`/checkpoints (the best by
+/// val_acc, and last.ckpt); validate/test/predict --ckpt best|last find them with the same one.
+callbacks::ModelCheckpointOptions fit_checkpoint_options(const std::string& out);
 
 /// Parses "10" as 10 batches and "0.25" as a fraction; throws MisconfigurationError naming `flag`.
 BatchLimit parse_batch_limit(const std::string& text, const std::string& flag);

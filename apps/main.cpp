@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "apps/ckpt_command.h"
+#include "apps/evaluate_command.h"
 #include "apps/fit_command.h"
 #include "apps/fit_config.h"
 #include "apps/replay_command.h"
@@ -19,6 +20,9 @@ int main(int argc, char** argv) {
   CLI::App* fit = trainbus::apps::add_fit_command(app, fit_args);
   std::string ckpt_path;
   CLI::App* inspect = trainbus::apps::add_ckpt_command(app, ckpt_path);
+  trainbus::apps::EvaluateArguments evaluate_args;
+  const trainbus::apps::EvaluateCommands evaluate =
+      trainbus::apps::add_evaluate_commands(app, evaluate_args);
   trainbus::apps::ReplayArguments replay_args;
   const trainbus::apps::ReplayCommand replay = trainbus::apps::add_replay_command(app, replay_args);
   trainbus::apps::TuneLrArguments tune_lr_args;
@@ -58,6 +62,13 @@ int main(int argc, char** argv) {
       for (int i = 0; i < argc; ++i) fit_args.command_line += (i ? " " : "") + std::string(argv[i]);
       trainbus::apps::run_fit_command(fit_args, std::cout);
     }
+    using trainbus::Stage;
+    if (evaluate.validate->parsed())
+      trainbus::apps::run_evaluate_command(Stage::kValidate, evaluate_args, std::cout);
+    if (evaluate.test->parsed())
+      trainbus::apps::run_evaluate_command(Stage::kTest, evaluate_args, std::cout);
+    if (evaluate.predict->parsed())
+      trainbus::apps::run_evaluate_command(Stage::kPredict, evaluate_args, std::cout);
     if (replay.replay->parsed()) {
       return trainbus::apps::run_replay_command(replay, replay_args, std::cout, std::cerr);
     }

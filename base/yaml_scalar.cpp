@@ -8,9 +8,9 @@
 
 namespace trainbus {
 
-std::string yaml_float(double value) {
-  if (std::isnan(value)) return ".nan";
-  if (std::isinf(value)) return value > 0 ? ".inf" : "-.inf";
+std::string python_float_repr(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
   // The shortest round-trip digits, as Python's repr: d.ddde±X.
   char buffer[64];
   const auto result =
@@ -30,8 +30,7 @@ std::string yaml_float(double value) {
   std::string text = negative ? "-" : "";
   if (point <= -4 || point > 16) {
     text += digits.substr(0, 1);
-    // PyYAML's represent_float adds ".0" when there is no '.', so that YAML 1.1 reads a float.
-    text += "." + (digits.size() > 1 ? digits.substr(1) : std::string("0"));
+    if (digits.size() > 1) text += "." + digits.substr(1);
     const int magnitude = std::abs(exponent);
     text += std::string("e") + (exponent < 0 ? "-" : "+") + (magnitude < 10 ? "0" : "") +
             std::to_string(magnitude);
@@ -43,6 +42,17 @@ std::string yaml_float(double value) {
     text += digits.substr(0, static_cast<std::size_t>(point)) + "." +
             digits.substr(static_cast<std::size_t>(point));
   }
+  return text;
+}
+
+std::string yaml_float(double value) {
+  if (std::isnan(value)) return ".nan";
+  if (std::isinf(value)) return value > 0 ? ".inf" : "-.inf";
+  // PyYAML's represent_float: repr(), with ".0" added to an exponent form without a '.', so that
+  // YAML 1.1 reads a float.
+  std::string text = python_float_repr(value);
+  const std::size_t e = text.find('e');
+  if (e != std::string::npos && text.find('.') == std::string::npos) text.insert(e, ".0");
   return text;
 }
 

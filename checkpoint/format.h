@@ -47,6 +47,13 @@ void write_checkpoint(CheckpointSnapshot& snapshot, const std::string& path);
 /// (missing, truncated, bad CRC, newer format, not a checkpoint).
 LoadedCheckpoint read_checkpoint(const std::string& path);
 
+/// Loads the part `model` of the checkpoint at `path` into `module` (torch::nn::Module::load), and
+/// checks what LibTorch's load does not: every parameter and buffer keeps its shape (LibTorch
+/// replaces a tensor of another shape silently). Throws CheckpointError naming the path, the tensor
+/// and both shapes, or LibTorch's message for a missing tensor.
+void load_module_weights(torch::nn::Module& module, torch::serialize::InputArchive& model,
+                         const std::string& path);
+
 /// What `trainbus ckpt inspect` prints: the manifest, progress and callback states, and whether
 /// every part matches it. Never throws for a damaged checkpoint; says what is wrong instead.
 struct CheckpointReport {

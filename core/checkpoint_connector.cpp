@@ -104,9 +104,11 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
     const std::string& path, bool weights_only, checkpoint::SnapshotBuffers* copies_into) {
   Trainer& t = trainer_;
   const bool copy_tensors = copies_into != nullptr;
-  TRAINBUS_CHECK(
-      t.module_ != nullptr && t.fn_ == Stage::kFit, "Trainer::save_checkpoint(\"", path,
-      "\") needs a running fit: call it from a callback or a module hook during Trainer::fit");
+  // As Lightning, also during validate/test/predict (the weights, and the optimizers a fit of
+  // this Trainer left); outside any run there is no module to save.
+  TRAINBUS_CHECK(t.module_ != nullptr, "Trainer::save_checkpoint(\"", path,
+                 "\") needs a running fit, validate, test or predict: call it from a callback or "
+                 "a module hook (after fit, from a Trainer::validate of the module)");
   TRAINBUS_CHECK_AS(CheckpointError, !optimizers_pending_, "Trainer::save_checkpoint(\"", path,
                     "\"): the run resumes from ", resumed_from_,
                     " and its optimizer states are loaded after on_fit_start; a checkpoint saved "
@@ -396,16 +398,27 @@ std::string CheckpointConnector::resolve_ckpt_path(const std::string& ckpt_path)
   return found;
 }
 
+void CheckpointConnector::restore_module_weights(const checkpoint::LoadedCheckpoint& checkpoint) {
+  checkpoint::load_module_weights(*trainer_.module_,
+                                  const_cast<torch::serialize::InputArchive&>(checkpoint.model),
+                                  checkpoint.path);
+}
+
+void CheckpointConnector::load_for_evaluation(const std::string& ckpt_path) {
+  evaluated_from_.clear();
+  if (ckpt_path.empty()) return;
+  const std::string path = resolve_ckpt_path(ckpt_path);
+  const checkpoint::LoadedCheckpoint checkpoint = checkpoint::read_checkpoint(path);
+  restore_module_weights(checkpoint);
+  trainer_.data_->load_state_dict(checkpoint.data.datamodule);
+  trainer_.module_->on_load_checkpoint(checkpoint.data);
+  evaluated_from_ = path;
+}
+
 void CheckpointConnector::restore_modules_and_callbacks(
     const checkpoint::LoadedCheckpoint& checkpoint) {
   Trainer& t = trainer_;
-  try {
-    t.module_->load(const_cast<torch::serialize::InputArchive&>(checkpoint.model));
-  } catch (const c10::Error& error) {
-    throw CheckpointError(::trainbus::detail::concat(
-        "checkpoint ", checkpoint.path, ": part `model` does not fit ", t.module_->name(), ": ",
-        first_line(error.what_without_backtrace())));
-  }
+  restore_module_weights(checkpoint);
   t.data_->load_state_dict(checkpoint.data.datamodule);
   t.module_->on_load_checkpoint(checkpoint.data);
   for (const auto& callback : t.callbacks_)

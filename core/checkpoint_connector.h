@@ -97,6 +97,9 @@ class CheckpointConnector {
   const checkpoint::CheckpointWriter* writer() const noexcept { return writer_.get(); }
   /// The checkpoint the running fit resumed from, or "" (checkpoint callbacks never delete it).
   const std::string& resumed_from() const noexcept { return resumed_from_; }
+  /// The checkpoint the last validate, test or predict loaded its weights from (its ckpt_path,
+  /// resolved), or "".
+  const std::string& evaluated_from() const noexcept { return evaluated_from_; }
 
  private:
   friend class Trainer;
@@ -120,6 +123,11 @@ class CheckpointConnector {
       const CheckpointRequest& request);
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
   void restore_modules_and_callbacks(const checkpoint::LoadedCheckpoint& checkpoint);
+  /// validate/test/predict with a ckpt_path: the module's weights and the data module's state
+  /// from it (not the callbacks' nor the loops', as Lightning). Empty: nothing.
+  void load_for_evaluation(const std::string& ckpt_path);
+  /// The module's weights from `checkpoint`; CheckpointError naming the path if they do not fit.
+  void restore_module_weights(const checkpoint::LoadedCheckpoint& checkpoint);
   /// The loops' progress, the RNG, the train loader's position and the callback metrics.
   void restore_training_state(const checkpoint::LoadedCheckpoint& checkpoint);
   /// The optimizers' states (their param groups' options included) and the schedulers' steps:
@@ -129,6 +137,7 @@ class CheckpointConnector {
 
   Trainer& trainer_;
   std::string resumed_from_;
+  std::string evaluated_from_;
   // Between restore_training_state and restore_optimizers (on_fit_start): a save now would pair
   // the restored progress with fresh optimizers, so it is refused.
   bool optimizers_pending_ = false;

@@ -171,7 +171,7 @@ Metrics Trainer::run_evaluation(EvalKind kind, int64_t num_batches) {
   return run_eval_loop<TestHooks>(*test_loader_, num_batches);
 }
 
-Metrics Trainer::validate(Module& module, DataModule& data) {
+Metrics Trainer::validate(Module& module, DataModule& data, const EvaluateOptions& options) {
   Metrics result;
   run_entry_point(Stage::kValidate, module, data, [&] {
     metrics_.clear();
@@ -179,6 +179,7 @@ Metrics Trainer::validate(Module& module, DataModule& data) {
     module_->prepare_data();
     call_setup_hooks(Stage::kValidate);
     module_->configure_model();
+    checkpoints_.load_for_evaluation(options.ckpt_path());
     module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
     val_loader_ = require_loader(data_->val_dataloader(), "val_dataloader");
@@ -191,7 +192,7 @@ Metrics Trainer::validate(Module& module, DataModule& data) {
   return result;
 }
 
-Metrics Trainer::test(Module& module, DataModule& data) {
+Metrics Trainer::test(Module& module, DataModule& data, const EvaluateOptions& options) {
   Metrics result;
   run_entry_point(Stage::kTest, module, data, [&] {
     metrics_.clear();
@@ -199,6 +200,7 @@ Metrics Trainer::test(Module& module, DataModule& data) {
     module_->prepare_data();
     call_setup_hooks(Stage::kTest);
     module_->configure_model();
+    checkpoints_.load_for_evaluation(options.ckpt_path());
     module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
     test_loader_ = require_loader(data_->test_dataloader(), "test_dataloader");
@@ -225,6 +227,7 @@ std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data,
     module_->prepare_data();
     call_setup_hooks(Stage::kPredict);
     module_->configure_model();
+    checkpoints_.load_for_evaluation(options.ckpt_path());
     module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
     auto loader = require_loader(data_->predict_dataloader(), "predict_dataloader");

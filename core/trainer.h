@@ -55,10 +55,11 @@ class Trainer {
 
   /// Trains `module` on `data`'s train loader, validating on its val loader if it has one.
   void fit(Module& module, DataModule& data, const FitOptions& options = {});
-  /// One pass over the val loader; returns the epoch values logged in it.
-  Metrics validate(Module& module, DataModule& data);
-  /// One pass over the test loader; returns the epoch values logged in it.
-  Metrics test(Module& module, DataModule& data);
+  /// One pass over the val loader; returns the epoch values logged in it. With a ckpt_path, the
+  /// module's weights (and the data module's state) are loaded from that checkpoint first.
+  Metrics validate(Module& module, DataModule& data, const EvaluateOptions& options = {});
+  /// One pass over the test loader; returns the epoch values logged in it. ckpt_path as validate.
+  Metrics test(Module& module, DataModule& data, const EvaluateOptions& options = {});
   /// predict_step over the predict loader; one tensor per batch (none with
   /// PredictOptions().return_predictions(false)).
   std::vector<at::Tensor> predict(Module& module, DataModule& data,

@@ -117,8 +117,18 @@ struct FitOptions {
   TRAINBUS_ARG(std::string, ckpt_path);
 };
 
+/// Arguments of one Trainer::validate or Trainer::test call.
+struct EvaluateOptions {
+  /// Weights to evaluate (Lightning's ckpt_path): a checkpoint directory, "best" (a checkpoint
+  /// callback's best_model_path, e.g. after fit) or "last" (the newest complete checkpoint it
+  /// finds); empty: the module's weights as they are.
+  TRAINBUS_ARG(std::string, ckpt_path);
+};
+
 /// Arguments of one Trainer::predict call.
 struct PredictOptions {
+  /// Weights to predict with, as EvaluateOptions::ckpt_path.
+  TRAINBUS_ARG(std::string, ckpt_path);
   /// Keep every batch's prediction and return them (Lightning's return_predictions); false: keep
   /// none, for predictions written by a callback (callbacks::BasePredictionWriter) that would not
   /// fit in memory.

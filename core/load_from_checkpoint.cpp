@@ -1,0 +1,21 @@
+#include "core/load_from_checkpoint.h"
+
+#include "base/errors.h"
+#include "checkpoint/format.h"
+
+namespace trainbus {
+
+std::shared_ptr<Module> load_module_from_checkpoint(const std::string& path,
+                                                    const ModuleFactory& make) {
+  checkpoint::LoadedCheckpoint checkpoint = checkpoint::read_checkpoint(path);
+  std::shared_ptr<Module> module = make(checkpoint.data.hyper_parameters);
+  TRAINBUS_CHECK(module != nullptr, "load_from_checkpoint(", path,
+                 "): the factory built no module");
+  module->configure_model();  // layers built there must exist before their weights are loaded
+  module->on_load_checkpoint(checkpoint.data);
+  checkpoint::load_module_weights(*module, checkpoint.model, path);
+  module->eval();
+  return module;
+}
+
+}  // namespace trainbus
