@@ -105,18 +105,11 @@ void Trainer::run_fit(const FitOptions& options) {
   module_->to(options_.device());
   configure_optimizers();
 
-  train_loader_ = require_loader(data_->train_dataloader(), "train_dataloader");
-  val_loader_ = data_->val_dataloader();
+  load_fit_data();  // unless estimated_stepping_batches() did already
   if (checkpoint) {
     checkpoints_.restore_training_state(*checkpoint);
     restarting_ = true;
   }
-
-  set_loop_sizes(
-      options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches"),
-      val_loader_
-          ? options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches")
-          : 0);
 
   call_hooks<events::FitStart>(
       [&](Callback& c) { c.on_fit_start(*this, *module_); }, [](Module& m) { m.on_fit_start(); },
@@ -135,6 +128,17 @@ void Trainer::run_fit(const FitOptions& options) {
                                return events::FitEnd{event_progress(), metrics_.callback_metrics()};
                              });
   call_teardown_hooks(Stage::kFit);
+}
+
+void Trainer::load_fit_data() {
+  if (train_loader_) return;
+  train_loader_ = require_loader(data_->train_dataloader(), "train_dataloader");
+  val_loader_ = data_->val_dataloader();
+  set_loop_sizes(
+      options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches"),
+      val_loader_
+          ? options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches")
+          : 0);
 }
 
 void Trainer::configure_optimizers() {

@@ -1,5 +1,6 @@
 #include "core/trainer.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -139,11 +140,15 @@ void Trainer::set_lr_scheduler_configs(std::vector<SchedulerConfig> configs) {
   schedulers_ = std::move(configs);
 }
 
-int64_t Trainer::estimated_stepping_batches() const {
+int64_t Trainer::estimated_stepping_batches() {
+  // As Lightning's Trainer.estimated_stepping_batches.
+  if (max_epochs_ == -1) return options_.max_steps();
+  // As Lightning, which loads the train dataloader here ("Loading `train_dataloader` to estimate
+  // number of stepping batches.") when setup or configure_optimizers asks before the fit has.
+  if (fn_ == Stage::kFit && !replaying_ && data_ != nullptr) load_fit_data();
   const int64_t per_epoch =
       (num_training_batches_ + accumulate_grad_batches_ - 1) / accumulate_grad_batches_;
-  if (max_epochs_ == -1) return options_.max_steps();
-  const int64_t by_epochs = per_epoch * max_epochs_;
+  const int64_t by_epochs = per_epoch * std::max<int64_t>(max_epochs_, 1);
   return options_.max_steps() == -1 ? by_epochs : std::min(by_epochs, options_.max_steps());
 }
 

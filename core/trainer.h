@@ -183,8 +183,13 @@ class Trainer {
   int64_t accumulate_grad_batches() const noexcept { return accumulate_grad_batches_; }
   /// Changes accumulation from the next batch on (GradientAccumulationScheduler does this).
   void set_accumulate_grad_batches(int64_t batches);
-  /// Optimizer steps fit will take if nothing stops it early.
-  int64_t estimated_stepping_batches() const;
+  /// Optimizer steps fit will take if nothing stops it early (Lightning's
+  /// trainer.estimated_stepping_batches): ceil(num_training_batches / accumulate_grad_batches) *
+  /// max(max_epochs, 1), capped by max_steps; max_steps when max_epochs is -1 (so -1 when neither
+  /// limits the fit, where Lightning says inf). Right from setup on: asked before the fit has
+  /// loaded its data (setup, configure_model, configure_optimizers), it loads the train and val
+  /// loaders then, once, as Lightning does.
+  int64_t estimated_stepping_batches();
 
   // ---- objects ----
 
@@ -265,6 +270,8 @@ class Trainer {
 
   // Fit (core/fit_loop.cpp).
   void run_fit(const FitOptions& options);
+  /// Loads the train and val loaders and sizes the loops from them, unless done in this fit.
+  void load_fit_data();
   /// Batches per training epoch and per validation, and the batch after which validation runs.
   void set_loop_sizes(int64_t num_training_batches, int64_t num_val_batches);
   void configure_optimizers();
