@@ -300,7 +300,15 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
     FxScope scope(current_fx_, "training_step");
     outputs = module_->training_step(batch, batch_idx);
   }
-  optimize(outputs, batch_idx);
+  // As Lightning's ClosureResult.from_training_step_output: the loss divided by
+  // accumulate_grad_batches is what backward runs on, and on_train_batch_end gets it detached.
+  at::Tensor closure_loss;
+  if (outputs.has_loss()) {
+    closure_loss =
+        accumulate_grad_batches_ > 1 ? outputs.loss() / accumulate_grad_batches_ : outputs.loss();
+  }
+  optimize(closure_loss, batch_idx);
+  if (closure_loss.defined()) outputs.set(StepOutput::kLossKey, closure_loss.detach());
   progress_.batches_done_in_epoch = batch_idx + 1;
 
   call_hooks<events::TrainBatchEnd>(
@@ -324,9 +332,9 @@ bool Trainer::should_accumulate(int64_t batch_idx) const {
   return !window_done && !last_batch;
 }
 
-void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
+void Trainer::optimize(const at::Tensor& loss, int64_t batch_idx) {
   if (skip_backward_) return;  // a forward-only epoch (StochasticWeightAveraging's BatchNorm pass)
-  if (!outputs.has_loss()) {
+  if (!loss.defined()) {
     if (!warned_no_loss_) {
       warn(
           "training_step returned no `loss`: such batches are skipped (no backward, no optimizer "
@@ -336,7 +344,6 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
     }
     return;
   }
-  const at::Tensor& loss = outputs.loss();
   TRAINBUS_CHECK(loss.numel() == 1, "training_step must return a scalar loss, got shape ",
                  loss.sizes(), "; reduce it (e.g. .mean())");
   TRAINBUS_CHECK(loss.requires_grad(),
@@ -355,15 +362,13 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
       zero_grad_to_none(optimizer);
     }
   }
-  const at::Tensor backward_loss =
-      accumulate_grad_batches_ > 1 ? loss / accumulate_grad_batches_ : loss;
   call_hooks<events::BeforeBackward>(
-      [&](Callback& c) { c.on_before_backward(*this, *module_, backward_loss); },
-      [&](Module& m) { m.on_before_backward(backward_loss); },
+      [&](Callback& c) { c.on_before_backward(*this, *module_, loss); },
+      [&](Module& m) { m.on_before_backward(loss); },
       [&] {
-        return events::BeforeBackward{event_progress(), batch_idx, make_tensor_ref(backward_loss)};
+        return events::BeforeBackward{event_progress(), batch_idx, make_tensor_ref(loss)};
       });
-  backward_loss.backward();
+  loss.backward();
   call_hooks<events::AfterBackward>([&](Callback& c) { c.on_after_backward(*this, *module_); },
                                     [](Module& m) { m.on_after_backward(); },
                                     [&] {

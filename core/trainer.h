@@ -282,7 +282,8 @@ class Trainer {
   void run_training_epoch();
   /// Returns false when the module asked to skip the rest of the epoch.
   bool run_training_batch(int64_t batch_idx);
-  void optimize(const StepOutput& outputs, int64_t batch_idx);
+  /// Zero grad, backward on `loss` (undefined: the step returned none) and the optimizer step.
+  void optimize(const at::Tensor& loss, int64_t batch_idx);
   bool should_accumulate(int64_t batch_idx) const;
   void step_schedulers(SchedulerInterval interval);
   void call_train_epoch_end_hooks();
