@@ -108,7 +108,11 @@ void Trainer::run_fit(const FitOptions& options) {
   load_fit_data();  // unless estimated_stepping_batches() did already
   if (checkpoint) {
     checkpoints_.restore_training_state(*checkpoint);
-    restarting_ = true;
+    // As Lightning's _FitLoop.restarting setter, run when the loops' state is loaded: the fit is
+    // restarting only if the saved epoch was unfinished or the training is iteration-based
+    // (max_steps set); an epoch saved from on_train_epoch_end on is not restarted.
+    restarting_ =
+        !checkpoint->data.loops.at("epoch_batches_finished").toBool() || options_.max_steps() != -1;
   }
 
   call_hooks<events::FitStart>(
@@ -162,6 +166,8 @@ void Trainer::configure_optimizers() {
 }
 
 void Trainer::run_sanity_check() {
+  // As Lightning's _run_sanity_check: not when restarting, "because it would mess up the loaded
+  // state" (fit_loop.epoch_loop.val_loop.restarting, which the fit loop's restarting sets).
   if (restarting_ || num_val_batches_ == 0 || options_.num_sanity_val_steps() == 0) return;
   const int64_t batches = options_.num_sanity_val_steps() == -1
                               ? num_val_batches_

@@ -338,7 +338,9 @@ class Trainer {
 
   FitProgress progress_;
   int64_t batches_that_stepped_ = 0;
-  bool restarting_ = false;  // this fit resumed from a checkpoint
+  // Lightning's fit_loop.restarting after a resume: from a checkpoint saved mid-epoch, or with
+  // max_steps set. Skips the sanity check.
+  bool restarting_ = false;
   bool replaying_ = false;
   bool should_stop_ = false;
   bool skip_backward_ = false;
