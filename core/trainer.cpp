@@ -100,6 +100,29 @@ void Trainer::request_stop(std::string reason) {
   });
 }
 
+bool Trainer::should_update_logs() const noexcept {
+  // As Lightning's _LoggerConnector.should_update_logs, where the "step" is the active loop's:
+  // the fit loop's _batches_that_stepped + 1, or an evaluation or prediction loop's
+  // batch_progress.current.ready.
+  int64_t step = 0;
+  switch (phase_) {
+    case Phase::kValidating:
+    case Phase::kSanityChecking:
+    case Phase::kTesting:
+    case Phase::kPredicting:
+      step = eval_batches_begun_;
+      break;
+    case Phase::kTraining:
+      step = batches_that_stepped_ + 1;
+      break;
+    case Phase::kIdle:
+      if (fn_ != Stage::kFit) return true;  // no active loop
+      step = batches_that_stepped_ + 1;     // a fit between its loops: the fit loop's
+      break;
+  }
+  return step % options_.log_every_n_steps() == 0 || should_stop_;
+}
+
 void Trainer::set_accumulate_grad_batches(int64_t batches) {
   TRAINBUS_CHECK(batches >= 1, "Trainer::set_accumulate_grad_batches: must be >= 1, got ", batches);
   accumulate_grad_batches_ = batches;

@@ -119,11 +119,11 @@ class Trainer {
   /// use: global_step before the current batch's own step, held through its on_train_batch_end
   /// and the validation that follows it; global_step outside a training batch.
   int64_t batches_that_stepped() const noexcept { return batches_that_stepped_; }
-  /// Lightning's _LoggerConnector.should_update_logs: whether the loggers take step values now,
-  /// (batches_that_stepped + 1) a multiple of log_every_n_steps, or a stop asked for.
-  bool should_update_logs() const noexcept {
-    return (batches_that_stepped_ + 1) % options_.log_every_n_steps() == 0 || should_stop_;
-  }
+  /// Lightning's _LoggerConnector.should_update_logs: whether the loggers take step values now.
+  /// In training, (batches_that_stepped + 1) a multiple of log_every_n_steps; in a validation,
+  /// test or prediction loop, the batches it has begun (1-based, 0 before the first) a multiple of
+  /// it; either way also once a stop was asked for. True outside any loop.
+  bool should_update_logs() const noexcept;
   /// Where the fit is, down to the batch in the epoch.
   const FitProgress& fit_progress() const noexcept { return progress_; }
   /// True once a stop was requested in this run. Honoured when min_epochs/min_steps allow.
@@ -338,6 +338,7 @@ class Trainer {
 
   FitProgress progress_;
   int64_t batches_that_stepped_ = 0;
+  int64_t eval_batches_begun_ = 0;  // of the running evaluation or prediction loop
   // Lightning's fit_loop.restarting after a resume: from a checkpoint saved mid-epoch, or with
   // max_steps set. Skips the sanity check.
   bool restarting_ = false;
