@@ -14,7 +14,7 @@
 #include "apps/fashion_classifier.h"
 #include "apps/fit_command.h"
 #include "base/errors.h"
-#include "base/yaml_scalar.h"
+#include "base/python_format.h"
 #include "checkpoint/format.h"
 #include "core/load_from_checkpoint.h"
 #include "core/trainer.h"
@@ -121,7 +121,7 @@ std::string results_table(Stage stage, const Metrics& metrics, int width) {
       << rstrip(centred(title + " metric", column) + centred("DataLoader 0", column)) << '\n'
       << bar << '\n';
   for (const auto& [name, value] : metrics)
-    out << rstrip(centred(name, column) + centred(python_float_repr(value), column)) << '\n';
+    out << rstrip(centred(name, column) + centred(python_format(value, ""), column)) << '\n';
   out << bar << '\n';
   return out.str();
 }
@@ -163,7 +163,7 @@ Metrics run_evaluate_command(Stage stage, const EvaluateArguments& args, std::os
         const int64_t predicted = classes[i].item<int64_t>();
         ++per_class.at(static_cast<std::size_t>(predicted));
         if (csv.is_open())
-          csv << images << ',' << predicted << ',' << python_float_repr(best[i].item<double>())
+          csv << images << ',' << predicted << ',' << python_format(best[i].item<double>(), "")
               << '\n';
       }
     }

@@ -7,11 +7,6 @@
 
 namespace trainbus {
 
-/// A float as Python's repr() (and str()) writes it: the shortest text that reads back to the same
-/// double, in exponent form below 1e-4 and from 1e16 (1e-05, 1e+16), with ".0" on whole numbers;
-/// inf, -inf, nan.
-std::string python_float_repr(double value);
-
 /// A float as PyYAML writes one (its represent_float over Python's repr): the shortest text that
 /// reads back to the same double, with a '.' so that YAML 1.1 resolves it as a float: 0.001,
 /// 1.0e-05, 1.5e+16, 100.0, .inf, -.inf, .nan.

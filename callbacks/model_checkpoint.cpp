@@ -13,6 +13,7 @@
 
 #include "base/diagnostics.h"
 #include "base/errors.h"
+#include "base/python_format.h"
 #include "checkpoint/durable_file.h"
 #include "checkpoint/format.h"
 #include "core/trainer.h"
@@ -22,30 +23,21 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Python's format(value, spec) for the specs filename templates use: "", ".2f", "03d", ".3e", ...
+// As Lightning's `filename.format(metrics)` on tensors: Python's format(value, spec) of an int
+// (epoch, step) or a float (a logged metric).
 std::string format_value(double value, const std::string& spec, bool integer,
                          const std::string& filename) {
-  if (spec.empty()) {
-    if (integer) return std::to_string(static_cast<long long>(value));
-    char text[64];
-    std::snprintf(text, sizeof text, "%.10g", value);
-    return text;
+  std::string why;
+  try {
+    return integer ? python_format(static_cast<int64_t>(std::llround(value)), spec)
+                   : python_format(value, spec);
+  } catch (const std::invalid_argument& error) {
+    why = error.what();
   }
-  static const std::regex valid(R"([-+ #0]*[0-9]*(\.[0-9]+)?[dfFeEgG%]?)");
-  TRAINBUS_CHECK(std::regex_match(spec, valid), "ModelCheckpoint filename `", filename,
-                 "`: format spec `:", spec,
-                 "` is not supported; use one like `:.2f`, `:.3e` or `:03d`");
-  char text[128];
-  const char type = spec.back();
-  if (type == 'd') {
-    std::snprintf(text, sizeof text, ("%" + spec.substr(0, spec.size() - 1) + "lld").c_str(),
-                  static_cast<long long>(std::llround(value)));
-  } else if (std::isdigit(static_cast<unsigned char>(type))) {
-    std::snprintf(text, sizeof text, ("%" + spec + "g").c_str(), value);
-  } else {
-    std::snprintf(text, sizeof text, ("%" + spec).c_str(), value);
-  }
-  return text;
+  throw MisconfigurationError(::trainbus::detail::concat(
+      "ModelCheckpoint filename `", filename, "`: format spec `:", spec, "` is not supported (",
+      why, "); use one of Python's for ", integer ? "an int" : "a float",
+      " such as `:.2f`, `:.3e`, `:.1%`", integer ? " or `:03d`" : ""));
 }
 
 }  // namespace
@@ -490,9 +482,11 @@ std::string ModelCheckpoint::format_checkpoint_name(const Metrics& metrics,
     out += name_template.substr(last, static_cast<std::size_t>(match.position()) - last);
     const std::string name = match[1];
     const auto found = metrics.find(name);
-    const double value =
-        found == metrics.end() ? 0.0 : found->second;  // Lightning: missing metrics are 0
-    const bool integer = name == "epoch" || name == "step";
+    // Lightning: epoch and step are int tensors, a missing metric torch.tensor(0), the others
+    // float tensors.
+    const bool missing = found == metrics.end();
+    const double value = missing ? 0.0 : found->second;
+    const bool integer = missing || name == "epoch" || name == "step";
     if (options_.auto_insert_metric_name()) out += name + "=";
     out += format_value(value, match[2], integer, name_template);
     last = static_cast<std::size_t>(match.position() + match.length());

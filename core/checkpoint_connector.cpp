@@ -471,6 +471,7 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
 
   const StateDict& loops = checkpoint.data.loops;
   t.progress_ = FitProgress::resumed_from(loops);
+  t.batches_that_stepped_ = t.progress_.global_step;  // Lightning restores it with the loops
   t.accumulate_grad_batches_ = loops.at("accumulate_grad_batches").toInt();
   if (loops.contains("train_loader") && t.train_loader_) {
     t.train_loader_->load_state_dict(loops.dict_at("train_loader"));

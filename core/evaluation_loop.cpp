@@ -109,6 +109,7 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
   torch::NoGradGuard no_grad;
   metrics_.reset(Hooks::kResults);
   loader.set_epoch(progress_.current_epoch);
+  eval_batches_begun_ = 0;
 
   using Start = typename Hooks::Start;
   using EpochStart = typename Hooks::EpochStart;
@@ -126,6 +127,7 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
     const Batch batch = data::to_device(loader.batch(batch_idx), options_.device());
     const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
+    eval_batches_begun_ = batch_idx + 1;
     metrics_.set_current_batch_size(info.batch_size);
     metrics_.begin_batch();
     call_hooks<BatchStart>(
@@ -252,6 +254,7 @@ void Trainer::run_prediction(DataLoader& loader, int64_t num_batches, bool keep_
   EvalModeScope eval_mode(*module_);
   torch::NoGradGuard no_grad;
   loader.set_epoch(0);
+  eval_batches_begun_ = 0;
   call_hooks<events::PredictStart>([&](Callback& c) { c.on_predict_start(*this, *module_); },
                                    [](Module& m) { m.on_predict_start(); },
                                    [&] { return events::PredictStart{event_progress()}; });
@@ -265,6 +268,7 @@ void Trainer::run_prediction(DataLoader& loader, int64_t num_batches, bool keep_
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
     const Batch batch = data::to_device(loader.batch(batch_idx), options_.device());
     const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
+    eval_batches_begun_ = batch_idx + 1;
     call_hooks<events::PredictBatchStart>(
         [&](Callback& c) { c.on_predict_batch_start(*this, *module_, batch, batch_idx); },
         [&](Module& m) { m.on_predict_batch_start(batch, batch_idx); },

@@ -114,18 +114,15 @@ void Trainer::run_fit(const FitOptions& options) {
   module_->to(options_.device());
   configure_optimizers();
 
-  train_loader_ = require_loader(data_->train_dataloader(), "train_dataloader");
-  val_loader_ = data_->val_dataloader();
+  load_fit_data();  // unless estimated_stepping_batches() did already
   if (checkpoint) {
     checkpoints_.restore_training_state(*checkpoint);
-    restarting_ = true;
+    // As Lightning's _FitLoop.restarting setter, run when the loops' state is loaded: the fit is
+    // restarting only if the saved epoch was unfinished or the training is iteration-based
+    // (max_steps set); an epoch saved from on_train_epoch_end on is not restarted.
+    restarting_ =
+        !checkpoint->data.loops.at("epoch_batches_finished").toBool() || options_.max_steps() != -1;
   }
-
-  set_loop_sizes(
-      options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches"),
-      val_loader_
-          ? options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches")
-          : 0);
 
   call_hooks<events::FitStart>(
       [&](Callback& c) { c.on_fit_start(*this, *module_); }, [](Module& m) { m.on_fit_start(); },
@@ -146,6 +143,17 @@ void Trainer::run_fit(const FitOptions& options) {
   call_teardown_hooks(Stage::kFit);
 }
 
+void Trainer::load_fit_data() {
+  if (train_loader_) return;
+  train_loader_ = require_loader(data_->train_dataloader(), "train_dataloader");
+  val_loader_ = data_->val_dataloader();
+  set_loop_sizes(
+      options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches"),
+      val_loader_
+          ? options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches")
+          : 0);
+}
+
 void Trainer::configure_optimizers() {
   OptimizerConfig config = module_->configure_optimizers();
   TRAINBUS_CHECK(!config.optimizers.empty(),
@@ -163,6 +171,8 @@ void Trainer::configure_optimizers() {
 }
 
 void Trainer::run_sanity_check() {
+  // As Lightning's _run_sanity_check: not when restarting, "because it would mess up the loaded
+  // state" (fit_loop.epoch_loop.val_loop.restarting, which the fit loop's restarting sets).
   if (restarting_ || num_val_batches_ == 0 || options_.num_sanity_val_steps() == 0) return;
   const int64_t batches = options_.num_sanity_val_steps() == -1
                               ? num_val_batches_
@@ -308,7 +318,15 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
     FxScope scope(current_fx_, "training_step");
     outputs = module_->training_step(batch, batch_idx);
   }
-  optimize(outputs, batch_idx);
+  // As Lightning's ClosureResult.from_training_step_output: the loss divided by
+  // accumulate_grad_batches is what backward runs on, and on_train_batch_end gets it detached.
+  at::Tensor closure_loss;
+  if (outputs.has_loss()) {
+    closure_loss =
+        accumulate_grad_batches_ > 1 ? outputs.loss() / accumulate_grad_batches_ : outputs.loss();
+  }
+  optimize(closure_loss, batch_idx);
+  if (closure_loss.defined()) outputs.set(StepOutput::kLossKey, closure_loss.detach());
   progress_.batches_done_in_epoch = batch_idx + 1;
 
   call_hooks<events::TrainBatchEnd>(
@@ -332,9 +350,9 @@ bool Trainer::should_accumulate(int64_t batch_idx) const {
   return !window_done && !last_batch;
 }
 
-void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
+void Trainer::optimize(const at::Tensor& loss, int64_t batch_idx) {
   if (skip_backward_) return;  // a forward-only epoch (StochasticWeightAveraging's BatchNorm pass)
-  if (!outputs.has_loss()) {
+  if (!loss.defined()) {
     if (!warned_no_loss_) {
       warn(
           "training_step returned no `loss`: such batches are skipped (no backward, no optimizer "
@@ -344,7 +362,6 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
     }
     return;
   }
-  const at::Tensor& loss = outputs.loss();
   TRAINBUS_CHECK(loss.numel() == 1, "training_step must return a scalar loss, got shape ",
                  loss.sizes(), "; reduce it (e.g. .mean())");
   TRAINBUS_CHECK(loss.requires_grad(),
@@ -363,15 +380,13 @@ void Trainer::optimize(const StepOutput& outputs, int64_t batch_idx) {
       zero_grad_to_none(optimizer);
     }
   }
-  const at::Tensor backward_loss =
-      accumulate_grad_batches_ > 1 ? loss / accumulate_grad_batches_ : loss;
   call_hooks<events::BeforeBackward>(
-      [&](Callback& c) { c.on_before_backward(*this, *module_, backward_loss); },
-      [&](Module& m) { m.on_before_backward(backward_loss); },
+      [&](Callback& c) { c.on_before_backward(*this, *module_, loss); },
+      [&](Module& m) { m.on_before_backward(loss); },
       [&] {
-        return events::BeforeBackward{event_progress(), batch_idx, make_tensor_ref(backward_loss)};
+        return events::BeforeBackward{event_progress(), batch_idx, make_tensor_ref(loss)};
       });
-  backward_loss.backward();
+  loss.backward();
   call_hooks<events::AfterBackward>([&](Callback& c) { c.on_after_backward(*this, *module_); },
                                     [](Module& m) { m.on_after_backward(); },
                                     [&] {

@@ -1,5 +1,6 @@
 #include "core/trainer.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -99,6 +100,29 @@ void Trainer::request_stop(std::string reason) {
   });
 }
 
+bool Trainer::should_update_logs() const noexcept {
+  // As Lightning's _LoggerConnector.should_update_logs, where the "step" is the active loop's:
+  // the fit loop's _batches_that_stepped + 1, or an evaluation or prediction loop's
+  // batch_progress.current.ready.
+  int64_t step = 0;
+  switch (phase_) {
+    case Phase::kValidating:
+    case Phase::kSanityChecking:
+    case Phase::kTesting:
+    case Phase::kPredicting:
+      step = eval_batches_begun_;
+      break;
+    case Phase::kTraining:
+      step = batches_that_stepped_ + 1;
+      break;
+    case Phase::kIdle:
+      if (fn_ != Stage::kFit) return true;  // no active loop
+      step = batches_that_stepped_ + 1;     // a fit between its loops: the fit loop's
+      break;
+  }
+  return step % options_.log_every_n_steps() == 0 || should_stop_;
+}
+
 void Trainer::set_accumulate_grad_batches(int64_t batches) {
   TRAINBUS_CHECK(batches >= 1, "Trainer::set_accumulate_grad_batches: must be >= 1, got ", batches);
   accumulate_grad_batches_ = batches;
@@ -130,11 +154,15 @@ void Trainer::set_lr_scheduler_configs(std::vector<SchedulerConfig> configs) {
   schedulers_ = std::move(configs);
 }
 
-int64_t Trainer::estimated_stepping_batches() const {
+int64_t Trainer::estimated_stepping_batches() {
+  // As Lightning's Trainer.estimated_stepping_batches.
+  if (max_epochs_ == -1) return options_.max_steps();
+  // As Lightning, which loads the train dataloader here ("Loading `train_dataloader` to estimate
+  // number of stepping batches.") when setup or configure_optimizers asks before the fit has.
+  if (fn_ == Stage::kFit && !replaying_ && data_ != nullptr) load_fit_data();
   const int64_t per_epoch =
       (num_training_batches_ + accumulate_grad_batches_ - 1) / accumulate_grad_batches_;
-  if (max_epochs_ == -1) return options_.max_steps();
-  const int64_t by_epochs = per_epoch * max_epochs_;
+  const int64_t by_epochs = per_epoch * std::max<int64_t>(max_epochs_, 1);
   return options_.max_steps() == -1 ? by_epochs : std::min(by_epochs, options_.max_steps());
 }
 

@@ -120,11 +120,11 @@ class Trainer {
   /// use: global_step before the current batch's own step, held through its on_train_batch_end
   /// and the validation that follows it; global_step outside a training batch.
   int64_t batches_that_stepped() const noexcept { return batches_that_stepped_; }
-  /// Lightning's _LoggerConnector.should_update_logs: whether the loggers take step values now,
-  /// (batches_that_stepped + 1) a multiple of log_every_n_steps, or a stop asked for.
-  bool should_update_logs() const noexcept {
-    return (batches_that_stepped_ + 1) % options_.log_every_n_steps() == 0 || should_stop_;
-  }
+  /// Lightning's _LoggerConnector.should_update_logs: whether the loggers take step values now.
+  /// In training, (batches_that_stepped + 1) a multiple of log_every_n_steps; in a validation,
+  /// test or prediction loop, the batches it has begun (1-based, 0 before the first) a multiple of
+  /// it; either way also once a stop was asked for. True outside any loop.
+  bool should_update_logs() const noexcept;
   /// Where the fit is, down to the batch in the epoch.
   const FitProgress& fit_progress() const noexcept { return progress_; }
   /// True once a stop was requested in this run. Honoured when min_epochs/min_steps allow.
@@ -184,8 +184,13 @@ class Trainer {
   int64_t accumulate_grad_batches() const noexcept { return accumulate_grad_batches_; }
   /// Changes accumulation from the next batch on (GradientAccumulationScheduler does this).
   void set_accumulate_grad_batches(int64_t batches);
-  /// Optimizer steps fit will take if nothing stops it early.
-  int64_t estimated_stepping_batches() const;
+  /// Optimizer steps fit will take if nothing stops it early (Lightning's
+  /// trainer.estimated_stepping_batches): ceil(num_training_batches / accumulate_grad_batches) *
+  /// max(max_epochs, 1), capped by max_steps; max_steps when max_epochs is -1 (so -1 when neither
+  /// limits the fit, where Lightning says inf). Right from setup on: asked before the fit has
+  /// loaded its data (setup, configure_model, configure_optimizers), it loads the train and val
+  /// loaders then, once, as Lightning does.
+  int64_t estimated_stepping_batches();
 
   // ---- objects ----
 
@@ -266,6 +271,8 @@ class Trainer {
 
   // Fit (core/fit_loop.cpp).
   void run_fit(const FitOptions& options);
+  /// Loads the train and val loaders and sizes the loops from them, unless done in this fit.
+  void load_fit_data();
   /// Batches per training epoch and per validation, and the batch after which validation runs.
   void set_loop_sizes(int64_t num_training_batches, int64_t num_val_batches);
   void configure_optimizers();
@@ -276,7 +283,8 @@ class Trainer {
   void run_training_epoch();
   /// Returns false when the module asked to skip the rest of the epoch.
   bool run_training_batch(int64_t batch_idx);
-  void optimize(const StepOutput& outputs, int64_t batch_idx);
+  /// Zero grad, backward on `loss` (undefined: the step returned none) and the optimizer step.
+  void optimize(const at::Tensor& loss, int64_t batch_idx);
   bool should_accumulate(int64_t batch_idx) const;
   void step_schedulers(SchedulerInterval interval, int64_t batch_idx, bool plateau);
   void call_train_epoch_end_hooks();
@@ -331,7 +339,10 @@ class Trainer {
 
   FitProgress progress_;
   int64_t batches_that_stepped_ = 0;
-  bool restarting_ = false;  // this fit resumed from a checkpoint
+  int64_t eval_batches_begun_ = 0;  // of the running evaluation or prediction loop
+  // Lightning's fit_loop.restarting after a resume: from a checkpoint saved mid-epoch, or with
+  // max_steps set. Skips the sanity check.
+  bool restarting_ = false;
   bool replaying_ = false;
   bool should_stop_ = false;
   bool skip_backward_ = false;

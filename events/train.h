@@ -53,13 +53,15 @@ struct TrainBatchEnd {
   static constexpr std::string_view kName = "train_batch_end";
   Progress progress;
   BatchInfo batch;
-  /// training_step's loss, unscaled by gradient accumulation; NaN if the step returned none.
+  /// The loss in `outputs`, as backpropagated: training_step's loss divided by
+  /// accumulate_grad_batches (Lightning's `outputs["loss"]`); NaN if the step returned none.
   double loss = std::numeric_limits<double>::quiet_NaN();
   /// Values logged with on_step=true (and logger=true) during this batch, as in logged_metrics.
   Metrics metrics;
   /// trainer.progress_bar_metrics after this batch.
   Metrics progress_bar;
-  /// training_step's outputs (a trainbus::StepOutput); see core/tensor_ref.h.
+  /// training_step's outputs (a trainbus::StepOutput), its loss replaced by the loss as
+  /// backpropagated, detached; see core/tensor_ref.h.
   TensorRef outputs;
 };
 

@@ -16,7 +16,8 @@ void Logger::select_events(events::EventSelection& selection) const {
   selection.add<events::FitStart>()
       .add<events::SanityCheckStart>()
       .add<events::SanityCheckEnd>()
-      .add<events::TrainBatchEnd>(events::EventFilter::every(log_every_n_steps_))
+      .add<events::TrainBatchEnd>()  // every one: only the steps tell which make a row
+      .add<events::StopRequested>()
       .add<events::TrainEpochEnd>()
       .add<events::ValidationEpochEnd>()
       .add<events::ValidationEnd>()
@@ -34,15 +35,27 @@ void Logger::on_metrics_logged(const events::MetricsLogged& event) {
 
 void Logger::on_fit_start(const events::FitStart& event) {
   log_hyperparams(event.hparams);
+  stop_requested_ = false;
+  last_global_step_ = event.progress.global_step;  // a resumed fit's steps
+  batch_step_.reset();
   if (event.progress.global_step > 0) resume_at(event.progress.global_step);
 }
 
 void Logger::on_train_batch_end(const events::TrainBatchEnd& event) {
-  if (!event.metrics.empty())
-    log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
+  // As Lightning's _LoggerConnector.update_train_step_metrics: no row for a batch that
+  // accumulates; else one when should_update_logs, i.e. (_batches_that_stepped + 1) %
+  // log_every_n_steps == 0 or a stop was asked for, at step _batches_that_stepped (the batches
+  // that stepped before this one).
+  const bool stepped = event.progress.global_step > last_global_step_;
+  last_global_step_ = event.progress.global_step;
+  batch_step_ = stepped ? event.progress.global_step - 1 : event.progress.global_step;
+  if (!stepped || event.metrics.empty()) return;
+  if ((*batch_step_ + 1) % log_every_n_steps_ != 0 && !stop_requested_) return;
+  log_metrics(event.metrics, *batch_step_, event.progress.epoch);
 }
 
 void Logger::on_train_epoch_end(const events::TrainEpochEnd& event) {
+  batch_step_.reset();
   if (!event.metrics.empty())
     log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
   flush();
@@ -50,7 +63,8 @@ void Logger::on_train_epoch_end(const events::TrainEpochEnd& event) {
 
 void Logger::on_validation_epoch_end(const events::ValidationEpochEnd& event) {
   if (!sanity_checking_ && !event.metrics.empty()) {
-    log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
+    // Validation in a training epoch runs before the batch's own step counts (Lightning).
+    log_metrics(event.metrics, batch_step_.value_or(step_of(event.progress)), event.progress.epoch);
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "events/observer.h"
@@ -12,12 +13,15 @@ namespace trainbus::observers {
 
 /// Turns lifecycle events into log_metrics calls the way Lightning's logger connector does
 /// (and writes what callbacks log through Trainer::loggers(), events::MetricsLogged):
-///  - every `log_every_n_steps`-th training batch: the values logged on that step;
+///  - after a training batch whose optimizer step makes (steps before it + 1) a multiple of
+///    `log_every_n_steps`, or any once a stop was requested: the values logged on that batch, at
+///    the count of steps before it (Lightning's _batches_that_stepped); none while accumulating;
 ///  - at each training epoch end: the epoch means logged in the epoch;
 ///  - after each validation (not the sanity check) and test: their epoch means;
 ///  - at fit start: the hyper-parameters, and resume_at(step) when fit resumed from a checkpoint.
-/// Rows carry the epoch and the 0-based step of the last optimizer step (as Lightning's). A
-/// subclass only writes. Runs on the observer pool (see events::Observer), one logger at a time.
+/// Rows carry the epoch and Lightning's step: the count of optimizer steps before the batch (the
+/// 0-based step of a batch that stepped), global_step - 1 at an epoch end. A subclass only
+/// writes. Runs on the observer pool (see events::Observer), one logger at a time.
 class Logger : public events::Observer {
  public:
   explicit Logger(int64_t log_every_n_steps = 50);
@@ -33,6 +37,7 @@ class Logger : public events::Observer {
     sanity_checking_ = false;
   }
   void on_train_batch_end(const events::TrainBatchEnd& event) override;
+  void on_stop_requested(const events::StopRequested& event) override { stop_requested_ = true; }
   void on_train_epoch_end(const events::TrainEpochEnd& event) override;
   void on_validation_epoch_end(const events::ValidationEpochEnd& event) override;
   void on_validation_end(const events::ValidationEnd& event) override;
@@ -62,6 +67,11 @@ class Logger : public events::Observer {
 
   int64_t log_every_n_steps_;
   bool sanity_checking_ = false;
+  bool stop_requested_ = false;   // in this fit (Lightning's trainer.should_stop)
+  int64_t last_global_step_ = 0;  // at the last training batch (or the fit's start)
+  // Lightning's _batches_that_stepped during the last training batch and the validation after
+  // it: the steps before that batch. None outside a training epoch.
+  std::optional<int64_t> batch_step_;
 };
 
 /// `root/version_N` for the next N not yet used under `root` (Lightning's version folders);

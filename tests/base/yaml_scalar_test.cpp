@@ -29,18 +29,6 @@ TEST_CASE("yaml_float writes a float as PyYAML does, so that it reads back as a 
   CHECK(yaml_float(std::numeric_limits<double>::quiet_NaN()) == ".nan");
 }
 
-TEST_CASE("python_float_repr writes a float as Python's repr", "[yaml]") {
-  // Expected values: Python 3.11's repr(value).
-  CHECK(python_float_repr(1e-4) == "0.0001");
-  CHECK(python_float_repr(1e-5) == "1e-05");
-  CHECK(python_float_repr(1e16) == "1e+16");
-  CHECK(python_float_repr(1234567890123456.0) == "1234567890123456.0");
-  CHECK(python_float_repr(0.8964000344276428) == "0.8964000344276428");
-  CHECK(python_float_repr(-2.5e-7) == "-2.5e-07");
-  CHECK(python_float_repr(100.0) == "100.0");
-  CHECK(python_float_repr(std::numeric_limits<double>::infinity()) == "inf");
-}
-
 TEST_CASE("every yaml_float is a typed YAML float", "[yaml]") {
   for (double value : {1e-4, 1e-5, 1e16, 100.0, 0.0, -2.5e-7, 5e-324})
     CHECK(is_typed_yaml_scalar(yaml_float(value)));

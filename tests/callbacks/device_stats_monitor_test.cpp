@@ -48,18 +48,20 @@ TEST_CASE("DeviceStatsMonitor logs the CPU's stats around each logged batch (Lin
       if (name.find("percent") != std::string::npos) CHECK(value <= 100);
     }
   }
-  // Lightning's rows with log_every_n_steps=2: where (batches_that_stepped + 1) % 2 == 0, i.e.
-  // around batches 1 and 3 (batches_that_stepped 1 and 3: a batch's own step counts only after its
-  // end hooks and the validation after it), and the epoch-end validation's 2 batches, at step 3.
-  // The test runs at 4: (4 + 1) % 2 != 0, no rows.
-  CHECK(hooks_at_steps == std::vector<std::string>{"DeviceStatsMonitor.on_train_batch_start@1",
-                                                   "DeviceStatsMonitor.on_train_batch_end@1",
-                                                   "DeviceStatsMonitor.on_train_batch_start@3",
-                                                   "DeviceStatsMonitor.on_train_batch_end@3",
-                                                   "DeviceStatsMonitor.on_validation_batch_start@3",
-                                                   "DeviceStatsMonitor.on_validation_batch_end@3",
-                                                   "DeviceStatsMonitor.on_validation_batch_start@3",
-                                                   "DeviceStatsMonitor.on_validation_batch_end@3"});
+  // Lightning's rows with log_every_n_steps=2 (_LoggerConnector.should_update_logs): in training
+  // where (fit_loop.epoch_loop._batches_that_stepped + 1) % 2 == 0, i.e. around batches 1 and 3
+  // (a batch's own step counts only after its end hooks and the validation after it); in an
+  // evaluation loop where its batch_progress.current.ready (batches begun, 1-based) % 2 == 0, i.e.
+  // around the 2nd validation batch and the 2nd and 4th test batches. Rows are at
+  // _batches_that_stepped: 3 during the epoch-end validation, 4 in the test after the fit.
+  CHECK(hooks_at_steps ==
+        std::vector<std::string>{
+            "DeviceStatsMonitor.on_train_batch_start@1", "DeviceStatsMonitor.on_train_batch_end@1",
+            "DeviceStatsMonitor.on_train_batch_start@3", "DeviceStatsMonitor.on_train_batch_end@3",
+            "DeviceStatsMonitor.on_validation_batch_start@3",
+            "DeviceStatsMonitor.on_validation_batch_end@3",
+            "DeviceStatsMonitor.on_test_batch_start@4", "DeviceStatsMonitor.on_test_batch_end@4",
+            "DeviceStatsMonitor.on_test_batch_start@4", "DeviceStatsMonitor.on_test_batch_end@4"});
   const std::set<std::string> keys = [&] {
     std::set<std::string> names;
     for (const auto& [name, value] : logger->logged.at(0).metrics) names.insert(name);
@@ -69,7 +71,7 @@ TEST_CASE("DeviceStatsMonitor logs the CPU's stats around each logged batch (Lin
                                       "DeviceStatsMonitor.on_train_batch_start/cpu_swap_percent",
                                       "DeviceStatsMonitor.on_train_batch_start/cpu_vm_percent",
                                       "DeviceStatsMonitor.on_train_batch_start/process_rss_mb"});
-  CHECK(monitor->last_logged().at("DeviceStatsMonitor.on_validation_batch_end/process_rss_mb") > 1);
+  CHECK(monitor->last_logged().at("DeviceStatsMonitor.on_test_batch_end/process_rss_mb") > 1);
 }
 
 TEST_CASE("DeviceStatsMonitor logs validation and test batches when the loggers take steps",

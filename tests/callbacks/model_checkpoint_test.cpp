@@ -61,6 +61,29 @@ TEST_CASE("ModelCheckpoint formats names as Lightning", "[callbacks][checkpoint]
                     Contains("format spec `:>>x` is not supported"));
 }
 
+TEST_CASE("ModelCheckpoint formats each metric with Python's format spec, as Lightning",
+          "[callbacks][checkpoint]") {
+  // Lightning's ModelCheckpoint._format_checkpoint_name: `filename.format(metrics)` on tensors,
+  // whose __format__ is float.__format__ (logged metrics are float tensors) or int.__format__
+  // (epoch, step, and a missing metric, which becomes torch.tensor(0)). The expected names are
+  // CPython 3.11's format(value, spec).
+  ModelCheckpoint checkpoint(ModelCheckpointOptions().dirpath("dir"));
+  const Metrics metrics{{"epoch", 3}, {"step", 120}, {"acc", 0.1234}, {"val_loss", 12.0}};
+  CHECK(checkpoint.format_checkpoint_name(metrics, "{acc:.1%}") == "acc=12.3%");
+  CHECK(checkpoint.format_checkpoint_name(metrics, "{acc:+08.3f}") == "acc=+000.123");
+  CHECK(checkpoint.format_checkpoint_name(metrics, "{val_loss}") == "val_loss=12.0");
+  CHECK(checkpoint.format_checkpoint_name(metrics, "{val_loss:.3}") == "val_loss=12.0");
+  CHECK(checkpoint.format_checkpoint_name(metrics, "{val_loss:g}-{acc:.2e}") ==
+        "val_loss=12-acc=1.23e-01");
+  CHECK(checkpoint.format_checkpoint_name(metrics, "{epoch:02d}-{step:,}") == "epoch=03-step=120");
+  CHECK(checkpoint.format_checkpoint_name(metrics, "{missing}-{missing:.2f}") ==
+        "missing=0-missing=0.00");
+  CHECK(checkpoint.format_checkpoint_name(metrics, "{epoch:.1f}") == "epoch=3.0");
+  // Python refuses an integer presentation type for a float.
+  CHECK_THROWS_WITH(checkpoint.format_checkpoint_name(metrics, "{acc:03d}"),
+                    Contains("Unknown format code 'd' for object of type 'float'"));
+}
+
 TEST_CASE("ModelCheckpoint refuses what Lightning refuses", "[callbacks][checkpoint]") {
   ModelCheckpointOptions both;
   both.every_n_train_steps(10);

@@ -299,20 +299,64 @@ TEST_CASE("predict: setup, the prediction loop, teardown, one output per batch",
   CHECK(predictions[0].sizes() == at::IntArrayRef({4, 2}));
 }
 
-TEST_CASE("resume: on_load_checkpoint hooks, load_state_dict, no sanity check", "[core][hooks]") {
+namespace {
+
+/// Saves a checkpoint after one training batch (a mid-epoch checkpoint).
+class BatchEndSaver : public Callback {
+ public:
+  BatchEndSaver(std::string path, int64_t batch) : path_(std::move(path)), batch_(batch) {}
+  CallbackKind kind() const override { return CallbackKind::kCheckpoint; }
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (batch_idx == batch_) trainer.save_checkpoint(path_);
+  }
+
+ private:
+  std::string path_;
+  int64_t batch_;
+};
+
+/// Runs a one-epoch fit of `batches` batches with `saver`, without validation; the checkpoint
+/// holds a RecordingCallback's state.
+void fit_to_checkpoint(int64_t batches, std::shared_ptr<Callback> saver) {
+  TrainerOptions options;
+  options.max_epochs(1);
+  options.limit_train_batches(batches);
+  options.limit_val_batches(0);
+  Trainer trainer(options, {std::move(saver),
+                            std::make_shared<RecordingCallback>(std::make_shared<HookLog>())});
+  BoringModule module;
+  RandomDataModule data;
+  trainer.fit(module, data);
+}
+
+Hooks resumed_prologue() {
+  return {"prepare_data",
+          "Callback.setup:fit",
+          "setup:fit",
+          "configure_model",
+          "on_load_checkpoint",
+          "Callback.on_load_checkpoint",
+          "Callback.load_state_dict",
+          "configure_optimizers",
+          "Callback.on_fit_start",
+          "on_fit_start"};
+}
+
+}  // namespace
+
+// Lightning 2.x skips the sanity check when `fit_loop.epoch_loop.val_loop.restarting`
+// (Trainer._run_sanity_check). Loading the loops' state sets `restarting = True` on the fit loop,
+// whose setter (_FitLoop.restarting) keeps it only if the saved epoch was unfinished (its
+// epoch_progress ready/started != processed) or the training is iteration-based (max_steps !=
+// -1), and hands that value down to epoch_loop and val_loop. A checkpoint saved in
+// on_train_epoch_end (processed already counted) therefore runs the sanity check again; one saved
+// in the middle of an epoch, or any with max_steps set, does not.
+TEST_CASE("resume from an end-of-epoch checkpoint: load hooks, then the sanity check",
+          "[core][hooks]") {
   TempDir dir;
   const std::string path = dir.file("epoch.ckpt");
-  {
-    TrainerOptions options;
-    options.max_epochs(1);
-    options.limit_train_batches(2);
-    options.limit_val_batches(0);
-    Trainer trainer(options, {std::make_shared<EpochEndSaver>(path),
-                              std::make_shared<RecordingCallback>(std::make_shared<HookLog>())});
-    BoringModule module;
-    RandomDataModule data;
-    trainer.fit(module, data);
-  }
+  fit_to_checkpoint(2, std::make_shared<EpochEndSaver>(path));
   auto log = std::make_shared<HookLog>();
   TrainerOptions options;
   options.max_epochs(2);
@@ -324,16 +368,10 @@ TEST_CASE("resume: on_load_checkpoint hooks, load_state_dict, no sanity check", 
 
   trainer.fit(module, data, FitOptions().ckpt_path(path));
 
-  Hooks expected{"prepare_data",
-                 "Callback.setup:fit",
-                 "setup:fit",
-                 "configure_model",
-                 "on_load_checkpoint",
-                 "Callback.on_load_checkpoint",
-                 "Callback.load_state_dict",
-                 "configure_optimizers",
-                 "Callback.on_fit_start",
-                 "on_fit_start"};
+  Hooks expected = resumed_prologue();
+  append(expected, {"Callback.on_sanity_check_start"});
+  append(expected, eval_loop("validation", 2));
+  append(expected, {"Callback.on_sanity_check_end"});
   append(expected, callback_then_module("on_train_start"));
   append(expected, callback_then_module("on_train_epoch_start"));
   append(expected, train_batch(0, true, true));
@@ -344,4 +382,43 @@ TEST_CASE("resume: on_load_checkpoint hooks, load_state_dict, no sanity check", 
   CHECK(*log == expected);
   CHECK(trainer.current_epoch() == 2);
   CHECK(trainer.global_step() == 4);
+}
+
+TEST_CASE("resume without the sanity check: from a mid-epoch checkpoint, or with max_steps",
+          "[core][hooks]") {
+  TempDir dir;
+  const std::string mid_epoch = dir.file("mid.ckpt");
+  const std::string epoch_end = dir.file("epoch.ckpt");
+  fit_to_checkpoint(4, std::make_shared<BatchEndSaver>(mid_epoch, 1));
+  fit_to_checkpoint(4, std::make_shared<EpochEndSaver>(epoch_end));
+  auto log = std::make_shared<HookLog>();
+  TrainerOptions options;
+  options.limit_train_batches(4);
+  options.limit_val_batches(2);
+  Hooks expected = resumed_prologue();
+  append(expected, callback_then_module("on_train_start"));
+  append(expected, callback_then_module("on_train_epoch_start"));
+  std::string path;
+  SECTION("mid-epoch: the epoch continues with its batch 2") {
+    options.max_epochs(1);
+    path = mid_epoch;
+    append(expected, train_batch(2, true, true));
+    append(expected, train_batch(3, true, true));
+  }
+  SECTION("end of epoch, with max_steps (iteration-based training)") {
+    options.max_epochs(2);
+    options.max_steps(8);
+    path = epoch_end;
+    for (int i = 0; i < 4; ++i) append(expected, train_batch(i, true, true));
+  }
+  append(expected, eval_loop("validation", 2));
+  append(expected, callback_then_module("on_train_epoch_end"));
+  append(expected, fit_epilogue());
+  Trainer trainer(options, {std::make_shared<RecordingCallback>(log)});
+  RecordingModule module(log);
+  RandomDataModule data;
+
+  trainer.fit(module, data, FitOptions().ckpt_path(path));
+
+  CHECK(*log == expected);
 }

@@ -1,6 +1,8 @@
 // The loggers in a real fit: metrics.csv and an event file TensorBoard can read, written on the
 // pool.
 #include <filesystem>
+#include <memory>
+#include <string>
 
 #include "core/trainer.h"
 #include "observers/csv_logger.h"
@@ -80,4 +82,73 @@ TEST_CASE("In a fit, the loggers write metrics.csv and an event file TensorBoard
   CHECK(events[2].summary().value(0).tag() == "a_step");
   CHECK(events[2].summary().value(0).simple_value() == 3.0f);
   CHECK(events[2].summary().value(1).tag() == "epoch");
+}
+
+namespace {
+
+/// Saves a checkpoint at each train epoch end, as Lightning's default ModelCheckpoint does.
+class SaveEveryEpochEnd : public Callback {
+ public:
+  explicit SaveEveryEpochEnd(std::string path) : path_(std::move(path)) {}
+  CallbackKind kind() const override { return CallbackKind::kCheckpoint; }
+  void on_train_epoch_end(Trainer& trainer, Module&) override { trainer.save_checkpoint(path_); }
+
+ private:
+  std::string path_;
+};
+
+/// 6 batches an epoch, accumulation 2 (3 optimizer steps an epoch), a row every 2 steps.
+TrainerOptions accumulating_options(int64_t epochs) {
+  TrainerOptions options;
+  options.max_epochs(epochs);
+  options.limit_train_batches(6);
+  options.limit_val_batches(0);
+  options.accumulate_grad_batches(2);
+  options.log_every_n_steps(2);
+  return options;
+}
+
+std::string fit_and_read_csv(Trainer& trainer, const std::string& log_dir, FitOptions fit = {}) {
+  auto csv = std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(log_dir).log_every_n_steps(2));
+  trainer.add_observer(csv);
+  Logging module;
+  testing::RandomDataModule data;
+  trainer.fit(module, data, fit);
+  return read_text_file(csv->metrics_file());
+}
+
+}  // namespace
+
+TEST_CASE("Loggers write a step row every log_every_n_steps optimizer steps, at Lightning's steps",
+          "[observers][csv]") {
+  // Lightning's _LoggerConnector.update_train_step_metrics: no row while a batch accumulates;
+  // else a row when should_update_logs, i.e. (epoch_loop._batches_that_stepped + 1) %
+  // log_every_n_steps == 0 (or should_stop), at step = _batches_that_stepped, which counts the
+  // batches that stepped before this one (_TrainingEpochLoop.on_advance_end increments it after
+  // the row). The epoch-end row is at _batches_that_stepped - 1 (_FitLoop.on_advance_end). So with
+  // 6 batches and accumulation 2: steps after batches 1, 3, 5 of each epoch; rows at
+  // _batches_that_stepped 1 (epoch 0, batch 3), 3 (epoch 1, batch 1) and 5 (epoch 1, batch 5).
+  const std::string epoch_1_rows =
+      ",1,1,3\n"
+      ",5,1,5\n"
+      "2.5,,1,5\n";
+  TempDir dir;
+  SECTION("in one fit") {
+    Trainer trainer(accumulating_options(2));
+    CHECK(fit_and_read_csv(trainer, dir.file("run")) ==
+          "a_epoch,a_step,epoch,step\n"
+          ",3,0,1\n"
+          "2.5,,0,2\n" +
+              epoch_1_rows);
+  }
+  SECTION("across a resume: _batches_that_stepped comes back with the checkpoint") {
+    const std::string path = dir.file("epoch.ckpt");
+    {
+      Trainer first(accumulating_options(1), {std::make_shared<SaveEveryEpochEnd>(path)});
+      fit_and_read_csv(first, dir.file("first"));
+    }
+    Trainer resumed(accumulating_options(2));
+    CHECK(fit_and_read_csv(resumed, dir.file("resumed"), FitOptions().ckpt_path(path)) ==
+          "a_epoch,a_step,epoch,step\n" + epoch_1_rows);
+  }
 }
