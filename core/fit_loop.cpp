@@ -111,12 +111,7 @@ void Trainer::run_fit(const FitOptions& options) {
     checkpoints_.restore_training_state(*checkpoint);
     restarting_ = true;
   }
-
-  set_loop_sizes(
-      options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches"),
-      val_loader_
-          ? options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches")
-          : 0);
+  size_fit_loops();
 
   call_hooks<events::FitStart>(
       [&](Callback& c) { c.on_fit_start(*this, *module_); }, [](Module& m) { m.on_fit_start(); },
@@ -135,6 +130,29 @@ void Trainer::run_fit(const FitOptions& options) {
                                return events::FitEnd{event_progress(), metrics_.callback_metrics()};
                              });
   call_teardown_hooks(Stage::kFit);
+}
+
+void Trainer::size_fit_loops() {
+  set_loop_sizes(
+      options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches"),
+      val_loader_
+          ? options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches")
+          : 0);
+}
+
+void Trainer::reload_dataloaders() {
+  require_running_fit("reload_dataloaders");
+  TRAINBUS_CHECK(phase_ == Phase::kIdle && current_fx_ != events::FitEnd::kName,
+                 "Trainer::reload_dataloaders is called outside the epochs (setup, "
+                 "on_fit_start), where no loop is reading the loaders; it was called in ",
+                 current_fx_.empty() ? std::string_view("a step") : current_fx_);
+  std::shared_ptr<DataLoader> train = require_loader(data_->train_dataloader(), "train_dataloader");
+  std::shared_ptr<DataLoader> val = data_->val_dataloader();
+  if (train_loader_) train->load_state_dict(train_loader_->state_dict());
+  if (val && val_loader_) val->load_state_dict(val_loader_->state_dict());
+  train_loader_ = std::move(train);
+  val_loader_ = std::move(val);
+  size_fit_loops();
 }
 
 void Trainer::configure_optimizers() {
