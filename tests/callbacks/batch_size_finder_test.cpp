@@ -105,7 +105,7 @@ TEST_CASE("BatchSizeFinder refuses a data module without the batch size, before 
   CHECK(trainer.global_step() == 0);
 }
 
-TEST_CASE("--callback batch_size_finder takes Lightning's options and the memory budget",
+TEST_CASE("A batch_size_finder spec takes Lightning's options and the memory budget",
           "[callbacks][batch_size_finder]") {
   const auto callback = make_callback(
       "batch_size_finder:mode=binsearch,steps_per_trial=2,init_val=4,max_trials=10,margin=0.1,"

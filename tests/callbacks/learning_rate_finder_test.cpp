@@ -108,7 +108,7 @@ TEST_CASE("LearningRateFinder needs an lr hyper-parameter to update, as Lightnin
   CHECK(keeps.global_step() == 8);
 }
 
-TEST_CASE("--callback learning_rate_finder takes Lightning's options",
+TEST_CASE("A learning_rate_finder spec takes Lightning's options",
           "[callbacks][learning_rate_finder]") {
   const auto callback = make_callback(
       "learning_rate_finder:min_lr=1e-6,max_lr=0.5,num_training_steps=40,mode=linear,"
