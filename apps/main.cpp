@@ -26,7 +26,9 @@ int main(int argc, char** argv) {
   trainbus::apps::ReplayArguments replay_args;
   const trainbus::apps::ReplayCommand replay = trainbus::apps::add_replay_command(app, replay_args);
   trainbus::apps::TuneLrArguments tune_lr_args;
-  CLI::App* tune_lr = trainbus::apps::add_tune_command(app, tune_lr_args);
+  trainbus::apps::TuneBatchSizeArguments tune_batch_size_args;
+  const trainbus::apps::TuneCommand tune =
+      trainbus::apps::add_tune_command(app, tune_lr_args, tune_batch_size_args);
   // `fit --config FILE`: the file's flags go in before the command line's own.
   trainbus::apps::ConfigOrigins config_origins;
   std::vector<std::string> arguments;
@@ -73,7 +75,10 @@ int main(int argc, char** argv) {
       return trainbus::apps::run_replay_command(replay, replay_args, std::cout, std::cerr);
     }
     if (inspect->parsed()) return trainbus::apps::run_ckpt_inspect(ckpt_path, std::cout);
-    if (tune_lr->parsed()) trainbus::apps::run_tune_lr(tune_lr_args, std::cout);
+    if (tune.lr->parsed()) trainbus::apps::run_tune_lr(tune_lr_args, std::cout);
+    if (tune.batch_size->parsed()) {
+      trainbus::apps::run_tune_batch_size(tune_batch_size_args, std::cout);
+    }
   } catch (const std::exception& error) {
     std::cerr << "trainbus: error: " << error.what() << std::endl;
     return 1;

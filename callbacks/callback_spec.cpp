@@ -11,10 +11,12 @@
 
 #include "base/errors.h"
 #include "callbacks/backbone_finetuning.h"
+#include "callbacks/batch_size_finder.h"
 #include "callbacks/device_stats_monitor.h"
 #include "callbacks/early_stopping.h"
 #include "callbacks/ema_weight_averaging.h"
 #include "callbacks/gradient_accumulation_scheduler.h"
+#include "callbacks/learning_rate_finder.h"
 #include "callbacks/learning_rate_monitor.h"
 #include "callbacks/model_checkpoint.h"
 #include "callbacks/model_summary.h"
@@ -22,6 +24,7 @@
 #include "callbacks/spike_detection.h"
 #include "callbacks/stochastic_weight_averaging.h"
 #include "callbacks/timer.h"
+#include "tuner/out_of_memory.h"
 
 namespace trainbus::callbacks {
 namespace {
@@ -338,6 +341,53 @@ const Setters<RichModelSummaryOptions>& rich_model_summary_setters() {
   return setters;
 }
 
+const Setters<tuner::BatchSizeFinderOptions>& batch_size_finder_setters() {
+  static const Setters<tuner::BatchSizeFinderOptions> setters{
+      {"mode",
+       [](auto& o, const Setting& s) {
+         if (s.value != "power" && s.value != "binsearch") s.refuse("power or binsearch");
+         o.mode(tuner::parse_batch_size_mode(s.value));
+       }},
+      {"steps_per_trial", [](auto& o, const Setting& s) { o.steps_per_trial(s.integer()); }},
+      {"init_val", [](auto& o, const Setting& s) { o.init_val(s.integer()); }},
+      {"max_trials", [](auto& o, const Setting& s) { o.max_trials(s.integer()); }},
+      {"batch_arg_name", [](auto& o, const Setting& s) { o.batch_arg_name(s.text()); }},
+      {"margin", [](auto& o, const Setting& s) { o.margin(s.number()); }},
+      {"max_val", [](auto& o, const Setting& s) { o.max_val(s.integer()); }},
+      {"memory_budget",
+       [](auto& o, const Setting& s) {
+         if (s.value == "none") {
+           o.memory_budget(std::nullopt);
+           return;
+         }
+         try {
+           o.memory_budget(tuner::parse_byte_size(s.value, "memory_budget"));
+         } catch (const MisconfigurationError&) {
+           s.refuse("bytes, e.g. 268435456, 256MiB or 1.5GiB, or none");
+         }
+       }},
+  };
+  return setters;
+}
+
+const Setters<LearningRateFinderOptions>& learning_rate_finder_setters() {
+  static const Setters<LearningRateFinderOptions> setters{
+      {"min_lr", [](auto& o, const Setting& s) { o.min_lr(s.number()); }},
+      {"max_lr", [](auto& o, const Setting& s) { o.max_lr(s.number()); }},
+      {"num_training_steps", [](auto& o, const Setting& s) { o.num_training_steps(s.integer()); }},
+      {"mode",
+       [](auto& o, const Setting& s) {
+         if (s.value != "exponential" && s.value != "linear") s.refuse("exponential or linear");
+         o.mode(tuner::parse_lr_finder_mode(s.value));
+       }},
+      {"early_stop_threshold",
+       [](auto& o, const Setting& s) { o.early_stop_threshold(s.optional_tolerance()); }},
+      {"update_attr", [](auto& o, const Setting& s) { o.update_attr(s.boolean()); }},
+      {"attr_name", [](auto& o, const Setting& s) { o.attr_name(s.text()); }},
+  };
+  return setters;
+}
+
 template <class Options>
 std::string key_list(const Setters<Options>& setters) {
   std::string keys;
@@ -382,7 +432,9 @@ std::string describe_callback_specs(bool deciding_only) {
             "\nbackbone_finetuning: " + key_list(backbone_finetuning_setters()) +
             "\nstochastic_weight_averaging: " + key_list(swa_setters()) +
             "\nmodel_summary: " + key_list(model_summary_setters()) +
-            "\nrich_model_summary: " + key_list(rich_model_summary_setters()) + "\n";
+            "\nrich_model_summary: " + key_list(rich_model_summary_setters()) +
+            "\nbatch_size_finder: " + key_list(batch_size_finder_setters()) +
+            "\nlearning_rate_finder: " + key_list(learning_rate_finder_setters()) + "\n";
   }
   return text;
 }
@@ -456,6 +508,14 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
       return std::make_shared<RichModelSummary>(
           parse_options(spec, name, body, rich_model_summary_setters()));
     }
+    if (name == "batch_size_finder") {
+      return std::make_shared<BatchSizeFinder>(
+          parse_options(spec, name, body, batch_size_finder_setters()));
+    }
+    if (name == "learning_rate_finder") {
+      return std::make_shared<LearningRateFinder>(
+          parse_options(spec, name, body, learning_rate_finder_setters()));
+    }
   } catch (const MisconfigurationError& e) {
     if (std::string(e.what()).rfind("--callback", 0) == 0) throw;
     throw MisconfigurationError("--callback '" + spec + "': " + e.what());
@@ -465,7 +525,8 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
                               "learning_rate_monitor, timer, gradient_accumulation_scheduler, "
                               "spike_detection, model_summary, rich_model_summary, "
                               "device_stats_monitor, ema_weight_averaging, "
-                              "backbone_finetuning and stochastic_weight_averaging, e.g. "
+                              "backbone_finetuning, stochastic_weight_averaging, "
+                              "batch_size_finder and learning_rate_finder, e.g. "
                               "'early_stopping:monitor=val_loss,patience=5'");
 }
 

@@ -22,7 +22,8 @@ bool callback_decides(const std::string& spec);
 /// Builds the callback `spec` names: "NAME" or "NAME:key=value,key=value", NAME one of
 /// early_stopping, model_checkpoint, learning_rate_monitor, timer, gradient_accumulation_scheduler,
 /// spike_detection, model_summary, rich_model_summary, device_stats_monitor,
-/// ema_weight_averaging and stochastic_weight_averaging, the keys their
+/// ema_weight_averaging, stochastic_weight_averaging, batch_size_finder and learning_rate_finder
+/// (memory_budget as bytes, 256MiB or none; early_stop_threshold a number or none), the keys their
 /// options' names (Lightning's), booleans as true/false, save_last as true/false/link/copy, a
 /// Timer's duration as DD:HH:MM:SS, the accumulation schedule as
 /// scheduling=EPOCH:FACTOR;EPOCH:FACTOR, swa_lrs as one number or one per param group separated by

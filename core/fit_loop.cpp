@@ -147,11 +147,30 @@ void Trainer::load_fit_data() {
   if (train_loader_) return;
   train_loader_ = require_loader(data_->train_dataloader(), "train_dataloader");
   val_loader_ = data_->val_dataloader();
+  size_fit_loops();
+}
+
+void Trainer::size_fit_loops() {
   set_loop_sizes(
       options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches"),
       val_loader_
           ? options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches")
           : 0);
+}
+
+void Trainer::reload_dataloaders() {
+  require_running_fit("reload_dataloaders");
+  TRAINBUS_CHECK(phase_ == Phase::kIdle && current_fx_ != events::FitEnd::kName,
+                 "Trainer::reload_dataloaders is called outside the epochs (setup, "
+                 "on_fit_start), where no loop is reading the loaders; it was called in ",
+                 current_fx_.empty() ? std::string_view("a step") : current_fx_);
+  std::shared_ptr<DataLoader> train = require_loader(data_->train_dataloader(), "train_dataloader");
+  std::shared_ptr<DataLoader> val = data_->val_dataloader();
+  if (train_loader_) train->load_state_dict(train_loader_->state_dict());
+  if (val && val_loader_) val->load_state_dict(val_loader_->state_dict());
+  train_loader_ = std::move(train);
+  val_loader_ = std::move(val);
+  size_fit_loops();
 }
 
 void Trainer::configure_optimizers() {

@@ -191,6 +191,13 @@ class Trainer {
   /// loaded its data (setup, configure_model, configure_optimizers), it loads the train and val
   /// loaders then, once, as Lightning does.
   int64_t estimated_stepping_batches();
+  /// Takes the train and val loaders from the data module again and sizes the loops anew
+  /// (Lightning's `_reset_dataloaders`: `fit_loop._combined_loader = None; setup_data()`), after
+  /// the data module's batch size changed (the BatchSizeFinder at on_fit_start). Each new loader
+  /// takes its predecessor's state_dict (the shuffle seed), so only the batching changes. From
+  /// the training thread, during fit, outside the epochs (setup, on_fit_start): throws
+  /// MisconfigurationError otherwise.
+  void reload_dataloaders();
 
   // ---- objects ----
 
@@ -229,6 +236,9 @@ class Trainer {
   /// The module being run; throws outside a run.
   Module& module() const;
   DataModule* datamodule() const noexcept { return data_; }
+  /// The running fit's training loader (Lightning's trainer.train_dataloader), from before
+  /// on_fit_start on; null outside a fit.
+  const std::shared_ptr<DataLoader>& train_dataloader() const noexcept { return train_loader_; }
   /// The bus every lifecycle event is published on.
   events::EventBus& bus() noexcept { return bus_; }
   const TrainerOptions& options() const noexcept { return options_; }
@@ -275,6 +285,8 @@ class Trainer {
   void load_fit_data();
   /// Batches per training epoch and per validation, and the batch after which validation runs.
   void set_loop_sizes(int64_t num_training_batches, int64_t num_val_batches);
+  /// set_loop_sizes from the loaders and the limit_* options.
+  void size_fit_loops();
   void configure_optimizers();
   void run_sanity_check();
   void run_fit_loop();

@@ -2,7 +2,10 @@
 /// DataModule: where the trainer gets its train/val/test/predict data (Lightning's
 /// LightningDataModule).
 
+#include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "checkpoint/state_dict.h"
 #include "data/data_loader.h"
@@ -32,6 +35,21 @@ class DataModule {
   /// State saved in checkpoints under the data module's name; empty means nothing is saved.
   virtual StateDict state_dict() const { return {}; }
   virtual void load_state_dict(const StateDict& state) { (void)state; }
+
+  /// The batch size held under `name` (Lightning's lightning_getattr(datamodule, "batch_size")),
+  /// or nothing when this data module has none by that name. What the BatchSizeFinder reads.
+  virtual std::optional<int64_t> batch_arg(const std::string& name) const {
+    (void)name;
+    return std::nullopt;
+  }
+  /// Sets the batch size held under `name` for the loaders built from now on (Lightning's
+  /// lightning_setattr); returns false when this data module has none by that name. Throws
+  /// MisconfigurationError for a value < 1.
+  virtual bool set_batch_arg(const std::string& name, int64_t value) {
+    (void)name;
+    (void)value;
+    return false;
+  }
 };
 
 /// A DataModule over loaders built elsewhere, for `trainer.fit(module, LoaderDataModule{train,

@@ -91,6 +91,23 @@ void FashionMnistDataModule::setup(Stage stage) {
   }
 }
 
+std::optional<int64_t> FashionMnistDataModule::batch_arg(const std::string& name) const {
+  if (name == "batch_size") return options_.batch_size();
+  if (name == "eval_batch_size") return options_.eval_batch_size();
+  return std::nullopt;
+}
+
+bool FashionMnistDataModule::set_batch_arg(const std::string& name, int64_t value) {
+  if (name != "batch_size" && name != "eval_batch_size") return false;
+  TRAINBUS_CHECK(value >= 1, "FashionMnistDataModule: ", name, " must be >= 1, got ", value);
+  if (name == "batch_size") {
+    options_.batch_size(value);
+  } else {
+    options_.eval_batch_size(value);
+  }
+  return true;
+}
+
 std::shared_ptr<DataLoader> FashionMnistDataModule::train_dataloader() {
   TRAINBUS_CHECK(train_images_.defined(), "FashionMnistDataModule: call setup(Stage::kFit) first");
   return std::make_shared<TensorDataLoader>(train_images_, train_labels_,

@@ -53,6 +53,9 @@ class FashionMnistDataModule : public DataModule {
   std::shared_ptr<DataLoader> predict_dataloader() override;
 
   const FashionMnistOptions& options() const noexcept { return options_; }
+  /// "batch_size" (training) and "eval_batch_size" (val/test/predict).
+  std::optional<int64_t> batch_arg(const std::string& name) const override;
+  bool set_batch_arg(const std::string& name, int64_t value) override;
 
  private:
   FashionMnistOptions options_;

@@ -4,17 +4,16 @@
 #include <iomanip>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <sstream>
 #include <utility>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/gradient.h>
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
 #include "base/errors.h"
 #include "core/trainer.h"
+#include "tuner/detail/restore_point.h"
 
 namespace trainbus::tuner {
 
@@ -137,22 +136,10 @@ class RangeTestCallback : public Callback {
   RangeTestCallback(LRFinder& finder, std::optional<double> early_stop_threshold)
       : finder_(finder), early_stop_threshold_(early_stop_threshold) {}
 
-  void on_fit_start(Trainer& trainer, Module& module) override {
+  void on_fit_start(Trainer& trainer, Module&) override {
     TRAINBUS_CHECK(trainer.optimizers().size() == 1, "lr_find: configure_optimizers() returned ",
                    trainer.optimizers().size(),
                    " optimizers, but the learning rate finder only works with a single optimizer");
-    // After configure_model: layers it builds are there (and restored) too.
-    saved_.clear();
-    for (const auto& tensor : module.parameters()) {
-      saved_.emplace_back(tensor, tensor.detach().clone());
-    }
-    for (const auto& tensor : module.buffers())
-      saved_.emplace_back(tensor, tensor.detach().clone());
-  }
-  /// Puts the weights and buffers on_fit_start saw back.
-  void restore_module() {
-    torch::NoGradGuard no_grad;
-    for (auto& [tensor, copy] : saved_) tensor.copy_(copy);
   }
   void on_train_batch_start(Trainer& trainer, Module&, const Batch&, int64_t batch_idx) override {
     lr_ = finder_.lr_at(trainer.global_step());
@@ -178,7 +165,6 @@ class RangeTestCallback : public Callback {
   std::optional<double> early_stop_threshold_;
   double lr_ = 0;
   bool stepping_ = false;
-  std::vector<std::pair<at::Tensor, at::Tensor>> saved_;  // each tensor and its copy
 };
 
 std::string lr_attribute(const Module& module, const std::string& attr_name) {
@@ -217,30 +203,19 @@ LRFinder lr_find(const TrainerOptions& options, Module& module, data::DataModule
       .limit_val_batches(0)
       .num_sanity_val_steps(0)
       .enable_model_summary(false);
-  // Lightning saves a checkpoint and restores it: the weights and buffers (saved by the callback
-  // once configure_model ran) are what the test changes, and the random generator it draws from.
-  at::Generator generator = at::detail::getDefaultCPUGenerator();
-  at::Tensor rng_state;
-  {
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    rng_state = generator.get_state();
-  }
-  const auto restore_rng = [&] {
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(rng_state);
-  };
+  // Lightning saves a checkpoint and restores it: the weights and buffers (saved once
+  // configure_model ran) are what the test changes, and the random generator it draws from.
+  detail::RestorePoint restore_point;
   auto callback =
       std::make_shared<RangeTestCallback>(finder, finder_options.early_stop_threshold());
   try {
-    Trainer trainer(run, {callback});
+    Trainer trainer(run, {std::make_shared<detail::SaveModuleAtFitStart>(restore_point), callback});
     trainer.fit(module, data);
   } catch (...) {
-    callback->restore_module();
-    restore_rng();
+    restore_point.restore();
     throw;
   }
-  callback->restore_module();
-  restore_rng();
+  restore_point.restore();
   if (finder_options.update_attr()) {
     if (const std::optional<double> lr = finder.suggestion()) {
       StateDict hparams = module.hparams();

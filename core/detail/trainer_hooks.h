@@ -37,7 +37,8 @@ void Trainer::call_hooks(OnCallback&& on_callback, OnModule&& on_module, MakeEve
 }
 
 /// Attaches the module and data, runs `body`; on an exception fires on_exception on every callback
-/// and rethrows it unchanged; always detaches.
+/// and rethrows it unchanged; always detaches, handing the module back to the trainer it had
+/// before (a tuner running a Trainer of its own inside another's fit, e.g. at on_fit_start).
 template <class Body>
 void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Body&& body) {
   TRAINBUS_CHECK(status_ != TrainerStatus::kRunning, "Trainer::", to_string(stage),
@@ -46,8 +47,9 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
   TRAINBUS_CHECK(!replaying_, "Trainer::", to_string(stage),
                  " was called on the trainer of a replay (replay::ReplaySession), which has no "
                  "model to run; make a Trainer of its own");
+  Trainer* const previous_trainer = module.trainer_;
   auto detach = [&] {
-    module.trainer_ = nullptr;
+    module.trainer_ = previous_trainer;
     module_ = nullptr;
     data_ = nullptr;
     fn_.reset();

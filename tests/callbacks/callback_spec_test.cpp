@@ -82,7 +82,8 @@ TEST_CASE("A bad callback spec is refused, naming what is wrong and what is acce
           Contains("early_stopping, model_checkpoint, learning_rate_monitor, timer, "
                    "gradient_accumulation_scheduler, spike_detection, model_summary, "
                    "rich_model_summary, device_stats_monitor, "
-                   "ema_weight_averaging, backbone_finetuning and stochastic_weight_averaging"));
+                   "ema_weight_averaging, backbone_finetuning, stochastic_weight_averaging, "
+                   "batch_size_finder and learning_rate_finder"));
   CHECK_THROWS_WITH(
       make_callback("ema_weight_averaging:decay=2"),
       Contains("--callback 'ema_weight_averaging:decay=2'") && Contains("decay must be in [0, 1]"));

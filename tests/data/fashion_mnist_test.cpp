@@ -31,6 +31,22 @@ TEST_CASE("The data module splits 55000/5000 and normalises the pixels", "[data]
   CHECK(std::abs(batch.data.mean().item<double>()) < 0.1);  // normalised with the training mean
 }
 
+TEST_CASE("The data module's batch sizes can be changed by name, as the BatchSizeFinder does",
+          "[data][fashion]") {
+  data::FashionMnistDataModule data;
+  data.setup(Stage::kFit);
+  CHECK(data.batch_arg("batch_size") == 64);
+  CHECK(data.batch_arg("eval_batch_size") == 1000);
+  CHECK_FALSE(data.batch_arg("bs").has_value());
+  REQUIRE(data.set_batch_arg("batch_size", 500));
+  REQUIRE(data.set_batch_arg("eval_batch_size", 2500));
+  CHECK(data.train_dataloader()->num_batches() == 110);  // 55000 / 500
+  CHECK(data.val_dataloader()->num_batches() == 2);      // 5000 / 2500
+  CHECK_FALSE(data.set_batch_arg("bs", 8));
+  CHECK_THROWS_WITH(data.set_batch_arg("batch_size", 0),
+                    Catch::Matchers::Contains("batch_size must be >= 1, got 0"));
+}
+
 TEST_CASE("A short fit on a slice of Fashion-MNIST learns", "[data][fashion]") {
   TrainerOptions options;
   options.max_epochs(1);

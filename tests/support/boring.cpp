@@ -48,6 +48,17 @@ std::shared_ptr<DataLoader> RandomDataModule::loader(bool shuffle) const {
       data::DataLoaderOptions().batch_size(batch_size_).shuffle(shuffle).drop_last(false).seed(7));
 }
 
+std::optional<int64_t> RandomDataModule::batch_arg(const std::string& name) const {
+  if (name == "batch_size") return batch_size_;
+  return std::nullopt;
+}
+
+bool RandomDataModule::set_batch_arg(const std::string& name, int64_t value) {
+  if (name != "batch_size") return false;
+  batch_size_ = value;
+  return true;
+}
+
 std::shared_ptr<DataLoader> RandomDataModule::train_dataloader() { return loader(shuffle_); }
 std::shared_ptr<DataLoader> RandomDataModule::val_dataloader() {
   return has_val ? loader(false) : nullptr;

@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include <torch/nn/modules/linear.h>
 
@@ -35,6 +37,9 @@ class RandomDataModule : public DataModule {
   std::shared_ptr<DataLoader> val_dataloader() override;
   std::shared_ptr<DataLoader> test_dataloader() override;
   std::shared_ptr<DataLoader> predict_dataloader() override;
+  /// "batch_size": of every loader built from then on.
+  std::optional<int64_t> batch_arg(const std::string& name) const override;
+  bool set_batch_arg(const std::string& name, int64_t value) override;
 
   bool has_val = true;
 
