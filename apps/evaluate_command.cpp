@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <sstream>
@@ -103,7 +104,15 @@ std::string resolve_fit_checkpoint(const std::string& ckpt, const std::string& o
   finder.load_state_dict(state->second);
   TRAINBUS_CHECK_AS(CheckpointError, !finder.best_model_path().empty(), "--ckpt best: ", last,
                     " knows no best checkpoint yet; give --ckpt last or a path");
-  return finder.best_model_path();
+  // The path is as the fit saw it (relative to its working directory); in the run directory
+  // given here when it is not found there (another working directory, a moved run).
+  const std::filesystem::path best = finder.best_model_path();
+  if (!std::filesystem::exists(best)) {
+    const std::filesystem::path here =
+        std::filesystem::path(fit_checkpoint_options(out).dirpath()) / best.filename();
+    if (std::filesystem::exists(here)) return here.string();
+  }
+  return best.string();
 }
 
 std::string results_table(Stage stage, const Metrics& metrics, int width) {

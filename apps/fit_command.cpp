@@ -65,7 +65,9 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
   fit->add_option("--config", args.config,
                   "Read flags from a YAML file laid out as LightningCLI's (trainer, model, data; "
                   "see --print-config); flags after it override it, --callback adds to its "
-                  "callbacks. Repeatable");
+                  "callbacks. Repeatable")
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   fit->add_flag("--print-config", args.print_config,
                 "Print the effective configuration as YAML (for --config) and exit");
   fit->add_option("--model", args.model, "mlp (784-256-128-10) or cnn (2 conv + pooling)")
@@ -139,7 +141,9 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
   fit->add_option("--callback", args.callbacks,
                   "Add a built-in callback: NAME:key=value,... with Lightning's option names, e.g. "
                   "'learning_rate_monitor:logging_interval=step'. Repeatable. Names and keys:\n" +
-                      callbacks::describe_callback_specs());
+                      callbacks::describe_callback_specs())
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   fit->add_flag("--deterministic", args.deterministic,
                 "Use only deterministic LibTorch algorithms");
   fit->add_option("--device", args.device, "cpu, or cuda[:N] where LibTorch has CUDA")

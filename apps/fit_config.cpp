@@ -183,7 +183,12 @@ std::string class_name(const std::string& name) {
 // GradientAccumulationScheduler's scheduling).
 std::string spec_value(const YAML::Node& value, const std::string& where) {
   std::string result;
-  if (value.IsScalar()) {
+  bool flag = false;
+  if (value.IsScalar() && value.Tag() != "!" &&
+      !std::isdigit(static_cast<unsigned char>(value.Scalar().empty() ? '0' : value.Scalar()[0])) &&
+      YAML::convert<bool>::decode(value, flag)) {
+    result = flag ? "true" : "false";  // True, yes, on: as a trainer switch reads them
+  } else if (value.IsScalar()) {
     result = value.Scalar();
   } else if (value.IsSequence()) {
     for (const YAML::Node& item : value) {

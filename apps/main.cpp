@@ -1,4 +1,5 @@
 // The `trainbus` command line: a thin program over the public API.
+#include <cctype>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -49,8 +50,16 @@ int main(int argc, char** argv) {
     const int code = app.exit(error);
     const std::string message = error.what();
     for (const auto& [flag, origin] : config_origins) {
-      if (message.find(flag) != std::string::npos)
-        std::cerr << "note: " << flag << " came from " << origin << '\n';
+      // The flag itself, not a longer one it begins (--lr in --lr-gamma).
+      for (std::size_t at = message.find(flag); at != std::string::npos;
+           at = message.find(flag, at + 1)) {
+        const std::size_t end = at + flag.size();
+        if (end < message.size() && (std::isalnum(static_cast<unsigned char>(message[end])) ||
+                                     message[end] == '-' || message[end] == '_'))
+          continue;
+        std::cerr << "note: " << flag << " may have come from " << origin << '\n';
+        break;
+      }
     }
     return code;
   }

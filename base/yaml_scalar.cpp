@@ -1,5 +1,7 @@
 #include "base/yaml_scalar.h"
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -22,6 +24,33 @@ std::string yaml_float(double value) {
 }
 
 std::string yaml_quoted(std::string_view text) {
+  const bool has_control = std::any_of(text.begin(), text.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+  if (has_control) {
+    // Single quotes cannot carry a newline or a control character: double quotes with escapes,
+    // as PyYAML writes such a string.
+    std::string quoted = "\"";
+    for (char c : text) {
+      const auto byte = static_cast<unsigned char>(c);
+      if (c == '"' || c == '\\') {
+        quoted += '\\';
+        quoted += c;
+      } else if (c == '\n') {
+        quoted += "\\n";
+      } else if (c == '\t') {
+        quoted += "\\t";
+      } else if (byte < 0x20 || byte == 0x7f) {
+        static const char* digits = "0123456789abcdef";
+        quoted += "\\x";
+        quoted += digits[byte >> 4];
+        quoted += digits[byte & 15];
+      } else {
+        quoted += c;
+      }
+    }
+    return quoted + "\"";
+  }
   std::string quoted = "'";
   for (char c : text) {
     if (c == '\'') quoted += '\'';
@@ -33,7 +62,11 @@ std::string yaml_quoted(std::string_view text) {
 std::string yaml_key(std::string_view key) {
   static const std::regex simple(R"([A-Za-z_][A-Za-z0-9_./-]*)");
   const std::string text(key);
-  if (std::regex_match(text, simple) && !is_typed_yaml_scalar(text)) return text;
+  // YAML 1.1 (PyYAML) also reads yes/no/on/off as booleans.
+  static const std::regex yaml11_bool(R"(yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|y|Y|n|N)");
+  if (std::regex_match(text, simple) && !is_typed_yaml_scalar(text) &&
+      !std::regex_match(text, yaml11_bool))
+    return text;
   return yaml_quoted(key);
 }
 
@@ -44,7 +77,7 @@ bool is_typed_yaml_scalar(std::string_view text) {
       R"(|[-+]?([0-9][0-9_]*)?\.[0-9_]*([eE][-+][0-9]+)?)"     // float
       R"(|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))"               // inf, nan
       R"(|true|True|TRUE|false|False|FALSE|null|Null|NULL|~)"  // bool, null
-      R"(|'([^']|'')*'|\[.*\])");                              // 'string', [a, b]
+      R"(|'([^']|'')*'|"([^"\\]|\\.)*"|\[.*\])");              // 'string', [a, b]
   const std::string value(text);
   return value != "." && std::regex_match(value, typed);
 }
@@ -52,6 +85,8 @@ bool is_typed_yaml_scalar(std::string_view text) {
 std::string yaml_scalar_or_quoted(std::string_view text) {
   if (is_typed_yaml_scalar(text)) return std::string(text);
   // Recordings made before hparams carried their types hold a float as 1e-04: keep it a float.
+  if (text.empty() || std::isalpha(static_cast<unsigned char>(text[0])))
+    return yaml_quoted(text);  // "nan", "inf": text, not the floats from_chars would read
   double number = 0;
   const auto parsed = std::from_chars(text.data(), text.data() + text.size(), number);
   if (!text.empty() && parsed.ec == std::errc() && parsed.ptr == text.data() + text.size())

@@ -409,9 +409,12 @@ void CheckpointConnector::load_for_evaluation(const std::string& ckpt_path) {
   if (ckpt_path.empty()) return;
   const std::string path = resolve_ckpt_path(ckpt_path);
   const checkpoint::LoadedCheckpoint checkpoint = checkpoint::read_checkpoint(path);
-  restore_module_weights(checkpoint);
-  trainer_.data_->load_state_dict(checkpoint.data.datamodule);
+  // Lightning's restore_model order: the module's hook, then its weights (as
+  // load_from_checkpoint); the data module's state only when the checkpoint has one.
   trainer_.module_->on_load_checkpoint(checkpoint.data);
+  restore_module_weights(checkpoint);
+  if (!checkpoint.data.datamodule.empty())
+    trainer_.data_->load_state_dict(checkpoint.data.datamodule);
   evaluated_from_ = path;
 }
 
@@ -516,9 +519,15 @@ void CheckpointConnector::restore_optimizers(const checkpoint::LoadedCheckpoint&
     if (archive.try_read("scheduler_states", scheduler_states)) {
       const auto states = scheduler_states.toListRef();
       for (size_t i = 0; i < t.configured_schedulers_.size() && i < states.size(); ++i) {
-        if (auto* plateau =
-                dynamic_cast<ReduceLROnPlateau*>(t.configured_schedulers_[i].scheduler.get())) {
+        auto* plateau =
+            dynamic_cast<ReduceLROnPlateau*>(t.configured_schedulers_[i].scheduler.get());
+        if (plateau == nullptr) continue;
+        try {
           plateau->load_state_dict(StateDict::from_ivalue(states[i], "scheduler_states"));
+        } catch (const std::exception& error) {
+          throw CheckpointError(::trainbus::detail::concat(
+              "checkpoint ", path, ": cannot restore LR scheduler ", i,
+              " (a ReduceLROnPlateau now; was it another scheduler when saved?): ", error.what()));
         }
       }
     }

@@ -20,6 +20,7 @@ ReduceLROnPlateau::ReduceLROnPlateau(torch::optim::Optimizer& optimizer,
                  options_.factor());
   const std::size_t groups = optimizer.param_groups().size();
   if (options_.min_lrs().empty()) {
+    min_lr_for_all_groups_ = true;
     options_.min_lrs(std::vector<double>(groups, options_.min_lr()));
   } else {
     TRAINBUS_CHECK(options_.min_lrs().size() == groups, "ReduceLROnPlateau: expected ", groups,
@@ -52,6 +53,14 @@ void ReduceLROnPlateau::step(double metric) {
   }
   if (num_bad_epochs_ > options_.patience()) {
     next_lrs_ = get_current_lrs();
+    // A param group added since (BaseFinetuning's unfreeze), as PyTorch 2's _reduce_lr: a single
+    // min_lr covers it, per-group min_lrs cannot.
+    if (next_lrs_.size() != options_.min_lrs().size()) {
+      TRAINBUS_CHECK(min_lr_for_all_groups_, "ReduceLROnPlateau: the optimizer has ",
+                     next_lrs_.size(), " param groups but min_lrs has ", options_.min_lrs().size(),
+                     "; give min_lr (one for every group) or as many min_lrs as groups");
+      options_.min_lrs(std::vector<double>(next_lrs_.size(), options_.min_lr()));
+    }
     for (std::size_t i = 0; i < next_lrs_.size(); ++i) {
       const double lowered = std::max(next_lrs_[i] * options_.factor(), options_.min_lrs()[i]);
       if (next_lrs_[i] - lowered > options_.eps()) next_lrs_[i] = lowered;

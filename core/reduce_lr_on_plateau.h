@@ -70,7 +70,8 @@ class ReduceLROnPlateau : public torch::optim::LRScheduler {
   int64_t num_bad_epochs_ = 0;
   int64_t cooldown_counter_ = 0;
   int64_t last_epoch_ = 0;
-  std::vector<double> next_lrs_;  // what the step in progress sets; empty: the current lrs
+  std::vector<double> next_lrs_;        // what the step in progress sets; empty: the current lrs
+  bool min_lr_for_all_groups_ = false;  // min_lrs came from min_lr: it covers groups added later
 };
 
 }  // namespace trainbus

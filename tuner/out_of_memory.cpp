@@ -96,9 +96,8 @@ std::string format_bytes(int64_t bytes) {
   return out.str();
 }
 
-namespace {
-
 // Receives every allocation and free of the CPU allocator on the threads it is installed on.
+// (Not in an anonymous namespace: CpuMemoryMeter::Impl, which has external linkage, holds one.)
 class CountingReporter : public c10::MemoryReportingInfoBase {
  public:
   void reportMemoryUsage(void*, int64_t alloc_size, int64_t, int64_t, c10::Device device) override {
@@ -113,8 +112,6 @@ class CountingReporter : public c10::MemoryReportingInfoBase {
   std::atomic<int64_t> live_{0};
   std::atomic<int64_t> peak_{0};
 };
-
-}  // namespace
 
 struct CpuMemoryMeter::Impl {
   std::shared_ptr<CountingReporter> reporter = std::make_shared<CountingReporter>();

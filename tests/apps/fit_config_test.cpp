@@ -89,6 +89,18 @@ TEST_CASE("Flags after --config override the file; --callback adds to its callba
   CHECK(args.callbacks == std::vector<std::string>{"timer", "spike_detection"});
 }
 
+TEST_CASE("Two config files are both read, the second over the first", "[config]") {
+  TempDir dir;
+  write_file(dir.file("a.yaml"), "trainer:\n  max_epochs: 3\nmodel:\n  lr: 0.01\n");
+  write_file(dir.file("b.yaml"), "model:\n  lr: 0.02\n");
+  const FitArguments args =
+      parse_fit({"--config", dir.file("a.yaml"), "--config", dir.file("b.yaml")});
+  CHECK(args.max_epochs == 3);
+  CHECK(args.lr == 0.02);
+  // A bare second path after one --config is not taken as a config (CLI11 would otherwise).
+  CHECK_THROWS(parse_fit({"--config", dir.file("a.yaml"), dir.file("b.yaml")}));
+}
+
 TEST_CASE("Callbacks in a config file: a spec, NAME: {options} or class_path and init_args",
           "[config]") {
   TempDir dir;
@@ -96,7 +108,7 @@ TEST_CASE("Callbacks in a config file: a spec, NAME: {options} or class_path and
              "trainer:\n"
              "  callbacks:\n"
              "    - early_stopping:monitor=val_loss,patience=3\n"
-             "    - learning_rate_monitor: {logging_interval: step, log_momentum: true}\n"
+             "    - learning_rate_monitor: {logging_interval: step, log_momentum: True}\n"
              "    - class_path: lightning.pytorch.callbacks.EarlyStopping\n"
              "      init_args:\n"
              "        monitor: val_acc\n"

@@ -41,6 +41,11 @@ TEST_CASE("strings are quoted so that they stay strings", "[yaml]") {
   CHECK(yaml_quoted("it's") == "'it''s'");
   CHECK(yaml_quoted("0.001") == "'0.001'");
   CHECK(is_typed_yaml_scalar("'it''s'"));
+  // A newline or a control character cannot be single-quoted: double quotes with escapes, as
+  // PyYAML writes them.
+  CHECK(yaml_quoted("two\nlines") == "\"two\\nlines\"");
+  CHECK(yaml_quoted("tab\there \"q\"") == "\"tab\\there \\\"q\\\"\"");
+  CHECK(is_typed_yaml_scalar(yaml_quoted("two\nlines")));
 }
 
 TEST_CASE("keys with ': ' or '#' are quoted; simple names stay plain", "[yaml]") {
@@ -49,6 +54,8 @@ TEST_CASE("keys with ': ' or '#' are quoted; simple names stay plain", "[yaml]")
   CHECK(yaml_key("a: b") == "'a: b'");  // PyYAML: 'a: b': 1
   CHECK(yaml_key("# note") == "'# note'");
   CHECK(yaml_key("true") == "'true'");  // a plain key `true` would read back as a bool
+  CHECK(yaml_key("yes") == "'yes'");    // and so would yes/no/on/off in YAML 1.1 (PyYAML)
+  CHECK(yaml_key("off") == "'off'");
 }
 
 TEST_CASE("yaml_scalar_or_quoted keeps typed values and types an older recording's text",
@@ -62,6 +69,7 @@ TEST_CASE("yaml_scalar_or_quoted keeps typed values and types an older recording
   CHECK(yaml_scalar_or_quoted("mlp") == "'mlp'");
   CHECK(yaml_scalar_or_quoted("a: b") == "'a: b'");
   CHECK(yaml_scalar_or_quoted("") == "''");
+  CHECK(yaml_scalar_or_quoted("nan") == "'nan'");  // the text "nan", not a float
 }
 
 }  // namespace

@@ -97,7 +97,8 @@ TEST_CASE("LearningRateFinder needs an lr hyper-parameter to update, as Lightnin
 
   // update_attr=false: the test runs and the lr stays.
   auto finder = std::make_shared<LearningRateFinder>(
-      LearningRateFinderOptions().num_training_steps(20).update_attr(false));
+      LearningRateFinderOptions().num_training_steps(20).update_attr(false).early_stop_threshold(
+          std::nullopt));  // no divergence stop: a random start may diverge early
   TempDir dir;
   Trainer keeps(
       TrainerOptions().max_epochs(1).limit_val_batches(0).default_root_dir(dir.path().string()),

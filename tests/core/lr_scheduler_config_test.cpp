@@ -114,6 +114,25 @@ TEST_CASE("ReduceLROnPlateau decides as PyTorch's on a crafted metric sequence",
     plateau.step(0.7);
     CHECK(lr_of(sgd) == Approx(0.05));  // below eps of a change: left as it is
   }
+  SECTION("a param group added later (BaseFinetuning) is covered by min_lr, as PyTorch 2's") {
+    torch::nn::Linear other(2, 2);
+    ReduceLROnPlateau plateau(sgd, ReduceLROnPlateauOptions().factor(0.5).patience(0));
+    sgd.add_param_group(torch::optim::OptimizerParamGroup(
+        other->parameters(), std::make_unique<torch::optim::SGDOptions>(0.4)));
+    plateau.step(1.0);
+    plateau.step(2.0);  // bad: both groups halved
+    CHECK(lr_of(sgd, 0) == 0.5);
+    CHECK(lr_of(sgd, 1) == 0.2);
+  }
+  SECTION("per-group min_lrs cannot cover an added group: named") {
+    torch::nn::Linear other(2, 2);
+    ReduceLROnPlateau plateau(sgd,
+                              ReduceLROnPlateauOptions().factor(0.5).patience(0).min_lrs({0.01}));
+    sgd.add_param_group(torch::optim::OptimizerParamGroup(
+        other->parameters(), std::make_unique<torch::optim::SGDOptions>(0.4)));
+    plateau.step(1.0);
+    CHECK_THROWS_WITH(plateau.step(2.0), Catch::Contains("2 param groups but min_lrs has 1"));
+  }
   SECTION("bad options are named") {
     CHECK_THROWS_WITH(ReduceLROnPlateau(sgd, ReduceLROnPlateauOptions().mode("lowest")),
                       Catch::Contains("mode must be \"min\" or \"max\""));
