@@ -198,8 +198,11 @@ std::string repr(double magnitude) {
 // The type-less spec with a precision: 'g' with at least one digit after the point in fixed
 // notation, and the exponent from 10**(precision-1) on.
 std::string general_with_dot_0(double magnitude, int precision) {
-  char text[512];
-  std::snprintf(text, sizeof text, "%.*e", precision - 1, magnitude);
+  // Sized to the text: a precision of hundreds of digits ({x:.600}) is valid Python.
+  const int size = std::snprintf(nullptr, 0, "%.*e", precision - 1, magnitude);
+  std::string text(static_cast<std::size_t>(size) + 1, '\0');
+  std::snprintf(text.data(), text.size(), "%.*e", precision - 1, magnitude);
+  text.pop_back();
   const Digits d = split_scientific(text);
   return layout(d, d.decpt <= -4 || d.decpt > precision - 1, /*add_dot_0=*/true);
 }
@@ -240,7 +243,8 @@ std::string python_format(double value, std::string_view spec_text) {
   }
   if (percent) body += '%';
   // 'z': a negative number that rounds to zero prints as zero.
-  if (spec.coerce_zero && negative && body.find_first_of("123456789") == std::string::npos) {
+  if (spec.coerce_zero && negative && std::isfinite(value) &&
+      body.find_first_of("123456789") == std::string::npos) {
     negative = false;
   }
   const std::string sign = sign_text(spec, negative);

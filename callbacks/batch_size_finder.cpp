@@ -1,5 +1,8 @@
 #include "callbacks/batch_size_finder.h"
 
+#include <mutex>
+
+#include <ATen/CPUGeneratorImpl.h>
 #include <boost/core/demangle.hpp>
 
 #include "base/diagnostics.h"
@@ -29,9 +32,29 @@ void BatchSizeFinder::on_fit_start(Trainer& trainer, Module& module) {
 }
 
 void BatchSizeFinder::scale_batch_size(Trainer& trainer, Module& module) {
+  if (trainer.fit_progress().resume_batch_idx > 0) {
+    // The resumed position is counted in batches of the checkpoint's size: another size would
+    // skip or repeat samples of the epoch.
+    warn(::trainbus::detail::concat(
+        "BatchSizeFinder: the fit resumes in the middle of an epoch (batch ",
+        trainer.fit_progress().resume_batch_idx,
+        "), whose position is counted in batches of the size it was saved "
+        "with; the search is skipped"));
+    return;
+  }
   result_ = tuner::scale_batch_size(trainer.options(), module, *trainer.datamodule(), options_);
   optimal_batch_size_ = result_->batch_size;
+  // New loaders may draw their seeds from the default generator: the fit's random stream must not
+  // depend on whether the finder ran.
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  at::Tensor rng_state;
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    rng_state = generator.get_state();
+  }
   trainer.reload_dataloaders();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(rng_state);
 }
 
 }  // namespace trainbus::callbacks

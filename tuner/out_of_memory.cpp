@@ -4,7 +4,9 @@
 #include <atomic>
 #include <cmath>
 #include <iomanip>
+#include <mutex>
 #include <sstream>
+#include <unordered_map>
 
 #include <c10/core/Allocator.h>
 #include <c10/util/Exception.h>
@@ -100,8 +102,20 @@ std::string format_bytes(int64_t bytes) {
 // (Not in an anonymous namespace: CpuMemoryMeter::Impl, which has external linkage, holds one.)
 class CountingReporter : public c10::MemoryReportingInfoBase {
  public:
-  void reportMemoryUsage(void*, int64_t alloc_size, int64_t, int64_t, c10::Device device) override {
+  void reportMemoryUsage(void* pointer, int64_t alloc_size, int64_t, int64_t,
+                         c10::Device device) override {
     if (!device.is_cpu()) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (alloc_size > 0) {
+      blocks_[pointer] = alloc_size;
+    } else {
+      // c10 reports every free of a block its process-wide table knows, also one allocated
+      // before this meter (gradients of an earlier trial): only the blocks seen here count.
+      const auto block = blocks_.find(pointer);
+      if (block == blocks_.end()) return;
+      alloc_size = -block->second;
+      blocks_.erase(block);
+    }
     const int64_t live = live_.fetch_add(alloc_size) + alloc_size;
     int64_t peak = peak_.load();
     while (live > peak && !peak_.compare_exchange_weak(peak, live)) {
@@ -111,6 +125,10 @@ class CountingReporter : public c10::MemoryReportingInfoBase {
 
   std::atomic<int64_t> live_{0};
   std::atomic<int64_t> peak_{0};
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<void*, int64_t> blocks_;  // allocated while this meter counted
 };
 
 struct CpuMemoryMeter::Impl {

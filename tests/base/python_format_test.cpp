@@ -77,6 +77,10 @@ TEST_CASE("python_format formats a float as Python's format(value, spec)", "[bas
       {-0.001, ".1f", "-0.0"},
       {-0.001, "z.1f", "0.0"},
       {-0.0, "z", "0.0"},
+      {-std::numeric_limits<double>::infinity(), "z", "-inf"},  // z coerces finite values only
+      {0.1234, ".600",
+       "0.12339999999999999580335696691690827719867229461669921875"},  // a long precision is valid
+                                                                       // Python
       {1234567.891, ",.2f", "1,234,567.89"},
       {1234567.891, "_.2f", "1_234_567.89"},
       {1234.5, "010,.1f", "0,001,234.5"},

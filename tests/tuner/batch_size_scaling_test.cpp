@@ -244,3 +244,20 @@ TEST_CASE("Out of memory is what Lightning's is_oom_error says it is", "[tuner][
                     Contains("--memory-budget is \"12 parsecs\": expected a positive number"));
   CHECK(format_bytes(1536) == "1.5 KiB");
 }
+
+TEST_CASE("The CPU memory meter counts only what was allocated under it", "[tuner][batch_size]") {
+  // Gradients of an earlier trial outlive its meter; freed under the next one they must not give
+  // it headroom (c10 reports every free of a block its process-wide table knows).
+  at::Tensor earlier;
+  {
+    CpuMemoryMeter first;
+    earlier = torch::ones({1 << 18});  // 1 MiB, counted by the first meter
+    CHECK(first.live_bytes() >= (1 << 20));
+  }
+  CpuMemoryMeter second;
+  earlier.reset();  // freed under the second meter, allocated before it
+  CHECK(second.live_bytes() == 0);
+  at::Tensor now = torch::ones({1 << 18});
+  CHECK(second.peak_bytes() >= (1 << 20));
+  CHECK(second.live_bytes() >= (1 << 20));
+}

@@ -18,11 +18,14 @@ RestorePoint::RestorePoint() {
 void RestorePoint::save_module(Module& module) {
   if (saved_) return;
   saved_ = true;
-  for (const auto& tensor : module.parameters()) {
-    tensors_.emplace_back(tensor, tensor.detach().clone());
-  }
+  // Kept on the CPU: a copy on a CUDA device would take memory the trials then lack (Lightning
+  // keeps its restore point on disk).
+  for (const auto& tensor : module.parameters())
+    tensors_.emplace_back(tensor,
+                          tensor.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true));
   for (const auto& tensor : module.buffers())
-    tensors_.emplace_back(tensor, tensor.detach().clone());
+    tensors_.emplace_back(tensor,
+                          tensor.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true));
 }
 
 void RestorePoint::restore() {
