@@ -146,11 +146,7 @@ Metrics run_evaluate_command(Stage stage, const EvaluateArguments& args, std::os
   options.enable_model_summary(false);
   const BatchLimit limit = parse_batch_limit(args.limit_batches, "--limit-batches");
   options.limit_val_batches(limit).limit_test_batches(limit).limit_predict_batches(limit);
-  try {
-    options.device(c10::Device(args.device));
-  } catch (const std::exception&) {
-    throw MisconfigurationError("--device: expected cpu or cuda[:N], got '" + args.device + "'");
-  }
+  options.device(parse_device(args.device, "--device"));
   Trainer trainer(options);
   data::FashionMnistDataModule data(data::FashionMnistOptions()
                                         .root(args.data)

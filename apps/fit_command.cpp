@@ -38,6 +38,14 @@ std::string check_batch_limit(const std::string& text) {
 
 }  // namespace
 
+c10::Device parse_device(const std::string& text, const std::string& flag) {
+  try {
+    return c10::Device(text);
+  } catch (const std::exception&) {
+    throw MisconfigurationError(flag + ": expected cpu or cuda[:N], got '" + text + "'");
+  }
+}
+
 BatchLimit parse_batch_limit(const std::string& text, const std::string& flag) {
   size_t used = 0;
   try {
@@ -227,11 +235,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   options.gradient_clip_val(args.gradient_clip_val);
   options.num_sanity_val_steps(args.num_sanity_val_steps);
   if (args.deterministic) options.deterministic(true);
-  try {
-    options.device(c10::Device(args.device));
-  } catch (const std::exception&) {
-    throw MisconfigurationError("--device: expected cpu or cuda[:N], got '" + args.device + "'");
-  }
+  options.device(parse_device(args.device, "--device"));
 
   options.log_every_n_steps(args.log_every_n_steps);
   options.enable_model_summary(args.model_summary);

@@ -78,6 +78,9 @@ std::map<std::string, std::string> flag_values(const CLI::App& command);
 /// val_acc, and last.ckpt); validate/test/predict --ckpt best|last find them with the same one.
 callbacks::ModelCheckpointOptions fit_checkpoint_options(const std::string& out);
 
+/// Parses "cpu" or "cuda[:N]"; throws MisconfigurationError naming `flag`.
+c10::Device parse_device(const std::string& text, const std::string& flag);
+
 /// Parses "10" as 10 batches and "0.25" as a fraction; throws MisconfigurationError naming `flag`.
 BatchLimit parse_batch_limit(const std::string& text, const std::string& flag);
 

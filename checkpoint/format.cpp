@@ -362,27 +362,20 @@ void load_module_weights(torch::nn::Module& module, torch::serialize::InputArchi
   try {
     module.load(model);
   } catch (const c10::Error& error) {
-    const std::string message = error.what_without_backtrace();
     throw CheckpointError("checkpoint " + path + ": part `model` does not fit " + module.name() +
-                          ": " + message.substr(0, message.find('\n')));
+                          ": " + first_line(error.what_without_backtrace()));
   }
-  auto shape_text = [](const std::vector<int64_t>& sizes) {
-    std::string text = "[";
-    for (std::size_t i = 0; i < sizes.size(); ++i)
-      text += (i ? ", " : "") + std::to_string(sizes[i]);
-    return text + "]";
-  };
   const auto parameters = module.named_parameters();
   const auto buffers = module.named_buffers();
   for (const auto& [name, expected] : shapes) {
     const at::Tensor* loaded = parameters.find(name);
     if (loaded == nullptr) loaded = buffers.find(name);
     if (loaded != nullptr && loaded->sizes().vec() != expected) {
-      throw CheckpointError("checkpoint " + path + ": part `model` does not fit " + module.name() +
-                            ": " + name + " has shape " + shape_text(loaded->sizes().vec()) +
-                            " in the checkpoint, " + shape_text(expected) +
-                            " in the module; build the module as it was when the checkpoint was "
-                            "saved (the same hyper-parameters)");
+      throw CheckpointError(::trainbus::detail::concat(
+          "checkpoint ", path, ": part `model` does not fit ", module.name(), ": ", name,
+          " has shape ", loaded->sizes(), " in the checkpoint, ", c10::IntArrayRef(expected),
+          " in the module; build the module as it was when the checkpoint was saved (the same "
+          "hyper-parameters)"));
     }
   }
 }
