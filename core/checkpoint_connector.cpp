@@ -198,6 +198,7 @@ void CheckpointConnector::save(const std::string& path, SaveCheckpointOptions op
 
 void CheckpointConnector::save_now(CheckpointRequest request) {
   if (trainer_.replaying()) return dry_run(request);
+  if (!trainer_.is_global_zero()) return wait_for_rank_zero(request.path);
   // In order with the background saves: an older one must not land after this one.
   wait();
   std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot =
@@ -213,6 +214,13 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
   }
   commit_notifier(request)(request.path, removed);
   publish_commits();
+  wait_for_rank_zero(request.path);
+}
+
+void CheckpointConnector::wait_for_rank_zero(const std::string& path) {
+  // Not while the run is failing: the rank that failed may be the one the barrier waits for.
+  if (trainer_.world_size() == 1 || trainer_.status_ == TrainerStatus::kInterrupted) return;
+  trainer_.strategy().barrier("checkpoint " + path);
 }
 
 void CheckpointConnector::dry_run(const CheckpointRequest& request) {
@@ -235,6 +243,7 @@ void CheckpointConnector::remove(const std::string& path) {
     dry_run_paths_.erase(path);
     return;
   }
+  if (!trainer_.is_global_zero()) return;
   checkpoint::remove_checkpoint(path);
 }
 
@@ -318,6 +327,10 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
     dry_run(request);
     return std::nullopt;
   }
+  if (!trainer_.is_global_zero()) {
+    wait_for_rank_zero(request.path);
+    return std::nullopt;
+  }
   checkpoint::CheckpointWriter& writer = writer_for_saves();
   checkpoint::CheckpointJob job;
   job.path = request.path;
@@ -327,7 +340,9 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
   job.after_commit = std::move(request.after_commit);
   job.replace_group = std::move(request.replace_group);
   job.on_committed = commit_notifier(request);
-  return writer.submit(std::move(job));
+  std::optional<std::string> replaced = writer.submit(std::move(job));
+  wait_for_rank_zero(request.path);  // rank 0 has its snapshot: every rank may train on
+  return replaced;
 }
 
 void CheckpointConnector::prepare() {
