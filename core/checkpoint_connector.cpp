@@ -124,6 +124,8 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
   data.callback_metrics = t.metrics_.callback_metrics();
   data.loops = t.progress_.state_dict();
   data.loops.insert("accumulate_grad_batches", t.accumulate_grad_batches_);
+  data.loops.insert("world_size", static_cast<int64_t>(t.world_size()));
+  data.loops.insert("num_training_batches", t.num_training_batches_);
   if (t.train_loader_) data.loops.insert("train_loader", t.train_loader_->state_dict());
   if (!weights_only) {
     // As Lightning: every callback's state_dict(), kept when not empty. Two under one key would
@@ -488,6 +490,24 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
   }
 
   const StateDict& loops = checkpoint.data.loops;
+  // A position inside an epoch counts one rank's batches. With another number of ranks it means
+  // the same only if the epoch still has as many batches (the global batch size kept); at an
+  // epoch's end any number of ranks may go on.
+  const int64_t saved_world = loops.contains("world_size") ? loops.at("world_size").toInt() : 1;
+  const int64_t saved_batches =
+      loops.contains("num_training_batches") ? loops.at("num_training_batches").toInt() : -1;
+  if (saved_world != t.world_size() && !loops.at("epoch_batches_finished").toBool() &&
+      saved_batches != t.num_training_batches_) {
+    throw CheckpointError(::trainbus::detail::concat(
+        "checkpoint ", path, " was saved inside an epoch by ", saved_world,
+        saved_world == 1 ? " process" : " ranks", " with ", saved_batches,
+        " batches per epoch each; this run has ", t.world_size(),
+        t.world_size() == 1 ? " process" : " ranks", " with ", t.num_training_batches_,
+        ", so the position would point at other samples. Resume it with ", saved_world,
+        saved_world == 1 ? " process" : " ranks (`--nproc-per-node`)",
+        " or a batch size that keeps the epoch's batches, or from a checkpoint saved at an "
+        "epoch's end (ModelCheckpoint's default)"));
+  }
   t.progress_ = FitProgress::resumed_from(loops);
   t.batches_that_stepped_ = t.progress_.global_step;  // Lightning restores it with the loops
   t.accumulate_grad_batches_ = loops.at("accumulate_grad_batches").toInt();

@@ -7,8 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -22,6 +24,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "callbacks/model_checkpoint.h"
 #include "core/trainer.h"
 #include "distributed/ddp_strategy.h"
 #include "tests/support/child_process.h"
@@ -180,12 +183,14 @@ std::vector<double> to_vector(const at::Tensor& tensor) {
   return {contiguous.data_ptr<double>(), contiguous.data_ptr<double>() + contiguous.numel()};
 }
 
-RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, TrainerOptions options) {
+RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, TrainerOptions options,
+                           std::vector<std::shared_ptr<Callback>> callbacks = {},
+                           const std::string& ckpt_path = {}) {
   RegressionData data(batch_size);
-  Trainer trainer(std::move(options));
+  Trainer trainer(std::move(options), std::move(callbacks));
   RankResult result;
   try {
-    trainer.fit(module, data);
+    trainer.fit(module, data, FitOptions().ckpt_path(ckpt_path));
   } catch (const std::exception& error) {
     result.error = error.what();
   }
@@ -212,9 +217,22 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   RegressionModule module;
   if (mode == "stop" && rank == 1) module.stop_at_batch = 3;
   if (mode == "die" && rank == 1) module.die_at_batch = 2;
+  TrainerOptions options = quiet_options(mode == "accumulate" ? 2 : 1).strategy(strategy);
+  std::vector<std::shared_ptr<Callback>> callbacks;
+  std::string ckpt_path;
+  if (mode == "checkpoint" || mode == "resume") {
+    // Every 3 steps, all kept: mid-epoch ones (step 3, 6), none at the epoch's end (step 8).
+    callbacks.push_back(
+        std::make_shared<callbacks::ModelCheckpoint>(callbacks::ModelCheckpointOptions()
+                                                         .dirpath(dir + "/checkpoints")
+                                                         .filename("{step}")
+                                                         .every_n_train_steps(3)
+                                                         .save_top_k(-1)));
+    options.max_epochs(mode == "checkpoint" ? 1 : 2);
+    if (mode == "resume") ckpt_path = dir + "/checkpoints/step=6.ckpt";
+  }
   const auto started = std::chrono::steady_clock::now();
-  RankResult result =
-      fit_and_collect(module, 4, quiet_options(mode == "accumulate" ? 2 : 1).strategy(strategy));
+  RankResult result = fit_and_collect(module, 4, options, callbacks, ckpt_path);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (!result.error.empty()) result.error += " [after " + std::to_string(seconds) + " s]";
@@ -285,4 +303,44 @@ TEST_CASE("a rank that dies makes the other fail at once with an error naming it
   const auto after = rank0.error.find("[after ");
   REQUIRE(after != std::string::npos);
   CHECK(std::stod(rank0.error.substr(after + 7)) < 30.0);
+}
+
+TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, one process cannot",
+          "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("checkpoint", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  for (const char* rank : {"rank0.txt", "rank1.txt"})
+    REQUIRE(read_result(dir.file(rank)).error.empty());
+  std::vector<std::string> written;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.file("checkpoints")))
+    written.push_back(entry.path().filename().string());
+  std::sort(written.begin(), written.end());
+  // Rank 1 wrote nothing of its own: no second set, no temporary left behind.
+  CHECK(written == std::vector<std::string>{"step=3.ckpt", "step=6.ckpt"});
+
+  for (int status : run_ranks("resume", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  REQUIRE(rank0.error.empty());
+  REQUIRE(rank1.error.empty());
+  CHECK(rank0.global_step == 16);
+  CHECK(rank0.weights == rank1.weights);
+
+  // One process with the ranks' batch size would count twice the batches: the position would
+  // point at other samples. A clear error, not a silent skip.
+  RegressionModule module;
+  const RankResult mismatched =
+      fit_and_collect(module, 4, quiet_options(1), {}, dir.file("checkpoints/step=6.ckpt"));
+  CHECK_THAT(mismatched.error, Catch::Contains("saved inside an epoch by 2 ranks with 8 batches"));
+  CHECK_THAT(mismatched.error, Catch::Contains("this run has 1 process with 16"));
+  CHECK_THAT(mismatched.error, Catch::Contains("--nproc-per-node"));
+  // With their global batch size the epoch divides the same way: it resumes.
+  RegressionModule same_division;
+  const RankResult single =
+      fit_and_collect(same_division, 8, quiet_options(1), {}, dir.file("checkpoints/step=6.ckpt"));
+  CHECK(single.error.empty());
+  CHECK(single.global_step == 16);
 }
