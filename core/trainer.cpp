@@ -172,6 +172,7 @@ void Trainer::add_observer(std::shared_ptr<events::Observer> observer,
                            events::ObserverOptions options) {
   TRAINBUS_CHECK(status_ != TrainerStatus::kRunning,
                  "Trainer::add_observer: add observers before fit/validate/test/predict");
+  if (!is_global_zero() && !options.every_rank()) return;  // logs and bars come from rank 0
   if (!observers_) {
     observers_ = std::make_unique<events::ObserverPool>(
         options_.observer_threads(), snapshot_to_cpu, options_.observer_stall_timeout());

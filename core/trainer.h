@@ -86,7 +86,7 @@ class Trainer {
   /// Runs `observer` on the trainer's observer pool (see events::Observer): every run drains it
   /// before returning, also when it leaves by an exception; a failure in it is raised as
   /// events::ObserverError at the next batch, epoch end or the end of the run, through
-  /// on_exception.
+  /// on_exception. In data-parallel training only rank 0 runs it, unless options.every_rank().
   void add_observer(std::shared_ptr<events::Observer> observer,
                     events::ObserverOptions options = {});
   /// Flush barrier: blocks until every observer has handled every event published so far, then

@@ -48,6 +48,10 @@ struct ObserverOptions {
   /// what it buffers reaches the operating system and survives a crash of the process (SIGKILL);
   /// 0: only the observer's own flushes.
   TRAINBUS_ARG(std::chrono::milliseconds, flush_interval){1000};
+  /// In data-parallel training, also on the ranks other than 0 (a Recorder of each rank's own
+  /// events, say). By default an observer runs on rank 0 only, as Lightning's loggers and
+  /// progress bar do; on one process it always runs.
+  TRAINBUS_ARG(bool, every_rank) = false;
 };
 
 /// Counters of one observer, for reports and tests.

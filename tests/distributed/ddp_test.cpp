@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -146,6 +147,8 @@ struct RankResult {
   double val_loss = 0.0;
   double train_loss_epoch = 0.0;
   int64_t global_step = 0;
+  int64_t rank_zero_observer_batches = 0;  // batches seen by an observer of the default kind
+  int64_t every_rank_observer_batches = 0;
   std::string stop_reasons;
   std::string error;
 };
@@ -153,7 +156,8 @@ struct RankResult {
 void write_result(const std::string& file, const RankResult& result) {
   std::ofstream out(file);
   out.precision(17);
-  out << result.global_step << " " << result.val_loss << " " << result.train_loss_epoch << "\n";
+  out << result.global_step << " " << result.val_loss << " " << result.train_loss_epoch << " "
+      << result.rank_zero_observer_batches << " " << result.every_rank_observer_batches << "\n";
   for (double loss : result.losses) out << loss << " ";
   out << "\n";
   for (double weight : result.weights) out << weight << " ";
@@ -166,7 +170,8 @@ RankResult read_result(const std::string& file) {
   RankResult result;
   std::string line;
   std::getline(in, line);
-  std::istringstream(line) >> result.global_step >> result.val_loss >> result.train_loss_epoch;
+  std::istringstream(line) >> result.global_step >> result.val_loss >> result.train_loss_epoch >>
+      result.rank_zero_observer_batches >> result.every_rank_observer_batches;
   std::getline(in, line);
   std::istringstream losses(line);
   for (double value; losses >> value;) result.losses.push_back(value);
@@ -183,11 +188,24 @@ std::vector<double> to_vector(const at::Tensor& tensor) {
   return {contiguous.data_ptr<double>(), contiguous.data_ptr<double>() + contiguous.numel()};
 }
 
+class BatchCounter : public events::Observer {
+ public:
+  void select_events(events::EventSelection& selection) const override {
+    selection.add<events::TrainBatchEnd>();
+  }
+  void on_train_batch_end(const events::TrainBatchEnd&) override { ++batches; }
+  std::atomic<int64_t> batches{0};
+};
+
 RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, TrainerOptions options,
                            std::vector<std::shared_ptr<Callback>> callbacks = {},
                            const std::string& ckpt_path = {}) {
   RegressionData data(batch_size);
   Trainer trainer(std::move(options), std::move(callbacks));
+  auto rank_zero_counter = std::make_shared<BatchCounter>();
+  auto every_rank_counter = std::make_shared<BatchCounter>();
+  trainer.add_observer(rank_zero_counter);
+  trainer.add_observer(every_rank_counter, events::ObserverOptions().every_rank(true));
   RankResult result;
   try {
     trainer.fit(module, data, FitOptions().ckpt_path(ckpt_path));
@@ -200,6 +218,8 @@ RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, Trainer
   if (metrics.count("val_loss")) result.val_loss = metrics.at("val_loss");
   if (metrics.count("train_loss_epoch")) result.train_loss_epoch = metrics.at("train_loss_epoch");
   result.global_step = trainer.global_step();
+  result.rank_zero_observer_batches = rank_zero_counter->batches;
+  result.every_rank_observer_batches = every_rank_counter->batches;
   for (const std::string& reason : trainer.stop_reasons()) result.stop_reasons += reason + ";";
   return result;
 }
@@ -271,6 +291,10 @@ TEST_CASE("two ranks with batch B train as one process with batch 2B", "[ddp]") 
   CHECK(rank0.val_loss == rank1.val_loss);
   CHECK(rank0.val_loss == Approx(single.val_loss).margin(1e-6));
   CHECK(rank0.train_loss_epoch == rank1.train_loss_epoch);
+  // Observers (loggers, progress bar) run on rank 0 unless asked to run on every rank.
+  CHECK(rank0.rank_zero_observer_batches == 16);
+  CHECK(rank1.rank_zero_observer_batches == 0);
+  CHECK(rank1.every_rank_observer_batches == 16);
   CHECK(rank0.train_loss_epoch == Approx(single.train_loss_epoch).margin(1e-6));
 }
 
