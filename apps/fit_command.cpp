@@ -8,6 +8,8 @@
 #include <torch/version.h>
 #include <CLI/CLI.hpp>
 
+#include "apps/fit_launch.h"
+#include "base/errors.h"
 #include "callbacks/callback_spec.h"
 #include "callbacks/early_stopping.h"
 #include "callbacks/model_checkpoint.h"
@@ -178,6 +180,7 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
   fit->add_option("--record-path", args.record_path,
                   "Where to record the run's events instead (a new file: an existing one is "
                   "never replaced)");
+  add_launch_flags(*fit, args.launch);
   return fit;
 }
 
@@ -207,7 +210,20 @@ std::map<std::string, std::string> flag_values(const CLI::App& command) {
   return values;
 }
 
+distributed::DistributedEnvironment fit_distributed_environment() {
+  return distributed::environment_from_variables();
+}
+
 Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
+  // This process's rank, when `--nproc-per-node` (or torchrun) started it as one of several. The
+  // data-parallel strategy (process group, gradient all-reduce, sharded data) is built from it
+  // here, before anything else is read or written. Without one, every rank would train alone and
+  // write the same run directory: a job of more than one process is refused.
+  const distributed::DistributedEnvironment environment = fit_distributed_environment();
+  TRAINBUS_CHECK(!environment.distributed(), "trainbus fit was started as ", environment.describe(),
+                 " (WORLD_SIZE > 1), but this build trains in one process only: run it without "
+                 "--nproc-per-node and --nnodes, and without torchrun");
+
   ClassifierOptions model_options;
   model_options.architecture = parse_architecture(args.model);
   model_options.lr = args.lr;

@@ -108,6 +108,18 @@ const std::vector<ConfigKey>& config_keys() {
        [](const FitArguments& a) { return boolean(a.record); }},
       {"trainbus", "record_path", "--record-path", Kind::kValue,
        [](const FitArguments& a) { return text_or_null(a.record_path); }},
+      // The launcher's flags, together under torchrun's names (Lightning's Trainer has num_nodes,
+      // but takes the node rank and the master's address from the environment).
+      {"trainbus", "nproc_per_node", "--nproc-per-node", Kind::kValue,
+       [](const FitArguments& a) { return integer(a.launch.nproc_per_node()); }},
+      {"trainbus", "nnodes", "--nnodes", Kind::kValue,
+       [](const FitArguments& a) { return integer(a.launch.nnodes()); }},
+      {"trainbus", "node_rank", "--node-rank", Kind::kValue,
+       [](const FitArguments& a) { return integer(a.launch.node_rank()); }},
+      {"trainbus", "master_addr", "--master-addr", Kind::kValue,
+       [](const FitArguments& a) { return text(a.launch.master_addr()); }},
+      {"trainbus", "master_port", "--master-port", Kind::kValue,
+       [](const FitArguments& a) { return integer(a.launch.master_port()); }},
       {"", "ckpt_path", "--resume", Kind::kValue,
        [](const FitArguments& a) { return text_or_null(a.resume); }},
   };
