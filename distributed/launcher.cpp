@@ -1,5 +1,7 @@
 #include "distributed/launcher.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
@@ -7,13 +9,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <ostream>
+#include <system_error>
 #include <thread>
+#include <utility>
 
 #include "base/errors.h"
 #include "distributed/environment.h"
@@ -29,7 +34,7 @@ using Clock = std::chrono::steady_clock;
 // in the kernel): the wait after a failure is bounded too.
 constexpr std::chrono::seconds kKillWait{10};
 // The longest sleep between two looks at the ranks. SIGCHLD wakes the launcher at once; this is
-// for a SIGCHLD another thread took.
+// a second line, should one be missed (another handler installed meanwhile).
 constexpr std::chrono::milliseconds kPollInterval{250};
 
 // "SIGKILL (9)".
@@ -44,47 +49,110 @@ std::string seconds_text(std::chrono::milliseconds duration) {
   return count % 1000 == 0 ? std::to_string(count / 1000) + " s" : std::to_string(count) + " ms";
 }
 
-// SIGINT, SIGTERM and SIGCHLD blocked on this thread for the launch, so that the supervision
-// loop takes them one at a time with sigtimedwait instead of in handlers. A SIGINT or SIGTERM
-// this process ignores (as a shell's background job ignores SIGINT) is left alone. SIGCHLD must
-// not be ignored while the ranks are waited for (the kernel would reap them), so SIG_IGN becomes
-// SIG_DFL for the launch. Restores the mask and SIGCHLD's action at scope exit.
-class BlockedSignals {
- public:
-  BlockedSignals() {
-    sigemptyset(&blocked_);
-    for (int signal : {SIGINT, SIGTERM}) {
-      struct sigaction action {};
-      if (::sigaction(signal, nullptr, &action) == 0 && action.sa_handler != SIG_IGN) {
-        sigaddset(&blocked_, signal);
-      }
-    }
-    sigaddset(&blocked_, SIGCHLD);
-    if (::sigaction(SIGCHLD, nullptr, &saved_child_action_) == 0 &&
-        saved_child_action_.sa_handler == SIG_IGN) {
-      struct sigaction by_default {};
-      by_default.sa_handler = SIG_DFL;
-      sigemptyset(&by_default.sa_mask);
-      restore_child_action_ = ::sigaction(SIGCHLD, &by_default, nullptr) == 0;
-    }
-    ::pthread_sigmask(SIG_BLOCK, &blocked_, &previous_);
-  }
-  ~BlockedSignals() {
-    ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
-    if (restore_child_action_) ::sigaction(SIGCHLD, &saved_child_action_, nullptr);
-  }
-  BlockedSignals(const BlockedSignals&) = delete;
-  BlockedSignals& operator=(const BlockedSignals&) = delete;
+// What the signal handlers of a launch hand to its supervision loop. Only atomics and a write
+// to a pipe: all a handler may touch.
+struct Received {
+  std::atomic<int> count{0};      // deliveries not yet taken by the loop
+  std::atomic<int> last_code{0};  // si_code of the latest: SI_KERNEL for the terminal's Ctrl-C
+};
+Received received_interrupt;   // SIGINT
+Received received_terminate;   // SIGTERM
+std::atomic<int> wake_fd{-1};  // the write end of the wake-up pipe, once made
+std::atomic<bool> launching{false};
 
-  const sigset_t& blocked() const noexcept { return blocked_; }
-  /// The mask before the launch: the ranks start with it.
-  const sigset_t& previous() const noexcept { return previous_; }
+Received* received_for(int signal) {
+  return signal == SIGINT ? &received_interrupt : signal == SIGTERM ? &received_terminate : nullptr;
+}
+
+extern "C" void on_launcher_signal(int signal, siginfo_t* info, void*) {
+  const int saved_errno = errno;
+  if (Received* received = received_for(signal)) {
+    received->last_code.store(info != nullptr ? info->si_code : 0);
+    received->count.fetch_add(1);
+  }
+  const int fd = wake_fd.load();
+  if (fd >= 0) {
+    const char byte = 0;
+    [[maybe_unused]] const ssize_t ignored = ::write(fd, &byte, 1);  // full: a wake is pending
+  }
+  errno = saved_errno;
+}
+
+// SIGINT, SIGTERM and SIGCHLD caught for one launch, for the whole process: the handler counts a
+// SIGINT or SIGTERM and wakes the supervision loop through a pipe, whichever thread it runs on.
+// NOTE: handlers, not a blocked mask: a library's thread (OpenBLAS starts its pool when it is
+// loaded) does not block these signals, and a SIGTERM the kernel gave it would kill the launcher.
+// A SIGINT or SIGTERM this process ignores (as a shell's background job ignores SIGINT) stays
+// ignored. SIGCHLD is caught even where it was ignored: an ignored SIGCHLD has the kernel reap
+// the ranks before they can be waited for. Everything is put back at scope exit.
+class CaughtSignals {
+ public:
+  CaughtSignals() {
+    TRAINBUS_CHECK(!launching.exchange(true),
+                   "launch_ranks: another launch is running in this process; run one at a time");
+    // NOTE: the pipe is made once and kept for the life of the process: a handler still running
+    // on another thread when this launch ends must not write into a closed (or reused) descriptor.
+    static int read_fd = -1;
+    if (read_fd < 0) {
+      int fds[2] = {-1, -1};
+      if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+        launching.store(false);
+        throw std::system_error(errno, std::generic_category(), "launch_ranks: pipe2");
+      }
+      read_fd = fds[0];
+      wake_fd.store(fds[1]);
+    }
+    read_fd_ = read_fd;
+    drain();
+    received_interrupt.count.store(0);
+    received_terminate.count.store(0);
+    struct sigaction action {};
+    action.sa_sigaction = on_launcher_signal;
+    action.sa_flags = SA_SIGINFO | SA_RESTART | SA_NOCLDSTOP;
+    sigemptyset(&action.sa_mask);
+    for (int signal : {SIGINT, SIGTERM, SIGCHLD}) {
+      struct sigaction previous {};
+      ::sigaction(signal, nullptr, &previous);
+      if (signal != SIGCHLD && previous.sa_handler == SIG_IGN) continue;
+      if (::sigaction(signal, &action, &previous) == 0) saved_.push_back({signal, previous});
+    }
+  }
+  ~CaughtSignals() {
+    for (const auto& [signal, previous] : saved_) ::sigaction(signal, &previous, nullptr);
+    launching.store(false);
+  }
+  CaughtSignals(const CaughtSignals&) = delete;
+  CaughtSignals& operator=(const CaughtSignals&) = delete;
+
+  // Sleeps until a signal is caught or `timeout` passes; empties the pipe.
+  void wait(std::chrono::milliseconds timeout) const {
+    pollfd readable{read_fd_, POLLIN, 0};
+    ::poll(&readable, 1, static_cast<int>(timeout.count()));  // EINTR too: the caller looks again
+    drain();
+  }
+
+  // The SIGINTs and SIGTERMs caught since the last call, in a fixed order (SIGINT first), each
+  // with whether it came from the terminal.
+  static std::vector<std::pair<int, bool>> take() {
+    std::vector<std::pair<int, bool>> taken;
+    for (int signal : {SIGINT, SIGTERM}) {
+      Received& received = *received_for(signal);
+      const bool from_terminal = received.last_code.load() == SI_KERNEL;
+      for (int n = received.count.exchange(0); n > 0; --n)
+        taken.emplace_back(signal, from_terminal);
+    }
+    return taken;
+  }
 
  private:
-  sigset_t blocked_{};
-  sigset_t previous_{};
-  struct sigaction saved_child_action_ {};
-  bool restore_child_action_ = false;
+  void drain() const {
+    char bytes[64];
+    while (::read(read_fd_, bytes, sizeof bytes) > 0) {
+    }
+  }
+
+  int read_fd_ = -1;
+  std::vector<std::pair<int, struct sigaction>> saved_;
 };
 
 // "rank 5 (local rank 1, pid 4242)"; the local rank only where it differs.
@@ -140,7 +208,7 @@ class Launch {
 
   // Starts the ranks in order; when one cannot be started, the ones before it are stopped and
   // the ones after it are not started.
-  void start(const sigset_t& rank_signal_mask) {
+  void start() {
     const char* user_threads = std::getenv("OMP_NUM_THREADS");
     const bool set_threads = user_threads == nullptr || *user_threads == '\0';
     const int threads = threads_per_rank(options_.nproc_per_node());
@@ -154,8 +222,6 @@ class Launch {
 
     posix_spawnattr_t attributes;
     ::posix_spawnattr_init(&attributes);
-    ::posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
-    ::posix_spawnattr_setsigmask(&attributes, &rank_signal_mask);
     std::vector<std::string> arguments = argv_;
     const std::vector<char*> argument_pointers = pointers(arguments);
     std::vector<std::string> inherited = inherited_environment();
@@ -199,9 +265,19 @@ class Launch {
 
   // Waits until every started rank has ended, stopping them all after the first failure or a
   // signal to the launcher.
-  void supervise(const sigset_t& signals) {
+  void supervise(const CaughtSignals& signals) {
     while (true) {
-      reap();
+      const std::vector<RankExit*> ended = reap();
+      // The signals first: a Ctrl-C's SIGINT is the launcher's before a rank it killed can be
+      // reaped, and that rank is then stopped, not the failure.
+      // NOTE: only where the handler ran before the reap: on this thread it always does; on
+      // another one (the kernel's choice) it could run late.
+      for (const auto& [signal, from_terminal] : CaughtSignals::take()) {
+        interrupt(signal, from_terminal);
+      }
+      for (RankExit* rank : ended) {
+        if (!rank->succeeded() && !stopping_) fail(*rank);
+      }
       if (running_.empty()) return;
       const Clock::time_point now = Clock::now();
       if (stopping_ && !killed_ && now >= stop_deadline_) {
@@ -225,15 +301,15 @@ class Launch {
       Clock::time_point wake = now + kPollInterval;
       if (stopping_ && !killed_) wake = std::min(wake, stop_deadline_);
       if (killed_) wake = std::min(wake, kill_deadline_);
-      const auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(wake - now);
-      timespec timeout{};
-      timeout.tv_sec = static_cast<time_t>(wait.count() / 1000000000);
-      timeout.tv_nsec = static_cast<long>(wait.count() % 1000000000);
-      siginfo_t info{};
-      const int signal = ::sigtimedwait(&signals, &info, &timeout);
-      // -1 with EAGAIN (the time is up) or EINTR (another signal's handler ran): look again.
-      if (signal == SIGINT || signal == SIGTERM) interrupt(signal, info);
+      // Rounded up: a wait of 0 ms before a deadline would spin.
+      signals.wait(std::chrono::ceil<std::chrono::milliseconds>(wake - now));
     }
+  }
+
+  // A SIGINT or SIGTERM that reached the launcher after the ranks had ended, before its handlers
+  // were put back: the job counts as interrupted by it (unless a rank failed first).
+  void interrupted_late(int signal) {
+    if (!first_failure_ && interrupted_by_ == 0) interrupted_by_ = signal;
   }
 
   LaunchResult result() const {
@@ -285,8 +361,9 @@ class Launch {
   }
 
  private:
-  // Collects every rank that has ended, without blocking.
-  void reap() {
+  // Collects every rank that has ended, without blocking, and returns them.
+  std::vector<RankExit*> reap() {
+    std::vector<RankExit*> ended;
     for (auto it = running_.begin(); it != running_.end();) {
       RankExit& rank = **it;
       int status = 0;
@@ -310,8 +387,9 @@ class Launch {
         rank.code = WEXITSTATUS(status);
       }
       it = running_.erase(it);
-      if (!rank.succeeded() && !stopping_) fail(rank);
+      ended.push_back(&rank);
     }
+    return ended;
   }
 
   // `rank` is the first failure: it is reported, and the others are told to stop.
@@ -328,7 +406,7 @@ class Launch {
 
   // A SIGINT or SIGTERM to the launcher: the first is passed on to the ranks; another one, or one
   // during the stop after a failure, kills them at once.
-  void interrupt(int signal, const siginfo_t& info) {
+  void interrupt(int signal, bool from_terminal) {
     if (stopping_) {
       if (killed_) return;
       log_ << "launcher: received " << signal_name(signal) << " while stopping; sending SIGKILL"
@@ -339,7 +417,6 @@ class Launch {
     interrupted_by_ = signal;
     // NOTE: a Ctrl-C (si_code SI_KERNEL: from the terminal) went to the whole foreground process
     // group, the ranks included: sent again, it would reach them twice.
-    const bool from_terminal = info.si_code == SI_KERNEL;
     log_ << "launcher: received " << signal_name(signal)
          << (from_terminal ? " from the terminal, which sent it to the ranks too"
                            : "; passing it on to the ranks")
@@ -436,10 +513,14 @@ LaunchResult launch_ranks(const std::string& program, const std::vector<std::str
   options.validate();
   TRAINBUS_CHECK(!program.empty() && !argv.empty(),
                  "launch_ranks: no command to start (program and argv[0] are needed)");
-  const BlockedSignals signals;
   Launch launch(program, argv, options, log);
-  launch.start(signals.previous());
-  launch.supervise(signals.blocked());
+  {
+    const CaughtSignals signals;
+    launch.start();
+    launch.supervise(signals);
+  }
+  // Handlers are back as they were: a signal from now on takes its usual course.
+  for (const auto& [signal, from_terminal] : CaughtSignals::take()) launch.interrupted_late(signal);
   launch.report();
   return launch.result();
 }

@@ -110,9 +110,10 @@ int threads_per_rank(int nproc_per_node);
 /// then how each other rank ended.
 ///
 /// Returns when every rank has ended (or outlived SIGKILL by 10 s); no child is left to reap.
-/// Throws MisconfigurationError for bad options or an empty command, before starting anything.
-/// NOTE: call it from the main thread before other threads start, or with SIGINT, SIGTERM and
-/// SIGCHLD blocked in them: it takes those signals with sigtimedwait on the calling thread.
+/// Throws MisconfigurationError for bad options, an empty command, or a launch already running
+/// in this process, before starting anything.
+/// NOTE: while it runs, SIGINT, SIGTERM and SIGCHLD are caught by its handlers, for the whole
+/// process (any thread may take them); the previous handlers are put back before it returns.
 LaunchResult launch_ranks(const std::string& program, const std::vector<std::string>& argv,
                           const LaunchOptions& options, std::ostream& log);
 
