@@ -131,6 +131,11 @@ class CaughtSignals {
     drain();
   }
 
+  // A SIGINT or SIGTERM caught and not yet taken.
+  static bool pending() {
+    return received_interrupt.count.load() > 0 || received_terminate.count.load() > 0;
+  }
+
   // The SIGINTs and SIGTERMs caught since the last call, in a fixed order (SIGINT first), each
   // with whether it came from the terminal.
   static std::vector<std::pair<int, bool>> take() {
@@ -206,8 +211,8 @@ class Launch {
     }
   }
 
-  // Starts the ranks in order; when one cannot be started, the ones before it are stopped and
-  // the ones after it are not started.
+  // Starts the ranks in order; when one cannot be started, or a SIGINT or SIGTERM comes, the
+  // ones before it are stopped (by supervise) and the ones after it are not started.
   void start() {
     const char* user_threads = std::getenv("OMP_NUM_THREADS");
     const bool set_threads = user_threads == nullptr || *user_threads == '\0';
@@ -233,6 +238,7 @@ class Launch {
                       inherited.end());
     }
     for (RankExit& rank : ranks_) {
+      if (CaughtSignals::pending()) break;
       DistributedEnvironment environment;
       environment.rank = rank.rank;
       environment.world_size = options_.world_size();
