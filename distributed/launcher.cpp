@@ -225,8 +225,6 @@ class Launch {
          << (set_threads ? std::to_string(threads) : std::string(user_threads))
          << (set_threads ? " each" : " (set by you)") << std::endl;
 
-    posix_spawnattr_t attributes;
-    ::posix_spawnattr_init(&attributes);
     std::vector<std::string> arguments = argv_;
     const std::vector<char*> argument_pointers = pointers(arguments);
     std::vector<std::string> inherited = inherited_environment();
@@ -256,7 +254,7 @@ class Launch {
       const std::vector<char*> variable_pointers = pointers(variables);
       pid_t pid = -1;
       // posix_spawn returns the exec's error too (glibc waits for the exec to succeed or fail).
-      const int error = ::posix_spawn(&pid, program_.c_str(), nullptr, &attributes,
+      const int error = ::posix_spawn(&pid, program_.c_str(), nullptr, nullptr,
                                       argument_pointers.data(), variable_pointers.data());
       if (error != 0) {
         rank.error = std::strerror(error);
@@ -266,7 +264,6 @@ class Launch {
       rank.pid = pid;  // its `how` is set when it is reaped
       running_.push_back(&rank);
     }
-    ::posix_spawnattr_destroy(&attributes);
   }
 
   // Waits until every started rank has ended, stopping them all after the first failure or a

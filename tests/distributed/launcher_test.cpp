@@ -196,11 +196,17 @@ TEST_CASE("A rank that cannot be started is named and nothing is left running",
 TEST_CASE("SIGINT and SIGTERM to the launcher are passed on to the ranks",
           "[distributed][launcher]") {
   TempDir dir;
+  // Rank 1 says it is ready (after `setup`); rank 0 waits for that (10 s at most), then signals
+  // the launcher, its parent, with `signals`; both then wait to be stopped.
+  const auto script = [](const std::string& setup, const std::string& signals) {
+    return setup + "; if [ \"$LOCAL_RANK\" = 1 ]; then : > \"$1/ready\"; exec sleep 60; fi; " +
+           "i=0; while [ ! -e \"$1/ready\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); "
+           "done; " +
+           signals + "; exec sleep 60";
+  };
   SECTION("a SIGTERM stops every rank; the launcher's status is 128 + SIGTERM") {
-    // Rank 0 signals the launcher, its parent; both ranks then wait to be stopped.
     const Launched launched =
-        launch_script("if [ \"$LOCAL_RANK\" = 0 ]; then kill -TERM $PPID; fi; exec sleep 60",
-                      dir.path().string(), two_ranks());
+        launch_script(script(":", "kill -TERM $PPID"), dir.path().string(), two_ranks());
     CHECK(launched.took < std::chrono::seconds(10));
     CHECK(launched.result.interrupted_by == SIGTERM);
     CHECK(launched.result.exit_code == 128 + SIGTERM);
@@ -216,15 +222,16 @@ TEST_CASE("SIGINT and SIGTERM to the launcher are passed on to the ranks",
   }
   SECTION("a second signal kills the ranks at once, without the grace period") {
     // Both ranks ignore SIGINT and SIGTERM; rank 0 sends the launcher one of each.
-    const Launched launched = launch_script(
-        "trap '' INT TERM; if [ \"$LOCAL_RANK\" = 0 ]; then kill -INT $PPID; kill -TERM $PPID; "
-        "fi; exec sleep 60",
-        dir.path().string(), two_ranks().grace_period(std::chrono::seconds(60)));
+    const Launched launched =
+        launch_script(script("trap '' INT TERM", "kill -INT $PPID; kill -TERM $PPID"),
+                      dir.path().string(), two_ranks().grace_period(std::chrono::seconds(60)));
     CHECK(launched.took < std::chrono::seconds(10));
     CHECK(launched.result.interrupted_by == SIGINT);
     CHECK(launched.result.exit_code == 128 + SIGINT);
-    CHECK(launched.result.ranks[0].how == RankExit::How::kKilled);
-    CHECK(launched.result.ranks[0].code == SIGKILL);
+    for (const RankExit& rank : launched.result.ranks) {
+      CHECK(rank.how == RankExit::How::kKilled);
+      CHECK(rank.code == SIGKILL);
+    }
     CHECK_THAT(launched.log,
                Catch::Contains("received SIGTERM (15) while stopping; sending SIGKILL"));
   }
