@@ -124,6 +124,8 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
   data.callback_metrics = t.metrics_.callback_metrics();
   data.loops = t.progress_.state_dict();
   data.loops.insert("accumulate_grad_batches", t.accumulate_grad_batches_);
+  data.loops.insert("world_size", static_cast<int64_t>(t.world_size()));
+  data.loops.insert("num_training_batches", t.num_training_batches_);
   if (t.train_loader_) data.loops.insert("train_loader", t.train_loader_->state_dict());
   if (!weights_only) {
     // As Lightning: every callback's state_dict(), kept when not empty. Two under one key would
@@ -198,6 +200,7 @@ void CheckpointConnector::save(const std::string& path, SaveCheckpointOptions op
 
 void CheckpointConnector::save_now(CheckpointRequest request) {
   if (trainer_.replaying()) return dry_run(request);
+  if (!trainer_.is_global_zero()) return wait_for_rank_zero(request.path);
   // In order with the background saves: an older one must not land after this one.
   wait();
   std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot =
@@ -213,6 +216,13 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
   }
   commit_notifier(request)(request.path, removed);
   publish_commits();
+  wait_for_rank_zero(request.path);
+}
+
+void CheckpointConnector::wait_for_rank_zero(const std::string& path) {
+  // Not while the run is failing: the rank that failed may be the one the barrier waits for.
+  if (trainer_.world_size() == 1 || trainer_.status_ == TrainerStatus::kInterrupted) return;
+  trainer_.strategy().barrier("checkpoint " + path);
 }
 
 void CheckpointConnector::dry_run(const CheckpointRequest& request) {
@@ -235,6 +245,7 @@ void CheckpointConnector::remove(const std::string& path) {
     dry_run_paths_.erase(path);
     return;
   }
+  if (!trainer_.is_global_zero()) return;
   checkpoint::remove_checkpoint(path);
 }
 
@@ -318,6 +329,10 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
     dry_run(request);
     return std::nullopt;
   }
+  if (!trainer_.is_global_zero()) {
+    wait_for_rank_zero(request.path);
+    return std::nullopt;
+  }
   checkpoint::CheckpointWriter& writer = writer_for_saves();
   checkpoint::CheckpointJob job;
   job.path = request.path;
@@ -327,7 +342,9 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
   job.after_commit = std::move(request.after_commit);
   job.replace_group = std::move(request.replace_group);
   job.on_committed = commit_notifier(request);
-  return writer.submit(std::move(job));
+  std::optional<std::string> replaced = writer.submit(std::move(job));
+  wait_for_rank_zero(request.path);  // rank 0 has its snapshot: every rank may train on
+  return replaced;
 }
 
 void CheckpointConnector::prepare() {
@@ -473,6 +490,24 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
   }
 
   const StateDict& loops = checkpoint.data.loops;
+  // A position inside an epoch counts one rank's batches. With another number of ranks it means
+  // the same only if the epoch still has as many batches (the global batch size kept); at an
+  // epoch's end any number of ranks may go on.
+  const int64_t saved_world = loops.contains("world_size") ? loops.at("world_size").toInt() : 1;
+  const int64_t saved_batches =
+      loops.contains("num_training_batches") ? loops.at("num_training_batches").toInt() : -1;
+  if (saved_world != t.world_size() && !loops.at("epoch_batches_finished").toBool() &&
+      saved_batches != t.num_training_batches_) {
+    throw CheckpointError(::trainbus::detail::concat(
+        "checkpoint ", path, " was saved inside an epoch by ", saved_world,
+        saved_world == 1 ? " process" : " ranks", " with ", saved_batches,
+        " batches per epoch each; this run has ", t.world_size(),
+        t.world_size() == 1 ? " process" : " ranks", " with ", t.num_training_batches_,
+        ", so the position would point at other samples. Resume it with ", saved_world,
+        saved_world == 1 ? " process" : " ranks (`--nproc-per-node`)",
+        " or a batch size that keeps the epoch's batches, or from a checkpoint saved at an "
+        "epoch's end (ModelCheckpoint's default)"));
+  }
   t.progress_ = FitProgress::resumed_from(loops);
   t.batches_that_stepped_ = t.progress_.global_step;  // Lightning restores it with the loops
   t.accumulate_grad_batches_ = loops.at("accumulate_grad_batches").toInt();

@@ -86,7 +86,8 @@ class CheckpointConnector {
   /// Blocks until every asynchronous save is durable, then raises a failed one as CheckpointError.
   /// Publishes the CheckpointCommitted and CheckpointRemoved events of the saves that landed.
   void wait();
-  /// For checkpoint callbacks: removes the checkpoint at `path` now (nothing in a replay).
+  /// For checkpoint callbacks: removes the checkpoint at `path` now (nothing in a replay, nor on
+  /// a rank other than 0).
   void remove(const std::string& path);
   /// Whether a checkpoint (or anything) is at `path`; in a replay, whether a dry-run save put one
   /// there and none removed it (the disk is never looked at then).
@@ -119,6 +120,9 @@ class CheckpointConnector {
   /// Training thread: publishes the events of the commits the writer thread noted.
   void publish_commits();
   void dry_run(const CheckpointRequest& request);
+  /// Data-parallel training: only rank 0 writes (and removes); every rank meets at a barrier
+  /// after each save, as Lightning's strategy.save_checkpoint.
+  void wait_for_rank_zero(const std::string& path);
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;

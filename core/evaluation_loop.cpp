@@ -150,6 +150,7 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
         });
     check_observers();
   }
+  synchronize_epoch_metrics(Hooks::kResults);
   Metrics epoch_metrics = metrics_.end_epoch(Hooks::kResults);
   call_hooks<EpochEnd>([&](Callback& c) { Hooks::epoch_end(c, *this, *module_); },
                        [](Module& m) { Hooks::epoch_end(m); },
@@ -185,6 +186,7 @@ Metrics Trainer::validate(Module& module, DataModule& data, const EvaluateOption
     module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
     val_loader_ = require_loader(data_->val_dataloader(), "val_dataloader");
+    distribute(*val_loader_);
     num_val_batches_ =
         options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches");
     result = run_evaluation(EvalKind::kValidation, num_val_batches_);
@@ -206,6 +208,7 @@ Metrics Trainer::test(Module& module, DataModule& data, const EvaluateOptions& o
     module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
     test_loader_ = require_loader(data_->test_dataloader(), "test_dataloader");
+    distribute(*test_loader_);
     num_test_batches_ =
         options_.limit_test_batches().apply(test_loader_->num_batches(), "limit_test_batches");
     result = run_evaluation(EvalKind::kTest, num_test_batches_);
@@ -233,6 +236,7 @@ std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data,
     module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
     auto loader = require_loader(data_->predict_dataloader(), "predict_dataloader");
+    distribute(*loader);  // each rank predicts its share, as Lightning's
     num_predict_batches_ =
         options_.limit_predict_batches().apply(loader->num_batches(), "limit_predict_batches");
     const bool epoch_writer =

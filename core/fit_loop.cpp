@@ -112,6 +112,9 @@ void Trainer::run_fit(const FitOptions& options) {
     checkpoints_.restore_modules_and_callbacks(*checkpoint);
   }
   module_->to(options_.device());
+  // Before configure_optimizers, as Lightning's strategy.setup: every rank starts from rank 0's
+  // weights (those of the checkpoint when resuming: every rank loaded the same).
+  if (world_size() > 1) strategy_->setup_module(*module_);
   configure_optimizers();
 
   load_fit_data();  // unless estimated_stepping_batches() did already
@@ -147,7 +150,31 @@ void Trainer::load_fit_data() {
   if (train_loader_) return;
   train_loader_ = require_loader(data_->train_dataloader(), "train_dataloader");
   val_loader_ = data_->val_dataloader();
+  distribute(*train_loader_);
+  if (val_loader_) distribute(*val_loader_);
   size_fit_loops();
+}
+
+void Trainer::distribute(DataLoader& loader) {
+  if (world_size() == 1) return;
+  loader.set_distributed(world_size(), global_rank(),
+                         [this](int64_t value) { return strategy_->broadcast(value, 0); });
+}
+
+void Trainer::agree_on_stop() {
+  if (world_size() == 1) return;
+  // As Lightning's EarlyStopping (reduce_boolean_decision(all=False)), for every stop: the ranks
+  // must leave the loop at the same batch, or the next collective waits for a rank that left.
+  if (strategy_->reduce_boolean_decision(should_stop_, /*all=*/false) && !should_stop_)
+    request_stop("a stop was requested on another rank");
+}
+
+void Trainer::synchronize_epoch_metrics(MetricsCollector::Results results) {
+  if (world_size() == 1) return;
+  const bool all = results != MetricsCollector::Results::kTrain;
+  metrics_.synchronize_epoch(results, all, [this](std::vector<double>& values, bool sum) {
+    strategy_->all_reduce(values, sum ? distributed::ReduceOp::kSum : distributed::ReduceOp::kMax);
+  });
 }
 
 void Trainer::size_fit_loops() {
@@ -166,6 +193,8 @@ void Trainer::reload_dataloaders() {
                  current_fx_.empty() ? std::string_view("a step") : current_fx_);
   std::shared_ptr<DataLoader> train = require_loader(data_->train_dataloader(), "train_dataloader");
   std::shared_ptr<DataLoader> val = data_->val_dataloader();
+  distribute(*train);
+  if (val) distribute(*val);
   if (train_loader_) train->load_state_dict(train_loader_->state_dict());
   if (val && val_loader_) val->load_state_dict(val_loader_->state_dict());
   train_loader_ = std::move(train);
@@ -263,11 +292,13 @@ void Trainer::run_training_epoch() {
   for (int64_t batch_idx = first_batch; batch_idx < num_training_batches_; ++batch_idx) {
     if (!run_training_batch(batch_idx)) break;  // on_train_batch_start returned -1
     check_observers();
+    agree_on_stop();  // before validates_after_batch: an allowed stop validates first
     const bool validate = validates_after_batch(batch_idx);
     ++progress_.total_batch_idx;
     if (validate) {
       run_evaluation(EvalKind::kValidation, num_val_batches_);
       phase_ = Phase::kTraining;
+      agree_on_stop();  // EarlyStopping and the like decide in the validation's hooks
     }
     // As Lightning's on_advance_end: ReduceLROnPlateau on a step interval, after the validation.
     if (!should_accumulate(batch_idx))
@@ -288,8 +319,10 @@ void Trainer::run_training_epoch() {
   }
   progress_.epoch_batches_finished = true;
   ++progress_.epochs_processed;
+  synchronize_epoch_metrics(MetricsCollector::Results::kTrain);
   metrics_.end_epoch(MetricsCollector::Results::kTrain);
   call_train_epoch_end_hooks();
+  agree_on_stop();  // EarlyStopping and the like decide in the epoch-end hooks
   // As Lightning's fit_loop.on_advance_end: ReduceLROnPlateau on an epoch interval, once the
   // epoch-end hooks (and so the validation and what they log) are done, if the epoch ran through.
   if (progress_.batches_done_in_epoch == num_training_batches_)
@@ -333,6 +366,7 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
   if (response == -1) return false;
 
   StepOutput outputs;
+  strategy_->before_training_step(!should_accumulate(batch_idx));
   {
     FxScope scope(current_fx_, "training_step");
     outputs = module_->training_step(batch, batch_idx);
@@ -405,6 +439,9 @@ void Trainer::optimize(const at::Tensor& loss, int64_t batch_idx) {
       [&] {
         return events::BeforeBackward{event_progress(), batch_idx, make_tensor_ref(loss)};
       });
+  // Under DDP, on the batch that steps, the gradients are averaged across ranks during backward
+  // (while accumulating they stay local, as DDP's no_sync).
+  strategy_->before_backward(loss, !should_accumulate(batch_idx));
   loss.backward();
   call_hooks<events::AfterBackward>([&](Callback& c) { c.on_after_backward(*this, *module_); },
                                     [](Module& m) { m.on_after_backward(); },

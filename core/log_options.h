@@ -22,6 +22,10 @@ struct LogOptions {
   TRAINBUS_ARG(bool, logger) = true;
   /// Weight of this value in the epoch mean; default: the current batch's size.
   TRAINBUS_ARG(std::optional<int64_t>, batch_size);
+  /// In data-parallel training, the mean across ranks: a step value when it is logged (a
+  /// collective: every rank must log it), an epoch value at the epoch's end. A no-op on one
+  /// process. Validation and test epoch values are always reduced.
+  TRAINBUS_ARG(bool, sync_dist) = false;
 };
 
 }  // namespace trainbus

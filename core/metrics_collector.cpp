@@ -61,7 +61,8 @@ std::string epoch_name(const std::string& name, bool forked) {
 }  // namespace
 
 void MetricsCollector::log(std::string_view fx, const std::string& name, double value,
-                           const LogOptions& options) {
+                           const LogOptions& options,
+                           const std::function<double(double)>& mean_across_ranks) {
   const std::optional<FxRule> rule = rule_for(fx);
   TRAINBUS_CHECK(
       rule.has_value(), "log(\"", name, "\") was called from `",
@@ -86,6 +87,7 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, double 
     entry.on_epoch = on_epoch;
     entry.prog_bar = options.prog_bar();
     entry.logger = options.logger();
+    entry.sync_dist = options.sync_dist();
   } else {
     TRAINBUS_CHECK(entry.on_step == on_step && entry.on_epoch == on_epoch, "log(\"", name,
                    "\") in `", fx, "` with on_step=", on_step, ", on_epoch=", on_epoch,
@@ -95,6 +97,9 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, double 
   const bool forked = on_step && on_epoch;
 
   if (on_step) {
+    // As Lightning: a step value is reduced when logged; the epoch mean at the epoch's end.
+    const double local = value;
+    if (options.sync_dist() && mean_across_ranks) value = mean_across_ranks(value);
     const std::string key = step_name(name, forked);
     if (training) {
       callback_[name] = value;
@@ -105,6 +110,7 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, double 
       batch_logged_[key] = value;
     }
     if (entry.prog_bar) progress_bar_[key] = value;
+    value = local;
   }
   if (on_epoch) {
     entry.weighted_sum += value * static_cast<double>(batch_size);
@@ -126,6 +132,41 @@ void MetricsCollector::publish_epoch_value(const std::string& name, const Entry&
   if (entry.logger) logged_[key] = mean;
   if (entry.prog_bar) progress_bar_[key] = mean;
   if (out && entry.logger) (*out)[key] = mean;
+}
+
+void MetricsCollector::synchronize_epoch(
+    Results results, bool all, const std::function<void(std::vector<double>&, bool)>& reduce) {
+  std::vector<Entry*> entries;
+  std::string names;
+  for (auto& [name, entry] : results_[results]) {
+    if (!entry.on_epoch || !(all || entry.sync_dist)) continue;
+    entries.push_back(&entry);
+    names += name;
+    names += ' ';
+  }
+  // Every rank must reduce the same entries in the same order: compare the name lists first
+  // (their count and a hash, as exact doubles), each rank against the largest.
+  const double hash = static_cast<double>(std::hash<std::string>{}(names) >> 12);  // < 2^53
+  std::vector<double> signature{static_cast<double>(entries.size()), hash};
+  std::vector<double> largest = signature;
+  reduce(largest, /*sum=*/false);
+  std::vector<double> negated{-signature[0], -signature[1]};
+  reduce(negated, /*sum=*/false);
+  TRAINBUS_CHECK(largest == signature && negated[0] == -signature[0] && negated[1] == -signature[1],
+                 "data-parallel training: the ranks logged different epoch metrics (this rank: ",
+                 names.empty() ? std::string("none") : names,
+                 "); every rank must log the same names, also in validation");
+  if (entries.empty()) return;
+  std::vector<double> sums;
+  for (const Entry* entry : entries) {
+    sums.push_back(entry->weighted_sum);
+    sums.push_back(entry->weight);
+  }
+  reduce(sums, /*sum=*/true);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    entries[i]->weighted_sum = sums[2 * i];
+    entries[i]->weight = sums[2 * i + 1];
+  }
 }
 
 Metrics MetricsCollector::end_epoch(Results results) {

@@ -3,9 +3,11 @@
 /// simplified).
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/log_options.h"
 #include "events/common.h"
@@ -26,7 +28,10 @@ class MetricsCollector {
   /// Records one value logged from hook or step `fx` (the event name, e.g. "train_batch_end", or
   /// "training_step"). Throws MisconfigurationError when logging is not allowed in `fx`, for a
   /// non-finite weight, or when `name` was logged before with different on_step/on_epoch.
-  void log(std::string_view fx, const std::string& name, double value, const LogOptions& options);
+  /// `mean_across_ranks` (data-parallel training only) makes a sync_dist step value the ranks'
+  /// mean.
+  void log(std::string_view fx, const std::string& name, double value, const LogOptions& options,
+           const std::function<double(double)>& mean_across_ranks = {});
 
   /// Weight of values logged without an explicit batch_size, set by the loops at each batch start.
   void set_current_batch_size(int64_t batch_size) { current_batch_size_ = batch_size; }
@@ -55,6 +60,13 @@ class MetricsCollector {
 
   // ---- for a replay (replay::ReplaySession): the recorded values, as the loops left them ----
 
+  /// Data-parallel training, at an epoch's end, on every rank alike: the epoch entries of
+  /// `results` (all, or those logged with sync_dist) become sums over the ranks, so that their
+  /// means are over every rank's samples. `reduce(values, sum)` reduces across ranks (sum or
+  /// max). Throws MisconfigurationError when the ranks logged different names.
+  void synchronize_epoch(Results results, bool all,
+                         const std::function<void(std::vector<double>&, bool)>& reduce);
+
   /// Values logged with on_step in a batch: into logged_metrics and callback_metrics (a
   /// "<name>_step" value also under the plain name, as log() keeps it there).
   void replay_step_values(const Metrics& logged);
@@ -68,6 +80,7 @@ class MetricsCollector {
     bool on_epoch = false;
     bool prog_bar = false;
     bool logger = true;
+    bool sync_dist = false;
     double weighted_sum = 0.0;
     double weight = 0.0;
   };

@@ -73,6 +73,8 @@ void check_options(const TrainerOptions& o) {
 
 Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> callbacks)
     : options_(std::move(options)),
+      strategy_(options_.strategy() ? options_.strategy()
+                                    : std::make_shared<distributed::SingleProcessStrategy>()),
       max_epochs_(defaulted_max_epochs(options_)),
       callbacks_(order_callbacks(with_default_callbacks(options_, std::move(callbacks)))),
       accumulate_grad_batches_(options_.accumulate_grad_batches()) {

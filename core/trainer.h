@@ -244,8 +244,13 @@ class Trainer {
   const TrainerOptions& options() const noexcept { return options_; }
   c10::Device device() const noexcept { return options_.device(); }
   const std::string& default_root_dir() const noexcept { return options_.default_root_dir(); }
-  int global_rank() const noexcept { return 0; }
-  int world_size() const noexcept { return 1; }
+  /// How the ranks of a job cooperate (TrainerOptions::strategy; one process by default).
+  distributed::Strategy& strategy() const noexcept { return *strategy_; }
+  /// This process's rank in a data-parallel job, 0 on one process.
+  int global_rank() const noexcept { return strategy_->global_rank(); }
+  int local_rank() const noexcept { return strategy_->local_rank(); }
+  int node_rank() const noexcept { return strategy_->node_rank(); }
+  int world_size() const noexcept { return strategy_->world_size(); }
   bool is_global_zero() const noexcept { return global_rank() == 0; }
 
   /// True while a replay::ReplaySession drives this trainer through a recording: its state is the
@@ -300,6 +305,13 @@ class Trainer {
   bool should_accumulate(int64_t batch_idx) const;
   void step_schedulers(SchedulerInterval interval, int64_t batch_idx, bool plateau);
   void call_train_epoch_end_hooks();
+  /// In data-parallel training: a stop asked on any rank becomes this rank's too (a collective).
+  void agree_on_stop();
+  /// In data-parallel training: gives `loader` this rank's share of the data.
+  void distribute(DataLoader& loader);
+  /// In data-parallel training: the epoch values of `results` become the means over every rank's
+  /// samples (all of them in evaluation, those logged with sync_dist in training).
+  void synchronize_epoch_metrics(MetricsCollector::Results results);
   void clip_gradients(torch::optim::Optimizer& optimizer);
 
   // Evaluation and prediction (core/evaluation_loop.cpp).
@@ -325,6 +337,7 @@ class Trainer {
   }
 
   TrainerOptions options_;
+  std::shared_ptr<distributed::Strategy> strategy_;
   int64_t max_epochs_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   events::EventBus bus_;

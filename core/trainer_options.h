@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13,6 +14,7 @@
 
 #include "base/arg.h"
 #include "base/duration.h"
+#include "distributed/strategy.h"
 
 namespace trainbus {
 
@@ -98,6 +100,12 @@ struct TrainerOptions {
   TRAINBUS_ARG(std::string, default_root_dir) = ".";
   /// Device the module and batches are moved to; CUDA works where LibTorch has it.
   TRAINBUS_ARG(c10::Device, device) = c10::Device(c10::DeviceType::CPU);
+  /// How the processes of a job train together (Lightning's strategy): null, one process;
+  /// `std::make_shared<distributed::DDPStrategy>()` for data-parallel training with the ranks
+  /// torchrun's variables describe (`trainbus fit --nproc-per-node N` sets them). Under DDP every
+  /// loader is split across the ranks, gradients are averaged, validation metrics are reduced,
+  /// a stop asked on any rank stops all, and only rank 0 writes checkpoints.
+  TRAINBUS_ARG(std::shared_ptr<distributed::Strategy>, strategy);
   /// How often loggers get step-level values.
   TRAINBUS_ARG(int64_t, log_every_n_steps) = 50;
   /// Threads of the pool that runs asynchronous observers (Trainer::add_observer).

@@ -42,16 +42,57 @@ TensorDataLoader::TensorDataLoader(at::Tensor inputs, at::Tensor targets, DataLo
   set_epoch(0);
 }
 
-int64_t TensorDataLoader::num_batches() const {
+void DataLoader::set_distributed(int64_t num_replicas, int64_t rank,
+                                 const std::function<int64_t(int64_t)>& from_rank_zero) {
+  (void)from_rank_zero;
+  TRAINBUS_CHECK(num_replicas == 1, "data-parallel training splits every loader across the ",
+                 num_replicas, " ranks (this is rank ", rank,
+                 "), but this DataLoader cannot be split: override DataLoader::set_distributed "
+                 "(see TensorDataLoader's), or give it an empty body if the loader already gives "
+                 "each rank its own data");
+}
+
+int64_t TensorDataLoader::rank_samples() const {
   const int64_t n = inputs_.size(0);
+  return num_replicas_ == 1 ? n : (n + num_replicas_ - 1) / num_replicas_;
+}
+
+int64_t TensorDataLoader::num_batches() const {
+  const int64_t n = rank_samples();
   const int64_t b = options_.batch_size();
   return options_.drop_last() ? n / b : (n + b - 1) / b;
 }
 
 void TensorDataLoader::set_epoch(int64_t epoch) {
-  if (!options_.shuffle()) return;
-  auto generator = at::detail::createCPUGenerator(mix(seed_ ^ mix(static_cast<uint64_t>(epoch))));
-  order_ = at::randperm(inputs_.size(0), generator, at::TensorOptions().dtype(at::kLong));
+  epoch_ = epoch;
+  const int64_t n = inputs_.size(0);
+  const auto long_options = at::TensorOptions().dtype(at::kLong);
+  if (options_.shuffle()) {
+    auto generator = at::detail::createCPUGenerator(mix(seed_ ^ mix(static_cast<uint64_t>(epoch))));
+    order_ = at::randperm(n, generator, long_options);
+  } else {
+    order_ = at::Tensor();
+  }
+  if (num_replicas_ == 1 || n == 0) return;
+  // As DistributedSampler(drop_last=False): pad with the order's start to a multiple of the
+  // ranks, then take every num_replicas-th sample from this rank's index on.
+  at::Tensor order = order_.defined() ? order_ : at::arange(n, long_options);
+  const int64_t total = rank_samples() * num_replicas_;
+  while (order.size(0) < total)
+    order = at::cat({order, order.slice(0, 0, std::min(n, total - order.size(0)))});
+  order_ = order.slice(0, rank_, total, num_replicas_).contiguous();
+}
+
+void TensorDataLoader::set_distributed(int64_t num_replicas, int64_t rank,
+                                       const std::function<int64_t(int64_t)>& from_rank_zero) {
+  TRAINBUS_CHECK(num_replicas >= 1 && rank >= 0 && rank < num_replicas,
+                 "TensorDataLoader::set_distributed: rank ", rank, " is not in [0, ", num_replicas,
+                 ")");
+  num_replicas_ = num_replicas;
+  rank_ = rank;
+  // Every rank must shuffle alike, also when each drew its own seed.
+  if (num_replicas > 1) seed_ = static_cast<uint64_t>(from_rank_zero(static_cast<int64_t>(seed_)));
+  set_epoch(epoch_);
 }
 
 StateDict TensorDataLoader::state_dict() const {
@@ -64,7 +105,7 @@ void TensorDataLoader::load_state_dict(const StateDict& state) {
   TRAINBUS_CHECK(state.contains("seed"),
                  "TensorDataLoader::load_state_dict: the state has no `seed`");
   seed_ = static_cast<uint64_t>(state.at("seed").toInt());
-  set_epoch(0);
+  set_epoch(epoch_);
 }
 
 Batch TensorDataLoader::batch(int64_t index) {
@@ -72,8 +113,8 @@ Batch TensorDataLoader::batch(int64_t index) {
                     "TensorDataLoader::batch: index ", index, " out of range [0, ", num_batches(),
                     ")");
   const int64_t begin = index * options_.batch_size();
-  const int64_t end = std::min(begin + options_.batch_size(), inputs_.size(0));
-  if (!options_.shuffle()) {
+  const int64_t end = std::min(begin + options_.batch_size(), rank_samples());
+  if (!order_.defined()) {
     return Batch(inputs_.slice(0, begin, end),
                  targets_.defined() ? targets_.slice(0, begin, end) : at::Tensor());
   }

@@ -3,6 +3,7 @@
 /// function of (seed, epoch), so that a resumed run sees exactly the batches it would have seen.
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 #include <ATen/core/Tensor.h>
@@ -27,6 +28,14 @@ class DataLoader {
   virtual void set_epoch(int64_t epoch) { (void)epoch; }
   /// Batch `index` of the current epoch, on the CPU (the trainer moves it to its device).
   virtual Batch batch(int64_t index) = 0;
+  /// In data-parallel training, before the first set_epoch: from now on this loader gives rank
+  /// `rank` of `num_replicas` its own share of every epoch, as torch's DistributedSampler (every
+  /// rank the same number of batches). `from_rank_zero(v)` returns rank 0's `v` on every rank, for
+  /// values the ranks must agree on (a shuffle seed); it is a collective: call it the same number
+  /// of times on every rank. The default refuses: a loader that already gives each rank its own
+  /// data overrides this with an empty body.
+  virtual void set_distributed(int64_t num_replicas, int64_t rank,
+                               const std::function<int64_t(int64_t)>& from_rank_zero);
   /// What a checkpoint must keep so that a resumed run sees the same batches (e.g. the seed).
   virtual StateDict state_dict() const { return {}; }
   virtual void load_state_dict(const StateDict& state) { (void)state; }
@@ -49,9 +58,15 @@ class TensorDataLoader : public DataLoader {
   TensorDataLoader(at::Tensor inputs, at::Tensor targets, DataLoaderOptions options);
 
   int64_t num_batches() const override;
+  /// Samples in the split (all ranks together).
   int64_t num_samples() const override { return inputs_.size(0); }
   void set_epoch(int64_t epoch) override;
   Batch batch(int64_t index) override;
+  /// DistributedSampler's split: the epoch's order (shuffled or not) padded by repeating its
+  /// start to a multiple of num_replicas, then every num_replicas-th sample from `rank` on; the
+  /// shuffle seed becomes rank 0's.
+  void set_distributed(int64_t num_replicas, int64_t rank,
+                       const std::function<int64_t(int64_t)>& from_rank_zero) override;
   /// {"seed": the shuffle seed}.
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state) override;
@@ -63,8 +78,14 @@ class TensorDataLoader : public DataLoader {
   at::Tensor inputs_;
   at::Tensor targets_;
   DataLoaderOptions options_;
+  /// Samples this rank sees per epoch: all of them on one process.
+  int64_t rank_samples() const;
+
   uint64_t seed_ = 0;
-  at::Tensor order_;  // permutation of the current epoch; undefined when not shuffling
+  int64_t epoch_ = 0;
+  int64_t num_replicas_ = 1;
+  int64_t rank_ = 0;
+  at::Tensor order_;  // this rank's samples of the epoch in order; undefined: all, unshuffled
 };
 
 }  // namespace trainbus::data

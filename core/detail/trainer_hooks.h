@@ -49,6 +49,7 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
                  "model to run; make a Trainer of its own");
   Trainer* const previous_trainer = module.trainer_;
   auto detach = [&] {
+    strategy_->teardown_module();
     module.trainer_ = previous_trainer;
     module_ = nullptr;
     data_ = nullptr;
@@ -63,6 +64,7 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
   status_ = TrainerStatus::kRunning;
   try {
     apply_run_settings();
+    strategy_->connect();
     body();
     // Every checkpoint durable (and its CheckpointCommitted published), and everything the run
     // published handled, before it returns; a failure surfaces here at last.

@@ -81,3 +81,50 @@ TEST_CASE("TensorDataLoader refuses bad inputs with the reason", "[data][loader]
                                 data::DataLoaderOptions().batch_size(4));
   CHECK_THROWS_AS(loader.batch(3), std::out_of_range);
 }
+
+TEST_CASE("set_distributed splits every epoch as DistributedSampler: padded, strided, disjoint",
+          "[data][loader][distributed]") {
+  const auto from_rank_zero = [](int64_t) { return int64_t{42}; };  // rank 0's seed, as a broadcast
+  SECTION("unshuffled: rank r takes samples r, r+W, ...; the order's start pads the last") {
+    data::TensorDataLoader rank1(torch::arange(10), at::Tensor(),
+                                 data::DataLoaderOptions().batch_size(2));
+    rank1.set_distributed(3, 1, from_rank_zero);
+    REQUIRE(rank1.num_batches() == 2);  // ceil(10 / 3) = 4 samples each
+    CHECK(order_of(rank1, 0).equal(torch::tensor({1, 4, 7, 0})));
+    data::TensorDataLoader rank0(torch::arange(10), at::Tensor(),
+                                 data::DataLoaderOptions().batch_size(2));
+    rank0.set_distributed(3, 0, from_rank_zero);
+    CHECK(order_of(rank0, 0).equal(torch::tensor({0, 3, 6, 9})));
+  }
+  SECTION("shuffled: the ranks together see the whole permutation of the epoch, once") {
+    std::vector<at::Tensor> parts;
+    for (int64_t rank = 0; rank < 4; ++rank) {
+      // Each rank drew its own seed; rank 0's wins.
+      data::TensorDataLoader loader(
+          torch::arange(100), at::Tensor(),
+          data::DataLoaderOptions().batch_size(5).shuffle(true).seed(100 + rank));
+      loader.set_distributed(4, rank, from_rank_zero);
+      CHECK(loader.num_batches() == 5);
+      CHECK(loader.seed() == 42);
+      parts.push_back(order_of(loader, 3));
+    }
+    const at::Tensor all = torch::cat(parts);
+    CHECK(std::get<0>(all.sort()).equal(torch::arange(100)));
+    // One process with the same seed: its epoch is the ranks' samples interleaved.
+    data::TensorDataLoader single(torch::arange(100), at::Tensor(),
+                                  data::DataLoaderOptions().batch_size(20).shuffle(true).seed(42));
+    CHECK(order_of(single, 3).equal(torch::stack(parts, 1).flatten()));
+  }
+}
+
+TEST_CASE("A loader that cannot be split says how to make it splittable",
+          "[data][loader][distributed]") {
+  struct Fixed : data::DataLoader {
+    int64_t num_batches() const override { return 1; }
+    int64_t num_samples() const override { return 1; }
+    data::Batch batch(int64_t) override { return data::Batch(torch::zeros({1}), at::Tensor()); }
+  } fixed;
+  CHECK_NOTHROW(fixed.set_distributed(1, 0, [](int64_t v) { return v; }));
+  CHECK_THROWS_WITH(fixed.set_distributed(2, 1, [](int64_t v) { return v; }),
+                    Catch::Contains("override DataLoader::set_distributed"));
+}

@@ -1,0 +1,193 @@
+// Data-parallel training on this machine: samples per second of one process against two DDP ranks
+// (Gloo over loopback), for the main job's MLP and for a larger one where compute dominates.
+// Every case runs `--steps` training steps of Trainer::fit on Fashion-MNIST in fresh processes
+// (this program started again per rank), interleaved per repetition; quoted: medians over
+// repetitions of each case's median step. Samples per second = samples of one step over all
+// ranks / median step. Each rank also times an all-reduce of its gradients' bytes after the fit.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/optim/adam.h>
+#include <CLI/CLI.hpp>
+
+#include "bench/bench_mlp.h"
+#include "core/trainer.h"
+#include "data/data_module.h"
+#include "distributed/ddp_strategy.h"
+
+namespace {
+
+using namespace trainbus;
+using bench::Clock;
+
+struct Case {
+  std::string name;
+  int ranks;
+  int threads_per_rank;
+  int64_t batch_per_rank;
+};
+
+// The large MLP: 784-2048-2048-10, about 5.8M parameters.
+class LargeMlp : public bench::BenchMlp {
+ public:
+  LargeMlp() {
+    namespace nn = torch::nn;
+    net = replace_module("net",
+                         nn::Sequential(nn::Flatten(), nn::Linear(784, 2048), nn::ReLU(),
+                                        nn::Linear(2048, 2048), nn::ReLU(), nn::Linear(2048, 10)));
+  }
+};
+
+struct RankResult {
+  double median_step_us = 0;
+  double allreduce_us = 0;
+};
+
+// One rank (or the single process) of a case; writes "median_step_us allreduce_us" to `out`.
+int run_rank(const std::string& model, int64_t batch, int64_t steps, const std::string& out) {
+  torch::manual_seed(0);
+  std::unique_ptr<bench::BenchMlp> module =
+      model == "large" ? std::make_unique<LargeMlp>() : std::make_unique<bench::BenchMlp>();
+  TrainerOptions options;
+  options.max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0);
+  options.limit_train_batches(steps);
+  std::shared_ptr<distributed::DDPStrategy> strategy;
+  if (distributed::environment_from_variables().distributed()) {
+    strategy = std::make_shared<distributed::DDPStrategy>();
+    options.strategy(strategy);
+  }
+  Trainer trainer(options);
+  data::LoaderDataModule data(bench::fashion_train_loader(batch));
+  trainer.fit(*module, data);
+  RankResult result;
+  result.median_step_us = module->median_step_us();
+  if (strategy) {
+    int64_t parameters = 0;
+    for (const auto& parameter : module->parameters()) parameters += parameter.numel();
+    // float gradients: as many bytes as half as many doubles
+    std::vector<double> gradients(static_cast<size_t>(parameters / 2), 1.0);
+    std::vector<double> times;
+    for (int i = 0; i < 21; ++i) {
+      const auto start = Clock::now();
+      strategy->all_reduce(gradients, distributed::ReduceOp::kSum);
+      times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+    }
+    result.allreduce_us = bench::median(times);
+  }
+  if (strategy == nullptr || strategy->is_global_zero()) {
+    std::ofstream(out) << result.median_step_us << " " << result.allreduce_us << "\n";
+  }
+  return 0;
+}
+
+// Runs `c` in fresh processes; rank 0's result.
+RankResult run_case(const Case& c, const std::string& model, int64_t steps, int port,
+                    const std::string& out) {
+  std::vector<pid_t> children;
+  for (int rank = 0; rank < c.ranks; ++rank) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setenv("OMP_NUM_THREADS", std::to_string(c.threads_per_rank).c_str(), 1);
+      if (c.ranks > 1) {
+        ::setenv("RANK", std::to_string(rank).c_str(), 1);
+        ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+        ::setenv("WORLD_SIZE", std::to_string(c.ranks).c_str(), 1);
+        ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+        ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      }
+      const std::string batch = std::to_string(c.batch_per_rank);
+      const std::string step_count = std::to_string(steps);
+      ::execl("/proc/self/exe", "bench_ddp", "--rank-child", "--model", model.c_str(), "--batch",
+              batch.c_str(), "--steps", step_count.c_str(), "--out", out.c_str(), nullptr);
+      std::_Exit(127);
+    }
+    children.push_back(pid);
+  }
+  bool failed = false;
+  for (pid_t child : children) {
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0) {
+    }
+    failed = failed || !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+  }
+  if (failed) throw std::runtime_error("case '" + c.name + "' failed");
+  RankResult result;
+  std::ifstream(out) >> result.median_step_us >> result.allreduce_us;
+  return result;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Samples per second of one process against two DDP ranks on this machine"};
+  int reps = 3;
+  int64_t steps = 200;
+  std::string model = "mlp";
+  bool rank_child = false;
+  int64_t batch = 64;
+  std::string out;
+  app.add_option("--reps", reps, "repetitions of every case")->capture_default_str();
+  app.add_option("--steps", steps, "training steps per run")->capture_default_str();
+  app.add_option("--model", model, "mlp (784-256-128-10) or large (784-2048-2048-10)")
+      ->check(CLI::IsMember({"mlp", "large"}))
+      ->capture_default_str();
+  app.add_flag("--rank-child", rank_child)->group("");  // internal: one rank of a case
+  app.add_option("--batch", batch)->group("");
+  app.add_option("--out", out)->group("");
+  CLI11_PARSE(app, argc, argv);
+  if (rank_child) return run_rank(model, batch, steps, out);
+
+  const std::vector<Case> cases{
+      {"1 process, 2 threads, batch 64", 1, 2, 64},
+      {"1 process, 1 thread, batch 64", 1, 1, 64},
+      {"2 ranks x 1 thread, batch 32 each (global 64)", 2, 1, 32},
+      {"2 ranks x 1 thread, batch 64 each (global 128)", 2, 1, 64},
+  };
+  const std::string out_file =
+      (std::filesystem::temp_directory_path() / ("bench_ddp." + std::to_string(::getpid())))
+          .string();
+  std::map<std::string, std::vector<double>> step_us, allreduce_us;
+  int port = 29700 + static_cast<int>(::getpid() % 200);
+  for (int rep = 0; rep < reps; ++rep) {
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const Case& c = cases[(i + static_cast<size_t>(rep)) % cases.size()];  // rotate the order
+      const RankResult result = run_case(c, model, steps, port++, out_file);
+      step_us[c.name].push_back(result.median_step_us);
+      allreduce_us[c.name].push_back(result.allreduce_us);
+    }
+  }
+  std::filesystem::remove(out_file);
+
+  const Case& baseline = cases.front();
+  const double baseline_rate =
+      static_cast<double>(baseline.batch_per_rank) * 1e6 / bench::median(step_us[baseline.name]);
+  std::printf("model: %s, %lld steps per run, %d repetitions, %u hardware threads\n\n",
+              model.c_str(), static_cast<long long>(steps), reps,
+              std::thread::hardware_concurrency());
+  std::printf(
+      "| case | median step (ms) | samples/s | vs 1 process, 2 threads | all-reduce of the "
+      "gradients (ms) |\n|---|---:|---:|---:|---:|\n");
+  for (const Case& c : cases) {
+    const double step = bench::median(step_us[c.name]);
+    const double rate = static_cast<double>(c.batch_per_rank * c.ranks) * 1e6 / step;
+    const double reduce = bench::median(allreduce_us[c.name]);
+    std::printf("| %s | %.3f | %.0f | %.2fx | %s |\n", c.name.c_str(), step / 1000, rate,
+                rate / baseline_rate,
+                c.ranks > 1 ? std::to_string(reduce / 1000).substr(0, 5).c_str() : "-");
+  }
+  return 0;
+}

@@ -1,0 +1,285 @@
+#include "distributed/ddp_strategy.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <unordered_map>
+
+#include <c10/util/Exception.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/nn/module.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/comm.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
+
+#include "base/errors.h"
+
+namespace trainbus::distributed {
+namespace {
+
+constexpr size_t kMiB = size_t{1} << 20;
+// As DistributedDataParallel: the first bucket is small so that its all-reduce starts early in
+// backward; module states are broadcast in buckets of 250 MiB.
+constexpr size_t kFirstBucketBytes = kMiB;
+constexpr size_t kBroadcastBucketBytes = 250 * kMiB;
+
+// c10::Error's what() carries a C++ backtrace; users need the message.
+std::string message_of(const std::exception& error) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error))
+    return c10_error->what_without_backtrace();
+  return error.what();
+}
+
+// The local address this machine uses to reach `host`: the one Gloo must listen on so that the
+// other ranks can connect (the hostname may resolve to 127.0.1.1 on Debian). No packet is sent.
+std::string local_address_towards(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 ||
+      found == nullptr) {
+    throw DistributedError(detail::concat("cannot resolve MASTER_ADDR '", host,
+                                          "': give an address or a host name this machine knows"));
+  }
+  std::string address;
+  const int fd = ::socket(found->ai_family, SOCK_DGRAM, 0);
+  if (fd >= 0 && ::connect(fd, found->ai_addr, found->ai_addrlen) == 0) {
+    sockaddr_storage local{};
+    socklen_t length = sizeof(local);
+    char text[INET6_ADDRSTRLEN] = {};
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0) {
+      const void* raw =
+          local.ss_family == AF_INET
+              ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr)
+              : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr);
+      if (::inet_ntop(local.ss_family, raw, text, sizeof(text)) != nullptr) address = text;
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  ::freeaddrinfo(found);
+  if (address.empty()) {
+    throw DistributedError(detail::concat("no route from this machine to MASTER_ADDR '", host,
+                                          "'; set GLOO_SOCKET_IFNAME to the interface to use"));
+  }
+  return address;
+}
+
+c10d::ReduceOp to_c10d(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kMax:
+      return c10d::ReduceOp::MAX;
+    case ReduceOp::kMin:
+      return c10d::ReduceOp::MIN;
+    case ReduceOp::kSum:
+    case ReduceOp::kMean:
+      break;
+  }
+  return c10d::ReduceOp::SUM;
+}
+
+}  // namespace
+
+struct DDPStrategy::Impl {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  std::unique_ptr<c10d::Reducer> reducer;
+  std::vector<at::Tensor> buffers;
+};
+
+DDPStrategy::DDPStrategy(DistributedEnvironment environment, DDPOptions options)
+    : environment_(std::move(environment)),
+      options_(std::move(options)),
+      impl_(std::make_unique<Impl>()) {
+  environment_.validate();
+  TRAINBUS_CHECK(options_.timeout().count() > 0, "DDPOptions: timeout must be > 0, got ",
+                 options_.timeout().count(), " ms");
+  TRAINBUS_CHECK(options_.bucket_cap_mb() > 0.0, "DDPOptions: bucket_cap_mb must be > 0, got ",
+                 options_.bucket_cap_mb());
+}
+
+DDPStrategy::~DDPStrategy() { teardown_module(); }
+
+// Runs one collective, turning c10d's errors into a DistributedError that says what to look at.
+template <class Collective>
+static auto guarded(const DistributedEnvironment& environment, std::chrono::milliseconds timeout,
+                    std::string_view operation, Collective&& collective) {
+  try {
+    return collective();
+  } catch (const DistributedError&) {
+    throw;
+  } catch (const std::exception& error) {
+    throw DistributedError(detail::concat(
+        "rank ", environment.rank, " of ", environment.world_size, ": ", operation,
+        " failed: ", message_of(error),
+        ". Another rank stopped (it failed or was killed) or did "
+        "not reach this point within the timeout (",
+        timeout.count() / 1000.0, " s); the launcher's report names the rank that failed first"));
+  }
+}
+
+void DDPStrategy::connect() {
+  if (impl_->group) return;
+  c10d::TCPStoreOptions store_options;
+  store_options.port = environment_.master_port;
+  store_options.isServer = environment_.rank == 0;
+  store_options.numWorkers = static_cast<size_t>(environment_.world_size);
+  store_options.waitWorkers = true;
+  store_options.timeout = options_.timeout();
+  try {
+    impl_->store = c10::make_intrusive<c10d::TCPStore>(environment_.master_addr, store_options);
+  } catch (const std::exception& error) {
+    throw DistributedError(detail::concat(
+        "rank ", environment_.rank, " of ", environment_.world_size, ": the rendezvous at ",
+        environment_.master_addr, ":", environment_.master_port, " failed (waited up to ",
+        options_.timeout().count() / 1000.0, " s): ", message_of(error),
+        ". Start every rank with the same MASTER_ADDR and MASTER_PORT (rank 0 listens there; the "
+        "port must be free on its machine), e.g. with `trainbus fit --nproc-per-node N`"));
+  }
+
+  auto group_options = c10d::ProcessGroupGloo::Options::create(options_.timeout());
+  std::string interface = options_.socket_ifname();
+  if (interface.empty() && std::getenv("GLOO_SOCKET_IFNAME") != nullptr)
+    interface = std::getenv("GLOO_SOCKET_IFNAME");
+  guarded(environment_, options_.timeout(), "creating the Gloo device", [&] {
+    group_options->devices.push_back(
+        interface.empty() ? c10d::ProcessGroupGloo::createDeviceForHostname(local_address_towards(
+                                environment_.master_addr, environment_.master_port))
+                          : c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+    return 0;
+  });
+  impl_->group = guarded(environment_, options_.timeout(), "joining the process group", [&] {
+    return c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, environment_.rank,
+                                                       environment_.world_size, group_options);
+  });
+}
+
+void DDPStrategy::setup_module(torch::nn::Module& module) {
+  connect();
+  teardown_module();
+  std::vector<at::Tensor> parameters;
+  std::unordered_map<size_t, std::string> names;
+  for (const auto& item : module.named_parameters()) {
+    if (!item.value().requires_grad()) continue;
+    names.emplace(parameters.size(), item.key());
+    parameters.push_back(item.value());
+  }
+  TRAINBUS_CHECK(!parameters.empty(),
+                 "DDP: the module has no parameter that requires grad, so there is nothing to "
+                 "average across ranks");
+  guarded(environment_, options_.timeout(), "checking that every rank has the same parameters",
+          [&] {
+            c10d::verify_params_across_processes(impl_->group, parameters, c10::nullopt);
+            return 0;
+          });
+
+  // Every rank starts from rank 0's weights and buffers (DDP's _sync_module_states).
+  std::vector<at::Tensor> states = module.parameters();
+  impl_->buffers = module.buffers();
+  states.insert(states.end(), impl_->buffers.begin(), impl_->buffers.end());
+  guarded(environment_, options_.timeout(), "broadcasting rank 0's parameters and buffers", [&] {
+    torch::NoGradGuard no_grad;
+    c10d::broadcast_coalesced(impl_->group, states, kBroadcastBucketBytes, 0);
+    return 0;
+  });
+
+  // As DistributedDataParallel.__init__: buckets by size, in reverse order of the parameters,
+  // which is about the order backward produces their gradients.
+  const auto bucket_bytes = static_cast<int64_t>(options_.bucket_cap_mb() * kMiB);
+  const std::vector<bool> sparse(parameters.size(), false);
+  auto [bucket_indices, bucket_limits] = c10d::compute_bucket_assignment_by_size(
+      parameters, {kFirstBucketBytes, static_cast<size_t>(bucket_bytes)}, sparse, {});
+  std::reverse(bucket_indices.begin(), bucket_indices.end());
+  std::reverse(bucket_limits.begin(), bucket_limits.end());
+  impl_->reducer = std::make_unique<c10d::Reducer>(
+      parameters, std::move(bucket_indices), std::move(bucket_limits), impl_->group, sparse,
+      bucket_bytes, options_.find_unused_parameters(), /*gradient_as_bucket_view=*/false,
+      std::move(names), static_cast<int64_t>(kFirstBucketBytes));
+}
+
+void DDPStrategy::teardown_module() noexcept {
+  try {
+    impl_->reducer.reset();  // removes its autograd hooks from the parameters
+  } catch (...) {            // ~Reducer may throw (noexcept(false)); the run is ending either way
+  }
+  impl_->buffers.clear();
+}
+
+void DDPStrategy::before_training_step(bool synchronize) {
+  if (!impl_->reducer) return;
+  if (options_.broadcast_buffers() && !impl_->buffers.empty()) {
+    guarded(environment_, options_.timeout(), "broadcasting rank 0's buffers", [&] {
+      torch::NoGradGuard no_grad;
+      c10d::broadcast_coalesced(impl_->group, impl_->buffers, kBroadcastBucketBytes, 0);
+      return 0;
+    });
+  }
+  if (synchronize) impl_->reducer->prepare_for_forward();
+}
+
+void DDPStrategy::before_backward(const at::Tensor& loss, bool synchronize) {
+  if (!impl_->reducer || !synchronize) return;  // no_sync: gradients accumulate locally
+  try {
+    impl_->reducer->prepare_for_backward(options_.find_unused_parameters()
+                                             ? std::vector<at::Tensor>{loss}
+                                             : std::vector<at::Tensor>{});
+  } catch (const c10::Error& error) {
+    throw DistributedError(detail::concat(
+        "rank ", environment_.rank,
+        ": DDP could not start averaging gradients: ", error.what_without_backtrace(),
+        " If some parameters get no gradient in a step, train with "
+        "DDPOptions().find_unused_parameters(true) (`--ddp-find-unused-parameters`)"));
+  }
+}
+
+bool DDPStrategy::reduce_boolean_decision(bool decision, bool all) {
+  std::vector<double> votes{decision ? 1.0 : 0.0};
+  all_reduce(votes, ReduceOp::kSum);
+  return all ? votes[0] == environment_.world_size : votes[0] > 0.0;
+}
+
+void DDPStrategy::all_reduce(std::vector<double>& values, ReduceOp op) {
+  connect();
+  at::Tensor tensor = at::empty({static_cast<int64_t>(values.size())}, at::kDouble);
+  std::copy(values.begin(), values.end(), tensor.data_ptr<double>());
+  guarded(environment_, options_.timeout(), "all-reduce", [&] {
+    std::vector<at::Tensor> tensors{tensor};
+    c10d::AllreduceOptions reduce_options;
+    reduce_options.reduceOp = to_c10d(op);
+    impl_->group->allreduce(tensors, reduce_options)->wait();
+    return 0;
+  });
+  const double* reduced = tensor.data_ptr<double>();
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = op == ReduceOp::kMean ? reduced[i] / environment_.world_size : reduced[i];
+  }
+}
+
+int64_t DDPStrategy::broadcast(int64_t value, int root) {
+  connect();
+  at::Tensor tensor = at::full({1}, value, at::kLong);
+  guarded(environment_, options_.timeout(), "broadcast", [&] {
+    std::vector<at::Tensor> tensors{tensor};
+    c10d::BroadcastOptions broadcast_options;
+    broadcast_options.rootRank = root;
+    impl_->group->broadcast(tensors, broadcast_options)->wait();
+    return 0;
+  });
+  return tensor.item<int64_t>();
+}
+
+void DDPStrategy::barrier(std::string_view name) {
+  connect();
+  guarded(environment_, options_.timeout(), detail::concat("the barrier '", name, "'"), [&] {
+    impl_->group->barrier()->wait();
+    return 0;
+  });
+}
+
+}  // namespace trainbus::distributed

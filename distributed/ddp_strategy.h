@@ -1,0 +1,69 @@
+#pragma once
+/// DDPStrategy: data-parallel training on c10d (Gloo on the CPU), as PyTorch's
+/// DistributedDataParallel does it, driven by the Trainer.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/arg.h"
+#include "distributed/environment.h"
+#include "distributed/strategy.h"
+
+namespace trainbus::distributed {
+
+/// Options of DDPStrategy; names and defaults as torch.nn.parallel.DistributedDataParallel's.
+struct DDPOptions {
+  /// Longest wait for the rendezvous (every rank joining) and for any one collective. A rank
+  /// that died is noticed at once (its connections close); one that hangs, after this.
+  TRAINBUS_ARG(std::chrono::milliseconds, timeout){std::chrono::minutes(5)};
+  /// Gradients are averaged in buckets of about this many MiB, each sent as soon as backward has
+  /// filled it (overlapping the rest of backward). The first bucket is 1 MiB, as DDP's.
+  TRAINBUS_ARG(double, bucket_cap_mb) = 25.0;
+  /// Parameters a step may leave without a gradient are found by walking the loss's graph each
+  /// step; without it, such a parameter is an error at the next step.
+  TRAINBUS_ARG(bool, find_unused_parameters) = false;
+  /// Rank 0's buffers (BatchNorm running statistics) to every rank before each training step.
+  TRAINBUS_ARG(bool, broadcast_buffers) = true;
+  /// Network interface Gloo binds (as GLOO_SOCKET_IFNAME, which it defaults to); empty and unset:
+  /// the address this machine uses to reach master_addr.
+  TRAINBUS_ARG(std::string, socket_ifname);
+};
+
+/// Data-parallel training: each rank holds a replica of the module, parameters and buffers start
+/// as rank 0's, and gradients are averaged by LibTorch's c10d::Reducer (bucketed all-reduce during
+/// backward) so that every rank's optimizer takes the same step. Joins the job at the first run.
+/// Errors of the rendezvous and of collectives are raised as DistributedError naming this rank,
+/// the operation and the timeout.
+class DDPStrategy final : public Strategy {
+ public:
+  /// `environment`: who this process is (by default from torchrun's variables).
+  explicit DDPStrategy(DistributedEnvironment environment = environment_from_variables(),
+                       DDPOptions options = {});
+  ~DDPStrategy() override;
+  DDPStrategy(const DDPStrategy&) = delete;
+  DDPStrategy& operator=(const DDPStrategy&) = delete;
+
+  std::string_view name() const noexcept override { return "ddp"; }
+  const DistributedEnvironment& environment() const noexcept override { return environment_; }
+  const DDPOptions& options() const noexcept { return options_; }
+
+  void connect() override;
+  void setup_module(torch::nn::Module& module) override;
+  void teardown_module() noexcept override;
+  void before_training_step(bool synchronize) override;
+  void before_backward(const at::Tensor& loss, bool synchronize) override;
+  bool reduce_boolean_decision(bool decision, bool all) override;
+  void all_reduce(std::vector<double>& values, ReduceOp op) override;
+  int64_t broadcast(int64_t value, int root = 0) override;
+  void barrier(std::string_view name) override;
+
+ private:
+  struct Impl;
+  DistributedEnvironment environment_;
+  DDPOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace trainbus::distributed

@@ -1,0 +1,91 @@
+#pragma once
+/// Strategy: how the processes of a job train one model together (Lightning's Strategy). The
+/// Trainer calls it at fixed points of a run; on one process every call is a no-op.
+
+#include <cstdint>
+#include <stdexcept>
+#include <string_view>
+#include <vector>
+
+#include "distributed/environment.h"
+
+namespace at {
+class Tensor;
+}
+namespace torch::nn {
+class Module;
+}
+
+namespace trainbus::distributed {
+
+enum class ReduceOp { kSum, kMean, kMax, kMin };
+
+/// A rendezvous or a collective that failed: a rank died, hung past the timeout, or the ranks
+/// disagree (a different model). The message names this rank, the operation and the cause.
+class DistributedError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// The Trainer's side of data parallelism. Every collective (reduce, barrier, broadcast) must be
+/// called by every rank in the same order; the Trainer guarantees that for its own calls.
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+
+  /// "single_process" or "ddp", for logs and errors.
+  virtual std::string_view name() const noexcept = 0;
+  virtual const DistributedEnvironment& environment() const noexcept = 0;
+  int global_rank() const noexcept { return environment().rank; }
+  int world_size() const noexcept { return environment().world_size; }
+  int local_rank() const noexcept { return environment().local_rank; }
+  int node_rank() const noexcept { return environment().node_rank; }
+  bool is_global_zero() const noexcept { return global_rank() == 0; }
+
+  /// Joins the job (rendezvous, process group) on the first call; each run starts with it.
+  virtual void connect() {}
+  /// After the module is built and on its device, before configure_optimizers: makes every rank
+  /// hold rank 0's parameters and buffers and prepares gradient averaging.
+  virtual void setup_module(torch::nn::Module& module) { (void)module; }
+  /// At the end of a fit, also when it fails: undoes setup_module.
+  virtual void teardown_module() noexcept {}
+  /// Before each training_step: `synchronize` is false while gradients accumulate locally
+  /// (DDP's no_sync). Rank 0's buffers (BatchNorm statistics) go to every rank here.
+  virtual void before_training_step(bool synchronize) { (void)synchronize; }
+  /// Before backward on `loss`: with `synchronize`, the gradients are averaged across ranks by
+  /// the time backward returns.
+  virtual void before_backward(const at::Tensor& loss, bool synchronize) {
+    (void)loss;
+    (void)synchronize;
+  }
+
+  /// True on every rank if any rank's `decision` is true (all: if every rank's is).
+  virtual bool reduce_boolean_decision(bool decision, bool all) {
+    (void)all;
+    return decision;
+  }
+  /// Reduces `values` element-wise across ranks, in place.
+  virtual void all_reduce(std::vector<double>& values, ReduceOp op) {
+    (void)values;
+    (void)op;
+  }
+  /// Rank `root`'s `value`, on every rank.
+  virtual int64_t broadcast(int64_t value, int root = 0) {
+    (void)root;
+    return value;
+  }
+  /// Waits until every rank reaches a barrier; `name` says which, in a timeout's error.
+  virtual void barrier(std::string_view name) { (void)name; }
+};
+
+/// One process: every collective returns its input.
+class SingleProcessStrategy final : public Strategy {
+ public:
+  std::string_view name() const noexcept override { return "single_process"; }
+  const DistributedEnvironment& environment() const noexcept override { return environment_; }
+
+ private:
+  DistributedEnvironment environment_;
+};
+
+}  // namespace trainbus::distributed

@@ -1,0 +1,346 @@
+// DDPStrategy in real fits: two ranks (this test binary run twice as children, joined over
+// loopback by a TCPStore) against one process with twice their batch.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/optim/sgd.h>
+#include <catch2/catch.hpp>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "callbacks/model_checkpoint.h"
+#include "core/trainer.h"
+#include "distributed/ddp_strategy.h"
+#include "tests/support/child_process.h"
+#include "tests/support/temp_dir.h"
+
+using namespace trainbus;
+
+namespace {
+
+constexpr int kWorld = 2;
+constexpr int64_t kSamples = 64;
+
+// 32 -> 16 -> 1, regressing a fixed linear function of the input. It records each training
+// loss; on one rank it can ask for a stop or die at a given batch.
+class RegressionModule : public Module {
+ public:
+  RegressionModule() {
+    torch::manual_seed(5);  // the same start in every process (DDP broadcasts rank 0's anyway)
+    hidden = register_module("hidden", torch::nn::Linear(32, 16));
+    out = register_module("out", torch::nn::Linear(16, 1));
+  }
+  at::Tensor loss(const Batch& batch) {
+    const at::Tensor prediction = out->forward(torch::relu(hidden->forward(batch.data)));
+    return torch::nn::functional::mse_loss(prediction, batch.target);
+  }
+  StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
+    if (batch_idx == die_at_batch) std::_Exit(3);
+    if (batch_idx == stop_at_batch) trainer().request_stop("rank asked");
+    at::Tensor value = loss(batch);
+    losses.push_back(value.item<double>());
+    log("train_loss", value, LogOptions().sync_dist(true));
+    return value;
+  }
+  StepOutput validation_step(const Batch& batch, int64_t batch_idx) override {
+    log("val_loss", loss(batch));
+    return {};
+  }
+  OptimizerConfig configure_optimizers() override {
+    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.05));
+  }
+  at::Tensor flat_weights() {
+    std::vector<at::Tensor> flat;
+    for (const auto& parameter : parameters()) flat.push_back(parameter.detach().flatten());
+    return torch::cat(flat);
+  }
+
+  torch::nn::Linear hidden{nullptr}, out{nullptr};
+  std::vector<double> losses;
+  int64_t stop_at_batch = -1;
+  int64_t die_at_batch = -1;
+};
+
+class RegressionData : public DataModule {
+ public:
+  explicit RegressionData(int64_t batch_size) : batch_size_(batch_size) {
+    inputs_ = torch::randn({kSamples, 32}, at::detail::createCPUGenerator(1234));
+    targets_ = inputs_.sum(1, /*keepdim=*/true) * 0.1;
+  }
+  std::shared_ptr<DataLoader> train_dataloader() override { return loader(true); }
+  std::shared_ptr<DataLoader> val_dataloader() override { return loader(false); }
+
+ private:
+  std::shared_ptr<DataLoader> loader(bool shuffle) const {
+    return std::make_shared<data::TensorDataLoader>(
+        inputs_, targets_, data::DataLoaderOptions().batch_size(batch_size_).shuffle(shuffle));
+  }
+  int64_t batch_size_;
+  at::Tensor inputs_, targets_;
+};
+
+TrainerOptions quiet_options(int64_t accumulate) {
+  return TrainerOptions()
+      .max_epochs(2)
+      .seed(11)
+      .accumulate_grad_batches(accumulate)
+      .num_sanity_val_steps(0)
+      .enable_model_summary(false)
+      .log_every_n_steps(1);
+}
+
+// A port nobody listens on now.
+uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  socklen_t length = sizeof(address);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// Starts the two ranks of `mode` as children and waits for both; their wait statuses.
+std::vector<int> run_ranks(const std::string& mode, const std::string& dir) {
+  const std::string port = std::to_string(free_port());
+  std::vector<pid_t> children;
+  for (int rank = 0; rank < kWorld; ++rank) {
+    ::setenv("RANK", std::to_string(rank).c_str(), 1);
+    ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+    ::setenv("WORLD_SIZE", std::to_string(kWorld).c_str(), 1);
+    ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+    ::setenv("MASTER_PORT", port.c_str(), 1);
+    ::setenv("TRAINBUS_TEST_DDP_MODE", mode.c_str(), 1);
+    children.push_back(testing::spawn_test_child("[.ddp-child]", dir));
+  }
+  for (const char* name : {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                           "TRAINBUS_TEST_DDP_MODE"}) {
+    ::unsetenv(name);
+  }
+  std::vector<int> statuses;
+  for (pid_t child : children) statuses.push_back(testing::wait_for_child(child));
+  return statuses;
+}
+
+struct RankResult {
+  std::vector<double> losses;
+  std::vector<double> weights;
+  double val_loss = 0.0;
+  double train_loss_epoch = 0.0;
+  int64_t global_step = 0;
+  std::string stop_reasons;
+  std::string error;
+};
+
+void write_result(const std::string& file, const RankResult& result) {
+  std::ofstream out(file);
+  out.precision(17);
+  out << result.global_step << " " << result.val_loss << " " << result.train_loss_epoch << "\n";
+  for (double loss : result.losses) out << loss << " ";
+  out << "\n";
+  for (double weight : result.weights) out << weight << " ";
+  out << "\n" << result.stop_reasons << "\n" << result.error << "\n";
+}
+
+RankResult read_result(const std::string& file) {
+  std::ifstream in(file);
+  REQUIRE(in.good());
+  RankResult result;
+  std::string line;
+  std::getline(in, line);
+  std::istringstream(line) >> result.global_step >> result.val_loss >> result.train_loss_epoch;
+  std::getline(in, line);
+  std::istringstream losses(line);
+  for (double value; losses >> value;) result.losses.push_back(value);
+  std::getline(in, line);
+  std::istringstream weights(line);
+  for (double value; weights >> value;) result.weights.push_back(value);
+  std::getline(in, result.stop_reasons);
+  std::getline(in, result.error);
+  return result;
+}
+
+std::vector<double> to_vector(const at::Tensor& tensor) {
+  const at::Tensor contiguous = tensor.to(at::kDouble).contiguous();
+  return {contiguous.data_ptr<double>(), contiguous.data_ptr<double>() + contiguous.numel()};
+}
+
+RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, TrainerOptions options,
+                           std::vector<std::shared_ptr<Callback>> callbacks = {},
+                           const std::string& ckpt_path = {}) {
+  RegressionData data(batch_size);
+  Trainer trainer(std::move(options), std::move(callbacks));
+  RankResult result;
+  try {
+    trainer.fit(module, data, FitOptions().ckpt_path(ckpt_path));
+  } catch (const std::exception& error) {
+    result.error = error.what();
+  }
+  result.losses = module.losses;
+  result.weights = to_vector(module.flat_weights());
+  const Metrics& metrics = trainer.callback_metrics();
+  if (metrics.count("val_loss")) result.val_loss = metrics.at("val_loss");
+  if (metrics.count("train_loss_epoch")) result.train_loss_epoch = metrics.at("train_loss_epoch");
+  result.global_step = trainer.global_step();
+  for (const std::string& reason : trainer.stop_reasons()) result.stop_reasons += reason + ";";
+  return result;
+}
+
+}  // namespace
+
+// One rank of a two-rank job; the parent test reads what it writes.
+TEST_CASE("ddp child rank", "[.ddp-child]") {
+  const std::string dir = testing::test_child_dir();
+  const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
+  auto strategy = std::make_shared<distributed::DDPStrategy>(
+      distributed::environment_from_variables(),
+      distributed::DDPOptions().timeout(std::chrono::seconds(60)));
+  const int rank = strategy->global_rank();
+  RegressionModule module;
+  if (mode == "stop" && rank == 1) module.stop_at_batch = 3;
+  if (mode == "die" && rank == 1) module.die_at_batch = 2;
+  TrainerOptions options = quiet_options(mode == "accumulate" ? 2 : 1).strategy(strategy);
+  std::vector<std::shared_ptr<Callback>> callbacks;
+  std::string ckpt_path;
+  if (mode == "checkpoint" || mode == "resume") {
+    // Every 3 steps, all kept: mid-epoch ones (step 3, 6), none at the epoch's end (step 8).
+    callbacks.push_back(
+        std::make_shared<callbacks::ModelCheckpoint>(callbacks::ModelCheckpointOptions()
+                                                         .dirpath(dir + "/checkpoints")
+                                                         .filename("{step}")
+                                                         .every_n_train_steps(3)
+                                                         .save_top_k(-1)));
+    options.max_epochs(mode == "checkpoint" ? 1 : 2);
+    if (mode == "resume") ckpt_path = dir + "/checkpoints/step=6.ckpt";
+  }
+  const auto started = std::chrono::steady_clock::now();
+  RankResult result = fit_and_collect(module, 4, options, callbacks, ckpt_path);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (!result.error.empty()) result.error += " [after " + std::to_string(seconds) + " s]";
+  write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
+}
+
+TEST_CASE("two ranks with batch B train as one process with batch 2B", "[ddp]") {
+  const int64_t accumulate = GENERATE(1, 2);
+  CAPTURE(accumulate);
+  testing::TempDir dir;
+  const std::vector<int> statuses =
+      run_ranks(accumulate == 1 ? "equivalence" : "accumulate", dir.path().string());
+  for (int status : statuses) REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  REQUIRE(rank0.error.empty());
+  REQUIRE(rank1.error.empty());
+
+  RegressionModule single_module;
+  const RankResult single = fit_and_collect(single_module, 8, quiet_options(accumulate));
+  REQUIRE(single.error.empty());
+
+  // Every rank steps identically: the same weights, bit for bit.
+  CHECK(rank0.weights == rank1.weights);
+  REQUIRE(rank0.weights.size() == single.weights.size());
+  for (size_t i = 0; i < single.weights.size(); ++i)
+    REQUIRE(rank0.weights[i] == Approx(single.weights[i]).margin(1e-5));
+  // 8 batches of 8 samples a epoch, for 2 epochs; each rank sees its half of every batch.
+  CHECK(rank0.global_step == single.global_step);
+  REQUIRE(rank0.losses.size() == single.losses.size());
+  for (size_t i = 0; i < single.losses.size(); ++i)
+    CHECK((rank0.losses[i] + rank1.losses[i]) / 2 == Approx(single.losses[i]).margin(1e-5));
+  // Validation metrics are reduced over every rank's samples before callbacks see them;
+  // sync_dist training values too.
+  CHECK(rank0.val_loss == rank1.val_loss);
+  CHECK(rank0.val_loss == Approx(single.val_loss).margin(1e-6));
+  CHECK(rank0.train_loss_epoch == rank1.train_loss_epoch);
+  CHECK(rank0.train_loss_epoch == Approx(single.train_loss_epoch).margin(1e-6));
+}
+
+TEST_CASE("a stop asked on one rank stops every rank at the same batch", "[ddp]") {
+  testing::TempDir dir;
+  const std::vector<int> statuses = run_ranks("stop", dir.path().string());
+  for (int status : statuses) REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  REQUIRE(rank0.error.empty());
+  REQUIRE(rank1.error.empty());
+  CHECK(rank1.global_step == 4);  // batch 3 still steps, then the fit stops
+  CHECK(rank0.global_step == 4);
+  CHECK(rank1.stop_reasons == "rank asked;");
+  CHECK(rank0.stop_reasons == "a stop was requested on another rank;");
+  CHECK(rank0.weights == rank1.weights);
+}
+
+TEST_CASE("a rank that dies makes the other fail at once with an error naming it", "[ddp]") {
+  testing::TempDir dir;
+  const std::vector<int> statuses = run_ranks("die", dir.path().string());
+  CHECK((WIFEXITED(statuses[1]) && WEXITSTATUS(statuses[1]) == 3));
+  REQUIRE((WIFEXITED(statuses[0]) && WEXITSTATUS(statuses[0]) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  INFO(rank0.error);
+  CHECK_THAT(rank0.error, Catch::Contains("rank 0 of 2"));
+  CHECK_THAT(rank0.error, Catch::Contains("failed"));
+  // Noticed when the connection closed, long before the 60 s timeout.
+  const auto after = rank0.error.find("[after ");
+  REQUIRE(after != std::string::npos);
+  CHECK(std::stod(rank0.error.substr(after + 7)) < 30.0);
+}
+
+TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, one process cannot",
+          "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("checkpoint", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  for (const char* rank : {"rank0.txt", "rank1.txt"})
+    REQUIRE(read_result(dir.file(rank)).error.empty());
+  std::vector<std::string> written;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.file("checkpoints")))
+    written.push_back(entry.path().filename().string());
+  std::sort(written.begin(), written.end());
+  // Rank 1 wrote nothing of its own: no second set, no temporary left behind.
+  CHECK(written == std::vector<std::string>{"step=3.ckpt", "step=6.ckpt"});
+
+  for (int status : run_ranks("resume", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  REQUIRE(rank0.error.empty());
+  REQUIRE(rank1.error.empty());
+  CHECK(rank0.global_step == 16);
+  CHECK(rank0.weights == rank1.weights);
+
+  // One process with the ranks' batch size would count twice the batches: the position would
+  // point at other samples. A clear error, not a silent skip.
+  RegressionModule module;
+  const RankResult mismatched =
+      fit_and_collect(module, 4, quiet_options(1), {}, dir.file("checkpoints/step=6.ckpt"));
+  CHECK_THAT(mismatched.error, Catch::Contains("saved inside an epoch by 2 ranks with 8 batches"));
+  CHECK_THAT(mismatched.error, Catch::Contains("this run has 1 process with 16"));
+  CHECK_THAT(mismatched.error, Catch::Contains("--nproc-per-node"));
+  // With their global batch size the epoch divides the same way: it resumes.
+  RegressionModule same_division;
+  const RankResult single =
+      fit_and_collect(same_division, 8, quiet_options(1), {}, dir.file("checkpoints/step=6.ckpt"));
+  CHECK(single.error.empty());
+  CHECK(single.global_step == 16);
+}
