@@ -67,6 +67,10 @@ struct FitArguments {
   /// --nproc-per-node, --nnodes, --node-rank, --master-addr, --master-port: with more than one
   /// process, `trainbus fit` starts its ranks instead of training (apps/fit_launch.h).
   distributed::LaunchOptions launch;
+  /// DDP: the longest wait for the rendezvous and any collective, in seconds, and whether
+  /// parameters may go without a gradient in a step (distributed::DDPOptions).
+  double ddp_timeout = 300.0;
+  bool ddp_find_unused_parameters = false;
   /// Every flag's value, as the recording's header keeps them (see flag_values).
   std::map<std::string, std::string> flags;
   /// The command line, for the recording's header.

@@ -120,6 +120,10 @@ const std::vector<ConfigKey>& config_keys() {
        [](const FitArguments& a) { return text(a.launch.master_addr()); }},
       {"trainbus", "master_port", "--master-port", Kind::kValue,
        [](const FitArguments& a) { return integer(a.launch.master_port()); }},
+      {"trainbus", "ddp_timeout", "--ddp-timeout", Kind::kValue,
+       [](const FitArguments& a) { return yaml_float(a.ddp_timeout); }},
+      {"trainbus", "ddp_find_unused_parameters", "--ddp-find-unused-parameters", Kind::kSwitch,
+       [](const FitArguments& a) { return boolean(a.ddp_find_unused_parameters); }},
       {"", "ckpt_path", "--resume", Kind::kValue,
        [](const FitArguments& a) { return text_or_null(a.resume); }},
   };
