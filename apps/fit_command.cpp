@@ -1,5 +1,6 @@
 #include "apps/fit_command.h"
 
+#include <chrono>
 #include <filesystem>
 #include <iomanip>
 #include <memory>
@@ -8,10 +9,13 @@
 #include <torch/version.h>
 #include <CLI/CLI.hpp>
 
+#include "apps/fit_launch.h"
+#include "base/errors.h"
 #include "callbacks/callback_spec.h"
 #include "callbacks/early_stopping.h"
 #include "callbacks/model_checkpoint.h"
 #include "core/trainer.h"
+#include "distributed/ddp_strategy.h"
 #include "observers/csv_logger.h"
 #include "observers/progress_bar.h"
 #include "observers/tensorboard_logger.h"
@@ -178,6 +182,18 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
   fit->add_option("--record-path", args.record_path,
                   "Where to record the run's events instead (a new file: an existing one is "
                   "never replaced)");
+  add_launch_flags(*fit, args.launch);
+  fit->add_option("--ddp-timeout", args.ddp_timeout,
+                  "Data-parallel training: seconds a rank waits for the others to join and at any "
+                  "collective before it fails, naming the operation (a rank that died is noticed "
+                  "at once)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str()
+      ->group("Data-parallel training (like torchrun)");
+  fit->add_flag("--ddp-find-unused-parameters", args.ddp_find_unused_parameters,
+                "Data-parallel training: allow parameters that get no gradient in a step (walks "
+                "the loss's graph every step, as DDP's find_unused_parameters)")
+      ->group("Data-parallel training (like torchrun)");
   return fit;
 }
 
@@ -207,7 +223,17 @@ std::map<std::string, std::string> flag_values(const CLI::App& command) {
   return values;
 }
 
+distributed::DistributedEnvironment fit_distributed_environment() {
+  return distributed::environment_from_variables();
+}
+
 Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
+  // This process's rank, when `--nproc-per-node` (or torchrun) started it as one of several: it
+  // trains its share of the data with DDP, and only rank 0 prints, logs, records and writes
+  // checkpoints (the run directory is rank 0's).
+  const distributed::DistributedEnvironment environment = fit_distributed_environment();
+  const bool rank_zero = environment.rank == 0;
+
   ClassifierOptions model_options;
   model_options.architecture = parse_architecture(args.model);
   model_options.lr = args.lr;
@@ -238,7 +264,14 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   options.device(parse_device(args.device, "--device"));
 
   options.log_every_n_steps(args.log_every_n_steps);
-  options.enable_model_summary(args.model_summary);
+  options.enable_model_summary(args.model_summary && rank_zero);
+  if (environment.distributed()) {
+    options.strategy(std::make_shared<distributed::DDPStrategy>(
+        environment,
+        distributed::DDPOptions()
+            .timeout(std::chrono::milliseconds(static_cast<int64_t>(args.ddp_timeout * 1000.0)))
+            .find_unused_parameters(args.ddp_find_unused_parameters)));
+  }
   std::vector<std::shared_ptr<Callback>> callbacks;
   if (args.early_stopping_patience) {
     callbacks::EarlyStoppingOptions early;
@@ -267,22 +300,23 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
             .save_last(args.checkpoint ? SaveLast::kLink : SaveLast::kNo)));
   }
   Trainer trainer(options, callbacks);
-  const std::string run_dir = observers::next_version_dir(args.out);
-  if (args.progress_bar) {
+  // Observers run on rank 0 only (Trainer::add_observer): only it picks the run directory.
+  const std::string run_dir = rank_zero ? observers::next_version_dir(args.out) : std::string();
+  if (args.progress_bar && rank_zero) {
     trainer.add_observer(
         std::make_shared<observers::ProgressBar>(observers::ProgressBarOptions().out(&out)));
   }
-  if (args.csv) {
+  if (args.csv && rank_zero) {
     trainer.add_observer(std::make_shared<observers::CsvLogger>(
         observers::CsvLoggerOptions().log_dir(run_dir).log_every_n_steps(args.log_every_n_steps)));
   }
-  if (args.tensorboard) {
+  if (args.tensorboard && rank_zero) {
     trainer.add_observer(std::make_shared<observers::TensorBoardLogger>(
         observers::TensorBoardLoggerOptions().log_dir(run_dir).log_every_n_steps(
             args.log_every_n_steps)));
   }
   std::string record_path;
-  if (args.record) {
+  if (args.record && rank_zero) {
     record_path = args.record_path.empty()
                       ? (std::filesystem::path(run_dir) / "events.tbrec").string()
                       : args.record_path;
@@ -299,9 +333,16 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
                                                .run_options(args.flags)),
         events::ObserverOptions().on_error(events::ObserverOptions::OnError::kDisable));
   }
+  if (!rank_zero) {  // the same run, quietly: rank 0 reports it
+    trainer.fit(model, data, FitOptions().ckpt_path(args.resume));
+    return trainer.test(model, data);
+  }
   out << "trainbus fit: " << args.model << " on Fashion-MNIST (" << args.data << "), "
-      << trainer.max_epochs() << " epochs, batch size " << args.batch_size << ", lr " << args.lr
-      << ", seed " << args.seed << std::endl;
+      << trainer.max_epochs() << " epochs, batch size " << args.batch_size
+      << (environment.distributed()
+              ? " per rank x " + std::to_string(environment.world_size) + " ranks (DDP)"
+              : std::string())
+      << ", lr " << args.lr << ", seed " << args.seed << std::endl;
   trainer.fit(model, data, FitOptions().ckpt_path(args.resume));
   if (!trainer.checkpoints().resumed_from().empty())
     out << "resumed from: " << trainer.checkpoints().resumed_from() << '\n';

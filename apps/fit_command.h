@@ -12,6 +12,8 @@
 #include "callbacks/model_checkpoint.h"
 #include "core/trainer_options.h"
 #include "data/fashion_mnist.h"
+#include "distributed/environment.h"
+#include "distributed/launcher.h"
 
 namespace CLI {
 class App;
@@ -62,6 +64,13 @@ struct FitArguments {
   std::vector<std::string> config;
   /// Print the effective configuration as YAML and exit without training.
   bool print_config = false;
+  /// --nproc-per-node, --nnodes, --node-rank, --master-addr, --master-port: with more than one
+  /// process, `trainbus fit` starts its ranks instead of training (apps/fit_launch.h).
+  distributed::LaunchOptions launch;
+  /// DDP: the longest wait for the rendezvous and any collective, in seconds, and whether
+  /// parameters may go without a gradient in a step (distributed::DDPOptions).
+  double ddp_timeout = 300.0;
+  bool ddp_find_unused_parameters = false;
   /// Every flag's value, as the recording's header keeps them (see flag_values).
   std::map<std::string, std::string> flags;
   /// The command line, for the recording's header.
@@ -83,6 +92,11 @@ c10::Device parse_device(const std::string& text, const std::string& flag);
 
 /// Parses "10" as 10 batches and "0.25" as a fraction; throws MisconfigurationError naming `flag`.
 BatchLimit parse_batch_limit(const std::string& text, const std::string& flag);
+
+/// This process's place in a data-parallel job, from the variables the launcher of
+/// `--nproc-per-node` (or torchrun) set: RANK, WORLD_SIZE, LOCAL_RANK, ... (one process when they
+/// are not set). Throws MisconfigurationError naming a bad variable.
+distributed::DistributedEnvironment fit_distributed_environment();
 
 /// Trains and tests; shows the progress bar (one summary line per epoch) and prints the test
 /// metrics to `out`; writes CSV and TensorBoard logs and the event recording (events.tbrec) under

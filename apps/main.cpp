@@ -10,6 +10,7 @@
 #include "apps/evaluate_command.h"
 #include "apps/fit_command.h"
 #include "apps/fit_config.h"
+#include "apps/fit_launch.h"
 #include "apps/replay_command.h"
 #include "apps/tune_command.h"
 #include "base/errors.h"
@@ -69,6 +70,13 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (fit->parsed()) {
+      // --nproc-per-node N: this process starts the N ranks (this program again, without the
+      // launcher's flags) and waits for them; each rank then trains below.
+      fit_args.launch.validate();
+      if (trainbus::apps::fit_launches_ranks(fit_args.launch)) {
+        return trainbus::apps::run_fit_launcher(
+            fit_args.launch, std::vector<std::string>(argv, argv + argc), std::cerr);
+      }
       fit_args.flags = trainbus::apps::flag_values(*fit);
       for (int i = 0; i < argc; ++i) fit_args.command_line += (i ? " " : "") + std::string(argv[i]);
       trainbus::apps::run_fit_command(fit_args, std::cout);
@@ -89,7 +97,9 @@ int main(int argc, char** argv) {
       trainbus::apps::run_tune_batch_size(tune_batch_size_args, std::cout);
     }
   } catch (const std::exception& error) {
-    std::cerr << "trainbus: error: " << error.what() << std::endl;
+    // In one write: the ranks of `fit --nproc-per-node` share this stderr, and their lines must
+    // not interleave.
+    std::cerr << "trainbus: error: " + std::string(error.what()) + "\n" << std::flush;
     return 1;
   }
   return 0;

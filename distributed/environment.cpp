@@ -80,17 +80,21 @@ DistributedEnvironment environment_from_variables() {
   return environment;
 }
 
+std::vector<std::pair<std::string, std::string>> environment_variables(
+    const DistributedEnvironment& environment) {
+  return {{"RANK", std::to_string(environment.rank)},
+          {"WORLD_SIZE", std::to_string(environment.world_size)},
+          {"LOCAL_RANK", std::to_string(environment.local_rank)},
+          {"LOCAL_WORLD_SIZE", std::to_string(environment.local_world_size)},
+          {"GROUP_RANK", std::to_string(environment.node_rank)},
+          {"MASTER_ADDR", environment.master_addr},
+          {"MASTER_PORT", std::to_string(environment.master_port)}};
+}
+
 void export_environment_variables(const DistributedEnvironment& environment) {
-  const auto set = [](const char* name, const std::string& value) {
-    ::setenv(name, value.c_str(), /*overwrite=*/1);
-  };
-  set("RANK", std::to_string(environment.rank));
-  set("WORLD_SIZE", std::to_string(environment.world_size));
-  set("LOCAL_RANK", std::to_string(environment.local_rank));
-  set("LOCAL_WORLD_SIZE", std::to_string(environment.local_world_size));
-  set("GROUP_RANK", std::to_string(environment.node_rank));
-  set("MASTER_ADDR", environment.master_addr);
-  set("MASTER_PORT", std::to_string(environment.master_port));
+  for (const auto& [name, value] : environment_variables(environment)) {
+    ::setenv(name.c_str(), value.c_str(), /*overwrite=*/1);
+  }
 }
 
 }  // namespace trainbus::distributed

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace trainbus::distributed {
 
@@ -37,6 +39,12 @@ struct DistributedEnvironment {
 /// that is not a number, out of range, or missing while WORLD_SIZE > 1 (RANK, MASTER_ADDR,
 /// MASTER_PORT).
 DistributedEnvironment environment_from_variables();
+
+/// The variables environment_from_variables reads, named as torchrun names them, with their values
+/// for `environment`: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR,
+/// MASTER_PORT. The launcher puts them in each rank's environment.
+std::vector<std::pair<std::string, std::string>> environment_variables(
+    const DistributedEnvironment& environment);
 
 /// Sets the variables environment_from_variables reads, for a child process about to be started.
 void export_environment_variables(const DistributedEnvironment& environment);

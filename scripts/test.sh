@@ -2,9 +2,10 @@
 # Runs the whole test suite, installing and building first when needed:
 #   0. every C++ file formatted as .clang-format says (scripts/format.sh --check);
 #   1. every Catch2 test through ctest, on the Release build in build/;
-#   2. the torch-free tests (base, events, observers, record, the checkpoint writer) again under
-#      ThreadSanitizer (build-tsan/) and ASan+UBSan (build-asan/), compiled file by file (the Release
-#      build is a unity build: this also checks that each source compiles on its own).
+#   2. the torch-free tests (base, events, observers, record, the checkpoint writer, the distributed
+#      environment and launcher) again under ThreadSanitizer (build-tsan/) and ASan+UBSan
+#      (build-asan/), compiled file by file (the Release build is a unity build: this also checks
+#      that each source compiles on its own).
 # Warnings are errors where CI=true (TRAINBUS_WERROR follows it), and only shown elsewhere.
 # Long-running tests are tagged [.slow] and left to bench/; run them with build/bin/core_tests "[.slow]".
 set -euo pipefail

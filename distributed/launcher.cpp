@@ -1,0 +1,531 @@
+#include "distributed/launcher.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <ostream>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "base/errors.h"
+#include "distributed/environment.h"
+
+extern char** environ;  // NOLINT(readability-redundant-declaration): POSIX declares it nowhere
+
+namespace trainbus::distributed {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// How long the launcher waits for ranks it SIGKILLed before it gives up on them (a process stuck
+// in the kernel): the wait after a failure is bounded too.
+constexpr std::chrono::seconds kKillWait{10};
+// The longest sleep between two looks at the ranks. SIGCHLD wakes the launcher at once; this is
+// a second line, should one be missed (another handler installed meanwhile).
+constexpr std::chrono::milliseconds kPollInterval{250};
+
+// "SIGKILL (9)".
+std::string signal_name(int signal) {
+  const char* abbreviation = ::sigabbrev_np(signal);
+  return (abbreviation != nullptr ? "SIG" + std::string(abbreviation) : std::string("signal")) +
+         " (" + std::to_string(signal) + ")";
+}
+
+std::string seconds_text(std::chrono::milliseconds duration) {
+  const auto count = duration.count();
+  return count % 1000 == 0 ? std::to_string(count / 1000) + " s" : std::to_string(count) + " ms";
+}
+
+// What the signal handlers of a launch hand to its supervision loop. Only atomics and a write
+// to a pipe: all a handler may touch.
+struct Received {
+  std::atomic<int> count{0};      // deliveries not yet taken by the loop
+  std::atomic<int> last_code{0};  // si_code of the latest: SI_KERNEL for the terminal's Ctrl-C
+};
+Received received_interrupt;   // SIGINT
+Received received_terminate;   // SIGTERM
+std::atomic<int> wake_fd{-1};  // the write end of the wake-up pipe, once made
+std::atomic<bool> launching{false};
+
+Received* received_for(int signal) {
+  return signal == SIGINT ? &received_interrupt : signal == SIGTERM ? &received_terminate : nullptr;
+}
+
+extern "C" void on_launcher_signal(int signal, siginfo_t* info, void*) {
+  const int saved_errno = errno;
+  if (Received* received = received_for(signal)) {
+    received->last_code.store(info != nullptr ? info->si_code : 0);
+    received->count.fetch_add(1);
+  }
+  const int fd = wake_fd.load();
+  if (fd >= 0) {
+    const char byte = 0;
+    [[maybe_unused]] const ssize_t ignored = ::write(fd, &byte, 1);  // full: a wake is pending
+  }
+  errno = saved_errno;
+}
+
+// SIGINT, SIGTERM and SIGCHLD caught for one launch, for the whole process: the handler counts a
+// SIGINT or SIGTERM and wakes the supervision loop through a pipe, whichever thread it runs on.
+// NOTE: handlers, not a blocked mask: a library's thread (OpenBLAS starts its pool when it is
+// loaded) does not block these signals, and a SIGTERM the kernel gave it would kill the launcher.
+// A SIGINT or SIGTERM this process ignores (as a shell's background job ignores SIGINT) stays
+// ignored. SIGCHLD is caught even where it was ignored: an ignored SIGCHLD has the kernel reap
+// the ranks before they can be waited for. Everything is put back at scope exit.
+class CaughtSignals {
+ public:
+  CaughtSignals() {
+    TRAINBUS_CHECK(!launching.exchange(true),
+                   "launch_ranks: another launch is running in this process; run one at a time");
+    // NOTE: the pipe is made once and kept for the life of the process: a handler still running
+    // on another thread when this launch ends must not write into a closed (or reused) descriptor.
+    static int read_fd = -1;
+    if (read_fd < 0) {
+      int fds[2] = {-1, -1};
+      if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+        launching.store(false);
+        throw std::system_error(errno, std::generic_category(), "launch_ranks: pipe2");
+      }
+      read_fd = fds[0];
+      wake_fd.store(fds[1]);
+    }
+    read_fd_ = read_fd;
+    drain();
+    received_interrupt.count.store(0);
+    received_terminate.count.store(0);
+    struct sigaction action {};
+    action.sa_sigaction = on_launcher_signal;
+    action.sa_flags = SA_SIGINFO | SA_RESTART | SA_NOCLDSTOP;
+    sigemptyset(&action.sa_mask);
+    for (int signal : {SIGINT, SIGTERM, SIGCHLD}) {
+      struct sigaction previous {};
+      ::sigaction(signal, nullptr, &previous);
+      if (signal != SIGCHLD && previous.sa_handler == SIG_IGN) continue;
+      if (::sigaction(signal, &action, &previous) == 0) saved_.push_back({signal, previous});
+    }
+  }
+  ~CaughtSignals() {
+    for (const auto& [signal, previous] : saved_) ::sigaction(signal, &previous, nullptr);
+    launching.store(false);
+  }
+  CaughtSignals(const CaughtSignals&) = delete;
+  CaughtSignals& operator=(const CaughtSignals&) = delete;
+
+  // Sleeps until a signal is caught or `timeout` passes; empties the pipe.
+  void wait(std::chrono::milliseconds timeout) const {
+    pollfd readable{read_fd_, POLLIN, 0};
+    ::poll(&readable, 1, static_cast<int>(timeout.count()));  // EINTR too: the caller looks again
+    drain();
+  }
+
+  // A SIGINT or SIGTERM caught and not yet taken.
+  static bool pending() {
+    return received_interrupt.count.load() > 0 || received_terminate.count.load() > 0;
+  }
+
+  // The SIGINTs and SIGTERMs caught since the last call, in a fixed order (SIGINT first), each
+  // with whether it came from the terminal.
+  static std::vector<std::pair<int, bool>> take() {
+    std::vector<std::pair<int, bool>> taken;
+    for (int signal : {SIGINT, SIGTERM}) {
+      Received& received = *received_for(signal);
+      const bool from_terminal = received.last_code.load() == SI_KERNEL;
+      for (int n = received.count.exchange(0); n > 0; --n)
+        taken.emplace_back(signal, from_terminal);
+    }
+    return taken;
+  }
+
+ private:
+  void drain() const {
+    char bytes[64];
+    while (::read(read_fd_, bytes, sizeof bytes) > 0) {
+    }
+  }
+
+  int read_fd_ = -1;
+  std::vector<std::pair<int, struct sigaction>> saved_;
+};
+
+// "rank 5 (local rank 1, pid 4242)"; the local rank only where it differs.
+std::string label(const RankExit& rank) {
+  std::string text = "rank " + std::to_string(rank.rank) + " (";
+  if (rank.local_rank != rank.rank) text += "local rank " + std::to_string(rank.local_rank) + ", ";
+  return text + "pid " + std::to_string(rank.pid) + ")";
+}
+
+// The names the launcher sets in each rank's environment: an inherited value is replaced.
+bool set_by_launcher(const std::string& name) {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> all{kLaunchedVariable};
+    for (const auto& [variable, value] : environment_variables(DistributedEnvironment())) {
+      all.push_back(variable);
+    }
+    return all;
+  }();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+// "NAME=value" strings of this process's environment, less the variables the launcher sets.
+std::vector<std::string> inherited_environment() {
+  std::vector<std::string> entries;
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    const std::string text = *entry;
+    if (!set_by_launcher(text.substr(0, text.find('=')))) entries.push_back(text);
+  }
+  return entries;
+}
+
+// null-terminated pointers into `strings`, for posix_spawn's argv and envp.
+std::vector<char*> pointers(std::vector<std::string>& strings) {
+  std::vector<char*> result;
+  for (std::string& text : strings) result.push_back(text.data());
+  result.push_back(nullptr);
+  return result;
+}
+
+// One launch: its ranks, and the state of the stop once one began.
+class Launch {
+ public:
+  Launch(const std::string& program, const std::vector<std::string>& argv,
+         const LaunchOptions& options, std::ostream& log)
+      : program_(program), argv_(argv), options_(options), log_(log) {
+    for (int local_rank = 0; local_rank < options.nproc_per_node(); ++local_rank) {
+      RankExit rank;
+      rank.local_rank = local_rank;
+      rank.rank = options.node_rank() * options.nproc_per_node() + local_rank;
+      ranks_.push_back(rank);
+    }
+  }
+
+  // Starts the ranks in order; when one cannot be started, or a SIGINT or SIGTERM comes, the
+  // ones before it are stopped (by supervise) and the ones after it are not started.
+  void start() {
+    const char* user_threads = std::getenv("OMP_NUM_THREADS");
+    const bool set_threads = user_threads == nullptr || *user_threads == '\0';
+    const int threads = threads_per_rank(options_.nproc_per_node());
+    log_ << "launcher: starting " << ranks_.size() << " rank" << (ranks_.size() == 1 ? "" : "s")
+         << " (RANK " << ranks_.front().rank << "-" << ranks_.back().rank << " of WORLD_SIZE "
+         << options_.world_size() << ", node " << options_.node_rank() << " of "
+         << options_.nnodes() << "), MASTER_ADDR=" << options_.master_addr()
+         << " MASTER_PORT=" << options_.master_port() << ", OMP_NUM_THREADS="
+         << (set_threads ? std::to_string(threads) : std::string(user_threads))
+         << (set_threads ? " each" : " (set by you)") << std::endl;
+
+    std::vector<std::string> arguments = argv_;
+    const std::vector<char*> argument_pointers = pointers(arguments);
+    std::vector<std::string> inherited = inherited_environment();
+    if (set_threads) {  // an empty OMP_NUM_THREADS= is replaced, not doubled
+      inherited.erase(std::remove_if(inherited.begin(), inherited.end(),
+                                     [](const std::string& entry) {
+                                       return entry.rfind("OMP_NUM_THREADS=", 0) == 0;
+                                     }),
+                      inherited.end());
+    }
+    for (RankExit& rank : ranks_) {
+      if (CaughtSignals::pending()) break;
+      DistributedEnvironment environment;
+      environment.rank = rank.rank;
+      environment.world_size = options_.world_size();
+      environment.local_rank = rank.local_rank;
+      environment.local_world_size = options_.nproc_per_node();
+      environment.node_rank = options_.node_rank();
+      environment.master_addr = options_.master_addr();
+      environment.master_port = static_cast<uint16_t>(options_.master_port());
+      std::vector<std::string> variables = inherited;
+      for (const auto& [name, value] : environment_variables(environment)) {
+        variables.push_back(name + "=" + value);
+      }
+      variables.push_back(std::string(kLaunchedVariable) + "=1");
+      if (set_threads) variables.push_back("OMP_NUM_THREADS=" + std::to_string(threads));
+      const std::vector<char*> variable_pointers = pointers(variables);
+      pid_t pid = -1;
+      // posix_spawn returns the exec's error too (glibc waits for the exec to succeed or fail).
+      const int error = ::posix_spawn(&pid, program_.c_str(), nullptr, nullptr,
+                                      argument_pointers.data(), variable_pointers.data());
+      if (error != 0) {
+        rank.error = std::strerror(error);
+        fail(rank);
+        break;
+      }
+      rank.pid = pid;  // its `how` is set when it is reaped
+      running_.push_back(&rank);
+    }
+  }
+
+  // Waits until every started rank has ended, stopping them all after the first failure or a
+  // signal to the launcher.
+  void supervise(const CaughtSignals& signals) {
+    while (true) {
+      const std::vector<RankExit*> ended = reap();
+      // The signals first: a Ctrl-C's SIGINT is the launcher's before a rank it killed can be
+      // reaped, and that rank is then stopped, not the failure.
+      // NOTE: only where the handler ran before the reap: on this thread it always does; on
+      // another one (the kernel's choice) it could run late.
+      for (const auto& [signal, from_terminal] : CaughtSignals::take()) {
+        interrupt(signal, from_terminal);
+      }
+      for (RankExit* rank : ended) {
+        if (!rank->succeeded() && !stopping_) fail(*rank);
+      }
+      if (running_.empty()) return;
+      const Clock::time_point now = Clock::now();
+      if (stopping_ && !killed_ && now >= stop_deadline_) {
+        for (RankExit* rank : running_) {
+          log_ << "launcher: " << label(*rank) << " still runs "
+               << seconds_text(options_.grace_period()) << " after being told to stop; sending "
+               << "SIGKILL" << std::endl;
+        }
+        kill_all();
+        continue;
+      }
+      if (killed_ && now >= kill_deadline_) {
+        for (RankExit* rank : running_) {
+          rank->how = RankExit::How::kLost;
+          rank->error = "did not exit " + seconds_text(kKillWait) + " after SIGKILL; left running";
+          log_ << "launcher: " << rank->describe() << std::endl;
+        }
+        running_.clear();
+        return;
+      }
+      Clock::time_point wake = now + kPollInterval;
+      if (stopping_ && !killed_) wake = std::min(wake, stop_deadline_);
+      if (killed_) wake = std::min(wake, kill_deadline_);
+      // Rounded up: a wait of 0 ms before a deadline would spin.
+      signals.wait(std::chrono::ceil<std::chrono::milliseconds>(wake - now));
+    }
+  }
+
+  // A SIGINT or SIGTERM that reached the launcher after the ranks had ended, before its handlers
+  // were put back: the job counts as interrupted by it (unless a rank failed first).
+  void interrupted_late(int signal) {
+    if (!first_failure_ && interrupted_by_ == 0) interrupted_by_ = signal;
+  }
+
+  LaunchResult result() const {
+    LaunchResult result;
+    result.ranks = ranks_;
+    result.first_failure = first_failure_;
+    result.interrupted_by = interrupted_by_;
+    if (first_failure_) {
+      const RankExit& failed = ranks_[*first_failure_];
+      switch (failed.how) {
+        case RankExit::How::kExited:
+          result.exit_code = failed.code;
+          break;
+        case RankExit::How::kKilled:
+          result.exit_code = 128 + failed.code;
+          break;
+        case RankExit::How::kNotStarted:
+          result.exit_code = 127;
+          break;
+        case RankExit::How::kLost:
+          result.exit_code = 1;
+          break;
+      }
+    } else if (interrupted_by_ != 0) {
+      result.exit_code = 128 + interrupted_by_;
+    }
+    return result;
+  }
+
+  // The summary on `log_` once every rank has ended: the cause first, then every other rank.
+  void report() const {
+    if (first_failure_) {
+      const RankExit& failed = ranks_[*first_failure_];
+      log_ << "launcher: the job failed: " << failed.describe() << " (the first failure"
+           << (failed.pid >= 0 ? "; its output above should say why)\n" : ")\n");
+    } else if (interrupted_by_ != 0) {
+      log_ << "launcher: the job was interrupted by " << signal_name(interrupted_by_) << '\n';
+    } else {
+      return;
+    }
+    for (std::size_t i = 0; i < ranks_.size(); ++i) {
+      if (first_failure_ && i == *first_failure_) continue;
+      const RankExit& rank = ranks_[i];
+      log_ << "launcher:   " << rank.describe();
+      if (rank.stopped && rank.how != RankExit::How::kLost) log_ << ", stopped by the launcher";
+      log_ << '\n';
+    }
+    log_.flush();
+  }
+
+ private:
+  // Collects every rank that has ended, without blocking, and returns them.
+  std::vector<RankExit*> reap() {
+    std::vector<RankExit*> ended;
+    for (auto it = running_.begin(); it != running_.end();) {
+      RankExit& rank = **it;
+      int status = 0;
+      pid_t done = -1;
+      do {
+        done = ::waitpid(rank.pid, &status, WNOHANG);
+      } while (done < 0 && errno == EINTR);
+      if (done == 0) {
+        ++it;
+        continue;
+      }
+      if (done < 0) {  // ECHILD: someone else waited for it (SIGCHLD ignored in another thread)
+        rank.how = RankExit::How::kLost;
+        rank.error =
+            std::string("its exit status was lost (waitpid: ") + std::strerror(errno) + ")";
+      } else if (WIFSIGNALED(status)) {
+        rank.how = RankExit::How::kKilled;
+        rank.code = WTERMSIG(status);
+      } else {
+        rank.how = RankExit::How::kExited;
+        rank.code = WEXITSTATUS(status);
+      }
+      it = running_.erase(it);
+      ended.push_back(&rank);
+    }
+    return ended;
+  }
+
+  // `rank` is the first failure: it is reported, and the others are told to stop.
+  void fail(RankExit& rank) {
+    first_failure_ = static_cast<std::size_t>(&rank - ranks_.data());
+    log_ << "launcher: " << rank.describe();
+    if (!running_.empty()) {
+      log_ << "; stopping the other ranks (SIGTERM, and SIGKILL after "
+           << seconds_text(options_.grace_period()) << ")";
+    }
+    log_ << std::endl;
+    stop(SIGTERM, /*send=*/true);
+  }
+
+  // A SIGINT or SIGTERM to the launcher: the first is passed on to the ranks; another one, or one
+  // during the stop after a failure, kills them at once.
+  void interrupt(int signal, bool from_terminal) {
+    if (stopping_) {
+      if (killed_) return;
+      log_ << "launcher: received " << signal_name(signal) << " while stopping; sending SIGKILL"
+           << std::endl;
+      kill_all();
+      return;
+    }
+    interrupted_by_ = signal;
+    // NOTE: a Ctrl-C (si_code SI_KERNEL: from the terminal) went to the whole foreground process
+    // group, the ranks included: sent again, it would reach them twice.
+    log_ << "launcher: received " << signal_name(signal)
+         << (from_terminal ? " from the terminal, which sent it to the ranks too"
+                           : "; passing it on to the ranks")
+         << " (SIGKILL after " << seconds_text(options_.grace_period())
+         << "; send another SIGINT or SIGTERM to kill them now)" << std::endl;
+    stop(signal, /*send=*/!from_terminal);
+  }
+
+  void stop(int signal, bool send) {
+    stopping_ = true;
+    stop_deadline_ = Clock::now() + options_.grace_period();
+    for (RankExit* rank : running_) {
+      rank->stopped = true;
+      if (send) ::kill(rank->pid, signal);
+    }
+  }
+
+  void kill_all() {
+    killed_ = true;
+    kill_deadline_ = Clock::now() + kKillWait;
+    for (RankExit* rank : running_) {
+      rank->stopped = true;
+      ::kill(rank->pid, SIGKILL);
+    }
+  }
+
+  const std::string& program_;
+  const std::vector<std::string>& argv_;
+  const LaunchOptions& options_;
+  std::ostream& log_;
+  std::vector<RankExit> ranks_;
+  std::vector<RankExit*> running_;  // started and not yet reaped
+  std::optional<std::size_t> first_failure_;
+  int interrupted_by_ = 0;
+  bool stopping_ = false;
+  bool killed_ = false;
+  Clock::time_point stop_deadline_;
+  Clock::time_point kill_deadline_;
+};
+
+}  // namespace
+
+bool launched_by_trainbus() {
+  const char* value = std::getenv(kLaunchedVariable);
+  return value != nullptr && std::string(value) == "1";
+}
+
+void LaunchOptions::validate() const {
+  TRAINBUS_CHECK(nproc_per_node_ >= 1, "--nproc-per-node must be >= 1, got ", nproc_per_node_,
+                 ": the number of processes to start on this machine");
+  TRAINBUS_CHECK(nnodes_ >= 1, "--nnodes must be >= 1, got ", nnodes_,
+                 ": the number of machines in the job");
+  TRAINBUS_CHECK(node_rank_ >= 0 && node_rank_ < nnodes_,
+                 "--node-rank must be in [0, --nnodes=", nnodes_, "), got ", node_rank_,
+                 ": number the machines 0 to ", nnodes_ - 1,
+                 " (node 0 runs rank 0), and give each its own");
+  TRAINBUS_CHECK(static_cast<int64_t>(nnodes_) * nproc_per_node_ <= INT_MAX, "--nnodes ", nnodes_,
+                 " times --nproc-per-node ", nproc_per_node_, " is more ranks than an int counts");
+  TRAINBUS_CHECK(master_port_ >= 1 && master_port_ <= 65535,
+                 "--master-port must be in [1, 65535], got ", master_port_,
+                 ": a free TCP port on --master-addr, the same on every machine");
+  TRAINBUS_CHECK(!master_addr_.empty(),
+                 "--master-addr is empty: give the address of node 0 (127.0.0.1 on one machine)");
+  TRAINBUS_CHECK(grace_period_.count() >= 0, "the launcher's grace period must be >= 0, got ",
+                 grace_period_.count(), " ms");
+}
+
+std::string RankExit::describe() const {
+  switch (how) {
+    case How::kNotStarted:
+      if (!error.empty()) return "could not start rank " + std::to_string(rank) + ": " + error;
+      return "rank " + std::to_string(rank) + " was not started";
+    case How::kExited:
+      return label(*this) + " exited with code " + std::to_string(code);
+    case How::kKilled:
+      return label(*this) + " was killed by signal " + signal_name(code);
+    case How::kLost:
+      return label(*this) + " " + error;
+  }
+  return label(*this);
+}
+
+int threads_per_rank(int nproc_per_node) {
+  int cpus = 0;
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (::sched_getaffinity(0, sizeof(allowed), &allowed) == 0) cpus = CPU_COUNT(&allowed);
+  if (cpus <= 0) cpus = static_cast<int>(std::thread::hardware_concurrency());
+  return std::max(1, cpus / std::max(1, nproc_per_node));
+}
+
+LaunchResult launch_ranks(const std::string& program, const std::vector<std::string>& argv,
+                          const LaunchOptions& options, std::ostream& log) {
+  options.validate();
+  TRAINBUS_CHECK(!program.empty() && !argv.empty(),
+                 "launch_ranks: no command to start (program and argv[0] are needed)");
+  Launch launch(program, argv, options, log);
+  {
+    const CaughtSignals signals;
+    launch.start();
+    launch.supervise(signals);
+  }
+  // Handlers are back as they were: a signal from now on takes its usual course.
+  for (const auto& [signal, from_terminal] : CaughtSignals::take()) launch.interrupted_late(signal);
+  launch.report();
+  return launch.result();
+}
+
+}  // namespace trainbus::distributed

@@ -1,0 +1,120 @@
+#pragma once
+/// The launcher behind `trainbus fit --nproc-per-node N`, as torchrun's: starts this machine's
+/// ranks of a data-parallel job with torchrun's environment, waits for them all, and when one
+/// fails stops the others (SIGTERM, then SIGKILL after a grace period) and names the one that
+/// failed first.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/arg.h"
+
+namespace trainbus::distributed {
+
+/// Set to "1" in every rank's environment by the launcher. A process that finds it knows it is one
+/// of the ranks and must not launch again; a RANK set by hand (or by torchrun) does not set it.
+constexpr const char* kLaunchedVariable = "TRAINBUS_LAUNCHED";
+
+/// True when kLaunchedVariable is "1": this process was started by launch_ranks.
+bool launched_by_trainbus();
+
+/// The launcher's options, named after torchrun's flags; validate() names a bad one by its
+/// `trainbus fit` flag.
+struct LaunchOptions {
+  /// Processes to start on this machine (--nproc-per-node).
+  TRAINBUS_ARG(int, nproc_per_node) = 1;
+  /// Machines in the job (--nnodes); each runs the launcher with the same options but its own
+  /// node_rank.
+  TRAINBUS_ARG(int, nnodes) = 1;
+  /// This machine's index in [0, nnodes) (--node-rank); node 0 runs rank 0.
+  TRAINBUS_ARG(int, node_rank) = 0;
+  /// Where rank 0 serves the rendezvous (--master-addr, --master-port). With nnodes > 1, an
+  /// address of node 0 that every machine reaches.
+  TRAINBUS_ARG(std::string, master_addr) = "127.0.0.1";
+  TRAINBUS_ARG(int, master_port) = 29500;
+  /// How long the ranks asked to stop (SIGTERM after a rank failed, or the SIGINT/SIGTERM the
+  /// launcher received) get to exit before SIGKILL. torchrun's 30 s.
+  TRAINBUS_ARG(std::chrono::milliseconds, grace_period) = std::chrono::seconds(30);
+
+ public:
+  /// Ranks in the whole job: nnodes * nproc_per_node (after validate()).
+  int world_size() const noexcept { return nnodes_ * nproc_per_node_; }
+  /// More than one process in the job: launching is needed.
+  bool distributed() const noexcept { return nproc_per_node_ > 1 || nnodes_ > 1; }
+  /// Throws MisconfigurationError naming the flag: --nproc-per-node and --nnodes below 1,
+  /// --node-rank outside [0, --nnodes), --master-port outside [1, 65535], an empty --master-addr,
+  /// a negative grace period, a world too large for an int.
+  void validate() const;
+};
+
+/// How one rank of this machine ended.
+struct RankExit {
+  /// What became of it.
+  enum class How {
+    kNotStarted,  ///< never ran: it could not be started (`error` says why), or an earlier one
+                  ///< could not and the launch stopped
+    kExited,      ///< exited with `code`
+    kKilled,      ///< was killed by the signal `code`
+    kLost,        ///< its end was not seen (`error` says why); counted as a failure
+  };
+  int rank = 0;        ///< RANK
+  int local_rank = 0;  ///< LOCAL_RANK
+  pid_t pid = -1;      ///< -1 when not started
+  How how = How::kNotStarted;
+  int code = 0;          ///< the exit code (kExited) or the signal (kKilled)
+  std::string error;     ///< why it could not be started (kNotStarted) or was lost (kLost)
+  bool stopped = false;  ///< the launcher told it to stop (or killed it) before it ended
+
+  bool succeeded() const noexcept { return how == How::kExited && code == 0; }
+  /// "rank 1 (pid 4242) exited with code 3", "rank 5 (local rank 1, pid 4242) was killed by
+  /// signal SIGKILL (9)", "could not start rank 1: No such file or directory".
+  std::string describe() const;
+};
+
+/// What launch_ranks saw.
+struct LaunchResult {
+  /// The launcher's exit status: 0 when every rank exited with 0; else, for the first failure,
+  /// its exit code, 128 + its signal, 127 when it could not be started, 1 when it was lost; when
+  /// the launcher was interrupted before any rank failed, 128 + that signal.
+  int exit_code = 0;
+  /// This machine's ranks, by local rank.
+  std::vector<RankExit> ranks;
+  /// The rank whose failure stopped the job (an index into `ranks`), when one did.
+  std::optional<std::size_t> first_failure;
+  /// The SIGINT or SIGTERM that stopped the job, when one reached the launcher before any rank
+  /// failed; 0 otherwise.
+  int interrupted_by = 0;
+};
+
+/// OMP_NUM_THREADS for each of `nproc_per_node` ranks: the CPUs this process may run on, shared
+/// out, and at least 1.
+int threads_per_rank(int nproc_per_node);
+
+/// Starts nproc_per_node copies of `program` (executed as execv does: a path, not looked up in
+/// PATH) with `argv` (argv[0] included) and this process's environment plus, for each, RANK =
+/// node_rank * nproc_per_node + LOCAL_RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK,
+/// MASTER_ADDR, MASTER_PORT, kLaunchedVariable=1 and OMP_NUM_THREADS (threads_per_rank, unless
+/// OMP_NUM_THREADS is set here). Their output is theirs, unprefixed.
+///
+/// Waits for all of them. The first rank that exits non-zero, is killed by a signal, or cannot be
+/// started is the failure: the others get SIGTERM, and SIGKILL when they outlive grace_period. A
+/// SIGINT or SIGTERM sent to this process is passed on to the ranks the same way (a Ctrl-C, which
+/// the terminal already sends to the ranks too, is not sent again); a second one SIGKILLs them
+/// at once. What happens is written to `log` (stderr, for the command line): the failure first,
+/// then how each other rank ended.
+///
+/// Returns when every rank has ended (or outlived SIGKILL by 10 s); no child is left to reap.
+/// Throws MisconfigurationError for bad options, an empty command, or a launch already running
+/// in this process, before starting anything.
+/// NOTE: while it runs, SIGINT, SIGTERM and SIGCHLD are caught by its handlers, for the whole
+/// process (any thread may take them); the previous handlers are put back before it returns.
+LaunchResult launch_ranks(const std::string& program, const std::vector<std::string>& argv,
+                          const LaunchOptions& options, std::ostream& log);
+
+}  // namespace trainbus::distributed

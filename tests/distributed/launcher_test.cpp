@@ -1,0 +1,288 @@
+// launch_ranks with small shell scripts as ranks: each rank's torchrun environment, and torchrun's
+// supervision (the first failure named, the others stopped, SIGKILL after the grace period, the
+// launcher's own SIGINT/SIGTERM passed on). Nothing sleeps to wait for a result: every test waits
+// on launch_ranks, and every rank's script ends by itself within a minute should the launcher not
+// stop it.
+#include "distributed/launcher.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "base/errors.h"
+#include "tests/support/scoped_environment.h"
+#include "tests/support/temp_dir.h"
+
+using namespace trainbus;
+using namespace trainbus::distributed;
+using trainbus::testing::ScopedEnvironment;
+using trainbus::testing::TempDir;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Launched {
+  LaunchResult result;
+  std::string log;
+  std::chrono::milliseconds took{};
+};
+
+// Runs `script` as every rank: /bin/sh -c SCRIPT sh DIR, so that the script finds `dir` in "$1".
+Launched launch_script(const std::string& script, const std::string& dir,
+                       const LaunchOptions& options) {
+  std::ostringstream log;
+  const Clock::time_point start = Clock::now();
+  Launched launched;
+  launched.result = launch_ranks("/bin/sh", {"sh", "-c", script, "sh", dir}, options, log);
+  launched.took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+  launched.log = log.str();
+  return launched;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// No child of this process is left, running or unreaped.
+bool no_children_left() { return ::waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD; }
+
+LaunchOptions two_ranks() {
+  return LaunchOptions().nproc_per_node(2).grace_period(std::chrono::seconds(5));
+}
+
+}  // namespace
+
+TEST_CASE("launch_ranks gives each rank torchrun's environment", "[distributed][launcher]") {
+  TempDir dir;
+  ScopedEnvironment environment;
+  // What the shell running the tests may have, and a user's RANK: the launcher's values win.
+  environment.set("RANK", "99").set("TRAINBUS_LAUNCHED", "0").unset("OMP_NUM_THREADS");
+  const std::string script =
+      "echo \"$RANK $WORLD_SIZE $LOCAL_RANK $LOCAL_WORLD_SIZE $GROUP_RANK $MASTER_ADDR "
+      "$MASTER_PORT $TRAINBUS_LAUNCHED $OMP_NUM_THREADS\" > \"$1/rank$LOCAL_RANK\"";
+  const LaunchOptions options =
+      two_ranks().nnodes(3).node_rank(1).master_addr("node0").master_port(29411);
+
+  SECTION("every rank exits with 0: the launcher does") {
+    const Launched launched = launch_script(script, dir.path().string(), options);
+    CHECK(launched.result.exit_code == 0);
+    CHECK_FALSE(launched.result.first_failure);
+    CHECK(launched.result.interrupted_by == 0);
+    REQUIRE(launched.result.ranks.size() == 2);
+    for (const RankExit& rank : launched.result.ranks) CHECK(rank.succeeded());
+    const std::string threads = std::to_string(threads_per_rank(2));
+    CHECK(read_file(dir.file("rank0")) == "2 6 0 2 1 node0 29411 1 " + threads + "\n");
+    CHECK(read_file(dir.file("rank1")) == "3 6 1 2 1 node0 29411 1 " + threads + "\n");
+    CHECK_THAT(launched.log, Catch::Contains("launcher: starting 2 ranks (RANK 2-3 of WORLD_SIZE "
+                                             "6, node 1 of 3), MASTER_ADDR=node0 "
+                                             "MASTER_PORT=29411, OMP_NUM_THREADS=" +
+                                             threads + " each"));
+    CHECK_THAT(launched.log, !Catch::Contains("failed"));
+  }
+  SECTION("an OMP_NUM_THREADS of the user's is kept") {
+    environment.set("OMP_NUM_THREADS", "7");
+    const Launched launched = launch_script(script, dir.path().string(), options);
+    CHECK(launched.result.exit_code == 0);
+    CHECK_THAT(read_file(dir.file("rank1")), Catch::EndsWith(" 1 7\n"));
+    CHECK_THAT(launched.log, Catch::Contains("OMP_NUM_THREADS=7 (set by you)"));
+  }
+  CHECK(no_children_left());
+}
+
+TEST_CASE("Each rank gets its share of the CPUs as OMP_NUM_THREADS", "[distributed][launcher]") {
+  const int all = threads_per_rank(1);
+  CHECK(all >= 1);
+  CHECK(threads_per_rank(2) == std::max(1, all / 2));
+  CHECK(threads_per_rank(all * 4) == 1);
+}
+
+TEST_CASE("A failing rank stops the others and is named as the failure",
+          "[distributed][launcher]") {
+  TempDir dir;
+  SECTION("rank 1 exits with 3 while rank 0 sleeps") {
+    const Launched launched =
+        launch_script("if [ \"$LOCAL_RANK\" = 1 ]; then exit 3; fi; exec sleep 60",
+                      dir.path().string(), two_ranks());
+    CHECK(launched.took < std::chrono::seconds(10));  // not the sleep
+    CHECK(launched.result.exit_code == 3);
+    REQUIRE(launched.result.first_failure == std::optional<std::size_t>(1));
+    const RankExit& failed = launched.result.ranks[1];
+    const RankExit& stopped = launched.result.ranks[0];
+    CHECK_FALSE(failed.stopped);
+    CHECK(stopped.stopped);
+    CHECK(stopped.how == RankExit::How::kKilled);
+    CHECK(stopped.code == SIGTERM);
+    CHECK_THAT(launched.log, Catch::Contains("launcher: the job failed: rank 1 (pid " +
+                                             std::to_string(failed.pid) +
+                                             ") exited with code 3 (the first "
+                                             "failure"));
+    CHECK_THAT(launched.log,
+               Catch::Contains("launcher:   rank 0 (pid " + std::to_string(stopped.pid) +
+                               ") was killed by signal SIGTERM (15), stopped by the "
+                               "launcher"));
+  }
+  SECTION("rank 1 is killed by SIGKILL") {
+    const Launched launched =
+        launch_script("if [ \"$LOCAL_RANK\" = 1 ]; then kill -KILL $$; fi; exec sleep 60",
+                      dir.path().string(), two_ranks());
+    CHECK(launched.took < std::chrono::seconds(10));
+    CHECK(launched.result.exit_code == 128 + SIGKILL);
+    REQUIRE(launched.result.first_failure == std::optional<std::size_t>(1));
+    CHECK_THAT(launched.log, Catch::Contains("the job failed: rank 1 (pid ") &&
+                                 Catch::Contains(") was killed by signal SIGKILL (9)"));
+    CHECK(launched.result.ranks[0].stopped);
+  }
+  SECTION("with --nnodes 2 the ranks are named by RANK, with their local rank") {
+    const Launched launched =
+        launch_script("exit $LOCAL_RANK", dir.path().string(), two_ranks().nnodes(2).node_rank(1));
+    CHECK(launched.result.exit_code == 1);
+    CHECK_THAT(launched.log, Catch::Contains("the job failed: rank 3 (local rank 1, pid "));
+    // Rank 2 exits with 0, or is stopped first: the race is the shell's.
+    CHECK_THAT(launched.log, Catch::Contains("launcher:   rank 2 (local rank 0, pid "));
+  }
+  CHECK(no_children_left());
+}
+
+TEST_CASE("A rank that ignores SIGTERM is killed after the grace period",
+          "[distributed][launcher]") {
+  TempDir dir;
+  // Rank 0 ignores SIGTERM (sleep inherits that) and says so; rank 1 fails once it has (or after
+  // 10 s of looking, so that a broken rank 0 cannot hang the test).
+  const std::string script =
+      "if [ \"$LOCAL_RANK\" = 0 ]; then trap '' TERM; : > \"$1/ready\"; exec sleep 60; fi; "
+      "i=0; while [ ! -e \"$1/ready\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; "
+      "exit 3";
+  const Launched launched = launch_script(script, dir.path().string(),
+                                          two_ranks().grace_period(std::chrono::milliseconds(300)));
+  CHECK(launched.took < std::chrono::seconds(10));
+  CHECK(launched.result.exit_code == 3);
+  CHECK(launched.result.first_failure == std::optional<std::size_t>(1));
+  const RankExit& stubborn = launched.result.ranks[0];
+  CHECK(stubborn.how == RankExit::How::kKilled);
+  CHECK(stubborn.code == SIGKILL);
+  CHECK(stubborn.stopped);
+  CHECK_THAT(launched.log, Catch::Contains("rank 0 (pid " + std::to_string(stubborn.pid) +
+                                           ") still runs 300 ms after being told to stop; "
+                                           "sending SIGKILL"));
+  CHECK(no_children_left());
+}
+
+TEST_CASE("A rank that cannot be started is named and nothing is left running",
+          "[distributed][launcher]") {
+  std::ostringstream log;
+  const LaunchResult result =
+      launch_ranks("/nonexistent/trainbus", {"trainbus", "fit"}, two_ranks(), log);
+  CHECK(result.exit_code == 127);
+  REQUIRE(result.first_failure == std::optional<std::size_t>(0));
+  CHECK(result.ranks[0].how == RankExit::How::kNotStarted);
+  CHECK(result.ranks[1].how == RankExit::How::kNotStarted);
+  CHECK(result.ranks[1].error.empty());
+  CHECK_THAT(log.str(), Catch::Contains("could not start rank 0: No such file or directory"));
+  CHECK_THAT(log.str(), Catch::Contains("launcher:   rank 1 was not started"));
+  CHECK(no_children_left());
+}
+
+TEST_CASE("SIGINT and SIGTERM to the launcher are passed on to the ranks",
+          "[distributed][launcher]") {
+  TempDir dir;
+  // Rank 1 says it is ready (after `setup`); rank 0 waits for that (10 s at most), then signals
+  // the launcher, its parent, with `signals`; both then wait to be stopped.
+  const auto script = [](const std::string& setup, const std::string& signals) {
+    return setup + "; if [ \"$LOCAL_RANK\" = 1 ]; then : > \"$1/ready\"; exec sleep 60; fi; " +
+           "i=0; while [ ! -e \"$1/ready\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); "
+           "done; " +
+           signals + "; exec sleep 60";
+  };
+  SECTION("a SIGTERM stops every rank; the launcher's status is 128 + SIGTERM") {
+    const Launched launched =
+        launch_script(script(":", "kill -TERM $PPID"), dir.path().string(), two_ranks());
+    CHECK(launched.took < std::chrono::seconds(10));
+    CHECK(launched.result.interrupted_by == SIGTERM);
+    CHECK(launched.result.exit_code == 128 + SIGTERM);
+    CHECK_FALSE(launched.result.first_failure);
+    for (const RankExit& rank : launched.result.ranks) {
+      CHECK(rank.stopped);
+      CHECK(rank.how == RankExit::How::kKilled);
+      CHECK(rank.code == SIGTERM);
+    }
+    CHECK_THAT(launched.log,
+               Catch::Contains("launcher: received SIGTERM (15); passing it on to the ranks"));
+    CHECK_THAT(launched.log, Catch::Contains("launcher: the job was interrupted by SIGTERM (15)"));
+  }
+  SECTION("a second signal kills the ranks at once, without the grace period") {
+    // Both ranks ignore SIGINT and SIGTERM; rank 0 sends the launcher one of each.
+    const Launched launched =
+        launch_script(script("trap '' INT TERM", "kill -INT $PPID; kill -TERM $PPID"),
+                      dir.path().string(), two_ranks().grace_period(std::chrono::seconds(60)));
+    CHECK(launched.took < std::chrono::seconds(10));
+    CHECK(launched.result.interrupted_by == SIGINT);
+    CHECK(launched.result.exit_code == 128 + SIGINT);
+    for (const RankExit& rank : launched.result.ranks) {
+      CHECK(rank.how == RankExit::How::kKilled);
+      CHECK(rank.code == SIGKILL);
+    }
+    CHECK_THAT(launched.log,
+               Catch::Contains("received SIGTERM (15) while stopping; sending SIGKILL"));
+  }
+  CHECK(no_children_left());
+}
+
+TEST_CASE("Bad launch options are named by their flag before anything starts",
+          "[distributed][launcher]") {
+  const auto error_of = [](const LaunchOptions& options) {
+    try {
+      options.validate();
+    } catch (const MisconfigurationError& error) {
+      return std::string(error.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(error_of(LaunchOptions()) == "no error");
+  CHECK(error_of(LaunchOptions().nproc_per_node(4).nnodes(2).node_rank(1)) == "no error");
+  CHECK_THAT(error_of(LaunchOptions().nproc_per_node(0)),
+             Catch::StartsWith("--nproc-per-node must be >= 1, got 0"));
+  CHECK_THAT(error_of(LaunchOptions().nnodes(0)),
+             Catch::StartsWith("--nnodes must be >= 1, got 0"));
+  CHECK_THAT(error_of(LaunchOptions().nnodes(2).node_rank(2)),
+             Catch::StartsWith("--node-rank must be in [0, --nnodes=2), got 2: number the "
+                               "machines 0 to 1"));
+  CHECK_THAT(error_of(LaunchOptions().node_rank(-1)),
+             Catch::StartsWith("--node-rank must be in [0, --nnodes=1), got -1"));
+  CHECK_THAT(error_of(LaunchOptions().master_port(0)),
+             Catch::StartsWith("--master-port must be in [1, 65535], got 0"));
+  CHECK_THAT(error_of(LaunchOptions().master_port(65536)),
+             Catch::StartsWith("--master-port must be in [1, 65535], got 65536"));
+  CHECK_THAT(error_of(LaunchOptions().master_addr("")),
+             Catch::StartsWith("--master-addr is empty"));
+  CHECK_THAT(error_of(LaunchOptions().nproc_per_node(1 << 16).nnodes(1 << 16).node_rank(0)),
+             Catch::Contains("is more ranks than"));
+  CHECK_THAT(error_of(LaunchOptions().grace_period(std::chrono::milliseconds(-1))),
+             Catch::Contains("grace period must be >= 0"));
+
+  std::ostringstream log;
+  CHECK_THROWS_AS(launch_ranks("/bin/true", {"true"}, LaunchOptions().nproc_per_node(0), log),
+                  MisconfigurationError);
+  CHECK_THROWS_AS(launch_ranks("/bin/true", {}, LaunchOptions(), log), MisconfigurationError);
+  CHECK(log.str().empty());  // nothing was started
+}
+
+TEST_CASE("TRAINBUS_LAUNCHED=1 marks a process the launcher started", "[distributed][launcher]") {
+  ScopedEnvironment environment;
+  environment.unset(kLaunchedVariable);
+  CHECK_FALSE(launched_by_trainbus());
+  environment.set(kLaunchedVariable, "0");
+  CHECK_FALSE(launched_by_trainbus());
+  environment.set(kLaunchedVariable, "1");
+  CHECK(launched_by_trainbus());
+}
