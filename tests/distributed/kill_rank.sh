@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# A rank killed mid-epoch (SIGKILL): the other fails at once with an error naming what failed,
+# the launcher exits non-zero naming the killed rank, and `--resume last` then completes.
+#
+#   tests/distributed/kill_rank.sh TRAINBUS_BINARY WORK_DIR
+set -euo pipefail
+trainbus=$1
+work=$2
+rm -rf "$work" && mkdir -p "$work"
+common=(fit --nproc-per-node 2 --master-port 29532 --max-epochs 3 --limit-train-batches 150
+        --limit-val-batches 2 --limit-test-batches 2 --no-progress-bar --no-model-summary
+        --ddp-timeout 60 --out "$work/run")
+
+"$trainbus" "${common[@]}" >"$work/first.log" 2>&1 &
+launcher=$!
+# Wait (bounded) for the first epoch's checkpoint, then for rank 1 to be training on: a kill in
+# the second epoch.
+for _ in $(seq 600); do
+  [[ -e "$work/run/checkpoints/last.ckpt" ]] && break
+  kill -0 "$launcher" 2>/dev/null || break
+  sleep 0.1
+done
+[[ -e "$work/run/checkpoints/last.ckpt" ]] || { cat "$work/first.log"; echo "FAILED: no checkpoint"; exit 1; }
+rank1=""
+for pid in $(pgrep -P "$launcher"); do
+  if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "RANK=1"; then rank1=$pid; fi
+done
+[[ -n $rank1 ]] || { cat "$work/first.log"; echo "FAILED: rank 1 not found"; exit 1; }
+kill -KILL "$rank1"
+status=0
+wait "$launcher" || status=$?
+echo "--- first run (rank 1 = pid $rank1 killed), exit $status"; cat "$work/first.log"
+[[ $status -ne 0 ]] || { echo "FAILED: the launcher exited 0 after a rank was killed"; exit 1; }
+grep -q "launcher: the job failed: rank 1 (pid $rank1) was killed by signal SIGKILL (9)" "$work/first.log" ||
+  { echo "FAILED: the launcher did not name rank 1 as the failure"; exit 1; }
+
+status=0
+"$trainbus" "${common[@]}" --resume last >"$work/resumed.log" 2>&1 || status=$?
+echo "--- resumed, exit $status"; cat "$work/resumed.log"
+[[ $status -eq 0 ]] || { echo "FAILED: the resumed run failed"; exit 1; }
+grep -q "^resumed from: " "$work/resumed.log" || { echo "FAILED: it did not resume"; exit 1; }
+grep -q "^test  test_acc" "$work/resumed.log" || { echo "FAILED: no test line"; exit 1; }
+echo "killed rank named, resume completed"
