@@ -212,6 +212,8 @@ void ModelCheckpoint::on_train_batch_end(Trainer& trainer, Module& module,
   if (options_.train_time_interval()) {
     const auto now = std::chrono::steady_clock::now();
     skip = now - last_time_check_ < *options_.train_time_interval();
+    // As Lightning: rank 0's clock decides for every rank (the save is a collective).
+    if (trainer.world_size() > 1) skip = trainer.strategy().broadcast(skip ? 1 : 0, 0) == 1;
     if (!skip) last_time_check_ = now;
   }
   if (skip) return;
@@ -323,6 +325,10 @@ void ModelCheckpoint::save_monitor_checkpoint(Trainer& trainer, const Metrics& m
   if (!in_top_k) {
     const double kth = best_k_models_.at(kth_best_model_path_);
     in_top_k = options_.mode() == "min" ? current < kth : current > kth;
+    // As Lightning's check_monitor_top_k: saved only if every rank agrees (a metric not reduced
+    // across ranks may differ); the save is a collective, so all ranks must decide alike.
+    if (trainer.world_size() > 1)
+      in_top_k = trainer.strategy().reduce_boolean_decision(in_top_k, /*all=*/true);
   }
   if (!in_top_k) {
     if (options_.verbose()) {

@@ -53,6 +53,14 @@ void restore_param_group_options(torch::optim::Optimizer& optimizer,
 }
 
 // Bytes on disk of a checkpoint (a directory of parts, or a file).
+// Samples one optimizer step takes over all ranks (the first batch's size, times the ranks):
+// with num_training_batches, what a position inside an epoch means.
+int64_t global_batch_size(const Trainer& trainer) {
+  const auto& loader = trainer.train_dataloader();
+  if (!loader || loader->num_batches() == 0) return 0;
+  return data::batch_size_of(loader->batch(0)) * trainer.world_size();
+}
+
 int64_t bytes_on_disk(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code error;
@@ -126,6 +134,7 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
   data.loops.insert("accumulate_grad_batches", t.accumulate_grad_batches_);
   data.loops.insert("world_size", static_cast<int64_t>(t.world_size()));
   data.loops.insert("num_training_batches", t.num_training_batches_);
+  data.loops.insert("global_batch_size", global_batch_size(t));
   if (t.train_loader_) data.loops.insert("train_loader", t.train_loader_->state_dict());
   if (!weights_only) {
     // As Lightning: every callback's state_dict(), kept when not empty. Two under one key would
@@ -350,6 +359,7 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
 void CheckpointConnector::prepare() {
   Trainer& t = trainer_;
   if (t.module_ == nullptr || t.fn_ != Stage::kFit || t.replaying()) return;
+  if (!t.is_global_zero()) return;  // only rank 0 snapshots
   checkpoint::CheckpointWriter& writer = writer_for_saves();
   checkpoint::SnapshotBuffers& buffers = *buffers_;
   if (!buffers.request_prepare(checkpoint::snapshot_layouts(*t.module_, t.optimizers_)))
@@ -496,15 +506,18 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
   const int64_t saved_world = loops.contains("world_size") ? loops.at("world_size").toInt() : 1;
   const int64_t saved_batches =
       loops.contains("num_training_batches") ? loops.at("num_training_batches").toInt() : -1;
+  const int64_t saved_global_batch =
+      loops.contains("global_batch_size") ? loops.at("global_batch_size").toInt() : -1;
   if (saved_world != t.world_size() && !loops.at("epoch_batches_finished").toBool() &&
-      saved_batches != t.num_training_batches_) {
+      (saved_batches != t.num_training_batches_ || saved_global_batch != global_batch_size(t))) {
     throw CheckpointError(::trainbus::detail::concat(
         "checkpoint ", path, " was saved inside an epoch by ", saved_world,
         saved_world == 1 ? " process" : " ranks", " with ", saved_batches,
-        " batches per epoch each; this run has ", t.world_size(),
-        t.world_size() == 1 ? " process" : " ranks", " with ", t.num_training_batches_,
-        ", so the position would point at other samples. Resume it with ", saved_world,
-        saved_world == 1 ? " process" : " ranks (`--nproc-per-node`)",
+        " batches per epoch each (", saved_global_batch, " samples a step); this run has ",
+        t.world_size(), t.world_size() == 1 ? " process" : " ranks", " with ",
+        t.num_training_batches_, " (", global_batch_size(t),
+        " samples a step), so the position would point at other samples. Resume it with ",
+        saved_world, saved_world == 1 ? " process" : " ranks (`--nproc-per-node`)",
         " or a batch size that keeps the epoch's batches, or from a checkpoint saved at an "
         "epoch's end (ModelCheckpoint's default)"));
   }

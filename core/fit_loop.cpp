@@ -256,6 +256,7 @@ bool Trainer::fit_done() const {
 }
 
 void Trainer::run_fit_loop() {
+  agree_on_stop();  // a stop asked before training (a Timer at on_fit_start) holds on every rank
   if (fit_done()) {
     if (num_training_batches_ == 0) info("`Trainer.fit` stopped: no training batches.");
     return;
@@ -406,6 +407,12 @@ bool Trainer::should_accumulate(int64_t batch_idx) const {
 void Trainer::optimize(const at::Tensor& loss, int64_t batch_idx) {
   if (skip_backward_) return;  // a forward-only epoch (StochasticWeightAveraging's BatchNorm pass)
   if (!loss.defined()) {
+    // Under DDP the other ranks' backward waits for this rank's gradients: a skipped batch on one
+    // rank would leave them in a collective until the timeout.
+    TRAINBUS_CHECK(world_size() == 1, "training_step returned no `loss` on rank ", global_rank(),
+                   " of ", world_size(), " (batch ", batch_idx,
+                   "): under data-parallel training every rank must return a loss for every "
+                   "batch");
     if (!warned_no_loss_) {
       warn(
           "training_step returned no `loss`: such batches are skipped (no backward, no optimizer "
@@ -442,7 +449,24 @@ void Trainer::optimize(const at::Tensor& loss, int64_t batch_idx) {
   // Under DDP, on the batch that steps, the gradients are averaged across ranks during backward
   // (while accumulating they stay local, as DDP's no_sync).
   strategy_->before_backward(loss, !should_accumulate(batch_idx));
-  loss.backward();
+  if (world_size() == 1) {
+    loss.backward();
+  } else {
+    try {
+      loss.backward();
+    } catch (const std::exception& error) {
+      // The Reducer's all-reduces run inside backward: a peer that died surfaces here (as a
+      // c10::Error or as Gloo's own exception).
+      const auto* c10_error = dynamic_cast<const c10::Error*>(&error);
+      throw distributed::DistributedError(detail::concat(
+          "rank ", global_rank(), " of ", world_size(),
+          ": backward failed while averaging "
+          "gradients across ranks: ",
+          c10_error ? c10_error->what_without_backtrace() : error.what(),
+          " If another rank stopped (it failed or was killed), its error or the launcher's report "
+          "says why"));
+    }
+  }
   call_hooks<events::AfterBackward>([&](Callback& c) { c.on_after_backward(*this, *module_); },
                                     [](Module& m) { m.on_after_backward(); },
                                     [&] {

@@ -113,6 +113,11 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, double 
     value = local;
   }
   if (on_epoch) {
+    // A value logged in an epoch-level hook is final at once (below): under data-parallel
+    // training it is the ranks' mean from the start, in evaluation always, in training with
+    // sync_dist. Step-level hooks' values are reduced at the epoch's end (synchronize_epoch).
+    if (!rule->step_level && mean_across_ranks && (options.sync_dist() || !training))
+      value = mean_across_ranks(value);
     entry.weighted_sum += value * static_cast<double>(batch_size);
     entry.weight += static_cast<double>(batch_size);
     // A value logged in an epoch-level hook is final at once, so that callbacks running after it

@@ -28,8 +28,9 @@ class MetricsCollector {
   /// Records one value logged from hook or step `fx` (the event name, e.g. "train_batch_end", or
   /// "training_step"). Throws MisconfigurationError when logging is not allowed in `fx`, for a
   /// non-finite weight, or when `name` was logged before with different on_step/on_epoch.
-  /// `mean_across_ranks` (data-parallel training only) makes a sync_dist step value the ranks'
-  /// mean.
+  /// `mean_across_ranks` (data-parallel training only; a collective) makes a sync_dist step value
+  /// the ranks' mean, and a value logged in an epoch-level hook too (in evaluation always, in
+  /// training with sync_dist).
   void log(std::string_view fx, const std::string& name, double value, const LogOptions& options,
            const std::function<double(double)>& mean_across_ranks = {});
 

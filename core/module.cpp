@@ -36,7 +36,7 @@ at::Tensor Module::predict_step(const Batch& batch, int64_t batch_idx) {
 
 void Module::log(const std::string& name, double value, const LogOptions& options) {
   Trainer& running = trainer();
-  if (options.sync_dist() && running.world_size() > 1) {
+  if (running.world_size() > 1) {
     running.metrics_.log(running.current_fx_, name, value, options, [&running](double local) {
       std::vector<double> values{local};
       running.strategy().all_reduce(values, distributed::ReduceOp::kMean);

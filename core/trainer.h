@@ -74,7 +74,8 @@ class Trainer {
   /// manifest with every part's size and CRC32C), under a temporary name renamed into place.
   /// Runs the on_save_checkpoint hooks first. With `async`, the training thread pays only for a
   /// copy of the state; the rest happens on the checkpoint writer, whose failure is raised at the
-  /// next batch, the next save or from fit().
+  /// next batch, the next save or from fit(). In data-parallel training it is a collective: call
+  /// it on every rank (rank 0 writes, all meet at a barrier), as Lightning's.
   void save_checkpoint(const std::string& path, SaveCheckpointOptions options = {});
   /// The checkpoint machinery, for checkpoint callbacks: asynchronous saves with what follows them,
   /// buffers prepared ahead, waiting for the writer, the checkpoint the fit resumed from.

@@ -91,7 +91,17 @@ struct DDPStrategy::Impl {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
   std::unique_ptr<c10d::Reducer> reducer;
   std::vector<at::Tensor> buffers;
+  torch::nn::Module* module = nullptr;
+  size_t trainable = 0;  // parameters that required grad when the Reducer was built
 };
+
+namespace {
+size_t count_trainable(const torch::nn::Module& module) {
+  size_t count = 0;
+  for (const auto& parameter : module.parameters()) count += parameter.requires_grad() ? 1 : 0;
+  return count;
+}
+}  // namespace
 
 DDPStrategy::DDPStrategy(DistributedEnvironment environment, DDPOptions options)
     : environment_(std::move(environment)),
@@ -197,6 +207,8 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
       parameters, {kFirstBucketBytes, static_cast<size_t>(bucket_bytes)}, sparse, {});
   std::reverse(bucket_indices.begin(), bucket_indices.end());
   std::reverse(bucket_limits.begin(), bucket_limits.end());
+  impl_->module = &module;
+  impl_->trainable = parameters.size();
   impl_->reducer = std::make_unique<c10d::Reducer>(
       parameters, std::move(bucket_indices), std::move(bucket_limits), impl_->group, sparse,
       bucket_bytes, options_.find_unused_parameters(), /*gradient_as_bucket_view=*/false,
@@ -204,15 +216,24 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
 }
 
 void DDPStrategy::teardown_module() noexcept {
+  // ~Reducer removes its autograd hooks from the parameters; it may throw (noexcept(false)),
+  // which unique_ptr::reset would turn into std::terminate. The run is ending either way.
+  c10d::Reducer* reducer = impl_->reducer.release();
   try {
-    impl_->reducer.reset();  // removes its autograd hooks from the parameters
-  } catch (...) {            // ~Reducer may throw (noexcept(false)); the run is ending either way
+    delete reducer;
+  } catch (...) {
   }
   impl_->buffers.clear();
+  impl_->module = nullptr;
 }
 
 void DDPStrategy::before_training_step(bool synchronize) {
   if (!impl_->reducer) return;
+  // A parameter frozen or unfrozen since the Reducer was built (BaseFinetuning unfreezes its
+  // backbone at an epoch start, on every rank alike): build it again, or its gradients would
+  // stay local.
+  if (synchronize && count_trainable(*impl_->module) != impl_->trainable)
+    setup_module(*impl_->module);
   if (options_.broadcast_buffers() && !impl_->buffers.empty()) {
     guarded(environment_, options_.timeout(), "broadcasting rank 0's buffers", [&] {
       torch::NoGradGuard no_grad;
@@ -220,7 +241,25 @@ void DDPStrategy::before_training_step(bool synchronize) {
       return 0;
     });
   }
-  if (synchronize) impl_->reducer->prepare_for_forward();
+  if (!synchronize) return;
+  // As DistributedDataParallel.forward: the Reducer checks here that the previous step reduced
+  // every gradient (a parameter without one is an error, not silently local), and reorders its
+  // buckets once, after the first step, by the order backward produced the gradients.
+  try {
+    impl_->reducer->rebuild_buckets();
+  } catch (const std::exception& error) {
+    // c10's text goes on with advice for Python's DDP; its first sentence says what happened.
+    std::string what = message_of(error);
+    if (const auto end = what.find(". "); end != std::string::npos) what.resize(end + 1);
+    throw DistributedError(detail::concat(
+        "rank ", environment_.rank, " of ", environment_.world_size,
+        ": DDP could not average the previous step's gradients: ", what,
+        " A parameter that requires grad got no gradient (it was not used to compute the "
+        "loss): train with DDPOptions().find_unused_parameters(true) "
+        "(`--ddp-find-unused-parameters`), or freeze it. If another rank failed, its error or "
+        "the launcher's report says why"));
+  }
+  impl_->reducer->prepare_for_forward();
 }
 
 void DDPStrategy::before_backward(const at::Tensor& loss, bool synchronize) {

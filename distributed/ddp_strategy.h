@@ -13,7 +13,8 @@
 
 namespace trainbus::distributed {
 
-/// Options of DDPStrategy; names and defaults as torch.nn.parallel.DistributedDataParallel's.
+/// Options of DDPStrategy; names and defaults as torch.nn.parallel.DistributedDataParallel's,
+/// except the timeout (PyTorch's is 30 minutes).
 struct DDPOptions {
   /// Longest wait for the rendezvous (every rank joining) and for any one collective. A rank
   /// that died is noticed at once (its connections close); one that hangs, after this.

@@ -223,6 +223,13 @@ BatchSizeResult search_batch_size(const BatchSizeFinderOptions& options,
 BatchSizeResult scale_batch_size(const TrainerOptions& options, Module& module,
                                  data::DataModule& data, const BatchSizeFinderOptions& finder) {
   check_batch_size_finder_options(finder);
+  // As Lightning's BatchSizeFinder: each rank would search alone and could settle on its own
+  // size (an out-of-memory error on one rank only leaves the others in a collective).
+  TRAINBUS_CHECK(!options.strategy() || options.strategy()->world_size() == 1,
+                 "the batch size finder is not supported with data-parallel training (",
+                 options.strategy() ? options.strategy()->world_size() : 1,
+                 " ranks): run `trainbus tune batch-size` without --nproc-per-node, then give "
+                 "each rank the size it finds (divided by the ranks to keep the global batch)");
   const std::string& name = finder.batch_arg_name();
   const std::optional<int64_t> initial = data.batch_arg(name);
   TRAINBUS_CHECK(initial.has_value(), "BatchSizeFinder: field `", name,

@@ -187,6 +187,14 @@ std::string lr_attribute(const Module& module, const std::string& attr_name) {
 LRFinder lr_find(const TrainerOptions& options, Module& module, data::DataModule& data,
                  const LRFinderOptions& finder_options) {
   check_lr_finder_options(finder_options);
+  // Each rank would test on its own shard and could pick its own rate; its nested fits would
+  // also take over the DDP strategy of the fit it runs in.
+  TRAINBUS_CHECK(!options.strategy() || options.strategy()->world_size() == 1,
+                 "the learning rate finder runs on one process only, not under data-parallel "
+                 "training (",
+                 options.strategy() ? options.strategy()->world_size() : 1,
+                 " ranks): run `trainbus tune lr` (or lr_find) without --nproc-per-node, then "
+                 "train with the rate it suggests");
   const std::string attr =
       finder_options.update_attr() ? lr_attribute(module, finder_options.attr_name()) : "";
 

@@ -56,8 +56,14 @@ class RegressionModule : public Module {
     if (batch_idx == stop_at_batch) trainer().request_stop("rank asked");
     at::Tensor value = loss(batch);
     losses.push_back(value.item<double>());
-    log("train_loss", value, LogOptions().sync_dist(true));
+    log("train_loss", value, LogOptions().sync_dist(sync_train_loss));
+    // A value that differs per rank and is not reduced: what a checkpoint may monitor.
+    log("rank_loss", value.item<double>() * (1 + trainer().global_rank()));
     return value;
+  }
+  void on_validation_epoch_end() override {
+    // Logged in an epoch-level hook, different on each rank: reduced to their mean (0.5).
+    log("val_rank", static_cast<double>(trainer().global_rank()));
   }
   StepOutput validation_step(const Batch& batch, int64_t batch_idx) override {
     log("val_loss", loss(batch));
@@ -76,6 +82,7 @@ class RegressionModule : public Module {
   std::vector<double> losses;
   int64_t stop_at_batch = -1;
   int64_t die_at_batch = -1;
+  bool sync_train_loss = true;
 };
 
 class RegressionData : public DataModule {
@@ -145,6 +152,7 @@ struct RankResult {
   std::vector<double> losses;
   std::vector<double> weights;
   double val_loss = 0.0;
+  double val_rank = -1.0;
   double train_loss_epoch = 0.0;
   int64_t global_step = 0;
   int64_t rank_zero_observer_batches = 0;  // batches seen by an observer of the default kind
@@ -157,11 +165,14 @@ void write_result(const std::string& file, const RankResult& result) {
   std::ofstream out(file);
   out.precision(17);
   out << result.global_step << " " << result.val_loss << " " << result.train_loss_epoch << " "
-      << result.rank_zero_observer_batches << " " << result.every_rank_observer_batches << "\n";
+      << result.rank_zero_observer_batches << " " << result.every_rank_observer_batches << " "
+      << result.val_rank << "\n";
   for (double loss : result.losses) out << loss << " ";
   out << "\n";
   for (double weight : result.weights) out << weight << " ";
-  out << "\n" << result.stop_reasons << "\n" << result.error << "\n";
+  std::string error = result.error;  // on one line
+  std::replace(error.begin(), error.end(), '\n', ' ');
+  out << "\n" << result.stop_reasons << "\n" << error << "\n";
 }
 
 RankResult read_result(const std::string& file) {
@@ -171,7 +182,7 @@ RankResult read_result(const std::string& file) {
   std::string line;
   std::getline(in, line);
   std::istringstream(line) >> result.global_step >> result.val_loss >> result.train_loss_epoch >>
-      result.rank_zero_observer_batches >> result.every_rank_observer_batches;
+      result.rank_zero_observer_batches >> result.every_rank_observer_batches >> result.val_rank;
   std::getline(in, line);
   std::istringstream losses(line);
   for (double value; losses >> value;) result.losses.push_back(value);
@@ -216,6 +227,7 @@ RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, Trainer
   result.weights = to_vector(module.flat_weights());
   const Metrics& metrics = trainer.callback_metrics();
   if (metrics.count("val_loss")) result.val_loss = metrics.at("val_loss");
+  if (metrics.count("val_rank")) result.val_rank = metrics.at("val_rank");
   if (metrics.count("train_loss_epoch")) result.train_loss_epoch = metrics.at("train_loss_epoch");
   result.global_step = trainer.global_step();
   result.rank_zero_observer_batches = rank_zero_counter->batches;
@@ -232,14 +244,34 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
   auto strategy = std::make_shared<distributed::DDPStrategy>(
       distributed::environment_from_variables(),
-      distributed::DDPOptions().timeout(std::chrono::seconds(60)));
+      distributed::DDPOptions()
+          .timeout(std::chrono::seconds(60))
+          .find_unused_parameters(mode == "unused_allowed"));
   const int rank = strategy->global_rank();
   RegressionModule module;
+  if (mode == "die_quiet") {  // no collective of its own in the step: the death shows in backward
+    module.sync_train_loss = false;
+    if (rank == 1) module.die_at_batch = 2;
+  }
+  if (mode == "unused" || mode == "unused_allowed") {
+    // A layer that gets no gradient: DDP's find_unused_parameters case.
+    module.register_module("unused", torch::nn::Linear(4, 4));
+  }
   if (mode == "stop" && rank == 1) module.stop_at_batch = 3;
   if (mode == "die" && rank == 1) module.die_at_batch = 2;
   TrainerOptions options = quiet_options(mode == "accumulate" ? 2 : 1).strategy(strategy);
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::string ckpt_path;
+  if (mode == "monitor") {
+    // rank_loss differs per rank: the top-k decision must still be the same on both (a save is
+    // a collective), or they would wait on each other.
+    callbacks.push_back(
+        std::make_shared<callbacks::ModelCheckpoint>(callbacks::ModelCheckpointOptions()
+                                                         .dirpath(dir + "/checkpoints")
+                                                         .monitor("rank_loss")
+                                                         .every_n_train_steps(1)
+                                                         .save_top_k(2)));
+  }
   if (mode == "checkpoint" || mode == "resume") {
     // Every 3 steps, all kept: mid-epoch ones (step 3, 6), none at the epoch's end (step 8).
     callbacks.push_back(
@@ -291,6 +323,9 @@ TEST_CASE("two ranks with batch B train as one process with batch 2B", "[ddp]") 
   CHECK(rank0.val_loss == rank1.val_loss);
   CHECK(rank0.val_loss == Approx(single.val_loss).margin(1e-6));
   CHECK(rank0.train_loss_epoch == rank1.train_loss_epoch);
+  // Logged in on_validation_epoch_end as the rank number: the ranks' mean on both.
+  CHECK(rank0.val_rank == 0.5);
+  CHECK(rank1.val_rank == 0.5);
   // Observers (loggers, progress bar) run on rank 0 unless asked to run on every rank.
   CHECK(rank0.rank_zero_observer_batches == 16);
   CHECK(rank1.rank_zero_observer_batches == 0);
@@ -314,9 +349,12 @@ TEST_CASE("a stop asked on one rank stops every rank at the same batch", "[ddp]"
   CHECK(rank0.weights == rank1.weights);
 }
 
-TEST_CASE("a rank that dies makes the other fail at once with an error naming it", "[ddp]") {
+TEST_CASE("a rank that dies makes the other fail at once with a DistributedError", "[ddp]") {
+  // "die": rank 0 notices in a sync_dist log's all-reduce; "die_quiet": in backward's.
+  const std::string mode = GENERATE("die", "die_quiet");
+  CAPTURE(mode);
   testing::TempDir dir;
-  const std::vector<int> statuses = run_ranks("die", dir.path().string());
+  const std::vector<int> statuses = run_ranks(mode, dir.path().string());
   CHECK((WIFEXITED(statuses[1]) && WEXITSTATUS(statuses[1]) == 3));
   REQUIRE((WIFEXITED(statuses[0]) && WEXITSTATUS(statuses[0]) == 0));
   const RankResult rank0 = read_result(dir.file("rank0.txt"));
@@ -367,4 +405,37 @@ TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, 
       fit_and_collect(same_division, 8, quiet_options(1), {}, dir.file("checkpoints/step=6.ckpt"));
   CHECK(single.error.empty());
   CHECK(single.global_step == 16);
+}
+
+TEST_CASE("a parameter without a gradient is an error at the next step, unless DDP looks for it",
+          "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("unused", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult refused = read_result(dir.file("rank0.txt"));
+  CHECK_THAT(refused.error, Catch::Contains("rank 0 of 2: DDP could not average"));
+  CHECK_THAT(refused.error, Catch::Contains("find_unused_parameters(true)"));
+  CHECK(refused.global_step == 1);  // the second step's check finds the first step unfinished
+
+  for (int status : run_ranks("unused_allowed", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  REQUIRE(rank0.error.empty());
+  CHECK(rank0.global_step == 16);
+  CHECK(rank0.weights == rank1.weights);
+}
+
+TEST_CASE("a checkpoint monitoring a metric that differs per rank saves alike on every rank",
+          "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("monitor", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  REQUIRE(rank0.error.empty());
+  REQUIRE(rank1.error.empty());
+  CHECK(rank0.global_step == 16);
 }
