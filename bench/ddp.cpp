@@ -55,7 +55,20 @@ class LargeMlp : public bench::BenchMlp {
 struct RankResult {
   double median_step_us = 0;
   double allreduce_us = 0;
+  double scalar_allreduce_us = 0;  // one value: the per-batch stop agreement
 };
+
+// Median of 21 all-reduces of `count` doubles, in microseconds.
+double time_all_reduce(distributed::Strategy& strategy, size_t count) {
+  std::vector<double> values(count, 1.0);
+  std::vector<double> times;
+  for (int i = 0; i < 21; ++i) {
+    const auto start = Clock::now();
+    strategy.all_reduce(values, distributed::ReduceOp::kSum);
+    times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+  }
+  return bench::median(times);
+}
 
 // One rank (or the single process) of a case; writes "median_step_us allreduce_us" to `out`.
 int run_rank(const std::string& model, int64_t batch, int64_t steps, const std::string& out) {
@@ -79,17 +92,12 @@ int run_rank(const std::string& model, int64_t batch, int64_t steps, const std::
     int64_t parameters = 0;
     for (const auto& parameter : module->parameters()) parameters += parameter.numel();
     // float gradients: as many bytes as half as many doubles
-    std::vector<double> gradients(static_cast<size_t>(parameters / 2), 1.0);
-    std::vector<double> times;
-    for (int i = 0; i < 21; ++i) {
-      const auto start = Clock::now();
-      strategy->all_reduce(gradients, distributed::ReduceOp::kSum);
-      times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
-    }
-    result.allreduce_us = bench::median(times);
+    result.allreduce_us = time_all_reduce(*strategy, static_cast<size_t>(parameters / 2));
+    result.scalar_allreduce_us = time_all_reduce(*strategy, 1);
   }
   if (strategy == nullptr || strategy->is_global_zero()) {
-    std::ofstream(out) << result.median_step_us << " " << result.allreduce_us << "\n";
+    std::ofstream(out) << result.median_step_us << " " << result.allreduce_us << " "
+                       << result.scalar_allreduce_us << "\n";
   }
   return 0;
 }
@@ -126,7 +134,7 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
   }
   if (failed) throw std::runtime_error("case '" + c.name + "' failed");
   RankResult result;
-  std::ifstream(out) >> result.median_step_us >> result.allreduce_us;
+  std::ifstream(out) >> result.median_step_us >> result.allreduce_us >> result.scalar_allreduce_us;
   return result;
 }
 
@@ -160,7 +168,7 @@ int main(int argc, char** argv) {
   const std::string out_file =
       (std::filesystem::temp_directory_path() / ("bench_ddp." + std::to_string(::getpid())))
           .string();
-  std::map<std::string, std::vector<double>> step_us, allreduce_us;
+  std::map<std::string, std::vector<double>> step_us, allreduce_us, scalar_us;
   int port = 29700 + static_cast<int>(::getpid() % 200);
   for (int rep = 0; rep < reps; ++rep) {
     for (size_t i = 0; i < cases.size(); ++i) {
@@ -168,6 +176,7 @@ int main(int argc, char** argv) {
       const RankResult result = run_case(c, model, steps, port++, out_file);
       step_us[c.name].push_back(result.median_step_us);
       allreduce_us[c.name].push_back(result.allreduce_us);
+      scalar_us[c.name].push_back(result.scalar_allreduce_us);
     }
   }
   std::filesystem::remove(out_file);
@@ -180,14 +189,16 @@ int main(int argc, char** argv) {
               std::thread::hardware_concurrency());
   std::printf(
       "| case | median step (ms) | samples/s | vs 1 process, 2 threads | all-reduce of the "
-      "gradients (ms) |\n|---|---:|---:|---:|---:|\n");
+      "gradients (ms) | all-reduce of one value (ms) |\n|---|---:|---:|---:|---:|---:|\n");
   for (const Case& c : cases) {
     const double step = bench::median(step_us[c.name]);
     const double rate = static_cast<double>(c.batch_per_rank * c.ranks) * 1e6 / step;
     const double reduce = bench::median(allreduce_us[c.name]);
-    std::printf("| %s | %.3f | %.0f | %.2fx | %s |\n", c.name.c_str(), step / 1000, rate,
+    const double scalar = bench::median(scalar_us[c.name]);
+    std::printf("| %s | %.3f | %.0f | %.2fx | %s | %s |\n", c.name.c_str(), step / 1000, rate,
                 rate / baseline_rate,
-                c.ranks > 1 ? std::to_string(reduce / 1000).substr(0, 5).c_str() : "-");
+                c.ranks > 1 ? std::to_string(reduce / 1000).substr(0, 5).c_str() : "-",
+                c.ranks > 1 ? std::to_string(scalar / 1000).substr(0, 5).c_str() : "-");
   }
   return 0;
 }
