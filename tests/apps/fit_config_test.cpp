@@ -10,29 +10,17 @@
 #include <catch2/catch.hpp>
 
 #include "base/errors.h"
+#include "tests/apps/parse_fit.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
 using namespace trainbus::apps;
+using trainbus::testing::parse_fit;
 using trainbus::testing::TempDir;
 
 namespace {
 
 void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
-
-// The fit command's arguments after `trainbus fit ARGS` with --config files expanded, as main().
-FitArguments parse_fit(std::vector<std::string> args) {
-  args.insert(args.begin(), "fit");
-  std::vector<std::string> expanded = expand_config_files(args);
-  expanded.insert(expanded.begin(), "trainbus");
-  std::vector<char*> argv;
-  for (std::string& argument : expanded) argv.push_back(argument.data());
-  CLI::App app;
-  FitArguments parsed;
-  add_fit_command(app, parsed);
-  app.parse(static_cast<int>(argv.size()), argv.data());
-  return parsed;
-}
 
 }  // namespace
 

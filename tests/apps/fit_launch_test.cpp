@@ -12,41 +12,26 @@
 #include "apps/fit_command.h"
 #include "apps/fit_config.h"
 #include "base/errors.h"
+#include "tests/apps/parse_fit.h"
 #include "tests/support/scoped_environment.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
 using namespace trainbus::apps;
+using trainbus::testing::parse_fit;
 using trainbus::testing::ScopedEnvironment;
 using trainbus::testing::TempDir;
 
-namespace {
-
-// The fit command's arguments after `trainbus fit ARGS` (no --config expansion).
-FitArguments parse_fit_flags(std::vector<std::string> args) {
-  args.insert(args.begin(), {"trainbus", "fit"});
-  std::vector<char*> argv;
-  for (std::string& argument : args) argv.push_back(argument.data());
-  CLI::App app;
-  FitArguments parsed;
-  add_fit_command(app, parsed);
-  app.parse(static_cast<int>(argv.size()), argv.data());
-  return parsed;
-}
-
-}  // namespace
-
 TEST_CASE("The launcher's flags set the launch options", "[launch]") {
-  const FitArguments defaults = parse_fit_flags({});
+  const FitArguments defaults = parse_fit({});
   CHECK(defaults.launch.nproc_per_node() == 1);
   CHECK(defaults.launch.nnodes() == 1);
   CHECK(defaults.launch.node_rank() == 0);
   CHECK(defaults.launch.master_addr() == "127.0.0.1");
   CHECK(defaults.launch.master_port() == 29500);
 
-  const FitArguments args =
-      parse_fit_flags({"--nproc-per-node", "4", "--nnodes=2", "--node-rank", "1", "--master-addr",
-                       "node0", "--master-port", "29444"});
+  const FitArguments args = parse_fit({"--nproc-per-node", "4", "--nnodes=2", "--node-rank", "1",
+                                       "--master-addr", "node0", "--master-port", "29444"});
   CHECK(args.launch.nproc_per_node() == 4);
   CHECK(args.launch.nnodes() == 2);
   CHECK(args.launch.node_rank() == 1);
@@ -54,9 +39,9 @@ TEST_CASE("The launcher's flags set the launch options", "[launch]") {
   CHECK(args.launch.master_port() == 29444);
   CHECK_NOTHROW(args.launch.validate());
 
-  CHECK_THROWS_AS(parse_fit_flags({"--nproc-per-node", "0"}), CLI::ValidationError);
-  CHECK_THROWS_AS(parse_fit_flags({"--master-port", "70000"}), CLI::ValidationError);
-  CHECK_THROWS_WITH(parse_fit_flags({"--nnodes", "2", "--node-rank", "2"}).launch.validate(),
+  CHECK_THROWS_AS(parse_fit({"--nproc-per-node", "0"}), CLI::ValidationError);
+  CHECK_THROWS_AS(parse_fit({"--master-port", "70000"}), CLI::ValidationError);
+  CHECK_THROWS_WITH(parse_fit({"--nnodes", "2", "--node-rank", "2"}).launch.validate(),
                     Catch::StartsWith("--node-rank must be in [0, --nnodes=2), got 2"));
 }
 
@@ -83,14 +68,14 @@ TEST_CASE("The ranks run the command line without the launcher's flags", "[launc
 }
 
 TEST_CASE("A config file sets the launcher's flags under trainbus", "[launch][config]") {
-  const FitArguments args = parse_fit_flags({"--nproc-per-node", "2", "--master-port", "29333"});
+  const FitArguments args = parse_fit({"--nproc-per-node", "2", "--master-port", "29333"});
   const std::string printed = effective_config(args);
   CHECK_THAT(printed, Catch::Contains("trainbus:\n") &&
                           Catch::Contains("  nproc_per_node: 2\n  nnodes: 1\n  node_rank: 0\n"
                                           "  master_addr: '127.0.0.1'\n  master_port: 29333\n"));
   TempDir dir;
   std::ofstream(dir.file("run.yaml")) << "trainbus:\n  nproc_per_node: 4\n  master_addr: node0\n";
-  const FitArguments read = parse_fit_flags(config_file_arguments(dir.file("run.yaml")));
+  const FitArguments read = parse_fit(config_file_arguments(dir.file("run.yaml")));
   CHECK(read.launch.nproc_per_node() == 4);
   CHECK(read.launch.master_addr() == "node0");
 }

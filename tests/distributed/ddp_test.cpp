@@ -15,6 +15,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/nn/functional/activation.h>
@@ -194,6 +195,16 @@ RankResult read_result(const std::string& file) {
   return result;
 }
 
+// Both ranks' results, each run without an error.
+std::pair<RankResult, RankResult> read_clean_ranks(const testing::TempDir& dir) {
+  RankResult rank0 = read_result(dir.file("rank0.txt"));
+  RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  REQUIRE(rank0.error.empty());
+  REQUIRE(rank1.error.empty());
+  return {std::move(rank0), std::move(rank1)};
+}
+
 std::vector<double> to_vector(const at::Tensor& tensor) {
   const at::Tensor contiguous = tensor.to(at::kDouble).contiguous();
   return {contiguous.data_ptr<double>(), contiguous.data_ptr<double>() + contiguous.numel()};
@@ -298,11 +309,7 @@ TEST_CASE("two ranks with batch B train as one process with batch 2B", "[ddp]") 
   const std::vector<int> statuses =
       run_ranks(accumulate == 1 ? "equivalence" : "accumulate", dir.path().string());
   for (int status : statuses) REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
-  const RankResult rank0 = read_result(dir.file("rank0.txt"));
-  const RankResult rank1 = read_result(dir.file("rank1.txt"));
-  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
-  REQUIRE(rank0.error.empty());
-  REQUIRE(rank1.error.empty());
+  const auto [rank0, rank1] = read_clean_ranks(dir);
 
   RegressionModule single_module;
   const RankResult single = fit_and_collect(single_module, 8, quiet_options(accumulate));
@@ -337,11 +344,7 @@ TEST_CASE("a stop asked on one rank stops every rank at the same batch", "[ddp]"
   testing::TempDir dir;
   const std::vector<int> statuses = run_ranks("stop", dir.path().string());
   for (int status : statuses) REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
-  const RankResult rank0 = read_result(dir.file("rank0.txt"));
-  const RankResult rank1 = read_result(dir.file("rank1.txt"));
-  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
-  REQUIRE(rank0.error.empty());
-  REQUIRE(rank1.error.empty());
+  const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank1.global_step == 4);  // batch 3 still steps, then the fit stops
   CHECK(rank0.global_step == 4);
   CHECK(rank1.stop_reasons == "rank asked;");
@@ -383,11 +386,7 @@ TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, 
 
   for (int status : run_ranks("resume", dir.path().string()))
     REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
-  const RankResult rank0 = read_result(dir.file("rank0.txt"));
-  const RankResult rank1 = read_result(dir.file("rank1.txt"));
-  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
-  REQUIRE(rank0.error.empty());
-  REQUIRE(rank1.error.empty());
+  const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank0.global_step == 16);
   CHECK(rank0.weights == rank1.weights);
 
@@ -419,10 +418,7 @@ TEST_CASE("a parameter without a gradient is an error at the next step, unless D
 
   for (int status : run_ranks("unused_allowed", dir.path().string()))
     REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
-  const RankResult rank0 = read_result(dir.file("rank0.txt"));
-  const RankResult rank1 = read_result(dir.file("rank1.txt"));
-  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
-  REQUIRE(rank0.error.empty());
+  const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank0.global_step == 16);
   CHECK(rank0.weights == rank1.weights);
 }
@@ -432,10 +428,6 @@ TEST_CASE("a checkpoint monitoring a metric that differs per rank saves alike on
   testing::TempDir dir;
   for (int status : run_ranks("monitor", dir.path().string()))
     REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
-  const RankResult rank0 = read_result(dir.file("rank0.txt"));
-  const RankResult rank1 = read_result(dir.file("rank1.txt"));
-  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
-  REQUIRE(rank0.error.empty());
-  REQUIRE(rank1.error.empty());
+  const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank0.global_step == 16);
 }
