@@ -21,8 +21,10 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 [[ -e "$work/run/checkpoints/last.ckpt" ]] || { cat "$work/first.log"; echo "FAILED: no checkpoint"; exit 1; }
-rank1=""
-for pid in $(pgrep -P "$launcher"); do
+rank1=""  # the launcher's child with RANK=1 (read from /proc: no procps on a minimal system)
+for status_file in /proc/[0-9]*/status; do
+  pid=${status_file#/proc/}; pid=${pid%/status}
+  [[ $(awk '/^PPid:/ {print $2}' "$status_file" 2>/dev/null) == "$launcher" ]] || continue
   if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "RANK=1"; then rank1=$pid; fi
 done
 [[ -n $rank1 ]] || { cat "$work/first.log"; echo "FAILED: rank 1 not found"; exit 1; }
