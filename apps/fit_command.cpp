@@ -194,6 +194,10 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
                 "Data-parallel training: allow parameters that get no gradient in a step (walks "
                 "the loss's graph every step, as DDP's find_unused_parameters)")
       ->group("Data-parallel training (like torchrun)");
+  fit->add_flag("--ddp-fp16-gradients", args.ddp_fp16_gradients,
+                "Data-parallel training: send gradients between ranks as float16 (half the bytes, "
+                "float16's precision; DDP's fp16_compress_hook)")
+      ->group("Data-parallel training (like torchrun)");
   return fit;
 }
 
@@ -270,7 +274,10 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
         environment,
         distributed::DDPOptions()
             .timeout(std::chrono::milliseconds(static_cast<int64_t>(args.ddp_timeout * 1000.0)))
-            .find_unused_parameters(args.ddp_find_unused_parameters)));
+            .find_unused_parameters(args.ddp_find_unused_parameters)
+            .gradient_compression(args.ddp_fp16_gradients
+                                      ? distributed::DDPOptions::GradientCompression::kFp16
+                                      : distributed::DDPOptions::GradientCompression::kNone)));
   }
   std::vector<std::shared_ptr<Callback>> callbacks;
   if (args.early_stopping_patience) {

@@ -71,6 +71,8 @@ struct FitArguments {
   /// parameters may go without a gradient in a step (distributed::DDPOptions).
   double ddp_timeout = 300.0;
   bool ddp_find_unused_parameters = false;
+  /// DDP: average gradients in float16 (half the bytes; DDPOptions::gradient_compression).
+  bool ddp_fp16_gradients = false;
   /// Every flag's value, as the recording's header keeps them (see flag_values).
   std::map<std::string, std::string> flags;
   /// The command line, for the recording's header.

@@ -124,6 +124,8 @@ const std::vector<ConfigKey>& config_keys() {
        [](const FitArguments& a) { return yaml_float(a.ddp_timeout); }},
       {"trainbus", "ddp_find_unused_parameters", "--ddp-find-unused-parameters", Kind::kSwitch,
        [](const FitArguments& a) { return boolean(a.ddp_find_unused_parameters); }},
+      {"trainbus", "ddp_fp16_gradients", "--ddp-fp16-gradients", Kind::kSwitch,
+       [](const FitArguments& a) { return boolean(a.ddp_fp16_gradients); }},
       {"", "ckpt_path", "--resume", Kind::kValue,
        [](const FitArguments& a) { return text_or_null(a.resume); }},
   };

@@ -39,6 +39,7 @@ struct Case {
   int ranks;
   int threads_per_rank;
   int64_t batch_per_rank;
+  bool fp16_gradients = false;
 };
 
 // The large MLP: 784-2048-2048-10, about 5.8M parameters.
@@ -71,7 +72,8 @@ double time_all_reduce(distributed::Strategy& strategy, size_t count) {
 }
 
 // One rank (or the single process) of a case; writes "median_step_us allreduce_us" to `out`.
-int run_rank(const std::string& model, int64_t batch, int64_t steps, const std::string& out) {
+int run_rank(const std::string& model, int64_t batch, int64_t steps, bool fp16,
+             const std::string& out) {
   torch::manual_seed(0);
   std::unique_ptr<bench::BenchMlp> module =
       model == "large" ? std::make_unique<LargeMlp>() : std::make_unique<bench::BenchMlp>();
@@ -80,7 +82,11 @@ int run_rank(const std::string& model, int64_t batch, int64_t steps, const std::
   options.limit_train_batches(steps);
   std::shared_ptr<distributed::DDPStrategy> strategy;
   if (distributed::environment_from_variables().distributed()) {
-    strategy = std::make_shared<distributed::DDPStrategy>();
+    strategy = std::make_shared<distributed::DDPStrategy>(
+        distributed::environment_from_variables(),
+        distributed::DDPOptions().gradient_compression(
+            fp16 ? distributed::DDPOptions::GradientCompression::kFp16
+                 : distributed::DDPOptions::GradientCompression::kNone));
     options.strategy(strategy);
   }
   Trainer trainer(options);
@@ -120,7 +126,8 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
       const std::string batch = std::to_string(c.batch_per_rank);
       const std::string step_count = std::to_string(steps);
       ::execl("/proc/self/exe", "bench_ddp", "--rank-child", "--model", model.c_str(), "--batch",
-              batch.c_str(), "--steps", step_count.c_str(), "--out", out.c_str(), nullptr);
+              batch.c_str(), "--steps", step_count.c_str(), "--out", out.c_str(),
+              c.fp16_gradients ? "--fp16" : "--no-fp16", nullptr);
       std::_Exit(127);
     }
     children.push_back(pid);
@@ -156,14 +163,17 @@ int main(int argc, char** argv) {
   app.add_flag("--rank-child", rank_child)->group("");  // internal: one rank of a case
   app.add_option("--batch", batch)->group("");
   app.add_option("--out", out)->group("");
+  bool fp16 = false;
+  app.add_flag("--fp16,!--no-fp16", fp16)->group("");
   CLI11_PARSE(app, argc, argv);
-  if (rank_child) return run_rank(model, batch, steps, out);
+  if (rank_child) return run_rank(model, batch, steps, fp16, out);
 
   const std::vector<Case> cases{
       {"1 process, 2 threads, batch 64", 1, 2, 64},
       {"1 process, 1 thread, batch 64", 1, 1, 64},
       {"2 ranks x 1 thread, batch 32 each (global 64)", 2, 1, 32},
       {"2 ranks x 1 thread, batch 64 each (global 128)", 2, 1, 64},
+      {"2 ranks x 1 thread, batch 64 each, fp16 gradients", 2, 1, 64, true},
   };
   const std::string out_file =
       (std::filesystem::temp_directory_path() / ("bench_ddp." + std::to_string(::getpid())))

@@ -213,6 +213,8 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
       parameters, std::move(bucket_indices), std::move(bucket_limits), impl_->group, sparse,
       bucket_bytes, options_.find_unused_parameters(), /*gradient_as_bucket_view=*/false,
       std::move(names), static_cast<int64_t>(kFirstBucketBytes));
+  if (options_.gradient_compression() == DDPOptions::GradientCompression::kFp16)
+    impl_->reducer->register_builtin_comm_hook(c10d::BuiltinCommHookType::FP16_COMPRESS);
 }
 
 void DDPStrategy::teardown_module() noexcept {

@@ -16,6 +16,12 @@ namespace trainbus::distributed {
 /// Options of DDPStrategy; names and defaults as torch.nn.parallel.DistributedDataParallel's,
 /// except the timeout (PyTorch's is 30 minutes).
 struct DDPOptions {
+  /// How gradients travel between ranks (PyTorch's DDP communication hooks).
+  enum class GradientCompression {
+    kNone,  ///< float32, exact
+    kFp16,  ///< halved to float16 for the all-reduce (LibTorch's fp16_compress_hook): half the
+            ///< bytes, gradients rounded to float16's precision
+  };
   /// Longest wait for the rendezvous (every rank joining) and for any one collective. A rank
   /// that died is noticed at once (its connections close); one that hangs, after this.
   TRAINBUS_ARG(std::chrono::milliseconds, timeout){std::chrono::minutes(5)};
@@ -30,6 +36,7 @@ struct DDPOptions {
   /// Network interface Gloo binds (as GLOO_SOCKET_IFNAME, which it defaults to); empty and unset:
   /// the address this machine uses to reach master_addr.
   TRAINBUS_ARG(std::string, socket_ifname);
+  TRAINBUS_ARG(GradientCompression, gradient_compression) = GradientCompression::kNone;
 };
 
 /// Data-parallel training: each rank holds a replica of the module, parameters and buffers start
