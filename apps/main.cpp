@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
         return trainbus::apps::run_fit_launcher(
             fit_args.launch, std::vector<std::string>(argv, argv + argc), std::cerr);
       }
+      trainbus::distributed::stop_with_launcher();  // a rank: not without its launcher
       fit_args.flags = trainbus::apps::flag_values(*fit);
       for (int i = 0; i < argc; ++i) fit_args.command_line += (i ? " " : "") + std::string(argv[i]);
       trainbus::apps::run_fit_command(fit_args, std::cout);

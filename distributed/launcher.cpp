@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -170,7 +171,7 @@ std::string label(const RankExit& rank) {
 // The names the launcher sets in each rank's environment: an inherited value is replaced.
 bool set_by_launcher(const std::string& name) {
   static const std::vector<std::string> names = [] {
-    std::vector<std::string> all{kLaunchedVariable};
+    std::vector<std::string> all{kLaunchedVariable, kLauncherPidVariable};
     for (const auto& [variable, value] : environment_variables(DistributedEnvironment())) {
       all.push_back(variable);
     }
@@ -250,6 +251,7 @@ class Launch {
         variables.push_back(name + "=" + value);
       }
       variables.push_back(std::string(kLaunchedVariable) + "=1");
+      variables.push_back(std::string(kLauncherPidVariable) + "=" + std::to_string(::getpid()));
       if (set_threads) variables.push_back("OMP_NUM_THREADS=" + std::to_string(threads));
       const std::vector<char*> variable_pointers = pointers(variables);
       pid_t pid = -1;
@@ -465,6 +467,14 @@ class Launch {
 bool launched_by_trainbus() {
   const char* value = std::getenv(kLaunchedVariable);
   return value != nullptr && std::string(value) == "1";
+}
+
+void stop_with_launcher() {
+  const char* launcher = std::getenv(kLauncherPidVariable);
+  if (!launched_by_trainbus() || launcher == nullptr) return;
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  // The launcher may have died before the request: this process then has another parent.
+  if (std::to_string(::getppid()) != launcher) ::raise(SIGTERM);
 }
 
 void LaunchOptions::validate() const {

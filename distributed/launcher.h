@@ -21,8 +21,16 @@ namespace trainbus::distributed {
 /// of the ranks and must not launch again; a RANK set by hand (or by torchrun) does not set it.
 constexpr const char* kLaunchedVariable = "TRAINBUS_LAUNCHED";
 
+/// The launcher's pid, in every rank's environment: a rank stops when that process is gone.
+constexpr const char* kLauncherPidVariable = "TRAINBUS_LAUNCHER_PID";
+
 /// True when kLaunchedVariable is "1": this process was started by launch_ranks.
 bool launched_by_trainbus();
+
+/// In a rank launch_ranks started: the kernel sends this process SIGTERM when the launcher dies,
+/// even by SIGKILL (PR_SET_PDEATHSIG), so that no rank trains on alone holding the job's port; if
+/// the launcher is already gone, SIGTERM comes now. A no-op in any other process.
+void stop_with_launcher();
 
 /// The launcher's options, named after torchrun's flags; validate() names a bad one by its
 /// `trainbus fit` flag.

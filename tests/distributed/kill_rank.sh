@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A rank killed mid-epoch (SIGKILL): the other fails at once with an error naming what failed,
-# the launcher exits non-zero naming the killed rank, and `--resume last` then completes.
+# the launcher exits non-zero naming the killed rank, and `--resume last` then completes. Then the
+# launcher itself SIGKILLed: its ranks stop too (none trains on alone).
 #
 #   tests/distributed/kill_rank.sh TRAINBUS_BINARY WORK_DIR
 set -euo pipefail
@@ -21,12 +22,18 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 [[ -e "$work/run/checkpoints/last.ckpt" ]] || { cat "$work/first.log"; echo "FAILED: no checkpoint"; exit 1; }
-rank1=""  # the launcher's child with RANK=1 (read from /proc: no procps on a minimal system)
-for status_file in /proc/[0-9]*/status; do
-  pid=${status_file#/proc/}; pid=${pid%/status}
-  [[ $(awk '/^PPid:/ {print $2}' "$status_file" 2>/dev/null) == "$launcher" ]] || continue
-  if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "RANK=1"; then rank1=$pid; fi
-done
+# The launcher's children (read from /proc: no procps on a minimal system); with a RANK, that one.
+children_of() {
+  local status_file pid
+  for status_file in /proc/[0-9]*/status; do
+    pid=${status_file#/proc/}; pid=${pid%/status}
+    [[ $(awk '/^PPid:/ {print $2}' "$status_file" 2>/dev/null) == "$1" ]] || continue
+    if [[ -z ${2:-} ]] || tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "RANK=$2"; then
+      echo "$pid"
+    fi
+  done
+}
+rank1=$(children_of "$launcher" 1)
 [[ -n $rank1 ]] || { cat "$work/first.log"; echo "FAILED: rank 1 not found"; exit 1; }
 kill -KILL "$rank1"
 status=0
@@ -42,4 +49,25 @@ echo "--- resumed, exit $status"; cat "$work/resumed.log"
 [[ $status -eq 0 ]] || { echo "FAILED: the resumed run failed"; exit 1; }
 grep -q "^resumed from: " "$work/resumed.log" || { echo "FAILED: it did not resume"; exit 1; }
 grep -q "^test  test_acc" "$work/resumed.log" || { echo "FAILED: no test line"; exit 1; }
-echo "killed rank named, resume completed"
+
+# The launcher SIGKILLed while its ranks train: the kernel stops them (PR_SET_PDEATHSIG).
+"$trainbus" "${common[@]}" --max-epochs 50 --out "$work/orphans" >"$work/orphans.log" 2>&1 &
+launcher=$!
+for _ in $(seq 600); do
+  [[ -e "$work/orphans/checkpoints/last.ckpt" ]] && break
+  sleep 0.1
+done
+ranks=$(children_of "$launcher")
+[[ $(echo "$ranks" | wc -w) -eq 2 ]] || { cat "$work/orphans.log"; echo "FAILED: ranks not found"; exit 1; }
+kill -KILL "$launcher"
+wait "$launcher" 2>/dev/null || true
+for _ in $(seq 300); do
+  alive=0
+  for pid in $ranks; do  # a zombie (State: Z) waiting to be reaped is gone
+    [[ -e /proc/$pid ]] && ! grep -q "^State:.*Z" "/proc/$pid/status" 2>/dev/null && alive=1
+  done
+  ((alive)) || break
+  sleep 0.1
+done
+((alive == 0)) || { kill -KILL $ranks 2>/dev/null; echo "FAILED: ranks $ranks outlived their launcher"; exit 1; }
+echo "killed rank named, resume completed, no rank outlives its launcher"
