@@ -189,15 +189,15 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
                   "at once)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str()
-      ->group("Data-parallel training (like torchrun)");
+      ->group(kDataParallelGroup);
   fit->add_flag("--ddp-find-unused-parameters", args.ddp_find_unused_parameters,
                 "Data-parallel training: allow parameters that get no gradient in a step (walks "
                 "the loss's graph every step, as DDP's find_unused_parameters)")
-      ->group("Data-parallel training (like torchrun)");
+      ->group(kDataParallelGroup);
   fit->add_flag("--ddp-fp16-gradients", args.ddp_fp16_gradients,
                 "Data-parallel training: send gradients between ranks as float16 (half the bytes, "
                 "float16's precision; DDP's fp16_compress_hook)")
-      ->group("Data-parallel training (like torchrun)");
+      ->group(kDataParallelGroup);
   return fit;
 }
 
@@ -307,23 +307,26 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
             .save_last(args.checkpoint ? SaveLast::kLink : SaveLast::kNo)));
   }
   Trainer trainer(options, callbacks);
-  // Observers run on rank 0 only (Trainer::add_observer): only it picks the run directory.
-  const std::string run_dir = rank_zero ? observers::next_version_dir(args.out) : std::string();
-  if (args.progress_bar && rank_zero) {
+  if (!rank_zero) {  // the same run, quietly: rank 0 picks the run directory, logs and reports
+    trainer.fit(model, data, FitOptions().ckpt_path(args.resume));
+    return trainer.test(model, data);
+  }
+  const std::string run_dir = observers::next_version_dir(args.out);
+  if (args.progress_bar) {
     trainer.add_observer(
         std::make_shared<observers::ProgressBar>(observers::ProgressBarOptions().out(&out)));
   }
-  if (args.csv && rank_zero) {
+  if (args.csv) {
     trainer.add_observer(std::make_shared<observers::CsvLogger>(
         observers::CsvLoggerOptions().log_dir(run_dir).log_every_n_steps(args.log_every_n_steps)));
   }
-  if (args.tensorboard && rank_zero) {
+  if (args.tensorboard) {
     trainer.add_observer(std::make_shared<observers::TensorBoardLogger>(
         observers::TensorBoardLoggerOptions().log_dir(run_dir).log_every_n_steps(
             args.log_every_n_steps)));
   }
   std::string record_path;
-  if (args.record && rank_zero) {
+  if (args.record) {
     record_path = args.record_path.empty()
                       ? (std::filesystem::path(run_dir) / "events.tbrec").string()
                       : args.record_path;
@@ -339,10 +342,6 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
                                                .libtorch_version(TORCH_VERSION)
                                                .run_options(args.flags)),
         events::ObserverOptions().on_error(events::ObserverOptions::OnError::kDisable));
-  }
-  if (!rank_zero) {  // the same run, quietly: rank 0 reports it
-    trainer.fit(model, data, FitOptions().ckpt_path(args.resume));
-    return trainer.test(model, data);
   }
   out << "trainbus fit: " << args.model << " on Fashion-MNIST (" << args.data << "), "
       << trainer.max_epochs() << " epochs, batch size " << args.batch_size

@@ -8,9 +8,6 @@
 namespace trainbus::apps {
 namespace {
 
-// The heading of the launcher's flags in `trainbus fit --help`.
-constexpr const char* kGroup = "Data-parallel training (like torchrun)";
-
 // The launcher's flags, named as torchrun's.
 const char* const kLaunchFlags[] = {"--nproc-per-node", "--nnodes", "--node-rank", "--master-addr",
                                     "--master-port"};
@@ -23,28 +20,28 @@ void add_launch_flags(CLI::App& fit, distributed::LaunchOptions& options) {
                  "each rank with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT and its "
                  "share of the cores as OMP_NUM_THREADS, waits for them all, and stops them all "
                  "when one fails")
-      ->group(kGroup)
+      ->group(kDataParallelGroup)
       ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
   fit.add_option("--nnodes", options.nnodes(),
                  "Machines in the job: run the same command on each, with its own --node-rank "
                  "and the same --master-addr and --master-port")
-      ->group(kGroup)
+      ->group(kDataParallelGroup)
       ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
   fit.add_option("--node-rank", options.node_rank(),
                  "This machine's index, 0 to --nnodes - 1; node 0 runs rank 0")
-      ->group(kGroup)
+      ->group(kDataParallelGroup)
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   fit.add_option("--master-addr", options.master_addr(),
                  "Address of node 0, where rank 0 serves the rendezvous; every machine must reach "
                  "it")
-      ->group(kGroup)
+      ->group(kDataParallelGroup)
       ->capture_default_str();
   fit.add_option("--master-port", options.master_port(),
                  "A free TCP port on --master-addr for the rendezvous, the same on every machine")
-      ->group(kGroup)
+      ->group(kDataParallelGroup)
       ->check(CLI::Range(1, 65535))
       ->capture_default_str();
 }

@@ -14,6 +14,9 @@ class App;
 
 namespace trainbus::apps {
 
+/// The heading of the launcher's and DDP's flags in `trainbus fit --help`.
+constexpr const char* kDataParallelGroup = "Data-parallel training (like torchrun)";
+
 /// Adds the launcher's flags to the `fit` command, bound to `options`.
 void add_launch_flags(CLI::App& fit, distributed::LaunchOptions& options);
 

@@ -52,7 +52,6 @@ void restore_param_group_options(torch::optim::Optimizer& optimizer,
   }
 }
 
-// Bytes on disk of a checkpoint (a directory of parts, or a file).
 // Samples one optimizer step takes over all ranks (the first batch's size, times the ranks):
 // with num_training_batches, what a position inside an epoch means.
 int64_t global_batch_size(const Trainer& trainer) {
@@ -61,6 +60,7 @@ int64_t global_batch_size(const Trainer& trainer) {
   return data::batch_size_of(loader->batch(0)) * trainer.world_size();
 }
 
+// Bytes on disk of a checkpoint (a directory of parts, or a file).
 int64_t bytes_on_disk(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code error;
@@ -508,14 +508,15 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
       loops.contains("num_training_batches") ? loops.at("num_training_batches").toInt() : -1;
   const int64_t saved_global_batch =
       loops.contains("global_batch_size") ? loops.at("global_batch_size").toInt() : -1;
+  const int64_t global_batch = saved_world != t.world_size() ? global_batch_size(t) : 0;
   if (saved_world != t.world_size() && !loops.at("epoch_batches_finished").toBool() &&
-      (saved_batches != t.num_training_batches_ || saved_global_batch != global_batch_size(t))) {
+      (saved_batches != t.num_training_batches_ || saved_global_batch != global_batch)) {
     throw CheckpointError(::trainbus::detail::concat(
         "checkpoint ", path, " was saved inside an epoch by ", saved_world,
         saved_world == 1 ? " process" : " ranks", " with ", saved_batches,
         " batches per epoch each (", saved_global_batch, " samples a step); this run has ",
         t.world_size(), t.world_size() == 1 ? " process" : " ranks", " with ",
-        t.num_training_batches_, " (", global_batch_size(t),
+        t.num_training_batches_, " (", global_batch,
         " samples a step), so the position would point at other samples. Resume it with ",
         saved_world, saved_world == 1 ? " process" : " ranks (`--nproc-per-node`)",
         " or a batch size that keeps the epoch's batches, or from a checkpoint saved at an "

@@ -98,19 +98,18 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, double 
 
   if (on_step) {
     // As Lightning: a step value is reduced when logged; the epoch mean at the epoch's end.
-    const double local = value;
-    if (options.sync_dist() && mean_across_ranks) value = mean_across_ranks(value);
+    const double step_value =
+        options.sync_dist() && mean_across_ranks ? mean_across_ranks(value) : value;
     const std::string key = step_name(name, forked);
     if (training) {
-      callback_[name] = value;
-      callback_[key] = value;
+      callback_[name] = step_value;
+      callback_[key] = step_value;
     }
     if (entry.logger) {
-      logged_[key] = value;
-      batch_logged_[key] = value;
+      logged_[key] = step_value;
+      batch_logged_[key] = step_value;
     }
-    if (entry.prog_bar) progress_bar_[key] = value;
-    value = local;
+    if (entry.prog_bar) progress_bar_[key] = step_value;
   }
   if (on_epoch) {
     // A value logged in an epoch-level hook is final at once (below): under data-parallel
@@ -140,7 +139,8 @@ void MetricsCollector::publish_epoch_value(const std::string& name, const Entry&
 }
 
 void MetricsCollector::synchronize_epoch(
-    Results results, bool all, const std::function<void(std::vector<double>&, bool)>& reduce) {
+    Results results, bool all,
+    const std::function<void(std::vector<double>&, distributed::ReduceOp)>& reduce) {
   std::vector<Entry*> entries;
   std::string names;
   for (auto& [name, entry] : results_[results]) {
@@ -150,14 +150,14 @@ void MetricsCollector::synchronize_epoch(
     names += ' ';
   }
   // Every rank must reduce the same entries in the same order: compare the name lists first
-  // (their count and a hash, as exact doubles), each rank against the largest.
+  // (their count and a hash, as exact doubles). One max over the values and their negations
+  // gives the largest and the smallest: the lists agree when both are this rank's.
+  const double count = static_cast<double>(entries.size());
   const double hash = static_cast<double>(std::hash<std::string>{}(names) >> 12);  // < 2^53
-  std::vector<double> signature{static_cast<double>(entries.size()), hash};
-  std::vector<double> largest = signature;
-  reduce(largest, /*sum=*/false);
-  std::vector<double> negated{-signature[0], -signature[1]};
-  reduce(negated, /*sum=*/false);
-  TRAINBUS_CHECK(largest == signature && negated[0] == -signature[0] && negated[1] == -signature[1],
+  const std::vector<double> own{count, hash, -count, -hash};
+  std::vector<double> extremes = own;
+  reduce(extremes, distributed::ReduceOp::kMax);
+  TRAINBUS_CHECK(extremes == own,
                  "data-parallel training: the ranks logged different epoch metrics (this rank: ",
                  names.empty() ? std::string("none") : names,
                  "); every rank must log the same names, also in validation");
@@ -167,7 +167,7 @@ void MetricsCollector::synchronize_epoch(
     sums.push_back(entry->weighted_sum);
     sums.push_back(entry->weight);
   }
-  reduce(sums, /*sum=*/true);
+  reduce(sums, distributed::ReduceOp::kSum);
   for (size_t i = 0; i < entries.size(); ++i) {
     entries[i]->weighted_sum = sums[2 * i];
     entries[i]->weight = sums[2 * i + 1];

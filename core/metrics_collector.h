@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/log_options.h"
+#include "distributed/strategy.h"
 #include "events/common.h"
 
 namespace trainbus {
@@ -59,14 +60,15 @@ class MetricsCollector {
   /// Restores callback_metrics (resuming from a checkpoint).
   void restore_callback_metrics(Metrics metrics) { callback_ = std::move(metrics); }
 
-  // ---- for a replay (replay::ReplaySession): the recorded values, as the loops left them ----
-
   /// Data-parallel training, at an epoch's end, on every rank alike: the epoch entries of
   /// `results` (all, or those logged with sync_dist) become sums over the ranks, so that their
-  /// means are over every rank's samples. `reduce(values, sum)` reduces across ranks (sum or
-  /// max). Throws MisconfigurationError when the ranks logged different names.
-  void synchronize_epoch(Results results, bool all,
-                         const std::function<void(std::vector<double>&, bool)>& reduce);
+  /// means are over every rank's samples. `reduce(values, op)` reduces across ranks (kSum or
+  /// kMax). Throws MisconfigurationError when the ranks logged different names.
+  void synchronize_epoch(
+      Results results, bool all,
+      const std::function<void(std::vector<double>&, distributed::ReduceOp)>& reduce);
+
+  // ---- for a replay (replay::ReplaySession): the recorded values, as the loops left them ----
 
   /// Values logged with on_step in a batch: into logged_metrics and callback_metrics (a
   /// "<name>_step" value also under the plain name, as log() keeps it there).

@@ -36,15 +36,15 @@ at::Tensor Module::predict_step(const Batch& batch, int64_t batch_idx) {
 
 void Module::log(const std::string& name, double value, const LogOptions& options) {
   Trainer& running = trainer();
+  std::function<double(double)> mean_across_ranks;  // none on one process
   if (running.world_size() > 1) {
-    running.metrics_.log(running.current_fx_, name, value, options, [&running](double local) {
+    mean_across_ranks = [&running](double local) {
       std::vector<double> values{local};
       running.strategy().all_reduce(values, distributed::ReduceOp::kMean);
       return values[0];
-    });
-    return;
+    };
   }
-  running.metrics_.log(running.current_fx_, name, value, options);
+  running.metrics_.log(running.current_fx_, name, value, options, mean_across_ranks);
 }
 
 void Module::log(const std::string& name, const at::Tensor& value, const LogOptions& options) {

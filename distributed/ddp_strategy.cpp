@@ -71,6 +71,12 @@ std::string local_address_towards(const std::string& host, uint16_t port) {
   return address;
 }
 
+// What to do about a parameter left without a gradient, in the Reducer's errors.
+constexpr const char* kUnusedParameterAdvice =
+    " A parameter that requires grad got no gradient (it was not used to compute the loss): "
+    "train with DDPOptions().find_unused_parameters(true) (`--ddp-find-unused-parameters`), or "
+    "freeze it.";
+
 c10d::ReduceOp to_c10d(ReduceOp op) {
   switch (op) {
     case ReduceOp::kMax:
@@ -255,11 +261,8 @@ void DDPStrategy::before_training_step(bool synchronize) {
     if (const auto end = what.find(". "); end != std::string::npos) what.resize(end + 1);
     throw DistributedError(detail::concat(
         "rank ", environment_.rank, " of ", environment_.world_size,
-        ": DDP could not average the previous step's gradients: ", what,
-        " A parameter that requires grad got no gradient (it was not used to compute the "
-        "loss): train with DDPOptions().find_unused_parameters(true) "
-        "(`--ddp-find-unused-parameters`), or freeze it. If another rank failed, its error or "
-        "the launcher's report says why"));
+        ": DDP could not average the previous step's gradients: ", what, kUnusedParameterAdvice,
+        " If another rank failed, its error or the launcher's report says why"));
   }
   impl_->reducer->prepare_for_forward();
 }
@@ -272,10 +275,9 @@ void DDPStrategy::before_backward(const at::Tensor& loss, bool synchronize) {
                                              : std::vector<at::Tensor>{});
   } catch (const c10::Error& error) {
     throw DistributedError(detail::concat(
-        "rank ", environment_.rank,
+        "rank ", environment_.rank, " of ", environment_.world_size,
         ": DDP could not start averaging gradients: ", error.what_without_backtrace(),
-        " If some parameters get no gradient in a step, train with "
-        "DDPOptions().find_unused_parameters(true) (`--ddp-find-unused-parameters`)"));
+        kUnusedParameterAdvice));
   }
 }
 
