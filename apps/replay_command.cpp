@@ -256,6 +256,9 @@ int run_callbacks(const ReplayArguments& args, std::ostream& out, std::ostream& 
     callbacks.push_back(callbacks::make_callback(spec));
   }
   record::RecordingReader reader(args.path, record::ReadOptions().salvage(args.salvage));
+  if (const std::string caveat = record::format_caveat(reader.header()); !caveat.empty()) {
+    err << "trainbus replay: caution: " << caveat << '\n';
+  }
   replay::ReplaySession session(recorded_trainer_options(reader.header()), callbacks);
   const uint64_t replayed = session.replay(reader);
   session.finish();

@@ -192,6 +192,19 @@ RecordingReader::RecordingReader(std::string path, ReadOptions options)
   record_index_ = 1;
 }
 
+std::string format_caveat(const v1::Header& header) {
+  if (header.format_version() >= 2) return {};
+  const auto accumulate = header.options().find("accumulate-grad-batches");
+  if (accumulate == header.options().end() || accumulate->second.empty() ||
+      accumulate->second == "1") {
+    return {};
+  }
+  return "format 1 recording made with accumulate-grad-batches " + accumulate->second +
+         ": its train_batch_end losses are divided by " + accumulate->second +
+         " only if trainbus wrote it after 2026-12-03 (before, they are the undivided losses); "
+         "they are replayed as recorded";
+}
+
 void RecordingReader::fail(std::size_t offset, const std::string& what) const {
   throw RecordingError(path_, offset, what);
 }

@@ -22,10 +22,16 @@ namespace trainbus::record {
 /// The first 8 bytes of every recording: a text reader stops at \x1a, a line-ending conversion
 /// breaks \r\n (the PNG trick), so a damaged copy is caught before parsing.
 inline constexpr std::string_view kMagic{"TBREC\r\n\x1a", 8};
-/// The format this build writes and the newest it reads.
-inline constexpr int64_t kFormatVersion = 1;
+/// The format this build writes and the newest it reads. Older formats are read as they are; what
+/// each version changed is listed in proto/record.proto.
+inline constexpr int64_t kFormatVersion = 2;
 /// What Header::magic holds.
 inline constexpr std::string_view kHeaderMagic = "trainbus.record";
+
+/// What a reader must know of a recording in an older format to read it right, as one sentence;
+/// empty when nothing. Today: a format 1 recording made with accumulate_grad_batches > 1 (as its
+/// header's options say) may hold undivided train_batch_end losses (proto/record.proto).
+std::string format_caveat(const v1::Header& header);
 
 /// A recording cannot be written, or read past the point `offset` names.
 class RecordingError : public std::runtime_error {

@@ -173,6 +173,9 @@ std::string describe(const RecordingInfo& info, const std::string& path) {
     if (count != info.counts.end()) out << "  " << name << ": " << count->second << '\n';
   });
   for (const std::string& problem : info.problems) out << "problem: " << problem << '\n';
+  if (const std::string caveat = format_caveat(header); !caveat.empty()) {
+    out << "caution: " << caveat << '\n';
+  }
   out << "end: " << (info.clean_end ? "clean" : "CUT") << " (" << info.ending << ")\n";
   return out.str();
 }

@@ -106,6 +106,7 @@ void ReplaySession::finish() {
 
 uint64_t ReplaySession::replay(record::RecordingReader& reader) {
   const uint64_t before = events_;
+  val_batches_unrecorded_ = reader.header().format_version() < 2;
   record::EventDecoder decoder;
   while (const record::v1::Envelope* envelope = reader.next()) {
     decoder.visit(*envelope, [&](const auto& event) { replay(event); });
@@ -261,7 +262,8 @@ void ReplaySession::replay(const events::TrainEpochStart& event) {
   set_progress(event.progress);
   t.phase_ = Trainer::Phase::kTraining;
   t.max_epochs_ = event.max_epochs;
-  t.set_loop_sizes(event.num_batches, event.num_val_batches);
+  const bool unrecorded = val_batches_unrecorded_ && event.num_val_batches == 0;
+  t.set_loop_sizes(event.num_batches, unrecorded ? t.num_val_batches_ : event.num_val_batches);
   t.progress_.batches_done_in_epoch = 0;
   t.progress_.epoch_batches_finished = false;
   dispatch(event, "on_train_epoch_start",
@@ -354,6 +356,10 @@ void ReplaySession::replay(const events::ValidationStart& event) {
 void ReplaySession::replay(const events::ValidationEpochStart& event) {
   set_progress(event.progress);
   if (trainer_.fn_ == Stage::kValidate) trainer_.num_val_batches_ = event.num_batches;
+  if (val_batches_unrecorded_ && trainer_.fn_ == Stage::kFit && !trainer_.sanity_checking() &&
+      trainer_.num_val_batches_ == 0) {
+    trainer_.num_val_batches_ = event.num_batches;
+  }
   dispatch(event, "on_validation_epoch_start",
            [&](Callback& c) { c.on_validation_epoch_start(trainer_, *module_); });
 }

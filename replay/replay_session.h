@@ -107,6 +107,9 @@ class ReplaySession {
 
   Trainer trainer_;
   std::string current_hook_;  // the hook running, for the stand-in module's errors
+  // A format 1 recording: it may come from before FitStart and TrainEpochStart carried
+  // num_val_batches (0 there), which the fit's first validation then gives.
+  bool val_batches_unrecorded_ = false;
   std::unique_ptr<StandInModule> module_;
   std::shared_ptr<torch::optim::Optimizer> optimizer_;      // the stand-in hooks receive
   std::vector<std::shared_ptr<Callback>> epoch_end_order_;  // monitoring callbacks last

@@ -291,7 +291,36 @@ TEST_CASE("Files that are not recordings get a clear error naming the file", "[r
   std::string rewritten(record::kMagic);
   append_tfrecord(rewritten, future.SerializeAsString());
   write_bytes(dir.file("newer.tbrec"), rewritten);
+  const std::string newer = "format version " + std::to_string(record::kFormatVersion + 1) +
+                            ", newer than this trainbus reads (" +
+                            std::to_string(record::kFormatVersion) + ")";
   CHECK_THROWS_WITH(record::RecordingReader(dir.file("newer.tbrec")),
-                    Catch::Contains("format version 2, newer than this trainbus reads (1)") &&
-                        Catch::Contains("9.0.0"));
+                    Catch::Contains(newer) && Catch::Contains("9.0.0"));
+}
+
+TEST_CASE("A format 1 recording is read, with a caution where its losses may be undivided",
+          "[record]") {
+  TempDir dir;
+  v1::Header header;
+  header.set_magic(std::string(record::kHeaderMagic));
+  header.set_format_version(1);
+  (*header.mutable_options())["accumulate-grad-batches"] = "4";
+  std::string bytes(record::kMagic);
+  append_tfrecord(bytes, header.SerializeAsString());
+  write_bytes(dir.file("old.tbrec"), bytes);
+
+  record::RecordingReader reader(dir.file("old.tbrec"));
+  CHECK(reader.header().format_version() == 1);
+  CHECK(reader.next() == nullptr);
+  CHECK_THAT(record::format_caveat(reader.header()),
+             Catch::Contains("accumulate-grad-batches 4") && Catch::Contains("undivided"));
+
+  // Nothing to say without accumulation, or for the current format.
+  (*header.mutable_options())["accumulate-grad-batches"] = "1";
+  CHECK(record::format_caveat(header).empty());
+  header.mutable_options()->clear();
+  CHECK(record::format_caveat(header).empty());
+  header.set_format_version(record::kFormatVersion);
+  (*header.mutable_options())["accumulate-grad-batches"] = "4";
+  CHECK(record::format_caveat(header).empty());
 }

@@ -4,6 +4,7 @@
 #include "replay/replay_session.h"
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "apps/fashion_classifier.h"
+#include "base/tfrecord.h"
 #include "callbacks/early_stopping.h"
 #include "callbacks/model_checkpoint.h"
 #include "callbacks/on_exception_checkpoint.h"
@@ -181,6 +183,53 @@ TEST_CASE("Replaying a real fit through fresh callbacks reproduces the live deci
   CHECK(testing::names_in(dir.file("checkpoints")) == files_before);
   // The CSV logger fed by the replay writes the live file.
   CHECK(read_text_file(csv->metrics_file()) == read_text_file(live.csv));
+}
+
+TEST_CASE(
+    "A recording made before fit events carried num_val_batches replays it from the first "
+    "validation on",
+    "[replay][fashion]") {
+  const TempDir& dir = shared_dir();
+  const LiveRun& live = live_run(dir);
+  // The live recording as an older trainbus wrote it: format 1, num_val_batches 0 in FitStart and
+  // TrainEpochStart, no terminal record.
+  const std::string old_recording = dir.file("old/events.tbrec");
+  std::filesystem::create_directories(dir.file("old"));
+  {
+    record::RecordingReader reader(live.recording);
+    record::v1::Header header = reader.header();
+    header.set_format_version(1);
+    std::string bytes(record::kMagic);
+    append_tfrecord(bytes, header.SerializeAsString());
+    while (const record::v1::Envelope* envelope = reader.next()) {
+      record::v1::Envelope copy = *envelope;
+      if (copy.has_fit_start()) copy.mutable_fit_start()->clear_num_val_batches();
+      if (copy.has_train_epoch_start()) copy.mutable_train_epoch_start()->clear_num_val_batches();
+      append_tfrecord(bytes, copy.SerializeAsString());
+    }
+    std::ofstream(old_recording, std::ios::binary) << bytes;
+  }
+  auto probe = std::make_shared<StateProbe>();
+  ReplaySession session(fit_options(), {probe});
+  record::RecordingReader reader(old_recording);
+  REQUIRE(reader.header().format_version() == 1);
+  session.replay(reader);
+  session.finish();
+
+  // Before the fit's first validation (the sanity check's, epoch 0's first batch) the count is
+  // unknown, 0; from that validation on it is the live one.
+  REQUIRE(probe->seen.size() == live.probe->seen.size());
+  std::size_t i = 0;
+  auto first_fit_validation = [](const std::string& line) {
+    return line.rfind("validation_end: epoch 0", 0) == 0 &&
+           line.find(" sanity 0 ") != std::string::npos;
+  };
+  for (; i < probe->seen.size() && !first_fit_validation(probe->seen[i]); ++i) {
+    CHECK(probe->seen[i].find("batches 25/0 ") != std::string::npos);
+  }
+  REQUIRE(i == 2);
+  REQUIRE(i < probe->seen.size());
+  for (; i < probe->seen.size(); ++i) CHECK(probe->seen[i] == live.probe->seen[i]);
 }
 
 TEST_CASE("Replay answers what-if questions with other options", "[replay][fashion]") {
