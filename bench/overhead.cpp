@@ -6,10 +6,14 @@
 //   (b) the same module in Trainer::fit with no callbacks;
 //   (c) the same with 10 callbacks overriding every hook with an empty body;
 //   (d) (b) with a module that logs train_loss and train_acc on the progress bar, as the main
-//   job's; (e) (d) with the observers `trainbus fit` attaches by default: the Recorder
-//   (events.tbrec), the
-//       CSV and TensorBoard loggers and the progress bar (to a discarding stream), all writing --
-//       the cost of observing a run, whose goal is (e) within 2% of (d).
+//       job's;
+//   (e) (d) with the observers `trainbus fit` attaches by default: the Recorder (events.tbrec),
+//       the CSV and TensorBoard loggers and the progress bar (to a discarding stream), all
+//       writing -- the cost of observing a run, whose goal is (e) within 2% of (d);
+//   (e') with --pair only: (e) with the pool kicked every 1 ms, the default until 2026-12-04.
+// Beside the step times, the CPU time the observer pool's threads ran per step (from
+// /proc/self/task/TID/schedstat): the work observing puts on the machine, which a step time on 2
+// noisy cores can hide or exaggerate by several percent.
 // Same MLP (784-256-128-10, dropout 0.2), same initial weights, same Fashion-MNIST batches in the
 // same order. A step's time is the time between the starts of consecutive steps, so everything
 // the framework does between two steps counts. Each repetition runs them all in a rotated order;
@@ -24,6 +28,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -49,6 +54,9 @@ using bench::Clock;
 struct RunResult {
   double median_step_us;
   std::vector<double> losses;
+  /// CPU time the observer pool's threads (tb-observer-N, tb-obs-flusher) spent in the run, per
+  /// step, in microseconds: the work the observers put on the machine's other cores.
+  double observer_cpu_us_per_step = 0;
 };
 
 using bench::median;
@@ -77,6 +85,22 @@ RunResult run_hand_written(const std::shared_ptr<DataLoader>& loader, int64_t st
   return summarize(*module);
 }
 
+// CPU time, in nanoseconds, that this process's threads whose names start with `prefix` have run
+// (/proc/self/task/TID/schedstat's first field). The pool names its threads for this.
+double cpu_ns_of_threads_named(const std::string& prefix) {
+  double total = 0;
+  std::error_code error;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", error)) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (!std::getline(comm, name) || name.rfind(prefix, 0) != 0) continue;
+    std::ifstream schedstat(task.path() / "schedstat");
+    double on_cpu_ns = 0;
+    if (schedstat >> on_cpu_ns) total += on_cpu_ns;
+  }
+  return total;
+}
+
 // Where (e) writes: a fresh directory per run, removed afterwards.
 struct ScratchDir {
   ScratchDir() {
@@ -101,7 +125,8 @@ struct ObserverSet {
 
 RunResult run_trainer(const std::shared_ptr<DataLoader>& loader, int64_t steps, uint64_t seed,
                       int callbacks, Observed observed = Observed::kNothing,
-                      const ObserverSet& attached = {}) {
+                      const ObserverSet& attached = {},
+                      std::optional<std::chrono::microseconds> kick_interval = std::nullopt) {
   auto module = bench::fresh_mlp(seed);
   module->log_metrics = observed != Observed::kNothing;
   TrainerOptions options;
@@ -109,6 +134,7 @@ RunResult run_trainer(const std::shared_ptr<DataLoader>& loader, int64_t steps, 
   options.enable_model_summary(false);  // no table in the benchmark's output
   options.limit_train_batches(steps);
   options.num_sanity_val_steps(0);
+  if (kick_interval) options.observer_kick_interval(*kick_interval);
   std::vector<std::shared_ptr<Callback>> no_ops;
   for (int i = 0; i < callbacks; ++i) no_ops.push_back(std::make_shared<bench::NoOpCallback>());
   // Before the trainer: its observers close their files into them when it is destroyed.
@@ -135,7 +161,11 @@ RunResult run_trainer(const std::shared_ptr<DataLoader>& loader, int64_t steps, 
   }
   data::LoaderDataModule data(loader);
   trainer.fit(*module, data);
-  return summarize(*module);
+  RunResult result = summarize(*module);
+  // fit drained the observers; their threads live until the trainer goes.
+  result.observer_cpu_us_per_step =
+      cpu_ns_of_threads_named("tb-obs") / 1e3 / static_cast<double>(steps);
+  return result;
 }
 
 }  // namespace
@@ -176,21 +206,34 @@ int main(int argc, char** argv) {
   run_hand_written(loader, 100, seed, false);
   run_trainer(loader, 100, seed, 0);
 
-  enum Run { kLoop, kLoopToNone, kTrainer, kTrainer10, kLogging, kObserved, kRuns };
+  enum Run {
+    kLoop,
+    kLoopToNone,
+    kTrainer,
+    kTrainer10,
+    kLogging,
+    kObserved,
+    kObservedKick1ms,
+    kRuns
+  };
   const char* names[kRuns] = {
       "(a) hand-written loop, optimizer.zero_grad()",
       "(a') hand-written loop, gradients set to none",
       "(b) Trainer, no callbacks",
       "(c) Trainer, 10 no-op callbacks on every hook",
       "(d) Trainer, module logging loss and accuracy (prog_bar), no observers",
-      "(e) (d) with recorder, CSV, TensorBoard and progress bar"};
-  const char* goals[kRuns] = {"", "", "<= 1.02", "<= 1.05", "", "<= 1.02 x (d)"};
-  std::vector<double> us[kRuns], ratio_a[kRuns], ratio_a2[kRuns], observed_to_logging;
+      "(e) (d) with recorder, CSV, TensorBoard and progress bar",
+      "(e') (e) with the pool kicked every 1 ms (observer_kick_interval; the default until "
+      "2026-12-04)"};
+  const char* goals[kRuns] = {"", "", "<= 1.02", "<= 1.05", "", "<= 1.02 x (d)", ""};
+  std::vector<double> us[kRuns], ratio_a[kRuns], ratio_a2[kRuns], observed_to_logging,
+      kick1ms_to_logging, observer_cpu_share, kick1ms_cpu_share;
   bool identical = true;
   const std::vector<int> order =
-      pair_only ? std::vector<int>{kLogging, kObserved}
+      pair_only ? std::vector<int>{kLogging, kObserved, kObservedKick1ms}
                 : std::vector<int>{kLoop, kLoopToNone, kTrainer, kTrainer10, kLogging, kObserved};
   const int first_shown = order.front();
+  const int last_shown = pair_only ? kRuns : kObservedKick1ms;  // one past
   for (int rep = 0; rep < reps; ++rep) {
     RunResult results[kRuns];
     for (std::size_t k = 0; k < order.size(); ++k) {
@@ -204,14 +247,30 @@ int main(int argc, char** argv) {
       if (run == kObserved) {
         results[run] = run_trainer(loader, steps, seed, 0, Observed::kFitObservers, attached);
       }
+      if (run == kObservedKick1ms) {
+        results[run] = run_trainer(loader, steps, seed, 0, Observed::kFitObservers, attached,
+                                   std::chrono::milliseconds(1));
+      }
     }
     observed_to_logging.push_back(results[kObserved].median_step_us /
                                   results[kLogging].median_step_us);
+    observer_cpu_share.push_back(results[kObserved].observer_cpu_us_per_step /
+                                 results[kLogging].median_step_us);
+    if (pair_only) {
+      kick1ms_to_logging.push_back(results[kObservedKick1ms].median_step_us /
+                                   results[kLogging].median_step_us);
+      kick1ms_cpu_share.push_back(results[kObservedKick1ms].observer_cpu_us_per_step /
+                                  results[kLogging].median_step_us);
+    }
     std::fprintf(stderr, "rep %d:", rep + 1);
-    for (int run = first_shown; run < kRuns; ++run) {
+    for (int run = first_shown; run < last_shown; ++run) {
       identical = identical && results[run].losses == results[first_shown].losses;
       us[run].push_back(results[run].median_step_us);
       std::fprintf(stderr, " %.1f us", results[run].median_step_us);
+      if (run == kObserved || run == kObservedKick1ms) {
+        std::fprintf(stderr, " (observer threads %.1f us CPU a step)",
+                     results[run].observer_cpu_us_per_step);
+      }
       if (pair_only) continue;
       ratio_a[run].push_back(results[run].median_step_us / results[kLoop].median_step_us);
       ratio_a2[run].push_back(results[run].median_step_us / results[kLoopToNone].median_step_us);
@@ -225,7 +284,7 @@ int main(int argc, char** argv) {
   std::printf(
       "| run | median step (us) | ratio to (a) | ratio to (a') | goal (vs a') "
       "|\n|---|---:|---:|---:|---|\n");
-  for (int run = first_shown; run < kRuns; ++run) {
+  for (int run = first_shown; run < last_shown; ++run) {
     if (pair_only) {
       std::printf("| %s | %.1f | | | %s |\n", names[run], median(us[run]), goals[run]);
     } else {
@@ -238,6 +297,15 @@ int main(int argc, char** argv) {
     attached_list += (attached_list.empty() ? "" : ",") + name;
   std::printf("\n(e) / (d), the cost of the observers (%s): median ratio %.3f (goal <= 1.02)\n",
               attached_list.c_str(), median(observed_to_logging));
+  std::printf(
+      "the observers' threads ran %.2f%% of (d)'s step on the CPU (median), what they take from "
+      "training where no core is spare\n",
+      100 * median(observer_cpu_share));
+  if (pair_only) {
+    std::printf(
+        "(e') / (d), kicked every 1 ms: median ratio %.3f; its observers' threads ran %.2f%%\n",
+        median(kick1ms_to_logging), 100 * median(kick1ms_cpu_share));
+  }
   std::printf("losses of all runs identical step by step: %s\n", identical ? "yes" : "NO");
   return identical ? 0 : 1;
 }

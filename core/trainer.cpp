@@ -61,6 +61,9 @@ void check_options(const TrainerOptions& o) {
                  o.log_every_n_steps());
   TRAINBUS_CHECK(o.observer_threads() >= 1, "`observer_threads` must be >= 1, got ",
                  o.observer_threads());
+  TRAINBUS_CHECK(o.observer_kick_interval().count() > 0,
+                 "`observer_kick_interval` must be positive, got ",
+                 o.observer_kick_interval().count(), " us");
   TRAINBUS_CHECK(o.observer_stall_timeout().count() > 0,
                  "`observer_stall_timeout` must be positive, got ",
                  o.observer_stall_timeout().count(), " ms");
@@ -175,7 +178,8 @@ void Trainer::add_observer(std::shared_ptr<events::Observer> observer,
   if (!is_global_zero() && !options.every_rank()) return;  // logs and bars come from rank 0
   if (!observers_) {
     observers_ = std::make_unique<events::ObserverPool>(
-        options_.observer_threads(), snapshot_to_cpu, options_.observer_stall_timeout());
+        options_.observer_threads(), snapshot_to_cpu, options_.observer_stall_timeout(),
+        options_.observer_kick_interval());
   }
   const bool logger = observer->is_logger();
   const std::string name = observer->name();

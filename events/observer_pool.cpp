@@ -51,6 +51,7 @@ ObserverPool::ObserverPool(std::size_t threads, TensorSnapshot snapshot,
 void ObserverPool::flush_periodically() {
   sched_param param{};
   (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &param);  // best effort
+  (void)pthread_setname_np(pthread_self(), "tb-obs-flusher");
   std::unique_lock<std::mutex> lock(flusher_mutex_);
   while (!flusher_wake_.wait_for(lock, kick_interval_, [this] { return flusher_stop_; })) {
     lock.unlock();

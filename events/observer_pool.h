@@ -86,8 +86,9 @@ class ObserverError : public std::runtime_error {
 /// (EventBus::keep), else one copy. It is queued for each of them, and nothing more:
 /// waking a pool thread would cost the publisher more than everything else together (measured ~9 us
 /// in a VM, bench/observers.cpp). A flusher thread of the pool's own hands the queues to the
-/// observers' strands every kick interval (1 ms by default), as do drain(), a full queue and a
-/// burst of 64 events; it also has each observer flush() on its ObserverOptions::flush_interval.
+/// observers' strands every kick interval (10 ms by default: each kick wakes pool threads), as do
+/// drain(), a full queue and a burst of 512 events; it also has each observer flush() on its
+/// ObserverOptions::flush_interval.
 ///
 /// Nothing here waits for ever on an observer that is stuck: one that handles no event for the
 /// stall timeout while the trainer waits on it (for room in its queue, in a drain, at shutdown) is
@@ -105,7 +106,7 @@ class ObserverPool {
 
   explicit ObserverPool(std::size_t threads = 2, TensorSnapshot snapshot = {},
                         std::chrono::milliseconds stall_timeout = std::chrono::seconds(60),
-                        std::chrono::microseconds kick_interval = std::chrono::milliseconds(1));
+                        std::chrono::microseconds kick_interval = std::chrono::milliseconds(10));
   /// Disconnects, drains, has every observer flush(), then joins the threads; an observer that
   /// stalls on the way is abandoned (see the class comment). A hook that never returns keeps its
   /// pool thread until the process exits; nothing queued behind it runs.

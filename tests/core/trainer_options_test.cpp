@@ -49,6 +49,10 @@ TEST_CASE("Trainer refuses bad options, naming them", "[core][options]") {
                  "`gradient_clip_val` must be >= 0");
   expect_refused([](TrainerOptions& o) { o.log_every_n_steps(0); },
                  "`log_every_n_steps` must be >= 1");
+  expect_refused([](TrainerOptions& o) { o.observer_kick_interval(std::chrono::microseconds(0)); },
+                 "`observer_kick_interval` must be positive, got 0 us");
+  expect_refused([](TrainerOptions& o) { o.observer_stall_timeout(std::chrono::milliseconds(-1)); },
+                 "`observer_stall_timeout` must be positive, got -1 ms");
 }
 
 TEST_CASE("BatchLimit reads integers as batches and floating-point values as fractions",
