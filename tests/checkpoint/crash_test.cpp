@@ -81,7 +81,8 @@ void kill_while_saving(const std::string& child_tag,
   std::uniform_int_distribution<int> delay_us(0, 40000);
   int links = 0, copies = 0, cleaned = 0;
   // With the alternating module, more kill points while one kind of `last` was never seen: when
-  // the machine is loaded, the kills can all land while `last` is one kind.
+  // the machine is loaded, the random kills can all land while `last` is one kind; the extra ones
+  // wait for the missing kind.
   auto more_needed = [&](int kill_point) {
     if (kill_point < kill_points) return true;
     return with_alternating_module && (links == 0 || copies == 0) && kill_point < 4 * kill_points;
@@ -99,7 +100,18 @@ void kill_while_saving(const std::string& child_tag,
            std::chrono::steady_clock::now() < give_up) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
+    if (kill_point < kill_points) {
+      std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
+    } else {
+      // A kind of `last` still unseen after the random kill points (a loaded machine): kill as
+      // soon as `last` is of that kind, so that both kinds are checked.
+      const bool want_link = links == 0;
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (fs::is_symlink(fs::symlink_status(last)) != want_link &&
+             std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    }
     REQUIRE(::kill(child, SIGKILL) == 0);
     CHECK(WIFSIGNALED(wait_for_child(child)));
 
