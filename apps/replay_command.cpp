@@ -256,7 +256,12 @@ int run_callbacks(const ReplayArguments& args, std::ostream& out, std::ostream& 
     callbacks.push_back(callbacks::make_callback(spec));
   }
   record::RecordingReader reader(args.path, record::ReadOptions().salvage(args.salvage));
-  replay::ReplaySession session(recorded_trainer_options(reader.header()), callbacks);
+  // Only the callbacks given replay: no default ModelCheckpoint beside them.
+  TrainerOptions options = recorded_trainer_options(reader.header());
+  options.enable_checkpointing(std::any_of(
+      callbacks.begin(), callbacks.end(),
+      [](const auto& callback) { return callback->kind() == CallbackKind::kCheckpoint; }));
+  replay::ReplaySession session(options, callbacks);
   const uint64_t replayed = session.replay(reader);
   session.finish();
 

@@ -172,6 +172,14 @@ void Trainer::add_observer(std::shared_ptr<events::Observer> observer,
                            events::ObserverOptions options) {
   TRAINBUS_CHECK(status_ != TrainerStatus::kRunning,
                  "Trainer::add_observer: add observers before fit/validate/test/predict");
+  if (observer->is_progress_bar()) {
+    // As Lightning's _CallbackConnector._configure_progress_bar.
+    TRAINBUS_CHECK(options_.enable_progress_bar(),
+                   "Trainer was configured with `enable_progress_bar=False` but found `",
+                   observer->name(),
+                   "` among its observers; do not add it, or leave enable_progress_bar true");
+    progress_bar_attached_ = true;
+  }
   if (!is_global_zero() && !options.every_rank()) return;  // logs and bars come from rank 0
   if (!observers_) {
     observers_ = std::make_unique<events::ObserverPool>(
@@ -182,6 +190,12 @@ void Trainer::add_observer(std::shared_ptr<events::Observer> observer,
   const std::string dir = observer->log_dir();
   observers_->attach(bus_, std::move(observer), options);
   if (logger) loggers_.emplace_back(*this, name, dir);
+}
+
+void Trainer::attach_default_progress_bar() {
+  if (!options_.enable_progress_bar() || progress_bar_attached_) return;
+  const DefaultProgressBarFactory factory = installed_default_progress_bar();
+  if (factory != nullptr) add_observer(factory());
 }
 
 std::string Trainer::log_dir() const {

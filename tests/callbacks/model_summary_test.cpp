@@ -16,6 +16,7 @@
 #include "callbacks/rich_model_summary.h"
 #include "core/trainer.h"
 #include "tests/support/boring.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -153,7 +154,7 @@ TEST_CASE("ModelSummary prints at fit start; the Trainer adds one unless told no
   BoringModule module;
   RandomDataModule data(4, 1);
   {
-    Trainer trainer(TrainerOptions().max_epochs(1), {summary});
+    Trainer trainer(testing::trainer_options().max_epochs(1), {summary});
     CHECK(trainer.find_callbacks<ModelSummary>().size() == 1);  // the given one, no default
     trainer.fit(module, data);
   }
@@ -161,15 +162,16 @@ TEST_CASE("ModelSummary prints at fit start; the Trainer adds one unless told no
   REQUIRE(summary->last_summary().has_value());
   CHECK(summary->last_summary()->total_params == 66);
 
-  CHECK(Trainer(TrainerOptions()).find_callbacks<ModelSummary>().size() == 1);
-  CHECK(
-      Trainer(TrainerOptions().enable_model_summary(false)).find_callbacks<ModelSummary>().empty());
+  CHECK(Trainer(testing::trainer_options()).find_callbacks<ModelSummary>().size() == 1);
+  CHECK(Trainer(testing::trainer_options().enable_model_summary(false))
+            .find_callbacks<ModelSummary>()
+            .empty());
   auto rich = std::make_shared<RichModelSummary>();
-  CHECK(Trainer(TrainerOptions(), {rich}).find_callbacks<ModelSummary>().size() == 1);
+  CHECK(Trainer(testing::trainer_options(), {rich}).find_callbacks<ModelSummary>().size() == 1);
 
   std::ostringstream silent;
   auto none = std::make_shared<ModelSummary>(ModelSummaryOptions().max_depth(0).out(&silent));
-  Trainer trainer(TrainerOptions().max_epochs(1), {none});
+  Trainer trainer(testing::trainer_options().max_epochs(1), {none});
   trainer.fit(module, data);
   CHECK(silent.str().empty());
 }

@@ -7,6 +7,7 @@
 #include "tests/support/catch.h"
 #include "tests/support/log_files.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using trainbus::testing::read_text_file;
@@ -35,7 +36,8 @@ class WithHyperParameters : public testing::BoringModule {
 TEST_CASE("hparams.yaml keeps the hyper-parameters' types and quotes keys that need it",
           "[observers][csv][hparams]") {
   TempDir dir;
-  Trainer trainer(TrainerOptions().max_epochs(1).limit_train_batches(1).limit_val_batches(0));
+  Trainer trainer(
+      testing::trainer_options().max_epochs(1).limit_train_batches(1).limit_val_batches(0));
   trainer.add_observer(std::make_shared<observers::CsvLogger>(
       observers::CsvLoggerOptions().log_dir(dir.file("run"))));
   WithHyperParameters module;
