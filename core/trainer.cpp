@@ -14,6 +14,7 @@
 #include "checkpoint/snapshot.h"
 #include "core/callback_order.h"
 #include "core/default_callbacks.h"
+#include "core/detail/hparams_text.h"
 #include "core/detail/trainer_hooks.h"
 #include "core/tensor_ref.h"
 
@@ -210,6 +211,16 @@ void Trainer::log_metrics(const Metrics& metrics, int64_t step, const std::strin
 
 void LoggerHandle::log_metrics(const Metrics& metrics, int64_t step) const {
   trainer_->log_metrics(metrics, step, name_);
+}
+
+void Trainer::log_hyperparams(const StateDict& params, const std::string& logger) {
+  bus_.publish_lazy<events::HyperparamsLogged>([&] {
+    return events::HyperparamsLogged{event_progress(), detail::hparams_text(params), logger};
+  });
+}
+
+void LoggerHandle::log_hyperparams(const StateDict& params) const {
+  trainer_->log_hyperparams(params, name_);
 }
 
 void Trainer::wait_for_observers() {

@@ -111,6 +111,9 @@ class Trainer {
   /// Publishes events::MetricsLogged: `metrics` as a row at `step` in every logger, or only in the
   /// one named `logger`. What LoggerHandle::log_metrics calls.
   void log_metrics(const Metrics& metrics, int64_t step, const std::string& logger = {});
+  /// Publishes events::HyperparamsLogged: `params` added to the hyper-parameters of every logger,
+  /// or only of the one named `logger`. What LoggerHandle::log_hyperparams calls.
+  void log_hyperparams(const StateDict& params, const std::string& logger = {});
 
   // ---- progress and decisions ----
 
