@@ -143,7 +143,8 @@ Metrics run_evaluate_command(Stage stage, const EvaluateArguments& args, std::os
       << model->hparams().at("model").toStringRef() << ")" << std::endl;
 
   TrainerOptions options;
-  options.enable_model_summary(false);
+  // It prints its own results table; and validate, test and predict save no checkpoints.
+  options.enable_model_summary(false).enable_progress_bar(false).enable_checkpointing(false);
   const BatchLimit limit = parse_batch_limit(args.limit_batches, "--limit-batches");
   options.limit_val_batches(limit).limit_test_batches(limit).limit_predict_batches(limit);
   options.device(parse_device(args.device, "--device"));

@@ -37,6 +37,8 @@ FashionClassifier::FashionClassifier(ClassifierOptions options) : options_(optio
                           nn::Dropout(options_.dropout), nn::Linear(128, 10));
   }
   register_module("net", net_);
+  // One image, for the model summary's In/Out sizes (Lightning's example_input_array).
+  set_example_input_array(torch::zeros({1, 1, 28, 28}));
   StateDict hparams;
   hparams.insert("model", options_.architecture == Architecture::kMlp ? "mlp" : "cnn");
   hparams.insert("lr", options_.lr);

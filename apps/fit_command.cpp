@@ -172,7 +172,8 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
                 "Do not show the progress bar and epoch lines");
   fit->add_flag("!--no-checkpoint", args.checkpoint,
                 "Do not save checkpoints (by default the best by val_acc and last.ckpt, in "
-                "--out/checkpoints)");
+                "--out/checkpoints); refused with a checkpoint --callback, as Lightning's "
+                "enable_checkpointing=False");
   fit->add_option("--resume", args.resume,
                   "Resume from a checkpoint directory, or 'last': the newest complete one in "
                   "--out/checkpoints");
@@ -269,6 +270,11 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
 
   options.log_every_n_steps(args.log_every_n_steps);
   options.enable_model_summary(args.model_summary && rank_zero);
+  // The fit's own progress bar (on `out`) and checkpoint callback (below) take the place of the
+  // Trainer's defaults; --no-checkpoint --resume last keeps a checkpoint callback that saves
+  // nothing, to find the last checkpoint.
+  options.enable_progress_bar(args.progress_bar);
+  options.enable_checkpointing(args.checkpoint || args.resume == "last");
   if (environment.distributed()) {
     options.strategy(std::make_shared<distributed::DDPStrategy>(
         environment,

@@ -259,7 +259,12 @@ int run_callbacks(const ReplayArguments& args, std::ostream& out, std::ostream& 
   if (const std::string caveat = record::format_caveat(reader.header()); !caveat.empty()) {
     err << "trainbus replay: caution: " << caveat << '\n';
   }
-  replay::ReplaySession session(recorded_trainer_options(reader.header()), callbacks);
+  // Only the callbacks given replay: no default ModelCheckpoint beside them.
+  TrainerOptions options = recorded_trainer_options(reader.header());
+  options.enable_checkpointing(std::any_of(
+      callbacks.begin(), callbacks.end(),
+      [](const auto& callback) { return callback->kind() == CallbackKind::kCheckpoint; }));
+  replay::ReplaySession session(options, callbacks);
   const uint64_t replayed = session.replay(reader);
   session.finish();
 

@@ -243,6 +243,8 @@ RunTimes timed_run(Checkpointing mode, const std::shared_ptr<DataLoader>& loader
   TrainerOptions options;
   options.max_epochs(1);
   options.enable_model_summary(false);  // no table in the benchmark's output
+  // No default progress bar, and no default ModelCheckpoint in the baseline without saves.
+  options.enable_progress_bar(false).enable_checkpointing(mode != Checkpointing::kNone);
   options.limit_train_batches(steps);
   options.num_sanity_val_steps(0);
   auto hooks = std::make_shared<HookTimer>(module, every);
@@ -332,6 +334,7 @@ int main(int argc, char** argv) {
     TrainerOptions options;
     options.max_epochs(1);
     options.enable_model_summary(false);  // no table in the benchmark's output
+    options.enable_progress_bar(false).enable_checkpointing(false);  // it saves by itself
     options.limit_train_batches(part1_steps);
     options.num_sanity_val_steps(0);
     Trainer trainer(options, {timer});

@@ -79,6 +79,7 @@ int run_rank(const std::string& model, int64_t batch, int64_t steps, bool fp16,
       model == "large" ? std::make_unique<LargeMlp>() : std::make_unique<bench::BenchMlp>();
   TrainerOptions options;
   options.max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0);
+  options.enable_progress_bar(false).enable_checkpointing(false);
   options.limit_train_batches(steps);
   std::shared_ptr<distributed::DDPStrategy> strategy;
   if (distributed::environment_from_variables().distributed()) {

@@ -132,6 +132,9 @@ RunResult run_trainer(const std::shared_ptr<DataLoader>& loader, int64_t steps, 
   TrainerOptions options;
   options.max_epochs(1);
   options.enable_model_summary(false);  // no table in the benchmark's output
+  // Only the observers a run asks for (its progress bar draws into nothing), no checkpoints.
+  options.enable_progress_bar(observed == Observed::kFitObservers && attached.progress_bar);
+  options.enable_checkpointing(false);
   options.limit_train_batches(steps);
   options.num_sanity_val_steps(0);
   if (kick_interval) options.observer_kick_interval(*kick_interval);

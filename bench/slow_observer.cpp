@@ -44,6 +44,7 @@ Run run(const std::shared_ptr<DataLoader>& loader, int64_t steps, Mode mode) {
   TrainerOptions options;
   options.max_epochs(1);
   options.enable_model_summary(false);  // no table in the benchmark's output
+  options.enable_progress_bar(false).enable_checkpointing(false);
   options.limit_train_batches(steps);
   options.num_sanity_val_steps(0);
   Trainer trainer(options);

@@ -6,9 +6,11 @@
 #include <algorithm>
 
 #include "base/diagnostics.h"
+#include "callbacks/model_checkpoint.h"
 #include "callbacks/model_summary.h"
 #include "callbacks/timer.h"
 #include "core/default_callbacks.h"
+#include "observers/progress_bar.h"
 
 extern "C" {
 // NOLINTNEXTLINE: a symbol for the linker, never read.
@@ -29,8 +31,14 @@ bool contains_a(const std::vector<std::shared_ptr<Callback>>& given) {
 std::vector<std::shared_ptr<Callback>> build_default_callbacks(
     const TrainerOptions& options, const std::vector<std::shared_ptr<Callback>>& given) {
   std::vector<std::shared_ptr<Callback>> added;
-  if (options.enable_model_summary() && !contains_a<ModelSummary>(given)) {
-    added.push_back(std::make_shared<ModelSummary>());
+  // In Lightning's order: checkpoint, timer, (progress bar: an observer here), model summary; the
+  // Trainer moves checkpoint callbacks last.
+  const bool has_checkpoint_callback =
+      std::any_of(given.begin(), given.end(), [](const auto& callback) {
+        return callback != nullptr && callback->kind() == CallbackKind::kCheckpoint;
+      });
+  if (options.enable_checkpointing() && !has_checkpoint_callback) {
+    added.push_back(std::make_shared<ModelCheckpoint>());
   }
   if (options.max_time()) {
     if (contains_a<Timer>(given)) {
@@ -40,11 +48,19 @@ std::vector<std::shared_ptr<Callback>> build_default_callbacks(
           std::make_shared<Timer>(TimerOptions().duration(*options.max_time()).interval("step")));
     }
   }
+  if (options.enable_model_summary() && !contains_a<ModelSummary>(given)) {
+    added.push_back(std::make_shared<ModelSummary>());
+  }
   return added;
+}
+
+std::shared_ptr<events::Observer> make_default_progress_bar() {
+  return std::make_shared<observers::ProgressBar>();
 }
 
 const bool default_callbacks_installed = [] {
   install_default_callbacks(&build_default_callbacks);
+  install_default_progress_bar(&make_default_progress_bar);
   return true;
 }();
 

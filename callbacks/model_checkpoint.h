@@ -17,7 +17,9 @@ namespace trainbus::callbacks {
 
 /// Lightning's ModelCheckpoint arguments and defaults.
 struct ModelCheckpointOptions {
-  /// Directory for the checkpoints; "" -> `default_root_dir`/checkpoints.
+  /// Directory for the checkpoints; "" -> the first logger's log_dir/checkpoints, or
+  /// `default_root_dir`/checkpoints without a logger (Lightning's, decided at setup: rank 0's
+  /// directory on every rank).
   TRAINBUS_ARG(std::string, dirpath);
   /// Name template without extension: "{epoch}-{step}" by default; "{val_loss:.2f}" formats a
   /// metric (missing metrics are 0). ".ckpt" is appended.

@@ -7,7 +7,17 @@
 #include <set>
 #include <sstream>
 
+#include <ATen/ops/allclose.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/modules/pooling.h>
+#include <torch/utils.h>
 
 #include "base/errors.h"
 #include "core/trainer.h"
@@ -57,7 +67,123 @@ std::string left(const std::string& text, std::size_t width) {
   return text.size() >= width ? text : text + std::string(width - text.size(), ' ');
 }
 
+// A shape as Python prints a list: "[10, 256]".
+std::string shape_text(const at::Tensor& tensor) {
+  std::string text = "[";
+  for (int64_t d = 0; d < tensor.dim(); ++d) {
+    if (d > 0) text += ", ";
+    text += std::to_string(tensor.size(d));
+  }
+  return text + "]";
+}
+
+// `x` through `module` when it is of type Impl, as its forward.
+template <class Impl>
+bool forward_as(torch::nn::Module& module, at::Tensor& x) {
+  auto* typed = dynamic_cast<Impl*>(&module);
+  if (typed == nullptr) return false;
+  x = typed->forward(x);
+  return true;
+}
+
+// `x` through a layer whose forward takes and returns one tensor, for the types known here.
+bool forward_known_layer(torch::nn::Module& m, at::Tensor& x) {
+  namespace nn = torch::nn;
+  return forward_as<nn::LinearImpl>(m, x) || forward_as<nn::Conv1dImpl>(m, x) ||
+         forward_as<nn::Conv2dImpl>(m, x) || forward_as<nn::Conv3dImpl>(m, x) ||
+         forward_as<nn::ConvTranspose1dImpl>(m, x) || forward_as<nn::ConvTranspose2dImpl>(m, x) ||
+         forward_as<nn::ConvTranspose3dImpl>(m, x) || forward_as<nn::ReLUImpl>(m, x) ||
+         forward_as<nn::LeakyReLUImpl>(m, x) || forward_as<nn::GELUImpl>(m, x) ||
+         forward_as<nn::SiLUImpl>(m, x) || forward_as<nn::SigmoidImpl>(m, x) ||
+         forward_as<nn::TanhImpl>(m, x) || forward_as<nn::SoftmaxImpl>(m, x) ||
+         forward_as<nn::LogSoftmaxImpl>(m, x) || forward_as<nn::DropoutImpl>(m, x) ||
+         forward_as<nn::BatchNorm1dImpl>(m, x) || forward_as<nn::BatchNorm2dImpl>(m, x) ||
+         forward_as<nn::BatchNorm3dImpl>(m, x) || forward_as<nn::LayerNormImpl>(m, x) ||
+         forward_as<nn::FlattenImpl>(m, x) || forward_as<nn::MaxPool1dImpl>(m, x) ||
+         forward_as<nn::MaxPool2dImpl>(m, x) || forward_as<nn::AvgPool1dImpl>(m, x) ||
+         forward_as<nn::AvgPool2dImpl>(m, x) || forward_as<nn::AdaptiveAvgPool1dImpl>(m, x) ||
+         forward_as<nn::AdaptiveAvgPool2dImpl>(m, x) || forward_as<nn::IdentityImpl>(m, x);
+}
+
+// Runs `x` through `module` (named `path`) as its forward does, recording its sizes and those of
+// its submodules in `sizes`; false (x then undefined) when that cannot be done: a type whose
+// forward cannot be called here, or a forward that fails or returns something else than a tensor.
+bool run_sized(torch::nn::Module& module, const std::string& path, at::Tensor& x,
+               std::map<std::string, LayerSizes>& sizes, torch::nn::AnyModule* any = nullptr) {
+  const at::Tensor in = x;
+  try {
+    if (auto* sequential = dynamic_cast<torch::nn::SequentialImpl*>(&module)) {
+      // SequentialImpl::forward: each child's output is the next one's input.
+      const auto children = sequential->named_children();
+      std::size_t i = 0;
+      for (torch::nn::AnyModule& child : *sequential) {
+        if (!run_sized(*child.ptr(), path + "." + children[i++].key(), x, sizes, &child))
+          return false;
+      }
+    } else if (any != nullptr) {
+      x = any->forward(x);
+    } else if (!forward_known_layer(module, x)) {
+      return false;
+    }
+  } catch (const std::exception&) {
+    x = at::Tensor();
+    return false;
+  }
+  sizes[path] = {shape_text(in), shape_text(x)};
+  return true;
+}
+
+// Whether `a` is what `b` is: same shape and close values.
+bool same_output(const at::Tensor& a, const at::Tensor& b) {
+  return a.defined() && a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
+         (!a.is_floating_point() ? a.equal(b) : at::allclose(a, b));
+}
+
 }  // namespace
+
+std::map<std::string, LayerSizes> layer_sizes(Module& module) {
+  std::map<std::string, LayerSizes> sizes;
+  if (!module.example_input_array().defined()) return sizes;
+  const at::Tensor example = module.example_input_array().to(module.device());
+  // Lightning's _forward_example_input: eval mode, no grad, each module's mode restored after.
+  std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>> modes;
+  for (const auto& each : module.modules(/*include_self=*/false))
+    modes.emplace_back(each, each->is_training());
+  const bool root_training = module.is_training();
+  struct RestoreModes {
+    Module& root;
+    bool root_training;
+    std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>>& modes;
+    ~RestoreModes() {
+      root.train(root_training);  // sets every submodule too; then each its own again
+      for (auto& [each, training] : modes) each->train(training);  // parents first
+    }
+  } restore{module, root_training, modes};
+  module.eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor expected = module.forward(example);
+  // The first run of consecutive children (in registration order) whose chain computes forward's
+  // output; the children outside it are not used by forward, as far as can be told.
+  const auto children = module.named_children();
+  for (std::size_t start = 0; start < children.size(); ++start) {
+    std::map<std::string, LayerSizes> chained;
+    at::Tensor x = example;
+    for (std::size_t k = start; k < children.size(); ++k) {
+      if (!run_sized(*children[k].value(), children[k].key(), x, chained)) break;
+      if (same_output(x, expected)) return chained;
+    }
+  }
+  return sizes;
+}
+
+void ModelSummaryData::set_sizes(const std::map<std::string, LayerSizes>& sizes) {
+  has_sizes = true;
+  for (LayerSummary& layer : layers) {
+    const auto found = sizes.find(layer.name);
+    layer.in_size = found == sizes.end() ? "?" : found->second.in_size;
+    layer.out_size = found == sizes.end() ? "?" : found->second.out_size;
+  }
+}
 
 std::string human_readable_count(int64_t number) {
   static const char* const kLabels[] = {" ", "K", "M", "B", "T"};
@@ -111,15 +237,20 @@ std::size_t SummaryColumn::width() const {
 std::vector<SummaryColumn> ModelSummaryData::columns() const {
   std::vector<SummaryColumn> table{
       {" ", {}}, {"Name", {}}, {"Type", {}}, {"Params", {}}, {"Mode", {}}};
-  const auto add_row = [&](const std::vector<std::string>& row) {
+  if (has_sizes) table.insert(table.end(), {{"In sizes", {}}, {"Out sizes", {}}});
+  const auto add_row = [&](std::vector<std::string> row, const std::string& in_size,
+                           const std::string& out_size) {
+    if (has_sizes) row.insert(row.end(), {in_size, out_size});
     for (std::size_t c = 0; c < table.size(); ++c) table[c].cells.push_back(row[c]);
   };
   for (std::size_t i = 0; i < layers.size(); ++i) {
     add_row({std::to_string(i), layers[i].name, layers[i].type,
-             human_readable_count(layers[i].params), layers[i].training ? "train" : "eval"});
+             human_readable_count(layers[i].params), layers[i].training ? "train" : "eval"},
+            layers[i].in_size, layers[i].out_size);
   }
   if (leftover_params() > 0) {
-    add_row({" ", "other params", "n/a", human_readable_count(leftover_params()), "n/a"});
+    add_row({" ", "other params", "n/a", human_readable_count(leftover_params()), "n/a"}, "n/a",
+            "n/a");
   }
   return table;
 }
@@ -165,6 +296,7 @@ ModelSummary::ModelSummary(ModelSummaryOptions options) : options_(std::move(opt
 void ModelSummary::on_fit_start(Trainer& trainer, Module& module) {
   if (options_.max_depth() == 0 || !trainer.is_global_zero() || trainer.replaying()) return;
   last_summary_ = summarize(module, options_.max_depth());
+  if (module.example_input_array().defined()) last_summary_->set_sizes(layer_sizes(module));
   std::ostream& out = options_.out() ? *options_.out() : std::cerr;
   print(*last_summary_, out);
 }

@@ -3,11 +3,13 @@
 #include <atomic>
 
 #include "base/errors.h"
+#include "core/callback_order.h"
 
 namespace trainbus {
 namespace {
 
 std::atomic<DefaultCallbacksBuilder> installed_builder{nullptr};
+std::atomic<DefaultProgressBarFactory> installed_progress_bar{nullptr};
 
 }  // namespace
 
@@ -17,8 +19,26 @@ void install_default_callbacks(DefaultCallbacksBuilder builder) noexcept {
 
 DefaultCallbacksBuilder installed_default_callbacks() noexcept { return installed_builder.load(); }
 
+void install_default_progress_bar(DefaultProgressBarFactory factory) noexcept {
+  installed_progress_bar.store(factory);
+}
+
+DefaultProgressBarFactory installed_default_progress_bar() noexcept {
+  return installed_progress_bar.load();
+}
+
 std::vector<std::shared_ptr<Callback>> with_default_callbacks(
     const TrainerOptions& options, std::vector<std::shared_ptr<Callback>> given) {
+  if (!options.enable_checkpointing()) {
+    // As Lightning's _CallbackConnector._configure_checkpoint_callbacks.
+    for (const auto& callback : given) {
+      // A null callback is refused, with its position, when the Trainer orders them.
+      TRAINBUS_CHECK(callback == nullptr || callback->kind() != CallbackKind::kCheckpoint,
+                     "Trainer was configured with `enable_checkpointing=False` but found `",
+                     callback_name(*callback),
+                     "` in callbacks list; remove it, or leave enable_checkpointing true");
+    }
+  }
   const DefaultCallbacksBuilder builder = installed_builder.load();
   if (builder == nullptr) {
     TRAINBUS_CHECK(!options.max_time(),

@@ -17,9 +17,9 @@
 
 #include "base/diagnostics.h"
 #include "base/errors.h"
-#include "base/yaml_scalar.h"
 #include "checkpoint/format.h"
 #include "core/callback_order.h"
+#include "core/detail/hparams_text.h"
 #include "core/detail/trainer_hooks.h"
 #include "core/learning_rates.h"
 #include "core/reduce_lr_on_plateau.h"
@@ -38,35 +38,6 @@ void zero_grad_to_none(torch::optim::Optimizer& optimizer) {
       if (parameter.grad().defined()) parameter.mutable_grad().reset();
     }
   }
-}
-
-// One hyper-parameter as a YAML scalar that keeps its type (hparams.yaml reads back in PyYAML
-// and Lightning's load_hparams_from_yaml as what the module saved): 'text', 64, 0.001, true, null,
-// [0.1, 0.2]; anything else as quoted text.
-std::string render_hparam(const c10::IValue& value) {
-  if (value.isString()) return yaml_quoted(value.toStringRef());
-  if (value.isDouble()) return yaml_float(value.toDouble());
-  if (value.isInt()) return std::to_string(value.toInt());
-  if (value.isBool()) return value.toBool() ? "true" : "false";
-  if (value.isNone()) return "null";
-  if (value.isList()) {
-    std::string text = "[";
-    for (const c10::IValue& item : value.toListRef()) {
-      if (text.size() > 1) text += ", ";
-      text += render_hparam(item);
-    }
-    return text + "]";
-  }
-  std::ostringstream out;
-  out << value;
-  return yaml_quoted(out.str());
-}
-
-// Hyper-parameters for events, each a typed YAML scalar (loggers write them to hparams.yaml).
-std::map<std::string, std::string> render(const StateDict& hparams) {
-  std::map<std::string, std::string> text;
-  for (const auto& [name, value] : hparams) text[name] = render_hparam(value);
-  return text;
 }
 
 }  // namespace
@@ -130,8 +101,8 @@ void Trainer::run_fit(const FitOptions& options) {
   call_hooks<events::FitStart>(
       [&](Callback& c) { c.on_fit_start(*this, *module_); }, [](Module& m) { m.on_fit_start(); },
       [&] {
-        return events::FitStart{event_progress(), render(module_->hparams()), num_training_batches_,
-                                num_val_batches_};
+        return events::FitStart{event_progress(), detail::hparams_text(module_->hparams()),
+                                num_training_batches_, num_val_batches_};
       });
   if (checkpoint) checkpoints_.restore_optimizers(*checkpoint);
   module_->zero_grad(/*set_to_none=*/true);

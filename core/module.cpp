@@ -72,6 +72,14 @@ const std::vector<std::shared_ptr<torch::optim::Optimizer>>& Module::optimizers(
   return trainer().optimizers();
 }
 
+at::Tensor Module::forward(const at::Tensor& input) {
+  throw MisconfigurationError(
+      "`example_input_array` is set but `forward` is not implemented: override "
+      "`at::Tensor forward(const at::Tensor& input)` in " +
+      boost::core::demangle(typeid(*this).name()) +
+      " (what the module computes, as Lightning's forward), or leave example_input_array unset");
+}
+
 c10::Device Module::device() const {
   for (const auto& parameter : parameters()) return parameter.device();
   for (const auto& buffer : buffers()) return buffer.device();

@@ -158,6 +158,17 @@ class Module : public torch::nn::Module {
   /// Device of the first parameter (CPU if there are none).
   c10::Device device() const;
 
+  // ---- forward, for the model summary ----
+
+  /// Lightning's forward(x): what the module computes from an input. The loops never call it (the
+  /// steps compute what they need); ModelSummary runs example_input_array through it to show the
+  /// layers' In and Out sizes. Default: throws MisconfigurationError saying to override it.
+  virtual at::Tensor forward(const at::Tensor& input);
+  /// Lightning's example_input_array: an input for forward (a small batch). When set, ModelSummary
+  /// shows In sizes and Out sizes (see callbacks::layer_sizes). Undefined by default.
+  void set_example_input_array(at::Tensor example) { example_input_array_ = std::move(example); }
+  const at::Tensor& example_input_array() const noexcept { return example_input_array_; }
+
   /// Hyper-parameters kept in checkpoints (Lightning's save_hyperparameters).
   void save_hyperparameters(StateDict hparams) { hparams_ = std::move(hparams); }
   const StateDict& hparams() const noexcept { return hparams_; }
@@ -167,6 +178,7 @@ class Module : public torch::nn::Module {
   friend class replay::ReplaySession;  // attaches its stand-in module to the replaying trainer
   Trainer* trainer_ = nullptr;
   StateDict hparams_;
+  at::Tensor example_input_array_;
 };
 
 }  // namespace trainbus

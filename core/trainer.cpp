@@ -14,6 +14,7 @@
 #include "checkpoint/snapshot.h"
 #include "core/callback_order.h"
 #include "core/default_callbacks.h"
+#include "core/detail/hparams_text.h"
 #include "core/detail/trainer_hooks.h"
 #include "core/tensor_ref.h"
 
@@ -175,6 +176,14 @@ void Trainer::add_observer(std::shared_ptr<events::Observer> observer,
                            events::ObserverOptions options) {
   TRAINBUS_CHECK(status_ != TrainerStatus::kRunning,
                  "Trainer::add_observer: add observers before fit/validate/test/predict");
+  if (observer->is_progress_bar()) {
+    // As Lightning's _CallbackConnector._configure_progress_bar.
+    TRAINBUS_CHECK(options_.enable_progress_bar(),
+                   "Trainer was configured with `enable_progress_bar=False` but found `",
+                   observer->name(),
+                   "` among its observers; do not add it, or leave enable_progress_bar true");
+    progress_bar_attached_ = true;
+  }
   if (!is_global_zero() && !options.every_rank()) return;  // logs and bars come from rank 0
   if (!observers_) {
     observers_ = std::make_unique<events::ObserverPool>(
@@ -186,6 +195,12 @@ void Trainer::add_observer(std::shared_ptr<events::Observer> observer,
   const std::string dir = observer->log_dir();
   observers_->attach(bus_, std::move(observer), options);
   if (logger) loggers_.emplace_back(*this, name, dir);
+}
+
+void Trainer::attach_default_progress_bar() {
+  if (!options_.enable_progress_bar() || progress_bar_attached_) return;
+  const DefaultProgressBarFactory factory = installed_default_progress_bar();
+  if (factory != nullptr) add_observer(factory());
 }
 
 std::string Trainer::log_dir() const {
@@ -200,6 +215,16 @@ void Trainer::log_metrics(const Metrics& metrics, int64_t step, const std::strin
 
 void LoggerHandle::log_metrics(const Metrics& metrics, int64_t step) const {
   trainer_->log_metrics(metrics, step, name_);
+}
+
+void Trainer::log_hyperparams(const StateDict& params, const std::string& logger) {
+  bus_.publish_lazy<events::HyperparamsLogged>([&] {
+    return events::HyperparamsLogged{event_progress(), detail::hparams_text(params), logger};
+  });
+}
+
+void LoggerHandle::log_hyperparams(const StateDict& params) const {
+  trainer_->log_hyperparams(params, name_);
 }
 
 void Trainer::wait_for_observers() {

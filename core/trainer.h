@@ -88,6 +88,7 @@ class Trainer {
   /// before returning, also when it leaves by an exception; a failure in it is raised as
   /// events::ObserverError at the next batch, epoch end or the end of the run, through
   /// on_exception. In data-parallel training only rank 0 runs it, unless options.every_rank().
+  /// A progress bar (events::Observer::is_progress_bar) with enable_progress_bar false is refused.
   void add_observer(std::shared_ptr<events::Observer> observer,
                     events::ObserverOptions options = {});
   /// Flush barrier: blocks until every observer has handled every event published so far, then
@@ -110,6 +111,9 @@ class Trainer {
   /// Publishes events::MetricsLogged: `metrics` as a row at `step` in every logger, or only in the
   /// one named `logger`. What LoggerHandle::log_metrics calls.
   void log_metrics(const Metrics& metrics, int64_t step, const std::string& logger = {});
+  /// Publishes events::HyperparamsLogged: `params` added to the hyper-parameters of every logger,
+  /// or only of the one named `logger`. What LoggerHandle::log_hyperparams calls.
+  void log_hyperparams(const StateDict& params, const std::string& logger = {});
 
   // ---- progress and decisions ----
 
@@ -279,6 +283,8 @@ class Trainer {
   void call_setup_hooks(Stage stage);
   void call_teardown_hooks(Stage stage);
   void apply_run_settings();
+  // At the start of a run: the progress bar of enable_progress_bar, unless one is attached.
+  void attach_default_progress_bar();
   void reset_fit_progress();
   /// Lightning's max_epochs default: 1000, or -1 (no limit) when only max_steps is set.
   static int64_t defaulted_max_epochs(const TrainerOptions& options) noexcept {
@@ -345,6 +351,7 @@ class Trainer {
   // Declared after bus_: destroyed first, while it can still disconnect from the bus.
   std::unique_ptr<events::ObserverPool> observers_;
   std::vector<LoggerHandle> loggers_;
+  bool progress_bar_attached_ = false;
   std::map<std::string, uint64_t> dropped_reported_;  // per observer, for report_dropped_events
   // After the callbacks: its writer, whose saves may run callbacks' after_commit, is joined first.
   CheckpointConnector checkpoints_{*this};

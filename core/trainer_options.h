@@ -96,6 +96,16 @@ struct TrainerOptions {
   /// Print a ModelSummary of the module when fit starts (the Trainer adds callbacks::ModelSummary
   /// unless one, or a RichModelSummary, is given), as Lightning's default.
   TRAINBUS_ARG(bool, enable_model_summary) = true;
+  /// Save checkpoints, as Lightning's default: the Trainer adds a callbacks::ModelCheckpoint with
+  /// its defaults (the newest epoch's end, `epoch=E-step=S.ckpt`, in the first logger's log_dir
+  /// /checkpoints, else default_root_dir/checkpoints) unless a checkpoint callback
+  /// (CheckpointCallback: ModelCheckpoint, OnExceptionCheckpoint) is given. false with a
+  /// checkpoint callback given is refused, as Lightning does.
+  TRAINBUS_ARG(bool, enable_checkpointing) = true;
+  /// Show a progress bar, as Lightning's default: each fit/validate/test/predict attaches an
+  /// observers::ProgressBar (std::cout) unless an observer that is a progress bar
+  /// (events::Observer::is_progress_bar) was added. false with one added is refused.
+  TRAINBUS_ARG(bool, enable_progress_bar) = true;
   /// Root of logs and checkpoints.
   TRAINBUS_ARG(std::string, default_root_dir) = ".";
   /// Device the module and batches are moved to; CUDA works where LibTorch has it.

@@ -62,6 +62,7 @@
   X(LoadCheckpoint, on_load_checkpoint)              \
   X(StopRequested, on_stop_requested)                \
   X(MetricsLogged, on_metrics_logged)                \
+  X(HyperparamsLogged, on_hyperparams_logged)        \
   X(Exception, on_exception)                         \
   X(FitEnd, on_fit_end)                              \
   X(Teardown, teardown)

@@ -77,6 +77,18 @@ struct MetricsLogged {
   std::string logger;  ///< the logger it is for, by name; "" for every logger
 };
 
+/// Fires when something logs hyper-parameters straight to the loggers, as Lightning's
+/// `logger.log_hyperparams(params)` (LoggerHandle::log_hyperparams: a callback, the user), at the
+/// moment it logs. The loggers add them to those they keep (observers::Logger: hparams.yaml, and
+/// TensorBoard's hparams); a decision-free event: Callbacks have no hook for it.
+struct HyperparamsLogged {
+  static constexpr std::string_view kName = "hyperparams_logged";
+  Progress progress;
+  /// Each a YAML scalar that keeps its type, as FitStart's.
+  std::map<std::string, std::string> hparams;
+  std::string logger;  ///< the logger they are for, by name; "" for every logger
+};
+
 /// Fires when an exception leaves a step, a hook or the loop, after every callback's on_exception
 /// and before the exception leaves fit/validate/test/predict unchanged.
 struct Exception {

@@ -62,6 +62,10 @@ class Observer {
   virtual bool is_logger() const { return false; }
   /// Where a logger writes (Lightning's logger.log_dir); "" for none.
   virtual std::string log_dir() const { return {}; }
+  /// true for an observer that draws the run's progress (observers::ProgressBar; Lightning's
+  /// ProgressBar callbacks). A Trainer with TrainerOptions::enable_progress_bar attaches a default
+  /// one at the start of a run only when none is attached. Default: false.
+  virtual bool is_progress_bar() const { return false; }
   /// Hands what the observer buffers to the operating system (an ofstream's buffer, say). Called
   /// on its strand at most ObserverOptions::flush_interval after it handled events, and when the
   /// pool shuts down, so that a crash of the process loses at most that interval. May throw (then

@@ -10,7 +10,7 @@
 #include <set>
 #include <stdexcept>
 
-#include "base/yaml_scalar.h"
+#include "observers/hparams_file.h"
 
 namespace trainbus::observers {
 namespace {
@@ -115,11 +115,7 @@ void CsvLogger::log_metrics(const Metrics& metrics, int64_t step, int64_t epoch)
 }
 
 void CsvLogger::log_hyperparams(const std::map<std::string, std::string>& hparams) {
-  std::ofstream out(hparams_file_, std::ios::trunc);
-  if (!out) fail(hparams_file_, "write the hyper-parameters");
-  if (hparams.empty()) out << "{}\n";
-  for (const auto& [name, value] : hparams)
-    out << yaml_key(name) << ": " << yaml_scalar_or_quoted(value) << '\n';
+  write_hparams_yaml(hparams_file_, hparams);
 }
 
 void CsvLogger::flush() {

@@ -24,6 +24,7 @@ void Logger::select_events(events::EventSelection& selection) const {
       .add<events::TestEpochEnd>()
       .add<events::TestEnd>()
       .add<events::MetricsLogged>()
+      .add<events::HyperparamsLogged>()
       .add<events::FitEnd>()
       .add<events::Exception>();
 }
@@ -33,8 +34,18 @@ void Logger::on_metrics_logged(const events::MetricsLogged& event) {
   log_metrics(event.metrics, event.step, /*epoch=*/-1);
 }
 
+void Logger::on_hyperparams_logged(const events::HyperparamsLogged& event) {
+  if (!(event.logger.empty() || event.logger == name())) return;
+  add_hyperparams(event.hparams);
+}
+
+void Logger::add_hyperparams(const std::map<std::string, std::string>& hparams) {
+  for (const auto& [name, value] : hparams) hparams_[name] = value;
+  log_hyperparams(hparams_);
+}
+
 void Logger::on_fit_start(const events::FitStart& event) {
-  log_hyperparams(event.hparams);
+  add_hyperparams(event.hparams);
   stop_requested_ = false;
   last_global_step_ = event.progress.global_step;  // a resumed fit's steps
   batch_step_.reset();

@@ -18,7 +18,9 @@ namespace trainbus::observers {
 ///    the count of steps before it (Lightning's _batches_that_stepped); none while accumulating;
 ///  - at each training epoch end: the epoch means logged in the epoch;
 ///  - after each validation (not the sanity check) and test: their epoch means;
-///  - at fit start: the hyper-parameters, and resume_at(step) when fit resumed from a checkpoint.
+///  - at fit start: the module's hyper-parameters, and resume_at(step) when fit resumed from a
+///    checkpoint; hyper-parameters logged straight to the loggers (events::HyperparamsLogged) are
+///    added to them, as Lightning's loggers update their `hparams`.
 /// Rows carry the epoch and Lightning's step: the count of optimizer steps before the batch (the
 /// 0-based step of a batch that stepped), global_step - 1 at an epoch end. A subclass only
 /// writes. Runs on the observer pool (see events::Observer), one logger at a time.
@@ -46,6 +48,9 @@ class Logger : public events::Observer {
   /// Values logged straight to the loggers (Trainer::loggers(): LearningRateMonitor), for every
   /// logger or this one by name: a row at the given step, without an epoch (as Lightning's).
   void on_metrics_logged(const events::MetricsLogged& event) override;
+  /// Hyper-parameters logged straight to the loggers (LoggerHandle::log_hyperparams), for every
+  /// logger or this one by name: added to those it has, then log_hyperparams with them all.
+  void on_hyperparams_logged(const events::HyperparamsLogged& event) override;
   void on_fit_end(const events::FitEnd& event) override { finalize("success"); }
   void on_exception(const events::Exception& event) override { finalize("failed"); }
 
@@ -54,6 +59,8 @@ class Logger : public events::Observer {
  protected:
   /// One row of values at (step, epoch); epoch -1 for values logged straight to the loggers.
   virtual void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) = 0;
+  /// Every hyper-parameter logged so far (the module's at fit start, and those logged straight
+  /// to the loggers), each a typed YAML scalar; called whenever one is added.
   virtual void log_hyperparams(const std::map<std::string, std::string>& hparams) {}
   /// Fit resumed from a checkpoint taken at `step`: what was logged after it is stale.
   virtual void resume_at(int64_t step) {}
@@ -65,7 +72,10 @@ class Logger : public events::Observer {
     return progress.global_step > 0 ? progress.global_step - 1 : 0;
   }
 
+  void add_hyperparams(const std::map<std::string, std::string>& hparams);
+
   int64_t log_every_n_steps_;
+  std::map<std::string, std::string> hparams_;  // every one logged so far, as Lightning's
   bool sanity_checking_ = false;
   bool stop_requested_ = false;   // in this fit (Lightning's trainer.should_stop)
   int64_t last_global_step_ = 0;  // at the last training batch (or the fit's start)

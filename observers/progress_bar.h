@@ -39,6 +39,8 @@ class ProgressBar : public events::Observer {
  public:
   explicit ProgressBar(ProgressBarOptions options = {});
 
+  bool is_progress_bar() const override { return true; }
+
   void select_events(events::EventSelection& selection) const override;
   void on_sanity_check_start(const events::SanityCheckStart& event) override {
     sanity_checking_ = true;

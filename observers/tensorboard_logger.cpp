@@ -5,10 +5,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 
 #include "base/tfrecord.h"
+#include "observers/hparams_file.h"
 #include "proto/tensorboard.pb.h"
 
 namespace trainbus::observers {
@@ -34,6 +37,33 @@ std::string event_file_name(const std::string& suffix) {
                                            .count()));
   return "events.out.tfevents." + std::string(seconds) + "." + host_name() + "." +
          std::to_string(::getpid()) + "." + std::to_string(counter++) + suffix;
+}
+
+// A hyper-parameter's typed YAML scalar as the hparams plugin's value, as
+// torch.utils.tensorboard's hparams() sets it: numbers, strings, booleans; lists as their text.
+// None (null) is left out, as there.
+std::optional<tensorboard::HParamValue> plugin_value(const std::string& text) {
+  tensorboard::HParamValue value;
+  if (text == "null") return std::nullopt;
+  if (text == "true" || text == "false") {
+    value.set_bool_value(text == "true");
+  } else if (text.size() >= 2 && text.front() == '\'' && text.back() == '\'') {
+    std::string unquoted;  // yaml_quoted doubles a quote inside
+    for (std::size_t i = 1; i + 1 < text.size(); ++i) {
+      unquoted += text[i];
+      if (text[i] == '\'' && text[i + 1] == '\'') ++i;
+    }
+    value.set_string_value(unquoted);
+  } else {
+    char* end = nullptr;
+    const double number = std::strtod(text.c_str(), &end);
+    if (!text.empty() && end == text.c_str() + text.size() && text.front() != '[') {
+      value.set_number_value(number);
+    } else {
+      value.set_string_value(text);
+    }
+  }
+  return value;
 }
 
 }  // namespace
@@ -74,6 +104,29 @@ void TensorBoardLogger::log_metrics(const Metrics& metrics, int64_t step, int64_
     epoch_value->set_tag("epoch");
     epoch_value->set_simple_value(static_cast<float>(epoch));
   }
+  write_record(event.SerializeAsString());
+}
+
+void TensorBoardLogger::log_hyperparams(const std::map<std::string, std::string>& hparams) {
+  write_hparams_yaml((std::filesystem::path(options_.log_dir()) / "hparams.yaml").string(),
+                     hparams);
+  if (hparams.empty()) return;
+  tensorboard::HParamsPluginData data;
+  data.set_version(0);
+  tensorboard::SessionStartInfo* session = data.mutable_session_start_info();
+  session->set_start_time_secs(wall_time());
+  for (const auto& [name, text] : hparams) {
+    if (std::optional<tensorboard::HParamValue> value = plugin_value(text))
+      (*session->mutable_hparams())[name] = *value;
+  }
+  tensorboard::Event event;
+  event.set_wall_time(wall_time());
+  tensorboard::Summary::Value* info = event.mutable_summary()->add_value();
+  info->set_tag("_hparams_/session_start_info");
+  tensorboard::SummaryMetadata::PluginData* plugin =
+      info->mutable_metadata()->mutable_plugin_data();
+  plugin->set_plugin_name("hparams");
+  plugin->set_content(data.SerializeAsString());
   write_record(event.SerializeAsString());
 }
 

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "base/arg.h"
@@ -43,6 +44,10 @@ class TensorBoardLogger : public Logger {
  protected:
   void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) override;
   void resume_at(int64_t step) override;
+  /// As Lightning's TensorBoardLogger: the hyper-parameters in hparams.yaml beside the event file,
+  /// and in the event file for TensorBoard's HPARAMS tab (the hparams plugin's session start info;
+  /// TensorBoard shows the first a run wrote, as with Lightning's).
+  void log_hyperparams(const std::map<std::string, std::string>& hparams) override;
 
  private:
   void write_record(const std::string& payload);

@@ -533,6 +533,12 @@ void ReplaySession::replay(const events::MetricsLogged& event) {
   publish(event);
 }
 
+void ReplaySession::replay(const events::HyperparamsLogged& event) {
+  // As MetricsLogged: the recorded values reach the observers; no callback hook runs for it.
+  set_progress(event.progress);
+  publish(event);
+}
+
 void ReplaySession::replay(const events::Exception& event) {
   set_progress(event.progress);
   const std::runtime_error error(event.type + ": " + event.message);

@@ -249,7 +249,9 @@ BatchSizeResult scale_batch_size(const TrainerOptions& options, Module& module,
       .limit_train_batches(1.0)
       .limit_val_batches(0)
       .num_sanity_val_steps(0)
-      .enable_model_summary(false);
+      .enable_model_summary(false)
+      .enable_checkpointing(false)
+      .enable_progress_bar(false);
 
   detail::RestorePoint restore_point;
   const auto run_trial = [&](int64_t batch_size) {

@@ -210,7 +210,9 @@ LRFinder lr_find(const TrainerOptions& options, Module& module, data::DataModule
       .max_time(std::nullopt)
       .limit_val_batches(0)
       .num_sanity_val_steps(0)
-      .enable_model_summary(false);
+      .enable_model_summary(false)
+      .enable_checkpointing(false)
+      .enable_progress_bar(false);
   // Lightning saves a checkpoint and restores it: the weights and buffers (saved once
   // configure_model ran) are what the test changes, and the random generator it draws from.
   detail::RestorePoint restore_point;

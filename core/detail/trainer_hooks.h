@@ -47,6 +47,7 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
   TRAINBUS_CHECK(!replaying_, "Trainer::", to_string(stage),
                  " was called on the trainer of a replay (replay::ReplaySession), which has no "
                  "model to run; make a Trainer of its own");
+  attach_default_progress_bar();
   Trainer* const previous_trainer = module.trainer_;
   auto detach = [&] {
     strategy_->teardown_module();

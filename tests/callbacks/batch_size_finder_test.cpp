@@ -14,6 +14,7 @@
 #include "data/batch.h"
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -71,7 +72,8 @@ TEST_CASE("BatchSizeFinder finds the size at fit start and the fit trains with i
       tuner::BatchSizeFinderOptions().mode(tuner::BatchSizeMode::kBinsearch).margin(0));
   CHECK(finder->optimal_batch_size() == 2);  // Lightning: init_val until it ran
   // Listed after the observer, run before it: a tuner callback comes first.
-  Trainer trainer(TrainerOptions().max_epochs(1).limit_val_batches(0), {observer, finder});
+  Trainer trainer(testing::trainer_options().max_epochs(1).limit_val_batches(0),
+                  {observer, finder});
   trainer.fit(module, data);
 
   CHECK(finder->optimal_batch_size() == 20);
@@ -97,7 +99,7 @@ TEST_CASE("BatchSizeFinder refuses a data module without the batch size, before 
   FitsUpToModule module(20);
   RandomDataModule source(8, 2);
   data::LoaderDataModule loaders(source.train_dataloader());
-  Trainer trainer(TrainerOptions().max_epochs(1),
+  Trainer trainer(testing::trainer_options().max_epochs(1),
                   {std::make_shared<BatchSizeFinder>(tuner::BatchSizeFinderOptions())});
   CHECK_THROWS_WITH(
       trainer.fit(module, loaders),

@@ -12,6 +12,7 @@
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/capturing_logger.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -21,7 +22,7 @@ using Catch::Matchers::Contains;
 namespace {
 
 TrainerOptions small_run() {
-  return TrainerOptions().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(2);
+  return testing::trainer_options().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(2);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include "core/trainer.h"
 #include "tests/support/boring.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -38,7 +39,7 @@ struct Run {
 };
 
 Run fit_with(EarlyStoppingOptions options, std::vector<double> values,
-             TrainerOptions trainer_options = {}) {
+             TrainerOptions trainer_options = testing::trainer_options()) {
   auto callback = std::make_shared<EarlyStopping>(options);
   trainer_options.max_epochs(trainer_options.max_epochs().value_or(20));
   trainer_options.limit_train_batches(1);
@@ -107,7 +108,7 @@ TEST_CASE("EarlyStopping thresholds and non-finite values stop at once",
 }
 
 TEST_CASE("EarlyStopping respects min_epochs", "[callbacks][early_stopping]") {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.min_epochs(8);
   const Run run = fit_with(watch(0.0, 1), {1, 2}, options);
   CHECK(run.callback->stopped_epoch() >= 1);
@@ -125,7 +126,7 @@ TEST_CASE("EarlyStopping names the missing metric and what is available",
   options.strict(false);
   CHECK(fit_with(options, {1},
                  [] {
-                   TrainerOptions o;
+                   TrainerOptions o = testing::trainer_options();
                    o.max_epochs(3);
                    return o;
                  }())

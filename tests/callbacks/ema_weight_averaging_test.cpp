@@ -15,6 +15,7 @@
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -24,7 +25,7 @@ using Catch::Matchers::Contains;
 namespace {
 
 TrainerOptions options_for(int64_t epochs) {
-  return TrainerOptions()
+  return testing::trainer_options()
       .max_epochs(epochs)
       .num_sanity_val_steps(0)
       .enable_model_summary(false)
@@ -86,7 +87,7 @@ TEST_CASE("EMAWeightAveraging gives training its own weights back after validati
       }));
   ValidationProbe module;
   RandomDataModule data(4, 1);
-  Trainer trainer(TrainerOptions().max_epochs(2).enable_model_summary(false),
+  Trainer trainer(testing::trainer_options().max_epochs(2).enable_model_summary(false),
                   {ema, weight_recorder(weights), probe});
   trainer.fit(module, data);
   REQUIRE(weights.size() == 8);

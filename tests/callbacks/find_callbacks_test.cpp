@@ -12,6 +12,7 @@
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -33,7 +34,8 @@ TEST_CASE("A callback finds the trainer's checkpoint and early-stopping callback
         best_seen_at_train_end = checkpoint_callback(trainer)->best_model_path();
       }));
 
-  Trainer trainer(TrainerOptions().max_epochs(2), {on_exception, best, reader, every, early});
+  Trainer trainer(testing::trainer_options().enable_checkpointing(true).max_epochs(2),
+                  {on_exception, best, reader, every, early});
   // OnExceptionCheckpoint is a checkpoint callback but not a ModelCheckpoint (as Lightning's).
   CHECK(checkpoint_callbacks(trainer) == std::vector<ModelCheckpoint*>{best.get(), every.get()});
   CHECK(early_stopping_callback(trainer) == early.get());
@@ -47,7 +49,7 @@ TEST_CASE("A callback finds the trainer's checkpoint and early-stopping callback
   CHECK_FALSE(best_seen_at_train_end.empty());
   CHECK(best_seen_at_train_end == best->best_model_path());
 
-  Trainer plain;
+  Trainer plain(testing::trainer_options());
   CHECK(checkpoint_callback(plain) == nullptr);
   CHECK(early_stopping_callback(plain) == nullptr);
   CHECK(checkpoint_callbacks(plain).empty());

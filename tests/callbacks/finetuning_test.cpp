@@ -23,6 +23,7 @@
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -64,8 +65,11 @@ class BackboneModule : public Module {
 };
 
 TrainerOptions finetuning_options(int64_t epochs) {
-  return TrainerOptions().max_epochs(epochs).limit_val_batches(0).enable_model_summary(false).seed(
-      5);
+  return testing::trainer_options()
+      .max_epochs(epochs)
+      .limit_val_batches(0)
+      .enable_model_summary(false)
+      .seed(5);
 }
 
 /// At every train epoch start (listed after the finetuning callback): the lr of each param group

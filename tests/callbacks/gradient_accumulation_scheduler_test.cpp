@@ -12,6 +12,7 @@
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -23,7 +24,7 @@ using Catch::Matchers::Contains;
 namespace {
 
 TrainerOptions options_for(int64_t epochs) {
-  return TrainerOptions().max_epochs(epochs).num_sanity_val_steps(0).limit_val_batches(0);
+  return testing::trainer_options().max_epochs(epochs).num_sanity_val_steps(0).limit_val_batches(0);
 }
 
 /// Notes the trainer's accumulate_grad_batches and global_step at every epoch start. Listed after

@@ -17,6 +17,7 @@
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -54,7 +55,7 @@ TEST_CASE("LambdaCallback calls each function at its hook with the hook's argume
   auto callback = std::make_shared<LambdaCallback>(hooks);
   BoringModule module;
   RandomDataModule data(3, 1);
-  Trainer trainer(TrainerOptions().max_epochs(2).num_sanity_val_steps(0), {callback});
+  Trainer trainer(testing::trainer_options().max_epochs(2).num_sanity_val_steps(0), {callback});
   trainer.fit(module, data);
 
   CHECK(calls == std::vector<std::string>{"setup:fit", "on_fit_start", "on_validation_end",
@@ -67,7 +68,7 @@ TEST_CASE("LambdaCallback calls each function at its hook with the hook's argume
 TEST_CASE("LambdaCallback with no functions changes nothing", "[callbacks][lambda]") {
   BoringModule module;
   RandomDataModule data(4, 1);
-  Trainer trainer(TrainerOptions().max_epochs(1),
+  Trainer trainer(testing::trainer_options().max_epochs(1),
                   {std::make_shared<LambdaCallback>(LambdaHooks())});
   trainer.fit(module, data);
   trainer.validate(module, data);
@@ -86,7 +87,8 @@ TEST_CASE("What a LambdaCallback function throws reaches on_exception", "[callba
       [&](Trainer&, Module&, const std::exception& error) { seen = error.what(); }));
   BoringModule module;
   RandomDataModule data(4, 1);
-  Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0), {failing, watcher});
+  Trainer trainer(testing::trainer_options().max_epochs(1).num_sanity_val_steps(0),
+                  {failing, watcher});
   CHECK_THROWS_WITH(trainer.fit(module, data), Contains("bad batch 2"));
   CHECK(seen == "bad batch 2");
   CHECK(trainer.global_step() == 2);
@@ -115,14 +117,15 @@ TEST_CASE("LambdaCallback reaches every hook of Callback", "[callbacks][lambda]"
       }));
   BoringModule module;
   RandomDataModule data(4, 1);
-  Trainer trainer(TrainerOptions().max_epochs(1), {std::make_shared<LambdaCallback>(hooks), saver});
+  Trainer trainer(testing::trainer_options().max_epochs(1),
+                  {std::make_shared<LambdaCallback>(hooks), saver});
   trainer.fit(module, data);
   trainer.validate(module, data);
   trainer.test(module, data);
   trainer.predict(module, data);
   auto failing = std::make_shared<LambdaCallback>(LambdaHooks().on_train_batch_start(
       [](Trainer&, Module&, const Batch&, int64_t) { throw std::runtime_error("stop here"); }));
-  Trainer resumed(TrainerOptions().max_epochs(2),
+  Trainer resumed(testing::trainer_options().max_epochs(2),
                   {std::make_shared<LambdaCallback>(hooks), failing});
   CHECK_THROWS_WITH(resumed.fit(module, data, FitOptions().ckpt_path(checkpoint)), "stop here");
 

@@ -14,6 +14,7 @@
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -66,9 +67,10 @@ TEST_CASE("LearningRateFinder runs the range test at fit start and trains with t
   auto finder = std::make_shared<LearningRateFinder>(
       LearningRateFinderOptions().min_lr(1e-4).num_training_steps(30).early_stop_threshold(
           std::nullopt));
-  Trainer trainer(TrainerOptions().seed(1).max_epochs(1).limit_val_batches(0).default_root_dir(
-                      dir.path().string()),
-                  {observer, finder});
+  Trainer trainer(
+      testing::trainer_options().seed(1).max_epochs(1).limit_val_batches(0).default_root_dir(
+          dir.path().string()),
+      {observer, finder});
   trainer.fit(module, data);
 
   REQUIRE(finder->lr_finder().has_value());
@@ -91,7 +93,7 @@ TEST_CASE("LearningRateFinder needs an lr hyper-parameter to update, as Lightnin
           "[callbacks][learning_rate_finder]") {
   BoringModule module;  // no hyper-parameters
   RandomDataModule data(16, 2);
-  Trainer trainer(TrainerOptions().max_epochs(1).limit_val_batches(0),
+  Trainer trainer(testing::trainer_options().max_epochs(1).limit_val_batches(0),
                   {std::make_shared<LearningRateFinder>()});
   CHECK_THROWS_WITH(trainer.fit(module, data), Contains("neither \"lr\" nor \"learning_rate\""));
 
@@ -100,9 +102,9 @@ TEST_CASE("LearningRateFinder needs an lr hyper-parameter to update, as Lightnin
       LearningRateFinderOptions().num_training_steps(20).update_attr(false).early_stop_threshold(
           std::nullopt));  // no divergence stop: a random start may diverge early
   TempDir dir;
-  Trainer keeps(
-      TrainerOptions().max_epochs(1).limit_val_batches(0).default_root_dir(dir.path().string()),
-      {finder});
+  Trainer keeps(testing::trainer_options().max_epochs(1).limit_val_batches(0).default_root_dir(
+                    dir.path().string()),
+                {finder});
   keeps.fit(module, data);
   // The fit's epoch limit bounds the test, as in Lightning (the same fit loop there): 8 batches.
   CHECK(finder->lr_finder()->lrs().size() == 8);

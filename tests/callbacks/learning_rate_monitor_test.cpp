@@ -20,6 +20,7 @@
 #include "tests/support/boring.h"
 #include "tests/support/capturing_logger.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -62,8 +63,9 @@ struct Logged {
 
 Logged fit_two_optimizers(LearningRateMonitorOptions options) {
   auto monitor = std::make_shared<LearningRateMonitor>(options);
-  Trainer trainer(TrainerOptions().max_epochs(2).log_every_n_steps(2).num_sanity_val_steps(0),
-                  {monitor});
+  Trainer trainer(
+      testing::trainer_options().max_epochs(2).log_every_n_steps(2).num_sanity_val_steps(0),
+      {monitor});
   auto capture = std::make_shared<CapturingLogger>();
   trainer.add_observer(capture);
   TwoOptimizers module;
@@ -148,7 +150,7 @@ TEST_CASE("LearningRateMonitor names scheduled optimizers first, as Lightning do
     }
   };
   auto monitor = std::make_shared<LearningRateMonitor>();
-  Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0), {monitor});
+  Trainer trainer(testing::trainer_options().max_epochs(1).num_sanity_val_steps(0), {monitor});
   auto capture = std::make_shared<CapturingLogger>();
   trainer.add_observer(capture);
   ThreeOptimizers module;
@@ -170,7 +172,7 @@ TEST_CASE("A row logged through one LoggerHandle reaches that logger only",
       trainer.loggers()[1].log_metrics({{"only_second", 1.0}}, trainer.global_step());
     }
   };
-  Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0),
+  Trainer trainer(testing::trainer_options().max_epochs(1).num_sanity_val_steps(0),
                   {std::make_shared<LogThroughSecond>()});
   trainer.add_observer(std::make_shared<observers::CsvLogger>(
       observers::CsvLoggerOptions().log_dir((dir.path() / "first").string())));
@@ -191,7 +193,8 @@ TEST_CASE("A row logged through one LoggerHandle reaches that logger only",
 
 TEST_CASE("LearningRateMonitor refuses a trainer without a logger and a bad interval",
           "[callbacks][lr_monitor]") {
-  Trainer trainer(TrainerOptions().max_epochs(1), {std::make_shared<LearningRateMonitor>()});
+  Trainer trainer(testing::trainer_options().max_epochs(1),
+                  {std::make_shared<LearningRateMonitor>()});
   BoringModule module;
   RandomDataModule data(4);
   CHECK_THROWS_WITH(trainer.fit(module, data),
@@ -205,8 +208,9 @@ TEST_CASE("LearningRateMonitor refuses a trainer without a logger and a bad inte
 TEST_CASE("LearningRateMonitor's values reach the CSV log as rows without an epoch",
           "[callbacks][lr_monitor]") {
   TempDir dir;
-  Trainer trainer(TrainerOptions().max_epochs(1).log_every_n_steps(1).num_sanity_val_steps(0),
-                  {std::make_shared<LearningRateMonitor>()});
+  Trainer trainer(
+      testing::trainer_options().max_epochs(1).log_every_n_steps(1).num_sanity_val_steps(0),
+      {std::make_shared<LearningRateMonitor>()});
   trainer.add_observer(std::make_shared<observers::CsvLogger>(
       observers::CsvLoggerOptions().log_dir(dir.path().string())));
   REQUIRE(trainer.loggers().size() == 1);

@@ -12,6 +12,7 @@
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -35,8 +36,10 @@ class ScriptedLoss : public testing::BoringModule {
   std::vector<double> losses_;
 };
 
+// With checkpointing enabled: every test gives its own checkpoint callback (but one).
 TrainerOptions short_fit(int64_t epochs) {
-  return TrainerOptions()
+  return testing::trainer_options()
+      .enable_checkpointing(true)
       .max_epochs(epochs)
       .limit_train_batches(4)
       .limit_val_batches(1)
@@ -189,7 +192,7 @@ TEST_CASE("ckpt_path \"last\" resumes from the newest complete checkpoint, never
 
 TEST_CASE("ckpt_path \"last\" without a checkpoint callback says what is missing",
           "[callbacks][checkpoint]") {
-  Trainer trainer(short_fit(1));
+  Trainer trainer(short_fit(1).enable_checkpointing(false));
   testing::BoringModule module;
   testing::RandomDataModule data(64, 4);
   CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path("last")),

@@ -2,6 +2,7 @@
 // printed at fit start; added by the Trainer unless disabled or given.
 #include "callbacks/model_summary.h"
 
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -16,6 +17,7 @@
 #include "callbacks/rich_model_summary.h"
 #include "core/trainer.h"
 #include "tests/support/boring.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -153,7 +155,7 @@ TEST_CASE("ModelSummary prints at fit start; the Trainer adds one unless told no
   BoringModule module;
   RandomDataModule data(4, 1);
   {
-    Trainer trainer(TrainerOptions().max_epochs(1), {summary});
+    Trainer trainer(testing::trainer_options().max_epochs(1), {summary});
     CHECK(trainer.find_callbacks<ModelSummary>().size() == 1);  // the given one, no default
     trainer.fit(module, data);
   }
@@ -161,15 +163,130 @@ TEST_CASE("ModelSummary prints at fit start; the Trainer adds one unless told no
   REQUIRE(summary->last_summary().has_value());
   CHECK(summary->last_summary()->total_params == 66);
 
-  CHECK(Trainer(TrainerOptions()).find_callbacks<ModelSummary>().size() == 1);
-  CHECK(
-      Trainer(TrainerOptions().enable_model_summary(false)).find_callbacks<ModelSummary>().empty());
+  CHECK(Trainer(testing::trainer_options()).find_callbacks<ModelSummary>().size() == 1);
+  CHECK(Trainer(testing::trainer_options().enable_model_summary(false))
+            .find_callbacks<ModelSummary>()
+            .empty());
   auto rich = std::make_shared<RichModelSummary>();
-  CHECK(Trainer(TrainerOptions(), {rich}).find_callbacks<ModelSummary>().size() == 1);
+  CHECK(Trainer(testing::trainer_options(), {rich}).find_callbacks<ModelSummary>().size() == 1);
 
   std::ostringstream silent;
   auto none = std::make_shared<ModelSummary>(ModelSummaryOptions().max_depth(0).out(&silent));
-  Trainer trainer(TrainerOptions().max_epochs(1), {none});
+  Trainer trainer(testing::trainer_options().max_epochs(1), {none});
   trainer.fit(module, data);
   CHECK(silent.str().empty());
+}
+
+namespace {
+
+/// Lightning's docstring model with forward (net only: BoringModule's layer and the frozen head are
+/// not used) and an example input of 10 rows.
+class DocModelWithForward : public DocModel {
+ public:
+  DocModelWithForward() { set_example_input_array(torch::zeros({10, 256})); }
+  at::Tensor forward(const at::Tensor& input) override { return net->forward(input); }
+};
+
+/// Layers registered one by one (no Sequential, after BoringModule's `layer`), forward their
+/// composition.
+class Chain : public BoringModule {
+ public:
+  Chain() {
+    fc1 = register_module("fc1", torch::nn::Linear(32, 16));
+    act = register_module("act", torch::nn::ReLU());
+    fc2 = register_module("fc2", torch::nn::Linear(16, 2));
+    set_example_input_array(torch::ones({4, 32}));
+  }
+  at::Tensor forward(const at::Tensor& input) override {
+    return fc2->forward(act->forward(fc1->forward(input)));
+  }
+  torch::nn::Linear fc1{nullptr};
+  torch::nn::ReLU act{nullptr};
+  torch::nn::Linear fc2{nullptr};
+};
+
+/// Chain's layers, but forward doubles their output: no prefix of them computes it.
+class Doubled : public Chain {
+ public:
+  at::Tensor forward(const at::Tensor& input) override { return 2 * Chain::forward(input); }
+};
+
+/// An example input without a forward.
+class NoForward : public BoringModule {
+ public:
+  NoForward() { set_example_input_array(torch::zeros({1, 32})); }
+};
+
+}  // namespace
+
+TEST_CASE("With example_input_array the summary has Lightning's In and Out sizes",
+          "[callbacks][model_summary]") {
+  DocModelWithForward model;
+  model.head->eval();
+  SECTION("max_depth 1: net sized; BoringModule's layer and the head, unused by forward, are ?") {
+    ModelSummaryData summary = summarize(model, 1);
+    summary.set_sizes(layer_sizes(model));
+    REQUIRE(summary.layers.size() == 3);
+    CHECK(summary.layers[0].in_size == "?");
+    CHECK(summary.layers[1].in_size == "[10, 256]");
+    CHECK(summary.layers[1].out_size == "[10, 512]");
+    CHECK(summary.layers[2].in_size == "?");
+    CHECK(summary.layers[2].out_size == "?");
+    // Lightning's table: the two columns after Mode; "n/a" in the other-params row.
+    const std::string table = summary.to_string();
+    CHECK_THAT(table, Contains("| Mode  | In sizes  | Out sizes\n"));
+    CHECK_THAT(table, Contains("| train | [10, 256] | [10, 512]\n"));
+    CHECK_THAT(table, Contains("| eval  | ?         | ?        \n"));
+    CHECK_THAT(table, Contains("| n/a   | n/a       | n/a      \n"));
+  }
+  SECTION("max_depth -1: the Sequential's layers too") {
+    ModelSummaryData summary = summarize(model, -1);
+    summary.set_sizes(layer_sizes(model));
+    REQUIRE(summary.layers.size() == 5);
+    CHECK(summary.layers[2].name == "net.0");
+    CHECK(summary.layers[2].in_size == "[10, 256]");
+    CHECK(summary.layers[2].out_size == "[10, 512]");
+    CHECK(summary.layers[3].name == "net.1");
+    CHECK(summary.layers[3].in_size == "[10, 512]");
+    CHECK(summary.layers[3].out_size == "[10, 512]");
+  }
+  // The modes are back as they were, and no gradient was recorded.
+  CHECK(model.is_training());
+  CHECK(model.net->is_training());
+  CHECK_FALSE(model.head->is_training());
+  for (const auto& parameter : model.parameters()) CHECK_FALSE(parameter.grad().defined());
+}
+
+TEST_CASE("In and Out sizes of layers registered one by one, and ? where forward is not a chain",
+          "[callbacks][model_summary]") {
+  Chain chain;
+  const std::map<std::string, LayerSizes> sizes = layer_sizes(chain);
+  CHECK(sizes.at("fc1").in_size == "[4, 32]");
+  CHECK(sizes.at("fc1").out_size == "[4, 16]");
+  CHECK(sizes.at("act").out_size == "[4, 16]");
+  CHECK(sizes.at("fc2").out_size == "[4, 2]");
+  CHECK(sizes.count("layer") == 0);  // BoringModule's, registered first, not in forward
+
+  Doubled doubled;
+  CHECK(layer_sizes(doubled).empty());
+  ModelSummaryData summary = summarize(doubled, 1);
+  summary.set_sizes(layer_sizes(doubled));
+  CHECK(summary.has_sizes);
+  CHECK(summary.layers[0].in_size == "?");
+
+  BoringModule without_example;
+  CHECK(layer_sizes(without_example).empty());
+  NoForward no_forward;
+  CHECK_THROWS_WITH(layer_sizes(no_forward),
+                    Contains("`example_input_array` is set but `forward` is not implemented"));
+}
+
+TEST_CASE("ModelSummary prints the sizes at fit start", "[callbacks][model_summary]") {
+  std::ostringstream out;
+  Chain module;
+  Trainer trainer(trainer_options().max_epochs(1).limit_train_batches(1).limit_val_batches(0),
+                  {std::make_shared<ModelSummary>(ModelSummaryOptions().out(&out))});
+  RandomDataModule data;
+  trainer.fit(module, data);
+  CHECK_THAT(out.str(), Contains("| In sizes | Out sizes") && Contains("| [4, 32]  | [4, 16]"));
 }

@@ -8,6 +8,7 @@
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -17,7 +18,8 @@ namespace fs = std::filesystem;
 namespace {
 
 TrainerOptions short_fit_options(int64_t epochs) {
-  return TrainerOptions()
+  return testing::trainer_options()
+      .enable_checkpointing(true)
       .max_epochs(epochs)
       .limit_train_batches(4)
       .limit_val_batches(1)

@@ -10,6 +10,7 @@
 
 #include "core/trainer.h"
 #include "tests/support/boring.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -47,7 +48,7 @@ TEST_CASE("BasePredictionWriter writes at its interval", "[callbacks][prediction
   RandomDataModule data(8, 2);  // 4 batches of 2
   SECTION("batch, without keeping the predictions") {
     auto writer = std::make_shared<NotingWriter>("batch");
-    Trainer trainer(TrainerOptions(), {writer});
+    Trainer trainer(testing::trainer_options(), {writer});
     const auto kept = trainer.predict(module, data, PredictOptions().return_predictions(false));
     CHECK(kept.empty());
     CHECK(writer->batches == std::vector<int64_t>{0, 1, 2, 3});
@@ -56,7 +57,7 @@ TEST_CASE("BasePredictionWriter writes at its interval", "[callbacks][prediction
   }
   SECTION("epoch, with every prediction") {
     auto writer = std::make_shared<NotingWriter>(WriteInterval::kEpoch);
-    Trainer trainer(TrainerOptions(), {writer});
+    Trainer trainer(testing::trainer_options(), {writer});
     CHECK(trainer.predict(module, data).size() == 4);
     CHECK(writer->batches.empty());
     CHECK(writer->epochs == std::vector<std::size_t>{4});
@@ -64,7 +65,7 @@ TEST_CASE("BasePredictionWriter writes at its interval", "[callbacks][prediction
   }
   SECTION("batch_and_epoch: the epoch writer gets them all, also when none is returned") {
     auto writer = std::make_shared<NotingWriter>("batch_and_epoch");
-    Trainer trainer(TrainerOptions(), {writer});
+    Trainer trainer(testing::trainer_options(), {writer});
     CHECK(trainer.predict(module, data, PredictOptions().return_predictions(false)).empty());
     CHECK(writer->batches.size() == 4);
     CHECK(writer->epochs == std::vector<std::size_t>{4});
@@ -73,7 +74,7 @@ TEST_CASE("BasePredictionWriter writes at its interval", "[callbacks][prediction
   SECTION("a predict that fails keeps nothing") {
     auto writer = std::make_shared<NotingWriter>("epoch");
     auto failing = std::make_shared<BatchOnly>(WriteInterval::kBatch);  // no write_on_batch_end
-    Trainer trainer(TrainerOptions(), {writer, failing});
+    Trainer trainer(testing::trainer_options(), {writer, failing});
     CHECK_THROWS(trainer.predict(module, data));
     CHECK(trainer.predictions().empty());
   }
@@ -86,7 +87,7 @@ TEST_CASE("BasePredictionWriter refuses a bad interval and a hook it needs but l
                         Contains("'step'"));
   BoringModule module;
   RandomDataModule data(4, 2);
-  Trainer trainer(TrainerOptions(), {std::make_shared<BatchOnly>(WriteInterval::kBatch)});
+  Trainer trainer(testing::trainer_options(), {std::make_shared<BatchOnly>(WriteInterval::kBatch)});
   CHECK_THROWS_WITH(trainer.predict(module, data),
                     Contains("BatchOnly") && Contains("does not override write_on_batch_end"));
 }

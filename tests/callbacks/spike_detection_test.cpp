@@ -19,6 +19,7 @@
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -58,8 +59,9 @@ SpikeRun run(SpikeDetectionOptions options, std::vector<double> losses, const Te
       [&](Trainer&, Module&, const std::exception& error) { result.on_exception = error.what(); }));
   ScriptedLoss module(losses);
   RandomDataModule data(static_cast<int64_t>(losses.size()), 1);
-  Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(0),
-                  {result.callback, watcher});
+  Trainer trainer(
+      testing::trainer_options().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(0),
+      {result.callback, watcher});
   try {
     trainer.fit(module, data);
   } catch (const TrainingSpikeException& spike) {
@@ -170,8 +172,9 @@ TEST_CASE("SpikeDetection refuses bad options and a step without a loss", "[call
   };
   NoLoss module;
   RandomDataModule data(4, 1);
-  Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(0),
-                  {std::make_shared<SpikeDetection>()});
+  Trainer trainer(
+      testing::trainer_options().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(0),
+      {std::make_shared<SpikeDetection>()});
   CHECK_THROWS_WITH(trainer.fit(module, data),
                     Contains("SpikeDetection watches the loss") && Contains("batch 0"));
 }
@@ -204,7 +207,11 @@ TEST_CASE("SpikeDetection's skip list grows across a resume from the spike's che
   {
     ScriptedLoss module(losses);
     RandomDataModule data(8, 1);
-    Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(0),
+    Trainer trainer(testing::trainer_options()
+                        .enable_checkpointing(true)
+                        .max_epochs(1)
+                        .num_sanity_val_steps(0)
+                        .limit_val_batches(0),
                     {std::make_shared<SpikeDetection>(options), saver});
     CHECK_THROWS_AS(trainer.fit(module, data), TrainingSpikeException);
   }
@@ -215,8 +222,9 @@ TEST_CASE("SpikeDetection's skip list grows across a resume from the spike's che
   auto resumed = std::make_shared<SpikeDetection>(options);
   ScriptedLoss module(losses);
   RandomDataModule data(8, 1);
-  Trainer trainer(TrainerOptions().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(0),
-                  {resumed});
+  Trainer trainer(
+      testing::trainer_options().max_epochs(1).num_sanity_val_steps(0).limit_val_batches(0),
+      {resumed});
   CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(checkpoint)),
                     "Training spike detected in batch 6");
   CHECK(resumed->bad_batches() == std::vector<int64_t>{2, 3, 5, 6});

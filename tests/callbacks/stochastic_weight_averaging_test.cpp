@@ -27,6 +27,7 @@
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -36,7 +37,7 @@ using Catch::Matchers::Contains;
 namespace {
 
 TrainerOptions swa_trainer_options(int64_t epochs) {
-  return TrainerOptions()
+  return testing::trainer_options()
       .max_epochs(epochs)
       .num_sanity_val_steps(0)
       .limit_val_batches(0)
@@ -332,8 +333,9 @@ TEST_CASE("StochasticWeightAveraging's swa_epoch_start: an epoch, a fraction, or
                       Contains("swa_epoch_start=6 is after the last epoch (max_epochs=4)"));
     auto unlimited = std::make_shared<StochasticWeightAveraging>(
         StochasticWeightAveragingOptions().swa_lrs({0.05}));
-    Trainer by_steps(TrainerOptions().max_steps(4).limit_val_batches(0).enable_model_summary(false),
-                     {unlimited});
+    Trainer by_steps(
+        testing::trainer_options().max_steps(4).limit_val_batches(0).enable_model_summary(false),
+        {unlimited});
     CHECK_THROWS_WITH(by_steps.fit(module, data), Contains("needs max_epochs >= 1"));
   }
   using Options = StochasticWeightAveragingOptions;

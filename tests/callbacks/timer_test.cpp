@@ -15,6 +15,7 @@
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -42,7 +43,7 @@ class SlowSteps : public BoringModule {
 };
 
 TrainerOptions quiet_options(int64_t epochs) {
-  return TrainerOptions().max_epochs(epochs).num_sanity_val_steps(0).limit_val_batches(0);
+  return testing::trainer_options().max_epochs(epochs).num_sanity_val_steps(0).limit_val_batches(0);
 }
 
 std::vector<std::shared_ptr<Timer>> timers_of(const Trainer& trainer) {
@@ -170,7 +171,7 @@ TEST_CASE("Timer measures validation, the sanity check and test apart", "[callba
   auto timer = std::make_shared<Timer>();
   BoringModule module;
   RandomDataModule data(8, 1);
-  Trainer trainer(TrainerOptions().max_epochs(1), {timer});
+  Trainer trainer(testing::trainer_options().max_epochs(1), {timer});
   CHECK_FALSE(timer->start_time(RunningStage::kValidating).has_value());
   CHECK(timer->time_elapsed(RunningStage::kTesting) == 0);
   CHECK_FALSE(timer->time_remaining().has_value());
@@ -243,10 +244,10 @@ TEST_CASE("max_time without the callbacks' installer names what to link", "[call
   const DefaultCallbacksBuilder installed = installed_default_callbacks();
   REQUIRE(installed != nullptr);  // linking trainbus::callbacks installed it
   install_default_callbacks(nullptr);
-  CHECK_THROWS_WITH(Trainer(TrainerOptions().max_time("00:01:00:00")),
+  CHECK_THROWS_WITH(Trainer(testing::trainer_options().max_time("00:01:00:00")),
                     Contains("`max_time`") && Contains("trainbus::callbacks") &&
                         Contains("--undefined=trainbus_callbacks_defaults_anchor"));
-  CHECK_NOTHROW(Trainer(TrainerOptions()));
+  CHECK_NOTHROW(Trainer(testing::trainer_options()));
   install_default_callbacks(installed);
-  CHECK(timers_of(Trainer(TrainerOptions().max_time("00:01:00:00"))).size() == 1);
+  CHECK(timers_of(Trainer(testing::trainer_options().max_time("00:01:00:00"))).size() == 1);
 }

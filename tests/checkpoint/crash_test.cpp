@@ -19,6 +19,7 @@
 #include "tests/support/catch.h"
 #include "tests/support/child_process.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::callbacks;
@@ -57,7 +58,7 @@ class AlternatingScore : public BoringModule {
 };
 
 TrainerOptions endless() {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options().enable_checkpointing(true);  // given one
   options.max_epochs(100000);
   options.limit_val_batches(0);
   return options;
@@ -141,7 +142,7 @@ void kill_while_saving(const std::string& child_tag,
     const std::string planted =
         checkpoint::temporary_checkpoint_name(checkpoints + "/epoch=0-step=9999.ckpt");
     fs::create_directory(planted);
-    TrainerOptions short_run;
+    TrainerOptions short_run = testing::trainer_options().enable_checkpointing(true);
     short_run.max_epochs(1);
     short_run.limit_train_batches(1);
     short_run.limit_val_batches(0);

@@ -27,6 +27,7 @@
 #include "tests/support/catch.h"
 #include "tests/support/child_process.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -65,7 +66,7 @@ class SaveGoodThenBad : public Callback {
 };
 
 TrainerOptions short_run() {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(1);
   options.limit_val_batches(0);
   options.seed(3);

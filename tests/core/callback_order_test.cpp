@@ -5,6 +5,7 @@
 #include "tests/support/catch.h"
 #include "tests/support/recording.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -67,7 +68,7 @@ TEST_CASE("Callbacks run tuners first, then in list order, checkpoint callbacks 
   auto monitor = std::make_shared<Named>("monitor", CallbackKind::kMonitoring, log);
   auto last = std::make_shared<Named>("last", CallbackKind::kDefault, log);
   // Without the default ModelSummary (added after the given callbacks, before checkpoint ones).
-  Trainer trainer(TrainerOptions().enable_model_summary(false),
+  Trainer trainer(testing::trainer_options().enable_model_summary(false).enable_checkpointing(true),
                   {checkpoint, first, tuner, monitor, last});
   const std::vector<std::shared_ptr<Callback>> expected{tuner, first, monitor, last, checkpoint};
   CHECK(trainer.callbacks() == expected);
@@ -76,7 +77,8 @@ TEST_CASE("Callbacks run tuners first, then in list order, checkpoint callbacks 
 TEST_CASE("Monitoring callbacks run their on_train_epoch_end after the module's",
           "[core][callbacks]") {
   auto log = std::make_shared<HookLog>();
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
+  options.enable_checkpointing(true);  // "checkpoint" is a checkpoint callback
   options.max_epochs(1);
   options.limit_train_batches(1);
   options.limit_val_batches(0);
@@ -157,7 +159,7 @@ class SavesAfterFirstBatch : public Callback {
 TEST_CASE("Building a Trainer calls no callback's state_dict (as Lightning)", "[core][callbacks]") {
   auto a = std::make_shared<LateState>("a");
   auto b = std::make_shared<LateState>("b");
-  Trainer trainer({}, {a, b});
+  Trainer trainer(testing::trainer_options(), {a, b});
   CHECK(a->state_dict_calls == 0);
   CHECK(b->state_dict_calls == 0);
 }
@@ -166,7 +168,7 @@ TEST_CASE("Two callbacks whose states share a state_key are refused at save time
           "[core][callbacks][checkpoint]") {
   // Both states are empty when the Trainer is built; both are full when the checkpoint is saved.
   TempDir dir;
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(1);
   options.limit_val_batches(0);
   Trainer trainer(options,

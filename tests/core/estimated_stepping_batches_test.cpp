@@ -8,6 +8,7 @@
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -40,7 +41,7 @@ class CountingData : public RandomDataModule {
 
 struct StepsCase {
   const char* name;
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   int64_t expected;  // Lightning's value
 };
 
@@ -55,24 +56,26 @@ TEST_CASE(
   //   min(ceil(num_training_batches / accumulate_grad_batches) * max(max_epochs, 1), max_steps)
   // (max_steps only when != -1), or max_steps when max_epochs == -1. 64 batches here.
   const StepsCase cases[] = {
-      {"3 epochs of 64 batches", TrainerOptions().max_epochs(3).limit_val_batches(0), 192},
+      {"3 epochs of 64 batches", testing::trainer_options().max_epochs(3).limit_val_batches(0),
+       192},
       {"accumulation 2 over limit_train_batches=0.5",
-       TrainerOptions()
+       testing::trainer_options()
            .max_epochs(3)
            .limit_train_batches(0.5)
            .accumulate_grad_batches(2)
            .limit_val_batches(0),
        48},
       {"an odd number of batches: the last one steps",
-       TrainerOptions()
+       testing::trainer_options()
            .max_epochs(2)
            .limit_train_batches(5)
            .accumulate_grad_batches(2)
            .limit_val_batches(0),
        6},
-      {"max_steps caps it", TrainerOptions().max_epochs(3).max_steps(40).limit_val_batches(0), 40},
+      {"max_steps caps it",
+       testing::trainer_options().max_epochs(3).max_steps(40).limit_val_batches(0), 40},
       {"max_epochs=-1 gives max_steps",
-       TrainerOptions().max_epochs(-1).max_steps(7).limit_val_batches(0), 7},
+       testing::trainer_options().max_epochs(-1).max_steps(7).limit_val_batches(0), 7},
   };
   for (const StepsCase& c : cases) {
     DYNAMIC_SECTION(c.name) {
@@ -92,7 +95,8 @@ TEST_CASE(
 TEST_CASE("estimated_stepping_batches counts one epoch when max_epochs is 0, as Lightning",
           "[core][trainer]") {
   // Lightning: `math.ceil(total_batches / accumulate_grad_batches) * max(self.max_epochs, 1)`.
-  Trainer trainer(TrainerOptions().max_epochs(0).limit_train_batches(5).limit_val_batches(0));
+  Trainer trainer(
+      testing::trainer_options().max_epochs(0).limit_train_batches(5).limit_val_batches(0));
   StepsProbe module;
   RandomDataModule data;
   trainer.fit(module, data);

@@ -9,6 +9,7 @@
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using trainbus::testing::TempDir;
@@ -49,7 +50,11 @@ TEST_CASE("validate and test with ckpt_path best or last evaluate that checkpoin
           .monitor("val_loss")
           .save_top_k(1)
           .save_last(callbacks::ModelCheckpointOptions::SaveLast::kCopy));
-  Trainer trainer(TrainerOptions().max_epochs(3).limit_train_batches(4).limit_val_batches(2),
+  Trainer trainer(testing::trainer_options()
+                      .enable_checkpointing(true)
+                      .max_epochs(3)
+                      .limit_train_batches(4)
+                      .limit_val_batches(2),
                   {checkpoints});
   testing::BoringModule trained;
   testing::RandomDataModule data;
@@ -82,7 +87,7 @@ TEST_CASE("validate and test with ckpt_path best or last evaluate that checkpoin
 TEST_CASE("ckpt_path best without a checkpoint callback, or a missing path, is named",
           "[core][checkpoint][evaluate]") {
   TempDir dir;
-  Trainer trainer(TrainerOptions().limit_val_batches(1));
+  Trainer trainer(testing::trainer_options().limit_val_batches(1));
   testing::BoringModule module;
   testing::RandomDataModule data;
   CHECK_THROWS_WITH(trainer.validate(module, data, EvaluateOptions().ckpt_path("best")),
@@ -97,7 +102,8 @@ TEST_CASE("load_from_checkpoint builds the module from its saved hyper-parameter
   StateDict hparams;
   hparams.insert("width", int64_t{32});
   WideBoring trained(hparams);
-  Trainer trainer(TrainerOptions().max_epochs(1).limit_train_batches(3).limit_val_batches(0));
+  Trainer trainer(
+      testing::trainer_options().max_epochs(1).limit_train_batches(3).limit_val_batches(0));
   testing::RandomDataModule data;
   trainer.fit(trained, data);
   const std::string path = dir.file("final.ckpt");
@@ -108,7 +114,7 @@ TEST_CASE("load_from_checkpoint builds the module from its saved hyper-parameter
     void on_validation_end(Trainer& trainer, Module&) override { trainer.save_checkpoint(path_); }
     std::string path_;
   };
-  Trainer saver(TrainerOptions().limit_val_batches(1),
+  Trainer saver(testing::trainer_options().limit_val_batches(1),
                 {std::make_shared<SaveAtValidationEnd>(path)});
   saver.validate(trained, data);
 

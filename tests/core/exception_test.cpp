@@ -8,6 +8,7 @@
 #include "core/trainer.h"
 #include "events/all.h"
 #include "tests/support/recording.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -42,7 +43,7 @@ class FailAtEpochEnd : public Callback {
 };
 
 TrainerOptions small() {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(1);
   options.limit_train_batches(3);
   options.limit_val_batches(0);
@@ -131,7 +132,7 @@ TEST_CASE("Bad input from the module gets an error that says what to fix", "[cor
   VectorLoss vector_loss;
   CHECK_THROWS_WITH(trainer.fit(vector_loss, data),
                     Catch::Contains("must return a scalar loss, got shape [1, 2]"));
-  Trainer validating;
+  Trainer validating(testing::trainer_options());
   NoValidationStep no_validation;
   CHECK_THROWS_WITH(validating.validate(no_validation, data),
                     Catch::Contains("has no validation_step"));

@@ -9,6 +9,7 @@
 #include "events/all.h"
 #include "tests/support/recording.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -115,12 +116,13 @@ Hooks events_for(const Hooks& hooks) {
 TEST_CASE("fit: hooks fire in Lightning's order, with sanity check and validation",
           "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(1);
   options.limit_train_batches(2);
   options.limit_val_batches(2);
   TempDir dir;
   options.default_root_dir(dir.path().string());
+  options.enable_checkpointing(true);  // EpochEndSaver is a checkpoint callback
   Trainer trainer(options, {std::make_shared<EpochEndSaver>(dir.file("epoch.ckpt")),
                             std::make_shared<RecordingCallback>(log)});
   Hooks published;
@@ -161,7 +163,7 @@ TEST_CASE("fit: hooks fire in Lightning's order, with sanity check and validatio
 TEST_CASE("fit with accumulate_grad_batches=2: zero_grad opens a window, the step closes it",
           "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(1);
   options.limit_train_batches(5);
   options.limit_val_batches(0);
@@ -189,7 +191,7 @@ TEST_CASE("fit with accumulate_grad_batches=2: zero_grad opens a window, the ste
 TEST_CASE("fit with an early stop: validation runs once more, then the epoch and fit end",
           "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(3);
   options.limit_train_batches(4);
   options.limit_val_batches(1);
@@ -219,7 +221,7 @@ TEST_CASE("fit with an early stop: validation runs once more, then the epoch and
 TEST_CASE("fit: on_train_batch_start returning -1 ends the epoch without validation",
           "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(1);
   options.limit_train_batches(3);
   options.limit_val_batches(1);
@@ -246,7 +248,7 @@ TEST_CASE("validate and test: setup, one evaluation loop, teardown", "[core][hoo
     for (const int batches : {0, 2}) {
       DYNAMIC_SECTION((test ? "test" : "validate") << " with " << batches << " batches") {
         auto log = std::make_shared<HookLog>();
-        TrainerOptions options;
+        TrainerOptions options = testing::trainer_options();
         options.limit_val_batches(batches);
         options.limit_test_batches(batches);
         Trainer trainer(options, {std::make_shared<RecordingCallback>(log)});
@@ -274,7 +276,7 @@ TEST_CASE("validate and test: setup, one evaluation loop, teardown", "[core][hoo
 
 TEST_CASE("predict: setup, the prediction loop, teardown, one output per batch", "[core][hooks]") {
   auto log = std::make_shared<HookLog>();
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.limit_predict_batches(2);
   Trainer trainer(options, {std::make_shared<RecordingCallback>(log)});
   RecordingModule module(log);
@@ -319,7 +321,8 @@ class BatchEndSaver : public Callback {
 /// Runs a one-epoch fit of `batches` batches with `saver`, without validation; the checkpoint
 /// holds a RecordingCallback's state.
 void fit_to_checkpoint(int64_t batches, std::shared_ptr<Callback> saver) {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
+  options.enable_checkpointing(true);  // the saver is a checkpoint callback
   options.max_epochs(1);
   options.limit_train_batches(batches);
   options.limit_val_batches(0);
@@ -358,7 +361,7 @@ TEST_CASE("resume from an end-of-epoch checkpoint: load hooks, then the sanity c
   const std::string path = dir.file("epoch.ckpt");
   fit_to_checkpoint(2, std::make_shared<EpochEndSaver>(path));
   auto log = std::make_shared<HookLog>();
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(2);
   options.limit_train_batches(2);
   options.limit_val_batches(2);
@@ -392,7 +395,7 @@ TEST_CASE("resume without the sanity check: from a mid-epoch checkpoint, or with
   fit_to_checkpoint(4, std::make_shared<BatchEndSaver>(mid_epoch, 1));
   fit_to_checkpoint(4, std::make_shared<EpochEndSaver>(epoch_end));
   auto log = std::make_shared<HookLog>();
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.limit_train_batches(4);
   options.limit_val_batches(2);
   Hooks expected = resumed_prologue();

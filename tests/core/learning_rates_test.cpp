@@ -14,6 +14,7 @@
 #include "events/optimization.h"
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using Optimizers = std::vector<std::shared_ptr<torch::optim::Optimizer>>;
@@ -45,7 +46,7 @@ TEST_CASE("Learning rates are named as LearningRateMonitor names them", "[core][
 }
 
 TEST_CASE("AfterOptimizerStep carries the learning rate each step used", "[core][lr]") {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(1);
   options.limit_train_batches(3);
   options.limit_val_batches(0);

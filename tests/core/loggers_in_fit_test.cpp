@@ -11,6 +11,7 @@
 #include "tests/support/catch.h"
 #include "tests/support/log_files.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::observers;
@@ -39,7 +40,7 @@ class Logging : public testing::BoringModule {
 TEST_CASE("In a fit, the loggers write metrics.csv and an event file TensorBoard can read",
           "[observers][csv][tensorboard]") {
   TempDir dir;
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(2);
   options.limit_train_batches(4);
   options.limit_val_batches(2);
@@ -99,7 +100,7 @@ class SaveEveryEpochEnd : public Callback {
 
 /// 6 batches an epoch, accumulation 2 (3 optimizer steps an epoch), a row every 2 steps.
 TrainerOptions accumulating_options(int64_t epochs) {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(epochs);
   options.limit_train_batches(6);
   options.limit_val_batches(0);
@@ -144,7 +145,8 @@ TEST_CASE("Loggers write a step row every log_every_n_steps optimizer steps, at 
   SECTION("across a resume: _batches_that_stepped comes back with the checkpoint") {
     const std::string path = dir.file("epoch.ckpt");
     {
-      Trainer first(accumulating_options(1), {std::make_shared<SaveEveryEpochEnd>(path)});
+      Trainer first(accumulating_options(1).enable_checkpointing(true),
+                    {std::make_shared<SaveEveryEpochEnd>(path)});
       fit_and_read_csv(first, dir.file("first"));
     }
     Trainer resumed(accumulating_options(2));

@@ -12,6 +12,7 @@
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using trainbus::testing::TempDir;
@@ -147,7 +148,7 @@ TEST_CASE("In a fit, an epoch-interval ReduceLROnPlateau steps on its monitor af
           "[core][scheduler][plateau]") {
   PlateauModule module;
   module.metric_per_validation = {1.0, 1.0, 1.0, 0.5, 0.5};
-  Trainer trainer(TrainerOptions()
+  Trainer trainer(testing::trainer_options()
                       .max_epochs(5)
                       .limit_train_batches(2)
                       .limit_val_batches(1)
@@ -161,7 +162,8 @@ TEST_CASE("In a fit, an epoch-interval ReduceLROnPlateau steps on its monitor af
 
 TEST_CASE("A ReduceLROnPlateau without a monitor, or whose monitor is missing, is named",
           "[core][scheduler][plateau]") {
-  Trainer trainer(TrainerOptions().max_epochs(2).limit_train_batches(2).limit_val_batches(1));
+  Trainer trainer(
+      testing::trainer_options().max_epochs(2).limit_train_batches(2).limit_val_batches(1));
   testing::RandomDataModule data;
   SECTION("no monitor: refused before training, as Lightning does") {
     PlateauModule module;
@@ -203,7 +205,8 @@ TEST_CASE("A step-interval scheduler's frequency counts the batches of each epoc
     }
   };
   Scheduled module;
-  Trainer trainer(TrainerOptions().max_epochs(2).limit_train_batches(3).limit_val_batches(0));
+  Trainer trainer(
+      testing::trainer_options().max_epochs(2).limit_train_batches(3).limit_val_batches(0));
   testing::RandomDataModule data;
   trainer.fit(module, data);
   CHECK(module.scheduler->steps == 2);
@@ -226,7 +229,7 @@ TEST_CASE("ReduceLROnPlateau's best and bad steps survive a resume", "[core][sch
     std::string path_;
   };
   auto options = [] {
-    return TrainerOptions()
+    return testing::trainer_options()
         .max_epochs(4)
         .limit_train_batches(2)
         .limit_val_batches(1)

@@ -4,6 +4,7 @@
 #include "core/trainer.h"
 #include "events/all.h"
 #include "tests/support/boring.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -30,7 +31,7 @@ class IndexLogger : public BoringModule {
 };
 
 TrainerOptions one_epoch(int64_t val_batches = 0) {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(1);
   options.limit_val_batches(val_batches);
   options.num_sanity_val_steps(0);
@@ -66,7 +67,7 @@ TEST_CASE("Defaults: training logs per step, validation logs epoch means", "[cor
 }
 
 TEST_CASE("validate and test return the epoch values they logged", "[core][log]") {
-  Trainer trainer;
+  Trainer trainer(testing::trainer_options());
   IndexLogger module;
   RandomDataModule data(10, 4);
   CHECK(trainer.validate(module, data) == Metrics{{"v", 0.8}});

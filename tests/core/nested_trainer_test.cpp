@@ -9,6 +9,7 @@
 #include "core/trainer.h"
 #include "data/batch.h"
 #include "tests/support/boring.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -31,7 +32,8 @@ class LoggingBoringModule : public BoringModule {
 class NestedFitAtFitStart : public Callback {
  public:
   void on_fit_start(Trainer& trainer, Module& module) override {
-    Trainer inner(TrainerOptions().max_steps(2).limit_val_batches(0).enable_model_summary(false));
+    Trainer inner(
+        testing::trainer_options().max_steps(2).limit_val_batches(0).enable_model_summary(false));
     RandomDataModule inner_data(8, 4);
     inner.fit(module, inner_data);
     inner_steps = inner.global_step();
@@ -68,8 +70,9 @@ class ResizeAtFitStart : public Callback {
 TEST_CASE("A Trainer fitting the module inside another's on_fit_start hands it back",
           "[core][nested_trainer]") {
   auto nested = std::make_shared<NestedFitAtFitStart>();
-  Trainer trainer(TrainerOptions().max_epochs(1).limit_train_batches(3).limit_val_batches(0),
-                  {nested});
+  Trainer trainer(
+      testing::trainer_options().max_epochs(1).limit_train_batches(3).limit_val_batches(0),
+      {nested});
   LoggingBoringModule module;
   RandomDataModule data(16, 4);
   // Before the fix the inner fit left the module without a trainer, and the outer fit's first
@@ -85,7 +88,7 @@ TEST_CASE("A Trainer fitting the module inside another's on_fit_start hands it b
 TEST_CASE("reload_dataloaders at on_fit_start trains on the data module's new batch size",
           "[core][nested_trainer]") {
   auto resize = std::make_shared<ResizeAtFitStart>(8);
-  Trainer trainer(TrainerOptions().max_epochs(1).limit_val_batches(0), {resize});
+  Trainer trainer(testing::trainer_options().max_epochs(1).limit_val_batches(0), {resize});
   BoringModule module;
   RandomDataModule data(32, 2);
   trainer.fit(module, data);
@@ -96,11 +99,11 @@ TEST_CASE("reload_dataloaders at on_fit_start trains on the data module's new ba
   SECTION("inside an epoch it is refused, naming when it may be called") {
     auto in_epoch = std::make_shared<ResizeAtFitStart>(4);
     in_epoch->reload_in_epoch = true;
-    Trainer refusing(TrainerOptions().max_epochs(1).limit_val_batches(0), {in_epoch});
+    Trainer refusing(testing::trainer_options().max_epochs(1).limit_val_batches(0), {in_epoch});
     CHECK_THROWS_WITH(refusing.fit(module, data), Contains("reload_dataloaders"));
   }
   SECTION("outside a fit it is refused") {
-    Trainer idle;
+    Trainer idle(testing::trainer_options());
     CHECK_THROWS_WITH(idle.reload_dataloaders(), Contains("reload_dataloaders"));
   }
 }

@@ -13,6 +13,7 @@
 #include "core/trainer.h"
 #include "tests/support/catch.h"
 #include "tests/support/recording.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -48,7 +49,7 @@ class FailsAtBatch : public events::Observer {
 };
 
 TrainerOptions small(int64_t batches = 6) {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(1);
   options.limit_train_batches(batches);
   options.limit_val_batches(0);

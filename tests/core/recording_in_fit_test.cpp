@@ -17,6 +17,7 @@
 #include "tests/support/catch.h"
 #include "tests/support/log_files.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using trainbus::testing::read_tensorboard_events;
@@ -68,7 +69,7 @@ TEST_CASE("A recorded fit replays through the loggers into the same logs", "[rec
   auto names = std::make_shared<NameLog>();
   std::string live_csv, live_tensorboard;
   {
-    TrainerOptions options;
+    TrainerOptions options = testing::trainer_options();
     options.max_epochs(2);
     options.limit_train_batches(4);
     options.limit_val_batches(2);

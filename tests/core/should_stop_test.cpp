@@ -6,6 +6,7 @@
 #include "callbacks/early_stopping.h"
 #include "core/trainer.h"
 #include "tests/support/recording.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -34,7 +35,7 @@ class StopOnFitStart : public Callback {
 };
 
 TrainerOptions four_batches_no_val() {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(10);
   options.limit_train_batches(4);
   options.limit_val_batches(0);

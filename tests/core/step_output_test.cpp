@@ -8,6 +8,7 @@
 #include "events/train.h"
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -60,7 +61,7 @@ TEST_CASE("on_train_batch_end's outputs hold the loss that was backpropagated, d
   // on_train_batch_end. The other entries are passed on unchanged.
   for (const int64_t accumulate : {int64_t{1}, int64_t{2}}) {
     DYNAMIC_SECTION("accumulate_grad_batches=" << accumulate) {
-      TrainerOptions options;
+      TrainerOptions options = testing::trainer_options();
       options.max_epochs(1).limit_train_batches(4).limit_val_batches(0);
       options.accumulate_grad_batches(accumulate);
       auto watcher = std::make_shared<OutputsWatcher>();

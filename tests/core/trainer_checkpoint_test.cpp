@@ -18,6 +18,7 @@
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -85,7 +86,7 @@ class SaveAt : public Callback {
 };
 
 TrainerOptions options_for_resume() {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(3);
   options.limit_val_batches(0);
   options.seed(11);
@@ -384,7 +385,7 @@ TEST_CASE("An asynchronous save resumes exactly like a synchronous one",
 }
 
 TEST_CASE("save_checkpoint outside fit says where it may be called", "[core][checkpoint]") {
-  Trainer trainer;
+  Trainer trainer(testing::trainer_options());
   CHECK_THROWS_WITH(trainer.save_checkpoint("x.ckpt"), Contains("needs a running fit"));
 }
 

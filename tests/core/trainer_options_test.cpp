@@ -5,6 +5,7 @@
 
 #include "core/trainer.h"
 #include "tests/support/boring.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::testing;
@@ -70,7 +71,7 @@ TEST_CASE("A device this LibTorch cannot use is refused at the start of a run", 
   // One past the last CUDA device: cuda:0 on a CPU-only LibTorch, cuda:N on a machine with N.
   const auto count =
       static_cast<int>(torch::cuda::is_available() ? torch::cuda::device_count() : 0);
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.device(c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(count)));
   Trainer trainer(options);
   BoringModule module;
@@ -86,7 +87,7 @@ TEST_CASE("fit trains on the device it is given, CUDA where LibTorch has it", "[
   // weights live there and change.
   const c10::Device device =
       torch::cuda::is_available() ? c10::Device("cuda:0") : c10::Device("cpu");
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.device(device);
   options.max_epochs(1);
   options.limit_train_batches(4);

@@ -2,6 +2,7 @@
 #include "data/fashion_mnist.h"
 
 #include "tests/support/catch.h"
+#include "tests/support/trainer_options.h"
 
 #include "apps/fashion_classifier.h"
 #include "core/trainer.h"
@@ -48,7 +49,7 @@ TEST_CASE("The data module's batch sizes can be changed by name, as the BatchSiz
 }
 
 TEST_CASE("A short fit on a slice of Fashion-MNIST learns", "[data][fashion]") {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(1);
   options.limit_train_batches(200);
   options.limit_val_batches(2);

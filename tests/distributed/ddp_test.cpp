@@ -32,6 +32,7 @@
 #include "distributed/ddp_strategy.h"
 #include "tests/support/child_process.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 
@@ -106,7 +107,7 @@ class RegressionData : public DataModule {
 };
 
 TrainerOptions quiet_options(int64_t accumulate) {
-  return TrainerOptions()
+  return testing::trainer_options()
       .max_epochs(2)
       .seed(11)
       .accumulate_grad_batches(accumulate)
@@ -277,6 +278,7 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   TrainerOptions options = quiet_options(mode == "accumulate" ? 2 : 1).strategy(strategy);
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::string ckpt_path;
+  options.enable_checkpointing(mode == "monitor" || mode == "checkpoint" || mode == "resume");
   if (mode == "monitor") {
     // rank_loss differs per rank: the top-k decision must still be the same on both (a save is
     // a collective), or they would wait on each other.

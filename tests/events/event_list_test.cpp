@@ -30,7 +30,8 @@ TEST_CASE("Every event type has a unique snake_case name and index", "[events]")
 TEST_CASE("The event list covers every Lightning hook plus trainbus's own events", "[events]") {
   // Lightning's Callback hooks without the `on_` prefix (callback.py), and trainbus's additions:
   // after_optimizer_step, the decisions stop_requested, checkpoint_committed and
-  // checkpoint_removed, and metrics_logged (values logged straight to the loggers).
+  // checkpoint_removed, and metrics_logged and hyperparams_logged (values logged straight to the
+  // loggers).
   const std::set<std::string> expected{"setup",
                                        "teardown",
                                        "fit_start",
@@ -72,7 +73,8 @@ TEST_CASE("The event list covers every Lightning hook plus trainbus's own events
                                        "stop_requested",
                                        "checkpoint_committed",
                                        "checkpoint_removed",
-                                       "metrics_logged"};
+                                       "metrics_logged",
+                                       "hyperparams_logged"};
   std::set<std::string> names;
   events::for_each_event_type(
       [&](auto tag) { names.insert(std::string(decltype(tag)::type::kName)); });

@@ -19,6 +19,7 @@
 #include "examples/seed/stateful_callback.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::examples;
@@ -27,7 +28,7 @@ using namespace trainbus::testing;
 namespace {
 
 TrainerOptions epochs(int64_t max_epochs, int64_t val_batches = 0) {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(max_epochs);
   options.limit_train_batches(4);
   options.limit_val_batches(val_batches);
@@ -146,7 +147,7 @@ TEST_CASE("PredictionSaver saves every predict batch's output", "[examples]") {
   TempDir dir;
   std::ostringstream out;
   auto saver = std::make_shared<PredictionSaver>(dir.file("predictions.pt"), out);
-  Trainer trainer({}, {saver});
+  Trainer trainer(testing::trainer_options(), {saver});
   BoringModule module;
   RandomDataModule data(64, 16);
   const std::vector<at::Tensor> predictions = trainer.predict(module, data);

@@ -23,6 +23,7 @@
 #include "tests/support/catch.h"
 #include "tests/support/log_files.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using callbacks::EarlyStopping;
@@ -76,7 +77,7 @@ ModelCheckpointOptions checkpoint_options(const std::string& dirpath) {
 }
 
 TrainerOptions fit_options() {
-  TrainerOptions options;
+  TrainerOptions options = testing::trainer_options();
   options.max_epochs(8);
   options.limit_train_batches(25);
   options.limit_val_batches(4);
@@ -103,7 +104,8 @@ const LiveRun& live_run(const TempDir& dir) {
   run.checkpoint = std::make_shared<ModelCheckpoint>(checkpoint_options(dir.file("checkpoints")));
   run.probe = std::make_shared<StateProbe>();
   run.recording = dir.file("live/events.tbrec");
-  Trainer trainer(fit_options(), {run.probe, run.early_stopping, run.checkpoint});
+  Trainer trainer(fit_options().enable_checkpointing(true),
+                  {run.probe, run.early_stopping, run.checkpoint});
   auto csv = std::make_shared<observers::CsvLogger>(
       observers::CsvLoggerOptions().log_dir(dir.file("live")).log_every_n_steps(5));
   trainer.add_observer(csv);
@@ -144,7 +146,8 @@ TEST_CASE("Replaying a real fit through fresh callbacks reproduces the live deci
   auto early_stopping = std::make_shared<EarlyStopping>(early_stopping_options());
   auto checkpoint = std::make_shared<ModelCheckpoint>(checkpoint_options(dir.file("checkpoints")));
   auto probe = std::make_shared<StateProbe>();
-  ReplaySession session(fit_options(), {probe, early_stopping, checkpoint});
+  ReplaySession session(fit_options().enable_checkpointing(true),
+                        {probe, early_stopping, checkpoint});
   auto csv = std::make_shared<observers::CsvLogger>(
       observers::CsvLoggerOptions().log_dir(dir.file("replayed")).log_every_n_steps(5));
   session.trainer().add_observer(csv);
@@ -240,7 +243,7 @@ TEST_CASE("Replay answers what-if questions with other options", "[replay][fashi
   auto patient = std::make_shared<EarlyStopping>(early_stopping_options().patience(50));
   auto top1 =
       std::make_shared<ModelCheckpoint>(checkpoint_options(dir.file("checkpoints")).save_top_k(1));
-  ReplaySession session(fit_options(), {patient, top1});
+  ReplaySession session(fit_options().enable_checkpointing(true), {patient, top1});
   record::RecordingReader reader(live.recording);
   session.replay(reader);
   session.finish();
@@ -277,8 +280,9 @@ TEST_CASE("A replay never removes or writes a file, and its trainer runs nothing
   // OnExceptionCheckpoint removes its checkpoint at teardown, live; the recording has a teardown.
   const std::string kept = dir.file("exceptions/on_exception.ckpt");
   std::filesystem::create_directories(kept);
-  ReplaySession session(fit_options(), {std::make_shared<callbacks::OnExceptionCheckpoint>(
-                                           dir.file("exceptions"), "on_exception")});
+  ReplaySession session(
+      fit_options().enable_checkpointing(true),
+      {std::make_shared<callbacks::OnExceptionCheckpoint>(dir.file("exceptions"), "on_exception")});
   record::RecordingReader reader(live.recording);
   session.replay(reader);
   session.finish();

@@ -13,6 +13,7 @@
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using trainbus::testing::TempDir;
@@ -52,7 +53,7 @@ std::shared_ptr<callbacks::LambdaCallback> should_stop_probe(std::vector<std::st
 }
 
 TrainerOptions options() {
-  TrainerOptions o;
+  TrainerOptions o = testing::trainer_options();
   o.max_epochs(2).limit_train_batches(5).limit_val_batches(0).enable_model_summary(false);
   return o;
 }
@@ -125,7 +126,7 @@ TEST_CASE("Stops asked in validation_step and outside every hook replay as they 
     const std::string recording = dir.file("events.tbrec");
     std::vector<std::string> live;
     {
-      Trainer trainer(TrainerOptions()
+      Trainer trainer(testing::trainer_options()
                           .max_epochs(2)
                           .limit_train_batches(2)
                           .limit_val_batches(2)
@@ -142,7 +143,7 @@ TEST_CASE("Stops asked in validation_step and outside every hook replay as they 
                       in_prepare_data ? "fit_start stop 1" : "validation_batch_end stop 1") !=
             live.end());
     std::vector<std::string> replayed;
-    replay::ReplaySession session(TrainerOptions()
+    replay::ReplaySession session(testing::trainer_options()
                                       .max_epochs(2)
                                       .limit_train_batches(2)
                                       .limit_val_batches(2)

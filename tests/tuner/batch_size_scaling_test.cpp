@@ -17,6 +17,7 @@
 #include "data/batch.h"
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
+#include "tests/support/trainer_options.h"
 #include "tuner/out_of_memory.h"
 
 using namespace trainbus;
@@ -75,7 +76,7 @@ BatchSizeResult find_with_capacity(int64_t capacity, const BatchSizeFinderOption
                                    int64_t samples = 64) {
   CapacityModule module(capacity);
   RandomDataModule data(samples, 1);
-  return scale_batch_size(TrainerOptions().seed(1), module, data, options);
+  return scale_batch_size(testing::trainer_options().seed(1), module, data, options);
 }
 
 }  // namespace
@@ -149,7 +150,7 @@ TEST_CASE("scale_batch_size restores the module and the random generator and set
   }();
 
   const BatchSizeResult result =
-      scale_batch_size(TrainerOptions().seed(9), module, data,
+      scale_batch_size(testing::trainer_options().seed(9), module, data,
                        BatchSizeFinderOptions().mode(BatchSizeMode::kBinsearch));
   REQUIRE(result.batch_size == 19);
   // Trials trained the weights (SGD, lr 0.1); they are back bit for bit, without gradients.
@@ -168,7 +169,7 @@ TEST_CASE("On the CPU the memory budget is the out-of-memory signal", "[tuner][b
   MiBPerSampleModule module;
   RandomDataModule data(64, 1);
   const BatchSizeResult result =
-      scale_batch_size(TrainerOptions(), module, data,
+      scale_batch_size(testing::trainer_options(), module, data,
                        BatchSizeFinderOptions()
                            .mode(BatchSizeMode::kBinsearch)
                            .margin(0)
@@ -187,8 +188,9 @@ TEST_CASE("scale_batch_size lets an error that is not about memory through, rest
   BrokenFromModule module(8);
   const at::Tensor weight = module.layer->weight.detach().clone();
   RandomDataModule data(64, 5);
-  CHECK_THROWS_WITH(scale_batch_size(TrainerOptions(), module, data, BatchSizeFinderOptions()),
-                    Contains("a bug in training_step"));
+  CHECK_THROWS_WITH(
+      scale_batch_size(testing::trainer_options(), module, data, BatchSizeFinderOptions()),
+      Contains("a bug in training_step"));
   CHECK(torch::equal(module.layer->weight.detach(), weight));
   CHECK(data.batch_arg("batch_size") == 5);  // the size it had before
 }
@@ -198,7 +200,9 @@ TEST_CASE("scale_batch_size refuses bad options and data it cannot resize, namin
   BoringModule module;
   RandomDataModule data(8, 1);
   const auto refused = [&](const BatchSizeFinderOptions& options) {
-    return [&module, &data, options] { scale_batch_size(TrainerOptions(), module, data, options); };
+    return [&module, &data, options] {
+      scale_batch_size(testing::trainer_options(), module, data, options);
+    };
   };
   CHECK_THROWS_WITH(refused(BatchSizeFinderOptions().margin(1.0))(),
                     Contains("margin must be in [0, 1)"));
@@ -217,12 +221,13 @@ TEST_CASE("scale_batch_size refuses bad options and data it cannot resize, namin
   CHECK_THROWS_WITH(parse_batch_size_mode("linear"), Contains("expected power or binsearch"));
 
   data::LoaderDataModule loaders(nullptr);
-  CHECK_THROWS_WITH(scale_batch_size(TrainerOptions(), module, loaders, BatchSizeFinderOptions()),
-                    Contains("LoaderDataModule") && Contains("cannot be resized"));
+  CHECK_THROWS_WITH(
+      scale_batch_size(testing::trainer_options(), module, loaders, BatchSizeFinderOptions()),
+      Contains("LoaderDataModule") && Contains("cannot be resized"));
 
   CapacityModule nothing_fits(0);
   CHECK_THROWS_WITH(
-      scale_batch_size(TrainerOptions(), nothing_fits, data, BatchSizeFinderOptions()),
+      scale_batch_size(testing::trainer_options(), nothing_fits, data, BatchSizeFinderOptions()),
       Contains("no batch size fits, the smallest tried (1) ran out of memory"));
   CHECK(data.batch_arg("batch_size") == 1);
 }

@@ -21,6 +21,7 @@
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/trainer_options.h"
 
 using namespace trainbus;
 using namespace trainbus::tuner;
@@ -115,7 +116,7 @@ TEST_CASE("lr_find runs the range test on a real fit and leaves the module as it
   const at::Tensor weight = module.layer->weight.detach().clone();
   RandomDataModule data(64, 4);
   const LRFinder finder =
-      lr_find(TrainerOptions().seed(1), module, data,
+      lr_find(testing::trainer_options().seed(1), module, data,
               LRFinderOptions().min_lr(1e-4).max_lr(1.0).num_training(30).early_stop_threshold(
                   std::nullopt));
   REQUIRE(finder.lrs().size() == 30);  // 16 batches an epoch: the test runs into a second epoch
@@ -129,7 +130,7 @@ TEST_CASE("lr_find runs the range test on a real fit and leaves the module as it
 
   // update_attr: the suggestion lands in the hyper-parameter.
   const LRFinder updated =
-      lr_find(TrainerOptions().seed(1), module, data,
+      lr_find(testing::trainer_options().seed(1), module, data,
               LRFinderOptions().min_lr(1e-4).num_training(30).update_attr(true));
   REQUIRE(updated.suggestion().has_value());
   CHECK(module.hparams().at("lr").toDouble() == *updated.suggestion());
@@ -139,7 +140,7 @@ TEST_CASE("lr_find stops when the loss diverges", "[tuner][lr_find]") {
   TunableModule module;
   RandomDataModule data(64, 4);
   // SGD on the boring model diverges well before lr 1e4.
-  const LRFinder finder = lr_find(TrainerOptions().seed(1), module, data,
+  const LRFinder finder = lr_find(testing::trainer_options().seed(1), module, data,
                                   LRFinderOptions().min_lr(1e-3).max_lr(1e4).num_training(60));
   CHECK(finder.lrs().size() < 60);
   CHECK(finder.losses().back() >
@@ -149,24 +150,27 @@ TEST_CASE("lr_find stops when the loss diverges", "[tuner][lr_find]") {
 TEST_CASE("lr_find refuses bad options, naming them", "[tuner][lr_find]") {
   BoringModule module;
   RandomDataModule data(8, 4);
-  CHECK_THROWS_WITH(lr_find(TrainerOptions(), module, data, LRFinderOptions().min_lr(0)),
+  CHECK_THROWS_WITH(lr_find(testing::trainer_options(), module, data, LRFinderOptions().min_lr(0)),
                     Contains("min_lr must be > 0"));
-  CHECK_THROWS_WITH(lr_find(TrainerOptions(), module, data, LRFinderOptions().max_lr(1e-9)),
-                    Contains("max_lr (1e-09) must be greater than min_lr (1e-08)"));
-  CHECK_THROWS_WITH(lr_find(TrainerOptions(), module, data, LRFinderOptions().num_training(0)),
-                    Contains("num_training must be >= 1"));
-  CHECK_THROWS_WITH(lr_find(TrainerOptions(), module, data, LRFinderOptions().update_attr(true)),
-                    Contains("neither \"lr\" nor \"learning_rate\""));
   CHECK_THROWS_WITH(
-      lr_find(TrainerOptions(), module, data, LRFinderOptions().update_attr(true).attr_name("eta")),
-      Contains("attr_name is \"eta\", but the module has no such hyper-parameter"));
+      lr_find(testing::trainer_options(), module, data, LRFinderOptions().max_lr(1e-9)),
+      Contains("max_lr (1e-09) must be greater than min_lr (1e-08)"));
+  CHECK_THROWS_WITH(
+      lr_find(testing::trainer_options(), module, data, LRFinderOptions().num_training(0)),
+      Contains("num_training must be >= 1"));
+  CHECK_THROWS_WITH(
+      lr_find(testing::trainer_options(), module, data, LRFinderOptions().update_attr(true)),
+      Contains("neither \"lr\" nor \"learning_rate\""));
+  CHECK_THROWS_WITH(lr_find(testing::trainer_options(), module, data,
+                            LRFinderOptions().update_attr(true).attr_name("eta")),
+                    Contains("attr_name is \"eta\", but the module has no such hyper-parameter"));
 }
 
 TEST_CASE("lr_find's plot is an SVG with the curve and the suggestion", "[tuner][lr_find]") {
   TempDir dir;
   TunableModule module;
   RandomDataModule data(64, 4);
-  const LRFinder finder = lr_find(TrainerOptions().seed(1), module, data,
+  const LRFinder finder = lr_find(testing::trainer_options().seed(1), module, data,
                                   LRFinderOptions().min_lr(1e-4).num_training(30));
   const std::string path = dir.file("lr_find.svg");
   finder.write_plot(path);
@@ -211,7 +215,7 @@ TEST_CASE("lr_find trains each step at the finder's lr, over the module's schedu
   ScheduledModule module;
   RandomDataModule data(64, 4);
   const LRFinder finder =
-      lr_find(TrainerOptions().seed(1), module, data,
+      lr_find(testing::trainer_options().seed(1), module, data,
               LRFinderOptions().min_lr(1e-4).num_training(20).early_stop_threshold(std::nullopt));
   REQUIRE(module.seen_lrs.size() == 20);
   for (std::size_t k = 0; k < 20; ++k) {
@@ -226,7 +230,7 @@ TEST_CASE("lr_find ends with the options' epoch limit when nothing steps, and re
   at::Generator generator = at::detail::getDefaultCPUGenerator();
   const at::Tensor before = generator.get_state();
   const LRFinder finder =
-      lr_find(TrainerOptions().seed(1).max_epochs(3), module, data, LRFinderOptions());
+      lr_find(testing::trainer_options().seed(1).max_epochs(3), module, data, LRFinderOptions());
   CHECK(finder.lrs().size() == 6);  // 2 batches x 3 epochs, none with a loss
   CHECK(std::all_of(finder.losses().begin(), finder.losses().end(),
                     [](double loss) { return std::isnan(loss); }));
