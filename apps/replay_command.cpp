@@ -69,6 +69,11 @@ int run_diff(const ReplayArguments& args, std::ostream& out, std::ostream& err) 
     const record::ReadOptions read = record::ReadOptions().salvage(args.salvage);
     record::RecordingReader a(args.diff_a, read);
     record::RecordingReader b(args.diff_b, read);
+    for (const auto* reader : {&a, &b}) {
+      if (const std::string caveat = record::format_caveat(reader->header()); !caveat.empty()) {
+        err << "trainbus replay diff: caution: " << reader->path() << ": " << caveat << '\n';
+      }
+    }
     const record::DiffOptions options = record::DiffOptions().rtol(args.rtol).atol(args.atol);
     const record::DiffResult result = record::diff_recordings(a, b, options);
     out << record::describe(result, args.diff_a, args.diff_b, options) << std::flush;

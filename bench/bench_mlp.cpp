@@ -1,6 +1,7 @@
 #include "bench/bench_mlp.h"
 
 #include <algorithm>
+#include <limits>
 
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/activation.h>
@@ -52,6 +53,13 @@ double BenchMlp::median_step_us() const {
         std::chrono::duration<double, std::micro>(step_starts[i] - step_starts[i - 1]).count());
   }
   return median(steps);
+}
+
+double BenchMlp::mean_step_us() const {
+  if (step_starts.size() < 2) return std::numeric_limits<double>::quiet_NaN();
+  return std::chrono::duration<double, std::micro>(step_starts.back() - step_starts.front())
+             .count() /
+         static_cast<double>(step_starts.size() - 1);
 }
 
 std::unique_ptr<BenchMlp> fresh_mlp(uint64_t seed) {

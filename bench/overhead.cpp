@@ -27,6 +27,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,6 +55,7 @@ using bench::Clock;
 struct RunResult {
   double median_step_us;
   std::vector<double> losses;
+  double mean_step_us = 0;
   /// CPU time the observer pool's threads (tb-observer-N, tb-obs-flusher) spent in the run, per
   /// step, in microseconds: the work the observers put on the machine's other cores.
   double observer_cpu_us_per_step = 0;
@@ -61,7 +63,9 @@ struct RunResult {
 
 using bench::median;
 
-RunResult summarize(const BenchMlp& module) { return {module.median_step_us(), module.losses}; }
+RunResult summarize(const BenchMlp& module) {
+  return {module.median_step_us(), module.losses, module.mean_step_us()};
+}
 
 RunResult run_hand_written(const std::shared_ptr<DataLoader>& loader, int64_t steps, uint64_t seed,
                            bool grads_to_none) {
@@ -86,8 +90,13 @@ RunResult run_hand_written(const std::shared_ptr<DataLoader>& loader, int64_t st
 }
 
 // CPU time, in nanoseconds, that this process's threads whose names start with `prefix` have run
-// (/proc/self/task/TID/schedstat's first field). The pool names its threads for this.
+// (/proc/self/task/TID/schedstat's first field; NaN where the kernel has no schedstat). The pool
+// names its threads for this. What they do after the read (the pool's last flush and the
+// recording's end, in the trainer's destructor) is not counted.
 double cpu_ns_of_threads_named(const std::string& prefix) {
+  if (!std::filesystem::exists("/proc/self/schedstat")) {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
   double total = 0;
   std::error_code error;
   for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", error)) {
@@ -182,7 +191,7 @@ int main(int argc, char** argv) {
   uint64_t seed = 0;
   app.add_option("--steps", steps, "Training steps per run")
       ->check(CLI::Range(int64_t{10}, int64_t{800}));
-  app.add_option("--reps", reps, "Repetitions of (a) to (e)")->check(CLI::Range(1, 100));
+  app.add_option("--reps", reps, "Repetitions of the runs")->check(CLI::Range(1, 100));
   app.add_option("--batch-size", batch_size, "Batch size")
       ->check(CLI::Range(int64_t{1}, int64_t{1024}));
   std::vector<std::string> observer_names{"recorder", "csv", "tensorboard", "progress_bar"};
@@ -193,8 +202,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bool pair_only = false;
   app.add_flag("--pair", pair_only,
-               "Run only (d) and (e), alternating which goes first: more repetitions of the "
-               "observers' cost in the same time");
+               "Run only (d), (e) and (e') (the pool kicked every 1 ms), rotating which goes "
+               "first: more repetitions of the observers' cost in the same time");
   CLI11_PARSE(app, argc, argv);
   const auto named = [&](const char* name) {
     return std::find(observer_names.begin(), observer_names.end(), name) != observer_names.end();
@@ -230,7 +239,8 @@ int main(int argc, char** argv) {
       "2026-12-04)"};
   const char* goals[kRuns] = {"", "", "<= 1.02", "<= 1.05", "", "<= 1.02 x (d)", ""};
   std::vector<double> us[kRuns], ratio_a[kRuns], ratio_a2[kRuns], observed_to_logging,
-      kick1ms_to_logging, observer_cpu_share, kick1ms_cpu_share;
+      kick1ms_to_logging, observer_cpu_share, kick1ms_cpu_share, observed_to_logging_mean,
+      kick1ms_to_logging_mean;
   bool identical = true;
   const std::vector<int> order =
       pair_only ? std::vector<int>{kLogging, kObserved, kObservedKick1ms}
@@ -257,13 +267,17 @@ int main(int argc, char** argv) {
     }
     observed_to_logging.push_back(results[kObserved].median_step_us /
                                   results[kLogging].median_step_us);
+    observed_to_logging_mean.push_back(results[kObserved].mean_step_us /
+                                       results[kLogging].mean_step_us);
     observer_cpu_share.push_back(results[kObserved].observer_cpu_us_per_step /
-                                 results[kLogging].median_step_us);
+                                 results[kLogging].mean_step_us);
     if (pair_only) {
       kick1ms_to_logging.push_back(results[kObservedKick1ms].median_step_us /
                                    results[kLogging].median_step_us);
+      kick1ms_to_logging_mean.push_back(results[kObservedKick1ms].mean_step_us /
+                                        results[kLogging].mean_step_us);
       kick1ms_cpu_share.push_back(results[kObservedKick1ms].observer_cpu_us_per_step /
-                                  results[kLogging].median_step_us);
+                                  results[kLogging].mean_step_us);
     }
     std::fprintf(stderr, "rep %d:", rep + 1);
     for (int run = first_shown; run < last_shown; ++run) {
@@ -298,16 +312,22 @@ int main(int argc, char** argv) {
   std::string attached_list;
   for (const auto& name : observer_names)
     attached_list += (attached_list.empty() ? "" : ",") + name;
-  std::printf("\n(e) / (d), the cost of the observers (%s): median ratio %.3f (goal <= 1.02)\n",
-              attached_list.c_str(), median(observed_to_logging));
+  // The goal's measure is the mean step: work that lands on a few steps only (the pool's
+  // hand-overs every 10 ms) is in it, where the median step can miss it.
   std::printf(
-      "the observers' threads ran %.2f%% of (d)'s step on the CPU (median), what they take from "
-      "training where no core is spare\n",
+      "\n(e) / (d), the cost of the observers (%s), median over repetitions of the ratio of mean "
+      "steps: %.3f (goal <= 1.02); of median steps: %.3f\n",
+      attached_list.c_str(), median(observed_to_logging_mean), median(observed_to_logging));
+  std::printf(
+      "the observers' threads ran %.2f%% of (d)'s mean step on the CPU (median), what they take "
+      "from training where no core is spare\n",
       100 * median(observer_cpu_share));
   if (pair_only) {
     std::printf(
-        "(e') / (d), kicked every 1 ms: median ratio %.3f; its observers' threads ran %.2f%%\n",
-        median(kick1ms_to_logging), 100 * median(kick1ms_cpu_share));
+        "(e') / (d), kicked every 1 ms: mean steps %.3f, median steps %.3f; its observers' "
+        "threads ran %.2f%%\n",
+        median(kick1ms_to_logging_mean), median(kick1ms_to_logging),
+        100 * median(kick1ms_cpu_share));
   }
   std::printf("losses of all runs identical step by step: %s\n", identical ? "yes" : "NO");
   return identical ? 0 : 1;

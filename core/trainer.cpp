@@ -62,8 +62,10 @@ void check_options(const TrainerOptions& o) {
                  o.log_every_n_steps());
   TRAINBUS_CHECK(o.observer_threads() >= 1, "`observer_threads` must be >= 1, got ",
                  o.observer_threads());
-  TRAINBUS_CHECK(o.observer_kick_interval().count() > 0,
-                 "`observer_kick_interval` must be positive, got ",
+  TRAINBUS_CHECK(o.observer_kick_interval().count() > 0 &&
+                     o.observer_kick_interval() <= std::chrono::seconds(1),
+                 "`observer_kick_interval` must be positive and at most 1 s (observers flush no "
+                 "more often than the pool is kicked), got ",
                  o.observer_kick_interval().count(), " us");
   TRAINBUS_CHECK(o.observer_stall_timeout().count() > 0,
                  "`observer_stall_timeout` must be positive, got ",

@@ -126,10 +126,11 @@ struct TrainerOptions {
   /// raise this for one whose single hooks legitimately take longer (an upload, say).
   TRAINBUS_ARG(std::chrono::milliseconds, observer_stall_timeout){60000};
   /// How often the observer pool hands what was published to the observers (sooner when a run
-  /// drains, a queue fills up or 512 events pile up). Each hand-over wakes pool threads, about
-  /// 15 us of CPU in a VM, taken from training where no core is spare: shorter shows events to
-  /// observers sooner at that price (on 2 cores, 1 ms cost 3.5% of a 2.3 ms step, 10 ms 1.3%;
-  /// bench/README.md).
+  /// drains, a queue fills up or 512 events pile up), and so also how late an observer's failure
+  /// or an ObserverOptions::flush_interval can come; at most 1 s. Each hand-over wakes pool
+  /// threads, about 20 us of CPU in a VM, taken from training where no core is spare: shorter
+  /// shows events to observers sooner at that price (bench/README.md: with the fit's four
+  /// observers, the pool's threads ran 2.2 to 3.0% of a 2.3 ms step at 1 ms, 0.6 to 0.9% at 10 ms).
   TRAINBUS_ARG(std::chrono::microseconds, observer_kick_interval){10000};
 };
 

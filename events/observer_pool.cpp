@@ -38,9 +38,9 @@ ObserverPool::ObserverPool(std::size_t threads, TensorSnapshot snapshot,
   TRAINBUS_CHECK(stall_timeout.count() > 0,
                  "ObserverPool: the stall timeout must be positive, got ", stall_timeout.count(),
                  " ms");
-  TRAINBUS_CHECK(kick_interval.count() > 0,
-                 "ObserverPool: the kick interval must be positive, got ", kick_interval.count(),
-                 " us");
+  TRAINBUS_CHECK(kick_interval.count() > 0 && kick_interval <= std::chrono::hours(24),
+                 "ObserverPool: the kick interval must be positive and at most a day, got ",
+                 kick_interval.count(), " us");
   flusher_ = std::thread([this] { flush_periodically(); });
 }
 

@@ -87,8 +87,8 @@ class ObserverError : public std::runtime_error {
 /// waking a pool thread would cost the publisher more than everything else together (measured ~9 us
 /// in a VM, bench/observers.cpp). A flusher thread of the pool's own hands the queues to the
 /// observers' strands every kick interval (10 ms by default: each kick wakes pool threads), as do
-/// drain(), a full queue and a burst of 512 events; it also has each observer flush() on its
-/// ObserverOptions::flush_interval.
+/// drain(), a full queue and a burst of 512 events (half the capacity, if less); it also has each
+/// observer flush() on its ObserverOptions::flush_interval.
 ///
 /// Nothing here waits for ever on an observer that is stuck: one that handles no event for the
 /// stall timeout while the trainer waits on it (for room in its queue, in a drain, at shutdown) is

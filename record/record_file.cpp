@@ -200,9 +200,9 @@ std::string format_caveat(const v1::Header& header) {
     return {};
   }
   return "format 1 recording made with accumulate-grad-batches " + accumulate->second +
-         ": its train_batch_end losses are divided by " + accumulate->second +
-         " only if trainbus wrote it after 2026-12-03 (before, they are the undivided losses); "
-         "they are replayed as recorded";
+         ": its train_batch_end losses are the undivided ones, unless the trainbus that wrote it "
+         "was built from commit 9443243 (2026-12-03 17:04 UTC) or later, which divided them by " +
+         accumulate->second + "; they are replayed as recorded";
 }
 
 void RecordingReader::fail(std::size_t offset, const std::string& what) const {

@@ -15,8 +15,13 @@ namespace trainbus::events::detail {
 namespace {
 
 // Deliveries queued for one observer before the publisher posts its drainer without waiting for a
-// kick.
+// kick (at most half the observer's capacity, so that the observer starts while the publisher
+// goes on filling the other half). Large: each such post wakes a pool thread from the training
+// thread; the flusher's kicks hand over everything else.
 constexpr std::size_t kEagerBatch = 512;
+// Deliveries a drainer hands to its observer in one turn before it lets other strands have the
+// pool's threads and lets a publisher waiting for room in (in_flight_ drops per turn).
+constexpr std::size_t kDrainBatch = 64;
 
 // Marks this thread as running `channel`'s observer code for the scope.
 class RunningScope {
@@ -122,7 +127,8 @@ void ObserverChannel::enqueue(const std::shared_ptr<ObserverChannel>& self, Deli
       queue_.push_back(std::move(delivery));
       // Waking a pool thread costs the publisher ~9 us here (a cross-CPU wake-up in a VM), so
       // deliveries wait for the next kick unless a burst has built up.
-      post = !scheduled_ && queue_.size() >= std::min(kEagerBatch, options_.capacity());
+      post = !scheduled_ && queue_.size() >= std::min(kEagerBatch, std::max<std::size_t>(
+                                                                       1, options_.capacity() / 2));
       if (post) scheduled_ = true;
     } else {
       lose(1);  // abandoned while it waited for room
@@ -171,10 +177,10 @@ void ObserverChannel::drain_queue(const std::shared_ptr<ObserverChannel>& self) 
         scheduled_ = false;
         return;
       }
-      if (queue_.size() <= kEagerBatch) {
+      if (queue_.size() <= kDrainBatch) {
         batch.swap(queue_);
       } else {
-        for (std::size_t i = 0; i < kEagerBatch; ++i) {
+        for (std::size_t i = 0; i < kDrainBatch; ++i) {
           batch.push_back(std::move(queue_.front()));
           queue_.pop_front();
         }

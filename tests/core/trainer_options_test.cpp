@@ -51,7 +51,9 @@ TEST_CASE("Trainer refuses bad options, naming them", "[core][options]") {
   expect_refused([](TrainerOptions& o) { o.log_every_n_steps(0); },
                  "`log_every_n_steps` must be >= 1");
   expect_refused([](TrainerOptions& o) { o.observer_kick_interval(std::chrono::microseconds(0)); },
-                 "`observer_kick_interval` must be positive, got 0 us");
+                 "`observer_kick_interval` must be positive and at most 1 s");
+  expect_refused([](TrainerOptions& o) { o.observer_kick_interval(std::chrono::seconds(2)); },
+                 "got 2000000 us");
   expect_refused([](TrainerOptions& o) { o.observer_stall_timeout(std::chrono::milliseconds(-1)); },
                  "`observer_stall_timeout` must be positive, got -1 ms");
 }

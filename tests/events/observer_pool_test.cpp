@@ -510,6 +510,48 @@ TEST_CASE(
   detail::inject_post_failures(0);
 }
 
+TEST_CASE("A burst hands itself over without a kick: at 512 events, or half a small capacity",
+          "[events][observers]") {
+  // The flusher's kicks come an hour apart: only the publisher's own hand-over can deliver here.
+  // Each observer opens its latch when it has seen `expected` events.
+  class CountingTo : public events::Observer {
+   public:
+    explicit CountingTo(int64_t expected) : expected_(expected) {}
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::TrainBatchEnd>();
+    }
+    void on_train_batch_end(const events::TrainBatchEnd&) override {
+      if (++seen == expected_) reached.open();
+    }
+    std::atomic<int64_t> seen{0};
+    Latch reached;
+
+   private:
+    int64_t expected_;
+  };
+  events::EventBus bus;
+  events::ObserverPool pool(2, {}, std::chrono::seconds(60), std::chrono::hours(1));
+  auto default_capacity = std::make_shared<CountingTo>(512);
+  auto small_capacity = std::make_shared<CountingTo>(50);
+  pool.attach(bus, default_capacity);  // capacity 1024: hands over at 512
+  pool.attach(bus, small_capacity, events::ObserverOptions().capacity(100));  // at 50
+  int64_t published = 0;
+  auto publish_up_to = [&](int64_t count) {
+    for (; published < count; ++published) bus.publish(batch(published));
+  };
+  publish_up_to(49);
+  CHECK(small_capacity->seen == 0);  // below its mark: nothing handed over
+  publish_up_to(50);
+  CHECK(small_capacity->reached.wait_for(std::chrono::seconds(30)));
+  publish_up_to(511);
+  CHECK(default_capacity->seen == 0);  // 64 was the mark until 2026-12-04
+  publish_up_to(512);
+  CHECK(default_capacity->reached.wait_for(std::chrono::seconds(30)));
+  pool.drain();
+  CHECK(default_capacity->seen == 512);
+  CHECK(small_capacity->seen == 512);
+}
+
 TEST_CASE("drain() from an observer's own hook is an error naming it, not a deadlock",
           "[events][observers]") {
   class Drains : public events::Observer {

@@ -108,4 +108,13 @@ TEST_CASE("replay info counts events per type and says how the recording ended",
                        Catch::Contains("  train_batch_end: 3\n") &&
                        Catch::Contains("duration: 1.000s") &&
                        Catch::Contains("end: clean (ended cleanly after 4 events)"));
+  CHECK_THAT(text, !Catch::Contains("caution"));
+
+  // A format 1 recording made with accumulation: its losses may be undivided, and info says so.
+  record::RecordingInfo old = info;
+  old.header.set_format_version(1);
+  (*old.header.mutable_options())["accumulate-grad-batches"] = "2";
+  CHECK_THAT(record::describe(old, path),
+             Catch::Contains("caution: format 1 recording made with accumulate-grad-batches 2: "
+                             "its train_batch_end losses are the undivided ones, unless"));
 }
