@@ -38,7 +38,8 @@ FashionClassifier::FashionClassifier(ClassifierOptions options) : options_(optio
   }
   register_module("net", net_);
   // One image, for the model summary's In/Out sizes (Lightning's example_input_array).
-  set_example_input_array(torch::zeros({1, 1, 28, 28}));
+  set_example_input_array(torch::zeros({1, 1, 28, 28}),
+                          [this](const at::Tensor& images) { return forward(images); });
   StateDict hparams;
   hparams.insert("model", options_.architecture == Architecture::kMlp ? "mlp" : "cnn");
   hparams.insert("lr", options_.lr);

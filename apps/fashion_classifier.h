@@ -41,7 +41,7 @@ class FashionClassifier : public Module {
   /// lr_gamma), as load_from_checkpoint builds it; a missing one keeps its default.
   explicit FashionClassifier(const StateDict& hparams);
 
-  at::Tensor forward(const at::Tensor& images) override;
+  at::Tensor forward(const at::Tensor& images);
   StepOutput training_step(const Batch& batch, int64_t batch_idx) override;
   StepOutput validation_step(const Batch& batch, int64_t batch_idx) override;
   StepOutput test_step(const Batch& batch, int64_t batch_idx) override;

@@ -161,7 +161,7 @@ std::map<std::string, LayerSizes> layer_sizes(Module& module) {
   } restore{module, root_training, modes};
   module.eval();
   torch::NoGradGuard no_grad;
-  const at::Tensor expected = module.forward(example);
+  const at::Tensor expected = module.example_forward()(example);
   // The first run of consecutive children (in registration order) whose chain computes forward's
   // output; the children outside it are not used by forward, as far as can be told.
   const auto children = module.named_children();

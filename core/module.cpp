@@ -72,12 +72,13 @@ const std::vector<std::shared_ptr<torch::optim::Optimizer>>& Module::optimizers(
   return trainer().optimizers();
 }
 
-at::Tensor Module::forward(const at::Tensor& input) {
-  throw MisconfigurationError(
-      "`example_input_array` is set but `forward` is not implemented: override "
-      "`at::Tensor forward(const at::Tensor& input)` in " +
-      boost::core::demangle(typeid(*this).name()) +
-      " (what the module computes, as Lightning's forward), or leave example_input_array unset");
+void Module::set_example_input_array(at::Tensor example, ExampleForward forward) {
+  TRAINBUS_CHECK(!example.defined() || forward,
+                 "set_example_input_array: an example input needs the function that computes the "
+                 "module's output from it (its forward), for the model summary's sizes; pass "
+                 "[this](const at::Tensor& x) { return forward(x); }");
+  example_input_array_ = std::move(example);
+  example_forward_ = std::move(forward);
 }
 
 c10::Device Module::device() const {

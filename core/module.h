@@ -2,6 +2,7 @@
 /// Module: the LightningModule of trainbus, a torch::nn::Module with steps, hooks and log().
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -158,16 +159,21 @@ class Module : public torch::nn::Module {
   /// Device of the first parameter (CPU if there are none).
   c10::Device device() const;
 
-  // ---- forward, for the model summary ----
+  // ---- example input, for the model summary ----
 
-  /// Lightning's forward(x): what the module computes from an input. The loops never call it (the
-  /// steps compute what they need); ModelSummary runs example_input_array through it to show the
-  /// layers' In and Out sizes. Default: throws MisconfigurationError saying to override it.
-  virtual at::Tensor forward(const at::Tensor& input);
-  /// Lightning's example_input_array: an input for forward (a small batch). When set, ModelSummary
-  /// shows In sizes and Out sizes (see callbacks::layer_sizes). Undefined by default.
-  void set_example_input_array(at::Tensor example) { example_input_array_ = std::move(example); }
+  /// What the module computes from an input (Lightning's forward), for the model summary only: the
+  /// loops never call it (the steps compute what they need).
+  using ExampleForward = std::function<at::Tensor(const at::Tensor&)>;
+  /// Lightning's example_input_array: an input (a small batch) and the function that computes
+  /// the module's output from it, usually the module's own forward:
+  /// `set_example_input_array(torch::zeros({1, 784}), [this](const at::Tensor& x) { return
+  /// forward(x); })`. ModelSummary then shows In sizes and Out sizes (callbacks::layer_sizes). A
+  /// function, not a virtual `forward` here, so that a module's own forward may take and return
+  /// whatever it likes. Throws MisconfigurationError for a defined example without a function.
+  void set_example_input_array(at::Tensor example, ExampleForward forward);
   const at::Tensor& example_input_array() const noexcept { return example_input_array_; }
+  /// The function given with example_input_array (empty when none).
+  const ExampleForward& example_forward() const noexcept { return example_forward_; }
 
   /// Hyper-parameters kept in checkpoints (Lightning's save_hyperparameters).
   void save_hyperparameters(StateDict hparams) { hparams_ = std::move(hparams); }
@@ -179,6 +185,7 @@ class Module : public torch::nn::Module {
   Trainer* trainer_ = nullptr;
   StateDict hparams_;
   at::Tensor example_input_array_;
+  ExampleForward example_forward_;
 };
 
 }  // namespace trainbus

@@ -206,7 +206,10 @@ void Trainer::attach_default_progress_bar() {
 }
 
 std::string Trainer::log_dir() const {
-  return loggers_.empty() ? options_.default_root_dir() : loggers_.front().log_dir();
+  // As Lightning's: the first logger's directory, default_root_dir without one (or when that
+  // logger keeps no directory), so that nothing lands in a bare relative "checkpoints".
+  if (loggers_.empty() || loggers_.front().log_dir().empty()) return options_.default_root_dir();
+  return loggers_.front().log_dir();
 }
 
 void Trainer::log_metrics(const Metrics& metrics, int64_t step, const std::string& logger) {

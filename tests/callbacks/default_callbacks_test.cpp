@@ -95,6 +95,27 @@ TEST_CASE("The default ModelCheckpoint writes into the first logger's log_dir",
   CHECK_FALSE(fs::exists(root.path() / "checkpoints"));
 }
 
+TEST_CASE("A first logger that keeps no directory leaves the checkpoints in default_root_dir",
+          "[callbacks][default_callbacks]") {
+  // A logger with an empty log_dir (a remote one, say): Lightning falls back to default_root_dir
+  // when the logger has no save_dir; trainbus wrote into a relative "checkpoints" before.
+  class DirectorylessLogger : public events::Observer {
+   public:
+    bool is_logger() const override { return true; }
+    std::string name() const override { return "DirectorylessLogger"; }
+  };
+  TempDir root;
+  Trainer trainer(defaults_in(root).enable_progress_bar(false));
+  trainer.add_observer(std::make_shared<DirectorylessLogger>());
+  CHECK(trainer.log_dir() == root.path().string());
+  testing::BoringModule module;
+  testing::RandomDataModule data(8, 2);
+  trainer.fit(module, data);
+  const std::string dir = (root.path() / "checkpoints").string();
+  CHECK(checkpoint_callback(trainer)->dirpath() == dir);
+  CHECK(names_in(dir) == std::set<std::string>{"epoch=1-step=4.ckpt"});
+}
+
 TEST_CASE("A checkpoint callback given, or enable_checkpointing false, leaves the default out",
           "[callbacks][default_callbacks]") {
   TempDir root;

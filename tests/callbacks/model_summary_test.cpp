@@ -183,8 +183,11 @@ namespace {
 /// not used) and an example input of 10 rows.
 class DocModelWithForward : public DocModel {
  public:
-  DocModelWithForward() { set_example_input_array(torch::zeros({10, 256})); }
-  at::Tensor forward(const at::Tensor& input) override { return net->forward(input); }
+  DocModelWithForward() {
+    set_example_input_array(torch::zeros({10, 256}),
+                            [this](const at::Tensor& input) { return forward(input); });
+  }
+  at::Tensor forward(const at::Tensor& input) { return net->forward(input); }
 };
 
 /// Layers registered one by one (no Sequential, after BoringModule's `layer`), forward their
@@ -195,9 +198,10 @@ class Chain : public BoringModule {
     fc1 = register_module("fc1", torch::nn::Linear(32, 16));
     act = register_module("act", torch::nn::ReLU());
     fc2 = register_module("fc2", torch::nn::Linear(16, 2));
-    set_example_input_array(torch::ones({4, 32}));
+    set_example_input_array(torch::ones({4, 32}),
+                            [this](const at::Tensor& input) { return forward(input); });
   }
-  at::Tensor forward(const at::Tensor& input) override {
+  virtual at::Tensor forward(const at::Tensor& input) {
     return fc2->forward(act->forward(fc1->forward(input)));
   }
   torch::nn::Linear fc1{nullptr};
@@ -211,10 +215,18 @@ class Doubled : public Chain {
   at::Tensor forward(const at::Tensor& input) override { return 2 * Chain::forward(input); }
 };
 
-/// An example input without a forward.
-class NoForward : public BoringModule {
+/// A module whose own forward returns two tensors (a VAE's mean and log-variance): it compiles,
+/// and its summary sizes come from the function it gives.
+class TwoOutputs : public BoringModule {
  public:
-  NoForward() { set_example_input_array(torch::zeros({1, 32})); }
+  TwoOutputs() {
+    set_example_input_array(torch::zeros({1, 32}),
+                            [this](const at::Tensor& x) { return std::get<0>(forward(x)); });
+  }
+  std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x) {
+    const at::Tensor y = layer->forward(x);
+    return {y, y.exp()};
+  }
 };
 
 }  // namespace
@@ -276,9 +288,12 @@ TEST_CASE("In and Out sizes of layers registered one by one, and ? where forward
 
   BoringModule without_example;
   CHECK(layer_sizes(without_example).empty());
-  NoForward no_forward;
-  CHECK_THROWS_WITH(layer_sizes(no_forward),
-                    Contains("`example_input_array` is set but `forward` is not implemented"));
+  CHECK_THROWS_WITH(without_example.set_example_input_array(torch::zeros({1, 32}), {}),
+                    Contains("an example input needs the function that computes"));
+  TwoOutputs two_outputs;
+  const auto two_sizes = layer_sizes(two_outputs);
+  REQUIRE(two_sizes.count("layer") == 1);
+  CHECK(two_sizes.at("layer").in_size == "[1, 32]");
 }
 
 TEST_CASE("ModelSummary prints the sizes at fit start", "[callbacks][model_summary]") {
