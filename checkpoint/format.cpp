@@ -18,6 +18,8 @@
 
 #include "base/errors.h"
 #include "checkpoint/durable_file.h"
+#include "checkpoint/module_state.h"
+#include "checkpoint/optimizer_state.h"
 #include "proto/checkpoint.pb.h"
 
 #ifndef TRAINBUS_VERSION
@@ -236,12 +238,16 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
   loaded.weights_only = manifest.weights_only();
   for (const auto& part : manifest.parts()) {
     if (part.name() == "model") {
-      load_part(path, part, loaded.model);
+      torch::serialize::InputArchive model;
+      load_part(path, part, model);
+      loaded.data.state_dict = read_module_state(model);
     } else if (part.name() == "trainer") {
       load_part(path, part, loaded.trainer);
     } else if (part.name().rfind("optimizer_", 0) == 0) {
-      loaded.optimizers.emplace_back();
-      load_part(path, part, loaded.optimizers.back());
+      torch::serialize::InputArchive optimizer;
+      load_part(path, part, optimizer);
+      loaded.data.optimizer_states.push_back(
+          read_optimizer_state(optimizer, "checkpoint " + path + ": part `" + part.name() + "`"));
     }
   }
   c10::IValue root;
@@ -350,34 +356,6 @@ CheckpointReport inspect_checkpoint(const std::string& path) {
   }
   report.text = text.str();
   return report;
-}
-
-void load_module_weights(torch::nn::Module& module, torch::serialize::InputArchive& model,
-                         const std::string& path) {
-  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
-  for (const auto& item : module.named_parameters())
-    shapes.emplace_back(item.key(), item.value().sizes().vec());
-  for (const auto& item : module.named_buffers())
-    shapes.emplace_back(item.key(), item.value().sizes().vec());
-  try {
-    module.load(model);
-  } catch (const c10::Error& error) {
-    throw CheckpointError("checkpoint " + path + ": part `model` does not fit " + module.name() +
-                          ": " + first_line(error.what_without_backtrace()));
-  }
-  const auto parameters = module.named_parameters();
-  const auto buffers = module.named_buffers();
-  for (const auto& [name, expected] : shapes) {
-    const at::Tensor* loaded = parameters.find(name);
-    if (loaded == nullptr) loaded = buffers.find(name);
-    if (loaded != nullptr && loaded->sizes().vec() != expected) {
-      throw CheckpointError(::trainbus::detail::concat(
-          "checkpoint ", path, ": part `model` does not fit ", module.name(), ": ", name,
-          " has shape ", loaded->sizes(), " in the checkpoint, ", c10::IntArrayRef(expected),
-          " in the module; build the module as it was when the checkpoint was saved (the same "
-          "hyper-parameters)"));
-    }
-  }
 }
 
 }  // namespace trainbus::checkpoint

@@ -1,6 +1,7 @@
 #pragma once
 /// StateDict: the serialisable state of a callback, data loader, data module or hyper-parameters.
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -26,6 +27,11 @@ class StateDict {
   }
 
   bool contains(const std::string& key) const { return entries_.count(key) > 0; }
+  /// Removes `key`; returns whether it was there.
+  bool erase(const std::string& key) { return entries_.erase(key) > 0; }
+  /// Removes `key` and returns its value (Python's dict.pop): renaming an entry is
+  /// `state.insert("new", state.pop("old"))`. Throws std::out_of_range as at() if it is missing.
+  c10::IValue pop(const std::string& key);
   /// The value of `key`; throws std::out_of_range naming the key and the keys present.
   const c10::IValue& at(const std::string& key) const;
   /// The nested StateDict at `key`; throws if it is missing or not a dict.
@@ -42,6 +48,9 @@ class StateDict {
   /// goes on changing its state: lists, dicts and tuples copied, tensors copied to dense CPU
   /// tensors (detached; a CUDA state costs no GPU memory while its save is pending).
   StateDict deep_copy() const;
+  /// As deep_copy(), but each defined tensor becomes `copy_tensor(tensor)` (a checkpoint snapshot
+  /// copies into buffers it keeps); aliases stay aliases.
+  StateDict deep_copy(const std::function<at::Tensor(const at::Tensor&)>& copy_tensor) const;
   /// From a dict with string keys; throws std::invalid_argument naming `what` otherwise.
   static StateDict from_ivalue(const c10::IValue& value, const std::string& what = "state");
 

@@ -126,9 +126,12 @@ class CheckpointConnector {
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
-  void restore_modules_and_callbacks(const checkpoint::LoadedCheckpoint& checkpoint);
-  /// validate/test/predict with a ckpt_path: the module's weights and the data module's state
-  /// from it (not the callbacks' nor the loops', as Lightning). Empty: nothing.
+  /// Runs the on_load_checkpoint hooks, which may change `checkpoint` before anything of it is
+  /// applied.
+  void restore_modules_and_callbacks(checkpoint::LoadedCheckpoint& checkpoint);
+  /// validate/test/predict with a ckpt_path: the module's on_load_checkpoint, then the module's
+  /// weights and the data module's state from it (not the callbacks' nor the loops', as
+  /// Lightning). Empty: nothing.
   void load_for_evaluation(const std::string& ckpt_path);
   /// The module's weights from `checkpoint`; CheckpointError naming the path if they do not fit.
   void restore_module_weights(const checkpoint::LoadedCheckpoint& checkpoint);

@@ -59,6 +59,18 @@ class RegressionModule : public Module {
     at::Tensor value = loss(batch);
     losses.push_back(value.item<double>());
     log("train_loss", value, LogOptions().sync_dist(sync_train_loss));
+    if (sync_train_loss) {  // collectives of their own: not in the mode that dies without one
+      // reduce_fx under sync_dist takes the matching all-reduce (Lightning's _Sync op is the
+      // reduce_fx's name): the rank's max/min/sum over the ranks.
+      const double rank = trainer().global_rank();
+      const auto epoch = LogOptions().on_step(false).on_epoch(true).sync_dist(true);
+      log("rank_max", rank, LogOptions(epoch).reduce_fx(ReduceFx::kMax));
+      log("rank_min", rank, LogOptions(epoch).reduce_fx(ReduceFx::kMin));
+      log("rank_sum", 1.0 + rank, LogOptions(epoch).reduce_fx(ReduceFx::kSum));
+      log("rank_sum_local", 1.0 + rank,
+          LogOptions(epoch).sync_dist(false).reduce_fx(ReduceFx::kSum));
+      log("step_max", rank, LogOptions().sync_dist(true).reduce_fx(ReduceFx::kMax));
+    }
     // A value that differs per rank and is not reduced: what a checkpoint may monitor.
     log("rank_loss", value.item<double>() * (1 + trainer().global_rank()));
     return value;
@@ -66,6 +78,8 @@ class RegressionModule : public Module {
   void on_validation_epoch_end() override {
     // Logged in an epoch-level hook, different on each rank: reduced to their mean (0.5).
     log("val_rank", static_cast<double>(trainer().global_rank()));
+    // Reduced once, when logged (evaluation epoch values always are): 1 + 2, not 2 * (1 + 2).
+    log("val_rank_sum", 1.0 + trainer().global_rank(), LogOptions().reduce_fx(ReduceFx::kSum));
   }
   StepOutput validation_step(const Batch& batch, int64_t batch_idx) override {
     log("val_loss", loss(batch));
@@ -161,6 +175,7 @@ struct RankResult {
   int64_t every_rank_observer_batches = 0;
   std::string stop_reasons;
   std::string error;
+  Metrics metrics;  // callback_metrics at the end
 };
 
 void write_result(const std::string& file, const RankResult& result) {
@@ -175,6 +190,8 @@ void write_result(const std::string& file, const RankResult& result) {
   std::string error = result.error;  // on one line
   std::replace(error.begin(), error.end(), '\n', ' ');
   out << "\n" << result.stop_reasons << "\n" << error << "\n";
+  for (const auto& [name, value] : result.metrics) out << name << " " << value << " ";
+  out << "\n";
 }
 
 RankResult read_result(const std::string& file) {
@@ -193,6 +210,10 @@ RankResult read_result(const std::string& file) {
   for (double value; weights >> value;) result.weights.push_back(value);
   std::getline(in, result.stop_reasons);
   std::getline(in, result.error);
+  std::getline(in, line);
+  std::istringstream metrics(line);
+  std::string name;
+  for (double value; metrics >> name >> value;) result.metrics[name] = value;
   return result;
 }
 
@@ -238,6 +259,7 @@ RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, Trainer
   result.losses = module.losses;
   result.weights = to_vector(module.flat_weights());
   const Metrics& metrics = trainer.callback_metrics();
+  result.metrics = metrics;
   if (metrics.count("val_loss")) result.val_loss = metrics.at("val_loss");
   if (metrics.count("val_rank")) result.val_rank = metrics.at("val_rank");
   if (metrics.count("train_loss_epoch")) result.train_loss_epoch = metrics.at("train_loss_epoch");
@@ -337,6 +359,17 @@ TEST_CASE("two ranks with batch B train as one process with batch 2B", "[ddp]") 
   // Logged in on_validation_epoch_end as the rank number: the ranks' mean on both.
   CHECK(rank0.val_rank == 0.5);
   CHECK(rank1.val_rank == 0.5);
+  // sync_dist reduces with reduce_fx's op: max and min of the ranks' 0 and 1, the sum of every
+  // rank's 8 batches of 1 (rank 0) and 2 (rank 1); without sync_dist each rank keeps its own.
+  for (const RankResult* rank : {&rank0, &rank1}) {
+    CHECK(rank->metrics.at("rank_max") == 1.0);
+    CHECK(rank->metrics.at("rank_min") == 0.0);
+    CHECK(rank->metrics.at("rank_sum") == 8 * 1.0 + 8 * 2.0);
+    CHECK(rank->metrics.at("step_max") == 1.0);  // a step value, reduced when logged
+    CHECK(rank->metrics.at("val_rank_sum") == 1.0 + 2.0);
+  }
+  CHECK(rank0.metrics.at("rank_sum_local") == 8 * 1.0);
+  CHECK(rank1.metrics.at("rank_sum_local") == 8 * 2.0);
   // Observers (loggers, progress bar) run on rank 0 unless asked to run on every rank.
   CHECK(rank0.rank_zero_observer_batches == 16);
   CHECK(rank1.rank_zero_observer_batches == 0);

@@ -1,0 +1,44 @@
+#pragma once
+/// An optimizer's state as Lightning's checkpoint["optimizer_states"][i]: PyTorch's
+/// optimizer.state_dict() layout, which checkpoint hooks may read and change, and the parts
+/// `optimizer_<i>` of a checkpoint (LibTorch's Optimizer::save layout) written from it and read
+/// back into it.
+///
+///   {"state": {"0": {"step": 3, "exp_avg": T, "exp_avg_sq": T}, "1": {...}},
+///    "param_groups": [{"lr": 0.001, "betas": (0.9, 0.999), ..., "params": [0, 1]}]}
+///
+/// "state" is keyed by the parameter's index over all groups, as a string; "param_groups" is a
+/// list of dicts (c10::List / c10::Dict, which share what they hold: changing a group taken from
+/// the list changes the state).
+
+#include <string>
+
+#include <torch/optim/optimizer.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
+#include "checkpoint/state_dict.h"
+
+namespace trainbus::checkpoint {
+
+/// The state of `optimizer` in PyTorch's layout, holding its live state tensors (copy it before
+/// the optimizer steps again if it must not change). LibTorch's SGD, Adam, AdamW, Adagrad and
+/// RMSprop are read field by field; another optimizer is serialised and read back (correct,
+/// slower).
+StateDict optimizer_state_dict(torch::optim::Optimizer& optimizer);
+
+/// Writes `state` (PyTorch's layout) into `archive` in LibTorch's Optimizer::save layout.
+/// Throws CheckpointError naming `what` when `state` is not in that layout.
+void write_optimizer_state(const StateDict& state, torch::serialize::OutputArchive& archive,
+                           const std::string& what);
+
+/// A part written by Optimizer::save or write_optimizer_state, in PyTorch's layout.
+StateDict read_optimizer_state(torch::serialize::InputArchive& archive, const std::string& what);
+
+/// Loads `state` into `optimizer`: the per-parameter state and every param group's options (lr,
+/// betas, ...: LibTorch's Optimizer::load restores only the former). Throws CheckpointError
+/// naming `what` when it does not fit (another number of groups or parameters).
+void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& state,
+                          const std::string& what);
+
+}  // namespace trainbus::checkpoint
