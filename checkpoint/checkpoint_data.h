@@ -27,7 +27,8 @@ struct CheckpointData {
   StateDict state_dict;
   /// Each optimizer's state in PyTorch's optimizer.state_dict() layout (checkpoint
   /// ["optimizer_states"]; see checkpoint/optimizer_state.h), in configure_optimizers' order. Empty
-  /// in a save_weights_only checkpoint. At a save, the tensors are the optimizer's own.
+  /// in a save_weights_only checkpoint, and when validate/test/predict or load_from_checkpoint
+  /// load a checkpoint (they do not read them). At a save, the tensors are the optimizer's own.
   std::vector<StateDict> optimizer_states;
   /// Trainer progress needed to continue: batches done in the epoch, whether it had ended, seeds.
   StateDict loops;

@@ -244,10 +244,7 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
     } else if (part.name() == "trainer") {
       load_part(path, part, loaded.trainer);
     } else if (part.name().rfind("optimizer_", 0) == 0) {
-      torch::serialize::InputArchive optimizer;
-      load_part(path, part, optimizer);
-      loaded.data.optimizer_states.push_back(
-          read_optimizer_state(optimizer, "checkpoint " + path + ": part `" + part.name() + "`"));
+      loaded.optimizer_files.push_back(part.file());
     }
   }
   c10::IValue root;
@@ -280,6 +277,18 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
   }
   data.extra = to_state_dict(dict.at("extra"), path, "extra");
   return loaded;
+}
+
+void read_optimizer_states(LoadedCheckpoint& checkpoint) {
+  checkpoint.data.optimizer_states.clear();
+  for (const std::string& file : checkpoint.optimizer_files) {
+    const std::string what = "checkpoint " + checkpoint.path + ": part " + file;
+    std::ifstream in(fs::path(checkpoint.path) / file, std::ios::binary);
+    TRAINBUS_CHECK_AS(CheckpointError, in.is_open(), what, " cannot be opened");
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    checkpoint.data.optimizer_states.push_back(optimizer_state_from_bytes(bytes.str(), what));
+  }
 }
 
 std::optional<CheckpointSummary> complete_checkpoint(const std::string& path) {
@@ -347,7 +356,8 @@ CheckpointReport inspect_checkpoint(const std::string& path) {
   for (const auto& [name, value] : metrics) text << " " << name << "=" << value;
   text << "\n";
   try {
-    read_checkpoint(path);
+    LoadedCheckpoint loaded = read_checkpoint(path);
+    read_optimizer_states(loaded);
     report.valid = true;
     text << "  VALID: every part matches the manifest and loads\n";
   } catch (const CheckpointError& e) {

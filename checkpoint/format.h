@@ -23,12 +23,15 @@ inline constexpr int64_t kCheckpointFormatVersion = 2;
 /// The manifest's file name inside a checkpoint directory.
 inline constexpr const char* kManifestFile = "MANIFEST";
 
-/// A checkpoint read from disk and verified: what its hooks see (the weights and optimizer states
-/// included), and the archive of the part "trainer" for the rest.
+/// A checkpoint read from disk and verified: what its hooks see (the weights included; the
+/// optimizer states once read_optimizer_states has read them), and the archive of the part
+/// "trainer" for the rest.
 struct LoadedCheckpoint {
   std::string path;
   CheckpointData data;
   bool weights_only = false;
+  /// The parts "optimizer_<i>" in order, by file name: verified, read by read_optimizer_states.
+  std::vector<std::string> optimizer_files;
   torch::serialize::InputArchive trainer;  ///< "trainbus" (data), "schedulers", "rng.torch_cpu"
 };
 
@@ -45,6 +48,12 @@ void write_checkpoint(CheckpointSnapshot& snapshot, const std::string& path);
 /// Reads and verifies `path`. Throws CheckpointError naming the file, the part and the problem
 /// (missing, truncated, bad CRC, newer format, not a checkpoint).
 LoadedCheckpoint read_checkpoint(const std::string& path);
+
+/// Reads the optimizer states of `checkpoint` into checkpoint.data.optimizer_states (only a
+/// resumed fit needs them: evaluating from a checkpoint never reads them, so that a part an
+/// optimizer's own save() wrote cannot stop it). Throws CheckpointError naming the path and the
+/// part for a part that is no LibTorch archive.
+void read_optimizer_states(LoadedCheckpoint& checkpoint);
 
 /// What `trainbus ckpt inspect` prints: the manifest, progress and callback states, and whether
 /// every part matches it. Never throws for a damaged checkpoint; says what is wrong instead.

@@ -107,16 +107,44 @@ bool read_param_state(const torch::optim::OptimizerParamState& state, StateDict&
   return true;
 }
 
-// Any optimizer: through LibTorch's own serialisation.
-StateDict serialized_state_dict(torch::optim::Optimizer& optimizer) {
-  OutputArchive out;
-  optimizer.save(out);
+// Any optimizer: through its own save(), in PyTorch's layout if that is LibTorch's, else as the
+// bytes it wrote.
+StateDict serialized_state_dict(torch::optim::Optimizer& optimizer, const std::string& what) {
   std::ostringstream bytes;
-  out.save_to(bytes);
-  std::istringstream in_bytes(bytes.str());
-  InputArchive in;
-  in.load_from(in_bytes);
-  return read_optimizer_state(in, "optimizer");
+  try {
+    OutputArchive out;
+    optimizer.save(out);
+    out.save_to(bytes);
+  } catch (const c10::Error& error) {
+    throw CheckpointError(::trainbus::detail::concat(
+        what, ": its save() failed: ", optimizer_error_line(error.what_without_backtrace())));
+  }
+  return optimizer_state_from_bytes(bytes.str(), what);
+}
+
+// Whether `archive` has the top-level entries of LibTorch's Optimizer::save layout, and no other.
+bool in_libtorch_layout(InputArchive& archive) {
+  bool has_groups = false;
+  for (const std::string& key : archive.keys()) {
+    if (key == "param_groups") {
+      has_groups = true;
+    } else if (key != "state" && key != "pytorch_version") {
+      return false;
+    }
+  }
+  return has_groups;
+}
+
+StateDict archived(const std::string& bytes) {
+  StateDict state;
+  state.insert(kOptimizerArchiveKey, bytes);
+  return state;
+}
+
+InputArchive archive_of(const std::string& bytes) {
+  InputArchive archive;
+  archive.load_from(bytes.data(), bytes.size());
+  return archive;
 }
 
 // The dict at `key` of `state`, or a CheckpointError naming `what`.
@@ -153,20 +181,41 @@ void restore_param_group_options(torch::optim::Optimizer& optimizer, InputArchiv
 
 }  // namespace
 
-StateDict optimizer_state_dict(torch::optim::Optimizer& optimizer) {
+bool is_archived_optimizer_state(const StateDict& state) {
+  return state.size() == 1 && state.contains(kOptimizerArchiveKey) &&
+         state.at(kOptimizerArchiveKey).isString();
+}
+
+StateDict optimizer_state_from_bytes(const std::string& bytes, const std::string& what) {
+  InputArchive archive;
+  try {
+    archive = archive_of(bytes);
+  } catch (const c10::Error& error) {
+    throw CheckpointError(::trainbus::detail::concat(
+        what, " is no LibTorch archive: ", optimizer_error_line(error.what_without_backtrace())));
+  }
+  if (!in_libtorch_layout(archive)) return archived(bytes);
+  try {
+    return read_optimizer_state(archive, what);
+  } catch (const CheckpointError&) {
+    return archived(bytes);  // LibTorch's names in another layout: the optimizer's load() reads it
+  }
+}
+
+StateDict optimizer_state_dict(torch::optim::Optimizer& optimizer, const std::string& what) {
   c10::impl::GenericList groups(c10::AnyType::get());
   StateDict states;
   int64_t index = 0;
   for (auto& group : optimizer.param_groups()) {
     c10::impl::GenericDict entry = new_dict();
-    if (!read_options(group.options(), entry)) return serialized_state_dict(optimizer);
+    if (!read_options(group.options(), entry)) return serialized_state_dict(optimizer, what);
     c10::List<int64_t> params;
     for (const at::Tensor& parameter : group.params()) {
       const auto found =
           optimizer.state().find(c10::guts::to_string(parameter.unsafeGetTensorImpl()));
       if (found != optimizer.state().end()) {
         StateDict state;
-        if (!read_param_state(*found->second, state)) return serialized_state_dict(optimizer);
+        if (!read_param_state(*found->second, state)) return serialized_state_dict(optimizer, what);
         states.insert(std::to_string(index), state);
       }
       params.push_back(index++);
@@ -291,6 +340,19 @@ StateDict read_optimizer_state(InputArchive& archive, const std::string& what) {
 
 void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& state,
                           const std::string& what) {
+  if (is_archived_optimizer_state(state)) {
+    // As LibTorch's Optimizer::load, with what the optimizer's save() wrote.
+    try {
+      InputArchive archive = archive_of(state.at(kOptimizerArchiveKey).toStringRef());
+      optimizer.load(archive);
+      restore_param_group_options(optimizer, archive);
+    } catch (const c10::Error& error) {
+      throw CheckpointError(::trainbus::detail::concat(
+          what, " (the bytes the optimizer's save() wrote) cannot be loaded by its load(): ",
+          optimizer_error_line(error.what_without_backtrace())));
+    }
+    return;
+  }
   OutputArchive out;
   write_optimizer_state(state, out, what);
   try {

@@ -139,8 +139,10 @@ void add_module_and_optimizer_states(
   snapshot.data.state_dict = module_state_dict(module);
   snapshot.data.optimizer_states.clear();
   if (weights_only) return;
-  for (const auto& optimizer : optimizers)
-    snapshot.data.optimizer_states.push_back(optimizer_state_dict(*optimizer));
+  for (std::size_t i = 0; i < optimizers.size(); ++i) {
+    snapshot.data.optimizer_states.push_back(
+        optimizer_state_dict(*optimizers[i], "optimizer " + std::to_string(i)));
+  }
 }
 
 void make_private(CheckpointSnapshot& snapshot) {
@@ -164,8 +166,13 @@ void add_model_and_optimizer_parts(const torch::nn::Module& module, CheckpointSn
   for (std::size_t i = 0; i < snapshot.data.optimizer_states.size(); ++i) {
     const std::string name = "optimizer_" + std::to_string(i);
     CheckpointPart part(name, name + ".pt");
-    write_optimizer_state(snapshot.data.optimizer_states[i], part.archive,
-                          "checkpoint.optimizer_states[" + std::to_string(i) + "]");
+    const StateDict& state = snapshot.data.optimizer_states[i];
+    if (is_archived_optimizer_state(state)) {
+      part.serialized = state.at(kOptimizerArchiveKey).toStringRef();  // as its save() wrote it
+    } else {
+      write_optimizer_state(state, part.archive,
+                            "checkpoint.optimizer_states[" + std::to_string(i) + "]");
+    }
     snapshot.parts.push_back(std::move(part));
   }
 }

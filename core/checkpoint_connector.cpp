@@ -426,6 +426,7 @@ void CheckpointConnector::restore_modules_and_callbacks(checkpoint::LoadedCheckp
   // weights, the data module's state, the callbacks' on_load_checkpoint and their load_state_dict.
   // What the hooks change in the checkpoint is what gets applied, here and later (the loops in
   // restore_training_state, the optimizers in restore_optimizers).
+  checkpoint::read_optimizer_states(checkpoint);
   t.module_->on_load_checkpoint(checkpoint.data);
   restore_module_weights(checkpoint);
   t.data_->load_state_dict(checkpoint.data.datamodule);
