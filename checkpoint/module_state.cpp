@@ -31,23 +31,56 @@ struct ArchiveNode {
   std::map<std::string, ArchiveNode> children;
 };
 
-void write_node(const ArchiveNode& node, const std::string& prefix,
-                const std::set<std::string>& buffers, torch::serialize::OutputArchive& archive) {
+// Writes `node` (the entries under `prefix`) into `archive` as Module::save writes `module`
+// (nullptr: a prefix the module does not have): its parameters, its buffers, then an archive per
+// serializable child, in the module's order, empty ones included (Module::load asks for each);
+// then what the module does not have (a hook added it), by name.
+void write_node(const ArchiveNode& node, const torch::nn::Module* module, const std::string& prefix,
+                torch::serialize::OutputArchive& archive) {
   for (const auto& [key, value] : node.values) {
     TRAINBUS_CHECK_AS(CheckpointError, node.children.count(key) == 0, "state_dict entry `",
                       prefix + key, "` is a tensor and also the prefix of `", prefix + key,
                       ".*` entries; rename one of them");
-    if (value.isTensor()) {
-      archive.write(key, value.toTensor(), buffers.count(prefix + key) > 0);
+  }
+  std::set<std::string> written;
+  const auto write_value = [&](const std::string& key, bool is_buffer, bool requires_grad) {
+    const auto found = node.values.find(key);
+    if (found == node.values.end() || !written.insert(key).second) return;
+    if (found->second.isTensor()) {
+      at::Tensor tensor = found->second.toTensor();
+      if (requires_grad && tensor.defined() && tensor.is_floating_point()) {
+        // Module::save writes a parameter with its requires_grad: an alias that has it.
+        tensor = tensor.detach();
+        tensor.set_requires_grad(true);
+      }
+      archive.write(key, tensor, is_buffer);
     } else {
-      archive.write(key, value);
+      archive.write(key, found->second);
+    }
+  };
+  std::set<std::string> written_children;
+  const auto write_child = [&](const std::string& key, const torch::nn::Module* child_module) {
+    if (!written_children.insert(key).second) return;
+    static const ArchiveNode kEmpty;
+    const auto found = node.children.find(key);
+    torch::serialize::OutputArchive child_archive(archive.compilation_unit());
+    write_node(found != node.children.end() ? found->second : kEmpty, child_module,
+               prefix + key + ".", child_archive);
+    archive.write(key, child_archive);
+  };
+  if (module != nullptr) {
+    for (const auto& parameter : module->named_parameters(/*recurse=*/false))
+      write_value(parameter.key(), false, parameter.value().requires_grad());
+    for (const auto& buffer : module->named_buffers(/*recurse=*/false))
+      write_value(buffer.key(), true, buffer.value().requires_grad());
+  }
+  for (const auto& [key, value] : node.values) write_value(key, false, false);
+  if (module != nullptr) {
+    for (const auto& child : module->named_children()) {
+      if (child.value()->is_serializable()) write_child(child.key(), child.value().get());
     }
   }
-  for (const auto& [key, child] : node.children) {
-    torch::serialize::OutputArchive child_archive(archive.compilation_unit());
-    write_node(child, prefix + key + ".", buffers, child_archive);
-    archive.write(key, child_archive);
-  }
+  for (const auto& [key, child] : node.children) write_child(key, nullptr);
 }
 
 void read_node(torch::serialize::InputArchive& archive, const std::string& prefix, StateDict& out) {
@@ -81,10 +114,6 @@ StateDict module_state_dict(const torch::nn::Module& module) {
 
 void write_module_state(const StateDict& state, const torch::nn::Module& module,
                         torch::serialize::OutputArchive& archive) {
-  std::set<std::string> buffers;
-  for_each_saved_tensor(module, "", [&](const std::string& name, const at::Tensor&, bool buffer) {
-    if (buffer) buffers.insert(name);
-  });
   ArchiveNode root;
   for (const auto& [name, value] : state) {
     ArchiveNode* node = &root;
@@ -95,7 +124,7 @@ void write_module_state(const StateDict& state, const torch::nn::Module& module,
     }
     node->values[name.substr(start)] = value;
   }
-  write_node(root, "", buffers, archive);
+  write_node(root, &module, "", archive);
 }
 
 StateDict read_module_state(torch::serialize::InputArchive& archive) {

@@ -18,9 +18,11 @@ namespace trainbus::checkpoint {
 /// torch::nn::Module::save leaves them out.
 StateDict module_state_dict(const torch::nn::Module& module);
 
-/// Writes `state` into `archive` laid out as torch::nn::Module::save lays a module out (a nested
-/// archive per dotted prefix), so that Module::load reads it; names in `module`'s buffers are
-/// written as buffers. Throws CheckpointError for a name that is both a tensor and a prefix.
+/// Writes `state` into `archive` laid out exactly as torch::nn::Module::save lays `module` out (its
+/// tensors, then a nested archive per serializable child, in the module's order, empty ones
+/// included), so that Module::load reads it; an entry the module does not have (a hook added it)
+/// is written after those of its prefix. Throws CheckpointError for a name that is both a tensor
+/// and a prefix.
 void write_module_state(const StateDict& state, const torch::nn::Module& module,
                         torch::serialize::OutputArchive& archive);
 
