@@ -1,6 +1,7 @@
 #include "checkpoint/optimizer_state.h"
 
 #include <map>
+#include <set>
 #include <sstream>
 
 #include <ATen/core/Dict.h>
@@ -179,6 +180,61 @@ void restore_param_group_options(torch::optim::Optimizer& optimizer, InputArchiv
   }
 }
 
+// The fields of LibTorch's optimizers' per-parameter state that have their parameter's shape.
+bool has_parameter_shape(const std::string& field) {
+  static const std::set<std::string> kFields{"exp_avg",         "exp_avg_sq", "max_exp_avg_sq",
+                                             "momentum_buffer", "sum",        "square_avg",
+                                             "grad_avg"};
+  return kFields.count(field) > 0;
+}
+
+// `state` with every per-parameter tensor on its parameter's device, floating point ones in its
+// dtype ("step" excepted), as PyTorch's Optimizer.load_state_dict casts them; a field that must
+// have the parameter's shape and has another is a CheckpointError naming `what`.
+StateDict placed_for(torch::optim::Optimizer& optimizer, const StateDict& state,
+                     const std::string& what) {
+  std::vector<at::Tensor> parameters;
+  for (auto& group : optimizer.param_groups()) {
+    for (const at::Tensor& parameter : group.params()) parameters.push_back(parameter);
+  }
+  StateDict states;
+  for (const auto& [index, value] : dict_entry(state, "state", what)) {
+    StateDict fields = StateDict::from_ivalue(value, what + " state " + index);
+    int64_t position = -1;
+    try {
+      position = std::stoll(index);
+    } catch (const std::exception&) {
+      throw CheckpointError(::trainbus::detail::concat(what, " state key \"", index,
+                                                       "\" is not a parameter index (0, 1, ...)"));
+    }
+    if (position >= 0 && position < static_cast<int64_t>(parameters.size())) {
+      const at::Tensor& parameter = parameters[static_cast<size_t>(position)];
+      StateDict moved;
+      for (const auto& [field, field_value] : fields) {
+        if (!field_value.isTensor() || !field_value.toTensor().defined()) {
+          moved.insert(field, field_value);
+          continue;
+        }
+        const at::Tensor& tensor = field_value.toTensor();
+        if (has_parameter_shape(field) && tensor.sizes() != parameter.sizes()) {
+          throw CheckpointError(::trainbus::detail::concat(
+              what, " state ", index, " field \"", field, "\" has shape ", tensor.sizes(),
+              ", its parameter (index ", index, ") has shape ", parameter.sizes(),
+              "; the optimizer state must be of the parameters it was saved with"));
+        }
+        const bool cast = tensor.is_floating_point() && field != "step";
+        moved.insert(field, tensor.to(parameter.device(),
+                                      cast ? parameter.scalar_type() : tensor.scalar_type()));
+      }
+      fields = moved;
+    }
+    states.insert(index, fields);
+  }
+  StateDict placed = state;
+  placed.insert("state", states);
+  return placed;
+}
+
 }  // namespace
 
 bool is_archived_optimizer_state(const StateDict& state) {
@@ -354,7 +410,7 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& s
     return;
   }
   OutputArchive out;
-  write_optimizer_state(state, out, what);
+  write_optimizer_state(placed_for(optimizer, state, what), out, what);
   try {
     std::ostringstream bytes;
     out.save_to(bytes);

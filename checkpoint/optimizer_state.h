@@ -54,8 +54,10 @@ StateDict read_optimizer_state(torch::serialize::InputArchive& archive, const st
 
 /// Loads `state` into `optimizer`: the per-parameter state and every param group's options (lr,
 /// betas, ...: LibTorch's Optimizer::load restores only the former); an archived state goes to
-/// the optimizer's load() as it is. Throws CheckpointError naming `what` when it does not fit
-/// (another number of groups or parameters).
+/// the optimizer's load() as it is. As PyTorch's Optimizer.load_state_dict, each parameter's state
+/// tensors go to the parameter's device, floating point ones (not "step") to its dtype. Throws
+/// CheckpointError naming `what` when it does not fit (another number of groups or parameters, a
+/// state tensor of LibTorch's optimizers whose shape is not its parameter's), loading nothing.
 void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& state,
                           const std::string& what);
 

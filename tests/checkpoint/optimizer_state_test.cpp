@@ -173,3 +173,42 @@ TEST_CASE("A state that does not fit the optimizer is a CheckpointError naming i
   CHECK_THROWS_WITH(load_optimizer_state(*optimizer, no_groups, "checkpoint.optimizer_states[0]"),
                     Catch::Contains("has no list \"param_groups\""));
 }
+
+TEST_CASE("A loaded state goes to its parameter's dtype (and device); a wrong shape is refused",
+          "[checkpoint][optimizer_state]") {
+  // As PyTorch's Optimizer.load_state_dict: floating point state follows its parameter (a
+  // checkpoint written from CPU copies, resumed on CUDA; here a float32 state, float64 model).
+  const auto adam = [](std::vector<torch::optim::OptimizerParamGroup> p) {
+    return std::make_unique<torch::optim::Adam>(p, torch::optim::AdamOptions(0.01));
+  };
+  torch::nn::Linear single(3, 2);
+  const StateDict state = optimizer_state_dict(*stepped(single, adam, 2));
+  torch::nn::Linear wide(3, 2);
+  wide->to(at::kDouble);
+  std::unique_ptr<torch::optim::Optimizer> fresh = stepped(wide, adam, 0);
+  load_optimizer_state(*fresh, state, "checkpoint.optimizer_states[0]");
+  const StateDict loaded = optimizer_state_dict(*fresh).dict_at("state").dict_at("0");
+  CHECK(loaded.at("exp_avg").toTensor().scalar_type() == at::kDouble);
+  CHECK(loaded.at("exp_avg_sq").toTensor().scalar_type() == at::kDouble);
+  CHECK(loaded.at("exp_avg")
+            .toTensor()
+            .to(at::kFloat)
+            .equal(state.dict_at("state").dict_at("0").at("exp_avg").toTensor()));
+
+  // A hook that put a tensor of another shape: refused before anything is loaded, naming it.
+  StateDict edited = state;
+  StateDict states = edited.dict_at("state");
+  StateDict second = states.dict_at("1");
+  second.insert("exp_avg", at::zeros({5}));
+  states.insert("1", second);
+  edited.insert("state", states);
+  torch::nn::Linear other(3, 2);
+  std::unique_ptr<torch::optim::Optimizer> target = stepped(other, adam, 0);
+  CHECK_THROWS_AS(load_optimizer_state(*target, edited, "checkpoint.optimizer_states[0]"),
+                  CheckpointError);
+  CHECK_THROWS_WITH(load_optimizer_state(*target, edited, "checkpoint.optimizer_states[0]"),
+                    Catch::Contains("checkpoint.optimizer_states[0]") &&
+                        Catch::Contains("exp_avg") && Catch::Contains("[5]") &&
+                        Catch::Contains("[2]"));
+  CHECK(target->state().empty());
+}
