@@ -20,6 +20,11 @@ struct FxRule {
   bool step_level;  // step-level hooks default to on_step=true, on_epoch=false in training
 };
 
+// Lightning's defaults: on_step in training's step-level hooks, on_epoch everywhere else.
+bool step_defaults(const FxRule& rule) {
+  return rule.results == MetricsCollector::Results::kTrain && rule.step_level;
+}
+
 using R = MetricsCollector::Results;
 
 // Where Module::log may be called, and what it means there (Lightning's _FxValidator).
@@ -140,9 +145,8 @@ MetricsCollector::Logged MetricsCollector::check_and_register(std::string_view f
       "`, where logging is not supported; log from training_step, validation_step, test_step or "
       "a train/validation/test batch or epoch hook");
   const bool training = rule->results == Results::kTrain;
-  const bool step_defaults = training && rule->step_level;
-  const bool on_step = options.on_step().value_or(step_defaults);
-  const bool on_epoch = options.on_epoch().value_or(!step_defaults);
+  const bool on_step = options.on_step().value_or(step_defaults(*rule));
+  const bool on_epoch = options.on_epoch().value_or(!step_defaults(*rule));
   TRAINBUS_CHECK(!(on_step && !rule->step_level), "log(\"", name, "\", on_step=true) in `", fx,
                  "`: an epoch-level hook has no step; use on_step=false (the default there)");
   const int64_t batch_size =
@@ -221,15 +225,18 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, const a
                            const LogOptions& options,
                            const ReduceAcrossRanks& reduce_across_ranks) {
   const std::optional<FxRule> rule = rule_for(fx);
-  // Read at once: a CPU tensor (no device sync), a value reduced across ranks now (a collective
-  // anyway), and what an epoch-level hook logs (final at once, once an epoch).
+  // Read at once: a CPU tensor (no device sync), a step value reduced across ranks now (a
+  // collective anyway), and what an epoch-level hook logs (final at once, once an epoch).
   const bool read_now = (value.device().is_cpu() && !defer_cpu_reads_) || !rule.has_value() ||
                         !rule->step_level || (options.sync_dist() && reduce_across_ranks);
   if (read_now) return log(fx, name, value.item<double>(), options, reduce_across_ranks);
 
   const Logged logged = check_and_register(fx, name, options);
   Entry& entry = *logged.entry;
-  const at::Tensor tensor = value.detach().reshape({}).to(at::kDouble);
+  // A copy (also of a float64 tensor, which to() would return as it is): the value logged is the
+  // value it had, whatever the caller does with its tensor afterwards.
+  const at::Tensor tensor =
+      value.detach().reshape({}).to(at::kDouble, /*non_blocking=*/false, /*copy=*/true);
   if (logged.on_step) set_step_value(name, entry, logged.training, &tensor, 0.0);
   if (logged.on_epoch) {
     at::Tensor& pending = entry.device_value;

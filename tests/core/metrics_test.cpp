@@ -228,7 +228,7 @@ TEST_CASE("log_dict takes log's options, also for tensors; add_dataloader_idx is
     StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
       const double i = static_cast<double>(batch_idx);
       log_dict(std::map<std::string, at::Tensor>{{"t_max", at::scalar_tensor(i)},
-                                                 {"t_sum", at::scalar_tensor(1.0)}},
+                                                 {"t_ones", at::scalar_tensor(1.0)}},
                LogOptions().on_step(false).on_epoch(true).reduce_fx(ReduceFx::kMax).prog_bar(true));
       log_dict(Metrics{{"d_sum", 1.0}},
                LogOptions().on_step(false).on_epoch(true).reduce_fx(ReduceFx::kSum).logger(false));
@@ -247,7 +247,7 @@ TEST_CASE("log_dict takes log's options, also for tensors; add_dataloader_idx is
   trainer.fit(module, data);
   const Metrics& metrics = trainer.callback_metrics();
   CHECK(metrics.at("t_max") == 2.0);
-  CHECK(metrics.at("t_sum") == 1.0);  // the max of ones
+  CHECK(metrics.at("t_ones") == 1.0);  // the max of ones
   CHECK(metrics.at("d_sum") == 3.0);
   CHECK(trainer.progress_bar_metrics().count("t_max") == 1);
   CHECK(trainer.logged_metrics().count("d_sum") == 0);
@@ -289,6 +289,21 @@ TEST_CASE("Tensors kept on their device until read give the values read at once"
   CHECK(deferred.callback_metrics().at("sum_epoch") == 0.5 + 1.5 + 2.5);
   CHECK(deferred.callback_metrics().at("max") == -0.5);
   CHECK(deferred.callback_metrics().at("min") == 0.5);
+}
+
+TEST_CASE("A tensor kept on its device is the value it had when logged", "[core][log]") {
+  // A float64 tensor needs no conversion: it must still be copied, or changing it after log()
+  // changes the logged value (Lightning keeps the value it was given).
+  MetricsCollector metrics;
+  metrics.set_defer_cpu_reads(true);
+  metrics.reset(MetricsCollector::Results::kTrain);
+  metrics.begin_batch();
+  at::Tensor accuracy = at::scalar_tensor(1.0, at::kDouble);
+  metrics.log("training_step", "acc", accuracy, LogOptions().on_step(true).on_epoch(true));
+  accuracy.add_(100.0);
+  metrics.end_epoch(MetricsCollector::Results::kTrain);
+  CHECK(metrics.logged_metrics().at("acc_step") == 1.0);
+  CHECK(metrics.logged_metrics().at("acc_epoch") == 1.0);
 }
 
 TEST_CASE("Callbacks see the values a batch logged as tensors, and the epoch's reduction",
