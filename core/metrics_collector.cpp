@@ -228,7 +228,9 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, const a
   // Read at once: a CPU tensor (no device sync), a step value reduced across ranks now (a
   // collective anyway), and what an epoch-level hook logs (final at once, once an epoch).
   const bool read_now = (value.device().is_cpu() && !defer_cpu_reads_) || !rule.has_value() ||
-                        !rule->step_level || (options.sync_dist() && reduce_across_ranks);
+                        !rule->step_level ||
+                        (options.sync_dist() && reduce_across_ranks &&
+                         options.on_step().value_or(step_defaults(*rule)));
   if (read_now) return log(fx, name, value.item<double>(), options, reduce_across_ranks);
 
   const Logged logged = check_and_register(fx, name, options);

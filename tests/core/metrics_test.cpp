@@ -306,6 +306,25 @@ TEST_CASE("A tensor kept on its device is the value it had when logged", "[core]
   CHECK(metrics.logged_metrics().at("acc_epoch") == 1.0);
 }
 
+TEST_CASE("A sync_dist value logged only for the epoch is not read when logged", "[core][log]") {
+  // Under data parallelism a sync_dist step value is reduced (and so read) when logged; one with
+  // on_step=false is reduced at the epoch's end, so nothing needs it before. A meta tensor has
+  // no value to read: logging it shows that log() reads nothing.
+  MetricsCollector metrics;
+  metrics.set_defer_cpu_reads(true);
+  metrics.reset(MetricsCollector::Results::kTrain);
+  metrics.begin_batch();
+  int reductions = 0;
+  const MetricsCollector::ReduceAcrossRanks reduce = [&](double value, distributed::ReduceOp) {
+    ++reductions;
+    return value;
+  };
+  const at::Tensor unreadable = at::empty({}, at::TensorOptions().device(at::kMeta));
+  CHECK_NOTHROW(metrics.log("training_step", "loss", unreadable,
+                            LogOptions().on_step(false).on_epoch(true).sync_dist(true), reduce));
+  CHECK(reductions == 0);
+}
+
 TEST_CASE("Callbacks see the values a batch logged as tensors, and the epoch's reduction",
           "[core][log]") {
   class Watcher : public Callback {
