@@ -144,10 +144,12 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
   // that the module, the optimizers, callbacks and the data module go on changing once this
   // returns.
   if (copy_tensors) checkpoint::make_private(*snapshot);
+  // Laid out (and so checked) before the save is announced: observers never see a save that a
+  // hook's change then makes fail.
+  checkpoint::add_model_and_optimizer_parts(*t.module_, *snapshot);
   t.bus_.publish_lazy<events::SaveCheckpoint>([&] {
     return events::SaveCheckpoint{t.event_progress(), path};
   });
-  checkpoint::add_model_and_optimizer_parts(*t.module_, *snapshot);
   torch::serialize::OutputArchive& trainer = checkpoint::add_trainer_part(*snapshot);
   if (!weights_only) {
     c10::List<int64_t> scheduler_steps;
@@ -186,28 +188,47 @@ void CheckpointConnector::save(const std::string& path, SaveCheckpointOptions op
 void CheckpointConnector::save_now(CheckpointRequest request) {
   if (trainer_.replaying()) return dry_run(request);
   if (!trainer_.is_global_zero()) return wait_for_rank_zero(request.path);
-  // In order with the background saves: an older one must not land after this one.
-  wait();
-  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot =
-      take_snapshot(request.path, request.weights_only, nullptr);
-  checkpoint::write_checkpoint(*snapshot, request.path);
-  snapshot.reset();
-  if (request.after_commit) request.after_commit(request.path);
-  std::vector<std::string> removed;
-  for (const std::string& old : request.remove_after_commit) {
-    if (old == request.path) continue;
-    checkpoint::remove_checkpoint(old);
-    removed.push_back(old);
+  try {
+    // In order with the background saves: an older one must not land after this one.
+    wait();
+    std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot =
+        take_snapshot(request.path, request.weights_only, nullptr);
+    checkpoint::write_checkpoint(*snapshot, request.path);
+    snapshot.reset();
+    if (request.after_commit) request.after_commit(request.path);
+    std::vector<std::string> removed;
+    for (const std::string& old : request.remove_after_commit) {
+      if (old == request.path) continue;
+      checkpoint::remove_checkpoint(old);
+      removed.push_back(old);
+    }
+    commit_notifier(request)(request.path, removed);
+    publish_commits();
+  } catch (...) {
+    tell_ranks_save_failed();
+    throw;
   }
-  commit_notifier(request)(request.path, removed);
-  publish_commits();
   wait_for_rank_zero(request.path);
 }
 
 void CheckpointConnector::wait_for_rank_zero(const std::string& path) {
-  // Not while the run is failing: the rank that failed may be the one the barrier waits for.
+  // Not while the run is failing: the rank that failed may be the one the others wait for.
   if (trainer_.world_size() == 1 || trainer_.status_ == TrainerStatus::kInterrupted) return;
-  trainer_.strategy().barrier("checkpoint " + path);
+  // Rank 0 sends whether its save went well: the others stop with it when it did not, rather
+  // than wait for it until the timeout.
+  const int64_t saved = trainer_.strategy().broadcast(1, 0);
+  TRAINBUS_CHECK_AS(CheckpointError, saved == 1, "rank ", trainer_.global_rank(),
+                    ": rank 0 failed to save checkpoint ", path,
+                    " (its error says why), so this rank stops too");
+}
+
+void CheckpointConnector::tell_ranks_save_failed() {
+  if (trainer_.world_size() == 1 || trainer_.status_ == TrainerStatus::kInterrupted) return;
+  try {
+    trainer_.strategy().broadcast(0, 0);
+  } catch (...) {
+    // The save's own error is the one to report; the other ranks time out at worst.
+  }
 }
 
 void CheckpointConnector::dry_run(const CheckpointRequest& request) {
@@ -318,16 +339,22 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
     wait_for_rank_zero(request.path);
     return std::nullopt;
   }
-  checkpoint::CheckpointWriter& writer = writer_for_saves();
-  checkpoint::CheckpointJob job;
-  job.path = request.path;
-  job.payload = std::make_unique<SnapshotPayload>(
-      take_snapshot(request.path, request.weights_only, buffers_.get()));
-  job.remove_after_commit = std::move(request.remove_after_commit);
-  job.after_commit = std::move(request.after_commit);
-  job.replace_group = std::move(request.replace_group);
-  job.on_committed = commit_notifier(request);
-  std::optional<std::string> replaced = writer.submit(std::move(job));
+  std::optional<std::string> replaced;
+  try {
+    checkpoint::CheckpointWriter& writer = writer_for_saves();
+    checkpoint::CheckpointJob job;
+    job.path = request.path;
+    job.payload = std::make_unique<SnapshotPayload>(
+        take_snapshot(request.path, request.weights_only, buffers_.get()));
+    job.remove_after_commit = std::move(request.remove_after_commit);
+    job.after_commit = std::move(request.after_commit);
+    job.replace_group = std::move(request.replace_group);
+    job.on_committed = commit_notifier(request);
+    replaced = writer.submit(std::move(job));
+  } catch (...) {
+    tell_ranks_save_failed();
+    throw;
+  }
   wait_for_rank_zero(request.path);  // rank 0 has its snapshot: every rank may train on
   return replaced;
 }

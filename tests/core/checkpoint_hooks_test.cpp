@@ -1,6 +1,7 @@
 // Checkpoint surgery in hooks, as Lightning's on_save_checkpoint / on_load_checkpoint: the hooks
 // see the whole checkpoint (weights, optimizer states, loops, callback states) and may change it
 // before it is written or applied.
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "core/load_from_checkpoint.h"
 #include "core/trainer.h"
+#include "events/all.h"
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
@@ -270,4 +272,34 @@ TEST_CASE("An override of the read-only on_load_checkpoint still runs",
   RandomDataModule data(16, 4);
   trainer.validate(module, data, EvaluateOptions().ckpt_path(path));
   CHECK(module.global_step == 4);
+}
+
+TEST_CASE("A checkpoint a hook left unwritable is refused before its save is announced",
+          "[core][checkpoint][hooks]") {
+  // "layer.weight" and "layer.weight.scale": a tensor that is also a prefix cannot be laid out
+  // as Module::save's archive. Observers must not see a SaveCheckpoint for a save that then fails.
+  class SaveEvents : public events::Observer {
+   public:
+    void select_events(events::EventSelection& selection) const override {
+      selection.add<events::SaveCheckpoint>();
+    }
+    void on_save_checkpoint(const events::SaveCheckpoint&) override { ++saves; }
+    std::atomic<int> saves{0};
+  };
+  auto clash = std::make_shared<Hooks>();
+  clash->on_save_fn = [](CheckpointData& checkpoint) {
+    checkpoint.state_dict.insert("layer.weight.scale", at::ones({1}));
+  };
+  TempDir dir;
+  auto observer = std::make_shared<SaveEvents>();
+  {
+    Trainer trainer(short_fit(),
+                    {std::make_shared<SaveAtTrainEnd>(dir.file("bad.ckpt"), false), clash});
+    trainer.add_observer(observer);
+    MomentumModule module;
+    RandomDataModule data(16, 4);
+    CHECK_THROWS_WITH(trainer.fit(module, data),
+                      Contains("layer.weight") && Contains("also the prefix"));
+  }
+  CHECK(observer->saves == 0);
 }

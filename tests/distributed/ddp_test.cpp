@@ -16,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -320,11 +321,29 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
     options.max_epochs(mode == "checkpoint" ? 1 : 2);
     if (mode == "resume") ckpt_path = dir + "/checkpoints/step=6.ckpt";
   }
+  if (mode == "save_fails") {
+    // Rank 0's save fails in a hook (hooks and the write run on rank 0 only).
+    class FailingSave : public Callback {
+      void on_save_checkpoint(Trainer&, Module&, CheckpointData&) override {
+        throw std::runtime_error("on_save_checkpoint failed on purpose");
+      }
+    };
+    callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
+        callbacks::ModelCheckpointOptions().dirpath(dir + "/checkpoints").every_n_train_steps(3)));
+    callbacks.push_back(std::make_shared<FailingSave>());
+  }
   const auto started = std::chrono::steady_clock::now();
   RankResult result = fit_and_collect(module, 4, options, callbacks, ckpt_path);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (!result.error.empty()) result.error += " [after " + std::to_string(seconds) + " s]";
+  if (mode == "save_fails" && rank == 0) {
+    // Alive until rank 1 is done: its connection to rank 0 stays open, so only what rank 0
+    // tells it can end its wait (a process that exits is noticed anyway).
+    const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+    while (!std::filesystem::exists(dir + "/rank1.txt") && std::chrono::steady_clock::now() < limit)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
 }
 
@@ -405,6 +424,21 @@ TEST_CASE("a rank that dies makes the other fail at once with a DistributedError
   const auto after = rank0.error.find("[after ");
   REQUIRE(after != std::string::npos);
   CHECK(std::stod(rank0.error.substr(after + 7)) < 30.0);
+}
+
+TEST_CASE("a save that fails on rank 0 fails on every rank at once, not at the timeout", "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("save_fails", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  CHECK_THAT(rank0.error, Catch::Contains("on_save_checkpoint failed on purpose"));
+  INFO(rank1.error);
+  CHECK_THAT(rank1.error, Catch::Contains("rank 0"));
+  CHECK_THAT(rank1.error, Catch::Contains("step=3.ckpt"));
+  const auto after = rank1.error.find("[after ");
+  REQUIRE(after != std::string::npos);
+  CHECK(std::stod(rank1.error.substr(after + 7)) < 30.0);  // the timeout is 60 s
 }
 
 TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, one process cannot",
