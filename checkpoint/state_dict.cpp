@@ -26,6 +26,14 @@ c10::IValue StateDict::pop(const std::string& key) {
   return value;
 }
 
+void StateDict::insert_at(const std::vector<std::string>& path, c10::IValue value) {
+  if (path.empty()) throw std::invalid_argument("StateDict::insert_at: the path is empty");
+  if (path.size() == 1) return insert(path.front(), std::move(value));
+  StateDict nested = dict_at(path.front());
+  nested.insert_at(std::vector<std::string>(path.begin() + 1, path.end()), std::move(value));
+  insert(path.front(), nested);
+}
+
 c10::IValue StateDict::to_ivalue() const {
   c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
   for (const auto& [key, value] : entries_) dict.insert(key, value);

@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <ATen/core/ivalue.h>
 
@@ -34,8 +35,14 @@ class StateDict {
   c10::IValue pop(const std::string& key);
   /// The value of `key`; throws std::out_of_range naming the key and the keys present.
   const c10::IValue& at(const std::string& key) const;
-  /// The nested StateDict at `key`; throws if it is missing or not a dict.
+  /// A copy of the nested StateDict at `key`; throws if it is missing or not a dict. Changing the
+  /// copy does not change this state: change a nested entry with insert_at.
   StateDict dict_at(const std::string& key) const { return from_ivalue(at(key), key); }
+  /// Sets the entry at `path` inside nested StateDicts, in this state (Python's
+  /// `state["state"]["0"]["exp_avg"] = value`): `insert_at({"state", "0", "exp_avg"}, value)`.
+  /// Every dict on the way must exist (std::out_of_range as at() otherwise); std::invalid_argument
+  /// for an empty path or a non-dict on the way.
+  void insert_at(const std::vector<std::string>& path, c10::IValue value);
 
   bool empty() const noexcept { return entries_.empty(); }
   size_t size() const noexcept { return entries_.size(); }

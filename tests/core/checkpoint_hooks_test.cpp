@@ -176,11 +176,10 @@ TEST_CASE("A callback edits an optimizer state in on_load_checkpoint before it i
     CHECK(group.at("lr").toDouble() == 0.05);
     CHECK(group.at("momentum").toDouble() == 0.9);
     group.insert_or_assign("lr", 0.5);
-    StateDict states = optimizer.dict_at("state");
-    StateDict first = states.dict_at("0");  // layer.weight's: index 0 of the param groups
-    first.insert("momentum_buffer", at::zeros_like(first.at("momentum_buffer").toTensor()));
-    states.insert("0", first);
-    optimizer.insert("state", states);
+    // layer.weight's: index 0 of the param groups (dict_at gives copies: insert_at edits).
+    const at::Tensor momentum =
+        optimizer.dict_at("state").dict_at("0").at("momentum_buffer").toTensor();
+    optimizer.insert_at({"state", "0", "momentum_buffer"}, at::zeros_like(momentum));
     // The loops' progress is there too, for the same kind of surgery.
     CHECK(checkpoint.loops.at("global_step").toInt() == 4);
   };
