@@ -156,8 +156,8 @@ void load_module_state(torch::nn::Module& module, const StateDict& state, const 
         "Build the module as it was when the checkpoint was saved, or rename the entries of "
         "checkpoint.state_dict in on_load_checkpoint (a renamed layer)"));
   }
-  torch::NoGradGuard no_grad;
-  for (auto& [name, target] : targets) {
+  // Everything checked before anything is copied: a state that does not fit changes nothing.
+  for (const auto& [name, target] : targets) {
     if (!state.contains(name)) continue;
     const c10::IValue& value = state.at(name);
     TRAINBUS_CHECK_AS(CheckpointError, value.isTensor() && value.toTensor().defined(),
@@ -171,7 +171,10 @@ void load_module_state(torch::nn::Module& module, const StateDict& state, const 
           " in the module; build the module as it was when the checkpoint was saved (the same "
           "hyper-parameters)"));
     }
-    target.copy_(source);
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [name, target] : targets) {
+    if (state.contains(name)) target.copy_(state.at(name).toTensor());
   }
 }
 

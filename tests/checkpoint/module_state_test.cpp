@@ -98,3 +98,19 @@ TEST_CASE("The part `model` is Module::save's layout, empty child archives inclu
   CHECK(loaded.net[2]->named_buffers()["running_var"].equal(
       saved.net[2]->named_buffers()["running_var"]));
 }
+
+TEST_CASE("A state_dict that does not fit changes none of the module's weights",
+          "[checkpoint][module_state]") {
+  Net source;
+  StateDict state = module_state_dict(source);
+  state.insert("net.4.weight", at::zeros({7, 3}));  // checked after head.* by name
+  Net target;
+  const at::Tensor before = target.head->weight.clone();
+  CHECK_THROWS_WITH(load_module_state(target, state, "ckpt"),
+                    Catch::Contains("net.4.weight") && Catch::Contains("[7, 3]"));
+  CHECK(target.head->weight.equal(before));
+
+  state.insert("net.4.weight", std::string("not a tensor"));
+  CHECK_THROWS_WITH(load_module_state(target, state, "ckpt"), Catch::Contains("not a tensor"));
+  CHECK(target.head->weight.equal(before));
+}
