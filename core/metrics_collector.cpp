@@ -165,13 +165,20 @@ MetricsCollector::Logged MetricsCollector::check_and_register(std::string_view f
     entry.reduce_fx = options.reduce_fx();
     entry.value = identity_of(entry.reduce_fx);
   } else {
-    TRAINBUS_CHECK(entry.on_step == on_step && entry.on_epoch == on_epoch &&
-                       entry.reduce_fx == options.reduce_fx(),
-                   "log(\"", name, "\") in `", fx, "` with on_step=", on_step,
+    // As Lightning refuses other options for a name logged again in one hook; trainbus keeps one
+    // value per name (not per hook and name), so it refuses them across hooks too.
+    const bool same_options =
+        entry.on_step == on_step && entry.on_epoch == on_epoch &&
+        entry.reduce_fx == options.reduce_fx() && entry.prog_bar == options.prog_bar() &&
+        entry.logger == options.logger() && entry.sync_dist == options.sync_dist();
+    TRAINBUS_CHECK(same_options, "log(\"", name, "\") in `", fx, "` with on_step=", on_step,
                    ", on_epoch=", on_epoch, ", reduce_fx=", to_string(options.reduce_fx()),
+                   ", prog_bar=", options.prog_bar(), ", logger=", options.logger(),
+                   ", sync_dist=", options.sync_dist(),
                    " but it was logged earlier in this epoch with on_step=", entry.on_step,
                    ", on_epoch=", entry.on_epoch, ", reduce_fx=", to_string(entry.reduce_fx),
-                   "; log each name with one set of options");
+                   ", prog_bar=", entry.prog_bar, ", logger=", entry.logger,
+                   ", sync_dist=", entry.sync_dist, "; log each name with one set of options");
   }
   return Logged{&entry, training, rule->step_level, on_step, on_epoch, batch_size};
 }

@@ -38,7 +38,8 @@ class MetricsCollector {
 
   /// Records one value logged from hook or step `fx` (the event name, e.g. "train_batch_end", or
   /// "training_step"). Throws MisconfigurationError when logging is not allowed in `fx`, for a
-  /// batch_size < 1, or when `name` was logged before with different on_step/on_epoch/reduce_fx.
+  /// batch_size < 1, or when `name` was logged before in the epoch with other options (on_step,
+  /// on_epoch, reduce_fx, prog_bar, logger, sync_dist), in any hook.
   /// `reduce_across_ranks` (data-parallel training only; a collective) makes a sync_dist step
   /// value the ranks' reduction with reduce_fx's operation, and a value logged in an epoch-level
   /// hook too (in evaluation always, in training with sync_dist).

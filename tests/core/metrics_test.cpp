@@ -218,8 +218,23 @@ TEST_CASE("Logging one name with another reduce_fx in the same epoch is refused"
   Mixed module;
   RandomDataModule data(8, 4);
   CHECK_THROWS_WITH(trainer.fit(module, data),
-                    Contains("reduce_fx=max but it was logged earlier in this epoch") &&
+                    Contains("reduce_fx=max, prog_bar=0, logger=1, sync_dist=0 but it was logged "
+                             "earlier in this epoch") &&
                         Contains("reduce_fx=mean"));
+}
+
+TEST_CASE("Logging one name again with other prog_bar, logger or sync_dist is refused",
+          "[core][log]") {
+  // Lightning refuses any other option for a name logged again in the same hook (result.py,
+  // _ResultCollection.log: "You called `self.log(...)` twice in `fx` with different arguments").
+  const auto second = GENERATE(LogOptions().prog_bar(true), LogOptions().logger(false),
+                               LogOptions().sync_dist(true));
+  MetricsCollector metrics;
+  metrics.reset(MetricsCollector::Results::kTrain);
+  metrics.log("training_step", "x", 1.0, LogOptions());
+  CHECK_THROWS_WITH(metrics.log("training_step", "x", 2.0, second),
+                    Contains("log(\"x\") in `training_step` with") &&
+                        Contains("log each name with one set of options"));
 }
 
 TEST_CASE("log_dict takes log's options, also for tensors; add_dataloader_idx is accepted",
