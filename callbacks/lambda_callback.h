@@ -54,7 +54,7 @@ namespace trainbus::callbacks {
   X(on_before_optimizer_step, (, torch::optim::Optimizer & optimizer), (, optimizer))              \
   X(on_after_optimizer_step, (, torch::optim::Optimizer & optimizer), (, optimizer))               \
   X(on_save_checkpoint, (, CheckpointData & checkpoint), (, checkpoint))                           \
-  X(on_load_checkpoint, (, const CheckpointData& checkpoint), (, checkpoint))                      \
+  X(on_load_checkpoint, (, CheckpointData & checkpoint), (, checkpoint))                           \
   X(on_exception, (, const std::exception& error), (, error))
 
 // `(Trainer& trainer, Module& module` followed by a hook's parameters: its signature. Kept

@@ -18,6 +18,8 @@
 
 #include "base/errors.h"
 #include "checkpoint/durable_file.h"
+#include "checkpoint/module_state.h"
+#include "checkpoint/optimizer_state.h"
 #include "proto/checkpoint.pb.h"
 
 #ifndef TRAINBUS_VERSION
@@ -236,12 +238,13 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
   loaded.weights_only = manifest.weights_only();
   for (const auto& part : manifest.parts()) {
     if (part.name() == "model") {
-      load_part(path, part, loaded.model);
+      torch::serialize::InputArchive model;
+      load_part(path, part, model);
+      loaded.data.state_dict = read_module_state(model);
     } else if (part.name() == "trainer") {
       load_part(path, part, loaded.trainer);
     } else if (part.name().rfind("optimizer_", 0) == 0) {
-      loaded.optimizers.emplace_back();
-      load_part(path, part, loaded.optimizers.back());
+      loaded.optimizer_files.push_back(part.file());
     }
   }
   c10::IValue root;
@@ -274,6 +277,18 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
   }
   data.extra = to_state_dict(dict.at("extra"), path, "extra");
   return loaded;
+}
+
+void read_optimizer_states(LoadedCheckpoint& checkpoint) {
+  checkpoint.data.optimizer_states.clear();
+  for (const std::string& file : checkpoint.optimizer_files) {
+    const std::string what = "checkpoint " + checkpoint.path + ": part " + file;
+    std::ifstream in(fs::path(checkpoint.path) / file, std::ios::binary);
+    TRAINBUS_CHECK_AS(CheckpointError, in.is_open(), what, " cannot be opened");
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    checkpoint.data.optimizer_states.push_back(optimizer_state_from_bytes(bytes.str(), what));
+  }
 }
 
 std::optional<CheckpointSummary> complete_checkpoint(const std::string& path) {
@@ -341,7 +356,8 @@ CheckpointReport inspect_checkpoint(const std::string& path) {
   for (const auto& [name, value] : metrics) text << " " << name << "=" << value;
   text << "\n";
   try {
-    read_checkpoint(path);
+    LoadedCheckpoint loaded = read_checkpoint(path);
+    read_optimizer_states(loaded);
     report.valid = true;
     text << "  VALID: every part matches the manifest and loads\n";
   } catch (const CheckpointError& e) {
@@ -350,34 +366,6 @@ CheckpointReport inspect_checkpoint(const std::string& path) {
   }
   report.text = text.str();
   return report;
-}
-
-void load_module_weights(torch::nn::Module& module, torch::serialize::InputArchive& model,
-                         const std::string& path) {
-  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
-  for (const auto& item : module.named_parameters())
-    shapes.emplace_back(item.key(), item.value().sizes().vec());
-  for (const auto& item : module.named_buffers())
-    shapes.emplace_back(item.key(), item.value().sizes().vec());
-  try {
-    module.load(model);
-  } catch (const c10::Error& error) {
-    throw CheckpointError("checkpoint " + path + ": part `model` does not fit " + module.name() +
-                          ": " + first_line(error.what_without_backtrace()));
-  }
-  const auto parameters = module.named_parameters();
-  const auto buffers = module.named_buffers();
-  for (const auto& [name, expected] : shapes) {
-    const at::Tensor* loaded = parameters.find(name);
-    if (loaded == nullptr) loaded = buffers.find(name);
-    if (loaded != nullptr && loaded->sizes().vec() != expected) {
-      throw CheckpointError(::trainbus::detail::concat(
-          "checkpoint ", path, ": part `model` does not fit ", module.name(), ": ", name,
-          " has shape ", loaded->sizes(), " in the checkpoint, ", c10::IntArrayRef(expected),
-          " in the module; build the module as it was when the checkpoint was saved (the same "
-          "hyper-parameters)"));
-    }
-  }
 }
 
 }  // namespace trainbus::checkpoint

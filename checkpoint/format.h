@@ -23,13 +23,15 @@ inline constexpr int64_t kCheckpointFormatVersion = 2;
 /// The manifest's file name inside a checkpoint directory.
 inline constexpr const char* kManifestFile = "MANIFEST";
 
-/// A checkpoint read from disk and verified: the hook-visible data and the archives of its parts.
+/// A checkpoint read from disk and verified: what its hooks see (the weights included; the
+/// optimizer states once read_optimizer_states has read them), and the archive of the part
+/// "trainer" for the rest.
 struct LoadedCheckpoint {
   std::string path;
   CheckpointData data;
   bool weights_only = false;
-  torch::serialize::InputArchive model;
-  std::vector<torch::serialize::InputArchive> optimizers;  ///< one per optimizer, in order
+  /// The parts "optimizer_<i>" in order, by file name: verified, read by read_optimizer_states.
+  std::vector<std::string> optimizer_files;
   torch::serialize::InputArchive trainer;  ///< "trainbus" (data), "schedulers", "rng.torch_cpu"
 };
 
@@ -47,12 +49,11 @@ void write_checkpoint(CheckpointSnapshot& snapshot, const std::string& path);
 /// (missing, truncated, bad CRC, newer format, not a checkpoint).
 LoadedCheckpoint read_checkpoint(const std::string& path);
 
-/// Loads the part `model` of the checkpoint at `path` into `module` (torch::nn::Module::load), and
-/// checks what LibTorch's load does not: every parameter and buffer keeps its shape (LibTorch
-/// replaces a tensor of another shape silently). Throws CheckpointError naming the path, the tensor
-/// and both shapes, or LibTorch's message for a missing tensor.
-void load_module_weights(torch::nn::Module& module, torch::serialize::InputArchive& model,
-                         const std::string& path);
+/// Reads the optimizer states of `checkpoint` into checkpoint.data.optimizer_states (only a
+/// resumed fit needs them: evaluating from a checkpoint never reads them, so that a part an
+/// optimizer's own save() wrote cannot stop it). Throws CheckpointError naming the path and the
+/// part for a part that is no LibTorch archive.
+void read_optimizer_states(LoadedCheckpoint& checkpoint);
 
 /// What `trainbus ckpt inspect` prints: the manifest, progress and callback states, and whether
 /// every part matches it. Never throws for a damaged checkpoint; says what is wrong instead.

@@ -1,5 +1,8 @@
 #include "checkpoint/snapshot.h"
 
+#include "checkpoint/module_state.h"
+#include "checkpoint/optimizer_state.h"
+
 #include <algorithm>
 #include <cstring>
 #include <sstream>
@@ -35,29 +38,9 @@ at::Tensor private_copy(const at::Tensor& tensor, CheckpointSnapshot& snapshot) 
   return copy;
 }
 
-// torch::nn::Module::save, with private copies when asked.
-void save_module(const torch::nn::Module& module, torch::serialize::OutputArchive& archive,
-                 bool copy_tensors, CheckpointSnapshot& snapshot) {
-  for (const auto& parameter : module.named_parameters(/*recurse=*/false)) {
-    archive.write(parameter.key(),
-                  copy_tensors ? private_copy(parameter.value(), snapshot) : parameter.value());
-  }
-  for (const auto& buffer : module.named_buffers(/*recurse=*/false)) {
-    archive.write(buffer.key(),
-                  copy_tensors ? private_copy(buffer.value(), snapshot) : buffer.value(),
-                  /*is_buffer=*/true);
-  }
-  for (const auto& child : module.named_children()) {
-    if (!child.value()->is_serializable()) continue;
-    torch::serialize::OutputArchive child_archive(archive.compilation_unit());
-    save_module(*child.value(), child_archive, copy_tensors, snapshot);
-    archive.write(child.key(), child_archive);
-  }
-}
-
 // Calls visit(field) for every tensor field of one parameter's optimizer state, and returns true,
 // for LibTorch's own optimizers; returns false for a state type this does not know (a custom
-// optimizer). The one list of those fields, for copying a state and for preparing its buffers.
+// optimizer). For preparing the buffers a snapshot copies its state into.
 template <class Visit>
 bool for_each_state_tensor(torch::optim::OptimizerParamState& state, Visit&& visit) {
   using namespace torch::optim;
@@ -83,21 +66,7 @@ bool for_each_state_tensor(torch::optim::OptimizerParamState& state, Visit&& vis
   return true;
 }
 
-// Whether copy_state knows this state type (LibTorch's own optimizers).
-bool copyable(const torch::optim::OptimizerParamState& state) {
-  return for_each_state_tensor(const_cast<torch::optim::OptimizerParamState&>(state),
-                               [](const at::Tensor&) {});
-}
-
-// A copy of one parameter's optimizer state whose tensors are private (for a known state type).
-std::unique_ptr<torch::optim::OptimizerParamState> copy_state(
-    const torch::optim::OptimizerParamState& state, CheckpointSnapshot& snapshot) {
-  std::unique_ptr<torch::optim::OptimizerParamState> copy = state.clone();  // shares the tensors
-  for_each_state_tensor(*copy, [&](at::Tensor& field) { field = private_copy(field, snapshot); });
-  return copy;
-}
-
-// The tensors save_module writes, in its order.
+// The tensors of the module's state_dict, in its order.
 void module_tensors(const torch::nn::Module& module, std::vector<at::Tensor>& out) {
   for (const auto& parameter : module.named_parameters(/*recurse=*/false))
     out.push_back(parameter.value());
@@ -163,49 +132,49 @@ std::vector<TensorBufferTraits::Layout> snapshot_layouts(
   return layouts;
 }
 
-void snapshot_module(const torch::nn::Module& module, bool copy_tensors,
-                     CheckpointSnapshot& snapshot) {
-  CheckpointPart part("model", "model.pt");
-  save_module(module, part.archive, copy_tensors, snapshot);
-  snapshot.parts.push_back(std::move(part));
+void add_module_and_optimizer_states(
+    const torch::nn::Module& module,
+    const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers, bool weights_only,
+    CheckpointSnapshot& snapshot) {
+  snapshot.data.state_dict = module_state_dict(module);
+  snapshot.data.optimizer_states.clear();
+  if (weights_only) return;
+  for (std::size_t i = 0; i < optimizers.size(); ++i) {
+    snapshot.data.optimizer_states.push_back(
+        optimizer_state_dict(*optimizers[i], "optimizer " + std::to_string(i)));
+  }
 }
 
-void snapshot_optimizer(torch::optim::Optimizer& optimizer, std::size_t index, bool copy_tensors,
-                        CheckpointSnapshot& snapshot) {
-  const std::string name = "optimizer_" + std::to_string(index);
-  CheckpointPart part(name, name + ".pt");
-  if (!copy_tensors) {
-    optimizer.save(part.archive);
+void make_private(CheckpointSnapshot& snapshot) {
+  CheckpointData& data = snapshot.data;
+  const auto copy = [&snapshot](const at::Tensor& tensor) {
+    return private_copy(tensor, snapshot);
+  };
+  data.state_dict = data.state_dict.deep_copy(copy);
+  for (StateDict& state : data.optimizer_states) state = state.deep_copy(copy);
+  data.loops = data.loops.deep_copy();
+  for (auto& [key, state] : data.callbacks) state = state.deep_copy();
+  data.hyper_parameters = data.hyper_parameters.deep_copy();
+  data.datamodule = data.datamodule.deep_copy();
+  data.extra = data.extra.deep_copy();
+}
+
+void add_model_and_optimizer_parts(const torch::nn::Module& module, CheckpointSnapshot& snapshot) {
+  CheckpointPart model("model", "model.pt");
+  write_module_state(snapshot.data.state_dict, module, model.archive);
+  snapshot.parts.push_back(std::move(model));
+  for (std::size_t i = 0; i < snapshot.data.optimizer_states.size(); ++i) {
+    const std::string name = "optimizer_" + std::to_string(i);
+    CheckpointPart part(name, name + ".pt");
+    const StateDict& state = snapshot.data.optimizer_states[i];
+    if (is_archived_optimizer_state(state)) {
+      part.serialized = state.at(kOptimizerArchiveKey).toStringRef();  // as its save() wrote it
+    } else {
+      write_optimizer_state(state, part.archive,
+                            "checkpoint.optimizer_states[" + std::to_string(i) + "]");
+    }
     snapshot.parts.push_back(std::move(part));
-    return;
   }
-  // Optimizer::save writes whatever state objects the optimizer holds: hand it private copies for
-  // the duration of the call, then put the live ones back.
-  auto& state = optimizer.state();
-  const bool known = std::all_of(state.begin(), state.end(),
-                                 [](const auto& entry) { return copyable(*entry.second); });
-  if (!known) {
-    // A custom optimizer: serialise its live state now, on this thread, into memory.
-    optimizer.save(part.archive);
-    std::ostringstream bytes_out;
-    part.archive.save_to(bytes_out);
-    part.serialized = bytes_out.str();
-    part.archive = torch::serialize::OutputArchive();
-    snapshot.tensor_bytes += part.serialized.size();
-    snapshot.parts.push_back(std::move(part));
-    return;
-  }
-  std::vector<std::pair<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>> copies;
-  for (const auto& [key, live] : state) copies.emplace_back(key, copy_state(*live, snapshot));
-  for (auto& [key, copy] : copies) std::swap(state.at(key), copy);
-  try {
-    optimizer.save(part.archive);
-  } catch (...) {
-    for (auto& [key, copy] : copies) std::swap(state.at(key), copy);
-    throw;
-  }
-  for (auto& [key, copy] : copies) std::swap(state.at(key), copy);
-  snapshot.parts.push_back(std::move(part));
 }
 
 }  // namespace trainbus::checkpoint

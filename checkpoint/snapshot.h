@@ -14,6 +14,7 @@
 
 #include "checkpoint/buffer_pool.h"
 #include "checkpoint/checkpoint_data.h"
+#include "checkpoint/state_dict.h"
 
 namespace trainbus::checkpoint {
 
@@ -70,15 +71,22 @@ std::vector<TensorBufferTraits::Layout> snapshot_layouts(
     const torch::nn::Module& module,
     const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers);
 
-/// Adds the module's parameters and buffers as the part "model", laid out as
-/// torch::nn::Module::save lays them out (so Module::load reads it).
-void snapshot_module(const torch::nn::Module& module, bool copy_tensors,
-                     CheckpointSnapshot& snapshot);
+/// The state of a running fit a snapshot starts from: `data.state_dict` (the module's weights) and
+/// `data.optimizer_states`, holding the live tensors, for the on_save_checkpoint hooks to see and
+/// change. Optimizer states are left out with `weights_only`.
+void add_module_and_optimizer_states(
+    const torch::nn::Module& module,
+    const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers, bool weights_only,
+    CheckpointSnapshot& snapshot);
 
-/// Adds one optimizer's state as the part "optimizer_<index>", laid out as Optimizer::save.
-/// Copies the state of LibTorch's SGD, Adam, AdamW, Adagrad and RMSprop tensor by tensor; other
-/// optimizers are serialised right away into memory (correct, slower).
-void snapshot_optimizer(torch::optim::Optimizer& optimizer, std::size_t index, bool copy_tensors,
-                        CheckpointSnapshot& snapshot);
+/// After the hooks, for a snapshot written on another thread: every tensor in `data` becomes a
+/// private CPU copy (in `buffers`' memory for the weights and optimizer states), and every state
+/// a deep copy, so that nothing in it changes when training goes on.
+void make_private(CheckpointSnapshot& snapshot);
+
+/// Adds the parts "model" (from data.state_dict, laid out as torch::nn::Module::save, buffers
+/// named by `module`) and "optimizer_<i>" (from data.optimizer_states, laid out as
+/// Optimizer::save).
+void add_model_and_optimizer_parts(const torch::nn::Module& module, CheckpointSnapshot& snapshot);
 
 }  // namespace trainbus::checkpoint

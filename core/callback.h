@@ -132,9 +132,18 @@ class Callback {
 
   // ---- checkpoints and errors ----
 
-  /// When a checkpoint is assembled, after every callback's state_dict(); may add to `extra`.
+  /// When a checkpoint is assembled (weights, optimizer states, loops, every callback's
+  /// state_dict()), before the module's on_save_checkpoint: may change any of it, and put entries
+  /// of its own in `extra`, before it is written. Replace a tensor rather than change it in place.
   virtual void on_save_checkpoint(Trainer& trainer, Module& module, CheckpointData& checkpoint) {}
-  /// When fit resumes: after the module's on_load_checkpoint, before load_state_dict.
+  /// When fit resumes: after the module's on_load_checkpoint and its weights are loaded, before
+  /// the callbacks' load_state_dict, the loops' progress and the optimizer states: may change
+  /// those before they are applied (as Lightning's). By default it calls the read-only overload.
+  virtual void on_load_checkpoint(Trainer& trainer, Module& module, CheckpointData& checkpoint) {
+    on_load_checkpoint(trainer, module, static_cast<const CheckpointData&>(checkpoint));
+  }
+  /// The read-only form that earlier versions had, kept so that overrides of it still compile
+  /// and run; override the one above in new code.
   virtual void on_load_checkpoint(Trainer& trainer, Module& module,
                                   const CheckpointData& checkpoint) {}
   /// When an exception leaves a step, a hook or the loop; then it leaves fit() unchanged.

@@ -14,6 +14,8 @@
 #include "base/diagnostics.h"
 #include "base/errors.h"
 #include "checkpoint/format.h"
+#include "checkpoint/module_state.h"
+#include "checkpoint/optimizer_state.h"
 #include "checkpoint/snapshot.h"
 #include "core/callback_order.h"
 #include "core/checkpoint_callback.h"
@@ -32,25 +34,6 @@ struct SchedulerStepCount : torch::optim::LRScheduler {
 };
 
 std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
-
-// LibTorch 1.13's Optimizer::load restores the per-parameter state but not the param groups'
-// options (lr, momentum, ...), which PyTorch's load_state_dict restores and LR schedulers change:
-// reads them back from what Optimizer::save wrote.
-void restore_param_group_options(torch::optim::Optimizer& optimizer,
-                                 torch::serialize::InputArchive& archive) {
-  torch::serialize::InputArchive groups;
-  if (!archive.try_read("param_groups", groups)) return;
-  auto& param_groups = optimizer.param_groups();
-  for (size_t i = 0; i < param_groups.size(); ++i) {
-    torch::serialize::InputArchive group;
-    torch::serialize::InputArchive options;
-    if (!groups.try_read("param_groups/" + std::to_string(i), group) ||
-        !group.try_read("options", options)) {
-      continue;
-    }
-    param_groups[i].options().serialize(options);
-  }
-}
 
 // Samples one optimizer step takes over all ranks (the first batch's size, times the ranks):
 // with num_training_batches, what a position inside an epoch means.
@@ -85,9 +68,10 @@ class SnapshotPayload final : public checkpoint::CheckpointPayload {
   explicit SnapshotPayload(std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot)
       : snapshot_(std::move(snapshot)) {}
   ~SnapshotPayload() override {
-    // The archives go first: then nothing but `copies` holds the tensor copies, and they can be
-    // reused.
+    // The archives and the data go first: then nothing but `copies` holds the tensor copies, and
+    // they can be reused.
     snapshot_->parts.clear();
+    snapshot_->data = CheckpointData();
     if (snapshot_->buffers == nullptr) return;
     try {
       snapshot_->buffers->give_back(std::move(snapshot_->copies));
@@ -136,6 +120,9 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
   data.loops.insert("num_training_batches", t.num_training_batches_);
   data.loops.insert("global_batch_size", global_batch_size(t));
   if (t.train_loader_) data.loops.insert("train_loader", t.train_loader_->state_dict());
+  // As Lightning's dump_checkpoint: the whole checkpoint first (weights, optimizer states, the
+  // callbacks' state_dict()), then the hooks, which may change any of it before it is written.
+  checkpoint::add_module_and_optimizer_states(*t.module_, t.optimizers_, weights_only, *snapshot);
   if (!weights_only) {
     // As Lightning: every callback's state_dict(), kept when not empty. Two under one key would
     // overwrite each other: refused, naming both (stateful() lets the Trainer refuse it earlier).
@@ -153,25 +140,16 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
     for (const auto& callback : t.callbacks_) callback->on_save_checkpoint(t, *t.module_, data);
   }
   t.module_->on_save_checkpoint(data);
-  if (copy_tensors) {
-    // Written later on another thread: nothing in it may share a tensor or a list with the state
-    // that callbacks, the data module and the module go on changing once this returns.
-    data.loops = data.loops.deep_copy();
-    for (auto& [key, state] : data.callbacks) state = state.deep_copy();
-    data.hyper_parameters = data.hyper_parameters.deep_copy();
-    data.datamodule = data.datamodule.deep_copy();
-    data.extra = data.extra.deep_copy();
-  }
+  // Written later on another thread: nothing in it may share a tensor or a list with the state
+  // that the module, the optimizers, callbacks and the data module go on changing once this
+  // returns.
+  if (copy_tensors) checkpoint::make_private(*snapshot);
+  // Laid out (and so checked) before the save is announced: observers never see a save that a
+  // hook's change then makes fail.
+  checkpoint::add_model_and_optimizer_parts(*t.module_, *snapshot);
   t.bus_.publish_lazy<events::SaveCheckpoint>([&] {
     return events::SaveCheckpoint{t.event_progress(), path};
   });
-
-  checkpoint::snapshot_module(*t.module_, copy_tensors, *snapshot);
-  if (!weights_only) {
-    for (size_t i = 0; i < t.optimizers_.size(); ++i) {
-      checkpoint::snapshot_optimizer(*t.optimizers_[i], i, copy_tensors, *snapshot);
-    }
-  }
   torch::serialize::OutputArchive& trainer = checkpoint::add_trainer_part(*snapshot);
   if (!weights_only) {
     c10::List<int64_t> scheduler_steps;
@@ -210,28 +188,47 @@ void CheckpointConnector::save(const std::string& path, SaveCheckpointOptions op
 void CheckpointConnector::save_now(CheckpointRequest request) {
   if (trainer_.replaying()) return dry_run(request);
   if (!trainer_.is_global_zero()) return wait_for_rank_zero(request.path);
-  // In order with the background saves: an older one must not land after this one.
-  wait();
-  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot =
-      take_snapshot(request.path, request.weights_only, nullptr);
-  checkpoint::write_checkpoint(*snapshot, request.path);
-  snapshot.reset();
-  if (request.after_commit) request.after_commit(request.path);
-  std::vector<std::string> removed;
-  for (const std::string& old : request.remove_after_commit) {
-    if (old == request.path) continue;
-    checkpoint::remove_checkpoint(old);
-    removed.push_back(old);
+  try {
+    // In order with the background saves: an older one must not land after this one.
+    wait();
+    std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot =
+        take_snapshot(request.path, request.weights_only, nullptr);
+    checkpoint::write_checkpoint(*snapshot, request.path);
+    snapshot.reset();
+    if (request.after_commit) request.after_commit(request.path);
+    std::vector<std::string> removed;
+    for (const std::string& old : request.remove_after_commit) {
+      if (old == request.path) continue;
+      checkpoint::remove_checkpoint(old);
+      removed.push_back(old);
+    }
+    commit_notifier(request)(request.path, removed);
+    publish_commits();
+  } catch (...) {
+    tell_ranks_save_failed();
+    throw;
   }
-  commit_notifier(request)(request.path, removed);
-  publish_commits();
   wait_for_rank_zero(request.path);
 }
 
 void CheckpointConnector::wait_for_rank_zero(const std::string& path) {
-  // Not while the run is failing: the rank that failed may be the one the barrier waits for.
+  // Not while the run is failing: the rank that failed may be the one the others wait for.
   if (trainer_.world_size() == 1 || trainer_.status_ == TrainerStatus::kInterrupted) return;
-  trainer_.strategy().barrier("checkpoint " + path);
+  // Rank 0 sends whether its save went well: the others stop with it when it did not, rather
+  // than wait for it until the timeout.
+  const int64_t saved = trainer_.strategy().broadcast(1, 0);
+  TRAINBUS_CHECK_AS(CheckpointError, saved == 1, "rank ", trainer_.global_rank(),
+                    ": rank 0 failed to save checkpoint ", path,
+                    " (its error says why), so this rank stops too");
+}
+
+void CheckpointConnector::tell_ranks_save_failed() {
+  if (trainer_.world_size() == 1 || trainer_.status_ == TrainerStatus::kInterrupted) return;
+  try {
+    trainer_.strategy().broadcast(0, 0);
+  } catch (...) {
+    // The save's own error is the one to report; the other ranks time out at worst.
+  }
 }
 
 void CheckpointConnector::dry_run(const CheckpointRequest& request) {
@@ -342,16 +339,22 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
     wait_for_rank_zero(request.path);
     return std::nullopt;
   }
-  checkpoint::CheckpointWriter& writer = writer_for_saves();
-  checkpoint::CheckpointJob job;
-  job.path = request.path;
-  job.payload = std::make_unique<SnapshotPayload>(
-      take_snapshot(request.path, request.weights_only, buffers_.get()));
-  job.remove_after_commit = std::move(request.remove_after_commit);
-  job.after_commit = std::move(request.after_commit);
-  job.replace_group = std::move(request.replace_group);
-  job.on_committed = commit_notifier(request);
-  std::optional<std::string> replaced = writer.submit(std::move(job));
+  std::optional<std::string> replaced;
+  try {
+    checkpoint::CheckpointWriter& writer = writer_for_saves();
+    checkpoint::CheckpointJob job;
+    job.path = request.path;
+    job.payload = std::make_unique<SnapshotPayload>(
+        take_snapshot(request.path, request.weights_only, buffers_.get()));
+    job.remove_after_commit = std::move(request.remove_after_commit);
+    job.after_commit = std::move(request.after_commit);
+    job.replace_group = std::move(request.replace_group);
+    job.on_committed = commit_notifier(request);
+    replaced = writer.submit(std::move(job));
+  } catch (...) {
+    tell_ranks_save_failed();
+    throw;
+  }
   wait_for_rank_zero(request.path);  // rank 0 has its snapshot: every rank may train on
   return replaced;
 }
@@ -426,18 +429,17 @@ std::string CheckpointConnector::resolve_ckpt_path(const std::string& ckpt_path)
 }
 
 void CheckpointConnector::restore_module_weights(const checkpoint::LoadedCheckpoint& checkpoint) {
-  checkpoint::load_module_weights(*trainer_.module_,
-                                  const_cast<torch::serialize::InputArchive&>(checkpoint.model),
-                                  checkpoint.path);
+  checkpoint::load_module_state(*trainer_.module_, checkpoint.data.state_dict, checkpoint.path);
 }
 
 void CheckpointConnector::load_for_evaluation(const std::string& ckpt_path) {
   evaluated_from_.clear();
   if (ckpt_path.empty()) return;
   const std::string path = resolve_ckpt_path(ckpt_path);
-  const checkpoint::LoadedCheckpoint checkpoint = checkpoint::read_checkpoint(path);
-  // Lightning's restore_model order: the module's hook, then its weights (as
-  // load_from_checkpoint); the data module's state only when the checkpoint has one.
+  checkpoint::LoadedCheckpoint checkpoint = checkpoint::read_checkpoint(path);
+  // Lightning's restore_model order: the module's hook (which may change the checkpoint), then
+  // its weights (as load_from_checkpoint); the data module's state only when the checkpoint has
+  // one.
   trainer_.module_->on_load_checkpoint(checkpoint.data);
   restore_module_weights(checkpoint);
   if (!checkpoint.data.datamodule.empty())
@@ -445,12 +447,16 @@ void CheckpointConnector::load_for_evaluation(const std::string& ckpt_path) {
   evaluated_from_ = path;
 }
 
-void CheckpointConnector::restore_modules_and_callbacks(
-    const checkpoint::LoadedCheckpoint& checkpoint) {
+void CheckpointConnector::restore_modules_and_callbacks(checkpoint::LoadedCheckpoint& checkpoint) {
   Trainer& t = trainer_;
+  // Lightning's _restore_modules_and_callbacks: the module's on_load_checkpoint, then its
+  // weights, the data module's state, the callbacks' on_load_checkpoint and their load_state_dict.
+  // What the hooks change in the checkpoint is what gets applied, here and later (the loops in
+  // restore_training_state, the optimizers in restore_optimizers).
+  checkpoint::read_optimizer_states(checkpoint);
+  t.module_->on_load_checkpoint(checkpoint.data);
   restore_module_weights(checkpoint);
   t.data_->load_state_dict(checkpoint.data.datamodule);
-  t.module_->on_load_checkpoint(checkpoint.data);
   for (const auto& callback : t.callbacks_)
     callback->on_load_checkpoint(t, *t.module_, checkpoint.data);
   std::set<std::string> restored;
@@ -481,11 +487,10 @@ void CheckpointConnector::restore_training_state(const checkpoint::LoadedCheckpo
       " holds only the model weights (save_weights_only), so training cannot resume from it; "
       "load the weights into the module instead, or resume from a full checkpoint");
   auto& archive = const_cast<torch::serialize::InputArchive&>(checkpoint.trainer);
-  TRAINBUS_CHECK_AS(CheckpointError, checkpoint.optimizers.size() == t.optimizers_.size(),
-                    "checkpoint ", path, " holds the state of ", checkpoint.optimizers.size(),
-                    " optimizers but configure_optimizers() "
-                    "returned ",
-                    t.optimizers_.size());
+  TRAINBUS_CHECK_AS(CheckpointError,
+                    checkpoint.data.optimizer_states.size() == t.optimizers_.size(), "checkpoint ",
+                    path, " holds the state of ", checkpoint.data.optimizer_states.size(),
+                    " optimizers but configure_optimizers() returned ", t.optimizers_.size());
   try {
     at::Tensor rng_state;
     archive.read("rng.torch_cpu", rng_state);
@@ -541,14 +546,12 @@ void CheckpointConnector::restore_optimizers(const checkpoint::LoadedCheckpoint&
     for (size_t i = 0; i < t.optimizers_.size(); ++i) {
       const std::size_t groups = t.optimizers_[i]->param_groups().size();
       try {
-        auto& optimizer_archive =
-            const_cast<torch::serialize::InputArchive&>(checkpoint.optimizers[i]);
-        t.optimizers_[i]->load(optimizer_archive);
-        restore_param_group_options(*t.optimizers_[i], optimizer_archive);
-      } catch (const c10::Error& error) {
+        checkpoint::load_optimizer_state(*t.optimizers_[i], checkpoint.data.optimizer_states[i],
+                                         "checkpoint.optimizer_states[" + std::to_string(i) + "]");
+      } catch (const CheckpointError& error) {
         throw CheckpointError(::trainbus::detail::concat(
             "checkpoint ", path, ": cannot restore the state of optimizer ", i, " (", groups,
-            " param groups after on_fit_start): ", first_line(error.what_without_backtrace()),
+            " param groups after on_fit_start): ", error.what(),
             ". The optimizer must have the param groups it had when the checkpoint was saved: "
             "a callback that added groups (BaseFinetuning) must be given again"));
       }

@@ -120,15 +120,21 @@ class CheckpointConnector {
   /// Training thread: publishes the events of the commits the writer thread noted.
   void publish_commits();
   void dry_run(const CheckpointRequest& request);
-  /// Data-parallel training: only rank 0 writes (and removes); every rank meets at a barrier
-  /// after each save, as Lightning's strategy.save_checkpoint.
+  /// Data-parallel training: only rank 0 writes (and removes); every rank meets after each save,
+  /// as at Lightning's strategy.save_checkpoint barrier, and rank 0 tells the others whether it
+  /// saved: when not, they throw a CheckpointError at once rather than wait for the timeout.
   void wait_for_rank_zero(const std::string& path);
+  /// Rank 0, when its save threw: lets the other ranks' wait_for_rank_zero fail.
+  void tell_ranks_save_failed();
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
-  void restore_modules_and_callbacks(const checkpoint::LoadedCheckpoint& checkpoint);
-  /// validate/test/predict with a ckpt_path: the module's weights and the data module's state
-  /// from it (not the callbacks' nor the loops', as Lightning). Empty: nothing.
+  /// Runs the on_load_checkpoint hooks, which may change `checkpoint` before anything of it is
+  /// applied.
+  void restore_modules_and_callbacks(checkpoint::LoadedCheckpoint& checkpoint);
+  /// validate/test/predict with a ckpt_path: the module's on_load_checkpoint, then the module's
+  /// weights and the data module's state from it (not the callbacks' nor the loops', as
+  /// Lightning). Empty: nothing.
   void load_for_evaluation(const std::string& ckpt_path);
   /// The module's weights from `checkpoint`; CheckpointError naming the path if they do not fit.
   void restore_module_weights(const checkpoint::LoadedCheckpoint& checkpoint);

@@ -2,6 +2,7 @@
 
 #include "base/errors.h"
 #include "checkpoint/format.h"
+#include "checkpoint/module_state.h"
 
 namespace trainbus {
 
@@ -12,8 +13,8 @@ std::shared_ptr<Module> load_module_from_checkpoint(const std::string& path,
   TRAINBUS_CHECK(module != nullptr, "load_from_checkpoint(", path,
                  "): the factory built no module");
   module->configure_model();  // layers built there must exist before their weights are loaded
-  module->on_load_checkpoint(checkpoint.data);
-  checkpoint::load_module_weights(*module, checkpoint.model, path);
+  module->on_load_checkpoint(checkpoint.data);  // may change the checkpoint first
+  checkpoint::load_module_state(*module, checkpoint.data.state_dict, path);
   module->eval();
   return module;
 }

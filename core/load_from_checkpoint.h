@@ -17,10 +17,10 @@ namespace trainbus {
 using ModuleFactory = std::function<std::shared_ptr<Module>(const StateDict& hparams)>;
 
 /// Reads the checkpoint at `path` (a checkpoint directory), builds the module with `make` from its
-/// saved hyper-parameters, calls its configure_model(), loads the checkpoint's weights and calls
-/// its on_load_checkpoint (which may change the checkpoint first, as in Lightning). The module is
-/// on the CPU, in eval mode. Throws CheckpointError naming the path for a missing, damaged or newer
-/// checkpoint, and for weights that do not fit the module built.
+/// saved hyper-parameters, calls its configure_model() and its on_load_checkpoint (which may
+/// change the checkpoint first, as in Lightning), then loads the checkpoint's weights. The module
+/// is on the CPU, in eval mode. Throws CheckpointError naming the path for a missing, damaged or
+/// newer checkpoint, and for weights that do not fit the module built.
 std::shared_ptr<Module> load_module_from_checkpoint(const std::string& path,
                                                     const ModuleFactory& make);
 

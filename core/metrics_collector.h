@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+
 #include "core/log_options.h"
 #include "distributed/strategy.h"
 #include "events/common.h"
@@ -18,22 +20,37 @@ namespace trainbus {
 /// Keeps trainer.callback_metrics, logged_metrics and progress_bar_metrics.
 ///
 /// A value logged with on_step lands at once under its step name; a value logged with on_epoch is
-/// accumulated into a batch-size-weighted mean that end_epoch() publishes under its epoch name.
-/// With both, the names get `_step` / `_epoch` suffixes and callback_metrics also keeps the plain
-/// name (the latest step value, then the epoch mean). Training thread only.
+/// accumulated with its reduce_fx (a batch-size-weighted mean, a sum, a max or a min) into the
+/// value end_epoch() publishes under its epoch name. With both, the names get `_step` / `_epoch`
+/// suffixes and callback_metrics also keeps the plain name (the latest step value, then the epoch
+/// value).
+///
+/// Tensors are not read on the training thread per log: one on the CPU is read at once (that is
+/// no device sync), one on another device (CUDA) stays there, detached, and is accumulated there;
+/// all of them are read together, in one transfer per device, when a value is needed (the
+/// accessors below, an epoch's end). Training thread only.
 class MetricsCollector {
  public:
   /// Which results a value belongs to; each is reset at the start of its epoch/loop.
   enum class Results { kTrain, kValidation, kTest };
+  /// Data-parallel training: `value` reduced over the ranks with `op` (a collective).
+  using ReduceAcrossRanks = std::function<double(double value, distributed::ReduceOp op)>;
 
   /// Records one value logged from hook or step `fx` (the event name, e.g. "train_batch_end", or
   /// "training_step"). Throws MisconfigurationError when logging is not allowed in `fx`, for a
-  /// non-finite weight, or when `name` was logged before with different on_step/on_epoch.
-  /// `mean_across_ranks` (data-parallel training only; a collective) makes a sync_dist step value
-  /// the ranks' mean, and a value logged in an epoch-level hook too (in evaluation always, in
-  /// training with sync_dist).
+  /// batch_size < 1, or when `name` was logged before in the epoch with other options (on_step,
+  /// on_epoch, reduce_fx, prog_bar, logger, sync_dist), in any hook.
+  /// `reduce_across_ranks` (data-parallel training only; a collective) makes a sync_dist step
+  /// value the ranks' reduction with reduce_fx's operation, and a value logged in an epoch-level
+  /// hook too (in evaluation always, in training with sync_dist).
   void log(std::string_view fx, const std::string& name, double value, const LogOptions& options,
-           const std::function<double(double)>& mean_across_ranks = {});
+           const ReduceAcrossRanks& reduce_across_ranks = {});
+  /// As log(double) for a one-element tensor (any dtype), without reading it where that costs a
+  /// device sync (see the class comment).
+  void log(std::string_view fx, const std::string& name, const at::Tensor& value,
+           const LogOptions& options, const ReduceAcrossRanks& reduce_across_ranks = {});
+  /// For tests of the path CUDA tensors take: keep CPU tensors unread until needed as well.
+  void set_defer_cpu_reads(bool defer) { defer_cpu_reads_ = defer; }
 
   /// Weight of values logged without an explicit batch_size, set by the loops at each batch start.
   void set_current_batch_size(int64_t batch_size) { current_batch_size_ = batch_size; }
@@ -41,29 +58,30 @@ class MetricsCollector {
   void begin_batch() { batch_logged_.clear(); }
   /// Starts a new epoch of `results`: forgets its accumulated values.
   void reset(Results results) { results_[results].clear(); }
-  /// Publishes the epoch means of `results`; returns those sent to loggers, under their epoch
+  /// Publishes the epoch values of `results`; returns those sent to loggers, under their epoch
   /// names.
   Metrics end_epoch(Results results);
-  /// The current epoch means of `results` sent to loggers, under their epoch names; changes
+  /// The current epoch values of `results` sent to loggers, under their epoch names; changes
   /// nothing.
   Metrics epoch_values(Results results) const;
   /// Forgets everything (start of fit, end of the sanity check).
   void clear();
 
-  const Metrics& callback_metrics() const noexcept { return callback_; }
-  const Metrics& logged_metrics() const noexcept { return logged_; }
-  const Metrics& progress_bar_metrics() const noexcept { return progress_bar_; }
+  const Metrics& callback_metrics() const { return read(callback_); }
+  const Metrics& logged_metrics() const { return read(logged_); }
+  const Metrics& progress_bar_metrics() const { return read(progress_bar_); }
   /// Values logged with on_step (and logger=true) since the last begin_batch(), by step name.
-  const Metrics& batch_logged() const noexcept { return batch_logged_; }
+  const Metrics& batch_logged() const { return read(batch_logged_); }
   /// Sets one callback metric outside log() (Lightning's `trainer.callback_metrics[name] = value`).
-  void set_callback_metric(const std::string& name, double value) { callback_[name] = value; }
+  void set_callback_metric(const std::string& name, double value) { callback_.set(name, value); }
   /// Restores callback_metrics (resuming from a checkpoint).
-  void restore_callback_metrics(Metrics metrics) { callback_ = std::move(metrics); }
+  void restore_callback_metrics(Metrics metrics);
 
   /// Data-parallel training, at an epoch's end, on every rank alike: the epoch entries of
-  /// `results` (all, or those logged with sync_dist) become sums over the ranks, so that their
-  /// means are over every rank's samples. `reduce(values, op)` reduces across ranks (kSum or
-  /// kMax). Throws MisconfigurationError when the ranks logged different names.
+  /// `results` (all, or those logged with sync_dist) are reduced over the ranks with their
+  /// reduce_fx's operation (means over every rank's samples: their weighted sums and weights are
+  /// summed). `reduce(values, op)` reduces across ranks (kSum or kMax). Throws
+  /// MisconfigurationError when the ranks logged different names or reduce_fx.
   void synchronize_epoch(
       Results results, bool all,
       const std::function<void(std::vector<double>&, distributed::ReduceOp)>& reduce);
@@ -73,25 +91,67 @@ class MetricsCollector {
   /// Values logged with on_step in a batch: into logged_metrics and callback_metrics (a
   /// "<name>_step" value also under the plain name, as log() keeps it there).
   void replay_step_values(const Metrics& logged);
-  /// Epoch means sent to loggers: into logged_metrics.
+  /// Epoch values sent to loggers: into logged_metrics.
   void replay_epoch_values(const Metrics& logged);
-  void replay_progress_bar(Metrics values) { progress_bar_ = std::move(values); }
+  void replay_progress_bar(Metrics values);
 
  private:
+  /// Metrics whose latest value may still be a tensor not read yet.
+  struct LazyMetrics {
+    Metrics values;
+    std::map<std::string, at::Tensor> pending;  ///< newer than `values` for their names
+    void set(const std::string& key, double value) {
+      values[key] = value;
+      pending.erase(key);
+    }
+    void set(const std::string& key, const at::Tensor& value) { pending[key] = value; }
+    void clear() {
+      values.clear();
+      pending.clear();
+    }
+  };
   struct Entry {
     bool on_step = false;
     bool on_epoch = false;
     bool prog_bar = false;
     bool logger = true;
     bool sync_dist = false;
-    double weighted_sum = 0.0;
-    double weight = 0.0;
+    ReduceFx reduce_fx = ReduceFx::kMean;
+    /// Logged in an epoch-level hook with a reduction across ranks: already the ranks' value.
+    bool reduced_when_logged = false;
+    /// The reduction so far: the weighted sum (kMean), the sum, the max or the min.
+    double value = 0.0;
+    double weight = 0.0;  ///< kMean: the sum of the batch sizes; else the number of values
+    /// Values not read yet, reduced on their device the same way (undefined when none).
+    at::Tensor device_value;
   };
+  /// What log() of either kind has checked and decided.
+  struct Logged {
+    Entry* entry;
+    bool training;
+    bool step_level;
+    bool on_step;
+    bool on_epoch;
+    int64_t batch_size;
+  };
+  Logged check_and_register(std::string_view fx, const std::string& name,
+                            const LogOptions& options);
+  void set_step_value(const std::string& name, const Entry& entry, bool training,
+                      const at::Tensor* tensor, double value);
   void publish_epoch_value(const std::string& name, const Entry& entry, Metrics* out);
+  /// Reads every tensor not read yet (one transfer per device) into the values.
+  void read_pending() const;
+  const Metrics& read(const LazyMetrics& metrics) const {
+    read_pending();
+    return metrics.values;
+  }
 
-  std::map<Results, std::map<std::string, Entry>> results_;
-  Metrics callback_, logged_, progress_bar_, batch_logged_;
+  // mutable: reading the pending tensors changes no value anyone can see.
+  mutable std::map<Results, std::map<std::string, Entry>> results_;
+  mutable LazyMetrics callback_, logged_, progress_bar_, batch_logged_;
+  mutable bool has_pending_ = false;
   int64_t current_batch_size_ = 1;
+  bool defer_cpu_reads_ = false;
 };
 
 }  // namespace trainbus

@@ -34,17 +34,23 @@ at::Tensor Module::predict_step(const Batch& batch, int64_t batch_idx) {
       detail::concat("Trainer::predict needs ", class_name(*this), "::predict_step; override it"));
 }
 
+namespace {
+
+// Data-parallel training: a value reduced over the ranks (none on one process).
+MetricsCollector::ReduceAcrossRanks reduce_across_ranks(Trainer& running) {
+  if (running.world_size() == 1) return {};
+  return [&running](double local, distributed::ReduceOp op) {
+    std::vector<double> values{local};
+    running.strategy().all_reduce(values, op);
+    return values[0];
+  };
+}
+
+}  // namespace
+
 void Module::log(const std::string& name, double value, const LogOptions& options) {
   Trainer& running = trainer();
-  std::function<double(double)> mean_across_ranks;  // none on one process
-  if (running.world_size() > 1) {
-    mean_across_ranks = [&running](double local) {
-      std::vector<double> values{local};
-      running.strategy().all_reduce(values, distributed::ReduceOp::kMean);
-      return values[0];
-    };
-  }
-  running.metrics_.log(running.current_fx_, name, value, options, mean_across_ranks);
+  running.metrics_.log(running.current_fx_, name, value, options, reduce_across_ranks(running));
 }
 
 void Module::log(const std::string& name, const at::Tensor& value, const LogOptions& options) {
@@ -53,10 +59,15 @@ void Module::log(const std::string& name, const at::Tensor& value, const LogOpti
                  value.defined() ? detail::concat("shape ", value.sizes())
                                  : std::string("an undefined tensor"),
                  "; reduce it first (e.g. .mean())");
-  log(name, value.item<double>(), options);
+  Trainer& running = trainer();
+  running.metrics_.log(running.current_fx_, name, value, options, reduce_across_ranks(running));
 }
 
 void Module::log_dict(const Metrics& values, const LogOptions& options) {
+  for (const auto& [name, value] : values) log(name, value, options);
+}
+
+void Module::log_dict(const std::map<std::string, at::Tensor>& values, const LogOptions& options) {
   for (const auto& [name, value] : values) log(name, value, options);
 }
 

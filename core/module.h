@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -132,22 +133,37 @@ class Module : public torch::nn::Module {
 
   // ---- checkpoints ----
 
-  /// After the callbacks' on_save_checkpoint; may add entries to `checkpoint.extra`.
+  /// After the callbacks' on_save_checkpoint, with the whole checkpoint assembled (weights,
+  /// optimizer states, loops, callback states, hyper-parameters): may change any of it, and put
+  /// entries of its own in `checkpoint.extra`, before it is written. Replace a tensor rather than
+  /// change it in place: at a save they are the module's and optimizers' own.
   virtual void on_save_checkpoint(CheckpointData& checkpoint) { (void)checkpoint; }
-  /// Before the callbacks' on_load_checkpoint, when fit resumes from a checkpoint.
+  /// Before the weights are loaded (fit resuming, before the callbacks' on_load_checkpoint;
+  /// validate/test/predict with a ckpt_path; load_from_checkpoint): may change the checkpoint
+  /// before it is applied, as Lightning's, e.g. rename the weights of a renamed layer:
+  /// `checkpoint.state_dict.insert("head.weight", checkpoint.state_dict.pop("fc.weight"))`.
+  /// By default it calls the read-only overload below.
+  virtual void on_load_checkpoint(CheckpointData& checkpoint) {
+    on_load_checkpoint(static_cast<const CheckpointData&>(checkpoint));
+  }
+  /// The read-only form that earlier versions had, kept so that overrides of it still compile
+  /// and run; override the one above in new code.
   virtual void on_load_checkpoint(const CheckpointData& checkpoint) { (void)checkpoint; }
 
   // ---- logging ----
 
   /// Logs `value` under `name` into trainer.callback_metrics / logged_metrics /
-  /// progress_bar_metrics, as Lightning's self.log: epoch values are batch-size-weighted means;
-  /// with both on_step and on_epoch the names get `_step` / `_epoch` suffixes. Allowed in steps and
-  /// the train, validation and test hooks; elsewhere it throws, naming the hook.
+  /// progress_bar_metrics, as Lightning's self.log: epoch values are reduced with reduce_fx (a
+  /// batch-size-weighted mean by default); with both on_step and on_epoch the names get `_step` /
+  /// `_epoch` suffixes. Allowed in steps and the train, validation and test hooks; elsewhere it
+  /// throws, naming the hook.
   void log(const std::string& name, double value, const LogOptions& options = {});
-  /// As log(name, double); the tensor must hold one element (it is read with item()).
+  /// As log(name, double); the tensor must hold one element. It is not read per call where that
+  /// costs a device sync: a tensor on the GPU stays there, detached, until a value is needed.
   void log(const std::string& name, const at::Tensor& value, const LogOptions& options = {});
-  /// log() for each entry.
+  /// log() for each entry, with the same options (Lightning's log_dict).
   void log_dict(const Metrics& values, const LogOptions& options = {});
+  void log_dict(const std::map<std::string, at::Tensor>& values, const LogOptions& options = {});
 
   // ---- access ----
 

@@ -150,14 +150,14 @@ class Trainer {
 
   // ---- metrics (see Module::log) ----
 
-  const Metrics& callback_metrics() const noexcept { return metrics_.callback_metrics(); }
+  const Metrics& callback_metrics() const { return metrics_.callback_metrics(); }
   /// Lightning's `trainer.callback_metrics[name] = value`, for a callback: LearningRateMonitor adds
   /// the rates it logs, so that a checkpoint or early stopping can monitor them.
   void set_callback_metric(const std::string& name, double value) {
     metrics_.set_callback_metric(name, value);
   }
-  const Metrics& logged_metrics() const noexcept { return metrics_.logged_metrics(); }
-  const Metrics& progress_bar_metrics() const noexcept { return metrics_.progress_bar_metrics(); }
+  const Metrics& logged_metrics() const { return metrics_.logged_metrics(); }
+  const Metrics& progress_bar_metrics() const { return metrics_.progress_bar_metrics(); }
 
   // ---- loop sizes and settings ----
 

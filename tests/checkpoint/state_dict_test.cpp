@@ -35,3 +35,29 @@ TEST_CASE("A deep copy shares no tensor, list or dict with the state, at any dep
   CHECK(copy.at("count").toInt() == 7);
   CHECK(copy.at("a").toTensor().device().is_cpu());
 }
+
+TEST_CASE("insert_at changes a nested entry in place; dict_at gives a copy", "[checkpoint]") {
+  // Lightning's checkpoint["optimizer_states"][0]["state"][0]["exp_avg"] = t.
+  StateDict first;
+  first.insert("exp_avg", at::ones({2}));
+  first.insert("step", int64_t{3});
+  StateDict states;
+  states.insert("0", first);
+  StateDict optimizer;
+  optimizer.insert("state", states);
+
+  optimizer.dict_at("state").dict_at("0").insert("step", int64_t{9});  // a copy: no effect
+  CHECK(optimizer.dict_at("state").dict_at("0").at("step").toInt() == 3);
+
+  optimizer.insert_at({"state", "0", "exp_avg"}, at::zeros({2}));
+  optimizer.insert_at({"state", "0", "step"}, int64_t{4});
+  const StateDict changed = optimizer.dict_at("state").dict_at("0");
+  CHECK(changed.at("exp_avg").toTensor().equal(at::zeros({2})));
+  CHECK(changed.at("step").toInt() == 4);
+
+  CHECK_THROWS_WITH(optimizer.insert_at({"state", "7", "step"}, int64_t{1}),
+                    Catch::Contains("no entry `7`"));
+  CHECK_THROWS_WITH(optimizer.insert_at({"state", "0", "step", "x"}, int64_t{1}),
+                    Catch::Contains("step"));
+  CHECK_THROWS_AS(optimizer.insert_at({}, int64_t{1}), std::invalid_argument);
+}

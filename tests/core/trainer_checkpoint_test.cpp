@@ -5,6 +5,7 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <sstream>
 
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/optim/schedulers/step_lr.h>
@@ -12,7 +13,9 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include "base/crc32c.h"
 #include "checkpoint/format.h"
+#include "checkpoint/module_state.h"
 #include "core/trainer.h"
 #include "proto/checkpoint.pb.h"
 #include "tests/support/boring.h"
@@ -353,7 +356,7 @@ TEST_CASE("An asynchronous save holds exactly the step it was taken at",
     const checkpoint::LoadedCheckpoint loaded =
         checkpoint::read_checkpoint(dir.file("step" + std::to_string(step)));
     MomentumModule restored;
-    restored.load(const_cast<torch::serialize::InputArchive&>(loaded.model));
+    checkpoint::load_module_state(restored, loaded.data.state_dict, loaded.path);
     CHECK(same(weights(restored), saver->at_save[static_cast<size_t>(i)]));
     CHECK(loaded.data.global_step == step);
   }
@@ -517,4 +520,95 @@ TEST_CASE("An asynchronous save holds every part as it was when save returned",
     CHECK(saved.datamodule.at("tensor").toTensor().sum().item<double>() == 0.0);
     CHECK(saved.hyper_parameters.at("tensor").toTensor().sum().item<double>() == 0.0);
   }
+}
+
+namespace main_era_checkpoint_test {
+
+/// SGD with momentum: its optimizer part holds a tensor per parameter.
+class MomentumBoring : public BoringModule {
+ public:
+  OptimizerConfig configure_optimizers() override {
+    return std::make_shared<torch::optim::SGD>(parameters(),
+                                               torch::optim::SGDOptions(0.05).momentum(0.9));
+  }
+};
+
+std::string bytes_of(torch::serialize::OutputArchive& archive) {
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  return bytes.str();
+}
+
+/// Saves a checkpoint at the end of training, and what Module::save and Optimizer::save write
+/// at that moment: the parts as trainbus before the checkpoint hooks wrote them.
+class SaveWithLibTorchParts : public Callback {
+ public:
+  explicit SaveWithLibTorchParts(std::string path) : path_(std::move(path)) {}
+  void on_train_end(Trainer& trainer, Module& module) override {
+    trainer.save_checkpoint(path_);
+    torch::serialize::OutputArchive model_archive;
+    module.save(model_archive);
+    model = bytes_of(model_archive);
+    torch::serialize::OutputArchive optimizer_archive;
+    trainer.optimizers()[0]->save(optimizer_archive);
+    optimizer = bytes_of(optimizer_archive);
+  }
+  std::string model, optimizer;
+
+ private:
+  std::string path_;
+};
+
+// Replaces the part `name` of the checkpoint at `path` with `bytes`, its manifest entry too.
+void replace_part(const std::string& path, const std::string& name, const std::string& bytes) {
+  checkpoint::Manifest manifest;
+  {
+    std::ifstream in(path + "/MANIFEST", std::ios::binary);
+    REQUIRE(manifest.ParseFromIstream(&in));
+  }
+  bool found = false;
+  for (auto& part : *manifest.mutable_parts()) {
+    if (part.name() != name) continue;
+    found = true;
+    std::ofstream(path + "/" + part.file(), std::ios::binary | std::ios::trunc) << bytes;
+    part.set_size(static_cast<int64_t>(bytes.size()));
+    part.set_crc32c(crc32c(bytes));
+  }
+  REQUIRE(found);
+  std::ofstream out(path + "/MANIFEST", std::ios::binary | std::ios::trunc);
+  REQUIRE(manifest.SerializeToOstream(&out));
+}
+
+}  // namespace main_era_checkpoint_test
+
+TEST_CASE("A checkpoint whose parts Module::save and Optimizer::save wrote (main's) resumes alike",
+          "[core][checkpoint]") {
+  using namespace main_era_checkpoint_test;
+  TempDir dir;
+  const std::string path = dir.file("current.ckpt");
+  const std::string main_era = dir.file("main-era.ckpt");
+  auto save = std::make_shared<SaveWithLibTorchParts>(path);
+  {
+    MomentumBoring trained;
+    Trainer trainer(TrainerOptions().max_epochs(1).limit_train_batches(4).limit_val_batches(0),
+                    {save});
+    RandomDataModule data(16, 4);
+    trainer.fit(trained, data);
+  }
+  std::filesystem::copy(path, main_era, std::filesystem::copy_options::recursive);
+  replace_part(main_era, "model", save->model);
+  replace_part(main_era, "optimizer_0", save->optimizer);
+  REQUIRE(checkpoint::inspect_checkpoint(main_era).valid);
+
+  // Resumed from either, the next epoch ends with the same weights (the momentum was restored).
+  std::vector<at::Tensor> weights;
+  for (const std::string& from : {path, main_era}) {
+    MomentumBoring resumed;
+    Trainer trainer(TrainerOptions().max_epochs(2).limit_train_batches(4).limit_val_batches(0));
+    RandomDataModule data(16, 4);
+    REQUIRE_NOTHROW(trainer.fit(resumed, data, FitOptions().ckpt_path(from)));
+    weights.push_back(resumed.layer->weight.clone());
+  }
+  CHECK(weights[0].equal(weights[1]));
+  CHECK(checkpoint::read_checkpoint(main_era).data.state_dict.contains("layer.weight"));
 }

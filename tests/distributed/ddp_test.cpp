@@ -16,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -60,6 +61,18 @@ class RegressionModule : public Module {
     at::Tensor value = loss(batch);
     losses.push_back(value.item<double>());
     log("train_loss", value, LogOptions().sync_dist(sync_train_loss));
+    if (sync_train_loss) {  // collectives of their own: not in the mode that dies without one
+      // reduce_fx under sync_dist takes the matching all-reduce (Lightning's _Sync op is the
+      // reduce_fx's name): the rank's max/min/sum over the ranks.
+      const double rank = trainer().global_rank();
+      const auto epoch = LogOptions().on_step(false).on_epoch(true).sync_dist(true);
+      log("rank_max", rank, LogOptions(epoch).reduce_fx(ReduceFx::kMax));
+      log("rank_min", rank, LogOptions(epoch).reduce_fx(ReduceFx::kMin));
+      log("rank_sum", 1.0 + rank, LogOptions(epoch).reduce_fx(ReduceFx::kSum));
+      log("rank_sum_local", 1.0 + rank,
+          LogOptions(epoch).sync_dist(false).reduce_fx(ReduceFx::kSum));
+      log("step_max", rank, LogOptions().sync_dist(true).reduce_fx(ReduceFx::kMax));
+    }
     // A value that differs per rank and is not reduced: what a checkpoint may monitor.
     log("rank_loss", value.item<double>() * (1 + trainer().global_rank()));
     return value;
@@ -67,6 +80,8 @@ class RegressionModule : public Module {
   void on_validation_epoch_end() override {
     // Logged in an epoch-level hook, different on each rank: reduced to their mean (0.5).
     log("val_rank", static_cast<double>(trainer().global_rank()));
+    // Reduced once, when logged (evaluation epoch values always are): 1 + 2, not 2 * (1 + 2).
+    log("val_rank_sum", 1.0 + trainer().global_rank(), LogOptions().reduce_fx(ReduceFx::kSum));
   }
   StepOutput validation_step(const Batch& batch, int64_t batch_idx) override {
     log("val_loss", loss(batch));
@@ -162,6 +177,7 @@ struct RankResult {
   int64_t every_rank_observer_batches = 0;
   std::string stop_reasons;
   std::string error;
+  Metrics metrics;  // callback_metrics at the end
 };
 
 void write_result(const std::string& file, const RankResult& result) {
@@ -176,6 +192,8 @@ void write_result(const std::string& file, const RankResult& result) {
   std::string error = result.error;  // on one line
   std::replace(error.begin(), error.end(), '\n', ' ');
   out << "\n" << result.stop_reasons << "\n" << error << "\n";
+  for (const auto& [name, value] : result.metrics) out << name << " " << value << " ";
+  out << "\n";
 }
 
 RankResult read_result(const std::string& file) {
@@ -194,6 +212,10 @@ RankResult read_result(const std::string& file) {
   for (double value; weights >> value;) result.weights.push_back(value);
   std::getline(in, result.stop_reasons);
   std::getline(in, result.error);
+  std::getline(in, line);
+  std::istringstream metrics(line);
+  std::string name;
+  for (double value; metrics >> name >> value;) result.metrics[name] = value;
   return result;
 }
 
@@ -239,6 +261,7 @@ RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, Trainer
   result.losses = module.losses;
   result.weights = to_vector(module.flat_weights());
   const Metrics& metrics = trainer.callback_metrics();
+  result.metrics = metrics;
   if (metrics.count("val_loss")) result.val_loss = metrics.at("val_loss");
   if (metrics.count("val_rank")) result.val_rank = metrics.at("val_rank");
   if (metrics.count("train_loss_epoch")) result.train_loss_epoch = metrics.at("train_loss_epoch");
@@ -300,11 +323,29 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
     options.max_epochs(mode == "checkpoint" ? 1 : 2);
     if (mode == "resume") ckpt_path = dir + "/checkpoints/step=6.ckpt";
   }
+  if (mode == "save_fails") {
+    // Rank 0's save fails in a hook (hooks and the write run on rank 0 only).
+    class FailingSave : public Callback {
+      void on_save_checkpoint(Trainer&, Module&, CheckpointData&) override {
+        throw std::runtime_error("on_save_checkpoint failed on purpose");
+      }
+    };
+    callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
+        callbacks::ModelCheckpointOptions().dirpath(dir + "/checkpoints").every_n_train_steps(3)));
+    callbacks.push_back(std::make_shared<FailingSave>());
+  }
   const auto started = std::chrono::steady_clock::now();
   RankResult result = fit_and_collect(module, 4, options, callbacks, ckpt_path);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (!result.error.empty()) result.error += " [after " + std::to_string(seconds) + " s]";
+  if (mode == "save_fails" && rank == 0) {
+    // Alive until rank 1 is done: its connection to rank 0 stays open, so only what rank 0
+    // tells it can end its wait (a process that exits is noticed anyway).
+    const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+    while (!std::filesystem::exists(dir + "/rank1.txt") && std::chrono::steady_clock::now() < limit)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
 }
 
@@ -339,6 +380,17 @@ TEST_CASE("two ranks with batch B train as one process with batch 2B", "[ddp]") 
   // Logged in on_validation_epoch_end as the rank number: the ranks' mean on both.
   CHECK(rank0.val_rank == 0.5);
   CHECK(rank1.val_rank == 0.5);
+  // sync_dist reduces with reduce_fx's op: max and min of the ranks' 0 and 1, the sum of every
+  // rank's 8 batches of 1 (rank 0) and 2 (rank 1); without sync_dist each rank keeps its own.
+  for (const RankResult* rank : {&rank0, &rank1}) {
+    CHECK(rank->metrics.at("rank_max") == 1.0);
+    CHECK(rank->metrics.at("rank_min") == 0.0);
+    CHECK(rank->metrics.at("rank_sum") == 8 * 1.0 + 8 * 2.0);
+    CHECK(rank->metrics.at("step_max") == 1.0);  // a step value, reduced when logged
+    CHECK(rank->metrics.at("val_rank_sum") == 1.0 + 2.0);
+  }
+  CHECK(rank0.metrics.at("rank_sum_local") == 8 * 1.0);
+  CHECK(rank1.metrics.at("rank_sum_local") == 8 * 2.0);
   // Observers (loggers, progress bar) run on rank 0 unless asked to run on every rank.
   CHECK(rank0.rank_zero_observer_batches == 16);
   CHECK(rank1.rank_zero_observer_batches == 0);
@@ -374,6 +426,21 @@ TEST_CASE("a rank that dies makes the other fail at once with a DistributedError
   const auto after = rank0.error.find("[after ");
   REQUIRE(after != std::string::npos);
   CHECK(std::stod(rank0.error.substr(after + 7)) < 30.0);
+}
+
+TEST_CASE("a save that fails on rank 0 fails on every rank at once, not at the timeout", "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("save_fails", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  CHECK_THAT(rank0.error, Catch::Contains("on_save_checkpoint failed on purpose"));
+  INFO(rank1.error);
+  CHECK_THAT(rank1.error, Catch::Contains("rank 0"));
+  CHECK_THAT(rank1.error, Catch::Contains("step=3.ckpt"));
+  const auto after = rank1.error.find("[after ");
+  REQUIRE(after != std::string::npos);
+  CHECK(std::stod(rank1.error.substr(after + 7)) < 30.0);  // the timeout is 60 s
 }
 
 TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, one process cannot",
