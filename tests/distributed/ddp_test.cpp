@@ -301,7 +301,8 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   TrainerOptions options = quiet_options(mode == "accumulate" ? 2 : 1).strategy(strategy);
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::string ckpt_path;
-  options.enable_checkpointing(mode == "monitor" || mode == "checkpoint" || mode == "resume");
+  options.enable_checkpointing(mode == "monitor" || mode == "checkpoint" || mode == "resume" ||
+                               mode == "save_fails");
   if (mode == "monitor") {
     // rank_loss differs per rank: the top-k decision must still be the same on both (a save is
     // a collective), or they would wait on each other.
