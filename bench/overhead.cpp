@@ -89,6 +89,18 @@ RunResult run_hand_written(const std::shared_ptr<DataLoader>& loader, int64_t st
   return summarize(*module);
 }
 
+// An observed run against (d), one ratio per repetition: of mean steps (the goal's measure: work
+// that lands on a few steps only, the pool's hand-overs every 10 ms, is in it, where the median
+// step can miss it), of median steps, and the observers' CPU time per (d)'s mean step.
+struct CostAgainstLogging {
+  std::vector<double> mean_steps, median_steps, cpu_share;
+  void add(const RunResult& observed, const RunResult& logging) {
+    mean_steps.push_back(observed.mean_step_us / logging.mean_step_us);
+    median_steps.push_back(observed.median_step_us / logging.median_step_us);
+    cpu_share.push_back(observed.observer_cpu_us_per_step / logging.mean_step_us);
+  }
+};
+
 // CPU time, in nanoseconds, that this process's threads whose names start with `prefix` have run
 // (/proc/self/task/TID/schedstat's first field; NaN where the kernel has no schedstat). The pool
 // names its threads for this. What they do after the read (the pool's last flush and the
@@ -238,9 +250,8 @@ int main(int argc, char** argv) {
       "(e') (e) with the pool kicked every 1 ms (observer_kick_interval; the default until "
       "2026-12-04)"};
   const char* goals[kRuns] = {"", "", "<= 1.02", "<= 1.05", "", "<= 1.02 x (d)", ""};
-  std::vector<double> us[kRuns], ratio_a[kRuns], ratio_a2[kRuns], observed_to_logging,
-      kick1ms_to_logging, observer_cpu_share, kick1ms_cpu_share, observed_to_logging_mean,
-      kick1ms_to_logging_mean;
+  std::vector<double> us[kRuns], ratio_a[kRuns], ratio_a2[kRuns];
+  CostAgainstLogging observed_cost, kick1ms_cost;
   bool identical = true;
   const std::vector<int> order =
       pair_only ? std::vector<int>{kLogging, kObserved, kObservedKick1ms}
@@ -265,20 +276,8 @@ int main(int argc, char** argv) {
                                    std::chrono::milliseconds(1));
       }
     }
-    observed_to_logging.push_back(results[kObserved].median_step_us /
-                                  results[kLogging].median_step_us);
-    observed_to_logging_mean.push_back(results[kObserved].mean_step_us /
-                                       results[kLogging].mean_step_us);
-    observer_cpu_share.push_back(results[kObserved].observer_cpu_us_per_step /
-                                 results[kLogging].mean_step_us);
-    if (pair_only) {
-      kick1ms_to_logging.push_back(results[kObservedKick1ms].median_step_us /
-                                   results[kLogging].median_step_us);
-      kick1ms_to_logging_mean.push_back(results[kObservedKick1ms].mean_step_us /
-                                        results[kLogging].mean_step_us);
-      kick1ms_cpu_share.push_back(results[kObservedKick1ms].observer_cpu_us_per_step /
-                                  results[kLogging].mean_step_us);
-    }
+    observed_cost.add(results[kObserved], results[kLogging]);
+    if (pair_only) kick1ms_cost.add(results[kObservedKick1ms], results[kLogging]);
     std::fprintf(stderr, "rep %d:", rep + 1);
     for (int run = first_shown; run < last_shown; ++run) {
       identical = identical && results[run].losses == results[first_shown].losses;
@@ -312,22 +311,20 @@ int main(int argc, char** argv) {
   std::string attached_list;
   for (const auto& name : observer_names)
     attached_list += (attached_list.empty() ? "" : ",") + name;
-  // The goal's measure is the mean step: work that lands on a few steps only (the pool's
-  // hand-overs every 10 ms) is in it, where the median step can miss it.
   std::printf(
       "\n(e) / (d), the cost of the observers (%s), median over repetitions of the ratio of mean "
       "steps: %.3f (goal <= 1.02); of median steps: %.3f\n",
-      attached_list.c_str(), median(observed_to_logging_mean), median(observed_to_logging));
+      attached_list.c_str(), median(observed_cost.mean_steps), median(observed_cost.median_steps));
   std::printf(
       "the observers' threads ran %.2f%% of (d)'s mean step on the CPU (median), what they take "
       "from training where no core is spare\n",
-      100 * median(observer_cpu_share));
+      100 * median(observed_cost.cpu_share));
   if (pair_only) {
     std::printf(
         "(e') / (d), kicked every 1 ms: mean steps %.3f, median steps %.3f; its observers' "
         "threads ran %.2f%%\n",
-        median(kick1ms_to_logging_mean), median(kick1ms_to_logging),
-        100 * median(kick1ms_cpu_share));
+        median(kick1ms_cost.mean_steps), median(kick1ms_cost.median_steps),
+        100 * median(kick1ms_cost.cpu_share));
   }
   std::printf("losses of all runs identical step by step: %s\n", identical ? "yes" : "NO");
   return identical ? 0 : 1;
