@@ -172,8 +172,8 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
                 "Do not show the progress bar and epoch lines");
   fit->add_flag("!--no-checkpoint", args.checkpoint,
                 "Do not save checkpoints (by default the best by val_acc and last.ckpt, in "
-                "--out/checkpoints); refused with a checkpoint --callback, as Lightning's "
-                "enable_checkpointing=False");
+                "--out/checkpoints; a checkpoint --callback takes their place); refused with a "
+                "checkpoint --callback, as Lightning's enable_checkpointing=False");
   fit->add_option("--resume", args.resume,
                   "Resume from a checkpoint directory, or 'last': the newest complete one in "
                   "--out/checkpoints");
@@ -293,8 +293,20 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
     callbacks.push_back(std::make_shared<callbacks::EarlyStopping>(early));
   }
 
-  for (const std::string& spec : args.callbacks)
+  // A checkpoint callback given with --callback takes the place of fit's own, as a checkpoint
+  // callback in Lightning's callbacks takes the place of the default ModelCheckpoint (two would
+  // save side by side, in two directories).
+  std::shared_ptr<callbacks::ModelCheckpoint> given_checkpoint;
+  bool checkpoint_given = false;
+  for (const std::string& spec : args.callbacks) {
     callbacks.push_back(callbacks::make_callback(spec));
+    if (callbacks.back()->kind() != CallbackKind::kCheckpoint) continue;
+    TRAINBUS_CHECK(args.checkpoint, "--no-checkpoint turns checkpoints off, but --callback '", spec,
+                   "' saves them; drop one of the two");
+    checkpoint_given = true;
+    if (!given_checkpoint)
+      given_checkpoint = std::dynamic_pointer_cast<callbacks::ModelCheckpoint>(callbacks.back());
+  }
 
   data::FashionMnistDataModule data(data::FashionMnistOptions()
                                         .root(args.data)
@@ -305,7 +317,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   torch::manual_seed(args.seed);
   FashionClassifier model(model_options);
   const std::string checkpoint_dir = (std::filesystem::path(args.out) / "checkpoints").string();
-  if (args.checkpoint || args.resume == "last") {
+  if (!checkpoint_given && (args.checkpoint || args.resume == "last")) {
     using SaveLast = callbacks::ModelCheckpointOptions::SaveLast;
     callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
         fit_checkpoint_options(args.out)
@@ -365,7 +377,12 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
     out << '\n';
   }
   if (args.csv || args.tensorboard) out << "logs: " << run_dir << '\n';
-  if (args.checkpoint) out << "checkpoints: " << checkpoint_dir << '\n';
+  if (given_checkpoint) {
+    if (!given_checkpoint->dirpath().empty())
+      out << "checkpoints: " << given_checkpoint->dirpath() << '\n';
+  } else if (args.checkpoint && !checkpoint_given) {
+    out << "checkpoints: " << checkpoint_dir << '\n';
+  }
   if (args.record) out << "recording: " << record_path << '\n';
   out << std::flush;
   return tested;
