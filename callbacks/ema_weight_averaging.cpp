@@ -4,6 +4,7 @@
 
 #include "base/errors.h"
 #include "callbacks/detail/tensor_lists.h"
+#include "checkpoint/module_state.h"
 #include "core/trainer.h"
 
 namespace trainbus::callbacks {
@@ -26,6 +27,16 @@ std::vector<at::Tensor> EMAWeightAveraging::averaged_tensors(Module& module) con
     }
   }
   return tensors;
+}
+
+std::vector<std::string> EMAWeightAveraging::averaged_names(Module& module) const {
+  std::vector<std::string> names;
+  for (const auto& parameter : module.named_parameters(/*recurse=*/true))
+    names.push_back(parameter.key());
+  if (options_.use_buffers()) {
+    for (const auto& buffer : module.named_buffers(/*recurse=*/true)) names.push_back(buffer.key());
+  }
+  return names;
 }
 
 bool EMAWeightAveraging::should_update(const Trainer&, std::optional<int64_t> step_idx,
@@ -144,26 +155,66 @@ void EMAWeightAveraging::on_train_end(Trainer& trainer, Module& module) {
 }
 
 StateDict EMAWeightAveraging::state_dict() const {
+  // The average itself goes into the checkpoint's state_dict (on_save_checkpoint).
   StateDict state;
   state.insert("latest_update_step", latest_update_step_);
   state.insert("n_averaged", num_averaged_);
-  c10::List<at::Tensor> tensors;
-  for (const auto& tensor : average_) tensors.push_back(tensor);
-  state.insert("average", tensors);
   return state;
 }
 
 void EMAWeightAveraging::load_state_dict(const StateDict& state) {
-  for (const char* key : {"latest_update_step", "n_averaged", "average"}) {
+  for (const char* key : {"latest_update_step", "n_averaged"}) {
     TRAINBUS_CHECK(state.contains(key), "EMAWeightAveraging: the checkpoint's state has no `", key,
                    "`; it was not saved by EMAWeightAveraging");
   }
-  // Applied at on_fit_start, once the module is restored and on its device.
-  std::vector<at::Tensor> saved;
-  for (const at::Tensor& tensor : state.at("average").toTensorList()) saved.push_back(tensor);
-  restored_ = std::move(saved);
+  // Checkpoints written before the average moved into state_dict kept it here. Applied at
+  // on_fit_start, once the module is restored and on its device.
+  if (state.contains("average")) {
+    std::vector<at::Tensor> saved;
+    for (const at::Tensor& tensor : state.at("average").toTensorList()) saved.push_back(tensor);
+    restored_ = std::move(saved);
+  }
   latest_update_step_ = state.at("latest_update_step").toInt();
   num_averaged_ = state.at("n_averaged").toInt();
+}
+
+void EMAWeightAveraging::on_save_checkpoint(Trainer& trainer, Module& module,
+                                            CheckpointData& checkpoint) {
+  // Outside fit (no average) the checkpoint keeps the module's weights, as Lightning's.
+  if (trainer.replaying() || average_.empty()) return;
+  const std::vector<std::string> names = averaged_names(module);
+  // During a validation the module holds the average and average_ the trained weights.
+  const std::vector<at::Tensor> module_tensors = averaged_tensors(module);
+  check_matches(module_tensors, "the module's tensors");
+  StateDict current = checkpoint.state_dict;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (!checkpoint.state_dict.contains(names[i])) continue;  // not serialized, or a hook's
+    // Until its first update the average is the weights fit started with: the checkpoint then
+    // holds the weights being trained in both places.
+    const at::Tensor trained = swapped_ ? average_[i] : module_tensors[i].detach();
+    const at::Tensor averaged =
+        num_averaged_ == 0 ? trained : (swapped_ ? module_tensors[i].detach() : average_[i]);
+    current.insert(names[i], trained);
+    checkpoint.state_dict.insert(names[i], averaged);
+  }
+  checkpoint.extra.insert(kCurrentModelState, current);
+}
+
+void EMAWeightAveraging::on_load_checkpoint(Trainer& trainer, Module& module,
+                                            CheckpointData& checkpoint) {
+  if (trainer.replaying() || !checkpoint.extra.contains(kCurrentModelState)) return;
+  // The module has loaded state_dict, the average: it trains on from the weights it had.
+  const std::vector<std::string> names = averaged_names(module);
+  std::vector<at::Tensor> average;
+  for (const std::string& name : names) {
+    TRAINBUS_CHECK(checkpoint.state_dict.contains(name),
+                   "EMAWeightAveraging: the checkpoint's state_dict has no `", name,
+                   "`, which the module has; it was saved from another model");
+    average.push_back(checkpoint.state_dict.at(name).toTensor());
+  }
+  checkpoint::load_module_state(module, checkpoint.extra.dict_at(kCurrentModelState),
+                                "the checkpoint's " + std::string(kCurrentModelState));
+  restored_ = std::move(average);
 }
 
 }  // namespace trainbus::callbacks

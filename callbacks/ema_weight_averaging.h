@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -35,13 +36,15 @@ struct EMAWeightAveragingOptions {
 /// fit runs on it (swapped in at on_validation_epoch_start, back at its end) and at on_train_end it
 /// is copied into the module, which keeps it. Integer buffers are copied, not averaged.
 ///
-/// Checkpoints: the average and its counters are the callback's state, so a resumed run continues
-/// it exactly; the checkpoint's model weights are the ones being trained. Lightning stores it the
-/// other way round (the average as the model), so a checkpoint ModelCheckpoint picks by a
-/// validation score (of the average) holds the trained weights here, and a weights-only checkpoint
-/// has no average. A checkpoint without this state starts the average from its weights. Throws
-/// MisconfigurationError for a decay outside [0, 1] or an interval < 1, and when the module's
-/// tensors do not match the average (a checkpoint of another model, use_buffers changed).
+/// Checkpoints, laid out as Lightning's WeightAveraging lays them out: the checkpoint's state_dict
+/// holds the average (what validation scored, so the best checkpoint, validate/test with a
+/// ckpt_path and load_from_checkpoint get the averaged model), `extra["current_model_state"]` the
+/// weights being trained, and the callback's state its counters. A resumed fit trains on from
+/// current_model_state and continues the average exactly. A checkpoint without
+/// current_model_state (not saved with this callback, or weights-only) starts the average from its
+/// weights; one written before this layout (the average in the callback's state) still resumes.
+/// Throws MisconfigurationError for a decay outside [0, 1] or an interval < 1, and when the
+/// module's tensors do not match the average (a checkpoint of another model, use_buffers changed).
 class EMAWeightAveraging : public Callback {
  public:
   explicit EMAWeightAveraging(EMAWeightAveragingOptions options = {});
@@ -63,6 +66,15 @@ class EMAWeightAveraging : public Callback {
   void on_validation_epoch_end(Trainer& trainer, Module& module) override;
   void on_train_end(Trainer& trainer, Module& module) override;
   void on_exception(Trainer& trainer, Module& module, const std::exception& error) override;
+  /// Puts the average in checkpoint.state_dict and the trained weights in
+  /// extra["current_model_state"].
+  void on_save_checkpoint(Trainer& trainer, Module& module, CheckpointData& checkpoint) override;
+  /// Loads the module from extra["current_model_state"] and keeps state_dict as the average.
+  using Callback::on_load_checkpoint;
+  void on_load_checkpoint(Trainer& trainer, Module& module, CheckpointData& checkpoint) override;
+
+  /// Lightning's checkpoint key for the weights being trained.
+  static constexpr const char* kCurrentModelState = "current_model_state";
 
   /// The averaged tensors, in the order of the module's parameters, then its buffers.
   const std::vector<at::Tensor>& average() const noexcept { return average_; }
@@ -72,6 +84,8 @@ class EMAWeightAveraging : public Callback {
 
  private:
   std::vector<at::Tensor> averaged_tensors(Module& module) const;
+  // Their names in the module's state_dict, in the same order.
+  std::vector<std::string> averaged_names(Module& module) const;
   // Throws MisconfigurationError unless `tensors` match the average in number and shapes.
   void check_matches(const std::vector<at::Tensor>& tensors, const char* what) const;
   void update(Module& module);

@@ -162,16 +162,19 @@ std::map<std::string, LayerSizes> layer_sizes(Module& module) {
   module.eval();
   torch::NoGradGuard no_grad;
   const at::Tensor expected = module.example_forward()(example);
-  // The first run of consecutive children (in registration order) whose chain computes forward's
-  // output; the children outside it are not used by forward, as far as can be told.
+  // The longest run of consecutive children (in registration order) from the first start whose
+  // chain computes forward's output; the children outside it are not used by forward, as far as
+  // can be told. The longest, not the first: layers that leave a value as it is (Dropout in eval
+  // mode, a ReLU of positive values) would otherwise end the run early and show "?".
   const auto children = module.named_children();
   for (std::size_t start = 0; start < children.size(); ++start) {
     std::map<std::string, LayerSizes> chained;
     at::Tensor x = example;
     for (std::size_t k = start; k < children.size(); ++k) {
       if (!run_sized(*children[k].value(), children[k].key(), x, chained)) break;
-      if (same_output(x, expected)) return chained;
+      if (same_output(x, expected)) sizes = chained;
     }
+    if (!sizes.empty()) return sizes;
   }
   return sizes;
 }
@@ -296,9 +299,20 @@ ModelSummary::ModelSummary(ModelSummaryOptions options) : options_(std::move(opt
 void ModelSummary::on_fit_start(Trainer& trainer, Module& module) {
   if (options_.max_depth() == 0 || !trainer.is_global_zero() || trainer.replaying()) return;
   last_summary_ = summarize(module, options_.max_depth());
-  if (module.example_input_array().defined()) last_summary_->set_sizes(layer_sizes(module));
+  bool sizes_unknown = false;
+  if (module.example_input_array().defined()) {
+    const std::map<std::string, LayerSizes> sizes = layer_sizes(module);
+    sizes_unknown = sizes.empty();
+    last_summary_->set_sizes(sizes);
+  }
   std::ostream& out = options_.out() ? *options_.out() : std::cerr;
   print(*last_summary_, out);
+  if (sizes_unknown) {
+    out << "In sizes and Out sizes are unknown (?): no run of the module's children, in the order "
+           "they were registered, computes what example_input_array's function returns (LibTorch "
+           "has no forward hooks to see inside forward; see callbacks::layer_sizes)\n"
+        << std::flush;
+  }
 }
 
 void ModelSummary::print(const ModelSummaryData& summary, std::ostream& out) const {

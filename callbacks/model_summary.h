@@ -74,14 +74,17 @@ ModelSummaryData summarize(const torch::nn::Module& module, int64_t max_depth = 
 /// The In and Out sizes of `module`'s layers for forward(example_input_array), by layer name, as
 /// far as they can be known without forward hooks, which LibTorch's C++ modules lack. The example
 /// runs (in eval mode, without grad; modes restored) through forward, and through runs of the
-/// module's consecutive children in registration order: the first run whose chained output equals
-/// forward's (same shape, allclose) is sized, the children outside it are not (Lightning shows "?"
-/// for layers forward does not use), and with no such run none is. A child is run through when it
-/// is a torch::nn::Sequential (its children in order, nested ones too), or a Linear, Conv1d/2d/3d,
-/// ConvTranspose1d/2d/3d, ReLU, LeakyReLU, GELU, SiLU, Sigmoid, Tanh, Softmax, LogSoftmax, Dropout,
-/// BatchNorm1d/2d/3d, LayerNorm, Flatten, MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d or
-/// Identity; the chain stops at any other (its layers, and those after it, stay "?"). Empty without
-/// an example. Throws MisconfigurationError when an example is set but forward is not overridden.
+/// module's consecutive children in registration order: the longest run from the first start whose
+/// chained output equals forward's (same shape, allclose) is sized, the children outside it are
+/// not (Lightning shows "?" for layers forward does not use), and with no such run none is (the
+/// summary then says so under the table). A heuristic: an example that many layers leave
+/// unchanged (zeros through ReLU) can make a layer forward skips look used. A child is run through
+/// when it is a torch::nn::Sequential (its children in order, nested ones too), or a Linear,
+/// Conv1d/2d/3d, ConvTranspose1d/2d/3d, ReLU, LeakyReLU, GELU, SiLU, Sigmoid, Tanh, Softmax,
+/// LogSoftmax, Dropout, BatchNorm1d/2d/3d, LayerNorm, Flatten, MaxPool1d/2d, AvgPool1d/2d,
+/// AdaptiveAvgPool1d/2d or Identity; the chain stops at any other (its layers, and those after it,
+/// stay "?"). Empty without an example. Throws MisconfigurationError when an example is set but
+/// forward is not overridden.
 std::map<std::string, LayerSizes> layer_sizes(Module& module);
 
 /// Lightning's get_human_readable_count: "123  ", "1.2 K", "2.0 M", "400 T", "5,000 T".

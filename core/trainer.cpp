@@ -184,6 +184,11 @@ void Trainer::add_observer(std::shared_ptr<events::Observer> observer,
                    "Trainer was configured with `enable_progress_bar=False` but found `",
                    observer->name(),
                    "` among its observers; do not add it, or leave enable_progress_bar true");
+    TRAINBUS_CHECK(!progress_bar_attached_,
+                   "Trainer::add_observer: a progress bar is attached already, and `",
+                   observer->name(),
+                   "` is a second one; only one progress bar is supported (as Lightning's), "
+                   "so add one");
     progress_bar_attached_ = true;
   }
   if (!is_global_zero() && !options.every_rank()) return;  // logs and bars come from rank 0

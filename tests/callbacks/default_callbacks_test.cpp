@@ -15,6 +15,7 @@
 #include "observers/csv_logger.h"
 #include "observers/progress_bar.h"
 #include "tests/support/boring.h"
+#include "tests/support/captured_stream.h"
 #include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
 
@@ -38,19 +39,10 @@ TrainerOptions defaults_in(const TempDir& root) {
       .enable_model_summary(false);
 }
 
-/// What std::cout receives while it lives (the default progress bar draws there). Every run
-/// drains its observers before it returns, so nothing writes to cout after the run.
-class CapturedCout {
+/// What std::cout (where the default progress bar draws) receives while it lives.
+class CapturedCout : public testing::CapturedStream {
  public:
-  CapturedCout() : previous_(std::cout.rdbuf(text_.rdbuf())) {}
-  ~CapturedCout() { std::cout.rdbuf(previous_); }
-  CapturedCout(const CapturedCout&) = delete;
-  CapturedCout& operator=(const CapturedCout&) = delete;
-  std::string text() const { return text_.str(); }
-
- private:
-  std::ostringstream text_;
-  std::streambuf* previous_;
+  CapturedCout() : CapturedStream(std::cout) {}
 };
 
 std::vector<std::string> observer_names(const Trainer& trainer) {
@@ -173,6 +165,8 @@ TEST_CASE("The Trainer attaches a progress bar on std::cout at the start of ever
     CapturedCout cout;
     trainer.predict(module, data);
   }
+  // Every section's run attached the bar (validate and predict draw nothing here, off a
+  // terminal, so this is what they are checked by).
   CHECK(observer_names(trainer) == std::vector<std::string>{"trainbus::observers::ProgressBar"});
   // Once: the next run keeps it.
   CapturedCout cout;
@@ -211,4 +205,18 @@ TEST_CASE("enable_progress_bar false with a progress bar added is refused, as Li
   CHECK_THROWS_WITH(trainer.add_observer(std::make_shared<observers::ProgressBar>()),
                     Contains("Trainer was configured with `enable_progress_bar=False` but found "
                              "`trainbus::observers::ProgressBar` among its observers"));
+}
+
+TEST_CASE("A second progress bar is refused, as Lightning", "[callbacks][default_callbacks]") {
+  // Lightning's _CallbackConnector._configure_progress_bar: "You added multiple progress bar
+  // callbacks to the Trainer, but currently only one progress bar is supported."
+  std::ostringstream first_out;
+  std::ostringstream second_out;
+  Trainer trainer;
+  trainer.add_observer(
+      std::make_shared<observers::ProgressBar>(observers::ProgressBarOptions().out(&first_out)));
+  CHECK_THROWS_WITH(trainer.add_observer(std::make_shared<observers::ProgressBar>(
+                        observers::ProgressBarOptions().out(&second_out))),
+                    Contains("only one progress bar is supported") &&
+                        Contains("trainbus::observers::ProgressBar"));
 }

@@ -12,6 +12,7 @@
 #include "tests/support/catch.h"
 
 #include "callbacks/lambda_callback.h"
+#include "checkpoint/format.h"
 #include "core/trainer.h"
 #include "tests/support/boring.h"
 #include "tests/support/temp_dir.h"
@@ -134,6 +135,73 @@ TEST_CASE("EMAWeightAveraging updates on its schedule", "[callbacks][ema]") {
                     Contains("update_every_n_steps must be >= 1"));
 }
 
+/// EMAWeightAveraging as it saved before the average moved into the checkpoint's state_dict: the
+/// average in its own state, the trained weights as the model's.
+class EarlierLayoutEMA : public EMAWeightAveraging {
+ public:
+  using EMAWeightAveraging::EMAWeightAveraging;
+  StateDict state_dict() const override {
+    StateDict state = EMAWeightAveraging::state_dict();
+    c10::List<at::Tensor> tensors;
+    for (const auto& tensor : average()) tensors.push_back(tensor);
+    state.insert("average", tensors);
+    return state;
+  }
+  std::string state_key() const override { return "trainbus::callbacks::EMAWeightAveraging"; }
+  void on_save_checkpoint(Trainer&, Module&, CheckpointData&) override {}
+};
+
+TEST_CASE("EMAWeightAveraging checkpoints hold the average as the model, as Lightning's",
+          "[callbacks][ema]") {
+  // Lightning's WeightAveraging.on_save_checkpoint: checkpoint["state_dict"] is the average
+  // model's, checkpoint["current_model_state"] the weights being trained; so the best checkpoint
+  // by a validation score (of the average) holds the model that was scored.
+  TempDir dir;
+  const std::string path = (dir.path() / "saved.ckpt").string();
+  auto ema = std::make_shared<EMAWeightAveraging>(EMAWeightAveragingOptions().decay(0.8));
+  at::Tensor trained;
+  at::Tensor averaged;
+  const auto save = [&](Trainer& trainer, Module& module) {
+    trainer.save_checkpoint(path);
+    trained = dynamic_cast<BoringModule&>(module).layer->weight.detach().clone();
+    averaged = ema->average()[0].clone();
+  };
+  std::vector<std::shared_ptr<Callback>> callbacks;
+  SECTION("saved between steps") {
+    callbacks = {ema, std::make_shared<LambdaCallback>(LambdaHooks().on_train_epoch_end(save))};
+  }
+  SECTION("saved during validation, the average swapped into the module") {
+    // Listed first, so that its hook runs before the average is swapped back out.
+    callbacks = {std::make_shared<LambdaCallback>(
+                     LambdaHooks().on_validation_epoch_end([&](Trainer& trainer, Module& module) {
+                       trainer.save_checkpoint(path);
+                       // The module holds the average; the callback holds training's weights.
+                       averaged =
+                           dynamic_cast<BoringModule&>(module).layer->weight.detach().clone();
+                       trained = ema->average()[0].clone();
+                     })),
+                 ema};
+  }
+  BoringModule module;
+  RandomDataModule data(4, 1);
+  Trainer trainer(options_for(1), callbacks);
+  trainer.fit(module, data);
+  REQUIRE(trained.defined());
+  REQUIRE_FALSE(torch::equal(trained, averaged));
+
+  const checkpoint::LoadedCheckpoint loaded = checkpoint::read_checkpoint(path);
+  CHECK(torch::equal(loaded.data.state_dict.at("layer.weight").toTensor(), averaged));
+  const StateDict current = loaded.data.extra.dict_at(EMAWeightAveraging::kCurrentModelState);
+  CHECK(torch::equal(current.at("layer.weight").toTensor(), trained));
+  CHECK(current.contains("layer.bias"));
+
+  // validate with the checkpoint scores the average; load_from_checkpoint-style use gets it too.
+  BoringModule fresh;
+  Trainer validator(options_for(1));
+  validator.validate(fresh, data, EvaluateOptions().ckpt_path(path));
+  CHECK(torch::equal(fresh.layer->weight.detach(), averaged));
+}
+
 TEST_CASE("EMAWeightAveraging survives a resume: the same average as an uninterrupted run",
           "[callbacks][ema]") {
   TempDir dir;
@@ -149,7 +217,13 @@ TEST_CASE("EMAWeightAveraging survives a resume: the same average as an uninterr
     uninterrupted = module.layer->weight.detach().clone();
   }
   {
-    auto ema = std::make_shared<EMAWeightAveraging>(EMAWeightAveragingOptions().decay(0.8));
+    std::shared_ptr<EMAWeightAveraging> ema;
+    SECTION("from a checkpoint with the average as its model") {
+      ema = std::make_shared<EMAWeightAveraging>(EMAWeightAveragingOptions().decay(0.8));
+    }
+    SECTION("from a checkpoint of the earlier layout, the average in the callback's state") {
+      ema = std::make_shared<EarlierLayoutEMA>(EMAWeightAveragingOptions().decay(0.8));
+    }
     auto saver = std::make_shared<LambdaCallback>(
         LambdaHooks().on_train_epoch_end([&](Trainer& trainer, Module&) {
           if (trainer.current_epoch() == 0) trainer.save_checkpoint(checkpoint);

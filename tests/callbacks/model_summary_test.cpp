@@ -10,6 +10,7 @@
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
 
 #include "tests/support/catch.h"
@@ -215,6 +216,25 @@ class Doubled : public Chain {
   at::Tensor forward(const at::Tensor& input) override { return 2 * Chain::forward(input); }
 };
 
+/// A layer that leaves its input as it is (Dropout in eval mode) last in the chain: the run must
+/// not end at the ReLU before it, whose output is forward's too.
+class EndsInDropout : public BoringModule {
+ public:
+  EndsInDropout() {
+    fc = register_module("fc", torch::nn::Linear(32, 16));
+    act = register_module("act", torch::nn::ReLU());
+    drop = register_module("drop", torch::nn::Dropout(0.5));
+    set_example_input_array(torch::ones({4, 32}),
+                            [this](const at::Tensor& input) { return forward(input); });
+  }
+  at::Tensor forward(const at::Tensor& input) {
+    return drop->forward(act->forward(fc->forward(input)));
+  }
+  torch::nn::Linear fc{nullptr};
+  torch::nn::ReLU act{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+
 /// A module whose own forward returns two tensors (a VAE's mean and log-variance): it compiles,
 /// and its summary sizes come from the function it gives.
 class TwoOutputs : public BoringModule {
@@ -286,6 +306,12 @@ TEST_CASE("In and Out sizes of layers registered one by one, and ? where forward
   CHECK(summary.has_sizes);
   CHECK(summary.layers[0].in_size == "?");
 
+  EndsInDropout ends_in_dropout;
+  const std::map<std::string, LayerSizes> through_dropout = layer_sizes(ends_in_dropout);
+  REQUIRE(through_dropout.count("drop") == 1);
+  CHECK(through_dropout.at("drop").in_size == "[4, 16]");
+  CHECK(through_dropout.at("drop").out_size == "[4, 16]");
+
   BoringModule without_example;
   CHECK(layer_sizes(without_example).empty());
   CHECK_THROWS_WITH(without_example.set_example_input_array(torch::zeros({1, 32}), {}),
@@ -304,4 +330,24 @@ TEST_CASE("ModelSummary prints the sizes at fit start", "[callbacks][model_summa
   RandomDataModule data;
   trainer.fit(module, data);
   CHECK_THAT(out.str(), Contains("| In sizes | Out sizes") && Contains("| [4, 32]  | [4, 16]"));
+}
+
+TEST_CASE("ModelSummary says why the sizes are unknown when no chain computes forward",
+          "[callbacks][model_summary]") {
+  std::ostringstream out;
+  Doubled module;
+  Trainer trainer(trainer_options().max_epochs(1).limit_train_batches(1).limit_val_batches(0),
+                  {std::make_shared<ModelSummary>(ModelSummaryOptions().out(&out))});
+  RandomDataModule data;
+  trainer.fit(module, data);
+  CHECK_THAT(out.str(), Contains("| In sizes | Out sizes") &&
+                            Contains("In sizes and Out sizes are unknown (?): no run of the "
+                                     "module's children"));
+
+  std::ostringstream chain_out;
+  Chain chain;
+  Trainer chain_trainer(trainer_options().max_epochs(1).limit_train_batches(1).limit_val_batches(0),
+                        {std::make_shared<ModelSummary>(ModelSummaryOptions().out(&chain_out))});
+  chain_trainer.fit(chain, data);
+  CHECK_THAT(chain_out.str(), !Contains("are unknown"));
 }

@@ -148,6 +148,8 @@ TEST_CASE(
   CHECK(all.at("warmup_steps").number_value() == 100);
   CHECK(all.at("schedule").string_value() == "cosine");
   CHECK(all.at("note").string_value() == "it's");
+  // A boolean, not the text "false" (whose bool_value() would read false too).
+  CHECK(all.at("amsgrad").kind_case() == tensorboard::HParamValue::kBoolValue);
   CHECK(all.at("amsgrad").bool_value() == false);
   CHECK(all.at("betas").string_value() == "[0.9, 0.999]");
 

@@ -4,6 +4,8 @@
 // bit-exact, the data module's batch size set, and bad options refused by name.
 #include "tuner/batch_size_scaling.h"
 
+#include <filesystem>
+#include <iostream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -16,7 +18,9 @@
 #include "core/trainer.h"
 #include "data/batch.h"
 #include "tests/support/boring.h"
+#include "tests/support/captured_stream.h"
 #include "tests/support/catch.h"
+#include "tests/support/temp_dir.h"
 #include "tests/support/trainer_options.h"
 #include "tuner/out_of_memory.h"
 
@@ -80,6 +84,24 @@ BatchSizeResult find_with_capacity(int64_t capacity, const BatchSizeFinderOption
 }
 
 }  // namespace
+
+TEST_CASE("scale_batch_size turns Lightning's default callbacks off for its trials",
+          "[tuner][batch_size]") {
+  // Each trial is a short fit of its own: with a Trainer's defaults it would print a bar and a
+  // table and save epoch checkpoints in default_root_dir (Lightning's trials do none of that).
+  TempDir root;
+  CapacityModule module(1 << 20);
+  RandomDataModule data(64, 1);
+  CapturedStream out(std::cout);
+  CapturedStream err(std::cerr);
+  scale_batch_size(TrainerOptions().default_root_dir(root.path().string()).seed(1), module, data,
+                   BatchSizeFinderOptions().max_trials(2));
+  CHECK(out.text().empty());
+  // Only the finder's own lines (Lightning's log.info), no model summary table.
+  CHECK_THAT(err.text(), Contains("BatchSizeFinder: batch size 2 fits") &&
+                             !Contains("Total params") && !Contains("| Name"));
+  CHECK_FALSE(std::filesystem::exists(root.path() / "checkpoints"));
+}
 
 TEST_CASE("power doubles until out of memory and keeps the last size that fit",
           "[tuner][batch_size]") {

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -19,6 +21,7 @@
 #include "base/errors.h"
 #include "core/trainer.h"
 #include "tests/support/boring.h"
+#include "tests/support/captured_stream.h"
 #include "tests/support/catch.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/trainer_options.h"
@@ -107,6 +110,22 @@ TEST_CASE("lr_find suggests the lr of the steepest descent, skipping the ends an
   CHECK_THAT(short_run.table(), Contains("no suggestion"));
   CHECK_THROWS_AS(LRFinder::from_results(LRFinderMode::kLinear, 0.1, 2.0, 20, {0.1}, {}),
                   MisconfigurationError);
+}
+
+TEST_CASE("lr_find turns Lightning's default callbacks off for its own fit", "[tuner][lr_find]") {
+  // Lightning's lr_find runs its fit without a progress bar, a model summary or checkpoints
+  // (Tuner: the trainer's own callbacks are not used for the test); a Trainer's defaults here
+  // would print a bar and a table and save epoch checkpoints in default_root_dir.
+  TempDir root;
+  TunableModule module;
+  RandomDataModule data(64, 4);
+  CapturedStream out(std::cout);
+  CapturedStream err(std::cerr);
+  lr_find(TrainerOptions().default_root_dir(root.path().string()).seed(1), module, data,
+          LRFinderOptions().num_training(20));
+  CHECK(out.text().empty());
+  CHECK(err.text().empty());
+  CHECK_FALSE(std::filesystem::exists(root.path() / "checkpoints"));
 }
 
 TEST_CASE("lr_find runs the range test on a real fit and leaves the module as it was",
