@@ -6,6 +6,7 @@
 
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include "base/diagnostics.h"
 #include "base/errors.h"
 
 namespace trainbus::checkpoint {
@@ -155,6 +156,20 @@ void load_module_state(torch::nn::Module& module, const StateDict& state, const 
         "checkpoint ", path, ": state_dict does not fit ", module.name(), ": ", problems,
         "Build the module as it was when the checkpoint was saved, or rename the entries of "
         "checkpoint.state_dict in on_load_checkpoint (a renamed layer)"));
+  }
+  // As PyTorch's load_state_dict(strict=False) with Lightning's warnings (_load_state): the names
+  // that do not match are left as they are, and said.
+  if (!missing.empty()) {
+    warn(::trainbus::detail::concat("checkpoint ", path,
+                                    ": found keys that are in the model state dict but not in the "
+                                    "checkpoint (left as built): ",
+                                    listed(missing)));
+  }
+  if (!unexpected.empty()) {
+    warn(::trainbus::detail::concat("checkpoint ", path,
+                                    ": found keys that are not in the model state dict but in "
+                                    "the checkpoint (ignored): ",
+                                    listed(unexpected)));
   }
   // Everything checked before anything is copied: a state that does not fit changes nothing.
   for (const auto& [name, target] : targets) {

@@ -31,8 +31,9 @@ StateDict read_module_state(torch::serialize::InputArchive& archive);
 
 /// Copies `state` into the module's parameters and buffers, as PyTorch's load_state_dict: with
 /// `strict`, a name the module has that `state` lacks, or one `state` has that the module lacks,
-/// is a CheckpointError listing them all (with where the checkpoint came from, `path`); a tensor
-/// of another shape is always one. Values are copied into the module's tensors (their device and
+/// is a CheckpointError listing them all (with where the checkpoint came from, `path`); without,
+/// they are left as they are, with a warning naming them (Lightning's). A tensor of another shape
+/// is always one. Values are copied into the module's tensors (their device and
 /// dtype stay).
 void load_module_state(torch::nn::Module& module, const StateDict& state, const std::string& path,
                        bool strict = true);

@@ -137,4 +137,32 @@ TEST_CASE("load_from_checkpoint builds the module from its saved hyper-parameter
                     Catch::Contains(path) && Catch::Contains("does not fit") &&
                         Catch::Contains("layer.weight has shape [2, 32] in the checkpoint, "
                                         "[2, 64] in the module"));
+
+  // Lightning's strict=False: a module with a new head takes the weights that match by name and
+  // keeps the head as built (fine-tuning); strict (the default) names the head.
+  class WithHead : public WideBoring {
+   public:
+    explicit WithHead(const StateDict& hparams) : WideBoring(hparams) {
+      head = register_module("head", torch::nn::Linear(2, 3));
+    }
+    torch::nn::Linear head{nullptr};
+  };
+  CHECK_THROWS_WITH(
+      load_from_checkpoint<WithHead>(path),
+      Catch::Contains("Missing key(s) in state_dict: \"head.bias\", \"head.weight\""));
+  std::shared_ptr<WithHead> fine_tuned =
+      load_from_checkpoint<WithHead>(path, LoadFromCheckpointOptions().strict(false));
+  CHECK(fine_tuned->layer->weight.equal(trained.layer->weight));
+  CHECK(fine_tuned->head->weight.sizes() == c10::IntArrayRef({3, 2}));
+
+  // Lightning's **kwargs: hyper-parameters over the saved ones, before the module is built;
+  // map_location: where it lands.
+  StateDict overrides;
+  overrides.insert("note", "given when loading");
+  std::shared_ptr<WideBoring> overridden = load_from_checkpoint<WideBoring>(
+      path, LoadFromCheckpointOptions().hparams(overrides).map_location(c10::Device("cpu")));
+  CHECK(overridden->hparams().at("note").toStringRef() == "given when loading");
+  CHECK(overridden->hparams().at("width").toInt() == 32);
+  CHECK(overridden->device() == c10::Device("cpu"));
+  CHECK(same_weights(*overridden, trained));
 }
