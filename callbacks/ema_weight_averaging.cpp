@@ -64,12 +64,16 @@ void EMAWeightAveraging::on_fit_start(Trainer& trainer, Module& module) {
   average_.clear();
   for (const auto& tensor : averaged_tensors(module)) average_.push_back(tensor.detach().clone());
   swapped_ = false;
-  if (restored_) {
-    const std::vector<at::Tensor> saved = std::move(*restored_);
-    restored_.reset();
-    check_matches(saved, "the checkpoint's average");
-    for (std::size_t i = 0; i < saved.size(); ++i) average_[i].copy_(saved[i]);
-  } else if (!trainer.checkpoints().resumed_from().empty()) {
+  trained_after_end_.reset();
+  // What a checkpoint restored counts for this fit only when it resumed from one (a resume that
+  // failed after on_load_checkpoint must not leave its average to the next fit).
+  std::optional<std::vector<at::Tensor>> saved = std::move(restored_);
+  restored_.reset();
+  const bool resumed = !trainer.checkpoints().resumed_from().empty();
+  if (saved && resumed) {
+    check_matches(*saved, "the checkpoint's average");
+    for (std::size_t i = 0; i < saved->size(); ++i) average_[i].copy_((*saved)[i]);
+  } else if (resumed) {
     num_averaged_ = 0;  // a checkpoint without an average: start from its weights
     latest_update_step_ = trainer.global_step();
   } else {
@@ -142,6 +146,7 @@ void EMAWeightAveraging::on_validation_epoch_end(Trainer& trainer, Module& modul
 void EMAWeightAveraging::on_exception(Trainer&, Module& module, const std::exception&) {
   // A validation that failed must not leave the average in the module.
   if (swapped_) swap_in_out(module);
+  restored_.reset();
 }
 
 void EMAWeightAveraging::on_train_end(Trainer& trainer, Module& module) {
@@ -151,7 +156,13 @@ void EMAWeightAveraging::on_train_end(Trainer& trainer, Module& module) {
   torch::NoGradGuard no_grad;
   const std::vector<at::Tensor> current = averaged_tensors(module);
   check_matches(current, "the module's tensors");
+  // A checkpoint saved after this (ModelCheckpoint's last at on_train_end, which runs after every
+  // other callback) must still hold the trained weights as current_model_state.
+  std::vector<at::Tensor> trained;
+  trained.reserve(current.size());
+  for (const auto& tensor : current) trained.push_back(tensor.detach().clone());
   for (std::size_t i = 0; i < current.size(); ++i) current[i].detach().copy_(average_[i]);
+  trained_after_end_ = std::move(trained);
 }
 
 StateDict EMAWeightAveraging::state_dict() const {
@@ -180,20 +191,31 @@ void EMAWeightAveraging::load_state_dict(const StateDict& state) {
 
 void EMAWeightAveraging::on_save_checkpoint(Trainer& trainer, Module& module,
                                             CheckpointData& checkpoint) {
-  // Outside fit (no average) the checkpoint keeps the module's weights, as Lightning's.
-  if (trainer.replaying() || average_.empty()) return;
+  // Outside fit the checkpoint keeps the module's weights (the average kept from the last fit
+  // is not this module's), as Lightning's.
+  if (trainer.replaying() || trainer.fn() != Stage::kFit || average_.empty()) return;
   const std::vector<std::string> names = averaged_names(module);
-  // During a validation the module holds the average and average_ the trained weights.
+  const StateDict serialized = checkpoint::module_state_dict(module);
+  // During a validation the module holds the average and average_ the trained weights; after
+  // on_train_end it holds the average too, and trained_after_end_ the trained weights.
   const std::vector<at::Tensor> module_tensors = averaged_tensors(module);
   check_matches(module_tensors, "the module's tensors");
   StateDict current = checkpoint.state_dict;
   for (std::size_t i = 0; i < names.size(); ++i) {
-    if (!checkpoint.state_dict.contains(names[i])) continue;  // not serialized, or a hook's
+    if (!serialized.contains(names[i])) continue;  // a child that is not saved
+    TRAINBUS_CHECK(checkpoint.state_dict.contains(names[i]),
+                   "EMAWeightAveraging: checkpoint.state_dict has no `", names[i],
+                   "` (an on_save_checkpoint before this one renamed or dropped it), so the "
+                   "average cannot be put in its place; list EMAWeightAveraging before that "
+                   "callback");
+    const at::Tensor trained = trained_after_end_ ? (*trained_after_end_)[i]
+                               : swapped_         ? average_[i]
+                                                  : module_tensors[i].detach();
     // Until its first update the average is the weights fit started with: the checkpoint then
     // holds the weights being trained in both places.
-    const at::Tensor trained = swapped_ ? average_[i] : module_tensors[i].detach();
-    const at::Tensor averaged =
-        num_averaged_ == 0 ? trained : (swapped_ ? module_tensors[i].detach() : average_[i]);
+    const at::Tensor averaged = num_averaged_ == 0 ? trained
+                                : swapped_         ? module_tensors[i].detach()
+                                                   : average_[i];
     current.insert(names[i], trained);
     checkpoint.state_dict.insert(names[i], averaged);
   }
@@ -205,12 +227,18 @@ void EMAWeightAveraging::on_load_checkpoint(Trainer& trainer, Module& module,
   if (trainer.replaying() || !checkpoint.extra.contains(kCurrentModelState)) return;
   // The module has loaded state_dict, the average: it trains on from the weights it had.
   const std::vector<std::string> names = averaged_names(module);
+  const std::vector<at::Tensor> module_tensors = averaged_tensors(module);
+  const StateDict serialized = checkpoint::module_state_dict(module);
   std::vector<at::Tensor> average;
-  for (const std::string& name : names) {
-    TRAINBUS_CHECK(checkpoint.state_dict.contains(name),
-                   "EMAWeightAveraging: the checkpoint's state_dict has no `", name,
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (!serialized.contains(names[i])) {  // not saved: its average starts from the module's
+      average.push_back(module_tensors[i].detach().clone());
+      continue;
+    }
+    TRAINBUS_CHECK(checkpoint.state_dict.contains(names[i]),
+                   "EMAWeightAveraging: the checkpoint's state_dict has no `", names[i],
                    "`, which the module has; it was saved from another model");
-    average.push_back(checkpoint.state_dict.at(name).toTensor());
+    average.push_back(checkpoint.state_dict.at(names[i]).toTensor());
   }
   checkpoint::load_module_state(module, checkpoint.extra.dict_at(kCurrentModelState),
                                 "the checkpoint's " + std::string(kCurrentModelState));

@@ -94,6 +94,8 @@ class EMAWeightAveraging : public Callback {
   EMAWeightAveragingOptions options_;
   std::vector<at::Tensor> average_;
   std::optional<std::vector<at::Tensor>> restored_;  // from a checkpoint, until on_fit_start
+  // The weights training ended with, before on_train_end put the average in the module.
+  std::optional<std::vector<at::Tensor>> trained_after_end_;
   int64_t num_averaged_ = 0;
   int64_t latest_update_step_ = 0;
   bool swapped_ = false;  // the module holds the average (during validation)

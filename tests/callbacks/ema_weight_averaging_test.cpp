@@ -3,10 +3,12 @@
 #include "callbacks/ema_weight_averaging.h"
 
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/linear.h>
 #include <torch/utils.h>
 
 #include "tests/support/catch.h"
@@ -167,6 +169,17 @@ TEST_CASE("EMAWeightAveraging checkpoints hold the average as the model, as Ligh
     averaged = ema->average()[0].clone();
   };
   std::vector<std::shared_ptr<Callback>> callbacks;
+  std::vector<at::Tensor> weights;
+  SECTION("saved after training ended, the average copied into the module") {
+    // As ModelCheckpoint's last at on_train_end, which runs after every other callback.
+    callbacks = {
+        ema, weight_recorder(weights),
+        std::make_shared<LambdaCallback>(LambdaHooks().on_train_end([&](Trainer& trainer, Module&) {
+          trainer.save_checkpoint(path);
+          trained = weights.back().clone();
+          averaged = ema->average()[0].clone();
+        }))};
+  }
   SECTION("saved between steps") {
     callbacks = {ema, std::make_shared<LambdaCallback>(LambdaHooks().on_train_epoch_end(save))};
   }
@@ -200,6 +213,49 @@ TEST_CASE("EMAWeightAveraging checkpoints hold the average as the model, as Ligh
   Trainer validator(options_for(1));
   validator.validate(fresh, data, EvaluateOptions().ckpt_path(path));
   CHECK(torch::equal(fresh.layer->weight.detach(), averaged));
+}
+
+TEST_CASE("EMAWeightAveraging forgets the average of a resume that failed", "[callbacks][ema]") {
+  // A callback whose state cannot be restored fails the resume after EMAWeightAveraging took the
+  // checkpoint's average; the next fit, of another model, starts its own.
+  class FailsToLoad : public Callback {
+   public:
+    bool stateful() const override { return true; }
+    StateDict state_dict() const override {
+      StateDict state;
+      state.insert("saved", true);
+      return state;
+    }
+    void load_state_dict(const StateDict&) override {
+      throw std::runtime_error("cannot restore on purpose");
+    }
+  };
+  class Wider : public BoringModule {
+   public:
+    Wider() { extra = register_module("extra", torch::nn::Linear(2, 2)); }
+    torch::nn::Linear extra{nullptr};
+  };
+  TempDir dir;
+  const std::string path = (dir.path() / "saved.ckpt").string();
+  auto ema = std::make_shared<EMAWeightAveraging>();
+  {
+    BoringModule module;
+    RandomDataModule data(4, 1);
+    Trainer trainer(options_for(1),
+                    {ema, std::make_shared<FailsToLoad>(),
+                     std::make_shared<LambdaCallback>(LambdaHooks().on_train_epoch_end(
+                         [&](Trainer& trainer, Module&) { trainer.save_checkpoint(path); }))});
+    trainer.fit(module, data);
+  }
+  Trainer trainer(options_for(1), {ema, std::make_shared<FailsToLoad>()});
+  BoringModule module;
+  RandomDataModule data(4, 1);
+  CHECK_THROWS_WITH(trainer.fit(module, data, FitOptions().ckpt_path(path)),
+                    Contains("cannot restore on purpose"));
+  Trainer next(options_for(1), {ema});
+  Wider wider;
+  CHECK_NOTHROW(next.fit(wider, data));
+  CHECK(ema->num_averaged() == 4);
 }
 
 TEST_CASE("EMAWeightAveraging survives a resume: the same average as an uninterrupted run",
