@@ -24,23 +24,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Rank 0's `text` on every rank (Lightning's strategy.broadcast of a path), through the strategy's
-// integer broadcast: its length, then eight bytes at a time. Every rank must call it.
-std::string broadcast_text(Trainer& trainer, std::string text) {
-  if (trainer.world_size() <= 1) return text;
-  distributed::Strategy& strategy = trainer.strategy();
-  const auto size =
-      static_cast<std::size_t>(strategy.broadcast(static_cast<int64_t>(text.size()), /*root=*/0));
-  text.resize(size);
-  for (std::size_t offset = 0; offset < size; offset += sizeof(int64_t)) {
-    int64_t chunk = 0;
-    std::memcpy(&chunk, text.data() + offset, std::min(sizeof(int64_t), size - offset));
-    chunk = strategy.broadcast(chunk, /*root=*/0);
-    std::memcpy(text.data() + offset, &chunk, std::min(sizeof(int64_t), size - offset));
-  }
-  return text;
-}
-
 // As Lightning's `filename.format(metrics)` on tensors: Python's format(value, spec) of an int
 // (epoch, step) or a float (a logged metric).
 std::string format_value(double value, const std::string& spec, bool integer,
@@ -145,7 +128,8 @@ void ModelCheckpoint::setup(Trainer& trainer, Module& module, Stage stage) {
     // As Lightning's __resolve_ckpt_dir: trainer.log_dir is the first logger's directory, else
     // default_root_dir; rank 0's, since only rank 0 has loggers.
     dirpath_ = options_.dirpath().empty()
-                   ? broadcast_text(trainer, (fs::path(trainer.log_dir()) / "checkpoints").string())
+                   ? trainer.strategy().broadcast_text(
+                         (fs::path(trainer.log_dir()) / "checkpoints").string())
                    : options_.dirpath();
   }
   TRAINBUS_CHECK(!trainer.replaying() || !options_.train_time_interval(),

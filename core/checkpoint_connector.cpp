@@ -4,6 +4,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <string_view>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/util/Exception.h>
@@ -407,6 +408,29 @@ void CheckpointConnector::check() {
 
 std::string CheckpointConnector::resolve_ckpt_path(const std::string& ckpt_path) const {
   if (ckpt_path != "last" && ckpt_path != "best") return ckpt_path;
+  if (trainer_.world_size() <= 1) return find_named_checkpoint(ckpt_path);
+  // Rank 0 looks, and every rank loads what it found (or fails with its error): on a shared file
+  // system the others would look while rank 0's run directory changes (a setup's renames, the
+  // cleanup of old temporaries), and could settle on other checkpoints.
+  std::string found_or_error;
+  if (trainer_.is_global_zero()) {
+    try {
+      found_or_error = "path:" + find_named_checkpoint(ckpt_path);
+    } catch (const std::exception& error) {
+      found_or_error = std::string("error:") + error.what();
+    }
+  }
+  found_or_error = trainer_.strategy().broadcast_text(std::move(found_or_error), /*root=*/0);
+  constexpr std::string_view kPath = "path:";
+  constexpr std::string_view kError = "error:";
+  if (found_or_error.compare(0, kError.size(), kError) == 0) {
+    throw CheckpointError(found_or_error.substr(kError.size()) +
+                          (trainer_.is_global_zero() ? "" : " (on rank 0, which looks for all)"));
+  }
+  return found_or_error.substr(kPath.size());
+}
+
+std::string CheckpointConnector::find_named_checkpoint(const std::string& ckpt_path) const {
   std::string found;
   bool any = false;
   for (const auto& callback : trainer_.callbacks_) {

@@ -128,7 +128,11 @@ class CheckpointConnector {
   void tell_ranks_save_failed();
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);
+  // "last" / "best" as the path of a checkpoint; rank 0's under DDP (a collective there), so
+  // every rank must call it at the same point.
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
+  // "last" / "best" as this process finds it through the checkpoint callbacks.
+  std::string find_named_checkpoint(const std::string& ckpt_path) const;
   /// Runs the on_load_checkpoint hooks, which may change `checkpoint` before anything of it is
   /// applied.
   void restore_modules_and_callbacks(checkpoint::LoadedCheckpoint& checkpoint);

@@ -317,6 +317,22 @@ int64_t DDPStrategy::broadcast(int64_t value, int root) {
   return tensor.item<int64_t>();
 }
 
+std::string DDPStrategy::broadcast_text(std::string text, int root) {
+  const int64_t size = broadcast(static_cast<int64_t>(text.size()), root);
+  if (size == 0) return {};
+  at::Tensor bytes = at::empty({size}, at::kByte);
+  if (environment_.rank == root) std::memcpy(bytes.data_ptr<uint8_t>(), text.data(), text.size());
+  guarded(environment_, options_.timeout(), "broadcast", [&] {
+    std::vector<at::Tensor> tensors{bytes};
+    c10d::BroadcastOptions broadcast_options;
+    broadcast_options.rootRank = root;
+    impl_->group->broadcast(tensors, broadcast_options)->wait();
+    return 0;
+  });
+  return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()),
+                     static_cast<std::size_t>(size));
+}
+
 void DDPStrategy::barrier(std::string_view name) {
   connect();
   guarded(environment_, options_.timeout(), detail::concat("the barrier '", name, "'"), [&] {

@@ -65,6 +65,8 @@ class DDPStrategy final : public Strategy {
   bool reduce_boolean_decision(bool decision, bool all) override;
   void all_reduce(std::vector<double>& values, ReduceOp op) override;
   int64_t broadcast(int64_t value, int root = 0) override;
+  /// Two collectives: the length, then the bytes.
+  std::string broadcast_text(std::string text, int root = 0) override;
   void barrier(std::string_view name) override;
 
  private:

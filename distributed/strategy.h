@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -73,6 +74,12 @@ class Strategy {
   virtual int64_t broadcast(int64_t value, int root = 0) {
     (void)root;
     return value;
+  }
+  /// Rank `root`'s `text` (a path, an error message), on every rank (Lightning's
+  /// strategy.broadcast of an object).
+  virtual std::string broadcast_text(std::string text, int root = 0) {
+    (void)root;
+    return text;
   }
   /// Waits until every rank reaches a barrier; `name` says which, in a timeout's error.
   virtual void barrier(std::string_view name) { (void)name; }

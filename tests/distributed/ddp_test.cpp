@@ -302,7 +302,7 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::string ckpt_path;
   options.enable_checkpointing(mode == "monitor" || mode == "checkpoint" || mode == "resume" ||
-                               mode == "save_fails");
+                               mode == "resume_last" || mode == "save_fails");
   if (mode == "monitor") {
     // rank_loss differs per rank: the top-k decision must still be the same on both (a save is
     // a collective), or they would wait on each other.
@@ -313,16 +313,21 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
                                                          .every_n_train_steps(1)
                                                          .save_top_k(2)));
   }
-  if (mode == "checkpoint" || mode == "resume") {
+  if (mode == "checkpoint" || mode == "resume" || mode == "resume_last") {
     // Every 3 steps, all kept: mid-epoch ones (step 3, 6), none at the epoch's end (step 8).
+    // resume_last: rank 1 looks in an empty directory, as a rank that sees the run directory
+    // before rank 0's files are there would; "last" is what rank 0 finds.
+    const std::string checkpoints =
+        mode == "resume_last" && rank == 1 ? dir + "/not-yet-written" : dir + "/checkpoints";
     callbacks.push_back(
         std::make_shared<callbacks::ModelCheckpoint>(callbacks::ModelCheckpointOptions()
-                                                         .dirpath(dir + "/checkpoints")
+                                                         .dirpath(checkpoints)
                                                          .filename("{step}")
                                                          .every_n_train_steps(3)
                                                          .save_top_k(-1)));
     options.max_epochs(mode == "checkpoint" ? 1 : 2);
     if (mode == "resume") ckpt_path = dir + "/checkpoints/step=6.ckpt";
+    if (mode == "resume_last") ckpt_path = "last";
   }
   if (mode == "save_fails") {
     // Rank 0's save fails in a hook (hooks and the write run on rank 0 only).
@@ -463,6 +468,14 @@ TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, 
   const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank0.global_step == 16);
   CHECK(rank0.weights == rank1.weights);
+
+  // ckpt_path "last" is what rank 0 finds (the resumed run's step=15), on every rank, whatever
+  // the others see.
+  for (int status : run_ranks("resume_last", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [last0, last1] = read_clean_ranks(dir);
+  CHECK(last0.global_step == 16);
+  CHECK(last0.weights == last1.weights);
 
   // One process with the ranks' batch size would count twice the batches: the position would
   // point at other samples. A clear error, not a silent skip.
