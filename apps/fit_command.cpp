@@ -172,11 +172,12 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
                 "Do not show the progress bar and epoch lines");
   fit->add_flag("!--no-checkpoint", args.checkpoint,
                 "Do not save checkpoints (by default the best by val_acc and last.ckpt, in "
-                "--out/checkpoints; a checkpoint --callback takes their place); refused with a "
-                "checkpoint --callback, as Lightning's enable_checkpointing=False");
+                "--out/checkpoints; a --callback model_checkpoint takes their place, in that "
+                "directory unless it names a dirpath); refused with a checkpoint --callback, as "
+                "Lightning's enable_checkpointing=False");
   fit->add_option("--resume", args.resume,
                   "Resume from a checkpoint directory, or 'last': the newest complete one in "
-                  "--out/checkpoints");
+                  "--out/checkpoints (or a --callback model_checkpoint's dirpath)");
   fit->add_flag("!--no-record", args.record,
                 "Do not record the run's events (by default --out/version_N/events.tbrec, for "
                 "`trainbus replay`)");
@@ -293,17 +294,18 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
     callbacks.push_back(std::make_shared<callbacks::EarlyStopping>(early));
   }
 
-  // A checkpoint callback given with --callback takes the place of fit's own, as a checkpoint
-  // callback in Lightning's callbacks takes the place of the default ModelCheckpoint (two would
-  // save side by side, in two directories).
+  // A ModelCheckpoint given with --callback takes the place of fit's own (two would save side by
+  // side), in fit's directory unless it names one, so that --resume last and `trainbus validate
+  // --ckpt` find its checkpoints.
+  const std::string checkpoint_dir = (std::filesystem::path(args.out) / "checkpoints").string();
+  callbacks::SpecDefaults spec_defaults;
+  spec_defaults.checkpoint_dirpath = checkpoint_dir;
   std::shared_ptr<callbacks::ModelCheckpoint> given_checkpoint;
-  bool checkpoint_given = false;
   for (const std::string& spec : args.callbacks) {
-    callbacks.push_back(callbacks::make_callback(spec));
+    callbacks.push_back(callbacks::make_callback(spec, spec_defaults));
     if (callbacks.back()->kind() != CallbackKind::kCheckpoint) continue;
     TRAINBUS_CHECK(args.checkpoint, "--no-checkpoint turns checkpoints off, but --callback '", spec,
                    "' saves them; drop one of the two");
-    checkpoint_given = true;
     if (!given_checkpoint)
       given_checkpoint = std::dynamic_pointer_cast<callbacks::ModelCheckpoint>(callbacks.back());
   }
@@ -316,8 +318,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   // The model's initial weights come from the seed too.
   torch::manual_seed(args.seed);
   FashionClassifier model(model_options);
-  const std::string checkpoint_dir = (std::filesystem::path(args.out) / "checkpoints").string();
-  if (!checkpoint_given && (args.checkpoint || args.resume == "last")) {
+  if (!given_checkpoint && (args.checkpoint || args.resume == "last")) {
     using SaveLast = callbacks::ModelCheckpointOptions::SaveLast;
     callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
         fit_checkpoint_options(args.out)
@@ -378,9 +379,8 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   }
   if (args.csv || args.tensorboard) out << "logs: " << run_dir << '\n';
   if (given_checkpoint) {
-    if (!given_checkpoint->dirpath().empty())
-      out << "checkpoints: " << given_checkpoint->dirpath() << '\n';
-  } else if (args.checkpoint && !checkpoint_given) {
+    out << "checkpoints: " << given_checkpoint->dirpath() << '\n';
+  } else if (args.checkpoint) {
     out << "checkpoints: " << checkpoint_dir << '\n';
   }
   if (args.record) out << "recording: " << record_path << '\n';

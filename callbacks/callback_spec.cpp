@@ -397,8 +397,7 @@ std::string key_list(const Setters<Options>& setters) {
 
 template <class Options>
 Options parse_options(const std::string& spec, const std::string& name, const std::string& body,
-                      const Setters<Options>& setters) {
-  Options options;
+                      const Setters<Options>& setters, Options options = {}) {
   for (const std::string& item : split_nonempty(body, ',')) {
     const std::size_t equals = item.find('=');
     if (equals == std::string::npos) {
@@ -444,7 +443,7 @@ bool callback_decides(const std::string& spec) {
   return name == "early_stopping" || name == "model_checkpoint";
 }
 
-std::shared_ptr<Callback> make_callback(const std::string& spec) {
+std::shared_ptr<Callback> make_callback(const std::string& spec, const SpecDefaults& defaults) {
   const std::size_t colon = spec.find(':');
   const std::string name = spec.substr(0, colon);
   const std::string body = colon == std::string::npos ? std::string() : spec.substr(colon + 1);
@@ -453,8 +452,10 @@ std::shared_ptr<Callback> make_callback(const std::string& spec) {
         parse_options(spec, name, body, early_stopping_setters()));
   }
   if (name == "model_checkpoint") {
+    ModelCheckpointOptions start;
+    start.dirpath(defaults.checkpoint_dirpath);
     return std::make_shared<ModelCheckpoint>(
-        parse_options(spec, name, body, model_checkpoint_setters()));
+        parse_options(spec, name, body, model_checkpoint_setters(), start));
   }
   if (name == "learning_rate_monitor") {
     return std::make_shared<LearningRateMonitor>(

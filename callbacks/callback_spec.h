@@ -19,6 +19,12 @@ std::string describe_callback_specs(bool deciding_only = false);
 /// model_checkpoint.
 bool callback_decides(const std::string& spec);
 
+/// Defaults a command gives the callbacks it builds, where the spec leaves an option out.
+struct SpecDefaults {
+  /// model_checkpoint's dirpath ("": Lightning's, the first logger's log_dir/checkpoints).
+  std::string checkpoint_dirpath;
+};
+
 /// Builds the callback `spec` names: "NAME" or "NAME:key=value,key=value", NAME one of
 /// early_stopping, model_checkpoint, learning_rate_monitor, timer, gradient_accumulation_scheduler,
 /// spike_detection, model_summary, rich_model_summary, device_stats_monitor,
@@ -28,9 +34,9 @@ bool callback_decides(const std::string& spec);
 /// Timer's duration as DD:HH:MM:SS, the accumulation schedule as
 /// scheduling=EPOCH:FACTOR;EPOCH:FACTOR, swa_lrs as one number or one per param group separated by
 /// ';', swa_epoch_start as an epoch (2) or a fraction of max_epochs (0.5). Options not given keep
-/// their defaults. Throws
+/// their defaults (a model_checkpoint's dirpath `defaults.checkpoint_dirpath`). Throws
 /// MisconfigurationError naming the spec and the unknown name, unknown key or bad value, with what
 /// is accepted.
-std::shared_ptr<Callback> make_callback(const std::string& spec);
+std::shared_ptr<Callback> make_callback(const std::string& spec, const SpecDefaults& defaults = {});
 
 }  // namespace trainbus::callbacks

@@ -178,20 +178,25 @@ void Trainer::add_observer(std::shared_ptr<events::Observer> observer,
                            events::ObserverOptions options) {
   TRAINBUS_CHECK(status_ != TrainerStatus::kRunning,
                  "Trainer::add_observer: add observers before fit/validate/test/predict");
-  if (observer->is_progress_bar()) {
+  const bool progress_bar = observer->is_progress_bar();
+  if (progress_bar) {
     // As Lightning's _CallbackConnector._configure_progress_bar.
     TRAINBUS_CHECK(options_.enable_progress_bar(),
                    "Trainer was configured with `enable_progress_bar=False` but found `",
                    observer->name(),
                    "` among its observers; do not add it, or leave enable_progress_bar true");
     TRAINBUS_CHECK(!progress_bar_attached_,
-                   "Trainer::add_observer: a progress bar is attached already, and `",
+                   "Trainer::add_observer: a progress bar is attached already (one added before, "
+                   "or the default one enable_progress_bar attached when an earlier run started), "
+                   "and `",
                    observer->name(),
-                   "` is a second one; only one progress bar is supported (as Lightning's), "
-                   "so add one");
-    progress_bar_attached_ = true;
+                   "` would be a second; only one is supported, as in Lightning: add yours before "
+                   "the first run");
   }
-  if (!is_global_zero() && !options.every_rank()) return;  // logs and bars come from rank 0
+  if (!is_global_zero() && !options.every_rank()) {  // logs and bars come from rank 0
+    if (progress_bar) progress_bar_attached_ = true;
+    return;
+  }
   if (!observers_) {
     observers_ = std::make_unique<events::ObserverPool>(
         options_.observer_threads(), snapshot_to_cpu, options_.observer_stall_timeout(),
@@ -201,6 +206,7 @@ void Trainer::add_observer(std::shared_ptr<events::Observer> observer,
   const std::string name = observer->name();
   const std::string dir = observer->log_dir();
   observers_->attach(bus_, std::move(observer), options);
+  if (progress_bar) progress_bar_attached_ = true;
   if (logger) loggers_.emplace_back(*this, name, dir);
 }
 

@@ -217,6 +217,6 @@ TEST_CASE("A second progress bar is refused, as Lightning", "[callbacks][default
       std::make_shared<observers::ProgressBar>(observers::ProgressBarOptions().out(&first_out)));
   CHECK_THROWS_WITH(trainer.add_observer(std::make_shared<observers::ProgressBar>(
                         observers::ProgressBarOptions().out(&second_out))),
-                    Contains("only one progress bar is supported") &&
+                    Contains("would be a second; only one is supported") &&
                         Contains("trainbus::observers::ProgressBar"));
 }
