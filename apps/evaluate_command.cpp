@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include <torch/torch.h>
@@ -116,22 +118,54 @@ std::string resolve_fit_checkpoint(const std::string& ckpt, const std::string& o
 }
 
 std::string results_table(Stage stage, const Metrics& metrics, int width) {
-  // Lightning's _EvaluationLoop._print_results, as printed without rich.
-  std::size_t column = std::string("DataLoader 0").size();
-  for (const auto& [name, value] : metrics) column = std::max(column, name.size());
+  return results_table(stage, std::vector<Metrics>{metrics}, width);
+}
+
+std::string results_table(Stage stage, const std::vector<Metrics>& per_dataloader, int width) {
+  // Lightning's _EvaluationLoop._print_results, as printed without rich: the names without their
+  // `/dataloader_idx_<i>` suffix, sorted, one column per dataloader (" " where one has none).
+  std::vector<std::map<std::string, double>> results;
+  std::set<std::string> names;
+  for (const Metrics& metrics : per_dataloader) {
+    std::map<std::string, double>& result = results.emplace_back();
+    for (const auto& [name, value] : metrics) {
+      const std::string plain = name.substr(0, name.find("/dataloader_idx_"));
+      result[plain] = value;
+      names.insert(plain);
+    }
+  }
+  if (names.empty()) return {};
+  std::vector<std::string> headers;
+  for (std::size_t i = 0; i < results.size(); ++i)
+    headers.push_back(detail::concat("DataLoader ", i));
+  std::size_t column = headers.back().size();
+  for (const std::string& name : names) column = std::max(column, name.size());
   column =
       std::min<std::size_t>(std::max<std::size_t>(column, 25), static_cast<std::size_t>(width / 2));
+  // As many dataloader columns per table as fit beside the names: int((width - max_length) /
+  // max_length) in Lightning; further ones go into further tables.
+  const std::size_t per_table = std::max<std::size_t>(
+      1, (static_cast<std::size_t>(width) - std::min<std::size_t>(column, width)) / column);
   std::string title(to_string(stage));
   title[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(title[0])));
   std::string bar;
   for (int i = 0; i < width; ++i) bar += "\u2500";
   std::ostringstream out;
-  out << bar << '\n'
-      << rstrip(centred(title + " metric", column) + centred("DataLoader 0", column)) << '\n'
-      << bar << '\n';
-  for (const auto& [name, value] : metrics)
-    out << rstrip(centred(name, column) + centred(python_format(value, ""), column)) << '\n';
-  out << bar << '\n';
+  for (std::size_t first = 0; first < results.size(); first += per_table) {
+    const std::size_t last = std::min(results.size(), first + per_table);
+    std::string header = centred(title + " metric", column);
+    for (std::size_t i = first; i < last; ++i) header += centred(headers[i], column);
+    out << bar << '\n' << rstrip(header) << '\n' << bar << '\n';
+    for (const std::string& name : names) {
+      std::string row = centred(name, column);
+      for (std::size_t i = first; i < last; ++i) {
+        const auto value = results[i].find(name);
+        row += centred(value == results[i].end() ? " " : python_format(value->second, ""), column);
+      }
+      out << rstrip(row) << '\n';
+    }
+    out << bar << '\n';
+  }
   return out.str();
 }
 
@@ -181,7 +215,7 @@ Metrics run_evaluate_command(Stage stage, const EvaluateArguments& args, std::os
   }
   const Metrics metrics =
       stage == Stage::kValidate ? trainer.validate(*model, data) : trainer.test(*model, data);
-  out << results_table(stage, metrics, terminal_columns()) << std::flush;
+  out << results_table(stage, trainer.evaluation_results(), terminal_columns()) << std::flush;
   return metrics;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "base/metrics.h"
 #include "base/stage.h"
@@ -51,5 +52,10 @@ Metrics run_evaluate_command(Stage stage, const EvaluateArguments& args, std::os
 /// Lightning's results table (trainer._evaluation_loop._print_results without rich): a rule, the
 /// "Validate metric" / "DataLoader 0" header, one row per metric, a rule; `width` columns.
 std::string results_table(Stage stage, const Metrics& metrics, int width = 80);
+/// The table of several dataloaders' results (Trainer::evaluation_results()): one "DataLoader i"
+/// column each, the names without their `/dataloader_idx_<i>` suffix, " " where a loader has no
+/// value; columns that do not fit in `width` go into further tables, as Lightning's. Empty when
+/// nothing was logged.
+std::string results_table(Stage stage, const std::vector<Metrics>& per_dataloader, int width = 80);
 
 }  // namespace trainbus::apps

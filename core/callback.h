@@ -94,16 +94,38 @@ class Callback {
   virtual void on_validation_epoch_end(Trainer& trainer, Module& module) {}
   virtual void on_validation_batch_start(Trainer& trainer, Module& module, const Batch& batch,
                                          int64_t batch_idx) {}
+  /// With the batch's val loader index (Lightning's dataloader_idx, 0 with one loader); what the
+  /// loops call. By default it calls the overload above, for every loader alike.
+  virtual void on_validation_batch_start(Trainer& trainer, Module& module, const Batch& batch,
+                                         int64_t batch_idx, int64_t dataloader_idx) {
+    on_validation_batch_start(trainer, module, batch, batch_idx);
+  }
   virtual void on_validation_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
                                        const Batch& batch, int64_t batch_idx) {}
+  /// With dataloader_idx; by default it calls the overload above.
+  virtual void on_validation_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
+                                       const Batch& batch, int64_t batch_idx,
+                                       int64_t dataloader_idx) {
+    on_validation_batch_end(trainer, module, outputs, batch, batch_idx);
+  }
   virtual void on_test_start(Trainer& trainer, Module& module) {}
   virtual void on_test_end(Trainer& trainer, Module& module) {}
   virtual void on_test_epoch_start(Trainer& trainer, Module& module) {}
   virtual void on_test_epoch_end(Trainer& trainer, Module& module) {}
   virtual void on_test_batch_start(Trainer& trainer, Module& module, const Batch& batch,
                                    int64_t batch_idx) {}
+  /// With the batch's test loader index; by default it calls the overload above.
+  virtual void on_test_batch_start(Trainer& trainer, Module& module, const Batch& batch,
+                                   int64_t batch_idx, int64_t dataloader_idx) {
+    on_test_batch_start(trainer, module, batch, batch_idx);
+  }
   virtual void on_test_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
                                  const Batch& batch, int64_t batch_idx) {}
+  /// With dataloader_idx; by default it calls the overload above.
+  virtual void on_test_batch_end(Trainer& trainer, Module& module, const StepOutput& outputs,
+                                 const Batch& batch, int64_t batch_idx, int64_t dataloader_idx) {
+    on_test_batch_end(trainer, module, outputs, batch, batch_idx);
+  }
   virtual void on_predict_start(Trainer& trainer, Module& module) {}
   virtual void on_predict_end(Trainer& trainer, Module& module) {}
   virtual void on_predict_epoch_start(Trainer& trainer, Module& module) {}

@@ -1,6 +1,10 @@
 // Trainer::validate / test / predict and the evaluation loop that fit's validation shares
 // (Lightning's _EvaluationLoop and _PredictionLoop).
 #include <algorithm>
+#include <numeric>
+#include <optional>
+
+#include <boost/core/demangle.hpp>
 
 #include <torch/utils.h>
 
@@ -27,19 +31,22 @@ struct ValidationHooks {
   static void start(Module& m) { m.on_validation_start(); }
   static void epoch_start(Callback& c, Trainer& t, Module& m) { c.on_validation_epoch_start(t, m); }
   static void epoch_start(Module& m) { m.on_validation_epoch_start(); }
-  static void batch_start(Callback& c, Trainer& t, Module& m, const Batch& b, int64_t i) {
-    c.on_validation_batch_start(t, m, b, i);
+  static void batch_start(Callback& c, Trainer& t, Module& m, const Batch& b, int64_t i,
+                          int64_t dl) {
+    c.on_validation_batch_start(t, m, b, i, dl);
   }
-  static void batch_start(Module& m, const Batch& b, int64_t i) {
-    m.on_validation_batch_start(b, i);
+  static void batch_start(Module& m, const Batch& b, int64_t i, int64_t dl) {
+    m.on_validation_batch_start(b, i, dl);
   }
-  static StepOutput step(Module& m, const Batch& b, int64_t i) { return m.validation_step(b, i); }
+  static StepOutput step(Module& m, const Batch& b, int64_t i, int64_t dl) {
+    return m.validation_step(b, i, dl);
+  }
   static void batch_end(Callback& c, Trainer& t, Module& m, const StepOutput& o, const Batch& b,
-                        int64_t i) {
-    c.on_validation_batch_end(t, m, o, b, i);
+                        int64_t i, int64_t dl) {
+    c.on_validation_batch_end(t, m, o, b, i, dl);
   }
-  static void batch_end(Module& m, const StepOutput& o, const Batch& b, int64_t i) {
-    m.on_validation_batch_end(o, b, i);
+  static void batch_end(Module& m, const StepOutput& o, const Batch& b, int64_t i, int64_t dl) {
+    m.on_validation_batch_end(o, b, i, dl);
   }
   static void epoch_end(Callback& c, Trainer& t, Module& m) { c.on_validation_epoch_end(t, m); }
   static void epoch_end(Module& m) { m.on_validation_epoch_end(); }
@@ -61,17 +68,22 @@ struct TestHooks {
   static void start(Module& m) { m.on_test_start(); }
   static void epoch_start(Callback& c, Trainer& t, Module& m) { c.on_test_epoch_start(t, m); }
   static void epoch_start(Module& m) { m.on_test_epoch_start(); }
-  static void batch_start(Callback& c, Trainer& t, Module& m, const Batch& b, int64_t i) {
-    c.on_test_batch_start(t, m, b, i);
+  static void batch_start(Callback& c, Trainer& t, Module& m, const Batch& b, int64_t i,
+                          int64_t dl) {
+    c.on_test_batch_start(t, m, b, i, dl);
   }
-  static void batch_start(Module& m, const Batch& b, int64_t i) { m.on_test_batch_start(b, i); }
-  static StepOutput step(Module& m, const Batch& b, int64_t i) { return m.test_step(b, i); }
+  static void batch_start(Module& m, const Batch& b, int64_t i, int64_t dl) {
+    m.on_test_batch_start(b, i, dl);
+  }
+  static StepOutput step(Module& m, const Batch& b, int64_t i, int64_t dl) {
+    return m.test_step(b, i, dl);
+  }
   static void batch_end(Callback& c, Trainer& t, Module& m, const StepOutput& o, const Batch& b,
-                        int64_t i) {
-    c.on_test_batch_end(t, m, o, b, i);
+                        int64_t i, int64_t dl) {
+    c.on_test_batch_end(t, m, o, b, i, dl);
   }
-  static void batch_end(Module& m, const StepOutput& o, const Batch& b, int64_t i) {
-    m.on_test_batch_end(o, b, i);
+  static void batch_end(Module& m, const StepOutput& o, const Batch& b, int64_t i, int64_t dl) {
+    m.on_test_batch_end(o, b, i, dl);
   }
   static void epoch_end(Callback& c, Trainer& t, Module& m) { c.on_test_epoch_end(t, m); }
   static void epoch_end(Module& m) { m.on_test_epoch_end(); }
@@ -97,8 +109,11 @@ class EvalModeScope {
 }  // namespace
 
 template <class Hooks>
-Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
-  if (num_batches == 0) return {};  // as Lightning: no hooks at all for an empty loop
+Metrics Trainer::run_eval_loop(const std::vector<std::shared_ptr<DataLoader>>& loaders,
+                               const std::vector<int64_t>& num_batches) {
+  const int64_t total_batches = std::accumulate(num_batches.begin(), num_batches.end(), int64_t{0});
+  evaluation_results_.clear();
+  if (total_batches == 0) return {};  // as Lightning: no hooks at all for an empty loop
   if (fn_ == Stage::kFit && phase_ != Phase::kSanityChecking)
     module_->zero_grad(/*set_to_none=*/true);
   if (phase_ != Phase::kSanityChecking) {
@@ -108,8 +123,7 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
   EvalModeScope eval_mode(*module_);
   torch::NoGradGuard no_grad;
   metrics_.reset(Hooks::kResults);
-  loader.set_epoch(progress_.current_epoch);
-  eval_batches_begun_ = 0;
+  eval_batches_begun_ = 0;  // across the loaders, as Lightning's batch_progress
 
   using Start = typename Hooks::Start;
   using EpochStart = typename Hooks::EpochStart;
@@ -122,34 +136,47 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
   call_hooks<EpochStart>([&](Callback& c) { Hooks::epoch_start(c, *this, *module_); },
                          [](Module& m) { Hooks::epoch_start(m); },
                          [&] {
-                           return EpochStart{event_progress(), num_batches};
+                           return EpochStart{event_progress(), total_batches};
                          });
-  for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
-    const Batch batch = data::to_device(loader.batch(batch_idx), options_.device());
-    const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
-    eval_batches_begun_ = batch_idx + 1;
-    metrics_.set_current_batch_size(info.batch_size);
-    metrics_.begin_batch();
-    call_hooks<BatchStart>(
-        [&](Callback& c) { Hooks::batch_start(c, *this, *module_, batch, batch_idx); },
-        [&](Module& m) { Hooks::batch_start(m, batch, batch_idx); },
-        [&] {
-          return BatchStart{event_progress(), info};
-        });
-    StepOutput outputs;
-    {
-      FxScope scope(current_fx_, Hooks::kStep);
-      outputs = Hooks::step(*module_, batch, batch_idx);
+  // As Lightning's sequential CombinedLoader: the loaders one after another, each from batch 0.
+  const bool several = loaders.size() > 1;
+  for (size_t loader_idx = 0; loader_idx < loaders.size(); ++loader_idx) {
+    DataLoader& loader = *loaders[loader_idx];
+    const auto dataloader_idx = static_cast<int64_t>(loader_idx);
+    metrics_.set_dataloader_idx(several ? std::optional<int64_t>(dataloader_idx) : std::nullopt);
+    loader.set_epoch(progress_.current_epoch);
+    for (int64_t batch_idx = 0; batch_idx < num_batches[loader_idx]; ++batch_idx) {
+      const Batch batch = data::to_device(loader.batch(batch_idx), options_.device());
+      const events::BatchInfo info{batch_idx, data::batch_size_of(batch), dataloader_idx};
+      ++eval_batches_begun_;
+      metrics_.set_current_batch_size(info.batch_size);
+      metrics_.begin_batch();
+      call_hooks<BatchStart>(
+          [&](Callback& c) {
+            Hooks::batch_start(c, *this, *module_, batch, batch_idx, dataloader_idx);
+          },
+          [&](Module& m) { Hooks::batch_start(m, batch, batch_idx, dataloader_idx); },
+          [&] {
+            return BatchStart{event_progress(), info};
+          });
+      StepOutput outputs;
+      {
+        FxScope scope(current_fx_, Hooks::kStep);
+        outputs = Hooks::step(*module_, batch, batch_idx, dataloader_idx);
+      }
+      call_hooks<BatchEnd>(
+          [&](Callback& c) {
+            Hooks::batch_end(c, *this, *module_, outputs, batch, batch_idx, dataloader_idx);
+          },
+          [&](Module& m) { Hooks::batch_end(m, outputs, batch, batch_idx, dataloader_idx); },
+          [&] {
+            return BatchEnd{event_progress(), info, metrics_.batch_logged(),
+                            make_tensor_ref(outputs)};
+          });
+      check_observers();
     }
-    call_hooks<BatchEnd>(
-        [&](Callback& c) { Hooks::batch_end(c, *this, *module_, outputs, batch, batch_idx); },
-        [&](Module& m) { Hooks::batch_end(m, outputs, batch, batch_idx); },
-        [&] {
-          return BatchEnd{event_progress(), info, metrics_.batch_logged(),
-                          make_tensor_ref(outputs)};
-        });
-    check_observers();
   }
+  metrics_.set_dataloader_idx(std::nullopt);  // the epoch-end hooks log for every loader
   synchronize_epoch_metrics(Hooks::kResults);
   Metrics epoch_metrics = metrics_.end_epoch(Hooks::kResults);
   call_hooks<EpochEnd>([&](Callback& c) { Hooks::epoch_end(c, *this, *module_); },
@@ -159,6 +186,18 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
                        });
   // Values logged in the epoch-end hooks are part of the result too.
   epoch_metrics = metrics_.epoch_values(Hooks::kResults);
+  // As Lightning's _EvaluationLoop.on_run_end: one result per loader, what was logged while it
+  // ran and what the epoch-end hooks logged. None for the sanity check.
+  if (phase_ != Phase::kSanityChecking) {
+    const Metrics shared = metrics_.epoch_values(Hooks::kResults, std::nullopt);
+    for (size_t loader_idx = 0; loader_idx < loaders.size(); ++loader_idx) {
+      Metrics result =
+          several ? metrics_.epoch_values(Hooks::kResults, static_cast<int64_t>(loader_idx))
+                  : Metrics{};
+      for (const auto& [name, value] : shared) result[name] = value;
+      evaluation_results_.push_back(std::move(result));
+    }
+  }
   call_hooks<End>([&](Callback& c) { Hooks::end(c, *this, *module_); },
                   [](Module& m) { Hooks::end(m); },
                   [&] {
@@ -168,10 +207,37 @@ Metrics Trainer::run_eval_loop(DataLoader& loader, int64_t num_batches) {
   return epoch_metrics;
 }
 
-Metrics Trainer::run_evaluation(EvalKind kind, int64_t num_batches) {
-  if (kind == EvalKind::kValidation)
-    return run_eval_loop<ValidationHooks>(*val_loader_, num_batches);
-  return run_eval_loop<TestHooks>(*test_loader_, num_batches);
+Metrics Trainer::run_evaluation(EvalKind kind, std::optional<int64_t> max_batches_per_loader) {
+  const bool validation = kind == EvalKind::kValidation;
+  std::vector<int64_t> num_batches =
+      validation ? val_batches_per_loader_ : test_batches_per_loader_;
+  // The sanity check's num_sanity_val_steps is per loader, as Lightning's max_batches.
+  if (max_batches_per_loader)
+    for (int64_t& batches : num_batches) batches = std::min(batches, *max_batches_per_loader);
+  if (validation) return run_eval_loop<ValidationHooks>(val_loaders_, num_batches);
+  return run_eval_loop<TestHooks>(test_loaders_, num_batches);
+}
+
+std::vector<std::shared_ptr<DataLoader>> Trainer::require_loaders(
+    std::vector<std::shared_ptr<DataLoader>> loaders, const char* getter, bool required) const {
+  if (required && loaders.empty()) {
+    require_loader(nullptr, getter);  // throws, naming the getter
+  }
+  for (size_t i = 0; i < loaders.size(); ++i) {
+    TRAINBUS_CHECK(loaders[i] != nullptr, "Trainer::", to_string(fn_.value_or(Stage::kFit)), ": ",
+                   boost::core::demangle(typeid(*data_).name()), "::", getter, "s() gave ",
+                   loaders.size(), " loaders, and loader ", i,
+                   " is null; return only loaders (an empty list for none)");
+  }
+  return loaders;
+}
+
+std::vector<int64_t> Trainer::size_eval_loaders(
+    const std::vector<std::shared_ptr<DataLoader>>& loaders, const BatchLimit& limit,
+    const char* option) const {
+  std::vector<int64_t> sizes;
+  for (const auto& loader : loaders) sizes.push_back(limit.apply(loader->num_batches(), option));
+  return sizes;
 }
 
 Metrics Trainer::validate(Module& module, DataModule& data, const EvaluateOptions& options) {
@@ -185,11 +251,13 @@ Metrics Trainer::validate(Module& module, DataModule& data, const EvaluateOption
     checkpoints_.load_for_evaluation(options.ckpt_path());
     module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
-    val_loader_ = require_loader(data_->val_dataloader(), "val_dataloader");
-    distribute(*val_loader_);
+    val_loaders_ = require_loaders(data_->val_dataloaders(), "val_dataloader", true);
+    for (const auto& loader : val_loaders_) distribute(*loader);
+    val_batches_per_loader_ =
+        size_eval_loaders(val_loaders_, options_.limit_val_batches(), "limit_val_batches");
     num_val_batches_ =
-        options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches");
-    result = run_evaluation(EvalKind::kValidation, num_val_batches_);
+        std::accumulate(val_batches_per_loader_.begin(), val_batches_per_loader_.end(), int64_t{0});
+    result = run_evaluation(EvalKind::kValidation);
     phase_ = Phase::kIdle;
     call_teardown_hooks(Stage::kValidate);
   });
@@ -207,11 +275,13 @@ Metrics Trainer::test(Module& module, DataModule& data, const EvaluateOptions& o
     checkpoints_.load_for_evaluation(options.ckpt_path());
     module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
-    test_loader_ = require_loader(data_->test_dataloader(), "test_dataloader");
-    distribute(*test_loader_);
-    num_test_batches_ =
-        options_.limit_test_batches().apply(test_loader_->num_batches(), "limit_test_batches");
-    result = run_evaluation(EvalKind::kTest, num_test_batches_);
+    test_loaders_ = require_loaders(data_->test_dataloaders(), "test_dataloader", true);
+    for (const auto& loader : test_loaders_) distribute(*loader);
+    test_batches_per_loader_ =
+        size_eval_loaders(test_loaders_, options_.limit_test_batches(), "limit_test_batches");
+    num_test_batches_ = std::accumulate(test_batches_per_loader_.begin(),
+                                        test_batches_per_loader_.end(), int64_t{0});
+    result = run_evaluation(EvalKind::kTest);
     phase_ = Phase::kIdle;
     call_teardown_hooks(Stage::kTest);
   });

@@ -5,6 +5,8 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <numeric>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -62,7 +64,8 @@ void Trainer::reset_fit_progress() {
   schedulers_.clear();
   configured_schedulers_.clear();
   train_loader_.reset();
-  val_loader_.reset();
+  val_loaders_.clear();
+  val_batches_per_loader_.clear();
   metrics_.clear();
 }
 
@@ -120,9 +123,9 @@ void Trainer::run_fit(const FitOptions& options) {
 void Trainer::load_fit_data() {
   if (train_loader_) return;
   train_loader_ = require_loader(data_->train_dataloader(), "train_dataloader");
-  val_loader_ = data_->val_dataloader();
+  val_loaders_ = require_loaders(data_->val_dataloaders(), "val_dataloader", false);
   distribute(*train_loader_);
-  if (val_loader_) distribute(*val_loader_);
+  for (const auto& loader : val_loaders_) distribute(*loader);
   size_fit_loops();
 }
 
@@ -150,11 +153,11 @@ void Trainer::synchronize_epoch_metrics(MetricsCollector::Results results) {
 }
 
 void Trainer::size_fit_loops() {
+  val_batches_per_loader_ =
+      size_eval_loaders(val_loaders_, options_.limit_val_batches(), "limit_val_batches");
   set_loop_sizes(
       options_.limit_train_batches().apply(train_loader_->num_batches(), "limit_train_batches"),
-      val_loader_
-          ? options_.limit_val_batches().apply(val_loader_->num_batches(), "limit_val_batches")
-          : 0);
+      std::accumulate(val_batches_per_loader_.begin(), val_batches_per_loader_.end(), int64_t{0}));
 }
 
 void Trainer::reload_dataloaders() {
@@ -164,13 +167,15 @@ void Trainer::reload_dataloaders() {
                  "on_fit_start), where no loop is reading the loaders; it was called in ",
                  current_fx_.empty() ? std::string_view("a step") : current_fx_);
   std::shared_ptr<DataLoader> train = require_loader(data_->train_dataloader(), "train_dataloader");
-  std::shared_ptr<DataLoader> val = data_->val_dataloader();
+  std::vector<std::shared_ptr<DataLoader>> vals =
+      require_loaders(data_->val_dataloaders(), "val_dataloader", false);
   distribute(*train);
-  if (val) distribute(*val);
+  for (const auto& val : vals) distribute(*val);
   if (train_loader_) train->load_state_dict(train_loader_->state_dict());
-  if (val && val_loader_) val->load_state_dict(val_loader_->state_dict());
+  for (size_t i = 0; i < vals.size() && i < val_loaders_.size(); ++i)
+    vals[i]->load_state_dict(val_loaders_[i]->state_dict());
   train_loader_ = std::move(train);
-  val_loader_ = std::move(val);
+  val_loaders_ = std::move(vals);
   size_fit_loops();
 }
 
@@ -194,9 +199,11 @@ void Trainer::run_sanity_check() {
   // As Lightning's _run_sanity_check: not when restarting, "because it would mess up the loaded
   // state" (fit_loop.epoch_loop.val_loop.restarting, which the fit loop's restarting sets).
   if (restarting_ || num_val_batches_ == 0 || options_.num_sanity_val_steps() == 0) return;
-  const int64_t batches = options_.num_sanity_val_steps() == -1
-                              ? num_val_batches_
-                              : std::min(options_.num_sanity_val_steps(), num_val_batches_);
+  // Per val loader, as Lightning's max_batches during the sanity check.
+  const std::optional<int64_t> batches =
+      options_.num_sanity_val_steps() == -1
+          ? std::nullopt
+          : std::optional<int64_t>(options_.num_sanity_val_steps());
   phase_ = Phase::kSanityChecking;
   call_hooks<events::SanityCheckStart>(
       [&](Callback& c) { c.on_sanity_check_start(*this, *module_); }, kNoModuleHook,
@@ -269,7 +276,7 @@ void Trainer::run_training_epoch() {
     const bool validate = validates_after_batch(batch_idx);
     ++progress_.total_batch_idx;
     if (validate) {
-      run_evaluation(EvalKind::kValidation, num_val_batches_);
+      run_evaluation(EvalKind::kValidation);
       phase_ = Phase::kTraining;
       agree_on_stop();  // EarlyStopping and the like decide in the validation's hooks
     }

@@ -61,13 +61,6 @@ std::optional<FxRule> rule_for(std::string_view fx) {
   return std::nullopt;
 }
 
-std::string step_name(const std::string& name, bool forked) {
-  return forked ? name + "_step" : name;
-}
-std::string epoch_name(const std::string& name, bool forked) {
-  return forked ? name + "_epoch" : name;
-}
-
 distributed::ReduceOp op_of(ReduceFx reduce_fx) {
   switch (reduce_fx) {
     case ReduceFx::kSum:
@@ -153,10 +146,18 @@ MetricsCollector::Logged MetricsCollector::check_and_register(std::string_view f
       options.batch_size().value_or(rule->step_level ? current_batch_size_ : 1);
   TRAINBUS_CHECK(batch_size > 0, "log(\"", name, "\"): batch_size must be > 0, got ", batch_size);
 
+  // As Lightning's _ResultCollection.log: the loader's index goes into the stored key, and into
+  // the published names as `/dataloader_idx_<i>` (_forked_name), unless add_dataloader_idx=false.
+  const bool suffixed = options.add_dataloader_idx() && dataloader_idx_.has_value();
+  const std::string suffix =
+      suffixed ? "/dataloader_idx_" + std::to_string(*dataloader_idx_) : std::string();
   auto& entries = results_[rule->results];
-  auto [it, inserted] = entries.try_emplace(name);
+  auto [it, inserted] = entries.try_emplace(name + suffix);
   Entry& entry = it->second;
   if (inserted) {
+    entry.name = name;
+    entry.suffix = suffix;
+    entry.dataloader_idx = dataloader_idx_;
     entry.on_step = on_step;
     entry.on_epoch = on_epoch;
     entry.prog_bar = options.prog_bar();
@@ -179,6 +180,16 @@ MetricsCollector::Logged MetricsCollector::check_and_register(std::string_view f
                    ", on_epoch=", entry.on_epoch, ", reduce_fx=", to_string(entry.reduce_fx),
                    ", prog_bar=", entry.prog_bar, ", logger=", entry.logger,
                    ", sync_dist=", entry.sync_dist, "; log each name with one set of options");
+    // Lightning refuses this too (the metadata's dataloader_idx differs).
+    TRAINBUS_CHECK(
+        entry.dataloader_idx == dataloader_idx_, "log(\"", name,
+        "\", add_dataloader_idx=false) in `", fx, "` while ",
+        dataloader_idx_ ? detail::concat("loader ", *dataloader_idx_) : std::string("no loader"),
+        " runs, but it was logged while ",
+        entry.dataloader_idx ? detail::concat("loader ", *entry.dataloader_idx)
+                             : std::string("no loader"),
+        " ran; with several val/test loaders give each loader's value its own name, or "
+        "keep add_dataloader_idx=true (names get `/dataloader_idx_<i>`)");
   }
   return Logged{&entry, training, rule->step_level, on_step, on_epoch, batch_size};
 }
@@ -193,7 +204,7 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, double 
     // As Lightning: a step value is reduced when logged; the epoch value at the epoch's end.
     const double step_value =
         options.sync_dist() && reduce_across_ranks ? reduce_across_ranks(value, op) : value;
-    set_step_value(name, entry, logged.training, nullptr, step_value);
+    set_step_value(entry, logged.training, nullptr, step_value);
   }
   if (logged.on_epoch) {
     // A value logged in an epoch-level hook is final at once (below): under data-parallel
@@ -223,7 +234,7 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, double 
     // in the same hook (EarlyStopping after the module's on_train_epoch_end) can monitor it.
     if (!logged.step_level) {
       read_pending();
-      publish_epoch_value(name, entry, nullptr);
+      publish_epoch_value(entry, nullptr);
     }
   }
 }
@@ -246,7 +257,7 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, const a
   // value it had, whatever the caller does with its tensor afterwards.
   const at::Tensor tensor =
       value.detach().reshape({}).to(at::kDouble, /*non_blocking=*/false, /*copy=*/true);
-  if (logged.on_step) set_step_value(name, entry, logged.training, &tensor, 0.0);
+  if (logged.on_step) set_step_value(entry, logged.training, &tensor, 0.0);
   if (logged.on_epoch) {
     at::Tensor& pending = entry.device_value;
     switch (entry.reduce_fx) {
@@ -273,9 +284,10 @@ void MetricsCollector::log(std::string_view fx, const std::string& name, const a
   }
 }
 
-void MetricsCollector::set_step_value(const std::string& name, const Entry& entry, bool training,
-                                      const at::Tensor* tensor, double value) {
-  const std::string key = step_name(name, entry.on_step && entry.on_epoch);
+void MetricsCollector::set_step_value(const Entry& entry, bool training, const at::Tensor* tensor,
+                                      double value) {
+  const std::string name = entry.plain_name();
+  const std::string key = entry.step_name();
   const auto put = [&](LazyMetrics& metrics, const std::string& where) {
     if (tensor != nullptr) {
       metrics.set(where, *tensor);
@@ -326,12 +338,11 @@ void MetricsCollector::read_pending() const {
   has_pending_ = false;
 }
 
-void MetricsCollector::publish_epoch_value(const std::string& name, const Entry& entry,
-                                           Metrics* out) {
+void MetricsCollector::publish_epoch_value(const Entry& entry, Metrics* out) {
   if (!entry.on_epoch || entry.weight <= 0.0) return;
   const double value = epoch_value(entry.reduce_fx, entry.value, entry.weight);
-  const bool forked = entry.on_step && entry.on_epoch;
-  const std::string key = epoch_name(name, forked);
+  const std::string name = entry.plain_name();
+  const std::string key = entry.epoch_name();
   callback_.set(name, value);
   callback_.set(key, value);
   if (entry.logger) logged_.set(key, value);
@@ -411,8 +422,7 @@ void MetricsCollector::synchronize_epoch(
 Metrics MetricsCollector::end_epoch(Results results) {
   read_pending();
   Metrics epoch_values;
-  for (const auto& [name, entry] : results_[results])
-    publish_epoch_value(name, entry, &epoch_values);
+  for (const auto& [key, entry] : results_[results]) publish_epoch_value(entry, &epoch_values);
   return epoch_values;
 }
 
@@ -421,11 +431,24 @@ Metrics MetricsCollector::epoch_values(Results results) const {
   Metrics values;
   const auto found = results_.find(results);
   if (found == results_.end()) return values;
-  for (const auto& [name, entry] : found->second) {
-    if (entry.on_epoch && entry.logger && entry.weight > 0.0) {
-      values[epoch_name(name, entry.on_step && entry.on_epoch)] =
-          epoch_value(entry.reduce_fx, entry.value, entry.weight);
-    }
+  for (const auto& [key, entry] : found->second) {
+    if (entry.on_epoch && entry.logger && entry.weight > 0.0)
+      values[entry.epoch_name()] = epoch_value(entry.reduce_fx, entry.value, entry.weight);
+  }
+  return values;
+}
+
+Metrics MetricsCollector::epoch_values(Results results,
+                                       std::optional<int64_t> dataloader_idx) const {
+  read_pending();
+  Metrics values;
+  const auto found = results_.find(results);
+  if (found == results_.end()) return values;
+  // As Lightning's _ResultCollection.valid_items: the loader's index must be equal.
+  for (const auto& [key, entry] : found->second) {
+    if (entry.dataloader_idx == dataloader_idx && entry.on_epoch && entry.logger &&
+        entry.weight > 0.0)
+      values[entry.epoch_name()] = epoch_value(entry.reduce_fx, entry.value, entry.weight);
   }
   return values;
 }
@@ -442,6 +465,7 @@ void MetricsCollector::replay_progress_bar(Metrics values) {
 
 void MetricsCollector::clear() {
   results_.clear();
+  dataloader_idx_.reset();
   callback_.clear();
   logged_.clear();
   progress_bar_.clear();

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +53,13 @@ class MetricsCollector {
   /// For tests of the path CUDA tensors take: keep CPU tensors unread until needed as well.
   void set_defer_cpu_reads(bool defer) { defer_cpu_reads_ = defer; }
 
+  /// While one of several val/test loaders runs, its index (Lightning's
+  /// _ResultCollection.dataloader_idx): names logged meanwhile get `/dataloader_idx_<i>` unless
+  /// logged with add_dataloader_idx=false. Nothing with one loader and between loaders.
+  void set_dataloader_idx(std::optional<int64_t> dataloader_idx) {
+    dataloader_idx_ = dataloader_idx;
+  }
+  std::optional<int64_t> dataloader_idx() const noexcept { return dataloader_idx_; }
   /// Weight of values logged without an explicit batch_size, set by the loops at each batch start.
   void set_current_batch_size(int64_t batch_size) { current_batch_size_ = batch_size; }
   /// Forgets the values logged with on_step during the previous batch (see batch_logged()).
@@ -64,6 +72,10 @@ class MetricsCollector {
   /// The current epoch values of `results` sent to loggers, under their epoch names; changes
   /// nothing.
   Metrics epoch_values(Results results) const;
+  /// As epoch_values(results), for the values logged while loader `dataloader_idx` ran, or (for
+  /// nothing) those logged with one loader or outside the loaders (the epoch-end hooks): what
+  /// Lightning returns per dataloader from validate/test, with the latter added to every one.
+  Metrics epoch_values(Results results, std::optional<int64_t> dataloader_idx) const;
   /// Forgets everything (start of fit, end of the sanity check).
   void clear();
 
@@ -111,6 +123,14 @@ class MetricsCollector {
     }
   };
   struct Entry {
+    std::string name;                       ///< as logged
+    std::string suffix;                     ///< `/dataloader_idx_<i>`, or empty
+    std::optional<int64_t> dataloader_idx;  ///< the loader running when it was first logged
+    /// The names it is published under: plain, and forked with _step / _epoch when it is logged
+    /// both on_step and on_epoch; the dataloader suffix last, as Lightning's _forked_name.
+    std::string plain_name() const { return name + suffix; }
+    std::string step_name() const { return name + (on_step && on_epoch ? "_step" : "") + suffix; }
+    std::string epoch_name() const { return name + (on_step && on_epoch ? "_epoch" : "") + suffix; }
     bool on_step = false;
     bool on_epoch = false;
     bool prog_bar = false;
@@ -136,9 +156,8 @@ class MetricsCollector {
   };
   Logged check_and_register(std::string_view fx, const std::string& name,
                             const LogOptions& options);
-  void set_step_value(const std::string& name, const Entry& entry, bool training,
-                      const at::Tensor* tensor, double value);
-  void publish_epoch_value(const std::string& name, const Entry& entry, Metrics* out);
+  void set_step_value(const Entry& entry, bool training, const at::Tensor* tensor, double value);
+  void publish_epoch_value(const Entry& entry, Metrics* out);
   /// Reads every tensor not read yet (one transfer per device) into the values.
   void read_pending() const;
   const Metrics& read(const LazyMetrics& metrics) const {
@@ -151,6 +170,7 @@ class MetricsCollector {
   mutable LazyMetrics callback_, logged_, progress_bar_, batch_logged_;
   mutable bool has_pending_ = false;
   int64_t current_batch_size_ = 1;
+  std::optional<int64_t> dataloader_idx_;
   bool defer_cpu_reads_ = false;
 };
 

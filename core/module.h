@@ -45,8 +45,22 @@ class Module : public torch::nn::Module {
   virtual StepOutput training_step(const Batch& batch, int64_t batch_idx) = 0;
   /// One validation batch; log metrics with log(). Needed when the data has a val loader.
   virtual StepOutput validation_step(const Batch& batch, int64_t batch_idx);
+  /// One batch of val loader `dataloader_idx` (Lightning's third argument): the loops call this
+  /// one, which by default calls the two-argument one for every loader alike. Override it when the
+  /// data module gives several val loaders (DataModule::val_dataloaders) and they differ; add
+  /// `using Module::validation_step;` to your class to keep calling the other one yourself.
+  virtual StepOutput validation_step(const Batch& batch, int64_t batch_idx,
+                                     int64_t dataloader_idx) {
+    (void)dataloader_idx;
+    return validation_step(batch, batch_idx);
+  }
   /// One test batch; needed by Trainer::test.
   virtual StepOutput test_step(const Batch& batch, int64_t batch_idx);
+  /// One batch of test loader `dataloader_idx`; as validation_step's three-argument overload.
+  virtual StepOutput test_step(const Batch& batch, int64_t batch_idx, int64_t dataloader_idx) {
+    (void)dataloader_idx;
+    return test_step(batch, batch_idx);
+  }
   /// One prediction batch; needed by Trainer::predict.
   virtual at::Tensor predict_step(const Batch& batch, int64_t batch_idx);
   /// The optimizers (and schedulers) fit uses; called once per fit, after setup and
@@ -92,9 +106,22 @@ class Module : public torch::nn::Module {
   virtual void on_validation_batch_start(const Batch& batch, int64_t batch_idx) {
     (void)batch, (void)batch_idx;
   }
+  /// With the batch's val loader index (Lightning's dataloader_idx); what the loops call. By
+  /// default it calls the overload above, for every loader alike.
+  virtual void on_validation_batch_start(const Batch& batch, int64_t batch_idx,
+                                         int64_t dataloader_idx) {
+    (void)dataloader_idx;
+    on_validation_batch_start(batch, batch_idx);
+  }
   virtual void on_validation_batch_end(const StepOutput& outputs, const Batch& batch,
                                        int64_t batch_idx) {
     (void)outputs, (void)batch, (void)batch_idx;
+  }
+  /// With dataloader_idx; by default it calls the overload above.
+  virtual void on_validation_batch_end(const StepOutput& outputs, const Batch& batch,
+                                       int64_t batch_idx, int64_t dataloader_idx) {
+    (void)dataloader_idx;
+    on_validation_batch_end(outputs, batch, batch_idx);
   }
   virtual void on_test_start() {}
   virtual void on_test_end() {}
@@ -103,8 +130,19 @@ class Module : public torch::nn::Module {
   virtual void on_test_batch_start(const Batch& batch, int64_t batch_idx) {
     (void)batch, (void)batch_idx;
   }
+  /// With the batch's test loader index; by default it calls the overload above.
+  virtual void on_test_batch_start(const Batch& batch, int64_t batch_idx, int64_t dataloader_idx) {
+    (void)dataloader_idx;
+    on_test_batch_start(batch, batch_idx);
+  }
   virtual void on_test_batch_end(const StepOutput& outputs, const Batch& batch, int64_t batch_idx) {
     (void)outputs, (void)batch, (void)batch_idx;
+  }
+  /// With dataloader_idx; by default it calls the overload above.
+  virtual void on_test_batch_end(const StepOutput& outputs, const Batch& batch, int64_t batch_idx,
+                                 int64_t dataloader_idx) {
+    (void)dataloader_idx;
+    on_test_batch_end(outputs, batch, batch_idx);
   }
   virtual void on_predict_start() {}
   virtual void on_predict_end() {}

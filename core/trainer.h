@@ -55,10 +55,13 @@ class Trainer {
 
   /// Trains `module` on `data`'s train loader, validating on its val loader if it has one.
   void fit(Module& module, DataModule& data, const FitOptions& options = {});
-  /// One pass over the val loader; returns the epoch values logged in it. With a ckpt_path, the
-  /// module's weights (and the data module's state) are loaded from that checkpoint first.
+  /// One pass over the val loader (over each of DataModule::val_dataloaders in turn); returns the
+  /// epoch values logged in it, of every loader (evaluation_results() has them per loader). With a
+  /// ckpt_path, the module's weights (and the data module's state) are loaded from that
+  /// checkpoint first.
   Metrics validate(Module& module, DataModule& data, const EvaluateOptions& options = {});
-  /// One pass over the test loader; returns the epoch values logged in it. ckpt_path as validate.
+  /// One pass over the test loader (each of test_dataloaders in turn); returns the epoch values
+  /// logged in it. ckpt_path as validate.
   Metrics test(Module& module, DataModule& data, const EvaluateOptions& options = {});
   /// predict_step over the predict loader; one tensor per batch (none with
   /// PredictOptions().return_predictions(false)).
@@ -159,15 +162,28 @@ class Trainer {
   }
   const Metrics& logged_metrics() const { return metrics_.logged_metrics(); }
   const Metrics& progress_bar_metrics() const { return metrics_.progress_bar_metrics(); }
+  /// What the last validation or test (also fit's) logged, one Metrics per loader, as the list
+  /// Lightning's trainer.validate / test return: the epoch values logged while that loader ran
+  /// (their names end in `/dataloader_idx_<i>` with several loaders) and those logged in the
+  /// epoch-end hooks. validate / test return all of them in one Metrics.
+  const std::vector<Metrics>& evaluation_results() const noexcept { return evaluation_results_; }
 
   // ---- loop sizes and settings ----
 
   int64_t num_training_batches() const noexcept { return num_training_batches_; }
+  /// Validation batches of all val loaders together (Lightning's sum(trainer.num_val_batches)).
   int64_t num_val_batches() const noexcept { return num_val_batches_; }
+  /// Per val loader, after limit_val_batches (Lightning's trainer.num_val_batches, a list).
+  const std::vector<int64_t>& num_val_batches_per_dataloader() const noexcept {
+    return val_batches_per_loader_;
+  }
   /// Whether validation runs right after training batch `batch_idx` of the current epoch (asked
   /// from on_train_batch_end, e.g. by ModelCheckpoint to wait for fresh validation metrics).
   bool validates_after_batch(int64_t batch_idx) const;
   int64_t num_test_batches() const noexcept { return num_test_batches_; }
+  const std::vector<int64_t>& num_test_batches_per_dataloader() const noexcept {
+    return test_batches_per_loader_;
+  }
   int64_t num_predict_batches() const noexcept { return num_predict_batches_; }
   /// max_epochs after Lightning's defaulting (1000, or -1 when only max_steps is set), or what
   /// set_max_epochs made it for the running fit.
@@ -323,9 +339,18 @@ class Trainer {
   void clip_gradients(torch::optim::Optimizer& optimizer);
 
   // Evaluation and prediction (core/evaluation_loop.cpp).
-  Metrics run_evaluation(EvalKind kind, int64_t num_batches);
+  /// One validation or test over all its loaders; the sanity check limits each loader to
+  /// `max_batches_per_loader`.
+  Metrics run_evaluation(EvalKind kind, std::optional<int64_t> max_batches_per_loader = {});
   template <class Hooks>
-  Metrics run_eval_loop(DataLoader& loader, int64_t num_batches);
+  Metrics run_eval_loop(const std::vector<std::shared_ptr<DataLoader>>& loaders,
+                        const std::vector<int64_t>& num_batches);
+  /// Checks that no loader is null (and, when `required`, that there is one).
+  std::vector<std::shared_ptr<DataLoader>> require_loaders(
+      std::vector<std::shared_ptr<DataLoader>> loaders, const char* getter, bool required) const;
+  /// The batches each loader runs, after the limit_*_batches option `option`.
+  std::vector<int64_t> size_eval_loaders(const std::vector<std::shared_ptr<DataLoader>>& loaders,
+                                         const BatchLimit& limit, const char* option) const;
   void run_prediction(DataLoader& loader, int64_t num_batches, bool keep_predictions,
                       bool return_predictions);
   std::shared_ptr<DataLoader> require_loader(std::shared_ptr<DataLoader> loader,
@@ -363,8 +388,11 @@ class Trainer {
   std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers_;
   std::vector<SchedulerConfig> schedulers_;             // stepped by the fit
   std::vector<SchedulerConfig> configured_schedulers_;  // configure_optimizers', in checkpoints
-  std::shared_ptr<DataLoader> train_loader_, val_loader_, test_loader_;
-  std::vector<at::Tensor> predictions_;  // of the running predict
+  std::shared_ptr<DataLoader> train_loader_;
+  std::vector<std::shared_ptr<DataLoader>> val_loaders_, test_loaders_;
+  std::vector<int64_t> val_batches_per_loader_, test_batches_per_loader_;
+  std::vector<Metrics> evaluation_results_;  // of the last validation or test, per loader
+  std::vector<at::Tensor> predictions_;      // of the running predict
 
   TrainerStatus status_ = TrainerStatus::kInitializing;
   std::optional<Stage> fn_;

@@ -1,19 +1,98 @@
 #include "data/batch.h"
 
-#include <ATen/core/Tensor.h>
+#include <algorithm>
+#include <stdexcept>
 
 namespace trainbus::data {
 
-Batch to_device(const Batch& batch, const c10::Device& device) {
-  auto move = [&](const at::Tensor& t) {
-    return t.defined() && t.device() != device ? t.to(device, /*non_blocking=*/false) : t;
+Batch::Batch(at::Tensor inputs, at::Tensor targets) {
+  set("data", std::move(inputs));
+  set("target", std::move(targets));
+}
+
+Batch::Batch(std::initializer_list<std::pair<std::string, at::Tensor>> entries) {
+  for (const auto& [name, tensor] : entries) {
+    if (std::find(order_.begin(), order_.end(), name) != order_.end())
+      throw std::invalid_argument("Batch: the name `" + name +
+                                  "` is given twice; give each tensor its own name");
+    set(name, tensor);
+  }
+}
+
+Batch& Batch::set(const std::string& name, at::Tensor tensor) {
+  if (std::find(order_.begin(), order_.end(), name) == order_.end()) order_.push_back(name);
+  if (name == "data") {
+    data = std::move(tensor);
+  } else if (name == "target") {
+    target = std::move(tensor);
+  } else {
+    auto it = std::find_if(others_.begin(), others_.end(),
+                           [&](const auto& entry) { return entry.first == name; });
+    if (it == others_.end())
+      others_.emplace_back(name, std::move(tensor));
+    else
+      it->second = std::move(tensor);
+  }
+  return *this;
+}
+
+const at::Tensor* Batch::find(std::string_view name) const {
+  if (name == "data") return &data;
+  if (name == "target") return &target;
+  for (const auto& entry : others_)
+    if (entry.first == name) return &entry.second;
+  return nullptr;
+}
+
+bool Batch::contains(std::string_view name) const {
+  const at::Tensor* tensor = find(name);
+  return tensor != nullptr && tensor->defined();
+}
+
+const at::Tensor& Batch::at(std::string_view name) const {
+  const at::Tensor* tensor = find(name);
+  if (tensor == nullptr || !tensor->defined()) {
+    std::string known;
+    for (const std::string& n : names()) known += (known.empty() ? "`" : ", `") + n + "`";
+    throw std::out_of_range("Batch: no tensor named `" + std::string(name) + "`; this batch has " +
+                            (known.empty() ? std::string("none") : known));
+  }
+  return *tensor;
+}
+
+std::vector<std::string> Batch::names() const {
+  std::vector<std::string> result;
+  auto named = [&](const char* name) {
+    return std::find(order_.begin(), order_.end(), name) != order_.end();
   };
-  return Batch(move(batch.data), move(batch.target));
+  // Fields assigned directly (`batch.data = x`) come first, in Example's order.
+  if (data.defined() && !named("data")) result.emplace_back("data");
+  if (target.defined() && !named("target")) result.emplace_back("target");
+  for (const std::string& name : order_)
+    if (find(name)->defined()) result.push_back(name);
+  return result;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Batch::items() const {
+  std::vector<std::pair<std::string, at::Tensor>> result;
+  for (std::string& name : names()) {
+    at::Tensor tensor = *find(name);
+    result.emplace_back(std::move(name), std::move(tensor));
+  }
+  return result;
+}
+
+Batch to_device(const Batch& batch, const c10::Device& device) {
+  Batch moved;
+  for (auto& [name, tensor] : batch.items())
+    moved.set(name, tensor.device() != device ? tensor.to(device, /*non_blocking=*/false) : tensor);
+  return moved;
 }
 
 int64_t batch_size_of(const Batch& batch) {
-  if (!batch.data.defined() || batch.data.dim() == 0) return 1;
-  return batch.data.size(0);
+  // Lightning's extract_batch_size: the first tensor found decides.
+  for (const auto& [name, tensor] : batch.items()) return tensor.dim() == 0 ? 1 : tensor.size(0);
+  return 1;
 }
 
 }  // namespace trainbus::data

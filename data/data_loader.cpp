@@ -28,14 +28,36 @@ uint64_t mix(uint64_t x) {
 }  // namespace
 
 TensorDataLoader::TensorDataLoader(at::Tensor inputs, at::Tensor targets, DataLoaderOptions options)
-    : inputs_(std::move(inputs)), targets_(std::move(targets)), options_(options) {
+    : options_(options) {
   TRAINBUS_CHECK(
-      inputs_.defined() && inputs_.dim() >= 1,
+      inputs.defined() && inputs.dim() >= 1,
       "TensorDataLoader: `inputs` must be a tensor whose first dimension indexes samples");
-  TRAINBUS_CHECK(
-      !targets_.defined() || (targets_.dim() >= 1 && targets_.size(0) == inputs_.size(0)),
-      "TensorDataLoader: `targets` has ", targets_.defined() ? targets_.size(0) : 0,
-      " samples but `inputs` has ", inputs_.size(0), "; they must match");
+  TRAINBUS_CHECK(!targets.defined() || (targets.dim() >= 1 && targets.size(0) == inputs.size(0)),
+                 "TensorDataLoader: `targets` has ", targets.defined() ? targets.size(0) : 0,
+                 " samples but `inputs` has ", inputs.size(0), "; they must match");
+  num_samples_ = inputs.size(0);
+  samples_ = Batch(std::move(inputs), std::move(targets));
+  init();
+}
+
+TensorDataLoader::TensorDataLoader(Batch samples, DataLoaderOptions options)
+    : samples_(std::move(samples)), options_(options) {
+  const auto items = samples_.items();
+  TRAINBUS_CHECK(!items.empty(),
+                 "TensorDataLoader: the batch of samples has no tensors; give at least one, e.g. "
+                 "{{\"image\", images}, {\"label\", labels}}");
+  for (const auto& [name, tensor] : items) {
+    TRAINBUS_CHECK(tensor.dim() >= 1, "TensorDataLoader: `", name,
+                   "` is a scalar; every tensor's first dimension must index the samples");
+    TRAINBUS_CHECK(tensor.size(0) == items.front().second.size(0), "TensorDataLoader: `", name,
+                   "` has ", tensor.size(0), " samples but `", items.front().first, "` has ",
+                   items.front().second.size(0), "; they must match");
+  }
+  num_samples_ = items.front().second.size(0);
+  init();
+}
+
+void TensorDataLoader::init() {
   TRAINBUS_CHECK(options_.batch_size() >= 1, "TensorDataLoader: batch_size must be >= 1, got ",
                  options_.batch_size());
   seed_ = options_.seed() ? *options_.seed() : draw_seed_from_default_generator();
@@ -53,7 +75,7 @@ void DataLoader::set_distributed(int64_t num_replicas, int64_t rank,
 }
 
 int64_t TensorDataLoader::rank_samples() const {
-  const int64_t n = inputs_.size(0);
+  const int64_t n = num_samples_;
   return num_replicas_ == 1 ? n : (n + num_replicas_ - 1) / num_replicas_;
 }
 
@@ -65,7 +87,7 @@ int64_t TensorDataLoader::num_batches() const {
 
 void TensorDataLoader::set_epoch(int64_t epoch) {
   epoch_ = epoch;
-  const int64_t n = inputs_.size(0);
+  const int64_t n = num_samples_;
   const auto long_options = at::TensorOptions().dtype(at::kLong);
   if (options_.shuffle()) {
     auto generator = at::detail::createCPUGenerator(mix(seed_ ^ mix(static_cast<uint64_t>(epoch))));
@@ -114,13 +136,11 @@ Batch TensorDataLoader::batch(int64_t index) {
                     ")");
   const int64_t begin = index * options_.batch_size();
   const int64_t end = std::min(begin + options_.batch_size(), rank_samples());
-  if (!order_.defined()) {
-    return Batch(inputs_.slice(0, begin, end),
-                 targets_.defined() ? targets_.slice(0, begin, end) : at::Tensor());
-  }
-  const at::Tensor rows = order_.slice(0, begin, end);
-  return Batch(inputs_.index_select(0, rows),
-               targets_.defined() ? targets_.index_select(0, rows) : at::Tensor());
+  const at::Tensor rows = order_.defined() ? order_.slice(0, begin, end) : at::Tensor();
+  Batch batch;
+  for (const auto& [name, tensor] : samples_.items())
+    batch.set(name, rows.defined() ? tensor.index_select(0, rows) : tensor.slice(0, begin, end));
+  return batch;
 }
 
 }  // namespace trainbus::data

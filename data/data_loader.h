@@ -51,15 +51,21 @@ struct DataLoaderOptions {
   TRAINBUS_ARG(std::optional<uint64_t>, seed);
 };
 
-/// A loader over in-memory tensors: `inputs[i]` and `targets[i]` form sample i. `targets` may be
-/// undefined (prediction). Shuffled batches are gathered copies; unshuffled ones are views.
+/// A loader over in-memory tensors: `inputs[i]` and `targets[i]` form sample i (the batch's
+/// `data` and `target`), or, with a Batch of named tensors, row i of each of them (batches with
+/// the same names, in the same order). `targets` may be undefined (prediction). Shuffled batches
+/// are gathered copies; unshuffled ones are views.
 class TensorDataLoader : public DataLoader {
  public:
   TensorDataLoader(at::Tensor inputs, at::Tensor targets, DataLoaderOptions options);
+  /// Named tensors whose first dimensions all index the same samples:
+  /// `TensorDataLoader({{"tokens", t}, {"lengths", l}, {"label", y}}, options)`. Throws
+  /// MisconfigurationError for no tensors, a scalar, or sample counts that differ (naming them).
+  TensorDataLoader(Batch samples, DataLoaderOptions options);
 
   int64_t num_batches() const override;
   /// Samples in the split (all ranks together).
-  int64_t num_samples() const override { return inputs_.size(0); }
+  int64_t num_samples() const override { return num_samples_; }
   void set_epoch(int64_t epoch) override;
   Batch batch(int64_t index) override;
   /// DistributedSampler's split: the epoch's order (shuffled or not) padded by repeating its
@@ -75,11 +81,13 @@ class TensorDataLoader : public DataLoader {
   const DataLoaderOptions& options() const noexcept { return options_; }
 
  private:
-  at::Tensor inputs_;
-  at::Tensor targets_;
+  Batch samples_;  // every sample, by name
+  int64_t num_samples_ = 0;
   DataLoaderOptions options_;
   /// Samples this rank sees per epoch: all of them on one process.
   int64_t rank_samples() const;
+  /// What both constructors do last: check the options, draw the seed, order epoch 0.
+  void init();
 
   uint64_t seed_ = 0;
   int64_t epoch_ = 0;

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "checkpoint/state_dict.h"
 #include "data/data_loader.h"
@@ -32,6 +33,18 @@ class DataModule {
   virtual std::shared_ptr<DataLoader> test_dataloader() { return nullptr; }
   virtual std::shared_ptr<DataLoader> predict_dataloader() { return nullptr; }
 
+  /// Several validation loaders (Lightning's val_dataloader returning a list): validation runs
+  /// them one after another, the steps and batch hooks get each one's `dataloader_idx`, and what
+  /// is logged meanwhile is named `<name>/dataloader_idx_<i>`. By default val_dataloader(), if any.
+  /// A null entry is refused (MisconfigurationError naming its index).
+  virtual std::vector<std::shared_ptr<DataLoader>> val_dataloaders() {
+    return one_or_none(val_dataloader());
+  }
+  /// Several test loaders, as val_dataloaders(); by default test_dataloader(), if any.
+  virtual std::vector<std::shared_ptr<DataLoader>> test_dataloaders() {
+    return one_or_none(test_dataloader());
+  }
+
   /// State saved in checkpoints under the data module's name; empty means nothing is saved.
   virtual StateDict state_dict() const { return {}; }
   virtual void load_state_dict(const StateDict& state) { (void)state; }
@@ -49,6 +62,12 @@ class DataModule {
     (void)name;
     (void)value;
     return false;
+  }
+
+ protected:
+  static std::vector<std::shared_ptr<DataLoader>> one_or_none(std::shared_ptr<DataLoader> loader) {
+    if (!loader) return {};
+    return {std::move(loader)};
   }
 };
 
@@ -70,8 +89,29 @@ class LoaderDataModule : public DataModule {
   std::shared_ptr<DataLoader> test_dataloader() override { return test_; }
   std::shared_ptr<DataLoader> predict_dataloader() override { return predict_; }
 
+  /// Several val loaders instead of the one given to the constructor: `LoaderDataModule(train)
+  /// .with_val_dataloaders({a, b})`. The first is also val_dataloader().
+  LoaderDataModule& with_val_dataloaders(std::vector<std::shared_ptr<DataLoader>> loaders) {
+    vals_ = std::move(loaders);
+    val_ = vals_.empty() ? nullptr : vals_.front();
+    return *this;
+  }
+  /// Several test loaders, as with_val_dataloaders.
+  LoaderDataModule& with_test_dataloaders(std::vector<std::shared_ptr<DataLoader>> loaders) {
+    tests_ = std::move(loaders);
+    test_ = tests_.empty() ? nullptr : tests_.front();
+    return *this;
+  }
+  std::vector<std::shared_ptr<DataLoader>> val_dataloaders() override {
+    return vals_.empty() ? one_or_none(val_) : vals_;
+  }
+  std::vector<std::shared_ptr<DataLoader>> test_dataloaders() override {
+    return tests_.empty() ? one_or_none(test_) : tests_;
+  }
+
  private:
   std::shared_ptr<DataLoader> train_, val_, test_, predict_;
+  std::vector<std::shared_ptr<DataLoader>> vals_, tests_;
 };
 
 }  // namespace trainbus::data

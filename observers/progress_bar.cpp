@@ -186,7 +186,8 @@ void ProgressBar::on_validation_epoch_start(const events::ValidationEpochStart& 
 }
 
 void ProgressBar::on_validation_batch_end(const events::ValidationBatchEnd& event) {
-  if (tty_) advance(event.batch.batch_idx + 1, {}, false);
+  // Counted, not taken from batch_idx: with several val loaders each starts again from 0.
+  if (tty_) advance(done_ + 1, {}, false);
 }
 
 void ProgressBar::on_validation_end(const events::ValidationEnd& event) {
@@ -205,7 +206,8 @@ void ProgressBar::on_test_epoch_start(const events::TestEpochStart& event) {
 }
 
 void ProgressBar::on_test_batch_end(const events::TestBatchEnd& event) {
-  advance(event.batch.batch_idx + 1, {}, event.batch.batch_idx + 1 == total_);
+  // Counted across the test loaders, as validation's.
+  advance(done_ + 1, {}, done_ + 1 == total_);
 }
 
 void ProgressBar::on_test_epoch_end(const events::TestEpochEnd& event) {

@@ -368,7 +368,8 @@ void ReplaySession::replay(const events::ValidationBatchStart& event) {
   set_progress(event.progress);
   const Batch batch = stand_in_batch(event.batch);
   dispatch(event, "on_validation_batch_start", [&](Callback& c) {
-    c.on_validation_batch_start(trainer_, *module_, batch, event.batch.batch_idx);
+    c.on_validation_batch_start(trainer_, *module_, batch, event.batch.batch_idx,
+                                event.batch.dataloader_idx);
   });
 }
 
@@ -378,7 +379,8 @@ void ReplaySession::replay(const events::ValidationBatchEnd& event) {
   const Batch batch = stand_in_batch(event.batch);
   const StepOutput outputs;
   dispatch(event, "on_validation_batch_end", [&](Callback& c) {
-    c.on_validation_batch_end(trainer_, *module_, outputs, batch, event.batch.batch_idx);
+    c.on_validation_batch_end(trainer_, *module_, outputs, batch, event.batch.batch_idx,
+                              event.batch.dataloader_idx);
   });
 }
 
@@ -416,7 +418,8 @@ void ReplaySession::replay(const events::TestBatchStart& event) {
   set_progress(event.progress);
   const Batch batch = stand_in_batch(event.batch);
   dispatch(event, "on_test_batch_start", [&](Callback& c) {
-    c.on_test_batch_start(trainer_, *module_, batch, event.batch.batch_idx);
+    c.on_test_batch_start(trainer_, *module_, batch, event.batch.batch_idx,
+                          event.batch.dataloader_idx);
   });
 }
 
@@ -426,7 +429,8 @@ void ReplaySession::replay(const events::TestBatchEnd& event) {
   const Batch batch = stand_in_batch(event.batch);
   const StepOutput outputs;
   dispatch(event, "on_test_batch_end", [&](Callback& c) {
-    c.on_test_batch_end(trainer_, *module_, outputs, batch, event.batch.batch_idx);
+    c.on_test_batch_end(trainer_, *module_, outputs, batch, event.batch.batch_idx,
+                        event.batch.dataloader_idx);
   });
 }
 

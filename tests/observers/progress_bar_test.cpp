@@ -189,3 +189,22 @@ TEST_CASE("On a terminal, a summary line too wide continues on indented lines, b
   CHECK(lines[0] == "test  0/1  0.0s  test_acc 0.9000");
   CHECK(lines[1] == "    test_f1 0.8000  test_loss 0.3000");
 }
+
+TEST_CASE("The test bar counts the batches of every test loader", "[observers][progress]") {
+  // Two test loaders: batch_idx starts again from 0 in the second; the bar counts 3 of 3.
+  std::ostringstream out;
+  ProgressBarOptions options;
+  options.out(&out);
+  options.tty(false);
+  ProgressBar bar(options);
+  bar.on_test_epoch_start(events::TestEpochStart{{0, 0}, 3});
+  for (const auto& [batch_idx, dataloader_idx] :
+       std::vector<std::pair<int64_t, int64_t>>{{0, 0}, {1, 0}, {0, 1}}) {
+    events::TestBatchEnd end;
+    end.batch.batch_idx = batch_idx;
+    end.batch.dataloader_idx = dataloader_idx;
+    bar.on_test_batch_end(end);
+  }
+  bar.on_test_epoch_end(events::TestEpochEnd{{0, 0}, {{"test_acc", 0.9}}});
+  CHECK(out.str().rfind("test  3/3  ", 0) == 0);
+}

@@ -20,6 +20,7 @@
 #include "observers/csv_logger.h"
 #include "record/record_file.h"
 #include "record/recorder.h"
+#include "tests/support/boring.h"
 #include "tests/support/catch.h"
 #include "tests/support/log_files.h"
 #include "tests/support/temp_dir.h"
@@ -296,4 +297,45 @@ TEST_CASE("A replay never removes or writes a file, and its trainer runs nothing
   data::FashionMnistDataModule data;
   CHECK_THROWS_WITH(session.trainer().fit(model, data),
                     Catch::Matchers::Contains("the trainer of a replay"));
+}
+
+namespace {
+
+// The (batch_idx, dataloader_idx) of every validation batch hook it sees.
+class LoaderIndices : public Callback {
+ public:
+  void on_validation_batch_start(Trainer&, Module&, const Batch&, int64_t batch_idx,
+                                 int64_t dataloader_idx) override {
+    seen.push_back(std::to_string(batch_idx) + "/" + std::to_string(dataloader_idx));
+  }
+  std::vector<std::string> seen;
+};
+
+}  // namespace
+
+TEST_CASE("A replayed validation with two loaders gives the hooks the recorded dataloader_idx",
+          "[replay][dataloaders]") {
+  TempDir dir;
+  const std::string recording = dir.file("events.tbrec");
+  auto live = std::make_shared<LoaderIndices>();
+  {
+    Trainer trainer(testing::trainer_options(), {live});
+    trainer.add_observer(
+        std::make_shared<record::Recorder>(record::RecorderOptions().path(recording)));
+    testing::BoringModule module;
+    auto loader = [](int64_t samples) {
+      return std::make_shared<data::TensorDataLoader>(torch::randn({samples, 32}), at::Tensor(),
+                                                      data::DataLoaderOptions().batch_size(2));
+    };
+    data::LoaderDataModule data(loader(4));
+    data.with_val_dataloaders({loader(4), loader(2)});
+    trainer.validate(module, data);
+  }
+  REQUIRE(live->seen == std::vector<std::string>{"0/0", "1/0", "0/1"});
+  auto replayed = std::make_shared<LoaderIndices>();
+  ReplaySession session(testing::trainer_options(), {replayed});
+  record::RecordingReader reader(recording);
+  session.replay(reader);
+  session.finish();
+  CHECK(replayed->seen == live->seen);
 }
