@@ -267,6 +267,7 @@ class Trainer {
   // Throws MisconfigurationError naming `setter` unless a fit is running.
   void require_running_fit(const char* setter) const;
   friend class Module;
+  friend class LightningOptimizer;
   friend class CheckpointConnector;
   friend class replay::ReplaySession;
   enum class Phase { kIdle, kTraining, kValidating, kSanityChecking, kTesting, kPredicting };
@@ -309,6 +310,9 @@ class Trainer {
   bool run_training_batch(int64_t batch_idx);
   /// Zero grad, backward on `loss` (undefined: the step returned none) and the optimizer step.
   void optimize(const at::Tensor& loss, int64_t batch_idx);
+  /// Automatic optimization of what training_step returned: optimize() on its loss (scaled for
+  /// accumulation), which then replaces it, detached, in `outputs`.
+  void optimize_step_output(StepOutput& outputs, int64_t batch_idx);
   bool should_accumulate(int64_t batch_idx) const;
   void step_schedulers(SchedulerInterval interval, int64_t batch_idx, bool plateau);
   void call_train_epoch_end_hooks();
@@ -320,6 +324,15 @@ class Trainer {
   /// samples (all of them in evaluation, those logged with sync_dist in training).
   void synchronize_epoch_metrics(MetricsCollector::Results results);
   void clip_gradients(torch::optim::Optimizer& optimizer);
+
+  // Manual optimization (core/manual_optimization.cpp).
+  /// At the start of fit: refuses what manual optimization cannot do (Lightning's
+  /// __verify_manual_optimization_support) and warns of scheduler keys it ignores.
+  void verify_manual_optimization_support();
+  /// Module::manual_backward: the backward hooks around loss.backward().
+  void manual_backward(const at::Tensor& loss);
+  /// LightningOptimizer::step of optimizer `index`.
+  at::Tensor manual_optimizer_step(std::size_t index, const std::function<at::Tensor()>& closure);
 
   // Evaluation and prediction (core/evaluation_loop.cpp).
   Metrics run_evaluation(EvalKind kind, int64_t num_batches);
@@ -372,6 +385,7 @@ class Trainer {
 
   FitProgress progress_;
   int64_t batches_that_stepped_ = 0;
+  int64_t training_batch_idx_ = 0;  // of the running training batch, for manual optimization
   int64_t eval_batches_begun_ = 0;  // of the running evaluation or prediction loop
   // Lightning's fit_loop.restarting after a resume: from a checkpoint saved mid-epoch, or with
   // max_steps set. Skips the sanity check.
