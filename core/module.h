@@ -127,13 +127,15 @@ class Module : public torch::nn::Module {
 
   // ---- optimization, in the order they fire within a batch ----
 
-  /// After training_step, before zero_grad, on the first batch of each accumulation window.
+  /// After training_step, before zero_grad, on the first batch of each accumulation window. Not in
+  /// manual optimization, where the module zeroes the gradients itself (as Lightning).
   virtual void on_before_zero_grad(torch::optim::Optimizer& optimizer) { (void)optimizer; }
   /// Right before loss.backward().
   virtual void on_before_backward(const at::Tensor& loss) { (void)loss; }
   /// After loss.backward() and before optimizers are stepped.
   virtual void on_after_backward() {}
-  /// Before gradient clipping and optimizer.step().
+  /// Before gradient clipping and optimizer.step(); in manual optimization inside
+  /// LightningOptimizer::step, after its closure.
   virtual void on_before_optimizer_step(torch::optim::Optimizer& optimizer) { (void)optimizer; }
   /// After optimizer.step() (trainbus addition).
   virtual void on_after_optimizer_step(torch::optim::Optimizer& optimizer) { (void)optimizer; }

@@ -119,7 +119,8 @@ class Trainer {
 
   /// Lightning's trainer.current_epoch: the epoch being trained, or the number finished after fit.
   int64_t current_epoch() const noexcept { return progress_.current_epoch; }
-  /// Optimizer steps taken (batches on which the optimizers stepped).
+  /// Optimizer steps taken: batches on which the optimizers stepped; in manual optimization every
+  /// LightningOptimizer::step (Lightning's optim_step_progress), so several per batch may count.
   int64_t global_step() const noexcept { return progress_.global_step; }
   /// Lightning's fit_loop.epoch_loop._batches_that_stepped, the step loggers and logging callbacks
   /// use: global_step before the current batch's own step, held through its on_train_batch_end

@@ -3,6 +3,7 @@
 // (manual_backward, optimizers, lr_schedulers, toggle_optimizer, clip_gradients) do it.
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +14,8 @@
 #include <torch/optim/schedulers/step_lr.h>
 #include <torch/optim/sgd.h>
 
+#include "callbacks/gradient_accumulation_scheduler.h"
+#include "core/reduce_lr_on_plateau.h"
 #include "core/trainer.h"
 #include "events/all.h"
 #include "observers/csv_logger.h"
@@ -306,6 +309,56 @@ TEST_CASE(
 
 namespace {
 
+/// A ReduceLROnPlateau without a monitor, stepped by the module with its own value, and a StepLR
+/// given a monitor, which manual optimization ignores.
+class StepsPlateau : public BoringModule {
+ public:
+  StepsPlateau() { automatic_optimization(false); }
+  StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
+    LightningOptimizer opt = optimizer();
+    opt.zero_grad();
+    manual_backward(loss(batch));
+    opt.step();
+    return {};
+  }
+  OptimizerConfig configure_optimizers() override {
+    auto sgd = std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.1));
+    OptimizerConfig config(sgd);
+    SchedulerConfig plateau;
+    plateau.scheduler = std::make_shared<ReduceLROnPlateau>(
+        *sgd, ReduceLROnPlateauOptions().factor(0.5).patience(0));
+    SchedulerConfig step;
+    step.scheduler = std::make_shared<torch::optim::StepLR>(*sgd, 100, 0.5);
+    step.monitor = "train_loss";
+    step.strict = false;
+    config.lr_schedulers = {plateau, step};
+    return config;
+  }
+  void on_train_epoch_end() override {
+    // The same value every epoch: no improvement after the first, so the rate halves.
+    static_cast<ReduceLROnPlateau&>(*lr_schedulers().at(0)).step(1.0);
+  }
+};
+
+}  // namespace
+
+TEST_CASE(
+    "Manual optimization: scheduler monitors are ignored; the module steps a plateau "
+    "scheduler with its own value",
+    "[core][manual]") {
+  Trainer trainer(manual_options(3, 2));
+  StepsPlateau module;
+  RandomDataModule data;
+  trainer.fit(module, data);  // Lightning requires no monitor in manual optimization
+  REQUIRE(trainer.lr_scheduler_configs().size() == 2);
+  // Lightning's _configure_schedulers_manual_opt drops "monitor" and "strict" with a warning.
+  CHECK(trainer.lr_scheduler_configs()[1].monitor.empty());
+  CHECK(trainer.lr_scheduler_configs()[1].strict);
+  CHECK(lr_of(trainer) == Approx(0.1 * 0.5 * 0.5));  // epochs 2 and 3 had no improvement
+}
+
+namespace {
+
 /// Calls manual_backward from training_step (automatic mode), or from on_train_batch_end.
 class MisplacedBackward : public BoringModule {
  public:
@@ -367,6 +420,16 @@ TEST_CASE("Manual optimization refuses what needs the trainer's own steps, in Li
                       Catch::Contains("Automatic gradient accumulation is not supported for "
                                       "manual optimization. Remove "
                                       "`Trainer(accumulate_grad_batches=3)`"));
+  }
+  SECTION("accumulation set during the fit (GradientAccumulationScheduler)") {
+    Trainer trainer(manual_options(1, 2),
+                    {std::make_shared<callbacks::GradientAccumulationScheduler>(
+                        std::map<int64_t, int64_t>{{0, 2}})});
+    MultiStep module(1);
+    CHECK_THROWS_WITH(trainer.fit(module, data),
+                      Catch::Contains("Automatic gradient accumulation is not supported for "
+                                      "manual optimization") &&
+                          Catch::Contains("set_accumulate_grad_batches(2)"));
   }
   SECTION("manual_backward with automatic optimization") {
     Trainer trainer(manual_options(1, 2));
