@@ -12,15 +12,13 @@
 
 #include <vector>
 
-#include <torch/types.h>  // before clip_grad.h, which is not self-contained
-
-#include <torch/nn/utils/clip_grad.h>
 #include <torch/utils.h>
 
 #include "base/diagnostics.h"
 #include "base/errors.h"
 #include "checkpoint/format.h"
 #include "core/callback_order.h"
+#include "core/detail/gradients.h"
 #include "core/detail/hparams_text.h"
 #include "core/detail/trainer_hooks.h"
 #include "core/learning_rates.h"
@@ -29,20 +27,6 @@
 #include "core/trainer.h"
 
 namespace trainbus {
-namespace {
-
-// PyTorch >= 2.0's optimizer.zero_grad() default (set_to_none=True), which Lightning users get:
-// LibTorch 1.13's zero_grad() fills gradients with zeros instead, and a frozen parameter with a
-// zero gradient still moves under Adam's momentum.
-void zero_grad_to_none(torch::optim::Optimizer& optimizer) {
-  for (auto& group : optimizer.param_groups()) {
-    for (auto& parameter : group.params()) {
-      if (parameter.grad().defined()) parameter.mutable_grad().reset();
-    }
-  }
-}
-
-}  // namespace
 
 void Trainer::fit(Module& module, DataModule& data, const FitOptions& options) {
   run_entry_point(Stage::kFit, module, data, [&] { run_fit(options); });
@@ -71,6 +55,7 @@ void Trainer::reset_fit_progress() {
 
 void Trainer::run_fit(const FitOptions& options) {
   reset_fit_progress();
+  verify_manual_optimization_support();
   data_->prepare_data();
   module_->prepare_data();
   call_setup_hooks(Stage::kFit);
@@ -188,8 +173,9 @@ void Trainer::configure_optimizers() {
     TRAINBUS_CHECK(config.optimizers[i] != nullptr, "configure_optimizers(): optimizer ", i,
                    " is null");
   }
+  if (!module_->automatic_optimization()) ignore_automatic_scheduler_keys(config.lr_schedulers);
   validate_scheduler_configs(config.lr_schedulers, config.optimizers.size(),
-                             "configure_optimizers()");
+                             "configure_optimizers()", module_->automatic_optimization());
   optimizers_ = std::move(config.optimizers);
   schedulers_ = std::move(config.lr_schedulers);
   configured_schedulers_ = schedulers_;
@@ -346,20 +332,20 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
   if (response == -1) return false;
 
   StepOutput outputs;
-  strategy_->before_training_step(!should_accumulate(batch_idx));
+  const bool manual = !module_->automatic_optimization();
+  if (!manual) strategy_->before_training_step(!should_accumulate(batch_idx));
+  training_batch_idx_ = batch_idx;
   {
     FxScope scope(current_fx_, "training_step");
     outputs = module_->training_step(batch, batch_idx);
   }
-  // As Lightning's ClosureResult.from_training_step_output: the loss divided by
-  // accumulate_grad_batches is what backward runs on, and on_train_batch_end gets it detached.
-  at::Tensor closure_loss;
-  if (outputs.has_loss()) {
-    closure_loss =
-        accumulate_grad_batches_ > 1 ? outputs.loss() / accumulate_grad_batches_ : outputs.loss();
+  if (manual) {
+    // As Lightning's ManualResult.from_training_step_output: the step optimized; a loss it
+    // returns goes on detached, to on_train_batch_end and the progress bar.
+    if (outputs.has_loss()) outputs.set(StepOutput::kLossKey, outputs.loss().detach());
+  } else {
+    optimize_step_output(outputs, batch_idx);
   }
-  optimize(closure_loss, batch_idx);
-  if (closure_loss.defined()) outputs.set(StepOutput::kLossKey, closure_loss.detach());
   progress_.batches_done_in_epoch = batch_idx + 1;
 
   call_hooks<events::TrainBatchEnd>(
@@ -375,6 +361,18 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
                                      make_tensor_ref(outputs)};
       });
   return true;
+}
+
+void Trainer::optimize_step_output(StepOutput& outputs, int64_t batch_idx) {
+  // As Lightning's ClosureResult.from_training_step_output: the loss divided by
+  // accumulate_grad_batches is what backward runs on, and on_train_batch_end gets it detached.
+  at::Tensor closure_loss;
+  if (outputs.has_loss()) {
+    closure_loss =
+        accumulate_grad_batches_ > 1 ? outputs.loss() / accumulate_grad_batches_ : outputs.loss();
+  }
+  optimize(closure_loss, batch_idx);
+  if (closure_loss.defined()) outputs.set(StepOutput::kLossKey, closure_loss.detach());
 }
 
 bool Trainer::should_accumulate(int64_t batch_idx) const {
@@ -416,7 +414,7 @@ void Trainer::optimize(const at::Tensor& loss, int64_t batch_idx) {
           [&] {
             return events::BeforeZeroGrad{event_progress(), static_cast<int64_t>(i)};
           });
-      zero_grad_to_none(optimizer);
+      detail::zero_grad_to_none(optimizer);
     }
   }
   call_hooks<events::BeforeBackward>(
@@ -479,21 +477,13 @@ void Trainer::optimize(const at::Tensor& loss, int64_t batch_idx) {
 }
 
 void Trainer::clip_gradients(torch::optim::Optimizer& optimizer) {
-  if (!options_.gradient_clip_val() || *options_.gradient_clip_val() <= 0.0) return;
-  std::vector<at::Tensor> parameters;
-  for (const auto& group : optimizer.param_groups()) {
-    for (const auto& parameter : group.params()) {
-      if (parameter.grad().defined()) parameters.push_back(parameter);
-    }
-  }
-  if (options_.gradient_clip_algorithm() == GradientClipAlgorithm::kNorm) {
-    torch::nn::utils::clip_grad_norm_(parameters, *options_.gradient_clip_val());
-  } else {
-    torch::nn::utils::clip_grad_value_(parameters, *options_.gradient_clip_val());
-  }
+  detail::clip_gradients(optimizer, options_.gradient_clip_val().value_or(0.0),
+                         options_.gradient_clip_algorithm());
 }
 
 void Trainer::step_schedulers(SchedulerInterval interval, int64_t batch_idx, bool plateau) {
+  // As Lightning's _update_learning_rates: in manual optimization the module steps them.
+  if (!module_->automatic_optimization()) return;
   // Lightning's _update_learning_rates: a step-interval scheduler counts the batches of the epoch
   // (batch_idx + 1), an epoch-interval one the epochs (current_epoch + 1).
   const int64_t counter =

@@ -14,7 +14,8 @@ struct FitProgress {
   int64_t current_epoch = 0;
   /// Epochs whose batches are done (counted before on_train_epoch_end, as Lightning's).
   int64_t epochs_processed = 0;
-  /// Optimizer steps taken: batches on which the optimizers stepped.
+  /// Optimizer steps taken: batches on which the optimizers stepped (in manual optimization, every
+  /// LightningOptimizer::step, as Lightning counts).
   int64_t global_step = 0;
   /// Batches trained in the current epoch.
   int64_t batches_done_in_epoch = 0;

@@ -3,6 +3,7 @@
 #include <boost/core/demangle.hpp>
 
 #include "base/errors.h"
+#include "core/detail/gradients.h"
 #include "core/trainer.h"
 
 namespace trainbus {
@@ -79,8 +80,94 @@ Trainer& Module::trainer() const {
   return *trainer_;
 }
 
-const std::vector<std::shared_ptr<torch::optim::Optimizer>>& Module::optimizers() const {
-  return trainer().optimizers();
+std::vector<LightningOptimizer> Module::optimizers() const {
+  Trainer& running = trainer();
+  std::vector<LightningOptimizer> handles;
+  for (std::size_t i = 0; i < running.optimizers().size(); ++i) handles.emplace_back(running, i);
+  return handles;
+}
+
+LightningOptimizer Module::optimizer() const {
+  Trainer& running = trainer();
+  const std::size_t count = running.optimizers().size();
+  TRAINBUS_CHECK(count == 1, class_name(*this), "::optimizer() gives the only optimizer, but ",
+                 count == 0 ? std::string("there is none (configure_optimizers has not run yet)")
+                            : detail::concat("configure_optimizers() returned ", count,
+                                             ": use optimizers()[i]"));
+  return LightningOptimizer(running, 0);
+}
+
+std::vector<std::shared_ptr<torch::optim::LRScheduler>> Module::lr_schedulers() const {
+  std::vector<std::shared_ptr<torch::optim::LRScheduler>> schedulers;
+  for (const auto& config : trainer().lr_scheduler_configs())
+    schedulers.push_back(config.scheduler);
+  return schedulers;
+}
+
+void Module::manual_backward(const at::Tensor& loss) {
+  TRAINBUS_CHECK(trainer_ != nullptr, class_name(*this),
+                 "::manual_backward is called from training_step during Trainer::fit; this "
+                 "module is not attached to a Trainer");
+  trainer_->manual_backward(loss);
+}
+
+void Module::toggle_optimizer(torch::optim::Optimizer& optimizer) {
+  // As Lightning's toggle_optimizer: remember every optimizer parameter's requires_grad (the
+  // first time it is seen), turn them all off, then give `optimizer`'s own theirs back.
+  std::unordered_map<const void*, std::pair<at::Tensor, bool>> state;
+  for (const auto& each : trainer().optimizers()) {
+    for (auto& group : each->param_groups()) {
+      for (auto& parameter : group.params()) {
+        if (!state
+                 .emplace(parameter.unsafeGetTensorImpl(),
+                          std::make_pair(parameter, parameter.requires_grad()))
+                 .second) {
+          continue;
+        }
+        parameter.set_requires_grad(false);
+      }
+    }
+  }
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& parameter : group.params()) {
+      const auto found = state.find(parameter.unsafeGetTensorImpl());
+      TRAINBUS_CHECK(found != state.end(), class_name(*this),
+                     "::toggle_optimizer: the optimizer is not one of configure_optimizers'; "
+                     "pass one of optimizers()");
+      parameter.set_requires_grad(found->second.second);
+    }
+  }
+  requires_grad_state_ = std::move(state);
+}
+
+void Module::untoggle_optimizer(torch::optim::Optimizer& optimizer) {
+  // As Lightning's untoggle_optimizer: the parameters of every other optimizer get back what
+  // toggle_optimizer saw; `optimizer`'s own were left alone by it.
+  for (const auto& each : trainer().optimizers()) {
+    if (each.get() == &optimizer) continue;
+    for (auto& group : each->param_groups()) {
+      for (auto& parameter : group.params()) {
+        const auto found = requires_grad_state_.find(parameter.unsafeGetTensorImpl());
+        if (found != requires_grad_state_.end()) parameter.set_requires_grad(found->second.second);
+      }
+    }
+  }
+  requires_grad_state_.clear();
+}
+
+void Module::clip_gradients(torch::optim::Optimizer& optimizer,
+                            std::optional<double> gradient_clip_val,
+                            std::optional<GradientClipAlgorithm> gradient_clip_algorithm) {
+  const TrainerOptions& options = trainer().options();
+  // Lightning's LightningModule.clip_gradients: the trainer's value unless one is given; both,
+  // when they differ, is an error.
+  const std::optional<double> trainer_val = options.gradient_clip_val();
+  const bool conflict = gradient_clip_val && trainer_val && *trainer_val != *gradient_clip_val;
+  TRAINBUS_CHECK(!conflict, "You have set `Trainer(gradient_clip_val=", trainer_val.value_or(0.0),
+                 ")` and have passed `clip_gradients(gradient_clip_val=",
+                 gradient_clip_val.value_or(0.0), ")`. Please use only one of them.");
+  detail::clip_gradients(optimizer, gradient_clip_val.value_or(trainer_val.value_or(0.0)),
+                         gradient_clip_algorithm.value_or(options.gradient_clip_algorithm()));
 }
 
 void Module::set_example_input_array(at::Tensor example, ExampleForward forward) {

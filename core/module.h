@@ -5,7 +5,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -14,9 +17,11 @@
 
 #include "checkpoint/checkpoint_data.h"
 #include "checkpoint/state_dict.h"
+#include "core/lightning_optimizer.h"
 #include "core/log_options.h"
 #include "core/optimizer_config.h"
 #include "core/step_output.h"
+#include "core/trainer_options.h"
 #include "data/batch.h"
 #include "events/common.h"
 
@@ -41,7 +46,9 @@ class Module : public torch::nn::Module {
   // ---- steps ----
 
   /// One training batch; return the loss (or {{"loss", loss}, ...}). The trainer runs backward
-  /// and the optimizer step.
+  /// and the optimizer step. With automatic_optimization(false) the step does those itself
+  /// (manual_backward, optimizer().step()) and may return nothing; a returned loss is then only
+  /// passed on (detached) to on_train_batch_end and the progress bar.
   virtual StepOutput training_step(const Batch& batch, int64_t batch_idx) = 0;
   /// One validation batch; log metrics with log(). Needed when the data has a val loader.
   virtual StepOutput validation_step(const Batch& batch, int64_t batch_idx);
@@ -158,13 +165,15 @@ class Module : public torch::nn::Module {
 
   // ---- optimization, in the order they fire within a batch ----
 
-  /// After training_step, before zero_grad, on the first batch of each accumulation window.
+  /// After training_step, before zero_grad, on the first batch of each accumulation window. Not in
+  /// manual optimization, where the module zeroes the gradients itself (as Lightning).
   virtual void on_before_zero_grad(torch::optim::Optimizer& optimizer) { (void)optimizer; }
   /// Right before loss.backward().
   virtual void on_before_backward(const at::Tensor& loss) { (void)loss; }
   /// After loss.backward() and before optimizers are stepped.
   virtual void on_after_backward() {}
-  /// Before gradient clipping and optimizer.step().
+  /// Before gradient clipping and optimizer.step(); in manual optimization inside
+  /// LightningOptimizer::step, after its closure.
   virtual void on_before_optimizer_step(torch::optim::Optimizer& optimizer) { (void)optimizer; }
   /// After optimizer.step() (trainbus addition).
   virtual void on_after_optimizer_step(torch::optim::Optimizer& optimizer) { (void)optimizer; }
@@ -208,8 +217,18 @@ class Module : public torch::nn::Module {
   /// The trainer running this module; throws if none is.
   Trainer& trainer() const;
   bool has_trainer() const noexcept { return trainer_ != nullptr; }
-  /// The optimizers configure_optimizers returned (during fit).
-  const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() const;
+  /// Handles to the optimizers configure_optimizers returned, in its order (during fit): what
+  /// manual optimization steps. Lightning's self.optimizers() returns a list, or the optimizer
+  /// itself when there is one: here optimizers() is always the list and optimizer() the one.
+  /// `handle.optimizer()` is the torch optimizer (Trainer::optimizers() has them all).
+  std::vector<LightningOptimizer> optimizers() const;
+  /// The handle to the only optimizer; throws MisconfigurationError, naming how many there are,
+  /// when configure_optimizers returned several (use optimizers()[i]).
+  LightningOptimizer optimizer() const;
+  /// The LR schedulers of the running fit (Lightning's self.lr_schedulers(), always a list here;
+  /// empty when there are none). In manual optimization the trainer does not step them: call
+  /// `step()` yourself (a trainbus::ReduceLROnPlateau with `step(value)`).
+  std::vector<std::shared_ptr<torch::optim::LRScheduler>> lr_schedulers() const;
   /// Device of the first parameter (CPU if there are none).
   c10::Device device() const;
 
@@ -229,6 +248,44 @@ class Module : public torch::nn::Module {
   /// The function given with example_input_array (empty when none).
   const ExampleForward& example_forward() const noexcept { return example_forward_; }
 
+  // ---- manual optimization (Lightning's automatic_optimization = False) ----
+
+  /// Whether the trainer optimizes (true, the default): zero_grad, backward on the loss
+  /// training_step returns, gradient clipping, optimizer and scheduler steps. Set it to false
+  /// (before fit, e.g. in the constructor) to do these in training_step with manual_backward,
+  /// optimizer()/optimizers(), clip_gradients and lr_schedulers(). Trainer options that need the
+  /// trainer's own steps (gradient_clip_val, accumulate_grad_batches > 1) are refused then.
+  bool automatic_optimization() const noexcept { return automatic_optimization_; }
+  void automatic_optimization(bool automatic) noexcept { automatic_optimization_ = automatic; }
+  /// `loss.backward()` for manual optimization, between the on_before_backward and
+  /// on_after_backward hooks (callbacks, then the module, as Lightning's). Only in training_step
+  /// with automatic_optimization(false); throws MisconfigurationError otherwise.
+  void manual_backward(const at::Tensor& loss);
+  /// Sets requires_grad to false on every parameter of the fit's optimizers that `optimizer` does
+  /// not hold, so that a backward only computes `optimizer`'s gradients (Lightning's
+  /// toggle_optimizer, e.g. the generator's step of a GAN). untoggle_optimizer puts them back.
+  void toggle_optimizer(torch::optim::Optimizer& optimizer);
+  void toggle_optimizer(const LightningOptimizer& optimizer) {
+    toggle_optimizer(optimizer.optimizer());
+  }
+  /// Gives the parameters toggle_optimizer turned off their requires_grad from before it.
+  void untoggle_optimizer(torch::optim::Optimizer& optimizer);
+  void untoggle_optimizer(const LightningOptimizer& optimizer) {
+    untoggle_optimizer(optimizer.optimizer());
+  }
+  /// Clips the gradients of `optimizer`'s parameters (Lightning's clip_gradients; in manual
+  /// optimization call it between manual_backward and step()). `gradient_clip_val` defaults to
+  /// the trainer's (none: no clipping), `gradient_clip_algorithm` to the trainer's. Throws
+  /// MisconfigurationError when both the trainer's gradient_clip_val and another value are given.
+  void clip_gradients(torch::optim::Optimizer& optimizer,
+                      std::optional<double> gradient_clip_val = std::nullopt,
+                      std::optional<GradientClipAlgorithm> gradient_clip_algorithm = std::nullopt);
+  void clip_gradients(const LightningOptimizer& optimizer,
+                      std::optional<double> gradient_clip_val = std::nullopt,
+                      std::optional<GradientClipAlgorithm> gradient_clip_algorithm = std::nullopt) {
+    clip_gradients(optimizer.optimizer(), gradient_clip_val, gradient_clip_algorithm);
+  }
+
   /// Hyper-parameters kept in checkpoints (Lightning's save_hyperparameters).
   void save_hyperparameters(StateDict hparams) { hparams_ = std::move(hparams); }
   const StateDict& hparams() const noexcept { return hparams_; }
@@ -240,6 +297,9 @@ class Module : public torch::nn::Module {
   StateDict hparams_;
   at::Tensor example_input_array_;
   ExampleForward example_forward_;
+  bool automatic_optimization_ = true;
+  // What toggle_optimizer found, per parameter (by its TensorImpl), for untoggle_optimizer.
+  std::unordered_map<const void*, std::pair<at::Tensor, bool>> requires_grad_state_;
 };
 
 }  // namespace trainbus

@@ -42,9 +42,16 @@ struct SchedulerConfig {
 bool reduces_on_plateau(const SchedulerConfig& config);
 
 /// Throws MisconfigurationError, naming `where` and the index, for a null scheduler, a frequency
-/// below 1, an optimizer_idx past `num_optimizers`, or a ReduceLROnPlateau without a monitor.
+/// below 1, an optimizer_idx past `num_optimizers`, or (in automatic optimization, where the
+/// trainer steps it) a ReduceLROnPlateau without a monitor.
 void validate_scheduler_configs(const std::vector<SchedulerConfig>& configs,
-                                std::size_t num_optimizers, const std::string& where);
+                                std::size_t num_optimizers, const std::string& where,
+                                bool automatic_optimization = true);
+
+/// Manual optimization: the module steps its schedulers, so `monitor` and `strict` mean nothing;
+/// warns of each config that sets them, as Lightning's _configure_schedulers_manual_opt, and
+/// resets them. `interval` and `frequency` stay (LearningRateMonitor reads the interval).
+void ignore_automatic_scheduler_keys(std::vector<SchedulerConfig>& configs);
 
 /// One or more optimizers, optionally with schedulers. In automatic optimization every optimizer
 /// steps on the loss training_step returns (one backward, then each optimizer in order).

@@ -133,6 +133,13 @@ bool Trainer::should_update_logs() const noexcept {
 
 void Trainer::set_accumulate_grad_batches(int64_t batches) {
   TRAINBUS_CHECK(batches >= 1, "Trainer::set_accumulate_grad_batches: must be >= 1, got ", batches);
+  // Lightning's GradientAccumulationScheduler refuses manual optimization in the same words.
+  TRAINBUS_CHECK(batches == 1 || module_ == nullptr || module_->automatic_optimization(),
+                 "Automatic gradient accumulation is not supported for manual optimization: "
+                 "Trainer::set_accumulate_grad_batches(",
+                 batches,
+                 ") (e.g. from a GradientAccumulationScheduler) needs automatic optimization. "
+                 "Remove the callback or switch to automatic optimization.");
   accumulate_grad_batches_ = batches;
 }
 

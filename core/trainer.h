@@ -123,7 +123,8 @@ class Trainer {
 
   /// Lightning's trainer.current_epoch: the epoch being trained, or the number finished after fit.
   int64_t current_epoch() const noexcept { return progress_.current_epoch; }
-  /// Optimizer steps taken (batches on which the optimizers stepped).
+  /// Optimizer steps taken: batches on which the optimizers stepped; in manual optimization every
+  /// LightningOptimizer::step (Lightning's optim_step_progress), so several per batch may count.
   int64_t global_step() const noexcept { return progress_.global_step; }
   /// Lightning's fit_loop.epoch_loop._batches_that_stepped, the step loggers and logging callbacks
   /// use: global_step before the current batch's own step, held through its on_train_batch_end
@@ -284,6 +285,7 @@ class Trainer {
   // Throws MisconfigurationError naming `setter` unless a fit is running.
   void require_running_fit(const char* setter) const;
   friend class Module;
+  friend class LightningOptimizer;
   friend class CheckpointConnector;
   friend class replay::ReplaySession;
   enum class Phase { kIdle, kTraining, kValidating, kSanityChecking, kTesting, kPredicting };
@@ -326,6 +328,9 @@ class Trainer {
   bool run_training_batch(int64_t batch_idx);
   /// Zero grad, backward on `loss` (undefined: the step returned none) and the optimizer step.
   void optimize(const at::Tensor& loss, int64_t batch_idx);
+  /// Automatic optimization of what training_step returned: optimize() on its loss (scaled for
+  /// accumulation), which then replaces it, detached, in `outputs`.
+  void optimize_step_output(StepOutput& outputs, int64_t batch_idx);
   bool should_accumulate(int64_t batch_idx) const;
   void step_schedulers(SchedulerInterval interval, int64_t batch_idx, bool plateau);
   void call_train_epoch_end_hooks();
@@ -337,6 +342,15 @@ class Trainer {
   /// samples (all of them in evaluation, those logged with sync_dist in training).
   void synchronize_epoch_metrics(MetricsCollector::Results results);
   void clip_gradients(torch::optim::Optimizer& optimizer);
+
+  // Manual optimization (core/manual_optimization.cpp).
+  /// At the start of fit: refuses what manual optimization cannot do (Lightning's
+  /// __verify_manual_optimization_support) and warns of scheduler keys it ignores.
+  void verify_manual_optimization_support();
+  /// Module::manual_backward: the backward hooks around loss.backward().
+  void manual_backward(const at::Tensor& loss);
+  /// LightningOptimizer::step of optimizer `index`.
+  at::Tensor manual_optimizer_step(std::size_t index, const std::function<at::Tensor()>& closure);
 
   // Evaluation and prediction (core/evaluation_loop.cpp).
   /// One validation or test over all its loaders; the sanity check limits each loader to
@@ -401,6 +415,7 @@ class Trainer {
 
   FitProgress progress_;
   int64_t batches_that_stepped_ = 0;
+  int64_t training_batch_idx_ = 0;  // of the running training batch, for manual optimization
   int64_t eval_batches_begun_ = 0;  // of the running evaluation or prediction loop
   // Lightning's fit_loop.restarting after a resume: from a checkpoint saved mid-epoch, or with
   // max_steps set. Skips the sanity check.

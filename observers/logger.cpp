@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <regex>
+#include <utility>
 
 #include "base/errors.h"
 
@@ -57,9 +58,10 @@ void Logger::on_train_batch_end(const events::TrainBatchEnd& event) {
   // accumulates; else one when should_update_logs, i.e. (_batches_that_stepped + 1) %
   // log_every_n_steps == 0 or a stop was asked for, at step _batches_that_stepped (the batches
   // that stepped before this one).
-  const bool stepped = event.progress.global_step > last_global_step_;
-  last_global_step_ = event.progress.global_step;
-  batch_step_ = stepped ? event.progress.global_step - 1 : event.progress.global_step;
+  // The steps before this batch: in manual optimization a batch may take several.
+  const int64_t steps_before = std::exchange(last_global_step_, event.progress.global_step);
+  const bool stepped = event.progress.global_step > steps_before;
+  batch_step_ = steps_before;
   if (!stepped || event.metrics.empty()) return;
   if ((*batch_step_ + 1) % log_every_n_steps_ != 0 && !stop_requested_) return;
   log_metrics(event.metrics, *batch_step_, event.progress.epoch);
