@@ -16,8 +16,7 @@ BatchSizeFinder::BatchSizeFinder(tuner::BatchSizeFinderOptions options)
   tuner::check_batch_size_finder_options(options_);
 }
 
-void BatchSizeFinder::setup(Trainer& trainer, Module&, Stage stage) {
-  if (stage != Stage::kFit) return;
+void BatchSizeFinder::setup(Trainer& trainer, Module& module, Stage stage) {
   DataModule& data = *trainer.datamodule();
   TRAINBUS_CHECK(data.batch_arg(options_.batch_arg_name()).has_value(), "BatchSizeFinder: field `",
                  options_.batch_arg_name(), "` not found in the data module (",
@@ -25,6 +24,13 @@ void BatchSizeFinder::setup(Trainer& trainer, Module&, Stage stage) {
                  "): override DataModule::batch_arg and set_batch_arg to hand out the batch "
                  "size its train_dataloader uses, or name yours with batch_arg_name (loaders "
                  "passed directly, as LoaderDataModule, cannot be resized)");
+  // validate, test, predict: searched now, before the Trainer takes the stage's loaders, which
+  // then have the size found (Lightning searches at on_validation_start and so on, then has the
+  // loop take its loaders again).
+  if (stage != Stage::kFit && !trainer.replaying()) {
+    result_ = tuner::scale_batch_size(trainer.options(), module, data, options_, stage);
+    optimal_batch_size_ = result_->batch_size;
+  }
 }
 
 void BatchSizeFinder::on_fit_start(Trainer& trainer, Module& module) {

@@ -13,9 +13,13 @@ namespace trainbus::callbacks {
 /// At on_fit_start (after a resumed fit's weights are loaded, before training), runs
 /// tuner::scale_batch_size on the fit's module and data module with the fit's TrainerOptions,
 /// then has the fit take its loaders again (Trainer::reload_dataloaders) so that it trains with
-/// the batch size found. Runs before every other callback (a tuner callback, as Lightning's).
-/// The module's weights, buffers and the random generator are as they were before the trials;
-/// the fit's optimizers never see them (each trial is a Trainer of its own).
+/// the batch size found. In validate, test and predict (as Lightning's, which searches in those
+/// too) it searches at setup, with trials of that stage's loop, before the Trainer takes the
+/// stage's loaders (and before a ckpt_path's weights are loaded: the trials measure memory, not
+/// scores); one val or test loader only, as Lightning's. Runs before every other callback (a tuner
+/// callback, as Lightning's). The module's weights, buffers and the random generator are as they
+/// were before the trials; the fit's optimizers never see them (each trial is a Trainer of its
+/// own).
 ///
 /// On the training thread. Throws MisconfigurationError for a bad option (constructor), or at
 /// setup when the data module holds no batch size named batch_arg_name; an error that is not
@@ -25,7 +29,8 @@ class BatchSizeFinder : public Callback {
   explicit BatchSizeFinder(tuner::BatchSizeFinderOptions options = {});
 
   CallbackKind kind() const override { return CallbackKind::kTuner; }
-  /// Checks that the data module has the batch size (Lightning's setup check), before any trial.
+  /// Checks that the data module has the batch size (Lightning's setup check), before any trial;
+  /// in validate, test and predict, runs the search.
   void setup(Trainer& trainer, Module& module, Stage stage) override;
   void on_fit_start(Trainer& trainer, Module& module) override;
 

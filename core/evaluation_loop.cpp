@@ -295,8 +295,12 @@ std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data,
     // What is kept goes with the run, also when it fails: no stale list for the next caller.
     struct ClearOnExit {
       std::vector<at::Tensor>& kept;
-      ~ClearOnExit() { kept.clear(); }
-    } clear_on_exit{predictions_};
+      std::shared_ptr<DataLoader>& loader;
+      ~ClearOnExit() {
+        kept.clear();
+        loader.reset();
+      }
+    } clear_on_exit{predictions_, predict_loader_};
     predictions_.clear();
     data_->prepare_data();
     module_->prepare_data();
@@ -305,7 +309,8 @@ std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data,
     checkpoints_.load_for_evaluation(options.ckpt_path());
     module_->to(options_.device());
     module_->zero_grad(/*set_to_none=*/true);
-    auto loader = require_loader(data_->predict_dataloader(), "predict_dataloader");
+    predict_loader_ = require_loader(data_->predict_dataloader(), "predict_dataloader");
+    const std::shared_ptr<DataLoader> loader = predict_loader_;
     distribute(*loader);  // each rank predicts its share, as Lightning's
     num_predict_batches_ =
         options_.limit_predict_batches().apply(loader->num_batches(), "limit_predict_batches");

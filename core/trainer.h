@@ -262,6 +262,18 @@ class Trainer {
   /// The running fit's training loader (Lightning's trainer.train_dataloader), from before
   /// on_fit_start on; null outside a fit.
   const std::shared_ptr<DataLoader>& train_dataloader() const noexcept { return train_loader_; }
+  /// The val loaders of the running validate, or of the fit (Lightning's trainer.val_dataloaders),
+  /// from before on_validation_start on; empty before a run took them.
+  const std::vector<std::shared_ptr<DataLoader>>& val_dataloaders() const noexcept {
+    return val_loaders_;
+  }
+  /// The running test's loaders (Lightning's trainer.test_dataloaders), from before on_test_start.
+  const std::vector<std::shared_ptr<DataLoader>>& test_dataloaders() const noexcept {
+    return test_loaders_;
+  }
+  /// The running predict's loader (Lightning's trainer.predict_dataloaders), from before
+  /// on_predict_start; null outside a predict.
+  const std::shared_ptr<DataLoader>& predict_dataloader() const noexcept { return predict_loader_; }
   /// The bus every lifecycle event is published on.
   events::EventBus& bus() noexcept { return bus_; }
   const TrainerOptions& options() const noexcept { return options_; }
@@ -404,6 +416,7 @@ class Trainer {
   std::vector<SchedulerConfig> configured_schedulers_;  // configure_optimizers', in checkpoints
   std::shared_ptr<DataLoader> train_loader_;
   std::vector<std::shared_ptr<DataLoader>> val_loaders_, test_loaders_;
+  std::shared_ptr<DataLoader> predict_loader_;  // during a predict
   std::vector<int64_t> val_batches_per_loader_, test_batches_per_loader_;
   std::vector<Metrics> evaluation_results_;  // of the last validation or test, per loader
   std::vector<at::Tensor> predictions_;      // of the running predict

@@ -167,34 +167,79 @@ class Search {
   std::vector<BatchSizeTrial> trials_;
 };
 
-// Measures the CPU memory the trial's training takes, from on_fit_start (after setup, the data,
-// configure_model and configure_optimizers) on; fails the trial at the end of the first batch by
-// which it went past the budget. Notes the size of the training set.
+// Measures the CPU memory the trial's loop takes, from its start (fit: on_fit_start, after setup,
+// the data, configure_model and configure_optimizers; validate/test/predict: their on_*_start) on;
+// fails the trial at the end of the first batch by which it went past the budget. Notes the size
+// of the data set the trial's loop reads (the finder does not double past it).
 class TrialCallback : public Callback {
  public:
-  explicit TrialCallback(std::optional<int64_t> budget) : budget_(budget) {}
+  TrialCallback(std::optional<int64_t> budget, Stage stage) : budget_(budget), stage_(stage) {}
   void on_fit_start(Trainer& trainer, Module&) override {
     if (trainer.train_dataloader()) num_samples = trainer.train_dataloader()->num_samples();
-    if (budget_) meter_.emplace();
+    start_measuring();
+  }
+  void on_validation_start(Trainer& trainer, Module&) override {
+    if (stage_ != Stage::kValidate) return;
+    // As Lightning's BatchSizeFinder.setup: the size of one loader is what is searched.
+    TRAINBUS_CHECK(trainer.val_dataloaders().size() <= 1,
+                   "the batch size finder cannot be used with multiple val dataloaders (",
+                   trainer.val_dataloaders().size(), ")");
+    if (!trainer.val_dataloaders().empty())
+      num_samples = trainer.val_dataloaders().front()->num_samples();
+    start_measuring();
+  }
+  void on_test_start(Trainer& trainer, Module&) override {
+    TRAINBUS_CHECK(trainer.test_dataloaders().size() <= 1,
+                   "the batch size finder cannot be used with multiple test dataloaders (",
+                   trainer.test_dataloaders().size(), ")");
+    if (!trainer.test_dataloaders().empty())
+      num_samples = trainer.test_dataloaders().front()->num_samples();
+    start_measuring();
+  }
+  void on_predict_start(Trainer& trainer, Module&) override {
+    if (trainer.predict_dataloader()) num_samples = trainer.predict_dataloader()->num_samples();
+    start_measuring();
   }
   void on_train_batch_end(Trainer&, Module&, const StepOutput&, const Batch&, int64_t) override {
-    if (meter_ && meter_->peak_bytes() > *budget_) {
-      throw MemoryBudgetExceeded(meter_->peak_bytes(), *budget_);
-    }
+    check_budget();
+  }
+  void on_validation_batch_end(Trainer&, Module&, const StepOutput&, const Batch&,
+                               int64_t) override {
+    if (stage_ == Stage::kValidate) check_budget();
+  }
+  void on_test_batch_end(Trainer&, Module&, const StepOutput&, const Batch&, int64_t) override {
+    check_budget();
+  }
+  void on_predict_batch_end(Trainer&, Module&, const at::Tensor&, const Batch&, int64_t) override {
+    check_budget();
   }
   void on_fit_end(Trainer&, Module&) override { stop_measuring(); }
+  void on_validation_end(Trainer&, Module&) override {
+    if (stage_ == Stage::kValidate) stop_measuring();
+  }
+  void on_test_end(Trainer&, Module&) override { stop_measuring(); }
+  void on_predict_end(Trainer&, Module&) override { stop_measuring(); }
   void on_exception(Trainer&, Module&, const std::exception&) override { stop_measuring(); }
 
   int64_t num_samples = -1;
   std::optional<int64_t> peak_bytes;
 
  private:
+  void start_measuring() {
+    if (budget_) meter_.emplace();
+  }
+  void check_budget() {
+    if (meter_ && meter_->peak_bytes() > *budget_) {
+      throw MemoryBudgetExceeded(meter_->peak_bytes(), *budget_);
+    }
+  }
   void stop_measuring() {
     if (meter_) peak_bytes = meter_->peak_bytes();
     meter_.reset();
   }
   std::optional<int64_t> budget_;
-  std::optional<CpuMemoryMeter> meter_;  // on the training thread, from on_fit_start to the end
+  Stage stage_;
+  std::optional<CpuMemoryMeter> meter_;  // on the training thread, from the loop's start to its end
 };
 
 // Lightning's lightning_setattr: the data module's batch size, and the module's hyper-parameter
@@ -221,8 +266,12 @@ BatchSizeResult search_batch_size(const BatchSizeFinderOptions& options,
 }
 
 BatchSizeResult scale_batch_size(const TrainerOptions& options, Module& module,
-                                 data::DataModule& data, const BatchSizeFinderOptions& finder) {
+                                 data::DataModule& data, const BatchSizeFinderOptions& finder,
+                                 Stage stage) {
   check_batch_size_finder_options(finder);
+  TRAINBUS_CHECK(stage != Stage::kSanityCheck,
+                 "scale_batch_size: the stage is fit, validate, test or predict (Lightning's "
+                 "method), not the sanity check");
   // As Lightning's BatchSizeFinder: each rank would search alone and could settle on its own
   // size (an out-of-memory error on one rank only leaves the others in a collective).
   TRAINBUS_CHECK(!options.strategy() || options.strategy()->world_size() == 1,
@@ -252,17 +301,33 @@ BatchSizeResult scale_batch_size(const TrainerOptions& options, Module& module,
       .enable_model_summary(false)
       .enable_checkpointing(false)
       .enable_progress_bar(false);
+  // For the other stages, as Lightning's: steps_per_trial batches of their loader.
+  if (stage == Stage::kValidate) run.limit_val_batches(finder.steps_per_trial());
+  if (stage == Stage::kTest) run.limit_test_batches(finder.steps_per_trial());
+  if (stage == Stage::kPredict) run.limit_predict_batches(finder.steps_per_trial());
 
   detail::RestorePoint restore_point;
   const auto run_trial = [&](int64_t batch_size) {
     set_batch_size(module, data, name, batch_size);
     BatchSizeTrial trial;
     release_cached_memory();
-    auto callback = std::make_shared<TrialCallback>(finder.memory_budget());
+    auto callback = std::make_shared<TrialCallback>(finder.memory_budget(), stage);
     try {
       Trainer trainer(run,
                       {std::make_shared<detail::SaveModuleAtFitStart>(restore_point), callback});
-      trainer.fit(module, data);
+      switch (stage) {
+        case Stage::kValidate:
+          trainer.validate(module, data);
+          break;
+        case Stage::kTest:
+          trainer.test(module, data);
+          break;
+        case Stage::kPredict:
+          trainer.predict(module, data, PredictOptions().return_predictions(false));
+          break;
+        default:
+          trainer.fit(module, data);
+      }
       trial.fits = true;
     } catch (const std::exception& error) {
       if (!is_out_of_memory(error)) throw;

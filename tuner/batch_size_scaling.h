@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/arg.h"
+#include "base/stage.h"
 
 namespace trainbus {
 class Module;
@@ -97,13 +98,16 @@ BatchSizeResult search_batch_size(const BatchSizeFinderOptions& options,
 
 /// Lightning's Tuner(trainer).scale_batch_size: each trial is a Trainer with `options` that runs
 /// steps_per_trial training steps (no validation, no sanity check, no callbacks or observers but
-/// the finder's) with the data module's batch size set to the trial's. An out-of-memory error
+/// the finder's) with the data module's batch size set to the trial's; with `stage` validate, test
+/// or predict (Lightning's method), steps_per_trial batches of that stage's loader instead (one
+/// loader only: several are a MisconfigurationError, as Lightning's). An out-of-memory error
 /// (is_out_of_memory) or, with memory_budget, a batch that needs more fails the trial; any other
 /// error leaves. The module's weights and buffers and the CPU random generator are restored
 /// afterwards (also on error); the size found is written into the data module (and the module's
 /// hyper-parameters, if they hold batch_arg_name). Throws MisconfigurationError for bad options or
 /// a data module without batch_arg_name.
 BatchSizeResult scale_batch_size(const TrainerOptions& options, Module& module,
-                                 data::DataModule& data, const BatchSizeFinderOptions& finder = {});
+                                 data::DataModule& data, const BatchSizeFinderOptions& finder = {},
+                                 Stage stage = Stage::kFit);
 
 }  // namespace trainbus::tuner

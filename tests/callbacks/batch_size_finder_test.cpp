@@ -94,6 +94,70 @@ TEST_CASE("BatchSizeFinder finds the size at fit start and the fit trains with i
   CHECK(trainer.global_step() == 4);
 }
 
+TEST_CASE("BatchSizeFinder searches in validate, test and predict too, and the run reads the size",
+          "[callbacks][batch_size_finder]") {
+  // Lightning's BatchSizeFinder searches at on_validation_start (fn validate), on_test_start and
+  // on_predict_start, with trials of that loop, and the run then reads batches of the size found.
+  class EvaluatesUpTo : public BoringModule {
+   public:
+    explicit EvaluatesUpTo(int64_t capacity) : capacity_(capacity) {}
+    StepOutput validation_step(const Batch& batch, int64_t batch_idx) override {
+      check(batch);
+      return BoringModule::validation_step(batch, batch_idx);
+    }
+    StepOutput test_step(const Batch& batch, int64_t batch_idx) override {
+      check(batch);
+      return BoringModule::test_step(batch, batch_idx);
+    }
+    at::Tensor predict_step(const Batch& batch, int64_t batch_idx) override {
+      check(batch);
+      return BoringModule::predict_step(batch, batch_idx);
+    }
+    std::vector<int64_t> sizes;  // of every batch a step took, trials included
+
+   private:
+    void check(const Batch& batch) {
+      sizes.push_back(data::batch_size_of(batch));
+      TORCH_CHECK_WITH(OutOfMemoryError, sizes.back() <= capacity_,
+                       "CUDA out of memory. Tried to allocate 2.00 GiB");
+    }
+    int64_t capacity_;
+  };
+  const Stage stage = GENERATE(Stage::kValidate, Stage::kTest, Stage::kPredict);
+  CAPTURE(stage);
+  EvaluatesUpTo module(16);
+  RandomDataModule data(64, 1);
+  auto finder = std::make_shared<BatchSizeFinder>(tuner::BatchSizeFinderOptions());
+  Trainer trainer(testing::trainer_options(), {finder});
+  if (stage == Stage::kValidate) trainer.validate(module, data);
+  if (stage == Stage::kTest) trainer.test(module, data);
+  if (stage == Stage::kPredict) trainer.predict(module, data);
+  CHECK(finder->optimal_batch_size() == 16);
+  REQUIRE(finder->result().has_value());
+  CHECK(finder->result()->trials.size() == 5);  // 2 4 8 16 32
+  CHECK(data.batch_arg("batch_size") == 16);
+  // The run itself: 64 samples in 4 batches of 16, after the trials' 3 batches each.
+  REQUIRE(module.sizes.size() >= 4);
+  CHECK(std::vector<int64_t>(module.sizes.end() - 4, module.sizes.end()) ==
+        std::vector<int64_t>{16, 16, 16, 16});
+}
+
+TEST_CASE("BatchSizeFinder refuses several val loaders in validate, as Lightning's",
+          "[callbacks][batch_size_finder]") {
+  BoringModule module;
+  class TwoValLoaders : public RandomDataModule {
+   public:
+    using RandomDataModule::RandomDataModule;
+    std::vector<std::shared_ptr<DataLoader>> val_dataloaders() override {
+      return {val_dataloader(), val_dataloader()};
+    }
+  } data(8, 2);
+  Trainer trainer(testing::trainer_options(),
+                  {std::make_shared<BatchSizeFinder>(tuner::BatchSizeFinderOptions())});
+  CHECK_THROWS_WITH(trainer.validate(module, data),
+                    Contains("cannot be used with multiple val dataloaders (2)"));
+}
+
 TEST_CASE("BatchSizeFinder refuses a data module without the batch size, before any trial",
           "[callbacks][batch_size_finder]") {
   FitsUpToModule module(20);
