@@ -244,6 +244,7 @@ Metrics Trainer::validate(Module& module, DataModule& data, const EvaluateOption
   Metrics result;
   run_entry_point(Stage::kValidate, module, data, [&] {
     metrics_.clear();
+    evaluation_results_.clear();  // no earlier run's results if this one fails before its loop
     data_->prepare_data();
     module_->prepare_data();
     call_setup_hooks(Stage::kValidate);
@@ -268,6 +269,7 @@ Metrics Trainer::test(Module& module, DataModule& data, const EvaluateOptions& o
   Metrics result;
   run_entry_point(Stage::kTest, module, data, [&] {
     metrics_.clear();
+    evaluation_results_.clear();
     data_->prepare_data();
     module_->prepare_data();
     call_setup_hooks(Stage::kTest);

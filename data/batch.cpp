@@ -49,7 +49,17 @@ bool Batch::contains(std::string_view name) const {
   return tensor != nullptr && tensor->defined();
 }
 
-const at::Tensor& Batch::at(std::string_view name) const {
+bool Batch::named(std::string_view name) const {
+  return std::find(order_.begin(), order_.end(), name) != order_.end();
+}
+
+std::size_t Batch::size() const {
+  std::size_t count = 0;
+  for_each([&](std::string_view, const at::Tensor&) { ++count; });
+  return count;
+}
+
+at::Tensor Batch::at(std::string_view name) const {
   const at::Tensor* tensor = find(name);
   if (tensor == nullptr || !tensor->defined()) {
     std::string known;
@@ -61,38 +71,41 @@ const at::Tensor& Batch::at(std::string_view name) const {
 }
 
 std::vector<std::string> Batch::names() const {
-  std::vector<std::string> result;
-  auto named = [&](const char* name) {
-    return std::find(order_.begin(), order_.end(), name) != order_.end();
-  };
   // Fields assigned directly (`batch.data = x`) come first, in Example's order.
-  if (data.defined() && !named("data")) result.emplace_back("data");
-  if (target.defined() && !named("target")) result.emplace_back("target");
-  for (const std::string& name : order_)
-    if (find(name)->defined()) result.push_back(name);
+  std::vector<std::string> result;
+  for_each([&](std::string_view name, const at::Tensor&) { result.emplace_back(name); });
   return result;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> Batch::items() const {
   std::vector<std::pair<std::string, at::Tensor>> result;
-  for (std::string& name : names()) {
-    at::Tensor tensor = *find(name);
-    result.emplace_back(std::move(name), std::move(tensor));
-  }
+  for_each([&](std::string_view name, const at::Tensor& tensor) {
+    result.emplace_back(std::string(name), tensor);
+  });
   return result;
 }
 
 Batch to_device(const Batch& batch, const c10::Device& device) {
+  bool all_there = true;
+  batch.for_each([&](std::string_view, const at::Tensor& tensor) {
+    all_there = all_there && tensor.device() == device;
+  });
+  if (all_there) return batch;  // the common case on the CPU: nothing to build
   Batch moved;
-  for (auto& [name, tensor] : batch.items())
-    moved.set(name, tensor.device() != device ? tensor.to(device, /*non_blocking=*/false) : tensor);
+  batch.for_each([&](std::string_view name, const at::Tensor& tensor) {
+    moved.set(std::string(name),
+              tensor.device() != device ? tensor.to(device, /*non_blocking=*/false) : tensor);
+  });
   return moved;
 }
 
 int64_t batch_size_of(const Batch& batch) {
   // Lightning's extract_batch_size: the first tensor found decides.
-  for (const auto& [name, tensor] : batch.items()) return tensor.dim() == 0 ? 1 : tensor.size(0);
-  return 1;
+  int64_t size = -1;
+  batch.for_each([&](std::string_view, const at::Tensor& tensor) {
+    if (size < 0) size = tensor.dim() == 0 ? 1 : tensor.size(0);
+  });
+  return size < 0 ? 1 : size;
 }
 
 }  // namespace trainbus::data

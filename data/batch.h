@@ -46,20 +46,34 @@ class Batch {
   Batch& set(const std::string& name, at::Tensor tensor);
   /// Whether an entry `name` holds a defined tensor.
   bool contains(std::string_view name) const;
-  /// The tensor named `name`; throws std::out_of_range naming it and the batch's names.
-  const at::Tensor& at(std::string_view name) const;
-  const at::Tensor& operator[](std::string_view name) const { return at(name); }
+  /// The tensor named `name` (a handle sharing its storage: by value, so that it outlives a
+  /// temporary batch, `loader.batch(0)["image"]`, and a later set()); throws std::out_of_range
+  /// naming it and the batch's names.
+  at::Tensor at(std::string_view name) const;
+  at::Tensor operator[](std::string_view name) const { return at(name); }
 
   /// The names of the defined entries, in order: "data" and "target" first when they were set
   /// as fields rather than by name.
   std::vector<std::string> names() const;
   /// (name, tensor) of the defined entries, in the order of names().
   std::vector<std::pair<std::string, at::Tensor>> items() const;
-  std::size_t size() const { return names().size(); }
+  /// Calls fn(name, tensor) for each defined entry, in the order of names(), copying nothing:
+  /// what the loops use on every batch.
+  template <class Fn>
+  void for_each(Fn&& fn) const {
+    if (data.defined() && !named("data")) fn(std::string_view("data"), data);
+    if (target.defined() && !named("target")) fn(std::string_view("target"), target);
+    for (const std::string& name : order_) {
+      const at::Tensor* tensor = find(name);
+      if (tensor->defined()) fn(std::string_view(name), *tensor);
+    }
+  }
+  std::size_t size() const;
   bool empty() const { return size() == 0; }
 
  private:
   const at::Tensor* find(std::string_view name) const;
+  bool named(std::string_view name) const;
 
   std::vector<std::pair<std::string, at::Tensor>> others_;  // entries other than data and target
   std::vector<std::string> order_;                          // every name set by name, in order

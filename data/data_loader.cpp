@@ -138,8 +138,10 @@ Batch TensorDataLoader::batch(int64_t index) {
   const int64_t end = std::min(begin + options_.batch_size(), rank_samples());
   const at::Tensor rows = order_.defined() ? order_.slice(0, begin, end) : at::Tensor();
   Batch batch;
-  for (const auto& [name, tensor] : samples_.items())
-    batch.set(name, rows.defined() ? tensor.index_select(0, rows) : tensor.slice(0, begin, end));
+  samples_.for_each([&](std::string_view name, const at::Tensor& tensor) {
+    batch.set(std::string(name),
+              rows.defined() ? tensor.index_select(0, rows) : tensor.slice(0, begin, end));
+  });
   return batch;
 }
 
