@@ -46,7 +46,13 @@ bool GradientAccumulationScheduler::going_to_accumulate_grad_batches() const {
   return false;
 }
 
-void GradientAccumulationScheduler::on_train_start(Trainer& trainer, Module&) {
+void GradientAccumulationScheduler::on_train_start(Trainer& trainer, Module& module) {
+  // As Lightning's on_train_start: refused for a manual module whatever the schedule, not when a
+  // factor above 1 first takes effect, epochs later.
+  TRAINBUS_CHECK(module.automatic_optimization(),
+                 "Automatic gradient accumulation and the `GradientAccumulationScheduler` is not "
+                 "supported for manual optimization. Please remove the callback or switch to "
+                 "automatic optimization.");
   TRAINBUS_CHECK(trainer.options().accumulate_grad_batches() == 1,
                  "You have set `accumulate_grad_batches` (",
                  trainer.options().accumulate_grad_batches(),

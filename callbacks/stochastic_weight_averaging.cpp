@@ -152,6 +152,13 @@ void StochasticWeightAveraging::check_matches(const std::vector<at::Tensor>& ten
 
 void StochasticWeightAveraging::on_fit_start(Trainer& trainer, Module& module) {
   if (trainer.replaying()) return;
+  // Its BatchNorm epoch skips the trainer's backward and step, and it steps its SWALR itself: in
+  // manual optimization the module's own manual_backward and steps would go on training the
+  // averaged weights (Lightning accepts it and does that).
+  TRAINBUS_CHECK(module.automatic_optimization(),
+                 "StochasticWeightAveraging does not support manual optimization (the module "
+                 "steps its optimizers itself, so the averaging epoch would train on); use it with "
+                 "automatic optimization, or average the weights in the module");
   TRAINBUS_CHECK(trainer.optimizers().size() == 1,
                  "StochasticWeightAveraging: SWA currently works with 1 optimizer, but "
                  "configure_optimizers() returned ",

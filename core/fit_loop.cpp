@@ -246,7 +246,6 @@ void Trainer::run_training_epoch() {
   progress_.epoch_batches_finished = false;
   const int64_t first_batch = std::exchange(progress_.resume_batch_idx, 0);
   progress_.batches_done_in_epoch = first_batch;
-  batches_that_stepped_ = progress_.global_step;  // also after a resume
   train_loader_->set_epoch(progress_.current_epoch);
   call_hooks<events::TrainEpochStart>([&](Callback& c) { c.on_train_epoch_start(*this, *module_); },
                                       [](Module& m) { m.on_train_epoch_start(); },
@@ -256,6 +255,7 @@ void Trainer::run_training_epoch() {
                                             num_val_batches_};
                                       });
   for (int64_t batch_idx = first_batch; batch_idx < num_training_batches_; ++batch_idx) {
+    const int64_t steps_before = progress_.global_step;
     if (!run_training_batch(batch_idx)) break;  // on_train_batch_start returned -1
     check_observers();
     agree_on_stop();  // before validates_after_batch: an allowed stop validates first
@@ -269,8 +269,9 @@ void Trainer::run_training_epoch() {
     // As Lightning's on_advance_end: ReduceLROnPlateau on a step interval, after the validation.
     if (!should_accumulate(batch_idx))
       step_schedulers(SchedulerInterval::kStep, batch_idx, /*plateau=*/true);
-    // As Lightning's on_advance_end: loggers count the batch's step from here on.
-    batches_that_stepped_ = progress_.global_step;
+    // As Lightning's on_advance_end: loggers count the batch's step from here on; once per
+    // batch that stepped, however many optimizer steps manual optimization took in it.
+    if (progress_.global_step > steps_before) ++batches_that_stepped_;
     if (options_.max_steps() >= 0 && progress_.global_step >= options_.max_steps()) break;
     if (should_stop_) {
       if (can_stop_early()) break;
@@ -352,12 +353,13 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
       [&](Callback& c) { c.on_train_batch_end(*this, *module_, outputs, batch, batch_idx); },
       [&](Module& m) { m.on_train_batch_end(outputs, batch, batch_idx); },
       [&] {
-        return events::TrainBatchEnd{event_progress(),
-                                     info,
-                                     outputs.has_loss() ? outputs.loss().item<double>()
-                                                        : std::numeric_limits<double>::quiet_NaN(),
-                                     metrics_.batch_logged(),
-                                     metrics_.progress_bar_metrics(),
+        return events::TrainBatchEnd{event_progress(), info,
+                                     // Manual optimization may return a loss of any shape
+                                     // (Lightning's ManualResult): one value or none.
+                                     outputs.has_loss() && outputs.loss().numel() == 1
+                                         ? outputs.loss().item<double>()
+                                         : std::numeric_limits<double>::quiet_NaN(),
+                                     metrics_.batch_logged(), metrics_.progress_bar_metrics(),
                                      make_tensor_ref(outputs)};
       });
   return true;

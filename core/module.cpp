@@ -117,25 +117,23 @@ void Module::toggle_optimizer(torch::optim::Optimizer& optimizer) {
   std::unordered_map<const void*, std::pair<at::Tensor, bool>> state;
   for (const auto& each : trainer().optimizers()) {
     for (auto& group : each->param_groups()) {
-      for (auto& parameter : group.params()) {
-        if (!state
-                 .emplace(parameter.unsafeGetTensorImpl(),
-                          std::make_pair(parameter, parameter.requires_grad()))
-                 .second) {
-          continue;
-        }
-        parameter.set_requires_grad(false);
-      }
+      for (auto& parameter : group.params())
+        state.emplace(parameter.unsafeGetTensorImpl(),
+                      std::make_pair(parameter, parameter.requires_grad()));
     }
   }
+  // Checked before anything changes: a wrong optimizer leaves every parameter as it was.
   for (auto& group : optimizer.param_groups()) {
     for (auto& parameter : group.params()) {
-      const auto found = state.find(parameter.unsafeGetTensorImpl());
-      TRAINBUS_CHECK(found != state.end(), class_name(*this),
+      TRAINBUS_CHECK(state.count(parameter.unsafeGetTensorImpl()) > 0, class_name(*this),
                      "::toggle_optimizer: the optimizer is not one of configure_optimizers'; "
                      "pass one of optimizers()");
-      parameter.set_requires_grad(found->second.second);
     }
+  }
+  for (auto& [impl, saved] : state) saved.first.set_requires_grad(false);
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& parameter : group.params())
+      parameter.set_requires_grad(state.at(parameter.unsafeGetTensorImpl()).second);
   }
   requires_grad_state_ = std::move(state);
 }

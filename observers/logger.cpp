@@ -49,6 +49,8 @@ void Logger::on_fit_start(const events::FitStart& event) {
   add_hyperparams(event.hparams);
   stop_requested_ = false;
   last_global_step_ = event.progress.global_step;  // a resumed fit's steps
+  // As the Trainer's batches_that_stepped: from a resumed fit's global_step.
+  batches_stepped_ = event.progress.global_step;
   batch_step_.reset();
   if (event.progress.global_step > 0) resume_at(event.progress.global_step);
 }
@@ -58,10 +60,12 @@ void Logger::on_train_batch_end(const events::TrainBatchEnd& event) {
   // accumulates; else one when should_update_logs, i.e. (_batches_that_stepped + 1) %
   // log_every_n_steps == 0 or a stop was asked for, at step _batches_that_stepped (the batches
   // that stepped before this one).
-  // The steps before this batch: in manual optimization a batch may take several.
+  // Batches that stepped, counted once each: in manual optimization a batch may take several
+  // optimizer steps, and Lightning's rows still count batches.
   const int64_t steps_before = std::exchange(last_global_step_, event.progress.global_step);
   const bool stepped = event.progress.global_step > steps_before;
-  batch_step_ = steps_before;
+  batch_step_ = batches_stepped_;
+  if (stepped) ++batches_stepped_;
   if (!stepped || event.metrics.empty()) return;
   if ((*batch_step_ + 1) % log_every_n_steps_ != 0 && !stop_requested_) return;
   log_metrics(event.metrics, *batch_step_, event.progress.epoch);
@@ -69,8 +73,10 @@ void Logger::on_train_batch_end(const events::TrainBatchEnd& event) {
 
 void Logger::on_train_epoch_end(const events::TrainEpochEnd& event) {
   batch_step_.reset();
+  // Lightning's update_train_epoch_metrics: at the last batch's step (_batches_that_stepped - 1).
   if (!event.metrics.empty())
-    log_metrics(event.metrics, step_of(event.progress), event.progress.epoch);
+    log_metrics(event.metrics, batches_stepped_ > 0 ? batches_stepped_ - 1 : 0,
+                event.progress.epoch);
   flush();
 }
 

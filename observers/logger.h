@@ -79,6 +79,9 @@ class Logger : public events::Observer {
   bool sanity_checking_ = false;
   bool stop_requested_ = false;   // in this fit (Lightning's trainer.should_stop)
   int64_t last_global_step_ = 0;  // at the last training batch (or the fit's start)
+  // Training batches that stepped (Lightning's _batches_that_stepped), counted from the events:
+  // an observer that drops events (WhenFull::kDrop) can count fewer.
+  int64_t batches_stepped_ = 0;
   // Lightning's _batches_that_stepped during the last training batch and the validation after
   // it: the steps before that batch. None outside a training epoch.
   std::optional<int64_t> batch_step_;
