@@ -17,6 +17,7 @@ BatchSizeFinder::BatchSizeFinder(tuner::BatchSizeFinderOptions options)
 }
 
 void BatchSizeFinder::setup(Trainer& trainer, Module& module, Stage stage) {
+  if (trainer.replaying()) return;  // a replay has no data module, and searches nothing
   DataModule& data = *trainer.datamodule();
   TRAINBUS_CHECK(data.batch_arg(options_.batch_arg_name()).has_value(), "BatchSizeFinder: field `",
                  options_.batch_arg_name(), "` not found in the data module (",
@@ -27,7 +28,7 @@ void BatchSizeFinder::setup(Trainer& trainer, Module& module, Stage stage) {
   // validate, test, predict: searched now, before the Trainer takes the stage's loaders, which
   // then have the size found (Lightning searches at on_validation_start and so on, then has the
   // loop take its loaders again).
-  if (stage != Stage::kFit && !trainer.replaying()) {
+  if (stage != Stage::kFit) {
     result_ = tuner::scale_batch_size(trainer.options(), module, data, options_, stage);
     optimal_batch_size_ = result_->batch_size;
   }

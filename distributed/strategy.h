@@ -2,7 +2,9 @@
 /// Strategy: how the processes of a job train one model together (Lightning's Strategy). The
 /// Trainer calls it at fixed points of a run; on one process every call is a no-op.
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -76,9 +78,19 @@ class Strategy {
     return value;
   }
   /// Rank `root`'s `text` (a path, an error message), on every rank (Lightning's
-  /// strategy.broadcast of an object).
+  /// strategy.broadcast of an object). By default through broadcast(int64_t): the length, then
+  /// eight bytes at a time, so that a strategy of one's own that has only that one works.
   virtual std::string broadcast_text(std::string text, int root = 0) {
-    (void)root;
+    if (world_size() <= 1) return text;
+    const auto size = static_cast<std::size_t>(broadcast(static_cast<int64_t>(text.size()), root));
+    text.resize(size);
+    for (std::size_t offset = 0; offset < size; offset += sizeof(int64_t)) {
+      const std::size_t length = std::min(sizeof(int64_t), size - offset);
+      int64_t chunk = 0;
+      std::memcpy(&chunk, text.data() + offset, length);
+      chunk = broadcast(chunk, root);
+      std::memcpy(text.data() + offset, &chunk, length);
+    }
     return text;
   }
   /// Waits until every rank reaches a barrier; `name` says which, in a timeout's error.

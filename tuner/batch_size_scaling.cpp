@@ -173,7 +173,20 @@ class Search {
 // of the data set the trial's loop reads (the finder does not double past it).
 class TrialCallback : public Callback {
  public:
-  TrialCallback(std::optional<int64_t> budget, Stage stage) : budget_(budget), stage_(stage) {}
+  TrialCallback(std::optional<int64_t> budget, Stage stage, int64_t batch_size, std::string name)
+      : budget_(budget), stage_(stage), batch_size_(batch_size), name_(std::move(name)) {}
+  using Callback::on_predict_batch_start;
+  using Callback::on_test_batch_start;
+  using Callback::on_validation_batch_start;
+  void on_validation_batch_start(Trainer&, Module&, const Batch& batch, int64_t) override {
+    if (stage_ == Stage::kValidate) check_batch_size(batch);
+  }
+  void on_test_batch_start(Trainer&, Module&, const Batch& batch, int64_t) override {
+    check_batch_size(batch);
+  }
+  void on_predict_batch_start(Trainer&, Module&, const Batch& batch, int64_t) override {
+    check_batch_size(batch);
+  }
   void on_fit_start(Trainer& trainer, Module&) override {
     if (trainer.train_dataloader()) num_samples = trainer.train_dataloader()->num_samples();
     start_measuring();
@@ -228,6 +241,20 @@ class TrialCallback : public Callback {
   void start_measuring() {
     if (budget_) meter_.emplace();
   }
+  // The first batch of a validate/test/predict trial has the trial's size: else batch_arg_name
+  // names another loader's size (FashionMnistDataModule's batch_size is the training loader's),
+  // and every trial would "fit" at the loader's own size.
+  void check_batch_size(const Batch& batch) {
+    if (checked_) return;
+    checked_ = true;
+    const int64_t expected = num_samples > 0 ? std::min(batch_size_, num_samples) : batch_size_;
+    const int64_t seen = data::batch_size_of(batch);
+    TRAINBUS_CHECK(seen == expected, "BatchSizeFinder: the trial set `", name_, "` to ",
+                   batch_size_, ", but the ", to_string(stage_), " loader's first batch has ", seen,
+                   " samples: `", name_,
+                   "` is not the size that loader uses; name the one it uses "
+                   "with batch_arg_name (FashionMnistDataModule: eval_batch_size)");
+  }
   void check_budget() {
     if (meter_ && meter_->peak_bytes() > *budget_) {
       throw MemoryBudgetExceeded(meter_->peak_bytes(), *budget_);
@@ -239,6 +266,9 @@ class TrialCallback : public Callback {
   }
   std::optional<int64_t> budget_;
   Stage stage_;
+  int64_t batch_size_;
+  std::string name_;
+  bool checked_ = false;
   std::optional<CpuMemoryMeter> meter_;  // on the training thread, from the loop's start to its end
 };
 
@@ -311,7 +341,8 @@ BatchSizeResult scale_batch_size(const TrainerOptions& options, Module& module,
     set_batch_size(module, data, name, batch_size);
     BatchSizeTrial trial;
     release_cached_memory();
-    auto callback = std::make_shared<TrialCallback>(finder.memory_budget(), stage);
+    auto callback =
+        std::make_shared<TrialCallback>(finder.memory_budget(), stage, batch_size, name);
     try {
       Trainer trainer(run,
                       {std::make_shared<detail::SaveModuleAtFitStart>(restore_point), callback});

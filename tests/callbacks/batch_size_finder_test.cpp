@@ -4,6 +4,8 @@
 #include "callbacks/batch_size_finder.h"
 
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include <c10/util/Exception.h>
@@ -140,6 +142,36 @@ TEST_CASE("BatchSizeFinder searches in validate, test and predict too, and the r
   REQUIRE(module.sizes.size() >= 4);
   CHECK(std::vector<int64_t>(module.sizes.end() - 4, module.sizes.end()) ==
         std::vector<int64_t>{16, 16, 16, 16});
+}
+
+TEST_CASE("BatchSizeFinder in validate names a batch_arg_name the val loader does not use",
+          "[callbacks][batch_size_finder]") {
+  // A size the val loader ignores (as FashionMnistDataModule's batch_size, the training loader's)
+  // would let every trial "fit" at the loader's own size, up to max_val.
+  class TrainSizeOnly : public RandomDataModule {
+   public:
+    using RandomDataModule::RandomDataModule;
+    std::optional<int64_t> batch_arg(const std::string& name) const override {
+      return name == "train_size" ? std::optional<int64_t>(train_size_)
+                                  : RandomDataModule::batch_arg(name);
+    }
+    bool set_batch_arg(const std::string& name, int64_t value) override {
+      if (name != "train_size") return RandomDataModule::set_batch_arg(name, value);
+      train_size_ = value;
+      return true;
+    }
+
+   private:
+    int64_t train_size_ = 2;
+  } data(64, 8);
+  BoringModule module;
+  auto finder = std::make_shared<BatchSizeFinder>(
+      tuner::BatchSizeFinderOptions().batch_arg_name("train_size"));
+  Trainer trainer(testing::trainer_options(), {finder});
+  CHECK_THROWS_WITH(trainer.validate(module, data),
+                    Contains("the trial set `train_size` to 2, but the validate loader's first "
+                             "batch has 8 samples") &&
+                        Contains("eval_batch_size"));
 }
 
 TEST_CASE("BatchSizeFinder refuses several val loaders in validate, as Lightning's",

@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "core/callback.h"
+#include "core/trainer.h"
 
 namespace trainbus::tuner::detail {
 
@@ -29,11 +30,17 @@ class RestorePoint {
   std::vector<std::pair<at::Tensor, at::Tensor>> tensors_;  // each tensor and its copy
 };
 
-/// Saves the module into `point` at the first on_fit_start it sees (after configure_model).
+/// Saves the module into `point` at the first run start it sees (after configure_model): a fit's
+/// on_fit_start, or the start of a validate, test or predict trial.
 class SaveModuleAtFitStart : public Callback {
  public:
   explicit SaveModuleAtFitStart(RestorePoint& point) : point_(point) {}
   void on_fit_start(Trainer&, Module& module) override { point_.save_module(module); }
+  void on_validation_start(Trainer& trainer, Module& module) override {
+    if (trainer.fn() == Stage::kValidate) point_.save_module(module);
+  }
+  void on_test_start(Trainer&, Module& module) override { point_.save_module(module); }
+  void on_predict_start(Trainer&, Module& module) override { point_.save_module(module); }
 
  private:
   RestorePoint& point_;
