@@ -244,7 +244,7 @@ TEST_CASE("EMAWeightAveraging forgets the average of a resume that failed", "[ca
     Trainer trainer(options_for(1),
                     {ema, std::make_shared<FailsToLoad>(),
                      std::make_shared<LambdaCallback>(LambdaHooks().on_train_epoch_end(
-                         [&](Trainer& trainer, Module&) { trainer.save_checkpoint(path); }))});
+                         [&](Trainer& running, Module&) { running.save_checkpoint(path); }))});
     trainer.fit(module, data);
   }
   Trainer trainer(options_for(1), {ema, std::make_shared<FailsToLoad>()});
