@@ -187,10 +187,16 @@ TEST_CASE("lr_find refuses bad options, naming them", "[tuner][lr_find]") {
 
 TEST_CASE("lr_find's plot is an SVG with the curve and the suggestion", "[tuner][lr_find]") {
   TempDir dir;
+  torch::manual_seed(4);
   TunableModule module;
   RandomDataModule data(64, 4);
-  const LRFinder finder = lr_find(testing::trainer_options().seed(1), module, data,
-                                  LRFinderOptions().min_lr(1e-4).num_training(30));
+  // The module's initial weights came from LibTorch's default generator, which a new process
+  // seeds at random: with some of them the loss diverged at the third step, leaving too few
+  // points for a suggestion (seen once in CI). Seeded, and without early stop: the plot is what
+  // is tested here.
+  const LRFinder finder =
+      lr_find(testing::trainer_options().seed(1), module, data,
+              LRFinderOptions().min_lr(1e-4).num_training(30).early_stop_threshold(std::nullopt));
   const std::string path = dir.file("lr_find.svg");
   finder.write_plot(path);
   std::ifstream file(path);
