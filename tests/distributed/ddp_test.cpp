@@ -177,7 +177,8 @@ struct RankResult {
   int64_t every_rank_observer_batches = 0;
   std::string stop_reasons;
   std::string error;
-  Metrics metrics;  // callback_metrics at the end
+  Metrics metrics;           // callback_metrics at the end
+  std::string resumed_from;  // the checkpoint fit resumed from, if any
 };
 
 void write_result(const std::string& file, const RankResult& result) {
@@ -193,7 +194,7 @@ void write_result(const std::string& file, const RankResult& result) {
   std::replace(error.begin(), error.end(), '\n', ' ');
   out << "\n" << result.stop_reasons << "\n" << error << "\n";
   for (const auto& [name, value] : result.metrics) out << name << " " << value << " ";
-  out << "\n";
+  out << "\n" << result.resumed_from << "\n";
 }
 
 RankResult read_result(const std::string& file) {
@@ -216,6 +217,7 @@ RankResult read_result(const std::string& file) {
   std::istringstream metrics(line);
   std::string name;
   for (double value; metrics >> name >> value;) result.metrics[name] = value;
+  std::getline(in, result.resumed_from);
   return result;
 }
 
@@ -266,6 +268,7 @@ RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, Trainer
   if (metrics.count("val_rank")) result.val_rank = metrics.at("val_rank");
   if (metrics.count("train_loss_epoch")) result.train_loss_epoch = metrics.at("train_loss_epoch");
   result.global_step = trainer.global_step();
+  result.resumed_from = trainer.checkpoints().resumed_from();
   result.rank_zero_observer_batches = rank_zero_counter->batches;
   result.every_rank_observer_batches = every_rank_counter->batches;
   for (const std::string& reason : trainer.stop_reasons()) result.stop_reasons += reason + ";";
@@ -302,7 +305,8 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::string ckpt_path;
   options.enable_checkpointing(mode == "monitor" || mode == "checkpoint" || mode == "resume" ||
-                               mode == "resume_last" || mode == "save_fails");
+                               mode == "resume_last" || mode == "resume_last_none" ||
+                               mode == "save_fails");
   if (mode == "monitor") {
     // rank_loss differs per rank: the top-k decision must still be the same on both (a save is
     // a collective), or they would wait on each other.
@@ -313,12 +317,15 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
                                                          .every_n_train_steps(1)
                                                          .save_top_k(2)));
   }
-  if (mode == "checkpoint" || mode == "resume" || mode == "resume_last") {
+  if (mode == "checkpoint" || mode == "resume" || mode == "resume_last" ||
+      mode == "resume_last_none") {
     // Every 3 steps, all kept: mid-epoch ones (step 3, 6), none at the epoch's end (step 8).
     // resume_last: rank 1 looks in an empty directory, as a rank that sees the run directory
-    // before rank 0's files are there would; "last" is what rank 0 finds.
-    const std::string checkpoints =
-        mode == "resume_last" && rank == 1 ? dir + "/not-yet-written" : dir + "/checkpoints";
+    // before rank 0's files are there would; "last" is what rank 0 finds. resume_last_none: the
+    // other way round, and rank 0 finds nothing: both fail with its error.
+    const bool empty_here =
+        (mode == "resume_last" && rank == 1) || (mode == "resume_last_none" && rank == 0);
+    const std::string checkpoints = empty_here ? dir + "/not-yet-written" : dir + "/checkpoints";
     callbacks.push_back(
         std::make_shared<callbacks::ModelCheckpoint>(callbacks::ModelCheckpointOptions()
                                                          .dirpath(checkpoints)
@@ -327,7 +334,7 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
                                                          .save_top_k(-1)));
     options.max_epochs(mode == "checkpoint" ? 1 : 2);
     if (mode == "resume") ckpt_path = dir + "/checkpoints/step=6.ckpt";
-    if (mode == "resume_last") ckpt_path = "last";
+    if (mode == "resume_last" || mode == "resume_last_none") ckpt_path = "last";
   }
   if (mode == "save_fails") {
     // Rank 0's save fails in a hook (hooks and the write run on rank 0 only).
@@ -476,6 +483,16 @@ TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, 
   const auto [last0, last1] = read_clean_ranks(dir);
   CHECK(last0.global_step == 16);
   CHECK(last0.weights == last1.weights);
+  CHECK_THAT(last0.resumed_from, Catch::EndsWith("checkpoints/step=15.ckpt"));
+  CHECK(last1.resumed_from == last0.resumed_from);
+
+  // Rank 0 finds nothing: every rank fails with its error, none resumes from what it sees itself.
+  for (int status : run_ranks("resume_last_none", dir.path().string())) REQUIRE(WIFEXITED(status));
+  const RankResult none0 = read_result(dir.file("rank0.txt"));
+  const RankResult none1 = read_result(dir.file("rank1.txt"));
+  CHECK_THAT(none0.error, Catch::Contains("no complete checkpoint found"));
+  CHECK_THAT(none1.error, Catch::Contains("no complete checkpoint found") &&
+                              Catch::Contains("(on rank 0, which looks for all)"));
 
   // One process with the ranks' batch size would count twice the batches: the position would
   // point at other samples. A clear error, not a silent skip.
