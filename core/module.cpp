@@ -153,6 +153,16 @@ void Module::untoggle_optimizer(torch::optim::Optimizer& optimizer) {
   requires_grad_state_.clear();
 }
 
+void Module::restore_toggled_optimizer() noexcept {
+  for (auto& [impl, saved] : requires_grad_state_) {
+    try {
+      saved.first.set_requires_grad(saved.second);
+    } catch (const std::exception&) {  // a leaf parameter's flag: not expected to fail
+    }
+  }
+  requires_grad_state_.clear();
+}
+
 void Module::clip_gradients(torch::optim::Optimizer& optimizer,
                             std::optional<double> gradient_clip_val,
                             std::optional<GradientClipAlgorithm> gradient_clip_algorithm) {

@@ -298,6 +298,9 @@ class Module : public torch::nn::Module {
   at::Tensor example_input_array_;
   ExampleForward example_forward_;
   bool automatic_optimization_ = true;
+  // Puts back every parameter toggle_optimizer changed, when a run fails before
+  // untoggle_optimizer (the Trainer's exception path).
+  void restore_toggled_optimizer() noexcept;
   // What toggle_optimizer found, per parameter (by its TensorImpl), for untoggle_optimizer.
   std::unordered_map<const void*, std::pair<at::Tensor, bool>> requires_grad_state_;
 };

@@ -287,6 +287,9 @@ void Trainer::report_dropped_events() {
 }
 
 void Trainer::notify_exception(const std::exception& error) {
+  // A training_step that threw between toggle_optimizer and untoggle_optimizer must not leave the
+  // other optimizers' parameters frozen (a retried fit's toggle would take that as their state).
+  module_->restore_toggled_optimizer();
   // Every callback hears of it even if one of them fails; the original exception then continues.
   for (const auto& callback : callbacks_) {
     try {

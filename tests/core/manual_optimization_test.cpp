@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -178,6 +179,25 @@ void append(Hooks& out, const Hooks& more) { out.insert(out.end(), more.begin(),
 Hooks callback_then_module(const std::string& hook) { return {"Callback." + hook, hook}; }
 
 }  // namespace
+
+TEST_CASE("Manual optimization: a step that throws while toggled leaves no parameter frozen",
+          "[core][manual]") {
+  // Between toggle_optimizer and untoggle_optimizer the discriminator's parameters are frozen;
+  // a failed fit must give them back, or a retried fit's toggle takes frozen as their state.
+  class ThrowsWhileToggled : public Gan {
+   public:
+    StepOutput training_step(const Batch& batch, int64_t) override {
+      toggle_optimizer(optimizers().at(0));
+      (void)batch;
+      throw std::runtime_error("training_step failed on purpose");
+    }
+  };
+  ThrowsWhileToggled module;
+  RandomDataModule data;
+  Trainer trainer(manual_options(1, 2));
+  CHECK_THROWS_WITH(trainer.fit(module, data), Catch::Contains("failed on purpose"));
+  for (const auto& parameter : module.parameters()) CHECK(parameter.requires_grad());
+}
 
 TEST_CASE("Manual optimization: hooks fire in Lightning's order around manual_backward and step",
           "[core][manual][hooks]") {
