@@ -192,22 +192,10 @@ class TrialCallback : public Callback {
     start_measuring();
   }
   void on_validation_start(Trainer& trainer, Module&) override {
-    if (stage_ != Stage::kValidate) return;
-    // As Lightning's BatchSizeFinder.setup: the size of one loader is what is searched.
-    TRAINBUS_CHECK(trainer.val_dataloaders().size() <= 1,
-                   "the batch size finder cannot be used with multiple val dataloaders (",
-                   trainer.val_dataloaders().size(), ")");
-    if (!trainer.val_dataloaders().empty())
-      num_samples = trainer.val_dataloaders().front()->num_samples();
-    start_measuring();
+    if (stage_ == Stage::kValidate) start_evaluating(trainer.val_dataloaders(), "val");
   }
   void on_test_start(Trainer& trainer, Module&) override {
-    TRAINBUS_CHECK(trainer.test_dataloaders().size() <= 1,
-                   "the batch size finder cannot be used with multiple test dataloaders (",
-                   trainer.test_dataloaders().size(), ")");
-    if (!trainer.test_dataloaders().empty())
-      num_samples = trainer.test_dataloaders().front()->num_samples();
-    start_measuring();
+    start_evaluating(trainer.test_dataloaders(), "test");
   }
   void on_predict_start(Trainer& trainer, Module&) override {
     if (trainer.predict_dataloader()) num_samples = trainer.predict_dataloader()->num_samples();
@@ -240,6 +228,14 @@ class TrialCallback : public Callback {
  private:
   void start_measuring() {
     if (budget_) meter_.emplace();
+  }
+  // A validate or test trial starts: as Lightning's BatchSizeFinder.setup, the size of one loader
+  // is what is searched.
+  void start_evaluating(const std::vector<std::shared_ptr<DataLoader>>& loaders, const char* kind) {
+    TRAINBUS_CHECK(loaders.size() <= 1, "the batch size finder cannot be used with multiple ", kind,
+                   " dataloaders (", loaders.size(), ")");
+    if (!loaders.empty()) num_samples = loaders.front()->num_samples();
+    start_measuring();
   }
   // The first batch of a validate/test/predict trial has the trial's size: else batch_arg_name
   // names another loader's size (FashionMnistDataModule's batch_size is the training loader's),
@@ -345,7 +341,7 @@ BatchSizeResult scale_batch_size(const TrainerOptions& options, Module& module,
         std::make_shared<TrialCallback>(finder.memory_budget(), stage, batch_size, name);
     try {
       Trainer trainer(run,
-                      {std::make_shared<detail::SaveModuleAtFitStart>(restore_point), callback});
+                      {std::make_shared<detail::SaveModuleAtRunStart>(restore_point), callback});
       switch (stage) {
         case Stage::kValidate:
           trainer.validate(module, data);

@@ -219,7 +219,7 @@ LRFinder lr_find(const TrainerOptions& options, Module& module, data::DataModule
   auto callback =
       std::make_shared<RangeTestCallback>(finder, finder_options.early_stop_threshold());
   try {
-    Trainer trainer(run, {std::make_shared<detail::SaveModuleAtFitStart>(restore_point), callback});
+    Trainer trainer(run, {std::make_shared<detail::SaveModuleAtRunStart>(restore_point), callback});
     trainer.fit(module, data);
   } catch (...) {
     restore_point.restore();

@@ -32,9 +32,9 @@ class RestorePoint {
 
 /// Saves the module into `point` at the first run start it sees (after configure_model): a fit's
 /// on_fit_start, or the start of a validate, test or predict trial.
-class SaveModuleAtFitStart : public Callback {
+class SaveModuleAtRunStart : public Callback {
  public:
-  explicit SaveModuleAtFitStart(RestorePoint& point) : point_(point) {}
+  explicit SaveModuleAtRunStart(RestorePoint& point) : point_(point) {}
   void on_fit_start(Trainer&, Module& module) override { point_.save_module(module); }
   void on_validation_start(Trainer& trainer, Module& module) override {
     if (trainer.fn() == Stage::kValidate) point_.save_module(module);
