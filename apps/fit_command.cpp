@@ -282,6 +282,10 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
         distributed::DDPOptions()
             .timeout(std::chrono::milliseconds(static_cast<int64_t>(args.ddp_timeout * 1000.0)))
             .find_unused_parameters(args.ddp_find_unused_parameters)
+            // Only built-in callbacks run here, and their stops hold on every rank alike
+            // (EarlyStopping decides on reduced metrics, the Timer on rank 0's clock): one
+            // collective less per step (bench/README.md).
+            .stop_agreement_every_batch(false)
             .gradient_compression(args.ddp_fp16_gradients
                                       ? distributed::DDPOptions::GradientCompression::kFp16
                                       : distributed::DDPOptions::GradientCompression::kNone)));

@@ -140,7 +140,12 @@ void Timer::check_time_remaining(Trainer& trainer) {
   // Once per fit: a stop refused for min_epochs stays requested, and one line says why.
   if (stop_requested_ || trainer.replaying()) return;  // a replay's clock is not the run's
   const double elapsed = time_elapsed(RunningStage::kTraining);
-  if (elapsed < options_.duration()->seconds()) return;
+  bool time_is_up = elapsed >= options_.duration()->seconds();
+  // Without the Trainer's agreement after every batch, the ranks must stop alike by themselves:
+  // rank 0's clock decides, as in Lightning's Timer.
+  if (trainer.world_size() > 1 && !trainer.strategy().agrees_on_stop_every_batch())
+    time_is_up = trainer.strategy().broadcast(time_is_up ? 1 : 0, 0) != 0;
+  if (!time_is_up) return;
   const std::string reason = "Time limit reached. Elapsed time is " + format_elapsed(elapsed) +
                              ". Signaling Trainer to stop.";
   if (options_.verbose()) info(reason);

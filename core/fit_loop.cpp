@@ -258,7 +258,8 @@ void Trainer::run_training_epoch() {
     const int64_t steps_before = progress_.global_step;
     if (!run_training_batch(batch_idx)) break;  // on_train_batch_start returned -1
     check_observers();
-    agree_on_stop();  // before validates_after_batch: an allowed stop validates first
+    // before validates_after_batch: an allowed stop validates first
+    if (strategy_->agrees_on_stop_every_batch()) agree_on_stop();
     const bool validate = validates_after_batch(batch_idx);
     ++progress_.total_batch_idx;
     if (validate) {

@@ -37,6 +37,13 @@ struct DDPOptions {
   /// the address this machine uses to reach master_addr.
   TRAINBUS_ARG(std::string, socket_ifname);
   TRAINBUS_ARG(GradientCompression, gradient_compression) = GradientCompression::kNone;
+  /// After every training batch the ranks agree on trainer.should_stop (an all-reduce of one
+  /// value), so that a stop asked on one rank, in any hook, stops every rank after that batch.
+  /// false: as Lightning, the Trainer agrees only after validation and at epoch ends, saving one
+  /// collective per step (bench/README.md); a stop asked in a batch hook must then be asked on
+  /// every rank alike (a Timer, max_steps and EarlyStopping are), or the ranks fall out of step
+  /// and the next collective fails at the timeout.
+  TRAINBUS_ARG(bool, stop_agreement_every_batch) = true;
 };
 
 /// Data-parallel training: each rank holds a replica of the module, parameters and buffers start
@@ -62,6 +69,9 @@ class DDPStrategy final : public Strategy {
   void teardown_module() noexcept override;
   void before_training_step(bool synchronize) override;
   void before_backward(const at::Tensor& loss, bool synchronize) override;
+  bool agrees_on_stop_every_batch() const noexcept override {
+    return options_.stop_agreement_every_batch();
+  }
   bool reduce_boolean_decision(bool decision, bool all) override;
   void all_reduce(std::vector<double>& values, ReduceOp op) override;
   int64_t broadcast(int64_t value, int root = 0) override;

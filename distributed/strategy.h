@@ -62,6 +62,9 @@ class Strategy {
     (void)synchronize;
   }
 
+  /// Whether the Trainer agrees on `should_stop` after every training batch (a collective of
+  /// one value per batch), rather than only after validation and at epoch ends.
+  virtual bool agrees_on_stop_every_batch() const noexcept { return true; }
   /// True on every rank if any rank's `decision` is true (all: if every rank's is).
   virtual bool reduce_boolean_decision(bool decision, bool all) {
     (void)all;

@@ -29,6 +29,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "callbacks/model_checkpoint.h"
+#include "callbacks/timer.h"
 #include "core/trainer.h"
 #include "distributed/ddp_strategy.h"
 #include "tests/support/child_process.h"
@@ -286,6 +287,7 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
       distributed::DDPOptions()
           .timeout(std::chrono::seconds(60))
           .find_unused_parameters(mode == "unused_allowed")
+          .stop_agreement_every_batch(mode != "timer_without_agreement")
           .gradient_compression(mode == "fp16"
                                     ? distributed::DDPOptions::GradientCompression::kFp16
                                     : distributed::DDPOptions::GradientCompression::kNone));
@@ -346,6 +348,19 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
     callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
         callbacks::ModelCheckpointOptions().dirpath(dir + "/checkpoints").every_n_train_steps(3)));
     callbacks.push_back(std::make_shared<FailingSave>());
+  }
+  if (mode == "timer_without_agreement") {
+    // Rank 0's limit passes after a few paused steps, rank 1's never: without the Trainer's
+    // agreement after every batch, the Timer itself must stop both ranks after the same batch.
+    class PausedSteps : public Callback {
+      void on_train_batch_start(Trainer&, Module&, const Batch&, int64_t) override {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));  // time for the Timer
+      }
+    };
+    callbacks.push_back(std::make_shared<PausedSteps>());
+    callbacks.push_back(std::make_shared<callbacks::Timer>(callbacks::TimerOptions().duration(
+        rank == 0 ? Duration(std::chrono::milliseconds(60)) : Duration(std::chrono::hours(1)))));
+    options.max_epochs(20);  // 160 steps if nothing stopped the fit
   }
   const auto started = std::chrono::steady_clock::now();
   RankResult result = fit_and_collect(module, 4, options, callbacks, ckpt_path);
@@ -551,4 +566,18 @@ TEST_CASE("fp16 gradients: every rank steps alike, close to one process", "[ddp]
   // Rounded gradients (float16 keeps about 3 decimal digits) after 16 steps at lr 0.05.
   CHECK(largest > 0.0);
   CHECK(largest < 1e-3);
+}
+
+TEST_CASE("without the per-batch stop agreement, a Timer stops every rank when rank 0's time is up",
+          "[ddp]") {
+  testing::TempDir dir;
+  const std::vector<int> statuses = run_ranks("timer_without_agreement", dir.path().string());
+  for (int status : statuses) REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  CHECK(rank0.global_step > 0);
+  CHECK(rank0.global_step < 160);
+  CHECK(rank1.global_step == rank0.global_step);
+  CHECK(rank0.stop_reasons.rfind("Timer: Time limit reached", 0) == 0);
+  CHECK(rank1.stop_reasons.rfind("Timer: Time limit reached", 0) == 0);
+  CHECK(rank0.weights == rank1.weights);
 }
