@@ -55,11 +55,11 @@ double BenchMlp::median_step_us() const {
   return median(steps);
 }
 
-double BenchMlp::mean_step_us() const {
-  if (step_starts.size() < 2) return std::numeric_limits<double>::quiet_NaN();
-  return std::chrono::duration<double, std::micro>(step_starts.back() - step_starts.front())
+double BenchMlp::mean_step_us(size_t skip_first) const {
+  if (step_starts.size() < skip_first + 2) return std::numeric_limits<double>::quiet_NaN();
+  return std::chrono::duration<double, std::micro>(step_starts.back() - step_starts[skip_first])
              .count() /
-         static_cast<double>(step_starts.size() - 1);
+         static_cast<double>(step_starts.size() - 1 - skip_first);
 }
 
 std::unique_ptr<BenchMlp> fresh_mlp(uint64_t seed) {

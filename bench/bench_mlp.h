@@ -27,9 +27,10 @@ class BenchMlp : public Module {
 
   /// Median time between the starts of consecutive steps, in microseconds.
   double median_step_us() const;
-  /// Mean of the same: from the first step's start to the last's, over the steps between. Unlike
-  /// the median it counts work that lands on a few steps only (a periodic hand-over, a flush).
-  double mean_step_us() const;
+  /// Mean of the same: from the start of step `skip_first` (after a warm-up) to the last's, over
+  /// the steps between. Unlike the median it counts work that lands on a few steps only (a
+  /// periodic hand-over, a flush).
+  double mean_step_us(size_t skip_first = 0) const;
 
   torch::nn::Sequential net{nullptr};
   /// Logs train_loss and train_acc per step and epoch, on the progress bar, as the main job does.

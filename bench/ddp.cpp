@@ -2,11 +2,15 @@
 // (Gloo over loopback), for the main job's MLP and for a larger one where compute dominates.
 // Every case runs `--steps` training steps of Trainer::fit on Fashion-MNIST in fresh processes
 // (this program started again per rank), interleaved per repetition; quoted: medians over
-// repetitions of each case's median step. Samples per second = samples of one step over all
-// ranks / median step. Each rank also times an all-reduce of its gradients' bytes after the fit.
+// repetitions of each case's median and mean step. Samples per second = samples of one step over
+// all ranks / mean step (the run's throughput: a stall on a few steps counts). Each rank also times
+// an all-reduce of its gradients' bytes after the fit. Two cases bound the DDP cases: two processes
+// training side by side without communicating (what a second core can give at most), and a
+// hand-written LibTorch + c10d loop (what DDP costs without the framework).
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -25,6 +29,7 @@
 #include <CLI/CLI.hpp>
 
 #include "bench/bench_mlp.h"
+#include "bench/raw_ddp_loop.h"
 #include "core/trainer.h"
 #include "data/data_module.h"
 #include "distributed/ddp_strategy.h"
@@ -34,12 +39,21 @@ namespace {
 using namespace trainbus;
 using bench::Clock;
 
+// How the processes of a case train.
+enum class Kind {
+  kTrainer,      // Trainer::fit; with several ranks, on DDPStrategy
+  kIndependent,  // Trainer::fit alone in each process, side by side: no communication, the ceiling
+  kRawLoop,      // a hand-written LibTorch + c10d loop (raw_ddp_loop.h): the baseline
+};
+
 struct Case {
   std::string name;
   int ranks;
   int threads_per_rank;
   int64_t batch_per_rank;
   bool fp16_gradients = false;
+  Kind kind = Kind::kTrainer;
+  bool stop_agreement_every_batch = true;
 };
 
 // The large MLP: 784-2048-2048-10, about 5.8M parameters.
@@ -53,8 +67,12 @@ class LargeMlp : public bench::BenchMlp {
   }
 };
 
+// Steps left out of the mean: the first ones allocate and warm caches (and thread pools).
+constexpr size_t kWarmUpSteps = 20;
+
 struct RankResult {
   double median_step_us = 0;
+  double mean_step_us = 0;  // what samples per second come from: stalls on a few steps count
   double allreduce_us = 0;
   double scalar_allreduce_us = 0;  // one value: the per-batch stop agreement
 };
@@ -71,12 +89,23 @@ double time_all_reduce(distributed::Strategy& strategy, size_t count) {
   return bench::median(times);
 }
 
-// One rank (or the single process) of a case; writes "median_step_us allreduce_us" to `out`.
-int run_rank(const std::string& model, int64_t batch, int64_t steps, bool fp16,
-             const std::string& out) {
+// One rank (or the single process) of a case; writes "median_step_us mean_step_us allreduce_us
+// scalar_allreduce_us" to `out` unless `out` is empty.
+int run_rank(const std::string& model, int64_t batch, int64_t steps, bool fp16, bool raw_loop,
+             bool stop_agreement, const std::string& out) {
   torch::manual_seed(0);
   std::unique_ptr<bench::BenchMlp> module =
       model == "large" ? std::make_unique<LargeMlp>() : std::make_unique<bench::BenchMlp>();
+  module->log_metrics = true;  // as the main job's module: train_loss and train_acc every step
+  if (raw_loop) {
+    const auto environment = distributed::environment_from_variables();
+    bench::run_raw_ddp_loop(*module, *bench::fashion_train_loader(batch), steps, environment);
+    if (environment.rank == 0) {
+      std::ofstream(out) << module->median_step_us() << " " << module->mean_step_us(kWarmUpSteps)
+                         << " 0 0\n";
+    }
+    return 0;
+  }
   TrainerOptions options;
   options.max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0);
   options.enable_progress_bar(false).enable_checkpointing(false);
@@ -85,9 +114,10 @@ int run_rank(const std::string& model, int64_t batch, int64_t steps, bool fp16,
   if (distributed::environment_from_variables().distributed()) {
     strategy = std::make_shared<distributed::DDPStrategy>(
         distributed::environment_from_variables(),
-        distributed::DDPOptions().gradient_compression(
-            fp16 ? distributed::DDPOptions::GradientCompression::kFp16
-                 : distributed::DDPOptions::GradientCompression::kNone));
+        distributed::DDPOptions()
+            .gradient_compression(fp16 ? distributed::DDPOptions::GradientCompression::kFp16
+                                       : distributed::DDPOptions::GradientCompression::kNone)
+            .stop_agreement_every_batch(stop_agreement));
     options.strategy(strategy);
   }
   Trainer trainer(options);
@@ -95,6 +125,7 @@ int run_rank(const std::string& model, int64_t batch, int64_t steps, bool fp16,
   trainer.fit(*module, data);
   RankResult result;
   result.median_step_us = module->median_step_us();
+  result.mean_step_us = module->mean_step_us(kWarmUpSteps);
   if (strategy) {
     int64_t parameters = 0;
     for (const auto& parameter : module->parameters()) parameters += parameter.numel();
@@ -102,9 +133,9 @@ int run_rank(const std::string& model, int64_t batch, int64_t steps, bool fp16,
     result.allreduce_us = time_all_reduce(*strategy, static_cast<size_t>(parameters / 2));
     result.scalar_allreduce_us = time_all_reduce(*strategy, 1);
   }
-  if (strategy == nullptr || strategy->is_global_zero()) {
-    std::ofstream(out) << result.median_step_us << " " << result.allreduce_us << " "
-                       << result.scalar_allreduce_us << "\n";
+  if (!out.empty() && (strategy == nullptr || strategy->is_global_zero())) {
+    std::ofstream(out) << result.median_step_us << " " << result.mean_step_us << " "
+                       << result.allreduce_us << " " << result.scalar_allreduce_us << "\n";
   }
   return 0;
 }
@@ -117,7 +148,7 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::setenv("OMP_NUM_THREADS", std::to_string(c.threads_per_rank).c_str(), 1);
-      if (c.ranks > 1) {
+      if (c.ranks > 1 && c.kind != Kind::kIndependent) {
         ::setenv("RANK", std::to_string(rank).c_str(), 1);
         ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
         ::setenv("WORLD_SIZE", std::to_string(c.ranks).c_str(), 1);
@@ -126,9 +157,13 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
       }
       const std::string batch = std::to_string(c.batch_per_rank);
       const std::string step_count = std::to_string(steps);
+      // Side by side, the first process reports; with ranks, rank 0 does.
+      const std::string result_file = rank == 0 || c.kind != Kind::kIndependent ? out : "";
       ::execl("/proc/self/exe", "bench_ddp", "--rank-child", "--model", model.c_str(), "--batch",
-              batch.c_str(), "--steps", step_count.c_str(), "--out", out.c_str(),
-              c.fp16_gradients ? "--fp16" : "--no-fp16", nullptr);
+              batch.c_str(), "--steps", step_count.c_str(), "--out", result_file.c_str(),
+              c.fp16_gradients ? "--fp16" : "--no-fp16",
+              c.kind == Kind::kRawLoop ? "--raw-loop" : "--no-raw-loop",
+              c.stop_agreement_every_batch ? "--stop-agreement" : "--no-stop-agreement", nullptr);
       std::_Exit(127);
     }
     children.push_back(pid);
@@ -142,7 +177,8 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
   }
   if (failed) throw std::runtime_error("case '" + c.name + "' failed");
   RankResult result;
-  std::ifstream(out) >> result.median_step_us >> result.allreduce_us >> result.scalar_allreduce_us;
+  std::ifstream(out) >> result.median_step_us >> result.mean_step_us >> result.allreduce_us >>
+      result.scalar_allreduce_us;
   return result;
 }
 
@@ -166,8 +202,12 @@ int main(int argc, char** argv) {
   app.add_option("--out", out)->group("");
   bool fp16 = false;
   app.add_flag("--fp16,!--no-fp16", fp16)->group("");
+  bool raw_loop = false;
+  app.add_flag("--raw-loop,!--no-raw-loop", raw_loop)->group("");
+  bool stop_agreement = true;
+  app.add_flag("--stop-agreement,!--no-stop-agreement", stop_agreement)->group("");
   CLI11_PARSE(app, argc, argv);
-  if (rank_child) return run_rank(model, batch, steps, fp16, out);
+  if (rank_child) return run_rank(model, batch, steps, fp16, raw_loop, stop_agreement, out);
 
   const std::vector<Case> cases{
       {"1 process, 2 threads, batch 64", 1, 2, 64},
@@ -175,41 +215,58 @@ int main(int argc, char** argv) {
       {"2 ranks x 1 thread, batch 32 each (global 64)", 2, 1, 32},
       {"2 ranks x 1 thread, batch 64 each (global 128)", 2, 1, 64},
       {"2 ranks x 1 thread, batch 64 each, fp16 gradients", 2, 1, 64, true},
+      {"2 ranks x 1 thread, batch 64 each, stops agreed at validation and epoch ends only", 2, 1,
+       64, false, Kind::kTrainer, false},
+      {"2 processes x 1 thread, batch 64 each, side by side, no communication (the ceiling)", 2, 1,
+       64, false, Kind::kIndependent},
+      {"raw LibTorch + c10d loop, 2 ranks x 1 thread, batch 64 each (the baseline)", 2, 1, 64,
+       false, Kind::kRawLoop},
   };
   const std::string out_file =
       (std::filesystem::temp_directory_path() / ("bench_ddp." + std::to_string(::getpid())))
           .string();
-  std::map<std::string, std::vector<double>> step_us, allreduce_us, scalar_us;
+  std::map<std::string, std::vector<double>> step_us, mean_step_us, allreduce_us, scalar_us;
   int port = 29700 + static_cast<int>(::getpid() % 200);
   for (int rep = 0; rep < reps; ++rep) {
     for (size_t i = 0; i < cases.size(); ++i) {
       const Case& c = cases[(i + static_cast<size_t>(rep)) % cases.size()];  // rotate the order
       const RankResult result = run_case(c, model, steps, port++, out_file);
       step_us[c.name].push_back(result.median_step_us);
+      mean_step_us[c.name].push_back(result.mean_step_us);
       allreduce_us[c.name].push_back(result.allreduce_us);
       scalar_us[c.name].push_back(result.scalar_allreduce_us);
     }
   }
   std::filesystem::remove(out_file);
 
-  const Case& baseline = cases.front();
-  const double baseline_rate =
-      static_cast<double>(baseline.batch_per_rank) * 1e6 / bench::median(step_us[baseline.name]);
+  // The baseline is one process at its best: of its cases (1 or 2 threads), the faster here.
+  double baseline_rate = 0.0;
+  for (const Case& c : cases) {
+    if (c.ranks == 1) {
+      baseline_rate = std::max(baseline_rate, static_cast<double>(c.batch_per_rank) * 1e6 /
+                                                  bench::median(mean_step_us[c.name]));
+    }
+  }
   std::printf("model: %s, %lld steps per run, %d repetitions, %u hardware threads\n\n",
               model.c_str(), static_cast<long long>(steps), reps,
               std::thread::hardware_concurrency());
   std::printf(
-      "| case | median step (ms) | samples/s | vs 1 process, 2 threads | all-reduce of the "
-      "gradients (ms) | all-reduce of one value (ms) |\n|---|---:|---:|---:|---:|---:|\n");
+      "| case | median step (ms) | mean step (ms) | samples/s | vs 1 process (its faster case) | "
+      "all-reduce of the gradients (ms) | all-reduce of one value (ms) |\n"
+      "|---|---:|---:|---:|---:|---:|---:|\n");
   for (const Case& c : cases) {
     const double step = bench::median(step_us[c.name]);
-    const double rate = static_cast<double>(c.batch_per_rank * c.ranks) * 1e6 / step;
+    const double mean_step = bench::median(mean_step_us[c.name]);
+    const double rate = static_cast<double>(c.batch_per_rank * c.ranks) * 1e6 / mean_step;
     const double reduce = bench::median(allreduce_us[c.name]);
     const double scalar = bench::median(scalar_us[c.name]);
-    std::printf("| %s | %.3f | %.0f | %.2fx | %s | %s |\n", c.name.c_str(), step / 1000, rate,
-                rate / baseline_rate,
-                c.ranks > 1 ? std::to_string(reduce / 1000).substr(0, 5).c_str() : "-",
-                c.ranks > 1 ? std::to_string(scalar / 1000).substr(0, 5).c_str() : "-");
+    std::printf(
+        "| %s | %.3f | %.3f | %.0f | %.2fx | %s | %s |\n", c.name.c_str(), step / 1000,
+        mean_step / 1000, rate, rate / baseline_rate,
+        c.kind == Kind::kTrainer && c.ranks > 1 ? std::to_string(reduce / 1000).substr(0, 5).c_str()
+                                                : "-",
+        c.kind == Kind::kTrainer && c.ranks > 1 ? std::to_string(scalar / 1000).substr(0, 5).c_str()
+                                                : "-");
   }
   return 0;
 }
