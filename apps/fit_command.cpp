@@ -184,6 +184,10 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
   fit->add_option("--record-path", args.record_path,
                   "Where to record the run's events instead (a new file: an existing one is "
                   "never replaced)");
+  fit->add_flag("--record-every-rank", args.record_every_rank,
+                "Data-parallel training: every rank records its own events, rank R in "
+                "events.rankR.tbrec beside rank 0's recording (by default rank 0 alone records)")
+      ->group(kDataParallelGroup);
   add_launch_flags(*fit, args.launch);
   fit->add_option("--ddp-timeout", args.ddp_timeout,
                   "Data-parallel training: seconds a rank waits for the others to join and at any "
@@ -227,6 +231,14 @@ std::map<std::string, std::string> flag_values(const CLI::App& command) {
     values[line.substr(0, equals)] = value;
   }
   return values;
+}
+
+std::string record_path_of_rank(const std::string& path, int rank) {
+  if (rank == 0) return path;
+  std::filesystem::path of_rank(path);
+  const std::string extension = of_rank.extension().string();
+  of_rank.replace_filename(of_rank.stem().string() + ".rank" + std::to_string(rank) + extension);
+  return of_rank.string();
 }
 
 distributed::DistributedEnvironment fit_distributed_environment() {
@@ -330,11 +342,39 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
             .save_last(args.checkpoint ? SaveLast::kLink : SaveLast::kNo)));
   }
   Trainer trainer(options, callbacks);
-  if (!rank_zero) {  // the same run, quietly: rank 0 picks the run directory, logs and reports
+  // Rank 0 picks the run directory; with --record-every-rank every rank records into it.
+  std::string run_dir = rank_zero ? observers::next_version_dir(args.out) : std::string();
+  const bool every_rank_records =
+      args.record && args.record_every_rank && environment.distributed();
+  if (every_rank_records) run_dir = trainer.strategy().broadcast_text(run_dir, 0);
+  std::string record_path;
+  const auto add_recorder = [&] {
+    record_path = record_path_of_rank(
+        args.record_path.empty() ? (std::filesystem::path(run_dir) / "events.tbrec").string()
+                                 : args.record_path,
+        environment.rank);
+    const std::filesystem::path parent = std::filesystem::path(record_path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
+    // A recording that cannot be written (a full disk) is reported once and switched off: it
+    // must not end the training it records.
+    trainer.add_observer(
+        std::make_shared<record::Recorder>(record::RecorderOptions()
+                                               .path(record_path)
+                                               .rank(environment.rank)
+                                               .world_size(environment.world_size)
+                                               .seed(static_cast<int64_t>(args.seed))
+                                               .command_line(args.command_line)
+                                               .libtorch_version(TORCH_VERSION)
+                                               .run_options(args.flags)),
+        events::ObserverOptions()
+            .on_error(events::ObserverOptions::OnError::kDisable)
+            .every_rank(every_rank_records));
+  };
+  if (!rank_zero) {  // the same run, quietly: rank 0 logs, reports and (by default) records
+    if (every_rank_records) add_recorder();
     trainer.fit(model, data, FitOptions().ckpt_path(args.resume));
     return trainer.test(model, data);
   }
-  const std::string run_dir = observers::next_version_dir(args.out);
   if (args.progress_bar) {
     trainer.add_observer(
         std::make_shared<observers::ProgressBar>(observers::ProgressBarOptions().out(&out)));
@@ -348,24 +388,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
         observers::TensorBoardLoggerOptions().log_dir(run_dir).log_every_n_steps(
             args.log_every_n_steps)));
   }
-  std::string record_path;
-  if (args.record) {
-    record_path = args.record_path.empty()
-                      ? (std::filesystem::path(run_dir) / "events.tbrec").string()
-                      : args.record_path;
-    const std::filesystem::path parent = std::filesystem::path(record_path).parent_path();
-    if (!parent.empty()) std::filesystem::create_directories(parent);
-    // A recording that cannot be written (a full disk) is reported once and switched off: it
-    // must not end the training it records.
-    trainer.add_observer(
-        std::make_shared<record::Recorder>(record::RecorderOptions()
-                                               .path(record_path)
-                                               .seed(static_cast<int64_t>(args.seed))
-                                               .command_line(args.command_line)
-                                               .libtorch_version(TORCH_VERSION)
-                                               .run_options(args.flags)),
-        events::ObserverOptions().on_error(events::ObserverOptions::OnError::kDisable));
-  }
+  if (args.record) add_recorder();
   out << "trainbus fit: " << args.model << " on Fashion-MNIST (" << args.data << "), "
       << trainer.max_epochs() << " epochs, batch size " << args.batch_size
       << (environment.distributed()
@@ -387,7 +410,11 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   } else if (args.checkpoint) {
     out << "checkpoints: " << checkpoint_dir << '\n';
   }
-  if (args.record) out << "recording: " << record_path << '\n';
+  if (args.record) {
+    out << "recording: " << record_path
+        << (every_rank_records ? " (rank 0; rank R's beside it, with .rankR before .tbrec)" : "")
+        << '\n';
+  }
   out << std::flush;
   return tested;
 }

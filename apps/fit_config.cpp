@@ -108,6 +108,8 @@ const std::vector<ConfigKey>& config_keys() {
        [](const FitArguments& a) { return boolean(a.record); }},
       {"trainbus", "record_path", "--record-path", Kind::kValue,
        [](const FitArguments& a) { return text_or_null(a.record_path); }},
+      {"trainbus", "record_every_rank", "--record-every-rank", Kind::kSwitch,
+       [](const FitArguments& a) { return boolean(a.record_every_rank); }},
       // The launcher's flags, together under torchrun's names (Lightning's Trainer has num_nodes,
       // but takes the node rank and the master's address from the environment).
       {"trainbus", "nproc_per_node", "--nproc-per-node", Kind::kValue,

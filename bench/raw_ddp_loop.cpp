@@ -1,9 +1,9 @@
 #include "bench/raw_ddp_loop.h"
 
 #include <torch/csrc/autograd/grad_mode.h>
+#include <torch/optim/adam.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#include <torch/optim/adam.h>
 
 namespace trainbus::bench {
 
