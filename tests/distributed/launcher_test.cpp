@@ -286,3 +286,58 @@ TEST_CASE("TRAINBUS_LAUNCHED=1 marks a process the launcher started", "[distribu
   environment.set(kLaunchedVariable, "1");
   CHECK(launched_by_trainbus());
 }
+
+TEST_CASE("A rank that ended because another rank failed is not named as the job's failure",
+          "[distributed][launcher]") {
+  TempDir dir;
+  const std::string another = std::to_string(kAnotherRankFailedExitCode);
+  SECTION("node 1 of 2, whose rank only saw another node's rank go: the failure is elsewhere") {
+    const Launched launched =
+        launch_script("if [ \"$LOCAL_RANK\" = 0 ]; then exit " + another + "; fi; exec sleep 60",
+                      dir.path().string(), two_ranks().nnodes(2).node_rank(1));
+    CHECK(launched.took < std::chrono::seconds(10));
+    CHECK(launched.result.exit_code == kAnotherRankFailedExitCode);
+    REQUIRE(launched.result.first_failure == std::optional<std::size_t>(0));
+    CHECK_THAT(launched.log,
+               Catch::Contains("launcher: the job stopped: rank 2 (local rank 0, pid " +
+                               std::to_string(launched.result.ranks[0].pid) +
+                               ") ended because another rank failed (exit code 75") &&
+                   Catch::Contains("the first failure is on another node: its launcher's report "
+                                   "names it"));
+    CHECK_THAT(launched.log, !Catch::Contains("the job failed"));
+  }
+  SECTION("on one machine, the rank that failed on its own is named, not the one it took along") {
+    // Rank 1 fails; rank 0 notices once rank 1 is gone (its file written just before the exit).
+    const std::string script =
+        "if [ \"$LOCAL_RANK\" = 1 ]; then : > \"$1/gone\"; exit 3; fi; "
+        "i=0; while [ ! -e \"$1/gone\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; "
+        "exit " +
+        another;
+    const Launched launched = launch_script(script, dir.path().string(), two_ranks());
+    CHECK(launched.result.exit_code == 3);
+    REQUIRE(launched.result.first_failure == std::optional<std::size_t>(1));
+    CHECK_THAT(launched.log, Catch::Contains("the job failed: rank 1 (pid "));
+  }
+  CHECK(no_children_left());
+}
+
+TEST_CASE("A loopback --master-addr with several nodes is warned about",
+          "[distributed][launcher]") {
+  TempDir dir;
+  const auto log_with = [&](const LaunchOptions& options) {
+    return launch_script("exit 0", dir.path().string(), options).log;
+  };
+  const std::string warning = "is a loopback address, but the job has 2 nodes";
+  CHECK_THAT(log_with(two_ranks().nnodes(2).node_rank(1).master_addr("127.0.0.1")),
+             Catch::Contains("launcher: warning: --master-addr 127.0.0.1 " + warning) &&
+                 Catch::Contains("not 127.0.0.1, localhost or a host name"));
+  CHECK_THAT(log_with(two_ranks().nnodes(2).node_rank(0).master_addr("localhost")),
+             Catch::Contains("--master-addr localhost " + warning));
+  CHECK_THAT(log_with(two_ranks().nnodes(2).node_rank(1).master_addr("127.0.1.1")),
+             Catch::Contains(warning));
+  // Another machine's address, or one node on loopback: nothing to say.
+  CHECK_THAT(log_with(two_ranks().nnodes(2).node_rank(1).master_addr("10.231.7.1")),
+             !Catch::Contains("warning"));
+  CHECK_THAT(log_with(two_ranks().master_addr("127.0.0.1")), !Catch::Contains("warning"));
+  CHECK(no_children_left());
+}
