@@ -13,13 +13,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <ostream>
-#include <string_view>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -556,14 +556,16 @@ void LaunchOptions::validate() const {
 }
 
 int rank_exit_code(const std::exception& error) {
-  // NOTE: DDPStrategy's collectives say so in their DistributedError ("Another rank stopped");
-  // tests/distributed/ddp_test.cpp checks it on a real failure. A rendezvous that fails is not
-  // counted: rank 0 may be missing for a reason of this machine (a wrong address).
+  // NOTE: the DistributedErrors of DDPStrategy's collectives ("Another rank stopped") and of the
+  // Trainer's backward ("If another rank stopped") say so; tests/distributed/ddp_test.cpp checks
+  // both on a real failure. A rendezvous that fails is not counted: rank 0 may be missing for a
+  // reason of this machine (a wrong address).
   const auto* distributed = dynamic_cast<const DistributedError*>(&error);
-  if (distributed != nullptr &&
-      std::string_view(distributed->what()).find("Another rank stopped") != std::string_view::npos)
-    return kAnotherRankFailedExitCode;
-  return 1;
+  if (distributed == nullptr) return 1;
+  std::string text = distributed->what();
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text.find("another rank stopped") != std::string::npos ? kAnotherRankFailedExitCode : 1;
 }
 
 std::string RankExit::describe() const {

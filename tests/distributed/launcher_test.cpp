@@ -4,6 +4,7 @@
 // on launch_ranks, and every rank's script ends by itself within a minute should the launcher not
 // stop it.
 #include "distributed/launcher.h"
+#include "distributed/strategy.h"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -340,4 +341,21 @@ TEST_CASE("A loopback --master-addr with several nodes is warned about",
              !Catch::Contains("warning"));
   CHECK_THAT(log_with(two_ranks().master_addr("127.0.0.1")), !Catch::Contains("warning"));
   CHECK(no_children_left());
+}
+
+TEST_CASE("A rank's exit code says whether it failed only because another rank did",
+          "[distributed][launcher]") {
+  // The wording of DDPStrategy's collectives and of the Trainer's backward under DDP.
+  CHECK(rank_exit_code(DistributedError(
+            "rank 0 of 2: all-reduce failed: Connection closed by peer. Another rank stopped (it "
+            "failed or was killed) or did not reach this point within the timeout (300 s)")) ==
+        kAnotherRankFailedExitCode);
+  CHECK(rank_exit_code(DistributedError(
+            "rank 0 of 2: backward failed while averaging gradients across ranks: Read error. If "
+            "another rank stopped (it failed or was killed), its error or the launcher's report "
+            "says why")) == kAnotherRankFailedExitCode);
+  // Its own failures: a rendezvous that did not happen, anything else.
+  CHECK(rank_exit_code(DistributedError("rank 1 of 2: the rendezvous at 10.0.0.1:29500 failed")) ==
+        1);
+  CHECK(rank_exit_code(std::runtime_error("Another rank stopped, says a user's error")) == 1);
 }
