@@ -31,7 +31,8 @@ struct DDPOptions {
   /// Parameters a step may leave without a gradient are found by walking the loss's graph each
   /// step; without it, such a parameter is an error at the next step.
   TRAINBUS_ARG(bool, find_unused_parameters) = false;
-  /// Rank 0's buffers (BatchNorm running statistics) to every rank before each training step.
+  /// Rank 0's buffers (BatchNorm running statistics) to every rank before each training step and
+  /// each evaluation loop of a fit.
   TRAINBUS_ARG(bool, broadcast_buffers) = true;
   /// Network interface Gloo binds (as GLOO_SOCKET_IFNAME, which it defaults to); empty and unset:
   /// the address this machine uses to reach master_addr.
@@ -61,6 +62,7 @@ class DDPStrategy final : public Strategy {
   void setup_module(torch::nn::Module& module) override;
   void teardown_module() noexcept override;
   void before_training_step(bool synchronize) override;
+  void before_evaluation() override;
   void before_backward(const at::Tensor& loss, bool synchronize) override;
   bool reduce_boolean_decision(bool decision, bool all) override;
   void all_reduce(std::vector<double>& values, ReduceOp op) override;

@@ -694,6 +694,24 @@ TEST_CASE("fp16 gradients: every rank steps alike, close to one process", "[ddp]
   CHECK(largest < 1e-3);
 }
 
+TEST_CASE("BatchNorm statistics: after a fit every rank holds rank 0's", "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("batchnorm", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  CHECK(rank0.global_step == 16);
+  CHECK(rank0.weights == rank1.weights);
+  // running_mean, running_var (16 each), num_batches_tracked: rank 0's on both, as DDP's
+  // broadcast_buffers leaves them (rank 0's before each forward, validation's too).
+  REQUIRE(rank0.buffers.size() == 33);
+  CHECK(rank0.buffers == rank1.buffers);
+  CHECK(rank0.buffers.back() == 16.0);  // one update a training step
+  CHECK(std::vector<double>(rank0.buffers.begin(), rank0.buffers.begin() + 16) !=
+        std::vector<double>(16, 0.0));  // trained: no longer the initial mean
+  // Validation ran the same module on both ranks: one reduced val_loss.
+  CHECK(rank0.val_loss == rank1.val_loss);
+}
+
 TEST_CASE("gradients in several buckets: every rank steps alike, as one process with batch 2B",
           "[ddp]") {
   // The parameters do not fit DDP's first bucket of 1 MiB; with bucket_cap_mb 0.05 the rest
