@@ -101,7 +101,9 @@ int main(int argc, char** argv) {
     // In one write: the ranks of `fit --nproc-per-node` share this stderr, and their lines must
     // not interleave.
     std::cerr << "trainbus: error: " + std::string(error.what()) + "\n" << std::flush;
-    return 1;
+    // 75 for a rank that failed only because another one did, which the launcher then does not
+    // name as the job's failure; else 1.
+    return trainbus::distributed::rank_exit_code(error);
   }
   return 0;
 }

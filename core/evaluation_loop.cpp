@@ -122,6 +122,9 @@ Metrics Trainer::run_eval_loop(const std::vector<std::shared_ptr<DataLoader>>& l
   }
   EvalModeScope eval_mode(*module_);
   torch::NoGradGuard no_grad;
+  // Every rank evaluates with rank 0's BatchNorm statistics, as with DDP's broadcast_buffers:
+  // the last training step updated each rank's with its own batch.
+  if (world_size() > 1) strategy_->before_evaluation();
   metrics_.reset(Hooks::kResults);
   eval_batches_begun_ = 0;  // across the loaders, as Lightning's batch_progress
 

@@ -76,7 +76,9 @@ void DataLoader::set_distributed(int64_t num_replicas, int64_t rank,
 
 int64_t TensorDataLoader::rank_samples() const {
   const int64_t n = num_samples_;
-  return num_replicas_ == 1 ? n : (n + num_replicas_ - 1) / num_replicas_;
+  if (num_replicas_ == 1) return n;
+  return options_.distributed_drop_last() ? n / num_replicas_
+                                          : (n + num_replicas_ - 1) / num_replicas_;
 }
 
 int64_t TensorDataLoader::num_batches() const {
@@ -96,10 +98,12 @@ void TensorDataLoader::set_epoch(int64_t epoch) {
     order_ = at::Tensor();
   }
   if (num_replicas_ == 1 || n == 0) return;
-  // As DistributedSampler(drop_last=False): pad with the order's start to a multiple of the
-  // ranks, then take every num_replicas-th sample from this rank's index on.
+  // As DistributedSampler: pad with the order's start to a multiple of the ranks (drop_last
+  // false) or cut its tail off (true), then take every num_replicas-th sample from this rank's
+  // index on.
   at::Tensor order = order_.defined() ? order_ : at::arange(n, long_options);
   const int64_t total = rank_samples() * num_replicas_;
+  if (total < n) order = order.slice(0, 0, total);
   while (order.size(0) < total)
     order = at::cat({order, order.slice(0, 0, std::min(n, total - order.size(0)))});
   order_ = order.slice(0, rank_, total, num_replicas_).contiguous();

@@ -49,6 +49,12 @@ struct DataLoaderOptions {
   /// Seed of the shuffle order. Unset: drawn once from LibTorch's default CPU generator when the
   /// loader is built, so Trainer's `seed` (or torch::manual_seed) makes the order reproducible.
   TRAINBUS_ARG(std::optional<uint64_t>, seed);
+  /// In data-parallel training, what evens out the ranks' shares of an epoch whose samples do not
+  /// divide by the number of ranks W: false pads with the epoch's first samples (every rank
+  /// ceil(N / W), some samples twice); true drops the epoch's last N mod W samples (every rank
+  /// floor(N / W), each sample at most once). torch's DistributedSampler(drop_last=...); the
+  /// batch-level `drop_last` above still applies to each rank's share.
+  TRAINBUS_ARG(bool, distributed_drop_last) = false;
 };
 
 /// A loader over in-memory tensors: `inputs[i]` and `targets[i]` form sample i (the batch's
@@ -69,8 +75,8 @@ class TensorDataLoader : public DataLoader {
   void set_epoch(int64_t epoch) override;
   Batch batch(int64_t index) override;
   /// DistributedSampler's split: the epoch's order (shuffled or not) padded by repeating its
-  /// start to a multiple of num_replicas, then every num_replicas-th sample from `rank` on; the
-  /// shuffle seed becomes rank 0's.
+  /// start to a multiple of num_replicas (or cut to one, with `distributed_drop_last`), then
+  /// every num_replicas-th sample from `rank` on; the shuffle seed becomes rank 0's.
   void set_distributed(int64_t num_replicas, int64_t rank,
                        const std::function<int64_t(int64_t)>& from_rank_zero) override;
   /// {"seed": the shuffle seed}.

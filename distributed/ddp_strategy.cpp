@@ -267,6 +267,16 @@ void DDPStrategy::before_training_step(bool synchronize) {
   impl_->reducer->prepare_for_forward();
 }
 
+void DDPStrategy::before_evaluation() {
+  // Without a Reducer (validate or test outside fit) no module was set up, and none is known.
+  if (!impl_->reducer || !options_.broadcast_buffers() || impl_->buffers.empty()) return;
+  guarded(environment_, options_.timeout(), "broadcasting rank 0's buffers", [&] {
+    torch::NoGradGuard no_grad;
+    c10d::broadcast_coalesced(impl_->group, impl_->buffers, kBroadcastBucketBytes, 0);
+    return 0;
+  });
+}
+
 void DDPStrategy::before_backward(const at::Tensor& loss, bool synchronize) {
   if (!impl_->reducer || !synchronize) return;  // no_sync: gradients accumulate locally
   try {

@@ -31,7 +31,8 @@ struct DDPOptions {
   /// Parameters a step may leave without a gradient are found by walking the loss's graph each
   /// step; without it, such a parameter is an error at the next step.
   TRAINBUS_ARG(bool, find_unused_parameters) = false;
-  /// Rank 0's buffers (BatchNorm running statistics) to every rank before each training step.
+  /// Rank 0's buffers (BatchNorm running statistics) to every rank before each training step and
+  /// each evaluation loop of a fit.
   TRAINBUS_ARG(bool, broadcast_buffers) = true;
   /// Network interface Gloo binds (as GLOO_SOCKET_IFNAME, which it defaults to); empty and unset:
   /// the address this machine uses to reach master_addr.
@@ -68,6 +69,7 @@ class DDPStrategy final : public Strategy {
   void setup_module(torch::nn::Module& module) override;
   void teardown_module() noexcept override;
   void before_training_step(bool synchronize) override;
+  void before_evaluation() override;
   void before_backward(const at::Tensor& loss, bool synchronize) override;
   bool agrees_on_stop_every_batch() const noexcept override {
     return options_.stop_agreement_every_batch();

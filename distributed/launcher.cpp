@@ -1,6 +1,8 @@
 #include "distributed/launcher.h"
 
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -11,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
@@ -23,6 +26,7 @@
 
 #include "base/errors.h"
 #include "distributed/environment.h"
+#include "distributed/strategy.h"
 
 extern char** environ;  // NOLINT(readability-redundant-declaration): POSIX declares it nowhere
 
@@ -161,6 +165,34 @@ class CaughtSignals {
   std::vector<std::pair<int, struct sigaction>> saved_;
 };
 
+// True when `host` names only loopback addresses (127.0.0.0/8, ::1): "127.0.0.1", "localhost",
+// or a host name /etc/hosts maps to 127.0.1.1, as Debian's does. False when it does not resolve:
+// the ranks' rendezvous reports that.
+bool is_loopback(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return false;
+  bool loopback = true;
+  for (const addrinfo* entry = found; entry != nullptr; entry = entry->ai_next) {
+    if (entry->ai_family == AF_INET) {
+      const auto* address = reinterpret_cast<const sockaddr_in*>(entry->ai_addr);
+      loopback = loopback && (ntohl(address->sin_addr.s_addr) >> 24) == 127;
+    } else if (entry->ai_family == AF_INET6) {
+      const auto* address = reinterpret_cast<const sockaddr_in6*>(entry->ai_addr);
+      loopback = loopback && IN6_IS_ADDR_LOOPBACK(&address->sin6_addr);
+    }
+  }
+  ::freeaddrinfo(found);
+  return loopback;
+}
+
+// A rank that ended only because another one had: see kAnotherRankFailedExitCode.
+bool ended_for_another_rank(const RankExit& rank) {
+  return rank.how == RankExit::How::kExited && rank.code == kAnotherRankFailedExitCode;
+}
+
 // "rank 5 (local rank 1, pid 4242)"; the local rank only where it differs.
 std::string label(const RankExit& rank) {
   std::string text = "rank " + std::to_string(rank.rank) + " (";
@@ -225,6 +257,17 @@ class Launch {
          << " MASTER_PORT=" << options_.master_port() << ", OMP_NUM_THREADS="
          << (set_threads ? std::to_string(threads) : std::string(user_threads))
          << (set_threads ? " each" : " (set by you)") << std::endl;
+    // NOTE: a warning, not an error: several nodes on one machine (the tests, a try-out) rightly
+    // meet on loopback.
+    if (options_.nnodes() > 1 && is_loopback(options_.master_addr())) {
+      log_ << "launcher: warning: --master-addr " << options_.master_addr()
+           << " is a loopback address, but the job has " << options_.nnodes()
+           << " nodes: they meet there only if all of them run on this machine. On several "
+              "machines give every node the same address of node 0 that the others reach "
+              "(e.g. `hostname -I` on node 0), not 127.0.0.1, localhost or a host name that "
+              "/etc/hosts maps to 127.0.1.1"
+           << std::endl;
+    }
 
     std::vector<std::string> arguments = argv_;
     const std::vector<char*> argument_pointers = pointers(arguments);
@@ -272,7 +315,7 @@ class Launch {
   // signal to the launcher.
   void supervise(const CaughtSignals& signals) {
     while (true) {
-      const std::vector<RankExit*> ended = reap();
+      std::vector<RankExit*> ended = reap();
       // The signals first: a Ctrl-C's SIGINT is the launcher's before a rank it killed can be
       // reaped, and that rank is then stopped, not the failure.
       // NOTE: only where the handler ran before the reap: on this thread it always does; on
@@ -280,6 +323,10 @@ class Launch {
       for (const auto& [signal, from_terminal] : CaughtSignals::take()) {
         interrupt(signal, from_terminal);
       }
+      // Seen ending at once, a rank that failed on its own is the failure, not one that ended
+      // because another rank had.
+      std::stable_partition(ended.begin(), ended.end(),
+                            [](const RankExit* rank) { return !ended_for_another_rank(*rank); });
       for (RankExit* rank : ended) {
         if (!rank->succeeded() && !stopping_) fail(*rank);
       }
@@ -346,7 +393,17 @@ class Launch {
 
   // The summary on `log_` once every rank has ended: the cause first, then every other rank.
   void report() const {
-    if (first_failure_) {
+    if (first_failure_ && ended_for_another_rank(ranks_[*first_failure_])) {
+      // As torchrun's report, which names a root cause: here it is not on this machine.
+      const RankExit& failed = ranks_[*first_failure_];
+      log_ << "launcher: the job stopped: " << label(failed)
+           << " ended because another rank failed (exit code " << kAnotherRankFailedExitCode
+           << ": a collective found it gone, or waited for it past the timeout), and no rank of "
+              "this machine failed before it; "
+           << (options_.nnodes() > 1
+                   ? "the first failure is on another node: its launcher's report names it\n"
+                   : "its output above names the operation\n");
+    } else if (first_failure_) {
       const RankExit& failed = ranks_[*first_failure_];
       log_ << "launcher: the job failed: " << failed.describe() << " (the first failure"
            << (failed.pid >= 0 ? "; its output above should say why)\n" : ")\n");
@@ -401,6 +458,7 @@ class Launch {
   void fail(RankExit& rank) {
     first_failure_ = static_cast<std::size_t>(&rank - ranks_.data());
     log_ << "launcher: " << rank.describe();
+    if (ended_for_another_rank(rank)) log_ << " (another rank failed)";
     if (!running_.empty()) {
       log_ << "; stopping the other ranks (SIGTERM, and SIGKILL after "
            << seconds_text(options_.grace_period()) << ")";
@@ -495,6 +553,19 @@ void LaunchOptions::validate() const {
                  "--master-addr is empty: give the address of node 0 (127.0.0.1 on one machine)");
   TRAINBUS_CHECK(grace_period_.count() >= 0, "the launcher's grace period must be >= 0, got ",
                  grace_period_.count(), " ms");
+}
+
+int rank_exit_code(const std::exception& error) {
+  // NOTE: the DistributedErrors of DDPStrategy's collectives ("Another rank stopped") and of the
+  // Trainer's backward ("If another rank stopped") say so; tests/distributed/ddp_test.cpp checks
+  // both on a real failure. A rendezvous that fails is not counted: rank 0 may be missing for a
+  // reason of this machine (a wrong address).
+  const auto* distributed = dynamic_cast<const DistributedError*>(&error);
+  if (distributed == nullptr) return 1;
+  std::string text = distributed->what();
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text.find("another rank stopped") != std::string::npos ? kAnotherRankFailedExitCode : 1;
 }
 
 std::string RankExit::describe() const {

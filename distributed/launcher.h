@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <iosfwd>
 #include <optional>
 #include <string>
@@ -23,6 +24,16 @@ constexpr const char* kLaunchedVariable = "TRAINBUS_LAUNCHED";
 
 /// The launcher's pid, in every rank's environment: a rank stops when that process is gone.
 constexpr const char* kLauncherPidVariable = "TRAINBUS_LAUNCHER_PID";
+
+/// The exit code of a rank whose run failed only because another rank stopped first (a
+/// collective found it gone, or waited for it past the timeout): sysexits' EX_TEMPFAIL, "try
+/// again" (resume). The launcher does not name such a rank as the job's failure: on a node whose
+/// ranks all end this way, the failure is on another node.
+constexpr int kAnotherRankFailedExitCode = 75;
+
+/// The exit code for a rank whose run ended with `error`: kAnotherRankFailedExitCode for a
+/// DistributedError of a collective that found another rank gone, 1 for anything else.
+int rank_exit_code(const std::exception& error);
 
 /// True when kLaunchedVariable is "1": this process was started by launch_ranks.
 bool launched_by_trainbus();
@@ -43,7 +54,9 @@ struct LaunchOptions {
   /// This machine's index in [0, nnodes) (--node-rank); node 0 runs rank 0.
   TRAINBUS_ARG(int, node_rank) = 0;
   /// Where rank 0 serves the rendezvous (--master-addr, --master-port). With nnodes > 1, an
-  /// address of node 0 that every machine reaches.
+  /// address of node 0 that every machine reaches; a loopback one (127.0.0.1, localhost, a host
+  /// name that resolves to 127.0.1.1) is warned about, as it works only when every node runs on
+  /// one machine.
   TRAINBUS_ARG(std::string, master_addr) = "127.0.0.1";
   TRAINBUS_ARG(int, master_port) = 29500;
   /// How long the ranks asked to stop (SIGTERM after a rank failed, or the SIGINT/SIGTERM the
@@ -115,7 +128,9 @@ int threads_per_rank(int nproc_per_node);
 /// SIGINT or SIGTERM sent to this process is passed on to the ranks the same way (a Ctrl-C, which
 /// the terminal already sends to the ranks too, is not sent again); a second one SIGKILLs them
 /// at once. What happens is written to `log` (stderr, for the command line): the failure first,
-/// then how each other rank ended.
+/// then how each other rank ended. A rank that exits with kAnotherRankFailedExitCode is named as
+/// the failure only when no rank of this machine failed otherwise: the job then stopped because
+/// of a rank elsewhere (another node's launcher names it), and the report says so.
 ///
 /// Returns when every rank has ended (or outlived SIGKILL by 10 s); no child is left to reap.
 /// Throws MisconfigurationError for bad options, an empty command, or a launch already running

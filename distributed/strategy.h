@@ -55,6 +55,11 @@ class Strategy {
   /// Before each training_step: `synchronize` is false while gradients accumulate locally
   /// (DDP's no_sync). Rank 0's buffers (BatchNorm statistics) go to every rank here.
   virtual void before_training_step(bool synchronize) { (void)synchronize; }
+  /// When an evaluation loop starts, in eval mode: rank 0's buffers (BatchNorm statistics) go to
+  /// every rank, as DDP's forward broadcasts them before an evaluation step's forward too (eval
+  /// mode does not change them, so once a loop is the same). DDPStrategy does so inside a fit,
+  /// where it holds the module; validate/test on their own load or keep the weights they are given.
+  virtual void before_evaluation() {}
   /// Before backward on `loss`: with `synchronize`, the gradients are averaged across ranks by
   /// the time backward returns.
   virtual void before_backward(const at::Tensor& loss, bool synchronize) {

@@ -128,3 +128,56 @@ TEST_CASE("A loader that cannot be split says how to make it splittable",
   CHECK_THROWS_WITH(fixed.set_distributed(2, 1, [](int64_t v) { return v; }),
                     Catch::Contains("override DataLoader::set_distributed"));
 }
+
+TEST_CASE("distributed_drop_last: every rank floor(N / W) samples, the epoch's tail dropped",
+          "[data][loader][distributed]") {
+  const auto from_rank_zero = [](int64_t) { return int64_t{42}; };
+  const auto split = [&](int64_t samples, int64_t world, int64_t rank, bool drop, bool shuffle) {
+    auto loader = std::make_shared<data::TensorDataLoader>(
+        torch::arange(samples), at::Tensor(),
+        data::DataLoaderOptions().batch_size(2).shuffle(shuffle).distributed_drop_last(drop));
+    loader->set_distributed(world, rank, from_rank_zero);
+    return loader;
+  };
+  SECTION("unshuffled: pad repeats the start, drop leaves the last N mod W out") {
+    // 10 samples on 3 ranks: padded, 4 each (sample 0 and 1 twice); dropped, 3 each (9 unseen).
+    CHECK(order_of(*split(10, 3, 0, false, false), 0).equal(torch::tensor({0, 3, 6, 9})));
+    CHECK(order_of(*split(10, 3, 2, false, false), 0).equal(torch::tensor({2, 5, 8, 1})));
+    for (int64_t rank = 0; rank < 3; ++rank) {
+      auto dropping = split(10, 3, rank, true, false);
+      CHECK(dropping->num_batches() == 2);  // 3 samples in batches of 2
+      CHECK(order_of(*dropping, 0).equal(torch::tensor({rank, rank + 3, rank + 6})));
+    }
+    // Divisible: drop and pad split alike.
+    CHECK(order_of(*split(9, 3, 1, true, false), 0)
+              .equal(order_of(*split(9, 3, 1, false, false), 0)));
+  }
+  SECTION("shuffled: from the seed and the epoch; each sample at most once, N - N mod W in all") {
+    for (int64_t epoch : {0, 1, 5}) {
+      std::vector<at::Tensor> parts;
+      for (int64_t rank = 0; rank < 4; ++rank) {
+        auto loader = split(103, 4, rank, true, true);
+        CHECK(loader->num_batches() == 13);  // 25 samples each, the last batch short
+        parts.push_back(order_of(*loader, epoch));
+        CHECK(parts.back().size(0) == 25);
+      }
+      const at::Tensor all = torch::cat(parts);
+      CHECK(std::get<0>(torch::_unique(all)).size(0) == 100);  // none twice
+      // The ranks' samples are one process's epoch (same seed) cut to 100, interleaved.
+      data::TensorDataLoader single(
+          torch::arange(103), at::Tensor(),
+          data::DataLoaderOptions().batch_size(103).shuffle(true).seed(42));
+      CHECK(order_of(single, epoch).slice(0, 0, 100).equal(torch::stack(parts, 1).flatten()));
+      // Another epoch, another order (and other samples left out).
+      if (epoch > 0) {
+        auto epoch0 = split(103, 4, 0, true, true);
+        CHECK_FALSE(order_of(*epoch0, 0).equal(parts[0]));
+      }
+    }
+  }
+  SECTION("fewer samples than ranks: dropping leaves every rank without a batch") {
+    auto loader = split(2, 3, 2, true, false);
+    CHECK(loader->num_batches() == 0);
+    CHECK(split(2, 3, 2, false, false)->num_batches() == 1);  // padded: sample 0 again
+  }
+}

@@ -22,16 +22,19 @@
 
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/sgd.h>
 #include <catch2/catch.hpp>
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "callbacks/early_stopping.h"
 #include "callbacks/model_checkpoint.h"
 #include "callbacks/timer.h"
 #include "core/trainer.h"
 #include "distributed/ddp_strategy.h"
+#include "distributed/launcher.h"
 #include "tests/support/child_process.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/trainer_options.h"
@@ -42,18 +45,25 @@ namespace {
 
 constexpr int kWorld = 2;
 constexpr int64_t kSamples = 64;
+// The hidden width of a model whose parameters (32 x 8192 + 2 x 8192 + 1 floats, 1.06 MiB) do not
+// fit DDP's first gradient bucket of 1 MiB.
+constexpr int64_t kWideWidth = 8192;
 
-// 32 -> 16 -> 1, regressing a fixed linear function of the input. It records each training
-// loss; on one rank it can ask for a stop or die at a given batch.
+// 32 -> 16 (or `width`) -> 1, regressing a fixed linear function of the input, optionally with a
+// BatchNorm (running statistics: buffers) on the hidden layer. It records each training loss; on
+// one rank it can ask for a stop or die at a given batch.
 class RegressionModule : public Module {
  public:
-  RegressionModule() {
+  explicit RegressionModule(int64_t width = 16, bool batch_norm = false) : lr(0.8 / width) {
     torch::manual_seed(5);  // the same start in every process (DDP broadcasts rank 0's anyway)
-    hidden = register_module("hidden", torch::nn::Linear(32, 16));
-    out = register_module("out", torch::nn::Linear(16, 1));
+    hidden = register_module("hidden", torch::nn::Linear(32, width));
+    if (batch_norm) norm = register_module("norm", torch::nn::BatchNorm1d(width));
+    out = register_module("out", torch::nn::Linear(width, 1));
   }
   at::Tensor loss(const Batch& batch) {
-    const at::Tensor prediction = out->forward(torch::relu(hidden->forward(batch.data)));
+    at::Tensor features = hidden->forward(batch.data);
+    if (norm) features = norm->forward(features);
+    const at::Tensor prediction = out->forward(torch::relu(features));
     return torch::nn::functional::mse_loss(prediction, batch.target);
   }
   StepOutput training_step(const Batch& batch, int64_t batch_idx) override {
@@ -76,7 +86,15 @@ class RegressionModule : public Module {
     }
     // A value that differs per rank and is not reduced: what a checkpoint may monitor.
     log("rank_loss", value.item<double>() * (1 + trainer().global_rank()));
+    if (log_rank_trend) {  // not reduced: falls every epoch on rank 0, stays 1 on rank 1
+      const double trend = trainer().global_rank() == 0 ? -trainer().current_epoch() : 1.0;
+      log("rank_trend", trend, LogOptions().on_step(false).on_epoch(true));
+    }
     return value;
+  }
+  StepOutput test_step(const Batch& batch, int64_t batch_idx) override {
+    log("test_loss", loss(batch));
+    return {};
   }
   void on_validation_epoch_end() override {
     // Logged in an epoch-level hook, different on each rank: reduced to their mean (0.5).
@@ -89,7 +107,7 @@ class RegressionModule : public Module {
     return {};
   }
   OptimizerConfig configure_optimizers() override {
-    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.05));
+    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(lr));
   }
   at::Tensor flat_weights() {
     std::vector<at::Tensor> flat;
@@ -97,11 +115,22 @@ class RegressionModule : public Module {
     return torch::cat(flat);
   }
 
+  at::Tensor flat_buffers() {
+    std::vector<at::Tensor> flat;
+    for (const auto& buffer : buffers()) flat.push_back(buffer.detach().flatten().to(at::kDouble));
+    return flat.empty() ? at::empty({0}, at::kDouble) : torch::cat(flat);
+  }
+
   torch::nn::Linear hidden{nullptr}, out{nullptr};
+  torch::nn::BatchNorm1d norm{nullptr};
+  // 0.05 for the default width; smaller for a wider one, whose output moves with the sum over
+  // its features (stable below about 1.5e-3 at 8192).
+  double lr;
   std::vector<double> losses;
   int64_t stop_at_batch = -1;
   int64_t die_at_batch = -1;
   bool sync_train_loss = true;
+  bool log_rank_trend = false;
 };
 
 class RegressionData : public DataModule {
@@ -112,6 +141,7 @@ class RegressionData : public DataModule {
   }
   std::shared_ptr<DataLoader> train_dataloader() override { return loader(true); }
   std::shared_ptr<DataLoader> val_dataloader() override { return loader(false); }
+  std::shared_ptr<DataLoader> test_dataloader() override { return loader(false); }
 
  private:
   std::shared_ptr<DataLoader> loader(bool shuffle) const {
@@ -132,22 +162,41 @@ TrainerOptions quiet_options(int64_t accumulate) {
       .log_every_n_steps(1);
 }
 
-// A port nobody listens on now.
-uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
-  socklen_t length = sizeof(address);
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
+// The ranks' MASTER_PORT, held by this process until they are done. A port found free and
+// released before rank 0 binds it (check, then use) may be taken in between by another test's
+// ranks or by any connect(), whose rank 1 then joins the wrong job. So the port stays bound here:
+// bound from port 0 without SO_REUSEADDR (the kernel picks a port no socket uses), then marked
+// SO_REUSEADDR, it lets rank 0's TCPStore (which sets SO_REUSEADDR, as c10d's listening sockets
+// do) bind and listen on it, while no bind(0) of a socket without it, nor a connect()'s choice of
+// a local port, can take it. Never listening, it accepts nobody.
+class ReservedPort {
+ public:
+  ReservedPort() : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    REQUIRE(fd_ >= 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_ANY);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+    socklen_t length = sizeof(address);
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+    const int reuse = 1;
+    REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof(reuse)) == 0);
+    port_ = ntohs(address.sin_port);
+  }
+  ~ReservedPort() { ::close(fd_); }
+  ReservedPort(const ReservedPort&) = delete;
+  ReservedPort& operator=(const ReservedPort&) = delete;
+  uint16_t port() const noexcept { return port_; }
+
+ private:
+  int fd_;
+  uint16_t port_ = 0;
+};
 
 // Starts the two ranks of `mode` as children and waits for both; their wait statuses.
 std::vector<int> run_ranks(const std::string& mode, const std::string& dir) {
-  const std::string port = std::to_string(free_port());
+  const ReservedPort reserved;
+  const std::string port = std::to_string(reserved.port());
   std::vector<pid_t> children;
   for (int rank = 0; rank < kWorld; ++rank) {
     ::setenv("RANK", std::to_string(rank).c_str(), 1);
@@ -178,8 +227,10 @@ struct RankResult {
   int64_t every_rank_observer_batches = 0;
   std::string stop_reasons;
   std::string error;
-  Metrics metrics;           // callback_metrics at the end
-  std::string resumed_from;  // the checkpoint fit resumed from, if any
+  Metrics metrics;              // callback_metrics at the end
+  std::string resumed_from;     // the checkpoint fit resumed from, if any
+  std::vector<double> buffers;  // the module's buffers at the end (BatchNorm statistics)
+  std::string evaluated_from;   // the checkpoint validate/test loaded, if any
 };
 
 void write_result(const std::string& file, const RankResult& result) {
@@ -196,6 +247,8 @@ void write_result(const std::string& file, const RankResult& result) {
   out << "\n" << result.stop_reasons << "\n" << error << "\n";
   for (const auto& [name, value] : result.metrics) out << name << " " << value << " ";
   out << "\n" << result.resumed_from << "\n";
+  for (double value : result.buffers) out << value << " ";
+  out << "\n" << result.evaluated_from << "\n";
 }
 
 RankResult read_result(const std::string& file) {
@@ -219,6 +272,10 @@ RankResult read_result(const std::string& file) {
   std::string name;
   for (double value; metrics >> name >> value;) result.metrics[name] = value;
   std::getline(in, result.resumed_from);
+  std::getline(in, line);
+  std::istringstream buffers(line);
+  for (double value; buffers >> value;) result.buffers.push_back(value);
+  std::getline(in, result.evaluated_from);
   return result;
 }
 
@@ -263,6 +320,7 @@ RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, Trainer
   }
   result.losses = module.losses;
   result.weights = to_vector(module.flat_weights());
+  result.buffers = to_vector(module.flat_buffers());
   const Metrics& metrics = trainer.callback_metrics();
   result.metrics = metrics;
   if (metrics.count("val_loss")) result.val_loss = metrics.at("val_loss");
@@ -273,6 +331,29 @@ RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, Trainer
   result.rank_zero_observer_batches = rank_zero_counter->batches;
   result.every_rank_observer_batches = every_rank_counter->batches;
   for (const std::string& reason : trainer.stop_reasons()) result.stop_reasons += reason + ";";
+  return result;
+}
+
+// validate, then test, each with `ckpt_path`; what they return, and which checkpoint each loaded
+// (evaluated_from: the two paths, separated by a space).
+RankResult evaluate_and_collect(RegressionModule& module, int64_t batch_size,
+                                TrainerOptions options,
+                                std::vector<std::shared_ptr<Callback>> callbacks,
+                                const std::string& ckpt_path) {
+  RegressionData data(batch_size);
+  Trainer trainer(std::move(options), std::move(callbacks));
+  RankResult result;
+  try {
+    result.metrics = trainer.validate(module, data, EvaluateOptions().ckpt_path(ckpt_path));
+    result.evaluated_from = trainer.checkpoints().evaluated_from();
+    for (const auto& [name, value] :
+         trainer.test(module, data, EvaluateOptions().ckpt_path(ckpt_path)))
+      result.metrics[name] = value;
+    result.evaluated_from += " " + trainer.checkpoints().evaluated_from();
+  } catch (const std::exception& error) {
+    result.error = error.what();
+  }
+  result.weights = to_vector(module.flat_weights());
   return result;
 }
 
@@ -288,11 +369,13 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
           .timeout(std::chrono::seconds(60))
           .find_unused_parameters(mode == "unused_allowed")
           .stop_agreement_every_batch(mode != "timer_without_agreement")
+          // Buckets of 50 KiB after the first MiB: the wide model's gradients take three.
+          .bucket_cap_mb(mode == "buckets" ? 0.05 : 25.0)
           .gradient_compression(mode == "fp16"
                                     ? distributed::DDPOptions::GradientCompression::kFp16
                                     : distributed::DDPOptions::GradientCompression::kNone));
   const int rank = strategy->global_rank();
-  RegressionModule module;
+  RegressionModule module(mode == "buckets" ? kWideWidth : 16, mode == "batchnorm");
   if (mode == "die_quiet") {  // no collective of its own in the step: the death shows in backward
     module.sync_train_loss = false;
     if (rank == 1) module.die_at_batch = 2;
@@ -308,7 +391,27 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   std::string ckpt_path;
   options.enable_checkpointing(mode == "monitor" || mode == "checkpoint" || mode == "resume" ||
                                mode == "resume_last" || mode == "resume_last_none" ||
-                               mode == "save_fails");
+                               mode == "save_fails" || mode == "evaluate_last");
+  if (mode == "earlystop") {
+    // rank_trend improves every epoch on rank 0 and never on rank 1, whose EarlyStopping
+    // (patience 1) asks for a stop at the end of epoch 1: every rank stops there.
+    module.log_rank_trend = true;
+    options.max_epochs(4);
+    callbacks.push_back(
+        std::make_shared<callbacks::EarlyStopping>(callbacks::EarlyStoppingOptions()
+                                                       .monitor("rank_trend")
+                                                       .patience(1)
+                                                       .check_on_train_epoch_end(true)));
+  }
+  if (mode == "evaluate_last") {
+    // As resume_last: rank 1 looks in an empty directory; "last" is what rank 0 finds.
+    const std::string checkpoints = rank == 1 ? dir + "/not-yet-written" : dir + "/checkpoints";
+    callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
+        callbacks::ModelCheckpointOptions().dirpath(checkpoints).filename("{step}")));
+    write_result(dir + "/rank" + std::to_string(rank) + ".txt",
+                 evaluate_and_collect(module, 4, options, callbacks, "last"));
+    return;
+  }
   if (mode == "monitor") {
     // rank_loss differs per rank: the top-k decision must still be the same on both (a save is
     // a collective), or they would wait on each other.
@@ -450,6 +553,10 @@ TEST_CASE("a rank that dies makes the other fail at once with a DistributedError
   INFO(rank0.error);
   CHECK_THAT(rank0.error, Catch::Contains("rank 0 of 2"));
   CHECK_THAT(rank0.error, Catch::Contains("failed"));
+  // What distributed::rank_exit_code looks for, so that `trainbus fit` exits with
+  // kAnotherRankFailedExitCode and the launcher does not name this rank as the job's failure.
+  CHECK(distributed::rank_exit_code(distributed::DistributedError(rank0.error)) ==
+        distributed::kAnotherRankFailedExitCode);
   // Noticed when the connection closed, long before the 60 s timeout.
   const auto after = rank0.error.find("[after ");
   REQUIRE(after != std::string::npos);
@@ -490,6 +597,19 @@ TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, 
   const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank0.global_step == 16);
   CHECK(rank0.weights == rank1.weights);
+  // Resumed at step 6, mid-epoch, the two ranks end as two ranks that never stopped: the same
+  // batches from step 6 on, the same losses, the same weights, bit for bit.
+  testing::TempDir uninterrupted_dir;
+  for (int status : run_ranks("equivalence", uninterrupted_dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [uninterrupted0, uninterrupted1] = read_clean_ranks(uninterrupted_dir);
+  CHECK(uninterrupted0.global_step == 16);
+  CHECK(rank0.weights == uninterrupted0.weights);
+  CHECK(rank1.weights == uninterrupted1.weights);
+  REQUIRE(rank1.losses.size() == 10);  // steps 6 to 15
+  REQUIRE(uninterrupted1.losses.size() == 16);
+  CHECK(rank1.losses ==
+        std::vector<double>(uninterrupted1.losses.begin() + 6, uninterrupted1.losses.end()));
 
   // ckpt_path "last" is what rank 0 finds (the resumed run's step=15), on every rank, whatever
   // the others see.
@@ -500,6 +620,27 @@ TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, 
   CHECK(last0.weights == last1.weights);
   CHECK_THAT(last0.resumed_from, Catch::EndsWith("checkpoints/step=15.ckpt"));
   CHECK(last1.resumed_from == last0.resumed_from);
+
+  // validate and test with ckpt_path "last": both ranks load rank 0's newest (step=15), and the
+  // metrics, reduced over both ranks' halves, are one process's over the whole set.
+  for (int status : run_ranks("evaluate_last", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [evaluated0, evaluated1] = read_clean_ranks(dir);
+  const std::string step15 = dir.file("checkpoints/step=15.ckpt");
+  CHECK(evaluated0.evaluated_from == step15 + " " + step15);
+  CHECK(evaluated1.evaluated_from == evaluated0.evaluated_from);
+  CHECK(evaluated0.weights == evaluated1.weights);
+  RegressionModule one_process_module;
+  const RankResult one_process = evaluate_and_collect(
+      one_process_module, 8, quiet_options(1).enable_checkpointing(false), {}, step15);
+  REQUIRE(one_process.error.empty());
+  CHECK(evaluated0.weights == one_process.weights);
+  for (const char* name : {"val_loss", "test_loss"}) {
+    CAPTURE(name);
+    REQUIRE(evaluated0.metrics.count(name) == 1);
+    CHECK(evaluated0.metrics.at(name) == evaluated1.metrics.at(name));
+    CHECK(evaluated0.metrics.at(name) == Approx(one_process.metrics.at(name)).margin(1e-6));
+  }
 
   // Rank 0 finds nothing: every rank fails with its error, none resumes from what it sees itself.
   for (int status : run_ranks("resume_last_none", dir.path().string())) REQUIRE(WIFEXITED(status));
@@ -579,5 +720,60 @@ TEST_CASE("without the per-batch stop agreement, a Timer stops every rank when r
   CHECK(rank1.global_step == rank0.global_step);
   CHECK(rank0.stop_reasons.rfind("Timer: Time limit reached", 0) == 0);
   CHECK(rank1.stop_reasons.rfind("Timer: Time limit reached", 0) == 0);
+  CHECK(rank0.weights == rank1.weights);
+}
+
+TEST_CASE("BatchNorm statistics: after a fit every rank holds rank 0's", "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("batchnorm", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  CHECK(rank0.global_step == 16);
+  CHECK(rank0.weights == rank1.weights);
+  // running_mean, running_var (16 each), num_batches_tracked: rank 0's on both, as DDP's
+  // broadcast_buffers leaves them (rank 0's before each forward, validation's too).
+  REQUIRE(rank0.buffers.size() == 33);
+  CHECK(rank0.buffers == rank1.buffers);
+  CHECK(rank0.buffers.back() == 16.0);  // one update a training step
+  CHECK(std::vector<double>(rank0.buffers.begin(), rank0.buffers.begin() + 16) !=
+        std::vector<double>(16, 0.0));  // trained: no longer the initial mean
+  // Validation ran the same module on both ranks: one reduced val_loss.
+  CHECK(rank0.val_loss == rank1.val_loss);
+}
+
+TEST_CASE("gradients in several buckets: every rank steps alike, as one process with batch 2B",
+          "[ddp]") {
+  // The parameters do not fit DDP's first bucket of 1 MiB; with bucket_cap_mb 0.05 the rest
+  // take two more.
+  REQUIRE(RegressionModule(kWideWidth).flat_weights().numel() * 4 > (int64_t{1} << 20));
+  testing::TempDir dir;
+  for (int status : run_ranks("buckets", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  RegressionModule single_module(kWideWidth);
+  const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
+  REQUIRE(single.error.empty());
+  CHECK(rank0.weights == rank1.weights);
+  REQUIRE(rank0.weights.size() == single.weights.size());
+  double largest = 0.0;
+  for (size_t i = 0; i < single.weights.size(); ++i)
+    largest = std::max(largest, std::abs(rank0.weights[i] - single.weights[i]));
+  CHECK(largest < 1e-5);
+  REQUIRE(rank0.losses.size() == single.losses.size());
+  for (size_t i = 0; i < single.losses.size(); ++i)
+    CHECK((rank0.losses[i] + rank1.losses[i]) / 2 == Approx(single.losses[i]).margin(1e-5));
+}
+
+TEST_CASE("EarlyStopping on one rank stops every rank at the same epoch", "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("earlystop", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  // Rank 1's rank_trend did not improve in epoch 1: both end after it (2 epochs of 8 steps),
+  // not after max_epochs 4, as Lightning's EarlyStopping (reduce_boolean_decision) does.
+  CHECK(rank1.global_step == 16);
+  CHECK(rank0.global_step == 16);
+  CHECK_THAT(rank1.stop_reasons, Catch::StartsWith("EarlyStopping: "));
+  CHECK(rank0.stop_reasons == "a stop was requested on another rank;");
   CHECK(rank0.weights == rank1.weights);
 }

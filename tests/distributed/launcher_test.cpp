@@ -4,6 +4,7 @@
 // on launch_ranks, and every rank's script ends by itself within a minute should the launcher not
 // stop it.
 #include "distributed/launcher.h"
+#include "distributed/strategy.h"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -285,4 +286,76 @@ TEST_CASE("TRAINBUS_LAUNCHED=1 marks a process the launcher started", "[distribu
   CHECK_FALSE(launched_by_trainbus());
   environment.set(kLaunchedVariable, "1");
   CHECK(launched_by_trainbus());
+}
+
+TEST_CASE("A rank that ended because another rank failed is not named as the job's failure",
+          "[distributed][launcher]") {
+  TempDir dir;
+  const std::string another = std::to_string(kAnotherRankFailedExitCode);
+  SECTION("node 1 of 2, whose rank only saw another node's rank go: the failure is elsewhere") {
+    const Launched launched =
+        launch_script("if [ \"$LOCAL_RANK\" = 0 ]; then exit " + another + "; fi; exec sleep 60",
+                      dir.path().string(), two_ranks().nnodes(2).node_rank(1));
+    CHECK(launched.took < std::chrono::seconds(10));
+    CHECK(launched.result.exit_code == kAnotherRankFailedExitCode);
+    REQUIRE(launched.result.first_failure == std::optional<std::size_t>(0));
+    CHECK_THAT(launched.log,
+               Catch::Contains("launcher: the job stopped: rank 2 (local rank 0, pid " +
+                               std::to_string(launched.result.ranks[0].pid) +
+                               ") ended because another rank failed (exit code 75") &&
+                   Catch::Contains("the first failure is on another node: its launcher's report "
+                                   "names it"));
+    CHECK_THAT(launched.log, !Catch::Contains("the job failed"));
+  }
+  SECTION("on one machine, the rank that failed on its own is named, not the one it took along") {
+    // Rank 1 fails; rank 0 notices once rank 1 is gone (its file written just before the exit).
+    const std::string script =
+        "if [ \"$LOCAL_RANK\" = 1 ]; then : > \"$1/gone\"; exit 3; fi; "
+        "i=0; while [ ! -e \"$1/gone\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; "
+        "exit " +
+        another;
+    const Launched launched = launch_script(script, dir.path().string(), two_ranks());
+    CHECK(launched.result.exit_code == 3);
+    REQUIRE(launched.result.first_failure == std::optional<std::size_t>(1));
+    CHECK_THAT(launched.log, Catch::Contains("the job failed: rank 1 (pid "));
+  }
+  CHECK(no_children_left());
+}
+
+TEST_CASE("A loopback --master-addr with several nodes is warned about",
+          "[distributed][launcher]") {
+  TempDir dir;
+  const auto log_with = [&](const LaunchOptions& options) {
+    return launch_script("exit 0", dir.path().string(), options).log;
+  };
+  const std::string warning = "is a loopback address, but the job has 2 nodes";
+  CHECK_THAT(log_with(two_ranks().nnodes(2).node_rank(1).master_addr("127.0.0.1")),
+             Catch::Contains("launcher: warning: --master-addr 127.0.0.1 " + warning) &&
+                 Catch::Contains("not 127.0.0.1, localhost or a host name"));
+  CHECK_THAT(log_with(two_ranks().nnodes(2).node_rank(0).master_addr("localhost")),
+             Catch::Contains("--master-addr localhost " + warning));
+  CHECK_THAT(log_with(two_ranks().nnodes(2).node_rank(1).master_addr("127.0.1.1")),
+             Catch::Contains(warning));
+  // Another machine's address, or one node on loopback: nothing to say.
+  CHECK_THAT(log_with(two_ranks().nnodes(2).node_rank(1).master_addr("10.231.7.1")),
+             !Catch::Contains("warning"));
+  CHECK_THAT(log_with(two_ranks().master_addr("127.0.0.1")), !Catch::Contains("warning"));
+  CHECK(no_children_left());
+}
+
+TEST_CASE("A rank's exit code says whether it failed only because another rank did",
+          "[distributed][launcher]") {
+  // The wording of DDPStrategy's collectives and of the Trainer's backward under DDP.
+  CHECK(rank_exit_code(DistributedError(
+            "rank 0 of 2: all-reduce failed: Connection closed by peer. Another rank stopped (it "
+            "failed or was killed) or did not reach this point within the timeout (300 s)")) ==
+        kAnotherRankFailedExitCode);
+  CHECK(rank_exit_code(DistributedError(
+            "rank 0 of 2: backward failed while averaging gradients across ranks: Read error. If "
+            "another rank stopped (it failed or was killed), its error or the launcher's report "
+            "says why")) == kAnotherRankFailedExitCode);
+  // Its own failures: a rendezvous that did not happen, anything else.
+  CHECK(rank_exit_code(DistributedError("rank 1 of 2: the rendezvous at 10.0.0.1:29500 failed")) ==
+        1);
+  CHECK(rank_exit_code(std::runtime_error("Another rank stopped, says a user's error")) == 1);
 }
