@@ -427,21 +427,7 @@ void Trainer::optimize(const at::Tensor& loss, int64_t batch_idx) {
       });
   // Under DDP, on the batch that steps, the gradients are averaged across ranks during backward
   // (while accumulating they stay local, as DDP's no_sync).
-  strategy_->before_backward(loss, !should_accumulate(batch_idx));
-  try {
-    loss.backward();
-  } catch (const std::exception& error) {
-    if (world_size() == 1) throw;
-    // The Reducer's all-reduces run inside backward: a peer that died surfaces here (as a
-    // c10::Error or as Gloo's own exception).
-    const auto* c10_error = dynamic_cast<const c10::Error*>(&error);
-    throw distributed::DistributedError(detail::concat(
-        "rank ", global_rank(), " of ", world_size(),
-        ": backward failed while averaging gradients across ranks: ",
-        c10_error ? c10_error->what_without_backtrace() : error.what(),
-        " If another rank stopped (it failed or was killed), its error or the launcher's report "
-        "says why"));
-  }
+  strategy_->backward(loss, !should_accumulate(batch_idx));
   call_hooks<events::AfterBackward>([&](Callback& c) { c.on_after_backward(*this, *module_); },
                                     [](Module& m) { m.on_after_backward(); },
                                     [&] {

@@ -131,12 +131,11 @@ static auto guarded(const DistributedEnvironment& environment, std::chrono::mill
   } catch (const DistributedError&) {
     throw;
   } catch (const std::exception& error) {
-    throw DistributedError(detail::concat(
-        "rank ", environment.rank, " of ", environment.world_size, ": ", operation,
-        " failed: ", message_of(error),
+    throw DistributedError(environment.rank_message(detail::concat(
+        operation, " failed: ", message_of(error),
         ". Another rank stopped (it failed or was killed) or did "
         "not reach this point within the timeout (",
-        timeout.count() / 1000.0, " s); the launcher's report names the rank that failed first"));
+        timeout.count() / 1000.0, " s); the launcher's report names the rank that failed first")));
   }
 }
 
@@ -151,12 +150,11 @@ void DDPStrategy::connect() {
   try {
     impl_->store = c10::make_intrusive<c10d::TCPStore>(environment_.master_addr, store_options);
   } catch (const std::exception& error) {
-    throw DistributedError(detail::concat(
-        "rank ", environment_.rank, " of ", environment_.world_size, ": the rendezvous at ",
-        environment_.master_addr, ":", environment_.master_port, " failed (waited up to ",
-        options_.timeout().count() / 1000.0, " s): ", message_of(error),
+    throw DistributedError(environment_.rank_message(detail::concat(
+        "the rendezvous at ", environment_.master_addr, ":", environment_.master_port,
+        " failed (waited up to ", options_.timeout().count() / 1000.0, " s): ", message_of(error),
         ". Start every rank with the same MASTER_ADDR and MASTER_PORT (rank 0 listens there; the "
-        "port must be free on its machine), e.g. with `trainbus fit --nproc-per-node N`"));
+        "port must be free on its machine), e.g. with `trainbus fit --nproc-per-node N`")));
   }
 
   auto group_options = c10d::ProcessGroupGloo::Options::create(options_.timeout());
@@ -259,26 +257,33 @@ void DDPStrategy::before_training_step(bool synchronize) {
     // c10's text goes on with advice for Python's DDP; its first sentence says what happened.
     std::string what = message_of(error);
     if (const auto end = what.find(". "); end != std::string::npos) what.resize(end + 1);
-    throw DistributedError(detail::concat(
-        "rank ", environment_.rank, " of ", environment_.world_size,
-        ": DDP could not average the previous step's gradients: ", what, kUnusedParameterAdvice,
-        " If another rank failed, its error or the launcher's report says why"));
+    throw DistributedError(environment_.rank_message(detail::concat(
+        "DDP could not average the previous step's gradients: ", what, kUnusedParameterAdvice,
+        " If another rank failed, its error or the launcher's report says why")));
   }
   impl_->reducer->prepare_for_forward();
 }
 
-void DDPStrategy::before_backward(const at::Tensor& loss, bool synchronize) {
-  if (!impl_->reducer || !synchronize) return;  // no_sync: gradients accumulate locally
+void DDPStrategy::backward(const at::Tensor& loss, bool synchronize) {
+  if (!impl_->reducer || !synchronize) {  // no_sync: gradients accumulate locally, no collective
+    loss.backward();
+    return;
+  }
   try {
     impl_->reducer->prepare_for_backward(options_.find_unused_parameters()
                                              ? std::vector<at::Tensor>{loss}
                                              : std::vector<at::Tensor>{});
   } catch (const c10::Error& error) {
-    throw DistributedError(detail::concat(
-        "rank ", environment_.rank, " of ", environment_.world_size,
-        ": DDP could not start averaging gradients: ", error.what_without_backtrace(),
-        kUnusedParameterAdvice));
+    throw DistributedError(environment_.rank_message(
+        detail::concat("DDP could not start averaging gradients: ", error.what_without_backtrace(),
+                       kUnusedParameterAdvice)));
   }
+  // The Reducer's all-reduces run inside backward: a peer that died surfaces here (as a
+  // c10::Error or as Gloo's own exception).
+  guarded(environment_, options_.timeout(), "backward (averaging gradients across ranks)", [&] {
+    loss.backward();
+    return 0;
+  });
 }
 
 bool DDPStrategy::reduce_boolean_decision(bool decision, bool all) {

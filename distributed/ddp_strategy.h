@@ -61,7 +61,7 @@ class DDPStrategy final : public Strategy {
   void setup_module(torch::nn::Module& module) override;
   void teardown_module() noexcept override;
   void before_training_step(bool synchronize) override;
-  void before_backward(const at::Tensor& loss, bool synchronize) override;
+  void backward(const at::Tensor& loss, bool synchronize) override;
   bool reduce_boolean_decision(bool decision, bool all) override;
   void all_reduce(std::vector<double>& values, ReduceOp op) override;
   int64_t broadcast(int64_t value, int root = 0) override;

@@ -55,12 +55,11 @@ class Strategy {
   /// Before each training_step: `synchronize` is false while gradients accumulate locally
   /// (DDP's no_sync). Rank 0's buffers (BatchNorm statistics) go to every rank here.
   virtual void before_training_step(bool synchronize) { (void)synchronize; }
-  /// Before backward on `loss`: with `synchronize`, the gradients are averaged across ranks by
-  /// the time backward returns.
-  virtual void before_backward(const at::Tensor& loss, bool synchronize) {
-    (void)loss;
-    (void)synchronize;
-  }
+  /// Runs backward on `loss` (Lightning's strategy.backward); the Trainer calls the hooks around
+  /// it. With `synchronize`, the gradients are averaged across ranks by the time it returns; a
+  /// failure of that averaging is a DistributedError naming this rank. By default (strategy.cpp,
+  /// with LibTorch) `loss.backward()`.
+  virtual void backward(const at::Tensor& loss, bool synchronize);
 
   /// True on every rank if any rank's `decision` is true (all: if every rank's is).
   virtual bool reduce_boolean_decision(bool decision, bool all) {

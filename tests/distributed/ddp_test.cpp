@@ -552,3 +552,37 @@ TEST_CASE("fp16 gradients: every rank steps alike, close to one process", "[ddp]
   CHECK(largest > 0.0);
   CHECK(largest < 1e-3);
 }
+
+namespace {
+
+// A strategy of one's own on one process: notes every backward the Trainer asks it for.
+class BackwardNotingStrategy final : public distributed::Strategy {
+ public:
+  std::string_view name() const noexcept override { return "noting"; }
+  const distributed::DistributedEnvironment& environment() const noexcept override {
+    return environment_;
+  }
+  void backward(const at::Tensor& loss, bool synchronize) override {
+    synchronized.push_back(synchronize);
+    Strategy::backward(loss, synchronize);
+  }
+  std::vector<bool> synchronized;
+
+ private:
+  distributed::DistributedEnvironment environment_;
+};
+
+}  // namespace
+
+TEST_CASE("backward runs through the strategy, which says when gradients are averaged", "[ddp]") {
+  // As Lightning's strategy.backward: the Trainer's automatic optimization asks the strategy to
+  // run backward, synchronizing only on the batch that steps (DDP's no_sync while accumulating).
+  auto strategy = std::make_shared<BackwardNotingStrategy>();
+  RegressionModule module;
+  RegressionData data(8);  // 8 batches an epoch
+  Trainer trainer(quiet_options(2).max_epochs(1).strategy(strategy));
+  trainer.fit(module, data);
+  CHECK(strategy->synchronized ==
+        std::vector<bool>{false, true, false, true, false, true, false, true});
+  CHECK(trainer.global_step() == 4);
+}
