@@ -99,6 +99,9 @@ struct DDPStrategy::Impl {
   std::vector<at::Tensor> buffers;
   torch::nn::Module* module = nullptr;
   size_t trainable = 0;  // parameters that required grad when the Reducer was built
+  // DDP's require_forward_param_sync: true after setup and after a step that averaged its
+  // gradients, false after a no_sync step. Buffers are broadcast before a step only while true.
+  bool sync_buffers = true;
 };
 
 namespace {
@@ -213,6 +216,7 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   std::reverse(bucket_limits.begin(), bucket_limits.end());
   impl_->module = &module;
   impl_->trainable = parameters.size();
+  impl_->sync_buffers = true;
   impl_->reducer = std::make_unique<c10d::Reducer>(
       parameters, std::move(bucket_indices), std::move(bucket_limits), impl_->group, sparse,
       bucket_bytes, options_.find_unused_parameters(), /*gradient_as_bucket_view=*/false,
@@ -240,13 +244,17 @@ void DDPStrategy::before_training_step(bool synchronize) {
   // stay local.
   if (synchronize && count_trainable(*impl_->module) != impl_->trainable)
     setup_module(*impl_->module);
-  if (options_.broadcast_buffers() && !impl_->buffers.empty()) {
+  // As DistributedDataParallel.forward (will_sync_module_buffers): a step that follows a no_sync
+  // step keeps the buffers its rank has; the step after a synchronizing one takes rank 0's.
+  if (impl_->sync_buffers && options_.broadcast_buffers() && !impl_->buffers.empty()) {
     guarded(environment_, options_.timeout(), "broadcasting rank 0's buffers", [&] {
       torch::NoGradGuard no_grad;
       c10d::broadcast_coalesced(impl_->group, impl_->buffers, kBroadcastBucketBytes, 0);
       return 0;
     });
+    ++statistics_.buffer_broadcasts;
   }
+  impl_->sync_buffers = synchronize;
   if (!synchronize) return;
   // As DistributedDataParallel.forward: the Reducer checks here that the previous step reduced
   // every gradient (a parameter without one is an error, not silently local), and reorders its
@@ -284,6 +292,7 @@ void DDPStrategy::backward(const at::Tensor& loss, bool synchronize) {
     loss.backward();
     return 0;
   });
+  ++statistics_.gradient_syncs;
 }
 
 bool DDPStrategy::reduce_boolean_decision(bool decision, bool all) {

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -281,6 +282,7 @@ RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, Trainer
 TEST_CASE("ddp child rank", "[.ddp-child]") {
   const std::string dir = testing::test_child_dir();
   const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
+  if (mode.rfind("core_", 0) == 0) return;  // "ddp child rank, core" below runs these
   auto strategy = std::make_shared<distributed::DDPStrategy>(
       distributed::environment_from_variables(),
       distributed::DDPOptions()
@@ -585,4 +587,132 @@ TEST_CASE("backward runs through the strategy, which says when gradients are ave
   CHECK(strategy->synchronized ==
         std::vector<bool>{false, true, false, true, false, true, false, true});
   CHECK(trainer.global_step() == 4);
+}
+
+// ---- Runs of the "ddp child rank, core" modes below: each rank also writes named lists of
+// numbers ("extra<rank>.txt") beside its RankResult. ----
+namespace {
+
+using Extras = std::map<std::string, std::vector<double>>;
+
+void write_extras(const std::string& file, const Extras& extras) {
+  std::ofstream out(file);
+  out.precision(17);
+  for (const auto& [name, values] : extras) {
+    out << name;
+    for (double value : values) out << " " << value;
+    out << "\n";
+  }
+}
+
+Extras read_extras(const std::string& file) {
+  std::ifstream in(file);
+  REQUIRE(in.good());
+  Extras extras;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string name;
+    fields >> name;
+    std::vector<double>& values = extras[name];
+    for (double value; fields >> value;) values.push_back(value);
+  }
+  return extras;
+}
+
+// RegressionModule with a buffer, as BatchNorm's running statistics: what DDP broadcasts.
+class BufferedModule : public RegressionModule {
+ public:
+  BufferedModule() { counter = register_buffer("counter", torch::zeros({1})); }
+  at::Tensor counter;
+};
+
+// Before each backward: notes the buffer (rank 0's if it was just broadcast), then moves it by
+// 1 + rank, so that every rank's differs until the next broadcast. After each backward: notes
+// the sum of the gradients (the same on every rank only once they were averaged).
+class BufferAndGradientNotes : public Callback {
+ public:
+  void on_before_backward(Trainer& trainer, Module& module, const at::Tensor&) override {
+    auto& buffered = dynamic_cast<BufferedModule&>(module);
+    buffers.push_back(buffered.counter.item<double>());
+    torch::NoGradGuard no_grad;
+    buffered.counter += 1.0 + trainer.global_rank();
+  }
+  void on_after_backward(Trainer&, Module& module) override {
+    double sum = 0.0;
+    for (const auto& parameter : module.parameters()) sum += parameter.grad().sum().item<double>();
+    gradient_sums.push_back(sum);
+  }
+  std::vector<double> buffers, gradient_sums;
+};
+
+}  // namespace
+
+// One rank of a two-rank job, for the modes that start with "core_".
+TEST_CASE("ddp child rank, core", "[.ddp-child]") {
+  const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
+  if (mode.rfind("core_", 0) != 0) return;  // the modes of "ddp child rank"
+  const std::string dir = testing::test_child_dir();
+  auto strategy = std::make_shared<distributed::DDPStrategy>(
+      distributed::environment_from_variables(),
+      distributed::DDPOptions().timeout(std::chrono::seconds(60)));
+  const int rank = strategy->global_rank();
+  Extras extras;
+  std::unique_ptr<RegressionModule> module;
+  std::vector<std::shared_ptr<Callback>> callbacks;
+  TrainerOptions options = quiet_options(1).strategy(strategy);
+  auto notes = std::make_shared<BufferAndGradientNotes>();
+  if (mode == "core_accumulate") {
+    module = std::make_unique<BufferedModule>();
+    options.accumulate_grad_batches(2);
+    callbacks.push_back(notes);
+  } else {
+    FAIL("unknown mode " << mode);
+  }
+  module->sync_train_loss = false;
+  const RankResult result = fit_and_collect(*module, 4, options, callbacks);
+  extras["buffers"] = notes->buffers;
+  extras["gradient_sums"] = notes->gradient_sums;
+  extras["buffer_broadcasts"] = {static_cast<double>(strategy->statistics().buffer_broadcasts)};
+  extras["gradient_syncs"] = {static_cast<double>(strategy->statistics().gradient_syncs)};
+  write_extras(dir + "/extra" + std::to_string(rank) + ".txt", extras);
+  write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
+}
+
+TEST_CASE("under accumulation, gradients are averaged once per step, buffers sent once per step",
+          "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("core_accumulate", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  const Extras extras0 = read_extras(dir.file("extra0.txt"));
+  const Extras extras1 = read_extras(dir.file("extra1.txt"));
+  CHECK(rank0.global_step == 8);  // 16 batches, accumulated in pairs
+  CHECK(rank0.weights == rank1.weights);
+
+  // DDP's no_sync: the first batch of a pair keeps its gradients on its rank (they differ), the
+  // second averages the pair's sum across the ranks (the same on both): one all-reduce a step.
+  const std::vector<double>& sums0 = extras0.at("gradient_sums");
+  const std::vector<double>& sums1 = extras1.at("gradient_sums");
+  REQUIRE(sums0.size() == 16);
+  REQUIRE(sums1.size() == 16);
+  for (size_t batch = 0; batch < sums0.size(); ++batch) {
+    CAPTURE(batch);
+    if (batch % 2 == 0) CHECK(sums0[batch] != sums1[batch]);
+    if (batch % 2 == 1) CHECK(sums0[batch] == sums1[batch]);
+  }
+  CHECK(extras0.at("gradient_syncs") == std::vector<double>{8});
+  CHECK(extras1.at("gradient_syncs") == std::vector<double>{8});
+
+  // As DDP's forward (require_forward_param_sync): rank 0's buffers before the first batch of
+  // each pair (after a step that averaged), not before the second (after a no_sync step). Rank 0
+  // adds 1 a batch, rank 1 adds 2: rank 1 sees rank 0's value, then its own plus 2.
+  std::vector<double> expected0, expected1;
+  for (int batch = 0; batch < 16; ++batch) {
+    expected0.push_back(batch);
+    expected1.push_back(batch % 2 == 0 ? batch : batch + 1);
+  }
+  CHECK(extras0.at("buffers") == expected0);
+  CHECK(extras1.at("buffers") == expected1);
+  CHECK(extras0.at("buffer_broadcasts") == std::vector<double>{8});
+  CHECK(extras1.at("buffer_broadcasts") == std::vector<double>{8});
 }
