@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
+#include <utility>
 
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/grad_mode.h>
@@ -105,10 +107,21 @@ struct DDPStrategy::Impl {
 };
 
 namespace {
+// The parameters that require grad, each once with its first name: as DDP's
+// _build_params_for_reducer, a tensor two layers share (tied weights) is one variable of the
+// Reducer (LibTorch's named_parameters() lists it under every name).
+std::vector<std::pair<std::string, at::Tensor>> trainable_parameters(
+    const torch::nn::Module& module) {
+  std::vector<std::pair<std::string, at::Tensor>> found;
+  std::unordered_set<const c10::TensorImpl*> seen;
+  for (const auto& item : module.named_parameters()) {
+    if (item.value().requires_grad() && seen.insert(item.value().unsafeGetTensorImpl()).second)
+      found.emplace_back(item.key(), item.value());
+  }
+  return found;
+}
 size_t count_trainable(const torch::nn::Module& module) {
-  size_t count = 0;
-  for (const auto& parameter : module.parameters()) count += parameter.requires_grad() ? 1 : 0;
-  return count;
+  return trainable_parameters(module).size();
 }
 }  // namespace
 
@@ -182,10 +195,9 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   teardown_module();
   std::vector<at::Tensor> parameters;
   std::unordered_map<size_t, std::string> names;
-  for (const auto& item : module.named_parameters()) {
-    if (!item.value().requires_grad()) continue;
-    names.emplace(parameters.size(), item.key());
-    parameters.push_back(item.value());
+  for (auto& [name, parameter] : trainable_parameters(module)) {
+    names.emplace(parameters.size(), std::move(name));
+    parameters.push_back(std::move(parameter));
   }
   TRAINBUS_CHECK(!parameters.empty(),
                  "DDP: the module has no parameter that requires grad, so there is nothing to "
@@ -217,6 +229,8 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   impl_->module = &module;
   impl_->trainable = parameters.size();
   impl_->sync_buffers = true;
+  statistics_.gradient_elements = 0;
+  for (const auto& parameter : parameters) statistics_.gradient_elements += parameter.numel();
   impl_->reducer = std::make_unique<c10d::Reducer>(
       parameters, std::move(bucket_indices), std::move(bucket_limits), impl_->group, sparse,
       bucket_bytes, options_.find_unused_parameters(), /*gradient_as_bucket_view=*/false,

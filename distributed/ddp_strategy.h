@@ -48,6 +48,9 @@ struct DDPStatistics {
   int64_t gradient_syncs = 0;
   /// Broadcasts of rank 0's buffers before a training step.
   int64_t buffer_broadcasts = 0;
+  /// Gradient elements each of those averages: every parameter that requires grad, once (a
+  /// weight two layers share, too).
+  int64_t gradient_elements = 0;
 };
 
 /// Data-parallel training: each rank holds a replica of the module, parameters and buffers start

@@ -645,6 +645,36 @@ class BufferAndGradientNotes : public Callback {
   std::vector<double> buffers, gradient_sums;
 };
 
+// 32 -> 16 -> 16 -> 16 -> 1 where the middle two layers share one weight tensor (registered
+// twice, as a decoder tied to an encoder): one parameter under two names.
+class TiedModule : public RegressionModule {
+ public:
+  TiedModule() {
+    torch::manual_seed(6);
+    square = register_module("square", torch::nn::Linear(16, 16));
+    tied = register_parameter("tied", square->weight);
+  }
+  StepOutput training_step(const Batch& batch, int64_t) override {
+    const at::Tensor h = torch::relu(square->forward(torch::relu(hidden->forward(batch.data))));
+    const at::Tensor prediction = out->forward(torch::relu(torch::linear(h, tied)));
+    at::Tensor value = torch::nn::functional::mse_loss(prediction, batch.target);
+    losses.push_back(value.item<double>());
+    return value;
+  }
+  OptimizerConfig configure_optimizers() override {
+    // LibTorch's parameters() lists the tied tensor twice; the optimizer takes it once.
+    std::vector<at::Tensor> unique;
+    for (const auto& parameter : parameters()) {
+      const bool seen = std::any_of(unique.begin(), unique.end(),
+                                    [&](const at::Tensor& p) { return p.is_same(parameter); });
+      if (!seen) unique.push_back(parameter);
+    }
+    return std::make_shared<torch::optim::SGD>(unique, torch::optim::SGDOptions(0.05));
+  }
+  torch::nn::Linear square{nullptr};
+  at::Tensor tied;
+};
+
 }  // namespace
 
 // One rank of a two-rank job, for the modes that start with "core_".
@@ -654,7 +684,9 @@ TEST_CASE("ddp child rank, core", "[.ddp-child]") {
   const std::string dir = testing::test_child_dir();
   auto strategy = std::make_shared<distributed::DDPStrategy>(
       distributed::environment_from_variables(),
-      distributed::DDPOptions().timeout(std::chrono::seconds(60)));
+      distributed::DDPOptions()
+          .timeout(std::chrono::seconds(60))
+          .find_unused_parameters(mode == "core_tied_unused"));
   const int rank = strategy->global_rank();
   Extras extras;
   std::unique_ptr<RegressionModule> module;
@@ -665,6 +697,8 @@ TEST_CASE("ddp child rank, core", "[.ddp-child]") {
     module = std::make_unique<BufferedModule>();
     options.accumulate_grad_batches(2);
     callbacks.push_back(notes);
+  } else if (mode == "core_tied" || mode == "core_tied_unused") {
+    module = std::make_unique<TiedModule>();
   } else {
     FAIL("unknown mode " << mode);
   }
@@ -674,6 +708,7 @@ TEST_CASE("ddp child rank, core", "[.ddp-child]") {
   extras["gradient_sums"] = notes->gradient_sums;
   extras["buffer_broadcasts"] = {static_cast<double>(strategy->statistics().buffer_broadcasts)};
   extras["gradient_syncs"] = {static_cast<double>(strategy->statistics().gradient_syncs)};
+  extras["gradient_elements"] = {static_cast<double>(strategy->statistics().gradient_elements)};
   write_extras(dir + "/extra" + std::to_string(rank) + ".txt", extras);
   write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
 }
@@ -715,4 +750,32 @@ TEST_CASE("under accumulation, gradients are averaged once per step, buffers sen
   CHECK(extras1.at("buffers") == expected1);
   CHECK(extras0.at("buffer_broadcasts") == std::vector<double>{8});
   CHECK(extras1.at("buffer_broadcasts") == std::vector<double>{8});
+}
+
+TEST_CASE("a weight shared by two layers is averaged once: ranks stay alike, as one process",
+          "[ddp]") {
+  // Also when DDP walks the loss's graph for parameters without a gradient.
+  const std::string mode = GENERATE("core_tied", "core_tied_unused");
+  CAPTURE(mode);
+  testing::TempDir dir;
+  for (int status : run_ranks(mode, dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  CHECK(rank0.global_step == 16);
+  CHECK(rank0.weights == rank1.weights);
+  // hidden 32x16+16, square 16x16+16 (its weight also "tied"), out 16+1: the shared weight is
+  // averaged once.
+  CHECK(read_extras(dir.file("extra0.txt")).at("gradient_elements") ==
+        std::vector<double>{528 + 272 + 17});
+
+  TiedModule single_module;
+  single_module.sync_train_loss = false;
+  const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
+  REQUIRE(single.error.empty());
+  REQUIRE(rank0.weights.size() == single.weights.size());
+  for (size_t i = 0; i < single.weights.size(); ++i)
+    REQUIRE(rank0.weights[i] == Approx(single.weights[i]).margin(1e-5));
+  REQUIRE(rank0.losses.size() == single.losses.size());
+  for (size_t i = 0; i < single.losses.size(); ++i)
+    CHECK((rank0.losses[i] + rank1.losses[i]) / 2 == Approx(single.losses[i]).margin(1e-5));
 }
