@@ -106,16 +106,33 @@ void Trainer::run_fit(const FitOptions& options) {
 }
 
 void Trainer::load_fit_data() {
+  take_fit_data();
+  if (fit_data_agreed_) return;
+  // Every rank passes here: the split loaders' seeds become rank 0's, also those of loaders that
+  // estimated_stepping_batches() took earlier (perhaps on some ranks only).
+  distribute(*train_loader_);
+  for (const auto& loader : val_loaders_) distribute(*loader);
+  fit_data_agreed_ = true;
+}
+
+void Trainer::take_fit_data() {
   if (train_loader_) return;
   train_loader_ = require_loader(data_->train_dataloader(), "train_dataloader");
   val_loaders_ = require_loaders(data_->val_dataloaders(), "val_dataloader", false);
-  distribute(*train_loader_);
-  for (const auto& loader : val_loaders_) distribute(*loader);
+  // Split as load_fit_data will, with no collective: estimated_stepping_batches() may run this
+  // in a hook on one rank only.
+  distribute(*train_loader_, /*agree_on_seeds=*/false);
+  for (const auto& loader : val_loaders_) distribute(*loader, /*agree_on_seeds=*/false);
+  fit_data_agreed_ = world_size() == 1;
   size_fit_loops();
 }
 
-void Trainer::distribute(DataLoader& loader) {
+void Trainer::distribute(DataLoader& loader, bool agree_on_seeds) {
   if (world_size() == 1) return;
+  if (!agree_on_seeds) {
+    loader.set_distributed(world_size(), global_rank(), [](int64_t value) { return value; });
+    return;
+  }
   loader.set_distributed(world_size(), global_rank(),
                          [this](int64_t value) { return strategy_->broadcast(value, 0); });
 }
@@ -161,6 +178,7 @@ void Trainer::reload_dataloaders() {
     vals[i]->load_state_dict(val_loaders_[i]->state_dict());
   train_loader_ = std::move(train);
   val_loaders_ = std::move(vals);
+  fit_data_agreed_ = true;
   size_fit_loops();
 }
 

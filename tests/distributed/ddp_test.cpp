@@ -675,6 +675,20 @@ class TiedModule : public RegressionModule {
   at::Tensor tied;
 };
 
+// Calls estimated_stepping_batches() in setup on rank 0 only (before the fit loads its data),
+// and on every rank at on_fit_start.
+class EstimateOnRankZero : public Callback {
+ public:
+  void setup(Trainer& trainer, Module&, Stage) override {
+    if (trainer.global_rank() == 0) in_setup = trainer.estimated_stepping_batches();
+  }
+  void on_fit_start(Trainer& trainer, Module&) override {
+    at_fit_start = trainer.estimated_stepping_batches();
+  }
+  int64_t in_setup = -1;
+  int64_t at_fit_start = -1;
+};
+
 }  // namespace
 
 // One rank of a two-rank job, for the modes that start with "core_".
@@ -693,12 +707,16 @@ TEST_CASE("ddp child rank, core", "[.ddp-child]") {
   std::vector<std::shared_ptr<Callback>> callbacks;
   TrainerOptions options = quiet_options(1).strategy(strategy);
   auto notes = std::make_shared<BufferAndGradientNotes>();
+  auto estimate = std::make_shared<EstimateOnRankZero>();
   if (mode == "core_accumulate") {
     module = std::make_unique<BufferedModule>();
     options.accumulate_grad_batches(2);
     callbacks.push_back(notes);
   } else if (mode == "core_tied" || mode == "core_tied_unused") {
     module = std::make_unique<TiedModule>();
+  } else if (mode == "core_estimate") {
+    module = std::make_unique<RegressionModule>();
+    callbacks.push_back(estimate);
   } else {
     FAIL("unknown mode " << mode);
   }
@@ -709,6 +727,8 @@ TEST_CASE("ddp child rank, core", "[.ddp-child]") {
   extras["buffer_broadcasts"] = {static_cast<double>(strategy->statistics().buffer_broadcasts)};
   extras["gradient_syncs"] = {static_cast<double>(strategy->statistics().gradient_syncs)};
   extras["gradient_elements"] = {static_cast<double>(strategy->statistics().gradient_elements)};
+  extras["estimated"] = {static_cast<double>(estimate->in_setup),
+                         static_cast<double>(estimate->at_fit_start)};
   write_extras(dir + "/extra" + std::to_string(rank) + ".txt", extras);
   write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
 }
@@ -778,4 +798,24 @@ TEST_CASE("a weight shared by two layers is averaged once: ranks stay alike, as 
   REQUIRE(rank0.losses.size() == single.losses.size());
   for (size_t i = 0; i < single.losses.size(); ++i)
     CHECK((rank0.losses[i] + rank1.losses[i]) / 2 == Approx(single.losses[i]).margin(1e-5));
+}
+
+TEST_CASE(
+    "estimated_stepping_batches() on one rank only, before the fit loads its data, is no "
+    "collective",
+    "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("core_estimate", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  // 64 samples, 2 ranks, batches of 4: 8 batches an epoch, 2 epochs.
+  CHECK(read_extras(dir.file("extra0.txt")).at("estimated") == std::vector<double>{16, 16});
+  CHECK(read_extras(dir.file("extra1.txt")).at("estimated") == std::vector<double>{-1, 16});
+  CHECK(rank0.global_step == 16);
+  CHECK(rank0.weights == rank1.weights);
+  // The ranks still shuffle alike: together they train as the one process of the first test.
+  RegressionModule single_module;
+  const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
+  for (size_t i = 0; i < single.weights.size(); ++i)
+    REQUIRE(rank0.weights[i] == Approx(single.weights[i]).margin(1e-5));
 }
