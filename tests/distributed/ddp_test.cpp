@@ -339,10 +339,11 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
     if (mode == "resume_last" || mode == "resume_last_none") ckpt_path = "last";
   }
   if (mode == "save_fails") {
-    // Rank 0's save fails in a hook (hooks and the write run on rank 0 only).
+    // Rank 0's save fails in a hook (the hooks run on every rank, the write on rank 0).
     class FailingSave : public Callback {
-      void on_save_checkpoint(Trainer&, Module&, CheckpointData&) override {
-        throw std::runtime_error("on_save_checkpoint failed on purpose");
+      void on_save_checkpoint(Trainer& trainer, Module&, CheckpointData&) override {
+        if (trainer.global_rank() == 0)
+          throw std::runtime_error("on_save_checkpoint failed on purpose");
       }
     };
     callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
@@ -689,6 +690,20 @@ class EstimateOnRankZero : public Callback {
   int64_t at_fit_start = -1;
 };
 
+// Counts the checkpoint hooks that run on its rank.
+class SaveHookCounter : public Callback {
+ public:
+  StateDict state_dict() const override {
+    ++state_dicts;
+    StateDict state;
+    state.insert("state_dicts", state_dicts);
+    return state;
+  }
+  void on_save_checkpoint(Trainer&, Module&, CheckpointData&) override { ++on_saves; }
+  mutable int64_t state_dicts = 0;
+  int64_t on_saves = 0;
+};
+
 }  // namespace
 
 // One rank of a two-rank job, for the modes that start with "core_".
@@ -708,6 +723,7 @@ TEST_CASE("ddp child rank, core", "[.ddp-child]") {
   TrainerOptions options = quiet_options(1).strategy(strategy);
   auto notes = std::make_shared<BufferAndGradientNotes>();
   auto estimate = std::make_shared<EstimateOnRankZero>();
+  auto counter = std::make_shared<SaveHookCounter>();
   if (mode == "core_accumulate") {
     module = std::make_unique<BufferedModule>();
     options.accumulate_grad_batches(2);
@@ -717,6 +733,16 @@ TEST_CASE("ddp child rank, core", "[.ddp-child]") {
   } else if (mode == "core_estimate") {
     module = std::make_unique<RegressionModule>();
     callbacks.push_back(estimate);
+  } else if (mode == "core_save_hooks") {
+    module = std::make_unique<RegressionModule>();
+    options.enable_checkpointing(true).max_epochs(1);
+    callbacks.push_back(
+        std::make_shared<callbacks::ModelCheckpoint>(callbacks::ModelCheckpointOptions()
+                                                         .dirpath(dir + "/checkpoints")
+                                                         .filename("{step}")
+                                                         .every_n_train_steps(3)
+                                                         .save_top_k(-1)));
+    callbacks.push_back(counter);
   } else {
     FAIL("unknown mode " << mode);
   }
@@ -729,6 +755,8 @@ TEST_CASE("ddp child rank, core", "[.ddp-child]") {
   extras["gradient_elements"] = {static_cast<double>(strategy->statistics().gradient_elements)};
   extras["estimated"] = {static_cast<double>(estimate->in_setup),
                          static_cast<double>(estimate->at_fit_start)};
+  extras["save_hooks"] = {static_cast<double>(counter->state_dicts),
+                          static_cast<double>(counter->on_saves)};
   write_extras(dir + "/extra" + std::to_string(rank) + ".txt", extras);
   write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
 }
@@ -818,4 +846,22 @@ TEST_CASE(
   const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
   for (size_t i = 0; i < single.weights.size(); ++i)
     REQUIRE(rank0.weights[i] == Approx(single.weights[i]).margin(1e-5));
+}
+
+TEST_CASE("every rank runs the checkpoint hooks of a save; rank 0 alone writes", "[ddp]") {
+  // As Lightning's Trainer.save_checkpoint: dump_checkpoint (state_dict, on_save_checkpoint) on
+  // every rank, strategy.save_checkpoint writes on rank 0 only, then a barrier.
+  testing::TempDir dir;
+  for (int status : run_ranks("core_save_hooks", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  CHECK(rank0.global_step == 8);
+  // Saves at steps 3 and 6: the callback's state_dict and on_save_checkpoint twice on each rank.
+  CHECK(read_extras(dir.file("extra0.txt")).at("save_hooks") == std::vector<double>{2, 2});
+  CHECK(read_extras(dir.file("extra1.txt")).at("save_hooks") == std::vector<double>{2, 2});
+  std::vector<std::string> written;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.file("checkpoints")))
+    written.push_back(entry.path().filename().string());
+  std::sort(written.begin(), written.end());
+  CHECK(written == std::vector<std::string>{"step=3.ckpt", "step=6.ckpt"});
 }
