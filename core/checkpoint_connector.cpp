@@ -36,9 +36,11 @@ struct SchedulerStepCount : torch::optim::LRScheduler {
 
 std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
 
-// Samples one optimizer step takes over all ranks (the first batch's size, times the ranks):
-// with num_training_batches, what a position inside an epoch means.
-int64_t global_batch_size(const Trainer& trainer) {
+// Samples one optimizer step takes over all ranks (a batch's size, times the ranks): with
+// num_training_batches, what a position inside an epoch means. `batch_size`: of a batch this fit
+// ran (0: none yet, then batch 0 is read).
+int64_t global_batch_size(const Trainer& trainer, int64_t batch_size = 0) {
+  if (batch_size > 0) return batch_size * trainer.world_size();
   const auto& loader = trainer.train_dataloader();
   if (!loader || loader->num_batches() == 0) return 0;
   return data::batch_size_of(loader->batch(0)) * trainer.world_size();
@@ -117,7 +119,7 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::dump_checkp
   data.loops.insert("accumulate_grad_batches", t.accumulate_grad_batches_);
   data.loops.insert("world_size", static_cast<int64_t>(t.world_size()));
   data.loops.insert("num_training_batches", t.num_training_batches_);
-  data.loops.insert("global_batch_size", global_batch_size(t));
+  data.loops.insert("global_batch_size", global_batch_size(t, t.train_batch_size_));
   if (t.train_loader_) data.loops.insert("train_loader", t.train_loader_->state_dict());
   // As Lightning's dump_checkpoint: the whole checkpoint first (weights, optimizer states, the
   // callbacks' state_dict()), then the hooks, which may change any of it before it is written.

@@ -37,6 +37,7 @@ void Trainer::reset_fit_progress() {
   checkpoints_.optimizers_pending_ = false;
   progress_ = FitProgress();
   batches_that_stepped_ = 0;
+  train_batch_size_ = 0;
   restarting_ = false;
   should_stop_ = false;
   skip_backward_ = false;
@@ -339,6 +340,8 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
   const Batch batch = data::to_device(train_loader_->batch(batch_idx), options_.device());
   const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
   metrics_.set_current_batch_size(info.batch_size);
+  // A full batch's size, for checkpoints (the epoch's first; a resumed epoch's first until then).
+  if (batch_idx == 0 || train_batch_size_ == 0) train_batch_size_ = info.batch_size;
   metrics_.begin_batch();
 
   int response = 0;

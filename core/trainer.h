@@ -434,6 +434,9 @@ class Trainer {
   FitProgress progress_;
   int64_t batches_that_stepped_ = 0;
   int64_t training_batch_idx_ = 0;  // of the running training batch, for manual optimization
+  // Size of the running epoch's first training batch (of the first one run, in a resumed epoch);
+  // 0 before any. Checkpoints keep it times the ranks, without reading a batch again.
+  int64_t train_batch_size_ = 0;
   int64_t eval_batches_begun_ = 0;  // of the running evaluation or prediction loop
   // Lightning's fit_loop.restarting after a resume: from a checkpoint saved mid-epoch, or with
   // max_steps set. Skips the sanity check.
