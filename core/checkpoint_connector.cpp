@@ -36,9 +36,11 @@ struct SchedulerStepCount : torch::optim::LRScheduler {
 
 std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
 
-// Samples one optimizer step takes over all ranks (the first batch's size, times the ranks):
-// with num_training_batches, what a position inside an epoch means.
-int64_t global_batch_size(const Trainer& trainer) {
+// Samples one optimizer step takes over all ranks (a batch's size, times the ranks): with
+// num_training_batches, what a position inside an epoch means. `batch_size`: of a batch this fit
+// ran (0: none yet, then batch 0 is read).
+int64_t global_batch_size(const Trainer& trainer, int64_t batch_size = 0) {
+  if (batch_size > 0) return batch_size * trainer.world_size();
   const auto& loader = trainer.train_dataloader();
   if (!loader || loader->num_batches() == 0) return 0;
   return data::batch_size_of(loader->batch(0)) * trainer.world_size();
@@ -93,10 +95,9 @@ CheckpointConnector::CheckpointConnector(Trainer& trainer) : trainer_(trainer) {
 
 CheckpointConnector::~CheckpointConnector() = default;
 
-std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapshot(
-    const std::string& path, bool weights_only, checkpoint::SnapshotBuffers* copies_into) {
+std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::dump_checkpoint(
+    const std::string& path, bool weights_only) {
   Trainer& t = trainer_;
-  const bool copy_tensors = copies_into != nullptr;
   // As Lightning, also during validate/test/predict (the weights, and the optimizers a fit of
   // this Trainer left); outside any run there is no module to save.
   TRAINBUS_CHECK(t.module_ != nullptr, "Trainer::save_checkpoint(\"", path,
@@ -109,7 +110,6 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
                     "none is written");
   auto snapshot = std::make_unique<checkpoint::CheckpointSnapshot>();
   snapshot->weights_only = weights_only;
-  snapshot->buffers = copies_into;
   CheckpointData& data = snapshot->data;
   data.epoch = t.progress_.current_epoch;
   data.global_step = t.progress_.global_step;
@@ -119,7 +119,7 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
   data.loops.insert("accumulate_grad_batches", t.accumulate_grad_batches_);
   data.loops.insert("world_size", static_cast<int64_t>(t.world_size()));
   data.loops.insert("num_training_batches", t.num_training_batches_);
-  data.loops.insert("global_batch_size", global_batch_size(t));
+  data.loops.insert("global_batch_size", global_batch_size(t, t.train_batch_size_));
   if (t.train_loader_) data.loops.insert("train_loader", t.train_loader_->state_dict());
   // As Lightning's dump_checkpoint: the whole checkpoint first (weights, optimizer states, the
   // callbacks' state_dict()), then the hooks, which may change any of it before it is written.
@@ -141,6 +141,15 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
     for (const auto& callback : t.callbacks_) callback->on_save_checkpoint(t, *t.module_, data);
   }
   t.module_->on_save_checkpoint(data);
+  return snapshot;
+}
+
+std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapshot(
+    const std::string& path, bool weights_only, checkpoint::SnapshotBuffers* copies_into) {
+  Trainer& t = trainer_;
+  const bool copy_tensors = copies_into != nullptr;
+  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot = dump_checkpoint(path, weights_only);
+  snapshot->buffers = copies_into;
   // Written later on another thread: nothing in it may share a tensor or a list with the state
   // that the module, the optimizers, callbacks and the data module go on changing once this
   // returns.
@@ -188,48 +197,55 @@ void CheckpointConnector::save(const std::string& path, SaveCheckpointOptions op
 
 void CheckpointConnector::save_now(CheckpointRequest request) {
   if (trainer_.replaying()) return dry_run(request);
-  if (!trainer_.is_global_zero()) return wait_for_rank_zero(request.path);
+  std::exception_ptr failed;
   try {
-    // In order with the background saves: an older one must not land after this one.
-    wait();
-    std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot =
-        take_snapshot(request.path, request.weights_only, nullptr);
-    checkpoint::write_checkpoint(*snapshot, request.path);
-    snapshot.reset();
-    if (request.after_commit) request.after_commit(request.path);
-    std::vector<std::string> removed;
-    for (const std::string& old : request.remove_after_commit) {
-      if (old == request.path) continue;
-      checkpoint::remove_checkpoint(old);
-      removed.push_back(old);
+    if (trainer_.is_global_zero()) {
+      write_now(request);
+    } else {
+      dump_checkpoint(request.path, request.weights_only);  // the hooks; rank 0 writes
     }
-    commit_notifier(request)(request.path, removed);
-    publish_commits();
   } catch (...) {
-    tell_ranks_save_failed();
-    throw;
+    failed = std::current_exception();
   }
-  wait_for_rank_zero(request.path);
+  agree_on_save(request.path, failed);
 }
 
-void CheckpointConnector::wait_for_rank_zero(const std::string& path) {
+void CheckpointConnector::write_now(const CheckpointRequest& request) {
+  // In order with the background saves: an older one must not land after this one.
+  wait();
+  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot =
+      take_snapshot(request.path, request.weights_only, nullptr);
+  checkpoint::write_checkpoint(*snapshot, request.path);
+  snapshot.reset();
+  if (request.after_commit) request.after_commit(request.path);
+  std::vector<std::string> removed;
+  for (const std::string& old : request.remove_after_commit) {
+    if (old == request.path) continue;
+    checkpoint::remove_checkpoint(old);
+    removed.push_back(old);
+  }
+  commit_notifier(request)(request.path, removed);
+  publish_commits();
+}
+
+void CheckpointConnector::agree_on_save(const std::string& path, std::exception_ptr failed) {
   // Not while the run is failing: the rank that failed may be the one the others wait for.
-  if (trainer_.world_size() == 1 || trainer_.status_ == TrainerStatus::kInterrupted) return;
-  // Rank 0 sends whether its save went well: the others stop with it when it did not, rather
-  // than wait for it until the timeout.
-  const int64_t saved = trainer_.strategy().broadcast(1, 0);
-  TRAINBUS_CHECK_AS(CheckpointError, saved == 1, "rank ", trainer_.global_rank(),
-                    ": rank 0 failed to save checkpoint ", path,
-                    " (its error says why), so this rank stops too");
-}
-
-void CheckpointConnector::tell_ranks_save_failed() {
-  if (trainer_.world_size() == 1 || trainer_.status_ == TrainerStatus::kInterrupted) return;
-  try {
-    trainer_.strategy().broadcast(0, 0);
-  } catch (...) {
-    // The save's own error is the one to report; the other ranks time out at worst.
+  if (trainer_.world_size() > 1 && trainer_.status_ != TrainerStatus::kInterrupted) {
+    // The lowest rank whose part of the save failed (its hooks; rank 0's also the write), or
+    // world_size if none did.
+    const auto world = static_cast<double>(trainer_.world_size());
+    std::vector<double> first_failed{failed ? static_cast<double>(trainer_.global_rank()) : world};
+    try {
+      trainer_.strategy().all_reduce(first_failed, distributed::ReduceOp::kMin);
+    } catch (...) {
+      if (!failed) throw;  // else this rank's own error is the one to report
+    }
+    TRAINBUS_CHECK_AS(CheckpointError, failed || first_failed[0] == world,
+                      trainer_.strategy().environment().rank_message(detail::concat(
+                          "rank ", static_cast<int>(first_failed[0]), " failed to save checkpoint ",
+                          path, " (its error says why), so this rank stops too")));
   }
+  if (failed) std::rethrow_exception(failed);
 }
 
 void CheckpointConnector::dry_run(const CheckpointRequest& request) {
@@ -336,27 +352,27 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
     dry_run(request);
     return std::nullopt;
   }
-  if (!trainer_.is_global_zero()) {
-    wait_for_rank_zero(request.path);
-    return std::nullopt;
-  }
   std::optional<std::string> replaced;
+  std::exception_ptr failed;
   try {
-    checkpoint::CheckpointWriter& writer = writer_for_saves();
-    checkpoint::CheckpointJob job;
-    job.path = request.path;
-    job.payload = std::make_unique<SnapshotPayload>(
-        take_snapshot(request.path, request.weights_only, buffers_.get()));
-    job.remove_after_commit = std::move(request.remove_after_commit);
-    job.after_commit = std::move(request.after_commit);
-    job.replace_group = std::move(request.replace_group);
-    job.on_committed = commit_notifier(request);
-    replaced = writer.submit(std::move(job));
+    if (trainer_.is_global_zero()) {
+      checkpoint::CheckpointWriter& writer = writer_for_saves();
+      checkpoint::CheckpointJob job;
+      job.path = request.path;
+      job.payload = std::make_unique<SnapshotPayload>(
+          take_snapshot(request.path, request.weights_only, buffers_.get()));
+      job.remove_after_commit = std::move(request.remove_after_commit);
+      job.after_commit = std::move(request.after_commit);
+      job.replace_group = std::move(request.replace_group);
+      job.on_committed = commit_notifier(request);
+      replaced = writer.submit(std::move(job));
+    } else {
+      dump_checkpoint(request.path, request.weights_only);  // the hooks; rank 0 writes
+    }
   } catch (...) {
-    tell_ranks_save_failed();
-    throw;
+    failed = std::current_exception();
   }
-  wait_for_rank_zero(request.path);  // rank 0 has its snapshot: every rank may train on
+  agree_on_save(request.path, failed);  // rank 0 has its snapshot: every rank may train on
   return replaced;
 }
 

@@ -108,8 +108,14 @@ class CheckpointConnector {
   using SnapshotBuffers = checkpoint::BufferPool<checkpoint::TensorBufferTraits>;
 
   void save(const std::string& path, SaveCheckpointOptions options);
-  /// With `copies_into`, the snapshot holds private copies (made in those buffers); without, it
-  /// references the live tensors and must be written before training goes on.
+  /// Lightning's dump_checkpoint, on every rank: the checkpoint's data (referencing the live
+  /// tensors), every callback's state_dict(), then the callbacks' and the module's
+  /// on_save_checkpoint.
+  std::unique_ptr<checkpoint::CheckpointSnapshot> dump_checkpoint(const std::string& path,
+                                                                  bool weights_only);
+  /// Rank 0's save: dump_checkpoint, then the parts to write. With `copies_into`, the snapshot
+  /// holds private copies (made in those buffers); without, it references the live tensors and
+  /// must be written before training goes on.
   std::unique_ptr<checkpoint::CheckpointSnapshot> take_snapshot(const std::string& path,
                                                                 bool weights_only,
                                                                 SnapshotBuffers* copies_into);
@@ -120,12 +126,14 @@ class CheckpointConnector {
   /// Training thread: publishes the events of the commits the writer thread noted.
   void publish_commits();
   void dry_run(const CheckpointRequest& request);
-  /// Data-parallel training: only rank 0 writes (and removes); every rank meets after each save,
-  /// as at Lightning's strategy.save_checkpoint barrier, and rank 0 tells the others whether it
-  /// saved: when not, they throw a CheckpointError at once rather than wait for the timeout.
-  void wait_for_rank_zero(const std::string& path);
-  /// Rank 0, when its save threw: lets the other ranks' wait_for_rank_zero fail.
-  void tell_ranks_save_failed();
+  /// Rank 0's synchronous save: waits for the background saves, writes, notes the commit.
+  void write_now(const CheckpointRequest& request);
+  /// After a save on every rank (as Lightning's Trainer.save_checkpoint: every rank runs the
+  /// hooks, rank 0 alone writes and removes, then a barrier): the ranks agree, in one all-reduce,
+  /// whether every part went well. `failed` (this rank's error) is rethrown; a rank whose part
+  /// went well throws a CheckpointError naming the first rank that failed, at once rather than at
+  /// the timeout.
+  void agree_on_save(const std::string& path, std::exception_ptr failed);
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);
   // "last" / "best" as the path of a checkpoint; rank 0's under DDP (a collective there), so

@@ -37,6 +37,7 @@ void Trainer::reset_fit_progress() {
   checkpoints_.optimizers_pending_ = false;
   progress_ = FitProgress();
   batches_that_stepped_ = 0;
+  train_batch_size_ = 0;
   restarting_ = false;
   should_stop_ = false;
   skip_backward_ = false;
@@ -106,16 +107,33 @@ void Trainer::run_fit(const FitOptions& options) {
 }
 
 void Trainer::load_fit_data() {
+  take_fit_data();
+  if (fit_data_agreed_) return;
+  // Every rank passes here: the split loaders' seeds become rank 0's, also those of loaders that
+  // estimated_stepping_batches() took earlier (perhaps on some ranks only).
+  distribute(*train_loader_);
+  for (const auto& loader : val_loaders_) distribute(*loader);
+  fit_data_agreed_ = true;
+}
+
+void Trainer::take_fit_data() {
   if (train_loader_) return;
   train_loader_ = require_loader(data_->train_dataloader(), "train_dataloader");
   val_loaders_ = require_loaders(data_->val_dataloaders(), "val_dataloader", false);
-  distribute(*train_loader_);
-  for (const auto& loader : val_loaders_) distribute(*loader);
+  // Split as load_fit_data will, with no collective: estimated_stepping_batches() may run this
+  // in a hook on one rank only.
+  distribute(*train_loader_, /*agree_on_seeds=*/false);
+  for (const auto& loader : val_loaders_) distribute(*loader, /*agree_on_seeds=*/false);
+  fit_data_agreed_ = world_size() == 1;
   size_fit_loops();
 }
 
-void Trainer::distribute(DataLoader& loader) {
+void Trainer::distribute(DataLoader& loader, bool agree_on_seeds) {
   if (world_size() == 1) return;
+  if (!agree_on_seeds) {
+    loader.set_distributed(world_size(), global_rank(), [](int64_t value) { return value; });
+    return;
+  }
   loader.set_distributed(world_size(), global_rank(),
                          [this](int64_t value) { return strategy_->broadcast(value, 0); });
 }
@@ -161,6 +179,7 @@ void Trainer::reload_dataloaders() {
     vals[i]->load_state_dict(val_loaders_[i]->state_dict());
   train_loader_ = std::move(train);
   val_loaders_ = std::move(vals);
+  fit_data_agreed_ = true;
   size_fit_loops();
 }
 
@@ -322,6 +341,8 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
   const Batch batch = data::to_device(train_loader_->batch(batch_idx), options_.device());
   const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
   metrics_.set_current_batch_size(info.batch_size);
+  // A full batch's size, for checkpoints (the epoch's first; a resumed epoch's first until then).
+  if (batch_idx == 0 || train_batch_size_ == 0) train_batch_size_ = info.batch_size;
   metrics_.begin_batch();
 
   int response = 0;
@@ -428,21 +449,7 @@ void Trainer::optimize(const at::Tensor& loss, int64_t batch_idx) {
       });
   // Under DDP, on the batch that steps, the gradients are averaged across ranks during backward
   // (while accumulating they stay local, as DDP's no_sync).
-  strategy_->before_backward(loss, !should_accumulate(batch_idx));
-  try {
-    loss.backward();
-  } catch (const std::exception& error) {
-    if (world_size() == 1) throw;
-    // The Reducer's all-reduces run inside backward: a peer that died surfaces here (as a
-    // c10::Error or as Gloo's own exception).
-    const auto* c10_error = dynamic_cast<const c10::Error*>(&error);
-    throw distributed::DistributedError(detail::concat(
-        "rank ", global_rank(), " of ", world_size(),
-        ": backward failed while averaging gradients across ranks: ",
-        c10_error ? c10_error->what_without_backtrace() : error.what(),
-        " If another rank stopped (it failed or was killed), its error or the launcher's report "
-        "says why"));
-  }
+  strategy_->backward(loss, !should_accumulate(batch_idx));
   call_hooks<events::AfterBackward>([&](Callback& c) { c.on_after_backward(*this, *module_); },
                                     [](Module& m) { m.on_after_backward(); },
                                     [&] {

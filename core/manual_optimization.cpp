@@ -59,7 +59,7 @@ void Trainer::manual_backward(const at::Tensor& loss) {
       [&] {
         return events::BeforeBackward{event_progress(), batch_idx, make_tensor_ref(loss)};
       });
-  loss.backward();
+  strategy_->backward(loss, /*synchronize=*/true);
   call_hooks<events::AfterBackward>([&](Callback& c) { c.on_after_backward(*this, *module_); },
                                     [](Module& m) { m.on_after_backward(); },
                                     [&] {

@@ -174,7 +174,9 @@ int64_t Trainer::estimated_stepping_batches() {
   if (max_epochs_ == -1) return options_.max_steps();
   // As Lightning, which loads the train dataloader here ("Loading `train_dataloader` to estimate
   // number of stepping batches.") when setup or configure_optimizers asks before the fit has.
-  if (fn_ == Stage::kFit && !replaying_ && data_ != nullptr) load_fit_data();
+  // No collective (a hook may ask on one rank only): the ranks agree on the loaders' seeds later,
+  // where every rank passes.
+  if (fn_ == Stage::kFit && !replaying_ && data_ != nullptr) take_fit_data();
   const int64_t per_epoch =
       (num_training_batches_ + accumulate_grad_batches_ - 1) / accumulate_grad_batches_;
   const int64_t by_epochs = per_epoch * std::max<int64_t>(max_epochs_, 1);

@@ -324,8 +324,12 @@ class Trainer {
 
   // Fit (core/fit_loop.cpp).
   void run_fit(const FitOptions& options);
-  /// Loads the train and val loaders and sizes the loops from them, unless done in this fit.
+  /// Where every rank passes (after configure_optimizers): take_fit_data, then in data-parallel
+  /// training the loaders' shuffle seeds become rank 0's (a collective), unless done in this fit.
   void load_fit_data();
+  /// Loads the train and val loaders, splits them for this rank without a collective, and sizes
+  /// the loops from them, unless done in this fit; for estimated_stepping_batches().
+  void take_fit_data();
   /// Batches per training epoch and per validation, and the batch after which validation runs.
   void set_loop_sizes(int64_t num_training_batches, int64_t num_val_batches);
   /// set_loop_sizes from the loaders and the limit_* options.
@@ -348,8 +352,9 @@ class Trainer {
   void call_train_epoch_end_hooks();
   /// In data-parallel training: a stop asked on any rank becomes this rank's too (a collective).
   void agree_on_stop();
-  /// In data-parallel training: gives `loader` this rank's share of the data.
-  void distribute(DataLoader& loader);
+  /// In data-parallel training: gives `loader` this rank's share of the data; with
+  /// `agree_on_seeds`, its shuffle seed becomes rank 0's (a collective), else it keeps its own.
+  void distribute(DataLoader& loader, bool agree_on_seeds = true);
   /// In data-parallel training: the epoch values of `results` become the means over every rank's
   /// samples (all of them in evaluation, those logged with sync_dist in training).
   void synchronize_epoch_metrics(MetricsCollector::Results results);
@@ -429,6 +434,9 @@ class Trainer {
   FitProgress progress_;
   int64_t batches_that_stepped_ = 0;
   int64_t training_batch_idx_ = 0;  // of the running training batch, for manual optimization
+  // Size of the running epoch's first training batch (of the first one run, in a resumed epoch);
+  // 0 before any. Checkpoints keep it times the ranks, without reading a batch again.
+  int64_t train_batch_size_ = 0;
   int64_t eval_batches_begun_ = 0;  // of the running evaluation or prediction loop
   // Lightning's fit_loop.restarting after a resume: from a checkpoint saved mid-epoch, or with
   // max_steps set. Skips the sanity check.
@@ -436,6 +444,8 @@ class Trainer {
   bool replaying_ = false;
   bool should_stop_ = false;
   bool skip_backward_ = false;
+  // Whether the fit's loaders have rank 0's shuffle seeds (load_fit_data), not only their split.
+  bool fit_data_agreed_ = false;
   std::vector<std::string> stop_reasons_;
   int64_t accumulate_grad_batches_;
   bool warned_no_loss_ = false;

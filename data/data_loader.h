@@ -32,8 +32,10 @@ class DataLoader {
   /// `rank` of `num_replicas` its own share of every epoch, as torch's DistributedSampler (every
   /// rank the same number of batches). `from_rank_zero(v)` returns rank 0's `v` on every rank, for
   /// values the ranks must agree on (a shuffle seed); it is a collective: call it the same number
-  /// of times on every rank. The default refuses: a loader that already gives each rank its own
-  /// data overrides this with an empty body.
+  /// of times on every rank. May be called again with the same ranks: the Trainer first splits
+  /// with a local `from_rank_zero` (returning its argument) when estimated_stepping_batches()
+  /// loads the loaders early, then again with the collective one. The default refuses: a loader
+  /// that already gives each rank its own data overrides this with an empty body.
   virtual void set_distributed(int64_t num_replicas, int64_t rank,
                                const std::function<int64_t(int64_t)>& from_rank_zero);
   /// What a checkpoint must keep so that a resumed run sees the same batches (e.g. the seed).

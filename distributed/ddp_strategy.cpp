@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
+#include <utility>
 
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/grad_mode.h>
@@ -99,13 +101,27 @@ struct DDPStrategy::Impl {
   std::vector<at::Tensor> buffers;
   torch::nn::Module* module = nullptr;
   size_t trainable = 0;  // parameters that required grad when the Reducer was built
+  // DDP's require_forward_param_sync: true after setup and after a step that averaged its
+  // gradients, false after a no_sync step. Buffers are broadcast before a step only while true.
+  bool sync_buffers = true;
 };
 
 namespace {
+// The parameters that require grad, each once with its first name: as DDP's
+// _build_params_for_reducer, a tensor two layers share (tied weights) is one variable of the
+// Reducer (LibTorch's named_parameters() lists it under every name).
+std::vector<std::pair<std::string, at::Tensor>> trainable_parameters(
+    const torch::nn::Module& module) {
+  std::vector<std::pair<std::string, at::Tensor>> found;
+  std::unordered_set<const c10::TensorImpl*> seen;
+  for (const auto& item : module.named_parameters()) {
+    if (item.value().requires_grad() && seen.insert(item.value().unsafeGetTensorImpl()).second)
+      found.emplace_back(item.key(), item.value());
+  }
+  return found;
+}
 size_t count_trainable(const torch::nn::Module& module) {
-  size_t count = 0;
-  for (const auto& parameter : module.parameters()) count += parameter.requires_grad() ? 1 : 0;
-  return count;
+  return trainable_parameters(module).size();
 }
 }  // namespace
 
@@ -131,12 +147,11 @@ static auto guarded(const DistributedEnvironment& environment, std::chrono::mill
   } catch (const DistributedError&) {
     throw;
   } catch (const std::exception& error) {
-    throw DistributedError(detail::concat(
-        "rank ", environment.rank, " of ", environment.world_size, ": ", operation,
-        " failed: ", message_of(error),
+    throw DistributedError(environment.rank_message(detail::concat(
+        operation, " failed: ", message_of(error),
         ". Another rank stopped (it failed or was killed) or did "
         "not reach this point within the timeout (",
-        timeout.count() / 1000.0, " s); the launcher's report names the rank that failed first"));
+        timeout.count() / 1000.0, " s); the launcher's report names the rank that failed first")));
   }
 }
 
@@ -151,12 +166,11 @@ void DDPStrategy::connect() {
   try {
     impl_->store = c10::make_intrusive<c10d::TCPStore>(environment_.master_addr, store_options);
   } catch (const std::exception& error) {
-    throw DistributedError(detail::concat(
-        "rank ", environment_.rank, " of ", environment_.world_size, ": the rendezvous at ",
-        environment_.master_addr, ":", environment_.master_port, " failed (waited up to ",
-        options_.timeout().count() / 1000.0, " s): ", message_of(error),
+    throw DistributedError(environment_.rank_message(detail::concat(
+        "the rendezvous at ", environment_.master_addr, ":", environment_.master_port,
+        " failed (waited up to ", options_.timeout().count() / 1000.0, " s): ", message_of(error),
         ". Start every rank with the same MASTER_ADDR and MASTER_PORT (rank 0 listens there; the "
-        "port must be free on its machine), e.g. with `trainbus fit --nproc-per-node N`"));
+        "port must be free on its machine), e.g. with `trainbus fit --nproc-per-node N`")));
   }
 
   auto group_options = c10d::ProcessGroupGloo::Options::create(options_.timeout());
@@ -181,10 +195,9 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   teardown_module();
   std::vector<at::Tensor> parameters;
   std::unordered_map<size_t, std::string> names;
-  for (const auto& item : module.named_parameters()) {
-    if (!item.value().requires_grad()) continue;
-    names.emplace(parameters.size(), item.key());
-    parameters.push_back(item.value());
+  for (auto& [name, parameter] : trainable_parameters(module)) {
+    names.emplace(parameters.size(), std::move(name));
+    parameters.push_back(std::move(parameter));
   }
   TRAINBUS_CHECK(!parameters.empty(),
                  "DDP: the module has no parameter that requires grad, so there is nothing to "
@@ -215,6 +228,9 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   std::reverse(bucket_limits.begin(), bucket_limits.end());
   impl_->module = &module;
   impl_->trainable = parameters.size();
+  impl_->sync_buffers = true;
+  statistics_.gradient_elements = 0;
+  for (const auto& parameter : parameters) statistics_.gradient_elements += parameter.numel();
   impl_->reducer = std::make_unique<c10d::Reducer>(
       parameters, std::move(bucket_indices), std::move(bucket_limits), impl_->group, sparse,
       bucket_bytes, options_.find_unused_parameters(), /*gradient_as_bucket_view=*/false,
@@ -242,13 +258,17 @@ void DDPStrategy::before_training_step(bool synchronize) {
   // stay local.
   if (synchronize && count_trainable(*impl_->module) != impl_->trainable)
     setup_module(*impl_->module);
-  if (options_.broadcast_buffers() && !impl_->buffers.empty()) {
+  // As DistributedDataParallel.forward (will_sync_module_buffers): a step that follows a no_sync
+  // step keeps the buffers its rank has; the step after a synchronizing one takes rank 0's.
+  if (impl_->sync_buffers && options_.broadcast_buffers() && !impl_->buffers.empty()) {
     guarded(environment_, options_.timeout(), "broadcasting rank 0's buffers", [&] {
       torch::NoGradGuard no_grad;
       c10d::broadcast_coalesced(impl_->group, impl_->buffers, kBroadcastBucketBytes, 0);
       return 0;
     });
+    ++statistics_.buffer_broadcasts;
   }
+  impl_->sync_buffers = synchronize;
   if (!synchronize) return;
   // As DistributedDataParallel.forward: the Reducer checks here that the previous step reduced
   // every gradient (a parameter without one is an error, not silently local), and reorders its
@@ -259,10 +279,9 @@ void DDPStrategy::before_training_step(bool synchronize) {
     // c10's text goes on with advice for Python's DDP; its first sentence says what happened.
     std::string what = message_of(error);
     if (const auto end = what.find(". "); end != std::string::npos) what.resize(end + 1);
-    throw DistributedError(detail::concat(
-        "rank ", environment_.rank, " of ", environment_.world_size,
-        ": DDP could not average the previous step's gradients: ", what, kUnusedParameterAdvice,
-        " If another rank failed, its error or the launcher's report says why"));
+    throw DistributedError(environment_.rank_message(detail::concat(
+        "DDP could not average the previous step's gradients: ", what, kUnusedParameterAdvice,
+        " If another rank failed, its error or the launcher's report says why")));
   }
   impl_->reducer->prepare_for_forward();
 }
@@ -277,18 +296,27 @@ void DDPStrategy::before_evaluation() {
   });
 }
 
-void DDPStrategy::before_backward(const at::Tensor& loss, bool synchronize) {
-  if (!impl_->reducer || !synchronize) return;  // no_sync: gradients accumulate locally
+void DDPStrategy::backward(const at::Tensor& loss, bool synchronize) {
+  if (!impl_->reducer || !synchronize) {  // no_sync: gradients accumulate locally, no collective
+    loss.backward();
+    return;
+  }
   try {
     impl_->reducer->prepare_for_backward(options_.find_unused_parameters()
                                              ? std::vector<at::Tensor>{loss}
                                              : std::vector<at::Tensor>{});
   } catch (const c10::Error& error) {
-    throw DistributedError(detail::concat(
-        "rank ", environment_.rank, " of ", environment_.world_size,
-        ": DDP could not start averaging gradients: ", error.what_without_backtrace(),
-        kUnusedParameterAdvice));
+    throw DistributedError(environment_.rank_message(
+        detail::concat("DDP could not start averaging gradients: ", error.what_without_backtrace(),
+                       kUnusedParameterAdvice)));
   }
+  // The Reducer's all-reduces run inside backward: a peer that died surfaces here (as a
+  // c10::Error or as Gloo's own exception).
+  guarded(environment_, options_.timeout(), "backward (averaging gradients across ranks)", [&] {
+    loss.backward();
+    return 0;
+  });
+  ++statistics_.gradient_syncs;
 }
 
 bool DDPStrategy::reduce_boolean_decision(bool decision, bool all) {

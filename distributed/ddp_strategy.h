@@ -31,8 +31,10 @@ struct DDPOptions {
   /// Parameters a step may leave without a gradient are found by walking the loss's graph each
   /// step; without it, such a parameter is an error at the next step.
   TRAINBUS_ARG(bool, find_unused_parameters) = false;
-  /// Rank 0's buffers (BatchNorm running statistics) to every rank before each training step and
-  /// each evaluation loop of a fit.
+  /// Rank 0's buffers (BatchNorm running statistics) to every rank before a training step, as
+  /// DDP's forward: before the first, and before each one after a step that averaged gradients
+  /// (not after a no_sync step of gradient accumulation); and before each evaluation loop of a
+  /// fit.
   TRAINBUS_ARG(bool, broadcast_buffers) = true;
   /// Network interface Gloo binds (as GLOO_SOCKET_IFNAME, which it defaults to); empty and unset:
   /// the address this machine uses to reach master_addr.
@@ -45,6 +47,18 @@ struct DDPOptions {
   /// every rank alike (a Timer, max_steps and EarlyStopping are), or the ranks fall out of step
   /// and the next collective fails at the timeout.
   TRAINBUS_ARG(bool, stop_agreement_every_batch) = true;
+};
+
+/// What a DDPStrategy has communicated so far on this rank, for benchmarks and tests.
+struct DDPStatistics {
+  /// Backward passes whose gradients were averaged across ranks (each all-reduces every bucket
+  /// once): one per optimizer step, none while gradients accumulate (no_sync).
+  int64_t gradient_syncs = 0;
+  /// Broadcasts of rank 0's buffers before a training step.
+  int64_t buffer_broadcasts = 0;
+  /// Gradient elements each of those averages: every parameter that requires grad, once (a
+  /// weight two layers share, too).
+  int64_t gradient_elements = 0;
 };
 
 /// Data-parallel training: each rank holds a replica of the module, parameters and buffers start
@@ -64,13 +78,14 @@ class DDPStrategy final : public Strategy {
   std::string_view name() const noexcept override { return "ddp"; }
   const DistributedEnvironment& environment() const noexcept override { return environment_; }
   const DDPOptions& options() const noexcept { return options_; }
+  const DDPStatistics& statistics() const noexcept { return statistics_; }
 
   void connect() override;
   void setup_module(torch::nn::Module& module) override;
   void teardown_module() noexcept override;
   void before_training_step(bool synchronize) override;
   void before_evaluation() override;
-  void before_backward(const at::Tensor& loss, bool synchronize) override;
+  void backward(const at::Tensor& loss, bool synchronize) override;
   bool agrees_on_stop_every_batch() const noexcept override {
     return options_.stop_agreement_every_batch();
   }
@@ -85,6 +100,7 @@ class DDPStrategy final : public Strategy {
   struct Impl;
   DistributedEnvironment environment_;
   DDPOptions options_;
+  DDPStatistics statistics_;
   std::unique_ptr<Impl> impl_;
 };
 

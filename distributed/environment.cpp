@@ -40,6 +40,12 @@ std::string DistributedEnvironment::describe() const {
   return out.str();
 }
 
+std::string DistributedEnvironment::rank_message(std::string_view message) const {
+  std::ostringstream out;
+  out << "rank " << rank << " of " << world_size << ": " << message;
+  return out.str();
+}
+
 void DistributedEnvironment::validate() const {
   TRAINBUS_CHECK(world_size >= 1, "distributed world_size must be >= 1, got ", world_size);
   TRAINBUS_CHECK(rank >= 0 && rank < world_size,

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -28,6 +29,9 @@ struct DistributedEnvironment {
   bool distributed() const noexcept { return world_size > 1; }
   /// "rank 1/2 (local 1/2, node 0) via 127.0.0.1:29500", for errors and logs.
   std::string describe() const;
+  /// "rank 1 of 2: <message>": how every error of the rendezvous and of a collective starts, so
+  /// that each rank's report says which rank it comes from.
+  std::string rank_message(std::string_view message) const;
   /// Throws MisconfigurationError naming the first inconsistent field (a rank outside the world,
   /// a local world larger than the world, ...).
   void validate() const;

@@ -60,12 +60,11 @@ class Strategy {
   /// mode does not change them, so once a loop is the same). DDPStrategy does so inside a fit,
   /// where it holds the module; validate/test on their own load or keep the weights they are given.
   virtual void before_evaluation() {}
-  /// Before backward on `loss`: with `synchronize`, the gradients are averaged across ranks by
-  /// the time backward returns.
-  virtual void before_backward(const at::Tensor& loss, bool synchronize) {
-    (void)loss;
-    (void)synchronize;
-  }
+  /// Runs backward on `loss` (Lightning's strategy.backward); the Trainer calls the hooks around
+  /// it. With `synchronize`, the gradients are averaged across ranks by the time it returns; a
+  /// failure of that averaging is a DistributedError naming this rank. By default (strategy.cpp,
+  /// with LibTorch) `loss.backward()`.
+  virtual void backward(const at::Tensor& loss, bool synchronize);
 
   /// Whether the Trainer agrees on `should_stop` after every training batch (a collective of
   /// one value per batch), rather than only after validation and at epoch ends.

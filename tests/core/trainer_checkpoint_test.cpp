@@ -612,3 +612,53 @@ TEST_CASE("A checkpoint whose parts Module::save and Optimizer::save wrote (main
   CHECK(weights[0].equal(weights[1]));
   CHECK(checkpoint::read_checkpoint(main_era).data.state_dict.contains("layer.weight"));
 }
+
+namespace {
+
+// A loader that counts which batches were read, and a data module that serves it for training.
+class BatchReadCounter : public data::TensorDataLoader {
+ public:
+  using data::TensorDataLoader::TensorDataLoader;
+  Batch batch(int64_t index) override {
+    ++reads[index];
+    return data::TensorDataLoader::batch(index);
+  }
+  std::map<int64_t, int> reads;
+};
+
+class CountedData : public DataModule {
+ public:
+  std::shared_ptr<DataLoader> train_dataloader() override { return loader; }
+  std::shared_ptr<BatchReadCounter> loader = std::make_shared<BatchReadCounter>(
+      torch::randn({16, 32}), torch::zeros({16, 1}), data::DataLoaderOptions().batch_size(4));
+};
+
+// Saves a checkpoint after every training batch.
+class SaveEveryBatch : public Callback {
+ public:
+  explicit SaveEveryBatch(std::string dir) : dir_(std::move(dir)) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    trainer.save_checkpoint(dir_ + "/step" + std::to_string(batch_idx + 1));
+  }
+  std::string dir_;
+};
+
+}  // namespace
+
+TEST_CASE("saving a checkpoint reads no batch of the train loader", "[checkpoint]") {
+  // The checkpoint keeps the samples a step takes (for the resume check of another world size)
+  // from the batches the fit ran: a save does not read one again.
+  TempDir dir;
+  BoringModule module;
+  CountedData data;
+  Trainer trainer(
+      trainer_options().max_epochs(1).num_sanity_val_steps(0).enable_model_summary(false),
+      {std::make_shared<SaveEveryBatch>(dir.path().string())});
+  trainer.fit(module, data);
+  CHECK(trainer.global_step() == 4);
+  CHECK(data.loader->reads == std::map<int64_t, int>{{0, 1}, {1, 1}, {2, 1}, {3, 1}});
+  // What a save inside the epoch keeps: 4 samples a step, on 1 process.
+  const auto loaded = checkpoint::read_checkpoint(dir.file("step2"));
+  CHECK(loaded.data.loops.at("global_batch_size").toInt() == 4);
+}

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -363,6 +364,7 @@ RankResult evaluate_and_collect(RegressionModule& module, int64_t batch_size,
 TEST_CASE("ddp child rank", "[.ddp-child]") {
   const std::string dir = testing::test_child_dir();
   const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
+  if (mode.rfind("core_", 0) == 0) return;  // "ddp child rank, core" below runs these
   auto strategy = std::make_shared<distributed::DDPStrategy>(
       distributed::environment_from_variables(),
       distributed::DDPOptions()
@@ -442,10 +444,11 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
     if (mode == "resume_last" || mode == "resume_last_none") ckpt_path = "last";
   }
   if (mode == "save_fails") {
-    // Rank 0's save fails in a hook (hooks and the write run on rank 0 only).
+    // Rank 0's save fails in a hook (the hooks run on every rank, the write on rank 0).
     class FailingSave : public Callback {
-      void on_save_checkpoint(Trainer&, Module&, CheckpointData&) override {
-        throw std::runtime_error("on_save_checkpoint failed on purpose");
+      void on_save_checkpoint(Trainer& trainer, Module&, CheckpointData&) override {
+        if (trainer.global_rank() == 0)
+          throw std::runtime_error("on_save_checkpoint failed on purpose");
       }
     };
     callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
@@ -776,4 +779,314 @@ TEST_CASE("EarlyStopping on one rank stops every rank at the same epoch", "[ddp]
   CHECK_THAT(rank1.stop_reasons, Catch::StartsWith("EarlyStopping: "));
   CHECK(rank0.stop_reasons == "a stop was requested on another rank;");
   CHECK(rank0.weights == rank1.weights);
+}
+
+namespace {
+
+// A strategy of one's own on one process: notes every backward the Trainer asks it for.
+class BackwardNotingStrategy final : public distributed::Strategy {
+ public:
+  std::string_view name() const noexcept override { return "noting"; }
+  const distributed::DistributedEnvironment& environment() const noexcept override {
+    return environment_;
+  }
+  void backward(const at::Tensor& loss, bool synchronize) override {
+    synchronized.push_back(synchronize);
+    Strategy::backward(loss, synchronize);
+  }
+  std::vector<bool> synchronized;
+
+ private:
+  distributed::DistributedEnvironment environment_;
+};
+
+}  // namespace
+
+TEST_CASE("backward runs through the strategy, which says when gradients are averaged", "[ddp]") {
+  // As Lightning's strategy.backward: the Trainer's automatic optimization asks the strategy to
+  // run backward, synchronizing only on the batch that steps (DDP's no_sync while accumulating).
+  auto strategy = std::make_shared<BackwardNotingStrategy>();
+  RegressionModule module;
+  RegressionData data(8);  // 8 batches an epoch
+  Trainer trainer(quiet_options(2).max_epochs(1).strategy(strategy));
+  trainer.fit(module, data);
+  CHECK(strategy->synchronized ==
+        std::vector<bool>{false, true, false, true, false, true, false, true});
+  CHECK(trainer.global_step() == 4);
+}
+
+// ---- Runs of the "ddp child rank, core" modes below: each rank also writes named lists of
+// numbers ("extra<rank>.txt") beside its RankResult. ----
+namespace {
+
+using Extras = std::map<std::string, std::vector<double>>;
+
+void write_extras(const std::string& file, const Extras& extras) {
+  std::ofstream out(file);
+  out.precision(17);
+  for (const auto& [name, values] : extras) {
+    out << name;
+    for (double value : values) out << " " << value;
+    out << "\n";
+  }
+}
+
+Extras read_extras(const std::string& file) {
+  std::ifstream in(file);
+  REQUIRE(in.good());
+  Extras extras;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string name;
+    fields >> name;
+    std::vector<double>& values = extras[name];
+    for (double value; fields >> value;) values.push_back(value);
+  }
+  return extras;
+}
+
+// RegressionModule with a buffer, as BatchNorm's running statistics: what DDP broadcasts.
+class BufferedModule : public RegressionModule {
+ public:
+  BufferedModule() { counter = register_buffer("counter", torch::zeros({1})); }
+  at::Tensor counter;
+};
+
+// Before each backward: notes the buffer (rank 0's if it was just broadcast), then moves it by
+// 1 + rank, so that every rank's differs until the next broadcast. After each backward: notes
+// the sum of the gradients (the same on every rank only once they were averaged).
+class BufferAndGradientNotes : public Callback {
+ public:
+  void on_before_backward(Trainer& trainer, Module& module, const at::Tensor&) override {
+    auto& buffered = dynamic_cast<BufferedModule&>(module);
+    buffers.push_back(buffered.counter.item<double>());
+    torch::NoGradGuard no_grad;
+    buffered.counter += 1.0 + trainer.global_rank();
+  }
+  void on_after_backward(Trainer&, Module& module) override {
+    double sum = 0.0;
+    for (const auto& parameter : module.parameters()) sum += parameter.grad().sum().item<double>();
+    gradient_sums.push_back(sum);
+  }
+  std::vector<double> buffers, gradient_sums;
+};
+
+// 32 -> 16 -> 16 -> 16 -> 1 where the middle two layers share one weight tensor (registered
+// twice, as a decoder tied to an encoder): one parameter under two names.
+class TiedModule : public RegressionModule {
+ public:
+  TiedModule() {
+    torch::manual_seed(6);
+    square = register_module("square", torch::nn::Linear(16, 16));
+    tied = register_parameter("tied", square->weight);
+  }
+  StepOutput training_step(const Batch& batch, int64_t) override {
+    const at::Tensor h = torch::relu(square->forward(torch::relu(hidden->forward(batch.data))));
+    const at::Tensor prediction = out->forward(torch::relu(torch::linear(h, tied)));
+    at::Tensor value = torch::nn::functional::mse_loss(prediction, batch.target);
+    losses.push_back(value.item<double>());
+    return value;
+  }
+  OptimizerConfig configure_optimizers() override {
+    // LibTorch's parameters() lists the tied tensor twice; the optimizer takes it once.
+    std::vector<at::Tensor> unique;
+    for (const auto& parameter : parameters()) {
+      const bool seen = std::any_of(unique.begin(), unique.end(),
+                                    [&](const at::Tensor& p) { return p.is_same(parameter); });
+      if (!seen) unique.push_back(parameter);
+    }
+    return std::make_shared<torch::optim::SGD>(unique, torch::optim::SGDOptions(0.05));
+  }
+  torch::nn::Linear square{nullptr};
+  at::Tensor tied;
+};
+
+// Calls estimated_stepping_batches() in setup on rank 0 only (before the fit loads its data),
+// and on every rank at on_fit_start.
+class EstimateOnRankZero : public Callback {
+ public:
+  void setup(Trainer& trainer, Module&, Stage) override {
+    if (trainer.global_rank() == 0) in_setup = trainer.estimated_stepping_batches();
+  }
+  void on_fit_start(Trainer& trainer, Module&) override {
+    at_fit_start = trainer.estimated_stepping_batches();
+  }
+  int64_t in_setup = -1;
+  int64_t at_fit_start = -1;
+};
+
+// Counts the checkpoint hooks that run on its rank.
+class SaveHookCounter : public Callback {
+ public:
+  StateDict state_dict() const override {
+    ++state_dicts;
+    StateDict state;
+    state.insert("state_dicts", state_dicts);
+    return state;
+  }
+  void on_save_checkpoint(Trainer&, Module&, CheckpointData&) override { ++on_saves; }
+  mutable int64_t state_dicts = 0;
+  int64_t on_saves = 0;
+};
+
+}  // namespace
+
+// One rank of a two-rank job, for the modes that start with "core_".
+TEST_CASE("ddp child rank, core", "[.ddp-child]") {
+  const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
+  if (mode.rfind("core_", 0) != 0) return;  // the modes of "ddp child rank"
+  const std::string dir = testing::test_child_dir();
+  auto strategy = std::make_shared<distributed::DDPStrategy>(
+      distributed::environment_from_variables(),
+      distributed::DDPOptions()
+          .timeout(std::chrono::seconds(60))
+          .find_unused_parameters(mode == "core_tied_unused"));
+  const int rank = strategy->global_rank();
+  Extras extras;
+  std::unique_ptr<RegressionModule> module;
+  std::vector<std::shared_ptr<Callback>> callbacks;
+  TrainerOptions options = quiet_options(1).strategy(strategy);
+  auto notes = std::make_shared<BufferAndGradientNotes>();
+  auto estimate = std::make_shared<EstimateOnRankZero>();
+  auto counter = std::make_shared<SaveHookCounter>();
+  if (mode == "core_accumulate") {
+    module = std::make_unique<BufferedModule>();
+    options.accumulate_grad_batches(2);
+    callbacks.push_back(notes);
+  } else if (mode == "core_tied" || mode == "core_tied_unused") {
+    module = std::make_unique<TiedModule>();
+  } else if (mode == "core_estimate") {
+    module = std::make_unique<RegressionModule>();
+    callbacks.push_back(estimate);
+  } else if (mode == "core_save_hooks") {
+    module = std::make_unique<RegressionModule>();
+    options.enable_checkpointing(true).max_epochs(1);
+    callbacks.push_back(
+        std::make_shared<callbacks::ModelCheckpoint>(callbacks::ModelCheckpointOptions()
+                                                         .dirpath(dir + "/checkpoints")
+                                                         .filename("{step}")
+                                                         .every_n_train_steps(3)
+                                                         .save_top_k(-1)));
+    callbacks.push_back(counter);
+  } else {
+    FAIL("unknown mode " << mode);
+  }
+  module->sync_train_loss = false;
+  const RankResult result = fit_and_collect(*module, 4, options, callbacks);
+  extras["buffers"] = notes->buffers;
+  extras["gradient_sums"] = notes->gradient_sums;
+  extras["buffer_broadcasts"] = {static_cast<double>(strategy->statistics().buffer_broadcasts)};
+  extras["gradient_syncs"] = {static_cast<double>(strategy->statistics().gradient_syncs)};
+  extras["gradient_elements"] = {static_cast<double>(strategy->statistics().gradient_elements)};
+  extras["estimated"] = {static_cast<double>(estimate->in_setup),
+                         static_cast<double>(estimate->at_fit_start)};
+  extras["save_hooks"] = {static_cast<double>(counter->state_dicts),
+                          static_cast<double>(counter->on_saves)};
+  write_extras(dir + "/extra" + std::to_string(rank) + ".txt", extras);
+  write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
+}
+
+TEST_CASE("under accumulation, gradients are averaged once per step, buffers sent once per step",
+          "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("core_accumulate", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  const Extras extras0 = read_extras(dir.file("extra0.txt"));
+  const Extras extras1 = read_extras(dir.file("extra1.txt"));
+  CHECK(rank0.global_step == 8);  // 16 batches, accumulated in pairs
+  CHECK(rank0.weights == rank1.weights);
+
+  // DDP's no_sync: the first batch of a pair keeps its gradients on its rank (they differ), the
+  // second averages the pair's sum across the ranks (the same on both): one all-reduce a step.
+  const std::vector<double>& sums0 = extras0.at("gradient_sums");
+  const std::vector<double>& sums1 = extras1.at("gradient_sums");
+  REQUIRE(sums0.size() == 16);
+  REQUIRE(sums1.size() == 16);
+  for (size_t batch = 0; batch < sums0.size(); ++batch) {
+    CAPTURE(batch);
+    if (batch % 2 == 0) CHECK(sums0[batch] != sums1[batch]);
+    if (batch % 2 == 1) CHECK(sums0[batch] == sums1[batch]);
+  }
+  CHECK(extras0.at("gradient_syncs") == std::vector<double>{8});
+  CHECK(extras1.at("gradient_syncs") == std::vector<double>{8});
+
+  // As DDP's forward (require_forward_param_sync): rank 0's buffers before the first batch of
+  // each pair (after a step that averaged), not before the second (after a no_sync step). Rank 0
+  // adds 1 a batch, rank 1 adds 2: rank 1 sees rank 0's value, then its own plus 2.
+  std::vector<double> expected0, expected1;
+  for (int batch = 0; batch < 16; ++batch) {
+    expected0.push_back(batch);
+    expected1.push_back(batch % 2 == 0 ? batch : batch + 1);
+  }
+  CHECK(extras0.at("buffers") == expected0);
+  CHECK(extras1.at("buffers") == expected1);
+  CHECK(extras0.at("buffer_broadcasts") == std::vector<double>{8});
+  CHECK(extras1.at("buffer_broadcasts") == std::vector<double>{8});
+}
+
+TEST_CASE("a weight shared by two layers is averaged once: ranks stay alike, as one process",
+          "[ddp]") {
+  // Also when DDP walks the loss's graph for parameters without a gradient.
+  const std::string mode = GENERATE("core_tied", "core_tied_unused");
+  CAPTURE(mode);
+  testing::TempDir dir;
+  for (int status : run_ranks(mode, dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  CHECK(rank0.global_step == 16);
+  CHECK(rank0.weights == rank1.weights);
+  // hidden 32x16+16, square 16x16+16 (its weight also "tied"), out 16+1: the shared weight is
+  // averaged once.
+  CHECK(read_extras(dir.file("extra0.txt")).at("gradient_elements") ==
+        std::vector<double>{528 + 272 + 17});
+
+  TiedModule single_module;
+  single_module.sync_train_loss = false;
+  const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
+  REQUIRE(single.error.empty());
+  REQUIRE(rank0.weights.size() == single.weights.size());
+  for (size_t i = 0; i < single.weights.size(); ++i)
+    REQUIRE(rank0.weights[i] == Approx(single.weights[i]).margin(1e-5));
+  REQUIRE(rank0.losses.size() == single.losses.size());
+  for (size_t i = 0; i < single.losses.size(); ++i)
+    CHECK((rank0.losses[i] + rank1.losses[i]) / 2 == Approx(single.losses[i]).margin(1e-5));
+}
+
+TEST_CASE(
+    "estimated_stepping_batches() on one rank only, before the fit loads its data, is no "
+    "collective",
+    "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("core_estimate", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  // 64 samples, 2 ranks, batches of 4: 8 batches an epoch, 2 epochs.
+  CHECK(read_extras(dir.file("extra0.txt")).at("estimated") == std::vector<double>{16, 16});
+  CHECK(read_extras(dir.file("extra1.txt")).at("estimated") == std::vector<double>{-1, 16});
+  CHECK(rank0.global_step == 16);
+  CHECK(rank0.weights == rank1.weights);
+  // The ranks still shuffle alike: together they train as the one process of the first test.
+  RegressionModule single_module;
+  const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
+  for (size_t i = 0; i < single.weights.size(); ++i)
+    REQUIRE(rank0.weights[i] == Approx(single.weights[i]).margin(1e-5));
+}
+
+TEST_CASE("every rank runs the checkpoint hooks of a save; rank 0 alone writes", "[ddp]") {
+  // As Lightning's Trainer.save_checkpoint: dump_checkpoint (state_dict, on_save_checkpoint) on
+  // every rank, strategy.save_checkpoint writes on rank 0 only, then a barrier.
+  testing::TempDir dir;
+  for (int status : run_ranks("core_save_hooks", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  CHECK(rank0.global_step == 8);
+  // Saves at steps 3 and 6: the callback's state_dict and on_save_checkpoint twice on each rank.
+  CHECK(read_extras(dir.file("extra0.txt")).at("save_hooks") == std::vector<double>{2, 2});
+  CHECK(read_extras(dir.file("extra1.txt")).at("save_hooks") == std::vector<double>{2, 2});
+  std::vector<std::string> written;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.file("checkpoints")))
+    written.push_back(entry.path().filename().string());
+  std::sort(written.begin(), written.end());
+  CHECK(written == std::vector<std::string>{"step=3.ckpt", "step=6.ckpt"});
 }

@@ -81,6 +81,8 @@ TEST_CASE("A full torchrun set gives every field", "[distributed]") {
   CHECK(rank.master_port == 29400);
   CHECK(rank.distributed());
   CHECK(rank.describe() == "rank 3/4 (local 1/2, node 1) via 10.0.0.1:29400");
+  // How every distributed error starts.
+  CHECK(rank.rank_message("all-reduce failed") == "rank 3 of 4: all-reduce failed");
 
   SECTION("LOCAL_WORLD_SIZE, LOCAL_RANK and GROUP_RANK default to one machine") {
     environment.unset("LOCAL_WORLD_SIZE").unset("LOCAL_RANK").unset("GROUP_RANK");
