@@ -294,9 +294,10 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
         distributed::DDPOptions()
             .timeout(std::chrono::milliseconds(static_cast<int64_t>(args.ddp_timeout * 1000.0)))
             .find_unused_parameters(args.ddp_find_unused_parameters)
-            // Only built-in callbacks run here, and their stops hold on every rank alike
-            // (EarlyStopping decides on reduced metrics, the Timer on rank 0's clock): one
-            // collective less per step (bench/README.md).
+            // Only built-in callbacks run here, and they stop every rank alike without it:
+            // EarlyStopping decides at validation and epoch ends, where the Trainer agrees
+            // anyway, and the Timer follows rank 0's clock (a broadcast per check, in place of
+            // the agreement, with --max-time). One collective less per step otherwise.
             .stop_agreement_every_batch(false)
             .gradient_compression(args.ddp_fp16_gradients
                                       ? distributed::DDPOptions::GradientCompression::kFp16

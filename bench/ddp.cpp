@@ -5,8 +5,9 @@
 // repetitions of each case's median and mean step. Samples per second = samples of one step over
 // all ranks / mean step (the run's throughput: a stall on a few steps counts). Each rank also times
 // an all-reduce of its gradients' bytes after the fit. Two cases bound the DDP cases: two processes
-// training side by side without communicating (what a second core can give at most), and a
-// hand-written LibTorch + c10d loop (what DDP costs without the framework).
+// training side by side without communicating, started together at their first step, their
+// rates added up (what a second core can give at most), and a hand-written LibTorch + c10d loop
+// (what DDP costs without the framework).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -91,8 +92,29 @@ double time_all_reduce(distributed::Strategy& strategy, size_t count) {
 
 // One rank (or the single process) of a case; writes "median_step_us mean_step_us allreduce_us
 // scalar_allreduce_us" to `out` unless `out` is empty.
+// Side by side (Kind::kIndependent): every process waits at its first training step until all
+// `count` have reached theirs, so that they train at the same time, not one after the other.
+class StartTogether : public Callback {
+ public:
+  StartTogether(std::string prefix, int index, int count)
+      : prefix_(std::move(prefix)), index_(index), count_(count) {}
+  void on_train_start(Trainer&, Module&) override {
+    std::ofstream(prefix_ + ".ready" + std::to_string(index_)).put('1');
+    for (int other = 0; other < count_; ++other) {
+      while (!std::filesystem::exists(prefix_ + ".ready" + std::to_string(other)))
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+ private:
+  std::string prefix_;
+  int index_;
+  int count_;
+};
+
 int run_rank(const std::string& model, int64_t batch, int64_t steps, bool fp16, bool raw_loop,
-             bool stop_agreement, const std::string& out) {
+             bool stop_agreement, int side_by_side_index, int side_by_side_count,
+             const std::string& out) {
   torch::manual_seed(0);
   std::unique_ptr<bench::BenchMlp> module =
       model == "large" ? std::make_unique<LargeMlp>() : std::make_unique<bench::BenchMlp>();
@@ -120,7 +142,14 @@ int run_rank(const std::string& model, int64_t batch, int64_t steps, bool fp16, 
             .stop_agreement_every_batch(stop_agreement));
     options.strategy(strategy);
   }
-  Trainer trainer(options);
+  std::vector<std::shared_ptr<Callback>> callbacks;
+  if (side_by_side_count > 1) {
+    // `out` is the shared prefix with ".<index>" after it (run_case).
+    const std::string prefix = out.substr(0, out.rfind('.'));
+    callbacks.push_back(
+        std::make_shared<StartTogether>(prefix, side_by_side_index, side_by_side_count));
+  }
+  Trainer trainer(options, callbacks);
   data::LoaderDataModule data(bench::fashion_train_loader(batch));
   trainer.fit(*module, data);
   RankResult result;
@@ -157,10 +186,14 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
       }
       const std::string batch = std::to_string(c.batch_per_rank);
       const std::string step_count = std::to_string(steps);
-      // Side by side, the first process reports; with ranks, rank 0 does.
-      const std::string result_file = rank == 0 || c.kind != Kind::kIndependent ? out : "";
+      // Side by side, every process reports in a file of its own; with ranks, rank 0 does.
+      const bool side_by_side = c.kind == Kind::kIndependent;
+      const std::string result_file = side_by_side ? out + "." + std::to_string(rank) : out;
+      const std::string index = std::to_string(side_by_side ? rank : 0);
+      const std::string count = std::to_string(side_by_side ? c.ranks : 1);
       ::execl("/proc/self/exe", "bench_ddp", "--rank-child", "--model", model.c_str(), "--batch",
               batch.c_str(), "--steps", step_count.c_str(), "--out", result_file.c_str(),
+              "--side-by-side-index", index.c_str(), "--side-by-side-count", count.c_str(),
               c.fp16_gradients ? "--fp16" : "--no-fp16",
               c.kind == Kind::kRawLoop ? "--raw-loop" : "--no-raw-loop",
               c.stop_agreement_every_batch ? "--stop-agreement" : "--no-stop-agreement", nullptr);
@@ -177,8 +210,24 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
   }
   if (failed) throw std::runtime_error("case '" + c.name + "' failed");
   RankResult result;
-  std::ifstream(out) >> result.median_step_us >> result.mean_step_us >> result.allreduce_us >>
-      result.scalar_allreduce_us;
+  if (c.kind != Kind::kIndependent) {
+    std::ifstream(out) >> result.median_step_us >> result.mean_step_us >> result.allreduce_us >>
+        result.scalar_allreduce_us;
+    return result;
+  }
+  // Side by side: the processes' rates add up; the mean step that gives their sum at
+  // batch_per_rank x ranks samples a step is the harmonic mean of their mean steps.
+  double steps_per_us = 0.0;
+  for (int process = 0; process < c.ranks; ++process) {
+    const std::string file = out + "." + std::to_string(process);
+    RankResult own;
+    std::ifstream(file) >> own.median_step_us >> own.mean_step_us;
+    if (process == 0) result.median_step_us = own.median_step_us;
+    steps_per_us += 1.0 / own.mean_step_us;
+    std::filesystem::remove(file);
+    std::filesystem::remove(out + ".ready" + std::to_string(process));
+  }
+  result.mean_step_us = c.ranks / steps_per_us;
   return result;
 }
 
@@ -193,7 +242,9 @@ int main(int argc, char** argv) {
   int64_t batch = 64;
   std::string out;
   app.add_option("--reps", reps, "repetitions of every case")->capture_default_str();
-  app.add_option("--steps", steps, "training steps per run")->capture_default_str();
+  app.add_option("--steps", steps, "training steps per run (the first 20 are left out of the mean)")
+      ->check(CLI::Range(static_cast<int64_t>(2 * kWarmUpSteps + 2), int64_t{10000000}))
+      ->capture_default_str();
   app.add_option("--model", model, "mlp (784-256-128-10) or large (784-2048-2048-10)")
       ->check(CLI::IsMember({"mlp", "large"}))
       ->capture_default_str();
@@ -206,8 +257,15 @@ int main(int argc, char** argv) {
   app.add_flag("--raw-loop,!--no-raw-loop", raw_loop)->group("");
   bool stop_agreement = true;
   app.add_flag("--stop-agreement,!--no-stop-agreement", stop_agreement)->group("");
+  int side_by_side_index = 0;
+  int side_by_side_count = 1;
+  app.add_option("--side-by-side-index", side_by_side_index)->group("");
+  app.add_option("--side-by-side-count", side_by_side_count)->group("");
   CLI11_PARSE(app, argc, argv);
-  if (rank_child) return run_rank(model, batch, steps, fp16, raw_loop, stop_agreement, out);
+  if (rank_child) {
+    return run_rank(model, batch, steps, fp16, raw_loop, stop_agreement, side_by_side_index,
+                    side_by_side_count, out);
+  }
 
   const std::vector<Case> cases{
       {"1 process, 2 threads, batch 64", 1, 2, 64},

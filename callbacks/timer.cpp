@@ -146,8 +146,11 @@ void Timer::check_time_remaining(Trainer& trainer) {
   if (trainer.world_size() > 1 && !trainer.strategy().agrees_on_stop_every_batch())
     time_is_up = trainer.strategy().broadcast(time_is_up ? 1 : 0, 0) != 0;
   if (!time_is_up) return;
-  const std::string reason = "Time limit reached. Elapsed time is " + format_elapsed(elapsed) +
-                             ". Signaling Trainer to stop.";
+  const bool own_clock = elapsed >= options_.duration()->seconds();
+  const std::string reason =
+      own_clock ? "Time limit reached. Elapsed time is " + format_elapsed(elapsed) +
+                      ". Signaling Trainer to stop."
+                : std::string("Time limit reached on rank 0. Signaling Trainer to stop.");
   if (options_.verbose()) info(reason);
   stop_requested_ = true;
   trainer.request_stop("Timer: " + reason);

@@ -36,7 +36,9 @@ struct TimerOptions {
 /// hook, as Lightning's: the sanity check counts as validation ("sanity_check" stays 0).
 /// The limit is also checked at on_fit_start, so that a resumed run whose time is used up stops
 /// at once. A stop is a request (Trainer::request_stop, reason "Timer: Time limit reached...",
-/// once per fit): min_epochs and min_steps still apply.
+/// once per fit): min_epochs and min_steps still apply. Under DDP without the Trainer's stop
+/// agreement after every batch (DDPOptions::stop_agreement_every_batch false), rank 0's clock
+/// decides for every rank, as Lightning's Timer: one broadcast per check.
 /// Throws MisconfigurationError for an interval other than step or epoch.
 class Timer : public Callback {
  public:

@@ -370,7 +370,8 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
       distributed::DDPOptions()
           .timeout(std::chrono::seconds(60))
           .find_unused_parameters(mode == "unused_allowed")
-          .stop_agreement_every_batch(mode != "timer_without_agreement")
+          .stop_agreement_every_batch(mode != "timer_without_agreement" &&
+                                      mode != "validation_stop_without_agreement")
           // Buckets of 50 KiB after the first MiB: the wide model's gradients take three.
           .bucket_cap_mb(mode == "buckets" ? 0.05 : 25.0)
           .gradient_compression(mode == "fp16"
@@ -454,6 +455,17 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
     callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
         callbacks::ModelCheckpointOptions().dirpath(dir + "/checkpoints").every_n_train_steps(3)));
     callbacks.push_back(std::make_shared<FailingSave>());
+  }
+  if (mode == "validation_stop_without_agreement" && rank == 1) {
+    // Without the per-batch agreement the Trainer still agrees after validation: a stop asked
+    // there on one rank stops both.
+    class StopAtFirstValidationEnd : public Callback {
+      void on_validation_end(Trainer& trainer, Module&) override {
+        if (trainer.current_epoch() == 0) trainer.request_stop("rank 1 at validation");
+      }
+    };
+    callbacks.push_back(std::make_shared<StopAtFirstValidationEnd>());
+    options.max_epochs(4);
   }
   if (mode == "timer_without_agreement") {
     // Rank 0's limit passes after a few paused steps, rank 1's never: without the Trainer's
@@ -723,6 +735,20 @@ TEST_CASE("without the per-batch stop agreement, a Timer stops every rank when r
   CHECK(rank1.global_step == rank0.global_step);
   CHECK(rank0.stop_reasons.rfind("Timer: Time limit reached", 0) == 0);
   CHECK(rank1.stop_reasons.rfind("Timer: Time limit reached", 0) == 0);
+  CHECK(rank0.weights == rank1.weights);
+}
+
+TEST_CASE("without the per-batch stop agreement, a stop asked at validation on one rank stops all",
+          "[ddp]") {
+  testing::TempDir dir;
+  const std::vector<int> statuses =
+      run_ranks("validation_stop_without_agreement", dir.path().string());
+  for (int status : statuses) REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  CHECK(rank1.global_step == 8);  // the first epoch's 8 steps, not 4 epochs'
+  CHECK(rank0.global_step == 8);
+  CHECK(rank1.stop_reasons == "rank 1 at validation;");
+  CHECK(rank0.stop_reasons == "a stop was requested on another rank;");
   CHECK(rank0.weights == rank1.weights);
 }
 
