@@ -341,8 +341,11 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
   const Batch batch = data::to_device(train_loader_->batch(batch_idx), options_.device());
   const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
   metrics_.set_current_batch_size(info.batch_size);
-  // A full batch's size, for checkpoints (the epoch's first; a resumed epoch's first until then).
-  if (batch_idx == 0 || train_batch_size_ == 0) train_batch_size_ = info.batch_size;
+  // A full batch's size, for checkpoints (the epoch's first; a resumed epoch's first until then,
+  // unless that is the epoch's short last batch: the save then reads batch 0 instead).
+  const bool may_be_short = batch_idx > 0 && batch_idx + 1 == train_loader_->num_batches();
+  if (batch_idx == 0 || (train_batch_size_ == 0 && !may_be_short))
+    train_batch_size_ = info.batch_size;
   metrics_.begin_batch();
 
   int response = 0;

@@ -276,6 +276,12 @@ void DDPStrategy::before_training_step(bool synchronize) {
   try {
     impl_->reducer->rebuild_buckets();
   } catch (const std::exception& error) {
+    // Rebuilding the buckets (after the first step, and after a rebuild of the Reducer) is a
+    // collective: a peer that died shows here as any collective's failure does.
+    if (message_of(error).find("Expected to have finished reduction") == std::string::npos) {
+      guarded(environment_, options_.timeout(), "rebuilding the gradient buckets",
+              [&]() -> int { throw; });
+    }
     // c10's text goes on with advice for Python's DDP; its first sentence says what happened.
     std::string what = message_of(error);
     if (const auto end = what.find(". "); end != std::string::npos) what.resize(end + 1);

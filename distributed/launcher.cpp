@@ -556,10 +556,11 @@ void LaunchOptions::validate() const {
 }
 
 int rank_exit_code(const std::exception& error) {
-  // NOTE: the DistributedErrors of DDPStrategy's collectives ("Another rank stopped") and of the
-  // Trainer's backward ("If another rank stopped") say so; tests/distributed/ddp_test.cpp checks
-  // both on a real failure. A rendezvous that fails is not counted: rank 0 may be missing for a
-  // reason of this machine (a wrong address).
+  // NOTE: the DistributedErrors of DDPStrategy's collectives, backward and bucket rebuild
+  // ("Another rank stopped", ddp_strategy.cpp's guarded) say so; tests/distributed/ddp_test.cpp
+  // checks it on real failures. A text match, not a type: an error of this rank's own inside a
+  // collective (a custom autograd function in backward) is counted as a peer's too. A rendezvous
+  // that fails is not counted: rank 0 may be missing for a reason of this machine.
   const auto* distributed = dynamic_cast<const DistributedError*>(&error);
   if (distributed == nullptr) return 1;
   std::string text = distributed->what();

@@ -933,6 +933,9 @@ class EstimateOnRankZero : public Callback {
  public:
   void setup(Trainer& trainer, Module&, Stage) override {
     if (trainer.global_rank() == 0) in_setup = trainer.estimated_stepping_batches();
+    // Rank 1's default generator moves on before its loaders draw their shuffle seed: only the
+    // ranks' agreement on rank 0's seed keeps their shuffles alike.
+    if (trainer.global_rank() == 1) (void)torch::rand({3});
   }
   void on_fit_start(Trainer& trainer, Module&) override {
     at_fit_start = trainer.estimated_stepping_batches();

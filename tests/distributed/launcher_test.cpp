@@ -345,15 +345,15 @@ TEST_CASE("A loopback --master-addr with several nodes is warned about",
 
 TEST_CASE("A rank's exit code says whether it failed only because another rank did",
           "[distributed][launcher]") {
-  // The wording of DDPStrategy's collectives and of the Trainer's backward under DDP.
+  // The wording of DDPStrategy's collectives (guarded), also around backward.
   CHECK(rank_exit_code(DistributedError(
             "rank 0 of 2: all-reduce failed: Connection closed by peer. Another rank stopped (it "
             "failed or was killed) or did not reach this point within the timeout (300 s)")) ==
         kAnotherRankFailedExitCode);
   CHECK(rank_exit_code(DistributedError(
-            "rank 0 of 2: backward failed while averaging gradients across ranks: Read error. If "
-            "another rank stopped (it failed or was killed), its error or the launcher's report "
-            "says why")) == kAnotherRankFailedExitCode);
+            "rank 0 of 2: backward (averaging gradients across ranks) failed: Read error. Another "
+            "rank stopped (it failed or was killed) or did not reach this point within the "
+            "timeout (300 s)")) == kAnotherRankFailedExitCode);
   // Its own failures: a rendezvous that did not happen, anything else.
   CHECK(rank_exit_code(DistributedError("rank 1 of 2: the rendezvous at 10.0.0.1:29500 failed")) ==
         1);
