@@ -111,9 +111,21 @@ void Trainer::load_fit_data() {
   if (fit_data_agreed_) return;
   // Every rank passes here: the split loaders' seeds become rank 0's, also those of loaders that
   // estimated_stepping_batches() took earlier (perhaps on some ranks only).
+  const int64_t training_batches = num_training_batches_;
+  const std::vector<int64_t> val_batches = val_batches_per_loader_;
   distribute(*train_loader_);
   for (const auto& loader : val_loaders_) distribute(*loader);
   fit_data_agreed_ = true;
+  // A loader split a second time must split the whole data again, not its own share: the
+  // sizes estimated_stepping_batches() may have reported, and every rank's loops, stand.
+  size_fit_loops();
+  TRAINBUS_CHECK(
+      num_training_batches_ == training_batches && val_batches_per_loader_ == val_batches,
+      "a data loader has another number of batches after the Trainer split it again "
+      "with the ranks' agreed seeds (training batches: ",
+      training_batches, ", then ", num_training_batches_,
+      "): DataLoader::set_distributed must split the whole "
+      "data each time it is called, not the share an earlier call left");
 }
 
 void Trainer::take_fit_data() {

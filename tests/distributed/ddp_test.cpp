@@ -153,6 +153,42 @@ class RegressionData : public DataModule {
   at::Tensor inputs_, targets_;
 };
 
+// A loader whose set_distributed splits the share an earlier call left, not the whole data (one
+// batch fewer per call after the first): what the Trainer's second split must refuse.
+class ResplittingLoader : public data::TensorDataLoader {
+ public:
+  using data::TensorDataLoader::TensorDataLoader;
+  int64_t num_batches() const override {
+    return data::TensorDataLoader::num_batches() - std::max<int64_t>(0, splits_ - 1);
+  }
+  void set_distributed(int64_t num_replicas, int64_t rank,
+                       const std::function<int64_t(int64_t)>& from_rank_zero) override {
+    data::TensorDataLoader::set_distributed(num_replicas, rank, from_rank_zero);
+    ++splits_;
+  }
+
+ private:
+  int64_t splits_ = 0;
+};
+
+class ResplittingData : public DataModule {
+ public:
+  std::shared_ptr<DataLoader> train_dataloader() override {
+    const at::Tensor inputs = torch::randn({kSamples, 32}, at::detail::createCPUGenerator(1234));
+    return std::make_shared<ResplittingLoader>(inputs, inputs.sum(1, /*keepdim=*/true),
+                                               data::DataLoaderOptions().batch_size(4));
+  }
+};
+
+// Asks for the estimate in setup, on every rank: the loaders are split before the fit splits them
+// again with the agreed seeds.
+class EstimateInSetup : public Callback {
+ public:
+  void setup(Trainer& trainer, Module&, Stage) override {
+    (void)trainer.estimated_stepping_batches();
+  }
+};
+
 TrainerOptions quiet_options(int64_t accumulate) {
   return testing::trainer_options()
       .max_epochs(2)
@@ -480,6 +516,18 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
         rank == 0 ? Duration(std::chrono::milliseconds(60)) : Duration(std::chrono::hours(1)))));
     options.max_epochs(20);  // 160 steps if nothing stopped the fit
   }
+  if (mode == "resplit") {
+    ResplittingData data;
+    Trainer trainer(options.max_epochs(1), {std::make_shared<EstimateInSetup>()});
+    RankResult result;
+    try {
+      trainer.fit(module, data);
+    } catch (const std::exception& error) {
+      result.error = error.what();
+    }
+    write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
+    return;
+  }
   const auto started = std::chrono::steady_clock::now();
   RankResult result = fit_and_collect(module, 4, options, callbacks, ckpt_path);
   const double seconds =
@@ -750,6 +798,19 @@ TEST_CASE("without the per-batch stop agreement, a stop asked at validation on o
   CHECK(rank1.stop_reasons == "rank 1 at validation;");
   CHECK(rank0.stop_reasons == "a stop was requested on another rank;");
   CHECK(rank0.weights == rank1.weights);
+}
+
+TEST_CASE("a loader that splits its own share again is refused on every rank, saying what to fix",
+          "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("resplit", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  for (const char* file : {"rank0.txt", "rank1.txt"}) {
+    const RankResult rank = read_result(dir.file(file));
+    CHECK_THAT(rank.error, Catch::Contains("training batches: 8, then 7"));
+    CHECK_THAT(rank.error,
+               Catch::Contains("DataLoader::set_distributed must split the whole data each time"));
+  }
 }
 
 TEST_CASE("BatchNorm statistics: after a fit every rank holds rank 0's", "[ddp]") {
