@@ -242,7 +242,9 @@ int main(int argc, char** argv) {
   int64_t batch = 64;
   std::string out;
   app.add_option("--reps", reps, "repetitions of every case")->capture_default_str();
-  app.add_option("--steps", steps, "training steps per run (the first 20 are left out of the mean)")
+  app.add_option("--steps", steps,
+                 "training steps per run (the first " + std::to_string(kWarmUpSteps) +
+                     " are left out of the mean)")
       ->check(CLI::Range(static_cast<int64_t>(2 * kWarmUpSteps + 2), int64_t{10000000}))
       ->capture_default_str();
   app.add_option("--model", model, "mlp (784-256-128-10) or large (784-2048-2048-10)")

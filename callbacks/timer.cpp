@@ -140,17 +140,17 @@ void Timer::check_time_remaining(Trainer& trainer) {
   // Once per fit: a stop refused for min_epochs stays requested, and one line says why.
   if (stop_requested_ || trainer.replaying()) return;  // a replay's clock is not the run's
   const double elapsed = time_elapsed(RunningStage::kTraining);
-  bool time_is_up = elapsed >= options_.duration()->seconds();
+  const bool own_time_is_up = elapsed >= options_.duration()->seconds();
+  bool time_is_up = own_time_is_up;
   // Without the Trainer's agreement after every batch, the ranks must stop alike by themselves:
   // rank 0's clock decides, as in Lightning's Timer.
   if (trainer.world_size() > 1 && !trainer.strategy().agrees_on_stop_every_batch())
     time_is_up = trainer.strategy().broadcast(time_is_up ? 1 : 0, 0) != 0;
   if (!time_is_up) return;
-  const bool own_clock = elapsed >= options_.duration()->seconds();
   const std::string reason =
-      own_clock ? "Time limit reached. Elapsed time is " + format_elapsed(elapsed) +
-                      ". Signaling Trainer to stop."
-                : std::string("Time limit reached on rank 0. Signaling Trainer to stop.");
+      own_time_is_up ? "Time limit reached. Elapsed time is " + format_elapsed(elapsed) +
+                           ". Signaling Trainer to stop."
+                     : std::string("Time limit reached on rank 0. Signaling Trainer to stop.");
   if (options_.verbose()) info(reason);
   stop_requested_ = true;
   trainer.request_stop("Timer: " + reason);

@@ -260,14 +260,7 @@ void DDPStrategy::before_training_step(bool synchronize) {
     setup_module(*impl_->module);
   // As DistributedDataParallel.forward (will_sync_module_buffers): a step that follows a no_sync
   // step keeps the buffers its rank has; the step after a synchronizing one takes rank 0's.
-  if (impl_->sync_buffers && options_.broadcast_buffers() && !impl_->buffers.empty()) {
-    guarded(environment_, options_.timeout(), "broadcasting rank 0's buffers", [&] {
-      torch::NoGradGuard no_grad;
-      c10d::broadcast_coalesced(impl_->group, impl_->buffers, kBroadcastBucketBytes, 0);
-      return 0;
-    });
-    ++statistics_.buffer_broadcasts;
-  }
+  if (impl_->sync_buffers && broadcast_buffers()) ++statistics_.buffer_broadcasts;
   impl_->sync_buffers = synchronize;
   if (!synchronize) return;
   // As DistributedDataParallel.forward: the Reducer checks here that the previous step reduced
@@ -294,12 +287,17 @@ void DDPStrategy::before_training_step(bool synchronize) {
 
 void DDPStrategy::before_evaluation() {
   // Without a Reducer (validate or test outside fit) no module was set up, and none is known.
-  if (!impl_->reducer || !options_.broadcast_buffers() || impl_->buffers.empty()) return;
+  if (impl_->reducer) broadcast_buffers();
+}
+
+bool DDPStrategy::broadcast_buffers() {
+  if (!options_.broadcast_buffers() || impl_->buffers.empty()) return false;
   guarded(environment_, options_.timeout(), "broadcasting rank 0's buffers", [&] {
     torch::NoGradGuard no_grad;
     c10d::broadcast_coalesced(impl_->group, impl_->buffers, kBroadcastBucketBytes, 0);
     return 0;
   });
+  return true;
 }
 
 void DDPStrategy::backward(const at::Tensor& loss, bool synchronize) {

@@ -97,6 +97,10 @@ class DDPStrategy final : public Strategy {
   void barrier(std::string_view name) override;
 
  private:
+  /// Rank 0's buffers to every rank, unless DDPOptions turns that off or there are none: whether
+  /// they were sent.
+  bool broadcast_buffers();
+
   struct Impl;
   DistributedEnvironment environment_;
   DDPOptions options_;
