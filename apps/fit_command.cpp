@@ -40,6 +40,13 @@ std::string check_batch_limit(const std::string& text) {
   }
 }
 
+// --ddp-backend's text (CLI11 checked it is one of the three).
+distributed::DDPOptions::Backend ddp_backend(const std::string& name) {
+  if (name == "gloo") return distributed::DDPOptions::Backend::kGloo;
+  if (name == "nccl") return distributed::DDPOptions::Backend::kNccl;
+  return distributed::DDPOptions::Backend::kAuto;
+}
+
 }  // namespace
 
 c10::Device parse_device(const std::string& text, const std::string& flag) {
@@ -196,6 +203,12 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str()
       ->group(kDataParallelGroup);
+  fit->add_option("--ddp-backend", args.ddp_backend,
+                  "Data-parallel training: how the ranks talk (torch.distributed's backend): auto "
+                  "is nccl on --device cuda where LibTorch has NCCL, else gloo")
+      ->check(CLI::IsMember({"auto", "gloo", "nccl"}))
+      ->capture_default_str()
+      ->group(kDataParallelGroup);
   fit->add_flag("--ddp-find-unused-parameters", args.ddp_find_unused_parameters,
                 "Data-parallel training: allow parameters that get no gradient in a step (walks "
                 "the loss's graph every step, as DDP's find_unused_parameters)")
@@ -293,6 +306,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
         environment,
         distributed::DDPOptions()
             .timeout(std::chrono::milliseconds(static_cast<int64_t>(args.ddp_timeout * 1000.0)))
+            .backend(ddp_backend(args.ddp_backend))
             .find_unused_parameters(args.ddp_find_unused_parameters)
             // Only built-in callbacks run here, and they stop every rank alike without it:
             // EarlyStopping decides at validation and epoch ends, where the Trainer agrees

@@ -73,6 +73,8 @@ struct FitArguments {
   /// DDP: the longest wait for the rendezvous and any collective, in seconds, and whether
   /// parameters may go without a gradient in a step (distributed::DDPOptions).
   double ddp_timeout = 300.0;
+  /// DDP: auto, gloo or nccl (DDPOptions::backend).
+  std::string ddp_backend = "auto";
   bool ddp_find_unused_parameters = false;
   /// DDP: average gradients in float16 (half the bytes; DDPOptions::gradient_compression).
   bool ddp_fp16_gradients = false;

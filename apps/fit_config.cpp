@@ -124,6 +124,8 @@ const std::vector<ConfigKey>& config_keys() {
        [](const FitArguments& a) { return integer(a.launch.master_port()); }},
       {"trainbus", "ddp_timeout", "--ddp-timeout", Kind::kValue,
        [](const FitArguments& a) { return yaml_float(a.ddp_timeout); }},
+      {"trainbus", "ddp_backend", "--ddp-backend", Kind::kValue,
+       [](const FitArguments& a) { return text(a.ddp_backend); }},
       {"trainbus", "ddp_find_unused_parameters", "--ddp-find-unused-parameters", Kind::kSwitch,
        [](const FitArguments& a) { return boolean(a.ddp_find_unused_parameters); }},
       {"trainbus", "ddp_fp16_gradients", "--ddp-fp16-gradients", Kind::kSwitch,

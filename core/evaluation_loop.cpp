@@ -149,7 +149,7 @@ Metrics Trainer::run_eval_loop(const std::vector<std::shared_ptr<DataLoader>>& l
     metrics_.set_dataloader_idx(several ? std::optional<int64_t>(dataloader_idx) : std::nullopt);
     loader.set_epoch(progress_.current_epoch);
     for (int64_t batch_idx = 0; batch_idx < num_batches[loader_idx]; ++batch_idx) {
-      const Batch batch = data::to_device(loader.batch(batch_idx), options_.device());
+      const Batch batch = data::to_device(loader.batch(batch_idx), device());
       const events::BatchInfo info{batch_idx, data::batch_size_of(batch), dataloader_idx};
       ++eval_batches_begun_;
       metrics_.set_current_batch_size(info.batch_size);
@@ -253,7 +253,7 @@ Metrics Trainer::validate(Module& module, DataModule& data, const EvaluateOption
     call_setup_hooks(Stage::kValidate);
     module_->configure_model();
     checkpoints_.load_for_evaluation(options.ckpt_path());
-    module_->to(options_.device());
+    module_->to(device());
     module_->zero_grad(/*set_to_none=*/true);
     val_loaders_ = require_loaders(data_->val_dataloaders(), "val_dataloader", true);
     for (const auto& loader : val_loaders_) distribute(*loader);
@@ -278,7 +278,7 @@ Metrics Trainer::test(Module& module, DataModule& data, const EvaluateOptions& o
     call_setup_hooks(Stage::kTest);
     module_->configure_model();
     checkpoints_.load_for_evaluation(options.ckpt_path());
-    module_->to(options_.device());
+    module_->to(device());
     module_->zero_grad(/*set_to_none=*/true);
     test_loaders_ = require_loaders(data_->test_dataloaders(), "test_dataloader", true);
     for (const auto& loader : test_loaders_) distribute(*loader);
@@ -312,7 +312,7 @@ std::vector<at::Tensor> Trainer::predict(Module& module, DataModule& data,
     call_setup_hooks(Stage::kPredict);
     module_->configure_model();
     checkpoints_.load_for_evaluation(options.ckpt_path());
-    module_->to(options_.device());
+    module_->to(device());
     module_->zero_grad(/*set_to_none=*/true);
     predict_loader_ = require_loader(data_->predict_dataloader(), "predict_dataloader");
     const std::shared_ptr<DataLoader> loader = predict_loader_;
@@ -350,7 +350,7 @@ void Trainer::run_prediction(DataLoader& loader, int64_t num_batches, bool keep_
       });
   if (keep_predictions) predictions_.reserve(static_cast<size_t>(num_batches));
   for (int64_t batch_idx = 0; batch_idx < num_batches; ++batch_idx) {
-    const Batch batch = data::to_device(loader.batch(batch_idx), options_.device());
+    const Batch batch = data::to_device(loader.batch(batch_idx), device());
     const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
     eval_batches_begun_ = batch_idx + 1;
     call_hooks<events::PredictBatchStart>(

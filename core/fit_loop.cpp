@@ -71,7 +71,7 @@ void Trainer::run_fit(const FitOptions& options) {
         checkpoint::read_checkpoint(checkpoints_.resumed_from_));
     checkpoints_.restore_modules_and_callbacks(*checkpoint);
   }
-  module_->to(options_.device());
+  module_->to(device());
   // Before configure_optimizers, as Lightning's strategy.setup: every rank starts from rank 0's
   // weights (those of the checkpoint when resuming: every rank loaded the same).
   if (world_size() > 1) strategy_->setup_module(*module_);
@@ -350,7 +350,7 @@ void Trainer::call_train_epoch_end_hooks() {
 }
 
 bool Trainer::run_training_batch(int64_t batch_idx) {
-  const Batch batch = data::to_device(train_loader_->batch(batch_idx), options_.device());
+  const Batch batch = data::to_device(train_loader_->batch(batch_idx), device());
   const events::BatchInfo info{batch_idx, data::batch_size_of(batch), 0};
   metrics_.set_current_batch_size(info.batch_size);
   // A full batch's size, for checkpoints (the epoch's first; a resumed epoch's first until then,
@@ -371,7 +371,8 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
 
   StepOutput outputs;
   const bool manual = !module_->automatic_optimization();
-  if (!manual) strategy_->before_training_step(!should_accumulate(batch_idx));
+  // Manual optimization averages at every manual_backward (as Lightning's DDP does: no no_sync).
+  strategy_->before_training_step(manual || !should_accumulate(batch_idx));
   training_batch_idx_ = batch_idx;
   {
     FxScope scope(current_fx_, "training_step");

@@ -31,10 +31,6 @@ void Trainer::verify_manual_optimization_support() {
                  accumulate_grad_batches_,
                  ")` (TrainerOptions::accumulate_grad_batches) or switch to automatic "
                  "optimization.");
-  TRAINBUS_CHECK(world_size() == 1,
-                 "manual optimization (automatic_optimization(false)) is not supported in "
-                 "data-parallel training yet (world_size ",
-                 world_size(), "): train on one process or switch to automatic optimization");
 }
 
 void Trainer::manual_backward(const at::Tensor& loss) {

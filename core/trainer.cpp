@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include <ATen/Context.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/cuda.h>
 #include <torch/utils.h>
 #include <boost/core/demangle.hpp>
@@ -312,16 +313,23 @@ void Trainer::notify_exception(const std::exception& error) {
 }
 
 void Trainer::apply_run_settings() {
-  if (options_.device().is_cuda()) {
+  const c10::Device root = device();
+  if (root.is_cuda()) {
     TRAINBUS_CHECK(
         torch::cuda::is_available(), "Trainer: device `", options_.device().str(),
         "` requested, but this LibTorch has no usable CUDA (torch::cuda::is_available() is "
         "false); use device cpu");
     const auto count = static_cast<int64_t>(torch::cuda::device_count());
-    TRAINBUS_CHECK(!options_.device().has_index() || options_.device().index() < count,
-                   "Trainer: device `", options_.device().str(),
-                   "` requested, but this machine has ", count,
-                   " CUDA device(s), cuda:0 to cuda:", count - 1);
+    const std::string whose = root == options_.device()
+                                  ? std::string()
+                                  : " (cuda, on local rank " + std::to_string(local_rank()) + ")";
+    TRAINBUS_CHECK(!root.has_index() || root.index() < count, "Trainer: device `", root.str(), "`",
+                   whose, " requested, but this machine has ", count,
+                   " CUDA device(s), cuda:0 to cuda:", count - 1,
+                   whose.empty() ? "" : ": start at most that many ranks per machine");
+    // As Lightning's CUDAAccelerator.setup_device (torch.cuda.set_device): tensors made without a
+    // device index, by NCCL and by the user's code, go to this rank's device.
+    if (root.has_index()) c10::impl::getDeviceGuardImpl(root.type())->setDevice(root);
   }
   if (options_.seed()) torch::manual_seed(*options_.seed());
   if (options_.deterministic()) {

@@ -277,7 +277,9 @@ class Trainer {
   /// The bus every lifecycle event is published on.
   events::EventBus& bus() noexcept { return bus_; }
   const TrainerOptions& options() const noexcept { return options_; }
-  c10::Device device() const noexcept { return options_.device(); }
+  /// The device this rank trains on: TrainerOptions::device, which a strategy may refine (under
+  /// DDP, cuda without an index is cuda:LOCAL_RANK).
+  c10::Device device() const { return strategy_->root_device(options_.device()); }
   const std::string& default_root_dir() const noexcept { return options_.default_root_dir(); }
   /// How the ranks of a job cooperate (TrainerOptions::strategy; one process by default).
   distributed::Strategy& strategy() const noexcept { return *strategy_; }

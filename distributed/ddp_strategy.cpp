@@ -12,12 +12,16 @@
 #include <unordered_set>
 #include <utility>
 
+#include <c10/core/Device.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/module.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+// Empty unless this LibTorch has NCCL: a CUDA LibTorch's CMake target defines USE_C10D_NCCL.
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/comm.hpp>
+#include <torch/csrc/distributed/c10d/logger.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
 #include "base/errors.h"
@@ -96,14 +100,24 @@ c10d::ReduceOp to_c10d(ReduceOp op) {
 
 struct DDPStrategy::Impl {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
-  std::unique_ptr<c10d::Reducer> reducer;
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  std::string backend;  // "gloo" or "nccl", once joined
+  // The device connect() was given; the Trainer's own collectives (decisions, metrics, texts) put
+  // their tensors on it under NCCL, which takes CUDA tensors only, and on the CPU under Gloo.
+  c10::Device device{c10::DeviceType::CPU};
+  c10::Device collective_device{c10::DeviceType::CPU};
+  std::shared_ptr<c10d::Reducer> reducer;
+  // The Reducer reports through a Logger, as DistributedDataParallel gives it one; without it,
+  // a set of unused parameters that changes between backward passes (manual optimization with
+  // find_unused_parameters) dereferences a null logger. It holds the Reducer: reset it first.
+  std::shared_ptr<c10d::Logger> logger;
   std::vector<at::Tensor> buffers;
   torch::nn::Module* module = nullptr;
   size_t trainable = 0;  // parameters that required grad when the Reducer was built
   // DDP's require_forward_param_sync: true after setup and after a step that averaged its
   // gradients, false after a no_sync step. Buffers are broadcast before a step only while true.
   bool sync_buffers = true;
+  int backwards_in_step = 0;  // synchronized backward passes since before_training_step
 };
 
 namespace {
@@ -119,6 +133,16 @@ std::vector<std::pair<std::string, at::Tensor>> trainable_parameters(
       found.emplace_back(item.key(), item.value());
   }
   return found;
+}
+// ~Reducer removes its autograd hooks from the parameters, and ~Logger reads the Reducer; both
+// may throw (noexcept(false)), which a shared_ptr's plain delete would turn into std::terminate.
+// The run is ending either way.
+template <class T>
+void delete_quietly(T* object) noexcept {
+  try {
+    delete object;
+  } catch (...) {
+  }
 }
 size_t count_trainable(const torch::nn::Module& module) {
   return trainable_parameters(module).size();
@@ -155,8 +179,104 @@ static auto guarded(const DistributedEnvironment& environment, std::chrono::mill
   }
 }
 
-void DDPStrategy::connect() {
-  if (impl_->group) return;
+bool DDPStrategy::nccl_available() noexcept {
+#ifdef USE_C10D_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string_view DDPStrategy::backend_name() const noexcept { return impl_->backend; }
+
+c10::Device DDPStrategy::root_device(const c10::Device& requested) const {
+  if (!requested.is_cuda() || requested.has_index()) return requested;
+  return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(environment_.local_rank));
+}
+
+namespace {
+// The backend DDPOptions asks for, on `device`: "gloo" or "nccl", or a MisconfigurationError
+// saying what to change.
+std::string choose_backend(DDPOptions::Backend backend, const c10::Device& device,
+                           const DistributedEnvironment& environment) {
+  switch (backend) {
+    case DDPOptions::Backend::kGloo:
+      return "gloo";
+    case DDPOptions::Backend::kAuto:
+      return device.is_cuda() && DDPStrategy::nccl_available() ? "nccl" : "gloo";
+    case DDPOptions::Backend::kNccl:
+      break;
+  }
+  TRAINBUS_CHECK(device.is_cuda(),
+                 environment.rank_message(detail::concat(
+                     "DDPOptions::backend is nccl (--ddp-backend nccl), which moves CUDA tensors "
+                     "only, but the Trainer's device is ",
+                     device.str(), ": train on cuda (--device cuda), or use gloo or auto")));
+  TRAINBUS_CHECK(DDPStrategy::nccl_available(),
+                 environment.rank_message(
+                     "DDPOptions::backend is nccl (--ddp-backend nccl), but this LibTorch was "
+                     "built without NCCL (Debian's libtorch-dev is CPU-only): use gloo or auto, or "
+                     "build against a LibTorch with CUDA and NCCL"));
+  return "nccl";
+}
+
+c10::intrusive_ptr<c10d::ProcessGroup> join_gloo_group(const c10::intrusive_ptr<c10d::Store>& store,
+                                                       const DistributedEnvironment& environment,
+                                                       const DDPOptions& options) {
+  auto group_options = c10d::ProcessGroupGloo::Options::create(options.timeout());
+  std::string interface = options.socket_ifname();
+  if (interface.empty() && std::getenv("GLOO_SOCKET_IFNAME") != nullptr)
+    interface = std::getenv("GLOO_SOCKET_IFNAME");
+  guarded(environment, options.timeout(), "creating the Gloo device", [&] {
+    group_options->devices.push_back(
+        interface.empty() ? c10d::ProcessGroupGloo::createDeviceForHostname(local_address_towards(
+                                environment.master_addr, environment.master_port))
+                          : c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+    return 0;
+  });
+  return guarded(environment, options.timeout(), "joining the process group", [&] {
+    return c10::intrusive_ptr<c10d::ProcessGroup>(c10::make_intrusive<c10d::ProcessGroupGloo>(
+        store, environment.rank, environment.world_size, group_options));
+  });
+}
+
+// NCCL finds each collective's device from its tensors.
+// NOTE: compiled only where LibTorch has NCCL, which Debian's has not; checked here against
+// ProcessGroupNCCL.hpp's declarations only (README, "NCCL").
+c10::intrusive_ptr<c10d::ProcessGroup> join_nccl_group(const c10::intrusive_ptr<c10d::Store>& store,
+                                                       const DistributedEnvironment& environment,
+                                                       const DDPOptions& options) {
+#ifdef USE_C10D_NCCL
+  // The timeout ends a hung collective only with NCCL_ASYNC_ERROR_HANDLING=1 (its watchdog then
+  // aborts this process) or NCCL_BLOCKING_WAIT=1 (wait() throws); the launcher sets the first, as
+  // torchrun does.
+  auto group_options = c10d::ProcessGroupNCCL::Options::create();
+  group_options->timeout = options.timeout();
+  return guarded(environment, options.timeout(), "joining the NCCL process group", [&] {
+    return c10::intrusive_ptr<c10d::ProcessGroup>(c10::make_intrusive<c10d::ProcessGroupNCCL>(
+        store, environment.rank, environment.world_size, group_options));
+  });
+#else
+  (void)store;
+  (void)environment;
+  (void)options;
+  throw DistributedError("unreachable: NCCL chosen although this LibTorch has none");
+#endif
+}
+
+}  // namespace
+
+void DDPStrategy::connect(const c10::Device& device) {
+  if (impl_->group) {
+    TRAINBUS_CHECK(device.type() == impl_->device.type(),
+                   environment_.rank_message(detail::concat(
+                       "this DDPStrategy joined the job for device ", impl_->device.str(),
+                       " (backend ", impl_->backend, "), and a later run asks for ", device.str(),
+                       ": give every run of one strategy the same device type, or a Trainer "
+                       "of its own (with its own MASTER_PORT)")));
+    return;
+  }
+  const std::string backend = choose_backend(options_.backend(), device, environment_);
   c10d::TCPStoreOptions store_options;
   store_options.port = environment_.master_port;
   store_options.isServer = environment_.rank == 0;
@@ -172,26 +292,15 @@ void DDPStrategy::connect() {
         ". Start every rank with the same MASTER_ADDR and MASTER_PORT (rank 0 listens there; the "
         "port must be free on its machine), e.g. with `trainbus fit --nproc-per-node N`")));
   }
-
-  auto group_options = c10d::ProcessGroupGloo::Options::create(options_.timeout());
-  std::string interface = options_.socket_ifname();
-  if (interface.empty() && std::getenv("GLOO_SOCKET_IFNAME") != nullptr)
-    interface = std::getenv("GLOO_SOCKET_IFNAME");
-  guarded(environment_, options_.timeout(), "creating the Gloo device", [&] {
-    group_options->devices.push_back(
-        interface.empty() ? c10d::ProcessGroupGloo::createDeviceForHostname(local_address_towards(
-                                environment_.master_addr, environment_.master_port))
-                          : c10d::ProcessGroupGloo::createDeviceForInterface(interface));
-    return 0;
-  });
-  impl_->group = guarded(environment_, options_.timeout(), "joining the process group", [&] {
-    return c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, environment_.rank,
-                                                       environment_.world_size, group_options);
-  });
+  impl_->group = backend == "nccl" ? join_nccl_group(impl_->store, environment_, options_)
+                                   : join_gloo_group(impl_->store, environment_, options_);
+  impl_->backend = backend;
+  impl_->device = device;
+  impl_->collective_device = backend == "nccl" ? device : c10::Device(c10::DeviceType::CPU);
 }
 
 void DDPStrategy::setup_module(torch::nn::Module& module) {
-  connect();
+  connect(impl_->device);
   teardown_module();
   std::vector<at::Tensor> parameters;
   std::unordered_map<size_t, std::string> names;
@@ -231,22 +340,22 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   impl_->sync_buffers = true;
   statistics_.gradient_elements = 0;
   for (const auto& parameter : parameters) statistics_.gradient_elements += parameter.numel();
-  impl_->reducer = std::make_unique<c10d::Reducer>(
-      parameters, std::move(bucket_indices), std::move(bucket_limits), impl_->group, sparse,
-      bucket_bytes, options_.find_unused_parameters(), /*gradient_as_bucket_view=*/false,
-      std::move(names), static_cast<int64_t>(kFirstBucketBytes));
+  impl_->reducer = std::shared_ptr<c10d::Reducer>(
+      new c10d::Reducer(parameters, std::move(bucket_indices), std::move(bucket_limits),
+                        impl_->group, sparse, bucket_bytes, options_.find_unused_parameters(),
+                        /*gradient_as_bucket_view=*/false, std::move(names),
+                        static_cast<int64_t>(kFirstBucketBytes)),
+      delete_quietly<c10d::Reducer>);
+  impl_->logger =
+      std::shared_ptr<c10d::Logger>(new c10d::Logger(impl_->reducer), delete_quietly<c10d::Logger>);
+  impl_->reducer->set_logger(impl_->logger);
   if (options_.gradient_compression() == DDPOptions::GradientCompression::kFp16)
     impl_->reducer->register_builtin_comm_hook(c10d::BuiltinCommHookType::FP16_COMPRESS);
 }
 
 void DDPStrategy::teardown_module() noexcept {
-  // ~Reducer removes its autograd hooks from the parameters; it may throw (noexcept(false)),
-  // which unique_ptr::reset would turn into std::terminate. The run is ending either way.
-  c10d::Reducer* reducer = impl_->reducer.release();
-  try {
-    delete reducer;
-  } catch (...) {
-  }
+  impl_->logger.reset();
+  impl_->reducer.reset();
   impl_->buffers.clear();
   impl_->module = nullptr;
 }
@@ -263,9 +372,15 @@ void DDPStrategy::before_training_step(bool synchronize) {
   if (impl_->sync_buffers && broadcast_buffers()) ++statistics_.buffer_broadcasts;
   impl_->sync_buffers = synchronize;
   if (!synchronize) return;
-  // As DistributedDataParallel.forward: the Reducer checks here that the previous step reduced
+  // As DistributedDataParallel.forward: the Reducer checks that the previous step reduced
   // every gradient (a parameter without one is an error, not silently local), and reorders its
   // buckets once, after the first step, by the order backward produced the gradients.
+  finish_previous_reduction();
+  impl_->backwards_in_step = 0;
+  impl_->reducer->prepare_for_forward();
+}
+
+void DDPStrategy::finish_previous_reduction() {
   try {
     impl_->reducer->rebuild_buckets();
   } catch (const std::exception& error) {
@@ -279,10 +394,9 @@ void DDPStrategy::before_training_step(bool synchronize) {
     std::string what = message_of(error);
     if (const auto end = what.find(". "); end != std::string::npos) what.resize(end + 1);
     throw DistributedError(environment_.rank_message(detail::concat(
-        "DDP could not average the previous step's gradients: ", what, kUnusedParameterAdvice,
+        "DDP could not average the previous backward's gradients: ", what, kUnusedParameterAdvice,
         " If another rank failed, its error or the launcher's report says why")));
   }
-  impl_->reducer->prepare_for_forward();
 }
 
 void DDPStrategy::before_evaluation() {
@@ -305,6 +419,9 @@ void DDPStrategy::backward(const at::Tensor& loss, bool synchronize) {
     loss.backward();
     return;
   }
+  // A second backward in one step (manual optimization: one per optimizer, as a GAN's) averages
+  // again, once the first one's averaging is complete, as Lightning's prepare_for_backward.
+  if (impl_->backwards_in_step++ > 0) finish_previous_reduction();
   try {
     impl_->reducer->prepare_for_backward(options_.find_unused_parameters()
                                              ? std::vector<at::Tensor>{loss}
@@ -330,9 +447,10 @@ bool DDPStrategy::reduce_boolean_decision(bool decision, bool all) {
 }
 
 void DDPStrategy::all_reduce(std::vector<double>& values, ReduceOp op) {
-  connect();
+  connect(impl_->device);
   at::Tensor tensor = at::empty({static_cast<int64_t>(values.size())}, at::kDouble);
   std::copy(values.begin(), values.end(), tensor.data_ptr<double>());
+  tensor = tensor.to(impl_->collective_device);
   guarded(environment_, options_.timeout(), "all-reduce", [&] {
     std::vector<at::Tensor> tensors{tensor};
     c10d::AllreduceOptions reduce_options;
@@ -340,6 +458,7 @@ void DDPStrategy::all_reduce(std::vector<double>& values, ReduceOp op) {
     impl_->group->allreduce(tensors, reduce_options)->wait();
     return 0;
   });
+  tensor = tensor.cpu();
   const double* reduced = tensor.data_ptr<double>();
   for (size_t i = 0; i < values.size(); ++i) {
     values[i] = op == ReduceOp::kMean ? reduced[i] / environment_.world_size : reduced[i];
@@ -347,8 +466,9 @@ void DDPStrategy::all_reduce(std::vector<double>& values, ReduceOp op) {
 }
 
 int64_t DDPStrategy::broadcast(int64_t value, int root) {
-  connect();
-  at::Tensor tensor = at::full({1}, value, at::kLong);
+  connect(impl_->device);
+  at::Tensor tensor =
+      at::full({1}, value, at::TensorOptions(at::kLong).device(impl_->collective_device));
   guarded(environment_, options_.timeout(), "broadcast", [&] {
     std::vector<at::Tensor> tensors{tensor};
     c10d::BroadcastOptions broadcast_options;
@@ -364,6 +484,7 @@ std::string DDPStrategy::broadcast_text(std::string text, int root) {
   if (size == 0) return {};
   at::Tensor bytes = at::empty({size}, at::kByte);
   if (environment_.rank == root) std::memcpy(bytes.data_ptr<uint8_t>(), text.data(), text.size());
+  bytes = bytes.to(impl_->collective_device);
   guarded(environment_, options_.timeout(), "broadcast", [&] {
     std::vector<at::Tensor> tensors{bytes};
     c10d::BroadcastOptions broadcast_options;
@@ -371,14 +492,19 @@ std::string DDPStrategy::broadcast_text(std::string text, int root) {
     impl_->group->broadcast(tensors, broadcast_options)->wait();
     return 0;
   });
+  bytes = bytes.cpu();
   return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()),
                      static_cast<std::size_t>(size));
 }
 
 void DDPStrategy::barrier(std::string_view name) {
-  connect();
+  connect(impl_->device);
   guarded(environment_, options_.timeout(), detail::concat("the barrier '", name, "'"), [&] {
-    impl_->group->barrier()->wait();
+    c10d::BarrierOptions barrier_options;
+    // NCCL's barrier is an all-reduce on a device it would otherwise guess from the rank.
+    if (impl_->collective_device.is_cuda())
+      barrier_options.device_ids = {static_cast<int64_t>(impl_->collective_device.index())};
+    impl_->group->barrier(barrier_options)->wait();
     return 0;
   });
 }

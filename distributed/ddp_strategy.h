@@ -1,11 +1,12 @@
 #pragma once
-/// DDPStrategy: data-parallel training on c10d (Gloo on the CPU), as PyTorch's
-/// DistributedDataParallel does it, driven by the Trainer.
+/// DDPStrategy: data-parallel training on c10d (Gloo on the CPU, NCCL on CUDA where LibTorch has
+/// it), as PyTorch's DistributedDataParallel does it, driven by the Trainer.
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "base/arg.h"
 #include "distributed/environment.h"
@@ -16,6 +17,12 @@ namespace trainbus::distributed {
 /// Options of DDPStrategy; names and defaults as torch.nn.parallel.DistributedDataParallel's,
 /// except the timeout (PyTorch's is 30 minutes).
 struct DDPOptions {
+  /// The c10d process group the ranks talk through (torch.distributed's backend).
+  enum class Backend {
+    kAuto,  ///< NCCL when the Trainer's device is CUDA and this LibTorch has NCCL, else Gloo
+    kGloo,  ///< Gloo over TCP: CPU tensors (and CUDA ones, staged through the CPU)
+    kNccl,  ///< NCCL: CUDA tensors only, one device per rank; needs a LibTorch built with NCCL
+  };
   /// How gradients travel between ranks (PyTorch's DDP communication hooks).
   enum class GradientCompression {
     kNone,  ///< float32, exact
@@ -39,6 +46,7 @@ struct DDPOptions {
   /// Network interface Gloo binds (as GLOO_SOCKET_IFNAME, which it defaults to); empty and unset:
   /// the address this machine uses to reach master_addr.
   TRAINBUS_ARG(std::string, socket_ifname);
+  TRAINBUS_ARG(Backend, backend) = Backend::kAuto;
   TRAINBUS_ARG(GradientCompression, gradient_compression) = GradientCompression::kNone;
   /// After every training batch the ranks agree on trainer.should_stop (an all-reduce of one
   /// value), so that a stop asked on one rank, in any hook, stops every rank after that batch.
@@ -79,8 +87,19 @@ class DDPStrategy final : public Strategy {
   const DistributedEnvironment& environment() const noexcept override { return environment_; }
   const DDPOptions& options() const noexcept { return options_; }
   const DDPStatistics& statistics() const noexcept { return statistics_; }
+  /// Whether this LibTorch was built with NCCL (USE_C10D_NCCL, which a CUDA LibTorch's CMake
+  /// target defines): Debian's CPU-only LibTorch has not.
+  static bool nccl_available() noexcept;
+  /// "gloo" or "nccl" once joined, empty before.
+  std::string_view backend_name() const noexcept;
 
-  void connect() override;
+  /// CUDA without an index: cuda:LOCAL_RANK, so that the ranks of a machine use one device each
+  /// (as Lightning's devices=N). A device with an index, or not CUDA, is kept.
+  c10::Device root_device(const c10::Device& requested) const override;
+  /// Joins the job: the rendezvous through a TCPStore at MASTER_ADDR:MASTER_PORT, then the process
+  /// group DDPOptions::backend picks for `device`. A later call (the next run) keeps the group
+  /// and must name a device of the same type.
+  void connect(const c10::Device& device) override;
   void setup_module(torch::nn::Module& module) override;
   void teardown_module() noexcept override;
   void before_training_step(bool synchronize) override;
@@ -100,6 +119,9 @@ class DDPStrategy final : public Strategy {
   /// Rank 0's buffers to every rank, unless DDPOptions turns that off or there are none: whether
   /// they were sent.
   bool broadcast_buffers();
+  /// Waits for, and checks, the last backward's averaging (the Reducer's rebuild_buckets): an
+  /// unused parameter is a DistributedError saying what to do.
+  void finish_previous_reduction();
 
   struct Impl;
   DistributedEnvironment environment_;

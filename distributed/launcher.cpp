@@ -296,6 +296,11 @@ class Launch {
       variables.push_back(std::string(kLaunchedVariable) + "=1");
       variables.push_back(std::string(kLauncherPidVariable) + "=" + std::to_string(::getpid()));
       if (set_threads) variables.push_back("OMP_NUM_THREADS=" + std::to_string(threads));
+      // As torchrun: under NCCL a hung collective ends at DDPOptions' timeout only with this set
+      // (NCCL's watchdog then aborts the rank); unless the user chose otherwise. Gloo ignores it.
+      for (const char* name : {"NCCL_ASYNC_ERROR_HANDLING", "TORCH_NCCL_ASYNC_ERROR_HANDLING"}) {
+        if (std::getenv(name) == nullptr) variables.push_back(std::string(name) + "=1");
+      }
       const std::vector<char*> variable_pointers = pointers(variables);
       pid_t pid = -1;
       // posix_spawn returns the exec's error too (glibc waits for the exec to succeed or fail).

@@ -15,6 +15,9 @@
 namespace at {
 class Tensor;
 }
+namespace c10 {
+struct Device;
+}
 namespace torch::nn {
 class Module;
 }
@@ -45,8 +48,13 @@ class Strategy {
   int node_rank() const noexcept { return environment().node_rank; }
   bool is_global_zero() const noexcept { return global_rank() == 0; }
 
+  /// The device this rank trains on, given the one the Trainer was asked for (Lightning's
+  /// strategy.root_device). By default `requested`; DDPStrategy gives each rank of a machine its
+  /// own CUDA device, cuda:LOCAL_RANK, where `requested` names none. (strategy.cpp)
+  virtual c10::Device root_device(const c10::Device& requested) const;
   /// Joins the job (rendezvous, process group) on the first call; each run starts with it.
-  virtual void connect() {}
+  /// `device`: root_device, where this rank's tensors are (it picks DDPStrategy's backend).
+  virtual void connect(const c10::Device& device) { (void)device; }
   /// After the module is built and on its device, before configure_optimizers: makes every rank
   /// hold rank 0's parameters and buffers and prepares gradient averaging.
   virtual void setup_module(torch::nn::Module& module) { (void)module; }

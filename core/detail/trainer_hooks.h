@@ -65,7 +65,7 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
   status_ = TrainerStatus::kRunning;
   try {
     apply_run_settings();
-    strategy_->connect();
+    strategy_->connect(device());
     body();
     // Every checkpoint durable (and its CheckpointCommitted published), and everything the run
     // published handled, before it returns; a failure surfaces here at last.

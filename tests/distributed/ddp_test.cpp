@@ -30,6 +30,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "base/errors.h"
 #include "callbacks/early_stopping.h"
 #include "callbacks/model_checkpoint.h"
 #include "callbacks/timer.h"
@@ -543,6 +544,68 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
 }
 
+TEST_CASE("DDP gives each rank of a machine its own CUDA device, unless one is named", "[ddp]") {
+  distributed::DistributedEnvironment environment;
+  environment.world_size = 4;
+  environment.rank = 3;
+  environment.local_world_size = 2;
+  environment.local_rank = 1;
+  const distributed::DDPStrategy strategy(environment);
+  CHECK(strategy.root_device(c10::Device("cuda")) == c10::Device("cuda:1"));
+  CHECK(strategy.root_device(c10::Device("cuda:0")) == c10::Device("cuda:0"));
+  CHECK(strategy.root_device(c10::Device("cpu")) == c10::Device("cpu"));
+  CHECK(distributed::SingleProcessStrategy().root_device(c10::Device("cuda")) ==
+        c10::Device("cuda"));
+}
+
+TEST_CASE("DDP's backend: gloo on the CPU; nccl asked where it cannot work says what to change",
+          "[ddp]") {
+  const ReservedPort reserved;
+  distributed::DistributedEnvironment environment;  // a job of one rank, on loopback
+  environment.master_port = reserved.port();
+  using Backend = distributed::DDPOptions::Backend;
+
+  SECTION("auto on the CPU is gloo; a later run on another device type is refused") {
+    distributed::DDPStrategy strategy(environment);
+    CHECK(strategy.backend_name().empty());
+    strategy.connect(c10::Device("cpu"));
+    CHECK(strategy.backend_name() == "gloo");
+    std::vector<double> values{2.0};
+    strategy.all_reduce(values, distributed::ReduceOp::kSum);
+    CHECK(values[0] == 2.0);
+    CHECK(strategy.broadcast_text("text") == "text");
+    strategy.connect(c10::Device("cpu"));  // the next run: the same group
+    CHECK_THROWS_WITH(strategy.connect(c10::Device("cuda:0")),
+                      Catch::Contains("joined the job for device cpu (backend gloo), and a later "
+                                      "run asks for cuda:0"));
+  }
+  SECTION("nccl on the CPU") {
+    distributed::DDPStrategy strategy(environment,
+                                      distributed::DDPOptions().backend(Backend::kNccl));
+    CHECK_THROWS_AS(strategy.connect(c10::Device("cpu")), MisconfigurationError);
+    CHECK_THROWS_WITH(strategy.connect(c10::Device("cpu")),
+                      Catch::Contains("rank 0 of 1: DDPOptions::backend is nccl (--ddp-backend "
+                                      "nccl), which moves CUDA tensors only, but the Trainer's "
+                                      "device is cpu: train on cuda (--device cuda), or use gloo "
+                                      "or auto"));
+    CHECK(strategy.backend_name().empty());
+  }
+  if (!distributed::DDPStrategy::nccl_available()) {
+    SECTION("nccl on CUDA, with a LibTorch built without NCCL (Debian's)") {
+      distributed::DDPStrategy strategy(environment,
+                                        distributed::DDPOptions().backend(Backend::kNccl));
+      CHECK_THROWS_WITH(strategy.connect(c10::Device("cuda:0")),
+                        Catch::Contains("but this LibTorch was built without NCCL (Debian's "
+                                        "libtorch-dev is CPU-only): use gloo or auto"));
+    }
+    SECTION("auto on CUDA falls back to gloo without NCCL") {
+      distributed::DDPStrategy strategy(environment);
+      strategy.connect(c10::Device("cuda:0"));  // joins without touching a CUDA tensor
+      CHECK(strategy.backend_name() == "gloo");
+    }
+  }
+}
+
 TEST_CASE("two ranks with batch B train as one process with batch 2B", "[ddp]") {
   const int64_t accumulate = GENERATE(1, 2);
   CAPTURE(accumulate);
@@ -988,6 +1051,46 @@ class TiedModule : public RegressionModule {
   at::Tensor tied;
 };
 
+// Manual optimization: one optimizer and one manual_backward a step, or (two_optimizers) one per
+// layer, each toggled and stepped in turn as a GAN's generator and discriminator: two backward
+// passes a step, each leaving the other layer's parameters without a gradient.
+class ManualModule : public RegressionModule {
+ public:
+  explicit ManualModule(bool two_optimizers) : two_optimizers_(two_optimizers) {
+    automatic_optimization(false);
+  }
+  StepOutput training_step(const Batch& batch, int64_t) override {
+    std::vector<LightningOptimizer> all = optimizers();
+    at::Tensor first_loss;
+    for (LightningOptimizer& opt : all) {
+      if (two_optimizers_) toggle_optimizer(opt);
+      const at::Tensor value = loss(batch);
+      if (!first_loss.defined()) first_loss = value.detach();
+      opt.zero_grad();
+      manual_backward(value);
+      opt.step();
+      if (two_optimizers_) untoggle_optimizer(opt);
+    }
+    losses.push_back(first_loss.item<double>());
+    return first_loss;
+  }
+  OptimizerConfig configure_optimizers() override {
+    OptimizerConfig config;
+    if (!two_optimizers_) {
+      config.optimizers = {
+          std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(lr))};
+    } else {
+      config.optimizers = {
+          std::make_shared<torch::optim::SGD>(hidden->parameters(), torch::optim::SGDOptions(lr)),
+          std::make_shared<torch::optim::SGD>(out->parameters(), torch::optim::SGDOptions(lr))};
+    }
+    return config;
+  }
+
+ private:
+  bool two_optimizers_;
+};
+
 // Calls estimated_stepping_batches() in setup on rank 0 only (before the fit loads its data),
 // and on every rank at on_fit_start.
 class EstimateOnRankZero : public Callback {
@@ -1030,7 +1133,7 @@ TEST_CASE("ddp child rank, core", "[.ddp-child]") {
       distributed::environment_from_variables(),
       distributed::DDPOptions()
           .timeout(std::chrono::seconds(60))
-          .find_unused_parameters(mode == "core_tied_unused"));
+          .find_unused_parameters(mode == "core_tied_unused" || mode == "core_manual_two"));
   const int rank = strategy->global_rank();
   Extras extras;
   std::unique_ptr<RegressionModule> module;
@@ -1045,6 +1148,8 @@ TEST_CASE("ddp child rank, core", "[.ddp-child]") {
     callbacks.push_back(notes);
   } else if (mode == "core_tied" || mode == "core_tied_unused") {
     module = std::make_unique<TiedModule>();
+  } else if (mode == "core_manual" || mode == "core_manual_two") {
+    module = std::make_unique<ManualModule>(mode == "core_manual_two");
   } else if (mode == "core_estimate") {
     module = std::make_unique<RegressionModule>();
     callbacks.push_back(estimate);
@@ -1141,6 +1246,30 @@ TEST_CASE("a weight shared by two layers is averaged once: ranks stay alike, as 
   REQUIRE(rank0.losses.size() == single.losses.size());
   for (size_t i = 0; i < single.losses.size(); ++i)
     CHECK((rank0.losses[i] + rank1.losses[i]) / 2 == Approx(single.losses[i]).margin(1e-5));
+}
+
+TEST_CASE("manual optimization: every manual_backward averages; ranks train as one process",
+          "[ddp]") {
+  // As Lightning's DDP: each manual_backward averages the gradients; with two optimizers (a
+  // GAN's pattern) the parameters one pass leaves without a gradient need find_unused_parameters.
+  const std::string mode = GENERATE("core_manual", "core_manual_two");
+  CAPTURE(mode);
+  testing::TempDir dir;
+  for (int status : run_ranks(mode, dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  CHECK(rank0.global_step == (mode == "core_manual" ? 16 : 32));  // every optimizer step counts
+  CHECK(rank0.weights == rank1.weights);
+  CHECK(read_extras(dir.file("extra0.txt")).at("gradient_syncs") ==
+        std::vector<double>{mode == "core_manual" ? 16.0 : 32.0});
+
+  ManualModule single_module(mode == "core_manual_two");
+  single_module.sync_train_loss = false;
+  const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
+  REQUIRE(single.error.empty());
+  REQUIRE(rank0.weights.size() == single.weights.size());
+  for (size_t i = 0; i < single.weights.size(); ++i)
+    REQUIRE(rank0.weights[i] == Approx(single.weights[i]).margin(1e-5));
 }
 
 TEST_CASE(

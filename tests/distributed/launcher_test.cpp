@@ -108,6 +108,26 @@ TEST_CASE("Each rank gets its share of the CPUs as OMP_NUM_THREADS", "[distribut
   CHECK(threads_per_rank(all * 4) == 1);
 }
 
+TEST_CASE("Each rank gets NCCL's async error handling, as torchrun sets it, unless set",
+          "[distributed][launcher]") {
+  TempDir dir;
+  ScopedEnvironment environment;
+  environment.unset("NCCL_ASYNC_ERROR_HANDLING").unset("TORCH_NCCL_ASYNC_ERROR_HANDLING");
+  const std::string script =
+      "echo \"${NCCL_ASYNC_ERROR_HANDLING-unset} ${TORCH_NCCL_ASYNC_ERROR_HANDLING-unset}\" > "
+      "\"$1/rank$LOCAL_RANK\"";
+  SECTION("unset: 1, so that a hung NCCL collective ends at the timeout") {
+    REQUIRE(launch_script(script, dir.path().string(), two_ranks()).result.exit_code == 0);
+    CHECK(read_file(dir.file("rank0")) == "1 1\n");
+    CHECK(read_file(dir.file("rank1")) == "1 1\n");
+  }
+  SECTION("the user's value is kept") {
+    environment.set("NCCL_ASYNC_ERROR_HANDLING", "0");
+    REQUIRE(launch_script(script, dir.path().string(), two_ranks()).result.exit_code == 0);
+    CHECK(read_file(dir.file("rank1")) == "0 1\n");
+  }
+}
+
 TEST_CASE("A failing rank stops the others and is named as the failure",
           "[distributed][launcher]") {
   TempDir dir;
