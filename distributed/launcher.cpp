@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
@@ -556,17 +555,12 @@ void LaunchOptions::validate() const {
 }
 
 int rank_exit_code(const std::exception& error) {
-  // NOTE: the DistributedErrors of DDPStrategy's collectives, backward and bucket rebuild
-  // ("Another rank stopped", ddp_strategy.cpp's guarded) say so; tests/distributed/ddp_test.cpp
-  // checks it on real failures. A text match, not a type: an error of this rank's own inside a
-  // collective (a custom autograd function in backward) is counted as a peer's too. A rendezvous
-  // that fails is not counted: rank 0 may be missing for a reason of this machine.
-  const auto* distributed = dynamic_cast<const DistributedError*>(&error);
-  if (distributed == nullptr) return 1;
-  std::string text = distributed->what();
-  std::transform(text.begin(), text.end(), text.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return text.find("another rank stopped") != std::string::npos ? kAnotherRankFailedExitCode : 1;
+  // NOTE: by type: DDPStrategy raises a PeerLostError only where Gloo or c10d said that the
+  // transport lost a peer (ddp_strategy.cpp's lost_a_peer), so an error of this rank's own inside
+  // a collective (a custom autograd function in backward) is its failure. A rendezvous that fails
+  // is not counted either: rank 0 may be missing for a reason of this machine.
+  return dynamic_cast<const AnotherRankFailedError*>(&error) != nullptr ? kAnotherRankFailedExitCode
+                                                                        : 1;
 }
 
 std::string RankExit::describe() const {

@@ -31,8 +31,9 @@ constexpr const char* kLauncherPidVariable = "TRAINBUS_LAUNCHER_PID";
 /// ranks all end this way, the failure is on another node.
 constexpr int kAnotherRankFailedExitCode = 75;
 
-/// The exit code for a rank whose run ended with `error`: kAnotherRankFailedExitCode for a
-/// DistributedError of a collective that found another rank gone, 1 for anything else.
+/// The exit code for a rank whose run ended with `error`: kAnotherRankFailedExitCode for an
+/// AnotherRankFailedError (strategy.h: a PeerLostError of a collective that found another rank
+/// gone or late, or a save another rank's failure ended), 1 for anything else.
 int rank_exit_code(const std::exception& error);
 
 /// True when kLaunchedVariable is "1": this process was started by launch_ranks.

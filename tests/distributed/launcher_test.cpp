@@ -345,17 +345,20 @@ TEST_CASE("A loopback --master-addr with several nodes is warned about",
 
 TEST_CASE("A rank's exit code says whether it failed only because another rank did",
           "[distributed][launcher]") {
-  // The wording of DDPStrategy's collectives (guarded), also around backward.
-  CHECK(rank_exit_code(DistributedError(
-            "rank 0 of 2: all-reduce failed: Connection closed by peer. Another rank stopped (it "
-            "failed or was killed) or did not reach this point within the timeout (300 s)")) ==
+  // By type: a collective that lost a peer, or a save another rank's failure ended.
+  CHECK(
+      rank_exit_code(PeerLostError("rank 0 of 2: all-reduce failed: Connection closed by peer")) ==
+      kAnotherRankFailedExitCode);
+  CHECK(rank_exit_code(AnotherRankFailedError(
+            "rank 1 of 2: rank 0 failed to save checkpoint c.ckpt, so this rank stops too")) ==
         kAnotherRankFailedExitCode);
+  // Its own failures, whatever their text says: an error inside a collective that was not the
+  // transport's (a user's autograd function in backward), a rendezvous, anything else.
   CHECK(rank_exit_code(DistributedError(
-            "rank 0 of 2: backward (averaging gradients across ranks) failed: Read error. Another "
-            "rank stopped (it failed or was killed) or did not reach this point within the "
-            "timeout (300 s)")) == kAnotherRankFailedExitCode);
-  // Its own failures: a rendezvous that did not happen, anything else.
+            "rank 1 of 2: backward (averaging gradients across ranks) failed on this rank: Another "
+            "rank stopped, says a user's autograd function")) == 1);
   CHECK(rank_exit_code(DistributedError("rank 1 of 2: the rendezvous at 10.0.0.1:29500 failed")) ==
         1);
+  CHECK(rank_exit_code(CheckpointError("Another rank stopped, says a checkpoint error")) == 1);
   CHECK(rank_exit_code(std::runtime_error("Another rank stopped, says a user's error")) == 1);
 }
