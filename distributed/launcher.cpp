@@ -40,6 +40,10 @@ constexpr std::chrono::seconds kKillWait{10};
 // The longest sleep between two looks at the ranks. SIGCHLD wakes the launcher at once; this is
 // a second line, should one be missed (another handler installed meanwhile).
 constexpr std::chrono::milliseconds kPollInterval{250};
+// The longest the launcher waits, after a rank exited because another rank failed, for a rank of
+// this machine that failed on its own (bounded by the grace period too): that one may be reaped
+// later, while it writes its error or exits.
+constexpr std::chrono::seconds kCulpritWait{5};
 
 // "SIGKILL (9)".
 std::string signal_name(int signal) {
@@ -327,10 +331,21 @@ class Launch {
       std::stable_partition(ended.begin(), ended.end(),
                             [](const RankExit* rank) { return !ended_for_another_rank(*rank); });
       for (RankExit* rank : ended) {
-        if (!rank->succeeded() && !stopping_) fail(*rank);
+        if (rank->succeeded() || stopping_) continue;
+        if (!ended_for_another_rank(*rank)) {
+          fail(*rank);
+        } else if (provisional_ == nullptr) {
+          wait_for_culprit(*rank);
+        }
+      }
+      Clock::time_point now = Clock::now();
+      // Only ranks that ended for another one's failure, and the wait for the culprit is over.
+      if (provisional_ != nullptr && !stopping_ &&
+          (running_.empty() || now >= provisional_deadline_)) {
+        fail(*provisional_);
+        now = Clock::now();
       }
       if (running_.empty()) return;
-      const Clock::time_point now = Clock::now();
       if (stopping_ && !killed_ && now >= stop_deadline_) {
         for (RankExit* rank : running_) {
           log_ << "launcher: " << label(*rank) << " still runs "
@@ -350,6 +365,7 @@ class Launch {
         return;
       }
       Clock::time_point wake = now + kPollInterval;
+      if (provisional_ != nullptr && !stopping_) wake = std::min(wake, provisional_deadline_);
       if (stopping_ && !killed_) wake = std::min(wake, stop_deadline_);
       if (killed_) wake = std::min(wake, kill_deadline_);
       // Rounded up: a wait of 0 ms before a deadline would spin.
@@ -453,6 +469,18 @@ class Launch {
     return ended;
   }
 
+  // `rank` exited because another rank failed, and no rank has failed yet: it is the failure only
+  // if no rank fails on its own within the wait (the others run on meanwhile).
+  void wait_for_culprit(RankExit& rank) {
+    const std::chrono::milliseconds wait =
+        std::min<std::chrono::milliseconds>(options_.grace_period(), kCulpritWait);
+    provisional_ = &rank;
+    provisional_deadline_ = Clock::now() + wait;
+    if (wait.count() == 0 || running_.empty()) return;
+    log_ << "launcher: " << rank.describe() << " (another rank failed); waiting up to "
+         << seconds_text(wait) << " for the rank that failed first" << std::endl;
+  }
+
   // `rank` is the first failure: it is reported, and the others are told to stop.
   void fail(RankExit& rank) {
     first_failure_ = static_cast<std::size_t>(&rank - ranks_.data());
@@ -469,6 +497,8 @@ class Launch {
   // A SIGINT or SIGTERM to the launcher: the first is passed on to the ranks; another one, or one
   // during the stop after a failure, kills them at once.
   void interrupt(int signal, bool from_terminal) {
+    // A rank ended for another's failure before the signal: the failure, as without the wait.
+    if (provisional_ != nullptr && !stopping_) fail(*provisional_);
     if (stopping_) {
       if (killed_) return;
       log_ << "launcher: received " << signal_name(signal) << " while stopping; sending SIGKILL"
@@ -512,6 +542,10 @@ class Launch {
   std::vector<RankExit> ranks_;
   std::vector<RankExit*> running_;  // started and not yet reaped
   std::optional<std::size_t> first_failure_;
+  // The first rank that ended because another rank failed, while no rank had failed otherwise:
+  // named as the failure at provisional_deadline_ if none does by then (wait_for_culprit).
+  RankExit* provisional_ = nullptr;
+  Clock::time_point provisional_deadline_;
   int interrupted_by_ = 0;
   bool stopping_ = false;
   bool killed_ = false;
