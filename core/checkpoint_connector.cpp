@@ -240,7 +240,8 @@ void CheckpointConnector::agree_on_save(const std::string& path, std::exception_
     } catch (...) {
       if (!failed) throw;  // else this rank's own error is the one to report
     }
-    TRAINBUS_CHECK_AS(CheckpointError, failed || first_failed[0] == world,
+    // Stopping for another rank's failure: `trainbus fit` exits with 75 (not this rank's fault).
+    TRAINBUS_CHECK_AS(distributed::AnotherRankFailedError, failed || first_failed[0] == world,
                       trainer_.strategy().environment().rank_message(detail::concat(
                           "rank ", static_cast<int>(first_failed[0]), " failed to save checkpoint ",
                           path, " (its error says why), so this rank stops too")));

@@ -131,8 +131,8 @@ class CheckpointConnector {
   /// After a save on every rank (as Lightning's Trainer.save_checkpoint: every rank runs the
   /// hooks, rank 0 alone writes and removes, then a barrier): the ranks agree, in one all-reduce,
   /// whether every part went well. `failed` (this rank's error) is rethrown; a rank whose part
-  /// went well throws a CheckpointError naming the first rank that failed, at once rather than at
-  /// the timeout.
+  /// went well throws a distributed::AnotherRankFailedError naming the first rank that failed, at
+  /// once rather than at the timeout.
   void agree_on_save(const std::string& path, std::exception_ptr failed);
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);

@@ -8,12 +8,14 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <system_error>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
 
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
+#include <gloo/common/error.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/module.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -40,6 +42,31 @@ std::string message_of(const std::exception& error) {
   if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error))
     return c10_error->what_without_backtrace();
   return error.what();
+}
+
+// Whether `error`, raised inside a collective, says that the transport lost a peer (it closed
+// or reset its connection, or did not answer within the timeout) rather than that something
+// failed on this rank. Seen with LibTorch 1.13 (ranks killed in tests/distributed/ddp_test.cpp;
+// a hung rank, and ranks gone while joining, tried by hand): Gloo's transport raises
+// gloo::IoException for a pair whose connection closed or failed to read or write, and for a
+// receive or connect past the timeout; c10d's TCPStore, on which the ranks exchange addresses
+// while joining the process group, raises std::system_error for a store whose other end closed.
+// Not a lost peer: a bad interface (Gloo's EnforceNotMet), a model that differs (c10::Error), an
+// error of the user's code in backward (its own type).
+bool lost_a_peer(const std::exception& error) {
+  if (dynamic_cast<const gloo::IoException*>(&error) != nullptr) return true;
+  if (const auto* system = dynamic_cast<const std::system_error*>(&error)) {
+    const std::error_condition condition = system->code().default_error_condition();
+    return condition == std::errc::connection_reset || condition == std::errc::broken_pipe ||
+           condition == std::errc::connection_refused ||
+           condition == std::errc::connection_aborted || condition == std::errc::timed_out;
+  }
+  // NOTE: a text, as nothing else tells it: c10d's socket helpers (Utils.hpp's SYSCHECK) raise a
+  // plain c10::Error "Socket Timeout" for a TCPStore wait past the timeout (a rank that did not
+  // publish its address while joining), as for any other failed check.
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error))
+    return c10_error->msg().rfind("Socket Timeout", 0) == 0;
+  return false;
 }
 
 // The local address this machine uses to reach `host`: the one Gloo must listen on so that the
@@ -162,7 +189,8 @@ DDPStrategy::DDPStrategy(DistributedEnvironment environment, DDPOptions options)
 
 DDPStrategy::~DDPStrategy() { teardown_module(); }
 
-// Runs one collective, turning c10d's errors into a DistributedError that says what to look at.
+// Runs one collective, turning c10d's errors into a DistributedError that says what to look at:
+// a PeerLostError when the transport lost a peer (lost_a_peer), else this rank's own failure.
 template <class Collective>
 static auto guarded(const DistributedEnvironment& environment, std::chrono::milliseconds timeout,
                     std::string_view operation, Collective&& collective) {
@@ -171,11 +199,16 @@ static auto guarded(const DistributedEnvironment& environment, std::chrono::mill
   } catch (const DistributedError&) {
     throw;
   } catch (const std::exception& error) {
-    throw DistributedError(environment.rank_message(detail::concat(
-        operation, " failed: ", message_of(error),
-        ". Another rank stopped (it failed or was killed) or did "
-        "not reach this point within the timeout (",
-        timeout.count() / 1000.0, " s); the launcher's report names the rank that failed first")));
+    if (lost_a_peer(error)) {
+      throw PeerLostError(environment.rank_message(detail::concat(
+          operation, " failed: ", message_of(error),
+          ". Another rank stopped (it failed or was killed) or did not reach this point within "
+          "the timeout (",
+          timeout.count() / 1000.0,
+          " s); the launcher's report names the rank that failed first")));
+    }
+    throw DistributedError(environment.rank_message(
+        detail::concat(operation, " failed on this rank: ", message_of(error))));
   }
 }
 
@@ -431,8 +464,8 @@ void DDPStrategy::backward(const at::Tensor& loss, bool synchronize) {
         detail::concat("DDP could not start averaging gradients: ", error.what_without_backtrace(),
                        kUnusedParameterAdvice)));
   }
-  // The Reducer's all-reduces run inside backward: a peer that died surfaces here (as a
-  // c10::Error or as Gloo's own exception).
+  // The Reducer's all-reduces run inside backward: a peer that died surfaces here (Gloo's
+  // exception: a PeerLostError), as does an error of the user's autograd code (this rank's own).
   guarded(environment_, options_.timeout(), "backward (averaging gradients across ranks)", [&] {
     loss.backward();
     return 0;

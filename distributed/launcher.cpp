@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
@@ -41,6 +40,10 @@ constexpr std::chrono::seconds kKillWait{10};
 // The longest sleep between two looks at the ranks. SIGCHLD wakes the launcher at once; this is
 // a second line, should one be missed (another handler installed meanwhile).
 constexpr std::chrono::milliseconds kPollInterval{250};
+// The longest the launcher waits, after a rank exited because another rank failed, for a rank of
+// this machine that failed on its own (bounded by the grace period too): that one may be reaped
+// later, while it writes its error or exits.
+constexpr std::chrono::seconds kCulpritWait{5};
 
 // "SIGKILL (9)".
 std::string signal_name(int signal) {
@@ -333,10 +336,21 @@ class Launch {
       std::stable_partition(ended.begin(), ended.end(),
                             [](const RankExit* rank) { return !ended_for_another_rank(*rank); });
       for (RankExit* rank : ended) {
-        if (!rank->succeeded() && !stopping_) fail(*rank);
+        if (rank->succeeded() || stopping_) continue;
+        if (!ended_for_another_rank(*rank)) {
+          fail(*rank);
+        } else if (provisional_ == nullptr) {
+          wait_for_culprit(*rank);
+        }
+      }
+      Clock::time_point now = Clock::now();
+      // Only ranks that ended for another one's failure, and the wait for the culprit is over.
+      if (provisional_ != nullptr && !stopping_ &&
+          (running_.empty() || now >= provisional_deadline_)) {
+        fail(*provisional_);
+        now = Clock::now();
       }
       if (running_.empty()) return;
-      const Clock::time_point now = Clock::now();
       if (stopping_ && !killed_ && now >= stop_deadline_) {
         for (RankExit* rank : running_) {
           log_ << "launcher: " << label(*rank) << " still runs "
@@ -356,6 +370,7 @@ class Launch {
         return;
       }
       Clock::time_point wake = now + kPollInterval;
+      if (provisional_ != nullptr && !stopping_) wake = std::min(wake, provisional_deadline_);
       if (stopping_ && !killed_) wake = std::min(wake, stop_deadline_);
       if (killed_) wake = std::min(wake, kill_deadline_);
       // Rounded up: a wait of 0 ms before a deadline would spin.
@@ -459,6 +474,18 @@ class Launch {
     return ended;
   }
 
+  // `rank` exited because another rank failed, and no rank has failed yet: it is the failure only
+  // if no rank fails on its own within the wait (the others run on meanwhile).
+  void wait_for_culprit(RankExit& rank) {
+    const std::chrono::milliseconds wait =
+        std::min<std::chrono::milliseconds>(options_.grace_period(), kCulpritWait);
+    provisional_ = &rank;
+    provisional_deadline_ = Clock::now() + wait;
+    if (wait.count() == 0 || running_.empty()) return;
+    log_ << "launcher: " << rank.describe() << " (another rank failed); waiting up to "
+         << seconds_text(wait) << " for the rank that failed first" << std::endl;
+  }
+
   // `rank` is the first failure: it is reported, and the others are told to stop.
   void fail(RankExit& rank) {
     first_failure_ = static_cast<std::size_t>(&rank - ranks_.data());
@@ -475,6 +502,8 @@ class Launch {
   // A SIGINT or SIGTERM to the launcher: the first is passed on to the ranks; another one, or one
   // during the stop after a failure, kills them at once.
   void interrupt(int signal, bool from_terminal) {
+    // A rank ended for another's failure before the signal: the failure, as without the wait.
+    if (provisional_ != nullptr && !stopping_) fail(*provisional_);
     if (stopping_) {
       if (killed_) return;
       log_ << "launcher: received " << signal_name(signal) << " while stopping; sending SIGKILL"
@@ -518,6 +547,10 @@ class Launch {
   std::vector<RankExit> ranks_;
   std::vector<RankExit*> running_;  // started and not yet reaped
   std::optional<std::size_t> first_failure_;
+  // The first rank that ended because another rank failed, while no rank had failed otherwise:
+  // named as the failure at provisional_deadline_ if none does by then (wait_for_culprit).
+  RankExit* provisional_ = nullptr;
+  Clock::time_point provisional_deadline_;
   int interrupted_by_ = 0;
   bool stopping_ = false;
   bool killed_ = false;
@@ -561,17 +594,12 @@ void LaunchOptions::validate() const {
 }
 
 int rank_exit_code(const std::exception& error) {
-  // NOTE: the DistributedErrors of DDPStrategy's collectives, backward and bucket rebuild
-  // ("Another rank stopped", ddp_strategy.cpp's guarded) say so; tests/distributed/ddp_test.cpp
-  // checks it on real failures. A text match, not a type: an error of this rank's own inside a
-  // collective (a custom autograd function in backward) is counted as a peer's too. A rendezvous
-  // that fails is not counted: rank 0 may be missing for a reason of this machine.
-  const auto* distributed = dynamic_cast<const DistributedError*>(&error);
-  if (distributed == nullptr) return 1;
-  std::string text = distributed->what();
-  std::transform(text.begin(), text.end(), text.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return text.find("another rank stopped") != std::string::npos ? kAnotherRankFailedExitCode : 1;
+  // NOTE: by type: DDPStrategy raises a PeerLostError only where Gloo or c10d said that the
+  // transport lost a peer (ddp_strategy.cpp's lost_a_peer), so an error of this rank's own inside
+  // a collective (a custom autograd function in backward) is its failure. A rendezvous that fails
+  // is not counted either: rank 0 may be missing for a reason of this machine.
+  return dynamic_cast<const AnotherRankFailedError*>(&error) != nullptr ? kAnotherRankFailedExitCode
+                                                                        : 1;
 }
 
 std::string RankExit::describe() const {

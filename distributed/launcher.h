@@ -31,8 +31,9 @@ constexpr const char* kLauncherPidVariable = "TRAINBUS_LAUNCHER_PID";
 /// ranks all end this way, the failure is on another node.
 constexpr int kAnotherRankFailedExitCode = 75;
 
-/// The exit code for a rank whose run ended with `error`: kAnotherRankFailedExitCode for a
-/// DistributedError of a collective that found another rank gone, 1 for anything else.
+/// The exit code for a rank whose run ended with `error`: kAnotherRankFailedExitCode for an
+/// AnotherRankFailedError (strategy.h: a PeerLostError of a collective that found another rank
+/// gone or late, or a save another rank's failure ended), 1 for anything else.
 int rank_exit_code(const std::exception& error);
 
 /// True when kLaunchedVariable is "1": this process was started by launch_ranks.
@@ -129,8 +130,10 @@ int threads_per_rank(int nproc_per_node);
 /// the terminal already sends to the ranks too, is not sent again); a second one SIGKILLs them
 /// at once. What happens is written to `log` (stderr, for the command line): the failure first,
 /// then how each other rank ended. A rank that exits with kAnotherRankFailedExitCode is named as
-/// the failure only when no rank of this machine failed otherwise: the job then stopped because
-/// of a rank elsewhere (another node's launcher names it), and the report says so.
+/// the failure only when no rank of this machine failed otherwise: after it, the launcher waits up
+/// to grace_period (5 s at most) for a rank that fails on its own (the rank that failed first may
+/// end after the ranks it took along) before it stops the others; if none does, the job stopped
+/// because of a rank elsewhere (another node's launcher names it), and the report says so.
 ///
 /// Returns when every rank has ended (or outlived SIGKILL by 10 s); no child is left to reap.
 /// Throws MisconfigurationError for bad options, an empty command, or a launch already running

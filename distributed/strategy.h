@@ -27,10 +27,29 @@ namespace trainbus::distributed {
 enum class ReduceOp { kSum, kMean, kMax, kMin };
 
 /// A rendezvous or a collective that failed: a rank died, hung past the timeout, or the ranks
-/// disagree (a different model). The message names this rank, the operation and the cause.
+/// disagree (a different model). The message names this rank, the operation and the cause. As
+/// such (not one of the two below) it is this rank's own failure: `trainbus fit` exits with 1.
 class DistributedError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+/// This rank stops only because another rank failed, through no fault of its own: `trainbus
+/// fit` exits with kAnotherRankFailedExitCode (launcher.h's rank_exit_code), which the launcher
+/// does not name as the job's failure. A PeerLostError, or a checkpoint save whose agreement said
+/// that another rank's part failed (core/checkpoint_connector.cpp).
+class AnotherRankFailedError : public DistributedError {
+ public:
+  using DistributedError::DistributedError;
+};
+
+/// A collective that lost a peer in the transport: a peer's connection closed or was reset, a
+/// read or write on it failed, or the wait for a peer passed the timeout (DDPStrategy tells it
+/// from what Gloo and c10d raised). An error of this rank's own inside a collective (a user's
+/// autograd function throwing in backward, a different model) is a DistributedError instead.
+class PeerLostError : public AnotherRankFailedError {
+ public:
+  using AnotherRankFailedError::AnotherRankFailedError;
 };
 
 /// The Trainer's side of data parallelism. Every collective (reduce, barrier, broadcast) must be

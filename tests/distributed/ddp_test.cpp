@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/batchnorm.h>
@@ -51,6 +52,18 @@ constexpr int64_t kSamples = 64;
 // fit DDP's first gradient bucket of 1 MiB.
 constexpr int64_t kWideWidth = 8192;
 
+// The identity, whose backward throws: an error of the user's own code inside backward, where
+// DDP's Reducer averages the gradients.
+struct ThrowingBackward : public torch::autograd::Function<ThrowingBackward> {
+  static at::Tensor forward(torch::autograd::AutogradContext*, const at::Tensor& input) {
+    return input.clone();
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*,
+                                                 torch::autograd::variable_list) {
+    throw std::runtime_error("ThrowingBackward's backward failed on purpose");
+  }
+};
+
 // 32 -> 16 (or `width`) -> 1, regressing a fixed linear function of the input, optionally with a
 // BatchNorm (running statistics: buffers) on the hidden layer. It records each training loss; on
 // one rank it can ask for a stop or die at a given batch.
@@ -73,6 +86,8 @@ class RegressionModule : public Module {
     if (batch_idx == stop_at_batch) trainer().request_stop("rank asked");
     at::Tensor value = loss(batch);
     losses.push_back(value.item<double>());
+    // Its backward runs first, before any parameter has a gradient: no all-reduce has started.
+    if (batch_idx == throw_in_backward_at_batch) value = ThrowingBackward::apply(value);
     log("train_loss", value, LogOptions().sync_dist(sync_train_loss));
     if (sync_train_loss) {  // collectives of their own: not in the mode that dies without one
       // reduce_fx under sync_dist takes the matching all-reduce (Lightning's _Sync op is the
@@ -131,6 +146,7 @@ class RegressionModule : public Module {
   std::vector<double> losses;
   int64_t stop_at_batch = -1;
   int64_t die_at_batch = -1;
+  int64_t throw_in_backward_at_batch = -1;
   bool sync_train_loss = true;
   bool log_rank_trend = false;
 };
@@ -269,6 +285,7 @@ struct RankResult {
   std::string resumed_from;     // the checkpoint fit resumed from, if any
   std::vector<double> buffers;  // the module's buffers at the end (BatchNorm statistics)
   std::string evaluated_from;   // the checkpoint validate/test loaded, if any
+  int exit_code = 0;            // distributed::rank_exit_code of the error, as `trainbus fit`'s
 };
 
 void write_result(const std::string& file, const RankResult& result) {
@@ -286,7 +303,7 @@ void write_result(const std::string& file, const RankResult& result) {
   for (const auto& [name, value] : result.metrics) out << name << " " << value << " ";
   out << "\n" << result.resumed_from << "\n";
   for (double value : result.buffers) out << value << " ";
-  out << "\n" << result.evaluated_from << "\n";
+  out << "\n" << result.evaluated_from << "\n" << result.exit_code << "\n";
 }
 
 RankResult read_result(const std::string& file) {
@@ -314,6 +331,7 @@ RankResult read_result(const std::string& file) {
   std::istringstream buffers(line);
   for (double value; buffers >> value;) result.buffers.push_back(value);
   std::getline(in, result.evaluated_from);
+  in >> result.exit_code;
   return result;
 }
 
@@ -355,6 +373,7 @@ RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, Trainer
     trainer.fit(module, data, FitOptions().ckpt_path(ckpt_path));
   } catch (const std::exception& error) {
     result.error = error.what();
+    result.exit_code = distributed::rank_exit_code(error);
   }
   result.losses = module.losses;
   result.weights = to_vector(module.flat_weights());
@@ -415,7 +434,11 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
                                     ? distributed::DDPOptions::GradientCompression::kFp16
                                     : distributed::DDPOptions::GradientCompression::kNone));
   const int rank = strategy->global_rank();
-  RegressionModule module(mode == "buckets" ? kWideWidth : 16, mode == "batchnorm");
+  // models_differ: rank 1's hidden layer is narrower.
+  const int64_t width = mode == "buckets"                      ? kWideWidth
+                        : mode == "models_differ" && rank == 1 ? 8
+                                                               : 16;
+  RegressionModule module(width, mode == "batchnorm");
   if (mode == "die_quiet") {  // no collective of its own in the step: the death shows in backward
     module.sync_train_loss = false;
     if (rank == 1) module.die_at_batch = 2;
@@ -426,6 +449,10 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   }
   if (mode == "stop" && rank == 1) module.stop_at_batch = 3;
   if (mode == "die" && rank == 1) module.die_at_batch = 2;
+  if (mode == "backward_throws") {  // rank 0 waits in backward's all-reduce for rank 1
+    module.sync_train_loss = false;
+    if (rank == 1) module.throw_in_backward_at_batch = 2;
+  }
   TrainerOptions options = quiet_options(mode == "accumulate" ? 2 : 1).strategy(strategy);
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::string ckpt_path;
@@ -679,14 +706,67 @@ TEST_CASE("a rank that dies makes the other fail at once with a DistributedError
   INFO(rank0.error);
   CHECK_THAT(rank0.error, Catch::Contains("rank 0 of 2"));
   CHECK_THAT(rank0.error, Catch::Contains("failed"));
-  // What distributed::rank_exit_code looks for, so that `trainbus fit` exits with
-  // kAnotherRankFailedExitCode and the launcher does not name this rank as the job's failure.
-  CHECK(distributed::rank_exit_code(distributed::DistributedError(rank0.error)) ==
-        distributed::kAnotherRankFailedExitCode);
+  // A PeerLostError: `trainbus fit` exits with kAnotherRankFailedExitCode, and the launcher does
+  // not name this rank as the job's failure.
+  CHECK(rank0.exit_code == distributed::kAnotherRankFailedExitCode);
+  CHECK_THAT(rank0.error, Catch::Contains("Another rank stopped"));
   // Noticed when the connection closed, long before the 60 s timeout.
   const auto after = rank0.error.find("[after ");
   REQUIRE(after != std::string::npos);
   CHECK(std::stod(rank0.error.substr(after + 7)) < 30.0);
+}
+
+TEST_CASE("an error of a rank's own inside backward is its failure, not the other rank's",
+          "[ddp]") {
+  // Rank 1's autograd function throws inside backward, where the Reducer averages gradients;
+  // rank 0 waits in that backward's all-reduce until rank 1 is gone.
+  testing::TempDir dir;
+  for (int status : run_ranks("backward_throws", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  CHECK_THAT(rank1.error, Catch::Contains("rank 1 of 2") &&
+                              Catch::Contains("ThrowingBackward's backward failed on purpose"));
+  CHECK_THAT(rank1.error, !Catch::Contains("Another rank stopped"));
+  CHECK(rank1.exit_code == 1);
+  CHECK_THAT(rank0.error,
+             Catch::Contains("rank 0 of 2") && Catch::Contains("Another rank stopped"));
+  CHECK(rank0.exit_code == distributed::kAnotherRankFailedExitCode);
+}
+
+TEST_CASE("a rank whose model differs from rank 0's fails with its own error", "[ddp]") {
+  // verify_params_across_processes: rank 1 compares its parameters with rank 0's (broadcast) and
+  // fails; rank 0 then finds rank 1 gone in the next collective.
+  testing::TempDir dir;
+  for (int status : run_ranks("models_differ", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  CHECK_THAT(rank1.error, Catch::Contains("rank 1 of 2: checking that every rank has the same "
+                                          "parameters failed on this rank") &&
+                              Catch::Contains("sizes [8, 32]"));
+  CHECK_THAT(rank1.error, !Catch::Contains("Another rank stopped"));
+  CHECK(rank1.exit_code == 1);
+  CHECK(rank0.exit_code == distributed::kAnotherRankFailedExitCode);
+}
+
+TEST_CASE("a socket interface that does not exist is this rank's own error", "[ddp]") {
+  const ReservedPort reserved;
+  distributed::DistributedEnvironment environment;
+  environment.master_addr = "127.0.0.1";
+  environment.master_port = reserved.port();
+  distributed::DDPStrategy strategy(
+      environment, distributed::DDPOptions().socket_ifname("trainbus-no-such-interface0"));
+  try {
+    strategy.connect();
+    FAIL("connect() succeeded");
+  } catch (const distributed::DistributedError& error) {
+    CHECK_THAT(error.what(), Catch::Contains("creating the Gloo device failed on this rank") &&
+                                 Catch::Contains("trainbus-no-such-interface0"));
+    CHECK(distributed::rank_exit_code(error) == 1);
+  }
 }
 
 TEST_CASE("a save that fails on rank 0 fails on every rank at once, not at the timeout", "[ddp]") {
@@ -699,6 +779,9 @@ TEST_CASE("a save that fails on rank 0 fails on every rank at once, not at the t
   INFO(rank1.error);
   CHECK_THAT(rank1.error, Catch::Contains("rank 0"));
   CHECK_THAT(rank1.error, Catch::Contains("step=3.ckpt"));
+  // Rank 0's failure is its own; rank 1 stops only because of it.
+  CHECK(rank0.exit_code == 1);
+  CHECK(rank1.exit_code == distributed::kAnotherRankFailedExitCode);
   const auto after = rank1.error.find("[after ");
   REQUIRE(after != std::string::npos);
   CHECK(std::stod(rank1.error.substr(after + 7)) < 30.0);  // the timeout is 60 s

@@ -313,10 +313,15 @@ TEST_CASE("A rank that ended because another rank failed is not named as the job
   TempDir dir;
   const std::string another = std::to_string(kAnotherRankFailedExitCode);
   SECTION("node 1 of 2, whose rank only saw another node's rank go: the failure is elsewhere") {
+    // No other failure comes within the grace period (1 s here, 5 s at most): rank 2 is named.
     const Launched launched =
         launch_script("if [ \"$LOCAL_RANK\" = 0 ]; then exit " + another + "; fi; exec sleep 60",
-                      dir.path().string(), two_ranks().nnodes(2).node_rank(1));
+                      dir.path().string(),
+                      two_ranks().nnodes(2).node_rank(1).grace_period(std::chrono::seconds(1)));
     CHECK(launched.took < std::chrono::seconds(10));
+    CHECK_THAT(launched.log,
+               Catch::Contains("exited with code 75 (another rank failed); waiting up "
+                               "to 1 s for the rank that failed first"));
     CHECK(launched.result.exit_code == kAnotherRankFailedExitCode);
     REQUIRE(launched.result.first_failure == std::optional<std::size_t>(0));
     CHECK_THAT(launched.log,
@@ -338,6 +343,27 @@ TEST_CASE("A rank that ended because another rank failed is not named as the job
     CHECK(launched.result.exit_code == 3);
     REQUIRE(launched.result.first_failure == std::optional<std::size_t>(1));
     CHECK_THAT(launched.log, Catch::Contains("the job failed: rank 1 (pid "));
+  }
+  SECTION("on one machine, the rank that failed on its own is named also when reaped after") {
+    // Rank 1 exits with 75 at once; rank 0 fails only once the launcher has reaped rank 1 (a rank
+    // not yet reaped still answers `kill -0`), as a rank still writing its error would.
+    const std::string script =
+        "if [ \"$LOCAL_RANK\" = 1 ]; then echo $$ > \"$1/pid.tmp\"; mv \"$1/pid.tmp\" \"$1/pid\"; "
+        "exit " +
+        another +
+        "; fi; "
+        "i=0; while [ ! -e \"$1/pid\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; "
+        "pid=$(cat \"$1/pid\"); "
+        "i=0; while kill -0 \"$pid\" 2>/dev/null && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); "
+        "done; exit 3";
+    const Launched launched = launch_script(script, dir.path().string(), two_ranks());
+    CHECK(launched.took < std::chrono::seconds(5));  // not the wait's bound
+    CHECK(launched.result.exit_code == 3);
+    REQUIRE(launched.result.first_failure == std::optional<std::size_t>(0));
+    CHECK_THAT(launched.log, Catch::Contains("the job failed: rank 0 (pid "));
+    CHECK_THAT(launched.log, Catch::Contains("launcher:   rank 1 (pid " +
+                                             std::to_string(launched.result.ranks[1].pid) +
+                                             ") exited with code 75"));
   }
   CHECK(no_children_left());
 }
@@ -365,17 +391,20 @@ TEST_CASE("A loopback --master-addr with several nodes is warned about",
 
 TEST_CASE("A rank's exit code says whether it failed only because another rank did",
           "[distributed][launcher]") {
-  // The wording of DDPStrategy's collectives (guarded), also around backward.
-  CHECK(rank_exit_code(DistributedError(
-            "rank 0 of 2: all-reduce failed: Connection closed by peer. Another rank stopped (it "
-            "failed or was killed) or did not reach this point within the timeout (300 s)")) ==
+  // By type: a collective that lost a peer, or a save another rank's failure ended.
+  CHECK(
+      rank_exit_code(PeerLostError("rank 0 of 2: all-reduce failed: Connection closed by peer")) ==
+      kAnotherRankFailedExitCode);
+  CHECK(rank_exit_code(AnotherRankFailedError(
+            "rank 1 of 2: rank 0 failed to save checkpoint c.ckpt, so this rank stops too")) ==
         kAnotherRankFailedExitCode);
+  // Its own failures, whatever their text says: an error inside a collective that was not the
+  // transport's (a user's autograd function in backward), a rendezvous, anything else.
   CHECK(rank_exit_code(DistributedError(
-            "rank 0 of 2: backward (averaging gradients across ranks) failed: Read error. Another "
-            "rank stopped (it failed or was killed) or did not reach this point within the "
-            "timeout (300 s)")) == kAnotherRankFailedExitCode);
-  // Its own failures: a rendezvous that did not happen, anything else.
+            "rank 1 of 2: backward (averaging gradients across ranks) failed on this rank: Another "
+            "rank stopped, says a user's autograd function")) == 1);
   CHECK(rank_exit_code(DistributedError("rank 1 of 2: the rendezvous at 10.0.0.1:29500 failed")) ==
         1);
+  CHECK(rank_exit_code(CheckpointError("Another rank stopped, says a checkpoint error")) == 1);
   CHECK(rank_exit_code(std::runtime_error("Another rank stopped, says a user's error")) == 1);
 }
