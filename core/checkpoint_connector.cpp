@@ -145,7 +145,8 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::dump_checkp
 }
 
 std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapshot(
-    const std::string& path, bool weights_only, checkpoint::SnapshotBuffers* copies_into) {
+    const std::string& path, bool weights_only, checkpoint::SnapshotBuffers* copies_into,
+    bool announce) {
   Trainer& t = trainer_;
   const bool copy_tensors = copies_into != nullptr;
   std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot = dump_checkpoint(path, weights_only);
@@ -157,9 +158,7 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
   // Laid out (and so checked) before the save is announced: observers never see a save that a
   // hook's change then makes fail.
   checkpoint::add_model_and_optimizer_parts(*t.module_, *snapshot);
-  t.bus_.publish_lazy<events::SaveCheckpoint>([&] {
-    return events::SaveCheckpoint{t.event_progress(), path};
-  });
+  if (announce) announce_save(path);
   torch::serialize::OutputArchive& trainer = checkpoint::add_trainer_part(*snapshot);
   if (!weights_only) {
     c10::List<int64_t> scheduler_steps;
@@ -195,12 +194,30 @@ void CheckpointConnector::save(const std::string& path, SaveCheckpointOptions op
   }
 }
 
+void CheckpointConnector::announce_save(const std::string& path) {
+  Trainer& t = trainer_;
+  t.bus_.publish_lazy<events::SaveCheckpoint>([&] {
+    return events::SaveCheckpoint{t.event_progress(), path};
+  });
+}
+
+bool CheckpointConnector::agrees_on_saves() const {
+  // Not while the run is failing: the rank that failed may be the one the others wait for.
+  return trainer_.world_size() > 1 && trainer_.status_ != TrainerStatus::kInterrupted;
+}
+
 void CheckpointConnector::save_now(CheckpointRequest request) {
   if (trainer_.replaying()) return dry_run(request);
+  // Under DDP in two phases (see agree_on_save): nothing is written unless every rank's part
+  // went well.
+  const bool agreed = agrees_on_saves();
+  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot;
   std::exception_ptr failed;
   try {
     if (trainer_.is_global_zero()) {
-      write_now(request);
+      // In order with the background saves: an older one must not land after this one.
+      wait();
+      snapshot = take_snapshot(request.path, request.weights_only, nullptr, /*announce=*/!agreed);
     } else {
       dump_checkpoint(request.path, request.weights_only);  // the hooks; rank 0 writes
     }
@@ -208,13 +225,25 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
     failed = std::current_exception();
   }
   agree_on_save(request.path, failed);
+  try {
+    if (trainer_.is_global_zero()) {
+      if (agreed) announce_save(request.path);
+      write_now(request, std::move(snapshot));
+    }
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  // NOTE: a second agreement, for synchronous saves only (one collective more, next to a write
+  // and an fsync): as Lightning's barrier after strategy.save_checkpoint, every rank returns once
+  // the checkpoint is on disk (a hook may read it), and a write that fails on rank 0 (a full disk)
+  // fails every rank here, naming rank 0 and the path, instead of at the next collective as a
+  // rank that went away (or at the timeout, if rank 0 lives on). An asynchronous save has no
+  // second one: its write fails later on rank 0's writer thread either way.
+  agree_on_save(request.path, failed);
 }
 
-void CheckpointConnector::write_now(const CheckpointRequest& request) {
-  // In order with the background saves: an older one must not land after this one.
-  wait();
-  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot =
-      take_snapshot(request.path, request.weights_only, nullptr);
+void CheckpointConnector::write_now(const CheckpointRequest& request,
+                                    std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot) {
   checkpoint::write_checkpoint(*snapshot, request.path);
   snapshot.reset();
   if (request.after_commit) request.after_commit(request.path);
@@ -229,10 +258,8 @@ void CheckpointConnector::write_now(const CheckpointRequest& request) {
 }
 
 void CheckpointConnector::agree_on_save(const std::string& path, std::exception_ptr failed) {
-  // Not while the run is failing: the rank that failed may be the one the others wait for.
-  if (trainer_.world_size() > 1 && trainer_.status_ != TrainerStatus::kInterrupted) {
-    // The lowest rank whose part of the save failed (its hooks; rank 0's also the write), or
-    // world_size if none did.
+  if (agrees_on_saves()) {
+    // The lowest rank whose part of the save failed, or world_size if none did.
     const auto world = static_cast<double>(trainer_.world_size());
     std::vector<double> first_failed{failed ? static_cast<double>(trainer_.global_rank()) : world};
     try {
@@ -352,28 +379,37 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
     dry_run(request);
     return std::nullopt;
   }
-  std::optional<std::string> replaced;
+  // Under DDP in two phases (see agree_on_save): nothing is queued, so nothing written or
+  // evicted, unless every rank's part went well.
+  const bool agreed = agrees_on_saves();
+  std::unique_ptr<checkpoint::CheckpointPayload> payload;
   std::exception_ptr failed;
   try {
     if (trainer_.is_global_zero()) {
       checkpoint::CheckpointWriter& writer = writer_for_saves();
-      checkpoint::CheckpointJob job;
-      job.path = request.path;
-      job.payload = std::make_unique<SnapshotPayload>(
-          take_snapshot(request.path, request.weights_only, buffers_.get()));
-      job.remove_after_commit = std::move(request.remove_after_commit);
-      job.after_commit = std::move(request.after_commit);
-      job.replace_group = std::move(request.replace_group);
-      job.on_committed = commit_notifier(request);
-      replaced = writer.submit(std::move(job));
+      payload = std::make_unique<SnapshotPayload>(
+          take_snapshot(request.path, request.weights_only, buffers_.get(), /*announce=*/!agreed));
+      writer.check();  // an earlier save's failure, as submit would raise it: in the agreement
     } else {
       dump_checkpoint(request.path, request.weights_only);  // the hooks; rank 0 writes
     }
   } catch (...) {
     failed = std::current_exception();
   }
-  agree_on_save(request.path, failed);  // rank 0 has its snapshot: every rank may train on
-  return replaced;
+  agree_on_save(request.path, failed);
+  if (!trainer_.is_global_zero()) return std::nullopt;
+  // Rank 0 has its snapshot: every rank trains on. What fails from here (a subscriber of the
+  // announcement, the writer out of memory) fails rank 0; the others learn at the next
+  // collective.
+  if (agreed) announce_save(request.path);
+  checkpoint::CheckpointJob job;
+  job.path = request.path;
+  job.payload = std::move(payload);
+  job.remove_after_commit = std::move(request.remove_after_commit);
+  job.after_commit = std::move(request.after_commit);
+  job.replace_group = std::move(request.replace_group);
+  job.on_committed = commit_notifier(request);
+  return writer_->submit(std::move(job));
 }
 
 void CheckpointConnector::prepare() {

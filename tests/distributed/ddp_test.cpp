@@ -430,7 +430,8 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   std::string ckpt_path;
   options.enable_checkpointing(mode == "monitor" || mode == "checkpoint" || mode == "resume" ||
                                mode == "resume_last" || mode == "resume_last_none" ||
-                               mode == "save_fails" || mode == "evaluate_last");
+                               mode == "save_fails" || mode == "evaluate_last" ||
+                               mode.rfind("save_fails_on_rank1", 0) == 0);
   if (mode == "earlystop") {
     // rank_trend improves every epoch on rank 0 and never on rank 1, whose EarlyStopping
     // (patience 1) asks for a stop at the end of epoch 1: every rank stops there.
@@ -492,6 +493,23 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
         callbacks::ModelCheckpointOptions().dirpath(dir + "/checkpoints").every_n_train_steps(3)));
     callbacks.push_back(std::make_shared<FailingSave>());
   }
+  if (mode == "save_fails_on_rank1_async" || mode == "save_fails_on_rank1_sync") {
+    // Rank 1's hook fails in the second save (step 6), which as the top 1 would evict step 3's:
+    // rank 0 must neither write it nor evict the older one.
+    class FailingSecondSaveOnRankOne : public Callback {
+      void on_save_checkpoint(Trainer& trainer, Module&, CheckpointData&) override {
+        if (trainer.global_rank() == 1 && trainer.global_step() == 6)
+          throw std::runtime_error("rank 1's on_save_checkpoint failed on purpose");
+      }
+    };
+    callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
+        callbacks::ModelCheckpointOptions()
+            .dirpath(dir + "/checkpoints")
+            .filename("{step}")
+            .every_n_train_steps(3)
+            .async(mode == "save_fails_on_rank1_async")));
+    callbacks.push_back(std::make_shared<FailingSecondSaveOnRankOne>());
+  }
   if (mode == "validation_stop_without_agreement" && rank == 1) {
     // Without the per-batch agreement the Trainer still agrees after validation: a stop asked
     // there on one rank stops both.
@@ -538,6 +556,12 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
     // tells it can end its wait (a process that exits is noticed anyway).
     const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(90);
     while (!std::filesystem::exists(dir + "/rank1.txt") && std::chrono::steady_clock::now() < limit)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (mode.rfind("save_fails_on_rank1", 0) == 0 && rank == 1) {
+    // Alive until rank 0 is done, as rank 0 above: only the agreement can tell rank 0.
+    const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+    while (!std::filesystem::exists(dir + "/rank0.txt") && std::chrono::steady_clock::now() < limit)
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
@@ -639,6 +663,28 @@ TEST_CASE("a save that fails on rank 0 fails on every rank at once, not at the t
   const auto after = rank1.error.find("[after ");
   REQUIRE(after != std::string::npos);
   CHECK(std::stod(rank1.error.substr(after + 7)) < 30.0);  // the timeout is 60 s
+}
+
+TEST_CASE("a save that fails on rank 1 is not written by rank 0, nor evicts an older checkpoint",
+          "[ddp]") {
+  // Two phases: every rank's hooks, the agreement, then rank 0 writes (or submits) and evicts.
+  const std::string mode = GENERATE("save_fails_on_rank1_async", "save_fails_on_rank1_sync");
+  CAPTURE(mode);
+  testing::TempDir dir;
+  for (int status : run_ranks(mode, dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  CHECK_THAT(rank1.error, Catch::Contains("rank 1's on_save_checkpoint failed on purpose"));
+  INFO(rank0.error);
+  CHECK_THAT(rank0.error,
+             Catch::Contains("rank 1 failed to save checkpoint") && Catch::Contains("step=6.ckpt"));
+  CHECK(rank0.global_step == 6);
+  std::vector<std::string> written;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.file("checkpoints")))
+    written.push_back(entry.path().filename().string());
+  // Step 3's (the top 1 until then) is still there; step 6's was never written, nor a temporary.
+  CHECK(written == std::vector<std::string>{"step=3.ckpt"});
 }
 
 TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, one process cannot",
