@@ -1,5 +1,8 @@
 #include "core/checkpoint_connector.h"
 
+#include <algorithm>
+#include <cctype>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -20,8 +23,10 @@
 #include "checkpoint/snapshot.h"
 #include "core/callback_order.h"
 #include "core/checkpoint_callback.h"
+#include "core/detail/save_agreement.h"
 #include "core/reduce_lr_on_plateau.h"
 #include "core/trainer.h"
+#include "distributed/ddp_strategy.h"
 
 namespace trainbus {
 namespace {
@@ -62,6 +67,21 @@ int64_t bytes_on_disk(const std::string& path) {
     if (!error) bytes += static_cast<int64_t>(size);
   }
   return bytes;
+}
+
+// Whether a save agreement that failed with `error` after `waited` failed because some rank never
+// came to it (the usual cause: save_checkpoint called on some ranks only), rather than because a
+// rank went away. Gloo says "Timed out" on the rank whose timer fires first; the other ranks then
+// see the connection close, about the timeout after they began to wait. A rank that dies closes
+// its connections at once.
+bool waited_past_timeout(const distributed::Strategy& strategy, const std::exception& error,
+                         std::chrono::steady_clock::duration waited) {
+  std::string text = error.what();
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (text.find("timed out") != std::string::npos) return true;
+  const auto* ddp = dynamic_cast<const distributed::DDPStrategy*>(&strategy);
+  return ddp != nullptr && waited >= ddp->options().timeout() * 9 / 10;
 }
 
 // An asynchronous save's snapshot, for the writer: written on its thread, then its tensor copies
@@ -224,7 +244,7 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
   } catch (...) {
     failed = std::current_exception();
   }
-  agree_on_save(request.path, failed);
+  agree_on_save(request.path, failed, detail::SavePhase::kPartsReady);
   try {
     if (trainer_.is_global_zero()) {
       if (agreed) announce_save(request.path);
@@ -239,7 +259,7 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
   // fails every rank here, naming rank 0 and the path, instead of at the next collective as a
   // rank that went away (or at the timeout, if rank 0 lives on). An asynchronous save has no
   // second one: its write fails later on rank 0's writer thread either way.
-  agree_on_save(request.path, failed);
+  agree_on_save(request.path, failed, detail::SavePhase::kWritten);
 }
 
 void CheckpointConnector::write_now(const CheckpointRequest& request,
@@ -257,20 +277,59 @@ void CheckpointConnector::write_now(const CheckpointRequest& request,
   publish_commits();
 }
 
-void CheckpointConnector::agree_on_save(const std::string& path, std::exception_ptr failed) {
+void CheckpointConnector::agree_on_save(const std::string& path, std::exception_ptr failed,
+                                        detail::SavePhase phase) {
   if (agrees_on_saves()) {
-    // The lowest rank whose part of the save failed, or world_size if none did.
-    const auto world = static_cast<double>(trainer_.world_size());
-    std::vector<double> first_failed{failed ? static_cast<double>(trainer_.global_rank()) : world};
+    const int64_t world = trainer_.world_size();
+    const distributed::DistributedEnvironment& environment = trainer_.strategy().environment();
+    detail::SaveAgreement mine;
+    mine.phase = phase;
+    mine.global_step = trainer_.progress_.global_step;
+    mine.first_failed = failed ? trainer_.global_rank() : world;
+    std::vector<double> values = detail::encode_save_agreement(mine, world);
+    // What to fix when the ranks' collectives do not pair up: the usual cause.
+    const std::string call_on_every_rank = detail::concat(
+        "save_checkpoint is a collective: every rank must call it at the same point, not under "
+        "`if (trainer.is_global_zero())` or another condition that differs between ranks (a "
+        "checkpoint callback's decisions are agreed; a hook of one's own must agree too). A rank "
+        "that did not call it is in another collective, which fails as well");
+    const auto started = std::chrono::steady_clock::now();
     try {
-      trainer_.strategy().all_reduce(first_failed, distributed::ReduceOp::kMin);
+      trainer_.strategy().all_reduce(values, distributed::ReduceOp::kMin);
+    } catch (const distributed::DistributedError& error) {
+      if (failed) std::rethrow_exception(failed);  // this rank's own error is the one to report
+      // A rank that went away: its error, as for any collective. One that never came: this
+      // rank's, saying what to fix (the others only see that this rank is not in their
+      // collective, so they end as after another rank's failure).
+      if (!waited_past_timeout(trainer_.strategy(), error,
+                               std::chrono::steady_clock::now() - started)) {
+        throw;
+      }
+      throw distributed::DistributedError(environment.rank_message(detail::concat(
+          "a checkpoint save was called on some ranks only, or a rank hangs: the other ranks did "
+          "not join this rank's save of ",
+          path, " at step ", mine.global_step, " within the timeout. ", call_on_every_rank,
+          ". If every rank calls it here, one of them hangs (in a hook) or is slower than the "
+          "timeout")));
     } catch (...) {
-      if (!failed) throw;  // else this rank's own error is the one to report
+      if (!failed) throw;
+      std::rethrow_exception(failed);
     }
-    TRAINBUS_CHECK_AS(CheckpointError, failed || first_failed[0] == world,
+    const std::optional<detail::SaveAgreement> agreed =
+        detail::decode_save_agreement(values, world);
+    if (!agreed) {
+      if (failed) std::rethrow_exception(failed);
+      throw distributed::DistributedError(environment.rank_message(detail::concat(
+          "a checkpoint save was called on some ranks only or at different steps: this rank "
+          "saves ",
+          path, " at step ", mine.global_step,
+          ", another rank is in a save at another step or in another collective. ",
+          call_on_every_rank)));
+    }
+    TRAINBUS_CHECK_AS(CheckpointError, failed || agreed->first_failed == world,
                       trainer_.strategy().environment().rank_message(detail::concat(
-                          "rank ", static_cast<int>(first_failed[0]), " failed to save checkpoint ",
-                          path, " (its error says why), so this rank stops too")));
+                          "rank ", agreed->first_failed, " failed to save checkpoint ", path,
+                          " (its error says why), so this rank stops too")));
   }
   if (failed) std::rethrow_exception(failed);
 }
@@ -396,7 +455,7 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
   } catch (...) {
     failed = std::current_exception();
   }
-  agree_on_save(request.path, failed);
+  agree_on_save(request.path, failed, detail::SavePhase::kPartsReady);
   if (!trainer_.is_global_zero()) return std::nullopt;
   // Rank 0 has its snapshot: every rank trains on. What fails from here (a subscriber of the
   // announcement, the writer out of memory) fails rank 0; the others learn at the next

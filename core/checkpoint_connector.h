@@ -28,6 +28,9 @@ namespace replay {
 class ReplaySession;
 }
 
+namespace detail {
+enum class SavePhase;
+}
 namespace checkpoint {
 struct CheckpointSnapshot;
 struct LoadedCheckpoint;
@@ -140,10 +143,12 @@ class CheckpointConnector {
   /// the hooks and rank 0 alone writes): every rank runs its hooks (rank 0 also takes its
   /// snapshot), then the ranks agree here, in one all-reduce, that every part went well; only
   /// then does rank 0 write or queue it, and evict older checkpoints. A synchronous save agrees
-  /// again after the write. `failed` (this rank's error) is rethrown; a rank whose part went well
-  /// throws a CheckpointError naming the first rank that failed, at once rather than at the
-  /// timeout. One process: only rethrows.
-  void agree_on_save(const std::string& path, std::exception_ptr failed);
+  /// again after the write (kWritten). `failed` (this rank's error) is rethrown; a rank whose
+  /// part went well throws a CheckpointError naming the first rank that failed, at once rather
+  /// than at the timeout. The values carry the phase and the global step: ranks that are not in
+  /// the same save (one called save_checkpoint and another did not) throw a DistributedError
+  /// that says save_checkpoint must be called on every rank. One process: only rethrows.
+  void agree_on_save(const std::string& path, std::exception_ptr failed, detail::SavePhase phase);
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);
   // "last" / "best" as the path of a checkpoint; rank 0's under DDP (a collective there), so

@@ -404,7 +404,9 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   auto strategy = std::make_shared<distributed::DDPStrategy>(
       distributed::environment_from_variables(),
       distributed::DDPOptions()
-          .timeout(std::chrono::seconds(60))
+          // Short where a rank waits for a collective the others never call.
+          .timeout(mode == "save_on_rank_zero_only" ? std::chrono::seconds(5)
+                                                    : std::chrono::seconds(60))
           .find_unused_parameters(mode == "unused_allowed")
           .stop_agreement_every_batch(mode != "timer_without_agreement" &&
                                       mode != "validation_stop_without_agreement")
@@ -509,6 +511,22 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
             .every_n_train_steps(3)
             .async(mode == "save_fails_on_rank1_async")));
     callbacks.push_back(std::make_shared<FailingSecondSaveOnRankOne>());
+  }
+  if (mode == "save_on_rank_zero_only") {
+    // What the README forbids: a save on rank 0 alone, while every rank trains on.
+    class SaveOnRankZeroOnly : public Callback {
+     public:
+      explicit SaveOnRankZeroOnly(std::string path) : path_(std::move(path)) {}
+      void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                              int64_t batch_idx) override {
+        if (batch_idx == 2 && trainer.is_global_zero()) trainer.save_checkpoint(path_);
+      }
+
+     private:
+      std::string path_;
+    };
+    module.sync_train_loss = false;  // the next collective of rank 1 is its stop vote
+    callbacks.push_back(std::make_shared<SaveOnRankZeroOnly>(dir + "/rank0-only.ckpt"));
   }
   if (mode == "validation_stop_without_agreement" && rank == 1) {
     // Without the per-batch agreement the Trainer still agrees after validation: a stop asked
@@ -685,6 +703,32 @@ TEST_CASE("a save that fails on rank 1 is not written by rank 0, nor evicts an o
     written.push_back(entry.path().filename().string());
   // Step 3's (the top 1 until then) is still there; step 6's was never written, nor a temporary.
   CHECK(written == std::vector<std::string>{"step=3.ckpt"});
+}
+
+TEST_CASE("a save called on rank 0 only fails every rank at the timeout, saying what to fix",
+          "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("save_on_rank_zero_only", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  // Rank 0's save agreement (two values) meets rank 1's stop vote (one): Gloo makes both wait
+  // until the timeout (5 s here). Rank 0 knows it was in a save and says what to fix; rank 1 only
+  // that another rank did not reach its collective.
+  CHECK_THAT(rank0.error,
+             Catch::Contains("rank 0 of 2: a checkpoint save was called on some ranks only") &&
+                 Catch::Contains("save_checkpoint is a collective") &&
+                 Catch::Contains("is_global_zero()") && Catch::Contains("rank0-only.ckpt"));
+  CHECK(distributed::rank_exit_code(distributed::DistributedError(rank0.error)) == 1);
+  CHECK_THAT(rank1.error, Catch::Contains("rank 1 of 2"));
+  for (const RankResult* rank : {&rank0, &rank1}) {
+    const auto after = rank->error.find("[after ");
+    REQUIRE(after != std::string::npos);
+    CHECK(std::stod(rank->error.substr(after + 7)) < 30.0);
+  }
+  CHECK(rank0.global_step == 3);  // the save at batch 2's end
+  CHECK_FALSE(std::filesystem::exists(dir.file("rank0-only.ckpt")));
 }
 
 TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, one process cannot",
