@@ -11,9 +11,13 @@
 #include <string>
 #include <vector>
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Functions.h>
+
 #include "callbacks/model_checkpoint.h"
 #include "core/detail/save_agreement.h"
 #include "core/trainer.h"
+#include "data/data_loader.h"
 #include "distributed/strategy.h"
 #include "tests/support/boring.h"
 #include "tests/support/catch.h"
@@ -186,4 +190,105 @@ TEST_CASE("under DDP ranks in different saves fail with an error that says to sa
           Contains("step=3.ckpt at step 3") && Contains("save_checkpoint is a collective") &&
           Contains("is_global_zero()"));
   CHECK(run.checkpoints().empty());
+}
+
+namespace {
+
+constexpr int64_t kOddSamples = 33;
+
+// kOddSamples samples in batches of `batch_size`, shuffled from a fixed seed; the two drop_last
+// options as given.
+class OddData : public DataModule {
+ public:
+  OddData(int64_t batch_size, bool drop_last, bool distributed_drop_last)
+      : options_(data::DataLoaderOptions()
+                     .batch_size(batch_size)
+                     .shuffle(true)
+                     .seed(3)
+                     .drop_last(drop_last)
+                     .distributed_drop_last(distributed_drop_last)) {}
+  std::shared_ptr<DataLoader> train_dataloader() override {
+    const at::Tensor inputs = at::randn({kOddSamples, 32}, at::detail::createCPUGenerator(9));
+    return std::make_shared<data::TensorDataLoader>(inputs, at::ones({kOddSamples, 2}), options_);
+  }
+
+ private:
+  data::DataLoaderOptions options_;
+};
+
+// Saves `path` (synchronously) after the second batch of the first epoch.
+class SaveAfterSecondBatch : public Callback {
+ public:
+  explicit SaveAfterSecondBatch(std::string path) : path_(std::move(path)) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() == 0 && batch_idx == 1) trainer.save_checkpoint(path_);
+  }
+
+ private:
+  std::string path_;
+};
+
+// A rank's batches an epoch, by DistributedSampler's arithmetic: ceil(N / W) samples (padded), or
+// floor(N / W) with its drop_last; one process takes all N. Then the batch-level drop_last.
+int64_t batches_per_rank(int64_t ranks, int64_t batch_size, bool drop_last,
+                         bool distributed_drop_last) {
+  const int64_t samples = ranks == 1              ? kOddSamples
+                          : distributed_drop_last ? kOddSamples / ranks
+                                                  : (kOddSamples + ranks - 1) / ranks;
+  return drop_last ? samples / batch_size : (samples + batch_size - 1) / batch_size;
+}
+
+}  // namespace
+
+TEST_CASE("a mid-epoch checkpoint resumes on another world size only where the epoch divides alike",
+          "[checkpoint]") {
+  // 33 samples: 2 ranks with batches of 4 against 1 process with batches of 8 (8 samples a step
+  // either way). DistributedSampler gives each rank 17 (padded: 5 batches) or with its drop_last
+  // 16 (4 batches); one process takes 5 batches of the 33, or 4 with the batch-level drop_last. A
+  // position inside the epoch means the same samples where both have as many batches.
+  const bool two_ranks_save = GENERATE(true, false);  // else one process saves, two resume
+  const bool distributed_drop_last = GENERATE(false, true);
+  const bool drop_last = GENERATE(false, true);
+  CAPTURE(two_ranks_save, distributed_drop_last, drop_last);
+  const int64_t two_ranks_batches = batches_per_rank(2, 4, false, distributed_drop_last);
+  const int64_t one_process_batches = batches_per_rank(1, 8, drop_last, false);
+  auto trainer_for = [](bool two_ranks, std::vector<std::shared_ptr<Callback>> callbacks) {
+    TrainerOptions options =
+        trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0);
+    if (two_ranks) options.strategy(std::make_shared<SimulatedPeers>());
+    return std::make_unique<Trainer>(options, std::move(callbacks));
+  };
+  auto data_for = [&](bool two_ranks) {
+    return two_ranks ? OddData(4, false, distributed_drop_last) : OddData(8, drop_last, false);
+  };
+  TempDir dir;
+  const std::string checkpoint = dir.file("mid");
+  {
+    BoringModule module;
+    OddData data = data_for(two_ranks_save);
+    auto saver = trainer_for(two_ranks_save, {std::make_shared<SaveAfterSecondBatch>(checkpoint)});
+    saver->fit(module, data);
+    CHECK(saver->num_training_batches() ==
+          (two_ranks_save ? two_ranks_batches : one_process_batches));
+  }
+  BoringModule module;
+  OddData data = data_for(!two_ranks_save);
+  auto resumer = trainer_for(!two_ranks_save, {});
+  std::string error;
+  try {
+    resumer->fit(module, data, FitOptions().ckpt_path(checkpoint));
+  } catch (const CheckpointError& e) {
+    error = e.what();
+  }
+  CHECK(resumer->num_training_batches() ==
+        (two_ranks_save ? one_process_batches : two_ranks_batches));
+  if (two_ranks_batches == one_process_batches) {
+    CHECK(error.empty());
+    CHECK(resumer->global_step() == two_ranks_batches);
+  } else {
+    CHECK_THAT(error, Contains(two_ranks_save ? "saved inside an epoch by 2 ranks with "
+                                              : "saved inside an epoch by 1 process with ") &&
+                          Contains("batches per epoch each (8 samples a step)"));
+  }
 }
