@@ -1,5 +1,8 @@
 #include "core/checkpoint_connector.h"
 
+#include <algorithm>
+#include <cctype>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -20,8 +23,10 @@
 #include "checkpoint/snapshot.h"
 #include "core/callback_order.h"
 #include "core/checkpoint_callback.h"
+#include "core/detail/save_agreement.h"
 #include "core/reduce_lr_on_plateau.h"
 #include "core/trainer.h"
+#include "distributed/ddp_strategy.h"
 
 namespace trainbus {
 namespace {
@@ -62,6 +67,21 @@ int64_t bytes_on_disk(const std::string& path) {
     if (!error) bytes += static_cast<int64_t>(size);
   }
   return bytes;
+}
+
+// Whether a save agreement that failed with `error` after `waited` failed because some rank never
+// came to it (the usual cause: save_checkpoint called on some ranks only), rather than because a
+// rank went away. Gloo says "Timed out" on the rank whose timer fires first; the other ranks then
+// see the connection close, about the timeout after they began to wait. A rank that dies closes
+// its connections at once.
+bool waited_past_timeout(const distributed::Strategy& strategy, const std::exception& error,
+                         std::chrono::steady_clock::duration waited) {
+  std::string text = error.what();
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (text.find("timed out") != std::string::npos) return true;
+  const auto* ddp = dynamic_cast<const distributed::DDPStrategy*>(&strategy);
+  return ddp != nullptr && waited >= ddp->options().timeout() * 9 / 10;
 }
 
 // An asynchronous save's snapshot, for the writer: written on its thread, then its tensor copies
@@ -145,7 +165,8 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::dump_checkp
 }
 
 std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapshot(
-    const std::string& path, bool weights_only, checkpoint::SnapshotBuffers* copies_into) {
+    const std::string& path, bool weights_only, checkpoint::SnapshotBuffers* copies_into,
+    bool announce) {
   Trainer& t = trainer_;
   const bool copy_tensors = copies_into != nullptr;
   std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot = dump_checkpoint(path, weights_only);
@@ -157,9 +178,7 @@ std::unique_ptr<checkpoint::CheckpointSnapshot> CheckpointConnector::take_snapsh
   // Laid out (and so checked) before the save is announced: observers never see a save that a
   // hook's change then makes fail.
   checkpoint::add_model_and_optimizer_parts(*t.module_, *snapshot);
-  t.bus_.publish_lazy<events::SaveCheckpoint>([&] {
-    return events::SaveCheckpoint{t.event_progress(), path};
-  });
+  if (announce) announce_save(path);
   torch::serialize::OutputArchive& trainer = checkpoint::add_trainer_part(*snapshot);
   if (!weights_only) {
     c10::List<int64_t> scheduler_steps;
@@ -195,26 +214,56 @@ void CheckpointConnector::save(const std::string& path, SaveCheckpointOptions op
   }
 }
 
+void CheckpointConnector::announce_save(const std::string& path) {
+  Trainer& t = trainer_;
+  t.bus_.publish_lazy<events::SaveCheckpoint>([&] {
+    return events::SaveCheckpoint{t.event_progress(), path};
+  });
+}
+
+bool CheckpointConnector::agrees_on_saves() const {
+  // Not while the run is failing: the rank that failed may be the one the others wait for.
+  return trainer_.world_size() > 1 && trainer_.status_ != TrainerStatus::kInterrupted;
+}
+
 void CheckpointConnector::save_now(CheckpointRequest request) {
   if (trainer_.replaying()) return dry_run(request);
+  // Under DDP in two phases (see agree_on_save): nothing is written unless every rank's part
+  // went well.
+  const bool agreed = agrees_on_saves();
+  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot;
   std::exception_ptr failed;
   try {
     if (trainer_.is_global_zero()) {
-      write_now(request);
+      // In order with the background saves: an older one must not land after this one.
+      wait();
+      snapshot = take_snapshot(request.path, request.weights_only, nullptr, /*announce=*/!agreed);
     } else {
       dump_checkpoint(request.path, request.weights_only);  // the hooks; rank 0 writes
     }
   } catch (...) {
     failed = std::current_exception();
   }
-  agree_on_save(request.path, failed);
+  agree_on_save(request.path, failed, detail::SavePhase::kPartsReady);
+  try {
+    if (trainer_.is_global_zero()) {
+      if (agreed) announce_save(request.path);
+      write_now(request, std::move(snapshot));
+    }
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  // NOTE: a second agreement, for synchronous saves only (one collective more, next to a write
+  // and an fsync): as Lightning's barrier after strategy.save_checkpoint, every rank returns once
+  // the checkpoint is on disk (a hook may read it), and a write that fails on rank 0 (a full disk)
+  // fails every rank here, naming rank 0 and the path, instead of at the next collective as a
+  // rank that went away (or at the timeout, if rank 0 lives on). An asynchronous save has no
+  // second one: its write fails later on rank 0's writer thread either way.
+  agree_on_save(request.path, failed, detail::SavePhase::kWritten);
 }
 
-void CheckpointConnector::write_now(const CheckpointRequest& request) {
-  // In order with the background saves: an older one must not land after this one.
-  wait();
-  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot =
-      take_snapshot(request.path, request.weights_only, nullptr);
+void CheckpointConnector::write_now(const CheckpointRequest& request,
+                                    std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot) {
   checkpoint::write_checkpoint(*snapshot, request.path);
   snapshot.reset();
   if (request.after_commit) request.after_commit(request.path);
@@ -228,23 +277,60 @@ void CheckpointConnector::write_now(const CheckpointRequest& request) {
   publish_commits();
 }
 
-void CheckpointConnector::agree_on_save(const std::string& path, std::exception_ptr failed) {
-  // Not while the run is failing: the rank that failed may be the one the others wait for.
-  if (trainer_.world_size() > 1 && trainer_.status_ != TrainerStatus::kInterrupted) {
-    // The lowest rank whose part of the save failed (its hooks; rank 0's also the write), or
-    // world_size if none did.
-    const auto world = static_cast<double>(trainer_.world_size());
-    std::vector<double> first_failed{failed ? static_cast<double>(trainer_.global_rank()) : world};
+void CheckpointConnector::agree_on_save(const std::string& path, std::exception_ptr failed,
+                                        detail::SavePhase phase) {
+  if (agrees_on_saves()) {
+    const int64_t world = trainer_.world_size();
+    const distributed::DistributedEnvironment& environment = trainer_.strategy().environment();
+    detail::SaveAgreement mine;
+    mine.phase = phase;
+    mine.global_step = trainer_.progress_.global_step;
+    mine.first_failed = failed ? trainer_.global_rank() : world;
+    std::vector<double> values = detail::encode_save_agreement(mine, world);
+    // What to fix when the ranks' collectives do not pair up: the usual cause.
+    const std::string call_on_every_rank = detail::concat(
+        "save_checkpoint is a collective: every rank must call it at the same point, not under "
+        "`if (trainer.is_global_zero())` or another condition that differs between ranks (a "
+        "checkpoint callback's decisions are agreed; a hook of one's own must agree too). A rank "
+        "that did not call it is in another collective, which fails as well");
+    const auto started = std::chrono::steady_clock::now();
     try {
-      trainer_.strategy().all_reduce(first_failed, distributed::ReduceOp::kMin);
+      trainer_.strategy().all_reduce(values, distributed::ReduceOp::kMin);
+    } catch (const distributed::DistributedError& error) {
+      if (failed) std::rethrow_exception(failed);  // this rank's own error is the one to report
+      // A rank that went away: its error, as for any collective. One that never came: this
+      // rank's, saying what to fix (the others only see that this rank is not in their
+      // collective, so they end as after another rank's failure).
+      if (!waited_past_timeout(trainer_.strategy(), error,
+                               std::chrono::steady_clock::now() - started)) {
+        throw;
+      }
+      throw distributed::DistributedError(environment.rank_message(detail::concat(
+          "a checkpoint save was called on some ranks only, or a rank hangs: the other ranks did "
+          "not join this rank's save of ",
+          path, " at step ", mine.global_step, " within the timeout. ", call_on_every_rank,
+          ". If every rank calls it here, one of them hangs (in a hook) or is slower than the "
+          "timeout")));
     } catch (...) {
-      if (!failed) throw;  // else this rank's own error is the one to report
+      if (!failed) throw;
+      std::rethrow_exception(failed);
+    }
+    const std::optional<detail::SaveAgreement> agreed =
+        detail::decode_save_agreement(values, world);
+    if (!agreed) {
+      if (failed) std::rethrow_exception(failed);
+      throw distributed::DistributedError(environment.rank_message(detail::concat(
+          "a checkpoint save was called on some ranks only or at different steps: this rank "
+          "saves ",
+          path, " at step ", mine.global_step,
+          ", another rank is in a save at another step or in another collective. ",
+          call_on_every_rank)));
     }
     // Stopping for another rank's failure: `trainbus fit` exits with 75 (not this rank's fault).
-    TRAINBUS_CHECK_AS(distributed::AnotherRankFailedError, failed || first_failed[0] == world,
+    TRAINBUS_CHECK_AS(distributed::AnotherRankFailedError, failed || agreed->first_failed == world,
                       trainer_.strategy().environment().rank_message(detail::concat(
-                          "rank ", static_cast<int>(first_failed[0]), " failed to save checkpoint ",
-                          path, " (its error says why), so this rank stops too")));
+                          "rank ", agreed->first_failed, " failed to save checkpoint ", path,
+                          " (its error says why), so this rank stops too")));
   }
   if (failed) std::rethrow_exception(failed);
 }
@@ -353,28 +439,37 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
     dry_run(request);
     return std::nullopt;
   }
-  std::optional<std::string> replaced;
+  // Under DDP in two phases (see agree_on_save): nothing is queued, so nothing written or
+  // evicted, unless every rank's part went well.
+  const bool agreed = agrees_on_saves();
+  std::unique_ptr<checkpoint::CheckpointPayload> payload;
   std::exception_ptr failed;
   try {
     if (trainer_.is_global_zero()) {
       checkpoint::CheckpointWriter& writer = writer_for_saves();
-      checkpoint::CheckpointJob job;
-      job.path = request.path;
-      job.payload = std::make_unique<SnapshotPayload>(
-          take_snapshot(request.path, request.weights_only, buffers_.get()));
-      job.remove_after_commit = std::move(request.remove_after_commit);
-      job.after_commit = std::move(request.after_commit);
-      job.replace_group = std::move(request.replace_group);
-      job.on_committed = commit_notifier(request);
-      replaced = writer.submit(std::move(job));
+      payload = std::make_unique<SnapshotPayload>(
+          take_snapshot(request.path, request.weights_only, buffers_.get(), /*announce=*/!agreed));
+      writer.check();  // an earlier save's failure, as submit would raise it: in the agreement
     } else {
       dump_checkpoint(request.path, request.weights_only);  // the hooks; rank 0 writes
     }
   } catch (...) {
     failed = std::current_exception();
   }
-  agree_on_save(request.path, failed);  // rank 0 has its snapshot: every rank may train on
-  return replaced;
+  agree_on_save(request.path, failed, detail::SavePhase::kPartsReady);
+  if (!trainer_.is_global_zero()) return std::nullopt;
+  // Rank 0 has its snapshot: every rank trains on. What fails from here (a subscriber of the
+  // announcement, the writer out of memory) fails rank 0; the others learn at the next
+  // collective.
+  if (agreed) announce_save(request.path);
+  checkpoint::CheckpointJob job;
+  job.path = request.path;
+  job.payload = std::move(payload);
+  job.remove_after_commit = std::move(request.remove_after_commit);
+  job.after_commit = std::move(request.after_commit);
+  job.replace_group = std::move(request.replace_group);
+  job.on_committed = commit_notifier(request);
+  return writer_->submit(std::move(job));
 }
 
 void CheckpointConnector::prepare() {

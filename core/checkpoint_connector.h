@@ -28,6 +28,9 @@ namespace replay {
 class ReplaySession;
 }
 
+namespace detail {
+enum class SavePhase;
+}
 namespace checkpoint {
 struct CheckpointSnapshot;
 struct LoadedCheckpoint;
@@ -115,10 +118,14 @@ class CheckpointConnector {
                                                                   bool weights_only);
   /// Rank 0's save: dump_checkpoint, then the parts to write. With `copies_into`, the snapshot
   /// holds private copies (made in those buffers); without, it references the live tensors and
-  /// must be written before training goes on.
+  /// must be written before training goes on. With `announce`, publishes SaveCheckpoint (under
+  /// DDP that waits for the ranks' agreement: announce_save).
   std::unique_ptr<checkpoint::CheckpointSnapshot> take_snapshot(const std::string& path,
                                                                 bool weights_only,
-                                                                SnapshotBuffers* copies_into);
+                                                                SnapshotBuffers* copies_into,
+                                                                bool announce);
+  /// Publishes SaveCheckpoint: the save at `path` is laid out and going to be written.
+  void announce_save(const std::string& path);
   checkpoint::CheckpointWriter& writer_for_saves();
   /// Raises the CheckpointError of a background save, if one failed (cheap: every batch).
   void check();
@@ -126,14 +133,22 @@ class CheckpointConnector {
   /// Training thread: publishes the events of the commits the writer thread noted.
   void publish_commits();
   void dry_run(const CheckpointRequest& request);
-  /// Rank 0's synchronous save: waits for the background saves, writes, notes the commit.
-  void write_now(const CheckpointRequest& request);
-  /// After a save on every rank (as Lightning's Trainer.save_checkpoint: every rank runs the
-  /// hooks, rank 0 alone writes and removes, then a barrier): the ranks agree, in one all-reduce,
-  /// whether every part went well. `failed` (this rank's error) is rethrown; a rank whose part
-  /// went well throws a distributed::AnotherRankFailedError naming the first rank that failed, at
-  /// once rather than at the timeout.
-  void agree_on_save(const std::string& path, std::exception_ptr failed);
+  /// Rank 0's synchronous save, once the ranks agreed: writes `snapshot`, then after_commit and
+  /// the removals, and notes the commit.
+  void write_now(const CheckpointRequest& request,
+                 std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot);
+  /// Whether saves are agreed across ranks: under DDP, unless the run is failing.
+  bool agrees_on_saves() const;
+  /// A save under DDP has two phases (as Lightning's Trainer.save_checkpoint, every rank runs
+  /// the hooks and rank 0 alone writes): every rank runs its hooks (rank 0 also takes its
+  /// snapshot), then the ranks agree here, in one all-reduce, that every part went well; only
+  /// then does rank 0 write or queue it, and evict older checkpoints. A synchronous save agrees
+  /// again after the write (kWritten). `failed` (this rank's error) is rethrown; a rank whose
+  /// part went well throws a distributed::AnotherRankFailedError naming the first rank that
+  /// failed, at once rather than at the timeout. The values carry the phase and the global step: ranks that are not in
+  /// the same save (one called save_checkpoint and another did not) throw a DistributedError
+  /// that says save_checkpoint must be called on every rank. One process: only rethrows.
+  void agree_on_save(const std::string& path, std::exception_ptr failed, detail::SavePhase phase);
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);
   // "last" / "best" as the path of a checkpoint; rank 0's under DDP (a collective there), so

@@ -424,7 +424,9 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   auto strategy = std::make_shared<distributed::DDPStrategy>(
       distributed::environment_from_variables(),
       distributed::DDPOptions()
-          .timeout(std::chrono::seconds(60))
+          // Short where a rank waits for a collective the others never call.
+          .timeout(mode == "save_on_rank_zero_only" ? std::chrono::seconds(5)
+                                                    : std::chrono::seconds(60))
           .find_unused_parameters(mode == "unused_allowed")
           .stop_agreement_every_batch(mode != "timer_without_agreement" &&
                                       mode != "validation_stop_without_agreement")
@@ -458,7 +460,8 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   std::string ckpt_path;
   options.enable_checkpointing(mode == "monitor" || mode == "checkpoint" || mode == "resume" ||
                                mode == "resume_last" || mode == "resume_last_none" ||
-                               mode == "save_fails" || mode == "evaluate_last");
+                               mode == "save_fails" || mode == "evaluate_last" ||
+                               mode.rfind("save_fails_on_rank1", 0) == 0);
   if (mode == "earlystop") {
     // rank_trend improves every epoch on rank 0 and never on rank 1, whose EarlyStopping
     // (patience 1) asks for a stop at the end of epoch 1: every rank stops there.
@@ -520,6 +523,39 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
         callbacks::ModelCheckpointOptions().dirpath(dir + "/checkpoints").every_n_train_steps(3)));
     callbacks.push_back(std::make_shared<FailingSave>());
   }
+  if (mode == "save_fails_on_rank1_async" || mode == "save_fails_on_rank1_sync") {
+    // Rank 1's hook fails in the second save (step 6), which as the top 1 would evict step 3's:
+    // rank 0 must neither write it nor evict the older one.
+    class FailingSecondSaveOnRankOne : public Callback {
+      void on_save_checkpoint(Trainer& trainer, Module&, CheckpointData&) override {
+        if (trainer.global_rank() == 1 && trainer.global_step() == 6)
+          throw std::runtime_error("rank 1's on_save_checkpoint failed on purpose");
+      }
+    };
+    callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
+        callbacks::ModelCheckpointOptions()
+            .dirpath(dir + "/checkpoints")
+            .filename("{step}")
+            .every_n_train_steps(3)
+            .async(mode == "save_fails_on_rank1_async")));
+    callbacks.push_back(std::make_shared<FailingSecondSaveOnRankOne>());
+  }
+  if (mode == "save_on_rank_zero_only") {
+    // What the README forbids: a save on rank 0 alone, while every rank trains on.
+    class SaveOnRankZeroOnly : public Callback {
+     public:
+      explicit SaveOnRankZeroOnly(std::string path) : path_(std::move(path)) {}
+      void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                              int64_t batch_idx) override {
+        if (batch_idx == 2 && trainer.is_global_zero()) trainer.save_checkpoint(path_);
+      }
+
+     private:
+      std::string path_;
+    };
+    module.sync_train_loss = false;  // the next collective of rank 1 is its stop vote
+    callbacks.push_back(std::make_shared<SaveOnRankZeroOnly>(dir + "/rank0-only.ckpt"));
+  }
   if (mode == "validation_stop_without_agreement" && rank == 1) {
     // Without the per-batch agreement the Trainer still agrees after validation: a stop asked
     // there on one rank stops both.
@@ -566,6 +602,12 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
     // tells it can end its wait (a process that exits is noticed anyway).
     const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(90);
     while (!std::filesystem::exists(dir + "/rank1.txt") && std::chrono::steady_clock::now() < limit)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (mode.rfind("save_fails_on_rank1", 0) == 0 && rank == 1) {
+    // Alive until rank 0 is done, as rank 0 above: only the agreement can tell rank 0.
+    const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+    while (!std::filesystem::exists(dir + "/rank0.txt") && std::chrono::steady_clock::now() < limit)
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
@@ -785,6 +827,54 @@ TEST_CASE("a save that fails on rank 0 fails on every rank at once, not at the t
   const auto after = rank1.error.find("[after ");
   REQUIRE(after != std::string::npos);
   CHECK(std::stod(rank1.error.substr(after + 7)) < 30.0);  // the timeout is 60 s
+}
+
+TEST_CASE("a save that fails on rank 1 is not written by rank 0, nor evicts an older checkpoint",
+          "[ddp]") {
+  // Two phases: every rank's hooks, the agreement, then rank 0 writes (or submits) and evicts.
+  const std::string mode = GENERATE("save_fails_on_rank1_async", "save_fails_on_rank1_sync");
+  CAPTURE(mode);
+  testing::TempDir dir;
+  for (int status : run_ranks(mode, dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  CHECK_THAT(rank1.error, Catch::Contains("rank 1's on_save_checkpoint failed on purpose"));
+  INFO(rank0.error);
+  CHECK_THAT(rank0.error,
+             Catch::Contains("rank 1 failed to save checkpoint") && Catch::Contains("step=6.ckpt"));
+  CHECK(rank0.global_step == 6);
+  std::vector<std::string> written;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.file("checkpoints")))
+    written.push_back(entry.path().filename().string());
+  // Step 3's (the top 1 until then) is still there; step 6's was never written, nor a temporary.
+  CHECK(written == std::vector<std::string>{"step=3.ckpt"});
+}
+
+TEST_CASE("a save called on rank 0 only fails every rank at the timeout, saying what to fix",
+          "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("save_on_rank_zero_only", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  // Rank 0's save agreement (two values) meets rank 1's stop vote (one): Gloo makes both wait
+  // until the timeout (5 s here). Rank 0 knows it was in a save and says what to fix; rank 1 only
+  // that another rank did not reach its collective.
+  CHECK_THAT(rank0.error,
+             Catch::Contains("rank 0 of 2: a checkpoint save was called on some ranks only") &&
+                 Catch::Contains("save_checkpoint is a collective") &&
+                 Catch::Contains("is_global_zero()") && Catch::Contains("rank0-only.ckpt"));
+  CHECK(distributed::rank_exit_code(distributed::DistributedError(rank0.error)) == 1);
+  CHECK_THAT(rank1.error, Catch::Contains("rank 1 of 2"));
+  for (const RankResult* rank : {&rank0, &rank1}) {
+    const auto after = rank->error.find("[after ");
+    REQUIRE(after != std::string::npos);
+    CHECK(std::stod(rank->error.substr(after + 7)) < 30.0);
+  }
+  CHECK(rank0.global_step == 3);  // the save at batch 2's end
+  CHECK_FALSE(std::filesystem::exists(dir.file("rank0-only.ckpt")));
 }
 
 TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, one process cannot",
