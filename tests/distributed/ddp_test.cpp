@@ -802,7 +802,7 @@ TEST_CASE("a socket interface that does not exist is this rank's own error", "[d
   distributed::DDPStrategy strategy(
       environment, distributed::DDPOptions().socket_ifname("trainbus-no-such-interface0"));
   try {
-    strategy.connect();
+    strategy.connect(c10::Device("cpu"));
     FAIL("connect() succeeded");
   } catch (const distributed::DistributedError& error) {
     CHECK_THAT(error.what(), Catch::Contains("creating the Gloo device failed on this rank") &&
