@@ -145,9 +145,10 @@ class CheckpointConnector {
   /// then does rank 0 write or queue it, and evict older checkpoints. A synchronous save agrees
   /// again after the write (kWritten). `failed` (this rank's error) is rethrown; a rank whose
   /// part went well throws a distributed::AnotherRankFailedError naming the first rank that
-  /// failed, at once rather than at the timeout. The values carry the phase and the global step: ranks that are not in
-  /// the same save (one called save_checkpoint and another did not) throw a DistributedError
-  /// that says save_checkpoint must be called on every rank. One process: only rethrows.
+  /// failed, at once rather than at the timeout. The values carry the phase and the global step:
+  /// ranks that are not in the same save (one called save_checkpoint and another did not) throw a
+  /// DistributedError that says save_checkpoint must be called on every rank. One process: only
+  /// rethrows.
   void agree_on_save(const std::string& path, std::exception_ptr failed, detail::SavePhase phase);
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);

@@ -142,12 +142,10 @@ void Trainer::take_fit_data() {
 
 void Trainer::distribute(DataLoader& loader, bool agree_on_seeds) {
   if (world_size() == 1) return;
-  if (!agree_on_seeds) {
-    loader.set_distributed(world_size(), global_rank(), [](int64_t value) { return value; });
-    return;
-  }
-  loader.set_distributed(world_size(), global_rank(),
-                         [this](int64_t value) { return strategy_->broadcast(value, 0); });
+  // Without agreement (a split no collective may run in), each rank keeps its own seed.
+  loader.set_distributed(world_size(), global_rank(), [this, agree_on_seeds](int64_t value) {
+    return agree_on_seeds ? strategy_->broadcast(value, 0) : value;
+  });
 }
 
 void Trainer::agree_on_stop() {
