@@ -305,6 +305,15 @@ void CheckpointConnector::agree_on_save(const std::string& path, std::exception_
                                std::chrono::steady_clock::now() - started)) {
         throw;
       }
+      // After the parts were agreed, only rank 0 works (the write and its fsync): it is slow or
+      // stuck, not in another collective. This rank stops because of it.
+      TRAINBUS_CHECK_AS(
+          distributed::AnotherRankFailedError,
+          phase != detail::SavePhase::kWritten || trainer_.is_global_zero(),
+          environment.rank_message(detail::concat(
+              "rank 0 did not finish writing checkpoint ", path, " at step ", mine.global_step,
+              " within the timeout: its disk is that slow or it hangs; raise "
+              "DDPOptions::timeout (--ddp-timeout) if writes take that long")));
       throw distributed::DistributedError(environment.rank_message(detail::concat(
           "a checkpoint save was called on some ranks only, or a rank hangs: the other ranks did "
           "not join this rank's save of ",
@@ -329,8 +338,8 @@ void CheckpointConnector::agree_on_save(const std::string& path, std::exception_
     // Stopping for another rank's failure: `trainbus fit` exits with 75 (not this rank's fault).
     TRAINBUS_CHECK_AS(distributed::AnotherRankFailedError, failed || agreed->first_failed == world,
                       trainer_.strategy().environment().rank_message(detail::concat(
-                          "rank ", agreed->first_failed, " failed to save checkpoint ", path,
-                          " (its error says why), so this rank stops too")));
+                          "rank ", agreed->first_failed, "'s part of the save of checkpoint ", path,
+                          " failed (its error says which), so this rank stops too")));
   }
   if (failed) std::rethrow_exception(failed);
 }

@@ -281,8 +281,11 @@ c10::intrusive_ptr<c10d::ProcessGroup> join_nccl_group(const c10::intrusive_ptr<
                                                        const DDPOptions& options) {
 #ifdef USE_C10D_NCCL
   // The timeout ends a hung collective only with NCCL_ASYNC_ERROR_HANDLING=1 (its watchdog then
-  // aborts this process) or NCCL_BLOCKING_WAIT=1 (wait() throws); the launcher sets the first, as
-  // torchrun does.
+  // aborts this process) or NCCL_BLOCKING_WAIT=1 (wait() throws). The launcher sets the first, as
+  // torchrun does; here too for ranks another launcher started (ProcessGroupNCCL reads it when
+  // built), unless the user chose.
+  if (std::getenv("NCCL_BLOCKING_WAIT") == nullptr)
+    ::setenv("NCCL_ASYNC_ERROR_HANDLING", "1", /*overwrite=*/0);
   auto group_options = c10d::ProcessGroupNCCL::Options::create();
   group_options->timeout = options.timeout();
   return guarded(environment, options.timeout(), "joining the NCCL process group", [&] {
@@ -299,7 +302,8 @@ c10::intrusive_ptr<c10d::ProcessGroup> join_nccl_group(const c10::intrusive_ptr<
 
 }  // namespace
 
-void DDPStrategy::connect(const c10::Device& device) {
+void DDPStrategy::connect(const c10::Device& requested) {
+  const c10::Device device = root_device(requested);  // also when called other than by a Trainer
   if (impl_->group) {
     TRAINBUS_CHECK(device.type() == impl_->device.type(),
                    environment_.rank_message(detail::concat(

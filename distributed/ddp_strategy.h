@@ -97,9 +97,10 @@ class DDPStrategy final : public Strategy {
   /// (as Lightning's devices=N). A device with an index, or not CUDA, is kept.
   c10::Device root_device(const c10::Device& requested) const override;
   /// Joins the job: the rendezvous through a TCPStore at MASTER_ADDR:MASTER_PORT, then the process
-  /// group DDPOptions::backend picks for `device`. A later call (the next run) keeps the group
-  /// and must name a device of the same type.
-  void connect(const c10::Device& device) override;
+  /// group DDPOptions::backend picks for root_device(`requested`). A later call (the next run)
+  /// keeps the group and must name a device of the same type. A collective called before any
+  /// run joins for the CPU (Gloo).
+  void connect(const c10::Device& requested) override;
   void setup_module(torch::nn::Module& module) override;
   void teardown_module() noexcept override;
   void before_training_step(bool synchronize) override;

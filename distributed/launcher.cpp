@@ -347,6 +347,14 @@ class Launch {
       // Only ranks that ended for another one's failure, and the wait for the culprit is over.
       if (provisional_ != nullptr && !stopping_ &&
           (running_.empty() || now >= provisional_deadline_)) {
+        // Ranks that went on past the timeout that ended the others did not fail on their own:
+        // one of them likely hangs (or is slower than the others' timeout).
+        if (!running_.empty()) {
+          log_ << "launcher: no rank failed on its own; still running after the others ended:";
+          for (const RankExit* rank : running_) log_ << " " << label(*rank);
+          log_ << " (one that hangs, or is slower than --ddp-timeout, leaves the others waiting)"
+               << std::endl;
+        }
         fail(*provisional_);
         now = Clock::now();
       }
@@ -502,8 +510,13 @@ class Launch {
   // A SIGINT or SIGTERM to the launcher: the first is passed on to the ranks; another one, or one
   // during the stop after a failure, kills them at once.
   void interrupt(int signal, bool from_terminal) {
-    // A rank ended for another's failure before the signal: the failure, as without the wait.
-    if (provisional_ != nullptr && !stopping_) fail(*provisional_);
+    // A rank ended for another's failure before the signal: the failure, as without the wait,
+    // and the stop it starts (SIGTERM, then SIGKILL after the grace period) takes the signal's
+    // place rather than killing at once.
+    if (provisional_ != nullptr && !stopping_) {
+      fail(*provisional_);
+      return;
+    }
     if (stopping_) {
       if (killed_) return;
       log_ << "launcher: received " << signal_name(signal) << " while stopping; sending SIGKILL"

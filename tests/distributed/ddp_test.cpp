@@ -841,9 +841,11 @@ TEST_CASE("a save that fails on rank 1 is not written by rank 0, nor evicts an o
   const RankResult rank1 = read_result(dir.file("rank1.txt"));
   CHECK_THAT(rank1.error, Catch::Contains("rank 1's on_save_checkpoint failed on purpose"));
   INFO(rank0.error);
-  CHECK_THAT(rank0.error,
-             Catch::Contains("rank 1 failed to save checkpoint") && Catch::Contains("step=6.ckpt"));
+  CHECK_THAT(rank0.error, Catch::Contains("rank 1's part of the save of checkpoint") &&
+                              Catch::Contains("step=6.ckpt"));
   CHECK(rank0.global_step == 6);
+  CHECK(rank1.exit_code == 1);
+  CHECK(rank0.exit_code == distributed::kAnotherRankFailedExitCode);
   std::vector<std::string> written;
   for (const auto& entry : std::filesystem::directory_iterator(dir.file("checkpoints")))
     written.push_back(entry.path().filename().string());
@@ -866,7 +868,8 @@ TEST_CASE("a save called on rank 0 only fails every rank at the timeout, saying 
              Catch::Contains("rank 0 of 2: a checkpoint save was called on some ranks only") &&
                  Catch::Contains("save_checkpoint is a collective") &&
                  Catch::Contains("is_global_zero()") && Catch::Contains("rank0-only.ckpt"));
-  CHECK(distributed::rank_exit_code(distributed::DistributedError(rank0.error)) == 1);
+  CHECK(rank0.exit_code == 1);  // the rank that is in the wrong collective is named
+  CHECK(rank1.exit_code == distributed::kAnotherRankFailedExitCode);
   CHECK_THAT(rank1.error, Catch::Contains("rank 1 of 2"));
   for (const RankResult* rank : {&rank0, &rank1}) {
     const auto after = rank->error.find("[after ");
@@ -1224,25 +1227,31 @@ class TiedModule : public RegressionModule {
   at::Tensor tied;
 };
 
-// Manual optimization: one optimizer and one manual_backward a step, or (two_optimizers) one per
-// layer, each toggled and stepped in turn as a GAN's generator and discriminator: two backward
-// passes a step, each leaving the other layer's parameters without a gradient.
+// Manual optimization, as the mode says: "core_manual", one optimizer and one manual_backward a
+// step; "core_manual_twice", one optimizer stepped twice a batch (two backward passes over every
+// parameter); "core_manual_two" (and "_strict", without find_unused_parameters), one optimizer
+// per layer, each toggled and stepped in turn as a GAN's generator and discriminator: two
+// backward passes a step, each leaving the other layer's parameters without a gradient.
 class ManualModule : public RegressionModule {
  public:
-  explicit ManualModule(bool two_optimizers) : two_optimizers_(two_optimizers) {
+  explicit ManualModule(const std::string& mode)
+      : two_optimizers_(mode.rfind("core_manual_two", 0) == 0),
+        passes_(mode == "core_manual_twice" ? 2 : 1) {
     automatic_optimization(false);
   }
   StepOutput training_step(const Batch& batch, int64_t) override {
     std::vector<LightningOptimizer> all = optimizers();
     at::Tensor first_loss;
-    for (LightningOptimizer& opt : all) {
-      if (two_optimizers_) toggle_optimizer(opt);
-      const at::Tensor value = loss(batch);
-      if (!first_loss.defined()) first_loss = value.detach();
-      opt.zero_grad();
-      manual_backward(value);
-      opt.step();
-      if (two_optimizers_) untoggle_optimizer(opt);
+    for (int pass = 0; pass < passes_; ++pass) {
+      for (LightningOptimizer& opt : all) {
+        if (two_optimizers_) toggle_optimizer(opt);
+        const at::Tensor value = loss(batch);
+        if (!first_loss.defined()) first_loss = value.detach();
+        opt.zero_grad();
+        manual_backward(value);
+        opt.step();
+        if (two_optimizers_) untoggle_optimizer(opt);
+      }
     }
     losses.push_back(first_loss.item<double>());
     return first_loss;
@@ -1262,6 +1271,7 @@ class ManualModule : public RegressionModule {
 
  private:
   bool two_optimizers_;
+  int passes_;
 };
 
 // Calls estimated_stepping_batches() in setup on rank 0 only (before the fit loads its data),
@@ -1321,8 +1331,8 @@ TEST_CASE("ddp child rank, core", "[.ddp-child]") {
     callbacks.push_back(notes);
   } else if (mode == "core_tied" || mode == "core_tied_unused") {
     module = std::make_unique<TiedModule>();
-  } else if (mode == "core_manual" || mode == "core_manual_two") {
-    module = std::make_unique<ManualModule>(mode == "core_manual_two");
+  } else if (mode.rfind("core_manual", 0) == 0) {
+    module = std::make_unique<ManualModule>(mode);
   } else if (mode == "core_estimate") {
     module = std::make_unique<RegressionModule>();
     callbacks.push_back(estimate);
@@ -1423,26 +1433,42 @@ TEST_CASE("a weight shared by two layers is averaged once: ranks stay alike, as 
 
 TEST_CASE("manual optimization: every manual_backward averages; ranks train as one process",
           "[ddp]") {
-  // As Lightning's DDP: each manual_backward averages the gradients; with two optimizers (a
-  // GAN's pattern) the parameters one pass leaves without a gradient need find_unused_parameters.
-  const std::string mode = GENERATE("core_manual", "core_manual_two");
+  // As Lightning's DDP: each manual_backward averages the gradients, also a second one in a step
+  // (after the first step, its buckets are rebuilt before it: a collective mid-step); with two
+  // toggled optimizers (a GAN's pattern) the parameters one pass leaves without a gradient need
+  // find_unused_parameters.
+  const std::string mode = GENERATE("core_manual", "core_manual_twice", "core_manual_two");
   CAPTURE(mode);
   testing::TempDir dir;
   for (int status : run_ranks(mode, dir.path().string()))
     REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
   const auto [rank0, rank1] = read_clean_ranks(dir);
-  CHECK(rank0.global_step == (mode == "core_manual" ? 16 : 32));  // every optimizer step counts
+  const double steps = mode == "core_manual" ? 16 : 32;  // every optimizer step counts
+  CHECK(rank0.global_step == steps);
   CHECK(rank0.weights == rank1.weights);
-  CHECK(read_extras(dir.file("extra0.txt")).at("gradient_syncs") ==
-        std::vector<double>{mode == "core_manual" ? 16.0 : 32.0});
+  CHECK(read_extras(dir.file("extra0.txt")).at("gradient_syncs") == std::vector<double>{steps});
 
-  ManualModule single_module(mode == "core_manual_two");
+  ManualModule single_module(mode);
   single_module.sync_train_loss = false;
   const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
   REQUIRE(single.error.empty());
   REQUIRE(rank0.weights.size() == single.weights.size());
   for (size_t i = 0; i < single.weights.size(); ++i)
     REQUIRE(rank0.weights[i] == Approx(single.weights[i]).margin(1e-5));
+}
+
+TEST_CASE("manual optimization: toggled optimizers without find_unused_parameters say what to do",
+          "[ddp]") {
+  testing::TempDir dir;
+  for (int status : run_ranks("core_manual_two_strict", dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  for (const char* file : {"rank0.txt", "rank1.txt"}) {
+    const RankResult rank = read_result(dir.file(file));
+    INFO(rank.error);
+    CHECK_THAT(rank.error, Catch::Contains("DDP could not average the previous backward's "
+                                           "gradients") &&
+                               Catch::Contains("--ddp-find-unused-parameters"));
+  }
 }
 
 TEST_CASE(

@@ -331,6 +331,11 @@ TEST_CASE("A rank that ended because another rank failed is not named as the job
                    Catch::Contains("the first failure is on another node: its launcher's report "
                                    "names it"));
     CHECK_THAT(launched.log, !Catch::Contains("the job failed"));
+    // The rank that went on (here: sleeps) is pointed at as the one that may hang.
+    CHECK_THAT(launched.log,
+               Catch::Contains("no rank failed on its own; still running after the others "
+                               "ended: rank 3 (local rank 1, pid " +
+                               std::to_string(launched.result.ranks[1].pid) + ")"));
   }
   SECTION("on one machine, the rank that failed on its own is named, not the one it took along") {
     // Rank 1 fails; rank 0 notices once rank 1 is gone (its file written just before the exit).
