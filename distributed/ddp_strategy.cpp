@@ -128,11 +128,13 @@ c10d::ReduceOp to_c10d(ReduceOp op) {
 struct DDPStrategy::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroup> group;
-  std::string backend;  // "gloo" or "nccl", once joined
-  // The device connect() was given; the Trainer's own collectives (decisions, metrics, texts) put
-  // their tensors on it under NCCL, which takes CUDA tensors only, and on the CPU under Gloo.
-  c10::Device device{c10::DeviceType::CPU};
-  c10::Device collective_device{c10::DeviceType::CPU};
+  std::string backend;                       // "gloo" or "nccl", once joined
+  c10::Device device{c10::DeviceType::CPU};  // the device connect() was given
+  // Where the Trainer's own collectives (decisions, metrics, texts) put their tensors: on the
+  // device under NCCL, which takes CUDA tensors only, on the CPU under Gloo.
+  c10::Device collective_device() const {
+    return backend == "nccl" ? device : c10::Device(c10::DeviceType::CPU);
+  }
   std::shared_ptr<c10d::Reducer> reducer;
   // The Reducer reports through a Logger, as DistributedDataParallel gives it one; without it,
   // a set of unused parameters that changes between backward passes (manual optimization with
@@ -333,7 +335,6 @@ void DDPStrategy::connect(const c10::Device& requested) {
                                    : join_gloo_group(impl_->store, environment_, options_);
   impl_->backend = backend;
   impl_->device = device;
-  impl_->collective_device = backend == "nccl" ? device : c10::Device(c10::DeviceType::CPU);
 }
 
 void DDPStrategy::setup_module(torch::nn::Module& module) {
@@ -487,7 +488,7 @@ void DDPStrategy::all_reduce(std::vector<double>& values, ReduceOp op) {
   connect(impl_->device);
   at::Tensor tensor = at::empty({static_cast<int64_t>(values.size())}, at::kDouble);
   std::copy(values.begin(), values.end(), tensor.data_ptr<double>());
-  tensor = tensor.to(impl_->collective_device);
+  tensor = tensor.to(impl_->collective_device());
   guarded(environment_, options_.timeout(), "all-reduce", [&] {
     std::vector<at::Tensor> tensors{tensor};
     c10d::AllreduceOptions reduce_options;
@@ -505,7 +506,7 @@ void DDPStrategy::all_reduce(std::vector<double>& values, ReduceOp op) {
 int64_t DDPStrategy::broadcast(int64_t value, int root) {
   connect(impl_->device);
   at::Tensor tensor =
-      at::full({1}, value, at::TensorOptions(at::kLong).device(impl_->collective_device));
+      at::full({1}, value, at::TensorOptions(at::kLong).device(impl_->collective_device()));
   guarded(environment_, options_.timeout(), "broadcast", [&] {
     std::vector<at::Tensor> tensors{tensor};
     c10d::BroadcastOptions broadcast_options;
@@ -521,7 +522,7 @@ std::string DDPStrategy::broadcast_text(std::string text, int root) {
   if (size == 0) return {};
   at::Tensor bytes = at::empty({size}, at::kByte);
   if (environment_.rank == root) std::memcpy(bytes.data_ptr<uint8_t>(), text.data(), text.size());
-  bytes = bytes.to(impl_->collective_device);
+  bytes = bytes.to(impl_->collective_device());
   guarded(environment_, options_.timeout(), "broadcast", [&] {
     std::vector<at::Tensor> tensors{bytes};
     c10d::BroadcastOptions broadcast_options;
@@ -539,8 +540,8 @@ void DDPStrategy::barrier(std::string_view name) {
   guarded(environment_, options_.timeout(), detail::concat("the barrier '", name, "'"), [&] {
     c10d::BarrierOptions barrier_options;
     // NCCL's barrier is an all-reduce on a device it would otherwise guess from the rank.
-    if (impl_->collective_device.is_cuda())
-      barrier_options.device_ids = {static_cast<int64_t>(impl_->collective_device.index())};
+    if (impl_->collective_device().is_cuda())
+      barrier_options.device_ids = {static_cast<int64_t>(impl_->collective_device().index())};
     impl_->group->barrier(barrier_options)->wait();
     return 0;
   });
