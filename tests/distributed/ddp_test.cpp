@@ -270,6 +270,13 @@ std::vector<int> run_ranks(const std::string& mode, const std::string& dir) {
   return statuses;
 }
 
+// Runs the two ranks of `mode` (run_ranks) and requires that each exited with 0: a rank's run
+// ends with its result file, whatever its fit did (a failed fit writes its error there).
+void run_ranks_cleanly(const std::string& mode, const testing::TempDir& dir) {
+  for (int status : run_ranks(mode, dir.path().string()))
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+}
+
 struct RankResult {
   std::vector<double> losses;
   std::vector<double> weights;
@@ -679,9 +686,7 @@ TEST_CASE("two ranks with batch B train as one process with batch 2B", "[ddp]") 
   const int64_t accumulate = GENERATE(1, 2);
   CAPTURE(accumulate);
   testing::TempDir dir;
-  const std::vector<int> statuses =
-      run_ranks(accumulate == 1 ? "equivalence" : "accumulate", dir.path().string());
-  for (int status : statuses) REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly(accumulate == 1 ? "equivalence" : "accumulate", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
 
   RegressionModule single_module;
@@ -726,8 +731,7 @@ TEST_CASE("two ranks with batch B train as one process with batch 2B", "[ddp]") 
 
 TEST_CASE("a stop asked on one rank stops every rank at the same batch", "[ddp]") {
   testing::TempDir dir;
-  const std::vector<int> statuses = run_ranks("stop", dir.path().string());
-  for (int status : statuses) REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("stop", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank1.global_step == 4);  // batch 3 still steps, then the fit stops
   CHECK(rank0.global_step == 4);
@@ -763,8 +767,7 @@ TEST_CASE("an error of a rank's own inside backward is its failure, not the othe
   // Rank 1's autograd function throws inside backward, where the Reducer averages gradients;
   // rank 0 waits in that backward's all-reduce until rank 1 is gone.
   testing::TempDir dir;
-  for (int status : run_ranks("backward_throws", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("backward_throws", dir);
   const RankResult rank0 = read_result(dir.file("rank0.txt"));
   const RankResult rank1 = read_result(dir.file("rank1.txt"));
   INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
@@ -781,8 +784,7 @@ TEST_CASE("a rank whose model differs from rank 0's fails with its own error", "
   // verify_params_across_processes: rank 1 compares its parameters with rank 0's (broadcast) and
   // fails; rank 0 then finds rank 1 gone in the next collective.
   testing::TempDir dir;
-  for (int status : run_ranks("models_differ", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("models_differ", dir);
   const RankResult rank0 = read_result(dir.file("rank0.txt"));
   const RankResult rank1 = read_result(dir.file("rank1.txt"));
   INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
@@ -813,8 +815,7 @@ TEST_CASE("a socket interface that does not exist is this rank's own error", "[d
 
 TEST_CASE("a save that fails on rank 0 fails on every rank at once, not at the timeout", "[ddp]") {
   testing::TempDir dir;
-  for (int status : run_ranks("save_fails", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("save_fails", dir);
   const RankResult rank0 = read_result(dir.file("rank0.txt"));
   const RankResult rank1 = read_result(dir.file("rank1.txt"));
   CHECK_THAT(rank0.error, Catch::Contains("on_save_checkpoint failed on purpose"));
@@ -835,8 +836,7 @@ TEST_CASE("a save that fails on rank 1 is not written by rank 0, nor evicts an o
   const std::string mode = GENERATE("save_fails_on_rank1_async", "save_fails_on_rank1_sync");
   CAPTURE(mode);
   testing::TempDir dir;
-  for (int status : run_ranks(mode, dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly(mode, dir);
   const RankResult rank0 = read_result(dir.file("rank0.txt"));
   const RankResult rank1 = read_result(dir.file("rank1.txt"));
   CHECK_THAT(rank1.error, Catch::Contains("rank 1's on_save_checkpoint failed on purpose"));
@@ -856,8 +856,7 @@ TEST_CASE("a save that fails on rank 1 is not written by rank 0, nor evicts an o
 TEST_CASE("a save called on rank 0 only fails every rank at the timeout, saying what to fix",
           "[ddp]") {
   testing::TempDir dir;
-  for (int status : run_ranks("save_on_rank_zero_only", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("save_on_rank_zero_only", dir);
   const RankResult rank0 = read_result(dir.file("rank0.txt"));
   const RankResult rank1 = read_result(dir.file("rank1.txt"));
   INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
@@ -883,8 +882,7 @@ TEST_CASE("a save called on rank 0 only fails every rank at the timeout, saying 
 TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, one process cannot",
           "[ddp]") {
   testing::TempDir dir;
-  for (int status : run_ranks("checkpoint", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("checkpoint", dir);
   for (const char* rank : {"rank0.txt", "rank1.txt"})
     REQUIRE(read_result(dir.file(rank)).error.empty());
   std::vector<std::string> written;
@@ -894,16 +892,14 @@ TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, 
   // Rank 1 wrote nothing of its own: no second set, no temporary left behind.
   CHECK(written == std::vector<std::string>{"step=3.ckpt", "step=6.ckpt"});
 
-  for (int status : run_ranks("resume", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("resume", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank0.global_step == 16);
   CHECK(rank0.weights == rank1.weights);
   // Resumed at step 6, mid-epoch, the two ranks end as two ranks that never stopped: the same
   // batches from step 6 on, the same losses, the same weights, bit for bit.
   testing::TempDir uninterrupted_dir;
-  for (int status : run_ranks("equivalence", uninterrupted_dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("equivalence", uninterrupted_dir);
   const auto [uninterrupted0, uninterrupted1] = read_clean_ranks(uninterrupted_dir);
   CHECK(uninterrupted0.global_step == 16);
   CHECK(rank0.weights == uninterrupted0.weights);
@@ -915,8 +911,7 @@ TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, 
 
   // ckpt_path "last" is what rank 0 finds (the resumed run's step=15), on every rank, whatever
   // the others see.
-  for (int status : run_ranks("resume_last", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("resume_last", dir);
   const auto [last0, last1] = read_clean_ranks(dir);
   CHECK(last0.global_step == 16);
   CHECK(last0.weights == last1.weights);
@@ -925,8 +920,7 @@ TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, 
 
   // validate and test with ckpt_path "last": both ranks load rank 0's newest (step=15), and the
   // metrics, reduced over both ranks' halves, are one process's over the whole set.
-  for (int status : run_ranks("evaluate_last", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("evaluate_last", dir);
   const auto [evaluated0, evaluated1] = read_clean_ranks(dir);
   const std::string step15 = dir.file("checkpoints/step=15.ckpt");
   CHECK(evaluated0.evaluated_from == step15 + " " + step15);
@@ -971,15 +965,13 @@ TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, 
 TEST_CASE("a parameter without a gradient is an error at the next step, unless DDP looks for it",
           "[ddp]") {
   testing::TempDir dir;
-  for (int status : run_ranks("unused", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("unused", dir);
   const RankResult refused = read_result(dir.file("rank0.txt"));
   CHECK_THAT(refused.error, Catch::Contains("rank 0 of 2: DDP could not average"));
   CHECK_THAT(refused.error, Catch::Contains("find_unused_parameters(true)"));
   CHECK(refused.global_step == 1);  // the second step's check finds the first step unfinished
 
-  for (int status : run_ranks("unused_allowed", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("unused_allowed", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank0.global_step == 16);
   CHECK(rank0.weights == rank1.weights);
@@ -988,16 +980,14 @@ TEST_CASE("a parameter without a gradient is an error at the next step, unless D
 TEST_CASE("a checkpoint monitoring a metric that differs per rank saves alike on every rank",
           "[ddp]") {
   testing::TempDir dir;
-  for (int status : run_ranks("monitor", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("monitor", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank0.global_step == 16);
 }
 
 TEST_CASE("fp16 gradients: every rank steps alike, close to one process", "[ddp]") {
   testing::TempDir dir;
-  for (int status : run_ranks("fp16", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("fp16", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   RegressionModule single_module;
   const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
@@ -1014,8 +1004,7 @@ TEST_CASE("fp16 gradients: every rank steps alike, close to one process", "[ddp]
 TEST_CASE("without the per-batch stop agreement, a Timer stops every rank when rank 0's time is up",
           "[ddp]") {
   testing::TempDir dir;
-  const std::vector<int> statuses = run_ranks("timer_without_agreement", dir.path().string());
-  for (int status : statuses) REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("timer_without_agreement", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank0.global_step > 0);
   CHECK(rank0.global_step < 160);
@@ -1028,9 +1017,7 @@ TEST_CASE("without the per-batch stop agreement, a Timer stops every rank when r
 TEST_CASE("without the per-batch stop agreement, a stop asked at validation on one rank stops all",
           "[ddp]") {
   testing::TempDir dir;
-  const std::vector<int> statuses =
-      run_ranks("validation_stop_without_agreement", dir.path().string());
-  for (int status : statuses) REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("validation_stop_without_agreement", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank1.global_step == 8);  // the first epoch's 8 steps, not 4 epochs'
   CHECK(rank0.global_step == 8);
@@ -1042,8 +1029,7 @@ TEST_CASE("without the per-batch stop agreement, a stop asked at validation on o
 TEST_CASE("a loader that splits its own share again is refused on every rank, saying what to fix",
           "[ddp]") {
   testing::TempDir dir;
-  for (int status : run_ranks("resplit", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("resplit", dir);
   for (const char* file : {"rank0.txt", "rank1.txt"}) {
     const RankResult rank = read_result(dir.file(file));
     CHECK_THAT(rank.error, Catch::Contains("training batches: 8, then 7"));
@@ -1054,8 +1040,7 @@ TEST_CASE("a loader that splits its own share again is refused on every rank, sa
 
 TEST_CASE("BatchNorm statistics: after a fit every rank holds rank 0's", "[ddp]") {
   testing::TempDir dir;
-  for (int status : run_ranks("batchnorm", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("batchnorm", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank0.global_step == 16);
   CHECK(rank0.weights == rank1.weights);
@@ -1076,8 +1061,7 @@ TEST_CASE("gradients in several buckets: every rank steps alike, as one process 
   // take two more.
   REQUIRE(RegressionModule(kWideWidth).flat_weights().numel() * 4 > (int64_t{1} << 20));
   testing::TempDir dir;
-  for (int status : run_ranks("buckets", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("buckets", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   RegressionModule single_module(kWideWidth);
   const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
@@ -1095,8 +1079,7 @@ TEST_CASE("gradients in several buckets: every rank steps alike, as one process 
 
 TEST_CASE("EarlyStopping on one rank stops every rank at the same epoch", "[ddp]") {
   testing::TempDir dir;
-  for (int status : run_ranks("earlystop", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("earlystop", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   // Rank 1's rank_trend did not improve in epoch 1: both end after it (2 epochs of 8 steps),
   // not after max_epochs 4, as Lightning's EarlyStopping (reduce_boolean_decision) does.
@@ -1367,8 +1350,7 @@ TEST_CASE("ddp child rank, core", "[.ddp-child]") {
 TEST_CASE("under accumulation, gradients are averaged once per step, buffers sent once per step",
           "[ddp]") {
   testing::TempDir dir;
-  for (int status : run_ranks("core_accumulate", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("core_accumulate", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   const Extras extras0 = read_extras(dir.file("extra0.txt"));
   const Extras extras1 = read_extras(dir.file("extra1.txt"));
@@ -1409,8 +1391,7 @@ TEST_CASE("a weight shared by two layers is averaged once: ranks stay alike, as 
   const std::string mode = GENERATE("core_tied", "core_tied_unused");
   CAPTURE(mode);
   testing::TempDir dir;
-  for (int status : run_ranks(mode, dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly(mode, dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank0.global_step == 16);
   CHECK(rank0.weights == rank1.weights);
@@ -1440,8 +1421,7 @@ TEST_CASE("manual optimization: every manual_backward averages; ranks train as o
   const std::string mode = GENERATE("core_manual", "core_manual_twice", "core_manual_two");
   CAPTURE(mode);
   testing::TempDir dir;
-  for (int status : run_ranks(mode, dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly(mode, dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   const double steps = mode == "core_manual" ? 16 : 32;  // every optimizer step counts
   CHECK(rank0.global_step == steps);
@@ -1460,8 +1440,7 @@ TEST_CASE("manual optimization: every manual_backward averages; ranks train as o
 TEST_CASE("manual optimization: toggled optimizers without find_unused_parameters say what to do",
           "[ddp]") {
   testing::TempDir dir;
-  for (int status : run_ranks("core_manual_two_strict", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("core_manual_two_strict", dir);
   for (const char* file : {"rank0.txt", "rank1.txt"}) {
     const RankResult rank = read_result(dir.file(file));
     INFO(rank.error);
@@ -1476,8 +1455,7 @@ TEST_CASE(
     "collective",
     "[ddp]") {
   testing::TempDir dir;
-  for (int status : run_ranks("core_estimate", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("core_estimate", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   // 64 samples, 2 ranks, batches of 4: 8 batches an epoch, 2 epochs.
   CHECK(read_extras(dir.file("extra0.txt")).at("estimated") == std::vector<double>{16, 16});
@@ -1495,8 +1473,7 @@ TEST_CASE("every rank runs the checkpoint hooks of a save; rank 0 alone writes",
   // As Lightning's Trainer.save_checkpoint: dump_checkpoint (state_dict, on_save_checkpoint) on
   // every rank, strategy.save_checkpoint writes on rank 0 only, then a barrier.
   testing::TempDir dir;
-  for (int status : run_ranks("core_save_hooks", dir.path().string()))
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  run_ranks_cleanly("core_save_hooks", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   CHECK(rank0.global_step == 8);
   // Saves at steps 3 and 6: the callback's state_dict and on_save_checkpoint twice on each rank.
