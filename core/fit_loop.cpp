@@ -365,7 +365,12 @@ bool Trainer::run_training_batch(int64_t batch_idx) {
       [&] {
         return events::TrainBatchStart{event_progress(), info};
       });
-  if (response == -1) return false;
+  // Under DDP with decisions agreed every batch, the ranks skip the rest of the epoch alike: a
+  // rank that went on alone would wait in the next collective for one that left.
+  bool skip_rest_of_epoch = response == -1;
+  if (world_size() > 1 && strategy_->agrees_on_stop_every_batch())
+    skip_rest_of_epoch = strategy_->reduce_boolean_decision(skip_rest_of_epoch, /*all=*/false);
+  if (skip_rest_of_epoch) return false;
 
   StepOutput outputs;
   const bool manual = !module_->automatic_optimization();

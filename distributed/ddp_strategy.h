@@ -49,11 +49,13 @@ struct DDPOptions {
   TRAINBUS_ARG(Backend, backend) = Backend::kAuto;
   TRAINBUS_ARG(GradientCompression, gradient_compression) = GradientCompression::kNone;
   /// After every training batch the ranks agree on trainer.should_stop (an all-reduce of one
-  /// value), so that a stop asked on one rank, in any hook, stops every rank after that batch.
-  /// false: as Lightning, the Trainer agrees only after validation and at epoch ends, saving one
-  /// collective per step (bench/README.md); a stop asked in a batch hook must then be asked on
-  /// every rank alike (a Timer, max_steps and EarlyStopping are), or the ranks fall out of step
-  /// and the next collective fails at the timeout.
+  /// value), so that a stop asked on one rank, in any hook, stops every rank after that batch;
+  /// and before every batch on on_train_batch_start's -1 (another), so that one rank's skips the
+  /// rest of the epoch on all. false: as Lightning, the Trainer agrees only after validation and
+  /// at epoch ends, saving two collectives per step (bench/README.md); a stop asked in a batch
+  /// hook, and a -1, must then be asked on every rank alike (a Timer, max_steps and
+  /// EarlyStopping are), or the ranks fall out of step and the next collective fails at the
+  /// timeout.
   TRAINBUS_ARG(bool, stop_agreement_every_batch) = true;
 };
 

@@ -93,8 +93,9 @@ class Strategy {
   /// with LibTorch) `loss.backward()`.
   virtual void backward(const at::Tensor& loss, bool synchronize);
 
-  /// Whether the Trainer agrees on `should_stop` after every training batch (a collective of
-  /// one value per batch), rather than only after validation and at epoch ends.
+  /// Whether the Trainer agrees on `should_stop` after every training batch, and on
+  /// on_train_batch_start's -1 before it (a collective of one value each), rather than only
+  /// after validation and at epoch ends.
   virtual bool agrees_on_stop_every_batch() const noexcept { return true; }
   /// True on every rank if any rank's `decision` is true (all: if every rank's is).
   virtual bool reduce_boolean_decision(bool decision, bool all) {

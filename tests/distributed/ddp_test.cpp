@@ -123,6 +123,9 @@ class RegressionModule : public Module {
     log("val_loss", loss(batch));
     return {};
   }
+  int on_train_batch_start(const Batch&, int64_t batch_idx) override {
+    return batch_idx == skip_epoch_at_batch ? -1 : 0;
+  }
   OptimizerConfig configure_optimizers() override {
     return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(lr));
   }
@@ -146,6 +149,7 @@ class RegressionModule : public Module {
   std::vector<double> losses;
   int64_t stop_at_batch = -1;
   int64_t die_at_batch = -1;
+  int64_t skip_epoch_at_batch = -1;  // on_train_batch_start returns -1 there, in every epoch
   int64_t throw_in_backward_at_batch = -1;
   bool sync_train_loss = true;
   bool log_rank_trend = false;
@@ -457,6 +461,7 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
     module.register_module("unused", torch::nn::Linear(4, 4));
   }
   if (mode == "stop" && rank == 1) module.stop_at_batch = 3;
+  if (mode == "skip_epoch" && rank == 1) module.skip_epoch_at_batch = 2;
   if (mode == "die" && rank == 1) module.die_at_batch = 2;
   if (mode == "backward_throws") {  // rank 0 waits in backward's all-reduce for rank 1
     module.sync_train_loss = false;
@@ -737,6 +742,18 @@ TEST_CASE("a stop asked on one rank stops every rank at the same batch", "[ddp]"
   CHECK(rank0.global_step == 4);
   CHECK(rank1.stop_reasons == "rank asked;");
   CHECK(rank0.stop_reasons == "a stop was requested on another rank;");
+  CHECK(rank0.weights == rank1.weights);
+}
+
+TEST_CASE("on_train_batch_start's -1 on one rank skips the rest of the epoch on every rank",
+          "[ddp]") {
+  testing::TempDir dir;
+  run_ranks_cleanly("skip_epoch", dir);
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  // Batches 0 and 1 of each of the 2 epochs step (of 8); rank 0 skips with rank 1.
+  CHECK(rank1.global_step == 4);
+  CHECK(rank0.global_step == 4);
+  CHECK(rank0.losses.size() == 4);
   CHECK(rank0.weights == rank1.weights);
 }
 
