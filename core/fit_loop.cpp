@@ -18,6 +18,7 @@
 #include "base/errors.h"
 #include "checkpoint/format.h"
 #include "core/callback_order.h"
+#include "core/detail/duplicate_parameters.h"
 #include "core/detail/gradients.h"
 #include "core/detail/hparams_text.h"
 #include "core/detail/trainer_hooks.h"
@@ -205,6 +206,10 @@ void Trainer::configure_optimizers() {
   if (!module_->automatic_optimization()) ignore_automatic_scheduler_keys(config.lr_schedulers);
   validate_scheduler_configs(config.lr_schedulers, config.optimizers.size(),
                              "configure_optimizers()", module_->automatic_optimization());
+  if (is_global_zero()) {  // every rank's optimizers are alike
+    for (const auto& warning : detail::duplicate_parameter_warnings(config.optimizers, *module_))
+      warn(warning);
+  }
   optimizers_ = std::move(config.optimizers);
   schedulers_ = std::move(config.lr_schedulers);
   configured_schedulers_ = schedulers_;
