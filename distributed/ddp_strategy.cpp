@@ -27,6 +27,7 @@
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
 #include "base/errors.h"
+#include "distributed/gloo_event_loop.h"
 
 namespace trainbus::distributed {
 namespace {
@@ -263,10 +264,16 @@ c10::intrusive_ptr<c10d::ProcessGroup> join_gloo_group(const c10::intrusive_ptr<
   if (interface.empty() && std::getenv("GLOO_SOCKET_IFNAME") != nullptr)
     interface = std::getenv("GLOO_SOCKET_IFNAME");
   guarded(environment, options.timeout(), "creating the Gloo device", [&] {
-    group_options->devices.push_back(
-        interface.empty() ? c10d::ProcessGroupGloo::createDeviceForHostname(local_address_towards(
-                                environment.master_addr, environment.master_port))
-                          : c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+    const auto create_device = [&] {
+      group_options->devices.push_back(
+          interface.empty() ? c10d::ProcessGroupGloo::createDeviceForHostname(local_address_towards(
+                                  environment.master_addr, environment.master_port))
+                            : c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+    };
+    if (options.gloo_idle_event_loop())
+      create_gloo_device_with_idle_loop(create_device);
+    else
+      create_device();
     return 0;
   });
   return guarded(environment, options.timeout(), "joining the process group", [&] {

@@ -57,6 +57,12 @@ struct DDPOptions {
   /// EarlyStopping are), or the ranks fall out of step and the next collective fails at the
   /// timeout.
   TRAINBUS_ARG(bool, stop_agreement_every_batch) = true;
+  /// Gloo's TCP event loop thread runs at idle priority (SCHED_IDLE): only on a core that has
+  /// nothing else to run. Gloo's loop busy-spins while another thread holds the connection it
+  /// has events for, and where every core is busy (as many ranks as cores) that spin costs the
+  /// collective a scheduler slice, about 4 ms here (gloo_event_loop.h; bench/README.md). false:
+  /// as PyTorch leaves it, at the process's priority.
+  TRAINBUS_ARG(bool, gloo_idle_event_loop) = true;
 };
 
 /// What a DDPStrategy has communicated so far on this rank, for benchmarks and tests.

@@ -2,7 +2,9 @@
 // loopback by a TCPStore) against one process with twice their batch.
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1501,4 +1503,41 @@ TEST_CASE("every rank runs the checkpoint hooks of a save; rank 0 alone writes",
     written.push_back(entry.path().filename().string());
   std::sort(written.begin(), written.end());
   CHECK(written == std::vector<std::string>{"step=3.ckpt", "step=6.ckpt"});
+}
+
+namespace {
+
+// How many of this process's threads run at idle priority (SCHED_IDLE).
+int idle_threads() {
+  int count = 0;
+  DIR* tasks = ::opendir("/proc/self/task");
+  REQUIRE(tasks != nullptr);
+  while (const dirent* entry = ::readdir(tasks)) {
+    if (entry->d_name[0] != '.' && ::sched_getscheduler(std::atoi(entry->d_name)) == SCHED_IDLE)
+      ++count;
+  }
+  ::closedir(tasks);
+  return count;
+}
+
+}  // namespace
+
+TEST_CASE("Gloo's event loop thread runs at idle priority, unless DDPOptions says otherwise",
+          "[ddp]") {
+  const ReservedPort reserved;
+  distributed::DistributedEnvironment environment;  // a job of one rank, on loopback
+  environment.master_port = reserved.port();
+  const bool idle = GENERATE(true, false);
+  CAPTURE(idle);
+  const int before = idle_threads();
+  {
+    distributed::DDPStrategy strategy(environment,
+                                      distributed::DDPOptions().gloo_idle_event_loop(idle));
+    strategy.connect(c10::Device("cpu"));
+    CHECK(idle_threads() == before + (idle ? 1 : 0));
+    std::vector<double> values{2.0};
+    strategy.all_reduce(values, distributed::ReduceOp::kSum);  // the loop still serves it
+    CHECK(values[0] == 2.0);
+  }
+  CHECK(idle_threads() == before);  // the loop ended with the strategy
 }
