@@ -41,6 +41,18 @@ std::string check_batch_limit(const std::string& text) {
 }
 
 // --ddp-backend's text (CLI11 checked it is one of the three).
+// Tells the launcher at once that this rank failed, and why (distributed::declare_rank_failure):
+// in on_exception, which runs before OnExceptionCheckpoint's (checkpoint callbacks come last) and
+// before the Trainer waits for checkpoint writes, so that the launcher names this rank while it
+// still cleans up. Only the fit's own Trainer has it: a tuner's trial that fails and is caught
+// declares nothing.
+class DeclareFailureToLauncher final : public Callback {
+ public:
+  void on_exception(Trainer&, Module&, const std::exception& error) override {
+    distributed::declare_rank_failure(error);
+  }
+};
+
 distributed::DDPOptions::Backend ddp_backend(const std::string& name) {
   if (name == "gloo") return distributed::DDPOptions::Backend::kGloo;
   if (name == "nccl") return distributed::DDPOptions::Backend::kNccl;
@@ -318,6 +330,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
                                       : distributed::DDPOptions::GradientCompression::kNone)));
   }
   std::vector<std::shared_ptr<Callback>> callbacks;
+  if (environment.distributed()) callbacks.push_back(std::make_shared<DeclareFailureToLauncher>());
   if (args.early_stopping_patience) {
     callbacks::EarlyStoppingOptions early;
     early.monitor("val_loss");

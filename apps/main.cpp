@@ -100,6 +100,9 @@ int main(int argc, char** argv) {
   } catch (const std::exception& error) {
     // In one write: the ranks of `fit --nproc-per-node` share this stderr, and their lines must
     // not interleave.
+    // A rank whose Trainer failed has declared that already (its first declaration is kept);
+    // this one is for a failure before or after the Trainer's runs.
+    trainbus::distributed::declare_rank_failure(error);
     std::cerr << "trainbus: error: " + std::string(error.what()) + "\n" << std::flush;
     // 75 for a rank that failed only because another one did, which the launcher then does not
     // name as the job's failure; else 1.

@@ -27,6 +27,7 @@
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
 #include "base/errors.h"
+#include "distributed/ddp_settings.h"
 #include "distributed/gloo_event_loop.h"
 
 namespace trainbus::distributed {
@@ -329,6 +330,14 @@ void DDPStrategy::connect(const c10::Device& requested) {
   store_options.numWorkers = static_cast<size_t>(environment_.world_size);
   store_options.waitWorkers = true;
   store_options.timeout = options_.timeout();
+  // A join that fails leaves nothing behind: a store kept would hold rank 0's port, and the next
+  // connect (the next run, or a retry) would fail to listen there instead of joining again.
+  struct ForgetStoreUnlessJoined {
+    Impl& impl;
+    ~ForgetStoreUnlessJoined() {
+      if (!impl.group) impl.store.reset();
+    }
+  } forget_store_unless_joined{*impl_};
   try {
     impl_->store = c10::make_intrusive<c10d::TCPStore>(environment_.master_addr, store_options);
   } catch (const std::exception& error) {
@@ -337,6 +346,17 @@ void DDPStrategy::connect(const c10::Device& requested) {
         " failed (waited up to ", options_.timeout().count() / 1000.0, " s): ", message_of(error),
         ". Start every rank with the same MASTER_ADDR and MASTER_PORT (rank 0 listens there; the "
         "port must be free on its machine), e.g. with `trainbus fit --nproc-per-node N`")));
+  }
+  // Before the process group, which ranks that differ would wait for until the timeout.
+  try {
+    agree_on_ddp_settings(*impl_->store,
+                          shared_ddp_settings(options_, backend, environment_.world_size),
+                          environment_);
+  } catch (const MisconfigurationError&) {
+    throw;
+  } catch (const std::exception&) {
+    guarded(environment_, options_.timeout(), "comparing the DDP settings with rank 0's",
+            []() -> int { throw; });
   }
   impl_->group = backend == "nccl" ? join_nccl_group(impl_->store, environment_, options_)
                                    : join_gloo_group(impl_->store, environment_, options_);

@@ -1,5 +1,6 @@
 #include "distributed/launcher.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -8,6 +9,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,10 +42,14 @@ constexpr std::chrono::seconds kKillWait{10};
 // The longest sleep between two looks at the ranks. SIGCHLD wakes the launcher at once; this is
 // a second line, should one be missed (another handler installed meanwhile).
 constexpr std::chrono::milliseconds kPollInterval{250};
-// The longest the launcher waits, after a rank exited because another rank failed, for a rank of
-// this machine that failed on its own (bounded by the grace period too): that one may be reaped
-// later, while it writes its error or exits.
-constexpr std::chrono::seconds kCulpritWait{5};
+// The file a rank's declaration goes to, in the launch's status directory.
+std::string declaration_path(const std::string& directory, const std::string& rank) {
+  return directory + "/rank-" + rank;
+}
+// The longest reason a declaration keeps: one line of the launcher's report.
+constexpr std::size_t kReasonLimit = 500;
+constexpr const char* kOwnFailure = "own";
+constexpr const char* kAnotherRankFailed = "another-rank";
 
 // "SIGKILL (9)".
 std::string signal_name(int signal) {
@@ -168,6 +174,68 @@ class CaughtSignals {
   std::vector<std::pair<int, struct sigaction>> saved_;
 };
 
+// The launch's kStatusDirVariable: a directory of its own under $TMPDIR (or /tmp), removed with
+// the declarations the ranks wrote in it. Empty where it could not be made (error() says why).
+class StatusDirectory {
+ public:
+  StatusDirectory() {
+    const char* temporary = std::getenv("TMPDIR");
+    std::string pattern =
+        std::string(temporary != nullptr && *temporary != '\0' ? temporary : "/tmp") +
+        "/trainbus-launch-XXXXXX";
+    if (::mkdtemp(pattern.data()) != nullptr) {
+      path_ = pattern;
+    } else {
+      error_ = std::string("mkdtemp ") + pattern + ": " + std::strerror(errno);
+    }
+  }
+  ~StatusDirectory() {
+    if (path_.empty()) return;
+    if (DIR* directory = ::opendir(path_.c_str())) {
+      while (const dirent* entry = ::readdir(directory)) {
+        const std::string name = entry->d_name;
+        if (name != "." && name != "..") ::unlink((path_ + "/" + name).c_str());
+      }
+      ::closedir(directory);
+    }
+    ::rmdir(path_.c_str());
+  }
+  StatusDirectory(const StatusDirectory&) = delete;
+  StatusDirectory& operator=(const StatusDirectory&) = delete;
+
+  const std::string& path() const noexcept { return path_; }
+  const std::string& error() const noexcept { return error_; }
+
+  // What rank `rank` declared, and when (the file's modification time), if it did.
+  std::optional<std::pair<RankDeclaration, timespec>> read(int rank) const {
+    if (path_.empty()) return std::nullopt;
+    const std::string path = declaration_path(path_, std::to_string(rank));
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return std::nullopt;
+    std::string text;
+    char buffer[1024];
+    for (ssize_t got; (got = ::read(fd, buffer, sizeof buffer)) > 0;) text.append(buffer, got);
+    struct stat status {};
+    const bool stated = ::fstat(fd, &status) == 0;
+    ::close(fd);
+    const std::size_t newline = text.find('\n');
+    if (!stated || newline == std::string::npos) return std::nullopt;
+    RankDeclaration declaration;
+    declaration.own_failure = text.compare(0, newline, kOwnFailure) == 0;
+    declaration.reason = text.substr(newline + 1);
+    declaration.reason = declaration.reason.substr(0, declaration.reason.find('\n'));
+    return std::make_pair(declaration, status.st_mtim);
+  }
+
+ private:
+  std::string path_;
+  std::string error_;
+};
+
+bool earlier(const timespec& a, const timespec& b) {
+  return a.tv_sec != b.tv_sec ? a.tv_sec < b.tv_sec : a.tv_nsec < b.tv_nsec;
+}
+
 // True when `host` names only loopback addresses (127.0.0.0/8, ::1): "127.0.0.1", "localhost",
 // or a host name /etc/hosts maps to 127.0.1.1, as Debian's does. False when it does not resolve:
 // the ranks' rendezvous reports that.
@@ -206,7 +274,7 @@ std::string label(const RankExit& rank) {
 // The names the launcher sets in each rank's environment: an inherited value is replaced.
 bool set_by_launcher(const std::string& name) {
   static const std::vector<std::string> names = [] {
-    std::vector<std::string> all{kLaunchedVariable, kLauncherPidVariable};
+    std::vector<std::string> all{kLaunchedVariable, kLauncherPidVariable, kStatusDirVariable};
     for (const auto& [variable, value] : environment_variables(DistributedEnvironment())) {
       all.push_back(variable);
     }
@@ -237,8 +305,8 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
 class Launch {
  public:
   Launch(const std::string& program, const std::vector<std::string>& argv,
-         const LaunchOptions& options, std::ostream& log)
-      : program_(program), argv_(argv), options_(options), log_(log) {
+         const LaunchOptions& options, const StatusDirectory& status, std::ostream& log)
+      : program_(program), argv_(argv), options_(options), status_(status), log_(log) {
     for (int local_rank = 0; local_rank < options.nproc_per_node(); ++local_rank) {
       RankExit rank;
       rank.local_rank = local_rank;
@@ -271,6 +339,11 @@ class Launch {
               "/etc/hosts maps to 127.0.1.1"
            << std::endl;
     }
+    if (status_.path().empty()) {
+      log_ << "launcher: warning: no directory for the ranks to declare their failures in ("
+           << status_.error() << "): a failed rank is told from the others by its exit only"
+           << std::endl;
+    }
 
     std::vector<std::string> arguments = argv_;
     const std::vector<char*> argument_pointers = pointers(arguments);
@@ -298,6 +371,8 @@ class Launch {
       }
       variables.push_back(std::string(kLaunchedVariable) + "=1");
       variables.push_back(std::string(kLauncherPidVariable) + "=" + std::to_string(::getpid()));
+      if (!status_.path().empty())
+        variables.push_back(std::string(kStatusDirVariable) + "=" + status_.path());
       if (set_threads) variables.push_back("OMP_NUM_THREADS=" + std::to_string(threads));
       // As torchrun: under NCCL a hung collective ends at DDPOptions' timeout only with this set
       // (NCCL's watchdog then aborts the rank); unless the user chose otherwise. Gloo ignores it.
@@ -337,11 +412,23 @@ class Launch {
                             [](const RankExit* rank) { return !ended_for_another_rank(*rank); });
       for (RankExit* rank : ended) {
         if (rank->succeeded() || stopping_) continue;
-        if (!ended_for_another_rank(*rank)) {
+        // The rank that declared first that it failed on its own is the failure, whichever rank
+        // ended first (it may still be saving its checkpoint of the moment).
+        if (RankExit* culprit = declared_culprit()) {
+          if (culprit != rank) {
+            log_ << "launcher: " << rank->describe()
+                 << (ended_for_another_rank(*rank) ? " (another rank failed)" : "") << std::endl;
+          }
+          fail(*culprit);
+        } else if (!ended_for_another_rank(*rank)) {
           fail(*rank);
         } else if (provisional_ == nullptr) {
           wait_for_culprit(*rank);
         }
+      }
+      // While the launcher waits for the culprit, a rank may declare that it is the one.
+      if (provisional_ != nullptr && !stopping_) {
+        if (RankExit* culprit = declared_culprit()) fail(*culprit);
       }
       Clock::time_point now = Clock::now();
       // Only ranks that ended for another one's failure, and the wait for the culprit is over.
@@ -362,8 +449,10 @@ class Launch {
       if (stopping_ && !killed_ && now >= stop_deadline_) {
         for (RankExit* rank : running_) {
           log_ << "launcher: " << label(*rank) << " still runs "
-               << seconds_text(options_.grace_period()) << " after being told to stop; sending "
-               << "SIGKILL" << std::endl;
+               << seconds_text(options_.grace_period())
+               << (rank == finishing_ ? " after it declared its failure"
+                                      : " after being told to stop")
+               << "; sending SIGKILL" << std::endl;
         }
         kill_all();
         continue;
@@ -391,6 +480,9 @@ class Launch {
   void interrupted_late(int signal) {
     if (!first_failure_ && interrupted_by_ == 0) interrupted_by_ = signal;
   }
+
+  // Every rank's declaration, read once more for the report and the result.
+  void read_declarations() { (void)declared_culprit(); }
 
   LaunchResult result() const {
     LaunchResult result;
@@ -434,7 +526,9 @@ class Launch {
     } else if (first_failure_) {
       const RankExit& failed = ranks_[*first_failure_];
       log_ << "launcher: the job failed: " << failed.describe() << " (the first failure"
-           << (failed.pid >= 0 ? "; its output above should say why)\n" : ")\n");
+           << (!failed.declared.reason.empty() ? ": " + failed.declared.reason + ")\n"
+               : failed.pid >= 0               ? "; its output above should say why)\n"
+                                               : ")\n");
     } else if (interrupted_by_ != 0) {
       log_ << "launcher: the job was interrupted by " << signal_name(interrupted_by_) << '\n';
     } else {
@@ -482,11 +576,30 @@ class Launch {
     return ended;
   }
 
+  // Reads every started rank's declaration into its RankExit; returns the rank that declared first
+  // that it failed on its own, if one did (and has not exited with 0 since).
+  RankExit* declared_culprit() {
+    RankExit* culprit = nullptr;
+    timespec first{};
+    for (RankExit& rank : ranks_) {
+      if (rank.pid < 0) continue;
+      const auto declared = status_.read(rank.rank);
+      if (!declared) continue;
+      rank.declared = declared->first;
+      if (!rank.declared.own_failure || rank.succeeded()) continue;
+      if (culprit == nullptr || earlier(declared->second, first)) {
+        culprit = &rank;
+        first = declared->second;
+      }
+    }
+    return culprit;
+  }
+
   // `rank` exited because another rank failed, and no rank has failed yet: it is the failure only
   // if no rank fails on its own within the wait (the others run on meanwhile).
   void wait_for_culprit(RankExit& rank) {
     const std::chrono::milliseconds wait =
-        std::min<std::chrono::milliseconds>(options_.grace_period(), kCulpritWait);
+        std::min<std::chrono::milliseconds>(options_.grace_period(), options_.culprit_wait());
     provisional_ = &rank;
     provisional_deadline_ = Clock::now() + wait;
     if (wait.count() == 0 || running_.empty()) return;
@@ -494,14 +607,29 @@ class Launch {
          << seconds_text(wait) << " for the rank that failed first" << std::endl;
   }
 
-  // `rank` is the first failure: it is reported, and the others are told to stop.
+  // `rank` is the first failure: it is reported, and the others are told to stop. One that still
+  // runs (it declared its failure) is not: it finishes its cleanup within the grace period.
   void fail(RankExit& rank) {
     first_failure_ = static_cast<std::size_t>(&rank - ranks_.data());
-    log_ << "launcher: " << rank.describe();
-    if (ended_for_another_rank(rank)) log_ << " (another rank failed)";
-    if (!running_.empty()) {
+    if (std::find(running_.begin(), running_.end(), &rank) != running_.end()) {
+      finishing_ = &rank;
+      log_ << "launcher: " << label(rank) << " declared that it failed: " << rank.declared.reason;
+    } else {
+      log_ << "launcher: " << rank.describe();
+      if (ended_for_another_rank(rank)) {
+        log_ << " (another rank failed)";
+      } else if (rank.declared.own_failure) {
+        log_ << ": " << rank.declared.reason;
+      }
+    }
+    const bool others_running = running_.size() > (finishing_ != nullptr ? 1U : 0U);
+    if (others_running) {
       log_ << "; stopping the other ranks (SIGTERM, and SIGKILL after "
            << seconds_text(options_.grace_period()) << ")";
+    }
+    if (finishing_ != nullptr) {
+      log_ << (others_running ? ", and waiting" : "; waiting") << " up to "
+           << seconds_text(options_.grace_period()) << " for it to finish";
     }
     log_ << std::endl;
     stop(SIGTERM, /*send=*/true);
@@ -514,7 +642,8 @@ class Launch {
     // and the stop it starts (SIGTERM, then SIGKILL after the grace period) takes the signal's
     // place rather than killing at once.
     if (provisional_ != nullptr && !stopping_) {
-      fail(*provisional_);
+      RankExit* culprit = declared_culprit();
+      fail(culprit != nullptr ? *culprit : *provisional_);
       return;
     }
     if (stopping_) {
@@ -539,6 +668,7 @@ class Launch {
     stopping_ = true;
     stop_deadline_ = Clock::now() + options_.grace_period();
     for (RankExit* rank : running_) {
+      if (rank == finishing_) continue;
       rank->stopped = true;
       if (send) ::kill(rank->pid, signal);
     }
@@ -556,6 +686,7 @@ class Launch {
   const std::string& program_;
   const std::vector<std::string>& argv_;
   const LaunchOptions& options_;
+  const StatusDirectory& status_;
   std::ostream& log_;
   std::vector<RankExit> ranks_;
   std::vector<RankExit*> running_;  // started and not yet reaped
@@ -564,6 +695,8 @@ class Launch {
   // named as the failure at provisional_deadline_ if none does by then (wait_for_culprit).
   RankExit* provisional_ = nullptr;
   Clock::time_point provisional_deadline_;
+  // The first failure, when it declared so and still ran: not told to stop (fail).
+  RankExit* finishing_ = nullptr;
   int interrupted_by_ = 0;
   bool stopping_ = false;
   bool killed_ = false;
@@ -604,6 +737,8 @@ void LaunchOptions::validate() const {
                  "--master-addr is empty: give the address of node 0 (127.0.0.1 on one machine)");
   TRAINBUS_CHECK(grace_period_.count() >= 0, "the launcher's grace period must be >= 0, got ",
                  grace_period_.count(), " ms");
+  TRAINBUS_CHECK(culprit_wait_.count() >= 0, "the launcher's culprit wait must be >= 0, got ",
+                 culprit_wait_.count(), " ms");
 }
 
 int rank_exit_code(const std::exception& error) {
@@ -613,6 +748,42 @@ int rank_exit_code(const std::exception& error) {
   // is not counted either: rank 0 may be missing for a reason of this machine.
   return dynamic_cast<const AnotherRankFailedError*>(&error) != nullptr ? kAnotherRankFailedExitCode
                                                                         : 1;
+}
+
+void declare_rank_failure(const std::exception& error) noexcept {
+  try {
+    const char* directory = std::getenv(kStatusDirVariable);
+    const char* rank = std::getenv("RANK");
+    if (directory == nullptr || *directory == '\0' || rank == nullptr || *rank == '\0') return;
+    const std::string rank_text = rank;
+    if (rank_text.find_first_not_of("0123456789") != std::string::npos) return;
+    std::string reason = error.what();
+    reason.resize(std::min(reason.find('\n'), reason.size()));
+    if (reason.size() > kReasonLimit) reason = reason.substr(0, kReasonLimit) + "...";
+    const std::string text =
+        std::string(rank_exit_code(error) == kAnotherRankFailedExitCode ? kAnotherRankFailed
+                                                                        : kOwnFailure) +
+        "\n" + reason + "\n";
+    const std::string path = declaration_path(directory, rank_text);
+    const std::string temporary = path + ".tmp-" + std::to_string(::getpid());
+    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    bool written = true;
+    for (std::size_t done = 0; written && done < text.size();) {
+      const ssize_t wrote = ::write(fd, text.data() + done, text.size() - done);
+      if (wrote < 0 && errno == EINTR) continue;
+      written = wrote > 0;
+      if (written) done += static_cast<std::size_t>(wrote);
+    }
+    ::close(fd);
+    // link, not rename: the launcher sees the whole file or none, and a rank's first
+    // declaration stays (link fails where the name exists).
+    if (written) {
+      [[maybe_unused]] const int linked = ::link(temporary.c_str(), path.c_str());
+    }
+    ::unlink(temporary.c_str());
+  } catch (...) {  // a declaration is a help to the launcher, never a new failure
+  }
 }
 
 std::string RankExit::describe() const {
@@ -644,7 +815,8 @@ LaunchResult launch_ranks(const std::string& program, const std::vector<std::str
   options.validate();
   TRAINBUS_CHECK(!program.empty() && !argv.empty(),
                  "launch_ranks: no command to start (program and argv[0] are needed)");
-  Launch launch(program, argv, options, log);
+  const StatusDirectory status;
+  Launch launch(program, argv, options, status, log);
   {
     const CaughtSignals signals;
     launch.start();
@@ -652,6 +824,7 @@ LaunchResult launch_ranks(const std::string& program, const std::vector<std::str
   }
   // Handlers are back as they were: a signal from now on takes its usual course.
   for (const auto& [signal, from_terminal] : CaughtSignals::take()) launch.interrupted_late(signal);
+  launch.read_declarations();
   launch.report();
   return launch.result();
 }

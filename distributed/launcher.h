@@ -25,6 +25,11 @@ constexpr const char* kLaunchedVariable = "TRAINBUS_LAUNCHED";
 /// The launcher's pid, in every rank's environment: a rank stops when that process is gone.
 constexpr const char* kLauncherPidVariable = "TRAINBUS_LAUNCHER_PID";
 
+/// A directory the launcher makes for one launch (and removes after it), in every rank's
+/// environment: a rank that fails writes its class and reason there at once (declare_rank_failure),
+/// so that the launcher knows which rank failed first even while that rank still cleans up.
+constexpr const char* kStatusDirVariable = "TRAINBUS_LAUNCHER_STATUS_DIR";
+
 /// The exit code of a rank whose run failed only because another rank stopped first (a
 /// collective found it gone, or waited for it past the timeout): sysexits' EX_TEMPFAIL, "try
 /// again" (resume). The launcher does not name such a rank as the job's failure: on a node whose
@@ -35,6 +40,23 @@ constexpr int kAnotherRankFailedExitCode = 75;
 /// AnotherRankFailedError (strategy.h: a PeerLostError of a collective that found another rank
 /// gone or late, or a save another rank's failure ended), 1 for anything else.
 int rank_exit_code(const std::exception& error);
+
+/// In a rank launch_ranks started: tells the launcher now, before this rank's cleanup (the
+/// callbacks' on_exception, OnExceptionCheckpoint's save, draining checkpoint writes), that it is
+/// failing with `error`. Writes the file "rank-RANK" in kStatusDirVariable's directory, atomically
+/// (a temporary file, then link): its first line "own" or "another-rank" (as rank_exit_code
+/// classifies `error`), its second the first line of `error.what()`. The first declaration of a
+/// rank is kept. A no-op where the variable is unset (torchrun, no launcher, one process); never
+/// throws (a declaration that cannot be written leaves the launcher its fallback wait).
+/// NOTE: call it for the failure that ends the process only (`trainbus fit`: its Trainer's
+/// on_exception, and main's catch), not for an error that is caught and recovered from.
+void declare_rank_failure(const std::exception& error) noexcept;
+
+/// What a rank declared with declare_rank_failure, as the launcher reads it.
+struct RankDeclaration {
+  bool own_failure = false;  ///< "own": it failed on its own; else only because another rank did
+  std::string reason;        ///< the first line of its error
+};
 
 /// True when kLaunchedVariable is "1": this process was started by launch_ranks.
 bool launched_by_trainbus();
@@ -63,6 +85,11 @@ struct LaunchOptions {
   /// How long the ranks asked to stop (SIGTERM after a rank failed, or the SIGINT/SIGTERM the
   /// launcher received) get to exit before SIGKILL. torchrun's 30 s.
   TRAINBUS_ARG(std::chrono::milliseconds, grace_period) = std::chrono::seconds(30);
+  /// After a rank exited with kAnotherRankFailedExitCode while no rank has declared that it
+  /// failed on its own (declare_rank_failure; a rank killed by a signal cannot, nor can a rank
+  /// of another node), how long the launcher waits for a rank of this machine to fail on its own
+  /// before it names that one (bounded by grace_period too).
+  TRAINBUS_ARG(std::chrono::milliseconds, culprit_wait) = std::chrono::seconds(5);
 
  public:
   /// Ranks in the whole job: nnodes * nproc_per_node (after validate()).
@@ -71,7 +98,7 @@ struct LaunchOptions {
   bool distributed() const noexcept { return nproc_per_node_ > 1 || nnodes_ > 1; }
   /// Throws MisconfigurationError naming the flag: --nproc-per-node and --nnodes below 1,
   /// --node-rank outside [0, --nnodes), --master-port outside [1, 65535], an empty --master-addr,
-  /// a negative grace period, a world too large for an int.
+  /// a negative grace period or culprit wait, a world too large for an int.
   void validate() const;
 };
 
@@ -92,6 +119,9 @@ struct RankExit {
   int code = 0;          ///< the exit code (kExited) or the signal (kKilled)
   std::string error;     ///< why it could not be started (kNotStarted) or was lost (kLost)
   bool stopped = false;  ///< the launcher told it to stop (or killed it) before it ended
+  /// What it declared when it failed (declare_rank_failure), as the launcher last read it; empty
+  /// reason when it declared nothing.
+  RankDeclaration declared;
 
   bool succeeded() const noexcept { return how == How::kExited && code == 0; }
   /// "rank 1 (pid 4242) exited with code 3", "rank 5 (local rank 1, pid 4242) was killed by
@@ -129,11 +159,18 @@ int threads_per_rank(int nproc_per_node);
 /// SIGINT or SIGTERM sent to this process is passed on to the ranks the same way (a Ctrl-C, which
 /// the terminal already sends to the ranks too, is not sent again); a second one SIGKILLs them
 /// at once. What happens is written to `log` (stderr, for the command line): the failure first,
-/// then how each other rank ended. A rank that exits with kAnotherRankFailedExitCode is named as
-/// the failure only when no rank of this machine failed otherwise: after it, the launcher waits up
-/// to grace_period (5 s at most) for a rank that fails on its own (the rank that failed first may
-/// end after the ranks it took along) before it stops the others; if none does, the job stopped
-/// because of a rank elsewhere (another node's launcher names it), and the report says so.
+/// then how each other rank ended.
+///
+/// Each rank gets kStatusDirVariable, a directory made for this launch. When a rank ends other
+/// than with 0, the launcher reads what the ranks declared there: the rank that declared first
+/// that it failed on its own (declare_rank_failure) is the failure, with its reason, also while
+/// it still runs: it is not told to stop, so that its cleanup (a checkpoint of the moment it
+/// failed) completes, and is SIGKILLed only if it outlives grace_period, with the others. Where
+/// no rank declared that, a rank that exits with kAnotherRankFailedExitCode is named as the
+/// failure only when no rank of this machine failed otherwise: after it, the launcher waits up to
+/// culprit_wait (at most grace_period) for a rank that fails or declares it failed on its own
+/// before it stops the others; if none does, the job stopped because of a rank elsewhere
+/// (another node's launcher names it), and the report says so.
 ///
 /// Returns when every rank has ended (or outlived SIGKILL by 10 s); no child is left to reap.
 /// Throws MisconfigurationError for bad options, an empty command, or a launch already running

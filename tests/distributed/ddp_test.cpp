@@ -41,6 +41,7 @@
 #include "distributed/ddp_strategy.h"
 #include "distributed/launcher.h"
 #include "tests/support/child_process.h"
+#include "tests/support/scoped_environment.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/trainer_options.h"
 
@@ -434,13 +435,16 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   const std::string dir = testing::test_child_dir();
   const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
   if (mode.rfind("core_", 0) == 0) return;  // "ddp child rank, core" below runs these
+  const distributed::DistributedEnvironment environment = distributed::environment_from_variables();
   auto strategy = std::make_shared<distributed::DDPStrategy>(
-      distributed::environment_from_variables(),
+      environment,
       distributed::DDPOptions()
           // Short where a rank waits for a collective the others never call.
           .timeout(mode == "save_on_rank_zero_only" ? std::chrono::seconds(5)
                                                     : std::chrono::seconds(60))
-          .find_unused_parameters(mode == "unused_allowed")
+          // settings_differ: rank 1 alone looks for unused parameters (a mismatched flag).
+          .find_unused_parameters(mode == "unused_allowed" ||
+                                  (mode == "settings_differ" && environment.rank == 1))
           .stop_agreement_every_batch(mode != "timer_without_agreement" &&
                                       mode != "validation_stop_without_agreement")
           // Buckets of 50 KiB after the first MiB: the wide model's gradients take three.
@@ -822,13 +826,62 @@ TEST_CASE("a socket interface that does not exist is this rank's own error", "[d
   environment.master_port = reserved.port();
   distributed::DDPStrategy strategy(
       environment, distributed::DDPOptions().socket_ifname("trainbus-no-such-interface0"));
-  try {
-    strategy.connect(c10::Device("cpu"));
-    FAIL("connect() succeeded");
-  } catch (const distributed::DistributedError& error) {
-    CHECK_THAT(error.what(), Catch::Contains("creating the Gloo device failed on this rank") &&
-                                 Catch::Contains("trainbus-no-such-interface0"));
-    CHECK(distributed::rank_exit_code(error) == 1);
+  // The second connect (the next run) fails as the first, not at a store the first left behind.
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    CAPTURE(attempt);
+    try {
+      strategy.connect(c10::Device("cpu"));
+      FAIL("connect() succeeded");
+    } catch (const distributed::DistributedError& error) {
+      CHECK_THAT(error.what(), Catch::Contains("creating the Gloo device failed on this rank") &&
+                                   Catch::Contains("trainbus-no-such-interface0"));
+      CHECK(distributed::rank_exit_code(error) == 1);
+    }
+  }
+  CHECK(strategy.backend_name().empty());
+}
+
+TEST_CASE("a connect that failed can be tried again and joins", "[ddp]") {
+  const ReservedPort reserved;
+  distributed::DistributedEnvironment environment;
+  environment.master_addr = "127.0.0.1";
+  environment.master_port = reserved.port();
+  distributed::DDPStrategy strategy(environment);
+  {
+    testing::ScopedEnvironment environment_variables;
+    environment_variables.set("GLOO_SOCKET_IFNAME", "trainbus-no-such-interface0");
+    CHECK_THROWS_WITH(strategy.connect(c10::Device("cpu")),
+                      Catch::Contains("creating the Gloo device failed on this rank"));
+  }
+  strategy.connect(c10::Device("cpu"));  // the interface is back: this rank joins
+  CHECK(strategy.backend_name() == "gloo");
+  std::vector<double> values{2.0};
+  strategy.all_reduce(values, distributed::ReduceOp::kSum);
+  CHECK(values[0] == 2.0);
+}
+
+TEST_CASE("ranks whose DDP settings differ fail at once, each naming the setting", "[ddp]") {
+  // Rank 1 alone has --ddp-find-unused-parameters: it says so; rank 0 stops because of it.
+  testing::TempDir dir;
+  run_ranks_cleanly("settings_differ", dir);
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  CHECK_THAT(rank1.error, Catch::StartsWith("rank 1 of 2: this rank's DDP settings differ from "
+                                            "rank 0's: `find_unused_parameters` is true on rank "
+                                            "1 but false on rank 0: set "
+                                            "--ddp-find-unused-parameters"));
+  CHECK(rank1.exit_code == 1);
+  CHECK_THAT(rank0.error, Catch::StartsWith("rank 0 of 2: the DDP settings of another rank "
+                                            "differ from this rank's: `find_unused_parameters` "
+                                            "is true on rank 1 but false on rank 0"));
+  CHECK(rank0.exit_code == distributed::kAnotherRankFailedExitCode);
+  CHECK(rank0.global_step == 0);
+  CHECK(rank1.global_step == 0);
+  for (const RankResult* rank : {&rank0, &rank1}) {  // not the 60 s timeout
+    const auto after = rank->error.find("[after ");
+    REQUIRE(after != std::string::npos);
+    CHECK(std::stod(rank->error.substr(after + 7)) < 30.0);
   }
 }
 

@@ -11,7 +11,9 @@
 
 #include <cerrno>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -290,6 +292,8 @@ TEST_CASE("Bad launch options are named by their flag before anything starts",
              Catch::Contains("is more ranks than"));
   CHECK_THAT(error_of(LaunchOptions().grace_period(std::chrono::milliseconds(-1))),
              Catch::Contains("grace period must be >= 0"));
+  CHECK_THAT(error_of(LaunchOptions().culprit_wait(std::chrono::milliseconds(-1))),
+             Catch::Contains("culprit wait must be >= 0"));
 
   std::ostringstream log;
   CHECK_THROWS_AS(launch_ranks("/bin/true", {"true"}, LaunchOptions().nproc_per_node(0), log),
@@ -371,6 +375,101 @@ TEST_CASE("A rank that ended because another rank failed is not named as the job
                                              ") exited with code 75"));
   }
   CHECK(no_children_left());
+}
+
+TEST_CASE("A rank that declared its failure is named at once and may finish its cleanup",
+          "[distributed][launcher]") {
+  TempDir dir;
+  const std::string another = std::to_string(kAnotherRankFailedExitCode);
+  // Rank 1 declares its failure (as declare_rank_failure does), then cleans up (an
+  // OnExceptionCheckpoint's save) for 1 s after rank 0 is gone: 5 times the culprit wait. Rank 0
+  // exits with 75 once rank 1 has declared. A SIGTERM would end rank 1 before its cleanup is done.
+  const std::string script =
+      "status=\"$TRAINBUS_LAUNCHER_STATUS_DIR\"; "
+      "if [ \"$LOCAL_RANK\" = 1 ]; then "
+      "  printf 'own\\nrank 1 of 2: the data file is missing\\n' > \"$status/tmp1\"; "
+      "  mv \"$status/tmp1\" \"$status/rank-$RANK\"; "
+      "  i=0; while [ ! -e \"$1/pid\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; "
+      "  pid=$(cat \"$1/pid\"); "
+      "  i=0; while kill -0 \"$pid\" 2>/dev/null && [ $i -lt 1000 ]; do sleep 0.01; "
+      "i=$((i+1)); done; "
+      "  sleep 1; : > \"$1/cleaned-up\"; exit 3; "
+      "fi; "
+      "i=0; while [ ! -e \"$status/rank-1\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); "
+      "done; "
+      "printf 'another-rank\\nrank 0 of 2: all-reduce failed\\n' > \"$status/tmp0\"; "
+      "mv \"$status/tmp0\" \"$status/rank-$RANK\"; "
+      "echo $$ > \"$1/pid.tmp\"; mv \"$1/pid.tmp\" \"$1/pid\"; exit " +
+      another;
+  const Launched launched = launch_script(script, dir.path().string(),
+                                          two_ranks().culprit_wait(std::chrono::milliseconds(200)));
+  INFO(launched.log);
+  CHECK(launched.result.exit_code == 3);
+  REQUIRE(launched.result.first_failure == std::optional<std::size_t>(1));
+  const RankExit& failed = launched.result.ranks[1];
+  CHECK_FALSE(failed.stopped);
+  CHECK(failed.how == RankExit::How::kExited);
+  CHECK(failed.code == 3);
+  CHECK(std::ifstream(dir.file("cleaned-up")).good());
+  CHECK(failed.declared.own_failure);
+  CHECK(failed.declared.reason == "rank 1 of 2: the data file is missing");
+  CHECK_FALSE(launched.result.ranks[0].declared.own_failure);
+  CHECK(launched.result.ranks[0].declared.reason == "rank 0 of 2: all-reduce failed");
+  const std::string rank1 = "rank 1 (pid " + std::to_string(failed.pid) + ")";
+  CHECK_THAT(launched.log,
+             Catch::Contains("launcher: " + rank1 +
+                             " declared that it failed: rank 1 of 2: the data file is missing; "
+                             "waiting up to 5 s for it to finish"));
+  CHECK_THAT(launched.log, Catch::Contains("launcher: the job failed: " + rank1 +
+                                           " exited with code 3 (the first failure: rank 1 of 2: "
+                                           "the data file is missing)"));
+  CHECK_THAT(launched.log, !Catch::Contains("waiting up to 200 ms for the rank that failed first"));
+  CHECK(no_children_left());
+}
+
+TEST_CASE("A rank declares its failure in the launcher's directory, once; elsewhere, nothing",
+          "[distributed][launcher]") {
+  TempDir dir;
+  ScopedEnvironment environment;
+  environment.set("RANK", "3");
+  SECTION("launched: the first declaration is kept, its reason on one line") {
+    environment.set(kStatusDirVariable, dir.path().string());
+    declare_rank_failure(std::runtime_error("rank 3 of 4: bad batch\nmore detail"));
+    declare_rank_failure(PeerLostError("rank 3 of 4: all-reduce failed"));
+    CHECK(read_file(dir.file("rank-3")) == "own\nrank 3 of 4: bad batch\n");
+    CHECK(testing::names_in(dir.path().string()) ==
+          std::set<std::string>{"rank-3"});  // no temporary
+  }
+  SECTION("launched: a rank that stops because another rank failed says so") {
+    environment.set(kStatusDirVariable, dir.path().string());
+    declare_rank_failure(PeerLostError("rank 3 of 4: all-reduce failed"));
+    CHECK(read_file(dir.file("rank-3")) == "another-rank\nrank 3 of 4: all-reduce failed\n");
+  }
+  SECTION("started by another launcher (torchrun): no variable, no file, no error") {
+    environment.unset(kStatusDirVariable);
+    declare_rank_failure(std::runtime_error("rank 3 of 4: bad batch"));
+    CHECK(testing::names_in(dir.path().string()).empty());
+  }
+  SECTION("a directory that is gone: no error") {
+    environment.set(kStatusDirVariable, dir.file("gone"));
+    declare_rank_failure(std::runtime_error("rank 3 of 4: bad batch"));
+    CHECK(testing::names_in(dir.path().string()).empty());
+  }
+}
+
+TEST_CASE("Each rank gets a status directory of the launch's own, removed after it",
+          "[distributed][launcher]") {
+  TempDir dir;
+  const Launched launched = launch_script(
+      "echo \"$TRAINBUS_LAUNCHER_STATUS_DIR\" > \"$1/status$LOCAL_RANK\"; "
+      "[ -d \"$TRAINBUS_LAUNCHER_STATUS_DIR\" ] && : > "
+      "\"$TRAINBUS_LAUNCHER_STATUS_DIR/rank-$RANK\"",
+      dir.path().string(), two_ranks());
+  CHECK(launched.result.exit_code == 0);
+  const std::string status = read_file(dir.file("status0"));
+  CHECK_THAT(status, Catch::Contains("/trainbus-launch-"));
+  CHECK(read_file(dir.file("status1")) == status);
+  CHECK_FALSE(std::filesystem::exists(status.substr(0, status.size() - 1)));
 }
 
 TEST_CASE("A loopback --master-addr with several nodes is warned about",

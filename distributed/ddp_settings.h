@@ -1,0 +1,57 @@
+#pragma once
+/// The DDP settings every rank of a job must share, and the handshake in which the ranks compare
+/// them through the rendezvous store before they build the process group (DDPStrategy::connect).
+/// Without it, ranks that differ fail at the timeout with an error that does not say why.
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "distributed/ddp_strategy.h"
+#include "distributed/environment.h"
+
+namespace c10d {
+class Store;
+}
+
+namespace trainbus::distributed {
+
+/// One setting that must be equal on every rank, as text.
+struct SharedDDPSetting {
+  std::string name;   ///< "backend", "find_unused_parameters", ...
+  std::string value;  ///< "gloo", "true", ...
+  std::string fix;    ///< the flag or option that sets it: "--ddp-backend (DDPOptions::backend)"
+};
+
+/// The settings this rank must share with every other: WORLD_SIZE, the backend `backend` it
+/// chose ("gloo" or "nccl", DDPOptions::backend resolved for its device), and the DDPOptions
+/// that change which collectives a step runs (see the comments in ddp_settings.cpp).
+std::vector<SharedDDPSetting> shared_ddp_settings(const DDPOptions& options,
+                                                  std::string_view backend, int world_size);
+
+/// `settings` as the store carries them: "name=value" lines.
+std::string encode_ddp_settings(const std::vector<SharedDDPSetting>& settings);
+
+/// What differs between rank `rank`'s `settings` and rank 0's (`rank_zero`, encoded), one
+/// sentence per setting: "`backend` is gloo on rank 1 but nccl on rank 0: set --ddp-backend ...
+/// alike on every rank". A setting only one side knows is a build that differs. Empty when every
+/// setting agrees.
+std::string ddp_settings_mismatch(const std::vector<SharedDDPSetting>& settings, int rank,
+                                  const std::string& rank_zero);
+
+/// The handshake, on `store` (which every rank of the job reaches), before the process group:
+/// rank 0 publishes its settings; every other rank compares its own with them (a get that waits
+/// up to the store's timeout), answers, and then waits for rank 0's verdict; rank 0 waits for
+/// every answer and publishes the verdict. The keys begin with "trainbus/ddp_settings/", which
+/// no c10d key does, and carry a number the store counts up for each handshake on it, so that a
+/// store used again never answers with a previous handshake's keys.
+///
+/// Throws, on a rank whose settings differ from rank 0's, MisconfigurationError naming this
+/// rank, each setting, its value here and on rank 0, and what sets it; on rank 0 and on the
+/// ranks that agree with it, AnotherRankFailedError naming the ranks that differ and how (they
+/// stop only because of another rank's misconfiguration: exit code 75). The store's own errors
+/// (a rank gone, a wait past the timeout) come out as c10d raised them.
+void agree_on_ddp_settings(c10d::Store& store, const std::vector<SharedDDPSetting>& settings,
+                           const DistributedEnvironment& environment);
+
+}  // namespace trainbus::distributed

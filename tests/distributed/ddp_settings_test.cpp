@@ -1,0 +1,161 @@
+// The DDP settings the ranks compare before they build the process group: the comparison's text,
+// and the handshake itself between two threads on one in-memory c10d store.
+#include "distributed/ddp_settings.h"
+
+#include <chrono>
+#include <exception>
+#include <string>
+#include <thread>
+
+// glog's CHECK (through c10's logging) before Catch's, which must win: the unity build may put
+// this file's includes first.
+#include <c10/util/Logging.h>
+#include <catch2/catch.hpp>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+
+#include "base/errors.h"
+#include "distributed/strategy.h"
+
+using namespace trainbus;
+using namespace trainbus::distributed;
+
+namespace {
+
+DistributedEnvironment rank_of_two(int rank) {
+  DistributedEnvironment environment;
+  environment.rank = rank;
+  environment.world_size = 2;
+  environment.local_rank = rank;
+  environment.local_world_size = 2;
+  return environment;
+}
+
+// What agree_on_ddp_settings raised on one rank: its message and whether it was a
+// MisconfigurationError or an AnotherRankFailedError ("" and "none" when it returned).
+struct Outcome {
+  std::string kind = "none";
+  std::string message;
+};
+
+Outcome agree(c10d::Store& store, const std::vector<SharedDDPSetting>& settings, int rank) {
+  Outcome outcome;
+  try {
+    agree_on_ddp_settings(store, settings, rank_of_two(rank));
+  } catch (const MisconfigurationError& error) {
+    outcome = {"misconfiguration", error.what()};
+  } catch (const AnotherRankFailedError& error) {
+    outcome = {"another rank failed", error.what()};
+  } catch (const std::exception& error) {
+    outcome = {"other", error.what()};
+  }
+  return outcome;
+}
+
+// Rank 1 starts first, so that it may look for rank 0's settings before they are there.
+std::pair<Outcome, Outcome> handshake(c10d::Store& store,
+                                      const std::vector<SharedDDPSetting>& rank0,
+                                      const std::vector<SharedDDPSetting>& rank1) {
+  Outcome second;
+  std::thread other([&] { second = agree(store, rank1, 1); });
+  const Outcome first = agree(store, rank0, 0);
+  other.join();
+  return {first, second};
+}
+
+c10::intrusive_ptr<c10d::HashStore> store_with_short_timeout() {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  store->setTimeout(std::chrono::seconds(20));  // a broken handshake fails the test, not hangs it
+  return store;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "DDP settings: a backend that differs from rank 0's is named with both values and the flag",
+    "[ddp][ddp_settings]") {
+  const DDPOptions options;
+  const std::string rank_zero = encode_ddp_settings(shared_ddp_settings(options, "nccl", 2));
+  CHECK(ddp_settings_mismatch(shared_ddp_settings(options, "nccl", 2), 1, rank_zero).empty());
+  CHECK(ddp_settings_mismatch(shared_ddp_settings(options, "gloo", 2), 1, rank_zero) ==
+        "`backend` is gloo on rank 1 but nccl on rank 0: set --ddp-backend (DDPOptions::backend; "
+        "auto picks nccl only with --device cuda and a LibTorch built with NCCL) alike on every "
+        "rank");
+}
+
+TEST_CASE("DDP settings: every setting that differs is named, and so is a build that differs",
+          "[ddp][ddp_settings]") {
+  const std::string rank_zero = encode_ddp_settings(shared_ddp_settings(DDPOptions(), "gloo", 2));
+  const auto mismatch_of = [&](const DDPOptions& options, int world_size = 2) {
+    return ddp_settings_mismatch(shared_ddp_settings(options, "gloo", world_size), 3, rank_zero);
+  };
+  CHECK(mismatch_of(DDPOptions().find_unused_parameters(true)) ==
+        "`find_unused_parameters` is true on rank 3 but false on rank 0: set "
+        "--ddp-find-unused-parameters (DDPOptions::find_unused_parameters) alike on every rank");
+  CHECK_THAT(mismatch_of(DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16)),
+             Catch::StartsWith("`gradient_compression` is fp16 on rank 3 but none on rank 0: set "
+                               "--ddp-fp16-gradients"));
+  CHECK_THAT(mismatch_of(DDPOptions().bucket_cap_mb(0.05)),
+             Catch::StartsWith("`bucket_cap_mb` is 0.05 MiB (52428 bytes) on rank 3 but 25 MiB "
+                               "(26214400 bytes) on rank 0: set DDPOptions::bucket_cap_mb"));
+  CHECK_THAT(mismatch_of(DDPOptions().broadcast_buffers(false)),
+             Catch::StartsWith("`broadcast_buffers` is false on rank 3 but true on rank 0"));
+  CHECK_THAT(mismatch_of(DDPOptions().stop_agreement_every_batch(false)),
+             Catch::StartsWith("`stop_agreement_every_batch` is false on rank 3 but true"));
+  CHECK_THAT(mismatch_of(DDPOptions(), 4),
+             Catch::StartsWith("`world_size` is 4 on rank 3 but 2 on rank 0: set WORLD_SIZE"));
+  // Two at once: both named.
+  CHECK_THAT(mismatch_of(DDPOptions().find_unused_parameters(true).broadcast_buffers(false)),
+             Catch::Contains("`find_unused_parameters` is true") &&
+                 Catch::Contains("; `broadcast_buffers` is false"));
+  // Not shared: each rank's own wait, and its machine's interface.
+  CHECK(mismatch_of(DDPOptions().timeout(std::chrono::seconds(7)).socket_ifname("eth1")).empty());
+  // A setting one side does not know: a build that differs.
+  CHECK(ddp_settings_mismatch(shared_ddp_settings(DDPOptions(), "gloo", 2), 1,
+                              rank_zero + "future_setting=3\n") ==
+        "`future_setting` is 3 on rank 0, and rank 1 does not know it: run the same trainbus "
+        "build on every rank");
+  CHECK_THAT(ddp_settings_mismatch(shared_ddp_settings(DDPOptions(), "gloo", 2), 1,
+                                   "handshake_version=1\n"),
+             Catch::Contains("`world_size` is 2 on rank 1, and rank 0 does not know it: run the "
+                             "same trainbus build on every rank"));
+}
+
+TEST_CASE(
+    "DDP settings handshake: ranks that agree go on; one that differs fails, and so do "
+    "the others, naming it",
+    "[ddp][ddp_settings]") {
+  const auto store = store_with_short_timeout();
+  const auto same = shared_ddp_settings(DDPOptions(), "gloo", 2);
+  SECTION("agreeing ranks both return") {
+    const auto [rank0, rank1] = handshake(*store, same, same);
+    CHECK(rank0.kind == "none");
+    CHECK(rank1.kind == "none");
+  }
+  SECTION("rank 1 differs: its MisconfigurationError; rank 0 stops because of it") {
+    const auto [rank0, rank1] = handshake(
+        *store, same, shared_ddp_settings(DDPOptions().find_unused_parameters(true), "gloo", 2));
+    CHECK(rank1.kind == "misconfiguration");
+    CHECK_THAT(rank1.message,
+               Catch::StartsWith("rank 1 of 2: this rank's DDP settings differ from rank 0's: "
+                                 "`find_unused_parameters` is true on rank 1 but false on rank "
+                                 "0: set --ddp-find-unused-parameters"));
+    CHECK(rank0.kind == "another rank failed");
+    CHECK_THAT(rank0.message,
+               Catch::StartsWith("rank 0 of 2: the DDP settings of another rank differ from this "
+                                 "rank's: `find_unused_parameters` is true on rank 1 but false on "
+                                 "rank 0") &&
+                   Catch::EndsWith("this rank stops too"));
+  }
+  SECTION("a store used for a second handshake answers with the second one's settings") {
+    const auto [first0, first1] = handshake(*store, same, same);
+    REQUIRE(first0.kind == "none");
+    REQUIRE(first1.kind == "none");
+    // Both ranks now use fp16 gradients: rank 1 must not compare with rank 0's earlier settings.
+    const auto fp16 = shared_ddp_settings(
+        DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16), "gloo", 2);
+    const auto [second0, second1] = handshake(*store, fp16, fp16);
+    INFO("rank 0: " << second0.message << "\nrank 1: " << second1.message);
+    CHECK(second0.kind == "none");
+    CHECK(second1.kind == "none");
+  }
+}
