@@ -419,6 +419,9 @@ void ModelCheckpoint::save(Trainer& trainer, const Metrics& metrics, const std::
   request.weights_only = options_.save_weights_only();
   request.remove_after_commit = std::move(remove_after);
   request.after_commit = std::move(after_commit);
+  // Alike on every rank, where the file name may not be (its version suffix counts the files
+  // this rank sees; a metric in it may not be reduced).
+  request.agreement_name = state_key() + (with_last ? "" : " last");
   if (with_last && !options_.monitor().empty()) {
     if (auto ranked = best_k_models_.find(path); ranked != best_k_models_.end()) {
       request.monitor = options_.monitor();

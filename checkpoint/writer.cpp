@@ -214,6 +214,21 @@ std::exception_ptr CheckpointWriter::wait_quietly() {
   return take_error();
 }
 
+bool CheckpointWriter::wait_for_idle(std::chrono::milliseconds limit) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return idle_.wait_for(lock, limit, [&] { return !busy_; });
+}
+
+bool CheckpointWriter::wait_for_room(const std::string& replace_group,
+                                     std::chrono::milliseconds limit) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  // As submit(): a pending save of another group (or of none) must start first.
+  return idle_.wait_for(lock, limit, [&] {
+    return !pending_ ||
+           (!pending_->replace_group.empty() && pending_->replace_group == replace_group);
+  });
+}
+
 void CheckpointWriter::wait() {
   if (std::exception_ptr error = wait_quietly()) std::rethrow_exception(error);
 }

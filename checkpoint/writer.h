@@ -4,6 +4,7 @@
 /// below is tested with fake payloads under ThreadSanitizer.
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -100,6 +101,12 @@ class CheckpointWriter {
   void wait();
   /// Like wait(), but returns the failure instead of throwing it.
   std::exception_ptr wait_quietly();
+  /// Waits at most `limit` for every submitted save to be written (or failed); returns whether
+  /// they are, so that wait() would not block. Throws nothing: wait() or check() raise a failure.
+  bool wait_for_idle(std::chrono::milliseconds limit);
+  /// Waits at most `limit` until submit() of a job of `replace_group` would queue it at once (no
+  /// pending save it would have to wait for); returns whether it would. Throws nothing.
+  bool wait_for_room(const std::string& replace_group, std::chrono::milliseconds limit);
   /// Throws a failure kept since the last check, without waiting.
   void check();
   /// A relaxed read: whether check() would throw. Cheap enough for every batch.

@@ -1,7 +1,6 @@
 #include "core/checkpoint_connector.h"
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -26,7 +25,7 @@
 #include "core/detail/save_agreement.h"
 #include "core/reduce_lr_on_plateau.h"
 #include "core/trainer.h"
-#include "distributed/ddp_strategy.h"
+#include "distributed/strategy.h"
 
 namespace trainbus {
 namespace {
@@ -69,19 +68,20 @@ int64_t bytes_on_disk(const std::string& path) {
   return bytes;
 }
 
-// Whether a save agreement that failed with `error` after `waited` failed because some rank never
-// came to it (the usual cause: save_checkpoint called on some ranks only), rather than because a
-// rank went away. Gloo says "Timed out" on the rank whose timer fires first; the other ranks then
-// see the connection close, about the timeout after they began to wait. A rank that dies closes
-// its connections at once.
-bool waited_past_timeout(const distributed::Strategy& strategy, const std::exception& error,
-                         std::chrono::steady_clock::duration waited) {
-  std::string text = error.what();
-  std::transform(text.begin(), text.end(), text.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (text.find("timed out") != std::string::npos) return true;
-  const auto* ddp = dynamic_cast<const distributed::DDPStrategy*>(&strategy);
-  return ddp != nullptr && waited >= ddp->options().timeout() * 9 / 10;
+// How long rank 0 waits for its writer (earlier asynchronous saves) between two rounds of a
+// save's agreement: far below any collective timeout (--ddp-timeout, 300 s by default), so that
+// however long the writer takes, no rank waits in one collective longer than that.
+constexpr std::chrono::milliseconds kWriterWaitRound{100};
+// After how long of that rank 0 says that every rank waits for its writer (a disk that hangs
+// keeps them waiting, as it keeps one process waiting).
+constexpr std::chrono::seconds kWriterWaitWarning{60};
+
+// What names a save alike on every rank, for its agreement (CheckpointRequest::agreement_name).
+std::string agreement_name(const CheckpointRequest& request) {
+  if (!request.agreement_name.empty()) return request.agreement_name;
+  std::string path = request.path;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();  // a directory's "x/"
+  return std::filesystem::path(path).filename().string();
 }
 
 // An asynchronous save's snapshot, for the writer: written on its thread, then its tensor copies
@@ -235,8 +235,9 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
   std::exception_ptr failed;
   try {
     if (trainer_.is_global_zero()) {
-      // In order with the background saves: an older one must not land after this one.
-      wait();
+      // In order with the background saves: an older one must not land after this one. Under
+      // DDP the ranks wait for them together, in the agreement.
+      if (!agreed) wait();
       snapshot = take_snapshot(request.path, request.weights_only, nullptr, /*announce=*/!agreed);
     } else {
       dump_checkpoint(request.path, request.weights_only);  // the hooks; rank 0 writes
@@ -244,7 +245,12 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
   } catch (...) {
     failed = std::current_exception();
   }
-  agree_on_save(request.path, failed, detail::SavePhase::kPartsReady);
+  agree_on_save(request, failed, detail::SavePhase::kPartsReady,
+                [this](std::chrono::milliseconds limit) {
+                  if (writer_ && !writer_->wait_for_idle(limit)) return false;
+                  wait();  // idle: publishes the earlier saves' commits, raises their failure
+                  return true;
+                });
   try {
     if (trainer_.is_global_zero()) {
       if (agreed) announce_save(request.path);
@@ -259,7 +265,7 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
   // fails every rank here, naming rank 0 and the path, instead of at the next collective as a
   // rank that went away (or at the timeout, if rank 0 lives on). An asynchronous save has no
   // second one: its write fails later on rank 0's writer thread either way.
-  agree_on_save(request.path, failed, detail::SavePhase::kWritten);
+  agree_on_save(request, failed, detail::SavePhase::kWritten);
 }
 
 void CheckpointConnector::write_now(const CheckpointRequest& request,
@@ -277,34 +283,72 @@ void CheckpointConnector::write_now(const CheckpointRequest& request,
   publish_commits();
 }
 
-void CheckpointConnector::agree_on_save(const std::string& path, std::exception_ptr failed,
-                                        detail::SavePhase phase) {
-  if (agrees_on_saves()) {
-    const int64_t world = trainer_.world_size();
-    const distributed::DistributedEnvironment& environment = trainer_.strategy().environment();
-    detail::SaveAgreement mine;
-    mine.phase = phase;
-    mine.global_step = trainer_.progress_.global_step;
+void CheckpointConnector::agree_on_save(
+    const CheckpointRequest& request, std::exception_ptr failed, detail::SavePhase phase,
+    const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready) {
+  const std::string& path = request.path;
+  // Rank 0's wait for what it must wait for, in steps of at most `limit`: done (or failed)?
+  auto rank_zero_done_within = [&](std::chrono::milliseconds limit) {
+    if (failed || !rank_zero_ready || !trainer_.is_global_zero()) return true;
+    try {
+      return rank_zero_ready(limit);
+    } catch (...) {
+      failed = std::current_exception();
+      return true;
+    }
+  };
+  if (!agrees_on_saves()) {
+    while (!rank_zero_done_within(std::chrono::hours(1))) {
+    }
+    if (failed) std::rethrow_exception(failed);
+    return;
+  }
+  const int64_t world = trainer_.world_size();
+  const distributed::DistributedEnvironment& environment = trainer_.strategy().environment();
+  TRAINBUS_CHECK(world <= detail::kSaveAgreementMaxWorld,
+                 environment.rank_message(detail::concat(
+                     "checkpoint saves are agreed across at most ", detail::kSaveAgreementMaxWorld,
+                     " ranks; this job has ", world)));
+  detail::SaveAgreement mine;
+  mine.phase = phase;
+  mine.global_step = trainer_.progress_.global_step;
+  mine.name_hash = detail::save_name_hash(agreement_name(request));
+  // What to fix when the ranks' collectives do not pair up: the usual cause.
+  const std::string call_on_every_rank = detail::concat(
+      "save_checkpoint is a collective: every rank must call it at the same point, with the same "
+      "file name, not under `if (trainer.is_global_zero())` or another condition that differs "
+      "between ranks (a checkpoint callback's decisions are agreed; a hook of one's own must "
+      "agree too). A rank that did not call it is in another collective, which fails as well");
+  // NOTE: rank 0 may first have to wait for its writer (a synchronous save for the earlier
+  // asynchronous ones to land, an asynchronous one for a pending save to start), for as long as
+  // the disk takes, which may be longer than the collective timeout. So that nobody fails at the
+  // timeout while nothing is wrong, it waits in rounds of kWriterWaitRound, each ending with this
+  // agreement, where it says that it still waits; every rank sees the same reduced values, so
+  // every rank goes round again as long as rank 0 waits. A part that failed ends it at once.
+  const auto waiting_since = std::chrono::steady_clock::now();
+  bool warned = false;
+  std::optional<detail::SaveAgreement> agreed;
+  do {
+    mine.waiting = !rank_zero_done_within(kWriterWaitRound);
+    if (mine.waiting && !warned &&
+        std::chrono::steady_clock::now() - waiting_since >= kWriterWaitWarning) {
+      warned = true;
+      const std::string message = detail::concat(
+          "checkpoint ", path, " at step ", mine.global_step,
+          " waits for earlier asynchronous saves to be written (", kWriterWaitWarning.count(),
+          " s so far), and every rank with it: the disk is that slow or hangs");
+      warn(environment.rank_message(message));
+    }
     mine.first_failed = failed ? trainer_.global_rank() : world;
     std::vector<double> values = detail::encode_save_agreement(mine, world);
-    // What to fix when the ranks' collectives do not pair up: the usual cause.
-    const std::string call_on_every_rank = detail::concat(
-        "save_checkpoint is a collective: every rank must call it at the same point, not under "
-        "`if (trainer.is_global_zero())` or another condition that differs between ranks (a "
-        "checkpoint callback's decisions are agreed; a hook of one's own must agree too). A rank "
-        "that did not call it is in another collective, which fails as well");
-    const auto started = std::chrono::steady_clock::now();
     try {
       trainer_.strategy().all_reduce(values, distributed::ReduceOp::kMin);
-    } catch (const distributed::DistributedError& error) {
+    } catch (const distributed::PeerTimedOutError&) {
       if (failed) std::rethrow_exception(failed);  // this rank's own error is the one to report
-      // A rank that went away: its error, as for any collective. One that never came: this
-      // rank's, saying what to fix (the others only see that this rank is not in their
-      // collective, so they end as after another rank's failure).
-      if (!waited_past_timeout(trainer_.strategy(), error,
-                               std::chrono::steady_clock::now() - started)) {
-        throw;
-      }
+      // A rank that never came to the agreement: this rank's error says what to fix (the others
+      // only see that this rank is not in their collective, so they end as after another rank's
+      // failure). A rank that went away is any other DistributedError: its error, as for any
+      // collective (below).
       // After the parts were agreed, only rank 0 works (the write and its fsync): it is slow or
       // stuck, not in another collective. This rank stops because of it.
       TRAINBUS_CHECK_AS(
@@ -324,23 +368,33 @@ void CheckpointConnector::agree_on_save(const std::string& path, std::exception_
       if (!failed) throw;
       std::rethrow_exception(failed);
     }
-    const std::optional<detail::SaveAgreement> agreed =
-        detail::decode_save_agreement(values, world);
+    agreed = detail::decode_save_agreement(values, world);
     if (!agreed) {
       if (failed) std::rethrow_exception(failed);
+      const std::optional<detail::SaveAgreement> other = detail::other_save(values, mine, world);
+      const int64_t step_compared =
+          mine.global_step % (int64_t{1} << detail::kSaveAgreementStepBits);
+      const std::string where =
+          !other ? "another rank is in another collective"
+          : other->global_step != step_compared
+              ? detail::concat("another rank is in a save at another step (", other->global_step,
+                               ")")
+          : other->phase != mine.phase
+              ? std::string("another rank is at another point of a save at this step")
+              : std::string(
+                    "another rank saves another checkpoint at this step (another file name, or "
+                    "a checkpoint callback's save where this rank saves one of its own)");
       throw distributed::DistributedError(environment.rank_message(detail::concat(
           "a checkpoint save was called on some ranks only or at different steps: this rank "
           "saves ",
-          path, " at step ", mine.global_step,
-          ", another rank is in a save at another step or in another collective. ",
-          call_on_every_rank)));
+          path, " at step ", mine.global_step, ", ", where, ". ", call_on_every_rank)));
     }
-    // Stopping for another rank's failure: `trainbus fit` exits with 75 (not this rank's fault).
-    TRAINBUS_CHECK_AS(distributed::AnotherRankFailedError, failed || agreed->first_failed == world,
-                      trainer_.strategy().environment().rank_message(detail::concat(
-                          "rank ", agreed->first_failed, "'s part of the save of checkpoint ", path,
-                          " failed (its error says which), so this rank stops too")));
-  }
+  } while (agreed->waiting);
+  // Stopping for another rank's failure: `trainbus fit` exits with 75 (not this rank's fault).
+  TRAINBUS_CHECK_AS(distributed::AnotherRankFailedError, failed || agreed->first_failed == world,
+                    environment.rank_message(detail::concat(
+                        "rank ", agreed->first_failed, "'s part of the save of checkpoint ", path,
+                        " failed (its error says which), so this rank stops too")));
   if (failed) std::rethrow_exception(failed);
 }
 
@@ -465,7 +519,15 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
   } catch (...) {
     failed = std::current_exception();
   }
-  agree_on_save(request.path, failed, detail::SavePhase::kPartsReady);
+  // A save of another group waits in submit() for the pending one to start, after the
+  // agreement: the ranks wait for that together, in the agreement, instead.
+  agree_on_save(request, failed, detail::SavePhase::kPartsReady,
+                [this, &request](std::chrono::milliseconds limit) {
+                  if (writer_ && !writer_->wait_for_room(request.replace_group, limit))
+                    return false;
+                  if (writer_) writer_->check();  // a failure meanwhile: in the agreement
+                  return true;
+                });
   if (!trainer_.is_global_zero()) return std::nullopt;
   // Rank 0 has its snapshot: every rank trains on. What fails from here (a subscriber of the
   // announcement, the writer out of memory) fails rank 0; the others learn at the next

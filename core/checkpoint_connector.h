@@ -5,6 +5,7 @@
 /// rest through trainer.checkpoints().
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -49,6 +50,13 @@ struct CheckpointRequest {
   /// Saves of one series that supersede each other: a newer one of the same non-empty group
   /// replaces this one while it is pending; any other waits for it to start (see CheckpointJob).
   std::string replace_group;
+  /// Under DDP, what names this save alike on every rank: its hash is part of the ranks'
+  /// agreement, so that ranks in different saves of one step (a save of one's own on some ranks
+  /// beside a checkpoint callback's) fail instead of pairing up. By default the file name of
+  /// `path` (its directory may differ between ranks: only rank 0 writes). A checkpoint callback,
+  /// whose file names may differ between ranks (a version suffix for a file that only rank 0's
+  /// disk holds, a metric not reduced), names its saves itself.
+  std::string agreement_name;
   /// What the checkpoint callback ranks it by, for the CheckpointCommitted event ("" and NaN for
   /// a save that is not ranked).
   std::string monitor;
@@ -145,11 +153,17 @@ class CheckpointConnector {
   /// then does rank 0 write or queue it, and evict older checkpoints. A synchronous save agrees
   /// again after the write (kWritten). `failed` (this rank's error) is rethrown; a rank whose
   /// part went well throws a distributed::AnotherRankFailedError naming the first rank that
-  /// failed, at once rather than at the timeout. The values carry the phase and the global step:
-  /// ranks that are not in the same save (one called save_checkpoint and another did not) throw a
-  /// DistributedError that says save_checkpoint must be called on every rank. One process: only
-  /// rethrows.
-  void agree_on_save(const std::string& path, std::exception_ptr failed, detail::SavePhase phase);
+  /// failed, at once rather than at the timeout. The values carry the phase, the global step and
+  /// the hash of the request's agreement_name: ranks that are not in the same save (one called
+  /// save_checkpoint and another did not) throw a DistributedError that says save_checkpoint
+  /// must be called on every rank.
+  /// `rank_zero_ready`, on rank 0: waits at most the given time for what rank 0 must wait for
+  /// before it goes on (its writer's earlier saves) and returns whether that is done; it may throw
+  /// (an earlier save's failure: this rank's part failed). While it is not done, the ranks agree
+  /// again, every kWriterWaitRound. One process: only waits for it, and rethrows.
+  void agree_on_save(const CheckpointRequest& request, std::exception_ptr failed,
+                     detail::SavePhase phase,
+                     const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready = {});
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);
   // "last" / "best" as the path of a checkpoint; rank 0's under DDP (a collective there), so

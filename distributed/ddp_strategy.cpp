@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <system_error>
@@ -69,6 +71,25 @@ bool lost_a_peer(const std::exception& error) {
   if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error))
     return c10_error->msg().rfind("Socket Timeout", 0) == 0;
   return false;
+}
+
+// Whether a collective that lost a peer (lost_a_peer) did so because the wait for it passed the
+// timeout, rather than because a peer went away. Gloo says "Timed out" on the rank whose timer
+// fires first; that rank then closes its connections, so the other ranks see a connection closed
+// (no word of a timeout), about the timeout after they began to wait. A peer that dies closes its
+// connections at once.
+bool waited_for_a_peer(const std::exception& error, std::chrono::steady_clock::duration waited,
+                       std::chrono::milliseconds timeout) {
+  if (const auto* system = dynamic_cast<const std::system_error*>(&error);
+      system != nullptr && system->code().default_error_condition() == std::errc::timed_out) {
+    return true;
+  }
+  std::string text = message_of(error);
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text.find("timed out") != std::string::npos ||
+         text.find("socket timeout") != std::string::npos ||  // a TCPStore's (lost_a_peer)
+         waited >= timeout * 9 / 10;
 }
 
 // The local address this machine uses to reach `host`: the one Gloo must listen on so that the
@@ -194,25 +215,35 @@ DDPStrategy::DDPStrategy(DistributedEnvironment environment, DDPOptions options)
 DDPStrategy::~DDPStrategy() { teardown_module(); }
 
 // Runs one collective, turning c10d's errors into a DistributedError that says what to look at:
-// a PeerLostError when the transport lost a peer (lost_a_peer), else this rank's own failure.
+// a PeerLostError when the transport lost a peer (lost_a_peer), a PeerTimedOutError when it did
+// so by a timeout (waited_for_a_peer), else this rank's own failure.
 template <class Collective>
 static auto guarded(const DistributedEnvironment& environment, std::chrono::milliseconds timeout,
                     std::string_view operation, Collective&& collective) {
+  const auto started = std::chrono::steady_clock::now();
   try {
     return collective();
   } catch (const DistributedError&) {
     throw;
   } catch (const std::exception& error) {
-    if (lost_a_peer(error)) {
-      throw PeerLostError(environment.rank_message(detail::concat(
-          operation, " failed: ", message_of(error),
-          ". Another rank stopped (it failed or was killed) or did not reach this point within "
-          "the timeout (",
-          timeout.count() / 1000.0,
-          " s); the launcher's report names the rank that failed first")));
+    if (!lost_a_peer(error)) {
+      throw DistributedError(environment.rank_message(
+          detail::concat(operation, " failed on this rank: ", message_of(error))));
     }
-    throw DistributedError(environment.rank_message(
-        detail::concat(operation, " failed on this rank: ", message_of(error))));
+    const auto waited = std::chrono::steady_clock::now() - started;
+    if (waited_for_a_peer(error, waited, timeout)) {
+      throw PeerTimedOutError(environment.rank_message(detail::concat(
+          operation, " failed after ", std::chrono::duration<double>(waited).count(),
+          " s: ", message_of(error), ". Another rank did not reach this point within the timeout (",
+          timeout.count() / 1000.0,
+          " s): it hangs, is slower, or is in another collective (a call made on some ranks "
+          "only); the launcher's report names the rank that failed first")));
+    }
+    throw PeerLostError(environment.rank_message(detail::concat(
+        operation, " failed: ", message_of(error),
+        ". Another rank stopped (it failed or was killed) or did not reach this point within "
+        "the timeout (",
+        timeout.count() / 1000.0, " s); the launcher's report names the rank that failed first")));
   }
 }
 

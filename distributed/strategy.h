@@ -52,6 +52,16 @@ class PeerLostError : public AnotherRankFailedError {
   using AnotherRankFailedError::AnotherRankFailedError;
 };
 
+/// A PeerLostError of a collective that waited about the timeout for a peer, or whose transport
+/// said it timed out: a peer hangs, is slower than the timeout, or never called this collective
+/// (it is in another one, as after a save called on some ranks only; core/checkpoint_connector.cpp
+/// says so). A peer that died closes its connections at once: a plain PeerLostError. Waiting has
+/// not failed this rank, so it exits with kAnotherRankFailedExitCode as for any lost peer.
+class PeerTimedOutError : public PeerLostError {
+ public:
+  using PeerLostError::PeerLostError;
+};
+
 /// The Trainer's side of data parallelism. Every collective (reduce, barrier, broadcast) must be
 /// called by every rank in the same order; the Trainer guarantees that for its own calls.
 class Strategy {

@@ -98,6 +98,29 @@ TEST_CASE(
   for (const char* name : {"first", "latest-2", "top-k"}) CHECK(fs::exists(dir.file(name)));
 }
 
+TEST_CASE("wait_for_idle and wait_for_room say, within a limit, whether wait and submit would wait",
+          "[checkpoint][async]") {
+  TempDir dir;
+  Jobs jobs;
+  checkpoint::CheckpointWriter writer;
+  CHECK(writer.wait_for_idle(std::chrono::milliseconds(0)));
+  std::promise<void> release;
+  writer.submit(jobs.make(dir.file("first"), "", release.get_future().share()));
+  // In flight, nothing pending: a submit would queue at once; a wait would not return.
+  CHECK(writer.wait_for_room("", std::chrono::milliseconds(0)));
+  CHECK_FALSE(writer.wait_for_idle(std::chrono::milliseconds(1)));
+  writer.submit(jobs.make(dir.file("latest-1"), "latest"));
+  // Pending: a save of its group would replace it; any other would wait for it to start.
+  CHECK(writer.wait_for_room("latest", std::chrono::milliseconds(0)));
+  CHECK_FALSE(writer.wait_for_room("top-k", std::chrono::milliseconds(1)));
+  CHECK_FALSE(writer.wait_for_room("", std::chrono::milliseconds(1)));
+  release.set_value();
+  CHECK(writer.wait_for_room("", std::chrono::hours(1)));
+  CHECK(writer.wait_for_idle(std::chrono::hours(1)));
+  CHECK(fs::exists(dir.file("latest-1")));
+  CHECK(writer.stats().waited == 0);
+}
+
 TEST_CASE("A failed after_commit is raised like a failed write, and its evictions are kept",
           "[checkpoint][async]") {
   TempDir dir;

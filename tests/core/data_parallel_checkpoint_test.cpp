@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <set>
@@ -36,9 +37,11 @@ namespace {
 // into a save agreement (an all-reduce of two values with MIN). Notes every all-reduce's size.
 class SimulatedPeers final : public distributed::Strategy {
  public:
-  explicit SimulatedPeers(int world_size = 2) {
+  explicit SimulatedPeers(int world_size = 2, int rank = 0) {
     environment_.world_size = world_size;
     environment_.local_world_size = world_size;
+    environment_.rank = rank;
+    environment_.local_rank = rank;
   }
   std::string_view name() const noexcept override { return "simulated_peers"; }
   const distributed::DistributedEnvironment& environment() const noexcept override {
@@ -55,12 +58,21 @@ class SimulatedPeers final : public distributed::Strategy {
             : std::nullopt;
     if (!mine) return;
     ++save_agreements;
+    if (time_out_in && mine->phase == *time_out_in) {
+      // What DDPStrategy raises where the peers did not come within the timeout; no word of
+      // Gloo's "Timed out" in it, as on the rank whose peer's timer fired first.
+      throw distributed::PeerTimedOutError(environment_.rank_message(
+          "all-reduce failed after 5 s: Connection closed by peer. Another rank did not reach "
+          "this point within the timeout (5 s)"));
+    }
     if (!peer_agreement) return;
     const std::vector<double> peer =
         trainbus::detail::encode_save_agreement(peer_agreement(*mine), environment_.world_size);
     for (size_t i = 0; i < values.size(); ++i) values[i] = std::min(values[i], peer[i]);
   }
   std::function<SaveAgreement(SaveAgreement)> peer_agreement;
+  /// The agreement of this phase times out (the strategy says so by a PeerTimedOutError).
+  std::optional<SavePhase> time_out_in;
   int all_reduces = 0;
   int save_agreements = 0;
 
@@ -104,6 +116,21 @@ struct SavingFit {
   Trainer trainer;
 };
 
+// Saves `path` (synchronously) at the end of batch `batch_idx` of the first epoch.
+class SaveAtBatch : public Callback {
+ public:
+  SaveAtBatch(int64_t batch_idx, std::string path)
+      : batch_idx_(batch_idx), path_(std::move(path)) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() == 0 && batch_idx == batch_idx_) trainer.save_checkpoint(path_);
+  }
+
+ private:
+  int64_t batch_idx_;
+  std::string path_;
+};
+
 }  // namespace
 
 TEST_CASE("a save agreement reads back the lowest failed rank, and no agreement across saves",
@@ -135,6 +162,44 @@ TEST_CASE("a save agreement reads back the lowest failed rank, and no agreement 
   written.phase = SavePhase::kWritten;
   CHECK_FALSE(reduce({ok, later, ok, ok}).has_value());
   CHECK_FALSE(reduce({written, ok, ok, ok}).has_value());
+  // Another save of the same step and phase (another file name): not the same save, and what
+  // the other rank is in can be read back.
+  SaveAgreement other_name = ok;
+  other_name.name_hash = trainbus::detail::save_name_hash("b.ckpt");
+  CHECK(other_name.name_hash != trainbus::detail::save_name_hash("a.ckpt"));
+  CHECK_FALSE(reduce({ok, other_name, ok, ok}).has_value());
+  {
+    std::vector<double> reduced = trainbus::detail::encode_save_agreement(ok, world);
+    const std::vector<double> theirs = trainbus::detail::encode_save_agreement(later, world);
+    for (size_t i = 0; i < reduced.size(); ++i) reduced[i] = std::min(reduced[i], theirs[i]);
+    const auto other = trainbus::detail::other_save(reduced, ok, world);
+    REQUIRE(other.has_value());
+    CHECK(other->global_step == 13);
+    CHECK_FALSE(trainbus::detail::other_save({0.5, 1.0}, ok, world).has_value());
+  }
+  // Rank 0 still waiting for its writer: agreed, waiting; a failed part wins over the wait.
+  SaveAgreement waiting = ok;
+  waiting.waiting = true;
+  const auto waited = reduce({waiting, ok, ok, ok});
+  REQUIRE(waited.has_value());
+  CHECK(waited->waiting);
+  CHECK(waited->first_failed == world);
+  const auto failed_while_waiting = reduce({waiting, ok, failed_3, ok});
+  REQUIRE(failed_while_waiting.has_value());
+  CHECK_FALSE(failed_while_waiting->waiting);
+  CHECK(failed_while_waiting->first_failed == 3);
+  // The largest world and step keep the values exact.
+  SaveAgreement largest = ok;
+  largest.global_step = (int64_t{1} << 40) - 1;
+  largest.name_hash = (int64_t{1} << trainbus::detail::kSaveAgreementNameBits) - 1;
+  largest.first_failed = trainbus::detail::kSaveAgreementMaxWorld;
+  const auto read_back = trainbus::detail::decode_save_agreement(
+      trainbus::detail::encode_save_agreement(largest, trainbus::detail::kSaveAgreementMaxWorld),
+      trainbus::detail::kSaveAgreementMaxWorld);
+  REQUIRE(read_back.has_value());
+  CHECK(read_back->name_hash == largest.name_hash);
+  CHECK(read_back->global_step == largest.global_step % (int64_t{1} << 16));
+  CHECK(read_back->first_failed == largest.first_failed);
   // Paired with another collective of two values (votes, metric sums): no agreement.
   CHECK_FALSE(trainbus::detail::decode_save_agreement({0.0, 1.0}, world).has_value());
   CHECK_FALSE(trainbus::detail::decode_save_agreement({1.0, 0.5}, world).has_value());
@@ -189,6 +254,132 @@ TEST_CASE("under DDP ranks in different saves fail with an error that says to sa
           "rank 0 of 2: a checkpoint save was called on some ranks only or at different steps") &&
           Contains("step=3.ckpt at step 3") && Contains("save_checkpoint is a collective") &&
           Contains("is_global_zero()"));
+  CHECK(run.checkpoints().empty());
+}
+
+TEST_CASE("under DDP a save agreement that timed out says why: a save on some ranks, a slow write",
+          "[checkpoint]") {
+  // The strategy tells a timeout by its type (DDPStrategy: PeerTimedOutError), whatever it is.
+  // Before the parts are agreed the other ranks are elsewhere: save_checkpoint was not called on
+  // every rank. After, on a rank other than 0: rank 0's write is slow (not this rank's failure).
+  const SavePhase phase = GENERATE(SavePhase::kPartsReady, SavePhase::kWritten);
+  const int rank = GENERATE(0, 1);
+  CAPTURE(phase, rank);
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>(2, rank);
+  strategy->time_out_in = phase;
+  Trainer trainer(
+      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
+          strategy),
+      {std::make_shared<SaveAtBatch>(2, dir.file("saved.ckpt"))});
+  BoringModule module;
+  RandomDataModule data(64, 4);
+  std::string error;
+  bool another_rank_failed = false;
+  try {
+    trainer.fit(module, data);
+  } catch (const distributed::AnotherRankFailedError& e) {
+    error = e.what();
+    another_rank_failed = true;
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (phase == SavePhase::kWritten && rank == 1) {
+    CHECK_THAT(error, Contains("rank 1 of 2: rank 0 did not finish writing checkpoint") &&
+                          Contains("saved.ckpt at step 3 within the timeout") &&
+                          Contains("--ddp-timeout"));
+    CHECK(another_rank_failed);
+  } else {
+    CHECK_THAT(error,
+               Contains("of 2: a checkpoint save was called on some ranks only, or a rank hangs") &&
+                   Contains("saved.ckpt at step 3") && Contains("save_checkpoint is a collective"));
+    CHECK_FALSE(another_rank_failed);
+  }
+}
+
+namespace {
+
+// At step 2 an asynchronous save (slow.ckpt) that rank 0's writer finishes only once `release`
+// is set; at step 3 a synchronous one (after.ckpt), which must wait for it.
+class SaveBehindGatedWrite : public Callback {
+ public:
+  SaveBehindGatedWrite(std::string dir, std::shared_future<void> release)
+      : dir_(std::move(dir)), release_(std::move(release)) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() != 0) return;
+    if (batch_idx == 1) {
+      CheckpointRequest request;
+      request.path = dir_ + "/slow.ckpt";
+      request.after_commit = [release = release_](const std::string&) { release.wait(); };
+      trainer.checkpoints().submit(std::move(request));
+    } else if (batch_idx == 2) {
+      trainer.save_checkpoint(dir_ + "/after.ckpt");
+    }
+  }
+
+ private:
+  std::string dir_;
+  std::shared_future<void> release_;
+};
+
+}  // namespace
+
+TEST_CASE("under DDP a save that waits for rank 0's writer agrees in rounds until it is done",
+          "[checkpoint]") {
+  // Rank 0 says in each round that it still waits (the peers then come again), instead of
+  // keeping them in one collective for as long as its disk takes.
+  const bool peer_fails = GENERATE(false, true);
+  CAPTURE(peer_fails);
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  std::promise<void> release;
+  int waiting_rounds = 0;
+  strategy->peer_agreement = [&](SaveAgreement agreement) {
+    if (agreement.waiting && ++waiting_rounds == 3) {
+      release.set_value();
+      if (peer_fails) agreement.first_failed = 1;  // ends the rounds at once
+    }
+    agreement.waiting = false;
+    return agreement;
+  };
+  Trainer trainer(
+      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
+          strategy),
+      {std::make_shared<SaveBehindGatedWrite>(dir.path().string(), release.get_future().share())});
+  BoringModule module;
+  RandomDataModule data(64, 4);
+  std::string error;
+  try {
+    trainer.fit(module, data);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  CHECK(std::filesystem::exists(dir.file("slow.ckpt")));
+  if (peer_fails) {
+    CHECK_THAT(error,
+               Contains("rank 1's part of the save of checkpoint") && Contains("after.ckpt"));
+    CHECK(waiting_rounds == 3);
+    CHECK_FALSE(std::filesystem::exists(dir.file("after.ckpt")));
+  } else {
+    CHECK(error.empty());
+    CHECK(waiting_rounds >= 3);
+    CHECK(std::filesystem::exists(dir.file("after.ckpt")));
+  }
+}
+
+TEST_CASE("under DDP a save names its checkpoint in the agreement: another file name does not pair",
+          "[checkpoint]") {
+  SavingFit run(/*async=*/false);
+  run.strategy->peer_agreement = [](SaveAgreement agreement) {
+    agreement.name_hash = trainbus::detail::save_name_hash("another.ckpt");
+    return agreement;
+  };
+  const std::string error = run.fit();
+  CHECK_THAT(error, Contains("rank 0 of 2: a checkpoint save was called on some ranks only") &&
+                        Contains("step=3.ckpt at step 3") &&
+                        Contains("another rank saves another checkpoint at this step") &&
+                        Contains("save_checkpoint is a collective"));
   CHECK(run.checkpoints().empty());
 }
 

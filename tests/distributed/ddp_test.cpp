@@ -430,6 +430,72 @@ RankResult evaluate_and_collect(RegressionModule& module, int64_t batch_size,
 
 }  // namespace
 
+// Saves `path` (synchronously) at the end of batch `batch_idx` of the first epoch.
+class SaveAtBatch : public Callback {
+ public:
+  SaveAtBatch(int64_t batch_idx, std::string path)
+      : batch_idx_(batch_idx), path_(std::move(path)) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() == 0 && batch_idx == batch_idx_) trainer.save_checkpoint(path_);
+  }
+
+ private:
+  int64_t batch_idx_;
+  std::string path_;
+};
+
+// The collective timeout of the slow_drain modes: shorter than rank 0's slow write.
+constexpr std::chrono::milliseconds kSlowDrainTimeout{2000};
+
+// slow_drain_*: an asynchronous save at step 2 (slow.ckpt) whose write on rank 0 (its
+// after_commit) lasts until rank 1 has waited 1.5 timeouts in a later save, which rank 0's writer
+// must finish first: synchronously, after.ckpt at step 3 (it drains the writer); asynchronously,
+// b.ckpt at step 3 (pending behind slow.ckpt) and c.ckpt at step 4 (it waits for b.ckpt to start).
+// Rank 1 notes in "rank1-waiting" when it begins that save, and in save_seconds<rank>.txt how long
+// the save took on each rank.
+class SaveBehindSlowWrite : public Callback {
+ public:
+  SaveBehindSlowWrite(std::string dir, int rank, bool async)
+      : dir_(std::move(dir)), rank_(rank), async_(async) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() != 0) return;
+    if (batch_idx == 1) {
+      CheckpointRequest request;
+      request.path = dir_ + "/slow.ckpt";
+      request.replace_group = request.path;
+      const std::string marker = dir_ + "/rank1-waiting";
+      request.after_commit = [marker](const std::string&) {
+        while (!std::filesystem::exists(marker))
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        const auto until = std::chrono::steady_clock::now() + kSlowDrainTimeout * 3 / 2;
+        while (std::chrono::steady_clock::now() < until)
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      };
+      trainer.checkpoints().submit(std::move(request));
+      return;
+    }
+    const int64_t waiting_batch = async_ ? 3 : 2;
+    if (async_ && batch_idx == 2) {
+      trainer.save_checkpoint(dir_ + "/b.ckpt", SaveCheckpointOptions().async(true));
+      return;
+    }
+    if (batch_idx != waiting_batch) return;
+    if (rank_ == 1) std::ofstream(dir_ + "/rank1-waiting") << "saving\n";
+    const auto started = std::chrono::steady_clock::now();
+    trainer.save_checkpoint(dir_ + (async_ ? "/c.ckpt" : "/after.ckpt"),
+                            SaveCheckpointOptions().async(async_));
+    std::ofstream(dir_ + "/save_seconds" + std::to_string(rank_) + ".txt")
+        << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  }
+
+ private:
+  std::string dir_;
+  int rank_;
+  bool async_;
+};
+
 // One rank of a two-rank job; the parent test reads what it writes.
 TEST_CASE("ddp child rank", "[.ddp-child]") {
   const std::string dir = testing::test_child_dir();
@@ -440,8 +506,11 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
       environment,
       distributed::DDPOptions()
           // Short where a rank waits for a collective the others never call.
-          .timeout(mode == "save_on_rank_zero_only" ? std::chrono::seconds(5)
-                                                    : std::chrono::seconds(60))
+          .timeout(mode == "save_on_rank_zero_only" || mode == "save_other_path" ||
+                           mode == "save_beside_callback"
+                       ? std::chrono::seconds(5)
+                   : mode.rfind("slow_drain", 0) == 0 ? kSlowDrainTimeout
+                                                      : std::chrono::seconds(60))
           // settings_differ: rank 1 alone looks for unused parameters (a mismatched flag).
           .find_unused_parameters(mode == "unused_allowed" ||
                                   (mode == "settings_differ" && environment.rank == 1))
@@ -476,10 +545,10 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   TrainerOptions options = quiet_options(mode == "accumulate" ? 2 : 1).strategy(strategy);
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::string ckpt_path;
-  options.enable_checkpointing(mode == "monitor" || mode == "checkpoint" || mode == "resume" ||
-                               mode == "resume_last" || mode == "resume_last_none" ||
-                               mode == "save_fails" || mode == "evaluate_last" ||
-                               mode.rfind("save_fails_on_rank1", 0) == 0);
+  options.enable_checkpointing(
+      mode == "monitor" || mode == "checkpoint" || mode == "resume" || mode == "resume_last" ||
+      mode == "resume_last_none" || mode == "save_fails" || mode == "evaluate_last" ||
+      mode.rfind("save_fails_on_rank1", 0) == 0 || mode == "save_beside_callback");
   if (mode == "earlystop") {
     // rank_trend improves every epoch on rank 0 and never on rank 1, whose EarlyStopping
     // (patience 1) asks for a stop at the end of epoch 1: every rank stops there.
@@ -573,6 +642,24 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
     };
     module.sync_train_loss = false;  // the next collective of rank 1 is its stop vote
     callbacks.push_back(std::make_shared<SaveOnRankZeroOnly>(dir + "/rank0-only.ckpt"));
+  }
+  if (mode == "save_other_path") {
+    // Every rank saves at step 3, each a file of its own: not the same save.
+    module.sync_train_loss = false;
+    callbacks.push_back(std::make_shared<SaveAtBatch>(
+        2, dir + (rank == 0 ? "/rank0-path.ckpt" : "/rank1-path.ckpt")));
+  }
+  if (mode == "save_beside_callback") {
+    // At the step where ModelCheckpoint saves on every rank, rank 0 alone saves one of its own
+    // first (callbacks run before the checkpoint callbacks).
+    module.sync_train_loss = false;
+    callbacks.push_back(std::make_shared<callbacks::ModelCheckpoint>(
+        callbacks::ModelCheckpointOptions().dirpath(dir + "/checkpoints").every_n_train_steps(3)));
+    if (rank == 0) callbacks.push_back(std::make_shared<SaveAtBatch>(2, dir + "/extra.ckpt"));
+  }
+  if (mode == "slow_drain_sync" || mode == "slow_drain_async") {
+    callbacks.push_back(
+        std::make_shared<SaveBehindSlowWrite>(dir, rank, mode == "slow_drain_async"));
   }
   if (mode == "validation_stop_without_agreement" && rank == 1) {
     // Without the per-batch agreement the Trainer still agrees after validation: a stop asked
@@ -949,6 +1036,60 @@ TEST_CASE("a save called on rank 0 only fails every rank at the timeout, saying 
   }
   CHECK(rank0.global_step == 3);  // the save at batch 2's end
   CHECK_FALSE(std::filesystem::exists(dir.file("rank0-only.ckpt")));
+}
+
+TEST_CASE("ranks that save different checkpoints at one step both fail at once, saying what to fix",
+          "[ddp]") {
+  // save_other_path: each rank saves a file of its own; save_beside_callback: rank 0 alone saves
+  // one beside ModelCheckpoint's save of every rank. The same step and phase, another file name.
+  const std::string mode = GENERATE("save_other_path", "save_beside_callback");
+  CAPTURE(mode);
+  testing::TempDir dir;
+  run_ranks_cleanly(mode, dir);
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  const std::string rank0_path = mode == "save_other_path" ? "rank0-path.ckpt" : "extra.ckpt";
+  const std::string rank1_path =
+      mode == "save_other_path" ? "rank1-path.ckpt" : "epoch=0-step=3.ckpt";
+  for (const auto& [rank, path] : {std::pair{&rank0, rank0_path}, std::pair{&rank1, rank1_path}}) {
+    CHECK_THAT(rank->error,
+               Catch::Contains("a checkpoint save was called on some ranks only") &&
+                   Catch::Contains(path + " at step 3") &&
+                   Catch::Contains("another rank saves another checkpoint at this step") &&
+                   Catch::Contains("save_checkpoint is a collective"));
+    CHECK(rank->exit_code == 1);
+    CHECK(rank->global_step == 3);
+    // At once, not at the timeout (5 s here).
+    const auto after = rank->error.find("[after ");
+    REQUIRE(after != std::string::npos);
+    CHECK(std::stod(rank->error.substr(after + 7)) < 4.0);
+  }
+  // Nothing written.
+  for (const std::string& path : {rank0_path, rank1_path}) {
+    CHECK_FALSE(std::filesystem::exists(dir.file(path)));
+    CHECK_FALSE(std::filesystem::exists(dir.file("checkpoints/" + path)));
+  }
+}
+
+TEST_CASE("a save that waits for rank 0's earlier asynchronous writes outlasts the timeout",
+          "[ddp]") {
+  // Rank 0 must let its writer finish the slow save (1.5 timeouts) before it goes on with a later
+  // save; the other rank waits with it, in rounds of the save's agreement, not in one collective.
+  const std::string mode = GENERATE("slow_drain_sync", "slow_drain_async");
+  CAPTURE(mode);
+  testing::TempDir dir;
+  run_ranks_cleanly(mode, dir);
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  CHECK(rank0.global_step == 16);
+  CHECK(rank0.weights == rank1.weights);
+  const std::vector<std::string> written =
+      mode == "slow_drain_sync" ? std::vector<std::string>{"slow.ckpt", "after.ckpt"}
+                                : std::vector<std::string>{"slow.ckpt", "b.ckpt", "c.ckpt"};
+  for (const std::string& name : written) CHECK(std::filesystem::exists(dir.file(name)));
+  double rank1_seconds = 0.0;
+  std::ifstream(dir.file("save_seconds1.txt")) >> rank1_seconds;
+  CHECK(rank1_seconds > std::chrono::duration<double>(kSlowDrainTimeout).count());
 }
 
 TEST_CASE("only rank 0 writes checkpoints; two ranks resume from one mid-epoch, one process cannot",
