@@ -229,6 +229,13 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
                 "Data-parallel training: send gradients between ranks as float16 (half the bytes, "
                 "float16's precision; DDP's fp16_compress_hook)")
       ->group(kDataParallelGroup);
+  fit->add_option("--ddp-gloo-loop-nice", args.ddp_gloo_loop_nice,
+                  "Data-parallel training: the nice value of Gloo's event loop thread, which "
+                  "busy-waits: 19 lets training and the collective's own work go first where "
+                  "every core is busy; 0 leaves it as PyTorch does")
+      ->check(CLI::Range(0, 19))
+      ->capture_default_str()
+      ->group(kDataParallelGroup);
   return fit;
 }
 
@@ -325,6 +332,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
             // anyway, and the Timer follows rank 0's clock (a broadcast per check, in place of
             // the agreement, with --max-time). One collective less per step otherwise.
             .stop_agreement_every_batch(false)
+            .gloo_event_loop_nice(args.ddp_gloo_loop_nice)
             .gradient_compression(args.ddp_fp16_gradients
                                       ? distributed::DDPOptions::GradientCompression::kFp16
                                       : distributed::DDPOptions::GradientCompression::kNone)));

@@ -78,6 +78,8 @@ struct FitArguments {
   bool ddp_find_unused_parameters = false;
   /// DDP: average gradients in float16 (half the bytes; DDPOptions::gradient_compression).
   bool ddp_fp16_gradients = false;
+  /// DDP: the nice value of Gloo's event loop thread (DDPOptions::gloo_event_loop_nice).
+  int ddp_gloo_loop_nice = 19;
   /// Every flag's value, as the recording's header keeps them (see flag_values).
   std::map<std::string, std::string> flags;
   /// The command line, for the recording's header.

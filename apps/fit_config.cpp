@@ -130,6 +130,8 @@ const std::vector<ConfigKey>& config_keys() {
        [](const FitArguments& a) { return boolean(a.ddp_find_unused_parameters); }},
       {"trainbus", "ddp_fp16_gradients", "--ddp-fp16-gradients", Kind::kSwitch,
        [](const FitArguments& a) { return boolean(a.ddp_fp16_gradients); }},
+      {"trainbus", "ddp_gloo_loop_nice", "--ddp-gloo-loop-nice", Kind::kValue,
+       [](const FitArguments& a) { return integer(a.ddp_gloo_loop_nice); }},
       {"", "ckpt_path", "--resume", Kind::kValue,
        [](const FitArguments& a) { return text_or_null(a.resume); }},
   };

@@ -58,8 +58,8 @@ struct Case {
   // Gradients averaged (and the optimizer stepping) on every this-many-th batch only; its ratio
   // is against one process accumulating alike, which also steps less often.
   int64_t accumulate_grad_batches = 1;
-  // DDPOptions::gloo_idle_event_loop (the default); false: Gloo's loop as PyTorch leaves it.
-  bool gloo_idle_event_loop = true;
+  // DDPOptions::gloo_event_loop_nice (19, the default); 0: Gloo's loop as PyTorch leaves it.
+  int gloo_event_loop_nice = 19;
 };
 
 // The large MLP: 784-2048-2048-10, about 5.8M parameters.
@@ -147,7 +147,7 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
                                       ? distributed::DDPOptions::GradientCompression::kFp16
                                       : distributed::DDPOptions::GradientCompression::kNone)
             .stop_agreement_every_batch(c.stop_agreement_every_batch)
-            .gloo_idle_event_loop(c.gloo_idle_event_loop));
+            .gloo_event_loop_nice(c.gloo_event_loop_nice));
     options.strategy(strategy);
   }
   std::vector<std::shared_ptr<Callback>> callbacks;
@@ -195,6 +195,7 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
       const std::string batch = std::to_string(c.batch_per_rank);
       const std::string step_count = std::to_string(steps);
       const std::string accumulate = std::to_string(c.accumulate_grad_batches);
+      const std::string loop_nice = std::to_string(c.gloo_event_loop_nice);
       // Side by side, every process reports in a file of its own; with ranks, rank 0 does.
       const bool side_by_side = c.kind == Kind::kIndependent;
       const std::string result_file = side_by_side ? out + "." + std::to_string(rank) : out;
@@ -206,8 +207,7 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
               c.fp16_gradients ? "--fp16" : "--no-fp16",
               c.kind == Kind::kRawLoop ? "--raw-loop" : "--no-raw-loop",
               c.stop_agreement_every_batch ? "--stop-agreement" : "--no-stop-agreement",
-              c.gloo_idle_event_loop ? "--idle-loop" : "--no-idle-loop", "--accumulate",
-              accumulate.c_str(), nullptr);
+              "--loop-nice", loop_nice.c_str(), "--accumulate", accumulate.c_str(), nullptr);
       std::_Exit(127);
     }
     children.push_back(pid);
@@ -269,7 +269,7 @@ int main(int argc, char** argv) {
   app.add_flag("--raw-loop,!--no-raw-loop", raw_loop)->group("");
   app.add_flag("--stop-agreement,!--no-stop-agreement", child.stop_agreement_every_batch)
       ->group("");
-  app.add_flag("--idle-loop,!--no-idle-loop", child.gloo_idle_event_loop)->group("");
+  app.add_option("--loop-nice", child.gloo_event_loop_nice)->group("");
   app.add_option("--accumulate", child.accumulate_grad_batches)->group("");
   int side_by_side_index = 0;
   int side_by_side_count = 1;
@@ -290,7 +290,7 @@ int main(int argc, char** argv) {
       {"2 ranks x 1 thread, batch 64 each, stops agreed at validation and epoch ends only", 2, 1,
        64, false, Kind::kTrainer, false},
       {"2 ranks x 1 thread, batch 64 each, Gloo's event loop at normal priority (as PyTorch's)", 2,
-       1, 64, false, Kind::kTrainer, true, 1, false},
+       1, 64, false, Kind::kTrainer, true, 1, 0},
       {"2 processes x 1 thread, batch 64 each, side by side, no communication (the ceiling)", 2, 1,
        64, false, Kind::kIndependent},
       {"raw LibTorch + c10d loop, 2 ranks x 1 thread, batch 64 each (the baseline)", 2, 1, 64,

@@ -210,6 +210,10 @@ DDPStrategy::DDPStrategy(DistributedEnvironment environment, DDPOptions options)
                  options_.timeout().count(), " ms");
   TRAINBUS_CHECK(options_.bucket_cap_mb() > 0.0, "DDPOptions: bucket_cap_mb must be > 0, got ",
                  options_.bucket_cap_mb());
+  TRAINBUS_CHECK(options_.gloo_event_loop_nice() >= 0 && options_.gloo_event_loop_nice() <= 19,
+                 "DDPOptions: gloo_event_loop_nice (--ddp-gloo-loop-nice) must be 0 (as PyTorch "
+                 "leaves it) to 19 (the lowest priority), got ",
+                 options_.gloo_event_loop_nice());
 }
 
 DDPStrategy::~DDPStrategy() { teardown_module(); }
@@ -288,9 +292,11 @@ std::string choose_backend(DDPOptions::Backend backend, const c10::Device& devic
   return "nccl";
 }
 
+// `loop_niced`: whether Gloo's event loop got DDPOptions::gloo_event_loop_nice.
 c10::intrusive_ptr<c10d::ProcessGroup> join_gloo_group(const c10::intrusive_ptr<c10d::Store>& store,
                                                        const DistributedEnvironment& environment,
-                                                       const DDPOptions& options) {
+                                                       const DDPOptions& options,
+                                                       bool& loop_niced) {
   auto group_options = c10d::ProcessGroupGloo::Options::create(options.timeout());
   std::string interface = options.socket_ifname();
   if (interface.empty() && std::getenv("GLOO_SOCKET_IFNAME") != nullptr)
@@ -302,10 +308,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> join_gloo_group(const c10::intrusive_ptr<
                                   environment.master_addr, environment.master_port))
                             : c10d::ProcessGroupGloo::createDeviceForInterface(interface));
     };
-    if (options.gloo_idle_event_loop())
-      create_gloo_device_with_idle_loop(create_device);
-    else
-      create_device();
+    loop_niced = create_gloo_device_with_niced_loop(create_device, options.gloo_event_loop_nice());
     return 0;
   });
   return guarded(environment, options.timeout(), "joining the process group", [&] {
@@ -390,7 +393,8 @@ void DDPStrategy::connect(const c10::Device& requested) {
             []() -> int { throw; });
   }
   impl_->group = backend == "nccl" ? join_nccl_group(impl_->store, environment_, options_)
-                                   : join_gloo_group(impl_->store, environment_, options_);
+                                   : join_gloo_group(impl_->store, environment_, options_,
+                                                     statistics_.gloo_event_loop_niced);
   impl_->backend = backend;
   impl_->device = device;
 }

@@ -57,12 +57,12 @@ struct DDPOptions {
   /// EarlyStopping are), or the ranks fall out of step and the next collective fails at the
   /// timeout.
   TRAINBUS_ARG(bool, stop_agreement_every_batch) = true;
-  /// Gloo's TCP event loop thread runs at idle priority (SCHED_IDLE): only on a core that has
-  /// nothing else to run. Gloo's loop busy-spins while another thread holds the connection it
-  /// has events for, and where every core is busy (as many ranks as cores) that spin costs the
-  /// collective a scheduler slice, about 4 ms here (gloo_event_loop.h; bench/README.md). false:
-  /// as PyTorch leaves it, at the process's priority.
-  TRAINBUS_ARG(bool, gloo_idle_event_loop) = true;
+  /// The nice value of Gloo's TCP event loop thread (0 to 19; --ddp-gloo-loop-nice). Gloo's loop
+  /// busy-spins while another thread holds the connection it has events for; where every core
+  /// is busy (as many ranks as cores) that spin can hold a core for a scheduler slice, about
+  /// 4 ms here, that the collective waits for (gloo_event_loop.h). At 19 it gives way; 0: as
+  /// PyTorch leaves it. DDPStatistics::gloo_event_loop_niced says whether it was applied.
+  TRAINBUS_ARG(int, gloo_event_loop_nice) = 19;
 };
 
 /// What a DDPStrategy has communicated so far on this rank, for benchmarks and tests.
@@ -75,6 +75,9 @@ struct DDPStatistics {
   /// Gradient elements each of those averages: every parameter that requires grad, once (a
   /// weight two layers share, too).
   int64_t gradient_elements = 0;
+  /// Whether Gloo's event loop thread got DDPOptions::gloo_event_loop_nice (false with 0, with
+  /// NCCL, or where its thread could not be told apart).
+  bool gloo_event_loop_niced = false;
 };
 
 /// Data-parallel training: each rank holds a replica of the module, parameters and buffers start

@@ -4,7 +4,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
-#include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1701,13 +1701,14 @@ TEST_CASE("every rank runs the checkpoint hooks of a save; rank 0 alone writes",
 
 namespace {
 
-// How many of this process's threads run at idle priority (SCHED_IDLE).
-int idle_threads() {
+// How many of this process's threads have the nice value `nice`.
+int threads_niced(int nice) {
   int count = 0;
   DIR* tasks = ::opendir("/proc/self/task");
   REQUIRE(tasks != nullptr);
   while (const dirent* entry = ::readdir(tasks)) {
-    if (entry->d_name[0] != '.' && ::sched_getscheduler(std::atoi(entry->d_name)) == SCHED_IDLE)
+    if (entry->d_name[0] != '.' &&
+        ::getpriority(PRIO_PROCESS, static_cast<id_t>(std::atoi(entry->d_name))) == nice)
       ++count;
   }
   ::closedir(tasks);
@@ -1716,22 +1717,27 @@ int idle_threads() {
 
 }  // namespace
 
-TEST_CASE("Gloo's event loop thread runs at idle priority, unless DDPOptions says otherwise",
+TEST_CASE("Gloo's event loop thread gets the lowest priority, unless DDPOptions says otherwise",
           "[ddp]") {
   const ReservedPort reserved;
   distributed::DistributedEnvironment environment;  // a job of one rank, on loopback
   environment.master_port = reserved.port();
-  const bool idle = GENERATE(true, false);
-  CAPTURE(idle);
-  const int before = idle_threads();
+  const int nice = GENERATE(19, 0);
+  CAPTURE(nice);
+  const int before = threads_niced(19);
   {
     distributed::DDPStrategy strategy(environment,
-                                      distributed::DDPOptions().gloo_idle_event_loop(idle));
+                                      distributed::DDPOptions().gloo_event_loop_nice(nice));
     strategy.connect(c10::Device("cpu"));
-    CHECK(idle_threads() == before + (idle ? 1 : 0));
+    CHECK(strategy.statistics().gloo_event_loop_niced == (nice == 19));
+    CHECK(threads_niced(19) == before + (nice == 19 ? 1 : 0));
     std::vector<double> values{2.0};
     strategy.all_reduce(values, distributed::ReduceOp::kSum);  // the loop still serves it
     CHECK(values[0] == 2.0);
   }
-  CHECK(idle_threads() == before);  // the loop ended with the strategy
+  CHECK(threads_niced(19) == before);  // the loop ended with the strategy
+  CHECK_THROWS_WITH(
+      distributed::DDPStrategy(environment, distributed::DDPOptions().gloo_event_loop_nice(20)),
+      Catch::Contains("gloo_event_loop_nice (--ddp-gloo-loop-nice) must be 0 (as PyTorch leaves "
+                      "it) to 19 (the lowest priority), got 20"));
 }

@@ -1,6 +1,6 @@
-// create_gloo_device_with_idle_loop: the one thread a device's creation starts (Gloo's event
-// loop) goes to SCHED_IDLE; where it cannot tell which thread that is, nothing changes.
-#include <sched.h>
+// create_gloo_device_with_niced_loop: the one thread a device's creation starts (Gloo's event
+// loop) gets the nice value; where it cannot tell which thread that is, nothing changes.
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -14,7 +14,7 @@
 
 #include "distributed/gloo_event_loop.h"
 
-using trainbus::distributed::create_gloo_device_with_idle_loop;
+using trainbus::distributed::create_gloo_device_with_niced_loop;
 
 namespace {
 
@@ -32,10 +32,11 @@ class WaitingThreads {
       });
     }
   }
-  // Each started thread's scheduling policy.
-  std::vector<int> policies() {
+  // Each started thread's nice value.
+  std::vector<int> nice_values() {
     std::vector<int> result;
-    for (auto& id : ids_) result.push_back(::sched_getscheduler(id.get()));
+    for (auto& id : ids_)
+      result.push_back(::getpriority(PRIO_PROCESS, static_cast<id_t>(id.get())));
     return result;
   }
   ~WaitingThreads() {
@@ -57,22 +58,32 @@ class WaitingThreads {
 
 }  // namespace
 
-TEST_CASE("the one thread a Gloo device starts runs at idle priority", "[ddp]") {
+TEST_CASE("the one thread a Gloo device starts gets the nice value", "[ddp]") {
+  const int own = ::getpriority(PRIO_PROCESS, 0);
   WaitingThreads loop;
-  CHECK(create_gloo_device_with_idle_loop([&] { loop.start(1); }));
-  CHECK(loop.policies() == std::vector<int>{SCHED_IDLE});
-  CHECK(::sched_getscheduler(0) == SCHED_OTHER);  // the calling thread keeps its own
+  CHECK(create_gloo_device_with_niced_loop([&] { loop.start(1); }, 19));
+  CHECK(loop.nice_values() == std::vector<int>{19});
+  CHECK(::getpriority(PRIO_PROCESS, 0) == own);  // the calling thread keeps its own
 }
 
-TEST_CASE("where a device starts no thread or several, no thread's priority changes", "[ddp]") {
+TEST_CASE("nice 0, or a device that starts no thread or several, changes no thread", "[ddp]") {
+  const int own = ::getpriority(PRIO_PROCESS, 0);
   WaitingThreads threads;
-  CHECK_FALSE(create_gloo_device_with_idle_loop([] {}));
-  CHECK_FALSE(create_gloo_device_with_idle_loop([&] { threads.start(2); }));
-  CHECK(threads.policies() == std::vector<int>{SCHED_OTHER, SCHED_OTHER});
+  CHECK_FALSE(create_gloo_device_with_niced_loop([] {}, 19));
+  CHECK_FALSE(create_gloo_device_with_niced_loop([&] { threads.start(2); }, 19));
+  CHECK_FALSE(create_gloo_device_with_niced_loop([&] { threads.start(1); }, 0));
+  CHECK(threads.nice_values() == std::vector<int>{own, own, own});
 }
 
-TEST_CASE("a device that fails to start leaves every thread as it was", "[ddp]") {
-  CHECK_THROWS_WITH(
-      create_gloo_device_with_idle_loop([] { throw std::runtime_error("no such interface"); }),
-      "no such interface");
+TEST_CASE("a device that fails to start, having started its loop, leaves it as it was", "[ddp]") {
+  const int own = ::getpriority(PRIO_PROCESS, 0);
+  WaitingThreads loop;
+  CHECK_THROWS_WITH(create_gloo_device_with_niced_loop(
+                        [&] {
+                          loop.start(1);
+                          throw std::runtime_error("no such interface");
+                        },
+                        19),
+                    "no such interface");
+  CHECK(loop.nice_values() == std::vector<int>{own});
 }
