@@ -228,7 +228,7 @@ void agree_as_other_rank(c10d::Store& store, const std::vector<SharedDDPSetting>
   const std::string mismatch = ddp_settings_mismatch(settings, environment.rank, published);
   store.set(answer_key(environment.rank),
             bytes_of(detail::concat(mismatch, "\n", encode_ddp_settings(settings))));
-  // A rank 0 of another handshake does not give this one's verdict.
+  // A rank 0 of another handshake version gives no verdict this rank could read: stop now.
   TRAINBUS_CHECK(version == settings.front().value,
                  environment.rank_message(detail::concat(
                      "this rank's DDP settings differ from rank 0's: ", mismatch, kWhy)));
