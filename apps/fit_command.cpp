@@ -40,7 +40,6 @@ std::string check_batch_limit(const std::string& text) {
   }
 }
 
-// --ddp-backend's text (CLI11 checked it is one of the three).
 // Tells the launcher at once that this rank failed, and why (distributed::declare_rank_failure):
 // in on_exception, which runs before OnExceptionCheckpoint's (checkpoint callbacks come last) and
 // before the Trainer waits for checkpoint writes, so that the launcher names this rank while it
@@ -53,6 +52,7 @@ class DeclareFailureToLauncher final : public Callback {
   }
 };
 
+// --ddp-backend's text (CLI11 checked it is one of the three).
 distributed::DDPOptions::Backend ddp_backend(const std::string& name) {
   if (name == "gloo") return distributed::DDPOptions::Backend::kGloo;
   if (name == "nccl") return distributed::DDPOptions::Backend::kNccl;

@@ -1,5 +1,7 @@
 #include "distributed/ddp_settings.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <sstream>
 
@@ -11,23 +13,30 @@
 namespace trainbus::distributed {
 namespace {
 
-// No c10d key begins so (Gloo's are numbers, TCPStore's "init/", Python's "default_pg/").
-constexpr const char* kKeyPrefix = "trainbus/ddp_settings/";
-// Counts the handshakes on one store: each one's answers and verdict carry its number.
-constexpr const char* kHandshakesKey = "trainbus/ddp_settings/handshakes";
-// Rank 0's "<handshake number>\n<encoded settings>"; deleted once every rank has answered, so
-// that a later handshake on the same store waits for rank 0's new one.
-constexpr const char* kRankZeroKey = "trainbus/ddp_settings/rank0";
+// No c10d key begins so (Gloo's are numbers, TCPStore's "init/", Python's "default_pg/"). Each
+// connect makes a store of its own: one handshake per store.
+constexpr const char* kRankZeroKey = "trainbus/ddp_settings/rank0";  // rank 0's encoded settings
+constexpr const char* kVerdictKey = "trainbus/ddp_settings/verdict";
+// A verdict's first line: every rank agrees; ranks that differ from rank 0 (their numbers
+// follow); rank 0 differs from every other rank; ranks that did not answer.
 constexpr const char* kAgreed = "ok";
+constexpr const char* kRanksDiffer = "differ";
+constexpr const char* kRankZeroDiffers = "rank0";
+constexpr const char* kRanksMissing = "missing";
+// Rank 0 waits at most this long for the other ranks to read its verdict (its store, which
+// answers them, goes when rank 0 throws); they read it as soon as it is there.
+constexpr std::chrono::milliseconds kVerdictReadBound{5000};
 
 std::vector<uint8_t> bytes_of(const std::string& text) { return {text.begin(), text.end()}; }
 std::string text_of(const std::vector<uint8_t>& bytes) { return {bytes.begin(), bytes.end()}; }
 
-std::string answer_key(int64_t handshake, int rank) {
-  return detail::concat(kKeyPrefix, handshake, "/rank", rank);
+// Rank `rank`'s answer: "<its mismatch with rank 0, empty if none>\n<its encoded settings>".
+std::string answer_key(int rank) {
+  return detail::concat("trainbus/ddp_settings/answer/rank", rank);
 }
-std::string verdict_key(int64_t handshake) {
-  return detail::concat(kKeyPrefix, handshake, "/verdict");
+// Set by rank `rank` once it has read the verdict.
+std::string verdict_read_key(int rank) {
+  return detail::concat("trainbus/ddp_settings/verdict_read/rank", rank);
 }
 
 // "name=value" lines, in order.
@@ -42,7 +51,215 @@ std::vector<std::pair<std::string, std::string>> decode(const std::string& encod
   return settings;
 }
 
+std::string value_of(const std::string& encoded, const std::string& name) {
+  for (const auto& [key, value] : decode(encoded))
+    if (key == name) return value;
+  return {};
+}
+
 constexpr const char* kSameBuild = "run the same trainbus build on every rank";
+
+// What differs between `settings` (this rank's, `rank`) and `reference` (encoded): one sentence
+// per setting, naming the reference as `reference_name` ("rank 0", "every other rank").
+std::string mismatch_with(const std::vector<SharedDDPSetting>& settings, int rank,
+                          const std::string& reference, const std::string& reference_name) {
+  const auto theirs = decode(reference);
+  std::string mismatch;
+  const auto add = [&](const std::string& sentence) {
+    mismatch += (mismatch.empty() ? "" : "; ") + sentence;
+  };
+  for (const SharedDDPSetting& setting : settings) {
+    auto found = theirs.begin();
+    while (found != theirs.end() && found->first != setting.name) ++found;
+    if (found == theirs.end()) {
+      add(detail::concat("`", setting.name, "` is ", setting.value, " on rank ", rank, ", and ",
+                         reference_name, " does not know it: ", kSameBuild));
+    } else if (found->second != setting.value) {
+      add(detail::concat("`", setting.name, "` is ", setting.value, " on rank ", rank, " but ",
+                         found->second, " on ", reference_name, ": ",
+                         setting.fix == kSameBuild
+                             ? std::string(kSameBuild)
+                             : "set " + setting.fix + " alike on every rank"));
+    }
+  }
+  for (const auto& [name, value] : theirs) {
+    bool known = false;
+    for (const SharedDDPSetting& setting : settings) known = known || setting.name == name;
+    if (!known) {
+      add(detail::concat("`", name, "` is ", value, " on ", reference_name, ", and rank ", rank,
+                         " does not know it: ", kSameBuild));
+    }
+  }
+  return mismatch;
+}
+
+constexpr const char* kWhy =
+    ". The ranks must share these, or their collectives do not match and the job waits until the "
+    "timeout";
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string list;
+  for (int rank : ranks) list += (list.empty() ? "" : ", ") + std::to_string(rank);
+  return list;
+}
+
+// Whether `key` is in `store` by `deadline` (false once it passes).
+// NOTE: a TCPStore's wait sets its socket's timeout for the calls after it too (and a wait past
+// its timeout leaves an answer in the socket for a later call): the last moments are not waited
+// for, and rank 0 fails after a wait that timed out, leaving the store.
+bool wait_for_key(c10d::Store& store, const std::string& key,
+                  std::chrono::steady_clock::time_point deadline) {
+  constexpr std::chrono::milliseconds kShortest{100};
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  if (left >= kShortest) {
+    try {
+      store.wait({key}, left);
+    } catch (const c10::Error&) {  // past the deadline: HashStore's "Wait timeout",
+    }                              // TCPStore's "Socket Timeout"
+  }
+  return store.check({key});
+}
+
+struct Answer {
+  int rank = 0;
+  std::string mismatch;  // with rank 0's settings, as that rank wrote it; empty if none
+  std::string settings;  // that rank's, encoded
+};
+
+// Rank 0: publishes its settings, reads every other rank's answer (up to the store's timeout
+// in all), publishes the verdict and acts on it; a verdict that stops them, it waits (briefly)
+// until they have read: its store, which answers them, goes when it throws.
+void agree_as_rank_zero(c10d::Store& store, const std::vector<SharedDDPSetting>& settings,
+                        const DistributedEnvironment& environment) {
+  store.set(kRankZeroKey, bytes_of(encode_ddp_settings(settings)));
+  const auto timeout = store.getTimeout();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<Answer> answers;
+  std::vector<int> missing;
+  // The world rank 1 counts, when it counts another: the ranks past it never come (and those
+  // this rank does not count may still answer). Rank 1 is in every world of two or more.
+  int world_size = environment.world_size;
+  for (int rank = 1; rank < world_size; ++rank) {
+    if (!wait_for_key(store, answer_key(rank), deadline)) {
+      missing.push_back(rank);
+      continue;
+    }
+    const std::string answer = text_of(store.get(answer_key(rank)));
+    const std::size_t newline = answer.find('\n');
+    answers.push_back({rank, answer.substr(0, newline),
+                       newline == std::string::npos ? "" : answer.substr(newline + 1)});
+    if (rank == 1) {
+      const std::string counted = value_of(answers.back().settings, "world_size");
+      if (!counted.empty() && counted.find_first_not_of("0123456789") == std::string::npos &&
+          counted.size() < 6)
+        world_size = std::max(2, std::stoi(counted));
+    }
+  }
+  std::vector<int> differing;
+  std::string differences;  // the answers that differ, joined
+  for (const Answer& answer : answers) {
+    if (answer.mismatch.empty()) continue;
+    differing.push_back(answer.rank);
+    differences += (differences.empty() ? "" : "; ") + answer.mismatch;
+  }
+  // With two ranks, rank 1 is the one that differs from rank 0, the reference. With more, rank
+  // 0 is when every other rank answered alike and differs from it.
+  bool rank_zero_differs =
+      missing.empty() && answers.size() >= 2 && differing.size() == answers.size();
+  for (const Answer& answer : answers)
+    rank_zero_differs = rank_zero_differs && answer.settings == answers.front().settings;
+
+  std::string verdict;
+  std::string failure;  // what this rank throws, empty if none
+  if (!missing.empty()) {
+    failure = detail::concat(
+        missing.size() == 1 ? "rank " : "ranks ", rank_list(missing),
+        " did not answer rank 0's DDP settings within the timeout (", timeout.count() / 1000.0,
+        " s): ", missing.size() == 1 ? "it" : "they",
+        " did not start, failed before joining, or count a world smaller than this rank's "
+        "WORLD_SIZE ",
+        environment.world_size, differences.empty() ? "" : "; ", differences);
+    verdict = detail::concat(kRanksMissing, "\n", failure);
+  } else if (rank_zero_differs) {
+    failure = mismatch_with(settings, 0, answers.front().settings, "every other rank");
+    verdict = detail::concat(kRankZeroDiffers, "\n", failure);
+  } else if (!differing.empty()) {
+    failure = differences;
+    verdict = detail::concat(kRanksDiffer, " ", rank_list(differing), "\n", differences);
+  } else {
+    verdict = kAgreed;
+  }
+  store.set(kVerdictKey, bytes_of(verdict));
+  if (verdict == kAgreed) return;  // the store stays, for the process group
+  std::vector<std::string> read_keys;
+  for (const Answer& answer : answers) read_keys.push_back(verdict_read_key(answer.rank));
+  if (!read_keys.empty()) {
+    try {
+      store.wait(read_keys, std::min(timeout, kVerdictReadBound));
+    } catch (const c10::Error&) {  // a rank gone after its answer: its own error says why
+    }
+  }
+  if (!missing.empty()) {
+    throw AnotherRankFailedError(
+        environment.rank_message(detail::concat(failure, "; this rank stops too")));
+  }
+  if (rank_zero_differs) {
+    throw MisconfigurationError(environment.rank_message(detail::concat(
+        "this rank's DDP settings differ from every other rank's: ", failure, kWhy)));
+  }
+  if (!differing.empty()) {
+    throw AnotherRankFailedError(environment.rank_message(
+        detail::concat("the DDP settings of another rank differ from this rank's: ", failure, kWhy,
+                       "; this rank stops too")));
+  }
+}
+
+// Every other rank: compares its settings with rank 0's, answers, and acts on rank 0's verdict.
+void agree_as_other_rank(c10d::Store& store, const std::vector<SharedDDPSetting>& settings,
+                         const DistributedEnvironment& environment) {
+  const std::string published = text_of(store.get(kRankZeroKey));
+  // settings.front() is handshake_version (shared_ddp_settings).
+  const std::string version = value_of(published, settings.front().name);
+  TRAINBUS_CHECK(!version.empty(),
+                 environment.rank_message(detail::concat(
+                     "rank 0's DDP settings could not be read (no `", settings.front().name,
+                     "` in the ", published.size(), " bytes it published): ", kSameBuild)));
+  const std::string mismatch = ddp_settings_mismatch(settings, environment.rank, published);
+  store.set(answer_key(environment.rank),
+            bytes_of(detail::concat(mismatch, "\n", encode_ddp_settings(settings))));
+  // A rank 0 of another handshake version gives no verdict this rank could read: stop now.
+  TRAINBUS_CHECK(version == settings.front().value,
+                 environment.rank_message(detail::concat(
+                     "this rank's DDP settings differ from rank 0's: ", mismatch, kWhy)));
+  // Rank 0 waits up to its timeout for the last answer, and publishes the verdict then.
+  store.wait({kVerdictKey}, store.getTimeout() + kVerdictReadBound);
+  const std::string verdict = text_of(store.get(kVerdictKey));
+  store.set(verdict_read_key(environment.rank), bytes_of(kAgreed));
+  const std::size_t newline = verdict.find('\n');
+  const std::string kind = verdict.substr(0, verdict.find_first_of(" \n"));
+  const std::string text = newline == std::string::npos ? "" : verdict.substr(newline + 1);
+  if (kind == kAgreed) return;
+  if (kind == kRanksDiffer) {
+    std::istringstream ranks(verdict.substr(kind.size(), newline - kind.size()));
+    bool this_rank = false;
+    for (std::string rank; std::getline(ranks, rank, ',');)
+      this_rank = this_rank || std::stoi(rank) == environment.rank;
+    TRAINBUS_CHECK(!this_rank,
+                   environment.rank_message(detail::concat(
+                       "this rank's DDP settings differ from rank 0's: ", mismatch, kWhy)));
+    throw AnotherRankFailedError(environment.rank_message(
+        detail::concat("the DDP settings of another rank differ from rank 0's: ", text, kWhy,
+                       "; this rank stops too")));
+  }
+  if (kind == kRankZeroDiffers) {
+    throw AnotherRankFailedError(environment.rank_message(
+        detail::concat("rank 0's DDP settings differ from every other rank's: ", text, kWhy,
+                       "; this rank stops too")));
+  }
+  throw AnotherRankFailedError(environment.rank_message(
+      detail::concat("rank 0 stopped the join: ", text, "; this rank stops too")));
+}
 
 }  // namespace
 
@@ -56,7 +273,7 @@ std::vector<SharedDDPSetting> shared_ddp_settings(const DDPOptions& options,
   const auto yes_no = [](bool value) { return std::string(value ? "true" : "false"); };
   return {
       // The handshake's own format: a build that compares other settings differs.
-      {"handshake_version", "1", kSameBuild},
+      {"handshake_version", "2", kSameBuild},
       // Ranks that count the world differently wait for ranks that never come.
       {"world_size", std::to_string(world_size),
        "WORLD_SIZE (the launcher's --nproc-per-node times --nnodes)"},
@@ -95,72 +312,15 @@ std::string encode_ddp_settings(const std::vector<SharedDDPSetting>& settings) {
 
 std::string ddp_settings_mismatch(const std::vector<SharedDDPSetting>& settings, int rank,
                                   const std::string& rank_zero) {
-  const auto theirs = decode(rank_zero);
-  std::string mismatch;
-  const auto add = [&](const std::string& sentence) {
-    mismatch += (mismatch.empty() ? "" : "; ") + sentence;
-  };
-  for (const SharedDDPSetting& setting : settings) {
-    auto found = theirs.begin();
-    while (found != theirs.end() && found->first != setting.name) ++found;
-    if (found == theirs.end()) {
-      add(detail::concat("`", setting.name, "` is ", setting.value, " on rank ", rank,
-                         ", and rank 0 does not know it: ", kSameBuild));
-    } else if (found->second != setting.value) {
-      add(detail::concat("`", setting.name, "` is ", setting.value, " on rank ", rank, " but ",
-                         found->second, " on rank 0: set ", setting.fix, " alike on every rank"));
-    }
-  }
-  for (const auto& [name, value] : theirs) {
-    bool known = false;
-    for (const SharedDDPSetting& setting : settings) known = known || setting.name == name;
-    if (!known) {
-      add(detail::concat("`", name, "` is ", value, " on rank 0, and rank ", rank,
-                         " does not know it: ", kSameBuild));
-    }
-  }
-  return mismatch;
+  return mismatch_with(settings, rank, rank_zero, "rank 0");
 }
 
 void agree_on_ddp_settings(c10d::Store& store, const std::vector<SharedDDPSetting>& settings,
                            const DistributedEnvironment& environment) {
-  constexpr const char* kWhy =
-      ". The ranks must share these, or their collectives do not match and the job waits until "
-      "the timeout";
   if (environment.rank == 0) {
-    const int64_t handshake = store.add(kHandshakesKey, 1);
-    store.set(kRankZeroKey,
-              bytes_of(detail::concat(handshake, "\n", encode_ddp_settings(settings))));
-    std::string differing;  // every rank's answer that is not kAgreed
-    for (int rank = 1; rank < environment.world_size; ++rank) {
-      const std::string answer = text_of(store.get(answer_key(handshake, rank)));
-      if (answer != kAgreed) differing += (differing.empty() ? "" : "; ") + answer;
-    }
-    store.deleteKey(kRankZeroKey);
-    store.set(verdict_key(handshake), bytes_of(differing.empty() ? kAgreed : differing));
-    if (!differing.empty()) {
-      throw AnotherRankFailedError(environment.rank_message(
-          detail::concat("the DDP settings of another rank differ from this rank's: ", differing,
-                         kWhy, "; this rank stops too")));
-    }
-    return;
-  }
-  const std::string published = text_of(store.get(kRankZeroKey));
-  const std::size_t newline = published.find('\n');
-  const int64_t handshake = std::stoll(published.substr(0, newline));
-  const std::string mismatch = ddp_settings_mismatch(
-      settings, environment.rank,
-      newline == std::string::npos ? std::string() : published.substr(newline + 1));
-  store.set(answer_key(handshake, environment.rank),
-            bytes_of(mismatch.empty() ? kAgreed : mismatch));
-  TRAINBUS_CHECK(mismatch.empty(),
-                 environment.rank_message(detail::concat(
-                     "this rank's DDP settings differ from rank 0's: ", mismatch, kWhy)));
-  const std::string verdict = text_of(store.get(verdict_key(handshake)));
-  if (verdict != kAgreed) {
-    throw AnotherRankFailedError(environment.rank_message(
-        detail::concat("the DDP settings of another rank differ from rank 0's: ", verdict, kWhy,
-                       "; this rank stops too")));
+    agree_as_rank_zero(store, settings, environment);
+  } else {
+    agree_as_other_rank(store, settings, environment);
   }
 }
 

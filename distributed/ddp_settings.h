@@ -39,18 +39,26 @@ std::string encode_ddp_settings(const std::vector<SharedDDPSetting>& settings);
 std::string ddp_settings_mismatch(const std::vector<SharedDDPSetting>& settings, int rank,
                                   const std::string& rank_zero);
 
-/// The handshake, on `store` (which every rank of the job reaches), before the process group:
-/// rank 0 publishes its settings; every other rank compares its own with them (a get that waits
-/// up to the store's timeout), answers, and then waits for rank 0's verdict; rank 0 waits for
-/// every answer and publishes the verdict. The keys begin with "trainbus/ddp_settings/", which
-/// no c10d key does, and carry a number the store counts up for each handshake on it, so that a
-/// store used again never answers with a previous handshake's keys.
+/// The handshake, on `store` (which every rank of the job reaches), before the process group; it
+/// is also the rendezvous (the TCPStore does not wait for its workers). Rank 0 publishes its
+/// settings; every other rank compares its own with them (a get that waits up to the store's
+/// timeout), answers with what differs and its own settings, and waits for rank 0's verdict;
+/// rank 0 waits for the answers (up to the store's timeout in all: rank 1's tells the world
+/// size the others count), publishes the verdict, and when it stops the job waits briefly for
+/// every rank to read it. The keys begin with "trainbus/ddp_settings/", which no c10d key does;
+/// one handshake per store (DDPStrategy::connect makes a store for each).
 ///
 /// Throws, on a rank whose settings differ from rank 0's, MisconfigurationError naming this
 /// rank, each setting, its value here and on rank 0, and what sets it; on rank 0 and on the
 /// ranks that agree with it, AnotherRankFailedError naming the ranks that differ and how (they
-/// stop only because of another rank's misconfiguration: exit code 75). The store's own errors
-/// (a rank gone, a wait past the timeout) come out as c10d raised them.
+/// stop only because of another rank's misconfiguration: exit code 75). Rank 0 is the reference:
+/// with two ranks rank 1 is the one that differs; with three or more, when every other rank
+/// answered alike and differs from rank 0, rank 0 throws the MisconfigurationError ("differ
+/// from every other rank's") and the others AnotherRankFailedError. Ranks that did not answer
+/// within the timeout are named by rank 0 (AnotherRankFailedError on every rank); a value from
+/// rank 0 that is not settings, or of another handshake version, is a MisconfigurationError
+/// saying to run one build. The store's own errors (a rank gone, a wait past the timeout) come
+/// out as c10d raised them.
 void agree_on_ddp_settings(c10d::Store& store, const std::vector<SharedDDPSetting>& settings,
                            const DistributedEnvironment& environment);
 

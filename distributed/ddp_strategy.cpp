@@ -362,7 +362,9 @@ void DDPStrategy::connect(const c10::Device& requested) {
   store_options.port = environment_.master_port;
   store_options.isServer = environment_.rank == 0;
   store_options.numWorkers = static_cast<size_t>(environment_.world_size);
-  store_options.waitWorkers = true;
+  // The settings handshake is the rendezvous: rank 0 waits there for each rank's answer, and says
+  // which did not come (TCPStore's own wait would wait for them, and end saying nothing).
+  store_options.waitWorkers = false;
   store_options.timeout = options_.timeout();
   // A join that fails leaves nothing behind: a store kept would hold rank 0's port, and the next
   // connect (the next run, or a retry) would fail to listen there instead of joining again.

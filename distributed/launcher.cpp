@@ -42,6 +42,12 @@ constexpr std::chrono::seconds kKillWait{10};
 // The longest sleep between two looks at the ranks. SIGCHLD wakes the launcher at once; this is
 // a second line, should one be missed (another handler installed meanwhile).
 constexpr std::chrono::milliseconds kPollInterval{250};
+// After a failure, how long the other ranks get to declare (declare_rank_failure) before the
+// ones that have not are sent SIGTERM (at most half the grace period). A rank that declared is
+// failing already and cleans up (OnExceptionCheckpoint's save runs on rank 0, whichever rank
+// failed): it is not signalled. Ranks notice a peer gone within milliseconds; one that waits in a
+// collective for the timeout is the one a SIGTERM is for.
+constexpr std::chrono::milliseconds kDeclarationWait{1000};
 // The file a rank's declaration goes to, in the launch's status directory.
 std::string declaration_path(const std::string& directory, const std::string& rank) {
   return directory + "/rank-" + rank;
@@ -71,11 +77,15 @@ struct Received {
 };
 Received received_interrupt;   // SIGINT
 Received received_terminate;   // SIGTERM
+Received received_hangup;      // SIGHUP: passed on as SIGTERM
 std::atomic<int> wake_fd{-1};  // the write end of the wake-up pipe, once made
 std::atomic<bool> launching{false};
 
 Received* received_for(int signal) {
-  return signal == SIGINT ? &received_interrupt : signal == SIGTERM ? &received_terminate : nullptr;
+  return signal == SIGINT    ? &received_interrupt
+         : signal == SIGTERM ? &received_terminate
+         : signal == SIGHUP  ? &received_hangup
+                             : nullptr;
 }
 
 extern "C" void on_launcher_signal(int signal, siginfo_t* info, void*) {
@@ -92,13 +102,15 @@ extern "C" void on_launcher_signal(int signal, siginfo_t* info, void*) {
   errno = saved_errno;
 }
 
-// SIGINT, SIGTERM and SIGCHLD caught for one launch, for the whole process: the handler counts a
-// SIGINT or SIGTERM and wakes the supervision loop through a pipe, whichever thread it runs on.
-// NOTE: handlers, not a blocked mask: a library's thread (OpenBLAS starts its pool when it is
-// loaded) does not block these signals, and a SIGTERM the kernel gave it would kill the launcher.
-// A SIGINT or SIGTERM this process ignores (as a shell's background job ignores SIGINT) stays
-// ignored. SIGCHLD is caught even where it was ignored: an ignored SIGCHLD has the kernel reap
-// the ranks before they can be waited for. Everything is put back at scope exit.
+// SIGINT, SIGTERM, SIGHUP (a closed terminal or ssh session: taken as SIGTERM, so that the
+// ranks stop and the status directory goes) and SIGCHLD caught for one launch, for the whole
+// process: the handler counts a SIGINT or SIGTERM and wakes the supervision loop through a pipe,
+// whichever thread it runs on. NOTE: handlers, not a blocked mask: a library's thread (OpenBLAS
+// starts its pool when it is loaded) does not block these signals, and a SIGTERM the kernel gave it
+// would kill the launcher. A SIGINT or SIGTERM this process ignores (as a shell's background job
+// ignores SIGINT) stays ignored. SIGCHLD is caught even where it was ignored: an ignored SIGCHLD
+// has the kernel reap the ranks before they can be waited for. Everything is put back at scope
+// exit.
 class CaughtSignals {
  public:
   CaughtSignals() {
@@ -120,11 +132,12 @@ class CaughtSignals {
     drain();
     received_interrupt.count.store(0);
     received_terminate.count.store(0);
+    received_hangup.count.store(0);
     struct sigaction action {};
     action.sa_sigaction = on_launcher_signal;
     action.sa_flags = SA_SIGINFO | SA_RESTART | SA_NOCLDSTOP;
     sigemptyset(&action.sa_mask);
-    for (int signal : {SIGINT, SIGTERM, SIGCHLD}) {
+    for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) {
       struct sigaction previous {};
       ::sigaction(signal, nullptr, &previous);
       if (signal != SIGCHLD && previous.sa_handler == SIG_IGN) continue;
@@ -147,14 +160,15 @@ class CaughtSignals {
 
   // A SIGINT or SIGTERM caught and not yet taken.
   static bool pending() {
-    return received_interrupt.count.load() > 0 || received_terminate.count.load() > 0;
+    return received_interrupt.count.load() > 0 || received_terminate.count.load() > 0 ||
+           received_hangup.count.load() > 0;
   }
 
   // The SIGINTs and SIGTERMs caught since the last call, in a fixed order (SIGINT first), each
   // with whether it came from the terminal.
   static std::vector<std::pair<int, bool>> take() {
     std::vector<std::pair<int, bool>> taken;
-    for (int signal : {SIGINT, SIGTERM}) {
+    for (int signal : {SIGINT, SIGTERM, SIGHUP}) {
       Received& received = *received_for(signal);
       const bool from_terminal = received.last_code.load() == SI_KERNEL;
       for (int n = received.count.exchange(0); n > 0; --n)
@@ -221,6 +235,7 @@ class StatusDirectory {
     const std::size_t newline = text.find('\n');
     if (!stated || newline == std::string::npos) return std::nullopt;
     RankDeclaration declaration;
+    declaration.made = true;
     declaration.own_failure = text.compare(0, newline, kOwnFailure) == 0;
     declaration.reason = text.substr(newline + 1);
     declaration.reason = declaration.reason.substr(0, declaration.reason.find('\n'));
@@ -234,6 +249,13 @@ class StatusDirectory {
 
 bool earlier(const timespec& a, const timespec& b) {
   return a.tv_sec != b.tv_sec ? a.tv_sec < b.tv_sec : a.tv_nsec < b.tv_nsec;
+}
+
+// The wall clock, as a declaration's modification time has it.
+timespec wall_clock_now() {
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  return now;
 }
 
 // True when `host` names only loopback addresses (127.0.0.0/8, ::1): "127.0.0.1", "localhost",
@@ -313,6 +335,7 @@ class Launch {
       rank.rank = options.node_rank() * options.nproc_per_node() + local_rank;
       ranks_.push_back(rank);
     }
+    last_seen_running_.resize(ranks_.size());
   }
 
   // Starts the ranks in order; when one cannot be started, or a SIGINT or SIGTERM comes, the
@@ -390,6 +413,7 @@ class Launch {
         break;
       }
       rank.pid = pid;  // its `how` is set when it is reaped
+      last_seen_running_[&rank - ranks_.data()] = wall_clock_now();
       running_.push_back(&rank);
     }
   }
@@ -413,8 +437,16 @@ class Launch {
       for (RankExit* rank : ended) {
         if (rank->succeeded() || stopping_) continue;
         // The rank that declared first that it failed on its own is the failure, whichever rank
-        // ended first (it may still be saving its checkpoint of the moment).
-        if (RankExit* culprit = declared_culprit()) {
+        // ended first (it may still be saving its checkpoint of the moment); but not before a
+        // rank that ended without declaring (a crash, an OOM kill) unless it declared before
+        // that rank was last seen running: the crash may have come any time after.
+        timespec declared_at{};
+        RankExit* culprit = declared_culprit(&declared_at);
+        if (culprit != nullptr && culprit != rank && !rank->declared.made &&
+            !ended_for_another_rank(*rank) && !earlier(declared_at, last_seen_running(*rank))) {
+          culprit = nullptr;
+        }
+        if (culprit != nullptr) {
           if (culprit != rank) {
             log_ << "launcher: " << rank->describe()
                  << (ended_for_another_rank(*rank) ? " (another rank failed)" : "") << std::endl;
@@ -446,12 +478,12 @@ class Launch {
         now = Clock::now();
       }
       if (running_.empty()) return;
+      if (terminate_pending_ && now >= terminate_deadline_) terminate_undeclared();
       if (stopping_ && !killed_ && now >= stop_deadline_) {
         for (RankExit* rank : running_) {
           log_ << "launcher: " << label(*rank) << " still runs "
                << seconds_text(options_.grace_period())
-               << (rank == finishing_ ? " after it declared its failure"
-                                      : " after being told to stop")
+               << (rank->stopped ? " after being told to stop" : " after it declared its failure")
                << "; sending SIGKILL" << std::endl;
         }
         kill_all();
@@ -469,6 +501,7 @@ class Launch {
       Clock::time_point wake = now + kPollInterval;
       if (provisional_ != nullptr && !stopping_) wake = std::min(wake, provisional_deadline_);
       if (stopping_ && !killed_) wake = std::min(wake, stop_deadline_);
+      if (terminate_pending_) wake = std::min(wake, terminate_deadline_);
       if (killed_) wake = std::min(wake, kill_deadline_);
       // Rounded up: a wait of 0 ms before a deadline would spin.
       signals.wait(std::chrono::ceil<std::chrono::milliseconds>(wake - now));
@@ -493,7 +526,9 @@ class Launch {
       const RankExit& failed = ranks_[*first_failure_];
       switch (failed.how) {
         case RankExit::How::kExited:
-          result.exit_code = failed.code;
+          // A rank that declared its failure and then exited with 0 (it recovered) still
+          // stopped the job.
+          result.exit_code = failed.code != 0 ? failed.code : 1;
           break;
         case RankExit::How::kKilled:
           result.exit_code = 128 + failed.code;
@@ -547,6 +582,7 @@ class Launch {
  private:
   // Collects every rank that has ended, without blocking, and returns them.
   std::vector<RankExit*> reap() {
+    const timespec now = wall_clock_now();  // before the waitpids: each rank still ran then
     std::vector<RankExit*> ended;
     for (auto it = running_.begin(); it != running_.end();) {
       RankExit& rank = **it;
@@ -556,6 +592,7 @@ class Launch {
         done = ::waitpid(rank.pid, &status, WNOHANG);
       } while (done < 0 && errno == EINTR);
       if (done == 0) {
+        last_seen_running_[&rank - ranks_.data()] = now;
         ++it;
         continue;
       }
@@ -577,8 +614,10 @@ class Launch {
   }
 
   // Reads every started rank's declaration into its RankExit; returns the rank that declared first
-  // that it failed on its own, if one did (and has not exited with 0 since).
-  RankExit* declared_culprit() {
+  // that it failed on its own, if one did (and has not exited with 0 since), and sets `when` to
+  // the time of its declaration. NOTE: that time is the file's, which the kernel keeps to a tick
+  // (about 4 ms): equal ones go to the lower rank.
+  RankExit* declared_culprit(timespec* when = nullptr) {
     RankExit* culprit = nullptr;
     timespec first{};
     for (RankExit& rank : ranks_) {
@@ -592,7 +631,12 @@ class Launch {
         first = declared->second;
       }
     }
+    if (when != nullptr) *when = first;
     return culprit;
+  }
+
+  const timespec& last_seen_running(const RankExit& rank) const {
+    return last_seen_running_[&rank - ranks_.data()];
   }
 
   // `rank` exited because another rank failed, and no rank has failed yet: it is the failure only
@@ -624,7 +668,8 @@ class Launch {
     }
     const bool others_running = running_.size() > (finishing_ != nullptr ? 1U : 0U);
     if (others_running) {
-      log_ << "; stopping the other ranks (SIGTERM, and SIGKILL after "
+      log_ << "; stopping the other ranks (SIGTERM after " << seconds_text(declaration_wait())
+           << " to those that have not declared a failure, and SIGKILL after "
            << seconds_text(options_.grace_period()) << ")";
     }
     if (finishing_ != nullptr) {
@@ -632,11 +677,31 @@ class Launch {
            << seconds_text(options_.grace_period()) << " for it to finish";
     }
     log_ << std::endl;
-    stop(SIGTERM, /*send=*/true);
+    stopping_ = true;
+    stop_deadline_ = Clock::now() + options_.grace_period();
+    terminate_pending_ = true;
+    terminate_deadline_ = Clock::now() + declaration_wait();
   }
 
-  // A SIGINT or SIGTERM to the launcher: the first is passed on to the ranks; another one, or one
-  // during the stop after a failure, kills them at once.
+  std::chrono::milliseconds declaration_wait() const {
+    return std::min(kDeclarationWait, options_.grace_period() / 2);
+  }
+
+  // The wait after a failure is over: SIGTERM to every rank still running that has not declared
+  // a failure (read once more now). One that did is failing already: it is left to end within the
+  // grace period.
+  void terminate_undeclared() {
+    terminate_pending_ = false;
+    (void)declared_culprit();
+    for (RankExit* rank : running_) {
+      if (rank == finishing_ || rank->declared.made) continue;
+      rank->stopped = true;
+      ::kill(rank->pid, SIGTERM);
+    }
+  }
+
+  // A SIGINT, SIGTERM or SIGHUP to the launcher: the first is passed on to the ranks; another one,
+  // or one during the stop after a failure, kills them at once.
   void interrupt(int signal, bool from_terminal) {
     // A rank ended for another's failure before the signal: the failure, as without the wait,
     // and the stop it starts (SIGTERM, then SIGKILL after the grace period) takes the signal's
@@ -648,20 +713,25 @@ class Launch {
     }
     if (stopping_) {
       if (killed_) return;
+      terminate_pending_ = false;
       log_ << "launcher: received " << signal_name(signal) << " while stopping; sending SIGKILL"
            << std::endl;
       kill_all();
       return;
     }
     interrupted_by_ = signal;
+    // A hang-up's (a closed terminal or session) is passed on as SIGTERM, which a rank stops on.
+    const int passed_on = signal == SIGHUP ? SIGTERM : signal;
+    from_terminal = from_terminal && signal != SIGHUP;
     // NOTE: a Ctrl-C (si_code SI_KERNEL: from the terminal) went to the whole foreground process
     // group, the ranks included: sent again, it would reach them twice.
     log_ << "launcher: received " << signal_name(signal)
-         << (from_terminal ? " from the terminal, which sent it to the ranks too"
-                           : "; passing it on to the ranks")
+         << (from_terminal         ? " from the terminal, which sent it to the ranks too"
+             : passed_on != signal ? "; passing SIGTERM on to the ranks"
+                                   : "; passing it on to the ranks")
          << " (SIGKILL after " << seconds_text(options_.grace_period())
          << "; send another SIGINT or SIGTERM to kill them now)" << std::endl;
-    stop(signal, /*send=*/!from_terminal);
+    stop(passed_on, /*send=*/!from_terminal);
   }
 
   void stop(int signal, bool send) {
@@ -697,6 +767,11 @@ class Launch {
   Clock::time_point provisional_deadline_;
   // The first failure, when it declared so and still ran: not told to stop (fail).
   RankExit* finishing_ = nullptr;
+  // After a failure, until terminate_deadline_: the wait for the other ranks to declare.
+  bool terminate_pending_ = false;
+  Clock::time_point terminate_deadline_;
+  // By index into ranks_: when each was last seen running (the wall clock, as a declaration's).
+  std::vector<timespec> last_seen_running_;
   int interrupted_by_ = 0;
   bool stopping_ = false;
   bool killed_ = false;

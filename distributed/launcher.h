@@ -54,6 +54,7 @@ void declare_rank_failure(const std::exception& error) noexcept;
 
 /// What a rank declared with declare_rank_failure, as the launcher reads it.
 struct RankDeclaration {
+  bool made = false;         ///< it declared (either kind): it is failing and cleans up
   bool own_failure = false;  ///< "own": it failed on its own; else only because another rank did
   std::string reason;        ///< the first line of its error
 };
@@ -139,8 +140,8 @@ struct LaunchResult {
   std::vector<RankExit> ranks;
   /// The rank whose failure stopped the job (an index into `ranks`), when one did.
   std::optional<std::size_t> first_failure;
-  /// The SIGINT or SIGTERM that stopped the job, when one reached the launcher before any rank
-  /// failed; 0 otherwise.
+  /// The SIGINT, SIGTERM or SIGHUP that stopped the job, when one reached the launcher before any
+  /// rank failed; 0 otherwise.
   int interrupted_by = 0;
 };
 
@@ -155,17 +156,24 @@ int threads_per_rank(int nproc_per_node);
 /// OMP_NUM_THREADS is set here). Their output is theirs, unprefixed.
 ///
 /// Waits for all of them. The first rank that exits non-zero, is killed by a signal, or cannot be
-/// started is the failure: the others get SIGTERM, and SIGKILL when they outlive grace_period. A
-/// SIGINT or SIGTERM sent to this process is passed on to the ranks the same way (a Ctrl-C, which
-/// the terminal already sends to the ranks too, is not sent again); a second one SIGKILLs them
-/// at once. What happens is written to `log` (stderr, for the command line): the failure first,
-/// then how each other rank ended.
+/// started is the failure: the others get SIGTERM, and SIGKILL when they outlive grace_period;
+/// but a rank that has declared a failure of either kind (declare_rank_failure) is ending already
+/// and may be cleaning up (OnExceptionCheckpoint saves on rank 0, whichever rank failed): it gets
+/// no SIGTERM, only the SIGKILL. The others get 1 s (at most half of grace_period) to declare,
+/// and the declarations are read again just before the SIGTERM. A SIGINT or SIGTERM sent to this
+/// process is passed on to the ranks at once (a Ctrl-C, which the terminal already sends to the
+/// ranks too, is not sent again), a SIGHUP as SIGTERM; a second one SIGKILLs them at once. What
+/// happens is written to `log` (stderr, for the command line): the failure first, then how each
+/// other rank ended.
 ///
 /// Each rank gets kStatusDirVariable, a directory made for this launch. When a rank ends other
 /// than with 0, the launcher reads what the ranks declared there: the rank that declared first
 /// that it failed on its own (declare_rank_failure) is the failure, with its reason, also while
-/// it still runs: it is not told to stop, so that its cleanup (a checkpoint of the moment it
-/// failed) completes, and is SIGKILLed only if it outlives grace_period, with the others. Where
+/// it still runs: it is not told to stop, so that its cleanup completes, and is SIGKILLed only if
+/// it outlives grace_period, with the others. A rank that ended without declaring (a crash, an
+/// OOM kill) comes before it unless the declaration is older than the last time the launcher saw
+/// that rank running. A failure that exits with 0 after all (it declared, then recovered) still
+/// makes the launcher's exit code 1. Where
 /// no rank declared that, a rank that exits with kAnotherRankFailedExitCode is named as the
 /// failure only when no rank of this machine failed otherwise: after it, the launcher waits up to
 /// culprit_wait (at most grace_period) for a rank that fails or declares it failed on its own
@@ -175,8 +183,8 @@ int threads_per_rank(int nproc_per_node);
 /// Returns when every rank has ended (or outlived SIGKILL by 10 s); no child is left to reap.
 /// Throws MisconfigurationError for bad options, an empty command, or a launch already running
 /// in this process, before starting anything.
-/// NOTE: while it runs, SIGINT, SIGTERM and SIGCHLD are caught by its handlers, for the whole
-/// process (any thread may take them); the previous handlers are put back before it returns.
+/// NOTE: while it runs, SIGINT, SIGTERM, SIGHUP and SIGCHLD are caught by its handlers, for the
+/// whole process (any thread may take them); the previous handlers are put back before it returns.
 LaunchResult launch_ranks(const std::string& program, const std::vector<std::string>& argv,
                           const LaunchOptions& options, std::ostream& log);
 

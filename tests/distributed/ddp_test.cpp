@@ -1741,3 +1741,129 @@ TEST_CASE("Gloo's event loop thread gets the lowest priority, unless DDPOptions 
       Catch::Contains("gloo_event_loop_nice (--ddp-gloo-loop-nice) must be 0 (as PyTorch leaves "
                       "it) to 19 (the lowest priority), got 20"));
 }
+
+namespace {
+
+// One rank's connect in a settings handshake (the "[.ddp-handshake-child]" below).
+struct JoinOutcome {
+  int exit_code = 0;  // distributed::rank_exit_code of its error, 0 when it joined
+  double seconds = 0.0;
+  std::string error;
+};
+
+// Starts a rank for each of `world_sizes` (its WORLD_SIZE; fewer than rank 0's: a rank that
+// never comes), rank `odd_rank` alone with --ddp-find-unused-parameters (-1: none), each
+// connecting with `timeout`; what each one's connect did.
+std::vector<JoinOutcome> join_ranks(const std::vector<int>& world_sizes, int odd_rank,
+                                    std::chrono::seconds timeout) {
+  const testing::TempDir dir;
+  const ReservedPort reserved;
+  testing::ScopedEnvironment variables;
+  variables.set("MASTER_ADDR", "127.0.0.1");
+  variables.set("MASTER_PORT", std::to_string(reserved.port()));
+  variables.set("TRAINBUS_TEST_ODD_RANK", std::to_string(odd_rank));
+  variables.set("TRAINBUS_TEST_TIMEOUT_S", std::to_string(timeout.count()));
+  std::vector<pid_t> children;
+  for (std::size_t rank = 0; rank < world_sizes.size(); ++rank) {
+    variables.set("RANK", std::to_string(rank));
+    variables.set("LOCAL_RANK", std::to_string(rank));
+    variables.set("WORLD_SIZE", std::to_string(world_sizes[rank]));
+    children.push_back(testing::spawn_test_child("[.ddp-handshake-child]", dir.path().string()));
+  }
+  std::vector<JoinOutcome> outcomes;
+  for (std::size_t rank = 0; rank < children.size(); ++rank) {
+    const int status = testing::wait_for_child(children[rank]);
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    std::ifstream in(dir.file("rank" + std::to_string(rank) + ".txt"));
+    JoinOutcome outcome;
+    in >> outcome.exit_code >> outcome.seconds;
+    in.ignore();
+    std::getline(in, outcome.error);
+    outcomes.push_back(outcome);
+  }
+  return outcomes;
+}
+
+}  // namespace
+
+TEST_CASE("ddp handshake child rank", "[.ddp-handshake-child]") {
+  const distributed::DistributedEnvironment environment = distributed::environment_from_variables();
+  distributed::DDPStrategy strategy(
+      environment,
+      distributed::DDPOptions()
+          .timeout(std::chrono::seconds(std::stoi(std::getenv("TRAINBUS_TEST_TIMEOUT_S"))))
+          .find_unused_parameters(std::stoi(std::getenv("TRAINBUS_TEST_ODD_RANK")) ==
+                                  environment.rank));
+  JoinOutcome outcome;
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    strategy.connect(c10::Device("cpu"));
+  } catch (const std::exception& error) {
+    outcome.exit_code = distributed::rank_exit_code(error);
+    outcome.error = error.what();
+    std::replace(outcome.error.begin(), outcome.error.end(), '\n', ' ');
+  }
+  outcome.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::ofstream(testing::test_child_dir() + "/rank" + std::to_string(environment.rank) + ".txt")
+      << outcome.exit_code << " " << outcome.seconds << "\n"
+      << outcome.error << "\n";
+}
+
+TEST_CASE("with four ranks, the ranks that agree with rank 0 name the one that differs",
+          "[ddp][ddp_settings]") {
+  // Each agreeing rank must read the verdict before rank 0, throwing, takes its store away:
+  // else it fails with "Broken pipe" (a lost peer) instead of the setting's name.
+  for (int attempt = 1; attempt <= 12; ++attempt) {
+    const std::vector<JoinOutcome> ranks = join_ranks({4, 4, 4, 4}, 3, std::chrono::seconds(20));
+    for (int rank = 0; rank < 4; ++rank) {
+      CAPTURE(attempt, rank, ranks[rank].error);
+      CHECK_THAT(ranks[rank].error, Catch::Contains("`find_unused_parameters` is true on rank 3 "
+                                                    "but false on rank 0"));
+      CHECK(ranks[rank].exit_code == (rank == 3 ? 1 : distributed::kAnotherRankFailedExitCode));
+    }
+  }
+}
+
+TEST_CASE("when rank 0 alone differs from every other rank, rank 0 is the one that fails",
+          "[ddp][ddp_settings]") {
+  const std::vector<JoinOutcome> ranks = join_ranks({3, 3, 3}, 0, std::chrono::seconds(20));
+  INFO("rank 0: " << ranks[0].error << "\nrank 1: " << ranks[1].error
+                  << "\nrank 2: " << ranks[2].error);
+  CHECK_THAT(ranks[0].error,
+             Catch::StartsWith("rank 0 of 3: this rank's DDP settings differ from every other "
+                               "rank's: `find_unused_parameters` is true on rank 0 but false on "
+                               "every other rank: set --ddp-find-unused-parameters"));
+  CHECK(ranks[0].exit_code == 1);
+  for (int rank : {1, 2}) {
+    CHECK_THAT(ranks[rank].error,
+               Catch::Contains("rank 0's DDP settings differ from every other rank's: "
+                               "`find_unused_parameters` is true on rank 0"));
+    CHECK(ranks[rank].exit_code == distributed::kAnotherRankFailedExitCode);
+  }
+}
+
+TEST_CASE("a rank 0 that counts a larger world than the others says so at once",
+          "[ddp][ddp_settings]") {
+  // Rank 0 has WORLD_SIZE 3, rank 1 (the whole job) 2: no rank 2 ever comes.
+  const std::vector<JoinOutcome> ranks = join_ranks({3, 2}, -1, std::chrono::seconds(20));
+  INFO("rank 0: " << ranks[0].error << "\nrank 1: " << ranks[1].error);
+  CHECK_THAT(ranks[1].error, Catch::StartsWith("rank 1 of 2: this rank's DDP settings differ "
+                                               "from rank 0's: `world_size` is 2 on rank 1 but "
+                                               "3 on rank 0: set WORLD_SIZE"));
+  CHECK(ranks[1].exit_code == 1);
+  CHECK_THAT(ranks[0].error, Catch::Contains("`world_size` is 2 on rank 1 but 3 on rank 0"));
+  CHECK(ranks[0].exit_code == distributed::kAnotherRankFailedExitCode);
+  for (const JoinOutcome& rank : ranks) CHECK(rank.seconds < 10.0);  // not the 20 s timeout
+}
+
+TEST_CASE("rank 0 names the ranks that did not answer within the timeout", "[ddp][ddp_settings]") {
+  // WORLD_SIZE 3 on both, but rank 2 never starts.
+  const std::vector<JoinOutcome> ranks = join_ranks({3, 3}, -1, std::chrono::seconds(2));
+  INFO("rank 0: " << ranks[0].error << "\nrank 1: " << ranks[1].error);
+  CHECK_THAT(ranks[0].error,
+             Catch::StartsWith("rank 0 of 3: rank 2 did not answer rank 0's DDP settings within "
+                               "the timeout (2 s)"));
+  CHECK(ranks[0].exit_code == distributed::kAnotherRankFailedExitCode);
+  CHECK_THAT(ranks[1].error, Catch::Contains("rank 2 did not answer"));
+  CHECK(ranks[1].exit_code == distributed::kAnotherRankFailedExitCode);
+}

@@ -243,6 +243,20 @@ TEST_CASE("SIGINT and SIGTERM to the launcher are passed on to the ranks",
                Catch::Contains("launcher: received SIGTERM (15); passing it on to the ranks"));
     CHECK_THAT(launched.log, Catch::Contains("launcher: the job was interrupted by SIGTERM (15)"));
   }
+  SECTION("a SIGHUP (the terminal closed) stops every rank with SIGTERM") {
+    const Launched launched =
+        launch_script(script(":", "kill -HUP $PPID"), dir.path().string(), two_ranks());
+    CHECK(launched.took < std::chrono::seconds(10));
+    CHECK(launched.result.interrupted_by == SIGHUP);
+    CHECK(launched.result.exit_code == 128 + SIGHUP);
+    for (const RankExit& rank : launched.result.ranks) {
+      CHECK(rank.stopped);
+      CHECK(rank.how == RankExit::How::kKilled);
+      CHECK(rank.code == SIGTERM);
+    }
+    CHECK_THAT(launched.log,
+               Catch::Contains("launcher: received SIGHUP (1); passing SIGTERM on to the ranks"));
+  }
   SECTION("a second signal kills the ranks at once, without the grace period") {
     // Both ranks ignore SIGINT and SIGTERM; rank 0 sends the launcher one of each.
     const Launched launched =
@@ -381,9 +395,61 @@ TEST_CASE("A rank that declared its failure is named at once and may finish its 
           "[distributed][launcher]") {
   TempDir dir;
   const std::string another = std::to_string(kAnotherRankFailedExitCode);
-  // Rank 1 declares its failure (as declare_rank_failure does), then cleans up (an
-  // OnExceptionCheckpoint's save) for 1 s after rank 0 is gone: 5 times the culprit wait. Rank 0
-  // exits with 75 once rank 1 has declared. A SIGTERM would end rank 1 before its cleanup is done.
+  // The real case: rank 1 fails on its own and declares it; rank 0 finds rank 1 gone, declares
+  // that, and saves OnExceptionCheckpoint's checkpoint (rank 0 alone writes), here 1 s from when
+  // the launcher has reaped rank 1: more than the wait before SIGTERM, which would end it
+  // before its cleanup is done.
+  const std::string wait_for =
+      "i=0; while [ ! -e \"$W\" ] && [ $i -lt 1000 ]; do sleep 0.01; "
+      "i=$((i+1)); done; ";
+  const auto waiting_for = [&](const std::string& file) {
+    return "W=\"" + file + "\"; " + wait_for;
+  };
+  const std::string script =
+      "status=\"$TRAINBUS_LAUNCHER_STATUS_DIR\"; "
+      "if [ \"$LOCAL_RANK\" = 1 ]; then "
+      "  printf 'own\\nrank 1 of 2: the data file is missing\\n' > \"$status/tmp1\"; "
+      "  mv \"$status/tmp1\" \"$status/rank-$RANK\"; " +
+      waiting_for("$status/rank-0") +
+      "  echo $$ > \"$1/pid.tmp\"; mv \"$1/pid.tmp\" \"$1/pid\"; exit 3; "
+      "fi; " +
+      waiting_for("$status/rank-1") +
+      "printf 'another-rank\\nrank 0 of 2: all-reduce failed\\n' > \"$status/tmp0\"; "
+      "mv \"$status/tmp0\" \"$status/rank-$RANK\"; " +
+      waiting_for("$1/pid") +
+      "pid=$(cat \"$1/pid\"); "
+      "i=0; while kill -0 \"$pid\" 2>/dev/null && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); "
+      "done; "
+      "sleep 1.5; : > \"$1/cleaned-up\"; exit " +
+      another;
+  const Launched launched = launch_script(script, dir.path().string(), two_ranks());
+  INFO(launched.log);
+  CHECK(launched.result.exit_code == 3);
+  REQUIRE(launched.result.first_failure == std::optional<std::size_t>(1));
+  const RankExit& failed = launched.result.ranks[1];
+  CHECK(failed.how == RankExit::How::kExited);
+  CHECK(failed.declared.own_failure);
+  CHECK(failed.declared.reason == "rank 1 of 2: the data file is missing");
+  const RankExit& saving = launched.result.ranks[0];
+  CHECK_FALSE(saving.stopped);
+  CHECK(saving.how == RankExit::How::kExited);
+  CHECK(saving.code == kAnotherRankFailedExitCode);
+  CHECK(std::ifstream(dir.file("cleaned-up")).good());
+  CHECK_FALSE(saving.declared.own_failure);
+  CHECK(saving.declared.reason == "rank 0 of 2: all-reduce failed");
+  CHECK_THAT(launched.log,
+             Catch::Contains("launcher: the job failed: rank 1 (pid " + std::to_string(failed.pid) +
+                             ") exited with code 3 (the first failure: rank 1 of "
+                             "2: the data file is missing)"));
+  CHECK(no_children_left());
+}
+
+TEST_CASE("A declared failure that is still running is named; its exit with 0 still fails the job",
+          "[distributed][launcher]") {
+  TempDir dir;
+  const std::string another = std::to_string(kAnotherRankFailedExitCode);
+  // Rank 1 declares its failure; rank 0 then exits with 75 and the launcher names rank 1, which
+  // still runs; rank 1 recovers after all and exits with 0 once rank 0 is reaped.
   const std::string script =
       "status=\"$TRAINBUS_LAUNCHER_STATUS_DIR\"; "
       "if [ \"$LOCAL_RANK\" = 1 ]; then "
@@ -393,37 +459,62 @@ TEST_CASE("A rank that declared its failure is named at once and may finish its 
       "  pid=$(cat \"$1/pid\"); "
       "  i=0; while kill -0 \"$pid\" 2>/dev/null && [ $i -lt 1000 ]; do sleep 0.01; "
       "i=$((i+1)); done; "
-      "  sleep 1; : > \"$1/cleaned-up\"; exit 3; "
+      "  exit 0; "
       "fi; "
       "i=0; while [ ! -e \"$status/rank-1\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); "
       "done; "
-      "printf 'another-rank\\nrank 0 of 2: all-reduce failed\\n' > \"$status/tmp0\"; "
-      "mv \"$status/tmp0\" \"$status/rank-$RANK\"; "
       "echo $$ > \"$1/pid.tmp\"; mv \"$1/pid.tmp\" \"$1/pid\"; exit " +
       another;
   const Launched launched = launch_script(script, dir.path().string(),
                                           two_ranks().culprit_wait(std::chrono::milliseconds(200)));
   INFO(launched.log);
-  CHECK(launched.result.exit_code == 3);
   REQUIRE(launched.result.first_failure == std::optional<std::size_t>(1));
-  const RankExit& failed = launched.result.ranks[1];
-  CHECK_FALSE(failed.stopped);
-  CHECK(failed.how == RankExit::How::kExited);
-  CHECK(failed.code == 3);
-  CHECK(std::ifstream(dir.file("cleaned-up")).good());
-  CHECK(failed.declared.own_failure);
-  CHECK(failed.declared.reason == "rank 1 of 2: the data file is missing");
-  CHECK_FALSE(launched.result.ranks[0].declared.own_failure);
-  CHECK(launched.result.ranks[0].declared.reason == "rank 0 of 2: all-reduce failed");
-  const std::string rank1 = "rank 1 (pid " + std::to_string(failed.pid) + ")";
-  CHECK_THAT(launched.log,
-             Catch::Contains("launcher: " + rank1 +
-                             " declared that it failed: rank 1 of 2: the data file is missing; "
-                             "waiting up to 5 s for it to finish"));
-  CHECK_THAT(launched.log, Catch::Contains("launcher: the job failed: " + rank1 +
-                                           " exited with code 3 (the first failure: rank 1 of 2: "
-                                           "the data file is missing)"));
-  CHECK_THAT(launched.log, !Catch::Contains("waiting up to 200 ms for the rank that failed first"));
+  CHECK(launched.result.ranks[1].succeeded());
+  CHECK_THAT(launched.log, Catch::Contains("launcher: rank 1 (pid " +
+                                           std::to_string(launched.result.ranks[1].pid) +
+                                           ") declared that it failed: rank 1 of 2: the data file "
+                                           "is missing"));
+  CHECK(launched.result.exit_code == 1);
+  CHECK(no_children_left());
+}
+
+TEST_CASE("A rank that ended without declaring comes before a later declaration",
+          "[distributed][launcher]") {
+  TempDir dir;
+  // Rank 0 declares that it failed on its own, its declaration dated `when` (touch -d); rank 1
+  // then dies by SIGKILL, which declares nothing. Rank 0 exits with 3 once rank 1 is reaped.
+  const auto script = [](const std::string& when) {
+    return "status=\"$TRAINBUS_LAUNCHER_STATUS_DIR\"; "
+           "if [ \"$LOCAL_RANK\" = 0 ]; then "
+           "  printf 'own\\nrank 0 of 2: a bad batch\\n' > \"$status/tmp0\"; "
+           "  touch -d \"@$(( $(date +%s) " +
+           when +
+           " ))\" \"$status/tmp0\"; "
+           "  mv \"$status/tmp0\" \"$status/rank-$RANK\"; "
+           "  i=0; while [ ! -e \"$1/pid\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); "
+           "done; "
+           "  pid=$(cat \"$1/pid\"); "
+           "  i=0; while kill -0 \"$pid\" 2>/dev/null && [ $i -lt 1000 ]; do sleep 0.01; "
+           "i=$((i+1)); done; "
+           "  exit 3; "
+           "fi; "
+           "i=0; while [ ! -e \"$status/rank-0\" ] && [ $i -lt 1000 ]; do sleep 0.01; "
+           "i=$((i+1)); done; "
+           "echo $$ > \"$1/pid.tmp\"; mv \"$1/pid.tmp\" \"$1/pid\"; kill -KILL $$";
+  };
+  SECTION("a declaration dated after the crash (as one written after it): the crash is first") {
+    const Launched launched = launch_script(script("+ 3600"), dir.path().string(), two_ranks());
+    INFO(launched.log);
+    REQUIRE(launched.result.first_failure == std::optional<std::size_t>(1));
+    CHECK(launched.result.exit_code == 128 + SIGKILL);
+    CHECK(launched.result.ranks[0].how == RankExit::How::kExited);  // not told to stop
+  }
+  SECTION("a declaration older than the last time the crashed rank was seen running is first") {
+    const Launched launched = launch_script(script("- 3600"), dir.path().string(), two_ranks());
+    INFO(launched.log);
+    REQUIRE(launched.result.first_failure == std::optional<std::size_t>(0));
+    CHECK(launched.result.exit_code == 3);
+  }
   CHECK(no_children_left());
 }
 
