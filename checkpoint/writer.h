@@ -58,11 +58,13 @@ struct CheckpointJob {
 /// Counters for reports, tests and the benchmark.
 struct CheckpointWriterStats {
   uint64_t submitted = 0;
-  uint64_t written = 0;        ///< checkpoints made durable under their final name
-  uint64_t replaced = 0;       ///< pending saves superseded by a newer one before they started
-  uint64_t failed = 0;         ///< saves whose write, or whose after_commit, failed
-  uint64_t waited = 0;         ///< submits that waited for a pending save of another group to start
-  std::size_t bytes_held = 0;  ///< payload bytes of the saves in flight or pending now
+  uint64_t written = 0;   ///< checkpoints made durable under their final name
+  uint64_t replaced = 0;  ///< pending saves superseded by a newer one before they started
+  uint64_t failed = 0;    ///< saves whose write, or whose after_commit, failed
+  /// submits that waited in submit() for a pending save of another group to start. The Trainer's
+  /// saves wait for that first, in wait_for_room() (not counted), and do not count here.
+  uint64_t waited = 0;
+  std::size_t bytes_held = 0;       ///< payload bytes of the saves in flight or pending now
   std::size_t peak_bytes_held = 0;  ///< most ever held at once (at most two payloads)
   std::size_t bytes_kept = 0;       ///< buffers kept or prepared for the next snapshot to copy into
   uint64_t prepared = 0;      ///< buffer preparations asked for (trainer.checkpoints().prepare())

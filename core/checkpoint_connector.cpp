@@ -76,6 +76,9 @@ constexpr std::chrono::milliseconds kWriterWaitRound{100};
 // keeps them waiting, as it keeps one process waiting).
 constexpr std::chrono::seconds kWriterWaitWarning{60};
 
+// What Trainer::save_checkpoint's saves are named in the agreement, unless told otherwise.
+constexpr char kUserSaveAgreementName[] = "save_checkpoint";
+
 // What names a save alike on every rank, for its agreement (CheckpointRequest::agreement_name).
 std::string agreement_name(const CheckpointRequest& request) {
   if (!request.agreement_name.empty()) return request.agreement_name;
@@ -205,6 +208,10 @@ void CheckpointConnector::save(const std::string& path, SaveCheckpointOptions op
   CheckpointRequest request;
   request.path = path;
   request.weights_only = options.weights_only();
+  // Alike on every rank, where the file name may not be (rank 0's is written). Still unlike a
+  // checkpoint callback's save, which names its own.
+  request.agreement_name =
+      options.agreement_name().empty() ? kUserSaveAgreementName : options.agreement_name();
   if (options.async()) {
     // A newer save to the same path supersedes a pending one; saves to other paths all land.
     request.replace_group = path;
@@ -305,18 +312,15 @@ void CheckpointConnector::agree_on_save(
   }
   const int64_t world = trainer_.world_size();
   const distributed::DistributedEnvironment& environment = trainer_.strategy().environment();
-  TRAINBUS_CHECK(world <= detail::kSaveAgreementMaxWorld,
-                 environment.rank_message(detail::concat(
-                     "checkpoint saves are agreed across at most ", detail::kSaveAgreementMaxWorld,
-                     " ranks; this job has ", world)));
   detail::SaveAgreement mine;
   mine.phase = phase;
   mine.global_step = trainer_.progress_.global_step;
   mine.name_hash = detail::save_name_hash(agreement_name(request));
   // What to fix when the ranks' collectives do not pair up: the usual cause.
   const std::string call_on_every_rank = detail::concat(
-      "save_checkpoint is a collective: every rank must call it at the same point, with the same "
-      "file name, not under `if (trainer.is_global_zero())` or another condition that differs "
+      "save_checkpoint is a collective: every rank must call it at the same point (with the same "
+      "SaveCheckpointOptions::agreement_name, if one is given), not under `if "
+      "(trainer.is_global_zero())` or another condition that differs "
       "between ranks (a checkpoint callback's decisions are agreed; a hook of one's own must "
       "agree too). A rank that did not call it is in another collective, which fails as well");
   // NOTE: rank 0 may first have to wait for its writer (a synchronous save for the earlier
@@ -327,6 +331,7 @@ void CheckpointConnector::agree_on_save(
   // every rank goes round again as long as rank 0 waits. A part that failed ends it at once.
   const auto waiting_since = std::chrono::steady_clock::now();
   bool warned = false;
+  bool a_round_agreed = false;  // every rank is in this save: a later timeout is rank 0's
   std::optional<detail::SaveAgreement> agreed;
   do {
     mine.waiting = !rank_zero_done_within(kWriterWaitRound);
@@ -345,6 +350,19 @@ void CheckpointConnector::agree_on_save(
       trainer_.strategy().all_reduce(values, distributed::ReduceOp::kMin);
     } catch (const distributed::PeerTimedOutError&) {
       if (failed) std::rethrow_exception(failed);  // this rank's own error is the one to report
+      // Every rank came to an earlier round: rank 0 (waiting for its writer) did not come back
+      // (its disk hangs, or it died), or on rank 0, another rank did not.
+      TRAINBUS_CHECK_AS(
+          distributed::AnotherRankFailedError, !a_round_agreed,
+          environment.rank_message(
+              trainer_.is_global_zero()
+                  ? detail::concat("another rank stopped answering the agreement of ", path,
+                                   " at step ", mine.global_step,
+                                   " while this rank waited for its writer")
+                  : detail::concat("rank 0 stopped answering the agreement of ", path, " at step ",
+                                   mine.global_step,
+                                   " while waiting for its writer (its disk hangs, or it "
+                                   "stopped; its error or the launcher's report says which)")));
       // A rank that never came to the agreement: this rank's error says what to fix (the others
       // only see that this rank is not in their collective, so they end as after another rank's
       // failure). A rank that went away is any other DistributedError: its error, as for any
@@ -377,18 +395,20 @@ void CheckpointConnector::agree_on_save(
       const std::string where =
           !other ? "another rank is in another collective"
           : other->global_step != step_compared
-              ? detail::concat("another rank is in a save at another step (", other->global_step,
-                               ")")
+              ? detail::concat(
+                    "another rank is in a save at another step (",
+                    detail::nearest_step_with_low_bits(mine.global_step, other->global_step), ")")
           : other->phase != mine.phase
               ? std::string("another rank is at another point of a save at this step")
               : std::string(
-                    "another rank saves another checkpoint at this step (another file name, or "
-                    "a checkpoint callback's save where this rank saves one of its own)");
+                    "another rank saves another checkpoint at this step (a checkpoint callback's "
+                    "save where this rank saves one of its own, or another agreement_name)");
       throw distributed::DistributedError(environment.rank_message(detail::concat(
           "a checkpoint save was called on some ranks only or at different steps: this rank "
           "saves ",
           path, " at step ", mine.global_step, ", ", where, ". ", call_on_every_rank)));
     }
+    a_round_agreed = true;
   } while (agreed->waiting);
   // Stopping for another rank's failure: `trainbus fit` exits with 75 (not this rank's fault).
   TRAINBUS_CHECK_AS(distributed::AnotherRankFailedError, failed || agreed->first_failed == world,

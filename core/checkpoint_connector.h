@@ -52,10 +52,11 @@ struct CheckpointRequest {
   std::string replace_group;
   /// Under DDP, what names this save alike on every rank: its hash is part of the ranks'
   /// agreement, so that ranks in different saves of one step (a save of one's own on some ranks
-  /// beside a checkpoint callback's) fail instead of pairing up. By default the file name of
-  /// `path` (its directory may differ between ranks: only rank 0 writes). A checkpoint callback,
-  /// whose file names may differ between ranks (a version suffix for a file that only rank 0's
-  /// disk holds, a metric not reduced), names its saves itself.
+  /// beside a checkpoint callback's) fail instead of pairing up. Empty: the file name of `path`
+  /// (its directory may differ between ranks: only rank 0 writes). Trainer::save_checkpoint
+  /// names its saves "save_checkpoint" (or SaveCheckpointOptions::agreement_name) and a
+  /// checkpoint callback by its state key, as their file names may differ between ranks (a
+  /// timestamp, a version suffix for a file that only rank 0's disk holds, a metric not reduced).
   std::string agreement_name;
   /// What the checkpoint callback ranks it by, for the CheckpointCommitted event ("" and NaN for
   /// a save that is not ranked).

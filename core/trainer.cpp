@@ -16,6 +16,7 @@
 #include "core/callback_order.h"
 #include "core/default_callbacks.h"
 #include "core/detail/hparams_text.h"
+#include "core/detail/save_agreement.h"
 #include "core/detail/trainer_hooks.h"
 #include "core/tensor_ref.h"
 
@@ -86,6 +87,11 @@ Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> 
       callbacks_(order_callbacks(with_default_callbacks(options_, std::move(callbacks)))),
       accumulate_grad_batches_(options_.accumulate_grad_batches()) {
   check_options(options_);
+  // The checkpoint saves' agreement (an all-reduce of doubles) holds ranks up to this many.
+  TRAINBUS_CHECK(strategy_->environment().world_size <= detail::kSaveAgreementMaxWorld,
+                 "trainbus agrees checkpoint saves across at most ", detail::kSaveAgreementMaxWorld,
+                 " ranks; this job has ", strategy_->environment().world_size,
+                 ": run fewer ranks (--nnodes x --nproc-per-node)");
 }
 
 Trainer::~Trainer() = default;

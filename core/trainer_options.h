@@ -166,6 +166,11 @@ struct SaveCheckpointOptions {
   TRAINBUS_ARG(bool, weights_only) = false;
   /// Write in the background; the call returns once the tensors are copied.
   TRAINBUS_ARG(bool, async) = false;
+  /// Under DDP, what names this save alike on every rank in the ranks' agreement. By default
+  /// "save_checkpoint" for every such save: the ranks' file names may differ (a timestamp, a
+  /// hostname, a metric not reduced) and rank 0's is written, as in Lightning. A name of one's
+  /// own (the file name, say) makes ranks that save under different names fail at once.
+  TRAINBUS_ARG(std::string, agreement_name);
 };
 
 }  // namespace trainbus

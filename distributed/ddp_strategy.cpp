@@ -206,7 +206,10 @@ DDPStrategy::DDPStrategy(DistributedEnvironment environment, DDPOptions options)
       options_(std::move(options)),
       impl_(std::make_unique<Impl>()) {
   environment_.validate();
-  TRAINBUS_CHECK(options_.timeout().count() > 0, "DDPOptions: timeout must be > 0, got ",
+  // A checkpoint save's agreement waits for rank 0's writer in rounds of 100 ms, each a
+  // collective bound by this timeout: far below 1 s, one busy round would fail the job.
+  TRAINBUS_CHECK(options_.timeout() >= std::chrono::seconds(1),
+                 "DDPOptions: timeout (--ddp-timeout) must be at least 1 s, got ",
                  options_.timeout().count(), " ms");
   TRAINBUS_CHECK(options_.bucket_cap_mb() > 0.0, "DDPOptions: bucket_cap_mb must be > 0, got ",
                  options_.bucket_cap_mb());
@@ -218,12 +221,39 @@ DDPStrategy::DDPStrategy(DistributedEnvironment environment, DDPOptions options)
 
 DDPStrategy::~DDPStrategy() { teardown_module(); }
 
+namespace {
+
+// What a guarded call waits for, for the hint of its PeerTimedOutError.
+enum class Awaits {
+  kCollective,  // one collective: a peer may be in another one (a call made on some ranks only)
+  kJoining,     // the rendezvous: a peer did not start, or started late
+  kBackward,    // this rank's backward with the gradients' all-reduces: its compute counts too
+};
+
+// Why the other ranks may not have come within the timeout, by what the call waits for.
+std::string_view timed_out_hint(Awaits awaits) {
+  switch (awaits) {
+    case Awaits::kJoining:
+      return "it did not start, started later, failed before it joined, or was given another "
+             "address (--master-addr, --master-port)";
+    case Awaits::kBackward:
+      return "it hangs, is slower, or is in another collective; the time includes this rank's "
+             "own backward compute, which overlaps the gradients' all-reduces";
+    case Awaits::kCollective:
+      break;
+  }
+  return "it hangs, is slower, or is in another collective (a call made on some ranks only)";
+}
+
+}  // namespace
+
 // Runs one collective, turning c10d's errors into a DistributedError that says what to look at:
 // a PeerLostError when the transport lost a peer (lost_a_peer), a PeerTimedOutError when it did
-// so by a timeout (waited_for_a_peer), else this rank's own failure.
+// so by a timeout (waited_for_a_peer; `awaits` picks its hint), else this rank's own failure.
 template <class Collective>
 static auto guarded(const DistributedEnvironment& environment, std::chrono::milliseconds timeout,
-                    std::string_view operation, Collective&& collective) {
+                    std::string_view operation, Collective&& collective,
+                    Awaits awaits = Awaits::kCollective) {
   const auto started = std::chrono::steady_clock::now();
   try {
     return collective();
@@ -239,9 +269,8 @@ static auto guarded(const DistributedEnvironment& environment, std::chrono::mill
       throw PeerTimedOutError(environment.rank_message(detail::concat(
           operation, " failed after ", std::chrono::duration<double>(waited).count(),
           " s: ", message_of(error), ". Another rank did not reach this point within the timeout (",
-          timeout.count() / 1000.0,
-          " s): it hangs, is slower, or is in another collective (a call made on some ranks "
-          "only); the launcher's report names the rank that failed first")));
+          timeout.count() / 1000.0, " s): ", timed_out_hint(awaits),
+          "; the launcher's report names the rank that failed first")));
     }
     throw PeerLostError(environment.rank_message(detail::concat(
         operation, " failed: ", message_of(error),
@@ -311,10 +340,13 @@ c10::intrusive_ptr<c10d::ProcessGroup> join_gloo_group(const c10::intrusive_ptr<
     loop_niced = create_gloo_device_with_niced_loop(create_device, options.gloo_event_loop_nice());
     return 0;
   });
-  return guarded(environment, options.timeout(), "joining the process group", [&] {
-    return c10::intrusive_ptr<c10d::ProcessGroup>(c10::make_intrusive<c10d::ProcessGroupGloo>(
-        store, environment.rank, environment.world_size, group_options));
-  });
+  return guarded(
+      environment, options.timeout(), "joining the process group",
+      [&] {
+        return c10::intrusive_ptr<c10d::ProcessGroup>(c10::make_intrusive<c10d::ProcessGroupGloo>(
+            store, environment.rank, environment.world_size, group_options));
+      },
+      Awaits::kJoining);
 }
 
 // NCCL finds each collective's device from its tensors.
@@ -332,10 +364,13 @@ c10::intrusive_ptr<c10d::ProcessGroup> join_nccl_group(const c10::intrusive_ptr<
     ::setenv("NCCL_ASYNC_ERROR_HANDLING", "1", /*overwrite=*/0);
   auto group_options = c10d::ProcessGroupNCCL::Options::create();
   group_options->timeout = options.timeout();
-  return guarded(environment, options.timeout(), "joining the NCCL process group", [&] {
-    return c10::intrusive_ptr<c10d::ProcessGroup>(c10::make_intrusive<c10d::ProcessGroupNCCL>(
-        store, environment.rank, environment.world_size, group_options));
-  });
+  return guarded(
+      environment, options.timeout(), "joining the NCCL process group",
+      [&] {
+        return c10::intrusive_ptr<c10d::ProcessGroup>(c10::make_intrusive<c10d::ProcessGroupNCCL>(
+            store, environment.rank, environment.world_size, group_options));
+      },
+      Awaits::kJoining);
 #else
   (void)store;
   (void)environment;
@@ -391,8 +426,9 @@ void DDPStrategy::connect(const c10::Device& requested) {
   } catch (const MisconfigurationError&) {
     throw;
   } catch (const std::exception&) {
-    guarded(environment_, options_.timeout(), "comparing the DDP settings with rank 0's",
-            []() -> int { throw; });
+    guarded(
+        environment_, options_.timeout(), "comparing the DDP settings with rank 0's",
+        []() -> int { throw; }, Awaits::kJoining);
   }
   impl_->group = backend == "nccl" ? join_nccl_group(impl_->store, environment_, options_)
                                    : join_gloo_group(impl_->store, environment_, options_,
@@ -535,10 +571,13 @@ void DDPStrategy::backward(const at::Tensor& loss, bool synchronize) {
   }
   // The Reducer's all-reduces run inside backward: a peer that died surfaces here (Gloo's
   // exception: a PeerLostError), as does an error of the user's autograd code (this rank's own).
-  guarded(environment_, options_.timeout(), "backward (averaging gradients across ranks)", [&] {
-    loss.backward();
-    return 0;
-  });
+  guarded(
+      environment_, options_.timeout(), "backward (averaging gradients across ranks)",
+      [&] {
+        loss.backward();
+        return 0;
+      },
+      Awaits::kBackward);
   ++statistics_.gradient_syncs;
 }
 

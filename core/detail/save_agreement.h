@@ -118,6 +118,16 @@ inline std::optional<SaveAgreement> decode_save_agreement(const std::vector<doub
   return agreement;
 }
 
+/// The step nearest `step` whose low kSaveAgreementStepBits bits are `low_bits`: another rank's
+/// full step from SaveAgreement::global_step (compared modulo 2^16), for a message.
+inline int64_t nearest_step_with_low_bits(int64_t step, int64_t low_bits) {
+  constexpr int64_t kModulus = int64_t{1} << kSaveAgreementStepBits;
+  int64_t nearest = step - (step & (kModulus - 1)) + low_bits;
+  if (nearest - step > kModulus / 2) nearest -= kModulus;
+  if (step - nearest > kModulus / 2) nearest += kModulus;
+  return nearest;
+}
+
 /// Where the reduced values are no agreement: the save another rank is in (step modulo
 /// 2^kSaveAgreementStepBits, phase, name hash), one whose key differs from `mine`'s, if the values
 /// are those of save agreements; nullopt where another collective paired with this one.

@@ -3,18 +3,21 @@
 // ranks.)
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <future>
 #include <memory>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Functions.h>
 
+#include "base/errors.h"
 #include "callbacks/model_checkpoint.h"
 #include "core/detail/save_agreement.h"
 #include "core/trainer.h"
@@ -58,7 +61,8 @@ class SimulatedPeers final : public distributed::Strategy {
             : std::nullopt;
     if (!mine) return;
     ++save_agreements;
-    if (time_out_in && mine->phase == *time_out_in) {
+    if ((time_out_in && mine->phase == *time_out_in) ||
+        (time_out_at_agreement && save_agreements == *time_out_at_agreement)) {
       // What DDPStrategy raises where the peers did not come within the timeout; no word of
       // Gloo's "Timed out" in it, as on the rank whose peer's timer fired first.
       throw distributed::PeerTimedOutError(environment_.rank_message(
@@ -73,6 +77,8 @@ class SimulatedPeers final : public distributed::Strategy {
   std::function<SaveAgreement(SaveAgreement)> peer_agreement;
   /// The agreement of this phase times out (the strategy says so by a PeerTimedOutError).
   std::optional<SavePhase> time_out_in;
+  /// The save agreement of this number (1 for the first) times out.
+  std::optional<int> time_out_at_agreement;
   int all_reduces = 0;
   int save_agreements = 0;
 
@@ -119,16 +125,18 @@ struct SavingFit {
 // Saves `path` (synchronously) at the end of batch `batch_idx` of the first epoch.
 class SaveAtBatch : public Callback {
  public:
-  SaveAtBatch(int64_t batch_idx, std::string path)
-      : batch_idx_(batch_idx), path_(std::move(path)) {}
+  SaveAtBatch(int64_t batch_idx, std::string path, SaveCheckpointOptions options = {})
+      : batch_idx_(batch_idx), path_(std::move(path)), options_(std::move(options)) {}
   void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
                           int64_t batch_idx) override {
-    if (trainer.current_epoch() == 0 && batch_idx == batch_idx_) trainer.save_checkpoint(path_);
+    if (trainer.current_epoch() == 0 && batch_idx == batch_idx_)
+      trainer.save_checkpoint(path_, options_);
   }
 
  private:
   int64_t batch_idx_;
   std::string path_;
+  SaveCheckpointOptions options_;
 };
 
 }  // namespace
@@ -200,6 +208,12 @@ TEST_CASE("a save agreement reads back the lowest failed rank, and no agreement 
   CHECK(read_back->name_hash == largest.name_hash);
   CHECK(read_back->global_step == largest.global_step % (int64_t{1} << 16));
   CHECK(read_back->first_failed == largest.first_failed);
+  // Another rank's full step, from the low 16 bits the agreement compares.
+  CHECK(trainbus::detail::nearest_step_with_low_bits(70000, 70001 % 65536) == 70001);
+  CHECK(trainbus::detail::nearest_step_with_low_bits(70000, 69990 % 65536) == 69990);
+  CHECK(trainbus::detail::nearest_step_with_low_bits(65540, 65530) == 65530);
+  CHECK(trainbus::detail::nearest_step_with_low_bits(65530, 4) == 65540);
+  CHECK(trainbus::detail::nearest_step_with_low_bits(3, 4) == 4);
   // Paired with another collective of two values (votes, metric sums): no agreement.
   CHECK_FALSE(trainbus::detail::decode_save_agreement({0.0, 1.0}, world).has_value());
   CHECK_FALSE(trainbus::detail::decode_save_agreement({1.0, 0.5}, world).has_value());
@@ -253,7 +267,8 @@ TEST_CASE("under DDP ranks in different saves fail with an error that says to sa
       Contains(
           "rank 0 of 2: a checkpoint save was called on some ranks only or at different steps") &&
           Contains("step=3.ckpt at step 3") && Contains("save_checkpoint is a collective") &&
-          Contains("is_global_zero()"));
+          Contains("is_global_zero()") &&
+          Contains("another rank is in a save at another step (4)"));
   CHECK(run.checkpoints().empty());
 }
 
@@ -297,6 +312,88 @@ TEST_CASE("under DDP a save agreement that timed out says why: a save on some ra
   }
 }
 
+TEST_CASE("under DDP save_checkpoint agrees on a fixed name, or on SaveCheckpointOptions's name",
+          "[checkpoint]") {
+  // Rank 1 saves under another file name (a timestamp, a hostname in it): by default the same
+  // save, and rank 0's file is written; with an agreement_name of rank 0's own, a mismatch.
+  const bool strict = GENERATE(false, true);
+  CAPTURE(strict);
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->peer_agreement = [](SaveAgreement agreement) {
+    agreement.name_hash = trainbus::detail::save_name_hash(
+        "save_checkpoint");  // what rank 1's trainer.save_checkpoint("rank1-....ckpt") sends
+    return agreement;
+  };
+  Trainer trainer(
+      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
+          strategy),
+      {std::make_shared<SaveAtBatch>(
+          2, dir.file("rank0-0800.ckpt"),
+          SaveCheckpointOptions().agreement_name(strict ? "rank0-0800.ckpt" : ""))});
+  BoringModule module;
+  RandomDataModule data(64, 4);
+  std::string error;
+  try {
+    trainer.fit(module, data);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (strict) {
+    CHECK_THAT(error, Contains("another rank saves another checkpoint at this step") &&
+                          Contains("rank0-0800.ckpt at step 3"));
+    CHECK_FALSE(std::filesystem::exists(dir.file("rank0-0800.ckpt")));
+  } else {
+    CHECK(error.empty());
+    CHECK(std::filesystem::exists(dir.file("rank0-0800.ckpt")));
+  }
+}
+
+TEST_CASE("a world too large for the save agreement is refused when the Trainer is made",
+          "[checkpoint]") {
+  const int largest = static_cast<int>(trainbus::detail::kSaveAgreementMaxWorld);
+  CHECK_NOTHROW(Trainer(trainer_options().strategy(std::make_shared<SimulatedPeers>(largest))));
+  CHECK_THROWS_MATCHES(
+      Trainer(trainer_options().strategy(std::make_shared<SimulatedPeers>(largest + 1))),
+      MisconfigurationError,
+      Catch::Message("trainbus agrees checkpoint saves across at most 65534 ranks; this job has "
+                     "65535: run fewer ranks (--nnodes x --nproc-per-node)"));
+}
+
+TEST_CASE("under DDP a timeout after a round of the agreement blames rank 0, not a one-rank save",
+          "[checkpoint]") {
+  // Rank 0 said in the first round that it waits for its writer: every rank is in this save.
+  // The second round times out: rank 0 stopped coming back (its writer hangs or it died).
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>(2, /*rank=*/1);
+  strategy->peer_agreement = [](SaveAgreement agreement) {
+    agreement.waiting = true;
+    return agreement;
+  };
+  strategy->time_out_at_agreement = 2;
+  Trainer trainer(
+      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
+          strategy),
+      {std::make_shared<SaveAtBatch>(2, dir.file("saved.ckpt"))});
+  BoringModule module;
+  RandomDataModule data(64, 4);
+  std::string error;
+  bool another_rank_failed = false;
+  try {
+    trainer.fit(module, data);
+  } catch (const distributed::AnotherRankFailedError& e) {
+    error = e.what();
+    another_rank_failed = true;
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  CHECK_THAT(error, Contains("rank 1 of 2: rank 0 stopped answering the agreement of") &&
+                        Contains("saved.ckpt at step 3 while waiting for its writer") &&
+                        !Contains("some ranks only"));
+  CHECK(another_rank_failed);
+  CHECK(strategy->save_agreements == 2);
+}
+
 namespace {
 
 // At step 2 an asynchronous save (slow.ckpt) that rank 0's writer finishes only once `release`
@@ -311,7 +408,12 @@ class SaveBehindGatedWrite : public Callback {
     if (batch_idx == 1) {
       CheckpointRequest request;
       request.path = dir_ + "/slow.ckpt";
-      request.after_commit = [release = release_](const std::string&) { release.wait(); };
+      // Bounded: without agreement rounds nobody releases it, and the test fails instead of
+      // hanging (the promise outlives the Trainer, whose end waits for this write).
+      request.after_commit = [release = release_](const std::string&) {
+        if (release.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
+          throw std::runtime_error("slow.ckpt never released: no agreement rounds");
+      };
       trainer.checkpoints().submit(std::move(request));
     } else if (batch_idx == 2) {
       trainer.save_checkpoint(dir_ + "/after.ckpt");
@@ -355,6 +457,9 @@ TEST_CASE("under DDP a save that waits for rank 0's writer agrees in rounds unti
   } catch (const std::exception& e) {
     error = e.what();
   }
+  // The rounds released the write (else it failed after 10 s, saying so).
+  CHECK_THAT(error, !Contains("never released"));
+  CHECK(waiting_rounds >= 3);
   CHECK(std::filesystem::exists(dir.file("slow.ckpt")));
   if (peer_fails) {
     CHECK_THAT(error,
@@ -363,7 +468,6 @@ TEST_CASE("under DDP a save that waits for rank 0's writer agrees in rounds unti
     CHECK_FALSE(std::filesystem::exists(dir.file("after.ckpt")));
   } else {
     CHECK(error.empty());
-    CHECK(waiting_rounds >= 3);
     CHECK(std::filesystem::exists(dir.file("after.ckpt")));
   }
 }

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -30,6 +31,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/sgd.h>
 #include <catch2/catch.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -445,8 +447,9 @@ class SaveAtBatch : public Callback {
   std::string path_;
 };
 
-// The collective timeout of the slow_drain modes: shorter than rank 0's slow write.
-constexpr std::chrono::milliseconds kSlowDrainTimeout{2000};
+// The collective timeout of the slow_drain modes: shorter than rank 0's slow write, long enough
+// for the rendezvous of two children loading LibTorch on two shared cores.
+constexpr std::chrono::milliseconds kSlowDrainTimeout{5000};
 
 // slow_drain_*: an asynchronous save at step 2 (slow.ckpt) whose write on rank 0 (its
 // after_commit) lasts until rank 1 has waited 1.5 timeouts in a later save, which rank 0's writer
@@ -467,8 +470,13 @@ class SaveBehindSlowWrite : public Callback {
       request.replace_group = request.path;
       const std::string marker = dir_ + "/rank1-waiting";
       request.after_commit = [marker](const std::string&) {
-        while (!std::filesystem::exists(marker))
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (!std::filesystem::exists(marker)) {
+          if (std::chrono::steady_clock::now() > deadline)
+            throw std::runtime_error("rank 1 did not begin its save (no " + marker +
+                                     ") within 30 s");
           std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
         const auto until = std::chrono::steady_clock::now() + kSlowDrainTimeout * 3 / 2;
         while (std::chrono::steady_clock::now() < until)
           std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -506,8 +514,7 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
       environment,
       distributed::DDPOptions()
           // Short where a rank waits for a collective the others never call.
-          .timeout(mode == "save_on_rank_zero_only" || mode == "save_other_path" ||
-                           mode == "save_beside_callback"
+          .timeout(mode == "save_on_rank_zero_only" || mode == "save_beside_callback"
                        ? std::chrono::seconds(5)
                    : mode.rfind("slow_drain", 0) == 0 ? kSlowDrainTimeout
                                                       : std::chrono::seconds(60))
@@ -644,8 +651,8 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
     callbacks.push_back(std::make_shared<SaveOnRankZeroOnly>(dir + "/rank0-only.ckpt"));
   }
   if (mode == "save_other_path") {
-    // Every rank saves at step 3, each a file of its own: not the same save.
-    module.sync_train_loss = false;
+    // Every rank saves at step 3, each under a name of its own: the same save; rank 0's is
+    // written.
     callbacks.push_back(std::make_shared<SaveAtBatch>(
         2, dir + (rank == 0 ? "/rank0-path.ckpt" : "/rank1-path.ckpt")));
   }
@@ -1038,20 +1045,29 @@ TEST_CASE("a save called on rank 0 only fails every rank at the timeout, saying 
   CHECK_FALSE(std::filesystem::exists(dir.file("rank0-only.ckpt")));
 }
 
-TEST_CASE("ranks that save different checkpoints at one step both fail at once, saying what to fix",
+TEST_CASE("ranks that save_checkpoint under different file names write rank 0's, as Lightning",
           "[ddp]") {
-  // save_other_path: each rank saves a file of its own; save_beside_callback: rank 0 alone saves
-  // one beside ModelCheckpoint's save of every rank. The same step and phase, another file name.
-  const std::string mode = GENERATE("save_other_path", "save_beside_callback");
-  CAPTURE(mode);
+  // A timestamp, a hostname or a metric not reduced in the name: the same save on every rank.
   testing::TempDir dir;
-  run_ranks_cleanly(mode, dir);
+  run_ranks_cleanly("save_other_path", dir);
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  CHECK(rank0.global_step == 16);
+  CHECK(rank0.weights == rank1.weights);
+  CHECK(std::filesystem::exists(dir.file("rank0-path.ckpt")));
+  CHECK_FALSE(std::filesystem::exists(dir.file("rank1-path.ckpt")));
+}
+
+TEST_CASE("a save of one's own beside ModelCheckpoint's save of every rank fails both at once",
+          "[ddp]") {
+  // save_beside_callback: rank 0 alone saves one beside ModelCheckpoint's save of every rank. The
+  // same step and phase, another save.
+  testing::TempDir dir;
+  run_ranks_cleanly("save_beside_callback", dir);
   const RankResult rank0 = read_result(dir.file("rank0.txt"));
   const RankResult rank1 = read_result(dir.file("rank1.txt"));
   INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
-  const std::string rank0_path = mode == "save_other_path" ? "rank0-path.ckpt" : "extra.ckpt";
-  const std::string rank1_path =
-      mode == "save_other_path" ? "rank1-path.ckpt" : "epoch=0-step=3.ckpt";
+  const std::string rank0_path = "extra.ckpt";
+  const std::string rank1_path = "epoch=0-step=3.ckpt";
   for (const auto& [rank, path] : {std::pair{&rank0, rank0_path}, std::pair{&rank1, rank1_path}}) {
     CHECK_THAT(rank->error,
                Catch::Contains("a checkpoint save was called on some ranks only") &&
@@ -1866,4 +1882,53 @@ TEST_CASE("rank 0 names the ranks that did not answer within the timeout", "[ddp
   CHECK(ranks[0].exit_code == distributed::kAnotherRankFailedExitCode);
   CHECK_THAT(ranks[1].error, Catch::Contains("rank 2 did not answer"));
   CHECK(ranks[1].exit_code == distributed::kAnotherRankFailedExitCode);
+}
+
+TEST_CASE("DDPOptions refuses a timeout below 1 s; a rank that never joins is named as such",
+          "[ddp]") {
+  const ReservedPort reserved;
+  distributed::DistributedEnvironment environment;
+  environment.master_port = reserved.port();
+  CHECK_THROWS_MATCHES(
+      distributed::DDPStrategy(environment,
+                               distributed::DDPOptions().timeout(std::chrono::milliseconds(999))),
+      MisconfigurationError,
+      Catch::Message("DDPOptions: timeout (--ddp-timeout) must be at least 1 s, got 999 ms"));
+  // Rank 1 of 2 comes to the rendezvous (the store) and no further: rank 0 times out joining,
+  // and its hint is about starting and joining, not about a call made on some ranks only.
+  environment.world_size = 2;
+  environment.local_world_size = 2;
+  distributed::DDPStrategy rank0(environment,
+                                 distributed::DDPOptions().timeout(std::chrono::seconds(1)));
+  std::string error;
+  std::thread joining([&] {
+    try {
+      rank0.connect(c10::Device("cpu"));
+    } catch (const distributed::PeerTimedOutError& e) {
+      error = e.what();
+    } catch (const std::exception& e) {
+      error = std::string("not a PeerTimedOutError: ") + e.what();
+    }
+  });
+  c10d::TCPStoreOptions client;
+  client.port = reserved.port();
+  client.isServer = false;
+  client.numWorkers = 2;
+  client.waitWorkers = true;  // a client only counts itself in
+  client.timeout = std::chrono::seconds(10);
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  for (int attempt = 0; attempt < 100 && !store; ++attempt) {
+    try {
+      store = c10::make_intrusive<c10d::TCPStore>(environment.master_addr, client);
+    } catch (const std::exception&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // rank 0 not listening yet
+    }
+  }
+  joining.join();
+  REQUIRE(store);
+  CHECK_THAT(error,
+             Catch::Contains("rank 0 of 2: ") &&
+                 Catch::Contains("Another rank did not reach this point within the timeout") &&
+                 Catch::Contains("it did not start, started later, failed before it joined") &&
+                 !Catch::Contains("some ranks only"));
 }
