@@ -12,6 +12,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -138,6 +139,26 @@ class SaveAtBatch : public Callback {
   std::string path_;
   SaveCheckpointOptions options_;
 };
+
+// A fit of one epoch on `strategy` that saves dir/saved.ckpt after batch 2 (step 3): its error,
+// and whether that was an AnotherRankFailedError (exit 75 in `trainbus fit`).
+std::pair<std::string, bool> fit_saving_at_batch_2(const std::shared_ptr<SimulatedPeers>& strategy,
+                                                   const TempDir& dir) {
+  Trainer trainer(
+      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
+          strategy),
+      {std::make_shared<SaveAtBatch>(2, dir.file("saved.ckpt"))});
+  BoringModule module;
+  RandomDataModule data(64, 4);
+  try {
+    trainer.fit(module, data);
+  } catch (const distributed::AnotherRankFailedError& e) {
+    return {e.what(), true};
+  } catch (const std::exception& e) {
+    return {e.what(), false};
+  }
+  return {};
+}
 
 }  // namespace
 
@@ -283,22 +304,7 @@ TEST_CASE("under DDP a save agreement that timed out says why: a save on some ra
   TempDir dir;
   auto strategy = std::make_shared<SimulatedPeers>(2, rank);
   strategy->time_out_in = phase;
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::make_shared<SaveAtBatch>(2, dir.file("saved.ckpt"))});
-  BoringModule module;
-  RandomDataModule data(64, 4);
-  std::string error;
-  bool another_rank_failed = false;
-  try {
-    trainer.fit(module, data);
-  } catch (const distributed::AnotherRankFailedError& e) {
-    error = e.what();
-    another_rank_failed = true;
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
+  const auto [error, another_rank_failed] = fit_saving_at_batch_2(strategy, dir);
   if (phase == SavePhase::kWritten && rank == 1) {
     CHECK_THAT(error, Contains("rank 1 of 2: rank 0 did not finish writing checkpoint") &&
                           Contains("saved.ckpt at step 3 within the timeout") &&
@@ -371,22 +377,7 @@ TEST_CASE("under DDP a timeout after a round of the agreement blames rank 0, not
     return agreement;
   };
   strategy->time_out_at_agreement = 2;
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::make_shared<SaveAtBatch>(2, dir.file("saved.ckpt"))});
-  BoringModule module;
-  RandomDataModule data(64, 4);
-  std::string error;
-  bool another_rank_failed = false;
-  try {
-    trainer.fit(module, data);
-  } catch (const distributed::AnotherRankFailedError& e) {
-    error = e.what();
-    another_rank_failed = true;
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
+  const auto [error, another_rank_failed] = fit_saving_at_batch_2(strategy, dir);
   CHECK_THAT(error, Contains("rank 1 of 2: rank 0 stopped answering the agreement of") &&
                         Contains("saved.ckpt at step 3 while waiting for its writer") &&
                         !Contains("some ranks only"));
