@@ -137,8 +137,10 @@ void agree_as_rank_zero(c10d::Store& store, const std::vector<SharedDDPSetting>&
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::vector<Answer> answers;
   std::vector<int> missing;
-  // The world rank 1 counts, when it counts another: the ranks past it never come (and those
-  // this rank does not count may still answer). Rank 1 is in every world of two or more.
+  // The world rank 1 counts, when it counts a smaller one: the ranks past it never come (and
+  // those this rank does not count may still answer). Not a larger one: ranks past this rank's
+  // own world are not waited for (one that exists finds its own world_size differs, below).
+  // Rank 1 is in every world of two or more.
   int world_size = environment.world_size;
   for (int rank = 1; rank < world_size; ++rank) {
     if (!wait_for_key(store, answer_key(rank), deadline)) {
@@ -153,7 +155,7 @@ void agree_as_rank_zero(c10d::Store& store, const std::vector<SharedDDPSetting>&
       const std::string counted = value_of(answers.back().settings, "world_size");
       if (!counted.empty() && counted.find_first_not_of("0123456789") == std::string::npos &&
           counted.size() < 6)
-        world_size = std::max(2, std::stoi(counted));
+        world_size = std::clamp(std::stoi(counted), 2, environment.world_size);
     }
   }
   std::vector<int> differing;
@@ -239,6 +241,11 @@ void agree_as_other_rank(c10d::Store& store, const std::vector<SharedDDPSetting>
   const std::size_t newline = verdict.find('\n');
   const std::string kind = verdict.substr(0, verdict.find_first_of(" \n"));
   const std::string text = newline == std::string::npos ? "" : verdict.substr(newline + 1);
+  // A rank whose settings differ from rank 0's is at fault whatever the verdict says: rank 0 may
+  // not have read its answer (it counts the world from rank 1's), or may stop for a rank missing.
+  TRAINBUS_CHECK(mismatch.empty() || kind == kRankZeroDiffers,
+                 environment.rank_message(detail::concat(
+                     "this rank's DDP settings differ from rank 0's: ", mismatch, kWhy)));
   if (kind == kAgreed) return;
   if (kind == kRanksDiffer) {
     std::istringstream ranks(verdict.substr(kind.size(), newline - kind.size()));

@@ -37,10 +37,14 @@ struct Outcome {
   std::string message;
 };
 
-Outcome agree(c10d::Store& store, const std::vector<SharedDDPSetting>& settings, int rank) {
+Outcome agree(c10d::Store& store, const std::vector<SharedDDPSetting>& settings, int rank,
+              int world_size = 2) {
+  DistributedEnvironment environment = rank_of_two(rank);
+  environment.world_size = world_size;
+  environment.local_world_size = world_size;
   Outcome outcome;
   try {
-    agree_on_ddp_settings(store, settings, rank_of_two(rank));
+    agree_on_ddp_settings(store, settings, environment);
   } catch (const MisconfigurationError& error) {
     outcome = {"misconfiguration", error.what()};
   } catch (const AnotherRankFailedError& error) {
@@ -158,4 +162,23 @@ TEST_CASE("DDP settings handshake: a value from rank 0 that is not settings name
   CHECK(rank1.message ==
         "rank 1 of 2: rank 0's DDP settings could not be read (no `handshake_version` in the 2 "
         "bytes it published): run the same trainbus build on every rank");
+}
+
+TEST_CASE("DDP settings handshake: a rank past rank 0's world, counting a larger one, is at fault",
+          "[ddp][ddp_settings]") {
+  // Rank 0 and rank 1 count 2 ranks; rank 2 counts 3. Rank 0 never reads rank 2's answer and
+  // agrees with rank 1: rank 2 must not go on (nor only stop because of another rank).
+  const auto store = store_with_short_timeout();
+  const auto of_two = shared_ddp_settings(DDPOptions(), "gloo", 2);
+  Outcome third;
+  std::thread past(
+      [&] { third = agree(*store, shared_ddp_settings(DDPOptions(), "gloo", 3), 2, 3); });
+  const auto [rank0, rank1] = handshake(*store, of_two, of_two);
+  past.join();
+  CHECK(rank0.kind == "none");
+  CHECK(rank1.kind == "none");
+  CHECK(third.kind == "misconfiguration");
+  CHECK_THAT(third.message, Catch::StartsWith("rank 2 of 3: this rank's DDP settings differ from "
+                                              "rank 0's: `world_size` is 3 on rank 2 but 2 on "
+                                              "rank 0"));
 }
