@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <sys/resource.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <set>
 #include <vector>
@@ -36,8 +38,13 @@ bool create_gloo_device_with_niced_loop(const std::function<void()>& create_devi
   for (pid_t thread : threads_of_this_process())
     if (before.count(thread) == 0) started.push_back(thread);
   if (started.size() != 1) return false;
-  // On Linux a thread id names that one thread here (not its process, as POSIX has it).
-  return ::setpriority(PRIO_PROCESS, static_cast<id_t>(started.front()), nice) == 0;
+  // On Linux a thread id names that one thread here (not its process, as POSIX has it). Never a
+  // higher priority than the loop started with (a process already niced past `nice`).
+  const auto loop = static_cast<id_t>(started.front());
+  errno = 0;
+  const int current = ::getpriority(PRIO_PROCESS, loop);
+  if (errno != 0) return false;
+  return ::setpriority(PRIO_PROCESS, loop, std::max(current, nice)) == 0;
 }
 
 }  // namespace trainbus::distributed

@@ -11,7 +11,8 @@
 namespace trainbus::distributed {
 
 /// Runs `create_device`, which starts Gloo's event loop thread, then gives the one thread it
-/// started the nice value `nice` (1 to 19; 0 changes nothing). Leaves every thread as it is when
+/// started the nice value `nice` (1 to 19; 0 changes nothing), or keeps its own where that is
+/// higher (a lower priority). Leaves every thread as it is when
 /// it started none or more than one (it cannot tell which is the loop then), or where the system
 /// refuses: the collectives then work as PyTorch's do, only slower on a machine without a core
 /// to spare. Returns whether it reniced the loop.

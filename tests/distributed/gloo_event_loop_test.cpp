@@ -21,16 +21,22 @@ namespace {
 // Threads that report their thread id, then wait until released: a stand-in for Gloo's loop.
 class WaitingThreads {
  public:
-  void start(int count) {
+  // `own_nice`: each thread first gives itself that nice value (0: none); then start returns
+  // once they have.
+  void start(int count, int own_nice = 0) {
     for (int i = 0; i < count; ++i) {
       auto id = std::make_shared<std::promise<pid_t>>();
       ids_.push_back(id->get_future());
-      threads_.emplace_back([this, id] {
-        id->set_value(static_cast<pid_t>(::syscall(SYS_gettid)));
+      threads_.emplace_back([this, id, own_nice] {
+        const auto thread = static_cast<pid_t>(::syscall(SYS_gettid));
+        if (own_nice != 0) ::setpriority(PRIO_PROCESS, static_cast<id_t>(thread), own_nice);
+        id->set_value(thread);
         std::unique_lock<std::mutex> lock(mutex_);
         released_.wait(lock, [this] { return release_; });
       });
     }
+    if (own_nice != 0)
+      for (auto& id : ids_) id.wait();
   }
   // Each started thread's nice value.
   std::vector<int> nice_values() {
@@ -95,4 +101,11 @@ TEST_CASE("a device that fails to start, having started its loop, leaves it as i
                         19),
                     "no such interface");
   CHECK(loop.nice_values() == std::vector<int>{own});
+}
+
+TEST_CASE("a loop already at a lower priority than asked keeps it", "[ddp]") {
+  start_the_sanitizers_thread();
+  WaitingThreads loop;
+  CHECK(create_gloo_device_with_niced_loop([&] { loop.start(1, /*own_nice=*/19); }, 5));
+  CHECK(loop.nice_values() == std::vector<int>{19});
 }
