@@ -259,6 +259,8 @@ static auto guarded(const DistributedEnvironment& environment, std::chrono::mill
     return collective();
   } catch (const DistributedError&) {
     throw;
+  } catch (const MisconfigurationError&) {  // said what to fix already; no transport's error
+    throw;
   } catch (const std::exception& error) {
     if (!lost_a_peer(error)) {
       throw DistributedError(environment.rank_message(
@@ -419,17 +421,15 @@ void DDPStrategy::connect(const c10::Device& requested) {
         "port must be free on its machine), e.g. with `trainbus fit --nproc-per-node N`")));
   }
   // Before the process group, which ranks that differ would wait for until the timeout.
-  try {
-    agree_on_ddp_settings(*impl_->store,
-                          shared_ddp_settings(options_, backend, environment_.world_size),
-                          environment_);
-  } catch (const MisconfigurationError&) {
-    throw;
-  } catch (const std::exception&) {
-    guarded(
-        environment_, options_.timeout(), "comparing the DDP settings with rank 0's",
-        []() -> int { throw; }, Awaits::kJoining);
-  }
+  guarded(
+      environment_, options_.timeout(), "comparing the DDP settings with rank 0's",
+      [&] {
+        agree_on_ddp_settings(*impl_->store,
+                              shared_ddp_settings(options_, backend, environment_.world_size),
+                              environment_);
+        return 0;
+      },
+      Awaits::kJoining);
   impl_->group = backend == "nccl" ? join_nccl_group(impl_->store, environment_, options_)
                                    : join_gloo_group(impl_->store, environment_, options_,
                                                      statistics_.gloo_event_loop_niced);
