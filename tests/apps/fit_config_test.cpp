@@ -59,7 +59,7 @@ TEST_CASE("A config file sets the fit flags under LightningCLI's sections", "[co
   CHECK(args.resume == "last");
 }
 
-TEST_CASE("Flags after --config override the file; --callback adds to its callbacks", "[config]") {
+TEST_CASE("Flags after --config override the file, --callback adds to its callbacks", "[config]") {
   TempDir dir;
   write_file(dir.file("run.yaml"),
              "trainer:\n"

@@ -48,7 +48,7 @@ TEST_CASE("strings are quoted so that they stay strings", "[yaml]") {
   CHECK(is_typed_yaml_scalar(yaml_quoted("two\nlines")));
 }
 
-TEST_CASE("keys with ': ' or '#' are quoted; simple names stay plain", "[yaml]") {
+TEST_CASE("keys with ': ' or '#' are quoted, simple names stay plain", "[yaml]") {
   CHECK(yaml_key("lr") == "lr");
   CHECK(yaml_key("optimizer.lr") == "optimizer.lr");
   CHECK(yaml_key("a: b") == "'a: b'");  // PyYAML: 'a: b': 1

@@ -149,7 +149,7 @@ TEST_CASE("RichModelSummary draws rich's box table", "[callbacks][model_summary]
                     Contains("unknown word 'pink'"));
 }
 
-TEST_CASE("ModelSummary prints at fit start; the Trainer adds one unless told not to",
+TEST_CASE("ModelSummary prints at fit start, the Trainer adds one unless told not to",
           "[callbacks][model_summary]") {
   std::ostringstream printed;
   auto summary = std::make_shared<ModelSummary>(ModelSummaryOptions().out(&printed));

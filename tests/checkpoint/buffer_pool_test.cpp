@@ -65,7 +65,7 @@ TEST_CASE("A snapshot taken while its buffers are prepared waits for them: none 
   pool.cancel_prepare();
 }
 
-TEST_CASE("Buffers given back are reused; a preparation keeps only what the next snapshot needs",
+TEST_CASE("Buffers given back are reused, a preparation keeps only what the next snapshot needs",
           "[checkpoint][async]") {
   Pool pool;
   auto first = snapshot(pool, kLayouts);

@@ -174,7 +174,7 @@ TEST_CASE("A state that does not fit the optimizer is a CheckpointError naming i
                     Catch::Contains("has no list \"param_groups\""));
 }
 
-TEST_CASE("A loaded state goes to its parameter's dtype (and device); a wrong shape is refused",
+TEST_CASE("A loaded state goes to its parameter's dtype (and device), a wrong shape is refused",
           "[checkpoint][optimizer_state]") {
   // As PyTorch's Optimizer.load_state_dict: floating point state follows its parameter (a
   // checkpoint written from CPU copies, resumed on CUDA; here a float32 state, float64 model).

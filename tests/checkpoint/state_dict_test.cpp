@@ -36,7 +36,7 @@ TEST_CASE("A deep copy shares no tensor, list or dict with the state, at any dep
   CHECK(copy.at("a").toTensor().device().is_cpu());
 }
 
-TEST_CASE("insert_at changes a nested entry in place; dict_at gives a copy", "[checkpoint]") {
+TEST_CASE("insert_at changes a nested entry in place, dict_at gives a copy", "[checkpoint]") {
   // Lightning's checkpoint["optimizer_states"][0]["state"][0]["exp_avg"] = t.
   StateDict first;
   first.insert("exp_avg", at::ones({2}));

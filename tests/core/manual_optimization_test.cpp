@@ -530,7 +530,7 @@ class ClipsAgainstTrainer : public BoringModule {
 
 }  // namespace
 
-TEST_CASE("Module::clip_gradients clips in manual optimization; a second value is refused",
+TEST_CASE("Module::clip_gradients clips in manual optimization, a second value is refused",
           "[core][manual]") {
   RandomDataModule data;
   SECTION("by value, between manual_backward and step") {

@@ -238,7 +238,7 @@ TEST_CASE("Logging one name again with other prog_bar, logger or sync_dist is re
                         Contains("log each name with one set of options"));
 }
 
-TEST_CASE("log_dict takes log's options, also for tensors; add_dataloader_idx is accepted",
+TEST_CASE("log_dict takes log's options, also for tensors, add_dataloader_idx is accepted",
           "[core][log]") {
   class DictLogger : public BoringModule {
     StepOutput training_step(const Batch& batch, int64_t batch_idx) override {

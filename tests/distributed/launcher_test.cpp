@@ -444,7 +444,7 @@ TEST_CASE("A rank that declared its failure is named at once and may finish its 
   CHECK(no_children_left());
 }
 
-TEST_CASE("A declared failure that is still running is named; its exit with 0 still fails the job",
+TEST_CASE("A declared failure that is still running is named, its exit with 0 still fails the job",
           "[distributed][launcher]") {
   TempDir dir;
   const std::string another = std::to_string(kAnotherRankFailedExitCode);
@@ -518,7 +518,7 @@ TEST_CASE("A rank that ended without declaring comes before a later declaration"
   CHECK(no_children_left());
 }
 
-TEST_CASE("A rank declares its failure in the launcher's directory, once; elsewhere, nothing",
+TEST_CASE("A rank declares its failure in the launcher's directory, once, elsewhere, nothing",
           "[distributed][launcher]") {
   TempDir dir;
   ScopedEnvironment environment;

@@ -82,7 +82,7 @@ TEST_CASE("publish_lazy builds the event only when someone listens", "[events]")
   CHECK(delivered == 1);
 }
 
-TEST_CASE("A sole keeper takes over the event publish_lazy built; others copy", "[events]") {
+TEST_CASE("A sole keeper takes over the event publish_lazy built, others copy", "[events]") {
   events::EventBus bus;
   std::vector<std::string> calls;
   std::vector<const events::TrainEpochEnd*> slot_saw;
@@ -133,7 +133,7 @@ TEST_CASE("A sole keeper takes over the event publish_lazy built; others copy", 
   CHECK_FALSE(bus.has_subscribers<events::TrainEpochEnd>());
 }
 
-TEST_CASE("Keepers disconnected during a publish are skipped; the one left gets the event",
+TEST_CASE("Keepers disconnected during a publish are skipped, the one left gets the event",
           "[events]") {
   events::EventBus bus;
   std::vector<std::string> calls;
