@@ -102,7 +102,7 @@ TEST_CASE("DeviceStatsMonitor logs validation and test batches when the loggers 
 }
 
 TEST_CASE(
-    "DeviceStatsMonitor with cpu_stats false logs nothing on the CPU; without a logger it "
+    "DeviceStatsMonitor with cpu_stats false logs nothing on the CPU, without a logger it "
     "refuses",
     "[callbacks][device_stats]") {
   auto logger = std::make_shared<CapturingLogger>();

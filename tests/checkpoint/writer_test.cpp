@@ -64,7 +64,7 @@ struct Jobs {
 }  // namespace
 
 TEST_CASE(
-    "A pending save is replaced only by a newer save of its group; others wait for it to start",
+    "A pending save is replaced only by a newer save of its group, others wait for it to start",
     "[checkpoint][async]") {
   TempDir dir;
   Jobs jobs;

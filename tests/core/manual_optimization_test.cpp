@@ -295,7 +295,7 @@ double lr_of(const Trainer& trainer) {
 }  // namespace
 
 TEST_CASE(
-    "Manual optimization: global_step counts optimizer steps; max_steps stops between "
+    "Manual optimization: global_step counts optimizer steps, max_steps stops between "
     "batches",
     "[core][manual]") {
   SECTION("three steps per batch") {
@@ -364,7 +364,7 @@ class StepsPlateau : public BoringModule {
 }  // namespace
 
 TEST_CASE(
-    "Manual optimization: scheduler monitors are ignored; the module steps a plateau "
+    "Manual optimization: scheduler monitors are ignored, the module steps a plateau "
     "scheduler with its own value",
     "[core][manual]") {
   Trainer trainer(manual_options(3, 2));

@@ -255,7 +255,7 @@ class EpochValues : public Callback {
 }  // namespace
 
 TEST_CASE(
-    "fit validates on every val loader; checkpoints and early stopping monitor suffixed names",
+    "fit validates on every val loader, checkpoints and early stopping monitor suffixed names",
     "[core][dataloaders]") {
   TempDir dir;
   TrainerOptions options = testing::trainer_options();

@@ -125,7 +125,7 @@ TEST_CASE("DDP settings: every setting that differs is named, and so is a build 
 }
 
 TEST_CASE(
-    "DDP settings handshake: ranks that agree go on; one that differs fails, and so do "
+    "DDP settings handshake: ranks that agree go on, one that differs fails, and so do "
     "the others, naming it",
     "[ddp][ddp_settings]") {
   const auto store = store_with_short_timeout();
