@@ -122,6 +122,8 @@ const std::vector<ConfigKey>& config_keys() {
        [](const FitArguments& a) { return text(a.launch.master_addr()); }},
       {"trainbus", "master_port", "--master-port", Kind::kValue,
        [](const FitArguments& a) { return integer(a.launch.master_port()); }},
+      {"trainbus", "cpu_binding", "--no-cpu-binding", Kind::kEnable,
+       [](const FitArguments& a) { return boolean(a.launch.bind_cpus()); }},
       {"trainbus", "ddp_timeout", "--ddp-timeout", Kind::kValue,
        [](const FitArguments& a) { return yaml_float(a.ddp_timeout); }},
       {"trainbus", "ddp_backend", "--ddp-backend", Kind::kValue,

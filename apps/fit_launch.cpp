@@ -44,6 +44,12 @@ void add_launch_flags(CLI::App& fit, distributed::LaunchOptions& options) {
       ->group(kDataParallelGroup)
       ->check(CLI::Range(1, 65535))
       ->capture_default_str();
+  // CLI11's "!" flag: --no-cpu-binding sets bind_cpus to false.
+  fit.add_flag("!--no-cpu-binding", options.bind_cpus(),
+               "Let the kernel move the ranks between CPUs (by default each rank runs on CPUs of "
+               "its own, as many as its OMP_NUM_THREADS: faster lockstep collectives); for "
+               "another job sharing this machine's CPUs, or bind each launcher with taskset -c")
+      ->group(kDataParallelGroup);
 }
 
 bool fit_launches_ranks(const distributed::LaunchOptions& options) {

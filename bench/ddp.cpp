@@ -19,6 +19,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -33,6 +34,7 @@
 #include "bench/raw_ddp_loop.h"
 #include "core/trainer.h"
 #include "data/data_module.h"
+#include "distributed/cpu_binding.h"
 #include "distributed/ddp_strategy.h"
 
 namespace {
@@ -60,6 +62,9 @@ struct Case {
   int64_t accumulate_grad_batches = 1;
   // DDPOptions::gloo_event_loop_nice (19, the default); 0: Gloo's loop as PyTorch leaves it.
   int gloo_event_loop_nice = 19;
+  // Each process on CPUs of its own, as `trainbus fit --nproc-per-node` binds its ranks
+  // (LaunchOptions::bind_cpus); false: the kernel moves them (--no-cpu-binding).
+  bool bind_cpus = true;
 };
 
 // The large MLP: 784-2048-2048-10, about 5.8M parameters.
@@ -181,10 +186,19 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
 RankResult run_case(const Case& c, const std::string& model, int64_t steps, int port,
                     const std::string& out) {
   std::vector<pid_t> children;
+  const std::vector<std::vector<int>> bindings =
+      c.bind_cpus ? distributed::cpus_for_local_ranks(distributed::allowed_cpus_by_core(), c.ranks)
+                  : std::vector<std::vector<int>>{};
   for (int rank = 0; rank < c.ranks; ++rank) {
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::setenv("OMP_NUM_THREADS", std::to_string(c.threads_per_rank).c_str(), 1);
+      if (!bindings.empty()) {
+        try {
+          distributed::bind_calling_thread_to(bindings[static_cast<size_t>(rank)]);
+        } catch (const std::system_error&) {  // as the launcher: the rank runs unbound
+        }
+      }
       if (c.ranks > 1 && c.kind != Kind::kIndependent) {
         ::setenv("RANK", std::to_string(rank).c_str(), 1);
         ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
@@ -291,6 +305,11 @@ int main(int argc, char** argv) {
        64, false, Kind::kTrainer, false},
       {"2 ranks x 1 thread, batch 64 each, Gloo's event loop at normal priority (as PyTorch's)", 2,
        1, 64, false, Kind::kTrainer, true, 1, 0},
+      {"2 ranks x 1 thread, batch 64 each, not bound to CPUs (--no-cpu-binding)", 2, 1, 64, false,
+       Kind::kTrainer, true, 1, 19, false},
+      {"2 ranks x 1 thread, batch 64 each, stops agreed at validation and epoch ends only, not "
+       "bound to CPUs",
+       2, 1, 64, false, Kind::kTrainer, false, 1, 19, false},
       {"2 processes x 1 thread, batch 64 each, side by side, no communication (the ceiling)", 2, 1,
        64, false, Kind::kIndependent},
       {"raw LibTorch + c10d loop, 2 ranks x 1 thread, batch 64 each (the baseline)", 2, 1, 64,

@@ -26,6 +26,7 @@
 #include <utility>
 
 #include "base/errors.h"
+#include "distributed/cpu_binding.h"
 #include "distributed/environment.h"
 #include "distributed/strategy.h"
 
@@ -323,6 +324,34 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
   return result;
 }
 
+// The calling thread on a rank's CPUs while it spawns that rank, which inherits them; its own
+// CPUs again after. Where the system refuses, the rank runs unbound and `log` says so.
+class BoundForSpawn {
+ public:
+  BoundForSpawn(const std::vector<int>& cpus, const RankExit& rank, std::ostream& log) {
+    if (cpus.empty()) return;
+    try {
+      own_cpus_ = calling_thread_cpus();
+      bind_calling_thread_to(cpus);
+    } catch (const std::system_error& error) {
+      log << "launcher: warning: rank " << rank.rank << " runs on any CPU: " << error.what()
+          << std::endl;
+    }
+  }
+  ~BoundForSpawn() {
+    if (own_cpus_.empty()) return;
+    try {
+      bind_calling_thread_to(own_cpus_);
+    } catch (const std::system_error&) {  // it had them a moment ago: not expected
+    }
+  }
+  BoundForSpawn(const BoundForSpawn&) = delete;
+  BoundForSpawn& operator=(const BoundForSpawn&) = delete;
+
+ private:
+  std::vector<int> own_cpus_;
+};
+
 // One launch: its ranks, and the state of the stop once one began.
 class Launch {
  public:
@@ -351,6 +380,7 @@ class Launch {
          << " MASTER_PORT=" << options_.master_port() << ", OMP_NUM_THREADS="
          << (set_threads ? std::to_string(threads) : std::string(user_threads))
          << (set_threads ? " each" : " (set by you)") << std::endl;
+    const std::vector<std::vector<int>> bindings = cpu_bindings();
     // NOTE: a warning, not an error: several nodes on one machine (the tests, a try-out) rightly
     // meet on loopback.
     if (options_.nnodes() > 1 && is_loopback(options_.master_addr())) {
@@ -404,6 +434,9 @@ class Launch {
       }
       const std::vector<char*> variable_pointers = pointers(variables);
       pid_t pid = -1;
+      // The rank inherits the CPUs of the thread that spawns it: this one's, for the spawn.
+      const BoundForSpawn bound(bindings.empty() ? std::vector<int>{} : bindings[rank.local_rank],
+                                rank, log_);
       // posix_spawn returns the exec's error too (glibc waits for the exec to succeed or fail).
       const int error = ::posix_spawn(&pid, program_.c_str(), nullptr, nullptr,
                                       argument_pointers.data(), variable_pointers.data());
@@ -580,6 +613,33 @@ class Launch {
   }
 
  private:
+  // Each local rank's CPUs (LaunchOptions::bind_cpus), said in the log; empty: none bound.
+  std::vector<std::vector<int>> cpu_bindings() {
+    if (!options_.bind_cpus() || options_.nproc_per_node() < 2) return {};
+    std::vector<int> cpus;
+    try {
+      cpus = allowed_cpus_by_core();
+    } catch (const std::system_error& error) {
+      log_ << "launcher: warning: the ranks run on any CPU: " << error.what() << std::endl;
+      return {};
+    }
+    std::vector<std::vector<int>> bindings = cpus_for_local_ranks(cpus, options_.nproc_per_node());
+    if (bindings.empty()) {
+      log_ << "launcher: the ranks run on any CPU: " << options_.nproc_per_node() << " ranks share "
+           << cpus.size() << " CPU" << (cpus.size() == 1 ? "" : "s") << " (" << cpu_list_text(cpus)
+           << "), fewer than one each" << std::endl;
+      return {};
+    }
+    log_ << "launcher: each rank on CPUs of its own (--no-cpu-binding lets them move):";
+    for (std::size_t local_rank = 0; local_rank < bindings.size(); ++local_rank) {
+      log_ << (local_rank == 0 ? " " : ", ") << "rank " << ranks_[local_rank].rank << " on CPU"
+           << (bindings[local_rank].size() == 1 ? " " : "s ")
+           << cpu_list_text(bindings[local_rank]);
+    }
+    log_ << std::endl;
+    return bindings;
+  }
+
   // Collects every rank that has ended, without blocking, and returns them.
   std::vector<RankExit*> reap() {
     const timespec now = wall_clock_now();  // before the waitpids: each rank still ran then

@@ -91,6 +91,12 @@ struct LaunchOptions {
   /// of another node), how long the launcher waits for a rank of this machine to fail on its own
   /// before it names that one (bounded by grace_period too).
   TRAINBUS_ARG(std::chrono::milliseconds, culprit_wait) = std::chrono::seconds(5);
+  /// Each rank on CPUs of its own (--no-cpu-binding turns it off): with N ranks, rank 0 on the
+  /// first threads_per_rank of the CPUs this process may use (a core's hardware threads
+  /// together), rank 1 on the next, and so on (cpu_binding.h). Off, the kernel moves them, which
+  /// costs lockstep collectives time; off is right when another job shares this machine's CPUs
+  /// (or bind each launcher with `taskset -c`, which narrows what its ranks share out).
+  TRAINBUS_ARG(bool, bind_cpus) = true;
 
  public:
   /// Ranks in the whole job: nnodes * nproc_per_node (after validate()).
@@ -153,7 +159,8 @@ int threads_per_rank(int nproc_per_node);
 /// PATH) with `argv` (argv[0] included) and this process's environment plus, for each, RANK =
 /// node_rank * nproc_per_node + LOCAL_RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK,
 /// MASTER_ADDR, MASTER_PORT, kLaunchedVariable=1 and OMP_NUM_THREADS (threads_per_rank, unless
-/// OMP_NUM_THREADS is set here). Their output is theirs, unprefixed.
+/// OMP_NUM_THREADS is set here), each bound to its CPUs (LaunchOptions::bind_cpus; where the
+/// system refuses, the rank runs unbound and the log says so). Their output is theirs, unprefixed.
 ///
 /// Waits for all of them. The first rank that exits non-zero, is killed by a signal, or cannot be
 /// started is the failure: the others get SIGTERM, and SIGKILL when they outlive grace_period;

@@ -4,11 +4,13 @@
 // on launch_ranks, and every rank's script ends by itself within a minute should the launcher not
 // stop it.
 #include "distributed/launcher.h"
+#include "distributed/cpu_binding.h"
 #include "distributed/strategy.h"
 
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
@@ -108,6 +110,49 @@ TEST_CASE("Each rank gets its share of the CPUs as OMP_NUM_THREADS", "[distribut
   CHECK(all >= 1);
   CHECK(threads_per_rank(2) == std::max(1, all / 2));
   CHECK(threads_per_rank(all * 4) == 1);
+}
+
+TEST_CASE("Each rank runs on CPUs of its own, unless told not to", "[distributed][launcher]") {
+  TempDir dir;
+  const std::string script =
+      "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status > \"$1/rank$LOCAL_RANK\"";
+  const std::vector<int> launcher_cpus = calling_thread_cpus();
+  const std::string all = cpu_list_text(launcher_cpus);
+  const std::vector<std::vector<int>> shares = cpus_for_local_ranks(allowed_cpus_by_core(), 2);
+
+  SECTION("bound: rank 0 on the first share, rank 1 on the next, and the log says so") {
+    const Launched launched = launch_script(script, dir.path().string(), two_ranks());
+    REQUIRE(launched.result.exit_code == 0);
+    if (shares.empty()) {
+      WARN("this machine lets the tests use one CPU: two ranks cannot have one each");
+      CHECK(read_file(dir.file("rank0")) == all + "\n");
+      CHECK_THAT(launched.log, Catch::Contains("launcher: the ranks run on any CPU: 2 ranks share "
+                                               "1 CPU (" +
+                                               all + "), fewer than one each"));
+    } else {
+      for (int local_rank = 0; local_rank < 2; ++local_rank) {
+        std::vector<int> share = shares[static_cast<size_t>(local_rank)];
+        std::sort(share.begin(), share.end());  // as the kernel lists them
+        CHECK(read_file(dir.file("rank" + std::to_string(local_rank))) ==
+              cpu_list_text(share) + "\n");
+      }
+      const std::string cpus = shares[0].size() == 1 ? "CPU " : "CPUs ";
+      CHECK_THAT(launched.log, Catch::Contains("launcher: each rank on CPUs of its own "
+                                               "(--no-cpu-binding lets them move): rank 0 on " +
+                                               cpus + cpu_list_text(shares[0]) + ", rank 1 on " +
+                                               cpus + cpu_list_text(shares[1])));
+    }
+  }
+  SECTION("not bound: every rank may use the launcher's CPUs") {
+    const Launched launched =
+        launch_script(script, dir.path().string(), two_ranks().bind_cpus(false));
+    REQUIRE(launched.result.exit_code == 0);
+    CHECK(read_file(dir.file("rank0")) == all + "\n");
+    CHECK(read_file(dir.file("rank1")) == all + "\n");
+    CHECK_THAT(launched.log, !Catch::Contains("CPUs of its own"));
+  }
+  CHECK(calling_thread_cpus() == launcher_cpus);  // the launcher's own thread has them back
+  CHECK(no_children_left());
 }
 
 TEST_CASE("Each rank gets NCCL's async error handling, as torchrun sets it, unless set",
