@@ -3,8 +3,10 @@
 // Every case runs `--steps` training steps of Trainer::fit on Fashion-MNIST in fresh processes
 // (this program started again per rank), interleaved per repetition; quoted: medians over
 // repetitions of each case's median and mean step. Samples per second = samples of one step over
-// all ranks / mean step (the run's throughput: a stall on a few steps counts). Each rank also times
-// an all-reduce of its gradients' bytes after the fit. Two cases bound the DDP cases: two processes
+// all ranks / mean step (the run's throughput: a stall on a few steps counts). Each rank times its
+// backward (under DDP with the gradients' all-reduce in it), and after the fit an all-reduce of
+// its gradients' bytes. Each process runs on CPUs of its own, as `trainbus fit --nproc-per-node`
+// binds its ranks, unless the case says not. Two cases bound the DDP cases: two processes
 // training side by side without communicating, started together at their first step, their
 // rates added up (what a second core can give at most), and a hand-written LibTorch + c10d loop
 // (what DDP costs without the framework).
@@ -65,6 +67,7 @@ struct Case {
   // Each process on CPUs of its own, as `trainbus fit --nproc-per-node` binds its ranks
   // (LaunchOptions::bind_cpus); false: the kernel moves them (--no-cpu-binding).
   bool bind_cpus = true;
+  bool gradient_as_bucket_view = false;  // DDPOptions::gradient_as_bucket_view
 };
 
 // The large MLP: 784-2048-2048-10, about 5.8M parameters.
@@ -86,6 +89,24 @@ struct RankResult {
   double mean_step_us = 0;  // what samples per second come from: stalls on a few steps count
   double allreduce_us = 0;
   double scalar_allreduce_us = 0;  // one value: the per-batch stop agreement
+  // Median backward, from on_before_backward to on_after_backward: under DDP it holds the
+  // gradients' all-reduce (and the wait for the other rank), so against one process's backward
+  // it tells what the all-reduce costs a step in training, where the idle one above does not.
+  double backward_us = 0;
+};
+
+// Times every backward (RankResult::backward_us).
+class BackwardTimer : public Callback {
+ public:
+  void on_before_backward(Trainer&, Module&, const at::Tensor&) override { start_ = Clock::now(); }
+  void on_after_backward(Trainer&, Module&) override {
+    times_.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start_).count());
+  }
+  double median_us() const { return times_.empty() ? 0.0 : bench::median(times_); }
+
+ private:
+  Clock::time_point start_;
+  std::vector<double> times_;
 };
 
 // Median of 21 all-reduces of `count` doubles, in microseconds.
@@ -135,7 +156,7 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
     bench::run_raw_ddp_loop(*module, *bench::fashion_train_loader(batch), steps, environment);
     if (environment.rank == 0) {
       std::ofstream(out) << module->median_step_us() << " " << module->mean_step_us(kWarmUpSteps)
-                         << " 0 0\n";
+                         << " 0 0 0\n";
     }
     return 0;
   }
@@ -152,10 +173,12 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
                                       ? distributed::DDPOptions::GradientCompression::kFp16
                                       : distributed::DDPOptions::GradientCompression::kNone)
             .stop_agreement_every_batch(c.stop_agreement_every_batch)
+            .gradient_as_bucket_view(c.gradient_as_bucket_view)
             .gloo_event_loop_nice(c.gloo_event_loop_nice));
     options.strategy(strategy);
   }
-  std::vector<std::shared_ptr<Callback>> callbacks;
+  const auto backward_timer = std::make_shared<BackwardTimer>();
+  std::vector<std::shared_ptr<Callback>> callbacks{backward_timer};
   if (side_by_side_count > 1) {
     // `out` is the shared prefix with ".<index>" after it (run_case).
     const std::string prefix = out.substr(0, out.rfind('.'));
@@ -168,6 +191,7 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
   RankResult result;
   result.median_step_us = module->median_step_us();
   result.mean_step_us = module->mean_step_us(kWarmUpSteps);
+  result.backward_us = backward_timer->median_us();
   if (strategy) {
     int64_t parameters = 0;
     for (const auto& parameter : module->parameters()) parameters += parameter.numel();
@@ -177,7 +201,8 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
   }
   if (!out.empty() && (strategy == nullptr || strategy->is_global_zero())) {
     std::ofstream(out) << result.median_step_us << " " << result.mean_step_us << " "
-                       << result.allreduce_us << " " << result.scalar_allreduce_us << "\n";
+                       << result.allreduce_us << " " << result.scalar_allreduce_us << " "
+                       << result.backward_us << "\n";
   }
   return 0;
 }
@@ -221,7 +246,8 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
               c.fp16_gradients ? "--fp16" : "--no-fp16",
               c.kind == Kind::kRawLoop ? "--raw-loop" : "--no-raw-loop",
               c.stop_agreement_every_batch ? "--stop-agreement" : "--no-stop-agreement",
-              "--loop-nice", loop_nice.c_str(), "--accumulate", accumulate.c_str(), nullptr);
+              "--loop-nice", loop_nice.c_str(), "--accumulate", accumulate.c_str(),
+              c.gradient_as_bucket_view ? "--bucket-view" : "--no-bucket-view", nullptr);
       std::_Exit(127);
     }
     children.push_back(pid);
@@ -237,7 +263,7 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
   RankResult result;
   if (c.kind != Kind::kIndependent) {
     std::ifstream(out) >> result.median_step_us >> result.mean_step_us >> result.allreduce_us >>
-        result.scalar_allreduce_us;
+        result.scalar_allreduce_us >> result.backward_us;
     return result;
   }
   // Side by side: the processes' rates add up; the mean step that gives their sum at
@@ -246,8 +272,12 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
   for (int process = 0; process < c.ranks; ++process) {
     const std::string file = out + "." + std::to_string(process);
     RankResult own;
-    std::ifstream(file) >> own.median_step_us >> own.mean_step_us;
-    if (process == 0) result.median_step_us = own.median_step_us;
+    std::ifstream(file) >> own.median_step_us >> own.mean_step_us >> own.allreduce_us >>
+        own.scalar_allreduce_us >> own.backward_us;
+    if (process == 0) {
+      result.median_step_us = own.median_step_us;
+      result.backward_us = own.backward_us;
+    }
     steps_per_us += 1.0 / own.mean_step_us;
     std::filesystem::remove(file);
     std::filesystem::remove(out + ".ready" + std::to_string(process));
@@ -285,6 +315,7 @@ int main(int argc, char** argv) {
       ->group("");
   app.add_option("--loop-nice", child.gloo_event_loop_nice)->group("");
   app.add_option("--accumulate", child.accumulate_grad_batches)->group("");
+  app.add_flag("--bucket-view,!--no-bucket-view", child.gradient_as_bucket_view)->group("");
   int side_by_side_index = 0;
   int side_by_side_count = 1;
   app.add_option("--side-by-side-index", side_by_side_index)->group("");
@@ -305,6 +336,9 @@ int main(int argc, char** argv) {
        64, false, Kind::kTrainer, false},
       {"2 ranks x 1 thread, batch 64 each, Gloo's event loop at normal priority (as PyTorch's)", 2,
        1, 64, false, Kind::kTrainer, true, 1, 0},
+      {"2 ranks x 1 thread, batch 64 each, stops agreed at validation and epoch ends only, "
+       "gradient_as_bucket_view",
+       2, 1, 64, false, Kind::kTrainer, false, 1, 19, true, true},
       {"2 ranks x 1 thread, batch 64 each, not bound to CPUs (--no-cpu-binding)", 2, 1, 64, false,
        Kind::kTrainer, true, 1, 19, false},
       {"2 ranks x 1 thread, batch 64 each, stops agreed at validation and epoch ends only, not "
@@ -324,7 +358,8 @@ int main(int argc, char** argv) {
   const std::string out_file =
       (std::filesystem::temp_directory_path() / ("bench_ddp." + std::to_string(::getpid())))
           .string();
-  std::map<std::string, std::vector<double>> step_us, mean_step_us, allreduce_us, scalar_us;
+  std::map<std::string, std::vector<double>> step_us, mean_step_us, allreduce_us, scalar_us,
+      backward_us;
   int port = 29700 + static_cast<int>(::getpid() % 200);
   for (int rep = 0; rep < reps; ++rep) {
     for (size_t i = 0; i < cases.size(); ++i) {
@@ -334,6 +369,7 @@ int main(int argc, char** argv) {
       mean_step_us[c.name].push_back(result.mean_step_us);
       allreduce_us[c.name].push_back(result.allreduce_us);
       scalar_us[c.name].push_back(result.scalar_allreduce_us);
+      backward_us[c.name].push_back(result.backward_us);
     }
   }
   std::filesystem::remove(out_file);
@@ -353,18 +389,20 @@ int main(int argc, char** argv) {
               std::thread::hardware_concurrency());
   std::printf(
       "| case | median step (ms) | mean step (ms) | samples/s | vs 1 process (its faster case, "
-      "same accumulation) | "
-      "all-reduce of the gradients (ms) | all-reduce of one value (ms) |\n"
-      "|---|---:|---:|---:|---:|---:|---:|\n");
+      "same accumulation) | median backward, under DDP with the gradients' all-reduce (ms) | "
+      "all-reduce of the gradients, idle (ms) | all-reduce of one value, idle (ms) |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Case& c : cases) {
     const double step = bench::median(step_us[c.name]);
     const double mean_step = bench::median(mean_step_us[c.name]);
     const double rate = static_cast<double>(c.batch_per_rank * c.ranks) * 1e6 / mean_step;
     const double reduce = bench::median(allreduce_us[c.name]);
     const double scalar = bench::median(scalar_us[c.name]);
+    const double backward = bench::median(backward_us[c.name]);
     std::printf(
-        "| %s | %.3f | %.3f | %.0f | %.2fx | %s | %s |\n", c.name.c_str(), step / 1000,
+        "| %s | %.3f | %.3f | %.0f | %.2fx | %s | %s | %s |\n", c.name.c_str(), step / 1000,
         mean_step / 1000, rate, rate / baseline_rate.at(c.accumulate_grad_batches),
+        c.kind == Kind::kRawLoop ? "-" : std::to_string(backward / 1000).substr(0, 5).c_str(),
         c.kind == Kind::kTrainer && c.ranks > 1 ? std::to_string(reduce / 1000).substr(0, 5).c_str()
                                                 : "-",
         c.kind == Kind::kTrainer && c.ranks > 1 ? std::to_string(scalar / 1000).substr(0, 5).c_str()

@@ -481,7 +481,7 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   impl_->reducer = std::shared_ptr<c10d::Reducer>(
       new c10d::Reducer(parameters, std::move(bucket_indices), std::move(bucket_limits),
                         impl_->group, sparse, bucket_bytes, options_.find_unused_parameters(),
-                        /*gradient_as_bucket_view=*/false, std::move(names),
+                        options_.gradient_as_bucket_view(), std::move(names),
                         static_cast<int64_t>(kFirstBucketBytes)),
       delete_quietly<c10d::Reducer>);
   impl_->logger =

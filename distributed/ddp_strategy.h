@@ -43,6 +43,11 @@ struct DDPOptions {
   /// (not after a no_sync step of gradient accumulation); and before each evaluation loop of a
   /// fit.
   TRAINBUS_ARG(bool, broadcast_buffers) = true;
+  /// Each parameter's gradient a view into its bucket, as DDP's gradient_as_bucket_view: no copy
+  /// of the gradients into the buckets before the all-reduce and back after it, and no second
+  /// copy of them in memory. A gradient set to none (zero_grad's default) becomes a view again
+  /// at the next backward.
+  TRAINBUS_ARG(bool, gradient_as_bucket_view) = false;
   /// Network interface Gloo binds (as GLOO_SOCKET_IFNAME, which it defaults to); empty and unset:
   /// the address this machine uses to reach master_addr.
   TRAINBUS_ARG(std::string, socket_ifname);

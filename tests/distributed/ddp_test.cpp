@@ -507,8 +507,11 @@ class SaveBehindSlowWrite : public Callback {
 // One rank of a two-rank job; the parent test reads what it writes.
 TEST_CASE("ddp child rank", "[.ddp-child]") {
   const std::string dir = testing::test_child_dir();
-  const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
+  std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
   if (mode.rfind("core_", 0) == 0) return;  // "ddp child rank, core" below runs these
+  // "MODE+view": MODE with DDPOptions::gradient_as_bucket_view.
+  const bool bucket_view = mode.size() > 5 && mode.compare(mode.size() - 5, 5, "+view") == 0;
+  if (bucket_view) mode.resize(mode.size() - 5);
   const distributed::DistributedEnvironment environment = distributed::environment_from_variables();
   auto strategy = std::make_shared<distributed::DDPStrategy>(
       environment,
@@ -525,6 +528,7 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
                                       mode != "validation_stop_without_agreement")
           // Buckets of 50 KiB after the first MiB: the wide model's gradients take three.
           .bucket_cap_mb(mode == "buckets" ? 0.05 : 25.0)
+          .gradient_as_bucket_view(bucket_view)
           .gradient_compression(mode == "fp16"
                                     ? distributed::DDPOptions::GradientCompression::kFp16
                                     : distributed::DDPOptions::GradientCompression::kNone));
@@ -704,8 +708,28 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
     write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
     return;
   }
+  // Whether every gradient the optimizer steps with is a view into one bucket (all fit the
+  // first): so with gradient_as_bucket_view, never without.
+  class BucketViewProbe : public Callback {
+   public:
+    void on_before_optimizer_step(Trainer&, Module& module, torch::optim::Optimizer&) override {
+      const std::vector<at::Tensor> parameters = module.parameters();
+      for (const auto& parameter : parameters) {
+        const bool aliased = parameter.grad().is_alias_of(parameters.front().grad());
+        if (&parameter != &parameters.front()) (aliased ? views : copies) += 1;
+      }
+    }
+    int views = 0, copies = 0;
+  };
+  const auto probe = std::make_shared<BucketViewProbe>();
+  if (mode == "equivalence" || mode == "accumulate") callbacks.push_back(probe);
   const auto started = std::chrono::steady_clock::now();
   RankResult result = fit_and_collect(module, 4, options, callbacks, ckpt_path);
+  if ((bucket_view && probe->copies > 0) || (!bucket_view && probe->views > 0)) {
+    result.error += "gradient_as_bucket_view(" + std::to_string(bucket_view) +
+                    "): " + std::to_string(probe->views) + " gradients were bucket views, " +
+                    std::to_string(probe->copies) + " were not";
+  }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (!result.error.empty()) result.error += " [after " + std::to_string(seconds) + " s]";
@@ -789,9 +813,12 @@ TEST_CASE("DDP's backend: gloo on the CPU, nccl asked where it cannot work says 
 
 TEST_CASE("two ranks with batch B train as one process with batch 2B", "[ddp]") {
   const int64_t accumulate = GENERATE(1, 2);
-  CAPTURE(accumulate);
+  const bool gradient_as_bucket_view = GENERATE(false, true);
+  CAPTURE(accumulate, gradient_as_bucket_view);
   testing::TempDir dir;
-  run_ranks_cleanly(accumulate == 1 ? "equivalence" : "accumulate", dir);
+  run_ranks_cleanly(std::string(accumulate == 1 ? "equivalence" : "accumulate") +
+                        (gradient_as_bucket_view ? "+view" : ""),
+                    dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
 
   RegressionModule single_module;
