@@ -73,6 +73,9 @@ int main(int argc, char** argv) {
       // --nproc-per-node N: this process starts the N ranks (this program again, without the
       // launcher's flags) and waits for them; each rank then trains below.
       fit_args.launch.validate();
+      // CUDA ranks are not bound to CPUs (as torchrun binds none): their CPU work feeds a GPU,
+      // whose nearby CPUs the launcher does not know.
+      if (fit_args.device.rfind("cuda", 0) == 0) fit_args.launch.bind_cpus(false);
       if (trainbus::apps::fit_launches_ranks(fit_args.launch)) {
         return trainbus::apps::run_fit_launcher(
             fit_args.launch, std::vector<std::string>(argv, argv + argc), std::cerr);

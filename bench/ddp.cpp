@@ -211,9 +211,15 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
 RankResult run_case(const Case& c, const std::string& model, int64_t steps, int port,
                     const std::string& out) {
   std::vector<pid_t> children;
-  const std::vector<std::vector<int>> bindings =
-      c.bind_cpus ? distributed::cpus_for_local_ranks(distributed::allowed_cpus_by_core(), c.ranks)
-                  : std::vector<std::vector<int>>{};
+  // As the launcher shares out CPUs (LaunchOptions::bind_cpus).
+  std::vector<std::vector<int>> bindings;
+  try {
+    if (c.bind_cpus) {
+      bindings = distributed::cpus_for_local_ranks(
+          distributed::cpus_by_core(distributed::cpus_to_share().cpus), c.ranks);
+    }
+  } catch (const std::system_error&) {  // as the launcher: the ranks run unbound
+  }
   for (int rank = 0; rank < c.ranks; ++rank) {
     const pid_t pid = ::fork();
     if (pid == 0) {

@@ -43,10 +43,13 @@ struct DDPOptions {
   /// (not after a no_sync step of gradient accumulation); and before each evaluation loop of a
   /// fit.
   TRAINBUS_ARG(bool, broadcast_buffers) = true;
-  /// Each parameter's gradient a view into its bucket, as DDP's gradient_as_bucket_view: no copy
-  /// of the gradients into the buckets before the all-reduce and back after it, and no second
-  /// copy of them in memory. A gradient set to none (zero_grad's default) becomes a view again
-  /// at the next backward.
+  /// Each parameter's gradient a view into its bucket, as DDP's gradient_as_bucket_view: the
+  /// averaged gradients are not copied back out of the buckets. The Trainer sets gradients to
+  /// none every step (as Lightning), so each backward still copies fresh ones in, and they stay
+  /// in memory twice only until then. A gradient is then overwritten by the next step: clone
+  /// one to keep it. LibTorch's own Optimizer::zero_grad() detaches gradients in place, which
+  /// a view refuses ("Can't detach views in-place"): zero them through the Trainer (or
+  /// LightningOptimizer::zero_grad) or set them to none.
   TRAINBUS_ARG(bool, gradient_as_bucket_view) = false;
   /// Network interface Gloo binds (as GLOO_SOCKET_IFNAME, which it defaults to); empty and unset:
   /// the address this machine uses to reach master_addr.

@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <optional>
 #include <ostream>
 #include <system_error>
 #include <thread>
@@ -316,6 +318,28 @@ std::vector<std::string> inherited_environment() {
   return entries;
 }
 
+// The CPUs to share out to the ranks; where even this thread's cannot be read (not expected),
+// the machine's.
+CpusToShare launcher_cpus() {
+  try {
+    return cpus_to_share();
+  } catch (const std::system_error&) {
+    CpusToShare all;
+    for (unsigned cpu = 0; cpu < std::max(1u, std::thread::hardware_concurrency()); ++cpu)
+      all.cpus.push_back(static_cast<int>(cpu));
+    return all;
+  }
+}
+
+// "1 each", or "2, 2, 1 (each rank's CPUs)" where the ranks' counts differ.
+std::string threads_text(const std::vector<int>& threads) {
+  if (std::adjacent_find(threads.begin(), threads.end(), std::not_equal_to<>()) == threads.end())
+    return std::to_string(threads.front()) + " each";
+  std::string text;
+  for (int count : threads) text += (text.empty() ? "" : ", ") + std::to_string(count);
+  return text + " (as many as each rank's CPUs)";
+}
+
 // null-terminated pointers into `strings`, for posix_spawn's argv and envp.
 std::vector<char*> pointers(std::vector<std::string>& strings) {
   std::vector<char*> result;
@@ -328,27 +352,30 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
 // CPUs again after. Where the system refuses, the rank runs unbound and `log` says so.
 class BoundForSpawn {
  public:
-  BoundForSpawn(const std::vector<int>& cpus, const RankExit& rank, std::ostream& log) {
+  BoundForSpawn(const std::vector<int>& cpus, const RankExit& rank, std::ostream& log) : log_(log) {
     if (cpus.empty()) return;
     try {
       own_cpus_ = calling_thread_cpus();
       bind_calling_thread_to(cpus);
     } catch (const std::system_error& error) {
-      log << "launcher: warning: rank " << rank.rank << " runs on any CPU: " << error.what()
-          << std::endl;
+      log << "launcher: warning: rank " << rank.rank
+          << " runs on the launcher's CPUs, not its own: " << error.what() << std::endl;
     }
   }
   ~BoundForSpawn() {
     if (own_cpus_.empty()) return;
     try {
       bind_calling_thread_to(own_cpus_);
-    } catch (const std::system_error&) {  // it had them a moment ago: not expected
+    } catch (const std::system_error& error) {  // it had them a moment ago: not expected
+      log_ << "launcher: warning: the launcher could not take its CPUs back: " << error.what()
+           << "; the ranks it starts next run on the last one's" << std::endl;
     }
   }
   BoundForSpawn(const BoundForSpawn&) = delete;
   BoundForSpawn& operator=(const BoundForSpawn&) = delete;
 
  private:
+  std::ostream& log_;
   std::vector<int> own_cpus_;
 };
 
@@ -372,15 +399,23 @@ class Launch {
   void start() {
     const char* user_threads = std::getenv("OMP_NUM_THREADS");
     const bool set_threads = user_threads == nullptr || *user_threads == '\0';
-    const int threads = threads_per_rank(options_.nproc_per_node());
+    const CpusToShare share = launcher_cpus();
+    const std::vector<std::vector<int>> bindings = cpu_bindings(share);
+    // Each rank's threads: as many as its CPUs where bound, else an equal share of them all.
+    std::vector<int> threads;
+    for (std::size_t local_rank = 0; local_rank < ranks_.size(); ++local_rank) {
+      threads.push_back(bindings.empty() ? threads_per_rank(static_cast<int>(share.cpus.size()),
+                                                            options_.nproc_per_node())
+                                         : static_cast<int>(bindings[local_rank].size()));
+    }
     log_ << "launcher: starting " << ranks_.size() << " rank" << (ranks_.size() == 1 ? "" : "s")
          << " (RANK " << ranks_.front().rank << "-" << ranks_.back().rank << " of WORLD_SIZE "
          << options_.world_size() << ", node " << options_.node_rank() << " of "
          << options_.nnodes() << "), MASTER_ADDR=" << options_.master_addr()
          << " MASTER_PORT=" << options_.master_port() << ", OMP_NUM_THREADS="
-         << (set_threads ? std::to_string(threads) : std::string(user_threads))
-         << (set_threads ? " each" : " (set by you)") << std::endl;
-    const std::vector<std::vector<int>> bindings = cpu_bindings();
+         << (set_threads ? threads_text(threads) : std::string(user_threads) + " (set by you)")
+         << std::endl;
+    log_cpus(share, bindings, set_threads ? std::optional<std::string>() : user_threads);
     // NOTE: a warning, not an error: several nodes on one machine (the tests, a try-out) rightly
     // meet on loopback.
     if (options_.nnodes() > 1 && is_loopback(options_.master_addr())) {
@@ -426,7 +461,10 @@ class Launch {
       variables.push_back(std::string(kLauncherPidVariable) + "=" + std::to_string(::getpid()));
       if (!status_.path().empty())
         variables.push_back(std::string(kStatusDirVariable) + "=" + status_.path());
-      if (set_threads) variables.push_back("OMP_NUM_THREADS=" + std::to_string(threads));
+      if (set_threads) {
+        variables.push_back("OMP_NUM_THREADS=" +
+                            std::to_string(threads[static_cast<std::size_t>(rank.local_rank)]));
+      }
       // As torchrun: under NCCL a hung collective ends at DDPOptions' timeout only with this set
       // (NCCL's watchdog then aborts the rank); unless the user chose otherwise. Gloo ignores it.
       for (const char* name : {"NCCL_ASYNC_ERROR_HANDLING", "TORCH_NCCL_ASYNC_ERROR_HANDLING"}) {
@@ -435,7 +473,10 @@ class Launch {
       const std::vector<char*> variable_pointers = pointers(variables);
       pid_t pid = -1;
       // The rank inherits the CPUs of the thread that spawns it: this one's, for the spawn.
-      const BoundForSpawn bound(bindings.empty() ? std::vector<int>{} : bindings[rank.local_rank],
+      // Unbound, a rank still gets every CPU to share where OpenMP pinned this process to one.
+      const BoundForSpawn bound(!bindings.empty()                ? bindings[rank.local_rank]
+                                : !share.openmp_variable.empty() ? share.cpus
+                                                                 : std::vector<int>{},
                                 rank, log_);
       // posix_spawn returns the exec's error too (glibc waits for the exec to succeed or fail).
       const int error = ::posix_spawn(&pid, program_.c_str(), nullptr, nullptr,
@@ -613,31 +654,62 @@ class Launch {
   }
 
  private:
-  // Each local rank's CPUs (LaunchOptions::bind_cpus), said in the log; empty: none bound.
-  std::vector<std::vector<int>> cpu_bindings() {
+  // Each local rank's CPUs (LaunchOptions::bind_cpus) out of `share`; empty: none bound. Binds
+  // this thread to the first share and back once, so that a system that refuses is said once.
+  std::vector<std::vector<int>> cpu_bindings(const CpusToShare& share) {
     if (!options_.bind_cpus() || options_.nproc_per_node() < 2) return {};
-    std::vector<int> cpus;
+    std::vector<std::vector<int>> bindings =
+        cpus_for_local_ranks(cpus_by_core(share.cpus), options_.nproc_per_node());
+    if (bindings.empty()) return {};
     try {
-      cpus = allowed_cpus_by_core();
+      const std::vector<int> own = calling_thread_cpus();
+      bind_calling_thread_to(bindings.front());
+      bind_calling_thread_to(own);
     } catch (const std::system_error& error) {
-      log_ << "launcher: warning: the ranks run on any CPU: " << error.what() << std::endl;
+      log_ << "launcher: warning: the ranks are not bound to CPUs of their own (" << error.what()
+           << "): they run on the launcher's CPUs " << cpu_list_text(share.cpus)
+           << "; --no-cpu-binding says not to try" << std::endl;
       return {};
     }
-    std::vector<std::vector<int>> bindings = cpus_for_local_ranks(cpus, options_.nproc_per_node());
+    return bindings;
+  }
+
+  // Says which CPUs the ranks run on, where that is not simply the launcher's.
+  void log_cpus(const CpusToShare& share, const std::vector<std::vector<int>>& bindings,
+                const std::optional<std::string>& user_threads) {
+    if (!share.openmp_variable.empty()) {
+      log_ << "launcher: " << share.openmp_variable
+           << " is set, for which OpenMP bound this process to one CPU as it started: the ranks "
+              "share out CPUs "
+           << cpu_list_text(share.cpus) << " (its cgroup's cpuset, or the online CPUs) instead"
+           << std::endl;
+    }
     if (bindings.empty()) {
-      log_ << "launcher: the ranks run on any CPU: " << options_.nproc_per_node() << " ranks share "
-           << cpus.size() << " CPU" << (cpus.size() == 1 ? "" : "s") << " (" << cpu_list_text(cpus)
-           << "), fewer than one each" << std::endl;
-      return {};
+      if (options_.bind_cpus() && options_.nproc_per_node() > 1 &&
+          share.cpus.size() < ranks_.size()) {
+        log_ << "launcher: the ranks are not bound to CPUs of their own: " << ranks_.size()
+             << " ranks share " << share.cpus.size() << " CPU"
+             << (share.cpus.size() == 1 ? "" : "s") << " (" << cpu_list_text(share.cpus)
+             << "), fewer than one each" << std::endl;
+      }
+      return;
     }
     log_ << "launcher: each rank on CPUs of its own (--no-cpu-binding lets them move):";
+    std::size_t fewest = bindings.front().size();
     for (std::size_t local_rank = 0; local_rank < bindings.size(); ++local_rank) {
+      const std::vector<int>& cpus = bindings[local_rank];
+      fewest = std::min(fewest, cpus.size());
       log_ << (local_rank == 0 ? " " : ", ") << "rank " << ranks_[local_rank].rank << " on CPU"
-           << (bindings[local_rank].size() == 1 ? " " : "s ")
-           << cpu_list_text(bindings[local_rank]);
+           << (cpus.size() == 1 ? " " : "s ") << cpu_list_text(cpus);
     }
     log_ << std::endl;
-    return bindings;
+    if (user_threads && std::atol(user_threads->c_str()) > static_cast<long>(fewest)) {
+      log_ << "launcher: warning: OMP_NUM_THREADS=" << *user_threads << " (set by you) is more "
+           << "threads than the " << fewest << " CPU" << (fewest == 1 ? "" : "s")
+           << " a rank is bound to: they take turns there. Unset it to get one thread per CPU, "
+              "or --no-cpu-binding"
+           << std::endl;
+    }
   }
 
   // Collects every rank that has ended, without blocking, and returns them.
@@ -936,13 +1008,12 @@ std::string RankExit::describe() const {
   return label(*this);
 }
 
-int threads_per_rank(int nproc_per_node) {
-  int cpus = 0;
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  if (::sched_getaffinity(0, sizeof(allowed), &allowed) == 0) cpus = CPU_COUNT(&allowed);
-  if (cpus <= 0) cpus = static_cast<int>(std::thread::hardware_concurrency());
+int threads_per_rank(int cpus, int nproc_per_node) {
   return std::max(1, cpus / std::max(1, nproc_per_node));
+}
+
+int threads_per_rank(int nproc_per_node) {
+  return threads_per_rank(static_cast<int>(launcher_cpus().cpus.size()), nproc_per_node);
 }
 
 LaunchResult launch_ranks(const std::string& program, const std::vector<std::string>& argv,

@@ -151,9 +151,12 @@ struct LaunchResult {
   int interrupted_by = 0;
 };
 
-/// OMP_NUM_THREADS for each of `nproc_per_node` ranks: the CPUs this process may run on, shared
-/// out, and at least 1.
+/// OMP_NUM_THREADS for each of `nproc_per_node` ranks: the CPUs this process may share out
+/// (cpus_to_share), divided among them, and at least 1. A rank bound to CPUs of its own
+/// (LaunchOptions::bind_cpus) gets as many as it has CPUs instead.
 int threads_per_rank(int nproc_per_node);
+/// The same for `cpus` CPUs.
+int threads_per_rank(int cpus, int nproc_per_node);
 
 /// Starts nproc_per_node copies of `program` (executed as execv does: a path, not looked up in
 /// PATH) with `argv` (argv[0] included) and this process's environment plus, for each, RANK =

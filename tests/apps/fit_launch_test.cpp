@@ -78,6 +78,14 @@ TEST_CASE("A config file sets the launcher's flags under trainbus", "[launch][co
   const FitArguments read = parse_fit(config_file_arguments(dir.file("run.yaml")));
   CHECK(read.launch.nproc_per_node() == 4);
   CHECK(read.launch.master_addr() == "node0");
+  CHECK(read.launch.bind_cpus());  // not in the file: the default
+  SECTION("--no-cpu-binding, and cpu_binding: false") {
+    const FitArguments unbound = parse_fit({"--no-cpu-binding"});
+    CHECK_FALSE(unbound.launch.bind_cpus());
+    CHECK_THAT(effective_config(unbound), Catch::Contains("  cpu_binding: false\n"));
+    std::ofstream(dir.file("unbound.yaml")) << "trainbus:\n  cpu_binding: false\n";
+    CHECK_FALSE(parse_fit(config_file_arguments(dir.file("unbound.yaml"))).launch.bind_cpus());
+  }
 }
 
 TEST_CASE("With --record-every-rank, rank R records beside rank 0 with .rankR", "[launch]") {

@@ -31,6 +31,7 @@ using namespace trainbus::distributed;
 using trainbus::testing::ScopedEnvironment;
 using trainbus::testing::TempDir;
 using Clock = std::chrono::steady_clock;
+using Shares = std::vector<std::vector<int>>;
 
 namespace {
 
@@ -114,42 +115,75 @@ TEST_CASE("Each rank gets its share of the CPUs as OMP_NUM_THREADS", "[distribut
 
 TEST_CASE("Each rank runs on CPUs of its own, unless told not to", "[distributed][launcher]") {
   TempDir dir;
+  ScopedEnvironment environment;
+  environment.unset("OMP_NUM_THREADS").unset("OMP_PROC_BIND").unset("OMP_PLACES");
+  environment.unset("GOMP_CPU_AFFINITY");
   const std::string script =
-      "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status > \"$1/rank$LOCAL_RANK\"";
+      "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status > \"$1/rank$LOCAL_RANK\"; "
+      "echo \"$OMP_NUM_THREADS\" > \"$1/threads$LOCAL_RANK\"";
+  // As the kernel lists this thread's CPUs (sched_getaffinity leaves out offline ones).
+  const auto own_list = [] {
+    std::string line;
+    std::ifstream status("/proc/thread-self/status");
+    while (std::getline(status, line)) {
+      if (line.rfind("Cpus_allowed_list:", 0) == 0)
+        return line.substr(line.find_first_not_of(" \t", 18));
+    }
+    return std::string("?");
+  };
   const std::vector<int> launcher_cpus = calling_thread_cpus();
-  const std::string all = cpu_list_text(launcher_cpus);
-  const std::vector<std::vector<int>> shares = cpus_for_local_ranks(allowed_cpus_by_core(), 2);
+  const Shares shares = cpus_for_local_ranks(cpus_by_core(cpus_to_share().cpus), 2);
 
   SECTION("bound: rank 0 on the first share, rank 1 on the next, and the log says so") {
     const Launched launched = launch_script(script, dir.path().string(), two_ranks());
     REQUIRE(launched.result.exit_code == 0);
     if (shares.empty()) {
       WARN("this machine lets the tests use one CPU: two ranks cannot have one each");
-      CHECK(read_file(dir.file("rank0")) == all + "\n");
-      CHECK_THAT(launched.log, Catch::Contains("launcher: the ranks run on any CPU: 2 ranks share "
-                                               "1 CPU (" +
-                                               all + "), fewer than one each"));
+      CHECK(read_file(dir.file("rank0")) == own_list() + "\n");
+      CHECK_THAT(launched.log, Catch::Contains("launcher: the ranks are not bound to CPUs of "
+                                               "their own: 2 ranks share 1 CPU"));
     } else {
+      std::string expected_log =
+          "launcher: each rank on CPUs of its own (--no-cpu-binding lets them move):";
       for (int local_rank = 0; local_rank < 2; ++local_rank) {
-        std::vector<int> share = shares[static_cast<size_t>(local_rank)];
-        std::sort(share.begin(), share.end());  // as the kernel lists them
-        CHECK(read_file(dir.file("rank" + std::to_string(local_rank))) ==
-              cpu_list_text(share) + "\n");
+        const std::vector<int>& share = shares[static_cast<size_t>(local_rank)];
+        const std::string suffix = std::to_string(local_rank);
+        CHECK(read_file(dir.file("rank" + suffix)) == cpu_list_text(share) + "\n");
+        // as many threads as CPUs
+        CHECK(read_file(dir.file("threads" + suffix)) == std::to_string(share.size()) + "\n");
+        expected_log += std::string(local_rank == 0 ? " " : ", ") + "rank " + suffix + " on CPU" +
+                        (share.size() == 1 ? " " : "s ") + cpu_list_text(share);
       }
-      const std::string cpus = shares[0].size() == 1 ? "CPU " : "CPUs ";
-      CHECK_THAT(launched.log, Catch::Contains("launcher: each rank on CPUs of its own "
-                                               "(--no-cpu-binding lets them move): rank 0 on " +
-                                               cpus + cpu_list_text(shares[0]) + ", rank 1 on " +
-                                               cpus + cpu_list_text(shares[1])));
+      CHECK_THAT(launched.log, Catch::Contains(expected_log + "\n"));
+    }
+  }
+  SECTION("an OMP_NUM_THREADS of the user's above a rank's CPUs is warned about") {
+    environment.set("OMP_NUM_THREADS", "64");
+    const Launched launched = launch_script(script, dir.path().string(), two_ranks());
+    REQUIRE(launched.result.exit_code == 0);
+    CHECK(read_file(dir.file("threads1")) == "64\n");
+    if (!shares.empty()) {
+      CHECK_THAT(launched.log, Catch::Contains("launcher: warning: OMP_NUM_THREADS=64 (set by "
+                                               "you) is more threads than the " +
+                                               std::to_string(shares[0].size()) + " CPU"));
     }
   }
   SECTION("not bound: every rank may use the launcher's CPUs") {
     const Launched launched =
         launch_script(script, dir.path().string(), two_ranks().bind_cpus(false));
     REQUIRE(launched.result.exit_code == 0);
-    CHECK(read_file(dir.file("rank0")) == all + "\n");
-    CHECK(read_file(dir.file("rank1")) == all + "\n");
+    CHECK(read_file(dir.file("rank0")) == own_list() + "\n");
+    CHECK(read_file(dir.file("rank1")) == own_list() + "\n");
     CHECK_THAT(launched.log, !Catch::Contains("CPUs of its own"));
+  }
+  SECTION("with OpenMP's binding set, the CPUs shared out are the cpuset's, and the log says why") {
+    environment.set("OMP_PROC_BIND", "true");
+    const Launched launched = launch_script(script, dir.path().string(), two_ranks());
+    REQUIRE(launched.result.exit_code == 0);
+    CHECK_THAT(launched.log, Catch::Contains("launcher: OMP_PROC_BIND is set, for which OpenMP "
+                                             "bound this process to one CPU as it started: the "
+                                             "ranks share out CPUs " +
+                                             cpu_list_text(cpus_to_share().cpus)));
   }
   CHECK(calling_thread_cpus() == launcher_cpus);  // the launcher's own thread has them back
   CHECK(no_children_left());
