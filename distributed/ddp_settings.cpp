@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <sstream>
+#include <thread>
 
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
@@ -103,22 +104,21 @@ std::string rank_list(const std::vector<int>& ranks) {
   return list;
 }
 
-// Whether `key` is in `store` by `deadline` (false once it passes).
-// NOTE: a TCPStore's wait sets its socket's timeout for the calls after it too (and a wait past
-// its timeout leaves an answer in the socket for a later call): the last moments are not waited
-// for, and rank 0 fails after a wait that timed out, leaving the store.
-bool wait_for_key(c10d::Store& store, const std::string& key,
-                  std::chrono::steady_clock::time_point deadline) {
-  constexpr std::chrono::milliseconds kShortest{100};
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::steady_clock::now());
-  if (left >= kShortest) {
-    try {
-      store.wait({key}, left);
-    } catch (const c10::Error&) {  // past the deadline: HashStore's "Wait timeout",
-    }                              // TCPStore's "Socket Timeout"
+// Whether every one of `keys` is in `store` by `deadline` (false once it passes), looked for
+// every few milliseconds.
+// NOTE: not with Store::wait: a TCPStore's wait past its timeout (LibTorch 1.13) leaves the
+// server's later answer to it in the socket, where the next call reads it as its own (a check then
+// finds a key that is not there, a get fails), and keeps its timeout on the socket.
+bool wait_for_keys(c10d::Store& store, const std::vector<std::string>& keys,
+                   std::chrono::steady_clock::time_point deadline) {
+  constexpr std::chrono::milliseconds kPollInterval{10};
+  while (true) {
+    if (store.check(keys)) return true;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return false;
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(kPollInterval, deadline - now));
   }
-  return store.check({key});
 }
 
 struct Answer {
@@ -143,7 +143,7 @@ void agree_as_rank_zero(c10d::Store& store, const std::vector<SharedDDPSetting>&
   // Rank 1 is in every world of two or more.
   int world_size = environment.world_size;
   for (int rank = 1; rank < world_size; ++rank) {
-    if (!wait_for_key(store, answer_key(rank), deadline)) {
+    if (!wait_for_keys(store, {answer_key(rank)}, deadline)) {
       missing.push_back(rank);
       continue;
     }
@@ -196,11 +196,10 @@ void agree_as_rank_zero(c10d::Store& store, const std::vector<SharedDDPSetting>&
   if (verdict == kAgreed) return;  // the store stays, for the process group
   std::vector<std::string> read_keys;
   for (const Answer& answer : answers) read_keys.push_back(verdict_read_key(answer.rank));
+  // A rank gone after its answer never reads it: its own error says why.
   if (!read_keys.empty()) {
-    try {
-      store.wait(read_keys, std::min(timeout, kVerdictReadBound));
-    } catch (const c10::Error&) {  // a rank gone after its answer: its own error says why
-    }
+    (void)wait_for_keys(store, read_keys,
+                        std::chrono::steady_clock::now() + std::min(timeout, kVerdictReadBound));
   }
   if (!missing.empty()) {
     throw AnotherRankFailedError(

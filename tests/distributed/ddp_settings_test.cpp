@@ -1,7 +1,8 @@
 // The DDP settings the ranks compare before they build the process group: the comparison's text,
-// and the handshake itself between two threads on one in-memory c10d store.
+// and the handshake itself between threads on one in-memory c10d store (or on TCPStores).
 #include "distributed/ddp_settings.h"
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <string>
@@ -12,6 +13,7 @@
 #include <c10/util/Logging.h>
 #include <catch2/catch.hpp>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "base/errors.h"
 #include "distributed/strategy.h"
@@ -181,4 +183,91 @@ TEST_CASE("DDP settings handshake: a rank past rank 0's world, counting a larger
   CHECK_THAT(third.message, Catch::StartsWith("rank 2 of 3: this rank's DDP settings differ from "
                                               "rank 0's: `world_size` is 3 on rank 2 but 2 on "
                                               "rank 0"));
+}
+
+namespace {
+
+// A TCPStore server and a client of it, on a free port, each with `timeout`.
+c10::intrusive_ptr<c10d::TCPStore> tcp_store(std::chrono::milliseconds timeout, int port = 0) {
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<uint16_t>(port);
+  options.isServer = port == 0;
+  options.waitWorkers = false;
+  options.timeout = timeout;
+  return c10::make_intrusive<c10d::TCPStore>("127.0.0.1", options);
+}
+
+// Rank 0's TCPStore, through which rank 2's answer arrives just after rank 0 stopped waiting for
+// it: when a wait for it passed its timeout, or when rank 0 publishes its verdict. `late` writes
+// it, on a connection of its own, and has the server take it (a check) before rank 0 goes on.
+class LateAnswerStore : public c10d::Store {
+ public:
+  LateAnswerStore(c10d::TCPStore& rank_zero, c10d::TCPStore& late, std::string key,
+                  std::string answer)
+      : c10d::Store(rank_zero.getTimeout()),
+        inner_(rank_zero),
+        late_(late),
+        key_(std::move(key)),
+        answer_(std::move(answer)) {}
+
+  void set(const std::string& key, const std::vector<uint8_t>& value) override {
+    inner_.set(key, value);
+    if (key == "trainbus/ddp_settings/verdict") answer_late();
+  }
+  std::vector<uint8_t> get(const std::string& key) override { return inner_.get(key); }
+  int64_t add(const std::string& key, int64_t value) override { return inner_.add(key, value); }
+  bool deleteKey(const std::string& key) override { return inner_.deleteKey(key); }
+  bool check(const std::vector<std::string>& keys) override { return inner_.check(keys); }
+  int64_t getNumKeys() override { return inner_.getNumKeys(); }
+  void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override {
+    try {
+      inner_.wait(keys, timeout);
+    } catch (const c10::Error&) {
+      if (std::find(keys.begin(), keys.end(), key_) != keys.end()) answer_late();
+      throw;
+    }
+  }
+
+  bool answered() const { return answered_; }
+
+ private:
+  void answer_late() {
+    if (answered_) return;
+    answered_ = true;
+    late_.set(key_, std::vector<uint8_t>(answer_.begin(), answer_.end()));
+    (void)late_.check({key_});  // now the server has it, and has told a wait for it
+  }
+
+  c10d::TCPStore& inner_;
+  c10d::TCPStore& late_;
+  std::string key_;
+  std::string answer_;
+  bool answered_ = false;
+};
+
+}  // namespace
+
+TEST_CASE("DDP settings handshake: an answer that comes just after rank 0's deadline is missing",
+          "[ddp][ddp_settings]") {
+  // Three ranks; rank 2's answer (alike) comes right after rank 0 stopped waiting for it. Rank 0's
+  // TCPStore connection must still answer its own calls: rank 2 is named as missing.
+  const std::chrono::seconds timeout(1);
+  const auto server = tcp_store(timeout);
+  const auto rank_one = tcp_store(timeout, server->getPort());
+  const auto late = tcp_store(timeout, server->getPort());
+  const auto of_three = shared_ddp_settings(DDPOptions(), "gloo", 3);
+  LateAnswerStore rank_zero(*server, *late, "trainbus/ddp_settings/answer/rank2",
+                            "\n" + encode_ddp_settings(of_three));
+  Outcome second;
+  std::thread other([&] { second = agree(*rank_one, of_three, 1, 3); });
+  const Outcome first = agree(rank_zero, of_three, 0, 3);
+  other.join();
+  CHECK(rank_zero.answered());
+  CHECK(first.kind == "another rank failed");
+  CHECK_THAT(first.message, Catch::StartsWith("rank 0 of 3: rank 2 did not answer rank 0's DDP "
+                                              "settings within the timeout (1 s"));
+  CHECK(second.kind == "another rank failed");
+  CHECK_THAT(second.message, Catch::Contains("rank 2 did not answer"));
 }
