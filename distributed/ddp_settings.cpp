@@ -194,8 +194,12 @@ void agree_as_rank_zero(c10d::Store& store, const std::vector<SharedDDPSetting>&
   }
   store.set(kVerdictKey, bytes_of(verdict));
   if (verdict == kAgreed) return;  // the store stays, for the process group
+  // A rank of another handshake version reads no verdict: it stopped once it had answered.
   std::vector<std::string> read_keys;
-  for (const Answer& answer : answers) read_keys.push_back(verdict_read_key(answer.rank));
+  for (const Answer& answer : answers) {
+    if (value_of(answer.settings, settings.front().name) == settings.front().value)
+      read_keys.push_back(verdict_read_key(answer.rank));
+  }
   // A rank gone after its answer never reads it: its own error says why.
   if (!read_keys.empty()) {
     (void)wait_for_keys(store, read_keys,
@@ -229,7 +233,10 @@ void agree_as_other_rank(c10d::Store& store, const std::vector<SharedDDPSetting>
   const std::string mismatch = ddp_settings_mismatch(settings, environment.rank, published);
   store.set(answer_key(environment.rank),
             bytes_of(detail::concat(mismatch, "\n", encode_ddp_settings(settings))));
-  // A rank 0 of another handshake version gives no verdict this rank could read: stop now.
+  // A rank 0 of another handshake version gives no verdict this rank could read: stop now, and
+  // say so (as if read) to a rank 0 that waits for every rank to read its verdict.
+  if (version != settings.front().value)
+    store.set(verdict_read_key(environment.rank), bytes_of(kAgreed));
   TRAINBUS_CHECK(version == settings.front().value,
                  environment.rank_message(detail::concat(
                      "this rank's DDP settings differ from rank 0's: ", mismatch, kWhy)));

@@ -45,8 +45,9 @@ std::string ddp_settings_mismatch(const std::vector<SharedDDPSetting>& settings,
 /// timeout), answers with what differs and its own settings, and waits for rank 0's verdict;
 /// rank 0 waits for the answers (up to the store's timeout in all: rank 1's tells the world
 /// size the others count), publishes the verdict, and when it stops the job waits briefly for
-/// every rank to read it. The keys begin with "trainbus/ddp_settings/", which no c10d key does;
-/// one handshake per store (DDPStrategy::connect makes a store for each).
+/// every rank to read it (not for a rank of another handshake version, which reads none: it says
+/// so, and stops, once it has answered). The keys begin with "trainbus/ddp_settings/", which no
+/// c10d key does; one handshake per store (DDPStrategy::connect makes a store for each).
 ///
 /// Throws, on a rank whose settings differ from rank 0's, MisconfigurationError naming this
 /// rank, each setting, its value here and on rank 0, and what sets it; on rank 0 and on the

@@ -271,3 +271,37 @@ TEST_CASE("DDP settings handshake: an answer that comes just after rank 0's dead
   CHECK(second.kind == "another rank failed");
   CHECK_THAT(second.message, Catch::Contains("rank 2 did not answer"));
 }
+
+TEST_CASE("DDP settings handshake: a rank of another handshake version ends the join at once",
+          "[ddp][ddp_settings]") {
+  const auto store = store_with_short_timeout();
+  const auto same = shared_ddp_settings(DDPOptions(), "gloo", 2);
+  auto other_version = same;
+  other_version.front().value = "3";
+  const auto bytes = [](const std::string& text) {
+    return std::vector<uint8_t>(text.begin(), text.end());
+  };
+  SECTION("rank 0 does not wait for a rank of another version to read its verdict") {
+    // Such a rank stops once it has answered: it reads no verdict of another version.
+    store->set("trainbus/ddp_settings/answer/rank1",
+               bytes(ddp_settings_mismatch(other_version, 1, encode_ddp_settings(same)) + "\n" +
+                     encode_ddp_settings(other_version)));
+    const auto start = std::chrono::steady_clock::now();
+    const Outcome rank0 = agree(*store, same, 0);
+    // Not the 5 s rank 0 gives the ranks that read its verdict.
+    CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 3.0);
+    CHECK(rank0.kind == "another rank failed");
+    CHECK_THAT(rank0.message,
+               Catch::Contains("`handshake_version` is 3 on rank 1 but 2 on rank 0: run the same "
+                               "trainbus build on every rank"));
+  }
+  SECTION("a rank of another version says at once that it reads no verdict") {
+    // For a rank 0 of another build, which may wait for every rank to read its verdict.
+    store->set("trainbus/ddp_settings/rank0", bytes(encode_ddp_settings(other_version)));
+    const Outcome rank1 = agree(*store, same, 1);
+    CHECK(rank1.kind == "misconfiguration");
+    CHECK_THAT(rank1.message,
+               Catch::Contains("`handshake_version` is 2 on rank 1 but 3 on rank 0"));
+    CHECK(store->check({"trainbus/ddp_settings/verdict_read/rank1"}));
+  }
+}
