@@ -19,7 +19,7 @@ namespace {
 constexpr const char* kRankZeroKey = "trainbus/ddp_settings/rank0";  // rank 0's encoded settings
 constexpr const char* kVerdictKey = "trainbus/ddp_settings/verdict";
 // A verdict's first line: every rank agrees; ranks that differ from rank 0 (their numbers
-// follow); rank 0 differs from every other rank; ranks that did not answer.
+// follow); rank 0 differs from every other rank; ranks that did not answer (their numbers follow).
 constexpr const char* kAgreed = "ok";
 constexpr const char* kRanksDiffer = "differ";
 constexpr const char* kRankZeroDiffers = "rank0";
@@ -175,14 +175,22 @@ void agree_as_rank_zero(c10d::Store& store, const std::vector<SharedDDPSetting>&
   std::string verdict;
   std::string failure;  // what this rank throws, empty if none
   if (!missing.empty()) {
+    // NOTE: the verdict carries this text to the other ranks: "rank 0", not "this rank".
+    const std::string waited_for =
+        world_size == 2 ? "rank 1" : detail::concat("ranks 1 to ", world_size - 1);
     failure = detail::concat(
         missing.size() == 1 ? "rank " : "ranks ", rank_list(missing),
         " did not answer rank 0's DDP settings within the timeout (", timeout.count() / 1000.0,
         " s): ", missing.size() == 1 ? "it" : "they",
-        " did not start, failed before joining, or count a world smaller than this rank's "
-        "WORLD_SIZE ",
-        environment.world_size, differences.empty() ? "" : "; ", differences);
-    verdict = detail::concat(kRanksMissing, "\n", failure);
+        " did not start, started more than that after rank 0, or failed before joining. Rank 0 "
+        "waited for ",
+        waited_for,
+        world_size == environment.world_size
+            ? detail::concat(", as its WORLD_SIZE ", world_size, " says")
+            : detail::concat(" only, as rank 1 counts WORLD_SIZE ", world_size, " (rank 0's is ",
+                             environment.world_size, ")"),
+        differences.empty() ? "" : "; ", differences);
+    verdict = detail::concat(kRanksMissing, " ", rank_list(missing), "\n", failure);
   } else if (rank_zero_differs) {
     failure = mismatch_with(settings, 0, answers.front().settings, "every other rank");
     verdict = detail::concat(kRankZeroDiffers, "\n", failure);
@@ -253,12 +261,18 @@ void agree_as_other_rank(c10d::Store& store, const std::vector<SharedDDPSetting>
                  environment.rank_message(detail::concat(
                      "this rank's DDP settings differ from rank 0's: ", mismatch, kWhy)));
   if (kind == kAgreed) return;
-  if (kind == kRanksDiffer) {
+  // The ranks a verdict names after its kind: "differ 1, 3", "missing 2".
+  const auto named = [&] {
     std::istringstream ranks(verdict.substr(kind.size(), newline - kind.size()));
     bool this_rank = false;
-    for (std::string rank; std::getline(ranks, rank, ',');)
-      this_rank = this_rank || std::stoi(rank) == environment.rank;
-    TRAINBUS_CHECK(!this_rank,
+    for (std::string rank; std::getline(ranks, rank, ',');) {
+      if (rank.find_first_of("0123456789") != std::string::npos)
+        this_rank = this_rank || std::stoi(rank) == environment.rank;
+    }
+    return this_rank;
+  };
+  if (kind == kRanksDiffer) {
+    TRAINBUS_CHECK(!named(),
                    environment.rank_message(detail::concat(
                        "this rank's DDP settings differ from rank 0's: ", mismatch, kWhy)));
     throw AnotherRankFailedError(environment.rank_message(
@@ -269,6 +283,15 @@ void agree_as_other_rank(c10d::Store& store, const std::vector<SharedDDPSetting>
     throw AnotherRankFailedError(environment.rank_message(
         detail::concat("rank 0's DDP settings differ from every other rank's: ", text, kWhy,
                        "; this rank stops too")));
+  }
+  // Named as missing after it answered: rank 0 had stopped waiting. Its own failure, not rank 0's.
+  if (kind == kRanksMissing && named()) {
+    throw DistributedError(environment.rank_message(detail::concat(
+        "this rank answered rank 0's DDP settings after rank 0 had stopped waiting for it (rank "
+        "0's timeout): it reached the join later than that after rank 0 (it started late, or was "
+        "slow to get there): start every rank at once, or give rank 0 a longer --ddp-timeout; "
+        "rank 0 says: ",
+        text)));
   }
   throw AnotherRankFailedError(environment.rank_message(
       detail::concat("rank 0 stopped the join: ", text, "; this rank stops too")));

@@ -33,7 +33,8 @@ DistributedEnvironment rank_of_two(int rank) {
 }
 
 // What agree_on_ddp_settings raised on one rank: its message and whether it was a
-// MisconfigurationError or an AnotherRankFailedError ("" and "none" when it returned).
+// MisconfigurationError, an AnotherRankFailedError or another DistributedError ("" and "none"
+// when it returned).
 struct Outcome {
   std::string kind = "none";
   std::string message;
@@ -51,6 +52,8 @@ Outcome agree(c10d::Store& store, const std::vector<SharedDDPSetting>& settings,
     outcome = {"misconfiguration", error.what()};
   } catch (const AnotherRankFailedError& error) {
     outcome = {"another rank failed", error.what()};
+  } catch (const DistributedError& error) {  // this rank's own
+    outcome = {"distributed error", error.what()};
   } catch (const std::exception& error) {
     outcome = {"other", error.what()};
   }
@@ -304,4 +307,51 @@ TEST_CASE("DDP settings handshake: a rank of another handshake version ends the 
                Catch::Contains("`handshake_version` is 2 on rank 1 but 3 on rank 0"));
     CHECK(store->check({"trainbus/ddp_settings/verdict_read/rank1"}));
   }
+}
+
+TEST_CASE("DDP settings handshake: rank 0 names the missing ranks and the world it waited for",
+          "[ddp][ddp_settings]") {
+  // Rank 0 counts 4 ranks, rank 1 counts 3 (the one that is wrong), rank 2 never comes: rank 0
+  // waits for ranks 1 and 2 only, as rank 1 counts, and says so.
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  store->setTimeout(std::chrono::seconds(1));
+  Outcome rank1;
+  std::thread other(
+      [&] { rank1 = agree(*store, shared_ddp_settings(DDPOptions(), "gloo", 3), 1, 3); });
+  const Outcome rank0 = agree(*store, shared_ddp_settings(DDPOptions(), "gloo", 4), 0, 4);
+  other.join();
+  CHECK(rank0.kind == "another rank failed");
+  CHECK_THAT(rank0.message,
+             Catch::StartsWith("rank 0 of 4: rank 2 did not answer rank 0's DDP settings within "
+                               "the timeout (1 s): it did not start, started more than that after "
+                               "rank 0, or failed before joining. Rank 0 waited for ranks 1 to 2 "
+                               "only, as rank 1 counts WORLD_SIZE 3 (rank 0's is 4); `world_size` "
+                               "is 3 on rank 1 but 4 on rank 0: set WORLD_SIZE"));
+  CHECK(rank1.kind == "misconfiguration");
+  CHECK_THAT(rank1.message, Catch::StartsWith("rank 1 of 3: this rank's DDP settings differ from "
+                                              "rank 0's: `world_size` is 3 on rank 1 but 4"));
+}
+
+TEST_CASE("DDP settings handshake: a rank that answers after rank 0's deadline is told it was late",
+          "[ddp][ddp_settings]") {
+  // Rank 2 starts once rank 0 has given its verdict (without it): it is the rank that failed.
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  store->setTimeout(std::chrono::seconds(1));
+  const auto of_three = shared_ddp_settings(DDPOptions(), "gloo", 3);
+  Outcome rank1;
+  std::thread other([&] { rank1 = agree(*store, of_three, 1, 3); });
+  const Outcome rank0 = agree(*store, of_three, 0, 3);
+  other.join();
+  REQUIRE(store->check({"trainbus/ddp_settings/verdict"}));
+  const Outcome rank2 = agree(*store, of_three, 2, 3);
+  CHECK_THAT(rank0.message, Catch::StartsWith("rank 0 of 3: rank 2 did not answer"));
+  CHECK(rank0.kind == "another rank failed");
+  CHECK(rank1.kind == "another rank failed");
+  CHECK(rank2.kind == "distributed error");
+  CHECK_THAT(rank2.message,
+             Catch::StartsWith("rank 2 of 3: this rank answered rank 0's DDP settings after rank 0 "
+                               "had stopped waiting for it (rank 0's timeout): it reached the join "
+                               "later than that after rank 0") &&
+                 Catch::Contains("rank 0 says: rank 2 did not answer rank 0's DDP settings within "
+                                 "the timeout (1 s)"));
 }
