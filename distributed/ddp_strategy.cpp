@@ -414,11 +414,17 @@ void DDPStrategy::connect(const c10::Device& requested) {
   try {
     impl_->store = c10::make_intrusive<c10d::TCPStore>(environment_.master_addr, store_options);
   } catch (const std::exception& error) {
+    std::string cause = message_of(error);
+    while (!cause.empty() && (cause.back() == '.' || cause.back() == '\n')) cause.pop_back();
     throw DistributedError(environment_.rank_message(detail::concat(
         "the rendezvous at ", environment_.master_addr, ":", environment_.master_port,
-        " failed (waited up to ", options_.timeout().count() / 1000.0, " s): ", message_of(error),
+        " failed (waited up to ", options_.timeout().count() / 1000.0, " s): ", cause,
         ". Start every rank with the same MASTER_ADDR and MASTER_PORT (rank 0 listens there; the "
-        "port must be free on its machine), e.g. with `trainbus fit --nproc-per-node N`")));
+        "port must be free on its machine), e.g. with `trainbus fit --nproc-per-node N`",
+        // A rank that comes after rank 0 stopped waiting for it finds no store.
+        environment_.rank == 0 ? ""
+                               : "; or rank 0 stopped already: it stops when a rank has not "
+                                 "answered within its timeout, and its error names that rank")));
   }
   // Before the process group, which ranks that differ would wait for until the timeout.
   guarded(

@@ -1963,3 +1963,34 @@ TEST_CASE("DDPOptions refuses a timeout below 1 s, a rank that never joins is na
                                       "waited for rank 1, as its WORLD_SIZE 2 says") &&
                         !Catch::Contains("some ranks only"));
 }
+
+TEST_CASE("a rank that finds no rendezvous says where it looked, and that rank 0 may have stopped",
+          "[ddp]") {
+  // Nothing listens at MASTER_PORT: rank 0 never started there, or it stopped already (as it does
+  // when a rank has not answered within its timeout: a rank that comes later finds no store).
+  const ReservedPort reserved;
+  distributed::DistributedEnvironment environment;
+  environment.rank = 1;
+  environment.world_size = 2;
+  environment.local_rank = 1;
+  environment.local_world_size = 2;
+  environment.master_port = reserved.port();
+  distributed::DDPStrategy rank1(environment,
+                                 distributed::DDPOptions().timeout(std::chrono::seconds(1)));
+  CHECK_THROWS_MATCHES(
+      rank1.connect(c10::Device("cpu")), distributed::DistributedError,
+      Catch::Predicate<distributed::DistributedError>(
+          [](const distributed::DistributedError& error) {
+            return dynamic_cast<const distributed::AnotherRankFailedError*>(&error) == nullptr;
+          },
+          "not an AnotherRankFailedError"));
+  try {
+    rank1.connect(c10::Device("cpu"));
+  } catch (const distributed::DistributedError& error) {
+    CHECK_THAT(error.what(),
+               Catch::StartsWith("rank 1 of 2: the rendezvous at 127.0.0.1:" +
+                                 std::to_string(reserved.port()) + " failed (waited up to 1 s)") &&
+                   Catch::Contains("or rank 0 stopped already: it stops when a rank has not "
+                                   "answered within its timeout, and its error names that rank"));
+  }
+}
