@@ -127,6 +127,13 @@ struct Answer {
   std::string settings;  // that rank's, encoded
 };
 
+Answer read_answer(c10d::Store& store, int rank) {
+  const std::string answer = text_of(store.get(answer_key(rank)));
+  const std::size_t newline = answer.find('\n');
+  return {rank, answer.substr(0, newline),
+          newline == std::string::npos ? "" : answer.substr(newline + 1)};
+}
+
 // Rank 0: publishes its settings, reads every other rank's answer (up to the store's timeout
 // in all), publishes the verdict and acts on it; a verdict that stops them, it waits (briefly)
 // until they have read: its store, which answers them, goes when it throws.
@@ -147,10 +154,7 @@ void agree_as_rank_zero(c10d::Store& store, const std::vector<SharedDDPSetting>&
       missing.push_back(rank);
       continue;
     }
-    const std::string answer = text_of(store.get(answer_key(rank)));
-    const std::size_t newline = answer.find('\n');
-    answers.push_back({rank, answer.substr(0, newline),
-                       newline == std::string::npos ? "" : answer.substr(newline + 1)});
+    answers.push_back(read_answer(store, rank));
     if (rank == 1) {
       const std::string counted = value_of(answers.back().settings, "world_size");
       if (!counted.empty() && counted.find_first_not_of("0123456789") == std::string::npos &&
@@ -202,9 +206,19 @@ void agree_as_rank_zero(c10d::Store& store, const std::vector<SharedDDPSetting>&
   }
   store.set(kVerdictKey, bytes_of(verdict));
   if (verdict == kAgreed) return;  // the store stays, for the process group
+  // The ranks past the world this rank counted (rank 1's count, or its own) that answered all
+  // the same: unread, they wait for the verdict too, on this rank's store.
+  std::vector<Answer> readers = answers;
+  for (int rank = world_size;; ++rank) {
+    if (store.check({answer_key(rank)})) {
+      readers.push_back(read_answer(store, rank));
+    } else if (rank >= environment.world_size) {
+      break;  // past its own world, the first rank that did not answer ends them
+    }
+  }
   // A rank of another handshake version reads no verdict: it stopped once it had answered.
   std::vector<std::string> read_keys;
-  for (const Answer& answer : answers) {
+  for (const Answer& answer : readers) {
     if (value_of(answer.settings, settings.front().name) == settings.front().value)
       read_keys.push_back(verdict_read_key(answer.rank));
   }
@@ -239,27 +253,38 @@ void agree_as_other_rank(c10d::Store& store, const std::vector<SharedDDPSetting>
                      "rank 0's DDP settings could not be read (no `", settings.front().name,
                      "` in the ", published.size(), " bytes it published): ", kSameBuild)));
   const std::string mismatch = ddp_settings_mismatch(settings, environment.rank, published);
-  store.set(answer_key(environment.rank),
-            bytes_of(detail::concat(mismatch, "\n", encode_ddp_settings(settings))));
-  // A rank 0 of another handshake version gives no verdict this rank could read: stop now, and
-  // say so (as if read) to a rank 0 that waits for every rank to read its verdict.
-  if (version != settings.front().value)
-    store.set(verdict_read_key(environment.rank), bytes_of(kAgreed));
-  TRAINBUS_CHECK(version == settings.front().value,
-                 environment.rank_message(detail::concat(
-                     "this rank's DDP settings differ from rank 0's: ", mismatch, kWhy)));
-  // Rank 0 waits up to its timeout for the last answer, and publishes the verdict then.
-  store.wait({kVerdictKey}, store.getTimeout() + kVerdictReadBound);
-  const std::string verdict = text_of(store.get(kVerdictKey));
-  store.set(verdict_read_key(environment.rank), bytes_of(kAgreed));
+  const auto differs = [&] {
+    return MisconfigurationError(environment.rank_message(
+        detail::concat("this rank's DDP settings differ from rank 0's: ", mismatch, kWhy)));
+  };
+  const bool same_version = version == settings.front().value;
+  std::string verdict;
+  try {
+    store.set(answer_key(environment.rank),
+              bytes_of(detail::concat(mismatch, "\n", encode_ddp_settings(settings))));
+    // A rank 0 of another handshake version gives no verdict this rank could read: stop now, and
+    // say so (as if read) to a rank 0 that waits for every rank to read its verdict.
+    if (!same_version) {
+      store.set(verdict_read_key(environment.rank), bytes_of(kAgreed));
+    } else {
+      // Rank 0 waits up to its timeout for the last answer, and publishes the verdict then.
+      store.wait({kVerdictKey}, store.getTimeout() + kVerdictReadBound);
+      verdict = text_of(store.get(kVerdictKey));
+      store.set(verdict_read_key(environment.rank), bytes_of(kAgreed));
+    }
+  } catch (const std::exception&) {
+    // Rank 0's store gone (it stopped, as for another rank, without reading this one's answer):
+    // a rank that differs from rank 0 is at fault all the same.
+    if (!mismatch.empty()) throw differs();
+    throw;
+  }
+  if (!same_version) throw differs();
   const std::size_t newline = verdict.find('\n');
   const std::string kind = verdict.substr(0, verdict.find_first_of(" \n"));
   const std::string text = newline == std::string::npos ? "" : verdict.substr(newline + 1);
   // A rank whose settings differ from rank 0's is at fault whatever the verdict says: rank 0 may
   // not have read its answer (it counts the world from rank 1's), or may stop for a rank missing.
-  TRAINBUS_CHECK(mismatch.empty() || kind == kRankZeroDiffers,
-                 environment.rank_message(detail::concat(
-                     "this rank's DDP settings differ from rank 0's: ", mismatch, kWhy)));
+  if (!mismatch.empty() && kind != kRankZeroDiffers) throw differs();
   if (kind == kAgreed) return;
   // The ranks a verdict names after its kind: "differ 1, 3", "missing 2".
   const auto named = [&] {
@@ -272,9 +297,7 @@ void agree_as_other_rank(c10d::Store& store, const std::vector<SharedDDPSetting>
     return this_rank;
   };
   if (kind == kRanksDiffer) {
-    TRAINBUS_CHECK(!named(),
-                   environment.rank_message(detail::concat(
-                       "this rank's DDP settings differ from rank 0's: ", mismatch, kWhy)));
+    if (named()) throw differs();
     throw AnotherRankFailedError(environment.rank_message(
         detail::concat("the DDP settings of another rank differ from rank 0's: ", text, kWhy,
                        "; this rank stops too")));

@@ -45,8 +45,10 @@ std::string ddp_settings_mismatch(const std::vector<SharedDDPSetting>& settings,
 /// timeout), answers with what differs and its own settings, and waits for rank 0's verdict;
 /// rank 0 waits for the answers (up to the store's timeout in all: rank 1's tells the world
 /// size the others count), publishes the verdict, and when it stops the job waits briefly for
-/// every rank to read it (not for a rank of another handshake version, which reads none: it says
-/// so, and stops, once it has answered). The keys begin with "trainbus/ddp_settings/", which no
+/// every rank that answered to read it, also those past the world it counted (not for a rank of
+/// another handshake version, which reads none: it says so, and stops, once it has answered).
+/// Rank 0 looks for keys with non-blocking checks (a TCPStore wait that times out leaves its
+/// connection out of step in LibTorch 1.13). The keys begin with "trainbus/ddp_settings/", which no
 /// c10d key does; one handshake per store (DDPStrategy::connect makes a store for each).
 ///
 /// Throws, on a rank whose settings differ from rank 0's, MisconfigurationError naming this
@@ -56,10 +58,12 @@ std::string ddp_settings_mismatch(const std::vector<SharedDDPSetting>& settings,
 /// with two ranks rank 1 is the one that differs; with three or more, when every other rank
 /// answered alike and differs from rank 0, rank 0 throws the MisconfigurationError ("differ
 /// from every other rank's") and the others AnotherRankFailedError. Ranks that did not answer
-/// within the timeout are named by rank 0 (AnotherRankFailedError on every rank); a value from
-/// rank 0 that is not settings, or of another handshake version, is a MisconfigurationError
-/// saying to run one build. The store's own errors (a rank gone, a wait past the timeout) come
-/// out as c10d raised them.
+/// within the timeout are named by rank 0, with the ranks it waited for and whose WORLD_SIZE
+/// said so (AnotherRankFailedError on every rank; a DistributedError, its own failure, on a rank
+/// so named that answered after all and reads the verdict: it came late); a value from rank 0
+/// that is not settings, or of another handshake version, is a MisconfigurationError saying to
+/// run one build. The store's own errors (a rank gone, a wait past the timeout) come out as c10d
+/// raised them, except on a rank whose settings differ from rank 0's: its MisconfigurationError.
 void agree_on_ddp_settings(c10d::Store& store, const std::vector<SharedDDPSetting>& settings,
                            const DistributedEnvironment& environment);
 

@@ -3,9 +3,14 @@
 #include "distributed/ddp_settings.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <exception>
+#include <mutex>
+#include <set>
 #include <string>
+#include <system_error>
 #include <thread>
 
 // glog's CHECK (through c10's logging) before Catch's, which must win: the unity build may put
@@ -354,4 +359,166 @@ TEST_CASE("DDP settings handshake: a rank that answers after rank 0's deadline i
                                "later than that after rank 0") &&
                  Catch::Contains("rank 0 says: rank 2 did not answer rank 0's DDP settings within "
                                  "the timeout (1 s)"));
+}
+
+namespace {
+
+// The store rank 0 serves, as each rank sees it: once rank 0 has stopped (stop()), every other
+// rank's call fails as a TCPStore client's does when the server has closed (ECONNRESET). A rank
+// slow to read the verdict reads it only once rank 0 looks for that rank's ack, or has stopped; a
+// rank slow to answer answers only once rank 0 has stopped.
+class ServedStore {
+ public:
+  ServedStore() { inner->setTimeout(std::chrono::seconds(20)); }
+
+  void stop() {
+    const std::lock_guard<std::mutex> lock(mutex);
+    stopped = true;
+    changed.notify_all();
+  }
+
+  const c10::intrusive_ptr<c10d::HashStore> inner = c10::make_intrusive<c10d::HashStore>();
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool stopped = false;
+  bool answer_held = false;  // a slow answerer has read rank 0's settings
+  std::set<std::string> rank_zero_looked_for;
+};
+
+enum class Slow { kNot, kReader, kAnswerer };
+
+class RankHandle : public c10d::Store {
+ public:
+  RankHandle(ServedStore& served, int rank, Slow slow)
+      : c10d::Store(served.inner->getTimeout()), served_(served), rank_(rank), slow_(slow) {}
+
+  void set(const std::string& key, const std::vector<uint8_t>& value) override {
+    if (slow_ == Slow::kAnswerer &&
+        key == "trainbus/ddp_settings/answer/rank" + std::to_string(rank_)) {
+      std::unique_lock<std::mutex> lock(served_.mutex);
+      served_.answer_held = true;
+      served_.changed.notify_all();
+      served_.changed.wait(lock, [&] { return served_.stopped; });
+    }
+    use({key});
+    served_.inner->set(key, value);
+  }
+  std::vector<uint8_t> get(const std::string& key) override {
+    use({key});
+    return served_.inner->get(key);
+  }
+  int64_t add(const std::string& key, int64_t value) override {
+    use({key});
+    return served_.inner->add(key, value);
+  }
+  bool deleteKey(const std::string& key) override {
+    use({key});
+    return served_.inner->deleteKey(key);
+  }
+  bool check(const std::vector<std::string>& keys) override {
+    use(keys);
+    return served_.inner->check(keys);
+  }
+  int64_t getNumKeys() override {
+    use({});
+    return served_.inner->getNumKeys();
+  }
+  void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override {
+    if (slow_ == Slow::kReader &&
+        std::find(keys.begin(), keys.end(), "trainbus/ddp_settings/verdict") != keys.end()) {
+      const std::string ack = "trainbus/ddp_settings/verdict_read/rank" + std::to_string(rank_);
+      std::unique_lock<std::mutex> lock(served_.mutex);
+      served_.changed.wait(
+          lock, [&] { return served_.stopped || served_.rank_zero_looked_for.count(ack) > 0; });
+    }
+    use(keys);
+    served_.inner->wait(keys, timeout);
+  }
+
+ private:
+  void use(const std::vector<std::string>& keys) {
+    const std::lock_guard<std::mutex> lock(served_.mutex);
+    if (rank_ == 0) {
+      served_.rank_zero_looked_for.insert(keys.begin(), keys.end());
+      served_.changed.notify_all();
+    } else if (served_.stopped) {
+      throw std::system_error(ECONNRESET, std::generic_category(), "recv");
+    }
+  }
+
+  ServedStore& served_;
+  int rank_;
+  Slow slow_;
+};
+
+}  // namespace
+
+TEST_CASE("DDP settings handshake: a rank that rank 0 did not read gets a clear error as it stops",
+          "[ddp][ddp_settings]") {
+  // Rank 0 stops the job, and its store goes; a rank past the world it counted, which is slow to
+  // read the verdict, or to answer, must still learn why (not "Connection reset by peer").
+  ServedStore served;
+  const auto start = [&](Outcome& outcome, int rank, int world_size, const DDPOptions& options,
+                         Slow slow = Slow::kNot) {
+    return std::thread([&served, &outcome, rank, world_size, options, slow] {
+      RankHandle handle(served, rank, slow);
+      outcome = agree(handle, shared_ddp_settings(options, "gloo", world_size), rank, world_size);
+      if (rank == 0) served.stop();
+    });
+  };
+  // Rank 1 comes last: rank 0 reads its answer (which gives the world) after every other one.
+  const auto answered = [&](int rank) {
+    served.inner->wait({"trainbus/ddp_settings/answer/rank" + std::to_string(rank)});
+  };
+  SECTION("a rank past rank 0's world, counting a larger one: its own MisconfigurationError") {
+    // Ranks 0 and 1 count 2 ranks, and rank 1 differs: rank 0 stops. Rank 2 counts 3.
+    Outcome rank0, rank1, rank2;
+    std::thread zero = start(rank0, 0, 2, DDPOptions());
+    std::thread two = start(rank2, 2, 3, DDPOptions(), Slow::kReader);
+    answered(2);
+    std::thread one = start(rank1, 1, 2, DDPOptions().find_unused_parameters(true));
+    for (std::thread* thread : {&zero, &one, &two}) thread->join();
+    CHECK(rank0.kind == "another rank failed");
+    CHECK(rank1.kind == "misconfiguration");
+    CHECK(rank2.kind == "misconfiguration");
+    CHECK_THAT(rank2.message, Catch::StartsWith("rank 2 of 3: this rank's DDP settings differ from "
+                                                "rank 0's: `world_size` is 3 on rank 2 but 2 on "
+                                                "rank 0"));
+  }
+  SECTION("a rank past rank 0's world that answers after rank 0 stopped: its own error") {
+    Outcome rank0, rank1, rank2;
+    std::thread zero = start(rank0, 0, 2, DDPOptions());
+    std::thread two = start(rank2, 2, 3, DDPOptions(), Slow::kAnswerer);
+    {
+      std::unique_lock<std::mutex> lock(served.mutex);
+      served.changed.wait(lock, [&] { return served.answer_held; });
+    }
+    std::thread one = start(rank1, 1, 2, DDPOptions().find_unused_parameters(true));
+    for (std::thread* thread : {&zero, &one, &two}) thread->join();
+    CHECK(rank2.kind == "misconfiguration");
+    CHECK_THAT(rank2.message, Catch::StartsWith("rank 2 of 3: this rank's DDP settings differ from "
+                                                "rank 0's: `world_size` is 3 on rank 2 but 2 on "
+                                                "rank 0"));
+  }
+  SECTION("a rank past rank 1's count, in rank 0's world: the verdict, naming rank 1") {
+    // Rank 0 counts 4 ranks, rank 1 counts 3: rank 0 reads ranks 1 and 2, and stops for rank 1's
+    // WORLD_SIZE. Rank 3 counts 4, as rank 0.
+    Outcome rank0, rank1, rank2, rank3;
+    std::thread zero = start(rank0, 0, 4, DDPOptions());
+    std::thread two = start(rank2, 2, 4, DDPOptions());
+    std::thread three = start(rank3, 3, 4, DDPOptions(), Slow::kReader);
+    answered(2);
+    answered(3);
+    std::thread one = start(rank1, 1, 3, DDPOptions());
+    for (std::thread* thread : {&zero, &one, &two, &three}) thread->join();
+    CHECK(rank0.kind == "another rank failed");
+    CHECK(rank1.kind == "misconfiguration");
+    CHECK(rank2.kind == "another rank failed");
+    CHECK(rank3.kind == "another rank failed");
+    CHECK_THAT(rank3.message, Catch::StartsWith("rank 3 of 4: the DDP settings of another rank "
+                                                "differ from rank 0's: `world_size` is 3 on rank "
+                                                "1 but 4 on rank 0"));
+  }
 }
