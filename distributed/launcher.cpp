@@ -191,6 +191,36 @@ class CaughtSignals {
   std::vector<std::pair<int, struct sigaction>> saved_;
 };
 
+extern "C" void on_broken_pipe(int) {}
+
+// SIGPIPE caught, and nothing done, for one launch: a write to a log nobody reads any more
+// (`trainbus fit ... 2>&1 | tee log`, and tee gone with a Ctrl-C) fails instead of killing the
+// launcher, which then goes on to stop the ranks and remove its status directory. NOTE: a handler,
+// not SIG_IGN, which the ranks would inherit through exec. One this process ignores or handles
+// already is left as it is. Put back at scope exit.
+class BrokenPipeAsError {
+ public:
+  BrokenPipeAsError() {
+    struct sigaction action {};
+    action.sa_handler = on_broken_pipe;
+    action.sa_flags = SA_RESTART;
+    sigemptyset(&action.sa_mask);
+    if (::sigaction(SIGPIPE, nullptr, &previous_) == 0 && previous_.sa_handler == SIG_DFL &&
+        (previous_.sa_flags & SA_SIGINFO) == 0) {
+      caught_ = ::sigaction(SIGPIPE, &action, nullptr) == 0;
+    }
+  }
+  ~BrokenPipeAsError() {
+    if (caught_) ::sigaction(SIGPIPE, &previous_, nullptr);
+  }
+  BrokenPipeAsError(const BrokenPipeAsError&) = delete;
+  BrokenPipeAsError& operator=(const BrokenPipeAsError&) = delete;
+
+ private:
+  struct sigaction previous_ {};
+  bool caught_ = false;
+};
+
 // The launch's kStatusDirVariable: a directory of its own under $TMPDIR (or /tmp), removed with
 // the declarations the ranks wrote in it. Empty where it could not be made (error() says why).
 class StatusDirectory {
@@ -1021,6 +1051,8 @@ LaunchResult launch_ranks(const std::string& program, const std::vector<std::str
   options.validate();
   TRAINBUS_CHECK(!program.empty() && !argv.empty(),
                  "launch_ranks: no command to start (program and argv[0] are needed)");
+  // Until the status directory is gone, after the report.
+  const BrokenPipeAsError broken_pipe;
   const StatusDirectory status;
   Launch launch(program, argv, options, status, log);
   {

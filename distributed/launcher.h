@@ -195,6 +195,8 @@ int threads_per_rank(int cpus, int nproc_per_node);
 /// in this process, before starting anything.
 /// NOTE: while it runs, SIGINT, SIGTERM, SIGHUP and SIGCHLD are caught by its handlers, for the
 /// whole process (any thread may take them); the previous handlers are put back before it returns.
+/// SIGPIPE too, unless ignored or handled already, until it has written its report: a write to a
+/// `log` nobody reads any more (a pipe whose reader is gone) fails, and the launch goes on.
 LaunchResult launch_ranks(const std::string& program, const std::vector<std::string>& argv,
                           const LaunchOptions& options, std::ostream& log);
 

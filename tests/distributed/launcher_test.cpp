@@ -9,6 +9,7 @@
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -17,6 +18,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <streambuf>
 #include <string>
 #include <vector>
 
@@ -681,4 +683,65 @@ TEST_CASE("A rank's exit code says whether it failed only because another rank d
         1);
   CHECK(rank_exit_code(CheckpointError("Another rank stopped, says a checkpoint error")) == 1);
   CHECK(rank_exit_code(std::runtime_error("Another rank stopped, says a user's error")) == 1);
+}
+
+namespace {
+
+// An unbuffered stream buffer that writes to a file descriptor.
+class DescriptorBuffer : public std::streambuf {
+ public:
+  explicit DescriptorBuffer(int fd) : fd_(fd) {}
+
+ protected:
+  int_type overflow(int_type c) override {
+    if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
+    const char byte = traits_type::to_char_type(c);
+    return ::write(fd_, &byte, 1) == 1 ? c : traits_type::eof();
+  }
+  std::streamsize xsputn(const char* text, std::streamsize size) override {
+    const ssize_t wrote = ::write(fd_, text, static_cast<std::size_t>(size));
+    return wrote < 0 ? 0 : wrote;
+  }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+TEST_CASE("A launcher whose log nobody reads any more still stops its ranks and cleans up",
+          "[distributed][launcher]") {
+  // `trainbus fit --nproc-per-node 2 2>&1 | tee log`, and tee gone (a Ctrl-C): the launcher's log
+  // is a pipe without a reader. A forked child runs the launch, since a SIGPIPE would end it.
+  TempDir dir;
+  ScopedEnvironment environment;
+  environment.set("TMPDIR", dir.path().string());  // where the launch makes its status directory
+  int fds[2] = {-1, -1};
+  REQUIRE(::pipe(fds) == 0);
+  ::close(fds[0]);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    int code = 100;
+    try {
+      DescriptorBuffer buffer(fds[1]);
+      std::ostream log(&buffer);
+      code =
+          launch_ranks("/bin/sh",
+                       {"sh", "-c", "if [ \"$LOCAL_RANK\" = 1 ]; then exit 3; fi; exec sleep 60"},
+                       two_ranks(), log)
+              .exit_code;
+    } catch (...) {
+      code = 101;
+    }
+    ::_exit(code);
+  }
+  ::close(fds[1]);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  INFO("killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0));
+  CHECK_FALSE(WIFSIGNALED(status));
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 3));  // rank 1's failure, reported
+  CHECK(testing::names_in(dir.path().string()).empty());   // the status directory went
+  CHECK(no_children_left());
 }
