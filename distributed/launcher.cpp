@@ -535,9 +535,15 @@ class Launch {
         interrupt(signal, from_terminal);
       }
       // Seen ending at once, a rank that failed on its own is the failure, not one that ended
-      // because another rank had.
-      std::stable_partition(ended.begin(), ended.end(),
-                            [](const RankExit* rank) { return !ended_for_another_rank(*rank); });
+      // because another rank had; and of those, one that ended without declaring (a crash, which
+      // comes before a later declaration, below) is judged first, whatever the reap order.
+      if (!ended.empty()) (void)declared_culprit();  // every rank's declaration, as of now
+      std::stable_sort(ended.begin(), ended.end(), [](const RankExit* a, const RankExit* b) {
+        const auto order = [](const RankExit& rank) {
+          return ended_for_another_rank(rank) ? 2 : rank.declared.made ? 1 : 0;
+        };
+        return order(*a) < order(*b);
+      });
       for (RankExit* rank : ended) {
         if (rank->succeeded() || stopping_) continue;
         // The rank that declared first that it failed on its own is the failure, whichever rank

@@ -182,13 +182,13 @@ int threads_per_rank(int cpus, int nproc_per_node);
 /// it still runs: it is not told to stop, so that its cleanup completes, and is SIGKILLed only if
 /// it outlives grace_period, with the others. A rank that ended without declaring (a crash, an
 /// OOM kill) comes before it unless the declaration is older than the last time the launcher saw
-/// that rank running. A failure that exits with 0 after all (it declared, then recovered) still
-/// makes the launcher's exit code 1. Where
-/// no rank declared that, a rank that exits with kAnotherRankFailedExitCode is named as the
-/// failure only when no rank of this machine failed otherwise: after it, the launcher waits up to
-/// culprit_wait (at most grace_period) for a rank that fails or declares it failed on its own
-/// before it stops the others; if none does, the job stopped because of a rank elsewhere
-/// (another node's launcher names it), and the report says so.
+/// that rank running, also when the launcher finds both ended at once. A failure that exits with 0
+/// after all (it declared, then recovered) still makes the launcher's exit code 1. Where no rank
+/// declared that, a rank that exits with kAnotherRankFailedExitCode is named as the failure only
+/// when no rank of this machine failed otherwise: after it, the launcher waits up to culprit_wait
+/// (at most grace_period) for a rank that fails or declares it failed on its own before it stops
+/// the others; if none does, the job stopped because of a rank elsewhere (another node's launcher
+/// names it), and the report says so.
 ///
 /// Returns when every rank has ended (or outlived SIGKILL by 10 s); no child is left to reap.
 /// Throws MisconfigurationError for bad options, an empty command, or a launch already running

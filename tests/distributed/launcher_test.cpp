@@ -745,3 +745,43 @@ TEST_CASE("A launcher whose log nobody reads any more still stops its ranks and 
   CHECK(testing::names_in(dir.path().string()).empty());   // the status directory went
   CHECK(no_children_left());
 }
+
+TEST_CASE("A crash that ended beside a later declaration comes first, whatever the reap order",
+          "[distributed][launcher]") {
+  TempDir dir;
+  // Both ranks end while the launcher is stopped (SIGSTOP), so that one look finds both: rank 0,
+  // which declared its failure (dated an hour ahead, as one written after the crash), exits with
+  // 3; rank 1 dies by SIGKILL without declaring. Rank 1 stops the launcher, waits for rank 0 to
+  // end, and leaves a helper that lets the launcher go on once rank 1 is dead too. Every wait
+  // gives up after 10 s, so that a broken launcher cannot stay stopped.
+  const std::string script =
+      "status=\"$TRAINBUS_LAUNCHER_STATUS_DIR\"; "
+      "state() { sed -n 's/^.*) \\(.\\).*$/\\1/p' \"/proc/$1/stat\" 2>/dev/null; }; "
+      "if [ \"$LOCAL_RANK\" = 0 ]; then "
+      "  echo $$ > \"$1/pid.tmp\"; mv \"$1/pid.tmp\" \"$1/pid0\"; "
+      "  printf 'own\\nrank 0 of 2: a bad batch\\n' > \"$status/tmp0\"; "
+      "  touch -d \"@$(( $(date +%s) + 3600 ))\" \"$status/tmp0\"; "
+      "  mv \"$status/tmp0\" \"$status/rank-$RANK\"; "
+      "  i=0; while [ ! -e \"$1/stopped\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; "
+      "  exit 3; "
+      "fi; "
+      "i=0; while [ ! -e \"$status/rank-0\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); "
+      "done; "
+      "pid0=$(cat \"$1/pid0\"); launcher=$PPID; me=$$; "
+      "kill -STOP $launcher; "
+      "i=0; while [ \"$(state $launcher)\" != T ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); "
+      "done; "
+      ": > \"$1/stopped\"; "
+      "i=0; while [ \"$(state $pid0)\" != Z ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); "
+      "done; "
+      "( i=0; while [ \"$(state $me)\" != Z ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); "
+      "done; kill -CONT $launcher ) & "
+      "kill -KILL $$";
+  const Launched launched = launch_script(script, dir.path().string(), two_ranks());
+  INFO(launched.log);
+  REQUIRE(launched.result.first_failure == std::optional<std::size_t>(1));
+  CHECK(launched.result.exit_code == 128 + SIGKILL);
+  CHECK(launched.result.ranks[0].how == RankExit::How::kExited);
+  CHECK(launched.result.ranks[0].code == 3);
+  CHECK(no_children_left());
+}
