@@ -785,3 +785,31 @@ TEST_CASE("A crash that ended beside a later declaration comes first, whatever t
   CHECK(launched.result.ranks[0].code == 3);
   CHECK(no_children_left());
 }
+
+TEST_CASE("A rank that declares during the wait before SIGTERM is not sent one",
+          "[distributed][launcher]") {
+  TempDir dir;
+  // Rank 1 fails at once without declaring; rank 0 declares only once the launcher has reaped
+  // rank 1 (after the launcher's first read of the declarations), then cleans up for 1.5 s: longer
+  // than the 1 s wait before SIGTERM, which must find its declaration.
+  const std::string script =
+      "status=\"$TRAINBUS_LAUNCHER_STATUS_DIR\"; "
+      "if [ \"$LOCAL_RANK\" = 1 ]; then echo $$ > \"$1/pid.tmp\"; mv \"$1/pid.tmp\" \"$1/pid\"; "
+      "exit 3; fi; "
+      "i=0; while [ ! -e \"$1/pid\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; "
+      "pid=$(cat \"$1/pid\"); "
+      "i=0; while kill -0 \"$pid\" 2>/dev/null && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); "
+      "done; "
+      "printf 'another-rank\\nrank 0 of 2: all-reduce failed\\n' > \"$status/tmp0\"; "
+      "mv \"$status/tmp0\" \"$status/rank-$RANK\"; "
+      "sleep 1.5; exit " +
+      std::to_string(kAnotherRankFailedExitCode);
+  const Launched launched = launch_script(script, dir.path().string(), two_ranks());
+  INFO(launched.log);
+  REQUIRE(launched.result.first_failure == std::optional<std::size_t>(1));
+  const RankExit& cleaning_up = launched.result.ranks[0];
+  CHECK_FALSE(cleaning_up.stopped);
+  CHECK(cleaning_up.how == RankExit::How::kExited);
+  CHECK(cleaning_up.code == kAnotherRankFailedExitCode);
+  CHECK(no_children_left());
+}
