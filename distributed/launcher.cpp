@@ -668,6 +668,12 @@ class Launch {
            << (options_.nnodes() > 1
                    ? "the first failure is on another node: its launcher's report names it\n"
                    : "its output above names the operation\n");
+    } else if (first_failure_ && ranks_[*first_failure_].succeeded()) {
+      // It declared a failure, and recovered after all: the job stopped for it all the same.
+      const RankExit& failed = ranks_[*first_failure_];
+      log_ << "launcher: the job failed: " << label(failed) << " declared that it failed ("
+           << failed.declared.reason
+           << "), then exited with code 0 (the first failure; the launcher exits with 1)\n";
     } else if (first_failure_) {
       const RankExit& failed = ranks_[*first_failure_];
       log_ << "launcher: the job failed: " << failed.describe() << " (the first failure"

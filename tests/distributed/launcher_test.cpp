@@ -556,6 +556,13 @@ TEST_CASE("A declared failure that is still running is named, its exit with 0 st
                                            ") declared that it failed: rank 1 of 2: the data file "
                                            "is missing"));
   CHECK(launched.result.exit_code == 1);
+  // The report says what happened, not only "exited with code 0".
+  CHECK_THAT(launched.log,
+             Catch::Contains("launcher: the job failed: rank 1 (pid " +
+                             std::to_string(launched.result.ranks[1].pid) +
+                             ") declared that it failed (rank 1 of 2: the data file is missing), "
+                             "then exited with code 0 (the first failure; the launcher exits "
+                             "with 1)"));
   CHECK(no_children_left());
 }
 
