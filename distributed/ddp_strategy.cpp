@@ -225,9 +225,10 @@ namespace {
 
 // What a guarded call waits for, for the hint of its PeerTimedOutError.
 enum class Awaits {
-  kCollective,  // one collective: a peer may be in another one (a call made on some ranks only)
-  kJoining,     // the rendezvous: a peer did not start, or started late
-  kBackward,    // this rank's backward with the gradients' all-reduces: its compute counts too
+  kCollective,    // one collective: a peer may be in another one (a call made on some ranks only)
+  kJoining,       // the rendezvous: a peer did not start, or started late
+  kProcessGroup,  // the process group, after a rendezvous every rank came to
+  kBackward,      // this rank's backward with the gradients' all-reduces: its compute counts too
 };
 
 // Why the other ranks may not have come within the timeout, by what the call waits for.
@@ -236,6 +237,11 @@ std::string_view timed_out_hint(Awaits awaits) {
     case Awaits::kJoining:
       return "it did not start, started later, failed before it joined, or was given another "
              "address (--master-addr, --master-port)";
+    case Awaits::kProcessGroup:
+      return "every rank answered the DDP settings just before, so it failed or hangs between "
+             "that and the process group (its own error says why), or the ranks cannot reach "
+             "each other at the addresses they gave the process group (under Gloo, name an "
+             "interface they share with GLOO_SOCKET_IFNAME or DDPOptions::socket_ifname)";
     case Awaits::kBackward:
       return "it hangs, is slower, or is in another collective; the time includes this rank's "
              "own backward compute, which overlaps the gradients' all-reduces";
@@ -348,7 +354,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> join_gloo_group(const c10::intrusive_ptr<
         return c10::intrusive_ptr<c10d::ProcessGroup>(c10::make_intrusive<c10d::ProcessGroupGloo>(
             store, environment.rank, environment.world_size, group_options));
       },
-      Awaits::kJoining);
+      Awaits::kProcessGroup);
 }
 
 // NCCL finds each collective's device from its tensors.
@@ -372,7 +378,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> join_nccl_group(const c10::intrusive_ptr<
         return c10::intrusive_ptr<c10d::ProcessGroup>(c10::make_intrusive<c10d::ProcessGroupNCCL>(
             store, environment.rank, environment.world_size, group_options));
       },
-      Awaits::kJoining);
+      Awaits::kProcessGroup);
 #else
   (void)store;
   (void)environment;

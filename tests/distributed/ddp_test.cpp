@@ -40,6 +40,7 @@
 #include "callbacks/model_checkpoint.h"
 #include "callbacks/timer.h"
 #include "core/trainer.h"
+#include "distributed/ddp_settings.h"
 #include "distributed/ddp_strategy.h"
 #include "distributed/launcher.h"
 #include "tests/support/child_process.h"
@@ -1993,4 +1994,47 @@ TEST_CASE("a rank that finds no rendezvous says where it looked, and that rank 0
                    Catch::Contains("or rank 0 stopped already: it stops when a rank has not "
                                    "answered within its timeout, and its error names that rank"));
   }
+}
+
+TEST_CASE("a rank that agreed on the DDP settings and never joins the process group is named",
+          "[ddp]") {
+  // Rank 1 answers the settings handshake (the rendezvous) and goes no further: rank 0 times out
+  // joining the Gloo group, and its hint is about what comes between the two, not about a rank
+  // that did not start (every rank answered) nor about a call made on some ranks only.
+  const ReservedPort reserved;
+  distributed::DistributedEnvironment environment;
+  environment.world_size = 2;
+  environment.local_world_size = 2;
+  environment.master_port = reserved.port();
+  const auto options = distributed::DDPOptions().timeout(std::chrono::seconds(1));
+  distributed::DDPStrategy rank0(environment, options);
+  std::string error;
+  std::thread joining([&] {
+    try {
+      rank0.connect(c10::Device("cpu"));
+      error = "joined";
+    } catch (const distributed::PeerTimedOutError& e) {
+      error = e.what();
+    } catch (const std::exception& e) {
+      error = std::string("not a PeerTimedOutError: ") + e.what();
+    }
+  });
+  c10d::TCPStoreOptions client;
+  client.port = reserved.port();
+  client.isServer = false;
+  client.waitWorkers = false;
+  client.timeout = std::chrono::seconds(10);  // connecting waits for rank 0 to listen
+  const auto store = c10::make_intrusive<c10d::TCPStore>(environment.master_addr, client);
+  distributed::DistributedEnvironment rank1 = environment;
+  rank1.rank = 1;
+  rank1.local_rank = 1;
+  CHECK_NOTHROW(distributed::agree_on_ddp_settings(
+      *store, distributed::shared_ddp_settings(options, "gloo", 2), rank1));
+  joining.join();  // rank 1's store stays until rank 0 has given up
+  CHECK_THAT(error,
+             Catch::StartsWith("rank 0 of 2: joining the process group failed after ") &&
+                 Catch::Contains("Another rank did not reach this point within the timeout (1 "
+                                 "s): every rank answered the DDP settings just before, so it "
+                                 "failed or hangs between that and the process group") &&
+                 !Catch::Contains("did not start") && !Catch::Contains("some ranks only"));
 }
