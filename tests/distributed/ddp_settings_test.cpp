@@ -261,7 +261,7 @@ TEST_CASE("DDP settings handshake: an answer that comes just after rank 0's dead
           "[ddp][ddp_settings]") {
   // Three ranks; rank 2's answer (alike) comes right after rank 0 stopped waiting for it. Rank 0's
   // TCPStore connection must still answer its own calls: rank 2 is named as missing.
-  const std::chrono::seconds timeout(1);
+  const std::chrono::seconds timeout(2);  // rank 1 answers well within it
   const auto server = tcp_store(timeout);
   const auto rank_one = tcp_store(timeout, server->getPort());
   const auto late = tcp_store(timeout, server->getPort());
@@ -275,7 +275,7 @@ TEST_CASE("DDP settings handshake: an answer that comes just after rank 0's dead
   CHECK(rank_zero.answered());
   CHECK(first.kind == "another rank failed");
   CHECK_THAT(first.message, Catch::StartsWith("rank 0 of 3: rank 2 did not answer rank 0's DDP "
-                                              "settings within the timeout (1 s"));
+                                              "settings within the timeout (2 s"));
   CHECK(second.kind == "another rank failed");
   CHECK_THAT(second.message, Catch::Contains("rank 2 did not answer"));
 }
@@ -319,7 +319,7 @@ TEST_CASE("DDP settings handshake: rank 0 names the missing ranks and the world 
   // Rank 0 counts 4 ranks, rank 1 counts 3 (the one that is wrong), rank 2 never comes: rank 0
   // waits for ranks 1 and 2 only, as rank 1 counts, and says so.
   auto store = c10::make_intrusive<c10d::HashStore>();
-  store->setTimeout(std::chrono::seconds(1));
+  store->setTimeout(std::chrono::seconds(2));
   Outcome rank1;
   std::thread other(
       [&] { rank1 = agree(*store, shared_ddp_settings(DDPOptions(), "gloo", 3), 1, 3); });
@@ -328,7 +328,7 @@ TEST_CASE("DDP settings handshake: rank 0 names the missing ranks and the world 
   CHECK(rank0.kind == "another rank failed");
   CHECK_THAT(rank0.message,
              Catch::StartsWith("rank 0 of 4: rank 2 did not answer rank 0's DDP settings within "
-                               "the timeout (1 s): it did not start, started more than that after "
+                               "the timeout (2 s): it did not start, started more than that after "
                                "rank 0, or failed before joining. Rank 0 waited for ranks 1 to 2 "
                                "only, as rank 1 counts WORLD_SIZE 3 (rank 0's is 4); `world_size` "
                                "is 3 on rank 1 but 4 on rank 0: set WORLD_SIZE"));
@@ -341,7 +341,7 @@ TEST_CASE("DDP settings handshake: a rank that answers after rank 0's deadline i
           "[ddp][ddp_settings]") {
   // Rank 2 starts once rank 0 has given its verdict (without it): it is the rank that failed.
   auto store = c10::make_intrusive<c10d::HashStore>();
-  store->setTimeout(std::chrono::seconds(1));
+  store->setTimeout(std::chrono::seconds(2));
   const auto of_three = shared_ddp_settings(DDPOptions(), "gloo", 3);
   Outcome rank1;
   std::thread other([&] { rank1 = agree(*store, of_three, 1, 3); });
@@ -358,7 +358,7 @@ TEST_CASE("DDP settings handshake: a rank that answers after rank 0's deadline i
                                "had stopped waiting for it (rank 0's timeout): it reached the join "
                                "later than that after rank 0") &&
                  Catch::Contains("rank 0 says: rank 2 did not answer rank 0's DDP settings within "
-                                 "the timeout (1 s)"));
+                                 "the timeout (2 s)"));
 }
 
 namespace {
