@@ -429,8 +429,9 @@ void DDPStrategy::connect(const c10::Device& requested) {
         "port must be free on its machine), e.g. with `trainbus fit --nproc-per-node N`",
         // A rank that comes after rank 0 stopped waiting for it finds no store.
         environment_.rank == 0 ? ""
-                               : "; or rank 0 stopped already: it stops when a rank has not "
-                                 "answered within its timeout, and its error names that rank")));
+                               : "; or rank 0 stopped already: it stops when the ranks' DDP "
+                                 "settings differ or a rank has not answered within its "
+                                 "timeout, and its error says which")));
   }
   // Before the process group, which ranks that differ would wait for until the timeout.
   guarded(

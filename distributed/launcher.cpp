@@ -540,7 +540,10 @@ class Launch {
       if (!ended.empty()) (void)declared_culprit();  // every rank's declaration, as of now
       std::stable_sort(ended.begin(), ended.end(), [](const RankExit* a, const RankExit* b) {
         const auto order = [](const RankExit& rank) {
-          return ended_for_another_rank(rank) ? 2 : rank.declared.made ? 1 : 0;
+          // a rank whose end was lost (kLost) may not have crashed: after those that declared
+          if (ended_for_another_rank(rank)) return 3;
+          if (rank.how == RankExit::How::kLost) return 2;
+          return rank.declared.made ? 1 : 0;
         };
         return order(*a) < order(*b);
       });
@@ -671,9 +674,9 @@ class Launch {
     } else if (first_failure_ && ranks_[*first_failure_].succeeded()) {
       // It declared a failure, and recovered after all: the job stopped for it all the same.
       const RankExit& failed = ranks_[*first_failure_];
-      log_ << "launcher: the job failed: " << label(failed) << " declared that it failed ("
-           << failed.declared.reason
-           << "), then exited with code 0 (the first failure; the launcher exits with 1)\n";
+      log_ << "launcher: the job failed: " << label(failed) << " declared that it failed"
+           << (failed.declared.reason.empty() ? "" : " (" + failed.declared.reason + ")")
+           << ", then exited with code 0 (the first failure; the launcher exits with 1)\n";
     } else if (first_failure_) {
       const RankExit& failed = ranks_[*first_failure_];
       log_ << "launcher: the job failed: " << failed.describe() << " (the first failure"

@@ -1994,8 +1994,9 @@ TEST_CASE("a rank that finds no rendezvous says where it looked, and that rank 0
     CHECK_THAT(error.what(),
                Catch::StartsWith("rank 1 of 2: the rendezvous at 127.0.0.1:" +
                                  std::to_string(reserved.port()) + " failed (waited up to 1 s)") &&
-                   Catch::Contains("or rank 0 stopped already: it stops when a rank has not "
-                                   "answered within its timeout, and its error names that rank"));
+                   Catch::Contains("or rank 0 stopped already: it stops when the ranks' DDP "
+                                   "settings differ or a rank has not answered within its "
+                                   "timeout, and its error says which"));
   }
 }
 
