@@ -138,6 +138,11 @@ std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
 
 // The writer thread: writes `job`, then whatever became pending meanwhile, until nothing is.
 void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
+  const ReportWriteProgress report(progress_);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    in_flight_ = &job.path;  // `job` changes only under the lock
+  }
   for (;;) {
     const auto start = std::chrono::steady_clock::now();
     const double cpu_start = thread_cpu_seconds();
@@ -174,6 +179,7 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
     const std::size_t bytes = job.payload->bytes();
     job.payload.reset();  // gives a snapshot's buffers back for the next one
     const double cpu_seconds = thread_cpu_seconds() - cpu_start;
+    progress_.advance();
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.bytes_held -= bytes;
     stats_.write_cpu_seconds += cpu_seconds;
@@ -192,6 +198,7 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
     }
     if (!pending_) {
       busy_ = false;
+      in_flight_ = nullptr;
       idle_.notify_all();
       return;
     }
@@ -245,6 +252,11 @@ void CheckpointWriter::check() {
 
 bool CheckpointWriter::has_error() const noexcept {
   return has_error_.load(std::memory_order_relaxed);
+}
+
+std::string CheckpointWriter::path_in_flight() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return in_flight_ != nullptr ? *in_flight_ : std::string();
 }
 
 CheckpointWriterStats CheckpointWriter::stats() const {
