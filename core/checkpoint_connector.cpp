@@ -84,11 +84,14 @@ std::string stuck_writer_message(const std::string& in_flight, const std::string
                                  int64_t step, std::chrono::steady_clock::duration stalled,
                                  std::chrono::milliseconds timeout) {
   const double seconds = std::round(std::chrono::duration<double>(stalled).count() * 10) / 10;
+  const std::string waiting = in_flight == path
+                                  ? detail::concat(" at step ", step, " (every rank waits for it)")
+                                  : detail::concat(" (the save of ", path, " at step ", step,
+                                                   " waits for it, and every rank with it)");
   return detail::concat(
       "rank 0's checkpoint writer has written nothing for ", seconds, " s while writing ",
-      in_flight.empty() ? std::string("earlier saves") : in_flight, " (the save of ", path,
-      " at step ", step,
-      " waits for it, and every rank with it): its disk or filesystem is stuck. The job stops "
+      in_flight.empty() ? std::string("earlier saves") : in_flight, waiting,
+      ": its disk or filesystem is stuck. The job stops "
       "rather than wait without end; checkpoints already complete are intact (each is written "
       "under a temporary name, then renamed). If the disk is only that slow, raise "
       "DDPOptions::timeout (--ddp-timeout, now ",
@@ -271,16 +274,20 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
   } catch (...) {
     failed = std::current_exception();
   }
-  agree_on_save(request, failed, detail::SavePhase::kPartsReady,
-                [this](std::chrono::milliseconds limit) {
-                  if (writer_ && !writer_->wait_for_idle(limit)) return false;
-                  wait();  // idle: publishes the earlier saves' commits, raises their failure
-                  return true;
-                });
+  auto writer_done = [this](std::chrono::milliseconds limit) {
+    if (writer_ && !writer_->wait_for_idle(limit)) return false;
+    wait();  // idle: publishes the commits, raises a failure
+    return true;
+  };
+  agree_on_save(request, failed, detail::SavePhase::kPartsReady, writer_done);
   try {
     if (trainer_.is_global_zero()) {
-      if (agreed) announce_save(request.path);
-      write_now(request, std::move(snapshot));
+      if (agreed) {
+        announce_save(request.path);
+        write_on_writer(request, std::move(snapshot));
+      } else {
+        write_now(request, std::move(snapshot));
+      }
     }
   } catch (...) {
     failed = std::current_exception();
@@ -289,9 +296,24 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
   // and an fsync): as Lightning's barrier after strategy.save_checkpoint, every rank returns once
   // the checkpoint is on disk (a hook may read it), and a write that fails on rank 0 (a full disk)
   // fails every rank here, naming rank 0 and the path, instead of at the next collective as a
-  // rank that went away (or at the timeout, if rank 0 lives on). An asynchronous save has no
-  // second one: its write fails later on rank 0's writer thread either way.
-  agree_on_save(request, failed, detail::SavePhase::kWritten);
+  // rank that went away (or at the timeout, if rank 0 lives on). Rank 0's writer writes it
+  // meanwhile, so that the ranks wait for the write in rounds, as long as it makes progress. An
+  // asynchronous save has no second one: its write fails later on rank 0's writer thread either
+  // way.
+  agree_on_save(request, failed, detail::SavePhase::kWritten, writer_done);
+}
+
+void CheckpointConnector::write_on_writer(
+    const CheckpointRequest& request, std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot) {
+  // NOTE: the snapshot references the live tensors: the training thread must not go on until the
+  // writer is idle again (the second agreement waits for that).
+  checkpoint::CheckpointJob job;
+  job.path = request.path;
+  job.payload = std::make_unique<SnapshotPayload>(std::move(snapshot));
+  job.remove_after_commit = request.remove_after_commit;
+  job.after_commit = request.after_commit;
+  job.on_committed = commit_notifier(request);
+  writer_for_saves().submit(std::move(job));
 }
 
 void CheckpointConnector::write_now(const CheckpointRequest& request,
@@ -421,36 +443,25 @@ class SaveAgreementRounds {
  private:
   // A round that waited for another rank past the timeout.
   [[noreturn]] void throw_timed_out() const {
-    const bool rank_zero = environment_.rank == 0;
-    // Every rank came to an earlier round of this save: one of them did not come back. Rank 0
-    // waits for its writer between rounds, at most a round each (it fails on its own when the
-    // writer is stuck), so rank 0 is not more likely than any other.
+    // Every rank came to an earlier round of this save, or to its first agreement (this is the
+    // second): one of them did not come back. Rank 0 waits for its writer between rounds, at
+    // most a round each (it fails on its own when the writer is stuck), so it is not more likely
+    // than any other rank. This rank stops because of it.
+    const bool every_rank_joined = rounds_agreed_ > 0 || mine_.phase == detail::SavePhase::kWritten;
     TRAINBUS_CHECK_AS(
-        distributed::AnotherRankFailedError, rounds_agreed_ == 0,
-        environment_.rank_message(
-            rank_zero
-                ? detail::concat("another rank stopped answering the agreement of ", path_,
-                                 " at step ", mine_.global_step, " (round ", rounds_agreed_ + 1,
-                                 ") while this rank waited for its writer: it hangs or stopped; "
-                                 "its error or the launcher's report says which")
-                : detail::concat("a rank stopped answering the agreement of ", path_, " at step ",
-                                 mine_.global_step, " (round ", rounds_agreed_ + 1,
-                                 ", after every rank had joined it): rank 0, which waited there "
-                                 "for its checkpoint writer, or another rank hangs or stopped; "
-                                 "its error or the launcher's report says which")));
+        distributed::AnotherRankFailedError, !every_rank_joined,
+        environment_.rank_message(detail::concat(
+            environment_.rank == 0 ? "another rank" : "a rank",
+            " stopped answering the agreement of ", path_, " at step ", mine_.global_step,
+            " after every rank had joined this save: ",
+            environment_.rank == 0 ? "it"
+                                   : "rank 0, which waits there for its checkpoint writer, "
+                                     "or another rank",
+            " hangs or stopped; its error or the launcher's report says which")));
     // A rank that never came to the agreement: this rank's error says what to fix (the others
     // only see that this rank is not in their collective, so they end as after another rank's
     // failure). A rank that went away is any other DistributedError: its error, as for any
     // collective.
-    // After the parts were agreed, only rank 0 works (the write and its fsync): it is slow or
-    // stuck, not in another collective. This rank stops because of it.
-    TRAINBUS_CHECK_AS(
-        distributed::AnotherRankFailedError,
-        mine_.phase != detail::SavePhase::kWritten || rank_zero,
-        environment_.rank_message(detail::concat(
-            "rank 0 did not finish writing checkpoint ", path_, " at step ", mine_.global_step,
-            " within the timeout: its disk is that slow or it hangs; raise "
-            "DDPOptions::timeout (--ddp-timeout) if writes take that long")));
     throw distributed::DistributedError(environment_.rank_message(detail::concat(
         "a checkpoint save was called on some ranks only, or a rank hangs: the other ranks did "
         "not join this rank's save of ",

@@ -106,7 +106,8 @@ class CheckpointConnector {
   bool exists(const std::string& path) const;
   /// In a replay: every save the checkpoint callbacks asked for, in order (nothing is written).
   const std::vector<DryRunSave>& dry_run_saves() const noexcept { return dry_run_saves_; }
-  /// The background writer, for stats; nullptr until the first asynchronous save.
+  /// The background writer, for stats; nullptr until the first asynchronous save (under DDP,
+  /// on rank 0, the first save: it writes the synchronous ones too).
   const checkpoint::CheckpointWriter* writer() const noexcept { return writer_.get(); }
   /// The checkpoint the running fit resumed from, or "" (checkpoint callbacks never delete it).
   const std::string& resumed_from() const noexcept { return resumed_from_; }
@@ -146,6 +147,11 @@ class CheckpointConnector {
   /// the removals, and notes the commit.
   void write_now(const CheckpointRequest& request,
                  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot);
+  /// Rank 0's synchronous save under DDP, once the ranks agreed: queues `snapshot` (which
+  /// references the live tensors) on the writer, which writes it, then after_commit and the
+  /// removals, and notes the commit. The second agreement waits for it.
+  void write_on_writer(const CheckpointRequest& request,
+                       std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot);
   /// Whether saves are agreed across ranks: under DDP, unless the run is failing.
   bool agrees_on_saves() const;
   /// A save under DDP has two phases (as Lightning's Trainer.save_checkpoint, every rank runs
@@ -159,9 +165,11 @@ class CheckpointConnector {
   /// save_checkpoint and another did not) throw a DistributedError that says save_checkpoint
   /// must be called on every rank.
   /// `rank_zero_ready`, on rank 0: waits at most the given time for what rank 0 must wait for
-  /// before it goes on (its writer's earlier saves) and returns whether that is done; it may throw
-  /// (an earlier save's failure: this rank's part failed). While it is not done, the ranks agree
-  /// again, every kWriterWaitRound. One process: only waits for it, and rethrows.
+  /// before it goes on (its writer: earlier saves, or this synchronous save's write) and returns
+  /// whether that is done; it may throw (a save's failure: this rank's part failed). While it is
+  /// not done, the ranks agree again, every kWriterWaitRound, until the writer has made no
+  /// progress for the strategy's collective_timeout (then rank 0's part fails with a
+  /// CheckpointError saying its disk is stuck). One process: only waits for it, and rethrows.
   void agree_on_save(const CheckpointRequest& request, std::exception_ptr failed,
                      detail::SavePhase phase,
                      const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready = {});

@@ -68,6 +68,7 @@ class SimulatedPeers final : public distributed::Strategy {
             : std::nullopt;
     if (!mine) return;
     ++save_agreements;
+    if (mine->waiting) ++waiting_rounds;
     if ((time_out_in && mine->phase == *time_out_in) ||
         (time_out_at_agreement && save_agreements == *time_out_at_agreement)) {
       // What DDPStrategy raises where the peers did not come within the timeout; no word of
@@ -89,7 +90,8 @@ class SimulatedPeers final : public distributed::Strategy {
   /// The save agreement of this number (1 for the first) times out.
   std::optional<int> time_out_at_agreement;
   int all_reduces = 0;
-  int save_agreements = 0;
+  int save_agreements = 0;  // rounds of save agreements
+  int waiting_rounds = 0;   // of those, where rank 0 still waited for its writer
 
  private:
   distributed::DistributedEnvironment environment_;
@@ -148,14 +150,14 @@ class SaveAtBatch : public Callback {
   SaveCheckpointOptions options_;
 };
 
-// A fit of one epoch on `strategy` that saves dir/saved.ckpt after batch 2 (step 3): its error,
+// A fit of one epoch (16 batches of 4) on `strategy` with `callback`: its error ("" if none),
 // and whether that was an AnotherRankFailedError (exit 75 in `trainbus fit`).
-std::pair<std::string, bool> fit_saving_at_batch_2(const std::shared_ptr<SimulatedPeers>& strategy,
-                                                   const TempDir& dir) {
+std::pair<std::string, bool> fit_with(const std::shared_ptr<SimulatedPeers>& strategy,
+                                      std::shared_ptr<Callback> callback) {
   Trainer trainer(
       trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
           strategy),
-      {std::make_shared<SaveAtBatch>(2, dir.file("saved.ckpt"))});
+      {std::move(callback)});
   BoringModule module;
   RandomDataModule data(64, 4);
   try {
@@ -166,6 +168,12 @@ std::pair<std::string, bool> fit_saving_at_batch_2(const std::shared_ptr<Simulat
     return {e.what(), false};
   }
   return {};
+}
+
+// fit_with a save of dir/saved.ckpt after batch 2 (step 3).
+std::pair<std::string, bool> fit_saving_at_batch_2(const std::shared_ptr<SimulatedPeers>& strategy,
+                                                   const TempDir& dir) {
+  return fit_with(strategy, std::make_shared<SaveAtBatch>(2, dir.file("saved.ckpt")));
 }
 
 }  // namespace
@@ -266,7 +274,7 @@ TEST_CASE("under DDP a save that fails on another rank is neither written nor ev
                         Contains("step=6.ckpt"));
   CHECK(run.checkpoints() == std::set<std::string>{"step=3.ckpt"});
   // One agreement before anything is written; a synchronous save agrees again after its write.
-  CHECK(run.strategy->save_agreements == (async ? 2 : 3));
+  CHECK(run.strategy->save_agreements - run.strategy->waiting_rounds == (async ? 2 : 3));
 }
 
 TEST_CASE("under DDP a save agrees once (asynchronous) or twice (synchronous), alone: none",
@@ -276,7 +284,7 @@ TEST_CASE("under DDP a save agrees once (asynchronous) or twice (synchronous), a
   SavingFit ddp(async);
   CHECK(ddp.fit().empty());
   CHECK(ddp.checkpoints() == std::set<std::string>{"step=6.ckpt"});
-  CHECK(ddp.strategy->save_agreements == (async ? 2 : 4));
+  CHECK(ddp.strategy->save_agreements - ddp.strategy->waiting_rounds == (async ? 2 : 4));
 
   SavingFit alone(async, /*world_size=*/1);
   CHECK(alone.fit().empty());
@@ -305,11 +313,12 @@ TEST_CASE("under DDP ranks in different saves fail with an error that says to sa
   CHECK(run.checkpoints().empty());
 }
 
-TEST_CASE("under DDP a save agreement that timed out says why: a save on some ranks, a slow write",
+TEST_CASE("under DDP a save agreement that timed out says why: a save on some ranks, a rank gone",
           "[checkpoint]") {
   // The strategy tells a timeout by its type (DDPStrategy: PeerTimedOutError), whatever it is.
   // Before the parts are agreed the other ranks are elsewhere: save_checkpoint was not called on
-  // every rank. After, on a rank other than 0: rank 0's write is slow (not this rank's failure).
+  // every rank. After, every rank had joined the save: one stopped answering (rank 0 waits for its
+  // writer in rounds, and fails on its own when that is stuck), and this rank stops because of it.
   const SavePhase phase = GENERATE(SavePhase::kPartsReady, SavePhase::kWritten);
   const int rank = GENERATE(0, 1);
   CAPTURE(phase, rank);
@@ -317,10 +326,15 @@ TEST_CASE("under DDP a save agreement that timed out says why: a save on some ra
   auto strategy = std::make_shared<SimulatedPeers>(2, rank);
   strategy->time_out_in = phase;
   const auto [error, another_rank_failed] = fit_saving_at_batch_2(strategy, dir);
-  if (phase == SavePhase::kWritten && rank == 1) {
-    CHECK_THAT(error, Contains("rank 1 of 2: rank 0 did not finish writing checkpoint") &&
-                          Contains("saved.ckpt at step 3 within the timeout") &&
-                          Contains("--ddp-timeout"));
+  if (phase == SavePhase::kWritten) {
+    CHECK_THAT(error,
+               Contains(rank == 0 ? "rank 0 of 2: another rank stopped answering the "
+                                    "agreement of"
+                                  : "rank 1 of 2: a rank stopped answering the agreement of") &&
+                   Contains("saved.ckpt at step 3 after every rank had joined this save") &&
+                   Contains(rank == 0 ? ": it hangs or stopped"
+                                      : ": rank 0, which waits there for its checkpoint "
+                                        "writer, or another rank hangs or stopped"));
     CHECK(another_rank_failed);
   } else {
     CHECK_THAT(error,
@@ -343,20 +357,11 @@ TEST_CASE("under DDP save_checkpoint agrees on a fixed name, or on SaveCheckpoin
         "save_checkpoint");  // what rank 1's trainer.save_checkpoint("rank1-....ckpt") sends
     return agreement;
   };
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::make_shared<SaveAtBatch>(
-          2, dir.file("rank0-0800.ckpt"),
-          SaveCheckpointOptions().agreement_name(strict ? "rank0-0800.ckpt" : ""))});
-  BoringModule module;
-  RandomDataModule data(64, 4);
-  std::string error;
-  try {
-    trainer.fit(module, data);
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
+  const std::string error =
+      fit_with(strategy, std::make_shared<SaveAtBatch>(2, dir.file("rank0-0800.ckpt"),
+                                                       SaveCheckpointOptions().agreement_name(
+                                                           strict ? "rank0-0800.ckpt" : "")))
+          .first;
   if (strict) {
     CHECK_THAT(error, Contains("another rank saves another checkpoint at this step") &&
                           Contains("rank0-0800.ckpt at step 3"));
@@ -396,12 +401,12 @@ TEST_CASE(
   const auto [error, another_rank_failed] = fit_saving_at_batch_2(strategy, dir);
   if (rank == 0) {
     CHECK_THAT(error, Contains("rank 0 of 2: another rank stopped answering the agreement of") &&
-                          Contains("saved.ckpt at step 3 (round 2) while this rank waited"));
+                          Contains("saved.ckpt at step 3 after every rank had joined this save"));
   } else {
     CHECK_THAT(error, Contains("rank 1 of 2: a rank stopped answering the agreement of") &&
-                          Contains("saved.ckpt at step 3 (round 2, after every rank had joined "
-                                   "it): rank 0, which waited there for its checkpoint writer, "
-                                   "or another rank hangs or stopped"));
+                          Contains("saved.ckpt at step 3 after every rank had joined this save: "
+                                   "rank 0, which waits there for its checkpoint writer, or "
+                                   "another rank hangs or stopped"));
   }
   CHECK_THAT(error, !Contains("some ranks only"));
   CHECK(another_rank_failed);
@@ -459,18 +464,10 @@ TEST_CASE("under DDP a save that waits for rank 0's writer agrees in rounds unti
     agreement.waiting = false;
     return agreement;
   };
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::make_shared<SaveBehindGatedWrite>(dir.path().string(), release.get_future().share())});
-  BoringModule module;
-  RandomDataModule data(64, 4);
-  std::string error;
-  try {
-    trainer.fit(module, data);
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
+  const std::string error =
+      fit_with(strategy, std::make_shared<SaveBehindGatedWrite>(dir.path().string(),
+                                                                release.get_future().share()))
+          .first;
   // The rounds released the write (else it failed after 10 s, saying so).
   CHECK_THAT(error, !Contains("never released"));
   CHECK(waiting_rounds >= 3);
@@ -501,22 +498,23 @@ class SimulatedDisk {
 };
 
 // good.ckpt at batch 0 (synchronous), slow.ckpt at batch 1 (asynchronous: what the simulated
-// disk delays), after.ckpt at batch 2 (synchronous: it waits for slow.ckpt). Notes how long
-// after.ckpt's save took, also when it failed; `on_failure` runs in on_exception (before the fit
-// waits for the writer).
+// disk delays), after.ckpt at batch 2 (synchronous: it waits for slow.ckpt). With `own_write`,
+// slow.ckpt is the synchronous save at batch 2 instead, and there is no after.ckpt. Notes how
+// long the save at batch 2 took, also when it failed; `on_failure` runs in on_exception (before
+// the fit waits for the writer).
 class SaveBehindSlowDisk : public Callback {
  public:
-  SaveBehindSlowDisk(std::string dir, std::function<void()> on_failure = {})
-      : dir_(std::move(dir)), on_failure_(std::move(on_failure)) {}
+  SaveBehindSlowDisk(std::string dir, bool own_write, std::function<void()> on_failure = {})
+      : dir_(std::move(dir)), own_write_(own_write), on_failure_(std::move(on_failure)) {}
   void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
                           int64_t batch_idx) override {
     if (trainer.current_epoch() != 0) return;
     if (batch_idx == 0) trainer.save_checkpoint(dir_ + "/good.ckpt");
-    if (batch_idx == 1)
+    if (batch_idx == 1 && !own_write_)
       trainer.save_checkpoint(dir_ + "/slow.ckpt", SaveCheckpointOptions().async(true));
     if (batch_idx != 2) return;
     started_ = std::chrono::steady_clock::now();
-    trainer.save_checkpoint(dir_ + "/after.ckpt");
+    trainer.save_checkpoint(dir_ + (own_write_ ? "/slow.ckpt" : "/after.ckpt"));
     save_seconds = seconds_since_start();
   }
   void on_exception(Trainer&, Module&, const std::exception&) override {
@@ -530,36 +528,20 @@ class SaveBehindSlowDisk : public Callback {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   }
   std::string dir_;
+  bool own_write_;
   std::function<void()> on_failure_;
   std::chrono::steady_clock::time_point started_;
 };
-
-// A fit of one epoch on `strategy` with `callback`: its error ("" if none), and whether that
-// was an AnotherRankFailedError (exit 75 in `trainbus fit`).
-std::pair<std::string, bool> fit_with(const std::shared_ptr<SimulatedPeers>& strategy,
-                                      std::shared_ptr<Callback> callback) {
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::move(callback)});
-  BoringModule module;
-  RandomDataModule data(64, 4);
-  try {
-    trainer.fit(module, data);
-  } catch (const distributed::AnotherRankFailedError& e) {
-    return {e.what(), true};
-  } catch (const std::exception& e) {
-    return {e.what(), false};
-  }
-  return {};
-}
 
 }  // namespace
 
 TEST_CASE("under DDP rank 0 fails a save whose writer made no progress for the collective timeout",
           "[checkpoint]") {
   // slow.ckpt's write blocks (a disk that hangs) until the fit fails, then fails as an I/O error
-  // would. Bounded: without a bound on the rounds it ends after 20 s, and the test fails.
+  // would. Bounded: without a bound on the rounds it ends after 20 s, and the test fails. The
+  // save waits for it, or (own_write) it is the synchronous save itself.
+  const bool own_write = GENERATE(false, true);
+  CAPTURE(own_write);
   TempDir dir;
   auto strategy = std::make_shared<SimulatedPeers>();
   strategy->timeout = std::chrono::milliseconds(500);
@@ -575,12 +557,14 @@ TEST_CASE("under DDP rank 0 fails a save whose writer made no progress for the c
     (void)back.wait_for(std::chrono::seconds(20));
     throw CheckpointError("cannot write " + path + ": Input/output error (simulated)");
   });
-  auto saver =
-      std::make_shared<SaveBehindSlowDisk>(dir.path().string(), [&] { disk_back.set_value(); });
+  auto saver = std::make_shared<SaveBehindSlowDisk>(dir.path().string(), own_write,
+                                                    [&] { disk_back.set_value(); });
   const auto [error, another_rank_failed] = fit_with(strategy, saver);
   CHECK_THAT(error, Contains("rank 0's checkpoint writer has written nothing for") &&
                         Contains("while writing " + dir.file("slow.ckpt")) &&
-                        Contains("the save of " + dir.file("after.ckpt") + " at step 3") &&
+                        Contains(own_write ? " at step 3 (every rank waits for it)"
+                                           : " (the save of " + dir.file("after.ckpt") +
+                                                 " at step 3 waits for it") &&
                         Contains("disk or filesystem is stuck") &&
                         Contains("--ddp-timeout, now 0.5 s"));
   CHECK_FALSE(another_rank_failed);  // rank 0's own failure: `trainbus fit` exits with 1
@@ -594,7 +578,10 @@ TEST_CASE("under DDP rank 0 fails a save whose writer made no progress for the c
 
 TEST_CASE("under DDP a slow writer that keeps making progress is waited for past the timeout",
           "[checkpoint]") {
-  // Every step of slow.ckpt's write takes half the timeout, until 2 timeouts have passed.
+  // Every step of slow.ckpt's write takes half the timeout, until 2 timeouts have passed. The
+  // save waits for it, or (own_write) it is the synchronous save itself.
+  const bool own_write = GENERATE(false, true);
+  CAPTURE(own_write);
   TempDir dir;
   auto strategy = std::make_shared<SimulatedPeers>();
   const auto timeout = std::chrono::milliseconds(300);
@@ -608,12 +595,13 @@ TEST_CASE("under DDP a slow writer that keeps making progress is waited for past
       std::this_thread::sleep_for(
           std::min<std::chrono::steady_clock::duration>(timeout / 2, *slow_until - now));
   });
-  auto saver = std::make_shared<SaveBehindSlowDisk>(dir.path().string());
+  auto saver = std::make_shared<SaveBehindSlowDisk>(dir.path().string(), own_write);
   const auto [error, another_rank_failed] = fit_with(strategy, saver);
   CHECK(error.empty());
   CHECK(saver->save_seconds > std::chrono::duration<double>(timeout).count());
   CHECK(names_in(dir.path().string()) ==
-        std::set<std::string>{"good.ckpt", "slow.ckpt", "after.ckpt"});
+        (own_write ? std::set<std::string>{"good.ckpt", "slow.ckpt"}
+                   : std::set<std::string>{"good.ckpt", "slow.ckpt", "after.ckpt"}));
 }
 
 TEST_CASE("under DDP a save names its checkpoint in the agreement: another file name does not pair",

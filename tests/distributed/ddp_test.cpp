@@ -459,17 +459,22 @@ constexpr std::chrono::milliseconds kSlowDrainTimeout{5000};
 // writes slowly or not at all (simulated_disk below), then a later save, which rank 0's writer must
 // finish it for: synchronously, after.ckpt at step 3 (it drains the writer); asynchronously,
 // b.ckpt at step 3 (pending behind slow.ckpt) and c.ckpt at step 4 (it waits for b.ckpt to start).
-// Before them, a synchronous save at step 1 (good.ckpt). Rank 1 notes in "rank1-waiting" when it
-// begins the later save, and in save_seconds<rank>.txt how long that save took on each rank
-// (until it failed, if it did).
+// slow_write_sync and stuck_write_sync (`own_write`): slow.ckpt is a synchronous save at step 3,
+// whose own write is slow or stuck. Before them, a synchronous save at step 1 (good.ckpt). Rank 1
+// notes in "rank1-waiting" when it begins the save that waits, and in save_seconds<rank>.txt how
+// long that save took on each rank (until it failed, if it did).
 class SaveBehindSlowWrite : public Callback {
  public:
-  SaveBehindSlowWrite(std::string dir, int rank, bool async)
-      : dir_(std::move(dir)), rank_(rank), async_(async) {}
+  SaveBehindSlowWrite(std::string dir, int rank, bool async, bool own_write = false)
+      : dir_(std::move(dir)), rank_(rank), async_(async), own_write_(own_write) {}
   void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
                           int64_t batch_idx) override {
     if (trainer.current_epoch() != 0) return;
     if (batch_idx == 0) trainer.save_checkpoint(dir_ + "/good.ckpt");
+    if (own_write_) {
+      if (batch_idx == 2) save_and_time(trainer, dir_ + "/slow.ckpt");
+      return;
+    }
     if (batch_idx == 1) {
       trainer.save_checkpoint(dir_ + "/slow.ckpt", SaveCheckpointOptions().async(true));
       return;
@@ -479,7 +484,12 @@ class SaveBehindSlowWrite : public Callback {
       trainer.save_checkpoint(dir_ + "/b.ckpt", SaveCheckpointOptions().async(true));
       return;
     }
-    if (batch_idx != waiting_batch) return;
+    if (batch_idx == waiting_batch)
+      save_and_time(trainer, dir_ + (async_ ? "/c.ckpt" : "/after.ckpt"));
+  }
+
+ private:
+  void save_and_time(Trainer& trainer, const std::string& path) {
     if (rank_ == 1) std::ofstream(dir_ + "/rank1-waiting") << "saving\n";
     const auto started = std::chrono::steady_clock::now();
     auto note_seconds = [&] {
@@ -487,8 +497,7 @@ class SaveBehindSlowWrite : public Callback {
           << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     };
     try {
-      trainer.save_checkpoint(dir_ + (async_ ? "/c.ckpt" : "/after.ckpt"),
-                              SaveCheckpointOptions().async(async_));
+      trainer.save_checkpoint(path, SaveCheckpointOptions().async(async_));
     } catch (...) {
       note_seconds();
       throw;
@@ -496,10 +505,10 @@ class SaveBehindSlowWrite : public Callback {
     note_seconds();
   }
 
- private:
   std::string dir_;
   int rank_;
   bool async_;
+  bool own_write_;
 };
 
 // Rank 0's disk for slow.ckpt (checkpoint::detail::simulate_slow_disk, before each step of its
@@ -540,7 +549,7 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
           // Short where a rank waits for a collective the others never call.
           .timeout(mode == "save_on_rank_zero_only" || mode == "save_beside_callback"
                        ? std::chrono::seconds(5)
-                   : mode.rfind("slow_drain", 0) == 0 || mode.rfind("stuck_drain", 0) == 0
+                   : mode.rfind("slow_", 0) == 0 || mode.rfind("stuck_", 0) == 0
                        ? kSlowDrainTimeout
                        : std::chrono::seconds(60))
           // settings_differ: rank 1 alone looks for unused parameters (a mismatched flag).
@@ -689,9 +698,10 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
         callbacks::ModelCheckpointOptions().dirpath(dir + "/checkpoints").every_n_train_steps(3)));
     if (rank == 0) callbacks.push_back(std::make_shared<SaveAtBatch>(2, dir + "/extra.ckpt"));
   }
-  if (mode.rfind("slow_drain", 0) == 0 || mode.rfind("stuck_drain", 0) == 0) {
+  if (mode.rfind("slow_", 0) == 0 || mode.rfind("stuck_", 0) == 0) {
     const bool async = mode == "slow_drain_async" || mode == "stuck_drain_async";
-    callbacks.push_back(std::make_shared<SaveBehindSlowWrite>(dir, rank, async));
+    const bool own_write = mode.find("_write_") != std::string::npos;
+    callbacks.push_back(std::make_shared<SaveBehindSlowWrite>(dir, rank, async, own_write));
     if (rank == 0)
       checkpoint::detail::simulate_slow_disk(simulated_disk(dir, mode.rfind("stuck", 0) == 0));
   }
@@ -1115,11 +1125,12 @@ TEST_CASE("a save of one's own beside ModelCheckpoint's save of every rank fails
   }
 }
 
-TEST_CASE("a save that waits for rank 0's earlier asynchronous writes outlasts the timeout",
+TEST_CASE("a save that waits for rank 0's slow disk outlasts the timeout while the writer gets on",
           "[ddp]") {
   // Rank 0 must let its writer finish the slow save (1.5 timeouts) before it goes on with a later
   // save; the other rank waits with it, in rounds of the save's agreement, not in one collective.
-  const std::string mode = GENERATE("slow_drain_sync", "slow_drain_async");
+  // slow_write_sync: the synchronous save's own write is that slow (rank 0's writer writes it).
+  const std::string mode = GENERATE("slow_drain_sync", "slow_drain_async", "slow_write_sync");
   CAPTURE(mode);
   testing::TempDir dir;
   run_ranks_cleanly(mode, dir);
@@ -1127,8 +1138,10 @@ TEST_CASE("a save that waits for rank 0's earlier asynchronous writes outlasts t
   CHECK(rank0.global_step == 16);
   CHECK(rank0.weights == rank1.weights);
   const std::vector<std::string> written =
-      mode == "slow_drain_sync" ? std::vector<std::string>{"slow.ckpt", "after.ckpt"}
-                                : std::vector<std::string>{"slow.ckpt", "b.ckpt", "c.ckpt"};
+      mode == "slow_drain_sync" ? std::vector<std::string>{"good.ckpt", "slow.ckpt", "after.ckpt"}
+      : mode == "slow_drain_async"
+          ? std::vector<std::string>{"good.ckpt", "slow.ckpt", "b.ckpt", "c.ckpt"}
+          : std::vector<std::string>{"good.ckpt", "slow.ckpt"};
   for (const std::string& name : written) CHECK(std::filesystem::exists(dir.file(name)));
   double rank1_seconds = 0.0;
   std::ifstream(dir.file("save_seconds1.txt")) >> rank1_seconds;
@@ -1140,14 +1153,17 @@ TEST_CASE("a save that waits for rank 0's writer stuck on its disk fails every r
   // Rank 0's writer makes no progress on slow.ckpt: rank 0 fails with its own error after a
   // timeout without progress, rank 1 at once after it, naming rank 0. Bounded: without the bound
   // rank 0's disk comes back after 60 s, and the test fails.
-  const std::string mode = GENERATE("stuck_drain_sync", "stuck_drain_async");
+  // stuck_write_sync: the synchronous save's own write is stuck.
+  const std::string mode = GENERATE("stuck_drain_sync", "stuck_drain_async", "stuck_write_sync");
   CAPTURE(mode);
   testing::TempDir dir;
   run_ranks_cleanly(mode, dir);
   const RankResult rank0 = read_result(dir.file("rank0.txt"));
   const RankResult rank1 = read_result(dir.file("rank1.txt"));
   INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
-  const std::string later = mode == "stuck_drain_sync" ? "after.ckpt" : "c.ckpt";
+  const std::string later = mode == "stuck_drain_sync"    ? "after.ckpt"
+                            : mode == "stuck_drain_async" ? "c.ckpt"
+                                                          : "slow.ckpt";
   CHECK_THAT(rank0.error, Catch::Contains("rank 0's checkpoint writer has written nothing for") &&
                               Catch::Contains("while writing " + dir.file("slow.ckpt")) &&
                               Catch::Contains(later + " at step") &&
