@@ -4,10 +4,13 @@
 #include <mutex>
 #include <utility>
 
+#include "base/errors.h"
+
 namespace trainbus::checkpoint {
 namespace {
 
 thread_local WriteProgress* reported_to = nullptr;
+thread_local const std::atomic<bool>* abandoned_when = nullptr;
 
 // The test hook: a flag read on every step, the hook itself under a mutex (tests only).
 std::atomic<bool> slow_disk{false};
@@ -25,6 +28,18 @@ void note_write_step() noexcept {
   if (reported_to != nullptr) reported_to->advance();
 }
 
+AbandonWriteWhen::AbandonWriteWhen(const std::atomic<bool>* abandoned) noexcept
+    : previous_(std::exchange(abandoned_when, abandoned)) {}
+
+AbandonWriteWhen::~AbandonWriteWhen() { abandoned_when = previous_; }
+
+void throw_if_abandoned(const std::string& path) {
+  if (abandoned_when == nullptr || !abandoned_when->load()) return;
+  throw CheckpointError("the write of " + path +
+                        " was given up: the save it belongs to failed while its disk was stuck, "
+                        "and training went on without waiting for it");
+}
+
 void detail::simulate_slow_disk(std::function<void(const std::string& path)> hook) {
   std::lock_guard<std::mutex> lock(slow_disk_mutex);
   slow_disk_hook =
@@ -34,13 +49,14 @@ void detail::simulate_slow_disk(std::function<void(const std::string& path)> hoo
 }
 
 void detail::before_write_step(const std::string& path) {
-  if (!slow_disk.load(std::memory_order_relaxed)) return;
+  if (!slow_disk.load(std::memory_order_relaxed)) return throw_if_abandoned(path);
   std::shared_ptr<const std::function<void(const std::string&)>> hook;
   {
     std::lock_guard<std::mutex> lock(slow_disk_mutex);
     hook = slow_disk_hook;
   }
   if (hook) (*hook)(path);
+  throw_if_abandoned(path);  // after the hook: a simulated stuck disk may be given up meanwhile
 }
 
 }  // namespace trainbus::checkpoint

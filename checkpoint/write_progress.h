@@ -38,6 +38,23 @@ class ReportWriteProgress {
 /// fsyncs of renames): advances the calling thread's WriteProgress, if one is reported to.
 void note_write_step() noexcept;
 
+/// While it lives, the calling thread's checkpoint write is given up once `abandoned` is set:
+/// its next file step (and throw_if_abandoned) throws CheckpointError naming the file. Nests.
+class AbandonWriteWhen {
+ public:
+  explicit AbandonWriteWhen(const std::atomic<bool>* abandoned) noexcept;
+  ~AbandonWriteWhen();
+  AbandonWriteWhen(const AbandonWriteWhen&) = delete;
+  AbandonWriteWhen& operator=(const AbandonWriteWhen&) = delete;
+
+ private:
+  const std::atomic<bool>* previous_;
+};
+
+/// Throws CheckpointError naming `path` if the calling thread's write was given up
+/// (AbandonWriteWhen): called before each file step and before a checkpoint's final rename.
+void throw_if_abandoned(const std::string& path);
+
 namespace detail {
 /// Runs `hook` on the writing thread before each step of a checkpoint write, with the file's
 /// path: tests make a disk slow (the hook sleeps) or stuck (it blocks, then may throw, as an I/O

@@ -148,15 +148,24 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
     const double cpu_start = thread_cpu_seconds();
     bool written = false;
     std::exception_ptr failure;
+    const std::atomic<bool>* abandoned = job.abandonment ? &job.abandonment->abandoned : nullptr;
     try {
-      job.payload->write(job.path);
+      {
+        const AbandonWriteWhen give_up(abandoned);
+        job.payload->write(job.path);
+      }
       written = true;
+      // Given up after its rename: a complete checkpoint, but whoever gave it up does not count
+      // it, so nothing may follow it (`last`, evictions of checkpoints it still counts).
+      const AbandonWriteWhen give_up(abandoned);
+      throw_if_abandoned(job.path);
       // `last` first, then the evictions, so that a crash in between never leaves `last` pointing
       // at a removed checkpoint.
       if (job.after_commit) job.after_commit(job.path);
       std::vector<std::string> removed;
       for (const std::string& old : job.remove_after_commit) {
         if (old == job.path) continue;
+        throw_if_abandoned(job.path);
         remove_checkpoint(old);
         removed.push_back(old);
       }
@@ -187,7 +196,12 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
       ++stats_.written;
       stats_.last_write_seconds = seconds;
     }
-    if (failure) {
+    const bool given_up = abandoned != nullptr && abandoned->load();
+    if (job.abandonment) job.abandonment->ended.store(true);
+    if (failure && given_up) {
+      ++stats_.failed;
+      failure = nullptr;  // under the lock, as below; its submitter has its own error
+    } else if (failure) {
       ++stats_.failed;
       // The first failure is the one to fix. NOTE: released under the lock, so that ThreadSanitizer
       // sees the exception freed before any reader of error_ (libstdc++'s count is not

@@ -34,6 +34,15 @@ class CheckpointPayload {
   virtual std::size_t bytes() const = 0;
 };
 
+/// Shared by a job and whoever submitted it, who may give the job up while the writer has it
+/// (CheckpointJob::abandonment).
+struct JobAbandonment {
+  /// Set by the submitter: the job's write stops at its next file step, and before its rename.
+  std::atomic<bool> abandoned{false};
+  /// Set by the writer once it is done with the job (written, failed or given up).
+  std::atomic<bool> ended{false};
+};
+
 /// One checkpoint to write, and what to do once it is durable.
 struct CheckpointJob {
   std::string path;
@@ -54,6 +63,11 @@ struct CheckpointJob {
   /// throw; dropped if the save is replaced.
   std::function<void(const std::string& path, const std::vector<std::string>& removed)>
       on_committed;
+  /// If set, the submitter may give the job up (a synchronous save whose snapshot references live
+  /// tensors, when the save failed before the writer was done): then it is never renamed into
+  /// place, runs neither after_commit, its evictions nor on_committed, and its failure is not
+  /// kept (the submitter has its own error).
+  std::shared_ptr<JobAbandonment> abandonment;
 };
 
 /// Counters for reports, tests and the benchmark.

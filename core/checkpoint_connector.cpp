@@ -280,11 +280,12 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
     return true;
   };
   agree_on_save(request, failed, detail::SavePhase::kPartsReady, writer_done);
+  std::shared_ptr<checkpoint::JobAbandonment> own_write;
   try {
     if (trainer_.is_global_zero()) {
       if (agreed) {
         announce_save(request.path);
-        write_on_writer(request, std::move(snapshot));
+        own_write = write_on_writer(request, std::move(snapshot));
       } else {
         write_now(request, std::move(snapshot));
       }
@@ -300,10 +301,41 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
   // meanwhile, so that the ranks wait for the write in rounds, as long as it makes progress. An
   // asynchronous save has no second one: its write fails later on rank 0's writer thread either
   // way.
-  agree_on_save(request, failed, detail::SavePhase::kWritten, writer_done);
+  try {
+    agree_on_save(request, failed, detail::SavePhase::kWritten, writer_done);
+  } catch (const detail::WriterStuckError&) {
+    if (own_write && !own_write->ended.load()) give_up_write(std::move(own_write), request.path);
+    throw;
+  } catch (...) {
+    // Another rank failed, or a round timed out: the writer still reads the live tensors, and is
+    // not stuck (as far as anyone knows): waited for, unless it stops making progress.
+    if (own_write && !own_write->ended.load() && wait_for_writer_while_it_moves())
+      give_up_write(std::move(own_write), request.path);
+    throw;
+  }
 }
 
-void CheckpointConnector::write_on_writer(
+std::optional<std::chrono::steady_clock::duration>
+CheckpointConnector::wait_for_writer_while_it_moves() {
+  if (!writer_) return std::nullopt;
+  using Clock = std::chrono::steady_clock;
+  detail::WriterStallWatch stall(
+      trainer_.world_size() > 1 ? trainer_.strategy().collective_timeout() : std::nullopt,
+      writer_->progress(), Clock::now());
+  while (!writer_->wait_for_idle(kWriterWaitRound)) {
+    if (const auto stalled = stall.stalled_for(writer_->progress(), Clock::now())) return stalled;
+  }
+  return std::nullopt;
+}
+
+void CheckpointConnector::give_up_write(std::shared_ptr<checkpoint::JobAbandonment> job,
+                                        const std::string& path) {
+  job->abandoned.store(true);
+  given_up_ = std::move(job);
+  given_up_path_ = path;
+}
+
+std::shared_ptr<checkpoint::JobAbandonment> CheckpointConnector::write_on_writer(
     const CheckpointRequest& request, std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot) {
   // NOTE: the snapshot references the live tensors: the training thread must not go on until the
   // writer is idle again (the second agreement waits for that).
@@ -313,7 +345,10 @@ void CheckpointConnector::write_on_writer(
   job.remove_after_commit = request.remove_after_commit;
   job.after_commit = request.after_commit;
   job.on_committed = commit_notifier(request);
+  job.abandonment = std::make_shared<checkpoint::JobAbandonment>();
+  std::shared_ptr<checkpoint::JobAbandonment> abandonment = job.abandonment;
   writer_for_saves().submit(std::move(job));
+  return abandonment;
 }
 
 void CheckpointConnector::write_now(const CheckpointRequest& request,
@@ -359,8 +394,8 @@ class RankZeroWait {
     try {
       if ((*ready_)(limit)) return true;
       if (const auto stalled = stall_.stalled_for(progress(), Clock::now())) {
-        throw CheckpointError(stuck_writer_message(writer_ ? writer_->path_in_flight() : "", path_,
-                                                   step_, *stalled, *timeout_));
+        throw detail::WriterStuckError(stuck_writer_message(
+            writer_ ? writer_->path_in_flight() : "", path_, step_, *stalled, *timeout_));
       }
       return false;
     } catch (...) {
@@ -731,6 +766,11 @@ std::exception_ptr CheckpointConnector::wait_quietly() {
 
 void CheckpointConnector::check() {
   publish_commits();
+  if (given_up_ && given_up_->ended.load()) given_up_.reset();
+  TRAINBUS_CHECK_AS(CheckpointError, given_up_ == nullptr,
+                    "rank 0's checkpoint writer is still stuck in the write of ", given_up_path_,
+                    ", which was given up when its save failed (its disk or filesystem stopped "
+                    "moving): no checkpoint can be written until it moves again");
   if (writer_ && writer_->has_error()) writer_->check();
 }
 

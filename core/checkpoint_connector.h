@@ -150,8 +150,16 @@ class CheckpointConnector {
   /// Rank 0's synchronous save under DDP, once the ranks agreed: queues `snapshot` (which
   /// references the live tensors) on the writer, which writes it, then after_commit and the
   /// removals, and notes the commit. The second agreement waits for it.
-  void write_on_writer(const CheckpointRequest& request,
-                       std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot);
+  /// Returns what gives the job up, should the save fail before the writer is done with it.
+  std::shared_ptr<checkpoint::JobAbandonment> write_on_writer(
+      const CheckpointRequest& request, std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot);
+  /// Rank 0: waits until the writer is idle; under DDP (a collective timeout) stops waiting once
+  /// it made no progress for that long, and returns for how long it had not.
+  std::optional<std::chrono::steady_clock::duration> wait_for_writer_while_it_moves();
+  /// A synchronous save that fails while the writer still writes its snapshot (which references
+  /// the live tensors) gives the write up: the writer stops at its next step, never renames it
+  /// into place, nor runs what follows it. Until the writer is done with it, check() throws.
+  void give_up_write(std::shared_ptr<checkpoint::JobAbandonment> job, const std::string& path);
   /// Whether saves are agreed across ranks: under DDP, unless the run is failing.
   bool agrees_on_saves() const;
   /// A save under DDP has two phases (as Lightning's Trainer.save_checkpoint, every rank runs
@@ -220,6 +228,10 @@ class CheckpointConnector {
   // snapshots' buffers back to them.
   std::unique_ptr<SnapshotBuffers> buffers_;
   std::unique_ptr<checkpoint::CheckpointWriter> writer_;
+  // The write a failed synchronous save gave up (give_up_write), while the writer may still have
+  // it.
+  std::shared_ptr<checkpoint::JobAbandonment> given_up_;
+  std::string given_up_path_;
 
   std::vector<DryRunSave> dry_run_saves_;
   std::set<std::string> dry_run_paths_;  // what the dry-run saves left on the "disk"

@@ -6,7 +6,15 @@
 #include <cstdint>
 #include <optional>
 
+#include "base/errors.h"
+
 namespace trainbus::detail {
+
+/// Rank 0's error when its writer made no progress for the collective timeout while it waited.
+class WriterStuckError : public CheckpointError {
+ public:
+  using CheckpointError::CheckpointError;
+};
 
 /// A wait for the writer fails once the writer's progress (CheckpointWriter::progress) has not
 /// changed for `limit`, the collective timeout: a stuck disk then ends the job as a hung rank

@@ -3,6 +3,7 @@
 // ranks.)
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -718,4 +719,95 @@ TEST_CASE("a mid-epoch checkpoint resumes on another world size only where the e
                                               : "saved inside an epoch by 1 process with ") &&
                           Contains("batches per epoch each (8 samples a step)"));
   }
+}
+
+namespace {
+
+// good.ckpt at batch 0 (synchronous); at batch 2 a synchronous save of slow.ckpt that evicts
+// good.ckpt and notes its after_commit. Its error is caught (the fit goes on): noted, with
+// whether rank 0's writer still wrote then; `on_failure` runs (the disk comes back, say), then
+// the callback waits for the writer.
+class CatchingSlowSave : public Callback {
+ public:
+  CatchingSlowSave(std::string dir, std::function<void()> on_failure = {})
+      : dir_(std::move(dir)), on_failure_(std::move(on_failure)) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() != 0) return;
+    if (batch_idx == 0) trainer.save_checkpoint(dir_ + "/good.ckpt");
+    if (batch_idx != 2) return;
+    CheckpointRequest request;
+    request.path = dir_ + "/slow.ckpt";
+    request.remove_after_commit = {dir_ + "/good.ckpt"};
+    request.after_commit = [this](const std::string&) { after_commit_ran = true; };
+    try {
+      trainer.checkpoints().save_now(std::move(request));
+    } catch (const std::exception& e) {
+      error = e.what();
+      writer_busy_at_error = !trainer.checkpoints().writer()->path_in_flight().empty();
+      if (on_failure_) on_failure_();
+      trainer.checkpoints().wait();
+    }
+  }
+  std::string error;
+  bool writer_busy_at_error = false;
+  std::atomic<bool> after_commit_ran{false};
+
+ private:
+  std::string dir_;
+  std::function<void()> on_failure_;
+};
+
+}  // namespace
+
+TEST_CASE("under DDP a synchronous save given up on a stuck disk never lands, even if it recovers",
+          "[checkpoint]") {
+  // slow.ckpt's write blocks until its save failed (a disk that hangs), then the disk comes back.
+  // The fit goes on (the error is caught): the write, whose snapshot references the live
+  // tensors, must not land as a mix of steps, update anything or evict good.ckpt.
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(500);
+  std::promise<void> disk_back;
+  std::shared_future<void> back = disk_back.get_future().share();
+  SimulatedDisk disk([back](const std::string& path) {
+    if (path.find("slow.ckpt") != std::string::npos) (void)back.wait_for(std::chrono::seconds(20));
+  });
+  auto saver =
+      std::make_shared<CatchingSlowSave>(dir.path().string(), [&] { disk_back.set_value(); });
+  const auto [error, another_rank_failed] = fit_with(strategy, saver);
+  CHECK(error.empty());
+  CHECK_THAT(saver->error, Contains("rank 0's checkpoint writer has written nothing for") &&
+                               Contains(dir.file("slow.ckpt")));
+  CHECK_FALSE(saver->after_commit_ran);
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"good.ckpt"});
+  CHECK_NOTHROW(checkpoint::read_checkpoint(dir.file("good.ckpt")));
+}
+
+TEST_CASE("under DDP a synchronous save that another rank fails waits for its write to end",
+          "[checkpoint]") {
+  // Rank 1 fails the second agreement while rank 0's disk is slow, not stuck: save_now returns
+  // (throws) only once the writer no longer reads the live tensors. The checkpoint it wrote at
+  // the step of the save is complete and labelled alike, so it lands as a good one.
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::seconds(3);
+  strategy->peer_agreement = [](SaveAgreement agreement) {
+    if (agreement.phase == SavePhase::kWritten &&
+        agreement.name_hash == trainbus::detail::save_name_hash("slow.ckpt"))
+      agreement.first_failed = 1;
+    return agreement;
+  };
+  std::atomic<int> slow_steps{0};
+  SimulatedDisk disk([&](const std::string& path) {
+    if (path.find("slow.ckpt") != std::string::npos && slow_steps++ < 3)
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  });
+  auto saver = std::make_shared<CatchingSlowSave>(dir.path().string());
+  const auto [error, another_rank_failed] = fit_with(strategy, saver);
+  CHECK(error.empty());
+  CHECK_THAT(saver->error, Contains("rank 1's part of the save of checkpoint"));
+  CHECK_FALSE(saver->writer_busy_at_error);
+  CHECK(saver->after_commit_ran);
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"slow.ckpt"});
 }
