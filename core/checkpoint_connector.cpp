@@ -79,15 +79,19 @@ constexpr std::chrono::milliseconds kWriterWaitRound{100};
 constexpr std::chrono::seconds kWriterWaitWarning{60};
 
 // Rank 0's error when its writer made no progress for the collective timeout while every rank
-// waited for it in a save's agreement. `in_flight`: the save the writer is stuck in, if known.
+// waited for it in a save's agreement (or, `path` empty, at the end of the run). `in_flight`: the
+// save the writer is stuck in, if known.
 std::string stuck_writer_message(const std::string& in_flight, const std::string& path,
                                  int64_t step, std::chrono::steady_clock::duration stalled,
                                  std::chrono::milliseconds timeout) {
   const double seconds = std::round(std::chrono::duration<double>(stalled).count() * 10) / 10;
-  const std::string waiting = in_flight == path
-                                  ? detail::concat(" at step ", step, " (every rank waits for it)")
-                                  : detail::concat(" (the save of ", path, " at step ", step,
-                                                   " waits for it, and every rank with it)");
+  const std::string waiting =
+      path.empty() ? std::string(
+                         " at the end of the run (the other ranks have ended; nothing "
+                         "else would stop this wait)")
+      : in_flight == path ? detail::concat(" at step ", step, " (every rank waits for it)")
+                          : detail::concat(" (the save of ", path, " at step ", step,
+                                           " waits for it, and every rank with it)");
   return detail::concat(
       "rank 0's checkpoint writer has written nothing for ", seconds, " s while writing ",
       in_flight.empty() ? std::string("earlier saves") : in_flight, waiting,
@@ -377,8 +381,11 @@ class RankZeroWait {
   RankZeroWait(const std::function<bool(std::chrono::milliseconds)>* ready,
                const checkpoint::CheckpointWriter* writer,
                std::optional<std::chrono::milliseconds> timeout, const std::string& path,
-               int64_t step, std::exception_ptr& failed)
-      : ready_(ready),
+               int64_t step, std::exception_ptr& failed, bool& writer_stuck,
+               const distributed::DistributedEnvironment& environment)
+      : writer_stuck_(writer_stuck),
+        environment_(environment),
+        ready_(ready),
         writer_(writer),
         timeout_(timeout),
         path_(path),
@@ -394,8 +401,13 @@ class RankZeroWait {
     try {
       if ((*ready_)(limit)) return true;
       if (const auto stalled = stall_.stalled_for(progress(), Clock::now())) {
-        throw detail::WriterStuckError(stuck_writer_message(
-            writer_ ? writer_->path_in_flight() : "", path_, step_, *stalled, *timeout_));
+        writer_stuck_ = true;
+        const std::string message = stuck_writer_message(writer_ ? writer_->path_in_flight() : "",
+                                                         path_, step_, *stalled, *timeout_);
+        // Said now: under a launcher other than `trainbus fit`'s the error may not get out
+        // before the process waits for its writer at exit.
+        warn(environment_.rank_message(message));
+        throw detail::WriterStuckError(message);
       }
       return false;
     } catch (...) {
@@ -418,6 +430,8 @@ class RankZeroWait {
   using Clock = std::chrono::steady_clock;
   uint64_t progress() const { return writer_ ? writer_->progress() : 0; }
 
+  bool& writer_stuck_;
+  const distributed::DistributedEnvironment& environment_;
   const std::function<bool(std::chrono::milliseconds)>* ready_;
   const checkpoint::CheckpointWriter* writer_;
   std::optional<std::chrono::milliseconds> timeout_;
@@ -544,7 +558,7 @@ void CheckpointConnector::agree_on_save(
   RankZeroWait rank_zero(
       trainer_.is_global_zero() ? &rank_zero_ready : nullptr, writer_.get(),
       agreed_across_ranks ? trainer_.strategy().collective_timeout() : std::nullopt, request.path,
-      step, failed);
+      step, failed, writer_stuck_, trainer_.strategy().environment());
   if (!agreed_across_ranks) {
     while (!rank_zero.done_within(std::chrono::hours(1))) {
     }
@@ -751,6 +765,32 @@ void CheckpointConnector::wait() {
     if (!failed) throw;
   }
   if (failed) std::rethrow_exception(failed);
+}
+
+void CheckpointConnector::finish() {
+  if (const auto stalled = wait_for_writer_while_it_moves()) {
+    writer_stuck_ = true;
+    const std::string message = stuck_writer_message(
+        writer_->path_in_flight(), "", trainer_.progress_.global_step, *stalled,
+        trainer_.strategy().collective_timeout().value_or(std::chrono::milliseconds(0)));
+    // Said now: the error may not get out before the process waits for its writer at exit.
+    warn(trainer_.strategy().environment().rank_message(message));
+    throw detail::WriterStuckError(message);
+  }
+  wait();
+}
+
+std::exception_ptr CheckpointConnector::finish_quietly() {
+  // Stuck already (reported): not waited for again.
+  if (writer_stuck_ && writer_ && !writer_->wait_for_idle(std::chrono::milliseconds(0)))
+    return nullptr;
+  if (wait_for_writer_while_it_moves()) {
+    warn(trainer_.strategy().environment().rank_message(detail::concat(
+        "rank 0's checkpoint writer made no progress for the collective timeout while writing ",
+        writer_->path_in_flight(), ": not waited for (its disk or filesystem is stuck)")));
+    return nullptr;
+  }
+  return wait_quietly();
 }
 
 std::exception_ptr CheckpointConnector::wait_quietly() {

@@ -140,6 +140,13 @@ class CheckpointConnector {
   /// Raises the CheckpointError of a background save, if one failed (cheap: every batch).
   void check();
   std::exception_ptr wait_quietly();
+  /// The end of a run: wait(), but under DDP throws a WriterStuckError (also warned at once,
+  /// naming the rank) once the writer made no progress for the collective timeout: the other
+  /// ranks have ended, nothing else would stop rank 0's wait.
+  void finish();
+  /// The end of a failing run: wait_quietly(), but under DDP not for a writer that made no
+  /// progress for the collective timeout (warned), nor again for one that stalled before.
+  std::exception_ptr finish_quietly();
   /// Training thread: publishes the events of the commits the writer thread noted.
   void publish_commits();
   void dry_run(const CheckpointRequest& request);
@@ -231,6 +238,9 @@ class CheckpointConnector {
   // The write a failed synchronous save gave up (give_up_write), while the writer may still have
   // it.
   std::shared_ptr<checkpoint::JobAbandonment> given_up_;
+  // Rank 0's writer made no progress for the collective timeout once: a failing run's end does
+  // not wait for it again.
+  bool writer_stuck_ = false;
   std::string given_up_path_;
 
   std::vector<DryRunSave> dry_run_saves_;

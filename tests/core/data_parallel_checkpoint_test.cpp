@@ -811,3 +811,55 @@ TEST_CASE("under DDP a synchronous save that another rank fails waits for its wr
   CHECK(saver->after_commit_ran);
   CHECK(names_in(dir.path().string()) == std::set<std::string>{"slow.ckpt"});
 }
+
+namespace {
+
+// An asynchronous save of slow.ckpt at the end of the (only) epoch; notes how long from then until
+// the fit failed, and runs `on_failure` in on_exception.
+class SaveAtTheEnd : public Callback {
+ public:
+  SaveAtTheEnd(std::string dir, std::function<void()> on_failure)
+      : dir_(std::move(dir)), on_failure_(std::move(on_failure)) {}
+  void on_train_epoch_end(Trainer& trainer, Module&) override {
+    started_ = std::chrono::steady_clock::now();
+    trainer.save_checkpoint(dir_ + "/slow.ckpt", SaveCheckpointOptions().async(true));
+  }
+  void on_exception(Trainer&, Module&, const std::exception&) override {
+    failed_after_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    on_failure_();
+  }
+  double failed_after_seconds = 0.0;
+
+ private:
+  std::string dir_;
+  std::function<void()> on_failure_;
+  std::chrono::steady_clock::time_point started_;
+};
+
+}  // namespace
+
+TEST_CASE("under DDP rank 0's end of a fit fails once its writer made no progress for the timeout",
+          "[checkpoint]") {
+  // The other ranks have ended: without a bound rank 0 waits for a disk that hangs for ever
+  // (here: 10 s, then the disk fails as an I/O error would).
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(500);
+  std::promise<void> disk_back;
+  std::shared_future<void> back = disk_back.get_future().share();
+  SimulatedDisk disk([back](const std::string& path) {
+    if (path.find("slow.ckpt") == std::string::npos) return;
+    (void)back.wait_for(std::chrono::seconds(10));
+    throw CheckpointError("cannot write " + path + ": Input/output error (simulated)");
+  });
+  auto saver = std::make_shared<SaveAtTheEnd>(dir.path().string(), [&] { disk_back.set_value(); });
+  const auto [error, another_rank_failed] = fit_with(strategy, saver);
+  CHECK_THAT(error, Contains("rank 0's checkpoint writer has written nothing for") &&
+                        Contains("while writing " + dir.file("slow.ckpt")) &&
+                        Contains("at the end of the run") && Contains("--ddp-timeout, now 0.5 s"));
+  CHECK_FALSE(another_rank_failed);
+  CHECK(saver->failed_after_seconds >= 0.5);
+  CHECK(saver->failed_after_seconds < 5.0);
+  CHECK(names_in(dir.path().string()).empty());
+}
