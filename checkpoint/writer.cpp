@@ -152,6 +152,7 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
     try {
       {
         const AbandonWriteWhen give_up(abandoned);
+        phase_.store(WriterPhase::kWrite, std::memory_order_relaxed);
         job.payload->write(job.path);
       }
       written = true;
@@ -161,7 +162,9 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
       throw_if_abandoned(job.path);
       // `last` first, then the evictions, so that a crash in between never leaves `last` pointing
       // at a removed checkpoint.
+      phase_.store(WriterPhase::kAfterCommit, std::memory_order_relaxed);
       if (job.after_commit) job.after_commit(job.path);
+      phase_.store(WriterPhase::kRemove, std::memory_order_relaxed);
       std::vector<std::string> removed;
       for (const std::string& old : job.remove_after_commit) {
         if (old == job.path) continue;
@@ -211,6 +214,7 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
       has_error_.store(true, std::memory_order_relaxed);
     }
     if (!pending_) {
+      phase_.store(WriterPhase::kIdle, std::memory_order_relaxed);
       busy_ = false;
       in_flight_ = nullptr;
       idle_.notify_all();

@@ -43,6 +43,14 @@ struct JobAbandonment {
   std::atomic<bool> ended{false};
 };
 
+/// What the writer's save in flight is doing (CheckpointWriter::phase).
+enum class WriterPhase {
+  kIdle,         ///< no save in flight
+  kWrite,        ///< writing it (its file steps advance progress())
+  kAfterCommit,  ///< running its after_commit, a hook that may take long (an upload)
+  kRemove,       ///< removing its evictions
+};
+
 /// One checkpoint to write, and what to do once it is durable.
 struct CheckpointJob {
   std::string path;
@@ -131,9 +139,12 @@ class CheckpointWriter {
   CheckpointWriterStats stats() const;
   /// Grows while the writer gets on: with every chunk its saves write, every file or directory
   /// they sync (the file steps of write_progress.h, after_commit's included) and every save that
-  /// ends. The same value for long, while a save is in flight, means its disk is stuck.
-  /// Thread-safe, cheap.
+  /// ends. Only meaningful while phase() is kWrite. The same value for long, while a save is in
+  /// flight, means its disk is stuck. Thread-safe, cheap.
   uint64_t progress() const noexcept { return progress_.steps(); }
+  /// What the save in flight is doing: only while it writes (kWrite) does an unchanged
+  /// progress() mean a stuck disk. Thread-safe, cheap.
+  WriterPhase phase() const noexcept { return phase_.load(std::memory_order_relaxed); }
   /// The path of the save being written now, or "" while none is.
   std::string path_in_flight() const;
   /// Runs `task` on the writer's second thread, which only prepares buffers for the next snapshot
@@ -156,6 +167,7 @@ class CheckpointWriter {
   std::atomic<bool> has_error_{false};
   CheckpointWriterStats stats_;
   WriteProgress progress_;
+  std::atomic<WriterPhase> phase_{WriterPhase::kIdle};
   std::unique_ptr<Threads> threads_;  // last: joined before the members they use go
 };
 

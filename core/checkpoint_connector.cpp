@@ -327,7 +327,9 @@ CheckpointConnector::wait_for_writer_while_it_moves() {
       trainer_.world_size() > 1 ? trainer_.strategy().collective_timeout() : std::nullopt,
       writer_->progress(), Clock::now());
   while (!writer_->wait_for_idle(kWriterWaitRound)) {
-    if (const auto stalled = stall.stalled_for(writer_->progress(), Clock::now())) return stalled;
+    const bool writing = writer_->phase() == checkpoint::WriterPhase::kWrite;
+    if (const auto stalled = stall.stalled_for(writer_->progress(), Clock::now(), writing))
+      return stalled;
   }
   return std::nullopt;
 }
@@ -400,7 +402,7 @@ class RankZeroWait {
     if (failed_ || ready_ == nullptr || !*ready_) return true;
     try {
       if ((*ready_)(limit)) return true;
-      if (const auto stalled = stall_.stalled_for(progress(), Clock::now())) {
+      if (const auto stalled = stall_.stalled_for(progress(), Clock::now(), writing())) {
         writer_stuck_ = true;
         const std::string message = stuck_writer_message(writer_ ? writer_->path_in_flight() : "",
                                                          path_, step_, *stalled, *timeout_);
@@ -429,6 +431,9 @@ class RankZeroWait {
  private:
   using Clock = std::chrono::steady_clock;
   uint64_t progress() const { return writer_ ? writer_->progress() : 0; }
+  bool writing() const {
+    return writer_ == nullptr || writer_->phase() == checkpoint::WriterPhase::kWrite;
+  }
 
   bool& writer_stuck_;
   const distributed::DistributedEnvironment& environment_;

@@ -45,7 +45,9 @@ struct CheckpointRequest {
   bool weights_only = false;
   /// Removed once this checkpoint is durable (top-k evictions).
   std::vector<std::string> remove_after_commit;
-  /// Runs on the writer thread once this checkpoint is durable (updating `last`, say).
+  /// Runs on the writer thread once this checkpoint is durable (updating `last`, say); for
+  /// save_now, on the calling thread on one process, on the writer thread under DDP. Its time
+  /// (an upload) is not taken for a stuck disk: only the write's steps are watched.
   std::function<void(const std::string& path)> after_commit;
   /// Saves of one series that supersede each other: a newer one of the same non-empty group
   /// replaces this one while it is pending; any other waits for it to start (see CheckpointJob).
@@ -87,8 +89,11 @@ class CheckpointConnector {
   /// (see Trainer::save_checkpoint). Returns the path of a pending save it replaced (never
   /// written), if any. Throws the CheckpointError of an earlier background save that failed.
   std::optional<std::string> submit(CheckpointRequest request);
-  /// Like submit(), but writes on the calling thread (after every pending save), then runs
-  /// after_commit and removes remove_after_commit. Throws CheckpointError if the write fails.
+  /// Like submit(), but returns once the checkpoint is written (after every pending save), its
+  /// after_commit has run and remove_after_commit is removed. Throws CheckpointError if the write
+  /// fails. On one process (or a failing run) it writes on the calling thread; under DDP rank
+  /// 0's writer writes it (after_commit runs on the writer's thread) while the ranks agree in
+  /// rounds, and the calling thread waits, as the snapshot references the live tensors.
   void save_now(CheckpointRequest request);
   /// An asynchronous save is expected within about a step: prepares the memory its snapshot copies
   /// into on a background thread (allocated, every page touched), so that the copy on the training
@@ -150,8 +155,8 @@ class CheckpointConnector {
   /// Training thread: publishes the events of the commits the writer thread noted.
   void publish_commits();
   void dry_run(const CheckpointRequest& request);
-  /// Rank 0's synchronous save, once the ranks agreed: writes `snapshot`, then after_commit and
-  /// the removals, and notes the commit.
+  /// Rank 0's synchronous save without agreement rounds (one process, a failing run): writes
+  /// `snapshot` on the calling thread, then after_commit and the removals, and notes the commit.
   void write_now(const CheckpointRequest& request,
                  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot);
   /// Rank 0's synchronous save under DDP, once the ranks agreed: queues `snapshot` (which

@@ -29,9 +29,11 @@ class WriterStallWatch {
       : limit_(limit), progress_(progress), since_(now) {}
 
   /// Notes the writer's `progress` at `now`; how long it has not changed, once that is the limit
-  /// or more.
-  std::optional<Clock::duration> stalled_for(uint64_t progress, Clock::time_point now) {
-    if (progress != progress_) {
+  /// or more. `writing`: whether the writer is writing (CheckpointWriter::phase() kWrite); a
+  /// user's after_commit (an upload) or an eviction has no file steps, and does not count.
+  std::optional<Clock::duration> stalled_for(uint64_t progress, Clock::time_point now,
+                                             bool writing = true) {
+    if (progress != progress_ || !writing) {
       progress_ = progress;
       since_ = now;
     }

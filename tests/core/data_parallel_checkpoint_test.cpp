@@ -863,3 +863,47 @@ TEST_CASE("under DDP rank 0's end of a fit fails once its writer made no progres
   CHECK(saver->failed_after_seconds < 5.0);
   CHECK(names_in(dir.path().string()).empty());
 }
+
+namespace {
+
+// At batch 1 an asynchronous save of slow.ckpt whose after_commit (an upload, say) takes
+// `after_commit_takes`; at batch 2 a synchronous save of after.ckpt, which waits for it.
+class SaveBehindSlowAfterCommit : public Callback {
+ public:
+  SaveBehindSlowAfterCommit(std::string dir, std::chrono::milliseconds after_commit_takes)
+      : dir_(std::move(dir)), after_commit_takes_(after_commit_takes) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() != 0) return;
+    if (batch_idx == 1) {
+      CheckpointRequest request;
+      request.path = dir_ + "/slow.ckpt";
+      request.after_commit = [takes = after_commit_takes_](const std::string&) {
+        std::this_thread::sleep_for(takes);  // the upload's time: what is waited for
+      };
+      trainer.checkpoints().submit(std::move(request));
+    } else if (batch_idx == 2) {
+      trainer.save_checkpoint(dir_ + "/after.ckpt");
+    }
+  }
+
+ private:
+  std::string dir_;
+  std::chrono::milliseconds after_commit_takes_;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "under DDP a slow after_commit is waited for past the timeout, not taken for a stuck disk",
+    "[checkpoint]") {
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(300);
+  const auto [error, another_rank_failed] =
+      fit_with(strategy, std::make_shared<SaveBehindSlowAfterCommit>(
+                             dir.path().string(), std::chrono::milliseconds(1500)));
+  CHECK(error.empty());
+  CHECK(strategy->waiting_rounds > 0);
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"slow.ckpt", "after.ckpt"});
+}
