@@ -33,6 +33,8 @@ constexpr std::size_t kStagingBytes = std::size_t{4} << 20;
 // The most one write(2) is given, so that a slow disk shows progress (note_write_step) at least
 // every so many bytes, also through the page cache.
 constexpr std::size_t kMostBytesAWrite = kStagingBytes;
+static_assert(kMostBytesAWrite % kDirectBlock == 0,
+              "a direct write of kMostBytesAWrite must be whole blocks");
 
 // Staging buffers of direct files, reused: new memory for every file would cost a page fault per
 // page again. Each open direct file holds one of its own; closed files give theirs back. Two kept
@@ -140,10 +142,32 @@ void DurableFile::write_all(const char* bytes, std::size_t size) {
       }
       fail("cannot write", path_, errno);
     }
+    if (written == 0) {  // nothing written, no error: no progress either
+      throw CheckpointError(::trainbus::detail::concat(
+          "cannot write ", path_, ": write(2) wrote nothing (the disk or filesystem is full?)"));
+    }
     bytes += written;
     size -= static_cast<std::size_t>(written);
     note_write_step();
+    if (!direct_) {
+      unsynced_ += static_cast<std::size_t>(written);
+      write_back_if_due();
+    }
   }
+}
+
+void DurableFile::write_back_if_due() {
+  if (unsynced_ < kMostBytesAWrite) return;
+  unsynced_ = 0;
+  detail::before_write_step(path_);
+  // The whole file: what was written back before is clean, so this waits for the new part only.
+  if (::sync_file_range(
+          fd_, 0, 0,
+          SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
+      ::fdatasync(fd_) != 0) {
+    fail("cannot write back", path_, errno);
+  }
+  note_write_step();
 }
 
 void DurableFile::stop_direct() {
