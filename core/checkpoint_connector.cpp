@@ -419,13 +419,20 @@ class RankZeroWait {
   }
 
   /// Under DDP, after a while: says that every rank waits (once).
-  void warn_if_long(const distributed::DistributedEnvironment& environment) {
+  /// `waits_for`: what rank 0 waits for, as the message says it.
+  void warn_if_long(const distributed::DistributedEnvironment& environment,
+                    std::string_view waits_for) {
     if (warned_ || Clock::now() - since_ < kWriterWaitWarning) return;
     warned_ = true;
+    const std::string bound =
+        timeout_ ? detail::concat("; it fails once the writer makes no progress for ",
+                                  timeout_->count() / 1000.0, " s (--ddp-timeout)")
+                 : std::string();
     warn(environment.rank_message(detail::concat(
-        "checkpoint ", path_, " at step ", step_,
-        " waits for earlier asynchronous saves to be written (", kWriterWaitWarning.count(),
-        " s so far), and every rank with it: the disk is that slow")));
+        "checkpoint ", path_, " at step ", step_, " waits for ", waits_for, " (",
+        kWriterWaitWarning.count(),
+        " s so far), and every rank with it: rank 0's disk is that slow, and still writing",
+        bound)));
   }
 
  private:
@@ -557,7 +564,7 @@ class SaveAgreementRounds {
 
 void CheckpointConnector::agree_on_save(
     const CheckpointRequest& request, std::exception_ptr failed, detail::SavePhase phase,
-    const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready) {
+    const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready, bool waits_for_room) {
   const bool agreed_across_ranks = agrees_on_saves();
   const int64_t step = trainer_.progress_.global_step;
   RankZeroWait rank_zero(
@@ -585,7 +592,13 @@ void CheckpointConnector::agree_on_save(
   detail::SaveAgreement agreed;
   do {
     const bool waiting = !rank_zero.done_within(kWriterWaitRound);
-    if (waiting) rank_zero.warn_if_long(trainer_.strategy().environment());
+    if (waiting) {
+      rank_zero.warn_if_long(
+          trainer_.strategy().environment(),
+          phase == detail::SavePhase::kWritten ? "its own write on rank 0's checkpoint writer"
+          : waits_for_room ? "room in rank 0's checkpoint writer's queue (a pending save to start)"
+                           : "earlier asynchronous saves to be written");
+    }
     agreed = rounds.round(failed, waiting);
   } while (agreed.waiting);
   // Stopping for another rank's failure: `trainbus fit` exits with 75 (not this rank's fault).
@@ -720,13 +733,14 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
   }
   // A save of another group waits in submit() for the pending one to start, after the
   // agreement: the ranks wait for that together, in the agreement, instead.
-  agree_on_save(request, failed, detail::SavePhase::kPartsReady,
-                [this, &request](std::chrono::milliseconds limit) {
-                  if (writer_ && !writer_->wait_for_room(request.replace_group, limit))
-                    return false;
-                  if (writer_) writer_->check();  // a failure meanwhile: in the agreement
-                  return true;
-                });
+  agree_on_save(
+      request, failed, detail::SavePhase::kPartsReady,
+      [this, &request](std::chrono::milliseconds limit) {
+        if (writer_ && !writer_->wait_for_room(request.replace_group, limit)) return false;
+        if (writer_) writer_->check();  // a failure meanwhile: in the agreement
+        return true;
+      },
+      /*waits_for_room=*/true);
   if (!trainer_.is_global_zero()) return std::nullopt;
   // Rank 0 has its snapshot: every rank trains on. What fails from here (a subscriber of the
   // announcement, the writer out of memory) fails rank 0; the others learn at the next

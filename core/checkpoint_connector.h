@@ -190,9 +190,12 @@ class CheckpointConnector {
   /// not done, the ranks agree again, every kWriterWaitRound, until the writer has made no
   /// progress for the strategy's collective_timeout (then rank 0's part fails with a
   /// CheckpointError saying its disk is stuck). One process: only waits for it, and rethrows.
+  /// `waits_for_room`: rank_zero_ready waits for room in the writer's queue (an asynchronous
+  /// save), for the warning after a minute.
   void agree_on_save(const CheckpointRequest& request, std::exception_ptr failed,
                      detail::SavePhase phase,
-                     const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready = {});
+                     const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready = {},
+                     bool waits_for_room = false);
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);
   // "last" / "best" as the path of a checkpoint; rank 0's under DDP (a collective there), so
