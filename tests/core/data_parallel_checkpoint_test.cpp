@@ -25,6 +25,7 @@
 #include "checkpoint/format.h"
 #include "checkpoint/write_progress.h"
 #include "core/detail/save_agreement.h"
+#include "core/detail/writer_stall.h"
 #include "core/trainer.h"
 #include "data/data_loader.h"
 #include "distributed/strategy.h"
@@ -579,13 +580,14 @@ TEST_CASE("under DDP rank 0 fails a save whose writer made no progress for the c
 
 TEST_CASE("under DDP a slow writer that keeps making progress is waited for past the timeout",
           "[checkpoint]") {
-  // Every step of slow.ckpt's write takes half the timeout, until 2 timeouts have passed. The
-  // save waits for it, or (own_write) it is the synchronous save itself.
+  // Every step of slow.ckpt's write takes 200 ms (a fifth of the timeout: wide enough for
+  // TSan and a busy CI machine), until 2 timeouts have passed. The save waits for it, or
+  // (own_write) it is the synchronous save itself.
   const bool own_write = GENERATE(false, true);
   CAPTURE(own_write);
   TempDir dir;
   auto strategy = std::make_shared<SimulatedPeers>();
-  const auto timeout = std::chrono::milliseconds(300);
+  const auto timeout = std::chrono::milliseconds(1000);
   strategy->timeout = timeout;
   std::optional<std::chrono::steady_clock::time_point> slow_until;
   SimulatedDisk disk([&](const std::string& path) {
@@ -593,8 +595,8 @@ TEST_CASE("under DDP a slow writer that keeps making progress is waited for past
     const auto now = std::chrono::steady_clock::now();
     if (!slow_until) slow_until = now + 2 * timeout;
     if (now < *slow_until)
-      std::this_thread::sleep_for(
-          std::min<std::chrono::steady_clock::duration>(timeout / 2, *slow_until - now));
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+          std::chrono::milliseconds(200), *slow_until - now));
   });
   auto saver = std::make_shared<SaveBehindSlowDisk>(dir.path().string(), own_write);
   const auto [error, another_rank_failed] = fit_with(strategy, saver);
@@ -906,4 +908,25 @@ TEST_CASE(
   CHECK(error.empty());
   CHECK(strategy->waiting_rounds > 0);
   CHECK(names_in(dir.path().string()) == std::set<std::string>{"slow.ckpt", "after.ckpt"});
+}
+
+TEST_CASE("the writer's stall watch fails only after the limit without progress while it writes",
+          "[checkpoint]") {
+  using std::chrono::milliseconds;
+  using trainbus::detail::WriterStallWatch;
+  const WriterStallWatch::Clock::time_point t0{};
+  WriterStallWatch watch(milliseconds(1000), 5, t0);
+  CHECK_FALSE(watch.stalled_for(5, t0 + milliseconds(999)));
+  CHECK(watch.stalled_for(5, t0 + milliseconds(1000)) == milliseconds(1000));
+  // Progress restarts the clock.
+  CHECK_FALSE(watch.stalled_for(6, t0 + milliseconds(1500)));
+  CHECK_FALSE(watch.stalled_for(6, t0 + milliseconds(2499)));
+  CHECK(watch.stalled_for(6, t0 + milliseconds(2600)) == milliseconds(1100));
+  // Outside the write (after_commit, evictions) nothing counts, and the clock restarts after it.
+  CHECK_FALSE(watch.stalled_for(6, t0 + milliseconds(5000), /*writing=*/false));
+  CHECK_FALSE(watch.stalled_for(6, t0 + milliseconds(5999)));
+  CHECK(watch.stalled_for(6, t0 + milliseconds(6000)) == milliseconds(1000));
+  // Without a limit, never.
+  WriterStallWatch unbounded(std::nullopt, 0, t0);
+  CHECK_FALSE(unbounded.stalled_for(0, t0 + std::chrono::hours(24)));
 }
