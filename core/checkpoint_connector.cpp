@@ -344,7 +344,10 @@ void CheckpointConnector::give_up_write(std::shared_ptr<checkpoint::JobAbandonme
 std::shared_ptr<checkpoint::JobAbandonment> CheckpointConnector::write_on_writer(
     const CheckpointRequest& request, std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot) {
   // NOTE: the snapshot references the live tensors: the training thread must not go on until the
-  // writer is idle again (the second agreement waits for that).
+  // writer is idle again (the second agreement waits for that, or gives the write up).
+  // NOTE: CUDA tensors would be copied to host on the writer thread's default stream, not ordered
+  // with work the training thread queued on a current stream of its own; this build's LibTorch is
+  // CPU-only and nothing synchronizes that stream here yet (review item 7, open).
   checkpoint::CheckpointJob job;
   job.path = request.path;
   job.payload = std::make_unique<SnapshotPayload>(std::move(snapshot));
