@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "base/errors.h"
-#include "checkpoint/write_progress.h"
 
 namespace trainbus::checkpoint {
 namespace {
@@ -30,11 +29,6 @@ namespace {
 // size: 4096 covers 512 and 4096.
 constexpr std::size_t kDirectBlock = 4096;
 constexpr std::size_t kStagingBytes = std::size_t{4} << 20;
-// The most one write(2) is given, so that a slow disk shows progress (note_write_step) at least
-// every so many bytes, also through the page cache.
-constexpr std::size_t kMostBytesAWrite = kStagingBytes;
-static_assert(kMostBytesAWrite % kDirectBlock == 0,
-              "a direct write of kMostBytesAWrite must be whole blocks");
 
 // Staging buffers of direct files, reused: new memory for every file would cost a page fault per
 // page again. Each open direct file holds one of its own; closed files give theirs back. Two kept
@@ -132,8 +126,7 @@ void DurableFile::flush_staged() {
 
 void DurableFile::write_all(const char* bytes, std::size_t size) {
   while (size > 0) {
-    detail::before_write_step(path_);
-    const ssize_t written = ::write(fd_, bytes, std::min(size, kMostBytesAWrite));
+    const ssize_t written = ::write(fd_, bytes, size);
     if (written < 0) {
       if (errno == EINTR) continue;
       if (errno == EINVAL && direct_) {  // this filesystem refuses these direct writes after all
@@ -142,32 +135,9 @@ void DurableFile::write_all(const char* bytes, std::size_t size) {
       }
       fail("cannot write", path_, errno);
     }
-    if (written == 0) {  // nothing written, no error: no progress either
-      throw CheckpointError(::trainbus::detail::concat(
-          "cannot write ", path_, ": write(2) wrote nothing (the disk or filesystem is full?)"));
-    }
     bytes += written;
     size -= static_cast<std::size_t>(written);
-    note_write_step();
-    if (!direct_) {
-      unsynced_ += static_cast<std::size_t>(written);
-      write_back_if_due();
-    }
   }
-}
-
-void DurableFile::write_back_if_due() {
-  if (unsynced_ < kMostBytesAWrite) return;
-  unsynced_ = 0;
-  detail::before_write_step(path_);
-  // The whole file: what was written back before is clean, so this waits for the new part only.
-  if (::sync_file_range(
-          fd_, 0, 0,
-          SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
-      ::fdatasync(fd_) != 0) {
-    fail("cannot write back", path_, errno);
-  }
-  note_write_step();
 }
 
 void DurableFile::stop_direct() {
@@ -179,9 +149,7 @@ void DurableFile::stop_direct() {
 
 void DurableFile::close_durably() {
   if (staged_ > 0) flush_staged();  // fsync covers both halves of it
-  detail::before_write_step(path_);
   if (::fsync(fd_) != 0) fail("cannot fsync", path_, errno);
-  note_write_step();
   const int fd = fd_;
   fd_ = -1;
   release_staging();
@@ -189,13 +157,11 @@ void DurableFile::close_durably() {
 }
 
 void fsync_directory(const std::string& path) {
-  detail::before_write_step(path);
   const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) fail("cannot open directory", path, errno);
   const int result = ::fsync(fd);
   const int error = errno;
   ::close(fd);
-  note_write_step();
   // Some filesystems cannot fsync a directory (EINVAL); their renames are as durable as they get.
   if (result != 0 && error != EINVAL) fail("cannot fsync directory", path, error);
 }

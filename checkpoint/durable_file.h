@@ -12,8 +12,6 @@ namespace trainbus::checkpoint {
 
 /// A new file written front to back, its size and CRC32C kept as it goes. Never replaces an
 /// existing file (O_EXCL). close_durably() fsyncs and closes; the destructor closes without it.
-/// Every write(2) (at most 4 MiB each) and fsync advances the thread's WriteProgress
-/// (write_progress.h).
 ///
 /// With `direct`, the data bypasses the page cache (O_DIRECT, staged through an aligned buffer
 /// the file holds while open, reused by the next file) where the filesystem allows it, and is
@@ -38,9 +36,6 @@ class DurableFile {
 
  private:
   void write_all(const char* bytes, std::size_t size);
-  // Through the page cache: writes back what is written every kMostBytesAWrite, a step each, so
-  // that a slow disk shows progress before close_durably's fsync.
-  void write_back_if_due();
   // Writes the staged bytes: whole blocks directly, a last partial block through the page cache.
   void flush_staged();
   void stop_direct();
@@ -49,9 +44,8 @@ class DurableFile {
   std::string path_;
   int fd_ = -1;
   bool direct_ = false;
-  char* staging_ = nullptr;   // this file's staging buffer while it writes directly
-  std::size_t staged_ = 0;    // bytes waiting in the staging buffer (only ever while direct)
-  std::size_t unsynced_ = 0;  // bytes written through the page cache since its last writeback
+  char* staging_ = nullptr;  // this file's staging buffer while it writes directly
+  std::size_t staged_ = 0;   // bytes waiting in the staging buffer (only ever while direct)
   uint64_t size_ = 0;
   Crc32c crc_;
 };

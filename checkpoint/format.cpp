@@ -20,7 +20,6 @@
 #include "checkpoint/durable_file.h"
 #include "checkpoint/module_state.h"
 #include "checkpoint/optimizer_state.h"
-#include "checkpoint/write_progress.h"
 #include "proto/checkpoint.pb.h"
 
 #ifndef TRAINBUS_VERSION
@@ -223,7 +222,6 @@ void write_checkpoint(CheckpointSnapshot& snapshot, const std::string& path) {
     DurableFile manifest_file((fs::path(temporary) / kManifestFile).string());
     manifest_file.write(bytes.data(), bytes.size());
     manifest_file.close_durably();
-    throw_if_abandoned(path);  // a save given up is never renamed into place
     directory.commit();
   } catch (const CheckpointError& e) {
     throw CheckpointError(

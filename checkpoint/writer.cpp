@@ -138,37 +138,20 @@ std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
 
 // The writer thread: writes `job`, then whatever became pending meanwhile, until nothing is.
 void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
-  const ReportWriteProgress report(progress_);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    in_flight_ = &job.path;  // `job` changes only under the lock
-  }
   for (;;) {
     const auto start = std::chrono::steady_clock::now();
     const double cpu_start = thread_cpu_seconds();
     bool written = false;
     std::exception_ptr failure;
-    const std::atomic<bool>* abandoned = job.abandonment ? &job.abandonment->abandoned : nullptr;
     try {
-      {
-        const AbandonWriteWhen give_up(abandoned);
-        phase_.store(WriterPhase::kWrite, std::memory_order_relaxed);
-        job.payload->write(job.path);
-      }
+      job.payload->write(job.path);
       written = true;
-      // Given up after its rename: a complete checkpoint, but whoever gave it up does not count
-      // it, so nothing may follow it (`last`, evictions of checkpoints it still counts).
-      const AbandonWriteWhen give_up(abandoned);
-      throw_if_abandoned(job.path);
       // `last` first, then the evictions, so that a crash in between never leaves `last` pointing
       // at a removed checkpoint.
-      phase_.store(WriterPhase::kAfterCommit, std::memory_order_relaxed);
       if (job.after_commit) job.after_commit(job.path);
-      phase_.store(WriterPhase::kRemove, std::memory_order_relaxed);
       std::vector<std::string> removed;
       for (const std::string& old : job.remove_after_commit) {
         if (old == job.path) continue;
-        throw_if_abandoned(job.path);
         remove_checkpoint(old);
         removed.push_back(old);
       }
@@ -191,7 +174,6 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
     const std::size_t bytes = job.payload->bytes();
     job.payload.reset();  // gives a snapshot's buffers back for the next one
     const double cpu_seconds = thread_cpu_seconds() - cpu_start;
-    progress_.advance();
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.bytes_held -= bytes;
     stats_.write_cpu_seconds += cpu_seconds;
@@ -199,12 +181,7 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
       ++stats_.written;
       stats_.last_write_seconds = seconds;
     }
-    const bool given_up = abandoned != nullptr && abandoned->load();
-    if (job.abandonment) job.abandonment->ended.store(true);
-    if (failure && given_up) {
-      ++stats_.failed;
-      failure = nullptr;  // under the lock, as below; its submitter has its own error
-    } else if (failure) {
+    if (failure) {
       ++stats_.failed;
       // The first failure is the one to fix. NOTE: released under the lock, so that ThreadSanitizer
       // sees the exception freed before any reader of error_ (libstdc++'s count is not
@@ -214,9 +191,7 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
       has_error_.store(true, std::memory_order_relaxed);
     }
     if (!pending_) {
-      phase_.store(WriterPhase::kIdle, std::memory_order_relaxed);
       busy_ = false;
-      in_flight_ = nullptr;
       idle_.notify_all();
       return;
     }
@@ -270,11 +245,6 @@ void CheckpointWriter::check() {
 
 bool CheckpointWriter::has_error() const noexcept {
   return has_error_.load(std::memory_order_relaxed);
-}
-
-std::string CheckpointWriter::path_in_flight() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return in_flight_ != nullptr ? *in_flight_ : std::string();
 }
 
 CheckpointWriterStats CheckpointWriter::stats() const {

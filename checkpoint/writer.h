@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "checkpoint/buffer_pool.h"
-#include "checkpoint/write_progress.h"
 
 namespace trainbus::checkpoint {
 
@@ -32,23 +31,6 @@ class CheckpointPayload {
   virtual void write(const std::string& path) = 0;
   /// Memory it holds, for CheckpointWriterStats.
   virtual std::size_t bytes() const = 0;
-};
-
-/// Shared by a job and whoever submitted it, who may give the job up while the writer has it
-/// (CheckpointJob::abandonment).
-struct JobAbandonment {
-  /// Set by the submitter: the job's write stops at its next file step, and before its rename.
-  std::atomic<bool> abandoned{false};
-  /// Set by the writer once it is done with the job (written, failed or given up).
-  std::atomic<bool> ended{false};
-};
-
-/// What the writer's save in flight is doing (CheckpointWriter::phase).
-enum class WriterPhase {
-  kIdle,         ///< no save in flight
-  kWrite,        ///< writing it (its file steps advance progress())
-  kAfterCommit,  ///< running its after_commit, a hook that may take long (an upload)
-  kRemove,       ///< removing its evictions
 };
 
 /// One checkpoint to write, and what to do once it is durable.
@@ -71,11 +53,6 @@ struct CheckpointJob {
   /// throw; dropped if the save is replaced.
   std::function<void(const std::string& path, const std::vector<std::string>& removed)>
       on_committed;
-  /// If set, the submitter may give the job up (a synchronous save whose snapshot references live
-  /// tensors, when the save failed before the writer was done): then it is never renamed into
-  /// place, runs neither after_commit, its evictions nor on_committed, and its failure is not
-  /// kept (the submitter has its own error).
-  std::shared_ptr<JobAbandonment> abandonment;
 };
 
 /// Counters for reports, tests and the benchmark.
@@ -137,16 +114,6 @@ class CheckpointWriter {
   /// A relaxed read: whether check() would throw. Cheap enough for every batch.
   bool has_error() const noexcept;
   CheckpointWriterStats stats() const;
-  /// Grows while the writer gets on: with every chunk its saves write, every file or directory
-  /// they sync (the file steps of write_progress.h, after_commit's included) and every save that
-  /// ends. Only meaningful while phase() is kWrite. The same value for long, while a save is in
-  /// flight, means its disk is stuck. Thread-safe, cheap.
-  uint64_t progress() const noexcept { return progress_.steps(); }
-  /// What the save in flight is doing: only while it writes (kWrite) does an unchanged
-  /// progress() mean a stuck disk. Thread-safe, cheap.
-  WriterPhase phase() const noexcept { return phase_.load(std::memory_order_relaxed); }
-  /// The path of the save being written now, or "" while none is.
-  std::string path_in_flight() const;
   /// Runs `task` on the writer's second thread, which only prepares buffers for the next snapshot
   /// (a write in progress does not delay it). `task` must not throw; if it does, the error is
   /// reported on stderr. Throws if the task cannot be started (out of memory).
@@ -161,13 +128,10 @@ class CheckpointWriter {
   mutable std::mutex mutex_;
   std::condition_variable idle_;
   bool busy_ = false;
-  const std::string* in_flight_ = nullptr;  // the path of the save being written
   std::optional<CheckpointJob> pending_;
   std::exception_ptr error_;
   std::atomic<bool> has_error_{false};
   CheckpointWriterStats stats_;
-  WriteProgress progress_;
-  std::atomic<WriterPhase> phase_{WriterPhase::kIdle};
   std::unique_ptr<Threads> threads_;  // last: joined before the members they use go
 };
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -24,7 +23,6 @@
 #include "core/callback_order.h"
 #include "core/checkpoint_callback.h"
 #include "core/detail/save_agreement.h"
-#include "core/detail/writer_stall.h"
 #include "core/reduce_lr_on_plateau.h"
 #include "core/trainer.h"
 #include "distributed/strategy.h"
@@ -77,30 +75,6 @@ constexpr std::chrono::milliseconds kWriterWaitRound{100};
 // After how long of that rank 0 says that every rank waits for its writer (a disk that hangs
 // keeps them waiting, as it keeps one process waiting).
 constexpr std::chrono::seconds kWriterWaitWarning{60};
-
-// Rank 0's error when its writer made no progress for the collective timeout while every rank
-// waited for it in a save's agreement (or, `path` empty, at the end of the run). `in_flight`: the
-// save the writer is stuck in, if known.
-std::string stuck_writer_message(const std::string& in_flight, const std::string& path,
-                                 int64_t step, std::chrono::steady_clock::duration stalled,
-                                 std::chrono::milliseconds timeout) {
-  const double seconds = std::round(std::chrono::duration<double>(stalled).count() * 10) / 10;
-  const std::string waiting =
-      path.empty() ? std::string(
-                         " at the end of the run (the other ranks have ended; nothing "
-                         "else would stop this wait)")
-      : in_flight == path ? detail::concat(" at step ", step, " (every rank waits for it)")
-                          : detail::concat(" (the save of ", path, " at step ", step,
-                                           " waits for it, and every rank with it)");
-  return detail::concat(
-      "rank 0's checkpoint writer has written nothing for ", seconds, " s while writing ",
-      in_flight.empty() ? std::string("earlier saves") : in_flight, waiting,
-      ": its disk or filesystem is stuck. The job stops "
-      "rather than wait without end; checkpoints already complete are intact (each is written "
-      "under a temporary name, then renamed). If the disk is only that slow, raise "
-      "DDPOptions::timeout (--ddp-timeout, now ",
-      timeout.count() / 1000.0, " s), which bounds the time a write may make no progress");
-}
 
 // What Trainer::save_checkpoint's saves are named in the agreement, unless told otherwise.
 constexpr char kUserSaveAgreementName[] = "save_checkpoint";
@@ -278,21 +252,16 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
   } catch (...) {
     failed = std::current_exception();
   }
-  auto writer_done = [this](std::chrono::milliseconds limit) {
-    if (writer_ && !writer_->wait_for_idle(limit)) return false;
-    wait();  // idle: publishes the commits, raises a failure
-    return true;
-  };
-  agree_on_save(request, failed, detail::SavePhase::kPartsReady, writer_done);
-  std::shared_ptr<checkpoint::JobAbandonment> own_write;
+  agree_on_save(request, failed, detail::SavePhase::kPartsReady,
+                [this](std::chrono::milliseconds limit) {
+                  if (writer_ && !writer_->wait_for_idle(limit)) return false;
+                  wait();  // idle: publishes the earlier saves' commits, raises their failure
+                  return true;
+                });
   try {
     if (trainer_.is_global_zero()) {
-      if (agreed) {
-        announce_save(request.path);
-        own_write = write_on_writer(request, std::move(snapshot));
-      } else {
-        write_now(request, std::move(snapshot));
-      }
+      if (agreed) announce_save(request.path);
+      write_now(request, std::move(snapshot));
     }
   } catch (...) {
     failed = std::current_exception();
@@ -301,63 +270,9 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
   // and an fsync): as Lightning's barrier after strategy.save_checkpoint, every rank returns once
   // the checkpoint is on disk (a hook may read it), and a write that fails on rank 0 (a full disk)
   // fails every rank here, naming rank 0 and the path, instead of at the next collective as a
-  // rank that went away (or at the timeout, if rank 0 lives on). Rank 0's writer writes it
-  // meanwhile, so that the ranks wait for the write in rounds, as long as it makes progress. An
-  // asynchronous save has no second one: its write fails later on rank 0's writer thread either
-  // way.
-  try {
-    agree_on_save(request, failed, detail::SavePhase::kWritten, writer_done);
-  } catch (const detail::WriterStuckError&) {
-    if (own_write && !own_write->ended.load()) give_up_write(std::move(own_write), request.path);
-    throw;
-  } catch (...) {
-    // Another rank failed, or a round timed out: the writer still reads the live tensors, and is
-    // not stuck (as far as anyone knows): waited for, unless it stops making progress.
-    if (own_write && !own_write->ended.load() && wait_for_writer_while_it_moves())
-      give_up_write(std::move(own_write), request.path);
-    throw;
-  }
-}
-
-std::optional<std::chrono::steady_clock::duration>
-CheckpointConnector::wait_for_writer_while_it_moves() {
-  if (!writer_) return std::nullopt;
-  using Clock = std::chrono::steady_clock;
-  detail::WriterStallWatch stall(
-      trainer_.world_size() > 1 ? trainer_.strategy().collective_timeout() : std::nullopt,
-      writer_->progress(), Clock::now());
-  while (!writer_->wait_for_idle(kWriterWaitRound)) {
-    const bool writing = writer_->phase() == checkpoint::WriterPhase::kWrite;
-    if (const auto stalled = stall.stalled_for(writer_->progress(), Clock::now(), writing))
-      return stalled;
-  }
-  return std::nullopt;
-}
-
-void CheckpointConnector::give_up_write(std::shared_ptr<checkpoint::JobAbandonment> job,
-                                        const std::string& path) {
-  job->abandoned.store(true);
-  given_up_ = std::move(job);
-  given_up_path_ = path;
-}
-
-std::shared_ptr<checkpoint::JobAbandonment> CheckpointConnector::write_on_writer(
-    const CheckpointRequest& request, std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot) {
-  // NOTE: the snapshot references the live tensors: the training thread must not go on until the
-  // writer is idle again (the second agreement waits for that, or gives the write up).
-  // NOTE: CUDA tensors would be copied to host on the writer thread's default stream, not ordered
-  // with work the training thread queued on a current stream of its own; this build's LibTorch is
-  // CPU-only and nothing synchronizes that stream here yet (review item 7, open).
-  checkpoint::CheckpointJob job;
-  job.path = request.path;
-  job.payload = std::make_unique<SnapshotPayload>(std::move(snapshot));
-  job.remove_after_commit = request.remove_after_commit;
-  job.after_commit = request.after_commit;
-  job.on_committed = commit_notifier(request);
-  job.abandonment = std::make_shared<checkpoint::JobAbandonment>();
-  std::shared_ptr<checkpoint::JobAbandonment> abandonment = job.abandonment;
-  writer_for_saves().submit(std::move(job));
-  return abandonment;
+  // rank that went away (or at the timeout, if rank 0 lives on). An asynchronous save has no
+  // second one: its write fails later on rank 0's writer thread either way.
+  agree_on_save(request, failed, detail::SavePhase::kWritten);
 }
 
 void CheckpointConnector::write_now(const CheckpointRequest& request,
@@ -375,241 +290,131 @@ void CheckpointConnector::write_now(const CheckpointRequest& request,
   publish_commits();
 }
 
-namespace {
-
-// Rank 0's wait, inside a save's agreement, for what it must wait for before it goes on (its
-// writer's earlier saves), in steps of at most a given time so that the ranks can agree in
-// between. Under DDP the wait fails once the writer has made no progress for the collective
-// timeout. Whatever fails becomes `failed`: this rank's part of the save failed.
-class RankZeroWait {
- public:
-  RankZeroWait(const std::function<bool(std::chrono::milliseconds)>* ready,
-               const checkpoint::CheckpointWriter* writer,
-               std::optional<std::chrono::milliseconds> timeout, const std::string& path,
-               int64_t step, std::exception_ptr& failed, bool& writer_stuck,
-               const distributed::DistributedEnvironment& environment)
-      : writer_stuck_(writer_stuck),
-        environment_(environment),
-        ready_(ready),
-        writer_(writer),
-        timeout_(timeout),
-        path_(path),
-        step_(step),
-        failed_(failed),
-        stall_(timeout, progress(), Clock::now()),
-        since_(Clock::now()) {}
-
-  /// Waits at most `limit`: whether it is done, or failed (then `failed` is set). Without
-  /// `ready` (another rank, or nothing to wait for) done at once.
-  bool done_within(std::chrono::milliseconds limit) {
-    if (failed_ || ready_ == nullptr || !*ready_) return true;
-    try {
-      if ((*ready_)(limit)) return true;
-      if (const auto stalled = stall_.stalled_for(progress(), Clock::now(), writing())) {
-        writer_stuck_ = true;
-        const std::string message = stuck_writer_message(writer_ ? writer_->path_in_flight() : "",
-                                                         path_, step_, *stalled, *timeout_);
-        // Said now: under a launcher other than `trainbus fit`'s the error may not get out
-        // before the process waits for its writer at exit.
-        warn(environment_.rank_message(message));
-        throw detail::WriterStuckError(message);
-      }
-      return false;
-    } catch (...) {
-      failed_ = std::current_exception();
-      return true;
-    }
-  }
-
-  /// Under DDP, after a while: says that every rank waits (once).
-  /// `waits_for`: what rank 0 waits for, as the message says it.
-  void warn_if_long(const distributed::DistributedEnvironment& environment,
-                    std::string_view waits_for) {
-    if (warned_ || Clock::now() - since_ < kWriterWaitWarning) return;
-    warned_ = true;
-    const std::string bound =
-        timeout_ ? detail::concat("; it fails once the writer makes no progress for ",
-                                  timeout_->count() / 1000.0, " s (--ddp-timeout)")
-                 : std::string();
-    warn(environment.rank_message(detail::concat(
-        "checkpoint ", path_, " at step ", step_, " waits for ", waits_for, " (",
-        kWriterWaitWarning.count(),
-        " s so far), and every rank with it: rank 0's disk is that slow, and still writing",
-        bound)));
-  }
-
- private:
-  using Clock = std::chrono::steady_clock;
-  uint64_t progress() const { return writer_ ? writer_->progress() : 0; }
-  bool writing() const {
-    return writer_ == nullptr || writer_->phase() == checkpoint::WriterPhase::kWrite;
-  }
-
-  bool& writer_stuck_;
-  const distributed::DistributedEnvironment& environment_;
-  const std::function<bool(std::chrono::milliseconds)>* ready_;
-  const checkpoint::CheckpointWriter* writer_;
-  std::optional<std::chrono::milliseconds> timeout_;
-  const std::string& path_;
-  int64_t step_;
-  std::exception_ptr& failed_;
-  detail::WriterStallWatch stall_;
-  Clock::time_point since_;
-  bool warned_ = false;
-};
-
-// What to fix when the ranks' collectives do not pair up: the usual cause.
-constexpr char kCallOnEveryRank[] =
-    "save_checkpoint is a collective: every rank must call it at the same point (with the same "
-    "SaveCheckpointOptions::agreement_name, if one is given), not under `if "
-    "(trainer.is_global_zero())` or another condition that differs between ranks (a checkpoint "
-    "callback's decisions are agreed; a hook of one's own must agree too). A rank that did not "
-    "call it is in another collective, which fails as well";
-
-// The rounds of one agreement of a save on this rank: each all-reduces this rank's part and
-// reads what every rank agreed, or throws where they are not in the same save, or one did not
-// come.
-class SaveAgreementRounds {
- public:
-  SaveAgreementRounds(distributed::Strategy& strategy, const std::string& path,
-                      const detail::SaveAgreement& mine)
-      : strategy_(strategy),
-        environment_(strategy.environment()),
-        world_(strategy.world_size()),
-        path_(path),
-        mine_(mine) {}
-
-  /// One round: this rank's part (`failed`: its error, else `waiting`: rank 0 still waits for
-  /// its writer), then what the ranks agreed. Throws `failed` itself where the round fails.
-  detail::SaveAgreement round(const std::exception_ptr& failed, bool waiting) {
-    mine_.first_failed = failed ? environment_.rank : world_;
-    mine_.waiting = waiting;
-    std::vector<double> values = detail::encode_save_agreement(mine_, world_);
-    try {
-      strategy_.all_reduce(values, distributed::ReduceOp::kMin);
-    } catch (const distributed::PeerTimedOutError&) {
-      if (failed) std::rethrow_exception(failed);  // this rank's own error is the one to report
-      throw_timed_out();
-    } catch (...) {
-      if (!failed) throw;
-      std::rethrow_exception(failed);
-    }
-    const std::optional<detail::SaveAgreement> agreed =
-        detail::decode_save_agreement(values, world_);
-    if (!agreed) {
-      if (failed) std::rethrow_exception(failed);
-      throw_not_the_same_save(values);
-    }
-    ++rounds_agreed_;
-    return *agreed;
-  }
-
- private:
-  // A round that waited for another rank past the timeout.
-  [[noreturn]] void throw_timed_out() const {
-    // Every rank came to an earlier round of this save, or to its first agreement (this is the
-    // second): one of them did not come back. Rank 0 waits for its writer between rounds, at
-    // most a round each (it fails on its own when the writer is stuck), so it is not more likely
-    // than any other rank. This rank stops because of it.
-    const bool every_rank_joined = rounds_agreed_ > 0 || mine_.phase == detail::SavePhase::kWritten;
-    TRAINBUS_CHECK_AS(
-        distributed::AnotherRankFailedError, !every_rank_joined,
-        environment_.rank_message(detail::concat(
-            environment_.rank == 0 ? "another rank" : "a rank",
-            " stopped answering the agreement of ", path_, " at step ", mine_.global_step,
-            " after every rank had joined this save: ",
-            environment_.rank == 0 ? "it"
-                                   : "rank 0, which waits there for its checkpoint writer, "
-                                     "or another rank",
-            " hangs or stopped; its error or the launcher's report says which")));
-    // A rank that never came to the agreement: this rank's error says what to fix (the others
-    // only see that this rank is not in their collective, so they end as after another rank's
-    // failure). A rank that went away is any other DistributedError: its error, as for any
-    // collective.
-    throw distributed::DistributedError(environment_.rank_message(detail::concat(
-        "a checkpoint save was called on some ranks only, or a rank hangs: the other ranks did "
-        "not join this rank's save of ",
-        path_, " at step ", mine_.global_step, " within the timeout. ", kCallOnEveryRank,
-        ". If every rank calls it here, one of them hangs (in a hook) or is slower than the "
-        "timeout")));
-  }
-
-  // Reduced values that are no agreement: the ranks are not in the same save.
-  [[noreturn]] void throw_not_the_same_save(const std::vector<double>& values) const {
-    const std::optional<detail::SaveAgreement> other = detail::other_save(values, mine_, world_);
-    const std::string where =
-        !other ? "another rank is in another collective"
-        : other->global_step != detail::compared_step(mine_.global_step)
-            ? detail::concat(
-                  "another rank is in a save at another step (",
-                  detail::nearest_step_with_low_bits(mine_.global_step, other->global_step),
-                  ", steps are compared modulo ", detail::kSaveAgreementStepModulus, ")")
-        : other->phase != mine_.phase
-            ? std::string("another rank is at another point of a save at this step")
-            : std::string(
-                  "another rank saves another checkpoint at this step (a checkpoint callback's "
-                  "save where this rank saves one of its own, or another agreement_name)");
-    throw distributed::DistributedError(environment_.rank_message(detail::concat(
-        "a checkpoint save was called on some ranks only or at different steps: this rank "
-        "saves ",
-        path_, " at step ", mine_.global_step, ", ", where, ". ", kCallOnEveryRank)));
-  }
-
-  distributed::Strategy& strategy_;
-  const distributed::DistributedEnvironment& environment_;
-  int64_t world_;
-  const std::string& path_;
-  detail::SaveAgreement mine_;
-  int rounds_agreed_ = 0;
-};
-
-}  // namespace
-
 void CheckpointConnector::agree_on_save(
     const CheckpointRequest& request, std::exception_ptr failed, detail::SavePhase phase,
-    const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready, bool waits_for_room) {
-  const bool agreed_across_ranks = agrees_on_saves();
-  const int64_t step = trainer_.progress_.global_step;
-  RankZeroWait rank_zero(
-      trainer_.is_global_zero() ? &rank_zero_ready : nullptr, writer_.get(),
-      agreed_across_ranks ? trainer_.strategy().collective_timeout() : std::nullopt, request.path,
-      step, failed, writer_stuck_, trainer_.strategy().environment());
-  if (!agreed_across_ranks) {
-    while (!rank_zero.done_within(std::chrono::hours(1))) {
+    const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready) {
+  const std::string& path = request.path;
+  // Rank 0's wait for what it must wait for, in steps of at most `limit`: done (or failed)?
+  auto rank_zero_done_within = [&](std::chrono::milliseconds limit) {
+    if (failed || !rank_zero_ready || !trainer_.is_global_zero()) return true;
+    try {
+      return rank_zero_ready(limit);
+    } catch (...) {
+      failed = std::current_exception();
+      return true;
+    }
+  };
+  if (!agrees_on_saves()) {
+    while (!rank_zero_done_within(std::chrono::hours(1))) {
     }
     if (failed) std::rethrow_exception(failed);
     return;
   }
+  const int64_t world = trainer_.world_size();
+  const distributed::DistributedEnvironment& environment = trainer_.strategy().environment();
   detail::SaveAgreement mine;
   mine.phase = phase;
-  mine.global_step = step;
+  mine.global_step = trainer_.progress_.global_step;
   mine.name_hash = detail::save_name_hash(agreement_name(request));
-  SaveAgreementRounds rounds(trainer_.strategy(), request.path, mine);
+  // What to fix when the ranks' collectives do not pair up: the usual cause.
+  const std::string call_on_every_rank = detail::concat(
+      "save_checkpoint is a collective: every rank must call it at the same point (with the same "
+      "SaveCheckpointOptions::agreement_name, if one is given), not under `if "
+      "(trainer.is_global_zero())` or another condition that differs "
+      "between ranks (a checkpoint callback's decisions are agreed; a hook of one's own must "
+      "agree too). A rank that did not call it is in another collective, which fails as well");
   // NOTE: rank 0 may first have to wait for its writer (a synchronous save for the earlier
   // asynchronous ones to land, an asynchronous one for a pending save to start), for as long as
   // the disk takes, which may be longer than the collective timeout. So that nobody fails at the
   // timeout while nothing is wrong, it waits in rounds of kWriterWaitRound, each ending with this
   // agreement, where it says that it still waits; every rank sees the same reduced values, so
-  // every rank goes round again as long as rank 0 waits. A part that failed ends it at once, as
-  // does a writer that made no progress for the timeout (RankZeroWait).
-  detail::SaveAgreement agreed;
+  // every rank goes round again as long as rank 0 waits. A part that failed ends it at once.
+  const auto waiting_since = std::chrono::steady_clock::now();
+  bool warned = false;
+  bool a_round_agreed = false;  // every rank is in this save: a later timeout is rank 0's
+  std::optional<detail::SaveAgreement> agreed;
   do {
-    const bool waiting = !rank_zero.done_within(kWriterWaitRound);
-    if (waiting) {
-      rank_zero.warn_if_long(
-          trainer_.strategy().environment(),
-          phase == detail::SavePhase::kWritten ? "its own write on rank 0's checkpoint writer"
-          : waits_for_room ? "room in rank 0's checkpoint writer's queue (a pending save to start)"
-                           : "earlier asynchronous saves to be written");
+    mine.waiting = !rank_zero_done_within(kWriterWaitRound);
+    if (mine.waiting && !warned &&
+        std::chrono::steady_clock::now() - waiting_since >= kWriterWaitWarning) {
+      warned = true;
+      const std::string message = detail::concat(
+          "checkpoint ", path, " at step ", mine.global_step,
+          " waits for earlier asynchronous saves to be written (", kWriterWaitWarning.count(),
+          " s so far), and every rank with it: the disk is that slow or hangs");
+      warn(environment.rank_message(message));
     }
-    agreed = rounds.round(failed, waiting);
-  } while (agreed.waiting);
+    mine.first_failed = failed ? trainer_.global_rank() : world;
+    std::vector<double> values = detail::encode_save_agreement(mine, world);
+    try {
+      trainer_.strategy().all_reduce(values, distributed::ReduceOp::kMin);
+    } catch (const distributed::PeerTimedOutError&) {
+      if (failed) std::rethrow_exception(failed);  // this rank's own error is the one to report
+      // Every rank came to an earlier round: rank 0 (waiting for its writer) did not come back
+      // (its disk hangs, or it died), or on rank 0, another rank did not.
+      TRAINBUS_CHECK_AS(
+          distributed::AnotherRankFailedError, !a_round_agreed,
+          environment.rank_message(
+              trainer_.is_global_zero()
+                  ? detail::concat("another rank stopped answering the agreement of ", path,
+                                   " at step ", mine.global_step,
+                                   " while this rank waited for its writer")
+                  : detail::concat("rank 0 stopped answering the agreement of ", path, " at step ",
+                                   mine.global_step,
+                                   " while waiting for its writer (its disk hangs, or it "
+                                   "stopped; its error or the launcher's report says which)")));
+      // A rank that never came to the agreement: this rank's error says what to fix (the others
+      // only see that this rank is not in their collective, so they end as after another rank's
+      // failure). A rank that went away is any other DistributedError: its error, as for any
+      // collective (below).
+      // After the parts were agreed, only rank 0 works (the write and its fsync): it is slow or
+      // stuck, not in another collective. This rank stops because of it.
+      TRAINBUS_CHECK_AS(
+          distributed::AnotherRankFailedError,
+          phase != detail::SavePhase::kWritten || trainer_.is_global_zero(),
+          environment.rank_message(detail::concat(
+              "rank 0 did not finish writing checkpoint ", path, " at step ", mine.global_step,
+              " within the timeout: its disk is that slow or it hangs; raise "
+              "DDPOptions::timeout (--ddp-timeout) if writes take that long")));
+      throw distributed::DistributedError(environment.rank_message(detail::concat(
+          "a checkpoint save was called on some ranks only, or a rank hangs: the other ranks did "
+          "not join this rank's save of ",
+          path, " at step ", mine.global_step, " within the timeout. ", call_on_every_rank,
+          ". If every rank calls it here, one of them hangs (in a hook) or is slower than the "
+          "timeout")));
+    } catch (...) {
+      if (!failed) throw;
+      std::rethrow_exception(failed);
+    }
+    agreed = detail::decode_save_agreement(values, world);
+    if (!agreed) {
+      if (failed) std::rethrow_exception(failed);
+      const std::optional<detail::SaveAgreement> other = detail::other_save(values, mine, world);
+      const int64_t step_compared =
+          mine.global_step % (int64_t{1} << detail::kSaveAgreementStepBits);
+      const std::string where =
+          !other ? "another rank is in another collective"
+          : other->global_step != step_compared
+              ? detail::concat(
+                    "another rank is in a save at another step (",
+                    detail::nearest_step_with_low_bits(mine.global_step, other->global_step), ")")
+          : other->phase != mine.phase
+              ? std::string("another rank is at another point of a save at this step")
+              : std::string(
+                    "another rank saves another checkpoint at this step (a checkpoint callback's "
+                    "save where this rank saves one of its own, or another agreement_name)");
+      throw distributed::DistributedError(environment.rank_message(detail::concat(
+          "a checkpoint save was called on some ranks only or at different steps: this rank "
+          "saves ",
+          path, " at step ", mine.global_step, ", ", where, ". ", call_on_every_rank)));
+    }
+    a_round_agreed = true;
+  } while (agreed->waiting);
   // Stopping for another rank's failure: `trainbus fit` exits with 75 (not this rank's fault).
-  TRAINBUS_CHECK_AS(distributed::AnotherRankFailedError,
-                    failed || agreed.first_failed == trainer_.world_size(),
-                    trainer_.strategy().environment().rank_message(detail::concat(
-                        "rank ", agreed.first_failed, "'s part of the save of checkpoint ",
-                        request.path, " failed (its error says which), so this rank stops too")));
+  TRAINBUS_CHECK_AS(distributed::AnotherRankFailedError, failed || agreed->first_failed == world,
+                    environment.rank_message(detail::concat(
+                        "rank ", agreed->first_failed, "'s part of the save of checkpoint ", path,
+                        " failed (its error says which), so this rank stops too")));
   if (failed) std::rethrow_exception(failed);
 }
 
@@ -736,14 +541,13 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
   }
   // A save of another group waits in submit() for the pending one to start, after the
   // agreement: the ranks wait for that together, in the agreement, instead.
-  agree_on_save(
-      request, failed, detail::SavePhase::kPartsReady,
-      [this, &request](std::chrono::milliseconds limit) {
-        if (writer_ && !writer_->wait_for_room(request.replace_group, limit)) return false;
-        if (writer_) writer_->check();  // a failure meanwhile: in the agreement
-        return true;
-      },
-      /*waits_for_room=*/true);
+  agree_on_save(request, failed, detail::SavePhase::kPartsReady,
+                [this, &request](std::chrono::milliseconds limit) {
+                  if (writer_ && !writer_->wait_for_room(request.replace_group, limit))
+                    return false;
+                  if (writer_) writer_->check();  // a failure meanwhile: in the agreement
+                  return true;
+                });
   if (!trainer_.is_global_zero()) return std::nullopt;
   // Rank 0 has its snapshot: every rank trains on. What fails from here (a subscriber of the
   // announcement, the writer out of memory) fails rank 0; the others learn at the next
@@ -789,32 +593,6 @@ void CheckpointConnector::wait() {
   if (failed) std::rethrow_exception(failed);
 }
 
-void CheckpointConnector::finish() {
-  if (const auto stalled = wait_for_writer_while_it_moves()) {
-    writer_stuck_ = true;
-    const std::string message = stuck_writer_message(
-        writer_->path_in_flight(), "", trainer_.progress_.global_step, *stalled,
-        trainer_.strategy().collective_timeout().value_or(std::chrono::milliseconds(0)));
-    // Said now: the error may not get out before the process waits for its writer at exit.
-    warn(trainer_.strategy().environment().rank_message(message));
-    throw detail::WriterStuckError(message);
-  }
-  wait();
-}
-
-std::exception_ptr CheckpointConnector::finish_quietly() {
-  // Stuck already (reported): not waited for again.
-  if (writer_stuck_ && writer_ && !writer_->wait_for_idle(std::chrono::milliseconds(0)))
-    return nullptr;
-  if (wait_for_writer_while_it_moves()) {
-    warn(trainer_.strategy().environment().rank_message(detail::concat(
-        "rank 0's checkpoint writer made no progress for the collective timeout while writing ",
-        writer_->path_in_flight(), ": not waited for (its disk or filesystem is stuck)")));
-    return nullptr;
-  }
-  return wait_quietly();
-}
-
 std::exception_ptr CheckpointConnector::wait_quietly() {
   if (!writer_) return nullptr;
   std::exception_ptr failed = writer_->wait_quietly();
@@ -828,11 +606,6 @@ std::exception_ptr CheckpointConnector::wait_quietly() {
 
 void CheckpointConnector::check() {
   publish_commits();
-  if (given_up_ && given_up_->ended.load()) given_up_.reset();
-  TRAINBUS_CHECK_AS(CheckpointError, given_up_ == nullptr,
-                    "rank 0's checkpoint writer is still stuck in the write of ", given_up_path_,
-                    ", which was given up when its save failed (its disk or filesystem stopped "
-                    "moving): no checkpoint can be written until it moves again");
   if (writer_ && writer_->has_error()) writer_->check();
 }
 

@@ -45,9 +45,7 @@ struct CheckpointRequest {
   bool weights_only = false;
   /// Removed once this checkpoint is durable (top-k evictions).
   std::vector<std::string> remove_after_commit;
-  /// Runs on the writer thread once this checkpoint is durable (updating `last`, say); for
-  /// save_now, on the calling thread on one process, on the writer thread under DDP. Its time
-  /// (an upload) is not taken for a stuck disk: only the write's steps are watched.
+  /// Runs on the writer thread once this checkpoint is durable (updating `last`, say).
   std::function<void(const std::string& path)> after_commit;
   /// Saves of one series that supersede each other: a newer one of the same non-empty group
   /// replaces this one while it is pending; any other waits for it to start (see CheckpointJob).
@@ -89,11 +87,8 @@ class CheckpointConnector {
   /// (see Trainer::save_checkpoint). Returns the path of a pending save it replaced (never
   /// written), if any. Throws the CheckpointError of an earlier background save that failed.
   std::optional<std::string> submit(CheckpointRequest request);
-  /// Like submit(), but returns once the checkpoint is written (after every pending save), its
-  /// after_commit has run and remove_after_commit is removed. Throws CheckpointError if the write
-  /// fails. On one process (or a failing run) it writes on the calling thread; under DDP rank
-  /// 0's writer writes it (after_commit runs on the writer's thread) while the ranks agree in
-  /// rounds, and the calling thread waits, as the snapshot references the live tensors.
+  /// Like submit(), but writes on the calling thread (after every pending save), then runs
+  /// after_commit and removes remove_after_commit. Throws CheckpointError if the write fails.
   void save_now(CheckpointRequest request);
   /// An asynchronous save is expected within about a step: prepares the memory its snapshot copies
   /// into on a background thread (allocated, every page touched), so that the copy on the training
@@ -111,8 +106,7 @@ class CheckpointConnector {
   bool exists(const std::string& path) const;
   /// In a replay: every save the checkpoint callbacks asked for, in order (nothing is written).
   const std::vector<DryRunSave>& dry_run_saves() const noexcept { return dry_run_saves_; }
-  /// The background writer, for stats; nullptr until the first asynchronous save (under DDP,
-  /// on rank 0, the first save: it writes the synchronous ones too).
+  /// The background writer, for stats; nullptr until the first asynchronous save.
   const checkpoint::CheckpointWriter* writer() const noexcept { return writer_.get(); }
   /// The checkpoint the running fit resumed from, or "" (checkpoint callbacks never delete it).
   const std::string& resumed_from() const noexcept { return resumed_from_; }
@@ -145,33 +139,13 @@ class CheckpointConnector {
   /// Raises the CheckpointError of a background save, if one failed (cheap: every batch).
   void check();
   std::exception_ptr wait_quietly();
-  /// The end of a run: wait(), but under DDP throws a WriterStuckError (also warned at once,
-  /// naming the rank) once the writer made no progress for the collective timeout: the other
-  /// ranks have ended, nothing else would stop rank 0's wait.
-  void finish();
-  /// The end of a failing run: wait_quietly(), but under DDP not for a writer that made no
-  /// progress for the collective timeout (warned), nor again for one that stalled before.
-  std::exception_ptr finish_quietly();
   /// Training thread: publishes the events of the commits the writer thread noted.
   void publish_commits();
   void dry_run(const CheckpointRequest& request);
-  /// Rank 0's synchronous save without agreement rounds (one process, a failing run): writes
-  /// `snapshot` on the calling thread, then after_commit and the removals, and notes the commit.
+  /// Rank 0's synchronous save, once the ranks agreed: writes `snapshot`, then after_commit and
+  /// the removals, and notes the commit.
   void write_now(const CheckpointRequest& request,
                  std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot);
-  /// Rank 0's synchronous save under DDP, once the ranks agreed: queues `snapshot` (which
-  /// references the live tensors) on the writer, which writes it, then after_commit and the
-  /// removals, and notes the commit. The second agreement waits for it.
-  /// Returns what gives the job up, should the save fail before the writer is done with it.
-  std::shared_ptr<checkpoint::JobAbandonment> write_on_writer(
-      const CheckpointRequest& request, std::unique_ptr<checkpoint::CheckpointSnapshot> snapshot);
-  /// Rank 0: waits until the writer is idle; under DDP (a collective timeout) stops waiting once
-  /// it made no progress for that long, and returns for how long it had not.
-  std::optional<std::chrono::steady_clock::duration> wait_for_writer_while_it_moves();
-  /// A synchronous save that fails while the writer still writes its snapshot (which references
-  /// the live tensors) gives the write up: the writer stops at its next step, never renames it
-  /// into place, nor runs what follows it. Until the writer is done with it, check() throws.
-  void give_up_write(std::shared_ptr<checkpoint::JobAbandonment> job, const std::string& path);
   /// Whether saves are agreed across ranks: under DDP, unless the run is failing.
   bool agrees_on_saves() const;
   /// A save under DDP has two phases (as Lightning's Trainer.save_checkpoint, every rank runs
@@ -185,17 +159,12 @@ class CheckpointConnector {
   /// save_checkpoint and another did not) throw a DistributedError that says save_checkpoint
   /// must be called on every rank.
   /// `rank_zero_ready`, on rank 0: waits at most the given time for what rank 0 must wait for
-  /// before it goes on (its writer: earlier saves, or this synchronous save's write) and returns
-  /// whether that is done; it may throw (a save's failure: this rank's part failed). While it is
-  /// not done, the ranks agree again, every kWriterWaitRound, until the writer has made no
-  /// progress for the strategy's collective_timeout (then rank 0's part fails with a
-  /// CheckpointError saying its disk is stuck). One process: only waits for it, and rethrows.
-  /// `waits_for_room`: rank_zero_ready waits for room in the writer's queue (an asynchronous
-  /// save), for the warning after a minute.
+  /// before it goes on (its writer's earlier saves) and returns whether that is done; it may throw
+  /// (an earlier save's failure: this rank's part failed). While it is not done, the ranks agree
+  /// again, every kWriterWaitRound. One process: only waits for it, and rethrows.
   void agree_on_save(const CheckpointRequest& request, std::exception_ptr failed,
                      detail::SavePhase phase,
-                     const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready = {},
-                     bool waits_for_room = false);
+                     const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready = {});
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);
   // "last" / "best" as the path of a checkpoint; rank 0's under DDP (a collective there), so
@@ -243,13 +212,6 @@ class CheckpointConnector {
   // snapshots' buffers back to them.
   std::unique_ptr<SnapshotBuffers> buffers_;
   std::unique_ptr<checkpoint::CheckpointWriter> writer_;
-  // The write a failed synchronous save gave up (give_up_write), while the writer may still have
-  // it.
-  std::shared_ptr<checkpoint::JobAbandonment> given_up_;
-  // Rank 0's writer made no progress for the collective timeout once: a failing run's end does
-  // not wait for it again.
-  bool writer_stuck_ = false;
-  std::string given_up_path_;
 
   std::vector<DryRunSave> dry_run_saves_;
   std::set<std::string> dry_run_paths_;  // what the dry-run saves left on the "disk"

@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -14,7 +13,6 @@
 
 #include <catch2/catch.hpp>
 #include "checkpoint/durable_file.h"
-#include "checkpoint/write_progress.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
@@ -160,21 +158,4 @@ TEST_CASE("A direct DurableFile really bypasses the page cache where the filesys
   // What O_DIRECT is for: the written bytes took no page cache (read before anything reads them).
   CHECK(cached_fraction(direct_path) < 0.1);
   CHECK(cached_fraction(cached_path) > 0.9);
-}
-
-TEST_CASE("A DurableFile through the page cache writes back every 4 MiB, a file step each",
-          "[checkpoint]") {
-  // Else the whole file lands in close_durably's one fsync: a slow disk that writes looks stuck.
-  TempDir dir;
-  std::atomic<int> steps{0};
-  checkpoint::detail::simulate_slow_disk([&](const std::string&) { ++steps; });
-  {
-    checkpoint::DurableFile out(dir.file("plain"), /*direct=*/false);
-    const std::vector<char> bytes(std::size_t{12} << 20, 'x');
-    out.write(bytes.data(), bytes.size());
-    out.close_durably();
-  }
-  checkpoint::detail::simulate_slow_disk({});
-  // 3 writes of 4 MiB, 3 write-backs, the fsync.
-  CHECK(steps == 7);
 }
