@@ -127,20 +127,20 @@ std::vector<std::vector<int>> cpus_for_local_ranks(const std::vector<std::vector
                                                    int local_ranks) {
   if (local_ranks < 2) return {};
   const auto ranks = static_cast<std::size_t>(local_ranks);
-  std::vector<std::vector<int>> shares(ranks);
-  if (cores.size() >= ranks) {
-    const std::size_t per_rank = cores.size() / ranks;
-    for (std::size_t core = 0; core < per_rank * ranks; ++core) {
-      std::vector<int>& share = shares[core / per_rank];
-      share.insert(share.end(), cores[core].begin(), cores[core].end());
+  // What is shared out: whole cores, or with fewer cores than ranks, single CPUs.
+  std::vector<std::vector<int>> units = cores;
+  if (units.size() < ranks) {
+    units.clear();
+    for (const auto& core : cores) {
+      for (int cpu : core) units.push_back({cpu});
     }
-  } else {
-    std::vector<int> cpus;
-    for (const auto& core : cores) cpus.insert(cpus.end(), core.begin(), core.end());
-    if (cpus.size() < ranks) return {};
-    const std::size_t per_rank = cpus.size() / ranks;
-    for (std::size_t cpu = 0; cpu < per_rank * ranks; ++cpu)
-      shares[cpu / per_rank].push_back(cpus[cpu]);
+    if (units.size() < ranks) return {};
+  }
+  const std::size_t per_rank = units.size() / ranks;
+  std::vector<std::vector<int>> shares(ranks);
+  for (std::size_t unit = 0; unit < per_rank * ranks; ++unit) {
+    std::vector<int>& share = shares[unit / per_rank];
+    share.insert(share.end(), units[unit].begin(), units[unit].end());
   }
   for (auto& share : shares) std::sort(share.begin(), share.end());
   return shares;
