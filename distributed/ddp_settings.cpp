@@ -209,20 +209,20 @@ void agree_as_rank_zero(c10d::Store& store, const std::vector<SharedDDPSetting>&
   // The ranks past the world this rank counted (rank 1's count, or its own) that answered all
   // the same: unread, they wait for the verdict too, on this rank's store.
   std::vector<Answer> readers = answers;
+  const auto read_if_answered = [&](int rank) {
+    if (!store.check({answer_key(rank)})) return false;
+    readers.push_back(read_answer(store, rank));
+    return true;
+  };
   // A rank named missing that answered since (before the verdict was set) waits for it too:
   // told it came late, it fails with its own error, not as one whose peer went.
-  for (int rank : missing) {
-    if (store.check({answer_key(rank)})) readers.push_back(read_answer(store, rank));
-  }
+  for (int rank : missing) (void)read_if_answered(rank);
   // A rank past the world counts a larger one; none counts more than the largest world a
   // Trainer accepts, so a check that wrongly says yes cannot make this scan endless.
   constexpr int kLargestWorld = 65534;
   for (int rank = world_size; rank < kLargestWorld; ++rank) {
-    if (store.check({answer_key(rank)})) {
-      readers.push_back(read_answer(store, rank));
-    } else if (rank >= environment.world_size) {
-      break;  // past its own world, the first rank that did not answer ends them
-    }
+    // past its own world, the first rank that did not answer ends them
+    if (!read_if_answered(rank) && rank >= environment.world_size) break;
   }
   // A rank of another handshake version reads no verdict: it stopped once it had answered.
   std::vector<std::string> read_keys;
