@@ -93,6 +93,18 @@ struct RankResult {
   // gradients' all-reduce (and the wait for the other rank), so against one process's backward
   // it tells what the all-reduce costs a step in training, where the idle one above does not.
   double backward_us = 0;
+
+  // One line of numbers, which a rank writes and the bench reads back.
+  void write(const std::string& path) const {
+    std::ofstream(path) << median_step_us << " " << mean_step_us << " " << allreduce_us << " "
+                        << scalar_allreduce_us << " " << backward_us << "\n";
+  }
+  static RankResult read(const std::string& path) {
+    RankResult result;
+    std::ifstream(path) >> result.median_step_us >> result.mean_step_us >> result.allreduce_us >>
+        result.scalar_allreduce_us >> result.backward_us;
+    return result;
+  }
 };
 
 // Times every backward (RankResult::backward_us).
@@ -155,8 +167,10 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
     const auto environment = distributed::environment_from_variables();
     bench::run_raw_ddp_loop(*module, *bench::fashion_train_loader(batch), steps, environment);
     if (environment.rank == 0) {
-      std::ofstream(out) << module->median_step_us() << " " << module->mean_step_us(kWarmUpSteps)
-                         << " 0 0 0\n";
+      RankResult result;
+      result.median_step_us = module->median_step_us();
+      result.mean_step_us = module->mean_step_us(kWarmUpSteps);
+      result.write(out);
     }
     return 0;
   }
@@ -200,9 +214,7 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
     result.scalar_allreduce_us = time_all_reduce(*strategy, 1);
   }
   if (!out.empty() && (strategy == nullptr || strategy->is_global_zero())) {
-    std::ofstream(out) << result.median_step_us << " " << result.mean_step_us << " "
-                       << result.allreduce_us << " " << result.scalar_allreduce_us << " "
-                       << result.backward_us << "\n";
+    result.write(out);
   }
   return 0;
 }
@@ -266,20 +278,14 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
     failed = failed || !WIFEXITED(status) || WEXITSTATUS(status) != 0;
   }
   if (failed) throw std::runtime_error("case '" + c.name + "' failed");
+  if (c.kind != Kind::kIndependent) return RankResult::read(out);
   RankResult result;
-  if (c.kind != Kind::kIndependent) {
-    std::ifstream(out) >> result.median_step_us >> result.mean_step_us >> result.allreduce_us >>
-        result.scalar_allreduce_us >> result.backward_us;
-    return result;
-  }
   // Side by side: the processes' rates add up; the mean step that gives their sum at
   // batch_per_rank x ranks samples a step is the harmonic mean of their mean steps.
   double steps_per_us = 0.0;
   for (int process = 0; process < c.ranks; ++process) {
     const std::string file = out + "." + std::to_string(process);
-    RankResult own;
-    std::ifstream(file) >> own.median_step_us >> own.mean_step_us >> own.allreduce_us >>
-        own.scalar_allreduce_us >> own.backward_us;
+    const RankResult own = RankResult::read(file);
     if (process == 0) {
       result.median_step_us = own.median_step_us;
       result.backward_us = own.backward_us;
