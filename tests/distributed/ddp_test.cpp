@@ -257,6 +257,17 @@ class ReservedPort {
   uint16_t port_ = 0;
 };
 
+// Rank `rank` of a job of two on this machine, whose rendezvous is at `port` on loopback.
+distributed::DistributedEnvironment rank_of_two(int rank, uint16_t port) {
+  distributed::DistributedEnvironment environment;
+  environment.rank = rank;
+  environment.local_rank = rank;
+  environment.world_size = 2;
+  environment.local_world_size = 2;
+  environment.master_port = port;
+  return environment;
+}
+
 // Starts the two ranks of `mode` as children and waits for both; their wait statuses.
 std::vector<int> run_ranks(const std::string& mode, const std::string& dir) {
   const ReservedPort reserved;
@@ -1918,8 +1929,7 @@ TEST_CASE("rank 0 names the ranks that did not answer within the timeout", "[ddp
 TEST_CASE("DDPOptions refuses a timeout below 1 s, a rank that never joins is named as such",
           "[ddp]") {
   const ReservedPort reserved;
-  distributed::DistributedEnvironment environment;
-  environment.master_port = reserved.port();
+  const distributed::DistributedEnvironment environment = rank_of_two(0, reserved.port());
   CHECK_THROWS_MATCHES(
       distributed::DDPStrategy(environment,
                                distributed::DDPOptions().timeout(std::chrono::milliseconds(999))),
@@ -1928,8 +1938,6 @@ TEST_CASE("DDPOptions refuses a timeout below 1 s, a rank that never joins is na
   // Rank 1 of 2 comes to the rendezvous (the store) at most, no further: rank 0 times out joining
   // (in the settings handshake, which is the rendezvous), and its hint is about starting and
   // joining, not about a call made on some ranks only.
-  environment.world_size = 2;
-  environment.local_world_size = 2;
   distributed::DDPStrategy rank0(environment,
                                  distributed::DDPOptions().timeout(std::chrono::seconds(1)));
   std::string error;
@@ -1973,12 +1981,7 @@ TEST_CASE("a rank that finds no rendezvous says where it looked, and that rank 0
   // Nothing listens at MASTER_PORT: rank 0 never started there, or it stopped already (as it does
   // when a rank has not answered within its timeout: a rank that comes later finds no store).
   const ReservedPort reserved;
-  distributed::DistributedEnvironment environment;
-  environment.rank = 1;
-  environment.world_size = 2;
-  environment.local_rank = 1;
-  environment.local_world_size = 2;
-  environment.master_port = reserved.port();
+  const distributed::DistributedEnvironment environment = rank_of_two(1, reserved.port());
   distributed::DDPStrategy rank1(environment,
                                  distributed::DDPOptions().timeout(std::chrono::seconds(1)));
   CHECK_THROWS_MATCHES(
@@ -2006,10 +2009,7 @@ TEST_CASE("a rank that agreed on the DDP settings and never joins the process gr
   // joining the Gloo group, and its hint is about what comes between the two, not about a rank
   // that did not start (every rank answered) nor about a call made on some ranks only.
   const ReservedPort reserved;
-  distributed::DistributedEnvironment environment;
-  environment.world_size = 2;
-  environment.local_world_size = 2;
-  environment.master_port = reserved.port();
+  const distributed::DistributedEnvironment environment = rank_of_two(0, reserved.port());
   // Long enough for this thread to find rank 0 and answer on a busy machine.
   const auto options = distributed::DDPOptions().timeout(std::chrono::seconds(5));
   distributed::DDPStrategy rank0(environment, options);
@@ -2030,11 +2030,9 @@ TEST_CASE("a rank that agreed on the DDP settings and never joins the process gr
   client.waitWorkers = false;
   client.timeout = std::chrono::seconds(20);  // connecting waits for rank 0 to listen
   const auto store = c10::make_intrusive<c10d::TCPStore>(environment.master_addr, client);
-  distributed::DistributedEnvironment rank1 = environment;
-  rank1.rank = 1;
-  rank1.local_rank = 1;
   CHECK_NOTHROW(distributed::agree_on_ddp_settings(
-      *store, distributed::shared_ddp_settings(options, "gloo", 2), rank1));
+      *store, distributed::shared_ddp_settings(options, "gloo", 2),
+      rank_of_two(1, reserved.port())));
   joining.join();  // rank 1's store stays until rank 0 has given up
   CHECK_THAT(error,
              Catch::StartsWith("rank 0 of 2: joining the process group failed after ") &&
