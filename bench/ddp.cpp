@@ -11,6 +11,7 @@
 // rates added up (what a second core can give at most), and a hand-written LibTorch + c10d loop
 // (what DDP costs without the framework).
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -93,16 +94,23 @@ struct RankResult {
   // gradients' all-reduce (and the wait for the other rank), so against one process's backward
   // it tells what the all-reduce costs a step in training, where the idle one above does not.
   double backward_us = 0;
+  // CPU time a step (after the warm-up), of the training thread and of the process's other
+  // threads (under DDP: c10d's workers and Gloo's event loop, which move the all-reduce's bytes).
+  // With one CPU a rank, their sum against the mean step says whether the CPU waited or worked.
+  double training_thread_cpu_us = 0;
+  double other_threads_cpu_us = 0;
 
   // One line of numbers, which a rank writes and the bench reads back.
   void write(const std::string& path) const {
     std::ofstream(path) << median_step_us << " " << mean_step_us << " " << allreduce_us << " "
-                        << scalar_allreduce_us << " " << backward_us << "\n";
+                        << scalar_allreduce_us << " " << backward_us << " "
+                        << training_thread_cpu_us << " " << other_threads_cpu_us << "\n";
   }
   static RankResult read(const std::string& path) {
     RankResult result;
     std::ifstream(path) >> result.median_step_us >> result.mean_step_us >> result.allreduce_us >>
-        result.scalar_allreduce_us >> result.backward_us;
+        result.scalar_allreduce_us >> result.backward_us >> result.training_thread_cpu_us >>
+        result.other_threads_cpu_us;
     return result;
   }
 };
@@ -119,6 +127,44 @@ class BackwardTimer : public Callback {
  private:
   Clock::time_point start_;
   std::vector<double> times_;
+};
+
+// CPU time of the training thread and of the whole process from the first batch after the
+// warm-up to the end of training (RankResult::training_thread_cpu_us, other_threads_cpu_us).
+class CpuTimer : public Callback {
+ public:
+  void on_train_batch_start(Trainer&, Module&, const Batch&, int64_t batch_idx) override {
+    if (static_cast<size_t>(batch_idx) != kWarmUpSteps) return;
+    first_batch_ = batch_idx;
+    thread_start_ = cpu_us(CLOCK_THREAD_CPUTIME_ID);
+    process_start_ = cpu_us(CLOCK_PROCESS_CPUTIME_ID);
+  }
+  void on_train_batch_end(Trainer&, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    last_batch_ = batch_idx;
+  }
+  void on_train_end(Trainer&, Module&) override {
+    thread_end_ = cpu_us(CLOCK_THREAD_CPUTIME_ID);
+    process_end_ = cpu_us(CLOCK_PROCESS_CPUTIME_ID);
+  }
+  // Per step; zeros where training ended before the warm-up did.
+  void write_into(RankResult& result) const {
+    if (first_batch_ < 0 || last_batch_ < first_batch_) return;
+    const auto steps = static_cast<double>(last_batch_ - first_batch_ + 1);
+    result.training_thread_cpu_us = (thread_end_ - thread_start_) / steps;
+    result.other_threads_cpu_us =
+        ((process_end_ - process_start_) - (thread_end_ - thread_start_)) / steps;
+  }
+
+ private:
+  static double cpu_us(clockid_t clock) {
+    timespec now{};
+    ::clock_gettime(clock, &now);
+    return static_cast<double>(now.tv_sec) * 1e6 + static_cast<double>(now.tv_nsec) / 1e3;
+  }
+  int64_t first_batch_ = -1;
+  int64_t last_batch_ = -1;
+  double thread_start_ = 0, process_start_ = 0, thread_end_ = 0, process_end_ = 0;
 };
 
 // Median of 21 all-reduces of `count` doubles, in microseconds.
@@ -192,7 +238,8 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
     options.strategy(strategy);
   }
   const auto backward_timer = std::make_shared<BackwardTimer>();
-  std::vector<std::shared_ptr<Callback>> callbacks{backward_timer};
+  const auto cpu_timer = std::make_shared<CpuTimer>();
+  std::vector<std::shared_ptr<Callback>> callbacks{backward_timer, cpu_timer};
   if (side_by_side_count > 1) {
     // `out` is the shared prefix with ".<index>" after it (run_case).
     const std::string prefix = out.substr(0, out.rfind('.'));
@@ -206,6 +253,7 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
   result.median_step_us = module->median_step_us();
   result.mean_step_us = module->mean_step_us(kWarmUpSteps);
   result.backward_us = backward_timer->median_us();
+  cpu_timer->write_into(result);
   if (strategy) {
     int64_t parameters = 0;
     for (const auto& parameter : module->parameters()) parameters += parameter.numel();
@@ -289,6 +337,8 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
     if (process == 0) {
       result.median_step_us = own.median_step_us;
       result.backward_us = own.backward_us;
+      result.training_thread_cpu_us = own.training_thread_cpu_us;
+      result.other_threads_cpu_us = own.other_threads_cpu_us;
     }
     steps_per_us += 1.0 / own.mean_step_us;
     std::filesystem::remove(file);
@@ -371,7 +421,7 @@ int main(int argc, char** argv) {
       (std::filesystem::temp_directory_path() / ("bench_ddp." + std::to_string(::getpid())))
           .string();
   std::map<std::string, std::vector<double>> step_us, mean_step_us, allreduce_us, scalar_us,
-      backward_us;
+      backward_us, training_cpu_us, other_cpu_us;
   int port = 29700 + static_cast<int>(::getpid() % 200);
   for (int rep = 0; rep < reps; ++rep) {
     for (size_t i = 0; i < cases.size(); ++i) {
@@ -382,6 +432,8 @@ int main(int argc, char** argv) {
       allreduce_us[c.name].push_back(result.allreduce_us);
       scalar_us[c.name].push_back(result.scalar_allreduce_us);
       backward_us[c.name].push_back(result.backward_us);
+      training_cpu_us[c.name].push_back(result.training_thread_cpu_us);
+      other_cpu_us[c.name].push_back(result.other_threads_cpu_us);
     }
   }
   std::filesystem::remove(out_file);
@@ -402,8 +454,9 @@ int main(int argc, char** argv) {
   std::printf(
       "| case | median step (ms) | mean step (ms) | samples/s | vs 1 process (its faster case, "
       "same accumulation) | median backward, under DDP with the gradients' all-reduce (ms) | "
-      "all-reduce of the gradients, idle (ms) | all-reduce of one value, idle (ms) |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+      "all-reduce of the gradients, idle (ms) | all-reduce of one value, idle (ms) | CPU a step: "
+      "training thread (ms) | CPU a step: other threads, under DDP Gloo's (ms) |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Case& c : cases) {
     const double step = bench::median(step_us[c.name]);
     const double mean_step = bench::median(mean_step_us[c.name]);
@@ -411,14 +464,19 @@ int main(int argc, char** argv) {
     const double reduce = bench::median(allreduce_us[c.name]);
     const double scalar = bench::median(scalar_us[c.name]);
     const double backward = bench::median(backward_us[c.name]);
+    const double training_cpu = bench::median(training_cpu_us[c.name]);
+    const double other_cpu = bench::median(other_cpu_us[c.name]);
+    const bool trainer = c.kind != Kind::kRawLoop;
     std::printf(
-        "| %s | %.3f | %.3f | %.0f | %.2fx | %s | %s | %s |\n", c.name.c_str(), step / 1000,
-        mean_step / 1000, rate, rate / baseline_rate.at(c.accumulate_grad_batches),
+        "| %s | %.3f | %.3f | %.0f | %.2fx | %s | %s | %s | %s | %s |\n", c.name.c_str(),
+        step / 1000, mean_step / 1000, rate, rate / baseline_rate.at(c.accumulate_grad_batches),
         c.kind == Kind::kRawLoop ? "-" : std::to_string(backward / 1000).substr(0, 5).c_str(),
         c.kind == Kind::kTrainer && c.ranks > 1 ? std::to_string(reduce / 1000).substr(0, 5).c_str()
                                                 : "-",
         c.kind == Kind::kTrainer && c.ranks > 1 ? std::to_string(scalar / 1000).substr(0, 5).c_str()
-                                                : "-");
+                                                : "-",
+        trainer ? std::to_string(training_cpu / 1000).substr(0, 5).c_str() : "-",
+        trainer ? std::to_string(other_cpu / 1000).substr(0, 5).c_str() : "-");
   }
   return 0;
 }
