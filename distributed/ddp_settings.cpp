@@ -186,9 +186,10 @@ void agree_as_rank_zero(c10d::Store& store, const std::vector<SharedDDPSetting>&
         missing.size() == 1 ? "rank " : "ranks ", rank_list(missing),
         " did not answer rank 0's DDP settings within the timeout (", timeout.count() / 1000.0,
         " s): ", missing.size() == 1 ? "it" : "they",
-        " did not start, started more than that after rank 0, or failed before joining. Rank 0 "
-        "waited for ",
-        waited_for,
+        " did not start, started more than that after rank 0, looked for the rendezvous "
+        "elsewhere than rank 0's MASTER_ADDR:MASTER_PORT (",
+        environment.master_addr, ":", environment.master_port,
+        "), or failed before joining. Rank 0 waited for ", waited_for,
         world_size == environment.world_size
             ? detail::concat(", as its WORLD_SIZE ", world_size, " says")
             : detail::concat(" only, as rank 1 counts WORLD_SIZE ", world_size, " (rank 0's is ",

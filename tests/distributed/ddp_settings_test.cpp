@@ -329,7 +329,9 @@ TEST_CASE("DDP settings handshake: rank 0 names the missing ranks and the world 
   CHECK_THAT(rank0.message,
              Catch::StartsWith("rank 0 of 4: rank 2 did not answer rank 0's DDP settings within "
                                "the timeout (2 s): it did not start, started more than that after "
-                               "rank 0, or failed before joining. Rank 0 waited for ranks 1 to 2 "
+                               "rank 0, looked for the rendezvous elsewhere than rank 0's "
+                               "MASTER_ADDR:MASTER_PORT (127.0.0.1:29500), or failed before "
+                               "joining. Rank 0 waited for ranks 1 to 2 "
                                "only, as rank 1 counts WORLD_SIZE 3 (rank 0's is 4); `world_size` "
                                "is 3 on rank 1 but 4 on rank 0: set WORLD_SIZE"));
   CHECK(rank1.kind == "misconfiguration");
