@@ -22,17 +22,7 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 [[ -e "$work/run/checkpoints/last.ckpt" ]] || { cat "$work/first.log"; echo "FAILED: no checkpoint"; exit 1; }
-# The launcher's children (read from /proc: no procps on a minimal system); with a RANK, that one.
-children_of() {
-  local status_file pid
-  for status_file in /proc/[0-9]*/status; do
-    pid=${status_file#/proc/}; pid=${pid%/status}
-    [[ $(awk '/^PPid:/ {print $2}' "$status_file" 2>/dev/null) == "$1" ]] || continue
-    if [[ -z ${2:-} ]] || tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "RANK=$2"; then
-      echo "$pid"
-    fi
-  done
-}
+source "$(dirname "$0")/launcher_children.sh"
 rank1=$(children_of "$launcher" 1)
 [[ -n $rank1 ]] || { cat "$work/first.log"; echo "FAILED: rank 1 not found"; exit 1; }
 kill -KILL "$rank1"
