@@ -387,10 +387,25 @@ class BatchCounter : public events::Observer {
   std::atomic<int64_t> batches{0};
 };
 
+// What a callback sees at the end of each validation (the last one's): val_loss and val_rank of
+// callback_metrics, as "at_validation_end/<name>" in RankResult::metrics.
+class ValidationEndProbe : public Callback {
+ public:
+  void on_validation_end(Trainer& trainer, Module&) override {
+    for (const char* name : {"val_loss", "val_rank"}) {
+      if (trainer.callback_metrics().count(name))
+        seen[std::string("at_validation_end/") + name] = trainer.callback_metrics().at(name);
+    }
+  }
+  Metrics seen;
+};
+
 RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, TrainerOptions options,
                            std::vector<std::shared_ptr<Callback>> callbacks = {},
                            const std::string& ckpt_path = {}) {
   RegressionData data(batch_size);
+  const auto validation_end = std::make_shared<ValidationEndProbe>();
+  callbacks.push_back(validation_end);
   Trainer trainer(std::move(options), std::move(callbacks));
   auto rank_zero_counter = std::make_shared<BatchCounter>();
   auto every_rank_counter = std::make_shared<BatchCounter>();
@@ -408,6 +423,7 @@ RankResult fit_and_collect(RegressionModule& module, int64_t batch_size, Trainer
   result.buffers = to_vector(module.flat_buffers());
   const Metrics& metrics = trainer.callback_metrics();
   result.metrics = metrics;
+  for (const auto& [name, value] : validation_end->seen) result.metrics[name] = value;
   if (metrics.count("val_loss")) result.val_loss = metrics.at("val_loss");
   if (metrics.count("val_rank")) result.val_rank = metrics.at("val_rank");
   if (metrics.count("train_loss_epoch")) result.train_loss_epoch = metrics.at("train_loss_epoch");
@@ -550,6 +566,14 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
                         : mode == "models_differ" && rank == 1 ? 8
                                                                : 16;
   RegressionModule module(width, mode == "batchnorm");
+  if (rank == 1 && (mode == "equivalence" || mode == "accumulate" || mode == "batchnorm")) {
+    // Rank 1 starts from other weights and buffers: DDP starts every rank from rank 0's.
+    torch::NoGradGuard no_grad;
+    for (auto& parameter : module.parameters()) parameter.add_(0.25);
+    for (auto& buffer : module.buffers()) {
+      if (buffer.is_floating_point()) buffer.add_(1.0);
+    }
+  }
   if (mode == "die_quiet") {  // no collective of its own in the step: the death shows in backward
     module.sync_train_loss = false;
     if (rank == 1) module.die_at_batch = 2;
@@ -827,6 +851,8 @@ TEST_CASE("DDP's backend: gloo on the CPU, nccl asked where it cannot work says 
 }
 
 TEST_CASE("two ranks with batch B train as one process with batch 2B", "[ddp]") {
+  // Rank 1 starts from other weights than rank 0's (the child above): they train as one process
+  // only because DDP starts every rank from rank 0's.
   const int64_t accumulate = GENERATE(1, 2);
   const bool gradient_as_bucket_view = GENERATE(false, true);
   CAPTURE(accumulate, gradient_as_bucket_view);
@@ -855,9 +881,14 @@ TEST_CASE("two ranks with batch B train as one process with batch 2B", "[ddp]") 
   CHECK(rank0.val_loss == rank1.val_loss);
   CHECK(rank0.val_loss == Approx(single.val_loss).margin(1e-6));
   CHECK(rank0.train_loss_epoch == rank1.train_loss_epoch);
-  // Logged in on_validation_epoch_end as the rank number: the ranks' mean on both.
+  // Logged in on_validation_epoch_end as the rank number: the ranks' mean on both, already in
+  // the callback_metrics a callback's on_validation_end sees.
   CHECK(rank0.val_rank == 0.5);
   CHECK(rank1.val_rank == 0.5);
+  for (const RankResult* rank : {&rank0, &rank1}) {
+    CHECK(rank->metrics.at("at_validation_end/val_rank") == 0.5);
+    CHECK(rank->metrics.at("at_validation_end/val_loss") == rank0.val_loss);
+  }
   // sync_dist reduces with reduce_fx's op: max and min of the ranks' 0 and 1, the sum of every
   // rank's 8 batches of 1 (rank 0) and 2 (rank 1); without sync_dist each rank keeps its own.
   for (const RankResult* rank : {&rank0, &rank1}) {
