@@ -99,18 +99,23 @@ struct RankResult {
   // With one CPU a rank, their sum against the mean step says whether the CPU waited or worked.
   double training_thread_cpu_us = 0;
   double other_threads_cpu_us = 0;
+  // DDPStatistics at the end: the Reducer's buckets after its rebuild, and the time its
+  // all-reduces ran beside backward's compute, averaged over the steps it sampled.
+  double buckets = 0;
+  double overlap_us = 0;
 
   // One line of numbers, which a rank writes and the bench reads back.
   void write(const std::string& path) const {
     std::ofstream(path) << median_step_us << " " << mean_step_us << " " << allreduce_us << " "
                         << scalar_allreduce_us << " " << backward_us << " "
-                        << training_thread_cpu_us << " " << other_threads_cpu_us << "\n";
+                        << training_thread_cpu_us << " " << other_threads_cpu_us << " " << buckets
+                        << " " << overlap_us << "\n";
   }
   static RankResult read(const std::string& path) {
     RankResult result;
     std::ifstream(path) >> result.median_step_us >> result.mean_step_us >> result.allreduce_us >>
         result.scalar_allreduce_us >> result.backward_us >> result.training_thread_cpu_us >>
-        result.other_threads_cpu_us;
+        result.other_threads_cpu_us >> result.buckets >> result.overlap_us;
     return result;
   }
 };
@@ -152,8 +157,9 @@ class CpuTimer : public Callback {
     if (first_batch_ < 0 || last_batch_ < first_batch_) return;
     const auto steps = static_cast<double>(last_batch_ - first_batch_ + 1);
     result.training_thread_cpu_us = (thread_end_ - thread_start_) / steps;
+    // Clocks of different granularity: a process without other threads may read a hair below.
     result.other_threads_cpu_us =
-        ((process_end_ - process_start_) - (thread_end_ - thread_start_)) / steps;
+        std::max(0.0, ((process_end_ - process_start_) - (thread_end_ - thread_start_)) / steps);
   }
 
  private:
@@ -260,6 +266,9 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
     // float gradients: as many bytes as half as many doubles
     result.allreduce_us = time_all_reduce(*strategy, static_cast<size_t>(parameters / 2));
     result.scalar_allreduce_us = time_all_reduce(*strategy, 1);
+    result.buckets = static_cast<double>(strategy->statistics().buckets);
+    result.overlap_us =
+        static_cast<double>(strategy->statistics().backward_compute_comm_overlap_ns) / 1e3;
   }
   if (!out.empty() && (strategy == nullptr || strategy->is_global_zero())) {
     result.write(out);
@@ -421,7 +430,7 @@ int main(int argc, char** argv) {
       (std::filesystem::temp_directory_path() / ("bench_ddp." + std::to_string(::getpid())))
           .string();
   std::map<std::string, std::vector<double>> step_us, mean_step_us, allreduce_us, scalar_us,
-      backward_us, training_cpu_us, other_cpu_us;
+      backward_us, training_cpu_us, other_cpu_us, buckets, overlap_us;
   int port = 29700 + static_cast<int>(::getpid() % 200);
   for (int rep = 0; rep < reps; ++rep) {
     for (size_t i = 0; i < cases.size(); ++i) {
@@ -434,6 +443,8 @@ int main(int argc, char** argv) {
       backward_us[c.name].push_back(result.backward_us);
       training_cpu_us[c.name].push_back(result.training_thread_cpu_us);
       other_cpu_us[c.name].push_back(result.other_threads_cpu_us);
+      buckets[c.name].push_back(result.buckets);
+      overlap_us[c.name].push_back(result.overlap_us);
     }
   }
   std::filesystem::remove(out_file);
@@ -455,8 +466,9 @@ int main(int argc, char** argv) {
       "| case | median step (ms) | mean step (ms) | samples/s | vs 1 process (its faster case, "
       "same accumulation) | median backward, under DDP with the gradients' all-reduce (ms) | "
       "all-reduce of the gradients, idle (ms) | all-reduce of one value, idle (ms) | CPU a step: "
-      "training thread (ms) | CPU a step: other threads, under DDP Gloo's (ms) |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+      "training thread (ms) | CPU a step: other threads, under DDP Gloo's (ms) | gradient "
+      "buckets (all-reduces beside backward's compute, ms) |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Case& c : cases) {
     const double step = bench::median(step_us[c.name]);
     const double mean_step = bench::median(mean_step_us[c.name]);
@@ -467,8 +479,14 @@ int main(int argc, char** argv) {
     const double training_cpu = bench::median(training_cpu_us[c.name]);
     const double other_cpu = bench::median(other_cpu_us[c.name]);
     const bool trainer = c.kind != Kind::kRawLoop;
+    const bool ddp = c.kind == Kind::kTrainer && c.ranks > 1;
+    char bucket_text[64] = "-";
+    if (ddp) {
+      std::snprintf(bucket_text, sizeof bucket_text, "%.0f (%.3f)", bench::median(buckets[c.name]),
+                    bench::median(overlap_us[c.name]) / 1000);
+    }
     std::printf(
-        "| %s | %.3f | %.3f | %.0f | %.2fx | %s | %s | %s | %s | %s |\n", c.name.c_str(),
+        "| %s | %.3f | %.3f | %.0f | %.2fx | %s | %s | %s | %s | %s | %s |\n", c.name.c_str(),
         step / 1000, mean_step / 1000, rate, rate / baseline_rate.at(c.accumulate_grad_batches),
         c.kind == Kind::kRawLoop ? "-" : std::to_string(backward / 1000).substr(0, 5).c_str(),
         c.kind == Kind::kTrainer && c.ranks > 1 ? std::to_string(reduce / 1000).substr(0, 5).c_str()
@@ -476,7 +494,7 @@ int main(int argc, char** argv) {
         c.kind == Kind::kTrainer && c.ranks > 1 ? std::to_string(scalar / 1000).substr(0, 5).c_str()
                                                 : "-",
         trainer ? std::to_string(training_cpu / 1000).substr(0, 5).c_str() : "-",
-        trainer ? std::to_string(other_cpu / 1000).substr(0, 5).c_str() : "-");
+        trainer ? std::to_string(other_cpu / 1000).substr(0, 5).c_str() : "-", bucket_text);
   }
   return 0;
 }

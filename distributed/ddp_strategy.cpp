@@ -505,6 +505,22 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
 }
 
 void DDPStrategy::teardown_module() noexcept {
+  if (impl_->logger) {
+    try {
+      impl_->logger->set_runtime_stats_and_log();  // the last step's times, if it was sampled
+      statistics_.buckets = static_cast<int64_t>(impl_->logger->get_bucket_sizes().size());
+      const at::DDPLoggingData data = impl_->logger->get_ddp_logging_data();
+      const auto average = [&](const char* name) -> int64_t {
+        const auto found = data.ints_map.find(name);
+        return found == data.ints_map.end() ? 0 : found->second;
+      };
+      statistics_.backward_compute_ns = average("avg_backward_compute_time");
+      statistics_.backward_comm_ns = average("avg_backward_comm_time");
+      statistics_.backward_compute_comm_overlap_ns =
+          average("avg_backward_compute_comm_overlap_time");
+    } catch (...) {  // statistics only: a teardown does not fail for them
+    }
+  }
   impl_->logger.reset();
   impl_->reducer.reset();
   impl_->buffers.clear();
@@ -528,6 +544,9 @@ void DDPStrategy::before_training_step(bool synchronize) {
   // buckets once, after the first step, by the order backward produced the gradients.
   finish_previous_reduction();
   impl_->backwards_in_step = 0;
+  // As DistributedDataParallel.forward: the previous step's times into the averages (at the
+  // steps the Reducer samples only; DDPStatistics).
+  impl_->logger->set_runtime_stats_and_log();
   impl_->reducer->prepare_for_forward();
 }
 

@@ -86,6 +86,18 @@ struct DDPStatistics {
   /// Whether Gloo's event loop thread got DDPOptions::gloo_event_loop_nice (false with 0, with
   /// NCCL, or where its thread could not be told apart).
   bool gloo_event_loop_niced = false;
+  /// The gradient buckets of the last module set up (the Reducer's, after it rebuilt them at
+  /// the first step in the order backward produced the gradients); read when it is torn down
+  /// (at the end of a fit), as are the times below.
+  int64_t buckets = 0;
+  /// Averages over the steps c10d's Reducer samples (its first 10, then every 100th), in
+  /// nanoseconds, as PyTorch's DDP logging data: backward's compute (the first gradient to the
+  /// last), the gradients' communication (the first bucket's all-reduce started to every bucket
+  /// averaged), and their overlap (the first all-reduce started to the last gradient computed):
+  /// the time the all-reduces ran beside backward's compute. 0 where no step was sampled.
+  int64_t backward_compute_ns = 0;
+  int64_t backward_comm_ns = 0;
+  int64_t backward_compute_comm_overlap_ns = 0;
 };
 
 /// Data-parallel training: each rank holds a replica of the module, parameters and buffers start
