@@ -273,17 +273,22 @@ static auto guarded(const DistributedEnvironment& environment, std::chrono::mill
           detail::concat(operation, " failed on this rank: ", message_of(error))));
     }
     const auto waited = std::chrono::steady_clock::now() - started;
+    // Of two ranks, the peer is the other one. With more, Gloo's text names an address, not a
+    // rank: the launcher's report (or each rank's own error) says which one failed.
+    const std::string another =
+        environment.world_size == 2
+            ? detail::concat("Another rank (rank ", 1 - environment.rank, ", the only other one)")
+            : std::string("Another rank");
     if (waited_for_a_peer(error, waited, timeout)) {
       throw PeerTimedOutError(environment.rank_message(detail::concat(
-          operation, " failed after ", std::chrono::duration<double>(waited).count(),
-          " s: ", message_of(error), ". Another rank did not reach this point within the timeout (",
+          operation, " failed after ", std::chrono::duration<double>(waited).count(), " s: ",
+          message_of(error), ". ", another, " did not reach this point within the timeout (",
           timeout.count() / 1000.0, " s): ", timed_out_hint(awaits),
           "; the launcher's report names the rank that failed first")));
     }
     throw PeerLostError(environment.rank_message(detail::concat(
-        operation, " failed: ", message_of(error),
-        ". Another rank stopped (it failed or was killed) or did not reach this point within "
-        "the timeout (",
+        operation, " failed: ", message_of(error), ". ", another,
+        " stopped (it failed or was killed) or did not reach this point within the timeout (",
         timeout.count() / 1000.0, " s); the launcher's report names the rank that failed first")));
   }
 }
