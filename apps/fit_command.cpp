@@ -332,6 +332,11 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
             // anyway, and the Timer follows rank 0's clock (a broadcast per check, in place of
             // the agreement, with --max-time). One collective less per step otherwise.
             .stop_agreement_every_batch(false)
+            // Nothing here calls Optimizer::zero_grad() (which refuses views) or keeps a
+            // gradient past its step: the averaged gradients stay in the buckets instead of
+            // being copied back (bench/README.md: 1.28x to 1.39x of one process for the MLP,
+            // 1.26x to 1.52x for the large one, same run).
+            .gradient_as_bucket_view(true)
             .gloo_event_loop_nice(args.ddp_gloo_loop_nice)
             .gradient_compression(args.ddp_fp16_gradients
                                       ? distributed::DDPOptions::GradientCompression::kFp16
