@@ -91,8 +91,12 @@ void Trainer::run_fit(const FitOptions& options) {
   call_hooks<events::FitStart>(
       [&](Callback& c) { c.on_fit_start(*this, *module_); }, [](Module& m) { m.on_fit_start(); },
       [&] {
-        return events::FitStart{event_progress(), detail::hparams_text(module_->hparams()),
-                                num_training_batches_, num_val_batches_};
+        events::FitStart event{event_progress(), detail::hparams_text(module_->hparams()),
+                               num_training_batches_, num_val_batches_};
+        event.global_rank = global_rank();
+        event.local_rank = local_rank();
+        event.world_size = world_size();
+        return event;
       });
   if (checkpoint) checkpoints_.restore_optimizers(*checkpoint);
   module_->zero_grad(/*set_to_none=*/true);

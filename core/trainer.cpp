@@ -349,9 +349,11 @@ void Trainer::apply_run_settings() {
 
 void Trainer::call_setup_hooks(Stage stage) {
   data_->setup(stage);
-  call_hooks<events::Setup>([&](Callback& c) { c.setup(*this, *module_, stage); },
-                            [&](Module& m) { m.setup(stage); },
-                            [&] { return events::Setup{stage}; });
+  call_hooks<events::Setup>(
+      [&](Callback& c) { c.setup(*this, *module_, stage); }, [&](Module& m) { m.setup(stage); },
+      [&] {
+        return events::Setup{stage, global_rank(), local_rank(), world_size()};
+      });
 }
 
 void Trainer::call_teardown_hooks(Stage stage) {

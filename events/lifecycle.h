@@ -1,6 +1,7 @@
 #pragma once
 /// Events that bracket a whole run: setup/teardown, fit, the sanity check, exceptions.
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <string_view>
@@ -9,10 +10,16 @@
 
 namespace trainbus::events {
 
-/// Fires at the beginning of fit, validate, test and predict, after the data module's setup.
+/// Fires at the beginning of fit, validate, test and predict, after the data module's setup. It
+/// says which process of the job this is (Lightning's trainer.global_rank, local_rank and
+/// world_size; the Trainer's strategy), as FitStart does: an observer, which sees no Trainer,
+/// learns its rank from them.
 struct Setup {
   static constexpr std::string_view kName = "setup";
   Stage stage = Stage::kFit;
+  int64_t global_rank = 0;  ///< this process's rank among all of the job's (0: rank zero)
+  int64_t local_rank = 0;   ///< its rank among the job's processes on this machine
+  int64_t world_size = 1;   ///< processes in the job (1: one process, no data parallelism)
 };
 
 /// Fires at the end of a successful fit, validate, test or predict. Not on the failure path.
@@ -30,6 +37,9 @@ struct FitStart {
   std::map<std::string, std::string> hparams;
   int64_t num_batches = 0;      ///< batches each training epoch runs (after limit_train_batches)
   int64_t num_val_batches = 0;  ///< batches each validation runs (0: none)
+  int64_t global_rank = 0;      ///< this process's rank among all of the job's, as Setup's
+  int64_t local_rank = 0;       ///< its rank among the job's processes on this machine
+  int64_t world_size = 1;       ///< processes in the job (1: one process)
 };
 
 /// Fires at the very end of a successful fit, after TrainEnd.

@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -44,6 +45,13 @@ std::string differences(const E& a, const E& b, const DiffOptions& options) {
   detail::for_each_recorded_field(
       [&](const char* name, const auto& value_a, const auto& value_b) {
         using Value = std::decay_t<decltype(value_a)>;
+        // Setup's and FitStart's place of the process in the job: which process recorded it, as
+        // the envelope's rank, not the run's (its world size is compared).
+        if constexpr (std::is_same_v<E, events::Setup> || std::is_same_v<E, events::FitStart>) {
+          if (std::string_view(name) == "global_rank" || std::string_view(name) == "local_rank") {
+            return;
+          }
+        }
         if constexpr (std::is_same_v<Value, double>) {
           if (!agree(value_a, value_b, options)) {
             report(name, precise(value_a), precise(value_b));

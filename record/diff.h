@@ -36,7 +36,8 @@ struct DiffResult {
 };
 
 /// Reads both recordings to their ends and finds the first divergence. Times, sequence numbers and
-/// ranks are not compared; everything an event carries is. CheckpointCommitted and
+/// ranks (the envelope's, Setup's and FitStart's global_rank and local_rank) are not compared;
+/// everything else an event carries is, the world size too. CheckpointCommitted and
 /// CheckpointRemoved, whose place depends on when the disk finished a background write, are
 /// compared as a set after the rest agreed.
 DiffResult diff_recordings(RecordingReader& a, RecordingReader& b, const DiffOptions& options);

@@ -145,6 +145,9 @@ void encode_fields(const E& event, Message& message) {
   if constexpr (detail::Has_step<E>::value) message.set_step(event.step);
   if constexpr (detail::Has_logger<E>::value) message.set_logger(event.logger);
   if constexpr (detail::Has_asked_in<E>::value) message.set_asked_in(event.asked_in);
+  if constexpr (detail::Has_global_rank<E>::value) message.set_global_rank(event.global_rank);
+  if constexpr (detail::Has_local_rank<E>::value) message.set_local_rank(event.local_rank);
+  if constexpr (detail::Has_world_size<E>::value) message.set_world_size(event.world_size);
 }
 
 template <class E, class Message>
@@ -191,6 +194,12 @@ void decode_fields(const Message& message, E& event) {
   if constexpr (detail::Has_step<E>::value) event.step = message.step();
   if constexpr (detail::Has_logger<E>::value) event.logger = message.logger();
   if constexpr (detail::Has_asked_in<E>::value) event.asked_in = message.asked_in();
+  if constexpr (detail::Has_global_rank<E>::value) event.global_rank = message.global_rank();
+  if constexpr (detail::Has_local_rank<E>::value) event.local_rank = message.local_rank();
+  // Recordings made before the world size was recorded have none (0): one process.
+  if constexpr (detail::Has_world_size<E>::value) {
+    event.world_size = message.world_size() > 0 ? message.world_size() : 1;
+  }
 }
 
 }  // namespace

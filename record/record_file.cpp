@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <cerrno>
 #include <chrono>
@@ -229,6 +230,19 @@ const v1::Envelope* RecordingReader::next() {
   return next(*arena_envelope_) ? arena_envelope_ : nullptr;
 }
 
+void RecordingReader::fill_place_in_job(v1::Envelope& envelope) const {
+  const auto fill = [&](auto& message) {
+    if (message.world_size() != 0) return;  // recorded
+    message.set_global_rank(envelope.rank());
+    message.set_world_size(std::max<int64_t>(1, header_.world_size()));
+  };
+  if (envelope.has_setup()) {
+    fill(*envelope.mutable_setup());
+  } else if (envelope.has_fit_start()) {
+    fill(*envelope.mutable_fit_start());
+  }
+}
+
 bool RecordingReader::next(v1::Envelope& envelope) {
   using Status = TfRecordScanner::Status;
   while (!done_) {
@@ -293,6 +307,7 @@ bool RecordingReader::next(v1::Envelope& envelope) {
         }
         ++summary_.events;
         if (const auto progress = progress_of(envelope)) last_step_ = progress->global_step();
+        fill_place_in_job(envelope);
         return true;
       }
       case Status::kEnd:

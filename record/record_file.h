@@ -143,6 +143,11 @@ class RecordingReader {
   bool done_ = false;
   v1::Header header_;
   ReadSummary summary_;
+  // A Setup or FitStart of a recording made before they carried the process's place in the job
+  // (world_size absent): the envelope's rank and the header's world size stand in; the local
+  // rank is not known (0).
+  void fill_place_in_job(v1::Envelope& envelope) const;
+
   std::unique_ptr<google::protobuf::Arena> arena_;  // for next(); made on first use
   v1::Envelope* arena_envelope_ = nullptr;          // on arena_; null after a reset
   int parsed_on_arena_ = 0;                         // records parsed since the last reset

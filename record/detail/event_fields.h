@@ -44,7 +44,10 @@ namespace trainbus::record::detail {
   X(learning_rates)                             \
   X(step)                                       \
   X(logger)                                     \
-  X(asked_in)
+  X(asked_in)                                   \
+  X(global_rank)                                \
+  X(local_rank)                                 \
+  X(world_size)
 
 TRAINBUS_DETAIL_FOR_EACH_EVENT_FIELD(TRAINBUS_DETAIL_HAS_FIELD)
 #undef TRAINBUS_DETAIL_HAS_FIELD
@@ -132,6 +135,11 @@ void for_each_recorded_field(Fn&& fn, const E& event, const Es&... others) {
   if constexpr (Has_step<E>::value) fn("step", event.step, others.step...);
   if constexpr (Has_logger<E>::value) fn("logger", event.logger, others.logger...);
   if constexpr (Has_asked_in<E>::value) fn("asked_in", event.asked_in, others.asked_in...);
+  if constexpr (Has_global_rank<E>::value) {
+    fn("global_rank", event.global_rank, others.global_rank...);
+  }
+  if constexpr (Has_local_rank<E>::value) fn("local_rank", event.local_rank, others.local_rank...);
+  if constexpr (Has_world_size<E>::value) fn("world_size", event.world_size, others.world_size...);
 }
 
 }  // namespace trainbus::record::detail

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `trainbus fit --nproc-per-node 2 --record-every-rank`: each rank records its own events in the
-# run directory, rank 1's beside rank 0's with .rank1 before .tbrec, each recording's header
-# naming its rank and the world size, each with its own batches. Without the flag rank 0 alone
-# records.
+# run directory, rank 1's beside rank 0's with .rank1 before .tbrec, each recording's header (and
+# its setup and fit_start events) naming its rank and the world size, each with its own batches.
+# Without the flag rank 0 alone records.
 #
 #   tests/apps/record_every_rank.sh TRAINBUS_BINARY WORK_DIR MASTER_PORT
 set -euo pipefail
@@ -28,6 +28,12 @@ for rank in 0 1; do
   "$trainbus" replay info "$file" >"$work/info$rank.txt" 2>&1 || { cat "$work/info$rank.txt"; fail "replay info $file"; }
   grep -q "(pid [0-9]*, rank $rank of 2)" "$work/info$rank.txt" || { cat "$work/info$rank.txt"; fail "$file does not name rank $rank of 2"; }
   grep -q "^  train_batch_end: 6$" "$work/info$rank.txt" || { cat "$work/info$rank.txt"; fail "$file does not hold 6 training batches"; }
+  # Its events say so too: what an observer on that rank saw (Setup and FitStart carry the rank).
+  "$trainbus" replay "$file" --events setup,fit_start >"$work/starts$rank.txt" 2>&1 || { cat "$work/starts$rank.txt"; fail "replay $file"; }
+  for event in setup fit_start; do
+    grep -q " $event .*global_rank=$rank local_rank=$rank world_size=2$" "$work/starts$rank.txt" ||
+      { cat "$work/starts$rank.txt"; fail "$file's $event does not say rank $rank of 2"; }
+  done
 done
 
 "$trainbus" "${common[@]}" --out "$work/zero" >"$work/fit.log" 2>&1 || fail "the fit without --record-every-rank failed"

@@ -8,9 +8,11 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "core/tensor_ref.h"
 #include "core/trainer.h"
+#include "distributed/strategy.h"
 #include "tests/support/catch.h"
 #include "tests/support/recording.h"
 #include "tests/support/trainer_options.h"
@@ -247,4 +249,75 @@ TEST_CASE("A stuck observer does not hold back the exception that ends fit", "[c
     CHECK_THROWS_WITH(trainer.fit(module, data), "NaN in batch 2");
   }
   gate->release();
+}
+
+namespace {
+
+/// One process playing rank `rank` of a job of `world_size`, `local_rank` on its machine: every
+/// collective returns this rank's own value (Strategy's defaults), as if the others agreed.
+class PlaysRank final : public distributed::Strategy {
+ public:
+  PlaysRank(int world_size, int rank, int local_rank) {
+    environment_.world_size = world_size;
+    environment_.rank = rank;
+    environment_.local_rank = local_rank;
+    environment_.local_world_size = local_rank + 1;
+    environment_.node_rank = rank - local_rank == 0 ? 0 : 1;
+  }
+  std::string_view name() const noexcept override { return "plays_rank"; }
+  const distributed::DistributedEnvironment& environment() const noexcept override {
+    return environment_;
+  }
+
+ private:
+  distributed::DistributedEnvironment environment_;
+};
+
+/// What Setup and FitStart told an observer about its process, as "<stage or fit_start> <global
+/// rank> <local rank> <world size>".
+class RankSeen : public events::Observer {
+ public:
+  void select_events(events::EventSelection& selection) const override {
+    selection.add<events::Setup>().add<events::FitStart>();
+  }
+  void setup(const events::Setup& event) override {
+    note(std::string(to_string(event.stage)), event.global_rank, event.local_rank,
+         event.world_size);
+  }
+  void on_fit_start(const events::FitStart& event) override {
+    note("fit_start", event.global_rank, event.local_rank, event.world_size);
+  }
+  std::vector<std::string> seen;  // read once the run returned: it drained the observers
+
+ private:
+  void note(const std::string& what, int64_t global_rank, int64_t local_rank, int64_t world_size) {
+    seen.push_back(what + " " + std::to_string(global_rank) + " " + std::to_string(local_rank) +
+                   " " + std::to_string(world_size));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("An observer on every rank learns its rank and the world size from Setup and FitStart",
+          "[core][observers]") {
+  const auto [world, rank, local] = GENERATE(table<int, int, int>({{2, 1, 1}, {4, 3, 1}}));
+  INFO("rank " << rank << " of " << world << ", local rank " << local);
+  TrainerOptions options = small(3);
+  options.enable_checkpointing(false).enable_model_summary(false).num_sanity_val_steps(0);
+  options.strategy(std::make_shared<PlaysRank>(world, rank, local));
+  Trainer trainer(options);
+  REQUIRE(trainer.global_rank() == rank);
+  auto observer = std::make_shared<RankSeen>();
+  trainer.add_observer(observer, events::ObserverOptions().every_rank(true));
+  BoringModule module;
+  RandomDataModule data;
+  trainer.fit(module, data);
+  trainer.validate(module, data);
+  trainer.test(module, data);
+  trainer.predict(module, data);
+  const std::string place =
+      " " + std::to_string(rank) + " " + std::to_string(local) + " " + std::to_string(world);
+  CHECK(observer->seen == std::vector<std::string>{"fit" + place, "fit_start" + place,
+                                                   "validate" + place, "test" + place,
+                                                   "predict" + place});
 }

@@ -166,3 +166,33 @@ TEST_CASE("Checkpoint landings are compared as a set, wherever the disk put them
   CHECK(other.first->what.find("only in B: checkpoint_committed /ckpt/epoch=0-v1.ckpt") !=
         std::string::npos);
 }
+
+TEST_CASE("diff compares the world size where a run starts, not which rank recorded it",
+          "[record][diff]") {
+  testing::TempDir dir;
+  // Rank 0's and rank 1's recordings of one job of two: the same but for the rank.
+  auto write_rank = [&](const std::string& name, int64_t rank, int64_t world_size) {
+    record::RecordFileWriter writer(dir.file(name), v1::Header());
+    v1::Envelope envelope;
+    envelope.set_rank(rank);
+    record::encode(events::Setup{Stage::kFit, rank, rank, world_size}, envelope);
+    writer.append(envelope);
+    events::FitStart fit_start;
+    fit_start.num_batches = 8;
+    fit_start.global_rank = fit_start.local_rank = rank;
+    fit_start.world_size = world_size;
+    record::encode(fit_start, envelope);
+    writer.append(envelope);
+  };
+  write_rank("rank0.tbrec", 0, 2);
+  write_rank("rank1.tbrec", 1, 2);
+  write_rank("alone.tbrec", 0, 1);
+  const record::DiffResult ranks = diff(dir.file("rank0.tbrec"), dir.file("rank1.tbrec"));
+  CHECK_FALSE(ranks.first.has_value());
+  CHECK(ranks.compared == 2);
+
+  const record::DiffResult worlds = diff(dir.file("rank0.tbrec"), dir.file("alone.tbrec"));
+  REQUIRE(worlds.first.has_value());
+  CHECK(worlds.first->event_a == "setup");
+  CHECK(worlds.first->what == "world_size: 2 in A, 1 in B\n");
+}

@@ -142,3 +142,54 @@ TEST_CASE("EventDecoder reuses its events and still decodes each record exactly"
   }
   CHECK(decoded == metrics);
 }
+
+TEST_CASE("Setup and FitStart keep the process's rank and world size through a recording",
+          "[record][codec]") {
+  events::Setup setup{Stage::kValidate, 3, 1, 4};
+  v1::Envelope envelope;
+  record::encode(setup, envelope);
+  v1::Envelope parsed;
+  REQUIRE(parsed.ParseFromString(envelope.SerializeAsString()));
+  events::Setup decoded_setup;
+  record::decode(parsed, decoded_setup);
+  CHECK(decoded_setup.stage == Stage::kValidate);
+  CHECK(decoded_setup.global_rank == 3);
+  CHECK(decoded_setup.local_rank == 1);
+  CHECK(decoded_setup.world_size == 4);
+
+  events::FitStart fit_start;
+  fit_start.global_rank = 1;
+  fit_start.local_rank = 0;  // rank 1 of 2 machines of one process each
+  fit_start.world_size = 2;
+  record::encode(fit_start, envelope);
+  REQUIRE(parsed.ParseFromString(envelope.SerializeAsString()));
+  events::FitStart decoded_fit_start;
+  record::decode(parsed, decoded_fit_start);
+  CHECK(decoded_fit_start.global_rank == 1);
+  CHECK(decoded_fit_start.local_rank == 0);
+  CHECK(decoded_fit_start.world_size == 2);
+}
+
+TEST_CASE("A Setup or FitStart recorded before ranks were reads as rank 0 of a world of 1",
+          "[record][codec]") {
+  // What a recorder wrote before: the messages without the rank fields.
+  v1::Envelope old_setup;
+  old_setup.mutable_setup()->set_stage(v1::STAGE_TEST);
+  v1::Envelope old_fit_start;
+  old_fit_start.mutable_fit_start()->set_num_batches(7);
+  for (v1::Envelope* old : {&old_setup, &old_fit_start}) {
+    v1::Envelope parsed;
+    REQUIRE(parsed.ParseFromString(old->SerializeAsString()));
+    CHECK(record::visit_event(parsed, [](const auto& event) {
+      using E = std::decay_t<decltype(event)>;
+      if constexpr (fields::Has_world_size<E>::value) {
+        INFO("event " << E::kName);
+        CHECK(event.global_rank == 0);
+        CHECK(event.local_rank == 0);
+        CHECK(event.world_size == 1);
+      } else {
+        FAIL("not a Setup or FitStart: " << E::kName);
+      }
+    }));
+  }
+}

@@ -324,3 +324,53 @@ TEST_CASE("A format 1 recording is read, with a caution where its losses may be 
   (*header.mutable_options())["accumulate-grad-batches"] = "4";
   CHECK(record::format_caveat(header).empty());
 }
+
+TEST_CASE(
+    "A recording of another rank made before Setup and FitStart carried the rank reads as "
+    "that rank, in its header's world",
+    "[record][file]") {
+  // As `--record-every-rank` wrote rank 1's recording of 2 before the fields existed: the
+  // envelopes carry rank 1, the header the world size, the events nothing.
+  TempDir dir;
+  const std::string path = dir.file("events.rank1.tbrec");
+  {
+    v1::Header header;
+    header.set_rank(1);
+    header.set_world_size(2);
+    record::RecordFileWriter writer(path, header);
+    v1::Envelope envelope;
+    envelope.set_rank(1);
+    envelope.mutable_setup()->set_stage(v1::STAGE_FIT);
+    writer.append(envelope);
+    envelope.mutable_fit_start()->set_num_batches(7);
+    writer.append(envelope);
+    // A recorded place is kept as it is.
+    events::FitStart recorded;
+    recorded.global_rank = 3;
+    recorded.local_rank = 1;
+    recorded.world_size = 4;
+    record::encode(recorded, envelope);
+    writer.append(envelope);
+    writer.close();
+  }
+  record::RecordingReader reader(path);
+  v1::Envelope envelope;
+  REQUIRE(reader.next(envelope));
+  events::Setup setup;
+  record::decode(envelope, setup);
+  CHECK(setup.global_rank == 1);
+  CHECK(setup.local_rank == 0);  // not known
+  CHECK(setup.world_size == 2);
+  REQUIRE(reader.next(envelope));
+  events::FitStart old_fit_start;
+  record::decode(envelope, old_fit_start);
+  CHECK(old_fit_start.global_rank == 1);
+  CHECK(old_fit_start.world_size == 2);
+  CHECK(old_fit_start.num_batches == 7);
+  REQUIRE(reader.next(envelope));
+  events::FitStart new_fit_start;
+  record::decode(envelope, new_fit_start);
+  CHECK(new_fit_start.global_rank == 3);
+  CHECK(new_fit_start.local_rank == 1);
+  CHECK(new_fit_start.world_size == 4);
+}

@@ -43,6 +43,9 @@ E sample_event(int64_t seed = 0) {
   if constexpr (fields::Has_step<E>::value) event.step = 49 + seed;
   if constexpr (fields::Has_logger<E>::value) event.logger = "CsvLogger";
   if constexpr (fields::Has_asked_in<E>::value) event.asked_in = "training_step";
+  if constexpr (fields::Has_global_rank<E>::value) event.global_rank = 5;
+  if constexpr (fields::Has_local_rank<E>::value) event.local_rank = 1;
+  if constexpr (fields::Has_world_size<E>::value) event.world_size = 8 + seed;
   return event;
 }
 
@@ -81,6 +84,9 @@ bool same_recorded_fields(const E& a, const E& b) {
   if constexpr (fields::Has_step<E>::value) same &= a.step == b.step;
   if constexpr (fields::Has_logger<E>::value) same &= a.logger == b.logger;
   if constexpr (fields::Has_asked_in<E>::value) same &= a.asked_in == b.asked_in;
+  if constexpr (fields::Has_global_rank<E>::value) same &= a.global_rank == b.global_rank;
+  if constexpr (fields::Has_local_rank<E>::value) same &= a.local_rank == b.local_rank;
+  if constexpr (fields::Has_world_size<E>::value) same &= a.world_size == b.world_size;
   return same;
 }
 

@@ -46,6 +46,11 @@ TEST_CASE("A timeline line shows sequence, time, epoch, step, name and every fie
         R"("progress":{"epoch":2,"global_step":41},)"
         R"("batch":{"batch_idx":5,"batch_size":64,"dataloader_idx":0},"loss":0.125,)"
         R"("metrics":{"a":1,"b":2},"progress_bar":{}})");
+  // The process's place in the job, where a run starts.
+  CHECK(record::timeline_line(envelope_of(events::Setup{Stage::kFit, 1, 1, 2}, 0, 0), 0) ==
+        "#0 +0.000s setup stage=fit global_rank=1 local_rank=1 world_size=2");
+  CHECK_THAT(record::timeline_json(envelope_of(events::Setup{Stage::kFit, 1, 1, 2}, 0, 0)),
+             Catch::EndsWith(R"("stage":"fit","global_rank":1,"local_rank":1,"world_size":2})"));
   events::TrainBatchEnd no_loss;  // NaN: JSON has no NaN
   CHECK_THAT(record::timeline_json(envelope_of(no_loss, 0, 0)), Catch::Contains(R"("loss":null)"));
 }
