@@ -9,19 +9,12 @@ set -euo pipefail
 trainbus=$1
 work=$2
 rm -rf "$work" && mkdir -p "$work"
-source "$(dirname "$0")/launcher_children.sh"
+source "$(dirname "$0")/fault_helpers.sh"
 common=(fit --nproc-per-node 2 --master-port 29533 --max-epochs 4 --limit-train-batches 150
         --limit-val-batches 2 --limit-test-batches 2 --no-progress-bar --no-model-summary
         --ddp-timeout 5 --out "$work/run")
 
-"$trainbus" "${common[@]}" >"$work/first.log" 2>&1 &
-launcher=$!
-for _ in $(seq 600); do
-  [[ -e "$work/run/checkpoints/last.ckpt" ]] && break
-  kill -0 "$launcher" 2>/dev/null || break
-  sleep 0.1
-done
-[[ -e "$work/run/checkpoints/last.ckpt" ]] || { cat "$work/first.log"; echo "FAILED: no checkpoint"; exit 1; }
+start_until_checkpoint "$work/first.log" "$work/run" "${common[@]}"
 rank1=$(children_of "$launcher" 1)
 [[ -n $rank1 ]] || { cat "$work/first.log"; echo "FAILED: rank 1 not found"; exit 1; }
 kill -STOP "$rank1"
@@ -42,10 +35,5 @@ grep -q "still running after the others ended: rank 1 (pid $rank1)" "$work/first
 grep -q "rank 1 (pid $rank1) was killed by signal SIGKILL (9), stopped by the launcher" "$work/first.log" ||
   { echo "FAILED: the launcher did not stop the hung rank"; exit 1; }
 
-status=0
-"$trainbus" "${common[@]}" --resume last >"$work/resumed.log" 2>&1 || status=$?
-echo "--- resumed, exit $status"; cat "$work/resumed.log"
-[[ $status -eq 0 ]] || { echo "FAILED: the resumed run failed"; exit 1; }
-grep -q "^resumed from: " "$work/resumed.log" || { echo "FAILED: it did not resume"; exit 1; }
-grep -q "^test  test_acc" "$work/resumed.log" || { echo "FAILED: no test line"; exit 1; }
+resume_completes "$work/resumed.log" "${common[@]}"
 echo "hung rank named and stopped within ${took} s, resume completed"

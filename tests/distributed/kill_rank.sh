@@ -8,21 +8,13 @@ set -euo pipefail
 trainbus=$1
 work=$2
 rm -rf "$work" && mkdir -p "$work"
+source "$(dirname "$0")/fault_helpers.sh"
 common=(fit --nproc-per-node 2 --master-port 29532 --max-epochs 3 --limit-train-batches 150
         --limit-val-batches 2 --limit-test-batches 2 --no-progress-bar --no-model-summary
         --ddp-timeout 60 --out "$work/run")
 
-"$trainbus" "${common[@]}" >"$work/first.log" 2>&1 &
-launcher=$!
-# Wait (bounded) for the first epoch's checkpoint, then for rank 1 to be training on: a kill in
-# the second epoch.
-for _ in $(seq 600); do
-  [[ -e "$work/run/checkpoints/last.ckpt" ]] && break
-  kill -0 "$launcher" 2>/dev/null || break
-  sleep 0.1
-done
-[[ -e "$work/run/checkpoints/last.ckpt" ]] || { cat "$work/first.log"; echo "FAILED: no checkpoint"; exit 1; }
-source "$(dirname "$0")/launcher_children.sh"
+# The first epoch's checkpoint, then a kill while rank 1 trains the second.
+start_until_checkpoint "$work/first.log" "$work/run" "${common[@]}"
 rank1=$(children_of "$launcher" 1)
 [[ -n $rank1 ]] || { cat "$work/first.log"; echo "FAILED: rank 1 not found"; exit 1; }
 kill -KILL "$rank1"
@@ -33,20 +25,10 @@ echo "--- first run (rank 1 = pid $rank1 killed), exit $status"; cat "$work/firs
 grep -q "launcher: the job failed: rank 1 (pid $rank1) was killed by signal SIGKILL (9)" "$work/first.log" ||
   { echo "FAILED: the launcher did not name rank 1 as the failure"; exit 1; }
 
-status=0
-"$trainbus" "${common[@]}" --resume last >"$work/resumed.log" 2>&1 || status=$?
-echo "--- resumed, exit $status"; cat "$work/resumed.log"
-[[ $status -eq 0 ]] || { echo "FAILED: the resumed run failed"; exit 1; }
-grep -q "^resumed from: " "$work/resumed.log" || { echo "FAILED: it did not resume"; exit 1; }
-grep -q "^test  test_acc" "$work/resumed.log" || { echo "FAILED: no test line"; exit 1; }
+resume_completes "$work/resumed.log" "${common[@]}"
 
 # The launcher SIGKILLed while its ranks train: the kernel stops them (PR_SET_PDEATHSIG).
-"$trainbus" "${common[@]}" --max-epochs 50 --out "$work/orphans" >"$work/orphans.log" 2>&1 &
-launcher=$!
-for _ in $(seq 600); do
-  [[ -e "$work/orphans/checkpoints/last.ckpt" ]] && break
-  sleep 0.1
-done
+start_until_checkpoint "$work/orphans.log" "$work/orphans" "${common[@]}" --max-epochs 50 --out "$work/orphans"
 ranks=$(children_of "$launcher")
 [[ $(echo "$ranks" | wc -w) -eq 2 ]] || { cat "$work/orphans.log"; echo "FAILED: ranks not found"; exit 1; }
 kill -KILL "$launcher"
