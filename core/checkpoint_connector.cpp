@@ -246,7 +246,7 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
     if (trainer_.is_global_zero()) {
       // In order with the background saves: an older one must not land after this one. Under
       // DDP the ranks wait for them together, in the agreement.
-      if (!agreed) wait();
+      if (!agreed) wait_for_earlier_saves(request.path);
       snapshot = take_snapshot(request.path, request.weights_only, nullptr, /*announce=*/!agreed);
     } else {
       dump_checkpoint(request.path, request.weights_only);  // the hooks; rank 0 writes
@@ -497,7 +497,8 @@ std::optional<std::chrono::milliseconds> CheckpointConnector::writer_stall_limit
 }
 
 std::exception_ptr CheckpointConnector::writer_stuck(const std::string& waiting_save, int64_t step,
-                                                     std::chrono::steady_clock::duration stalled) {
+                                                     std::chrono::steady_clock::duration stalled,
+                                                     bool every_rank_waits) {
   stuck_at_ = writer_->activity();
   const std::string in_flight = writer_->path_in_flight();
   const double seconds = std::round(std::chrono::duration<double>(stalled).count() * 10) / 10;
@@ -509,8 +510,8 @@ std::exception_ptr CheckpointConnector::writer_stuck(const std::string& waiting_
       waiting_save.empty()
           ? std::string(" at the end of the run (the other ranks have ended; nothing else would "
                         "stop this wait)")
-          : detail::concat(" (the save of ", waiting_save, " at step ", step,
-                           " waits for it, and every rank with it)"),
+          : detail::concat(" (the save of ", waiting_save, " at step ", step, " waits for it",
+                           every_rank_waits ? ", and every rank with it)" : ")"),
       ": rank 0's disk or filesystem is stuck, or slower than that limit. The job stops rather "
       "than wait without end",
       waiting_save.empty()
@@ -542,6 +543,28 @@ CheckpointConnector::wait_for_writer_while_it_moves() {
 }
 
 void CheckpointConnector::begin_run() { stuck_at_.reset(); }
+
+void CheckpointConnector::wait_for_earlier_saves(const std::string& path) {
+  // Under DDP, a save without agreement (a failing run: OnExceptionCheckpoint's, say) is bound as
+  // the end of a run is: nothing else would stop this wait.
+  if (writer_ && writer_stall_limit()) {
+    if (stuck_at_ && writer_->activity() == *stuck_at_ &&
+        !writer_->wait_for_idle(std::chrono::milliseconds(0))) {
+      const std::string in_flight = writer_->path_in_flight();
+      throw CheckpointError(detail::concat(
+          "checkpoint ", path,
+          " is not written: rank 0's checkpoint writer, found stuck in this "
+          "run, has made no progress since, writing ",
+          in_flight.empty() ? std::string("earlier saves") : in_flight,
+          " (its disk or filesystem is stuck; DDPOptions::timeout, --ddp-timeout, is the limit)"));
+    }
+    if (const auto stalled = wait_for_writer_while_it_moves()) {
+      std::rethrow_exception(writer_stuck(path, trainer_.progress_.global_step, *stalled,
+                                          /*every_rank_waits=*/false));
+    }
+  }
+  wait();
+}
 
 void CheckpointConnector::finish() {
   if (const auto stalled = wait_for_writer_while_it_moves())

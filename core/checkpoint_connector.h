@@ -158,8 +158,14 @@ class CheckpointConnector {
   std::optional<std::chrono::steady_clock::duration> wait_for_writer_while_it_moves();
   /// Rank 0's writer made no progress for `stalled` while `waiting_save` (at `step`; "" at the
   /// end of a run) waited for it: notes it (stuck_at_), warns, and returns the error to raise.
+  /// `every_rank_waits`: the other ranks wait with it (a save's agreement).
   std::exception_ptr writer_stuck(const std::string& waiting_save, int64_t step,
-                                  std::chrono::steady_clock::duration stalled);
+                                  std::chrono::steady_clock::duration stalled,
+                                  bool every_rank_waits = true);
+  /// Rank 0, a save without agreement rounds (one process, a failing run): wait(), but under
+  /// DDP bound as finish() is (a writer this run found stuck that has not moved since fails it at
+  /// once).
+  void wait_for_earlier_saves(const std::string& path);
   /// Training thread: publishes the events of the commits the writer thread noted.
   void publish_commits();
   void dry_run(const CheckpointRequest& request);

@@ -939,3 +939,59 @@ TEST_CASE("the writer's stall watch fails only after the limit without progress 
   WriterStallWatch unbounded(std::nullopt, writing(0), t0);
   CHECK_FALSE(unbounded.stalled_for(writing(0), t0 + std::chrono::hours(24)));
 }
+
+namespace {
+
+// In on_exception, a synchronous save of on_exception.ckpt (as OnExceptionCheckpoint): notes its
+// error.
+class SaveOnException : public Callback {
+ public:
+  explicit SaveOnException(std::string dir) : dir_(std::move(dir)) {}
+  void on_exception(Trainer& trainer, Module&, const std::exception&) override {
+    try {
+      trainer.save_checkpoint(dir_ + "/on_exception.ckpt");
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  std::string error;
+
+ private:
+  std::string dir_;
+};
+
+}  // namespace
+
+TEST_CASE("under DDP a save of a failing run does not wait again for a writer found stuck",
+          "[checkpoint]") {
+  // The fit fails on rank 0's stuck writer; a save in on_exception (no agreement then) must not
+  // wait for it without end (here: until the test releases the disk, 20 s at most).
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(500);
+  std::promise<void> disk_back;
+  std::shared_future<void> back = disk_back.get_future().share();
+  SimulatedDisk disk([back](const std::string& path) {
+    if (path.find("slow.ckpt") != std::string::npos) (void)back.wait_for(std::chrono::seconds(20));
+  });
+  auto on_exception = std::make_shared<SaveOnException>(dir.path().string());
+  Trainer trainer(
+      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
+          strategy),
+      {std::make_shared<SaveBehindSlowDisk>(dir.path().string(), /*room=*/false), on_exception});
+  BoringModule module;
+  RandomDataModule data(64, 4);
+  const auto started = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(trainer.fit(module, data),
+                    Contains("rank 0's checkpoint writer made no progress for"));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  disk_back.set_value();
+  CHECK(seconds < 5.0);
+  CHECK_THAT(on_exception->error,
+             Contains("on_exception.ckpt is not written: rank 0's checkpoint writer, found stuck "
+                      "in this run, has made no progress since, writing " +
+                      dir.file("slow.ckpt")));
+  trainer.checkpoints().wait();  // the disk came back: slow.ckpt lands
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"good.ckpt", "slow.ckpt"});
+}
