@@ -512,8 +512,8 @@ std::exception_ptr CheckpointConnector::writer_stuck(const std::string& waiting_
                         "stop this wait)")
           : detail::concat(" (the save of ", waiting_save, " at step ", step, " waits for it",
                            every_rank_waits ? ", and every rank with it)" : ")"),
-      ": rank 0's disk or filesystem is stuck, or slower than that limit. The job stops rather "
-      "than wait without end",
+      ": rank 0's disk or filesystem is stuck, or slower than DDPOptions::timeout allows. The job "
+      "stops rather than wait without end",
       waiting_save.empty()
           ? std::string()
           : detail::concat("; ", waiting_save, " at step ", step, " is not written"),
