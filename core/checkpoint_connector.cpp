@@ -544,20 +544,26 @@ CheckpointConnector::wait_for_writer_while_it_moves() {
 
 void CheckpointConnector::begin_run() { stuck_at_.reset(); }
 
+bool CheckpointConnector::still_stuck() const {
+  return writer_ && stuck_at_ && writer_stall_limit() && writer_->activity() == *stuck_at_;
+}
+
+std::exception_ptr CheckpointConnector::still_stuck_error(const std::string& path) const {
+  const std::string in_flight = writer_->path_in_flight();
+  return std::make_exception_ptr(CheckpointError(detail::concat(
+      "checkpoint ", path,
+      " is not written: rank 0's checkpoint writer, found stuck in this "
+      "run, has made no progress since, writing ",
+      in_flight.empty() ? std::string("earlier saves") : in_flight,
+      " (its disk or filesystem is stuck; DDPOptions::timeout, --ddp-timeout, is the limit)")));
+}
+
 void CheckpointConnector::wait_for_earlier_saves(const std::string& path) {
   // Under DDP, a save without agreement (a failing run: OnExceptionCheckpoint's, say) is bound as
   // the end of a run is: nothing else would stop this wait.
   if (writer_ && writer_stall_limit()) {
-    if (stuck_at_ && writer_->activity() == *stuck_at_ &&
-        !writer_->wait_for_idle(std::chrono::milliseconds(0))) {
-      const std::string in_flight = writer_->path_in_flight();
-      throw CheckpointError(detail::concat(
-          "checkpoint ", path,
-          " is not written: rank 0's checkpoint writer, found stuck in this "
-          "run, has made no progress since, writing ",
-          in_flight.empty() ? std::string("earlier saves") : in_flight,
-          " (its disk or filesystem is stuck; DDPOptions::timeout, --ddp-timeout, is the limit)"));
-    }
+    if (still_stuck() && !writer_->wait_for_idle(std::chrono::milliseconds(0)))
+      std::rethrow_exception(still_stuck_error(path));
     if (const auto stalled = wait_for_writer_while_it_moves()) {
       std::rethrow_exception(writer_stuck(path, trainer_.progress_.global_step, *stalled,
                                           /*every_rank_waits=*/false));
@@ -596,14 +602,23 @@ void CheckpointConnector::agree_on_save(
     const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready, bool waits_for_room) {
   const bool agreed_across_ranks = agrees_on_saves();
   const int64_t step = trainer_.progress_.global_step;
-  RankZeroWait rank_zero(trainer_.is_global_zero() ? &rank_zero_ready : nullptr, writer_.get(),
-                         agreed_across_ranks ? writer_stall_limit() : std::nullopt, request.path,
-                         step, failed,
-                         [this, &request, step](std::chrono::steady_clock::duration stalled) {
-                           return writer_stuck(request.path, step, stalled);
-                         });
+  // Under DDP bound also without agreement (a failing run's save: a user's in on_exception, an
+  // asynchronous one waiting for room in the queue, say): nothing else would stop rank 0's wait.
+  const std::optional<std::chrono::milliseconds> stall_limit = writer_stall_limit();
+  RankZeroWait rank_zero(
+      trainer_.is_global_zero() ? &rank_zero_ready : nullptr, writer_.get(), stall_limit,
+      request.path, step, failed,
+      [this, &request, step, agreed_across_ranks](std::chrono::steady_clock::duration stalled) {
+        return writer_stuck(request.path, step, stalled, /*every_rank_waits=*/agreed_across_ranks);
+      });
   if (!agreed_across_ranks) {
-    while (!rank_zero.done_within(std::chrono::hours(1))) {
+    // A writer this run found stuck that has not moved since fails it at once, as
+    // wait_for_earlier_saves.
+    if (!failed && still_stuck() && !rank_zero.done_within(std::chrono::milliseconds(0)))
+      failed = still_stuck_error(request.path);
+    const std::chrono::milliseconds round =
+        stall_limit ? kWriterWaitRound : std::chrono::milliseconds(std::chrono::hours(1));
+    while (!rank_zero.done_within(round)) {
     }
     if (failed) std::rethrow_exception(failed);
     return;

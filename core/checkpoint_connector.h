@@ -166,6 +166,10 @@ class CheckpointConnector {
   /// DDP bound as finish() is (a writer this run found stuck that has not moved since fails it at
   /// once).
   void wait_for_earlier_saves(const std::string& path);
+  /// Under DDP: whether this run found rank 0's writer stuck and it has not moved since.
+  bool still_stuck() const;
+  /// The error of a save at `path` that would wait for a writer still_stuck().
+  std::exception_ptr still_stuck_error(const std::string& path) const;
   /// Training thread: publishes the events of the commits the writer thread noted.
   void publish_commits();
   void dry_run(const CheckpointRequest& request);
@@ -190,9 +194,11 @@ class CheckpointConnector {
   /// is done; it may throw (an earlier save's failure: this rank's part failed). While it is not
   /// done, the ranks agree again, every kWriterWaitRound, until the writer has made no progress in
   /// a write for writer_stall_limit() (then rank 0's part fails with a CheckpointError saying its
-  /// disk is stuck, and every rank learns it in that round). One process: only waits for it, and
-  /// rethrows. `waits_for_room`: rank_zero_ready waits for room in the writer's queue (an
-  /// asynchronous save), for the warning after a minute.
+  /// disk is stuck, and every rank learns it in that round). Without agreement (one process, a
+  /// failing run): only waits for it, and rethrows; under DDP that wait fails as well once the
+  /// writer made no progress in a write for writer_stall_limit(), or at once if still_stuck().
+  /// `waits_for_room`: rank_zero_ready waits for room in the writer's queue (an asynchronous save),
+  /// for the warning after a minute.
   void agree_on_save(const CheckpointRequest& request, std::exception_ptr failed,
                      detail::SavePhase phase,
                      const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready = {},

@@ -995,3 +995,97 @@ TEST_CASE("under DDP a save of a failing run does not wait again for a writer fo
   trainer.checkpoints().wait();  // the disk came back: slow.ckpt lands
   CHECK(names_in(dir.path().string()) == std::set<std::string>{"good.ckpt", "slow.ckpt"});
 }
+
+namespace {
+
+// slow.ckpt (asynchronous) at batch 1, b.ckpt (asynchronous, pending behind it) at batch 2, then
+// at batch 3 either after.ckpt (asynchronous: it waits for room behind b.ckpt) or a failure of the
+// fit's own (`fails_itself`). In on_exception, an asynchronous save of on_exception.ckpt (a user's
+// hook, say), which waits for room behind b.ckpt: notes its error and how long it took.
+class AsyncSaveOnExceptionBehindStuckDisk : public Callback {
+ public:
+  AsyncSaveOnExceptionBehindStuckDisk(std::string dir, bool fails_itself)
+      : dir_(std::move(dir)), fails_itself_(fails_itself) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() != 0) return;
+    if (batch_idx == 1)
+      trainer.save_checkpoint(dir_ + "/slow.ckpt", SaveCheckpointOptions().async(true));
+    if (batch_idx == 2)
+      trainer.save_checkpoint(dir_ + "/b.ckpt", SaveCheckpointOptions().async(true));
+    if (batch_idx != 3) return;
+    if (fails_itself_) throw std::runtime_error("batch 3 fails");
+    trainer.save_checkpoint(dir_ + "/after.ckpt", SaveCheckpointOptions().async(true));
+  }
+  void on_exception(Trainer& trainer, Module&, const std::exception&) override {
+    const auto started = std::chrono::steady_clock::now();
+    try {
+      trainer.save_checkpoint(dir_ + "/on_exception.ckpt", SaveCheckpointOptions().async(true));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  }
+  std::string error;
+  double seconds = 0.0;
+
+ private:
+  std::string dir_;
+  bool fails_itself_;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "under DDP an asynchronous save of a failing run does not wait without end for a stuck "
+    "writer",
+    "[checkpoint]") {
+  // No agreement in a failing run: the save in on_exception waits for room in rank 0's writer's
+  // queue alone, bound as the end of a run is. Where the fit failed on the stuck writer, at once;
+  // where it failed otherwise, after the timeout without progress. Without a bound it waits until
+  // the test releases the disk (20 s), and the test fails.
+  const bool fails_itself = GENERATE(false, true);
+  CAPTURE(fails_itself);
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(500);
+  std::promise<void> disk_back;
+  std::shared_future<void> back = disk_back.get_future().share();
+  // Stuck once, for 20 s at most: a test that waits without end still ends.
+  auto released = std::make_shared<std::atomic<bool>>(false);
+  SimulatedDisk disk([back, released](const std::string& path) {
+    if (path.find("slow.ckpt") == std::string::npos || released->load()) return;
+    (void)back.wait_for(std::chrono::seconds(20));
+    released->store(true);
+  });
+  auto saver =
+      std::make_shared<AsyncSaveOnExceptionBehindStuckDisk>(dir.path().string(), fails_itself);
+  Trainer trainer(
+      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
+          strategy),
+      {saver});
+  BoringModule module;
+  RandomDataModule data(64, 4);
+  CHECK_THROWS_WITH(trainer.fit(module, data),
+                    fails_itself ? Contains("batch 3 fails")
+                                 : Contains("rank 0's checkpoint writer made no progress for"));
+  disk_back.set_value();
+  CHECK(saver->seconds < (fails_itself ? 5.0 : 0.4));
+  if (fails_itself) {
+    CHECK(saver->seconds >= 0.5);
+    CHECK_THAT(saver->error,
+               Contains("rank 0's checkpoint writer made no progress for") &&
+                   Contains("while writing " + dir.file("slow.ckpt")) &&
+                   Contains("(the save of " + dir.file("on_exception.ckpt") +
+                            " at step 4 waits "
+                            "for it)") &&
+                   Contains(dir.file("on_exception.ckpt") + " at step 4 is not written"));
+  } else {
+    CHECK_THAT(saver->error,
+               Contains("on_exception.ckpt is not written: rank 0's checkpoint writer, found "
+                        "stuck in this run, has made no progress since, writing " +
+                        dir.file("slow.ckpt")));
+  }
+  trainer.checkpoints().wait();  // the disk came back: slow.ckpt and b.ckpt land
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"slow.ckpt", "b.ckpt"});
+}
