@@ -717,23 +717,23 @@ TEST_CASE("under DDP rank 0 fails a save whose writer made no progress for the c
 
 TEST_CASE("under DDP a slow writer that keeps making progress is waited for past the timeout",
           "[checkpoint]") {
-  // Every step of slow.ckpt's write takes 200 ms (a fifth of the timeout: wide enough for a busy
-  // machine), until 2 timeouts have passed: the save waits longer than the timeout, and is not
-  // failed.
+  // Every step of slow.ckpt's write takes 600 ms (a fifth of the timeout: wide enough for a busy
+  // machine, whose real fsyncs also count), until 1.5 timeouts have passed (the write has about
+  // ten steps): the save waits longer than the timeout, and is not failed.
   const bool room = GENERATE(false, true);
   CAPTURE(room);
   TempDir dir;
   auto strategy = std::make_shared<SimulatedPeers>();
-  const auto timeout = std::chrono::milliseconds(1000);
+  const auto timeout = std::chrono::milliseconds(3000);
   strategy->timeout = timeout;
   std::optional<std::chrono::steady_clock::time_point> slow_until;
   SimulatedDisk disk([&](const std::string& path) {
     if (path.find("slow.ckpt") == std::string::npos) return;
     const auto now = std::chrono::steady_clock::now();
-    if (!slow_until) slow_until = now + 2 * timeout;
+    if (!slow_until) slow_until = now + 3 * timeout / 2;
     if (now < *slow_until)
-      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
-          std::chrono::milliseconds(200), *slow_until - now));
+      std::this_thread::sleep_for(
+          std::min<std::chrono::steady_clock::duration>(timeout / 5, *slow_until - now));
   });
   auto saver = std::make_shared<SaveBehindSlowDisk>(dir.path().string(), room);
   const auto [error, another_rank_failed] = fit_with(strategy, saver);

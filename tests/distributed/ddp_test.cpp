@@ -518,10 +518,11 @@ class SaveBehindSlowWrite : public Callback {
   bool async_;
 };
 
-// The collective timeout of the stuck_disk modes: short, as the test waits for a few of them.
-// Their ranks meet (files started<rank>) before they join, so that it need not cover two children
-// loading LibTorch on two shared cores.
-constexpr std::chrono::milliseconds kStuckDiskTimeout{2000};
+// The collective timeout of the stuck_disk modes: short, as the test waits for a few of them, but
+// it also bounds good.ckpt's synchronous write and every gradient all-reduce, on a CI machine that
+// runs sanitizer builds on two busy cores. Their ranks meet (files started<rank>) before they join,
+// so that it need not cover two children loading LibTorch on two shared cores.
+constexpr std::chrono::milliseconds kStuckDiskTimeout{5000};
 
 // stuck_disk_*: good.ckpt at step 1 (synchronous), then slow.ckpt at step 2 (asynchronous), whose
 // write rank 0's disk never gets on with (stuck_disk below), then a later save that must wait for
@@ -1247,16 +1248,12 @@ TEST_CASE("a save that waits for rank 0's writer stuck on its disk fails both ra
                               Catch::Contains("(the save of " + dir.file(later) + " at step") &&
                               Catch::Contains("disk or filesystem is stuck") &&
                               Catch::Contains("did not finish within the limit") &&
-                              Catch::Contains("DDPOptions::timeout (--ddp-timeout, now 2 s)"));
+                              Catch::Contains("DDPOptions::timeout (--ddp-timeout, now 5 s)"));
   CHECK(rank0.exit_code == 1);
-  // Rank 1 learns it in the round where rank 0 fails, or, where rank 0 came to it later than
-  // the timeout (a process starved of CPU that long by a busy machine), at the timeout.
-  CHECK_THAT(
-      rank1.error,
-      Catch::Contains("rank 1 of 2: rank 0's part of the save of checkpoint " + dir.file(later)) ||
-          (Catch::Contains("rank 1 of 2: a rank stopped answering the agreement of " +
-                           dir.file(later)) &&
-           Catch::Contains("rank 0, which waited there for its checkpoint writer")));
+  // Rank 1 learns it in the round where rank 0 fails (rank 0 comes to every round within
+  // kWriterWaitRound, far below the timeout).
+  CHECK_THAT(rank1.error, Catch::Contains("rank 1 of 2: rank 0's part of the save of checkpoint " +
+                                          dir.file(later)));
   CHECK(rank1.exit_code == distributed::kAnotherRankFailedExitCode);
   // Within a few timeouts: well below the simulated disk's 60 s (wide enough for a busy machine).
   const double timeout_seconds = std::chrono::duration<double>(kStuckDiskTimeout).count();
