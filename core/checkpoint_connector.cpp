@@ -518,9 +518,11 @@ std::exception_ptr CheckpointConnector::writer_stuck(const std::string& waiting_
           ? std::string()
           : detail::concat("; ", waiting_save, " at step ", step, " is not written"),
       ". The write of ", writing,
-      " did not finish within the limit: it stays with the writer and may still complete if the "
-      "disk recovers before this process exits (a checkpoint is renamed into place only once "
-      "complete; those already complete are intact). If the disk is only that slow, raise "
+      " did not finish within the limit: it is not cancelled, and this process waits for that "
+      "write "
+      "when it exits (`trainbus fit`'s launcher stops it after its grace period); it lands only if "
+      "the disk recovers by then (a checkpoint is renamed into place only once complete; those "
+      "already complete are intact). If the disk is only that slow, raise "
       "DDPOptions::timeout (--ddp-timeout, now ",
       timeout.count() / 1000.0,
       " s), which bounds how long a checkpoint write may make no progress");
@@ -591,7 +593,7 @@ std::exception_ptr CheckpointConnector::finish_quietly() {
         "while writing ",
         writer_->path_in_flight(),
         ": not waited for any longer (its disk or filesystem is stuck); the write did not finish "
-        "and stays with the writer")));
+        "and stays with the writer, which this process waits for when it exits")));
     return nullptr;
   }
   return wait_quietly();
