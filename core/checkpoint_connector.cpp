@@ -302,12 +302,13 @@ namespace {
 class RankZeroWait {
  public:
   /// `ready`: nullptr on another rank. `on_stuck`: makes the error of a writer found stuck (and
-  /// notes it).
+  /// notes it), from how long it made no progress and the reading judged so.
+  using OnStuck = std::function<std::exception_ptr(std::chrono::steady_clock::duration,
+                                                   checkpoint::WriteActivity)>;
   RankZeroWait(const std::function<bool(std::chrono::milliseconds)>* ready,
                const checkpoint::CheckpointWriter* writer,
                std::optional<std::chrono::milliseconds> timeout, const std::string& path,
-               int64_t step, std::exception_ptr& failed,
-               std::function<std::exception_ptr(std::chrono::steady_clock::duration)> on_stuck)
+               int64_t step, std::exception_ptr& failed, OnStuck on_stuck)
       : ready_(ready),
         writer_(writer),
         timeout_(timeout),
@@ -326,7 +327,9 @@ class RankZeroWait {
       if ((*ready_)(limit)) return true;
       const checkpoint::WriteActivity now_doing = activity();
       if (const auto stalled = stall_.stalled_for(now_doing, Clock::now())) {
-        failed_ = on_stuck_(*stalled);
+        // The writer may have finished just after `limit`: then it is not stuck.
+        if ((*ready_)(std::chrono::milliseconds(0))) return true;
+        failed_ = on_stuck_(*stalled, now_doing);
         return true;
       }
       return false;
@@ -366,7 +369,7 @@ class RankZeroWait {
   const std::string& path_;
   int64_t step_;
   std::exception_ptr& failed_;
-  std::function<std::exception_ptr(std::chrono::steady_clock::duration)> on_stuck_;
+  OnStuck on_stuck_;
   detail::WriterStallWatch stall_;
   Clock::time_point since_;
   bool warned_ = false;
@@ -497,9 +500,11 @@ std::optional<std::chrono::milliseconds> CheckpointConnector::writer_stall_limit
 }
 
 std::exception_ptr CheckpointConnector::writer_stuck(const std::string& waiting_save, int64_t step,
-                                                     std::chrono::steady_clock::duration stalled,
+                                                     const WriterStall& stall,
                                                      bool every_rank_waits) {
-  stuck_at_ = writer_->activity();
+  // The reading judged stuck, not a later one: a step since then means the writer moved on.
+  stuck_at_ = stall.at;
+  const std::chrono::steady_clock::duration stalled = stall.stalled;
   const std::string in_flight = writer_->path_in_flight();
   const double seconds = std::round(std::chrono::duration<double>(stalled).count() * 10) / 10;
   const std::chrono::milliseconds timeout =
@@ -532,14 +537,18 @@ std::exception_ptr CheckpointConnector::writer_stuck(const std::string& waiting_
   return std::make_exception_ptr(CheckpointError(message));
 }
 
-std::optional<std::chrono::steady_clock::duration>
+std::optional<CheckpointConnector::WriterStall>
 CheckpointConnector::wait_for_writer_while_it_moves() {
   if (!writer_) return std::nullopt;
   using Clock = std::chrono::steady_clock;
   detail::WriterStallWatch stall(writer_stall_limit(), writer_->activity(), Clock::now());
   while (!writer_->wait_for_idle(kWriterWaitRound)) {
     const checkpoint::WriteActivity activity = writer_->activity();
-    if (const auto stalled = stall.stalled_for(activity, Clock::now())) return stalled;
+    if (const auto stalled = stall.stalled_for(activity, Clock::now())) {
+      // The writer may have finished just after the round: then it is not stuck.
+      if (writer_->wait_for_idle(std::chrono::milliseconds(0))) break;
+      return WriterStall{*stalled, activity};
+    }
   }
   return std::nullopt;
 }
@@ -566,8 +575,8 @@ void CheckpointConnector::wait_for_earlier_saves(const std::string& path) {
   if (writer_ && writer_stall_limit()) {
     if (still_stuck() && !writer_->wait_for_idle(std::chrono::milliseconds(0)))
       std::rethrow_exception(still_stuck_error(path));
-    if (const auto stalled = wait_for_writer_while_it_moves()) {
-      std::rethrow_exception(writer_stuck(path, trainer_.progress_.global_step, *stalled,
+    if (const auto stall = wait_for_writer_while_it_moves()) {
+      std::rethrow_exception(writer_stuck(path, trainer_.progress_.global_step, *stall,
                                           /*every_rank_waits=*/false));
     }
   }
@@ -575,8 +584,8 @@ void CheckpointConnector::wait_for_earlier_saves(const std::string& path) {
 }
 
 void CheckpointConnector::finish() {
-  if (const auto stalled = wait_for_writer_while_it_moves())
-    std::rethrow_exception(writer_stuck("", trainer_.progress_.global_step, *stalled));
+  if (const auto stall = wait_for_writer_while_it_moves())
+    std::rethrow_exception(writer_stuck("", trainer_.progress_.global_step, *stall));
   wait();
 }
 
@@ -586,8 +595,8 @@ std::exception_ptr CheckpointConnector::finish_quietly() {
   if (stuck_at_ && writer_->activity() == *stuck_at_ &&
       !writer_->wait_for_idle(std::chrono::milliseconds(0)))
     return nullptr;
-  if (wait_for_writer_while_it_moves()) {
-    stuck_at_ = writer_->activity();
+  if (const auto stall = wait_for_writer_while_it_moves()) {
+    stuck_at_ = stall->at;
     warn(trainer_.strategy().environment().rank_message(detail::concat(
         "rank 0's checkpoint writer made no progress for the collective timeout (--ddp-timeout) "
         "while writing ",
@@ -610,8 +619,10 @@ void CheckpointConnector::agree_on_save(
   RankZeroWait rank_zero(
       trainer_.is_global_zero() ? &rank_zero_ready : nullptr, writer_.get(), stall_limit,
       request.path, step, failed,
-      [this, &request, step, agreed_across_ranks](std::chrono::steady_clock::duration stalled) {
-        return writer_stuck(request.path, step, stalled, /*every_rank_waits=*/agreed_across_ranks);
+      [this, &request, step, agreed_across_ranks](std::chrono::steady_clock::duration stalled,
+                                                  checkpoint::WriteActivity at) {
+        return writer_stuck(request.path, step, WriterStall{stalled, at},
+                            /*every_rank_waits=*/agreed_across_ranks);
       });
   if (!agreed_across_ranks) {
     // A writer this run found stuck that has not moved since fails it at once, as

@@ -153,15 +153,20 @@ class CheckpointConnector {
   /// Under DDP, how long rank 0's writer may go without progress in a write while rank 0 waits
   /// for it: the strategy's collective_timeout. None on one process.
   std::optional<std::chrono::milliseconds> writer_stall_limit() const;
+  /// A writer judged stuck: for how long it had made no progress, and the reading judged so.
+  struct WriterStall {
+    std::chrono::steady_clock::duration stalled;
+    checkpoint::WriteActivity at;
+  };
   /// Rank 0: waits until the writer is idle; under DDP stops waiting once it made no progress in
-  /// a write for writer_stall_limit(), and returns for how long it had not.
-  std::optional<std::chrono::steady_clock::duration> wait_for_writer_while_it_moves();
-  /// Rank 0's writer made no progress for `stalled` while `waiting_save` (at `step`; "" at the
-  /// end of a run) waited for it: notes it (stuck_at_), warns, and returns the error to raise.
-  /// `every_rank_waits`: the other ranks wait with it (a save's agreement).
+  /// a write for writer_stall_limit() (and was still not idle just after), and returns that.
+  std::optional<WriterStall> wait_for_writer_while_it_moves();
+  /// Rank 0's writer made no progress for `stall.stalled` while `waiting_save` (at `step`; "" at
+  /// the end of a run) waited for it: notes the reading judged stuck (stuck_at_), warns, and
+  /// returns the error to raise. `every_rank_waits`: the other ranks wait with it (a save's
+  /// agreement).
   std::exception_ptr writer_stuck(const std::string& waiting_save, int64_t step,
-                                  std::chrono::steady_clock::duration stalled,
-                                  bool every_rank_waits = true);
+                                  const WriterStall& stall, bool every_rank_waits = true);
   /// Rank 0, a save without agreement rounds (one process, a failing run): wait(), but under
   /// DDP bound as finish() is (a writer this run found stuck that has not moved since fails it at
   /// once).
