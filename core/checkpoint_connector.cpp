@@ -584,9 +584,32 @@ void CheckpointConnector::wait_for_earlier_saves(const std::string& path) {
 }
 
 void CheckpointConnector::finish() {
-  if (const auto stall = wait_for_writer_while_it_moves())
+  if (const auto stall = wait_for_writer_while_it_moves()) {
+    // The saves that did land are still published (before the failure, as they came).
+    try {
+      publish_commits();
+    } catch (...) {
+      // A subscriber's: the stuck writer is the error to report.
+    }
     std::rethrow_exception(writer_stuck("", trainer_.progress_.global_step, *stall));
+  }
   wait();
+}
+
+std::exception_ptr CheckpointConnector::left_stuck_quietly() {
+  try {
+    publish_commits();  // the saves that did land
+  } catch (...) {
+    // A subscriber's: the writer's own failure, if any, is the one to report.
+  }
+  if (writer_->has_error()) {
+    try {
+      writer_->check();  // an earlier save's failure, as wait_quietly reports it
+    } catch (...) {
+      return std::current_exception();
+    }
+  }
+  return nullptr;
 }
 
 std::exception_ptr CheckpointConnector::finish_quietly() {
@@ -594,7 +617,7 @@ std::exception_ptr CheckpointConnector::finish_quietly() {
   // Found stuck in this run, and not moved since (reported): not waited for again.
   if (stuck_at_ && writer_->activity() == *stuck_at_ &&
       !writer_->wait_for_idle(std::chrono::milliseconds(0)))
-    return nullptr;
+    return left_stuck_quietly();
   if (const auto stall = wait_for_writer_while_it_moves()) {
     stuck_at_ = stall->at;
     warn(trainer_.strategy().environment().rank_message(detail::concat(
@@ -603,7 +626,7 @@ std::exception_ptr CheckpointConnector::finish_quietly() {
         writer_->path_in_flight(),
         ": not waited for any longer (its disk or filesystem is stuck); the write did not finish "
         "and stays with the writer, which this process waits for when it exits")));
-    return nullptr;
+    return left_stuck_quietly();
   }
   return wait_quietly();
 }

@@ -150,6 +150,9 @@ class CheckpointConnector {
   /// progress in a write for the collective timeout (warned), nor again for one that this run
   /// found stuck and that has not moved since.
   std::exception_ptr finish_quietly();
+  /// finish_quietly() leaving a stuck writer: publishes the commits of the saves that landed and
+  /// returns an earlier save's failure the writer holds, if any.
+  std::exception_ptr left_stuck_quietly();
   /// Under DDP, how long rank 0's writer may go without progress in a write while rank 0 waits
   /// for it: the strategy's collective_timeout. None on one process.
   std::optional<std::chrono::milliseconds> writer_stall_limit() const;
