@@ -58,6 +58,8 @@ class WriteProgress {
  private:
   static constexpr unsigned kPhaseBits = 2;
   static constexpr uint64_t kPhaseMask = (uint64_t{1} << kPhaseBits) - 1;
+  static_assert(static_cast<uint64_t>(WriterPhase::kRemove) <= kPhaseMask,
+                "every WriterPhase must fit in kPhaseBits");
   std::atomic<uint64_t> state_{0};
 };
 

@@ -353,7 +353,8 @@ class RankZeroWait {
     warn(environment.rank_message(detail::concat(
         "checkpoint ", path_, " at step ", step_, " waits for ", waits_for, " (",
         kWriterWaitWarning.count(),
-        " s so far), and every rank with it: rank 0's disk is that slow, and still writing",
+        " s so far), and every rank with it: rank 0's writer is still busy (writing, or running a "
+        "save's after_commit or its evictions)",
         bound)));
   }
 
@@ -566,7 +567,8 @@ std::exception_ptr CheckpointConnector::still_stuck_error(const std::string& pat
       " is not written: rank 0's checkpoint writer, found stuck in this "
       "run, has made no progress since, writing ",
       in_flight.empty() ? std::string("earlier saves") : in_flight,
-      " (its disk or filesystem is stuck; DDPOptions::timeout, --ddp-timeout, is the limit)")));
+      " (its disk or filesystem is stuck; the limit is DDPOptions::timeout, --ddp-timeout, now ",
+      writer_stall_limit().value_or(std::chrono::milliseconds(0)).count() / 1000.0, " s)")));
 }
 
 void CheckpointConnector::wait_for_earlier_saves(const std::string& path) {
@@ -621,9 +623,11 @@ std::exception_ptr CheckpointConnector::finish_quietly() {
   if (const auto stall = wait_for_writer_while_it_moves()) {
     stuck_at_ = stall->at;
     warn(trainer_.strategy().environment().rank_message(detail::concat(
-        "rank 0's checkpoint writer made no progress for the collective timeout (--ddp-timeout) "
-        "while writing ",
-        writer_->path_in_flight(),
+        "rank 0's checkpoint writer made no progress for the collective timeout (--ddp-timeout, ",
+        writer_stall_limit().value_or(std::chrono::milliseconds(0)).count() / 1000.0,
+        " s) while writing ",
+        writer_->path_in_flight().empty() ? std::string("earlier saves")
+                                          : writer_->path_in_flight(),
         ": not waited for any longer (its disk or filesystem is stuck); the write did not finish "
         "and stays with the writer, which this process waits for when it exits")));
     return left_stuck_quietly();
