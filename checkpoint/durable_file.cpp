@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/errors.h"
+#include "checkpoint/write_progress.h"
 
 namespace trainbus::checkpoint {
 namespace {
@@ -29,6 +30,10 @@ namespace {
 // size: 4096 covers 512 and 4096.
 constexpr std::size_t kDirectBlock = 4096;
 constexpr std::size_t kStagingBytes = std::size_t{4} << 20;
+// The most one write(2) is given, so that a slow disk shows progress (note_write_step) at least
+// every so many bytes, also through the page cache.
+constexpr std::size_t kMostBytesAWrite = kStagingBytes;
+static_assert(kMostBytesAWrite % kDirectBlock == 0, "direct writes stay whole blocks when split");
 
 // Staging buffers of direct files, reused: new memory for every file would cost a page fault per
 // page again. Each open direct file holds one of its own; closed files give theirs back. Two kept
@@ -126,7 +131,8 @@ void DurableFile::flush_staged() {
 
 void DurableFile::write_all(const char* bytes, std::size_t size) {
   while (size > 0) {
-    const ssize_t written = ::write(fd_, bytes, size);
+    detail::before_write_step(path_);
+    const ssize_t written = ::write(fd_, bytes, std::min(size, kMostBytesAWrite));
     if (written < 0) {
       if (errno == EINTR) continue;
       if (errno == EINVAL && direct_) {  // this filesystem refuses these direct writes after all
@@ -137,6 +143,7 @@ void DurableFile::write_all(const char* bytes, std::size_t size) {
     }
     bytes += written;
     size -= static_cast<std::size_t>(written);
+    note_write_step();
   }
 }
 
@@ -149,7 +156,9 @@ void DurableFile::stop_direct() {
 
 void DurableFile::close_durably() {
   if (staged_ > 0) flush_staged();  // fsync covers both halves of it
+  detail::before_write_step(path_);
   if (::fsync(fd_) != 0) fail("cannot fsync", path_, errno);
+  note_write_step();
   const int fd = fd_;
   fd_ = -1;
   release_staging();
@@ -157,11 +166,13 @@ void DurableFile::close_durably() {
 }
 
 void fsync_directory(const std::string& path) {
+  // No simulated slow disk here: this also runs right after a rename, where nothing may be added.
   const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) fail("cannot open directory", path, errno);
   const int result = ::fsync(fd);
   const int error = errno;
   ::close(fd);
+  note_write_step();
   // Some filesystems cannot fsync a directory (EINVAL); their renames are as durable as they get.
   if (result != 0 && error != EINVAL) fail("cannot fsync directory", path, error);
 }

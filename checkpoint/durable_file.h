@@ -12,6 +12,8 @@ namespace trainbus::checkpoint {
 
 /// A new file written front to back, its size and CRC32C kept as it goes. Never replaces an
 /// existing file (O_EXCL). close_durably() fsyncs and closes; the destructor closes without it.
+/// Every write(2) (at most 4 MiB each) and fsync advances the thread's WriteProgress
+/// (write_progress.h).
 ///
 /// With `direct`, the data bypasses the page cache (O_DIRECT, staged through an aligned buffer
 /// the file holds while open, reused by the next file) where the filesystem allows it, and is

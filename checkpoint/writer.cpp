@@ -138,17 +138,25 @@ std::optional<std::string> CheckpointWriter::submit(CheckpointJob job) {
 
 // The writer thread: writes `job`, then whatever became pending meanwhile, until nothing is.
 void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
+  const ReportWriteProgress report(progress_);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    in_flight_ = &job.path;  // `job` changes only under the lock
+  }
   for (;;) {
     const auto start = std::chrono::steady_clock::now();
     const double cpu_start = thread_cpu_seconds();
     bool written = false;
     std::exception_ptr failure;
     try {
+      progress_.enter(WriterPhase::kWrite);
       job.payload->write(job.path);
       written = true;
       // `last` first, then the evictions, so that a crash in between never leaves `last` pointing
       // at a removed checkpoint.
+      progress_.enter(WriterPhase::kAfterCommit);
       if (job.after_commit) job.after_commit(job.path);
+      progress_.enter(WriterPhase::kRemove);
       std::vector<std::string> removed;
       for (const std::string& old : job.remove_after_commit) {
         if (old == job.path) continue;
@@ -169,6 +177,7 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
         message = "cannot write checkpoint " + job.path + ": " + message;
       failure = std::make_exception_ptr(CheckpointError(message));
     }
+    progress_.enter(WriterPhase::kIdle);  // this save has ended
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const std::size_t bytes = job.payload->bytes();
@@ -192,6 +201,7 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
     }
     if (!pending_) {
       busy_ = false;
+      in_flight_ = nullptr;
       idle_.notify_all();
       return;
     }
@@ -245,6 +255,11 @@ void CheckpointWriter::check() {
 
 bool CheckpointWriter::has_error() const noexcept {
   return has_error_.load(std::memory_order_relaxed);
+}
+
+std::string CheckpointWriter::path_in_flight() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return in_flight_ != nullptr ? *in_flight_ : std::string();
 }
 
 CheckpointWriterStats CheckpointWriter::stats() const {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "checkpoint/buffer_pool.h"
+#include "checkpoint/write_progress.h"
 
 namespace trainbus::checkpoint {
 
@@ -114,6 +115,18 @@ class CheckpointWriter {
   /// A relaxed read: whether check() would throw. Cheap enough for every batch.
   bool has_error() const noexcept;
   CheckpointWriterStats stats() const;
+  /// Grows while the writer gets on: with every chunk its saves write, every file they sync (the
+  /// file steps of write_progress.h, after_commit's included) and every phase a save enters. The
+  /// same value for long, while a save is in flight, means its disk is stuck. Thread-safe, cheap.
+  uint64_t progress() const noexcept { return progress_.steps(); }
+  /// progress() and what the save in flight is doing, read together: only while it writes
+  /// (WriterPhase::kWrite) does an unchanged count mean a stuck disk (a save's after_commit, an
+  /// upload say, has no file steps of its own). Two readings with the same count saw one phase
+  /// throughout. Thread-safe, cheap.
+  WriteActivity activity() const noexcept { return progress_.read(); }
+  /// The path of the save in flight (being written, or running what follows its write), or ""
+  /// while none is.
+  std::string path_in_flight() const;
   /// Runs `task` on the writer's second thread, which only prepares buffers for the next snapshot
   /// (a write in progress does not delay it). `task` must not throw; if it does, the error is
   /// reported on stderr. Throws if the task cannot be started (out of memory).
@@ -128,10 +141,12 @@ class CheckpointWriter {
   mutable std::mutex mutex_;
   std::condition_variable idle_;
   bool busy_ = false;
+  const std::string* in_flight_ = nullptr;  // the path of the save being written
   std::optional<CheckpointJob> pending_;
   std::exception_ptr error_;
   std::atomic<bool> has_error_{false};
   CheckpointWriterStats stats_;
+  WriteProgress progress_;
   std::unique_ptr<Threads> threads_;  // last: joined before the members they use go
 };
 

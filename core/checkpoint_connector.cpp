@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -23,6 +24,7 @@
 #include "core/callback_order.h"
 #include "core/checkpoint_callback.h"
 #include "core/detail/save_agreement.h"
+#include "core/detail/writer_stall.h"
 #include "core/reduce_lr_on_plateau.h"
 #include "core/trainer.h"
 #include "distributed/strategy.h"
@@ -244,7 +246,7 @@ void CheckpointConnector::save_now(CheckpointRequest request) {
     if (trainer_.is_global_zero()) {
       // In order with the background saves: an older one must not land after this one. Under
       // DDP the ranks wait for them together, in the agreement.
-      if (!agreed) wait();
+      if (!agreed) wait_for_earlier_saves(request.path);
       snapshot = take_snapshot(request.path, request.weights_only, nullptr, /*announce=*/!agreed);
     } else {
       dump_checkpoint(request.path, request.weights_only);  // the hooks; rank 0 writes
@@ -290,131 +292,407 @@ void CheckpointConnector::write_now(const CheckpointRequest& request,
   publish_commits();
 }
 
-void CheckpointConnector::agree_on_save(
-    const CheckpointRequest& request, std::exception_ptr failed, detail::SavePhase phase,
-    const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready) {
-  const std::string& path = request.path;
-  // Rank 0's wait for what it must wait for, in steps of at most `limit`: done (or failed)?
-  auto rank_zero_done_within = [&](std::chrono::milliseconds limit) {
-    if (failed || !rank_zero_ready || !trainer_.is_global_zero()) return true;
+namespace {
+
+// Rank 0's wait, inside a save's agreement, for what it must wait for before it goes on (its
+// writer's earlier saves, or room in its queue), in steps of at most a given time so that the
+// ranks can agree in between. Under DDP the wait fails once the writer has made no progress in
+// its write for the collective timeout (WriterStallWatch). Whatever fails becomes `failed`: this
+// rank's part of the save failed.
+class RankZeroWait {
+ public:
+  /// `ready`: nullptr on another rank. `on_stuck`: makes the error of a writer found stuck (and
+  /// notes it), from how long it made no progress and the reading judged so.
+  using OnStuck = std::function<std::exception_ptr(std::chrono::steady_clock::duration,
+                                                   checkpoint::WriteActivity)>;
+  RankZeroWait(const std::function<bool(std::chrono::milliseconds)>* ready,
+               const checkpoint::CheckpointWriter* writer,
+               std::optional<std::chrono::milliseconds> timeout, const std::string& path,
+               int64_t step, std::exception_ptr& failed, OnStuck on_stuck)
+      : ready_(ready),
+        writer_(writer),
+        timeout_(timeout),
+        path_(path),
+        step_(step),
+        failed_(failed),
+        on_stuck_(std::move(on_stuck)),
+        stall_(timeout, activity(), Clock::now()),
+        since_(Clock::now()) {}
+
+  /// Waits at most `limit`: whether it is done, or failed (then `failed` is set). Without
+  /// `ready` (another rank, or nothing to wait for) done at once.
+  bool done_within(std::chrono::milliseconds limit) {
+    if (failed_ || ready_ == nullptr || !*ready_) return true;
     try {
-      return rank_zero_ready(limit);
+      if ((*ready_)(limit)) return true;
+      const checkpoint::WriteActivity now_doing = activity();
+      if (const auto stalled = stall_.stalled_for(now_doing, Clock::now())) {
+        // The writer may have finished just after `limit`: then it is not stuck.
+        if ((*ready_)(std::chrono::milliseconds(0))) return true;
+        failed_ = on_stuck_(*stalled, now_doing);
+        return true;
+      }
+      return false;
     } catch (...) {
-      failed = std::current_exception();
+      failed_ = std::current_exception();
       return true;
     }
-  };
-  if (!agrees_on_saves()) {
-    while (!rank_zero_done_within(std::chrono::hours(1))) {
+  }
+
+  /// Under DDP, after a while: says that every rank waits (once). `waits_for`: what rank 0
+  /// waits for, as the message says it.
+  void warn_if_long(const distributed::DistributedEnvironment& environment,
+                    std::string_view waits_for) {
+    if (warned_ || Clock::now() - since_ < kWriterWaitWarning) return;
+    warned_ = true;
+    const std::string bound =
+        timeout_
+            ? detail::concat("; it fails once the writer makes no progress in a write for ",
+                             timeout_->count() / 1000.0, " s (DDPOptions::timeout, --ddp-timeout)")
+            : std::string();
+    warn(environment.rank_message(detail::concat(
+        "checkpoint ", path_, " at step ", step_, " waits for ", waits_for, " (",
+        kWriterWaitWarning.count(),
+        " s so far), and every rank with it: rank 0's writer is still busy (writing, or running a "
+        "save's after_commit or its evictions)",
+        bound)));
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  checkpoint::WriteActivity activity() const {
+    return writer_ ? writer_->activity() : checkpoint::WriteActivity{};
+  }
+
+  const std::function<bool(std::chrono::milliseconds)>* ready_;
+  const checkpoint::CheckpointWriter* writer_;
+  std::optional<std::chrono::milliseconds> timeout_;
+  const std::string& path_;
+  int64_t step_;
+  std::exception_ptr& failed_;
+  OnStuck on_stuck_;
+  detail::WriterStallWatch stall_;
+  Clock::time_point since_;
+  bool warned_ = false;
+};
+
+// What to fix when the ranks' collectives do not pair up: the usual cause.
+constexpr char kCallOnEveryRank[] =
+    "save_checkpoint is a collective: every rank must call it at the same point (with the same "
+    "SaveCheckpointOptions::agreement_name, if one is given), not under `if "
+    "(trainer.is_global_zero())` or another condition that differs between ranks (a checkpoint "
+    "callback's decisions are agreed; a hook of one's own must agree too). A rank that did not "
+    "call it is in another collective, which fails as well";
+
+// The rounds of one agreement of a save on this rank: each all-reduces this rank's part and
+// reads what every rank agreed, or throws where they are not in the same save, or one did not
+// come.
+class SaveAgreementRounds {
+ public:
+  SaveAgreementRounds(distributed::Strategy& strategy, const std::string& path,
+                      const detail::SaveAgreement& mine)
+      : strategy_(strategy),
+        environment_(strategy.environment()),
+        world_(strategy.world_size()),
+        path_(path),
+        mine_(mine) {}
+
+  /// One round: this rank's part (`failed`: its error, else `waiting`: rank 0 still waits for
+  /// its writer), then what the ranks agreed. Throws `failed` itself where the round fails.
+  detail::SaveAgreement round(const std::exception_ptr& failed, bool waiting) {
+    mine_.first_failed = failed ? environment_.rank : world_;
+    mine_.waiting = waiting;
+    std::vector<double> values = detail::encode_save_agreement(mine_, world_);
+    try {
+      strategy_.all_reduce(values, distributed::ReduceOp::kMin);
+    } catch (const distributed::PeerTimedOutError&) {
+      if (failed) std::rethrow_exception(failed);  // this rank's own error is the one to report
+      throw_timed_out();
+    } catch (...) {
+      if (!failed) throw;
+      std::rethrow_exception(failed);
+    }
+    const std::optional<detail::SaveAgreement> agreed =
+        detail::decode_save_agreement(values, world_);
+    if (!agreed) {
+      if (failed) std::rethrow_exception(failed);
+      throw_not_the_same_save(values);
+    }
+    ++rounds_agreed_;
+    return *agreed;
+  }
+
+ private:
+  // A round that waited for another rank past the timeout.
+  [[noreturn]] void throw_timed_out() const {
+    const bool rank_zero = environment_.rank == 0;
+    // Every rank came to an earlier round of this save: one of them did not come back. Rank 0
+    // waits for its writer between rounds, at most a round each (it fails on its own, and says
+    // so in a round, when the writer is stuck), so rank 0 is not more likely than any other.
+    TRAINBUS_CHECK_AS(
+        distributed::AnotherRankFailedError, rounds_agreed_ == 0,
+        environment_.rank_message(
+            rank_zero
+                ? detail::concat("another rank stopped answering the agreement of ", path_,
+                                 " at step ", mine_.global_step, " (round ", rounds_agreed_ + 1,
+                                 ") while this rank waited for its writer: it hangs or stopped; "
+                                 "its error or the launcher's report says which")
+                : detail::concat("a rank stopped answering the agreement of ", path_, " at step ",
+                                 mine_.global_step, " (round ", rounds_agreed_ + 1,
+                                 ", after every rank had joined it): rank 0, which waited there "
+                                 "for its checkpoint writer, or another rank hangs or stopped; "
+                                 "its error or the launcher's report says which")));
+    // A rank that never came to the agreement: this rank's error says what to fix (the others
+    // only see that this rank is not in their collective, so they end as after another rank's
+    // failure). A rank that went away is any other DistributedError: its error, as for any
+    // collective.
+    // After the parts were agreed, only rank 0 works (the write and its fsync, on its training
+    // thread): it is slow or stuck, not in another collective. This rank stops because of it.
+    TRAINBUS_CHECK_AS(
+        distributed::AnotherRankFailedError,
+        mine_.phase != detail::SavePhase::kWritten || rank_zero,
+        environment_.rank_message(detail::concat(
+            "rank 0 did not finish writing checkpoint ", path_, " at step ", mine_.global_step,
+            " within the timeout: its disk is that slow or it hangs; raise "
+            "DDPOptions::timeout (--ddp-timeout) if writes take that long")));
+    throw distributed::DistributedError(environment_.rank_message(detail::concat(
+        "a checkpoint save was called on some ranks only, or a rank hangs: the other ranks did "
+        "not join this rank's save of ",
+        path_, " at step ", mine_.global_step, " within the timeout. ", kCallOnEveryRank,
+        ". If every rank calls it here, one of them hangs (in a hook) or is slower than the "
+        "timeout")));
+  }
+
+  // Reduced values that are no agreement: the ranks are not in the same save.
+  [[noreturn]] void throw_not_the_same_save(const std::vector<double>& values) const {
+    const std::optional<detail::SaveAgreement> other = detail::other_save(values, mine_, world_);
+    const std::string where =
+        !other ? "another rank is in another collective"
+        : other->global_step != detail::compared_step(mine_.global_step)
+            ? detail::concat(
+                  "another rank is in a save at another step (",
+                  detail::nearest_step_with_low_bits(mine_.global_step, other->global_step),
+                  ", steps are compared modulo ", detail::kSaveAgreementStepModulus, ")")
+        : other->phase != mine_.phase
+            ? std::string("another rank is at another point of a save at this step")
+            : std::string(
+                  "another rank saves another checkpoint at this step (a checkpoint callback's "
+                  "save where this rank saves one of its own, or another agreement_name)");
+    throw distributed::DistributedError(environment_.rank_message(detail::concat(
+        "a checkpoint save was called on some ranks only or at different steps: this rank "
+        "saves ",
+        path_, " at step ", mine_.global_step, ", ", where, ". ", kCallOnEveryRank)));
+  }
+
+  distributed::Strategy& strategy_;
+  const distributed::DistributedEnvironment& environment_;
+  int64_t world_;
+  const std::string& path_;
+  detail::SaveAgreement mine_;
+  int rounds_agreed_ = 0;
+};
+
+}  // namespace
+
+std::optional<std::chrono::milliseconds> CheckpointConnector::writer_stall_limit() const {
+  // Under DDP only: on one process nothing else waits, and a slow disk is waited for as long as
+  // it takes.
+  return trainer_.world_size() > 1 ? trainer_.strategy().collective_timeout() : std::nullopt;
+}
+
+std::exception_ptr CheckpointConnector::writer_stuck(const std::string& waiting_save, int64_t step,
+                                                     const WriterStall& stall,
+                                                     bool every_rank_waits) {
+  // The reading judged stuck, not a later one: a step since then means the writer moved on.
+  stuck_at_ = stall.at;
+  const std::chrono::steady_clock::duration stalled = stall.stalled;
+  const std::string in_flight = writer_->path_in_flight();
+  const double seconds = std::round(std::chrono::duration<double>(stalled).count() * 10) / 10;
+  const std::chrono::milliseconds timeout =
+      writer_stall_limit().value_or(std::chrono::milliseconds(0));
+  const std::string writing = in_flight.empty() ? std::string("earlier saves") : in_flight;
+  const std::string message = detail::concat(
+      "rank 0's checkpoint writer made no progress for ", seconds, " s while writing ", writing,
+      waiting_save.empty()
+          ? std::string(" at the end of the run (the other ranks have ended; nothing else would "
+                        "stop this wait)")
+          : detail::concat(" (the save of ", waiting_save, " at step ", step, " waits for it",
+                           every_rank_waits ? ", and every rank with it)" : ")"),
+      ": rank 0's disk or filesystem is stuck, or slower than DDPOptions::timeout allows. The job "
+      "stops rather than wait without end",
+      waiting_save.empty()
+          ? std::string()
+          : detail::concat("; ", waiting_save, " at step ", step, " is not written"),
+      ". The write of ", writing,
+      " did not finish within the limit: it is not cancelled, and this process waits for that "
+      "write "
+      "when it exits (`trainbus fit`'s launcher stops it after its grace period); it lands only if "
+      "the disk recovers by then (a checkpoint is renamed into place only once complete; those "
+      "already complete are intact). If the disk is only that slow, raise "
+      "DDPOptions::timeout (--ddp-timeout, now ",
+      timeout.count() / 1000.0,
+      " s), which bounds how long a checkpoint write may make no progress");
+  // Said now as well: under a launcher other than `trainbus fit`'s, the error may not get out
+  // before the process waits for its writer's thread at exit.
+  warn(trainer_.strategy().environment().rank_message(message));
+  return std::make_exception_ptr(CheckpointError(message));
+}
+
+std::optional<CheckpointConnector::WriterStall>
+CheckpointConnector::wait_for_writer_while_it_moves() {
+  if (!writer_) return std::nullopt;
+  using Clock = std::chrono::steady_clock;
+  detail::WriterStallWatch stall(writer_stall_limit(), writer_->activity(), Clock::now());
+  while (!writer_->wait_for_idle(kWriterWaitRound)) {
+    const checkpoint::WriteActivity activity = writer_->activity();
+    if (const auto stalled = stall.stalled_for(activity, Clock::now())) {
+      // The writer may have finished just after the round: then it is not stuck.
+      if (writer_->wait_for_idle(std::chrono::milliseconds(0))) break;
+      return WriterStall{*stalled, activity};
+    }
+  }
+  return std::nullopt;
+}
+
+void CheckpointConnector::begin_run() { stuck_at_.reset(); }
+
+bool CheckpointConnector::still_stuck() const {
+  return writer_ && stuck_at_ && writer_stall_limit() && writer_->activity() == *stuck_at_;
+}
+
+std::exception_ptr CheckpointConnector::still_stuck_error(const std::string& path) const {
+  const std::string in_flight = writer_->path_in_flight();
+  return std::make_exception_ptr(CheckpointError(detail::concat(
+      "checkpoint ", path,
+      " is not written: rank 0's checkpoint writer, found stuck in this "
+      "run, has made no progress since, writing ",
+      in_flight.empty() ? std::string("earlier saves") : in_flight,
+      " (its disk or filesystem is stuck; the limit is DDPOptions::timeout, --ddp-timeout, now ",
+      writer_stall_limit().value_or(std::chrono::milliseconds(0)).count() / 1000.0, " s)")));
+}
+
+void CheckpointConnector::wait_for_earlier_saves(const std::string& path) {
+  // Under DDP, a save without agreement (a failing run: OnExceptionCheckpoint's, say) is bound as
+  // the end of a run is: nothing else would stop this wait.
+  if (writer_ && writer_stall_limit()) {
+    if (still_stuck() && !writer_->wait_for_idle(std::chrono::milliseconds(0)))
+      std::rethrow_exception(still_stuck_error(path));
+    if (const auto stall = wait_for_writer_while_it_moves()) {
+      std::rethrow_exception(writer_stuck(path, trainer_.progress_.global_step, *stall,
+                                          /*every_rank_waits=*/false));
+    }
+  }
+  wait();
+}
+
+void CheckpointConnector::finish() {
+  if (const auto stall = wait_for_writer_while_it_moves()) {
+    // The saves that did land are still published (before the failure, as they came).
+    try {
+      publish_commits();
+    } catch (...) {
+      // A subscriber's: the stuck writer is the error to report.
+    }
+    std::rethrow_exception(writer_stuck("", trainer_.progress_.global_step, *stall));
+  }
+  wait();
+}
+
+std::exception_ptr CheckpointConnector::left_stuck_quietly() {
+  try {
+    publish_commits();  // the saves that did land
+  } catch (...) {
+    // A subscriber's: the writer's own failure, if any, is the one to report.
+  }
+  if (writer_->has_error()) {
+    try {
+      writer_->check();  // an earlier save's failure, as wait_quietly reports it
+    } catch (...) {
+      return std::current_exception();
+    }
+  }
+  return nullptr;
+}
+
+std::exception_ptr CheckpointConnector::finish_quietly() {
+  if (!writer_) return nullptr;
+  // Found stuck in this run, and not moved since (reported): not waited for again.
+  if (stuck_at_ && writer_->activity() == *stuck_at_ &&
+      !writer_->wait_for_idle(std::chrono::milliseconds(0)))
+    return left_stuck_quietly();
+  if (const auto stall = wait_for_writer_while_it_moves()) {
+    stuck_at_ = stall->at;
+    warn(trainer_.strategy().environment().rank_message(detail::concat(
+        "rank 0's checkpoint writer made no progress for the collective timeout (--ddp-timeout, ",
+        writer_stall_limit().value_or(std::chrono::milliseconds(0)).count() / 1000.0,
+        " s) while writing ",
+        writer_->path_in_flight().empty() ? std::string("earlier saves")
+                                          : writer_->path_in_flight(),
+        ": not waited for any longer (its disk or filesystem is stuck); the write did not finish "
+        "and stays with the writer, which this process waits for when it exits")));
+    return left_stuck_quietly();
+  }
+  return wait_quietly();
+}
+
+void CheckpointConnector::agree_on_save(
+    const CheckpointRequest& request, std::exception_ptr failed, detail::SavePhase phase,
+    const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready, bool waits_for_room) {
+  const bool agreed_across_ranks = agrees_on_saves();
+  const int64_t step = trainer_.progress_.global_step;
+  // Under DDP bound also without agreement (a failing run's save: a user's in on_exception, an
+  // asynchronous one waiting for room in the queue, say): nothing else would stop rank 0's wait.
+  const std::optional<std::chrono::milliseconds> stall_limit = writer_stall_limit();
+  RankZeroWait rank_zero(
+      trainer_.is_global_zero() ? &rank_zero_ready : nullptr, writer_.get(), stall_limit,
+      request.path, step, failed,
+      [this, &request, step, agreed_across_ranks](std::chrono::steady_clock::duration stalled,
+                                                  checkpoint::WriteActivity at) {
+        return writer_stuck(request.path, step, WriterStall{stalled, at},
+                            /*every_rank_waits=*/agreed_across_ranks);
+      });
+  if (!agreed_across_ranks) {
+    // A writer this run found stuck that has not moved since fails it at once, as
+    // wait_for_earlier_saves.
+    if (!failed && still_stuck() && !rank_zero.done_within(std::chrono::milliseconds(0)))
+      failed = still_stuck_error(request.path);
+    const std::chrono::milliseconds round =
+        stall_limit ? kWriterWaitRound : std::chrono::milliseconds(std::chrono::hours(1));
+    while (!rank_zero.done_within(round)) {
     }
     if (failed) std::rethrow_exception(failed);
     return;
   }
-  const int64_t world = trainer_.world_size();
-  const distributed::DistributedEnvironment& environment = trainer_.strategy().environment();
   detail::SaveAgreement mine;
   mine.phase = phase;
-  mine.global_step = trainer_.progress_.global_step;
+  mine.global_step = step;
   mine.name_hash = detail::save_name_hash(agreement_name(request));
-  // What to fix when the ranks' collectives do not pair up: the usual cause.
-  const std::string call_on_every_rank = detail::concat(
-      "save_checkpoint is a collective: every rank must call it at the same point (with the same "
-      "SaveCheckpointOptions::agreement_name, if one is given), not under `if "
-      "(trainer.is_global_zero())` or another condition that differs "
-      "between ranks (a checkpoint callback's decisions are agreed; a hook of one's own must "
-      "agree too). A rank that did not call it is in another collective, which fails as well");
+  SaveAgreementRounds rounds(trainer_.strategy(), request.path, mine);
   // NOTE: rank 0 may first have to wait for its writer (a synchronous save for the earlier
   // asynchronous ones to land, an asynchronous one for a pending save to start), for as long as
   // the disk takes, which may be longer than the collective timeout. So that nobody fails at the
   // timeout while nothing is wrong, it waits in rounds of kWriterWaitRound, each ending with this
   // agreement, where it says that it still waits; every rank sees the same reduced values, so
-  // every rank goes round again as long as rank 0 waits. A part that failed ends it at once.
-  const auto waiting_since = std::chrono::steady_clock::now();
-  bool warned = false;
-  bool a_round_agreed = false;  // every rank is in this save: a later timeout is rank 0's
-  std::optional<detail::SaveAgreement> agreed;
+  // every rank goes round again as long as rank 0 waits. A part that failed ends it at once, as
+  // does a writer that made no progress in a write for the timeout (RankZeroWait): rank 0's part
+  // fails then, and every rank learns it in that round.
+  detail::SaveAgreement agreed;
   do {
-    mine.waiting = !rank_zero_done_within(kWriterWaitRound);
-    if (mine.waiting && !warned &&
-        std::chrono::steady_clock::now() - waiting_since >= kWriterWaitWarning) {
-      warned = true;
-      const std::string message = detail::concat(
-          "checkpoint ", path, " at step ", mine.global_step,
-          " waits for earlier asynchronous saves to be written (", kWriterWaitWarning.count(),
-          " s so far), and every rank with it: the disk is that slow or hangs");
-      warn(environment.rank_message(message));
+    const bool waiting = !rank_zero.done_within(kWriterWaitRound);
+    if (waiting) {
+      rank_zero.warn_if_long(
+          trainer_.strategy().environment(),
+          waits_for_room ? "room in rank 0's checkpoint writer's queue (a pending save to start)"
+                         : "earlier asynchronous saves to be written");
     }
-    mine.first_failed = failed ? trainer_.global_rank() : world;
-    std::vector<double> values = detail::encode_save_agreement(mine, world);
-    try {
-      trainer_.strategy().all_reduce(values, distributed::ReduceOp::kMin);
-    } catch (const distributed::PeerTimedOutError&) {
-      if (failed) std::rethrow_exception(failed);  // this rank's own error is the one to report
-      // Every rank came to an earlier round: rank 0 (waiting for its writer) did not come back
-      // (its disk hangs, or it died), or on rank 0, another rank did not.
-      TRAINBUS_CHECK_AS(
-          distributed::AnotherRankFailedError, !a_round_agreed,
-          environment.rank_message(
-              trainer_.is_global_zero()
-                  ? detail::concat("another rank stopped answering the agreement of ", path,
-                                   " at step ", mine.global_step,
-                                   " while this rank waited for its writer")
-                  : detail::concat("rank 0 stopped answering the agreement of ", path, " at step ",
-                                   mine.global_step,
-                                   " while waiting for its writer (its disk hangs, or it "
-                                   "stopped; its error or the launcher's report says which)")));
-      // A rank that never came to the agreement: this rank's error says what to fix (the others
-      // only see that this rank is not in their collective, so they end as after another rank's
-      // failure). A rank that went away is any other DistributedError: its error, as for any
-      // collective (below).
-      // After the parts were agreed, only rank 0 works (the write and its fsync): it is slow or
-      // stuck, not in another collective. This rank stops because of it.
-      TRAINBUS_CHECK_AS(
-          distributed::AnotherRankFailedError,
-          phase != detail::SavePhase::kWritten || trainer_.is_global_zero(),
-          environment.rank_message(detail::concat(
-              "rank 0 did not finish writing checkpoint ", path, " at step ", mine.global_step,
-              " within the timeout: its disk is that slow or it hangs; raise "
-              "DDPOptions::timeout (--ddp-timeout) if writes take that long")));
-      throw distributed::DistributedError(environment.rank_message(detail::concat(
-          "a checkpoint save was called on some ranks only, or a rank hangs: the other ranks did "
-          "not join this rank's save of ",
-          path, " at step ", mine.global_step, " within the timeout. ", call_on_every_rank,
-          ". If every rank calls it here, one of them hangs (in a hook) or is slower than the "
-          "timeout")));
-    } catch (...) {
-      if (!failed) throw;
-      std::rethrow_exception(failed);
-    }
-    agreed = detail::decode_save_agreement(values, world);
-    if (!agreed) {
-      if (failed) std::rethrow_exception(failed);
-      const std::optional<detail::SaveAgreement> other = detail::other_save(values, mine, world);
-      const int64_t step_compared =
-          mine.global_step % (int64_t{1} << detail::kSaveAgreementStepBits);
-      const std::string where =
-          !other ? "another rank is in another collective"
-          : other->global_step != step_compared
-              ? detail::concat(
-                    "another rank is in a save at another step (",
-                    detail::nearest_step_with_low_bits(mine.global_step, other->global_step), ")")
-          : other->phase != mine.phase
-              ? std::string("another rank is at another point of a save at this step")
-              : std::string(
-                    "another rank saves another checkpoint at this step (a checkpoint callback's "
-                    "save where this rank saves one of its own, or another agreement_name)");
-      throw distributed::DistributedError(environment.rank_message(detail::concat(
-          "a checkpoint save was called on some ranks only or at different steps: this rank "
-          "saves ",
-          path, " at step ", mine.global_step, ", ", where, ". ", call_on_every_rank)));
-    }
-    a_round_agreed = true;
-  } while (agreed->waiting);
+    agreed = rounds.round(failed, waiting);
+  } while (agreed.waiting);
   // Stopping for another rank's failure: `trainbus fit` exits with 75 (not this rank's fault).
-  TRAINBUS_CHECK_AS(distributed::AnotherRankFailedError, failed || agreed->first_failed == world,
-                    environment.rank_message(detail::concat(
-                        "rank ", agreed->first_failed, "'s part of the save of checkpoint ", path,
-                        " failed (its error says which), so this rank stops too")));
+  TRAINBUS_CHECK_AS(distributed::AnotherRankFailedError,
+                    failed || agreed.first_failed == trainer_.world_size(),
+                    trainer_.strategy().environment().rank_message(detail::concat(
+                        "rank ", agreed.first_failed, "'s part of the save of checkpoint ",
+                        request.path, " failed (its error says which), so this rank stops too")));
   if (failed) std::rethrow_exception(failed);
 }
 
@@ -541,13 +819,14 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
   }
   // A save of another group waits in submit() for the pending one to start, after the
   // agreement: the ranks wait for that together, in the agreement, instead.
-  agree_on_save(request, failed, detail::SavePhase::kPartsReady,
-                [this, &request](std::chrono::milliseconds limit) {
-                  if (writer_ && !writer_->wait_for_room(request.replace_group, limit))
-                    return false;
-                  if (writer_) writer_->check();  // a failure meanwhile: in the agreement
-                  return true;
-                });
+  agree_on_save(
+      request, failed, detail::SavePhase::kPartsReady,
+      [this, &request](std::chrono::milliseconds limit) {
+        if (writer_ && !writer_->wait_for_room(request.replace_group, limit)) return false;
+        if (writer_) writer_->check();  // a failure meanwhile: in the agreement
+        return true;
+      },
+      /*waits_for_room=*/true);
   if (!trainer_.is_global_zero()) return std::nullopt;
   // Rank 0 has its snapshot: every rank trains on. What fails from here (a subscriber of the
   // announcement, the writer out of memory) fails rank 0; the others learn at the next

@@ -139,6 +139,45 @@ class CheckpointConnector {
   /// Raises the CheckpointError of a background save, if one failed (cheap: every batch).
   void check();
   std::exception_ptr wait_quietly();
+  /// The start of a run: nothing of the last run's is kept (a writer it found stuck is waited for
+  /// again, with the whole limit).
+  void begin_run();
+  /// The end of a run: wait(), but under DDP throws a CheckpointError (also warned at once,
+  /// naming the rank) once the writer made no progress in a write for the collective timeout:
+  /// the other ranks have ended, nothing else would stop rank 0's wait.
+  void finish();
+  /// The end of a failing run: wait_quietly(), but under DDP not for a writer that made no
+  /// progress in a write for the collective timeout (warned), nor again for one that this run
+  /// found stuck and that has not moved since.
+  std::exception_ptr finish_quietly();
+  /// finish_quietly() leaving a stuck writer: publishes the commits of the saves that landed and
+  /// returns an earlier save's failure the writer holds, if any.
+  std::exception_ptr left_stuck_quietly();
+  /// Under DDP, how long rank 0's writer may go without progress in a write while rank 0 waits
+  /// for it: the strategy's collective_timeout. None on one process.
+  std::optional<std::chrono::milliseconds> writer_stall_limit() const;
+  /// A writer judged stuck: for how long it had made no progress, and the reading judged so.
+  struct WriterStall {
+    std::chrono::steady_clock::duration stalled;
+    checkpoint::WriteActivity at;
+  };
+  /// Rank 0: waits until the writer is idle; under DDP stops waiting once it made no progress in
+  /// a write for writer_stall_limit() (and was still not idle just after), and returns that.
+  std::optional<WriterStall> wait_for_writer_while_it_moves();
+  /// Rank 0's writer made no progress for `stall.stalled` while `waiting_save` (at `step`; "" at
+  /// the end of a run) waited for it: notes the reading judged stuck (stuck_at_), warns, and
+  /// returns the error to raise. `every_rank_waits`: the other ranks wait with it (a save's
+  /// agreement).
+  std::exception_ptr writer_stuck(const std::string& waiting_save, int64_t step,
+                                  const WriterStall& stall, bool every_rank_waits = true);
+  /// Rank 0, a save without agreement rounds (one process, a failing run): wait(), but under
+  /// DDP bound as finish() is (a writer this run found stuck that has not moved since fails it at
+  /// once).
+  void wait_for_earlier_saves(const std::string& path);
+  /// Under DDP: whether this run found rank 0's writer stuck and it has not moved since.
+  bool still_stuck() const;
+  /// The error of a save at `path` that would wait for a writer still_stuck().
+  std::exception_ptr still_stuck_error(const std::string& path) const;
   /// Training thread: publishes the events of the commits the writer thread noted.
   void publish_commits();
   void dry_run(const CheckpointRequest& request);
@@ -159,12 +198,19 @@ class CheckpointConnector {
   /// save_checkpoint and another did not) throw a DistributedError that says save_checkpoint
   /// must be called on every rank.
   /// `rank_zero_ready`, on rank 0: waits at most the given time for what rank 0 must wait for
-  /// before it goes on (its writer's earlier saves) and returns whether that is done; it may throw
-  /// (an earlier save's failure: this rank's part failed). While it is not done, the ranks agree
-  /// again, every kWriterWaitRound. One process: only waits for it, and rethrows.
+  /// before it goes on (its writer's earlier saves, or room in its queue) and returns whether that
+  /// is done; it may throw (an earlier save's failure: this rank's part failed). While it is not
+  /// done, the ranks agree again, every kWriterWaitRound, until the writer has made no progress in
+  /// a write for writer_stall_limit() (then rank 0's part fails with a CheckpointError saying its
+  /// disk is stuck, and every rank learns it in that round). Without agreement (one process, a
+  /// failing run): only waits for it, and rethrows; under DDP that wait fails as well once the
+  /// writer made no progress in a write for writer_stall_limit(), or at once if still_stuck().
+  /// `waits_for_room`: rank_zero_ready waits for room in the writer's queue (an asynchronous save),
+  /// for the warning after a minute.
   void agree_on_save(const CheckpointRequest& request, std::exception_ptr failed,
                      detail::SavePhase phase,
-                     const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready = {});
+                     const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready = {},
+                     bool waits_for_room = false);
   std::function<void(const std::string&, const std::vector<std::string>&)> commit_notifier(
       const CheckpointRequest& request);
   // "last" / "best" as the path of a checkpoint; rank 0's under DDP (a collective there), so
@@ -212,6 +258,10 @@ class CheckpointConnector {
   // snapshots' buffers back to them.
   std::unique_ptr<SnapshotBuffers> buffers_;
   std::unique_ptr<checkpoint::CheckpointWriter> writer_;
+  // What rank 0's writer was doing when this run found it stuck (no progress in a write for the
+  // collective timeout): a failing run's end does not wait for it again while it has not moved.
+  // Reset by begin_run.
+  std::optional<checkpoint::WriteActivity> stuck_at_;
 
   std::vector<DryRunSave> dry_run_saves_;
   std::set<std::string> dry_run_paths_;  // what the dry-run saves left on the "disk"

@@ -137,6 +137,10 @@ class DDPStrategy final : public Strategy {
   void before_training_step(bool synchronize) override;
   void before_evaluation() override;
   void backward(const at::Tensor& loss, bool synchronize) override;
+  /// DDPOptions::timeout.
+  std::optional<std::chrono::milliseconds> collective_timeout() const noexcept override {
+    return options_.timeout();
+  }
   bool agrees_on_stop_every_batch() const noexcept override {
     return options_.stop_agreement_every_batch();
   }

@@ -3,8 +3,10 @@
 /// Trainer calls it at fixed points of a run; on one process every call is a no-op.
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -102,6 +104,15 @@ class Strategy {
   /// failure of that averaging is a DistributedError naming this rank. By default (strategy.cpp,
   /// with LibTorch) `loss.backward()`.
   virtual void backward(const at::Tensor& loss, bool synchronize);
+
+  /// The longest one collective waits for the other ranks (DDPStrategy: DDPOptions::timeout),
+  /// if there is such a bound. Rank 0 lets its checkpoint writer go that long without progress
+  /// while every rank waits for it in a save's agreement, then fails (checkpoint_connector.cpp).
+  /// None by default (one process; a strategy of one's own that does not say: rank 0 then waits
+  /// for its writer as long as it takes).
+  virtual std::optional<std::chrono::milliseconds> collective_timeout() const noexcept {
+    return std::nullopt;
+  }
 
   /// Whether the Trainer agrees on `should_stop` after every training batch, and on
   /// on_train_batch_start's -1 before it (a collective of one value each), rather than only

@@ -43,7 +43,9 @@ struct SaveAgreement {
 // that all-reduces 2 values where the others reduce 1 wait until the timeout (as it does the
 // others), where with other lengths it can deliver garbage or abort the process.
 inline constexpr int kSaveAgreementNameBits = 18;
-inline constexpr int kSaveAgreementStepBits = 16;  // steps compared modulo 2^16
+inline constexpr int kSaveAgreementStepBits = 16;
+/// Steps are compared modulo this (65536).
+inline constexpr int64_t kSaveAgreementStepModulus = int64_t{1} << kSaveAgreementStepBits;
 inline constexpr int64_t kSaveAgreementMarker =
     int64_t{1} << (kSaveAgreementStepBits + 2 + kSaveAgreementNameBits);  // 2^36
 // Keeps key * (world + 2) + slot below 2^53, where doubles hold integers exactly.
@@ -55,8 +57,14 @@ inline int64_t save_name_hash(std::string_view name) {
   return static_cast<int64_t>(crc32c(name) & ((uint32_t{1} << kSaveAgreementNameBits) - 1));
 }
 
+/// What the agreement compares of a global step: its low kSaveAgreementStepBits bits (the step
+/// modulo kSaveAgreementStepModulus, for a step that is not negative).
+inline int64_t compared_step(int64_t global_step) {
+  return global_step & (kSaveAgreementStepModulus - 1);
+}
+
 inline int64_t save_agreement_key(const SaveAgreement& agreement) {
-  const int64_t step = agreement.global_step & ((int64_t{1} << kSaveAgreementStepBits) - 1);
+  const int64_t step = compared_step(agreement.global_step);
   return kSaveAgreementMarker + (step << (2 + kSaveAgreementNameBits)) +
          (static_cast<int64_t>(agreement.phase) << kSaveAgreementNameBits) + agreement.name_hash;
 }
@@ -105,7 +113,7 @@ inline std::optional<std::pair<int64_t, int64_t>> keys(const std::vector<double>
 
 /// The ranks' agreement from the reduced values, or nullopt if they were not all in the same
 /// save (another step, phase or name, or another collective paired with this one). Its global
-/// step is the step modulo 2^kSaveAgreementStepBits.
+/// step is the compared_step.
 inline std::optional<SaveAgreement> decode_save_agreement(const std::vector<double>& reduced,
                                                           int64_t world_size) {
   const auto keys = save_agreement_detail::keys(reduced, world_size);
@@ -119,17 +127,17 @@ inline std::optional<SaveAgreement> decode_save_agreement(const std::vector<doub
 }
 
 /// The step nearest `step` whose low kSaveAgreementStepBits bits are `low_bits`: another rank's
-/// full step from SaveAgreement::global_step (compared modulo 2^16), for a message.
+/// full step from SaveAgreement::global_step (compared_step), for a message.
 inline int64_t nearest_step_with_low_bits(int64_t step, int64_t low_bits) {
-  constexpr int64_t kModulus = int64_t{1} << kSaveAgreementStepBits;
-  int64_t nearest = step - (step & (kModulus - 1)) + low_bits;
+  constexpr int64_t kModulus = kSaveAgreementStepModulus;
+  int64_t nearest = step - compared_step(step) + low_bits;
   if (nearest - step > kModulus / 2) nearest -= kModulus;
   if (step - nearest > kModulus / 2) nearest += kModulus;
   return nearest;
 }
 
-/// Where the reduced values are no agreement: the save another rank is in (step modulo
-/// 2^kSaveAgreementStepBits, phase, name hash), one whose key differs from `mine`'s, if the values
+/// Where the reduced values are no agreement: the save another rank is in (its compared_step,
+/// phase, name hash), one whose key differs from `mine`'s, if the values
 /// are those of save agreements; nullopt where another collective paired with this one.
 inline std::optional<SaveAgreement> other_save(const std::vector<double>& reduced,
                                                const SaveAgreement& mine, int64_t world_size) {

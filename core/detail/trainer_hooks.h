@@ -64,12 +64,13 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
   fn_ = stage;
   status_ = TrainerStatus::kRunning;
   try {
+    checkpoints_.begin_run();
     apply_run_settings();
     strategy_->connect(device());
     body();
     // Every checkpoint durable (and its CheckpointCommitted published), and everything the run
     // published handled, before it returns; a failure surfaces here at last.
-    checkpoints_.wait();
+    checkpoints_.finish();
     wait_for_observers();
     report_dropped_events();
     status_ = TrainerStatus::kFinished;
@@ -85,7 +86,7 @@ void Trainer::run_entry_point(Stage stage, Module& module, DataModule& data, Bod
     // The observers still get (and handle) everything, including the Exception event, and the
     // checkpoints saved so far (OnExceptionCheckpoint's too) are made durable. A stuck observer is
     // reported, not waited for: the original exception must come out.
-    if (std::exception_ptr failed = checkpoints_.wait_quietly()) {
+    if (std::exception_ptr failed = checkpoints_.finish_quietly()) {
       try {
         std::rethrow_exception(failed);
       } catch (const std::exception& e) {

@@ -16,6 +16,8 @@
 
 #include "base/errors.h"
 #include "base/post_task.h"
+#include "checkpoint/durable_file.h"
+#include "checkpoint/write_progress.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
@@ -119,6 +121,93 @@ TEST_CASE("wait_for_idle and wait_for_room say, within a limit, whether wait and
   REQUIRE(writer.wait_for_idle(std::chrono::seconds(10)));
   CHECK(fs::exists(dir.file("latest-1")));
   CHECK(writer.stats().waited == 0);
+}
+
+namespace {
+
+/// Writes its file through a DurableFile in `chunks` writes, each after the gate: the file steps
+/// a real checkpoint takes.
+class DurablePayload : public checkpoint::CheckpointPayload {
+ public:
+  DurablePayload(int chunks, std::shared_future<void> gate) : chunks_(chunks), gate_(gate) {}
+  void write(const std::string& path) override {
+    gate_.wait();
+    checkpoint::DurableFile file(path);
+    for (int i = 0; i < chunks_; ++i) file.write("chunk", 5);
+    file.close_durably();
+  }
+  std::size_t bytes() const override { return 5; }
+
+ private:
+  int chunks_;
+  std::shared_future<void> gate_;
+};
+
+}  // namespace
+
+TEST_CASE("progress grows with every file step and every phase, path_in_flight names the save",
+          "[checkpoint][async]") {
+  TempDir dir;
+  checkpoint::CheckpointWriter writer;
+  CHECK(writer.path_in_flight().empty());
+  CHECK(writer.activity().phase == checkpoint::WriterPhase::kIdle);
+  const uint64_t before = writer.progress();
+  std::promise<void> release;
+  std::promise<void> upload_started;
+  std::promise<void> upload_done;
+  checkpoint::CheckpointJob job;
+  job.path = dir.file("a");
+  job.payload = std::make_unique<DurablePayload>(3, release.get_future().share());
+  job.after_commit = [&, done = upload_done.get_future().share()](const std::string&) {
+    upload_started.set_value();
+    done.wait();  // an upload: no file steps of its own
+  };
+  writer.submit(std::move(job));
+  // Held before its first step: in flight, writing, and no progress while it is.
+  while (writer.path_in_flight().empty()) std::this_thread::yield();
+  CHECK(writer.path_in_flight() == dir.file("a"));
+  CHECK_FALSE(writer.wait_for_idle(std::chrono::milliseconds(1)));
+  const checkpoint::WriteActivity writing = writer.activity();
+  CHECK(writing.phase == checkpoint::WriterPhase::kWrite);
+  CHECK(writing.count == before + 1);  // the phase entered
+  release.set_value();
+  upload_started.get_future().wait();
+  // Three writes and an fsync, then after_commit's phase.
+  const checkpoint::WriteActivity uploading = writer.activity();
+  CHECK(uploading.phase == checkpoint::WriterPhase::kAfterCommit);
+  CHECK(uploading.count == writing.count + 4 + 1);
+  CHECK(writer.path_in_flight() == dir.file("a"));
+  upload_done.set_value();
+  writer.wait();
+  // The evictions' phase, then the end of the save.
+  CHECK(writer.activity() ==
+        checkpoint::WriteActivity{uploading.count + 2, checkpoint::WriterPhase::kIdle});
+  CHECK(writer.path_in_flight().empty());
+}
+
+TEST_CASE("A simulated slow disk runs before every file step, and its failure fails the save",
+          "[checkpoint][async]") {
+  TempDir dir;
+  std::atomic<int> steps{0};
+  checkpoint::detail::simulate_slow_disk([&](const std::string& path) {
+    ++steps;
+    if (path == dir.file("bad")) throw CheckpointError("cannot write " + path + ": stuck disk");
+  });
+  checkpoint::CheckpointWriter writer;
+  std::promise<void> open;
+  open.set_value();
+  const std::shared_future<void> opened = open.get_future().share();
+  for (const char* name : {"good", "bad"}) {
+    checkpoint::CheckpointJob job;
+    job.path = dir.file(name);
+    job.payload = std::make_unique<DurablePayload>(2, opened);
+    writer.submit(std::move(job));
+    std::exception_ptr failed = writer.wait_quietly();
+    CHECK((failed != nullptr) == (std::string(name) == "bad"));
+  }
+  checkpoint::detail::simulate_slow_disk({});
+  CHECK(steps == 2 + 1 + 1);  // good: two writes and an fsync; bad: fails at its first step
+  CHECK(fs::exists(dir.file("good")));
 }
 
 TEST_CASE("A failed after_commit is raised like a failed write, and its evictions are kept",

@@ -3,6 +3,7 @@
 // ranks.)
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -12,6 +13,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -20,7 +22,10 @@
 
 #include "base/errors.h"
 #include "callbacks/model_checkpoint.h"
+#include "checkpoint/format.h"
+#include "checkpoint/write_progress.h"
 #include "core/detail/save_agreement.h"
+#include "core/detail/writer_stall.h"
 #include "core/trainer.h"
 #include "data/data_loader.h"
 #include "distributed/strategy.h"
@@ -51,6 +56,9 @@ class SimulatedPeers final : public distributed::Strategy {
   const distributed::DistributedEnvironment& environment() const noexcept override {
     return environment_;
   }
+  std::optional<std::chrono::milliseconds> collective_timeout() const noexcept override {
+    return timeout;
+  }
   void all_reduce(std::vector<double>& values, distributed::ReduceOp op) override {
     ++all_reduces;
     if (op == distributed::ReduceOp::kSum) {
@@ -62,6 +70,7 @@ class SimulatedPeers final : public distributed::Strategy {
             : std::nullopt;
     if (!mine) return;
     ++save_agreements;
+    if (mine->waiting) ++waiting_rounds;
     if ((time_out_in && mine->phase == *time_out_in) ||
         (time_out_at_agreement && save_agreements == *time_out_at_agreement)) {
       // What DDPStrategy raises where the peers did not come within the timeout; no word of
@@ -76,12 +85,15 @@ class SimulatedPeers final : public distributed::Strategy {
     for (size_t i = 0; i < values.size(); ++i) values[i] = std::min(values[i], peer[i]);
   }
   std::function<SaveAgreement(SaveAgreement)> peer_agreement;
+  /// What collective_timeout() says (none: rank 0 waits for its writer without a bound).
+  std::optional<std::chrono::milliseconds> timeout;
   /// The agreement of this phase times out (the strategy says so by a PeerTimedOutError).
   std::optional<SavePhase> time_out_in;
   /// The save agreement of this number (1 for the first) times out.
   std::optional<int> time_out_at_agreement;
   int all_reduces = 0;
-  int save_agreements = 0;
+  int save_agreements = 0;  // rounds of save agreements
+  int waiting_rounds = 0;   // of those, where rank 0 still waited for its writer
 
  private:
   distributed::DistributedEnvironment environment_;
@@ -140,14 +152,14 @@ class SaveAtBatch : public Callback {
   SaveCheckpointOptions options_;
 };
 
-// A fit of one epoch on `strategy` that saves dir/saved.ckpt after batch 2 (step 3): its error,
+// A fit of one epoch (16 batches of 4) on `strategy` with `callback`: its error ("" if none),
 // and whether that was an AnotherRankFailedError (exit 75 in `trainbus fit`).
-std::pair<std::string, bool> fit_saving_at_batch_2(const std::shared_ptr<SimulatedPeers>& strategy,
-                                                   const TempDir& dir) {
+std::pair<std::string, bool> fit_with(const std::shared_ptr<SimulatedPeers>& strategy,
+                                      std::shared_ptr<Callback> callback) {
   Trainer trainer(
       trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
           strategy),
-      {std::make_shared<SaveAtBatch>(2, dir.file("saved.ckpt"))});
+      {std::move(callback)});
   BoringModule module;
   RandomDataModule data(64, 4);
   try {
@@ -158,6 +170,12 @@ std::pair<std::string, bool> fit_saving_at_batch_2(const std::shared_ptr<Simulat
     return {e.what(), false};
   }
   return {};
+}
+
+// fit_with a save of dir/saved.ckpt after batch 2 (step 3).
+std::pair<std::string, bool> fit_saving_at_batch_2(const std::shared_ptr<SimulatedPeers>& strategy,
+                                                   const TempDir& dir) {
+  return fit_with(strategy, std::make_shared<SaveAtBatch>(2, dir.file("saved.ckpt")));
 }
 
 }  // namespace
@@ -229,6 +247,9 @@ TEST_CASE("a save agreement reads back the lowest failed rank, and no agreement 
   CHECK(read_back->name_hash == largest.name_hash);
   CHECK(read_back->global_step == largest.global_step % (int64_t{1} << 16));
   CHECK(read_back->first_failed == largest.first_failed);
+  // The agreement compares a step's low 16 bits.
+  CHECK(trainbus::detail::compared_step(70000) == 70000 % 65536);
+  CHECK(trainbus::detail::compared_step(65535) == 65535);
   // Another rank's full step, from the low 16 bits the agreement compares.
   CHECK(trainbus::detail::nearest_step_with_low_bits(70000, 70001 % 65536) == 70001);
   CHECK(trainbus::detail::nearest_step_with_low_bits(70000, 69990 % 65536) == 69990);
@@ -289,7 +310,8 @@ TEST_CASE("under DDP ranks in different saves fail with an error that says to sa
           "rank 0 of 2: a checkpoint save was called on some ranks only or at different steps") &&
           Contains("step=3.ckpt at step 3") && Contains("save_checkpoint is a collective") &&
           Contains("is_global_zero()") &&
-          Contains("another rank is in a save at another step (4)"));
+          Contains("another rank is in a save at another step (4, steps are compared modulo "
+                   "65536)"));
   CHECK(run.checkpoints().empty());
 }
 
@@ -366,21 +388,34 @@ TEST_CASE("a world too large for the save agreement is refused when the Trainer 
                      "65535: run fewer ranks (--nnodes x --nproc-per-node)"));
 }
 
-TEST_CASE("under DDP a timeout after a round of the agreement blames rank 0, not a one-rank save",
-          "[checkpoint]") {
+TEST_CASE(
+    "under DDP a timeout after a round of the agreement names what is known, not a one-rank save",
+    "[checkpoint]") {
   // Rank 0 said in the first round that it waits for its writer: every rank is in this save.
-  // The second round times out: rank 0 stopped coming back (its writer hangs or it died).
+  // The second round times out: a rank stopped coming back. Rank 0, which waits between rounds
+  // for at most a round (and says so in a round when its writer is stuck), or any other rank:
+  // nobody can tell which.
+  const int rank = GENERATE(0, 1);
+  CAPTURE(rank);
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>(2, /*rank=*/1);
+  auto strategy = std::make_shared<SimulatedPeers>(2, rank);
   strategy->peer_agreement = [](SaveAgreement agreement) {
     agreement.waiting = true;
     return agreement;
   };
   strategy->time_out_at_agreement = 2;
   const auto [error, another_rank_failed] = fit_saving_at_batch_2(strategy, dir);
-  CHECK_THAT(error, Contains("rank 1 of 2: rank 0 stopped answering the agreement of") &&
-                        Contains("saved.ckpt at step 3 while waiting for its writer") &&
-                        !Contains("some ranks only"));
+  if (rank == 0) {
+    CHECK_THAT(error, Contains("rank 0 of 2: another rank stopped answering the agreement of") &&
+                          Contains("saved.ckpt at step 3 (round 2) while this rank waited for "
+                                   "its writer: it hangs or stopped"));
+  } else {
+    CHECK_THAT(error, Contains("rank 1 of 2: a rank stopped answering the agreement of") &&
+                          Contains("saved.ckpt at step 3 (round 2, after every rank had joined "
+                                   "it): rank 0, which waited there for its checkpoint writer, "
+                                   "or another rank hangs or stopped"));
+  }
+  CHECK_THAT(error, !Contains("some ranks only"));
   CHECK(another_rank_failed);
   CHECK(strategy->save_agreements == 2);
 }
@@ -577,4 +612,482 @@ TEST_CASE("a mid-epoch checkpoint resumes on another world size only where the e
                                               : "saved inside an epoch by 1 process with ") &&
                           Contains("batches per epoch each (8 samples a step)"));
   }
+}
+
+namespace {
+
+// For the scope: every step of a checkpoint write that writes or syncs a file, on this process,
+// calls `hook` first (checkpoint::detail::simulate_slow_disk), which makes the disk slow or stuck.
+class SimulatedDisk {
+ public:
+  explicit SimulatedDisk(std::function<void(const std::string& path)> hook) {
+    checkpoint::detail::simulate_slow_disk(std::move(hook));
+  }
+  ~SimulatedDisk() { checkpoint::detail::simulate_slow_disk({}); }
+  SimulatedDisk(const SimulatedDisk&) = delete;
+  SimulatedDisk& operator=(const SimulatedDisk&) = delete;
+};
+
+// good.ckpt at batch 0 (synchronous), slow.ckpt at batch 1 (asynchronous: what the simulated
+// disk delays), then at batch 2 after.ckpt, which waits for slow.ckpt: synchronous (for the
+// writer to be idle), or asynchronous (`room`: for room in the writer's queue, behind b.ckpt,
+// queued at batch 2 behind slow.ckpt, while after.ckpt follows at batch 3). Notes how long the
+// waiting save took, also when it failed; `on_failure` runs in on_exception (before the fit
+// waits for the writer).
+class SaveBehindSlowDisk : public Callback {
+ public:
+  SaveBehindSlowDisk(std::string dir, bool room, std::function<void()> on_failure = {})
+      : dir_(std::move(dir)), room_(room), on_failure_(std::move(on_failure)) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() != 0) return;
+    if (batch_idx == 0) trainer.save_checkpoint(dir_ + "/good.ckpt");
+    if (batch_idx == 1)
+      trainer.save_checkpoint(dir_ + "/slow.ckpt", SaveCheckpointOptions().async(true));
+    if (room_ && batch_idx == 2)
+      trainer.save_checkpoint(dir_ + "/b.ckpt", SaveCheckpointOptions().async(true));
+    if (batch_idx != (room_ ? 3 : 2)) return;
+    started_ = std::chrono::steady_clock::now();
+    trainer.save_checkpoint(dir_ + "/after.ckpt", SaveCheckpointOptions().async(room_));
+    save_seconds = seconds_since_start();
+  }
+  void on_exception(Trainer&, Module&, const std::exception&) override {
+    save_seconds = seconds_since_start();
+    if (on_failure_) on_failure_();
+  }
+  double save_seconds = 0.0;
+
+ private:
+  double seconds_since_start() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  }
+  std::string dir_;
+  bool room_;
+  std::function<void()> on_failure_;
+  std::chrono::steady_clock::time_point started_;
+};
+
+}  // namespace
+
+TEST_CASE("under DDP rank 0 fails a save whose writer made no progress for the collective timeout",
+          "[checkpoint]") {
+  // slow.ckpt's write blocks (a disk that hangs) until the fit fails, then fails as an I/O error
+  // would. Bounded: without a bound on the rounds it ends after 20 s, and the test fails. The
+  // save waits for the writer to be idle (synchronous) or for room in its queue (asynchronous).
+  const bool room = GENERATE(false, true);
+  CAPTURE(room);
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(500);
+  int rounds_telling_failure = 0;
+  strategy->peer_agreement = [&](SaveAgreement agreement) {
+    if (agreement.first_failed == 0) ++rounds_telling_failure;  // what rank 1 learns
+    return agreement;
+  };
+  std::promise<void> disk_back;
+  std::shared_future<void> back = disk_back.get_future().share();
+  SimulatedDisk disk([back](const std::string& path) {
+    if (path.find("slow.ckpt") == std::string::npos) return;
+    (void)back.wait_for(std::chrono::seconds(20));
+    throw CheckpointError("cannot write " + path + ": Input/output error (simulated)");
+  });
+  auto saver = std::make_shared<SaveBehindSlowDisk>(dir.path().string(), room,
+                                                    [&] { disk_back.set_value(); });
+  const auto [error, another_rank_failed] = fit_with(strategy, saver);
+  CHECK_THAT(error, Contains("rank 0's checkpoint writer made no progress for") &&
+                        Contains("while writing " + dir.file("slow.ckpt")) &&
+                        Contains("(the save of " + dir.file("after.ckpt") + " at step " +
+                                 (room ? "4" : "3") + " waits for it, and every rank with it)") &&
+                        Contains("disk or filesystem is stuck") &&
+                        Contains(dir.file("after.ckpt") + " at step " + (room ? "4" : "3") +
+                                 " is not written") &&
+                        Contains("did not finish within the limit") &&
+                        Contains("this process waits for that write when it exits") &&
+                        !Contains("before this process exits") &&
+                        Contains("DDPOptions::timeout (--ddp-timeout, now 0.5 s)"));
+  CHECK_FALSE(another_rank_failed);  // rank 0's own failure: `trainbus fit` exits with 1
+  CHECK(rounds_telling_failure == 1);
+  CHECK(strategy->waiting_rounds > 0);
+  CHECK(saver->save_seconds >= 0.5);
+  CHECK(saver->save_seconds < 5.0);
+  // The complete checkpoint before it is intact; slow.ckpt failed once the disk came back (no
+  // temporary is left), and b.ckpt, queued behind it before, was written then.
+  CHECK(names_in(dir.path().string()) ==
+        (room ? std::set<std::string>{"good.ckpt", "b.ckpt"} : std::set<std::string>{"good.ckpt"}));
+  CHECK_NOTHROW(checkpoint::read_checkpoint(dir.file("good.ckpt")));
+}
+
+TEST_CASE("under DDP a slow writer that keeps making progress is waited for past the timeout",
+          "[checkpoint]") {
+  // Every step of slow.ckpt's write takes 600 ms (a fifth of the timeout: wide enough for a busy
+  // machine, whose real fsyncs also count), until 1.5 timeouts have passed (the write has about
+  // ten steps): the save waits longer than the timeout, and is not failed.
+  const bool room = GENERATE(false, true);
+  CAPTURE(room);
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  const auto timeout = std::chrono::milliseconds(3000);
+  strategy->timeout = timeout;
+  std::optional<std::chrono::steady_clock::time_point> slow_until;
+  SimulatedDisk disk([&](const std::string& path) {
+    if (path.find("slow.ckpt") == std::string::npos) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (!slow_until) slow_until = now + 3 * timeout / 2;
+    if (now < *slow_until)
+      std::this_thread::sleep_for(
+          std::min<std::chrono::steady_clock::duration>(timeout / 5, *slow_until - now));
+  });
+  auto saver = std::make_shared<SaveBehindSlowDisk>(dir.path().string(), room);
+  const auto [error, another_rank_failed] = fit_with(strategy, saver);
+  CHECK(error.empty());
+  CHECK(saver->save_seconds > std::chrono::duration<double>(timeout).count());
+  CHECK(strategy->waiting_rounds > 0);
+  CHECK(names_in(dir.path().string()) ==
+        (room ? std::set<std::string>{"good.ckpt", "slow.ckpt", "b.ckpt", "after.ckpt"}
+              : std::set<std::string>{"good.ckpt", "slow.ckpt", "after.ckpt"}));
+}
+
+namespace {
+
+// An asynchronous save of slow.ckpt at the end of the (only) epoch; notes how long from then until
+// the fit failed, and runs `on_failure` in on_exception.
+class SaveAtTheEnd : public Callback {
+ public:
+  SaveAtTheEnd(std::string dir, std::function<void()> on_failure)
+      : dir_(std::move(dir)), on_failure_(std::move(on_failure)) {}
+  void on_train_epoch_end(Trainer& trainer, Module&) override {
+    started_ = std::chrono::steady_clock::now();
+    trainer.save_checkpoint(dir_ + "/slow.ckpt", SaveCheckpointOptions().async(true));
+  }
+  void on_exception(Trainer&, Module&, const std::exception&) override {
+    failed_after_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    on_failure_();
+  }
+  double failed_after_seconds = 0.0;
+
+ private:
+  std::string dir_;
+  std::function<void()> on_failure_;
+  std::chrono::steady_clock::time_point started_;
+};
+
+}  // namespace
+
+TEST_CASE("under DDP rank 0's end of a fit fails once its writer made no progress for the timeout",
+          "[checkpoint]") {
+  // The other ranks have ended: without a bound rank 0 waits for a disk that hangs for ever
+  // (here: 10 s, then the disk fails as an I/O error would, and the test fails).
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(500);
+  std::promise<void> disk_back;
+  std::shared_future<void> back = disk_back.get_future().share();
+  SimulatedDisk disk([back](const std::string& path) {
+    if (path.find("slow.ckpt") == std::string::npos) return;
+    (void)back.wait_for(std::chrono::seconds(10));
+    throw CheckpointError("cannot write " + path + ": Input/output error (simulated)");
+  });
+  auto saver = std::make_shared<SaveAtTheEnd>(dir.path().string(), [&] { disk_back.set_value(); });
+  const auto [error, another_rank_failed] = fit_with(strategy, saver);
+  CHECK_THAT(error, Contains("rank 0's checkpoint writer made no progress for") &&
+                        Contains("while writing " + dir.file("slow.ckpt")) &&
+                        Contains("at the end of the run") &&
+                        Contains("did not finish within the limit") &&
+                        Contains("--ddp-timeout, now 0.5 s"));
+  CHECK_FALSE(another_rank_failed);
+  CHECK(saver->failed_after_seconds >= 0.5);
+  CHECK(saver->failed_after_seconds < 5.0);
+  CHECK(names_in(dir.path().string()).empty());
+}
+
+namespace {
+
+// At batch 1 an asynchronous save of slow.ckpt whose after_commit (an upload, say) takes
+// `after_commit_takes`; at batch 2 a synchronous save of after.ckpt, which waits for it.
+class SaveBehindSlowAfterCommit : public Callback {
+ public:
+  SaveBehindSlowAfterCommit(std::string dir, std::chrono::milliseconds after_commit_takes)
+      : dir_(std::move(dir)), after_commit_takes_(after_commit_takes) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() != 0) return;
+    if (batch_idx == 1) {
+      CheckpointRequest request;
+      request.path = dir_ + "/slow.ckpt";
+      request.after_commit = [takes = after_commit_takes_](const std::string&) {
+        std::this_thread::sleep_for(takes);  // the upload's time: what is waited for
+      };
+      trainer.checkpoints().submit(std::move(request));
+    } else if (batch_idx == 2) {
+      trainer.save_checkpoint(dir_ + "/after.ckpt");
+    }
+  }
+
+ private:
+  std::string dir_;
+  std::chrono::milliseconds after_commit_takes_;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "under DDP a slow after_commit is waited for past the timeout, not taken for a stuck disk",
+    "[checkpoint]") {
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(300);
+  const auto [error, another_rank_failed] =
+      fit_with(strategy, std::make_shared<SaveBehindSlowAfterCommit>(
+                             dir.path().string(), std::chrono::milliseconds(1500)));
+  CHECK(error.empty());
+  CHECK(strategy->waiting_rounds > 0);
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"slow.ckpt", "after.ckpt"});
+}
+
+namespace {
+
+// Fit 1: slow.ckpt (asynchronous) at batch 1, after.ckpt (synchronous, waiting for it) at batch
+// 2. Fit 2: second.ckpt (asynchronous) at batch 1, then batch 2 throws.
+class StuckThenFailing : public Callback {
+ public:
+  explicit StuckThenFailing(std::string dir) : dir_(std::move(dir)) {}
+  void on_fit_start(Trainer&, Module&) override { ++fit; }
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() != 0) return;
+    if (fit == 1 && batch_idx == 1)
+      trainer.save_checkpoint(dir_ + "/slow.ckpt", SaveCheckpointOptions().async(true));
+    if (fit == 1 && batch_idx == 2) trainer.save_checkpoint(dir_ + "/after.ckpt");
+    if (fit == 2 && batch_idx == 1)
+      trainer.save_checkpoint(dir_ + "/second.ckpt", SaveCheckpointOptions().async(true));
+    if (fit == 2 && batch_idx == 2) throw std::runtime_error("fit 2 fails");
+  }
+  int fit = 0;
+
+ private:
+  std::string dir_;
+};
+
+}  // namespace
+
+TEST_CASE("under DDP a fit does not inherit a writer that an earlier fit found stuck",
+          "[checkpoint]") {
+  // Fit 1 finds rank 0's writer stuck on slow.ckpt and fails without waiting for it at its end.
+  // The disk comes back, slow.ckpt lands. Fit 2 of the same trainer fails while its second.ckpt
+  // is written, slowly but making progress: its end waits for that write, as for any writer that
+  // moves. (Inheriting fit 1's finding, it would return before second.ckpt is written.)
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(500);
+  std::promise<void> disk_back;
+  std::shared_future<void> back = disk_back.get_future().share();
+  SimulatedDisk disk([back](const std::string& path) {
+    if (path.find("slow.ckpt") != std::string::npos) (void)back.wait_for(std::chrono::seconds(20));
+    if (path.find("second.ckpt") != std::string::npos)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  });
+  auto callback = std::make_shared<StuckThenFailing>(dir.path().string());
+  Trainer trainer(
+      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
+          strategy),
+      {callback});
+  RandomDataModule data(64, 4);
+  {
+    BoringModule module;
+    CHECK_THROWS_WITH(trainer.fit(module, data),
+                      Contains("rank 0's checkpoint writer made no progress for"));
+  }
+  disk_back.set_value();
+  trainer.checkpoints().wait();  // slow.ckpt lands: the writer moved on
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"slow.ckpt"});
+  BoringModule module;
+  CHECK_THROWS_WITH(trainer.fit(module, data), Contains("fit 2 fails"));
+  // Waited for at the end of fit 2, not left to the writer.
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"slow.ckpt", "second.ckpt"});
+  CHECK(trainer.checkpoints().writer()->path_in_flight().empty());
+}
+
+TEST_CASE("the writer's stall watch fails only after the limit without progress while it writes",
+          "[checkpoint]") {
+  using checkpoint::WriteActivity;
+  using checkpoint::WriterPhase;
+  using std::chrono::milliseconds;
+  using trainbus::detail::WriterStallWatch;
+  const auto writing = [](uint64_t count) { return WriteActivity{count, WriterPhase::kWrite}; };
+  const WriterStallWatch::Clock::time_point t0{};
+  WriterStallWatch watch(milliseconds(1000), writing(5), t0);
+  CHECK_FALSE(watch.stalled_for(writing(5), t0 + milliseconds(999)));
+  CHECK(watch.stalled_for(writing(5), t0 + milliseconds(1000)) == milliseconds(1000));
+  // A step restarts the clock.
+  CHECK_FALSE(watch.stalled_for(writing(6), t0 + milliseconds(1500)));
+  CHECK_FALSE(watch.stalled_for(writing(6), t0 + milliseconds(2499)));
+  CHECK(watch.stalled_for(writing(6), t0 + milliseconds(2600)) == milliseconds(1100));
+  // Outside the write (after_commit, evictions, idle) nothing counts, however long.
+  CHECK_FALSE(watch.stalled_for({7, WriterPhase::kAfterCommit}, t0 + milliseconds(3000)));
+  CHECK_FALSE(watch.stalled_for({7, WriterPhase::kAfterCommit}, t0 + milliseconds(9000)));
+  CHECK_FALSE(watch.stalled_for({8, WriterPhase::kRemove}, t0 + milliseconds(9100)));
+  CHECK_FALSE(watch.stalled_for({9, WriterPhase::kIdle}, t0 + milliseconds(20000)));
+  // Back in a write: the clock starts at the first reading that shows it, not at an earlier
+  // reading of another phase.
+  CHECK_FALSE(watch.stalled_for(writing(10), t0 + milliseconds(20500)));
+  CHECK_FALSE(watch.stalled_for(writing(10), t0 + milliseconds(21499)));
+  CHECK(watch.stalled_for(writing(10), t0 + milliseconds(21500)) == milliseconds(1000));
+  // A watch that begins in a write gives it the whole limit from then.
+  WriterStallWatch late(milliseconds(1000), writing(10), t0 + milliseconds(30000));
+  CHECK_FALSE(late.stalled_for(writing(10), t0 + milliseconds(30999)));
+  CHECK(late.stalled_for(writing(10), t0 + milliseconds(31000)) == milliseconds(1000));
+  // Without a limit, never.
+  WriterStallWatch unbounded(std::nullopt, writing(0), t0);
+  CHECK_FALSE(unbounded.stalled_for(writing(0), t0 + std::chrono::hours(24)));
+}
+
+namespace {
+
+// In on_exception, a synchronous save of on_exception.ckpt (as OnExceptionCheckpoint): notes its
+// error.
+class SaveOnException : public Callback {
+ public:
+  explicit SaveOnException(std::string dir) : dir_(std::move(dir)) {}
+  void on_exception(Trainer& trainer, Module&, const std::exception&) override {
+    try {
+      trainer.save_checkpoint(dir_ + "/on_exception.ckpt");
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  std::string error;
+
+ private:
+  std::string dir_;
+};
+
+}  // namespace
+
+TEST_CASE("under DDP a save of a failing run does not wait again for a writer found stuck",
+          "[checkpoint]") {
+  // The fit fails on rank 0's stuck writer; a save in on_exception (no agreement then) must not
+  // wait for it without end (here: until the test releases the disk, 20 s at most).
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(500);
+  std::promise<void> disk_back;
+  std::shared_future<void> back = disk_back.get_future().share();
+  SimulatedDisk disk([back](const std::string& path) {
+    if (path.find("slow.ckpt") != std::string::npos) (void)back.wait_for(std::chrono::seconds(20));
+  });
+  auto on_exception = std::make_shared<SaveOnException>(dir.path().string());
+  Trainer trainer(
+      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
+          strategy),
+      {std::make_shared<SaveBehindSlowDisk>(dir.path().string(), /*room=*/false), on_exception});
+  BoringModule module;
+  RandomDataModule data(64, 4);
+  const auto started = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(trainer.fit(module, data),
+                    Contains("rank 0's checkpoint writer made no progress for"));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  disk_back.set_value();
+  CHECK(seconds < 5.0);
+  CHECK_THAT(on_exception->error,
+             Contains("on_exception.ckpt is not written: rank 0's checkpoint writer, found stuck "
+                      "in this run, has made no progress since, writing " +
+                      dir.file("slow.ckpt")));
+  trainer.checkpoints().wait();  // the disk came back: slow.ckpt lands
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"good.ckpt", "slow.ckpt"});
+}
+
+namespace {
+
+// slow.ckpt (asynchronous) at batch 1, b.ckpt (asynchronous, pending behind it) at batch 2, then
+// at batch 3 either after.ckpt (asynchronous: it waits for room behind b.ckpt) or a failure of the
+// fit's own (`fails_itself`). In on_exception, an asynchronous save of on_exception.ckpt (a user's
+// hook, say), which waits for room behind b.ckpt: notes its error and how long it took.
+class AsyncSaveOnExceptionBehindStuckDisk : public Callback {
+ public:
+  AsyncSaveOnExceptionBehindStuckDisk(std::string dir, bool fails_itself)
+      : dir_(std::move(dir)), fails_itself_(fails_itself) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() != 0) return;
+    if (batch_idx == 1)
+      trainer.save_checkpoint(dir_ + "/slow.ckpt", SaveCheckpointOptions().async(true));
+    if (batch_idx == 2)
+      trainer.save_checkpoint(dir_ + "/b.ckpt", SaveCheckpointOptions().async(true));
+    if (batch_idx != 3) return;
+    if (fails_itself_) throw std::runtime_error("batch 3 fails");
+    trainer.save_checkpoint(dir_ + "/after.ckpt", SaveCheckpointOptions().async(true));
+  }
+  void on_exception(Trainer& trainer, Module&, const std::exception&) override {
+    const auto started = std::chrono::steady_clock::now();
+    try {
+      trainer.save_checkpoint(dir_ + "/on_exception.ckpt", SaveCheckpointOptions().async(true));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  }
+  std::string error;
+  double seconds = 0.0;
+
+ private:
+  std::string dir_;
+  bool fails_itself_;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "under DDP an asynchronous save of a failing run does not wait without end for a stuck "
+    "writer",
+    "[checkpoint]") {
+  // No agreement in a failing run: the save in on_exception waits for room in rank 0's writer's
+  // queue alone, bound as the end of a run is. Where the fit failed on the stuck writer, at once;
+  // where it failed otherwise, after the timeout without progress. Without a bound it waits until
+  // the test releases the disk (20 s), and the test fails.
+  const bool fails_itself = GENERATE(false, true);
+  CAPTURE(fails_itself);
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(500);
+  std::promise<void> disk_back;
+  std::shared_future<void> back = disk_back.get_future().share();
+  // Stuck once, for 20 s at most: a test that waits without end still ends.
+  auto released = std::make_shared<std::atomic<bool>>(false);
+  SimulatedDisk disk([back, released](const std::string& path) {
+    if (path.find("slow.ckpt") == std::string::npos || released->load()) return;
+    (void)back.wait_for(std::chrono::seconds(20));
+    released->store(true);
+  });
+  auto saver =
+      std::make_shared<AsyncSaveOnExceptionBehindStuckDisk>(dir.path().string(), fails_itself);
+  Trainer trainer(
+      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
+          strategy),
+      {saver});
+  BoringModule module;
+  RandomDataModule data(64, 4);
+  CHECK_THROWS_WITH(trainer.fit(module, data),
+                    fails_itself ? Contains("batch 3 fails")
+                                 : Contains("rank 0's checkpoint writer made no progress for"));
+  disk_back.set_value();
+  CHECK(saver->seconds < (fails_itself ? 5.0 : 0.4));
+  if (fails_itself) {
+    CHECK(saver->seconds >= 0.5);
+    CHECK_THAT(saver->error,
+               Contains("rank 0's checkpoint writer made no progress for") &&
+                   Contains("while writing " + dir.file("slow.ckpt")) &&
+                   Contains("(the save of " + dir.file("on_exception.ckpt") +
+                            " at step 4 waits "
+                            "for it)") &&
+                   Contains(dir.file("on_exception.ckpt") + " at step 4 is not written"));
+  } else {
+    CHECK_THAT(saver->error,
+               Contains("on_exception.ckpt is not written: rank 0's checkpoint writer, found "
+                        "stuck in this run, has made no progress since, writing " +
+                        dir.file("slow.ckpt")));
+  }
+  trainer.checkpoints().wait();  // the disk came back: slow.ckpt and b.ckpt land
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"slow.ckpt", "b.ckpt"});
 }

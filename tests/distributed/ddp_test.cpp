@@ -39,6 +39,8 @@
 #include "callbacks/early_stopping.h"
 #include "callbacks/model_checkpoint.h"
 #include "callbacks/timer.h"
+#include "checkpoint/format.h"
+#include "checkpoint/write_progress.h"
 #include "core/trainer.h"
 #include "distributed/ddp_settings.h"
 #include "distributed/ddp_strategy.h"
@@ -532,6 +534,74 @@ class SaveBehindSlowWrite : public Callback {
   bool async_;
 };
 
+// The collective timeout of the stuck_disk modes: short, as the test waits for a few of them, but
+// it also bounds good.ckpt's synchronous write and every gradient all-reduce, on a CI machine that
+// runs sanitizer builds on two busy cores. Their ranks meet (files started<rank>) before they join,
+// so that it need not cover two children loading LibTorch on two shared cores.
+constexpr std::chrono::milliseconds kStuckDiskTimeout{5000};
+
+// stuck_disk_*: good.ckpt at step 1 (synchronous), then slow.ckpt at step 2 (asynchronous), whose
+// write rank 0's disk never gets on with (stuck_disk below), then a later save that must wait for
+// rank 0's writer: synchronously, after.ckpt at step 3 (for the writer to be idle);
+// asynchronously, b.ckpt at step 3 (pending behind slow.ckpt) and c.ckpt at step 4 (for room in
+// the queue). Each rank notes in save_seconds<rank>.txt how long that save took (until it failed).
+class SaveBehindStuckDisk : public Callback {
+ public:
+  SaveBehindStuckDisk(std::string dir, int rank, bool async)
+      : dir_(std::move(dir)), rank_(rank), async_(async) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() != 0) return;
+    if (batch_idx == 0) trainer.save_checkpoint(dir_ + "/good.ckpt");
+    if (batch_idx == 1)
+      trainer.save_checkpoint(dir_ + "/slow.ckpt", SaveCheckpointOptions().async(true));
+    if (async_ && batch_idx == 2)
+      trainer.save_checkpoint(dir_ + "/b.ckpt", SaveCheckpointOptions().async(true));
+    if (batch_idx != (async_ ? 3 : 2)) return;
+    const auto started = std::chrono::steady_clock::now();
+    auto note_seconds = [&] {
+      std::ofstream(dir_ + "/save_seconds" + std::to_string(rank_) + ".txt")
+          << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    };
+    try {
+      trainer.save_checkpoint(dir_ + (async_ ? "/c.ckpt" : "/after.ckpt"),
+                              SaveCheckpointOptions().async(async_));
+    } catch (...) {
+      note_seconds();
+      throw;
+    }
+    note_seconds();
+  }
+
+ private:
+  std::string dir_;
+  int rank_;
+  bool async_;
+};
+
+// Rank 0's disk in the stuck_disk modes (checkpoint::detail::simulate_slow_disk, before each step
+// of a write): slow.ckpt's first step blocks until rank 1 is done (its rank1.txt; at most 60 s),
+// then fails as an I/O error would.
+void stuck_disk(const std::string& dir, const std::string& path) {
+  if (path.find("slow.ckpt") == std::string::npos) return;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!std::filesystem::exists(dir + "/rank1.txt") &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  throw CheckpointError("cannot write " + path + ": Input/output error (simulated)");
+}
+
+// Waits (at most 60 s) until both ranks have written started<rank> in `dir`.
+void meet_before_joining(const std::string& dir, int rank) {
+  std::ofstream(dir + "/started" + std::to_string(rank)) << "started\n";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (int other = 0; other < kWorld; ++other) {
+    while (!std::filesystem::exists(dir + "/started" + std::to_string(other)) &&
+           std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 // One rank of a two-rank job; the parent test reads what it writes.
 TEST_CASE("ddp child rank", "[.ddp-child]") {
   const std::string dir = testing::test_child_dir();
@@ -541,6 +611,8 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   const bool bucket_view = mode.size() > 5 && mode.compare(mode.size() - 5, 5, "+view") == 0;
   if (bucket_view) mode.resize(mode.size() - 5);
   const distributed::DistributedEnvironment environment = distributed::environment_from_variables();
+  const bool stuck_disk_mode = mode.rfind("stuck_disk", 0) == 0;
+  if (stuck_disk_mode) meet_before_joining(dir, environment.rank);
   auto strategy = std::make_shared<distributed::DDPStrategy>(
       environment,
       distributed::DDPOptions()
@@ -548,6 +620,7 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
           .timeout(mode == "save_on_rank_zero_only" || mode == "save_beside_callback"
                        ? std::chrono::seconds(5)
                    : mode.rfind("slow_drain", 0) == 0 ? kSlowDrainTimeout
+                   : stuck_disk_mode                  ? kStuckDiskTimeout
                                                       : std::chrono::seconds(60))
           // settings_differ: rank 1 alone looks for unused parameters (a mismatched flag).
           .find_unused_parameters(mode == "unused_allowed" ||
@@ -707,6 +780,13 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   if (mode == "slow_drain_sync" || mode == "slow_drain_async") {
     callbacks.push_back(
         std::make_shared<SaveBehindSlowWrite>(dir, rank, mode == "slow_drain_async"));
+  }
+  if (stuck_disk_mode) {
+    callbacks.push_back(
+        std::make_shared<SaveBehindStuckDisk>(dir, rank, mode == "stuck_disk_async"));
+    if (rank == 0)
+      checkpoint::detail::simulate_slow_disk(
+          [dir](const std::string& path) { stuck_disk(dir, path); });
   }
   if (mode == "validation_stop_without_agreement" && rank == 1) {
     // Without the per-batch agreement the Trainer still agrees after validation: a stop asked
@@ -1185,6 +1265,49 @@ TEST_CASE("a save that waits for rank 0's earlier asynchronous writes outlasts t
   double rank1_seconds = 0.0;
   std::ifstream(dir.file("save_seconds1.txt")) >> rank1_seconds;
   CHECK(rank1_seconds > std::chrono::duration<double>(kSlowDrainTimeout).count());
+}
+
+TEST_CASE("a save that waits for rank 0's writer stuck on its disk fails both ranks, naming rank 0",
+          "[ddp]") {
+  // Rank 0's writer makes no progress on slow.ckpt: rank 0 fails with its own error after a
+  // timeout without progress, rank 1 in the same round of the save's agreement, naming rank 0.
+  // Bounded: without the bound both ranks wait until rank 0's disk fails after 60 s.
+  const std::string mode = GENERATE("stuck_disk_sync", "stuck_disk_async");
+  CAPTURE(mode);
+  testing::TempDir dir;
+  run_ranks_cleanly(mode, dir);
+  const RankResult rank0 = read_result(dir.file("rank0.txt"));
+  const RankResult rank1 = read_result(dir.file("rank1.txt"));
+  INFO("rank 0: " << rank0.error << "\nrank 1: " << rank1.error);
+  const std::string later = mode == "stuck_disk_sync" ? "after.ckpt" : "c.ckpt";
+  CHECK_THAT(rank0.error, Catch::Contains("rank 0's checkpoint writer made no progress for") &&
+                              Catch::Contains("while writing " + dir.file("slow.ckpt")) &&
+                              Catch::Contains("(the save of " + dir.file(later) + " at step") &&
+                              Catch::Contains("disk or filesystem is stuck") &&
+                              Catch::Contains("did not finish within the limit") &&
+                              Catch::Contains("DDPOptions::timeout (--ddp-timeout, now 5 s)"));
+  CHECK(rank0.exit_code == 1);
+  // Rank 1 learns it in the round where rank 0 fails (rank 0 comes to every round within
+  // kWriterWaitRound, far below the timeout).
+  CHECK_THAT(rank1.error, Catch::Contains("rank 1 of 2: rank 0's part of the save of checkpoint " +
+                                          dir.file(later)));
+  CHECK(rank1.exit_code == distributed::kAnotherRankFailedExitCode);
+  // Within a few timeouts: well below the simulated disk's 60 s (wide enough for a busy machine).
+  const double timeout_seconds = std::chrono::duration<double>(kStuckDiskTimeout).count();
+  for (const char* file : {"save_seconds0.txt", "save_seconds1.txt"}) {
+    double seconds = 0.0;
+    std::ifstream(dir.file(file)) >> seconds;
+    CAPTURE(file);
+    CHECK(seconds >= timeout_seconds);
+    CHECK(seconds < 3 * timeout_seconds + 5.0);
+  }
+  // The complete checkpoint before it is intact; slow.ckpt never appeared, nor a temporary.
+  CHECK_NOTHROW(checkpoint::read_checkpoint(dir.file("good.ckpt")));
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    const std::string name = entry.path().filename().string();
+    CAPTURE(name);
+    CHECK((name.find(".ckpt") == std::string::npos || name == "good.ckpt" || name == "b.ckpt"));
+  }
 }
 
 TEST_CASE("only rank 0 writes checkpoints, two ranks resume from one mid-epoch, one process cannot",

@@ -1,0 +1,93 @@
+#pragma once
+/// WriteProgress: a count that every step of a checkpoint write advances (a chunk written, a file
+/// or directory synced), so that whoever waits for the write can tell a slow disk, which moves on,
+/// from a stuck one, which does not. No LibTorch.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace trainbus::checkpoint {
+
+/// What a checkpoint writer's save in flight is doing (CheckpointWriter::activity).
+enum class WriterPhase : uint8_t {
+  kIdle,         ///< no save in flight (none queued, or one ended and the next not started)
+  kWrite,        ///< writing it: its file steps advance the count
+  kAfterCommit,  ///< running its after_commit, a hook that may take long (an upload)
+  kRemove,       ///< removing its evictions
+};
+
+/// One reading of a WriteProgress: its count and the phase, read together.
+struct WriteActivity {
+  /// Grows with every file step and every phase entered: two readings with the same count saw
+  /// the same phase throughout, with no step in between.
+  uint64_t count = 0;
+  WriterPhase phase = WriterPhase::kIdle;
+  bool operator==(const WriteActivity& other) const noexcept {
+    return count == other.count && phase == other.phase;
+  }
+  bool operator!=(const WriteActivity& other) const noexcept { return !(*this == other); }
+};
+
+/// Advanced by the file steps of the threads that report to it (ReportWriteProgress) and by the
+/// phases its writer enters; read from any thread. Only a change of the count means anything.
+class WriteProgress {
+ public:
+  /// The count and the phase, from one atomic read (never a phase of one moment with the count
+  /// of another).
+  WriteActivity read() const noexcept {
+    const uint64_t state = state_.load(std::memory_order_acquire);
+    return {state >> kPhaseBits, static_cast<WriterPhase>(state & kPhaseMask)};
+  }
+  uint64_t steps() const noexcept { return read().count; }
+  /// A file step.
+  void advance() noexcept {
+    state_.fetch_add(uint64_t{1} << kPhaseBits, std::memory_order_release);
+  }
+  /// Enters `phase`, which counts as a step.
+  void enter(WriterPhase phase) noexcept {
+    uint64_t state = state_.load(std::memory_order_relaxed);
+    uint64_t next = 0;
+    do {
+      next = (((state >> kPhaseBits) + 1) << kPhaseBits) | static_cast<uint64_t>(phase);
+    } while (!state_.compare_exchange_weak(state, next, std::memory_order_release,
+                                           std::memory_order_relaxed));
+  }
+
+ private:
+  static constexpr unsigned kPhaseBits = 2;
+  static constexpr uint64_t kPhaseMask = (uint64_t{1} << kPhaseBits) - 1;
+  static_assert(static_cast<uint64_t>(WriterPhase::kRemove) <= kPhaseMask,
+                "every WriterPhase must fit in kPhaseBits");
+  std::atomic<uint64_t> state_{0};
+};
+
+/// While it lives, the file steps of the calling thread (note_write_step) advance `progress`.
+/// Nests: the previous one reports again after it.
+class ReportWriteProgress {
+ public:
+  explicit ReportWriteProgress(WriteProgress& progress) noexcept;
+  ~ReportWriteProgress();
+  ReportWriteProgress(const ReportWriteProgress&) = delete;
+  ReportWriteProgress& operator=(const ReportWriteProgress&) = delete;
+
+ private:
+  WriteProgress* previous_;
+};
+
+/// Called after each step of a checkpoint write (DurableFile's writes and fsyncs, the directory
+/// fsyncs of renames): advances the calling thread's WriteProgress, if one is reported to.
+void note_write_step() noexcept;
+
+namespace detail {
+/// Runs `hook` on the writing thread before each step of a checkpoint write that writes or syncs a
+/// file (not before the sync of a directory after a rename), with the file's path: tests make a
+/// disk slow (the hook sleeps) or stuck (it blocks, then may throw, as an I/O error would). Empty:
+/// none. Set it while no write runs.
+void simulate_slow_disk(std::function<void(const std::string& path)> hook);
+/// Calls the hook simulate_slow_disk set, if any (the file steps call it).
+void before_write_step(const std::string& path);
+}  // namespace detail
+
+}  // namespace trainbus::checkpoint
