@@ -526,7 +526,8 @@ std::exception_ptr CheckpointConnector::writer_stuck(const std::string& waiting_
       ". The write of ", writing,
       " did not finish within the limit: it is not cancelled, and this process waits for that "
       "write "
-      "when it exits (`trainbus fit`'s launcher stops it after its grace period); it lands only if "
+      "when it exits (`trainbus fit`'s launcher sends it SIGKILL after its grace period, which a "
+      "write stuck in the kernel can outlast); it lands only if "
       "the disk recovers by then (a checkpoint is renamed into place only once complete; those "
       "already complete are intact). If the disk is only that slow, raise "
       "DDPOptions::timeout (--ddp-timeout, now ",

@@ -1072,7 +1072,9 @@ TEST_CASE(
                     fails_itself ? Contains("batch 3 fails")
                                  : Contains("rank 0's checkpoint writer made no progress for"));
   disk_back.set_value();
-  CHECK(saver->seconds < (fails_itself ? 5.0 : 0.4));
+  // At once where this run found the writer stuck (the message says which path ran): well
+  // within the 20 s the disk stays stuck, with room for a loaded machine.
+  CHECK(saver->seconds < 5.0);
   if (fails_itself) {
     CHECK(saver->seconds >= 0.5);
     CHECK_THAT(saver->error,
