@@ -618,17 +618,15 @@ std::exception_ptr CheckpointConnector::left_stuck_quietly() {
 std::exception_ptr CheckpointConnector::finish_quietly() {
   if (!writer_) return nullptr;
   // Found stuck in this run, and not moved since (reported): not waited for again.
-  if (stuck_at_ && writer_->activity() == *stuck_at_ &&
-      !writer_->wait_for_idle(std::chrono::milliseconds(0)))
+  if (still_stuck() && !writer_->wait_for_idle(std::chrono::milliseconds(0)))
     return left_stuck_quietly();
   if (const auto stall = wait_for_writer_while_it_moves()) {
     stuck_at_ = stall->at;
+    const std::string in_flight = writer_->path_in_flight();  // once: it may change meanwhile
     warn(trainer_.strategy().environment().rank_message(detail::concat(
         "rank 0's checkpoint writer made no progress for the collective timeout (--ddp-timeout, ",
         writer_stall_limit().value_or(std::chrono::milliseconds(0)).count() / 1000.0,
-        " s) while writing ",
-        writer_->path_in_flight().empty() ? std::string("earlier saves")
-                                          : writer_->path_in_flight(),
+        " s) while writing ", in_flight.empty() ? std::string("earlier saves") : in_flight,
         ": not waited for any longer (its disk or filesystem is stuck); the write did not finish "
         "and stays with the writer, which this process waits for when it exits")));
     return left_stuck_quietly();
