@@ -419,6 +419,7 @@ void ModelCheckpoint::save(Trainer& trainer, const Metrics& metrics, const std::
   request.weights_only = options_.save_weights_only();
   request.remove_after_commit = std::move(remove_after);
   request.after_commit = std::move(after_commit);
+  request.after_commit_makes_file_steps = true;  // a link or a copy, watched as the write is
   // Alike on every rank, where the file name may not be (its version suffix counts the files
   // this rank sees; a metric in it may not be reduced).
   request.agreement_name = state_key() + (with_last ? "" : " last");

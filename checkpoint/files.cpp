@@ -21,6 +21,7 @@
 
 #include "base/errors.h"
 #include "checkpoint/durable_file.h"
+#include "checkpoint/write_progress.h"
 
 namespace trainbus::checkpoint {
 namespace {
@@ -155,9 +156,11 @@ void link_checkpoint(const std::string& target, const std::string& link) {
   TemporaryDirectory holder(link);
   const std::string temporary = (fs::path(holder.path()) / kLinkEntry).string();
   std::error_code error;
+  detail::before_write_step(link);
   fs::create_directory_symlink(fs::path(target).filename(), temporary, error);
   TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot create the symlink ", link, ": ",
                     error.message());
+  note_write_step();
   commit_checkpoint(temporary, link);
 }
 
@@ -166,26 +169,45 @@ void copy_checkpoint_as_links(const std::string& from, const std::string& to) {
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(from)) {
     const fs::path target = fs::path(copy.path()) / entry.path().filename();
+    detail::before_write_step(target.string());
+    // NOTE: one step per file. Where hard links are refused the file's bytes are copied in one
+    // call, which a slow disk may not finish within a DDP collective timeout.
     fs::create_hard_link(entry.path(), target, error);
     if (error) fs::copy_file(entry.path(), target, error);
     TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot copy ", entry.path().string(), " to ",
                       copy.path(), ": ", error.message());
+    note_write_step();
   }
   copy.commit();
 }
 
 void remove_checkpoint(const std::string& path) {
+  // Every removal is a file step (note_write_step), so that a disk stuck in an eviction is told
+  // from a slow one that removes a large checkpoint file by file.
   std::error_code error;
+  detail::before_write_step(path);
   const fs::file_status status = fs::symlink_status(path, error);
   if (error || !fs::exists(status)) return;
   if (!fs::is_directory(status)) {
     fs::remove(path, error);
+    note_write_step();
     return;
   }
   const std::string doomed = temporary_checkpoint_name(path) + kDeletedSuffix;
   fs::rename(path, doomed, error);
+  note_write_step();
   if (error) return;
-  fs::remove_all(doomed, error);
+  // Listed first, then removed: nothing is removed from under the listing.
+  std::vector<fs::path> entries;
+  for (fs::directory_iterator it(doomed, error), end; !error && it != end; it.increment(error))
+    entries.push_back(it->path());
+  for (const fs::path& entry : entries) {
+    detail::before_write_step(entry.string());
+    fs::remove_all(entry, error);
+    note_write_step();
+  }
+  fs::remove_all(doomed, error);  // what is left: nothing, unless the listing failed
+  note_write_step();
 }
 
 std::size_t remove_stale_temporaries(const std::string& directory,

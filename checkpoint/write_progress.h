@@ -12,11 +12,24 @@ namespace trainbus::checkpoint {
 
 /// What a checkpoint writer's save in flight is doing (CheckpointWriter::activity).
 enum class WriterPhase : uint8_t {
-  kIdle,         ///< no save in flight (none queued, or one ended and the next not started)
-  kWrite,        ///< writing it: its file steps advance the count
-  kAfterCommit,  ///< running its after_commit, a hook that may take long (an upload)
-  kRemove,       ///< removing its evictions
+  kIdle,   ///< no save in flight (none queued, or one ended and the next not started)
+  kWrite,  ///< writing it: its file steps advance the count
+  /// running its after_commit, a hook of the user's that may take long without a file step (an
+  /// upload)
+  kAfterCommit,
+  /// running its after_commit, made of checkpoint file steps only (ModelCheckpoint's `last` link
+  /// or copy: CheckpointJob::after_commit_makes_file_steps), each of which advances the count
+  kAfterCommitFileSteps,
+  kRemove,  ///< removing its evictions: each removal's steps advance the count
 };
+
+/// Whether every step of `phase` is a file step that advances the count (note_write_step), so
+/// that a count unchanged for long in it means a stuck disk. Not a user's after_commit, which may
+/// upload for an hour without one.
+constexpr bool makes_file_steps(WriterPhase phase) noexcept {
+  return phase == WriterPhase::kWrite || phase == WriterPhase::kAfterCommitFileSteps ||
+         phase == WriterPhase::kRemove;
+}
 
 /// One reading of a WriteProgress: its count and the phase, read together.
 struct WriteActivity {
@@ -56,7 +69,7 @@ class WriteProgress {
   }
 
  private:
-  static constexpr unsigned kPhaseBits = 2;
+  static constexpr unsigned kPhaseBits = 3;
   static constexpr uint64_t kPhaseMask = (uint64_t{1} << kPhaseBits) - 1;
   static_assert(static_cast<uint64_t>(WriterPhase::kRemove) <= kPhaseMask,
                 "every WriterPhase must fit in kPhaseBits");
@@ -82,9 +95,10 @@ void note_write_step() noexcept;
 
 namespace detail {
 /// Runs `hook` on the writing thread before each step of a checkpoint write that writes or syncs a
-/// file (not before the sync of a directory after a rename), with the file's path: tests make a
-/// disk slow (the hook sleeps) or stuck (it blocks, then may throw, as an I/O error would). Empty:
-/// none. Set it while no write runs.
+/// file (not before the sync of a directory after a rename), before the link or each file of a
+/// copy of `last`, and before each removal of an eviction, with the path: tests make a disk slow
+/// (the hook sleeps) or stuck (it blocks, then may throw, as an I/O error would; a removal's hook
+/// should not throw, removals being best effort). Empty: none. Set it while no write runs.
 void simulate_slow_disk(std::function<void(const std::string& path)> hook);
 /// Calls the hook simulate_slow_disk set, if any (the file steps call it).
 void before_write_step(const std::string& path);

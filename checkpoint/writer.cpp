@@ -154,7 +154,8 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
       written = true;
       // `last` first, then the evictions, so that a crash in between never leaves `last` pointing
       // at a removed checkpoint.
-      progress_.enter(WriterPhase::kAfterCommit);
+      progress_.enter(job.after_commit_makes_file_steps ? WriterPhase::kAfterCommitFileSteps
+                                                        : WriterPhase::kAfterCommit);
       if (job.after_commit) job.after_commit(job.path);
       progress_.enter(WriterPhase::kRemove);
       std::vector<std::string> removed;

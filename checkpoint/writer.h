@@ -44,6 +44,11 @@ struct CheckpointJob {
   /// Runs on the writer thread once this checkpoint is durable (e.g. updating `last`); dropped if
   /// the save is replaced. May throw: the error is raised like a failed write (see below).
   std::function<void(const std::string& path)> after_commit;
+  /// after_commit is made of checkpoint file steps only (link_checkpoint, copy_checkpoint_as_links:
+  /// ModelCheckpoint's `last`), each of which reports progress: then it is watched for a stuck
+  /// disk as the write is (WriterPhase::kAfterCommitFileSteps). Leave false for a hook that may
+  /// take long without a file step (an upload): it is waited for however long it takes.
+  bool after_commit_makes_file_steps = false;
   /// Saves of one series that supersede each other (the same path, ModelCheckpoint's "latest" or
   /// its `last`): a newer save of the same non-empty group replaces this one while it is pending.
   /// Any other newer save (or any save, if empty: a top-k member must land) waits until this one
@@ -119,10 +124,10 @@ class CheckpointWriter {
   /// file steps of write_progress.h, after_commit's included) and every phase a save enters. The
   /// same value for long, while a save is in flight, means its disk is stuck. Thread-safe, cheap.
   uint64_t progress() const noexcept { return progress_.steps(); }
-  /// progress() and what the save in flight is doing, read together: only while it writes
-  /// (WriterPhase::kWrite) does an unchanged count mean a stuck disk (a save's after_commit, an
-  /// upload say, has no file steps of its own). Two readings with the same count saw one phase
-  /// throughout. Thread-safe, cheap.
+  /// progress() and what the save in flight is doing, read together: only in a phase made of file
+  /// steps (makes_file_steps: the write, an after_commit of file steps, the evictions) does an
+  /// unchanged count mean a stuck disk (a user's after_commit, an upload say, has no file steps of
+  /// its own). Two readings with the same count saw one phase throughout. Thread-safe, cheap.
   WriteActivity activity() const noexcept { return progress_.read(); }
   /// The path of the save in flight (being written, or running what follows its write), or ""
   /// while none is.

@@ -346,10 +346,11 @@ class RankZeroWait {
     if (warned_ || Clock::now() - since_ < kWriterWaitWarning) return;
     warned_ = true;
     const std::string bound =
-        timeout_
-            ? detail::concat("; it fails once the writer makes no progress in a write for ",
-                             timeout_->count() / 1000.0, " s (DDPOptions::timeout, --ddp-timeout)")
-            : std::string();
+        timeout_ ? detail::concat(
+                       "; it fails once the writer makes no progress in a write (or in "
+                       "a `last` link, copy or eviction) for ",
+                       timeout_->count() / 1000.0, " s (DDPOptions::timeout, --ddp-timeout)")
+                 : std::string();
     warn(environment.rank_message(detail::concat(
         "checkpoint ", path_, " at step ", step_, " waits for ", waits_for, " (",
         kWriterWaitWarning.count(),
@@ -494,6 +495,48 @@ class SaveAgreementRounds {
 
 }  // namespace
 
+namespace {
+
+// What rank 0's writer was found doing in `phase` (its save in flight `in_flight`, "" if none),
+// for its errors: "writing ...".
+std::string writer_doing(checkpoint::WriterPhase phase, const std::string& in_flight) {
+  if (in_flight.empty()) return "writing earlier saves";
+  switch (phase) {
+    case checkpoint::WriterPhase::kAfterCommitFileSteps:
+      return detail::concat("writing what follows ", in_flight,
+                            " once it is on disk (ModelCheckpoint's `last` link or copy)");
+    case checkpoint::WriterPhase::kRemove:
+      return detail::concat("removing the checkpoints that ", in_flight,
+                            " replaces (top-k evictions), once it is on disk");
+    default:
+      return "writing " + in_flight;
+  }
+}
+
+// What becomes of what the writer was found doing, for the stuck writer's error.
+std::string what_becomes_of(checkpoint::WriterPhase phase, const std::string& in_flight) {
+  const std::string waits =
+      " it is not cancelled, and this process waits for it when it exits (`trainbus fit`'s "
+      "launcher sends it SIGKILL after its grace period, which a write stuck in the kernel can "
+      "outlast)";
+  if (in_flight.empty() || !checkpoint::makes_file_steps(phase) ||
+      phase == checkpoint::WriterPhase::kWrite) {
+    const std::string writing = in_flight.empty() ? std::string("earlier saves") : in_flight;
+    return detail::concat(
+        "The write of ", writing, " did not finish within the limit:", waits,
+        "; it lands only if the disk recovers by then (a checkpoint is renamed into place only "
+        "once complete; those already complete are intact)");
+  }
+  return detail::concat(in_flight,
+                        " itself is on disk and complete; what follows it did not finish "
+                        "within the limit:",
+                        waits,
+                        ". Until it does, `last` may still name the checkpoint before, and a "
+                        "checkpoint it replaces may still be on disk (none is ever torn)");
+}
+
+}  // namespace
+
 std::optional<std::chrono::milliseconds> CheckpointConnector::writer_stall_limit() const {
   // Under DDP only: on one process nothing else waits, and a slow disk is waited for as long as
   // it takes.
@@ -510,9 +553,9 @@ std::exception_ptr CheckpointConnector::writer_stuck(const std::string& waiting_
   const double seconds = std::round(std::chrono::duration<double>(stalled).count() * 10) / 10;
   const std::chrono::milliseconds timeout =
       writer_stall_limit().value_or(std::chrono::milliseconds(0));
-  const std::string writing = in_flight.empty() ? std::string("earlier saves") : in_flight;
   const std::string message = detail::concat(
-      "rank 0's checkpoint writer made no progress for ", seconds, " s while writing ", writing,
+      "rank 0's checkpoint writer made no progress for ", seconds, " s while ",
+      writer_doing(stall.at.phase, in_flight),
       waiting_save.empty()
           ? std::string(" at the end of the run (the other ranks have ended; nothing else would "
                         "stop this wait)")
@@ -523,14 +566,8 @@ std::exception_ptr CheckpointConnector::writer_stuck(const std::string& waiting_
       waiting_save.empty()
           ? std::string()
           : detail::concat("; ", waiting_save, " at step ", step, " is not written"),
-      ". The write of ", writing,
-      " did not finish within the limit: it is not cancelled, and this process waits for that "
-      "write "
-      "when it exits (`trainbus fit`'s launcher sends it SIGKILL after its grace period, which a "
-      "write stuck in the kernel can outlast); it lands only if "
-      "the disk recovers by then (a checkpoint is renamed into place only once complete; those "
-      "already complete are intact). If the disk is only that slow, raise "
-      "DDPOptions::timeout (--ddp-timeout, now ",
+      ". ", what_becomes_of(stall.at.phase, in_flight),
+      ". If the disk is only that slow, raise DDPOptions::timeout (--ddp-timeout, now ",
       timeout.count() / 1000.0,
       " s), which bounds how long a checkpoint write may make no progress");
   // Said now as well: under a launcher other than `trainbus fit`'s, the error may not get out
@@ -566,8 +603,8 @@ std::exception_ptr CheckpointConnector::still_stuck_error(const std::string& pat
   return std::make_exception_ptr(CheckpointError(detail::concat(
       "checkpoint ", path,
       " is not written: rank 0's checkpoint writer, found stuck in this "
-      "run, has made no progress since, writing ",
-      in_flight.empty() ? std::string("earlier saves") : in_flight,
+      "run, has made no progress since, ",
+      writer_doing(stuck_at_ ? stuck_at_->phase : checkpoint::WriterPhase::kWrite, in_flight),
       " (its disk or filesystem is stuck; the limit is DDPOptions::timeout, --ddp-timeout, now ",
       writer_stall_limit().value_or(std::chrono::milliseconds(0)).count() / 1000.0, " s)")));
 }
@@ -625,10 +662,10 @@ std::exception_ptr CheckpointConnector::finish_quietly() {
     const std::string in_flight = writer_->path_in_flight();  // once: it may change meanwhile
     warn(trainer_.strategy().environment().rank_message(detail::concat(
         "rank 0's checkpoint writer made no progress for the collective timeout (--ddp-timeout, ",
-        writer_stall_limit().value_or(std::chrono::milliseconds(0)).count() / 1000.0,
-        " s) while writing ", in_flight.empty() ? std::string("earlier saves") : in_flight,
-        ": not waited for any longer (its disk or filesystem is stuck); the write did not finish "
-        "and stays with the writer, which this process waits for when it exits")));
+        writer_stall_limit().value_or(std::chrono::milliseconds(0)).count() / 1000.0, " s) while ",
+        writer_doing(stall->at.phase, in_flight),
+        ": not waited for any longer (its disk or filesystem is stuck); it did not finish and "
+        "stays with the writer, which this process waits for when it exits")));
     return left_stuck_quietly();
   }
   return wait_quietly();
@@ -836,6 +873,7 @@ std::optional<std::string> CheckpointConnector::submit(CheckpointRequest request
   job.payload = std::move(payload);
   job.remove_after_commit = std::move(request.remove_after_commit);
   job.after_commit = std::move(request.after_commit);
+  job.after_commit_makes_file_steps = request.after_commit_makes_file_steps;
   job.replace_group = std::move(request.replace_group);
   job.on_committed = commit_notifier(request);
   return writer_->submit(std::move(job));

@@ -47,6 +47,11 @@ struct CheckpointRequest {
   std::vector<std::string> remove_after_commit;
   /// Runs on the writer thread once this checkpoint is durable (updating `last`, say).
   std::function<void(const std::string& path)> after_commit;
+  /// after_commit is made of checkpoint file steps only (checkpoint::link_checkpoint,
+  /// copy_checkpoint_as_links): under DDP a disk stuck in it then fails the job after the
+  /// collective timeout, as one stuck in the write does. Leave false for a hook that may take long
+  /// without a file step (an upload): it is waited for however long it takes.
+  bool after_commit_makes_file_steps = false;
   /// Saves of one series that supersede each other: a newer one of the same non-empty group
   /// replaces this one while it is pending; any other waits for it to start (see CheckpointJob).
   std::string replace_group;

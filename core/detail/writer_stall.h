@@ -10,9 +10,11 @@
 namespace trainbus::detail {
 
 /// A wait for the writer fails once the writer's activity (CheckpointWriter::activity) has stayed
-/// the same, in its write phase, for `limit` (the collective timeout): a stuck disk then ends the
-/// job as a hung rank would, while a slow one that keeps writing is waited for however long it
-/// takes, and so is a save's after_commit (an upload) or its evictions.
+/// the same, in a phase made of file steps (checkpoint::makes_file_steps: the write, trainbus's
+/// own after_commit such as ModelCheckpoint's `last`, the evictions), for `limit` (the collective
+/// timeout): a stuck disk then ends the job as a hung rank would, while a slow one that keeps
+/// making steps is waited for however long it takes, and so is a user's after_commit (an
+/// upload), which has no file steps to show.
 ///
 /// Each reading is the count and the phase read together, and every phase the writer enters
 /// counts: the same reading twice means the writer stayed in that one phase, with no step, all
@@ -27,11 +29,11 @@ class WriterStallWatch {
       : limit_(limit), seen_(activity), since_(now) {}
 
   /// Notes the writer's `activity` at `now` (read just before); how long it has stayed the same
-  /// while writing, once that is the limit or more. A change, or a phase other than the write,
-  /// restarts the clock.
+  /// in a phase of file steps, once that is the limit or more. A change, or a phase without file
+  /// steps (a user's after_commit, idle), restarts the clock.
   std::optional<Clock::duration> stalled_for(checkpoint::WriteActivity activity,
                                              Clock::time_point now) {
-    if (activity != seen_ || activity.phase != checkpoint::WriterPhase::kWrite) {
+    if (activity != seen_ || !checkpoint::makes_file_steps(activity.phase)) {
       seen_ = activity;
       since_ = now;
     }

@@ -3,20 +3,24 @@
 // ASan too. Waits are on promises and the writer's own wait(), never on sleeps.
 #include "checkpoint/writer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
 #include "base/errors.h"
 #include "base/post_task.h"
 #include "checkpoint/durable_file.h"
+#include "checkpoint/files.h"
 #include "checkpoint/write_progress.h"
 #include "tests/support/temp_dir.h"
 
@@ -183,6 +187,59 @@ TEST_CASE("progress grows with every file step and every phase, path_in_flight n
   CHECK(writer.activity() ==
         checkpoint::WriteActivity{uploading.count + 2, checkpoint::WriterPhase::kIdle});
   CHECK(writer.path_in_flight().empty());
+}
+
+TEST_CASE(
+    "trainbus's own work after the rename (a last link or copy, an eviction) advances progress "
+    "step by step in phases of file steps",
+    "[checkpoint][async]") {
+  // A checkpoint directory of three files, as write_checkpoint leaves one.
+  TempDir dir;
+  const auto make_checkpoint = [&](const std::string& name) {
+    std::filesystem::create_directory(dir.file(name));
+    for (const char* part : {"a", "b", "c"}) std::ofstream(dir.file(name) + "/" + part) << part;
+  };
+  make_checkpoint("old");
+  std::vector<std::string> stepped;  // the simulated disk's calls
+  checkpoint::detail::simulate_slow_disk([&](const std::string& path) { stepped.push_back(path); });
+  checkpoint::WriteProgress progress;
+  {
+    const checkpoint::ReportWriteProgress report(progress);
+    uint64_t before = progress.steps();
+    checkpoint::copy_checkpoint_as_links(dir.file("old"), dir.file("copy"));
+    CHECK(progress.steps() >= before + 3);  // a step a file (and the commit's syncs)
+    before = progress.steps();
+    checkpoint::link_checkpoint(dir.file("old"), dir.file("link"));
+    CHECK(progress.steps() >= before + 2);  // the link, the commit's sync
+    before = progress.steps();
+    checkpoint::remove_checkpoint(dir.file("copy"));
+    CHECK(progress.steps() == before + 5);  // the rename aside, each file, the directory
+  }
+  checkpoint::detail::simulate_slow_disk({});
+  CHECK_FALSE(std::filesystem::exists(dir.file("copy")));
+  CHECK(std::count(stepped.begin(), stepped.end(), dir.file("link")) == 1);
+  CHECK(std::count(stepped.begin(), stepped.end(), dir.file("copy")) == 1);  // the removal
+  CHECK(stepped.size() == 3 + 1 + 1 + 3);  // copied files, the link, the removal, removed files
+
+  // In the writer: an after_commit said to be made of file steps runs in a phase that is watched
+  // for a stuck disk (checkpoint::makes_file_steps), as the evictions do.
+  checkpoint::CheckpointWriter writer;
+  std::promise<void> release;
+  release.set_value();
+  std::optional<checkpoint::WriteActivity> during_after_commit;
+  checkpoint::CheckpointJob job;
+  job.path = dir.file("new");
+  job.payload = std::make_unique<DurablePayload>(1, release.get_future().share());
+  job.after_commit_makes_file_steps = true;
+  job.after_commit = [&](const std::string&) { during_after_commit = writer.activity(); };
+  writer.submit(std::move(job));
+  writer.wait();
+  REQUIRE(during_after_commit);
+  CHECK(during_after_commit->phase == checkpoint::WriterPhase::kAfterCommitFileSteps);
+  CHECK(checkpoint::makes_file_steps(checkpoint::WriterPhase::kAfterCommitFileSteps));
+  CHECK(checkpoint::makes_file_steps(checkpoint::WriterPhase::kRemove));
+  CHECK_FALSE(checkpoint::makes_file_steps(checkpoint::WriterPhase::kAfterCommit));
+  CHECK_FALSE(checkpoint::makes_file_steps(checkpoint::WriterPhase::kIdle));
 }
 
 TEST_CASE("A simulated slow disk runs before every file step, and its failure fails the save",

@@ -847,6 +847,133 @@ TEST_CASE(
 
 namespace {
 
+// Where a disk sticks after a checkpoint is renamed into place: in trainbus's own work that
+// follows it.
+enum class StuckAfterRename { kLastLink, kLastCopy, kEviction };
+
+// Runs `on_failure` in on_exception (before the fit's end waits for the writer again), noting
+// when the fit failed; `sync_save_at`: a synchronous save of dir/after.ckpt at that batch.
+class OnFailure : public Callback {
+ public:
+  OnFailure(std::function<void()> on_failure, std::optional<int64_t> sync_save_at, std::string dir)
+      : on_failure_(std::move(on_failure)), sync_save_at_(sync_save_at), dir_(std::move(dir)) {}
+  void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
+                          int64_t batch_idx) override {
+    if (trainer.current_epoch() == 0 && sync_save_at_ && batch_idx == *sync_save_at_)
+      trainer.save_checkpoint(dir_ + "/after.ckpt");
+  }
+  void on_exception(Trainer&, Module&, const std::exception&) override {
+    failed_at = std::chrono::steady_clock::now();
+    on_failure_();
+  }
+  std::chrono::steady_clock::time_point failed_at;
+
+ private:
+  std::function<void()> on_failure_;
+  std::optional<int64_t> sync_save_at_;
+  std::string dir_;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "under DDP a disk stuck in ModelCheckpoint's last link or copy, or in an eviction, fails rank "
+    "0 after the timeout",
+    "[checkpoint]") {
+  // ModelCheckpoint saves asynchronously every 3 steps, top 1, with `last`: step=3 (`last` made
+  // for it), step=6 (`last` moved to it, step=3 evicted). The disk sticks (here: 20 s at most, or
+  // until the fit failed) once the checkpoint is on disk: in the first `last` link or copy, or in
+  // the eviction of step=3. Rank 0 waits for its writer at the end of the fit, or (`in_round`)
+  // in the rounds of a synchronous save at batch 6 (step 7). Without a bound on that work every
+  // rank waits until the disk comes back.
+  const StuckAfterRename stuck = GENERATE(StuckAfterRename::kLastLink, StuckAfterRename::kLastCopy,
+                                          StuckAfterRename::kEviction);
+  const bool in_round = GENERATE(false, true);
+  CAPTURE(static_cast<int>(stuck), in_round);
+  TempDir dir;
+  const std::string checkpoints = dir.file("checkpoints");
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(500);
+  std::promise<void> disk_back;
+  std::shared_future<void> back = disk_back.get_future().share();
+  const std::string step3 = checkpoints + "/step=3.ckpt";
+  auto stuck_once = std::make_shared<std::atomic<bool>>(false);
+  SimulatedDisk disk([back, stuck, step3, stuck_once](const std::string& path) {
+    const bool in_last = path.find("/last.ckpt") != std::string::npos;
+    const bool stuck_here = stuck == StuckAfterRename::kEviction ? path == step3 : in_last;
+    if (!stuck_here || stuck_once->exchange(true)) return;
+    (void)back.wait_for(std::chrono::seconds(20));
+  });
+  auto failure = std::make_shared<OnFailure>([&] { disk_back.set_value(); },
+                                             in_round ? std::optional<int64_t>(6) : std::nullopt,
+                                             dir.path().string());
+  const auto started = std::chrono::steady_clock::now();
+  std::string error;
+  bool another_rank_failed = false;
+  {
+    Trainer trainer(trainer_options()
+                        .max_epochs(1)
+                        .enable_checkpointing(true)
+                        .enable_model_summary(false)
+                        .num_sanity_val_steps(0)
+                        .default_root_dir(dir.path().string())
+                        .strategy(strategy),
+                    {std::make_shared<callbacks::ModelCheckpoint>(
+                         callbacks::ModelCheckpointOptions()
+                             .dirpath(checkpoints)
+                             .filename("{step}")
+                             .every_n_train_steps(3)
+                             .save_last(stuck == StuckAfterRename::kLastCopy
+                                            ? callbacks::ModelCheckpointOptions::SaveLast::kCopy
+                                            : callbacks::ModelCheckpointOptions::SaveLast::kLink)
+                             .async(true)),
+                     failure});
+    BoringModule module;
+    RandomDataModule data(64, 4);
+    try {
+      trainer.fit(module, data);
+    } catch (const distributed::AnotherRankFailedError& e) {
+      error = e.what();
+      another_rank_failed = true;
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    trainer.checkpoints().wait();  // the disk came back: what was queued lands
+  }
+  const std::string doing = stuck == StuckAfterRename::kEviction
+                                ? "while removing the checkpoints that " + checkpoints +
+                                      "/step=6.ckpt replaces (top-k evictions), once it is on disk"
+                                : "while writing what follows " + step3 +
+                                      " once it is on disk (ModelCheckpoint's `last` link or copy)";
+  CHECK_THAT(error, Contains("rank 0's checkpoint writer made no progress for") &&
+                        Contains(doing) && Contains("itself is on disk and complete") &&
+                        Contains("`last` may still name the checkpoint before") &&
+                        Contains("--ddp-timeout, now 0.5 s"));
+  // Who waits: the synchronous save; else ModelCheckpoint's save of `last` at the end of training
+  // (step 8), for room behind step=6 where that is still pending (the disk stuck in step=3's
+  // `last`); else the end of the fit.
+  if (in_round) {
+    CHECK_THAT(error, Contains("(the save of " + dir.file("after.ckpt") +
+                               " at step 7 waits for it, and every rank with it)"));
+  } else if (stuck != StuckAfterRename::kEviction) {
+    CHECK_THAT(error, Contains("(the save of " + checkpoints +
+                               "/last.ckpt at step 8 waits for it, and every rank with it)"));
+  } else {
+    CHECK_THAT(error, Contains("at the end of the run"));
+  }
+  CHECK_FALSE(another_rank_failed);  // rank 0's own failure: `trainbus fit` exits with 1
+  const double seconds = std::chrono::duration<double>(failure->failed_at - started).count();
+  CHECK(seconds < 10.0);  // the disk sticks for 20 s
+  // Once the disk is back, what was queued lands: step=3 is evicted, and `last` is complete, of
+  // step 6, or of step 8 where its save was queued before the fit failed (nothing waited for it).
+  CHECK(names_in(checkpoints) == std::set<std::string>{"step=6.ckpt", "last.ckpt"});
+  const auto last = checkpoint::complete_checkpoint(checkpoints + "/last.ckpt");
+  REQUIRE(last);
+  CHECK(last->global_step == (stuck == StuckAfterRename::kEviction && !in_round ? 8 : 6));
+}
+
+namespace {
+
 // Fit 1: slow.ckpt (asynchronous) at batch 1, after.ckpt (synchronous, waiting for it) at batch
 // 2. Fit 2: second.ckpt (asynchronous) at batch 1, then batch 2 throws.
 class StuckThenFailing : public Callback {
@@ -923,20 +1050,28 @@ TEST_CASE("the writer's stall watch fails only after the limit without progress 
   CHECK_FALSE(watch.stalled_for(writing(6), t0 + milliseconds(1500)));
   CHECK_FALSE(watch.stalled_for(writing(6), t0 + milliseconds(2499)));
   CHECK(watch.stalled_for(writing(6), t0 + milliseconds(2600)) == milliseconds(1100));
-  // Outside the write (after_commit, evictions, idle) nothing counts, however long.
+  // Outside the file steps (a user's after_commit, idle) nothing counts, however long.
   CHECK_FALSE(watch.stalled_for({7, WriterPhase::kAfterCommit}, t0 + milliseconds(3000)));
   CHECK_FALSE(watch.stalled_for({7, WriterPhase::kAfterCommit}, t0 + milliseconds(9000)));
-  CHECK_FALSE(watch.stalled_for({8, WriterPhase::kRemove}, t0 + milliseconds(9100)));
-  CHECK_FALSE(watch.stalled_for({9, WriterPhase::kIdle}, t0 + milliseconds(20000)));
+  CHECK_FALSE(watch.stalled_for({8, WriterPhase::kIdle}, t0 + milliseconds(9100)));
+  CHECK_FALSE(watch.stalled_for({8, WriterPhase::kIdle}, t0 + milliseconds(19000)));
+  // trainbus's own work after the rename (`last`, evictions) is made of file steps: it counts.
+  CHECK_FALSE(watch.stalled_for({9, WriterPhase::kAfterCommitFileSteps}, t0 + milliseconds(19100)));
+  CHECK(watch.stalled_for({9, WriterPhase::kAfterCommitFileSteps}, t0 + milliseconds(20100)) ==
+        milliseconds(1000));
+  CHECK_FALSE(watch.stalled_for({9, WriterPhase::kRemove}, t0 + milliseconds(20200)));
+  CHECK(watch.stalled_for({9, WriterPhase::kRemove}, t0 + milliseconds(21200)) ==
+        milliseconds(1000));
+  CHECK_FALSE(watch.stalled_for({9, WriterPhase::kIdle}, t0 + milliseconds(30000)));
   // Back in a write: the clock starts at the first reading that shows it, not at an earlier
   // reading of another phase.
-  CHECK_FALSE(watch.stalled_for(writing(10), t0 + milliseconds(20500)));
-  CHECK_FALSE(watch.stalled_for(writing(10), t0 + milliseconds(21499)));
-  CHECK(watch.stalled_for(writing(10), t0 + milliseconds(21500)) == milliseconds(1000));
+  CHECK_FALSE(watch.stalled_for(writing(10), t0 + milliseconds(30500)));
+  CHECK_FALSE(watch.stalled_for(writing(10), t0 + milliseconds(31499)));
+  CHECK(watch.stalled_for(writing(10), t0 + milliseconds(31500)) == milliseconds(1000));
   // A watch that begins in a write gives it the whole limit from then.
-  WriterStallWatch late(milliseconds(1000), writing(10), t0 + milliseconds(30000));
-  CHECK_FALSE(late.stalled_for(writing(10), t0 + milliseconds(30999)));
-  CHECK(late.stalled_for(writing(10), t0 + milliseconds(31000)) == milliseconds(1000));
+  WriterStallWatch late(milliseconds(1000), writing(10), t0 + milliseconds(40000));
+  CHECK_FALSE(late.stalled_for(writing(10), t0 + milliseconds(40999)));
+  CHECK(late.stalled_for(writing(10), t0 + milliseconds(41000)) == milliseconds(1000));
   // Without a limit, never.
   WriterStallWatch unbounded(std::nullopt, writing(0), t0);
   CHECK_FALSE(unbounded.stalled_for(writing(0), t0 + std::chrono::hours(24)));
