@@ -629,18 +629,27 @@ void CheckpointConnector::finish() {
     try {
       publish_commits();
     } catch (...) {
-      // A subscriber's: the stuck writer is the error to report.
+      // A subscriber's: the stuck writer is the error to raise, and this one is said.
+      warn_dropped_subscriber_error(std::current_exception(), "rank 0's stuck checkpoint writer");
     }
     std::rethrow_exception(writer_stuck("", trainer_.progress_.global_step, *stall));
   }
   wait();
 }
 
+void CheckpointConnector::warn_dropped_subscriber_error(std::exception_ptr error,
+                                                        std::string_view raised_instead) const {
+  warn(trainer_.strategy().environment().rank_message(
+      detail::concat("a subscriber of the checkpoint events failed while the run ended on ",
+                     raised_instead, " (the error raised): ", describe_exception(error))));
+}
+
 std::exception_ptr CheckpointConnector::left_stuck_quietly() {
   try {
     publish_commits();  // the saves that did land
   } catch (...) {
-    // A subscriber's: the writer's own failure, if any, is the one to report.
+    // A subscriber's: the run's own failure is the one raised, and this one is said.
+    warn_dropped_subscriber_error(std::current_exception(), "the run's own failure");
   }
   if (writer_->has_error()) {
     try {

@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "checkpoint/buffer_pool.h"
@@ -158,6 +159,10 @@ class CheckpointConnector {
   /// finish_quietly() leaving a stuck writer: publishes the commits of the saves that landed and
   /// returns an earlier save's failure the writer holds, if any.
   std::exception_ptr left_stuck_quietly();
+  /// Says on stderr that a subscriber of the checkpoint events failed (`error`) while the run ends
+  /// with `raised_instead`, the error it raises.
+  void warn_dropped_subscriber_error(std::exception_ptr error,
+                                     std::string_view raised_instead) const;
   /// Under DDP, how long rank 0's writer may go without progress in a write while rank 0 waits
   /// for it: the strategy's collective_timeout. None on one process.
   std::optional<std::chrono::milliseconds> writer_stall_limit() const;

@@ -998,6 +998,82 @@ class StuckThenFailing : public Callback {
 
 }  // namespace
 
+namespace {
+
+// At the end of the (only) epoch, asynchronous saves of landed.ckpt and stuck.ckpt; then, with
+// `fails_itself`, the fit fails on its own.
+class TwoSavesAtTheEnd : public Callback {
+ public:
+  TwoSavesAtTheEnd(std::string dir, bool fails_itself)
+      : dir_(std::move(dir)), fails_itself_(fails_itself) {}
+  void on_train_epoch_end(Trainer& trainer, Module&) override {
+    trainer.save_checkpoint(dir_ + "/landed.ckpt", SaveCheckpointOptions().async(true));
+    trainer.save_checkpoint(dir_ + "/stuck.ckpt", SaveCheckpointOptions().async(true));
+    if (fails_itself_) throw std::runtime_error("the epoch's end fails");
+  }
+
+ private:
+  std::string dir_;
+  bool fails_itself_;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "under DDP the end of a fit that leaves a stuck writer still publishes the saves that landed",
+    "[checkpoint]") {
+  // landed.ckpt lands while rank 0 waits for its writer at the end of the fit (its first step
+  // takes 300 ms), stuck.ckpt then sticks (20 s at most, or until the test releases it). The end
+  // fails on the stuck writer (finish), or, in a fit that failed on its own, gives up on it
+  // (finish_quietly): either way landed.ckpt's CheckpointCommitted reaches the bus (a recording
+  // of the run has it), though a subscriber throws on the first event it gets.
+  const bool fails_itself = GENERATE(false, true);
+  CAPTURE(fails_itself);
+  TempDir dir;
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = std::chrono::milliseconds(500);
+  std::promise<void> disk_back;
+  std::shared_future<void> back = disk_back.get_future().share();
+  auto landed_slowly = std::make_shared<std::atomic<bool>>(false);
+  SimulatedDisk disk([back, landed_slowly](const std::string& path) {
+    if (path.find("/landed.ckpt") != std::string::npos && !landed_slowly->exchange(true))
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    if (path.find("/stuck.ckpt") != std::string::npos)
+      (void)back.wait_for(std::chrono::seconds(20));
+  });
+  Trainer trainer(
+      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
+          strategy),
+      {std::make_shared<TwoSavesAtTheEnd>(dir.path().string(), fails_itself)});
+  std::vector<std::string> committed;
+  bool thrown = false;
+  auto on_commit = trainer.bus().subscribe<events::CheckpointCommitted>(
+      [&](const events::CheckpointCommitted& event) {
+        committed.push_back(event.path);
+        if (!std::exchange(thrown, true)) throw std::runtime_error("subscriber failed");
+      });
+  BoringModule module;
+  RandomDataModule data(64, 4);
+  std::string error;
+  try {
+    trainer.fit(module, data);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (fails_itself) {
+    CHECK_THAT(error, Contains("the epoch's end fails"));
+  } else {
+    CHECK_THAT(error, Contains("rank 0's checkpoint writer made no progress for") &&
+                          Contains("while writing " + dir.file("stuck.ckpt")));
+  }
+  // (The event the subscriber threw on is published again on the way out, as always.)
+  CHECK(std::set<std::string>(committed.begin(), committed.end()) ==
+        std::set<std::string>{dir.file("landed.ckpt")});
+  disk_back.set_value();
+  trainer.checkpoints().wait();  // the disk came back: stuck.ckpt lands
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"landed.ckpt", "stuck.ckpt"});
+}
+
 TEST_CASE("under DDP a fit does not inherit a writer that an earlier fit found stuck",
           "[checkpoint]") {
   // Fit 1 finds rank 0's writer stuck on slow.ckpt and fails without waiting for it at its end.
