@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "base/errors.h"
+#include "distributed/fp16_allgather_hook.h"
 #include "distributed/strategy.h"
 
 namespace trainbus::distributed {
@@ -336,6 +337,18 @@ void agree_as_other_rank(c10d::Store& store, const std::vector<SharedDDPSetting>
 // different sizes and fails, or averages garbage). Not shared: `timeout`, each rank's own bound
 // on a wait (ranks with different ones still run the same collectives; a hang ends at the
 // shortest), and `socket_ifname`, which names an interface of the rank's own machine.
+namespace {
+
+// How the gradients travel, as the ranks compare it.
+std::string gradient_compression_setting(DDPOptions::GradientCompression compression,
+                                         std::string_view backend) {
+  if (compression == DDPOptions::GradientCompression::kNone) return "none";
+  return uses_fp16_all_gather(compression, backend) ? "fp16 (all-gathered, summed in float32)"
+                                                    : "fp16 (all-reduced in float16)";
+}
+
+}  // namespace
+
 std::vector<SharedDDPSetting> shared_ddp_settings(const DDPOptions& options,
                                                   std::string_view backend, int world_size) {
   const auto yes_no = [](bool value) { return std::string(value ? "true" : "false"); };
@@ -354,9 +367,10 @@ std::vector<SharedDDPSetting> shared_ddp_settings(const DDPOptions& options,
       // collective more per backward.
       {"find_unused_parameters", yes_no(options.find_unused_parameters()),
        "--ddp-find-unused-parameters (DDPOptions::find_unused_parameters)"},
-      // float16 buckets against float32 ones: half the bytes.
+      // float16 buckets against float32 ones: half the bytes; all-gathered (on Gloo) against
+      // all-reduced: other collectives.
       {"gradient_compression",
-       options.gradient_compression() == DDPOptions::GradientCompression::kFp16 ? "fp16" : "none",
+       gradient_compression_setting(options.gradient_compression(), backend),
        "--ddp-fp16-gradients (DDPOptions::gradient_compression)"},
       // The buckets are the all-reduces of a backward: their number and sizes.
       {"bucket_cap_mb",

@@ -30,6 +30,7 @@
 
 #include "base/errors.h"
 #include "distributed/ddp_settings.h"
+#include "distributed/fp16_allgather_hook.h"
 #include "distributed/gloo_event_loop.h"
 
 namespace trainbus::distributed {
@@ -505,8 +506,11 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   impl_->logger =
       std::shared_ptr<c10d::Logger>(new c10d::Logger(impl_->reducer), delete_quietly<c10d::Logger>);
   impl_->reducer->set_logger(impl_->logger);
-  if (options_.gradient_compression() == DDPOptions::GradientCompression::kFp16)
+  if (uses_fp16_all_gather(options_.gradient_compression(), impl_->backend)) {
+    impl_->reducer->register_comm_hook(std::make_unique<Fp16AllGatherHook>(impl_->group));
+  } else if (options_.gradient_compression() != DDPOptions::GradientCompression::kNone) {
     impl_->reducer->register_builtin_comm_hook(c10d::BuiltinCommHookType::FP16_COMPRESS);
+  }
 }
 
 void DDPStrategy::teardown_module() noexcept {

@@ -26,8 +26,14 @@ struct DDPOptions {
   /// How gradients travel between ranks (PyTorch's DDP communication hooks).
   enum class GradientCompression {
     kNone,  ///< float32, exact
-    kFp16,  ///< halved to float16 for the all-reduce (LibTorch's fp16_compress_hook): half the
-            ///< bytes, gradients rounded to float16's precision
+    /// Rounded to float16 (half the bytes on the wire, gradients at float16's precision). On
+    /// Gloo: all-gathered and summed in float32 (Fp16AllGatherHook, distributed/
+    /// fp16_allgather_hook.h), as Gloo's float16 all-reduce sums one element at a time in
+    /// software; on NCCL: LibTorch's fp16_compress_hook (an all-reduce in float16).
+    kFp16,
+    /// LibTorch's fp16_compress_hook on every backend: the bucket divided by the world size,
+    /// halved to float16 and all-reduced in float16 (for comparison; slow on Gloo).
+    kFp16AllReduce,
   };
   /// Longest wait for the rendezvous (every rank joining) and for any one collective. A rank
   /// that died is noticed at once (its connections close); one that hangs, after this.

@@ -106,8 +106,20 @@ TEST_CASE("DDP settings: every setting that differs is named, and so is a build 
         "`find_unused_parameters` is true on rank 3 but false on rank 0: set "
         "--ddp-find-unused-parameters (DDPOptions::find_unused_parameters) alike on every rank");
   CHECK_THAT(mismatch_of(DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16)),
-             Catch::StartsWith("`gradient_compression` is fp16 on rank 3 but none on rank 0: set "
-                               "--ddp-fp16-gradients"));
+             Catch::StartsWith("`gradient_compression` is fp16 (all-gathered, summed in float32) "
+                               "on rank 3 but none on rank 0: set --ddp-fp16-gradients"));
+  // On Gloo, trainbus's all-gather and LibTorch's float16 all-reduce are other collectives; on
+  // NCCL kFp16 is LibTorch's all-reduce.
+  const auto fp16 = DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16);
+  const auto all_reduce =
+      DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16AllReduce);
+  CHECK_THAT(ddp_settings_mismatch(shared_ddp_settings(all_reduce, "gloo", 2), 1,
+                                   encode_ddp_settings(shared_ddp_settings(fp16, "gloo", 2))),
+             Catch::StartsWith("`gradient_compression` is fp16 (all-reduced in float16) on rank 1 "
+                               "but fp16 (all-gathered, summed in float32) on rank 0"));
+  CHECK(ddp_settings_mismatch(shared_ddp_settings(all_reduce, "nccl", 2), 1,
+                              encode_ddp_settings(shared_ddp_settings(fp16, "nccl", 2)))
+            .empty());
   CHECK_THAT(mismatch_of(DDPOptions().bucket_cap_mb(0.05)),
              Catch::StartsWith("`bucket_cap_mb` is 0.05 MiB (52428 bytes) on rank 3 but 25 MiB "
                                "(26214400 bytes) on rank 0: set DDPOptions::bucket_cap_mb"));

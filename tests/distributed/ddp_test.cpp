@@ -1417,8 +1417,12 @@ TEST_CASE("a checkpoint monitoring a metric that differs per rank saves alike on
 }
 
 TEST_CASE("fp16 gradients: every rank steps alike, close to one process", "[ddp]") {
+  // On Gloo: Fp16AllGatherHook; with the bucket view the gradients are views into the bucket
+  // the hook writes the average into.
+  const bool gradient_as_bucket_view = GENERATE(false, true);
+  CAPTURE(gradient_as_bucket_view);
   testing::TempDir dir;
-  run_ranks_cleanly("fp16", dir);
+  run_ranks_cleanly(gradient_as_bucket_view ? "fp16+view" : "fp16", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   RegressionModule single_module;
   const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
@@ -1427,7 +1431,9 @@ TEST_CASE("fp16 gradients: every rank steps alike, close to one process", "[ddp]
   double largest = 0.0;
   for (size_t i = 0; i < single.weights.size(); ++i)
     largest = std::max(largest, std::abs(rank0.weights[i] - single.weights[i]));
-  // Rounded gradients (float16 keeps about 3 decimal digits) after 16 steps at lr 0.05.
+  CAPTURE(largest);
+  // Rounded gradients (float16 keeps about 3 decimal digits) after 16 steps at lr 0.05: 1.5e-5
+  // here with Fp16AllGatherHook, 2.2e-5 with LibTorch's float16 all-reduce.
   CHECK(largest > 0.0);
   CHECK(largest < 1e-3);
 }
