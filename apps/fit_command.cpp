@@ -227,7 +227,8 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
       ->group(kDataParallelGroup);
   fit->add_flag("--ddp-fp16-gradients", args.ddp_fp16_gradients,
                 "Data-parallel training: send gradients between ranks as float16 (half the bytes, "
-                "float16's precision; DDP's fp16_compress_hook)")
+                "float16's precision; on Gloo all-gathered and averaged in float32, on NCCL "
+                "DDP's fp16_compress_hook)")
       ->group(kDataParallelGroup);
   fit->add_option("--ddp-gloo-loop-nice", args.ddp_gloo_loop_nice,
                   "Data-parallel training: the nice value of Gloo's event loop thread, which "
