@@ -515,22 +515,23 @@ std::string writer_doing(checkpoint::WriterPhase phase, const std::string& in_fl
 
 // What becomes of what the writer was found doing, for the stuck writer's error.
 std::string what_becomes_of(checkpoint::WriterPhase phase, const std::string& in_flight) {
-  const std::string waits =
-      " it is not cancelled, and this process waits for it when it exits (`trainbus fit`'s "
-      "launcher sends it SIGKILL after its grace period, which a write stuck in the kernel can "
-      "outlast)";
+  const auto waits = [](std::string_view what) {
+    return detail::concat(" it is not cancelled, and this process waits for ", what,
+                          " when it exits (`trainbus fit`'s launcher sends it SIGKILL after its "
+                          "grace period, which a write stuck in the kernel can outlast)");
+  };
   if (in_flight.empty() || !checkpoint::makes_file_steps(phase) ||
       phase == checkpoint::WriterPhase::kWrite) {
     const std::string writing = in_flight.empty() ? std::string("earlier saves") : in_flight;
     return detail::concat(
-        "The write of ", writing, " did not finish within the limit:", waits,
+        "The write of ", writing, " did not finish within the limit:", waits("that write"),
         "; it lands only if the disk recovers by then (a checkpoint is renamed into place only "
         "once complete; those already complete are intact)");
   }
   return detail::concat(in_flight,
                         " itself is on disk and complete; what follows it did not finish "
                         "within the limit:",
-                        waits,
+                        waits("it"),
                         ". Until it does, `last` may still name the checkpoint before, and a "
                         "checkpoint it replaces may still be on disk (none is ever torn)");
 }

@@ -9,6 +9,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -152,14 +153,28 @@ class SaveAtBatch : public Callback {
   SaveCheckpointOptions options_;
 };
 
+// A Trainer's options for one epoch on `strategy`, without a model summary or sanity check.
+TrainerOptions one_epoch_on(std::shared_ptr<distributed::Strategy> strategy) {
+  return trainer_options()
+      .max_epochs(1)
+      .enable_model_summary(false)
+      .num_sanity_val_steps(0)
+      .strategy(std::move(strategy));
+}
+
+// Rank 0 of 2 whose collectives time out after `timeout`, which bounds rank 0's waits for its
+// writer.
+std::shared_ptr<SimulatedPeers> peers_with_timeout(std::chrono::milliseconds timeout) {
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = timeout;
+  return strategy;
+}
+
 // A fit of one epoch (16 batches of 4) on `strategy` with `callback`: its error ("" if none),
 // and whether that was an AnotherRankFailedError (exit 75 in `trainbus fit`).
 std::pair<std::string, bool> fit_with(const std::shared_ptr<SimulatedPeers>& strategy,
                                       std::shared_ptr<Callback> callback) {
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::move(callback)});
+  Trainer trainer(one_epoch_on(strategy), {std::move(callback)});
   BoringModule module;
   RandomDataModule data(64, 4);
   try {
@@ -353,12 +368,10 @@ TEST_CASE("under DDP save_checkpoint agrees on a fixed name, or on SaveCheckpoin
         "save_checkpoint");  // what rank 1's trainer.save_checkpoint("rank1-....ckpt") sends
     return agreement;
   };
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::make_shared<SaveAtBatch>(
-          2, dir.file("rank0-0800.ckpt"),
-          SaveCheckpointOptions().agreement_name(strict ? "rank0-0800.ckpt" : ""))});
+  Trainer trainer(one_epoch_on(strategy),
+                  {std::make_shared<SaveAtBatch>(
+                      2, dir.file("rank0-0800.ckpt"),
+                      SaveCheckpointOptions().agreement_name(strict ? "rank0-0800.ckpt" : ""))});
   BoringModule module;
   RandomDataModule data(64, 4);
   std::string error;
@@ -471,10 +484,8 @@ TEST_CASE("under DDP a save that waits for rank 0's writer agrees in rounds unti
     agreement.waiting = false;
     return agreement;
   };
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::make_shared<SaveBehindGatedWrite>(dir.path().string(), release.get_future().share())});
+  Trainer trainer(one_epoch_on(strategy), {std::make_shared<SaveBehindGatedWrite>(
+                                              dir.path().string(), release.get_future().share())});
   BoringModule module;
   RandomDataModule data(64, 4);
   std::string error;
@@ -628,6 +639,31 @@ class SimulatedDisk {
   SimulatedDisk& operator=(const SimulatedDisk&) = delete;
 };
 
+// A disk that comes back when the test says so (release(), as often as it likes), or at the
+// latest after `at_most`: the writes that call its waiter() are stuck until then, and a test that
+// would wait for them without end still ends.
+class StuckDisk {
+ public:
+  explicit StuckDisk(std::chrono::seconds at_most)
+      : released_(std::make_shared<std::promise<void>>()),
+        back_(released_->get_future().share()),
+        at_most_(at_most) {}
+  /// What a write calls to stick until the disk is back. Owns what it needs: a write still stuck
+  /// in it when this StuckDisk goes is safe.
+  std::function<void()> waiter() const {
+    return [back = back_, at_most = at_most_] { (void)back.wait_for(at_most); };
+  }
+  void release() {
+    std::call_once(once_, [this] { released_->set_value(); });
+  }
+
+ private:
+  std::shared_ptr<std::promise<void>> released_;
+  std::shared_future<void> back_;
+  std::chrono::seconds at_most_;
+  std::once_flag once_;
+};
+
 // good.ckpt at batch 0 (synchronous), slow.ckpt at batch 1 (asynchronous: what the simulated
 // disk delays), then at batch 2 after.ckpt, which waits for slow.ckpt: synchronous (for the
 // writer to be idle), or asynchronous (`room`: for room in the writer's queue, behind b.ckpt,
@@ -677,22 +713,20 @@ TEST_CASE("under DDP rank 0 fails a save whose writer made no progress for the c
   const bool room = GENERATE(false, true);
   CAPTURE(room);
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
   int rounds_telling_failure = 0;
   strategy->peer_agreement = [&](SaveAgreement agreement) {
     if (agreement.first_failed == 0) ++rounds_telling_failure;  // what rank 1 learns
     return agreement;
   };
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
-  SimulatedDisk disk([back](const std::string& path) {
+  StuckDisk stuck_disk(std::chrono::seconds(20));
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter()](const std::string& path) {
     if (path.find("slow.ckpt") == std::string::npos) return;
-    (void)back.wait_for(std::chrono::seconds(20));
+    wait_for_disk();
     throw CheckpointError("cannot write " + path + ": Input/output error (simulated)");
   });
   auto saver = std::make_shared<SaveBehindSlowDisk>(dir.path().string(), room,
-                                                    [&] { disk_back.set_value(); });
+                                                    [&] { stuck_disk.release(); });
   const auto [error, another_rank_failed] = fit_with(strategy, saver);
   CHECK_THAT(error, Contains("rank 0's checkpoint writer made no progress for") &&
                         Contains("while writing " + dir.file("slow.ckpt")) &&
@@ -779,16 +813,14 @@ TEST_CASE("under DDP rank 0's end of a fit fails once its writer made no progres
   // The other ranks have ended: without a bound rank 0 waits for a disk that hangs for ever
   // (here: 10 s, then the disk fails as an I/O error would, and the test fails).
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
-  SimulatedDisk disk([back](const std::string& path) {
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
+  StuckDisk stuck_disk(std::chrono::seconds(10));
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter()](const std::string& path) {
     if (path.find("slow.ckpt") == std::string::npos) return;
-    (void)back.wait_for(std::chrono::seconds(10));
+    wait_for_disk();
     throw CheckpointError("cannot write " + path + ": Input/output error (simulated)");
   });
-  auto saver = std::make_shared<SaveAtTheEnd>(dir.path().string(), [&] { disk_back.set_value(); });
+  auto saver = std::make_shared<SaveAtTheEnd>(dir.path().string(), [&] { stuck_disk.release(); });
   const auto [error, another_rank_failed] = fit_with(strategy, saver);
   CHECK_THAT(error, Contains("rank 0's checkpoint writer made no progress for") &&
                         Contains("while writing " + dir.file("slow.ckpt")) &&
@@ -835,8 +867,7 @@ TEST_CASE(
     "under DDP a slow after_commit is waited for past the timeout, not taken for a stuck disk",
     "[checkpoint]") {
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(300);
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(300));
   const auto [error, another_rank_failed] =
       fit_with(strategy, std::make_shared<SaveBehindSlowAfterCommit>(
                              dir.path().string(), std::chrono::milliseconds(1500)));
@@ -892,19 +923,18 @@ TEST_CASE(
   CAPTURE(static_cast<int>(stuck), in_round);
   TempDir dir;
   const std::string checkpoints = dir.file("checkpoints");
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
+  StuckDisk stuck_disk(std::chrono::seconds(20));
   const std::string step3 = checkpoints + "/step=3.ckpt";
   auto stuck_once = std::make_shared<std::atomic<bool>>(false);
-  SimulatedDisk disk([back, stuck, step3, stuck_once](const std::string& path) {
-    const bool in_last = path.find("/last.ckpt") != std::string::npos;
-    const bool stuck_here = stuck == StuckAfterRename::kEviction ? path == step3 : in_last;
-    if (!stuck_here || stuck_once->exchange(true)) return;
-    (void)back.wait_for(std::chrono::seconds(20));
-  });
-  auto failure = std::make_shared<OnFailure>([&] { disk_back.set_value(); },
+  SimulatedDisk disk(
+      [wait_for_disk = stuck_disk.waiter(), stuck, step3, stuck_once](const std::string& path) {
+        const bool in_last = path.find("/last.ckpt") != std::string::npos;
+        const bool stuck_here = stuck == StuckAfterRename::kEviction ? path == step3 : in_last;
+        if (!stuck_here || stuck_once->exchange(true)) return;
+        wait_for_disk();
+      });
+  auto failure = std::make_shared<OnFailure>([&] { stuck_disk.release(); },
                                              in_round ? std::optional<int64_t>(6) : std::nullopt,
                                              dir.path().string());
   const auto started = std::chrono::steady_clock::now();
@@ -1030,21 +1060,16 @@ TEST_CASE(
   const bool fails_itself = GENERATE(false, true);
   CAPTURE(fails_itself);
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
+  StuckDisk stuck_disk(std::chrono::seconds(20));
   auto landed_slowly = std::make_shared<std::atomic<bool>>(false);
-  SimulatedDisk disk([back, landed_slowly](const std::string& path) {
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter(), landed_slowly](const std::string& path) {
     if (path.find("/landed.ckpt") != std::string::npos && !landed_slowly->exchange(true))
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    if (path.find("/stuck.ckpt") != std::string::npos)
-      (void)back.wait_for(std::chrono::seconds(20));
+    if (path.find("/stuck.ckpt") != std::string::npos) wait_for_disk();
   });
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::make_shared<TwoSavesAtTheEnd>(dir.path().string(), fails_itself)});
+  Trainer trainer(one_epoch_on(strategy),
+                  {std::make_shared<TwoSavesAtTheEnd>(dir.path().string(), fails_itself)});
   std::vector<std::string> committed;
   bool thrown = false;
   auto on_commit = trainer.bus().subscribe<events::CheckpointCommitted>(
@@ -1069,7 +1094,7 @@ TEST_CASE(
   // (The event the subscriber threw on is published again on the way out, as always.)
   CHECK(std::set<std::string>(committed.begin(), committed.end()) ==
         std::set<std::string>{dir.file("landed.ckpt")});
-  disk_back.set_value();
+  stuck_disk.release();
   trainer.checkpoints().wait();  // the disk came back: stuck.ckpt lands
   CHECK(names_in(dir.path().string()) == std::set<std::string>{"landed.ckpt", "stuck.ckpt"});
 }
@@ -1081,27 +1106,22 @@ TEST_CASE("under DDP a fit does not inherit a writer that an earlier fit found s
   // is written, slowly but making progress: its end waits for that write, as for any writer that
   // moves. (Inheriting fit 1's finding, it would return before second.ckpt is written.)
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
-  SimulatedDisk disk([back](const std::string& path) {
-    if (path.find("slow.ckpt") != std::string::npos) (void)back.wait_for(std::chrono::seconds(20));
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
+  StuckDisk stuck_disk(std::chrono::seconds(20));
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter()](const std::string& path) {
+    if (path.find("slow.ckpt") != std::string::npos) wait_for_disk();
     if (path.find("second.ckpt") != std::string::npos)
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
   });
   auto callback = std::make_shared<StuckThenFailing>(dir.path().string());
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {callback});
+  Trainer trainer(one_epoch_on(strategy), {callback});
   RandomDataModule data(64, 4);
   {
     BoringModule module;
     CHECK_THROWS_WITH(trainer.fit(module, data),
                       Contains("rank 0's checkpoint writer made no progress for"));
   }
-  disk_back.set_value();
+  stuck_disk.release();
   trainer.checkpoints().wait();  // slow.ckpt lands: the writer moved on
   CHECK(names_in(dir.path().string()) == std::set<std::string>{"slow.ckpt"});
   BoringModule module;
@@ -1180,17 +1200,14 @@ TEST_CASE("under DDP a save of a failing run does not wait again for a writer fo
   // The fit fails on rank 0's stuck writer; a save in on_exception (no agreement then) must not
   // wait for it without end (here: until the test releases the disk, 20 s at most).
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
-  SimulatedDisk disk([back](const std::string& path) {
-    if (path.find("slow.ckpt") != std::string::npos) (void)back.wait_for(std::chrono::seconds(20));
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
+  StuckDisk stuck_disk(std::chrono::seconds(20));
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter()](const std::string& path) {
+    if (path.find("slow.ckpt") != std::string::npos) wait_for_disk();
   });
   auto on_exception = std::make_shared<SaveOnException>(dir.path().string());
   Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
+      one_epoch_on(strategy),
       {std::make_shared<SaveBehindSlowDisk>(dir.path().string(), /*room=*/false), on_exception});
   BoringModule module;
   RandomDataModule data(64, 4);
@@ -1199,7 +1216,7 @@ TEST_CASE("under DDP a save of a failing run does not wait again for a writer fo
                     Contains("rank 0's checkpoint writer made no progress for"));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  disk_back.set_value();
+  stuck_disk.release();
   CHECK(seconds < 5.0);
   CHECK_THAT(on_exception->error,
              Contains("on_exception.ckpt is not written: rank 0's checkpoint writer, found stuck "
@@ -1260,29 +1277,24 @@ TEST_CASE(
   const bool fails_itself = GENERATE(false, true);
   CAPTURE(fails_itself);
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
+  StuckDisk stuck_disk(std::chrono::seconds(20));
   // Stuck once, for 20 s at most: a test that waits without end still ends.
   auto released = std::make_shared<std::atomic<bool>>(false);
-  SimulatedDisk disk([back, released](const std::string& path) {
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter(), released](const std::string& path) {
     if (path.find("slow.ckpt") == std::string::npos || released->load()) return;
-    (void)back.wait_for(std::chrono::seconds(20));
+    wait_for_disk();
     released->store(true);
   });
   auto saver =
       std::make_shared<AsyncSaveOnExceptionBehindStuckDisk>(dir.path().string(), fails_itself);
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {saver});
+  Trainer trainer(one_epoch_on(strategy), {saver});
   BoringModule module;
   RandomDataModule data(64, 4);
   CHECK_THROWS_WITH(trainer.fit(module, data),
                     fails_itself ? Contains("batch 3 fails")
                                  : Contains("rank 0's checkpoint writer made no progress for"));
-  disk_back.set_value();
+  stuck_disk.release();
   // At once where this run found the writer stuck (the message says which path ran): well
   // within the 20 s the disk stays stuck, with room for a loaded machine.
   CHECK(saver->seconds < 5.0);
