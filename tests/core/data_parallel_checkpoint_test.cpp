@@ -883,21 +883,26 @@ namespace {
 enum class StuckAfterRename { kLastLink, kLastCopy, kEviction };
 
 // Runs `on_failure` in on_exception (before the fit's end waits for the writer again), noting
-// when the fit failed; `sync_save_at`: a synchronous save of dir/after.ckpt at that batch.
+// when the fit failed; `sync_save_at`: a synchronous save of dir/after.ckpt at that batch, noting
+// how long it took.
 class OnFailure : public Callback {
  public:
   OnFailure(std::function<void()> on_failure, std::optional<int64_t> sync_save_at, std::string dir)
       : on_failure_(std::move(on_failure)), sync_save_at_(sync_save_at), dir_(std::move(dir)) {}
   void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
                           int64_t batch_idx) override {
-    if (trainer.current_epoch() == 0 && sync_save_at_ && batch_idx == *sync_save_at_)
-      trainer.save_checkpoint(dir_ + "/after.ckpt");
+    if (trainer.current_epoch() != 0 || !sync_save_at_ || batch_idx != *sync_save_at_) return;
+    const auto started = std::chrono::steady_clock::now();
+    trainer.save_checkpoint(dir_ + "/after.ckpt");
+    save_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   }
   void on_exception(Trainer&, Module&, const std::exception&) override {
     failed_at = std::chrono::steady_clock::now();
     on_failure_();
   }
   std::chrono::steady_clock::time_point failed_at;
+  double save_seconds = 0.0;
 
  private:
   std::function<void()> on_failure_;
@@ -923,7 +928,7 @@ TEST_CASE(
   CAPTURE(static_cast<int>(stuck), in_round);
   TempDir dir;
   const std::string checkpoints = dir.file("checkpoints");
-  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(1000));
   StuckDisk stuck_disk(std::chrono::seconds(20));
   const std::string step3 = checkpoints + "/step=3.ckpt";
   auto stuck_once = std::make_shared<std::atomic<bool>>(false);
@@ -970,15 +975,27 @@ TEST_CASE(
     }
     trainer.checkpoints().wait();  // the disk came back: what was queued lands
   }
-  const std::string doing = stuck == StuckAfterRename::kEviction
-                                ? "while removing the checkpoints that " + checkpoints +
-                                      "/step=6.ckpt replaces (top-k evictions), once it is on disk"
-                                : "while writing what follows " + step3 +
-                                      " once it is on disk (ModelCheckpoint's `last` link or copy)";
+  // What it was doing, and what becomes of it: `last` not moved yet (the checkpoints replaced all
+  // kept), or moved and the evictions unfinished.
+  if (stuck == StuckAfterRename::kEviction) {
+    CHECK_THAT(error, Contains("while removing the checkpoints that " + checkpoints +
+                               "/step=6.ckpt replaces (top-k evictions) now that it is on disk") &&
+                          Contains("step=6.ckpt itself is on disk and complete, and `last` names "
+                                   "it; removing the checkpoints it replaces did not finish") &&
+                          Contains("one still under its own name is not removed by a later run "
+                                   "(delete it by hand)"));
+  } else {
+    CHECK_THAT(error, Contains("while writing what follows " + step3 +
+                               " now that it is on disk (its after_commit: ModelCheckpoint's "
+                               "`last` link or copy)") &&
+                          Contains("step=3.ckpt itself is on disk and complete; what follows it "
+                                   "did not finish") &&
+                          Contains("`last` still names the checkpoint before (or does not exist "
+                                   "yet), and the checkpoints it replaces are all kept"));
+  }
   CHECK_THAT(error, Contains("rank 0's checkpoint writer made no progress for") &&
-                        Contains(doing) && Contains("itself is on disk and complete") &&
-                        Contains("`last` may still name the checkpoint before") &&
-                        Contains("--ddp-timeout, now 0.5 s"));
+                        Contains("this process waits for it when it exits") &&
+                        Contains("--ddp-timeout, now 1 s"));
   // Who waits: the synchronous save; else ModelCheckpoint's save of `last` at the end of training
   // (step 8), for room behind step=6 where that is still pending (the disk stuck in step=3's
   // `last`); else the end of the fit.
@@ -1000,6 +1017,52 @@ TEST_CASE(
   const auto last = checkpoint::complete_checkpoint(checkpoints + "/last.ckpt");
   REQUIRE(last);
   CHECK(last->global_step == (stuck == StuckAfterRename::kEviction && !in_round ? 8 : 6));
+}
+
+TEST_CASE("under DDP a slow `last` copy that keeps making progress is waited for past the timeout",
+          "[checkpoint]") {
+  // Every file of the `last` copies takes 400 ms (two fifths of the timeout: wide enough for a
+  // busy machine), until 1.5 timeouts have passed since the first: a checkpoint has more than
+  // three files. The synchronous save at batch 6 waits for it longer than the timeout, and is
+  // not failed.
+  TempDir dir;
+  const std::string checkpoints = dir.file("checkpoints");
+  const auto timeout = std::chrono::milliseconds(1000);
+  auto strategy = peers_with_timeout(timeout);
+  std::optional<std::chrono::steady_clock::time_point> slow_until;
+  SimulatedDisk disk([&](const std::string& path) {
+    if (path.find("/last.ckpt") == std::string::npos) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (!slow_until) slow_until = now + 3 * timeout / 2;
+    if (now < *slow_until)
+      std::this_thread::sleep_for(
+          std::min<std::chrono::steady_clock::duration>(2 * timeout / 5, *slow_until - now));
+  });
+  auto saver = std::make_shared<OnFailure>([] {}, 6, dir.path().string());
+  Trainer trainer(trainer_options()
+                      .max_epochs(1)
+                      .enable_checkpointing(true)
+                      .enable_model_summary(false)
+                      .num_sanity_val_steps(0)
+                      .default_root_dir(dir.path().string())
+                      .strategy(strategy),
+                  {std::make_shared<callbacks::ModelCheckpoint>(
+                       callbacks::ModelCheckpointOptions()
+                           .dirpath(checkpoints)
+                           .filename("{step}")
+                           .every_n_train_steps(3)
+                           .save_last(callbacks::ModelCheckpointOptions::SaveLast::kCopy)
+                           .async(true)),
+                   saver});
+  BoringModule module;
+  RandomDataModule data(64, 4);
+  CHECK_NOTHROW(trainer.fit(module, data));
+  CHECK(saver->save_seconds > std::chrono::duration<double>(timeout).count());
+  CHECK(strategy->waiting_rounds > 0);
+  CHECK(names_in(checkpoints) == std::set<std::string>{"step=6.ckpt", "last.ckpt"});
+  const auto last = checkpoint::complete_checkpoint(checkpoints + "/last.ckpt");
+  REQUIRE(last);
+  CHECK(last->global_step == 8);
 }
 
 namespace {
@@ -1031,20 +1094,24 @@ class StuckThenFailing : public Callback {
 namespace {
 
 // At the end of the (only) epoch, asynchronous saves of landed.ckpt and stuck.ckpt; then, with
-// `fails_itself`, the fit fails on its own.
+// `fails_itself`, the fit fails on its own. `at_the_end` runs once the fit's hooks are done and it
+// is about to wait for its writer (teardown, or on_exception in a failing fit).
 class TwoSavesAtTheEnd : public Callback {
  public:
-  TwoSavesAtTheEnd(std::string dir, bool fails_itself)
-      : dir_(std::move(dir)), fails_itself_(fails_itself) {}
+  TwoSavesAtTheEnd(std::string dir, bool fails_itself, std::function<void()> at_the_end)
+      : dir_(std::move(dir)), fails_itself_(fails_itself), at_the_end_(std::move(at_the_end)) {}
   void on_train_epoch_end(Trainer& trainer, Module&) override {
     trainer.save_checkpoint(dir_ + "/landed.ckpt", SaveCheckpointOptions().async(true));
     trainer.save_checkpoint(dir_ + "/stuck.ckpt", SaveCheckpointOptions().async(true));
     if (fails_itself_) throw std::runtime_error("the epoch's end fails");
   }
+  void teardown(Trainer&, Module&, Stage) override { at_the_end_(); }
+  void on_exception(Trainer&, Module&, const std::exception&) override { at_the_end_(); }
 
  private:
   std::string dir_;
   bool fails_itself_;
+  std::function<void()> at_the_end_;
 };
 
 }  // namespace
@@ -1052,30 +1119,36 @@ class TwoSavesAtTheEnd : public Callback {
 TEST_CASE(
     "under DDP the end of a fit that leaves a stuck writer still publishes the saves that landed",
     "[checkpoint]") {
-  // landed.ckpt lands while rank 0 waits for its writer at the end of the fit (its first step
-  // takes 300 ms), stuck.ckpt then sticks (20 s at most, or until the test releases it). The end
-  // fails on the stuck writer (finish), or, in a fit that failed on its own, gives up on it
-  // (finish_quietly): either way landed.ckpt's CheckpointCommitted reaches the bus (a recording
-  // of the run has it), though a subscriber throws on the first event it gets.
+  // landed.ckpt's write waits until the fit has run its last hook (so that it lands while rank 0
+  // waits for its writer at the end), stuck.ckpt then sticks (20 s at most, or until the test
+  // releases it). The end fails on the stuck writer (finish), or, in a fit that failed on its
+  // own, gives up on it (finish_quietly): either way landed.ckpt's CheckpointCommitted reaches the
+  // bus (a recording of the run has it), though a subscriber throws on the first event it gets
+  // there.
   const bool fails_itself = GENERATE(false, true);
   CAPTURE(fails_itself);
   TempDir dir;
-  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(1000));
   StuckDisk stuck_disk(std::chrono::seconds(20));
-  auto landed_slowly = std::make_shared<std::atomic<bool>>(false);
-  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter(), landed_slowly](const std::string& path) {
-    if (path.find("/landed.ckpt") != std::string::npos && !landed_slowly->exchange(true))
-      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  StuckDisk until_the_end(std::chrono::seconds(20));
+  auto at_the_end = std::make_shared<std::atomic<bool>>(false);
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter(),
+                      wait_for_the_end = until_the_end.waiter()](const std::string& path) {
+    if (path.find("/landed.ckpt") != std::string::npos) wait_for_the_end();
     if (path.find("/stuck.ckpt") != std::string::npos) wait_for_disk();
   });
   Trainer trainer(one_epoch_on(strategy),
-                  {std::make_shared<TwoSavesAtTheEnd>(dir.path().string(), fails_itself)});
+                  {std::make_shared<TwoSavesAtTheEnd>(dir.path().string(), fails_itself, [&] {
+                    at_the_end->store(true);
+                    until_the_end.release();
+                  })});
   std::vector<std::string> committed;
   bool thrown = false;
   auto on_commit = trainer.bus().subscribe<events::CheckpointCommitted>(
       [&](const events::CheckpointCommitted& event) {
         committed.push_back(event.path);
-        if (!std::exchange(thrown, true)) throw std::runtime_error("subscriber failed");
+        if (at_the_end->load() && !std::exchange(thrown, true))
+          throw std::runtime_error("subscriber failed");
       });
   BoringModule module;
   RandomDataModule data(64, 4);
@@ -1155,10 +1228,13 @@ TEST_CASE("the writer's stall watch fails only after the limit without progress 
   CHECK_FALSE(watch.stalled_for({9, WriterPhase::kAfterCommitFileSteps}, t0 + milliseconds(19100)));
   CHECK(watch.stalled_for({9, WriterPhase::kAfterCommitFileSteps}, t0 + milliseconds(20100)) ==
         milliseconds(1000));
-  CHECK_FALSE(watch.stalled_for({9, WriterPhase::kRemove}, t0 + milliseconds(20200)));
-  CHECK(watch.stalled_for({9, WriterPhase::kRemove}, t0 + milliseconds(21200)) ==
+  CHECK_FALSE(watch.stalled_for({10, WriterPhase::kRemove}, t0 + milliseconds(20200)));
+  CHECK(watch.stalled_for({10, WriterPhase::kRemove}, t0 + milliseconds(21200)) ==
         milliseconds(1000));
-  CHECK_FALSE(watch.stalled_for({9, WriterPhase::kIdle}, t0 + milliseconds(30000)));
+  CHECK_FALSE(watch.stalled_for({11, WriterPhase::kCommitted}, t0 + milliseconds(21300)));
+  CHECK(watch.stalled_for({11, WriterPhase::kCommitted}, t0 + milliseconds(22300)) ==
+        milliseconds(1000));
+  CHECK_FALSE(watch.stalled_for({12, WriterPhase::kIdle}, t0 + milliseconds(30000)));
   // Back in a write: the clock starts at the first reading that shows it, not at an earlier
   // reading of another phase.
   CHECK_FALSE(watch.stalled_for(writing(10), t0 + milliseconds(30500)));
