@@ -211,13 +211,22 @@ void link_checkpoint(const std::string& target, const std::string& link) {
   commit_checkpoint(temporary, link);
 }
 
+namespace {
+std::atomic<bool> no_hard_links{false};
+}  // namespace
+
+void detail::simulate_no_hard_links(bool on) noexcept { no_hard_links.store(on); }
+
 void copy_checkpoint_as_links(const std::string& from, const std::string& to) {
   TemporaryDirectory copy(to);  // removed unless committed
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(from)) {
     const fs::path target = fs::path(copy.path()) / entry.path().filename();
     detail::before_write_step(target.string());
-    fs::create_hard_link(entry.path(), target, error);
+    if (no_hard_links.load())
+      error = std::make_error_code(std::errc::operation_not_permitted);
+    else
+      fs::create_hard_link(entry.path(), target, error);
     if (!error) {
       note_write_step();
       continue;

@@ -75,6 +75,12 @@ void link_checkpoint(const std::string& target, const std::string& link);
 /// filesystem refuses hard links, each file is copied and fsynced, in chunks of at most 4 MiB.
 void copy_checkpoint_as_links(const std::string& from, const std::string& to);
 
+namespace detail {
+/// Makes copy_checkpoint_as_links() answer as a filesystem that refuses hard links does (tests of
+/// the copy).
+void simulate_no_hard_links(bool on) noexcept;
+}  // namespace detail
+
 /// Removes a checkpoint so that a crash half-way never leaves a torn one under its final name:
 /// renamed aside first (atomic), then deleted. A symlink is just unlinked. Best effort: failures
 /// are ignored (a leftover temporary entry is never loaded, and cleaned up later).
