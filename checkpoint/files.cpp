@@ -58,20 +58,28 @@ std::string target_at(const std::string& link, const std::string& final_path) {
 // directly in it: a disk stuck while freeing a large checkpoint is told from a slow one that
 // frees it file by file. Listed first, then removed: nothing is removed from under the listing.
 void remove_in_steps(const std::string& path) noexcept {
-  std::error_code error;
   try {
+    const fs::path top(path);
+    std::error_code error;
+    // A symlink (`last` as a link) is removed, never listed: listing would follow it into the
+    // checkpoint it names, and remove that checkpoint's files.
+    if (!fs::is_directory(fs::symlink_status(top, error))) {
+      fs::remove(top, error);
+      note_write_step();
+      return;
+    }
     std::vector<fs::path> entries;
-    for (fs::directory_iterator it(path, error), end; !error && it != end; it.increment(error))
+    for (fs::directory_iterator it(top, error), end; !error && it != end; it.increment(error))
       entries.push_back(it->path());
     for (const fs::path& entry : entries) {
-      fs::remove_all(entry, error);
+      fs::remove_all(entry, error);  // an entry that is a symlink: the link, not its target
       note_write_step();
     }
+    fs::remove_all(top, error);  // what is left: nothing, unless the listing failed
+    note_write_step();
   } catch (...) {
-    // Out of memory for the listing: what is left goes below, at once.
+    // Out of memory: best effort, as every removal here; a leftover temporary is cleaned later.
   }
-  fs::remove_all(path, error);
-  note_write_step();
 }
 
 // Copies the file `from` to the new file `to` durably (fsynced), in chunks of at most 4 MiB, each
@@ -195,6 +203,7 @@ void commit_checkpoint(const std::string& temporary, const std::string& path) {
     fs::rename(old, path, error);  // put the old one back
     throw;
   }
+  remove_in_steps(old);  // entry by entry, before the holder goes
 }
 
 void link_checkpoint(const std::string& target, const std::string& link) {

@@ -57,7 +57,8 @@ struct CheckpointJob {
   std::string replace_group;
   /// Runs on the writer thread once this checkpoint is durable, after_commit has run and its
   /// evictions are removed, with the paths removed (those of a replaced save included). Must not
-  /// throw; dropped if the save is replaced.
+  /// throw; dropped if the save is replaced. Runs in WriterPhase::kCommitted, which a wait under
+  /// DDP watches as file work: keep it to file steps (the Trainer's measures the checkpoint).
   std::function<void(const std::string& path, const std::vector<std::string>& removed)>
       on_committed;
 };

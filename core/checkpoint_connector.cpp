@@ -63,10 +63,10 @@ int64_t bytes_on_disk(const std::string& path) {
   int64_t bytes = 0;
   for (fs::recursive_directory_iterator it(path, error), end; !error && it != end;
        it.increment(error)) {
+    checkpoint::note_write_step();  // on the writer's thread: an entry measured
     if (!it->is_regular_file(error)) continue;
     const auto size = it->file_size(error);
     if (!error) bytes += static_cast<int64_t>(size);
-    checkpoint::note_write_step();  // on the writer's thread: a file measured
   }
   return bytes;
 }
@@ -353,7 +353,7 @@ class RankZeroWait {
     const std::string bound =
         timeout_ ? detail::concat(
                        "; it fails once the writer makes no progress in a write (or in "
-                       "a `last` link, copy or eviction) for ",
+                       "a `last` link, copy or eviction, or in measuring it) for ",
                        timeout_->count() / 1000.0, " s (DDPOptions::timeout, --ddp-timeout)")
                  : std::string();
     warn(environment.rank_message(detail::concat(
@@ -510,7 +510,7 @@ std::string writer_doing(checkpoint::WriterPhase phase, const std::string& in_fl
     case checkpoint::WriterPhase::kAfterCommitFileSteps:
       return detail::concat("writing what follows ", in_flight,
                             " now that it is on disk (its after_commit: ModelCheckpoint's `last` "
-                            "link or copy)");
+                            "link or copy, if it is ModelCheckpoint's)");
     case checkpoint::WriterPhase::kRemove:
       return detail::concat("removing the checkpoints that ", in_flight,
                             " replaces (top-k evictions) now that it is on disk");
@@ -543,13 +543,13 @@ std::string what_becomes_of(checkpoint::WriterPhase phase, const std::string& in
           " itself is on disk and complete; what follows it did not finish within the "
           "limit:",
           waits("it"),
-          ". Until it does, `last` still names the checkpoint before (or does not exist yet), and "
+          ". Until it does, `last` may still name the checkpoint before (or not exist yet), and "
           "the checkpoints it replaces are all kept");
     case checkpoint::WriterPhase::kRemove:
       return detail::concat(
           in_flight,
-          " itself is on disk and complete, and `last` names it; removing the "
-          "checkpoints it replaces did not finish within the limit:",
+          " itself is on disk and complete, and its after_commit (ModelCheckpoint's `last`, if "
+          "any) has run; removing the checkpoints it replaces did not finish within the limit:",
           waits("it"),
           ". Until it does, some of them may still be on disk: one still under its own name is "
           "not removed by a later run (delete it by hand), one renamed to `*.tmp-*.del` is "
