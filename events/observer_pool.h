@@ -114,9 +114,11 @@ class ObserverPool {
   ObserverPool(const ObserverPool&) = delete;
   ObserverPool& operator=(const ObserverPool&) = delete;
 
-  /// Starts delivering the events `observer` selects from `bus`. Keep the bus alive as long as the
-  /// pool.
-  void attach(EventBus& bus, std::shared_ptr<Observer> observer, ObserverOptions options = {});
+  /// Starts delivering the events `observer` selects from `bus`, after telling it where it runs
+  /// (Observer::attached with `placement`; one process's by default, the Trainer passes its rank).
+  /// Keep the bus alive as long as the pool.
+  void attach(EventBus& bus, std::shared_ptr<Observer> observer, ObserverOptions options = {},
+              Placement placement = {});
   /// Stops delivering new events to every observer (those already posted are still handled).
   void detach_all();
 
