@@ -90,19 +90,33 @@ CsvLogger::CsvLogger(CsvLoggerOptions options)
   if (options_.flush_logs_every_n_steps() < 1) {
     throw std::invalid_argument("CsvLogger: flush_logs_every_n_steps must be >= 1");
   }
+  use_dir(options_.log_dir());  // rank 0's; another rank's once attached there
+}
+
+void CsvLogger::use_dir(const std::string& dir) {
   std::error_code error;
-  fs::create_directories(options_.log_dir(), error);
+  fs::create_directories(dir, error);
   if (error)
-    throw std::runtime_error(options_.log_dir() + ": cannot create the run directory (" +
-                             error.message() + ")");
-  metrics_file_ = (fs::path(options_.log_dir()) / "metrics.csv").string();
-  hparams_file_ = (fs::path(options_.log_dir()) / "hparams.yaml").string();
+    throw std::runtime_error(dir + ": cannot create the run directory (" + error.message() + ")");
+  dir_ = dir;
+  metrics_file_ = (fs::path(dir) / "metrics.csv").string();
+  // Each rank's directory keeps an hparams.yaml too: it is a whole log directory in Lightning's
+  // layout, and hyper-parameters a callback logs on one rank (LoggerHandle::log_hyperparams) may
+  // differ from rank 0's. Sharing rank 0's file would let the last rank to write win.
+  hparams_file_ = (fs::path(dir) / "hparams.yaml").string();
+  columns_.clear();
   if (fs::exists(metrics_file_)) {
     // Continue an existing file (a resumed run logging into the same directory).
     std::ifstream in(metrics_file_);
     std::string line;
     if (std::getline(in, line) && !line.empty()) columns_ = parse_line(line);
   }
+}
+
+void CsvLogger::files_moved_to(const std::string& dir) {
+  if (dir == dir_) return;  // rank 0, or attached again on the same rank
+  flush();                  // nothing, when attached before its first event (as always)
+  use_dir(dir);
 }
 
 void CsvLogger::log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) {

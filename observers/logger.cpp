@@ -30,6 +30,13 @@ void Logger::select_events(events::EventSelection& selection) const {
       .add<events::Exception>();
 }
 
+void Logger::attached(const events::Placement& placement) {
+  global_rank_ = placement.global_rank;
+  files_moved_to(files_dir());
+}
+
+std::string Logger::files_dir() const { return rank_files_dir(log_dir(), global_rank_); }
+
 void Logger::on_metrics_logged(const events::MetricsLogged& event) {
   if (event.metrics.empty() || !(event.logger.empty() || event.logger == name())) return;
   log_metrics(event.metrics, event.step, /*epoch=*/-1);
@@ -113,6 +120,11 @@ std::string next_version_dir(const std::string& root) {
     }
   }
   return (fs::path(root) / ("version_" + std::to_string(next))).string();
+}
+
+std::string rank_files_dir(const std::string& log_dir, int64_t global_rank) {
+  if (global_rank == 0) return log_dir;
+  return (std::filesystem::path(log_dir) / ("rank_" + std::to_string(global_rank))).string();
 }
 
 }  // namespace trainbus::observers

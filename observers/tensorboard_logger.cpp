@@ -77,8 +77,30 @@ TensorBoardLogger::TensorBoardLogger(TensorBoardLoggerOptions options)
   if (error)
     throw std::runtime_error(options_.log_dir() + ": cannot create the run directory (" +
                              error.message() + ")");
-  path_ = (std::filesystem::path(options_.log_dir()) / event_file_name(options_.filename_suffix()))
-              .string();
+  // The file itself waits until the logger is attached: on a rank R > 0 it belongs in
+  // log_dir/rank_R, and none of this rank's may land among rank 0's (where TensorBoard would read
+  // it as part of rank 0's run).
+  file_name_ = event_file_name(options_.filename_suffix());
+  dir_ = options_.log_dir();
+  path_ = (std::filesystem::path(dir_) / file_name_).string();
+}
+
+void TensorBoardLogger::files_moved_to(const std::string& dir) {
+  if (file_.is_open()) {
+    if (dir == dir_) return;  // attached again on the same rank
+    flush();
+    file_.close();
+  }
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error)
+    throw std::runtime_error(dir + ": cannot create the run directory (" + error.message() + ")");
+  dir_ = dir;
+  path_ = (std::filesystem::path(dir_) / file_name_).string();
+  create_file();
+}
+
+void TensorBoardLogger::create_file() {
   file_.open(path_, std::ios::binary | std::ios::trunc);
   if (!file_) throw std::runtime_error(path_ + ": cannot create the TensorBoard event file");
   tensorboard::Event first;
@@ -108,8 +130,8 @@ void TensorBoardLogger::log_metrics(const Metrics& metrics, int64_t step, int64_
 }
 
 void TensorBoardLogger::log_hyperparams(const std::map<std::string, std::string>& hparams) {
-  write_hparams_yaml((std::filesystem::path(options_.log_dir()) / "hparams.yaml").string(),
-                     hparams);
+  // Each rank's directory keeps its own hparams.yaml, as CsvLogger's (see CsvLogger::use_dir).
+  write_hparams_yaml((std::filesystem::path(dir_) / "hparams.yaml").string(), hparams);
   if (hparams.empty()) return;
   tensorboard::HParamsPluginData data;
   data.set_version(0);
@@ -140,11 +162,13 @@ void TensorBoardLogger::resume_at(int64_t step) {
 }
 
 void TensorBoardLogger::flush() {
+  if (!file_.is_open()) return;  // nothing written yet
   file_.flush();
   if (!file_) throw std::runtime_error(path_ + ": cannot write the TensorBoard event file");
 }
 
 void TensorBoardLogger::write_record(const std::string& payload) {
+  if (!file_.is_open()) create_file();  // fed events without being attached: rank 0's file
   const std::string record = tfrecord_frame(payload);
   file_.write(record.data(), static_cast<std::streamsize>(record.size()));
   if (!file_) throw std::runtime_error(path_ + ": cannot write the TensorBoard event file");

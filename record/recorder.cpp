@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <filesystem>
 #include <iostream>
 #include <utility>
 
+#include "base/errors.h"
 #include "record/event_codec.h"
 #include "record/record_file.h"
 
@@ -19,30 +21,78 @@ std::string host_name() {
 
 }  // namespace
 
+std::string recording_path_of_rank(const std::string& path, int64_t rank) {
+  if (rank == 0) return path;
+  std::filesystem::path of_rank(path);
+  const std::string marked = ".rank" + std::to_string(rank);
+  const std::string stem = of_rank.stem().string();
+  if (stem.size() >= marked.size() &&
+      stem.compare(stem.size() - marked.size(), marked.size(), marked) == 0)
+    return path;  // named for its rank already
+  of_rank.replace_filename(stem + marked + of_rank.extension().string());
+  return of_rank.string();
+}
+
 Recorder::Recorder(RecorderOptions options)
-    : options_(std::move(options)), envelopes_(events::AllEvents::size) {
+    : options_(std::move(options)),
+      path_(options_.path()),
+      rank_(options_.rank().value_or(0)),
+      world_size_(options_.world_size().value_or(1)),
+      envelopes_(events::AllEvents::size) {
+  TRAINBUS_CHECK(!options_.path().empty(), "Recorder: RecorderOptions::path is empty; name the ",
+                 "recording (events.tbrec in the run directory)");
   for (auto& envelope : envelopes_) envelope = std::make_unique<v1::Envelope>();
   start_steady_ = std::chrono::steady_clock::now();
   start_unix_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
+}
+
+void Recorder::attached(const events::Placement& placement) {
+  if (placed_rank_) {
+    TRAINBUS_CHECK(*placed_rank_ == placement.global_rank, name(), " records rank ", *placed_rank_,
+                   "'s events already; it cannot also be added on rank ", placement.global_rank,
+                   ": make a Recorder for each");
+    return;  // attached again on its rank: one recording
+  }
+  if (placement.world_size > 1) {
+    // Two ranks under one rank would read as one rank's events (replay, diff): refused.
+    TRAINBUS_CHECK(options_.rank().value_or(placement.global_rank) == placement.global_rank,
+                   "Recorder(", options_.path(), "): RecorderOptions::rank is ", *options_.rank(),
+                   " but it is added on rank ", placement.global_rank, " of ", placement.world_size,
+                   "; leave rank unset and each rank's Recorder records under its own");
+    TRAINBUS_CHECK(options_.world_size().value_or(placement.world_size) == placement.world_size,
+                   "Recorder(", options_.path(), "): RecorderOptions::world_size is ",
+                   *options_.world_size(), " but the job it is added in has ", placement.world_size,
+                   " processes; leave world_size unset");
+  }
+  if (!writer_) {
+    rank_ = options_.rank().value_or(placement.global_rank);
+    world_size_ = options_.world_size().value_or(placement.world_size);
+    path_ = recording_path_of_rank(options_.path(), placement.global_rank);
+    create_file();
+  }
+  placed_rank_ = placement.global_rank;
+}
+
+void Recorder::create_file() {
   v1::Header header;
   header.set_framework_version(TRAINBUS_VERSION);
   header.set_libtorch_version(options_.libtorch_version());
   header.set_host(host_name());
   header.set_pid(::getpid());
   header.set_start_unix_ns(start_unix_ns_);
-  header.set_rank(options_.rank());
-  header.set_world_size(options_.world_size());
+  header.set_rank(rank_);
+  header.set_world_size(world_size_);
   header.set_seed(options_.seed());
   header.set_command_line(options_.command_line());
   header.mutable_options()->insert(options_.run_options().begin(), options_.run_options().end());
   header.mutable_hparams()->insert(options_.hparams().begin(), options_.hparams().end());
-  writer_ =
-      std::make_unique<RecordFileWriter>(options_.path(), std::move(header), options_.overwrite());
+  writer_ = std::make_unique<RecordFileWriter>(path_, std::move(header), options_.overwrite());
 }
 
 Recorder::~Recorder() {
+  if (!writer_) return;  // never attached nor given an event: no recording
   if (failed_) {
     writer_->close_incomplete();  // events are missing: the recording must read as cut
     return;
@@ -57,6 +107,7 @@ Recorder::~Recorder() {
 }
 
 void Recorder::flush() {
+  if (!writer_) return;
   try {
     writer_->flush();
   } catch (...) {
@@ -73,8 +124,9 @@ void Recorder::record(const E& event) {
   envelope.set_sequence(sequence_++);
   envelope.set_monotonic_ns(since_start);
   envelope.set_wall_unix_ns(start_unix_ns_ + since_start);
-  envelope.set_rank(options_.rank());
+  envelope.set_rank(rank_);
   try {
+    if (!writer_) create_file();  // hooks called directly, not attached: as one process
     encode(event, envelope);
     writer_->append(envelope);
   } catch (...) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -122,6 +123,50 @@ TEST_CASE("CsvLogger on the observer pool writes every row in publish order",
   bus.publish(events::FitEnd{});
   pool.drain();
   CHECK(read_text_file(logger->metrics_file()) == expected);
+}
+
+TEST_CASE("Loggers attached on rank 2 write in log_dir/rank_2, nothing in log_dir itself",
+          "[observers][csv][tensorboard]") {
+  TempDir dir;
+  const std::string run = dir.file("run");
+  auto csv = std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(run).log_every_n_steps(1));
+  auto tensorboard = std::make_shared<TensorBoardLogger>(
+      TensorBoardLoggerOptions().log_dir(run).log_every_n_steps(1));
+  CHECK(csv->metrics_file() == dir.file("run/metrics.csv"));  // rank 0's until attached
+  {
+    events::EventBus bus;
+    events::ObserverPool pool(2);
+    pool.attach(bus, csv, {}, events::Placement{2, 0, 3});
+    pool.attach(bus, tensorboard, {}, events::Placement{2, 0, 3});
+    bus.publish(events::FitStart{{}, {{"lr", "0.1"}}});
+    bus.publish(batch_end(0, 1, {{"loss", 0.5}}));
+    bus.publish(events::FitEnd{});
+    pool.drain();
+    pool.check();
+  }
+  CHECK(csv->files_dir() == dir.file("run/rank_2"));
+  CHECK(csv->metrics_file() == dir.file("run/rank_2/metrics.csv"));
+  CHECK(csv->log_dir() == run);  // the run's directory (Trainer::log_dir) stays rank 0's
+  CHECK(csv->name() == "CsvLogger(" + run + ")");
+  CHECK(read_text_file(dir.file("run/rank_2/metrics.csv")) == "epoch,loss,step\n0,0.5,0\n");
+  CHECK(read_text_file(dir.file("run/rank_2/hparams.yaml")) == "lr: 0.1\n");
+  CHECK(std::filesystem::path(tensorboard->file_path()).parent_path() ==
+        std::filesystem::path(run) / "rank_2");
+  CHECK(read_tensorboard_events(tensorboard->file_path()).size() == 1 + 2);  // hparams, a row
+  CHECK(trainbus::testing::names_in(run) == std::set<std::string>{"rank_2"});
+}
+
+TEST_CASE("A TensorBoardLogger creates its event file when attached, not when constructed",
+          "[observers][tensorboard]") {
+  TempDir dir;
+  auto logger = std::make_shared<TensorBoardLogger>(
+      TensorBoardLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(1));
+  CHECK(trainbus::testing::names_in(dir.file("run")).empty());
+  events::EventBus bus;
+  events::ObserverPool pool(1);
+  pool.attach(bus, logger);  // one process: log_dir itself
+  CHECK(std::filesystem::path(logger->file_path()).parent_path() == dir.file("run"));
+  CHECK(read_tensorboard_events(logger->file_path()).size() == 1);  // file_version, flushed
 }
 
 namespace {

@@ -105,12 +105,80 @@ TEST_CASE("The Recorder refuses to overwrite a recording, naming it", "[record][
   TempDir dir;
   const std::string path = dir.file("events.tbrec");
   std::ofstream(path) << "an earlier run";
-  CHECK_THROWS_WITH(record::Recorder(record::RecorderOptions().path(path)),
-                    Catch::Contains(path) && Catch::Contains("already there"));
+  // When it is attached: where it runs says which file it writes.
+  events::EventBus bus;
+  events::ObserverPool pool(1);
+  CHECK_THROWS_WITH(
+      pool.attach(bus, std::make_shared<record::Recorder>(record::RecorderOptions().path(path))),
+      Catch::Contains(path) && Catch::Contains("already there"));
+  CHECK(pool.size() == 0);
   std::ifstream in(path);
   std::string kept;
   std::getline(in, kept);
   CHECK(kept == "an earlier run");
+}
+
+TEST_CASE("Rank R's recording is rank 0's path with .rankR before the extension",
+          "[record][recorder]") {
+  CHECK(record::recording_path_of_rank("/runs/version_0/events.tbrec", 0) ==
+        "/runs/version_0/events.tbrec");
+  CHECK(record::recording_path_of_rank("/runs/version_0/events.tbrec", 1) ==
+        "/runs/version_0/events.rank1.tbrec");
+  CHECK(record::recording_path_of_rank("mine.tbrec", 12) == "mine.rank12.tbrec");
+  CHECK(record::recording_path_of_rank("/runs/recording", 3) == "/runs/recording.rank3");
+  // A path named for its rank already is kept (a caller that marked it itself).
+  CHECK(record::recording_path_of_rank("/runs/events.rank1.tbrec", 1) ==
+        "/runs/events.rank1.tbrec");
+  CHECK(record::recording_path_of_rank("/runs/events.rank1.tbrec", 11) ==
+        "/runs/events.rank1.rank11.tbrec");
+}
+
+TEST_CASE("A Recorder attached on rank 1 of 2 records its file as rank 1; rank 0's is not touched",
+          "[record][recorder]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  std::ofstream(path) << "rank 0's recording";
+  auto recorder = std::make_shared<record::Recorder>(record::RecorderOptions().path(path));
+  {
+    events::EventBus bus;
+    events::ObserverPool pool(1);
+    pool.attach(bus, recorder, {}, events::Placement{1, 1, 2});
+    CHECK(recorder->path() == dir.file("events.rank1.tbrec"));
+    CHECK(recorder->name() == "Recorder(" + dir.file("events.rank1.tbrec") + ")");
+    // One Recorder is one rank's recording.
+    CHECK_THROWS_WITH(pool.attach(bus, recorder, {}, events::Placement{0, 0, 2}),
+                      "Recorder(" + dir.file("events.rank1.tbrec") +
+                          ") records rank 1's events already; it cannot also be added on rank 0: "
+                          "make a Recorder for each");
+    bus.publish(testing::sample_event<events::TrainBatchEnd>(0));
+    pool.drain();
+  }
+  recorder.reset();
+  const testing::ReadBack back = testing::read_recording(dir.file("events.rank1.tbrec"));
+  REQUIRE(back.events.size() == 1);
+  CHECK(back.events[0].rank() == 1);
+  CHECK(back.summary.clean_end);
+  const record::RecordingReader reader(dir.file("events.rank1.tbrec"));
+  CHECK(reader.header().rank() == 1);
+  CHECK(reader.header().world_size() == 2);
+  std::ifstream in(path);
+  std::string kept;
+  std::getline(in, kept);
+  CHECK(kept == "rank 0's recording");
+}
+
+TEST_CASE("A Recorder never attached and given no event writes no file", "[record][recorder]") {
+  TempDir dir;
+  { record::Recorder recorder(record::RecorderOptions().path(dir.file("events.tbrec"))); }
+  CHECK_FALSE(std::filesystem::exists(dir.file("events.tbrec")));
+  // Fed an event directly: one process's recording, at its path.
+  {
+    record::Recorder recorder(record::RecorderOptions().path(dir.file("events.tbrec")));
+    recorder.on_train_start(events::TrainStart{});
+  }
+  const record::RecordingReader reader(dir.file("events.tbrec"));
+  CHECK(reader.header().rank() == 0);
+  CHECK(reader.header().world_size() == 1);
 }
 
 namespace {
