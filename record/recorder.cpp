@@ -21,15 +21,28 @@ std::string host_name() {
 
 }  // namespace
 
+std::optional<int64_t> rank_marked_in(const std::string& path) {
+  const std::filesystem::path name = std::filesystem::path(path).filename();
+  // ".rankN" ending the stem (events.rank1.tbrec), or a name without an extension ending so
+  // (recording.rank1, whose ".rank1" std::filesystem takes for the extension).
+  for (const std::string& part : {name.extension().string(), name.stem().string()}) {
+    const std::size_t dot = part.rfind(".rank");
+    if (dot == std::string::npos) continue;
+    const std::string digits = part.substr(dot + 5);
+    if (digits.empty() || digits.size() > 9 ||
+        digits.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    return std::stoll(digits);
+  }
+  return std::nullopt;
+}
+
 std::string recording_path_of_rank(const std::string& path, int64_t rank) {
   if (rank == 0) return path;
+  // Always marked, a path marked already too: the same path on two ranks never names one file.
   std::filesystem::path of_rank(path);
-  const std::string marked = ".rank" + std::to_string(rank);
-  const std::string stem = of_rank.stem().string();
-  if (stem.size() >= marked.size() &&
-      stem.compare(stem.size() - marked.size(), marked.size(), marked) == 0)
-    return path;  // named for its rank already
-  of_rank.replace_filename(stem + marked + of_rank.extension().string());
+  of_rank.replace_filename(of_rank.stem().string() + ".rank" + std::to_string(rank) +
+                           of_rank.extension().string());
   return of_rank.string();
 }
 
@@ -66,10 +79,24 @@ void Recorder::attached(const events::Placement& placement) {
                    *options_.world_size(), " but the job it is added in has ", placement.world_size,
                    " processes; leave world_size unset");
   }
+  const std::optional<int64_t> marked = rank_marked_in(options_.path());
+  if (placement.world_size > 1 && placement.global_rank == 0) {
+    // Rank 0 keeps the path it is given: its recording would be named as rank N's, and rank
+    // N's own (RecorderOptions::rank set there, the path kept) would be the very same file.
+    TRAINBUS_CHECK(!marked || *marked == 0, "Recorder(", options_.path(),
+                   "): the path is marked as rank ", marked.value_or(0), "'s recording (.rank",
+                   marked.value_or(0), ") but the Recorder is added on rank 0 of ",
+                   placement.world_size, "; name rank 0's recording (without .rank",
+                   marked.value_or(0), "): on a rank R > 0 the Recorder marks it .rankR itself");
+  }
   if (!writer_) {
     rank_ = options_.rank().value_or(placement.global_rank);
     world_size_ = options_.world_size().value_or(placement.world_size);
-    path_ = recording_path_of_rank(options_.path(), placement.global_rank);
+    // A path marked for its rank is kept only when the rank was set too: one configuration per
+    // rank, each naming its own file. The same options on every rank are always marked.
+    const bool named_for_its_rank = options_.rank() && marked == placement.global_rank;
+    path_ = named_for_its_rank ? options_.path()
+                               : recording_path_of_rank(options_.path(), placement.global_rank);
     create_file();
   }
   placed_rank_ = placement.global_rank;

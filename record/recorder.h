@@ -33,7 +33,10 @@ struct RecorderOptions {
   /// the Trainer that runs the Recorder (Trainer::add_observer; 0 of 1 without one). Setting them
   /// is only needed for a Recorder fed events outside a Trainer; in a job of several processes
   /// they must be the Trainer's (else adding the Recorder throws), so that no two ranks record
-  /// under one rank. Set or not, a Recorder added on a rank R > 0 writes `path` marked .rankR.
+  /// under one rank. A Recorder added on a rank R > 0 writes `path` marked .rankR
+  /// (recording_path_of_rank), unless `rank` is set and `path` is marked for it already (one
+  /// configuration per rank, each naming its own file): then `path` itself. In a job of several
+  /// processes, rank 0 refuses a path marked for another rank (events.rank1.tbrec).
   TRAINBUS_ARG(std::optional<int64_t>, rank);
   TRAINBUS_ARG(std::optional<int64_t>, world_size);
   TRAINBUS_ARG(int64_t, seed) = 0;
@@ -67,8 +70,9 @@ class Recorder : public events::Observer {
   void flush() override;
   /// Takes the rank and world size it runs on, and creates its recording: options.path() on rank
   /// 0, marked with .rankR on a rank R > 0. Throws MisconfigurationError when, in a job of
-  /// several processes, RecorderOptions::rank or world_size say otherwise, or when it records
-  /// another rank already; record::RecordingError when the file cannot be created.
+  /// several processes, RecorderOptions::rank or world_size say otherwise, or rank 0's path is
+  /// marked for another rank (rank_marked_in), or when it records another rank already;
+  /// record::RecordingError when the file cannot be created.
   void attached(const events::Placement& placement) override;
 
   /// The recording: options.path(), or the rank's file once attached on a rank R > 0.
@@ -100,7 +104,13 @@ class Recorder : public events::Observer {
 
 /// The recording of rank `rank` in a job whose rank 0 records to `path`: `path` itself for rank 0,
 /// else with ".rankR" before its extension (runs/events.tbrec -> runs/events.rank1.tbrec; at the
-/// end of a name without one), unless `path` already ends so (a caller that named it itself).
+/// end of a name without one: runs/recording -> runs/recording.rank1). Always marked, a path
+/// marked already too (events.rank1.tbrec -> events.rank1.rank1.tbrec), so that the same path
+/// never names one file on two ranks.
 std::string recording_path_of_rank(const std::string& path, int64_t rank);
+
+/// N when the file name of `path` is marked as rank N's recording: ".rankN" before its extension
+/// (events.rank1.tbrec), or ending a name without one (recording.rank1).
+std::optional<int64_t> rank_marked_in(const std::string& path);
 
 }  // namespace trainbus::record

@@ -40,12 +40,13 @@ class LogsEveryStep : public testing::BoringModule {
   }
 };
 
-/// rank 1 of 2, or one process.
-Trainer trainer_playing(int rank) {
+/// Rank `rank` of a job of `world_size` (one process when world_size is 1).
+Trainer trainer_playing(int rank, int world_size = 2) {
   TrainerOptions options = testing::trainer_options();
   options.max_epochs(1).limit_train_batches(3).limit_val_batches(0).log_every_n_steps(1);
   options.enable_model_summary(false).num_sanity_val_steps(0);
-  if (rank > 0) options.strategy(std::make_shared<testing::PlaysRank>(2, rank, rank));
+  if (world_size > 1)
+    options.strategy(std::make_shared<testing::PlaysRank>(world_size, rank, rank));
   return Trainer(options);
 }
 
@@ -100,7 +101,7 @@ bool is_tensorboard_file(const std::string& name) {
 /// one process has always written: metrics.csv, hparams.yaml, the event file and events.tbrec in
 /// `run` itself, the recording naming rank 0 of 1.
 void write_rank_zero_run(const std::string& run) {
-  Trainer trainer = trainer_playing(0);
+  Trainer trainer = trainer_playing(0, 1);
   auto csv = std::make_shared<observers::CsvLogger>(
       observers::CsvLoggerOptions().log_dir(run).log_every_n_steps(1));
   auto tensorboard = std::make_shared<observers::TensorBoardLogger>(
@@ -136,7 +137,7 @@ TEST_CASE("A CsvLogger with every_rank on rank 1 writes log_dir/rank_1, rank 0's
   write_rank_zero_run(run);
   const std::map<std::string, std::string> rank_zero = contents_under(run);
 
-  Trainer trainer = trainer_playing(1);
+  Trainer trainer = trainer_playing(1, 2);
   auto csv = std::make_shared<observers::CsvLogger>(
       observers::CsvLoggerOptions().log_dir(run).log_every_n_steps(1));
   trainer.add_observer(csv, events::ObserverOptions().every_rank(true));
@@ -161,7 +162,7 @@ TEST_CASE("A TensorBoardLogger with every_rank on rank 1 writes its event file i
   write_rank_zero_run(run);
   const std::map<std::string, std::string> rank_zero = contents_under(run);
 
-  Trainer trainer = trainer_playing(1);
+  Trainer trainer = trainer_playing(1, 2);
   auto tensorboard = std::make_shared<observers::TensorBoardLogger>(
       observers::TensorBoardLoggerOptions().log_dir(run).log_every_n_steps(1));
   trainer.add_observer(tensorboard, events::ObserverOptions().every_rank(true));
@@ -187,7 +188,7 @@ TEST_CASE("A Recorder with every_rank on rank 1 records events.rank1.tbrec as ra
   const std::map<std::string, std::string> rank_zero = contents_under(run);
 
   {
-    Trainer trainer = trainer_playing(1);
+    Trainer trainer = trainer_playing(1, 2);
     // Neither rank nor world size set: the trainer's.
     auto recorder =
         std::make_shared<record::Recorder>(record::RecorderOptions().path(run + "/events.tbrec"));
@@ -215,7 +216,7 @@ TEST_CASE("Observers a trainer does not run on rank 1 (no every_rank) write no f
   TempDir dir;
   const std::string run = dir.file("run");
   {
-    Trainer trainer = trainer_playing(1);
+    Trainer trainer = trainer_playing(1, 2);
     trainer.add_observer(std::make_shared<observers::CsvLogger>(
         observers::CsvLoggerOptions().log_dir(run).log_every_n_steps(1)));
     trainer.add_observer(std::make_shared<observers::TensorBoardLogger>(
@@ -231,7 +232,7 @@ TEST_CASE("Observers a trainer does not run on rank 1 (no every_rank) write no f
 TEST_CASE("A Recorder's explicit rank must be the rank it is added on, and a named file is kept",
           "[core][record][ranks]") {
   TempDir dir;
-  Trainer trainer = trainer_playing(1);
+  Trainer trainer = trainer_playing(1, 2);
   SECTION("rank 0 set on rank 1: refused, nothing written") {
     CHECK_THROWS_MATCHES(
         trainer.add_observer(std::make_shared<record::Recorder>(
@@ -250,5 +251,38 @@ TEST_CASE("A Recorder's explicit rank must be the rank it is added on, and a nam
     trainer.add_observer(recorder, events::ObserverOptions().every_rank(true));
     CHECK(recorder->path() == dir.file("events.rank1.tbrec"));
     CHECK(sorted_names_in(dir.path().string()) == std::vector<std::string>{"events.rank1.tbrec"});
+  }
+  SECTION(
+      "the rank's own file without the rank set: marked again (the same options on rank 0 "
+      "would be refused, never the same file)") {
+    auto recorder = std::make_shared<record::Recorder>(
+        record::RecorderOptions().path(dir.file("events.rank1.tbrec")));
+    trainer.add_observer(recorder, events::ObserverOptions().every_rank(true));
+    CHECK(recorder->path() == dir.file("events.rank1.rank1.tbrec"));
+  }
+}
+
+TEST_CASE("The same Recorder options on rank 0 and rank 1 of a job record two files",
+          "[core][record][ranks]") {
+  TempDir dir;
+  const auto recorder_on = [&](int rank, const std::string& path) {
+    Trainer trainer = trainer_playing(rank, 2);
+    auto recorder = std::make_shared<record::Recorder>(record::RecorderOptions().path(path));
+    trainer.add_observer(recorder, events::ObserverOptions().every_rank(true));
+    return recorder->path();
+  };
+  SECTION("events.tbrec") {
+    CHECK(recorder_on(0, dir.file("events.tbrec")) == dir.file("events.tbrec"));
+    CHECK(recorder_on(1, dir.file("events.tbrec")) == dir.file("events.rank1.tbrec"));
+  }
+  SECTION(
+      "a path marked .rank1 (trainbus fit --record-path x/events.rank1.tbrec): rank 0 refuses") {
+    CHECK_THROWS_AS(recorder_on(0, dir.file("events.rank1.tbrec")), MisconfigurationError);
+    CHECK_THROWS_WITH(
+        recorder_on(0, dir.file("events.rank1.tbrec")),
+        Catch::Contains(dir.file("events.rank1.tbrec")) && Catch::Contains("without .rank1"));
+    CHECK(recorder_on(1, dir.file("events.rank1.tbrec")) == dir.file("events.rank1.rank1.tbrec"));
+    CHECK(sorted_names_in(dir.path().string()) ==
+          std::vector<std::string>{"events.rank1.rank1.tbrec"});
   }
 }
