@@ -12,7 +12,8 @@
 namespace trainbus::observers {
 
 struct CsvLoggerOptions {
-  /// Run directory; created if missing (see next_version_dir).
+  /// Run directory; created if missing (see next_version_dir) when the logger is attached or first
+  /// writes, not when it is constructed.
   TRAINBUS_ARG(std::string, log_dir);
   TRAINBUS_ARG(int64_t, log_every_n_steps) = 50;
   /// Rows kept in memory before they are appended to the file (Lightning: 100); epoch ends,
@@ -46,12 +47,14 @@ class CsvLogger : public Logger {
 
  private:
   using Row = std::map<std::string, std::string>;
-  /// Creates `dir`, where metrics.csv (continuing one there) and hparams.yaml go from now on.
+  /// Creates `dir`, where metrics.csv (continuing one there: its header is read) and hparams.yaml
+  /// go from now on. Changes nothing when it throws.
   void use_dir(const std::string& dir);
   void rewrite_with(const std::vector<std::string>& columns);
 
   CsvLoggerOptions options_;
-  std::string dir_;  // files_dir(): where metrics_file_ and hparams_file_ are
+  std::string dir_;         // files_dir(): where metrics_file_ and hparams_file_ are
+  bool dir_ready_ = false;  // dir_ created and metrics.csv's header read (use_dir)
   std::string metrics_file_;
   std::string hparams_file_;
   std::vector<std::string> columns_;  // sorted; those of the file's header

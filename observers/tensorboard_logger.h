@@ -52,11 +52,13 @@ class TensorBoardLogger : public Logger {
   /// and in the event file for TensorBoard's HPARAMS tab (the hparams plugin's session start info;
   /// TensorBoard shows the first a run wrote, as with Lightning's).
   void log_hyperparams(const std::map<std::string, std::string>& hparams) override;
-  /// Creates the event file in `dir` (a new one there if it had one elsewhere).
+  /// Creates `dir` and the event file in it.
   void files_moved_to(const std::string& dir) override;
 
  private:
-  void create_file();  // path_, starting with the file_version record
+  /// Creates `dir` and the event file there, starting with the file_version record; then dir_ and
+  /// path_ name them (unchanged when it throws).
+  void create_file(const std::string& dir);
   void write_record(const std::string& payload);
 
   TensorBoardLoggerOptions options_;

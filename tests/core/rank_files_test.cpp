@@ -4,6 +4,7 @@
 // their paths. One process plays rank 1 of 2 (testing::PlaysRank) in the same directory as a run
 // of rank 0 made before it.
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -40,9 +41,11 @@ class LogsEveryStep : public testing::BoringModule {
   }
 };
 
-/// Rank `rank` of a job of `world_size` (one process when world_size is 1).
-Trainer trainer_playing(int rank, int world_size = 2) {
+/// Rank `rank` of a job of `world_size` (one process when world_size is 1), default_root_dir
+/// `root` unless empty.
+Trainer trainer_playing(int rank, int world_size = 2, const std::string& root = "") {
   TrainerOptions options = testing::trainer_options();
+  if (!root.empty()) options.default_root_dir(root);
   options.max_epochs(1).limit_train_batches(3).limit_val_batches(0).log_every_n_steps(1);
   options.enable_model_summary(false).num_sanity_val_steps(0);
   if (world_size > 1)
@@ -225,8 +228,91 @@ TEST_CASE("Observers a trainer does not run on rank 1 (no every_rank) write no f
         std::make_shared<record::Recorder>(record::RecorderOptions().path(run + "/events.tbrec")));
     fit_logging(trainer);
   }
-  // Not even an empty event file or recording where rank 0's go.
+  // Not even an empty event file or recording where rank 0's go, nor the run directory.
   CHECK(changes({}, contents_under(dir.path().string())) == std::vector<std::string>{});
+  CHECK_FALSE(fs::exists(run));
+}
+
+TEST_CASE("Rank 0 of a job of 2 writes in log_dir itself and records events.tbrec as rank 0 of 2",
+          "[core][observers][record][ranks]") {
+  TempDir dir;
+  const std::string run = dir.file("run");
+  {
+    Trainer trainer = trainer_playing(0, 2);
+    auto csv = std::make_shared<observers::CsvLogger>(
+        observers::CsvLoggerOptions().log_dir(run).log_every_n_steps(1));
+    auto tensorboard = std::make_shared<observers::TensorBoardLogger>(
+        observers::TensorBoardLoggerOptions().log_dir(run).log_every_n_steps(1));
+    auto recorder =
+        std::make_shared<record::Recorder>(record::RecorderOptions().path(run + "/events.tbrec"));
+    trainer.add_observer(csv, events::ObserverOptions().every_rank(true));
+    trainer.add_observer(tensorboard, events::ObserverOptions().every_rank(true));
+    trainer.add_observer(recorder, events::ObserverOptions().every_rank(true));
+    fit_logging(trainer);
+    CHECK(csv->files_dir() == run);
+    CHECK(csv->metrics_file() == (fs::path(run) / "metrics.csv").string());
+    CHECK(fs::path(tensorboard->file_path()).parent_path() == fs::path(run));
+    CHECK(recorder->path() == run + "/events.tbrec");
+    CHECK(trainer.log_dir() == run);
+  }
+  const std::vector<std::string> names = sorted_names_in(run);
+  REQUIRE(names.size() == 4);
+  CHECK(is_tensorboard_file(names[0]));
+  CHECK(names[1] == "events.tbrec");
+  CHECK(names[2] == "hparams.yaml");
+  CHECK(names[3] == "metrics.csv");
+  CHECK(read_text_file(run + "/metrics.csv") == "a,epoch,step\n0,0,0\n1,0,1\n2,0,2\n");
+  record::RecordingReader reader(run + "/events.tbrec");
+  CHECK(reader.header().rank() == 0);
+  CHECK(reader.header().world_size() == 2);
+  record::v1::Envelope envelope;
+  int events = 0;
+  while (reader.next(envelope)) {
+    CHECK(envelope.rank() == 0);
+    ++events;
+  }
+  CHECK(events > 0);
+  CHECK(reader.summary().clean_end);
+}
+
+TEST_CASE("An observer that cannot write its rank's files is not added, and the trainer still fits",
+          "[core][observers][ranks]") {
+  TempDir dir;
+  const std::string run = dir.file("run");
+  fs::create_directories(run);
+  std::ofstream(run + "/rank_1") << "a file where rank 1's directory should go";
+  Trainer trainer = trainer_playing(1, 2, dir.file("root"));
+  auto recorder =
+      std::make_shared<record::Recorder>(record::RecorderOptions().path(dir.file("events.tbrec")));
+  trainer.add_observer(recorder, events::ObserverOptions().every_rank(true));
+  REQUIRE(trainer.observer_pool() != nullptr);
+  const size_t observers = trainer.observer_pool()->size();
+  CHECK_THROWS_WITH(
+      trainer.add_observer(std::make_shared<observers::TensorBoardLogger>(
+                               observers::TensorBoardLoggerOptions().log_dir(run)),
+                           events::ObserverOptions().every_rank(true)),
+      Catch::Contains(run + "/rank_1") && Catch::Contains("cannot create the run directory"));
+  CHECK(trainer.loggers().empty());
+  CHECK(trainer.log_dir() == dir.file("root"));
+  CHECK(trainer.observer_pool()->size() == observers);
+  fit_logging(trainer);
+  CHECK(trainer.observer_pool()->size() == observers);
+  CHECK(read_text_file(run + "/rank_1") == "a file where rank 1's directory should go");
+}
+
+TEST_CASE("A Recorder's explicit world size must be the trainer's", "[core][record][ranks]") {
+  TempDir dir;
+  Trainer trainer = trainer_playing(1, 2);
+  CHECK_THROWS_MATCHES(
+      trainer.add_observer(
+          std::make_shared<record::Recorder>(
+              record::RecorderOptions().path(dir.file("events.tbrec")).rank(1).world_size(3)),
+          events::ObserverOptions().every_rank(true)),
+      MisconfigurationError,
+      Catch::Matchers::Message("Recorder(" + dir.file("events.tbrec") +
+                               "): RecorderOptions::world_size is 3 but the job it is added in has "
+                               "2 processes; leave world_size unset"));
+  CHECK(sorted_names_in(dir.path().string()).empty());
 }
 
 TEST_CASE("A Recorder's explicit rank must be the rank it is added on, and a named file is kept",
