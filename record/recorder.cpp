@@ -63,10 +63,12 @@ Recorder::Recorder(RecorderOptions options)
 
 void Recorder::attached(const events::Placement& placement) {
   if (placed_rank_) {
-    TRAINBUS_CHECK(*placed_rank_ == placement.global_rank, name(), " records rank ", *placed_rank_,
-                   "'s events already; it cannot also be added on rank ", placement.global_rank,
-                   ": make a Recorder for each");
-    return;  // attached again on its rank: one recording
+    TRAINBUS_CHECK(
+        *placed_rank_ == placement.global_rank && placed_world_size_ == placement.world_size,
+        name(), " records rank ", *placed_rank_, " of ", placed_world_size_,
+        "'s events already; it cannot also be added on rank ", placement.global_rank, " of ",
+        placement.world_size, ": make a Recorder for each");
+    return;  // attached again on its rank of the same job: one recording
   }
   if (placement.world_size > 1) {
     // Two ranks under one rank would read as one rank's events (replay, diff): refused.
@@ -100,6 +102,7 @@ void Recorder::attached(const events::Placement& placement) {
     create_file();
   }
   placed_rank_ = placement.global_rank;
+  placed_world_size_ = placement.world_size;
 }
 
 void Recorder::create_file() {

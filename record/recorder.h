@@ -92,6 +92,7 @@ class Recorder : public events::Observer {
   int64_t rank_ = 0;
   int64_t world_size_ = 1;
   std::optional<int64_t> placed_rank_;  // the global rank it was attached on
+  int64_t placed_world_size_ = 1;       // and the world size then
   std::unique_ptr<RecordFileWriter> writer_;
   // One envelope per event type, refilled for each event of its type: their entries stay
   // allocated (hooks never run concurrently, so one set serves every pool thread).

@@ -211,8 +211,13 @@ TEST_CASE("A Recorder attached on rank 1 of 2 records its file as rank 1; rank 0
     // One Recorder is one rank's recording.
     CHECK_THROWS_WITH(pool.attach(bus, recorder, {}, events::Placement{0, 0, 2}),
                       "Recorder(" + dir.file("events.rank1.tbrec") +
-                          ") records rank 1's events already; it cannot also be added on rank 0: "
-                          "make a Recorder for each");
+                          ") records rank 1 of 2's events already; it cannot also be added on "
+                          "rank 0 of 2: make a Recorder for each");
+    // Nor on rank 1 of another job: its header says 2 processes.
+    CHECK_THROWS_WITH(pool.attach(bus, recorder, {}, events::Placement{1, 1, 3}),
+                      "Recorder(" + dir.file("events.rank1.tbrec") +
+                          ") records rank 1 of 2's events already; it cannot also be added on "
+                          "rank 1 of 3: make a Recorder for each");
     bus.publish(testing::sample_event<events::TrainBatchEnd>(0));
     pool.drain();
   }
