@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <random>
@@ -758,18 +759,31 @@ TEST_CASE(
     explicit Placed(bool refuse) : refuse_(refuse) {}
     void attached(const events::Placement& placement) override {
       if (refuse_) throw std::runtime_error("cannot write here");
+      attached_ = true;
       seen.push_back("attached " + std::to_string(placement.global_rank) + " " +
                      std::to_string(placement.local_rank) + " " +
                      std::to_string(placement.world_size));
     }
     void on_train_start(const events::TrainStart&) override { seen.push_back("train_start"); }
+    // Neither asked for its events nor flushed before it is told where it runs.
+    void select_events(events::EventSelection& selection) const override {
+      (attached_ ? asked : asked_before_attached).push_back("select_events");
+      events::Observer::select_events(selection);
+    }
+    void flush() override {
+      if (!attached_) asked_before_attached.push_back("flush");
+    }
     std::vector<std::string> seen;
+    mutable std::vector<std::string> asked;
+    mutable std::vector<std::string> asked_before_attached;
 
    private:
     bool refuse_;
+    bool attached_ = false;
   };
   events::EventBus bus;
-  events::ObserverPool pool(1);
+  auto owner = std::make_unique<events::ObserverPool>(1);  // destroyed below: flushes all
+  events::ObserverPool& pool = *owner;
   auto alone = std::make_shared<Placed>(false);
   auto rank_two = std::make_shared<Placed>(false);
   auto refusing = std::make_shared<Placed>(true);
@@ -782,4 +796,9 @@ TEST_CASE(
   CHECK(rank_two->seen == std::vector<std::string>{"attached 2 0 4", "train_start"});
   CHECK(refusing->seen.empty());  // not attached: no event
   CHECK(pool.size() == 2);
+  owner.reset();
+  for (const auto& observer : {alone, rank_two, refusing})
+    CHECK(observer->asked_before_attached.empty());
+  CHECK_FALSE(alone->asked.empty());
+  CHECK(refusing->asked.empty());
 }
