@@ -16,7 +16,9 @@ struct Delivery;
 class ObserverChannel;
 }  // namespace detail
 
-/// Where an observer runs: this process's place in its job, as Setup's fields tell it.
+/// Where an observer runs: this process's place in its job. It describes the process the
+/// observer runs in, not the run its events come from: under replay it is the replaying process
+/// (rank 0 of 1) while Setup's fields carry the recorded rank.
 struct Placement {
   int64_t global_rank = 0;  ///< this process's rank among all of the job's (0: rank zero)
   int64_t local_rank = 0;   ///< its rank among the job's processes on this machine
