@@ -196,8 +196,9 @@ TEST_CASE("One Recorder's options on rank 0 and rank 1 of a job never name one f
   }
 }
 
-TEST_CASE("A Recorder attached on rank 1 of 2 records its file as rank 1; rank 0's is not touched",
-          "[record][recorder]") {
+TEST_CASE(
+    "A Recorder attached on rank 1 of 2 records its file as rank 1, and rank 0's is not touched",
+    "[record][recorder]") {
   TempDir dir;
   const std::string path = dir.file("events.tbrec");
   std::ofstream(path) << "rank 0's recording";
