@@ -265,11 +265,7 @@ std::string CheckpointWriter::path_in_flight() const {
 }
 
 std::optional<std::string> CheckpointWriter::path_while(WriteActivity activity) const {
-  std::string path;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (in_flight_ != nullptr) path = *in_flight_;
-  }
+  std::string path = path_in_flight();
   // The path changes only once its save has ended (kIdle entered): the same activity after the
   // read means the path is of the save that activity was read in.
   if (progress_.read() != activity) return std::nullopt;

@@ -575,8 +575,7 @@ std::exception_ptr CheckpointConnector::writer_stuck(const std::string& waiting_
                                                      const WriterStall& stall,
                                                      bool every_rank_waits) {
   // The reading judged stuck, not a later one: a step since then means the writer moved on.
-  stuck_at_ = stall.at;
-  stuck_path_ = stall.path;
+  stuck_ = stall;
   const std::chrono::steady_clock::duration stalled = stall.stalled;
   const std::string& in_flight = stall.path;
   const double seconds = std::round(std::chrono::duration<double>(stalled).count() * 10) / 10;
@@ -623,13 +622,10 @@ CheckpointConnector::wait_for_writer_while_it_moves() {
   return std::nullopt;
 }
 
-void CheckpointConnector::begin_run() {
-  stuck_at_.reset();
-  stuck_path_.clear();
-}
+void CheckpointConnector::begin_run() { stuck_.reset(); }
 
 bool CheckpointConnector::still_stuck() const {
-  return writer_ && stuck_at_ && writer_stall_limit() && writer_->activity() == *stuck_at_;
+  return writer_ && stuck_ && writer_stall_limit() && writer_->activity() == stuck_->at;
 }
 
 std::exception_ptr CheckpointConnector::still_stuck_error(const std::string& path) const {
@@ -637,7 +633,8 @@ std::exception_ptr CheckpointConnector::still_stuck_error(const std::string& pat
       "checkpoint ", path,
       " is not written: rank 0's checkpoint writer, found stuck in this "
       "run, has made no progress since, ",
-      writer_doing(stuck_at_ ? stuck_at_->phase : checkpoint::WriterPhase::kWrite, stuck_path_),
+      writer_doing(stuck_ ? stuck_->at.phase : checkpoint::WriterPhase::kWrite,
+                   stuck_ ? stuck_->path : std::string()),
       " (its disk or filesystem is stuck; the limit is DDPOptions::timeout, --ddp-timeout, now ",
       writer_stall_limit().value_or(std::chrono::milliseconds(0)).count() / 1000.0, " s)")));
 }
@@ -700,8 +697,7 @@ std::exception_ptr CheckpointConnector::finish_quietly() {
   if (still_stuck() && !writer_->wait_for_idle(std::chrono::milliseconds(0)))
     return left_stuck_quietly();
   if (const auto stall = wait_for_writer_while_it_moves()) {
-    stuck_at_ = stall->at;
-    stuck_path_ = stall->path;
+    stuck_ = stall;
     warn(trainer_.strategy().environment().rank_message(detail::concat(
         "rank 0's checkpoint writer made no progress for the collective timeout (--ddp-timeout, ",
         writer_stall_limit().value_or(std::chrono::milliseconds(0)).count() / 1000.0, " s) while ",

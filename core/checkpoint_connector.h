@@ -178,7 +178,7 @@ class CheckpointConnector {
   /// its file work for writer_stall_limit() (and was still not idle just after), and returns that.
   std::optional<WriterStall> wait_for_writer_while_it_moves();
   /// Rank 0's writer made no progress for `stall.stalled` while `waiting_save` (at `step`; "" at
-  /// the end of a run) waited for it: notes the reading judged stuck (stuck_at_), warns, and
+  /// the end of a run) waited for it: notes the reading judged stuck (stuck_), warns, and
   /// returns the error to raise. `every_rank_waits`: the other ranks wait with it (a save's
   /// agreement).
   std::exception_ptr writer_stuck(const std::string& waiting_save, int64_t step,
@@ -274,8 +274,7 @@ class CheckpointConnector {
   // What rank 0's writer was doing when this run found it stuck (no progress in its file work for
   // the collective timeout): a failing run's end does not wait for it again while it has not moved.
   // Reset by begin_run.
-  std::optional<checkpoint::WriteActivity> stuck_at_;
-  std::string stuck_path_;  // the path of the save it was stuck in then
+  std::optional<WriterStall> stuck_;
 
   std::vector<DryRunSave> dry_run_saves_;
   std::set<std::string> dry_run_paths_;  // what the dry-run saves left on the "disk"
