@@ -266,14 +266,6 @@ std::map<std::string, std::string> flag_values(const CLI::App& command) {
   return values;
 }
 
-std::string record_path_of_rank(const std::string& path, int rank) {
-  if (rank == 0) return path;
-  std::filesystem::path of_rank(path);
-  const std::string extension = of_rank.extension().string();
-  of_rank.replace_filename(of_rank.stem().string() + ".rank" + std::to_string(rank) + extension);
-  return of_rank.string();
-}
-
 distributed::DistributedEnvironment fit_distributed_environment() {
   return distributed::environment_from_variables();
 }
@@ -391,26 +383,25 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   if (every_rank_records) run_dir = trainer.strategy().broadcast_text(run_dir, 0);
   std::string record_path;
   const auto add_recorder = [&] {
-    record_path = record_path_of_rank(
+    const std::string rank_zero_path =
         args.record_path.empty() ? (std::filesystem::path(run_dir) / "events.tbrec").string()
-                                 : args.record_path,
-        environment.rank);
-    const std::filesystem::path parent = std::filesystem::path(record_path).parent_path();
+                                 : args.record_path;
+    const std::filesystem::path parent = std::filesystem::path(rank_zero_path).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent);
+    // The Recorder takes its rank and world size from the trainer that runs it: rank R's
+    // recording is rank 0's path with .rankR before the extension.
+    auto recorder = std::make_shared<record::Recorder>(record::RecorderOptions()
+                                                           .path(rank_zero_path)
+                                                           .seed(static_cast<int64_t>(args.seed))
+                                                           .command_line(args.command_line)
+                                                           .libtorch_version(TORCH_VERSION)
+                                                           .run_options(args.flags));
     // A recording that cannot be written (a full disk) is reported once and switched off: it
     // must not end the training it records.
-    trainer.add_observer(
-        std::make_shared<record::Recorder>(record::RecorderOptions()
-                                               .path(record_path)
-                                               .rank(environment.rank)
-                                               .world_size(environment.world_size)
-                                               .seed(static_cast<int64_t>(args.seed))
-                                               .command_line(args.command_line)
-                                               .libtorch_version(TORCH_VERSION)
-                                               .run_options(args.flags)),
-        events::ObserverOptions()
-            .on_error(events::ObserverOptions::OnError::kDisable)
-            .every_rank(every_rank_records));
+    trainer.add_observer(recorder, events::ObserverOptions()
+                                       .on_error(events::ObserverOptions::OnError::kDisable)
+                                       .every_rank(every_rank_records));
+    record_path = recorder->path();
   };
   if (!rank_zero) {  // the same run, quietly: rank 0 logs, reports and (by default) records
     if (every_rank_records) add_recorder();

@@ -61,7 +61,8 @@ struct FitArguments {
   bool record = true;
   std::string record_path;
   /// Data-parallel training: every rank records its own events, rank R beside rank 0's recording
-  /// with ".rankR" before the extension (record_path_of_rank); otherwise rank 0 alone records.
+  /// with ".rankR" before the extension (record::recording_path_of_rank); otherwise rank 0 alone
+  /// records.
   bool record_every_rank = false;
   /// YAML files of flags (apps/fit_config.h), expanded before parsing; kept for the recording.
   std::vector<std::string> config;
@@ -106,10 +107,6 @@ BatchLimit parse_batch_limit(const std::string& text, const std::string& flag);
 /// `--nproc-per-node` (or torchrun) set: RANK, WORLD_SIZE, LOCAL_RANK, ... (one process when they
 /// are not set). Throws MisconfigurationError naming a bad variable.
 distributed::DistributedEnvironment fit_distributed_environment();
-
-/// Where rank `rank` records with --record-every-rank: `path` for rank 0, else `path` with
-/// ".rankR" before its extension (events.tbrec -> events.rank1.tbrec).
-std::string record_path_of_rank(const std::string& path, int rank);
 
 /// Trains and tests; shows the progress bar (one summary line per epoch) and prints the test
 /// metrics to `out`; writes CSV and TensorBoard logs and the event recording (events.tbrec) under

@@ -54,6 +54,64 @@ std::string target_at(const std::string& link, const std::string& final_path) {
                               : (fs::path(final_path).parent_path() / target).string();
 }
 
+// Removes `path` and everything below it, best effort, one step (note_write_step) per entry
+// directly in it: a disk stuck while freeing a large checkpoint is told from a slow one that
+// frees it file by file. Listed first, then removed: nothing is removed from under the listing.
+void remove_in_steps(const std::string& path) noexcept {
+  try {
+    const fs::path top(path);
+    std::error_code error;
+    // A symlink (`last` as a link) is removed, never listed: listing would follow it into the
+    // checkpoint it names, and remove that checkpoint's files.
+    if (!fs::is_directory(fs::symlink_status(top, error))) {
+      fs::remove(top, error);
+      note_write_step();
+      return;
+    }
+    std::vector<fs::path> entries;
+    for (fs::directory_iterator it(top, error), end; !error && it != end; it.increment(error))
+      entries.push_back(it->path());
+    for (const fs::path& entry : entries) {
+      fs::remove_all(entry, error);  // an entry that is a symlink: the link, not its target
+      note_write_step();
+    }
+    fs::remove_all(top, error);  // what is left: nothing, unless the listing failed
+    note_write_step();
+  } catch (...) {
+    // Out of memory: best effort, as every removal here; a leftover temporary is cleaned later.
+  }
+}
+
+// Copies the file `from` to the new file `to` durably (fsynced), in chunks of at most 4 MiB, each
+// a step: where hard links are refused, a copy of a large file on a slow disk shows progress.
+void copy_file_durably(const std::string& from, const std::string& to) {
+  const int fd = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int error = errno;
+    throw CheckpointError(::trainbus::detail::concat("cannot open ", from, " to copy it to ", to,
+                                                     ": ", std::strerror(error)));
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  constexpr std::size_t kChunk = std::size_t{4} << 20;
+  std::vector<char> buffer(kChunk);
+  DurableFile out(to);
+  for (;;) {
+    const ssize_t got = ::read(fd, buffer.data(), buffer.size());
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      const int error = errno;
+      throw CheckpointError(::trainbus::detail::concat("cannot read ", from, " to copy it to ", to,
+                                                       ": ", std::strerror(error)));
+    }
+    if (got == 0) break;
+    out.write(buffer.data(), static_cast<std::size_t>(got));
+  }
+  out.close_durably();
+}
+
 }  // namespace
 
 std::string temporary_checkpoint_name(const std::string& path) {
@@ -108,10 +166,7 @@ TemporaryDirectory::TemporaryDirectory(const std::string& final_path) : final_pa
 }
 
 TemporaryDirectory::~TemporaryDirectory() {
-  if (!committed_) {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
+  if (!committed_) remove_in_steps(path_);
   if (fd_ >= 0) ::close(fd_);  // releases the lock
 }
 
@@ -133,7 +188,7 @@ void commit_checkpoint(const std::string& temporary, const std::string& path) {
     // The old entry, now under the temporary name: marked as being deleted, then deleted.
     const std::string doomed = temporary_checkpoint_name(path) + kDeletedSuffix;
     fs::rename(temporary, doomed, error);
-    fs::remove_all(error ? temporary : doomed, error);
+    remove_in_steps(error ? temporary : doomed);
     return;
   }
   // No atomic exchange on this filesystem, and rename(2) cannot replace a directory, nor put one
@@ -148,6 +203,7 @@ void commit_checkpoint(const std::string& temporary, const std::string& path) {
     fs::rename(old, path, error);  // put the old one back
     throw;
   }
+  remove_in_steps(old);  // entry by entry, before the holder goes
 }
 
 void link_checkpoint(const std::string& target, const std::string& link) {
@@ -164,19 +220,29 @@ void link_checkpoint(const std::string& target, const std::string& link) {
   commit_checkpoint(temporary, link);
 }
 
+namespace {
+std::atomic<bool> no_hard_links{false};
+}  // namespace
+
+void detail::simulate_no_hard_links(bool on) noexcept { no_hard_links.store(on); }
+
 void copy_checkpoint_as_links(const std::string& from, const std::string& to) {
   TemporaryDirectory copy(to);  // removed unless committed
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(from)) {
     const fs::path target = fs::path(copy.path()) / entry.path().filename();
     detail::before_write_step(target.string());
-    // NOTE: one step per file. Where hard links are refused the file's bytes are copied in one
-    // call, which a slow disk may not finish within a DDP collective timeout.
-    fs::create_hard_link(entry.path(), target, error);
-    if (error) fs::copy_file(entry.path(), target, error);
-    TRAINBUS_CHECK_AS(CheckpointError, !error, "cannot copy ", entry.path().string(), " to ",
-                      copy.path(), ": ", error.message());
-    note_write_step();
+    if (no_hard_links.load())
+      error = std::make_error_code(std::errc::operation_not_permitted);
+    else
+      fs::create_hard_link(entry.path(), target, error);
+    if (!error) {
+      note_write_step();
+      continue;
+    }
+    // No hard links here (some network and FUSE filesystems, exFAT): the bytes are copied, as
+    // durably as a checkpoint is written, chunk by chunk.
+    copy_file_durably(entry.path().string(), target.string());
   }
   copy.commit();
 }
@@ -185,7 +251,11 @@ void remove_checkpoint(const std::string& path) {
   // Every removal is a file step (note_write_step), so that a disk stuck in an eviction is told
   // from a slow one that removes a large checkpoint file by file.
   std::error_code error;
-  detail::before_write_step(path);
+  try {
+    detail::before_write_step(path);
+  } catch (...) {
+    return;  // a simulated failure of the disk: as any failure here, ignored
+  }
   const fs::file_status status = fs::symlink_status(path, error);
   if (error || !fs::exists(status)) return;
   if (!fs::is_directory(status)) {
@@ -197,17 +267,7 @@ void remove_checkpoint(const std::string& path) {
   fs::rename(path, doomed, error);
   note_write_step();
   if (error) return;
-  // Listed first, then removed: nothing is removed from under the listing.
-  std::vector<fs::path> entries;
-  for (fs::directory_iterator it(doomed, error), end; !error && it != end; it.increment(error))
-    entries.push_back(it->path());
-  for (const fs::path& entry : entries) {
-    detail::before_write_step(entry.string());
-    fs::remove_all(entry, error);
-    note_write_step();
-  }
-  fs::remove_all(doomed, error);  // what is left: nothing, unless the listing failed
-  note_write_step();
+  remove_in_steps(doomed);
 }
 
 std::size_t remove_stale_temporaries(const std::string& directory,

@@ -71,8 +71,15 @@ void commit_checkpoint(const std::string& temporary, const std::string& path);
 void link_checkpoint(const std::string& target, const std::string& link);
 
 /// Makes `to` a copy of the checkpoint directory `from` whose files are hard links (no bytes
-/// copied; parts never change once written), replacing what was there atomically.
+/// copied; parts never change once written), replacing what was there atomically. Where the
+/// filesystem refuses hard links, each file is copied and fsynced, in chunks of at most 4 MiB.
 void copy_checkpoint_as_links(const std::string& from, const std::string& to);
+
+namespace detail {
+/// Makes copy_checkpoint_as_links() answer as a filesystem that refuses hard links does (tests of
+/// the copy).
+void simulate_no_hard_links(bool on) noexcept;
+}  // namespace detail
 
 /// Removes a checkpoint so that a crash half-way never leaves a torn one under its final name:
 /// renamed aside first (atomic), then deleted. A symlink is just unlinked. Best effort: failures

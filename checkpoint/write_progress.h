@@ -1,7 +1,7 @@
 #pragma once
-/// WriteProgress: a count that every step of a checkpoint write advances (a chunk written, a file
-/// or directory synced), so that whoever waits for the write can tell a slow disk, which moves on,
-/// from a stuck one, which does not. No LibTorch.
+/// WriteProgress: a count that every step of a checkpoint's file work advances (a chunk written,
+/// a file or directory synced, a link or an entry removed), so that whoever waits for it can tell
+/// a slow disk, which moves on, from a stuck one, which does not. No LibTorch.
 
 #include <atomic>
 #include <cstdint>
@@ -21,6 +21,9 @@ enum class WriterPhase : uint8_t {
   /// or copy: CheckpointJob::after_commit_makes_file_steps), each of which advances the count
   kAfterCommitFileSteps,
   kRemove,  ///< removing its evictions: each removal's steps advance the count
+  /// running its on_committed (trainbus's: measuring it for its CheckpointCommitted event), each
+  /// file it measures a step. Keep last: the static_assert below checks it fits.
+  kCommitted,
 };
 
 /// Whether every step of `phase` is a file step that advances the count (note_write_step), so
@@ -28,7 +31,7 @@ enum class WriterPhase : uint8_t {
 /// upload for an hour without one.
 constexpr bool makes_file_steps(WriterPhase phase) noexcept {
   return phase == WriterPhase::kWrite || phase == WriterPhase::kAfterCommitFileSteps ||
-         phase == WriterPhase::kRemove;
+         phase == WriterPhase::kRemove || phase == WriterPhase::kCommitted;
 }
 
 /// One reading of a WriteProgress: its count and the phase, read together.
@@ -71,7 +74,7 @@ class WriteProgress {
  private:
   static constexpr unsigned kPhaseBits = 3;
   static constexpr uint64_t kPhaseMask = (uint64_t{1} << kPhaseBits) - 1;
-  static_assert(static_cast<uint64_t>(WriterPhase::kRemove) <= kPhaseMask,
+  static_assert(static_cast<uint64_t>(WriterPhase::kCommitted) <= kPhaseMask,
                 "every WriterPhase must fit in kPhaseBits");
   std::atomic<uint64_t> state_{0};
 };
@@ -89,16 +92,19 @@ class ReportWriteProgress {
   WriteProgress* previous_;
 };
 
-/// Called after each step of a checkpoint write (DurableFile's writes and fsyncs, the directory
-/// fsyncs of renames): advances the calling thread's WriteProgress, if one is reported to.
+/// Called after each step of a checkpoint's file work (DurableFile's writes and fsyncs, the
+/// directory fsyncs of renames, the links and hard links of `last`, each entry a removal frees):
+/// advances the calling thread's WriteProgress, if one is reported to. A thread-local report: the
+/// steps count only on the thread that reports (the writer's), not on a thread of a hook's own.
 void note_write_step() noexcept;
 
 namespace detail {
 /// Runs `hook` on the writing thread before each step of a checkpoint write that writes or syncs a
 /// file (not before the sync of a directory after a rename), before the link or each file of a
-/// copy of `last`, and before each removal of an eviction, with the path: tests make a disk slow
-/// (the hook sleeps) or stuck (it blocks, then may throw, as an I/O error would; a removal's hook
-/// should not throw, removals being best effort). Empty: none. Set it while no write runs.
+/// copy of `last`, and before a checkpoint is removed (once per checkpoint), with the path: tests
+/// make a disk slow (the hook sleeps) or stuck (it blocks, then may throw, as an I/O error would; a
+/// removal that throws is skipped, as removals are best effort). Empty: none. Set it while no
+/// write runs.
 void simulate_slow_disk(std::function<void(const std::string& path)> hook);
 /// Calls the hook simulate_slow_disk set, if any (the file steps call it).
 void before_write_step(const std::string& path);

@@ -164,6 +164,7 @@ void CheckpointWriter::write_in_background(CheckpointJob job) noexcept {
         remove_checkpoint(old);
         removed.push_back(old);
       }
+      progress_.enter(WriterPhase::kCommitted);
       if (job.on_committed) job.on_committed(job.path, removed);
     } catch (...) {
       std::string message =
@@ -261,6 +262,14 @@ bool CheckpointWriter::has_error() const noexcept {
 std::string CheckpointWriter::path_in_flight() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return in_flight_ != nullptr ? *in_flight_ : std::string();
+}
+
+std::optional<std::string> CheckpointWriter::path_while(WriteActivity activity) const {
+  std::string path = path_in_flight();
+  // The path changes only once its save has ended (kIdle entered): the same activity after the
+  // read means the path is of the save that activity was read in.
+  if (progress_.read() != activity) return std::nullopt;
+  return path;
 }
 
 CheckpointWriterStats CheckpointWriter::stats() const {

@@ -45,7 +45,8 @@ struct CheckpointJob {
   /// the save is replaced. May throw: the error is raised like a failed write (see below).
   std::function<void(const std::string& path)> after_commit;
   /// after_commit is made of checkpoint file steps only (link_checkpoint, copy_checkpoint_as_links:
-  /// ModelCheckpoint's `last`), each of which reports progress: then it is watched for a stuck
+  /// ModelCheckpoint's `last`; remove_checkpoint), made on the writer's thread (the steps are
+  /// counted per thread), each of which reports progress: then it is watched for a stuck
   /// disk as the write is (WriterPhase::kAfterCommitFileSteps). Leave false for a hook that may
   /// take long without a file step (an upload): it is waited for however long it takes.
   bool after_commit_makes_file_steps = false;
@@ -56,7 +57,8 @@ struct CheckpointJob {
   std::string replace_group;
   /// Runs on the writer thread once this checkpoint is durable, after_commit has run and its
   /// evictions are removed, with the paths removed (those of a replaced save included). Must not
-  /// throw; dropped if the save is replaced.
+  /// throw; dropped if the save is replaced. Runs in WriterPhase::kCommitted, which a wait under
+  /// DDP watches as file work: keep it to file steps (the Trainer's measures the checkpoint).
   std::function<void(const std::string& path, const std::vector<std::string>& removed)>
       on_committed;
 };
@@ -132,6 +134,10 @@ class CheckpointWriter {
   /// The path of the save in flight (being written, or running what follows its write), or ""
   /// while none is.
   std::string path_in_flight() const;
+  /// path_in_flight() as it was while the writer's activity() was `activity` (read before), or
+  /// nullopt if the writer has moved on since: a stuck writer's error names the save it is stuck
+  /// in, not one it went on to once its disk came back.
+  std::optional<std::string> path_while(WriteActivity activity) const;
   /// Runs `task` on the writer's second thread, which only prepares buffers for the next snapshot
   /// (a write in progress does not delay it). `task` must not throw; if it does, the error is
   /// reported on stderr. Throws if the task cannot be started (out of memory).

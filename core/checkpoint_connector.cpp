@@ -63,6 +63,7 @@ int64_t bytes_on_disk(const std::string& path) {
   int64_t bytes = 0;
   for (fs::recursive_directory_iterator it(path, error), end; !error && it != end;
        it.increment(error)) {
+    checkpoint::note_write_step();  // on the writer's thread: an entry measured
     if (!it->is_regular_file(error)) continue;
     const auto size = it->file_size(error);
     if (!error) bytes += static_cast<int64_t>(size);
@@ -297,14 +298,14 @@ namespace {
 // Rank 0's wait, inside a save's agreement, for what it must wait for before it goes on (its
 // writer's earlier saves, or room in its queue), in steps of at most a given time so that the
 // ranks can agree in between. Under DDP the wait fails once the writer has made no progress in
-// its write for the collective timeout (WriterStallWatch). Whatever fails becomes `failed`: this
-// rank's part of the save failed.
+// its file work for the collective timeout (WriterStallWatch). Whatever fails becomes `failed`:
+// this rank's part of the save failed.
 class RankZeroWait {
  public:
   /// `ready`: nullptr on another rank. `on_stuck`: makes the error of a writer found stuck (and
   /// notes it), from how long it made no progress and the reading judged so.
   using OnStuck = std::function<std::exception_ptr(std::chrono::steady_clock::duration,
-                                                   checkpoint::WriteActivity)>;
+                                                   checkpoint::WriteActivity, std::string path)>;
   RankZeroWait(const std::function<bool(std::chrono::milliseconds)>* ready,
                const checkpoint::CheckpointWriter* writer,
                std::optional<std::chrono::milliseconds> timeout, const std::string& path,
@@ -329,7 +330,11 @@ class RankZeroWait {
       if (const auto stalled = stall_.stalled_for(now_doing, Clock::now())) {
         // The writer may have finished just after `limit`: then it is not stuck.
         if ((*ready_)(std::chrono::milliseconds(0))) return true;
-        failed_ = on_stuck_(*stalled, now_doing);
+        // Named by the save it is stuck in; moved on since (the disk came back): not stuck.
+        std::optional<std::string> path =
+            writer_ ? writer_->path_while(now_doing) : std::optional<std::string>("");
+        if (!path) return false;
+        failed_ = on_stuck_(*stalled, now_doing, std::move(*path));
         return true;
       }
       return false;
@@ -348,7 +353,7 @@ class RankZeroWait {
     const std::string bound =
         timeout_ ? detail::concat(
                        "; it fails once the writer makes no progress in a write (or in "
-                       "a `last` link, copy or eviction) for ",
+                       "a `last` link, copy or eviction, or in measuring it) for ",
                        timeout_->count() / 1000.0, " s (DDPOptions::timeout, --ddp-timeout)")
                  : std::string();
     warn(environment.rank_message(detail::concat(
@@ -504,10 +509,14 @@ std::string writer_doing(checkpoint::WriterPhase phase, const std::string& in_fl
   switch (phase) {
     case checkpoint::WriterPhase::kAfterCommitFileSteps:
       return detail::concat("writing what follows ", in_flight,
-                            " once it is on disk (ModelCheckpoint's `last` link or copy)");
+                            " now that it is on disk (its after_commit: ModelCheckpoint's `last` "
+                            "link or copy, if it is ModelCheckpoint's)");
     case checkpoint::WriterPhase::kRemove:
       return detail::concat("removing the checkpoints that ", in_flight,
-                            " replaces (top-k evictions), once it is on disk");
+                            " replaces (top-k evictions) now that it is on disk");
+    case checkpoint::WriterPhase::kCommitted:
+      return detail::concat("measuring ", in_flight,
+                            " on disk for its CheckpointCommitted event, once written");
     default:
       return "writing " + in_flight;
   }
@@ -515,24 +524,43 @@ std::string writer_doing(checkpoint::WriterPhase phase, const std::string& in_fl
 
 // What becomes of what the writer was found doing, for the stuck writer's error.
 std::string what_becomes_of(checkpoint::WriterPhase phase, const std::string& in_flight) {
-  const std::string waits =
-      " it is not cancelled, and this process waits for it when it exits (`trainbus fit`'s "
-      "launcher sends it SIGKILL after its grace period, which a write stuck in the kernel can "
-      "outlast)";
-  if (in_flight.empty() || !checkpoint::makes_file_steps(phase) ||
-      phase == checkpoint::WriterPhase::kWrite) {
+  const auto waits = [](std::string_view what) {
+    return detail::concat(" it is not cancelled, and this process waits for ", what,
+                          " when it exits (`trainbus fit`'s launcher sends it SIGKILL after its "
+                          "grace period, which a write stuck in the kernel can outlast)");
+  };
+  if (in_flight.empty() || phase == checkpoint::WriterPhase::kWrite) {
     const std::string writing = in_flight.empty() ? std::string("earlier saves") : in_flight;
     return detail::concat(
-        "The write of ", writing, " did not finish within the limit:", waits,
+        "The write of ", writing, " did not finish within the limit:", waits("that write"),
         "; it lands only if the disk recovers by then (a checkpoint is renamed into place only "
         "once complete; those already complete are intact)");
   }
-  return detail::concat(in_flight,
-                        " itself is on disk and complete; what follows it did not finish "
-                        "within the limit:",
-                        waits,
-                        ". Until it does, `last` may still name the checkpoint before, and a "
-                        "checkpoint it replaces may still be on disk (none is ever torn)");
+  switch (phase) {
+    case checkpoint::WriterPhase::kAfterCommitFileSteps:
+      return detail::concat(
+          in_flight,
+          " itself is on disk and complete; what follows it did not finish within the "
+          "limit:",
+          waits("it"),
+          ". Until it does, `last` may still name the checkpoint before (or not exist yet), and "
+          "the checkpoints it replaces are all kept");
+    case checkpoint::WriterPhase::kRemove:
+      return detail::concat(
+          in_flight,
+          " itself is on disk and complete, and its after_commit (ModelCheckpoint's `last`, if "
+          "any) has run; removing the checkpoints it replaces did not finish within the limit:",
+          waits("it"),
+          ". Until it does, some of them may still be on disk: one still under its own name is "
+          "not removed by a later run (delete it by hand), one renamed to `*.tmp-*.del` is "
+          "removed by the next run's cleanup");
+    default:
+      return detail::concat(in_flight,
+                            " itself is on disk and complete, as are what follows it and its "
+                            "evictions; measuring it for its CheckpointCommitted event did not "
+                            "finish within the limit:",
+                            waits("it"));
+  }
 }
 
 }  // namespace
@@ -547,9 +575,9 @@ std::exception_ptr CheckpointConnector::writer_stuck(const std::string& waiting_
                                                      const WriterStall& stall,
                                                      bool every_rank_waits) {
   // The reading judged stuck, not a later one: a step since then means the writer moved on.
-  stuck_at_ = stall.at;
+  stuck_ = stall;
   const std::chrono::steady_clock::duration stalled = stall.stalled;
-  const std::string in_flight = writer_->path_in_flight();
+  const std::string& in_flight = stall.path;
   const double seconds = std::round(std::chrono::duration<double>(stalled).count() * 10) / 10;
   const std::chrono::milliseconds timeout =
       writer_stall_limit().value_or(std::chrono::milliseconds(0));
@@ -586,25 +614,27 @@ CheckpointConnector::wait_for_writer_while_it_moves() {
     if (const auto stalled = stall.stalled_for(activity, Clock::now())) {
       // The writer may have finished just after the round: then it is not stuck.
       if (writer_->wait_for_idle(std::chrono::milliseconds(0))) break;
-      return WriterStall{*stalled, activity};
+      // Named by the save it is stuck in; moved on since (the disk came back): not stuck.
+      if (std::optional<std::string> path = writer_->path_while(activity))
+        return WriterStall{*stalled, activity, std::move(*path)};
     }
   }
   return std::nullopt;
 }
 
-void CheckpointConnector::begin_run() { stuck_at_.reset(); }
+void CheckpointConnector::begin_run() { stuck_.reset(); }
 
 bool CheckpointConnector::still_stuck() const {
-  return writer_ && stuck_at_ && writer_stall_limit() && writer_->activity() == *stuck_at_;
+  return writer_ && stuck_ && writer_stall_limit() && writer_->activity() == stuck_->at;
 }
 
 std::exception_ptr CheckpointConnector::still_stuck_error(const std::string& path) const {
-  const std::string in_flight = writer_->path_in_flight();
   return std::make_exception_ptr(CheckpointError(detail::concat(
       "checkpoint ", path,
       " is not written: rank 0's checkpoint writer, found stuck in this "
       "run, has made no progress since, ",
-      writer_doing(stuck_at_ ? stuck_at_->phase : checkpoint::WriterPhase::kWrite, in_flight),
+      writer_doing(stuck_ ? stuck_->at.phase : checkpoint::WriterPhase::kWrite,
+                   stuck_ ? stuck_->path : std::string()),
       " (its disk or filesystem is stuck; the limit is DDPOptions::timeout, --ddp-timeout, now ",
       writer_stall_limit().value_or(std::chrono::milliseconds(0)).count() / 1000.0, " s)")));
 }
@@ -640,8 +670,8 @@ void CheckpointConnector::finish() {
 void CheckpointConnector::warn_dropped_subscriber_error(std::exception_ptr error,
                                                         std::string_view raised_instead) const {
   warn(trainer_.strategy().environment().rank_message(
-      detail::concat("a subscriber of the checkpoint events failed while the run ended on ",
-                     raised_instead, " (the error raised): ", describe_exception(error))));
+      detail::concat("a subscriber of the checkpoint events failed (", describe_exception(error),
+                     "); not raised: ", raised_instead, " is the error raised")));
 }
 
 std::exception_ptr CheckpointConnector::left_stuck_quietly() {
@@ -667,12 +697,11 @@ std::exception_ptr CheckpointConnector::finish_quietly() {
   if (still_stuck() && !writer_->wait_for_idle(std::chrono::milliseconds(0)))
     return left_stuck_quietly();
   if (const auto stall = wait_for_writer_while_it_moves()) {
-    stuck_at_ = stall->at;
-    const std::string in_flight = writer_->path_in_flight();  // once: it may change meanwhile
+    stuck_ = stall;
     warn(trainer_.strategy().environment().rank_message(detail::concat(
         "rank 0's checkpoint writer made no progress for the collective timeout (--ddp-timeout, ",
         writer_stall_limit().value_or(std::chrono::milliseconds(0)).count() / 1000.0, " s) while ",
-        writer_doing(stall->at.phase, in_flight),
+        writer_doing(stall->at.phase, stall->path),
         ": not waited for any longer (its disk or filesystem is stuck); it did not finish and "
         "stays with the writer, which this process waits for when it exits")));
     return left_stuck_quietly();
@@ -692,8 +721,8 @@ void CheckpointConnector::agree_on_save(
       trainer_.is_global_zero() ? &rank_zero_ready : nullptr, writer_.get(), stall_limit,
       request.path, step, failed,
       [this, &request, step, agreed_across_ranks](std::chrono::steady_clock::duration stalled,
-                                                  checkpoint::WriteActivity at) {
-        return writer_stuck(request.path, step, WriterStall{stalled, at},
+                                                  checkpoint::WriteActivity at, std::string path) {
+        return writer_stuck(request.path, step, WriterStall{stalled, at, std::move(path)},
                             /*every_rank_waits=*/agreed_across_ranks);
       });
   if (!agreed_across_ranks) {
@@ -719,8 +748,8 @@ void CheckpointConnector::agree_on_save(
   // timeout while nothing is wrong, it waits in rounds of kWriterWaitRound, each ending with this
   // agreement, where it says that it still waits; every rank sees the same reduced values, so
   // every rank goes round again as long as rank 0 waits. A part that failed ends it at once, as
-  // does a writer that made no progress in a write for the timeout (RankZeroWait): rank 0's part
-  // fails then, and every rank learns it in that round.
+  // does a writer that made no progress in its file work for the timeout (RankZeroWait): rank 0's
+  // part fails then, and every rank learns it in that round.
   detail::SaveAgreement agreed;
   do {
     const bool waiting = !rank_zero.done_within(kWriterWaitRound);
@@ -914,6 +943,7 @@ void CheckpointConnector::wait() {
     publish_commits();
   } catch (...) {
     if (!failed) throw;
+    warn_dropped_subscriber_error(std::current_exception(), "the failed checkpoint save");
   }
   if (failed) std::rethrow_exception(failed);
 }

@@ -49,9 +49,10 @@ struct CheckpointRequest {
   /// Runs on the writer thread once this checkpoint is durable (updating `last`, say).
   std::function<void(const std::string& path)> after_commit;
   /// after_commit is made of checkpoint file steps only (checkpoint::link_checkpoint,
-  /// copy_checkpoint_as_links): under DDP a disk stuck in it then fails the job after the
-  /// collective timeout, as one stuck in the write does. Leave false for a hook that may take long
-  /// without a file step (an upload): it is waited for however long it takes.
+  /// copy_checkpoint_as_links, remove_checkpoint), called on the thread it runs on (the steps are
+  /// counted per thread): under DDP a disk stuck in it then fails the job after the collective
+  /// timeout, as one stuck in the write does. Leave false for a hook that may take long without a
+  /// file step (an upload): it is waited for however long it takes.
   bool after_commit_makes_file_steps = false;
   /// Saves of one series that supersede each other: a newer one of the same non-empty group
   /// replaces this one while it is pending; any other waits for it to start (see CheckpointJob).
@@ -149,33 +150,35 @@ class CheckpointConnector {
   /// again, with the whole limit).
   void begin_run();
   /// The end of a run: wait(), but under DDP throws a CheckpointError (also warned at once,
-  /// naming the rank) once the writer made no progress in a write for the collective timeout:
+  /// naming the rank) once the writer made no progress in its file work for the collective timeout:
   /// the other ranks have ended, nothing else would stop rank 0's wait.
   void finish();
   /// The end of a failing run: wait_quietly(), but under DDP not for a writer that made no
-  /// progress in a write for the collective timeout (warned), nor again for one that this run
+  /// progress in its file work for the collective timeout (warned), nor again for one that this run
   /// found stuck and that has not moved since.
   std::exception_ptr finish_quietly();
   /// finish_quietly() leaving a stuck writer: publishes the commits of the saves that landed and
   /// returns an earlier save's failure the writer holds, if any.
   std::exception_ptr left_stuck_quietly();
-  /// Says on stderr that a subscriber of the checkpoint events failed (`error`) while the run ends
-  /// with `raised_instead`, the error it raises.
+  /// Says on stderr that a subscriber of the checkpoint events failed (`error`) where
+  /// `raised_instead` is the error raised (the event it threw on is published again later).
   void warn_dropped_subscriber_error(std::exception_ptr error,
                                      std::string_view raised_instead) const;
-  /// Under DDP, how long rank 0's writer may go without progress in a write while rank 0 waits
-  /// for it: the strategy's collective_timeout. None on one process.
+  /// Under DDP, how long rank 0's writer may go without progress in its file work (a write, `last`,
+  /// evictions) while rank 0 waits for it: the strategy's collective_timeout. None on one process.
   std::optional<std::chrono::milliseconds> writer_stall_limit() const;
-  /// A writer judged stuck: for how long it had made no progress, and the reading judged so.
+  /// A writer judged stuck: for how long it had made no progress, the reading judged so, and the
+  /// path of the save it was stuck in ("" for none), read while that reading held.
   struct WriterStall {
     std::chrono::steady_clock::duration stalled;
     checkpoint::WriteActivity at;
+    std::string path;
   };
   /// Rank 0: waits until the writer is idle; under DDP stops waiting once it made no progress in
-  /// a write for writer_stall_limit() (and was still not idle just after), and returns that.
+  /// its file work for writer_stall_limit() (and was still not idle just after), and returns that.
   std::optional<WriterStall> wait_for_writer_while_it_moves();
   /// Rank 0's writer made no progress for `stall.stalled` while `waiting_save` (at `step`; "" at
-  /// the end of a run) waited for it: notes the reading judged stuck (stuck_at_), warns, and
+  /// the end of a run) waited for it: notes the reading judged stuck (stuck_), warns, and
   /// returns the error to raise. `every_rank_waits`: the other ranks wait with it (a save's
   /// agreement).
   std::exception_ptr writer_stuck(const std::string& waiting_save, int64_t step,
@@ -214,9 +217,9 @@ class CheckpointConnector {
   /// a write for writer_stall_limit() (then rank 0's part fails with a CheckpointError saying its
   /// disk is stuck, and every rank learns it in that round). Without agreement (one process, a
   /// failing run): only waits for it, and rethrows; under DDP that wait fails as well once the
-  /// writer made no progress in a write for writer_stall_limit(), or at once if still_stuck().
-  /// `waits_for_room`: rank_zero_ready waits for room in the writer's queue (an asynchronous save),
-  /// for the warning after a minute.
+  /// writer made no progress in its file work for writer_stall_limit(), or at once if
+  /// still_stuck(). `waits_for_room`: rank_zero_ready waits for room in the writer's queue (an
+  /// asynchronous save), for the warning after a minute.
   void agree_on_save(const CheckpointRequest& request, std::exception_ptr failed,
                      detail::SavePhase phase,
                      const std::function<bool(std::chrono::milliseconds)>& rank_zero_ready = {},
@@ -268,10 +271,10 @@ class CheckpointConnector {
   // snapshots' buffers back to them.
   std::unique_ptr<SnapshotBuffers> buffers_;
   std::unique_ptr<checkpoint::CheckpointWriter> writer_;
-  // What rank 0's writer was doing when this run found it stuck (no progress in a write for the
-  // collective timeout): a failing run's end does not wait for it again while it has not moved.
+  // What rank 0's writer was doing when this run found it stuck (no progress in its file work for
+  // the collective timeout): a failing run's end does not wait for it again while it has not moved.
   // Reset by begin_run.
-  std::optional<checkpoint::WriteActivity> stuck_at_;
+  std::optional<WriterStall> stuck_;
 
   std::vector<DryRunSave> dry_run_saves_;
   std::set<std::string> dry_run_paths_;  // what the dry-run saves left on the "disk"

@@ -221,7 +221,10 @@ void Trainer::add_observer(std::shared_ptr<events::Observer> observer,
   const bool logger = observer->is_logger();
   const std::string name = observer->name();
   const std::string dir = observer->log_dir();
-  observers_->attach(bus_, std::move(observer), options);
+  // Where it runs: an observer that writes files names them by this rank (observers::Logger,
+  // record::Recorder), so that ranks added with every_rank never share one.
+  observers_->attach(bus_, std::move(observer), options,
+                     events::Placement{global_rank(), local_rank(), world_size()});
   if (progress_bar) progress_bar_attached_ = true;
   if (logger) loggers_.emplace_back(*this, name, dir);
 }

@@ -91,6 +91,8 @@ class Trainer {
   /// before returning, also when it leaves by an exception; a failure in it is raised as
   /// events::ObserverError at the next batch, epoch end or the end of the run, through
   /// on_exception. In data-parallel training only rank 0 runs it, unless options.every_rank().
+  /// It is told this trainer's rank as it is attached (events::Observer::attached), so that one
+  /// that writes files on every rank writes its own (an error doing so is thrown from here).
   /// A progress bar (events::Observer::is_progress_bar) with enable_progress_bar false is refused,
   /// and so is a second one.
   void add_observer(std::shared_ptr<events::Observer> observer,

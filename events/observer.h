@@ -16,6 +16,15 @@ struct Delivery;
 class ObserverChannel;
 }  // namespace detail
 
+/// Where an observer runs: this process's place in its job. It describes the process the
+/// observer runs in, not the run its events come from: under replay it is the replaying process
+/// (rank 0 of 1) while Setup's fields carry the recorded rank.
+struct Placement {
+  int64_t global_rank = 0;  ///< this process's rank among all of the job's (0: rank zero)
+  int64_t local_rank = 0;   ///< its rank among the job's processes on this machine
+  int64_t world_size = 1;   ///< processes in the job (1: one process, no data parallelism)
+};
+
 /// The event types (and filters) an observer receives.
 class EventSelection {
  public:
@@ -71,6 +80,16 @@ class Observer {
   /// pool shuts down, so that a crash of the process loses at most that interval. May throw (then
   /// it fails like a hook).
   virtual void flush() {}
+  /// Where it runs, told when it is attached (ObserverPool::attach), on the attaching thread,
+  /// before it receives any event: Trainer::add_observer passes its rank and world size (also to
+  /// an observer added with ObserverOptions::every_rank on a rank other than 0), a pool used
+  /// without a Trainer one process's placement unless given another. An observer that writes
+  /// files names them by it, so that two ranks never write one file (observers::Logger,
+  /// record::Recorder). It cannot wait for Setup, whose rank fields say the same: a callback's
+  /// setup hook may log before Setup is published, and a run can fail before it. May throw: the
+  /// observer is then not attached and the error reaches the caller of attach (add_observer).
+  /// Called once per attach. Default: nothing.
+  virtual void attached(const Placement& placement) { (void)placement; }
 
   // ---- hooks: one per event type, named as Callback's (on_train_batch_end receives a
   // TrainBatchEnd), in the order a fit meets them; each event's struct says when it fires ----

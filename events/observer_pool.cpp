@@ -155,10 +155,13 @@ void ObserverPool::subscribe(EventBus& bus, const std::shared_ptr<ObserverChanne
 }
 
 void ObserverPool::attach(EventBus& bus, std::shared_ptr<Observer> observer,
-                          ObserverOptions options) {
+                          ObserverOptions options, Placement placement) {
   TRAINBUS_CHECK(observer != nullptr, "ObserverPool::attach: the observer is null");
   TRAINBUS_CHECK(options.capacity() >= 1, "ObserverOptions::capacity of `", observer->name(),
                  "` must be >= 1");
+  // Before the channel, which keeps its name (a Recorder's names the file of its rank), and
+  // before any event can reach it.
+  observer->attached(placement);
   auto channel = std::make_shared<ObserverChannel>(std::move(observer), options, executor_,
                                                    unraised_, progress_, stall_timeout_);
   EventSelection selection;

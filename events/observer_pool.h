@@ -50,7 +50,11 @@ struct ObserverOptions {
   TRAINBUS_ARG(std::chrono::milliseconds, flush_interval){1000};
   /// In data-parallel training, also on the ranks other than 0 (a Recorder of each rank's own
   /// events, say). By default an observer runs on rank 0 only, as Lightning's loggers and
-  /// progress bar do; on one process it always runs.
+  /// progress bar do; on one process it always runs. The built-in observers that write files
+  /// (observers::CsvLogger, observers::TensorBoardLogger, record::Recorder) then write rank R's
+  /// own beside rank 0's; another must name its files by the rank it is told in
+  /// Observer::attached (an observers::Logger subclass: write in files_dir()), else two ranks
+  /// write one file.
   TRAINBUS_ARG(bool, every_rank) = false;
 };
 
@@ -114,9 +118,13 @@ class ObserverPool {
   ObserverPool(const ObserverPool&) = delete;
   ObserverPool& operator=(const ObserverPool&) = delete;
 
-  /// Starts delivering the events `observer` selects from `bus`. Keep the bus alive as long as the
-  /// pool.
-  void attach(EventBus& bus, std::shared_ptr<Observer> observer, ObserverOptions options = {});
+  /// Starts delivering the events `observer` selects from `bus`, after telling it where it runs
+  /// (Observer::attached with `placement`). The default is rank 0 of 1, one process's; the Trainer
+  /// passes its rank. A pool made by hand in a job of several processes must pass
+  /// Placement{global_rank, local_rank, world_size} of this process: with the default, an observer
+  /// on rank R writes rank 0's files. Keep the bus alive as long as the pool.
+  void attach(EventBus& bus, std::shared_ptr<Observer> observer, ObserverOptions options = {},
+              Placement placement = {});
   /// Stops delivering new events to every observer (those already posted are still handled).
   void detach_all();
 

@@ -10,6 +10,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "base/errors.h"
 #include "observers/hparams_file.h"
 
 namespace trainbus::observers {
@@ -90,19 +91,42 @@ CsvLogger::CsvLogger(CsvLoggerOptions options)
   if (options_.flush_logs_every_n_steps() < 1) {
     throw std::invalid_argument("CsvLogger: flush_logs_every_n_steps must be >= 1");
   }
+  // Rank 0's files, created at the first write or when attached (files_moved_to): a rank that
+  // does not run the logger creates nothing, not even the directory.
+  dir_ = options_.log_dir();
+  metrics_file_ = (fs::path(dir_) / "metrics.csv").string();
+  hparams_file_ = (fs::path(dir_) / "hparams.yaml").string();
+}
+
+void CsvLogger::use_dir(const std::string& dir) {
   std::error_code error;
-  fs::create_directories(options_.log_dir(), error);
+  fs::create_directories(dir, error);
   if (error)
-    throw std::runtime_error(options_.log_dir() + ": cannot create the run directory (" +
-                             error.message() + ")");
-  metrics_file_ = (fs::path(options_.log_dir()) / "metrics.csv").string();
-  hparams_file_ = (fs::path(options_.log_dir()) / "hparams.yaml").string();
-  if (fs::exists(metrics_file_)) {
+    throw std::runtime_error(dir + ": cannot create the run directory (" + error.message() + ")");
+  const std::string metrics_file = (fs::path(dir) / "metrics.csv").string();
+  std::vector<std::string> columns;
+  if (fs::exists(metrics_file)) {
     // Continue an existing file (a resumed run logging into the same directory).
-    std::ifstream in(metrics_file_);
+    std::ifstream in(metrics_file);
     std::string line;
-    if (std::getline(in, line) && !line.empty()) columns_ = parse_line(line);
+    if (std::getline(in, line) && !line.empty()) columns = parse_line(line);
   }
+  dir_ = dir;
+  metrics_file_ = metrics_file;
+  // Each rank's directory keeps an hparams.yaml too: it is a whole log directory in Lightning's
+  // layout, and hyper-parameters a callback logs on one rank (LoggerHandle::log_hyperparams) may
+  // differ from rank 0's. Sharing rank 0's file would let the last rank to write win.
+  hparams_file_ = (fs::path(dir) / "hparams.yaml").string();
+  columns_ = std::move(columns);
+  dir_ready_ = true;
+}
+
+void CsvLogger::files_moved_to(const std::string& dir) {
+  // Written to before it was attached (its hooks called directly): rank 0's files, kept.
+  TRAINBUS_CHECK(!dir_ready_ || dir == dir_, name(), " wrote ", dir_,
+                 " before it was attached on a rank whose files go to ", dir,
+                 ": attach it before giving it events, or make a logger for each rank");
+  if (!dir_ready_) use_dir(dir);
 }
 
 void CsvLogger::log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) {
@@ -115,11 +139,13 @@ void CsvLogger::log_metrics(const Metrics& metrics, int64_t step, int64_t epoch)
 }
 
 void CsvLogger::log_hyperparams(const std::map<std::string, std::string>& hparams) {
+  if (!dir_ready_) use_dir(dir_);  // not attached: rank 0's
   write_hparams_yaml(hparams_file_, hparams);
 }
 
 void CsvLogger::flush() {
   if (pending_.empty()) return;
+  if (!dir_ready_) use_dir(dir_);  // not attached: rank 0's
   std::set<std::string> names(columns_.begin(), columns_.end());
   for (const Row& row : pending_) {
     for (const auto& [name, value] : row) names.insert(name);

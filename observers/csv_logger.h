@@ -12,7 +12,8 @@
 namespace trainbus::observers {
 
 struct CsvLoggerOptions {
-  /// Run directory; created if missing (see next_version_dir).
+  /// Run directory; created if missing (see next_version_dir) when the logger is attached or first
+  /// writes, not when it is constructed.
   TRAINBUS_ARG(std::string, log_dir);
   TRAINBUS_ARG(int64_t, log_every_n_steps) = 50;
   /// Rows kept in memory before they are appended to the file (Lightning: 100); epoch ends,
@@ -23,11 +24,13 @@ struct CsvLoggerOptions {
 /// One row per log_metrics call: the logged names as columns (sorted), plus `epoch` and `step`;
 /// an empty cell where a row has no value. When a new name appears the file is rewritten with
 /// the wider header, as Lightning's CSVLogger does. Throws std::runtime_error naming the file
-/// when it cannot be written.
+/// when it cannot be written. Its files are in files_dir(): on a rank R > 0 (added with
+/// ObserverOptions::every_rank) log_dir/rank_R/metrics.csv and hparams.yaml, beside rank 0's.
 class CsvLogger : public Logger {
  public:
   explicit CsvLogger(CsvLoggerOptions options);
 
+  /// files_dir()'s metrics.csv and hparams.yaml (rank 0's until the logger is attached).
   const std::string& metrics_file() const noexcept { return metrics_file_; }
   const std::string& hparams_file() const noexcept { return hparams_file_; }
 
@@ -40,12 +43,18 @@ class CsvLogger : public Logger {
  protected:
   void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) override;
   void log_hyperparams(const std::map<std::string, std::string>& hparams) override;
+  void files_moved_to(const std::string& dir) override;
 
  private:
   using Row = std::map<std::string, std::string>;
+  /// Creates `dir`, where metrics.csv (continuing one there: its header is read) and hparams.yaml
+  /// go from now on. Changes nothing when it throws.
+  void use_dir(const std::string& dir);
   void rewrite_with(const std::vector<std::string>& columns);
 
   CsvLoggerOptions options_;
+  std::string dir_;         // files_dir(): where metrics_file_ and hparams_file_ are
+  bool dir_ready_ = false;  // dir_ created and metrics.csv's header read (use_dir)
   std::string metrics_file_;
   std::string hparams_file_;
   std::vector<std::string> columns_;  // sorted; those of the file's header

@@ -30,6 +30,22 @@ void Logger::select_events(events::EventSelection& selection) const {
       .add<events::Exception>();
 }
 
+void Logger::attached(const events::Placement& placement) {
+  if (placed_) {
+    // Its files are its rank's, written on its first pool's threads: moving them from this
+    // thread would race with those.
+    TRAINBUS_CHECK(placement.global_rank == global_rank_, name(), " writes rank ", global_rank_,
+                   "'s files already (", files_dir(), "); it cannot also be added on rank ",
+                   placement.global_rank, ": make a logger for each rank");
+    return;  // attached again on its rank: the same files
+  }
+  files_moved_to(rank_files_dir(log_dir(), placement.global_rank));  // may throw: not placed
+  global_rank_ = placement.global_rank;
+  placed_ = true;
+}
+
+std::string Logger::files_dir() const { return rank_files_dir(log_dir(), global_rank_); }
+
 void Logger::on_metrics_logged(const events::MetricsLogged& event) {
   if (event.metrics.empty() || !(event.logger.empty() || event.logger == name())) return;
   log_metrics(event.metrics, event.step, /*epoch=*/-1);
@@ -113,6 +129,11 @@ std::string next_version_dir(const std::string& root) {
     }
   }
   return (fs::path(root) / ("version_" + std::to_string(next))).string();
+}
+
+std::string rank_files_dir(const std::string& log_dir, int64_t global_rank) {
+  if (global_rank == 0 || log_dir.empty()) return log_dir;
+  return (std::filesystem::path(log_dir) / ("rank_" + std::to_string(global_rank))).string();
 }
 
 }  // namespace trainbus::observers

@@ -23,13 +23,28 @@ namespace trainbus::observers {
 ///    added to them, as Lightning's loggers update their `hparams`.
 /// Rows carry the epoch and Lightning's step: the count of optimizer steps before the batch (the
 /// 0-based step of a batch that stepped), global_step - 1 at an epoch end. A subclass only
-/// writes. Runs on the observer pool (see events::Observer), one logger at a time.
+/// writes, and must write all its files in files_dir(): log_dir() itself on one process and on
+/// rank 0, log_dir()/rank_R on a rank R > 0 it was added on with ObserverOptions::every_rank (told
+/// as it is attached), so that ranks never write one file; it creates them no earlier than
+/// files_moved_to or its first write, so that a rank that does not run it writes nothing. Runs on
+/// the observer pool (see events::Observer), one logger at a time. One logger runs on one rank:
+/// attached on another, it throws (make a logger for each rank).
 class Logger : public events::Observer {
  public:
   explicit Logger(int64_t log_every_n_steps = 50);
 
   void select_events(events::EventSelection& selection) const override;
   bool is_logger() const override { return true; }
+  /// Keeps the rank it runs on and has the subclass write in files_dir() (files_moved_to), the
+  /// first time it is attached; attached again on the same rank, nothing. Throws
+  /// MisconfigurationError when attached on another rank than the first: its files are that
+  /// rank's, written on the pool's threads (make a logger for each rank). Final: a subclass is told
+  /// its directory by files_moved_to and its rank by global_rank().
+  void attached(const events::Placement& placement) final;
+  /// Where its files go: log_dir() on one process and on rank 0; log_dir()/rank_R on a rank R > 0
+  /// (rank_files_dir). log_dir() itself stays rank 0's on every rank, as Trainer::log_dir() and
+  /// the checkpoints under it do. Valid once attached (else rank 0's).
+  std::string files_dir() const;
 
   void on_fit_start(const events::FitStart& event) override;
   void on_sanity_check_start(const events::SanityCheckStart& event) override {
@@ -66,6 +81,16 @@ class Logger : public events::Observer {
   virtual void resume_at(int64_t step) {}
   /// End of fit ("success") or an exception ("failed"): flush.
   virtual void finalize(const std::string& status) { flush(); }
+  /// Its files go to `dir` (files_dir() of the rank it is attached on): write there. Called once,
+  /// when the logger is first attached (ObserverPool::attach, Trainer::add_observer), on the
+  /// attaching thread, before any event; not for a logger whose hooks are called directly without
+  /// being attached (its files are then rank 0's, in log_dir()). May throw (the directory cannot
+  /// be created): the logger is then not attached, and attaching it again calls this again.
+  /// Default: nothing.
+  virtual void files_moved_to(const std::string& dir) {}
+  /// The rank it was attached on (0 before it is attached; then for its hooks: Lightning's
+  /// rank_zero_only is `if (global_rank() == 0)`).
+  int64_t global_rank() const noexcept { return global_rank_; }
 
  private:
   static int64_t step_of(const events::Progress& progress) {
@@ -75,6 +100,8 @@ class Logger : public events::Observer {
   void add_hyperparams(const std::map<std::string, std::string>& hparams);
 
   int64_t log_every_n_steps_;
+  int64_t global_rank_ = 0;  // where it was attached; set before any event, on the attaching thread
+  bool placed_ = false;      // attached once (global_rank_ is then that rank)
   std::map<std::string, std::string> hparams_;  // every one logged so far, as Lightning's
   bool sanity_checking_ = false;
   bool stop_requested_ = false;   // in this fit (Lightning's trainer.should_stop)
@@ -90,5 +117,11 @@ class Logger : public events::Observer {
 /// `root/version_N` for the next N not yet used under `root` (Lightning's version folders);
 /// `version_0` when there is none.
 std::string next_version_dir(const std::string& root);
+
+/// Where a logger of `log_dir` running on `global_rank` writes: `log_dir` itself for rank 0,
+/// `log_dir/rank_R` for a rank R > 0, a whole log directory of its own in the same layout (so
+/// that TensorBoard shows each rank as a run, and metrics.csv is read alike). Empty when
+/// `log_dir` is (a logger that keeps no directory), never a relative rank_R.
+std::string rank_files_dir(const std::string& log_dir, int64_t global_rank);
 
 }  // namespace trainbus::observers

@@ -10,6 +10,7 @@
 #include <optional>
 #include <stdexcept>
 
+#include "base/errors.h"
 #include "base/tfrecord.h"
 #include "observers/hparams_file.h"
 #include "proto/tensorboard.pb.h"
@@ -72,15 +73,34 @@ TensorBoardLogger::TensorBoardLogger(TensorBoardLoggerOptions options)
     : Logger(options.log_every_n_steps()), options_(std::move(options)) {
   if (options_.log_dir().empty())
     throw std::invalid_argument("TensorBoardLogger: log_dir is empty; name the run directory");
+  // The directory and the file wait until the logger is attached (or its first record): on a
+  // rank R > 0 they belong in log_dir/rank_R, none of this rank's may land among rank 0's (where
+  // TensorBoard would read it as part of rank 0's run), and a rank that does not run the logger
+  // creates nothing.
+  file_name_ = event_file_name(options_.filename_suffix());
+  dir_ = options_.log_dir();
+  path_ = (std::filesystem::path(dir_) / file_name_).string();
+}
+
+void TensorBoardLogger::files_moved_to(const std::string& dir) {
+  // Written to before it was attached (its hooks called directly): rank 0's file, kept.
+  TRAINBUS_CHECK(!file_.is_open() || dir == dir_, name(), " wrote ", path_,
+                 " before it was attached on a rank whose files go to ", dir,
+                 ": attach it before giving it events, or make a logger for each rank");
+  if (!file_.is_open()) create_file(dir);
+}
+
+void TensorBoardLogger::create_file(const std::string& dir) {
   std::error_code error;
-  std::filesystem::create_directories(options_.log_dir(), error);
+  std::filesystem::create_directories(dir, error);
   if (error)
-    throw std::runtime_error(options_.log_dir() + ": cannot create the run directory (" +
-                             error.message() + ")");
-  path_ = (std::filesystem::path(options_.log_dir()) / event_file_name(options_.filename_suffix()))
-              .string();
-  file_.open(path_, std::ios::binary | std::ios::trunc);
-  if (!file_) throw std::runtime_error(path_ + ": cannot create the TensorBoard event file");
+    throw std::runtime_error(dir + ": cannot create the run directory (" + error.message() + ")");
+  const std::string path = (std::filesystem::path(dir) / file_name_).string();
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  if (!file) throw std::runtime_error(path + ": cannot create the TensorBoard event file");
+  dir_ = dir;
+  path_ = path;
+  file_ = std::move(file);
   tensorboard::Event first;
   first.set_wall_time(wall_time());
   first.set_file_version("brain.Event:2");
@@ -108,8 +128,9 @@ void TensorBoardLogger::log_metrics(const Metrics& metrics, int64_t step, int64_
 }
 
 void TensorBoardLogger::log_hyperparams(const std::map<std::string, std::string>& hparams) {
-  write_hparams_yaml((std::filesystem::path(options_.log_dir()) / "hparams.yaml").string(),
-                     hparams);
+  // Each rank's directory keeps its own hparams.yaml, as CsvLogger's (see CsvLogger::use_dir).
+  if (!file_.is_open()) create_file(dir_);  // not attached: rank 0's directory, created
+  write_hparams_yaml((std::filesystem::path(dir_) / "hparams.yaml").string(), hparams);
   if (hparams.empty()) return;
   tensorboard::HParamsPluginData data;
   data.set_version(0);
@@ -140,11 +161,13 @@ void TensorBoardLogger::resume_at(int64_t step) {
 }
 
 void TensorBoardLogger::flush() {
+  if (!file_.is_open()) return;  // nothing written yet
   file_.flush();
   if (!file_) throw std::runtime_error(path_ + ": cannot write the TensorBoard event file");
 }
 
 void TensorBoardLogger::write_record(const std::string& payload) {
+  if (!file_.is_open()) create_file(dir_);  // fed events without being attached: rank 0's file
   const std::string record = tfrecord_frame(payload);
   file_.write(record.data(), static_cast<std::streamsize>(record.size()));
   if (!file_) throw std::runtime_error(path_ + ": cannot write the TensorBoard event file");

@@ -28,11 +28,15 @@ struct TensorBoardLoggerOptions {
 /// at most events::ObserverOptions::flush_interval (1 s) after a record was written: a crash of the
 /// process loses at most that last second (TensorBoard's own writers flush every 120 s). A torn
 /// last record is skipped by readers. Throws std::runtime_error naming the file when it cannot
-/// write.
+/// write. The event file is created in files_dir() when the logger is attached (or at its first
+/// record, fed events without a pool): on a rank R > 0 (added with ObserverOptions::every_rank)
+/// in log_dir/rank_R, which TensorBoard shows as a run of its own, with that rank's hparams.yaml.
 class TensorBoardLogger : public Logger {
  public:
   explicit TensorBoardLogger(TensorBoardLoggerOptions options);
 
+  /// The event file, in files_dir() (rank 0's until the logger is attached); created when the
+  /// logger is attached, or at its first record.
   const std::string& file_path() const noexcept { return path_; }
 
   /// Hands the buffered records to the operating system.
@@ -48,11 +52,18 @@ class TensorBoardLogger : public Logger {
   /// and in the event file for TensorBoard's HPARAMS tab (the hparams plugin's session start info;
   /// TensorBoard shows the first a run wrote, as with Lightning's).
   void log_hyperparams(const std::map<std::string, std::string>& hparams) override;
+  /// Creates `dir` and the event file in it.
+  void files_moved_to(const std::string& dir) override;
 
  private:
+  /// Creates `dir` and the event file there, starting with the file_version record; then dir_ and
+  /// path_ name them (unchanged when it throws).
+  void create_file(const std::string& dir);
   void write_record(const std::string& payload);
 
   TensorBoardLoggerOptions options_;
+  std::string file_name_;  // events.out.tfevents.<time>.<host>.<pid>.<n><suffix>
+  std::string dir_;        // files_dir(): path_'s directory
   std::string path_;
   std::ofstream file_;
 };

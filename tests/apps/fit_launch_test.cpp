@@ -88,13 +88,8 @@ TEST_CASE("A config file sets the launcher's flags under trainbus", "[launch][co
   }
 }
 
-TEST_CASE("With --record-every-rank, rank R records beside rank 0 with .rankR", "[launch]") {
-  CHECK(apps::record_path_of_rank("/runs/version_0/events.tbrec", 0) ==
-        "/runs/version_0/events.tbrec");
-  CHECK(apps::record_path_of_rank("/runs/version_0/events.tbrec", 1) ==
-        "/runs/version_0/events.rank1.tbrec");
-  CHECK(apps::record_path_of_rank("mine.tbrec", 12) == "mine.rank12.tbrec");
-  CHECK(apps::record_path_of_rank("/runs/recording", 3) == "/runs/recording.rank3");
+TEST_CASE("trainbus fit --record-every-rank is a flag, off by default", "[launch]") {
+  // Where each rank's recording goes: record::recording_path_of_rank (tests/record).
   CHECK(parse_fit({"fit", "--record-every-rank"}).record_every_rank);
   CHECK_FALSE(parse_fit({"fit"}).record_every_rank);
 }

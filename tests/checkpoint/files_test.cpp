@@ -14,10 +14,12 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
 #include "checkpoint/durable_file.h"
+#include "checkpoint/write_progress.h"
 #include "tests/support/temp_dir.h"
 
 using namespace trainbus;
@@ -70,6 +72,8 @@ TEST_CASE("`last` exists at every instant while it flips between a link and a di
   CHECK(fs::is_symlink(last));
   CHECK(names_in(dir.path().string()) ==
         std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});  // no leftovers
+  // The checkpoint the link names is untouched by every replacement of the link.
+  CHECK(fs::exists(fs::path(best) / "MANIFEST"));
 }
 
 // A filesystem without RENAME_EXCHANGE, for the scope.
@@ -187,4 +191,72 @@ TEST_CASE("A commit cut between its two renames is completed by the next cleanup
     CHECK(read_manifest_of(last) == "3");
   }
   CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});
+}
+
+namespace {
+// For the scope: the filesystem refuses hard links.
+struct NoHardLinks {
+  NoHardLinks() { detail::simulate_no_hard_links(true); }
+  ~NoHardLinks() { detail::simulate_no_hard_links(false); }
+};
+}  // namespace
+
+TEST_CASE("Where hard links are refused, a copy of a checkpoint copies its files durably in steps",
+          "[checkpoint][files]") {
+  TempDir dir;
+  std::filesystem::create_directory(dir.file("from"));
+  // 9 MiB and a bit: three chunks of at most 4 MiB.
+  std::vector<char> big((9 << 20) + 123);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + i / 4096);
+  std::ofstream(dir.file("from/big"), std::ios::binary)
+      .write(big.data(), static_cast<std::streamsize>(big.size()));
+  std::ofstream(dir.file("from/small")) << "small";
+  WriteProgress progress;
+  {
+    const NoHardLinks no_hard_links;
+    const ReportWriteProgress report(progress);
+    copy_checkpoint_as_links(dir.file("from"), dir.file("to"));
+  }
+  // Three chunks and an fsync for big, a chunk and an fsync for small, then the commit's syncs.
+  CHECK(progress.steps() >= 3 + 1 + 1 + 1);
+  std::ifstream copied(dir.file("to/big"), std::ios::binary);
+  const std::vector<char> bytes((std::istreambuf_iterator<char>(copied)),
+                                std::istreambuf_iterator<char>());
+  CHECK(bytes == big);
+  std::ifstream small(dir.file("to/small"));
+  std::string text;
+  small >> text;
+  CHECK(text == "small");
+  // Copies, not links: the originals have one name each.
+  struct stat info {};
+  REQUIRE(::stat(dir.file("from/big").c_str(), &info) == 0);
+  CHECK(info.st_nlink == 1);
+  // With hard links (the usual case) one step a file.
+  WriteProgress linked;
+  {
+    const ReportWriteProgress report(linked);
+    copy_checkpoint_as_links(dir.file("from"), dir.file("linked"));
+  }
+  REQUIRE(::stat(dir.file("from/big").c_str(), &info) == 0);
+  CHECK(info.st_nlink == 2);
+}
+
+TEST_CASE("A directory over a `last` link, or a link removed, leaves the linked checkpoint intact",
+          "[checkpoint][files]") {
+  const bool exchange = GENERATE(true, false);
+  CAPTURE(exchange);
+  std::optional<NoRenameExchange> no_exchange;
+  if (!exchange) no_exchange.emplace();
+  TempDir dir;
+  const std::string best = dir.file("epoch=1.ckpt");
+  checkpoint::commit_checkpoint(directory_for(best, "best"), best);
+  const std::string last = dir.file("last.ckpt");
+  checkpoint::link_checkpoint(best, last);
+  checkpoint::commit_checkpoint(directory_for(last, "full"), last);  // a full `last` over the link
+  CHECK(fs::exists(fs::path(best) / "MANIFEST"));
+  CHECK_FALSE(fs::is_symlink(last));
+  checkpoint::link_checkpoint(best, last);
+  checkpoint::remove_checkpoint(last);  // the link goes, not what it names
+  CHECK(fs::exists(fs::path(best) / "MANIFEST"));
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt"});
 }

@@ -183,9 +183,9 @@ TEST_CASE("progress grows with every file step and every phase, path_in_flight n
   CHECK(writer.path_in_flight() == dir.file("a"));
   upload_done.set_value();
   writer.wait();
-  // The evictions' phase, then the end of the save.
+  // The evictions' phase, on_committed's, then the end of the save.
   CHECK(writer.activity() ==
-        checkpoint::WriteActivity{uploading.count + 2, checkpoint::WriterPhase::kIdle});
+        checkpoint::WriteActivity{uploading.count + 3, checkpoint::WriterPhase::kIdle});
   CHECK(writer.path_in_flight().empty());
 }
 
@@ -219,7 +219,7 @@ TEST_CASE(
   CHECK_FALSE(std::filesystem::exists(dir.file("copy")));
   CHECK(std::count(stepped.begin(), stepped.end(), dir.file("link")) == 1);
   CHECK(std::count(stepped.begin(), stepped.end(), dir.file("copy")) == 1);  // the removal
-  CHECK(stepped.size() == 3 + 1 + 1 + 3);  // copied files, the link, the removal, removed files
+  CHECK(stepped.size() == 3 + 1 + 1);  // the copied files, the link, the removal
 
   // In the writer: an after_commit said to be made of file steps runs in a phase that is watched
   // for a stuck disk (checkpoint::makes_file_steps), as the evictions do.
@@ -238,6 +238,7 @@ TEST_CASE(
   CHECK(during_after_commit->phase == checkpoint::WriterPhase::kAfterCommitFileSteps);
   CHECK(checkpoint::makes_file_steps(checkpoint::WriterPhase::kAfterCommitFileSteps));
   CHECK(checkpoint::makes_file_steps(checkpoint::WriterPhase::kRemove));
+  CHECK(checkpoint::makes_file_steps(checkpoint::WriterPhase::kCommitted));
   CHECK_FALSE(checkpoint::makes_file_steps(checkpoint::WriterPhase::kAfterCommit));
   CHECK_FALSE(checkpoint::makes_file_steps(checkpoint::WriterPhase::kIdle));
 }

@@ -9,6 +9,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -152,14 +153,28 @@ class SaveAtBatch : public Callback {
   SaveCheckpointOptions options_;
 };
 
+// A Trainer's options for one epoch on `strategy`, without a model summary or sanity check.
+TrainerOptions one_epoch_on(std::shared_ptr<distributed::Strategy> strategy) {
+  return trainer_options()
+      .max_epochs(1)
+      .enable_model_summary(false)
+      .num_sanity_val_steps(0)
+      .strategy(std::move(strategy));
+}
+
+// Rank 0 of 2 whose collectives time out after `timeout`, which bounds rank 0's waits for its
+// writer.
+std::shared_ptr<SimulatedPeers> peers_with_timeout(std::chrono::milliseconds timeout) {
+  auto strategy = std::make_shared<SimulatedPeers>();
+  strategy->timeout = timeout;
+  return strategy;
+}
+
 // A fit of one epoch (16 batches of 4) on `strategy` with `callback`: its error ("" if none),
 // and whether that was an AnotherRankFailedError (exit 75 in `trainbus fit`).
 std::pair<std::string, bool> fit_with(const std::shared_ptr<SimulatedPeers>& strategy,
                                       std::shared_ptr<Callback> callback) {
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::move(callback)});
+  Trainer trainer(one_epoch_on(strategy), {std::move(callback)});
   BoringModule module;
   RandomDataModule data(64, 4);
   try {
@@ -353,12 +368,10 @@ TEST_CASE("under DDP save_checkpoint agrees on a fixed name, or on SaveCheckpoin
         "save_checkpoint");  // what rank 1's trainer.save_checkpoint("rank1-....ckpt") sends
     return agreement;
   };
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::make_shared<SaveAtBatch>(
-          2, dir.file("rank0-0800.ckpt"),
-          SaveCheckpointOptions().agreement_name(strict ? "rank0-0800.ckpt" : ""))});
+  Trainer trainer(one_epoch_on(strategy),
+                  {std::make_shared<SaveAtBatch>(
+                      2, dir.file("rank0-0800.ckpt"),
+                      SaveCheckpointOptions().agreement_name(strict ? "rank0-0800.ckpt" : ""))});
   BoringModule module;
   RandomDataModule data(64, 4);
   std::string error;
@@ -471,10 +484,8 @@ TEST_CASE("under DDP a save that waits for rank 0's writer agrees in rounds unti
     agreement.waiting = false;
     return agreement;
   };
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::make_shared<SaveBehindGatedWrite>(dir.path().string(), release.get_future().share())});
+  Trainer trainer(one_epoch_on(strategy), {std::make_shared<SaveBehindGatedWrite>(
+                                              dir.path().string(), release.get_future().share())});
   BoringModule module;
   RandomDataModule data(64, 4);
   std::string error;
@@ -628,6 +639,31 @@ class SimulatedDisk {
   SimulatedDisk& operator=(const SimulatedDisk&) = delete;
 };
 
+// A disk that comes back when the test says so (release(), as often as it likes), or at the
+// latest after `at_most`: the writes that call its waiter() are stuck until then, and a test that
+// would wait for them without end still ends.
+class StuckDisk {
+ public:
+  explicit StuckDisk(std::chrono::seconds at_most)
+      : released_(std::make_shared<std::promise<void>>()),
+        back_(released_->get_future().share()),
+        at_most_(at_most) {}
+  /// What a write calls to stick until the disk is back. Owns what it needs: a write still stuck
+  /// in it when this StuckDisk goes is safe.
+  std::function<void()> waiter() const {
+    return [back = back_, at_most = at_most_] { (void)back.wait_for(at_most); };
+  }
+  void release() {
+    std::call_once(once_, [this] { released_->set_value(); });
+  }
+
+ private:
+  std::shared_ptr<std::promise<void>> released_;
+  std::shared_future<void> back_;
+  std::chrono::seconds at_most_;
+  std::once_flag once_;
+};
+
 // good.ckpt at batch 0 (synchronous), slow.ckpt at batch 1 (asynchronous: what the simulated
 // disk delays), then at batch 2 after.ckpt, which waits for slow.ckpt: synchronous (for the
 // writer to be idle), or asynchronous (`room`: for room in the writer's queue, behind b.ckpt,
@@ -677,22 +713,20 @@ TEST_CASE("under DDP rank 0 fails a save whose writer made no progress for the c
   const bool room = GENERATE(false, true);
   CAPTURE(room);
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
   int rounds_telling_failure = 0;
   strategy->peer_agreement = [&](SaveAgreement agreement) {
     if (agreement.first_failed == 0) ++rounds_telling_failure;  // what rank 1 learns
     return agreement;
   };
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
-  SimulatedDisk disk([back](const std::string& path) {
+  StuckDisk stuck_disk(std::chrono::seconds(20));
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter()](const std::string& path) {
     if (path.find("slow.ckpt") == std::string::npos) return;
-    (void)back.wait_for(std::chrono::seconds(20));
+    wait_for_disk();
     throw CheckpointError("cannot write " + path + ": Input/output error (simulated)");
   });
   auto saver = std::make_shared<SaveBehindSlowDisk>(dir.path().string(), room,
-                                                    [&] { disk_back.set_value(); });
+                                                    [&] { stuck_disk.release(); });
   const auto [error, another_rank_failed] = fit_with(strategy, saver);
   CHECK_THAT(error, Contains("rank 0's checkpoint writer made no progress for") &&
                         Contains("while writing " + dir.file("slow.ckpt")) &&
@@ -779,16 +813,14 @@ TEST_CASE("under DDP rank 0's end of a fit fails once its writer made no progres
   // The other ranks have ended: without a bound rank 0 waits for a disk that hangs for ever
   // (here: 10 s, then the disk fails as an I/O error would, and the test fails).
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
-  SimulatedDisk disk([back](const std::string& path) {
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
+  StuckDisk stuck_disk(std::chrono::seconds(10));
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter()](const std::string& path) {
     if (path.find("slow.ckpt") == std::string::npos) return;
-    (void)back.wait_for(std::chrono::seconds(10));
+    wait_for_disk();
     throw CheckpointError("cannot write " + path + ": Input/output error (simulated)");
   });
-  auto saver = std::make_shared<SaveAtTheEnd>(dir.path().string(), [&] { disk_back.set_value(); });
+  auto saver = std::make_shared<SaveAtTheEnd>(dir.path().string(), [&] { stuck_disk.release(); });
   const auto [error, another_rank_failed] = fit_with(strategy, saver);
   CHECK_THAT(error, Contains("rank 0's checkpoint writer made no progress for") &&
                         Contains("while writing " + dir.file("slow.ckpt")) &&
@@ -835,8 +867,7 @@ TEST_CASE(
     "under DDP a slow after_commit is waited for past the timeout, not taken for a stuck disk",
     "[checkpoint]") {
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(300);
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(300));
   const auto [error, another_rank_failed] =
       fit_with(strategy, std::make_shared<SaveBehindSlowAfterCommit>(
                              dir.path().string(), std::chrono::milliseconds(1500)));
@@ -852,21 +883,26 @@ namespace {
 enum class StuckAfterRename { kLastLink, kLastCopy, kEviction };
 
 // Runs `on_failure` in on_exception (before the fit's end waits for the writer again), noting
-// when the fit failed; `sync_save_at`: a synchronous save of dir/after.ckpt at that batch.
+// when the fit failed; `sync_save_at`: a synchronous save of dir/after.ckpt at that batch, noting
+// how long it took.
 class OnFailure : public Callback {
  public:
   OnFailure(std::function<void()> on_failure, std::optional<int64_t> sync_save_at, std::string dir)
       : on_failure_(std::move(on_failure)), sync_save_at_(sync_save_at), dir_(std::move(dir)) {}
   void on_train_batch_end(Trainer& trainer, Module&, const StepOutput&, const Batch&,
                           int64_t batch_idx) override {
-    if (trainer.current_epoch() == 0 && sync_save_at_ && batch_idx == *sync_save_at_)
-      trainer.save_checkpoint(dir_ + "/after.ckpt");
+    if (trainer.current_epoch() != 0 || !sync_save_at_ || batch_idx != *sync_save_at_) return;
+    const auto started = std::chrono::steady_clock::now();
+    trainer.save_checkpoint(dir_ + "/after.ckpt");
+    save_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   }
   void on_exception(Trainer&, Module&, const std::exception&) override {
     failed_at = std::chrono::steady_clock::now();
     on_failure_();
   }
   std::chrono::steady_clock::time_point failed_at;
+  double save_seconds = 0.0;
 
  private:
   std::function<void()> on_failure_;
@@ -892,19 +928,18 @@ TEST_CASE(
   CAPTURE(static_cast<int>(stuck), in_round);
   TempDir dir;
   const std::string checkpoints = dir.file("checkpoints");
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(1000));
+  StuckDisk stuck_disk(std::chrono::seconds(20));
   const std::string step3 = checkpoints + "/step=3.ckpt";
   auto stuck_once = std::make_shared<std::atomic<bool>>(false);
-  SimulatedDisk disk([back, stuck, step3, stuck_once](const std::string& path) {
-    const bool in_last = path.find("/last.ckpt") != std::string::npos;
-    const bool stuck_here = stuck == StuckAfterRename::kEviction ? path == step3 : in_last;
-    if (!stuck_here || stuck_once->exchange(true)) return;
-    (void)back.wait_for(std::chrono::seconds(20));
-  });
-  auto failure = std::make_shared<OnFailure>([&] { disk_back.set_value(); },
+  SimulatedDisk disk(
+      [wait_for_disk = stuck_disk.waiter(), stuck, step3, stuck_once](const std::string& path) {
+        const bool in_last = path.find("/last.ckpt") != std::string::npos;
+        const bool stuck_here = stuck == StuckAfterRename::kEviction ? path == step3 : in_last;
+        if (!stuck_here || stuck_once->exchange(true)) return;
+        wait_for_disk();
+      });
+  auto failure = std::make_shared<OnFailure>([&] { stuck_disk.release(); },
                                              in_round ? std::optional<int64_t>(6) : std::nullopt,
                                              dir.path().string());
   const auto started = std::chrono::steady_clock::now();
@@ -940,15 +975,29 @@ TEST_CASE(
     }
     trainer.checkpoints().wait();  // the disk came back: what was queued lands
   }
-  const std::string doing = stuck == StuckAfterRename::kEviction
-                                ? "while removing the checkpoints that " + checkpoints +
-                                      "/step=6.ckpt replaces (top-k evictions), once it is on disk"
-                                : "while writing what follows " + step3 +
-                                      " once it is on disk (ModelCheckpoint's `last` link or copy)";
+  // What it was doing, and what becomes of it: `last` not moved yet (the checkpoints replaced all
+  // kept), or moved and the evictions unfinished.
+  if (stuck == StuckAfterRename::kEviction) {
+    CHECK_THAT(error, Contains("while removing the checkpoints that " + checkpoints +
+                               "/step=6.ckpt replaces (top-k evictions) now that it is on disk") &&
+                          Contains("step=6.ckpt itself is on disk and complete, and its "
+                                   "after_commit (ModelCheckpoint's `last`, if any) has run; "
+                                   "removing the checkpoints it replaces did not finish") &&
+                          Contains("one still under its own name is not removed by a later run "
+                                   "(delete it by hand)"));
+  } else {
+    CHECK_THAT(error,
+               Contains("while writing what follows " + step3 +
+                        " now that it is on disk (its after_commit: ModelCheckpoint's "
+                        "`last` link or copy, if it is ModelCheckpoint's)") &&
+                   Contains("step=3.ckpt itself is on disk and complete; what follows it "
+                            "did not finish") &&
+                   Contains("`last` may still name the checkpoint before (or not exist yet), and "
+                            "the checkpoints it replaces are all kept"));
+  }
   CHECK_THAT(error, Contains("rank 0's checkpoint writer made no progress for") &&
-                        Contains(doing) && Contains("itself is on disk and complete") &&
-                        Contains("`last` may still name the checkpoint before") &&
-                        Contains("--ddp-timeout, now 0.5 s"));
+                        Contains("this process waits for it when it exits") &&
+                        Contains("--ddp-timeout, now 1 s"));
   // Who waits: the synchronous save; else ModelCheckpoint's save of `last` at the end of training
   // (step 8), for room behind step=6 where that is still pending (the disk stuck in step=3's
   // `last`); else the end of the fit.
@@ -970,6 +1019,52 @@ TEST_CASE(
   const auto last = checkpoint::complete_checkpoint(checkpoints + "/last.ckpt");
   REQUIRE(last);
   CHECK(last->global_step == (stuck == StuckAfterRename::kEviction && !in_round ? 8 : 6));
+}
+
+TEST_CASE("under DDP a slow `last` copy that keeps making progress is waited for past the timeout",
+          "[checkpoint]") {
+  // Every file of the `last` copies takes 400 ms (two fifths of the timeout: wide enough for a
+  // busy machine), until 1.5 timeouts have passed since the first: a checkpoint has more than
+  // three files. The synchronous save at batch 6 waits for it longer than the timeout, and is
+  // not failed.
+  TempDir dir;
+  const std::string checkpoints = dir.file("checkpoints");
+  const auto timeout = std::chrono::milliseconds(1000);
+  auto strategy = peers_with_timeout(timeout);
+  std::optional<std::chrono::steady_clock::time_point> slow_until;
+  SimulatedDisk disk([&](const std::string& path) {
+    if (path.find("/last.ckpt") == std::string::npos) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (!slow_until) slow_until = now + 3 * timeout / 2;
+    if (now < *slow_until)
+      std::this_thread::sleep_for(
+          std::min<std::chrono::steady_clock::duration>(2 * timeout / 5, *slow_until - now));
+  });
+  auto saver = std::make_shared<OnFailure>([] {}, 6, dir.path().string());
+  Trainer trainer(trainer_options()
+                      .max_epochs(1)
+                      .enable_checkpointing(true)
+                      .enable_model_summary(false)
+                      .num_sanity_val_steps(0)
+                      .default_root_dir(dir.path().string())
+                      .strategy(strategy),
+                  {std::make_shared<callbacks::ModelCheckpoint>(
+                       callbacks::ModelCheckpointOptions()
+                           .dirpath(checkpoints)
+                           .filename("{step}")
+                           .every_n_train_steps(3)
+                           .save_last(callbacks::ModelCheckpointOptions::SaveLast::kCopy)
+                           .async(true)),
+                   saver});
+  BoringModule module;
+  RandomDataModule data(64, 4);
+  CHECK_NOTHROW(trainer.fit(module, data));
+  CHECK(saver->save_seconds > std::chrono::duration<double>(timeout).count());
+  CHECK(strategy->waiting_rounds > 0);
+  CHECK(names_in(checkpoints) == std::set<std::string>{"step=6.ckpt", "last.ckpt"});
+  const auto last = checkpoint::complete_checkpoint(checkpoints + "/last.ckpt");
+  REQUIRE(last);
+  CHECK(last->global_step == 8);
 }
 
 namespace {
@@ -1001,20 +1096,24 @@ class StuckThenFailing : public Callback {
 namespace {
 
 // At the end of the (only) epoch, asynchronous saves of landed.ckpt and stuck.ckpt; then, with
-// `fails_itself`, the fit fails on its own.
+// `fails_itself`, the fit fails on its own. `at_the_end` runs once the fit's hooks are done and it
+// is about to wait for its writer (teardown, or on_exception in a failing fit).
 class TwoSavesAtTheEnd : public Callback {
  public:
-  TwoSavesAtTheEnd(std::string dir, bool fails_itself)
-      : dir_(std::move(dir)), fails_itself_(fails_itself) {}
+  TwoSavesAtTheEnd(std::string dir, bool fails_itself, std::function<void()> at_the_end)
+      : dir_(std::move(dir)), fails_itself_(fails_itself), at_the_end_(std::move(at_the_end)) {}
   void on_train_epoch_end(Trainer& trainer, Module&) override {
     trainer.save_checkpoint(dir_ + "/landed.ckpt", SaveCheckpointOptions().async(true));
     trainer.save_checkpoint(dir_ + "/stuck.ckpt", SaveCheckpointOptions().async(true));
     if (fails_itself_) throw std::runtime_error("the epoch's end fails");
   }
+  void teardown(Trainer&, Module&, Stage) override { at_the_end_(); }
+  void on_exception(Trainer&, Module&, const std::exception&) override { at_the_end_(); }
 
  private:
   std::string dir_;
   bool fails_itself_;
+  std::function<void()> at_the_end_;
 };
 
 }  // namespace
@@ -1022,35 +1121,36 @@ class TwoSavesAtTheEnd : public Callback {
 TEST_CASE(
     "under DDP the end of a fit that leaves a stuck writer still publishes the saves that landed",
     "[checkpoint]") {
-  // landed.ckpt lands while rank 0 waits for its writer at the end of the fit (its first step
-  // takes 300 ms), stuck.ckpt then sticks (20 s at most, or until the test releases it). The end
-  // fails on the stuck writer (finish), or, in a fit that failed on its own, gives up on it
-  // (finish_quietly): either way landed.ckpt's CheckpointCommitted reaches the bus (a recording
-  // of the run has it), though a subscriber throws on the first event it gets.
+  // landed.ckpt's write waits until the fit has run its last hook (so that it lands while rank 0
+  // waits for its writer at the end), stuck.ckpt then sticks (20 s at most, or until the test
+  // releases it). The end fails on the stuck writer (finish), or, in a fit that failed on its
+  // own, gives up on it (finish_quietly): either way landed.ckpt's CheckpointCommitted reaches the
+  // bus (a recording of the run has it), though a subscriber throws on the first event it gets
+  // there.
   const bool fails_itself = GENERATE(false, true);
   CAPTURE(fails_itself);
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
-  auto landed_slowly = std::make_shared<std::atomic<bool>>(false);
-  SimulatedDisk disk([back, landed_slowly](const std::string& path) {
-    if (path.find("/landed.ckpt") != std::string::npos && !landed_slowly->exchange(true))
-      std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    if (path.find("/stuck.ckpt") != std::string::npos)
-      (void)back.wait_for(std::chrono::seconds(20));
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(1000));
+  StuckDisk stuck_disk(std::chrono::seconds(20));
+  StuckDisk until_the_end(std::chrono::seconds(20));
+  auto at_the_end = std::make_shared<std::atomic<bool>>(false);
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter(),
+                      wait_for_the_end = until_the_end.waiter()](const std::string& path) {
+    if (path.find("/landed.ckpt") != std::string::npos) wait_for_the_end();
+    if (path.find("/stuck.ckpt") != std::string::npos) wait_for_disk();
   });
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {std::make_shared<TwoSavesAtTheEnd>(dir.path().string(), fails_itself)});
+  Trainer trainer(one_epoch_on(strategy),
+                  {std::make_shared<TwoSavesAtTheEnd>(dir.path().string(), fails_itself, [&] {
+                    at_the_end->store(true);
+                    until_the_end.release();
+                  })});
   std::vector<std::string> committed;
   bool thrown = false;
   auto on_commit = trainer.bus().subscribe<events::CheckpointCommitted>(
       [&](const events::CheckpointCommitted& event) {
         committed.push_back(event.path);
-        if (!std::exchange(thrown, true)) throw std::runtime_error("subscriber failed");
+        if (at_the_end->load() && !std::exchange(thrown, true))
+          throw std::runtime_error("subscriber failed");
       });
   BoringModule module;
   RandomDataModule data(64, 4);
@@ -1069,7 +1169,7 @@ TEST_CASE(
   // (The event the subscriber threw on is published again on the way out, as always.)
   CHECK(std::set<std::string>(committed.begin(), committed.end()) ==
         std::set<std::string>{dir.file("landed.ckpt")});
-  disk_back.set_value();
+  stuck_disk.release();
   trainer.checkpoints().wait();  // the disk came back: stuck.ckpt lands
   CHECK(names_in(dir.path().string()) == std::set<std::string>{"landed.ckpt", "stuck.ckpt"});
 }
@@ -1081,27 +1181,22 @@ TEST_CASE("under DDP a fit does not inherit a writer that an earlier fit found s
   // is written, slowly but making progress: its end waits for that write, as for any writer that
   // moves. (Inheriting fit 1's finding, it would return before second.ckpt is written.)
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
-  SimulatedDisk disk([back](const std::string& path) {
-    if (path.find("slow.ckpt") != std::string::npos) (void)back.wait_for(std::chrono::seconds(20));
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
+  StuckDisk stuck_disk(std::chrono::seconds(20));
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter()](const std::string& path) {
+    if (path.find("slow.ckpt") != std::string::npos) wait_for_disk();
     if (path.find("second.ckpt") != std::string::npos)
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
   });
   auto callback = std::make_shared<StuckThenFailing>(dir.path().string());
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {callback});
+  Trainer trainer(one_epoch_on(strategy), {callback});
   RandomDataModule data(64, 4);
   {
     BoringModule module;
     CHECK_THROWS_WITH(trainer.fit(module, data),
                       Contains("rank 0's checkpoint writer made no progress for"));
   }
-  disk_back.set_value();
+  stuck_disk.release();
   trainer.checkpoints().wait();  // slow.ckpt lands: the writer moved on
   CHECK(names_in(dir.path().string()) == std::set<std::string>{"slow.ckpt"});
   BoringModule module;
@@ -1135,10 +1230,13 @@ TEST_CASE("the writer's stall watch fails only after the limit without progress 
   CHECK_FALSE(watch.stalled_for({9, WriterPhase::kAfterCommitFileSteps}, t0 + milliseconds(19100)));
   CHECK(watch.stalled_for({9, WriterPhase::kAfterCommitFileSteps}, t0 + milliseconds(20100)) ==
         milliseconds(1000));
-  CHECK_FALSE(watch.stalled_for({9, WriterPhase::kRemove}, t0 + milliseconds(20200)));
-  CHECK(watch.stalled_for({9, WriterPhase::kRemove}, t0 + milliseconds(21200)) ==
+  CHECK_FALSE(watch.stalled_for({10, WriterPhase::kRemove}, t0 + milliseconds(20200)));
+  CHECK(watch.stalled_for({10, WriterPhase::kRemove}, t0 + milliseconds(21200)) ==
         milliseconds(1000));
-  CHECK_FALSE(watch.stalled_for({9, WriterPhase::kIdle}, t0 + milliseconds(30000)));
+  CHECK_FALSE(watch.stalled_for({11, WriterPhase::kCommitted}, t0 + milliseconds(21300)));
+  CHECK(watch.stalled_for({11, WriterPhase::kCommitted}, t0 + milliseconds(22300)) ==
+        milliseconds(1000));
+  CHECK_FALSE(watch.stalled_for({12, WriterPhase::kIdle}, t0 + milliseconds(30000)));
   // Back in a write: the clock starts at the first reading that shows it, not at an earlier
   // reading of another phase.
   CHECK_FALSE(watch.stalled_for(writing(10), t0 + milliseconds(30500)));
@@ -1180,17 +1278,14 @@ TEST_CASE("under DDP a save of a failing run does not wait again for a writer fo
   // The fit fails on rank 0's stuck writer; a save in on_exception (no agreement then) must not
   // wait for it without end (here: until the test releases the disk, 20 s at most).
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
-  SimulatedDisk disk([back](const std::string& path) {
-    if (path.find("slow.ckpt") != std::string::npos) (void)back.wait_for(std::chrono::seconds(20));
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
+  StuckDisk stuck_disk(std::chrono::seconds(20));
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter()](const std::string& path) {
+    if (path.find("slow.ckpt") != std::string::npos) wait_for_disk();
   });
   auto on_exception = std::make_shared<SaveOnException>(dir.path().string());
   Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
+      one_epoch_on(strategy),
       {std::make_shared<SaveBehindSlowDisk>(dir.path().string(), /*room=*/false), on_exception});
   BoringModule module;
   RandomDataModule data(64, 4);
@@ -1199,7 +1294,7 @@ TEST_CASE("under DDP a save of a failing run does not wait again for a writer fo
                     Contains("rank 0's checkpoint writer made no progress for"));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  disk_back.set_value();
+  stuck_disk.release();
   CHECK(seconds < 5.0);
   CHECK_THAT(on_exception->error,
              Contains("on_exception.ckpt is not written: rank 0's checkpoint writer, found stuck "
@@ -1260,29 +1355,24 @@ TEST_CASE(
   const bool fails_itself = GENERATE(false, true);
   CAPTURE(fails_itself);
   TempDir dir;
-  auto strategy = std::make_shared<SimulatedPeers>();
-  strategy->timeout = std::chrono::milliseconds(500);
-  std::promise<void> disk_back;
-  std::shared_future<void> back = disk_back.get_future().share();
+  auto strategy = peers_with_timeout(std::chrono::milliseconds(500));
+  StuckDisk stuck_disk(std::chrono::seconds(20));
   // Stuck once, for 20 s at most: a test that waits without end still ends.
   auto released = std::make_shared<std::atomic<bool>>(false);
-  SimulatedDisk disk([back, released](const std::string& path) {
+  SimulatedDisk disk([wait_for_disk = stuck_disk.waiter(), released](const std::string& path) {
     if (path.find("slow.ckpt") == std::string::npos || released->load()) return;
-    (void)back.wait_for(std::chrono::seconds(20));
+    wait_for_disk();
     released->store(true);
   });
   auto saver =
       std::make_shared<AsyncSaveOnExceptionBehindStuckDisk>(dir.path().string(), fails_itself);
-  Trainer trainer(
-      trainer_options().max_epochs(1).enable_model_summary(false).num_sanity_val_steps(0).strategy(
-          strategy),
-      {saver});
+  Trainer trainer(one_epoch_on(strategy), {saver});
   BoringModule module;
   RandomDataModule data(64, 4);
   CHECK_THROWS_WITH(trainer.fit(module, data),
                     fails_itself ? Contains("batch 3 fails")
                                  : Contains("rank 0's checkpoint writer made no progress for"));
-  disk_back.set_value();
+  stuck_disk.release();
   // At once where this run found the writer stuck (the message says which path ran): well
   // within the 20 s the disk stays stuck, with room for a loaded machine.
   CHECK(saver->seconds < 5.0);

@@ -12,8 +12,8 @@
 
 #include "core/tensor_ref.h"
 #include "core/trainer.h"
-#include "distributed/strategy.h"
 #include "tests/support/catch.h"
+#include "tests/support/plays_rank.h"
 #include "tests/support/recording.h"
 #include "tests/support/trainer_options.h"
 
@@ -252,26 +252,6 @@ TEST_CASE("A stuck observer does not hold back the exception that ends fit", "[c
 }
 
 namespace {
-
-/// One process playing rank `rank` of a job of `world_size`, `local_rank` on its machine: every
-/// collective returns this rank's own value (Strategy's defaults), as if the others agreed.
-class PlaysRank final : public distributed::Strategy {
- public:
-  PlaysRank(int world_size, int rank, int local_rank) {
-    environment_.world_size = world_size;
-    environment_.rank = rank;
-    environment_.local_rank = local_rank;
-    environment_.local_world_size = local_rank + 1;
-    environment_.node_rank = rank - local_rank == 0 ? 0 : 1;
-  }
-  std::string_view name() const noexcept override { return "plays_rank"; }
-  const distributed::DistributedEnvironment& environment() const noexcept override {
-    return environment_;
-  }
-
- private:
-  distributed::DistributedEnvironment environment_;
-};
 
 /// What Setup and FitStart told an observer about its process, as "<stage or fit_start> <global
 /// rank> <local rank> <world size>".

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <random>
@@ -746,4 +747,58 @@ TEST_CASE("published_at() is when the event was published, not when the hook run
   CHECK(observer->times[1] >= after_first);
   CHECK(observer->times[1] <= after_second);
   CHECK(observer->times[1] <= drained);
+}
+
+TEST_CASE(
+    "attach() tells the observer where it runs before any event, and refuses one that "
+    "throws there",
+    "[events][pool]") {
+  // Notes the placement it was attached with, and whether an event came before it.
+  class Placed : public events::Observer {
+   public:
+    explicit Placed(bool refuse) : refuse_(refuse) {}
+    void attached(const events::Placement& placement) override {
+      if (refuse_) throw std::runtime_error("cannot write here");
+      attached_ = true;
+      seen.push_back("attached " + std::to_string(placement.global_rank) + " " +
+                     std::to_string(placement.local_rank) + " " +
+                     std::to_string(placement.world_size));
+    }
+    void on_train_start(const events::TrainStart&) override { seen.push_back("train_start"); }
+    // Neither asked for its events nor flushed before it is told where it runs.
+    void select_events(events::EventSelection& selection) const override {
+      (attached_ ? asked : asked_before_attached).push_back("select_events");
+      events::Observer::select_events(selection);
+    }
+    void flush() override {
+      if (!attached_) asked_before_attached.push_back("flush");
+    }
+    std::vector<std::string> seen;
+    mutable std::vector<std::string> asked;
+    mutable std::vector<std::string> asked_before_attached;
+
+   private:
+    bool refuse_;
+    bool attached_ = false;
+  };
+  events::EventBus bus;
+  auto owner = std::make_unique<events::ObserverPool>(1);  // destroyed below: flushes all
+  events::ObserverPool& pool = *owner;
+  auto alone = std::make_shared<Placed>(false);
+  auto rank_two = std::make_shared<Placed>(false);
+  auto refusing = std::make_shared<Placed>(true);
+  pool.attach(bus, alone);  // a pool without a Trainer: one process
+  pool.attach(bus, rank_two, {}, events::Placement{2, 0, 4});
+  CHECK_THROWS_WITH(pool.attach(bus, refusing), "cannot write here");
+  bus.publish(events::TrainStart{});
+  pool.drain();
+  CHECK(alone->seen == std::vector<std::string>{"attached 0 0 1", "train_start"});
+  CHECK(rank_two->seen == std::vector<std::string>{"attached 2 0 4", "train_start"});
+  CHECK(refusing->seen.empty());  // not attached: no event
+  CHECK(pool.size() == 2);
+  owner.reset();
+  for (const auto& observer : {alone, rank_two, refusing})
+    CHECK(observer->asked_before_attached.empty());
+  CHECK_FALSE(alone->asked.empty());
+  CHECK(refusing->asked.empty());
 }

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -85,9 +86,33 @@ TEST_CASE("CsvLogger skips the sanity check and flushes every N rows", "[observe
 TEST_CASE("CsvLogger names the file it cannot write", "[observers][csv]") {
   TempDir dir;
   std::ofstream(dir.file("taken")) << "a file where the run directory should go";
+  // When it is attached, or at its first write: constructing it creates nothing.
+  auto logger =
+      std::make_shared<CsvLogger>(observers::CsvLoggerOptions().log_dir(dir.file("taken/run")));
+  events::EventBus bus;
+  events::ObserverPool pool(1);
   CHECK_THROWS_WITH(
-      CsvLogger(observers::CsvLoggerOptions().log_dir(dir.file("taken/run"))),
+      pool.attach(bus, logger),
       Catch::Contains(dir.file("taken/run")) && Catch::Contains("cannot create the run directory"));
+  CHECK(pool.size() == 0);
+  CsvLogger direct(observers::CsvLoggerOptions().log_dir(dir.file("taken/run")));
+  CHECK_THROWS_WITH(
+      direct.on_hyperparams_logged(events::HyperparamsLogged{{}, {{"lr", "0.1"}}}),
+      Catch::Contains(dir.file("taken/run")) && Catch::Contains("cannot create the run directory"));
+}
+
+TEST_CASE("Loggers create no directory nor file until attached or given something to write",
+          "[observers][csv][tensorboard]") {
+  TempDir dir;
+  CsvLogger csv(CsvLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(1));
+  TensorBoardLogger tensorboard(TensorBoardLoggerOptions().log_dir(dir.file("run")));
+  csv.flush();
+  tensorboard.flush();
+  CHECK_FALSE(std::filesystem::exists(dir.file("run")));
+  // Fed events directly, without a pool: one process's files, in log_dir.
+  csv.on_train_batch_end(batch_end(0, 1, {{"loss", 0.5}}));
+  csv.flush();
+  CHECK(read_text_file(dir.file("run/metrics.csv")) == "epoch,loss,step\n0,0.5,0\n");
 }
 
 TEST_CASE("TensorBoardLogger marks a resume with SessionLog START at the resumed step",
@@ -122,6 +147,103 @@ TEST_CASE("CsvLogger on the observer pool writes every row in publish order",
   bus.publish(events::FitEnd{});
   pool.drain();
   CHECK(read_text_file(logger->metrics_file()) == expected);
+}
+
+TEST_CASE("Loggers attached on rank 2 write in log_dir/rank_2, nothing in log_dir itself",
+          "[observers][csv][tensorboard]") {
+  TempDir dir;
+  const std::string run = dir.file("run");
+  auto csv = std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(run).log_every_n_steps(1));
+  auto tensorboard = std::make_shared<TensorBoardLogger>(
+      TensorBoardLoggerOptions().log_dir(run).log_every_n_steps(1));
+  CHECK(csv->metrics_file() == dir.file("run/metrics.csv"));  // rank 0's until attached
+  {
+    events::EventBus bus;
+    events::ObserverPool pool(2);
+    pool.attach(bus, csv, {}, events::Placement{2, 0, 3});
+    pool.attach(bus, tensorboard, {}, events::Placement{2, 0, 3});
+    bus.publish(events::FitStart{{}, {{"lr", "0.1"}}});
+    bus.publish(batch_end(0, 1, {{"loss", 0.5}}));
+    bus.publish(events::FitEnd{});
+    pool.drain();
+    pool.check();
+  }
+  CHECK(csv->files_dir() == dir.file("run/rank_2"));
+  CHECK(csv->metrics_file() == dir.file("run/rank_2/metrics.csv"));
+  CHECK(csv->log_dir() == run);  // the run's directory (Trainer::log_dir) stays rank 0's
+  CHECK(csv->name() == "CsvLogger(" + run + ")");
+  CHECK(read_text_file(dir.file("run/rank_2/metrics.csv")) == "epoch,loss,step\n0,0.5,0\n");
+  CHECK(read_text_file(dir.file("run/rank_2/hparams.yaml")) == "lr: 0.1\n");
+  CHECK(std::filesystem::path(tensorboard->file_path()).parent_path() ==
+        std::filesystem::path(run) / "rank_2");
+  CHECK(read_tensorboard_events(tensorboard->file_path()).size() == 1 + 2);  // hparams, a row
+  CHECK(trainbus::testing::names_in(run) == std::set<std::string>{"rank_2"});
+}
+
+TEST_CASE("A logger attached on one rank refuses another, and is attached again on its own",
+          "[observers][csv][tensorboard]") {
+  TempDir dir;
+  const std::string run = dir.file("run");
+  auto csv = std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(run).log_every_n_steps(1));
+  auto tensorboard = std::make_shared<TensorBoardLogger>(
+      TensorBoardLoggerOptions().log_dir(run).log_every_n_steps(1));
+  std::string event_file;
+  {
+    events::EventBus bus;
+    events::ObserverPool pool(2);
+    pool.attach(bus, csv, {}, events::Placement{1, 1, 2});
+    pool.attach(bus, tensorboard, {}, events::Placement{1, 1, 2});
+    event_file = tensorboard->file_path();
+    bus.publish(batch_end(0, 1, {{"loss", 0.5}}));
+    // Its files are rank 1's, written on its pool's threads: moving them now would race with
+    // them.
+    CHECK_THROWS_WITH(pool.attach(bus, csv, {}, events::Placement{0, 0, 2}),
+                      "CsvLogger(" + run + ") writes rank 1's files already (" +
+                          dir.file("run/rank_1") +
+                          "); it cannot also be added on rank 0: make a logger for each rank");
+    CHECK_THROWS_WITH(pool.attach(bus, tensorboard, {}, events::Placement{0, 0, 2}),
+                      Catch::Contains("make a logger for each rank"));
+    CHECK(pool.size() == 2);
+    pool.drain();
+    pool.check();
+  }
+  {
+    // On its own rank again (another trainer's pool): the same files, kept.
+    events::EventBus bus;
+    events::ObserverPool pool(2);
+    pool.attach(bus, csv, {}, events::Placement{1, 1, 2});
+    pool.attach(bus, tensorboard, {}, events::Placement{1, 1, 2});
+    CHECK(tensorboard->file_path() == event_file);
+    bus.publish(batch_end(0, 2, {{"loss", 0.25}}));
+    pool.drain();
+    pool.check();
+  }
+  CHECK(csv->files_dir() == dir.file("run/rank_1"));
+  CHECK(read_text_file(dir.file("run/rank_1/metrics.csv")) ==
+        "epoch,loss,step\n0,0.5,0\n0,0.25,1\n");
+  CHECK(read_tensorboard_events(event_file).size() == 1 + 2);  // file_version, two rows
+  CHECK(trainbus::testing::names_in(run) == std::set<std::string>{"rank_1"});
+}
+
+TEST_CASE("rank_files_dir: log_dir for rank 0, log_dir/rank_R else, nothing without a log_dir",
+          "[observers]") {
+  CHECK(rank_files_dir("/runs/v0", 0) == "/runs/v0");
+  CHECK(rank_files_dir("/runs/v0", 3) == "/runs/v0/rank_3");
+  CHECK(rank_files_dir("", 0).empty());
+  CHECK(rank_files_dir("", 3).empty());  // not a relative rank_3
+}
+
+TEST_CASE("A TensorBoardLogger creates its event file when attached, not when constructed",
+          "[observers][tensorboard]") {
+  TempDir dir;
+  auto logger = std::make_shared<TensorBoardLogger>(
+      TensorBoardLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(1));
+  CHECK_FALSE(std::filesystem::exists(dir.file("run")));
+  events::EventBus bus;
+  events::ObserverPool pool(1);
+  pool.attach(bus, logger);  // one process: log_dir itself
+  CHECK(std::filesystem::path(logger->file_path()).parent_path() == dir.file("run"));
+  CHECK(read_tensorboard_events(logger->file_path()).size() == 1);  // file_version, flushed
 }
 
 namespace {

@@ -18,6 +18,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "base/errors.h"
 #include "events/event_bus.h"
 #include "events/observer_pool.h"
 #include "record/event_codec.h"
@@ -105,12 +106,148 @@ TEST_CASE("The Recorder refuses to overwrite a recording, naming it", "[record][
   TempDir dir;
   const std::string path = dir.file("events.tbrec");
   std::ofstream(path) << "an earlier run";
-  CHECK_THROWS_WITH(record::Recorder(record::RecorderOptions().path(path)),
-                    Catch::Contains(path) && Catch::Contains("already there"));
+  // When it is attached: where it runs says which file it writes.
+  events::EventBus bus;
+  events::ObserverPool pool(1);
+  CHECK_THROWS_WITH(
+      pool.attach(bus, std::make_shared<record::Recorder>(record::RecorderOptions().path(path))),
+      Catch::Contains(path) && Catch::Contains("already there"));
+  CHECK(pool.size() == 0);
   std::ifstream in(path);
   std::string kept;
   std::getline(in, kept);
   CHECK(kept == "an earlier run");
+}
+
+TEST_CASE("Rank R's recording is rank 0's path with .rankR before the extension",
+          "[record][recorder]") {
+  CHECK(record::recording_path_of_rank("/runs/version_0/events.tbrec", 0) ==
+        "/runs/version_0/events.tbrec");
+  CHECK(record::recording_path_of_rank("/runs/version_0/events.tbrec", 1) ==
+        "/runs/version_0/events.rank1.tbrec");
+  CHECK(record::recording_path_of_rank("mine.tbrec", 12) == "mine.rank12.tbrec");
+  CHECK(record::recording_path_of_rank("/runs/recording", 3) == "/runs/recording.rank3");
+  // Always marked, a path marked already too: the same options on two ranks name two files.
+  CHECK(record::recording_path_of_rank("/runs/events.rank1.tbrec", 1) ==
+        "/runs/events.rank1.rank1.tbrec");
+  CHECK(record::recording_path_of_rank("/runs/events.rank1.tbrec", 11) ==
+        "/runs/events.rank1.rank11.tbrec");
+  CHECK(record::recording_path_of_rank("/runs/recording.rank3", 3) ==
+        "/runs/recording.rank3.rank3");
+}
+
+TEST_CASE("rank_marked_in reads the .rankN before the extension, or ending a name without one",
+          "[record][recorder]") {
+  CHECK(record::rank_marked_in("/runs/events.rank1.tbrec") == std::optional<int64_t>(1));
+  CHECK(record::rank_marked_in("/runs/recording.rank3") == std::optional<int64_t>(3));
+  CHECK(record::rank_marked_in("events.rank12.rank0.tbrec") == std::optional<int64_t>(0));
+  CHECK_FALSE(record::rank_marked_in("/runs/events.tbrec"));
+  CHECK_FALSE(record::rank_marked_in("/runs/events.rank.tbrec"));
+  CHECK_FALSE(record::rank_marked_in("/runs/events.rankx.tbrec"));
+  CHECK_FALSE(record::rank_marked_in("/runs/myrank1.tbrec"));
+  CHECK_FALSE(record::rank_marked_in("/runs.rank1/events.tbrec"));
+}
+
+TEST_CASE("One Recorder's options on rank 0 and rank 1 of a job never name one file",
+          "[record][recorder]") {
+  TempDir dir;
+  const auto path_on = [&](const std::string& path, events::Placement placement,
+                           bool explicit_rank) {
+    record::RecorderOptions options;
+    options.path(dir.file(path)).overwrite(true);
+    if (explicit_rank) options.rank(placement.global_rank);
+    auto recorder = std::make_shared<record::Recorder>(options);
+    events::EventBus bus;
+    events::ObserverPool pool(1);
+    pool.attach(bus, recorder, {}, placement);
+    return recorder->path();
+  };
+  const events::Placement rank_zero{0, 0, 2};
+  const events::Placement rank_one{1, 1, 2};
+  SECTION("a plain path: rank 0's, and rank 1's marked") {
+    CHECK(path_on("events.tbrec", rank_zero, false) == dir.file("events.tbrec"));
+    CHECK(path_on("events.tbrec", rank_one, false) == dir.file("events.rank1.tbrec"));
+  }
+  SECTION("a path marked .rank1: refused on rank 0, marked again on rank 1") {
+    CHECK_THROWS_MATCHES(
+        path_on("events.rank1.tbrec", rank_zero, false), MisconfigurationError,
+        Catch::Matchers::Message(
+            "Recorder(" + dir.file("events.rank1.tbrec") +
+            "): the path is marked as rank 1's recording (.rank1) but the Recorder is added on "
+            "rank 0 of 2; name rank 0's recording (without .rank1): on a rank R > 0 the "
+            "Recorder marks it .rankR itself"));
+    CHECK_FALSE(std::filesystem::exists(dir.file("events.rank1.tbrec")));
+    CHECK(path_on("events.rank1.tbrec", rank_one, false) == dir.file("events.rank1.rank1.tbrec"));
+  }
+  SECTION("a name without an extension is marked at its end, also when marked already") {
+    CHECK(path_on("recording", rank_one, false) == dir.file("recording.rank1"));
+    CHECK(path_on("recording.rank1", rank_one, false) == dir.file("recording.rank1.rank1"));
+    CHECK_THROWS_AS(path_on("recording.rank1", rank_zero, false), MisconfigurationError);
+  }
+  SECTION("RecorderOptions::rank set (one config per rank): a path marked for it is kept") {
+    CHECK(path_on("events.rank1.tbrec", rank_one, true) == dir.file("events.rank1.tbrec"));
+    CHECK(path_on("recording.rank1", rank_one, true) == dir.file("recording.rank1"));
+    CHECK(path_on("events.rank2.tbrec", rank_one, true) == dir.file("events.rank2.rank1.tbrec"));
+    CHECK(path_on("events.tbrec", rank_zero, true) == dir.file("events.tbrec"));
+  }
+  SECTION("one process keeps any path") {
+    CHECK(path_on("events.rank1.tbrec", events::Placement{}, false) ==
+          dir.file("events.rank1.tbrec"));
+  }
+}
+
+TEST_CASE(
+    "A Recorder attached on rank 1 of 2 records its file as rank 1, and rank 0's is not touched",
+    "[record][recorder]") {
+  TempDir dir;
+  const std::string path = dir.file("events.tbrec");
+  std::ofstream(path) << "rank 0's recording";
+  auto recorder = std::make_shared<record::Recorder>(record::RecorderOptions().path(path));
+  {
+    events::EventBus bus;
+    events::ObserverPool pool(1);
+    pool.attach(bus, recorder, {}, events::Placement{1, 1, 2});
+    CHECK(recorder->path() == dir.file("events.rank1.tbrec"));
+    CHECK(recorder->name() == "Recorder(" + dir.file("events.rank1.tbrec") + ")");
+    // One Recorder is one rank's recording.
+    CHECK_THROWS_WITH(pool.attach(bus, recorder, {}, events::Placement{0, 0, 2}),
+                      "Recorder(" + dir.file("events.rank1.tbrec") +
+                          ") records rank 1 of 2's events already; it cannot also be added on "
+                          "rank 0 of 2: make a Recorder for each");
+    // Nor on rank 1 of another job: its header says 2 processes.
+    CHECK_THROWS_WITH(pool.attach(bus, recorder, {}, events::Placement{1, 1, 3}),
+                      "Recorder(" + dir.file("events.rank1.tbrec") +
+                          ") records rank 1 of 2's events already; it cannot also be added on "
+                          "rank 1 of 3: make a Recorder for each");
+    bus.publish(testing::sample_event<events::TrainBatchEnd>(0));
+    pool.drain();
+  }
+  recorder.reset();
+  const testing::ReadBack back = testing::read_recording(dir.file("events.rank1.tbrec"));
+  REQUIRE(back.events.size() == 1);
+  CHECK(back.events[0].rank() == 1);
+  CHECK(back.summary.clean_end);
+  const record::RecordingReader reader(dir.file("events.rank1.tbrec"));
+  CHECK(reader.header().rank() == 1);
+  CHECK(reader.header().world_size() == 2);
+  std::ifstream in(path);
+  std::string kept;
+  std::getline(in, kept);
+  CHECK(kept == "rank 0's recording");
+}
+
+TEST_CASE("A Recorder never attached and given no event writes no file", "[record][recorder]") {
+  TempDir dir;
+  { record::Recorder recorder(record::RecorderOptions().path(dir.file("events.tbrec"))); }
+  CHECK_FALSE(std::filesystem::exists(dir.file("events.tbrec")));
+  // Fed an event directly: one process's recording, at its path.
+  {
+    record::Recorder recorder(record::RecorderOptions().path(dir.file("events.tbrec")));
+    recorder.on_train_start(events::TrainStart{});
+  }
+  const record::RecordingReader reader(dir.file("events.tbrec"));
+  CHECK(reader.header().rank() == 0);
+  CHECK(reader.header().world_size() == 1);
 }
 
 namespace {
