@@ -1,8 +1,12 @@
 #include "distributed/half_conversion.h"
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
-#if defined(__x86_64__) || defined(__i386__)
+// The F16C path only on x86_64 (its intrinsics and <cpuid.h>); elsewhere the scalar path.
+#if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define TRAINBUS_HAVE_F16C_PATH 1
 #else
@@ -66,6 +70,19 @@ float half_to_float(uint16_t half) {
   return value;
 }
 
+float double_to_float_rounded_to_odd(double value) {
+  const auto rounded = static_cast<float>(value);  // to nearest
+  if (!std::isfinite(rounded) || static_cast<double>(rounded) == value) return rounded;
+  uint32_t bits = 0;
+  std::memcpy(&bits, &rounded, sizeof bits);
+  if ((bits & 1u) != 0) return rounded;
+  // Even: the other neighbour of `value`, toward it, is odd.
+  const float toward = value > static_cast<double>(rounded)
+                           ? std::numeric_limits<float>::infinity()
+                           : -std::numeric_limits<float>::infinity();
+  return std::nextafter(rounded, toward);
+}
+
 void floats_to_halves_scalar(const float* in, uint16_t* out, size_t count) {
   for (size_t i = 0; i < count; ++i) out[i] = float_to_half(in[i]);
 }
@@ -86,9 +103,20 @@ void average_halves_scalar(const uint16_t* const* parts, int part_count, float* 
 #if TRAINBUS_HAVE_F16C_PATH
 
 bool f16c_supported() {
+  // Read from CPUID and XCR0 directly: Clang's __builtin_cpu_supports does not know "f16c".
   static const bool supported = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+    unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return false;
+    constexpr unsigned int kOsxsave = 1u << 27;  // the OS enabled XGETBV (and XSAVE)
+    constexpr unsigned int kAvx = 1u << 28;
+    constexpr unsigned int kF16c = 1u << 29;
+    if ((ecx & (kOsxsave | kAvx | kF16c)) != (kOsxsave | kAvx | kF16c)) return false;
+    // XCR0 bits 1 and 2: the OS saves the SSE and AVX (upper YMM) registers across switches.
+    // xgetbv by its mnemonic: _xgetbv needs the xsave target.
+    unsigned int xcr0_low = 0, xcr0_high = 0;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0u));
+    (void)xcr0_high;
+    return (xcr0_low & 0x6u) == 0x6u;
   }();
   return supported;
 }
@@ -157,6 +185,17 @@ void floats_to_halves(const float* in, uint16_t* out, size_t count) {
     detail::floats_to_halves_f16c(in, out, count);
   } else {
     detail::floats_to_halves_scalar(in, out, count);
+  }
+}
+
+void doubles_to_halves(const double* in, uint16_t* out, size_t count) {
+  constexpr size_t kChunk = 256;  // float32s rounded to odd, then converted as floats are
+  float floats[kChunk];
+  for (size_t done = 0; done < count; done += kChunk) {
+    const size_t chunk = count - done < kChunk ? count - done : kChunk;
+    for (size_t i = 0; i < chunk; ++i)
+      floats[i] = detail::double_to_float_rounded_to_odd(in[done + i]);
+    floats_to_halves(floats, out + done, chunk);
   }
 }
 

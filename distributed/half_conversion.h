@@ -18,6 +18,11 @@ namespace trainbus::distributed {
 /// out[i] = float16 bits of in[i], i < count.
 void floats_to_halves(const float* in, uint16_t* out, size_t count);
 
+/// out[i] = float16 bits of in[i], i < count, rounded once from the double (to nearest, ties to
+/// even), not through float32 (a double just past a float16 tie may round to float32's tie, then
+/// to even: 1 + 2^-11 + 2^-40 would become 1.0 instead of 1 + 2^-10).
+void doubles_to_halves(const double* in, uint16_t* out, size_t count);
+
 /// out[i] = in[i] as float32, i < count.
 void halves_to_floats(const uint16_t* in, float* out, size_t count);
 
@@ -31,6 +36,9 @@ namespace detail {
 
 /// One value, in plain C++ (the fallback, and the vector paths' tails).
 uint16_t float_to_half(float value);
+/// `value` to float32 rounded to odd (an inexact result gets the neighbour whose last bit is
+/// 1): rounding that to float16 is rounding `value` once, as float32 keeps 13 more bits.
+float double_to_float_rounded_to_odd(double value);
 float half_to_float(uint16_t bits);
 
 /// Whether this CPU has F16C and AVX (and the OS saves AVX state): the vector paths run.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <random>
 #include <sstream>
@@ -203,6 +204,28 @@ TEST_CASE("float16 to float is exact, as c10::Half's, for every float16", "[half
   CHECK(std::isinf(half_detail::half_to_float(0xFC00u)));
 }
 
+TEST_CASE("F16C is found as Linux finds it: F16C and AVX, on x86_64 only", "[half_conversion]") {
+#if defined(__x86_64__) && defined(__linux__)
+  // Linux lists avx only where the OS saves the AVX registers (XCR0), as f16c_supported asks.
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  bool f16c = false, avx = false;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream flags(line.substr(line.find(':') + 1));
+    for (std::string flag; flags >> flag;) {
+      f16c = f16c || flag == "f16c";
+      avx = avx || flag == "avx";
+    }
+    break;
+  }
+  CAPTURE(f16c, avx);
+  CHECK(half_detail::f16c_supported() == (f16c && avx));
+#else
+  CHECK_FALSE(half_detail::f16c_supported());
+#endif
+}
+
 TEST_CASE("the F16C paths give the scalar paths' bits, tails too", "[half_conversion]") {
   if (!half_detail::f16c_supported()) {
     WARN("this CPU has no F16C: only the scalar paths run here");
@@ -277,4 +300,45 @@ TEST_CASE("average_halves sums in float32 in the parts' order, then divides", "[
   std::vector<float> average(kCount);
   average_halves(pointers.data(), 3, average.data(), kCount);
   CHECK(std::isfinite(average[7]));
+}
+
+TEST_CASE("doubles to float16 round once: to the nearest float16, ties to even",
+          "[half_conversion]") {
+  // Doubles near float16's ties (where rounding through float32 first may land on the tie and go
+  // to even), random magnitudes, and the values past a tie; 1000: chunks of 256 and a tail.
+  std::mt19937_64 random(7);
+  std::uniform_int_distribution<int> exponent(-26, 16);
+  std::uniform_int_distribution<int> mantissa(0, 1023);
+  std::uniform_int_distribution<int> offset(-3, 3);
+  std::vector<double> inputs;
+  for (int i = 0; i < 1000; ++i) {
+    // A float16 tie (an 11-bit mantissa and a half), moved by a few units of 2^-40 of it.
+    const double tie = std::ldexp(1024.0 + mantissa(random) + 0.5, exponent(random) - 10);
+    inputs.push_back((i % 2 == 0 ? 1 : -1) * (tie + offset(random) * std::ldexp(tie, -40)));
+  }
+  std::vector<uint16_t> halves(inputs.size());
+  doubles_to_halves(inputs.data(), halves.data(), inputs.size());
+  size_t wrong = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const double value = inputs[i];
+    const uint16_t got = halves[i];
+    const double got_value = half_detail::half_to_float(got);
+    if (std::isinf(got_value)) continue;  // above 65504: checked by the float cases
+    // Neither neighbour of the result is nearer; at a tie the result is even.
+    bool ok = true;
+    for (int step : {-1, 1}) {
+      const auto neighbour_bits = static_cast<uint16_t>(got + step);
+      if ((neighbour_bits & 0x7FFFu) >= 0x7C00u || ((got & 0x7FFFu) == 0 && step < 0)) continue;
+      const double neighbour = half_detail::half_to_float(neighbour_bits);
+      const double mine = std::abs(value - got_value);
+      const double theirs = std::abs(value - neighbour);
+      ok = ok && (mine < theirs || (mine == theirs && (got & 1u) == 0));
+    }
+    if (!ok && ++wrong <= 3) UNSCOPED_INFO("input " << value << ": got float16 bits " << got);
+  }
+  CHECK(wrong == 0);
+  const double past_tie = 1.0 + std::ldexp(1.0, -11) + std::ldexp(1.0, -40);
+  uint16_t one[1] = {0};
+  doubles_to_halves(&past_tie, one, 1);
+  CHECK(one[0] == 0x3C01u);  // 1 + 2^-10, where through float32 it is 0x3C00, 1.0
 }
