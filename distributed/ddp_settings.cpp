@@ -9,7 +9,6 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "base/errors.h"
-#include "distributed/fp16_allgather_hook.h"
 #include "distributed/strategy.h"
 
 namespace trainbus::distributed {
@@ -339,12 +338,18 @@ void agree_as_other_rank(c10d::Store& store, const std::vector<SharedDDPSetting>
 // shortest), and `socket_ifname`, which names an interface of the rank's own machine.
 namespace {
 
-// How the gradients travel, as the ranks compare it.
-std::string gradient_compression_setting(DDPOptions::GradientCompression compression,
-                                         std::string_view backend) {
-  if (compression == DDPOptions::GradientCompression::kNone) return "none";
-  return uses_fp16_all_gather(compression, backend) ? "fp16 (all-gathered, summed in float32)"
-                                                    : "fp16 (all-reduced in float16)";
+// The gradient compression asked for; with the backend and the world size (compared too) it
+// picks the hook (gradient_hook_for).
+std::string gradient_hook_setting(DDPOptions::GradientCompression compression) {
+  switch (compression) {
+    case DDPOptions::GradientCompression::kNone:
+      return "none";
+    case DDPOptions::GradientCompression::kFp16:
+      return "fp16";
+    case DDPOptions::GradientCompression::kFp16AllReduce:
+      return "fp16_all_reduce";
+  }
+  return "unknown";
 }
 
 }  // namespace
@@ -367,10 +372,13 @@ std::vector<SharedDDPSetting> shared_ddp_settings(const DDPOptions& options,
       // collective more per backward.
       {"find_unused_parameters", yes_no(options.find_unused_parameters()),
        "--ddp-find-unused-parameters (DDPOptions::find_unused_parameters)"},
-      // float16 buckets against float32 ones: half the bytes; all-gathered (on Gloo) against
-      // all-reduced: other collectives.
-      {"gradient_compression",
-       gradient_compression_setting(options.gradient_compression(), backend),
+      // float16 buckets against float32 ones, all-gathered against all-reduced: other
+      // collectives, of other sizes. The key was `gradient_compression`, whose fp16 was
+      // LibTorch's float16 all-reduce on every backend; since kFp16 may be an all-gather
+      // (gradient_hook_for) it is `gradient_hook`, so that a build from before and this one
+      // differ as builds ("does not know it: run the same trainbus build"), not as a flag set
+      // differently. Rename it again when the hook a setting picks changes.
+      {"gradient_hook", gradient_hook_setting(options.gradient_compression()),
        "--ddp-fp16-gradients (DDPOptions::gradient_compression)"},
       // The buckets are the all-reduces of a backward: their number and sizes.
       {"bucket_cap_mb",

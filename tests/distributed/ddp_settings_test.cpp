@@ -9,6 +9,7 @@
 #include <exception>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -105,21 +106,21 @@ TEST_CASE("DDP settings: every setting that differs is named, and so is a build 
   CHECK(mismatch_of(DDPOptions().find_unused_parameters(true)) ==
         "`find_unused_parameters` is true on rank 3 but false on rank 0: set "
         "--ddp-find-unused-parameters (DDPOptions::find_unused_parameters) alike on every rank");
-  CHECK_THAT(mismatch_of(DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16)),
-             Catch::StartsWith("`gradient_compression` is fp16 (all-gathered, summed in float32) "
-                               "on rank 3 but none on rank 0: set --ddp-fp16-gradients"));
-  // On Gloo, trainbus's all-gather and LibTorch's float16 all-reduce are other collectives; on
-  // NCCL kFp16 is LibTorch's all-reduce.
+  CHECK(mismatch_of(DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16)) ==
+        "`gradient_hook` is fp16 on rank 3 but none on rank 0: set --ddp-fp16-gradients "
+        "(DDPOptions::gradient_compression) alike on every rank");
+  // kFp16 and LibTorch's float16 all-reduce: other collectives on Gloo with 2 or 3 ranks (the
+  // hook then depends on the world size and backend, compared on their own); refused alike on
+  // NCCL, where both are the all-reduce.
   const auto fp16 = DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16);
   const auto all_reduce =
       DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16AllReduce);
-  CHECK_THAT(ddp_settings_mismatch(shared_ddp_settings(all_reduce, "gloo", 2), 1,
-                                   encode_ddp_settings(shared_ddp_settings(fp16, "gloo", 2))),
-             Catch::StartsWith("`gradient_compression` is fp16 (all-reduced in float16) on rank 1 "
-                               "but fp16 (all-gathered, summed in float32) on rank 0"));
-  CHECK(ddp_settings_mismatch(shared_ddp_settings(all_reduce, "nccl", 2), 1,
-                              encode_ddp_settings(shared_ddp_settings(fp16, "nccl", 2)))
-            .empty());
+  for (const char* backend : {"gloo", "nccl"}) {
+    CHECK_THAT(
+        ddp_settings_mismatch(shared_ddp_settings(all_reduce, backend, 2), 1,
+                              encode_ddp_settings(shared_ddp_settings(fp16, backend, 2))),
+        Catch::StartsWith("`gradient_hook` is fp16_all_reduce on rank 1 but fp16 on rank 0"));
+  }
   CHECK_THAT(mismatch_of(DDPOptions().bucket_cap_mb(0.05)),
              Catch::StartsWith("`bucket_cap_mb` is 0.05 MiB (52428 bytes) on rank 3 but 25 MiB "
                                "(26214400 bytes) on rank 0: set DDPOptions::bucket_cap_mb"));
@@ -144,6 +145,30 @@ TEST_CASE("DDP settings: every setting that differs is named, and so is a build 
                                    "handshake_version=1\n"),
              Catch::Contains("`world_size` is 2 on rank 1, and rank 0 does not know it: run the "
                              "same trainbus build on every rank"));
+}
+
+TEST_CASE(
+    "DDP settings: fp16 gradients of a build from before the fp16 hook choice differ as a build",
+    "[ddp][ddp_settings]") {
+  // A build from before: `gradient_compression=fp16` was LibTorch's float16 all-reduce on every
+  // backend, where this build's kFp16 all-gathers on Gloo with 2 ranks. Told to set the flag
+  // alike, the user would find it set alike: the key is another, so the builds differ.
+  const auto fp16 = DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16);
+  std::istringstream now(encode_ddp_settings(shared_ddp_settings(fp16, "gloo", 2)));
+  std::string before;
+  for (std::string line; std::getline(now, line);) {
+    const bool compression =
+        line.rfind("gradient_hook=", 0) == 0 || line.rfind("gradient_compression=", 0) == 0;
+    before += (compression ? std::string("gradient_compression=fp16") : line) + "\n";
+  }
+  const std::string mismatch =
+      ddp_settings_mismatch(shared_ddp_settings(fp16, "gloo", 2), 1, before);
+  CHECK_THAT(mismatch,
+             Catch::Contains("`gradient_hook` is fp16 on rank 1, and rank 0 does not know "
+                             "it: run the same trainbus build on every rank"));
+  CHECK_THAT(mismatch, Catch::Contains("`gradient_compression` is fp16 on rank 0, and rank 1 does "
+                                       "not know it: run the same trainbus build on every rank"));
+  CHECK_THAT(mismatch, !Catch::Contains("--ddp-fp16-gradients"));
 }
 
 TEST_CASE(
