@@ -26,13 +26,15 @@ struct DDPOptions {
   /// How gradients travel between ranks (PyTorch's DDP communication hooks).
   enum class GradientCompression {
     kNone,  ///< float32, exact
-    /// Rounded to float16 (half the bytes on the wire, gradients at float16's precision). On
-    /// Gloo: all-gathered and summed in float32 (Fp16AllGatherHook, distributed/
-    /// fp16_allgather_hook.h), as Gloo's float16 all-reduce sums one element at a time in
-    /// software; on NCCL: LibTorch's fp16_compress_hook (an all-reduce in float16).
+    /// Rounded to float16 (gradients at float16's precision), sent in fewer bytes than float32,
+    /// by the hook gradient_hook_for picks: on Gloo with up to 3 ranks Fp16AllGatherHook
+    /// (distributed/fp16_allgather_hook.h: all-gathered, summed in float32; half of float32's
+    /// bytes with 2 ranks, 3/4 with 3), else LibTorch's fp16_compress_hook (an all-reduce in
+    /// float16: half the bytes at any world size; on Gloo its float16 sums run one element at a
+    /// time in software).
     kFp16,
-    /// LibTorch's fp16_compress_hook on every backend: the bucket divided by the world size,
-    /// halved to float16 and all-reduced in float16 (for comparison; slow on Gloo).
+    /// LibTorch's fp16_compress_hook on every backend and world size: the bucket divided by the
+    /// world size, halved to float16 and all-reduced in float16 (for comparison; slow on Gloo).
     kFp16AllReduce,
   };
   /// Longest wait for the rendezvous (every rank joining) and for any one collective. A rank
@@ -79,6 +81,30 @@ struct DDPOptions {
   TRAINBUS_ARG(int, gloo_event_loop_nice) = 19;
 };
 
+/// The communication hook c10d's Reducer averages the gradient buckets with.
+enum class GradientHook {
+  kFloat32AllReduce,  ///< no hook: c10d's all-reduce of the float32 buckets (exact)
+  kFp16AllGather,     ///< Fp16AllGatherHook: float16 all-gathered, summed in float32
+  kFp16AllReduce,     ///< LibTorch's FP16CompressCommHook: float16 all-reduced in float16
+};
+
+/// The hook DDP with `compression` on `backend` ("gloo" or "nccl") among `world_size` ranks
+/// averages with. kNone: kFloat32AllReduce. kFp16AllReduce: kFp16AllReduce. kFp16:
+/// kFp16AllGather on Gloo with at most 3 ranks, where it sends fewer bytes than float32, else
+/// kFp16AllReduce. Bytes each rank sends per bucket of B bytes of float32 (Gloo's ring
+/// algorithms): float32 all-reduce 2(N-1)/N x B, float16 all-reduce half that, float16
+/// all-gather (N-1) x B/2, which is N/4 of float32's: 0.5x with 2 ranks, 0.75x with 3, as much
+/// with 4 and twice as much with 8. So from 4 ranks on only the float16 all-reduce still halves
+/// the bytes, which is what the option is for (a network that limits), at the price of Gloo's
+/// software float16 sum (bench/README.md stop 31); where bytes do not limit, float32 is faster
+/// and exact. NCCL sums float16 on the GPU: always its all-reduce.
+GradientHook gradient_hook_for(DDPOptions::GradientCompression compression,
+                               std::string_view backend, int world_size);
+
+/// The hook's name, as DDPStatistics::comm_hook and c10d's DDP logging data (comm_hook) give
+/// it: "float32_all_reduce", "fp16_all_gather", "fp16_all_reduce".
+std::string_view gradient_hook_name(GradientHook hook) noexcept;
+
 /// What a DDPStrategy has communicated so far on this rank, for benchmarks and tests.
 struct DDPStatistics {
   /// Backward passes whose gradients were averaged across ranks (each all-reduces every bucket
@@ -89,6 +115,12 @@ struct DDPStatistics {
   /// Gradient elements each of those averages: every parameter that requires grad, once (a
   /// weight two layers share, too).
   int64_t gradient_elements = 0;
+  /// The communication hook of the last module set up (gradient_hook_name), as registered with
+  /// c10d's Reducer and read back from its Logger's DDP logging data (comm_hook); empty before.
+  std::string comm_hook;
+  /// Buckets Fp16AllGatherHook averaged for the last module set up (read when it is torn down);
+  /// 0 under another hook.
+  int64_t fp16_all_gather_buckets = 0;
   /// Whether Gloo's event loop thread got DDPOptions::gloo_event_loop_nice (false with 0, with
   /// NCCL, or where its thread could not be told apart).
   bool gloo_event_loop_niced = false;

@@ -607,9 +607,16 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   const std::string dir = testing::test_child_dir();
   std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
   if (mode.rfind("core_", 0) == 0) return;  // "ddp child rank, core" below runs these
-  // "MODE+view": MODE with DDPOptions::gradient_as_bucket_view.
-  const bool bucket_view = mode.size() > 5 && mode.compare(mode.size() - 5, 5, "+view") == 0;
-  if (bucket_view) mode.resize(mode.size() - 5);
+  // "MODE+view": MODE with DDPOptions::gradient_as_bucket_view; "MODE+fp16": MODE with fp16
+  // gradients (as "fp16" is).
+  const auto strip_suffix = [&mode](const std::string& suffix) {
+    const bool found = mode.size() > suffix.size() &&
+                       mode.compare(mode.size() - suffix.size(), suffix.size(), suffix) == 0;
+    if (found) mode.resize(mode.size() - suffix.size());
+    return found;
+  };
+  const bool bucket_view = strip_suffix("+view");
+  const bool fp16_gradients = strip_suffix("+fp16") || mode == "fp16";
   const distributed::DistributedEnvironment environment = distributed::environment_from_variables();
   const bool stuck_disk_mode = mode.rfind("stuck_disk", 0) == 0;
   if (stuck_disk_mode) meet_before_joining(dir, environment.rank);
@@ -630,7 +637,7 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
           // Buckets of 50 KiB after the first MiB: the wide model's gradients take three.
           .bucket_cap_mb(mode == "buckets" ? 0.05 : 25.0)
           .gradient_as_bucket_view(bucket_view)
-          .gradient_compression(mode == "fp16"
+          .gradient_compression(fp16_gradients
                                     ? distributed::DDPOptions::GradientCompression::kFp16
                                     : distributed::DDPOptions::GradientCompression::kNone));
   const int rank = strategy->global_rank();
@@ -851,6 +858,10 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   }
   const distributed::DDPStatistics& statistics = strategy->statistics();
   result.metrics["ddp/buckets"] = static_cast<double>(statistics.buckets);
+  // The hook the Reducer was given, as its Logger has it, and the buckets trainbus's averaged.
+  result.metrics["ddp/comm_hook/" + statistics.comm_hook] = 1.0;
+  result.metrics["ddp/fp16_all_gather_buckets"] =
+      static_cast<double>(statistics.fp16_all_gather_buckets);
   result.metrics["ddp/backward_compute_ns"] = static_cast<double>(statistics.backward_compute_ns);
   result.metrics["ddp/backward_compute_comm_overlap_ns"] =
       static_cast<double>(statistics.backward_compute_comm_overlap_ns);
@@ -1016,8 +1027,10 @@ TEST_CASE("on_train_batch_start's -1 on one rank skips the rest of the epoch on 
 }
 
 TEST_CASE("a rank that dies makes the other fail at once with a DistributedError", "[ddp]") {
-  // "die": rank 0 notices in a sync_dist log's all-reduce; "die_quiet": in backward's.
-  const std::string mode = GENERATE("die", "die_quiet");
+  // "die": rank 0 notices in a sync_dist log's all-reduce; "die_quiet": in backward's;
+  // "die_quiet+fp16": in the all-gather of the fp16 gradient hook (Fp16AllGatherHook), whose
+  // future fails.
+  const std::string mode = GENERATE("die", "die_quiet", "die_quiet+fp16");
   CAPTURE(mode);
   testing::TempDir dir;
   const std::vector<int> statuses = run_ranks(mode, dir.path().string());
@@ -1036,6 +1049,7 @@ TEST_CASE("a rank that dies makes the other fail at once with a DistributedError
   const auto after = rank0.error.find("[after ");
   REQUIRE(after != std::string::npos);
   CHECK(std::stod(rank0.error.substr(after + 7)) < 30.0);
+  if (mode == "die_quiet+fp16") CHECK(rank0.metrics.count("ddp/comm_hook/fp16_all_gather") == 1);
 }
 
 TEST_CASE("an error of a rank's own inside backward is its failure, not the other rank's",
@@ -1432,6 +1446,12 @@ TEST_CASE("fp16 gradients: every rank steps alike, close to one process", "[ddp]
   for (size_t i = 0; i < single.weights.size(); ++i)
     largest = std::max(largest, std::abs(rank0.weights[i] - single.weights[i]));
   CAPTURE(largest);
+  // trainbus's all-gather hook (two ranks on Gloo: gradient_hook_for), registered with the
+  // Reducer (its Logger's comm_hook) and run: 16 steps of one bucket.
+  for (const RankResult* rank : {&rank0, &rank1}) {
+    CHECK(rank->metrics.count("ddp/comm_hook/fp16_all_gather") == 1);
+    CHECK(rank->metrics.at("ddp/fp16_all_gather_buckets") == 16.0);
+  }
   // Rounded gradients (float16 keeps about 3 decimal digits) after 16 steps at lr 0.05: 1.5e-5
   // here with Fp16AllGatherHook, 2.2e-5 with LibTorch's float16 all-reduce.
   CHECK(largest > 0.0);
@@ -1517,6 +1537,9 @@ TEST_CASE("gradients in several buckets: every rank steps alike, as one process 
   // (1 MiB) comes last, so its 4 gradient tensors now travel in one all-reduce, not one each.
   CHECK(rank0.metrics.at("ddp/buckets") == 1);
   CHECK(rank0.metrics.at("ddp/backward_compute_ns") > 0);
+  // No hook: c10d's float32 all-reduce.
+  CHECK(rank0.metrics.count("ddp/comm_hook/float32_all_reduce") == 1);
+  CHECK(rank0.metrics.at("ddp/fp16_all_gather_buckets") == 0);
 }
 
 TEST_CASE("EarlyStopping on one rank stops every rank at the same epoch", "[ddp]") {

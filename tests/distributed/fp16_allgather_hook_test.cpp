@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <random>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <c10/util/Half.h>
@@ -47,10 +49,15 @@ struct HookResult {
   std::exception_ptr error;
 };
 
-// Runs the hook on a bucket of `dtype` holding gradients_of(rank), on both ranks.
-std::vector<HookResult> run_on_both_ranks(at::ScalarType dtype) {
+// Runs the hook `steps` times (one hook, as the Reducer's, for bucket 0) on a bucket of `dtype`
+// holding values_of(rank), on both ranks; the last step's results. `count` is each rank's
+// Fp16AllGatherHook::buckets_averaged() after the steps.
+template <class Values>
+std::vector<HookResult> run_on_both_ranks(at::ScalarType dtype, Values values_of, int steps = 1,
+                                          std::vector<int64_t>* counts = nullptr) {
   auto store = c10::make_intrusive<c10d::HashStore>();
   std::vector<HookResult> results(kWorld);
+  if (counts != nullptr) counts->assign(kWorld, -1);
   std::vector<std::thread> ranks;
   for (int rank = 0; rank < kWorld; ++rank) {
     ranks.emplace_back([&, rank] {
@@ -58,16 +65,23 @@ std::vector<HookResult> run_on_both_ranks(at::ScalarType dtype) {
         auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(60));
         options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
         auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, kWorld, options);
-        const std::vector<float> values = gradients_of(rank);
-        at::Tensor bucket = at::from_blob(const_cast<float*>(values.data()),
-                                          {static_cast<int64_t>(values.size())}, at::kFloat)
-                                .to(dtype, /*non_blocking=*/false, /*copy=*/true);
-        c10d::GradBucket grad_bucket(0, 1, bucket, {}, {}, {}, {});
         Fp16AllGatherHook hook(group);
-        auto future = hook.runHook(grad_bucket);
-        future->wait();
-        results[static_cast<size_t>(rank)].result = hook.parseHookResult(future->value());
-        results[static_cast<size_t>(rank)].bucket = bucket;
+        for (int step = 0; step < steps; ++step) {
+          const auto values = values_of(rank);
+          at::Tensor bucket =
+              at::from_blob(const_cast<typename decltype(values)::value_type*>(values.data()),
+                            {static_cast<int64_t>(values.size())},
+                            std::is_same_v<typename decltype(values)::value_type, double>
+                                ? at::kDouble
+                                : at::kFloat)
+                  .to(dtype, /*non_blocking=*/false, /*copy=*/true);
+          c10d::GradBucket grad_bucket(0, 1, bucket, {}, {}, {}, {});
+          auto future = hook.runHook(grad_bucket);
+          future->wait();
+          results[static_cast<size_t>(rank)].result = hook.parseHookResult(future->value());
+          results[static_cast<size_t>(rank)].bucket = bucket;
+        }
+        if (counts != nullptr) (*counts)[static_cast<size_t>(rank)] = hook.buckets_averaged();
       } catch (...) {
         results[static_cast<size_t>(rank)].error = std::current_exception();
       }
@@ -78,6 +92,10 @@ std::vector<HookResult> run_on_both_ranks(at::ScalarType dtype) {
     if (result.error) std::rethrow_exception(result.error);
   }
   return results;
+}
+
+std::vector<HookResult> run_on_both_ranks(at::ScalarType dtype) {
+  return run_on_both_ranks(dtype, gradients_of);
 }
 
 float rounded(float value) { return static_cast<float>(c10::Half(value)); }
@@ -135,4 +153,97 @@ TEST_CASE("the fp16 hook averages a bucket of another dtype through a float32 co
     }
     CHECK(wrong == 0);
   }
+}
+
+TEST_CASE("the fp16 hook reuses its buffers: a second step averages the new gradients",
+          "[fp16_hook]") {
+  // Step 0 averages gradients_of(rank), step 1 (the last, checked) their negatives: buffers kept
+  // from step 0 must not leak its values into step 1.
+  std::mutex mutex;
+  std::vector<int> calls(kWorld, 0);
+  std::vector<int64_t> counts;
+  const std::vector<HookResult> results = run_on_both_ranks(
+      at::kFloat,
+      [&](int rank) {
+        int call = 0;
+        {
+          const std::lock_guard<std::mutex> lock(mutex);
+          call = calls[static_cast<size_t>(rank)]++;
+        }
+        std::vector<float> values = gradients_of(rank);
+        if (call == 1) {
+          for (auto& value : values) value = -value;
+        }
+        return values;
+      },
+      2, &counts);
+  const std::vector<float> rank0 = gradients_of(0);
+  const std::vector<float> rank1 = gradients_of(1);
+  for (const HookResult& result : results) {
+    const float* averaged = result.result.data_ptr<float>();
+    size_t wrong = 0;
+    for (size_t i = 0; i < rank0.size(); ++i) {
+      const float expected = (rounded(-rank0[i]) + rounded(-rank1[i])) / 2.0F;
+      if (bits_of(averaged[i]) != bits_of(expected)) ++wrong;
+    }
+    CHECK(wrong == 0);
+  }
+  CHECK(counts == std::vector<int64_t>{2, 2});
+}
+
+TEST_CASE("the fp16 hook rounds a double bucket to float16 once, not through float32",
+          "[fp16_hook]") {
+  // Just past float16's tie between 1 and 1 + 2^-10: float32 rounds it to the tie, which float16
+  // then rounds to the even 1.0; rounded once it is 1 + 2^-10.
+  const double past_tie = 1.0 + std::ldexp(1.0, -11) + std::ldexp(1.0, -40);
+  const std::vector<HookResult> results = run_on_both_ranks(at::kDouble, [&](int) {
+    return std::vector<double>{past_tie, -past_tie, 0.1, 3e-300};
+  });
+  for (const HookResult& result : results) {
+    CHECK(result.result.data_ptr() == result.bucket.data_ptr());
+    const double* averaged = result.result.data_ptr<double>();
+    CHECK(averaged[0] == 1.0 + std::ldexp(1.0, -10));
+    CHECK(averaged[1] == -(1.0 + std::ldexp(1.0, -10)));
+    CHECK(averaged[2] == static_cast<double>(rounded(0.1F)));
+    CHECK(averaged[3] == 0.0);
+  }
+}
+
+TEST_CASE("the fp16 hook refuses a complex bucket", "[fp16_hook]") {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(10));
+  options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, 0, 1, options);
+  Fp16AllGatherHook hook(group);
+  at::Tensor bucket = at::ones({4}, at::kComplexFloat);
+  c10d::GradBucket grad_bucket(0, 1, bucket, {}, {}, {}, {});
+  CHECK_THROWS_WITH(hook.runHook(grad_bucket),
+                    Catch::Contains("cannot carry a bucket of complex gradients") &&
+                        Catch::Contains("--ddp-fp16-gradients"));
+}
+
+TEST_CASE("fp16 gradients all-gather on Gloo only where that sends fewer bytes than float32",
+          "[fp16_hook]") {
+  using Compression = DDPOptions::GradientCompression;
+  // Per rank, against float32's ring all-reduce: the all-gather N/4 of its bytes (0.5x with 2
+  // ranks, 0.75x with 3, 1x with 4, 2x with 8), LibTorch's float16 all-reduce 0.5x at any N.
+  CHECK(gradient_hook_for(Compression::kFp16, "gloo", 1) == GradientHook::kFp16AllGather);
+  CHECK(gradient_hook_for(Compression::kFp16, "gloo", 2) == GradientHook::kFp16AllGather);
+  CHECK(gradient_hook_for(Compression::kFp16, "gloo", 3) == GradientHook::kFp16AllGather);
+  CHECK(gradient_hook_for(Compression::kFp16, "gloo", 4) == GradientHook::kFp16AllReduce);
+  CHECK(gradient_hook_for(Compression::kFp16, "gloo", 8) == GradientHook::kFp16AllReduce);
+  for (int world_size : {1, 2, 3, 4, 8}) {
+    CAPTURE(world_size);
+    CHECK(gradient_hook_for(Compression::kFp16, "nccl", world_size) ==
+          GradientHook::kFp16AllReduce);
+    for (const char* backend : {"gloo", "nccl"}) {
+      CHECK(gradient_hook_for(Compression::kFp16AllReduce, backend, world_size) ==
+            GradientHook::kFp16AllReduce);
+      CHECK(gradient_hook_for(Compression::kNone, backend, world_size) ==
+            GradientHook::kFloat32AllReduce);
+    }
+  }
+  CHECK(gradient_hook_name(GradientHook::kFloat32AllReduce) == "float32_all_reduce");
+  CHECK(gradient_hook_name(GradientHook::kFp16AllGather) == "fp16_all_gather");
+  CHECK(gradient_hook_name(GradientHook::kFp16AllReduce) == "fp16_all_reduce");
 }
