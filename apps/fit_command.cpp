@@ -226,13 +226,12 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
                 "the loss's graph every step, as DDP's find_unused_parameters)")
       ->group(kDataParallelGroup);
   fit->add_flag("--ddp-fp16-gradients", args.ddp_fp16_gradients,
-                "Data-parallel training: send gradients between ranks as float16, in fewer "
-                "bytes than float32, at float16's precision (for networks where bandwidth "
-                "limits; on one machine float32 is faster). Gloo with 2 or 3 ranks: all-gathered "
-                "and averaged in float32 (half of float32's bytes with 2 ranks, 3/4 with 3); 4 "
-                "ranks or more, where an all-gather sends as many bytes as float32 or more, and "
-                "NCCL: DDP's fp16_compress_hook, a float16 all-reduce (half the bytes; slow sums "
-                "on Gloo)")
+                "Data-parallel training: send gradients between ranks as float16, in half of "
+                "float32's bytes, at float16's precision (for networks where bandwidth limits; "
+                "on one machine float32 is faster). Gloo with 2 ranks: all-gathered and averaged "
+                "in float32; 3 ranks or more, where an all-gather would send more bytes than a "
+                "float16 all-reduce, and NCCL: DDP's fp16_compress_hook, a float16 all-reduce "
+                "(slow sums on Gloo)")
       ->group(kDataParallelGroup);
   fit->add_option("--ddp-gloo-loop-nice", args.ddp_gloo_loop_nice,
                   "Data-parallel training: the nice value of Gloo's event loop thread, which "

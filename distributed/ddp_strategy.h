@@ -26,12 +26,11 @@ struct DDPOptions {
   /// How gradients travel between ranks (PyTorch's DDP communication hooks).
   enum class GradientCompression {
     kNone,  ///< float32, exact
-    /// Rounded to float16 (gradients at float16's precision), sent in fewer bytes than float32,
-    /// by the hook gradient_hook_for picks: on Gloo with up to 3 ranks Fp16AllGatherHook
-    /// (distributed/fp16_allgather_hook.h: all-gathered, summed in float32; half of float32's
-    /// bytes with 2 ranks, 3/4 with 3), else LibTorch's fp16_compress_hook (an all-reduce in
-    /// float16: half the bytes at any world size; on Gloo its float16 sums run one element at a
-    /// time in software).
+    /// Rounded to float16 (gradients at float16's precision), sent in half of float32's bytes,
+    /// by the hook gradient_hook_for picks: on Gloo with 2 ranks Fp16AllGatherHook
+    /// (distributed/fp16_allgather_hook.h: all-gathered, summed in float32), else LibTorch's
+    /// fp16_compress_hook (an all-reduce in float16; on Gloo its float16 sums run one element at
+    /// a time in software).
     kFp16,
     /// LibTorch's fp16_compress_hook on every backend and world size: the bucket divided by the
     /// world size, halved to float16 and all-reduced in float16 (for comparison; slow on Gloo).
@@ -90,14 +89,15 @@ enum class GradientHook {
 
 /// The hook DDP with `compression` on `backend` ("gloo" or "nccl") among `world_size` ranks
 /// averages with. kNone: kFloat32AllReduce. kFp16AllReduce: kFp16AllReduce. kFp16:
-/// kFp16AllGather on Gloo with at most 3 ranks, where it sends fewer bytes than float32, else
-/// kFp16AllReduce. Bytes each rank sends per bucket of B bytes of float32 (Gloo's ring
-/// algorithms): float32 all-reduce 2(N-1)/N x B, float16 all-reduce half that, float16
-/// all-gather (N-1) x B/2, which is N/4 of float32's: 0.5x with 2 ranks, 0.75x with 3, as much
-/// with 4 and twice as much with 8. So from 4 ranks on only the float16 all-reduce still halves
-/// the bytes, which is what the option is for (a network that limits), at the price of Gloo's
-/// software float16 sum (bench/README.md stop 31); where bytes do not limit, float32 is faster
-/// and exact. NCCL sums float16 on the GPU: always its all-reduce.
+/// kFp16AllGather on Gloo with at most 2 ranks, where it sends no more bytes than LibTorch's
+/// float16 all-reduce, else kFp16AllReduce. Bytes each rank sends per bucket of B bytes of
+/// float32 (ring algorithms; arithmetic, not measured): float32 all-reduce 2(N-1)/N x B, float16
+/// all-reduce half that, (N-1)/N x B, float16 all-gather (N-1) x B/2: B/2 for both with 2 ranks,
+/// but with 3 the all-gather sends B against the all-reduce's 2B/3, and with 4 as much as
+/// float32. So from 3 ranks on the float16 all-reduce halves the bytes, which is what the option
+/// is for (a network that limits), at the price of Gloo's software float16 sum (bench/README.md
+/// stop 31); where bytes do not limit, float32 is no slower and exact. NCCL sums float16 on the
+/// GPU: always its all-reduce.
 GradientHook gradient_hook_for(DDPOptions::GradientCompression compression,
                                std::string_view backend, int world_size);
 

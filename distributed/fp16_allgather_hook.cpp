@@ -18,9 +18,9 @@ GradientHook gradient_hook_for(DDPOptions::GradientCompression compression,
     case DDPOptions::GradientCompression::kFp16AllReduce:
       return GradientHook::kFp16AllReduce;
     case DDPOptions::GradientCompression::kFp16:
-      // All-gather: (N-1)/2 times a bucket's float32 bytes against the float32 all-reduce's
-      // 2(N-1)/N: fewer while N <= 3.
-      return backend == "gloo" && world_size <= 3 ? GradientHook::kFp16AllGather
+      // Bytes per rank for B bytes of float32: the all-gather (N-1) x B/2, LibTorch's float16
+      // all-reduce (N-1)/N x B: no more while N <= 2 (at 3, B against 2B/3).
+      return backend == "gloo" && world_size <= 2 ? GradientHook::kFp16AllGather
                                                   : GradientHook::kFp16AllReduce;
   }
   return GradientHook::kFloat32AllReduce;

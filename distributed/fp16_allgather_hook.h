@@ -1,13 +1,15 @@
 #pragma once
-/// DDP's float16 gradient compression on Gloo with up to 3 ranks (DDPOptions::GradientCompression
+/// DDP's float16 gradient compression on Gloo with 2 ranks (DDPOptions::GradientCompression
 /// ::kFp16, gradient_hook_for): each bucket of gradients rounded to float16, all-gathered, and
 /// every rank's float16 values summed in float32 and divided by the world size, written back into
 /// the bucket. LibTorch's own FP16CompressCommHook all-reduces the float16 bucket instead, which
 /// Gloo sums one element at a time in software on the CPU (bench/README.md: two ranks slower than
-/// one process). The sum here is of float16 values in float32, so it is rounded once (each rank's
-/// gradient to float16), not at each addition as a float16 all-reduce's is. An all-gather sends
-/// (N-1) x B/2 bytes per rank for a bucket of B bytes of float32, against a float32 all-reduce's
-/// 2(N-1)/N x B: fewer only with 2 or 3 ranks, which is why gradient_hook_for picks it only there.
+/// one process). The sum here is of float16 values in float32, so it is rounded once to float16
+/// (each rank's gradient), not at each addition as a float16 all-reduce's is. Per rank, for a
+/// bucket of B bytes of float32, an all-gather sends (N-1) x B/2 bytes, LibTorch's float16 ring
+/// all-reduce (N-1)/N x B: as many with 2 ranks, more from 3 on (B against 2B/3; arithmetic, not
+/// measured), which is why gradient_hook_for picks it only with 2. The hook itself works for any
+/// number of ranks.
 
 #include <atomic>
 #include <cstdint>

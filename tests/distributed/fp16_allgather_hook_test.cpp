@@ -222,14 +222,17 @@ TEST_CASE("the fp16 hook refuses a complex bucket", "[fp16_hook]") {
                         Catch::Contains("--ddp-fp16-gradients"));
 }
 
-TEST_CASE("fp16 gradients all-gather on Gloo only where that sends fewer bytes than float32",
-          "[fp16_hook]") {
+TEST_CASE(
+    "fp16 gradients all-gather on Gloo only where that sends no more bytes than LibTorch's "
+    "float16 all-reduce",
+    "[fp16_hook]") {
   using Compression = DDPOptions::GradientCompression;
-  // Per rank, against float32's ring all-reduce: the all-gather N/4 of its bytes (0.5x with 2
-  // ranks, 0.75x with 3, 1x with 4, 2x with 8), LibTorch's float16 all-reduce 0.5x at any N.
+  // Per rank, for B bytes of float32 gradients (ring algorithms): the all-gather (N-1) x B/2,
+  // LibTorch's float16 all-reduce (N-1)/N x B: as many with 2 ranks (B/2), more from 3 on
+  // (B against 2B/3 with 3 ranks; 3B/2 against 3B/4 with 4).
   CHECK(gradient_hook_for(Compression::kFp16, "gloo", 1) == GradientHook::kFp16AllGather);
   CHECK(gradient_hook_for(Compression::kFp16, "gloo", 2) == GradientHook::kFp16AllGather);
-  CHECK(gradient_hook_for(Compression::kFp16, "gloo", 3) == GradientHook::kFp16AllGather);
+  CHECK(gradient_hook_for(Compression::kFp16, "gloo", 3) == GradientHook::kFp16AllReduce);
   CHECK(gradient_hook_for(Compression::kFp16, "gloo", 4) == GradientHook::kFp16AllReduce);
   CHECK(gradient_hook_for(Compression::kFp16, "gloo", 8) == GradientHook::kFp16AllReduce);
   for (int world_size : {1, 2, 3, 4, 8}) {
