@@ -516,22 +516,37 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   impl_->logger =
       std::shared_ptr<c10d::Logger>(new c10d::Logger(impl_->reducer), delete_quietly<c10d::Logger>);
   impl_->reducer->set_logger(impl_->logger);
-  const GradientHook hook =
-      gradient_hook_for(options_.gradient_compression(), impl_->backend, impl_->group->getSize());
-  if (hook == GradientHook::kFp16AllGather) {
-    auto all_gather = std::make_unique<Fp16AllGatherHook>(impl_->group);
-    impl_->fp16_all_gather = all_gather.get();
-    impl_->reducer->register_comm_hook(std::move(all_gather));
-  } else if (hook == GradientHook::kFp16AllReduce) {
-    impl_->reducer->register_builtin_comm_hook(c10d::BuiltinCommHookType::FP16_COMPRESS);
-  }
-  // As DistributedDataParallel._register_comm_hook: the hook's name in the DDP logging data,
-  // from which the statistics read it back.
-  impl_->logger->set_comm_hook(std::string(gradient_hook_name(hook)));
-  const at::DDPLoggingData data = impl_->logger->get_ddp_logging_data();
-  const auto comm_hook = data.strs_map.find("comm_hook");
-  statistics_.comm_hook = comm_hook == data.strs_map.end() ? std::string() : comm_hook->second;
+  statistics_.comm_hook.clear();
   statistics_.fp16_all_gather_buckets = 0;
+  impl_->fp16_all_gather = nullptr;
+  // The hook's name goes into the DDP logging data (as DistributedDataParallel's
+  // _register_comm_hook does), from which the statistics read it back, only once the Reducer
+  // took the hook: a register call that throws leaves no name, and no pointer to a hook it
+  // destroyed.
+  const auto registered = [&](GradientHook hook) {
+    impl_->logger->set_comm_hook(std::string(gradient_hook_name(hook)));
+    const at::DDPLoggingData data = impl_->logger->get_ddp_logging_data();
+    const auto comm_hook = data.strs_map.find("comm_hook");
+    statistics_.comm_hook = comm_hook == data.strs_map.end() ? std::string() : comm_hook->second;
+  };
+  switch (
+      gradient_hook_for(options_.gradient_compression(), impl_->backend, impl_->group->getSize())) {
+    case GradientHook::kFp16AllGather: {
+      auto all_gather = std::make_unique<Fp16AllGatherHook>(impl_->group);
+      Fp16AllGatherHook* const hook = all_gather.get();
+      impl_->reducer->register_comm_hook(std::move(all_gather));
+      impl_->fp16_all_gather = hook;  // the Reducer owns it now
+      registered(GradientHook::kFp16AllGather);
+      break;
+    }
+    case GradientHook::kFp16AllReduce:
+      impl_->reducer->register_builtin_comm_hook(c10d::BuiltinCommHookType::FP16_COMPRESS);
+      registered(GradientHook::kFp16AllReduce);
+      break;
+    case GradientHook::kFloat32AllReduce:  // no hook: the Reducer's own all-reduce
+      registered(GradientHook::kFloat32AllReduce);
+      break;
+  }
 }
 
 void DDPStrategy::teardown_module() noexcept {

@@ -608,7 +608,8 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
   if (mode.rfind("core_", 0) == 0) return;  // "ddp child rank, core" below runs these
   // "MODE+view": MODE with DDPOptions::gradient_as_bucket_view; "MODE+fp16": MODE with fp16
-  // gradients (as "fp16" is).
+  // gradients (as "fp16" is); "fp16_all_reduce": LibTorch's float16 all-reduce
+  // (GradientCompression::kFp16AllReduce).
   const auto strip_suffix = [&mode](const std::string& suffix) {
     const bool found = mode.size() > suffix.size() &&
                        mode.compare(mode.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -617,6 +618,7 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   };
   const bool bucket_view = strip_suffix("+view");
   const bool fp16_gradients = strip_suffix("+fp16") || mode == "fp16";
+  const bool fp16_all_reduce = mode == "fp16_all_reduce";
   const distributed::DistributedEnvironment environment = distributed::environment_from_variables();
   const bool stuck_disk_mode = mode.rfind("stuck_disk", 0) == 0;
   if (stuck_disk_mode) meet_before_joining(dir, environment.rank);
@@ -637,9 +639,10 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
           // Buckets of 50 KiB after the first MiB: the wide model's gradients take three.
           .bucket_cap_mb(mode == "buckets" ? 0.05 : 25.0)
           .gradient_as_bucket_view(bucket_view)
-          .gradient_compression(fp16_gradients
-                                    ? distributed::DDPOptions::GradientCompression::kFp16
-                                    : distributed::DDPOptions::GradientCompression::kNone));
+          .gradient_compression(
+              fp16_all_reduce  ? distributed::DDPOptions::GradientCompression::kFp16AllReduce
+              : fp16_gradients ? distributed::DDPOptions::GradientCompression::kFp16
+                               : distributed::DDPOptions::GradientCompression::kNone));
   const int rank = strategy->global_rank();
   // models_differ: rank 1's hidden layer is narrower.
   const int64_t width = mode == "buckets"                      ? kWideWidth
@@ -1454,6 +1457,35 @@ TEST_CASE("fp16 gradients: every rank steps alike, close to one process", "[ddp]
   }
   // Rounded gradients (float16 keeps about 3 decimal digits) after 16 steps at lr 0.05: 1.5e-5
   // here with Fp16AllGatherHook, 2.2e-5 with LibTorch's float16 all-reduce.
+  CHECK(largest > 0.0);
+  CHECK(largest < 1e-3);
+}
+
+TEST_CASE(
+    "fp16 gradients by LibTorch's float16 all-reduce: every rank steps alike, close to one "
+    "process",
+    "[ddp]") {
+  // GradientCompression::kFp16AllReduce: c10d's FP16CompressCommHook on Gloo (what kFp16 is
+  // from 3 ranks on, and on NCCL); with the bucket view it copies the average into the bucket.
+  const bool gradient_as_bucket_view = GENERATE(false, true);
+  CAPTURE(gradient_as_bucket_view);
+  testing::TempDir dir;
+  run_ranks_cleanly(gradient_as_bucket_view ? "fp16_all_reduce+view" : "fp16_all_reduce", dir);
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  RegressionModule single_module;
+  const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
+  CHECK(rank0.weights == rank1.weights);
+  REQUIRE(rank0.weights.size() == single.weights.size());
+  double largest = 0.0;
+  for (size_t i = 0; i < single.weights.size(); ++i)
+    largest = std::max(largest, std::abs(rank0.weights[i] - single.weights[i]));
+  CAPTURE(largest);
+  // LibTorch's hook, registered with the Reducer (its Logger's comm_hook), not trainbus's.
+  for (const RankResult* rank : {&rank0, &rank1}) {
+    CHECK(rank->metrics.count("ddp/comm_hook/fp16_all_reduce") == 1);
+    CHECK(rank->metrics.count("ddp/comm_hook/fp16_all_gather") == 0);
+    CHECK(rank->metrics.at("ddp/fp16_all_gather_buckets") == 0.0);
+  }
   CHECK(largest > 0.0);
   CHECK(largest < 1e-3);
 }
