@@ -30,10 +30,13 @@ struct DDPOptions {
     /// by the hook gradient_hook_for picks: on Gloo with 2 ranks Fp16AllGatherHook
     /// (distributed/fp16_allgather_hook.h: all-gathered, summed in float32), else LibTorch's
     /// fp16_compress_hook (an all-reduce in float16; on Gloo its float16 sums run one element at
-    /// a time in software).
+    /// a time in software). Elements with |g| >= 65520 become +-inf, those below about 3e-8
+    /// become 0 (LibTorch's hook alike on overflow; it loses more on underflow, dividing in
+    /// float16).
     kFp16,
-    /// LibTorch's fp16_compress_hook on every backend and world size: the bucket divided by the
-    /// world size, halved to float16 and all-reduced in float16 (for comparison; slow on Gloo).
+    /// LibTorch's fp16_compress_hook on every backend and world size: the bucket halved to
+    /// float16, then divided by the world size in float16 (LibTorch 1.13), and all-reduced in
+    /// float16 (for comparison; slow on Gloo).
     kFp16AllReduce,
   };
   /// Longest wait for the rendezvous (every rank joining) and for any one collective. A rank
@@ -96,8 +99,8 @@ enum class GradientHook {
 /// but with 3 the all-gather sends B against the all-reduce's 2B/3, and with 4 as much as
 /// float32. So from 3 ranks on the float16 all-reduce halves the bytes, which is what the option
 /// is for (a network that limits), at the price of Gloo's software float16 sum (bench/README.md
-/// stop 31); where bytes do not limit, float32 is no slower and exact. NCCL sums float16 on the
-/// GPU: always its all-reduce.
+/// stop 31); where bytes do not limit, float16 is no faster than float32, which is exact. NCCL
+/// sums float16 on the GPU: always its all-reduce.
 GradientHook gradient_hook_for(DDPOptions::GradientCompression compression,
                                std::string_view backend, int world_size);
 
