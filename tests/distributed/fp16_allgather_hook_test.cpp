@@ -1,5 +1,6 @@
-// The fp16 gradient hook on Gloo, run as c10d's Reducer runs it on a bucket, by two ranks in two
-// threads of this process on one in-memory store.
+// The fp16 gradient hook on Gloo, run as c10d's Reducer runs it on a bucket, by two or three
+// ranks in threads of this process on one in-memory store (gradient_hook_for picks the hook only
+// with two, but it works with any number).
 #include "distributed/fp16_allgather_hook.h"
 
 #include <chrono>
@@ -13,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -25,8 +27,6 @@
 using namespace trainbus::distributed;
 
 namespace {
-
-constexpr int kWorld = 2;
 
 // Rank `rank`'s gradients: 1001 values around 0.01 (a tail after 8-value vectors), and values
 // that float16 rounds, holds only as subnormals, or overflows when summed.
@@ -50,21 +50,21 @@ struct HookResult {
 };
 
 // Runs the hook `steps` times (one hook, as the Reducer's, for bucket 0) on a bucket of `dtype`
-// holding values_of(rank), on both ranks; the last step's results. `count` is each rank's
+// holding values_of(rank), on `world` ranks; the last step's results. `count` is each rank's
 // Fp16AllGatherHook::buckets_averaged() after the steps.
 template <class Values>
-std::vector<HookResult> run_on_both_ranks(at::ScalarType dtype, Values values_of, int steps = 1,
-                                          std::vector<int64_t>* counts = nullptr) {
+std::vector<HookResult> run_on_ranks(int world, at::ScalarType dtype, Values values_of,
+                                     int steps = 1, std::vector<int64_t>* counts = nullptr) {
   auto store = c10::make_intrusive<c10d::HashStore>();
-  std::vector<HookResult> results(kWorld);
-  if (counts != nullptr) counts->assign(kWorld, -1);
+  std::vector<HookResult> results(static_cast<size_t>(world));
+  if (counts != nullptr) counts->assign(static_cast<size_t>(world), -1);
   std::vector<std::thread> ranks;
-  for (int rank = 0; rank < kWorld; ++rank) {
+  for (int rank = 0; rank < world; ++rank) {
     ranks.emplace_back([&, rank] {
       try {
         auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(60));
         options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-        auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, kWorld, options);
+        auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
         Fp16AllGatherHook hook(group);
         for (int step = 0; step < steps; ++step) {
           const auto values = values_of(rank);
@@ -94,11 +94,27 @@ std::vector<HookResult> run_on_both_ranks(at::ScalarType dtype, Values values_of
   return results;
 }
 
-std::vector<HookResult> run_on_both_ranks(at::ScalarType dtype) {
-  return run_on_both_ranks(dtype, gradients_of);
+std::vector<HookResult> run_on_ranks(int world, at::ScalarType dtype) {
+  return run_on_ranks(world, dtype, gradients_of);
 }
 
 float rounded(float value) { return static_cast<float>(c10::Half(value)); }
+
+// Value `i` averaged as the hook does: each rank's value (as `Bucket`, the bucket's type) rounded
+// to float16, summed in float32 in rank order, divided by the number of ranks.
+template <class Bucket = float>
+float average_of(const std::vector<std::vector<float>>& ranks, size_t i) {
+  float sum = 0.0F;
+  for (const std::vector<float>& values : ranks)
+    sum += rounded(static_cast<float>(static_cast<Bucket>(values[i])));
+  return sum / static_cast<float>(ranks.size());
+}
+
+std::vector<std::vector<float>> gradients_of_ranks(int world) {
+  std::vector<std::vector<float>> ranks;
+  for (int rank = 0; rank < world; ++rank) ranks.push_back(gradients_of(rank));
+  return ranks;
+}
 
 uint32_t bits_of(float value) {
   uint32_t bits = 0;
@@ -111,18 +127,19 @@ uint32_t bits_of(float value) {
 TEST_CASE(
     "the fp16 hook averages each rank's float16-rounded gradients in float32, into the bucket",
     "[fp16_hook]") {
-  const std::vector<HookResult> results = run_on_both_ranks(at::kFloat);
-  const std::vector<float> rank0 = gradients_of(0);
-  const std::vector<float> rank1 = gradients_of(1);
+  const int world = GENERATE(2, 3);
+  CAPTURE(world);
+  const std::vector<HookResult> results = run_on_ranks(world, at::kFloat);
+  const std::vector<std::vector<float>> ranks = gradients_of_ranks(world);
   for (const HookResult& result : results) {
     // The result is the bucket itself: gradients that are views into it see the average.
     CHECK(result.result.data_ptr() == result.bucket.data_ptr());
-    REQUIRE(result.result.numel() == static_cast<int64_t>(rank0.size()));
+    REQUIRE(result.result.numel() == static_cast<int64_t>(ranks[0].size()));
     const float* averaged = result.result.data_ptr<float>();
     size_t wrong = 0;
-    for (size_t i = 0; i < rank0.size(); ++i) {
-      // Rounded once, each rank's value to float16; summed and divided in float32.
-      const float expected = (rounded(rank0[i]) + rounded(rank1[i])) / 2.0F;
+    for (size_t i = 0; i < ranks[0].size(); ++i) {
+      // Rounded once to float16, each rank's value; summed and divided in float32.
+      const float expected = average_of(ranks, i);
       if (bits_of(averaged[i]) != bits_of(expected)) {
         if (++wrong <= 3) {
           UNSCOPED_INFO("value " << i << ": got " << averaged[i] << ", expected " << expected);
@@ -132,40 +149,80 @@ TEST_CASE(
     CHECK(wrong == 0);
     // Summed in float32: 65504 + 64992 is past float16's largest (65504), but their average is
     // not (LibTorch's hook divides before its float16 sum: no inf there either).
-    CHECK(averaged[1] == (65504.0F + 64992.0F) / 2);
+    CHECK(averaged[1] ==
+          (world == 2 ? (65504.0F + 64992.0F) / 2 : (65504.0F + 64992.0F + 64992.0F) / 3));
     CHECK(averaged[3] == 1.0F);
   }
   // Every rank steps alike: the same bits.
-  CHECK(at::equal(results[0].result, results[1].result));
+  for (const HookResult& result : results) CHECK(at::equal(results[0].result, result.result));
 }
 
-TEST_CASE("the fp16 hook averages a bucket of another dtype through a float32 copy",
+TEST_CASE("the fp16 hook averages a double bucket, each value rounded to float16 directly",
           "[fp16_hook]") {
-  const std::vector<HookResult> results = run_on_both_ranks(at::kDouble);
-  const std::vector<float> rank0 = gradients_of(0);
-  const std::vector<float> rank1 = gradients_of(1);
+  // doubles_to_halves, not the float32 copy; the average (float32) written back as doubles.
+  const int world = GENERATE(2, 3);
+  CAPTURE(world);
+  const std::vector<HookResult> results = run_on_ranks(world, at::kDouble);
+  const std::vector<std::vector<float>> ranks = gradients_of_ranks(world);
   for (const HookResult& result : results) {
     CHECK(result.result.data_ptr() == result.bucket.data_ptr());
     REQUIRE(result.result.scalar_type() == at::kDouble);
     const double* averaged = result.result.data_ptr<double>();
     size_t wrong = 0;
-    for (size_t i = 0; i < rank0.size(); ++i) {
-      const float expected = (rounded(rank0[i]) + rounded(rank1[i])) / 2.0F;
-      if (averaged[i] != static_cast<double>(expected)) ++wrong;
+    for (size_t i = 0; i < ranks[0].size(); ++i) {
+      if (averaged[i] != static_cast<double>(average_of(ranks, i))) ++wrong;
     }
     CHECK(wrong == 0);
   }
+}
+
+TEST_CASE(
+    "the fp16 hook averages a half or bfloat16 bucket through a float32 copy, into the bucket",
+    "[fp16_hook]") {
+  const int world = GENERATE(2, 3);
+  const at::ScalarType dtype = GENERATE(at::kHalf, at::kBFloat16);
+  CAPTURE(world, dtype);
+  const std::vector<HookResult> results = run_on_ranks(world, dtype);
+  const std::vector<std::vector<float>> ranks = gradients_of_ranks(world);
+  for (const HookResult& result : results) {
+    CHECK(result.result.data_ptr() == result.bucket.data_ptr());
+    REQUIRE(result.result.scalar_type() == dtype);
+    const at::Tensor averaged = result.result.to(at::kFloat);
+    const float* got = averaged.data_ptr<float>();
+    size_t wrong = 0;
+    for (size_t i = 0; i < ranks[0].size(); ++i) {
+      // Each rank's value as the bucket holds it, rounded to float16 (exact from half), the
+      // float32 average rounded to the bucket's type.
+      const float expected =
+          dtype == at::kHalf
+              ? static_cast<float>(c10::Half(average_of<c10::Half>(ranks, i)))
+              : static_cast<float>(c10::BFloat16(average_of<c10::BFloat16>(ranks, i)));
+      if (bits_of(got[i]) != bits_of(expected)) {
+        if (++wrong <= 3) {
+          UNSCOPED_INFO("value " << i << ": got " << got[i] << ", expected " << expected);
+        }
+      }
+    }
+    CHECK(wrong == 0);
+    // bfloat16 holds 65504 as 65536, past float16's range: the rank's float16 is inf, and so
+    // the average.
+    CHECK(std::isinf(got[1]) == (dtype == at::kBFloat16));
+    CHECK(got[3] == 1.0F);
+  }
+  for (const HookResult& result : results) CHECK(at::equal(results[0].result, result.result));
 }
 
 TEST_CASE("the fp16 hook reuses its buffers: a second step averages the new gradients",
           "[fp16_hook]") {
   // Step 0 averages gradients_of(rank), step 1 (the last, checked) their negatives: buffers kept
   // from step 0 must not leak its values into step 1.
+  const int world = GENERATE(2, 3);
+  CAPTURE(world);
   std::mutex mutex;
-  std::vector<int> calls(kWorld, 0);
+  std::vector<int> calls(static_cast<size_t>(world), 0);
   std::vector<int64_t> counts;
-  const std::vector<HookResult> results = run_on_both_ranks(
-      at::kFloat,
+  const std::vector<HookResult> results = run_on_ranks(
+      world, at::kFloat,
       [&](int rank) {
         int call = 0;
         {
@@ -179,18 +236,19 @@ TEST_CASE("the fp16 hook reuses its buffers: a second step averages the new grad
         return values;
       },
       2, &counts);
-  const std::vector<float> rank0 = gradients_of(0);
-  const std::vector<float> rank1 = gradients_of(1);
+  std::vector<std::vector<float>> negatives = gradients_of_ranks(world);
+  for (auto& values : negatives) {
+    for (auto& value : values) value = -value;
+  }
   for (const HookResult& result : results) {
     const float* averaged = result.result.data_ptr<float>();
     size_t wrong = 0;
-    for (size_t i = 0; i < rank0.size(); ++i) {
-      const float expected = (rounded(-rank0[i]) + rounded(-rank1[i])) / 2.0F;
-      if (bits_of(averaged[i]) != bits_of(expected)) ++wrong;
+    for (size_t i = 0; i < negatives[0].size(); ++i) {
+      if (bits_of(averaged[i]) != bits_of(average_of(negatives, i))) ++wrong;
     }
     CHECK(wrong == 0);
   }
-  CHECK(counts == std::vector<int64_t>{2, 2});
+  CHECK(counts == std::vector<int64_t>(static_cast<size_t>(world), 2));
 }
 
 TEST_CASE("the fp16 hook rounds a double bucket to float16 once, not through float32",
@@ -198,7 +256,9 @@ TEST_CASE("the fp16 hook rounds a double bucket to float16 once, not through flo
   // Just past float16's tie between 1 and 1 + 2^-10: float32 rounds it to the tie, which float16
   // then rounds to the even 1.0; rounded once it is 1 + 2^-10.
   const double past_tie = 1.0 + std::ldexp(1.0, -11) + std::ldexp(1.0, -40);
-  const std::vector<HookResult> results = run_on_both_ranks(at::kDouble, [&](int) {
+  const int world = GENERATE(2, 3);
+  CAPTURE(world);
+  const std::vector<HookResult> results = run_on_ranks(world, at::kDouble, [&](int) {
     return std::vector<double>{past_tie, -past_tie, 0.1, 3e-300};
   });
   for (const HookResult& result : results) {
