@@ -336,23 +336,6 @@ void agree_as_other_rank(c10d::Store& store, const std::vector<SharedDDPSetting>
 // different sizes and fails, or averages garbage). Not shared: `timeout`, each rank's own bound
 // on a wait (ranks with different ones still run the same collectives; a hang ends at the
 // shortest), and `socket_ifname`, which names an interface of the rank's own machine.
-namespace {
-
-// The gradient compression asked for; with the backend and the world size (compared too) it
-// picks the hook (gradient_hook_for).
-std::string gradient_hook_setting(DDPOptions::GradientCompression compression) {
-  switch (compression) {
-    case DDPOptions::GradientCompression::kNone:
-      return "none";
-    case DDPOptions::GradientCompression::kFp16:
-      return "fp16";
-    case DDPOptions::GradientCompression::kFp16AllReduce:
-      return "fp16_all_reduce";
-  }
-  return "unknown";
-}
-
-}  // namespace
 
 std::vector<SharedDDPSetting> shared_ddp_settings(const DDPOptions& options,
                                                   std::string_view backend, int world_size) {
@@ -373,12 +356,15 @@ std::vector<SharedDDPSetting> shared_ddp_settings(const DDPOptions& options,
       {"find_unused_parameters", yes_no(options.find_unused_parameters()),
        "--ddp-find-unused-parameters (DDPOptions::find_unused_parameters)"},
       // float16 buckets against float32 ones, all-gathered against all-reduced: other
-      // collectives, of other sizes. The key was `gradient_compression`, whose fp16 was
-      // LibTorch's float16 all-reduce on every backend; since kFp16 may be an all-gather
-      // (gradient_hook_for) it is `gradient_hook`, so that a build from before and this one
+      // collectives, of other sizes. The hook gradient_hook_for picks, by its name: kFp16 and
+      // kFp16AllReduce, which pick the same hook on NCCL and on Gloo from 3 ranks on, agree
+      // there. The key was `gradient_compression` (none or fp16, then LibTorch's float16
+      // all-reduce on every backend); another key, so that a build from before and this one
       // differ as builds ("does not know it: run the same trainbus build"), not as a flag set
-      // differently. Rename it again when the hook a setting picks changes.
-      {"gradient_hook", gradient_hook_setting(options.gradient_compression()),
+      // differently. Rename it again when the collectives a hook's name stands for change.
+      {"gradient_hook",
+       std::string(gradient_hook_name(
+           gradient_hook_for(options.gradient_compression(), backend, world_size))),
        "--ddp-fp16-gradients (DDPOptions::gradient_compression)"},
       // The buckets are the all-reduces of a backward: their number and sizes.
       {"bucket_cap_mb",
