@@ -14,7 +14,7 @@
 #endif
 
 namespace trainbus::distributed {
-namespace detail {
+namespace half_detail {
 
 uint16_t float_to_half(float value) {
   uint32_t bits = 0;
@@ -178,13 +178,13 @@ void average_halves_f16c(const uint16_t* const* parts, int part_count, float* ou
 
 #endif
 
-}  // namespace detail
+}  // namespace half_detail
 
 void floats_to_halves(const float* in, uint16_t* out, size_t count) {
-  if (detail::f16c_supported()) {
-    detail::floats_to_halves_f16c(in, out, count);
+  if (half_detail::f16c_supported()) {
+    half_detail::floats_to_halves_f16c(in, out, count);
   } else {
-    detail::floats_to_halves_scalar(in, out, count);
+    half_detail::floats_to_halves_scalar(in, out, count);
   }
 }
 
@@ -194,24 +194,24 @@ void doubles_to_halves(const double* in, uint16_t* out, size_t count) {
   for (size_t done = 0; done < count; done += kChunk) {
     const size_t chunk = count - done < kChunk ? count - done : kChunk;
     for (size_t i = 0; i < chunk; ++i)
-      floats[i] = detail::double_to_float_rounded_to_odd(in[done + i]);
+      floats[i] = half_detail::double_to_float_rounded_to_odd(in[done + i]);
     floats_to_halves(floats, out + done, chunk);
   }
 }
 
 void halves_to_floats(const uint16_t* in, float* out, size_t count) {
-  if (detail::f16c_supported()) {
-    detail::halves_to_floats_f16c(in, out, count);
+  if (half_detail::f16c_supported()) {
+    half_detail::halves_to_floats_f16c(in, out, count);
   } else {
-    detail::halves_to_floats_scalar(in, out, count);
+    half_detail::halves_to_floats_scalar(in, out, count);
   }
 }
 
 void average_halves(const uint16_t* const* parts, int part_count, float* out, size_t count) {
-  if (detail::f16c_supported()) {
-    detail::average_halves_f16c(parts, part_count, out, count);
+  if (half_detail::f16c_supported()) {
+    half_detail::average_halves_f16c(parts, part_count, out, count);
   } else {
-    detail::average_halves_scalar(parts, part_count, out, count);
+    half_detail::average_halves_scalar(parts, part_count, out, count);
   }
 }
 

@@ -3,6 +3,9 @@
 /// where LibTorch 1.13's own CPU casts are not (about 0.75 ms for 235K values here): with the
 /// CPU's F16C instructions, 8 values an instruction, where the CPU has them (checked at run
 /// time), else one value at a time in plain C++. Both paths give the same bits for every input.
+/// The plain path costs: 235K float32 values to float16 took 0.67 ms here against 0.024 ms with
+/// F16C (the best of 200 runs of a throwaway loop, on a loaded machine), each step and rank, a
+/// third of a 2 ms step of the MLP of bench/README.md.
 ///
 /// float32 to float16 rounds to nearest, ties to even, as IEEE 754 and c10::Half: values from
 /// 65520 up become infinity, those up to 2^-25 zero (with their sign); subnormals are kept. A NaN
@@ -32,7 +35,7 @@ void halves_to_floats(const uint16_t* in, float* out, size_t count);
 /// parts, whichever path its CPU takes. part_count >= 1.
 void average_halves(const uint16_t* const* parts, int part_count, float* out, size_t count);
 
-namespace detail {
+namespace half_detail {
 
 /// One value, in plain C++ (the fallback, and the vector paths' tails).
 uint16_t float_to_half(float value);
@@ -53,6 +56,6 @@ void floats_to_halves_f16c(const float* in, uint16_t* out, size_t count);
 void halves_to_floats_f16c(const uint16_t* in, float* out, size_t count);
 void average_halves_f16c(const uint16_t* const* parts, int part_count, float* out, size_t count);
 
-}  // namespace detail
+}  // namespace half_detail
 
 }  // namespace trainbus::distributed

@@ -22,7 +22,6 @@
 #include <catch2/catch.hpp>
 
 using namespace trainbus::distributed;
-namespace half_detail = trainbus::distributed::detail;
 
 namespace {
 
