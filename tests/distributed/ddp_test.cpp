@@ -1052,7 +1052,12 @@ TEST_CASE("a rank that dies makes the other fail at once with a DistributedError
   const auto after = rank0.error.find("[after ");
   REQUIRE(after != std::string::npos);
   CHECK(std::stod(rank0.error.substr(after + 7)) < 30.0);
-  if (mode == "die_quiet+fp16") CHECK(rank0.metrics.count("ddp/comm_hook/fp16_all_gather") == 1);
+  if (mode == "die_quiet+fp16") {
+    CHECK(rank0.metrics.count("ddp/comm_hook/fp16_all_gather") == 1);
+    // Rank 1 dies at its third batch: the hook averaged the buckets of the batches before.
+    REQUIRE(rank0.metrics.count("ddp/fp16_all_gather_buckets") == 1);
+    CHECK(rank0.metrics.at("ddp/fp16_all_gather_buckets") > 0.0);
+  }
 }
 
 TEST_CASE("an error of a rank's own inside backward is its failure, not the other rank's",
