@@ -85,7 +85,10 @@ void remove_in_steps(const std::string& path) noexcept {
 // Copies the file `from` to the new file `to` durably (fsynced), in chunks of at most 4 MiB, each
 // a step: where hard links are refused, a copy of a large file on a slow disk shows progress.
 void copy_file_durably(const std::string& from, const std::string& to) {
-  const int fd = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = -1;
+  do {
+    fd = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
   if (fd < 0) {
     const int error = errno;
     throw CheckpointError(::trainbus::detail::concat("cannot open ", from, " to copy it to ", to,
@@ -221,10 +224,28 @@ void link_checkpoint(const std::string& target, const std::string& link) {
 }
 
 namespace {
-std::atomic<bool> no_hard_links{false};
+std::atomic<int> simulated_hard_link_error{0};
+
+// Whether a refused hard link means "this filesystem (or this file) takes no more links", which a
+// copy of the bytes answers; any other error (a full or failing disk) would fail the copy too, and
+// is said as the link's own.
+bool copy_answers(const std::error_code& link_error) {
+  switch (link_error.value()) {
+    case EPERM:       // FAT, exFAT, some FUSE filesystems; protected hard links
+    case EOPNOTSUPP:  // network filesystems without links (== ENOTSUP on Linux)
+    case ENOSYS:
+    case EXDEV:   // a mount point inside the checkpoint directory
+    case EMLINK:  // the file has as many links as the filesystem allows
+      return true;
+    default:
+      return false;
+  }
+}
 }  // namespace
 
-void detail::simulate_no_hard_links(bool on) noexcept { no_hard_links.store(on); }
+void detail::simulate_hard_link_error(int error) noexcept {
+  simulated_hard_link_error.store(error);
+}
 
 void copy_checkpoint_as_links(const std::string& from, const std::string& to) {
   TemporaryDirectory copy(to);  // removed unless committed
@@ -232,17 +253,26 @@ void copy_checkpoint_as_links(const std::string& from, const std::string& to) {
   for (const auto& entry : fs::directory_iterator(from)) {
     const fs::path target = fs::path(copy.path()) / entry.path().filename();
     detail::before_write_step(target.string());
-    if (no_hard_links.load())
-      error = std::make_error_code(std::errc::operation_not_permitted);
+    if (const int simulated = simulated_hard_link_error.load())
+      error = std::error_code(simulated, std::generic_category());
     else
       fs::create_hard_link(entry.path(), target, error);
     if (!error) {
       note_write_step();
       continue;
     }
+    const std::string refused = ::trainbus::detail::concat(
+        "cannot hard-link ", entry.path().string(), " as ", target.string(), ": ", error.message());
+    TRAINBUS_CHECK_AS(CheckpointError, copy_answers(error), refused, " (", to,
+                      " is not written; what was there is kept)");
     // No hard links here (some network and FUSE filesystems, exFAT): the bytes are copied, as
     // durably as a checkpoint is written, chunk by chunk.
-    copy_file_durably(entry.path().string(), target.string());
+    try {
+      copy_file_durably(entry.path().string(), target.string());
+    } catch (const CheckpointError& copy_error) {
+      throw CheckpointError(
+          ::trainbus::detail::concat(copy_error.what(), " (copied because ", refused, ")"));
+    }
   }
   copy.commit();
 }

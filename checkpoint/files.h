@@ -72,13 +72,15 @@ void link_checkpoint(const std::string& target, const std::string& link);
 
 /// Makes `to` a copy of the checkpoint directory `from` whose files are hard links (no bytes
 /// copied; parts never change once written), replacing what was there atomically. Where the
-/// filesystem refuses hard links, each file is copied and fsynced, in chunks of at most 4 MiB.
+/// filesystem refuses hard links (EPERM, EOPNOTSUPP, ENOSYS, EXDEV, EMLINK), each file is copied
+/// and fsynced, in chunks of at most 4 MiB; any other failure of a link (ENOSPC, EIO) throws
+/// CheckpointError with the link's own error, and leaves what was at `to` in place.
 void copy_checkpoint_as_links(const std::string& from, const std::string& to);
 
 namespace detail {
-/// Makes copy_checkpoint_as_links() answer as a filesystem that refuses hard links does (tests of
-/// the copy).
-void simulate_no_hard_links(bool on) noexcept;
+/// Makes copy_checkpoint_as_links()'s hard links fail with the errno `error` (0: they do not fail),
+/// as a filesystem that refuses them (EPERM) or a full disk (ENOSPC) does (tests of the copy).
+void simulate_hard_link_error(int error) noexcept;
 }  // namespace detail
 
 /// Removes a checkpoint so that a crash half-way never leaves a torn one under its final name:

@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -194,10 +196,10 @@ TEST_CASE("A commit cut between its two renames is completed by the next cleanup
 }
 
 namespace {
-// For the scope: the filesystem refuses hard links.
-struct NoHardLinks {
-  NoHardLinks() { detail::simulate_no_hard_links(true); }
-  ~NoHardLinks() { detail::simulate_no_hard_links(false); }
+// For the scope: hard links fail with `error` (EPERM: the filesystem refuses them).
+struct HardLinksFail {
+  explicit HardLinksFail(int error) { detail::simulate_hard_link_error(error); }
+  ~HardLinksFail() { detail::simulate_hard_link_error(0); }
 };
 }  // namespace
 
@@ -213,7 +215,7 @@ TEST_CASE("Where hard links are refused, a copy of a checkpoint copies its files
   std::ofstream(dir.file("from/small")) << "small";
   WriteProgress progress;
   {
-    const NoHardLinks no_hard_links;
+    const HardLinksFail no_hard_links(EPERM);
     const ReportWriteProgress report(progress);
     copy_checkpoint_as_links(dir.file("from"), dir.file("to"));
   }
@@ -239,6 +241,34 @@ TEST_CASE("Where hard links are refused, a copy of a checkpoint copies its files
   }
   REQUIRE(::stat(dir.file("from/big").c_str(), &info) == 0);
   CHECK(info.st_nlink == 2);
+}
+
+TEST_CASE("A hard link refused by a full disk is an error naming it, and keeps the old copy",
+          "[checkpoint][files]") {
+  TempDir dir;
+  const std::string best = dir.file("epoch=1.ckpt");
+  checkpoint::commit_checkpoint(directory_for(best, "best"), best);
+  const std::string last = dir.file("last.ckpt");
+  checkpoint::commit_checkpoint(directory_for(last, "older"), last);
+  {
+    const HardLinksFail full(ENOSPC);
+    // Not copied instead: a copy on a full disk fails too, and said only the copy's error.
+    CHECK_THROWS_WITH(copy_checkpoint_as_links(best, last),
+                      Catch::Contains("cannot hard-link " + best + "/MANIFEST") &&
+                          Catch::Contains(std::strerror(ENOSPC)) &&
+                          Catch::Contains(last + " is not written; what was there is kept"));
+  }
+  CHECK(read_manifest_of(last) == "older");
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});
+  // Where the file has as many links as the filesystem allows, its bytes are copied.
+  {
+    const HardLinksFail too_many(EMLINK);
+    copy_checkpoint_as_links(best, last);
+  }
+  CHECK(read_manifest_of(last) == "best");
+  struct stat info {};
+  REQUIRE(::stat((fs::path(best) / "MANIFEST").c_str(), &info) == 0);
+  CHECK(info.st_nlink == 1);
 }
 
 TEST_CASE("A directory over a `last` link, or a link removed, leaves the linked checkpoint intact",
