@@ -259,6 +259,19 @@ class ReservedPort {
   uint16_t port_ = 0;
 };
 
+// Whether something listens at `port` on loopback: a connect there is answered at once.
+bool listening_at(uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(port);
+  const bool accepted = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+  ::close(fd);
+  return accepted;
+}
+
 // Rank `rank` of a job of two on this machine, whose rendezvous is at `port` on loopback.
 distributed::DistributedEnvironment rank_of_two(int rank, uint16_t port) {
   distributed::DistributedEnvironment environment;
@@ -2102,12 +2115,12 @@ TEST_CASE("DDPOptions refuses a timeout below 1 s, a rank that never joins is na
       Catch::Message("DDPOptions: timeout (--ddp-timeout) must be at least 1 s, got 999 ms"));
   // Rank 1 of 2 comes to the rendezvous (the store) and stays silent: rank 0 times out joining
   // (in the settings handshake, which is the rendezvous), and its hint is about starting and
-  // joining, not about a call made on some ranks only. 3 s, for rank 1 to connect within it on a
-  // busy machine (c10d's connect waits between its tries).
-  distributed::DDPStrategy rank0(environment,
-                                 distributed::DDPOptions().timeout(std::chrono::seconds(3)));
+  // joining, not about a call made on some ranks only.
+  const auto timeout = std::chrono::seconds(3);
+  distributed::DDPStrategy rank0(environment, distributed::DDPOptions().timeout(timeout));
   std::string error;
   std::atomic<bool> rank0_done{false};
+  const auto started = std::chrono::steady_clock::now();  // rank 0's deadline comes later
   std::thread joining([&] {
     try {
       rank0.connect(c10::Device("cpu"));
@@ -2118,6 +2131,10 @@ TEST_CASE("DDPOptions refuses a timeout below 1 s, a rank that never joins is na
     }
     rank0_done = true;
   });
+  // Rank 0 listening first, so that c10d's connect succeeds at its first try (it waits 1 s
+  // between its tries).
+  while (!listening_at(reserved.port()) && !rank0_done)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   c10d::TCPStoreOptions client;
   client.port = reserved.port();
   client.isServer = false;
@@ -2129,14 +2146,15 @@ TEST_CASE("DDPOptions refuses a timeout below 1 s, a rank that never joins is na
     try {
       store = c10::make_intrusive<c10d::TCPStore>(environment.master_addr, client);
     } catch (const std::exception&) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // rank 0 not listening yet
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
-  const bool connected_in_time = static_cast<bool>(store);
+  const auto connected = std::chrono::steady_clock::now();
   joining.join();
-  // Otherwise this ran as a rank that never came, which the words below cover too, but not the
-  // case this test is for.
-  CHECK(connected_in_time);
+  // Otherwise this ran as a rank that never came (which the words below cover too), not the case
+  // this test is for.
+  CHECK(store);
+  CHECK(connected < started + timeout);
   CHECK_THAT(error, Catch::StartsWith("rank 0 of 2: rank 1 did not answer rank 0's DDP settings "
                                       "within the timeout (3 s): it did not start, started more "
                                       "than that after rank 0, looked for the rendezvous "
