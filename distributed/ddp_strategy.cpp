@@ -199,7 +199,41 @@ void delete_quietly(T* object) noexcept {
 size_t count_trainable(const torch::nn::Module& module) {
   return trainable_parameters(module).size();
 }
+
+// DDPOptions::comm_hook as the Reducer takes it. c10d's own C++ hooks (AllReduceCommHook,
+// CppCommHookInterface's parseHookResult) are not exported by LibTorch 1.13's libtorch_cpu.
+class UserCommHook final : public c10d::CommHookInterface {
+ public:
+  UserCommHook(CommHook hook, c10::intrusive_ptr<c10d::ProcessGroup> group)
+      : hook_(std::move(hook)), group_(std::move(group)) {}
+  c10::intrusive_ptr<c10::ivalue::Future> runHook(c10d::GradBucket& bucket) override {
+    c10::intrusive_ptr<c10::ivalue::Future> future = hook_(*group_, bucket);
+    TORCH_CHECK(future, "DDPOptions::comm_hook returned no future for gradient bucket ",
+                bucket.getIndex());
+    return future;
+  }
+  // As c10d::detail::parseCppCommHookResult: the tensor, or the first of a list.
+  at::Tensor parseHookResult(const c10::IValue& result) override {
+    TORCH_CHECK(result.isTensor() || result.isTensorList(),
+                "DDPOptions::comm_hook's future must hold the averaged bucket (a tensor, or a "
+                "list of one), not ",
+                result.tagKind());
+    if (result.isTensor()) return result.toTensor();
+    return result.toTensorVector()[0];
+  }
+
+ private:
+  CommHook hook_;
+  c10::intrusive_ptr<c10d::ProcessGroup> group_;
+};
 }  // namespace
+
+c10::intrusive_ptr<c10::ivalue::Future> allreduce_average(c10d::ProcessGroup& group,
+                                                          c10d::GradBucket& bucket) {
+  std::vector<at::Tensor> tensors{bucket.getBufferRef()};
+  tensors[0].div_(group.getSize());  // before the sum, as PyTorch's: float16 does not overflow
+  return group.allreduce(tensors)->getFuture();
+}
 
 DDPStrategy::DDPStrategy(DistributedEnvironment environment, DDPOptions options)
     : environment_(std::move(environment)),
@@ -217,6 +251,11 @@ DDPStrategy::DDPStrategy(DistributedEnvironment environment, DDPOptions options)
                  "DDPOptions: gloo_event_loop_nice (--ddp-gloo-loop-nice) must be 0 (as PyTorch "
                  "leaves it) to 19 (the lowest priority), got ",
                  options_.gloo_event_loop_nice());
+  TRAINBUS_CHECK(!options_.comm_hook() ||
+                     options_.gradient_compression() == DDPOptions::GradientCompression::kNone,
+                 "DDPOptions: comm_hook and gradient_compression kFp16 (--ddp-fp16-gradients) "
+                 "are both communication hooks, and DDP takes one: compress the bucket in your "
+                 "hook, or leave one of them out");
 }
 
 DDPStrategy::~DDPStrategy() { teardown_module(); }
@@ -507,6 +546,9 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   impl_->reducer->set_logger(impl_->logger);
   if (options_.gradient_compression() == DDPOptions::GradientCompression::kFp16)
     impl_->reducer->register_builtin_comm_hook(c10d::BuiltinCommHookType::FP16_COMPRESS);
+  if (options_.comm_hook())
+    impl_->reducer->register_comm_hook(
+        std::make_unique<UserCommHook>(options_.comm_hook(), impl_->group));
 }
 
 void DDPStrategy::teardown_module() noexcept {
