@@ -609,8 +609,9 @@ void meet_before_joining(const std::string& dir, int rank) {
 TEST_CASE("ddp child rank", "[.ddp-child]") {
   const std::string dir = testing::test_child_dir();
   std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
-  // "ddp child rank, core" and "ddp child rank, overlap" below run these.
-  if (mode.rfind("core_", 0) == 0 || mode == "overlap") return;
+  // "ddp child rank, core", "ddp child rank, overlap" and "ddp child rank, bad hook" below run
+  // these.
+  if (mode.rfind("core_", 0) == 0 || mode == "overlap" || mode.rfind("bad_hook_", 0) == 0) return;
   // "MODE+view": MODE with DDPOptions::gradient_as_bucket_view.
   const bool bucket_view = mode.size() > 5 && mode.compare(mode.size() - 5, 5, "+view") == 0;
   if (bucket_view) mode.resize(mode.size() - 5);
@@ -2169,6 +2170,77 @@ TEST_CASE("DDPOptions refuses a comm hook beside fp16 compression, which is a ho
       Catch::Message("DDPOptions: comm_hook and gradient_compression kFp16 (--ddp-fp16-gradients) "
                      "are both communication hooks, and DDP takes one: compress the bucket in your "
                      "hook, or leave one of them out"));
+}
+
+// One rank of a "bad_hook_KIND" mode: a comm hook that breaks its contract in the way KIND says,
+// at every bucket, without a collective (each rank fails on its own, in its first backward).
+TEST_CASE("ddp child rank, bad hook", "[.ddp-child]") {
+  const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
+  if (mode.rfind("bad_hook_", 0) != 0) return;
+  const std::string kind = mode.substr(9);
+  REQUIRE((kind == "throws" || kind == "misconfigured" || kind == "empty" || kind == "wrong_size" ||
+           kind == "wrong_dtype"));
+  const std::string dir = testing::test_child_dir();
+  const auto completed = [](c10::TypePtr type, c10::IValue value) {
+    auto future = c10::make_intrusive<c10::ivalue::Future>(std::move(type));
+    future->markCompleted(std::move(value));
+    return future;
+  };
+  distributed::CommHook hook = [kind, completed](c10d::ProcessGroup&, c10d::GradBucket& bucket) {
+    const at::Tensor buffer = bucket.getBufferRef();
+    if (kind == "throws") throw std::runtime_error("the hook failed on purpose");
+    if (kind == "misconfigured") throw MisconfigurationError("the hook refuses on purpose");
+    if (kind == "empty")
+      return completed(c10::ListType::ofTensors(), c10::IValue(std::vector<at::Tensor>{}));
+    if (kind == "wrong_size")
+      return completed(c10::TensorType::get(), at::zeros({buffer.numel() + 1}, buffer.options()));
+    return completed(c10::TensorType::get(), buffer.to(at::kDouble));  // wrong_dtype
+  };
+  auto strategy = std::make_shared<distributed::DDPStrategy>(
+      distributed::environment_from_variables(),
+      distributed::DDPOptions().timeout(std::chrono::seconds(60)).comm_hook(hook));
+  const int rank = strategy->global_rank();
+  RegressionModule module;
+  module.sync_train_loss = false;
+  const RankResult result = fit_and_collect(module, 4, quiet_options(1).strategy(strategy));
+  write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
+}
+
+TEST_CASE("a comm hook that breaks its contract fails naming DDPOptions::comm_hook and the bucket",
+          "[ddp]") {
+  // What each rank's fit fails with, by how the hook breaks its contract. Each hook is wrong at
+  // bucket 0, which the Reducer launches and reads first.
+  const std::vector<std::pair<std::string, std::string>> expected{
+      {"empty",
+       "DDPOptions::comm_hook's future for gradient bucket 0 holds an empty list of tensors"},
+      {"wrong_size", "DDPOptions::comm_hook's future for gradient bucket 0 holds a tensor of "},
+      {"wrong_dtype", "DDPOptions::comm_hook's future for gradient bucket 0 holds a tensor of "},
+      {"throws", "DDPOptions::comm_hook failed for gradient bucket 0: the hook failed on purpose"},
+  };
+  std::map<std::string, std::string> errors;
+  for (const auto& [kind, text] : expected) {
+    testing::TempDir dir;
+    const std::vector<int> statuses = run_ranks("bad_hook_" + kind, dir.path().string());
+    for (int rank = 0; rank < kWorld; ++rank) {
+      INFO(kind << ", rank " << rank << ": wait status " << statuses[rank]);
+      REQUIRE((WIFEXITED(statuses[rank]) && WEXITSTATUS(statuses[rank]) == 0));
+      const RankResult result = read_result(dir.file("rank" + std::to_string(rank) + ".txt"));
+      INFO("error: " << result.error);
+      CHECK_THAT(result.error, Catch::Contains(text));
+      CHECK(result.global_step == 0);
+      errors[kind] = result.error;
+    }
+  }
+  // The tensor's and the bucket's elements, types and devices are named.
+  CHECK_THAT(errors["wrong_dtype"], Catch::Contains("of type Double") &&
+                                        Catch::Contains("of type Float") && Catch::Contains("cpu"));
+  // An error the hook means for the user (a MisconfigurationError, a DistributedError) passes
+  // as it is.
+  testing::TempDir misconfigured;
+  run_ranks_cleanly("bad_hook_misconfigured", misconfigured);
+  const RankResult refused = read_result(misconfigured.file("rank1.txt"));
+  CHECK_THAT(refused.error, Catch::Contains("the hook refuses on purpose") &&
+                                !Catch::Contains("comm_hook failed"));
 }
 
 namespace {
