@@ -321,9 +321,9 @@ DDPStrategy::DDPStrategy(DistributedEnvironment environment, DDPOptions options)
                  options_.gloo_event_loop_nice());
   TRAINBUS_CHECK(!options_.comm_hook() ||
                      options_.gradient_compression() == DDPOptions::GradientCompression::kNone,
-                 "DDPOptions: comm_hook and gradient_compression kFp16 (--ddp-fp16-gradients) "
-                 "are both communication hooks, and DDP takes one: compress the bucket in your "
-                 "hook, or leave one of them out");
+                 "DDPOptions: comm_hook and a gradient_compression are both communication "
+                 "hooks, and DDP takes one: compress the bucket in your hook, or leave one of "
+                 "them out");
 }
 
 DDPStrategy::~DDPStrategy() { teardown_module(); }

@@ -26,21 +26,41 @@ class ProcessGroup;
 namespace trainbus::distributed {
 
 /// A DDP communication hook (PyTorch's DistributedDataParallel.register_comm_hook(state, hook),
-/// the process group as its state): given a bucket of gradients that backward has just filled,
-/// it starts their communication and returns a future of the bucket averaged across the ranks
-/// (a tensor, or a list whose first tensor is it). It replaces the Reducer's own all-reduce, so
-/// it must average: allreduce_average below is that all-reduce, to wrap. c10d's Reducer calls
-/// it on the thread that runs backward (on the CPU, the training thread), holding its lock,
-/// once per bucket of every averaging backward, in the buckets' order, each as soon as backward
-/// has produced its last gradient: while backward goes on to the gradients of earlier layers,
-/// so it must not wait for the communication. The Reducer waits for every future before the
-/// optimizer step. GradBucket (torch/csrc/distributed/c10d/comm.hpp) gives the bucket's index,
-/// its flat buffer (getBufferRef), its gradients and parameters.
+/// the process group as its state): given a bucket of gradients that backward has filled, it
+/// starts their communication and returns a future of the bucket averaged across the ranks (a
+/// tensor, or a list whose first tensor is it, of the bucket's buffer's size, type and device;
+/// anything else fails backward with an error naming DDPOptions::comm_hook and the bucket). It
+/// replaces the Reducer's own all-reduce, so it must average: allreduce_average below is that
+/// all-reduce, to wrap. c10d's Reducer calls it on the thread that runs backward (on the CPU,
+/// the training thread), once per bucket of every averaging backward, in the buckets' order,
+/// each once its gradients and every earlier bucket's are in: backward may still be computing
+/// the gradients of earlier layers, so the hook must not wait for the communication. The
+/// Reducer waits for every future at the end of backward, before the optimizer step.
+///
+/// Its contract:
+/// - `bucket` and `group` are valid only during the call: copy what you need (getIndex(),
+///   getBufferRef(), a tensor handle shares the buffer) and never capture `&bucket` or `&group`
+///   in a continuation (Future::then) that runs later.
+/// - The returned future must complete (with the value, or an error). One that never does hangs
+///   backward: the Reducer waits for it with no timeout.
+/// - The Reducer holds its mutex while calling the hook: do not call into the DDPStrategy nor
+///   the Reducer from it (a deadlock).
+/// - An exception it throws fails backward as "DDPOptions::comm_hook failed for gradient bucket
+///   i: <its message>"; a DistributedError or MisconfigurationError passes unchanged.
+///
+/// To write or set a hook, include <torch/csrc/distributed/c10d/comm.hpp>: it defines
+/// c10d::GradBucket (the bucket's index, its flat buffer (getBufferRef), its gradients and
+/// parameters), c10d::ProcessGroup and c10::ivalue::Future, which this header only declares
+/// (without it, setting a hook fails to compile on the incomplete c10::ivalue::Future).
 using CommHook = std::function<c10::intrusive_ptr<c10::ivalue::Future>(c10d::ProcessGroup& group,
                                                                        c10d::GradBucket& bucket)>;
 
 /// What the Reducer does without a hook, as PyTorch's allreduce_hook: divides the bucket by the
-/// world size, then starts its all-reduce (a sum) on `group`; the future holds the bucket.
+/// world size, then starts its all-reduce (a sum) on `group`; the future holds the bucket. For
+/// dense buckets (the Reducer's only kind here: DDPStrategy declares no sparse gradient). The
+/// Reducer multiplies each gradient by 1 / world size as it copies it into the bucket, where
+/// this divides: the same with 2 ranks (or any power of two), and the two may differ by 1 ulp
+/// beyond.
 c10::intrusive_ptr<c10::ivalue::Future> allreduce_average(c10d::ProcessGroup& group,
                                                           c10d::GradBucket& bucket);
 
@@ -81,10 +101,12 @@ struct DDPOptions {
   /// a view refuses ("Can't detach views in-place"): zero them through the Trainer (or
   /// LightningOptimizer::zero_grad) or set them to none.
   TRAINBUS_ARG(bool, gradient_as_bucket_view) = false;
-  /// A communication hook of one's own (CommHook above), called for every gradient bucket
-  /// instead of the Reducer's all-reduce; empty: the Reducer's. Not with gradient_compression
-  /// kFp16, which is such a hook already (a Reducer takes one). Every rank must set one alike
-  /// (the ranks compare whether it is set, not what it does).
+  /// A communication hook of one's own (CommHook above: read its contract), called for every
+  /// gradient bucket instead of the Reducer's all-reduce; empty: the Reducer's. Not with any
+  /// gradient_compression, which is such a hook already (a Reducer takes one). Every rank must
+  /// set one alike (the ranks compare whether it is set, not what it does). The strategy calls
+  /// this function itself, not a copy, for every Reducer it builds (a mutable lambda's state
+  /// stays across them).
   TRAINBUS_ARG(CommHook, comm_hook);
   /// Network interface Gloo binds (as GLOO_SOCKET_IFNAME, which it defaults to); empty and unset:
   /// the address this machine uses to reach master_addr.

@@ -1930,8 +1930,8 @@ TEST_CASE("every rank runs the checkpoint hooks of a save, rank 0 alone writes",
 // ---- Overlap: whether a bucket's all-reduce starts while backward still computes. ----
 namespace {
 
-// RegressionModule with a 512 x 512 layer ("middle") between its two: 32 -> 512 -> 512 -> 512
-// -> 1, 1.07 MiB of gradients. Backward produces out's (2 KiB), then middle's (1 MiB), then
+// RegressionModule with a 512 x 512 layer ("middle") between its two: 32 -> 512 -> 512 -> 1,
+// 1.07 MiB of gradients. Backward produces out's (2 KiB), then middle's (1 MiB), then
 // hidden's (66 KiB): once the Reducer has ordered its buckets that way (after the first step),
 // out's and middle's fill DDP's first bucket of 1 MiB and hidden's, the first layer's, are a
 // second one. Before that, the buckets follow the parameters' order (DDPStrategy::setup_module):
@@ -1941,7 +1941,9 @@ class LayeredModule : public RegressionModule {
  public:
   LayeredModule() : RegressionModule(kLayeredWidth) {
     middle = register_module("middle", torch::nn::Linear(kLayeredWidth, kLayeredWidth));
-    sync_train_loss = false;  // no collective but the gradients' in a step
+    // No all-reduce of the loss; the stop agreement's all-reduce of each batch (after the step)
+    // stays, outside backward.
+    sync_train_loss = false;
   }
   at::Tensor loss(const Batch& batch) override {
     const at::Tensor h = torch::relu(middle->forward(torch::relu(hidden->forward(batch.data))));
@@ -2021,9 +2023,9 @@ class StepNotes : public Callback {
 
 }  // namespace
 
-// One rank of the overlap mode: LayeredModule with buckets of 50 KiB after the first MiB, and a
-// comm hook that notes each bucket's launch and then all-reduces it as the Reducer would
-// (distributed::allreduce_average).
+// One rank of the overlap mode: LayeredModule (DDP's default buckets: 1 MiB first, then 25 MiB),
+// and a comm hook that notes each bucket's launch and then all-reduces it as the Reducer would
+// (distributed::allreduce_average). The hook copies what it notes of the bucket during the call.
 TEST_CASE("ddp child rank, overlap", "[.ddp-child]") {
   const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
   if (mode != "overlap") return;
@@ -2033,7 +2035,6 @@ TEST_CASE("ddp child rank, overlap", "[.ddp-child]") {
       distributed::environment_from_variables(),
       distributed::DDPOptions()
           .timeout(std::chrono::seconds(60))
-          .bucket_cap_mb(0.05)
           .comm_hook([notes](c10d::ProcessGroup& group, c10d::GradBucket& bucket) {
             notes->launched(bucket);
             return distributed::allreduce_average(group, bucket);
@@ -2058,8 +2059,8 @@ TEST_CASE("ddp child rank, overlap", "[.ddp-child]") {
 }
 
 TEST_CASE(
-    "after the buckets' rebuild, the last layer's bucket is all-reduced while backward has "
-    "yet to compute the first layer's gradient",
+    "after the buckets' rebuild, the last layer's bucket starts its all-reduce before backward "
+    "computes the first layer's gradient",
     "[ddp]") {
   // The issue's "overlapped with the rest of backward where LibTorch allows", shown by order, not
   // by time: in every step after the first (the Reducer rebuilds its buckets before the
@@ -2158,7 +2159,7 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("DDPOptions refuses a comm hook beside fp16 compression, which is a hook itself",
+TEST_CASE("DDPOptions refuses a comm hook beside a gradient compression, which is a hook itself",
           "[ddp]") {
   CHECK_THROWS_MATCHES(
       distributed::DDPStrategy(
@@ -2167,9 +2168,9 @@ TEST_CASE("DDPOptions refuses a comm hook beside fp16 compression, which is a ho
               .gradient_compression(distributed::DDPOptions::GradientCompression::kFp16)
               .comm_hook(distributed::allreduce_average)),
       MisconfigurationError,
-      Catch::Message("DDPOptions: comm_hook and gradient_compression kFp16 (--ddp-fp16-gradients) "
-                     "are both communication hooks, and DDP takes one: compress the bucket in your "
-                     "hook, or leave one of them out"));
+      Catch::Message("DDPOptions: comm_hook and a gradient_compression are both communication "
+                     "hooks, and DDP takes one: compress the bucket in your hook, or leave one of "
+                     "them out"));
 }
 
 // One rank of a "bad_hook_KIND" mode: a comm hook that breaks its contract in the way KIND says,
