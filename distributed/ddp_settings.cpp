@@ -358,6 +358,9 @@ std::vector<SharedDDPSetting> shared_ddp_settings(const DDPOptions& options,
       {"gradient_compression",
        options.gradient_compression() == DDPOptions::GradientCompression::kFp16 ? "fp16" : "none",
        "--ddp-fp16-gradients (DDPOptions::gradient_compression)"},
+      // A hook of one's own against the Reducer's all-reduce: other collectives, or none. Only
+      // whether it is set: what a hook does cannot be compared.
+      {"comm_hook", options.comm_hook() ? "set" : "none", "DDPOptions::comm_hook"},
       // The buckets are the all-reduces of a backward: their number and sizes.
       {"bucket_cap_mb",
        detail::concat(options.bucket_cap_mb(), " MiB (",

@@ -108,6 +108,10 @@ TEST_CASE("DDP settings: every setting that differs is named, and so is a build 
   CHECK_THAT(mismatch_of(DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16)),
              Catch::StartsWith("`gradient_compression` is fp16 on rank 3 but none on rank 0: set "
                                "--ddp-fp16-gradients"));
+  // A hook of one's own runs other collectives than the Reducer's (or fails to run any).
+  CHECK(mismatch_of(DDPOptions().comm_hook(distributed::allreduce_average)) ==
+        "`comm_hook` is set on rank 3 but none on rank 0: set DDPOptions::comm_hook alike on "
+        "every rank");
   CHECK_THAT(mismatch_of(DDPOptions().bucket_cap_mb(0.05)),
              Catch::StartsWith("`bucket_cap_mb` is 0.05 MiB (52428 bytes) on rank 3 but 25 MiB "
                                "(26214400 bytes) on rank 0: set DDPOptions::bucket_cap_mb"));
