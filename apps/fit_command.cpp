@@ -188,7 +188,7 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
   fit->add_flag("--log-every-rank", args.log_every_rank,
                 "Data-parallel training: every rank writes its own logs (metrics.csv, "
                 "hparams.yaml, TensorBoard's event file), rank R's in rank_R/ under rank 0's run "
-                "directory (by default rank 0 alone logs)")
+                "directory (by default rank 0 alone logs; no effect on one process)")
       ->group(kDataParallelGroup);
   fit->add_flag("!--no-model-summary", args.model_summary,
                 "Do not print the model summary table when training starts");
@@ -210,7 +210,8 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
                   "never replaced)");
   fit->add_flag("--record-every-rank", args.record_every_rank,
                 "Data-parallel training: every rank records its own events, rank R in "
-                "events.rankR.tbrec beside rank 0's recording (by default rank 0 alone records)")
+                "events.rankR.tbrec beside rank 0's recording (by default rank 0 alone records; no "
+                "effect on one process)")
       ->group(kDataParallelGroup);
   add_launch_flags(*fit, args.launch);
   fit->add_option("--ddp-timeout", args.ddp_timeout,

@@ -89,6 +89,9 @@ class Logger : public events::Observer {
   /// (its files are then rank 0's, in log_dir()). May throw (the directory cannot be created):
   /// the logger is then not attached, and attaching it again calls this again. Default: nothing.
   virtual void open_files_in(const std::string& dir) {}
+  /// Renamed open_files_in: a subclass that still overrides this name fails to compile instead of
+  /// going uncalled (and writing rank 0's files on a rank R > 0).
+  virtual void files_moved_to(const std::string&) final {}
   /// The rank it was attached on (0 before it is attached; then for its hooks: Lightning's
   /// rank_zero_only is `if (global_rank() == 0)`).
   int64_t global_rank() const noexcept { return global_rank_; }

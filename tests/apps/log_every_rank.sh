@@ -10,7 +10,7 @@ trainbus=$1
 work=$2
 port=$3
 rm -rf "$work" && mkdir -p "$work"
-common=(fit --nproc-per-node 2 --master-port "$port" --max-epochs 1 --limit-train-batches 6
+common=(fit --nproc-per-node 2 --master-port "$port" --ddp-timeout 60 --max-epochs 1 --limit-train-batches 6
         --limit-val-batches 2 --limit-test-batches 2 --log-every-n-steps 1 --no-progress-bar
         --no-model-summary --no-checkpoint --no-record)
 fail() { cat "$work/fit.log"; echo "FAILED: $1"; exit 1; }
@@ -23,7 +23,7 @@ run="$work/every/version_0"
   fail "unexpected files in $run: $(names "$run")"
 [[ "$(names "$run/rank_1")" == "events.out.tfevents.* hparams.yaml metrics.csv " ]] ||
   fail "unexpected files in $run/rank_1: $(names "$run/rank_1")"
-grep -q "^logs: $run (rank 0; rank R's in rank_R under it)$" "$work/fit.log" ||
+grep -qxF "logs: $run (rank 0; rank R's in rank_R under it)" "$work/fit.log" ||
   fail "the logs are not reported"
 for dir in "$run" "$run/rank_1"; do
   # One row per training step (--log-every-n-steps 1), each with the step's loss.
@@ -32,9 +32,13 @@ for dir in "$run" "$run/rank_1"; do
   [[ $rows == 6 ]] || { cat "$dir/metrics.csv"; fail "$dir/metrics.csv holds $rows training steps, not 6"; }
   grep -q "^lr: " "$dir/hparams.yaml" || fail "$dir/hparams.yaml has no lr"
 done
+# One run directory for both ranks (rank 0 picks the version), and each rank's own rows: the
+# ranks train on different shards, so their losses differ.
+[[ "$(names "$work/every")" == "version_0 " ]] || fail "more than one run: $(names "$work/every")"
+! cmp -s "$run/metrics.csv" "$run/rank_1/metrics.csv" || fail "rank 1 logged rank 0's rows"
 
 "$trainbus" "${common[@]}" --out "$work/zero" >"$work/fit.log" 2>&1 || fail "the fit without --log-every-rank failed"
 [[ "$(names "$work/zero/version_0")" == "events.out.tfevents.* hparams.yaml metrics.csv " ]] ||
   fail "without --log-every-rank, rank 0 alone logs: $(names "$work/zero/version_0")"
-grep -q "^logs: $work/zero/version_0$" "$work/fit.log" || fail "the logs are not reported"
+grep -qxF "logs: $work/zero/version_0" "$work/fit.log" || fail "the logs are not reported"
 echo "every rank wrote its own logs; without the flag rank 0 alone"
