@@ -185,6 +185,11 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
       ->capture_default_str();
   fit->add_flag("!--no-csv", args.csv, "Do not write metrics.csv / hparams.yaml");
   fit->add_flag("!--no-tensorboard", args.tensorboard, "Do not write TensorBoard event files");
+  fit->add_flag("--log-every-rank", args.log_every_rank,
+                "Data-parallel training: every rank writes its own logs (metrics.csv, "
+                "hparams.yaml, TensorBoard's event file), rank R's in rank_R/ under rank 0's run "
+                "directory (by default rank 0 alone logs; no effect on one process)")
+      ->group(kDataParallelGroup);
   fit->add_flag("!--no-model-summary", args.model_summary,
                 "Do not print the model summary table when training starts");
   fit->add_flag("!--no-progress-bar", args.progress_bar,
@@ -205,7 +210,8 @@ CLI::App* add_fit_command(CLI::App& app, FitArguments& args) {
                   "never replaced)");
   fit->add_flag("--record-every-rank", args.record_every_rank,
                 "Data-parallel training: every rank records its own events, rank R in "
-                "events.rankR.tbrec beside rank 0's recording (by default rank 0 alone records)")
+                "events.rankR.tbrec beside rank 0's recording (by default rank 0 alone records; no "
+                "effect on one process)")
       ->group(kDataParallelGroup);
   add_launch_flags(*fit, args.launch);
   fit->add_option("--ddp-timeout", args.ddp_timeout,
@@ -278,8 +284,8 @@ distributed::DistributedEnvironment fit_distributed_environment() {
 
 Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
   // This process's rank, when `--nproc-per-node` (or torchrun) started it as one of several: it
-  // trains its share of the data with DDP, and only rank 0 prints, logs, records and writes
-  // checkpoints (the run directory is rank 0's).
+  // trains its share of the data with DDP, and only rank 0 prints and writes checkpoints, and (but
+  // for --log-every-rank, --record-every-rank) logs and records (the run directory is rank 0's).
   const distributed::DistributedEnvironment environment = fit_distributed_environment();
   const bool rank_zero = environment.rank == 0;
 
@@ -382,11 +388,32 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
             .save_last(args.checkpoint ? SaveLast::kLink : SaveLast::kNo)));
   }
   Trainer trainer(options, callbacks);
-  // Rank 0 picks the run directory; with --record-every-rank every rank records into it.
+  // Rank 0 picks the run directory; with --log-every-rank or --record-every-rank every rank
+  // writes into it. The same flags on every rank: all of them meet at the broadcast, or none.
   std::string run_dir = rank_zero ? observers::next_version_dir(args.out) : std::string();
+  const bool every_rank_logs =
+      (args.csv || args.tensorboard) && args.log_every_rank && environment.distributed();
   const bool every_rank_records =
       args.record && args.record_every_rank && environment.distributed();
-  if (every_rank_records) run_dir = trainer.strategy().broadcast_text(run_dir, 0);
+  if (every_rank_logs || every_rank_records)
+    run_dir = trainer.strategy().broadcast_text(run_dir, 0);
+  // Each rank's loggers are its own (one logger runs on one rank); rank R's write rank_R/.
+  const auto add_loggers = [&] {
+    const auto where = events::ObserverOptions().every_rank(every_rank_logs);
+    if (args.csv) {
+      trainer.add_observer(std::make_shared<observers::CsvLogger>(
+                               observers::CsvLoggerOptions().log_dir(run_dir).log_every_n_steps(
+                                   args.log_every_n_steps)),
+                           where);
+    }
+    if (args.tensorboard) {
+      trainer.add_observer(
+          std::make_shared<observers::TensorBoardLogger>(
+              observers::TensorBoardLoggerOptions().log_dir(run_dir).log_every_n_steps(
+                  args.log_every_n_steps)),
+          where);
+    }
+  };
   std::string record_path;
   const auto add_recorder = [&] {
     const std::string rank_zero_path =
@@ -409,7 +436,8 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
                                        .every_rank(every_rank_records));
     record_path = recorder->path();
   };
-  if (!rank_zero) {  // the same run, quietly: rank 0 logs, reports and (by default) records
+  if (!rank_zero) {  // the same run, quietly: rank 0 reports, and (by default) logs and records
+    if (every_rank_logs) add_loggers();
     if (every_rank_records) add_recorder();
     trainer.fit(model, data, FitOptions().ckpt_path(args.resume));
     return trainer.test(model, data);
@@ -418,15 +446,7 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
     trainer.add_observer(
         std::make_shared<observers::ProgressBar>(observers::ProgressBarOptions().out(&out)));
   }
-  if (args.csv) {
-    trainer.add_observer(std::make_shared<observers::CsvLogger>(
-        observers::CsvLoggerOptions().log_dir(run_dir).log_every_n_steps(args.log_every_n_steps)));
-  }
-  if (args.tensorboard) {
-    trainer.add_observer(std::make_shared<observers::TensorBoardLogger>(
-        observers::TensorBoardLoggerOptions().log_dir(run_dir).log_every_n_steps(
-            args.log_every_n_steps)));
-  }
+  add_loggers();
   if (args.record) add_recorder();
   out << "trainbus fit: " << args.model << " on Fashion-MNIST (" << args.data << "), "
       << trainer.max_epochs() << " epochs, batch size " << args.batch_size
@@ -443,7 +463,10 @@ Metrics run_fit_command(const FitArguments& args, std::ostream& out) {
     for (const auto& [name, value] : tested) out << ' ' << name << ' ' << value;
     out << '\n';
   }
-  if (args.csv || args.tensorboard) out << "logs: " << run_dir << '\n';
+  if (args.csv || args.tensorboard) {
+    out << "logs: " << run_dir << (every_rank_logs ? " (rank 0; rank R's in rank_R under it)" : "")
+        << '\n';
+  }
   if (given_checkpoint) {
     out << "checkpoints: " << given_checkpoint->dirpath() << '\n';
   } else if (args.checkpoint) {

@@ -51,6 +51,10 @@ struct FitArguments {
   std::string device = "cpu";
   bool csv = true;
   bool tensorboard = true;
+  /// Data-parallel training: every rank writes its own logs (the CSV and TensorBoard loggers'),
+  /// rank R's in rank_R/ under rank 0's run directory (observers::rank_files_dir); otherwise rank
+  /// 0 alone logs.
+  bool log_every_rank = false;
   bool progress_bar = true;
   bool model_summary = true;
   int64_t log_every_n_steps = 50;

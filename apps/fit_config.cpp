@@ -104,6 +104,8 @@ const std::vector<ConfigKey>& config_keys() {
        [](const FitArguments& a) { return boolean(a.csv); }},
       {"trainbus", "tensorboard", "--no-tensorboard", Kind::kEnable,
        [](const FitArguments& a) { return boolean(a.tensorboard); }},
+      {"trainbus", "log_every_rank", "--log-every-rank", Kind::kSwitch,
+       [](const FitArguments& a) { return boolean(a.log_every_rank); }},
       {"trainbus", "record", "--no-record", Kind::kEnable,
        [](const FitArguments& a) { return boolean(a.record); }},
       {"trainbus", "record_path", "--record-path", Kind::kValue,

@@ -126,7 +126,8 @@ void ModelCheckpoint::load_state_dict(const StateDict& state) {
 void ModelCheckpoint::setup(Trainer& trainer, Module& module, Stage stage) {
   if (dirpath_.empty()) {
     // As Lightning's __resolve_ckpt_dir: trainer.log_dir is the first logger's directory, else
-    // default_root_dir; rank 0's, since only rank 0 has loggers.
+    // default_root_dir; rank 0's, broadcast: with loggers on every rank, rank R's names the
+    // same log_dir, but only rank 0's is the one every rank must agree on.
     dirpath_ = options_.dirpath().empty()
                    ? trainer.strategy().broadcast_text(
                          (fs::path(trainer.log_dir()) / "checkpoints").string())

@@ -82,7 +82,16 @@ std::string parent_of(const std::string& path) {
 }  // namespace
 
 DurableFile::DurableFile(std::string path, bool direct) : path_(std::move(path)) {
-  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  // Again while a signal interrupts it (FUSE answers an interrupted request with EINTR); the
+  // file a try made before it was interrupted exists then, and is ours (its name is new).
+  bool retried = false;
+  for (;;) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd_ >= 0 || errno != EINTR) break;
+    retried = true;
+  }
+  if (fd_ < 0 && errno == EEXIST && retried)
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
   if (fd_ < 0) fail("cannot create", path_, errno);
   if (!direct) return;
   // O_DIRECT set after the file exists: a filesystem that refuses it (EINVAL) leaves a plain file

@@ -85,7 +85,10 @@ void remove_in_steps(const std::string& path) noexcept {
 // Copies the file `from` to the new file `to` durably (fsynced), in chunks of at most 4 MiB, each
 // a step: where hard links are refused, a copy of a large file on a slow disk shows progress.
 void copy_file_durably(const std::string& from, const std::string& to) {
-  const int fd = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = -1;
+  do {
+    fd = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
   if (fd < 0) {
     const int error = errno;
     throw CheckpointError(::trainbus::detail::concat("cannot open ", from, " to copy it to ", to,
@@ -221,28 +224,86 @@ void link_checkpoint(const std::string& target, const std::string& link) {
 }
 
 namespace {
-std::atomic<bool> no_hard_links{false};
+// For tests: hard links fail with this errno once `simulated_links_that_succeed` more succeeded.
+std::atomic<int> simulated_hard_link_error{0};
+std::atomic<int> simulated_links_that_succeed{0};
+
+// Whether a copy of the bytes may succeed where a hard link failed. A filesystem says "no links
+// here" in many ways (EPERM on FAT and exFAT, EOPNOTSUPP, the NFS client's ENOTSUPP 524, EACCES
+// or EINVAL from SMB and sshfs, EMLINK for a file with all the links it may have), so only the
+// errors a copy would meet too are said at once, as the link's own: a full disk or quota, a
+// read-only filesystem, no memory, a name too long. For any other, a copy that fails still says
+// why it copied.
+bool copy_may_answer(const std::error_code& link_error) {
+  switch (link_error.value()) {
+    case ENOSPC:
+    case EDQUOT:
+    case EROFS:
+    case ENOMEM:
+    case ENAMETOOLONG:
+      return false;
+    default:
+      return true;
+  }
+}
+
+bool same_file(const fs::path& a, const fs::path& b) {
+  struct stat first {
+  }, second{};
+  return ::stat(a.c_str(), &first) == 0 && ::stat(b.c_str(), &second) == 0 &&
+         first.st_dev == second.st_dev && first.st_ino == second.st_ino;
+}
+
+// link(2), again while a signal interrupts it (FUSE answers an interrupted request with EINTR);
+// an EEXIST after a retry (or after an NFS request sent again) is success where the name is the
+// file itself.
+std::error_code hard_link(const fs::path& from, const fs::path& to) {
+  if (const int simulated = simulated_hard_link_error.load()) {
+    if (simulated_links_that_succeed.fetch_sub(1) <= 0)
+      return std::error_code(simulated, std::generic_category());
+  }
+  bool retried = false;
+  for (;;) {
+    if (::link(from.c_str(), to.c_str()) == 0) return {};
+    const int error = errno;
+    if (error == EINTR) {
+      retried = true;
+      continue;
+    }
+    if (error == EEXIST && retried && same_file(from, to)) return {};
+    return std::error_code(error, std::generic_category());
+  }
+}
 }  // namespace
 
-void detail::simulate_no_hard_links(bool on) noexcept { no_hard_links.store(on); }
+void detail::simulate_hard_link_error(int error, int links_that_succeed) noexcept {
+  simulated_links_that_succeed.store(links_that_succeed);
+  simulated_hard_link_error.store(error);
+}
 
 void copy_checkpoint_as_links(const std::string& from, const std::string& to) {
   TemporaryDirectory copy(to);  // removed unless committed
-  std::error_code error;
+  const std::string kept =
+      ::trainbus::detail::concat(" (", to, " is not written; what was there is kept)");
   for (const auto& entry : fs::directory_iterator(from)) {
     const fs::path target = fs::path(copy.path()) / entry.path().filename();
     detail::before_write_step(target.string());
-    if (no_hard_links.load())
-      error = std::make_error_code(std::errc::operation_not_permitted);
-    else
-      fs::create_hard_link(entry.path(), target, error);
+    const std::error_code error = hard_link(entry.path(), target);
     if (!error) {
       note_write_step();
       continue;
     }
+    const std::string refused = ::trainbus::detail::concat(
+        "cannot hard-link ", entry.path().string(), " as ", target.string(), ": ", error.message());
+    TRAINBUS_CHECK_AS(CheckpointError, copy_may_answer(error), refused, kept);
     // No hard links here (some network and FUSE filesystems, exFAT): the bytes are copied, as
     // durably as a checkpoint is written, chunk by chunk.
-    copy_file_durably(entry.path().string(), target.string());
+    try {
+      copy_file_durably(entry.path().string(), target.string());
+    } catch (const CheckpointError& copy_error) {
+      throw CheckpointError(
+          ::trainbus::detail::concat(copy_error.what(), ", copied because ", refused, kept));
+    }
   }
   copy.commit();
 }

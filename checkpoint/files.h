@@ -71,14 +71,17 @@ void commit_checkpoint(const std::string& temporary, const std::string& path);
 void link_checkpoint(const std::string& target, const std::string& link);
 
 /// Makes `to` a copy of the checkpoint directory `from` whose files are hard links (no bytes
-/// copied; parts never change once written), replacing what was there atomically. Where the
-/// filesystem refuses hard links, each file is copied and fsynced, in chunks of at most 4 MiB.
+/// copied; parts never change once written), replacing what was there atomically. Where a hard
+/// link fails, the file is copied and fsynced, in chunks of at most 4 MiB, unless the failure is
+/// one a copy meets too (ENOSPC, EDQUOT, EROFS, ENOMEM, ENAMETOOLONG): then, as when the copy
+/// fails, it throws CheckpointError with the link's own error, and what was at `to` is kept.
 void copy_checkpoint_as_links(const std::string& from, const std::string& to);
 
 namespace detail {
-/// Makes copy_checkpoint_as_links() answer as a filesystem that refuses hard links does (tests of
-/// the copy).
-void simulate_no_hard_links(bool on) noexcept;
+/// Makes copy_checkpoint_as_links()'s hard links fail with the errno `error` (0: they do not
+/// fail) once `links_that_succeed` more have succeeded, as a filesystem that refuses them (EPERM)
+/// or a disk that fills up (ENOSPC) does (tests of the copy).
+void simulate_hard_link_error(int error, int links_that_succeed = 0) noexcept;
 }  // namespace detail
 
 /// Removes a checkpoint so that a crash half-way never leaves a torn one under its final name:

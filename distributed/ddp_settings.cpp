@@ -362,10 +362,15 @@ std::vector<SharedDDPSetting> shared_ddp_settings(const DDPOptions& options,
       // all-reduce on every backend); another key, so that a build from before and this one
       // differ as builds ("does not know it: run the same trainbus build"), not as a flag set
       // differently. Rename it again when the collectives a hook's name stands for change.
+      // With DDPOptions::comm_hook (only without compression) float32_all_reduce: `comm_hook`
+      // below says that a hook of one's own replaces it.
       {"gradient_hook",
        std::string(gradient_hook_name(
            gradient_hook_for(options.gradient_compression(), backend, world_size))),
        "--ddp-fp16-gradients (DDPOptions::gradient_compression)"},
+      // A hook of one's own against the Reducer's all-reduce: other collectives, or none. Only
+      // whether it is set: what a hook does cannot be compared.
+      {"comm_hook", options.comm_hook() ? "set" : "none", "DDPOptions::comm_hook"},
       // The buckets are the all-reduces of a backward: their number and sizes.
       {"bucket_cap_mb",
        detail::concat(options.bucket_cap_mb(), " MiB (",

@@ -10,10 +10,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <system_error>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
@@ -202,7 +205,106 @@ void delete_quietly(T* object) noexcept {
 size_t count_trainable(const torch::nn::Module& module) {
   return trainable_parameters(module).size();
 }
+
+// DDPOptions::comm_hook as the Reducer takes it. c10d's own C++ hooks (AllReduceCommHook,
+// CppCommHookInterface's parseHookResult) are not exported by LibTorch 1.13's libtorch_cpu.
+// The Reducer calls runHook for buckets 0, 1, ... in order as each fills, then, at the end of
+// backward (finalize_backward), parseHookResult for each bucket's result in the same order:
+// both holding its mutex, so launched_ and parsed_ need no lock of their own.
+class UserCommHook final : public c10d::CommHookInterface {
+ public:
+  // `hook` is the strategy's DDPOptions::comm_hook, which outlives the Reducer that owns this:
+  // one function for every Reducer the strategy builds (a mutable lambda keeps its state).
+  UserCommHook(const CommHook& hook, c10::intrusive_ptr<c10d::ProcessGroup> group)
+      : hook_(hook), group_(std::move(group)) {}
+
+  c10::intrusive_ptr<c10::ivalue::Future> runHook(c10d::GradBucket& bucket) override {
+    const size_t index = bucket.getIndex();
+    if (index == 0) {  // a new backward (or the first one after a backward that failed)
+      launched_.clear();
+      parsed_ = 0;
+    }
+    const at::Tensor& buffer = bucket.getBufferRef();
+    launched_.push_back({index, buffer.numel(), buffer.scalar_type(), buffer.device()});
+    c10::intrusive_ptr<c10::ivalue::Future> future;
+    try {
+      future = hook_(*group_, bucket);
+    } catch (const DistributedError&) {  // says what happened already
+      throw;
+    } catch (const MisconfigurationError&) {  // says what to fix already
+      throw;
+    } catch (const std::exception& error) {
+      if (lost_a_peer(error)) throw;  // the transport's: the strategy names the peer
+      throw std::runtime_error(detail::concat("DDPOptions::comm_hook failed for gradient bucket ",
+                                              index, ": ", message_of(error)));
+    }
+    if (!future) {
+      throw std::runtime_error(detail::concat(
+          "DDPOptions::comm_hook returned no future for gradient bucket ", index,
+          ": return the future of the bucket's averaging (as allreduce_average does)"));
+    }
+    return future;
+  }
+
+  // As c10d::detail::parseCppCommHookResult (the tensor, or the first of a list), checked
+  // against the bucket it answers.
+  at::Tensor parseHookResult(const c10::IValue& result) override {
+    if (parsed_ >= launched_.size()) {  // not with LibTorch 1.13's Reducer
+      throw std::runtime_error(
+          detail::concat("DDPOptions::comm_hook: the Reducer read the result of gradient bucket ",
+                         parsed_, " of a backward that launched ", launched_.size()));
+    }
+    const Launched& bucket = launched_[parsed_++];
+    const std::string what = detail::concat("DDPOptions::comm_hook's future for gradient bucket ",
+                                            bucket.index, " holds ");
+    const char* const contract =
+        "it must hold the bucket averaged across the ranks, in its buffer's size, type and "
+        "device (GradBucket::getBufferRef, as allreduce_average returns it): a tensor, or a "
+        "list whose first tensor is it";
+    at::Tensor tensor;
+    if (result.isTensor()) {
+      tensor = result.toTensor();
+    } else if (result.isTensorList()) {
+      const c10::List<at::Tensor> list = result.toTensorList();
+      if (list.empty())
+        throw std::runtime_error(detail::concat(what, "an empty list of tensors: ", contract));
+      tensor = list.get(0);
+    } else {
+      throw std::runtime_error(detail::concat(what, "a ", result.tagKind(), ": ", contract));
+    }
+    if (!tensor.defined())
+      throw std::runtime_error(detail::concat(what, "an undefined tensor: ", contract));
+    if (tensor.numel() != bucket.numel || tensor.scalar_type() != bucket.dtype ||
+        tensor.device() != bucket.device) {
+      throw std::runtime_error(detail::concat(
+          what, "a tensor of ", tensor.numel(), " elements of type ", tensor.scalar_type(), " on ",
+          tensor.device(), " where the bucket's buffer has ", bucket.numel, " elements of type ",
+          bucket.dtype, " on ", bucket.device, ": ", contract));
+    }
+    return tensor;
+  }
+
+ private:
+  // A bucket handed to the hook in this backward: what its result must be.
+  struct Launched {
+    size_t index;
+    int64_t numel;
+    c10::ScalarType dtype;
+    c10::Device device;
+  };
+  const CommHook& hook_;
+  c10::intrusive_ptr<c10d::ProcessGroup> group_;
+  std::vector<Launched> launched_;
+  size_t parsed_ = 0;
+};
 }  // namespace
+
+c10::intrusive_ptr<c10::ivalue::Future> allreduce_average(c10d::ProcessGroup& group,
+                                                          c10d::GradBucket& bucket) {
+  std::vector<at::Tensor> tensors{bucket.getBufferRef()};
+  tensors[0].div_(group.getSize());  // before the sum, as PyTorch's: float16 does not overflow
+  return group.allreduce(tensors)->getFuture();
+}
 
 DDPStrategy::DDPStrategy(DistributedEnvironment environment, DDPOptions options)
     : environment_(std::move(environment)),
@@ -220,6 +322,11 @@ DDPStrategy::DDPStrategy(DistributedEnvironment environment, DDPOptions options)
                  "DDPOptions: gloo_event_loop_nice (--ddp-gloo-loop-nice) must be 0 (as PyTorch "
                  "leaves it) to 19 (the lowest priority), got ",
                  options_.gloo_event_loop_nice());
+  TRAINBUS_CHECK(!options_.comm_hook() ||
+                     options_.gradient_compression() == DDPOptions::GradientCompression::kNone,
+                 "DDPOptions: comm_hook and a gradient_compression are both communication "
+                 "hooks, and DDP takes one: compress the bucket in your hook, or leave one of "
+                 "them out");
 }
 
 DDPStrategy::~DDPStrategy() { teardown_module(); }
@@ -516,19 +623,26 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   impl_->logger =
       std::shared_ptr<c10d::Logger>(new c10d::Logger(impl_->reducer), delete_quietly<c10d::Logger>);
   impl_->reducer->set_logger(impl_->logger);
-  statistics_.comm_hook.clear();
+  statistics_.comm_hook_name.clear();
   statistics_.fp16_all_gather_buckets = 0;
   impl_->fp16_all_gather = nullptr;
   // The hook's name goes into the DDP logging data (as DistributedDataParallel's
   // _register_comm_hook does), from which the statistics read it back, only once the Reducer
   // took the hook: a register call that throws leaves no name, and no pointer to a hook it
   // destroyed.
-  const auto registered = [&](GradientHook hook) {
-    impl_->logger->set_comm_hook(std::string(gradient_hook_name(hook)));
+  const auto registered = [&](std::string_view name) {
+    impl_->logger->set_comm_hook(std::string(name));
     const at::DDPLoggingData data = impl_->logger->get_ddp_logging_data();
     const auto comm_hook = data.strs_map.find("comm_hook");
-    statistics_.comm_hook = comm_hook == data.strs_map.end() ? std::string() : comm_hook->second;
+    statistics_.comm_hook_name =
+        comm_hook == data.strs_map.end() ? std::string() : comm_hook->second;
   };
+  if (options_.comm_hook()) {  // never with a gradient_compression (refused when constructed)
+    impl_->reducer->register_comm_hook(
+        std::make_unique<UserCommHook>(options_.comm_hook(), impl_->group));
+    registered(kUserCommHookName);
+    return;
+  }
   switch (
       gradient_hook_for(options_.gradient_compression(), impl_->backend, impl_->group->getSize())) {
     case GradientHook::kFp16AllGather: {
@@ -536,15 +650,15 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
       Fp16AllGatherHook* const hook = all_gather.get();
       impl_->reducer->register_comm_hook(std::move(all_gather));
       impl_->fp16_all_gather = hook;  // the Reducer owns it now
-      registered(GradientHook::kFp16AllGather);
+      registered(gradient_hook_name(GradientHook::kFp16AllGather));
       break;
     }
     case GradientHook::kFp16AllReduce:
       impl_->reducer->register_builtin_comm_hook(c10d::BuiltinCommHookType::FP16_COMPRESS);
-      registered(GradientHook::kFp16AllReduce);
+      registered(gradient_hook_name(GradientHook::kFp16AllReduce));
       break;
     case GradientHook::kFloat32AllReduce:  // no hook: the Reducer's own all-reduce
-      registered(GradientHook::kFloat32AllReduce);
+      registered(gradient_hook_name(GradientHook::kFloat32AllReduce));
       break;
   }
 }

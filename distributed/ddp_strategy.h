@@ -4,15 +4,65 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+
+#include <c10/util/intrusive_ptr.h>
 
 #include "base/arg.h"
 #include "distributed/environment.h"
 #include "distributed/strategy.h"
 
+namespace c10::ivalue {
+struct Future;
+}
+namespace c10d {
+class GradBucket;
+class ProcessGroup;
+}  // namespace c10d
+
 namespace trainbus::distributed {
+
+/// A DDP communication hook (PyTorch's DistributedDataParallel.register_comm_hook(state, hook),
+/// the process group as its state): given a bucket of gradients that backward has filled, it
+/// starts their communication and returns a future of the bucket averaged across the ranks (a
+/// tensor, or a list whose first tensor is it, of the bucket's buffer's size, type and device;
+/// anything else fails backward with an error naming DDPOptions::comm_hook and the bucket). It
+/// replaces the Reducer's own all-reduce, so it must average: allreduce_average below is that
+/// all-reduce, to wrap. c10d's Reducer calls it on the thread that runs backward (on the CPU,
+/// the training thread), once per bucket of every averaging backward, in the buckets' order,
+/// each once its gradients and every earlier bucket's are in: backward may still be computing
+/// the gradients of earlier layers, so the hook must not wait for the communication. The
+/// Reducer waits for every future at the end of backward, before the optimizer step.
+///
+/// Its contract:
+/// - `bucket` and `group` are valid only during the call: copy what you need (getIndex(),
+///   getBufferRef(), a tensor handle shares the buffer) and never capture `&bucket` or `&group`
+///   in a continuation (Future::then) that runs later.
+/// - The returned future must complete (with the value, or an error). One that never does hangs
+///   backward: the Reducer waits for it with no timeout.
+/// - The Reducer holds its mutex while calling the hook: do not call into the DDPStrategy nor
+///   the Reducer from it (a deadlock).
+/// - An exception it throws fails backward as "DDPOptions::comm_hook failed for gradient bucket
+///   i: <its message>"; a DistributedError or MisconfigurationError passes unchanged.
+///
+/// To write or set a hook, include <torch/csrc/distributed/c10d/comm.hpp>: it defines
+/// c10d::GradBucket (the bucket's index, its flat buffer (getBufferRef), its gradients and
+/// parameters), c10d::ProcessGroup and c10::ivalue::Future, which this header only declares
+/// (without it, setting a hook fails to compile on the incomplete c10::ivalue::Future).
+using CommHook = std::function<c10::intrusive_ptr<c10::ivalue::Future>(c10d::ProcessGroup& group,
+                                                                       c10d::GradBucket& bucket)>;
+
+/// What the Reducer does without a hook, as PyTorch's allreduce_hook: divides the bucket by the
+/// world size, then starts its all-reduce (a sum) on `group`; the future holds the bucket. For
+/// dense buckets (the Reducer's only kind here: DDPStrategy declares no sparse gradient). The
+/// Reducer multiplies each gradient by 1 / world size as it copies it into the bucket, where
+/// this divides: the same with 2 ranks (or any power of two), and the two may differ by 1 ulp
+/// beyond.
+c10::intrusive_ptr<c10::ivalue::Future> allreduce_average(c10d::ProcessGroup& group,
+                                                          c10d::GradBucket& bucket);
 
 /// Options of DDPStrategy; names and defaults as torch.nn.parallel.DistributedDataParallel's,
 /// except the timeout (PyTorch's is 30 minutes).
@@ -61,6 +111,13 @@ struct DDPOptions {
   /// a view refuses ("Can't detach views in-place"): zero them through the Trainer (or
   /// LightningOptimizer::zero_grad) or set them to none.
   TRAINBUS_ARG(bool, gradient_as_bucket_view) = false;
+  /// A communication hook of one's own (CommHook above: read its contract), called for every
+  /// gradient bucket instead of the Reducer's all-reduce; empty: the Reducer's. Not with any
+  /// gradient_compression, which is such a hook already (a Reducer takes one). Every rank must
+  /// set one alike (the ranks compare whether it is set, not what it does). The strategy calls
+  /// this function itself, not a copy, for every Reducer it builds (a mutable lambda's state
+  /// stays across them).
+  TRAINBUS_ARG(CommHook, comm_hook);
   /// Network interface Gloo binds (as GLOO_SOCKET_IFNAME, which it defaults to); empty and unset:
   /// the address this machine uses to reach master_addr.
   TRAINBUS_ARG(std::string, socket_ifname);
@@ -104,9 +161,13 @@ enum class GradientHook {
 GradientHook gradient_hook_for(DDPOptions::GradientCompression compression,
                                std::string_view backend, int world_size);
 
-/// The hook's name, as DDPStatistics::comm_hook and c10d's DDP logging data (comm_hook) give
-/// it: "float32_all_reduce", "fp16_all_gather", "fp16_all_reduce".
+/// The hook's name, as DDPStatistics::comm_hook_name and c10d's DDP logging data (comm_hook)
+/// give it: "float32_all_reduce", "fp16_all_gather", "fp16_all_reduce".
 std::string_view gradient_hook_name(GradientHook hook) noexcept;
+
+/// The name of DDPOptions::comm_hook (a hook of one's own, which replaces gradient_hook_for's
+/// choice) in DDPStatistics::comm_hook_name and c10d's DDP logging data.
+inline constexpr std::string_view kUserCommHookName = "user";
 
 /// What a DDPStrategy has communicated so far on this rank, for benchmarks and tests.
 struct DDPStatistics {
@@ -118,9 +179,10 @@ struct DDPStatistics {
   /// Gradient elements each of those averages: every parameter that requires grad, once (a
   /// weight two layers share, too).
   int64_t gradient_elements = 0;
-  /// The communication hook of the last module set up (gradient_hook_name), as registered with
-  /// c10d's Reducer and read back from its Logger's DDP logging data (comm_hook); empty before.
-  std::string comm_hook;
+  /// The communication hook of the last module set up (gradient_hook_name, or kUserCommHookName
+  /// for DDPOptions::comm_hook), as registered with c10d's Reducer and read back from its
+  /// Logger's DDP logging data (comm_hook); empty before.
+  std::string comm_hook_name;
   /// Buckets Fp16AllGatherHook averaged for the last module set up (read when it is torn down);
   /// 0 under another hook.
   int64_t fp16_all_gather_buckets = 0;
@@ -131,11 +193,15 @@ struct DDPStatistics {
   /// the first step in the order backward produced the gradients); read when it is torn down
   /// (at the end of a fit), as are the times below.
   int64_t buckets = 0;
-  /// Averages over the steps c10d's Reducer samples (its first 10, then every 100th), in
-  /// nanoseconds, as PyTorch's DDP logging data: backward's compute (the first gradient to the
-  /// last), the gradients' communication (the first bucket's all-reduce started to every bucket
-  /// averaged), and their overlap (the first all-reduce started to the last gradient computed):
-  /// the time the all-reduces ran beside backward's compute. 0 where no step was sampled.
+  /// Averages over the steps c10d's Reducer samples (its first 10, then every 100th; the first
+  /// one runs with the buckets before their rebuild), in nanoseconds, as PyTorch's DDP logging
+  /// data, each between two wall-clock stamps: backward's compute (from just before backward to
+  /// the callback at its end), the gradients' communication (the first bucket's all-reduce
+  /// started to every bucket averaged), and their overlap (the first bucket's all-reduce
+  /// started to the end of backward's compute). The overlap is above 0 with one bucket too
+  /// (sent after the last gradient, a little before backward ends): a time, not a proof that an
+  /// all-reduce ran beside the compute of earlier layers (tests/distributed/ddp_test.cpp shows
+  /// that by order). 0 where no step was sampled.
   int64_t backward_compute_ns = 0;
   int64_t backward_comm_ns = 0;
   int64_t backward_compute_comm_overlap_ns = 0;

@@ -91,7 +91,7 @@ CsvLogger::CsvLogger(CsvLoggerOptions options)
   if (options_.flush_logs_every_n_steps() < 1) {
     throw std::invalid_argument("CsvLogger: flush_logs_every_n_steps must be >= 1");
   }
-  // Rank 0's files, created at the first write or when attached (files_moved_to): a rank that
+  // Rank 0's files, created at the first write or when attached (open_files_in): a rank that
   // does not run the logger creates nothing, not even the directory.
   dir_ = options_.log_dir();
   metrics_file_ = (fs::path(dir_) / "metrics.csv").string();
@@ -121,7 +121,7 @@ void CsvLogger::use_dir(const std::string& dir) {
   dir_ready_ = true;
 }
 
-void CsvLogger::files_moved_to(const std::string& dir) {
+void CsvLogger::open_files_in(const std::string& dir) {
   // Written to before it was attached (its hooks called directly): rank 0's files, kept.
   TRAINBUS_CHECK(!dir_ready_ || dir == dir_, name(), " wrote ", dir_,
                  " before it was attached on a rank whose files go to ", dir,

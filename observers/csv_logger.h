@@ -43,7 +43,8 @@ class CsvLogger : public Logger {
  protected:
   void log_metrics(const Metrics& metrics, int64_t step, int64_t epoch) override;
   void log_hyperparams(const std::map<std::string, std::string>& hparams) override;
-  void files_moved_to(const std::string& dir) override;
+  /// Creates `dir` and continues the metrics.csv there, if any (use_dir).
+  void open_files_in(const std::string& dir) override;
 
  private:
   using Row = std::map<std::string, std::string>;

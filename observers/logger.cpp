@@ -39,7 +39,7 @@ void Logger::attached(const events::Placement& placement) {
                    placement.global_rank, ": make a logger for each rank");
     return;  // attached again on its rank: the same files
   }
-  files_moved_to(rank_files_dir(log_dir(), placement.global_rank));  // may throw: not placed
+  open_files_in(rank_files_dir(log_dir(), placement.global_rank));  // may throw: not placed
   global_rank_ = placement.global_rank;
   placed_ = true;
 }

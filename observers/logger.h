@@ -26,7 +26,7 @@ namespace trainbus::observers {
 /// writes, and must write all its files in files_dir(): log_dir() itself on one process and on
 /// rank 0, log_dir()/rank_R on a rank R > 0 it was added on with ObserverOptions::every_rank (told
 /// as it is attached), so that ranks never write one file; it creates them no earlier than
-/// files_moved_to or its first write, so that a rank that does not run it writes nothing. Runs on
+/// open_files_in or its first write, so that a rank that does not run it writes nothing. Runs on
 /// the observer pool (see events::Observer), one logger at a time. One logger runs on one rank:
 /// attached on another, it throws (make a logger for each rank).
 class Logger : public events::Observer {
@@ -35,11 +35,11 @@ class Logger : public events::Observer {
 
   void select_events(events::EventSelection& selection) const override;
   bool is_logger() const override { return true; }
-  /// Keeps the rank it runs on and has the subclass write in files_dir() (files_moved_to), the
-  /// first time it is attached; attached again on the same rank, nothing. Throws
-  /// MisconfigurationError when attached on another rank than the first: its files are that
+  /// Keeps the rank it runs on and has the subclass open its files in files_dir()
+  /// (open_files_in), the first time it is attached; attached again on the same rank, nothing.
+  /// Throws MisconfigurationError when attached on another rank than the first: its files are that
   /// rank's, written on the pool's threads (make a logger for each rank). Final: a subclass is told
-  /// its directory by files_moved_to and its rank by global_rank().
+  /// its directory by open_files_in and its rank by global_rank().
   void attached(const events::Placement& placement) final;
   /// Where its files go: log_dir() on one process and on rank 0; log_dir()/rank_R on a rank R > 0
   /// (rank_files_dir). log_dir() itself stays rank 0's on every rank, as Trainer::log_dir() and
@@ -81,13 +81,17 @@ class Logger : public events::Observer {
   virtual void resume_at(int64_t step) {}
   /// End of fit ("success") or an exception ("failed"): flush.
   virtual void finalize(const std::string& status) { flush(); }
-  /// Its files go to `dir` (files_dir() of the rank it is attached on): write there. Called once,
-  /// when the logger is first attached (ObserverPool::attach, Trainer::add_observer), on the
-  /// attaching thread, before any event; not for a logger whose hooks are called directly without
-  /// being attached (its files are then rank 0's, in log_dir()). May throw (the directory cannot
-  /// be created): the logger is then not attached, and attaching it again calls this again.
-  /// Default: nothing.
-  virtual void files_moved_to(const std::string& dir) {}
+  /// Opens its files in `dir` (files_dir() of the rank it is attached on), where it writes from
+  /// then on: creates the directory, and what it writes from the start (TensorBoardLogger: its
+  /// event file) or continues (CsvLogger: metrics.csv's header). Called once, when the logger is
+  /// first attached (ObserverPool::attach, Trainer::add_observer), on the attaching thread,
+  /// before any event; not for a logger whose hooks are called directly without being attached
+  /// (its files are then rank 0's, in log_dir()). May throw (the directory cannot be created):
+  /// the logger is then not attached, and attaching it again calls this again. Default: nothing.
+  virtual void open_files_in(const std::string& dir) {}
+  /// Renamed open_files_in: a subclass that still overrides this name fails to compile instead of
+  /// going uncalled (and writing rank 0's files on a rank R > 0).
+  virtual void files_moved_to(const std::string&) final {}
   /// The rank it was attached on (0 before it is attached; then for its hooks: Lightning's
   /// rank_zero_only is `if (global_rank() == 0)`).
   int64_t global_rank() const noexcept { return global_rank_; }

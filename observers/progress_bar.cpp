@@ -38,6 +38,20 @@ std::string fit_to(std::string line, std::size_t width) {
   return line;
 }
 
+// `line` on a terminal `width` columns wide: too long, it continues on indented lines, broken
+// between two values (at their double space), not inside a name. Every line ends by erasing what
+// was drawn after it.
+std::string broken_for_terminal(std::string rest, std::size_t width) {
+  std::string text;
+  while (rest.size() > width) {
+    std::size_t cut = rest.rfind("  ", width);
+    if (cut == std::string::npos || cut <= 4) cut = width;
+    text += rest.substr(0, cut) + "\x1b[K\n";
+    rest = "    " + rest.substr(rest.find_first_not_of(' ', cut));
+  }
+  return text + rest + "\x1b[K\n";
+}
+
 // What a summary line shows of the prog_bar metrics: epoch means under their plain name, no
 // per-step values.
 Metrics epoch_view(const Metrics& progress_bar) {
@@ -53,8 +67,16 @@ Metrics epoch_view(const Metrics& progress_bar) {
 
 ProgressBar::ProgressBar(ProgressBarOptions options)
     : out_(options.out() ? *options.out() : std::cout),
-      tty_(options.tty().value_or(::isatty(options.terminal_fd()) == 1)),
+      terminal_(options.tty().value_or(::isatty(options.terminal_fd()) == 1)),
+      redraw_(terminal_),
       options_(options) {}
+
+void ProgressBar::attached(const events::Placement& placement) {
+  redraw_ = terminal_ && placement.global_rank == 0;
+  rank_mark_ = placement.global_rank == 0
+                   ? std::string()
+                   : "[rank: " + std::to_string(placement.global_rank) + "] ";
+}
 
 void ProgressBar::select_events(events::EventSelection& selection) const {
   selection.add<events::SanityCheckStart>()
@@ -103,9 +125,9 @@ void ProgressBar::advance(int64_t done, const Metrics& progress_bar, bool force)
   done_ = done;
   const auto now = Clock::now();
   const double since_drawn = std::chrono::duration<double>(now - last_drawn_).count();
-  const double interval = tty_ ? options_.refresh_seconds() : options_.plain_interval_seconds();
+  const double interval = redraw_ ? options_.refresh_seconds() : options_.plain_interval_seconds();
   if (!force && since_drawn < interval) return;
-  if (!tty_ && force) return;  // the summary line follows
+  if (!redraw_ && force) return;  // the summary line follows
   last_drawn_ = now;
   const double elapsed = std::chrono::duration<double>(now - started_).count();
   const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
@@ -121,8 +143,8 @@ void ProgressBar::advance(int64_t done, const Metrics& progress_bar, bool force)
     if (!ends_with(name, "_epoch")) shown[name] = value;
   }
   append_metrics(metrics, shown);
-  if (!tty_) {
-    out_ << head.str() << counts.str() << metrics.str() << std::endl;
+  if (!redraw_) {
+    print_line(head.str() + counts.str() + metrics.str());
     return;
   }
   // One column short of the width: a line that fills the last column wraps on many terminals.
@@ -142,23 +164,23 @@ void ProgressBar::advance(int64_t done, const Metrics& progress_bar, bool force)
   drawn_ = true;
 }
 
+void ProgressBar::print_line(const std::string& text) {
+  const std::string line = rank_mark_ + text;
+  // One write, so that rank 0's redraws never land between its lines.
+  out_ << (terminal_ ? '\r' + broken_for_terminal(line, summary_width()) : line + '\n')
+       << std::flush;
+}
+
+std::size_t ProgressBar::summary_width() const {
+  return static_cast<std::size_t>(std::max(columns() - 1, 20));
+}
+
 void ProgressBar::finish_line(const std::string& line) {
-  if (!tty_) {
-    out_ << line << '\n' << std::flush;
+  if (!redraw_) {
+    print_line(line);
     return;
   }
-  if (drawn_) out_ << '\r';
-  // On a terminal, a summary too long for the width continues on indented lines, broken between
-  // two values (at their double space), not inside a name.
-  const std::size_t width = static_cast<std::size_t>(std::max(columns() - 1, 20));
-  std::string rest = line;
-  while (rest.size() > width) {
-    std::size_t cut = rest.rfind("  ", width);
-    if (cut == std::string::npos || cut <= 4) cut = width;
-    out_ << rest.substr(0, cut) << "\x1b[K\n";
-    rest = "    " + rest.substr(rest.find_first_not_of(' ', cut));
-  }
-  out_ << rest << "\x1b[K\n" << std::flush;
+  out_ << (drawn_ ? "\r" : "") + broken_for_terminal(line, summary_width()) << std::flush;
   drawn_ = false;
 }
 
@@ -187,11 +209,11 @@ void ProgressBar::on_validation_epoch_start(const events::ValidationEpochStart& 
 
 void ProgressBar::on_validation_batch_end(const events::ValidationBatchEnd& event) {
   // Counted, not taken from batch_idx: with several val loaders each starts again from 0.
-  if (tty_) advance(done_ + 1, {}, false);
+  if (redraw_) advance(done_ + 1, {}, false);
 }
 
 void ProgressBar::on_validation_end(const events::ValidationEnd& event) {
-  if (tty_ && drawn_) {
+  if (redraw_ && drawn_) {
     out_ << "\r\x1b[K" << std::flush;
     drawn_ = false;
   }

@@ -82,7 +82,7 @@ TensorBoardLogger::TensorBoardLogger(TensorBoardLoggerOptions options)
   path_ = (std::filesystem::path(dir_) / file_name_).string();
 }
 
-void TensorBoardLogger::files_moved_to(const std::string& dir) {
+void TensorBoardLogger::open_files_in(const std::string& dir) {
   // Written to before it was attached (its hooks called directly): rank 0's file, kept.
   TRAINBUS_CHECK(!file_.is_open() || dir == dir_, name(), " wrote ", path_,
                  " before it was attached on a rank whose files go to ", dir,

@@ -53,7 +53,7 @@ class TensorBoardLogger : public Logger {
   /// TensorBoard shows the first a run wrote, as with Lightning's).
   void log_hyperparams(const std::map<std::string, std::string>& hparams) override;
   /// Creates `dir` and the event file in it.
-  void files_moved_to(const std::string& dir) override;
+  void open_files_in(const std::string& dir) override;
 
  private:
   /// Creates `dir` and the event file there, starting with the file_version record; then dir_ and

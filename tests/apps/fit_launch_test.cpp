@@ -93,3 +93,33 @@ TEST_CASE("trainbus fit --record-every-rank is a flag, off by default", "[launch
   CHECK(parse_fit({"fit", "--record-every-rank"}).record_every_rank);
   CHECK_FALSE(parse_fit({"fit"}).record_every_rank);
 }
+
+TEST_CASE("trainbus fit --log-every-rank is a flag, off by default", "[launch]") {
+  // Where each rank's logs go: observers::rank_files_dir (tests/observers).
+  CHECK(parse_fit({"--log-every-rank"}).log_every_rank);
+  CHECK_FALSE(parse_fit({}).log_every_rank);
+  CHECK_FALSE(parse_fit({"--log-every-rank=false"}).log_every_rank);
+}
+
+TEST_CASE("trainbus fit --log-every-rank and --record-every-rank read back from --print-config",
+          "[launch][config]") {
+  TempDir dir;
+  const FitArguments defaults = parse_fit({});
+  CHECK_THAT(effective_config(defaults), Catch::Contains("  log_every_rank: false\n") &&
+                                             Catch::Contains("  record_every_rank: false\n"));
+  const FitArguments args = parse_fit({"--log-every-rank", "--record-every-rank"});
+  const std::string printed = effective_config(args);
+  CHECK_THAT(printed, Catch::Contains("trainbus:\n") &&
+                          Catch::Contains("  log_every_rank: true\n") &&
+                          Catch::Contains("  record_every_rank: true\n"));
+  std::ofstream(dir.file("printed.yaml")) << printed;
+  const FitArguments read = parse_fit({"--config", dir.file("printed.yaml")});
+  CHECK(read.log_every_rank);
+  CHECK(read.record_every_rank);
+  CHECK(effective_config(read) == printed);
+  // Written by hand, and a flag after the file overrides it.
+  std::ofstream(dir.file("run.yaml")) << "trainbus:\n  log_every_rank: yes\n";
+  CHECK(parse_fit({"--config", dir.file("run.yaml")}).log_every_rank);
+  CHECK_FALSE(
+      parse_fit({"--config", dir.file("run.yaml"), "--log-every-rank=false"}).log_every_rank);
+}

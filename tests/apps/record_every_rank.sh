@@ -10,7 +10,7 @@ trainbus=$1
 work=$2
 port=$3
 rm -rf "$work" && mkdir -p "$work"
-common=(fit --nproc-per-node 2 --master-port "$port" --max-epochs 1 --limit-train-batches 6
+common=(fit --nproc-per-node 2 --master-port "$port" --ddp-timeout 60 --max-epochs 1 --limit-train-batches 6
         --limit-val-batches 2 --limit-test-batches 2 --no-progress-bar --no-model-summary
         --no-checkpoint --no-csv --no-tensorboard)
 fail() { cat "$work/fit.log"; echo "FAILED: $1"; exit 1; }

@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -194,10 +196,12 @@ TEST_CASE("A commit cut between its two renames is completed by the next cleanup
 }
 
 namespace {
-// For the scope: the filesystem refuses hard links.
-struct NoHardLinks {
-  NoHardLinks() { detail::simulate_no_hard_links(true); }
-  ~NoHardLinks() { detail::simulate_no_hard_links(false); }
+// For the scope: hard links fail with `error` (EPERM: the filesystem refuses them).
+struct HardLinksFail {
+  explicit HardLinksFail(int error, int links_that_succeed = 0) {
+    detail::simulate_hard_link_error(error, links_that_succeed);
+  }
+  ~HardLinksFail() { detail::simulate_hard_link_error(0); }
 };
 }  // namespace
 
@@ -213,7 +217,7 @@ TEST_CASE("Where hard links are refused, a copy of a checkpoint copies its files
   std::ofstream(dir.file("from/small")) << "small";
   WriteProgress progress;
   {
-    const NoHardLinks no_hard_links;
+    const HardLinksFail no_hard_links(EPERM);
     const ReportWriteProgress report(progress);
     copy_checkpoint_as_links(dir.file("from"), dir.file("to"));
   }
@@ -239,6 +243,65 @@ TEST_CASE("Where hard links are refused, a copy of a checkpoint copies its files
   }
   REQUIRE(::stat(dir.file("from/big").c_str(), &info) == 0);
   CHECK(info.st_nlink == 2);
+}
+
+TEST_CASE("A hard link refused by a full disk is an error naming it, and keeps the old copy",
+          "[checkpoint][files]") {
+  TempDir dir;
+  const std::string best = dir.file("epoch=1.ckpt");
+  const std::string best_directory = directory_for(best, "best");
+  std::ofstream(fs::path(best_directory) / "part-0") << "weights";
+  checkpoint::commit_checkpoint(best_directory, best);
+  const std::string last = dir.file("last.ckpt");
+  checkpoint::commit_checkpoint(directory_for(last, "older"), last);
+  const auto links_of = [](const fs::path& file) {
+    struct stat info {};
+    REQUIRE(::stat(file.c_str(), &info) == 0);
+    return info.st_nlink;
+  };
+  {
+    // The disk fills up after the first file is linked. Not copied instead: a copy on a full
+    // disk fails too, and would say only the copy's error.
+    const HardLinksFail full(ENOSPC, 1);
+    CHECK_THROWS_WITH(copy_checkpoint_as_links(best, last),
+                      Catch::Contains("cannot hard-link " + best + "/") &&
+                          Catch::Contains(std::strerror(ENOSPC)) &&
+                          Catch::Contains(last + " is not written; what was there is kept"));
+  }
+  CHECK(read_manifest_of(last) == "older");
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});
+  CHECK(links_of(fs::path(best) / "MANIFEST") == 1);  // the link made before is gone with it
+  CHECK(links_of(fs::path(best) / "part-0") == 1);
+  // The ways filesystems say "no hard links here": the file has all the links it may have,
+  // SMB's and sshfs's EACCES, the NFS client's ENOTSUPP (524, "Unknown error 524").
+  const int refusal = GENERATE(EMLINK, EACCES, 524);
+  CAPTURE(refusal);
+  {
+    const HardLinksFail refused(refusal);
+    copy_checkpoint_as_links(best, last);
+  }
+  CHECK(read_manifest_of(last) == "best");
+  CHECK(links_of(fs::path(best) / "MANIFEST") == 1);  // copies
+  CHECK(links_of(fs::path(best) / "part-0") == 1);
+}
+
+TEST_CASE("A copy that fails where a hard link was refused says both, and keeps the old copy",
+          "[checkpoint][files]") {
+  TempDir dir;
+  const std::string best = dir.file("epoch=1.ckpt");
+  const std::string best_directory = directory_for(best, "best");
+  // A directory cannot be hard-linked (EPERM, a real refusal), nor read as a file to copy it.
+  fs::create_directory(fs::path(best_directory) / "nested");
+  checkpoint::commit_checkpoint(best_directory, best);
+  const std::string last = dir.file("last.ckpt");
+  checkpoint::commit_checkpoint(directory_for(last, "older"), last);
+  CHECK_THROWS_WITH(copy_checkpoint_as_links(best, last),
+                    Catch::Contains("cannot read " + best + "/nested") &&
+                        Catch::Contains(", copied because cannot hard-link " + best + "/nested") &&
+                        Catch::Contains(std::strerror(EPERM)) &&
+                        Catch::Contains(last + " is not written; what was there is kept"));
+  CHECK(read_manifest_of(last) == "older");
+  CHECK(names_in(dir.path().string()) == std::set<std::string>{"epoch=1.ckpt", "last.ckpt"});
 }
 
 TEST_CASE("A directory over a `last` link, or a link removed, leaves the linked checkpoint intact",

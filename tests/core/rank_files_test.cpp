@@ -100,50 +100,97 @@ bool is_tensorboard_file(const std::string& name) {
   return name.rfind("events.out.tfevents.", 0) == 0;
 }
 
-/// Rank 0's run in `run` (one process: the paths rank 0 of a job uses too), checked to be where
-/// one process has always written: metrics.csv, hparams.yaml, the event file and events.tbrec in
-/// `run` itself, the recording naming rank 0 of 1.
-void write_rank_zero_run(const std::string& run) {
-  Trainer trainer = trainer_playing(0, 1);
-  auto csv = std::make_shared<observers::CsvLogger>(
-      observers::CsvLoggerOptions().log_dir(run).log_every_n_steps(1));
-  auto tensorboard = std::make_shared<observers::TensorBoardLogger>(
-      observers::TensorBoardLoggerOptions().log_dir(run).log_every_n_steps(1));
-  auto recorder =
-      std::make_shared<record::Recorder>(record::RecorderOptions().path(run + "/events.tbrec"));
-  trainer.add_observer(csv);
-  trainer.add_observer(tensorboard);
-  trainer.add_observer(recorder);
-  fit_logging(trainer);
-  CHECK(csv->metrics_file() == (fs::path(run) / "metrics.csv").string());
-  CHECK(csv->hparams_file() == (fs::path(run) / "hparams.yaml").string());
-  CHECK(fs::path(tensorboard->file_path()).parent_path() == fs::path(run));
-  CHECK(recorder->path() == run + "/events.tbrec");
+/// The observers each test adds: the loggers write a row every step, the Recorder at `path` (with
+/// .rankR before the extension on a rank R > 0).
+std::shared_ptr<observers::CsvLogger> csv_logger(const std::string& log_dir) {
+  return std::make_shared<observers::CsvLogger>(
+      observers::CsvLoggerOptions().log_dir(log_dir).log_every_n_steps(1));
+}
+std::shared_ptr<observers::TensorBoardLogger> tensorboard_logger(const std::string& log_dir) {
+  return std::make_shared<observers::TensorBoardLogger>(
+      observers::TensorBoardLoggerOptions().log_dir(log_dir).log_every_n_steps(1));
+}
+std::shared_ptr<record::Recorder> recorder(const std::string& path) {
+  return std::make_shared<record::Recorder>(record::RecorderOptions().path(path));
+}
+
+/// add_observer's options for an observer that runs on every rank.
+events::ObserverOptions every_rank() { return events::ObserverOptions().every_rank(true); }
+
+/// `run` holds what one process (or rank 0) writes: metrics.csv of fit_logging's three steps,
+/// hparams.yaml, an event file and events.tbrec, nothing else.
+void check_rank_zero_files(const std::string& run) {
   const std::vector<std::string> names = sorted_names_in(run);
   REQUIRE(names.size() == 4);
   CHECK(is_tensorboard_file(names[0]));
   CHECK(names[1] == "events.tbrec");
   CHECK(names[2] == "hparams.yaml");
   CHECK(names[3] == "metrics.csv");
-  CHECK(read_text_file(csv->metrics_file()) == "a,epoch,step\n0,0,0\n1,0,1\n2,0,2\n");
-  record::RecordingReader reader(recorder->path());
+  CHECK(read_text_file(run + "/metrics.csv") == "a,epoch,step\n0,0,0\n1,0,1\n2,0,2\n");
+}
+
+/// The recording at `path` is a whole one of rank `rank` of `world_size`: its header and every
+/// record name that rank, and it ended cleanly.
+void check_recording_of(const std::string& path, int rank, int world_size) {
+  record::RecordingReader reader(path);
+  CHECK(reader.header().rank() == rank);
+  CHECK(reader.header().world_size() == world_size);
+  record::v1::Envelope envelope;
+  int events = 0;
+  while (reader.next(envelope)) {
+    CHECK(envelope.rank() == rank);
+    ++events;
+  }
+  CHECK(events > 0);
+  CHECK(reader.summary().clean_end);
+}
+
+/// Rank 0's run in `run` (one process: the paths rank 0 of a job uses too), checked to be where
+/// one process has always written: metrics.csv, hparams.yaml, the event file and events.tbrec in
+/// `run` itself, the recording naming rank 0 of 1.
+void write_rank_zero_run(const std::string& run) {
+  Trainer trainer = trainer_playing(0, 1);
+  auto csv = csv_logger(run);
+  auto tensorboard = tensorboard_logger(run);
+  auto recording = recorder(run + "/events.tbrec");
+  trainer.add_observer(csv);
+  trainer.add_observer(tensorboard);
+  trainer.add_observer(recording);
+  fit_logging(trainer);
+  CHECK(csv->metrics_file() == (fs::path(run) / "metrics.csv").string());
+  CHECK(csv->hparams_file() == (fs::path(run) / "hparams.yaml").string());
+  CHECK(fs::path(tensorboard->file_path()).parent_path() == fs::path(run));
+  CHECK(recording->path() == run + "/events.tbrec");
+  check_rank_zero_files(run);
+  // The recording is still open (the trainer's pool holds the Recorder): its header only.
+  record::RecordingReader reader(recording->path());
   CHECK(reader.header().rank() == 0);
   CHECK(reader.header().world_size() == 1);
 }
 
-}  // namespace
-
-TEST_CASE("A CsvLogger with every_rank on rank 1 writes log_dir/rank_1, rank 0's files untouched",
-          "[core][observers][csv][ranks]") {
+/// A directory where rank 0's run was written (write_rank_zero_run), for a test of what another
+/// rank adds beside it.
+struct RankZeroRun {
   TempDir dir;
   const std::string run = dir.file("run");
-  write_rank_zero_run(run);
-  const std::map<std::string, std::string> rank_zero = contents_under(run);
+  const std::map<std::string, std::string> rank_zero = [this] {
+    write_rank_zero_run(run);
+    return contents_under(run);
+  }();
 
+  /// What changed under `run` since rank 0's run, as changes().
+  std::vector<std::string> changed() const { return changes(rank_zero, contents_under(run)); }
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(RankZeroRun,
+                 "A CsvLogger with every_rank on rank 1 writes log_dir/rank_1, rank 0's files "
+                 "untouched",
+                 "[core][observers][csv][ranks]") {
   Trainer trainer = trainer_playing(1, 2);
-  auto csv = std::make_shared<observers::CsvLogger>(
-      observers::CsvLoggerOptions().log_dir(run).log_every_n_steps(1));
-  trainer.add_observer(csv, events::ObserverOptions().every_rank(true));
+  auto csv = csv_logger(run);
+  trainer.add_observer(csv, every_rank());
   fit_logging(trainer);
 
   CHECK(csv->metrics_file() == (fs::path(run) / "rank_1" / "metrics.csv").string());
@@ -154,21 +201,16 @@ TEST_CASE("A CsvLogger with every_rank on rank 1 writes log_dir/rank_1, rank 0's
   CHECK(csv->log_dir() == run);
   CHECK(trainer.log_dir() == run);
   // Rank 1's files are new; none of rank 0's changed.
-  CHECK(changes(rank_zero, contents_under(run)) ==
-        std::vector<std::string>{"+rank_1/hparams.yaml", "+rank_1/metrics.csv"});
+  CHECK(changed() == std::vector<std::string>{"+rank_1/hparams.yaml", "+rank_1/metrics.csv"});
 }
 
-TEST_CASE("A TensorBoardLogger with every_rank on rank 1 writes its event file in log_dir/rank_1",
-          "[core][observers][tensorboard][ranks]") {
-  TempDir dir;
-  const std::string run = dir.file("run");
-  write_rank_zero_run(run);
-  const std::map<std::string, std::string> rank_zero = contents_under(run);
-
+TEST_CASE_METHOD(RankZeroRun,
+                 "A TensorBoardLogger with every_rank on rank 1 writes its event file in "
+                 "log_dir/rank_1",
+                 "[core][observers][tensorboard][ranks]") {
   Trainer trainer = trainer_playing(1, 2);
-  auto tensorboard = std::make_shared<observers::TensorBoardLogger>(
-      observers::TensorBoardLoggerOptions().log_dir(run).log_every_n_steps(1));
-  trainer.add_observer(tensorboard, events::ObserverOptions().every_rank(true));
+  auto tensorboard = tensorboard_logger(run);
+  trainer.add_observer(tensorboard, every_rank());
   fit_logging(trainer);
 
   // TensorBoard reads a directory as one run: rank 1's is a run of its own.
@@ -179,39 +221,23 @@ TEST_CASE("A TensorBoardLogger with every_rank on rank 1 writes its event file i
   CHECK(names[1] == "hparams.yaml");
   CHECK(read_tensorboard_events(tensorboard->file_path()).size() == 1 + 3);  // version, 3 steps
   CHECK(tensorboard->log_dir() == run);
-  CHECK(changes(rank_zero, contents_under(run)) ==
-        std::vector<std::string>{"+rank_1/" + names[0], "+rank_1/hparams.yaml"});
+  CHECK(changed() == std::vector<std::string>{"+rank_1/" + names[0], "+rank_1/hparams.yaml"});
 }
 
-TEST_CASE("A Recorder with every_rank on rank 1 records events.rank1.tbrec as rank 1 of 2",
-          "[core][record][ranks]") {
-  TempDir dir;
-  const std::string run = dir.file("run");
-  write_rank_zero_run(run);
-  const std::map<std::string, std::string> rank_zero = contents_under(run);
-
+TEST_CASE_METHOD(RankZeroRun,
+                 "A Recorder with every_rank on rank 1 records events.rank1.tbrec as rank 1 of 2",
+                 "[core][record][ranks]") {
   {
     Trainer trainer = trainer_playing(1, 2);
     // Neither rank nor world size set: the trainer's.
-    auto recorder =
-        std::make_shared<record::Recorder>(record::RecorderOptions().path(run + "/events.tbrec"));
-    trainer.add_observer(recorder, events::ObserverOptions().every_rank(true));
-    CHECK(recorder->path() == run + "/events.rank1.tbrec");
+    auto recording = recorder(run + "/events.tbrec");
+    trainer.add_observer(recording, every_rank());
+    CHECK(recording->path() == run + "/events.rank1.tbrec");
     fit_logging(trainer);
   }  // the trainer's pool lets the recorder go: the recording ends
 
-  record::RecordingReader reader(run + "/events.rank1.tbrec");
-  CHECK(reader.header().rank() == 1);
-  CHECK(reader.header().world_size() == 2);
-  record::v1::Envelope envelope;
-  int events = 0;
-  while (reader.next(envelope)) {
-    CHECK(envelope.rank() == 1);
-    ++events;
-  }
-  CHECK(events > 0);
-  CHECK(reader.summary().clean_end);
-  CHECK(changes(rank_zero, contents_under(run)) == std::vector<std::string>{"+events.rank1.tbrec"});
+  check_recording_of(run + "/events.rank1.tbrec", 1, 2);
+  CHECK(changed() == std::vector<std::string>{"+events.rank1.tbrec"});
 }
 
 TEST_CASE("Observers a trainer does not run on rank 1 (no every_rank) write no file",
@@ -220,12 +246,9 @@ TEST_CASE("Observers a trainer does not run on rank 1 (no every_rank) write no f
   const std::string run = dir.file("run");
   {
     Trainer trainer = trainer_playing(1, 2);
-    trainer.add_observer(std::make_shared<observers::CsvLogger>(
-        observers::CsvLoggerOptions().log_dir(run).log_every_n_steps(1)));
-    trainer.add_observer(std::make_shared<observers::TensorBoardLogger>(
-        observers::TensorBoardLoggerOptions().log_dir(run).log_every_n_steps(1)));
-    trainer.add_observer(
-        std::make_shared<record::Recorder>(record::RecorderOptions().path(run + "/events.tbrec")));
+    trainer.add_observer(csv_logger(run));
+    trainer.add_observer(tensorboard_logger(run));
+    trainer.add_observer(recorder(run + "/events.tbrec"));
     fit_logging(trainer);
   }
   // Not even an empty event file or recording where rank 0's go, nor the run directory.
@@ -239,40 +262,21 @@ TEST_CASE("Rank 0 of a job of 2 writes in log_dir itself and records events.tbre
   const std::string run = dir.file("run");
   {
     Trainer trainer = trainer_playing(0, 2);
-    auto csv = std::make_shared<observers::CsvLogger>(
-        observers::CsvLoggerOptions().log_dir(run).log_every_n_steps(1));
-    auto tensorboard = std::make_shared<observers::TensorBoardLogger>(
-        observers::TensorBoardLoggerOptions().log_dir(run).log_every_n_steps(1));
-    auto recorder =
-        std::make_shared<record::Recorder>(record::RecorderOptions().path(run + "/events.tbrec"));
-    trainer.add_observer(csv, events::ObserverOptions().every_rank(true));
-    trainer.add_observer(tensorboard, events::ObserverOptions().every_rank(true));
-    trainer.add_observer(recorder, events::ObserverOptions().every_rank(true));
+    auto csv = csv_logger(run);
+    auto tensorboard = tensorboard_logger(run);
+    auto recording = recorder(run + "/events.tbrec");
+    trainer.add_observer(csv, every_rank());
+    trainer.add_observer(tensorboard, every_rank());
+    trainer.add_observer(recording, every_rank());
     fit_logging(trainer);
     CHECK(csv->files_dir() == run);
     CHECK(csv->metrics_file() == (fs::path(run) / "metrics.csv").string());
     CHECK(fs::path(tensorboard->file_path()).parent_path() == fs::path(run));
-    CHECK(recorder->path() == run + "/events.tbrec");
+    CHECK(recording->path() == run + "/events.tbrec");
     CHECK(trainer.log_dir() == run);
   }
-  const std::vector<std::string> names = sorted_names_in(run);
-  REQUIRE(names.size() == 4);
-  CHECK(is_tensorboard_file(names[0]));
-  CHECK(names[1] == "events.tbrec");
-  CHECK(names[2] == "hparams.yaml");
-  CHECK(names[3] == "metrics.csv");
-  CHECK(read_text_file(run + "/metrics.csv") == "a,epoch,step\n0,0,0\n1,0,1\n2,0,2\n");
-  record::RecordingReader reader(run + "/events.tbrec");
-  CHECK(reader.header().rank() == 0);
-  CHECK(reader.header().world_size() == 2);
-  record::v1::Envelope envelope;
-  int events = 0;
-  while (reader.next(envelope)) {
-    CHECK(envelope.rank() == 0);
-    ++events;
-  }
-  CHECK(events > 0);
-  CHECK(reader.summary().clean_end);
+  check_rank_zero_files(run);
+  check_recording_of(run + "/events.tbrec", 0, 2);
 }
 
 TEST_CASE("An observer that cannot write its rank's files is not added, and the trainer still fits",
@@ -282,15 +286,11 @@ TEST_CASE("An observer that cannot write its rank's files is not added, and the 
   fs::create_directories(run);
   std::ofstream(run + "/rank_1") << "a file where rank 1's directory should go";
   Trainer trainer = trainer_playing(1, 2, dir.file("root"));
-  auto recorder =
-      std::make_shared<record::Recorder>(record::RecorderOptions().path(dir.file("events.tbrec")));
-  trainer.add_observer(recorder, events::ObserverOptions().every_rank(true));
+  trainer.add_observer(recorder(dir.file("events.tbrec")), every_rank());
   REQUIRE(trainer.observer_pool() != nullptr);
   const size_t observers = trainer.observer_pool()->size();
   CHECK_THROWS_WITH(
-      trainer.add_observer(std::make_shared<observers::TensorBoardLogger>(
-                               observers::TensorBoardLoggerOptions().log_dir(run)),
-                           events::ObserverOptions().every_rank(true)),
+      trainer.add_observer(tensorboard_logger(run), every_rank()),
       Catch::Contains(run + "/rank_1") && Catch::Contains("cannot create the run directory"));
   CHECK(trainer.loggers().empty());
   CHECK(trainer.log_dir() == dir.file("root"));
@@ -307,7 +307,7 @@ TEST_CASE("A Recorder's explicit world size must be the trainer's", "[core][reco
       trainer.add_observer(
           std::make_shared<record::Recorder>(
               record::RecorderOptions().path(dir.file("events.tbrec")).rank(1).world_size(3)),
-          events::ObserverOptions().every_rank(true)),
+          every_rank()),
       MisconfigurationError,
       Catch::Matchers::Message("Recorder(" + dir.file("events.tbrec") +
                                "): RecorderOptions::world_size is 3 but the job it is added in has "
@@ -323,7 +323,7 @@ TEST_CASE("A Recorder's explicit rank must be the rank it is added on, and a nam
     CHECK_THROWS_MATCHES(
         trainer.add_observer(std::make_shared<record::Recorder>(
                                  record::RecorderOptions().path(dir.file("events.tbrec")).rank(0)),
-                             events::ObserverOptions().every_rank(true)),
+                             every_rank()),
         MisconfigurationError,
         Catch::Matchers::Message("Recorder(" + dir.file("events.tbrec") +
                                  "): RecorderOptions::rank is 0 but it is added on rank 1 of 2; "
@@ -332,19 +332,18 @@ TEST_CASE("A Recorder's explicit rank must be the rank it is added on, and a nam
     CHECK(changes({}, contents_under(dir.path().string())) == std::vector<std::string>{});
   }
   SECTION("rank 1 of 2 set with the rank's own file (as trainbus fit did): that file") {
-    auto recorder = std::make_shared<record::Recorder>(
+    auto recording = std::make_shared<record::Recorder>(
         record::RecorderOptions().path(dir.file("events.rank1.tbrec")).rank(1).world_size(2));
-    trainer.add_observer(recorder, events::ObserverOptions().every_rank(true));
-    CHECK(recorder->path() == dir.file("events.rank1.tbrec"));
+    trainer.add_observer(recording, every_rank());
+    CHECK(recording->path() == dir.file("events.rank1.tbrec"));
     CHECK(sorted_names_in(dir.path().string()) == std::vector<std::string>{"events.rank1.tbrec"});
   }
   SECTION(
       "the rank's own file without the rank set: marked again (the same options on rank 0 "
       "would be refused, never the same file)") {
-    auto recorder = std::make_shared<record::Recorder>(
-        record::RecorderOptions().path(dir.file("events.rank1.tbrec")));
-    trainer.add_observer(recorder, events::ObserverOptions().every_rank(true));
-    CHECK(recorder->path() == dir.file("events.rank1.rank1.tbrec"));
+    auto recording = recorder(dir.file("events.rank1.tbrec"));
+    trainer.add_observer(recording, every_rank());
+    CHECK(recording->path() == dir.file("events.rank1.rank1.tbrec"));
   }
 }
 
@@ -353,9 +352,9 @@ TEST_CASE("The same Recorder options on rank 0 and rank 1 of a job record two fi
   TempDir dir;
   const auto recorder_on = [&](int rank, const std::string& path) {
     Trainer trainer = trainer_playing(rank, 2);
-    auto recorder = std::make_shared<record::Recorder>(record::RecorderOptions().path(path));
-    trainer.add_observer(recorder, events::ObserverOptions().every_rank(true));
-    return recorder->path();
+    auto recording = recorder(path);
+    trainer.add_observer(recording, every_rank());
+    return recording->path();
   };
   SECTION("events.tbrec") {
     CHECK(recorder_on(0, dir.file("events.tbrec")) == dir.file("events.tbrec"));

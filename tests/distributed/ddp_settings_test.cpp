@@ -125,6 +125,10 @@ TEST_CASE("DDP settings: every setting that differs is named, and so is a build 
         "--ddp-fp16-gradients (DDPOptions::gradient_compression) alike on every rank");
   CHECK(fp16_against_all_reduce("gloo", 3).empty());
   CHECK(fp16_against_all_reduce("nccl", 2).empty());
+  // A hook of one's own runs other collectives than the Reducer's (or fails to run any).
+  CHECK(mismatch_of(DDPOptions().comm_hook(distributed::allreduce_average)) ==
+        "`comm_hook` is set on rank 3 but none on rank 0: set DDPOptions::comm_hook alike on "
+        "every rank");
   CHECK_THAT(mismatch_of(DDPOptions().bucket_cap_mb(0.05)),
              Catch::StartsWith("`bucket_cap_mb` is 0.05 MiB (52428 bytes) on rank 3 but 25 MiB "
                                "(26214400 bytes) on rank 0: set DDPOptions::bucket_cap_mb"));

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -32,6 +33,7 @@
 #include <torch/optim/sgd.h>
 #include <catch2/catch.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/comm.hpp>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -83,7 +85,8 @@ class RegressionModule : public Module {
     if (batch_norm) norm = register_module("norm", torch::nn::BatchNorm1d(width));
     out = register_module("out", torch::nn::Linear(width, 1));
   }
-  at::Tensor loss(const Batch& batch) {
+  virtual ~RegressionModule() = default;
+  virtual at::Tensor loss(const Batch& batch) {
     at::Tensor features = hidden->forward(batch.data);
     if (norm) features = norm->forward(features);
     const at::Tensor prediction = out->forward(torch::relu(features));
@@ -258,6 +261,19 @@ class ReservedPort {
   int fd_;
   uint16_t port_ = 0;
 };
+
+// Whether something listens at `port` on loopback: a connect there is answered at once.
+bool listening_at(uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(port);
+  const bool accepted = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+  ::close(fd);
+  return accepted;
+}
 
 // Rank `rank` of a job of two on this machine, whose rendezvous is at `port` on loopback.
 distributed::DistributedEnvironment rank_of_two(int rank, uint16_t port) {
@@ -606,7 +622,9 @@ void meet_before_joining(const std::string& dir, int rank) {
 TEST_CASE("ddp child rank", "[.ddp-child]") {
   const std::string dir = testing::test_child_dir();
   std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
-  if (mode.rfind("core_", 0) == 0) return;  // "ddp child rank, core" below runs these
+  // "ddp child rank, core", "ddp child rank, overlap" and "ddp child rank, bad hook" below run
+  // these.
+  if (mode.rfind("core_", 0) == 0 || mode == "overlap" || mode.rfind("bad_hook_", 0) == 0) return;
   // "MODE+view": MODE with DDPOptions::gradient_as_bucket_view; "MODE+fp16": MODE with fp16
   // gradients (as "fp16" is); "fp16_all_reduce": LibTorch's float16 all-reduce
   // (GradientCompression::kFp16AllReduce).
@@ -862,7 +880,7 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   const distributed::DDPStatistics& statistics = strategy->statistics();
   result.metrics["ddp/buckets"] = static_cast<double>(statistics.buckets);
   // The hook the Reducer was given, as its Logger has it, and the buckets trainbus's averaged.
-  result.metrics["ddp/comm_hook/" + statistics.comm_hook] = 1.0;
+  result.metrics["ddp/comm_hook/" + statistics.comm_hook_name] = 1.0;
   result.metrics["ddp/fp16_all_gather_buckets"] =
       static_cast<double>(statistics.fp16_all_gather_buckets);
   result.metrics["ddp/backward_compute_ns"] = static_cast<double>(statistics.backward_compute_ns);
@@ -1988,6 +2006,327 @@ TEST_CASE("every rank runs the checkpoint hooks of a save, rank 0 alone writes",
   CHECK(written == std::vector<std::string>{"step=3.ckpt", "step=6.ckpt"});
 }
 
+// ---- Overlap: whether a bucket's all-reduce starts while backward still computes. ----
+namespace {
+
+// RegressionModule with a 512 x 512 layer ("middle") between its two: 32 -> 512 -> 512 -> 1,
+// 1.07 MiB of gradients. Backward produces out's (2 KiB), then middle's (1 MiB), then
+// hidden's (66 KiB): once the Reducer has ordered its buckets that way (after the first step),
+// out's and middle's fill DDP's first bucket of 1 MiB and hidden's, the first layer's, are a
+// second one. Before that, the buckets follow the parameters' order (DDPStrategy::setup_module):
+// at the first step middle.bias alone is bucket 0, and every other gradient, out's with hidden's,
+// bucket 1.
+class LayeredModule : public RegressionModule {
+ public:
+  LayeredModule() : RegressionModule(kLayeredWidth) {
+    middle = register_module("middle", torch::nn::Linear(kLayeredWidth, kLayeredWidth));
+    // No all-reduce of the loss; the stop agreement's all-reduce of each batch (after the step)
+    // stays, outside backward.
+    sync_train_loss = false;
+  }
+  at::Tensor loss(const Batch& batch) override {
+    const at::Tensor h = torch::relu(middle->forward(torch::relu(hidden->forward(batch.data))));
+    return torch::nn::functional::mse_loss(out->forward(torch::relu(h)), batch.target);
+  }
+  static constexpr int64_t kLayeredWidth = 512;
+  torch::nn::Linear middle{nullptr};
+};
+
+// What a rank of the overlap mode notes, in the order it happens on the thread that runs
+// backward (on the CPU, the training thread, which runs the whole autograd graph): each
+// bucket's launch (the comm hook, called when the Reducer starts the bucket's all-reduce) and
+// the moment the first layer's weight gets its gradient (a tensor hook: it runs when backward
+// has computed that gradient, before it is accumulated). Autograd's order on one thread is
+// fixed by the graph, not by timing: the notes are the same on every run.
+struct OverlapNotes {
+  enum Kind { kLaunch = 0, kFirstLayerGradient = 1 };
+  struct Note {
+    int64_t step;
+    Kind kind;
+    int64_t bucket = -1;             // kLaunch: the bucket's index
+    bool holds_last_layer = false;   // kLaunch: whether out.weight is in it
+    bool holds_first_layer = false;  // kLaunch: whether hidden.weight is in it
+  };
+  void launched(const c10d::GradBucket& bucket) {
+    const auto holds = [&](const at::Tensor& weight) {
+      const std::vector<at::Tensor> parameters = bucket.getParameters();
+      return std::any_of(parameters.begin(), parameters.end(),
+                         [&](const at::Tensor& parameter) { return parameter.is_same(weight); });
+    };
+    const std::lock_guard<std::mutex> lock(mutex);
+    notes.push_back({step, kLaunch, static_cast<int64_t>(bucket.getIndex()), holds(last_weight),
+                     holds(first_weight)});
+  }
+  void first_layer_gradient() {
+    const std::lock_guard<std::mutex> lock(mutex);
+    notes.push_back({step, kFirstLayerGradient});
+  }
+  // As Extras: five numbers a note.
+  std::vector<double> flattened() {
+    const std::lock_guard<std::mutex> lock(mutex);
+    std::vector<double> flat;
+    for (const Note& note : notes) {
+      flat.insert(flat.end(),
+                  {static_cast<double>(note.step), static_cast<double>(note.kind),
+                   static_cast<double>(note.bucket), static_cast<double>(note.holds_last_layer),
+                   static_cast<double>(note.holds_first_layer)});
+    }
+    return flat;
+  }
+  static std::vector<Note> from_flattened(const std::vector<double>& flat) {
+    std::vector<Note> notes;
+    for (size_t i = 0; i + 4 < flat.size(); i += 5) {
+      notes.push_back({static_cast<int64_t>(flat[i]), static_cast<Kind>(flat[i + 1]),
+                       static_cast<int64_t>(flat[i + 2]), flat[i + 3] != 0.0, flat[i + 4] != 0.0});
+    }
+    return notes;
+  }
+
+  std::mutex mutex;
+  std::atomic<int64_t> step{0};  // the training step under way, from 1
+  at::Tensor first_weight, last_weight;
+  std::vector<Note> notes;
+};
+
+// Tells OverlapNotes which step is under way.
+class StepNotes : public Callback {
+ public:
+  explicit StepNotes(std::shared_ptr<OverlapNotes> notes) : notes_(std::move(notes)) {}
+  void on_train_batch_start(Trainer& trainer, Module&, const Batch&, int64_t) override {
+    notes_->step = trainer.global_step() + 1;
+  }
+
+ private:
+  std::shared_ptr<OverlapNotes> notes_;
+};
+
+}  // namespace
+
+// One rank of the overlap mode: LayeredModule (DDP's default buckets: 1 MiB first, then 25 MiB),
+// and a comm hook that notes each bucket's launch and then all-reduces it as the Reducer would
+// (distributed::allreduce_average). The hook copies what it notes of the bucket during the call.
+TEST_CASE("ddp child rank, overlap", "[.ddp-child]") {
+  const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
+  if (mode != "overlap") return;
+  const std::string dir = testing::test_child_dir();
+  auto notes = std::make_shared<OverlapNotes>();
+  auto strategy = std::make_shared<distributed::DDPStrategy>(
+      distributed::environment_from_variables(),
+      distributed::DDPOptions()
+          .timeout(std::chrono::seconds(60))
+          .comm_hook([notes](c10d::ProcessGroup& group, c10d::GradBucket& bucket) {
+            notes->launched(bucket);
+            return distributed::allreduce_average(group, bucket);
+          }));
+  const int rank = strategy->global_rank();
+  LayeredModule module;
+  notes->first_weight = module.hidden->weight;
+  notes->last_weight = module.out->weight;
+  module.hidden->weight.register_hook(
+      [notes](const at::Tensor&) { notes->first_layer_gradient(); });
+  const RankResult result = fit_and_collect(module, 4, quiet_options(1).strategy(strategy),
+                                            {std::make_shared<StepNotes>(notes)});
+  const distributed::DDPStatistics& statistics = strategy->statistics();
+  Extras extras;
+  extras["notes"] = notes->flattened();
+  extras["statistics"] = {static_cast<double>(statistics.buckets),
+                          static_cast<double>(statistics.backward_compute_ns),
+                          static_cast<double>(statistics.backward_comm_ns),
+                          static_cast<double>(statistics.backward_compute_comm_overlap_ns)};
+  // The hook's name in the Reducer's Logger: a user's is "user".
+  extras["comm_hook_user"] = {statistics.comm_hook_name == distributed::kUserCommHookName ? 1.0
+                                                                                          : 0.0};
+  write_extras(dir + "/extra" + std::to_string(rank) + ".txt", extras);
+  write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
+}
+
+TEST_CASE(
+    "after the buckets' rebuild, the last layer's bucket starts its all-reduce before backward "
+    "computes the first layer's gradient",
+    "[ddp]") {
+  // The issue's "overlapped with the rest of backward where LibTorch allows", shown by order, not
+  // by time: in every step after the first (the Reducer rebuilds its buckets before the
+  // second), the bucket that holds the last layer's gradients starts its all-reduce before
+  // backward has computed the first layer's weight gradient, and the gradients travel in at
+  // least two buckets. A model whose gradients fit DDP's first bucket of 1 MiB (the "buckets"
+  // test's after its rebuild, the main job's MLP) has one bucket, sent after the last gradient:
+  // nothing overlaps there.
+  testing::TempDir dir;
+  run_ranks_cleanly("overlap", dir);
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  // The hook's all-reduce averages as the Reducer's own: the ranks step alike, as one process
+  // with their two batches.
+  LayeredModule single_module;
+  const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
+  REQUIRE(single.error.empty());
+  CHECK(rank0.weights == rank1.weights);
+  REQUIRE(rank0.weights.size() == single.weights.size());
+  double largest = 0.0;
+  for (size_t i = 0; i < single.weights.size(); ++i)
+    largest = std::max(largest, std::abs(rank0.weights[i] - single.weights[i]));
+  CHECK(largest < 1e-5);
+
+  for (int rank = 0; rank < kWorld; ++rank) {
+    const Extras extras = read_extras(dir.file("extra" + std::to_string(rank) + ".txt"));
+    CHECK(extras.at("comm_hook_user") == std::vector<double>{1.0});
+    const auto notes = OverlapNotes::from_flattened(extras.at("notes"));
+    std::map<int64_t, std::vector<OverlapNotes::Note>> steps;
+    for (const auto& note : notes) steps[note.step].push_back(note);
+    // What happened, step by step, for a failure to show: "L0*" the launch of bucket 0, which
+    // holds the last layer's weight (*) or the first's (^); "G" the first layer's gradient.
+    std::ostringstream timeline;
+    for (const auto& [step, in_step] : steps) {
+      timeline << "step " << step << ":";
+      for (const auto& note : in_step) {
+        if (note.kind == OverlapNotes::kFirstLayerGradient) {
+          timeline << " G";
+        } else {
+          timeline << " L" << note.bucket << (note.holds_last_layer ? "*" : "")
+                   << (note.holds_first_layer ? "^" : "");
+        }
+      }
+      timeline << "\n";
+    }
+    INFO("rank " << rank << ":\n" << timeline.str());
+    REQUIRE(steps.size() == 16);  // 2 epochs of 8 steps, each averaged
+    // The steps after the rebuild whose gradients travelled in one bucket, and those whose last
+    // layer's bucket started after the first layer's gradient: none of either.
+    std::vector<int64_t> one_bucket, not_overlapped;
+    for (const auto& [step, in_step] : steps) {
+      int64_t launches = 0, gradient_at = -1, last_layer_launched_at = -1;
+      for (size_t i = 0; i < in_step.size(); ++i) {
+        const auto& note = in_step[i];
+        if (note.kind == OverlapNotes::kFirstLayerGradient) {
+          gradient_at = static_cast<int64_t>(i);
+          continue;
+        }
+        CHECK(note.bucket == launches);  // every bucket once, in their order
+        ++launches;
+        if (note.holds_last_layer) last_layer_launched_at = static_cast<int64_t>(i);
+      }
+      REQUIRE(gradient_at >= 0);
+      REQUIRE(last_layer_launched_at >= 0);
+      if (step == 1) {
+        // Before the rebuild the last layer's gradients share the first layer's bucket: the
+        // notes tell the two orders apart.
+        CHECK(launches == 2);
+        CHECK(last_layer_launched_at > gradient_at);
+        continue;
+      }
+      if (launches < 2) one_bucket.push_back(step);
+      if (last_layer_launched_at > gradient_at) not_overlapped.push_back(step);
+    }
+    CHECK(one_bucket == std::vector<int64_t>{});
+    CHECK(not_overlapped == std::vector<int64_t>{});
+    // DDPStatistics for this model. buckets: the rebuilt ones. The times are c10d's Logger's
+    // averages over the steps its Reducer samples (LibTorch 1.13: should_collect_runtime_stats,
+    // the first 10, then every 100th; so steps 1 to 10 of these 16, step 1's buckets being the
+    // ones before the rebuild), each a difference of wall-clock stamps: backward's compute
+    // from prepare_for_backward (just before backward) to the callback at the end of backward,
+    // the communication from the first bucket's launch to the end of the wait for every
+    // bucket, and the "overlap" from the first bucket's launch to the end of backward's
+    // compute. That overlap is above 0 with one bucket too (its launch, at the last gradient,
+    // precedes the end of backward by the engine's last steps: about 0.09 ms here with a first
+    // bucket of 64 MiB, against 0.43 ms with these two), and it is a time: the order above is
+    // what shows that an all-reduce runs beside the compute of earlier layers.
+    const std::vector<double>& statistics = extras.at("statistics");
+    REQUIRE(statistics.size() == 4);
+    CHECK(statistics[0] == 2);
+    CHECK(statistics[1] > 0);
+    CHECK(statistics[2] > 0);
+    CHECK(statistics[3] > 0);
+    UNSCOPED_INFO("rank " << rank << " DDPStatistics: buckets " << statistics[0]
+                          << ", backward_compute_ns " << statistics[1] << ", backward_comm_ns "
+                          << statistics[2] << ", backward_compute_comm_overlap_ns "
+                          << statistics[3]);
+  }
+}
+
+TEST_CASE("DDPOptions refuses a comm hook beside a gradient compression, which is a hook itself",
+          "[ddp]") {
+  CHECK_THROWS_MATCHES(
+      distributed::DDPStrategy(
+          rank_of_two(0, 29500),
+          distributed::DDPOptions()
+              .gradient_compression(distributed::DDPOptions::GradientCompression::kFp16)
+              .comm_hook(distributed::allreduce_average)),
+      MisconfigurationError,
+      Catch::Message("DDPOptions: comm_hook and a gradient_compression are both communication "
+                     "hooks, and DDP takes one: compress the bucket in your hook, or leave one of "
+                     "them out"));
+}
+
+// One rank of a "bad_hook_KIND" mode: a comm hook that breaks its contract in the way KIND says,
+// at every bucket, without a collective (each rank fails on its own, in its first backward).
+TEST_CASE("ddp child rank, bad hook", "[.ddp-child]") {
+  const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
+  if (mode.rfind("bad_hook_", 0) != 0) return;
+  const std::string kind = mode.substr(9);
+  REQUIRE((kind == "throws" || kind == "misconfigured" || kind == "empty" || kind == "wrong_size" ||
+           kind == "wrong_dtype"));
+  const std::string dir = testing::test_child_dir();
+  const auto completed = [](c10::TypePtr type, c10::IValue value) {
+    auto future = c10::make_intrusive<c10::ivalue::Future>(std::move(type));
+    future->markCompleted(std::move(value));
+    return future;
+  };
+  distributed::CommHook hook = [kind, completed](c10d::ProcessGroup&, c10d::GradBucket& bucket) {
+    const at::Tensor buffer = bucket.getBufferRef();
+    if (kind == "throws") throw std::runtime_error("the hook failed on purpose");
+    if (kind == "misconfigured") throw MisconfigurationError("the hook refuses on purpose");
+    if (kind == "empty")
+      return completed(c10::ListType::ofTensors(), c10::IValue(std::vector<at::Tensor>{}));
+    if (kind == "wrong_size")
+      return completed(c10::TensorType::get(), at::zeros({buffer.numel() + 1}, buffer.options()));
+    return completed(c10::TensorType::get(), buffer.to(at::kDouble));  // wrong_dtype
+  };
+  auto strategy = std::make_shared<distributed::DDPStrategy>(
+      distributed::environment_from_variables(),
+      distributed::DDPOptions().timeout(std::chrono::seconds(60)).comm_hook(hook));
+  const int rank = strategy->global_rank();
+  RegressionModule module;
+  module.sync_train_loss = false;
+  const RankResult result = fit_and_collect(module, 4, quiet_options(1).strategy(strategy));
+  write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
+}
+
+TEST_CASE("a comm hook that breaks its contract fails naming DDPOptions::comm_hook and the bucket",
+          "[ddp]") {
+  // What each rank's fit fails with, by how the hook breaks its contract. Each hook is wrong at
+  // bucket 0, which the Reducer launches and reads first.
+  const std::vector<std::pair<std::string, std::string>> expected{
+      {"empty",
+       "DDPOptions::comm_hook's future for gradient bucket 0 holds an empty list of tensors"},
+      {"wrong_size", "DDPOptions::comm_hook's future for gradient bucket 0 holds a tensor of "},
+      {"wrong_dtype", "DDPOptions::comm_hook's future for gradient bucket 0 holds a tensor of "},
+      {"throws", "DDPOptions::comm_hook failed for gradient bucket 0: the hook failed on purpose"},
+  };
+  std::map<std::string, std::string> errors;
+  for (const auto& [kind, text] : expected) {
+    testing::TempDir dir;
+    const std::vector<int> statuses = run_ranks("bad_hook_" + kind, dir.path().string());
+    for (int rank = 0; rank < kWorld; ++rank) {
+      INFO(kind << ", rank " << rank << ": wait status " << statuses[rank]);
+      REQUIRE((WIFEXITED(statuses[rank]) && WEXITSTATUS(statuses[rank]) == 0));
+      const RankResult result = read_result(dir.file("rank" + std::to_string(rank) + ".txt"));
+      INFO("error: " << result.error);
+      CHECK_THAT(result.error, Catch::Contains(text));
+      CHECK(result.global_step == 0);
+      errors[kind] = result.error;
+    }
+  }
+  // The tensor's and the bucket's elements, types and devices are named.
+  CHECK_THAT(errors["wrong_dtype"], Catch::Contains("of type Double") &&
+                                        Catch::Contains("of type Float") && Catch::Contains("cpu"));
+  // An error the hook means for the user (a MisconfigurationError, a DistributedError) passes
+  // as it is.
+  testing::TempDir misconfigured;
+  run_ranks_cleanly("bad_hook_misconfigured", misconfigured);
+  const RankResult refused = read_result(misconfigured.file("rank1.txt"));
+  CHECK_THAT(refused.error, Catch::Contains("the hook refuses on purpose") &&
+                                !Catch::Contains("comm_hook failed"));
+}
+
 namespace {
 
 // How many of this process's threads have the nice value `nice`.
@@ -2166,13 +2505,14 @@ TEST_CASE("DDPOptions refuses a timeout below 1 s, a rank that never joins is na
                                distributed::DDPOptions().timeout(std::chrono::milliseconds(999))),
       MisconfigurationError,
       Catch::Message("DDPOptions: timeout (--ddp-timeout) must be at least 1 s, got 999 ms"));
-  // Rank 1 of 2 comes to the rendezvous (the store) at most, no further: rank 0 times out joining
+  // Rank 1 of 2 comes to the rendezvous (the store) and stays silent: rank 0 times out joining
   // (in the settings handshake, which is the rendezvous), and its hint is about starting and
   // joining, not about a call made on some ranks only.
-  distributed::DDPStrategy rank0(environment,
-                                 distributed::DDPOptions().timeout(std::chrono::seconds(1)));
+  const auto timeout = std::chrono::seconds(3);
+  distributed::DDPStrategy rank0(environment, distributed::DDPOptions().timeout(timeout));
   std::string error;
   std::atomic<bool> rank0_done{false};
+  const auto started = std::chrono::steady_clock::now();  // rank 0's deadline comes later
   std::thread joining([&] {
     try {
       rank0.connect(c10::Device("cpu"));
@@ -2183,25 +2523,32 @@ TEST_CASE("DDPOptions refuses a timeout below 1 s, a rank that never joins is na
     }
     rank0_done = true;
   });
+  // Rank 0 listening first, so that c10d's connect succeeds at its first try (it waits 1 s
+  // between its tries).
+  while (!listening_at(reserved.port()) && !rank0_done)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   c10d::TCPStoreOptions client;
   client.port = reserved.port();
   client.isServer = false;
   client.numWorkers = 2;
   client.waitWorkers = true;  // a client only counts itself in
   client.timeout = std::chrono::seconds(2);
-  // Until rank 0 has given up: on a busy machine this rank may find it only after that (c10d's
-  // connect waits between its tries), which changes nothing for rank 0.
   c10::intrusive_ptr<c10d::TCPStore> store;
   while (!store && !rank0_done) {
     try {
       store = c10::make_intrusive<c10d::TCPStore>(environment.master_addr, client);
     } catch (const std::exception&) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // rank 0 not listening yet
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
+  const auto connected = std::chrono::steady_clock::now();
   joining.join();
+  // Otherwise this ran as a rank that never came (which the words below cover too), not the case
+  // this test is for.
+  CHECK(store);
+  CHECK(connected < started + timeout);
   CHECK_THAT(error, Catch::StartsWith("rank 0 of 2: rank 1 did not answer rank 0's DDP settings "
-                                      "within the timeout (1 s): it did not start, started more "
+                                      "within the timeout (3 s): it did not start, started more "
                                       "than that after rank 0, looked for the rendezvous "
                                       "elsewhere than rank 0's MASTER_ADDR:MASTER_PORT "
                                       "(127.0.0.1:" +

@@ -7,8 +7,10 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <set>
+#include <string>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -36,6 +38,33 @@ events::TrainBatchEnd batch_end(int64_t epoch, int64_t global_step, Metrics metr
   event.metrics = std::move(metrics);
   return event;
 }
+
+/// Loggers of `log_dir` that write a row every step.
+std::shared_ptr<CsvLogger> csv_logger(const std::string& log_dir) {
+  return std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(log_dir).log_every_n_steps(1));
+}
+std::shared_ptr<TensorBoardLogger> tensorboard_logger(const std::string& log_dir) {
+  return std::make_shared<TensorBoardLogger>(
+      TensorBoardLoggerOptions().log_dir(log_dir).log_every_n_steps(1));
+}
+
+/// An observer pool of 2 threads and the bus it hears, as a trainer's on one rank of a job: what it
+/// attaches is told `placement`.
+struct PoolOnRank {
+  explicit PoolOnRank(events::Placement where) : placement(where) {}
+  void attach(std::shared_ptr<events::Observer> observer) {
+    pool.attach(bus, std::move(observer), {}, placement);
+  }
+  /// Waits for every event published so far to be handled, then raises an observer's failure.
+  void finish() {
+    pool.drain();
+    pool.check();
+  }
+
+  events::EventBus bus;  // outlives the pool
+  events::ObserverPool pool{2};
+  const events::Placement placement;
+};
 
 }  // namespace
 
@@ -134,8 +163,7 @@ TEST_CASE("TensorBoardLogger marks a resume with SessionLog START at the resumed
 TEST_CASE("CsvLogger on the observer pool writes every row in publish order",
           "[observers][csv][async]") {
   TempDir dir;
-  auto logger =
-      std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(1));
+  auto logger = csv_logger(dir.file("run"));
   events::EventBus bus;
   events::ObserverPool pool(2);
   pool.attach(bus, logger, events::ObserverOptions().capacity(8));
@@ -153,20 +181,17 @@ TEST_CASE("Loggers attached on rank 2 write in log_dir/rank_2, nothing in log_di
           "[observers][csv][tensorboard]") {
   TempDir dir;
   const std::string run = dir.file("run");
-  auto csv = std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(run).log_every_n_steps(1));
-  auto tensorboard = std::make_shared<TensorBoardLogger>(
-      TensorBoardLoggerOptions().log_dir(run).log_every_n_steps(1));
+  auto csv = csv_logger(run);
+  auto tensorboard = tensorboard_logger(run);
   CHECK(csv->metrics_file() == dir.file("run/metrics.csv"));  // rank 0's until attached
   {
-    events::EventBus bus;
-    events::ObserverPool pool(2);
-    pool.attach(bus, csv, {}, events::Placement{2, 0, 3});
-    pool.attach(bus, tensorboard, {}, events::Placement{2, 0, 3});
-    bus.publish(events::FitStart{{}, {{"lr", "0.1"}}});
-    bus.publish(batch_end(0, 1, {{"loss", 0.5}}));
-    bus.publish(events::FitEnd{});
-    pool.drain();
-    pool.check();
+    PoolOnRank rank_two(events::Placement{2, 0, 3});
+    rank_two.attach(csv);
+    rank_two.attach(tensorboard);
+    rank_two.bus.publish(events::FitStart{{}, {{"lr", "0.1"}}});
+    rank_two.bus.publish(batch_end(0, 1, {{"loss", 0.5}}));
+    rank_two.bus.publish(events::FitEnd{});
+    rank_two.finish();
   }
   CHECK(csv->files_dir() == dir.file("run/rank_2"));
   CHECK(csv->metrics_file() == dir.file("run/rank_2/metrics.csv"));
@@ -184,39 +209,35 @@ TEST_CASE("A logger attached on one rank refuses another, and is attached again 
           "[observers][csv][tensorboard]") {
   TempDir dir;
   const std::string run = dir.file("run");
-  auto csv = std::make_shared<CsvLogger>(CsvLoggerOptions().log_dir(run).log_every_n_steps(1));
-  auto tensorboard = std::make_shared<TensorBoardLogger>(
-      TensorBoardLoggerOptions().log_dir(run).log_every_n_steps(1));
+  auto csv = csv_logger(run);
+  auto tensorboard = tensorboard_logger(run);
   std::string event_file;
   {
-    events::EventBus bus;
-    events::ObserverPool pool(2);
-    pool.attach(bus, csv, {}, events::Placement{1, 1, 2});
-    pool.attach(bus, tensorboard, {}, events::Placement{1, 1, 2});
+    PoolOnRank rank_one(events::Placement{1, 1, 2});
+    rank_one.attach(csv);
+    rank_one.attach(tensorboard);
     event_file = tensorboard->file_path();
-    bus.publish(batch_end(0, 1, {{"loss", 0.5}}));
+    rank_one.bus.publish(batch_end(0, 1, {{"loss", 0.5}}));
     // Its files are rank 1's, written on its pool's threads: moving them now would race with
     // them.
-    CHECK_THROWS_WITH(pool.attach(bus, csv, {}, events::Placement{0, 0, 2}),
+    const events::Placement rank_zero{0, 0, 2};
+    CHECK_THROWS_WITH(rank_one.pool.attach(rank_one.bus, csv, {}, rank_zero),
                       "CsvLogger(" + run + ") writes rank 1's files already (" +
                           dir.file("run/rank_1") +
                           "); it cannot also be added on rank 0: make a logger for each rank");
-    CHECK_THROWS_WITH(pool.attach(bus, tensorboard, {}, events::Placement{0, 0, 2}),
+    CHECK_THROWS_WITH(rank_one.pool.attach(rank_one.bus, tensorboard, {}, rank_zero),
                       Catch::Contains("make a logger for each rank"));
-    CHECK(pool.size() == 2);
-    pool.drain();
-    pool.check();
+    CHECK(rank_one.pool.size() == 2);
+    rank_one.finish();
   }
   {
     // On its own rank again (another trainer's pool): the same files, kept.
-    events::EventBus bus;
-    events::ObserverPool pool(2);
-    pool.attach(bus, csv, {}, events::Placement{1, 1, 2});
-    pool.attach(bus, tensorboard, {}, events::Placement{1, 1, 2});
+    PoolOnRank rank_one_again(events::Placement{1, 1, 2});
+    rank_one_again.attach(csv);
+    rank_one_again.attach(tensorboard);
     CHECK(tensorboard->file_path() == event_file);
-    bus.publish(batch_end(0, 2, {{"loss", 0.25}}));
-    pool.drain();
-    pool.check();
+    rank_one_again.bus.publish(batch_end(0, 2, {{"loss", 0.25}}));
+    rank_one_again.finish();
   }
   CHECK(csv->files_dir() == dir.file("run/rank_1"));
   CHECK(read_text_file(dir.file("run/rank_1/metrics.csv")) ==
@@ -236,8 +257,7 @@ TEST_CASE("rank_files_dir: log_dir for rank 0, log_dir/rank_R else, nothing with
 TEST_CASE("A TensorBoardLogger creates its event file when attached, not when constructed",
           "[observers][tensorboard]") {
   TempDir dir;
-  auto logger = std::make_shared<TensorBoardLogger>(
-      TensorBoardLoggerOptions().log_dir(dir.file("run")).log_every_n_steps(1));
+  auto logger = tensorboard_logger(dir.file("run"));
   CHECK_FALSE(std::filesystem::exists(dir.file("run")));
   events::EventBus bus;
   events::ObserverPool pool(1);

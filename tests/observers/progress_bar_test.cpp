@@ -7,12 +7,16 @@
 
 #include <ext/stdio_filebuf.h>
 
+#include <algorithm>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
+
+#include "events/observer_pool.h"
 
 using namespace trainbus;
 using namespace trainbus::observers;
@@ -207,4 +211,98 @@ TEST_CASE("The test bar counts the batches of every test loader", "[observers][p
   }
   bar.on_test_epoch_end(events::TestEpochEnd{{0, 0}, {{"test_acc", 0.9}}});
   CHECK(out.str().rfind("test  3/3  ", 0) == 0);
+}
+
+namespace {
+
+// The lines of `text`, each without its '\n'.
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+}  // namespace
+
+TEST_CASE("On a rank other than 0 the bar never redraws: plain lines marked with the rank",
+          "[observers][progress][ranks]") {
+  // Added with every_rank, a bar on rank 1 shares the terminal with rank 0's: redrawing there
+  // would draw over rank 0's line.
+  std::ostringstream out;
+  ProgressBarOptions options;
+  options.out(&out);
+  options.columns(200);
+  options.refresh_seconds(0.0);
+  options.plain_interval_seconds(0.0);
+  SECTION("on a terminal: each line starts over what rank 0's bar drew there") {
+    options.tty(true);
+    ProgressBar bar(options);
+    bar.attached(events::Placement{1, 1, 2});
+    run_epoch(bar, 4);
+    const std::vector<std::string> lines = lines_of(out.str());
+    REQUIRE(lines.size() == 4);  // batches 1 to 3, then the summary (as off a terminal)
+    const std::string start = "\r[rank: 1] ";
+    for (const std::string& line : lines) {
+      INFO(line);
+      CHECK(line.rfind(start + "epoch 1/3  ", 0) == 0);
+      CHECK_THAT(line, Catch::EndsWith("\x1b[K"));  // erases the rest of rank 0's bar
+      // Nothing else: no redraw, no bar graphic.
+      CHECK(line.find_first_of("\r\x1b[", start.size()) == line.size() - 3);
+    }
+    CHECK(lines[0].rfind(start + "epoch 1/3  25% 1/4  ", 0) == 0);
+    CHECK_THAT(lines[3], Catch::EndsWith("s  train_acc 0.8000  val_acc 0.7000\x1b[K"));
+  }
+  SECTION("on a narrow terminal: a long line continues on indented lines, as a summary") {
+    options.tty(true);
+    options.columns(50);
+    ProgressBar bar(options);
+    bar.attached(events::Placement{1, 1, 2});
+    bar.on_test_epoch_start(events::TestEpochStart{{0, 0}, 1});
+    bar.on_test_epoch_end(
+        events::TestEpochEnd{{0, 0}, {{"test_acc", 0.9}, {"test_loss", 0.3}, {"test_f1", 0.8}}});
+    CHECK(lines_of(out.str()) ==
+          std::vector<std::string>{"\r[rank: 1] test  0/1  0.0s  test_acc 0.9000\x1b[K",
+                                   "    test_f1 0.8000  test_loss 0.3000\x1b[K"});
+  }
+  SECTION("off a terminal: as rank 0's plain lines, marked") {
+    options.tty(false);
+    ProgressBar bar(options);
+    bar.attached(events::Placement{3, 1, 4});
+    run_epoch(bar, 4);
+    const std::vector<std::string> lines = lines_of(out.str());
+    REQUIRE(lines.size() == 4);
+    for (const std::string& line : lines) CHECK(line.rfind("[rank: 3] epoch 1/3  ", 0) == 0);
+    CHECK(out.str().find_first_of("\r\x1b") == std::string::npos);
+  }
+  SECTION("rank 0 of 2 draws as one process does") {
+    options.tty(true);
+    ProgressBar bar(options);
+    bar.attached(events::Placement{0, 0, 2});
+    run_epoch(bar, 4);
+    const std::string text = out.str();
+    CHECK_THAT(text, Catch::StartsWith("\repoch 1/3  25% [#####...............] 1/4"));
+    CHECK(std::count(text.begin(), text.end(), '\n') == 1);
+  }
+}
+
+TEST_CASE("A bar attached to a pool on rank 1 of 2 prints its test line marked with the rank",
+          "[observers][progress][ranks]") {
+  // As Trainer::add_observer attaches it with every_rank: the placement reaches the bar before
+  // any event, and its hooks then run on the pool's threads.
+  std::ostringstream out;
+  auto bar = std::make_shared<ProgressBar>(ProgressBarOptions().out(&out).tty(true).columns(200));
+  {
+    events::EventBus bus;
+    events::ObserverPool pool(2);
+    pool.attach(bus, bar, {}, events::Placement{1, 1, 2});
+    bus.publish(events::TestEpochStart{{0, 0}, 2});
+    bus.publish(events::TestBatchEnd{});
+    bus.publish(events::TestBatchEnd{});
+    bus.publish(events::TestEpochEnd{{0, 0}, {{"test_acc", 0.9}}});
+    pool.drain();
+    pool.check();
+  }
+  CHECK_THAT(out.str(), Catch::Matches("\r\\[rank: 1\\] test  2/2  [0-9.]+s  test_acc "
+                                       "0\\.9000\x1b\\[K\n"));
 }
