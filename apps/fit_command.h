@@ -81,7 +81,7 @@ struct FitArguments {
   /// DDP: auto, gloo or nccl (DDPOptions::backend).
   std::string ddp_backend = "auto";
   bool ddp_find_unused_parameters = false;
-  /// DDP: average gradients in float16 (half the bytes; DDPOptions::gradient_compression).
+  /// DDP: send gradients as float16 (fewer bytes; DDPOptions::gradient_compression kFp16).
   bool ddp_fp16_gradients = false;
   /// DDP: the nice value of Gloo's event loop thread (DDPOptions::gloo_event_loop_nice).
   int ddp_gloo_loop_nice = 19;

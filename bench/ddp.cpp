@@ -69,6 +69,9 @@ struct Case {
   // (LaunchOptions::bind_cpus); false: the kernel moves them (--no-cpu-binding).
   bool bind_cpus = true;
   bool gradient_as_bucket_view = false;  // DDPOptions::gradient_as_bucket_view
+  // With fp16_gradients: LibTorch's float16 all-reduce (kFp16AllReduce) instead of kFp16 (on
+  // Gloo, trainbus's all-gather summed in float32).
+  bool fp16_all_reduce = false;
 };
 
 // The large MLP: 784-2048-2048-10, about 5.8M parameters.
@@ -235,9 +238,10 @@ int run_rank(const std::string& model, const Case& c, int64_t steps, int side_by
     strategy = std::make_shared<distributed::DDPStrategy>(
         distributed::environment_from_variables(),
         distributed::DDPOptions()
-            .gradient_compression(c.fp16_gradients
-                                      ? distributed::DDPOptions::GradientCompression::kFp16
-                                      : distributed::DDPOptions::GradientCompression::kNone)
+            .gradient_compression(
+                !c.fp16_gradients   ? distributed::DDPOptions::GradientCompression::kNone
+                : c.fp16_all_reduce ? distributed::DDPOptions::GradientCompression::kFp16AllReduce
+                                    : distributed::DDPOptions::GradientCompression::kFp16)
             .stop_agreement_every_batch(c.stop_agreement_every_batch)
             .gradient_as_bucket_view(c.gradient_as_bucket_view)
             .gloo_event_loop_nice(c.gloo_event_loop_nice));
@@ -319,6 +323,7 @@ RankResult run_case(const Case& c, const std::string& model, int64_t steps, int 
               batch.c_str(), "--steps", step_count.c_str(), "--out", result_file.c_str(),
               "--side-by-side-index", index.c_str(), "--side-by-side-count", count.c_str(),
               c.fp16_gradients ? "--fp16" : "--no-fp16",
+              c.fp16_all_reduce ? "--fp16-all-reduce" : "--no-fp16-all-reduce",
               c.kind == Kind::kRawLoop ? "--raw-loop" : "--no-raw-loop",
               c.stop_agreement_every_batch ? "--stop-agreement" : "--no-stop-agreement",
               "--loop-nice", loop_nice.c_str(), "--accumulate", accumulate.c_str(),
@@ -367,6 +372,10 @@ int main(int argc, char** argv) {
   bool rank_child = false;
   std::string out;
   app.add_option("--reps", reps, "repetitions of every case")->capture_default_str();
+  std::vector<std::string> only;
+  app.add_option("--only", only,
+                 "run only the cases whose name contains this text (repeatable), and the "
+                 "1-process cases the ratios are against");
   app.add_option("--steps", steps,
                  "training steps per run (the first " + std::to_string(kWarmUpSteps) +
                      " are left out of the mean)")
@@ -380,6 +389,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", child.batch_per_rank)->group("");
   app.add_option("--out", out)->group("");
   app.add_flag("--fp16,!--no-fp16", child.fp16_gradients)->group("");
+  app.add_flag("--fp16-all-reduce,!--no-fp16-all-reduce", child.fp16_all_reduce)->group("");
   bool raw_loop = false;
   app.add_flag("--raw-loop,!--no-raw-loop", raw_loop)->group("");
   app.add_flag("--stop-agreement,!--no-stop-agreement", child.stop_agreement_every_batch)
@@ -397,12 +407,15 @@ int main(int argc, char** argv) {
     return run_rank(model, child, steps, side_by_side_index, side_by_side_count, out);
   }
 
-  const std::vector<Case> cases{
+  std::vector<Case> cases{
       {"1 process, 2 threads, batch 64", 1, 2, 64},
       {"1 process, 1 thread, batch 64", 1, 1, 64},
       {"2 ranks x 1 thread, batch 32 each (global 64)", 2, 1, 32},
       {"2 ranks x 1 thread, batch 64 each (global 128)", 2, 1, 64},
       {"2 ranks x 1 thread, batch 64 each, fp16 gradients", 2, 1, 64, true},
+      {"2 ranks x 1 thread, batch 64 each, fp16 gradients by LibTorch's float16 all-reduce "
+       "(kFp16AllReduce)",
+       2, 1, 64, true, Kind::kTrainer, true, 1, 19, true, false, true},
       {"2 ranks x 1 thread, batch 64 each, stops agreed at validation and epoch ends only", 2, 1,
        64, false, Kind::kTrainer, false},
       {"2 ranks x 1 thread, batch 64 each, Gloo's event loop at normal priority (as PyTorch's)", 2,
@@ -426,6 +439,17 @@ int main(int argc, char** argv) {
        "and epoch ends only",
        2, 1, 64, false, Kind::kTrainer, false, 4},
   };
+  if (!only.empty()) {
+    cases.erase(std::remove_if(cases.begin(), cases.end(),
+                               [&](const Case& c) {
+                                 return c.ranks != 1 &&
+                                        std::none_of(
+                                            only.begin(), only.end(), [&](const std::string& text) {
+                                              return c.name.find(text) != std::string::npos;
+                                            });
+                               }),
+                cases.end());
+  }
   const std::string out_file =
       (std::filesystem::temp_directory_path() / ("bench_ddp." + std::to_string(::getpid())))
           .string();

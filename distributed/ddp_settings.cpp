@@ -336,6 +336,7 @@ void agree_as_other_rank(c10d::Store& store, const std::vector<SharedDDPSetting>
 // different sizes and fails, or averages garbage). Not shared: `timeout`, each rank's own bound
 // on a wait (ranks with different ones still run the same collectives; a hang ends at the
 // shortest), and `socket_ifname`, which names an interface of the rank's own machine.
+
 std::vector<SharedDDPSetting> shared_ddp_settings(const DDPOptions& options,
                                                   std::string_view backend, int world_size) {
   const auto yes_no = [](bool value) { return std::string(value ? "true" : "false"); };
@@ -354,9 +355,18 @@ std::vector<SharedDDPSetting> shared_ddp_settings(const DDPOptions& options,
       // collective more per backward.
       {"find_unused_parameters", yes_no(options.find_unused_parameters()),
        "--ddp-find-unused-parameters (DDPOptions::find_unused_parameters)"},
-      // float16 buckets against float32 ones: half the bytes.
-      {"gradient_compression",
-       options.gradient_compression() == DDPOptions::GradientCompression::kFp16 ? "fp16" : "none",
+      // float16 buckets against float32 ones, all-gathered against all-reduced: other
+      // collectives, of other sizes. The hook gradient_hook_for picks, by its name: kFp16 and
+      // kFp16AllReduce, which pick the same hook on NCCL and on Gloo from 3 ranks on, agree
+      // there. The key was `gradient_compression` (none or fp16, then LibTorch's float16
+      // all-reduce on every backend); another key, so that a build from before and this one
+      // differ as builds ("does not know it: run the same trainbus build"), not as a flag set
+      // differently. Rename it again when the collectives a hook's name stands for change.
+      // With DDPOptions::comm_hook (only without compression) float32_all_reduce: `comm_hook`
+      // below says that a hook of one's own replaces it.
+      {"gradient_hook",
+       std::string(gradient_hook_name(
+           gradient_hook_for(options.gradient_compression(), backend, world_size))),
        "--ddp-fp16-gradients (DDPOptions::gradient_compression)"},
       // A hook of one's own against the Reducer's all-reduce: other collectives, or none. Only
       // whether it is set: what a hook does cannot be compared.

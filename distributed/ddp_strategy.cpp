@@ -33,6 +33,7 @@
 
 #include "base/errors.h"
 #include "distributed/ddp_settings.h"
+#include "distributed/fp16_allgather_hook.h"
 #include "distributed/gloo_event_loop.h"
 
 namespace trainbus::distributed {
@@ -166,6 +167,8 @@ struct DDPStrategy::Impl {
   // a set of unused parameters that changes between backward passes (manual optimization with
   // find_unused_parameters) dereferences a null logger. It holds the Reducer: reset it first.
   std::shared_ptr<c10d::Logger> logger;
+  // The Reducer's hook where it is trainbus's (GradientHook::kFp16AllGather), for its count.
+  Fp16AllGatherHook* fp16_all_gather = nullptr;
   std::vector<at::Tensor> buffers;
   torch::nn::Module* module = nullptr;
   size_t trainable = 0;  // parameters that required grad when the Reducer was built
@@ -574,6 +577,14 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   TRAINBUS_CHECK(!parameters.empty(),
                  "DDP: the module has no parameter that requires grad, so there is nothing to "
                  "average across ranks");
+  if (options_.gradient_compression() != DDPOptions::GradientCompression::kNone) {
+    for (size_t i = 0; i < parameters.size(); ++i) {
+      TRAINBUS_CHECK(!parameters[i].is_complex(), "DDP: parameter `", names.at(i), "` is ",
+                     parameters[i].scalar_type(),
+                     ", whose gradients float16 cannot carry (it has no imaginary part): turn "
+                     "off --ddp-fp16-gradients (DDPOptions::gradient_compression)");
+    }
+  }
   guarded(environment_, options_.timeout(), "checking that every rank has the same parameters",
           [&] {
             c10d::verify_params_across_processes(impl_->group, parameters, c10::nullopt);
@@ -612,11 +623,44 @@ void DDPStrategy::setup_module(torch::nn::Module& module) {
   impl_->logger =
       std::shared_ptr<c10d::Logger>(new c10d::Logger(impl_->reducer), delete_quietly<c10d::Logger>);
   impl_->reducer->set_logger(impl_->logger);
-  if (options_.gradient_compression() == DDPOptions::GradientCompression::kFp16)
-    impl_->reducer->register_builtin_comm_hook(c10d::BuiltinCommHookType::FP16_COMPRESS);
-  if (options_.comm_hook())
+  statistics_.comm_hook_name.clear();
+  statistics_.fp16_all_gather_buckets = 0;
+  impl_->fp16_all_gather = nullptr;
+  // The hook's name goes into the DDP logging data (as DistributedDataParallel's
+  // _register_comm_hook does), from which the statistics read it back, only once the Reducer
+  // took the hook: a register call that throws leaves no name, and no pointer to a hook it
+  // destroyed.
+  const auto registered = [&](std::string_view name) {
+    impl_->logger->set_comm_hook(std::string(name));
+    const at::DDPLoggingData data = impl_->logger->get_ddp_logging_data();
+    const auto comm_hook = data.strs_map.find("comm_hook");
+    statistics_.comm_hook_name =
+        comm_hook == data.strs_map.end() ? std::string() : comm_hook->second;
+  };
+  if (options_.comm_hook()) {  // never with a gradient_compression (refused when constructed)
     impl_->reducer->register_comm_hook(
         std::make_unique<UserCommHook>(options_.comm_hook(), impl_->group));
+    registered(kUserCommHookName);
+    return;
+  }
+  switch (
+      gradient_hook_for(options_.gradient_compression(), impl_->backend, impl_->group->getSize())) {
+    case GradientHook::kFp16AllGather: {
+      auto all_gather = std::make_unique<Fp16AllGatherHook>(impl_->group);
+      Fp16AllGatherHook* const hook = all_gather.get();
+      impl_->reducer->register_comm_hook(std::move(all_gather));
+      impl_->fp16_all_gather = hook;  // the Reducer owns it now
+      registered(gradient_hook_name(GradientHook::kFp16AllGather));
+      break;
+    }
+    case GradientHook::kFp16AllReduce:
+      impl_->reducer->register_builtin_comm_hook(c10d::BuiltinCommHookType::FP16_COMPRESS);
+      registered(gradient_hook_name(GradientHook::kFp16AllReduce));
+      break;
+    case GradientHook::kFloat32AllReduce:  // no hook: the Reducer's own all-reduce
+      registered(gradient_hook_name(GradientHook::kFloat32AllReduce));
+      break;
+  }
 }
 
 void DDPStrategy::teardown_module() noexcept {
@@ -636,6 +680,9 @@ void DDPStrategy::teardown_module() noexcept {
     } catch (...) {  // statistics only: a teardown does not fail for them
     }
   }
+  if (impl_->fp16_all_gather != nullptr)
+    statistics_.fp16_all_gather_buckets = impl_->fp16_all_gather->buckets_averaged();
+  impl_->fp16_all_gather = nullptr;  // the Reducer owns it
   impl_->logger.reset();
   impl_->reducer.reset();
   impl_->buffers.clear();

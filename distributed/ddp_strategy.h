@@ -76,8 +76,18 @@ struct DDPOptions {
   /// How gradients travel between ranks (PyTorch's DDP communication hooks).
   enum class GradientCompression {
     kNone,  ///< float32, exact
-    kFp16,  ///< halved to float16 for the all-reduce (LibTorch's fp16_compress_hook): half the
-            ///< bytes, gradients rounded to float16's precision
+    /// Rounded to float16 (gradients at float16's precision), sent in half of float32's bytes,
+    /// by the hook gradient_hook_for picks: on Gloo with 2 ranks Fp16AllGatherHook
+    /// (distributed/fp16_allgather_hook.h: all-gathered, summed in float32), else LibTorch's
+    /// fp16_compress_hook (an all-reduce in float16; on Gloo its float16 sums run one element at
+    /// a time in software). Elements with |g| >= 65520 become +-inf, those below about 3e-8
+    /// become 0 (LibTorch's hook alike on overflow; it loses more on underflow, dividing in
+    /// float16).
+    kFp16,
+    /// LibTorch's fp16_compress_hook on every backend and world size: the bucket halved to
+    /// float16, then divided by the world size in float16 (LibTorch 1.13), and all-reduced in
+    /// float16 (for comparison; slow on Gloo).
+    kFp16AllReduce,
   };
   /// Longest wait for the rendezvous (every rank joining) and for any one collective. A rank
   /// that died is noticed at once (its connections close); one that hangs, after this.
@@ -130,6 +140,35 @@ struct DDPOptions {
   TRAINBUS_ARG(int, gloo_event_loop_nice) = 19;
 };
 
+/// The communication hook c10d's Reducer averages the gradient buckets with.
+enum class GradientHook {
+  kFloat32AllReduce,  ///< no hook: c10d's all-reduce of the float32 buckets (exact)
+  kFp16AllGather,     ///< Fp16AllGatherHook: float16 all-gathered, summed in float32
+  kFp16AllReduce,     ///< LibTorch's FP16CompressCommHook: float16 all-reduced in float16
+};
+
+/// The hook DDP with `compression` on `backend` ("gloo" or "nccl") among `world_size` ranks
+/// averages with. kNone: kFloat32AllReduce. kFp16AllReduce: kFp16AllReduce. kFp16:
+/// kFp16AllGather on Gloo with at most 2 ranks, where it sends no more bytes than LibTorch's
+/// float16 all-reduce, else kFp16AllReduce. Bytes each rank sends per bucket of B bytes of
+/// float32 (ring algorithms; arithmetic, not measured): float32 all-reduce 2(N-1)/N x B, float16
+/// all-reduce half that, (N-1)/N x B, float16 all-gather (N-1) x B/2: B/2 for both with 2 ranks,
+/// but with 3 the all-gather sends B against the all-reduce's 2B/3, and with 4 as much as
+/// float32. So from 3 ranks on the float16 all-reduce halves the bytes, which is what the option
+/// is for (a network that limits), at the price of Gloo's software float16 sum (bench/README.md
+/// stop 31); where bytes do not limit, float16 is no faster than float32, which is exact. NCCL
+/// sums float16 on the GPU: always its all-reduce.
+GradientHook gradient_hook_for(DDPOptions::GradientCompression compression,
+                               std::string_view backend, int world_size);
+
+/// The hook's name, as DDPStatistics::comm_hook_name and c10d's DDP logging data (comm_hook)
+/// give it: "float32_all_reduce", "fp16_all_gather", "fp16_all_reduce".
+std::string_view gradient_hook_name(GradientHook hook) noexcept;
+
+/// The name of DDPOptions::comm_hook (a hook of one's own, which replaces gradient_hook_for's
+/// choice) in DDPStatistics::comm_hook_name and c10d's DDP logging data.
+inline constexpr std::string_view kUserCommHookName = "user";
+
 /// What a DDPStrategy has communicated so far on this rank, for benchmarks and tests.
 struct DDPStatistics {
   /// Backward passes whose gradients were averaged across ranks (each all-reduces every bucket
@@ -140,6 +179,13 @@ struct DDPStatistics {
   /// Gradient elements each of those averages: every parameter that requires grad, once (a
   /// weight two layers share, too).
   int64_t gradient_elements = 0;
+  /// The communication hook of the last module set up (gradient_hook_name, or kUserCommHookName
+  /// for DDPOptions::comm_hook), as registered with c10d's Reducer and read back from its
+  /// Logger's DDP logging data (comm_hook); empty before.
+  std::string comm_hook_name;
+  /// Buckets Fp16AllGatherHook averaged for the last module set up (read when it is torn down);
+  /// 0 under another hook.
+  int64_t fp16_all_gather_buckets = 0;
   /// Whether Gloo's event loop thread got DDPOptions::gloo_event_loop_nice (false with 0, with
   /// NCCL, or where its thread could not be told apart).
   bool gloo_event_loop_niced = false;

@@ -9,6 +9,7 @@
 #include <exception>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -105,9 +106,25 @@ TEST_CASE("DDP settings: every setting that differs is named, and so is a build 
   CHECK(mismatch_of(DDPOptions().find_unused_parameters(true)) ==
         "`find_unused_parameters` is true on rank 3 but false on rank 0: set "
         "--ddp-find-unused-parameters (DDPOptions::find_unused_parameters) alike on every rank");
-  CHECK_THAT(mismatch_of(DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16)),
-             Catch::StartsWith("`gradient_compression` is fp16 on rank 3 but none on rank 0: set "
-                               "--ddp-fp16-gradients"));
+  // The key is the hook gradient_hook_for picks, by its name.
+  CHECK(mismatch_of(DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16)) ==
+        "`gradient_hook` is fp16_all_gather on rank 3 but float32_all_reduce on rank 0: set "
+        "--ddp-fp16-gradients (DDPOptions::gradient_compression) alike on every rank");
+  // kFp16 and LibTorch's float16 all-reduce: other collectives on Gloo with 2 ranks; the same
+  // hook, so they agree, on Gloo from 3 ranks on and on NCCL.
+  const auto fp16 = DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16);
+  const auto all_reduce =
+      DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16AllReduce);
+  const auto fp16_against_all_reduce = [&](const char* backend, int world_size) {
+    return ddp_settings_mismatch(
+        shared_ddp_settings(all_reduce, backend, world_size), 1,
+        encode_ddp_settings(shared_ddp_settings(fp16, backend, world_size)));
+  };
+  CHECK(fp16_against_all_reduce("gloo", 2) ==
+        "`gradient_hook` is fp16_all_reduce on rank 1 but fp16_all_gather on rank 0: set "
+        "--ddp-fp16-gradients (DDPOptions::gradient_compression) alike on every rank");
+  CHECK(fp16_against_all_reduce("gloo", 3).empty());
+  CHECK(fp16_against_all_reduce("nccl", 2).empty());
   // A hook of one's own runs other collectives than the Reducer's (or fails to run any).
   CHECK(mismatch_of(DDPOptions().comm_hook(distributed::allreduce_average)) ==
         "`comm_hook` is set on rank 3 but none on rank 0: set DDPOptions::comm_hook alike on "
@@ -136,6 +153,30 @@ TEST_CASE("DDP settings: every setting that differs is named, and so is a build 
                                    "handshake_version=1\n"),
              Catch::Contains("`world_size` is 2 on rank 1, and rank 0 does not know it: run the "
                              "same trainbus build on every rank"));
+}
+
+TEST_CASE(
+    "DDP settings: fp16 gradients of a build from before the fp16 hook choice differ as a build",
+    "[ddp][ddp_settings]") {
+  // A build from before: `gradient_compression=fp16` was LibTorch's float16 all-reduce on every
+  // backend, where this build's kFp16 all-gathers on Gloo with 2 ranks. Told to set the flag
+  // alike, the user would find it set alike: the key is another, so the builds differ.
+  const auto fp16 = DDPOptions().gradient_compression(DDPOptions::GradientCompression::kFp16);
+  std::istringstream now(encode_ddp_settings(shared_ddp_settings(fp16, "gloo", 2)));
+  std::string before;
+  for (std::string line; std::getline(now, line);) {
+    const bool compression =
+        line.rfind("gradient_hook=", 0) == 0 || line.rfind("gradient_compression=", 0) == 0;
+    before += (compression ? std::string("gradient_compression=fp16") : line) + "\n";
+  }
+  const std::string mismatch =
+      ddp_settings_mismatch(shared_ddp_settings(fp16, "gloo", 2), 1, before);
+  CHECK_THAT(mismatch,
+             Catch::Contains("`gradient_hook` is fp16_all_gather on rank 1, and rank 0 does not "
+                             "know it: run the same trainbus build on every rank"));
+  CHECK_THAT(mismatch, Catch::Contains("`gradient_compression` is fp16 on rank 0, and rank 1 does "
+                                       "not know it: run the same trainbus build on every rank"));
+  CHECK_THAT(mismatch, !Catch::Contains("--ddp-fp16-gradients"));
 }
 
 TEST_CASE(

@@ -625,9 +625,18 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   // "ddp child rank, core", "ddp child rank, overlap" and "ddp child rank, bad hook" below run
   // these.
   if (mode.rfind("core_", 0) == 0 || mode == "overlap" || mode.rfind("bad_hook_", 0) == 0) return;
-  // "MODE+view": MODE with DDPOptions::gradient_as_bucket_view.
-  const bool bucket_view = mode.size() > 5 && mode.compare(mode.size() - 5, 5, "+view") == 0;
-  if (bucket_view) mode.resize(mode.size() - 5);
+  // "MODE+view": MODE with DDPOptions::gradient_as_bucket_view; "MODE+fp16": MODE with fp16
+  // gradients (as "fp16" is); "fp16_all_reduce": LibTorch's float16 all-reduce
+  // (GradientCompression::kFp16AllReduce).
+  const auto strip_suffix = [&mode](const std::string& suffix) {
+    const bool found = mode.size() > suffix.size() &&
+                       mode.compare(mode.size() - suffix.size(), suffix.size(), suffix) == 0;
+    if (found) mode.resize(mode.size() - suffix.size());
+    return found;
+  };
+  const bool bucket_view = strip_suffix("+view");
+  const bool fp16_gradients = strip_suffix("+fp16") || mode == "fp16";
+  const bool fp16_all_reduce = mode == "fp16_all_reduce";
   const distributed::DistributedEnvironment environment = distributed::environment_from_variables();
   const bool stuck_disk_mode = mode.rfind("stuck_disk", 0) == 0;
   if (stuck_disk_mode) meet_before_joining(dir, environment.rank);
@@ -648,9 +657,10 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
           // Buckets of 50 KiB after the first MiB: the wide model's gradients take three.
           .bucket_cap_mb(mode == "buckets" ? 0.05 : 25.0)
           .gradient_as_bucket_view(bucket_view)
-          .gradient_compression(mode == "fp16"
-                                    ? distributed::DDPOptions::GradientCompression::kFp16
-                                    : distributed::DDPOptions::GradientCompression::kNone));
+          .gradient_compression(
+              fp16_all_reduce  ? distributed::DDPOptions::GradientCompression::kFp16AllReduce
+              : fp16_gradients ? distributed::DDPOptions::GradientCompression::kFp16
+                               : distributed::DDPOptions::GradientCompression::kNone));
   const int rank = strategy->global_rank();
   // models_differ: rank 1's hidden layer is narrower.
   const int64_t width = mode == "buckets"                      ? kWideWidth
@@ -869,6 +879,10 @@ TEST_CASE("ddp child rank", "[.ddp-child]") {
   }
   const distributed::DDPStatistics& statistics = strategy->statistics();
   result.metrics["ddp/buckets"] = static_cast<double>(statistics.buckets);
+  // The hook the Reducer was given, as its Logger has it, and the buckets trainbus's averaged.
+  result.metrics["ddp/comm_hook/" + statistics.comm_hook_name] = 1.0;
+  result.metrics["ddp/fp16_all_gather_buckets"] =
+      static_cast<double>(statistics.fp16_all_gather_buckets);
   result.metrics["ddp/backward_compute_ns"] = static_cast<double>(statistics.backward_compute_ns);
   result.metrics["ddp/backward_compute_comm_overlap_ns"] =
       static_cast<double>(statistics.backward_compute_comm_overlap_ns);
@@ -1034,8 +1048,10 @@ TEST_CASE("on_train_batch_start's -1 on one rank skips the rest of the epoch on 
 }
 
 TEST_CASE("a rank that dies makes the other fail at once with a DistributedError", "[ddp]") {
-  // "die": rank 0 notices in a sync_dist log's all-reduce; "die_quiet": in backward's.
-  const std::string mode = GENERATE("die", "die_quiet");
+  // "die": rank 0 notices in a sync_dist log's all-reduce; "die_quiet": in backward's;
+  // "die_quiet+fp16": in the all-gather of the fp16 gradient hook (Fp16AllGatherHook), whose
+  // future fails.
+  const std::string mode = GENERATE("die", "die_quiet", "die_quiet+fp16");
   CAPTURE(mode);
   testing::TempDir dir;
   const std::vector<int> statuses = run_ranks(mode, dir.path().string());
@@ -1054,6 +1070,12 @@ TEST_CASE("a rank that dies makes the other fail at once with a DistributedError
   const auto after = rank0.error.find("[after ");
   REQUIRE(after != std::string::npos);
   CHECK(std::stod(rank0.error.substr(after + 7)) < 30.0);
+  if (mode == "die_quiet+fp16") {
+    CHECK(rank0.metrics.count("ddp/comm_hook/fp16_all_gather") == 1);
+    // Rank 1 dies at its third batch: the hook averaged the buckets of the batches before.
+    REQUIRE(rank0.metrics.count("ddp/fp16_all_gather_buckets") == 1);
+    CHECK(rank0.metrics.at("ddp/fp16_all_gather_buckets") > 0.0);
+  }
 }
 
 TEST_CASE("an error of a rank's own inside backward is its failure, not the other rank's",
@@ -1435,8 +1457,12 @@ TEST_CASE("a checkpoint monitoring a metric that differs per rank saves alike on
 }
 
 TEST_CASE("fp16 gradients: every rank steps alike, close to one process", "[ddp]") {
+  // On Gloo: Fp16AllGatherHook; with the bucket view the gradients are views into the bucket
+  // the hook writes the average into.
+  const bool gradient_as_bucket_view = GENERATE(false, true);
+  CAPTURE(gradient_as_bucket_view);
   testing::TempDir dir;
-  run_ranks_cleanly("fp16", dir);
+  run_ranks_cleanly(gradient_as_bucket_view ? "fp16+view" : "fp16", dir);
   const auto [rank0, rank1] = read_clean_ranks(dir);
   RegressionModule single_module;
   const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
@@ -1445,7 +1471,44 @@ TEST_CASE("fp16 gradients: every rank steps alike, close to one process", "[ddp]
   double largest = 0.0;
   for (size_t i = 0; i < single.weights.size(); ++i)
     largest = std::max(largest, std::abs(rank0.weights[i] - single.weights[i]));
-  // Rounded gradients (float16 keeps about 3 decimal digits) after 16 steps at lr 0.05.
+  CAPTURE(largest);
+  // trainbus's all-gather hook (two ranks on Gloo: gradient_hook_for), registered with the
+  // Reducer (its Logger's comm_hook) and run: 16 steps of one bucket.
+  for (const RankResult* rank : {&rank0, &rank1}) {
+    CHECK(rank->metrics.count("ddp/comm_hook/fp16_all_gather") == 1);
+    CHECK(rank->metrics.at("ddp/fp16_all_gather_buckets") == 16.0);
+  }
+  // Rounded gradients (float16 keeps about 3 decimal digits) after 16 steps at lr 0.05: 1.5e-5
+  // here with Fp16AllGatherHook, 2.2e-5 with LibTorch's float16 all-reduce.
+  CHECK(largest > 0.0);
+  CHECK(largest < 1e-3);
+}
+
+TEST_CASE(
+    "fp16 gradients by LibTorch's float16 all-reduce: every rank steps alike, close to one "
+    "process",
+    "[ddp]") {
+  // GradientCompression::kFp16AllReduce: c10d's FP16CompressCommHook on Gloo (what kFp16 is
+  // from 3 ranks on, and on NCCL); with the bucket view it copies the average into the bucket.
+  const bool gradient_as_bucket_view = GENERATE(false, true);
+  CAPTURE(gradient_as_bucket_view);
+  testing::TempDir dir;
+  run_ranks_cleanly(gradient_as_bucket_view ? "fp16_all_reduce+view" : "fp16_all_reduce", dir);
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  RegressionModule single_module;
+  const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
+  CHECK(rank0.weights == rank1.weights);
+  REQUIRE(rank0.weights.size() == single.weights.size());
+  double largest = 0.0;
+  for (size_t i = 0; i < single.weights.size(); ++i)
+    largest = std::max(largest, std::abs(rank0.weights[i] - single.weights[i]));
+  CAPTURE(largest);
+  // LibTorch's hook, registered with the Reducer (its Logger's comm_hook), not trainbus's.
+  for (const RankResult* rank : {&rank0, &rank1}) {
+    CHECK(rank->metrics.count("ddp/comm_hook/fp16_all_reduce") == 1);
+    CHECK(rank->metrics.count("ddp/comm_hook/fp16_all_gather") == 0);
+    CHECK(rank->metrics.at("ddp/fp16_all_gather_buckets") == 0.0);
+  }
   CHECK(largest > 0.0);
   CHECK(largest < 1e-3);
 }
@@ -1529,6 +1592,9 @@ TEST_CASE("gradients in several buckets: every rank steps alike, as one process 
   // (1 MiB) comes last, so its 4 gradient tensors now travel in one all-reduce, not one each.
   CHECK(rank0.metrics.at("ddp/buckets") == 1);
   CHECK(rank0.metrics.at("ddp/backward_compute_ns") > 0);
+  // No hook: c10d's float32 all-reduce.
+  CHECK(rank0.metrics.count("ddp/comm_hook/float32_all_reduce") == 1);
+  CHECK(rank0.metrics.at("ddp/fp16_all_gather_buckets") == 0);
 }
 
 TEST_CASE("EarlyStopping on one rank stops every rank at the same epoch", "[ddp]") {
@@ -2067,6 +2133,9 @@ TEST_CASE("ddp child rank, overlap", "[.ddp-child]") {
                           static_cast<double>(statistics.backward_compute_ns),
                           static_cast<double>(statistics.backward_comm_ns),
                           static_cast<double>(statistics.backward_compute_comm_overlap_ns)};
+  // The hook's name in the Reducer's Logger: a user's is "user".
+  extras["comm_hook_user"] = {statistics.comm_hook_name == distributed::kUserCommHookName ? 1.0
+                                                                                          : 0.0};
   write_extras(dir + "/extra" + std::to_string(rank) + ".txt", extras);
   write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
 }
@@ -2099,6 +2168,7 @@ TEST_CASE(
 
   for (int rank = 0; rank < kWorld; ++rank) {
     const Extras extras = read_extras(dir.file("extra" + std::to_string(rank) + ".txt"));
+    CHECK(extras.at("comm_hook_user") == std::vector<double>{1.0});
     const auto notes = OverlapNotes::from_flattened(extras.at("notes"));
     std::map<int64_t, std::vector<OverlapNotes::Note>> steps;
     for (const auto& note : notes) steps[note.step].push_back(note);
