@@ -69,9 +69,17 @@ std::string mismatch_with(const std::vector<SharedDDPSetting>& settings, int ran
   const auto add = [&](const std::string& sentence) {
     mismatch += (mismatch.empty() ? "" : "; ") + sentence;
   };
+  const auto differs = [&](const std::string& name) {
+    const auto mine = std::find_if(settings.begin(), settings.end(),
+                                   [&](const SharedDDPSetting& s) { return s.name == name; });
+    const auto found = std::find_if(theirs.begin(), theirs.end(),
+                                    [&](const auto& entry) { return entry.first == name; });
+    return mine == settings.end() || found == theirs.end() || found->second != mine->value;
+  };
   for (const SharedDDPSetting& setting : settings) {
     auto found = theirs.begin();
     while (found != theirs.end() && found->first != setting.name) ++found;
+    if (std::any_of(setting.follows_from.begin(), setting.follows_from.end(), differs)) continue;
     if (found == theirs.end()) {
       add(detail::concat("`", setting.name, "` is ", setting.value, " on rank ", rank, ", and ",
                          reference_name, " does not know it: ", kSameBuild));
@@ -367,7 +375,8 @@ std::vector<SharedDDPSetting> shared_ddp_settings(const DDPOptions& options,
       {"gradient_hook",
        std::string(gradient_hook_name(
            gradient_hook_for(options.gradient_compression(), backend, world_size))),
-       "--ddp-fp16-gradients (DDPOptions::gradient_compression)"},
+       "--ddp-fp16-gradients (DDPOptions::gradient_compression)",
+       {"backend", "world_size"}},
       // A hook of one's own against the Reducer's all-reduce: other collectives, or none. Only
       // whether it is set: what a hook does cannot be compared.
       {"comm_hook", options.comm_hook() ? "set" : "none", "DDPOptions::comm_hook"},

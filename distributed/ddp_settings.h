@@ -21,6 +21,9 @@ struct SharedDDPSetting {
   std::string name;   ///< "backend", "find_unused_parameters", ...
   std::string value;  ///< "gloo", "true", ...
   std::string fix;    ///< the flag or option that sets it: "--ddp-backend (DDPOptions::backend)"
+  /// Settings its value follows from too: where one of them differs, that one is the fix, and
+  /// this one is not said ("gradient_hook" follows from "backend" and "world_size").
+  std::vector<std::string> follows_from = {};
 };
 
 /// The settings this rank must share with every other: WORLD_SIZE, the backend `backend` it

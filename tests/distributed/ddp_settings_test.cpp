@@ -125,6 +125,18 @@ TEST_CASE("DDP settings: every setting that differs is named, and so is a build 
         "--ddp-fp16-gradients (DDPOptions::gradient_compression) alike on every rank");
   CHECK(fp16_against_all_reduce("gloo", 3).empty());
   CHECK(fp16_against_all_reduce("nccl", 2).empty());
+  // The same flag where the backend or WORLD_SIZE differs picks other hooks: only the setting to
+  // fix is said, not --ddp-fp16-gradients, which is set alike.
+  const auto fp16_of = [&](const char* backend, int world_size) {
+    return shared_ddp_settings(fp16, backend, world_size);
+  };
+  CHECK(ddp_settings_mismatch(fp16_of("gloo", 2), 1, encode_ddp_settings(fp16_of("nccl", 2))) ==
+        "`backend` is gloo on rank 1 but nccl on rank 0: set --ddp-backend (DDPOptions::backend; "
+        "auto picks nccl only with --device cuda and a LibTorch built with NCCL) alike on every "
+        "rank");
+  CHECK(ddp_settings_mismatch(fp16_of("gloo", 3), 1, encode_ddp_settings(fp16_of("gloo", 2))) ==
+        "`world_size` is 3 on rank 1 but 2 on rank 0: set WORLD_SIZE (the launcher's "
+        "--nproc-per-node times --nnodes) alike on every rank");
   // A hook of one's own runs other collectives than the Reducer's (or fails to run any).
   CHECK(mismatch_of(DDPOptions().comm_hook(distributed::allreduce_average)) ==
         "`comm_hook` is set on rank 3 but none on rank 0: set DDPOptions::comm_hook alike on "
