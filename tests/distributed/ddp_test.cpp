@@ -262,6 +262,15 @@ class ReservedPort {
   uint16_t port_ = 0;
 };
 
+// The largest difference between two ranks' (or a rank's and one process's) weights, of equal
+// count.
+double largest_difference(const std::vector<double>& a, const std::vector<double>& b) {
+  REQUIRE(a.size() == b.size());
+  double largest = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) largest = std::max(largest, std::abs(a[i] - b[i]));
+  return largest;
+}
+
 // Whether something listens at `port` on loopback: a connect there is answered at once.
 bool listening_at(uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1467,10 +1476,7 @@ TEST_CASE("fp16 gradients: every rank steps alike, close to one process", "[ddp]
   RegressionModule single_module;
   const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
   CHECK(rank0.weights == rank1.weights);
-  REQUIRE(rank0.weights.size() == single.weights.size());
-  double largest = 0.0;
-  for (size_t i = 0; i < single.weights.size(); ++i)
-    largest = std::max(largest, std::abs(rank0.weights[i] - single.weights[i]));
+  const double largest = largest_difference(rank0.weights, single.weights);
   CAPTURE(largest);
   // trainbus's all-gather hook (two ranks on Gloo: gradient_hook_for), registered with the
   // Reducer (its Logger's comm_hook) and run: 16 steps of one bucket.
@@ -1498,10 +1504,7 @@ TEST_CASE(
   RegressionModule single_module;
   const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
   CHECK(rank0.weights == rank1.weights);
-  REQUIRE(rank0.weights.size() == single.weights.size());
-  double largest = 0.0;
-  for (size_t i = 0; i < single.weights.size(); ++i)
-    largest = std::max(largest, std::abs(rank0.weights[i] - single.weights[i]));
+  const double largest = largest_difference(rank0.weights, single.weights);
   CAPTURE(largest);
   // LibTorch's hook, registered with the Reducer (its Logger's comm_hook), not trainbus's.
   for (const RankResult* rank : {&rank0, &rank1}) {
@@ -1579,10 +1582,7 @@ TEST_CASE("gradients in several buckets: every rank steps alike, as one process 
   const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
   REQUIRE(single.error.empty());
   CHECK(rank0.weights == rank1.weights);
-  REQUIRE(rank0.weights.size() == single.weights.size());
-  double largest = 0.0;
-  for (size_t i = 0; i < single.weights.size(); ++i)
-    largest = std::max(largest, std::abs(rank0.weights[i] - single.weights[i]));
+  const double largest = largest_difference(rank0.weights, single.weights);
   CHECK(largest < 1e-5);
   REQUIRE(rank0.losses.size() == single.losses.size());
   for (size_t i = 0; i < single.losses.size(); ++i)
@@ -2160,10 +2160,7 @@ TEST_CASE(
   const RankResult single = fit_and_collect(single_module, 8, quiet_options(1));
   REQUIRE(single.error.empty());
   CHECK(rank0.weights == rank1.weights);
-  REQUIRE(rank0.weights.size() == single.weights.size());
-  double largest = 0.0;
-  for (size_t i = 0; i < single.weights.size(); ++i)
-    largest = std::max(largest, std::abs(rank0.weights[i] - single.weights[i]));
+  const double largest = largest_difference(rank0.weights, single.weights);
   CHECK(largest < 1e-5);
 
   for (int rank = 0; rank < kWorld; ++rank) {
