@@ -631,9 +631,11 @@ void meet_before_joining(const std::string& dir, int rank) {
 TEST_CASE("ddp child rank", "[.ddp-child]") {
   const std::string dir = testing::test_child_dir();
   std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
-  // "ddp child rank, core", "ddp child rank, overlap" and "ddp child rank, bad hook" below run
-  // these.
-  if (mode.rfind("core_", 0) == 0 || mode == "overlap" || mode.rfind("bad_hook_", 0) == 0) return;
+  // "ddp child rank, core", "ddp child rank, overlap", "ddp child rank, bad hook" and "ddp child
+  // rank, refit" below run these.
+  if (mode.rfind("core_", 0) == 0 || mode == "overlap" || mode.rfind("bad_hook_", 0) == 0 ||
+      mode.rfind("refit_", 0) == 0)
+    return;
   // "MODE+view": MODE with DDPOptions::gradient_as_bucket_view; "MODE+fp16": MODE with fp16
   // gradients (as "fp16" is); "fp16_all_reduce": LibTorch's float16 all-reduce
   // (GradientCompression::kFp16AllReduce).
@@ -2322,6 +2324,135 @@ TEST_CASE("a comm hook that breaks its contract fails naming DDPOptions::comm_ho
   const RankResult refused = read_result(misconfigured.file("rank1.txt"));
   CHECK_THAT(refused.error, Catch::Contains("the hook refuses on purpose") &&
                                 !Catch::Contains("comm_hook failed"));
+}
+
+namespace {
+
+// The steps at which a comm hook was handed gradient bucket 0, by fit (1, 2): one per step of a
+// fit, if the Reducer of that fit has the hook once.
+struct BucketZeroLaunches {
+  void launched(const c10d::GradBucket& bucket) {
+    if (bucket.getIndex() != 0) return;
+    const std::lock_guard<std::mutex> lock(mutex);
+    steps[fit].push_back(static_cast<double>(step.load()));
+  }
+  std::mutex mutex;
+  int fit = 0;                   // set between fits
+  std::atomic<int64_t> step{0};  // the training step under way, from 1
+  std::map<int, std::vector<double>> steps;
+};
+
+// At the start of each training step, tells BucketZeroLaunches which one it is; at the start of
+// training (after DDPStrategy::setup_module), notes the statistics of the Reducer just built.
+class RefitNotes : public Callback {
+ public:
+  RefitNotes(std::shared_ptr<BucketZeroLaunches> launches,
+             std::shared_ptr<distributed::DDPStrategy> strategy)
+      : launches_(std::move(launches)), strategy_(std::move(strategy)) {}
+  void on_train_start(Trainer&, Module&) override {
+    hook_at_start = strategy_->statistics().comm_hook_name;
+    fp16_buckets_at_start = strategy_->statistics().fp16_all_gather_buckets;
+  }
+  void on_train_batch_start(Trainer& trainer, Module&, const Batch&, int64_t) override {
+    launches_->step = trainer.global_step() + 1;
+  }
+  std::string hook_at_start;
+  int64_t fp16_buckets_at_start = -1;
+
+ private:
+  std::shared_ptr<BucketZeroLaunches> launches_;
+  std::shared_ptr<distributed::DDPStrategy> strategy_;
+};
+
+}  // namespace
+
+// One rank of a "refit_KIND" mode: two fits of one module, each by a Trainer of its own, on one
+// DDPStrategy (so two Reducers, each built by setup_module) whose comm hook KIND says:
+// "refit_fp16", --ddp-fp16-gradients (GradientCompression::kFp16: Fp16AllGatherHook on Gloo with
+// two ranks); "refit_hook", a DDPOptions::comm_hook that notes bucket 0's launches and averages
+// as the Reducer would (distributed::allreduce_average). Extras: "fitN" = {global_step, the
+// statistics' comm_hook_name is KIND's (1/0) and fp16_all_gather_buckets at the start of
+// training, then after the fit}; "bucket0_fitN" = the steps at which the user hook got bucket 0.
+TEST_CASE("ddp child rank, refit", "[.ddp-child]") {
+  const std::string mode = std::getenv("TRAINBUS_TEST_DDP_MODE");
+  if (mode.rfind("refit_", 0) != 0) return;
+  const bool user_hook = mode == "refit_hook";
+  REQUIRE((user_hook || mode == "refit_fp16"));
+  const std::string dir = testing::test_child_dir();
+  auto launches = std::make_shared<BucketZeroLaunches>();
+  distributed::DDPOptions ddp_options = distributed::DDPOptions().timeout(std::chrono::seconds(60));
+  if (user_hook) {
+    ddp_options.comm_hook([launches](c10d::ProcessGroup& group, c10d::GradBucket& bucket) {
+      launches->launched(bucket);
+      return distributed::allreduce_average(group, bucket);
+    });
+  } else {
+    ddp_options.gradient_compression(distributed::DDPOptions::GradientCompression::kFp16);
+  }
+  auto strategy = std::make_shared<distributed::DDPStrategy>(
+      distributed::environment_from_variables(), std::move(ddp_options));
+  const int rank = strategy->global_rank();
+  const std::string expected_hook(
+      user_hook ? distributed::kUserCommHookName
+                : distributed::gradient_hook_name(distributed::GradientHook::kFp16AllGather));
+  RegressionModule module;
+  Extras extras;
+  RankResult result;
+  for (int fit = 1; fit <= 2 && result.error.empty(); ++fit) {
+    {
+      const std::lock_guard<std::mutex> lock(launches->mutex);
+      launches->fit = fit;
+    }
+    const auto notes = std::make_shared<RefitNotes>(launches, strategy);
+    result = fit_and_collect(module, 4, quiet_options(1).strategy(strategy), {notes});
+    if (!result.error.empty()) result.error = "fit " + std::to_string(fit) + ": " + result.error;
+    const distributed::DDPStatistics& statistics = strategy->statistics();
+    extras["fit" + std::to_string(fit)] = {static_cast<double>(result.global_step),
+                                           notes->hook_at_start == expected_hook ? 1.0 : 0.0,
+                                           static_cast<double>(notes->fp16_buckets_at_start),
+                                           statistics.comm_hook_name == expected_hook ? 1.0 : 0.0,
+                                           static_cast<double>(statistics.fp16_all_gather_buckets)};
+    const std::lock_guard<std::mutex> lock(launches->mutex);
+    extras["bucket0_fit" + std::to_string(fit)] = launches->steps[fit];
+  }
+  write_extras(dir + "/extra" + std::to_string(rank) + ".txt", extras);
+  write_result(dir + "/rank" + std::to_string(rank) + ".txt", result);
+}
+
+TEST_CASE(
+    "a second fit on one DDPStrategy gives its new Reducer the comm hook once, and counts anew",
+    "[ddp]") {
+  // setup_module builds a Reducer for every fit (and again when the trainable parameters change
+  // mid-fit), registering the hook each time: the second fit's Reducer has the hook once (one
+  // launch of bucket 0 a step), is named in the statistics, and fp16_all_gather_buckets counts
+  // that Reducer's buckets only (0 once it is built, one a step at the end: the model's
+  // gradients fit one bucket).
+  const std::string mode = GENERATE("refit_fp16", "refit_hook");
+  INFO(mode);
+  testing::TempDir dir;
+  run_ranks_cleanly(mode, dir);
+  const auto [rank0, rank1] = read_clean_ranks(dir);
+  CHECK(rank0.weights == rank1.weights);
+  for (int rank = 0; rank < kWorld; ++rank) {
+    INFO("rank " << rank);
+    Extras extras = read_extras(dir.file("extra" + std::to_string(rank) + ".txt"));
+    for (int fit = 1; fit <= 2; ++fit) {
+      INFO("fit " << fit);
+      const std::vector<double>& seen = extras["fit" + std::to_string(fit)];
+      REQUIRE(seen.size() == 5);
+      const double steps = seen[0];
+      CHECK(steps == 16);     // 2 epochs of 8 steps
+      CHECK(seen[1] == 1.0);  // the hook's name once the Reducer is built
+      CHECK(seen[2] == 0.0);  // no bucket averaged yet by this Reducer's hook
+      CHECK(seen[3] == 1.0);  // and after the fit
+      CHECK(seen[4] == (mode == "refit_fp16" ? steps : 0.0));
+      std::vector<double> every_step;
+      if (mode == "refit_hook") {
+        for (int step = 1; step <= static_cast<int>(steps); ++step) every_step.push_back(step);
+      }
+      CHECK(extras["bucket0_fit" + std::to_string(fit)] == every_step);
+    }
+  }
 }
 
 namespace {
