@@ -69,32 +69,37 @@ std::string mismatch_with(const std::vector<SharedDDPSetting>& settings, int ran
   const auto add = [&](const std::string& sentence) {
     mismatch += (mismatch.empty() ? "" : "; ") + sentence;
   };
+  // A setting's value by its name, on rank 0's side or this rank's; null where unknown.
+  const auto theirs_of = [&](const std::string& name) -> const std::string* {
+    for (const auto& [their_name, value] : theirs)
+      if (their_name == name) return &value;
+    return nullptr;
+  };
+  const auto mine_of = [&](const std::string& name) -> const std::string* {
+    for (const SharedDDPSetting& setting : settings)
+      if (setting.name == name) return &setting.value;
+    return nullptr;
+  };
   const auto differs = [&](const std::string& name) {
-    const auto mine = std::find_if(settings.begin(), settings.end(),
-                                   [&](const SharedDDPSetting& s) { return s.name == name; });
-    const auto found = std::find_if(theirs.begin(), theirs.end(),
-                                    [&](const auto& entry) { return entry.first == name; });
-    return mine == settings.end() || found == theirs.end() || found->second != mine->value;
+    const std::string *mine = mine_of(name), *other = theirs_of(name);
+    return mine == nullptr || other == nullptr || *mine != *other;
   };
   for (const SharedDDPSetting& setting : settings) {
-    auto found = theirs.begin();
-    while (found != theirs.end() && found->first != setting.name) ++found;
     if (std::any_of(setting.follows_from.begin(), setting.follows_from.end(), differs)) continue;
-    if (found == theirs.end()) {
+    const std::string* other = theirs_of(setting.name);
+    if (other == nullptr) {
       add(detail::concat("`", setting.name, "` is ", setting.value, " on rank ", rank, ", and ",
                          reference_name, " does not know it: ", kSameBuild));
-    } else if (found->second != setting.value) {
+    } else if (*other != setting.value) {
       add(detail::concat("`", setting.name, "` is ", setting.value, " on rank ", rank, " but ",
-                         found->second, " on ", reference_name, ": ",
+                         *other, " on ", reference_name, ": ",
                          setting.fix == kSameBuild
                              ? std::string(kSameBuild)
                              : "set " + setting.fix + " alike on every rank"));
     }
   }
   for (const auto& [name, value] : theirs) {
-    bool known = false;
-    for (const SharedDDPSetting& setting : settings) known = known || setting.name == name;
-    if (!known) {
+    if (mine_of(name) == nullptr) {
       add(detail::concat("`", name, "` is ", value, " on ", reference_name, ", and rank ", rank,
                          " does not know it: ", kSameBuild));
     }
