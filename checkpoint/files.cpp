@@ -247,13 +247,6 @@ bool copy_may_answer(const std::error_code& link_error) {
   }
 }
 
-bool same_file(const fs::path& a, const fs::path& b) {
-  struct stat first {
-  }, second{};
-  return ::stat(a.c_str(), &first) == 0 && ::stat(b.c_str(), &second) == 0 &&
-         first.st_dev == second.st_dev && first.st_ino == second.st_ino;
-}
-
 // link(2), again while a signal interrupts it (FUSE answers an interrupted request with EINTR);
 // an EEXIST after a retry (or after an NFS request sent again) is success where the name is the
 // file itself.
@@ -270,7 +263,8 @@ std::error_code hard_link(const fs::path& from, const fs::path& to) {
       retried = true;
       continue;
     }
-    if (error == EEXIST && retried && same_file(from, to)) return {};
+    std::error_code unknown;  // a name that cannot be compared is not the file
+    if (error == EEXIST && retried && fs::equivalent(from, to, unknown)) return {};
     return std::error_code(error, std::generic_category());
   }
 }
